@@ -1,0 +1,127 @@
+"""Lower a cleaned ONNX model into the IR, node by node, folding constants as it goes.
+
+`load.py` hands over a model whose graph inputs have static shapes, whose constants are
+initializers and whose control flow is inlined. Each node goes through its rule in
+`compiler.ops.LOWER`; each produced layer is typed by its op's shape rule, and a layer whose
+inputs are all constant is evaluated on the spot (that is how Shape/Gather/Concat shape
+arithmetic, constant masks and exporter noise disappear).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from types import MappingProxyType
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from compiler.errors import ModelError
+from compiler.ir import Graph, Layer, Spec, readonly
+from compiler.ops import LOWER, OPS
+from compiler.ops.opdef import Node
+
+
+def lower_model(model: onnx.ModelProto, name: str | None = None) -> Graph:
+    """Lower a cleaned, statically shaped ONNX model to a `Graph`.
+
+    Raises:
+        ModelError: an unsupported op or attribute, or a layer whose shapes do not check.
+    """
+    g = model.graph
+    consts = {t.name: readonly(numpy_helper.to_array(t)) for t in g.initializer}
+    specs: dict[str, Spec] = {n: Spec(tuple(v.shape), v.dtype.name) for n, v in consts.items()}
+    inputs = tuple(vi.name for vi in g.input if vi.name not in consts)
+    specs.update({vi.name: _input_spec(vi) for vi in g.input if vi.name not in consts})
+    layers: list[Layer] = []
+    for node, node_name in zip(g.node, _unique_names(g.node)):
+        lowered = _lower_node(node, node_name, specs, consts)
+        for t, v in lowered.consts.items():
+            consts[t] = readonly(v)
+            specs[t] = Spec(tuple(v.shape), v.dtype.name)
+        for layer in lowered.layers:
+            _add_layer(layer, specs, consts, layers)
+    outputs = tuple(o.name for o in g.output)
+    return _prune(Graph(name or g.name or "model", inputs, outputs, tuple(layers), consts, specs))
+
+
+def _input_spec(vi: onnx.ValueInfoProto) -> Spec:
+    tt = vi.type.tensor_type
+    dims = tuple(d.dim_value for d in tt.shape.dim)
+    if any(d <= 0 for d in dims):
+        raise ModelError(f"input {vi.name}", f"shape {dims} is not static")
+    return Spec(dims, helper.tensor_dtype_to_np_dtype(tt.elem_type).name)
+
+
+def _unique_names(nodes: onnx.NodeProto) -> list[str]:
+    seen: set[str] = set()
+    names = []
+    for i, node in enumerate(nodes):
+        base = node.name or f"{node.op_type}_{i}"
+        name = base if base not in seen else f"{base}_{i}"
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def _attr_value(a: onnx.AttributeProto) -> object:
+    """ONNX attribute as a plain Python value: ints/floats/str/tuples/ndarray."""
+    v = helper.get_attribute_value(a)
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, onnx.TensorProto):
+        return numpy_helper.to_array(v)
+    if isinstance(v, list):
+        return tuple(x.decode() if isinstance(x, bytes) else x for x in v)
+    return v
+
+
+def _lower_node(node: onnx.NodeProto, name: str, specs: Mapping[str, Spec],
+                consts: Mapping[str, np.ndarray]):
+    rule = LOWER.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+    if rule is None:
+        domain = node.domain or "ai.onnx"
+        raise ModelError(f"node {name}", f"unsupported op {domain}::{node.op_type}")
+    attrs = {a.name: _attr_value(a) for a in node.attribute}
+    unknown = sorted(set(attrs) - set(inspect.signature(rule).parameters))
+    if unknown:
+        raise ModelError(f"node {name}", f"{node.op_type} attribute(s) {unknown} not supported")
+    missing = [t for t in node.input if t and t not in specs]
+    if missing:
+        raise ModelError(f"node {name}", f"input(s) {missing} are not produced earlier")
+    view = Node(name, node.op_type, tuple(node.input), tuple(node.output), specs, consts)
+    return rule(view, **attrs)
+
+
+def _add_layer(layer: Layer, specs: dict[str, Spec], consts: dict[str, np.ndarray],
+               layers: list[Layer]) -> None:
+    """Type `layer`'s outputs; fold it into constants when every input is constant."""
+    op = OPS[layer.kind]
+    present = [t for t in layer.inputs if t]
+    if all(t in consts for t in present):
+        values = op.forward(*[consts[t] if t else None for t in layer.inputs], **layer.attrs)
+        for t, v in zip(layer.outputs, values):
+            consts[t] = readonly(np.asarray(v))
+            specs[t] = Spec(tuple(consts[t].shape), consts[t].dtype.name)
+        return
+    try:
+        outs = op.shape([specs[t] if t else None for t in layer.inputs], **layer.attrs)
+    except (ValueError, IndexError) as e:
+        raise ModelError(f"node {layer.name}", f"{layer.kind}: {e}") from e
+    specs.update(zip(layer.outputs, outs))
+    layers.append(layer)
+
+
+def _prune(g: Graph) -> Graph:
+    """Keep only layers the outputs depend on, and only the constants they read."""
+    needed = set(g.outputs)
+    kept: list[Layer] = []
+    for layer in reversed(g.layers):
+        if needed.intersection(layer.outputs):
+            kept.append(layer)
+            needed.update(t for t in layer.inputs if t)
+    weights = MappingProxyType({t: v for t, v in g.weights.items() if t in needed})
+    live = needed | set(g.inputs) | {t for layer in kept for t in layer.outputs}
+    types = MappingProxyType({t: s for t, s in g.types.items() if t in live})
+    return Graph(g.name, g.inputs, g.outputs, tuple(reversed(kept)), weights, types, g.notes)

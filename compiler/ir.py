@@ -1,0 +1,215 @@
+"""The lowered IR: plain, frozen data in topological order.
+
+A `Graph` is a tuple of `Layer`s (producers before consumers), the constant tensors they read
+(`weights`, read-only numpy arrays) and the static type (`Spec`) of every tensor. Passes are
+functions `Graph -> Graph` that build new graphs with `dataclasses.replace`; networkx is built on
+demand by `Graph.to_nx()` for graph algorithms and never stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+# Every layer kind, in a fixed order so that `LayerTable.kind_code` is stable across runs.
+KINDS: tuple[str, ...] = (
+    "conv", "conv_transpose", "linear", "matmul",            # MAC-based (GEMM view)
+    "eltwise", "activation", "norm", "softmax", "pool",      # streaming compute
+    "reduce", "resize", "gather", "cast",
+    "transpose", "concat", "split", "slice", "pad", "expand",  # data movement (copies)
+    "reshape", "identity",                                   # views: no data moves
+)
+KIND_CODE: Mapping[str, int] = MappingProxyType({k: i for i, k in enumerate(KINDS)})
+
+# What a cost model needs to know about a kind: MAC-based, streaming compute, copy, or free view.
+CATEGORY_GEMM, CATEGORY_STREAM, CATEGORY_COPY, CATEGORY_VIEW = 0, 1, 2, 3
+KIND_CATEGORY: Mapping[str, int] = MappingProxyType({
+    **{k: CATEGORY_GEMM for k in ("conv", "conv_transpose", "linear", "matmul")},
+    **{k: CATEGORY_STREAM for k in ("eltwise", "activation", "norm", "softmax", "pool",
+                                    "reduce", "resize", "gather", "cast")},
+    **{k: CATEGORY_COPY for k in ("transpose", "concat", "split", "slice", "pad", "expand")},
+    **{k: CATEGORY_VIEW for k in ("reshape", "identity")},
+})
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Static type of a tensor: shape (all dims known) and numpy dtype name."""
+
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * np.dtype(self.dtype).itemsize
+
+
+@dataclass(frozen=True)
+class Quant:
+    """Quantisation annotation of one layer; `None` bits mean float."""
+
+    w_bits: int | None = None
+    a_bits: int | None = None
+    granularity: str = "per_channel"  # "per_tensor" | "per_channel" | "per_block"
+    block: int | None = None          # block size along the reduction axis for per_block
+    symmetric: bool = True
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a layer costs, in a GEMM view: per group, out[m, n] += a[m, k] @ w[k, n].
+
+    `macs` is the total multiply-accumulate count (groups * m * n * k for dense layers);
+    `ops` counts the elementwise operations of non-MAC layers (one per output element
+    per primitive operation).
+    """
+
+    m: int = 0
+    n: int = 0
+    k: int = 0
+    groups: int = 1
+    macs: int = 0
+    ops: int = 0
+
+
+def frozen_attrs(attrs: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Return a read-only copy of a layer's attributes."""
+    return MappingProxyType(dict(attrs))
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One lowered operation. Inputs name tensors produced earlier or held in `Graph.weights`;
+    an empty name marks an absent optional input."""
+
+    name: str
+    kind: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attrs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    quant: Quant = Quant()
+    w_density: float | None = None  # measured fraction of nonzero weights
+    a_density: float | None = None  # measured fraction of nonzero input activations
+
+
+@dataclass(frozen=True)
+class LayerTable:
+    """Struct of arrays, one entry per layer: the contract between the IR and `hwmodels`.
+
+    Byte counts are at the IR's own dtypes (fp32 for float tensors); cost models rescale them
+    by the bit widths they evaluate.
+    """
+
+    names: tuple[str, ...]
+    kind_code: np.ndarray   # int32, index into KINDS
+    category: np.ndarray    # int32, CATEGORY_*
+    m: np.ndarray           # int64, GEMM view per group
+    n: np.ndarray
+    k: np.ndarray
+    groups: np.ndarray
+    macs: np.ndarray        # int64
+    ops: np.ndarray         # int64, elementwise ops of streaming layers
+    w_elems: np.ndarray     # int64, elements of constant (weight) inputs
+    a_in_elems: np.ndarray  # int64, elements of activation inputs
+    a_out_elems: np.ndarray
+    in_bytes: np.ndarray    # int64, activation input bytes
+    out_bytes: np.ndarray
+    w_bytes: np.ndarray
+    w_density: np.ndarray   # float64, 1.0 where not measured
+    a_density: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A lowered model: layers in topological order, weights, and every tensor's type."""
+
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    layers: tuple[Layer, ...]
+    weights: Mapping[str, np.ndarray]
+    types: Mapping[str, Spec]
+    notes: tuple[str, ...] = ()  # what the frontend decided on the user's behalf
+
+    def layer(self, name: str) -> Layer:
+        """Return the layer called `name`."""
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    def is_weight(self, tensor: str) -> bool:
+        return tensor in self.weights
+
+    def producers(self) -> dict[str, Layer]:
+        """Map each tensor produced by a layer to that layer."""
+        return {out: layer for layer in self.layers for out in layer.outputs}
+
+    def consumers(self) -> dict[str, list[Layer]]:
+        """Map each tensor to the layers that read it, in graph order."""
+        users: dict[str, list[Layer]] = {}
+        for layer in self.layers:
+            for name in layer.inputs:
+                if name:
+                    users.setdefault(name, []).append(layer)
+        return users
+
+    def to_nx(self) -> nx.DiGraph:
+        """Layer-level dataflow graph (edges carry the tensor name)."""
+        g = nx.DiGraph()
+        made = self.producers()
+        for layer in self.layers:
+            g.add_node(layer.name, kind=layer.kind)
+            for t in layer.inputs:
+                if t in made:
+                    g.add_edge(made[t].name, layer.name, tensor=t)
+        return g
+
+    def layer_table(self) -> LayerTable:
+        """Per-layer facts as arrays (see `LayerTable`)."""
+        from compiler.ops import OPS  # the op table imports this module
+
+        rows = [self._row(layer, OPS[layer.kind]) for layer in self.layers]
+        cols = list(zip(*rows)) if rows else [()] * 16
+        ints = [np.asarray(c, dtype=np.int64) for c in cols[2:14]]
+        return LayerTable(
+            tuple(layer.name for layer in self.layers),
+            np.asarray(cols[0], dtype=np.int32), np.asarray(cols[1], dtype=np.int32),
+            *ints, np.asarray(cols[14], dtype=np.float64), np.asarray(cols[15], dtype=np.float64),
+        )
+
+    def _row(self, layer: Layer, op: Any) -> tuple:
+        ins = [self.types[t] if t else None for t in layer.inputs]
+        outs = [self.types[t] for t in layer.outputs]
+        f: Facts = op.facts(ins, outs, **layer.attrs)
+        acts = [self.types[t] for t in layer.inputs if t and t not in self.weights]
+        wts = [self.types[t] for t in layer.inputs if t in self.weights]
+        return (
+            KIND_CODE[layer.kind], KIND_CATEGORY[layer.kind],
+            f.m, f.n, f.k, f.groups, f.macs, f.ops,
+            sum(s.size for s in wts), sum(s.size for s in acts), sum(s.size for s in outs),
+            sum(s.nbytes for s in acts), sum(s.nbytes for s in outs), sum(s.nbytes for s in wts),
+            1.0 if layer.w_density is None else layer.w_density,
+            1.0 if layer.a_density is None else layer.a_density,
+        )
+
+
+def readonly(array: np.ndarray) -> np.ndarray:
+    """Return `array` as a contiguous, read-only numpy array (weights are never mutated)."""
+    out = np.ascontiguousarray(array)
+    if out is array:
+        out = out.view()
+    out.flags.writeable = False
+    return out

@@ -1,0 +1,108 @@
+"""The op contract: one `OpDef` per layer kind, and what a lowering rule sees and returns.
+
+Conventions (every op family follows them; `tests/compiler/test_op_registry.py` checks them):
+
+- `shape(specs, **attrs) -> tuple[Spec, ...]`: output types from input types. `specs[i]` is
+  `None` for an absent optional input.
+- `forward(*xs, **attrs) -> tuple[np.ndarray, ...]`: numpy forward, dtype-preserving (float32
+  in, float32 out; float64 in, float64 out). Absent optional inputs arrive as `None`.
+- `vjp(gs, xs, ys, **attrs) -> tuple[np.ndarray | None, ...]`: given output cotangents `gs`
+  (one per output, `None` meaning zero), inputs `xs` and forward outputs `ys`, return one
+  cotangent per input, `None` where the input is absent or not differentiable (integer
+  indices, shapes).
+- `facts(specs_in, specs_out, **attrs) -> Facts`: MACs / GEMM view / elementwise op count.
+- `relevance`: optional LRP rule, only where forward and vjp cannot give it.
+
+A lowering rule turns one ONNX node into layers: `rule(node: Node, **onnx_attrs) -> Lowered`.
+Its keyword arguments are named after the ONNX attributes, with ONNX's defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from compiler.ir import Facts, Layer, Spec, frozen_attrs
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """Everything the compiler knows about one layer kind."""
+
+    kind: str
+    shape: Callable[..., tuple[Spec, ...]]
+    forward: Callable[..., tuple[np.ndarray, ...]]
+    vjp: Callable[..., tuple[np.ndarray | None, ...]]
+    facts: Callable[..., Facts]
+    relevance: Callable[..., tuple[np.ndarray | None, ...]] | None = None
+
+
+@dataclass(frozen=True)
+class Node:
+    """What a lowering rule sees of one ONNX node.
+
+    `inputs`/`outputs` are tensor names ("" for an absent optional input); `specs` holds the
+    type of every tensor known so far and `consts` the value of every constant tensor (weights,
+    folded shape arithmetic), so that rules can read e.g. a Reshape's target shape.
+    """
+
+    name: str
+    op_type: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    specs: Mapping[str, Spec]
+    consts: Mapping[str, np.ndarray]
+
+    def spec(self, i: int) -> Spec | None:
+        """Type of input `i`, or None if absent."""
+        if i >= len(self.inputs) or not self.inputs[i]:
+            return None
+        return self.specs[self.inputs[i]]
+
+    def const(self, i: int) -> np.ndarray | None:
+        """Constant value of input `i`, or None if absent or not constant."""
+        if i >= len(self.inputs) or not self.inputs[i]:
+            return None
+        return self.consts.get(self.inputs[i])
+
+    def input(self, i: int) -> str:
+        """Name of input `i`, "" if absent."""
+        return self.inputs[i] if i < len(self.inputs) else ""
+
+
+@dataclass(frozen=True)
+class Lowered:
+    """Result of lowering one node: new layers (in order) and new constant tensors."""
+
+    layers: tuple[Layer, ...] = ()
+    consts: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
+LowerRule = Callable[..., Lowered]
+
+
+def unbroadcast(g: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Sum a broadcast cotangent `g` back down to an operand's `shape`."""
+    shape = tuple(shape)
+    lead = g.ndim - len(shape)
+    if lead:
+        g = g.sum(axis=tuple(range(lead)))
+    axes = tuple(i for i, (gs, s) in enumerate(zip(g.shape, shape)) if s == 1 and gs != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    return g.reshape(shape)
+
+
+def single(kind: str, node: Node, inputs: Sequence[str] | None = None,
+           outputs: Sequence[str] | None = None, **attrs: Any) -> Lowered:
+    """Lower `node` to one layer of `kind` (the common case)."""
+    layer = Layer(
+        name=node.name, kind=kind,
+        inputs=tuple(node.inputs if inputs is None else inputs),
+        outputs=tuple(node.outputs if outputs is None else outputs),
+        attrs=frozen_attrs(attrs),
+    )
+    return Lowered(layers=(layer,))
