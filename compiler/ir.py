@@ -208,7 +208,7 @@ class Graph:
 
 def readonly(array: np.ndarray) -> np.ndarray:
     """Return `array` as a contiguous, read-only numpy array (weights are never mutated)."""
-    out = np.ascontiguousarray(array)
+    out = np.require(array, requirements="C")  # keeps 0-d arrays 0-d, unlike ascontiguousarray
     if out is array:
         out = out.view()
     out.flags.writeable = False

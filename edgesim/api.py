@@ -65,6 +65,69 @@ def load_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = No
     return load(model, input_shapes)
 
 
+def resolve_target(target: Any) -> Any:
+    """A shipped target name, a YAML path, or an already loaded target object."""
+    from hwmodels.target import load_target
+
+    return load_target(target) if isinstance(target, str | os.PathLike) else target
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """One shipped target, as `edgesim targets` lists it."""
+
+    name: str
+    kind: str
+    description: str
+    file: str
+
+
+def targets() -> list[TargetInfo]:
+    """Every shipped target (targets/*.yaml)."""
+    from hwmodels.target import list_targets, load_target
+
+    out = []
+    for name in list_targets():
+        t = load_target(name)
+        out.append(TargetInfo(name, t.kind, t.description, f"targets/{name}.yaml"))
+    return out
+
+
+def probe_target(output: str | os.PathLike) -> Any:
+    """Measure this machine, write it as a `cpu` target YAML (atomically) and return it."""
+    from hwmodels.probe import probe_host, write_target_yaml
+
+    target = probe_host()
+    write_target_yaml(target, output)
+    return target
+
+
+def simulate(model: Any, target: Any, *, bits: Any = "fp32", threads: int | None = None,
+             runtime: str = "onnxruntime",
+             input_shapes: Mapping[str, Sequence[int]] | None = None) -> Any:
+    """Predict per-layer and total latency, energy and memory of `model` on `target`.
+
+    Args:
+        model: ONNX path, `zoo:NAME`, ModelProto or Graph.
+        target: shipped target name, YAML path or target object.
+        bits: "fp32", a bit width (8 = W8A8, 4 = W4 weight-only), a JSON path, a mapping
+            {layer: bits} or an int array [L, 2] of (w_bits, a_bits).
+        threads: CPU threads (default: all cores of the target).
+        runtime: "onnxruntime" (the kernels onnxruntime takes) or "ideal" (best the ISA allows).
+
+    Returns:
+        An `edgesim.simulate.Simulation`.
+    """
+    from edgesim import assignment
+    from edgesim.simulate import simulate_graph
+
+    if runtime not in ("onnxruntime", "ideal"):
+        raise UserError("--runtime", f"must be onnxruntime or ideal, got {runtime!r}")
+    g = load_graph(model, input_shapes)
+    return simulate_graph(g, resolve_target(target), assignment.resolve(g, bits),
+                          threads=threads, runtime=runtime)
+
+
 def inspect(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Inspection:
     """Lower `model` and summarise every layer (op, output shape, MACs, params, bytes)."""
     g = load_graph(model, input_shapes)

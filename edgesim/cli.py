@@ -63,16 +63,80 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_simulation(s) -> None:  # noqa: ANN001 - edgesim.simulate.Simulation
+    print(f"{s.model} on {s.target} (runtime {s.runtime}, threads {s.threads or 'all'})")
+    print(f"{'layer':36s} {'kind':14s} {'bits':>6s} {'MACs':>8s} {'cycles':>9s} {'ms':>8s} "
+          f"{'uJ':>8s} {'bound':>8s} {'util':>5s}")
+    for r in s.layers:
+        bits = "fp32" if (r.w_bits, r.a_bits) == (32, 32) else f"{r.w_bits}/{r.a_bits}"
+        print(f"{r.name[:36]:36s} {r.kind[:14]:14s} {bits:>6s} {_fmt_count(r.macs):>8s} "
+              f"{_fmt_count(r.cycles):>9s} {r.latency_ms:8.3f} {r.energy_uj:8.2f} "
+              f"{r.bound:>8s} {r.util:5.2f}")
+    t, b = s.total, s.fp32
+    print(f"total: latency {t.latency_ms:.3f} ms (fp32 {b.latency_ms:.3f}), energy "
+          f"{t.energy_mj:.4f} mJ (fp32 {b.energy_mj:.4f}), weights {t.weight_bytes / 2**20:.2f} "
+          f"MiB (fp32 {b.weight_bytes / 2**20:.2f}), peak activations "
+          f"{t.peak_act_bytes / 2**10:.1f} KiB")
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    s = api.simulate(args.model, args.target, bits=args.bits, threads=args.threads,
+                     runtime=args.runtime, input_shapes=parse_input_shapes(args.input_shape))
+    if args.json:
+        print(json.dumps(s.to_dict()))
+    else:
+        _print_simulation(s)
+    return 0
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    rows = api.targets()
+    if args.json:
+        print(json.dumps([r.__dict__ for r in rows]))
+        return 0
+    for r in rows:
+        print(f"{r.name:20s} {r.kind:9s} {r.description}  ({r.file})")
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    target = api.probe_target(args.output)
+    print(f"wrote {args.output}: {target.cores} cores, {target.clock_ghz:.2f} GHz, "
+          f"{target.simd_bits}-bit SIMD ({', '.join(target.isa)})")
+    return 0
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="ONNX file or zoo:NAME")
+    p.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224",
+                   help="static shape for an input with dynamic dims (repeatable)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of every subcommand."""
     p = argparse.ArgumentParser(prog="edgesim", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks, verify the IR")
     sub = p.add_subparsers(dest="command", required=True)
     ins = sub.add_parser("inspect", help="print the lowered layer table and totals")
-    ins.add_argument("model", help="ONNX file")
-    ins.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224")
-    ins.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_model_args(ins)
     ins.set_defaults(run=cmd_inspect)
+    sim = sub.add_parser("simulate", help="predict latency, energy and memory on a target")
+    _add_model_args(sim)
+    sim.add_argument("--target", required=True, help="shipped target name or YAML file")
+    sim.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    sim.add_argument("--runtime", default="onnxruntime", choices=("onnxruntime", "ideal"))
+    sim.add_argument("--bits", default="fp32",
+                     help="fp32, 8 (W8A8), 4 (W4 weight-only), or an assignment JSON file")
+    sim.set_defaults(run=cmd_simulate)
+    tg = sub.add_parser("targets", help="list the shipped hardware targets")
+    tg.add_argument("--json", action="store_true", help="machine-readable output")
+    tg.set_defaults(run=cmd_targets)
+    target = sub.add_parser("target", help="target tools").add_subparsers(dest="tool",
+                                                                         required=True)
+    probe = target.add_parser("probe", help="measure this machine and write a cpu target")
+    probe.add_argument("-o", "--output", required=True, help="YAML file to write")
+    probe.set_defaults(run=cmd_probe)
     return p
 
 

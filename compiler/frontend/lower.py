@@ -48,9 +48,9 @@ def lower_model(model: onnx.ModelProto, name: str | None = None) -> Graph:
 
 def _input_spec(vi: onnx.ValueInfoProto) -> Spec:
     tt = vi.type.tensor_type
+    if not all(d.HasField("dim_value") for d in tt.shape.dim):
+        raise ModelError(f"input {vi.name}", "shape is not static")
     dims = tuple(d.dim_value for d in tt.shape.dim)
-    if any(d <= 0 for d in dims):
-        raise ModelError(f"input {vi.name}", f"shape {dims} is not static")
     return Spec(dims, helper.tensor_dtype_to_np_dtype(tt.elem_type).name)
 
 

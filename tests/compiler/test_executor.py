@@ -36,7 +36,7 @@ def _small_cnn(seed: int = 0) -> onnx.ModelProto:
     ]
     graph = helper.make_graph(
         nodes, "small_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 6, 6])],
-        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, [2, 5])],
         [numpy_helper.from_array(v.astype(np.float32), k) for k, v in init.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

@@ -42,7 +42,7 @@ def _mlp(path: Path, dims: tuple = ("N", 4), ops: tuple[str, ...] = ("Relu",)) -
         prev = f"a{i}"
     graph = helper.make_graph(
         nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(dims))],
-        [helper.make_tensor_value_info(prev, TensorProto.FLOAT, None)], [w])
+        [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [dims[0], 3])], [w])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, path)

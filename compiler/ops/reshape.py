@@ -1,0 +1,418 @@
+"""reshape op family: views, data movement, and shape arithmetic.
+
+Kinds and their attributes (all static; edgesim needs static shapes):
+
+- "reshape" (shape: output shape) for ONNX Reshape, Flatten, Squeeze, Unsqueeze;
+- "identity" for ONNX Identity;
+- "transpose" (perm), "concat" (axis), "split" (axis, sizes), "expand" (shape: output shape);
+- "slice" (axes, starts, ends, steps: one entry per sliced axis, clamped as ONNX specifies;
+  with a negative step, end == -1 means "through index 0");
+- "pad" (pads: (begin..., end...) for every axis, negatives crop; mode: constant, reflect,
+  edge or wrap; value: the constant), optionally a second input holding a run-time value.
+
+Tile lowers to reshape + expand + reshape. (Shape, Size, ConstantOfShape and Range, which
+fold to constants, live with the other index arithmetic in `gather.py`.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from compiler.errors import ModelError
+from compiler.ir import Facts, Layer, Spec, frozen_attrs
+from compiler.ops.opdef import Lowered, LowerRule, Node, OpDef, single, unbroadcast
+
+Array = np.ndarray
+Cots = tuple[Array | None, ...]
+
+
+def _no_facts(specs_in: Sequence[Spec], specs_out: Sequence[Spec], **attrs: Any) -> Facts:
+    return Facts()  # views and copies: no arithmetic
+
+
+def _zeros_if_none(g: Array | None, like: Spec | Array) -> Array:
+    return np.zeros(like.shape, dtype=getattr(like, "dtype", None)) if g is None else g
+
+
+# --- reshape, identity, transpose, expand ---
+
+def _reshape_shape(specs: Sequence[Spec], *, shape: tuple[int, ...]) -> tuple[Spec]:
+    if int(np.prod(shape)) != specs[0].size:
+        raise ValueError(f"cannot reshape {specs[0].shape} into {shape}")
+    return (Spec(tuple(shape), specs[0].dtype),)
+
+
+def _reshape_vjp(gs: Cots, xs: Sequence[Array], ys: Sequence[Array], **attrs: Any) -> Cots:
+    return (None if gs[0] is None else gs[0].reshape(xs[0].shape),)
+
+
+def _transpose_shape(specs: Sequence[Spec], *, perm: tuple[int, ...]) -> tuple[Spec]:
+    return (Spec(tuple(specs[0].shape[p] for p in perm), specs[0].dtype),)
+
+
+def _transpose_vjp(gs: Cots, xs: Sequence[Array], ys: Sequence[Array], *,
+                   perm: tuple[int, ...]) -> Cots:
+    return (None if gs[0] is None else gs[0].transpose(np.argsort(perm)),)
+
+
+def _expand_shape(specs: Sequence[Spec], *, shape: tuple[int, ...]) -> tuple[Spec]:
+    return (Spec(np.broadcast_shapes(specs[0].shape, tuple(shape)), specs[0].dtype),)
+
+
+def _expand_forward(x: Array, *, shape: tuple[int, ...]) -> tuple[Array]:
+    return (np.array(np.broadcast_to(x, shape)),)  # a writable copy, not a strided view
+
+
+def _expand_vjp(gs: Cots, xs: Sequence[Array], ys: Sequence[Array], **attrs: Any) -> Cots:
+    return (None if gs[0] is None else unbroadcast(gs[0], xs[0].shape),)
+
+
+# --- concat, split ---
+
+def _concat_shape(specs: Sequence[Spec], *, axis: int) -> tuple[Spec]:
+    shapes = [list(s.shape) for s in specs]
+    total = sum(s[axis] for s in shapes)
+    for s in shapes:
+        s[axis] = total
+    if any(s != shapes[0] for s in shapes):
+        raise ValueError(f"concat along axis {axis} of {[sp.shape for sp in specs]}")
+    return (Spec(tuple(shapes[0]), specs[0].dtype),)
+
+
+def _concat_vjp(gs: Cots, xs: Sequence[Array], ys: Sequence[Array], *, axis: int) -> Cots:
+    if gs[0] is None:
+        return (None,) * len(xs)
+    cuts = np.cumsum([x.shape[axis] for x in xs])[:-1]
+    return tuple(np.split(gs[0], cuts, axis=axis))
+
+
+def _split_shape(specs: Sequence[Spec], *, axis: int, sizes: tuple[int, ...]) -> tuple[Spec, ...]:
+    x = specs[0]
+    if sum(sizes) != x.shape[axis]:
+        raise ValueError(f"split sizes {sizes} do not add up to {x.shape[axis]}")
+    return tuple(Spec(x.shape[:axis] + (n,) + x.shape[axis + 1:], x.dtype) for n in sizes)
+
+
+def _split_forward(x: Array, *, axis: int, sizes: tuple[int, ...]) -> tuple[Array, ...]:
+    return tuple(np.split(x, np.cumsum(sizes)[:-1], axis=axis))
+
+
+def _split_vjp(gs: Cots, xs: Sequence[Array], ys: Sequence[Array], *, axis: int,
+               sizes: tuple[int, ...]) -> Cots:
+    if all(g is None for g in gs):
+        return (None,)
+    return (np.concatenate([_zeros_if_none(g, y) for g, y in zip(gs, ys)], axis=axis),)
+
+
+# --- slice ---
+
+def _slices(ndim: int, axes: Sequence[int], starts: Sequence[int], ends: Sequence[int],
+            steps: Sequence[int]) -> tuple[slice, ...]:
+    out = [slice(None)] * ndim
+    for a, s, e, st in zip(axes, starts, ends, steps):
+        out[a] = slice(s, None if e < 0 else e, st)  # e == -1 only with st < 0: through 0
+    return tuple(out)
+
+
+def _slice_shape(specs: Sequence[Spec], *, axes: tuple[int, ...], starts: tuple[int, ...],
+                 ends: tuple[int, ...], steps: tuple[int, ...]) -> tuple[Spec]:
+    shape = list(specs[0].shape)
+    for a, s, e, st in zip(axes, starts, ends, steps):
+        shape[a] = len(range(s, e, st))
+    return (Spec(tuple(shape), specs[0].dtype),)
+
+
+def _slice_forward(x: Array, **attrs: tuple[int, ...]) -> tuple[Array]:
+    return (x[_slices(x.ndim, **attrs)],)
+
+
+def _slice_vjp(gs: Cots, xs: Sequence[Array], ys: Sequence[Array], **attrs: Any) -> Cots:
+    if gs[0] is None:
+        return (None,)
+    out = np.zeros_like(xs[0])
+    out[_slices(out.ndim, **attrs)] = gs[0]
+    return (out,)
+
+
+# --- pad: negative pads crop first; the vjp scatters through per-axis source indices ---
+
+def _pad_shape(specs: Sequence[Spec], *, pads: tuple[int, ...], **attrs: Any) -> tuple[Spec]:
+    r = len(specs[0].shape)
+    shape = tuple(d + pads[i] + pads[i + r] for i, d in enumerate(specs[0].shape))
+    return (Spec(shape, specs[0].dtype),)
+
+
+def _crop(x: Array, pads: Sequence[int]) -> Array:
+    r = x.ndim
+    return x[tuple(slice(max(-pads[i], 0), x.shape[i] - max(-pads[i + r], 0)) for i in range(r))]
+
+
+def _pad_forward(x: Array, fill: Array | None = None, *, pads: tuple[int, ...], mode: str,
+                 value: float = 0.0) -> tuple[Array]:
+    r, fill = x.ndim, value if fill is None else fill.reshape(())
+    width = [(max(pads[i], 0), max(pads[i + r], 0)) for i in range(r)]
+    kw = {"constant_values": fill} if mode == "constant" else {}
+    return (np.pad(_crop(x, pads), width, mode=mode, **kw).astype(x.dtype, copy=False),)
+
+
+def _source_index(n: int, begin: int, end: int, mode: str) -> Array:
+    """For each output position along one axis, the input index it copies (-1: the value)."""
+    kept = np.arange(max(-begin, 0), n - max(-end, 0))
+    kw = {"constant_values": -1} if mode == "constant" else {}
+    return np.pad(kept, (max(begin, 0), max(end, 0)), mode=mode, **kw)
+
+
+def _scatter_axis(g: Array, index: Array, n: int, axis: int) -> Array:
+    valid = index >= 0
+    g = np.compress(valid, g, axis=axis)
+    out = np.zeros(g.shape[:axis] + (n,) + g.shape[axis + 1:], dtype=g.dtype)
+    np.add.at(out, (slice(None),) * axis + (index[valid],), g)
+    return out
+
+
+def _pad_vjp(gs: Cots, xs: Sequence[Array | None], ys: Sequence[Array], *,
+             pads: tuple[int, ...], mode: str, value: float = 0.0) -> Cots:
+    (g,), x, fill = gs, xs[0], xs[1] if len(xs) > 1 else None
+    if g is None:
+        return (None,) * len(xs)
+    gx, r = g, x.ndim
+    for a in range(r):
+        gx = _scatter_axis(gx, _source_index(x.shape[a], pads[a], pads[a + r], mode),
+                           x.shape[a], a)
+    if fill is None:
+        return (gx,)
+    gv = np.asarray(g.sum() - gx.sum(), dtype=fill.dtype).reshape(fill.shape)
+    return gx, gv  # every output element not copied from x holds the fill value
+
+
+OPS: tuple[OpDef, ...] = (
+    OpDef("reshape", shape=_reshape_shape, forward=lambda x, *, shape: (x.reshape(shape),),
+          vjp=_reshape_vjp, facts=_no_facts),
+    OpDef("identity", shape=lambda specs: (specs[0],), forward=lambda x: (x,),
+          vjp=lambda gs, xs, ys: (gs[0],), facts=_no_facts),
+    OpDef("transpose", shape=_transpose_shape, vjp=_transpose_vjp, facts=_no_facts,
+          forward=lambda x, *, perm: (np.transpose(x, perm),)),
+    OpDef("expand", shape=_expand_shape, forward=_expand_forward, vjp=_expand_vjp,
+          facts=_no_facts),
+    OpDef("concat", shape=_concat_shape, vjp=_concat_vjp, facts=_no_facts,
+          forward=lambda *xs, axis: (np.concatenate(xs, axis=axis),)),
+    OpDef("split", shape=_split_shape, forward=_split_forward, vjp=_split_vjp, facts=_no_facts),
+    OpDef("slice", shape=_slice_shape, forward=_slice_forward, vjp=_slice_vjp, facts=_no_facts),
+    OpDef("pad", shape=_pad_shape, forward=_pad_forward, vjp=_pad_vjp, facts=_no_facts),
+)
+
+
+# --- lowering helpers ---
+
+def _ints(node: Node, i: int, what: str) -> tuple[int, ...] | None:
+    """Constant integer input `i` as a tuple, None if absent; ModelError if not constant."""
+    if not node.input(i):
+        return None
+    value = node.const(i)
+    if value is None:
+        raise ModelError(node.name, f"{node.op_type} {what} (input {node.input(i)!r}) must be "
+                                    "constant: edgesim needs static shapes")
+    return tuple(int(v) for v in np.asarray(value).reshape(-1))
+
+
+def _axis(node: Node, axis: int, rank: int) -> int:
+    if not -rank <= axis < max(rank, 1):
+        raise ModelError(node.name, f"{node.op_type} axis {axis} out of range for rank {rank}")
+    return axis % max(rank, 1)
+
+
+def _reshape_to(node: Node, shape: Sequence[int]) -> Lowered:
+    if int(np.prod(shape)) != node.spec(0).size:
+        raise ModelError(node.name, f"cannot reshape {node.spec(0).shape} into {tuple(shape)}")
+    return single("reshape", node, inputs=node.inputs[:1], shape=tuple(int(d) for d in shape))
+
+
+def _reshape_target(node: Node, target: Sequence[int], allowzero: int) -> list[int]:
+    x = node.spec(0).shape
+    shape = [x[i] if d == 0 and not allowzero else d for i, d in enumerate(target)]
+    if shape.count(-1) > 1:
+        raise ModelError(node.name, f"Reshape target {tuple(target)} has several -1")
+    if -1 in shape:
+        known = int(np.prod([d for d in shape if d != -1]))
+        if known == 0 or node.spec(0).size % known:
+            raise ModelError(node.name, f"cannot reshape {x} into {tuple(target)}")
+        shape[shape.index(-1)] = node.spec(0).size // known
+    return shape
+
+
+# --- lowering rules: views ---
+
+def lower_reshape(node: Node, allowzero: int = 0) -> Lowered:
+    """ONNX Reshape (0 copies the input dim unless allowzero; -1 is inferred)."""
+    return _reshape_to(node, _reshape_target(node, _ints(node, 1, "shape"), allowzero))
+
+
+def lower_flatten(node: Node, axis: int = 1) -> Lowered:
+    """ONNX Flatten to 2-D at `axis`."""
+    x = node.spec(0).shape
+    if not -len(x) <= axis <= len(x):
+        raise ModelError(node.name, f"Flatten axis {axis} out of range for rank {len(x)}")
+    axis = axis + len(x) if axis < 0 else axis
+    return _reshape_to(node, (int(np.prod(x[:axis])), int(np.prod(x[axis:]))))
+
+
+def lower_squeeze(node: Node, axes: Sequence[int] | None = None) -> Lowered:
+    """ONNX Squeeze; axes an attribute before opset 13, an input from 13; none: all 1-dims."""
+    x = node.spec(0).shape
+    axes = _ints(node, 1, "axes") if axes is None else axes
+    picked = {i for i, d in enumerate(x) if d == 1} if axes is None else {
+        _axis(node, a, len(x)) for a in axes}
+    if any(x[a] != 1 for a in picked):
+        raise ModelError(node.name, f"Squeeze axes {sorted(picked)} of shape {x} are not all 1")
+    return _reshape_to(node, [d for i, d in enumerate(x) if i not in picked])
+
+
+def lower_unsqueeze(node: Node, axes: Sequence[int] | None = None) -> Lowered:
+    """ONNX Unsqueeze; axes an attribute before opset 13, an input from 13."""
+    x = node.spec(0).shape
+    axes = _ints(node, 1, "axes") if axes is None else axes
+    if axes is None:
+        raise ModelError(node.name, "Unsqueeze needs axes")
+    rank = len(x) + len(axes)
+    picked = {_axis(node, a, rank) for a in axes}
+    if len(picked) != len(axes):
+        raise ModelError(node.name, f"Unsqueeze axes {tuple(axes)} repeat")
+    rest = iter(x)
+    return _reshape_to(node, [1 if i in picked else next(rest) for i in range(rank)])
+
+
+def lower_identity(node: Node) -> Lowered:
+    """ONNX Identity."""
+    return single("identity", node)
+
+
+# --- lowering rules: data movement ---
+
+def lower_transpose(node: Node, perm: Sequence[int] | None = None) -> Lowered:
+    """ONNX Transpose (default perm reverses the axes)."""
+    rank = len(node.spec(0).shape)
+    perm = tuple(reversed(range(rank))) if perm is None else tuple(int(p) for p in perm)
+    if sorted(perm) != list(range(rank)):
+        raise ModelError(node.name, f"Transpose perm {perm} is not a permutation of {rank} axes")
+    return single("transpose", node, perm=perm)
+
+
+def lower_concat(node: Node, axis: int = 0) -> Lowered:
+    """ONNX Concat."""
+    return single("concat", node, axis=_axis(node, axis, len(node.spec(0).shape)))
+
+
+def _split_sizes(node: Node, n: int, split: Sequence[int] | None,
+                 num_outputs: int | None) -> tuple[int, ...]:
+    sizes = _ints(node, 1, "split") if split is None else tuple(int(s) for s in split)
+    if sizes is not None:
+        return sizes
+    parts = len(node.outputs) if num_outputs is None else num_outputs
+    chunk = -(-n // parts)  # opset 18: ceil-sized chunks, the last one smaller
+    if num_outputs is None and n % parts:
+        raise ModelError(node.name, f"Split of {n} into {parts} equal parts")
+    return tuple(min(chunk, n - i * chunk) for i in range(parts))
+
+
+def lower_split(node: Node, axis: int = 0, split: Sequence[int] | None = None,
+                num_outputs: int | None = None) -> Lowered:
+    """ONNX Split: sizes from the `split` attribute (< opset 13) or input, num_outputs
+    (opset 18), or equal parts over the outputs."""
+    x = node.spec(0).shape
+    axis = _axis(node, axis, len(x))
+    sizes = _split_sizes(node, x[axis], split, num_outputs)
+    if sum(sizes) != x[axis] or len(sizes) != len(node.outputs) or min(sizes) < 0:
+        raise ModelError(node.name, f"Split sizes {sizes} for {len(node.outputs)} outputs of "
+                                    f"dim {x[axis]}")
+    return single("split", node, inputs=node.inputs[:1], axis=axis, sizes=sizes)
+
+
+def _clamp_slice(dim: int, start: int, end: int, step: int) -> tuple[int, int]:
+    start, end = start + dim if start < 0 else start, end + dim if end < 0 else end
+    if step > 0:
+        return min(max(start, 0), dim), min(max(end, 0), dim)
+    return min(max(start, 0), dim - 1), min(max(end, -1), dim - 1)
+
+
+def lower_slice(node: Node, starts: Sequence[int] | None = None,
+                ends: Sequence[int] | None = None, axes: Sequence[int] | None = None) -> Lowered:
+    """ONNX Slice: starts/ends/axes attributes before opset 10, constant inputs from 10."""
+    x = node.spec(0).shape
+    if starts is None:
+        starts, ends = _ints(node, 1, "starts"), _ints(node, 2, "ends")
+        axes = _ints(node, 3, "axes")
+    steps = _ints(node, 4, "steps") or (1,) * len(starts)
+    axes = tuple(range(len(starts))) if axes is None else tuple(_axis(node, a, len(x))
+                                                                  for a in axes)
+    if len(set(axes)) != len(axes) or 0 in steps or not len(starts) == len(ends) == len(steps):
+        raise ModelError(node.name, f"Slice axes {axes} / steps {steps} are invalid")
+    bounds = [_clamp_slice(x[a], s, e, st) for a, s, e, st in zip(axes, starts, ends, steps)]
+    return single("slice", node, inputs=node.inputs[:1], axes=axes,
+                  starts=tuple(b[0] for b in bounds), ends=tuple(b[1] for b in bounds),
+                  steps=tuple(int(s) for s in steps))
+
+
+def _full_pads(node: Node, pads: Sequence[int], rank: int) -> tuple[int, ...]:
+    axes = _ints(node, 3, "axes")
+    axes = tuple(range(rank)) if axes is None else tuple(_axis(node, a, rank) for a in axes)
+    if len(pads) != 2 * len(axes):
+        raise ModelError(node.name, f"Pad has {len(pads)} pads for {len(axes)} axes")
+    full = [0] * (2 * rank)
+    for i, a in enumerate(axes):
+        full[a], full[a + rank] = int(pads[i]), int(pads[i + len(axes)])
+    return tuple(full)
+
+
+def lower_pad(node: Node, mode: str = "constant", pads: Sequence[int] | None = None,
+              value: float = 0.0) -> Lowered:
+    """ONNX Pad: pads/value attributes before opset 11, inputs (pads, constant_value, axes)
+    from 11; a run-time constant_value stays a second input."""
+    if mode not in ("constant", "reflect", "edge", "wrap"):
+        raise ModelError(node.name, f"Pad mode {mode!r} is not supported")
+    x = node.spec(0)
+    full = _full_pads(node, _ints(node, 1, "pads") if pads is None else pads, len(x.shape))
+    if any(d + full[i] + full[i + len(x.shape)] < 0 for i, d in enumerate(x.shape)):
+        raise ModelError(node.name, f"Pad pads {full} crop more than shape {x.shape}")
+    fill = node.const(2) if node.input(2) else np.asarray(value)
+    inputs = node.inputs[:1] if fill is not None or mode != "constant" else node.inputs[:3:2]
+    const_value = 0.0 if fill is None else np.asarray(fill).reshape(()).item()
+    return single("pad", node, inputs=inputs, pads=full, mode=mode, value=const_value)
+
+
+def lower_expand(node: Node) -> Lowered:
+    """ONNX Expand (bidirectional broadcast to a constant shape)."""
+    target = _ints(node, 1, "shape")
+    try:
+        shape = np.broadcast_shapes(node.spec(0).shape, target)
+    except ValueError as e:
+        raise ModelError(node.name, f"Expand {node.spec(0).shape} to {target}: {e}") from e
+    return single("expand", node, inputs=node.inputs[:1], shape=tuple(shape))
+
+
+def lower_tile(node: Node) -> Lowered:
+    """ONNX Tile as reshape (1, d0, 1, d1, ...) -> expand (r0, d0, r1, d1, ...) -> reshape."""
+    x, reps = node.spec(0).shape, _ints(node, 1, "repeats")
+    if len(reps) != len(x) or min(reps, default=0) < 0:
+        raise ModelError(node.name, f"Tile repeats {reps} for shape {x}")
+    lifted = tuple(v for d in x for v in (1, d))
+    grown = tuple(v for r, d in zip(reps, x) for v in (r, d))
+    a, b, out = f"{node.outputs[0]}.lifted", f"{node.outputs[0]}.grown", node.outputs[0]
+    layers = (
+        Layer(f"{node.name}.lift", "reshape", (node.inputs[0],), (a,), frozen_attrs(
+            {"shape": lifted})),
+        Layer(f"{node.name}.expand", "expand", (a,), (b,), frozen_attrs({"shape": grown})),
+        Layer(node.name, "reshape", (b,), (out,), frozen_attrs(
+            {"shape": tuple(r * d for r, d in zip(reps, x))})),
+    )
+    return Lowered(layers=layers)
+
+
+LOWER: dict[str, LowerRule] = {
+    "Reshape": lower_reshape, "Flatten": lower_flatten, "Squeeze": lower_squeeze,
+    "Unsqueeze": lower_unsqueeze, "Identity": lower_identity, "Transpose": lower_transpose,
+    "Concat": lower_concat, "Split": lower_split, "Slice": lower_slice, "Pad": lower_pad,
+    "Expand": lower_expand, "Tile": lower_tile,
+}

@@ -1,0 +1,96 @@
+"""Score one bit assignment of a lowered model on one target: per-layer costs and totals."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from compiler.ir import Graph
+from hwmodels.cost import BOUND_NAMES, Cost, evaluate
+
+FP32 = np.array([[32, 32]])
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One layer's predicted cost at its assigned bits."""
+
+    name: str
+    kind: str
+    w_bits: int
+    a_bits: int
+    macs: int
+    cycles: float
+    latency_ms: float
+    energy_uj: float
+    bound: str
+    util: float
+    weight_bytes: float
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Whole-model figures."""
+
+    latency_ms: float
+    energy_mj: float
+    weight_bytes: float
+    peak_act_bytes: float
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """Result of `simulate`: per-layer rows, totals, and the float32 baseline."""
+
+    model: str
+    target: str
+    runtime: str
+    threads: int | None
+    layers: tuple[LayerCost, ...]
+    total: Totals
+    fp32: Totals
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def pick(cost: Cost, choice: np.ndarray) -> Cost:
+    """Per-layer costs [L, 1] at each layer's chosen column of a [L, B] `Cost`."""
+    rows = np.arange(len(choice))
+    fields = {f: getattr(cost, f)[rows, choice][:, None] for f in cost.__dataclass_fields__}
+    return Cost(**fields)
+
+
+def assigned_cost(graph: Graph, bits: np.ndarray, target: Any, threads: int | None,
+                  runtime: str) -> Cost:
+    """Cost [L, 1] of `graph` with layer l at `bits[l]` = (w_bits, a_bits)."""
+    choices, choice = np.unique(bits, axis=0, return_inverse=True)
+    full = evaluate(graph.layer_table(), choices, target, threads=threads, runtime=runtime)
+    return pick(full, choice.reshape(-1))
+
+
+def totals(cost: Cost) -> Totals:
+    """Whole-model latency, energy, weight storage and peak live activations of a [L, 1] Cost."""
+    t = cost.total()
+    return Totals(float(t.latency_s[0]) * 1e3, float(t.energy_pj[0]) * 1e-9,
+                  float(t.weight_bytes[0]), float(t.act_bytes[0]))
+
+
+def simulate_graph(graph: Graph, target: Any, bits: np.ndarray, *, threads: int | None = None,
+                   runtime: str = "onnxruntime") -> Simulation:
+    """Per-layer and total predicted cost of `graph` at `bits` ([L, 2]) on `target`."""
+    cost = assigned_cost(graph, bits, target, threads, runtime)
+    base = assigned_cost(graph, np.repeat(FP32, len(graph.layers), axis=0), target, threads,
+                         runtime)
+    macs = graph.layer_table().macs
+    rows = tuple(
+        LayerCost(layer.name, layer.kind, int(bits[i, 0]), int(bits[i, 1]), int(macs[i]),
+                  float(cost.cycles[i, 0]), float(cost.latency_s[i, 0]) * 1e3,
+                  float(cost.energy_pj[i, 0]) * 1e-6, BOUND_NAMES[int(cost.bound[i, 0])],
+                  float(cost.util[i, 0]), float(cost.weight_bytes[i, 0]))
+        for i, layer in enumerate(graph.layers))
+    return Simulation(graph.name, getattr(target, "name", "?"), runtime, threads, rows,
+                      totals(cost), totals(base))

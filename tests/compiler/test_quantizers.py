@@ -1,0 +1,267 @@
+"""Quantiser numerics against onnxruntime (QuantizeLinear / DequantizeLinear, compute_scale_zp),
+closed-form grid properties, and brute-force searches written independently here."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+from onnxruntime.quantization.quant_utils import compute_scale_zp
+
+from compiler import quantizers as Q
+from compiler.errors import ModelError
+
+SIGNED_TYPE = {4: TensorProto.INT4, 8: TensorProto.INT8}
+UNSIGNED_TYPE = {4: TensorProto.UINT4, 8: TensorProto.UINT8}
+
+
+def _session(nodes: list, inputs: list, outputs: list, inits: list) -> ort.InferenceSession:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, inits)
+    model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 21)])
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep the QDQ pair
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _zp_tensor(name: str, zp: np.ndarray, onnx_type: int) -> TensorProto:
+    zp = np.asarray(zp)
+    return helper.make_tensor(name, onnx_type, list(zp.shape), zp.ravel().astype(int).tolist())
+
+
+def _ort_qdq(x: np.ndarray, scale: np.ndarray, zp: np.ndarray, onnx_type: int,
+             axis: int | None = None, block_size: int | None = None) -> tuple[np.ndarray, ...]:
+    """onnxruntime's QuantizeLinear codes of x and their DequantizeLinear reals."""
+    attrs = {} if axis is None else {"axis": axis}
+    if block_size:
+        attrs["block_size"] = block_size
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], **attrs),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], **attrs),
+             helper.make_node("Cast", ["q"], ["q32"], to=TensorProto.INT32)]
+    sess = _session(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, x.shape),
+                     helper.make_tensor_value_info("q32", TensorProto.INT32, x.shape)],
+                    [numpy_helper.from_array(np.asarray(scale, np.float32), "s"),
+                     _zp_tensor("z", zp, onnx_type)])
+    y, q = sess.run(None, {"x": x.astype(np.float32)})
+    return q, y
+
+
+# ----------------------------------------------------------------------------------------------
+# Activations: bit-exact against onnxruntime's QuantizeLinear -> DequantizeLinear
+
+
+def _probe_values(scale: np.float32, rng: np.random.Generator) -> np.ndarray:
+    """Random values, exact rounding ties k + 0.5 (in units of scale), extremes and infinities."""
+    ties = (np.arange(-300, 300) + 0.5).astype(np.float32) * scale
+    return np.concatenate([(rng.standard_normal(4000) * 300 * scale).astype(np.float32), ties,
+                           np.array([np.inf, -np.inf, 0.0, -0.0, 1e6], np.float32)])
+
+
+@pytest.mark.ort
+@pytest.mark.parametrize("bits,signed,zp", [(8, False, 0), (8, False, 131), (8, True, 0),
+                                            (8, True, -5), (4, False, 9), (4, True, 0),
+                                            (4, True, -3)])
+def test_fake_quant_activation_is_bit_exact_with_onnxruntime(bits: int, signed: bool,
+                                                             zp: int) -> None:
+    scale = np.float32(0.0371)
+    x = _probe_values(scale, np.random.default_rng(bits + zp))
+    onnx_type = (SIGNED_TYPE if signed else UNSIGNED_TYPE)[bits]
+    _, y = _ort_qdq(x, scale, np.array(zp), onnx_type)
+    np.testing.assert_array_equal(Q.fake_quant_activation(x, scale, zp, bits, signed), y)
+
+
+@pytest.mark.ort
+@settings(max_examples=20, deadline=None)
+@given(scale=st.floats(0.0009765625, 10.0, width=32), zp=st.integers(0, 255),
+       seed=st.integers(0, 99))
+def test_fake_quant_uint8_matches_onnxruntime_for_any_scale(scale: float, zp: int,
+                                                            seed: int) -> None:
+    x = _probe_values(np.float32(scale), np.random.default_rng(seed))
+    _, y = _ort_qdq(x, np.float32(scale), np.array(zp), TensorProto.UINT8)
+    np.testing.assert_array_equal(Q.fake_quant_activation(x, scale, zp, 8, False), y)
+
+
+@pytest.mark.ort
+@pytest.mark.parametrize("bits", [8, 4])
+def test_minmax_activation_params_equal_onnxruntime_compute_scale_zp(bits: int) -> None:
+    rng = np.random.default_rng(bits)
+    for lo, hi in [(-1.3, 4.7), (0.2, 3.0), (-2.0, -0.5), (-1e-3, 7e-4)]:
+        x = rng.uniform(lo, hi, 1000).astype(np.float32)
+        params = Q.activation_params(Q.range_stats(x), bits=bits)
+        zp, scale = compute_scale_zp(x.min(), x.max(), np.uint8(0), np.uint8(2**bits - 1))
+        assert params.scale == scale and params.scale.dtype == np.float32
+        assert params.zero_point == int(zp) and not params.signed
+
+
+def test_symmetric_activation_params_map_the_extreme_to_the_top_code() -> None:
+    x = np.array([-3.0, 0.5, 2.0], np.float32)
+    params = Q.activation_params(Q.range_stats(x), bits=8, symmetric=True)
+    assert params.scale == np.float32(3.0 / 127) and params.zero_point == 0 and params.signed
+    fq = Q.fake_quant_activation(x, params.scale, 0, 8, True)
+    assert fq[0] == np.float32(-127) * params.scale  # -3.0 lands on code -127
+
+
+# ----------------------------------------------------------------------------------------------
+# Calibration statistics
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), cuts=st.lists(st.integers(1, 399), max_size=4),
+       spread=st.sampled_from([1e-3, 1.0, 37.0, 1e4]))
+def test_range_stats_merge_in_any_order_equals_one_pass(seed: int, cuts: list[int],
+                                                        spread: float) -> None:
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(400) * spread * rng.uniform(0.01, 1, 400)).astype(np.float32)
+    parts = np.split(x, sorted(set(cuts)))
+    order = rng.permutation(len(parts))
+    merged = Q.RangeStats()
+    for i in order:
+        merged = merged.update(parts[i])
+    whole = Q.range_stats(x)
+    assert (merged.count, merged.min, merged.max) == (400, float(x.min()), float(x.max()))
+    assert merged.half_range == whole.half_range
+    np.testing.assert_array_equal(merged.hist, whole.hist)
+
+
+def test_range_stats_histogram_counts_match_numpy_histogram() -> None:
+    x = np.random.default_rng(3).standard_normal(5000).astype(np.float32)
+    stats = Q.range_stats(x, nbins=64)
+    edges = np.linspace(-stats.half_range, stats.half_range, 65)
+    np.testing.assert_array_equal(stats.hist, np.histogram(x, bins=edges)[0])
+    assert stats.half_range / 2 <= np.abs(x).max() < stats.half_range  # next power of two
+
+
+@pytest.mark.parametrize("pct", [99.0, 99.9])
+def test_percentile_range_is_within_one_bin_of_numpy(pct: float) -> None:
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.standard_normal(20_000), rng.standard_normal(20) * 50]).astype(
+        np.float32)
+    stats = Q.range_stats(x)
+    width = 2 * stats.half_range / len(stats.hist)
+    assert abs(Q.quantile(stats, pct / 100) - np.percentile(x, pct)) <= width
+    assert abs(Q.abs_quantile(stats, pct / 100) - np.percentile(np.abs(x), pct)) <= width
+    params = Q.activation_params(stats, method="percentile", percentile=pct)
+    lo, hi = np.percentile(x, 100 - pct), np.percentile(x, pct)
+    assert abs(params.scale - (hi - lo) / 255) <= 2 * width / 255
+
+
+def _true_error(x: np.ndarray, lo: float, hi: float) -> float:
+    """Squared error of uint8 fake quantisation over [lo, hi], written out independently."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = np.float32((hi - lo) / 255)
+    zp = np.clip(np.round(-lo / scale), 0, 255)
+    q = np.clip(np.round(x / scale) + zp, 0, 255)
+    return float(np.sum(((q - zp) * scale - x) ** 2))
+
+
+def test_mse_activation_range_is_near_the_brute_force_optimum() -> None:
+    rng = np.random.default_rng(11)
+    x = np.concatenate([rng.standard_normal(50_000), [40.0, -25.0]]).astype(np.float32)
+    params = Q.activation_params(Q.range_stats(x), method="mse")
+    lo = -params.scale * params.zero_point
+    hi = params.scale * (255 - params.zero_point)
+    errs = [_true_error(x, r * x.min(), r * x.max()) for r in np.linspace(0.3, 1.0, 100)]
+    assert _true_error(x, lo, hi) <= 1.1 * min(errs)
+    assert _true_error(x, lo, hi) < 0.95 * errs[-1]  # the outliers make clipping worth it
+
+
+# ----------------------------------------------------------------------------------------------
+# Weights
+
+
+@pytest.mark.ort
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 8])
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("granularity,axis,block", [("per_tensor", 0, None),
+                                                    ("per_channel", 0, None),
+                                                    ("per_channel", 1, None),
+                                                    ("per_block", 0, 16),
+                                                    ("per_block", 1, 32)])
+def test_weight_codes_equal_onnxruntime_quantize_linear(bits: int, symmetric: bool,
+                                                        granularity: str, axis: int,
+                                                        block: int | None) -> None:
+    """Our codes are what QuantizeLinear computes from our scales (8-bit storage holds every
+    2..8-bit grid; minmax ranges never saturate), and DequantizeLinear gives our reals."""
+    w = np.random.default_rng(bits).standard_normal((6, 40, 3)).astype(np.float32)
+    qt = Q.quantize_weight(w, bits, granularity, axis=axis, block_size=block,
+                           symmetric=symmetric)
+    onnx_type = TensorProto.INT8 if symmetric else TensorProto.UINT8
+    q, y = _ort_qdq(w, qt.scale, qt.zero_point, onnx_type, qt.params.axis, block)
+    np.testing.assert_array_equal(qt.q, q)
+    np.testing.assert_array_equal(Q.dequantize(qt), y)
+    lo, hi = Q.code_range(bits, symmetric)
+    assert lo <= qt.q.min() and qt.q.max() <= hi
+
+
+def test_symmetric_grid_is_narrow_and_hits_both_extremes() -> None:
+    w = np.array([[-2.0, 0.5, 1.2], [3.0, -3.0, 0.0]], np.float32)
+    qt = Q.quantize_weight(w, 4, "per_channel", axis=0)
+    np.testing.assert_array_equal(qt.scale, np.float32([2 / 7, 3 / 7]))
+    np.testing.assert_array_equal(qt.q, [[-7, 2, 4], [7, -7, 0]])  # 1.75 -> 2, 4.2 -> 4
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), bits=st.integers(2, 8), symmetric=st.booleans(),
+       k=st.integers(1, 70), block=st.sampled_from([16, 32]))
+def test_minmax_error_is_at_most_half_a_step(seed: int, bits: int, symmetric: bool, k: int,
+                                             block: int) -> None:
+    w = (np.random.default_rng(seed).standard_normal((3, k)) * 2).astype(np.float32)
+    qt = Q.quantize_weight(w, bits, "per_block", axis=0, block_size=block, symmetric=symmetric)
+    assert qt.scale.shape == (3, -(-k // block))
+    step = np.repeat(qt.scale, block, axis=1)[:, :k].astype(np.float64)
+    err = np.abs(Q.dequantize(qt).astype(np.float64) - w)
+    assert np.all(err <= step * (0.5 + 1e-5))
+
+
+def _brute_force_mse_scales(w: np.ndarray, bits: int) -> np.ndarray:
+    """Per row, the symmetric scale of the candidate ratio with least error: a plain loop."""
+    qmax = 2 ** (bits - 1) - 1
+    best = []
+    for row in w:
+        errs = []
+        for r in np.linspace(0.3, 1.0, 100):
+            s = np.float32(r * np.abs(row).max() / qmax)
+            deq = np.clip(np.round(row / s), -qmax, qmax) * s
+            errs.append((np.sum((deq - row).astype(np.float64) ** 2), s))
+        best.append(min(errs, key=lambda e: e[0])[1])
+    return np.array(best, np.float32)
+
+
+def test_mse_clip_equals_a_brute_force_search_and_beats_minmax() -> None:
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((12, 256)).astype(np.float32)
+    w[3, 7] = 25.0  # one outlier channel
+    qt = Q.quantize_weight(w, 4, "per_channel", axis=0, clip="mse")
+    np.testing.assert_allclose(qt.scale, _brute_force_mse_scales(w, 4), rtol=1e-6)
+    err_mse = ((Q.dequantize(qt) - w) ** 2).sum(axis=1)
+    err_minmax = ((Q.fake_quant_weight(w, 4, "per_channel") - w) ** 2).sum(axis=1)
+    assert np.all(err_mse <= err_minmax * (1 + 1e-6))
+    assert err_mse[3] < 0.95 * err_minmax[3]
+
+
+def test_asymmetric_weights_represent_zero_exactly() -> None:
+    w = np.random.default_rng(4).uniform(0.5, 2.0, (4, 33)).astype(np.float32)
+    w[:, ::5] = 0.0
+    fq = Q.fake_quant_weight(w, 3, "per_block", axis=0, block_size=16, symmetric=False)
+    assert np.all(fq[:, ::5] == 0.0)
+
+
+@pytest.mark.parametrize("kwargs,what", [
+    ({"bits": 9}, "bits"), ({"bits": 4, "granularity": "per_row"}, "granularity"),
+    ({"bits": 4, "clip": "kl"}, "clip"), ({"bits": 4, "granularity": "per_block"}, "per_block"),
+    ({"bits": 4, "axis": 3}, "axis")])
+def test_bad_weight_arguments_raise_model_error(kwargs: dict, what: str) -> None:
+    with pytest.raises(ModelError, match=what):
+        Q.quantize_weight(np.ones((4, 4), np.float32), **kwargs)
+
+
+def test_non_finite_inputs_raise_model_error_naming_the_tensor() -> None:
+    with pytest.raises(ModelError, match="relu_out"):
+        Q.range_stats(np.array([1.0, np.nan]), name="relu_out")
+    with pytest.raises(ModelError, match="non-finite"):
+        Q.quantize_weight(np.array([[np.inf, 1.0]]), 8)
+    with pytest.raises(ModelError, match="no calibration"):
+        Q.activation_params(Q.RangeStats())
