@@ -1,0 +1,197 @@
+"""Inline `If` nodes whose condition is known before lowering.
+
+The condition is an initializer, or shape arithmetic (Shape/Size/Gather/Concat/...) on the
+now-static input shapes, evaluated with ONNX's reference runtime. The taken branch's nodes
+replace the `If`; outer-scope names keep their names, branch outputs become the If's outputs,
+and other branch names are renamed only where they would collide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import onnx
+import onnx.reference
+from onnx import helper, numpy_helper
+
+DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+# --- If nodes -------------------------------------------------------------------------------
+
+
+def inline_ifs(model: onnx.ModelProto) -> bool:
+    """Inline the first `If` whose condition is known (in place); return whether one was."""
+    graph = model.graph
+    for index, node in enumerate(graph.node):
+        if node.op_type != "If" or node.domain not in DEFAULT_DOMAINS:
+            continue
+        cond = _condition(model, node.input[0])
+        if cond is not None:
+            wanted = "then_branch" if cond else "else_branch"
+            _inline_branch(graph, index, next(a.g for a in node.attribute if a.name == wanted))
+            return True
+    return False
+
+
+def _condition(model: onnx.ModelProto, name: str) -> bool | None:
+    """The If condition's value: an initializer, or shape arithmetic on static shapes."""
+    init = next((t for t in model.graph.initializer if t.name == name), None)
+    value = numpy_helper.to_array(init) if init is not None else static_value(model, name)
+    if value is None or np.size(value) != 1:
+        return None
+    return bool(np.asarray(value).reshape(-1)[0])
+
+
+def _taken_names(graph: onnx.GraphProto) -> set[str]:
+    names = {vi.name for vi in (*graph.input, *graph.output)}
+    names.update(t.name for t in graph.initializer)
+    names.update(t for n in graph.node for t in (*n.input, *n.output, n.name))
+    return names
+
+
+def _fresh(base: str, taken: set[str], prefix: str) -> str:
+    """`base` if unused, else `prefix/base` with a counter: branch names must not collide."""
+    name, k = base, 0
+    while not name or name in taken:
+        k += 1
+        name = f"{prefix}/{base}" if k == 1 else f"{prefix}/{base}_{k}"
+    taken.add(name)
+    return name
+
+
+def _branch_renames(node: onnx.NodeProto, branch: onnx.GraphProto,
+                    taken: set[str]) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """Map branch-internal names to outer names; list the outputs needing an Identity."""
+    made = [o for n in branch.node for o in n.output if o]
+    renames: dict[str, str] = {}
+    copies: list[tuple[str, str]] = []
+    for out, target in zip(branch.output, node.output):
+        if out.name in made and out.name not in renames and target:
+            renames[out.name] = target  # the branch node writes the If's output directly
+        elif target:
+            copies.append((out.name, target))
+    prefix = node.name or "If"
+    for t in (*made, *(i.name for i in branch.initializer)):
+        if t not in renames:
+            renames[t] = _fresh(t, taken, prefix)
+    return renames, copies
+
+
+def _renamed_graph(g: onnx.GraphProto, renames: Mapping[str, str]) -> None:
+    """Rename tensor references inside a nested subgraph (in place)."""
+    for n in g.node:
+        _rename_io(n, renames)
+    for vi in g.output:
+        vi.name = renames.get(vi.name, vi.name)
+
+
+def _rename_io(node: onnx.NodeProto, renames: Mapping[str, str]) -> None:
+    for field in (node.input, node.output):
+        for i, t in enumerate(field):
+            field[i] = renames.get(t, t)
+    for attr in node.attribute:
+        for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
+            _renamed_graph(sub, renames)
+
+
+def _inline_branch(graph: onnx.GraphProto, index: int, branch: onnx.GraphProto) -> None:
+    """Replace node `index` (an If) by the nodes of its taken branch (in place).
+
+    Outer-scope names keep their names; branch outputs become the If's outputs; other
+    branch names are renamed only where they would collide.
+    """
+    node = graph.node[index]
+    taken = _taken_names(graph)
+    renames, copies = _branch_renames(node, branch, taken)
+    new_nodes = []
+    for n in branch.node:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(n)
+        _rename_io(copy, renames)
+        copy.name = _fresh(n.name or n.op_type, taken, node.name or "If")
+        new_nodes.append(copy)
+    for src, target in copies:
+        name = _fresh(f"{target}.identity", taken, node.name or "If")
+        new_nodes.append(helper.make_node("Identity", [renames.get(src, src)], [target], name))
+    for init in branch.initializer:
+        graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(init),
+                                                         renames[init.name]))
+    nodes = list(graph.node)
+    nodes[index:index + 1] = new_nodes
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+# --- shape arithmetic for If conditions ----------------------------------------------------
+
+
+def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """Fully static tensor shapes according to ONNX shape inference (inputs are static now)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except (onnx.shape_inference.InferenceError, RuntimeError, ValueError):
+        return {}
+    g = inferred.graph
+    shapes = {}
+    for vi in (*g.input, *g.value_info, *g.output):
+        tt = vi.type.tensor_type
+        if tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim):
+            shapes[vi.name] = tuple(d.dim_value for d in tt.shape.dim)
+    return shapes
+
+
+def _shape_leaf(node: onnx.NodeProto, shapes: Mapping[str, tuple[int, ...]]) -> np.ndarray | None:
+    """Value of a Shape/Size node whose input has a static shape."""
+    shape = shapes.get(node.input[0]) if node.op_type in ("Shape", "Size") else None
+    if shape is None:
+        return None
+    if node.op_type == "Size":
+        return np.array(int(np.prod(shape)), dtype=np.int64)
+    attrs = {a.name: a.i for a in node.attribute}
+    return np.array(shape[attrs.get("start", 0):attrs.get("end", len(shape))], dtype=np.int64)
+
+
+def _ancestry(graph: onnx.GraphProto, tensor: str, shapes: Mapping[str, tuple[int, ...]]
+              ) -> tuple[list[onnx.NodeProto], dict[str, np.ndarray]] | None:
+    """Nodes that compute `tensor` from constants and static shapes, with the shape values;
+    None when it depends on input data."""
+    made = {o: n for n in graph.node for o in n.output}
+    consts = {t.name for t in graph.initializer}
+    nodes, leaves, stack, seen = [], {}, [tensor], set()
+    while stack:
+        t = stack.pop()
+        if not t or t in seen or t in consts:
+            continue
+        seen.add(t)
+        node = made.get(t)
+        if node is None or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+                               for a in node.attribute):
+            return None
+        leaf = _shape_leaf(node, shapes)
+        if leaf is not None:
+            leaves[t] = leaf
+        else:
+            nodes.append(node)
+            stack.extend(node.input)
+    order = {id(n): i for i, n in enumerate(graph.node)}
+    return sorted(nodes, key=lambda n: order[id(n)]), leaves
+
+
+def static_value(model: onnx.ModelProto, tensor: str) -> np.ndarray | None:
+    """Value of `tensor` if it follows from constants and static shapes alone, else None."""
+    found = _ancestry(model.graph, tensor, _static_shapes(model))
+    if found is None:
+        return None
+    nodes, leaves = found
+    used = {t for n in nodes for t in n.input}
+    inits = [t for t in model.graph.initializer if t.name in used]
+    inits += [numpy_helper.from_array(v, t) for t, v in leaves.items()]
+    out = helper.make_tensor_value_info(tensor, onnx.TensorProto.UNDEFINED, None)
+    sub = helper.make_graph(nodes, "condition", [], [out], inits)
+    probe = helper.make_model(sub, opset_imports=model.opset_import, ir_version=model.ir_version)
+    try:
+        return np.asarray(onnx.reference.ReferenceEvaluator(probe).run(None, {})[0])
+    except Exception:  # noqa: BLE001 - the reference runtime raises anything; unknown = None
+        return None
