@@ -10,8 +10,12 @@ printed in the terminal summary.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
+import onnx
 import pytest
+from onnx import numpy_helper
 
 from compiler.errors import ModelError
 from compiler.executor import run
@@ -21,15 +25,35 @@ from tests.compiler.onnx_backend_data import BackendCase, load_cases
 from tests.conftest import BACKEND_REPORT
 
 FRONTEND_OPS = frozenset({"Constant"})
+# float inputs that define shapes or sampling grids (edgesim needs them constant)
+SHAPE_INPUTS = {"Resize": (1, 2, 3)}
 
 # case name -> why edgesim refuses it (a clean ModelError is expected, not a wrong answer)
 KNOWN_UNSUPPORTED: dict[str, str] = {}
 
 
+def _pinned(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> tuple:
+    """The backend tests feed axes, shapes and sizes as graph inputs; edgesim lowers models with
+    static shapes, so integer/bool inputs and SHAPE_INPUTS become initializers with the test's
+    values (the op still computes on them: they fold through the same forward rules)."""
+    shape_inputs = {n.input[i] for n in model.graph.node
+                    for i in SHAPE_INPUTS.get(n.op_type, ()) if i < len(n.input)}
+    pinned = {k: v for k, v in feeds.items() if v.dtype.kind in "iub" or k in shape_inputs}
+    if not pinned:
+        return model, feeds
+    model = copy.deepcopy(model)
+    kept = [vi for vi in model.graph.input if vi.name not in pinned]
+    del model.graph.input[:]
+    model.graph.input.extend(kept)
+    model.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in pinned.items())
+    return model, {k: v for k, v in feeds.items() if k not in pinned}
+
+
 def _run_case(case: BackendCase) -> tuple[str, str]:
     try:
-        for feeds, refs in case.data_sets:
-            graph = load(case.model, {k: v.shape for k, v in feeds.items()})
+        for all_feeds, refs in case.data_sets:
+            model, feeds = _pinned(case.model, all_feeds)
+            graph = load(model, {k: v.shape for k, v in feeds.items()})
             outs = run(graph, feeds)
             for name, ref in zip(graph.outputs, refs):
                 got = outs[name]

@@ -1,0 +1,404 @@
+"""conv op family: N-d convolution and transposed convolution (grouped, dilated, strided).
+
+Both run as one batched GEMM per call: the input is cut into windows with
+`sliding_window_view` (no copy), regrouped into an im2col matrix `[groups, N*out, Cg*K]` and
+multiplied with the weights. Their adjoint, `scatter_windows`, accumulates windows back into a
+tensor one kernel offset at a time (prod(kernel) strided adds), which gives conv's input
+gradient and conv_transpose's forward. The window helpers are public: pool.py reuses them.
+
+Layer conventions: conv inputs (x, w[Cout, Cin/g, *k], b?), attrs strides, pads (begins...,
+ends...), dilations, group. conv_transpose inputs (x, w[Cin, Cout/g, *k], b?), attrs strides,
+pads, dilations, group, output_padding; its pads may be negative (an explicit `output_shape`
+larger than the natural one extends the output with zeros).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from compiler.errors import ModelError
+from compiler.ir import Facts, Spec
+from compiler.ops.opdef import Lowered, LowerRule, Node, OpDef, single
+
+Ints = tuple[int, ...]
+
+
+# --- window machinery (shared with pool.py) ---------------------------------------------------
+
+
+def effective_kernel(kernel: Sequence[int], dilations: Sequence[int]) -> Ints:
+    """Extent of each dilated kernel axis: (k - 1) * d + 1."""
+    return tuple((k - 1) * d + 1 for k, d in zip(kernel, dilations))
+
+
+def shift_crop(x: np.ndarray, begins: Sequence[int], sizes: Sequence[int],
+               fill: float = 0.0) -> np.ndarray:
+    """Window `[b, b + size)` of each trailing axis of `x`, reading `fill` outside `x`.
+
+    A negative begin or a window past the end pads; `shift_crop(g, -b, len)` is the adjoint
+    of `shift_crop(x, b, size)` (for fill 0), so it serves padding, cropping and their vjps.
+    """
+    n = len(begins)
+    spatial = x.shape[x.ndim - n:]
+    before = [max(0, -b) for b in begins]
+    after = [max(0, b + s - length) for b, s, length in zip(begins, sizes, spatial)]
+    if any(before) or any(after):
+        widths = [(0, 0)] * (x.ndim - n) + list(zip(before, after))
+        x = np.pad(x, widths, constant_values=fill)
+    lead = (slice(None),) * (x.ndim - n)
+    return x[lead + tuple(slice(b + p, b + p + s) for b, p, s in zip(begins, before, sizes))]
+
+
+def window_view(xp: np.ndarray, kernel: Sequence[int], strides: Sequence[int],
+                dilations: Sequence[int], out: Sequence[int]) -> np.ndarray:
+    """Strided view `[..., *out, *kernel]` of the windows of the trailing axes of `xp`."""
+    n = len(kernel)
+    axes = tuple(range(xp.ndim - n, xp.ndim))
+    view = sliding_window_view(xp, effective_kernel(kernel, dilations), axis=axes)
+    starts = tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(out, strides))
+    taps = tuple(slice(None, None, d) for d in dilations)
+    return view[(Ellipsis,) + starts + taps]
+
+
+def scatter_windows(cols: np.ndarray, spatial: Sequence[int], strides: Sequence[int],
+                    dilations: Sequence[int]) -> np.ndarray:
+    """Adjoint of `window_view`: sum windows `[..., *out, *kernel]` into `[..., *spatial]`."""
+    n = len(spatial)
+    out, kernel = cols.shape[cols.ndim - 2 * n:cols.ndim - n], cols.shape[cols.ndim - n:]
+    acc = np.zeros(cols.shape[:cols.ndim - 2 * n] + tuple(spatial), dtype=cols.dtype)
+    for tap in np.ndindex(*kernel):
+        dst = tuple(slice(t * d, t * d + (o - 1) * s + 1, s)
+                    for t, d, o, s in zip(tap, dilations, out, strides))
+        acc[(Ellipsis,) + dst] += cols[(Ellipsis,) + tap]
+    return acc
+
+
+def conv_out_size(size: int, kernel: int, stride: int, dilation: int, pad: int,
+                  ceil_mode: bool = False) -> int:
+    """Output length of a strided window sweep over `size` elements plus `pad` padding."""
+    span = size + pad - ((kernel - 1) * dilation + 1)
+    return (-(-span // stride) if ceil_mode else span // stride) + 1
+
+
+def auto_pads(auto_pad: str, spatial: Sequence[int], kernel: Sequence[int],
+              strides: Sequence[int], dilations: Sequence[int],
+              pads: Sequence[int] | None, where: str) -> Ints:
+    """Explicit (begins..., ends...) pads for ONNX's auto_pad modes (conv and pool)."""
+    n = len(spatial)
+    if auto_pad in ("NOTSET", ""):
+        return tuple(pads) if pads is not None else (0,) * (2 * n)
+    if auto_pad == "VALID":
+        return (0,) * (2 * n)
+    if auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
+        raise ModelError(where, f"auto_pad {auto_pad!r} is not an ONNX mode")
+    eff = effective_kernel(kernel, dilations)
+    # SAME: out = ceil(in / stride); the extra padding goes at the end for SAME_UPPER.
+    total = [max(0, (-(-i // s) - 1) * s + e - i) for i, s, e in zip(spatial, strides, eff)]
+    small = [t // 2 for t in total]
+    big = [t - t // 2 for t in total]
+    return tuple(small + big) if auto_pad == "SAME_UPPER" else tuple(big + small)
+
+
+# --- im2col GEMM layout -------------------------------------------------------------------------
+
+
+def _group_cols(win: np.ndarray, group: int) -> np.ndarray:
+    """Windows `[N, C, *out, *k]` -> im2col matrices `[G, N*prod(out), C/G*prod(k)]`."""
+    n, c = win.shape[:2]
+    nsp = (win.ndim - 2) // 2
+    g = win.reshape((n, group, c // group) + win.shape[2:])
+    order = (1, 0) + tuple(range(3, 3 + nsp)) + (2,) + tuple(range(3 + nsp, 3 + 2 * nsp))
+    rows = n * int(np.prod(win.shape[2:2 + nsp], dtype=np.int64))
+    return g.transpose(order).reshape(group, rows, -1)
+
+
+def _ungroup_cols(cols: np.ndarray, n: int, out: Sequence[int], kernel: Sequence[int]
+                  ) -> np.ndarray:
+    """Inverse layout of `_group_cols`: `[G, N*out, Cg*k]` -> `[N, C, *out, *k]`."""
+    group, nsp = cols.shape[0], len(out)
+    g = cols.reshape((group, n) + tuple(out) + (-1,) + tuple(kernel))
+    order = (1, 0, 2 + nsp) + tuple(range(2, 2 + nsp)) + tuple(range(3 + nsp, 3 + 2 * nsp))
+    g = g.transpose(order)
+    return g.reshape((n, -1) + tuple(out) + tuple(kernel))
+
+
+def _group_rows(y: np.ndarray, group: int) -> np.ndarray:
+    """Activations `[N, C, *sp]` -> GEMM rows `[G, N*prod(sp), C/G]`."""
+    n, c = y.shape[:2]
+    g = y.reshape(n, group, c // group, -1).transpose(1, 0, 3, 2)
+    return g.reshape(group, -1, c // group)
+
+
+def _ungroup_rows(rows: np.ndarray, n: int, spatial: Sequence[int]) -> np.ndarray:
+    """Inverse of `_group_rows`: `[G, N*prod(sp), Cg]` -> `[N, G*Cg, *sp]`."""
+    group, _, cg = rows.shape
+    y = rows.reshape(group, n, -1, cg).transpose(1, 0, 3, 2)
+    return y.reshape((n, group * cg) + tuple(spatial))
+
+
+def _bias_shape(b: np.ndarray, nsp: int) -> np.ndarray:
+    return b.reshape((1, -1) + (1,) * nsp)
+
+
+def _spatial_sum(g: np.ndarray) -> np.ndarray:
+    """Bias cotangent: sum over batch and spatial axes."""
+    return g.sum(axis=(0,) + tuple(range(2, g.ndim)))
+
+
+# --- conv ---------------------------------------------------------------------------------------
+
+
+def _conv_out(spatial: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
+              pads: Sequence[int], dilations: Sequence[int]) -> Ints:
+    n = len(spatial)
+    return tuple(conv_out_size(spatial[i], kernel[i], strides[i], dilations[i],
+                               pads[i] + pads[n + i]) for i in range(n))
+
+
+def _conv_shape(specs: Sequence[Spec | None], *, strides: Ints, pads: Ints, dilations: Ints,
+                group: int) -> tuple[Spec, ...]:
+    x, w = specs[0], specs[1]
+    out = _conv_out(x.shape[2:], w.shape[2:], strides, pads, dilations)
+    if x.shape[1] != w.shape[1] * group or min(out, default=1) < 1:
+        raise ValueError(f"conv of {x.shape} with weights {w.shape} (group {group}) is empty "
+                         "or mismatched")
+    return (Spec((x.shape[0], w.shape[0]) + out, x.dtype),)
+
+
+def _padded_windows(x: np.ndarray, kernel: Ints, strides: Ints, pads: Ints, dilations: Ints
+                    ) -> tuple[np.ndarray, Ints]:
+    """Windows `[N, C, *out, *k]` of zero-padded `x` (a view), and the output spatial shape."""
+    nsp = x.ndim - 2
+    out = _conv_out(x.shape[2:], kernel, strides, pads, dilations)
+    padded = [s + pads[i] + pads[nsp + i] for i, s in enumerate(x.shape[2:])]
+    xp = shift_crop(x, [-p for p in pads[:nsp]], padded)
+    return window_view(xp, kernel, strides, dilations, out), out
+
+
+def _weight_matrix(w: np.ndarray, group: int) -> np.ndarray:
+    """Conv weights `[Cout, Cg, *k]` -> `[G, Cg*prod(k), Cout/G]`."""
+    return w.reshape(group, w.shape[0] // group, -1).transpose(0, 2, 1)
+
+
+def _depthwise(win: np.ndarray, w: np.ndarray, group: int) -> np.ndarray:
+    """One input channel per group: a multiply-add per kernel tap beats a batched GEMM with
+    an inner dimension of prod(k) by ~10x."""
+    nsp = (win.ndim - 2) // 2
+    wg = w.reshape((group, w.shape[0] // group) + w.shape[2:])      # [G, M, *k]
+    acc = np.zeros((win.shape[0],) + wg.shape[:2] + win.shape[2:2 + nsp], dtype=win.dtype)
+    lift = (None,) * nsp
+    for tap in np.ndindex(*w.shape[2:]):
+        acc += win[(slice(None), slice(None), None, Ellipsis) + tap] * wg[(Ellipsis,) + tap + lift]
+    return acc.reshape((win.shape[0], w.shape[0]) + win.shape[2:2 + nsp])
+
+
+def _conv_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, strides: Ints,
+                  pads: Ints, dilations: Ints, group: int) -> tuple[np.ndarray]:
+    w = w.astype(x.dtype, copy=False)
+    win, out = _padded_windows(x, w.shape[2:], strides, pads, dilations)
+    if w.shape[1] == 1 and group > 1:
+        y = _depthwise(win, w, group)
+    else:
+        y = _ungroup_rows(_group_cols(win, group) @ _weight_matrix(w, group), x.shape[0], out)
+    if b is not None:
+        y = y + _bias_shape(b.astype(x.dtype, copy=False), len(out))
+    return (y.astype(x.dtype, copy=False),)
+
+
+def _conv_vjp(gs: Sequence[np.ndarray | None], xs: Sequence[np.ndarray | None],
+              ys: Sequence[np.ndarray], *, strides: Ints, pads: Ints, dilations: Ints,
+              group: int) -> tuple[np.ndarray | None, ...]:
+    x, w, b = xs[0], xs[1], xs[2] if len(xs) > 2 else None
+    g = gs[0] if gs[0] is not None else np.zeros_like(ys[0])
+    nsp, kernel = x.ndim - 2, w.shape[2:]
+    win, out = _padded_windows(x, kernel, strides, pads, dilations)
+    cols = _group_cols(win, group)
+    grows = _group_rows(g, group)                                   # [G, N*out, Cout/G]
+    gw = (cols.transpose(0, 2, 1) @ grows).transpose(0, 2, 1).reshape(w.shape)
+    gcols = _ungroup_cols(grows @ _weight_matrix(w, group).transpose(0, 2, 1),
+                          x.shape[0], out, kernel)
+    padded = [s + pads[i] + pads[nsp + i] for i, s in enumerate(x.shape[2:])]
+    gx = shift_crop(scatter_windows(gcols, padded, strides, dilations), pads[:nsp], x.shape[2:])
+    gb = None if b is None else _spatial_sum(g).astype(b.dtype)
+    return (gx, gw.astype(w.dtype), gb)[:len(xs)]
+
+
+def _conv_facts(specs_in: Sequence[Spec | None], specs_out: Sequence[Spec], *, strides: Ints,
+                pads: Ints, dilations: Ints, group: int) -> Facts:
+    w, y = specs_in[1], specs_out[0]
+    m = y.shape[0] * int(np.prod(y.shape[2:], dtype=np.int64))
+    n = w.shape[0] // group
+    k = int(np.prod(w.shape[1:], dtype=np.int64))
+    return Facts(m=m, n=n, k=k, groups=group, macs=group * m * n * k)
+
+
+# --- conv_transpose -----------------------------------------------------------------------------
+
+
+def _full_size(spatial: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
+               dilations: Sequence[int]) -> Ints:
+    """Length of the uncropped transposed-conv output: s*(in-1) + eff_kernel."""
+    eff = effective_kernel(kernel, dilations)
+    return tuple(s * (i - 1) + e for i, s, e in zip(spatial, strides, eff))
+
+
+def _convt_out(spatial: Sequence[int], kernel: Sequence[int], strides: Ints, pads: Ints,
+               dilations: Ints, output_padding: Ints) -> Ints:
+    n, full = len(spatial), _full_size(spatial, kernel, strides, dilations)
+    return tuple(full[i] + output_padding[i] - pads[i] - pads[n + i] for i in range(n))
+
+
+def _convt_shape(specs: Sequence[Spec | None], *, strides: Ints, pads: Ints, dilations: Ints,
+                 group: int, output_padding: Ints) -> tuple[Spec, ...]:
+    x, w = specs[0], specs[1]
+    out = _convt_out(x.shape[2:], w.shape[2:], strides, pads, dilations, output_padding)
+    if x.shape[1] != w.shape[0] or w.shape[0] % group or min(out, default=1) < 1:
+        raise ValueError(f"conv_transpose of {x.shape} with weights {w.shape} (group {group}) "
+                         "is empty or mismatched")
+    return (Spec((x.shape[0], w.shape[1] * group) + out, x.dtype),)
+
+
+def _convt_weight(w: np.ndarray, group: int) -> np.ndarray:
+    """ConvTranspose weights `[Cin, Cout/G, *k]` -> `[G, Cin/G, Cout/G*prod(k)]`."""
+    return w.reshape(group, w.shape[0] // group, -1)
+
+
+def _convt_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, strides: Ints,
+                   pads: Ints, dilations: Ints, group: int, output_padding: Ints
+                   ) -> tuple[np.ndarray]:
+    nsp, kernel = x.ndim - 2, w.shape[2:]
+    cols = _group_rows(x, group) @ _convt_weight(w.astype(x.dtype, copy=False), group)
+    wins = _ungroup_cols(cols, x.shape[0], x.shape[2:], kernel)    # [N, Cout, *in, *k]
+    full = scatter_windows(wins, _full_size(x.shape[2:], kernel, strides, dilations),
+                           strides, dilations)
+    out = _convt_out(x.shape[2:], kernel, strides, pads, dilations, output_padding)
+    y = shift_crop(full, pads[:nsp], out)
+    if b is not None:
+        y = y + _bias_shape(b.astype(x.dtype, copy=False), nsp)
+    return (y.astype(x.dtype, copy=False),)
+
+
+def _convt_vjp(gs: Sequence[np.ndarray | None], xs: Sequence[np.ndarray | None],
+               ys: Sequence[np.ndarray], *, strides: Ints, pads: Ints, dilations: Ints,
+               group: int, output_padding: Ints) -> tuple[np.ndarray | None, ...]:
+    x, w, b = xs[0], xs[1], xs[2] if len(xs) > 2 else None
+    g = gs[0] if gs[0] is not None else np.zeros_like(ys[0])
+    nsp, kernel = x.ndim - 2, w.shape[2:]
+    full = _full_size(x.shape[2:], kernel, strides, dilations)
+    gfull = shift_crop(g, [-p for p in pads[:nsp]], full)
+    gwins = window_view(gfull, kernel, strides, dilations, x.shape[2:])  # [N, Cout, *in, *k]
+    gcols = _group_cols(gwins, group)                              # [G, N*in, Cout/G*k]
+    wm = _convt_weight(w, group)
+    xrows = _group_rows(x, group)                                  # [G, N*in, Cin/G]
+    gx = _ungroup_rows(gcols @ wm.transpose(0, 2, 1), x.shape[0], x.shape[2:])
+    gw = (xrows.transpose(0, 2, 1) @ gcols).reshape(w.shape)
+    gb = None if b is None else _spatial_sum(g).astype(b.dtype)
+    return (gx.astype(x.dtype), gw.astype(w.dtype), gb)[:len(xs)]
+
+
+def _convt_facts(specs_in: Sequence[Spec | None], specs_out: Sequence[Spec], *, strides: Ints,
+                 pads: Ints, dilations: Ints, group: int, output_padding: Ints) -> Facts:
+    x, w = specs_in[0], specs_in[1]
+    # GEMM view: each input pixel's Cin/G channels times a [Cin/G, Cout/G*prod(k)] weight.
+    m = x.shape[0] * int(np.prod(x.shape[2:], dtype=np.int64))
+    n = int(np.prod(w.shape[1:], dtype=np.int64))
+    k = w.shape[0] // group
+    return Facts(m=m, n=n, k=k, groups=group, macs=group * m * n * k)
+
+
+# --- lowering -----------------------------------------------------------------------------------
+
+
+def _operands(node: Node, op: str) -> tuple[Spec, Spec]:
+    x, w = node.spec(0), node.spec(1)
+    if x is None or w is None or len(x.shape) < 3 or len(w.shape) != len(x.shape):
+        raise ModelError(node.name, f"{op} needs x [N, C, *spatial] and w of the same rank")
+    return x, w
+
+
+def _spatial_attr(node: Node, name: str, value: Sequence[int] | None, n: int,
+                  default: int) -> Ints:
+    if value is None:
+        return (default,) * n
+    if len(value) != n or min(value) < 1:
+        raise ModelError(node.name, f"{name} {tuple(value)} must be {n} positive integers")
+    return tuple(int(v) for v in value)
+
+
+def _check_kernel(node: Node, kernel_shape: Sequence[int] | None, w: Spec) -> None:
+    if kernel_shape is not None and tuple(kernel_shape) != w.shape[2:]:
+        raise ModelError(node.name, f"kernel_shape {tuple(kernel_shape)} does not match the "
+                         f"weights' {w.shape[2:]}")
+
+
+def lower_conv(node: Node, auto_pad: str = "NOTSET", dilations: Sequence[int] | None = None,
+               group: int = 1, kernel_shape: Sequence[int] | None = None,
+               pads: Sequence[int] | None = None, strides: Sequence[int] | None = None
+               ) -> Lowered:
+    """ONNX Conv -> conv, with auto_pad resolved to explicit pads."""
+    x, w = _operands(node, "Conv")
+    nsp = len(x.shape) - 2
+    _check_kernel(node, kernel_shape, w)
+    strides = _spatial_attr(node, "strides", strides, nsp, 1)
+    dilations = _spatial_attr(node, "dilations", dilations, nsp, 1)
+    pads = auto_pads(auto_pad, x.shape[2:], w.shape[2:], strides, dilations, pads, node.name)
+    if len(pads) != 2 * nsp or min(pads) < 0:
+        raise ModelError(node.name, f"pads {pads} must be {2 * nsp} non-negative integers")
+    if x.shape[1] != w.shape[1] * group or w.shape[0] % group:
+        raise ModelError(node.name, f"Conv channels: x {x.shape}, w {w.shape}, group {group}")
+    return single("conv", node, strides=strides, pads=pads, dilations=dilations,
+                  group=int(group))
+
+
+def _convt_pads(auto_pad: str, spatial: Ints, kernel: Ints, strides: Ints, dilations: Ints,
+                output_padding: Ints, output_shape: Sequence[int] | None) -> Ints:
+    """Pads that make ConvTranspose produce `output_shape` (ONNX's rule for total padding)."""
+    n = len(spatial)
+    target = (tuple(output_shape)[-n:] if output_shape is not None
+              else tuple(i * s for i, s in zip(spatial, strides)))
+    full = _full_size(spatial, kernel, strides, dilations)
+    total = [f + p - t for f, p, t in zip(full, output_padding, target)]
+    small = [t // 2 for t in total]
+    big = [t - t // 2 for t in total]
+    return tuple(small + big) if auto_pad == "SAME_UPPER" else tuple(big + small)
+
+
+def lower_conv_transpose(node: Node, auto_pad: str = "NOTSET",
+                         dilations: Sequence[int] | None = None, group: int = 1,
+                         kernel_shape: Sequence[int] | None = None,
+                         output_padding: Sequence[int] | None = None,
+                         output_shape: Sequence[int] | None = None,
+                         pads: Sequence[int] | None = None,
+                         strides: Sequence[int] | None = None) -> Lowered:
+    """ONNX ConvTranspose -> conv_transpose, with output_shape/auto_pad resolved to pads."""
+    x, w = _operands(node, "ConvTranspose")
+    nsp = len(x.shape) - 2
+    _check_kernel(node, kernel_shape, w)
+    strides = _spatial_attr(node, "strides", strides, nsp, 1)
+    dilations = _spatial_attr(node, "dilations", dilations, nsp, 1)
+    outpad = (0,) * nsp if output_padding is None else tuple(int(p) for p in output_padding)
+    if len(outpad) != nsp:
+        raise ModelError(node.name, f"output_padding {outpad} must have {nsp} entries")
+    if output_shape is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        pads = _convt_pads(auto_pad, x.shape[2:], w.shape[2:], strides, dilations, outpad,
+                           output_shape)
+    elif auto_pad in ("NOTSET", "VALID", ""):
+        pads = (0,) * (2 * nsp) if pads is None or auto_pad == "VALID" else tuple(pads)
+    else:
+        raise ModelError(node.name, f"auto_pad {auto_pad!r} is not an ONNX mode")
+    if len(pads) != 2 * nsp or x.shape[1] != w.shape[0] or w.shape[0] % group:
+        raise ModelError(node.name, f"ConvTranspose: x {x.shape}, w {w.shape}, group {group}, "
+                         f"pads {pads}")
+    return single("conv_transpose", node, strides=strides, pads=tuple(int(p) for p in pads),
+                  dilations=dilations, group=int(group), output_padding=outpad)
+
+
+OPS: tuple[OpDef, ...] = (
+    OpDef("conv", shape=_conv_shape, forward=_conv_forward, vjp=_conv_vjp, facts=_conv_facts),
+    OpDef("conv_transpose", shape=_convt_shape, forward=_convt_forward, vjp=_convt_vjp,
+          facts=_convt_facts),
+)
+LOWER: dict[str, LowerRule] = {"Conv": lower_conv, "ConvTranspose": lower_conv_transpose}
