@@ -197,14 +197,15 @@ def _depthwise(win: np.ndarray, w: np.ndarray, group: int) -> np.ndarray:
 
 def _conv_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, strides: Ints,
                   pads: Ints, dilations: Ints, group: int) -> tuple[np.ndarray]:
-    w = w.astype(x.dtype, copy=False)
-    win, out = _padded_windows(x, w.shape[2:], strides, pads, dilations)
+    acc = np.promote_types(x.dtype, np.float32)  # fp16 accumulates in fp32, as onnxruntime does
+    w = w.astype(acc, copy=False)
+    win, out = _padded_windows(x.astype(acc, copy=False), w.shape[2:], strides, pads, dilations)
     if w.shape[1] == 1 and group > 1:
         y = _depthwise(win, w, group)
     else:
         y = _ungroup_rows(_group_cols(win, group) @ _weight_matrix(w, group), x.shape[0], out)
     if b is not None:
-        y = y + _bias_shape(b.astype(x.dtype, copy=False), len(out))
+        y = y + _bias_shape(b.astype(acc, copy=False), len(out))
     return (y.astype(x.dtype, copy=False),)
 
 
