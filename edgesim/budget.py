@@ -1,0 +1,65 @@
+"""Budgets in the target's own terms: `size=2MB`, `latency=15ms`, `energy=5mJ`, `bits=4.5`.
+
+A budget is stored in base units (bytes, seconds, picojoules, average weight bits) so that it
+compares directly with `hwmodels.cost.Cost` fields; `format_value` turns base units back into
+what a person reads.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from edgesim.errors import UserError
+
+# metric -> {unit suffix: factor to base units}; the first unit is the one reports use
+UNITS: dict[str, dict[str, float]] = {
+    "size": {"MB": 1e6, "B": 1.0, "kB": 1e3, "KB": 1e3, "KiB": 2**10, "MiB": 2**20,
+             "GB": 1e9, "GiB": 2**30},
+    "latency": {"ms": 1e-3, "s": 1.0, "us": 1e-6},
+    "energy": {"mJ": 1e9, "J": 1e12, "uJ": 1e6, "nJ": 1e3, "pJ": 1.0},
+    "bits": {"": 1.0},
+}
+BASE_UNIT = {"size": "B", "latency": "s", "energy": "pJ", "bits": "bits"}
+_NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A limit on one metric, in base units (see `BASE_UNIT`)."""
+
+    metric: str
+    value: float
+
+    def __str__(self) -> str:
+        return f"{self.metric}={format_value(self.metric, self.value)}"
+
+
+def parse_budget(text: str) -> Budget:
+    """Parse `metric=value[unit]`, e.g. `size=2MB`, `latency=15ms`, `energy=5mJ`, `bits=4.5`.
+
+    Raises:
+        UserError: naming `--budget` and what is wrong.
+    """
+    metric, sep, amount = text.partition("=")
+    metric = metric.strip()
+    if not sep or metric not in UNITS:
+        raise UserError("--budget", f"expected one of {', '.join(f'{m}=...' for m in UNITS)}, "
+                        f"got {text!r}")
+    match = _NUMBER.match(amount)
+    if not match:
+        raise UserError("--budget", f"{metric}: expected a number with a unit, got {amount!r}")
+    number, unit = float(match.group(1)), match.group(2)
+    units = UNITS[metric]
+    if unit not in units:
+        raise UserError("--budget", f"{metric}: unknown unit {unit!r}; use one of "
+                        f"{', '.join(u for u in units if u) or 'no unit'}")
+    if number <= 0:
+        raise UserError("--budget", f"{metric}: must be positive, got {number}")
+    return Budget(metric, number * units[unit])
+
+
+def format_value(metric: str, value: float) -> str:
+    """`value` (base units) in the unit reports use, e.g. 2.1e6 bytes -> '2.10MB'."""
+    unit, factor = next(iter(UNITS[metric].items()))
+    return f"{value / factor:.3g}{unit}" if unit else f"{value:.3g}"

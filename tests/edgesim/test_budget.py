@@ -1,0 +1,36 @@
+"""Budget parsing: units convert to base units by their SI/IEC definitions."""
+
+import pytest
+
+from edgesim.budget import format_value, parse_budget
+from edgesim.errors import UserError
+
+
+@pytest.mark.parametrize(("text", "metric", "value"), [
+    ("size=2MB", "size", 2_000_000),
+    ("size=1.5MiB", "size", 1.5 * 1024 * 1024),
+    ("size=300kB", "size", 300_000),
+    ("latency=15ms", "latency", 0.015),
+    ("latency=250us", "latency", 250e-6),
+    ("energy=5mJ", "energy", 5e9),          # 5 mJ = 5e-3 J = 5e9 pJ
+    ("energy=2uJ", "energy", 2e6),
+    ("bits=4.5", "bits", 4.5),
+])
+def test_budget_units(text: str, metric: str, value: float) -> None:
+    b = parse_budget(text)
+    assert b.metric == metric
+    assert b.value == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["size", "speed=3ms", "size=2XB", "latency=-1ms", "bits=abc",
+                                  "size=0MB"])
+def test_bad_budgets_name_the_flag(text: str) -> None:
+    with pytest.raises(UserError, match="--budget"):
+        parse_budget(text)
+
+
+def test_format_round_trips_through_parse() -> None:
+    for text in ("size=2.5MB", "latency=15ms", "energy=5mJ", "bits=4.5"):
+        b = parse_budget(text)
+        assert parse_budget(f"{b.metric}={format_value(b.metric, b.value)}").value == \
+            pytest.approx(b.value, rel=1e-3)
