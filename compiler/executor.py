@@ -10,6 +10,7 @@ from collections.abc import Collection, Mapping
 
 import numpy as np
 
+from compiler import fake_quant as fq
 from compiler.errors import ModelError
 from compiler.ir import Graph
 from compiler.ops import OPS
@@ -35,7 +36,7 @@ def check_feeds(graph: Graph, feeds: Mapping[str, np.ndarray]) -> None:
 
 
 def run(graph: Graph, feeds: Mapping[str, np.ndarray], *, dtype: str | None = None,
-        keep: bool | Collection[str] = False) -> dict[str, np.ndarray]:
+        keep: bool | Collection[str] = False, fake_quant: bool = False) -> dict[str, np.ndarray]:
     """Run the graph forward.
 
     Args:
@@ -44,23 +45,28 @@ def run(graph: Graph, feeds: Mapping[str, np.ndarray], *, dtype: str | None = No
         dtype: float dtype to compute in ("float32", "float64"); None keeps the model's own.
         keep: True to return every tensor, or a collection of tensor names to return besides
             the outputs (e.g. layer inputs for calibration).
+        fake_quant: simulate the quantisation annotated on the layers (`Layer.quant`), as
+            the emitted model computes it (`compiler.fake_quant`); False runs in float.
 
     Returns:
         Graph outputs (and the kept intermediates) by tensor name.
     """
-    env = _forward(graph, feeds, None if dtype is None else np.dtype(dtype))
+    env = _forward(graph, feeds, None if dtype is None else np.dtype(dtype), fake_quant)
     if keep is True:
         return env
     wanted = set(graph.outputs) | set(keep or ())
     return {t: env[t] for t in env if t in wanted}
 
 
-def _forward(graph: Graph, feeds: Mapping[str, np.ndarray],
-             dtype: np.dtype | None) -> dict[str, np.ndarray]:
+def _forward(graph: Graph, feeds: Mapping[str, np.ndarray], dtype: np.dtype | None,
+             fake_quant: bool = False) -> dict[str, np.ndarray]:
     check_feeds(graph, feeds)
     env = {t: _as_dtype(w, dtype) for t, w in graph.weights.items()}
     env.update({n: _as_dtype(np.asarray(feeds[n]), dtype) for n in graph.inputs})
     for layer in graph.layers:
+        if fake_quant and layer.quant.fmt != "float":
+            env.update(zip(layer.outputs, fq.forward(layer, env)))
+            continue
         xs = [env[t] if t else None for t in layer.inputs]
         env.update(zip(layer.outputs, OPS[layer.kind].forward(*xs, **layer.attrs)))
     return env

@@ -55,13 +55,26 @@ class Spec:
 
 @dataclass(frozen=True)
 class Quant:
-    """Quantisation annotation of one layer; `None` bits mean float."""
+    """Quantisation annotation of one layer; `None` bits mean float.
+
+    The quantised weight itself (integer codes, scales, zero points) lives in `Graph.weights`
+    under the names `compiler.fake_quant.quant_names(layer.name)` gives; the activation
+    parameters are plain numbers here, one per activation input (weights excluded), in the
+    order of `Layer.inputs`.
+    """
 
     w_bits: int | None = None
     a_bits: int | None = None
     granularity: str = "per_channel"  # "per_tensor" | "per_channel" | "per_block"
     block: int | None = None          # block size along the reduction axis for per_block
     symmetric: bool = True
+    clip: str = "minmax"              # weight range: "minmax" or "mse" (clip-ratio search)
+    fmt: str = "float"                # emission format (compiler.emit.FORMATS)
+    in_scale: tuple[float, ...] = ()  # QuantizeLinear scale per activation input
+    in_zero_point: tuple[int, ...] = ()
+    out_scale: float | None = None    # requantised output (QLinearConv / QLinearMatMul)
+    out_zero_point: int | None = None
+    reason: str = ""                  # why the layer runs the way it does (kept float, ...)
 
 
 @dataclass(frozen=True)

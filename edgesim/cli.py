@@ -106,6 +106,26 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from edgesim.quantize import quantize_model
+
+    r = quantize_model(args.model, args.bits, calib=args.calib, calib_random=args.calib_random,
+                       out=args.output, input_shapes=parse_input_shapes(args.input_shape))
+    if args.json:
+        print(json.dumps(r.to_dict()))
+        return 0
+    if r.calibration:
+        print(f"calibration: {r.calibration}" + (" (random samples)" if r.calibration_random
+                                                  else ""))
+    for x in r.layers:
+        bits = "float" if x.w_bits is None else f"w{x.w_bits}" + (f"a{x.a_bits}" if x.a_bits
+                                                                    else "")
+        print(f"{x.name[:40]:40s} {x.kind:12s} {x.format:12s} {bits:8s} {x.reason}")
+    print(f"wrote {r.out}: {r.file_bytes / 2**20:.2f} MiB on disk, expected "
+          f"{r.expected_bytes / 2**20:.2f} MiB (bits x params / 8 + scales and zero points)")
+    return 0
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="ONNX file or zoo:NAME")
     p.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224",
@@ -129,6 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--bits", default="fp32",
                      help="fp32, 8 (W8A8), 4 (W4 weight-only), or an assignment JSON file")
     sim.set_defaults(run=cmd_simulate)
+    qz = sub.add_parser("quantize", help="quantise with a fixed bit assignment and emit ONNX")
+    _add_model_args(qz)
+    qz.add_argument("--bits", required=True,
+                    help="8 (W8A8), 4 (W4 weight-only), fp32, or an assignment JSON file")
+    calib = qz.add_mutually_exclusive_group()
+    calib.add_argument("--calib", help="calibration .npz keyed by input name")
+    calib.add_argument("--calib-random", type=int, metavar="N",
+                       help="calibrate on N random samples")
+    qz.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    qz.set_defaults(run=cmd_quantize)
     tg = sub.add_parser("targets", help="list the shipped hardware targets")
     tg.add_argument("--json", action="store_true", help="machine-readable output")
     tg.set_defaults(run=cmd_targets)

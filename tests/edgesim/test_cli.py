@@ -118,3 +118,26 @@ def test_debug_shows_traceback(tmp_path: Path) -> None:
     bad.write_bytes(b"junk" * 20)
     res = edgesim("--debug", "inspect", str(bad))
     assert res.returncode != 0 and "Traceback" in res.stderr
+
+
+def test_quantize_writes_a_model_onnxruntime_runs(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    out = tmp_path / "q.onnx"
+    res = edgesim("quantize", "zoo:digits_cnn", "--bits", "8", "--calib-random", "8",
+                  "-o", str(out), "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["calibration_random"] is True
+    assert report["file_bytes"] == out.stat().st_size
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = np.zeros([d if isinstance(d, int) else 1 for d in sess.get_inputs()[0].shape], np.float32)
+    (logits,) = sess.run(None, {sess.get_inputs()[0].name: x})
+    assert logits.shape[-1] == 10 and np.isfinite(logits).all()
+
+
+@pytest.mark.parametrize(("bits", "needle"), [("1", "--bits"), ("nope.json", "nope.json")])
+def test_quantize_bad_bits_writes_nothing(tmp_path: Path, bits: str, needle: str) -> None:
+    out = tmp_path / "q.onnx"
+    _one_line_error(edgesim("quantize", "zoo:digits_cnn", "--bits", bits, "-o", str(out)), needle)
+    assert not out.exists() and not list(tmp_path.iterdir())

@@ -1,0 +1,203 @@
+"""`Builder`: collects the nodes and initializers of one emitted ONNX graph.
+
+IR tensors keep their names in the emitted model; new tensors (quantised codes, scales,
+intermediate results) get fresh names derived from the layer's. The builder also knows which
+tensors hold values already on an activation grid (the output of a `DequantizeLinear`), so
+that quantising them again with the same parameters reuses the existing codes instead of
+adding a second `QuantizeLinear`/`DequantizeLinear` pair; and it lets an emitter say that an IR
+tensor *is* an existing ONNX tensor (an activation that is the identity on its input's grid).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from compiler.ir import Graph, Spec
+
+# Unsigned activation code types by bit width (QuantizeLinear's output type, opset 21).
+ACT_TYPES = {4: TensorProto.UINT4, 8: TensorProto.UINT8, 16: TensorProto.UINT16}
+
+
+@dataclass(frozen=True)
+class EmitOptions:
+    """Choices the emitter makes that the IR does not fix.
+
+    Attributes:
+        accuracy_level: MatMulNBits `accuracy_level`: 0 (fp32 compute, what the fake-quant
+            simulation computes) or 4 (activations quantised to int8 per block: faster on
+            CPUs with dot-product instructions, not bit-exact with the simulation).
+    """
+
+    accuracy_level: int = 0
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A per-tensor activation grid: `DequantizeLinear` of `codes` with these parameters."""
+
+    scale: float
+    zero_point: int
+    bits: int
+    codes: str  # the QuantizeLinear output holding the codes
+
+    def key(self) -> tuple[float, int, int]:
+        return (np.float32(self.scale).item(), self.zero_point, self.bits)
+
+    def real(self, code: int) -> float:
+        """The float32 value `DequantizeLinear` gives for `code`."""
+        return float(np.float32(code - self.zero_point) * np.float32(self.scale))
+
+
+def value_info(name: str, spec: Spec) -> onnx.ValueInfoProto:
+    """A typed, fully shaped value_info."""
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(spec.dtype))
+    return helper.make_tensor_value_info(name, elem, list(spec.shape))
+
+
+class Builder:
+    """Nodes and initializers of one graph under construction, with unique names."""
+
+    def __init__(self, graph: Graph, options: EmitOptions = EmitOptions()) -> None:
+        self.graph = graph
+        self.options = options
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: dict[str, onnx.TensorProto] = {}
+        self._used: set[str] = set(graph.types) | set(graph.weights)
+        self._alias: dict[str, str] = {}
+        self._grids: dict[str, Grid] = {}
+        self._codes: dict[tuple, str] = {}
+        self._param_names: dict[tuple, tuple[str, str]] = {}
+
+    # --- names ---
+
+    def fresh(self, base: str) -> str:
+        """A tensor/node name not used yet, derived from `base`."""
+        name, i = base, 0
+        while name in self._used:
+            i += 1
+            name = f"{base}_{i}"
+        self._used.add(name)
+        return name
+
+    def name(self, tensor: str) -> str:
+        """The emitted name of IR tensor `tensor` ("" stays "")."""
+        return self._alias.get(tensor, tensor) if tensor else ""
+
+    def inputs(self, tensors: tuple[str, ...]) -> list[str]:
+        """Emitted names of a layer's inputs (weights become initializers once a node reads
+        them, so a quantised layer's float weight is never written)."""
+        return [self.name(t) for t in tensors]
+
+    def alias(self, tensor: str, onnx_name: str) -> None:
+        """Declare that IR tensor `tensor` is the already emitted `onnx_name`."""
+        self._alias[tensor] = onnx_name
+
+    def is_initializer(self, name: str) -> bool:
+        return name in self.inits or name in self.graph.weights
+
+    def array(self, name: str) -> np.ndarray:
+        """The value of an initializer (or graph weight) `name`."""
+        if name in self.inits:
+            return numpy_helper.to_array(self.inits[name])
+        return np.asarray(self.graph.weights[name])
+
+    def _use(self, name: str) -> None:
+        if name in self.graph.weights and name not in self.inits:
+            self.inits[name] = numpy_helper.from_array(np.asarray(self.graph.weights[name]), name)
+
+    # --- initializers and nodes ---
+
+    def const(self, base: str, value: np.ndarray) -> str:
+        """A new initializer holding `value` (numpy dtype kept)."""
+        name = self.fresh(base)
+        self.inits[name] = numpy_helper.from_array(np.asarray(value), name)
+        return name
+
+    def tensor(self, base: str, data_type: int, dims: list[int], vals: object,
+               raw: bool = False) -> str:
+        """A new initializer of an ONNX type numpy lacks (INT4, UINT4, ...)."""
+        name = self.fresh(base)
+        self.inits[name] = helper.make_tensor(name, data_type, dims, vals, raw=raw)
+        return name
+
+    def node(self, op_type: str, inputs: list[str], outputs: list[str] | int = 1,
+             base: str = "", domain: str = "", **attrs: object) -> list[str]:
+        """Append a node; `outputs` is a list of names or a count of fresh ones."""
+        base = base or op_type.lower()
+        for name in inputs:
+            self._use(name)
+        if isinstance(outputs, int):
+            outputs = [self.fresh(f"{base}.{op_type}") for _ in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, inputs, outputs, name=self.fresh(base),
+                                           domain=domain, **attrs))
+        return list(outputs)
+
+    # --- activation grids ---
+
+    def grid(self, name: str) -> Grid | None:
+        """The grid `name` holds values on, if it is a DequantizeLinear output."""
+        return self._grids.get(name)
+
+    def _scalar(self, base: str, value: int, bits: int) -> str:
+        if bits == 8:
+            return self.const(base, np.array(value, np.uint8))
+        if bits == 16:
+            return self.const(base, np.array(value, np.uint16))
+        return self.tensor(base, ACT_TYPES[bits], [], [value])
+
+    def codes(self, name: str, scale: float, zero_point: int, bits: int) -> str:
+        """`QuantizeLinear(name)` on the grid (scale, zero_point, bits), written once per
+        tensor and grid; a `DequantizeLinear` output on that very grid gives back its codes
+        (requantising them is the identity)."""
+        grid = Grid(scale, zero_point, bits, "")
+        have = self._grids.get(name)
+        if have is not None and have.key() == grid.key():
+            return have.codes
+        key = (name, grid.key())
+        if key not in self._codes:
+            s, z = self._params(name, scale, zero_point, bits)
+            self._codes[key] = self.node("QuantizeLinear", [name, s, z],
+                                         base=f"{name}.quantize")[0]
+        return self._codes[key]
+
+    def _params(self, name: str, scale: float, zero_point: int, bits: int) -> tuple[str, str]:
+        key = (np.float32(scale).item(), zero_point, bits)
+        if key not in self._param_names:
+            self._param_names[key] = (
+                self.const(f"{name}.scale", np.array(scale, np.float32)),
+                self._scalar(f"{name}.zero_point", zero_point, bits))
+        return self._param_names[key]
+
+    def fake_quantize(self, name: str, scale: float, zero_point: int, bits: int,
+                      out: str = "") -> str:
+        """`DequantizeLinear(QuantizeLinear(name))`; reused when `name` is already on the grid
+        (unless `out` asks for a particular output name)."""
+        have = self._grids.get(name)
+        if have is not None and have.key() == Grid(scale, zero_point, bits, "").key() \
+                and not out:
+            return name
+        codes = self.codes(name, scale, zero_point, bits)
+        s, z = self._params(name, scale, zero_point, bits)
+        (real,) = self.node("DequantizeLinear", [codes, s, z], [out] if out else 1,
+                            base=f"{name}.dequantize")
+        self._grids[real] = Grid(scale, zero_point, bits, codes)
+        return real
+
+    def model(self, opset: int, ir_version: int, producer: str) -> onnx.ModelProto:
+        """The finished model: graph inputs and outputs typed from the IR."""
+        g = self.graph
+        for out in g.outputs:  # an aliased output still needs its own name
+            self._use(out)
+            if self.name(out) != out:
+                self.node("Identity", [self.name(out)], [out], base=f"{out}.identity")
+        graph = helper.make_graph(
+            self.nodes, g.name or "edgesim", [value_info(t, g.types[t]) for t in g.inputs],
+            [value_info(t, g.types[t]) for t in g.outputs], list(self.inits.values()))
+        model = helper.make_model(graph, producer_name=producer, opset_imports=[
+            helper.make_opsetid("", opset), helper.make_opsetid("com.microsoft", 1)])
+        model.ir_version = ir_version
+        return model

@@ -1,0 +1,44 @@
+"""Weight-only N-bit linear layers as com.microsoft::MatMulNBits.
+
+The weight `[N, K]` is quantised per block of `block` along K on the narrow signed grid; the
+codes shift by `2^(c-1)` (c = container bits: 2, 4 or 8) so that the op's default zero point
+applies and no zero-point input is written. Blocks are packed by `compiler.packing` (the
+single source of truth for the layout). The bias rides on the op's optional bias input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.emit.builder import Builder
+from compiler.emit.float_ops import Rule
+from compiler.fake_quant import quant_names
+from compiler.ir import Layer
+from compiler.packing import MatMulNBitsBlob, pack_matmulnbits_codes
+from compiler.passes.quantize import container
+
+
+def nbits_container(bits: int) -> int:
+    """MatMulNBits `bits` that holds a `bits`-bit grid: 2, 4 or 8."""
+    return 2 if bits == 2 else container(bits)
+
+
+def blob(layer: Layer, weights: dict) -> MatMulNBitsBlob:
+    """The packed MatMulNBits weight of a "matmulnbits" linear layer."""
+    names, q = quant_names(layer.name), layer.quant
+    bits = nbits_container(q.w_bits)
+    codes = weights[names.codes].astype(np.int16) + 2 ** (bits - 1)   # [N, K] unsigned
+    return pack_matmulnbits_codes(codes.T, weights[names.scale], None, bits, q.block)
+
+
+def linear_matmulnbits(b: Builder, layer: Layer, ins: list[str]) -> None:
+    """x @ dequant(W)^T + bias through MatMulNBits."""
+    packed = blob(layer, b.graph.weights)
+    bq = b.const(f"{layer.name}.B", packed.b)
+    scales = b.const(f"{layer.name}.scales", packed.scales)
+    bias = ["", "", ins[2]] if len(ins) > 2 and ins[2] else []
+    b.node("MatMulNBits", [ins[0], bq, scales] + bias, list(layer.outputs), base=layer.name,
+           domain="com.microsoft", accuracy_level=b.options.accuracy_level, **packed.attrs())
+
+
+RULES: dict[tuple[str, str], Rule] = {("linear", "matmulnbits"): linear_matmulnbits}

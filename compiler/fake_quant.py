@@ -1,0 +1,211 @@
+"""Fake-quantisation: what an emitted quantised model computes, simulated in numpy.
+
+`compiler.executor.run(..., fake_quant=True)` calls `forward` for every layer whose `Quant`
+format is not "float". This simulation is the oracle the emitted ONNX model is checked
+against, so each format mirrors what onnxruntime really computes (see `compiler.emit`):
+
+- weights are `DequantizeLinear(codes)` exactly (`compiler.quantizers.dequantize`);
+- activations are `DequantizeLinear(QuantizeLinear(x))` bit for bit
+  (`compiler.quantizers.fake_quant_activation`);
+- "qdq" conv with a requantised int8 output runs as onnxruntime's fused QLinearConv: exact
+  integer accumulation of the centred codes plus the int32 bias, then
+  `q = clip(rint(float32(acc) * float32(sx * sw / sy)) + zy)`;
+- "qdq" linear and matmul run as com.microsoft::MatMulIntegerToFloat:
+  `float32(acc) * float32(sx * sw) + bias`;
+- other formats compute in float32 on the dequantised tensors (MatMulNBits at
+  accuracy_level 0, DequantizeLinear -> Conv, GatherBlockQuantized).
+
+Integer accumulations run in float64, which is exact below 2^53.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from compiler.ir import Layer
+from compiler.ops import OPS
+from compiler.quantizers import (
+    QuantizedTensor,
+    QuantParams,
+    dequantize,
+    fake_quant_activation,
+    storage_range,
+)
+
+Array = np.ndarray
+# The output-channel axis of each quantisable weight (conv_transpose weights are [Cin, Cout/g]).
+CHANNEL_AXIS = {"conv": 0, "conv_transpose": 1, "linear": 0, "gather": 0}
+# Where each kind keeps its weight among its inputs.
+WEIGHT_INPUT = {"conv": 1, "conv_transpose": 1, "linear": 1, "gather": 0}
+# Which inputs carry activations that "qdq" quantises (in the order of `Quant.in_scale`).
+ACT_INPUTS = {"conv": (0,), "conv_transpose": (0,), "linear": (0,), "matmul": (0, 1)}
+
+
+@dataclass(frozen=True)
+class QuantNames:
+    """Names, in `Graph.weights`, of one layer's quantised weight and requantised bias."""
+
+    codes: str
+    scale: str
+    zero_point: str
+    bias: str
+
+
+def quant_names(layer_name: str) -> QuantNames:
+    """The `Graph.weights` names the quantize pass stores layer `layer_name`'s data under."""
+    return QuantNames(f"{layer_name}::w_codes", f"{layer_name}::w_scale",
+                      f"{layer_name}::w_zero_point", f"{layer_name}::bias_int32")
+
+
+def weight_params(layer: Layer, env: Mapping[str, Array]) -> QuantParams:
+    """The `QuantParams` of a layer's quantised weight, read from `env`."""
+    q, names = layer.quant, quant_names(layer.name)
+    axis = CHANNEL_AXIS[layer.kind]
+    dq_axis = {"per_tensor": None, "per_channel": axis, "per_block": 1 - axis}[q.granularity]
+    return QuantParams(scale=env[names.scale], zero_point=env[names.zero_point],
+                       bits=q.w_bits, symmetric=q.symmetric, granularity=q.granularity,
+                       axis=dq_axis, block_size=q.block)
+
+
+def dequant_weight(layer: Layer, env: Mapping[str, Array]) -> Array:
+    """The float32 weight the emitted model computes with."""
+    codes = env[quant_names(layer.name).codes]
+    if layer.quant.fmt == "fp16":
+        return codes.astype(np.float32)
+    return dequantize(QuantizedTensor(codes, weight_params(layer, env)))
+
+
+def _inputs(layer: Layer, env: Mapping[str, Array]) -> list[Array | None]:
+    return [env[t] if t else None for t in layer.inputs]
+
+
+def _with_weight(layer: Layer, env: Mapping[str, Array]) -> list[Array | None]:
+    """The layer's inputs with its weight replaced by the dequantised one."""
+    xs = _inputs(layer, env)
+    if layer.quant.w_bits is not None and layer.kind in WEIGHT_INPUT:
+        xs[WEIGHT_INPUT[layer.kind]] = dequant_weight(layer, env)
+    return xs
+
+
+def _act_slots(layer: Layer) -> tuple[int, ...]:
+    """Indices of the activation inputs the layer's `in_scale` entries belong to."""
+    return ACT_INPUTS[layer.kind][:len(layer.quant.in_scale)]
+
+
+def _codes(x: Array, scale: float, zero_point: int, bits: int) -> Array:
+    """Centred activation codes `QuantizeLinear(x) - zero_point`, as float64 integers."""
+    qmin, qmax = storage_range(bits, False)
+    ratio = np.asarray(x, np.float32) / np.float32(scale)
+    return np.clip(np.rint(ratio) + zero_point, qmin, qmax).astype(np.float64) - zero_point
+
+
+def _weight_codes(layer: Layer, env: Mapping[str, Array]) -> Array:
+    """Centred weight codes (per-channel or per-tensor zero points), as float64 integers."""
+    names = quant_names(layer.name)
+    codes, zp = env[names.codes].astype(np.float64), env[names.zero_point].astype(np.float64)
+    if zp.ndim == 1:
+        zp = zp.reshape([-1 if a == CHANNEL_AXIS[layer.kind] else 1 for a in range(codes.ndim)])
+    return codes - zp
+
+
+def _weight_scale(layer: Layer, env: Mapping[str, Array]) -> Array:
+    return np.asarray(env[quant_names(layer.name).scale], np.float32)
+
+
+def _conv_requant(layer: Layer, env: Mapping[str, Array]) -> tuple[Array]:
+    """onnxruntime's QLinearConv: integer conv of centred codes + int32 bias, requantised."""
+    q, xs = layer.quant, _inputs(layer, env)
+    xc = _codes(xs[0], q.in_scale[0], q.in_zero_point[0], q.a_bits)
+    acc = OPS["conv"].forward(xc, _weight_codes(layer, env), None, **layer.attrs)[0]
+    bias = quant_names(layer.name).bias
+    if bias in env:
+        acc = acc + env[bias].astype(np.float64).reshape((1, -1) + (1,) * (acc.ndim - 2))
+    mult = (np.float32(q.in_scale[0]) * _weight_scale(layer, env)) / np.float32(q.out_scale)
+    mult = np.asarray(mult, np.float32).reshape((1, -1) + (1,) * (acc.ndim - 2))
+    qmin, qmax = storage_range(q.a_bits, False)
+    codes = np.clip(np.rint(acc.astype(np.float32) * mult) + q.out_zero_point, qmin, qmax)
+    y = (codes - q.out_zero_point).astype(np.float32) * np.float32(q.out_scale)
+    return (y.astype(xs[0].dtype, copy=False),)
+
+
+def _linear_integer(layer: Layer, env: Mapping[str, Array]) -> tuple[Array]:
+    """com.microsoft::MatMulIntegerToFloat: float32(acc) * (sx * sw) + bias."""
+    q, xs = layer.quant, _inputs(layer, env)
+    xc = _codes(xs[0], q.in_scale[0], q.in_zero_point[0], q.a_bits)
+    acc = xc @ _weight_codes(layer, env).T
+    y = acc.astype(np.float32) * (np.float32(q.in_scale[0]) * _weight_scale(layer, env))
+    if len(xs) > 2 and xs[2] is not None:
+        y = y + xs[2].astype(np.float32)
+    return (y.astype(xs[0].dtype, copy=False),)
+
+
+def _matmul_integer(layer: Layer, env: Mapping[str, Array]) -> tuple[Array]:
+    """MatMulIntegerToFloat on two activations: float32(acc) * (sa * sb)."""
+    q, (a, b) = layer.quant, _inputs(layer, env)
+    ac = _codes(a, q.in_scale[0], q.in_zero_point[0], q.a_bits)
+    bc = _codes(b, q.in_scale[1], q.in_zero_point[1], q.a_bits)
+    step = np.float32(q.in_scale[0]) * np.float32(q.in_scale[1])
+    y = np.matmul(ac, bc).astype(np.float32) * step
+    return (y.astype(a.dtype, copy=False),)
+
+
+def _float_qdq(layer: Layer, env: Mapping[str, Array]) -> tuple[Array, ...]:
+    """Q/DQ on the activation inputs, the float op on dequantised tensors, and Q/DQ on the
+    output if it is requantised (no fused integer kernel takes these)."""
+    q, xs = layer.quant, _with_weight(layer, env)
+    dtype = xs[0].dtype
+    for slot, s, z in zip(_act_slots(layer), q.in_scale, q.in_zero_point):
+        xs[slot] = fake_quant_activation(xs[slot], s, z, q.a_bits, False)
+    xs = [x if x is None else x.astype(np.float32) for x in xs]
+    ys = OPS[layer.kind].forward(*xs, **layer.attrs)
+    if q.out_scale is not None:
+        ys = tuple(fake_quant_activation(y, q.out_scale, q.out_zero_point, q.a_bits, False)
+                   for y in ys)
+    return tuple(y.astype(dtype, copy=False) for y in ys)
+
+
+def integer_kernel(layer: Layer) -> str | None:
+    """Which onnxruntime integer kernel a "qdq" layer runs as, if any: "qlinearconv",
+    "matmul_integer_to_float", or None (Q/DQ around a float op)."""
+    q = layer.quant
+    if q.fmt != "qdq" or q.a_bits != 8 or (q.w_bits or 0) > 8:
+        return None
+    if layer.kind == "conv" and q.out_scale is not None and q.w_bits is not None:
+        return "qlinearconv"
+    if layer.kind == "linear" and q.w_bits is not None and q.out_scale is None:
+        return "matmul_integer_to_float"
+    if layer.kind == "matmul" and len(q.in_scale) == 2 and q.out_scale is None:
+        return "matmul_integer_to_float"
+    return None
+
+
+_INTEGER: dict[tuple[str, str], Callable[[Layer, Mapping[str, Array]], tuple[Array, ...]]] = {
+    ("conv", "qlinearconv"): _conv_requant,
+    ("linear", "matmul_integer_to_float"): _linear_integer,
+    ("matmul", "matmul_integer_to_float"): _matmul_integer,
+}
+
+
+def _weight_only(layer: Layer, env: Mapping[str, Array]) -> tuple[Array, ...]:
+    xs = _with_weight(layer, env)
+    dtype = next(x.dtype for x in xs if x is not None and x.dtype.kind == "f")
+    xs = [x if x is None or x.dtype.kind != "f" else x.astype(np.float32) for x in xs]
+    return tuple(y.astype(dtype, copy=False) for y in OPS[layer.kind].forward(*xs, **layer.attrs))
+
+
+def forward(layer: Layer, env: Mapping[str, Array]) -> tuple[Array, ...]:
+    """Outputs of a quantised layer as the emitted model computes them.
+
+    Args:
+        layer: a layer whose `quant.fmt` is not "float".
+        env: the executor's tensors so far (graph weights included).
+    """
+    if layer.quant.fmt != "qdq":
+        return _weight_only(layer, env)
+    kernel = integer_kernel(layer)
+    if kernel is None:
+        return _float_qdq(layer, env)
+    return _INTEGER[(layer.kind, kernel)](layer, env)

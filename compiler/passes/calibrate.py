@@ -1,0 +1,115 @@
+"""Calibration: activation ranges of the tensors a quantised model needs, over a data set.
+
+`calibrate(g, batches)` runs the reference executor over the calibration batches, keeping only
+the tensors whose ranges quantisation can use (`calibration_tensors`), and merges their
+`RangeStats` histograms batch by batch. The merge is exact and order-free (see
+`compiler.quantizers.RangeStats`), so statistics of parts of a data set combine into those of
+the whole. The min/max, percentile or MSE range is chosen later, from the histogram, by
+`CalibrationStats.params`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import numpy as np
+
+from compiler.errors import ModelError
+from compiler.executor import run
+from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph, Layer
+from compiler.quantizers import ActivationParams, RangeStats, activation_params, merge_stats
+
+METHODS = ("minmax", "percentile", "mse")
+
+
+@dataclass(frozen=True)
+class CalibrationStats:
+    """Merged range statistics per tensor, and what data they came from."""
+
+    stats: Mapping[str, RangeStats] = field(default_factory=lambda: MappingProxyType({}))
+    samples: int = 0
+    source: str = ""  # e.g. "calib.npz (200 samples)" or "256 random samples"
+
+    def merge(self, other: CalibrationStats) -> CalibrationStats:
+        """Statistics of the union of both data sets (exact)."""
+        names = set(self.stats) | set(other.stats)
+        merged = {t: merge_stats(self.stats.get(t, RangeStats()), other.stats.get(t, RangeStats()))
+                  for t in sorted(names)}
+        source = " + ".join(s for s in (self.source, other.source) if s)
+        return CalibrationStats(MappingProxyType(merged), self.samples + other.samples, source)
+
+    def params(self, tensor: str, bits: int = 8, method: str = "percentile",
+               percentile: float = 99.99) -> ActivationParams:
+        """Asymmetric (unsigned) `QuantizeLinear` parameters of `tensor`.
+
+        Raises:
+            ModelError: if no statistics were collected for `tensor`.
+        """
+        if tensor not in self.stats or self.stats[tensor].count == 0:
+            raise ModelError(f"tensor {tensor}", "no calibration statistics were collected")
+        return activation_params(self.stats[tensor], bits, method, symmetric=False,
+                                 percentile=percentile)
+
+
+def _float(g: Graph, tensor: str) -> bool:
+    return bool(tensor) and tensor not in g.weights and np.dtype(g.types[tensor].dtype).kind == "f"
+
+
+def folds_into_requant(layer: Layer) -> bool:
+    """A ReLU or a Clip with min >= 0: saturating requantisation of the MAC output it reads
+    can do its work (its output range sets the MAC layer's output grid)."""
+    fn = layer.attrs.get("fn")
+    return layer.kind == "activation" and (
+        fn == "relu" or (fn == "clip" and layer.attrs.get("min", -np.inf) >= 0.0))
+
+
+def calibration_tensors(g: Graph) -> tuple[str, ...]:
+    """Float activations whose ranges quantisation may use: the activation inputs and the
+    output of every MAC layer, and the output of a ReLU/Clip reading a MAC output."""
+    mac_out = set()
+    wanted: dict[str, None] = {}  # insertion-ordered set
+    for layer in g.layers:
+        if KIND_CATEGORY[layer.kind] == CATEGORY_GEMM:
+            for t in (*layer.inputs, *layer.outputs):
+                if _float(g, t):
+                    wanted[t] = None
+            mac_out.update(layer.outputs)
+        elif folds_into_requant(layer) and layer.inputs[0] in mac_out:
+            wanted[layer.outputs[0]] = None
+    return tuple(wanted)
+
+
+def _batch_size(feeds: Mapping[str, np.ndarray]) -> int:
+    first = next(iter(feeds.values()), None)
+    return int(np.shape(first)[0]) if first is not None and np.ndim(first) else 1
+
+
+def calibrate(g: Graph, batches: Iterable[Mapping[str, np.ndarray]], *,
+              tensors: Iterable[str] | None = None, source: str = "") -> CalibrationStats:
+    """Run `g` over calibration batches and collect range statistics.
+
+    Args:
+        g: the float model.
+        batches: feed dicts, each giving every graph input at its static shape.
+        tensors: which tensors to collect (default `calibration_tensors(g)`).
+        source: where the data came from, kept for reports.
+
+    Returns:
+        The merged statistics.
+
+    Raises:
+        ModelError: if there are no batches, a feed is malformed, or a kept tensor holds
+            NaN or infinity.
+    """
+    names = tuple(calibration_tensors(g) if tensors is None else tensors)
+    stats = {t: RangeStats() for t in names}
+    samples = 0
+    for feeds in batches:
+        env = run(g, feeds, dtype="float32", keep=names)
+        stats = {t: s.update(env[t], f"tensor {t}") for t, s in stats.items()}
+        samples += _batch_size(feeds)
+    if samples == 0:
+        raise ModelError("calibration", "no calibration batches were given")
+    return CalibrationStats(MappingProxyType(stats), samples, source)

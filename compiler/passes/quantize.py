@@ -1,0 +1,376 @@
+"""The quantize pass: a bit assignment + calibration -> a graph annotated for emission.
+
+`quantize(g, bits, calib)` decides, layer by layer, what runs quantised and in which
+onnxruntime format, and stores the quantised weights (codes, scales, zero points, int32
+biases) in `Graph.weights` under `compiler.fake_quant.quant_names`. It never mutates `g`.
+
+What gets quantised, and why:
+
+- Only MAC layers (conv, conv_transpose, linear, matmul) take bits; everything else (norms,
+  softmax, eltwise adds such as the attention mask, activations) stays float32, so no
+  LayerNorm or Softmax input is ever quantised. onnxruntime's all-operator QDQ quantises
+  exactly those and collapses a MiniLM's output (cosine 0.44); MatMul/Gemm/Conv-only QDQ
+  reaches 0.94.
+- W8A8 ("qdq"): weights per output channel, symmetric (narrow int8 grid, MSE-clipped by
+  default), activations per tensor, unsigned with a zero point, from the calibration
+  histogram (99.99th percentile by default). Conv requantises its output (that is what lets
+  onnxruntime fuse it into QLinearConv); when a ReLU or Clip is the conv's only reader, the
+  output range is the activation's, so the saturating requantisation does the ReLU's work.
+  Linear layers keep a float output (MatMulIntegerToFloat): no second rounding.
+- Activation x activation matmuls (attention scores, attention x values) stay float by
+  default: both operands change with the input, their ranges are wide (softmax outputs span
+  orders of magnitude), they hold no weights to shrink, and they are a small share of MACs.
+  `QuantOptions.act_matmul="int8"` quantises them (MatMulIntegerToFloat).
+- Weight-only N-bit: linear as MatMulNBits (per block of `block` along K), conv as
+  DequantizeLinear on INT4/INT8 initializers (per output channel). Bits without an
+  onnxruntime type (3, 5, 6, 7) keep their own grid inside the next container (4 or 8).
+- Gather tables (embeddings) of at least `min_embedding` elements: weight-only int8/int4 via
+  GatherBlockQuantized when `embedding_bits` is set; smaller tables stay float (reported).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+import numpy as np
+
+from compiler.errors import ModelError
+from compiler.fake_quant import CHANNEL_AXIS, WEIGHT_INPUT, quant_names
+from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph, Layer, Quant, readonly
+from compiler.passes.calibrate import METHODS, CalibrationStats, folds_into_requant
+from compiler.quantizers import QuantizedTensor, quantize_weight
+
+FLOAT = 32
+W_BITS = (2, 3, 4, 5, 6, 7, 8, 16, FLOAT)
+A_BITS = (4, 8, 16, FLOAT)
+INT32 = np.iinfo(np.int32)
+
+
+@dataclass(frozen=True)
+class QuantOptions:
+    """How the quantize pass quantises (defaults: the accuracy-first choices above).
+
+    Attributes:
+        granularity: weight scales "auto" (per channel for W8A8 and conv, per block for
+            weight-only linear), or force "per_tensor" / "per_channel" / "per_block" where the
+            format allows it.
+        block: block length along the reduction axis (MatMulNBits, per-block int4).
+        clip: weight range "mse" (clip-ratio search), "minmax", or "auto": MSE at 6 bits
+            and below, where clipping pays, min/max at 7 and 8 bits, where it gains
+            little and the search costs most of the pass's time.
+        act_method: activation range "percentile", "mse" or "minmax".
+        percentile: kept mass (percent) for "percentile".
+        act_matmul: "float" keeps activation x activation matmuls float; "int8" quantises.
+        embedding_bits: bits of large gather tables (4 or 8 containers; None keeps float).
+        min_embedding: tables with fewer elements stay float.
+    """
+
+    granularity: str = "auto"
+    block: int = 32
+    clip: str = "auto"
+    act_method: str = "percentile"
+    percentile: float = 99.99
+    act_matmul: str = "float"
+    embedding_bits: int | None = None
+    min_embedding: int = 65536
+
+    def __post_init__(self) -> None:
+        checks = {
+            "granularity": self.granularity in ("auto", "per_tensor", "per_channel", "per_block"),
+            "block": self.block >= 16 and self.block & (self.block - 1) == 0,
+            "clip": self.clip in ("auto", "mse", "minmax"),
+            "act_method": self.act_method in METHODS,
+            "percentile": 50.0 < self.percentile <= 100.0,
+            "act_matmul": self.act_matmul in ("float", "int8"),
+            "embedding_bits": self.embedding_bits in (None, 2, 3, 4, 5, 6, 7, 8, 16),
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ModelError("quantize options", f"invalid {bad[0]}: {getattr(self, bad[0])!r}")
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    g: Graph
+    calib: CalibrationStats | None
+    opts: QuantOptions
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One layer's decision: its annotation and the weights it adds."""
+
+    quant: Quant
+    weights: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
+def _kept(reason: str) -> _Plan:
+    return _Plan(Quant(reason=reason))
+
+
+# ----------------------------------------------------------------------------------------------
+# Bits
+
+
+def check_bits(g: Graph, bits: np.ndarray) -> np.ndarray:
+    """Validate an assignment `[L, 2]` of (weight bits, activation bits); 32 means float.
+
+    Raises:
+        ModelError: on a wrong shape or unsupported bits, naming the layer.
+    """
+    bits = np.asarray(bits)
+    if bits.shape != (len(g.layers), 2) or bits.dtype.kind not in "iu":
+        raise ModelError("bits", f"expected integers of shape ({len(g.layers)}, 2), "
+                         f"got {bits.dtype} {bits.shape}")
+    for layer, (w, a) in zip(g.layers, bits.tolist()):
+        if w not in W_BITS or a not in A_BITS:
+            raise ModelError(f"layer {layer.name}", f"bits ({w}, {a}) not in weights {W_BITS} "
+                             f"x activations {A_BITS}")
+    return bits.astype(np.int64)
+
+
+def _bits_or_none(b: int) -> int | None:
+    return None if b == FLOAT else int(b)
+
+
+def container(bits: int) -> int:
+    """Storage width of `bits`-bit codes in onnxruntime formats: 4 or 8."""
+    return 4 if bits <= 4 else 8
+
+
+# ----------------------------------------------------------------------------------------------
+# Weights and activations
+
+
+def _weight_plan(layer: Layer, qt: QuantizedTensor) -> dict[str, np.ndarray]:
+    names = quant_names(layer.name)
+    return {names.codes: readonly(qt.q), names.scale: readonly(qt.scale),
+            names.zero_point: readonly(qt.zero_point)}
+
+
+def clip_method(options: QuantOptions, bits: int) -> str:
+    """The weight clip method used at `bits`."""
+    if options.clip != "auto":
+        return options.clip
+    return "mse" if bits <= 6 else "minmax"
+
+
+def _quantize(ctx: _Ctx, layer: Layer, bits: int, granularity: str) -> QuantizedTensor:
+    w = ctx.g.weights[layer.inputs[WEIGHT_INPUT[layer.kind]]]
+    block = ctx.opts.block if granularity == "per_block" else None
+    return quantize_weight(w, bits, granularity, CHANNEL_AXIS[layer.kind], block,
+                           symmetric=True, clip=clip_method(ctx.opts, bits))
+
+
+def _granularity(ctx: _Ctx, auto: str, allowed: tuple[str, ...]) -> str:
+    g = ctx.opts.granularity
+    return auto if g == "auto" or g not in allowed else g
+
+
+def _act(ctx: _Ctx, layer: Layer, tensor: str, bits: int) -> tuple[float, int]:
+    if ctx.calib is None:
+        raise ModelError(f"layer {layer.name}", f"{bits}-bit activations need calibration "
+                         "data (none was given)")
+    p = ctx.calib.params(tensor, bits, ctx.opts.act_method, ctx.opts.percentile)
+    return float(p.scale), int(p.zero_point)
+
+
+def _requant_tensor(g: Graph, layer: Layer) -> str:
+    """The tensor whose range sets a conv's requantised output: the output of a ReLU/Clip
+    (min >= 0) that is its only reader, else its own output."""
+    out = layer.outputs[0]
+    readers = g.consumers().get(out, [])
+    if len(readers) == 1 and out not in g.outputs and folds_into_requant(readers[0]):
+        return readers[0].outputs[0]
+    return out
+
+
+def _int32_bias(ctx: _Ctx, layer: Layer, qt: QuantizedTensor, in_scale: float) -> dict:
+    if len(layer.inputs) < 3 or not layer.inputs[2]:
+        return {}
+    b = np.asarray(ctx.g.weights[layer.inputs[2]], np.float64)
+    step = (np.float32(in_scale) * qt.scale.astype(np.float32)).astype(np.float64)
+    q = np.clip(np.rint(b / step), INT32.min, INT32.max).astype(np.int32)
+    return {quant_names(layer.name).bias: readonly(q)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Per kind
+
+
+def _qdq_weighted(ctx: _Ctx, layer: Layer, w_bits: int, a_bits: int) -> _Plan:
+    """W8A8-style: per-channel symmetric weights, per-tensor unsigned activations."""
+    gran = _granularity(ctx, "per_channel", ("per_tensor", "per_channel"))
+    qt = _quantize(ctx, layer, w_bits, gran)
+    scale, zp = _act(ctx, layer, layer.inputs[0], a_bits)
+    quant = Quant(w_bits, a_bits, gran, None, True, clip_method(ctx.opts, w_bits), "qdq",
+                  (scale,), (zp,))
+    weights = _weight_plan(layer, qt)
+    if layer.kind == "conv" and a_bits == 8 and w_bits <= 8:
+        out_scale, out_zp = _act(ctx, layer, _requant_tensor(ctx.g, layer), a_bits)
+        quant = replace(quant, out_scale=out_scale, out_zero_point=out_zp,
+                        reason="QLinearConv (int8 in, int8 out)")
+        weights.update(_int32_bias(ctx, layer, qt, scale))
+    elif layer.kind == "linear" and a_bits == 8 and w_bits <= 8:
+        quant = replace(quant, reason="MatMulIntegerToFloat (int8 in, float out)")
+    else:
+        quant = replace(quant, reason="Q/DQ around a float op (no onnxruntime integer kernel)")
+    return _Plan(quant, weights)
+
+
+def _weight_only(ctx: _Ctx, layer: Layer, w_bits: int) -> _Plan:
+    if layer.kind == "linear":
+        gran, fmt = "per_block", "matmulnbits"
+        reason = f"MatMulNBits {container(w_bits) if w_bits > 2 else 2}-bit"
+    else:
+        gran = _granularity(ctx, "per_channel", ("per_tensor", "per_channel", "per_block"))
+        fmt, reason = "int_dq", f"DequantizeLinear INT{container(w_bits)} -> float {layer.kind}"
+    qt = _quantize(ctx, layer, w_bits, gran)
+    block = ctx.opts.block if gran == "per_block" else None
+    quant = Quant(w_bits, None, gran, block, True, clip_method(ctx.opts, w_bits), fmt,
+                  reason=reason)
+    return _Plan(quant, _weight_plan(layer, qt))
+
+
+def _fp16(layer: Layer, w: np.ndarray, reason: str) -> _Plan:
+    codes = readonly(np.asarray(w, np.float16))
+    return _Plan(Quant(16, None, "per_tensor", None, True, "minmax", "fp16", reason=reason),
+                 {quant_names(layer.name).codes: codes})
+
+
+def _weighted(ctx: _Ctx, layer: Layer, w_bits: int | None, a_bits: int | None) -> _Plan:
+    if w_bits is None:
+        return _kept("float32: activation-only quantisation of a weighted layer has no "
+                     "onnxruntime integer kernel" if a_bits else "float32 (assignment)")
+    if w_bits == 16:
+        return _fp16(layer, ctx.g.weights[layer.inputs[1]], "float16 weights, float32 compute")
+    if a_bits is not None:
+        return _qdq_weighted(ctx, layer, w_bits, a_bits)
+    return _weight_only(ctx, layer, w_bits)
+
+
+def _mac(ctx: _Ctx, layer: Layer, w_bits: int | None, a_bits: int | None) -> _Plan:
+    if a_bits == 16:  # calibrated 16-bit grids have no onnxruntime kernel and ~fp32 accuracy
+        plan = _mac(ctx, layer, w_bits, None)
+        note = "16-bit activations run as float32"
+        return replace(plan, quant=replace(plan.quant, reason=f"{plan.quant.reason}; {note}"))
+    if w_bits is None and a_bits is None:
+        return _kept("float32 (assignment)")
+    if layer.kind != "matmul" and layer.inputs[1] in ctx.g.weights:
+        return _weighted(ctx, layer, w_bits, a_bits)
+    if any(t in ctx.g.weights for t in layer.inputs[:2]):
+        return _kept("float32: matmul with a constant operand that is not a 2-D weight")
+    return _act_matmul(ctx, layer, a_bits)
+
+
+def _act_matmul(ctx: _Ctx, layer: Layer, a_bits: int | None) -> _Plan:
+    if a_bits is None:
+        return _kept("float32: no constant weight for weight-only bits")
+    if ctx.opts.act_matmul == "float":
+        return _kept("float32: activation x activation matmul (attention) kept float for "
+                     "accuracy (QuantOptions.act_matmul)")
+    params = [_act(ctx, layer, t, a_bits) for t in layer.inputs[:2]]
+    reason = "MatMulIntegerToFloat (int8 x int8, float out)" if a_bits == 8 \
+        else "Q/DQ around a float matmul"
+    return _Plan(Quant(None, a_bits, "per_tensor", None, True, "minmax", "qdq",
+                       tuple(s for s, _ in params), tuple(z for _, z in params), reason=reason))
+
+
+def _gather(ctx: _Ctx, layer: Layer, w_bits: int | None, a_bits: int | None) -> _Plan:
+    table = ctx.g.weights.get(layer.inputs[0])
+    if table is None or table.dtype.kind != "f":
+        return _Plan(Quant())
+    if table.ndim != 2 or layer.attrs.get("axis") != 0 or layer.attrs.get("elements"):
+        return _kept("float32: only 2-D tables gathered along rows are quantised")
+    bits = w_bits if w_bits is not None else _embedding_bits(ctx, table)
+    if bits is None:
+        return _kept(f"float32: table of {table.size} elements (embedding_bits="
+                     f"{ctx.opts.embedding_bits}, min_embedding={ctx.opts.min_embedding})")
+    if bits == 16:
+        return _fp16(layer, table, "float16 table, float32 output")
+    qt = _quantize(ctx, layer, bits, "per_block")
+    reason = f"GatherBlockQuantized {'INT4' if container(bits) == 4 else 'UINT8'}"
+    quant = Quant(bits, None, "per_block", ctx.opts.block, True, clip_method(ctx.opts, bits),
+                  "gbq", reason=reason)
+    return _Plan(quant, _weight_plan(layer, qt))
+
+
+def _embedding_bits(ctx: _Ctx, table: np.ndarray) -> int | None:
+    return ctx.opts.embedding_bits if table.size >= ctx.opts.min_embedding else None
+
+
+def _plan(ctx: _Ctx, layer: Layer, w_bits: int | None, a_bits: int | None) -> _Plan:
+    if KIND_CATEGORY[layer.kind] == CATEGORY_GEMM:
+        return _mac(ctx, layer, w_bits, a_bits)
+    if layer.kind == "gather":
+        return _gather(ctx, layer, w_bits, a_bits)
+    if w_bits is not None or a_bits is not None:
+        raise ModelError(f"layer {layer.name}", f"a {layer.kind} layer has no bits to choose "
+                         "(only conv, linear, matmul and gather layers do)")
+    return _Plan(Quant())
+
+
+def quantize(g: Graph, bits: np.ndarray, calib: CalibrationStats | None = None,
+             options: QuantOptions = QuantOptions()) -> Graph:
+    """Annotate every layer with its quantisation and store the quantised weights.
+
+    Args:
+        g: the float model.
+        bits: int `[L, 2]` (weight bits, activation bits) aligned with `g.layers`; 32 = float.
+        calib: calibration statistics (needed wherever activations are quantised).
+        options: how to quantise (see `QuantOptions`).
+
+    Returns:
+        A new graph whose layers carry `Quant` annotations and whose weights include the
+        quantised codes, scales, zero points and int32 biases.
+
+    Raises:
+        ModelError: on unsupported bits, bits on a layer that has none to choose, or
+            quantised activations without calibration statistics.
+    """
+    bits = check_bits(g, bits)
+    ctx = _Ctx(g, calib, options)
+    layers, weights = [], dict(g.weights)
+    for layer, (w, a) in zip(g.layers, bits.tolist()):
+        plan = _plan(ctx, layer, _bits_or_none(w), _bits_or_none(a))
+        layers.append(replace(layer, quant=plan.quant))
+        weights.update(plan.weights)
+    return replace(g, layers=tuple(layers), weights=MappingProxyType(weights))
+
+
+# ----------------------------------------------------------------------------------------------
+# Size
+
+
+def _quant_bytes(g: Graph, layer: Layer) -> float:
+    """Bytes of one quantised weight: bits x params / 8, scales, and the zero points and
+    int32-bias scales the emitted format writes."""
+    q, names = layer.quant, quant_names(layer.name)
+    codes = g.weights[names.codes]
+    if q.fmt == "fp16":
+        return codes.nbytes
+    scale = g.weights[names.scale]
+    total = codes.size * q.w_bits / 8 + scale.nbytes
+    if q.fmt == "qdq":  # uint8 zero points, and the int32 bias's dequantisation scale
+        total += scale.size * (1 + 4 * (names.bias in g.weights))
+    return total
+
+
+def weight_bytes(g: Graph) -> int:
+    """What the emitted model's constants should take on disk: float weights at their own
+    width, quantised weights at `bits x params / 8` plus scales and zero points.
+
+    Shared constants count once; the float weight a quantised layer replaces counts not at all.
+    """
+    total, seen = 0.0, set()
+    for layer in g.layers:
+        slot = WEIGHT_INPUT.get(layer.kind) if layer.quant.w_bits is not None else None
+        for i, t in enumerate(layer.inputs):
+            if t in g.weights and i != slot and t not in seen:
+                seen.add(t)
+                total += g.weights[t].nbytes
+        if slot is not None:
+            total += _quant_bytes(g, layer)
+    return int(round(total))

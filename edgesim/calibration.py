@@ -1,0 +1,131 @@
+"""Calibration data for the product layer: a `.npz` keyed by input name, or random samples.
+
+Arrays in a calibration file hold samples along their first axis: `[S, *sample_shape]`, where
+the sample shape is the model input's shape without its batch dimension. `batches(g, ...)`
+cuts them into feed dicts at the graph's static batch size. Every problem with the data (a
+missing or unknown key, a wrong shape or dtype, NaN or infinity, no samples) is one
+`UserError` naming the file and the key.
+
+Random samples (when no data is given) are standard-normal for float inputs; integer inputs
+that index a gather table get uniform indices below the table's smallest size, other integer
+inputs (attention masks) are all ones. Reports must say that random data was used.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from compiler.ir import Graph
+from edgesim.errors import UserError
+
+
+@dataclass(frozen=True)
+class CalibrationData:
+    """Validated samples per graph input, and where they came from."""
+
+    samples: Mapping[str, np.ndarray]  # input -> [S, *sample_shape]
+    source: str
+    random: bool = False
+
+    @property
+    def count(self) -> int:
+        return int(next(iter(self.samples.values())).shape[0])
+
+
+def _sample_shape(g: Graph, name: str) -> tuple[int, ...]:
+    return g.types[name].shape[1:]
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise UserError(str(path), "no such calibration file") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise UserError(str(path), f"not a readable .npz file ({e})") from None
+
+
+def _check_names(g: Graph, arrays: Mapping[str, np.ndarray], where: str) -> None:
+    missing = [n for n in g.inputs if n not in arrays]
+    unknown = sorted(set(arrays) - set(g.inputs))
+    if missing or unknown:
+        raise UserError(where, f"keys must be the model inputs {list(g.inputs)}: "
+                        f"missing {missing}, unknown {unknown}")
+
+
+def _check_array(g: Graph, name: str, x: np.ndarray, where: str) -> np.ndarray:
+    want, spec = _sample_shape(g, name), g.types[name]
+    if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want or x.shape[0] == 0:
+        raise UserError(f"{where}: {name}", f"shape {tuple(x.shape)}, expected [samples, "
+                        f"{', '.join(map(str, want))}] (samples >= 1)")
+    want_float = np.dtype(spec.dtype).kind == "f"
+    if x.dtype.kind not in ("f" if want_float else "iu"):
+        raise UserError(f"{where}: {name}", f"dtype {x.dtype}, the model input is {spec.dtype}")
+    if want_float and not np.all(np.isfinite(x)):
+        raise UserError(f"{where}: {name}", "holds NaN or infinity")
+    return x.astype(spec.dtype)
+
+
+def validate(g: Graph, arrays: Mapping[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
+    """Check names, shapes, dtypes and values of calibration arrays; cast to input dtypes.
+
+    Raises:
+        UserError: naming `where` and the offending key.
+    """
+    _check_names(g, arrays, where)
+    out = {n: _check_array(g, n, np.asarray(arrays[n]), where) for n in g.inputs}
+    counts = {n: x.shape[0] for n, x in out.items()}
+    if len(set(counts.values())) > 1:
+        raise UserError(where, f"inputs hold different sample counts {counts}")
+    return out
+
+
+def read(g: Graph, path: str | os.PathLike) -> CalibrationData:
+    """Calibration samples from a `.npz` keyed by input name."""
+    path = Path(path)
+    arrays = validate(g, _read_npz(path), str(path))
+    count = next(iter(arrays.values())).shape[0]
+    return CalibrationData(arrays, f"{path} ({count} samples)")
+
+
+def _index_bound(g: Graph, name: str) -> int | None:
+    """Smallest table size among gathers indexed by input `name`, if any."""
+    sizes = [g.types[layer.inputs[0]].shape[layer.attrs["axis"]]
+             for layer in g.consumers().get(name, [])
+             if layer.kind == "gather" and layer.inputs[1] == name]
+    return min(sizes) if sizes else None
+
+
+def _random_input(g: Graph, name: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    spec = g.types[name]
+    shape = (n, *_sample_shape(g, name))
+    if np.dtype(spec.dtype).kind == "f":
+        return rng.standard_normal(shape).astype(spec.dtype)
+    bound = _index_bound(g, name)
+    if bound is None:
+        return np.ones(shape, spec.dtype)
+    return rng.integers(0, bound, shape).astype(spec.dtype)
+
+
+def random_samples(g: Graph, n: int, seed: int = 0) -> CalibrationData:
+    """`n` random samples per input (see the module docstring)."""
+    if n < 1:
+        raise UserError("--calib-random", f"needs at least 1 sample, got {n}")
+    rng = np.random.default_rng(seed)
+    arrays = {name: _random_input(g, name, n, rng) for name in g.inputs}
+    return CalibrationData(arrays, f"{n} random samples (no calibration data given)", True)
+
+
+def batches(g: Graph, data: CalibrationData) -> Iterator[dict[str, np.ndarray]]:
+    """Feed dicts at the graph's batch size; leftover samples that do not fill a batch are
+    dropped (a graph with batch 1 uses every sample)."""
+    size = g.types[g.inputs[0]].shape[0] if g.inputs and g.types[g.inputs[0]].shape else 1
+    for start in range(0, data.count - size + 1, size):
+        yield {n: x[start:start + size] for n, x in data.samples.items()}

@@ -1,0 +1,133 @@
+"""Running emitted models in onnxruntime and scoring them against a reference.
+
+This is the only module of the package that imports onnxruntime. It runs a model (a path or
+a `ModelProto`) on the CPU provider, times it, and compares outputs: top-1 agreement,
+accuracy against labels, cosine similarity and SQNR.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from edgesim.errors import UserError
+
+Model = str | os.PathLike | Any  # a path or an onnx.ModelProto
+
+
+def session(model: Model, threads: int | None = None) -> ort.InferenceSession:
+    """An onnxruntime CPU session with full graph optimisation and `threads` intra-op threads.
+
+    Raises:
+        UserError: if onnxruntime cannot load the model (its message, one line).
+    """
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    data = model if isinstance(model, str | os.PathLike) else model.SerializeToString()
+    try:
+        return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
+        where = str(model) if isinstance(model, str | os.PathLike) else "model"
+        raise UserError(where, f"onnxruntime cannot load it: {str(e).splitlines()[0]}") from None
+
+
+def run_onnx(model: Model, feeds: Mapping[str, np.ndarray],
+             threads: int | None = None) -> dict[str, np.ndarray]:
+    """Run a model once in onnxruntime; outputs by name."""
+    sess = session(model, threads)
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, dict(feeds))))
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Wall-clock latency of repeated runs, in milliseconds."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    runs: int
+    threads: int | None
+
+
+def measure_latency(model: Model, feeds: Mapping[str, np.ndarray], threads: int | None = None,
+                    runs: int = 30, warmup: int = 3) -> Latency:
+    """Median (and p10/p90) latency of `runs` runs after `warmup` untimed ones."""
+    sess = session(model, threads)
+    feeds = dict(feeds)
+    for _ in range(warmup):
+        sess.run(None, feeds)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        sess.run(None, feeds)
+        times.append((time.perf_counter() - start) * 1e3)
+    p10, med, p90 = np.percentile(times, [10, 50, 90])
+    return Latency(float(med), float(p10), float(p90), runs, threads)
+
+
+# ----------------------------------------------------------------------------------------------
+# Agreement metrics
+
+
+def _rows(x: np.ndarray) -> np.ndarray:
+    """Samples as rows: [N, rest] (a 1-D array is one sample)."""
+    x = np.asarray(x, np.float64)
+    return x.reshape(1, -1) if x.ndim < 2 else x.reshape(x.shape[0], -1)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over samples (first axis) of the cosine similarity of `a` and `b`."""
+    ra, rb = _rows(a), _rows(b)
+    num = np.einsum("ij,ij->i", ra, rb)
+    den = np.linalg.norm(ra, axis=1) * np.linalg.norm(rb, axis=1)
+    return float(np.mean(np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)))
+
+
+def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    """Signal-to-quantisation-noise ratio in dB: 10 log10(|ref|^2 / |ref - test|^2)."""
+    ref, err = np.asarray(reference, np.float64), np.asarray(test, np.float64) - reference
+    noise = float(np.sum(err * err))
+    return float("inf") if noise == 0 else float(10 * np.log10(np.sum(ref * ref) / noise))
+
+
+def top1_agreement(reference: np.ndarray, test: np.ndarray) -> float:
+    """Fraction of samples whose arg-max over the last axis agrees."""
+    return float(np.mean(np.argmax(reference, -1) == np.argmax(test, -1)))
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy of `logits` [N, C] against integer `labels` [N]."""
+    if len(logits) != len(labels):
+        raise UserError("labels", f"{len(labels)} labels for {len(logits)} samples")
+    return float(np.mean(np.argmax(logits, -1) == np.asarray(labels)))
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How closely one output follows a reference output."""
+
+    cosine: float
+    sqnr_db: float
+    top1_agreement: float
+    max_abs_diff: float
+    accuracy: float | None = None
+
+
+def agreement(reference: np.ndarray, test: np.ndarray,
+              labels: Sequence[int] | np.ndarray | None = None) -> Agreement:
+    """All agreement metrics of `test` against `reference` (and labels, if given)."""
+    diff = float(np.max(np.abs(np.asarray(test, np.float64) - reference)))
+    acc = None if labels is None else accuracy(test, np.asarray(labels))
+    return Agreement(cosine(reference, test), sqnr_db(reference, test),
+                     top1_agreement(reference, test), diff, acc)

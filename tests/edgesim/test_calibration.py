@@ -1,0 +1,113 @@
+"""Calibration data (files and random samples), and `quantize_model`'s handling of bad input:
+one clear error naming the file/key/layer, and nothing written."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from compiler.frontend import load
+from edgesim import calibration as cal
+from edgesim import zoo
+from edgesim.errors import UserError
+from edgesim.quantize import quantize_model
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple:
+    return zoo.build("digits_cnn"), zoo.load_digits_data()
+
+
+def _save(tmp_path, **arrays) -> str:
+    path = tmp_path / "calib.npz"
+    np.savez(path, **arrays)
+    return str(path)
+
+
+BAD = {
+    "missing key": (dict(other=np.zeros((2, 1, 8, 8), np.float32)), "missing \\['input'\\]"),
+    "unknown key": (dict(input=np.zeros((2, 1, 8, 8), np.float32),
+                         extra=np.zeros(2, np.float32)), "unknown \\['extra'\\]"),
+    "wrong shape": (dict(input=np.zeros((2, 1, 8, 7), np.float32)), "input: shape"),
+    "no samples": (dict(input=np.zeros((0, 1, 8, 8), np.float32)), "input: shape"),
+    "wrong dtype": (dict(input=np.zeros((2, 1, 8, 8), np.int64)), "input: dtype int64"),
+    "nan": (dict(input=np.full((2, 1, 8, 8), np.nan, np.float32)), "input: holds NaN"),
+    "inf": (dict(input=np.full((2, 1, 8, 8), np.inf, np.float32)), "input: holds NaN"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD), ids=list(BAD))
+def test_bad_calibration_file(tmp_path, digits, case: str) -> None:
+    arrays, message = BAD[case]
+    path = _save(tmp_path, **arrays)
+    out = tmp_path / "out.onnx"
+    with pytest.raises(UserError, match=message) as e:
+        quantize_model(digits[0], 8, calib=path, out=out)
+    assert str(tmp_path / "calib.npz") in str(e.value)  # names the file
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["calib.npz"]
+
+
+def test_unreadable_and_missing_files(tmp_path, digits) -> None:
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(UserError, match="junk.npz"):
+        cal.read(load(digits[0]), junk)
+    with pytest.raises(UserError, match="no such calibration file"):
+        cal.read(load(digits[0]), tmp_path / "absent.npz")
+
+
+def test_bad_bits_and_unknown_layers_write_nothing(tmp_path, digits) -> None:
+    out = tmp_path / "out.onnx"
+    with pytest.raises(UserError, match="--bits"):
+        quantize_model(digits[0], 9, out=out)
+    spec = tmp_path / "bits.json"
+    spec.write_text(json.dumps({"conv1/Conv": 4, "no_such_layer": 4}))
+    with pytest.raises(UserError, match="unknown layer.*no_such_layer"):
+        quantize_model(digits[0], str(spec), out=out)
+    with pytest.raises(UserError, match="array shape"):
+        quantize_model(digits[0], np.full((3, 2), 8), out=out)
+    with pytest.raises(UserError, match="conv1/Conv.*bits \\(8, 5\\)"):
+        quantize_model(digits[0], {"conv1/Conv": [8, 5]}, out=out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bits.json"]
+
+
+def test_file_calibration_end_to_end(tmp_path, digits) -> None:
+    model, d = digits
+    path = _save(tmp_path, input=d["x_calib"][:40])
+    r = quantize_model(model, 8, calib=path, out=tmp_path / "q.onnx")
+    assert r.calibration == f"{path} (40 samples)" and not r.calibration_random
+    assert onnx.load(r.out).graph.node  # written and loadable
+    kinds = {lay.name: (lay.format, lay.w_bits, lay.a_bits) for lay in r.layers}
+    assert kinds == {f"conv{i}/Conv": ("qdq", 8, 8) for i in (1, 2, 3)} | {
+        "fc/Gemm": ("qdq", 8, 8)}
+    assert r.expected_bytes < r.fp32_bytes / 3
+
+
+def test_random_calibration_is_reported(tmp_path, digits) -> None:
+    r = quantize_model(digits[0], 8, out=tmp_path / "q.onnx")
+    assert r.calibration_random and "random" in r.calibration
+    w4 = quantize_model(digits[0], 4, out=tmp_path / "q4.onnx")
+    assert w4.calibration == "" and not w4.calibration_random  # weight-only: none needed
+
+
+def test_random_samples_respect_index_ranges() -> None:
+    g = load(zoo.build("minilm", seq=8, depth=1, vocab=50))
+    data = cal.random_samples(g, 5, seed=3)
+    ids, mask = data.samples["input_ids"], data.samples["attention_mask"]
+    assert ids.shape == (5, 8) and ids.dtype == np.int64 and 0 <= ids.min() and ids.max() < 50
+    assert np.all(mask == 1)
+    assert data.random and "5 random samples" in data.source
+    with pytest.raises(UserError, match="at least 1"):
+        cal.random_samples(g, 0)
+
+
+def test_batches_cover_the_samples() -> None:
+    g = load(zoo.build("digits_cnn"), {"input": (4, 1, 8, 8)})
+    data = cal.CalibrationData({"input": np.arange(10 * 64, dtype=np.float32)
+                                .reshape(10, 1, 8, 8)}, "t")
+    batches = list(cal.batches(g, data))
+    assert [b["input"].shape[0] for b in batches] == [4, 4]  # the last 2 do not fill a batch
+    np.testing.assert_array_equal(batches[1]["input"], data.samples["input"][4:8])

@@ -1,0 +1,67 @@
+"""edgesim.evaluate: onnxruntime runs and agreement metrics against closed forms."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from edgesim.errors import UserError
+from edgesim.evaluate import (
+    accuracy,
+    agreement,
+    cosine,
+    measure_latency,
+    run_onnx,
+    sqnr_db,
+    top1_agreement,
+)
+
+pytestmark = pytest.mark.ort
+
+
+def _add_model():
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["y"])], "add",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3]) for n in "ab"],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_run_onnx_and_latency(tmp_path) -> None:
+    a, b = np.ones((2, 3), np.float32), np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(run_onnx(_add_model(), {"a": a, "b": b})["y"], a + b)
+    path = tmp_path / "add.onnx"
+    path.write_bytes(_add_model().SerializeToString())
+    np.testing.assert_array_equal(run_onnx(path, {"a": a, "b": b}, threads=1)["y"], a + b)
+    lat = measure_latency(path, {"a": a, "b": b}, threads=2, runs=5)
+    assert lat.runs == 5 and lat.threads == 2 and 0 < lat.p10_ms <= lat.median_ms <= lat.p90_ms
+
+
+def test_unloadable_model(tmp_path) -> None:
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(b"garbage")
+    with pytest.raises(UserError, match="bad.onnx.*onnxruntime cannot load"):
+        run_onnx(path, {})
+
+
+def test_metrics_closed_form() -> None:
+    ref = np.array([[1.0, 0.0], [1.0, 1.0]])
+    assert cosine(ref, ref) == pytest.approx(1.0)
+    assert cosine(ref[:1], np.array([[0.0, 2.0]])) == pytest.approx(0.0)  # orthogonal
+    assert cosine(ref, -ref) == pytest.approx(-1.0)
+    # signal 1 + 1 + 1 = 3; noise 0.1^2 * 3 = 0.03 -> 10 log10(100) = 20 dB
+    assert sqnr_db(ref, ref + np.array([[0.1, 0.0], [0.1, -0.1]])) == pytest.approx(20.0)
+    assert math.isinf(sqnr_db(ref, ref))
+    logits = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]])
+    assert top1_agreement(logits, logits[:, ::-1]) == 0.0
+    assert accuracy(logits, np.array([1, 0, 0])) == pytest.approx(2 / 3)
+    a = agreement(logits, logits, np.array([1, 0, 1]))
+    assert (a.cosine, a.top1_agreement, a.max_abs_diff, a.accuracy) == (
+        pytest.approx(1.0), 1.0, 0.0, 1.0)
+    with pytest.raises(UserError, match="labels"):
+        accuracy(logits, np.array([1]))
