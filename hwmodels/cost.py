@@ -1,0 +1,156 @@
+"""What a model costs on a target: the `Cost` arrays, and `evaluate`, which picks the model.
+
+Every cost model has the signature `evaluate(table, bits, target, *, threads, runtime) -> Cost`:
+`table` is a `compiler.ir.LayerTable` (L layers), `bits` an int array [B, 2] of
+(w_bits, a_bits) choices (32 = float32, 16 = float16), and the result holds arrays of shape
+[L, B] (or [H, L, B] when H hardware configurations are swept).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from compiler.ir import CATEGORY_GEMM, LayerTable
+
+BOUND_COMPUTE, BOUND_ONCHIP, BOUND_DRAM, BOUND_OVERHEAD = 0, 1, 2, 3
+BOUND_NAMES = ("compute", "onchip", "dram", "overhead")
+VALID_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 16, 32)  # 16 and 32 are float16 and float32
+
+_SUMMED = ("cycles", "latency_s", "energy_pj_compute", "energy_pj_onchip", "energy_pj_dram",
+           "weight_bytes")
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Per-layer, per-bit-choice cost: every field has the same shape, [L, B] or [H, L, B].
+
+    Attributes:
+        cycles: target clock cycles.
+        latency_s: wall time in seconds.
+        energy_pj_compute / energy_pj_onchip / energy_pj_dram: energy split, picojoules.
+        bound: int8 code of what limits the layer (see `BOUND_NAMES`).
+        util: achieved fraction of the target's peak MAC throughput, 0..1.
+        weight_bytes: weight storage at the chosen bits (None -> zeros).
+        act_bytes: activation bytes live while the layer runs, in + out (None -> zeros).
+    """
+
+    cycles: np.ndarray
+    latency_s: np.ndarray
+    energy_pj_compute: np.ndarray
+    energy_pj_onchip: np.ndarray
+    energy_pj_dram: np.ndarray
+    bound: np.ndarray
+    util: np.ndarray
+    weight_bytes: np.ndarray | None = None
+    act_bytes: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        shape = np.shape(self.cycles)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            value = np.zeros(shape) if value is None else value
+            dtype = np.int8 if f.name == "bound" else np.float64
+            arr = np.asarray(value, dtype=dtype)
+            if arr.shape != shape:
+                raise ValueError(f"Cost.{f.name} has shape {arr.shape}, cycles has {shape}")
+            object.__setattr__(self, f.name, arr)  # frozen: normalise once, here
+
+    @property
+    def energy_pj(self) -> np.ndarray:
+        """Total energy, picojoules."""
+        return self.energy_pj_compute + self.energy_pj_onchip + self.energy_pj_dram
+
+    def total(self) -> Cost:
+        """Sum over layers (axis -2): one value per bit choice (per hardware config).
+
+        Cycles, latency, energy and weight bytes add up; `act_bytes` is the peak over layers;
+        `util` is the latency-weighted mean; `bound` is the class holding most latency.
+        """
+        sums = {name: getattr(self, name).sum(axis=-2) for name in _SUMMED}
+        time = self.latency_s
+        share = np.stack([np.where(self.bound == b, time, 0.0).sum(axis=-2) for b in range(4)])
+        util = _busy(self.util, time).sum(axis=-2) / np.maximum(time.sum(axis=-2), 1e-300)
+        return Cost(**sums, bound=share.argmax(axis=0), util=util,
+                    act_bytes=self.act_bytes.max(axis=-2, initial=0.0))
+
+    def __add__(self, other: Cost) -> Cost:
+        """Run `self` then `other`: quantities add, the slower part names the bound."""
+        sums = {name: getattr(self, name) + getattr(other, name) for name in _SUMMED}
+        time = self.latency_s + other.latency_s
+        busy = _busy(self.util, self.latency_s) + _busy(other.util, other.latency_s)
+        return Cost(**sums,
+                    bound=np.where(self.latency_s >= other.latency_s, self.bound, other.bound),
+                    util=busy / np.maximum(time, 1e-300),
+                    act_bytes=np.maximum(self.act_bytes, other.act_bytes))
+
+
+def _busy(util: np.ndarray, time: np.ndarray) -> np.ndarray:
+    # util * time, with 0 for layers that cannot run (util 0, infinite time)
+    return util * np.where(util > 0, time, 0.0)
+
+
+def check_bits(bits: np.ndarray) -> np.ndarray:
+    """Return `bits` as int64 [B, 2] (w_bits, a_bits), or raise ValueError naming the bad row."""
+    arr = np.asarray(bits, dtype=np.int64)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"bits must have shape [B, 2] (w_bits, a_bits), got {arr.shape}")
+    bad = ~np.isin(arr, VALID_BITS)
+    if bad.any():
+        row = int(np.argwhere(bad)[0, 0])
+        raise ValueError(f"bits[{row}] = {tuple(arr[row])}: each width must be in {VALID_BITS}")
+    return arr
+
+
+def memory_bytes(table: LayerTable, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weight bytes and live activation bytes per layer and bit choice, each [L, B].
+
+    GEMM weights are stored at w_bits; other layers' constants (norm scales, biases) stay at
+    their IR size. Activations (inputs + outputs) are at a_bits.
+    """
+    bits = check_bits(bits)
+    w_bits, a_bits = bits[:, 0][None, :], bits[:, 1][None, :]
+    gemm = (table.category == CATEGORY_GEMM)[:, None]
+    quantised = table.w_elems[:, None] * w_bits / 8.0
+    weight = np.where(gemm, quantised, table.w_bytes[:, None].astype(np.float64))
+    act = (table.a_in_elems + table.a_out_elems)[:, None] * a_bits / 8.0
+    return weight, act
+
+
+def _models() -> dict[type, Callable[..., Cost]]:
+    """Target class -> its model's `evaluate`; models not yet present are left out."""
+    table: dict[type, Callable[..., Cost]] = {}
+    for module, cls in (("hwmodels.cpu", "CpuTarget"), ("hwmodels.mcu", "McuTarget"),
+                        ("hwmodels.macarray", "MacArrayTarget")):
+        try:
+            mod = importlib.import_module(module)  # lazy: the models import this module
+        except ModuleNotFoundError:
+            continue
+        table[getattr(mod, cls)] = mod.evaluate
+    return table
+
+
+def evaluate(table: LayerTable, bits: np.ndarray, target: object, *, threads: int | None = None,
+             runtime: str = "onnxruntime") -> Cost:
+    """Cost of every layer of `table` under every bit choice on `target`.
+
+    Args:
+        table: the model's layers (`Graph.layer_table()`).
+        bits: int array [B, 2] of (w_bits, a_bits); 32 = float32, 16 = float16.
+        target: a `CpuTarget`, `McuTarget` or `MacArrayTarget` (see `hwmodels.target`).
+        threads: host threads a CPU model assumes (None: the target's cores).
+        runtime: the inference runtime a CPU model assumes.
+
+    Returns:
+        A `Cost` of [L, B] arrays.
+    """
+    models = _models()
+    if type(target) not in models:
+        raise TypeError(f"no cost model for {type(target).__name__}; known: "
+                        f"{', '.join(c.__name__ for c in models)}")
+    return models[type(target)](table, check_bits(bits), target, threads=threads,
+                                runtime=runtime)

@@ -1,0 +1,313 @@
+"""The MAC-array (systolic) cost kernel: one call over hardware configs x layers x bit choices.
+
+Formulas and their sources:
+- Compute cycles per fold follow SCALE-Sim's demand matrices (scalesim/compute/
+  systolic_compute_{os,ws,is}.py, v2 and v3, checked against the package in bench/):
+  os: R + C + T - 2 (ifmap T + C - 1 rows skewed over R columns; nothing is preloaded);
+  ws and is: 2R + C + T - 2 (R cycles of stationary preload, then T + C - 1 rows skewed over R).
+  Folds = ceil(Sr / R) * ceil(Sc / C) with (Sr, Sc, T) = os (M, N, K), ws (K, N, M),
+  is (K, M, N); partial folds take a full fold's time, as in SCALE-Sim.
+- A PE completes `rate` MACs per cycle at a precision (Bit Fusion, Sharma et al. ISCA 2018),
+  which shortens the streamed dimension: T -> ceil(T / rate).
+- Zero skipping: see kernels/sparse.py. Structured N:M weights (w_density <= N/M) compress K to
+  ceil(K * N / M), as a sparse tensor core does, and carry ceil(log2 M) index bits per value.
+- DRAM traffic: each layer reads its operands from DRAM and writes its output back (no
+  inter-layer fusion, as SCALE-Sim). Double buffering halves each SRAM's usable capacity. An
+  operand reused across folds is fetched once if its working set fits its SRAM, else once per
+  fold that re-streams it (os: ifmap tile per column fold, filters per row fold; ws: ifmap per
+  column fold; is: filters per column fold). ws/is keep partial sums in the ofmap SRAM across
+  row folds; when they do not fit, the stream is chunked and each chunk re-preloads the
+  stationary tile (extra fill cycles, see `psum_chunks`). Traffic is SRAM energy + DRAM bytes.
+- Latency: double buffered -> max(compute, DRAM cycles) (transfers overlap compute); otherwise
+  compute + DRAM cycles. Bound: 2 (DRAM) when DRAM cycles exceed compute, else 0; never 1,
+  since the SRAMs are taken to feed the array's edges every cycle, as in SCALE-Sim's compute
+  model. Utilisation counts effectual MACs against rows x cols x rate per cycle.
+- Non-GEMM layers run on a vector unit of `lanes` lanes at one op per lane per cycle (copies
+  move one element per lane per cycle); reshape-like views are free.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from compiler.ir import CATEGORY_GEMM, CATEGORY_STREAM, CATEGORY_VIEW
+from hwmodels.kernels.sparse import (
+    OS,
+    SKIP_A,
+    SKIP_BOTH,
+    SKIP_W,
+    STRUCTURED,
+    WS,
+    ZERO_GATING,
+    expected_tile_work,
+    is_skipping,
+)
+
+PSUM_BYTES = 4.0  # partial sums accumulate in 32 bits
+
+
+@njit(cache=True)
+def cdiv(a: float, b: float) -> float:
+    """ceil(a / b) for positive b, tolerant of float rounding."""
+    return float(math.ceil(a / b - 1e-9))
+
+
+@njit(cache=True)
+def fold_fill(df: int, rows: int, cols: int) -> int:
+    """Fill + drain cycles of one fold (SCALE-Sim: os R + C - 2, ws/is 2R + C - 2)."""
+    return rows + cols - 2 if df == OS else 2 * rows + cols - 2
+
+
+@njit(cache=True)
+def gemm_dims(df: int, m: int, n: int, k: int) -> tuple[int, int, int]:
+    """(Sr, Sc, T) of SCALE-Sim's mapping: os (M, N, K), ws (K, N, M), is (K, M, N)."""
+    if df == OS:
+        return m, n, k
+    if df == WS:
+        return k, n, m
+    return k, m, n
+
+
+@njit(cache=True)
+def tile_classes(df: int, mode: int, sr: int, sc: int, t: int, rows: int, cols: int,
+                 pa: float, pw: float, tiles: np.ndarray, at: int) -> None:
+    """The four fold shapes (full or partial rows x full or partial columns): tiles[at + i] is
+    the shape's busiest-PE work per fold (T when dense; expected under skipping) and
+    tiles[at + 4 + i] how many folds have that shape. An offset, not slices: slicing in the
+    hot loop would cost a reference count per call."""
+    i = at
+    for full_r in (True, False):
+        nr = sr // rows if full_r else (1 if sr % rows else 0)
+        r = rows if full_r else sr % rows
+        for full_c in (True, False):
+            nc = sc // cols if full_c else (1 if sc % cols else 0)
+            c = cols if full_c else sc % cols
+            tiles[i + 4] = nr * nc
+            skip = is_skipping(mode) and nr * nc > 0
+            tiles[i] = expected_tile_work(df, mode, r, c, t, pa, pw) if skip else t
+            i += 1
+
+
+@njit(cache=True)
+def streamed(tiles: np.ndarray, at: int, rate: float) -> float:
+    """Streaming cycles over all folds at `rate` MACs per PE per cycle, from the four fold
+    shapes `tile_classes` stored at offset `at`."""
+    total = 0.0
+    for i in range(at, at + 4):
+        if tiles[i + 4] > 0:
+            total += tiles[i + 4] * cdiv(tiles[i], rate)
+    return total
+
+
+@njit(cache=True)
+def stream_cycles(df: int, mode: int, sr: int, sc: int, t: int, rows: int, cols: int,
+                  rate: float, pa: float, pw: float) -> float:
+    """Streaming cycles summed over all folds (fill/drain excluded)."""
+    tiles = np.zeros(8)
+    tile_classes(df, mode, sr, sc, t, rows, cols, pa, pw, tiles, 0)
+    return streamed(tiles, 0, rate)
+
+
+@njit(cache=True)
+def effectual_fraction(mode: int, pa: float, pw: float) -> float:
+    """Fraction of MACs actually performed (skipped or gated MACs spend no energy)."""
+    if mode == SKIP_A:
+        return pa
+    if mode == SKIP_W:
+        return pw
+    if mode == SKIP_BOTH or mode == ZERO_GATING:
+        return pa * pw
+    return 1.0
+
+
+@njit(cache=True)
+def stored_bytes(elems: float, bits: float, density: float, compressed: bool) -> float:
+    """Bytes of an operand; compressed (bitmask + nonzeros) when the array skips its zeros."""
+    dense = elems * bits / 8.0
+    return min(dense, elems * (density * bits + 1.0) / 8.0) if compressed else dense
+
+
+@njit(cache=True)
+def psum_chunks(df: int, fr: int, t: int, cols: int, cap_of: float) -> int:
+    """Chunks the stream T is split into so that ws/is partial sums fit the ofmap SRAM.
+
+    ws/is accumulate a cols x T tile of partial sums across the row folds; when it does not
+    fit, T is processed in chunks that do (as the TPU's 4096-row accumulators force, Jouppi et
+    al. ISCA 2017) and every chunk preloads the stationary tile again. os accumulates in PEs.
+    """
+    if df == OS or fr <= 1:
+        return 1
+    per_chunk = max(1.0, math.floor(cap_of / (cols * PSUM_BYTES)))
+    return math.ceil(t / per_chunk)
+
+
+# Layout of the per-(config, layer) GEMM geometry shared by all bit choices
+G_FIXED, G_GROUPS, G_FR, G_FC, G_CHUNKS, G_W_ELEMS, G_META_BITS = 0, 1, 2, 3, 4, 5, 6
+G_A_ELEMS, G_A_MK, G_PSUM, G_EFF, G_TILES, G_SIZE = 7, 8, 9, 10, 11, 19  # tiles: 11..18
+
+
+@njit(cache=True)
+def gemm_geometry(lay_i: np.ndarray, lay_f: np.ndarray, li: int, hi: np.ndarray,
+                  hf: np.ndarray, geo: np.ndarray) -> None:
+    """Everything about GEMM layer `li` on a config that no bit width changes, into `geo`."""
+    m, n, k, g = lay_i[li, 1], lay_i[li, 2], lay_i[li, 3], lay_i[li, 4]
+    w_elems, a_in, wd, ad = lay_i[li, 6], lay_i[li, 7], lay_f[li, 0], lay_f[li, 1]
+    df, rows, cols, mode, sp_n, sp_m = hi[0], hi[1], hi[2], hi[3], hi[4], hi[5]
+    structured = mode == STRUCTURED and wd <= sp_n / sp_m + 1e-9
+    k2 = math.ceil(k * sp_n / sp_m) if structured else k
+    sr, sc, t = gemm_dims(df, m, n, k2)
+    fr, fc = math.ceil(sr / rows), math.ceil(sc / cols)
+    chunks = psum_chunks(df, fr, t, cols, hf[5] * (0.5 if hi[6] else 1.0))
+    geo[G_FIXED] = g * chunks * fr * fc * fold_fill(df, rows, cols)
+    geo[G_GROUPS], geo[G_FR], geo[G_FC], geo[G_CHUNKS] = g, fr, fc, chunks
+    w_ops = float(w_elems) if w_elems > 0 else float(g * k * n)  # act x act matmul: 2nd input
+    kept = k2 / k if k > 0 else 1.0  # share of K left after N:M compression
+    geo[G_W_ELEMS] = w_ops * kept
+    geo[G_META_BITS] = math.ceil(math.log2(sp_m)) if structured else 0.0
+    geo[G_A_ELEMS] = max(float(a_in) - (0.0 if w_elems > 0 else w_ops), 0.0)
+    geo[G_A_MK] = g * m * k2  # elements of the streamed (im2col) ifmap operand
+    geo[G_PSUM] = g * m * n * PSUM_BYTES
+    geo[G_EFF] = effectual_fraction(mode, ad, wd) * kept
+    tile_classes(df, mode, sr, sc, t, rows, cols, ad, wd, geo, G_TILES)
+
+
+@njit(cache=True)
+def operand_fetches(df: int, a_bytes: float, w_bytes: float, geo: np.ndarray, cap_if: float,
+                    cap_f: float) -> tuple[float, float]:
+    """How many times the ifmap and filter operands come from DRAM: once if the working set
+    fits its SRAM, else once per fold (or chunk) that re-streams it (module docstring)."""
+    g, fr, fc, chunks = geo[G_GROUPS], geo[G_FR], geo[G_FC], geo[G_CHUNKS]
+    a_fits, w_fits = a_bytes / g <= cap_if, w_bytes / g <= cap_f
+    if df == OS:  # os streams an ifmap tile of R rows per row fold
+        return (1.0 if a_bytes / (g * fr) <= cap_if else fc), (1.0 if w_fits else fr)
+    if df == WS:
+        return (1.0 if a_fits else fc), (1.0 if w_fits else chunks)
+    return (1.0 if a_fits else chunks), (1.0 if w_fits else fc)
+
+
+@njit(cache=True)
+def sram_reads(df: int, a_mk: float, w_kn: float, geo: np.ndarray) -> tuple[float, float]:
+    """Bytes the array reads from the ifmap and filter SRAMs: streamed operands once per fold
+    of the other dimension (SCALE-Sim's demand matrices), stationary ones once per chunk."""
+    fr, fc, chunks = geo[G_FR], geo[G_FC], geo[G_CHUNKS]
+    if df == OS:
+        return fc * a_mk, fr * w_kn
+    if df == WS:
+        return fc * a_mk, chunks * w_kn
+    return chunks * a_mk, fc * w_kn
+
+
+@njit(cache=True)
+def gemm_memory(df: int, geo: np.ndarray, a_bytes: float, w_bytes: float, o_bytes: float,
+                a_mk: float, hi: np.ndarray, hf: np.ndarray) -> tuple[float, float]:
+    """DRAM bytes and on-chip pJ of one GEMM layer; a_mk = bytes of the streamed ifmap."""
+    usable = 0.5 if hi[6] else 1.0  # double buffering halves usable capacity
+    a_get, w_get = operand_fetches(df, a_bytes, w_bytes, geo, hf[3] * usable, hf[4] * usable)
+    dram_a, dram_w = a_bytes * a_get, w_bytes * w_get
+    a_rd, w_rd = sram_reads(df, a_mk, w_bytes, geo)
+    o_acc = o_bytes if df == OS else (2 * geo[G_FR] - 1) * geo[G_PSUM]  # psum read + write
+    onchip = (a_rd + dram_a) * hf[6] + (w_rd + dram_w) * hf[7] + (o_acc + o_bytes) * hf[8]
+    return dram_a + dram_w + o_bytes, onchip
+
+
+@njit(cache=True)
+def gemm_layer(geo: np.ndarray, macs: float, a_out: float, wd: float, ad: float, wb: float,
+               ab: float, rate: float, e_mac: float, hi: np.ndarray, hf: np.ndarray,
+               out: np.ndarray) -> None:
+    """One GEMM layer at one bit choice: out = (compute cycles, DRAM bytes, on-chip pJ,
+    compute pJ, effectual MACs), from its `gemm_geometry`."""
+    mode = hi[3]
+    skip_a = mode == SKIP_A or mode == SKIP_BOTH
+    skip_w = mode == SKIP_W or mode == SKIP_BOTH
+    out[0] = geo[G_FIXED] + geo[G_GROUPS] * streamed(geo, G_TILES, rate)
+    w_bytes = stored_bytes(geo[G_W_ELEMS], wb + geo[G_META_BITS], wd, skip_w)
+    a_bytes = stored_bytes(geo[G_A_ELEMS], ab, ad, skip_a)
+    a_mk = geo[G_A_MK] * ab / 8.0 * (ad if skip_a else 1.0)
+    out[1], out[2] = gemm_memory(hi[0], geo, a_bytes, w_bytes, a_out * ab / 8.0, a_mk, hi, hf)
+    out[3] = macs * geo[G_EFF] * e_mac
+    out[4] = macs * geo[G_EFF]
+
+
+@njit(cache=True)
+def vector_layer(cat: int, ops: int, a_in: int, a_out: int, w_bytes: int, ab: float,
+                 e_op: float, lanes: int, hf: np.ndarray, out: np.ndarray) -> None:
+    """A non-GEMM layer on the vector unit; same outputs as `gemm_layer` (no MACs)."""
+    if cat == CATEGORY_VIEW:
+        out[:] = 0.0
+        return
+    work = max(ops, a_out) if cat == CATEGORY_STREAM else a_out
+    in_b, out_b = a_in * ab / 8.0, a_out * ab / 8.0
+    out[0] = cdiv(work, lanes) if work > 0 else 0.0
+    out[1] = in_b + out_b + w_bytes
+    out[2] = 2.0 * (in_b + w_bytes) * hf[6] + 2.0 * out_b * hf[8]  # DRAM->SRAM->lanes, back
+    out[3] = work * e_op if cat == CATEGORY_STREAM else 0.0
+    out[4] = 0.0
+
+
+@njit(cache=True)
+def finish(raw: np.ndarray, rate: float, pes: float, hi: np.ndarray, hf: np.ndarray,
+           o: np.ndarray) -> None:
+    """Latency, bound, energy split and utilisation from one layer's raw figures.
+    o = (cycles, latency_s, e_compute, e_onchip, e_dram, bound, util)."""
+    dram_cycles = raw[1] / (hf[1] / hf[0])  # bytes / (GB/s / GHz = bytes per cycle)
+    cycles = max(raw[0], dram_cycles) if hi[6] else raw[0] + dram_cycles
+    o[0] = cycles
+    o[1] = cycles / (hf[0] * 1e9)
+    o[2] = raw[3]
+    o[3] = raw[2]
+    o[4] = raw[1] * hf[2]
+    o[5] = 2.0 if dram_cycles > raw[0] else 0.0
+    o[6] = min(1.0, raw[4] / (cycles * pes * rate)) if cycles > 0 and rate > 0 else 0.0
+
+
+@njit(cache=True)
+def layer_at(lay_i: np.ndarray, lay_f: np.ndarray, li: int, geo: np.ndarray, pick: int,
+             wb: float, ab: float, r: float, e: float, hi: np.ndarray, hf: np.ndarray,
+             raw: np.ndarray, res: np.ndarray) -> None:
+    """Layer `li` at one bit choice on one config, into res (see `finish`)."""
+    if r <= 0.0:  # unsupported precision
+        for q in range(5):
+            res[q] = np.inf
+        res[5], res[6] = 0.0, 0.0
+    elif pick < 2:
+        gemm_layer(geo, lay_i[li, 5], lay_i[li, 8], lay_f[li, 0], lay_f[li, 1],
+                   ab if pick == 1 else wb, ab, r, e, hi, hf, raw)
+        finish(raw, r, hi[1] * hi[2], hi, hf, res)
+    else:
+        vector_layer(lay_i[li, 0], lay_i[li, 9], lay_i[li, 7], lay_i[li, 8], lay_i[li, 10], ab,
+                     e, hi[7], hf, raw)
+        finish(raw, 1.0, float(hi[7]), hi, hf, res)
+
+
+@njit(cache=True, parallel=True)
+def evaluate(lay_i: np.ndarray, lay_f: np.ndarray, w_bits: np.ndarray, a_bits: np.ndarray,
+             cfg_i: np.ndarray, cfg_f: np.ndarray, rates: np.ndarray, energies: np.ndarray,
+             out: np.ndarray) -> None:
+    """Fill out[7, H, L, B] with (cycles, latency_s, e_compute, e_onchip, e_dram, bound, util).
+
+    lay_i [L, 11]: category, m, n, k, groups, macs, w_elems, a_in, a_out, ops, w_bytes;
+    lay_f [L, 2]: w_density, a_density. cfg_i [H, 8]: dataflow, rows, cols, sparsity, sp_n,
+    sp_m, double_buffered, lanes; cfg_f [H, 9]: clock_ghz, dram_gbps, dram pJ/byte,
+    ifmap/filter/ofmap SRAM bytes, ifmap/filter/ofmap SRAM pJ/byte.
+    rates [3, H, B]: MACs per PE per cycle at (w_bits, a_bits) and at (a_bits, a_bits) (matmul
+    of two activations), and vector-unit support (1/0); energies [3, H, B]: the matching pJ per
+    MAC and pJ per vector op. A rate of 0 marks an unsupported precision: infinite cost.
+    """
+    n_h, n_l, n_b = out.shape[1], out.shape[2], out.shape[3]
+    for h in prange(n_h):  # configs in parallel; scratch arrays allocated once per config
+        raw, res, geo = np.zeros(5), np.zeros(7), np.zeros(G_SIZE)
+        hi, hf = cfg_i[h], cfg_f[h]
+        for li in range(n_l):
+            gemm = lay_i[li, 0] == CATEGORY_GEMM
+            # which rates/energies row applies: weights, two activations, vector unit
+            pick = (1 if lay_i[li, 6] == 0 else 0) if gemm else 2
+            if gemm:
+                gemm_geometry(lay_i, lay_f, li, hi, hf, geo)
+            for b in range(n_b):
+                layer_at(lay_i, lay_f, li, geo, pick, w_bits[b], a_bits[b], rates[pick, h, b],
+                         energies[pick, h, b], hi, hf, raw, res)
+                for q in range(7):
+                    out[q, h, li, b] = res[q]

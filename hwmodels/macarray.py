@@ -1,0 +1,134 @@
+"""MAC-array (systolic) accelerators: the target schema and the cost model's Python glue.
+
+The arithmetic lives in `hwmodels.kernels.macarray` (formulas and sources are listed there);
+this module packs the layer table and the hardware configs into arrays, calls the kernel once,
+and wraps the result in a `Cost`. This module must not import `hwmodels.target`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from compiler.ir import LayerTable
+from hwmodels import configs as configs_mod
+from hwmodels.configs import MacArrayConfigs
+from hwmodels.cost import Cost, check_bits, memory_bytes
+from hwmodels.kernels import macarray as kernel
+
+_COST_FIELDS = ("cycles", "latency_s", "energy_pj_compute", "energy_pj_onchip",
+                "energy_pj_dram", "bound", "util")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """One supported operand width of the array.
+
+    Attributes:
+        bits: operand width; 1-8 are integers, 16 = fp16, 32 = fp32.
+        macs_per_pe_cycle: MACs one PE completes per cycle with both operands at this width.
+        energy_pj_per_mac: energy of one such MAC; None = Horowitz (ISSCC 2014) scaled to the
+            target's process node (see `hwmodels.energy.mac_pj`).
+    """
+
+    bits: Literal[1, 2, 3, 4, 5, 6, 7, 8, 16, 32]
+    macs_per_pe_cycle: float
+    energy_pj_per_mac: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MacArrayTarget:
+    """A rows x cols systolic array with per-operand SRAMs, a DRAM link and a vector unit.
+
+    Units are in the field names: `_kib` kibibytes, `_gbps` gigabytes per second, `_ghz`
+    gigahertz, `_nm` nanometres, `_pj_per_byte` picojoules per byte. Optional energies default
+    to Horowitz (ISSCC 2014) scaled by `process_nm` (see `hwmodels.energy`).
+    """
+
+    name: str
+    kind: Literal["macarray"] = "macarray"
+    description: str
+    sources: dict[str, str]
+    rows: int
+    cols: int
+    dataflow: Literal["os", "ws", "is"]
+    clock_ghz: float
+    process_nm: float
+    ifmap_sram_kib: float
+    filter_sram_kib: float
+    ofmap_sram_kib: float
+    dram_bandwidth_gbps: float
+    precisions: tuple[Precision, ...]
+    precision_scaling: Literal["fused", "widest"] = "widest"
+    double_buffered: bool = True
+    vector_lanes: int | None = None  # None: one lane per column
+    sparsity: Literal["none", "zero_gating", "skip_activations", "skip_weights", "skip_both",
+                      "structured"] = "none"
+    sparsity_n: int = 2  # structured N:M: N nonzeros kept in every M weights along K
+    sparsity_m: int = 4
+    sram_energy_pj_per_byte: float | None = None
+    dram_energy_pj_per_byte: float | None = None
+
+    def __post_init__(self) -> None:
+        # cross-field rules; the loader reports "<field>: <what>" against the file
+        widths = [p.bits for p in self.precisions]
+        if not widths:
+            raise ValueError("precisions: at least one precision is required")
+        if len(set(widths)) != len(widths):
+            raise ValueError(f"precisions: duplicate widths {sorted(widths)}")
+        if self.sparsity_n >= self.sparsity_m:
+            raise ValueError(f"sparsity_n: must be < sparsity_m ({self.sparsity_m}), "
+                             f"got {self.sparsity_n}")
+
+    @property
+    def peak_macs_per_s(self) -> float:
+        """Peak MAC rate at the array's fastest precision."""
+        best = max(p.macs_per_pe_cycle for p in self.precisions)
+        return self.rows * self.cols * best * self.clock_ghz * 1e9
+
+
+def layer_arrays(table: LayerTable) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel's layer inputs: int64 [L, 11] and float64 [L, 2] (see the kernel)."""
+    ints = np.stack([table.category, table.m, table.n, table.k, table.groups, table.macs,
+                     table.w_elems, table.a_in_elems, table.a_out_elems, table.ops,
+                     table.w_bytes], axis=1) if len(table) else np.zeros((0, 11))
+    floats = np.stack([table.w_density, table.a_density], axis=1) if len(table) \
+        else np.zeros((0, 2))
+    return (np.ascontiguousarray(ints, dtype=np.int64),
+            np.ascontiguousarray(floats, dtype=np.float64))
+
+
+def evaluate_configs(table: LayerTable, bits: np.ndarray, cfg: MacArrayConfigs) -> Cost:
+    """Cost of every layer under every bit choice on every config: one kernel call.
+
+    Args:
+        table: the model's layers.
+        bits: int [B, 2] (w_bits, a_bits).
+        cfg: H configs (`hwmodels.configs.from_targets`).
+
+    Returns:
+        A `Cost` of [H, L, B] arrays.
+    """
+    bits = check_bits(bits)
+    lay_i, lay_f = layer_arrays(table)
+    rates, energies = configs_mod.precision_rates(cfg, bits)
+    out = np.empty((7, len(cfg), len(table), len(bits)))
+    kernel.evaluate(lay_i, lay_f, bits[:, 0].astype(np.float64), bits[:, 1].astype(np.float64),
+                    cfg.cfg_i, cfg.cfg_f, rates, energies, out)
+    weight, act = memory_bytes(table, bits)
+    shape = out.shape[1:]
+    return Cost(**dict(zip(_COST_FIELDS, out)), weight_bytes=np.broadcast_to(weight, shape),
+                act_bytes=np.broadcast_to(act, shape))
+
+
+def evaluate(table: LayerTable, bits: np.ndarray, target: MacArrayTarget, *,
+             threads: int | None = None, runtime: str = "onnxruntime") -> Cost:
+    """Cost of every layer under every bit choice on one MAC array: [L, B] arrays.
+
+    `threads` and `runtime` describe a host CPU and do not affect an accelerator; they are
+    accepted so that `hwmodels.cost.evaluate` can pass them to every model.
+    """
+    cost = evaluate_configs(table, bits, configs_mod.from_targets([target]))
+    return Cost(**{name: getattr(cost, name)[0] for name in cost.__dataclass_fields__})

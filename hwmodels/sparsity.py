@@ -1,0 +1,99 @@
+"""Sparsity-aware compute cycles of one GEMM on a MAC array: exact and statistical.
+
+- `data_driven_cycles`: from the GEMM's actual operand masks (a_mask [m, k], w_mask [k, n]);
+  every fold's busiest PE is counted, so load imbalance shows.
+- `expected_cycles`: from densities, the expectation under i.i.d. Bernoulli masks (exact
+  order statistics of binomials; see `hwmodels.kernels.sparse` for the one approximation).
+
+Both model one group of out[m, n] += a[m, k] @ w[k, n] with the target's dataflow and sparsity
+mode; `zero_gating` saves energy only, so its cycles are the dense ones. Structured N:M
+compresses K to ceil(K * N / M) when the weights satisfy the pattern.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from hwmodels import configs
+from hwmodels.kernels import macarray as mk
+from hwmodels.kernels import sparse as sk
+from hwmodels.macarray import MacArrayTarget
+
+
+def _codes(target: MacArrayTarget) -> tuple[int, int]:
+    return (configs.DATAFLOWS.index(target.dataflow),
+            configs.SPARSITY_MODES.index(target.sparsity))
+
+
+def pe_rate(target: MacArrayTarget, bits: tuple[int, int]) -> float:
+    """MACs per PE per cycle at (w_bits, a_bits); raises ValueError if unsupported."""
+    rate, _ = configs.pair_rates(configs.from_targets([target]), np.array([bits[0]]),
+                                 np.array([bits[1]]))
+    if rate[0, 0] <= 0:
+        raise ValueError(f"{target.name}: precision W{bits[0]}A{bits[1]} is not supported")
+    return float(rate[0, 0])
+
+
+def is_n_of_m(w_mask: np.ndarray, n: int, m: int) -> bool:
+    """True if every run of m consecutive weights along K (from row 0) holds <= n nonzeros."""
+    k = w_mask.shape[0]
+    padded = np.zeros((math.ceil(k / m) * m, w_mask.shape[1]), dtype=bool)
+    padded[:k] = w_mask
+    return bool((padded.reshape(-1, m, w_mask.shape[1]).sum(axis=1) <= n).all())
+
+
+def data_driven_cycles(a_mask: np.ndarray, w_mask: np.ndarray, target: MacArrayTarget,
+                       bits: tuple[int, int] = (8, 8)) -> float:
+    """Exact compute cycles of one GEMM group from its nonzero masks.
+
+    Args:
+        a_mask: bool [m, k], True where the activation is nonzero.
+        w_mask: bool [k, n], True where the weight is nonzero.
+        target: the array (rows, cols, dataflow, sparsity mode).
+        bits: (w_bits, a_bits) of the operands.
+
+    Raises:
+        ValueError: mismatched shapes, unsupported precision, or (structured mode) weights
+            that break the N:M pattern.
+    """
+    a_mask, w_mask = np.asarray(a_mask, dtype=bool), np.asarray(w_mask, dtype=bool)
+    if a_mask.ndim != 2 or w_mask.ndim != 2 or a_mask.shape[1] != w_mask.shape[0]:
+        raise ValueError(f"masks must be [m, k] and [k, n], got {a_mask.shape}, {w_mask.shape}")
+    df, mode = _codes(target)
+    rate = pe_rate(target, bits)
+    fill = mk.fold_fill(df, target.rows, target.cols)
+    if mode == sk.STRUCTURED:
+        return _structured_cycles(a_mask, w_mask, target, rate, fill)
+    return float(sk.data_driven_cycles(df, mode, a_mask, w_mask, target.rows, target.cols,
+                                       fill, rate))
+
+
+def _structured_cycles(a_mask: np.ndarray, w_mask: np.ndarray, target: MacArrayTarget,
+                       rate: float, fill: int) -> float:
+    n, m = target.sparsity_n, target.sparsity_m
+    if not is_n_of_m(w_mask, n, m):
+        raise ValueError(f"{target.name}: weights are not {n}:{m} structured along K")
+    k2 = math.ceil(a_mask.shape[1] * n / m)  # the compressed K the array streams
+    dense = np.ones((a_mask.shape[0], k2), dtype=bool), np.ones((k2, w_mask.shape[1]), bool)
+    df = configs.DATAFLOWS.index(target.dataflow)
+    return float(sk.data_driven_cycles(df, sk.NONE, *dense, target.rows, target.cols, fill,
+                                       rate))
+
+
+def expected_cycles(m: int, n: int, k: int, a_density: float, w_density: float,
+                    target: MacArrayTarget, bits: tuple[int, int] = (8, 8)) -> float:
+    """Expected compute cycles of one GEMM group under i.i.d. Bernoulli operand masks.
+
+    Structured N:M applies when `w_density <= N / M` (the weights were pruned to the pattern).
+    """
+    df, mode = _codes(target)
+    rate = pe_rate(target, bits)
+    structured = mode == sk.STRUCTURED and w_density <= target.sparsity_n / target.sparsity_m
+    k2 = math.ceil(k * target.sparsity_n / target.sparsity_m) if structured else k
+    sr, sc, t = mk.gemm_dims(df, m, n, k2)
+    folds = math.ceil(sr / target.rows) * math.ceil(sc / target.cols)
+    stream = mk.stream_cycles(df, mode, sr, sc, t, target.rows, target.cols, rate, a_density,
+                              w_density)
+    return float(folds * mk.fold_fill(df, target.rows, target.cols) + stream)

@@ -1,0 +1,1 @@
+"""Shipped hardware targets: one YAML file per target (data only; see hwmodels.target)."""

@@ -1,0 +1,1 @@
+"""Shipped design-space files for `edgesim sweep`."""

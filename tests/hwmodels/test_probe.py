@@ -1,0 +1,115 @@
+"""Host probing: parsers on known text, the probed target against /proc and sysfs, YAML I/O."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hwmodels import cpu, probe
+from hwmodels.target import load_target
+
+X86_CPUINFO = """processor\t: 0
+model name\t: Some CPU
+cpu MHz\t\t: 2445.406
+flags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512_vnni avx_vnni
+
+processor\t: 1
+model name\t: Some CPU
+cpu MHz\t\t: 3100.000
+flags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512_vnni avx_vnni
+"""
+ARM_CPUINFO = """processor\t: 0
+Features\t: fp asimd aes crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp
+CPU part\t: 0xd0b
+"""
+
+
+def test_cpuinfo_parsing():
+    blocks = probe.read_cpuinfo(X86_CPUINFO)
+    assert len(blocks) == 2 and blocks[1]["cpu MHz"] == "3100.000"
+    assert probe.clock_ghz(blocks)[0] == pytest.approx(3.1)  # the fastest core
+    assert probe.isa_features(blocks) == ("sse4_2", "avx", "avx2", "fma", "avx512f",
+                                          "avx512_vnni", "avxvnni")
+    # Cortex-A76 (part 0xd0b): asimd, asimddp (dotprod), asimdhp (fp16); no i8mm
+    assert probe.isa_features(probe.read_cpuinfo(ARM_CPUINFO)) == ("neon", "dotprod", "fp16")
+
+
+def test_sysfs_value_parsing():
+    assert probe.parse_size_kib("32K") == 32 and probe.parse_size_kib("1M") == 1024
+    assert probe.parse_size_kib("2048") == 2  # bytes
+    assert probe.cpu_list_size("0-3,8") == 5 and probe.cpu_list_size("0") == 1
+
+
+@pytest.fixture(scope="module")
+def host() -> cpu.CpuTarget:
+    return probe.probe_host(seconds=0.1)
+
+
+def test_probe_reads_this_machine(host):
+    assert host.cores == len(os.sched_getaffinity(0))
+    flags = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith(("flags", "Features")):
+            flags |= set(line.split(":", 1)[1].split())
+    assert {"avx2": "avx2" in flags, "fma": "fma" in flags} == {
+        "avx2": "avx2" in host.isa, "fma": "fma" in host.isa}
+    mhz = [float(line.split(":")[1]) for line in Path("/proc/cpuinfo").read_text().splitlines()
+           if line.startswith("cpu MHz")]
+    assert host.clock_ghz >= max(mhz) / 1000 - 1e-3  # never below the reported clock
+
+
+def test_probe_caches_match_sysfs(host):
+    root = Path("/sys/devices/system/cpu/cpu0/cache")
+    sysfs = sorted((int((d / "level").read_text()), (d / "size").read_text().strip())
+                   for d in root.glob("index*")
+                   if (d / "type").read_text().strip() != "Instruction")
+    probed = [(c.level, c.size_kib) for c in host.caches]
+    assert probed == [(lvl, probe.parse_size_kib(size)) for lvl, size in sysfs]
+
+
+def test_probe_measurements_are_physical(host):
+    flops_per_cycle = 2 * host.simd_bits / 32 * host.fma_pipes
+    assert 0 < host.gemm_efficiency <= 1
+    assert 0.1 < host.dram.sustained_bandwidth_gbps < 2000
+    assert host.op_overhead_us > 0 and host.thread_overhead_us > 0
+    assert flops_per_cycle * host.clock_ghz > 1  # GFLOP/s of the peak the efficiency refers to
+
+
+def numeric_leaves(value: object, path: str = "") -> list[str]:
+    """Dotted paths of every int/float field, walked independently of hwmodels.target."""
+    if dataclasses.is_dataclass(value):
+        return [p for f in dataclasses.fields(value) if f.name != "sources"
+                for p in numeric_leaves(getattr(value, f.name), f"{path}.{f.name}".lstrip("."))]
+    if isinstance(value, tuple):
+        return [p for i, x in enumerate(value) for p in numeric_leaves(x, f"{path}[{i}]")]
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return [path] if is_number else []
+
+
+def test_probe_cites_every_number(host):
+    leaves = numeric_leaves(host)
+    assert "caches[1].bandwidth_bytes_per_cycle" in leaves and "dram.bandwidth_gbps" in leaves
+    assert [p for p in leaves if p not in host.sources] == []
+    today = datetime.date.today().isoformat()
+    measured = [s for s in host.sources.values() if "measured by edgesim target probe" in s]
+    assert len(measured) > 10 and all(today in s for s in measured)
+
+
+def test_written_yaml_loads_back_identically(host, tmp_path):
+    path = tmp_path / "host.yaml"
+    path.write_text("stale: true\n")
+    probe.write_target_yaml(host, path)
+    assert load_target(str(path)) == host
+    assert [p.name for p in tmp_path.iterdir()] == ["host.yaml"]  # no temp file left behind
+
+
+def test_probed_target_runs_the_cost_model(host):
+    from tests.hwmodels.test_cpu import linear, make_table
+
+    cost = cpu.evaluate(make_table([linear(64, 512, 512)]), np.array([(32, 32), (8, 8)]), host)
+    assert np.isfinite(cost.latency_s).all() and (cost.latency_s > 0).all()
