@@ -73,6 +73,8 @@ def _print_simulation(s) -> None:  # noqa: ANN001 - edgesim.simulate.Simulation
               f"{_fmt_count(r.cycles):>9s} {r.latency_ms:8.3f} {r.energy_uj:8.2f} "
               f"{r.bound:>8s} {r.util:5.2f}")
     t, b = s.total, s.fp32
+    for note in s.notes:
+        print(f"note: {note}")
     print(f"total: latency {t.latency_ms:.3f} ms (fp32 {b.latency_ms:.3f}), energy "
           f"{t.energy_mj:.4f} mJ (fp32 {b.energy_mj:.4f}), weights {t.weight_bytes / 2**20:.2f} "
           f"MiB (fp32 {b.weight_bytes / 2**20:.2f}), peak activations "

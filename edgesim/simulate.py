@@ -11,6 +11,8 @@ from compiler.ir import Graph
 from hwmodels.cost import BOUND_NAMES, Cost, evaluate
 
 FP32 = np.array([[32, 32]])
+# what a layer falls back to when the target cannot run its bits, in order of preference
+FALLBACKS = ((8, 8), (4, 8), (2, 8), (16, 16), (32, 32))
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class Simulation:
     layers: tuple[LayerCost, ...]
     total: Totals
     fp32: Totals
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -64,12 +67,33 @@ def pick(cost: Cost, choice: np.ndarray) -> Cost:
     return Cost(**fields)
 
 
-def assigned_cost(graph: Graph, bits: np.ndarray, target: Any, threads: int | None,
-                  runtime: str) -> Cost:
-    """Cost [L, 1] of `graph` with layer l at `bits[l]` = (w_bits, a_bits)."""
-    choices, choice = np.unique(bits, axis=0, return_inverse=True)
+def runnable(graph: Graph, bits: np.ndarray, target: Any, threads: int | None = None,
+             runtime: str = "onnxruntime") -> tuple[np.ndarray, Cost]:
+    """Bits the target can run, and their cost [L, 1].
+
+    A layer whose assigned bits the target cannot run (infinite predicted latency, e.g. float
+    on an int8-only array) takes the first of `FALLBACKS` it can run; the cost model is the
+    judge of what a target supports, so no target-specific rule lives here.
+    """
+    choices = np.unique(np.concatenate([bits, np.array(FALLBACKS)]), axis=0)
     full = evaluate(graph.layer_table(), choices, target, threads=threads, runtime=runtime)
-    return pick(full, choice.reshape(-1))
+    column = {tuple(c): j for j, c in enumerate(choices)}
+    out = bits.copy()
+    for i, row in enumerate(bits):
+        if not np.isfinite(full.latency_s[i, column[tuple(row)]]):
+            ok = [f for f in FALLBACKS if np.isfinite(full.latency_s[i, column[f]])]
+            out[i] = ok[0] if ok else row
+    return out, pick(full, np.array([column[tuple(r)] for r in out]))
+
+
+def remap_note(before: np.ndarray, after: np.ndarray, target: Any) -> tuple[str, ...]:
+    """A note saying how many layers run at other bits than assigned, and at which."""
+    moved = np.any(before != after, axis=1)
+    if not moved.any():
+        return ()
+    pairs = sorted({f"{w}/{a}" for w, a in after[moved]})
+    return (f"{int(moved.sum())} layer(s) run at {', '.join(pairs)} (w/a bits): "
+            f"{getattr(target, 'name', 'the target')} cannot run their assigned bits",)
 
 
 def totals(cost: Cost) -> Totals:
@@ -82,9 +106,12 @@ def totals(cost: Cost) -> Totals:
 def simulate_graph(graph: Graph, target: Any, bits: np.ndarray, *, threads: int | None = None,
                    runtime: str = "onnxruntime") -> Simulation:
     """Per-layer and total predicted cost of `graph` at `bits` ([L, 2]) on `target`."""
-    cost = assigned_cost(graph, bits, target, threads, runtime)
-    base = assigned_cost(graph, np.repeat(FP32, len(graph.layers), axis=0), target, threads,
-                         runtime)
+    run_bits, cost = runnable(graph, bits, target, threads, runtime)
+    fp32 = np.repeat(FP32, len(graph.layers), axis=0)
+    base_bits, base = runnable(graph, fp32, target, threads, runtime)
+    notes = remap_note(bits, run_bits, target) + tuple(
+        f"baseline: {n}" for n in remap_note(fp32, base_bits, target))
+    bits = run_bits
     macs = graph.layer_table().macs
     rows = tuple(
         LayerCost(layer.name, layer.kind, int(bits[i, 0]), int(bits[i, 1]), int(macs[i]),
@@ -93,4 +120,4 @@ def simulate_graph(graph: Graph, target: Any, bits: np.ndarray, *, threads: int 
                   float(cost.util[i, 0]), float(cost.weight_bytes[i, 0]))
         for i, layer in enumerate(graph.layers))
     return Simulation(graph.name, getattr(target, "name", "?"), runtime, threads, rows,
-                      totals(cost), totals(base))
+                      totals(cost), totals(base), notes)

@@ -1,0 +1,175 @@
+"""Plots: 2-D Pareto front plots and a multi-objective (parallel coordinates) summary.
+
+The only module that imports matplotlib. It draws on `matplotlib.figure.Figure` objects with
+the Agg canvas directly (no pyplot: no global figure state, no display needed). Axis labels
+come from column names, units from their suffixes (`latency_s` -> "latency (s)"); an axis whose
+positive values span more than two decades is drawn on a log scale.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+
+# Column-name suffix -> unit shown on the axis (units live in the names; STYLE R10).
+UNITS: Mapping[str, str] = {
+    "_s": "s", "_j": "J", "_pj": "pJ", "_bytes": "bytes", "_ips": "inferences/s",
+    "_ghz": "GHz", "_kib": "KiB", "_gbps": "GB/s", "_nm": "nm", "_bits": "bits",
+}
+# Names whose unit is not a suffix.
+NAMED_UNITS: Mapping[str, str] = {
+    "area_proxy": "MAC-bits + SRAM bytes", "util": "fraction of peak",
+    "total_sens": "sum of layer sensitivities",
+}
+DECADES_FOR_LOG = 2.0
+MARK_STYLES = ("*", "D", "P", "X", "s", "^", "v", "o")
+
+
+def axis_label(column: str) -> str:
+    """Readable label with unit: "resnet50.latency_s" -> "resnet50 latency (s)"."""
+    prefix, _, name = column.rpartition(".")
+    unit = NAMED_UNITS.get(name)
+    stem = name
+    if unit is None:
+        suffix = next((s for s in sorted(UNITS, key=len, reverse=True) if name.endswith(s)), None)
+        if suffix is not None:
+            stem, unit = name[:-len(suffix)], UNITS[suffix]
+    words = " ".join(w for w in (prefix.replace(".", " "), stem.replace("_", " ")) if w)
+    return f"{words} ({unit})" if unit else words
+
+
+def wants_log(values: Sequence[float]) -> bool:
+    """True when the finite values are all positive and span more than two decades."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size < 2 or v.min() <= 0:
+        return False
+    return bool(np.log10(v.max() / v.min()) > DECADES_FOR_LOG)
+
+
+def _new_figure(width: float = 6.4, height: float = 4.8) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def front_plot(points: Mapping[str, Sequence[float]], x: str, y: str, *,
+               color: str | None = None, highlight: Sequence[bool] | None = None,
+               marks: Mapping[str, tuple[float, float]] | None = None,
+               title: str = "") -> Figure:
+    """Scatter of two objectives with the non-dominated points drawn as a front.
+
+    Args:
+        points: columns by name (each a sequence of equal length).
+        x, y: the columns on the axes (units from their names, see `axis_label`).
+        color: a column that colours the points (with a colour bar); None: one colour.
+        highlight: bool per point, the front: drawn on top, joined by a staircase line.
+        marks: named reference points, e.g. {"fp32": (x, y), "uniform-8": ..., "chosen": ...}:
+            drawn as large markers with their names.
+        title: the axes title.
+
+    Returns:
+        The figure (save it with `save`).
+    """
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    xs, ys = np.asarray(points[x], float), np.asarray(points[y], float)
+    shade = {"color": "tab:blue"} if color is None else {
+        "c": np.asarray(points[color], float), "cmap": "viridis"}
+    drawn = ax.scatter(xs, ys, s=12, alpha=0.5, label="designs", **shade)
+    if color is not None:
+        fig.colorbar(drawn, ax=ax, label=axis_label(color))
+    if highlight is not None:
+        _draw_front(ax, xs, ys, np.asarray(highlight, bool))
+    for i, (name, (mx, my)) in enumerate((marks or {}).items()):
+        ax.scatter([mx], [my], marker=MARK_STYLES[i % len(MARK_STYLES)], s=120,
+                   edgecolors="black", zorder=5, label=name)
+        ax.annotate(name, (mx, my), textcoords="offset points", xytext=(6, 6))
+    _scale_axes(ax, np.r_[xs, [m[0] for m in (marks or {}).values()]],
+                np.r_[ys, [m[1] for m in (marks or {}).values()]])
+    ax.set_xlabel(axis_label(x))
+    ax.set_ylabel(axis_label(y))
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    return fig
+
+
+def _draw_front(ax: object, xs: np.ndarray, ys: np.ndarray, front: np.ndarray) -> None:
+    order = np.argsort(xs[front], kind="stable")
+    fx, fy = xs[front][order], ys[front][order]
+    ax.step(fx, fy, where="post", color="black", linewidth=1.0, alpha=0.7)
+    ax.scatter(fx, fy, s=28, color="tab:red", edgecolors="black", zorder=4,
+               label=f"non-dominated ({int(front.sum())})")
+
+
+def _scale_axes(ax: object, xs: np.ndarray, ys: np.ndarray) -> None:
+    if wants_log(xs):
+        ax.set_xscale("log")
+    if wants_log(ys):
+        ax.set_yscale("log")
+
+
+def normalised(values: Sequence[float]) -> np.ndarray:
+    """Values mapped to [0, 1] per column: min -> 0, max -> 1 (log10 first when `wants_log`);
+    a constant column maps to 0.5."""
+    v = np.asarray(values, dtype=np.float64)
+    v = np.log10(v) if wants_log(v) else v
+    low, high = np.nanmin(v), np.nanmax(v)
+    return np.full(v.shape, 0.5) if high == low else (v - low) / (high - low)
+
+
+def summary_plot(points: Mapping[str, Sequence[float]], columns: Sequence[str], *,
+                 color: str | None = None, title: str = "") -> Figure:
+    """Parallel coordinates of several objectives: one polyline per point.
+
+    Each column gets a vertical axis scaled to its own range (see `normalised`), labelled with
+    its minimum and maximum; lines are coloured by `color` (default: the first column).
+
+    Returns:
+        The figure; its first LineCollection holds one polyline per point.
+    """
+    fig = _new_figure(max(6.4, 1.8 * len(columns)), 4.8)
+    ax = fig.add_subplot()
+    ys = np.stack([normalised(points[c]) for c in columns], axis=1)
+    xs = np.arange(len(columns), dtype=np.float64)
+    lines = LineCollection([np.column_stack([xs, row]) for row in ys], cmap="viridis",
+                           linewidths=1.0, alpha=0.7)
+    lines.set_array(np.asarray(points[color or columns[0]], dtype=np.float64))
+    ax.add_collection(lines)
+    fig.colorbar(lines, ax=ax, label=axis_label(color or columns[0]))
+    for i, c in enumerate(columns):
+        ax.axvline(i, color="grey", linewidth=0.8)
+        v = np.asarray(points[c], dtype=np.float64)
+        ax.annotate(f"{np.nanmin(v):.3g}", (i, 0), textcoords="offset points", xytext=(3, -12),
+                    fontsize="small")
+        ax.annotate(f"{np.nanmax(v):.3g}", (i, 1), textcoords="offset points", xytext=(3, 4),
+                    fontsize="small")
+    ax.set_xticks(xs, [axis_label(c) for c in columns], rotation=20, ha="right")
+    ax.set_xlim(-0.2, len(columns) - 0.8)
+    ax.set_ylim(-0.08, 1.1)
+    ax.set_yticks([0, 1], ["min", "max"])
+    ax.set_title(title)
+    return fig
+
+
+def save(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
+    """Write `fig` as PNG atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png", dpi=dpi)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path

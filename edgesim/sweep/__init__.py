@@ -1,0 +1,58 @@
+"""Hardware design-space exploration: `edgesim sweep SPACE.yaml -o results/`.
+
+- `space`: parse and check a space YAML; enumerate grid, random or Latin-hypercube points.
+- `run`: evaluate points in batches (one vectorised cost call per batch and model), with fixed
+  bits or the least sensitive allocation per design.
+- `executors`: in-process, local process pool (default), Dask distributed.
+- `store`: JSON-lines results with a header, appended as batches finish; resumable.
+- `kinds`: per target kind, the variant builder, batched cost call and area proxy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgesim.errors import UserError
+from edgesim.sweep.executors import DaskExecutor, InlineExecutor, LocalExecutor
+from edgesim.sweep.points import Point, enumerate_points
+from edgesim.sweep.run import SweepSummary, print_progress, run_sweep
+from edgesim.sweep.space import Space, load_space
+
+
+def sweep(space: str | Path, output: str | Path, *, workers: int | None = None,
+          scheduler: str | None = None, dask_local: int | None = None,
+          batch_size: int | None = None, progress: bool = True) -> SweepSummary:
+    """Run (or resume) the sweep of a space file into a results directory.
+
+    Args:
+        space: the space YAML.
+        output: results directory (`results.jsonl` inside); an existing one is resumed.
+        workers: local process-pool workers (default: all cores).
+        scheduler: a Dask scheduler address ("tcp://HOST:8786") instead of the local pool.
+        dask_local: start a local Dask cluster of this many workers instead.
+        batch_size: points per task (default: about eight batches per worker).
+        progress: print points done, rate and ETA to stderr.
+
+    Returns:
+        A `SweepSummary`.
+
+    Raises:
+        UserError: a bad space file, conflicting options, or a results directory of another
+            space.
+    """
+    if workers is not None and workers < 1:
+        raise UserError("--workers", f"must be >= 1, got {workers}")
+    if dask_local is not None and dask_local < 1:
+        raise UserError("--dask-local", f"must be >= 1, got {dask_local}")
+    if batch_size is not None and batch_size < 1:
+        raise UserError("--batch-size", f"must be >= 1, got {batch_size}")
+    parsed = load_space(space)
+    dask = scheduler is not None or dask_local is not None
+    executor = DaskExecutor(scheduler, dask_local) if dask else LocalExecutor(workers)
+    with executor:
+        return run_sweep(parsed, output, executor=executor, batch_size=batch_size,
+                         progress=print_progress if progress else None)
+
+
+__all__ = ["DaskExecutor", "InlineExecutor", "LocalExecutor", "Point", "Space", "SweepSummary",
+           "enumerate_points", "load_space", "run_sweep", "sweep"]

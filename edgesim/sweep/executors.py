@@ -1,0 +1,135 @@
+"""Where sweep batches run: in this process, a local process pool, or Dask distributed.
+
+Every executor has `workers` and `map_unordered(fn, shared, tasks)`, which yields
+`fn(shared, task)` for every task as each finishes (in any order), and is a context manager.
+`shared` (the models and the base target) is sent once per task to a process pool and once per
+worker to Dask (`scatter(broadcast=True)`). Dask is the optional extra `dist`, imported only
+when a Dask executor is made. When a Dask worker dies, the scheduler reruns its tasks
+elsewhere; the batch function is pure, so a rerun gives the same records.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from typing import Any
+
+
+def cpu_count() -> int:
+    """Cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class InlineExecutor:
+    """Runs every task in this process, in order (debugging, tracebacks, tiny sweeps)."""
+
+    workers = 1
+
+    def map_unordered(self, fn: Callable[[Any, Any], Any], shared: Any,
+                      tasks: Sequence[Any]) -> Iterator[Any]:
+        """Yield fn(shared, task) for each task."""
+        for task in tasks:
+            yield fn(shared, task)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def __enter__(self) -> InlineExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LocalExecutor:
+    """A local process pool (spawned workers: numba's threads do not survive a fork).
+
+    Args:
+        workers: processes (default: every core).
+    """
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or cpu_count()
+        self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+
+    def map_unordered(self, fn: Callable[[Any, Any], Any], shared: Any,
+                      tasks: Sequence[Any]) -> Iterator[Any]:
+        """Yield fn(shared, task) as tasks finish; at most two queued per worker, so the
+        parent never pickles the whole sweep up front."""
+        pending, queue = set(), list(reversed(tasks))
+        while queue or pending:
+            while queue and len(pending) < 2 * self.workers:
+                pending.add(self._pool.submit(fn, shared, queue.pop()))
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                yield future.result()
+
+    def close(self) -> None:
+        """Stop the pool (cancelling tasks not started)."""
+        self._pool.shutdown(cancel_futures=True)
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class DaskExecutor:
+    """Dask distributed: a running scheduler, or a LocalCluster on the loopback interface.
+
+    Args:
+        scheduler: address of a running scheduler, e.g. "tcp://HOST:8786".
+        local_workers: start a LocalCluster of this many single-threaded worker processes on
+            127.0.0.1 instead (closed with the executor).
+        client: an existing `distributed.Client` to use (not closed with the executor).
+    """
+
+    def __init__(self, scheduler: str | None = None, local_workers: int | None = None,
+                 client: Any = None) -> None:
+        from edgesim.errors import UserError
+
+        if sum(x is not None for x in (scheduler, local_workers, client)) != 1:
+            raise UserError("--scheduler/--dask-local", "give exactly one of them")
+        try:
+            import distributed
+        except ImportError:
+            raise UserError("--scheduler/--dask-local", "Dask is not installed; install the "
+                            "'dist' extra: pip install 'edgesim[dist]'") from None
+        self._cluster, self._own_client = None, client is None
+        if local_workers is not None:
+            self._cluster = distributed.LocalCluster(
+                n_workers=local_workers, threads_per_worker=1, processes=True,
+                host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR)
+        self.client = client or distributed.Client(scheduler or self._cluster)
+        self.workers = max(1, len(self.client.scheduler_info()["workers"]))
+
+    def map_unordered(self, fn: Callable[[Any, Any], Any], shared: Any,
+                      tasks: Sequence[Any]) -> Iterator[Any]:
+        """Yield fn(shared, task) as tasks finish; lost tasks are rerun by the scheduler."""
+        from distributed import as_completed
+
+        data = self.client.scatter(shared, broadcast=True, hash=False)
+        futures = [self.client.submit(fn, data, task, pure=False) for task in tasks]
+        for future in as_completed(futures):
+            yield future.result()
+            future.release()
+
+    def close(self) -> None:
+        """Close the client and a LocalCluster this executor started."""
+        if self._own_client:
+            self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+    def __enter__(self) -> DaskExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,386 @@
+"""Run a sweep: evaluate the points of a space in batches, store them as they finish.
+
+A batch of points becomes H targets, and each model's cost is one vectorised call over
+(H configs x L layers x bit choices) (`hwmodels.macarray.evaluate_configs`,
+`hwmodels.cpu.evaluate_configs`), so numba, not Python per point, does the work. Batches go to
+an executor (see `edgesim.sweep.executors`); the result of a point depends on nothing but the
+point, so every executor and batch size gives the same numbers.
+
+Bits: with `FixedBits`, every weighted conv/linear/matmul runs at (w_bits, a_bits). With
+`Allocate`, each design gets the least sensitive weight bits (`compiler.allocate.solve`, exact)
+whose total `metric` meets the budget; sensitivities are computed once per model, not per
+design, and designs with identical cost matrices share one solve (a weight-bytes budget
+depends on the design only through which precisions it can run, so a whole sweep needs a few
+solves). Other layers run at (a_bits, a_bits) on accelerators and in float32 on CPUs (see
+`edgesim.sweep.kinds.Kind.float_rest`).
+
+Each record: `id`, `index`, `params`, the area proxy, and per model `latency_s`, `energy_j`,
+`throughput_ips` (single-stream inferences per second, 1 / latency), `util` (latency-weighted
+MAC utilisation), `bound`, `weight_bytes`, `peak_act_bytes`, and with `Allocate` an `alloc`
+summary (total sensitivity, mean weight bits per parameter, layers per width, the bits of each
+chosen layer). A point that cannot be built or run records `error` instead.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compiler.ir import CATEGORY_GEMM, Graph, LayerTable
+from edgesim.sweep.kinds import KINDS, Kind, build_target
+from edgesim.sweep.points import Point, enumerate_points, fingerprint
+from edgesim.sweep.space import Allocate, FixedBits, Space
+from edgesim.sweep.store import ResultStore
+
+FLOAT = 32
+FIGURES = ("latency_s", "energy_j", "throughput_ips", "util", "weight_bytes", "peak_act_bytes")
+CANNOT_RUN = {"error": "cannot run: a layer's precision is not supported by this design"}
+METRIC_FIELDS = {"weight_bytes": ("weight_bytes", 1.0), "latency_s": ("latency_s", 1.0),
+                 "energy_j": ("energy_pj", 1e-12)}
+
+
+@dataclass(frozen=True, eq=False)  # holds arrays
+class ModelContext:
+    """One model, reduced to what a batch needs.
+
+    Attributes:
+        label: the model's name in the records.
+        table: its layer table.
+        chosen: int [Q], layers whose weight bits the sweep sets.
+        omega: float [Q, B] sensitivity at `Allocate.w_bits` (None with fixed bits).
+    """
+
+    label: str
+    table: LayerTable
+    chosen: np.ndarray
+    omega: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every batch shares: the base target, the models and what is optimised."""
+
+    base: Any
+    models: tuple[ModelContext, ...]
+    optimise: FixedBits | Allocate
+    runtime: str = "onnxruntime"
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """What a `run_sweep` call did.
+
+    Attributes:
+        path: the results file.
+        points: points in the space.
+        skipped: points already stored (resumed).
+        computed: points evaluated by this call.
+        errors: of those, points recorded with an error.
+        setup_s: enumerating, opening the store, loading models and sensitivities.
+        eval_s: evaluating and storing the points.
+    """
+
+    path: str
+    points: int
+    skipped: int
+    computed: int
+    errors: int
+    setup_s: float
+    eval_s: float
+
+    @property
+    def points_per_s(self) -> float:
+        return self.computed / self.eval_s if self.eval_s > 0 else 0.0
+
+
+def proxy_sensitivity(g: Graph, bits: Sequence[int]) -> Any:
+    """The data-free default: `compiler.sensitivity.proxy.sensitivity` at `bits`."""
+    from compiler.sensitivity import proxy
+
+    return proxy.sensitivity(g, bits=bits)
+
+
+def model_context(space: Space, index: int, sensitivity: Callable[..., Any]) -> ModelContext:
+    """Load model `index` of the space; with `Allocate`, compute its sensitivity once."""
+    from compiler.sensitivity.proxy import quantisable_layers
+    from edgesim.api import load_graph
+
+    spec = space.models[index]
+    g = load_graph(spec.ref, dict(spec.input_shapes) or None)
+    position = {layer.name: i for i, layer in enumerate(g.layers)}
+    if isinstance(space.optimise, FixedBits):
+        chosen = [position[layer.name] for layer in quantisable_layers(g)]
+        return ModelContext(spec.label, g.layer_table(), np.array(chosen, dtype=np.int64))
+    sens = sensitivity(g, space.optimise.w_bits)
+    if [int(b) for b in sens.bits] != list(space.optimise.w_bits):
+        raise ValueError(f"sensitivity columns {list(sens.bits)} are not the requested weight "
+                         f"bits {list(space.optimise.w_bits)}")
+    chosen = np.array([position[name] for name in sens.layers], dtype=np.int64)
+    return ModelContext(spec.label, g.layer_table(), chosen, np.asarray(sens.omega, float))
+
+
+def bit_plan(table: LayerTable, chosen: np.ndarray, w_bits: Sequence[int], a_bits: int,
+             float_rest: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bit choices to evaluate and where each layer reads them.
+
+    Returns:
+        (choices int [C, 2], rest int [L]: each layer's column when it has no choice,
+        w_cols int [len(w_bits)]: the columns of (w, a_bits) for w in w_bits).
+    """
+    rows = [(w, a_bits) for w in w_bits] + [(a_bits, a_bits), (FLOAT, FLOAT)]
+    choices = list(dict.fromkeys(rows))
+    col = {pair: i for i, pair in enumerate(choices)}
+    gemm = table.category == CATEGORY_GEMM
+    rest_pair = np.where(gemm | (not float_rest), col[(a_bits, a_bits)], col[(FLOAT, FLOAT)])
+    rest = rest_pair.astype(np.int64)
+    w_cols = np.array([col[(w, a_bits)] for w in w_bits], dtype=np.int64)
+    rest[chosen] = w_cols[0]
+    return np.array(choices, dtype=np.int64), rest, w_cols
+
+
+def _pick(arr: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """arr [H, L, C] at columns cols [L] (every design alike) or [H, L] -> [H, L], C-ordered.
+
+    C order matters: numpy sums each design's contiguous row of L layers pairwise, the same
+    way whatever H is, so a design's totals do not depend on the batch it was evaluated in
+    (fancy indexing may return another layout, whose reduction order depends on H).
+    """
+    if cols.ndim == 1:
+        return np.ascontiguousarray(arr[:, np.arange(cols.size), cols])
+    return np.ascontiguousarray(np.take_along_axis(arr, cols[:, :, None], axis=2)[:, :, 0])
+
+
+def _totals(cost: Any, cols: np.ndarray) -> Any:
+    """Whole-model `Cost` [H, 1] with layer l at column cols[l] or, per design, cols[h, l]."""
+    from hwmodels.cost import Cost
+
+    fields = {name: _pick(getattr(cost, name), cols)[:, :, None]
+              for name in cost.__dataclass_fields__}
+    return Cost(**fields).total()
+
+
+def _metric(cost: Any, metric: str) -> np.ndarray:
+    name, scale = METRIC_FIELDS[metric]
+    return getattr(cost, name) * scale
+
+
+def _solve_design(m: ModelContext, opt: Allocate, q_cost: np.ndarray,
+                  fixed: float) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """Least sensitive choice [Q] (indices into w_bits) for one design, and its summary."""
+    from compiler.allocate import solve
+
+    finite = np.isfinite(q_cost)
+    if not math.isfinite(fixed) or not finite.any(axis=1).all():
+        return None, {"error": "cannot run: a layer has no precision this design supports"}
+    runnable_bits = np.where(finite, np.asarray(opt.w_bits)[None, :], -1)
+    widest = runnable_bits.argmax(axis=1)  # each layer's widest choice this design can run
+    reference = fixed + float(q_cost[np.arange(len(widest)), widest].sum())
+    budget = opt.value if opt.value is not None else opt.fraction * reference
+    try:
+        a = solve(m.omega, q_cost, budget - fixed, method="front")
+    except ValueError as e:  # InfeasibleBudget, or a layer with no allowed choice
+        return None, {"error": f"allocation: {e}"}
+    return a.choice, {"metric": opt.metric, "budget": budget, "total_sens": a.total_sens}
+
+
+def _allocate(cost: Any, m: ModelContext, opt: Allocate, rest: np.ndarray,
+              w_cols: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Per design: the chosen column of every layer [H, L] and the allocation summaries."""
+    metric = _metric(cost, opt.metric)
+    h_count, layers = metric.shape[0], metric.shape[1]
+    fixed_layers = np.setdiff1d(np.arange(layers), m.chosen)
+    # C order: the same summation order for a design whatever the batch (see `_pick`)
+    fixed = np.ascontiguousarray(metric[:, fixed_layers, rest[fixed_layers]]).sum(axis=1)
+    q_costs = metric[:, m.chosen][:, :, w_cols]
+    cols = np.tile(rest, (h_count, 1))
+    solved: dict[bytes, tuple[np.ndarray | None, dict[str, Any]]] = {}
+    summaries = []
+    for h in range(h_count):
+        key = q_costs[h].tobytes() + np.float64(fixed[h]).tobytes()
+        if key not in solved:  # identical cost matrices have identical optima
+            solved[key] = _solve_design(m, opt, q_costs[h], float(fixed[h]))
+        choice, summary = solved[key]
+        if choice is not None:
+            cols[h, m.chosen] = w_cols[choice]
+            summary = {**summary, **_bits_summary(m, np.asarray(opt.w_bits)[choice])}
+        summaries.append(summary)
+    return cols, summaries
+
+
+def _bits_summary(m: ModelContext, bits: np.ndarray) -> dict[str, Any]:
+    params = m.table.w_elems[m.chosen].astype(np.float64)
+    widths, counts = np.unique(bits, return_counts=True)
+    return {"mean_w_bits": float((bits * params).sum() / max(params.sum(), 1.0)),
+            "layers_per_w_bits": {str(int(w)): int(c) for w, c in zip(widths, counts)},
+            "w_bits": [int(b) for b in bits]}
+
+
+def _model_records(ctx: Context, kind: Kind, m: ModelContext,
+                   targets: list) -> list[dict[str, Any]]:
+    """One record per design for model m."""
+    opt = ctx.optimise
+    w_bits = (opt.w_bits,) if isinstance(opt, FixedBits) else opt.w_bits
+    choices, rest, w_cols = bit_plan(m.table, m.chosen, w_bits, opt.a_bits, kind.float_rest)
+    cost = kind.costs(m.table, choices, targets, ctx.runtime, ctx.threads)
+    if isinstance(opt, FixedBits):
+        cols, extra = rest, [{} for _ in targets]
+    else:
+        cols, extra = _allocate(cost, m, opt, rest, w_cols)
+    total = _totals(cost, cols)
+    return _figures(total, extra)
+
+
+def _figures(total: Any, allocs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per design, the whole-model figures of a `Cost` [H, 1] (plus its allocation summary)."""
+    from hwmodels.cost import BOUND_NAMES
+
+    latency = total.latency_s[:, 0]
+    with np.errstate(divide="ignore"):
+        columns = (latency, total.energy_pj[:, 0] * 1e-12, 1.0 / latency, total.util[:, 0],
+                   total.weight_bytes[:, 0], total.act_bytes[:, 0])
+    rows = zip(*(c.tolist() for c in columns))  # Python floats: exact in JSON
+    bounds = [BOUND_NAMES[b] for b in total.bound[:, 0].tolist()]
+    out = []
+    for values, bound, alloc in zip(rows, bounds, allocs):
+        if "error" in alloc or not 0 < values[0] < math.inf:
+            out.append(alloc if "error" in alloc else dict(CANNOT_RUN))
+            continue
+        figures = {**dict(zip(FIGURES, values)), "bound": bound}
+        out.append({**figures, "alloc": alloc} if alloc else figures)
+    return out
+
+
+def evaluate_batch(ctx: Context, points: Sequence[Point]) -> list[dict[str, Any]]:
+    """Records of a batch of points (in the batch's order); pure, so safe to retry."""
+    kind = KINDS[ctx.base.kind]
+    records, built, targets = [], [], []
+    for p in points:
+        record: dict[str, Any] = {"id": p.id, "index": p.index, "params": dict(p.params)}
+        records.append(record)
+        try:
+            target = build_target(ctx.base, p.typed, p.id)
+        except ValueError as e:  # a combination the target's cross-field rules refuse
+            record["error"] = f"invalid design: {e}"
+            continue
+        record.update(kind.area(target))
+        built.append(record)
+        targets.append(target)
+    if targets:
+        per_model = [_model_records(ctx, kind, m, targets) for m in ctx.models]
+        for h, record in enumerate(built):
+            record["models"] = {m.label: rows[h] for m, rows in zip(ctx.models, per_model)}
+            failed = [f"{label}: {r['error']}" for label, r in record["models"].items()
+                      if "error" in r]
+            if failed:
+                record["error"] = "; ".join(failed)
+    return records
+
+
+def header(space: Space) -> dict[str, Any]:
+    """The store's header: the space as parsed, its fingerprint, and software versions."""
+    from importlib import metadata
+
+    from edgesim import __version__
+
+    versions = {"edgesim": __version__, "python": sys.version.split()[0]}
+    for package in ("numpy", "numba", "scipy", "onnx"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {"space": describe(space), "fingerprint": fingerprint(space), "versions": versions}
+
+
+def describe(space: Space) -> dict[str, Any]:
+    """The space as plain data (what the header records)."""
+    from edgesim.sweep.kinds import to_raw
+
+    return {"file": space.file, "name": space.name, "base": to_raw(space.base),
+            "parameters": [{"name": p.name, "values": list(p.raw), "low": p.low, "high": p.high,
+                            "log": p.log} for p in space.parameters],
+            "search": to_raw(space.search), "models": [to_raw(m) for m in space.models],
+            "optimise": {type(space.optimise).__name__: to_raw(space.optimise)},
+            "runtime": space.runtime, "threads": space.threads}
+
+
+def default_batch_size(todo: int, workers: int) -> int:
+    """About eight batches per worker (load balance, steady progress), 16 to 1024 points each."""
+    return max(16, min(1024, math.ceil(todo / max(1, workers * 8))))
+
+
+def print_progress(done: int, total: int, elapsed_s: float) -> None:
+    """Points done, rate and ETA on one stderr line (rewritten in place on a terminal)."""
+    rate = done / elapsed_s if elapsed_s > 0 else 0.0
+    eta = (total - done) / rate if rate > 0 else math.inf
+    text = f"sweep: {done}/{total} points, {rate:,.0f} points/s, ETA {eta:,.0f} s"
+    if sys.stderr.isatty():
+        print(f"\r{text}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+    else:
+        print(text, file=sys.stderr, flush=True)
+
+
+def run_sweep(space: Space, out_dir: str | Path, *, executor: Any = None,
+              batch_size: int | None = None, progress: Callable[..., None] | None = None,
+              sensitivity: Callable[..., Any] = proxy_sensitivity,
+              task: Callable[..., list[dict[str, Any]]] = evaluate_batch) -> SweepSummary:
+    """Evaluate every point of `space` not yet stored in `out_dir`, appending as batches finish.
+
+    Args:
+        space: a parsed space (`edgesim.sweep.space.load_space`).
+        out_dir: results directory; re-running with the same space resumes.
+        executor: an executor of `edgesim.sweep.executors` (default: a local process pool on
+            all cores); it must be entered (`with`) by the caller.
+        batch_size: points per task (default: `default_batch_size`).
+        progress: `(done, total, elapsed_s)` callback after each stored batch.
+        sensitivity: `(graph, w_bits) -> Sensitivity`, for `Allocate` spaces.
+        task: the batch function `(context, points) -> records` (instrumentation hook).
+
+    Returns:
+        A `SweepSummary`.
+    """
+    from edgesim.sweep.executors import LocalExecutor
+
+    start = time.perf_counter()
+    points = enumerate_points(space)
+    with ResultStore.open(out_dir, header(space)) as store:
+        todo = [p for p in points if p.id not in store.done]
+        errors, setup_s = 0, 0.0
+        if todo:
+            ctx = Context(space.base, tuple(model_context(space, i, sensitivity)
+                                            for i in range(len(space.models))),
+                          space.optimise, space.runtime, space.threads)
+            setup_s = time.perf_counter() - start
+            own = executor is None
+            executor = LocalExecutor() if own else executor
+            try:
+                errors = _drive(executor, ctx, todo, batch_size, store, progress, task)
+            finally:
+                if own:
+                    executor.close()
+        total_s = time.perf_counter() - start
+        return SweepSummary(str(store.path), len(points), len(points) - len(todo), len(todo),
+                            errors, setup_s or total_s, total_s - (setup_s or total_s))
+
+
+def _drive(executor: Any, ctx: Context, todo: list[Point], batch_size: int | None,
+           store: ResultStore, progress: Callable[..., None] | None,
+           task: Callable[..., Any]) -> int:
+    size = batch_size or default_batch_size(len(todo), executor.workers)
+    batches = [todo[i:i + size] for i in range(0, len(todo), size)]
+    done = errors = 0
+    start = time.perf_counter()
+    for records in executor.map_unordered(task, ctx, batches):
+        store.append(records)
+        done += len(records)
+        errors += sum("error" in r for r in records)
+        if progress is not None:
+            progress(done, len(todo), time.perf_counter() - start)
+    return errors

@@ -1,0 +1,148 @@
+"""Sweep results on disk: JSON lines appended as batches finish, so a sweep resumes.
+
+`<out>/results.jsonl` holds one header line `{"header": {...}}` (the space, its fingerprint and
+the software versions) and then one JSON object per point, keyed by the point's `id`. Each
+batch is appended with one `write` to an `O_APPEND` descriptor and fsync'd, so after a crash
+(even `kill -9` mid-write) the file is every finished batch plus at most one torn last line.
+Opening the store drops that torn tail (its points are simply computed again), refuses results
+of a different space (fingerprint), and reports the ids already done. A lock file
+(`<out>/.lock`, flock) keeps two sweeps from writing one directory at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from edgesim.errors import UserError
+
+RESULTS_NAME = "results.jsonl"
+LOCK_NAME = ".lock"
+HEADER_KEY = "header"
+
+
+def read_results(path: str | Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]], int]:
+    """Parse a results file, tolerating a torn last line.
+
+    Returns:
+        (header or None, point records with duplicate ids dropped (first kept), the byte
+        length of the complete lines: everything after it is a torn tail).
+
+    Raises:
+        UserError: a complete line that is not a JSON object (the file is not ours or was
+            edited), naming the line.
+    """
+    data = Path(path).read_bytes()
+    good = data.rfind(b"\n") + 1  # a line without its newline was cut by a crash
+    header, records, seen = None, [], set()
+    for number, line in enumerate(data[:good].splitlines(), start=1):
+        obj = _parse(line, path, number)
+        if number == 1 and HEADER_KEY in obj:
+            header = obj[HEADER_KEY]
+        elif obj.get("id") not in seen:
+            seen.add(obj.get("id"))
+            records.append(obj)
+    return header, records, good
+
+
+def _parse(line: bytes, path: str | Path, number: int) -> dict[str, Any]:
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        obj = None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: line {number}", "not a JSON object (not a sweep results file?)")
+    return obj
+
+
+class ResultStore:
+    """An open, locked results file of one sweep (use as a context manager).
+
+    Attributes:
+        path: the results file.
+        header: the header it holds.
+        done: ids of the points already stored.
+    """
+
+    def __init__(self, path: Path, fd: int, lock_fd: int, header: dict[str, Any],
+                 done: set[str]) -> None:
+        self.path, self.header, self.done = path, header, done
+        self._fd, self._lock_fd = fd, lock_fd
+
+    @classmethod
+    def open(cls, out_dir: str | Path, header: dict[str, Any]) -> ResultStore:
+        """Open (creating or resuming) the results in `out_dir` for a space with `header`.
+
+        Raises:
+            UserError: another sweep holds the directory, or it holds a different space.
+        """
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        lock_fd = _lock(out)
+        try:
+            path = out / RESULTS_NAME
+            done = _resume(path, header) if path.exists() else None
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        store = cls(path, fd, lock_fd, header, done or set())
+        if done is None:
+            store._write([{HEADER_KEY: header}])
+        return store
+
+    def append(self, records: Sequence[dict[str, Any]]) -> None:
+        """Store finished points; ids already stored are skipped, never written twice."""
+        new = [r for r in records if r["id"] not in self.done]
+        if new:
+            self._write(new)
+            self.done.update(r["id"] for r in new)
+
+    def _write(self, objs: Iterable[dict[str, Any]]) -> None:
+        data = "".join(json.dumps(o, separators=(",", ":")) + "\n" for o in objs).encode()
+        view = memoryview(data)
+        while view:  # os.write may write less than asked (signals, pipes)
+            view = view[os.write(self._fd, view):]
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        """Close the file and release the directory lock."""
+        os.close(self._fd)
+        os.close(self._lock_fd)
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _lock(out: Path) -> int:
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UserError(str(out), "another sweep is writing to this directory") from None
+    return fd
+
+
+def _resume(path: Path, header: dict[str, Any]) -> set[str] | None:
+    """Ids already stored in `path` (None if it holds no complete header: start afresh);
+    drops a torn last line."""
+    old, records, good = read_results(path)
+    if old is None:
+        if records:
+            raise UserError(str(path), "has results but no header line; not a sweep store")
+        os.truncate(path, 0)
+        return None
+    if old.get("fingerprint") != header["fingerprint"]:
+        raise UserError(str(path), "holds results of a different space (base target, models "
+                        "or optimisation differ); write to another directory")
+    if good < path.stat().st_size:
+        os.truncate(path, good)
+    return {r["id"] for r in records}
