@@ -1,6 +1,10 @@
-"""edgesim: hardware-aware mixed-precision compilation and simulation for edge ONNX models."""
+"""edgesim: hardware-aware mixed-precision compilation and simulation for edge ONNX models.
 
-from edgesim.api import inspect
+The Python API mirrors the CLI: `inspect`, `simulate`, `allocate`, `compile`, `targets`.
+"""
 
-__all__ = ["inspect"]
+from edgesim.allocation import allocate
+from edgesim.api import compile, inspect, simulate, targets
+
+__all__ = ["allocate", "compile", "inspect", "simulate", "targets"]
 __version__ = "0.1.0"

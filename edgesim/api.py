@@ -143,3 +143,58 @@ def inspect(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None)
     params = sum(w.size for w in g.weights.values() if w.dtype.kind == "f")
     wbytes = sum(w.nbytes for w in g.weights.values())
     return Inspection(g.name, g.notes, rows, int(t.macs.sum()), int(params), int(wbytes))
+
+
+def example_inputs() -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """The shipped example: the trained digits CNN, its calibration split and test split."""
+    from edgesim.zoo import load_digits_data
+
+    d = load_digits_data()
+    return ("zoo:digits_cnn", {"input": d["x_calib"], "labels": d["y_calib"]},
+            {"input": d["x_test"], "labels": d["y_test"]})
+
+
+def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "edgesim-out",
+            calib: Any = None, calib_random: int | None = None, eval_data: Any = None,
+            method: str = "hawq", budget: str | None = None,
+            weight_bits: Sequence[int] = (2, 3, 4, 6, 8), act_bits: Sequence[int] | None = None,
+            threads: int | None = None, runtime: str = "onnxruntime",
+            input_shapes: Mapping[str, Sequence[int]] | None = None,
+            quiet: bool = True) -> Any:
+    """Compile `model` for `target`: choose bits per layer, emit the packed model and reports.
+
+    Mirrors `edgesim compile`; returns an `edgesim.report.CompileResult` (the fields of
+    report.json). `budget` is e.g. "size=2MB", "latency=15ms", "energy=5mJ" or "bits=4.5";
+    None picks the knee of the Pareto front. `calib` is a .npz path or a mapping of arrays by
+    input name (with optional "labels").
+    """
+    from edgesim.budget import parse_budget
+    from edgesim.pipeline import CompileOptions, compile_model
+
+    options = CompileOptions(
+        method=method, budget=None if budget is None else parse_budget(budget),
+        weight_bits=tuple(weight_bits), act_bits=None if act_bits is None else tuple(act_bits),
+        threads=threads, runtime=runtime, input_shapes=input_shapes, quiet=quiet,
+        command="edgesim.compile(...)")
+    return compile_model(model, target, outdir, calib=calib, calib_random=calib_random,
+                         eval_data=eval_data, options=options)
+
+
+def evaluate_model(model: str | os.PathLike, data: str | os.PathLike, *,
+                   threads: int | None = None, runs: int = 30) -> dict[str, Any]:
+    """Run an ONNX model in onnxruntime on a .npz (keyed by input name, optional labels):
+    accuracy (with labels) and latency measured here (median, p90)."""
+    import numpy as np
+
+    from edgesim.evaluate import evaluate_model as run_and_time
+
+    if not os.path.exists(model):
+        raise UserError(str(model), "no such file")
+    try:
+        with np.load(data, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError) as e:
+        raise UserError(str(data), f"not a readable .npz file ({e})") from None
+    labels = arrays.pop("labels", None)
+    return run_and_time(model, arrays, labels, threads=threads, runs=runs)
+

@@ -87,12 +87,36 @@ def validate(g: Graph, arrays: Mapping[str, np.ndarray], where: str) -> dict[str
     return out
 
 
+LABELS_KEY = "labels"
+
+
 def read(g: Graph, path: str | os.PathLike) -> CalibrationData:
     """Calibration samples from a `.npz` keyed by input name."""
+    data, _ = read_labelled(g, path, labels_allowed=False)
+    return data
+
+
+def read_labelled(g: Graph, path: str | os.PathLike, labels_allowed: bool = True
+                  ) -> tuple[CalibrationData, np.ndarray | None]:
+    """Samples from a `.npz` keyed by input name, plus optional integer class labels under
+    the key `labels` (one per sample)."""
     path = Path(path)
-    arrays = validate(g, _read_npz(path), str(path))
-    count = next(iter(arrays.values())).shape[0]
-    return CalibrationData(arrays, f"{path} ({count} samples)")
+    arrays = _read_npz(path)
+    labels = arrays.pop(LABELS_KEY, None) if labels_allowed else None
+    return from_arrays(g, arrays, str(path), labels)
+
+
+def from_arrays(g: Graph, arrays: Mapping[str, np.ndarray], source: str,
+                labels: np.ndarray | None = None) -> tuple[CalibrationData, np.ndarray | None]:
+    """Validated samples (and labels) from in-memory arrays; `source` names them in errors."""
+    checked = validate(g, arrays, source)
+    count = next(iter(checked.values())).shape[0]
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (count,) or labels.dtype.kind not in "iu":
+            raise UserError(f"{source}: {LABELS_KEY}", f"expected {count} integer labels, got "
+                            f"{labels.dtype} {labels.shape}")
+    return CalibrationData(checked, f"{source} ({count} samples)"), labels
 
 
 def _index_bound(g: Graph, name: str) -> int | None:

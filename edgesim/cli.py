@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -128,6 +129,94 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_compile(r) -> None:  # noqa: ANN001 - edgesim.report.CompileResult
+    from edgesim.report import markdown
+
+    summary = markdown(r).split("\n\n| layer")[0]
+    print(summary.replace("**", ""))
+    print(f"wrote {', '.join(r.files.values())}")
+
+
+def _bits_list(text: str | None, flag: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(sorted({int(b) for b in text.split(",")}))
+    except ValueError:
+        raise UserError(flag, f"expected comma-separated bit widths, got {text!r}") from None
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from edgesim.budget import parse_budget
+    from edgesim.pipeline import CompileOptions, compile_model
+
+    model, calib, held_out = args.model, args.calib, args.eval
+    if args.example:
+        model, calib, held_out = api.example_inputs()
+    if model is None:
+        raise UserError("compile", "give a model (or --example)")
+    options = CompileOptions(
+        method=args.method, budget=None if args.budget is None else parse_budget(args.budget),
+        weight_bits=_bits_list(args.weight_bits, "--weight-bits") or CompileOptions.weight_bits,
+        act_bits=_bits_list(args.act_bits, "--act-bits"), threads=args.threads,
+        runtime=args.runtime, input_shapes=parse_input_shapes(args.input_shape),
+        quiet=args.quiet or args.json, command=" ".join(["edgesim", *sys.argv[1:]]))
+    r = compile_model(model, args.target, args.output, calib=calib,
+                      calib_random=args.calib_random, eval_data=held_out, options=options)
+    if args.json:
+        print(json.dumps(r.to_dict(), default=str))
+    else:
+        _print_compile(r)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    r = api.evaluate_model(args.model, args.data, threads=args.threads, runs=args.runs)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    for key, value in r.items():
+        print(f"{key}: {value}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from edgesim.sweep import sweep
+
+    s = sweep(args.space, args.output, workers=args.workers, scheduler=args.scheduler,
+              dask_local=args.dask_local, batch_size=args.batch_size, progress=not args.quiet)
+    print(f"{s.path}: {s.computed} points computed ({s.points_per_s:,.0f}/s), "
+          f"{s.skipped} already stored, {s.errors} recorded with an error")
+    return 0
+
+
+def cmd_pareto(args: argparse.Namespace) -> int:
+    from edgesim.pareto import pareto
+
+    objectives = [o for o in (args.objectives or "").split(",") if o.strip()]
+    if args.x or args.y:
+        if not (args.x and args.y):
+            raise UserError("--x/--y", "give both axes")
+        objectives = [args.x, args.y, *[o for o in objectives if o not in (args.x, args.y)]]
+    png = args.output if args.output and args.output.endswith(".png") else None
+    outdir = os.path.dirname(png) or "." if png else args.output
+    r = pareto(args.results, objectives or ["area_proxy", "latency_s"], output=outdir,
+               color=args.color, plots=not args.no_plots)
+    files = list(r.files)
+    if png and not args.no_plots:  # the front plot under the name asked for
+        front = next(f for f in files if f.endswith("front.png"))
+        os.replace(front, png)
+        files[files.index(front)] = png
+    if args.json:
+        print(json.dumps({**r.to_dict(), "files": files}))
+        return 0
+    print(f"{len(r.front)} non-dominated of {r.points} points over {', '.join(r.objectives)}"
+          f" ({r.dropped} records with errors left out)")
+    for f in files:
+        print(f"wrote {f}")
+    return 0
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="ONNX file or zoo:NAME")
     p.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224",
@@ -151,6 +240,34 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--bits", default="fp32",
                      help="fp32, 8 (W8A8), 4 (W4 weight-only), or an assignment JSON file")
     sim.set_defaults(run=cmd_simulate)
+    cp = sub.add_parser("compile", help="allocate bits for a target and emit a packed model")
+    cp.add_argument("model", nargs="?", help="ONNX file or zoo:NAME")
+    cp.add_argument("--example", action="store_true",
+                    help="the shipped example: the trained digits CNN with its data")
+    cp.add_argument("--target", default="rpi5", help="shipped target name or YAML file")
+    calib = cp.add_mutually_exclusive_group()
+    calib.add_argument("--calib", help="calibration .npz keyed by input name (+ labels)")
+    calib.add_argument("--calib-random", type=int, metavar="N", help="N random samples")
+    cp.add_argument("--eval", help="held-out .npz for the fidelity check (default: calib)")
+    cp.add_argument("--method", default="hawq", choices=("hawq", "lrp", "uniform", "proxy"))
+    cp.add_argument("--budget", help="size=2MB | latency=15ms | energy=5mJ | bits=4.5 "
+                    "(default: the knee of the Pareto front)")
+    cp.add_argument("--weight-bits", help="candidate weight bits, e.g. 2,3,4,6,8")
+    cp.add_argument("--act-bits", help="candidate activation bits, e.g. 8,32")
+    cp.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    cp.add_argument("--runtime", default="onnxruntime", choices=("onnxruntime", "ideal"))
+    cp.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224")
+    cp.add_argument("-o", "--output", default="edgesim-out", help="output folder")
+    cp.add_argument("--json", action="store_true", help="print report.json to stdout")
+    cp.add_argument("--quiet", action="store_true", help="no progress lines")
+    cp.set_defaults(run=cmd_compile)
+    ev = sub.add_parser("evaluate", help="run a model in onnxruntime: agreement and latency")
+    ev.add_argument("model", help="ONNX file")
+    ev.add_argument("--data", required=True, help=".npz keyed by input name (+ labels)")
+    ev.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+    ev.add_argument("--runs", type=int, default=30, help="timed runs for the latency")
+    ev.add_argument("--json", action="store_true", help="machine-readable output")
+    ev.set_defaults(run=cmd_evaluate)
     qz = sub.add_parser("quantize", help="quantise with a fixed bit assignment and emit ONNX")
     _add_model_args(qz)
     qz.add_argument("--bits", required=True,
@@ -161,6 +278,30 @@ def build_parser() -> argparse.ArgumentParser:
                        help="calibrate on N random samples")
     qz.add_argument("-o", "--output", required=True, help="ONNX file to write")
     qz.set_defaults(run=cmd_quantize)
+    sw = sub.add_parser("sweep", help="design-space exploration of a space YAML")
+    sw.add_argument("space", help="space YAML (see targets/spaces/)")
+    sw.add_argument("-o", "--output", required=True,
+                    help="results folder (re-running the same command resumes it)")
+    where = sw.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, help="local process-pool workers (default: all)")
+    where.add_argument("--scheduler", metavar="tcp://HOST:8786", help="a Dask scheduler")
+    where.add_argument("--dask-local", type=int, metavar="N",
+                       help="start a Dask LocalCluster of N workers on 127.0.0.1")
+    sw.add_argument("--batch-size", type=int, help="points per task (default: ~8 per worker)")
+    sw.add_argument("--quiet", action="store_true", help="no progress line")
+    sw.set_defaults(run=cmd_sweep)
+    pa = sub.add_parser("pareto", help="non-dominated points of sweep or compile results")
+    pa.add_argument("results", help="sweep folder, .jsonl, .json (incl. report.json) or .csv")
+    pa.add_argument("--x", help="column on the x axis (first objective)")
+    pa.add_argument("--y", help="column on the y axis (second objective)")
+    pa.add_argument("--objectives", help="comma-separated columns, each optionally :min/:max "
+                    "(default: area_proxy,latency_s)")
+    pa.add_argument("--color", help="column colouring the front plot")
+    pa.add_argument("-o", "--output", help="plot.png, or a folder for front.csv/front.png/"
+                    "summary.png (default: beside the results)")
+    pa.add_argument("--no-plots", action="store_true", help="write front.csv only")
+    pa.add_argument("--json", action="store_true", help="machine-readable output")
+    pa.set_defaults(run=cmd_pareto)
     tg = sub.add_parser("targets", help="list the shipped hardware targets")
     tg.add_argument("--json", action="store_true", help="machine-readable output")
     tg.set_defaults(run=cmd_targets)

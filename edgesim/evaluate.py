@@ -44,9 +44,44 @@ def session(model: Model, threads: int | None = None) -> ort.InferenceSession:
 def run_onnx(model: Model, feeds: Mapping[str, np.ndarray],
              threads: int | None = None) -> dict[str, np.ndarray]:
     """Run a model once in onnxruntime; outputs by name."""
+    return run_batches(model, [feeds], threads)[0]
+
+
+def run_batches(model: Model, batches: Sequence[Mapping[str, np.ndarray]],
+                threads: int | None = None) -> list[dict[str, np.ndarray]]:
+    """Run a model on each feed dict with one onnxruntime session; outputs by name."""
     sess = session(model, threads)
     names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, dict(feeds))))
+    return [dict(zip(names, sess.run(names, dict(feeds)))) for feeds in batches]
+
+
+def _static_batch(sess: ort.InferenceSession) -> int | None:
+    first = sess.get_inputs()[0].shape
+    return first[0] if first and isinstance(first[0], int) else None
+
+
+def evaluate_model(model: Model, samples: Mapping[str, np.ndarray],
+                   labels: np.ndarray | None = None, threads: int | None = None,
+                   runs: int = 30) -> dict[str, Any]:
+    """Accuracy (with labels) and measured latency of `model` on this machine.
+
+    `samples` hold inputs along axis 0; a model with a static batch size runs them in chunks
+    of that size. Latency is timed on the first chunk: median and p90 of `runs` runs.
+    """
+    sess = session(model, threads)
+    count = len(next(iter(samples.values())))
+    size = _static_batch(sess) or count
+    chunks = [{k: v[i:i + size] for k, v in samples.items()}
+              for i in range(0, count - size + 1, size)]
+    outputs = run_batches(model, chunks, threads)
+    first = sess.get_outputs()[0].name
+    logits = np.concatenate([o[first] for o in outputs])
+    lat = measure_latency(model, chunks[0], threads, runs)
+    out: dict[str, Any] = {"samples": len(logits), "batch": size, "threads": threads,
+                           "latency_median_ms": lat.median_ms, "latency_p90_ms": lat.p90_ms}
+    if labels is not None:
+        out["accuracy"] = accuracy(logits.reshape(len(logits), -1), labels[:len(logits)])
+    return out
 
 
 @dataclass(frozen=True)

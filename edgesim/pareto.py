@@ -142,9 +142,11 @@ def _json_records(p: Path) -> list[dict[str, Any]]:
         data = json.loads(p.read_text())
     except ValueError as e:
         raise UserError(str(p), f"not valid JSON: {e}") from None
-    data = data.get("points") if isinstance(data, dict) else data
+    if isinstance(data, dict):  # {"points": [...]}, or a compile report.json's "front"
+        data = data.get("points", data.get("front"))
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise UserError(str(p), "expected a list of records or {\"points\": [...]}")
+        raise UserError(str(p), "expected a list of records, {\"points\": [...]} or a "
+                        "compile report.json")
     return data
 
 

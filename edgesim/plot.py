@@ -18,9 +18,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
+from compiler.emit.write import current_umask
+
 # Column-name suffix -> unit shown on the axis (units live in the names; STYLE R10).
 UNITS: Mapping[str, str] = {
-    "_s": "s", "_j": "J", "_pj": "pJ", "_bytes": "bytes", "_ips": "inferences/s",
+    "_s": "s", "_ms": "ms", "_j": "J", "_mj": "mJ", "_pj": "pJ", "_bytes": "bytes",
+    "_mb": "MB", "_ips": "inferences/s",
     "_ghz": "GHz", "_kib": "KiB", "_gbps": "GB/s", "_nm": "nm", "_bits": "bits",
 }
 # Names whose unit is not a suffix.
@@ -168,6 +171,7 @@ def save(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             fig.savefig(f, format="png", dpi=dpi)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

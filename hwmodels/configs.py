@@ -59,16 +59,17 @@ class MacArrayConfigs:
 
 
 def from_targets(targets: Sequence[Any]) -> MacArrayConfigs:
-    """Struct of arrays from a list of `MacArrayTarget`s."""
-    tables = [_precision_table(t) for t in targets]
+    """Struct of arrays from a list of `MacArrayTarget`s (vectorised: sweeps pass thousands)."""
+    tables = _precision_tables(targets)
+    node = np.array([t.process_nm for t in targets], dtype=np.float64)
     return MacArrayConfigs(
         names=tuple(t.name for t in targets),
         cfg_i=np.array([_ints(t) for t in targets], dtype=np.int64).reshape(-1, 8),
-        cfg_f=np.array([_floats(t) for t in targets], dtype=np.float64).reshape(-1, 9),
+        cfg_f=_floats(targets, node),
         rate_table=np.array([r for r, _ in tables]).reshape(-1, MAX_BITS + 1),
         energy_table=np.array([e for _, e in tables]).reshape(-1, MAX_BITS + 1),
         fused=np.array([t.precision_scaling == "fused" for t in targets], dtype=bool),
-        process_nm=np.array([t.process_nm for t in targets], dtype=np.float64),
+        process_nm=node,
     )
 
 
@@ -92,15 +93,28 @@ def _ints(t: Any) -> list[int]:
             t.sparsity_n, t.sparsity_m, int(t.double_buffered), lanes]
 
 
-def _floats(t: Any) -> list[float]:
-    sizes = np.array([t.ifmap_sram_kib, t.filter_sram_kib, t.ofmap_sram_kib])
-    if t.sram_energy_pj_per_byte is None:
-        sram_pj = energy.sram_pj_per_byte(sizes, t.process_nm)
-    else:
-        sram_pj = np.full(3, t.sram_energy_pj_per_byte)
-    dram_pj = energy.dram_pj_per_byte() if t.dram_energy_pj_per_byte is None \
-        else t.dram_energy_pj_per_byte
-    return [t.clock_ghz, t.dram_bandwidth_gbps, dram_pj, *(sizes * 1024.0), *sram_pj]
+def _floats(targets: Sequence[Any], node: np.ndarray) -> np.ndarray:
+    """[H, 9] clock_ghz, dram_gbps, dram pJ/B, SRAM bytes x3, SRAM pJ/B x3."""
+    sizes = np.array([[t.ifmap_sram_kib, t.filter_sram_kib, t.ofmap_sram_kib]
+                      for t in targets], dtype=np.float64).reshape(-1, 3)
+    given = np.array([np.nan if t.sram_energy_pj_per_byte is None else t.sram_energy_pj_per_byte
+                      for t in targets], dtype=np.float64).reshape(-1, 1)
+    sram_pj = np.where(np.isnan(given), energy.sram_pj_per_byte(sizes, node[:, None]), given)
+    dram = np.array([energy.dram_pj_per_byte() if t.dram_energy_pj_per_byte is None
+                     else t.dram_energy_pj_per_byte for t in targets], dtype=np.float64)
+    head = np.array([[t.clock_ghz, t.dram_bandwidth_gbps] for t in targets],
+                    dtype=np.float64).reshape(-1, 2)
+    return np.column_stack([head, dram, sizes * 1024.0, sram_pj]).reshape(-1, 9)
+
+
+def _precision_tables(targets: Sequence[Any]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One table per target, built once per distinct (precisions, node): sweeps share few."""
+    memo: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+    for t in targets:
+        key = (t.precisions, t.process_nm)
+        if key not in memo:
+            memo[key] = _precision_table(t)
+    return [memo[(t.precisions, t.process_nm)] for t in targets]
 
 
 def _precision_table(t: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -31,11 +31,19 @@ def write(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
             f.write(_serialise(model, path))
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a model is shared data
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
     return path
+
+
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _serialise(model: onnx.ModelProto, path: Path) -> bytes:

@@ -46,8 +46,10 @@ def sweep(space: str | Path, output: str | Path, *, workers: int | None = None,
         raise UserError("--dask-local", f"must be >= 1, got {dask_local}")
     if batch_size is not None and batch_size < 1:
         raise UserError("--batch-size", f"must be >= 1, got {batch_size}")
-    parsed = load_space(space)
     dask = scheduler is not None or dask_local is not None
+    if dask and workers is not None:
+        raise UserError("--workers", "sets the local pool; not with --scheduler/--dask-local")
+    parsed = load_space(space)
     executor = DaskExecutor(scheduler, dask_local) if dask else LocalExecutor(workers)
     with executor:
         return run_sweep(parsed, output, executor=executor, batch_size=batch_size,

@@ -84,6 +84,9 @@ class LocalExecutor:
 class DaskExecutor:
     """Dask distributed: a running scheduler, or a LocalCluster on the loopback interface.
 
+    The workers of a remote cluster need the same edgesim installed; the models (as layer
+    tables) and the base target travel with the work, so they need no model or target files.
+
     Args:
         scheduler: address of a running scheduler, e.g. "tcp://HOST:8786".
         local_workers: start a LocalCluster of this many single-threaded worker processes on

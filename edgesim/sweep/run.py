@@ -42,8 +42,6 @@ from edgesim.sweep.store import ResultStore
 FLOAT = 32
 FIGURES = ("latency_s", "energy_j", "throughput_ips", "util", "weight_bytes", "peak_act_bytes")
 CANNOT_RUN = {"error": "cannot run: a layer's precision is not supported by this design"}
-METRIC_FIELDS = {"weight_bytes": ("weight_bytes", 1.0), "latency_s": ("latency_s", 1.0),
-                 "energy_j": ("energy_pj", 1e-12)}
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays
@@ -167,9 +165,20 @@ def _totals(cost: Any, cols: np.ndarray) -> Any:
     return Cost(**fields).total()
 
 
-def _metric(cost: Any, metric: str) -> np.ndarray:
-    name, scale = METRIC_FIELDS[metric]
-    return getattr(cost, name) * scale
+def _mean_bits(cost: Any, m: ModelContext, choices: np.ndarray) -> np.ndarray:
+    """Each layer's share of the mean weight bits per parameter of the chosen layers."""
+    share = np.zeros(len(m.table))
+    share[m.chosen] = m.table.w_elems[m.chosen] / max(float(m.table.w_elems[m.chosen].sum()), 1)
+    return np.broadcast_to(share[:, None] * choices[None, :, 0], cost.latency_s.shape)
+
+
+# Budget metric (edgesim.budget's names and base units) -> its cost [H, L, C].
+METRICS: dict[str, Callable[[Any, ModelContext, np.ndarray], np.ndarray]] = {
+    "size": lambda cost, m, choices: cost.weight_bytes,
+    "latency": lambda cost, m, choices: cost.latency_s,
+    "energy": lambda cost, m, choices: cost.energy_pj,
+    "bits": _mean_bits,
+}
 
 
 def _solve_design(m: ModelContext, opt: Allocate, q_cost: np.ndarray,
@@ -188,13 +197,15 @@ def _solve_design(m: ModelContext, opt: Allocate, q_cost: np.ndarray,
         a = solve(m.omega, q_cost, budget - fixed, method="front")
     except ValueError as e:  # InfeasibleBudget, or a layer with no allowed choice
         return None, {"error": f"allocation: {e}"}
-    return a.choice, {"metric": opt.metric, "budget": budget, "total_sens": a.total_sens}
+    bits = np.asarray(opt.w_bits)[a.choice]
+    return a.choice, {"metric": opt.metric, "budget": budget, "total_sens": a.total_sens,
+                      **_bits_summary(m, bits)}
 
 
-def _allocate(cost: Any, m: ModelContext, opt: Allocate, rest: np.ndarray,
+def _allocate(cost: Any, m: ModelContext, opt: Allocate, choices: np.ndarray, rest: np.ndarray,
               w_cols: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Per design: the chosen column of every layer [H, L] and the allocation summaries."""
-    metric = _metric(cost, opt.metric)
+    metric = METRICS[opt.metric](cost, m, choices)
     h_count, layers = metric.shape[0], metric.shape[1]
     fixed_layers = np.setdiff1d(np.arange(layers), m.chosen)
     # C order: the same summation order for a design whatever the batch (see `_pick`)
@@ -210,8 +221,7 @@ def _allocate(cost: Any, m: ModelContext, opt: Allocate, rest: np.ndarray,
         choice, summary = solved[key]
         if choice is not None:
             cols[h, m.chosen] = w_cols[choice]
-            summary = {**summary, **_bits_summary(m, np.asarray(opt.w_bits)[choice])}
-        summaries.append(summary)
+        summaries.append(dict(summary))  # records are independent objects
     return cols, summaries
 
 
@@ -233,7 +243,7 @@ def _model_records(ctx: Context, kind: Kind, m: ModelContext,
     if isinstance(opt, FixedBits):
         cols, extra = rest, [{} for _ in targets]
     else:
-        cols, extra = _allocate(cost, m, opt, rest, w_cols)
+        cols, extra = _allocate(cost, m, opt, choices, rest, w_cols)
     total = _totals(cost, cols)
     return _figures(total, extra)
 

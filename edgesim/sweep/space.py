@@ -16,7 +16,8 @@ optimise per design. Every key is checked; an unknown, missing, empty or mistype
     models: [zoo:resnet50, a.onnx, {model: b.onnx, input_shapes: {x: [1, 3, 224, 224]}}]
     optimise: {bits: {w_bits: 8, a_bits: 8}}        # fixed bits, or per design the least
     # sensitive allocation within a budget (see `Allocate`):
-    # optimise: {allocate: {metric: weight_bytes, fraction: 0.5, w_bits: [2, 4, 8], a_bits: 8}}
+    # optimise: {allocate: {metric: size, fraction: 0.5, w_bits: [2, 4, 8], a_bits: 8}}
+    #   or {allocate: {budget: latency=15ms}} (the syntax of `edgesim compile --budget`)
     runtime: onnxruntime             # cpu bases only (onnxruntime | ideal)
     threads: 4                       # cpu bases only (default: all cores)
 
@@ -47,7 +48,7 @@ from edgesim.sweep.kinds import (
 )
 
 SEARCH_METHODS = ("grid", "random", "lhs")
-METRICS = ("weight_bytes", "latency_s", "energy_j")
+METRICS = ("size", "latency", "energy", "bits")  # as edgesim.budget
 DISTRIBUTIONS = ("uniform", "loguniform")
 _TOP_KEYS = ("name", "base", "parameters", "search", "models", "optimise", "runtime", "threads")
 
@@ -121,8 +122,11 @@ class FixedBits:
 class Allocate:
     """Per design, the least sensitive weight-bit allocation with `metric` within a budget.
 
-    The budget is `value` (bytes, seconds or joules) or `fraction` of the metric with every
-    layer at its widest runnable choice; exactly one is given. Activations run at `a_bits`.
+    Metrics are those of `edgesim compile --budget` (`edgesim.budget`): size (weight bytes),
+    latency (seconds), energy (picojoules), bits (mean weight bits per parameter of the
+    chosen layers). The budget is `value` in those base units (written `budget: size=12MB`),
+    or `fraction` of the metric with every layer at its widest runnable choice (written
+    `metric: size, fraction: 0.5`). Activations run at `a_bits`.
     """
 
     metric: str
@@ -392,22 +396,37 @@ def _bits(v: Any, file: str, where: str, valid: Sequence[int] = (2, 3, 4, 5, 6, 
 
 def _allocate(v: Any, file: str) -> Allocate:
     at = "optimise.allocate"
-    v = _mapping(v, file, at, ("metric", "fraction", "value", "w_bits", "a_bits"))
-    if "metric" not in v:
-        raise _err(file, f"{at}.metric", f"missing (one of {list(METRICS)})")
-    metric = _str(v["metric"], file, f"{at}.metric", METRICS)
-    if ("fraction" in v) == ("value" in v):
-        raise _err(file, at, "give exactly one of fraction (of the widest allocation) or value")
-    key = "fraction" if "fraction" in v else "value"
-    amount = _number(v[key], file, f"{at}.{key}")
-    if amount <= 0:
-        raise _err(file, f"{at}.{key}", f"must be > 0, got {amount}")
+    v = _mapping(v, file, at, ("metric", "fraction", "budget", "w_bits", "a_bits"))
+    if ("fraction" in v) == ("budget" in v):
+        raise _err(file, at, "give exactly one of budget (e.g. size=12MB) or metric + fraction")
+    if "budget" in v:
+        metric, value, fraction = *_budget(v, file, f"{at}.budget"), None
+    else:
+        if "metric" not in v:
+            raise _err(file, f"{at}.metric", f"missing (one of {list(METRICS)})")
+        metric, value = _str(v["metric"], file, f"{at}.metric", METRICS), None
+        fraction = _number(v["fraction"], file, f"{at}.fraction")
+        if fraction <= 0:
+            raise _err(file, f"{at}.fraction", f"must be > 0, got {fraction}")
     w_bits = v.get("w_bits", [2, 3, 4, 6, 8])
     if not isinstance(w_bits, list) or not w_bits or len(set(map(str, w_bits))) != len(w_bits):
         raise _err(file, f"{at}.w_bits", f"expected a list of distinct widths, got {w_bits!r}")
     widths = tuple(_bits(b, file, f"{at}.w_bits[{i}]", range(2, 9)) for i, b in enumerate(w_bits))
     return Allocate(metric, widths, _bits(v.get("a_bits", 8), file, f"{at}.a_bits"),
-                    **{key: float(amount)})
+                    fraction=None if fraction is None else float(fraction), value=value)
+
+
+def _budget(v: dict, file: str, where: str) -> tuple[str, float]:
+    """(metric, value in base units) of `budget: size=12MB`, as `edgesim compile --budget`."""
+    from edgesim.budget import parse_budget
+
+    try:
+        budget = parse_budget(_str(v["budget"], file, where))
+    except UserError as e:
+        raise _err(file, where, e.what) from None
+    if v.get("metric", budget.metric) != budget.metric:
+        raise _err(file, where, f"is a {budget.metric} budget but metric says {v['metric']!r}")
+    return budget.metric, budget.value
 
 
 def _cpu_options(raw: dict, base: Any, file: str) -> tuple[str, int | None]:

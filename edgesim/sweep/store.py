@@ -103,7 +103,9 @@ class ResultStore:
             self.done.update(r["id"] for r in new)
 
     def _write(self, objs: Iterable[dict[str, Any]]) -> None:
-        data = "".join(json.dumps(o, separators=(",", ":")) + "\n" for o in objs).encode()
+        # allow_nan=False: NaN / Infinity are not JSON; a record holding one is a bug to surface
+        data = "".join(json.dumps(o, separators=(",", ":"), allow_nan=False) + "\n"
+                       for o in objs).encode()
         view = memoryview(data)
         while view:  # os.write may write less than asked (signals, pipes)
             view = view[os.write(self._fd, view):]

@@ -4,6 +4,7 @@ exit code 2 for each kind of bad input, tracebacks only with --debug."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +24,10 @@ def edgesim(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 
 def _one_line_error(res: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exit 2 with one `edgesim: ...` line on stderr (besides `[i/n]` progress lines)."""
     assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
-    err = res.stderr.strip()
+    err = "\n".join(line for line in res.stderr.strip().splitlines()
+                    if not re.match(r"^\[\d+/\d+\] ", line))
     assert "Traceback" not in err, err
     assert len(err.splitlines()) == 1, err
     assert err.startswith("edgesim: "), err

@@ -1,0 +1,103 @@
+"""Time to compute all HAWQ traces and LRP relevances on zoo models.
+
+For each model: one gradient evaluation (forward + reverse, float64, all calibration samples),
+HAWQ (`hawq.sensitivity`, loss by the default rule: KL for the CNN classifiers, MSE for
+minilm's hidden states) with its iterations, final max relative standard error, seconds per
+iteration and the iterations a 5% tolerance would take at the measured variance
+(`iterations * (max_rse / tol)^2`), and LRP (`lrp.sensitivity`). Calibration data is seeded
+random (images N(0, 1); token ids uniform, full attention mask): timing does not depend on it.
+
+Prints one JSON object (and writes it to --out if given).
+
+Usage: PYTHONPATH=. python bench/bench_sensitivity.py [--models mobilenet_v2 resnet18 minilm]
+    [--samples 32] [--batch 32] [--resolution 224] [--seq 128] [--max-iter 100] [--tol 0.05]
+    [--out f.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compiler.frontend import load
+from compiler.ir import Graph
+from compiler.sensitivity import hawq, lrp
+from compiler.sensitivity.loss import objective, value_and_grad
+from edgesim import zoo
+
+CNNS = ("mobilenet_v2", "resnet18", "resnet50")
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """(result, seconds) of one call."""
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def model_and_data(name: str, args: argparse.Namespace) -> tuple[Graph, dict[str, np.ndarray]]:
+    """The lowered model at batch `args.batch` and `args.samples` seeded calibration inputs."""
+    rng = np.random.default_rng(0)
+    if name in CNNS:
+        shape = (3, args.resolution, args.resolution)
+        g = load(zoo.build(name, resolution=args.resolution), {"input": (args.batch, *shape)})
+        return g, {"input": rng.standard_normal((args.samples, *shape)).astype(np.float32)}
+    g = load(zoo.build(name, seq=args.seq), {"input_ids": (args.batch, args.seq),
+                                             "attention_mask": (args.batch, args.seq)})
+    ids = rng.integers(0, 30522, (args.samples, args.seq))
+    return g, {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+
+
+def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Timings and estimator diagnostics of one model."""
+    (g, calib), load_s = timed(lambda: model_and_data(name, args))
+    names = hawq.unique_weights(hawq.check_quantisable(g))
+    obj, setup_s = timed(lambda: objective(g, calib))
+    _, grad_s = timed(lambda: value_and_grad(obj, {}, names))
+    sens, hawq_s = timed(lambda: hawq.sensitivity(g, calib, tol=args.tol, max_iter=args.max_iter))
+    _, lrp_s = timed(lambda: lrp.sensitivity(g, calib))
+    max_rse = float(np.nanmax(sens.rse))
+    return {
+        "layers": len(sens.layers), "weights": int(sum(g.weights[n].size for n in names)),
+        "loss": obj.loss, "load_s": load_s, "reference_forward_s": setup_s,
+        "gradient_s": grad_s, "hawq_s": hawq_s, "hawq_iterations": sens.iterations,
+        "hawq_s_per_iteration": hawq_s / max(1, sens.iterations),
+        "hawq_max_rse": max_rse, "hawq_median_rse": float(np.nanmedian(sens.rse)),
+        "hawq_iterations_for_tol": int(np.ceil(sens.iterations * (max_rse / args.tol) ** 2)),
+        "lrp_s": lrp_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["mobilenet_v2", "resnet18", "minilm"])
+    parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=32, help="graph batch (samples % batch == 0)")
+    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--max-iter", type=int, default=100)
+    parser.add_argument("--tol", type=float, default=0.05)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    result = {
+        "config": {k: v for k, v in vars(args).items() if k != "out"},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "numpy": np.__version__},
+        "models": {name: bench_model(name, args) for name in args.models},
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,261 @@
+"""HAWQ-V2 sensitivity: per-layer average Hessian trace by Hutchinson's estimator.
+
+Dong et al., "HAWQ-V2: Hessian Aware trace-Weighted Quantization of Neural Networks", NeurIPS
+2020: the sensitivity of layer l at b bits is `Omega_l(b) = Tr(H_l)/n_l * ||Q_b(W_l) - W_l||^2`,
+with H_l the diagonal block of the loss Hessian for the layer's n_l weights.
+
+Estimator. Hutchinson: for Rademacher v (entries +-1), E[v^T A v] = Tr(A). One vector v over the
+weights of *all* quantisable layers gives, for every layer at once, `v_l . (H v)_l`, whose
+expectation is Tr(H_ll) because the cross terms v_l^T H_lj v_j (j != l) vanish in expectation
+(E[v_l v_j^T] = 0). Each iteration therefore costs one Hessian-vector product, i.e. two gradient
+evaluations, for all layers. Iterations stop when every layer's relative standard error of the
+running mean is below `tol`, or at `max_iter`.
+
+Variance. The cross terms have zero mean but not zero variance: for a PSD Hessian,
+||H_lj||_F^2 <= Tr(H_ll) Tr(H_jj), so a layer with a small trace next to one with a large trace
+gets a relative noise of order sqrt(Tr_j / Tr_l) (the trained digits CNN: ~16 per sample for its
+final Gemm beside conv2). By default (`balance=True`) the probe of layer l is scaled by c_l =
+1/sqrt(|running mean of Tr_l|) and its estimate divided by c_l: `v_l . (H D v)_l / c_l` with
+D = diag(c) is still unbiased for Tr(H_ll) (the scales come from earlier iterations only, and
+E[v_l v_j^T] = 0 still kills the cross terms), while each cross term's variance is now bounded
+by Tr_l^2 (digits CNN: worst per-sample relative std 16 -> 1.3). Hessians of trained networks
+are dominated by a few eigenvalues, so even a single block needs O(100) iterations for a 5%
+relative standard error.
+
+Hessian-vector products: central differences of the exact (reverse-mode) gradient in float64,
+`Hv ~ (g(w + h v) - g(w - h v)) / 2h`, with `h = fd_eps * rms(w)` over all quantisable weights
+(error O(h^2) from smooth layers, O(1e-16 / h) from rounding). Piecewise-linear layers (ReLU,
+clip, max-pool, max/min...) have zero second derivative almost everywhere, which is the
+Hessian HAWQ means (what autograd's double backward computes); but a difference quotient whose
+step flips a ReLU pays the jump of its derivative divided by h. So by default (`freeze=True`)
+the backward passes at w +- hv take those layers' switching pattern from the unperturbed
+forward (their vjp is fed the reference inputs; their vjp depends on the inputs only through
+the pattern). That makes the difference quotient the a.e. Hessian for any h small enough for
+the smooth parts.
+
+Loss: see `compiler.sensitivity.loss` (cross-entropy with labels, else KL to the unquantised
+model's outputs for classifiers, else MSE). A Hessian block of a non-convex loss can have a
+negative trace: `score` keeps the estimate as it is, and `omega` uses `max(score, 0)` so that
+quantisation error never counts as a gain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from compiler import executor
+from compiler.ir import Graph, Layer
+from compiler.sensitivity.loss import Arrays, Objective, Rule, objective, value_and_grad, vjp_rule
+from compiler.sensitivity.proxy import (
+    DEFAULT_BITS,
+    Sensitivity,
+    bit_choices,
+    check_quantisable,
+    quant_errors,
+    weight_name,
+    weight_sizes,
+)
+
+# Layer kind -> `fn`s whose derivative is piecewise constant (second derivative 0 a.e.).
+PIECEWISE_LINEAR: Mapping[str, frozenset[str]] = {
+    "activation": frozenset({"relu", "clip", "leaky_relu", "abs"}),
+    "pool": frozenset({"max", "global_max"}),
+    "reduce": frozenset({"max", "min"}),
+    "eltwise": frozenset({"max", "min", "where"}),
+}
+FD_EPS = 1e-5  # central-difference step relative to rms(w): rounding and truncation ~1e-10
+
+
+@dataclass(frozen=True, eq=False)  # holds arrays
+class TraceEstimate:
+    """Hutchinson estimates of Tr(H_ww) for each weight tensor `names[i]`.
+
+    Attributes:
+        names: weight tensor names.
+        trace: running mean of the per-iteration estimates [W].
+        rse: relative standard error of that mean [W] (0 where every sample agreed).
+        samples: the per-iteration estimates [iterations, W].
+    """
+
+    names: tuple[str, ...]
+    trace: np.ndarray
+    rse: np.ndarray
+    samples: np.ndarray
+
+    @property
+    def iterations(self) -> int:
+        return len(self.samples)
+
+
+def is_piecewise_linear(layer: Layer) -> bool:
+    """True if the layer's derivative depends on its inputs only through a switching pattern."""
+    return layer.attrs.get("fn") in PIECEWISE_LINEAR.get(layer.kind, frozenset())
+
+
+def _pattern_env(obj: Objective, i: int, frozen: Sequence[Layer]) -> dict[str, np.ndarray]:
+    """The tensors the frozen layers' vjp reads, from the unperturbed forward of chunk i."""
+    names = {t for layer in frozen for t in (*layer.inputs, *layer.outputs) if t}
+    env = executor.run(obj.graph, obj.chunks[i], dtype="float64", keep=names)
+    return {t: env[t] if t in env else obj.graph.weights[t] for t in names}
+
+
+def _frozen_rule(ref: Arrays, frozen: frozenset[str]) -> Rule:
+    def rule(layer: Layer, gs: tuple, xs: tuple, ys: tuple) -> tuple:
+        if layer.name in frozen:
+            xs = tuple(ref[t] if t else None for t in layer.inputs)
+            ys = tuple(ref[t] for t in layer.outputs)
+        return vjp_rule(layer, gs, xs, ys)
+    return rule
+
+
+def pattern_rules(obj: Objective) -> Callable[[int], Rule]:
+    """Chunk index -> backward rule freezing piecewise-linear layers at the unperturbed pattern."""
+    frozen = [layer for layer in obj.graph.layers if is_piecewise_linear(layer)]
+    refs = [_pattern_env(obj, i, frozen) for i in range(len(obj.chunks))]
+    names = frozenset(layer.name for layer in frozen)
+    return lambda i: _frozen_rule(refs[i], names)
+
+
+def step_size(obj: Objective, names: Sequence[str], fd_eps: float = FD_EPS) -> float:
+    """The difference step: `fd_eps` times the RMS of the weights `names`."""
+    sq = sum(float(np.vdot(obj.graph.weights[n], obj.graph.weights[n])) for n in names)
+    count = sum(np.size(obj.graph.weights[n]) for n in names)
+    rms = np.sqrt(sq / count)
+    return fd_eps * (rms if rms > 0 else 1.0)
+
+
+def hvp(obj: Objective, v: Arrays, h: float,
+        rule_for: Callable[[int], Rule] | None = None) -> dict[str, np.ndarray]:
+    """Hessian-vector product of the loss by central differences of its gradient.
+
+    Args:
+        obj: the objective (float64 weights).
+        v: direction, per weight name (weights not named stay fixed).
+        h: step: the gradient is taken at w + h v and w - h v.
+        rule_for: backward rule per chunk (e.g. `pattern_rules(obj)`), default plain vjp.
+
+    Returns:
+        (H v) restricted to the weights named in `v`.
+    """
+    w = {n: obj.graph.weights[n] for n in v}
+    _, up = value_and_grad(obj, {n: w[n] + h * v[n] for n in v}, v, rule_for)
+    _, down = value_and_grad(obj, {n: w[n] - h * v[n] for n in v}, v, rule_for)
+    return {n: (up[n] - down[n]) / (2.0 * h) for n in v}
+
+
+def relative_se(samples: np.ndarray) -> np.ndarray:
+    """Standard error of the column means over |mean| (inf for one sample; 0 if all agree)."""
+    k = len(samples)
+    if k < 2:
+        return np.full(samples.shape[1], np.inf)
+    se = samples.std(axis=0, ddof=1) / np.sqrt(k)
+    mean = np.abs(samples.mean(axis=0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(se == 0, 0.0, se / mean)
+
+
+def balanced_scales(trace: np.ndarray, sizes: np.ndarray, floor: float = 1e-4) -> np.ndarray:
+    """Probe scale per weight tensor, 1/sqrt(|Tr|) (floored at `floor` * the largest), with
+    unit RMS over all weights."""
+    t = np.abs(trace)
+    if not np.isfinite(t).all() or t.max() <= 0:
+        return np.ones(len(t))
+    c = 1.0 / np.sqrt(np.maximum(t, floor * t.max()))
+    return c / np.sqrt(np.sum(sizes * c * c) / np.sum(sizes))
+
+
+def _rademacher(rng: np.random.Generator, obj: Objective, names: Sequence[str]
+                ) -> dict[str, np.ndarray]:
+    shapes = {n: np.shape(obj.graph.weights[n]) for n in names}
+    return {n: rng.integers(0, 2, size=s).astype(np.float64) * 2.0 - 1.0
+            for n, s in shapes.items()}
+
+
+def _sample(obj: Objective, rng: np.random.Generator, names: Sequence[str],
+            scales: np.ndarray, h: float, rule_for: Callable[[int], Rule] | None) -> np.ndarray:
+    """One Hutchinson sample per weight tensor: v_l . (H D v)_l / c_l, D = diag(c_l)."""
+    v = _rademacher(rng, obj, names)
+    hv = hvp(obj, {n: c * v[n] for n, c in zip(names, scales)}, h, rule_for)
+    return np.array([np.vdot(v[n], hv[n]) / c for n, c in zip(names, scales)])
+
+
+def hutchinson(obj: Objective, names: Sequence[str], *, tol: float = 0.05,
+               max_iter: int = 100, min_iter: int = 3, fd_eps: float = FD_EPS, seed: int = 0,
+               freeze: bool = True, balance: bool = True) -> TraceEstimate:
+    """Estimate Tr(H_ww) of each weight tensor in `names` with shared Rademacher vectors.
+
+    Args:
+        obj: the objective.
+        names: weight tensor names.
+        tol: stop once every relative standard error is below this (after `min_iter`).
+        max_iter: iteration cap (each iteration is one HVP: two gradient evaluations).
+        min_iter: least iterations before the stopping test (a variance needs a few samples).
+        fd_eps: difference step relative to rms(w).
+        seed: Rademacher seed.
+        freeze: freeze piecewise-linear switching patterns (see the module docstring).
+        balance: scale each tensor's probe by 1/sqrt(|running trace|) (see the module
+            docstring); False uses plain Rademacher vectors.
+
+    Returns:
+        The `TraceEstimate`.
+    """
+    rng, h = np.random.default_rng(seed), step_size(obj, names, fd_eps)
+    rule_for = pattern_rules(obj) if freeze else None
+    sizes = np.array([np.size(obj.graph.weights[n]) for n in names])
+    samples: list[np.ndarray] = []
+    scales = np.ones(len(names))
+    for _ in range(max_iter):
+        samples.append(_sample(obj, rng, names, scales, h, rule_for))
+        scales = balanced_scales(np.mean(samples, axis=0), sizes) if balance else scales
+        if len(samples) >= min_iter and float(relative_se(np.array(samples)).max()) < tol:
+            break
+    arr = np.array(samples)
+    return TraceEstimate(tuple(names), arr.mean(axis=0), relative_se(arr), arr)
+
+
+def unique_weights(layers: Sequence[Layer]) -> tuple[str, ...]:
+    """Weight names of `layers`, each once (layers may share a weight), in order."""
+    return tuple(dict.fromkeys(weight_name(layer) for layer in layers))
+
+
+def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray | None = None,
+                *, bits: Sequence[int] = DEFAULT_BITS, loss: str | None = None,
+                tol: float = 0.05, max_iter: int = 100, min_iter: int = 3,
+                fd_eps: float = FD_EPS, seed: int = 0, freeze: bool = True) -> Sensitivity:
+    """HAWQ-V2 sensitivity `Omega_l(b) = max(Tr(H_l)/n_l, 0) * ||Q_b(W_l) - W_l||^2`.
+
+    Args:
+        g: the lowered model (`compiler.ir.Graph`).
+        calib_inputs: calibration inputs by input name (or one array for a single-input
+            model), a whole number of the graph's static batches along axis 0.
+        labels: integer class labels (for "ce") or float targets (for "mse"), one per row.
+        bits: weight-bit choices.
+        loss: "ce", "kl" or "mse"; None picks by the rule in `compiler.sensitivity.loss`.
+        tol: relative standard error at which to stop.
+        max_iter: cap on Hutchinson iterations.
+        min_iter: least iterations before stopping.
+        fd_eps: difference step relative to rms(w).
+        seed: Rademacher seed.
+        freeze: freeze piecewise-linear switching patterns in the difference quotients.
+
+    Returns:
+        A `Sensitivity` with `score` = Tr(H_l)/n_l and `rse` per layer.
+
+    Raises:
+        ModelError: on bad inputs, labels, loss or bits, or a model with nothing to quantise.
+    """
+    layers, choices = check_quantisable(g), bit_choices(bits)
+    obj = objective(g, calib_inputs, labels, loss)
+    names = unique_weights(layers)
+    est = hutchinson(obj, names, tol=tol, max_iter=max_iter, min_iter=min_iter,
+                     fd_eps=fd_eps, seed=seed, freeze=freeze)
+    index = [names.index(weight_name(layer)) for layer in layers]
+    score = est.trace[index] / weight_sizes(g, layers)
+    omega = np.maximum(score, 0.0)[:, None] * quant_errors(g, layers, choices)
+    notes = (f"loss={obj.loss}", f"iterations={est.iterations}",
+             f"max_rse={float(est.rse.max()):.3g}", f"freeze={freeze}")
+    return Sensitivity(tuple(layer.name for layer in layers), choices, omega, score, "hawq",
+                       est.iterations, est.rse[index], notes)

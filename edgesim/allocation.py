@@ -1,0 +1,245 @@
+"""`allocate`: bits per layer for a budget in the target's terms, exactly, with the whole front.
+
+The steps: candidate (w_bits, a_bits) choices for the target; sensitivity omega[l, b] of each
+quantisable layer (HAWQ, LRP, proxy or uniform); cost[l, b] from the target's cost model
+(layers the target cannot run at a choice get that choice disallowed); then the exact
+multiple-choice knapsack over the quantisable layers, with the other layers' cost as a constant.
+
+Activation bits: on CPUs running onnxruntime, 8-bit weights pair with 8-bit activations (QDQ,
+integer kernels) and lower weight bits run weight-only (float activations: MatMulNBits /
+DequantizeLinear); MCUs and MAC arrays run 8-bit activations throughout. `act_bits` overrides
+this with an explicit candidate set. Sensitivities measure weight quantisation error; the
+activation bits of a choice do not change its omega.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from compiler.allocate import Allocation, InfeasibleBudget, knee, pareto_front, solve
+from compiler.ir import Graph
+from compiler.sensitivity import DEFAULT_BITS, METHODS, Sensitivity
+from edgesim.budget import Budget, format_value
+from edgesim.errors import UserError
+from edgesim.simulate import runnable
+from hwmodels.cost import Cost, evaluate
+
+FLOAT = 32
+FRONT_POINTS = 50
+
+
+@dataclass(frozen=True, eq=False)
+class AllocationResult:
+    """An assignment with its predicted cost and sensitivity, and the front it was chosen from.
+
+    Attributes:
+        bits: int [L, 2] per layer (w_bits, a_bits), aligned with `Graph.layers`.
+        metric: the budget's metric ("latency", "energy", "size" or "bits").
+        budget: the budget in base units, or None when the knee of the front was chosen.
+        total: predicted total of `metric` for `bits` (base units).
+        sensitivity: total omega of `bits`.
+        front: [P, 2] (total metric, total omega) of the non-dominated assignments, by cost.
+        chosen: index into `front` of the chosen assignment.
+        marks: reference points (fp32, uniform-8, uniform-4) as (total metric, total omega).
+        sens: the per-layer sensitivities.
+        cost: per-layer cost [L, 1] at `bits`.
+        notes: what was decided on the user's behalf.
+    """
+
+    bits: np.ndarray
+    metric: str
+    budget: float | None
+    total: float
+    sensitivity: float
+    front: np.ndarray
+    chosen: int
+    marks: Mapping[str, tuple[float, float]]
+    sens: Sensitivity
+    cost: Cost
+    notes: tuple[str, ...]
+
+
+def fixed_bits(g: Graph, target: Any) -> np.ndarray:
+    """Bits of the layers the allocator does not choose for: float32 weights, activations in
+    the target's convention (float on CPUs; 8-bit on MCUs and MAC arrays, which run integer
+    kernels end to end)."""
+    bits = np.full((len(g.layers), 2), FLOAT, dtype=np.int64)
+    if getattr(target, "kind", "") != "cpu":
+        bits[:, 1] = 8
+    return bits
+
+
+def candidate_bits(target: Any, weight_bits: Sequence[int],
+                   act_bits: Sequence[int] | None) -> np.ndarray:
+    """Int [B, 2] candidate (w_bits, a_bits) choices, float32 first (see the module doc)."""
+    if act_bits is not None:
+        pairs = [(w, a) for w in weight_bits for a in act_bits]
+    elif getattr(target, "kind", "") == "cpu":
+        pairs = [(w, 8 if w == 8 else FLOAT) for w in weight_bits]
+    else:
+        pairs = [(w, 8) for w in weight_bits]
+    return np.array([(FLOAT, FLOAT), *sorted(set(pairs), reverse=True)], dtype=np.int64)
+
+
+def _metric(cost: Cost, metric: str, w_elems: np.ndarray, w_bits: np.ndarray) -> np.ndarray:
+    """Per-layer contribution to `metric` (base units), the shape of `cost`'s arrays;
+    `w_bits` broadcasts against them."""
+    table = {
+        "latency": lambda: cost.latency_s,
+        "energy": lambda: cost.energy_pj,
+        "size": lambda: cost.weight_bytes,
+        "bits": lambda: w_elems[:, None] * w_bits,
+    }
+    return table[metric]()
+
+
+def _omega(sens: Sensitivity, choices: np.ndarray) -> np.ndarray:
+    """[Lq, B] omega for every candidate choice (float32 weights: 0)."""
+    column = {int(b): j for j, b in enumerate(sens.bits)}
+    out = np.zeros((len(sens.layers), len(choices)))
+    for j, (w, _) in enumerate(choices):
+        if w < FLOAT:
+            if w not in column:
+                raise UserError("--weight-bits", f"{w} has no sensitivity (computed for "
+                                f"{sorted(column)})")
+            out[:, j] = sens.omega[:, column[w]]
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class _Problem:
+    rows: np.ndarray       # [Lq] layer indices of the quantisable layers
+    omega: np.ndarray      # [Lq, B]
+    cost: np.ndarray       # [Lq, B] metric contributions
+    allowed: np.ndarray    # [Lq, B]
+    fixed: float           # metric of every other layer
+    fixed_bits: np.ndarray  # [L, 2] bits of the other layers (after target fallbacks)
+
+
+def _problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Any, metric: str,
+             threads: int | None, runtime: str) -> _Problem:
+    full = evaluate(g.layer_table(), choices, target, threads=threads, runtime=runtime)
+    w_elems = g.layer_table().w_elems.astype(np.float64)
+    per = _metric(full, metric, w_elems, choices[None, :, 0].astype(np.float64))
+    index = {layer.name: i for i, layer in enumerate(g.layers)}
+    rows = np.array([index[name] for name in sens.layers], dtype=np.int64)
+    others = np.setdiff1d(np.arange(len(g.layers)), rows)
+    others_bits, fixed_cost = runnable(g, fixed_bits(g, target), target, threads, runtime)
+    # average bits count only the quantisable weights; other metrics count every layer
+    fixed = 0.0 if metric == "bits" else float(
+        _metric(fixed_cost, metric, w_elems, others_bits[:, :1])[others, 0].sum())
+    allowed = np.isfinite(full.latency_s[rows]) & np.isfinite(per[rows])
+    return _Problem(rows, _omega(sens, choices), np.where(allowed, per[rows], 0.0), allowed,
+                    fixed, others_bits)
+
+
+def _assignment(p: _Problem, choices: np.ndarray, choice: np.ndarray) -> np.ndarray:
+    bits = p.fixed_bits.copy()
+    bits[p.rows] = choices[choice]
+    return bits
+
+
+def with_point(front: np.ndarray, point: tuple[float, float]) -> tuple[np.ndarray, int]:
+    """Insert an optimal (cost, sensitivity) point into a thinned front; return the front and
+    the point's index. Optimality means no front point is cheaper with less sensitivity, so
+    only points it weakly dominates (no cheaper, no less sensitive) leave."""
+    cost, sens = point
+    keep = ~((front[:, 0] >= cost) & (front[:, 1] >= sens))
+    merged = np.vstack([front[keep], [point]])
+    order = np.lexsort((merged[:, 1], merged[:, 0]))
+    merged = merged[order]
+    return merged, int(np.flatnonzero(order == len(merged) - 1)[0])
+
+
+def _uniform_mark(p: _Problem, choices: np.ndarray, w_bits: int) -> tuple[float, float] | None:
+    cols = [j for j, (w, _) in enumerate(choices) if w == w_bits]
+    for j in cols:
+        if p.allowed[:, j].all():
+            return p.fixed + float(p.cost[:, j].sum()), float(p.omega[:, j].sum())
+    return None
+
+
+def _budget_for(budget: Budget, p: _Problem, w_elems_q: float) -> float:
+    """The knapsack budget: the user's budget less what the fixed layers take."""
+    if budget.metric == "bits":  # average bits over the quantisable weights
+        return budget.value * w_elems_q - p.fixed
+    return budget.value - p.fixed
+
+
+def _solve(p: _Problem, budget: Budget | None, w_elems_q: float) -> tuple[Allocation, list]:
+    front = pareto_front(p.omega, p.cost, allowed=p.allowed, max_points=FRONT_POINTS)
+    if budget is None:
+        return knee(front), front
+    try:
+        return solve(p.omega, p.cost, _budget_for(budget, p, w_elems_q), allowed=p.allowed), front
+    except InfeasibleBudget as e:
+        smallest = e.smallest_feasible + p.fixed
+        if budget.metric == "bits":
+            smallest /= w_elems_q
+        raise UserError("--budget", f"{budget} cannot be met; the smallest feasible budget is "
+                        f"{budget.metric}={format_value(budget.metric, smallest)}") from None
+
+
+def sensitivity(g: Graph, method: str, calib_inputs: Mapping[str, np.ndarray] | None = None,
+                labels: np.ndarray | None = None,
+                weight_bits: Sequence[int] = DEFAULT_BITS) -> Sensitivity:
+    """Per-layer sensitivity of `g` by `method` ("hawq", "lrp", "proxy", "uniform")."""
+    if method not in METHODS:
+        raise UserError("--method", f"{method!r} is not one of {sorted(METHODS)}")
+    needs_data = method in ("hawq", "lrp")
+    if needs_data and calib_inputs is None:
+        raise UserError("--method", f"{method} needs calibration data")
+    return METHODS[method](g, calib_inputs if needs_data else None, labels,
+                           bits=tuple(weight_bits))
+
+
+def allocate(g: Graph, target: Any, *, method: str = "hawq", budget: Budget | None = None,
+             calib_inputs: Mapping[str, np.ndarray] | None = None,
+             labels: np.ndarray | None = None, analysis_graph: Graph | None = None,
+             sens: Sensitivity | None = None,
+             weight_bits: Sequence[int] = DEFAULT_BITS, act_bits: Sequence[int] | None = None,
+             metric: str = "latency", threads: int | None = None,
+             runtime: str = "onnxruntime") -> AllocationResult:
+    """Choose bits per layer of `g` on `target`: least total sensitivity within `budget`
+    (exact multiple-choice knapsack), or the knee of the Pareto front when no budget is given.
+
+    Args:
+        g: the model to deploy (its static shapes are the deployment's).
+        target: a loaded target (see `edgesim.api.resolve_target`).
+        method: "hawq", "lrp", "proxy" or "uniform".
+        budget: a `Budget`; its metric replaces `metric`.
+        calib_inputs: samples by input name (HAWQ and LRP need them).
+        labels: class labels of the samples (HAWQ uses cross-entropy with them).
+        analysis_graph: `g` at the calibration batch size (faster sensitivity); default `g`.
+        sens: precomputed sensitivities (then method, calib_inputs, labels are unused).
+        weight_bits: candidate weight bits (float32 is always a candidate).
+        act_bits: candidate activation bits (default: the target's runtime convention).
+        metric: what the front trades against sensitivity when no budget is given.
+        threads, runtime: passed to CPU cost models.
+
+    Raises:
+        UserError: unknown method, a budget no assignment meets (naming the smallest one).
+    """
+    metric = budget.metric if budget is not None else metric
+    if sens is None:
+        sens = sensitivity(analysis_graph or g, method, calib_inputs, labels, weight_bits)
+    choices = candidate_bits(target, weight_bits, act_bits)
+    p = _problem(g, sens, choices, target, metric, threads, runtime)
+    w_elems_q = float(g.layer_table().w_elems[p.rows].sum())
+    best, front = _solve(p, budget, w_elems_q)
+    bits, cost = runnable(g, _assignment(p, choices, best.choice), target, threads, runtime)
+    front_arr, chosen = with_point(
+        np.array([(a.total_cost + p.fixed, a.total_sens) for a in front]),
+        (best.total_cost + p.fixed, best.total_sens))
+    marks = {name: m for name, w in (("fp32", FLOAT), ("uniform-8", 8), ("uniform-4", 4))
+             if (m := _uniform_mark(p, choices, w)) is not None}
+    notes = ((f"{sens.method}: {', '.join(sens.notes)}",) if sens.notes else ()) + (
+        () if budget else (f"no budget given: chose the knee of the {metric}-sensitivity "
+                           "front",))
+    return AllocationResult(bits, metric, None if budget is None else budget.value,
+                            best.total_cost + p.fixed, best.total_sens, front_arr, chosen,
+                            marks, sens, cost, notes)

@@ -1,0 +1,220 @@
+"""What `compile` reports: `CompileResult` (report.json), report.md and pareto.png."""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compiler.ir import Graph
+from edgesim.allocation import AllocationResult
+from hwmodels.cost import BOUND_NAMES
+
+# display unit of each metric: (column suffix, factor from base units)
+DISPLAY = {"latency": ("ms", 1e3), "energy": ("mJ", 1e-9), "size": ("MB", 1e-6),
+           "bits": ("bits", 1.0)}
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One layer of the report."""
+
+    name: str
+    kind: str
+    fn: str
+    out_shape: tuple[int, ...]
+    macs: int
+    params: int
+    w_bits: int
+    a_bits: int
+    format: str
+    sensitivity: float | None
+    cycles: float
+    latency_ms: float
+    energy_uj: float
+    weight_bytes: float
+    bound: str
+    note: str
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Whole-model predicted figures on the target."""
+
+    latency_ms: float
+    energy_mj: float
+    weight_bytes: float
+    peak_act_bytes: float
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    """Everything `edgesim compile` decided and measured; report.json holds the same fields."""
+
+    model: str
+    target: str
+    target_kind: str
+    method: str
+    metric: str
+    budget: str
+    command: str
+    versions: dict[str, str]
+    calibration: dict[str, Any]
+    fp32: Totals
+    result: Totals
+    avg_weight_bits: float
+    file_bytes: int
+    expected_bytes: int
+    sensitivity: float
+    fidelity: dict[str, Any]
+    layers: tuple[LayerRow, ...]
+    front: list[dict[str, float]]
+    chosen: int
+    marks: dict[str, list[float]]
+    notes: tuple[str, ...]
+    timings_s: dict[str, float]
+    files: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def versions() -> dict[str, str]:
+    """Versions of edgesim and what it ran with."""
+    out = {"python": platform.python_version()}
+    for pkg in ("edgesim", "numpy", "numba", "onnx", "onnxruntime", "scipy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _rows(g: Graph, alloc: AllocationResult, formats: dict[str, Any]) -> tuple[LayerRow, ...]:
+    table, cost, bits = g.layer_table(), alloc.cost, alloc.bits
+    column = {int(b): j for j, b in enumerate(alloc.sens.bits)}
+    omega = {name: alloc.sens.omega[i] for i, name in enumerate(alloc.sens.layers)}
+    rows = []
+    for i, layer in enumerate(g.layers):
+        w = int(bits[i, 0])
+        sens = None if layer.name not in omega else (
+            0.0 if w >= 32 else float(omega[layer.name][column[w]]))
+        fmt = formats.get(layer.name)
+        rows.append(LayerRow(
+            layer.name, layer.kind, str(layer.attrs.get("fn", "")),
+            g.types[layer.outputs[0]].shape, int(table.macs[i]), int(table.w_elems[i]), w,
+            int(bits[i, 1]), fmt.format if fmt else "float", sens, float(cost.cycles[i, 0]),
+            float(cost.latency_s[i, 0]) * 1e3, float(cost.energy_pj[i, 0]) * 1e-6,
+            float(cost.weight_bytes[i, 0]), BOUND_NAMES[int(cost.bound[i, 0])],
+            fmt.reason if fmt else ""))
+    return tuple(rows)
+
+
+def _display(metric: str, value: float) -> float:
+    return value * DISPLAY[metric][1]
+
+
+def build_result(g: Graph, target: Any, alloc: AllocationResult, quant: Any,
+                 fidelity: dict[str, Any], baseline: Any, data: Any, options: Any,
+                 outdir: Path, timings: dict[str, float]) -> CompileResult:
+    """Assemble the report of one compile run."""
+    rows = _rows(g, alloc, {r.name: r for r in quant.layers})
+    q = [r for r in rows if r.sensitivity is not None]
+    params = sum(r.params for r in q)
+    avg_bits = sum(min(r.w_bits, 32) * r.params for r in q) / max(params, 1)
+    result = Totals(sum(r.latency_ms for r in rows), sum(r.energy_uj for r in rows) * 1e-3,
+                    sum(r.weight_bytes for r in rows), float(alloc.cost.act_bytes.max()))
+    fp32 = Totals(baseline.latency_ms, baseline.energy_mj, baseline.weight_bytes,
+                  baseline.peak_act_bytes)
+    unit = DISPLAY[alloc.metric][0]
+    budget = (f"{alloc.metric}={_display(alloc.metric, alloc.budget):.4g}"
+              f"{unit if alloc.metric != 'bits' else ''}"
+              if alloc.budget is not None else f"knee of the {alloc.metric}-sensitivity front")
+    front = [{f"{alloc.metric}_{unit.lower()}": _display(alloc.metric, c), "sensitivity": s}
+             for c, s in alloc.front]
+    marks = {k: [_display(alloc.metric, c), s] for k, (c, s) in alloc.marks.items()}
+    names = {"model": f"model.{target.name}.onnx", "report_json": "report.json",
+             "report_md": "report.md", "pareto_png": "pareto.png"}
+    return CompileResult(
+        g.name, target.name, target.kind, alloc.sens.method, alloc.metric, budget,
+        options.command, versions(),
+        {"source": data.source, "samples": data.count, "random": data.random},
+        fp32, result, avg_bits, quant.file_bytes, quant.expected_bytes, alloc.sensitivity,
+        fidelity, rows, front, alloc.chosen, marks,
+        tuple(dict.fromkeys(alloc.notes + g.notes + quant.notes)),  # once each, in order
+        dict(timings), {k: str(outdir / v) for k, v in names.items()})
+
+
+def write_reports(r: CompileResult, alloc: AllocationResult, folder: Path) -> None:
+    """report.json, report.md and pareto.png into `folder` (a staging folder)."""
+    (folder / "report.json").write_text(json.dumps(r.to_dict(), indent=1, default=_json))
+    (folder / "report.md").write_text(markdown(r))
+    _plot(r, folder / "pareto.png")
+
+
+def _json(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(type(x).__name__)
+
+
+def _plot(r: CompileResult, path: Path) -> None:
+    from edgesim.plot import front_plot, save
+
+    x = next(iter(r.front[0])) if r.front else f"{r.metric}"
+    points = {x: [p[x] for p in r.front], "sensitivity": [p["sensitivity"] for p in r.front]}
+    marks = {k: tuple(v) for k, v in r.marks.items()}
+    chosen = r.front[r.chosen]
+    marks["chosen"] = (chosen[x], chosen["sensitivity"])
+    fig = front_plot(points, x, "sensitivity", highlight=[True] * len(r.front), marks=marks,
+                     title=f"{r.model} on {r.target}: {r.method} sensitivity vs {r.metric}")
+    save(fig, path)
+
+
+def _fmt_bytes(n: float) -> str:
+    return f"{n / 1e6:.3f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def _summary(r: CompileResult) -> list[str]:
+    f, t = r.fp32, r.result
+    fid = r.fidelity
+    lines = [
+        f"# {r.model} on {r.target} ({r.target_kind})", "",
+        f"- method: **{r.method}**, budget: **{r.budget}**",
+        f"- predicted latency: {f.latency_ms:.4g} ms -> **{t.latency_ms:.4g} ms**",
+        f"- predicted energy: {f.energy_mj:.4g} mJ -> **{t.energy_mj:.4g} mJ**",
+        f"- weights: {_fmt_bytes(f.weight_bytes)} -> **{_fmt_bytes(t.weight_bytes)}** "
+        f"(average {r.avg_weight_bits:.2f} bits; file {_fmt_bytes(r.file_bytes)}, expected "
+        f"{_fmt_bytes(r.expected_bytes)})",
+        f"- fidelity in onnxruntime on {fid['samples']} samples of {fid['data']}: cosine "
+        f"{fid['cosine']:.5f}, top-1 agreement {fid['top1_agreement']:.4f}, SQNR "
+        f"{fid['sqnr_db']:.1f} dB" + (f", accuracy {fid['accuracy']:.4f} (fp32 "
+                                      f"{fid['fp32_accuracy']:.4f})" if fid["accuracy"]
+                                      is not None and fid["fp32_accuracy"] is not None else ""),
+        f"- calibration: {r.calibration['source']}",
+    ]
+    return lines + [f"- note: {n}" for n in r.notes]
+
+
+def markdown(r: CompileResult) -> str:
+    """report.md: the summary first, then the layer table."""
+    lines = _summary(r) + ["", "| layer | kind | out shape | MACs | params | bits w/a | format "
+                           "| sensitivity | latency ms | energy uJ | bound |",
+                           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for x in r.layers:
+        bits = "fp32" if (x.w_bits, x.a_bits) == (32, 32) else f"{x.w_bits}/{x.a_bits}"
+        sens = "" if x.sensitivity is None else f"{x.sensitivity:.3g}"
+        kind = f"{x.kind}:{x.fn}" if x.fn else x.kind
+        lines.append(f"| {x.name} | {kind} | {x.out_shape} | {x.macs} | {x.params} | {bits} | "
+                     f"{x.format} | {sens} | {x.latency_ms:.4g} | {x.energy_uj:.4g} | "
+                     f"{x.bound} |")
+    return "\n".join(lines) + "\n"
+

@@ -1,0 +1,141 @@
+"""`edgesim compile` end to end, as a user runs it (subprocess of the installed entry point), on
+the shipped example for a Raspberry Pi 5 and 4, a Cortex-M7 and a sparse MAC array."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgesim import zoo
+from tests.edgesim.test_cli import _one_line_error, edgesim
+
+# target, method, budget (None: knee), how to read the budget back from report.json
+RUNS = [
+    ("rpi5", "hawq", None),
+    ("rpi4", "lrp", "bits=6"),
+    ("cortex-m7", "proxy", "size=0.05MB"),
+    ("sparse-mac-32x32", "uniform", None),
+]
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def _check_outputs(out: Path, report: dict, target: str) -> None:
+    import onnxruntime as ort
+
+    model = out / f"model.{target}.onnx"
+    for name in (model.name, "report.json", "report.md", "pareto.png"):
+        assert (out / name).is_file(), name
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    x = zoo.load_digits_data()["x_test"][:1]
+    (logits,) = sess.run(None, {"input": x})
+    assert logits.shape == (1, 10) and np.isfinite(logits).all()
+    width, height = _png_size(out / "pareto.png")
+    assert width >= 400 and height >= 300 and (out / "pareto.png").stat().st_size > 10_000
+    assert report["file_bytes"] == model.stat().st_size
+    assert "# digits_cnn on" in (out / "report.md").read_text()
+
+
+def _check_totals(report: dict) -> None:
+    layers, result = report["layers"], report["result"]
+    assert result["latency_ms"] == pytest.approx(sum(x["latency_ms"] for x in layers))
+    assert result["energy_mj"] * 1e3 == pytest.approx(sum(x["energy_uj"] for x in layers))
+    assert result["weight_bytes"] == pytest.approx(sum(x["weight_bytes"] for x in layers))
+    q = [x for x in layers if x["sensitivity"] is not None]
+    assert report["sensitivity"] == pytest.approx(sum(x["sensitivity"] for x in q), rel=1e-6)
+    avg = sum(min(x["w_bits"], 32) * x["params"] for x in q) / sum(x["params"] for x in q)
+    assert report["avg_weight_bits"] == pytest.approx(avg)
+
+
+def _metric_value(report: dict) -> float:
+    """The chosen assignment's total in the front's display unit."""
+    key = next(iter(report["front"][0]))
+    convert = {"latency_ms": report["result"]["latency_ms"],
+               "energy_mj": report["result"]["energy_mj"],
+               "size_mb": report["result"]["weight_bytes"] / 1e6,
+               "bits_bits": None}
+    return convert[key]
+
+
+def _check_front(report: dict, budget: str | None) -> None:
+    front, chosen = report["front"], report["front"][report["chosen"]]
+    key = next(iter(front[0]))
+    costs = [p[key] for p in front]
+    sens = [p["sensitivity"] for p in front]
+    assert costs == sorted(costs)
+    assert all(a > b for a, b in zip(sens, sens[1:])), "front must be strictly non-dominated"
+    assert chosen["sensitivity"] == pytest.approx(report["sensitivity"], rel=1e-6)
+    value = _metric_value(report)
+    if value is not None:
+        assert chosen[key] == pytest.approx(value, rel=1e-6)
+    if budget == "bits=6":
+        assert report["avg_weight_bits"] <= 6 + 1e-9
+    elif budget == "size=0.05MB":
+        assert report["result"]["weight_bytes"] <= 50_000
+    else:
+        assert "knee" in report["budget"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("target", "method", "budget"), RUNS)
+def test_compile_example(tmp_path: Path, target: str, method: str, budget: str | None) -> None:
+    out = tmp_path / "out"
+    args = ["compile", "--example", "--target", target, "--method", method, "-o", str(out),
+            "--json"]
+    res = edgesim(*args, *(["--budget", budget] if budget else []))
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)  # --json: only JSON on stdout (progress goes nowhere)
+    assert report == json.loads((out / "report.json").read_text())
+    _check_outputs(out, report, target)
+    _check_totals(report)
+    _check_front(report, budget)
+    assert report["fidelity"]["accuracy"] >= report["fidelity"]["fp32_accuracy"] - 0.02
+
+
+def test_progress_goes_to_stderr_and_quiet_silences_it(tmp_path: Path) -> None:
+    res = edgesim("compile", "--example", "--method", "proxy", "-o", str(tmp_path / "a"))
+    assert res.returncode == 0, res.stderr
+    assert "[1/6]" in res.stderr and "[1/6]" not in res.stdout
+    assert "predicted latency" in res.stdout
+    quiet = edgesim("compile", "--example", "--method", "proxy", "--quiet",
+                    "-o", str(tmp_path / "b"))
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_infeasible_budget_names_the_smallest_and_leaves_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    err = _one_line_error(edgesim("compile", "--example", "--method", "proxy", "--budget",
+                                  "size=1kB", "-o", str(out)), "smallest feasible budget", "size=")
+    assert "1kB" in err or "0.001MB" in err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_outdir(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    _one_line_error(edgesim("compile", "--example", "--method", "proxy", "-o",
+                            str(blocker / "out")), str(blocker / "out"))
+
+
+def test_unknown_target_lists_the_shipped_ones(tmp_path: Path) -> None:
+    _one_line_error(edgesim("compile", "--example", "--target", "rpi9", "-o",
+                            str(tmp_path / "o")), "rpi9", "rpi5", "cortex-m7")
+
+
+def test_model_the_mcu_cannot_hold(tmp_path: Path) -> None:
+    err = _one_line_error(edgesim("compile", "zoo:resnet18", "--target", "cortex-m7",
+                                  "--method", "proxy", "-o", str(tmp_path / "o")),
+                          "flash overflows by", "bytes")
+    # resnet18: 11.69 M weights at 2 bits alone need ~2.9 MB; the STM32H743 has 2 MiB flash
+    over = int(err.split("overflows by ")[1].split()[0])
+    assert over > 11_000_000 * 2 // 8 - 2 * 1024 * 1024
+    assert not (tmp_path / "o").exists()
