@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from types import MappingProxyType
 
 import numpy as np
 import onnx
@@ -21,6 +20,7 @@ from compiler.errors import ModelError
 from compiler.ir import Graph, Layer, Spec, readonly
 from compiler.ops import LOWER, OPS
 from compiler.ops.opdef import Node
+from compiler.passes.drop_dead import drop_dead
 
 
 def lower_model(model: onnx.ModelProto, name: str | None = None) -> Graph:
@@ -43,7 +43,8 @@ def lower_model(model: onnx.ModelProto, name: str | None = None) -> Graph:
         for layer in lowered.layers:
             _add_layer(layer, specs, consts, layers)
     outputs = tuple(o.name for o in g.output)
-    return _prune(Graph(name or g.name or "model", inputs, outputs, tuple(layers), consts, specs))
+    return drop_dead(Graph(name or g.name or "model", inputs, outputs, tuple(layers), consts,
+                           specs))
 
 
 def _input_spec(vi: onnx.ValueInfoProto) -> Spec:
@@ -111,17 +112,3 @@ def _add_layer(layer: Layer, specs: dict[str, Spec], consts: dict[str, np.ndarra
         raise ModelError(f"node {layer.name}", f"{layer.kind}: {e}") from e
     specs.update(zip(layer.outputs, outs))
     layers.append(layer)
-
-
-def _prune(g: Graph) -> Graph:
-    """Keep only layers the outputs depend on, and only the constants they read."""
-    needed = set(g.outputs)
-    kept: list[Layer] = []
-    for layer in reversed(g.layers):
-        if needed.intersection(layer.outputs):
-            kept.append(layer)
-            needed.update(t for t in layer.inputs if t)
-    weights = MappingProxyType({t: v for t, v in g.weights.items() if t in needed})
-    live = needed | set(g.inputs) | {t for layer in kept for t in layer.outputs}
-    types = MappingProxyType({t: s for t, s in g.types.items() if t in live})
-    return Graph(g.name, g.inputs, g.outputs, tuple(reversed(kept)), weights, types, g.notes)

@@ -20,6 +20,7 @@ from types import MappingProxyType
 import numpy as np
 
 from compiler.ir import Graph, Layer, Spec, frozen_attrs, readonly
+from compiler.passes.drop_dead import drop_dead
 
 SQRT2 = math.sqrt(2.0)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -186,21 +187,6 @@ def replace_matches(g: Graph, matches: Sequence[Match]) -> Graph:
     weights = {**g.weights, **new}
     types = {**g.types, **{t: Spec(tuple(w.shape), w.dtype.name) for t, w in new.items()}}
     return drop_dead(replace(g, layers=layers, weights=weights, types=types))
-
-
-def drop_dead(g: Graph) -> Graph:
-    """Drop layers no output depends on, and weights and types nothing refers to."""
-    needed = set(g.outputs)
-    kept: list[Layer] = []
-    for layer in reversed(g.layers):
-        if needed.intersection(layer.outputs):
-            kept.append(layer)
-            needed.update(t for t in layer.inputs if t)
-    live = needed | set(g.inputs) | {t for layer in kept for t in layer.outputs}
-    return replace(
-        g, layers=tuple(reversed(kept)),
-        weights=MappingProxyType({t: w for t, w in g.weights.items() if t in needed}),
-        types=MappingProxyType({t: s for t, s in g.types.items() if t in live}))
 
 
 def fuse(g: Graph, pattern: Pattern) -> Graph:
