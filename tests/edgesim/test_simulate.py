@@ -76,3 +76,14 @@ def test_simulate_cli_errors(tmp_path) -> None:
     _one_line_error(edgesim("simulate", "zoo:digits_cnn", "--target", "rpi5", "--bits",
                             str(bad)), "no_such_layer")
     _one_line_error(edgesim("simulate", "zoo:nope", "--target", "rpi5"), "zoo:nope")
+
+
+def test_target_probe_writes_a_target_simulate_accepts(tmp_path) -> None:
+    out = tmp_path / "host.yaml"
+    res = edgesim("target", "probe", "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    assert out.is_file() and "measured by edgesim target probe" in out.read_text()
+    sim = edgesim("simulate", "zoo:digits_cnn", "--target", str(out), "--json")
+    assert sim.returncode == 0, sim.stderr
+    report = json.loads(sim.stdout)
+    assert report["target"] == "host" and report["total"]["latency_ms"] > 0
