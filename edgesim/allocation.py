@@ -155,6 +155,22 @@ def with_point(front: np.ndarray, point: tuple[float, float]) -> tuple[np.ndarra
     return merged, int(np.flatnonzero(order == len(merged) - 1)[0])
 
 
+CONTAINER = {2: 2, 3: 4, 4: 4, 5: 8, 6: 8, 7: 8, 8: 8}  # what onnxruntime stores a width in
+
+
+def container_note(bits: np.ndarray, target: Any, runtime: str) -> tuple[str, ...]:
+    """Say how widths onnxruntime has no format for are counted (issue: containers)."""
+    odd = sorted({int(w) for w in bits[:, 0] if w in CONTAINER and CONTAINER[w] != w})
+    if not odd:
+        return ()
+    held = ", ".join(f"{w}-bit in {CONTAINER[w]}-bit" for w in odd)
+    if getattr(target, "kind", "") == "cpu" and runtime == "onnxruntime":
+        return (f"the model holds {held} containers (no onnxruntime format for those widths);"
+                " predicted size and cost count the containers",)
+    return (f"the ONNX file holds {held} containers for onnxruntime; predicted size and cost "
+            f"on {getattr(target, 'name', 'the target')} count the true bits",)
+
+
 def _uniform_mark(p: _Problem, choices: np.ndarray, w_bits: int) -> tuple[float, float] | None:
     cols = [j for j, (w, _) in enumerate(choices) if w == w_bits]
     for j in cols:
@@ -239,7 +255,7 @@ def allocate(g: Graph, target: Any, *, method: str = "hawq", budget: Budget | No
              if (m := _uniform_mark(p, choices, w)) is not None}
     notes = ((f"{sens.method}: {', '.join(sens.notes)}",) if sens.notes else ()) + (
         () if budget else (f"no budget given: chose the knee of the {metric}-sensitivity "
-                           "front",))
+                           "front",)) + container_note(bits, target, runtime)
     return AllocationResult(bits, metric, None if budget is None else budget.value,
                             best.total_cost + p.fixed, best.total_sens, front_arr, chosen,
                             marks, sens, cost, notes)

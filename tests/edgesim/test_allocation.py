@@ -81,3 +81,15 @@ def test_with_point_keeps_the_front_non_dominated() -> None:
             dominated = (merged[:, 0] <= a[0]) & (merged[:, 1] <= a[1]) & (
                 (merged[:, 0] < a[0]) | (merged[:, 1] < a[1]))
             assert not dominated.any()
+
+
+def test_container_note_says_which_bits_are_counted() -> None:
+    from edgesim.allocation import container_note
+
+    bits = np.array([[3, 32], [6, 32], [4, 32], [32, 32]])
+    cpu = container_note(bits, api.resolve_target("rpi5"), "onnxruntime")
+    assert "3-bit in 4-bit, 6-bit in 8-bit" in cpu[0] and "count the containers" in cpu[0]
+    mac = container_note(bits, api.resolve_target("sparse-mac-32x32"), "onnxruntime")
+    assert "count the true bits" in mac[0]
+    assert container_note(np.array([[4, 32], [8, 8]]), api.resolve_target("rpi5"),
+                          "onnxruntime") == ()
