@@ -11,7 +11,11 @@ Prints one JSON object (and writes it to --out if given).
 
 Usage: PYTHONPATH=. python bench/bench_sensitivity.py [--models mobilenet_v2 resnet18 minilm]
     [--samples 32] [--batch 32] [--resolution 224] [--seq 128] [--max-iter 100] [--tol 0.05]
-    [--out f.json]
+    [--blas-threads N] [--out f.json]
+
+On a shared 2-core machine OpenBLAS's own threading can make small batched GEMMs (attention's
+[B, heads, S, d] products) hundreds of times slower than one thread: `--blas-threads 1`
+measures without that.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from compiler.frontend import load
 from compiler.ir import Graph
@@ -85,18 +90,26 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--max-iter", type=int, default=100)
     parser.add_argument("--tol", type=float, default=0.05)
+    parser.add_argument("--blas-threads", type=int, default=None,
+                        help="cap BLAS threads (threadpoolctl); default: the library's own")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    result = {
+    with threadpool_limits(limits=args.blas_threads):
+        result = run_all(args)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+def run_all(args: argparse.Namespace) -> dict[str, Any]:
+    """The JSON result: configuration, machine, and one entry per model."""
+    return {
         "config": {k: v for k, v in vars(args).items() if k != "out"},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "numpy": np.__version__},
         "models": {name: bench_model(name, args) for name in args.models},
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

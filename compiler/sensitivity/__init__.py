@@ -5,7 +5,7 @@ layer l the weight bits `bits[b]`; the exact allocator minimises the sum of omeg
 budget. Methods, called alike as `METHODS[name](g, calib_inputs, labels, bits=...)`:
 
 - "hawq": HAWQ-V2, Hessian trace per parameter times the quantisation error (`hawq`);
-- "lrp": relevance share through the layer times the relative quantisation error (`lrp`);
+- "lrp": the layer's relevance contribution times its relative quantisation error (`lrp`);
 - "proxy": the quantisation error alone, data-free (`proxy.sensitivity`);
 - "uniform": 4^-b for every layer, layer-agnostic: the allocator then spreads bits evenly,
   reproducing uniform-like choices (`proxy.uniform`).
