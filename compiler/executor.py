@@ -6,14 +6,17 @@ checks and Hessian-vector products); integer tensors (token ids, indices) keep t
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 
 from compiler import fake_quant as fq
 from compiler.errors import ModelError
-from compiler.ir import Graph
+from compiler.ir import Graph, Layer
 from compiler.ops import OPS
+
+Arrays = Mapping[str, np.ndarray]
+Rule = Callable[[Layer, tuple, tuple, tuple], tuple]  # (layer, gs, xs, ys) -> per-input values
 
 
 def _as_dtype(x: np.ndarray, dtype: np.dtype | None) -> np.ndarray:
@@ -72,6 +75,47 @@ def _forward(graph: Graph, feeds: Mapping[str, np.ndarray], dtype: np.dtype | No
     return env
 
 
+def vjp_rule(layer: Layer, gs: tuple, xs: tuple, ys: tuple) -> tuple:
+    """The plain reverse-mode rule: the op's own vjp."""
+    return OPS[layer.kind].vjp(gs, xs, ys, **layer.attrs)
+
+
+def backward(g: Graph, env: Arrays, seeds: Arrays, rule: Rule = vjp_rule,
+             keep: Collection[str] = ()) -> dict[str, np.ndarray]:
+    """Propagate `seeds` (per output tensor) back through `g` with `rule`, layer by layer.
+
+    Args:
+        g: the graph `env` was computed with.
+        env: every tensor of a forward pass (`executor.run(..., keep=True)`).
+        seeds: cotangents (or relevances) of some tensors.
+        rule: per-layer backward rule (default: the op's vjp).
+        keep: tensors to return besides the graph's float weights.
+
+    Returns:
+        The accumulated values of the kept tensors and weights that something reached.
+    """
+    acc = {t: np.asarray(v) for t, v in seeds.items()}
+    wanted = set(keep) | set(g.weights)
+    for layer in reversed(g.layers):
+        gs = tuple(acc.get(t) for t in layer.outputs)
+        if all(x is None for x in gs):
+            continue
+        xs = tuple(env[t] if t else None for t in layer.inputs)
+        ys = tuple(env[t] for t in layer.outputs)
+        _accumulate(acc, layer.inputs, rule(layer, gs, xs, ys), env)
+        for t in layer.outputs:  # complete now (consumers come later): free unless wanted
+            if t not in wanted:
+                acc.pop(t, None)
+    return {t: v for t, v in acc.items() if t in wanted}
+
+
+def _accumulate(acc: dict[str, np.ndarray], names: Sequence[str], values: Sequence,
+                env: Arrays) -> None:
+    for t, v in zip(names, values):
+        if t and v is not None and env[t].dtype.kind == "f":
+            acc[t] = acc[t] + v if t in acc else v
+
+
 def vjp(graph: Graph, feeds: Mapping[str, np.ndarray], cotangents: Mapping[str, np.ndarray],
         *, dtype: str = "float64", keep: bool = False) -> dict[str, np.ndarray]:
     """Reverse-mode gradient: cotangents of graph outputs -> cotangents of inputs and weights.
@@ -88,18 +132,6 @@ def vjp(graph: Graph, feeds: Mapping[str, np.ndarray], cotangents: Mapping[str, 
         depend on (plus intermediates with `keep`).
     """
     env = _forward(graph, feeds, np.dtype(dtype))
-    grads: dict[str, np.ndarray] = {
-        t: np.asarray(g, dtype=env[t].dtype) for t, g in cotangents.items()}
-    for layer in reversed(graph.layers):
-        gs = tuple(grads.get(t) for t in layer.outputs)
-        if all(g is None for g in gs):
-            continue
-        xs = tuple(env[t] if t else None for t in layer.inputs)
-        ys = tuple(env[t] for t in layer.outputs)
-        for t, g in zip(layer.inputs, OPS[layer.kind].vjp(gs, xs, ys, **layer.attrs)):
-            if t and g is not None and env[t].dtype.kind == "f":
-                grads[t] = grads[t] + g if t in grads else g
-    if keep:
-        return grads
+    seeds = {t: np.asarray(g, dtype=env[t].dtype) for t, g in cotangents.items()}
     leaves = set(graph.inputs) | set(graph.weights)
-    return {t: g for t, g in grads.items() if t in leaves}
+    return backward(graph, env, seeds, keep=set(env) if keep else leaves)

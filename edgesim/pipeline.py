@@ -30,7 +30,8 @@ from edgesim.report import CompileResult, build_result, write_reports
 from edgesim.simulate import totals
 
 DEFAULT_CALIB_SAMPLES = 32
-ANALYSIS_BATCH = 32
+ANALYSIS_SAMPLES = 32  # calibration samples the sensitivity analysis uses
+ANALYSIS_BATCH = 8  # samples per executor call in the analysis: bounds peak memory
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,9 @@ def _analysis_graph(model: Any, g: Graph, count: int,
 
 def _analysis_inputs(data: cal.CalibrationData, labels: np.ndarray | None, ga: Graph
                      ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """The first whole analysis batches of the samples (at most ANALYSIS_BATCH samples)."""
+    """The first whole analysis batches of the samples (at most ANALYSIS_SAMPLES)."""
     batch = ga.types[ga.inputs[0]].shape[0]
-    n = max(batch, min(data.count, ANALYSIS_BATCH) // batch * batch)
+    n = max(batch, min(data.count, ANALYSIS_SAMPLES) // batch * batch)
     return ({k: v[:n] for k, v in data.samples.items()},
             None if labels is None else labels[:n])
 

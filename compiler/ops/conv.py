@@ -209,11 +209,35 @@ def _conv_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, 
     return (y.astype(x.dtype, copy=False),)
 
 
+def _depthwise_vjp(g: np.ndarray, x: np.ndarray, w: np.ndarray, strides: Ints, pads: Ints,
+                   dilations: Ints) -> tuple[np.ndarray, np.ndarray]:
+    """(gx, gw) of a depthwise conv (one filter per channel), per kernel tap like the forward:
+    the im2col route costs a GEMM with an inner dimension of 1 and a windows copy."""
+    nsp, kernel = x.ndim - 2, w.shape[2:]
+    win, out = _padded_windows(x, kernel, strides, pads, dilations)
+    padded = [s + pads[i] + pads[nsp + i] for i, s in enumerate(x.shape[2:])]
+    gxp = np.zeros(x.shape[:2] + tuple(padded), dtype=x.dtype)
+    gw = np.empty(w.shape, dtype=x.dtype)
+    lift = (1,) * nsp
+    spatial = "xyz"[:nsp]
+    for tap in np.ndindex(*kernel):
+        gw[(slice(None), 0) + tap] = np.einsum(f"nc{spatial},nc{spatial}->c",
+                                               win[(Ellipsis,) + tap], g)
+        dst = tuple(slice(t * d, t * d + (o - 1) * s + 1, s)
+                    for t, d, o, s in zip(tap, dilations, out, strides))
+        gxp[(Ellipsis,) + dst] += g * w[(slice(None), 0) + tap].reshape((1, -1) + lift)
+    return shift_crop(gxp, pads[:nsp], x.shape[2:]), gw
+
+
 def _conv_vjp(gs: Sequence[np.ndarray | None], xs: Sequence[np.ndarray | None],
               ys: Sequence[np.ndarray], *, strides: Ints, pads: Ints, dilations: Ints,
               group: int) -> tuple[np.ndarray | None, ...]:
     x, w, b = xs[0], xs[1], xs[2] if len(xs) > 2 else None
     g = gs[0] if gs[0] is not None else np.zeros_like(ys[0])
+    gb = None if b is None else _spatial_sum(g).astype(b.dtype)
+    if group > 1 and w.shape[1] == 1 and w.shape[0] == group:
+        gx, gw = _depthwise_vjp(g, x, w.astype(x.dtype, copy=False), strides, pads, dilations)
+        return (gx, gw.astype(w.dtype), gb)[:len(xs)]
     nsp, kernel = x.ndim - 2, w.shape[2:]
     win, out = _padded_windows(x, kernel, strides, pads, dilations)
     cols = _group_cols(win, group)
@@ -223,7 +247,6 @@ def _conv_vjp(gs: Sequence[np.ndarray | None], xs: Sequence[np.ndarray | None],
                           x.shape[0], out, kernel)
     padded = [s + pads[i] + pads[nsp + i] for i, s in enumerate(x.shape[2:])]
     gx = shift_crop(scatter_windows(gcols, padded, strides, dilations), pads[:nsp], x.shape[2:])
-    gb = None if b is None else _spatial_sum(g).astype(b.dtype)
     return (gx, gw.astype(w.dtype), gb)[:len(xs)]
 
 

@@ -47,8 +47,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler import executor
+from compiler.executor import Arrays, Rule, vjp_rule
 from compiler.ir import Graph, Layer
-from compiler.sensitivity.loss import Arrays, Objective, Rule, objective, value_and_grad, vjp_rule
+from compiler.sensitivity.loss import Objective, objective, value_and_grad
 from compiler.sensitivity.proxy import (
     DEFAULT_BITS,
     Sensitivity,

@@ -13,14 +13,14 @@ Default rule (`loss=None`): "ce" when labels are given; otherwise "kl" when the 
 single output of shape [N, C] with C > 1 (class scores); otherwise "mse" over every float
 output. CE and KL use the first output.
 
-`backward` walks the layers in reverse applying a per-layer rule; with the ops' vjp rules it is
-the executor's reverse mode, but it starts from a forward pass already kept (so the loss can
-look at the outputs first without a second forward) and lets HAWQ and LRP change the rule.
+Gradients come from `executor.backward`, the one reverse walk: it starts from a forward pass
+already kept (so the loss can look at the outputs first without a second forward) and lets
+HAWQ and LRP change the per-layer rule.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -28,12 +28,10 @@ from scipy.special import log_softmax
 
 from compiler import executor
 from compiler.errors import ModelError
-from compiler.ir import Graph, Layer
-from compiler.ops import OPS
+from compiler.executor import Arrays, Rule, backward, vjp_rule
+from compiler.ir import Graph
 
-Arrays = Mapping[str, np.ndarray]
 # rule(layer, output cotangents, inputs, outputs) -> one cotangent (or None) per input
-Rule = Callable[[Layer, tuple, tuple, tuple], tuple]
 
 
 def cross_entropy(y: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
@@ -188,47 +186,6 @@ def objective(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray | 
 
 # ----------------------------------------------------------------------------------------------
 # Reverse walk.
-
-
-def vjp_rule(layer: Layer, gs: tuple, xs: tuple, ys: tuple) -> tuple:
-    """The plain reverse-mode rule: the op's own vjp."""
-    return OPS[layer.kind].vjp(gs, xs, ys, **layer.attrs)
-
-
-def backward(g: Graph, env: Arrays, seeds: Arrays, rule: Rule = vjp_rule,
-             keep: Collection[str] = ()) -> dict[str, np.ndarray]:
-    """Propagate `seeds` (per output tensor) back through `g` with `rule`, layer by layer.
-
-    Args:
-        g: the graph `env` was computed with.
-        env: every tensor of a forward pass (`executor.run(..., keep=True)`).
-        seeds: cotangents (or relevances) of some tensors.
-        rule: per-layer backward rule (default: the op's vjp).
-        keep: tensors to return besides the graph's float weights.
-
-    Returns:
-        The accumulated values of the kept tensors and weights that something reached.
-    """
-    acc = {t: np.asarray(v) for t, v in seeds.items()}
-    wanted = set(keep) | set(g.weights)
-    for layer in reversed(g.layers):
-        gs = tuple(acc.get(t) for t in layer.outputs)
-        if all(x is None for x in gs):
-            continue
-        xs = tuple(env[t] if t else None for t in layer.inputs)
-        ys = tuple(env[t] for t in layer.outputs)
-        _accumulate(acc, layer.inputs, rule(layer, gs, xs, ys), env)
-        for t in layer.outputs:  # complete now (consumers come later): free unless wanted
-            if t not in wanted:
-                acc.pop(t, None)
-    return {t: v for t, v in acc.items() if t in wanted}
-
-
-def _accumulate(acc: dict[str, np.ndarray], names: Sequence[str], values: Sequence,
-                env: Arrays) -> None:
-    for t, v in zip(names, values):
-        if t and v is not None and env[t].dtype.kind == "f":
-            acc[t] = acc[t] + v if t in acc else v
 
 
 def value_and_grad(obj: Objective, weights: Arrays, wrt: Collection[str],

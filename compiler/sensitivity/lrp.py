@@ -50,10 +50,11 @@ import numpy as np
 
 from compiler import executor
 from compiler.errors import ModelError
+from compiler.executor import Arrays, backward
 from compiler.ir import Graph, Layer
 from compiler.ops import OPS
 from compiler.ops.opdef import unbroadcast
-from compiler.sensitivity.loss import Arrays, backward, chunks, float64_weights
+from compiler.sensitivity.loss import chunks, float64_weights
 from compiler.sensitivity.proxy import (
     DEFAULT_BITS,
     Sensitivity,

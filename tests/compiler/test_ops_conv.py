@@ -252,3 +252,15 @@ def test_shift_crop_pads_crops_and_is_its_own_adjoint() -> None:
 def test_conv_rejects_bad_attributes(attrs: dict, inputs: dict, message: str) -> None:
     with pytest.raises(ModelError, match=message):
         lower_and_run("Conv", inputs, ["y"], attrs, ("w",))
+
+
+@pytest.mark.parametrize(("shape", "attrs"), [
+    ((2, 3, 7, 6), {"strides": (1, 1), "pads": (1, 1, 1, 1), "dilations": (1, 1)}),
+    ((1, 4, 9, 8), {"strides": (2, 1), "pads": (0, 1, 2, 0), "dilations": (1, 2)}),
+    ((2, 5, 11), {"strides": (3,), "pads": (2, 1), "dilations": (2,)}),
+])
+def test_depthwise_vjp_fast_path_matches_finite_differences(shape, attrs) -> None:
+    rng = np.random.default_rng(1)
+    c, nsp = shape[1], len(shape) - 2
+    x, w = rng.standard_normal(shape), rng.standard_normal((c, 1) + (3,) * nsp)
+    check_vjp(CONV, [x, w, rng.standard_normal(c)], {**attrs, "group": c})
