@@ -13,11 +13,12 @@ import numpy as np
 
 from compiler.ir import Graph
 from edgesim.allocation import AllocationResult
+from edgesim.budget import UNITS
 from hwmodels.cost import BOUND_NAMES
 
-# display unit of each metric: (column suffix, factor from base units)
-DISPLAY = {"latency": ("ms", 1e3), "energy": ("mJ", 1e-9), "size": ("MB", 1e-6),
-           "bits": ("bits", 1.0)}
+# display unit of each metric (the first unit budgets list): (unit, factor from base units)
+DISPLAY = {metric: (unit or "bits", 1.0 / factor)
+           for metric, (unit, factor) in ((m, next(iter(u.items()))) for m, u in UNITS.items())}
 
 
 @dataclass(frozen=True)
