@@ -3,8 +3,7 @@
 The Python API mirrors the CLI: `inspect`, `simulate`, `allocate`, `compile`, `targets`.
 """
 
-from edgesim.allocation import allocate
-from edgesim.api import compile, inspect, simulate, targets
+from edgesim.api import allocate, compile, inspect, simulate, targets
 
 __all__ = ["allocate", "compile", "inspect", "simulate", "targets"]
 __version__ = "0.1.0"

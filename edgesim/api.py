@@ -198,3 +198,11 @@ def evaluate_model(model: str | os.PathLike, data: str | os.PathLike, *,
     labels = arrays.pop("labels", None)
     return run_and_time(model, arrays, labels, threads=threads, runs=runs)
 
+
+def allocate(graph: Graph, target: Any, **kwargs: Any) -> Any:
+    """Bits per layer for a budget, exactly, with the front: `edgesim.allocation.allocate`
+    (imported on first use: the solver pulls in scipy and numba)."""
+    from edgesim.allocation import allocate as solve_allocation
+
+    return solve_allocation(graph, resolve_target(target), **kwargs)
+
