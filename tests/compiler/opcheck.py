@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnx
@@ -55,6 +55,17 @@ def check_vjp(op: OpDef, xs: Sequence[np.ndarray | None], attrs: Mapping[str, An
         analytic = float(np.sum(cots[i] * d))
         assert np.isclose(analytic, numeric, rtol=rtol, atol=atol), (
             f"{op.kind}: input {i}: vjp·d = {analytic!r}, finite difference = {numeric!r}")
+
+
+class Case(NamedTuple):
+    """One row of an op family's CASES table: an ONNX node and how to build it."""
+
+    op: str
+    inputs: dict[str, np.ndarray]
+    attrs: dict[str, Any] = {}
+    initializers: tuple[str, ...] = ()
+    opset: int = 17
+    n_outputs: int = 1
 
 
 _NP_TO_ONNX = {

@@ -4,7 +4,7 @@ VJPs vs finite differences, facts vs hand arithmetic."""
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +16,7 @@ from compiler.errors import ModelError
 from compiler.ir import Spec
 from compiler.ops import LOWER, OPS
 from compiler.ops.opdef import Node
-from tests.compiler.opcheck import check_forward_vs_ort, check_vjp
+from tests.compiler.opcheck import Case, check_forward_vs_ort, check_vjp
 
 RNG = np.random.default_rng(1)
 ACT, CAST = OPS["activation"], OPS["cast"]
@@ -30,13 +30,6 @@ def _scalar(v: float, dtype: str = "float32") -> np.ndarray:
     return np.array(v, dtype=dtype)
 
 
-class Case(NamedTuple):
-    op: str
-    inputs: dict[str, np.ndarray]
-    attrs: dict[str, Any] = {}
-    initializers: tuple[str, ...] = ()
-    opset: int = 17
-    n_outputs: int = 1
 
 
 X = _f32(2, 3, 4)

@@ -3,7 +3,7 @@ differences, facts vs hand arithmetic."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +15,7 @@ from compiler.errors import ModelError
 from compiler.ir import Spec
 from compiler.ops import LOWER, OPS
 from compiler.ops.opdef import Node
-from tests.compiler.opcheck import check_forward_vs_ort, check_vjp
+from tests.compiler.opcheck import Case, check_forward_vs_ort, check_vjp
 
 RNG = np.random.default_rng(0)
 ELTWISE = OPS["eltwise"]
@@ -29,12 +29,6 @@ def _ints(dtype: str, *shape: int, low: int = -20, high: int = 20) -> np.ndarray
     return RNG.integers(low, high, shape).astype(dtype)
 
 
-class Case(NamedTuple):
-    op: str
-    inputs: dict[str, np.ndarray]
-    attrs: dict[str, Any] = {}
-    initializers: tuple[str, ...] = ()
-    opset: int = 17
 
 
 _NONZERO = np.array([[3, -7, 7, -3], [5, 1, -1, 9]], dtype=np.int32)

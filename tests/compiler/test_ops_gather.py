@@ -3,8 +3,6 @@ VJPs vs finite differences and a brute-force scatter, facts vs hand arithmetic."
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -15,18 +13,12 @@ from compiler.errors import ModelError
 from compiler.ir import Spec
 from compiler.ops import LOWER, OPS
 from compiler.ops.opdef import Node
-from tests.compiler.opcheck import check_forward_vs_ort, check_vjp
+from tests.compiler.opcheck import Case, check_forward_vs_ort, check_vjp
 
 RNG = np.random.default_rng(3)
 GATHER = OPS["gather"]
 
 
-class Case(NamedTuple):
-    op: str
-    inputs: dict[str, np.ndarray]
-    attrs: dict[str, Any] = {}
-    initializers: tuple[str, ...] = ()
-    opset: int = 17
 
 
 DATA = RNG.standard_normal((5, 4, 3)).astype(np.float32)

@@ -3,7 +3,7 @@ onnxruntime, VJPs vs finite differences."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +15,7 @@ from compiler.errors import ModelError
 from compiler.ir import Facts, Spec
 from compiler.ops import LOWER, OPS
 from compiler.ops.opdef import Node
-from tests.compiler.opcheck import check_forward_vs_ort, check_vjp
+from tests.compiler.opcheck import Case, check_forward_vs_ort, check_vjp
 
 RNG = np.random.default_rng(2)
 INT_MAX = np.iinfo(np.int64).max
@@ -29,13 +29,6 @@ def _i64(*values: int) -> np.ndarray:
     return np.array(values, dtype=np.int64)
 
 
-class Case(NamedTuple):
-    op: str
-    inputs: dict[str, np.ndarray]
-    attrs: dict[str, Any] = {}
-    initializers: tuple[str, ...] = ()
-    opset: int = 17
-    n_outputs: int = 1
 
 
 X = _f32(2, 3, 4)
