@@ -14,6 +14,7 @@ import numpy as np
 from compiler.ir import Graph
 from edgesim.allocation import AllocationResult
 from edgesim.budget import UNITS
+from edgesim.simulate import Totals
 from hwmodels.cost import BOUND_NAMES
 
 # display unit of each metric (the first unit budgets list): (unit, factor from base units)
@@ -41,16 +42,6 @@ class LayerRow:
     weight_bytes: float
     bound: str
     note: str
-
-
-@dataclass(frozen=True)
-class Totals:
-    """Whole-model predicted figures on the target."""
-
-    latency_ms: float
-    energy_mj: float
-    weight_bytes: float
-    peak_act_bytes: float
 
 
 @dataclass(frozen=True)
@@ -131,8 +122,7 @@ def build_result(g: Graph, target: Any, alloc: AllocationResult, quant: Any,
     avg_bits = sum(min(r.w_bits, 32) * r.params for r in q) / max(params, 1)
     result = Totals(sum(r.latency_ms for r in rows), sum(r.energy_uj for r in rows) * 1e-3,
                     sum(r.weight_bytes for r in rows), float(alloc.cost.act_bytes.max()))
-    fp32 = Totals(baseline.latency_ms, baseline.energy_mj, baseline.weight_bytes,
-                  baseline.peak_act_bytes)
+    fp32 = baseline  # simulate.totals of the float assignment
     unit = DISPLAY[alloc.metric][0]
     budget = (f"{alloc.metric}={_display(alloc.metric, alloc.budget):.4g}"
               f"{unit if alloc.metric != 'bits' else ''}"
