@@ -2,16 +2,18 @@
 
 For each model: one gradient evaluation (forward + reverse, float64, all calibration samples),
 HAWQ (`hawq.sensitivity`, loss by the default rule: KL for the CNN classifiers, MSE for
-minilm's hidden states) with its iterations, final max relative standard error, seconds per
-iteration and the iterations a 5% tolerance would take at the measured variance
-(`iterations * (max_rse / tol)^2`), and LRP (`lrp.sensitivity`). Calibration data is seeded
-random (images N(0, 1); token ids uniform, full attention mask): timing does not depend on it.
+minilm's hidden states) with its curvature (default Gauss-Newton probes, float32; `--curvature
+hessian` for float64 finite-difference HVPs), iterations, final max relative standard error,
+seconds per iteration and the iterations a 5% tolerance would take at the measured variance
+(`iterations * (max_rse / tol)^2`), and LRP (`lrp.sensitivity`, float32). The graph batch
+defaults to the compile pipeline's analysis batch (8). Calibration data is seeded random (images
+N(0, 1); token ids uniform, full attention mask): timing does not depend on it.
 
 Prints one JSON object (and writes it to --out if given).
 
 Usage: PYTHONPATH=. python bench/bench_sensitivity.py [--models mobilenet_v2 resnet18 minilm]
-    [--samples 32] [--batch 32] [--resolution 224] [--seq 128] [--max-iter 100] [--tol 0.05]
-    [--blas-threads N] [--out f.json]
+    [--samples 32] [--batch 8] [--resolution 224] [--seq 128] [--max-iter 100] [--tol 0.05]
+    [--curvature gauss-newton|hessian] [--blas-threads N] [--out f.json]
 
 On a shared 2-core machine OpenBLAS's own threading can make small batched GEMMs (attention's
 [B, heads, S, d] products) hundreds of times slower than one thread: `--blas-threads 1`
@@ -67,12 +69,13 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     names = hawq.unique_weights(hawq.check_quantisable(g))
     obj, setup_s = timed(lambda: objective(g, calib))
     _, grad_s = timed(lambda: value_and_grad(obj, {}, names))
-    sens, hawq_s = timed(lambda: hawq.sensitivity(g, calib, tol=args.tol, max_iter=args.max_iter))
+    sens, hawq_s = timed(lambda: hawq.sensitivity(g, calib, curvature=args.curvature,
+                                                  tol=args.tol, max_iter=args.max_iter))
     _, lrp_s = timed(lambda: lrp.sensitivity(g, calib))
     max_rse = float(np.nanmax(sens.rse))
     return {
         "layers": len(sens.layers), "weights": int(sum(g.weights[n].size for n in names)),
-        "loss": obj.loss, "load_s": load_s, "reference_forward_s": setup_s,
+        "loss": obj.loss, "curvature": args.curvature, "load_s": load_s, "reference_forward_s": setup_s,
         "gradient_s": grad_s, "hawq_s": hawq_s, "hawq_iterations": sens.iterations,
         "hawq_s_per_iteration": hawq_s / max(1, sens.iterations),
         "hawq_max_rse": max_rse, "hawq_median_rse": float(np.nanmedian(sens.rse)),
@@ -85,11 +88,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["mobilenet_v2", "resnet18", "minilm"])
     parser.add_argument("--samples", type=int, default=32)
-    parser.add_argument("--batch", type=int, default=32, help="graph batch (samples % batch == 0)")
+    parser.add_argument("--batch", type=int, default=8, help="graph batch (samples % batch == 0)")
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--max-iter", type=int, default=100)
     parser.add_argument("--tol", type=float, default=0.05)
+    parser.add_argument("--curvature", choices=hawq.CURVATURES, default="gauss-newton")
     parser.add_argument("--blas-threads", type=int, default=None,
                         help="cap BLAS threads (threadpoolctl); default: the library's own")
     parser.add_argument("--out", type=Path)

@@ -4,7 +4,18 @@ Dong et al., "HAWQ-V2: Hessian Aware trace-Weighted Quantization of Neural Netwo
 2020: the sensitivity of layer l at b bits is `Omega_l(b) = Tr(H_l)/n_l * ||Q_b(W_l) - W_l||^2`,
 with H_l the diagonal block of the loss Hessian for the layer's n_l weights.
 
-Estimator. Hutchinson: for Rademacher v (entries +-1), E[v^T A v] = Tr(A). One vector v over the
+Two estimators of the traces (`curvature`):
+
+- "gauss-newton" (default): Hutchinson probes in the output space, J^T L u with L L^T the
+  loss's Hessian in the outputs: one float32 backward pass per probe gives every layer's trace,
+  with no cross-layer noise. It is the exact Hessian for the label-free losses (KL / MSE to the
+  unquantised model's outputs have zero gradient there) and the Gauss-Newton part of it with
+  labels. See `compiler.sensitivity.gauss_newton`.
+- "hessian": weight-space Hutchinson with finite-difference Hessian-vector products, below.
+  It keeps the residual term with labels, but needs two float64 gradients per probe and far
+  more probes; it is the reference the Gauss-Newton estimator was checked against.
+
+Estimator ("hessian"). Hutchinson: for Rademacher v (entries +-1), E[v^T A v] = Tr(A). One vector v over the
 weights of *all* quantisable layers gives, for every layer at once, `v_l . (H v)_l`, whose
 expectation is Tr(H_ll) because the cross terms v_l^T H_lj v_j (j != l) vanish in expectation
 (E[v_l v_j^T] = 0). Each iteration therefore costs one Hessian-vector product, i.e. two gradient
@@ -42,14 +53,24 @@ quantisation error never counts as a gain.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from compiler import executor
+from compiler.errors import ModelError
 from compiler.executor import Arrays, Rule, vjp_rule
 from compiler.ir import Graph, Layer
-from compiler.sensitivity.loss import Objective, objective, value_and_grad
+from compiler.sensitivity import gauss_newton
+from compiler.sensitivity.loss import (
+    Objective,
+    check_label_rows,
+    check_loss,
+    chunks,
+    default_loss,
+    loss_outputs,
+    objective,
+    value_and_grad,
+)
 from compiler.sensitivity.proxy import (
     DEFAULT_BITS,
     Sensitivity,
@@ -59,6 +80,7 @@ from compiler.sensitivity.proxy import (
     weight_name,
     weight_sizes,
 )
+from compiler.sensitivity.trace_estimate import TraceEstimate, estimate, relative_se
 
 # Layer kind -> `fn`s whose derivative is piecewise constant (second derivative 0 a.e.).
 PIECEWISE_LINEAR: Mapping[str, frozenset[str]] = {
@@ -67,28 +89,8 @@ PIECEWISE_LINEAR: Mapping[str, frozenset[str]] = {
     "reduce": frozenset({"max", "min"}),
     "eltwise": frozenset({"max", "min", "where"}),
 }
+CURVATURES = ("gauss-newton", "hessian")
 FD_EPS = 1e-5  # central-difference step relative to rms(w): rounding and truncation ~1e-10
-
-
-@dataclass(frozen=True, eq=False)  # holds arrays
-class TraceEstimate:
-    """Hutchinson estimates of Tr(H_ww) for each weight tensor `names[i]`.
-
-    Attributes:
-        names: weight tensor names.
-        trace: running mean of the per-iteration estimates [W].
-        rse: relative standard error of that mean [W] (0 where every sample agreed).
-        samples: the per-iteration estimates [iterations, W].
-    """
-
-    names: tuple[str, ...]
-    trace: np.ndarray
-    rse: np.ndarray
-    samples: np.ndarray
-
-    @property
-    def iterations(self) -> int:
-        return len(self.samples)
 
 
 def is_piecewise_linear(layer: Layer) -> bool:
@@ -147,17 +149,6 @@ def hvp(obj: Objective, v: Arrays, h: float,
     return {n: (up[n] - down[n]) / (2.0 * h) for n in v}
 
 
-def relative_se(samples: np.ndarray) -> np.ndarray:
-    """Standard error of the column means over |mean| (inf for one sample; 0 if all agree)."""
-    k = len(samples)
-    if k < 2:
-        return np.full(samples.shape[1], np.inf)
-    se = samples.std(axis=0, ddof=1) / np.sqrt(k)
-    mean = np.abs(samples.mean(axis=0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(se == 0, 0.0, se / mean)
-
-
 def balanced_scales(trace: np.ndarray, sizes: np.ndarray, floor: float = 1e-4) -> np.ndarray:
     """Probe scale per weight tensor, 1/sqrt(|Tr|) (floored at `floor` * the largest), with
     unit RMS over all weights."""
@@ -213,8 +204,7 @@ def hutchinson(obj: Objective, names: Sequence[str], *, tol: float = 0.05,
         scales = balanced_scales(np.mean(samples, axis=0), sizes) if balance else scales
         if len(samples) >= min_iter and float(relative_se(np.array(samples)).max()) < tol:
             break
-    arr = np.array(samples)
-    return TraceEstimate(tuple(names), arr.mean(axis=0), relative_se(arr), arr)
+    return estimate(names, samples)
 
 
 def unique_weights(layers: Sequence[Layer]) -> tuple[str, ...]:
@@ -224,8 +214,9 @@ def unique_weights(layers: Sequence[Layer]) -> tuple[str, ...]:
 
 def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray | None = None,
                 *, bits: Sequence[int] = DEFAULT_BITS, loss: str | None = None,
-                tol: float = 0.05, max_iter: int = 100, min_iter: int = 3,
-                fd_eps: float = FD_EPS, seed: int = 0, freeze: bool = True) -> Sensitivity:
+                curvature: str = "gauss-newton", tol: float = 0.05, max_iter: int = 100,
+                min_iter: int = 3, fd_eps: float = FD_EPS, seed: int = 0,
+                freeze: bool = True) -> Sensitivity:
     """HAWQ-V2 sensitivity `Omega_l(b) = max(Tr(H_l)/n_l, 0) * ||Q_b(W_l) - W_l||^2`.
 
     Args:
@@ -235,28 +226,49 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
         labels: integer class labels (for "ce") or float targets (for "mse"), one per row.
         bits: weight-bit choices.
         loss: "ce", "kl" or "mse"; None picks by the rule in `compiler.sensitivity.loss`.
+        curvature: "gauss-newton" (default): output-space Hutchinson probes of J^T H_y J, one
+            float32 backward pass each, the exact Hessian for the label-free losses
+            (`compiler.sensitivity.gauss_newton`); "hessian": weight-space Hutchinson with
+            float64 finite-difference Hessian-vector products (this module's docstring).
         tol: relative standard error at which to stop.
-        max_iter: cap on Hutchinson iterations.
+        max_iter: cap on Hutchinson iterations (probes).
         min_iter: least iterations before stopping.
-        fd_eps: difference step relative to rms(w).
+        fd_eps: difference step relative to rms(w) ("hessian").
         seed: Rademacher seed.
-        freeze: freeze piecewise-linear switching patterns in the difference quotients.
+        freeze: freeze piecewise-linear switching patterns in the difference quotients
+            ("hessian").
 
     Returns:
         A `Sensitivity` with `score` = Tr(H_l)/n_l and `rse` per layer.
 
     Raises:
-        ModelError: on bad inputs, labels, loss or bits, or a model with nothing to quantise.
+        ModelError: on bad inputs, labels, loss, curvature or bits, or a model with nothing
+            to quantise.
     """
     layers, choices = check_quantisable(g), bit_choices(bits)
-    obj = objective(g, calib_inputs, labels, loss)
     names = unique_weights(layers)
-    est = hutchinson(obj, names, tol=tol, max_iter=max_iter, min_iter=min_iter,
-                     fd_eps=fd_eps, seed=seed, freeze=freeze)
+    if curvature == "gauss-newton":
+        loss = default_loss(g, labels) if loss is None else loss
+        check_loss(g, loss, labels)
+        parts = chunks(g, calib_inputs)
+        check_label_rows(labels, sum(len(next(iter(p.values()))) for p in parts))
+        est = gauss_newton.traces(g, parts, loss, loss_outputs(g, loss, labels), names,
+                                  tol=tol, max_iter=max_iter, min_iter=min_iter, seed=seed)
+        how = ("curvature=gauss-newton" + (" (exact Hessian: zero-gradient loss)"
+                                           if labels is None else ""),)
+    elif curvature == "hessian":
+        obj = objective(g, calib_inputs, labels, loss)
+        loss = obj.loss
+        est = hutchinson(obj, names, tol=tol, max_iter=max_iter, min_iter=min_iter,
+                         fd_eps=fd_eps, seed=seed, freeze=freeze)
+        how = ("curvature=hessian (finite differences)", f"freeze={freeze}")
+    else:
+        raise ModelError("curvature", f"unknown curvature {curvature!r}; choose one of "
+                         f"{list(CURVATURES)}")
     index = [names.index(weight_name(layer)) for layer in layers]
     score = est.trace[index] / weight_sizes(g, layers)
     omega = np.maximum(score, 0.0)[:, None] * quant_errors(g, layers, choices)
-    notes = (f"loss={obj.loss}", f"iterations={est.iterations}",
-             f"max_rse={float(est.rse.max()):.3g}", f"freeze={freeze}")
+    notes = (f"loss={loss}", *how, f"iterations={est.iterations}",
+             f"max_rse={float(est.rse.max()):.3g}")
     return Sensitivity(tuple(layer.name for layer in layers), choices, omega, score, "hawq",
                        est.iterations, est.rse[index], notes)

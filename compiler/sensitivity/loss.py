@@ -150,22 +150,38 @@ def _float_outputs(g: Graph) -> tuple[str, ...]:
     return tuple(o for o in g.outputs if np.dtype(g.types[o].dtype).kind == "f")
 
 
+def loss_outputs(g: Graph, loss: str, labels: object) -> tuple[str, ...]:
+    """The outputs the loss reads: the first for "ce" and "kl" and for "mse" against labels,
+    every float output for "mse" against the reference."""
+    if loss == "ce" or (loss == "mse" and labels is not None):
+        return g.outputs[:1]
+    return _float_outputs(g)[:1] if loss == "kl" else _float_outputs(g)
+
+
 def _targets(g: Graph, feeds: Arrays, labels: np.ndarray | None, loss: str
              ) -> dict[str, np.ndarray]:
-    if loss == "ce" or (loss == "mse" and labels is not None):
-        return {g.outputs[0]: labels}
-    names = _float_outputs(g)[:1] if loss == "kl" else _float_outputs(g)
+    names = loss_outputs(g, loss, labels)
+    if labels is not None and loss in ("ce", "mse"):
+        return {names[0]: labels}
     ref = executor.run(g, feeds, dtype="float64")
     return {name: ref[name] for name in names}
 
 
-def _check_loss(g: Graph, loss: str, labels: object) -> None:
+def check_loss(g: Graph, loss: str, labels: object) -> None:
+    """Raise ModelError for an unknown loss, cross-entropy without labels, or no float output."""
     if loss not in LOSSES:
         raise ModelError("loss", f"unknown loss {loss!r}; choose one of {sorted(LOSSES)}")
     if loss == "ce" and labels is None:
         raise ModelError("loss", "cross-entropy needs labels")
     if not _float_outputs(g):
         raise ModelError(g.name, "the model has no float output to take a loss of")
+
+
+def check_label_rows(labels: object, samples: int) -> None:
+    """Raise ModelError unless `labels` (when given) has one row per calibration sample."""
+    if labels is not None and len(np.asarray(labels)) != samples:
+        raise ModelError("labels", f"{len(np.asarray(labels))} rows for {samples} calibration "
+                         "samples")
 
 
 def objective(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray | None = None,
@@ -176,9 +192,10 @@ def objective(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray | 
         ModelError: on a bad loss name, missing labels, or inputs that are not whole batches.
     """
     loss = default_loss(g, labels) if loss is None else loss
-    _check_loss(g, loss, labels)
+    check_loss(g, loss, labels)
     g64 = float64_weights(g)
     parts = chunks(g64, calib_inputs)
+    check_label_rows(labels, sum(len(next(iter(p.values()))) for p in parts))
     label_parts = split(labels, len(parts)) if labels is not None else [None] * len(parts)
     targets = tuple(_targets(g64, f, lab, loss) for f, lab in zip(parts, label_parts))
     return Objective(g64, parts, targets, loss)

@@ -54,7 +54,7 @@ from compiler.executor import Arrays, backward
 from compiler.ir import Graph, Layer
 from compiler.ops import OPS
 from compiler.ops.opdef import unbroadcast
-from compiler.sensitivity.loss import chunks, float64_weights
+from compiler.sensitivity.loss import chunks
 from compiler.sensitivity.proxy import (
     DEFAULT_BITS,
     Sensitivity,
@@ -172,22 +172,22 @@ def seeds(g: Graph, env: Arrays) -> dict[str, np.ndarray]:
     return out
 
 
-def _propagate(g: Graph, feeds: Arrays, eps: float, rule: str, keep: Sequence[str] | None
-               ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(seeds, relevance of the kept tensors) for one batch, in float64."""
+def _propagate(g: Graph, feeds: Arrays, eps: float, rule: str, keep: Sequence[str] | None,
+               dtype: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(seeds, relevance of the kept tensors) for one batch, computed in `dtype`."""
     if rule not in LRP_RULES:
         raise ModelError("rule", f"unknown LRP rule {rule!r}; choose one of {LRP_RULES}")
-    g64 = float64_weights(g)
-    env = executor.run(g64, feeds, dtype="float64", keep=True)
-    start = seeds(g64, env)
+    env = executor.run(g, feeds, dtype=dtype, keep=True)
+    start = seeds(g, env)
     kept = set(env) if keep is None else set(keep)
-    got = backward(g64, env, start, _rule(g64, eps, rule), keep=kept)
+    got = backward(g, env, start, _rule(g, eps, rule), keep=kept)
     return start, {t: v for t, v in got.items() if t in kept}
 
 
 def relevance(g: Graph, feeds: Arrays, *, eps: float = EPS, rule: str = "epsilon",
-              keep: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """Relevance of tensors for one batch of inputs (float64).
+              keep: Sequence[str] | None = None, dtype: str = "float64"
+              ) -> dict[str, np.ndarray]:
+    """Relevance of tensors for one batch of inputs.
 
     Args:
         g: the lowered model; `feeds` must match its static input shapes.
@@ -195,33 +195,34 @@ def relevance(g: Graph, feeds: Arrays, *, eps: float = EPS, rule: str = "epsilon
         eps: stabiliser relative to each layer's output RMS.
         rule: "epsilon", or "zplus" (z+ on conv/linear layers with nonnegative input).
         keep: tensors to return (default: every tensor reached).
+        dtype: float dtype to compute in.
 
     Returns:
         Relevance by tensor name (a graph output holds its seed plus anything that flowed
         back into it from later layers).
     """
-    return _propagate(g, feeds, eps, rule, keep)[1]
+    return _propagate(g, feeds, eps, rule, keep, dtype)[1]
 
 
 def _shares(g: Graph, feeds: Arrays, outputs: Sequence[str], eps: float,
-            rule: str) -> np.ndarray:
+            rule: str, dtype: str) -> np.ndarray:
     """Fraction of the seeds' |relevance| at each tensor of `outputs`, for one chunk."""
-    start, rel = _propagate(g, feeds, eps, rule, outputs)
+    start, rel = _propagate(g, feeds, eps, rule, outputs, dtype)
     total = sum(float(np.abs(v).sum()) for v in start.values())
     return np.array([float(np.abs(rel[t]).sum()) / total if t in rel and total > 0 else 0.0
                      for t in outputs])
 
 
 def layer_shares(g: Graph, calib_inputs: np.ndarray | Arrays, layers: Sequence[Layer], *,
-                 eps: float = EPS, rule: str = "epsilon") -> np.ndarray:
+                 eps: float = EPS, rule: str = "epsilon", dtype: str = "float32") -> np.ndarray:
     """Relevance share of each layer's output per calibration chunk: [chunks, L]."""
     outs = [layer.outputs[0] for layer in layers]
-    return np.array([_shares(g, f, outs, eps, rule) for f in chunks(g, calib_inputs)])
+    return np.array([_shares(g, f, outs, eps, rule, dtype) for f in chunks(g, calib_inputs)])
 
 
 def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: object = None, *,
                 bits: Sequence[int] = DEFAULT_BITS, eps: float = EPS,
-                rule: str = "epsilon") -> Sensitivity:
+                rule: str = "epsilon", dtype: str = "float32") -> Sensitivity:
     """LRP sensitivity `omega_l(b) = C_l * ||Q_b(W_l) - W_l||^2 / ||W_l||^2`.
 
     Args:
@@ -232,13 +233,15 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: object = No
         bits: weight-bit choices.
         eps: epsilon-rule stabiliser relative to each layer's output RMS.
         rule: "epsilon" or "zplus".
+        dtype: float dtype of the propagation (float32: the stabiliser keeps the epsilon
+            rule's divisions well away from rounding noise).
 
     Returns:
         A `Sensitivity` with `score` = C_l / ||W_l||^2, `iterations` = chunks and `rse`
         the relative standard error of the mean share over chunks (NaN for one chunk).
     """
     layers, choices = check_quantisable(g), bit_choices(bits)
-    per_chunk = layer_shares(g, calib_inputs, layers, eps=eps, rule=rule)
+    per_chunk = layer_shares(g, calib_inputs, layers, eps=eps, rule=rule, dtype=dtype)
     share = per_chunk.mean(axis=0)
     share = share / share.sum() if share.sum() > 0 else share
     energy = np.array([float(np.vdot(w, w)) for w in

@@ -1,0 +1,130 @@
+"""Per-layer Hessian traces by Hutchinson probes in the output space (Gauss-Newton form).
+
+For a loss L(w) = l(f(w)) of the model outputs y = f(w), the Hessian splits as
+
+    H = J^T H_y J + sum_k (dl/dy_k) d2y_k/dw2,
+
+with J the output Jacobian and H_y the Hessian of l in y. The first term is the generalised
+Gauss-Newton matrix G (Schraudolph 2002; Martens, "New insights and perspectives on the natural
+gradient method", 2020). G is the *exact* Hessian wherever dl/dy = 0, which holds for the
+label-free losses edgesim uses by default: KL to the unquantised model's own outputs, and MSE to
+them, are zero with a zero gradient at the weights being analysed. With labels (cross-entropy,
+MSE to targets) G drops the residual term, which is small where the model fits its labels; G is
+positive semi-definite, so no layer gets a negative trace.
+
+H_y is known in closed form and factors as H_y = L L^T with a cheap L, row by row:
+
+- softmax losses ("ce", "kl"): H_y = (diag(p) - p p^T) / R with p = softmax(y) and R the rows
+  of the whole calibration set; L u = (sqrt(p) * u - p * <sqrt(p), u>) / sqrt(R). (Check:
+  L L^T = diag(p) - 2 p p^T + p p^T <sqrt(p), sqrt(p)> = diag(p) - p p^T, as sum(p) = 1.)
+- "mse": H_y = 2 I / R, L u = sqrt(2 / R) u.
+
+Hutchinson in the output space: for Rademacher u (E[u u^T] = I),
+
+    E ||(J^T L u)_l||^2 = Tr(J_l^T L L^T J_l) = Tr(G_ll),
+
+and J^T (L u) is one reverse pass seeded with the cotangent L u. So every layer's block trace
+comes from one backward pass per probe, and each calibration chunk's forward pass serves all of
+its probes. There are no finite differences, so it runs in float32. Each sample is a squared
+norm (never negative) and has no cross-layer terms, unlike weight-space Hutchinson, where
+v_l^T H_lj v_j adds noise of order Tr(H_jj) to layer l: on zoo mobilenet_v2 at 224x224 with 32
+samples, 4 probes give a 4% max relative standard error, where weight-space probes need
+hundreds.
+
+Probing runs in passes over the chunks. A probe is one backward pass over every chunk; its
+sample is the sum over chunks (chunks are independent, so the variances add). After a pass,
+the probes still needed are predicted from the measured relative standard error, which falls
+as 1/sqrt(probes); each further pass recomputes the chunks' forward passes rather than keeping
+every chunk's activations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from scipy.special import softmax
+
+from compiler import executor
+from compiler.executor import backward
+from compiler.ir import Graph
+from compiler.sensitivity.trace_estimate import TraceEstimate, estimate
+
+Factor = Callable[[np.ndarray], np.ndarray]  # u -> L u
+
+
+def output_factor(loss: str, y: np.ndarray, rows: int) -> Factor:
+    """u -> L u, with L L^T the Hessian of the mean-over-`rows` `loss` in the output `y`."""
+    if loss == "mse":
+        scale = np.sqrt(2.0 / rows)
+        return lambda u: (scale * u).astype(y.dtype, copy=False)
+    p = softmax(np.asarray(y, np.float64), axis=-1)
+    root, norm = np.sqrt(p), 1.0 / np.sqrt(rows)
+
+    def apply(u: np.ndarray) -> np.ndarray:
+        lu = root * u - p * np.sum(root * u, axis=-1, keepdims=True)
+        return (norm * lu).astype(y.dtype, copy=False)
+    return apply
+
+
+def _rows(shape: Sequence[int]) -> int:
+    return int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) else 1
+
+
+def _squared_norm(x: np.ndarray | None) -> float:
+    return 0.0 if x is None else float(np.vdot(x, x))
+
+
+def chunk_samples(g: Graph, feeds: dict[str, np.ndarray], loss: str, outputs: Sequence[str],
+                  names: Sequence[str], probes: int, chunks: int, rng: np.random.Generator,
+                  dtype: str = "float32") -> np.ndarray:
+    """`probes` Hutchinson samples of each weight's ||(J^T L u)_w||^2 for one chunk [probes, W].
+
+    `chunks` is how many chunks of this size the calibration set holds: the loss is a mean
+    over all of their rows.
+    """
+    env = executor.run(g, feeds, dtype=dtype, keep=True)
+    factors = {o: output_factor(loss, env[o], _rows(env[o].shape) * chunks) for o in outputs}
+    out = np.empty((probes, len(names)))
+    for k in range(probes):
+        seeds = {o: f(rng.choice(np.array([-1.0, 1.0], env[o].dtype), env[o].shape))
+                 for o, f in factors.items()}
+        grads = backward(g, env, seeds)
+        out[k] = [_squared_norm(grads.get(n)) for n in names]
+    return out
+
+
+def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
+           outputs: Sequence[str], names: Sequence[str], *, tol: float = 0.05,
+           max_iter: int = 100, min_iter: int = 3, seed: int = 0,
+           dtype: str = "float32") -> TraceEstimate:
+    """Gauss-Newton block traces Tr(G_ww) of the weights `names` (see the module docstring).
+
+    Args:
+        g: the model.
+        chunks: calibration feeds, each at the graph's static shapes.
+        loss: "ce", "kl" or "mse" (the output Hessian's form; labels are not needed).
+        outputs: the outputs the loss reads.
+        names: weight tensor names.
+        tol: stop once every nonzero trace's relative standard error is below this.
+        max_iter: cap on probes (each is one backward pass over every chunk).
+        min_iter: probes of the first pass (a variance needs a few samples).
+        seed: Rademacher seed.
+        dtype: float dtype of the forward and backward passes.
+
+    Returns:
+        The `TraceEstimate`: one sample per probe, summed over the chunks.
+    """
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in chunks]
+    done, want = 0, max(2, min(min_iter, max_iter))
+    while True:
+        for i, feeds in enumerate(chunks):
+            parts[i].append(chunk_samples(g, feeds, loss, outputs, names, want - done,
+                                          len(chunks), rng, dtype))
+        done = want
+        est = estimate(names, sum(np.concatenate(p) for p in parts))
+        worst = float(np.max(est.rse, initial=0.0))
+        if done >= max_iter or worst < tol:
+            return est
+        want = min(max_iter, max(done + 1, int(np.ceil(1.1 * done * (worst / tol) ** 2))))
