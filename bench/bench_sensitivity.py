@@ -75,7 +75,8 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     max_rse = float(np.nanmax(sens.rse))
     return {
         "layers": len(sens.layers), "weights": int(sum(g.weights[n].size for n in names)),
-        "loss": obj.loss, "curvature": args.curvature, "load_s": load_s, "reference_forward_s": setup_s,
+        "loss": obj.loss, "curvature": args.curvature, "load_s": load_s,
+        "reference_forward_s": setup_s,
         "gradient_s": grad_s, "hawq_s": hawq_s, "hawq_iterations": sens.iterations,
         "hawq_s_per_iteration": hawq_s / max(1, sens.iterations),
         "hawq_max_rse": max_rse, "hawq_median_rse": float(np.nanmedian(sens.rse)),

@@ -28,10 +28,12 @@ Conventions decided here (every emitter and the executor's fake-quant simulation
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from numba import njit
 
 from compiler.errors import ModelError
 
@@ -312,27 +314,54 @@ class RangeStats:
 def _power_of_two_above(m: float) -> float:
     if m == 0.0:
         return 2.0**-126  # all-zero batch: the smallest range, any real data widens it
-    _, exp = np.frexp(m)  # m = f * 2^exp with f in [0.5, 1), so 2^exp > m
-    return float(np.ldexp(1.0, int(exp)))
+    _, exp = math.frexp(m)  # m = f * 2^exp with f in [0.5, 1), so 2^exp > m
+    return math.ldexp(1.0, exp)
+
+
+@njit(cache=True)
+def _histogram(x: np.ndarray, nbins: int, inv_width: float) -> np.ndarray:
+    """Counts of `floor(v * inv_width) + nbins // 2` over the 1-D float32/float64 `x`.
+
+    The product is taken in float64 and `inv_width` is a power of two, so it is exact (even for
+    float32 subnormals) and the bin equals `floor(v / width)` as `RangeStats` requires.
+    """
+    centre = nbins // 2
+    hist = np.zeros(nbins, np.int64)
+    for v in x:
+        hist[np.int64(np.floor(np.float64(v) * inv_width)) + centre] += 1
+    return hist
 
 
 def range_stats(x: np.ndarray, nbins: int = NBINS, name: str = "activation") -> RangeStats:
-    """Statistics of one batch.
+    """Statistics of one batch. Float32 and float64 are read in place (no float64 copy);
+    other dtypes are cast to float64 first.
 
     Raises:
-        ModelError: if `x` is empty or holds NaN or infinity (named by `name`).
+        ModelError: if `nbins` is not even and positive (the bins must split evenly about 0),
+            or `x` is empty or holds NaN or infinity (named by `name`).
     """
-    x = np.asarray(x, np.float64).ravel()
-    if x.size == 0 or not np.all(np.isfinite(x)):
+    if nbins < 2 or nbins % 2:
+        raise ModelError("range_stats", f"nbins must be even and positive, got {nbins}")
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
+    x = x.ravel(order="K")  # a view for any dense layout; the order does not matter here
+    # numpy's SIMD min/max propagate NaN, and an infinity is the min or the max: so both are
+    # finite exactly when every value is
+    lo, hi = (float(x.min()), float(x.max())) if x.size else (math.nan, math.nan)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ModelError(name, "calibration batch is empty or holds non-finite values")
-    half = _power_of_two_above(float(np.abs(x).max()))
-    idx = np.floor(x / (2.0 * half / nbins)).astype(np.int64) + nbins // 2
-    return RangeStats(int(x.size), float(x.min()), float(x.max()), half,
-                      np.bincount(idx, minlength=nbins).astype(np.int64))
+    half = _power_of_two_above(max(-lo, hi))
+    inv_width = nbins / (2.0 * half)
+    if not math.isfinite(inv_width):  # float64 data below ~2^-1000: scale up 2^64 (exact)
+        x, inv_width = x * 2.0**64, nbins / (2.0 * half * 2.0**64)
+    return RangeStats(int(x.size), lo, hi, half, _histogram(x, nbins, inv_width))
 
 
 def _rebin(stats: RangeStats, half: float) -> np.ndarray:
     """Histogram of `stats` over the wider range `half` (a power-of-two multiple)."""
+    if half == stats.half_range:  # the common case once the range has settled
+        return stats.hist
     centre = len(stats.hist) // 2
     shift = min(int(round(np.log2(half / stats.half_range))), 40)  # 2^40 bins: all collapse
     target = np.floor_divide(np.arange(len(stats.hist)) - centre, 2**shift) + centre

@@ -19,7 +19,6 @@ import numpy as np
 
 from compiler.emit.write import current_umask
 from compiler.errors import ModelError
-from compiler.executor import run
 from compiler.ir import Graph
 from edgesim import calibration as cal
 from edgesim.allocation import allocate, fixed_bits, sensitivity
@@ -62,6 +61,16 @@ def _calibration(g: Graph, calib: Any, calib_random: int | None, name: str = "ca
         labels = arrays.pop(cal.LABELS_KEY, None)
         return cal.from_arrays(g, arrays, name, labels)
     return cal.read_labelled(g, calib)
+
+
+def _built(model: Any) -> Any:
+    """`zoo:NAME` built into its ModelProto, anything else as given: the analysis lowers the
+    model a second time (at its batch size), and building a zoo model costs ~0.4 s."""
+    from edgesim.api import ZOO_PREFIX, zoo_model
+
+    if isinstance(model, str) and model.startswith(ZOO_PREFIX):
+        return zoo_model(model[len(ZOO_PREFIX):])
+    return model
 
 
 def _analysis_graph(model: Any, g: Graph, count: int,
@@ -126,17 +135,15 @@ def _smallest(g: Graph, target: Any, weight_bits: Sequence[int]) -> np.ndarray:
     return bits
 
 
-def _fidelity(g: Graph, model_path: Path, data: cal.CalibrationData,
+def _fidelity(g: Graph, model_path: Path, reference: np.ndarray, data: cal.CalibrationData,
               labels: np.ndarray | None) -> dict[str, Any]:
-    """Emitted model (onnxruntime) against the float model (reference executor, which matches
-    onnxruntime's fp32 run), sample by sample at the deployment batch size."""
+    """Emitted model against the float model's first output `reference` (`float_pass` over
+    `data`: both run in onnxruntime), sample by sample at the deployment batch size."""
     from edgesim.evaluate import agreement, run_batches
 
     (out,) = g.outputs[:1]
-    feeds = list(cal.batches(g, data))
-    ref_arr = np.concatenate([run(g, f)[out] for f in feeds])
-    got_arr = np.concatenate([o[out] for o in run_batches(model_path, feeds)])
-    ref_flat = ref_arr.reshape(len(ref_arr), -1)
+    got_arr = np.concatenate([o[out] for o in run_batches(model_path, cal.batches(g, data))])
+    ref_flat = reference.reshape(len(reference), -1)
     got_flat = got_arr.reshape(len(got_arr), -1)
     n = len(ref_flat)
     fp32_acc = None
@@ -167,13 +174,14 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
         A `CompileResult` with the same fields as report.json.
     """
     from edgesim.api import load_graph, resolve_target
-    from edgesim.quantize import quantize_model
+    from edgesim.quantize import float_pass, quantize_model
 
     progress = Progress(total=6, quiet=options.quiet)
     outdir = Path(outdir)
     _check_outdir(outdir)
     with progress.phase("loading model and target"):
-        g = load_graph(model, options.input_shapes)                       # ONNX -> IR
+        source = _built(model)
+        g = load_graph(source, options.input_shapes)                      # ONNX -> IR
         tgt = resolve_target(target)                                       # YAML -> target
         data, labels = _calibration(g, calib, calib_random)               # validated samples
         held_out = (data, labels) if eval_data is None else _calibration(
@@ -181,9 +189,10 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
         _check_memory(g, _smallest(g, tgt, options.weight_bits), tgt,
                       f"even with every weight at {min(options.weight_bits)} bits", False)
     with progress.phase(f"sensitivity ({options.method})"):
-        ga = _analysis_graph(model, g, data.count, options.input_shapes)
+        ga = _analysis_graph(source, g, data.count, options.input_shapes)
         inputs, in_labels = _analysis_inputs(data, labels, ga)
         sens = sensitivity(ga, options.method, inputs, in_labels, options.weight_bits)
+    del ga, source  # copies of the weights nothing needs any more
     with progress.phase("allocating bits"):
         alloc = allocate(g, tgt, sens=sens, budget=options.budget,
                          weight_bits=options.weight_bits, act_bits=options.act_bits,
@@ -195,11 +204,17 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
     try:
         with progress.phase("quantising and emitting"):
             model_path = staging / f"model.{tgt.name}.onnx"
-            quant = quantize_model(model if not isinstance(model, Graph) else g,
-                                   _emitted_bits(g, alloc.bits), calib=data, out=model_path,
-                                   input_shapes=options.input_shapes)     # calibrate + emit
+            bits = _emitted_bits(g, alloc.bits)
+            acts = bool((bits[:, 1] < 32).any())
+            # one onnxruntime pass of the float model over the calibration data: activation
+            # ranges, and the fidelity reference if that data is also the held-out set
+            ref = float_pass(g, data, stats=acts) if acts or eval_data is None else None
+            quant = quantize_model(g, bits, calib=data, out=model_path,   # g: not loaded again
+                                   stats=ref and ref.stats)
         with progress.phase("measuring fidelity in onnxruntime"):
-            fidelity = _fidelity(g, model_path, *held_out)
+            if eval_data is not None:
+                ref = float_pass(g, held_out[0], stats=False)
+            fidelity = _fidelity(g, model_path, ref.outputs, *held_out)
         with progress.phase("writing reports"):
             baseline = _baseline(g, tgt, options)
             result = build_result(g, tgt, alloc, quant, fidelity, baseline, data, options,

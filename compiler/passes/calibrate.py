@@ -1,8 +1,9 @@
 """Calibration: activation ranges of the tensors a quantised model needs, over a data set.
 
-`calibrate(g, batches)` runs the reference executor over the calibration batches, keeping only
-the tensors whose ranges quantisation can use (`calibration_tensors`), and merges their
-`RangeStats` histograms batch by batch. The merge is exact and order-free (see
+`calibrate(g, batches)` runs the model over the calibration batches (the reference executor, or
+any `forward` the caller gives, e.g. onnxruntime on the emitted float model), keeping only the
+tensors whose ranges quantisation can use (`calibration_tensors`), and merges their `RangeStats`
+histograms batch by batch. The merge is exact and order-free (see
 `compiler.quantizers.RangeStats`), so statistics of parts of a data set combine into those of
 the whole. The min/max, percentile or MSE range is chosen later, from the histogram, by
 `CalibrationStats.params`.
@@ -10,7 +11,7 @@ the whole. The min/max, percentile or MSE range is chosen later, from the histog
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -22,6 +23,8 @@ from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph, Layer
 from compiler.quantizers import ActivationParams, RangeStats, activation_params, merge_stats
 
 METHODS = ("minmax", "percentile", "mse")
+# forward(feeds, names) -> at least the tensors `names` of `g` on one batch
+Forward = Callable[[Mapping[str, np.ndarray], tuple[str, ...]], Mapping[str, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -86,8 +89,18 @@ def _batch_size(feeds: Mapping[str, np.ndarray]) -> int:
     return int(np.shape(first)[0]) if first is not None and np.ndim(first) else 1
 
 
+def _updated(stats: dict[str, RangeStats], env: Mapping[str, np.ndarray]
+             ) -> dict[str, RangeStats]:
+    return {t: s.update(env[t], f"tensor {t}") for t, s in stats.items()}
+
+
+def _executor_forward(g: Graph) -> Forward:
+    return lambda feeds, names: run(g, feeds, dtype="float32", keep=names)
+
+
 def calibrate(g: Graph, batches: Iterable[Mapping[str, np.ndarray]], *,
-              tensors: Iterable[str] | None = None, source: str = "") -> CalibrationStats:
+              tensors: Iterable[str] | None = None, source: str = "",
+              forward: Forward | None = None) -> CalibrationStats:
     """Run `g` over calibration batches and collect range statistics.
 
     Args:
@@ -95,6 +108,8 @@ def calibrate(g: Graph, batches: Iterable[Mapping[str, np.ndarray]], *,
         batches: feed dicts, each giving every graph input at its static shape.
         tensors: which tensors to collect (default `calibration_tensors(g)`).
         source: where the data came from, kept for reports.
+        forward: `forward(feeds, names)` computes `g` on one batch and returns at least the
+            tensors `names`; default the reference executor in float32.
 
     Returns:
         The merged statistics.
@@ -104,11 +119,12 @@ def calibrate(g: Graph, batches: Iterable[Mapping[str, np.ndarray]], *,
             NaN or infinity.
     """
     names = tuple(calibration_tensors(g) if tensors is None else tensors)
+    forward = forward or _executor_forward(g)
     stats = {t: RangeStats() for t in names}
     samples = 0
     for feeds in batches:
-        env = run(g, feeds, dtype="float32", keep=names)
-        stats = {t: s.update(env[t], f"tensor {t}") for t, s in stats.items()}
+        # a temporary, so one batch's tensors are freed before the next batch is computed
+        stats = _updated(stats, forward(feeds, names))
         samples += _batch_size(feeds)
     if samples == 0:
         raise ModelError("calibration", "no calibration batches were given")

@@ -15,12 +15,12 @@ Two estimators of the traces (`curvature`):
   It keeps the residual term with labels, but needs two float64 gradients per probe and far
   more probes; it is the reference the Gauss-Newton estimator was checked against.
 
-Estimator ("hessian"). Hutchinson: for Rademacher v (entries +-1), E[v^T A v] = Tr(A). One vector v over the
-weights of *all* quantisable layers gives, for every layer at once, `v_l . (H v)_l`, whose
-expectation is Tr(H_ll) because the cross terms v_l^T H_lj v_j (j != l) vanish in expectation
-(E[v_l v_j^T] = 0). Each iteration therefore costs one Hessian-vector product, i.e. two gradient
-evaluations, for all layers. Iterations stop when every layer's relative standard error of the
-running mean is below `tol`, or at `max_iter`.
+Estimator ("hessian"). Hutchinson: for Rademacher v (entries +-1), E[v^T A v] = Tr(A). One
+vector v over the weights of *all* quantisable layers gives, for every layer at once,
+`v_l . (H v)_l`, whose expectation is Tr(H_ll) because the cross terms v_l^T H_lj v_j
+(j != l) vanish in expectation (E[v_l v_j^T] = 0). Each iteration therefore costs one
+Hessian-vector product, i.e. two gradient evaluations, for all layers. Iterations stop when
+every layer's relative standard error of the running mean is below `tol`, or at `max_iter`.
 
 Variance. The cross terms have zero mean but not zero variance: for a PSD Hessian,
 ||H_lj||_F^2 <= Tr(H_ll) Tr(H_jj), so a layer with a small trace next to one with a large trace

@@ -103,3 +103,24 @@ def test_errors() -> None:
         calibrate(g, [{"x": bad}])
     with pytest.raises(ModelError, match="tensor nope"):
         CalibrationStats().params("nope")
+
+
+def test_a_given_forward_replaces_the_executor() -> None:
+    """`forward` computes the batches (e.g. onnxruntime); it is asked for exactly the tensors
+    collected, and its results are what the statistics describe."""
+    g = load(_conv_relu_gemm())
+    x = np.random.default_rng(4).standard_normal((4, 3, 6, 6)).astype(np.float32)
+    asked = []
+
+    def doubled(feeds, names):
+        asked.append(names)
+        return {t: 2 * v for t, v in run(g, feeds, keep=names).items()}
+
+    plain = calibrate(g, [{"x": x}])
+    stats = calibrate(g, [{"x": x}], forward=doubled)
+    assert asked == [calibration_tensors(g)]
+    for t, s in stats.stats.items():
+        ref = plain.stats[t]
+        assert (s.min, s.max, s.half_range, s.count) == (2 * ref.min, 2 * ref.max,
+                                                         2 * ref.half_range, ref.count)
+        np.testing.assert_array_equal(s.hist, ref.hist)  # scaling by 2 keeps every bin

@@ -8,6 +8,7 @@ import onnxruntime as ort
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization.quant_utils import compute_scale_zp
 
@@ -132,6 +133,88 @@ def test_range_stats_histogram_counts_match_numpy_histogram() -> None:
     edges = np.linspace(-stats.half_range, stats.half_range, 65)
     np.testing.assert_array_equal(stats.hist, np.histogram(x, bins=edges)[0])
     assert stats.half_range / 2 <= np.abs(x).max() < stats.half_range  # next power of two
+
+
+def _oracle_range_stats(x: np.ndarray, nbins: int) -> tuple:
+    """(count, min, max, half_range, hist) written independently: the half range by doubling
+    from the smallest float64, the counts by np.histogram over exact power-of-two edges."""
+    x64 = np.asarray(x, np.float64).ravel()
+    m = float(np.abs(x64).max())
+    half = 2.0**-1074
+    while half <= m:
+        half *= 2.0
+    half = 2.0**-126 if m == 0.0 else half
+    edges = -half + np.arange(nbins + 1) * (2.0 * half / nbins)  # exact: powers of two
+    return (x64.size, float(x64.min()), float(x64.max()), half,
+            np.histogram(x64, bins=edges)[0])
+
+
+def _edge_cases() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(11)
+    width = 2.0**-9  # max|x| = 1.5 below: half range 2, 2048 bins of 2^-9
+    edges = (np.arange(-3 * 256, 3 * 256) * width).astype(np.float32)
+    below = np.nextafter(edges, np.float32(-np.inf))
+    tiny = np.float32(np.finfo(np.float32).smallest_subnormal)
+    return {
+        "normal": rng.standard_normal((4, 3, 17, 5)).astype(np.float32),
+        "exact bin edges": np.concatenate([edges, below, [1.5, -1.5]]).astype(np.float32),
+        "max is a power of two": np.array([1.0, -0.25, 0.5, 0.0], np.float32),
+        "negative zero": np.array([-0.0, 0.0, -0.0, 1e-3, -1e-3], np.float32),
+        "only negative zeros": np.full(7, -0.0, np.float32),
+        "all zero": np.zeros((3, 5), np.float32),
+        "subnormals": np.array([tiny, -tiny, 3 * tiny, -7 * tiny, 0.0], np.float32),
+        "largest subnormal": np.array([np.finfo(np.float32).tiny - tiny, -tiny], np.float32),
+        "float32 extremes": np.array([np.finfo(np.float32).max, np.finfo(np.float32).min,
+                                      tiny, -1.0], np.float32),
+        "wide spread": (rng.standard_normal(3000) * 10.0 ** rng.uniform(-30, 30, 3000))
+        .astype(np.float32),
+        "transposed": rng.standard_normal((6, 9)).astype(np.float32).T,
+        "strided": rng.standard_normal((40, 7)).astype(np.float32)[::3, 1:5],
+        "float64": rng.standard_normal(999) * 1e-3,
+        "float64 below float32 range": np.array([1e-310, -3e-320, 5e-324, -5e-324]),
+        "float16": rng.standard_normal(100).astype(np.float16),
+        "integers": np.arange(-5, 40),
+    }
+
+
+@pytest.mark.parametrize("case", list(_edge_cases()))
+@pytest.mark.parametrize("nbins", [2048, 64])
+def test_range_stats_equal_an_independent_oracle(case: str, nbins: int) -> None:
+    x = _edge_cases()[case]
+    got = Q.range_stats(x, nbins=nbins)
+    count, lo, hi, half, hist = _oracle_range_stats(x, nbins)
+    assert (got.count, got.min, got.max, got.half_range) == (count, lo, hi, half)
+    np.testing.assert_array_equal(got.hist, hist)
+    assert got.hist.dtype == np.int64 and got.hist.sum() == count
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(np.float32, hnp.array_shapes(max_dims=3, max_side=20),
+                  elements=st.floats(width=32, allow_nan=False, allow_infinity=False)))
+def test_range_stats_equal_the_oracle_on_any_finite_float32(x: np.ndarray) -> None:
+    got = Q.range_stats(x, nbins=32)
+    count, lo, hi, half, hist = _oracle_range_stats(x, 32)
+    assert (got.count, got.min, got.max, got.half_range) == (count, lo, hi, half)
+    np.testing.assert_array_equal(got.hist, hist)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("at", [0, 517, -1])
+def test_range_stats_reject_nan_and_infinity_anywhere(dtype: type, bad: float, at: int) -> None:
+    x = np.random.default_rng(at % 7).standard_normal(1000).astype(dtype)
+    x[at] = bad
+    with pytest.raises(ModelError, match="act7.*non-finite"):
+        Q.range_stats(x, name="act7")
+    with pytest.raises(ModelError, match="act7.*non-finite"):
+        Q.range_stats(np.array([np.inf, -np.inf, np.nan], dtype), name="act7")
+
+
+def test_range_stats_reject_empty_batches_and_odd_bin_counts() -> None:
+    with pytest.raises(ModelError, match="empty"):
+        Q.range_stats(np.zeros((0, 3), np.float32))
+    with pytest.raises(ModelError, match="nbins must be even"):
+        Q.range_stats(np.ones(4, np.float32), nbins=63)
 
 
 @pytest.mark.parametrize("pct", [99.0, 99.9])

@@ -74,6 +74,7 @@ def test_bad_bits_and_unknown_layers_write_nothing(tmp_path, digits) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bits.json"]
 
 
+@pytest.mark.ort  # calibration runs the float model in onnxruntime
 def test_file_calibration_end_to_end(tmp_path, digits) -> None:
     model, d = digits
     path = _save(tmp_path, input=d["x_calib"][:40])
@@ -86,6 +87,7 @@ def test_file_calibration_end_to_end(tmp_path, digits) -> None:
     assert r.expected_bytes < r.fp32_bytes / 3
 
 
+@pytest.mark.ort  # calibration runs the float model in onnxruntime
 def test_random_calibration_is_reported(tmp_path, digits) -> None:
     r = quantize_model(digits[0], 8, out=tmp_path / "q.onnx")
     assert r.calibration_random and "random" in r.calibration
@@ -111,3 +113,65 @@ def test_batches_cover_the_samples() -> None:
     batches = list(cal.batches(g, data))
     assert [b["input"].shape[0] for b in batches] == [4, 4]  # the last 2 do not fill a batch
     np.testing.assert_array_equal(batches[1]["input"], data.samples["input"][4:8])
+
+
+@pytest.mark.ort  # calibration runs the float model in onnxruntime
+def test_float_pass_matches_the_reference_executor(digits) -> None:
+    """onnxruntime's run of the emitted float model gives the executor's ranges and outputs to
+    float rounding: same counts, min/max within 1e-5, histograms differing by a few values
+    that sit on bin edges at most."""
+    from compiler.executor import run
+    from compiler.passes.calibrate import calibrate
+    from edgesim.quantize import float_pass
+
+    g = load(digits[0], {"input": (4, 1, 8, 8)})
+    data, _ = cal.from_arrays(g, {"input": digits[1]["x_calib"][:22]}, "t")  # 2 left over
+    got = float_pass(g, data, stats=True)
+    ref = calibrate(g, cal.batches(g, data), source=data.source)
+    assert got.stats.samples == ref.samples == 20 and got.stats.source == data.source
+    assert set(got.stats.stats) == set(ref.stats)
+    for t, s in got.stats.stats.items():
+        r = ref.stats[t]
+        assert s.count == r.count and s.half_range == r.half_range
+        assert s.min == pytest.approx(r.min, rel=1e-5, abs=1e-6)
+        assert s.max == pytest.approx(r.max, rel=1e-5, abs=1e-6)
+        assert np.abs(s.hist - r.hist).sum() <= 2e-4 * s.count + 2
+    expect = np.concatenate([run(g, f)[g.outputs[0]] for f in cal.batches(g, data)])
+    np.testing.assert_allclose(got.outputs, expect, rtol=1e-4, atol=1e-4)
+    assert float_pass(g, data, stats=False).stats is None
+
+
+@pytest.mark.ort  # calibration runs the float model in onnxruntime
+def test_quantize_model_uses_given_statistics_and_graph(tmp_path, digits, monkeypatch) -> None:
+    """With a loaded graph and statistics, quantize_model neither loads nor calibrates again,
+    and writes what it writes when it calibrates itself."""
+    import edgesim.quantize as eq
+
+    g = load(digits[0])
+    data, _ = cal.from_arrays(g, {"input": digits[1]["x_calib"][:16]}, "t")
+    own = quantize_model(g, 8, calib=data, out=tmp_path / "own.onnx")
+    stats = eq.float_pass(g, data, stats=True).stats
+    monkeypatch.setattr(eq, "float_pass", lambda *a, **k: pytest.fail("calibrated again"))
+    given = quantize_model(g, 8, calib=data, out=tmp_path / "given.onnx", stats=stats)
+    assert given.calibration == own.calibration == "t (16 samples)"
+    assert (tmp_path / "given.onnx").read_bytes() == (tmp_path / "own.onnx").read_bytes()
+
+
+@pytest.mark.ort  # calibration runs the float model in onnxruntime
+def test_float_pass_collects_a_calibration_tensor_that_is_a_later_graph_output() -> None:
+    from onnx import TensorProto, helper
+
+    from compiler.passes.calibrate import calibrate
+    from edgesim.quantize import float_pass
+    from tests.compiler.test_calibrate import _conv_relu_gemm
+
+    model = _conv_relu_gemm(1)
+    model.graph.output.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5]))
+    g = load(model)
+    assert g.outputs == ("out", "y")
+    x = np.random.default_rng(5).standard_normal((3, 3, 6, 6)).astype(np.float32)
+    data = cal.CalibrationData({"x": x}, "t")
+    got = float_pass(g, data, stats=True)
+    ref = calibrate(g, cal.batches(g, data))
+    assert got.stats.stats["y"].max == pytest.approx(ref.stats["y"].max, rel=1e-5)
+    assert got.outputs.shape == (3, 5)

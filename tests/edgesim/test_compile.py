@@ -139,3 +139,36 @@ def test_model_the_mcu_cannot_hold(tmp_path: Path) -> None:
     over = int(err.split("overflows by ")[1].split()[0])
     assert over > 11_000_000 * 2 // 8 - 2 * 1024 * 1024
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.ort
+def test_one_float_pass_calibrates_and_gives_the_fidelity_reference(tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    """The quantising phase runs the float model once (ranges + reference outputs) and hands
+    quantize_model the loaded graph and those statistics: nothing is loaded or calibrated
+    twice."""
+    import edgesim
+    import edgesim.quantize as eq
+    from compiler.ir import Graph
+
+    passes, quantized = [], []
+    float_pass, quantize_model = eq.float_pass, eq.quantize_model
+
+    def counted_pass(g, data, stats):
+        passes.append(stats)
+        return float_pass(g, data, stats)
+
+    def recorded_quantize(model, *args, **kwargs):
+        quantized.append((model, kwargs["stats"]))
+        return quantize_model(model, *args, **kwargs)
+
+    monkeypatch.setattr(eq, "float_pass", counted_pass)
+    monkeypatch.setattr(eq, "quantize_model", recorded_quantize)
+    d = zoo.load_digits_data()
+    r = edgesim.compile("zoo:digits_cnn", "rpi5", outdir=tmp_path / "o", method="proxy",
+                        calib={"input": d["x_calib"][:24], "labels": d["y_calib"][:24]})
+    assert passes == [True]
+    ((model, stats),) = quantized
+    assert isinstance(model, Graph) and stats is not None and stats.samples == 24
+    assert r.fidelity["samples"] == 24 and r.fidelity["cosine"] > 0.99
+    assert r.fidelity["fp32_accuracy"] is not None
