@@ -1,10 +1,14 @@
 """conv op family: N-d convolution and transposed convolution (grouped, dilated, strided).
 
-Both run as one batched GEMM per call: the input is cut into windows with
-`sliding_window_view` (no copy), regrouped into an im2col matrix `[groups, N*out, Cg*K]` and
-multiplied with the weights. Their adjoint, `scatter_windows`, accumulates windows back into a
-tensor one kernel offset at a time (prod(kernel) strided adds), which gives conv's input
+Both run as one batched GEMM per call on channel-major im2col matrices `[G, Cg*K, N*out]`
+(rows: channel, then kernel tap; columns: sample, then output position). The input is cut into
+windows with `sliding_window_view` (no copy) and copied once into that layout, whose innermost
+axis is a row of output positions, so the copy moves long strided runs instead of
+kernel-sized ones. Its adjoint, `scatter_windows`, adds the windows back one kernel tap at a
+time (prod(kernel) strided adds of whole `[..., *out]` slabs), which gives conv's input
 gradient and conv_transpose's forward. The window helpers are public: pool.py reuses them.
+Depthwise convs skip the GEMM: the forward multiplies per kernel tap, the vjp is one numba
+pass per (sample, channel) plane (compiler/window_kernels.py).
 
 Layer conventions: conv inputs (x, w[Cout, Cin/g, *k], b?), attrs strides, pads (begins...,
 ends...), dilations, group. conv_transpose inputs (x, w[Cin, Cout/g, *k], b?), attrs strides,
@@ -63,16 +67,20 @@ def window_view(xp: np.ndarray, kernel: Sequence[int], strides: Sequence[int],
     return view[(Ellipsis,) + starts + taps]
 
 
-def scatter_windows(cols: np.ndarray, spatial: Sequence[int], strides: Sequence[int],
+def scatter_windows(windows: np.ndarray, acc: np.ndarray, strides: Sequence[int],
                     dilations: Sequence[int]) -> np.ndarray:
-    """Adjoint of `window_view`: sum windows `[..., *out, *kernel]` into `[..., *spatial]`."""
-    n = len(spatial)
-    out, kernel = cols.shape[cols.ndim - 2 * n:cols.ndim - n], cols.shape[cols.ndim - n:]
-    acc = np.zeros(cols.shape[:cols.ndim - 2 * n] + tuple(spatial), dtype=cols.dtype)
+    """Adjoint of `window_view`: add windows given tap-first, `[*kernel, ..., *out]`, into
+    `acc` `[..., *spatial]` in place; returns `acc`.
+
+    Tap-first so that each strided add reads one tap's whole `[..., *out]` slab, which is
+    contiguous along the output positions in the layouts conv and pool pass.
+    """
+    n = len(strides)
+    kernel, out = windows.shape[:n], windows.shape[windows.ndim - n:]
     for tap in np.ndindex(*kernel):
         dst = tuple(slice(t * d, t * d + (o - 1) * s + 1, s)
                     for t, d, o, s in zip(tap, dilations, out, strides))
-        acc[(Ellipsis,) + dst] += cols[(Ellipsis,) + tap]
+        acc[(Ellipsis,) + dst] += windows[tap]
     return acc
 
 
@@ -105,38 +113,50 @@ def auto_pads(auto_pad: str, spatial: Sequence[int], kernel: Sequence[int],
 # --- im2col GEMM layout -------------------------------------------------------------------------
 
 
-def _group_cols(win: np.ndarray, group: int) -> np.ndarray:
-    """Windows `[N, C, *out, *k]` -> im2col matrices `[G, N*prod(out), C/G*prod(k)]`."""
-    n, c = win.shape[:2]
-    nsp = (win.ndim - 2) // 2
-    g = win.reshape((n, group, c // group) + win.shape[2:])
-    order = (1, 0) + tuple(range(3, 3 + nsp)) + (2,) + tuple(range(3 + nsp, 3 + 2 * nsp))
-    rows = n * int(np.prod(win.shape[2:2 + nsp], dtype=np.int64))
-    return g.transpose(order).reshape(group, rows, -1)
+def _im2col(win: np.ndarray, group: int) -> np.ndarray:
+    """Windows `[N, C, *out, *k]` -> channel-major im2col matrices `[G, Cg*prod(k), N*prod(out)]`
+    (a copy whose innermost axis is a row of output positions)."""
+    n, nsp = win.shape[0], (win.ndim - 2) // 2
+    order = (1,) + tuple(range(2 + nsp, 2 + 2 * nsp)) + (0,) + tuple(range(2, 2 + nsp))
+    positions = n * int(np.prod(win.shape[2:2 + nsp], dtype=np.int64))
+    return win.transpose(order).reshape(group, -1, positions)
 
 
-def _ungroup_cols(cols: np.ndarray, n: int, out: Sequence[int], kernel: Sequence[int]
-                  ) -> np.ndarray:
-    """Inverse layout of `_group_cols`: `[G, N*out, Cg*k]` -> `[N, C, *out, *k]`."""
-    group, nsp = cols.shape[0], len(out)
-    g = cols.reshape((group, n) + tuple(out) + (-1,) + tuple(kernel))
-    order = (1, 0, 2 + nsp) + tuple(range(2, 2 + nsp)) + tuple(range(3 + nsp, 3 + 2 * nsp))
-    g = g.transpose(order)
-    return g.reshape((n, -1) + tuple(out) + tuple(kernel))
+def _col2im(cols: np.ndarray, n: int, out: Sequence[int], kernel: Sequence[int],
+            spatial: Sequence[int], strides: Sequence[int], dilations: Sequence[int]
+            ) -> np.ndarray:
+    """Adjoint of `_im2col` (of windows swept over `spatial`): im2col matrices
+    `[G, Cg*prod(k), N*prod(out)]` summed back into a new `[N, G*Cg, *spatial]` tensor."""
+    nsp, kernel = len(out), tuple(kernel)
+    win = cols.reshape((-1,) + kernel + (n,) + tuple(out))             # [C, *k, N, *out]
+    win = np.moveaxis(win, tuple(range(1, 1 + nsp)), tuple(range(nsp)))  # [*k, C, N, *out]
+    acc = np.zeros((n, win.shape[nsp]) + tuple(spatial), dtype=cols.dtype)
+    scatter_windows(win, acc.swapaxes(0, 1), strides, dilations)
+    return acc
 
 
-def _group_rows(y: np.ndarray, group: int) -> np.ndarray:
-    """Activations `[N, C, *sp]` -> GEMM rows `[G, N*prod(sp), C/G]`."""
+def _channel_major(y: np.ndarray, group: int) -> np.ndarray:
+    """Activations `[N, C, *sp]` -> GEMM operands `[G, C/G, N*prod(sp)]`."""
     n, c = y.shape[:2]
-    g = y.reshape(n, group, c // group, -1).transpose(1, 0, 3, 2)
-    return g.reshape(group, -1, c // group)
+    g = y.reshape(n, group, c // group, -1).transpose(1, 2, 0, 3)
+    return g.reshape(group, c // group, -1)
 
 
-def _ungroup_rows(rows: np.ndarray, n: int, spatial: Sequence[int]) -> np.ndarray:
-    """Inverse of `_group_rows`: `[G, N*prod(sp), Cg]` -> `[N, G*Cg, *sp]`."""
-    group, _, cg = rows.shape
-    y = rows.reshape(group, n, -1, cg).transpose(1, 0, 3, 2)
+def _batch_major(rows: np.ndarray, n: int, spatial: Sequence[int]) -> np.ndarray:
+    """Inverse of `_channel_major`: `[G, Cg, N*prod(sp)]` -> `[N, G*Cg, *sp]`."""
+    group, cg = rows.shape[:2]
+    y = rows.reshape(group * cg, n, -1).transpose(1, 0, 2)
     return y.reshape((n, group * cg) + tuple(spatial))
+
+
+def _gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`a @ b^T` for `[G, M, K]` and `[G, N, K]` with a long shared axis K (samples times
+    positions, as in a weight gradient), asking BLAS for the taller orientation of the result:
+    on a CPU shared with other work, OpenBLAS's threaded GEMM stalls at its per-K-block
+    synchronisation for up to ~30x longer when the output is short and wide."""
+    if a.shape[1] >= b.shape[1]:
+        return a @ b.transpose(0, 2, 1)
+    return (b @ a.transpose(0, 2, 1)).transpose(0, 2, 1)
 
 
 def _bias_shape(b: np.ndarray, nsp: int) -> np.ndarray:
@@ -178,9 +198,9 @@ def _padded_windows(x: np.ndarray, kernel: Ints, strides: Ints, pads: Ints, dila
     return window_view(xp, kernel, strides, dilations, out), out
 
 
-def _weight_matrix(w: np.ndarray, group: int) -> np.ndarray:
-    """Conv weights `[Cout, Cg, *k]` -> `[G, Cg*prod(k), Cout/G]`."""
-    return w.reshape(group, w.shape[0] // group, -1).transpose(0, 2, 1)
+def _weight_rows(w: np.ndarray, group: int) -> np.ndarray:
+    """Conv weights `[Cout, Cg, *k]` -> `[G, Cout/G, Cg*prod(k)]` (a view)."""
+    return w.reshape(group, w.shape[0] // group, -1)
 
 
 def _depthwise(win: np.ndarray, w: np.ndarray, group: int) -> np.ndarray:
@@ -203,7 +223,7 @@ def _conv_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, 
     if w.shape[1] == 1 and group > 1:
         y = _depthwise(win, w, group)
     else:
-        y = _ungroup_rows(_group_cols(win, group) @ _weight_matrix(w, group), x.shape[0], out)
+        y = _batch_major(_weight_rows(w, group) @ _im2col(win, group), x.shape[0], out)
     if b is not None:
         y = y + _bias_shape(b.astype(acc, copy=False), len(out))
     return (y.astype(x.dtype, copy=False),)
@@ -211,22 +231,26 @@ def _conv_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, 
 
 def _depthwise_vjp(g: np.ndarray, x: np.ndarray, w: np.ndarray, strides: Ints, pads: Ints,
                    dilations: Ints) -> tuple[np.ndarray, np.ndarray]:
-    """(gx, gw) of a depthwise conv (one filter per channel), per kernel tap like the forward:
-    the im2col route costs a GEMM with an inner dimension of 1 and a windows copy."""
-    nsp, kernel = x.ndim - 2, w.shape[2:]
-    win, out = _padded_windows(x, kernel, strides, pads, dilations)
-    padded = [s + pads[i] + pads[nsp + i] for i, s in enumerate(x.shape[2:])]
-    gxp = np.zeros(x.shape[:2] + tuple(padded), dtype=x.dtype)
-    gw = np.empty(w.shape, dtype=x.dtype)
-    lift = (1,) * nsp
-    spatial = "xyz"[:nsp]
-    for tap in np.ndindex(*kernel):
-        gw[(slice(None), 0) + tap] = np.einsum(f"nc{spatial},nc{spatial}->c",
-                                               win[(Ellipsis,) + tap], g)
-        dst = tuple(slice(t * d, t * d + (o - 1) * s + 1, s)
-                    for t, d, o, s in zip(tap, dilations, out, strides))
-        gxp[(Ellipsis,) + dst] += g * w[(slice(None), 0) + tap].reshape((1, -1) + lift)
-    return shift_crop(gxp, pads[:nsp], x.shape[2:]), gw
+    """(gx, gw) of a depthwise conv (one filter per channel) in one numba pass per (sample,
+    channel) plane: the im2col route costs a GEMM with an inner dimension of 1 and a windows
+    copy, and numpy's per-tap passes each stream the whole tensor."""
+    # Imported here so that numba loads with the first depthwise backward, not the op table.
+    from compiler.window_kernels import depthwise_window_vjp, window_offsets
+
+    (n, c), nsp, kernel = x.shape[:2], x.ndim - 2, w.shape[2:]
+    acc = np.promote_types(x.dtype, np.float32)  # numba has no float16 arithmetic
+    out = _conv_out(x.shape[2:], kernel, strides, pads, dilations)
+    padded = tuple(s + pads[i] + pads[nsp + i] for i, s in enumerate(x.shape[2:]))
+    xp = np.ascontiguousarray(shift_crop(x, [-p for p in pads[:nsp]], padded), dtype=acc)
+    gxp = np.empty_like(xp)
+    gw = np.empty((n * c, int(np.prod(kernel))), dtype=acc)
+    starts, taps = window_offsets(padded, out, kernel, strides, dilations)
+    depthwise_window_vjp(xp.reshape(n * c, -1),
+                         np.ascontiguousarray(g, dtype=acc).reshape(n * c, -1),
+                         np.ascontiguousarray(w, dtype=acc).reshape(c, -1), starts, taps,
+                         gxp.reshape(n * c, -1), gw)
+    gx = shift_crop(gxp, pads[:nsp], x.shape[2:]).astype(x.dtype, copy=False)
+    return gx, gw.reshape((n,) + w.shape).sum(axis=0)
 
 
 def _conv_vjp(gs: Sequence[np.ndarray | None], xs: Sequence[np.ndarray | None],
@@ -236,17 +260,17 @@ def _conv_vjp(gs: Sequence[np.ndarray | None], xs: Sequence[np.ndarray | None],
     g = gs[0] if gs[0] is not None else np.zeros_like(ys[0])
     gb = None if b is None else _spatial_sum(g).astype(b.dtype)
     if group > 1 and w.shape[1] == 1 and w.shape[0] == group:
-        gx, gw = _depthwise_vjp(g, x, w.astype(x.dtype, copy=False), strides, pads, dilations)
+        gx, gw = _depthwise_vjp(g, x, w, strides, pads, dilations)
         return (gx, gw.astype(w.dtype), gb)[:len(xs)]
     nsp, kernel = x.ndim - 2, w.shape[2:]
     win, out = _padded_windows(x, kernel, strides, pads, dilations)
-    cols = _group_cols(win, group)
-    grows = _group_rows(g, group)                                   # [G, N*out, Cout/G]
-    gw = (cols.transpose(0, 2, 1) @ grows).transpose(0, 2, 1).reshape(w.shape)
-    gcols = _ungroup_cols(grows @ _weight_matrix(w, group).transpose(0, 2, 1),
-                          x.shape[0], out, kernel)
+    grows = _channel_major(g, group)                                # [G, Cout/G, N*out]
+    wm = _weight_rows(w, group)                                     # [G, Cout/G, Cg*k]
+    gw = _gram(grows, _im2col(win, group)).reshape(w.shape)
     padded = [s + pads[i] + pads[nsp + i] for i, s in enumerate(x.shape[2:])]
-    gx = shift_crop(scatter_windows(gcols, padded, strides, dilations), pads[:nsp], x.shape[2:])
+    gxp = _col2im(wm.transpose(0, 2, 1) @ grows, x.shape[0], out, kernel, padded, strides,
+                  dilations)
+    gx = shift_crop(gxp, pads[:nsp], x.shape[2:])
     return (gx, gw.astype(w.dtype), gb)[:len(xs)]
 
 
@@ -294,10 +318,10 @@ def _convt_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *,
                    pads: Ints, dilations: Ints, group: int, output_padding: Ints
                    ) -> tuple[np.ndarray]:
     nsp, kernel = x.ndim - 2, w.shape[2:]
-    cols = _group_rows(x, group) @ _convt_weight(w.astype(x.dtype, copy=False), group)
-    wins = _ungroup_cols(cols, x.shape[0], x.shape[2:], kernel)    # [N, Cout, *in, *k]
-    full = scatter_windows(wins, _full_size(x.shape[2:], kernel, strides, dilations),
-                           strides, dilations)
+    wm = _convt_weight(w.astype(x.dtype, copy=False), group)
+    cols = wm.transpose(0, 2, 1) @ _channel_major(x, group)         # [G, Cout/G*k, N*in]
+    full = _col2im(cols, x.shape[0], x.shape[2:], kernel,
+                   _full_size(x.shape[2:], kernel, strides, dilations), strides, dilations)
     out = _convt_out(x.shape[2:], kernel, strides, pads, dilations, output_padding)
     y = shift_crop(full, pads[:nsp], out)
     if b is not None:
@@ -314,11 +338,10 @@ def _convt_vjp(gs: Sequence[np.ndarray | None], xs: Sequence[np.ndarray | None],
     full = _full_size(x.shape[2:], kernel, strides, dilations)
     gfull = shift_crop(g, [-p for p in pads[:nsp]], full)
     gwins = window_view(gfull, kernel, strides, dilations, x.shape[2:])  # [N, Cout, *in, *k]
-    gcols = _group_cols(gwins, group)                              # [G, N*in, Cout/G*k]
-    wm = _convt_weight(w, group)
-    xrows = _group_rows(x, group)                                  # [G, N*in, Cin/G]
-    gx = _ungroup_rows(gcols @ wm.transpose(0, 2, 1), x.shape[0], x.shape[2:])
-    gw = (xrows.transpose(0, 2, 1) @ gcols).reshape(w.shape)
+    gcols = _im2col(gwins, group)                                  # [G, Cout/G*k, N*in]
+    wm = _convt_weight(w, group)                                   # [G, Cin/G, Cout/G*k]
+    gx = _batch_major(wm @ gcols, x.shape[0], x.shape[2:])
+    gw = _gram(_channel_major(x, group), gcols).reshape(w.shape)
     gb = None if b is None else _spatial_sum(g).astype(b.dtype)
     return (gx.astype(x.dtype), gw.astype(w.dtype), gb)[:len(xs)]
 

@@ -3,7 +3,9 @@
 pool: attrs fn in {"max", "avg", "global_avg", "global_max"}, kernel_shape, strides, pads
 (begins..., ends...), dilations, ceil_mode, count_include_pad (global pools carry the whole
 spatial extent as their kernel). Windows come from conv.py's strided views, so pooling is
-vectorised over batch, channels and output positions; the vjp scatters per kernel tap.
+vectorised over batch, channels and output positions; the average vjp scatters per kernel tap,
+the max vjp is one numba pass (compiler/window_kernels.py) that finds each window's argmax and
+routes its cotangent there.
 
 reduce: attrs fn (see `_REDUCERS`), axes (non-negative tuple; () reduces nothing, which ONNX's
 noop_with_empty_axes asks for), keepdims (bool). Max/min route gradient to the first arg-extremum.
@@ -75,14 +77,17 @@ class _Geometry:
     extent: Ints   # padded extent the windows cover (ceil mode may reach past the end pads)
     out: Ints
 
-    def windows(self, x: Array, fill: float | int | bool) -> Array:
-        xp = shift_crop(x, [-b for b in self.begins], self.extent, fill=fill)
-        return window_view(xp, self.kernel, self.strides, self.dilations, self.out)
+    def pad(self, x: Array, fill: float | int | bool) -> Array:
+        """`x` padded (or cropped) to the extent the windows cover."""
+        return shift_crop(x, [-b for b in self.begins], self.extent, fill=fill)
 
-    def scatter(self, cols: Array, spatial: Sequence[int]) -> Array:
-        """Sum per-window cotangents `[..., *out, *kernel]` back onto the input."""
-        full = scatter_windows(cols, self.extent, self.strides, self.dilations)
-        return shift_crop(full, self.begins, spatial)
+    def windows(self, x: Array, fill: float | int | bool) -> Array:
+        return window_view(self.pad(x, fill), self.kernel, self.strides, self.dilations,
+                           self.out)
+
+    def unpad(self, acc: Array, spatial: Sequence[int]) -> Array:
+        """Adjoint of `pad`: the part of `acc` `[..., *extent]` that lies on the input."""
+        return shift_crop(acc, self.begins, spatial)
 
 
 def _geometry(spatial: Sequence[int], kernel_shape: Ints, strides: Ints, pads: Ints,
@@ -136,19 +141,6 @@ def _fold_taps(win: Array, n: int, ufunc: np.ufunc) -> Array:
     return acc
 
 
-def _window_argmax(win: Array, n: int) -> Array:
-    """Flat kernel index of each window's first maximum (the tap max pool routes to)."""
-    taps = np.ndindex(*win.shape[win.ndim - n:])
-    best = win[(Ellipsis,) + next(taps)].copy()
-    idx = np.zeros(best.shape, dtype=np.intp)
-    for k, tap in enumerate(taps, start=1):
-        value = win[(Ellipsis,) + tap]
-        better = value > best   # strict: ties keep the first tap
-        np.copyto(best, value, where=better)
-        np.copyto(idx, k, where=better)
-    return idx
-
-
 def _one_hot(idx: Array, kernel: Sequence[int]) -> Array:
     """`idx` [...] -> one-hot [..., *kernel]."""
     return (idx[..., None] == np.arange(int(np.prod(kernel)))).reshape(idx.shape + tuple(kernel))
@@ -157,9 +149,8 @@ def _one_hot(idx: Array, kernel: Sequence[int]) -> Array:
 def _pool_vjp(gs: Sequence[Array | None], xs: Sequence[Array | None], ys: Sequence[Array], *,
               fn: str, kernel_shape: Ints, strides: Ints, pads: Ints, dilations: Ints,
               ceil_mode: bool, count_include_pad: bool) -> tuple[Array | None]:
-    x, n = xs[0], len(kernel_shape)
+    x = xs[0]
     g = gs[0] if gs[0] is not None else np.zeros_like(ys[0])
-    lift = (Ellipsis,) + (None,) * n
     if fn == "global_avg":
         return (np.broadcast_to(g / np.prod(x.shape[2:]), x.shape).astype(x.dtype),)
     if fn == "global_max":
@@ -167,12 +158,29 @@ def _pool_vjp(gs: Sequence[Array | None], xs: Sequence[Array | None], ys: Sequen
         return ((_one_hot(flat.argmax(axis=-1), x.shape[2:]) * g).astype(x.dtype),)
     geo = _geometry(x.shape[2:], kernel_shape, strides, pads, dilations, ceil_mode)
     if fn == "max":
-        idx = _window_argmax(geo.windows(x, _lowest(x.dtype)), n)
-        cols = _one_hot(idx, kernel_shape) * g[lift]
-    else:
-        share = g / _avg_count(geo, x.shape[2:], pads, count_include_pad)
-        cols = np.broadcast_to(share[lift], share.shape + geo.kernel)
-    return (geo.scatter(np.ascontiguousarray(cols, dtype=x.dtype), x.shape[2:]),)
+        return (_max_pool_vjp(g, x, geo),)
+    share = (g / _avg_count(geo, x.shape[2:], pads, count_include_pad)).astype(x.dtype)
+    acc = np.zeros(x.shape[:2] + geo.extent, dtype=x.dtype)
+    scatter_windows(np.broadcast_to(share, geo.kernel + share.shape), acc, geo.strides,
+                    geo.dilations)
+    return (geo.unpad(acc, x.shape[2:]),)
+
+
+def _max_pool_vjp(g: Array, x: Array, geo: _Geometry) -> Array:
+    """Each output's cotangent goes to the first maximum of its window; padding reads the
+    dtype's lowest value, as in the forward, and what reaches it is dropped."""
+    # Imported here so that numba loads with the first max-pool backward, not with the op table.
+    from compiler.window_kernels import max_window_scatter, window_offsets
+
+    planes = x.shape[0] * x.shape[1]
+    acc = np.promote_types(x.dtype, np.float32)  # numba has no float16 arithmetic
+    xp = np.ascontiguousarray(geo.pad(x, _lowest(x.dtype)), dtype=acc).reshape(planes, -1)
+    gxp = np.empty_like(xp)
+    starts, taps = window_offsets(geo.extent, geo.out, geo.kernel, geo.strides, geo.dilations)
+    max_window_scatter(xp, np.ascontiguousarray(g, dtype=acc).reshape(planes, -1), starts, taps,
+                       gxp)
+    gx = geo.unpad(gxp.reshape(x.shape[:2] + geo.extent), x.shape[2:])
+    return gx.astype(x.dtype, copy=False)
 
 
 _GLOBAL: dict[str, Callable[..., Array]] = {"global_avg": np.mean, "global_max": np.max}

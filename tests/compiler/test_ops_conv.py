@@ -264,3 +264,63 @@ def test_depthwise_vjp_fast_path_matches_finite_differences(shape, attrs) -> Non
     c, nsp = shape[1], len(shape) - 2
     x, w = rng.standard_normal(shape), rng.standard_normal((c, 1) + (3,) * nsp)
     check_vjp(CONV, [x, w, rng.standard_normal(c)], {**attrs, "group": c})
+
+
+# --- vjp vs a loop-over-windows oracle, in float16, float32 and float64 ----------------------
+
+
+def _windowwise_conv_vjp(x: np.ndarray, w: np.ndarray, g: np.ndarray, strides: tuple,
+                         pads: tuple, dilations: tuple, group: int
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """(gx, gw) of conv straight from its definition, one output position at a time in
+    float64: each window's input slice gets g @ w, each weight gets g times the window."""
+    nsp = x.ndim - 2
+    x, w, g = x.astype(np.float64), w.astype(np.float64), g.astype(np.float64)
+    xp = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[nsp + i]) for i in range(nsp)])
+    gxp, gw = np.zeros_like(xp), np.zeros_like(w)
+    cg, mg = w.shape[1], w.shape[0] // group
+    for pos in np.ndindex(*g.shape[2:]):
+        window = tuple(slice(p * s, p * s + (k - 1) * d + 1, d)
+                       for p, s, k, d in zip(pos, strides, w.shape[2:], dilations))
+        for j in range(group):
+            cin = (slice(None), slice(j * cg, (j + 1) * cg)) + window
+            cout = slice(j * mg, (j + 1) * mg)
+            gy = g[(slice(None), cout) + pos]                                 # [N, M]
+            gw[cout] += np.tensordot(gy, xp[cin], axes=(0, 0))
+            gxp[cin] += np.tensordot(gy, w[cout], axes=(1, 0))
+    crop = tuple(slice(pads[i], pads[i] + x.shape[2 + i]) for i in range(nsp))
+    return gxp[(Ellipsis,) + crop], gw
+
+
+ORACLE_CASES = [  # x shape, w shape, attrs; every case has batch 2
+    ((2, 3, 9, 8), (4, 3, 3, 2), {"strides": (2, 3), "pads": (0, 1, 2, 0), "dilations": (1, 2)}),
+    ((2, 4, 7, 7), (6, 2, 3, 3), {"strides": (1, 2), "pads": (1, 1, 0, 1), "dilations": (2, 1),
+                                  "group": 2}),
+    ((2, 5, 9, 8), (5, 1, 3, 3), {"strides": (2, 1), "pads": (1, 0, 2, 1), "dilations": (1, 2),
+                                  "group": 5}),                           # depthwise
+    ((2, 3, 8, 8), (3, 1, 5, 3), {"strides": (3, 2), "pads": (2, 1, 2, 1), "dilations": (1, 1),
+                                  "group": 3}),                           # depthwise
+    ((2, 2, 7, 6), (4, 1, 3, 3), {"strides": (1, 1), "pads": (1, 1, 1, 1), "dilations": (1, 1),
+                                  "group": 2}),                           # multiplier 2
+    ((2, 4, 13), (4, 1, 3), {"strides": (2,), "pads": (2, 1), "dilations": (3,), "group": 4}),
+    ((2, 2, 5, 6, 4), (3, 2, 2, 3, 2), {"strides": (1, 2, 1), "pads": (1, 0, 1, 0, 1, 1),
+                                         "dilations": (1, 1, 2)}),
+    ((2, 4, 7, 7), (6, 4, 1, 1), {"strides": (2, 2), "pads": (0, 0, 0, 0),
+                                  "dilations": (1, 1)}),
+]
+
+
+@pytest.mark.parametrize(("dtype", "tol"), [(np.float16, 2e-3), (np.float32, 1e-5),
+                                           (np.float64, 1e-12)])
+@pytest.mark.parametrize(("x_shape", "w_shape", "attrs"), ORACLE_CASES)
+def test_conv_vjp_matches_windowwise_oracle(x_shape, w_shape, attrs, dtype, tol) -> None:
+    rng = np.random.default_rng(3)
+    attrs = {"group": 1, **attrs}
+    x, w = rng.standard_normal(x_shape).astype(dtype), rng.standard_normal(w_shape).astype(dtype)
+    (y,) = CONV.forward(x, w, **attrs)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    gx, gw = CONV.vjp((g,), (x, w), (y,), **attrs)
+    want_gx, want_gw = _windowwise_conv_vjp(x, w, g, **attrs)
+    assert gx.dtype == gw.dtype == dtype
+    np.testing.assert_allclose(gx, want_gx, rtol=tol, atol=tol * np.abs(want_gx).max())
+    np.testing.assert_allclose(gw, want_gw, rtol=tol, atol=tol * np.abs(want_gw).max())

@@ -202,6 +202,60 @@ def test_max_pool_vjp_routes_to_the_argmax() -> None:
     np.testing.assert_array_equal(g, [[[[0.0, 7.0], [0.0, 0.0]]]])
 
 
+def _windowwise_max_pool_vjp(x: np.ndarray, g: np.ndarray, kernel: tuple, strides: tuple,
+                             pads: tuple, dilations: tuple) -> np.ndarray:
+    """Max pool's vjp from its definition, one output position at a time: the cotangent goes
+    to the window's first maximum (numpy's argmax), padding reading -inf."""
+    nsp = x.ndim - 2
+    # enough end padding for every window g has (ceil mode can reach past the end pads)
+    ends = [max(pads[nsp + i], (o - 1) * s + (k - 1) * d + 1 - pads[i] - n)
+            for i, (o, s, k, d, n) in enumerate(zip(g.shape[2:], strides, kernel, dilations,
+                                                     x.shape[2:]))]
+    xp = np.pad(x.astype(np.float64), [(0, 0), (0, 0)] + list(zip(pads[:nsp], ends)),
+                constant_values=-np.inf)
+    gxp = np.zeros_like(xp)
+    for pos in np.ndindex(*g.shape[2:]):
+        window = tuple(slice(p * s, p * s + (k - 1) * d + 1, d)
+                       for p, s, k, d in zip(pos, strides, kernel, dilations))
+        first = xp[(Ellipsis,) + window].reshape(x.shape[:2] + (-1,)).argmax(axis=-1)
+        for k, tap in enumerate(np.ndindex(*kernel)):
+            at = tuple(p * s + t * d for p, s, t, d in zip(pos, strides, tap, dilations))
+            gxp[(Ellipsis,) + at] += np.where(first == k, g[(Ellipsis,) + pos], 0.0)
+    crop = tuple(slice(pads[i], pads[i] + x.shape[2 + i]) for i in range(nsp))
+    return gxp[(Ellipsis,) + crop]
+
+
+MAX_POOL_ORACLE_CASES = [  # x shape, attrs; every case has batch 2
+    ((2, 3, 9, 9), {"kernel_shape": (3, 3), "strides": (2, 2), "pads": (1, 1, 1, 1)}),
+    ((2, 3, 9, 8), {"kernel_shape": (3, 2), "strides": (1, 1), "pads": (1, 0, 2, 1)}),
+    ((2, 2, 8, 7), {"kernel_shape": (3, 3), "strides": (2, 2), "pads": (0, 0, 0, 0),
+                    "ceil_mode": True}),
+    ((2, 3, 9, 8), {"kernel_shape": (2, 2), "strides": (1, 2), "pads": (1, 1, 1, 1),
+                    "dilations": (2, 3)}),
+    ((2, 3, 11), {"kernel_shape": (3,), "strides": (2,), "pads": (1, 1)}),
+    ((2, 2, 5, 4, 6), {"kernel_shape": (2, 2, 3), "strides": (2, 1, 2), "pads": (0,) * 6,
+                       "ceil_mode": True}),
+]
+
+
+@pytest.mark.parametrize(("dtype", "tol"), [(np.float16, 2e-3), (np.float32, 1e-6),
+                                           (np.float64, 1e-12)])
+@pytest.mark.parametrize(("shape", "attrs"), MAX_POOL_ORACLE_CASES)
+def test_max_pool_vjp_matches_windowwise_oracle_with_ties(shape, attrs, dtype, tol) -> None:
+    rng = np.random.default_rng(4)
+    n = len(shape) - 2
+    attrs = {"fn": "max", "dilations": (1,) * n, "ceil_mode": False,
+             "count_include_pad": False, **attrs}
+    x = rng.integers(-2, 3, shape).astype(dtype)  # few values: most windows hold ties
+    (y,) = POOL.forward(x, **attrs)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    (gx,) = POOL.vjp((g,), (x,), (y,), **attrs)
+    want = _windowwise_max_pool_vjp(x, g, attrs["kernel_shape"], attrs["strides"],
+                                    attrs["pads"], attrs["dilations"])
+    assert gx.dtype == dtype
+    np.testing.assert_allclose(gx, want, rtol=tol, atol=tol * np.abs(want).max())
+
+
 def _facts(case: Case) -> Any:
     _, lowered, specs = lower_and_run(case.op, case.inputs, ["y"], case.attrs, case.inits)
     layer = lowered.layers[0]
