@@ -200,13 +200,16 @@ def _solve(p: _Problem, budget: Budget | None, w_elems_q: float) -> tuple[Alloca
                         f"{budget.metric}={format_value(budget.metric, smallest)}") from None
 
 
+DATA_METHODS = ("hawq", "lrp")  # the sensitivity methods that read calibration samples
+
+
 def sensitivity(g: Graph, method: str, calib_inputs: Mapping[str, np.ndarray] | None = None,
                 labels: np.ndarray | None = None,
                 weight_bits: Sequence[int] = DEFAULT_BITS) -> Sensitivity:
     """Per-layer sensitivity of `g` by `method` ("hawq", "lrp", "proxy", "uniform")."""
     if method not in METHODS:
         raise UserError("--method", f"{method!r} is not one of {sorted(METHODS)}")
-    needs_data = method in ("hawq", "lrp")
+    needs_data = method in DATA_METHODS
     if needs_data and calib_inputs is None:
         raise UserError("--method", f"{method} needs calibration data")
     return METHODS[method](g, calib_inputs if needs_data else None, labels,

@@ -21,7 +21,7 @@ from compiler.emit.write import current_umask
 from compiler.errors import ModelError
 from compiler.ir import Graph
 from edgesim import calibration as cal
-from edgesim.allocation import allocate, fixed_bits, sensitivity
+from edgesim.allocation import DATA_METHODS, allocate, fixed_bits, sensitivity
 from edgesim.budget import Budget
 from edgesim.errors import UserError
 from edgesim.progress import Progress
@@ -30,7 +30,8 @@ from edgesim.simulate import totals
 
 DEFAULT_CALIB_SAMPLES = 32
 ANALYSIS_SAMPLES = 32  # calibration samples the sensitivity analysis uses
-ANALYSIS_BATCH = 8  # samples per executor call in the analysis: bounds peak memory
+ANALYSIS_BATCH = 8  # most samples per executor call in the analysis
+ANALYSIS_MEMORY = 256e6  # bytes of float32 activations one analysis batch may keep
 
 
 @dataclass(frozen=True)
@@ -78,13 +79,22 @@ def _analysis_graph(model: Any, g: Graph, count: int,
     """`g` at the analysis batch size (one executor call per batch, not per sample)."""
     from edgesim.api import load_graph
 
-    size = min(count, ANALYSIS_BATCH)
+    size = analysis_batch(g, count)
     if isinstance(model, Graph) or size <= 1 or input_shapes:
         return g
     try:
         return load_graph(model, {n: (size, *g.types[n].shape[1:]) for n in g.inputs})
     except ModelError:  # a Reshape with the batch size baked in: analyse at batch 1
         return g
+
+
+def analysis_batch(g: Graph, count: int) -> int:
+    """Samples per analysis batch: at most ANALYSIS_BATCH, and no more than keep
+    ANALYSIS_MEMORY bytes of float32 activations (the reverse pass holds every tensor of its
+    batch; 224x224 mobilenet_v2 has 53 MB per sample, resnet50 106 MB)."""
+    per_sample = 4.0 * float(g.layer_table().a_out_elems.sum()) / max(
+        1, g.types[g.inputs[0]].shape[0])
+    return max(1, min(count, ANALYSIS_BATCH, int(ANALYSIS_MEMORY // max(per_sample, 1.0))))
 
 
 def _analysis_inputs(data: cal.CalibrationData, labels: np.ndarray | None, ga: Graph
@@ -189,7 +199,8 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
         _check_memory(g, _smallest(g, tgt, options.weight_bits), tgt,
                       f"even with every weight at {min(options.weight_bits)} bits", False)
     with progress.phase(f"sensitivity ({options.method})"):
-        ga = _analysis_graph(source, g, data.count, options.input_shapes)
+        ga = (_analysis_graph(source, g, data.count, options.input_shapes)
+              if options.method in DATA_METHODS else g)
         inputs, in_labels = _analysis_inputs(data, labels, ga)
         sens = sensitivity(ga, options.method, inputs, in_labels, options.weight_bits)
     del ga, source  # copies of the weights nothing needs any more

@@ -172,3 +172,24 @@ def test_one_float_pass_calibrates_and_gives_the_fidelity_reference(tmp_path: Pa
     assert isinstance(model, Graph) and stats is not None and stats.samples == 24
     assert r.fidelity["samples"] == 24 and r.fidelity["cosine"] > 0.99
     assert r.fidelity["fp32_accuracy"] is not None
+
+
+def test_analysis_batch_keeps_activations_within_the_memory_bound() -> None:
+    """The bound is checked against the bytes the executor really keeps for one sample (every
+    tensor of a forward pass, input included), not against the layer table it is computed
+    from; a tiny model is capped by ANALYSIS_BATCH instead."""
+    from compiler.executor import run
+    from compiler.frontend import load
+    from edgesim import pipeline
+
+    g = load(zoo.build("mobilenet_v2", resolution=224), {"input": (1, 3, 224, 224)})
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    kept = sum(v.nbytes for k, v in run(g, {"input": x}, keep=True).items()
+               if k not in g.weights)
+    batch = pipeline.analysis_batch(g, 32)
+    assert 1 < batch < pipeline.ANALYSIS_BATCH
+    assert batch * kept <= 1.05 * pipeline.ANALYSIS_MEMORY
+    assert (batch + 1) * kept > pipeline.ANALYSIS_MEMORY  # and no smaller than it needs be
+    digits = load(zoo.build("digits_cnn"), {"input": (1, 1, 8, 8)})
+    assert pipeline.analysis_batch(digits, 32) == pipeline.ANALYSIS_BATCH
+    assert pipeline.analysis_batch(digits, 3) == 3
