@@ -6,13 +6,14 @@ minilm's hidden states) with its curvature (default Gauss-Newton probes, float32
 hessian` for float64 finite-difference HVPs), iterations, final max relative standard error,
 seconds per iteration and the iterations a 5% tolerance would take at the measured variance
 (`iterations * (max_rse / tol)^2`), and LRP (`lrp.sensitivity`, float32). The graph batch
-defaults to the compile pipeline's analysis batch (8). Calibration data is seeded random (images
-N(0, 1); token ids uniform, full attention mask): timing does not depend on it.
+defaults to the compile pipeline's analysis batch (`edgesim.pipeline.analysis_batch`).
+Calibration data is seeded random (images N(0, 1); token ids uniform, full attention mask):
+timing does not depend on it.
 
 Prints one JSON object (and writes it to --out if given).
 
 Usage: PYTHONPATH=. python bench/bench_sensitivity.py [--models mobilenet_v2 resnet18 minilm]
-    [--samples 32] [--batch 8] [--resolution 224] [--seq 128] [--max-iter 100] [--tol 0.05]
+    [--samples 32] [--batch B] [--resolution 224] [--seq 128] [--max-iter 100] [--tol 0.05]
     [--curvature gauss-newton|hessian] [--blas-threads N] [--out f.json]
 
 On a shared 2-core machine OpenBLAS's own threading can make small batched GEMMs (attention's
@@ -39,6 +40,7 @@ from compiler.ir import Graph
 from compiler.sensitivity import hawq, lrp
 from compiler.sensitivity.loss import objective, value_and_grad
 from edgesim import zoo
+from edgesim.pipeline import analysis_batch
 
 CNNS = ("mobilenet_v2", "resnet18", "resnet50")
 
@@ -51,16 +53,23 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def model_and_data(name: str, args: argparse.Namespace) -> tuple[Graph, dict[str, np.ndarray]]:
-    """The lowered model at batch `args.batch` and `args.samples` seeded calibration inputs."""
+    """The lowered model at the analysis batch and `args.samples` seeded calibration inputs.
+
+    The batch is `args.batch`, or by default the compile pipeline's (`analysis_batch`)."""
     rng = np.random.default_rng(0)
     if name in CNNS:
         shape = (3, args.resolution, args.resolution)
-        g = load(zoo.build(name, resolution=args.resolution), {"input": (args.batch, *shape)})
-        return g, {"input": rng.standard_normal((args.samples, *shape)).astype(np.float32)}
-    g = load(zoo.build(name, seq=args.seq), {"input_ids": (args.batch, args.seq),
-                                             "attention_mask": (args.batch, args.seq)})
-    ids = rng.integers(0, 30522, (args.samples, args.seq))
-    return g, {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        model = zoo.build(name, resolution=args.resolution)
+        shapes = {"input": shape}
+        calib = {"input": rng.standard_normal((args.samples, *shape)).astype(np.float32)}
+    else:
+        model = zoo.build(name, seq=args.seq)
+        shapes = {"input_ids": (args.seq,), "attention_mask": (args.seq,)}
+        ids = rng.integers(0, 30522, (args.samples, args.seq))
+        calib = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    batch = args.batch or analysis_batch(load(model, {k: (1, *v) for k, v in shapes.items()}),
+                                         args.samples)
+    return load(model, {k: (batch, *v) for k, v in shapes.items()}), calib
 
 
 def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -74,7 +83,8 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     _, lrp_s = timed(lambda: lrp.sensitivity(g, calib))
     max_rse = float(np.nanmax(sens.rse))
     return {
-        "layers": len(sens.layers), "weights": int(sum(g.weights[n].size for n in names)),
+        "batch": g.types[g.inputs[0]].shape[0], "layers": len(sens.layers),
+        "weights": int(sum(g.weights[n].size for n in names)),
         "loss": obj.loss, "curvature": args.curvature, "load_s": load_s,
         "reference_forward_s": setup_s,
         "gradient_s": grad_s, "hawq_s": hawq_s, "hawq_iterations": sens.iterations,
@@ -89,7 +99,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["mobilenet_v2", "resnet18", "minilm"])
     parser.add_argument("--samples", type=int, default=32)
-    parser.add_argument("--batch", type=int, default=8, help="graph batch (samples % batch == 0)")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="graph batch (samples % batch == 0); default: compile's choice")
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--max-iter", type=int, default=100)

@@ -51,6 +51,7 @@ from compiler.ir import Graph
 from compiler.sensitivity.trace_estimate import TraceEstimate
 
 Factor = Callable[[np.ndarray], np.ndarray]  # u -> L u
+MIN_DOF = 8  # degrees of freedom of the pooled variance before the first stopping test
 
 
 def output_factor(loss: str, y: np.ndarray, rows: int) -> Factor:
@@ -96,8 +97,7 @@ def chunk_samples(g: Graph, feeds: dict[str, np.ndarray], loss: str, outputs: Se
 
 def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
            outputs: Sequence[str], names: Sequence[str], *, tol: float = 0.05,
-           max_iter: int = 100, min_iter: int = 3, seed: int = 0,
-           dtype: str = "float32") -> TraceEstimate:
+           max_iter: int = 100, seed: int = 0, dtype: str = "float32") -> TraceEstimate:
     """Gauss-Newton block traces Tr(G_ww) of the weights `names` (see the module docstring).
 
     Args:
@@ -107,8 +107,8 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
         outputs: the outputs the loss reads.
         names: weight tensor names.
         tol: stop once every nonzero trace's relative standard error is below this.
-        max_iter: cap on probes (each is one backward pass over every chunk).
-        min_iter: probes of the first pass (a variance needs a few samples).
+        max_iter: cap on probes (each is one backward pass over every chunk). The first pass
+            takes at least 2, and enough for `MIN_DOF` degrees of freedom over the chunks.
         seed: Rademacher seed.
         dtype: float dtype of the forward and backward passes.
 
@@ -117,7 +117,7 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
     """
     rng = np.random.default_rng(seed)
     parts: list[np.ndarray] = [np.empty((0, len(names))) for _ in chunks]
-    done, want = 0, max(2, min(min_iter, max_iter))
+    done, want = 0, max(2, min(max_iter, 1 + -(-MIN_DOF // len(chunks))))
     while True:
         for i, feeds in enumerate(chunks):
             parts[i] = np.concatenate([parts[i], chunk_samples(

@@ -232,7 +232,8 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
             float64 finite-difference Hessian-vector products (this module's docstring).
         tol: relative standard error at which to stop.
         max_iter: cap on Hutchinson iterations (probes).
-        min_iter: least iterations before stopping.
+        min_iter: least iterations before stopping ("hessian"; "gauss-newton" starts with
+            enough probes for a variance estimate, `gauss_newton.MIN_DOF`).
         fd_eps: difference step relative to rms(w) ("hessian").
         seed: Rademacher seed.
         freeze: freeze piecewise-linear switching patterns in the difference quotients
@@ -253,7 +254,7 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
         parts = chunks(g, calib_inputs)
         check_label_rows(labels, sum(len(next(iter(p.values()))) for p in parts))
         est = gauss_newton.traces(g, parts, loss, loss_outputs(g, loss, labels), names,
-                                  tol=tol, max_iter=max_iter, min_iter=min_iter, seed=seed)
+                                  tol=tol, max_iter=max_iter, seed=seed)
         how = ("curvature=gauss-newton" + (" (exact Hessian: zero-gradient loss)"
                                            if labels is None else ""),)
     elif curvature == "hessian":
