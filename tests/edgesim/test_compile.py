@@ -174,7 +174,7 @@ def test_one_float_pass_calibrates_and_gives_the_fidelity_reference(tmp_path: Pa
     assert r.fidelity["fp32_accuracy"] is not None
 
 
-def test_analysis_batch_keeps_activations_within_the_memory_bound() -> None:
+def test_analysis_batch_keeps_activations_within_the_memory_bound(monkeypatch) -> None:
     """The bound is checked against the bytes the executor really keeps for one sample (every
     tensor of a forward pass, input included), not against the layer table it is computed
     from; a tiny model is capped by ANALYSIS_BATCH instead."""
@@ -182,6 +182,7 @@ def test_analysis_batch_keeps_activations_within_the_memory_bound() -> None:
     from compiler.frontend import load
     from edgesim import pipeline
 
+    monkeypatch.setattr(pipeline, "ANALYSIS_BATCH", 8)  # so that the memory bound binds
     g = load(zoo.build("mobilenet_v2", resolution=224), {"input": (1, 3, 224, 224)})
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
     kept = sum(v.nbytes for k, v in run(g, {"input": x}, keep=True).items()
