@@ -1,9 +1,13 @@
-"""numba kernels over sliding windows, for the backward passes numpy cannot vectorise well.
+"""Sliding windows laid out so that every kernel tap reads one contiguous run, and the numba
+kernels (depthwise conv, max-pool backward) that sweep them.
 
-Windows are addressed by flat offsets into each zero- or fill-padded plane (one row per
-(sample, channel)): `starts[p]` is where window `p` begins and `taps[k]` where its tap `k`
-sits relative to that, both in elements of the flattened padded spatial axes. Offsets make one
-kernel serve every spatial rank, stride and dilation; `window_offsets` computes them.
+`PlaneWindows` copies each (sample, channel) plane, padded, into a *polyphase* layout: an
+axis with stride s is split into its s phases, so that consecutive windows read consecutive
+elements whatever the stride. All windows of a plane are then one run on a grid whose rows
+have the plane's pitch: tap k of window p reads element `taps[k] + p`. Grid positions past
+the end of an output row are padding; the kernels compute them (their cotangents are zero)
+rather than branch, so every inner loop is one unit-stride loop over the whole plane, which
+LLVM vectorises. One layout serves every spatial rank, stride and dilation.
 
 Kernels run in parallel over planes (no two planes share an output element) and are compiled
 once per dtype and cached on disk.
@@ -12,71 +16,203 @@ once per dtype and cached on disk.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from itertools import product
 
 import numpy as np
 from numba import njit, prange
 
+Ints = tuple[int, ...]
 
-def window_offsets(extent: Sequence[int], out: Sequence[int], kernel: Sequence[int],
-                   strides: Sequence[int], dilations: Sequence[int]
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Flat window starts `[prod(out)]` and tap offsets `[prod(kernel)]` (both C order) of the
-    windows `window_view` cuts from a padded plane of shape `extent`."""
-    step = np.cumprod((1,) + tuple(extent[:0:-1]))[::-1]       # element stride of each axis
-    starts = np.zeros((), dtype=np.intp)
-    taps = np.zeros((), dtype=np.intp)
-    for o, k, s, d, st in zip(out, kernel, strides, dilations, step):
-        starts = np.add.outer(starts, np.arange(o) * (s * st))
-        taps = np.add.outer(taps, np.arange(k) * (d * st))
-    return starts.ravel(), taps.ravel()
+# Reassociation lets LLVM vectorise the dot products; NaN and infinity semantics are kept.
+_FAST = {"reassoc", "contract"}
+
+
+@dataclass(frozen=True)
+class PlaneWindows:
+    """The windows over the trailing axes of `[..., *spatial]` tensors.
+
+    The padded plane spans `extent` per axis and starts `begins` elements before the input
+    (input beyond the extent is cut off, as ceil-mode pooling can); window `o` of an axis
+    starts at `o * stride` of the padded plane and its taps are `dilation` apart.
+    """
+
+    spatial: Ints
+    begins: Ints
+    extent: Ints
+    kernel: Ints
+    strides: Ints
+    dilations: Ints
+    out: Ints
+
+    @cached_property
+    def _lengths(self) -> Ints:
+        """Elements per phase along each axis."""
+        return tuple(-(-e // s) for e, s in zip(self.extent, self.strides))
+
+    @cached_property
+    def _block(self) -> int:
+        return int(np.prod(self._lengths))
+
+    @cached_property
+    def taps(self) -> np.ndarray:
+        """Flat offset of each tap (C order) from its window's grid position."""
+        n, lengths = len(self.kernel), self._lengths
+        pitch = [int(np.prod(lengths[a + 1:])) for a in range(n)]
+        phase = [int(np.prod(self.strides[a + 1:])) * self._block for a in range(n)]
+        offsets = [sum((t * d % s) * f + (t * d // s) * p
+                       for t, d, s, f, p in zip(tap, self.dilations, self.strides, phase, pitch))
+                   for tap in product(*map(range, self.kernel))]
+        return np.asarray(offsets, dtype=np.intp)
+
+    @cached_property
+    def run(self) -> int:
+        """Grid positions per plane: the output rows at the plane's pitch."""
+        return self.out[0] * int(np.prod(self._lengths[1:]))
+
+    @cached_property
+    def plane_size(self) -> int:
+        """Elements per laid-out plane, with room for the last grid row's overhang."""
+        size = int(np.prod(self.strides)) * self._block
+        return max(size, int(self.taps.max()) + self.run)
+
+    @cached_property
+    def _where(self) -> np.ndarray:
+        """Flat laid-out position of each input element (C order); -1 where the extent cuts
+        the input off."""
+        lengths = self._lengths
+        where, inside = np.zeros((), dtype=np.intp), np.ones((), dtype=bool)
+        for a, (b, i, e, s) in enumerate(zip(self.begins, self.spatial, self.extent,
+                                              self.strides)):
+            padded = np.arange(i) + b
+            phase = int(np.prod(self.strides[a + 1:])) * self._block
+            pos = (padded % s) * phase + (padded // s) * int(np.prod(lengths[a + 1:]))
+            where = np.add.outer(where, pos)
+            inside = np.logical_and.outer(inside, padded < e)
+        return np.where(inside, where, -1).ravel()
+
+    def planes(self, x: np.ndarray, fill: float, dtype: np.dtype) -> np.ndarray:
+        """`x` `[..., *spatial]` padded with `fill` and laid out: `[planes, plane_size]`."""
+        count = int(np.prod(x.shape[:x.ndim - len(self.spatial)]))
+        xp = np.empty((count, self.plane_size), dtype=dtype)
+        scatter_planes(np.ascontiguousarray(x, dtype=dtype).reshape(count, -1), self._where,
+                       xp.dtype.type(fill), xp)
+        return xp
+
+    def unplanes(self, gxp: np.ndarray, lead: Sequence[int]) -> np.ndarray:
+        """Adjoint of `planes` (for fill 0): `[planes, plane_size]` -> `[*lead, *spatial]`."""
+        gx = np.empty((gxp.shape[0], self._where.size), dtype=gxp.dtype)
+        gather_planes(gxp, self._where, gx)
+        return gx.reshape(tuple(lead) + self.spatial)
+
+    def grid(self, g: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """Output-shaped `g` `[..., *out]` on the grid, zero at the padding: `[planes, run]`."""
+        count = int(np.prod(g.shape[:g.ndim - len(self.out)]))
+        grid = np.zeros((count, self.run), dtype=dtype)
+        self.outputs(grid)[...] = g.reshape((count,) + self.out)
+        return grid
+
+    def outputs(self, grid: np.ndarray) -> np.ndarray:
+        """The output positions of a `[planes, run]` grid: a `[planes, *out]` view."""
+        rows = grid.reshape((grid.shape[0], self.out[0]) + self._lengths[1:])
+        return rows[(slice(None), slice(None)) + tuple(slice(0, o) for o in self.out[1:])]
 
 
 @njit(cache=True, parallel=True)
-def max_window_scatter(xp: np.ndarray, g: np.ndarray, starts: np.ndarray, taps: np.ndarray,
-                       gxp: np.ndarray) -> None:
+def scatter_planes(x: np.ndarray, where: np.ndarray, fill: float, xp: np.ndarray) -> None:
+    """`xp[r]` = `fill` with `x[r, i]` at `where[i]` (skipping where it is -1)."""
+    for r in prange(x.shape[0]):
+        xr, pr = x[r], xp[r]
+        pr[:] = fill
+        for i in range(where.size):
+            if where[i] >= 0:
+                pr[where[i]] = xr[i]
+
+
+@njit(cache=True, parallel=True)
+def gather_planes(xp: np.ndarray, where: np.ndarray, x: np.ndarray) -> None:
+    """`x[r, i]` = `xp[r, where[i]]`, or 0 where it is -1: the adjoint of `scatter_planes`."""
+    for r in prange(x.shape[0]):
+        xr, pr = x[r], xp[r]
+        for i in range(where.size):
+            xr[i] = pr[where[i]] if where[i] >= 0 else 0
+
+
+@njit(cache=True, parallel=True, fastmath=_FAST)
+def max_window_scatter(xp: np.ndarray, g: np.ndarray, taps: np.ndarray, gxp: np.ndarray
+                       ) -> None:
     """Max pooling's vjp: `gxp[r]` gets `g[r, p]` at the first maximum of window `p` of plane
     `xp[r]` (ties go to the earliest tap, as the forward's running max keeps them).
 
-    xp: [planes, prod(extent)] padded inputs; g: [planes, prod(out)] output cotangents;
-    starts, taps: from `window_offsets`; gxp: [planes, prod(extent)] written (each plane is
-    zeroed here, while it is in cache, rather than by the caller).
+    xp: [planes, plane_size] laid-out inputs; g: [planes, run] output cotangents on the grid;
+    taps: `PlaneWindows.taps`; gxp: [planes, plane_size] written (each plane is zeroed here,
+    while it is in cache, rather than by the caller).
     """
+    run = g.shape[1]
     for r in prange(xp.shape[0]):
-        gxp[r, :] = 0
-        for p in range(starts.size):
-            base = starts[p]
-            best = xp[r, base + taps[0]]
-            arg = taps[0]
-            for k in range(1, taps.size):
-                v = xp[r, base + taps[k]]
-                if v > best:
-                    best = v
-                    arg = taps[k]
-            gxp[r, base + arg] += g[r, p]
+        x, gx = xp[r], gxp[r]
+        gx[:] = 0
+        best = x[taps[0]:taps[0] + run].copy()
+        arg = np.full(run, taps[0])
+        for k in range(1, taps.size):
+            xs = x[taps[k]:taps[k] + run]
+            tk = taps[k]
+            for p in range(run):
+                if xs[p] > best[p]:
+                    best[p] = xs[p]
+                    arg[p] = tk
+        gr = g[r]
+        for p in range(run):
+            gx[p + arg[p]] += gr[p]
 
 
-@njit(cache=True, parallel=True)
-def depthwise_window_vjp(xp: np.ndarray, g: np.ndarray, w: np.ndarray, starts: np.ndarray,
-                         taps: np.ndarray, gxp: np.ndarray, gw: np.ndarray) -> None:
-    """Depthwise conv's vjp (one filter per channel), one pass per (sample, channel) plane.
+@njit(cache=True, parallel=True, fastmath=_FAST)
+def depthwise_window_forward(xp: np.ndarray, w: np.ndarray, taps: np.ndarray, y: np.ndarray
+                             ) -> None:
+    """Conv with one input channel per group (depthwise, with M = len(y) / len(xp) filters
+    per channel), one pass per output plane.
 
-    xp: [N*C, prod(extent)] zero-padded input; g: [N*C, prod(out)] output cotangents;
-    w: [C, prod(kernel)] filters; starts, taps: from `window_offsets`.
-    Written: gxp [N*C, prod(extent)], the padded input gradient (each plane zeroed here, in
-    cache); gw [N*C, prod(kernel)], each plane's share of the filter gradient (the caller sums
-    over N), accumulated in float64.
+    xp: [N*C, plane_size] laid-out input; w: [C*M, prod(kernel)] filters; taps:
+    `PlaneWindows.taps`. Written: y [N*C*M, run], the outputs on the grid; output plane r
+    reads input plane r // M through filter r % (C*M).
     """
-    channels = w.shape[0]
-    for r in prange(xp.shape[0]):
-        c = r % channels
-        gxp[r, :] = 0
+    mult = y.shape[0] // xp.shape[0]
+    run = y.shape[1]
+    for r in prange(y.shape[0]):
+        x, wr, yr = xp[r // mult], w[r % w.shape[0]], y[r]
+        yr[:] = 0
         for k in range(taps.size):
-            off = taps[k]
-            wk = w[c, k]
-            acc = 0.0
-            for p in range(starts.size):
-                q = starts[p] + off
-                gv = g[r, p]
-                acc += xp[r, q] * gv
-                gxp[r, q] += gv * wk
-            gw[r, k] = acc
+            xs = x[taps[k]:taps[k] + run]
+            wk = wr[k]
+            for p in range(run):
+                yr[p] += xs[p] * wk
+
+
+@njit(cache=True, parallel=True, fastmath=_FAST)
+def depthwise_window_vjp(xp: np.ndarray, g: np.ndarray, w: np.ndarray, taps: np.ndarray,
+                         gxp: np.ndarray, gw: np.ndarray) -> None:
+    """The vjp of `depthwise_window_forward`, one pass per input plane.
+
+    xp: [N*C, plane_size] laid-out input; g: [N*C*M, run] output cotangents on the grid (zero
+    at its padding); w: [C*M, prod(kernel)] filters; taps: `PlaneWindows.taps`.
+    Written: gxp [N*C, plane_size], the input gradient, laid out (each plane zeroed here, in
+    cache); gw [N*C*M, prod(kernel)], each output plane's share of the filter gradient (the
+    caller sums over N), accumulated in float64.
+    """
+    mult = g.shape[0] // xp.shape[0]
+    run = g.shape[1]
+    for q in prange(xp.shape[0]):
+        x, gx = xp[q], gxp[q]
+        gx[:] = 0
+        for r in range(q * mult, (q + 1) * mult):
+            wr, gr = w[r % w.shape[0]], g[r]
+            for k in range(taps.size):
+                xs = x[taps[k]:taps[k] + run]
+                gxs = gx[taps[k]:taps[k] + run]
+                wk = wr[k]
+                acc = 0.0
+                for p in range(run):
+                    acc += np.float64(xs[p] * gr[p])
+                    gxs[p] += gr[p] * wk
+                gw[r, k] = acc

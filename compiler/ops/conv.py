@@ -19,6 +19,7 @@ larger than the natural one extends the output with zeros).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -26,6 +27,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 from compiler.errors import ModelError
 from compiler.ir import Facts, Spec
 from compiler.ops.opdef import Lowered, LowerRule, Node, OpDef, single
+
+if TYPE_CHECKING:
+    from compiler.window_kernels import PlaneWindows
 
 Ints = tuple[int, ...]
 
@@ -128,6 +132,8 @@ def _col2im(cols: np.ndarray, n: int, out: Sequence[int], kernel: Sequence[int],
     """Adjoint of `_im2col` (of windows swept over `spatial`): im2col matrices
     `[G, Cg*prod(k), N*prod(out)]` summed back into a new `[N, G*Cg, *spatial]` tensor."""
     nsp, kernel = len(out), tuple(kernel)
+    if tuple(out) == tuple(spatial) and all(k == 1 for k in kernel):   # pointwise: a transpose
+        return cols.reshape((-1, n) + tuple(out)).swapaxes(0, 1)
     win = cols.reshape((-1,) + kernel + (n,) + tuple(out))             # [C, *k, N, *out]
     win = np.moveaxis(win, tuple(range(1, 1 + nsp)), tuple(range(nsp)))  # [*k, C, N, *out]
     acc = np.zeros((n, win.shape[nsp]) + tuple(spatial), dtype=cols.dtype)
@@ -188,12 +194,17 @@ def _conv_shape(specs: Sequence[Spec | None], *, strides: Ints, pads: Ints, dila
     return (Spec((x.shape[0], w.shape[0]) + out, x.dtype),)
 
 
+def _padded_extent(spatial: Sequence[int], pads: Ints) -> Ints:
+    n = len(spatial)
+    return tuple(s + pads[i] + pads[n + i] for i, s in enumerate(spatial))
+
+
 def _padded_windows(x: np.ndarray, kernel: Ints, strides: Ints, pads: Ints, dilations: Ints
                     ) -> tuple[np.ndarray, Ints]:
     """Windows `[N, C, *out, *k]` of zero-padded `x` (a view), and the output spatial shape."""
     nsp = x.ndim - 2
     out = _conv_out(x.shape[2:], kernel, strides, pads, dilations)
-    padded = [s + pads[i] + pads[nsp + i] for i, s in enumerate(x.shape[2:])]
+    padded = _padded_extent(x.shape[2:], pads)
     xp = shift_crop(x, [-p for p in pads[:nsp]], padded)
     return window_view(xp, kernel, strides, dilations, out), out
 
@@ -203,53 +214,60 @@ def _weight_rows(w: np.ndarray, group: int) -> np.ndarray:
     return w.reshape(group, w.shape[0] // group, -1)
 
 
-def _depthwise(win: np.ndarray, w: np.ndarray, group: int) -> np.ndarray:
-    """One input channel per group: a multiply-add per kernel tap beats a batched GEMM with
-    an inner dimension of prod(k) by ~10x."""
-    nsp = (win.ndim - 2) // 2
-    wg = w.reshape((group, w.shape[0] // group) + w.shape[2:])      # [G, M, *k]
-    acc = np.zeros((win.shape[0],) + wg.shape[:2] + win.shape[2:2 + nsp], dtype=win.dtype)
-    lift = (None,) * nsp
-    for tap in np.ndindex(*w.shape[2:]):
-        acc += win[(slice(None), slice(None), None, Ellipsis) + tap] * wg[(Ellipsis,) + tap + lift]
-    return acc.reshape((win.shape[0], w.shape[0]) + win.shape[2:2 + nsp])
+def _one_channel_groups(x: np.ndarray, w: np.ndarray, group: int) -> bool:
+    """Depthwise (with any channel multiplier): a window kernel per plane beats a batched GEMM
+    with an inner dimension of prod(k), and its windows copy, by ~10x."""
+    return w.shape[1] == 1 and group == x.shape[1]
+
+
+def _plane_windows(x: np.ndarray, kernel: Ints, strides: Ints, pads: Ints, dilations: Ints
+                   ) -> PlaneWindows:
+    from compiler.window_kernels import PlaneWindows  # numba loads with the first use
+
+    nsp = x.ndim - 2
+    return PlaneWindows(x.shape[2:], tuple(pads[:nsp]), _padded_extent(x.shape[2:], pads),
+                        tuple(kernel), tuple(strides), tuple(dilations),
+                        _conv_out(x.shape[2:], kernel, strides, pads, dilations))
+
+
+def _depthwise_forward(x: np.ndarray, w: np.ndarray, strides: Ints, pads: Ints,
+                       dilations: Ints) -> np.ndarray:
+    from compiler.window_kernels import depthwise_window_forward
+
+    pw = _plane_windows(x, w.shape[2:], strides, pads, dilations)
+    y = np.empty((x.shape[0] * w.shape[0], pw.run), dtype=x.dtype)
+    depthwise_window_forward(pw.planes(x, 0, x.dtype), w.reshape(w.shape[0], -1), pw.taps, y)
+    return pw.outputs(y).reshape((x.shape[0], w.shape[0]) + pw.out)
 
 
 def _conv_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, strides: Ints,
                   pads: Ints, dilations: Ints, group: int) -> tuple[np.ndarray]:
     acc = np.promote_types(x.dtype, np.float32)  # fp16 accumulates in fp32, as onnxruntime does
-    w = w.astype(acc, copy=False)
-    win, out = _padded_windows(x.astype(acc, copy=False), w.shape[2:], strides, pads, dilations)
-    if w.shape[1] == 1 and group > 1:
-        y = _depthwise(win, w, group)
+    w, xa = w.astype(acc, copy=False), x.astype(acc, copy=False)
+    if _one_channel_groups(x, w, group):
+        y = _depthwise_forward(xa, w, strides, pads, dilations)
     else:
+        win, out = _padded_windows(xa, w.shape[2:], strides, pads, dilations)
         y = _batch_major(_weight_rows(w, group) @ _im2col(win, group), x.shape[0], out)
     if b is not None:
-        y = y + _bias_shape(b.astype(acc, copy=False), len(out))
+        y = y + _bias_shape(b.astype(acc, copy=False), y.ndim - 2)
     return (y.astype(x.dtype, copy=False),)
 
 
 def _depthwise_vjp(g: np.ndarray, x: np.ndarray, w: np.ndarray, strides: Ints, pads: Ints,
                    dilations: Ints) -> tuple[np.ndarray, np.ndarray]:
-    """(gx, gw) of a depthwise conv (one filter per channel) in one numba pass per (sample,
-    channel) plane: the im2col route costs a GEMM with an inner dimension of 1 and a windows
-    copy, and numpy's per-tap passes each stream the whole tensor."""
-    # Imported here so that numba loads with the first depthwise backward, not the op table.
-    from compiler.window_kernels import depthwise_window_vjp, window_offsets
+    """(gx, gw) of a conv with one input channel per group, in one numba pass per plane."""
+    from compiler.window_kernels import depthwise_window_vjp
 
-    (n, c), nsp, kernel = x.shape[:2], x.ndim - 2, w.shape[2:]
+    n = x.shape[0]
     acc = np.promote_types(x.dtype, np.float32)  # numba has no float16 arithmetic
-    out = _conv_out(x.shape[2:], kernel, strides, pads, dilations)
-    padded = tuple(s + pads[i] + pads[nsp + i] for i, s in enumerate(x.shape[2:]))
-    xp = np.ascontiguousarray(shift_crop(x, [-p for p in pads[:nsp]], padded), dtype=acc)
+    pw = _plane_windows(x, w.shape[2:], strides, pads, dilations)
+    xp = pw.planes(x, 0, acc)
     gxp = np.empty_like(xp)
-    gw = np.empty((n * c, int(np.prod(kernel))), dtype=acc)
-    starts, taps = window_offsets(padded, out, kernel, strides, dilations)
-    depthwise_window_vjp(xp.reshape(n * c, -1),
-                         np.ascontiguousarray(g, dtype=acc).reshape(n * c, -1),
-                         np.ascontiguousarray(w, dtype=acc).reshape(c, -1), starts, taps,
-                         gxp.reshape(n * c, -1), gw)
-    gx = shift_crop(gxp, pads[:nsp], x.shape[2:]).astype(x.dtype, copy=False)
+    gw = np.empty((n * w.shape[0], len(pw.taps)), dtype=acc)
+    depthwise_window_vjp(xp, pw.grid(g, acc), np.ascontiguousarray(w, dtype=acc).reshape(
+        w.shape[0], -1), pw.taps, gxp, gw)
+    gx = pw.unplanes(gxp, x.shape[:2]).astype(x.dtype, copy=False)
     return gx, gw.reshape((n,) + w.shape).sum(axis=0)
 
 
@@ -259,7 +277,7 @@ def _conv_vjp(gs: Sequence[np.ndarray | None], xs: Sequence[np.ndarray | None],
     x, w, b = xs[0], xs[1], xs[2] if len(xs) > 2 else None
     g = gs[0] if gs[0] is not None else np.zeros_like(ys[0])
     gb = None if b is None else _spatial_sum(g).astype(b.dtype)
-    if group > 1 and w.shape[1] == 1 and w.shape[0] == group:
+    if _one_channel_groups(x, w, group):
         gx, gw = _depthwise_vjp(g, x, w, strides, pads, dilations)
         return (gx, gw.astype(w.dtype), gb)[:len(xs)]
     nsp, kernel = x.ndim - 2, w.shape[2:]
@@ -267,7 +285,7 @@ def _conv_vjp(gs: Sequence[np.ndarray | None], xs: Sequence[np.ndarray | None],
     grows = _channel_major(g, group)                                # [G, Cout/G, N*out]
     wm = _weight_rows(w, group)                                     # [G, Cout/G, Cg*k]
     gw = _gram(grows, _im2col(win, group)).reshape(w.shape)
-    padded = [s + pads[i] + pads[nsp + i] for i, s in enumerate(x.shape[2:])]
+    padded = _padded_extent(x.shape[2:], pads)
     gxp = _col2im(wm.transpose(0, 2, 1) @ grows, x.shape[0], out, kernel, padded, strides,
                   dilations)
     gx = shift_crop(gxp, pads[:nsp], x.shape[2:])

@@ -170,17 +170,15 @@ def _max_pool_vjp(g: Array, x: Array, geo: _Geometry) -> Array:
     """Each output's cotangent goes to the first maximum of its window; padding reads the
     dtype's lowest value, as in the forward, and what reaches it is dropped."""
     # Imported here so that numba loads with the first max-pool backward, not with the op table.
-    from compiler.window_kernels import max_window_scatter, window_offsets
+    from compiler.window_kernels import PlaneWindows, max_window_scatter
 
-    planes = x.shape[0] * x.shape[1]
     acc = np.promote_types(x.dtype, np.float32)  # numba has no float16 arithmetic
-    xp = np.ascontiguousarray(geo.pad(x, _lowest(x.dtype)), dtype=acc).reshape(planes, -1)
+    pw = PlaneWindows(x.shape[2:], geo.begins, geo.extent, geo.kernel, geo.strides,
+                      geo.dilations, geo.out)
+    xp = pw.planes(x, _lowest(x.dtype), acc)
     gxp = np.empty_like(xp)
-    starts, taps = window_offsets(geo.extent, geo.out, geo.kernel, geo.strides, geo.dilations)
-    max_window_scatter(xp, np.ascontiguousarray(g, dtype=acc).reshape(planes, -1), starts, taps,
-                       gxp)
-    gx = geo.unpad(gxp.reshape(x.shape[:2] + geo.extent), x.shape[2:])
-    return gx.astype(x.dtype, copy=False)
+    max_window_scatter(xp, pw.grid(g, acc), pw.taps, gxp)
+    return pw.unplanes(gxp, x.shape[:2]).astype(x.dtype, copy=False)
 
 
 _GLOBAL: dict[str, Callable[..., Array]] = {"global_avg": np.mean, "global_max": np.max}
