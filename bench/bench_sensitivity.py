@@ -5,7 +5,7 @@ HAWQ (`hawq.sensitivity`, loss by the default rule: KL for the CNN classifiers, 
 minilm's hidden states) with its curvature (default Gauss-Newton probes, float32; `--curvature
 hessian` for float64 finite-difference HVPs), iterations, final max relative standard error,
 seconds per iteration and the iterations a 5% tolerance would take at the measured variance
-(`iterations * (max_rse / tol)^2`), and LRP (`lrp.sensitivity`, float32). The graph batch
+(`iterations * (max_rse / tol)^2`), and LRP (`lrp.sensitivity`, float32). Each method's graph batch
 defaults to the compile pipeline's analysis batch (`edgesim.pipeline.analysis_batch`).
 Calibration data is seeded random (images N(0, 1); token ids uniform, full attention mask):
 timing does not depend on it.
@@ -52,10 +52,10 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, time.perf_counter() - start
 
 
-def model_and_data(name: str, args: argparse.Namespace) -> tuple[Graph, dict[str, np.ndarray]]:
-    """The lowered model at the analysis batch and `args.samples` seeded calibration inputs.
-
-    The batch is `args.batch`, or by default the compile pipeline's (`analysis_batch`)."""
+def model_and_data(name: str, args: argparse.Namespace, method: str
+                   ) -> tuple[Graph, dict[str, np.ndarray]]:
+    """The lowered model at `method`'s analysis batch and `args.samples` seeded calibration
+    inputs. The batch is `args.batch`, or by default the compile pipeline's (`analysis_batch`)."""
     rng = np.random.default_rng(0)
     if name in CNNS:
         shape = (3, args.resolution, args.resolution)
@@ -68,22 +68,24 @@ def model_and_data(name: str, args: argparse.Namespace) -> tuple[Graph, dict[str
         ids = rng.integers(0, 30522, (args.samples, args.seq))
         calib = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
     batch = args.batch or analysis_batch(load(model, {k: (1, *v) for k, v in shapes.items()}),
-                                         args.samples)
+                                         args.samples, method)
     return load(model, {k: (batch, *v) for k, v in shapes.items()}), calib
 
 
 def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Timings and estimator diagnostics of one model."""
-    (g, calib), load_s = timed(lambda: model_and_data(name, args))
+    (g, calib), load_s = timed(lambda: model_and_data(name, args, "hawq"))
     names = hawq.unique_weights(hawq.check_quantisable(g))
     obj, setup_s = timed(lambda: objective(g, calib))
     _, grad_s = timed(lambda: value_and_grad(obj, {}, names))
     sens, hawq_s = timed(lambda: hawq.sensitivity(g, calib, curvature=args.curvature,
                                                   tol=args.tol, max_iter=args.max_iter))
-    _, lrp_s = timed(lambda: lrp.sensitivity(g, calib))
+    g_lrp = model_and_data(name, args, "lrp")[0]
+    _, lrp_s = timed(lambda: lrp.sensitivity(g_lrp, calib))
     max_rse = float(np.nanmax(sens.rse))
     return {
-        "batch": g.types[g.inputs[0]].shape[0], "layers": len(sens.layers),
+        "batch": g.types[g.inputs[0]].shape[0], "lrp_batch": g_lrp.types[g.inputs[0]].shape[0],
+        "layers": len(sens.layers),
         "weights": int(sum(g.weights[n].size for n in names)),
         "loss": obj.loss, "curvature": args.curvature, "load_s": load_s,
         "reference_forward_s": setup_s,
@@ -100,7 +102,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["mobilenet_v2", "resnet18", "minilm"])
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--batch", type=int, default=None,
-                        help="graph batch (samples % batch == 0); default: compile's choice")
+                        help="graph batch (samples %% batch == 0); default: compile's choice")
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--max-iter", type=int, default=100)

@@ -14,7 +14,7 @@ activation bits of a choice do not change its omega.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -205,15 +205,22 @@ DATA_METHODS = ("hawq", "lrp")  # the sensitivity methods that read calibration 
 
 def sensitivity(g: Graph, method: str, calib_inputs: Mapping[str, np.ndarray] | None = None,
                 labels: np.ndarray | None = None,
-                weight_bits: Sequence[int] = DEFAULT_BITS) -> Sensitivity:
-    """Per-layer sensitivity of `g` by `method` ("hawq", "lrp", "proxy", "uniform")."""
+                weight_bits: Sequence[int] = DEFAULT_BITS,
+                observe: Callable[[Mapping[str, np.ndarray]], None] | None = None
+                ) -> Sensitivity:
+    """Per-layer sensitivity of `g` by `method` ("hawq", "lrp", "proxy", "uniform").
+
+    `observe`, for "hawq", sees every tensor of each calibration chunk's forward pass (see
+    `compiler.sensitivity.hawq.sensitivity`); the other methods do not take it.
+    """
     if method not in METHODS:
         raise UserError("--method", f"{method!r} is not one of {sorted(METHODS)}")
     needs_data = method in DATA_METHODS
     if needs_data and calib_inputs is None:
         raise UserError("--method", f"{method} needs calibration data")
+    extra = {"observe": observe} if observe is not None and method == "hawq" else {}
     return METHODS[method](g, calib_inputs if needs_data else None, labels,
-                           bits=tuple(weight_bits))
+                           bits=tuple(weight_bits), **extra)
 
 
 def allocate(g: Graph, target: Any, *, method: str = "hawq", budget: Budget | None = None,

@@ -30,10 +30,11 @@ from edgesim.simulate import totals
 
 DEFAULT_CALIB_SAMPLES = 32
 ANALYSIS_SAMPLES = 32  # calibration samples the sensitivity analysis uses
-# Most samples per executor call in the analysis. Small: a Gauss-Newton probe's gradient sums
-# its batch's samples, whose cross terms add variance (224x224 resnet18 needs 9 probes at batch
-# 8, 3 at batch 2: 30 s -> 16 s), while batch 1 pays the per-layer call overhead.
-ANALYSIS_BATCH = 2
+# Most samples per executor call in the analysis, per method. HAWQ probes one sample at a time:
+# a Gauss-Newton probe's gradient sums its batch's samples, and their cross terms double its
+# variance already at batch 2 (224x224 resnet50 needs 2 probes at batch 2 for a 5% relative
+# standard error, 1 at batch 1: 19.3 s -> 10.8 s). LRP is deterministic and batches freely.
+ANALYSIS_BATCH = {"hawq": 1, "lrp": 2}
 ANALYSIS_MEMORY = 256e6  # bytes of float32 activations one analysis batch may keep
 
 
@@ -77,12 +78,12 @@ def _built(model: Any) -> Any:
     return model
 
 
-def _analysis_graph(model: Any, g: Graph, count: int,
+def _analysis_graph(model: Any, g: Graph, count: int, method: str,
                     input_shapes: Mapping[str, Sequence[int]] | None) -> Graph:
-    """`g` at the analysis batch size (one executor call per batch, not per sample)."""
+    """`g` at `method`'s analysis batch size (one executor call per batch)."""
     from edgesim.api import load_graph
 
-    size = analysis_batch(g, count)
+    size = analysis_batch(g, count, method)
     if isinstance(model, Graph) or size <= 1 or input_shapes:
         return g
     try:
@@ -91,13 +92,14 @@ def _analysis_graph(model: Any, g: Graph, count: int,
         return g
 
 
-def analysis_batch(g: Graph, count: int) -> int:
-    """Samples per analysis batch: at most ANALYSIS_BATCH, and no more than keep
+def analysis_batch(g: Graph, count: int, method: str) -> int:
+    """Samples per analysis batch: at most ANALYSIS_BATCH[method], and no more than keep
     ANALYSIS_MEMORY bytes of float32 activations (the reverse pass holds every tensor of its
     batch; 224x224 mobilenet_v2 has 53 MB per sample, resnet50 106 MB)."""
     per_sample = 4.0 * float(g.layer_table().a_out_elems.sum()) / max(
         1, g.types[g.inputs[0]].shape[0])
-    return max(1, min(count, ANALYSIS_BATCH, int(ANALYSIS_MEMORY // max(per_sample, 1.0))))
+    return max(1, min(count, ANALYSIS_BATCH[method],
+                      int(ANALYSIS_MEMORY // max(per_sample, 1.0))))
 
 
 def _analysis_inputs(data: cal.CalibrationData, labels: np.ndarray | None, ga: Graph
@@ -150,8 +152,9 @@ def _smallest(g: Graph, target: Any, weight_bits: Sequence[int]) -> np.ndarray:
 
 def _fidelity(g: Graph, model_path: Path, reference: np.ndarray, data: cal.CalibrationData,
               labels: np.ndarray | None) -> dict[str, Any]:
-    """Emitted model against the float model's first output `reference` (`float_pass` over
-    `data`: both run in onnxruntime), sample by sample at the deployment batch size."""
+    """Emitted model (run in onnxruntime) against the float model's first output `reference`
+    over `data` (`float_pass`, or HAWQ's recorded forward passes), sample by sample at the
+    deployment batch size."""
     from edgesim.evaluate import agreement, run_batches
 
     (out,) = g.outputs[:1]
@@ -187,7 +190,7 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
         A `CompileResult` with the same fields as report.json.
     """
     from edgesim.api import load_graph, resolve_target
-    from edgesim.quantize import float_pass, quantize_model
+    from edgesim.quantize import FloatPassRecorder, float_pass, quantize_model
 
     progress = Progress(total=6, quiet=options.quiet)
     outdir = Path(outdir)
@@ -202,10 +205,14 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
         _check_memory(g, _smallest(g, tgt, options.weight_bits), tgt,
                       f"even with every weight at {min(options.weight_bits)} bits", False)
     with progress.phase(f"sensitivity ({options.method})"):
-        ga = (_analysis_graph(source, g, data.count, options.input_shapes)
+        ga = (_analysis_graph(source, g, data.count, options.method, options.input_shapes)
               if options.method in DATA_METHODS else g)
         inputs, in_labels = _analysis_inputs(data, labels, ga)
-        sens = sensitivity(ga, options.method, inputs, in_labels, options.weight_bits)
+        # HAWQ's forward passes over the calibration samples can also give the activation
+        # ranges and the fidelity reference, which then need no pass of their own
+        recorder = FloatPassRecorder(g) if ga is g and options.method == "hawq" else None
+        sens = sensitivity(ga, options.method, inputs, in_labels, options.weight_bits,
+                           observe=recorder)
     del ga, source  # copies of the weights nothing needs any more
     with progress.phase("allocating bits"):
         alloc = allocate(g, tgt, sens=sens, budget=options.budget,
@@ -220,9 +227,12 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
             model_path = staging / f"model.{tgt.name}.onnx"
             bits = _emitted_bits(g, alloc.bits)
             acts = bool((bits[:, 1] < 32).any())
-            # one onnxruntime pass of the float model over the calibration data: activation
-            # ranges, and the fidelity reference if that data is also the held-out set
-            ref = float_pass(g, data, stats=acts) if acts or eval_data is None else None
+            # one pass of the float model over the calibration data (onnxruntime's, unless
+            # the analysis's covered it): activation ranges, and the fidelity reference if
+            # that data is also the held-out set
+            ref = recorder.result(data) if recorder else None
+            if ref is None and (acts or eval_data is None):
+                ref = float_pass(g, data, stats=acts)
             quant = quantize_model(g, bits, calib=data, out=model_path,   # g: not loaded again
                                    stats=ref and ref.stats)
         with progress.phase("measuring fidelity in onnxruntime"):

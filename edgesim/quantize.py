@@ -24,7 +24,12 @@ import numpy as np
 
 from compiler.emit import EmitOptions, emit, write
 from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph
-from compiler.passes.calibrate import CalibrationStats, calibrate, calibration_tensors
+from compiler.passes.calibrate import (
+    CalibrationStats,
+    RangeCollector,
+    calibrate,
+    calibration_tensors,
+)
 from compiler.passes.quantize import QuantOptions, container, quantize, weight_bytes
 from compiler.verify import verify
 from edgesim import assignment
@@ -138,6 +143,29 @@ def float_pass(g: Graph, data: cal.CalibrationData, stats: bool) -> FloatPass:
     collected = calibrate(g, cal.batches(g, data), tensors=keep, source=data.source,
                           forward=forward)
     return FloatPass(collected if stats else None, np.concatenate(outputs))
+
+
+class FloatPassRecorder:
+    """A `float_pass` assembled from forward passes of the float model run for another
+    purpose (compile's HAWQ probes run it over the calibration samples anyway): call it with
+    each batch's tensors, in sample order, then take `result`."""
+
+    def __init__(self, g: Graph) -> None:
+        self._output = g.outputs[0]
+        self._ranges = RangeCollector(calibration_tensors(g))
+        self._outputs: list[np.ndarray] = []
+
+    def __call__(self, env: Mapping[str, np.ndarray]) -> None:
+        out = env[self._output]
+        self._ranges.add(env, len(out))
+        self._outputs.append(np.array(out, np.float32))
+
+    def result(self, data: cal.CalibrationData) -> FloatPass | None:
+        """What `float_pass(g, data, stats=True)` gives, if the recorded batches were all of
+        `data`; None if they were not."""
+        if self._ranges.samples != data.count:
+            return None
+        return FloatPass(self._ranges.result(data.source), np.concatenate(self._outputs))
 
 
 def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int | None = None,

@@ -89,9 +89,26 @@ def _batch_size(feeds: Mapping[str, np.ndarray]) -> int:
     return int(np.shape(first)[0]) if first is not None and np.ndim(first) else 1
 
 
-def _updated(stats: dict[str, RangeStats], env: Mapping[str, np.ndarray]
-             ) -> dict[str, RangeStats]:
-    return {t: s.update(env[t], f"tensor {t}") for t, s in stats.items()}
+class RangeCollector:
+    """Range statistics of some tensors, merged batch by batch as forward passes produce them
+    (`calibrate` runs its own passes through one; others can feed one theirs)."""
+
+    def __init__(self, tensors: Iterable[str]) -> None:
+        self.tensors = tuple(tensors)
+        self._stats = {t: RangeStats() for t in self.tensors}
+        self.samples = 0
+
+    def add(self, env: Mapping[str, np.ndarray], samples: int) -> None:
+        """Merge one batch of `samples` samples: `env` holds at least every collected tensor.
+
+        Raises:
+            ModelError: if a collected tensor holds NaN or infinity.
+        """
+        self._stats = {t: s.update(env[t], f"tensor {t}") for t, s in self._stats.items()}
+        self.samples += samples
+
+    def result(self, source: str = "") -> CalibrationStats:
+        return CalibrationStats(MappingProxyType(dict(self._stats)), self.samples, source)
 
 
 def _executor_forward(g: Graph) -> Forward:
@@ -120,12 +137,10 @@ def calibrate(g: Graph, batches: Iterable[Mapping[str, np.ndarray]], *,
     """
     names = tuple(calibration_tensors(g) if tensors is None else tensors)
     forward = forward or _executor_forward(g)
-    stats = {t: RangeStats() for t in names}
-    samples = 0
+    collector = RangeCollector(names)
     for feeds in batches:
         # a temporary, so one batch's tensors are freed before the next batch is computed
-        stats = _updated(stats, forward(feeds, names))
-        samples += _batch_size(feeds)
-    if samples == 0:
+        collector.add(forward(feeds, names), _batch_size(feeds))
+    if collector.samples == 0:
         raise ModelError("calibration", "no calibration batches were given")
-    return CalibrationStats(MappingProxyType(stats), samples, source)
+    return collector.result(source)

@@ -33,14 +33,15 @@ hundreds.
 
 Probing runs in passes over the chunks. A probe is one backward pass over every chunk. The
 trace is the sum of the chunks' mean samples; chunks are independent, so its variance is the
-sum of their variances, each estimated within its chunk. After a pass, the probes still needed
+sum of their variances, each estimated within its chunk (or, after a single probe, bounded
+from above by the spread between chunks). After a pass, the probes still needed
 are predicted from the relative standard error, which falls as 1/sqrt(probes); each further
 pass recomputes the chunks' forward passes rather than keeping every chunk's activations.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from scipy.special import softmax
@@ -51,6 +52,7 @@ from compiler.ir import Graph
 from compiler.sensitivity.trace_estimate import TraceEstimate
 
 Factor = Callable[[np.ndarray], np.ndarray]  # u -> L u
+Observer = Callable[[Mapping[str, np.ndarray]], None]  # sees each chunk's forward tensors
 MIN_DOF = 8  # degrees of freedom of the pooled variance before the first stopping test
 
 
@@ -73,18 +75,23 @@ def _rows(shape: Sequence[int]) -> int:
 
 
 def _squared_norm(x: np.ndarray | None) -> float:
-    return 0.0 if x is None else float(np.vdot(x, x))
+    if x is None:
+        return 0.0
+    flat = x.ravel(order="K")  # a view in memory order: gradients often come transposed
+    return float(np.dot(flat, flat))
 
 
 def chunk_samples(g: Graph, feeds: dict[str, np.ndarray], loss: str, outputs: Sequence[str],
                   names: Sequence[str], probes: int, chunks: int, rng: np.random.Generator,
-                  dtype: str = "float32") -> np.ndarray:
+                  dtype: str = "float32", observe: Observer | None = None) -> np.ndarray:
     """`probes` Hutchinson samples of each weight's ||(J^T L u)_w||^2 for one chunk [probes, W].
 
     `chunks` is how many chunks of this size the calibration set holds: the loss is a mean
-    over all of their rows.
+    over all of their rows. `observe`, if given, sees every tensor of the chunk's forward pass.
     """
     env = executor.run(g, feeds, dtype=dtype, keep=True)
+    if observe is not None:
+        observe(env)
     factors = {o: output_factor(loss, env[o], _rows(env[o].shape) * chunks) for o in outputs}
     out = np.empty((probes, len(names)))
     for k in range(probes):
@@ -97,7 +104,8 @@ def chunk_samples(g: Graph, feeds: dict[str, np.ndarray], loss: str, outputs: Se
 
 def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
            outputs: Sequence[str], names: Sequence[str], *, tol: float = 0.05,
-           max_iter: int = 100, seed: int = 0, dtype: str = "float32") -> TraceEstimate:
+           max_iter: int = 100, seed: int = 0, dtype: str = "float32",
+           observe: Observer | None = None) -> TraceEstimate:
     """Gauss-Newton block traces Tr(G_ww) of the weights `names` (see the module docstring).
 
     Args:
@@ -108,20 +116,24 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
         names: weight tensor names.
         tol: stop once every nonzero trace's relative standard error is below this.
         max_iter: cap on probes (each is one backward pass over every chunk). The first pass
-            takes at least 2, and enough for `MIN_DOF` degrees of freedom over the chunks.
+            takes enough for `MIN_DOF` degrees of freedom of the variance: one probe when
+            there are more than `MIN_DOF` chunks (see `pooled_estimate`), else at least 2.
         seed: Rademacher seed.
         dtype: float dtype of the forward and backward passes.
+        observe: called with every tensor of each chunk's forward pass in the first pass over
+            the chunks (in chunk order), e.g. to collect calibration statistics on the way.
 
     Returns:
         The `TraceEstimate`: one sample per probe, summed over the chunks.
     """
     rng = np.random.default_rng(seed)
     parts: list[np.ndarray] = [np.empty((0, len(names))) for _ in chunks]
-    done, want = 0, max(2, min(max_iter, 1 + -(-MIN_DOF // len(chunks))))
+    done, want = 0, min(max_iter, _first_pass(len(chunks)))
     while True:
         for i, feeds in enumerate(chunks):
             parts[i] = np.concatenate([parts[i], chunk_samples(
-                g, feeds, loss, outputs, names, want - done, len(chunks), rng, dtype)])
+                g, feeds, loss, outputs, names, want - done, len(chunks), rng, dtype,
+                observe if done == 0 else None)])
         done = want
         est = pooled_estimate(names, parts)
         worst = float(np.max(est.rse, initial=0.0))
@@ -132,13 +144,32 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
         want = min(max_iter, 3 * done, max(done + 1, need))
 
 
+def _first_pass(chunks: int) -> int:
+    """Probes in the first pass: enough for `MIN_DOF` degrees of freedom of the variance."""
+    if chunks - 1 >= MIN_DOF:
+        return 1  # the spread between chunks bounds the variance
+    return max(2, 1 + -(-MIN_DOF // chunks))
+
+
 def pooled_estimate(names: Sequence[str], parts: Sequence[np.ndarray]) -> TraceEstimate:
     """Trace estimate from each chunk's probe samples `parts[c]` [K, W] (same K): the sum of
-    the chunk means, with the variance pooled from within-chunk variances (C * (K - 1)
-    degrees of freedom, where the per-probe totals over chunks would give only K - 1)."""
-    k = len(parts[0])
+    the chunk means.
+
+    With K >= 2 its variance is pooled from the within-chunk variances (C * (K - 1) degrees of
+    freedom, where the per-probe totals over chunks would give only K - 1). With K = 1 it is
+    bounded from the spread between chunks: for chunk traces T_c and probe variances s_c^2,
+    E[C/(C-1) * sum_c (x_c - mean x)^2] = sum_c s_c^2 + C/(C-1) * sum_c (T_c - mean T)^2, which
+    is never below the variance sum_c s_c^2 it stands for (C - 1 degrees of freedom).
+    """
+    k, c = len(parts[0]), len(parts)
     trace = sum(p.mean(axis=0) for p in parts)
-    se = np.sqrt(sum(p.var(axis=0, ddof=1) for p in parts) / k)
+    if k >= 2:
+        var = sum(p.var(axis=0, ddof=1) for p in parts) / k
+    elif c >= 2:
+        var = c * np.stack([p[0] for p in parts]).var(axis=0, ddof=1)
+    else:
+        var = np.full(len(names), np.inf)
+    se = np.sqrt(var)
     with np.errstate(divide="ignore", invalid="ignore"):
         rse = np.where(se == 0, 0.0, se / np.abs(trace))
     return TraceEstimate(tuple(names), trace, rse, sum(parts))

@@ -216,7 +216,8 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
                 *, bits: Sequence[int] = DEFAULT_BITS, loss: str | None = None,
                 curvature: str = "gauss-newton", tol: float = 0.05, max_iter: int = 100,
                 min_iter: int = 3, fd_eps: float = FD_EPS, seed: int = 0,
-                freeze: bool = True) -> Sensitivity:
+                freeze: bool = True, observe: gauss_newton.Observer | None = None
+                ) -> Sensitivity:
     """HAWQ-V2 sensitivity `Omega_l(b) = max(Tr(H_l)/n_l, 0) * ||Q_b(W_l) - W_l||^2`.
 
     Args:
@@ -238,6 +239,8 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
         seed: Rademacher seed.
         freeze: freeze piecewise-linear switching patterns in the difference quotients
             ("hessian").
+        observe: sees every tensor of each calibration chunk's float32 forward pass, once per
+            chunk, in order ("gauss-newton"; see `gauss_newton.traces`).
 
     Returns:
         A `Sensitivity` with `score` = Tr(H_l)/n_l and `rse` per layer.
@@ -254,7 +257,7 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
         parts = chunks(g, calib_inputs)
         check_label_rows(labels, sum(len(next(iter(p.values()))) for p in parts))
         est = gauss_newton.traces(g, parts, loss, loss_outputs(g, loss, labels), names,
-                                  tol=tol, max_iter=max_iter, seed=seed)
+                                  tol=tol, max_iter=max_iter, seed=seed, observe=observe)
         exact = loss == "kl" or (loss == "mse" and labels is None)  # against the reference
         how = ("curvature=gauss-newton" + (" (exact Hessian: zero-gradient loss)"
                                            if exact else ""),)

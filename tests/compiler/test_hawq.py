@@ -236,6 +236,30 @@ def test_output_factor_squares_to_the_loss_hessian(loss: str) -> None:
     np.testing.assert_allclose(lmat @ lmat.T, hess, atol=1e-8)
 
 
+@pytest.mark.parametrize("spread", [0.0, 1.0])
+def test_pooled_variance_matches_its_expectation(spread: float) -> None:
+    """The trace estimate's variance, against its closed-form expectation over many draws
+    (one column each). Chunk c's probe samples are N(T_c, s_c^2). With 3 probes per chunk the
+    pooled variance is unbiased for sum(s_c^2) / 3; with one probe, the between-chunk bound
+    has expectation sum(s_c^2) + C/(C-1) * sum((T_c - mean T)^2): unbiased when the chunks
+    agree, above the variance when they do not."""
+    rng = np.random.default_rng(5)
+    chunks, draws = 12, 40000
+    means = 2.0 + spread * rng.uniform(-1, 1, chunks)
+    sds = rng.uniform(0.1, 0.5, chunks)
+    for probes, want in [
+        (3, np.sum(sds ** 2) / 3),
+        (1, np.sum(sds ** 2) + chunks / (chunks - 1) * np.sum((means - means.mean()) ** 2)),
+    ]:
+        parts = [m + s * rng.standard_normal((probes, draws)) for m, s in zip(means, sds)]
+        est = gauss_newton.pooled_estimate([f"w{i}" for i in range(draws)], parts)
+        var = (est.rse * np.abs(est.trace)) ** 2
+        np.testing.assert_allclose(est.trace.mean(), means.sum(), rtol=1e-3)
+        np.testing.assert_allclose(var.mean(), want, rtol=4 * var.std() / var.mean() / 200)
+    if spread:
+        assert want > 2 * np.sum(sds ** 2)  # the bound is conservative, and visibly so here
+
+
 def test_gauss_newton_rejects_bad_labels_and_curvature() -> None:
     g, x, labels = _mlp("Tanh")
     with pytest.raises(ModelError, match="labels"):

@@ -141,6 +141,32 @@ def test_float_pass_matches_the_reference_executor(digits) -> None:
     assert float_pass(g, data, stats=False).stats is None
 
 
+@pytest.mark.ort  # the reference is onnxruntime's float pass
+def test_recorded_hawq_forward_passes_give_the_float_pass(digits) -> None:
+    """HAWQ's forward passes over the calibration samples, recorded, give what onnxruntime's
+    float pass gives (ranges and outputs, to float rounding); a record of part of the data
+    gives nothing."""
+    from compiler.sensitivity import hawq
+    from edgesim.quantize import FloatPassRecorder, float_pass
+
+    g = load(digits[0])
+    data, _ = cal.from_arrays(g, {"input": digits[1]["x_calib"][:12]}, "t")
+    recorder = FloatPassRecorder(g)
+    hawq.sensitivity(g, data.samples, observe=recorder, max_iter=2)
+    got, want = recorder.result(data), float_pass(g, data, stats=True)
+    assert got.stats.samples == 12 and got.stats.source == want.stats.source
+    assert set(got.stats.stats) == set(want.stats.stats)
+    for t, s in got.stats.stats.items():
+        r = want.stats.stats[t]
+        assert s.count == r.count and s.half_range == r.half_range
+        assert s.min == pytest.approx(r.min, rel=1e-5, abs=1e-6)
+        assert s.max == pytest.approx(r.max, rel=1e-5, abs=1e-6)
+        assert np.abs(s.hist - r.hist).sum() <= 2e-4 * s.count + 2
+    np.testing.assert_allclose(got.outputs, want.outputs, rtol=1e-4, atol=1e-4)
+    more, _ = cal.from_arrays(g, {"input": digits[1]["x_calib"][:13]}, "t")
+    assert recorder.result(more) is None
+
+
 @pytest.mark.ort  # calibration runs the float model in onnxruntime
 def test_quantize_model_uses_given_statistics_and_graph(tmp_path, digits, monkeypatch) -> None:
     """With a loaded graph and statistics, quantize_model neither loads nor calibrates again,

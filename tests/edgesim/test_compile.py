@@ -174,6 +174,42 @@ def test_one_float_pass_calibrates_and_gives_the_fidelity_reference(tmp_path: Pa
     assert r.fidelity["fp32_accuracy"] is not None
 
 
+@pytest.mark.ort
+def test_hawq_forward_passes_serve_calibration_and_reference(tmp_path: Path,
+                                                             monkeypatch) -> None:
+    """When HAWQ's probes ran the float model over every calibration sample, those passes
+    give the activation ranges and the fidelity reference: no float pass of its own."""
+    import edgesim
+    import edgesim.quantize as eq
+
+    quantized = []
+    quantize_model = eq.quantize_model
+
+    def recorded_quantize(model, *args, **kwargs):
+        quantized.append(kwargs["stats"])
+        return quantize_model(model, *args, **kwargs)
+
+    monkeypatch.setattr(eq, "float_pass", lambda *a, **k: pytest.fail("a float pass ran"))
+    monkeypatch.setattr(eq, "quantize_model", recorded_quantize)
+    d = zoo.load_digits_data()
+    r = edgesim.compile("zoo:digits_cnn", "rpi5", outdir=tmp_path / "o", method="hawq",
+                        calib={"input": d["x_calib"][:24], "labels": d["y_calib"][:24]})
+    (stats,) = quantized
+    assert stats.samples == 24
+    assert r.fidelity["samples"] == 24 and r.fidelity["cosine"] > 0.99
+    assert r.fidelity["fp32_accuracy"] == pytest.approx(
+        float(np.mean(np.argmax(_float_outputs(d["x_calib"][:24]), axis=1) == d["y_calib"][:24])))
+
+
+def _float_outputs(x: np.ndarray) -> np.ndarray:
+    """The float digits_cnn's outputs in onnxruntime."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(zoo.build("digits_cnn").SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    return np.concatenate([sess.run(None, {"input": x[i:i + 1]})[0] for i in range(len(x))])
+
+
 def test_analysis_batch_keeps_activations_within_the_memory_bound(monkeypatch) -> None:
     """The bound is checked against the bytes the executor really keeps for one sample (every
     tensor of a forward pass, input included), not against the layer table it is computed
@@ -182,15 +218,16 @@ def test_analysis_batch_keeps_activations_within_the_memory_bound(monkeypatch) -
     from compiler.frontend import load
     from edgesim import pipeline
 
-    monkeypatch.setattr(pipeline, "ANALYSIS_BATCH", 8)  # so that the memory bound binds
+    monkeypatch.setitem(pipeline.ANALYSIS_BATCH, "lrp", 8)  # so that the memory bound binds
     g = load(zoo.build("mobilenet_v2", resolution=224), {"input": (1, 3, 224, 224)})
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
     kept = sum(v.nbytes for k, v in run(g, {"input": x}, keep=True).items()
                if k not in g.weights)
-    batch = pipeline.analysis_batch(g, 32)
-    assert 1 < batch < pipeline.ANALYSIS_BATCH
+    batch = pipeline.analysis_batch(g, 32, "lrp")
+    assert 1 < batch < 8
     assert batch * kept <= 1.05 * pipeline.ANALYSIS_MEMORY
     assert (batch + 1) * kept > pipeline.ANALYSIS_MEMORY  # and no smaller than it needs be
     digits = load(zoo.build("digits_cnn"), {"input": (1, 1, 8, 8)})
-    assert pipeline.analysis_batch(digits, 32) == pipeline.ANALYSIS_BATCH
-    assert pipeline.analysis_batch(digits, 3) == 3
+    assert pipeline.analysis_batch(digits, 32, "lrp") == 8
+    assert pipeline.analysis_batch(digits, 3, "lrp") == 3
+    assert pipeline.analysis_batch(digits, 32, "hawq") == pipeline.ANALYSIS_BATCH["hawq"]
