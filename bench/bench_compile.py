@@ -2,7 +2,8 @@
 
 Both run in fresh processes (peak RSS from wait4) on the same zoo model with the same 32
 random calibration samples, in the same run. Goal: a full HAWQ compile within 3x of
-onnxruntime's static int8 quantisation time, peak memory within 2x. Prints JSON.
+onnxruntime's static int8 quantisation time, peak memory within 2x. An untimed compile of the
+shipped example first fills numba's on-disk kernel cache. Prints JSON.
 
     python bench/bench_compile.py [--models mobilenet_v2,resnet50,minilm] [--method hawq]
 """
@@ -78,6 +79,10 @@ def main() -> None:
     p.add_argument("--target", default="rpi5")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        # numba compiles its kernels into an on-disk cache on first use after an install (or a
+        # source change); one untimed run keeps that one-time cost out of the figures
+        measured([sys.executable, "-m", "edgesim", "compile", "--example", "--target",
+                  args.target, "--quiet", "-o", str(Path(tmp) / "warm-up")])
         rows = [bench(m, args.method, args.target, Path(tmp)) for m in args.models.split(",")]
     print(json.dumps(rows, indent=1))
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from itertools import product
 
 import numpy as np
@@ -117,6 +117,14 @@ class PlaneWindows:
         """The output positions of a `[planes, run]` grid: a `[planes, *out]` view."""
         rows = grid.reshape((grid.shape[0], self.out[0]) + self._lengths[1:])
         return rows[(slice(None), slice(None)) + tuple(slice(0, o) for o in self.out[1:])]
+
+
+@lru_cache(maxsize=512)
+def plane_windows(spatial: Ints, begins: Ints, extent: Ints, kernel: Ints, strides: Ints,
+                  dilations: Ints, out: Ints) -> PlaneWindows:
+    """`PlaneWindows(...)`, built once per geometry: a model's layers ask for the same ones
+    on every pass, and the layout's index arrays cost more to build than to use."""
+    return PlaneWindows(spatial, begins, extent, kernel, strides, dilations, out)
 
 
 @njit(cache=True, parallel=True)

@@ -209,6 +209,16 @@ def _padded_windows(x: np.ndarray, kernel: Ints, strides: Ints, pads: Ints, dila
     return window_view(xp, kernel, strides, dilations, out), out
 
 
+def _columns(x: np.ndarray, kernel: Ints, strides: Ints, pads: Ints, dilations: Ints,
+             group: int) -> tuple[np.ndarray, Ints]:
+    """The im2col matrices `[G, Cg*prod(k), N*prod(out)]` of `x`, and the output spatial
+    shape. A pointwise conv's are its input, channel-major (a view at batch 1)."""
+    if all(k == 1 for k in kernel) and all(s == 1 for s in strides) and not any(pads):
+        return _channel_major(x, group), tuple(x.shape[2:])
+    win, out = _padded_windows(x, kernel, strides, pads, dilations)
+    return _im2col(win, group), out
+
+
 def _weight_rows(w: np.ndarray, group: int) -> np.ndarray:
     """Conv weights `[Cout, Cg, *k]` -> `[G, Cout/G, Cg*prod(k)]` (a view)."""
     return w.reshape(group, w.shape[0] // group, -1)
@@ -222,12 +232,12 @@ def _one_channel_groups(x: np.ndarray, w: np.ndarray, group: int) -> bool:
 
 def _plane_windows(x: np.ndarray, kernel: Ints, strides: Ints, pads: Ints, dilations: Ints
                    ) -> PlaneWindows:
-    from compiler.window_kernels import PlaneWindows  # numba loads with the first use
+    from compiler.window_kernels import plane_windows  # numba loads with the first use
 
     nsp = x.ndim - 2
-    return PlaneWindows(x.shape[2:], tuple(pads[:nsp]), _padded_extent(x.shape[2:], pads),
-                        tuple(kernel), tuple(strides), tuple(dilations),
-                        _conv_out(x.shape[2:], kernel, strides, pads, dilations))
+    return plane_windows(x.shape[2:], tuple(pads[:nsp]), _padded_extent(x.shape[2:], pads),
+                         tuple(kernel), tuple(strides), tuple(dilations),
+                         _conv_out(x.shape[2:], kernel, strides, pads, dilations))
 
 
 def _depthwise_forward(x: np.ndarray, w: np.ndarray, strides: Ints, pads: Ints,
@@ -247,8 +257,8 @@ def _conv_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, 
     if _one_channel_groups(x, w, group):
         y = _depthwise_forward(xa, w, strides, pads, dilations)
     else:
-        win, out = _padded_windows(xa, w.shape[2:], strides, pads, dilations)
-        y = _batch_major(_weight_rows(w, group) @ _im2col(win, group), x.shape[0], out)
+        cols, out = _columns(xa, w.shape[2:], strides, pads, dilations, group)
+        y = _batch_major(_weight_rows(w, group) @ cols, x.shape[0], out)
     if b is not None:
         y = y + _bias_shape(b.astype(acc, copy=False), y.ndim - 2)
     return (y.astype(x.dtype, copy=False),)
@@ -279,17 +289,17 @@ def _conv_vjp(gs: Sequence[np.ndarray | None], xs: Sequence[np.ndarray | None],
     gb = None if b is None else _spatial_sum(g).astype(b.dtype)
     if _one_channel_groups(x, w, group):
         gx, gw = _depthwise_vjp(g, x, w, strides, pads, dilations)
-        return (gx, gw.astype(w.dtype), gb)[:len(xs)]
+        return (gx, gw.astype(w.dtype, copy=False), gb)[:len(xs)]
     nsp, kernel = x.ndim - 2, w.shape[2:]
-    win, out = _padded_windows(x, kernel, strides, pads, dilations)
+    cols, out = _columns(x, kernel, strides, pads, dilations, group)
     grows = _channel_major(g, group)                                # [G, Cout/G, N*out]
     wm = _weight_rows(w, group)                                     # [G, Cout/G, Cg*k]
-    gw = _gram(grows, _im2col(win, group)).reshape(w.shape)
+    gw = _gram(grows, cols).reshape(w.shape)
     padded = _padded_extent(x.shape[2:], pads)
     gxp = _col2im(wm.transpose(0, 2, 1) @ grows, x.shape[0], out, kernel, padded, strides,
                   dilations)
     gx = shift_crop(gxp, pads[:nsp], x.shape[2:])
-    return (gx, gw.astype(w.dtype), gb)[:len(xs)]
+    return (gx, gw.astype(w.dtype, copy=False), gb)[:len(xs)]
 
 
 def _conv_facts(specs_in: Sequence[Spec | None], specs_out: Sequence[Spec], *, strides: Ints,
@@ -361,7 +371,7 @@ def _convt_vjp(gs: Sequence[np.ndarray | None], xs: Sequence[np.ndarray | None],
     gx = _batch_major(wm @ gcols, x.shape[0], x.shape[2:])
     gw = _gram(_channel_major(x, group), gcols).reshape(w.shape)
     gb = None if b is None else _spatial_sum(g).astype(b.dtype)
-    return (gx.astype(x.dtype), gw.astype(w.dtype), gb)[:len(xs)]
+    return (gx.astype(x.dtype, copy=False), gw.astype(w.dtype, copy=False), gb)[:len(xs)]
 
 
 def _convt_facts(specs_in: Sequence[Spec | None], specs_out: Sequence[Spec], *, strides: Ints,

@@ -170,11 +170,11 @@ def _max_pool_vjp(g: Array, x: Array, geo: _Geometry) -> Array:
     """Each output's cotangent goes to the first maximum of its window; padding reads the
     dtype's lowest value, as in the forward, and what reaches it is dropped."""
     # Imported here so that numba loads with the first max-pool backward, not with the op table.
-    from compiler.window_kernels import PlaneWindows, max_window_scatter
+    from compiler.window_kernels import max_window_scatter, plane_windows
 
     acc = np.promote_types(x.dtype, np.float32)  # numba has no float16 arithmetic
-    pw = PlaneWindows(x.shape[2:], geo.begins, geo.extent, geo.kernel, geo.strides,
-                      geo.dilations, geo.out)
+    pw = plane_windows(tuple(x.shape[2:]), geo.begins, geo.extent, geo.kernel, geo.strides,
+                       geo.dilations, geo.out)
     xp = pw.planes(x, _lowest(x.dtype), acc)
     gxp = np.empty_like(xp)
     max_window_scatter(xp, pw.grid(g, acc), pw.taps, gxp)

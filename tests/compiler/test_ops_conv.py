@@ -307,6 +307,8 @@ ORACLE_CASES = [  # x shape, w shape, attrs; every case has batch 2
                                          "dilations": (1, 1, 2)}),
     ((2, 4, 7, 7), (6, 4, 1, 1), {"strides": (2, 2), "pads": (0, 0, 0, 0),
                                   "dilations": (1, 1)}),
+    ((2, 4, 5, 6), (6, 2, 1, 1), {"strides": (1, 1), "pads": (0, 0, 0, 0),
+                                  "dilations": (1, 1), "group": 2}),        # pointwise
 ]
 
 
