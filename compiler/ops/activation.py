@@ -33,9 +33,7 @@ def _clip(x: Array, min: float = -math.inf, max: float = math.inf) -> Array:
     # bounds as x's own scalar type so integer tensors stay integer; min first, then max,
     # so that min > max gives max everywhere, as ONNX specifies
     out = x if min == -math.inf else np.maximum(x, x.dtype.type(min))
-    if max == math.inf:
-        return out
-    return np.minimum(out, x.dtype.type(max), out=None if out is x else out)  # reuse, not x
+    return out if max == math.inf else np.minimum(out, x.dtype.type(max))
 
 
 def _gelu(x: Array, approximate: str = "none") -> Array:
