@@ -119,7 +119,7 @@ class PlaneWindows:
         return rows[(slice(None), slice(None)) + tuple(slice(0, o) for o in self.out[1:])]
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=128)
 def plane_windows(spatial: Ints, begins: Ints, extent: Ints, kernel: Ints, strides: Ints,
                   dilations: Ints, out: Ints) -> PlaneWindows:
     """`PlaneWindows(...)`, built once per geometry: a model's layers ask for the same ones
