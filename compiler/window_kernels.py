@@ -106,6 +106,31 @@ class PlaneWindows:
         gather_planes(gxp, self._where, gx)
         return gx.reshape(tuple(lead) + self.spatial)
 
+    @cached_property
+    def row_starts(self) -> np.ndarray:
+        """Grid position of the first window of each output row (C order over `out[:-1]`);
+        a row's windows follow at consecutive positions."""
+        pitch = [int(np.prod(self._lengths[a + 1:])) for a in range(len(self.out))]
+        starts = np.zeros((), dtype=np.intp)
+        for o, p in zip(self.out[:-1], pitch[:-1]):
+            starts = np.add.outer(starts, np.arange(o) * p)
+        return starts.ravel()
+
+    def columns(self, x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """im2col of `x` `[N, C, *spatial]` (zero padding): `[C*prod(kernel), N*prod(out)]`,
+        row c*K + k holding tap k of channel c at every output position, batch-major."""
+        n, c = x.shape[:2]
+        cols = np.empty((c * len(self.taps), n * int(np.prod(self.out))), dtype=dtype)
+        sweep_columns(self.planes(x, 0, dtype), cols, self.taps, self.row_starts, n, True)
+        return cols
+
+    def add_columns(self, cols: np.ndarray, lead: Sequence[int]) -> np.ndarray:
+        """Adjoint of `columns`: col2im, every column summed back onto the input positions
+        it read; `[*lead, *spatial]` with lead = (N, C)."""
+        gxp = np.empty((int(np.prod(lead)), self.plane_size), dtype=cols.dtype)
+        sweep_columns(gxp, cols, self.taps, self.row_starts, lead[0], False)
+        return self.unplanes(gxp, lead)
+
     def grid(self, g: np.ndarray, dtype: np.dtype) -> np.ndarray:
         """Output-shaped `g` `[..., *out]` on the grid, zero at the padding: `[planes, run]`."""
         count = int(np.prod(g.shape[:g.ndim - len(self.out)]))
@@ -145,6 +170,41 @@ def gather_planes(xp: np.ndarray, where: np.ndarray, x: np.ndarray) -> None:
         xr, pr = x[r], xp[r]
         for i in range(where.size):
             xr[i] = pr[where[i]] if where[i] >= 0 else 0
+
+
+@njit(cache=True, fastmath=_FAST)
+def _add(x: np.ndarray, y: np.ndarray) -> None:
+    """y += x (unit-stride slices: vector code)."""
+    for j in range(x.size):
+        y[j] += x[j]
+
+
+@njit(cache=True, parallel=True, fastmath=_FAST)
+def sweep_columns(planes: np.ndarray, cols: np.ndarray, taps: np.ndarray,
+                  row_starts: np.ndarray, batch: int, to_columns: bool) -> None:
+    """im2col and its adjoint, one walk over (plane, tap, output row).
+
+    planes: [N*C, plane_size] laid out (plane b*C + c); cols: [C*K, N*P], where column b*P + p
+    of row c*K + k is tap k of output position p of plane b*C + c. `to_columns` copies planes
+    into cols; otherwise (col2im) each plane is zeroed, then every column added back where it
+    was read.
+    """
+    channels, k_taps = planes.shape[0] // batch, taps.size
+    positions = cols.shape[1] // batch
+    width = positions // row_starts.size
+    for q in prange(planes.shape[0]):
+        b, c = q // channels, q % channels
+        x = planes[q]
+        if not to_columns:
+            x[:] = 0
+        for k in range(k_taps):
+            row = cols[c * k_taps + k]
+            for i in range(row_starts.size):
+                lo, at = taps[k] + row_starts[i], b * positions + i * width
+                if to_columns:
+                    row[at:at + width] = x[lo:lo + width]
+                else:
+                    _add(row[at:at + width], x[lo:lo + width])
 
 
 @njit(cache=True, parallel=True, fastmath=_FAST)

@@ -1,14 +1,12 @@
 """conv op family: N-d convolution and transposed convolution (grouped, dilated, strided).
 
 Both run as one batched GEMM per call on channel-major im2col matrices `[G, Cg*K, N*out]`
-(rows: channel, then kernel tap; columns: sample, then output position). The input is cut into
-windows with `sliding_window_view` (no copy) and copied once into that layout, whose innermost
-axis is a row of output positions, so the copy moves long strided runs instead of
-kernel-sized ones. Its adjoint, `scatter_windows`, adds the windows back one kernel tap at a
-time (prod(kernel) strided adds of whole `[..., *out]` slabs), which gives conv's input
-gradient and conv_transpose's forward. The window helpers are public: pool.py reuses them.
-Depthwise convs skip the GEMM: the forward multiplies per kernel tap, the vjp is one numba
-pass per (sample, channel) plane (compiler/window_kernels.py).
+(rows: channel, then kernel tap; columns: sample, then output position). numba kernels build
+them from, and sum them back (col2im: conv's input gradient, conv_transpose's forward) onto,
+the polyphase plane layout of compiler/window_kernels.py, where each kernel tap reads one
+contiguous run per output row. A pointwise conv's matrices are its input itself. Depthwise
+convs skip the GEMM: one numba pass per plane, forward and vjp. `window_view` and
+`scatter_windows`, numpy's strided windows and their adjoint, serve pool.py.
 
 Layer conventions: conv inputs (x, w[Cout, Cin/g, *k], b?), attrs strides, pads (begins...,
 ends...), dilations, group. conv_transpose inputs (x, w[Cin, Cout/g, *k], b?), attrs strides,
@@ -117,30 +115,6 @@ def auto_pads(auto_pad: str, spatial: Sequence[int], kernel: Sequence[int],
 # --- im2col GEMM layout -------------------------------------------------------------------------
 
 
-def _im2col(win: np.ndarray, group: int) -> np.ndarray:
-    """Windows `[N, C, *out, *k]` -> channel-major im2col matrices `[G, Cg*prod(k), N*prod(out)]`
-    (a copy whose innermost axis is a row of output positions)."""
-    n, nsp = win.shape[0], (win.ndim - 2) // 2
-    order = (1,) + tuple(range(2 + nsp, 2 + 2 * nsp)) + (0,) + tuple(range(2, 2 + nsp))
-    positions = n * int(np.prod(win.shape[2:2 + nsp], dtype=np.int64))
-    return win.transpose(order).reshape(group, -1, positions)
-
-
-def _col2im(cols: np.ndarray, n: int, out: Sequence[int], kernel: Sequence[int],
-            spatial: Sequence[int], strides: Sequence[int], dilations: Sequence[int]
-            ) -> np.ndarray:
-    """Adjoint of `_im2col` (of windows swept over `spatial`): im2col matrices
-    `[G, Cg*prod(k), N*prod(out)]` summed back into a new `[N, G*Cg, *spatial]` tensor."""
-    nsp, kernel = len(out), tuple(kernel)
-    if tuple(out) == tuple(spatial) and all(k == 1 for k in kernel):   # pointwise: a transpose
-        return cols.reshape((-1, n) + tuple(out)).swapaxes(0, 1)
-    win = cols.reshape((-1,) + kernel + (n,) + tuple(out))             # [C, *k, N, *out]
-    win = np.moveaxis(win, tuple(range(1, 1 + nsp)), tuple(range(nsp)))  # [*k, C, N, *out]
-    acc = np.zeros((n, win.shape[nsp]) + tuple(spatial), dtype=cols.dtype)
-    scatter_windows(win, acc.swapaxes(0, 1), strides, dilations)
-    return acc
-
-
 def _channel_major(y: np.ndarray, group: int) -> np.ndarray:
     """Activations `[N, C, *sp]` -> GEMM operands `[G, C/G, N*prod(sp)]`."""
     n, c = y.shape[:2]
@@ -199,24 +173,28 @@ def _padded_extent(spatial: Sequence[int], pads: Ints) -> Ints:
     return tuple(s + pads[i] + pads[n + i] for i, s in enumerate(spatial))
 
 
-def _padded_windows(x: np.ndarray, kernel: Ints, strides: Ints, pads: Ints, dilations: Ints
-                    ) -> tuple[np.ndarray, Ints]:
-    """Windows `[N, C, *out, *k]` of zero-padded `x` (a view), and the output spatial shape."""
-    nsp = x.ndim - 2
-    out = _conv_out(x.shape[2:], kernel, strides, pads, dilations)
-    padded = _padded_extent(x.shape[2:], pads)
-    xp = shift_crop(x, [-p for p in pads[:nsp]], padded)
-    return window_view(xp, kernel, strides, dilations, out), out
+def _pointwise(kernel: Ints, strides: Ints, pads: Ints) -> bool:
+    return all(k == 1 for k in kernel) and all(s == 1 for s in strides) and not any(pads)
 
 
 def _columns(x: np.ndarray, kernel: Ints, strides: Ints, pads: Ints, dilations: Ints,
-             group: int) -> tuple[np.ndarray, Ints]:
-    """The im2col matrices `[G, Cg*prod(k), N*prod(out)]` of `x`, and the output spatial
-    shape. A pointwise conv's are its input, channel-major (a view at batch 1)."""
-    if all(k == 1 for k in kernel) and all(s == 1 for s in strides) and not any(pads):
-        return _channel_major(x, group), tuple(x.shape[2:])
-    win, out = _padded_windows(x, kernel, strides, pads, dilations)
-    return _im2col(win, group), out
+             group: int, dtype: np.dtype) -> tuple[np.ndarray, Ints, PlaneWindows | None]:
+    """The im2col matrices `[G, Cg*prod(k), N*prod(out)]` of `x` in `dtype`, the output
+    spatial shape, and the windows they came from (None for a pointwise conv, whose matrices
+    are its input, channel-major: a view at batch 1)."""
+    if _pointwise(kernel, strides, pads):
+        return _channel_major(x.astype(dtype, copy=False), group), tuple(x.shape[2:]), None
+    pw = _plane_windows(x, kernel, strides, pads, dilations)
+    cols = pw.columns(x, dtype)
+    return cols.reshape(group, -1, cols.shape[1]), pw.out, pw
+
+
+def _uncolumns(cols: np.ndarray, x_shape: Sequence[int], pw: PlaneWindows | None
+               ) -> np.ndarray:
+    """Adjoint of `_columns` (col2im): `[G, Cg*prod(k), N*prod(out)]` -> `[N, C, *spatial]`."""
+    if pw is None:
+        return _batch_major(cols, x_shape[0], x_shape[2:])
+    return pw.add_columns(cols.reshape(-1, cols.shape[-1]), x_shape[:2])
 
 
 def _weight_rows(w: np.ndarray, group: int) -> np.ndarray:
@@ -257,7 +235,7 @@ def _conv_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, 
     if _one_channel_groups(x, w, group):
         y = _depthwise_forward(xa, w, strides, pads, dilations)
     else:
-        cols, out = _columns(xa, w.shape[2:], strides, pads, dilations, group)
+        cols, out, _ = _columns(xa, w.shape[2:], strides, pads, dilations, group, acc)
         y = _batch_major(_weight_rows(w, group) @ cols, x.shape[0], out)
     if b is not None:
         y = y + _bias_shape(b.astype(acc, copy=False), y.ndim - 2)
@@ -290,16 +268,13 @@ def _conv_vjp(gs: Sequence[np.ndarray | None], xs: Sequence[np.ndarray | None],
     if _one_channel_groups(x, w, group):
         gx, gw = _depthwise_vjp(g, x, w, strides, pads, dilations)
         return (gx, gw.astype(w.dtype, copy=False), gb)[:len(xs)]
-    nsp, kernel = x.ndim - 2, w.shape[2:]
-    cols, out = _columns(x, kernel, strides, pads, dilations, group)
-    grows = _channel_major(g, group)                                # [G, Cout/G, N*out]
-    wm = _weight_rows(w, group)                                     # [G, Cout/G, Cg*k]
+    acc = np.promote_types(x.dtype, np.float32)  # fp16 accumulates in fp32, as forward does
+    cols, _, pw = _columns(x, w.shape[2:], strides, pads, dilations, group, acc)
+    grows = _channel_major(g.astype(acc, copy=False), group)       # [G, Cout/G, N*out]
+    wm = _weight_rows(w.astype(acc, copy=False), group)             # [G, Cout/G, Cg*k]
     gw = _gram(grows, cols).reshape(w.shape)
-    padded = _padded_extent(x.shape[2:], pads)
-    gxp = _col2im(wm.transpose(0, 2, 1) @ grows, x.shape[0], out, kernel, padded, strides,
-                  dilations)
-    gx = shift_crop(gxp, pads[:nsp], x.shape[2:])
-    return (gx, gw.astype(w.dtype, copy=False), gb)[:len(xs)]
+    gx = _uncolumns(wm.transpose(0, 2, 1) @ grows, x.shape, pw)
+    return (gx.astype(x.dtype, copy=False), gw.astype(w.dtype, copy=False), gb)[:len(xs)]
 
 
 def _conv_facts(specs_in: Sequence[Spec | None], specs_out: Sequence[Spec], *, strides: Ints,
@@ -337,6 +312,18 @@ def _convt_shape(specs: Sequence[Spec | None], *, strides: Ints, pads: Ints, dil
     return (Spec((x.shape[0], w.shape[1] * group) + out, x.dtype),)
 
 
+def _full_windows(spatial: Ints, kernel: Ints, strides: Ints, dilations: Ints,
+                  begins: Ints | int, plane: Ints | None = None) -> PlaneWindows:
+    """The windows a transposed conv's input positions cover on its uncropped output: the
+    output `plane` (default the uncropped output itself) sits `begins` elements into it."""
+    from compiler.window_kernels import plane_windows
+
+    full = _full_size(spatial, kernel, strides, dilations)
+    begins = (begins,) * len(spatial) if isinstance(begins, int) else tuple(begins)
+    return plane_windows(tuple(plane or full), begins, full, tuple(kernel), tuple(strides),
+                         tuple(dilations), tuple(spatial))
+
+
 def _convt_weight(w: np.ndarray, group: int) -> np.ndarray:
     """ConvTranspose weights `[Cin, Cout/G, *k]` -> `[G, Cin/G, Cout/G*prod(k)]`."""
     return w.reshape(group, w.shape[0] // group, -1)
@@ -348,8 +335,8 @@ def _convt_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *,
     nsp, kernel = x.ndim - 2, w.shape[2:]
     wm = _convt_weight(w.astype(x.dtype, copy=False), group)
     cols = wm.transpose(0, 2, 1) @ _channel_major(x, group)         # [G, Cout/G*k, N*in]
-    full = _col2im(cols, x.shape[0], x.shape[2:], kernel,
-                   _full_size(x.shape[2:], kernel, strides, dilations), strides, dilations)
+    full = _full_windows(x.shape[2:], kernel, strides, dilations, 0).add_columns(
+        cols.reshape(-1, cols.shape[-1]), (x.shape[0], w.shape[1] * group))
     out = _convt_out(x.shape[2:], kernel, strides, pads, dilations, output_padding)
     y = shift_crop(full, pads[:nsp], out)
     if b is not None:
@@ -363,10 +350,9 @@ def _convt_vjp(gs: Sequence[np.ndarray | None], xs: Sequence[np.ndarray | None],
     x, w, b = xs[0], xs[1], xs[2] if len(xs) > 2 else None
     g = gs[0] if gs[0] is not None else np.zeros_like(ys[0])
     nsp, kernel = x.ndim - 2, w.shape[2:]
-    full = _full_size(x.shape[2:], kernel, strides, dilations)
-    gfull = shift_crop(g, [-p for p in pads[:nsp]], full)
-    gwins = window_view(gfull, kernel, strides, dilations, x.shape[2:])  # [N, Cout, *in, *k]
-    gcols = _im2col(gwins, group)                                  # [G, Cout/G*k, N*in]
+    pw = _full_windows(x.shape[2:], kernel, strides, dilations, pads[:nsp], g.shape[2:])
+    gcols = pw.columns(g, g.dtype)                                  # [Cout*k, N*in]
+    gcols = gcols.reshape(group, -1, gcols.shape[-1])              # [G, Cout/G*k, N*in]
     wm = _convt_weight(w, group)                                   # [G, Cin/G, Cout/G*k]
     gx = _batch_major(wm @ gcols, x.shape[0], x.shape[2:])
     gw = _gram(_channel_major(x, group), gcols).reshape(w.shape)
