@@ -151,14 +151,13 @@ class FloatPassRecorder:
     each batch's tensors, in sample order, then take `result`."""
 
     def __init__(self, g: Graph) -> None:
-        self._output = g.outputs[0]
+        self._input, self._output = g.inputs[0], g.outputs[0]
         self._ranges = RangeCollector(calibration_tensors(g))
         self._outputs: list[np.ndarray] = []
 
     def __call__(self, env: Mapping[str, np.ndarray]) -> None:
-        out = env[self._output]
-        self._ranges.add(env, len(out))
-        self._outputs.append(np.array(out, np.float32))
+        self._ranges.add(env, int(np.shape(env[self._input])[0]))
+        self._outputs.append(np.array(env[self._output], np.float32))
 
     def result(self, data: cal.CalibrationData) -> FloatPass | None:
         """What `float_pass(g, data, stats=True)` gives, if the recorded batches were all of

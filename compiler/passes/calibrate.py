@@ -94,8 +94,7 @@ class RangeCollector:
     (`calibrate` runs its own passes through one; others can feed one theirs)."""
 
     def __init__(self, tensors: Iterable[str]) -> None:
-        self.tensors = tuple(tensors)
-        self._stats = {t: RangeStats() for t in self.tensors}
+        self._stats = {t: RangeStats() for t in tensors}
         self.samples = 0
 
     def add(self, env: Mapping[str, np.ndarray], samples: int) -> None:

@@ -5,7 +5,8 @@ Every executor has `workers` and `map_unordered(fn, shared, tasks)`, which yield
 `shared` (the models and the base target) is sent once per task to a process pool and once per
 worker to Dask (`scatter(broadcast=True)`). Dask is the optional extra `dist`, imported only
 when a Dask executor is made. When a Dask worker dies, the scheduler reruns its tasks
-elsewhere; the batch function is pure, so a rerun gives the same records.
+elsewhere, and tasks it cancels instead are submitted again; the batch function is pure, so a
+rerun gives the same records.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from typing import Any
 
@@ -81,6 +82,9 @@ class LocalExecutor:
         self.close()
 
 
+RESUBMITS = 3  # times DaskExecutor submits a task again after the scheduler cancelled it
+
+
 class DaskExecutor:
     """Dask distributed: a running scheduler, or a LocalCluster on the loopback interface.
 
@@ -115,14 +119,36 @@ class DaskExecutor:
 
     def map_unordered(self, fn: Callable[[Any, Any], Any], shared: Any,
                       tasks: Sequence[Any]) -> Iterator[Any]:
-        """Yield fn(shared, task) as tasks finish; lost tasks are rerun by the scheduler."""
+        """Yield fn(shared, task) as tasks finish.
+
+        The scheduler reruns a task whose worker dies. A task it cancels instead (when a dying
+        worker took the last copy of the scattered `shared` data with it, the scheduler forgets
+        the tasks that need it) is submitted again, with `shared` scattered anew, at most
+        RESUBMITS times.
+        """
         from distributed import as_completed
 
-        data = self.client.scatter(shared, broadcast=True, hash=False)
-        futures = [self.client.submit(fn, data, task, pure=False) for task in tasks]
-        for future in as_completed(futures):
-            yield future.result()
+        data = [self.client.scatter(shared, broadcast=True, hash=False)]
+        tries: dict[str, tuple[Any, int]] = {}
+
+        def submit(task: Any, attempt: int) -> Any:
+            future = self.client.submit(fn, data[0], task, pure=False)
+            tries[future.key] = (task, attempt)
+            return future
+
+        pending = as_completed([submit(task, 0) for task in tasks])
+        for future in pending:
+            task, attempt = tries.pop(future.key)
+            try:
+                result = future.result()
+            except CancelledError:
+                if attempt >= RESUBMITS:
+                    raise
+                data[0] = self.client.scatter(shared, broadcast=True, hash=False)
+                pending.add(submit(task, attempt + 1))
+                continue
             future.release()
+            yield result
 
     def close(self) -> None:
         """Close the client and a LocalCluster this executor started."""

@@ -459,6 +459,32 @@ def die_once(marker: str, ctx, points):  # noqa: ANN001, ANN201 - a Dask task
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def cancelled_once(marker: str, ctx, points):  # noqa: ANN001, ANN201 - a Dask task
+    """The first task to run has the scheduler cancel it for every client, as the scheduler
+    does to tasks whose scattered inputs died with a worker; it finishes regardless."""
+    from distributed import Future, get_client, get_worker
+
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return evaluate_batch(ctx, points)
+    client = get_client()
+    client.cancel([Future(get_worker().get_current_task(), client)], force=True)
+    return evaluate_batch(ctx, points)
+
+
+def test_dask_submits_a_cancelled_task_again(tmp_path: Path) -> None:
+    space = _space(tmp_path, GRID)
+    reference = _inline(space, tmp_path / "inline")
+    marker = tmp_path / "cancelled"
+    with DaskExecutor(local_workers=2) as ex:
+        run_sweep(load_space(space), tmp_path / "dask", executor=ex, batch_size=4,
+                  task=partial(cancelled_once, str(marker)))
+    assert marker.exists()  # a task really was cancelled
+    assert _records(tmp_path / "dask") == reference  # and its batch was evaluated again
+    _no_duplicates(tmp_path / "dask")
+
+
 def test_dask_local_cluster_matches_the_pool_even_when_a_worker_dies(tmp_path: Path) -> None:
     space = _space(tmp_path, GRID)
     reference = _inline(space, tmp_path / "inline")
