@@ -1,5 +1,6 @@
 """Sliding windows laid out so that every kernel tap reads one contiguous run, and the numba
-kernels (depthwise conv, max-pool backward) that sweep them.
+kernels that sweep them: depthwise conv (forward and vjp), max-pool's vjp, and im2col with its
+adjoint col2im for the GEMM convs.
 
 `PlaneWindows` copies each (sample, channel) plane, padded, into a *polyphase* layout: an
 axis with stride s is split into its s phases, so that consecutive windows read consecutive
