@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 import numpy as np
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 # Every layer kind, in a fixed order so that `LayerTable.kind_code` is stable across runs.
 KINDS: tuple[str, ...] = (
@@ -181,6 +183,8 @@ class Graph:
 
     def to_nx(self) -> nx.DiGraph:
         """Layer-level dataflow graph (edges carry the tensor name)."""
+        import networkx as nx  # on demand: importing it costs every edgesim process ~0.2 s
+
         g = nx.DiGraph()
         made = self.producers()
         for layer in self.layers:

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import onnx
-import onnx.reference
 from onnx import helper, numpy_helper
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -191,7 +190,9 @@ def static_value(model: onnx.ModelProto, tensor: str) -> np.ndarray | None:
     out = helper.make_tensor_value_info(tensor, onnx.TensorProto.UNDEFINED, None)
     sub = helper.make_graph(nodes, "condition", [], [out], inits)
     probe = helper.make_model(sub, opset_imports=model.opset_import, ir_version=model.ir_version)
+    from onnx.reference import ReferenceEvaluator  # on demand: few models have an If to fold
+
     try:
-        return np.asarray(onnx.reference.ReferenceEvaluator(probe).run(None, {})[0])
+        return np.asarray(ReferenceEvaluator(probe).run(None, {})[0])
     except Exception:  # noqa: BLE001 - the reference runtime raises anything; unknown = None
         return None
