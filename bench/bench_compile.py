@@ -24,7 +24,6 @@ SAMPLES = 32
 ORT_SCRIPT = r"""
 import sys, numpy as np, onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
-from edgesim import zoo
 src, dst, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 model = onnx.load(src)
 rng = np.random.default_rng(0)
