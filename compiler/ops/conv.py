@@ -168,11 +168,6 @@ def _conv_shape(specs: Sequence[Spec | None], *, strides: Ints, pads: Ints, dila
     return (Spec((x.shape[0], w.shape[0]) + out, x.dtype),)
 
 
-def _padded_extent(spatial: Sequence[int], pads: Ints) -> Ints:
-    n = len(spatial)
-    return tuple(s + pads[i] + pads[n + i] for i, s in enumerate(spatial))
-
-
 def _pointwise(kernel: Ints, strides: Ints, pads: Ints) -> bool:
     return all(k == 1 for k in kernel) and all(s == 1 for s in strides) and not any(pads)
 
@@ -213,7 +208,8 @@ def _plane_windows(x: np.ndarray, kernel: Ints, strides: Ints, pads: Ints, dilat
     from compiler.window_kernels import plane_windows  # numba loads with the first use
 
     nsp = x.ndim - 2
-    return plane_windows(x.shape[2:], tuple(pads[:nsp]), _padded_extent(x.shape[2:], pads),
+    padded = tuple(s + pads[i] + pads[nsp + i] for i, s in enumerate(x.shape[2:]))
+    return plane_windows(x.shape[2:], tuple(pads[:nsp]), padded,
                          tuple(kernel), tuple(strides), tuple(dilations),
                          _conv_out(x.shape[2:], kernel, strides, pads, dilations))
 
