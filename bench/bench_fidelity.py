@@ -1,0 +1,180 @@
+"""Fidelity of the CPU cost model against published latencies; prints JSON.
+
+The table `bench/fidelity/measurements.csv` holds published end-to-end latencies with their
+conditions (board, clock, runtime, threads, precision, model, input size) and a source per row;
+`bench/fidelity/layers.csv` the per-layer shapes of the measured networks (derived from the
+runtime's own network files, see `bench/fidelity/extract_ncnn.py`). For every row the model
+predicts the latency on the row's target at the row's clock, thread count and precision.
+
+Figures: median absolute error |pred / meas - 1|, share of rows within +-10 % / +-25 %, and the
+bias (geometric mean of pred / meas) overall and per device / runtime / precision / threads;
+1 -> N thread speed-ups (pred vs meas); int8-vs-fp32 speed-up direction. Rows whose model is in
+`FIT_MODELS` are reported separately from the held-out rest (nothing is fitted today: every
+target number comes from its cited source).
+
+Usage: python bench/bench_fidelity.py [--runtime as-measured|onnxruntime] [--rows]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from compiler.ir import KIND_CATEGORY, KIND_CODE, LayerTable  # noqa: E402
+from hwmodels import cpu  # noqa: E402
+from hwmodels.cost import evaluate  # noqa: E402
+from hwmodels.target import load_target  # noqa: E402
+
+HERE = Path(__file__).resolve().parent / "fidelity"
+BITS = {"fp32": (32, 32), "fp16": (16, 16), "int8": (8, 8)}
+FIT_MODELS: tuple[str, ...] = ()  # models whose rows any parameter was fitted on (none)
+GROUPS = ("device", "runtime", "precision", "threads")
+
+
+def read_csv(name: str) -> list[dict[str, str]]:
+    with open(HERE / name, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def layer_tables() -> dict[str, LayerTable]:
+    """One LayerTable per network of layers.csv."""
+    by_model: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for row in read_csv("layers.csv"):
+        by_model[row["model"]].append(row)
+    return {m: _table(rows) for m, rows in by_model.items()}
+
+
+def _table(rows: list[dict[str, str]]) -> LayerTable:
+    col = {k: np.array([int(r[k]) for r in rows], dtype=np.int64)
+           for k in ("m", "n", "k", "groups", "a_in", "a_out", "w_elems", "ops")}
+    kinds = [r["kind"] for r in rows]
+    macs = col["m"] * col["n"] * col["k"] * col["groups"]
+    ones = np.ones(len(rows))
+    return LayerTable(tuple(r["layer"] for r in rows),
+                      np.array([KIND_CODE[k] for k in kinds], np.int32),
+                      np.array([KIND_CATEGORY[k] for k in kinds], np.int32),
+                      col["m"], col["n"], col["k"], col["groups"], macs, col["ops"],
+                      col["w_elems"], col["a_in"], col["a_out"], col["a_in"] * 4,
+                      col["a_out"] * 4, col["w_elems"] * 4, ones, ones)
+
+
+def predict_ms(row: dict[str, str], tables: dict[str, LayerTable], runtime: str) -> float:
+    """The model's latency for one measurement row, in milliseconds."""
+    target = load_target(row["target"])
+    if abs(target.clock_ghz - float(row["clock_ghz"])) > 1e-9:
+        target = cpu.variants(target, clock_ghz=[float(row["clock_ghz"])])[0]
+    rt = row["runtime"] if runtime == "as-measured" else runtime
+    rt = rt if rt in cpu.RUNTIMES else "onnxruntime"
+    bits = np.array([BITS[row["precision"]]])
+    cost = evaluate(tables[row["model"]], bits, target, threads=int(row["threads"]), runtime=rt)
+    return float(cost.latency_s.sum()) * 1e3
+
+
+def summary(ratios: list[float]) -> dict[str, float]:
+    """Median |error|, shares within +-10 / +-25 %, bias (geometric mean of pred / meas)."""
+    err = [abs(r - 1.0) for r in ratios]
+    return {"n": len(ratios), "median_abs_err": round(statistics.median(err), 3),
+            "within_10": round(sum(e <= 0.10 for e in err) / len(err), 3),
+            "within_25": round(sum(e <= 0.25 for e in err) / len(err), 3),
+            "bias": round(float(np.exp(np.mean(np.log(ratios)))), 3)}
+
+
+def grouped(rows: list[dict], key: str) -> dict[str, dict[str, float]]:
+    groups: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        groups[str(r[key])].append(r["ratio"])
+    return {k: summary(v) for k, v in sorted(groups.items())}
+
+
+def _pairs(rows: list[dict], vary: str, a: str, b: str) -> list[tuple[dict, dict]]:
+    """Rows equal in everything but `vary`, which is `a` in the first and `b` in the second."""
+    key = ("device", "runtime", "precision", "threads", "model")
+    index = {tuple(r[k] for k in key): r for r in rows}
+    out = []
+    for r in rows:
+        if r[vary] == a:
+            other = index.get(tuple(b if k == vary else r[k] for k in key))
+            if other is not None:
+                out.append((r, other))
+    return out
+
+
+def thread_scaling(rows: list[dict]) -> dict:
+    """1 -> 4 thread speed-ups: predicted vs measured, per device."""
+    per: dict[str, list[float]] = defaultdict(list)
+    detail = []
+    for one, four in _pairs(rows, "threads", "1", "4"):
+        meas, pred = one["meas_ms"] / four["meas_ms"], one["pred_ms"] / four["pred_ms"]
+        per[one["device"]].append(pred / meas)
+        detail.append((meas, pred))
+    return {"n": len(detail), "within_15": round(sum(abs(p / m - 1) <= 0.15
+                                                     for m, p in detail) / len(detail), 3),
+            "over_predicted": sum(p > m for m, p in detail),
+            "measured_range": [round(min(m for m, _ in detail), 2),
+                               round(max(m for m, _ in detail), 2)],
+            "predicted_range": [round(min(p for _, p in detail), 2),
+                                round(max(p for _, p in detail), 2)],
+            "ratio_pred_over_meas_per_device": {
+                d: round(float(np.exp(np.mean(np.log(v)))), 3) for d, v in sorted(per.items())}}
+
+
+def quant_direction(rows: list[dict]) -> dict:
+    """int8 vs fp32: is the predicted speed-up on the measured side of 1 (|change| > 10 %)?"""
+    checked, right, per = 0, 0, defaultdict(lambda: [0, 0])
+    for fp, q in _pairs(rows, "precision", "fp32", "int8"):
+        meas, pred = fp["meas_ms"] / q["meas_ms"], fp["pred_ms"] / q["pred_ms"]
+        if abs(meas - 1.0) > 0.10:
+            ok = (meas > 1.0) == (pred > 1.0)
+            checked, right = checked + 1, right + ok
+            per[fp["device"]][0] += 1
+            per[fp["device"]][1] += ok
+    return {"pairs_with_change_over_10pct": checked, "sign_right": right,
+            "per_device_checked_right": {d: v for d, v in sorted(per.items())}}
+
+
+def run(runtime: str) -> tuple[dict, list[dict]]:
+    tables = layer_tables()
+    rows = []
+    for m in read_csv("measurements.csv"):
+        pred = predict_ms(m, tables, runtime)
+        meas = float(m["latency_ms"])
+        rows.append({**{k: m[k] for k in ("device", "target", "runtime", "precision", "threads",
+                                          "model")},
+                     "meas_ms": meas, "pred_ms": round(pred, 3), "ratio": pred / meas})
+    for r in rows:
+        r["device"] = r["target"]
+    held = [r for r in rows if r["model"] not in FIT_MODELS]
+    fitted = [r for r in rows if r["model"] in FIT_MODELS]
+    report = {"runtime_modelled": runtime, "overall": summary([r["ratio"] for r in rows]),
+              "held_out": summary([r["ratio"] for r in held]),
+              "fitted": summary([r["ratio"] for r in fitted]) if fitted else None,
+              **{f"per_{g}": grouped(rows, g) for g in GROUPS},
+              "per_model": grouped(rows, "model"),
+              "thread_scaling_1_to_4": thread_scaling(rows),
+              "int8_vs_fp32": quant_direction(rows)}
+    return report, rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runtime", default="as-measured",
+                    help="as-measured (each row's runtime profile) or a runtime name")
+    ap.add_argument("--rows", action="store_true", help="also print every row")
+    args = ap.parse_args()
+    report, rows = run(args.runtime)
+    if args.rows:
+        report["rows"] = rows
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Derive per-layer shapes of ncnn's benchmark networks into `layers.csv` (run once).
+
+ncnn's `benchmark/models/*.param` files (Tencent/ncnn) describe each network layer by layer
+and annotate every output blob with its shape (`-23330=4,3,w,h,c`). This script reads those
+files from a local ncnn checkout and writes the GEMM view edgesim's cost models need (m, n, k,
+groups per layer, activation elements in and out, streaming ops). Only these derived numbers
+are kept in the repository; the network files stay in ncnn.
+
+Usage: python bench/fidelity/extract_ncnn.py NCNN_BENCHMARK_MODELS_DIR > bench/fidelity/layers.csv
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+from pathlib import Path
+
+MODELS = ("squeezenet", "mobilenet", "mobilenet_v2", "mobilenet_v3", "shufflenet",
+          "shufflenet_v2", "mnasnet", "proxylessnasnet", "efficientnet_b0", "regnety_400m",
+          "googlenet", "resnet18", "alexnet", "vgg16", "resnet50")
+# ncnn layer type -> edgesim kind and streaming ops per output element
+STREAM = {"ReLU": ("activation", 1), "HardSwish": ("activation", 4),
+          "HardSigmoid": ("activation", 3), "Swish": ("activation", 4),
+          "BinaryOp": ("eltwise", 1), "Eltwise": ("eltwise", 1), "Softmax": ("softmax", 3),
+          "LRN": ("norm", 8), "Reduction": ("reduce", 1), "Pooling": ("pool", 0),
+          "Concat": ("concat", 0), "ShuffleChannel": ("transpose", 0), "Slice": ("split", 0),
+          "Padding": ("pad", 0)}
+VIEWS = ("Split", "Reshape", "Flatten", "Dropout", "Noop")  # ncnn shares the blob, no copy
+FIELDS = ("model", "layer", "kind", "m", "n", "k", "groups", "a_in", "a_out", "w_elems", "ops")
+
+
+def shapes(params: dict[str, str]) -> list[int]:
+    """Output element counts from the `-23330` shape hint (one entry per output blob)."""
+    vals = [int(v) for v in params.get("-23330", "0").split(",")]
+    out, i = [], 1
+    while i < len(vals):
+        dims = vals[i]
+        out.append(math.prod(vals[i + 1:i + 1 + dims]))
+        i += 1 + dims
+    return out
+
+
+def gemm_row(kind: str, params: dict[str, str], out_elems: int) -> dict[str, int]:
+    """Convolution / ConvolutionDepthWise / InnerProduct in the GEMM view of compiler.ir."""
+    cout, wsize = int(params["0"]), int(params["6" if kind != "InnerProduct" else "2"])
+    groups = int(params.get("7", "1")) if kind == "ConvolutionDepthWise" else 1
+    m = 1 if kind == "InnerProduct" else out_elems // cout
+    return {"kind": "linear" if kind == "InnerProduct" else "conv", "m": m,
+            "n": cout // groups, "k": wsize // cout, "groups": groups, "w_elems": wsize}
+
+
+def stream_row(kind: str, params: dict[str, str], a_in: int, out_elems: int) -> dict[str, int]:
+    """Non-GEMM layers: kind and ops (pooling: one op per window tap)."""
+    if kind in VIEWS:
+        return {"kind": "reshape" if kind != "Split" else "identity", "ops": 0}
+    name, per = STREAM[kind]
+    if kind == "Pooling":
+        window = int(params.get("1", "1")) ** 2
+        return {"kind": name, "ops": a_in if params.get("4") == "1" else out_elems * window}
+    return {"kind": name, "ops": per * out_elems}
+
+
+def parse(model: str, text: str) -> list[dict]:
+    """One row per compute or copy layer of an ncnn .param file."""
+    elems: dict[str, int] = {}
+    rows = []
+    for line in text.splitlines()[2:]:
+        tok = line.split()
+        kind, name, nin, nout = tok[0], tok[1], int(tok[2]), int(tok[3])
+        ins, outs = tok[4:4 + nin], tok[4 + nin:4 + nin + nout]
+        params = dict(p.split("=", 1) for p in tok[4 + nin + nout:])
+        out_sizes = shapes(params) or [0] * nout
+        for blob, size in zip(outs, out_sizes):
+            elems[blob] = size
+        if kind in ("Input", "MemoryData"):
+            continue
+        a_in, a_out = sum(elems.get(b, 0) for b in ins), sum(out_sizes)
+        row = {"model": model, "layer": name, "m": 0, "n": 0, "k": 0, "groups": 1,
+               "a_in": a_in, "a_out": a_out, "w_elems": 0, "ops": 0}
+        if kind in ("Convolution", "ConvolutionDepthWise", "InnerProduct"):
+            row.update(gemm_row(kind, params, a_out))
+        else:
+            row.update(stream_row(kind, params, a_in, a_out))
+        rows.append(row)
+    return rows
+
+
+def main(models_dir: str) -> None:
+    out = csv.DictWriter(sys.stdout, FIELDS, lineterminator="\n")
+    out.writeheader()
+    for model in MODELS:
+        out.writerows(parse(model, (Path(models_dir) / f"{model}.param").read_text()))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
