@@ -9,10 +9,11 @@ predicts the latency on the row's target at the row's clock, thread count and pr
 Figures: median absolute error |pred / meas - 1|, share of rows within +-10 % / +-25 %, and the
 bias (geometric mean of pred / meas) overall and per device / runtime / precision / threads;
 1 -> N thread speed-ups (pred vs meas); int8-vs-fp32 speed-up direction. Rows whose model is in
-`FIT_MODELS` are reported separately from the held-out rest (nothing is fitted today: every
-target number comes from its cited source).
+`FIT_MODELS` are reported separately from the held-out rest: `--fit` fits each target's
+`parallel_efficiency` (the one fitted number; every other comes from its cited source) to the
+multi-thread rows of those models and prints the values the target files record.
 
-Usage: python bench/bench_fidelity.py [--runtime as-measured|onnxruntime] [--rows]
+Usage: python bench/bench_fidelity.py [--runtime as-measured|onnxruntime] [--rows] [--fit]
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from hwmodels.target import load_target  # noqa: E402
 
 HERE = Path(__file__).resolve().parent / "fidelity"
 BITS = {"fp32": (32, 32), "fp16": (16, 16), "int8": (8, 8)}
-FIT_MODELS: tuple[str, ...] = ()  # models whose rows any parameter was fitted on (none)
+# models whose rows the one fitted parameter per target (`parallel_efficiency`) was fitted on
+FIT_MODELS = ("mobilenet", "resnet18", "squeezenet")
+EFF_GRID = np.round(np.arange(0.05, 1.0001, 0.01), 2)
 GROUPS = ("device", "runtime", "precision", "threads")
 
 
@@ -69,14 +72,45 @@ def _table(rows: list[dict[str, str]]) -> LayerTable:
 
 def predict_ms(row: dict[str, str], tables: dict[str, LayerTable], runtime: str) -> float:
     """The model's latency for one measurement row, in milliseconds."""
-    target = load_target(row["target"])
-    if abs(target.clock_ghz - float(row["clock_ghz"])) > 1e-9:
-        target = cpu.variants(target, clock_ghz=[float(row["clock_ghz"])])[0]
+    target = _target(row)
     rt = row["runtime"] if runtime == "as-measured" else runtime
     rt = rt if rt in cpu.RUNTIMES else "onnxruntime"
     bits = np.array([BITS[row["precision"]]])
     cost = evaluate(tables[row["model"]], bits, target, threads=int(row["threads"]), runtime=rt)
     return float(cost.latency_s.sum()) * 1e3
+
+
+def _target(row: dict[str, str]) -> cpu.CpuTarget:
+    target = load_target(row["target"])
+    if abs(target.clock_ghz - float(row["clock_ghz"])) > 1e-9:
+        target = cpu.variants(target, clock_ghz=[float(row["clock_ghz"])])[0]
+    return target
+
+
+def _grid_ms(row: dict[str, str], tables: dict[str, LayerTable], threads: int) -> np.ndarray:
+    """Predicted latency (ms) of a row at `threads` for every parallel_efficiency of EFF_GRID."""
+    configs = cpu.variants(_target(row), parallel_efficiency=list(EFF_GRID))
+    rt = row["runtime"] if row["runtime"] in cpu.RUNTIMES else "onnxruntime"
+    cost = cpu.evaluate_configs(tables[row["model"]], np.array([BITS[row["precision"]]]),
+                                configs, threads=threads, runtime=rt)
+    return cost.latency_s.sum(axis=(1, 2)) * 1e3
+
+
+def fit_parallel_efficiency(tables: dict[str, LayerTable]) -> dict[str, float]:
+    """Per target: the `parallel_efficiency` on EFF_GRID minimising the squared log error of
+    the 1 -> N thread speed-ups of the FIT_MODELS rows (speed-ups, not latencies, so that the
+    single-thread error does not leak into the thread parameter)."""
+    loss: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(len(EFF_GRID)))
+    rows = [r for r in read_csv("measurements.csv") if r["model"] in FIT_MODELS]
+    one = {(r["target"], r["model"], r["precision"]): r for r in rows if r["threads"] == "1"}
+    for row in rows:
+        base = one.get((row["target"], row["model"], row["precision"]))
+        if row["threads"] == "1" or base is None:
+            continue
+        pred = _grid_ms(base, tables, 1) / _grid_ms(row, tables, int(row["threads"]))
+        meas = float(base["latency_ms"]) / float(row["latency_ms"])
+        loss[row["target"]] += np.log(pred / meas) ** 2
+    return {t: float(EFF_GRID[int(np.argmin(v))]) for t, v in sorted(loss.items())}
 
 
 def summary(ratios: list[float]) -> dict[str, float]:
@@ -169,7 +203,12 @@ def main() -> None:
     ap.add_argument("--runtime", default="as-measured",
                     help="as-measured (each row's runtime profile) or a runtime name")
     ap.add_argument("--rows", action="store_true", help="also print every row")
+    ap.add_argument("--fit", action="store_true",
+                    help="print each target's fitted parallel_efficiency and exit")
     args = ap.parse_args()
+    if args.fit:
+        print(json.dumps(fit_parallel_efficiency(layer_tables()), indent=1))
+        return
     report, rows = run(args.runtime)
     if args.rows:
         report["rows"] = rows

@@ -6,7 +6,9 @@ one row per kernel path (its MAC rate from the pipes and ISA, and the passes it 
 the kernel once, and wraps the result in a `Cost`. It must not import `hwmodels.target`.
 
 Runtimes: `"onnxruntime"` models the kernels onnxruntime 1.31 takes for each emitted format;
-`"ideal"` the best kernel the ISA allows (headroom).
+`"ideal"` the best kernel the ISA allows (headroom); `"ncnn"` Tencent ncnn's Arm kernels
+(fp16 storage and arithmetic on cores with fp16 arithmetic, Winograd F(6,3) / F(4,3) / F(2,3)
+for 3x3 stride-1 convs, int8 models on its int8 kernels with requantisation fused).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from hwmodels import energy
 from hwmodels.cost import Cost, check_bits, memory_bytes
 from hwmodels.kernels import cpu as K
 
-RUNTIMES = {"onnxruntime": K.RUNTIME_ORT, "ideal": K.RUNTIME_IDEAL}
+RUNTIMES = {"onnxruntime": K.RUNTIME_ORT, "ideal": K.RUNTIME_IDEAL, "ncnn": K.RUNTIME_NCNN}
 ISA_FEATURES = ("neon", "dotprod", "i8mm", "fp16", "sve", "sse4_2", "avx", "avx2", "fma",
                 "f16c", "avx512f", "avx512bw", "avx512_vnni", "avxvnni", "amx")
 # int8 dot-product instructions and their MACs per instruction relative to sdot / vpdpbusd
@@ -67,11 +69,13 @@ class CacheLevel:
 
 @dataclass(frozen=True)
 class Dram:
-    """Main memory: theoretical and sustained (single-thread STREAM-like) bandwidth."""
+    """Main memory: theoretical and sustained (single-thread STREAM-like) bandwidth, and what
+    all cores draw together (None: the one-thread figure; on the Pis it is no higher)."""
 
     technology: str
     bandwidth_gbps: float
     sustained_bandwidth_gbps: float
+    all_core_bandwidth_gbps: float | None = None
     energy_pj_per_byte: float | None = None  # None: Horowitz DRAM (`energy.dram_pj_per_byte`)
 
 
@@ -95,6 +99,8 @@ class CpuTarget:
     `gemm_efficiency` the fraction of the micro-kernel peak a large GEMM sustains. Runtime
     overheads: `op_overhead_us` per elementwise / copy node, `gemm_overhead_us` per conv /
     matmul node, `run_overhead_us` per inference, `thread_overhead_us` per parallel op.
+    `parallel_efficiency`: the share of a core each thread beyond the first adds to compute
+    (contention for the shared cache and memory; 1 = perfect scaling).
     """
 
     name: str
@@ -118,6 +124,7 @@ class CpuTarget:
     gemm_overhead_us: float
     run_overhead_us: float = field(default=0.0, metadata={"ge": 0})
     thread_overhead_us: float
+    parallel_efficiency: float = 1.0
     power: Power
     process_nm: float
     instruction_energy_pj: float | None = None  # None: Horowitz 70 pJ at 45 nm, node-scaled
@@ -129,6 +136,8 @@ class CpuTarget:
             raise ValueError(f"isa: unknown feature {unknown[0]!r} (known: {ISA_FEATURES})")
         if not 1 <= len(self.caches) <= K.MAX_LEVELS:
             raise ValueError(f"caches: need 1..{K.MAX_LEVELS} levels, got {len(self.caches)}")
+        if self.parallel_efficiency > 1:
+            raise ValueError(f"parallel_efficiency: must be <= 1, got {self.parallel_efficiency}")
         if self.gemm_efficiency > 1:
             raise ValueError(f"gemm_efficiency: must be <= 1, got {self.gemm_efficiency}")
         if self.dram.sustained_bandwidth_gbps > self.dram.bandwidth_gbps:
@@ -171,12 +180,12 @@ def _path_rows(target: CpuTarget, runtime: int) -> dict[int, dict[str, float]]:
     """Kernel paths: MAC rate, operand widths in the kernel, and the passes each adds."""
     r, node = peak_macs_per_cycle(target), target.process_nm
     kal = _int8_k_align(target)
-    ort = runtime == K.RUNTIME_ORT
+    ort, ncnn = runtime == K.RUNTIME_ORT, runtime == K.RUNTIME_NCNN
     # x86 with AVX2 / AVX-512: onnxruntime's NchwcTransformer runs convs as direct NCHWc
-    # kernels; elsewhere MLAS expands the input (im2col) into per-thread tiles
-    im2col = ort and target.arch == "arm64"
+    # kernels; elsewhere MLAS expands the input (im2col) into per-thread tiles (ncnn too)
+    im2col = (ort or ncnn) and target.arch == "arm64"
     fp32 = dict(rate=r["fp32"], eb_a=4, eb_w=4, eb_o=4, e_mac=_mac_pj(32, node),
-                im2col=im2col, fake_q=ort)
+                im2col=im2col, fake_q=ort, winograd=6 if ncnn else 0)
     int8 = dict(rate=r["int8"], eb_a=1, eb_w=1, eb_o=1, k_align=kal, e_mac=_mac_pj(8, node),
                 requant=1)
     nbits_rate = r["int8"] if nbits_int8_available(target) else 0.0
@@ -194,18 +203,33 @@ def _path_rows(target: CpuTarget, runtime: int) -> dict[int, dict[str, float]]:
         K.PATH_NBITS_FP32: {**fp32, "im2col": 0, "fake_q": 0, "w_dq": 4, "w_inline": 1},
         # DequantizeLinear node writes fp32 weights; MLAS packs that non-constant B (r+w)
         K.PATH_DQ_FP32: {**fp32, "nodes": 2, "w_dq": 12},
-        K.PATH_INT8: {**int8, "eb_w": -1, "w_inline": 1},
+        K.PATH_INT8: _ncnn_int8(target, int8, im2col) if ncnn else {**int8, "eb_w": -1,
+                                                                      "w_inline": 1},
         K.PATH_LUT: dict(rate=r["lut_1bit"], eb_a=1, eb_w=-1, eb_o=4, k_align=4, a_quant=1,
                          e_mac=float(energy.add_pj(16, node))),
         K.PATH_FP32_UNPACK: {**fp32, "eb_w": -1, "w_inline": 1},
     }
 
 
+def _ncnn_int8(target: CpuTarget, int8: dict[str, float], im2col: bool) -> dict[str, float]:
+    """ncnn's int8 conv: quantises its float input (q_in), im2col + packed int8 GEMM, and
+    dequantises int32 to a float output in the kernel (eb_o 4, requant); without dotprod,
+    3x3 stride-1 convs take Winograd F(4,3) on int16 products (convolution_arm.cpp
+    create_pipeline_int8): widening multiplies of 16-bit lanes into 32-bit accumulators,
+    simd_bits / 32 MACs per instruction."""
+    row = {**int8, "im2col": im2col, "q_in": 1, "eb_o": 4}
+    if "dotprod" in target.isa:
+        return row
+    return {**row, "winograd": 4,
+            "wg_rate": target.int_mul_pipes * target.simd_bits / 32.0}
+
+
 _ATTR_COLUMNS = {"rate": K.A_RATE, "eb_a": K.A_EB_A, "eb_w": K.A_EB_W, "eb_o": K.A_EB_O,
                  "k_align": K.A_K_ALIGN, "nodes": K.A_NODES, "e_mac": K.A_E_MAC,
                  "q_in": K.A_Q_IN, "dq_out": K.A_DQ_OUT, "a_quant": K.A_A_QUANT,
                  "w_dq": K.A_W_DQ, "w_inline": K.A_W_INLINE, "im2col": K.A_IM2COL,
-                 "fake_q": K.A_FAKE_Q, "a_pack": K.A_A_PACK, "requant": K.A_REQUANT}
+                 "fake_q": K.A_FAKE_Q, "a_pack": K.A_A_PACK, "requant": K.A_REQUANT,
+                 "winograd": K.A_WINOGRAD, "wg_rate": K.A_WG_RATE}
 _ATTR_DEFAULTS = {"k_align": 1.0, "nodes": 1.0}
 
 
@@ -238,11 +262,14 @@ def params_row(target: CpuTarget, threads: int | None) -> np.ndarray:
     p[[K.P_TILE_M, K.P_TILE_N, K.P_GEMM_EFF]] = (target.gemm_tile_m, target.gemm_tile_n,
                                                   target.gemm_efficiency)
     p[K.P_DRAM_BPC] = target.dram.sustained_bandwidth_gbps / target.clock_ghz
+    all_core = target.dram.all_core_bandwidth_gbps or target.dram.sustained_bandwidth_gbps
+    p[K.P_DRAM_ALL_BPC] = all_core / target.clock_ghz
     us = np.array([target.op_overhead_us, target.gemm_overhead_us, target.run_overhead_us,
                    target.thread_overhead_us])
     p[[K.P_OP_OVH, K.P_GEMM_OVH, K.P_RUN_OVH, K.P_THR_OVH]] = us * 1e-6 * hz
     p[[K.P_NLEVELS, K.P_E_INSTR, K.P_E_OP, K.P_E_DRAM]] = len(target.caches), e_instr, e_op, e_dram
     p[K.P_FP16] = 1.0 if "fp16" in target.isa else 0.0
+    p[K.P_PAR_EFF] = target.parallel_efficiency
     return p
 
 
@@ -314,6 +341,9 @@ def kernel_paths(table: LayerTable, bits: np.ndarray, target: CpuTarget,
     w = np.where(has_w, bits[None, :, 0], a)  # activation x activation: both at a_bits
     float_w = w >= 16
     fp16 = float_w & ((w == 16) | (a == 16)) & ("fp16" in target.isa)
+    if runtime == K.RUNTIME_NCNN:  # fp16 arithmetic where the core has it; int8 models on int8
+        return np.select([float_w & ("fp16" in target.isa), float_w, a <= 8],
+                         [K.PATH_FP16, K.PATH_FP32, K.PATH_INT8], K.PATH_FP32_UNPACK)
     if runtime == K.RUNTIME_IDEAL:
         small_m = np.broadcast_to((table.m <= LUT_MAX_M)[:, None], w.shape)
         return np.select([fp16, float_w, a <= 8, small_m],

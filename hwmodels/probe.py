@@ -1,13 +1,13 @@
 """Probe this machine into a `CpuTarget`, and write targets as YAML that `load_target` reads.
 
 What is read: cores (scheduler affinity), clock and ISA flags (/proc/cpuinfo, cpufreq), caches
-(/sys/devices/system/cpu/cpu0/cache/index*). What is measured: peak fp32 GFLOP/s of a
-cache-resident numpy matmul on 1 thread and on all threads (each in a subprocess, so the BLAS
-thread count can be set), sustained memory bandwidth (large numpy copy, bytes read + written
-per second), L2/L3 bandwidth (copies that fit the level), and onnxruntime's per-node and
-fork/join overheads (chains of tiny ops). What is derived from the ISA: pipe counts for int8
-(no portable int8 benchmark in numpy) and the GEMM register tile. The rest is `assumed`, and
-the target's `sources` say which is which.
+(/sys/devices/system/cpu/cpu0/cache/index*). What is measured: peak fp32 GFLOP/s of a cache-
+resident numpy matmul on 1 thread and on all threads (each in a subprocess, so the BLAS thread
+count can be set; their ratio gives `parallel_efficiency`), sustained memory bandwidth (large
+numpy copy, bytes read + written per second), L2/L3 bandwidth (copies that fit the level), and
+onnxruntime's per-node and fork/join overheads (chains of tiny ops). What is derived from the
+ISA: pipe counts for int8 (no portable int8 benchmark in numpy) and the GEMM register tile. The
+rest is `assumed`, and the target's `sources` say which is which.
 """
 
 from __future__ import annotations
@@ -287,7 +287,18 @@ def _probe_compute(arch: str, isa: tuple[str, ...], ghz: float, cores: int, l2_k
                                f"flops/cycle, assumed {BOOST_GEMM_EFFICIENCY:.0%} efficient"
                                if clock > ghz else "")}
     note = f"fp32 matmul {g1:.1f} GFLOP/s on 1 thread, {gn:.1f} on {cores}"
+    fields["parallel_efficiency"], sources["parallel_efficiency"] = _parallel_efficiency(
+        g1, gn, cores, measured)
     return fields, sources, note
+
+
+def _parallel_efficiency(g1: float, gn: float, cores: int, measured: str) -> tuple[float, str]:
+    """The share of a core each thread beyond the first adds: (gn / g1 - 1) / (cores - 1)."""
+    if cores <= 1:
+        return 1.0, "assumed: one core, nothing to share"
+    eff = min(1.0, max(0.05, (gn / g1 - 1.0) / (cores - 1)))
+    return round(eff, 3), (f"{measured}: fp32 matmul {g1:.1f} GFLOP/s on 1 thread vs "
+                           f"{gn:.1f} on {cores}, (ratio - 1) / (cores - 1)")
 
 
 _OVERHEAD_HOW = {

@@ -35,7 +35,7 @@ from numba import njit, prange
 CATEGORY_GEMM, CATEGORY_STREAM, CATEGORY_COPY, CATEGORY_VIEW = 0, 1, 2, 3  # = compiler.ir
 KIND_CONV, KIND_ACTIVATION, KIND_SOFTMAX, KIND_GATHER, KIND_IDENTITY = 0, 5, 7, 11, 20  # KINDS
 
-RUNTIME_ORT, RUNTIME_IDEAL = 0, 1
+RUNTIME_ORT, RUNTIME_IDEAL, RUNTIME_NCNN = 0, 1, 2
 
 # layer columns of `lay` (int64 [L, NL])
 L_KIND, L_CAT, L_M, L_N, L_K, L_G, L_MACS, L_OPS, L_WEL, L_AIN, L_AOUT, L_WB = range(12)
@@ -44,8 +44,8 @@ NL = 12
 # params columns (float64 [H, NP])
 (P_CLOCK_HZ, P_CORES, P_THREADS, P_LANES32, P_PIPES, P_TILE_M, P_TILE_N, P_GEMM_EFF,
  P_DRAM_BPC, P_OP_OVH, P_GEMM_OVH, P_RUN_OVH, P_THR_OVH, P_NLEVELS, P_E_INSTR, P_E_OP, P_E_DRAM,
- P_FP16) = range(18)
-NP = 18
+ P_FP16, P_DRAM_ALL_BPC, P_PAR_EFF) = range(20)
+NP = 20
 
 # cache columns (float64 [H, MAX_LEVELS, NC])
 C_BYTES, C_BPC, C_SHARED, C_E_BYTE = range(4)
@@ -63,8 +63,8 @@ PATH_NONE, PATH_FUSED = -1, NPATH  # non-GEMM layers: own pass, or fused into th
 # k alignment, nodes it runs as, MAC energy (pJ), and the streams it adds per inference.
 # A_W_DQ: fp32 bytes a run-time weight-dequantise pass writes and re-reads per weight.
 (A_RATE, A_EB_A, A_EB_W, A_EB_O, A_K_ALIGN, A_NODES, A_E_MAC, A_Q_IN, A_DQ_OUT, A_A_QUANT,
- A_W_DQ, A_W_INLINE, A_IM2COL, A_FAKE_Q, A_A_PACK, A_REQUANT) = range(16)
-NA = 16
+ A_W_DQ, A_W_INLINE, A_IM2COL, A_FAKE_Q, A_A_PACK, A_REQUANT, A_WINOGRAD, A_WG_RATE) = range(18)
+NA = 18
 
 # outputs (float64 [NO, H, L, B])
 O_CYCLES, O_LATENCY, O_E_COMPUTE, O_E_ONCHIP, O_E_DRAM, O_BOUND, O_UTIL, O_WBYTES = range(8)
@@ -84,6 +84,8 @@ Q_LANE_OPS = 3.0               # quantise: scale, round-convert, add zero point 
 DQ_LANE_OPS = 2.0              # dequantise: convert, scale
 UNPACK_LANE_OPS = 3.0          # weight dequantise: unpack nibbles, convert, scale
 REQUANT_LANE_OPS = 4.0         # int32 -> int8 requantisation per output element
+WINOGRAD_SLACK = 1.3           # input pixels / output pixels of a padded 3x3 stride-1 conv
+WINOGRAD_MIN_CH = 8.0          # ncnn convolution_arm.cpp: Winograd needs cin or cout >= 8
 LLC_RESIDENT = 0.75            # assumed: weights stay cached across inferences below this share
 PARALLEL_MIN_EVALS = 200_000   # below this, one thread beats numba's fork/join
 
@@ -104,6 +106,23 @@ def level_capacity(ch: np.ndarray, j: int, t: float) -> float:
 def level_bandwidth(ch: np.ndarray, j: int, t: float) -> float:
     """Bytes per cycle level j serves to t threads (private levels scale with threads)."""
     return ch[j, C_BPC] if ch[j, C_SHARED] > 0 else ch[j, C_BPC] * t
+
+
+@njit(cache=True)
+def serial_share(p: np.ndarray, t: float) -> float:
+    """Compute time at t threads relative to a perfect 1 / t split: each thread beyond the
+    first adds `parallel_efficiency` of a core (shared L2 / DRAM contention, barriers)."""
+    return t / (1.0 + (t - 1.0) * p[P_PAR_EFF])
+
+
+@njit(cache=True)
+def dram_bandwidth(p: np.ndarray, t: float) -> float:
+    """DRAM bytes per cycle t threads draw together: the one-thread sustained figure at t = 1,
+    the all-core figure at t = cores, linear in between (a shared roof that saturates)."""
+    if p[P_CORES] <= 1.0:
+        return p[P_DRAM_BPC]
+    share = min(1.0, (t - 1.0) / (p[P_CORES] - 1.0))
+    return p[P_DRAM_BPC] + (p[P_DRAM_ALL_BPC] - p[P_DRAM_BPC]) * share
 
 
 @njit(cache=True)
@@ -132,8 +151,8 @@ def add_pass(nbytes: float, lane_ops: float, lanes: float, level: int, p: np.nda
     (one per 64 KiB): book max(lane_ops / (lanes * pipes * t), bytes / bandwidth)."""
     t = max(1.0, min(p[P_THREADS], cdiv(nbytes, STREAM_BYTES_PER_THREAD)))
     nl = int(p[P_NLEVELS])
-    comp = lane_ops / (lanes * p[P_PIPES] * t)
-    mem = nbytes / (level_bandwidth(ch, level, t) if level < nl else p[P_DRAM_BPC])
+    comp = lane_ops / (lanes * p[P_PIPES] * t) * serial_share(p, t)
+    mem = nbytes / (level_bandwidth(ch, level, t) if level < nl else dram_bandwidth(p, t))
     traffic[0] += nbytes
     if level > 0:
         traffic[level] += nbytes
@@ -184,7 +203,7 @@ def book_core(comp: float, dram_bytes: float, t: float, p: np.ndarray, ch: np.nd
     for j in range(nl):
         onchip = max(onchip, traffic[j] / level_bandwidth(ch, j, t))
     traffic[nl] += dram_bytes
-    dram = dram_bytes / p[P_DRAM_BPC]
+    dram = dram_bytes / dram_bandwidth(p, t)
     if comp >= onchip and comp >= dram:
         acc[ACC_T_COMPUTE] += comp
     elif onchip >= dram:
@@ -224,7 +243,7 @@ def gemm_core(li: np.ndarray, rate: float, eba: float, ebw: float, ebo: float, k
     units = cdiv(m, tm) * cdiv(n, tn) * g
     t = gemm_threads(float(li[L_MACS]), units, runtime, p)
     comp = cdiv(units, t) * tm * tn * kp / (rate * p[P_GEMM_EFF])
-    comp += extra_ops / (kernel_lanes(eba, p) * p[P_PIPES] * t)
+    comp = (comp + extra_ops / (kernel_lanes(eba, p) * p[P_PIPES] * t)) * serial_share(p, t)
     mp = units * tm * tn * kp
     ra, rb = blocked_traffic(m, n, k, g, mp, tm, tn, eba, ebw, t, p, ch, traffic)
     dram = core_dram_bytes(li, w_bytes, w_res, eba, ebo, ebw, ra, rb, p, ch)
@@ -244,7 +263,7 @@ def depthwise_core(li: np.ndarray, eba: float, ebo: float, extra_ops: float, w_b
     lanes = p[P_LANES32] * 4.0 / max(eba, 2.0)
     t = gemm_threads(float(li[L_MACS]), m, runtime, p)
     comp = cdiv(m, t) * k * cdiv(g, lanes) / (p[P_PIPES] * p[P_GEMM_EFF])
-    comp += extra_ops / (kernel_lanes(eba, p) * p[P_PIPES] * t)
+    comp = (comp + extra_ops / (kernel_lanes(eba, p) * p[P_PIPES] * t)) * serial_share(p, t)
     traffic[0] += m * k * g * eba + m * g * ebo
     dram = core_dram_bytes(li, w_bytes, w_res, eba, ebo, eba, 1.0, 1.0, p, ch)
     book_core(comp, dram, t, p, ch, traffic, acc)
@@ -254,9 +273,54 @@ def depthwise_core(li: np.ndarray, eba: float, ebo: float, extra_ops: float, w_b
 
 
 @njit(cache=True)
+def winograd_tile(li: np.ndarray, r_max: float) -> float:
+    """Output tile edge r of the Winograd F(r x r, 3 x 3) ncnn runs a 3x3 stride-1 conv with;
+    0 when the layer is not one. ncnn (src/layer/arm/convolution_arm.cpp), fp32 / fp16
+    (r_max 6): F(6,3) when cin and cout <= 128, else F(4,3) when both >= 8, else F(2,3); none
+    unless cin or cout >= 8. int8 (r_max 4): F(4,3) when both >= 8, else none. The GEMM view
+    shows a 3x3 stride-1 conv as k = 9 cin with as many input pixels as output pixels (padding
+    adds at most WINOGRAD_SLACK)."""
+    if li[L_KIND] != KIND_CONV or li[L_G] != 1 or li[L_K] % 9 != 0 or li[L_M] < 1:
+        return 0.0
+    m, n, cin = float(li[L_M]), float(li[L_N]), float(li[L_K] // 9)
+    ratio = float(li[L_AIN]) / (m * cin)
+    if ratio < 1.0 - 1e-9 or ratio > WINOGRAD_SLACK or max(cin, n) < WINOGRAD_MIN_CH:
+        return 0.0
+    if r_max >= 6.0 and cin <= 128 and n <= 128:
+        return 6.0
+    if min(cin, n) >= WINOGRAD_MIN_CH:
+        return 4.0
+    return 2.0 if r_max >= 6.0 else 0.0
+
+
+@njit(cache=True)
+def winograd_core(li: np.ndarray, r: float, rate: float, eba: float, ebw: float, ebo: float,
+                  extra_ops: float, w_res: bool, runtime: int, p: np.ndarray, ch: np.ndarray,
+                  traffic: np.ndarray, acc: np.ndarray) -> float:
+    """Winograd F(r, 3) (Lavin & Gray, CVPR 2016): the H x W output (H = W = sqrt(m)) splits
+    into ceil(H / r) * ceil(W / r) tiles; (r + 2)^2 independent GEMMs [tiles x cin] x
+    [cin x cout] replace the 9-tap GEMM (r = 6: 64 / 324 of its MACs). The input and output
+    transforms are passes over the transformed tensors, r + 2 lane ops per element (two 1-D
+    transforms of r + 2 taps, about half of them zero). Returns the GEMM's threads."""
+    m, n, cin, a = float(li[L_M]), float(li[L_N]), float(li[L_K] // 9), r + 2.0
+    tiles = cdiv(math.sqrt(m), r) ** 2
+    wg = li.copy()
+    wg[L_M], wg[L_K], wg[L_WEL] = int(tiles * a * a), int(cin), int(a * a * cin * n)
+    wg[L_MACS] = wg[L_M] * wg[L_N] * wg[L_K]
+    wg[L_AIN], wg[L_AOUT] = wg[L_M] * wg[L_K], wg[L_M] * wg[L_N]
+    t = gemm_core(wg, rate, eba, ebw, ebo, 1.0, extra_ops, float(wg[L_WEL]) * ebw, w_res,
+                  runtime, p, ch, traffic, acc)
+    lanes, blk = kernel_lanes(eba, p), blocked(p)
+    t_in, t_out = float(wg[L_AIN]), float(wg[L_AOUT])
+    add_pass((float(li[L_AIN]) + t_in) * eba, t_in * a, lanes, blk, p, ch, traffic, acc)
+    add_pass((t_out + float(li[L_AOUT])) * ebo, t_out * a, lanes, blk, p, ch, traffic, acc)
+    return t
+
+
+@njit(cache=True)
 def gemm_streams(li: np.ndarray, row: np.ndarray, a: int, eba: float, ebw: float, w_store: float,
-                 w_res: bool, inline: bool, p: np.ndarray, ch: np.ndarray, traffic: np.ndarray,
-                 acc: np.ndarray) -> None:
+                 w_res: bool, inline: bool, direct: bool, p: np.ndarray, ch: np.ndarray,
+                 traffic: np.ndarray, acc: np.ndarray) -> None:
     """The passes a kernel path adds around its GEMM (Q/DQ nodes, activation quantisation,
     A packing, im2col, weight dequantisation, run-time B packing)."""
     m, n, k, g = float(li[L_M]), float(li[L_N]), float(li[L_K]), float(li[L_G])
@@ -275,8 +339,9 @@ def gemm_streams(li: np.ndarray, row: np.ndarray, a: int, eba: float, ebw: float
         add_pass(mk * 5.0, mk * Q_LANE_OPS, lanes, blk, p, ch, traffic, acc)
     if row[A_A_PACK] > 0:     # QGEMM packs A and computes its row sums
         add_pass(mk * 2.0 * eba, mk, kernel_lanes(eba, p), blk, p, ch, traffic, acc)
-    depthwise = g > 1 and n == 1  # direct depthwise kernels need no im2col
-    if row[A_IM2COL] > 0 and li[L_KIND] == KIND_CONV and abs(mk - ain) > 0.5 and not depthwise:
+    depthwise = g > 1 and n == 1  # direct depthwise and Winograd kernels need no im2col
+    if (row[A_IM2COL] > 0 and li[L_KIND] == KIND_CONV and abs(mk - ain) > 0.5 and not depthwise
+            and not direct):
         add_pass((ain + mk) * eba, 0.0, lanes, blk, p, ch, traffic, acc)  # MLAS: per-thread tiles
     if wel > 0 and row[A_W_DQ] > 0 and not inline:  # weights dequantised to an fp32 buffer
         nl = int(p[P_NLEVELS])
@@ -304,13 +369,18 @@ def gemm_layer(li: np.ndarray, path: int, w: int, a: int, w_store: float, runtim
     extra = wel * cdiv(m, p[P_TILE_M]) * UNPACK_LANE_OPS if inline else 0.0
     if row[A_REQUANT] > 0:   # requantise int32 accumulators (fp32 lanes -> kernel lanes)
         extra += float(li[L_AOUT]) * REQUANT_LANE_OPS * 4.0 / eba
-    if li[L_G] > 1 and li[L_N] == 1:
+    r = winograd_tile(li, row[A_WINOGRAD]) if row[A_WINOGRAD] > 0 else 0.0
+    if r > 0:  # the transformed GEMM may run at another rate (ncnn int8: int16 products)
+        wg_rate = row[A_WG_RATE] if row[A_WG_RATE] > 0 else rate
+        t = winograd_core(li, r, wg_rate, eba, ebw, ebo, extra, w_res, runtime, p, ch, traffic,
+                          acc)
+    elif li[L_G] > 1 and li[L_N] == 1:
         t = depthwise_core(li, eba, ebo, extra, wel * ebw, w_res, runtime, p, ch, traffic, acc)
     else:
         t = gemm_core(li, rate, eba, ebw, ebo, row[A_K_ALIGN], extra, wel * ebw, w_res, runtime,
                       p, ch, traffic, acc)
     acc[ACC_LANE_OPS] += extra
-    gemm_streams(li, row, a, eba, ebw, w_store, model_w_res, inline, p, ch, traffic, acc)
+    gemm_streams(li, row, a, eba, ebw, w_store, model_w_res, inline, r > 0, p, ch, traffic, acc)
     acc[ACC_NODES] += row[A_NODES] - 1.0  # Q / DQ nodes; the GEMM node costs more:
     acc[ACC_T_OVERHEAD] += p[P_GEMM_OVH] + (p[P_THR_OVH] if t > 1 else 0.0)
     acc[ACC_E_MAC] += float(li[L_MACS]) * row[A_E_MAC]
@@ -320,9 +390,12 @@ def gemm_layer(li: np.ndarray, path: int, w: int, a: int, w_store: float, runtim
 @njit(cache=True)
 def stream_elem_bytes(a: int, runtime: int, p: np.ndarray) -> float:
     """Element width of non-GEMM layers: onnxruntime runs them in fp32 (fp16 where the ISA
-    has fp16 arithmetic); ideal keeps the activation dtype (int8 for a <= 8)."""
+    has fp16 arithmetic and a = 16), ncnn in fp16 wherever the core has fp16 arithmetic (its
+    default fp16 storage), else fp32; ideal keeps the activation dtype (int8 for a <= 8)."""
     if runtime == RUNTIME_ORT:
         return 2.0 if (a == 16 and p[P_FP16] > 0) else 4.0
+    if runtime == RUNTIME_NCNN:  # fp16 storage where the core has fp16 arithmetic
+        return 2.0 if p[P_FP16] > 0 else 4.0
     if a <= 8:
         return 1.0
     return 2.0 if (a == 16 and p[P_FP16] > 0) else 4.0
