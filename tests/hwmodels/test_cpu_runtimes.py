@@ -1,0 +1,124 @@
+"""CPU runtime profiles (ncnn) and the thread model: hand arithmetic of each formula."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from hwmodels import cpu
+from hwmodels.cpu import Dram
+from hwmodels.kernels import cpu as K
+from tests.hwmodels.test_cpu import OVH, conv, cycles, layer, make_table, shipped, simple_target
+
+
+def _tile(row: dict, r_max: float = 6.0) -> float:
+    return K.winograd_tile(cpu.layer_array(make_table([row]))[0], r_max)
+
+
+@pytest.mark.parametrize("row, r_max, tile", [
+    (conv(64, 64, 24), 6.0, 6.0),      # cin, cout <= 128: F(6,3)
+    (conv(3, 64, 24), 6.0, 6.0),       # a thin input still takes F(6,3) (cout >= 8)
+    (conv(256, 256, 14), 6.0, 4.0),    # wide: F(4,3)
+    (conv(256, 4, 14), 6.0, 2.0),      # wide and cout < 8: F(2,3)
+    (conv(4, 4, 14), 6.0, 0.0),        # cin and cout < 8: no Winograd
+    (conv(64, 64, 24, ksize=1), 6.0, 0.0),   # 1x1: a plain GEMM
+    (conv(64, 64, 24), 4.0, 4.0),      # int8: F(4,3) only
+    (conv(3, 64, 24), 4.0, 0.0),       # int8 needs cin and cout >= 8
+])
+def test_winograd_tile_follows_ncnns_selection(row, r_max, tile):
+    assert _tile(row, r_max) == tile
+
+
+def test_stride_two_conv_is_not_winograd():
+    # 3x3 stride 2: the input holds 4x the output pixels -> not a stride-1 conv
+    row = conv(64, 64, 12)
+    row["a_in"] = 64 * 24 * 24
+    assert _tile(row) == 0.0
+
+
+def test_winograd_f63_matches_hand_arithmetic():
+    # 64 -> 64, 3x3, 24x24, one core, 4 fp32 lanes x 1 pipe, no memory limit, ncnn fp32.
+    # tiles = (24 / 6)^2 = 16; the 64 transformed GEMMs: m' = 16 * 64 = 1024, k = cin = 64,
+    # n = 64 -> ceil(1024/4) * ceil(64/16) = 1024 register tiles of 4 x 16 x 64 MACs at 4/cycle
+    gemm = 1024 * 4 * 16 * 64 / 4
+    # input and output transforms: 1024 * 64 elements each, 8 lane ops per element, 4 lanes
+    transforms = 2 * 1024 * 64 * 8 / 4
+    got = cycles([conv(64, 64, 24)], [(32, 32)], simple_target(isa=("neon",)), runtime="ncnn")
+    assert got[0, 0] == pytest.approx(gemm + transforms + OVH)
+
+
+def test_winograd_beats_im2col_gemm_as_the_mac_count_says():
+    # onnxruntime runs the same conv as im2col + GEMM: 576 / 4 * 64 / 16 tiles of 4 x 16 x 576
+    t = simple_target(isa=("neon",))
+    ort = cycles([conv(64, 64, 24)], [(32, 32)], t, runtime="onnxruntime")[0, 0]
+    assert ort == pytest.approx(144 * 4 * 4 * 16 * 576 / 4 + OVH)
+    ncnn = cycles([conv(64, 64, 24)], [(32, 32)], t, runtime="ncnn")[0, 0]
+    assert ort / ncnn == pytest.approx(5308416 / (1048576 + 262144), rel=1e-3)
+
+
+def test_ncnn_runs_float_models_in_fp16_where_the_core_has_fp16_arithmetic():
+    table, bits = make_table([conv(64, 64, 8, ksize=1)]), np.array([(32, 32), (8, 8)])
+    rpi5, rpi4 = shipped("rpi5"), shipped("rpi4")
+    assert cpu.kernel_paths(table, bits, rpi5, K.RUNTIME_NCNN).tolist() == [
+        [K.PATH_FP16, K.PATH_INT8]]
+    assert cpu.kernel_paths(table, bits, rpi4, K.RUNTIME_NCNN).tolist() == [
+        [K.PATH_FP32, K.PATH_INT8]]
+    # onnxruntime keeps an fp32 model in fp32 on the same core
+    assert cpu.kernel_paths(table, bits, rpi5, K.RUNTIME_ORT)[0, 0] == K.PATH_FP32
+
+
+def test_ncnn_int8_winograd_runs_on_int16_products_without_dotprod():
+    # F(4,3) int8 on a core without dotprod: the transformed GEMM runs at simd_bits / 32
+    # widening MACs per instruction; with dotprod ncnn skips Winograd for int8
+    plain = simple_target(isa=("neon",))
+    rows = cpu.path_table(plain, K.RUNTIME_NCNN)[K.PATH_INT8]
+    assert rows[K.A_WINOGRAD] == 4.0 and rows[K.A_WG_RATE] == 128 / 32
+    dot = cpu.path_table(simple_target(), K.RUNTIME_NCNN)[K.PATH_INT8]
+    assert dot[K.A_WINOGRAD] == 0.0
+
+
+def test_parallel_efficiency_scales_compute_as_its_definition():
+    # compute-bound 1x1 GEMM big enough for 4 threads: each thread beyond the first adds
+    # `parallel_efficiency` of a core -> t = 4 at 0.5 runs 1 / (1 + 3 * 0.5) of one thread
+    row = conv(256, 256, 64, ksize=1)
+    t = simple_target(cores=4, parallel_efficiency=0.5, thread_overhead_us=0.0)
+    one = cycles([row], [(32, 32)], t, threads=1, runtime="ncnn")[0, 0] - OVH
+    four = cycles([row], [(32, 32)], t, threads=4, runtime="ncnn")[0, 0] - OVH
+    assert one / four == pytest.approx(2.5)
+    perfect = dataclasses.replace(t, parallel_efficiency=1.0)
+    four_perfect = cycles([row], [(32, 32)], perfect, threads=4, runtime="ncnn")[0, 0] - OVH
+    assert one / four_perfect == pytest.approx(4.0)
+
+
+def test_dram_roof_moves_from_the_one_thread_to_the_all_core_figure():
+    t = simple_target(cores=4, clock_ghz=2.0, dram=Dram("t", 16.0, 8.0, 4.0))
+    p = cpu.params_row(t, None)
+    # GB/s / GHz = bytes per cycle: 8 / 2 at one thread, 4 / 2 at four, linear between
+    assert K.dram_bandwidth(p, 1.0) == pytest.approx(4.0)
+    assert K.dram_bandwidth(p, 4.0) == pytest.approx(2.0)
+    assert K.dram_bandwidth(p, 2.0) == pytest.approx(4.0 - 2.0 / 3.0)
+    # unset: the one-thread figure at any thread count
+    p1 = cpu.params_row(simple_target(cores=4, clock_ghz=2.0, dram=Dram("t", 16.0, 8.0)), None)
+    assert K.dram_bandwidth(p1, 4.0) == pytest.approx(4.0)
+
+
+def test_dram_bound_pass_slows_as_the_shared_roof_says():
+    # a 64 MiB elementwise add on 4 threads, DRAM-bound: bytes / all-core bandwidth
+    nbytes = 3 * 4 * (1 << 22)
+    row = layer("eltwise", ops=1 << 22, a_in=2 << 22, a_out=1 << 22)
+    t = simple_target(cores=4, dram=Dram("t", 8.0, 8.0, 2.0), op_overhead_us=0.0,
+                      thread_overhead_us=0.0)
+    got = cycles([row], [(32, 32)], t, threads=4, runtime="ncnn")[0, 0]
+    assert got == pytest.approx(nbytes / 2.0)
+
+
+def test_rpi_zero_2w_is_the_pi3_core_at_one_gigahertz():
+    zero, pi3 = shipped("rpizero2w"), shipped("rpi3")
+    assert (zero.clock_ghz, zero.cores) == (1.0, 4)
+    # Cortex-A53: a 128-bit FMLA every other cycle -> 2 fp32 MACs per cycle per core
+    assert cpu.peak_macs_per_cycle(zero)["fp32"] == 2.0
+    assert dataclasses.replace(zero, name=pi3.name, description=pi3.description,
+                               sources=pi3.sources, clock_ghz=pi3.clock_ghz,
+                               power=pi3.power, parallel_efficiency=pi3.parallel_efficiency) == pi3
