@@ -66,7 +66,8 @@ def load_target(name_or_path: str | Path) -> Any:
 
     Args:
         name_or_path: a shipped target's name (`"rpi5"` -> `targets/rpi5.yaml`) or a path to a
-            `.yaml` file.
+            `.yaml` file, optionally followed by a variant, `":field=value,..."` (see
+            `split_variant`), e.g. `"rpi4:clock_ghz=1.5"` for a Pi 4 B0 at its stock clock.
 
     Returns:
         The frozen target dataclass for the file's `kind`.
@@ -74,14 +75,54 @@ def load_target(name_or_path: str | Path) -> Any:
     Raises:
         TargetError: the file is missing, not YAML, or does not validate.
     """
-    path, label = _locate(str(name_or_path))
+    base, changes = split_variant(str(name_or_path))
+    path, label = _locate(base)
     try:
         raw = yaml.safe_load(path.read_text())
     except OSError as e:
         raise TargetError(label, _TOP, f"cannot read: {e.strerror}") from None
     except yaml.YAMLError as e:
         raise TargetError(label, _TOP, f"not valid YAML: {str(e).splitlines()[0]}") from None
-    return target_from_dict(raw, label)
+    return target_from_dict(apply_variant(raw, changes, label), label)
+
+
+def split_variant(spec: str) -> tuple[str, dict[str, str]]:
+    """`"rpi4:clock_ghz=1.5,cores=2"` -> `("rpi4", {"clock_ghz": "1.5", "cores": "2"})`.
+
+    A variant derives a target without copying its file: each `key=value` replaces one field
+    (a dotted key reaches a nested one, e.g. `dram.sustained_bandwidth_gbps=4`).
+    """
+    base, sep, rest = spec.partition(":")
+    if not sep:
+        return spec, {}
+    changes = {}
+    for item in rest.split(","):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise TargetError(base, f"variant {item!r}", "expected key=value")
+        changes[key.strip()] = value.strip()
+    return base, changes
+
+
+def apply_variant(raw: Any, changes: Mapping[str, str], file: str) -> Any:
+    """The parsed document with the variant's fields replaced (values parsed as YAML), its
+    name extended and each replaced field cited as set by the user; validated afterwards."""
+    if not changes or not isinstance(raw, dict):
+        return raw
+    doc = {**raw, "sources": dict(raw.get("sources") or {})}
+    for key, text in changes.items():
+        *parents, leaf = key.split(".")
+        node = doc
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise TargetError(file, key, "variant names no nested field")
+            node[part] = dict(node[part])
+            node = node[part]
+        node[leaf] = yaml.safe_load(text)
+        doc["sources"][key] = f"variant: set by the user ({key}={text})"
+    spec = ",".join(f"{k}={v}" for k, v in changes.items())
+    doc["name"] = f"{raw.get('name')}:{spec}"
+    return doc
 
 
 def list_targets() -> list[str]:

@@ -196,3 +196,36 @@ def test_hwmodels_imports_only_the_ir_from_compiler():
             bad += [f"{path.name}: {n}" for n in names
                     if n.split(".")[0] == "compiler" and n != "compiler.ir"]
     assert bad == []
+
+
+def test_variant_replaces_fields_and_cites_the_user():
+    base, b0 = load_target("rpi4"), load_target("rpi4:clock_ghz=1.5,cores=2")
+    assert (b0.clock_ghz, b0.cores) == (1.5, 2)
+    assert b0.name == "rpi4:clock_ghz=1.5,cores=2"
+    assert "set by the user" in b0.sources["clock_ghz"]
+    # everything else is the shipped file's
+    assert dataclasses.replace(b0, name=base.name, clock_ghz=base.clock_ghz, cores=base.cores,
+                               sources=base.sources) == base
+
+
+def test_variant_reaches_nested_fields():
+    t = load_target("rpi5:dram.sustained_bandwidth_gbps=4.5")
+    assert t.dram.sustained_bandwidth_gbps == 4.5
+    assert t.dram.bandwidth_gbps == load_target("rpi5").dram.bandwidth_gbps
+
+
+@pytest.mark.parametrize("spec, field, what", [
+    ("rpi4:clock_ghz=-1", "clock_ghz", "must be > 0, got -1"),
+    ("rpi4:cores=two", "cores", "expected int, got str 'two'"),
+    ("rpi4:frequency=2", "frequency", "unknown field"),
+    ("rpi4:clock_ghz.x=2", "clock_ghz.x", "variant names no nested field"),
+])
+def test_bad_variant_is_validated_like_a_file(spec, field, what):
+    with pytest.raises(TargetError) as info:
+        load_target(spec)
+    assert str(info.value).startswith(f"targets/rpi4.yaml: {field}: {what}")
+
+
+def test_variant_without_equals_sign_is_rejected():
+    with pytest.raises(TargetError, match="expected key=value"):
+        load_target("rpi4:clock_ghz")
