@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from edgesim import api
+from edgesim import api, validate
 from edgesim.errors import UserError
 
 EXIT_USAGE = 2
@@ -310,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe = target.add_parser("probe", help="measure this machine and write a cpu target")
     probe.add_argument("-o", "--output", required=True, help="YAML file to write")
     probe.set_defaults(run=cmd_probe)
+    validate.add_parser(sub)
     return p
 
 

@@ -64,8 +64,10 @@ def _rel(p: Path) -> str:
 # hwmodels/probe.py measures this host's kernels by running onnxruntime on models it builds;
 # edgesim/zoo/train_digits.py is the offline training script that checks its export.
 THIRD_PARTY_HOMES = {
-    "onnx": ("compiler/frontend/", "compiler/emit/", "edgesim/zoo/", "hwmodels/probe.py"),
-    "onnxruntime": ("edgesim/evaluate.py", "hwmodels/probe.py", "edgesim/zoo/train_digits.py"),
+    "onnx": ("compiler/frontend/", "compiler/emit/", "edgesim/zoo/", "hwmodels/probe.py",
+             "edgesim/validate.py"),
+    "onnxruntime": ("edgesim/evaluate.py", "hwmodels/probe.py", "edgesim/zoo/train_digits.py",
+                    "edgesim/validate.py"),
     "matplotlib": ("edgesim/plot.py",),
 }
 

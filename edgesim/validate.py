@@ -1,0 +1,263 @@
+"""`edgesim validate`: predicted vs measured latency, per layer and in total, on this machine.
+
+The model (at the asked bits, emitted as `edgesim quantize` would) runs in onnxruntime with per-
+node profiling (`SessionOptions.enable_profiling`); the graph onnxruntime optimised is saved
+beside it, so every profiled node is known by its outputs. Nodes map to IR layers by node name
+first (`_named_layer`), then by tensor name: a node writing an IR tensor (or named after one, as
+onnxruntime's NCHWc nodes are) belongs to the layer that produces it; a node writing only
+tensors the IR does not have (a QuantizeLinear in front of a conv) belongs to the layer its
+output feeds. IR layers onnxruntime fused away (a Relu inside FusedConv, a folded Reshape) join
+the group of the layer they feed, so each row compares a group of layers with the nodes that ran
+them. The error of a row is predicted / measured - 1.
+
+On a board: `edgesim target probe host.yaml`, then `edgesim validate MODEL --target host.yaml`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import tempfile
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compiler.ir import Graph
+from edgesim import assignment
+from edgesim import calibration as cal
+from edgesim.simulate import simulate_graph
+
+NODE_SUFFIX = "_kernel_time"  # onnxruntime profile event of one node's kernel
+# onnxruntime's NchwcTransformer (x86 AVX2 / AVX-512) renames a converted node's outputs
+# ("reorder_token_N") and names the node after its original output plus this suffix
+NCHWC_SUFFIX = "_nchwc"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One group of IR layers and the onnxruntime nodes that ran them."""
+
+    layers: tuple[str, ...]
+    nodes: tuple[str, ...]
+    predicted_ms: float
+    measured_ms: float
+
+    @property
+    def error(self) -> float:
+        return self.predicted_ms / self.measured_ms - 1.0 if self.measured_ms > 0 else np.inf
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Per-group rows, totals and the error summary of one validation run."""
+
+    model: str
+    target: str
+    bits: str
+    threads: int
+    rows: tuple[Row, ...]
+    predicted_ms: float
+    measured_ms: float        # median wall time of a whole run (unprofiled session)
+    node_sum_ms: float        # sum of the profiled node medians
+    unmapped_nodes: tuple[str, ...]
+
+    @property
+    def total_error(self) -> float:
+        return self.predicted_ms / self.measured_ms - 1.0
+
+    def summary(self) -> dict[str, float]:
+        """Median |error| over groups, share within +-10 / +-25 %, total error."""
+        err = [abs(r.error) for r in self.rows if r.measured_ms > 0]
+        return {"groups": len(err), "median_abs_err": float(np.median(err)) if err else 0.0,
+                "within_10": float(np.mean([e <= 0.10 for e in err])) if err else 0.0,
+                "within_25": float(np.mean([e <= 0.25 for e in err])) if err else 0.0,
+                "total_error": self.total_error}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        rows = [{**asdict(r), "error": r.error} for r in self.rows]
+        return {**{k: v for k, v in asdict(self).items() if k != "rows"}, "rows": rows,
+                "summary": self.summary()}
+
+
+def node_times(events: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Median kernel time (ms) of every node in an onnxruntime profile (one event per run)."""
+    per: dict[str, list[float]] = defaultdict(list)
+    for e in events:
+        name = str(e.get("name", ""))
+        if e.get("cat") == "Node" and name.endswith(NODE_SUFFIX):
+            per[name[:-len(NODE_SUFFIX)]].append(float(e["dur"]) * 1e-3)
+    return {n: statistics.median(v) for n, v in per.items()}
+
+
+def _named_layer(name: str, index: Mapping[str, int], producer: Mapping[str, int]) -> int | None:
+    """The layer a node's name points at: onnxruntime keeps the emitted node name (the IR
+    layer's, or `<layer>.<step>` for its Q / DQ nodes), adds `_token_<n>` to nodes it rewrites
+    and names NCHWc nodes `<output tensor>_nchwc`."""
+    base = re.sub(r"_token_\d+$", "", name)
+    if base.endswith(NCHWC_SUFFIX):
+        return producer.get(base[:-len(NCHWC_SUFFIX)])
+    for candidate in (base, base.split(".", 1)[0] if "." in base else ""):
+        if candidate in index:
+            return index[candidate]
+    return None
+
+
+def assign_nodes(nodes: Sequence[tuple[str, Sequence[str], Sequence[str]]],
+                 graph: Graph) -> dict[str, int]:
+    """Node name -> index of the IR layer it belongs to (see the module docstring); nodes
+    that reach no IR layer are left out. `nodes`: (name, inputs, outputs) in graph order."""
+    index = {layer.name: i for i, layer in enumerate(graph.layers)}
+    producer = {t: i for i, layer in enumerate(graph.layers) for t in layer.outputs}
+    consumers: dict[str, list[str]] = defaultdict(list)
+    for name, inputs, _ in nodes:
+        for t in inputs:
+            consumers[t].append(name)
+    outputs = {name: outs for name, _, outs in nodes}
+    out: dict[str, int] = {}
+    for name, _, _ in reversed(nodes):  # consumers first: a Q node inherits its consumer's
+        own = [producer[t] for t in outputs[name] if t in producer]
+        named = _named_layer(name, index, producer)
+        fed = [out[c] for t in outputs[name] for c in consumers[t] if c in out]
+        if named is not None:
+            out[name] = named
+        elif own or fed:
+            out[name] = max(own) if own else min(fed)
+    return out
+
+
+def layer_groups(graph: Graph, ran: set[int]) -> list[int]:
+    """Group id (a layer index that ran) of every layer: a layer no node ran joins the group
+    of its first consumer, or of the layer before it when nothing consumes it."""
+    users: dict[str, list[int]] = defaultdict(list)
+    for i, layer in enumerate(graph.layers):
+        for t in layer.inputs:
+            users[t].append(i)
+    group = list(range(len(graph.layers)))
+    for i in reversed(range(len(graph.layers))):
+        if i in ran:
+            continue
+        after = [j for t in graph.layers[i].outputs for j in users[t]]
+        group[i] = group[min(after)] if after else group[i - 1] if i > 0 else i
+    return group
+
+
+def compare(graph: Graph, predicted_ms: np.ndarray, node_ms: Mapping[str, float],
+            node_layer: Mapping[str, int]) -> list[Row]:
+    """Rows of (layers, nodes, predicted, measured) per group, in graph order."""
+    group = layer_groups(graph, set(node_layer.values()))
+    layers: dict[int, list[int]] = defaultdict(list)
+    for i, g in enumerate(group):
+        layers[g].append(i)
+    nodes: dict[int, list[str]] = defaultdict(list)
+    for name, i in node_layer.items():
+        if name in node_ms:
+            nodes[group[i]].append(name)
+    # the group's own layer (the one its nodes ran) names the row
+    return [Row(tuple(graph.layers[i].name for i in [g, *(j for j in members if j != g)]),
+                tuple(sorted(nodes[g])),
+                float(sum(predicted_ms[i] for i in members)),
+                float(sum(node_ms[n] for n in nodes[g])))
+            for g, members in sorted(layers.items())]
+
+
+def _optimised_nodes(path: Path) -> list[tuple[str, list[str], list[str]]]:
+    import onnx  # on demand: the CLI registers this command without loading onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return [(n.name, list(n.input), list(n.output)) for n in model.graph.node]
+
+
+def profile(model_path: Path, feeds: Mapping[str, np.ndarray], threads: int, runs: int,
+            workdir: Path) -> tuple[dict[str, float], list[tuple[str, list[str], list[str]]]]:
+    """Profile `runs` runs (the median per node discounts the cold first run); returns node
+    medians (ms) and the optimised graph's nodes."""
+    import onnxruntime as ort  # on demand, as onnx above
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(workdir / "profile")
+    opts.optimized_model_filepath = str(workdir / "optimised.onnx")
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+    for _ in range(runs):
+        sess.run(None, dict(feeds))
+    events = json.loads(Path(sess.end_profiling()).read_text())
+    return node_times(events), _optimised_nodes(workdir / "optimised.onnx")
+
+
+def validate(model: Any, target: Any, *, bits: Any = "fp32", threads: int = 1, runs: int = 20,
+             calib_random: int = 8) -> Validation:
+    """Run `model` at `bits` here, profiled, and compare with the prediction on `target`.
+
+    Args:
+        model: ONNX path, `zoo:NAME`, ModelProto or Graph.
+        target: the target (name, YAML path or object) describing this machine.
+        bits: as `edgesim quantize` takes them ("fp32", 8 = W8A8, 4 = W4, ...).
+        threads: onnxruntime intra-op threads, and the threads the model assumes.
+        runs: profiled runs (and timed runs of the total).
+        calib_random: random calibration samples for quantised activations.
+    """
+    from edgesim.api import load_graph, resolve_target
+    from edgesim.evaluate import measure_latency
+    from edgesim.quantize import quantize_model
+
+    g = load_graph(model)
+    tgt = resolve_target(target)
+    sim = simulate_graph(g, tgt, assignment.resolve(g, bits), threads=threads)
+    predicted = np.array([r.latency_ms for r in sim.layers])
+    feeds = next(cal.batches(g, cal.random_samples(g, 1)))
+    with tempfile.TemporaryDirectory(prefix="edgesim-validate-") as tmp:
+        work = Path(tmp)
+        path = Path(quantize_model(g, bits, calib_random=calib_random,
+                                   out=work / "model.onnx").out)
+        node_ms, nodes = profile(path, feeds, threads, runs, work)
+        total = measure_latency(path, feeds, threads, runs).median_ms
+    node_layer = assign_nodes(nodes, g)
+    rows = compare(g, predicted, node_ms, node_layer)
+    return Validation(g.name, getattr(tgt, "name", str(target)), str(bits), threads,
+                      tuple(rows), float(predicted.sum()), total, float(sum(node_ms.values())),
+                      tuple(sorted(set(node_ms) - set(node_layer))))
+
+
+def format_table(v: Validation) -> str:
+    """The human-readable report: one line per group, then the totals and the summary."""
+    lines = [f"{v.model} on {v.target} ({v.bits}, {v.threads} thread(s))",
+             f"{'layers':<40} {'pred ms':>9} {'meas ms':>9} {'error':>7}"]
+    for r in v.rows:
+        name = r.layers[0] + (f" +{len(r.layers) - 1}" if len(r.layers) > 1 else "")
+        lines.append(f"{name[:40]:<40} {r.predicted_ms:9.3f} {r.measured_ms:9.3f} "
+                     f"{r.error:+7.1%}")
+    s = v.summary()
+    lines.append(f"{'total (wall)':<40} {v.predicted_ms:9.3f} {v.measured_ms:9.3f} "
+                 f"{v.total_error:+7.1%}")
+    lines.append(f"per group: median |error| {s['median_abs_err']:.1%}, within 10 % "
+                 f"{s['within_10']:.0%}, within 25 % {s['within_25']:.0%}")
+    return "\n".join(lines)
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register `edgesim validate` on the CLI's subparsers."""
+    p = subparsers.add_parser("validate", help="predicted vs measured latency on this machine")
+    p.add_argument("model", help="ONNX file or zoo:NAME")
+    p.add_argument("--target", required=True, help="target describing this machine "
+                   "(e.g. the YAML `edgesim target probe` wrote)")
+    p.add_argument("--bits", default="fp32", help="fp32, 8 (W8A8), 4 (W4), ...")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    v = validate(args.model, args.target, bits=args.bits, threads=args.threads, runs=args.runs)
+    print(json.dumps(v.to_dict(), indent=1) if args.json else format_table(v))
+    return 0
