@@ -45,7 +45,8 @@ class McuTarget:
     """A microcontroller: one in-order core, SRAM for activations, flash for weights.
 
     `arena_kib` is the largest contiguous SRAM region the activation arena can use;
-    `flash_wait_states` apply at `flash_clock_mhz` per `flash_line_bytes` read.
+    `flash_wait_states` apply at `flash_clock_mhz` per `flash_line_bytes` read; `helium`:
+    the core has the M-profile Vector Extension (Cortex-M55 / M85).
     """
 
     name: str
@@ -70,6 +71,7 @@ class McuTarget:
     exp_cycles: float
     op_overhead_cycles: float
     run_power_mw: float
+    helium: bool = False
 
     def __post_init__(self) -> None:
         if self.arena_kib > self.sram_kib:
@@ -80,8 +82,9 @@ class McuTarget:
 
     @property
     def peak_macs_per_cycle(self) -> float:
-        """SMLAD retires two 16-bit MACs per cycle (Cortex-M DSP extension); else one MAC."""
-        return 2.0 if self.dsp else 1.0
+        """Helium (MVE) on a dual-beat core: a 128-bit VMLADAV (16 int8 MACs) per two cycles
+        (Cortex-M55 TRM); SMLAD retires two 16-bit MACs per cycle (DSP extension); else one."""
+        return 8.0 if self.helium else 2.0 if self.dsp else 1.0
 
 
 @dataclass(frozen=True)
