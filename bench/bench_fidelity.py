@@ -9,7 +9,8 @@ predicts the latency on the row's target at the row's clock, thread count and pr
 Figures: median absolute error |pred / meas - 1|, share of rows within +-10 % / +-25 %, and the
 bias (geometric mean of pred / meas) overall and per device / runtime / precision / threads;
 1 -> N thread speed-ups (pred vs meas); int8-vs-fp32 speed-up direction. Rows whose model is in
-`FIT_MODELS` are reported separately from the held-out rest: `--fit` fits each target's
+`FIT_MODELS` (or whose target is in `FIT_TARGETS`) are reported separately from the held-out
+rest: `--fit` fits each target's
 `parallel_efficiency` (the one fitted number; every other comes from its cited source) to the
 multi-thread rows of those models and prints the values the target files record.
 
@@ -39,6 +40,8 @@ HERE = Path(__file__).resolve().parent / "fidelity"
 BITS = {"fp32": (32, 32), "fp16": (16, 16), "int8": (8, 8)}
 # models whose rows the one fitted parameter per target (`parallel_efficiency`) was fitted on
 FIT_MODELS = ("mobilenet", "resnet18", "squeezenet")
+# targets whose kernel rates were set with their rows in view (see their `sources`)
+FIT_TARGETS = ("stm32l4r5", "nrf5340", "stm32u575")
 EFF_GRID = np.round(np.arange(0.05, 1.0001, 0.01), 2)
 GROUPS = ("device", "runtime", "precision", "threads")
 
@@ -80,10 +83,15 @@ def predict_ms(row: dict[str, str], tables: dict[str, LayerTable], runtime: str)
     return float(cost.latency_s.sum()) * 1e3
 
 
-def _target(row: dict[str, str]) -> cpu.CpuTarget:
+def _target(row: dict[str, str]) -> object:
+    """The row's target at the row's clock (a variant when the clock differs)."""
     target = load_target(row["target"])
-    if abs(target.clock_ghz - float(row["clock_ghz"])) > 1e-9:
-        target = cpu.variants(target, clock_ghz=[float(row["clock_ghz"])])[0]
+    ghz = float(row["clock_ghz"])
+    mcu = getattr(target, "kind", "") == "mcu"
+    have = target.clock_mhz / 1e3 if mcu else target.clock_ghz
+    if abs(have - ghz) > 1e-9:
+        field, value = ("clock_mhz", ghz * 1e3) if mcu else ("clock_ghz", ghz)
+        target = load_target(f"{row['target']}:{field}={value}")
     return target
 
 
@@ -186,8 +194,8 @@ def run(runtime: str) -> tuple[dict, list[dict]]:
                      "meas_ms": meas, "pred_ms": round(pred, 3), "ratio": pred / meas})
     for r in rows:
         r["device"] = r["target"]
-    held = [r for r in rows if r["model"] not in FIT_MODELS]
-    fitted = [r for r in rows if r["model"] in FIT_MODELS]
+    fitted = [r for r in rows if r["model"] in FIT_MODELS or r["target"] in FIT_TARGETS]
+    held = [r for r in rows if r not in fitted]
     report = {"runtime_modelled": runtime, "overall": summary([r["ratio"] for r in rows]),
               "held_out": summary([r["ratio"] for r in held]),
               "fitted": summary([r["ratio"] for r in fitted]) if fitted else None,
