@@ -113,19 +113,40 @@ def simulate(model: Any, target: Any, *, bits: Any = "fp32", threads: int | None
         bits: "fp32", a bit width (8 = W8A8, 4 = W4 weight-only), a JSON path, a mapping
             {layer: bits} or an int array [L, 2] of (w_bits, a_bits).
         threads: CPU threads (default: all cores of the target).
-        runtime: "onnxruntime" (the kernels onnxruntime takes) or "ideal" (best the ISA allows).
+        runtime: "onnxruntime" (the kernels onnxruntime takes), "ncnn" (Tencent ncnn's Arm
+            kernels) or "ideal" (best the ISA allows).
 
     Returns:
         An `edgesim.simulate.Simulation`.
     """
     from edgesim import assignment
     from edgesim.simulate import simulate_graph
+    from hwmodels.cpu import RUNTIMES
 
-    if runtime not in ("onnxruntime", "ideal"):
-        raise UserError("--runtime", f"must be onnxruntime or ideal, got {runtime!r}")
+    if runtime not in RUNTIMES:
+        raise UserError("--runtime", f"must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     g = load_graph(model, input_shapes)
     return simulate_graph(g, resolve_target(target), assignment.resolve(g, bits),
                           threads=threads, runtime=runtime)
+
+
+def compare_runtimes(model: Any, target: Any, runtimes: Sequence[str] | None = None, *,
+                     bits: Any = "fp32", threads: int | None = None,
+                     input_shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, Any]:
+    """One model on one target under several runtime profiles, side by side.
+
+    Args:
+        model / target / bits / threads / input_shapes: as `simulate`.
+        runtimes: profile names (default: every CPU runtime profile, `hwmodels.cpu.RUNTIMES`).
+
+    Returns:
+        Runtime name -> its `edgesim.simulate.Simulation` (same layers, same bits).
+    """
+    from hwmodels.cpu import RUNTIMES
+
+    g = load_graph(model, input_shapes)
+    return {rt: simulate(g, target, bits=bits, threads=threads, runtime=rt)
+            for rt in (runtimes or tuple(RUNTIMES))}
 
 
 def inspect(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Inspection:

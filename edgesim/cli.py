@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(sim)
     sim.add_argument("--target", required=True, help="shipped target name or YAML file")
     sim.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
-    sim.add_argument("--runtime", default="onnxruntime", choices=("onnxruntime", "ideal"))
+    sim.add_argument("--runtime", default="onnxruntime", help="onnxruntime, ncnn or ideal")
     sim.add_argument("--bits", default="fp32",
                      help="fp32, 8 (W8A8), 4 (W4 weight-only), or an assignment JSON file")
     sim.set_defaults(run=cmd_simulate)
