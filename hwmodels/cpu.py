@@ -8,7 +8,10 @@ the kernel once, and wraps the result in a `Cost`. It must not import `hwmodels.
 Runtimes: `"onnxruntime"` models the kernels onnxruntime 1.31 takes for each emitted format;
 `"ideal"` the best kernel the ISA allows (headroom); `"ncnn"` Tencent ncnn's Arm kernels
 (fp16 storage and arithmetic on cores with fp16 arithmetic, Winograd F(6,3) / F(4,3) / F(2,3)
-for 3x3 stride-1 convs, int8 models on its int8 kernels with requantisation fused).
+for 3x3 stride-1 convs, int8 models on its int8 kernels with requantisation fused);
+`"xnnpack"` XNNPACK as TensorFlow Lite's CPU delegate runs a model (indirect convolution:
+no im2col buffer, Dukhan 2019; fp32 graphs in fp32; int8 graphs end to end in int8 with
+requantisation fused, no Q / DQ nodes; no Winograd).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from hwmodels import energy
 from hwmodels.cost import Cost, check_bits, memory_bytes
 from hwmodels.kernels import cpu as K
 
-RUNTIMES = {"onnxruntime": K.RUNTIME_ORT, "ideal": K.RUNTIME_IDEAL, "ncnn": K.RUNTIME_NCNN}
+RUNTIMES = {"onnxruntime": K.RUNTIME_ORT, "ideal": K.RUNTIME_IDEAL, "ncnn": K.RUNTIME_NCNN,
+            "xnnpack": K.RUNTIME_XNNPACK}
 ISA_FEATURES = ("neon", "dotprod", "i8mm", "fp16", "sve", "sse4_2", "avx", "avx2", "fma",
                 "f16c", "avx512f", "avx512bw", "avx512_vnni", "avxvnni", "amx")
 # int8 dot-product instructions and their MACs per instruction relative to sdot / vpdpbusd
@@ -344,6 +348,9 @@ def kernel_paths(table: LayerTable, bits: np.ndarray, target: CpuTarget,
     if runtime == K.RUNTIME_NCNN:  # fp16 arithmetic where the core has it; int8 models on int8
         return np.select([float_w & ("fp16" in target.isa), float_w, a <= 8],
                          [K.PATH_FP16, K.PATH_FP32, K.PATH_INT8], K.PATH_FP32_UNPACK)
+    if runtime == K.RUNTIME_XNNPACK:  # fp32 graphs in fp32 (fp16 only when asked for)
+        return np.select([fp16, float_w, a <= 8], [K.PATH_FP16, K.PATH_FP32, K.PATH_INT8],
+                         K.PATH_FP32_UNPACK)
     if runtime == K.RUNTIME_IDEAL:
         small_m = np.broadcast_to((table.m <= LUT_MAX_M)[:, None], w.shape)
         return np.select([fp16, float_w, a <= 8, small_m],

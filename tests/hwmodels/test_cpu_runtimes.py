@@ -122,3 +122,26 @@ def test_rpi_zero_2w_is_the_pi3_core_at_one_gigahertz():
     assert dataclasses.replace(zero, name=pi3.name, description=pi3.description,
                                sources=pi3.sources, clock_ghz=pi3.clock_ghz,
                                power=pi3.power, parallel_efficiency=pi3.parallel_efficiency) == pi3
+
+
+def test_xnnpack_int8_gemm_matches_hand_arithmetic():
+    # 1x1 conv 64 -> 64 on 8x8 pixels, W8A8, one core with one sdot pipe (16 int8 MACs per
+    # instruction): 64 / 4 * 64 / 16 = 64 register tiles of 4 x 16 x 64 MACs at 16 per cycle;
+    # requantisation fused in the kernel: 4096 outputs x 4 fp32 lane ops = 16 int8-lane ops
+    # each, on 16 int8 lanes. No Q / DQ nodes, no A packing, no im2col (indirect
+    # convolution): one node's overhead
+    row = conv(64, 64, 8, ksize=1)
+    got = cycles([row], [(8, 8)], simple_target(), runtime="xnnpack")[0, 0]
+    assert got == pytest.approx(64 * 4 * 16 * 64 / 16 + 4096 * 16 / 16 + OVH)
+
+
+def test_xnnpack_skips_the_nodes_and_passes_onnxruntime_adds_around_int8():
+    # onnxruntime's QDQ path: QuantizeLinear + QLinearConv + DequantizeLinear = 3 nodes, the
+    # extra two each cost an op overhead; xnnpack runs one fused node
+    t = simple_target(op_overhead_us=5.0)
+    row = conv(64, 64, 8, ksize=1)
+    ort = cycles([row], [(8, 8)], t, runtime="onnxruntime")[0, 0]
+    xnn = cycles([row], [(8, 8)], t, runtime="xnnpack")[0, 0]
+    assert ort - xnn >= 2 * 5000
+    assert cpu.kernel_paths(make_table([row]), np.array([(8, 8), (32, 32)]), t,
+                            K.RUNTIME_XNNPACK).tolist() == [[K.PATH_INT8, K.PATH_FP32]]
