@@ -15,7 +15,13 @@ and `paths` [H, NPATH, NA] (per kernel path: MAC rate and the passes it adds). S
   per B block; DRAM the compulsory bytes of operands living there, re-read when they exceed
   the last level. Roofline per level (Williams et al., CACM 2009): max over all of them.
 - Threads: onnxruntime gives each thread >= MLAS_SGEMM_THREAD_COMPLEXITY = 64K MACs
-  (core/mlas/lib/mlasi.h); a parallel op pays `thread_overhead_us` once.
+  (core/mlas/lib/mlasi.h); a parallel op pays `thread_overhead_us` once. Compute on t threads
+  takes 1 / (1 + (t - 1) * parallel_efficiency) of one thread's (`serial_share`: contention
+  for the shared cache and memory, barriers); DRAM serves the one-thread sustained bandwidth
+  at t = 1 and the all-core figure at t = cores, linear in between (`dram_bandwidth`).
+- Winograd (ncnn profile): 3x3 stride-1 convs run as F(r, 3) (`winograd_tile`,
+  `winograd_core`; Lavin & Gray, CVPR 2016): (r + 2)^2 GEMMs over the tiles plus input and
+  output transform passes.
 - Passes (Q/DQ, activation quantisation, A packing, im2col, weight dequantisation, elementwise,
   norm, softmax, copies): max(lane_ops / (lanes * pipes), bytes / bandwidth) from the last
   level when they fit it, else DRAM; blocked buffers from L2. exp costs EXP_LANE_OPS.
