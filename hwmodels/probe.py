@@ -188,11 +188,14 @@ def _time_session(model: Any, x: np.ndarray, threads: int, seconds: float) -> fl
     return statistics.median(times)
 
 
-def measure_ort_overheads(cores: int, seconds: float) -> dict[str, float] | None:
+def measure_ort_overheads(cores: int, seconds: float,
+                          parallel_efficiency: float = 1.0) -> dict[str, float] | None:
     """onnxruntime's fixed costs in us: per non-GEMM node and per inference (chains of 6 and 60
     typical elementwise nodes on [1, 4, 16]: t(n) = run + n * op), per GEMM node (60 MatMuls
     [1,4,16] x [16,16]), and the fork/join of a parallel op (16 MatMuls [64,256] x [256,256]
-    on 1 vs all threads: t_N = o + c / N + s). None when onnxruntime is not importable."""
+    on 1 vs all threads: t_N = o + c / (1 + (N - 1) e) + s, with e the measured
+    `parallel_efficiency`, so that imperfect scaling is not booked as fork/join as well).
+    None when onnxruntime is not importable."""
     try:
         x = np.ones((1, 4, 16), np.float32)
         small = {"b": np.full(16, 0.5, np.float32), "s": np.ones(16, np.float32),
@@ -207,7 +210,8 @@ def measure_ort_overheads(cores: int, seconds: float) -> dict[str, float] | None
     except ImportError:
         return None
     op = max((sixty - six) / 54, 1e-8)
-    fork = max(tn - gemm - max(t1 - gemm, 0.0) / cores, 0.0) if cores > 1 else 0.0
+    speedup = 1.0 + (cores - 1) * parallel_efficiency
+    fork = max(tn - gemm - max(t1 - gemm, 0.0) / speedup, 0.0) if cores > 1 else 0.0
     return {"op_overhead_us": op * 1e6, "gemm_overhead_us": max(gemm, op) * 1e6,
             "run_overhead_us": max(six - 6 * op, 0.0) * 1e6,
             "thread_overhead_us": max(fork * 1e6, 0.1)}
@@ -307,14 +311,15 @@ _OVERHEAD_HOW = {
     "run_overhead_us": "onnxruntime chains of 6 and 60 elementwise / norm / softmax nodes on "
                        "[1,4,16], 1 thread (CPU time)",
     "gemm_overhead_us": "onnxruntime chain of 60 MatMuls [1,4,16]x[16,16], 1 thread (CPU time)",
-    "thread_overhead_us": "onnxruntime 16 MatMuls [64,256]x[256,256], 1 vs all threads (wall)"}
+    "thread_overhead_us": "onnxruntime 16 MatMuls [64,256]x[256,256], 1 vs all threads "
+                          "(wall), net of parallel_efficiency"}
 _OVERHEAD_ASSUMED = {"op_overhead_us": 1.0, "gemm_overhead_us": 2.0, "run_overhead_us": 10.0,
                      "thread_overhead_us": 10.0}
 
 
-def _probe_runtime(cores: int, seconds: float, measured: str) -> tuple[dict[str, float],
-                                                                       dict[str, str]]:
-    got = measure_ort_overheads(cores, seconds)
+def _probe_runtime(cores: int, seconds: float, measured: str, parallel_efficiency: float = 1.0
+                   ) -> tuple[dict[str, float], dict[str, str]]:
+    got = measure_ort_overheads(cores, seconds, parallel_efficiency)
     if got is None:
         why = "assumed: onnxruntime not importable when probing"
         return dict(_OVERHEAD_ASSUMED), {k: why for k in _OVERHEAD_ASSUMED}
@@ -352,7 +357,8 @@ def probe_host(*, seconds: float = 0.3) -> CpuTarget:
                                                 measured)
     ghz = compute["clock_ghz"]
     caches, cache_src = _probe_caches(ghz, compute["simd_bits"], seconds, measured)
-    runtime, runtime_src = _probe_runtime(cores, seconds, measured)
+    runtime, runtime_src = _probe_runtime(cores, seconds, measured,
+                                          compute["parallel_efficiency"])
     dram, dram_src = _probe_dram(caches[-1].size_kib, seconds, measured)
     model = (info[0].get("model name") or info[0].get("CPU part") or arch) if info else arch
     sources = {"cores": f"{measured}: os.sched_getaffinity", "isa": f"{measured}: /proc/cpuinfo",

@@ -113,3 +113,16 @@ def test_probed_target_runs_the_cost_model(host):
 
     cost = cpu.evaluate(make_table([linear(64, 512, 512)]), np.array([(32, 32), (8, 8)]), host)
     assert np.isfinite(cost.latency_s).all() and (cost.latency_s > 0).all()
+
+
+def test_fork_join_is_net_of_the_measured_parallel_efficiency(monkeypatch):
+    # chains timed in this order: 6 and 60 elementwise nodes (1 us each + 10 us per run),
+    # 60 small MatMuls (2 us each), 16 big MatMuls on 1 thread (2 us + 100 us of compute) and
+    # on 4 threads at efficiency 0.5: 2 + 100 / (1 + 3 * 0.5) + 5 us of fork/join each
+    times = iter([16e-6, 70e-6, 60 * 2e-6, 16 * 102e-6, 16 * (2e-6 + 40e-6 + 5e-6)])
+    monkeypatch.setattr(probe, "_time_session", lambda *a, **k: next(times))
+    got = probe.measure_ort_overheads(4, 0.01, parallel_efficiency=0.5)
+    assert got["op_overhead_us"] == pytest.approx(1.0)
+    assert got["run_overhead_us"] == pytest.approx(10.0)
+    assert got["gemm_overhead_us"] == pytest.approx(2.0)
+    assert got["thread_overhead_us"] == pytest.approx(5.0)
