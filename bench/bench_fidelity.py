@@ -153,10 +153,12 @@ def _pairs(rows: list[dict], vary: str, a: str, b: str) -> list[tuple[dict, dict
 def thread_scaling(rows: list[dict]) -> dict:
     """1 -> 4 thread speed-ups: predicted vs measured, per device."""
     per: dict[str, list[float]] = defaultdict(list)
+    means: dict[str, list[tuple[float, float]]] = defaultdict(list)
     detail = []
     for one, four in _pairs(rows, "threads", "1", "4"):
         meas, pred = one["meas_ms"] / four["meas_ms"], one["pred_ms"] / four["pred_ms"]
         per[one["device"]].append(pred / meas)
+        means[one["device"]].append((meas, pred))
         detail.append((meas, pred))
     return {"n": len(detail), "within_15": round(sum(abs(p / m - 1) <= 0.15
                                                      for m, p in detail) / len(detail), 3),
@@ -166,7 +168,10 @@ def thread_scaling(rows: list[dict]) -> dict:
             "predicted_range": [round(min(p for _, p in detail), 2),
                                 round(max(p for _, p in detail), 2)],
             "ratio_pred_over_meas_per_device": {
-                d: round(float(np.exp(np.mean(np.log(v)))), 3) for d, v in sorted(per.items())}}
+                d: round(float(np.exp(np.mean(np.log(v)))), 3) for d, v in sorted(per.items())},
+            "mean_speedup_meas_pred_per_device": {
+                d: [round(float(np.mean([m for m, _ in v])), 2),
+                    round(float(np.mean([p for _, p in v])), 2)] for d, v in sorted(means.items())}}
 
 
 def quant_direction(rows: list[dict]) -> dict:
