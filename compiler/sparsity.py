@@ -97,10 +97,14 @@ def gemm_operands(layer: Layer, xs: list[np.ndarray]) -> tuple[np.ndarray, np.nd
 def gemm_masks(g: Graph, env: Mapping[str, np.ndarray], layer: Layer
                ) -> tuple[np.ndarray, np.ndarray]:
     """Nonzero masks (bool a [G, m, k], w [G, k, n]) of `layer`'s operands in `env` (a forward
-    pass that kept the layer's inputs)."""
+    pass that kept the layer's inputs). An input thresholded around a centre c counts its
+    values equal to c as zeros: the array computes W (x - c) and folds W c into the bias."""
     xs = [env[t] if t in env else g.weights[t] for t in layer.inputs[:2]]
     a, w = gemm_operands(layer, xs)
-    return a != 0, w != 0
+    made = g.producers().get(layer.inputs[0])
+    center = made.attrs.get("center", 0.0) if made is not None and \
+        made.attrs.get("fn") == "threshold" else 0.0
+    return a != a.dtype.type(center), w != 0
 
 
 @dataclass
