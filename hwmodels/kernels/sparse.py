@@ -189,16 +189,26 @@ def lane_tile_work(mode: int, lane_p: np.ndarray, col_nnz: np.ndarray, k: int) -
     densities `lane_p` (PE rows) and its columns' nonzero weight counts `col_nnz`.
 
     skip_activations: row i walks Bin(k, p_i); skip_weights: column j walks its nnz_j
-    (known); skip_both: row i walks Bin(max_j nnz_j, p_i): the row's PEs share its activation
-    stream, so with dense weights they are one lane (exact), and with pruned columns the
-    densest column stands for the row.
+    (known). skip_both: dense columns share row i's whole activation stream, so together
+    they are one lane Bin(k, p_i) (exact); a pruned column j (nnz_j < k, e.g. N:M) meets a
+    different subset of that stream, and is taken as its own independent lane Bin(nnz_j, p_i).
     """
     if mode == SKIP_W:
         return float(col_nnz.max())
-    t = np.full(lane_p.size, k if mode == SKIP_A else col_nnz.max(), dtype=np.int64)
-    if mode == SKIP_A or mode == SKIP_BOTH:
-        return expected_max_lanes(t, lane_p)
-    return float(k)
+    if mode == SKIP_A:
+        return expected_max_lanes(np.full(lane_p.size, k, dtype=np.int64), lane_p)
+    if mode != SKIP_BOTH:
+        return float(k)
+    pruned = col_nnz[col_nnz < k]
+    dense = 1 if pruned.size < col_nnz.size else 0
+    per_row = dense + pruned.size
+    t = np.empty(lane_p.size * per_row, dtype=np.int64)
+    p = np.empty(lane_p.size * per_row)
+    for i in range(lane_p.size):
+        p[i * per_row:(i + 1) * per_row] = lane_p[i]
+        t[i * per_row:i * per_row + dense] = k
+        t[i * per_row + dense:(i + 1) * per_row] = pruned
+    return expected_max_lanes(t, p)
 
 
 @njit(cache=True)

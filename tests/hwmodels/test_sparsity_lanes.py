@@ -64,3 +64,19 @@ def test_lane_model_follows_heterogeneous_random_masks():
 def test_per_lane_statistics_need_output_stationary():
     with pytest.raises(ValueError, match="output stationary"):
         lane_cycles(np.ones((1, 4)), np.ones((1, 4), int), 4, array(dataflow="ws"))
+
+
+@pytest.mark.parametrize("k", [64, 288])
+def test_lane_model_with_two_of_four_pruned_weights(k):
+    # each column keeps a different 2 of every 4 weights along K: its PEs meet different
+    # subsets of the row's activations, so the busiest of them exceeds one column's count
+    rng = np.random.default_rng(2)
+    target = array(dataflow="os", rows=32, cols=32, sparsity="skip_both")
+    p = np.repeat([0.1, 0.3, 0.5, 0.7], 16)
+    w = np.zeros((k, 64), bool)
+    for j in range(64):
+        for g in range(0, k, 4):
+            w[g + rng.choice(4, 2, replace=False), j] = True
+    exact = np.mean([data_driven_cycles(rng.random((64, k)) < p[:, None], w, target)
+                     for _ in range(10)])
+    assert lane_cycles(p[None], w.sum(0)[None], k, target) == pytest.approx(exact, rel=0.02)
