@@ -14,8 +14,13 @@ import numpy as np
 
 from compiler.executor import run
 from compiler.ir import Graph
+from compiler.passes.calibrate import CalibrationStats
+from compiler.passes.quantize import quantize
+from compiler.passes.sparsify import Threshold, calibrate_sequential, sparsify
+from compiler.sensitivity.loss import kl_divergence
 from compiler.sparsity import OperandStats, gemm_masks
 from hwmodels.macarray import MacArrayTarget
+from hwmodels.macarray import evaluate as macarray_evaluate
 from hwmodels.sparsity import data_driven_cycles, expected_cycles, lane_cycles
 
 
@@ -74,4 +79,80 @@ def compare_cycles(g: Graph, stats: Mapping[str, OperandStats],
     for name, s in stats.items():
         lanes, mean = statistical_cycles(s, target, bits)
         out.append(LayerCycles(name, s.density, exact[name], lanes, mean))
+    return out
+
+
+# --- joint bits x sparsity ------------------------------------------------------------------
+
+LEVELS = (0.0, 0.25, 0.5, 0.625, 0.75)  # target activation sparsity per MAC input
+Feeds = Mapping[str, np.ndarray]
+
+
+def level_thresholds(g: Graph, batches: list[Feeds], layers: tuple[str, ...],
+                     levels: tuple[float, ...] = LEVELS, mode: str = "magnitude"
+                     ) -> list[dict[str, Threshold]]:
+    """Per level, every layer's threshold, calibrated with all layers at that level (level
+    0 has none)."""
+    return [calibrate_sequential(g, batches, dict.fromkeys(layers, lvl), mode) if lvl > 0
+            else {} for lvl in levels]
+
+
+def output_kl(g: Graph, batches: list[Feeds], reference: list[np.ndarray],
+              fake_quant: bool = False) -> float:
+    """Mean KL(softmax(reference) || softmax(g's first output)) over the batches."""
+    losses = [kl_divergence(run(g, feeds, dtype="float32", fake_quant=fake_quant)
+                            [g.outputs[0]], ref)[0] for feeds, ref in zip(batches, reference)]
+    return float(np.mean(losses))
+
+
+def level_sensitivity(g: Graph, batches: list[Feeds], reference: list[np.ndarray],
+                      per_level: list[dict[str, Threshold]], layers: tuple[str, ...]
+                      ) -> np.ndarray:
+    """[L, S]: the KL increase when layer l alone is thresholded at level s."""
+    base = output_kl(g, batches, reference)
+    return np.array([[output_kl(sparsify(g, {n: th[n]}), batches, reference) - base
+                      if n in th else 0.0 for th in per_level] for n in layers])
+
+
+def plan_bits(g: Graph, chosen: Mapping[str, tuple[int, int]]) -> np.ndarray:
+    """The quantize pass's [L, 2] bits: `chosen` per named MAC layer, float elsewhere."""
+    return np.array([chosen.get(x.name, (32, 32)) for x in g.layers], dtype=np.int64)
+
+
+def bits_sensitivity(g: Graph, batches: list[Feeds], reference: list[np.ndarray],
+                     calib: CalibrationStats, layers: tuple[str, ...],
+                     bit_pairs: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """[L, B]: the KL increase when layer l alone is quantised to bit pair b (fake-quant)."""
+    base = output_kl(g, batches, reference)
+    return np.array([[output_kl(quantize(g, plan_bits(g, {n: b}), calib), batches, reference,
+                                fake_quant=True) - base for b in bit_pairs] for n in layers])
+
+
+def plan_latency_s(gs: Graph, stats: Mapping[str, OperandStats],
+                   chosen: Mapping[str, tuple[int, int]], target: MacArrayTarget) -> np.ndarray:
+    """Per layer of `gs` (thresholds included), predicted latency on `target`: MAC layers
+    from the per-lane model at their bits (8/8 where not chosen), other layers from the
+    array's cost model (vector unit)."""
+    cost = macarray_evaluate(gs.layer_table(), np.array([[8, 8]]), target).latency_s[:, 0]
+    hz = target.clock_ghz * 1e9
+    return np.array([lane_cycles(stats[x.name].lane_density, stats[x.name].w_col_nnz,
+                                 stats[x.name].k, target, chosen.get(x.name, (8, 8))) / hz
+                     if x.name in stats else c for x, c in zip(gs.layers, cost)])
+
+
+def joint_costs(g: Graph, per_level_stats: list[Mapping[str, OperandStats]],
+                per_level: list[dict[str, Threshold]], layers: tuple[str, ...],
+                bit_pairs: tuple[tuple[int, int], ...], target: MacArrayTarget) -> np.ndarray:
+    """[L, B, S] latency of each allocated layer (its threshold layer included) at each bit
+    pair and sparsity level; the model's other layers are a constant left out."""
+    out = np.zeros((len(layers), len(bit_pairs), len(per_level)))
+    for s, (stats, th) in enumerate(zip(per_level_stats, per_level)):
+        gs = sparsify(g, th)
+        names = [x.name for x in gs.layers]
+        for b, bits in enumerate(bit_pairs):
+            lat = plan_latency_s(gs, stats, dict.fromkeys(layers, bits), target)
+            for i, n in enumerate(layers):
+                cut = f"{n}/sparsify"
+                out[i, b, s] = lat[names.index(n)] + (lat[names.index(cut)] if cut in names
+                                                       else 0.0)
     return out
