@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler.executor import run
-from compiler.ir import Graph
+from compiler.ir import Graph, Layer
 from compiler.passes.calibrate import CalibrationStats
 from compiler.passes.quantize import quantize
 from compiler.passes.sparsify import Threshold, calibrate_sequential, sparsify
@@ -130,21 +130,32 @@ def bits_sensitivity(g: Graph, batches: list[Feeds], reference: list[np.ndarray]
 
 def plan_latency_s(gs: Graph, stats: Mapping[str, OperandStats],
                    chosen: Mapping[str, tuple[int, int]], target: MacArrayTarget) -> np.ndarray:
-    """Per layer of `gs` (thresholds included), predicted latency on `target`: MAC layers
-    from the per-lane model at their bits (8/8 where not chosen), other layers from the
-    array's cost model (vector unit)."""
+    """Per layer of `gs` (a batch-1 graph, thresholds included), predicted latency of one
+    sample on `target`: MAC layers from the per-lane model at their bits (8/8 where not
+    chosen; `stats` are per sample), other layers from the array's cost model."""
     cost = macarray_evaluate(gs.layer_table(), np.array([[8, 8]]), target).latency_s[:, 0]
     hz = target.clock_ghz * 1e9
+    folded = target.sparsity in ("skip_activations", "skip_both")
     return np.array([lane_cycles(stats[x.name].lane_density, stats[x.name].w_col_nnz,
                                  stats[x.name].k, target, chosen.get(x.name, (8, 8))) / hz
-                     if x.name in stats else c for x, c in zip(gs.layers, cost)])
+                     if x.name in stats else 0.0 if folded and _is_threshold(x) else c
+                     for x, c in zip(gs.layers, cost)])
+
+
+def _is_threshold(layer: Layer) -> bool:
+    # assumed: an array that skips zero activations already compares every input against
+    # zero where it compresses them (Eyeriss v2's CSC encoder, SCNN's sparse format); the
+    # threshold is that comparison with |x - c| < t, so it adds no cycles there. Elsewhere
+    # (a dense array, a CPU) it runs as the four elementwise ops it is.
+    return layer.kind == "activation" and layer.attrs.get("fn") == "threshold"
 
 
 def joint_costs(g: Graph, per_level_stats: list[Mapping[str, OperandStats]],
                 per_level: list[dict[str, Threshold]], layers: tuple[str, ...],
                 bit_pairs: tuple[tuple[int, int], ...], target: MacArrayTarget) -> np.ndarray:
     """[L, B, S] latency of each allocated layer (its threshold layer included) at each bit
-    pair and sparsity level; the model's other layers are a constant left out."""
+    pair and sparsity level, for one sample (`g` at batch 1); the model's other layers are
+    a constant left out."""
     out = np.zeros((len(layers), len(bit_pairs), len(per_level)))
     for s, (stats, th) in enumerate(zip(per_level_stats, per_level)):
         gs = sparsify(g, th)
