@@ -162,16 +162,16 @@ def _stats(name: str, acc: _Acc) -> OperandStats:
 
 
 def delta_density(frames: np.ndarray, threshold: float) -> float:
-    """Fraction of elements a delta rule transmits over a stream of frames [T, ...].
+    """Fraction of elements a delta rule sends over a stream of frames [T, ...].
 
     The rule (Neil et al., "Delta Networks", ICML 2017): each element keeps the last value
-    it sent; at frame t it sends x_t when |x_t - sent| >= threshold (and updates `sent`),
-    else a zero delta. The first frame is sent in full.
+    it sent (zero before the first frame); at each frame it sends x when
+    |x - sent| >= threshold (and updates `sent`), else nothing (a zero delta).
     """
     frames = np.asarray(frames)
-    sent = frames[0].copy()
-    count = sent.size
-    for x in frames[1:]:
+    sent = np.zeros_like(frames[0])
+    count = 0
+    for x in frames:
         fire = np.abs(x - sent) >= threshold
         sent = np.where(fire, x, sent)
         count += int(fire.sum())

@@ -172,3 +172,63 @@ def calibrate_sequential(g: Graph, batches: Iterable[Mapping[str, np.ndarray]],
         vals = input_values(sparsify(g, out), batches, [layer])
         out.update(calibrate_thresholds(g, vals, {layer: levels[layer]}, mode))
     return out
+
+
+# --- delta thresholds for streams -------------------------------------------------------------
+
+
+def delta_state(layer: str) -> tuple[str, str]:
+    """(graph input, graph output) names of the state a delta gate on `layer` carries."""
+    return f"{layer}/delta_state", f"{layer}/delta_sent"
+
+
+def _delta_layers(layer: Layer, t_name: str) -> tuple[Layer, ...]:
+    # sent = Where(|x - state| < t, state, x): an element is sent again only when it moved
+    # by t or more since it was last sent; the MAC layer reads what was sent
+    x, (state, sent), base = layer.inputs[0], delta_state(layer.name), layer.name + "/delta"
+    return (
+        Layer(f"{base}/sub", "eltwise", (x, state), (f"{base}/d",),
+              MappingProxyType({"fn": "sub"})),
+        Layer(f"{base}/abs", "activation", (f"{base}/d",), (f"{base}/a",),
+              MappingProxyType({"fn": "abs"})),
+        Layer(f"{base}/less", "eltwise", (f"{base}/a", t_name), (f"{base}/keep",),
+              MappingProxyType({"fn": "less"})),
+        Layer(f"{base}/where", "eltwise", (f"{base}/keep", state, x), (sent,),
+              MappingProxyType({"fn": "where"})),
+    )
+
+
+def delta_gates(g: Graph, thresholds: Mapping[str, float]) -> Graph:
+    """A stateful `g` for frame-by-frame streams: every MAC layer named in `thresholds`
+    reads its input through a delta gate (Neil et al., "Delta Networks", ICML 2017).
+
+    Each gate adds a graph input (the values last sent, zeros before the first frame) and
+    a graph output (the values sent now, the next frame's state); see `delta_state`.
+
+    Raises:
+        ModelError: if a named layer is not a sparsifiable MAC layer.
+    """
+    bad = sorted(set(thresholds) - {x.name for x in sparsifiable(g)})
+    if bad:
+        raise ModelError(f"layer {bad[0]}", "is not a conv/linear layer with a float input")
+    layers, types, weights = [], dict(g.types), dict(g.weights)
+    inputs, outputs = list(g.inputs), list(g.outputs)
+    for layer in g.layers:
+        if layer.name in thresholds:
+            spec = g.types[layer.inputs[0]]
+            t_name = f"{layer.name}/delta_threshold"
+            weights[t_name] = np.asarray(thresholds[layer.name], dtype=spec.dtype)
+            weights[t_name].flags.writeable = False
+            gate = _delta_layers(layer, t_name)
+            for x in gate:
+                types[x.outputs[0]] = replace(spec, dtype="bool") if x.attrs["fn"] == "less" \
+                    else spec
+            state, sent = delta_state(layer.name)
+            types[state], types[t_name] = spec, replace(spec, shape=())
+            inputs.append(state)
+            outputs.append(sent)
+            layers.extend(gate)
+            layer = replace(layer, inputs=(sent, *layer.inputs[1:]))
+        layers.append(layer)
+    return replace(g, inputs=tuple(inputs), outputs=tuple(outputs), layers=tuple(layers),
+                   types=MappingProxyType(types), weights=MappingProxyType(weights))

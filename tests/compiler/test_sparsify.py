@@ -138,6 +138,7 @@ def test_emitted_masks_equal_the_executor_simulation(name):
 
 def test_delta_density_by_hand():
     frames = np.array([[0.0, 1.0], [0.05, 1.0], [0.3, 0.5], [0.35, 0.45]])
-    # frame 0 sends 2; frame 1: |0.05| < 0.1 and 0 -> none; frame 2: both; frame 3: none
-    assert delta_density(frames, 0.1) == pytest.approx(4 / 8)
+    # from zeros: frame 0 sends only the 1.0; frame 1: |0.05| < 0.1 and 0 -> none;
+    # frame 2: |0.3 - 0| and |0.5 - 1| -> both; frame 3: moves of 0.05 -> none
+    assert delta_density(frames, 0.1) == pytest.approx(3 / 8)
     assert delta_density(frames, 0.0) == 1.0
