@@ -6,6 +6,7 @@
     skip_both) and on a 2:4-pruned variant (weights pruned by magnitude along K).
     Models: the trained digits CNN and transformer, and the zoo's resnet18 and mobilenet_v2
     (seeded random weights, 32x32 inputs made from the digits images).
+(c) stream: delta thresholds, frame by frame in onnxruntime (see `stream`).
 (b) joint: on the trained digits CNN and transformer, the Pareto fronts of joint
     bits x sparsity plans and of bits-only plans (predicted latency vs accuracy measured in
     onnxruntime on the 360 held-out images), and the best of each within 0.5 point of the
@@ -32,7 +33,12 @@ from compiler.frontend import load  # noqa: E402
 from compiler.ir import Graph  # noqa: E402
 from compiler.passes.calibrate import calibrate  # noqa: E402
 from compiler.passes.quantize import quantize  # noqa: E402
-from compiler.passes.sparsify import calibrate_sequential, sparsifiable, sparsify  # noqa: E402
+from compiler.passes.sparsify import (  # noqa: E402
+    calibrate_sequential,
+    delta_gates,
+    sparsifiable,
+    sparsify,
+)
 from compiler.sparsity import mac_layers, operand_stats  # noqa: E402
 from edgesim.sparsity import (  # noqa: E402
     LEVELS,
@@ -44,6 +50,7 @@ from edgesim.sparsity import (  # noqa: E402
     plan_bits,
     plan_latency_s,
 )
+from edgesim.streaming import ort_forward, run_stream  # noqa: E402
 from edgesim.zoo import build, load_digits_data  # noqa: E402
 from hwmodels.target import load_target  # noqa: E402
 
@@ -203,9 +210,46 @@ def plot_fronts(joint_result: dict, path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _clips(count: int, frames: int) -> list[np.ndarray]:
+    """Streams of `frames` frames morphing one held-out digit into the next (pixels move
+    smoothly between frames, as in a slowly changing sensor stream)."""
+    x = DATA["x_test"]
+    steps = np.linspace(0, 1, frames)
+    return [np.stack([(1 - a) * x[2 * i] + a * x[2 * i + 1] for a in steps])[:, None]
+            .astype(np.float32) for i in range(count)]
+
+
+def stream(name: str, clips: int = 20, frames: int = 16) -> list[dict]:
+    """Delta thresholds t = alpha * std(input) on every MAC input, frame by frame in
+    onnxruntime: MACs skipped (MAC-weighted unchanged inputs) vs agreement with the dense
+    model's per-frame prediction."""
+    g = load(build(name))
+    gb = load(build(name), {"input": DATA["x_calib"].shape})
+    layers = tuple(x.name for x in sparsifiable(g))
+    env = run(gb, {"input": DATA["x_calib"]}, dtype="float32", keep=True)
+    std = {n: float(env[gb.layer(n).inputs[0]].std()) for n in layers}
+    table = g.layer_table()
+    macs = {n: float(table.macs[table.names.index(n)]) for n in layers}
+    dense = ort_forward(emit(g))
+    data = _clips(clips, frames)
+    ref = [np.stack([dense({"input": f})[g.outputs[0]] for f in c]).argmax(-1) for c in data]
+    out = []
+    for alpha in (0.0, 0.05, 0.1, 0.2, 0.3):
+        gd = delta_gates(g, {n: alpha * std[n] for n in layers})
+        fwd = ort_forward(emit(gd))
+        runs = [run_stream(gd, fwd, c, layers) for c in data]
+        sent = sum(macs[n] * np.mean([r.changed[n] for r in runs]) for n in layers)
+        agree = np.mean([(r.outputs.argmax(-1) == f).mean() for r, f in zip(runs, ref)])
+        out.append({"model": name, "alpha": alpha,
+                    "macs_skipped": round(1 - sent / sum(macs.values()), 4),
+                    "agreement_with_dense": round(float(agree), 4)})
+        print(json.dumps(out[-1]), file=sys.stderr)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", default="all", choices=["cycles", "joint", "all"])
+    ap.add_argument("--part", default="all", choices=["cycles", "joint", "stream", "all"])
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--plot", default=None)
     ap.add_argument("--points", type=int, default=14)
@@ -218,6 +262,9 @@ def main() -> None:
                            for name in ("digits_cnn", "digits_transformer")}
         if args.plot:
             plot_fronts(result["joint"], args.plot)
+    if args.part in ("stream", "all"):
+        result["stream"] = [r for name in ("digits_cnn", "digits_transformer")
+                            for r in stream(name)]
     print(json.dumps(result, indent=1))
 
 
