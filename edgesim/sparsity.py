@@ -8,17 +8,20 @@ Only this module wires `compiler.sparsity` / `compiler.passes.sparsify` to
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
+from compiler.allocate import knee, pareto_front
 from compiler.executor import run
 from compiler.ir import Graph, Layer
 from compiler.passes.calibrate import CalibrationStats
 from compiler.passes.quantize import quantize
-from compiler.passes.sparsify import Threshold, calibrate_sequential, sparsify
+from compiler.passes.sparsify import Threshold, calibrate_sequential, sparsifiable, sparsify
 from compiler.sensitivity.loss import kl_divergence
-from compiler.sparsity import OperandStats, gemm_masks
+from compiler.sparsity import OperandStats, gemm_masks, operand_stats
+from edgesim.errors import UserError
 from hwmodels.macarray import MacArrayTarget
 from hwmodels.macarray import evaluate as macarray_evaluate
 from hwmodels.sparsity import data_driven_cycles, expected_cycles, lane_cycles
@@ -167,3 +170,85 @@ def joint_costs(g: Graph, per_level_stats: list[Mapping[str, OperandStats]],
                 out[i, b, s] = lat[names.index(n)] + (lat[names.index(cut)] if cut in names
                                                        else 0.0)
     return out
+
+
+# --- the compile pipeline's step (after the bits) --------------------------------------------
+
+MAX_SAMPLES = 32  # calibration samples the threshold search runs over
+
+
+def skips_activations(target: Any) -> bool:
+    """True if `target` turns activation zeros into saved cycles (a zero-skipping array)."""
+    return getattr(target, "sparsity", "none") in ("skip_activations", "skip_both")
+
+
+def _feeds(g: Graph, samples: Mapping[str, np.ndarray]) -> list[Feeds]:
+    batch = g.types[g.inputs[0]].shape[0]
+    count = min(MAX_SAMPLES, len(next(iter(samples.values())))) // batch * batch
+    return [{k: v[i:i + batch] for k, v in samples.items()} for i in range(0, count, batch)]
+
+
+def choose_levels(g: Graph, feeds: list[Feeds], levels: tuple[float, ...],
+                  target: MacArrayTarget) -> dict[str, float]:
+    """Per sparsifiable layer, the level at the knee of the (MAC latency at 8/8 bits, KL to
+    the dense model) front, chosen exactly over all layers by `compiler.allocate`."""
+    layers = tuple(x.name for x in sparsifiable(g))
+    per_level = level_thresholds(g, feeds, layers, levels)
+    ref = [run(g, f, dtype="float32")[g.outputs[0]] for f in feeds]
+    sens = level_sensitivity(g, feeds, ref, per_level, layers)
+    stats = [operand_stats(sparsify(g, th), feeds) for th in per_level]
+    cost = joint_costs(g, stats, per_level, layers, ((8, 8),), target)[:, 0, :]
+    pick = knee(pareto_front(sens, cost)).choice
+    return {n: levels[s] for n, s in zip(layers, pick)}
+
+
+def apply_sparsity(g: Graph, target: Any, samples: Mapping[str, np.ndarray],
+                   levels: tuple[float, ...]) -> Graph:
+    """`g` with calibrated thresholds in front of its MAC layers where they pay on `target`,
+    and notes saying what was done (or why nothing was).
+
+    Args:
+        g: the float model (batch as deployed).
+        target: the target; only zero-skipping MAC arrays gain from sparsity.
+        samples: calibration samples per input ([S, ...]); the first 32 are used.
+        levels: candidate target sparsities per layer (0 = leave the layer dense).
+    """
+    if not skips_activations(target):
+        return replace(g, notes=g.notes + (
+            f"sparsity: not applied: {target.name} gains nothing from activation zeros "
+            "(onnxruntime's CPU kernels have no sparse-activation path)",))
+    feeds = _feeds(g, samples)
+    chosen = {n: lvl for n, lvl in choose_levels(g, feeds, tuple(levels), target).items()
+              if lvl > 0}
+    th = calibrate_sequential(g, feeds, chosen)
+    gs = sparsify(g, th)
+    stats = operand_stats(gs, feeds, list(th)) if th else {}
+    notes = tuple(f"sparsity: {n} input thresholded at |x - {t.center:.4g}| < {t.threshold:.4g}"
+                  f" (target {t.target:.0%}, measured density {stats[n].density:.3f}); "
+                  "onnxruntime runs it at no speed gain" for n, t in th.items())
+    return replace(gs, notes=gs.notes + (notes or ("sparsity: every layer stays dense",)))
+
+
+def expand_bits(g: Graph, gs: Graph, bits: np.ndarray) -> np.ndarray:
+    """`bits` [L, 2] of `g` realigned to `gs` (`g` plus threshold layers, which stay float)."""
+    by_name = {x.name: b for x, b in zip(g.layers, np.asarray(bits).tolist())}
+    return np.array([by_name.get(x.name, (32, 32)) for x in gs.layers], dtype=np.int64)
+
+
+def parse_levels(text: str | None) -> tuple[float, ...]:
+    """`--sparsity 0,0.25,0.5` -> (0.0, 0.25, 0.5); None or "" -> () (no sparsification).
+
+    Raises:
+        UserError: for a value that is not a number in [0, 1).
+    """
+    if not text:
+        return ()
+    try:
+        levels = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise UserError("--sparsity", f"{text!r} is not a comma-separated list of numbers"
+                        ) from None
+    bad = [v for v in levels if not 0.0 <= v < 1.0]
+    if bad:
+        raise UserError("--sparsity", f"{bad[0]} is not a sparsity in [0, 1)")
+    return tuple(sorted({0.0, *levels}))

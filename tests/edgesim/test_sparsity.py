@@ -8,7 +8,8 @@ import pytest
 from compiler.frontend import load
 from compiler.passes.sparsify import calibrate_sequential, sparsifiable, sparsify
 from compiler.sparsity import operand_stats
-from edgesim.sparsity import compare_cycles
+from edgesim.errors import UserError
+from edgesim.sparsity import apply_sparsity, compare_cycles, parse_levels
 from edgesim.zoo import build, load_digits_data
 from hwmodels.target import load_target
 
@@ -44,3 +45,34 @@ def test_skip_activations_and_skip_both_agree_for_dense_weights():
                                                                    sparsity="skip_activations"))
     assert [r.exact for r in both] == [r.exact for r in act]  # trained weights have no zeros
     assert [r.lanes for r in both] == [r.lanes for r in act]
+
+
+def test_parse_levels():
+    assert parse_levels("0.5,0.25") == (0.0, 0.25, 0.5)
+    assert parse_levels(None) == ()
+    with pytest.raises(UserError, match="--sparsity.*1.0"):
+        parse_levels("0.5,1.0")
+    with pytest.raises(UserError, match="--sparsity"):
+        parse_levels("half")
+
+
+def test_a_cpu_target_gets_no_thresholds_and_a_note_saying_why():
+    g = load(build("digits_cnn"))
+    out = apply_sparsity(g, load_target("rpi5"), {"input": X}, (0.0, 0.5))
+    assert out.layers == g.layers
+    assert "gains nothing" in out.notes[-1]
+
+
+def test_a_skipping_array_gets_thresholds_that_lower_the_lane_cycles():
+    g = load(build("digits_cnn"))
+    target = load_target("sparse-mac-32x32")
+    out = apply_sparsity(g, target, {"input": X[:8]}, (0.0, 0.5, 0.75))
+    cuts = [x for x in out.layers if x.attrs.get("fn") == "threshold"]
+    assert cuts and all(n.startswith("sparsity: ") for n in out.notes[-len(cuts):])
+    feeds = [{"input": X[i:i + 1]} for i in range(8)]
+    dense, sparse = operand_stats(g, feeds), operand_stats(out, feeds)
+    for cut in cuts:  # each thresholded layer's exact cycles drop
+        layer = cut.name.removesuffix("/sparsify")
+        before = compare_cycles(g, {layer: dense[layer]}, feeds, target)[0].exact
+        after = compare_cycles(out, {layer: sparse[layer]}, feeds, target)[0].exact
+        assert after < before
