@@ -147,10 +147,14 @@ def _plan(gs3, calib, layers, bits, levels, target) -> dict:
     th = calibrate_sequential(g, calib, want) if want else {}
     gs = sparsify(g, th)
     stats = operand_stats(gs, calib)
-    latency = float(plan_latency_s(sparsify(g1, th), stats, chosen, target).sum())
+    g1s = sparsify(g1, th)
+    per_layer = plan_latency_s(g1s, stats, chosen, target)
+    latency = float(per_layer.sum())
+    mac = float(sum(t for x, t in zip(g1s.layers, per_layer) if x.name in stats))
     cal = calibrate(gs, calib)
     acc = _ort_accuracy(quantize(sparsify(gt, th), plan_bits(sparsify(gt, th), chosen), cal))
-    return {"latency_us": round(latency * 1e6, 3), "accuracy": round(acc, 3),
+    return {"latency_us": round(latency * 1e6, 3), "mac_latency_us": round(mac * 1e6, 3),
+            "accuracy": round(acc, 3),
             "bits": [list(BITS[b]) for b in bits], "levels": [LEVELS[s] for s in levels],
             "density": round(float(np.mean([stats[n].density for n in layers])), 4)}
 
@@ -187,6 +191,8 @@ def joint(name: str, points: int) -> dict:
     if best["joint"] and best["bits_only"]:
         out["speedup_joint_vs_bits_only"] = round(best["bits_only"]["latency_us"]
                                                   / best["joint"]["latency_us"], 3)
+        out["speedup_mac_layers"] = round(best["bits_only"]["mac_latency_us"]
+                                          / best["joint"]["mac_latency_us"], 3)
     return out
 
 
