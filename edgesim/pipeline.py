@@ -237,7 +237,7 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
                 ref = float_pass(g, data, stats=acts)
             gq, stats = g, ref and ref.stats
             if options.sparsity:  # thresholds on MAC inputs where the target skips zeros
-                gq = apply_sparsity(g, tgt, data.samples, options.sparsity)
+                gq = apply_sparsity(g, tgt, data.samples, options.sparsity, bits)
                 stats = float_pass(gq, data, stats=True).stats if acts and gq is not g else stats
             quant = quantize_model(gq, expand_bits(g, gq, bits), calib=data,  # not loaded again
                                    out=model_path, stats=stats)

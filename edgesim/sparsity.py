@@ -203,15 +203,16 @@ def choose_levels(g: Graph, feeds: list[Feeds], levels: tuple[float, ...],
 
 
 def apply_sparsity(g: Graph, target: Any, samples: Mapping[str, np.ndarray],
-                   levels: tuple[float, ...]) -> Graph:
+                   levels: tuple[float, ...], bits: np.ndarray | None = None) -> Graph:
     """`g` with calibrated thresholds in front of its MAC layers where they pay on `target`,
-    and notes saying what was done (or why nothing was).
+    and notes saying what was done (or why nothing was) and what it predicts.
 
     Args:
         g: the float model (batch as deployed).
         target: the target; only zero-skipping MAC arrays gain from sparsity.
         samples: calibration samples per input ([S, ...]); the first 32 are used.
         levels: candidate target sparsities per layer (0 = leave the layer dense).
+        bits: the chosen [L, 2] bits of `g` (for the predicted latency note; default 8/8).
     """
     if not skips_activations(target):
         return replace(g, notes=g.notes + (
@@ -222,11 +223,25 @@ def apply_sparsity(g: Graph, target: Any, samples: Mapping[str, np.ndarray],
               if lvl > 0}
     th = calibrate_sequential(g, feeds, chosen)
     gs = sparsify(g, th)
-    stats = operand_stats(gs, feeds, list(th)) if th else {}
+    stats = operand_stats(gs, feeds)
     notes = tuple(f"sparsity: {n} input thresholded at |x - {t.center:.4g}| < {t.threshold:.4g}"
                   f" (target {t.target:.0%}, measured density {stats[n].density:.3f}); "
                   "onnxruntime runs it at no speed gain" for n, t in th.items())
-    return replace(gs, notes=gs.notes + (notes or ("sparsity: every layer stays dense",)))
+    return replace(gs, notes=gs.notes + (notes or ("sparsity: every layer stays dense",))
+                   + (_latency_note(g, gs, feeds, stats, bits, target),))
+
+
+def _latency_note(g: Graph, gs: Graph, feeds: list[Feeds], stats: Mapping[str, OperandStats],
+                  bits: np.ndarray | None, target: MacArrayTarget) -> str:
+    # the allocation's predicted latency above uses mean densities of the dense model
+    mac = set(stats)
+    rows = np.asarray(bits).tolist() if bits is not None else [(8, 8)] * len(g.layers)
+    chosen = {x.name: (w, a) if w < 32 and a < 32 else (8, 8)
+              for x, (w, a) in zip(g.layers, rows) if x.name in mac}
+    dense = plan_latency_s(g, operand_stats(g, feeds), chosen, target).sum()
+    sparse = plan_latency_s(gs, stats, chosen, target).sum()
+    return (f"sparsity: per-lane model at the chosen bits: {dense * 1e3:.4g} ms dense -> "
+            f"{sparse * 1e3:.4g} ms with the thresholds ({dense / sparse:.3f}x)")
 
 
 def expand_bits(g: Graph, gs: Graph, bits: np.ndarray) -> np.ndarray:
