@@ -12,8 +12,8 @@
     onnxruntime on the 360 held-out images), and the best of each within 0.5 point of the
     float model. onnxruntime itself gains no speed from the thresholds.
 
-Usage: python bench/bench_sparsity.py [--part cycles|joint|all] [--samples 32]
-       [--plot front.png] [--points 14]
+Usage: python bench/bench_sparsity.py [--part cycles|joint|stream|all] [--samples 32]
+       [--plot front.png] [--points 14] [--mode magnitude|centred]
 """
 
 import argparse
@@ -138,13 +138,13 @@ def _ort_accuracy(g: Graph) -> float:
     return float((logits.argmax(1) == DATA["y_test"]).mean() * 100)
 
 
-def _plan(gs3, calib, layers, bits, levels, target) -> dict:
+def _plan(gs3, calib, layers, bits, levels, target, mode) -> dict:
     """Build, measure and cost one plan: thresholds re-calibrated for the chosen levels
     together, quantised, emitted, run in onnxruntime on the held-out images."""
     g, g1, gt = gs3
     chosen = {n: BITS[b] for n, b in zip(layers, bits)}
     want = {n: LEVELS[s] for n, s in zip(layers, levels) if LEVELS[s] > 0}
-    th = calibrate_sequential(g, calib, want) if want else {}
+    th = calibrate_sequential(g, calib, want, mode) if want else {}
     gs = sparsify(g, th)
     stats = operand_stats(gs, calib)
     g1s = sparsify(g1, th)
@@ -159,7 +159,7 @@ def _plan(gs3, calib, layers, bits, levels, target) -> dict:
             "density": round(float(np.mean([stats[n].density for n in layers])), 4)}
 
 
-def joint(name: str, points: int) -> dict:
+def joint(name: str, points: int, mode: str = "magnitude") -> dict:
     """Sensitivities and costs per (layer, bits, level), both fronts, the best plans."""
     g = load(build(name), {"input": DATA["x_calib"].shape})
     gt = load(build(name), {"input": DATA["x_test"].shape})
@@ -168,7 +168,7 @@ def joint(name: str, points: int) -> dict:
     calib = [{"input": DATA["x_calib"]}]
     layers = tuple(x.name for x in sparsifiable(g))
     ref = [run(g, calib[0], dtype="float32")[g.outputs[0]]]
-    per_level = level_thresholds(g, calib, layers)
+    per_level = level_thresholds(g, calib, layers, mode=mode)
     per_stats = [operand_stats(sparsify(g, th), calib) for th in per_level]
     sens_s = level_sensitivity(g, calib, ref, per_level, layers)
     sens_b = bits_sensitivity(g, calib, ref, calibrate(g, calib), layers, BITS)
@@ -183,7 +183,7 @@ def joint(name: str, points: int) -> dict:
     for kind, allowed in (("joint", joint_ok), ("bits_only", bits_only)):
         front = pareto_front(sens, c, allowed, max_points=points)
         out[kind] = [_plan((g, g1, gt), calib, layers, *split_choice(a.choice, len(LEVELS)),
-                           target) for a in front]
+                           target, mode) for a in front]
     ok = out["float_accuracy"] - LOSS_POINTS
     best = {k: min((p for p in out[k] if p["accuracy"] >= ok), key=lambda p: p["latency_us"],
                    default=None) for k in ("joint", "bits_only")}
@@ -259,12 +259,13 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--plot", default=None)
     ap.add_argument("--points", type=int, default=14)
+    ap.add_argument("--mode", default="magnitude", choices=["magnitude", "centred"])
     args = ap.parse_args()
     result = {"target": TARGET}
     if args.part in ("cycles", "all"):
         result["cycles"] = cycles(args.samples)
     if args.part in ("joint", "all"):
-        result["joint"] = {name: joint(name, args.points)
+        result["joint"] = {name: joint(name, args.points, args.mode)
                            for name in ("digits_cnn", "digits_transformer")}
         if args.plot:
             plot_fronts(result["joint"], args.plot)
