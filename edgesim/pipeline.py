@@ -192,7 +192,7 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
     """
     from edgesim.api import load_graph, resolve_target
     from edgesim.quantize import FloatPassRecorder, float_pass, quantize_model
-    from edgesim.sparsity import apply_sparsity, expand_bits
+    from edgesim.sparsity import apply_sparsity, expand_bits, sparsity_column
 
     progress = Progress(total=6, quiet=options.quiet)
     outdir = Path(outdir)
@@ -249,6 +249,7 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
             baseline = _baseline(g, tgt, options)
             result = build_result(replace(g, notes=gq.notes), tgt, alloc, quant, fidelity,
                                   baseline, data, options, outdir, progress.timings)
+            result = replace(result, layers=sparsity_column(result.layers, gq))
             write_reports(result, alloc, staging)
         _replace_dir(staging, outdir)
     finally:

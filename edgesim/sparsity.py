@@ -7,6 +7,7 @@ Only this module wires `compiler.sparsity` / `compiler.passes.sparsify` to
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -22,6 +23,7 @@ from compiler.passes.sparsify import Threshold, calibrate_sequential, sparsifiab
 from compiler.sensitivity.loss import kl_divergence
 from compiler.sparsity import OperandStats, gemm_masks, operand_stats
 from edgesim.errors import UserError
+from hwmodels import configs
 from hwmodels.macarray import MacArrayTarget
 from hwmodels.macarray import evaluate as macarray_evaluate
 from hwmodels.sparsity import data_driven_cycles, expected_cycles, lane_cycles
@@ -134,15 +136,29 @@ def bits_sensitivity(g: Graph, batches: list[Feeds], reference: list[np.ndarray]
 def plan_latency_s(gs: Graph, stats: Mapping[str, OperandStats],
                    chosen: Mapping[str, tuple[int, int]], target: MacArrayTarget) -> np.ndarray:
     """Per layer of `gs` (a batch-1 graph, thresholds included), predicted latency of one
-    sample on `target`: MAC layers from the per-lane model at their bits (8/8 where not
-    chosen; `stats` are per sample), other layers from the array's cost model."""
-    cost = macarray_evaluate(gs.layer_table(), np.array([[8, 8]]), target).latency_s[:, 0]
+    sample on `target`. MAC layers: the per-lane model's compute cycles at their bits (8/8
+    where not chosen; `stats` are per sample) against the DRAM cycles the array's cost model
+    gives at their measured density (compressed operands), overlapped when double buffered;
+    other layers: the array's cost model (vector unit)."""
+    table = gs.layer_table()
+    density = np.array([stats[n].density if n in stats else d
+                        for n, d in zip(table.names, table.a_density)])
+    pairs = sorted({(8, 8), *chosen.values()})
+    cost = macarray_evaluate(dataclasses.replace(table, a_density=density), np.array(pairs),
+                             target)
     hz = target.clock_ghz * 1e9
+    dram_s = cost.energy_pj_dram / _dram_pj_per_byte(target) / (target.dram_bandwidth_gbps * 1e9)
     folded = target.sparsity in ("skip_activations", "skip_both")
-    return np.array([lane_cycles(stats[x.name].lane_density, stats[x.name].w_col_nnz,
-                                 stats[x.name].k, target, chosen.get(x.name, (8, 8))) / hz
-                     if x.name in stats else 0.0 if folded and _is_threshold(x) else c
-                     for x, c in zip(gs.layers, cost)])
+    out = np.empty(len(gs.layers))
+    for i, x in enumerate(gs.layers):
+        b = pairs.index(chosen.get(x.name, (8, 8)))
+        if x.name in stats:
+            s = stats[x.name]
+            compute = lane_cycles(s.lane_density, s.w_col_nnz, s.k, target, pairs[b]) / hz
+            out[i] = (max if target.double_buffered else sum)((compute, dram_s[i, b]))
+        else:
+            out[i] = 0.0 if folded and _is_threshold(x) else cost.latency_s[i, b]
+    return out
 
 
 def _is_threshold(layer: Layer) -> bool:
@@ -151,6 +167,10 @@ def _is_threshold(layer: Layer) -> bool:
     # threshold is that comparison with |x - c| < t, so it adds no cycles there. Elsewhere
     # (a dense array, a CPU) it runs as the four elementwise ops it is.
     return layer.kind == "activation" and layer.attrs.get("fn") == "threshold"
+
+
+def _dram_pj_per_byte(target: MacArrayTarget) -> float:
+    return float(configs.from_targets([target]).cfg_f[0, 2])
 
 
 def joint_costs(g: Graph, per_level_stats: list[Mapping[str, OperandStats]],
@@ -246,6 +266,21 @@ def _latency_note(g: Graph, gs: Graph, feeds: list[Feeds], stats: Mapping[str, O
     sparse = plan_latency_s(gs, stats, chosen, target).sum()
     return (f"sparsity: per-lane model at the chosen bits: {dense * 1e3:.4g} ms dense -> "
             f"{sparse * 1e3:.4g} ms with the thresholds ({dense / sparse:.3f}x)")
+
+
+def sparsity_column(rows: tuple, gs: Graph, stats: Mapping[str, OperandStats] | None = None
+                    ) -> tuple:
+    """Report rows (`edgesim.report.LayerRow`) with each thresholded layer's `sparsity`."""
+    cuts = {x.name.removesuffix("/sparsify"): x for x in gs.layers
+            if x.kind == "activation" and x.attrs.get("fn") == "threshold"}
+    return tuple(replace(r, sparsity=_describe(cuts[r.name], stats, r.name))
+                 if r.name in cuts else r for r in rows)
+
+
+def _describe(cut: Layer, stats: Mapping[str, OperandStats] | None, name: str) -> str:
+    c, t = cut.attrs.get("center", 0.0), cut.attrs["threshold"]
+    where = f"abs(x - {c:.3g}) < {t:.3g}" if c else f"abs(x) < {t:.3g}"  # no "|": markdown
+    return where + (f", density {stats[name].density:.2f}" if stats and name in stats else "")
 
 
 def expand_bits(g: Graph, gs: Graph, bits: np.ndarray) -> np.ndarray:
