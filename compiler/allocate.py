@@ -386,3 +386,31 @@ def knee(front: Sequence[Allocation]) -> Allocation:
     below_chord = 1.0 - x - y  # chord from (0, 1) to (1, 0); distance is this over sqrt(2)
     best = np.flatnonzero(below_chord == below_chord.max())
     return front[int(best[np.argmin(c[best])])]
+
+
+def joint_choices(sens_bits: np.ndarray, sens_levels: np.ndarray, cost: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Bits x sparsity choices as one [L, B * S] problem for `solve` and `pareto_front`.
+
+    Column b * S + s is bit choice b with sparsity level s. Sensitivities add (the harm of
+    rounding a layer's weights and of thresholding its input are taken as independent);
+    costs are given per pair, since sparsity changes what a bit width costs.
+
+    Args:
+        sens_bits: [L, B]; sens_levels: [L, S] (0 where the level changes nothing);
+        cost: [L, B, S].
+
+    Raises:
+        ModelError: on mismatched shapes.
+    """
+    sb, sl, c = (np.asarray(x, dtype=np.float64) for x in (sens_bits, sens_levels, cost))
+    if sb.ndim != 2 or sl.ndim != 2 or c.shape != (sb.shape[0], sb.shape[1], sl.shape[1]):
+        raise ModelError("allocate", f"sens_bits {sb.shape}, sens_levels {sl.shape} and cost "
+                         f"{c.shape} must be [L, B], [L, S] and [L, B, S]")
+    sens = sb[:, :, None] + sl[:, None, :]
+    return sens.reshape(sb.shape[0], -1), c.reshape(sb.shape[0], -1)
+
+
+def split_choice(choice: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bit choice, sparsity level) per layer of a `joint_choices` column index."""
+    return np.divmod(np.asarray(choice), levels)

@@ -149,6 +149,7 @@ def _bits_list(text: str | None, flag: str) -> tuple[int, ...] | None:
 def cmd_compile(args: argparse.Namespace) -> int:
     from edgesim.budget import parse_budget
     from edgesim.pipeline import CompileOptions, compile_model
+    from edgesim.sparsity import parse_levels
 
     model, calib, held_out = args.model, args.calib, args.eval
     if args.example:
@@ -160,7 +161,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         weight_bits=_bits_list(args.weight_bits, "--weight-bits") or CompileOptions.weight_bits,
         act_bits=_bits_list(args.act_bits, "--act-bits"), threads=args.threads,
         runtime=args.runtime, input_shapes=parse_input_shapes(args.input_shape),
-        quiet=args.quiet or args.json, command=" ".join(["edgesim", *sys.argv[1:]]))
+        quiet=args.quiet or args.json, command=" ".join(["edgesim", *sys.argv[1:]]),
+        sparsity=parse_levels(args.sparsity))
     r = compile_model(model, args.target, args.output, calib=calib,
                       calib_random=args.calib_random, eval_data=held_out, options=options)
     if args.json:
@@ -257,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     cp.add_argument("--runtime", default="onnxruntime", choices=("onnxruntime", "ideal"))
     cp.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224")
+    cp.add_argument("--sparsity", help="candidate activation sparsities per MAC input, e.g. "
+                    "0,0.25,0.5 (zero-skipping MAC arrays only)")
     cp.add_argument("-o", "--output", default="edgesim-out", help="output folder")
     cp.add_argument("--json", action="store_true", help="print report.json to stdout")
     cp.add_argument("--quiet", action="store_true", help="no progress lines")

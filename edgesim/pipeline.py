@@ -52,6 +52,7 @@ class CompileOptions:
     input_shapes: Mapping[str, Sequence[int]] | None = None
     quiet: bool = False
     command: str = ""
+    sparsity: tuple[float, ...] = ()  # candidate activation sparsities (edgesim.sparsity)
 
 
 def _calibration(g: Graph, calib: Any, calib_random: int | None, name: str = "calibration data"
@@ -191,6 +192,7 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
     """
     from edgesim.api import load_graph, resolve_target
     from edgesim.quantize import FloatPassRecorder, float_pass, quantize_model
+    from edgesim.sparsity import apply_sparsity, expand_bits, sparsity_column
 
     progress = Progress(total=6, quiet=options.quiet)
     outdir = Path(outdir)
@@ -233,16 +235,21 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
             ref = recorder.result(data) if recorder else None
             if ref is None and (acts or eval_data is None):
                 ref = float_pass(g, data, stats=acts)
-            quant = quantize_model(g, bits, calib=data, out=model_path,   # g: not loaded again
-                                   stats=ref and ref.stats)
+            gq, stats = g, ref and ref.stats
+            if options.sparsity:  # thresholds on MAC inputs where the target skips zeros
+                gq = apply_sparsity(g, tgt, data.samples, options.sparsity, bits)
+                stats = float_pass(gq, data, stats=True).stats if acts and gq is not g else stats
+            quant = quantize_model(gq, expand_bits(g, gq, bits), calib=data,  # not loaded again
+                                   out=model_path, stats=stats)
         with progress.phase("measuring fidelity in onnxruntime"):
             if eval_data is not None:
                 ref = float_pass(g, held_out[0], stats=False)
-            fidelity = _fidelity(g, model_path, ref.outputs, *held_out)
+            fidelity = _fidelity(gq, model_path, ref.outputs, *held_out)
         with progress.phase("writing reports"):
             baseline = _baseline(g, tgt, options)
-            result = build_result(g, tgt, alloc, quant, fidelity, baseline, data, options,
-                                  outdir, progress.timings)
+            result = build_result(replace(g, notes=gq.notes), tgt, alloc, quant, fidelity,
+                                  baseline, data, options, outdir, progress.timings)
+            result = replace(result, layers=sparsity_column(result.layers, gq))
             write_reports(result, alloc, staging)
         _replace_dir(staging, outdir)
     finally:

@@ -42,6 +42,7 @@ class LayerRow:
     weight_bytes: float
     bound: str
     note: str
+    sparsity: str = ""  # the threshold on the layer's input and its density (edgesim.sparsity)
 
 
 @dataclass(frozen=True)
@@ -197,15 +198,17 @@ def _summary(r: CompileResult) -> list[str]:
 
 def markdown(r: CompileResult) -> str:
     """report.md: the summary first, then the layer table."""
+    sparse = any(x.sparsity for x in r.layers)  # the column only when --sparsity was used
     lines = _summary(r) + ["", "| layer | kind | out shape | MACs | params | bits w/a | format "
-                           "| sensitivity | latency ms | energy uJ | bound |",
-                           "|---|---|---|---|---|---|---|---|---|---|---|"]
+                           "| sensitivity | latency ms | energy uJ | bound |"
+                           + (" sparsity |" if sparse else ""),
+                           "|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * sparse]
     for x in r.layers:
         bits = "fp32" if (x.w_bits, x.a_bits) == (32, 32) else f"{x.w_bits}/{x.a_bits}"
         sens = "" if x.sensitivity is None else f"{x.sensitivity:.3g}"
         kind = f"{x.kind}:{x.fn}" if x.fn else x.kind
         lines.append(f"| {x.name} | {kind} | {x.out_shape} | {x.macs} | {x.params} | {bits} | "
                      f"{x.format} | {sens} | {x.latency_ms:.4g} | {x.energy_uj:.4g} | "
-                     f"{x.bound} |")
+                     f"{x.bound} |" + (f" {x.sparsity} |" if sparse else ""))
     return "\n".join(lines) + "\n"
 

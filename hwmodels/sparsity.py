@@ -97,3 +97,35 @@ def expected_cycles(m: int, n: int, k: int, a_density: float, w_density: float,
     stream = mk.stream_cycles(df, mode, sr, sc, t, target.rows, target.cols, rate, a_density,
                               w_density)
     return float(folds * mk.fold_fill(df, target.rows, target.cols) + stream)
+
+
+def lane_cycles(lane_density: np.ndarray, col_nnz: np.ndarray, k: int, target: MacArrayTarget,
+                bits: tuple[int, int] = (8, 8)) -> float:
+    """Expected compute cycles of a GEMM from per-lane statistics, summed over its groups.
+
+    The lanes of each fold are the rows of the activation operand that fold holds, so the
+    per-tile distribution of densities (not only their mean) sets each fold's busiest PE
+    (`hwmodels.kernels.sparse.lane_tile_work`).
+
+    Args:
+        lane_density: float [G, m], nonzero fraction of each activation row.
+        col_nnz: int [G, n], nonzero weights per output column (out of `k`).
+        k: the reduction length.
+        target: an output-stationary array; structured N:M streams the compressed K densely.
+        bits: (w_bits, a_bits).
+
+    Raises:
+        ValueError: for a weight- or input-stationary array, or an unsupported precision.
+    """
+    lanes, cols = np.atleast_2d(lane_density), np.atleast_2d(col_nnz)
+    if target.dataflow != "os":
+        raise ValueError(f"{target.name}: per-lane statistics model output stationary only")
+    _, mode = _codes(target)
+    if mode == sk.STRUCTURED:
+        return sum(expected_cycles(lanes.shape[1], cols.shape[1], k, 1.0,
+                                   float(c.mean()) / k, target, bits) for c in cols)
+    rate = pe_rate(target, bits)
+    fill = mk.fold_fill(configs.DATAFLOWS.index("os"), target.rows, target.cols)
+    return float(sum(sk.lane_cycles(mode, np.ascontiguousarray(p, dtype=np.float64),
+                                    np.ascontiguousarray(c, dtype=np.int64), k, target.rows,
+                                    target.cols, fill, rate) for p, c in zip(lanes, cols)))

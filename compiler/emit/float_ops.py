@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 from onnx import helper
 
+from compiler.emit import sparsify
 from compiler.emit.builder import Builder
 from compiler.ir import Layer
 
@@ -160,6 +161,8 @@ def activation(b: Builder, layer: Layer, ins: list[str]) -> None:
         b.node("Clip", _clip_bounds(b, layer, x), list(layer.outputs), base=layer.name)
     elif fn == "silu":
         _silu(b, layer, x)
+    elif fn == "threshold":  # activation sparsification (issue 15)
+        sparsify.threshold(b, layer, x)
     else:
         params = {k: v for k, v in layer.attrs.items() if k in _PARAMS}
         b.node(_UNARY[fn], [x], list(layer.outputs), base=layer.name, **params)

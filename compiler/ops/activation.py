@@ -81,6 +81,13 @@ def _d_hard_sigmoid(x: Array, y: Array, alpha: float = 0.2, beta: float = 0.5) -
     return alpha * ((v > 0) & (v < 1))
 
 
+def _threshold(x: Array, threshold: float = 0.0, center: float = 0.0) -> Array:
+    # activation sparsification (compiler.passes.sparsify): values within `threshold` of
+    # `center` become `center`, in x's own dtype, as the emitted Where(Abs(x - c) < t, c, x)
+    c, t = x.dtype.type(center), x.dtype.type(threshold)
+    return np.where(np.abs(x - c) < t, c, x)
+
+
 class _Fn(NamedTuple):
     forward: Callable[..., Array]       # (x, **params) -> y
     derivative: Callable[..., Array]    # (x, y, **params) -> dy/dx
@@ -111,6 +118,8 @@ _FNS: dict[str, _Fn] = {
     "elu": _Fn(_elu, _d_elu, 3),
     "selu": _Fn(_selu, _d_selu, 4),
     "softsign": _Fn(lambda x: x / (1 + np.abs(x)), lambda x, y: 1 / (1 + np.abs(x)) ** 2, 3),
+    "threshold": _Fn(_threshold, lambda x, y, threshold=0.0, center=0.0:
+                     np.abs(x - center) >= threshold, 4),
 }
 
 

@@ -140,3 +140,85 @@ def data_driven_cycles(df: int, mode: int, a_mask: np.ndarray, w_mask: np.ndarra
                              min(c0 + cols, sc), t)
             total += fill + math.ceil(work / rate - 1e-9)
     return total
+
+
+@njit(cache=True)
+def binomial_cdf(t: int, p: float, out: np.ndarray) -> None:
+    """out[x] = P(Bin(t, p) <= x) for x in [0, out.size); the pmf starts from lgamma at the
+    left edge of the mass (see `_TAIL_SDS`), so long streams never underflow."""
+    if p <= 0.0 or t <= 0:
+        out[:] = 1.0
+        return
+    if p >= 1.0:
+        for x in range(out.size):
+            out[x] = 1.0 if x >= t else 0.0
+        return
+    sd = math.sqrt(t * p * (1.0 - p))
+    lo = max(0, int(t * p - _TAIL_SDS * sd - _TAIL_ABS))
+    pmf = math.exp(math.lgamma(t + 1.0) - math.lgamma(lo + 1.0) - math.lgamma(t - lo + 1.0)
+                   + lo * math.log(p) + (t - lo) * math.log1p(-p))
+    odds, cdf = p / (1.0 - p), 0.0
+    for x in range(out.size):
+        if x >= lo:
+            cdf = min(1.0, cdf + pmf)
+            pmf *= (t - x) / (x + 1.0) * odds if x < t else 0.0
+        out[x] = 1.0 if x >= t else cdf
+
+
+@njit(cache=True)
+def expected_max_lanes(t: np.ndarray, p: np.ndarray) -> float:
+    """E[max_i X_i] for independent X_i ~ Binomial(t[i], p[i]) (lanes of unequal density).
+
+    Order-statistic identity for non-negative integers: E[max] = sum_{x>=0} (1 - prod_i F_i(x)).
+    """
+    top = 0
+    for i in range(t.size):
+        top = max(top, t[i])
+    if top == 0:
+        return 0.0
+    prod, cdf = np.ones(top), np.empty(top)
+    for i in range(t.size):
+        binomial_cdf(t[i], p[i], cdf)
+        prod *= cdf
+    return float((1.0 - prod).sum())
+
+
+@njit(cache=True)
+def lane_tile_work(mode: int, lane_p: np.ndarray, col_nnz: np.ndarray, k: int) -> float:
+    """Expected busiest-PE work of one output-stationary fold from its lanes' activation
+    densities `lane_p` (PE rows) and its columns' nonzero weight counts `col_nnz`.
+
+    skip_activations: row i walks Bin(k, p_i); skip_weights: column j walks its nnz_j
+    (known). skip_both: dense columns share row i's whole activation stream, so together
+    they are one lane Bin(k, p_i) (exact); a pruned column j (nnz_j < k, e.g. N:M) meets a
+    different subset of that stream, and is taken as its own independent lane Bin(nnz_j, p_i).
+    """
+    if mode == SKIP_W:
+        return float(col_nnz.max())
+    if mode == SKIP_A:
+        return expected_max_lanes(np.full(lane_p.size, k, dtype=np.int64), lane_p)
+    if mode != SKIP_BOTH:
+        return float(k)
+    pruned = col_nnz[col_nnz < k]
+    dense = 1 if pruned.size < col_nnz.size else 0
+    per_row = dense + pruned.size
+    t = np.empty(lane_p.size * per_row, dtype=np.int64)
+    p = np.empty(lane_p.size * per_row)
+    for i in range(lane_p.size):
+        p[i * per_row:(i + 1) * per_row] = lane_p[i]
+        t[i * per_row:i * per_row + dense] = k
+        t[i * per_row + dense:(i + 1) * per_row] = pruned
+    return expected_max_lanes(t, p)
+
+
+@njit(cache=True)
+def lane_cycles(mode: int, lane_p: np.ndarray, col_nnz: np.ndarray, k: int, rows: int,
+                cols: int, fill: int, rate: float) -> float:
+    """Expected cycles of one output-stationary GEMM group from per-lane statistics: every
+    fold's own lanes and columns (its tile), fill + busiest-PE work / rate."""
+    total = 0.0
+    for r0 in range(0, lane_p.size, rows):
+        for c0 in range(0, col_nnz.size, cols):
+            work = lane_tile_work(mode, lane_p[r0:r0 + rows], col_nnz[c0:c0 + cols], k)
+            total += fill + math.ceil(work / rate - 1e-9)
+    return total

@@ -1,0 +1,308 @@
+"""Activation sparsity in the product: cycles of MAC layers from measured operand statistics,
+checked against the exact (mask-driven) model, and the joint bits x sparsity choices.
+
+Only this module wires `compiler.sparsity` / `compiler.passes.sparsify` to
+`hwmodels.sparsity`; the compiler knows no target and the cost models know no executor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from compiler.allocate import solve
+from compiler.executor import run
+from compiler.ir import Graph, Layer
+from compiler.passes.calibrate import CalibrationStats
+from compiler.passes.quantize import quantize
+from compiler.passes.sparsify import Threshold, calibrate_sequential, sparsifiable, sparsify
+from compiler.sensitivity.loss import kl_divergence
+from compiler.sparsity import OperandStats, gemm_masks, operand_stats
+from edgesim.errors import UserError
+from hwmodels import configs
+from hwmodels.macarray import MacArrayTarget
+from hwmodels.macarray import evaluate as macarray_evaluate
+from hwmodels.sparsity import data_driven_cycles, expected_cycles, lane_cycles
+
+
+@dataclass(frozen=True)
+class LayerCycles:
+    """Compute cycles of one MAC layer three ways.
+
+    Attributes:
+        layer: its name.
+        density: mean activation density measured.
+        exact: the data-driven model on every sample's masks, averaged over samples.
+        lanes: the statistical model from per-lane densities (`hwmodels.sparsity.lane_cycles`).
+        mean_only: the statistical model from the mean densities alone.
+    """
+
+    layer: str
+    density: float
+    exact: float
+    lanes: float
+    mean_only: float
+
+
+def exact_cycles(g: Graph, samples: Iterable[Mapping[str, np.ndarray]], layers: Iterable[str],
+                 target: MacArrayTarget, bits: tuple[int, int] = (8, 8)) -> dict[str, float]:
+    """The data-driven model's cycles of `layers`, averaged over single-sample feeds."""
+    names = tuple(layers)
+    keep = {t for n in names for t in g.layer(n).inputs[:2] if t not in g.weights}
+    total, count = dict.fromkeys(names, 0.0), 0
+    for feeds in samples:
+        env = run(g, feeds, dtype="float32", keep=keep)
+        for n in names:
+            a, w = gemm_masks(g, env, g.layer(n))
+            total[n] += sum(data_driven_cycles(a[i], w[i], target, bits) for i in range(len(a)))
+        count += 1
+    return {n: c / count for n, c in total.items()}
+
+
+def statistical_cycles(stats: OperandStats, target: MacArrayTarget,
+                       bits: tuple[int, int] = (8, 8)) -> tuple[float, float]:
+    """(per-lane model, mean-density-only model) cycles of one layer from its statistics."""
+    lanes = lane_cycles(stats.lane_density, stats.w_col_nnz, stats.k, target, bits)
+    groups, m = stats.lane_density.shape
+    w_density = float(stats.w_col_nnz.mean()) / stats.k if stats.k else 1.0
+    mean = groups * expected_cycles(m, stats.w_col_nnz.shape[1], stats.k, stats.density,
+                                    w_density, target, bits)
+    return lanes, mean
+
+
+def compare_cycles(g: Graph, stats: Mapping[str, OperandStats],
+                   samples: Iterable[Mapping[str, np.ndarray]], target: MacArrayTarget,
+                   bits: tuple[int, int] = (8, 8)) -> list[LayerCycles]:
+    """Per MAC layer in `stats`: exact cycles on `g` (batch 1) over `samples` beside both
+    statistical estimates (`stats` measured on the same samples)."""
+    exact = exact_cycles(g, samples, stats, target, bits)
+    out = []
+    for name, s in stats.items():
+        lanes, mean = statistical_cycles(s, target, bits)
+        out.append(LayerCycles(name, s.density, exact[name], lanes, mean))
+    return out
+
+
+# --- joint bits x sparsity ------------------------------------------------------------------
+
+LEVELS = (0.0, 0.25, 0.5, 0.625, 0.75)  # target activation sparsity per MAC input
+Feeds = Mapping[str, np.ndarray]
+
+
+def level_thresholds(g: Graph, batches: list[Feeds], layers: tuple[str, ...],
+                     levels: tuple[float, ...] = LEVELS, mode: str = "magnitude"
+                     ) -> list[dict[str, Threshold]]:
+    """Per level, every layer's threshold, calibrated with all layers at that level (level
+    0 has none)."""
+    return [calibrate_sequential(g, batches, dict.fromkeys(layers, lvl), mode) if lvl > 0
+            else {} for lvl in levels]
+
+
+def output_kl(g: Graph, batches: list[Feeds], reference: list[np.ndarray],
+              fake_quant: bool = False) -> float:
+    """Mean KL(softmax(reference) || softmax(g's first output)) over the batches."""
+    losses = [kl_divergence(run(g, feeds, dtype="float32", fake_quant=fake_quant)
+                            [g.outputs[0]], ref)[0] for feeds, ref in zip(batches, reference)]
+    return float(np.mean(losses))
+
+
+def level_sensitivity(g: Graph, batches: list[Feeds], reference: list[np.ndarray],
+                      per_level: list[dict[str, Threshold]], layers: tuple[str, ...]
+                      ) -> np.ndarray:
+    """[L, S]: the KL increase when layer l alone is thresholded at level s."""
+    base = output_kl(g, batches, reference)
+    return np.array([[output_kl(sparsify(g, {n: th[n]}), batches, reference) - base
+                      if n in th else 0.0 for th in per_level] for n in layers])
+
+
+def plan_bits(g: Graph, chosen: Mapping[str, tuple[int, int]]) -> np.ndarray:
+    """The quantize pass's [L, 2] bits: `chosen` per named MAC layer, float elsewhere."""
+    return np.array([chosen.get(x.name, (32, 32)) for x in g.layers], dtype=np.int64)
+
+
+def bits_sensitivity(g: Graph, batches: list[Feeds], reference: list[np.ndarray],
+                     calib: CalibrationStats, layers: tuple[str, ...],
+                     bit_pairs: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """[L, B]: the KL increase when layer l alone is quantised to bit pair b (fake-quant)."""
+    base = output_kl(g, batches, reference)
+    return np.array([[output_kl(quantize(g, plan_bits(g, {n: b}), calib), batches, reference,
+                                fake_quant=True) - base for b in bit_pairs] for n in layers])
+
+
+def plan_latency_s(gs: Graph, stats: Mapping[str, OperandStats],
+                   chosen: Mapping[str, tuple[int, int]], target: MacArrayTarget) -> np.ndarray:
+    """Per layer of `gs` (a batch-1 graph, thresholds included), predicted latency of one
+    sample on `target`. MAC layers: the per-lane model's compute cycles at their bits (8/8
+    where not chosen; `stats` are per sample) against the DRAM cycles the array's cost model
+    gives at their measured density (compressed operands), overlapped when double buffered;
+    other layers: the array's cost model (vector unit)."""
+    table = gs.layer_table()
+    density = np.array([stats[n].density if n in stats else d
+                        for n, d in zip(table.names, table.a_density)])
+    pairs = sorted({(8, 8), *chosen.values()})
+    cost = macarray_evaluate(dataclasses.replace(table, a_density=density), np.array(pairs),
+                             target)
+    hz = target.clock_ghz * 1e9
+    dram_s = cost.energy_pj_dram / _dram_pj_per_byte(target) / (target.dram_bandwidth_gbps * 1e9)
+    folded = target.sparsity in ("skip_activations", "skip_both")
+    out = np.empty(len(gs.layers))
+    for i, x in enumerate(gs.layers):
+        b = pairs.index(chosen.get(x.name, (8, 8)))
+        if x.name in stats:
+            s = stats[x.name]
+            compute = lane_cycles(s.lane_density, s.w_col_nnz, s.k, target, pairs[b]) / hz
+            out[i] = (max if target.double_buffered else sum)((compute, dram_s[i, b]))
+        else:
+            out[i] = 0.0 if folded and _is_threshold(x) else cost.latency_s[i, b]
+    return out
+
+
+def _is_threshold(layer: Layer) -> bool:
+    # assumed: an array that skips zero activations already compares every input against
+    # zero where it compresses them (Eyeriss v2's CSC encoder, SCNN's sparse format); the
+    # threshold is that comparison with |x - c| < t, so it adds no cycles there. Elsewhere
+    # (a dense array, a CPU) it runs as the four elementwise ops it is.
+    return layer.kind == "activation" and layer.attrs.get("fn") == "threshold"
+
+
+def _dram_pj_per_byte(target: MacArrayTarget) -> float:
+    return float(configs.from_targets([target]).cfg_f[0, 2])
+
+
+def joint_costs(g: Graph, per_level_stats: list[Mapping[str, OperandStats]],
+                per_level: list[dict[str, Threshold]], layers: tuple[str, ...],
+                bit_pairs: tuple[tuple[int, int], ...], target: MacArrayTarget) -> np.ndarray:
+    """[L, B, S] latency of each allocated layer (its threshold layer included) at each bit
+    pair and sparsity level, for one sample (`g` at batch 1); the model's other layers are
+    a constant left out."""
+    out = np.zeros((len(layers), len(bit_pairs), len(per_level)))
+    for s, (stats, th) in enumerate(zip(per_level_stats, per_level)):
+        gs = sparsify(g, th)
+        names = [x.name for x in gs.layers]
+        for b, bits in enumerate(bit_pairs):
+            lat = plan_latency_s(gs, stats, dict.fromkeys(layers, bits), target)
+            for i, n in enumerate(layers):
+                cut = f"{n}/sparsify"
+                out[i, b, s] = lat[names.index(n)] + (lat[names.index(cut)] if cut in names
+                                                       else 0.0)
+    return out
+
+
+# --- the compile pipeline's step (after the bits) --------------------------------------------
+
+MAX_SAMPLES = 32  # calibration samples the threshold search runs over
+# assumed: a mean KL of 0.002 nats to the dense model's outputs moves top-1 decisions by well
+# under a point on the digits models (bench_sparsity's fronts); the bound for the whole plan
+MAX_KL = 0.002
+
+
+def skips_activations(target: Any) -> bool:
+    """True if `target` turns activation zeros into saved cycles (a zero-skipping array)."""
+    return getattr(target, "sparsity", "none") in ("skip_activations", "skip_both")
+
+
+def _feeds(g: Graph, samples: Mapping[str, np.ndarray]) -> list[Feeds]:
+    batch = g.types[g.inputs[0]].shape[0]
+    count = min(MAX_SAMPLES, len(next(iter(samples.values())))) // batch * batch
+    return [{k: v[i:i + batch] for k, v in samples.items()} for i in range(0, count, batch)]
+
+
+def choose_levels(g: Graph, feeds: list[Feeds], levels: tuple[float, ...],
+                  target: MacArrayTarget) -> dict[str, float]:
+    """Per sparsifiable layer, the level of the plan with the least MAC latency (at 8/8 bits)
+    whose summed KL increase to the dense model stays within `MAX_KL`, chosen exactly over
+    all layers by `compiler.allocate` (latency and KL swap the roles of sens and cost)."""
+    layers = tuple(x.name for x in sparsifiable(g))
+    per_level = level_thresholds(g, feeds, layers, levels)
+    ref = [run(g, f, dtype="float32")[g.outputs[0]] for f in feeds]
+    sens = level_sensitivity(g, feeds, ref, per_level, layers)
+    stats = [operand_stats(sparsify(g, th), feeds) for th in per_level]
+    cost = joint_costs(g, stats, per_level, layers, ((8, 8),), target)[:, 0, :]
+    pick = solve(cost, np.maximum(sens, 0.0), MAX_KL).choice  # level 0 costs 0: feasible
+    return {n: levels[s] for n, s in zip(layers, pick)}
+
+
+def apply_sparsity(g: Graph, target: Any, samples: Mapping[str, np.ndarray],
+                   levels: tuple[float, ...], bits: np.ndarray | None = None) -> Graph:
+    """`g` with calibrated thresholds in front of its MAC layers where they pay on `target`,
+    and notes saying what was done (or why nothing was) and what it predicts.
+
+    Args:
+        g: the float model (batch as deployed).
+        target: the target; only zero-skipping MAC arrays gain from sparsity.
+        samples: calibration samples per input ([S, ...]); the first 32 are used.
+        levels: candidate target sparsities per layer (0 = leave the layer dense).
+        bits: the chosen [L, 2] bits of `g` (for the predicted latency note; default 8/8).
+    """
+    if not skips_activations(target):
+        return replace(g, notes=g.notes + (
+            f"sparsity: not applied: {target.name} gains nothing from activation zeros "
+            "(onnxruntime's CPU kernels have no sparse-activation path)",))
+    feeds = _feeds(g, samples)
+    chosen = {n: lvl for n, lvl in choose_levels(g, feeds, tuple(levels), target).items()
+              if lvl > 0}
+    th = calibrate_sequential(g, feeds, chosen)
+    gs = sparsify(g, th)
+    stats = operand_stats(gs, feeds)
+    notes = tuple(f"sparsity: {n} input thresholded at |x - {t.center:.4g}| < {t.threshold:.4g}"
+                  f" (target {t.target:.0%}, measured density {stats[n].density:.3f}); "
+                  "onnxruntime runs it at no speed gain" for n, t in th.items())
+    return replace(gs, notes=gs.notes + (notes or ("sparsity: every layer stays dense",))
+                   + (_latency_note(g, gs, feeds, stats, bits, target),))
+
+
+def _latency_note(g: Graph, gs: Graph, feeds: list[Feeds], stats: Mapping[str, OperandStats],
+                  bits: np.ndarray | None, target: MacArrayTarget) -> str:
+    # the allocation's predicted latency above uses mean densities of the dense model
+    mac = set(stats)
+    rows = np.asarray(bits).tolist() if bits is not None else [(8, 8)] * len(g.layers)
+    chosen = {x.name: (w, a) if w < 32 and a < 32 else (8, 8)
+              for x, (w, a) in zip(g.layers, rows) if x.name in mac}
+    dense = plan_latency_s(g, operand_stats(g, feeds), chosen, target).sum()
+    sparse = plan_latency_s(gs, stats, chosen, target).sum()
+    return (f"sparsity: per-lane model at the chosen bits: {dense * 1e3:.4g} ms dense -> "
+            f"{sparse * 1e3:.4g} ms with the thresholds ({dense / sparse:.3f}x)")
+
+
+def sparsity_column(rows: tuple, gs: Graph, stats: Mapping[str, OperandStats] | None = None
+                    ) -> tuple:
+    """Report rows (`edgesim.report.LayerRow`) with each thresholded layer's `sparsity`."""
+    cuts = {x.name.removesuffix("/sparsify"): x for x in gs.layers
+            if x.kind == "activation" and x.attrs.get("fn") == "threshold"}
+    return tuple(replace(r, sparsity=_describe(cuts[r.name], stats, r.name))
+                 if r.name in cuts else r for r in rows)
+
+
+def _describe(cut: Layer, stats: Mapping[str, OperandStats] | None, name: str) -> str:
+    c, t = cut.attrs.get("center", 0.0), cut.attrs["threshold"]
+    where = f"abs(x - {c:.3g}) < {t:.3g}" if c else f"abs(x) < {t:.3g}"  # no "|": markdown
+    return where + (f", density {stats[name].density:.2f}" if stats and name in stats else "")
+
+
+def expand_bits(g: Graph, gs: Graph, bits: np.ndarray) -> np.ndarray:
+    """`bits` [L, 2] of `g` realigned to `gs` (`g` plus threshold layers, which stay float)."""
+    by_name = {x.name: b for x, b in zip(g.layers, np.asarray(bits).tolist())}
+    return np.array([by_name.get(x.name, (32, 32)) for x in gs.layers], dtype=np.int64)
+
+
+def parse_levels(text: str | None) -> tuple[float, ...]:
+    """`--sparsity 0,0.25,0.5` -> (0.0, 0.25, 0.5); None or "" -> () (no sparsification).
+
+    Raises:
+        UserError: for a value that is not a number in [0, 1).
+    """
+    if not text:
+        return ()
+    try:
+        levels = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise UserError("--sparsity", f"{text!r} is not a comma-separated list of numbers"
+                        ) from None
+    bad = [v for v in levels if not 0.0 <= v < 1.0]
+    if bad:
+        raise UserError("--sparsity", f"{bad[0]} is not a sparsity in [0, 1)")
+    return tuple(sorted({0.0, *levels}))
