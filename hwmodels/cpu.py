@@ -186,8 +186,9 @@ def _path_rows(target: CpuTarget, runtime: int) -> dict[int, dict[str, float]]:
     kal = _int8_k_align(target)
     ort, ncnn = runtime == K.RUNTIME_ORT, runtime == K.RUNTIME_NCNN
     # x86 with AVX2 / AVX-512: onnxruntime's NchwcTransformer runs convs as direct NCHWc
-    # kernels; elsewhere MLAS expands the input (im2col) into per-thread tiles (ncnn too)
-    im2col = (ort or ncnn) and target.arch == "arm64"
+    # kernels; elsewhere MLAS expands the input (im2col) into per-thread tiles (1), ncnn
+    # into one whole matrix, 1x1 convs included (2; kernels.cpu_ncnn)
+    im2col = (2 if ncnn else 1) if (ort or ncnn) and target.arch == "arm64" else 0
     fp32 = dict(rate=r["fp32"], eb_a=4, eb_w=4, eb_o=4, e_mac=_mac_pj(32, node),
                 im2col=im2col, fake_q=ort, winograd=6 if ncnn else 0)
     int8 = dict(rate=r["int8"], eb_a=1, eb_w=1, eb_o=1, k_align=kal, e_mac=_mac_pj(8, node),
@@ -215,7 +216,7 @@ def _path_rows(target: CpuTarget, runtime: int) -> dict[int, dict[str, float]]:
     }
 
 
-def _ncnn_int8(target: CpuTarget, int8: dict[str, float], im2col: bool) -> dict[str, float]:
+def _ncnn_int8(target: CpuTarget, int8: dict[str, float], im2col: int) -> dict[str, float]:
     """ncnn's int8 conv: quantises its float input (q_in), im2col + packed int8 GEMM, and
     dequantises int32 to a float output in the kernel (eb_o 4, requant); without dotprod,
     3x3 stride-1 convs take Winograd F(4,3) on int16 products (convolution_arm.cpp

@@ -19,6 +19,9 @@ and `paths` [H, NPATH, NA] (per kernel path: MAC rate and the passes it adds). S
   takes 1 / (1 + (t - 1) * parallel_efficiency) of one thread's (`serial_share`: contention
   for the shared cache and memory, barriers); DRAM serves the one-thread sustained bandwidth
   at t = 1 and the all-core figure at t = cores, linear in between (`dram_bandwidth`).
+  ncnn splits its im2col conv GEMMs over output-channel blocks and depthwise convs over
+  channel packs, on 8 x 12 register tiles, and writes the whole im2col matrix (1x1 convs
+  included) before the GEMM (`hwmodels.kernels.cpu_ncnn`, each fact cited there).
 - Winograd (ncnn profile): 3x3 stride-1 convs run as F(r, 3) (`winograd_tile`,
   `winograd_core`; Lavin & Gray, CVPR 2016): (r + 2)^2 GEMMs over the tiles plus input and
   output transform passes.
@@ -37,6 +40,8 @@ import math
 
 import numpy as np
 from numba import njit, prange
+
+from hwmodels.kernels import cpu_ncnn as ncnn
 
 CATEGORY_GEMM, CATEGORY_STREAM, CATEGORY_COPY, CATEGORY_VIEW = 0, 1, 2, 3  # = compiler.ir
 KIND_CONV, KIND_ACTIVATION, KIND_SOFTMAX, KIND_GATHER, KIND_IDENTITY = 0, 5, 7, 11, 20  # KINDS
@@ -238,17 +243,25 @@ def core_dram_bytes(li: np.ndarray, w_bytes: float, w_res: bool, eba: float, ebo
 @njit(cache=True)
 def gemm_core(li: np.ndarray, rate: float, eba: float, ebw: float, ebo: float, k_align: float,
               extra_ops: float, w_bytes: float, w_res: bool, runtime: int, p: np.ndarray,
-              ch: np.ndarray, traffic: np.ndarray, acc: np.ndarray) -> float:
+              ch: np.ndarray, traffic: np.ndarray, acc: np.ndarray,
+              oc_split: bool = False) -> float:
     """Blocked GEMM on the register tile: book its roofline time; return its threads.
     `extra_ops` are in-kernel lane ops (weight unpacking, requantisation) at the kernel's
-    lanes; they share the vector pipes with the MACs."""
+    lanes; they share the vector pipes with the MACs. `oc_split`: ncnn's im2col conv GEMM
+    (tiles and thread split of `kernels.cpu_ncnn.conv_gemm_split`)."""
     m, n, k, g = float(li[L_M]), float(li[L_N]), float(li[L_K]), float(li[L_G])
     tm = p[P_TILE_M] if m > 1 else 1.0  # M = 1 runs the GEMV kernel
     tn = p[P_TILE_N]
     kp = cdiv(k, k_align) * k_align
     units = cdiv(m, tm) * cdiv(n, tn) * g
     t = gemm_threads(float(li[L_MACS]), units, runtime, p)
-    comp = cdiv(units, t) * tm * tn * kp / (rate * p[P_GEMM_EFF])
+    busy = cdiv(units, t) * tm * tn * kp  # register-tile MACs of the busiest thread
+    if oc_split:  # ncnn im2col GEMM: 8 x 12 tiles, threads over output-channel blocks
+        t, busy = ncnn.conv_gemm_split(int(m), int(n), kp, int(g), int(p[P_THREADS]),
+                                     int(p[P_CORES]), eba)
+        tm, tn = (ncnn.TILE_PIX_INT8 if eba == 1.0 else ncnn.TILE_PIX), float(ncnn.TILE_OC)
+        units = cdiv(m, tm) * cdiv(n, tn) * g
+    comp = busy / (rate * p[P_GEMM_EFF])
     comp = (comp + extra_ops / (kernel_lanes(eba, p) * p[P_PIPES] * t)) * serial_share(p, t)
     mp = units * tm * tn * kp
     ra, rb = blocked_traffic(m, n, k, g, mp, tm, tn, eba, ebw, t, p, ch, traffic)
@@ -267,8 +280,12 @@ def depthwise_core(li: np.ndarray, eba: float, ebo: float, extra_ops: float, w_b
     split over output pixels. int8 widens to 16-bit lanes."""
     m, k, g = float(li[L_M]), float(li[L_K]), float(li[L_G])
     lanes = p[P_LANES32] * 4.0 / max(eba, 2.0)
-    t = gemm_threads(float(li[L_MACS]), m, runtime, p)
-    comp = cdiv(m, t) * k * cdiv(g, lanes) / (p[P_PIPES] * p[P_GEMM_EFF])
+    if runtime == RUNTIME_NCNN:  # threads over channel packs, each thread all pixels
+        t, vectors = ncnn.depthwise_split(int(g), int(p[P_THREADS]), int(lanes))
+        comp = m * k * vectors / (p[P_PIPES] * p[P_GEMM_EFF])
+    else:
+        t = gemm_threads(float(li[L_MACS]), m, runtime, p)
+        comp = cdiv(m, t) * k * cdiv(g, lanes) / (p[P_PIPES] * p[P_GEMM_EFF])
     comp = (comp + extra_ops / (kernel_lanes(eba, p) * p[P_PIPES] * t)) * serial_share(p, t)
     traffic[0] += m * k * g * eba + m * g * ebo
     dram = core_dram_bytes(li, w_bytes, w_res, eba, ebo, eba, 1.0, 1.0, p, ch)
@@ -346,9 +363,11 @@ def gemm_streams(li: np.ndarray, row: np.ndarray, a: int, eba: float, ebw: float
     if row[A_A_PACK] > 0:     # QGEMM packs A and computes its row sums
         add_pass(mk * 2.0 * eba, mk, kernel_lanes(eba, p), blk, p, ch, traffic, acc)
     depthwise = g > 1 and n == 1  # direct depthwise and Winograd kernels need no im2col
-    if (row[A_IM2COL] > 0 and li[L_KIND] == KIND_CONV and abs(mk - ain) > 0.5 and not depthwise
-            and not direct):
-        add_pass((ain + mk) * eba, 0.0, lanes, blk, p, ch, traffic, acc)  # MLAS: per-thread tiles
+    whole = row[A_IM2COL] > 1.5  # ncnn: writes the whole im2col matrix, 1x1 convs included
+    if (row[A_IM2COL] > 0 and li[L_KIND] == KIND_CONV and (whole or abs(mk - ain) > 0.5)
+            and not depthwise and not direct):
+        nbytes = (ain + mk) * eba  # MLAS expands into per-thread tiles (blocked level)
+        add_pass(nbytes, 0.0, lanes, home(nbytes, p, ch) if whole else blk, p, ch, traffic, acc)
     if wel > 0 and row[A_W_DQ] > 0 and not inline:  # weights dequantised to an fp32 buffer
         nl = int(p[P_NLEVELS])
         add_pass(wel * (w_store + row[A_W_DQ]), wel * UNPACK_LANE_OPS, lanes,
@@ -383,8 +402,9 @@ def gemm_layer(li: np.ndarray, path: int, w: int, a: int, w_store: float, runtim
     elif li[L_G] > 1 and li[L_N] == 1:
         t = depthwise_core(li, eba, ebo, extra, wel * ebw, w_res, runtime, p, ch, traffic, acc)
     else:
+        oc_split = runtime == RUNTIME_NCNN and li[L_KIND] == KIND_CONV and li[L_M] > 1
         t = gemm_core(li, rate, eba, ebw, ebo, row[A_K_ALIGN], extra, wel * ebw, w_res, runtime,
-                      p, ch, traffic, acc)
+                      p, ch, traffic, acc, oc_split)
     acc[ACC_LANE_OPS] += extra
     gemm_streams(li, row, a, eba, ebw, w_store, model_w_res, inline, r > 0, p, ch, traffic, acc)
     acc[ACC_NODES] += row[A_NODES] - 1.0  # Q / DQ nodes; the GEMM node costs more:
