@@ -131,6 +131,8 @@ from hwmodels.kernels.cpu_layout import (
     RUNTIME_NCNN,
     RUNTIME_ORT,
     UNPACK_LANE_OPS,
+    WINOGRAD_MIN_CH,
+    WINOGRAD_MIN_CH_FP16,
 )
 from hwmodels.kernels.cpu_roofline import (
     add_pass,
@@ -196,7 +198,8 @@ def gemm_layer(li: np.ndarray, path: int, w: int, a: int, w_store: float, runtim
     extra = wel * cdiv(m, p[P_TILE_M]) * UNPACK_LANE_OPS if inline else 0.0
     if row[A_REQUANT] > 0:   # requantise int32 accumulators (fp32 lanes -> kernel lanes)
         extra += float(li[L_AOUT]) * REQUANT_LANE_OPS * 4.0 / eba
-    r = winograd_tile(li, row[A_WINOGRAD]) if row[A_WINOGRAD] > 0 else 0.0
+    min_ch = WINOGRAD_MIN_CH_FP16 if eba == 2.0 else WINOGRAD_MIN_CH
+    r = winograd_tile(li, row[A_WINOGRAD], min_ch) if row[A_WINOGRAD] > 0 else 0.0
     if r > 0:  # the transformed GEMM may run at another rate (ncnn int8: int16 products)
         wg_rate = row[A_WG_RATE] if row[A_WG_RATE] > 0 else rate
         t = winograd_core(li, r, wg_rate, eba, ebw, ebo, extra, w_res, runtime, p, ch, traffic,

@@ -102,22 +102,23 @@ def depthwise_core(li: np.ndarray, eba: float, ebo: float, extra_ops: float, w_b
 
 
 @njit(cache=True)
-def winograd_tile(li: np.ndarray, r_max: float) -> float:
+def winograd_tile(li: np.ndarray, r_max: float, min_ch: float = WINOGRAD_MIN_CH) -> float:
     """Output tile edge r of the Winograd F(r x r, 3 x 3) ncnn runs a 3x3 stride-1 conv with;
     0 when the layer is not one. ncnn (src/layer/arm/convolution_arm.cpp), fp32 / fp16
     (r_max 6): F(6,3) when cin and cout <= 128, else F(4,3) when both >= 8, else F(2,3); none
     unless cin or cout >= 8. int8 (r_max 4): F(4,3) when both >= 8, else none. The GEMM view
     shows a 3x3 stride-1 conv as k = 9 cin with as many input pixels as output pixels (padding
-    adds at most WINOGRAD_SLACK)."""
+    adds at most WINOGRAD_SLACK). `min_ch` is 8 in those paths and 16 in ncnn's fp16
+    arithmetic path (WINOGRAD_MIN_CH_FP16)."""
     if li[L_KIND] != KIND_CONV or li[L_G] != 1 or li[L_K] % 9 != 0 or li[L_M] < 1:
         return 0.0
     m, n, cin = float(li[L_M]), float(li[L_N]), float(li[L_K] // 9)
     ratio = float(li[L_AIN]) / (m * cin)
-    if ratio < 1.0 - 1e-9 or ratio > WINOGRAD_SLACK or max(cin, n) < WINOGRAD_MIN_CH:
+    if ratio < 1.0 - 1e-9 or ratio > WINOGRAD_SLACK or max(cin, n) < min_ch:
         return 0.0
     if r_max >= 6.0 and cin <= 128 and n <= 128:
         return 6.0
-    if min(cin, n) >= WINOGRAD_MIN_CH:
+    if min(cin, n) >= min_ch:
         return 4.0
     return 2.0 if r_max >= 6.0 else 0.0
 

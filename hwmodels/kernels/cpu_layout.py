@@ -57,5 +57,6 @@ UNPACK_LANE_OPS = 3.0          # weight dequantise: unpack nibbles, convert, sca
 REQUANT_LANE_OPS = 4.0         # int32 -> int8 requantisation per output element
 WINOGRAD_SLACK = 1.3           # input pixels / output pixels of a padded 3x3 stride-1 conv
 WINOGRAD_MIN_CH = 8.0          # ncnn convolution_arm.cpp: Winograd needs cin or cout >= 8
+WINOGRAD_MIN_CH_FP16 = 16.0    # ncnn convolution_arm_asimdhp.cpp:87,94 (fp16sa): 16, not 8
 LLC_RESIDENT = 0.75            # assumed: weights stay cached across inferences below this share
 PARALLEL_MIN_EVALS = 200_000   # below this, one thread beats numba's fork/join

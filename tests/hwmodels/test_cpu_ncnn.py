@@ -7,8 +7,10 @@ import dataclasses
 
 import pytest
 
+from hwmodels import cpu
+from hwmodels.kernels import cpu as K
 from hwmodels.kernels import cpu_ncnn as N
-from tests.hwmodels.test_cpu import OVH, conv, cycles, simple_target
+from tests.hwmodels.test_cpu import OVH, conv, cycles, make_table, simple_target
 
 
 @pytest.mark.parametrize("m, threads, block, tile", [
@@ -68,3 +70,14 @@ def test_ncnn_thread_speedup_follows_its_output_channel_tasks(cout, speedup):
     one = cycles([row], [(32, 32)], t, threads=1, runtime="ncnn")[0, 0] - OVH
     four = cycles([row], [(32, 32)], t, threads=4, runtime="ncnn")[0, 0] - OVH
     assert one / four == pytest.approx(speedup, rel=1e-4)
+
+
+@pytest.mark.parametrize("cin, cout, fp32_tile, fp16_tile", [
+    (12, 12, 6.0, 0.0),     # fp16sa wants cin or cout >= 16 (asimdhp.cpp:87)
+    (12, 64, 6.0, 6.0),     # both <= 128: F(6,3) either way
+    (12, 200, 4.0, 2.0),    # too wide for F(6,3); F(4,3) needs both >= 8 / >= 16
+])
+def test_fp16_winograd_thresholds_are_sixteen_channels(cin, cout, fp32_tile, fp16_tile):
+    li = cpu.layer_array(make_table([conv(cin, cout, 24)]))[0]
+    assert K.winograd_tile(li, 6.0) == fp32_tile
+    assert K.winograd_tile(li, 6.0, K.WINOGRAD_MIN_CH_FP16) == fp16_tile
