@@ -3,7 +3,9 @@
 Modules: `cpu_layout` (array layouts, path codes, constants), `cpu_roofline` (cache levels,
 DRAM roof, threads, passes, roofline booking), `cpu_gemm` (GEMM, depthwise and Winograd
 cores), `cpu_ncnn` (ncnn's tiles and thread split); this one costs layers and runs the sweep.
-The formulas and their sources are listed here for all of them.
+The formulas and their sources are listed here for all of them. numba's on-disk cache keys a
+function on its own file only: after editing one of the imported modules, clear
+`hwmodels/kernels/__pycache__` (or touch this file) so the callers here recompile.
 
 The glue (`hwmodels.cpu`) resolves a target into `params` [H, NP], `caches` [H, MAX_LEVELS, NC]
 and `paths` [H, NPATH, NA] (per kernel path: MAC rate and the passes it adds). Sources:

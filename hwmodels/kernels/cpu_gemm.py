@@ -82,8 +82,9 @@ def gemm_core(li: np.ndarray, rate: float, eba: float, ebw: float, ebo: float, k
 def depthwise_core(li: np.ndarray, eba: float, ebo: float, extra_ops: float, w_bytes: float,
                    w_res: bool, runtime: int, p: np.ndarray, ch: np.ndarray, traffic: np.ndarray,
                    acc: np.ndarray) -> float:
-    """Depthwise conv (n = 1 per group): lanes over channels, one input load per lane MAC,
-    split over output pixels. int8 widens to 16-bit lanes."""
+    """Depthwise conv (n = 1 per group): lanes over channels, one input load per lane MAC
+    (two in ncnn's generic loop), split over output pixels (ncnn: over channel packs). int8
+    widens to 16-bit lanes."""
     m, k, g = float(li[L_M]), float(li[L_K]), float(li[L_G])
     lanes = p[P_LANES32] * 4.0 / max(eba, 2.0)
     if runtime == RUNTIME_NCNN:  # threads over channel packs, each thread all pixels
@@ -93,7 +94,10 @@ def depthwise_core(li: np.ndarray, eba: float, ebo: float, extra_ops: float, w_b
         t = gemm_threads(float(li[L_MACS]), m, runtime, p)
         comp = cdiv(m, t) * k * cdiv(g, lanes) / (p[P_PIPES] * p[P_GEMM_EFF])
     comp = (comp + extra_ops / (kernel_lanes(eba, p) * p[P_PIPES] * t)) * serial_share(p, t)
-    traffic[0] += m * k * g * eba + m * g * ebo
+    loads = 1.0  # input vector per tap; ncnn's generic loop also reloads the weight vector
+    if runtime == RUNTIME_NCNN and ncnn.depthwise_generic(int(k), float(li[L_AIN]) / (m * g)):
+        loads = 2.0
+    traffic[0] += m * k * g * eba * loads + m * g * ebo
     dram = core_dram_bytes(li, w_bytes, w_res, eba, ebo, eba, 1.0, 1.0, p, ch)
     book_core(comp, dram, t, p, ch, traffic, acc)
     acc[ACC_INSTR] += m * k * cdiv(g, lanes) * 2.0  # one FMA + one load per vector

@@ -26,6 +26,7 @@ TILE_PIX = 12        # convolution_im2col_gemm.h / _fp16s.h: jj += 12 (pixels pe
 TILE_PIX_INT8 = 8    # convolution_im2col_gemm_int8.h: jj += 8
 M_BLOCK = 32         # get_optimal_tile_mnk (fp32, int8): nn_M = (M + 31) / 32
 M_BLOCK_FP16 = 64    # get_optimal_tile_mnk_fp16sa: nn_M = (M + 63) / 64
+STRIDE2_MAX_IN_PER_OUT = 5.2  # 4 input pixels per output at stride 2, + 30 % padding slack
 
 
 @njit(cache=True)
@@ -69,3 +70,14 @@ def depthwise_split(channels: int, threads: int, lanes: int) -> tuple[float, flo
     tasks = (channels + pack - 1) // pack
     t = min(threads, tasks)
     return float(t), float((tasks + t - 1) // t)
+
+
+@njit(cache=True)
+def depthwise_generic(taps: int, in_per_out: float) -> bool:
+    """Whether ncnn runs a depthwise conv on its generic loop: specialised kernels exist for
+    3x3 and 5x5 at stride 1 and 2 (`convolutiondepthwise_arm.cpp` convdw3x3s1/s2 and
+    convdw5x5s1/s2 for pack4, `_asimdhp.cpp` for pack8); anything else (7x7, stride 3) takes
+    the loop that loads the weight vector next to the input vector for every tap
+    (`for (int k = 0; k < maxk; k++)`: two loads per FMA). `in_per_out`: input pixels per
+    output pixel (about 1 at stride 1, 4 at stride 2)."""
+    return (taps != 9 and taps != 25) or in_per_out > STRIDE2_MAX_IN_PER_OUT

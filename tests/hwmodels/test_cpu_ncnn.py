@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 
 from hwmodels import cpu
+from hwmodels.cpu import CacheLevel
 from hwmodels.kernels import cpu as K
 from hwmodels.kernels import cpu_ncnn as N
 from tests.hwmodels.test_cpu import OVH, conv, cycles, make_table, simple_target
@@ -81,3 +82,26 @@ def test_fp16_winograd_thresholds_are_sixteen_channels(cin, cout, fp32_tile, fp1
     li = cpu.layer_array(make_table([conv(cin, cout, 24)]))[0]
     assert K.winograd_tile(li, 6.0) == fp32_tile
     assert K.winograd_tile(li, 6.0, K.WINOGRAD_MIN_CH_FP16) == fp16_tile
+
+
+@pytest.mark.parametrize("taps, in_per_out, generic", [
+    (9, 1.0, False), (25, 4.0, False),   # 3x3 / 5x5 at stride 1 / 2: specialised kernels
+    (49, 1.0, True),                     # 7x7: the generic loop
+    (9, 9.0, True),                      # 3x3 at stride 3: the generic loop
+])
+def test_depthwise_generic_loop_is_taken_off_the_specialised_shapes(taps, in_per_out, generic):
+    assert N.depthwise_generic(taps, in_per_out) is generic
+
+
+def test_generic_depthwise_loads_the_weight_vector_every_tap():
+    # 7x7 depthwise, 8 channels, 10x10, stride 1; one core, 4 fp32 lanes x 1 FMA pipe and an
+    # L1 serving 16 bytes per cycle (one 128-bit load). FMAs: 100 px x 49 taps x 2 vectors =
+    # 9800 cycles. L1 bytes: ncnn's generic loop loads input and weight vectors per tap,
+    # 100 * 49 * 8 * 4 * 2, plus the 100 * 8 * 4 output -> 316800 / 16 = 19800 cycles
+    fast = simple_target().caches
+    t = simple_target(isa=("neon",), caches=(CacheLevel(1, 64, 64, 4, 16.0, False),) + fast[1:])
+    row = conv(8, 8, 10, ksize=7, groups=8)
+    assert cycles([row], [(32, 32)], t, runtime="ncnn")[0, 0] == pytest.approx(19800 + OVH)
+    # onnxruntime's model keeps one load per tap: (156800 + 3200) / 16 = 10000 cycles
+    assert cycles([row], [(32, 32)], t, runtime="onnxruntime")[0, 0] == pytest.approx(
+        10000 + OVH)
