@@ -1,4 +1,5 @@
-"""Edge CPUs (Arm / x86): the target schema and the cost model's Python glue.
+"""Edge CPUs (Arm / x86): the cost model's Python glue (the target schema lives in
+`hwmodels.cpu_schema`; its classes are re-exported here).
 
 The arithmetic lives in `hwmodels.kernels.cpu` (formulas and sources are listed there). This
 module resolves a `CpuTarget` into the kernel's arrays -- scalar parameters, cache levels and
@@ -19,20 +20,22 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from compiler.ir import CATEGORY_GEMM, KIND_CODE, LayerTable
 from hwmodels import energy
 from hwmodels.cost import Cost, check_bits, memory_bytes
+from hwmodels.cpu_schema import ISA_FEATURES as ISA_FEATURES
+from hwmodels.cpu_schema import CacheLevel as CacheLevel
+from hwmodels.cpu_schema import CpuTarget
+from hwmodels.cpu_schema import Dram as Dram
+from hwmodels.cpu_schema import Power as Power
 from hwmodels.kernels import cpu as K
 
 RUNTIMES = {"onnxruntime": K.RUNTIME_ORT, "ideal": K.RUNTIME_IDEAL, "ncnn": K.RUNTIME_NCNN,
             "xnnpack": K.RUNTIME_XNNPACK}
-ISA_FEATURES = ("neon", "dotprod", "i8mm", "fp16", "sve", "sse4_2", "avx", "avx2", "fma",
-                "f16c", "avx512f", "avx512bw", "avx512_vnni", "avxvnni", "amx")
 # int8 dot-product instructions and their MACs per instruction relative to sdot / vpdpbusd
 # (smmla computes a 2x8 by 8x2 tile: twice sdot's 16 MACs per 128 bits; Arm ARM v8.6)
 DOT_FEATURES = {"i8mm": 2.0, "dotprod": 1.0, "avx512_vnni": 1.0, "avxvnni": 1.0}
@@ -46,108 +49,6 @@ _LINEAR_KINDS = (KIND_CODE["linear"], KIND_CODE["matmul"])
 _COST_FIELDS = ("cycles", "latency_s", "energy_pj_compute", "energy_pj_onchip",
                 "energy_pj_dram", "bound", "util")
 
-
-@dataclass(frozen=True)
-class CacheLevel:
-    """One cache level.
-
-    Attributes:
-        level: 1, 2, 3 ...
-        size_kib: capacity (per core if private, total if shared).
-        line_bytes / associativity: geometry.
-        bandwidth_bytes_per_cycle: sustained bytes per core clock it serves to the level below,
-            per core for a private level and in total for a shared one.
-        shared: shared by all cores.
-        energy_pj_per_byte: access energy; None = Horowitz SRAM energy for its size, scaled to
-            the target's `process_nm` (`hwmodels.energy.sram_pj_per_byte`).
-    """
-
-    level: int
-    size_kib: float
-    line_bytes: int
-    associativity: int
-    bandwidth_bytes_per_cycle: float
-    shared: bool
-    energy_pj_per_byte: float | None = None
-
-
-@dataclass(frozen=True)
-class Dram:
-    """Main memory: theoretical and sustained (single-thread STREAM-like) bandwidth, and what
-    all cores draw together (None: the one-thread figure; on the Pis it is no higher)."""
-
-    technology: str
-    bandwidth_gbps: float
-    sustained_bandwidth_gbps: float
-    all_core_bandwidth_gbps: float | None = None
-    energy_pj_per_byte: float | None = None  # None: Horowitz DRAM (`energy.dram_pj_per_byte`)
-
-
-@dataclass(frozen=True)
-class Power:
-    """Package / board power with the cores idle and with all cores busy."""
-
-    idle_w: float
-    active_w: float
-
-
-@dataclass(frozen=True, kw_only=True)
-class CpuTarget:
-    """A multi-core CPU with SIMD units, a cache hierarchy and DRAM.
-
-    Pipe counts are SIMD instructions of full `simd_bits` width issued per cycle per core
-    (0.5 where a 128-bit op takes two cycles on a 64-bit datapath): `fma_pipes` for float FMA,
-    `int_mul_pipes` for widening integer multiplies (smull/smlal, pmaddubsw/pmaddwd),
-    `dot_pipes` for int8 dot products (sdot/smmla, vpdpbusd; 0 without them). `gemm_tile_m`
-    x `gemm_tile_n` is the fp32 register tile of the runtime's GEMM micro-kernel and
-    `gemm_efficiency` the fraction of the micro-kernel peak a large GEMM sustains. Runtime
-    overheads: `op_overhead_us` per elementwise / copy node, `gemm_overhead_us` per conv /
-    matmul node, `run_overhead_us` per inference, `thread_overhead_us` per parallel op.
-    `parallel_efficiency`: the share of a core each thread beyond the first adds to compute
-    (contention for the shared cache and memory; 1 = perfect scaling).
-    """
-
-    name: str
-    kind: Literal["cpu"] = "cpu"
-    description: str
-    sources: dict[str, str]
-    arch: Literal["arm64", "x86_64"]
-    cores: int
-    clock_ghz: float
-    simd_bits: int
-    fma_pipes: float
-    int_mul_pipes: float
-    dot_pipes: float = field(default=0.0, metadata={"ge": 0})
-    isa: tuple[str, ...]
-    gemm_tile_m: int
-    gemm_tile_n: int
-    gemm_efficiency: float
-    caches: tuple[CacheLevel, ...]
-    dram: Dram
-    op_overhead_us: float
-    gemm_overhead_us: float
-    run_overhead_us: float = field(default=0.0, metadata={"ge": 0})
-    thread_overhead_us: float
-    parallel_efficiency: float = 1.0
-    power: Power
-    process_nm: float
-    instruction_energy_pj: float | None = None  # None: Horowitz 70 pJ at 45 nm, node-scaled
-
-    def __post_init__(self) -> None:
-        # cross-field rules; messages name the field as "<field>: <what>"
-        unknown = sorted(set(self.isa) - set(ISA_FEATURES))
-        if unknown:
-            raise ValueError(f"isa: unknown feature {unknown[0]!r} (known: {ISA_FEATURES})")
-        if not 1 <= len(self.caches) <= K.MAX_LEVELS:
-            raise ValueError(f"caches: need 1..{K.MAX_LEVELS} levels, got {len(self.caches)}")
-        if self.parallel_efficiency > 1:
-            raise ValueError(f"parallel_efficiency: must be <= 1, got {self.parallel_efficiency}")
-        if self.gemm_efficiency > 1:
-            raise ValueError(f"gemm_efficiency: must be <= 1, got {self.gemm_efficiency}")
-        if self.dram.sustained_bandwidth_gbps > self.dram.bandwidth_gbps:
-            raise ValueError("dram.sustained_bandwidth_gbps: exceeds dram.bandwidth_gbps")
-        if self.power.active_w < self.power.idle_w:
-            raise ValueError("power.active_w: below power.idle_w")
 
 
 def peak_macs_per_cycle(target: CpuTarget) -> dict[str, float]:
@@ -186,8 +87,9 @@ def _path_rows(target: CpuTarget, runtime: int) -> dict[int, dict[str, float]]:
     kal = _int8_k_align(target)
     ort, ncnn = runtime == K.RUNTIME_ORT, runtime == K.RUNTIME_NCNN
     # x86 with AVX2 / AVX-512: onnxruntime's NchwcTransformer runs convs as direct NCHWc
-    # kernels; elsewhere MLAS expands the input (im2col) into per-thread tiles (ncnn too)
-    im2col = (ort or ncnn) and target.arch == "arm64"
+    # kernels; elsewhere MLAS expands the input (im2col) into per-thread tiles (1), ncnn
+    # into one whole matrix, 1x1 convs included (2; kernels.cpu_ncnn)
+    im2col = (2 if ncnn else 1) if (ort or ncnn) and target.arch == "arm64" else 0
     fp32 = dict(rate=r["fp32"], eb_a=4, eb_w=4, eb_o=4, e_mac=_mac_pj(32, node),
                 im2col=im2col, fake_q=ort, winograd=6 if ncnn else 0)
     int8 = dict(rate=r["int8"], eb_a=1, eb_w=1, eb_o=1, k_align=kal, e_mac=_mac_pj(8, node),
@@ -215,7 +117,7 @@ def _path_rows(target: CpuTarget, runtime: int) -> dict[int, dict[str, float]]:
     }
 
 
-def _ncnn_int8(target: CpuTarget, int8: dict[str, float], im2col: bool) -> dict[str, float]:
+def _ncnn_int8(target: CpuTarget, int8: dict[str, float], im2col: int) -> dict[str, float]:
     """ncnn's int8 conv: quantises its float input (q_in), im2col + packed int8 GEMM, and
     dequantises int32 to a float output in the kernel (eb_o 4, requant); without dotprod,
     3x3 stride-1 convs take Winograd F(4,3) on int16 products (convolution_arm.cpp

@@ -1,0 +1,62 @@
+"""Array layouts of the CPU cost kernel (columns of its inputs, outputs and accumulators),
+its kernel-path codes and the constants of its formulas (sources in `hwmodels.kernels.cpu`)."""
+
+from __future__ import annotations
+
+CATEGORY_GEMM, CATEGORY_STREAM, CATEGORY_COPY, CATEGORY_VIEW = 0, 1, 2, 3  # = compiler.ir
+KIND_CONV, KIND_ACTIVATION, KIND_SOFTMAX, KIND_GATHER, KIND_IDENTITY = 0, 5, 7, 11, 20  # KINDS
+
+RUNTIME_ORT, RUNTIME_IDEAL, RUNTIME_NCNN, RUNTIME_XNNPACK = 0, 1, 2, 3
+
+# layer columns of `lay` (int64 [L, NL])
+L_KIND, L_CAT, L_M, L_N, L_K, L_G, L_MACS, L_OPS, L_WEL, L_AIN, L_AOUT, L_WB = range(12)
+NL = 12
+
+# params columns (float64 [H, NP])
+(P_CLOCK_HZ, P_CORES, P_THREADS, P_LANES32, P_PIPES, P_TILE_M, P_TILE_N, P_GEMM_EFF,
+ P_DRAM_BPC, P_OP_OVH, P_GEMM_OVH, P_RUN_OVH, P_THR_OVH, P_NLEVELS, P_E_INSTR, P_E_OP, P_E_DRAM,
+ P_FP16, P_DRAM_ALL_BPC, P_PAR_EFF) = range(20)
+NP = 20
+
+# cache columns (float64 [H, MAX_LEVELS, NC])
+C_BYTES, C_BPC, C_SHARED, C_E_BYTE = range(4)
+NC = 4
+MAX_LEVELS = 4
+
+# kernel paths (rows of `paths`; the glue picks one per config, layer and bit choice)
+(PATH_FP32, PATH_FP16, PATH_QLINEAR, PATH_NBITS_INT8, PATH_NBITS_FP32, PATH_DQ_FP32,
+ PATH_INT8, PATH_LUT, PATH_FP32_UNPACK) = range(9)
+NPATH = 9
+PATH_NONE, PATH_FUSED = -1, NPATH  # non-GEMM layers: own pass, or fused into the GEMM before
+
+# path attributes (columns of `paths`): MAC rate per core and cycle (LUT: at 1-bit weights),
+# bytes per activation / weight / output element in the kernel (weight -1: stored width),
+# k alignment, nodes it runs as, MAC energy (pJ), and the streams it adds per inference.
+# A_W_DQ: fp32 bytes a run-time weight-dequantise pass writes and re-reads per weight.
+(A_RATE, A_EB_A, A_EB_W, A_EB_O, A_K_ALIGN, A_NODES, A_E_MAC, A_Q_IN, A_DQ_OUT, A_A_QUANT,
+ A_W_DQ, A_W_INLINE, A_IM2COL, A_FAKE_Q, A_A_PACK, A_REQUANT, A_WINOGRAD, A_WG_RATE) = range(18)
+NA = 18
+
+# outputs (float64 [NO, H, L, B])
+O_CYCLES, O_LATENCY, O_E_COMPUTE, O_E_ONCHIP, O_E_DRAM, O_BOUND, O_UTIL, O_WBYTES = range(8)
+NO = 8
+
+BOUND_COMPUTE, BOUND_ONCHIP, BOUND_DRAM, BOUND_OVERHEAD = 0, 1, 2, 3
+# per-evaluation accumulators (float64 [NACC]): time per bound class, lane ops, vector
+# instructions, MAC energy, onnxruntime nodes and the MAC-rate peak of the path
+(ACC_T_COMPUTE, ACC_T_ONCHIP, ACC_T_DRAM, ACC_T_OVERHEAD, ACC_LANE_OPS, ACC_INSTR, ACC_E_MAC,
+ ACC_NODES, ACC_PEAK) = range(9)
+NACC = 9
+
+THREAD_MACS = 65536.0          # MLAS_SGEMM_THREAD_COMPLEXITY (mlasi.h)
+STREAM_BYTES_PER_THREAD = 65536.0  # assumed: elementwise ops split in 64 KiB chunks per thread
+EXP_LANE_OPS = 16.0            # assumed: ~16 vector ops per exp (range reduction + polynomial)
+Q_LANE_OPS = 3.0               # quantise: scale, round-convert, add zero point (per element)
+DQ_LANE_OPS = 2.0              # dequantise: convert, scale
+UNPACK_LANE_OPS = 3.0          # weight dequantise: unpack nibbles, convert, scale
+REQUANT_LANE_OPS = 4.0         # int32 -> int8 requantisation per output element
+WINOGRAD_SLACK = 1.3           # input pixels / output pixels of a padded 3x3 stride-1 conv
+WINOGRAD_MIN_CH = 8.0          # ncnn convolution_arm.cpp: Winograd needs cin or cout >= 8
+WINOGRAD_MIN_CH_FP16 = 16.0    # ncnn convolution_arm_asimdhp.cpp:87,94 (fp16sa): 16, not 8
+LLC_RESIDENT = 0.75            # assumed: weights stay cached across inferences below this share
+PARALLEL_MIN_EVALS = 200_000   # below this, one thread beats numba's fork/join

@@ -1,0 +1,83 @@
+"""How Tencent ncnn's Arm convolution kernels split work: register tiles and threads.
+
+Read from Tencent/ncnn @a4d2ea1 (aarch64 paths), the version the fidelity table cites:
+
+- im2col GEMM (`src/layer/arm/convolution_im2col_gemm.h`, `_fp16s.h`, `_int8.h`): every conv
+  that is not Winograd or depthwise -- 1x1 included (`convolution_arm.cpp` create_pipeline:
+  `... || (kernel_w == 1 && kernel_h == 1)`) -- first writes the whole im2col matrix BT
+  (K x N, N = output pixels) in parallel, then runs the GEMM with output channels (M) as
+  rows. The micro-kernel covers 8 output channels x 12 pixels (fp32 and fp16sa:
+  `convolution_gemm_transB_packed_tile` `ii += 8`, `jj += 12`; int8: 8 x 8).
+- Threads: `#pragma omp parallel for` over nn_M = ceil(M / TILE_M) row blocks of output
+  channels only; TILE_M comes from `convolution_im2col_gemm_get_optimal_tile_mnk` (rounded
+  to 8, split by the thread count), so a conv with 16 output channels keeps two threads busy
+  whatever the thread count.
+- Depthwise (`convolutiondepthwise_3x3_pack4.h`, `_pack8_fp16s.h`): `#pragma omp parallel
+  for` over channel packs (channels / elempack); elempack is the vector width when the
+  channels divide by it, else 4, else 1 (`convolutiondepthwise_arm.cpp`).
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+TILE_OC = 8          # convolution_im2col_gemm.h: ii += 8 (aarch64 micro-kernel rows)
+TILE_PIX = 12        # convolution_im2col_gemm.h / _fp16s.h: jj += 12 (pixels per tile)
+TILE_PIX_INT8 = 8    # convolution_im2col_gemm_int8.h: jj += 8
+M_BLOCK = 32         # get_optimal_tile_mnk (fp32, int8): nn_M = (M + 31) / 32
+M_BLOCK_FP16 = 64    # get_optimal_tile_mnk_fp16sa: nn_M = (M + 63) / 64
+STRIDE2_MAX_IN_PER_OUT = 5.2  # 4 input pixels per output at stride 2, + 30 % padding slack
+
+
+@njit(cache=True)
+def ceil_to(x: int, q: int) -> int:
+    """x rounded up to a multiple of q."""
+    return (x + q - 1) // q * q
+
+
+@njit(cache=True)
+def tile_oc(m: int, threads: int, cores: int, block: int) -> int:
+    """TILE_M (output channels per task) of ncnn's get_optimal_tile_mnk for M = m output
+    channels on `threads` threads (aarch64 branch, line for line)."""
+    nn = (m + block - 1) // block
+    tile = max(8, ceil_to((m + nn - 1) // nn, 8))
+    tile *= min(threads, cores)
+    nn = (m + tile - 1) // tile
+    tile = min(tile, ceil_to((m + nn - 1) // nn, 8))
+    if threads > 1:
+        tile = min(tile, ceil_to(max(1, tile // threads), 8))
+    return tile
+
+
+@njit(cache=True)
+def conv_gemm_split(pixels: int, oc: int, k: float, groups: int, threads: int, cores: int,
+                    eb: float) -> tuple[float, float]:
+    """(threads that get work, register-tile MACs of the busiest thread) of ncnn's im2col
+    GEMM: tasks of TILE_M output channels; each tile covers TILE_OC x TILE_PIX outputs
+    (edge tiles cost a full tile); groups run one after another."""
+    tile = tile_oc(oc, threads, cores, M_BLOCK_FP16 if eb == 2.0 else M_BLOCK)
+    tasks = (oc + tile - 1) // tile
+    rows = min((tasks + threads - 1) // threads * tile, ceil_to(oc, TILE_OC))
+    pix = ceil_to(pixels, TILE_PIX_INT8 if eb == 1.0 else TILE_PIX)
+    return float(min(threads, tasks)), groups * rows * pix * k
+
+
+@njit(cache=True)
+def depthwise_split(channels: int, threads: int, lanes: int) -> tuple[float, float]:
+    """(threads that get work, channel vectors of the busiest thread) of ncnn's depthwise
+    kernels: one task per channel pack of elempack = lanes, 4 or 1 channels."""
+    pack = lanes if channels % lanes == 0 else (4 if channels % 4 == 0 else 1)
+    tasks = (channels + pack - 1) // pack
+    t = min(threads, tasks)
+    return float(t), float((tasks + t - 1) // t)
+
+
+@njit(cache=True)
+def depthwise_generic(taps: int, in_per_out: float) -> bool:
+    """Whether ncnn runs a depthwise conv on its generic loop: specialised kernels exist for
+    3x3 and 5x5 at stride 1 and 2 (`convolutiondepthwise_arm.cpp` convdw3x3s1/s2 and
+    convdw5x5s1/s2 for pack4, `_asimdhp.cpp` for pack8); anything else (7x7, stride 3) takes
+    the loop that loads the weight vector next to the input vector for every tap
+    (`for (int k = 0; k < maxk; k++)`: two loads per FMA). `in_per_out`: input pixels per
+    output pixel (about 1 at stride 1, 4 at stride 2)."""
+    return (taps != 9 and taps != 25) or in_per_out > STRIDE2_MAX_IN_PER_OUT

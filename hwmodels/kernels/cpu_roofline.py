@@ -1,0 +1,180 @@
+"""The CPU cost kernel's memory and thread side: cache levels, the shared DRAM roof, the
+thread model, passes over memory and the roofline booking of a GEMM (formulas and sources in
+`hwmodels.kernels.cpu`)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from hwmodels.kernels.cpu_layout import (
+    ACC_INSTR,
+    ACC_LANE_OPS,
+    ACC_T_COMPUTE,
+    ACC_T_DRAM,
+    ACC_T_ONCHIP,
+    BOUND_COMPUTE,
+    BOUND_DRAM,
+    BOUND_ONCHIP,
+    C_BPC,
+    C_BYTES,
+    C_SHARED,
+    L_AIN,
+    L_AOUT,
+    L_G,
+    L_K,
+    L_N,
+    LLC_RESIDENT,
+    P_CORES,
+    P_DRAM_ALL_BPC,
+    P_DRAM_BPC,
+    P_LANES32,
+    P_NLEVELS,
+    P_PAR_EFF,
+    P_PIPES,
+    P_THREADS,
+    RUNTIME_ORT,
+    STREAM_BYTES_PER_THREAD,
+    THREAD_MACS,
+)
+
+
+@njit(cache=True)
+def cdiv(a: float, b: float) -> float:
+    """ceil(a / b) for positive b, tolerant of float rounding."""
+    return float(math.ceil(a / b - 1e-9))
+
+
+@njit(cache=True)
+def level_capacity(ch: np.ndarray, j: int, t: float) -> float:
+    """Bytes of cache level j one thread can use (a shared level is split among threads)."""
+    return ch[j, C_BYTES] / t if ch[j, C_SHARED] > 0 else ch[j, C_BYTES]
+
+
+@njit(cache=True)
+def level_bandwidth(ch: np.ndarray, j: int, t: float) -> float:
+    """Bytes per cycle level j serves to t threads (private levels scale with threads)."""
+    return ch[j, C_BPC] if ch[j, C_SHARED] > 0 else ch[j, C_BPC] * t
+
+
+@njit(cache=True)
+def serial_share(p: np.ndarray, t: float) -> float:
+    """Compute time at t threads relative to a perfect 1 / t split: each thread beyond the
+    first adds `parallel_efficiency` of a core (shared L2 / DRAM contention, barriers)."""
+    return t / (1.0 + (t - 1.0) * p[P_PAR_EFF])
+
+
+@njit(cache=True)
+def dram_bandwidth(p: np.ndarray, t: float) -> float:
+    """DRAM bytes per cycle t threads draw together: the one-thread sustained figure at t = 1,
+    the all-core figure at t = cores, linear in between (a shared roof that saturates)."""
+    if p[P_CORES] <= 1.0:
+        return p[P_DRAM_BPC]
+    share = min(1.0, (t - 1.0) / (p[P_CORES] - 1.0))
+    return p[P_DRAM_BPC] + (p[P_DRAM_ALL_BPC] - p[P_DRAM_BPC]) * share
+
+
+@njit(cache=True)
+def fits_llc(nbytes: float, p: np.ndarray, ch: np.ndarray) -> bool:
+    """Whether `nbytes` stay in the last cache level between ops."""
+    return nbytes <= LLC_RESIDENT * ch[int(p[P_NLEVELS]) - 1, C_BYTES]
+
+
+@njit(cache=True)
+def home(nbytes: float, p: np.ndarray, ch: np.ndarray) -> int:
+    """Where a tensor passed between ops lives: the last cache level if it fits, else DRAM."""
+    nl = int(p[P_NLEVELS])
+    return nl - 1 if fits_llc(nbytes, p, ch) else nl
+
+
+@njit(cache=True)
+def blocked(p: np.ndarray) -> int:
+    """Level serving per-thread blocked buffers (im2col, packed panels): L2, or L1 alone."""
+    return min(1, int(p[P_NLEVELS]) - 1)
+
+
+@njit(cache=True)
+def add_pass(nbytes: float, lane_ops: float, lanes: float, level: int, p: np.ndarray,
+             ch: np.ndarray, traffic: np.ndarray, acc: np.ndarray) -> None:
+    """A pass served by cache `level` (n_levels = DRAM) on the threads an elementwise op gets
+    (one per 64 KiB): book max(lane_ops / (lanes * pipes * t), bytes / bandwidth)."""
+    t = max(1.0, min(p[P_THREADS], cdiv(nbytes, STREAM_BYTES_PER_THREAD)))
+    nl = int(p[P_NLEVELS])
+    comp = lane_ops / (lanes * p[P_PIPES] * t) * serial_share(p, t)
+    mem = nbytes / (level_bandwidth(ch, level, t) if level < nl else dram_bandwidth(p, t))
+    traffic[0] += nbytes
+    if level > 0:
+        traffic[level] += nbytes
+    bound = BOUND_COMPUTE if comp >= mem else (BOUND_ONCHIP if level < nl else BOUND_DRAM)
+    acc[ACC_T_COMPUTE + bound] += max(comp, mem)
+    acc[ACC_LANE_OPS] += lane_ops
+    acc[ACC_INSTR] += lane_ops / lanes
+
+
+@njit(cache=True)
+def kernel_lanes(eb: float, p: np.ndarray) -> float:
+    """SIMD lanes at an element width of `eb` bytes."""
+    return p[P_LANES32] * 4.0 / eb
+
+
+@njit(cache=True)
+def gemm_threads(macs: float, units: float, runtime: int, p: np.ndarray) -> float:
+    """Threads a GEMM runs on: MLAS gives each thread >= 64K MACs; never more than units."""
+    t = p[P_THREADS]
+    if runtime == RUNTIME_ORT:
+        t = min(t, math.floor(macs / THREAD_MACS) + 1.0)
+    return max(1.0, min(t, units))
+
+
+@njit(cache=True)
+def blocked_traffic(m: float, n: float, k: float, g: float, mp: float, tm: float, tn: float,
+                    eba: float, ebw: float, t: float, p: np.ndarray, ch: np.ndarray,
+                    traffic: np.ndarray) -> tuple[float, float]:
+    """Goto/BLIS blocking: book the bytes each cache level serves; return the A-block and
+    B-block refetch counts (ceil(m / mc), ceil(n / nc)) for operands that spill to DRAM."""
+    nl = int(p[P_NLEVELS])
+    la, lb = min(1, nl - 1), nl - 1
+    kc = min(k, max(1.0, math.floor(level_capacity(ch, 0, t) / 2.0 / (tn * ebw))))
+    mc = min(m, max(tm, math.floor(level_capacity(ch, la, t) / 2.0 / (kc * eba))))
+    nc = min(n, max(tn, math.floor(level_capacity(ch, lb, t) / 2.0 / (kc * ebw))))
+    traffic[0] += mp * (eba / tn + ebw / tm)                    # register-tile reloads
+    traffic[la] += mp * eba / tn + m * n * g * 8.0 * cdiv(k, kc)  # A micro-panels, C tiles
+    traffic[lb] += k * n * g * ebw * cdiv(m, mc) + m * k * g * eba * cdiv(n, nc)
+    return cdiv(m, mc), cdiv(n, nc)
+
+
+@njit(cache=True)
+def book_core(comp: float, dram_bytes: float, t: float, p: np.ndarray, ch: np.ndarray,
+              traffic: np.ndarray, acc: np.ndarray) -> None:
+    """Book a kernel's roofline time, max(compute, slowest cache level, DRAM), to its bound."""
+    nl = int(p[P_NLEVELS])
+    onchip = 0.0
+    for j in range(nl):
+        onchip = max(onchip, traffic[j] / level_bandwidth(ch, j, t))
+    traffic[nl] += dram_bytes
+    dram = dram_bytes / dram_bandwidth(p, t)
+    if comp >= onchip and comp >= dram:
+        acc[ACC_T_COMPUTE] += comp
+    elif onchip >= dram:
+        acc[ACC_T_ONCHIP] += onchip
+    else:
+        acc[ACC_T_DRAM] += dram
+
+
+@njit(cache=True)
+def core_dram_bytes(li: np.ndarray, w_bytes: float, w_res: bool, eba: float, ebo: float,
+                    ebw: float, refetch_a: float, refetch_b: float, p: np.ndarray,
+                    ch: np.ndarray) -> float:
+    """Compulsory DRAM bytes of a GEMM's operands that live in DRAM, times their refetches
+    when the operand itself exceeds the last cache level."""
+    llc = ch[int(p[P_NLEVELS]) - 1, C_BYTES]
+    g, n, k = float(li[L_G]), float(li[L_N]), float(li[L_K])
+    a_bytes, o_bytes = float(li[L_AIN]) * eba, float(li[L_AOUT]) * ebo
+    dram = 0.0
+    if not w_res:
+        dram += w_bytes * (refetch_a if k * n * g * ebw > llc else 1.0)
+    if not fits_llc(a_bytes + o_bytes, p, ch):
+        dram += a_bytes * (refetch_b if a_bytes > llc else 1.0) + o_bytes
+    return dram

@@ -1,0 +1,107 @@
+"""ncnn's conv work split (kernels.cpu_ncnn): values traced by hand through ncnn's
+`convolution_im2col_gemm_get_optimal_tile_mnk` (aarch64 branch) and closed-form latencies."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from hwmodels import cpu
+from hwmodels.cpu import CacheLevel
+from hwmodels.kernels import cpu as K
+from hwmodels.kernels import cpu_ncnn as N
+from tests.hwmodels.test_cpu import OVH, conv, cycles, make_table, simple_target
+
+
+@pytest.mark.parametrize("m, threads, block, tile", [
+    # M = 16, 4 threads: nn = 1, tile 16, x4 = 64, back to 16, split by 4 -> ceil8(4) = 8
+    (16, 4, 32, 8),
+    # M = 144: nn = 5, ceil8(29) = 32, x4 = 128, nn = 2 -> 72, split -> ceil8(18) = 24
+    (144, 4, 32, 24),
+    (144, 1, 32, 32),  # one thread: the first guess, ceil8(144 / 5) = 32
+    # fp16sa starts from 64-row blocks: nn = 3 -> 48, x4 = 192 -> 144, split -> ceil8(36)
+    (144, 4, 64, 40),
+    (256, 4, 32, 32),  # nn = 8 -> 32, x4 = 128 -> 128, split -> 32
+])
+def test_tile_oc_traces_ncnns_tile_solver(m, threads, block, tile):
+    assert N.tile_oc(m, threads, 4, block) == tile
+
+
+def test_conv_gemm_split_counts_the_busiest_threads_tiles():
+    # 16 output channels in tasks of 8: two threads get work whatever the thread count;
+    # pixels 100 -> ceil12 = 108, rows one 8-channel tile
+    assert N.conv_gemm_split(100, 16, 64.0, 1, 4, 4, 4.0) == (2.0, 8 * 108 * 64)
+    # 144 channels in 6 tasks of 24 over 4 threads: the busiest runs 2 tasks = 48 rows
+    assert N.conv_gemm_split(100, 144, 64.0, 1, 4, 4, 4.0) == (4.0, 48 * 108 * 64)
+    # int8 tiles cover 8 pixels: 100 -> 104
+    assert N.conv_gemm_split(100, 16, 64.0, 1, 1, 4, 1.0) == (1.0, 16 * 104 * 64)
+
+
+@pytest.mark.parametrize("channels, lanes, expect", [
+    (8, 4, (2.0, 1.0)),    # two packs of 4 channels: two threads
+    (6, 4, (4.0, 2.0)),    # 6 is no multiple of 4: six one-channel tasks, busiest runs 2
+    (96, 8, (4.0, 3.0)),   # twelve packs of 8 over 4 threads
+    (12, 8, (3.0, 1.0)),   # 12 % 8 != 0 -> packs of 4: three tasks
+])
+def test_depthwise_split_is_one_task_per_channel_pack(channels, lanes, expect):
+    assert N.depthwise_split(channels, 4, lanes) == expect
+
+
+def test_ncnn_1x1_conv_matches_8x12_tile_arithmetic():
+    # 64 -> 20 channels, 1x1, 10x10, one core with 4 fp32 lanes x 1 FMA pipe (4 MACs/cycle)
+    row = conv(64, 20, 10, ksize=1)
+    t = simple_target(isa=("neon",))
+    ncnn = cycles([row], [(32, 32)], t, runtime="ncnn")[0, 0]
+    # ncnn: ceil12(100) = 108 pixels x ceil8(20) = 24 channels x 64; the whole-matrix im2col
+    # copy of a 1x1 conv costs bytes / (1e6 bytes per cycle) ~ 0.05 cycles here
+    assert ncnn == pytest.approx(108 * 24 * 64 / 4 + OVH, rel=1e-5)
+    # onnxruntime's MLAS 4 x 16 tile: 100 pixels x ceil16(20) = 32 channels, no copy
+    ort = cycles([row], [(32, 32)], t, runtime="onnxruntime")[0, 0]
+    assert ort == 100 * 32 * 64 / 4 + OVH
+
+
+@pytest.mark.parametrize("cout, speedup", [(16, 2.0), (144, 3.0), (256, 4.0)])
+def test_ncnn_thread_speedup_follows_its_output_channel_tasks(cout, speedup):
+    # perfect cores, no fork/join cost: 1 -> 4 threads speeds a compute-bound 1x1 conv up by
+    # (rows of one thread) / (rows of the busiest of four): 16 / 8, 144 / 48, 256 / 64
+    row = conv(256, cout, 64, ksize=1)
+    t = simple_target(isa=("neon",), cores=4, thread_overhead_us=0.0)
+    t = dataclasses.replace(t, parallel_efficiency=1.0)
+    one = cycles([row], [(32, 32)], t, threads=1, runtime="ncnn")[0, 0] - OVH
+    four = cycles([row], [(32, 32)], t, threads=4, runtime="ncnn")[0, 0] - OVH
+    assert one / four == pytest.approx(speedup, rel=1e-4)
+
+
+@pytest.mark.parametrize("cin, cout, fp32_tile, fp16_tile", [
+    (12, 12, 6.0, 0.0),     # fp16sa wants cin or cout >= 16 (asimdhp.cpp:87)
+    (12, 64, 6.0, 6.0),     # both <= 128: F(6,3) either way
+    (12, 200, 4.0, 2.0),    # too wide for F(6,3); F(4,3) needs both >= 8 / >= 16
+])
+def test_fp16_winograd_thresholds_are_sixteen_channels(cin, cout, fp32_tile, fp16_tile):
+    li = cpu.layer_array(make_table([conv(cin, cout, 24)]))[0]
+    assert K.winograd_tile(li, 6.0) == fp32_tile
+    assert K.winograd_tile(li, 6.0, K.WINOGRAD_MIN_CH_FP16) == fp16_tile
+
+
+@pytest.mark.parametrize("taps, in_per_out, generic", [
+    (9, 1.0, False), (25, 4.0, False),   # 3x3 / 5x5 at stride 1 / 2: specialised kernels
+    (49, 1.0, True),                     # 7x7: the generic loop
+    (9, 9.0, True),                      # 3x3 at stride 3: the generic loop
+])
+def test_depthwise_generic_loop_is_taken_off_the_specialised_shapes(taps, in_per_out, generic):
+    assert N.depthwise_generic(taps, in_per_out) is generic
+
+
+def test_generic_depthwise_loads_the_weight_vector_every_tap():
+    # 7x7 depthwise, 8 channels, 10x10, stride 1; one core, 4 fp32 lanes x 1 FMA pipe and an
+    # L1 serving 16 bytes per cycle (one 128-bit load). FMAs: 100 px x 49 taps x 2 vectors =
+    # 9800 cycles. L1 bytes: ncnn's generic loop loads input and weight vectors per tap,
+    # 100 * 49 * 8 * 4 * 2, plus the 100 * 8 * 4 output -> 316800 / 16 = 19800 cycles
+    fast = simple_target().caches
+    t = simple_target(isa=("neon",), caches=(CacheLevel(1, 64, 64, 4, 16.0, False),) + fast[1:])
+    row = conv(8, 8, 10, ksize=7, groups=8)
+    assert cycles([row], [(32, 32)], t, runtime="ncnn")[0, 0] == pytest.approx(19800 + OVH)
+    # onnxruntime's model keeps one load per tap: (156800 + 3200) / 16 = 10000 cycles
+    assert cycles([row], [(32, 32)], t, runtime="onnxruntime")[0, 0] == pytest.approx(
+        10000 + OVH)
