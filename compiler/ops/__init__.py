@@ -13,6 +13,7 @@ from compiler.ops import (
     conv,
     eltwise,
     gather,
+    index,
     linear,
     norm,
     pool,
@@ -22,7 +23,8 @@ from compiler.ops import (
 )
 from compiler.ops.opdef import LowerRule, OpDef
 
-_FAMILIES = (conv, linear, eltwise, activation, norm, softmax, pool, reshape, gather, resize)
+_FAMILIES = (conv, linear, eltwise, activation, norm, softmax, pool, reshape, gather, resize,
+             index)
 
 OPS: Mapping[str, OpDef] = MappingProxyType({op.kind: op for f in _FAMILIES for op in f.OPS})
 LOWER: Mapping[str, LowerRule] = MappingProxyType(
