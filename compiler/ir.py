@@ -159,6 +159,13 @@ class Graph:
     weights: Mapping[str, np.ndarray]
     types: Mapping[str, Spec]
     notes: tuple[str, ...] = ()  # what the frontend decided on the user's behalf
+    # input -> the axis that holds samples, where it is not 0 (a recurrent state [2, B, H]:
+    # 1); None = the input has no batch axis. Rank-0 inputs never have one.
+    batch_axes: Mapping[str, int | None] = field(default_factory=lambda: MappingProxyType({}))
+
+    def batch_axis(self, name: str) -> int | None:
+        """The axis of input `name` that holds samples (None: it has none)."""
+        return self.batch_axes.get(name, 0) if self.types[name].shape else None
 
     def layer(self, name: str) -> Layer:
         """Return the layer called `name`."""

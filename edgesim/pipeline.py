@@ -50,6 +50,8 @@ class CompileOptions:
     threads: int | None = None
     runtime: str = "onnxruntime"
     input_shapes: Mapping[str, Sequence[int]] | None = None
+    input_values: Mapping[str, Any] | None = None   # inputs pinned to a value (If folding)
+    batch_axes: Mapping[str, int | None] | None = None  # declared batch axes of inputs
     quiet: bool = False
     command: str = ""
 
@@ -79,7 +81,8 @@ def _built(model: Any) -> Any:
 
 
 def _analysis_graph(model: Any, g: Graph, count: int, method: str,
-                    input_shapes: Mapping[str, Sequence[int]] | None) -> Graph:
+                    input_shapes: Mapping[str, Sequence[int]] | None,
+                    **load_options: Any) -> Graph:
     """`g` at `method`'s analysis batch size (one executor call per batch)."""
     from edgesim.api import load_graph
 
@@ -87,7 +90,8 @@ def _analysis_graph(model: Any, g: Graph, count: int, method: str,
     if isinstance(model, Graph) or size <= 1 or input_shapes:
         return g
     try:
-        return load_graph(model, {n: (size, *g.types[n].shape[1:]) for n in g.inputs})
+        return load_graph(model, {n: cal.batched_shape(g, n, size) for n in g.inputs},
+                          **load_options)
     except ModelError:  # a Reshape with the batch size baked in: analyse at batch 1
         return g
 
@@ -96,8 +100,7 @@ def analysis_batch(g: Graph, count: int, method: str) -> int:
     """Samples per analysis batch: at most ANALYSIS_BATCH[method], and no more than keep
     ANALYSIS_MEMORY bytes of float32 activations (the reverse pass holds every tensor of its
     batch; 224x224 mobilenet_v2 has 53 MB per sample, resnet50 106 MB)."""
-    per_sample = 4.0 * float(g.layer_table().a_out_elems.sum()) / max(
-        1, g.types[g.inputs[0]].shape[0])
+    per_sample = 4.0 * float(g.layer_table().a_out_elems.sum()) / max(1, cal.batch_size(g))
     return max(1, min(count, ANALYSIS_BATCH[method],
                       int(ANALYSIS_MEMORY // max(per_sample, 1.0))))
 
@@ -105,9 +108,9 @@ def analysis_batch(g: Graph, count: int, method: str) -> int:
 def _analysis_inputs(data: cal.CalibrationData, labels: np.ndarray | None, ga: Graph
                      ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """The first whole analysis batches of the samples (at most ANALYSIS_SAMPLES)."""
-    batch = ga.types[ga.inputs[0]].shape[0]
+    batch = cal.batch_size(ga)
     n = max(batch, min(data.count, ANALYSIS_SAMPLES) // batch * batch)
-    return ({k: v[:n] for k, v in data.samples.items()},
+    return ({k: cal.model_layout(ga, k, v[:n]) for k, v in data.samples.items()},
             None if labels is None else labels[:n])
 
 
@@ -197,7 +200,7 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
     _check_outdir(outdir)
     with progress.phase("loading model and target"):
         source = _built(model)
-        g = load_graph(source, options.input_shapes)                      # ONNX -> IR
+        g = load_graph(source, options.input_shapes, **_load_options(options))  # ONNX -> IR
         tgt = resolve_target(target)                                       # YAML -> target
         data, labels = _calibration(g, calib, calib_random)               # validated samples
         held_out = (data, labels) if eval_data is None else _calibration(
@@ -205,7 +208,8 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
         _check_memory(g, _smallest(g, tgt, options.weight_bits), tgt,
                       f"even with every weight at {min(options.weight_bits)} bits", False)
     with progress.phase(f"sensitivity ({options.method})"):
-        ga = (_analysis_graph(source, g, data.count, options.method, options.input_shapes)
+        ga = (_analysis_graph(source, g, data.count, options.method, options.input_shapes,
+                              **_load_options(options))
               if options.method in DATA_METHODS else g)
         inputs, in_labels = _analysis_inputs(data, labels, ga)
         # HAWQ's forward passes over the calibration samples can also give the activation
@@ -256,6 +260,11 @@ def _baseline(g: Graph, target: Any, options: CompileOptions) -> Any:
 
     fp32 = np.full((len(g.layers), 2), 32, dtype=np.int64)
     return totals(runnable(g, fp32, target, options.threads, options.runtime)[1])
+
+
+def _load_options(options: CompileOptions) -> dict[str, Any]:
+    """What `load_graph` takes besides the shapes: pinned input values, batch axes."""
+    return {"input_values": options.input_values, "batch_axes": options.batch_axes}
 
 
 def _check_outdir(outdir: Path) -> None:

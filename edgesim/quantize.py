@@ -151,12 +151,12 @@ class FloatPassRecorder:
     each batch's tensors, in sample order, then take `result`."""
 
     def __init__(self, g: Graph) -> None:
-        self._input, self._output = g.inputs[0], g.outputs[0]
+        self._batch, self._output = cal.batch_size(g), g.outputs[0]
         self._ranges = RangeCollector(calibration_tensors(g))
         self._outputs: list[np.ndarray] = []
 
     def __call__(self, env: Mapping[str, np.ndarray]) -> None:
-        self._ranges.add(env, int(np.shape(env[self._input])[0]))
+        self._ranges.add(env, self._batch)
         self._outputs.append(np.array(env[self._output], np.float32))
 
     def result(self, data: cal.CalibrationData) -> FloatPass | None:
