@@ -33,7 +33,7 @@ from compiler.frontend.inputs import declared_dims as _declared_dims
 from compiler.frontend.lower import lower_model
 from compiler.frontend.patterns import fuse_patterns
 from compiler.ir import Graph
-from compiler.ops import SUPPORTED_ONNX_OPS
+from compiler.ops import claims
 from compiler.passes.fold_batchnorm import fold_batchnorm
 
 TARGET_OPSET = 17
@@ -234,7 +234,7 @@ def default_opset(model: onnx.ModelProto) -> int:
 def upgrade_opset(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
     """Convert a model below opset 17 up to 17; newer opsets are left as they are."""
     version = default_opset(model)
-    if version >= TARGET_OPSET:
+    if version >= TARGET_OPSET or version == 0:  # 0: no ai.onnx op at all (ai.onnx.ml only)
         return model
     try:
         return onnx.version_converter.convert_version(model, TARGET_OPSET)
@@ -418,9 +418,9 @@ def lift_constants(graph: onnx.GraphProto) -> bool:
 
 
 def _unsupported_key(node: onnx.NodeProto) -> str | None:
-    if node.domain not in DEFAULT_DOMAINS:
-        return f"{node.domain}::{node.op_type}"
-    return None if node.op_type in SUPPORTED_ONNX_OPS else node.op_type
+    if claims(node.op_type, node.domain):
+        return None
+    return f"{node.domain}::{node.op_type}" if node.domain not in DEFAULT_DOMAINS else node.op_type
 
 
 def check_supported(graph: onnx.GraphProto, where: str) -> None:

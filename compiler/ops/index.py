@@ -8,6 +8,10 @@ into attention-mask construction (GatherND) and label post-processing (ArgMax/Ar
 - kind "arg_reduce": attrs fn ("max" | "min"), axis (non-negative), keepdims,
   select_last_index (ONNX ArgMax/ArgMin); int64 output, no cotangent (piecewise constant).
   These layers do no MAC work: they stay in float wherever they sit (a float island).
+
+`ai.onnx.ml::ArrayFeatureExtractor` (the label lookup of scikit-learn classifiers exported by
+skl2onnx: classes[argmax]) lowers to a `gather` along the last axis; it is emitted as a
+standard Gather.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from compiler.errors import ModelError
-from compiler.ir import Facts, Spec
+from compiler.ir import Facts, Layer, Spec, frozen_attrs
 from compiler.ops.opdef import Lowered, LowerRule, Node, OpDef, single
 
 Array = np.ndarray
@@ -138,6 +142,28 @@ def _arg_rule(fn: str) -> LowerRule:
     return rule
 
 
+def lower_array_feature_extractor(node: Node) -> Lowered:
+    """ai.onnx.ml ArrayFeatureExtractor(X, Y): X[..., Y.flatten()], and [1, n] for a 1-D X
+    (onnxruntime's shape rule)."""
+    x, idx = node.spec(0), node.spec(1)
+    if np.dtype(x.dtype).kind not in "biuf" or idx.dtype not in ("int64", "int32"):
+        raise ModelError(node.name, f"ArrayFeatureExtractor on {x.dtype} data with {idx.dtype} "
+                                    "indices is not supported (numeric data, integer indices)")
+    n, flat = idx.size, f"{node.name}.indices"
+    layers = [Layer(f"{node.name}.flatten", "reshape", (node.inputs[1],), (flat,),
+                    frozen_attrs({"shape": (n,)}))]
+    rank_one = len(x.shape) == 1
+    picked = f"{node.name}.picked" if rank_one else node.outputs[0]
+    layers.append(Layer(node.name, "gather", (node.inputs[0], flat), (picked,),
+                        frozen_attrs({"axis": len(x.shape) - 1, "elements": False})))
+    if rank_one:
+        layers.append(Layer(f"{node.name}.row", "reshape", (picked,), node.outputs[:1],
+                            frozen_attrs({"shape": (1, n)})))
+    return Lowered(layers=tuple(layers))
+
+
 LOWER: dict[str, LowerRule] = {
     "GatherND": lower_gather_nd, "ArgMax": _arg_rule("max"), "ArgMin": _arg_rule("min"),
+    "ArrayFeatureExtractor": lower_array_feature_extractor,
 }
+DOMAINS: dict[str, str] = {"ArrayFeatureExtractor": "ai.onnx.ml"}  # ops outside ai.onnx

@@ -225,3 +225,57 @@ def test_state_model_compiles_with_real_and_random_data(tmp_path, calib_random) 
         want = _ort(model, {**feeds, "sr": np.array(16000, np.int64)})
         got = _ort(emitted, feeds)
         np.testing.assert_allclose(got[0], want[0], atol=0.05)
+
+
+# --- an ArgMax / ai.onnx.ml label tail (skl2onnx's classifier output) -------------------------
+
+CLASSES = np.array([3, 1, 4, 15, 9], np.int64)
+
+
+def mlp_classifier_model() -> onnx.ModelProto:
+    """x [N, 6] -> (label int64 [N], probabilities [N, 5]) as skl2onnx writes an
+    MLPClassifier with zipmap=False: Gemm/Relu/Gemm/Softmax, then classes[ArgMax]."""
+    nodes = [
+        helper.make_node("Gemm", ["x", "w1", "b1"], ["h"]),
+        helper.make_node("Relu", ["h"], ["hr"]),
+        helper.make_node("Gemm", ["hr", "w2", "b2"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        helper.make_node("ArgMax", ["probabilities"], ["idx"], axis=1),
+        helper.make_node("ArrayFeatureExtractor", ["classes", "idx"], ["picked"],
+                         domain="ai.onnx.ml"),
+        helper.make_node("Reshape", ["picked", "flat"], ["label"]),
+    ]
+    inits = {"w1": _w(6, 12), "b1": _w(12), "w2": _w(12, 5) * 3, "b2": _w(5),
+             "classes": CLASSES, "flat": np.array([-1], np.int64)}
+    graph = helper.make_graph(
+        nodes, "mlp", [helper.make_tensor_value_info("x", F, ["N", 6])],
+        [helper.make_tensor_value_info("label", I64, ["N"]),
+         helper.make_tensor_value_info("probabilities", F, ["N", 5])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("ai.onnx.ml", 1)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_label_tail_is_a_float_island_and_compiles(tmp_path) -> None:
+    from compiler.executor import run
+
+    model = mlp_classifier_model()
+    x = RNG.standard_normal((4, 6)).astype(np.float32)
+    g = load(model, {"x": (4, 6)})
+    assert {"arg_reduce", "gather"} <= {layer.kind for layer in g.layers}
+    want_label, want_p = _ort(model, {"x": x})
+    got = run(g, {"x": x})
+    np.testing.assert_array_equal(got["label"], want_label)
+    np.testing.assert_allclose(got["probabilities"], want_p, rtol=1e-5, atol=1e-6)
+    calib = {"x": RNG.standard_normal((32, 6)).astype(np.float32)}
+    r = edgesim.compile(model, "rpi5", outdir=tmp_path / "o", calib=calib, method="uniform",
+                        budget="bits=8", weight_bits=(8,))
+    emitted = onnx.load(r.files["model"])
+    assert [o.name for o in emitted.graph.output] == ["label", "probabilities"]
+    labels = [_ort(emitted, {"x": calib["x"][i:i + 1]})[0] for i in range(32)]
+    ref = [_ort(model, {"x": calib["x"][i:i + 1]})[0] for i in range(32)]
+    assert set(np.concatenate(labels)) <= set(CLASSES)
+    assert np.mean(np.concatenate(labels) == np.concatenate(ref)) >= 0.9
