@@ -52,6 +52,7 @@ class CompileOptions:
     input_shapes: Mapping[str, Sequence[int]] | None = None
     input_values: Mapping[str, Any] | None = None   # inputs pinned to a value (If folding)
     batch_axes: Mapping[str, int | None] | None = None  # declared batch axes of inputs
+    fidelity_metric: Any = None  # (reference, test) -> float replacing the primary metric
     quiet: bool = False
     command: str = ""
 
@@ -154,25 +155,24 @@ def _smallest(g: Graph, target: Any, weight_bits: Sequence[int]) -> np.ndarray:
 
 
 def _fidelity(g: Graph, model_path: Path, reference: np.ndarray, data: cal.CalibrationData,
-              labels: np.ndarray | None) -> dict[str, Any]:
+              labels: np.ndarray | None, metric: Any = None) -> dict[str, Any]:
     """Emitted model (run in onnxruntime) against the float model's first output `reference`
     over `data` (`float_pass`, or HAWQ's recorded forward passes), sample by sample at the
-    deployment batch size."""
-    from edgesim.evaluate import agreement, run_batches
+    deployment batch size, by the metrics that fit that output (`evaluate.output_kind`) or the
+    user's `metric(reference, test) -> float`."""
+    from edgesim.evaluate import accuracy, fidelity_metrics, output_kind, run_batches
 
     (out,) = g.outputs[:1]
     got_arr = np.concatenate([o[out] for o in run_batches(model_path, cal.batches(g, data))])
-    ref_flat = reference.reshape(len(reference), -1)
-    got_flat = got_arr.reshape(len(got_arr), -1)
-    n = len(ref_flat)
-    fp32_acc = None
-    if labels is not None and ref_flat.shape[1] > 1:
-        from edgesim.evaluate import accuracy
-        fp32_acc = accuracy(ref_flat, labels[:n])
-    a = agreement(ref_flat, got_flat, None if labels is None else labels[:n])
-    return {"samples": n, "data": data.source, "output": out, "cosine": a.cosine,
-            "sqnr_db": a.sqnr_db, "top1_agreement": a.top1_agreement,
-            "accuracy": a.accuracy, "fp32_accuracy": fp32_acc}
+    made = g.producers().get(out)
+    n = len(reference)
+    kind = output_kind(reference, made.kind if made else "", labels is not None)
+    scored = fidelity_metrics(reference, got_arr, kind,
+                              None if labels is None else labels[:n], metric)
+    fp32_acc = (accuracy(reference.reshape(n, -1), labels[:n])
+                if labels is not None and kind == "class_scores" else None)
+    return {"samples": n, "data": data.source, "output": out, **scored,
+            "fp32_accuracy": fp32_acc}
 
 
 def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: Any = None,
@@ -242,7 +242,8 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
         with progress.phase("measuring fidelity in onnxruntime"):
             if eval_data is not None:
                 ref = float_pass(g, held_out[0], stats=False)
-            fidelity = _fidelity(g, model_path, ref.outputs, *held_out)
+            fidelity = _fidelity(g, model_path, ref.outputs, *held_out,
+                                 options.fidelity_metric)
         with progress.phase("writing reports"):
             baseline = _baseline(g, tgt, options)
             result = build_result(g, tgt, alloc, quant, fidelity, baseline, data, options,

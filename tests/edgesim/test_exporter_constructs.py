@@ -210,13 +210,22 @@ def test_state_calibration_feeds_samples_along_axis_1() -> None:
     assert [f["state"].shape for f in rand] == [(2, 1, H)] * 3
 
 
+def speech_decisions(reference: np.ndarray, test: np.ndarray) -> float:
+    """A voice-activity detector's own metric: chunks whose speech decision agrees."""
+    return float(np.mean((reference > 0.5) == (test > 0.5)))
+
+
 @pytest.mark.parametrize("calib_random", [None, 8])
 def test_state_model_compiles_with_real_and_random_data(tmp_path, calib_random) -> None:
     model = vad_like_model()
     calib = None if calib_random else _vad_data(16)
     r = edgesim.compile(model, "rpi5", outdir=tmp_path / "o", calib=calib,
                         calib_random=calib_random, method="hawq", budget="bits=8",
-                        weight_bits=(4, 8), input_values={"sr": 16000})
+                        weight_bits=(4, 8), input_values={"sr": 16000},
+                        fidelity_metric=speech_decisions)
+    # a probability per chunk: no top-1 agreement, the user's decision metric is primary
+    assert r.fidelity["output_kind"] == "tensor" and r.fidelity["top1_agreement"] is None
+    assert r.fidelity["metric"] == "speech_decisions" and r.fidelity["value"] >= 0.9
     emitted = onnx.load(r.files["model"])
     assert [i.name for i in emitted.graph.input] == ["input", "state"]
     test = _vad_data(4)
@@ -273,6 +282,8 @@ def test_label_tail_is_a_float_island_and_compiles(tmp_path) -> None:
     calib = {"x": RNG.standard_normal((32, 6)).astype(np.float32)}
     r = edgesim.compile(model, "rpi5", outdir=tmp_path / "o", calib=calib, method="uniform",
                         budget="bits=8", weight_bits=(8,))
+    assert (r.fidelity["output_kind"], r.fidelity["metric"]) == ("labels", "label_agreement")
+    assert r.fidelity["top1_agreement"] is None and r.fidelity["value"] >= 0.9
     emitted = onnx.load(r.files["model"])
     assert [o.name for o in emitted.graph.output] == ["label", "probabilities"]
     labels = [_ort(emitted, {"x": calib["x"][i:i + 1]})[0] for i in range(32)]
