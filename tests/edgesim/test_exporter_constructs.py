@@ -290,3 +290,20 @@ def test_label_tail_is_a_float_island_and_compiles(tmp_path) -> None:
     ref = [_ort(model, {"x": calib["x"][i:i + 1]})[0] for i in range(32)]
     assert set(np.concatenate(labels)) <= set(CLASSES)
     assert np.mean(np.concatenate(labels) == np.concatenate(ref)) >= 0.9
+
+
+def test_cli_pins_inputs_and_declares_batch_axes(tmp_path, capsys) -> None:
+    from edgesim.cli import main
+
+    onnx.save(vad_like_model(), tmp_path / "vad.onnx")
+    np.savez(tmp_path / "calib.npz", **_vad_data(8))
+    base = ["compile", str(tmp_path / "vad.onnx"), "--calib", str(tmp_path / "calib.npz"),
+            "--method", "uniform", "--budget", "bits=8", "--weight-bits", "8", "--quiet",
+            "-o", str(tmp_path / "o")]
+    assert main(base) == 2  # the If on sr cannot be decided
+    assert "If" in capsys.readouterr().err
+    assert main([*base, "--input-value", "sr=16000", "--batch-axis", "state=1"]) == 0
+    assert "pinned to 16000" in (tmp_path / "o" / "report.md").read_text()
+    assert main([*base, "--input-value", "sr=fast"]) == 2
+    assert "--input-value: expected name=16000" in capsys.readouterr().err
+    assert main([*base, "--input-value", "sr=16000", "--batch-axis", "state=x"]) == 2
