@@ -169,7 +169,8 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
             input_shapes: Mapping[str, Sequence[int]] | None = None,
             input_values: Mapping[str, Any] | None = None,
             batch_axes: Mapping[str, int | None] | None = None,
-            fidelity_metric: Any = None, quiet: bool = True) -> Any:
+            fidelity_metric: Any = None, calib_method: str | None = None,
+            quiet: bool = True) -> Any:
     """Compile `model` for `target`: choose bits per layer, emit the packed model and reports.
 
     Mirrors `edgesim compile`; returns an `edgesim.report.CompileResult` (the fields of
@@ -180,7 +181,8 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
     emitted model's inputs); `batch_axes` declares inputs' batch axes (see `load_graph`).
     The fidelity check scores the first output by the metrics that fit it (top-1 agreement
     for class scores, label agreement for integer labels, cosine and SQNR otherwise);
-    `fidelity_metric(reference, test) -> float` replaces the primary one.
+    `fidelity_metric(reference, test) -> float` replaces the primary one. `calib_method`
+    picks activation ranges: "minmax", "percentile" (default), "mse" or "entropy" (KL).
     """
     from edgesim.budget import parse_budget
     from edgesim.pipeline import CompileOptions, compile_model
@@ -190,7 +192,7 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
         weight_bits=tuple(weight_bits), act_bits=None if act_bits is None else tuple(act_bits),
         threads=threads, runtime=runtime, input_shapes=input_shapes,
         input_values=input_values, batch_axes=batch_axes, fidelity_metric=fidelity_metric,
-        quiet=quiet,
+        calib_method=calib_method, quiet=quiet,
         command="edgesim.compile(...)")
     return compile_model(model, target, outdir, calib=calib, calib_random=calib_random,
                          eval_data=eval_data, options=options)

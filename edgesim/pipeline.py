@@ -53,6 +53,7 @@ class CompileOptions:
     input_values: Mapping[str, Any] | None = None   # inputs pinned to a value (If folding)
     batch_axes: Mapping[str, int | None] | None = None  # declared batch axes of inputs
     fidelity_metric: Any = None  # (reference, test) -> float replacing the primary metric
+    calib_method: str | None = None  # activation ranges: minmax/percentile/mse/entropy
     quiet: bool = False
     command: str = ""
 
@@ -238,7 +239,7 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
             if ref is None and (acts or eval_data is None):
                 ref = float_pass(g, data, stats=acts)
             quant = quantize_model(g, bits, calib=data, out=model_path,   # g: not loaded again
-                                   stats=ref and ref.stats)
+                                   stats=ref and ref.stats, options=_quant_options(options))
         with progress.phase("measuring fidelity in onnxruntime"):
             if eval_data is not None:
                 ref = float_pass(g, held_out[0], stats=False)
@@ -261,6 +262,18 @@ def _baseline(g: Graph, target: Any, options: CompileOptions) -> Any:
 
     fp32 = np.full((len(g.layers), 2), 32, dtype=np.int64)
     return totals(runnable(g, fp32, target, options.threads, options.runtime)[1])
+
+
+def _quant_options(options: CompileOptions) -> Any:
+    """The quantize pass's options: its defaults, with the user's activation range method."""
+    from compiler.passes.calibrate import METHODS
+    from compiler.passes.quantize import QuantOptions
+
+    if options.calib_method is None:
+        return None
+    if options.calib_method not in METHODS:
+        raise UserError("--calib-method", f"{options.calib_method!r} is not one of {METHODS}")
+    return QuantOptions(act_method=options.calib_method)
 
 
 def _load_options(options: CompileOptions) -> dict[str, Any]:

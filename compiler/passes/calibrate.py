@@ -5,8 +5,8 @@ any `forward` the caller gives, e.g. onnxruntime on the emitted float model), ke
 tensors whose ranges quantisation can use (`calibration_tensors`), and merges their `RangeStats`
 histograms batch by batch. The merge is exact and order-free (see
 `compiler.quantizers.RangeStats`), so statistics of parts of a data set combine into those of
-the whole. The min/max, percentile or MSE range is chosen later, from the histogram, by
-`CalibrationStats.params`.
+the whole. The min/max, percentile, MSE or entropy (KL) range is chosen later, from the
+histogram, by `CalibrationStats.params`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from compiler.executor import run
 from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph, Layer
 from compiler.quantizers import ActivationParams, RangeStats, activation_params, merge_stats
 
-METHODS = ("minmax", "percentile", "mse")
+METHODS = ("minmax", "percentile", "mse", "entropy")
 # forward(feeds, names) -> at least the tensors `names` of `g` on one batch
 Forward = Callable[[Mapping[str, np.ndarray], tuple[str, ...]], Mapping[str, np.ndarray]]
 

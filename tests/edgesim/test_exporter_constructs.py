@@ -307,3 +307,14 @@ def test_cli_pins_inputs_and_declares_batch_axes(tmp_path, capsys) -> None:
     assert main([*base, "--input-value", "sr=fast"]) == 2
     assert "--input-value: expected name=16000" in capsys.readouterr().err
     assert main([*base, "--input-value", "sr=16000", "--batch-axis", "state=x"]) == 2
+
+
+@pytest.mark.parametrize("method", ["minmax", "mse", "entropy"])
+def test_every_calibration_method_compiles(tmp_path, method: str) -> None:
+    r = edgesim.compile(mask_chain_model(), "rpi5", outdir=tmp_path / "o", calib=_mask_data(16),
+                        method="uniform", budget="bits=8", weight_bits=(8,),
+                        calib_method=method)
+    assert r.fidelity["metric"] == "cosine" and r.fidelity["value"] > 0.98
+    with pytest.raises(UserError, match="calib-method"):
+        edgesim.compile(mask_chain_model(), "rpi5", outdir=tmp_path / "p",
+                        calib=_mask_data(4), method="uniform", calib_method="kl")
