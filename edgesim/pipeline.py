@@ -54,6 +54,7 @@ class CompileOptions:
     batch_axes: Mapping[str, int | None] | None = None  # declared batch axes of inputs
     fidelity_metric: Any = None  # (reference, test) -> float replacing the primary metric
     calib_method: str | None = None  # activation ranges: minmax/percentile/mse/entropy
+    smooth_quant: float | None = None  # SmoothQuant migration strength alpha (None: off)
     quiet: bool = False
     command: str = ""
 
@@ -208,10 +209,13 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
             g, eval_data, None, "held-out data")
         _check_memory(g, _smallest(g, tgt, options.weight_bits), tgt,
                       f"even with every weight at {min(options.weight_bits)} bits", False)
+        absmax = _outlier_channels(g, data, options)
+        g = _smoothed(g, absmax, options)                                 # SmoothQuant
     with progress.phase(f"sensitivity ({options.method})"):
         ga = (_analysis_graph(source, g, data.count, options.method, options.input_shapes,
                               **_load_options(options))
               if options.method in DATA_METHODS else g)
+        ga = ga if ga is g else _smoothed(ga, absmax, options)
         inputs, in_labels = _analysis_inputs(data, labels, ga)
         # HAWQ's forward passes over the calibration samples can also give the activation
         # ranges and the fidelity reference, which then need no pass of their own
@@ -262,6 +266,31 @@ def _baseline(g: Graph, target: Any, options: CompileOptions) -> Any:
 
     fp32 = np.full((len(g.layers), 2), 32, dtype=np.int64)
     return totals(runnable(g, fp32, target, options.threads, options.runtime)[1])
+
+
+def _outlier_channels(g: Graph, data: cal.CalibrationData, options: CompileOptions
+                      ) -> dict[str, np.ndarray]:
+    """Per-channel max|x| at SmoothQuant's sites over (at most ANALYSIS_SAMPLES of) the
+    calibration samples; empty when SmoothQuant is off."""
+    import itertools
+
+    from compiler.passes.smooth_quant import channel_absmax
+
+    if options.smooth_quant is None:
+        return {}
+    if not 0.0 <= options.smooth_quant <= 1.0:
+        raise UserError("--smooth-quant", f"alpha must be in [0, 1], got {options.smooth_quant}")
+    limit = max(1, ANALYSIS_SAMPLES // cal.batch_size(g))
+    return channel_absmax(g, itertools.islice(cal.batches(g, data), limit))
+
+
+def _smoothed(g: Graph, absmax: Mapping[str, np.ndarray], options: CompileOptions) -> Graph:
+    from compiler.passes.smooth_quant import smooth
+
+    if not absmax:
+        return g
+    note = f"SmoothQuant (alpha {options.smooth_quant}) at {len(absmax)} norm layers"
+    return replace(smooth(g, absmax, options.smooth_quant), notes=g.notes + (note,))
 
 
 def _quant_options(options: CompileOptions) -> Any:

@@ -318,3 +318,17 @@ def test_every_calibration_method_compiles(tmp_path, method: str) -> None:
     with pytest.raises(UserError, match="calib-method"):
         edgesim.compile(mask_chain_model(), "rpi5", outdir=tmp_path / "p",
                         calib=_mask_data(4), method="uniform", calib_method="kl")
+
+
+def test_smooth_quant_raises_w8a8_fidelity_on_outlier_channels(tmp_path) -> None:
+    from tests.compiler.test_smooth_quant import _model
+
+    calib = {"x": RNG.standard_normal((16, 12, 16)).astype(np.float32)}
+    kw = dict(calib=calib, method="uniform", budget="bits=8", weight_bits=(8,),
+              calib_method="minmax")
+    plain = edgesim.compile(_model(), "rpi5", outdir=tmp_path / "a", **kw)
+    smooth = edgesim.compile(_model(), "rpi5", outdir=tmp_path / "b", smooth_quant=0.5, **kw)
+    assert any("SmoothQuant" in n for n in smooth.notes)
+    assert smooth.fidelity["sqnr_db"] > plain.fidelity["sqnr_db"] + 3.0  # at least 2x less noise
+    with pytest.raises(UserError, match="alpha"):
+        edgesim.compile(_model(), "rpi5", outdir=tmp_path / "c", smooth_quant=1.5, **kw)
