@@ -170,7 +170,8 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
             input_values: Mapping[str, Any] | None = None,
             batch_axes: Mapping[str, int | None] | None = None,
             fidelity_metric: Any = None, calib_method: str | None = None,
-            smooth_quant: float | None = None, quiet: bool = True) -> Any:
+            smooth_quant: float | None = None, rounding: str = "rtn",
+            quiet: bool = True) -> Any:
     """Compile `model` for `target`: choose bits per layer, emit the packed model and reports.
 
     Mirrors `edgesim compile`; returns an `edgesim.report.CompileResult` (the fields of
@@ -185,6 +186,7 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
     picks activation ranges: "minmax", "percentile" (default), "mse" or "entropy" (KL).
     `smooth_quant=alpha` migrates activation outliers into the weights of the linear layers
     after each LayerNorm/RMSNorm (SmoothQuant; 0.5 is the paper's default).
+    `rounding="gptq"` rounds linear weights with GPTQ (second order, on calibration data).
     """
     from edgesim.budget import parse_budget
     from edgesim.pipeline import CompileOptions, compile_model
@@ -194,7 +196,8 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
         weight_bits=tuple(weight_bits), act_bits=None if act_bits is None else tuple(act_bits),
         threads=threads, runtime=runtime, input_shapes=input_shapes,
         input_values=input_values, batch_axes=batch_axes, fidelity_metric=fidelity_metric,
-        calib_method=calib_method, smooth_quant=smooth_quant, quiet=quiet,
+        calib_method=calib_method, smooth_quant=smooth_quant, rounding=rounding,
+        quiet=quiet,
         command="edgesim.compile(...)")
     return compile_model(model, target, outdir, calib=calib, calib_random=calib_random,
                          eval_data=eval_data, options=options)

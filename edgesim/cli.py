@@ -190,6 +190,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         batch_axes={k: None if v == "none" else v for k, v in parse_named(
             args.batch_axis, "--batch-axis", "name=1 (or name=none)", _axis).items()},
         calib_method=args.calib_method, smooth_quant=args.smooth_quant,
+        rounding=args.rounding,
         quiet=args.quiet or args.json, command=" ".join(["edgesim", *sys.argv[1:]]))
     r = compile_model(model, args.target, args.output, calib=calib,
                       calib_random=args.calib_random, eval_data=held_out, options=options)
@@ -291,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="pin an input to a constant (If nodes on it are inlined), e.g. sr=16000")
     cp.add_argument("--calib-method", choices=("minmax", "percentile", "mse", "entropy"),
                     help="activation ranges from calibration (default: percentile)")
+    cp.add_argument("--rounding", default="rtn", choices=("rtn", "gptq"),
+                    help="weight rounding: nearest, or GPTQ (second order, calibration data)")
     cp.add_argument("--smooth-quant", type=float, metavar="ALPHA",
                     help="SmoothQuant: migrate activation outliers into weights (e.g. 0.5)")
     cp.add_argument("--batch-axis", action="append", metavar="NAME=AXIS",

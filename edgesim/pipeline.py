@@ -55,6 +55,7 @@ class CompileOptions:
     fidelity_metric: Any = None  # (reference, test) -> float replacing the primary metric
     calib_method: str | None = None  # activation ranges: minmax/percentile/mse/entropy
     smooth_quant: float | None = None  # SmoothQuant migration strength alpha (None: off)
+    rounding: str = "rtn"  # weight codes: "rtn" or "gptq" (second-order, calibration data)
     quiet: bool = False
     command: str = ""
 
@@ -219,7 +220,9 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
         inputs, in_labels = _analysis_inputs(data, labels, ga)
         # HAWQ's forward passes over the calibration samples can also give the activation
         # ranges and the fidelity reference, which then need no pass of their own
-        recorder = FloatPassRecorder(g) if ga is g and options.method == "hawq" else None
+        gptq = options.rounding == "gptq"
+        recorder = (FloatPassRecorder(g, grams=gptq)
+                    if ga is g and options.method == "hawq" else None)
         sens = sensitivity(ga, options.method, inputs, in_labels, options.weight_bits,
                            observe=recorder)
     del ga, source  # copies of the weights nothing needs any more
@@ -240,8 +243,8 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
             # the analysis's covered it): activation ranges, and the fidelity reference if
             # that data is also the held-out set
             ref = recorder.result(data) if recorder else None
-            if ref is None and (acts or eval_data is None):
-                ref = float_pass(g, data, stats=acts)
+            if ref is None and (acts or gptq or eval_data is None):
+                ref = float_pass(g, data, stats=acts or gptq, grams=gptq)
             quant = quantize_model(g, bits, calib=data, out=model_path,   # g: not loaded again
                                    stats=ref and ref.stats, options=_quant_options(options))
         with progress.phase("measuring fidelity in onnxruntime"):
@@ -294,15 +297,19 @@ def _smoothed(g: Graph, absmax: Mapping[str, np.ndarray], options: CompileOption
 
 
 def _quant_options(options: CompileOptions) -> Any:
-    """The quantize pass's options: its defaults, with the user's activation range method."""
+    """The quantize pass's options: its defaults, with the user's activation range method and
+    weight rounding."""
     from compiler.passes.calibrate import METHODS
     from compiler.passes.quantize import QuantOptions
 
-    if options.calib_method is None:
+    if options.calib_method is None and options.rounding == "rtn":
         return None
-    if options.calib_method not in METHODS:
+    if options.calib_method not in (None, *METHODS):
         raise UserError("--calib-method", f"{options.calib_method!r} is not one of {METHODS}")
-    return QuantOptions(act_method=options.calib_method)
+    if options.rounding not in ("rtn", "gptq"):
+        raise UserError("--rounding", f"must be rtn or gptq, got {options.rounding!r}")
+    return QuantOptions(act_method=options.calib_method or QuantOptions.act_method,
+                        rounding=options.rounding)
 
 
 def _load_options(options: CompileOptions) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from compiler.passes.calibrate import (
     RangeCollector,
     calibrate,
     calibration_tensors,
+    gram_tensors,
 )
 from compiler.passes.quantize import QuantOptions, container, quantize, weight_bytes
 from compiler.verify import verify
@@ -129,19 +130,22 @@ def _onnxruntime_forward(g: Graph, keep: Iterable[str], outputs: list[np.ndarray
     return forward
 
 
-def float_pass(g: Graph, data: cal.CalibrationData, stats: bool) -> FloatPass:
+def float_pass(g: Graph, data: cal.CalibrationData, stats: bool,
+               grams: bool = False) -> FloatPass:
     """Run the float model over `data` (batches of `g`'s own batch size) in onnxruntime once:
-    activation statistics of `calibration_tensors(g)` if `stats`, and the first output.
+    activation statistics of `calibration_tensors(g)` if `stats` (with the X^T X of linear
+    layer inputs if `grams`, for GPTQ), and the first output.
 
     Raises:
         ModelError: if a calibration tensor holds NaN or infinity.
         UserError: if onnxruntime cannot load the emitted float model.
     """
     keep = calibration_tensors(g) if stats else ()
+    gram_names = gram_tensors(g) if stats and grams else ()
     outputs: list[np.ndarray] = []
-    forward = _onnxruntime_forward(g, keep, outputs)
+    forward = _onnxruntime_forward(g, (*keep, *gram_names), outputs)
     collected = calibrate(g, cal.batches(g, data), tensors=keep, source=data.source,
-                          forward=forward)
+                          forward=forward, grams=gram_names)
     return FloatPass(collected if stats else None, np.concatenate(outputs))
 
 
@@ -150,9 +154,9 @@ class FloatPassRecorder:
     purpose (compile's HAWQ probes run it over the calibration samples anyway): call it with
     each batch's tensors, in sample order, then take `result`."""
 
-    def __init__(self, g: Graph) -> None:
+    def __init__(self, g: Graph, grams: bool = False) -> None:
         self._batch, self._output = cal.batch_size(g), g.outputs[0]
-        self._ranges = RangeCollector(calibration_tensors(g))
+        self._ranges = RangeCollector(calibration_tensors(g), gram_tensors(g) if grams else ())
         self._outputs: list[np.ndarray] = []
 
     def __call__(self, env: Mapping[str, np.ndarray]) -> None:
@@ -201,10 +205,11 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
 
     g = load_graph(model, input_shapes)                                   # ONNX -> IR
     assign = assignment.resolve(g, bits)                                  # [L, 2] bits
-    needed = bool((assign[:, 1] < 32).any())
+    gptq = options is not None and options.rounding == "gptq"
+    needed = bool((assign[:, 1] < 32).any()) or gptq
     data = _calibration_data(g, calib, calib_random, needed)
-    if needed and data and stats is None:
-        stats = float_pass(g, data, stats=True).stats                     # activation ranges
+    if needed and data and (stats is None or (gptq and not stats.grams)):
+        stats = float_pass(g, data, stats=True, grams=gptq).stats        # ranges (+ X^T X)
     emb = _auto_embedding_bits(assign, g) if embedding_bits == "auto" else embedding_bits
     opts = replace(options or QuantOptions(), embedding_bits=emb)
     qg = quantize(g, assign, stats, opts)                                 # annotate + weights

