@@ -219,4 +219,22 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
     layers = tuple(r for i in range(len(qg.layers)) if (r := _layer_report(qg, i, w_elems)))
     return QuantizeResult(str(path), layers, os.path.getsize(path), weight_bytes(qg),
                           weight_bytes(g), data.source if data else "",
-                          bool(data and data.random), g.notes)
+                          bool(data and data.random), g.notes + _extreme_layers(qg, data))
+
+
+ERROR_BATCHES = 2  # calibration batches the per-layer error check runs
+
+
+def _extreme_layers(qg: Graph, data: cal.CalibrationData | None) -> tuple[str, ...]:
+    """A note per layer whose own quantisation error is extreme (`compiler.layer_error`),
+    measured on the first calibration batches; none without data."""
+    import itertools
+
+    from compiler.layer_error import CATASTROPHIC_SQNR_DB, catastrophic, layer_sqnr
+
+    if data is None:
+        return ()
+    sqnr = layer_sqnr(qg, itertools.islice(cal.batches(qg, data), ERROR_BATCHES))
+    return tuple(f"layer {name}: its quantisation alone leaves {db:.1f} dB output SQNR "
+                 f"(< {CATASTROPHIC_SQNR_DB:g} dB: extreme error; give it more bits)"
+                 for name, db in catastrophic(sqnr).items())

@@ -346,7 +346,7 @@ def _mlp_model(k: int = 64) -> onnx.ModelProto:
 @pytest.mark.parametrize("weight_bits,budget", [(4, "bits=4")])
 def test_gptq_rounding_beats_nearest_on_held_out_data(tmp_path, weight_bits: int,
                                                       budget: str) -> None:
-    """W4 weight-only (MatMulNBits): measured +1.2..3 dB SQNR over three seeds."""
+    """W4 weight-only (MatMulNBits): +1.9 and +3.1 dB SQNR measured on two other seeds."""
     mix = RNG.standard_normal((64, 64)) + 2.0 * np.eye(64)
 
     def data(n: int) -> dict[str, np.ndarray]:
@@ -360,3 +360,29 @@ def test_gptq_rounding_beats_nearest_on_held_out_data(tmp_path, weight_bits: int
                             weight_bits=(weight_bits,), rounding=rounding)
         sqnr[rounding] = r.fidelity["sqnr_db"]
     assert sqnr["gptq"] > sqnr["rtn"] + 1.0, sqnr
+
+
+def test_extreme_layer_errors_are_flagged_with_their_measured_sqnr(tmp_path) -> None:
+    calib = {"x": RNG.standard_normal((8, 64)).astype(np.float32)}
+    model = _mlp_model()
+    flagged = {}
+    for bits in (2, 8):
+        r = edgesim.compile(model, "rpi5", outdir=tmp_path / str(bits), calib=calib,
+                            method="uniform", budget=f"bits={bits}", weight_bits=(bits,))
+        flagged[bits] = [n for n in r.notes if "extreme error" in n]
+    assert flagged[8] == [] and any(n.startswith("layer MatMul_0:") for n in flagged[2])
+    # the first layer reads the model input, so its own error is the emitted model's error
+    # on h: measure it in onnxruntime
+    emitted = onnx.load(tmp_path / "2" / "model.rpi5.onnx")
+    emitted.graph.output.append(helper.make_tensor_value_info("h", F, None))
+    source = _model([helper.make_node("MatMul", ["x", "w1"], ["h"])],
+                    [helper.make_tensor_value_info("x", F, ["n", 64])],
+                    [helper.make_tensor_value_info("h", F, ["n", 64])],
+                    {"w1": numpy_helper.to_array(
+                        next(t for t in model.graph.initializer if t.name == "w1"))})
+    ref = np.concatenate([_ort(source, {"x": calib["x"][i:i + 1]})[0] for i in range(2)])
+    sess = ort.InferenceSession(emitted.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = np.concatenate([sess.run(["h"], {"x": calib["x"][i:i + 1]})[0] for i in range(2)])
+    db = 10 * np.log10(np.sum(ref ** 2) / np.sum((got - ref) ** 2))
+    note = next(n for n in flagged[2] if n.startswith("layer MatMul_0:"))
+    assert f"{db:.1f} dB" in note, (db, note)
