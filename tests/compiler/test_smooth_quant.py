@@ -65,8 +65,23 @@ def test_scales_follow_the_paper() -> None:
     np.testing.assert_allclose(x / s, w * s)
 
 
-def test_a_norm_read_by_anything_but_linear_layers_is_not_a_site() -> None:
-    assert sites(load(_model(residual=True))) == {}
+def test_other_readers_read_the_output_multiplied_back() -> None:
+    """A post-LN block's residual Add reads the LayerNorm output too: it gets it times s."""
+    g = load(_model(residual=True))
+    assert len(sites(g)) == 1
+    sg = smooth(g, channel_absmax(g, _batches(4)), alpha=0.5)
+    assert len(sg.layers) == len(g.layers) + 1
+    assert any(layer.name.endswith(".unsmooth") for layer in sg.layers)
+    for feeds in _batches(3):
+        np.testing.assert_allclose(run(sg, feeds)["y"], run(g, feeds)["y"], rtol=1e-5,
+                                   atol=1e-4)
+
+
+def test_a_norm_read_by_no_linear_layer_is_not_a_site() -> None:
+    nodes = [helper.make_node("LayerNormalization", ["x", "g", "b"], ["h"], axis=-1),
+             helper.make_node("Relu", ["h"], ["y"])]
+    inits = {"g": np.ones(D, np.float32), "b": np.zeros(D, np.float32)}
+    assert sites(load(graph_model(nodes, [("x", F, [1, S, D])], [("y", F, None)], inits))) == {}
 
 
 def _w8a8_error(g, batches: list[dict[str, np.ndarray]]) -> float:
