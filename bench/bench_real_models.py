@@ -218,6 +218,10 @@ EDGESIM_VARIANTS = {
                                                    smooth_quant=0.5),
     "edgesim uniform W8A8 entropy": dict(budget="bits=8", weight_bits=(8,),
                                          calib_method="entropy"),
+    "edgesim uniform W8A8 minmax": dict(budget="bits=8", weight_bits=(8,),
+                                        calib_method="minmax"),
+    "edgesim uniform W8A8 minmax + SmoothQuant 0.5": dict(
+        budget="bits=8", weight_bits=(8,), calib_method="minmax", smooth_quant=0.5),
     "edgesim uniform W8A8 entropy + SmoothQuant 0.5": dict(
         budget="bits=8", weight_bits=(8,), calib_method="entropy", smooth_quant=0.5),
     "edgesim uniform W4": dict(budget="bits=4", weight_bits=(4,)),
