@@ -25,6 +25,7 @@ KINDS: tuple[str, ...] = (
     "reduce", "resize", "gather", "cast",
     "transpose", "concat", "split", "slice", "pad", "expand",  # data movement (copies)
     "reshape", "identity",                                   # views: no data moves
+    "gather_nd", "arg_reduce",                               # indexing (appended: codes kept)
 )
 KIND_CODE: Mapping[str, int] = MappingProxyType({k: i for i, k in enumerate(KINDS)})
 
@@ -33,7 +34,8 @@ CATEGORY_GEMM, CATEGORY_STREAM, CATEGORY_COPY, CATEGORY_VIEW = 0, 1, 2, 3
 KIND_CATEGORY: Mapping[str, int] = MappingProxyType({
     **{k: CATEGORY_GEMM for k in ("conv", "conv_transpose", "linear", "matmul")},
     **{k: CATEGORY_STREAM for k in ("eltwise", "activation", "norm", "softmax", "pool",
-                                    "reduce", "resize", "gather", "cast")},
+                                    "reduce", "resize", "gather", "cast",
+                                    "gather_nd", "arg_reduce")},
     **{k: CATEGORY_COPY for k in ("transpose", "concat", "split", "slice", "pad", "expand")},
     **{k: CATEGORY_VIEW for k in ("reshape", "identity")},
 })
@@ -157,6 +159,13 @@ class Graph:
     weights: Mapping[str, np.ndarray]
     types: Mapping[str, Spec]
     notes: tuple[str, ...] = ()  # what the frontend decided on the user's behalf
+    # input -> the axis that holds samples, where it is not 0 (a recurrent state [2, B, H]:
+    # 1); None = the input has no batch axis. Rank-0 inputs never have one.
+    batch_axes: Mapping[str, int | None] = field(default_factory=lambda: MappingProxyType({}))
+
+    def batch_axis(self, name: str) -> int | None:
+        """The axis of input `name` that holds samples (None: it has none)."""
+        return self.batch_axes.get(name, 0) if self.types[name].shape else None
 
     def layer(self, name: str) -> Layer:
         """Return the layer called `name`."""

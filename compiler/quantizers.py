@@ -416,7 +416,7 @@ def abs_quantile(stats: RangeStats, q: float) -> float:
 def _check_activation_args(stats: RangeStats, bits: int, method: str) -> None:
     if bits not in (4, 8):
         raise ModelError("activation_params", f"activation bits must be 4 or 8, got {bits}")
-    if method not in ("minmax", "percentile", "mse"):
+    if method not in ("minmax", "percentile", "mse", "entropy"):
         raise ModelError("activation_params", f"unknown method {method!r}")
     if stats.count == 0:
         raise ModelError("activation_params", "no calibration data was collected")
@@ -445,8 +445,14 @@ def _mse_range(stats: RangeStats, bits: int, symmetric: bool) -> tuple[float, fl
     return lo * CLIP_RATIOS[best], hi * CLIP_RATIOS[best]
 
 
+def _entropy_range(stats: RangeStats, bits: int, symmetric: bool) -> tuple[float, float]:
+    from compiler.kl_range import entropy_range  # it builds on this module's RangeStats
+
+    return entropy_range(stats, bits, symmetric)
+
+
 def activation_params(stats: RangeStats, bits: int = 8,
-                      method: Literal["minmax", "percentile", "mse"] = "minmax",
+                      method: Literal["minmax", "percentile", "mse", "entropy"] = "minmax",
                       symmetric: bool = False, percentile: float = 99.99) -> ActivationParams:
     """Per-tensor `QuantizeLinear` scale and zero point from calibration statistics.
 
@@ -454,7 +460,8 @@ def activation_params(stats: RangeStats, bits: int = 8,
         stats: merged `RangeStats` of the tensor over the calibration set.
         bits: 8 (uint8/int8) or 4 (uint4/int4).
         method: `minmax` (observed range), `percentile` (clip the tails beyond `percentile`),
-            or `mse` (clip ratio with the least squared error over the histogram).
+            `mse` (clip ratio with the least squared error over the histogram), or `entropy`
+            (the threshold with the least KL divergence, `compiler.kl_range`).
         symmetric: signed codes with zero point 0; otherwise unsigned with a zero point.
         percentile: for `percentile`, the kept mass in percent.
 
@@ -469,6 +476,7 @@ def activation_params(stats: RangeStats, bits: int = 8,
         "minmax": lambda: (stats.min, stats.max),
         "percentile": lambda: _percentile_range(stats, percentile, symmetric),
         "mse": lambda: _mse_range(stats, bits, symmetric),
+        "entropy": lambda: _entropy_range(stats, bits, symmetric),
     }
     lo, hi = ranges[method]()
     scale, zp = scale_zero_point(np.array(lo), np.array(hi), bits, symmetric)

@@ -52,17 +52,24 @@ class Inspection:
         return asdict(self)
 
 
-def load_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Graph:
-    """Load an ONNX path, `zoo:NAME`, ModelProto or already lowered `Graph` into the IR."""
+def load_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None, *,
+               input_values: Mapping[str, Any] | None = None,
+               batch_axes: Mapping[str, int | None] | None = None) -> Graph:
+    """Load an ONNX path, `zoo:NAME`, ModelProto or already lowered `Graph` into the IR.
+
+    `input_values` pins inputs to constants (e.g. {"sr": 16000}); `batch_axes` declares the
+    axis holding samples of inputs where it is not detected (see `compiler.frontend.load`).
+    """
     if isinstance(model, Graph):
         return model
     from compiler.frontend import load
 
+    extra = {"input_values": input_values, "batch_axes": batch_axes}
     if isinstance(model, str) and model.startswith(ZOO_PREFIX):
-        return load(zoo_model(model[len(ZOO_PREFIX):]), input_shapes)
+        return load(zoo_model(model[len(ZOO_PREFIX):]), input_shapes, **extra)
     if isinstance(model, str | os.PathLike) and not os.path.exists(model):
         raise UserError(str(model), "no such file")
-    return load(model, input_shapes)
+    return load(model, input_shapes, **extra)
 
 
 def resolve_target(target: Any) -> Any:
@@ -181,13 +188,26 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
             weight_bits: Sequence[int] = (2, 3, 4, 6, 8), act_bits: Sequence[int] | None = None,
             threads: int | None = None, runtime: str = "onnxruntime",
             input_shapes: Mapping[str, Sequence[int]] | None = None,
+            input_values: Mapping[str, Any] | None = None,
+            batch_axes: Mapping[str, int | None] | None = None,
+            fidelity_metric: Any = None, calib_method: str | None = None,
+            smooth_quant: float | None = None, rounding: str = "rtn",
             quiet: bool = True) -> Any:
     """Compile `model` for `target`: choose bits per layer, emit the packed model and reports.
 
     Mirrors `edgesim compile`; returns an `edgesim.report.CompileResult` (the fields of
     report.json). `budget` is e.g. "size=2MB", "latency=15ms", "energy=5mJ" or "bits=4.5";
     None picks the knee of the Pareto front. `calib` is a .npz path or a mapping of arrays by
-    input name (with optional "labels").
+    input name (with optional "labels"), samples along each input's batch axis.
+    `input_values` pins inputs to constants (`If` nodes on them are inlined; they leave the
+    emitted model's inputs); `batch_axes` declares inputs' batch axes (see `load_graph`).
+    The fidelity check scores the first output by the metrics that fit it (top-1 agreement
+    for class scores, label agreement for integer labels, cosine and SQNR otherwise);
+    `fidelity_metric(reference, test) -> float` replaces the primary one. `calib_method`
+    picks activation ranges: "minmax", "percentile" (default), "mse" or "entropy" (KL).
+    `smooth_quant=alpha` migrates activation outliers into the weights of the linear layers
+    after each LayerNorm/RMSNorm (SmoothQuant; 0.5 is the paper's default).
+    `rounding="gptq"` rounds linear weights with GPTQ (second order, on calibration data).
     """
     from edgesim.budget import parse_budget
     from edgesim.pipeline import CompileOptions, compile_model
@@ -195,7 +215,10 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
     options = CompileOptions(
         method=method, budget=None if budget is None else parse_budget(budget),
         weight_bits=tuple(weight_bits), act_bits=None if act_bits is None else tuple(act_bits),
-        threads=threads, runtime=runtime, input_shapes=input_shapes, quiet=quiet,
+        threads=threads, runtime=runtime, input_shapes=input_shapes,
+        input_values=input_values, batch_axes=batch_axes, fidelity_metric=fidelity_metric,
+        calib_method=calib_method, smooth_quant=smooth_quant, rounding=rounding,
+        quiet=quiet,
         command="edgesim.compile(...)")
     return compile_model(model, target, outdir, calib=calib, calib_random=calib_random,
                          eval_data=eval_data, options=options)

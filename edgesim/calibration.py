@@ -1,10 +1,12 @@
 """Calibration data for the product layer: a `.npz` keyed by input name, or random samples.
 
-Arrays in a calibration file hold samples along their first axis: `[S, *sample_shape]`, where
-the sample shape is the model input's shape without its batch dimension. `batches(g, ...)`
-cuts them into feed dicts at the graph's static batch size. Every problem with the data (a
-missing or unknown key, a wrong shape or dtype, NaN or infinity, no samples) is one
-`UserError` naming the file and the key.
+Arrays in a calibration file are laid out as the model input is, with the samples along the
+input's batch axis (`Graph.batch_axis`: axis 0, or e.g. axis 1 of a recurrent state
+`[2, S, H]`); an input without a batch axis holds one value, used for every sample. Inside,
+`CalibrationData` keeps every input samples-first, `[S, *sample_shape]`; `batches(g, ...)`
+cuts them into feed dicts at the graph's static batch size, in the model's layout again.
+Every problem with the data (a missing or unknown key, a wrong shape or dtype, NaN or
+infinity, no samples) is one `UserError` naming the file and the key.
 
 Random samples (when no data is given) are standard-normal for float inputs; integer inputs
 that index a gather table get uniform indices below the table's smallest size, other integer
@@ -39,7 +41,25 @@ class CalibrationData:
 
 
 def _sample_shape(g: Graph, name: str) -> tuple[int, ...]:
-    return g.types[name].shape[1:]
+    """The input's shape without its batch axis (the whole shape if it has none)."""
+    shape, axis = g.types[name].shape, g.batch_axis(name)
+    return shape if axis is None else shape[:axis] + shape[axis + 1:]
+
+
+def _layout(g: Graph, name: str, count: str) -> str:
+    """The expected file layout of input `name`, `count` standing for the samples."""
+    dims = [str(d) for d in g.types[name].shape]
+    axis = g.batch_axis(name)
+    if axis is not None:
+        dims[axis] = count
+    return f"[{', '.join(dims)}]"
+
+
+def model_layout(g: Graph, name: str, x: np.ndarray) -> np.ndarray:
+    """Samples-first `x` [S, *sample_shape] in the model's layout (samples on the batch
+    axis; an input without one takes the first sample's value)."""
+    axis = g.batch_axis(name)
+    return x[0] if axis is None else np.moveaxis(x, 0, axis)
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -60,11 +80,25 @@ def _check_names(g: Graph, arrays: Mapping[str, np.ndarray], where: str) -> None
                         f"missing {missing}, unknown {unknown}")
 
 
+def _samples_first(g: Graph, name: str, x: np.ndarray, where: str) -> np.ndarray:
+    """`x` in the model's layout -> [S, *sample_shape] (checked)."""
+    shape, axis = g.types[name].shape, g.batch_axis(name)
+    if axis is None:
+        if tuple(x.shape) != shape:
+            raise UserError(f"{where}: {name}", f"shape {tuple(x.shape)}, expected "
+                            f"{list(shape)} (the input has no batch axis: one value)")
+        return x[None]
+    rest = tuple(x.shape[:axis]) + tuple(x.shape[axis + 1:])
+    if x.ndim != len(shape) or rest != _sample_shape(g, name) or x.shape[axis] == 0:
+        what = "samples" if axis == 0 else f"samples on axis {axis}"
+        raise UserError(f"{where}: {name}", f"shape {tuple(x.shape)}, expected "
+                        f"{_layout(g, name, 'samples')} ({what} >= 1)")
+    return np.moveaxis(x, axis, 0)
+
+
 def _check_array(g: Graph, name: str, x: np.ndarray, where: str) -> np.ndarray:
-    want, spec = _sample_shape(g, name), g.types[name]
-    if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want or x.shape[0] == 0:
-        raise UserError(f"{where}: {name}", f"shape {tuple(x.shape)}, expected [samples, "
-                        f"{', '.join(map(str, want))}] (samples >= 1)")
+    spec = g.types[name]
+    x = _samples_first(g, name, x, where)
     want_float = np.dtype(spec.dtype).kind == "f"
     if x.dtype.kind not in ("f" if want_float else "iu"):
         raise UserError(f"{where}: {name}", f"dtype {x.dtype}, the model input is {spec.dtype}")
@@ -81,10 +115,12 @@ def validate(g: Graph, arrays: Mapping[str, np.ndarray], where: str) -> dict[str
     """
     _check_names(g, arrays, where)
     out = {n: _check_array(g, n, np.asarray(arrays[n]), where) for n in g.inputs}
-    counts = {n: x.shape[0] for n, x in out.items()}
+    counts = {n: x.shape[0] for n, x in out.items() if g.batch_axis(n) is not None}
     if len(set(counts.values())) > 1:
         raise UserError(where, f"inputs hold different sample counts {counts}")
-    return out
+    count = next(iter(counts.values()), 1)
+    # an input without a batch axis: its one value stands for every sample
+    return {n: x if n in counts else np.repeat(x, count, axis=0) for n, x in out.items()}
 
 
 LABELS_KEY = "labels"
@@ -147,9 +183,21 @@ def random_samples(g: Graph, n: int, seed: int = 0) -> CalibrationData:
     return CalibrationData(arrays, f"{n} random samples (no calibration data given)", True)
 
 
+def batch_size(g: Graph) -> int:
+    """The graph's static batch size (1 if no input has a batch axis)."""
+    sizes = [g.types[n].shape[a] for n in g.inputs if (a := g.batch_axis(n)) is not None]
+    return sizes[0] if sizes else 1
+
+
+def batched_shape(g: Graph, name: str, size: int) -> tuple[int, ...]:
+    """Input `name`'s shape at batch size `size`."""
+    shape, axis = g.types[name].shape, g.batch_axis(name)
+    return shape if axis is None else (*shape[:axis], size, *shape[axis + 1:])
+
+
 def batches(g: Graph, data: CalibrationData) -> Iterator[dict[str, np.ndarray]]:
-    """Feed dicts at the graph's batch size; leftover samples that do not fill a batch are
-    dropped (a graph with batch 1 uses every sample)."""
-    size = g.types[g.inputs[0]].shape[0] if g.inputs and g.types[g.inputs[0]].shape else 1
+    """Feed dicts at the graph's batch size, in the model's layout; leftover samples that do
+    not fill a batch are dropped (a graph with batch 1 uses every sample)."""
+    size = batch_size(g)
     for start in range(0, data.count - size + 1, size):
-        yield {n: x[start:start + size] for n, x in data.samples.items()}
+        yield {n: model_layout(g, n, x[start:start + size]) for n, x in data.samples.items()}

@@ -10,7 +10,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from edgesim import api, validate
 from edgesim.errors import UserError
@@ -31,6 +32,31 @@ def parse_input_shapes(items: Sequence[str] | None) -> dict[str, tuple[int, ...]
             raise UserError("--input-shape", f"expected name=1x3x224x224, got {item!r}")
         shapes[name] = shape
     return shapes
+
+
+def parse_named(items: Sequence[str] | None, flag: str, example: str,
+                convert: Callable[[str], Any]) -> dict[str, Any]:
+    """Parse repeated `--flag name=value` flags, `convert` turning each value text into a
+    value (ValueError: a bad value)."""
+    out: dict[str, Any] = {}
+    for item in items or ():
+        name, sep, text = item.partition("=")
+        try:
+            value = convert(text) if sep and name else None
+        except ValueError:
+            value = None
+        if value is None:
+            raise UserError(flag, f"expected {example}, got {item!r}")
+        out[name] = value
+    return out
+
+
+def _number(text: str) -> float | int:
+    return int(text) if text.lstrip("-").isdigit() else float(text)
+
+
+def _axis(text: str) -> int | str:
+    return "none" if text.lower() == "none" else int(text)
 
 
 def _fmt_count(n: float) -> str:
@@ -161,6 +187,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
         weight_bits=_bits_list(args.weight_bits, "--weight-bits") or CompileOptions.weight_bits,
         act_bits=_bits_list(args.act_bits, "--act-bits"), threads=args.threads,
         runtime=args.runtime, input_shapes=parse_input_shapes(args.input_shape),
+        input_values=parse_named(args.input_value, "--input-value", "name=16000", _number),
+        batch_axes={k: None if v == "none" else v for k, v in parse_named(
+            args.batch_axis, "--batch-axis", "name=1 (or name=none)", _axis).items()},
+        calib_method=args.calib_method, smooth_quant=args.smooth_quant,
+        rounding=args.rounding,
         quiet=args.quiet or args.json, command=" ".join(["edgesim", *sys.argv[1:]]),
         sparsity=parse_levels(args.sparsity))
     r = compile_model(model, args.target, args.output, calib=calib,
@@ -261,6 +292,16 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224")
     cp.add_argument("--sparsity", help="candidate activation sparsities per MAC input, e.g. "
                     "0,0.25,0.5 (zero-skipping MAC arrays only)")
+    cp.add_argument("--input-value", action="append", metavar="NAME=VALUE",
+                    help="pin an input to a constant (If nodes on it are inlined), e.g. sr=16000")
+    cp.add_argument("--calib-method", choices=("minmax", "percentile", "mse", "entropy"),
+                    help="activation ranges from calibration (default: percentile)")
+    cp.add_argument("--rounding", default="rtn", choices=("rtn", "gptq"),
+                    help="weight rounding: nearest, or GPTQ (second order, calibration data)")
+    cp.add_argument("--smooth-quant", type=float, metavar="ALPHA",
+                    help="SmoothQuant: migrate activation outliers into weights (e.g. 0.5)")
+    cp.add_argument("--batch-axis", action="append", metavar="NAME=AXIS",
+                    help="axis of an input that holds samples, e.g. state=1 (or state=none)")
     cp.add_argument("-o", "--output", default="edgesim-out", help="output folder")
     cp.add_argument("--json", action="store_true", help="print report.json to stdout")
     cp.add_argument("--quiet", action="store_true", help="no progress lines")

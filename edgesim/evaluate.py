@@ -3,13 +3,17 @@
 This is the only module of the package that imports onnxruntime. It runs a model (a path or
 a `ModelProto`) on the CPU provider, times it, and compares outputs: top-1 agreement,
 accuracy against labels, cosine similarity and SQNR.
+
+Which comparison fits depends on the output (`output_kind`): top-1 agreement only for class
+scores, exact agreement for integer labels, cosine and SQNR for every other tensor (an
+embedding, a probability, a sequence, a map). A user metric replaces the primary one.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,3 +170,55 @@ def agreement(reference: np.ndarray, test: np.ndarray,
     acc = None if labels is None else accuracy(test, np.asarray(labels))
     return Agreement(cosine(reference, test), sqnr_db(reference, test),
                      top1_agreement(reference, test), diff, acc)
+
+
+# ----------------------------------------------------------------------------------------------
+# Metrics that fit the output
+
+Metric = Callable[[np.ndarray, np.ndarray], float]  # (reference, test) -> score
+CLASS_SCORE_PRODUCERS = frozenset({"softmax", "linear", "matmul"})
+
+
+def output_kind(reference: np.ndarray, producer: str = "", labelled: bool = False) -> str:
+    """"labels" (an integer output), "class_scores" ([N, C>1] float from a softmax or a
+    classifier head, or any [N, C>1] output given class labels) or "tensor" (the rest)."""
+    ref = np.asarray(reference)
+    if ref.dtype.kind in "iub":
+        return "labels"
+    scores = ref.ndim == 2 and ref.shape[1] > 1
+    return "class_scores" if scores and (labelled or producer in CLASS_SCORE_PRODUCERS) \
+        else "tensor"
+
+
+def label_agreement(reference: np.ndarray, test: np.ndarray) -> float:
+    """Fraction of samples whose every element equals the reference's."""
+    ref, got = np.asarray(reference), np.asarray(test)
+    return float(np.mean(np.all(ref.reshape(len(ref), -1) == got.reshape(len(got), -1), 1)))
+
+
+def fidelity_metrics(reference: np.ndarray, test: np.ndarray, kind: str,
+                     labels: np.ndarray | None = None,
+                     metric: Metric | None = None) -> dict[str, Any]:
+    """The metrics that fit an output of `kind` (others None) and the primary one.
+
+    Returns:
+        {"output_kind", "metric" (name), "value", "cosine", "sqnr_db", "top1_agreement",
+        "label_agreement", "accuracy"}.
+    """
+    out: dict[str, Any] = dict.fromkeys(("cosine", "sqnr_db", "top1_agreement",
+                                         "label_agreement", "accuracy"))
+    if kind == "labels":
+        out["label_agreement"] = primary = label_agreement(reference, test)
+        name = "label_agreement"
+    else:
+        ref = np.asarray(reference, np.float64)
+        out["cosine"], out["sqnr_db"] = cosine(ref, test), sqnr_db(ref, test)
+        name, primary = "cosine", out["cosine"]
+        if kind == "class_scores":
+            out["top1_agreement"] = primary = top1_agreement(_rows(ref), _rows(test))
+            name = "top1_agreement"
+            if labels is not None:
+                out["accuracy"] = accuracy(_rows(test), np.asarray(labels))
+    if metric is not None:
+        name, primary = getattr(metric, "__name__", "user metric"), float(metric(reference, test))
+    return {"output_kind": kind, "metric": name, "value": primary, **out}

@@ -50,6 +50,12 @@ class CompileOptions:
     threads: int | None = None
     runtime: str = "onnxruntime"
     input_shapes: Mapping[str, Sequence[int]] | None = None
+    input_values: Mapping[str, Any] | None = None   # inputs pinned to a value (If folding)
+    batch_axes: Mapping[str, int | None] | None = None  # declared batch axes of inputs
+    fidelity_metric: Any = None  # (reference, test) -> float replacing the primary metric
+    calib_method: str | None = None  # activation ranges: minmax/percentile/mse/entropy
+    smooth_quant: float | None = None  # SmoothQuant migration strength alpha (None: off)
+    rounding: str = "rtn"  # weight codes: "rtn" or "gptq" (second-order, calibration data)
     quiet: bool = False
     command: str = ""
     sparsity: tuple[float, ...] = ()  # candidate activation sparsities (edgesim.sparsity)
@@ -80,7 +86,8 @@ def _built(model: Any) -> Any:
 
 
 def _analysis_graph(model: Any, g: Graph, count: int, method: str,
-                    input_shapes: Mapping[str, Sequence[int]] | None) -> Graph:
+                    input_shapes: Mapping[str, Sequence[int]] | None,
+                    **load_options: Any) -> Graph:
     """`g` at `method`'s analysis batch size (one executor call per batch)."""
     from edgesim.api import load_graph
 
@@ -88,7 +95,8 @@ def _analysis_graph(model: Any, g: Graph, count: int, method: str,
     if isinstance(model, Graph) or size <= 1 or input_shapes:
         return g
     try:
-        return load_graph(model, {n: (size, *g.types[n].shape[1:]) for n in g.inputs})
+        return load_graph(model, {n: cal.batched_shape(g, n, size) for n in g.inputs},
+                          **load_options)
     except ModelError:  # a Reshape with the batch size baked in: analyse at batch 1
         return g
 
@@ -97,8 +105,7 @@ def analysis_batch(g: Graph, count: int, method: str) -> int:
     """Samples per analysis batch: at most ANALYSIS_BATCH[method], and no more than keep
     ANALYSIS_MEMORY bytes of float32 activations (the reverse pass holds every tensor of its
     batch; 224x224 mobilenet_v2 has 53 MB per sample, resnet50 106 MB)."""
-    per_sample = 4.0 * float(g.layer_table().a_out_elems.sum()) / max(
-        1, g.types[g.inputs[0]].shape[0])
+    per_sample = 4.0 * float(g.layer_table().a_out_elems.sum()) / max(1, cal.batch_size(g))
     return max(1, min(count, ANALYSIS_BATCH[method],
                       int(ANALYSIS_MEMORY // max(per_sample, 1.0))))
 
@@ -106,9 +113,9 @@ def analysis_batch(g: Graph, count: int, method: str) -> int:
 def _analysis_inputs(data: cal.CalibrationData, labels: np.ndarray | None, ga: Graph
                      ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """The first whole analysis batches of the samples (at most ANALYSIS_SAMPLES)."""
-    batch = ga.types[ga.inputs[0]].shape[0]
+    batch = cal.batch_size(ga)
     n = max(batch, min(data.count, ANALYSIS_SAMPLES) // batch * batch)
-    return ({k: v[:n] for k, v in data.samples.items()},
+    return ({k: cal.model_layout(ga, k, v[:n]) for k, v in data.samples.items()},
             None if labels is None else labels[:n])
 
 
@@ -152,25 +159,24 @@ def _smallest(g: Graph, target: Any, weight_bits: Sequence[int]) -> np.ndarray:
 
 
 def _fidelity(g: Graph, model_path: Path, reference: np.ndarray, data: cal.CalibrationData,
-              labels: np.ndarray | None) -> dict[str, Any]:
+              labels: np.ndarray | None, metric: Any = None) -> dict[str, Any]:
     """Emitted model (run in onnxruntime) against the float model's first output `reference`
     over `data` (`float_pass`, or HAWQ's recorded forward passes), sample by sample at the
-    deployment batch size."""
-    from edgesim.evaluate import agreement, run_batches
+    deployment batch size, by the metrics that fit that output (`evaluate.output_kind`) or the
+    user's `metric(reference, test) -> float`."""
+    from edgesim.evaluate import accuracy, fidelity_metrics, output_kind, run_batches
 
     (out,) = g.outputs[:1]
     got_arr = np.concatenate([o[out] for o in run_batches(model_path, cal.batches(g, data))])
-    ref_flat = reference.reshape(len(reference), -1)
-    got_flat = got_arr.reshape(len(got_arr), -1)
-    n = len(ref_flat)
-    fp32_acc = None
-    if labels is not None and ref_flat.shape[1] > 1:
-        from edgesim.evaluate import accuracy
-        fp32_acc = accuracy(ref_flat, labels[:n])
-    a = agreement(ref_flat, got_flat, None if labels is None else labels[:n])
-    return {"samples": n, "data": data.source, "output": out, "cosine": a.cosine,
-            "sqnr_db": a.sqnr_db, "top1_agreement": a.top1_agreement,
-            "accuracy": a.accuracy, "fp32_accuracy": fp32_acc}
+    made = g.producers().get(out)
+    n = len(reference)
+    kind = output_kind(reference, made.kind if made else "", labels is not None)
+    scored = fidelity_metrics(reference, got_arr, kind,
+                              None if labels is None else labels[:n], metric)
+    fp32_acc = (accuracy(reference.reshape(n, -1), labels[:n])
+                if labels is not None and kind == "class_scores" else None)
+    return {"samples": n, "data": data.source, "output": out, **scored,
+            "fp32_accuracy": fp32_acc}
 
 
 def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: Any = None,
@@ -199,20 +205,26 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
     _check_outdir(outdir)
     with progress.phase("loading model and target"):
         source = _built(model)
-        g = load_graph(source, options.input_shapes)                      # ONNX -> IR
+        g = load_graph(source, options.input_shapes, **_load_options(options))  # ONNX -> IR
         tgt = resolve_target(target)                                       # YAML -> target
         data, labels = _calibration(g, calib, calib_random)               # validated samples
         held_out = (data, labels) if eval_data is None else _calibration(
             g, eval_data, None, "held-out data")
         _check_memory(g, _smallest(g, tgt, options.weight_bits), tgt,
                       f"even with every weight at {min(options.weight_bits)} bits", False)
+        absmax = _outlier_channels(g, data, options)
+        g = _smoothed(g, absmax, options)                                 # SmoothQuant
     with progress.phase(f"sensitivity ({options.method})"):
-        ga = (_analysis_graph(source, g, data.count, options.method, options.input_shapes)
+        ga = (_analysis_graph(source, g, data.count, options.method, options.input_shapes,
+                              **_load_options(options))
               if options.method in DATA_METHODS else g)
+        ga = ga if ga is g else _smoothed(ga, absmax, options)
         inputs, in_labels = _analysis_inputs(data, labels, ga)
         # HAWQ's forward passes over the calibration samples can also give the activation
         # ranges and the fidelity reference, which then need no pass of their own
-        recorder = FloatPassRecorder(g) if ga is g and options.method == "hawq" else None
+        gptq = options.rounding == "gptq"
+        recorder = (FloatPassRecorder(g, grams=gptq)
+                    if ga is g and options.method == "hawq" else None)
         sens = sensitivity(ga, options.method, inputs, in_labels, options.weight_bits,
                            observe=recorder)
     del ga, source  # copies of the weights nothing needs any more
@@ -233,18 +245,20 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
             # the analysis's covered it): activation ranges, and the fidelity reference if
             # that data is also the held-out set
             ref = recorder.result(data) if recorder else None
-            if ref is None and (acts or eval_data is None):
-                ref = float_pass(g, data, stats=acts)
+            if ref is None and (acts or gptq or eval_data is None):
+                ref = float_pass(g, data, stats=acts or gptq, grams=gptq)
             gq, stats = g, ref and ref.stats
             if options.sparsity:  # thresholds on MAC inputs where the target skips zeros
                 gq = apply_sparsity(g, tgt, data.samples, options.sparsity, bits)
-                stats = float_pass(gq, data, stats=True).stats if acts and gq is not g else stats
+                if (acts or gptq) and gq is not g:
+                    stats = float_pass(gq, data, stats=True, grams=gptq).stats
             quant = quantize_model(gq, expand_bits(g, gq, bits), calib=data,  # not loaded again
-                                   out=model_path, stats=stats)
+                                   out=model_path, stats=stats, options=_quant_options(options))
         with progress.phase("measuring fidelity in onnxruntime"):
             if eval_data is not None:
                 ref = float_pass(g, held_out[0], stats=False)
-            fidelity = _fidelity(gq, model_path, ref.outputs, *held_out)
+            fidelity = _fidelity(gq, model_path, ref.outputs, *held_out,
+                                 options.fidelity_metric)
         with progress.phase("writing reports"):
             baseline = _baseline(g, tgt, options)
             result = build_result(replace(g, notes=gq.notes), tgt, alloc, quant, fidelity,
@@ -263,6 +277,52 @@ def _baseline(g: Graph, target: Any, options: CompileOptions) -> Any:
 
     fp32 = np.full((len(g.layers), 2), 32, dtype=np.int64)
     return totals(runnable(g, fp32, target, options.threads, options.runtime)[1])
+
+
+def _outlier_channels(g: Graph, data: cal.CalibrationData, options: CompileOptions
+                      ) -> dict[str, np.ndarray]:
+    """Per-channel max|x| at SmoothQuant's sites over (at most ANALYSIS_SAMPLES of) the
+    calibration samples; empty when SmoothQuant is off."""
+    import itertools
+
+    from compiler.passes.smooth_quant import channel_absmax
+
+    if options.smooth_quant is None:
+        return {}
+    if not 0.0 <= options.smooth_quant <= 1.0:
+        raise UserError("--smooth-quant", f"alpha must be in [0, 1], got {options.smooth_quant}")
+    limit = max(1, ANALYSIS_SAMPLES // cal.batch_size(g))
+    return channel_absmax(g, itertools.islice(cal.batches(g, data), limit))
+
+
+def _smoothed(g: Graph, absmax: Mapping[str, np.ndarray], options: CompileOptions) -> Graph:
+    from compiler.passes.smooth_quant import smooth
+
+    if not absmax:
+        return g
+    note = f"SmoothQuant (alpha {options.smooth_quant}) at {len(absmax)} norm layers"
+    return replace(smooth(g, absmax, options.smooth_quant), notes=g.notes + (note,))
+
+
+def _quant_options(options: CompileOptions) -> Any:
+    """The quantize pass's options: its defaults, with the user's activation range method and
+    weight rounding."""
+    from compiler.passes.calibrate import METHODS
+    from compiler.passes.quantize import QuantOptions
+
+    if options.calib_method is None and options.rounding == "rtn":
+        return None
+    if options.calib_method not in (None, *METHODS):
+        raise UserError("--calib-method", f"{options.calib_method!r} is not one of {METHODS}")
+    if options.rounding not in ("rtn", "gptq"):
+        raise UserError("--rounding", f"must be rtn or gptq, got {options.rounding!r}")
+    return QuantOptions(act_method=options.calib_method or QuantOptions.act_method,
+                        rounding=options.rounding)
+
+
+def _load_options(options: CompileOptions) -> dict[str, Any]:
+    """What `load_graph` takes besides the shapes: pinned input values, batch axes."""
+    return {"input_values": options.input_values, "batch_axes": options.batch_axes}
 
 
 def _check_outdir(outdir: Path) -> None:

@@ -29,6 +29,7 @@ from compiler.passes.calibrate import (
     RangeCollector,
     calibrate,
     calibration_tensors,
+    gram_tensors,
 )
 from compiler.passes.quantize import QuantOptions, container, quantize, weight_bytes
 from compiler.verify import verify
@@ -129,19 +130,22 @@ def _onnxruntime_forward(g: Graph, keep: Iterable[str], outputs: list[np.ndarray
     return forward
 
 
-def float_pass(g: Graph, data: cal.CalibrationData, stats: bool) -> FloatPass:
+def float_pass(g: Graph, data: cal.CalibrationData, stats: bool,
+               grams: bool = False) -> FloatPass:
     """Run the float model over `data` (batches of `g`'s own batch size) in onnxruntime once:
-    activation statistics of `calibration_tensors(g)` if `stats`, and the first output.
+    activation statistics of `calibration_tensors(g)` if `stats` (with the X^T X of linear
+    layer inputs if `grams`, for GPTQ), and the first output.
 
     Raises:
         ModelError: if a calibration tensor holds NaN or infinity.
         UserError: if onnxruntime cannot load the emitted float model.
     """
     keep = calibration_tensors(g) if stats else ()
+    gram_names = gram_tensors(g) if stats and grams else ()
     outputs: list[np.ndarray] = []
-    forward = _onnxruntime_forward(g, keep, outputs)
+    forward = _onnxruntime_forward(g, (*keep, *gram_names), outputs)
     collected = calibrate(g, cal.batches(g, data), tensors=keep, source=data.source,
-                          forward=forward)
+                          forward=forward, grams=gram_names)
     return FloatPass(collected if stats else None, np.concatenate(outputs))
 
 
@@ -150,13 +154,13 @@ class FloatPassRecorder:
     purpose (compile's HAWQ probes run it over the calibration samples anyway): call it with
     each batch's tensors, in sample order, then take `result`."""
 
-    def __init__(self, g: Graph) -> None:
-        self._input, self._output = g.inputs[0], g.outputs[0]
-        self._ranges = RangeCollector(calibration_tensors(g))
+    def __init__(self, g: Graph, grams: bool = False) -> None:
+        self._batch, self._output = cal.batch_size(g), g.outputs[0]
+        self._ranges = RangeCollector(calibration_tensors(g), gram_tensors(g) if grams else ())
         self._outputs: list[np.ndarray] = []
 
     def __call__(self, env: Mapping[str, np.ndarray]) -> None:
-        self._ranges.add(env, int(np.shape(env[self._input])[0]))
+        self._ranges.add(env, self._batch)
         self._outputs.append(np.array(env[self._output], np.float32))
 
     def result(self, data: cal.CalibrationData) -> FloatPass | None:
@@ -201,10 +205,11 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
 
     g = load_graph(model, input_shapes)                                   # ONNX -> IR
     assign = assignment.resolve(g, bits)                                  # [L, 2] bits
-    needed = bool((assign[:, 1] < 32).any())
+    gptq = options is not None and options.rounding == "gptq"
+    needed = bool((assign[:, 1] < 32).any()) or gptq
     data = _calibration_data(g, calib, calib_random, needed)
-    if needed and data and stats is None:
-        stats = float_pass(g, data, stats=True).stats                     # activation ranges
+    if needed and data and (stats is None or (gptq and not stats.grams)):
+        stats = float_pass(g, data, stats=True, grams=gptq).stats        # ranges (+ X^T X)
     emb = _auto_embedding_bits(assign, g) if embedding_bits == "auto" else embedding_bits
     opts = replace(options or QuantOptions(), embedding_bits=emb)
     qg = quantize(g, assign, stats, opts)                                 # annotate + weights
@@ -214,4 +219,22 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
     layers = tuple(r for i in range(len(qg.layers)) if (r := _layer_report(qg, i, w_elems)))
     return QuantizeResult(str(path), layers, os.path.getsize(path), weight_bytes(qg),
                           weight_bytes(g), data.source if data else "",
-                          bool(data and data.random), g.notes)
+                          bool(data and data.random), g.notes + _extreme_layers(qg, data))
+
+
+ERROR_BATCHES = 2  # calibration batches the per-layer error check runs
+
+
+def _extreme_layers(qg: Graph, data: cal.CalibrationData | None) -> tuple[str, ...]:
+    """A note per layer whose own quantisation error is extreme (`compiler.layer_error`),
+    measured on the first calibration batches; none without data."""
+    import itertools
+
+    from compiler.layer_error import CATASTROPHIC_SQNR_DB, catastrophic, layer_sqnr
+
+    if data is None:
+        return ()
+    sqnr = layer_sqnr(qg, itertools.islice(cal.batches(qg, data), ERROR_BATCHES))
+    return tuple(f"layer {name}: its quantisation alone leaves {db:.1f} dB output SQNR "
+                 f"(< {CATASTROPHIC_SQNR_DB:g} dB: extreme error; give it more bits)"
+                 for name, db in catastrophic(sqnr).items())

@@ -175,6 +175,23 @@ def _fmt_bytes(n: float) -> str:
     return f"{n / 1e6:.3f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
+_FIDELITY_TEXT = {"cosine": "cosine {cosine:.5f}",
+                  "top1_agreement": "top-1 agreement {top1_agreement:.4f}",
+                  "label_agreement": "label agreement {label_agreement:.4f}",
+                  "sqnr_db": "SQNR {sqnr_db:.1f} dB"}
+
+
+def _fidelity_text(fid: dict[str, Any]) -> str:
+    """The metrics that fit the output, the primary one first; accuracy against labels last."""
+    metric = fid.get("metric", "cosine")
+    first = [f"{metric} {fid['value']:.5f}"] if metric not in _FIDELITY_TEXT else []
+    order = sorted(_FIDELITY_TEXT, key=lambda k: k != metric)
+    parts = first + [_FIDELITY_TEXT[k].format(**fid) for k in order if fid.get(k) is not None]
+    if fid.get("accuracy") is not None and fid.get("fp32_accuracy") is not None:
+        parts.append(f"accuracy {fid['accuracy']:.4f} (fp32 {fid['fp32_accuracy']:.4f})")
+    return ", ".join(parts)
+
+
 def _summary(r: CompileResult) -> list[str]:
     f, t = r.fp32, r.result
     fid = r.fidelity
@@ -186,11 +203,8 @@ def _summary(r: CompileResult) -> list[str]:
         f"- weights: {_fmt_bytes(f.weight_bytes)} -> **{_fmt_bytes(t.weight_bytes)}** "
         f"(average {r.avg_weight_bits:.2f} bits; file {_fmt_bytes(r.file_bytes)}, expected "
         f"{_fmt_bytes(r.expected_bytes)})",
-        f"- fidelity in onnxruntime on {fid['samples']} samples of {fid['data']}: cosine "
-        f"{fid['cosine']:.5f}, top-1 agreement {fid['top1_agreement']:.4f}, SQNR "
-        f"{fid['sqnr_db']:.1f} dB" + (f", accuracy {fid['accuracy']:.4f} (fp32 "
-                                      f"{fid['fp32_accuracy']:.4f})" if fid["accuracy"]
-                                      is not None and fid["fp32_accuracy"] is not None else ""),
+        f"- fidelity in onnxruntime on {fid['samples']} samples of {fid['data']} "
+        f"({fid.get('output_kind', 'tensor')} output {fid['output']}): " + _fidelity_text(fid),
         f"- calibration: {r.calibration['source']}",
     ]
     return lines + [f"- note: {n}" for n in r.notes]

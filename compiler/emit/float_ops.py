@@ -107,6 +107,7 @@ _ELTWISE = {
     "sub": "Sub", "mul": "Mul", "div": "Div", "pow": "Pow", "equal": "Equal", "less": "Less",
     "less_equal": "LessOrEqual", "greater": "Greater", "greater_equal": "GreaterOrEqual",
     "where": "Where", "max": "Max", "min": "Min", "mean": "Mean",
+    "and": "And", "or": "Or", "xor": "Xor", "not": "Not",
 }
 
 
@@ -278,6 +279,13 @@ def gather(b: Builder, layer: Layer, ins: list[str]) -> None:
     b.node(op, ins[:2], list(layer.outputs), base=layer.name, axis=layer.attrs["axis"])
 
 
+def arg_reduce(b: Builder, layer: Layer, ins: list[str]) -> None:
+    a = layer.attrs
+    b.node("ArgMax" if a["fn"] == "max" else "ArgMin", ins[:1], list(layer.outputs),
+           base=layer.name, axis=a["axis"], keepdims=int(a["keepdims"]),
+           select_last_index=int(a.get("select_last_index", False)))
+
+
 def _slice_ends(b: Builder, layer: Layer) -> tuple[int, ...]:
     # IR end -1 with a negative step means "through index 0"; ONNX spells it INT64_MIN.
     return tuple(INT64_MIN if e < 0 else e for e in layer.attrs["ends"])
@@ -327,4 +335,5 @@ FLOAT_RULES: dict[str, Rule] = {
     "transpose": _plain("Transpose", "perm"), "concat": _plain("Concat", "axis"),
     "split": split, "slice": slice_, "pad": pad, "expand": _with_shape("Expand"),
     "reshape": _with_shape("Reshape", allowzero=1), "identity": _plain("Identity"),
+    "gather_nd": _plain("GatherND", "batch_dims"), "arg_reduce": arg_reduce,
 }

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import onnx
@@ -27,10 +28,12 @@ from onnx import numpy_helper
 
 from compiler.errors import ModelError
 from compiler.frontend.inline_if import DEFAULT_DOMAINS, inline_ifs
+from compiler.frontend.inputs import BatchAxes, InputValues, pin_inputs, resolve_batch_axes
+from compiler.frontend.inputs import declared_dims as _declared_dims
 from compiler.frontend.lower import lower_model
 from compiler.frontend.patterns import fuse_patterns
 from compiler.ir import Graph
-from compiler.ops import SUPPORTED_ONNX_OPS
+from compiler.ops import claims
 from compiler.passes.fold_batchnorm import fold_batchnorm
 
 TARGET_OPSET = 17
@@ -43,16 +46,25 @@ class Cleaned:
 
     model: onnx.ModelProto
     notes: tuple[str, ...] = ()
+    batch_axes: Mapping[str, int | None] = field(default_factory=dict)  # input -> axis
 
 
 def load(model: str | os.PathLike | onnx.ModelProto,
-         input_shapes: InputShapes | None = None) -> Graph:
+         input_shapes: InputShapes | None = None, *,
+         input_values: InputValues | None = None,
+         batch_axes: BatchAxes | None = None) -> Graph:
     """Load, validate and clean an ONNX model and lower it to a fused `Graph`.
 
     Args:
         model: a path to an `.onnx` file (external data next to it), or a `ModelProto`.
         input_shapes: static shapes for graph inputs, overriding the declared ones; needed for
-            every dynamic dimension except a leading batch dimension (which defaults to 1).
+            every dynamic dimension except a batch dimension (which defaults to 1).
+        input_values: inputs pinned to a value (e.g. {"sr": 16000}): they become constants
+            and leave the model's inputs, so `If` nodes that test them are inlined.
+        batch_axes: the axis holding samples per input, where it is not the detected one
+            (None: no batch axis). Detected: axis 0, or, for an input whose first dimension
+            is static while other inputs have a dynamic batch, its one dynamic dimension
+            (or the one named like their batch dimension), e.g. a state [2, batch, H].
 
     Returns:
         The lowered graph, with LayerNorm/RMSNorm/GELU/SiLU fused and BatchNorm folded.
@@ -63,10 +75,11 @@ def load(model: str | os.PathLike | onnx.ModelProto,
             or ops are unsupported (all of them listed at once).
     """
     proto, where = read(model)
-    cleaned = clean(proto, input_shapes, where)
+    cleaned = clean(proto, input_shapes, where, input_values, batch_axes)
     g = lower_model(cleaned.model, _model_name(model, proto))
     g = fold_batchnorm(fuse_patterns(g))
-    return replace(g, notes=g.notes + cleaned.notes)
+    axes = {n: a for n, a in cleaned.batch_axes.items() if n in g.inputs and a != 0}
+    return replace(g, notes=g.notes + cleaned.notes, batch_axes=MappingProxyType(axes))
 
 
 def read(model: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
@@ -221,7 +234,7 @@ def default_opset(model: onnx.ModelProto) -> int:
 def upgrade_opset(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
     """Convert a model below opset 17 up to 17; newer opsets are left as they are."""
     version = default_opset(model)
-    if version >= TARGET_OPSET:
+    if version >= TARGET_OPSET or version == 0:  # 0: no ai.onnx op at all (ai.onnx.ml only)
         return model
     try:
         return onnx.version_converter.convert_version(model, TARGET_OPSET)
@@ -234,7 +247,8 @@ def upgrade_opset(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
 
 
 def clean(model: onnx.ModelProto, input_shapes: InputShapes | None = None,
-          where: str = "model") -> Cleaned:
+          where: str = "model", input_values: InputValues | None = None,
+          batch_axes: BatchAxes | None = None) -> Cleaned:
     """Turn exporter output into what `lower_model` takes; `model` itself is not modified.
 
     Local functions are inlined, stale `value_info` dropped, initializers listed as inputs
@@ -243,18 +257,21 @@ def clean(model: onnx.ModelProto, input_shapes: InputShapes | None = None,
 
     Raises:
         ModelError: a dynamic dimension without a shape, an unknown name in `input_shapes`,
-            or unsupported ops (every one listed, with its nodes).
+            `input_values` or `batch_axes`, a pinned value of the wrong shape, or
+            unsupported ops (every one listed, with its nodes).
     """
     model = _inline_functions(_copy(model), where)
     graph = model.graph
     del graph.value_info[:]  # exporters leave stale shapes that contradict inference
     _densify_sparse_initializers(graph)
     _drop_initializer_inputs(graph)
-    notes = fix_input_shapes(graph, input_shapes or {})
+    notes = pin_inputs(graph, input_values or {})
+    axes = resolve_batch_axes(graph, batch_axes or {})
+    notes += fix_input_shapes(graph, input_shapes or {}, axes)
     while lift_constants(graph) | inline_ifs(model):
         pass
     check_supported(graph, where)
-    return Cleaned(model, notes)
+    return Cleaned(model, notes, axes)
 
 
 def _inline_functions(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
@@ -283,15 +300,6 @@ def _drop_initializer_inputs(graph: onnx.GraphProto) -> None:
 # --- input shapes ---------------------------------------------------------------------------
 
 
-def _declared_dims(vi: onnx.ValueInfoProto) -> list[int | str] | None:
-    """Declared dims: an int where static, the symbol (or "?") where dynamic; None if no shape."""
-    tt = vi.type.tensor_type
-    if not tt.HasField("shape"):
-        return None
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-            for d in tt.shape.dim]
-
-
 def _example(name: str, dims: Sequence[int | str]) -> str:
     """`--input-shape` example with the input's real rank: known dims kept, others guessed."""
     def guess(i: int) -> int:
@@ -300,17 +308,18 @@ def _example(name: str, dims: Sequence[int | str]) -> str:
     return f"--input-shape {name}={'x'.join(str(d) for d in shown)}"
 
 
-def _static_dims(name: str, dims: list[int | str] | None,
-                 given: Sequence[int] | None) -> tuple[list[int], list[str]]:
+def _static_dims(name: str, dims: list[int | str] | None, given: Sequence[int] | None,
+                 axis: int | None = 0) -> tuple[list[int], list[str]]:
     """Resolve one input's dims: the user's shape wins, a dynamic batch dim becomes 1."""
     if given is not None:
         return _given_dims(name, dims, given), []
     if dims is None:
         raise ModelError(f"input {name}", f"has no declared shape; pass {_example(name, ['?'])}")
     notes = []
-    if dims and isinstance(dims[0], str):
-        notes.append(f"input '{name}': batch dimension '{dims[0]}' set to 1")
-        dims = [1, *dims[1:]]
+    if axis is not None and axis < len(dims) and isinstance(dims[axis], str):
+        where = "" if axis == 0 else f" (axis {axis})"
+        notes.append(f"input '{name}': batch dimension '{dims[axis]}'{where} set to 1")
+        dims = [*dims[:axis], 1, *dims[axis + 1:]]
     for i, d in enumerate(dims):
         if isinstance(d, str):
             raise ModelError(f"input {name}",
@@ -328,7 +337,8 @@ def _given_dims(name: str, dims: list[int | str] | None, given: Sequence[int]) -
     return shape
 
 
-def fix_input_shapes(graph: onnx.GraphProto, input_shapes: InputShapes) -> tuple[str, ...]:
+def fix_input_shapes(graph: onnx.GraphProto, input_shapes: InputShapes,
+                     batch_axes: BatchAxes | None = None) -> tuple[str, ...]:
     """Write a static shape into every graph input (in place); return the notes made.
 
     Raises:
@@ -342,7 +352,8 @@ def fix_input_shapes(graph: onnx.GraphProto, input_shapes: InputShapes) -> tuple
                          f"no such graph input; the model's inputs are {', '.join(names)}")
     notes: list[str] = []
     for vi in graph.input:
-        dims, made = _static_dims(vi.name, _declared_dims(vi), input_shapes.get(vi.name))
+        axis = (batch_axes or {}).get(vi.name, 0)
+        dims, made = _static_dims(vi.name, _declared_dims(vi), input_shapes.get(vi.name), axis)
         _set_shape(vi, dims)
         notes.extend(made)
     return tuple(notes)
@@ -407,9 +418,9 @@ def lift_constants(graph: onnx.GraphProto) -> bool:
 
 
 def _unsupported_key(node: onnx.NodeProto) -> str | None:
-    if node.domain not in DEFAULT_DOMAINS:
-        return f"{node.domain}::{node.op_type}"
-    return None if node.op_type in SUPPORTED_ONNX_OPS else node.op_type
+    if claims(node.op_type, node.domain):
+        return None
+    return f"{node.domain}::{node.op_type}" if node.domain not in DEFAULT_DOMAINS else node.op_type
 
 
 def check_supported(graph: onnx.GraphProto, where: str) -> None:

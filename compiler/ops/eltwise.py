@@ -5,7 +5,8 @@ One layer kind, "eltwise", whose `fn` attribute picks the operation:
 - binary: "sub", "div", "pow", "mul", comparisons "equal", "less", "less_equal", "greater",
   "greater_equal" (bool output, no cotangents);
 - variadic (one or more inputs, ONNX Sum/Max/Min/Mean): "add", "max", "min", "mean";
-- "where": inputs (cond, x, y), cond bool.
+- "where": inputs (cond, x, y), cond bool;
+- logic on bool tensors (ONNX And/Or/Xor, bool output): "and", "or", "xor"; unary "not".
 
 Integer tensors compute in integer arithmetic as ONNX does: Div truncates toward zero, Pow
 returns the base's dtype.
@@ -41,16 +42,20 @@ _BINARY: dict[str, Callable[[Array, Array], Array]] = {
     "sub": np.subtract, "mul": np.multiply, "div": _div, "pow": _pow,
     "equal": np.equal, "less": np.less, "less_equal": np.less_equal,
     "greater": np.greater, "greater_equal": np.greater_equal,
+    "and": np.logical_and, "or": np.logical_or, "xor": np.logical_xor,
 }
 _VARIADIC: dict[str, Callable[[Array, Array], Array]] = {
     "add": np.add, "max": np.maximum, "min": np.minimum, "mean": np.add,
 }
-_COMPARE = frozenset({"equal", "less", "less_equal", "greater", "greater_equal"})
+_COMPARE = frozenset({"equal", "less", "less_equal", "greater", "greater_equal",
+                      "and", "or", "xor", "not"})  # bool output, no cotangents
 
 
 def _compute(*xs: Array, fn: str) -> Array:
     if fn == "where":  # the one ternary op; a table entry would need its own arity anyway
         return np.where(*xs)
+    if fn == "not":  # the one unary op
+        return np.logical_not(xs[0])
     if fn in _BINARY:
         return _BINARY[fn](*xs)
     out = functools.reduce(_VARIADIC[fn], xs[1:], xs[0])
@@ -154,6 +159,18 @@ def lower_where(node: Node) -> Lowered:
     return single("eltwise", node, fn="where")
 
 
+def _lower_logic(fn: str) -> LowerRule:
+    """The lowering rule of ONNX And/Or/Xor/Not: bool inputs only, as ONNX types them."""
+    def rule(node: Node) -> Lowered:
+        for i, name in enumerate(node.inputs):
+            if node.spec(i).dtype != "bool":
+                raise ModelError(node.name, f"{node.op_type} input {name!r} must be bool, got "
+                                            f"{node.spec(i).dtype}")
+        return single("eltwise", node, fn=fn)
+    rule.__name__ = f"lower_{fn}"
+    return rule
+
+
 LOWER: dict[str, LowerRule] = {
     "Add": _lower_as("add"), "Sum": _lower_as("add"),
     "Sub": _lower_as("sub"), "Mul": _lower_as("mul"), "Div": _lower_as("div"),
@@ -162,4 +179,6 @@ LOWER: dict[str, LowerRule] = {
     "Equal": _lower_as("equal"), "Less": _lower_as("less"), "Greater": _lower_as("greater"),
     "LessOrEqual": _lower_as("less_equal"), "GreaterOrEqual": _lower_as("greater_equal"),
     "Where": lower_where,
+    "And": _lower_logic("and"), "Or": _lower_logic("or"), "Xor": _lower_logic("xor"),
+    "Not": _lower_logic("not"),
 }

@@ -5,8 +5,8 @@ any `forward` the caller gives, e.g. onnxruntime on the emitted float model), ke
 tensors whose ranges quantisation can use (`calibration_tensors`), and merges their `RangeStats`
 histograms batch by batch. The merge is exact and order-free (see
 `compiler.quantizers.RangeStats`), so statistics of parts of a data set combine into those of
-the whole. The min/max, percentile or MSE range is chosen later, from the histogram, by
-`CalibrationStats.params`.
+the whole. The min/max, percentile, MSE or entropy (KL) range is chosen later, from the
+histogram, by `CalibrationStats.params`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from compiler.executor import run
 from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph, Layer
 from compiler.quantizers import ActivationParams, RangeStats, activation_params, merge_stats
 
-METHODS = ("minmax", "percentile", "mse")
+METHODS = ("minmax", "percentile", "mse", "entropy")
 # forward(feeds, names) -> at least the tensors `names` of `g` on one batch
 Forward = Callable[[Mapping[str, np.ndarray], tuple[str, ...]], Mapping[str, np.ndarray]]
 
@@ -34,14 +34,19 @@ class CalibrationStats:
     stats: Mapping[str, RangeStats] = field(default_factory=lambda: MappingProxyType({}))
     samples: int = 0
     source: str = ""  # e.g. "calib.npz (200 samples)" or "256 random samples"
+    # tensor -> X^T X over its rows (last axis = channels), float64: GPTQ's Hessians
+    grams: Mapping[str, np.ndarray] = field(default_factory=lambda: MappingProxyType({}))
 
     def merge(self, other: CalibrationStats) -> CalibrationStats:
         """Statistics of the union of both data sets (exact)."""
         names = set(self.stats) | set(other.stats)
         merged = {t: merge_stats(self.stats.get(t, RangeStats()), other.stats.get(t, RangeStats()))
                   for t in sorted(names)}
+        grams = {t: self.grams.get(t, 0.0) + other.grams.get(t, 0.0)
+                 for t in sorted(set(self.grams) | set(other.grams))}
         source = " + ".join(s for s in (self.source, other.source) if s)
-        return CalibrationStats(MappingProxyType(merged), self.samples + other.samples, source)
+        return CalibrationStats(MappingProxyType(merged), self.samples + other.samples, source,
+                                MappingProxyType(grams))
 
     def params(self, tensor: str, bits: int = 8, method: str = "percentile",
                percentile: float = 99.99) -> ActivationParams:
@@ -93,8 +98,9 @@ class RangeCollector:
     """Range statistics of some tensors, merged batch by batch as forward passes produce them
     (`calibrate` runs its own passes through one; others can feed one theirs)."""
 
-    def __init__(self, tensors: Iterable[str]) -> None:
+    def __init__(self, tensors: Iterable[str], grams: Iterable[str] = ()) -> None:
         self._stats = {t: RangeStats() for t in tensors}
+        self._grams: dict[str, np.ndarray | float] = dict.fromkeys(grams, 0.0)
         self.samples = 0
 
     def add(self, env: Mapping[str, np.ndarray], samples: int) -> None:
@@ -104,19 +110,32 @@ class RangeCollector:
             ModelError: if a collected tensor holds NaN or infinity.
         """
         self._stats = {t: s.update(env[t], f"tensor {t}") for t, s in self._stats.items()}
+        for t, gram in self._grams.items():
+            x = np.asarray(env[t], np.float64)
+            rows = x.reshape(-1, x.shape[-1])
+            self._grams[t] = gram + rows.T @ rows
         self.samples += samples
 
     def result(self, source: str = "") -> CalibrationStats:
-        return CalibrationStats(MappingProxyType(dict(self._stats)), self.samples, source)
+        grams = {t: g for t, g in self._grams.items() if isinstance(g, np.ndarray)}
+        return CalibrationStats(MappingProxyType(dict(self._stats)), self.samples, source,
+                                MappingProxyType(grams))
 
 
 def _executor_forward(g: Graph) -> Forward:
     return lambda feeds, names: run(g, feeds, dtype="float32", keep=names)
 
 
+def gram_tensors(g: Graph) -> tuple[str, ...]:
+    """Inputs of linear layers with a constant weight: the tensors whose X^T X GPTQ needs."""
+    return tuple(dict.fromkeys(
+        layer.inputs[0] for layer in g.layers
+        if layer.kind == "linear" and layer.inputs[1] in g.weights and _float(g, layer.inputs[0])))
+
+
 def calibrate(g: Graph, batches: Iterable[Mapping[str, np.ndarray]], *,
               tensors: Iterable[str] | None = None, source: str = "",
-              forward: Forward | None = None) -> CalibrationStats:
+              forward: Forward | None = None, grams: Iterable[str] = ()) -> CalibrationStats:
     """Run `g` over calibration batches and collect range statistics.
 
     Args:
@@ -126,6 +145,7 @@ def calibrate(g: Graph, batches: Iterable[Mapping[str, np.ndarray]], *,
         source: where the data came from, kept for reports.
         forward: `forward(feeds, names)` computes `g` on one batch and returns at least the
             tensors `names`; default the reference executor in float32.
+        grams: tensors whose X^T X to accumulate too (e.g. `gram_tensors(g)`, for GPTQ).
 
     Returns:
         The merged statistics.
@@ -134,9 +154,11 @@ def calibrate(g: Graph, batches: Iterable[Mapping[str, np.ndarray]], *,
         ModelError: if there are no batches, a feed is malformed, or a kept tensor holds
             NaN or infinity.
     """
+    grams = tuple(grams)
     names = tuple(calibration_tensors(g) if tensors is None else tensors)
     forward = forward or _executor_forward(g)
-    collector = RangeCollector(names)
+    collector = RangeCollector(names, grams)
+    names = tuple(dict.fromkeys((*names, *grams)))
     for feeds in batches:
         # a temporary, so one batch's tensors are freed before the next batch is computed
         collector.add(forward(feeds, names), _batch_size(feeds))

@@ -38,6 +38,7 @@ import numpy as np
 
 from compiler.errors import ModelError
 from compiler.fake_quant import CHANNEL_AXIS, WEIGHT_INPUT, quant_names
+from compiler.gptq import gptq_round
 from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph, Layer, Quant, readonly
 from compiler.passes.calibrate import METHODS, CalibrationStats, folds_into_requant
 from compiler.quantizers import QuantizedTensor, quantize_weight
@@ -72,6 +73,7 @@ class QuantOptions:
     clip: str = "auto"
     act_method: str = "percentile"
     percentile: float = 99.99
+    rounding: str = "rtn"  # weight codes: "rtn" (nearest) or "gptq" (needs calib grams)
     act_matmul: str = "float"
     embedding_bits: int | None = None
     min_embedding: int = 65536
@@ -82,6 +84,7 @@ class QuantOptions:
             "block": self.block >= 16 and self.block & (self.block - 1) == 0,
             "clip": self.clip in ("auto", "mse", "minmax"),
             "act_method": self.act_method in METHODS,
+            "rounding": self.rounding in ("rtn", "gptq"),
             "percentile": 50.0 < self.percentile <= 100.0,
             "act_matmul": self.act_matmul in ("float", "int8"),
             "embedding_bits": self.embedding_bits in (None, 2, 3, 4, 5, 6, 7, 8, 16),
@@ -160,8 +163,11 @@ def clip_method(options: QuantOptions, bits: int) -> str:
 def _quantize(ctx: _Ctx, layer: Layer, bits: int, granularity: str) -> QuantizedTensor:
     w = ctx.g.weights[layer.inputs[WEIGHT_INPUT[layer.kind]]]
     block = ctx.opts.block if granularity == "per_block" else None
-    return quantize_weight(w, bits, granularity, CHANNEL_AXIS[layer.kind], block,
-                           symmetric=True, clip=clip_method(ctx.opts, bits))
+    qt = quantize_weight(w, bits, granularity, CHANNEL_AXIS[layer.kind], block,
+                         symmetric=True, clip=clip_method(ctx.opts, bits))
+    gram = ctx.calib.grams.get(layer.inputs[0]) if (
+        ctx.opts.rounding == "gptq" and layer.kind == "linear" and ctx.calib is not None) else None
+    return qt if gram is None else gptq_round(w, gram, qt)  # GPTQ codes on RTN's grid
 
 
 def _granularity(ctx: _Ctx, auto: str, allowed: tuple[str, ...]) -> str:

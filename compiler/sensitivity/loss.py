@@ -85,34 +85,45 @@ def as_feeds(g: Graph, calib_inputs: np.ndarray | Arrays) -> dict[str, np.ndarra
     return {g.inputs[0]: np.asarray(calib_inputs)}
 
 
+def _batches_of(want: tuple[int, ...], got: tuple[int, ...], axis: int | None) -> int | None:
+    """How many batches of shape `want` `got` holds along the batch `axis` (None: not whole)."""
+    if got == want:
+        return 1
+    if axis is None or len(got) != len(want) or want[axis] <= 0:
+        return None
+    same = all(a == b for i, (a, b) in enumerate(zip(got, want)) if i != axis)
+    return got[axis] // want[axis] if same and got[axis] % want[axis] == 0 else None
+
+
 def chunk_count(g: Graph, feeds: Arrays) -> int:
-    """How many graph-batch-sized chunks the calibration set splits into."""
+    """How many graph-batch-sized chunks the calibration set splits into (samples along each
+    input's batch axis, `Graph.batch_axis`)."""
     counts = set()
     for name in g.inputs:
         want, got = g.types[name].shape, np.shape(feeds[name]) if name in feeds else None
         if got is None:
             raise ModelError("calib_inputs", f"missing input {name!r}")
-        if got == want:
-            counts.add(1)
-        elif want and got[1:] == want[1:] and want[0] > 0 and got[0] % want[0] == 0:
-            counts.add(got[0] // want[0])
-        else:
+        n = _batches_of(want, got, g.batch_axis(name))
+        if n is None:
             raise ModelError(f"calib_inputs[{name}]", f"shape {got} is not whole batches of {want}")
-    if len(counts) != 1:
+        if g.batch_axis(name) is not None:
+            counts.add(n)
+    if len(counts) > 1:
         raise ModelError("calib_inputs", "inputs hold different numbers of samples")
-    return counts.pop()
+    return counts.pop() if counts else 1
 
 
-def split(x: np.ndarray, parts: int) -> list[np.ndarray]:
-    """`x` cut into `parts` equal chunks along axis 0 (whole if `parts` is 1)."""
-    return [x] if parts == 1 else np.split(np.asarray(x), parts)
+def split(x: np.ndarray, parts: int, axis: int | None = 0) -> list[np.ndarray]:
+    """`x` cut into `parts` equal chunks along `axis` (whole if `parts` is 1 or `axis` is
+    None: an input without a batch axis feeds every chunk)."""
+    return [x] * parts if parts == 1 or axis is None else np.split(np.asarray(x), parts, axis)
 
 
 def chunks(g: Graph, calib_inputs: np.ndarray | Arrays) -> tuple[dict[str, np.ndarray], ...]:
     """Feeds of each graph-batch-sized chunk of the calibration set."""
     feeds = as_feeds(g, calib_inputs)
     parts = chunk_count(g, feeds)
-    pieces = {name: split(feeds[name], parts) for name in g.inputs}
+    pieces = {name: split(feeds[name], parts, g.batch_axis(name)) for name in g.inputs}
     return tuple({name: pieces[name][i] for name in g.inputs} for i in range(parts))
 
 

@@ -142,6 +142,14 @@ CASES = [
     ("expand", "expand", dict(shape=(2, 3, 4)), [x_(3, 1)]),
     ("reshape", "reshape", dict(shape=(4, 3)), [x_(2, 6)]),
     ("identity", "identity", {}, [x_(2, 3)]),
+    ("and", "eltwise", dict(fn="and"), [("c", RNG.random((2, 3)) > 0.5, False),
+                                        ("d", RNG.random((3,)) > 0.5, False)]),
+    ("not", "eltwise", dict(fn="not"), [("c", RNG.random((2, 3)) > 0.5, False)]),
+    ("gather_nd", "gather_nd", dict(batch_dims=1),
+     [x_(2, 4, 3), ("i", np.array([[[3], [0]], [[1], [-1]]], np.int64), False)]),
+    ("argmax", "arg_reduce", dict(fn="max", axis=1, keepdims=False), [x_(2, 5, 3)]),
+    ("argmin_last", "arg_reduce", dict(fn="min", axis=0, keepdims=True, select_last_index=True),
+     [("x", np.array([[1.0, 2.0], [1.0, 0.0]], np.float32), False)]),
 ]
 
 

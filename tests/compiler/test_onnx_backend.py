@@ -167,6 +167,7 @@ def _pinned(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> tuple:
     del model.graph.input[:]
     model.graph.input.extend(kept)
     model.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in pinned.items())
+    model.ir_version = max(model.ir_version, 4)  # IR < 4 wants every initializer as an input
     return model, {k: v for k, v in feeds.items() if k not in pinned}
 
 

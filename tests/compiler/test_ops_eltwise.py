@@ -70,6 +70,10 @@ CASES = [
     Case("LessOrEqual", {"a": _ints("int64", 6, low=0, high=3), "b": _ints("int64", 6, low=0,
                                                                            high=3)}),
     Case("GreaterOrEqual", {"a": _f32(2, 2), "b": _f32(2, 2)}),
+    Case("And", {"a": RNG.random((2, 3)) > 0.5, "b": RNG.random((3,)) > 0.5}),
+    Case("Or", {"a": RNG.random((2, 1)) > 0.5, "b": RNG.random((1, 3)) > 0.5}),
+    Case("Xor", {"a": RNG.random((4,)) > 0.5, "b": RNG.random((4,)) > 0.5}),
+    Case("Not", {"a": RNG.random((2, 3)) > 0.5}),
 ]
 
 

@@ -154,9 +154,9 @@ def test_one_float_pass_calibrates_and_gives_the_fidelity_reference(tmp_path: Pa
     passes, quantized = [], []
     float_pass, quantize_model = eq.float_pass, eq.quantize_model
 
-    def counted_pass(g, data, stats):
+    def counted_pass(g, data, stats, **kw):
         passes.append(stats)
-        return float_pass(g, data, stats)
+        return float_pass(g, data, stats, **kw)
 
     def recorded_quantize(model, *args, **kwargs):
         quantized.append((model, kwargs["stats"]))

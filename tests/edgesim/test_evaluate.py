@@ -65,3 +65,47 @@ def test_metrics_closed_form() -> None:
         pytest.approx(1.0), 1.0, 0.0, 1.0)
     with pytest.raises(UserError, match="labels"):
         accuracy(logits, np.array([1]))
+
+
+# --- metrics that fit the output ---
+
+
+def test_output_kind_picks_agreement_only_for_class_scores() -> None:
+    from edgesim.evaluate import output_kind
+
+    logits = np.zeros((4, 10), np.float32)
+    assert output_kind(np.zeros(4, np.int64)) == "labels"
+    assert output_kind(logits, "linear") == "class_scores"
+    assert output_kind(logits, "softmax") == "class_scores"
+    assert output_kind(logits, "eltwise") == "tensor"       # e.g. a normalised embedding
+    assert output_kind(logits, "eltwise", labelled=True) == "class_scores"
+    assert output_kind(np.zeros((4, 1), np.float32), "activation") == "tensor"  # a probability
+    assert output_kind(np.zeros((4, 7, 384), np.float32), "linear") == "tensor"  # a sequence
+
+
+def test_fidelity_metrics_by_kind() -> None:
+    from edgesim.evaluate import fidelity_metrics
+
+    ref = np.array([[1.0, 0.0], [0.0, 2.0]])
+    test = np.array([[1.0, 0.1], [1.0, 1.0]])
+    emb = fidelity_metrics(ref, test, "tensor")
+    # cosines by hand: row 0: 1 / sqrt(1.01); row 1: 2 / (2 sqrt 2)
+    assert emb["metric"] == "cosine" and emb["top1_agreement"] is None
+    assert emb["value"] == pytest.approx((1 / np.sqrt(1.01) + 1 / np.sqrt(2)) / 2)
+    scores = fidelity_metrics(ref, test, "class_scores", labels=np.array([0, 0]))
+    # argmax: ref (0, 1), test (0, 0 on the tie at index 0)
+    assert (scores["metric"], scores["value"], scores["accuracy"]) == ("top1_agreement", 0.5, 1.0)
+    labels = fidelity_metrics(np.array([3, 1, 4]), np.array([3, 1, 5]), "labels")
+    assert labels["value"] == pytest.approx(2 / 3) and labels["cosine"] is None
+
+
+def test_user_metric_replaces_the_primary_one() -> None:
+    from edgesim.evaluate import fidelity_metrics
+
+    def decisions(ref: np.ndarray, test: np.ndarray) -> float:
+        return float(np.mean((ref > 0.5) == (test > 0.5)))
+
+    out = fidelity_metrics(np.array([[0.9], [0.2]]), np.array([[0.4], [0.1]]), "tensor",
+                           metric=decisions)
+    assert (out["metric"], out["value"]) == ("decisions", 0.5)
+    assert out["cosine"] is not None  # the fitting metrics are still reported

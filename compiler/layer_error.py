@@ -1,0 +1,45 @@
+"""Measured quantisation error of each layer on its own: the layer's output computed as the
+emitted model computes it (`compiler.fake_quant`), from the float model's own inputs to that
+layer, against its float output. Errors do not accumulate from earlier layers, so a low
+figure points at the layer itself (an embedding output, an attention-score matmul, a first
+or last layer forced to few bits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from compiler import fake_quant
+from compiler.executor import run
+from compiler.ir import Graph, Layer
+
+CATASTROPHIC_SQNR_DB = 10.0  # output noise above a tenth of the signal's power
+
+
+def _quantised(layer: Layer) -> bool:
+    return layer.quant.fmt not in ("float", None) and (
+        layer.quant.w_bits is not None or layer.quant.a_bits is not None)
+
+
+def layer_sqnr(qg: Graph, batches: Iterable[Mapping[str, np.ndarray]]) -> dict[str, float]:
+    """Output SQNR in dB of every quantised layer of `qg`, alone, summed over `batches`."""
+    layers = [layer for layer in qg.layers if _quantised(layer)]
+    signal = dict.fromkeys((layer.name for layer in layers), 0.0)
+    noise = dict(signal)
+    for feeds in batches:
+        env = {**qg.weights, **run(qg, feeds, dtype="float32", keep=True)}
+        for layer in layers:
+            ref = np.asarray(env[layer.outputs[0]], np.float64)
+            got = np.asarray(fake_quant.forward(layer, env)[0], np.float64)
+            signal[layer.name] += float(np.sum(ref * ref))
+            noise[layer.name] += float(np.sum((got - ref) ** 2))
+    return {name: float("inf") if noise[name] == 0 else
+            float(10 * np.log10(max(signal[name], 1e-300) / noise[name])) for name in signal}
+
+
+def catastrophic(sqnr_db: Mapping[str, float],
+                 threshold_db: float = CATASTROPHIC_SQNR_DB) -> dict[str, float]:
+    """The layers whose own output SQNR is below `threshold_db`."""
+    return {name: db for name, db in sqnr_db.items() if db < threshold_db}
