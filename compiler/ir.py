@@ -141,6 +141,9 @@ class LayerTable:
     w_bytes: np.ndarray
     w_density: np.ndarray   # float64, 1.0 where not measured
     a_density: np.ndarray
+    # int64, the planned row of `compiler.formats.FORMATS` per layer; -1 (or None for all)
+    # where the layer was never planned and cost models resolve the format from the bits
+    fmt_code: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -205,7 +208,25 @@ class Graph:
             tuple(layer.name for layer in self.layers),
             np.asarray(cols[0], dtype=np.int32), np.asarray(cols[1], dtype=np.int32),
             *ints, np.asarray(cols[14], dtype=np.float64), np.asarray(cols[15], dtype=np.float64),
+            np.asarray([self.format_code(layer) for layer in self.layers], dtype=np.int64),
         )
+
+    def const_weight(self, layer: Layer) -> bool:
+        """Whether `layer` reads a constant in its weight slot (either operand of a matmul)."""
+        from compiler.formats import WEIGHT_INPUT  # the policy table imports this module
+
+        if layer.kind == "matmul":
+            return any(t in self.weights for t in layer.inputs[:2])
+        slot = WEIGHT_INPUT.get(layer.kind)
+        return slot is not None and len(layer.inputs) > slot and layer.inputs[slot] in self.weights
+
+    def format_code(self, layer: Layer) -> int:
+        """The planned `compiler.formats` row of `layer`, or -1 if it was never planned."""
+        from compiler.formats import FORMAT_CODE, NO_FORMAT, of_layer
+
+        if layer.quant == Quant():
+            return NO_FORMAT
+        return FORMAT_CODE[of_layer(layer, self.const_weight(layer)).name]
 
     def _row(self, layer: Layer, op: Any) -> tuple:
         ins = [self.types[t] if t else None for t in layer.inputs]

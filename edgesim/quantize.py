@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from compiler.emit import EmitOptions, emit, write
+from compiler.formats import int_container
 from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph
 from compiler.passes.calibrate import (
     CalibrationStats,
@@ -30,7 +31,7 @@ from compiler.passes.calibrate import (
     calibrate,
     calibration_tensors,
 )
-from compiler.passes.quantize import QuantOptions, container, quantize, weight_bytes
+from compiler.passes.quantize import QuantOptions, quantize, weight_bytes
 from compiler.verify import verify
 from edgesim import assignment
 from edgesim import calibration as cal
@@ -86,7 +87,7 @@ def _layer_report(g: Graph, i: int, w_elems: np.ndarray) -> LayerReport | None:
 def _auto_embedding_bits(bits: np.ndarray, g: Graph) -> int | None:
     w = bits[assignment.quantisable(g), 0]
     w = w[w < 16]
-    return None if w.size == 0 else container(int(w.min()))
+    return None if w.size == 0 else int_container(int(w.min()))
 
 
 def _calibration_data(g: Graph, calib: Any, calib_random: int | None,

@@ -27,12 +27,12 @@ class EmitOptions:
     """Choices the emitter makes that the IR does not fix.
 
     Attributes:
-        accuracy_level: MatMulNBits `accuracy_level`: 0 (fp32 compute, what the fake-quant
-            simulation computes) or 4 (activations quantised to int8 per block: faster on
-            CPUs with dot-product instructions, not bit-exact with the simulation).
+        accuracy_level: force MatMulNBits `accuracy_level` (0, 1, 2, 3 or 4) on every
+            MatMulNBits layer; None (default) writes the plan's: 4 where the format policy
+            runs activations in int8 per block (targets with int8 dot products), else 0.
     """
 
-    accuracy_level: int = 0
+    accuracy_level: int | None = None
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ import numpy as np
 from compiler.emit.builder import Builder
 from compiler.emit.float_ops import FLOAT_RULES, Rule
 from compiler.emit.int4_dequant import dequantized_weight
-from compiler.fake_quant import ACT_INPUTS, WEIGHT_INPUT, integer_kernel, quant_names
+from compiler.fake_quant import quant_names, row
+from compiler.formats import ACT_INPUTS, WEIGHT_INPUT
 from compiler.ir import Layer
 
 U8_ZERO = 128  # zero point that maps the signed narrow grid onto uint8
@@ -113,17 +114,19 @@ def _renamed_output(layer: Layer, name: str) -> Layer:
     return replace(layer, outputs=(name,))
 
 
-_KERNELS: dict[tuple[str, str], Rule] = {
-    ("conv", "qlinearconv"): _qlinear_conv,
-    ("linear", "matmul_integer_to_float"): _integer_linear,
-    ("matmul", "matmul_integer_to_float"): _integer_matmul,
+# The emitter of each "qdq" row of compiler.formats.FORMATS.
+ROWS: dict[str, Rule] = {
+    "qlinear_conv": _qlinear_conv,
+    "int8_linear": _integer_linear,
+    "int8_act_matmul": _integer_matmul,
+    "qdq_float": _qdq_float,
+    "qdq_float_transpose": _qdq_float,
 }
 
 
 def qdq(b: Builder, layer: Layer, ins: list[str]) -> None:
     """Emit a "qdq" layer in the form its integer kernel needs (see the module docstring)."""
-    rule = _KERNELS.get((layer.kind, integer_kernel(layer)), _qdq_float)
-    rule(b, layer, ins)
+    ROWS[row(layer).name](b, layer, ins)
 
 
 RULES: dict[tuple[str, str], Rule] = {
