@@ -75,6 +75,7 @@ class Format:
         kernel: the operator onnxruntime runs after its graph optimisation ("fp32" = the
             float op itself); `edgesim.kernel_check` compares it with the optimised graph.
         needs: runtime capability the row requires ("int8_dot": MLAS's int8 MatMulNBits).
+        fallback: the row onnxruntime runs instead on a target without `needs`.
         opset: lowest default-domain opset the pattern needs.
     """
 
@@ -89,6 +90,7 @@ class Format:
     pattern: str
     kernel: str
     needs: str = ""
+    fallback: str = ""
     opset: int = 13
 
     def matches(self, kind: str, const_weight: bool, w: int | None, a: int | None,
@@ -120,7 +122,8 @@ FORMATS: tuple[Format, ...] = (
     Format("nbits_fp32", "matmulnbits", ("linear",), (*_INT,), (None,), ("per_block",), True,
            "none", "MatMulNBits accuracy_level 0", "MatMulNBits"),
     Format("nbits_int8", "matmulnbits", ("linear",), _SUB8, (8,), ("per_block",), True,
-           "dynamic", "MatMulNBits accuracy_level 4", "MatMulNBits", needs="int8_dot"),
+           "dynamic", "MatMulNBits accuracy_level 4", "MatMulNBits", needs="int8_dot",
+           fallback="nbits_fp32"),
     Format("int_dq", "int_dq", ("conv", "conv_transpose"), _INT, (None,), _PC, True, "none",
            "INT4/INT8 initializer -> Cast * scale (folded at load) -> float op", "fp32"),
     Format("int_dq_block", "int_dq", ("conv", "conv_transpose"), _INT, (None,),
@@ -207,6 +210,13 @@ def of_layer(layer: Layer, const_weight: bool) -> Format:
                                             q.granularity):
             return row
     return BY_NAME["float"]
+
+
+def runs_as(policy: Policy = Policy()) -> np.ndarray:
+    """int64 [len(FORMATS)]: the code each planned row runs as under `policy` (a row whose
+    capability the target lacks runs as its fallback, as onnxruntime's kernel selection does)."""
+    return np.array([FORMAT_CODE[f.fallback] if f.needs and not policy.int8_dot else i
+                     for i, f in enumerate(FORMATS)], dtype=np.int64)
 
 
 def resolve_codes(kind_code: np.ndarray, const_weight: np.ndarray, bits: np.ndarray,

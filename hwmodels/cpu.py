@@ -19,7 +19,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from compiler.formats import FORMAT_CODE, NBITS_BLOCK, Policy, nbits_container, resolve_codes
+from compiler.formats import (
+    FORMAT_CODE,
+    NBITS_BLOCK,
+    Policy,
+    nbits_container,
+    resolve_codes,
+    runs_as,
+)
 from compiler.ir import CATEGORY_GEMM, KIND_CODE, LayerTable
 from hwmodels import energy
 from hwmodels.cost import Cost, check_bits, memory_bytes
@@ -326,11 +333,12 @@ def format_policy(target: CpuTarget) -> Policy:
 def format_codes(table: LayerTable, bits: np.ndarray, target: CpuTarget) -> np.ndarray:
     """The format-policy row (`compiler.formats.FORMAT_CODE`) of every layer and bit choice,
     int64 [L, B]: the planned row where the table carries one, else the policy's for the bits."""
-    codes = resolve_codes(table.kind_code, table.w_elems > 0, bits, format_policy(target))
+    policy = format_policy(target)
+    codes = resolve_codes(table.kind_code, table.w_elems > 0, bits, policy)
     if table.fmt_code is None:
         return codes
     planned = np.asarray(table.fmt_code)[:, None]
-    return np.where(planned >= 0, planned, codes)
+    return np.where(planned >= 0, runs_as(policy)[np.maximum(planned, 0)], codes)
 
 
 def kernel_paths(table: LayerTable, bits: np.ndarray, target: CpuTarget,
