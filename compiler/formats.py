@@ -128,7 +128,7 @@ FORMATS: tuple[Format, ...] = (
            "INT4/INT8 initializer -> Cast * scale (folded at load) -> float op", "fp32"),
     Format("int_dq_block", "int_dq", ("conv", "conv_transpose"), _INT, (None,),
            ("per_block",), True, "none", "INT4/INT8 initializer -> blocked DequantizeLinear "
-           "-> float op", "DequantizeLinear", opset=21),
+           "-> float op", "fp32", opset=21),
     Format("gbq", "gbq", ("gather",), _INT, (None,), ("per_block",), True, "none",
            "com.microsoft::GatherBlockQuantized", "GatherBlockQuantized"),
 )

@@ -29,7 +29,9 @@ from compiler.emit.builder import Builder, EmitOptions
 from compiler.emit.float_ops import FLOAT_RULES, Rule
 from compiler.emit.write import write
 from compiler.errors import ModelError
-from compiler.ir import Graph
+from compiler.fake_quant import row
+from compiler.formats import GEMM_KINDS
+from compiler.ir import Graph, Layer
 
 OPSET = 21
 IR_VERSION = 10
@@ -58,16 +60,57 @@ def emit(g: Graph, options: EmitOptions = DEFAULT_OPTIONS, check: bool = True
             model (a bug in edgesim, reported with the checker's message).
     """
     b = Builder(g, options)
+    views = float_readers(g)
     for layer in g.layers:
         rule = EMITTERS.get((layer.kind, layer.quant.fmt))
         if rule is None:
             raise ModelError(f"layer {layer.name}", f"no emitter for {layer.kind} in format "
                              f"{layer.quant.fmt!r}")
-        rule(b, layer, b.inputs(layer.inputs))
+        rule(b, layer, _inputs(b, layer, views))
     model = b.model(OPSET, IR_VERSION, "edgesim")
     if check:
         _check(model)
     return model
+
+
+def _float_gemm(layer: Layer) -> bool:
+    return layer.kind in GEMM_KINDS and row(layer).kernel == "fp32" and not layer.quant.in_scale
+
+
+def _propagates(layer: Layer) -> bool:
+    """Float layers onnxruntime moves a per-tensor DequantizeLinear across (its
+    QDQPropagationTransformer: MaxPool, Reshape, Transpose, Squeeze, Unsqueeze, Slice)."""
+    if layer.quant.fmt != "float":
+        return False
+    return layer.kind in _MOVERS or layer.kind == "pool" and layer.attrs.get("fn") == "max"
+
+
+_MOVERS = ("reshape", "transpose", "slice", "identity")
+
+
+def float_readers(g: Graph) -> frozenset[str]:
+    """Layers that must read activations off any per-tensor grid (`Builder.float_view`):
+    layers the plan keeps float (conv, conv_transpose, linear, matmul), and the float
+    data-movement layers onnxruntime would move a DequantizeLinear across into them."""
+    made, out = g.producers(), set()
+    stack = [layer for layer in g.layers if _float_gemm(layer)]
+    while stack:
+        layer = stack.pop()
+        if layer.name in out:
+            continue
+        out.add(layer.name)
+        stack += [made[t] for t in layer.inputs if t in made and _propagates(made[t])]
+    return frozenset(out)
+
+
+def _inputs(b: Builder, layer: Layer, views: frozenset[str]) -> list[str]:
+    """Emitted input names; the activations of `views` layers come off per-tensor grids
+    through a per-channel DequantizeLinear, so onnxruntime cannot fuse them to int8."""
+    ins = b.inputs(layer.inputs)
+    if layer.name not in views:
+        return ins
+    return [b.float_view(name, b.graph.types[t].shape[1]) if t and t not in b.graph.weights
+            and len(b.graph.types[t].shape) > 1 else name for t, name in zip(layer.inputs, ins)]
 
 
 def _check(model: onnx.ModelProto) -> None:

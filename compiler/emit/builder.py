@@ -187,6 +187,24 @@ class Builder:
         self._grids[real] = Grid(scale, zero_point, bits, codes)
         return real
 
+    def float_view(self, name: str, channels: int) -> str:
+        """`name` for a layer the plan keeps float: if `name` is a per-tensor
+        DequantizeLinear output, the same values through a DequantizeLinear whose scale is
+        repeated per channel (axis 1), so that onnxruntime's WeightBiasQuantization, which
+        quantises the float weight of a Conv/Gemm fed by a per-tensor DQ, and its QDQ fusions
+        leave the layer in float; the arithmetic is unchanged."""
+        grid = self._grids.get(name)
+        if grid is None:
+            return name
+        key = (name, "per_channel_view")
+        if key not in self._codes:
+            zp = np.full(channels, grid.zero_point, np.uint8 if grid.bits == 8 else np.uint16)
+            s = self.const(f"{name}.scale_per_channel", np.full(channels, grid.scale, np.float32))
+            z = self.const(f"{name}.zero_point_per_channel", zp)
+            self._codes[key] = self.node("DequantizeLinear", [grid.codes, s, z], axis=1,
+                                         base=f"{name}.dequantize_float")[0]
+        return self._codes[key]
+
     def model(self, opset: int, ir_version: int, producer: str) -> onnx.ModelProto:
         """The finished model: graph inputs and outputs typed from the IR."""
         g = self.graph
