@@ -150,6 +150,25 @@ class LayerTable:
 
 
 @dataclass(frozen=True)
+class Interface:
+    """The source model's interface, which emission keeps.
+
+    Attributes:
+        dims: declared dims of every graph input and output, a symbol (str) where the source
+            left the dimension dynamic (the IR itself is static).
+        opset: the source model's default-domain opset.
+    """
+
+    dims: Mapping[str, tuple[int | str, ...]]
+    opset: int
+
+    def dynamic_batch(self, names: tuple[str, ...]) -> bool:
+        """Whether any of `names` has a symbolic leading dimension."""
+        return any(self.dims.get(n, (0,))[:1] and isinstance(self.dims[n][0], str)
+                   for n in names)
+
+
+@dataclass(frozen=True)
 class Graph:
     """A lowered model: layers in topological order, weights, and every tensor's type."""
 
@@ -160,6 +179,7 @@ class Graph:
     weights: Mapping[str, np.ndarray]
     types: Mapping[str, Spec]
     notes: tuple[str, ...] = ()  # what the frontend decided on the user's behalf
+    interface: Interface | None = None  # the source model's declared I/O and opset
 
     def layer(self, name: str) -> Layer:
         """Return the layer called `name`."""

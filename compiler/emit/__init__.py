@@ -12,9 +12,12 @@
 - `gbq` (gather): com.microsoft::GatherBlockQuantized (`int4_dequant`);
 - `fp16` (conv, conv_transpose, linear, gather): float16 weights + Cast (`int4_dequant`).
 
-The output uses opset 21 of the default domain and com.microsoft 1, IR version 10 (what
-opset 21 belongs to; onnx's checker rejects opset 21 under an older IR version), and passes
-`onnx.checker.check_model(full_check=True)`. `write(model, path)` stores it atomically.
+The output keeps the source model's interface: input/output names, dtypes and declared dims
+(a dynamic batch stays dynamic), and its default-domain opset unless a node needs a newer one
+(`Builder.opset`: 18 for Reduce* with axes as an input, 19 for AveragePool dilations, 21 for
+INT4/UINT4/16-bit Q/DQ types and blocked DequantizeLinear); com.microsoft 1, IR version 10,
+and it passes `onnx.checker.check_model(full_check=True)`. `write(model, path)` stores it
+atomically.
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ def emit(g: Graph, options: EmitOptions = DEFAULT_OPTIONS, check: bool = True
             raise ModelError(f"layer {layer.name}", f"no emitter for {layer.kind} in format "
                              f"{layer.quant.fmt!r}")
         rule(b, layer, _inputs(b, layer, views))
-    model = b.model(OPSET, IR_VERSION, "edgesim")
+    model = b.model(b.opset(), IR_VERSION, "edgesim")
     if check:
         _check(model)
     return model

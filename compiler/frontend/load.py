@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import onnx
@@ -29,7 +30,7 @@ from compiler.errors import ModelError
 from compiler.frontend.inline_if import DEFAULT_DOMAINS, inline_ifs
 from compiler.frontend.lower import lower_model
 from compiler.frontend.patterns import fuse_patterns
-from compiler.ir import Graph
+from compiler.ir import Graph, Interface
 from compiler.ops import SUPPORTED_ONNX_OPS
 from compiler.passes.fold_batchnorm import fold_batchnorm
 
@@ -63,10 +64,19 @@ def load(model: str | os.PathLike | onnx.ModelProto,
             or ops are unsupported (all of them listed at once).
     """
     proto, where = read(model)
+    interface = source_interface(proto)
     cleaned = clean(proto, input_shapes, where)
     g = lower_model(cleaned.model, _model_name(model, proto))
     g = fold_batchnorm(fuse_patterns(g))
-    return replace(g, notes=g.notes + cleaned.notes)
+    return replace(g, notes=g.notes + cleaned.notes, interface=interface)
+
+
+def source_interface(model: onnx.ModelProto) -> Interface:
+    """The declared dims of the model's inputs and outputs, and its opset (emission keeps
+    them; a source below opset 17 was upgraded to 17 on reading)."""
+    dims = {vi.name: tuple(_declared_dims(vi) or ()) for vi in [*model.graph.input,
+                                                             *model.graph.output]}
+    return Interface(MappingProxyType(dims), default_opset(model))
 
 
 def read(model: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
