@@ -110,10 +110,13 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    from compiler.emit import EmitOptions
     from edgesim.quantize import quantize_model
 
     r = quantize_model(args.model, args.bits, calib=args.calib, calib_random=args.calib_random,
-                       out=args.output, input_shapes=parse_input_shapes(args.input_shape))
+                       out=args.output, input_shapes=parse_input_shapes(args.input_shape),
+                       emit_options=EmitOptions(accuracy_level=args.accuracy_level),
+                       kernel_check=args.kernel_check)
     if args.json:
         print(json.dumps(r.to_dict()))
         return 0
@@ -123,7 +126,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     for x in r.layers:
         bits = "float" if x.w_bits is None else f"w{x.w_bits}" + (f"a{x.a_bits}" if x.a_bits
                                                                     else "")
-        print(f"{x.name[:40]:40s} {x.kind:12s} {x.format:12s} {bits:8s} {x.reason}")
+        ran = f" [{x.planned_kernel} / {x.onnxruntime_kernel or '(fused)'}]" \
+            if x.planned_kernel else ""
+        print(f"{x.name[:40]:40s} {x.kind:12s} {x.format:12s} {bits:8s} {x.reason}{ran}")
     print(f"wrote {r.out}: {r.file_bytes / 2**20:.2f} MiB on disk, expected "
           f"{r.expected_bytes / 2**20:.2f} MiB (bits x params / 8 + scales and zero points)")
     return 0
@@ -160,7 +165,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         weight_bits=_bits_list(args.weight_bits, "--weight-bits") or CompileOptions.weight_bits,
         act_bits=_bits_list(args.act_bits, "--act-bits"), threads=args.threads,
         runtime=args.runtime, input_shapes=parse_input_shapes(args.input_shape),
-        quiet=args.quiet or args.json, command=" ".join(["edgesim", *sys.argv[1:]]))
+        quiet=args.quiet or args.json, command=" ".join(["edgesim", *sys.argv[1:]]),
+        kernel_check=args.kernel_check)
     r = compile_model(model, args.target, args.output, calib=calib,
                       calib_random=args.calib_random, eval_data=held_out, options=options)
     if args.json:
@@ -224,6 +230,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+def _add_kernel_check(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--kernel-check", default=default, choices=("fail", "report", "off"),
+                   help="compare each layer's kernel in onnxruntime's optimised graph with "
+                        f"the plan: fail on a mismatch, report it, or skip (default {default})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of every subcommand."""
     p = argparse.ArgumentParser(prog="edgesim", description=__doc__.splitlines()[0])
@@ -260,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("-o", "--output", default="edgesim-out", help="output folder")
     cp.add_argument("--json", action="store_true", help="print report.json to stdout")
     cp.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_kernel_check(cp, "fail")
     cp.set_defaults(run=cmd_compile)
     ev = sub.add_parser("evaluate", help="run a model in onnxruntime: agreement and latency")
     ev.add_argument("model", help="ONNX file")
@@ -277,6 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     calib.add_argument("--calib-random", type=int, metavar="N",
                        help="calibrate on N random samples")
     qz.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    _add_kernel_check(qz, "report")
+    qz.add_argument("--accuracy-level", type=int, choices=(0, 1, 2, 3, 4),
+                    help="force MatMulNBits accuracy_level (default: the plan's; 4 = int8 "
+                         "activations on CPUs with int8 dot products)")
     qz.set_defaults(run=cmd_quantize)
     sw = sub.add_parser("sweep", help="design-space exploration of a space YAML")
     sw.add_argument("space", help="space YAML (see targets/spaces/)")

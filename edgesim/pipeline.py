@@ -20,6 +20,7 @@ import numpy as np
 from compiler.emit.write import current_umask
 from compiler.errors import ModelError
 from compiler.ir import Graph
+from compiler.passes.quantize import QuantOptions
 from edgesim import calibration as cal
 from edgesim.allocation import DATA_METHODS, allocate, fixed_bits, sensitivity
 from edgesim.budget import Budget
@@ -52,6 +53,7 @@ class CompileOptions:
     input_shapes: Mapping[str, Sequence[int]] | None = None
     quiet: bool = False
     command: str = ""
+    kernel_check: str = "fail"  # "fail" | "report" | "off": onnxruntime's kernels vs the plan
 
 
 def _calibration(g: Graph, calib: Any, calib_random: int | None, name: str = "calibration data"
@@ -139,6 +141,15 @@ def _emitted_bits(g: Graph, bits: np.ndarray) -> np.ndarray:
     from edgesim.assignment import quantisable
 
     return np.where(quantisable(g)[:, None], bits, 32)
+
+
+def _quant_options(target: Any) -> QuantOptions:
+    """The format policy's target capabilities (int8 MatMulNBits where MLAS has it)."""
+    if getattr(target, "kind", "") != "cpu":
+        return QuantOptions()
+    from hwmodels.cpu import nbits_int8_available
+
+    return QuantOptions(int8_dot=nbits_int8_available(target))
 
 
 def _smallest(g: Graph, target: Any, weight_bits: Sequence[int]) -> np.ndarray:
@@ -234,7 +245,8 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
             if ref is None and (acts or eval_data is None):
                 ref = float_pass(g, data, stats=acts)
             quant = quantize_model(g, bits, calib=data, out=model_path,   # g: not loaded again
-                                   stats=ref and ref.stats)
+                                   stats=ref and ref.stats, options=_quant_options(tgt),
+                                   kernel_check=options.kernel_check)
         with progress.phase("measuring fidelity in onnxruntime"):
             if eval_data is not None:
                 ref = float_pass(g, held_out[0], stats=False)

@@ -53,6 +53,8 @@ class LayerReport:
     block: int | None
     params: int
     reason: str
+    planned_kernel: str = ""       # the format policy's kernel for the layer
+    onnxruntime_kernel: str = ""   # what onnxruntime's optimised graph runs ("" = not checked)
 
 
 @dataclass(frozen=True)
@@ -73,15 +75,35 @@ class QuantizeResult:
         return asdict(self)
 
 
-def _layer_report(g: Graph, i: int, w_elems: np.ndarray) -> LayerReport | None:
+KERNEL_CHECKS = ("fail", "report", "off")
+
+
+def _kernel_check(qg: Graph, model: Any, mode: str) -> dict[str, Any]:
+    """Layer name -> `edgesim.kernel_check.KernelRow` (empty when off); raises on a
+    mismatch in "fail" mode."""
+    if mode not in KERNEL_CHECKS:
+        raise UserError("--kernel-check", f"must be one of {KERNEL_CHECKS}, got {mode!r}")
+    if mode == "off":
+        return {}
+    from edgesim.kernel_check import check_kernels, require_match
+
+    rows = check_kernels(qg, model)
+    if mode == "fail":
+        require_match(rows)
+    return {r.layer: r for r in rows}
+
+
+def _layer_report(g: Graph, i: int, w_elems: np.ndarray, kernels: Mapping[str, Any]
+                  ) -> LayerReport | None:
     layer = g.layers[i]
     if KIND_CATEGORY[layer.kind] != CATEGORY_GEMM and not (
             layer.kind == "gather" and layer.inputs[0] in g.weights):
         return None
-    q = layer.quant
+    q, k = layer.quant, kernels.get(layer.name)
     gran = q.granularity if q.w_bits is not None else None
     return LayerReport(layer.name, layer.kind, q.w_bits, q.a_bits, q.fmt, gran, q.block,
-                       int(w_elems[i]), q.reason)
+                       int(w_elems[i]), q.reason, k.planned if k else "",
+                       k.onnxruntime if k else "")
 
 
 def _auto_embedding_bits(bits: np.ndarray, g: Graph) -> int | None:
@@ -173,7 +195,8 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
                    options: QuantOptions | None = None, embedding_bits: int | str | None = "auto",
                    emit_options: EmitOptions | None = None,
                    input_shapes: Mapping[str, Sequence[int]] | None = None,
-                   stats: CalibrationStats | None = None) -> QuantizeResult:
+                   stats: CalibrationStats | None = None,
+                   kernel_check: str = "report") -> QuantizeResult:
     """Quantise a model with a fixed bit assignment and write it for onnxruntime.
 
     Args:
@@ -190,6 +213,8 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
         input_shapes: static shapes for dynamic inputs.
         stats: activation statistics already collected over `calib` (`float_pass`), so that
             they are not collected again.
+        kernel_check: "fail" (a layer onnxruntime runs with another kernel than planned is an
+            error, nothing is written), "report" (record both kernels per layer) or "off".
 
     Returns:
         Per-layer decisions, sizes and the calibration used.
@@ -210,9 +235,12 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
     opts = replace(options or QuantOptions(), embedding_bits=emb)
     qg = quantize(g, assign, stats, opts)                                 # annotate + weights
     verify(qg)
-    path = write(emit(qg, emit_options or EmitOptions()), out)            # atomic
+    model = emit(qg, emit_options or EmitOptions())                       # IR -> ONNX
+    kernels = _kernel_check(qg, model, kernel_check)                      # vs onnxruntime
+    path = write(model, out)                                              # atomic
     w_elems = g.layer_table().w_elems
-    layers = tuple(r for i in range(len(qg.layers)) if (r := _layer_report(qg, i, w_elems)))
+    layers = tuple(r for i in range(len(qg.layers))
+                   if (r := _layer_report(qg, i, w_elems, kernels)))
     return QuantizeResult(str(path), layers, os.path.getsize(path), weight_bytes(qg),
                           weight_bytes(g), data.source if data else "",
                           bool(data and data.random), g.notes)

@@ -42,6 +42,8 @@ class LayerRow:
     weight_bytes: float
     bound: str
     note: str
+    planned_kernel: str = ""      # the format policy's kernel (compiler.formats)
+    onnxruntime_kernel: str = ""  # the kernel in onnxruntime's optimised graph
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,8 @@ def _rows(g: Graph, alloc: AllocationResult, formats: dict[str, Any]) -> tuple[L
             int(bits[i, 1]), fmt.format if fmt else "float", sens, float(cost.cycles[i, 0]),
             float(cost.latency_s[i, 0]) * 1e3, float(cost.energy_pj[i, 0]) * 1e-6,
             float(cost.weight_bytes[i, 0]), BOUND_NAMES[int(cost.bound[i, 0])],
-            fmt.reason if fmt else ""))
+            fmt.reason if fmt else "", fmt.planned_kernel if fmt else "",
+            fmt.onnxruntime_kernel if fmt else ""))
     return tuple(rows)
 
 
@@ -195,17 +198,27 @@ def _summary(r: CompileResult) -> list[str]:
     return lines + [f"- note: {n}" for n in r.notes]
 
 
+def _kernels(x: LayerRow) -> str:
+    """"planned / onnxruntime" (flagged when they differ), or "" for unchecked layers."""
+    if not x.planned_kernel:
+        return ""
+    ran = x.onnxruntime_kernel or "(fused)"
+    same = x.planned_kernel == x.onnxruntime_kernel or not x.onnxruntime_kernel
+    return f"{x.planned_kernel} / {ran}" + ("" if same else " **MISMATCH**")
+
+
 def markdown(r: CompileResult) -> str:
     """report.md: the summary first, then the layer table."""
     lines = _summary(r) + ["", "| layer | kind | out shape | MACs | params | bits w/a | format "
-                           "| sensitivity | latency ms | energy uJ | bound |",
-                           "|---|---|---|---|---|---|---|---|---|---|---|"]
+                           "| kernel planned / onnxruntime | sensitivity | latency ms "
+                           "| energy uJ | bound |",
+                           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for x in r.layers:
         bits = "fp32" if (x.w_bits, x.a_bits) == (32, 32) else f"{x.w_bits}/{x.a_bits}"
         sens = "" if x.sensitivity is None else f"{x.sensitivity:.3g}"
         kind = f"{x.kind}:{x.fn}" if x.fn else x.kind
         lines.append(f"| {x.name} | {kind} | {x.out_shape} | {x.macs} | {x.params} | {bits} | "
-                     f"{x.format} | {sens} | {x.latency_ms:.4g} | {x.energy_uj:.4g} | "
-                     f"{x.bound} |")
+                     f"{x.format} | {_kernels(x)} | {sens} | {x.latency_ms:.4g} | "
+                     f"{x.energy_uj:.4g} | {x.bound} |")
     return "\n".join(lines) + "\n"
 

@@ -123,3 +123,22 @@ def test_forced_accuracy_level_is_reported_against_the_plan() -> None:
     rows = check_kernels(q, emit(q, EmitOptions(accuracy_level=0)))
     bad = {(r.planned, r.onnxruntime) for r in rows if not r.ok}
     assert bad == {("MatMulNBits/acc4", "MatMulNBits/acc0")}
+
+
+def test_quantize_fails_on_a_mismatch_and_writes_nothing(tmp_path) -> None:
+    """`kernel_check="fail"`: one line naming the layer, no file; "report" records both."""
+    from edgesim.quantize import quantize_model
+
+    g = _model("digits_transformer")[0]
+    linears = [la.name for la in g.layers if la.kind == "linear"]
+    plan = {n: [4, 8] for n in linears}
+    out = tmp_path / "m.onnx"
+    with pytest.raises(UserError, match=rf"layer {linears[0]}: planned kernel "
+                                        r"MatMulNBits/acc4, onnxruntime runs MatMulNBits/acc0"):
+        quantize_model(zoo.build("digits_transformer"), plan, calib_random=2, out=out,
+                       emit_options=EmitOptions(accuracy_level=0), kernel_check="fail")
+    assert not out.exists()
+    r = quantize_model(zoo.build("digits_transformer"), plan, calib_random=2, out=out,
+                       kernel_check="report")
+    kernels = {x.name: (x.planned_kernel, x.onnxruntime_kernel) for x in r.layers}
+    assert all(kernels[n] == ("MatMulNBits/acc4",) * 2 for n in linears)
