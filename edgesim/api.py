@@ -102,7 +102,7 @@ def probe_target(output: str | os.PathLike) -> Any:
     return target
 
 
-def simulate(model: Any, target: Any, *, bits: Any = "fp32", threads: int | None = None,
+def simulate(model: Any, target: Any, *, bits: Any = None, threads: int | None = None,
              runtime: str = "onnxruntime",
              input_shapes: Mapping[str, Sequence[int]] | None = None) -> Any:
     """Predict per-layer and total latency, energy and memory of `model` on `target`.
@@ -110,8 +110,9 @@ def simulate(model: Any, target: Any, *, bits: Any = "fp32", threads: int | None
     Args:
         model: ONNX path, `zoo:NAME`, ModelProto or Graph.
         target: shipped target name, YAML path or target object.
-        bits: "fp32", a bit width (8 = W8A8, 4 = W4 weight-only), a JSON path, a mapping
-            {layer: bits} or an int array [L, 2] of (w_bits, a_bits).
+        bits: None (the model's own: the plan of a quantized ONNX file, read back by
+            `compiler.frontend.quantized`, else fp32), "fp32", a bit width (8 = W8A8, 4 = W4
+            weight-only), a JSON path, a mapping {layer: bits} or an int array [L, 2].
         threads: CPU threads (default: all cores of the target).
         runtime: "onnxruntime" (the kernels onnxruntime takes) or "ideal" (best the ISA allows).
 
@@ -119,11 +120,15 @@ def simulate(model: Any, target: Any, *, bits: Any = "fp32", threads: int | None
         An `edgesim.simulate.Simulation`.
     """
     from edgesim import assignment
-    from edgesim.simulate import simulate_graph
+    from edgesim.simulate import planned_bits, simulate_graph, unplanned
 
     if runtime not in ("onnxruntime", "ideal"):
         raise UserError("--runtime", f"must be onnxruntime or ideal, got {runtime!r}")
     g = load_graph(model, input_shapes)
+    if bits is None:  # a quantized file runs its own plan
+        bits = planned_bits(g)
+    else:  # another assignment replaces the file's plan
+        g = unplanned(g)
     return simulate_graph(g, resolve_target(target), assignment.resolve(g, bits),
                           threads=threads, runtime=runtime)
 

@@ -249,8 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--target", required=True, help="shipped target name or YAML file")
     sim.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     sim.add_argument("--runtime", default="onnxruntime", choices=("onnxruntime", "ideal"))
-    sim.add_argument("--bits", default="fp32",
-                     help="fp32, 8 (W8A8), 4 (W4 weight-only), or an assignment JSON file")
+    sim.add_argument("--bits", default=None,
+                     help="fp32, 8 (W8A8), 4 (W4 weight-only), or an assignment JSON file "
+                          "(default: a quantized model's own plan, else fp32)")
     sim.set_defaults(run=cmd_simulate)
     cp = sub.add_parser("compile", help="allocate bits for a target and emit a packed model")
     cp.add_argument("model", nargs="?", help="ONNX file or zoo:NAME")

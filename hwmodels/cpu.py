@@ -183,7 +183,7 @@ def _path_rows(target: CpuTarget, runtime: int) -> dict[int, dict[str, float]]:
     # kernels; elsewhere MLAS expands the input (im2col) into per-thread tiles
     im2col = ort and target.arch == "arm64"
     fp32 = dict(rate=r["fp32"], eb_a=4, eb_w=4, eb_o=4, e_mac=_mac_pj(32, node),
-                im2col=im2col, fake_q=ort)
+                im2col=im2col)
     int8 = dict(rate=r["int8"], eb_a=1, eb_w=1, eb_o=1, k_align=kal, e_mac=_mac_pj(8, node),
                 requant=1)
     nbits_rate = r["int8"] if nbits_int8_available(target) else 0.0
@@ -199,8 +199,10 @@ def _path_rows(target: CpuTarget, runtime: int) -> dict[int, dict[str, float]]:
                             "a_quant": 1, "w_inline": 1},
         # MatMulNBits CompFp32: dequantise B per block to fp32 (in registers when M = 1)
         K.PATH_NBITS_FP32: {**fp32, "im2col": 0, "fake_q": 0, "w_dq": 4, "w_inline": 1},
-        # DequantizeLinear node writes fp32 weights; MLAS packs that non-constant B (r+w)
-        K.PATH_DQ_FP32: {**fp32, "nodes": 2, "w_dq": 12},
+        # DequantizeLinear node writes fp32 weights; MLAS packs that non-constant B (r+w);
+        # a Q -> DQ pair in front of the float op where activations are on a grid (the
+        # format policy's qdq_float rows; a layer it keeps float has no Q/DQ: PATH_FP32)
+        K.PATH_DQ_FP32: {**fp32, "nodes": 2, "w_dq": 12, "fake_q": ort},
         K.PATH_INT8: {**int8, "eb_w": -1, "w_inline": 1},
         K.PATH_LUT: dict(rate=r["lut_1bit"], eb_a=1, eb_w=-1, eb_o=4, k_align=4, a_quant=1,
                          e_mac=float(energy.add_pj(16, node))),

@@ -30,6 +30,7 @@ from compiler.errors import ModelError
 from compiler.frontend.inline_if import DEFAULT_DOMAINS, inline_ifs
 from compiler.frontend.lower import lower_model
 from compiler.frontend.patterns import fuse_patterns
+from compiler.frontend.quantized import annotate, dequantize, is_quantized
 from compiler.ir import Graph, Interface
 from compiler.ops import SUPPORTED_ONNX_OPS
 from compiler.passes.fold_batchnorm import fold_batchnorm
@@ -65,9 +66,11 @@ def load(model: str | os.PathLike | onnx.ModelProto,
     """
     proto, where = read(model)
     interface = source_interface(proto)
-    cleaned = clean(proto, input_shapes, where)
+    floated, marks = dequantize(proto) if is_quantized(proto) else (proto, {})  # read back
+    cleaned = clean(floated, input_shapes, where)
     g = lower_model(cleaned.model, _model_name(model, proto))
     g = fold_batchnorm(fuse_patterns(g))
+    g = annotate(g, marks) if marks else g                              # bits + format rows
     return replace(g, notes=g.notes + cleaned.notes, interface=interface)
 
 
