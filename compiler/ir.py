@@ -157,10 +157,13 @@ class Interface:
         dims: declared dims of every graph input and output, a symbol (str) where the source
             left the dimension dynamic (the IR itself is static).
         opset: the source model's default-domain opset.
+        producer: the source's producer_name and producer_version (kept in the emitted
+            model's metadata_props).
     """
 
     dims: Mapping[str, tuple[int | str, ...]]
     opset: int
+    producer: str = ""  # the source's producer_name and producer_version
 
     def dynamic_batch(self, names: tuple[str, ...]) -> bool:
         """Whether any of `names` has a symbolic leading dimension."""

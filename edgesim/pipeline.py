@@ -7,6 +7,7 @@ OUTDIR behind (and an existing OUTDIR is replaced only by a complete one).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from compiler.emit import EmitOptions
 from compiler.emit.write import current_umask
 from compiler.errors import ModelError
 from compiler.ir import Graph
@@ -143,6 +145,17 @@ def _emitted_bits(g: Graph, bits: np.ndarray) -> np.ndarray:
     return np.where(quantisable(g)[:, None], bits, 32)
 
 
+def _provenance(g: Graph, target: Any, alloc: Any, options: CompileOptions) -> EmitOptions:
+    """metadata_props of the emitted model: target, method, budget, predicted latency."""
+    predicted = {layer.name: round(float(alloc.cost.latency_s[i, 0]) * 1e3, 6)
+                 for i, layer in enumerate(g.layers)}
+    return EmitOptions(metadata=(
+        ("edgesim.target", str(getattr(target, "name", target))),
+        ("edgesim.method", options.method),
+        ("edgesim.budget", "" if options.budget is None else str(options.budget)),
+        ("edgesim.predicted_latency_ms", json.dumps(predicted, separators=(",", ":")))))
+
+
 def _quant_options(target: Any) -> QuantOptions:
     """The format policy's target capabilities (int8 MatMulNBits where MLAS has it)."""
     if getattr(target, "kind", "") != "cpu":
@@ -246,6 +259,7 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
                 ref = float_pass(g, data, stats=acts)
             quant = quantize_model(g, bits, calib=data, out=model_path,   # g: not loaded again
                                    stats=ref and ref.stats, options=_quant_options(tgt),
+                                   emit_options=_provenance(g, tgt, alloc, options),
                                    kernel_check=options.kernel_check)
         with progress.phase("measuring fidelity in onnxruntime"):
             if eval_data is not None:

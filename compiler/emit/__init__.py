@@ -22,7 +22,9 @@ atomically.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from importlib import metadata
 from types import MappingProxyType
 
 import onnx
@@ -34,7 +36,7 @@ from compiler.emit.write import write
 from compiler.errors import ModelError
 from compiler.fake_quant import row
 from compiler.formats import GEMM_KINDS
-from compiler.ir import Graph, Layer
+from compiler.ir import Graph, Layer, Quant
 
 OPSET = 21
 IR_VERSION = 10
@@ -71,6 +73,7 @@ def emit(g: Graph, options: EmitOptions = DEFAULT_OPTIONS, check: bool = True
                              f"{layer.quant.fmt!r}")
         rule(b, layer, _inputs(b, layer, views))
     model = b.model(b.opset(), IR_VERSION, "edgesim")
+    provenance(model, g, options)
     if check:
         _check(model)
     return model
@@ -114,6 +117,37 @@ def _inputs(b: Builder, layer: Layer, views: frozenset[str]) -> list[str]:
         return ins
     return [b.float_view(name, b.graph.types[t].shape[1]) if t and t not in b.graph.weights
             and len(b.graph.types[t].shape) > 1 else name for t, name in zip(layer.inputs, ins)]
+
+
+def _version() -> str:
+    try:
+        return metadata.version("edgesim")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def plan_json(g: Graph) -> str:
+    """The per-layer plan as JSON: bits, format-policy row, kernel, granularity and block of
+    every planned layer."""
+    rows = []
+    for layer in g.layers:
+        if layer.quant == Quant():
+            continue
+        q, r = layer.quant, row(layer)
+        rows.append({"layer": layer.name, "kind": layer.kind, "w_bits": q.w_bits,
+                     "a_bits": q.a_bits, "format": r.name, "kernel": r.kernel,
+                     "granularity": q.granularity if q.w_bits else None, "block": q.block})
+    return json.dumps(rows, separators=(",", ":"))
+
+
+def provenance(model: onnx.ModelProto, g: Graph, options: EmitOptions) -> None:
+    """producer_name/version (edgesim's), and metadata_props: edgesim's version, the source
+    model's producer, the per-layer plan, and the caller's entries (`EmitOptions.metadata`)."""
+    model.producer_name, model.producer_version = "edgesim", _version()
+    source = g.interface.producer if g.interface else ""
+    props = {"edgesim.version": _version(), "edgesim.plan": plan_json(g),
+             **({"edgesim.source_producer": source} if source else {}), **dict(options.metadata)}
+    onnx.helper.set_model_props(model, props)
 
 
 def _check(model: onnx.ModelProto) -> None:

@@ -30,9 +30,12 @@ class EmitOptions:
         accuracy_level: force MatMulNBits `accuracy_level` (0, 1, 2, 3 or 4) on every
             MatMulNBits layer; None (default) writes the plan's: 4 where the format policy
             runs activations in int8 per block (targets with int8 dot products), else 0.
+        metadata: (key, value) pairs added to the model's metadata_props (the pipeline's
+            target, method, budget and per-layer predicted latency).
     """
 
     accuracy_level: int | None = None
+    metadata: tuple[tuple[str, str], ...] = ()  # extra metadata_props (target, method, ...)
 
 
 @dataclass(frozen=True)

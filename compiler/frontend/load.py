@@ -79,7 +79,8 @@ def source_interface(model: onnx.ModelProto) -> Interface:
     them; a source below opset 17 was upgraded to 17 on reading)."""
     dims = {vi.name: tuple(_declared_dims(vi) or ()) for vi in [*model.graph.input,
                                                              *model.graph.output]}
-    return Interface(MappingProxyType(dims), default_opset(model))
+    producer = " ".join(p for p in (model.producer_name, model.producer_version) if p)
+    return Interface(MappingProxyType(dims), default_opset(model), producer)
 
 
 def read(model: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:

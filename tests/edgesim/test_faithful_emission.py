@@ -166,3 +166,31 @@ def test_mlperf_tiny_models_quantize_and_run_in_onnxruntime(tmp_path, build, bit
     assert y.shape == ref.shape and np.isfinite(y).all()
     cos = (y * ref).sum() / np.linalg.norm(y) / np.linalg.norm(ref)
     assert cos > 0.9
+
+
+def test_provenance_metadata(tmp_path) -> None:
+    """producer and metadata_props: version, source producer, the per-layer plan; compile adds
+    target, method, budget and per-layer predicted latency matching report.json."""
+    import json
+
+    from compiler.frontend import load
+    from edgesim.pipeline import CompileOptions, compile_model
+
+    r = compile_model("zoo:digits_cnn", "rpi5", tmp_path / "out", calib_random=4,
+                      options=CompileOptions(method="proxy", quiet=True))
+    m = onnx.load(r.files["model"])
+    props = {p.key: p.value for p in m.metadata_props}
+    assert m.producer_name == "edgesim" and props["edgesim.version"] == m.producer_version
+    assert props["edgesim.target"] == "rpi5" and props["edgesim.method"] == "proxy"
+    assert props["edgesim.source_producer"].startswith(zoo.build("digits_cnn").producer_name)
+    plan = {p["layer"]: (p["w_bits"] or 32, p["a_bits"] or 32)
+            for p in json.loads(props["edgesim.plan"])}
+    report = {x.name: (x.w_bits, x.a_bits) for x in r.layers}
+    assert plan and all(report[name] == bits for name, bits in plan.items())
+    predicted = json.loads(props["edgesim.predicted_latency_ms"])
+    assert predicted == pytest.approx({x.name: x.latency_ms for x in r.layers}, abs=1e-6)
+    # the emitted file read back carries the same plan
+    back = {la.name: (la.quant.w_bits or 32, la.quant.a_bits or 32)
+            for la in load(r.files["model"]).layers if la.name in plan}
+    assert back == {k: v for k, v in plan.items() if v != (32, 32)} | {
+        k: v for k, v in plan.items() if v == (32, 32) and k in back}
