@@ -54,7 +54,7 @@ def _predicted(g, bits, targets, threads: int) -> dict[str, dict[str, float]]:
     for t in targets:
         s = simulate_graph(g, t, bits, threads=threads if t.name == "host" else None)
         out[t.name] = {"fp32_ms": round(s.fp32.latency_ms, 4),
-                       "emitted_ms": round(s.result.latency_ms, 4)}
+                       "emitted_ms": round(s.total.latency_ms, 4)}
     return out
 
 

@@ -196,6 +196,36 @@ def _weight_only(layer: Layer, env: Mapping[str, Array]) -> tuple[Array, ...]:
     return tuple(y.astype(dtype, copy=False) for y in OPS[layer.kind].forward(*xs, **layer.attrs))
 
 
+def dynamic_grid(x: Array) -> tuple[np.float32, float]:
+    """DynamicQuantizeLinear's uint8 grid of `x`: scale = (max(0, max x) - min(0, min x)) /
+    255, zero point = saturate(round(-min / scale)) (round half to even)."""
+    lo, hi = min(0.0, float(np.min(x))), max(0.0, float(np.max(x)))
+    scale = np.float32((np.float32(hi) - np.float32(lo)) / np.float32(255))
+    zp = float(np.clip(np.rint(-np.float32(lo) / scale), 0, 255)) if scale > 0 else 0.0
+    return scale, zp
+
+
+def _dynamic_int8(layer: Layer, env: Mapping[str, Array]) -> tuple[Array]:
+    """DynamicQuantizeLinear -> MatMulInteger / ConvInteger -> Cast -> Mul (+ bias):
+    float32(acc) * (sx * sw) + bias."""
+    xs = _inputs(layer, env)
+    scale, zp = dynamic_grid(xs[0])
+    ratio = np.asarray(xs[0], np.float32) / scale if scale > 0 else np.zeros_like(xs[0])
+    xc = np.clip(np.rint(ratio) + zp, 0, 255).astype(np.float64) - zp
+    wc = _weight_codes(layer, env)
+    if layer.kind == "conv":
+        acc = OPS["conv"].forward(xc, wc, None, **layer.attrs)[0]
+        step = (scale * _weight_scale(layer, env)).astype(np.float32)
+        y = acc.astype(np.float32) * step.reshape((1, -1) + (1,) * (acc.ndim - 2))
+        if len(xs) > 2 and xs[2] is not None:
+            y = y + xs[2].astype(np.float32).reshape((1, -1) + (1,) * (acc.ndim - 2))
+    else:
+        y = (xc @ wc.T).astype(np.float32) * (scale * _weight_scale(layer, env))
+        if len(xs) > 2 and xs[2] is not None:
+            y = y + xs[2].astype(np.float32)
+    return (y.astype(xs[0].dtype, copy=False),)
+
+
 # The fake-quant rule of every row of compiler.formats.FORMATS except "float" (the executor
 # runs float layers itself).
 RULES: Mapping[str, Callable[[Layer, Mapping[str, Array]], tuple[Array, ...]]] = {
@@ -203,6 +233,7 @@ RULES: Mapping[str, Callable[[Layer, Mapping[str, Array]], tuple[Array, ...]]] =
     "int8_act_matmul": _matmul_integer, "qdq_float": _float_qdq,
     "qdq_float_transpose": _float_qdq, "nbits_fp32": _weight_only, "nbits_int8": _nbits_int8,
     "int_dq": _weight_only, "int_dq_block": _weight_only, "gbq": _weight_only,
+    "dynamic_int8_linear": _dynamic_int8, "dynamic_int8_conv": _dynamic_int8,
 }
 
 

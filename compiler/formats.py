@@ -77,6 +77,8 @@ class Format:
         needs: runtime capability the row requires ("int8_dot": MLAS's int8 MatMulNBits).
         fallback: the row onnxruntime runs instead on a target without `needs`.
         opset: lowest default-domain opset the pattern needs.
+        opt_in: the row is planned only when `Policy.dynamic_int8` asks for it (it shares
+            its bits with a static row); readers of quantized ONNX recognise it always.
     """
 
     name: str
@@ -92,6 +94,7 @@ class Format:
     needs: str = ""
     fallback: str = ""
     opset: int = 13
+    opt_in: bool = False  # chosen for a plan only where the policy asks (`Policy.dynamic_int8`)
 
     def matches(self, kind: str, const_weight: bool, w: int | None, a: int | None,
                 granularity: str) -> bool:
@@ -131,6 +134,13 @@ FORMATS: tuple[Format, ...] = (
            "-> float op", "fp32", opset=21),
     Format("gbq", "gbq", ("gather",), _INT, (None,), ("per_block",), True, "none",
            "com.microsoft::GatherBlockQuantized", "GatherBlockQuantized"),
+    # onnxruntime's quantize_dynamic: activations quantised per tensor at run time
+    Format("dynamic_int8_linear", "dynamic", ("linear",), (8,), (8,), _PC, True, "dynamic",
+           "DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul", "MatMulIntegerToFloat",
+           opt_in=True),  # fused to DynamicQuantizeMatMul (or MatMulIntegerToFloat if shared)
+    Format("dynamic_int8_conv", "dynamic", ("conv",), (8,), (8,), _PC, True,
+           "dynamic", "DynamicQuantizeLinear -> ConvInteger -> Cast -> Mul", "ConvInteger",
+           opt_in=True),
 )
 BY_NAME: Mapping[str, Format] = MappingProxyType({f.name: f for f in FORMATS})
 FORMAT_CODE: Mapping[str, int] = MappingProxyType({f.name: i for i, f in enumerate(FORMATS)})
@@ -147,11 +157,14 @@ class Policy:
         act_matmul_int8: quantise activation x activation matmuls at 8-bit activations
             (default: they stay float, see `compiler.passes.quantize`).
         conv_granularity: weight granularity of weight-only conv layers.
+        dynamic_int8: W8A8 with activations quantised at run time (DynamicQuantizeLinear:
+            MatMulInteger / ConvInteger), as onnxruntime's quantize_dynamic writes.
     """
 
     int8_dot: bool = True
     act_matmul_int8: bool = False
     conv_granularity: str = "per_channel"
+    dynamic_int8: bool = False
 
 
 def _auto_granularity(kind: str, w: int | None, a: int | None, policy: Policy) -> str:
@@ -196,7 +209,8 @@ def resolve(kind: str, const_weight: bool, w_bits: int | None, a_bits: int | Non
         w, a = None, None
     w, a = _effective(kind, const_weight, w, a, policy)
     gran = granularity or _auto_granularity(kind, w, a, policy)
-    for row in FORMATS:
+    rows = [r for r in FORMATS if r.opt_in] if policy.dynamic_int8 else []
+    for row in rows + [r for r in FORMATS if not r.opt_in]:
         if row.matches(kind, const_weight, w, a, gran) and (not row.needs or policy.int8_dot):
             return row
     return BY_NAME["float"]

@@ -69,6 +69,8 @@ def node_kernel(node: onnx.NodeProto) -> str | None:
     if node.op_type == "MatMulNBits":
         acc = next((a.i for a in node.attribute if a.name == "accuracy_level"), 0)
         return f"MatMulNBits/acc{4 if acc == 4 else 0}"  # 0 and 1 both compute in fp32
+    if node.op_type == "DynamicQuantizeMatMul":  # MatMulIntegerToFloat fed by its own
+        return "MatMulIntegerToFloat"            # DynamicQuantizeLinear: the same GEMM
     if node.op_type in INTEGER_OPS:
         return node.op_type
     return FP32 if node.op_type in FLOAT_OPS else None
@@ -89,9 +91,11 @@ def optimized_graph(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _owner(node_name: str, names: Sequence[str]) -> str | None:
     """The layer whose name is the longest prefix of `node_name` (suffixes stripped)."""
-    base = _TOKEN.sub("", node_name)
-    best = [n for n in names if base == n or base.startswith((f"{n}_", f"{n}."))]
-    return max(best, key=len) if best else None
+    for base in (node_name, _TOKEN.sub("", node_name)):
+        best = [n for n in names if base == n or base.startswith((f"{n}_", f"{n}."))]
+        if best:
+            return max(best, key=len)
+    return None
 
 
 def observed_kernels(optimized: onnx.ModelProto, layers: Sequence[str]) -> dict[str, str]:

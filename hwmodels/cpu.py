@@ -323,6 +323,10 @@ ROW_PATH = {
     "int_dq": K.PATH_FP32,        # Cast * scale of a constant is folded at load
     "int_dq_block": K.PATH_DQ_FP32,
     "gbq": K.PATH_FP32,
+    # quantize_dynamic: DynamicQuantizeMatMul packs A and quantises it per run like QGEMM
+    "dynamic_int8_linear": K.PATH_QLINEAR,
+    # ConvInteger: no fused integer conv kernel; modelled as QLinear (its slowness is not)
+    "dynamic_int8_conv": K.PATH_QLINEAR,
 }
 _PATH_OF_CODE = np.array([ROW_PATH[name] for name in FORMAT_CODE], dtype=np.int64)
 

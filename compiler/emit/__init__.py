@@ -29,7 +29,7 @@ from types import MappingProxyType
 
 import onnx
 
-from compiler.emit import int4_dequant, matmulnbits, qdq
+from compiler.emit import dynamic, int4_dequant, matmulnbits, qdq
 from compiler.emit.builder import Builder, EmitOptions
 from compiler.emit.float_ops import FLOAT_RULES, Rule
 from compiler.emit.write import write
@@ -43,7 +43,7 @@ IR_VERSION = 10
 
 EMITTERS: Mapping[tuple[str, str], Rule] = MappingProxyType({
     **{(kind, "float"): rule for kind, rule in FLOAT_RULES.items()},
-    **qdq.RULES, **matmulnbits.RULES, **int4_dequant.RULES,
+    **qdq.RULES, **matmulnbits.RULES, **int4_dequant.RULES, **dynamic.RULES,
 })
 FORMATS: tuple[str, ...] = tuple(sorted({fmt for _, fmt in EMITTERS}))
 

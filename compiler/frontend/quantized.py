@@ -14,7 +14,10 @@ gives each IR layer its `Quant` with the row of `compiler.formats` it runs as. R
   int8 activations per block;
 - `com.microsoft::MatMulIntegerToFloat` on `QuantizeLinear` codes: `MatMul` on the
   dequantised weight (+ bias), activations 8-bit;
-- `com.microsoft::GatherBlockQuantized`: `Gather` on the dequantised table.
+- `com.microsoft::GatherBlockQuantized`: `Gather` on the dequantised table;
+- `DynamicQuantizeLinear -> MatMulInteger / ConvInteger -> Cast -> Mul(sx * sw)`
+  (onnxruntime's quantize_dynamic): `MatMul` / `Conv` on the dequantised weight, W8A8 with
+  activations quantised at run time.
 
 Only what the simulation needs is kept: bits, granularity, block and format; the float
 weights are the dequantised ones.
@@ -39,7 +42,8 @@ for _name, _b in (("INT2", 2), ("UINT2", 2)):  # onnx >= 1.18
     if hasattr(TensorProto, _name):
         _BITS[getattr(TensorProto, _name)] = _b
 QUANT_OPS = frozenset({"DequantizeLinear", "QuantizeLinear", "MatMulNBits",
-                       "MatMulIntegerToFloat", "GatherBlockQuantized"})
+                       "MatMulIntegerToFloat", "GatherBlockQuantized", "DynamicQuantizeLinear",
+                       "MatMulInteger", "ConvInteger"})
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,11 @@ class _Reader:
         self.g = model.graph
         self.inits = {t.name: t for t in self.g.initializer}
         self.made = {o: n for n in self.g.node for o in n.output}
+        self.users: dict[str, list[onnx.NodeProto]] = {}
+        for n in self.g.node:
+            for t in n.input:
+                self.users.setdefault(t, []).append(n)
+        self.dropped: set[str] = set()       # node names folded into a rewritten one
         self.rename: dict[str, str] = {}
         self.weights: dict[str, Mark] = {}   # float tensor -> weight mark
         self.acts: dict[str, int] = {}       # float tensor -> activation bits
@@ -221,9 +230,47 @@ def _gather_block(r: _Reader, node: onnx.NodeProto, nodes: list) -> bool:
     return True
 
 
+def _only_user(r: _Reader, tensor: str, op: str) -> onnx.NodeProto | None:
+    users = r.users.get(tensor, [])
+    return users[0] if len(users) == 1 and users[0].op_type == op else None
+
+
+def _integer(r: _Reader, node: onnx.NodeProto, nodes: list) -> bool:
+    """DynamicQuantizeLinear -> MatMulInteger / ConvInteger -> Cast -> Mul(sx * sw) (the
+    quantize_dynamic pattern) -> MatMul / Conv on the dequantised weight."""
+    dql = r.made.get(node.input[0])
+    wq = r.array(node.input[1])
+    cast = _only_user(r, node.output[0], "Cast")
+    mul = cast and _only_user(r, cast.output[0], "Mul")
+    if dql is None or dql.op_type != "DynamicQuantizeLinear" or wq is None or mul is None:
+        return False
+    step = r.made.get(next(t for t in mul.input if t != cast.output[0]))
+    ws = None if step is None else next((r.array(t) for t in step.input if t in r.inits), None)
+    if ws is None:
+        return False
+    wz = r.array(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+    w = wq.astype(np.float32) - (0.0 if wz is None else wz.astype(np.float32))
+    ws = np.asarray(ws, np.float32)
+    conv = node.op_type == "ConvInteger"
+    w = w * (ws.reshape(-1, *[1] * (w.ndim - 1)) if conv and ws.size > 1 else ws)
+    r.add(f"{node.name}.weight", w)
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute} if conv else {}
+    nodes.append(helper.make_node("Conv" if conv else "MatMul",
+                                  [dql.input[0], f"{node.name}.weight"], list(mul.output),
+                                  name=node.name, **attrs))
+    r.dropped.update({cast.name, mul.name, step.name})
+    gran = "per_tensor" if ws.size == 1 else "per_channel"
+    r.weights[node.name] = Mark(8, 8, gran, None, True, node.op_type)
+    return True
+
+
 def _rewrite(r: _Reader, node: onnx.NodeProto, nodes: list) -> None:
     """Append `node`'s float equivalent (or nothing, for a node folded into a tensor)."""
     op = node.op_type
+    if op == "DynamicQuantizeLinear" or node.name in r.dropped:
+        return
+    if op in ("MatMulInteger", "ConvInteger") and _integer(r, node, nodes):
+        return
     if op == "DequantizeLinear":
         value = _dq_value(r, node)
         if value is not None:
@@ -266,6 +313,7 @@ def dequantize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Mapping[str, Ma
     nodes: list[onnx.NodeProto] = []
     for node in model.graph.node:
         _rewrite(r, node, nodes)
+    nodes = [n for n in nodes if n.name not in r.dropped]
     marks = _consumer_marks(model, r)
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -314,6 +362,7 @@ def _annotated(g: Graph, layer: Layer, mark: Mark | None, policy: Policy) -> Lay
     if mark is None:
         return layer
     const = g.const_weight(layer)
+    policy = replace(policy, dynamic_int8=mark.source in ("MatMulInteger", "ConvInteger"))
     row = resolve(layer.kind, const, mark.w_bits, mark.a_bits, policy, mark.granularity)
     if row.name == "float":
         return layer

@@ -80,6 +80,8 @@ class QuantOptions:
         min_embedding: tables with fewer elements stay float.
         int8_dot: the target runs MatMulNBits with int8 activations (accuracy_level 4);
             without it, linear layers planned at (w < 8, a8) run weight-only in fp32.
+        dynamic_int8: W8A8 conv / linear with activations quantised at run time
+            (MatMulInteger / ConvInteger, as quantize_dynamic writes) instead of calibrated.
     """
 
     granularity: str = "auto"
@@ -91,6 +93,7 @@ class QuantOptions:
     embedding_bits: int | None = None
     min_embedding: int = 65536
     int8_dot: bool = True
+    dynamic_int8: bool = False
 
     def __post_init__(self) -> None:
         checks = {
@@ -239,6 +242,16 @@ def _weight_only(ctx: _Ctx, layer: Layer, row: Format, w_bits: int, a_bits: int 
     return _Plan(quant, _weight_plan(layer, qt))
 
 
+def _dynamic(ctx: _Ctx, layer: Layer, row: Format, w_bits: int, a_bits: int) -> _Plan:
+    """W8A8 with run-time activation ranges (onnxruntime's quantize_dynamic): symmetric int8
+    weights, no calibrated activation scale."""
+    gran = _granularity(ctx, "per_channel", row.granularities)
+    qt = _quantize(ctx, layer, w_bits, gran)
+    return _Plan(Quant(w_bits, a_bits, gran, None, True, clip_method(ctx.opts, w_bits), row.fmt,
+                       reason=f"{row.kernel} (activations quantised at run time)"),
+                 _weight_plan(layer, qt))
+
+
 def _fp16(ctx: _Ctx, layer: Layer, row: Format, w_bits: int, a_bits: int | None) -> _Plan:
     w = ctx.g.weights[layer.inputs[WEIGHT_INPUT[layer.kind]]]
     what = "table, float32 output" if layer.kind == "gather" else "weights, float32 compute"
@@ -300,14 +313,14 @@ PLANNERS: Mapping[str, Planner] = MappingProxyType({
     "int8_linear": _qdq_weighted, "int8_act_matmul": _act_matmul, "qdq_float": _qdq_any,
     "qdq_float_transpose": _qdq_weighted, "nbits_fp32": _weight_only,
     "nbits_int8": _weight_only, "int_dq": _weight_only, "int_dq_block": _weight_only,
-    "gbq": _gather_q,
+    "gbq": _gather_q, "dynamic_int8_linear": _dynamic, "dynamic_int8_conv": _dynamic,
 })
 
 
 def policy(options: QuantOptions) -> Policy:
     """The format policy these options choose."""
     gran = options.granularity if options.granularity != "auto" else "per_channel"
-    return Policy(options.int8_dot, options.act_matmul == "int8", gran)
+    return Policy(options.int8_dot, options.act_matmul == "int8", gran, options.dynamic_int8)
 
 
 def _row(ctx: _Ctx, layer: Layer, w_bits: int | None, a_bits: int | None) -> Format:

@@ -50,6 +50,8 @@ CASES = {
     "int_dq": ("conv", (4, 32), {}),
     "int_dq_block": ("conv", (4, 32), {"granularity": "per_block", "block": 16}),
     "gbq": ("gather", (4, 32), {}),
+    "dynamic_int8_linear": ("linear", (8, 8), {"dynamic_int8": True}),
+    "dynamic_int8_conv": ("conv", (8, 8), {"dynamic_int8": True}),
 }
 
 

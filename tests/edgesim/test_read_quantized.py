@@ -122,3 +122,22 @@ def test_matmulnbits_quantizer_output_reads_as_its_kernel(tmp_path, accuracy_lev
     sim = {r.name: r for r in api.simulate(g, "rpi5").layers}
     assert all(sim[r.layer].w_bits == 4 and sim[r.layer].a_bits == (
         8 if accuracy_level == 4 else 32) for r in nbits)
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "digits_transformer"])
+def test_quantize_dynamic_output_reads_as_its_kernels(tmp_path, name: str) -> None:
+    """quantize_dynamic: ConvInteger convs, DynamicQuantizeMatMul / MatMulIntegerToFloat
+    linears, every one read back as W8A8 with run-time activations."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src, out = tmp_path / "f.onnx", tmp_path / "dyn.onnx"
+    onnx.save(zoo.build(name), src)
+    quantize_dynamic(str(src), str(out), weight_type=QuantType.QUInt8,
+                     op_types_to_quantize=["Conv", "MatMul", "Gemm"])
+    g, rows = _rows(out)
+    assert all(r.ok for r in rows), [r for r in rows if not r.ok]
+    macs = [r for r in rows if r.kind in ("conv", "linear")]
+    want = {"conv": "ConvInteger", "linear": "MatMulIntegerToFloat"}
+    assert macs and all(r.planned == want[r.kind] for r in macs)
+    sim = {r.name: r for r in api.simulate(g, "rpi5").layers}
+    assert all((sim[r.layer].w_bits, sim[r.layer].a_bits) == (8, 8) for r in macs)
