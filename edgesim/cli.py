@@ -166,7 +166,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         act_bits=_bits_list(args.act_bits, "--act-bits"), threads=args.threads,
         runtime=args.runtime, input_shapes=parse_input_shapes(args.input_shape),
         quiet=args.quiet or args.json, command=" ".join(["edgesim", *sys.argv[1:]]),
-        kernel_check=args.kernel_check)
+        kernel_check=args.kernel_check, pick=args.pick, assignment=args.assignment)
     r = compile_model(model, args.target, args.output, calib=calib,
                       calib_random=args.calib_random, eval_data=held_out, options=options)
     if args.json:
@@ -274,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--json", action="store_true", help="print report.json to stdout")
     cp.add_argument("--quiet", action="store_true", help="no progress lines")
     _add_kernel_check(cp, "fail")
+    cp.add_argument("--pick", type=int, metavar="I",
+                    help="emit point I of the front (0 = cheapest, -1 = most accurate) instead "
+                         "of the knee or the budget's optimum")
+    cp.add_argument("--assignment", metavar="PLAN.json",
+                    help="re-emit a given plan (a {layer: bits} JSON or a report.json) "
+                         "without recomputing sensitivities")
     cp.set_defaults(run=cmd_compile)
     ev = sub.add_parser("evaluate", help="run a model in onnxruntime: agreement and latency")
     ev.add_argument("model", help="ONNX file")

@@ -56,6 +56,8 @@ class CompileOptions:
     quiet: bool = False
     command: str = ""
     kernel_check: str = "fail"  # "fail" | "report" | "off": onnxruntime's kernels vs the plan
+    pick: int | None = None     # emit this point of the front (0 = cheapest) instead
+    assignment: str | None = None  # plan.json or report.json: re-emit its bits, no analysis
 
 
 def _calibration(g: Graph, calib: Any, calib_random: int | None, name: str = "calibration data"
@@ -145,6 +147,21 @@ def _emitted_bits(g: Graph, bits: np.ndarray) -> np.ndarray:
     return np.where(quantisable(g)[:, None], bits, 32)
 
 
+def read_assignment(g: Graph, path: str) -> np.ndarray:
+    """Bits [L, 2] from a plan JSON ({layer: bits | [w_bits, a_bits]}) or a report.json (its
+    per-layer w_bits / a_bits)."""
+    from edgesim import assignment
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise UserError("--assignment", f"cannot read {path}: {e}") from None
+    if isinstance(data, dict) and isinstance(data.get("layers"), list):  # a report.json
+        data = {x["name"]: [x["w_bits"], x["a_bits"]] for x in data["layers"]
+                if (x["w_bits"], x["a_bits"]) != (32, 32)}
+    return assignment.resolve(g, data)
+
+
 def _provenance(g: Graph, target: Any, alloc: Any, options: CompileOptions) -> EmitOptions:
     """metadata_props of the emitted model: target, method, budget, predicted latency."""
     predicted = {layer.name: round(float(alloc.cost.latency_s[i, 0]) * 1e3, 6)
@@ -228,6 +245,9 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
             g, eval_data, None, "held-out data")
         _check_memory(g, _smallest(g, tgt, options.weight_bits), tgt,
                       f"even with every weight at {min(options.weight_bits)} bits", False)
+    given = None if options.assignment is None else read_assignment(g, options.assignment)
+    if given is not None:  # a given plan needs no data-driven analysis: proxy sensitivities
+        options = replace(options, method="proxy")
     with progress.phase(f"sensitivity ({options.method})"):
         ga = (_analysis_graph(source, g, data.count, options.method, options.input_shapes)
               if options.method in DATA_METHODS else g)
@@ -242,7 +262,8 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
         alloc = allocate(g, tgt, sens=sens, budget=options.budget,
                          weight_bits=options.weight_bits, act_bits=options.act_bits,
                          metric=options.metric, threads=options.threads,
-                         runtime=options.runtime)                          # exact MCKP
+                         runtime=options.runtime, pick=options.pick,
+                         assignment=given)                                 # exact MCKP
         _check_memory(g, alloc.bits, tgt, "with the chosen bits")
     staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
     os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700
