@@ -34,6 +34,9 @@ class LayerSummary:
     params: int
     in_bytes: int
     out_bytes: int
+    format: str = ""     # a quantized model's format-policy row for the layer ("" = float)
+    w_bits: int | None = None
+    a_bits: int | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,12 @@ def simulate(model: Any, target: Any, *, bits: Any = None, threads: int | None =
                           threads=threads, runtime=runtime)
 
 
+def _format_name(code: int) -> str:
+    from compiler.formats import FORMATS
+
+    return "" if code < 0 or FORMATS[code].name == "float" else FORMATS[code].name
+
+
 def inspect(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Inspection:
     """Lower `model` and summarise every layer (op, output shape, MACs, params, bytes)."""
     g = load_graph(model, input_shapes)
@@ -142,6 +151,8 @@ def inspect(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None)
             name=layer.name, kind=layer.kind, detail=str(layer.attrs.get("fn", "")),
             out_shape=g.types[layer.outputs[0]].shape, macs=int(t.macs[i]),
             params=int(t.w_elems[i]), in_bytes=int(t.in_bytes[i]), out_bytes=int(t.out_bytes[i]),
+            format=_format_name(int(t.fmt_code[i])), w_bits=layer.quant.w_bits,
+            a_bits=layer.quant.a_bits,
         )
         for i, layer in enumerate(g.layers)
     )

@@ -48,9 +48,10 @@ def _print_inspection(r: api.Inspection) -> None:
           f"{'in B':>9s} {'out B':>9s}")
     for x in r.layers:
         kind = f"{x.kind}:{x.detail}" if x.detail else x.kind
+        fmt = f" {x.format} w{x.w_bits}a{x.a_bits or 32}" if x.format else ""
         print(f"{x.name[:40]:40s} {kind[:16]:16s} {str(x.out_shape)[:22]:22s} "
               f"{_fmt_count(x.macs):>9s} {_fmt_count(x.params):>9s} "
-              f"{_fmt_count(x.in_bytes):>9s} {_fmt_count(x.out_bytes):>9s}")
+              f"{_fmt_count(x.in_bytes):>9s} {_fmt_count(x.out_bytes):>9s}{fmt}")
     print(f"total: {_fmt_count(r.total_macs)} MACs, {_fmt_count(r.total_params)} params, "
           f"{r.weight_bytes / 2**20:.2f} MiB of weights")
 

@@ -141,3 +141,29 @@ def test_quantize_dynamic_output_reads_as_its_kernels(tmp_path, name: str) -> No
     assert macs and all(r.planned == want[r.kind] for r in macs)
     sim = {r.name: r for r in api.simulate(g, "rpi5").layers}
     assert all((sim[r.layer].w_bits, sim[r.layer].a_bits) == (8, 8) for r in macs)
+
+
+def test_cli_inspect_and_simulate_read_a_quantized_file(tmp_path) -> None:
+    """`edgesim quantize --bits 8`, then `inspect` shows each layer's format and `simulate`
+    (no --bits: the file's own plan) predicts what `simulate --bits 8` predicts for the float
+    model, layer by layer."""
+    import json
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> dict:
+        done = subprocess.run([sys.executable, "-m", "edgesim", *args], capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout) if "--json" in args else {}
+
+    out = tmp_path / "q.onnx"
+    cli("quantize", "zoo:digits_cnn", "--bits", "8", "--calib-random", "4", "-o", str(out))
+    shown = {x["name"]: x["format"] for x in cli("inspect", str(out), "--json")["layers"]}
+    assert shown["conv1/Conv"] == "qlinear_conv" and shown["fc/Gemm"] == "int8_linear"
+    ours = cli("simulate", str(out), "--target", "rpi5", "--json")
+    float_8 = cli("simulate", "zoo:digits_cnn", "--target", "rpi5", "--bits", "8", "--json")
+    theirs = {x["name"]: x["latency_ms"] for x in float_8["layers"]}
+    for x in ours["layers"]:
+        if x["kind"] in ("conv", "linear"):
+            assert x["latency_ms"] == pytest.approx(theirs[x["name"]], rel=1e-9)
