@@ -194,8 +194,18 @@ def _summary(r: CompileResult) -> list[str]:
                                       f"{fid['fp32_accuracy']:.4f})" if fid["accuracy"]
                                       is not None and fid["fp32_accuracy"] is not None else ""),
         f"- calibration: {r.calibration['source']}",
-    ]
+    ] + _kernel_summary(r)
     return lines + [f"- note: {n}" for n in r.notes]
+
+
+def _kernel_summary(r: CompileResult) -> list[str]:
+    """One line: how many layers' onnxruntime kernels were checked against the plan."""
+    checked = [x for x in r.layers if x.planned_kernel]
+    if not checked:
+        return []
+    bad = [x.name for x in checked if _kernels(x).endswith("**MISMATCH**")]
+    return [f"- kernel check: {len(checked)} layers against onnxruntime's optimised graph, "
+            f"{len(bad)} mismatches" + (f" ({', '.join(bad[:3])})" if bad else "")]
 
 
 def _kernels(x: LayerRow) -> str:
@@ -203,7 +213,8 @@ def _kernels(x: LayerRow) -> str:
     if not x.planned_kernel:
         return ""
     ran = x.onnxruntime_kernel or "(fused)"
-    same = x.planned_kernel == x.onnxruntime_kernel or not x.onnxruntime_kernel
+    same = x.planned_kernel == x.onnxruntime_kernel or (
+        x.planned_kernel == "fp32" and not x.onnxruntime_kernel)
     return f"{x.planned_kernel} / {ran}" + ("" if same else " **MISMATCH**")
 
 

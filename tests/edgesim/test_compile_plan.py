@@ -26,6 +26,14 @@ def test_pick_and_assignment_round_trip(tmp_path) -> None:
     cheapest = compile_model("zoo:digits_cnn", "rpi5", tmp_path / "p0", calib_random=4,
                              options=CompileOptions(method="proxy", quiet=True, pick=0))
     assert cheapest.chosen == 0 and cheapest.result.latency_ms <= knee.result.latency_ms
+    # the kernel check ran: report.json / report.md show planned / onnxruntime per MAC layer
+    layers = json.loads((tmp_path / "knee" / "report.json").read_text())["layers"]
+    macs = [x for x in layers if x["kind"] in ("conv", "linear")]
+    assert macs and all(x["planned_kernel"] and x["onnxruntime_kernel"] in (
+        x["planned_kernel"], "") for x in macs)
+    md = (tmp_path / "knee" / "report.md").read_text()
+    assert f"kernel check: {len(macs)} layers" in md and "0 mismatches" in md
+    assert f"{macs[0]['planned_kernel']} / " in md
     # re-emit the cheapest plan from its report.json: same bits, same predictions
     report = tmp_path / "p0" / "report.json"
     again = compile_model("zoo:digits_cnn", "rpi5", tmp_path / "again", calib_random=4,
