@@ -147,6 +147,26 @@ def _matmul_integer(layer: Layer, env: Mapping[str, Array]) -> tuple[Array]:
     return (y.astype(a.dtype, copy=False),)
 
 
+def _requant_matmul(layer: Layer, env: Mapping[str, Array]) -> tuple[Array]:
+    """QLinearMatMul: integer product of the centred codes, requantised to the output grid
+    (`q = clip(rint(float32(acc) * float32(sx * sw / sy)) + zy)`), then the float bias."""
+    q, xs = layer.quant, _inputs(layer, env)
+    xc = _codes(xs[0], q.in_scale[0], q.in_zero_point[0], q.a_bits)
+    if layer.kind == "matmul":
+        acc = np.matmul(xc, _codes(xs[1], q.in_scale[1], q.in_zero_point[1], q.a_bits))
+        step = np.float32(q.in_scale[0]) * np.float32(q.in_scale[1])
+    else:
+        acc = xc @ _weight_codes(layer, env).T
+        step = np.float32(q.in_scale[0]) * _weight_scale(layer, env)
+    mult = (np.asarray(step, np.float32) / np.float32(q.out_scale)).astype(np.float32)
+    qmin, qmax = storage_range(q.a_bits, False)
+    codes = np.clip(np.rint(acc.astype(np.float32) * mult) + q.out_zero_point, qmin, qmax)
+    y = (codes - q.out_zero_point).astype(np.float32) * np.float32(q.out_scale)
+    if layer.kind == "linear" and len(xs) > 2 and xs[2] is not None:
+        y = y + xs[2].astype(np.float32)
+    return (y.astype(xs[0].dtype, copy=False),)
+
+
 def _float_qdq(layer: Layer, env: Mapping[str, Array]) -> tuple[Array, ...]:
     """Q/DQ on the activation inputs, the float op on dequantised tensors, and Q/DQ on the
     output if it is requantised (no fused integer kernel takes these)."""
@@ -234,6 +254,7 @@ RULES: Mapping[str, Callable[[Layer, Mapping[str, Array]], tuple[Array, ...]]] =
     "qdq_float_transpose": _float_qdq, "nbits_fp32": _weight_only, "nbits_int8": _nbits_int8,
     "int_dq": _weight_only, "int_dq_block": _weight_only, "gbq": _weight_only,
     "dynamic_int8_linear": _dynamic_int8, "dynamic_int8_conv": _dynamic_int8,
+    "qlinear_linear": _requant_matmul, "qlinear_act_matmul": _requant_matmul,
 }
 
 

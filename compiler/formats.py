@@ -77,8 +77,8 @@ class Format:
         needs: runtime capability the row requires ("int8_dot": MLAS's int8 MatMulNBits).
         fallback: the row onnxruntime runs instead on a target without `needs`.
         opset: lowest default-domain opset the pattern needs.
-        opt_in: the row is planned only when `Policy.dynamic_int8` asks for it (it shares
-            its bits with a static row); readers of quantized ONNX recognise it always.
+        opt_in: the `Policy` flag that must be set for the row to be planned (it shares its
+            bits with a default row); readers of quantized ONNX set the flag they read.
     """
 
     name: str
@@ -94,7 +94,8 @@ class Format:
     needs: str = ""
     fallback: str = ""
     opset: int = 13
-    opt_in: bool = False  # chosen for a plan only where the policy asks (`Policy.dynamic_int8`)
+    opt_in: str = ""  # a Policy flag: planned only where the policy asks for the row
+    requant: bool = False  # the output is requantised to int8 (Quant.out_scale set)
 
     def matches(self, kind: str, const_weight: bool, w: int | None, a: int | None,
                 granularity: str) -> bool:
@@ -112,7 +113,8 @@ FORMATS: tuple[Format, ...] = (
            GRANULARITIES, True, "none", "float16 initializer -> Cast -> float op",
            "fp32"),  # onnxruntime folds the Cast of a constant: fp32 compute
     Format("qlinear_conv", "qdq", ("conv",), _INT, (8,), _PC, True, "static",
-           "Q/DQ(x), DQ(uint8 w), DQ(int32 b) -> Conv -> Q -> DQ", "QLinearConv"),
+           "Q/DQ(x), DQ(uint8 w), DQ(int32 b) -> Conv -> Q -> DQ", "QLinearConv",
+           requant=True),
     Format("int8_linear", "qdq", ("linear",), _INT, (8,), _PC, True, "static",
            "Q(x) -> MatMulIntegerToFloat", "MatMulIntegerToFloat"),
     Format("int8_act_matmul", "qdq", ("matmul",), (None,), (8,), ("per_tensor",), False,
@@ -137,10 +139,18 @@ FORMATS: tuple[Format, ...] = (
     # onnxruntime's quantize_dynamic: activations quantised per tensor at run time
     Format("dynamic_int8_linear", "dynamic", ("linear",), (8,), (8,), _PC, True, "dynamic",
            "DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul", "MatMulIntegerToFloat",
-           opt_in=True),  # fused to DynamicQuantizeMatMul (or MatMulIntegerToFloat if shared)
+           opt_in="dynamic_int8"),  # DynamicQuantizeMatMul, or MatMulIntegerToFloat if shared
     Format("dynamic_int8_conv", "dynamic", ("conv",), (8,), (8,), _PC, True,
            "dynamic", "DynamicQuantizeLinear -> ConvInteger -> Cast -> Mul", "ConvInteger",
-           opt_in=True),
+           opt_in="dynamic_int8"),
+    # QDQ with a requantised output (onnxruntime's quantize_static on Gemm / MatMul): QGemm
+    # for a 2-D input, QLinearMatMul otherwise (one int8 GEMM with an int8 output)
+    Format("qlinear_linear", "qdq", ("linear",), _INT, (8,), _PC, True, "static",
+           "Q/DQ(x), DQ(w) -> Gemm / MatMul -> Q -> DQ", "QLinearMatMul",
+           opt_in="requant_out", requant=True),
+    Format("qlinear_act_matmul", "qdq", ("matmul",), (None,), (8,), ("per_tensor",), False,
+           "static", "Q/DQ(a), Q/DQ(b) -> MatMul -> Q -> DQ", "QLinearMatMul",
+           opt_in="requant_out", requant=True),
 )
 BY_NAME: Mapping[str, Format] = MappingProxyType({f.name: f for f in FORMATS})
 FORMAT_CODE: Mapping[str, int] = MappingProxyType({f.name: i for i, f in enumerate(FORMATS)})
@@ -165,6 +175,7 @@ class Policy:
     act_matmul_int8: bool = False
     conv_granularity: str = "per_channel"
     dynamic_int8: bool = False
+    requant_out: bool = False
 
 
 def _auto_granularity(kind: str, w: int | None, a: int | None, policy: Policy) -> str:
@@ -209,7 +220,7 @@ def resolve(kind: str, const_weight: bool, w_bits: int | None, a_bits: int | Non
         w, a = None, None
     w, a = _effective(kind, const_weight, w, a, policy)
     gran = granularity or _auto_granularity(kind, w, a, policy)
-    rows = [r for r in FORMATS if r.opt_in] if policy.dynamic_int8 else []
+    rows = [r for r in FORMATS if r.opt_in and getattr(policy, r.opt_in)]
     for row in rows + [r for r in FORMATS if not r.opt_in]:
         if row.matches(kind, const_weight, w, a, gran) and (not row.needs or policy.int8_dot):
             return row
@@ -220,8 +231,8 @@ def of_layer(layer: Layer, const_weight: bool) -> Format:
     """The row of an annotated layer (its `Quant` read backwards), or "float"."""
     q = layer.quant
     for row in FORMATS:
-        if row.fmt == q.fmt and row.matches(layer.kind, const_weight, q.w_bits, q.a_bits,
-                                            q.granularity):
+        if row.fmt == q.fmt and row.requant == (q.out_scale is not None) and row.matches(
+                layer.kind, const_weight, q.w_bits, q.a_bits, q.granularity):
             return row
     return BY_NAME["float"]
 

@@ -69,6 +69,8 @@ def node_kernel(node: onnx.NodeProto) -> str | None:
     if node.op_type == "MatMulNBits":
         acc = next((a.i for a in node.attribute if a.name == "accuracy_level"), 0)
         return f"MatMulNBits/acc{4 if acc == 4 else 0}"  # 0 and 1 both compute in fp32
+    if node.op_type == "QGemm":  # QLinearMatMul with a bias, for 2-D inputs
+        return "QLinearMatMul"
     if node.op_type == "DynamicQuantizeMatMul":  # MatMulIntegerToFloat fed by its own
         return "MatMulIntegerToFloat"            # DynamicQuantizeLinear: the same GEMM
     if node.op_type in INTEGER_OPS:

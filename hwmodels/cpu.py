@@ -327,6 +327,8 @@ ROW_PATH = {
     "dynamic_int8_linear": K.PATH_QLINEAR,
     # ConvInteger: no fused integer conv kernel; modelled as QLinear (its slowness is not)
     "dynamic_int8_conv": K.PATH_QLINEAR,
+    "qlinear_linear": K.PATH_QLINEAR,
+    "qlinear_act_matmul": K.PATH_QLINEAR,
 }
 _PATH_OF_CODE = np.array([ROW_PATH[name] for name in FORMAT_CODE], dtype=np.int64)
 

@@ -56,6 +56,7 @@ class Mark:
     block: int | None = None
     dynamic: bool = False  # activations quantised inside the kernel (accuracy_level 4)
     source: str = ""       # the op it was read from
+    requant: bool = False  # the output goes straight into a QuantizeLinear
 
 
 def is_quantized(model: onnx.ModelProto) -> bool:
@@ -346,8 +347,11 @@ def _consumer_marks(model: onnx.ModelProto, r: _Reader) -> dict[str, Mark]:
             continue
         w = next((r.weights[t] for t in node.input if t in r.weights), None)
         a = max((r.acts[t] for t in node.input if t in r.acts), default=None)
+        users = r.users.get(node.output[0], []) if node.output else []
+        requant = bool(users) and all(u.op_type == "QuantizeLinear" for u in users)
         if w is not None or a is not None:
-            marks[node.name] = replace(w or Mark(None, None, "per_tensor"), a_bits=a)
+            marks[node.name] = replace(w or Mark(None, None, "per_tensor"), a_bits=a,
+                                       requant=requant and a is not None)
     return marks
 
 
@@ -362,7 +366,8 @@ def _annotated(g: Graph, layer: Layer, mark: Mark | None, policy: Policy) -> Lay
     if mark is None:
         return layer
     const = g.const_weight(layer)
-    policy = replace(policy, dynamic_int8=mark.source in ("MatMulInteger", "ConvInteger"))
+    policy = replace(policy, dynamic_int8=mark.source in ("MatMulInteger", "ConvInteger"),
+                     requant_out=mark.requant)
     row = resolve(layer.kind, const, mark.w_bits, mark.a_bits, policy, mark.granularity)
     if row.name == "float":
         return layer
@@ -370,7 +375,8 @@ def _annotated(g: Graph, layer: Layer, mark: Mark | None, policy: Policy) -> Lay
     a = mark.a_bits if mark.a_bits in row.a_bits else None
     n_act = len([t for t in layer.inputs[:2] if t and t not in g.weights])
     scales = (1.0,) * n_act if row.act == "static" else ()
+    out = (1.0, 0) if row.requant else (None, None)  # the grid's values do not matter here
     quant = Quant(w, a, mark.granularity if w is not None else "per_tensor", mark.block, True,
-                  "minmax", row.fmt, scales, (0,) * len(scales),
+                  "minmax", row.fmt, scales, (0,) * len(scales), *out,
                   reason=f"read from {mark.source or 'QuantizeLinear'}: {row.pattern}")
     return replace(layer, quant=quant)

@@ -82,6 +82,8 @@ class QuantOptions:
             without it, linear layers planned at (w < 8, a8) run weight-only in fp32.
         dynamic_int8: W8A8 conv / linear with activations quantised at run time
             (MatMulInteger / ConvInteger, as quantize_dynamic writes) instead of calibrated.
+        requant_out: W8A8 linear / matmul layers requantise their output (QGemm /
+            QLinearMatMul, as quantize_static writes) instead of a float output.
     """
 
     granularity: str = "auto"
@@ -94,6 +96,7 @@ class QuantOptions:
     min_embedding: int = 65536
     int8_dot: bool = True
     dynamic_int8: bool = False
+    requant_out: bool = False
 
     def __post_init__(self) -> None:
         checks = {
@@ -222,9 +225,10 @@ def _qdq_weighted(ctx: _Ctx, layer: Layer, row: Format, w_bits: int, a_bits: int
     quant = Quant(w_bits, a_bits, gran, None, True, clip_method(ctx.opts, w_bits), row.fmt,
                   (scale,), (zp,), reason=_REASONS[row.name])
     weights = _weight_plan(layer, qt)
-    if row.name == "qlinear_conv":
+    if row.requant:
         out_scale, out_zp = _act(ctx, layer, _requant_tensor(ctx.g, layer), a_bits)
         quant = replace(quant, out_scale=out_scale, out_zero_point=out_zp)
+    if row.name == "qlinear_conv":
         weights.update(_int32_bias(ctx, layer, qt, scale))
     return _Plan(quant, weights)
 
@@ -262,8 +266,9 @@ def _fp16(ctx: _Ctx, layer: Layer, row: Format, w_bits: int, a_bits: int | None)
 
 def _act_matmul(ctx: _Ctx, layer: Layer, row: Format, w_bits: None, a_bits: int) -> _Plan:
     params = [_act(ctx, layer, t, a_bits) for t in layer.inputs[:2]]
+    out = _act(ctx, layer, layer.outputs[0], a_bits) if row.requant else (None, None)
     return _Plan(Quant(None, a_bits, "per_tensor", None, True, "minmax", row.fmt,
-                       tuple(s for s, _ in params), tuple(z for _, z in params),
+                       tuple(s for s, _ in params), tuple(z for _, z in params), *out,
                        reason=_REASONS[row.name]))
 
 
@@ -305,6 +310,8 @@ _REASONS = {
     "nbits_int8": "MatMulNBits {bits}-bit (accuracy_level 4: int8 activations per block)",
     "int_dq": "DequantizeLinear INT{c} -> float {kind}",
     "int_dq_block": "blocked DequantizeLinear INT{c} -> float {kind}",
+    "qlinear_linear": "QGemm / QLinearMatMul (int8 in, int8 out)",
+    "qlinear_act_matmul": "QLinearMatMul (int8 x int8, int8 out)",
 }
 Planner = Callable[[_Ctx, Layer, Format, "int | None", "int | None"], _Plan]
 # The quantizer of every row of compiler.formats.FORMATS.
@@ -314,13 +321,15 @@ PLANNERS: Mapping[str, Planner] = MappingProxyType({
     "qdq_float_transpose": _qdq_weighted, "nbits_fp32": _weight_only,
     "nbits_int8": _weight_only, "int_dq": _weight_only, "int_dq_block": _weight_only,
     "gbq": _gather_q, "dynamic_int8_linear": _dynamic, "dynamic_int8_conv": _dynamic,
+    "qlinear_linear": _qdq_weighted, "qlinear_act_matmul": _act_matmul,
 })
 
 
 def policy(options: QuantOptions) -> Policy:
     """The format policy these options choose."""
     gran = options.granularity if options.granularity != "auto" else "per_channel"
-    return Policy(options.int8_dot, options.act_matmul == "int8", gran, options.dynamic_int8)
+    return Policy(options.int8_dot, options.act_matmul == "int8", gran, options.dynamic_int8,
+                  options.requant_out)
 
 
 def _row(ctx: _Ctx, layer: Layer, w_bits: int | None, a_bits: int | None) -> Format:

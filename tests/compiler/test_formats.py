@@ -52,6 +52,8 @@ CASES = {
     "gbq": ("gather", (4, 32), {}),
     "dynamic_int8_linear": ("linear", (8, 8), {"dynamic_int8": True}),
     "dynamic_int8_conv": ("conv", (8, 8), {"dynamic_int8": True}),
+    "qlinear_linear": ("linear", (8, 8), {"requant_out": True}),
+    "qlinear_act_matmul": ("matmul", (32, 8), {"requant_out": True, "act_matmul": "int8"}),
 }
 
 
