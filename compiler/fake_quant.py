@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from compiler.formats import ACT_INPUTS, CHANNEL_AXIS, WEIGHT_INPUT, Format, of_layer
 from compiler.ir import Layer
 from compiler.ops import OPS
 from compiler.quantizers import (
@@ -36,12 +37,6 @@ from compiler.quantizers import (
 )
 
 Array = np.ndarray
-# The output-channel axis of each quantisable weight (conv_transpose weights are [Cin, Cout/g]).
-CHANNEL_AXIS = {"conv": 0, "conv_transpose": 1, "linear": 0, "gather": 0}
-# Where each kind keeps its weight among its inputs.
-WEIGHT_INPUT = {"conv": 1, "conv_transpose": 1, "linear": 1, "gather": 0}
-# Which inputs carry activations that "qdq" quantises (in the order of `Quant.in_scale`).
-ACT_INPUTS = {"conv": (0,), "conv_transpose": (0,), "linear": (0,), "matmul": (0, 1)}
 
 
 @dataclass(frozen=True)
@@ -152,6 +147,26 @@ def _matmul_integer(layer: Layer, env: Mapping[str, Array]) -> tuple[Array]:
     return (y.astype(a.dtype, copy=False),)
 
 
+def _requant_matmul(layer: Layer, env: Mapping[str, Array]) -> tuple[Array]:
+    """QLinearMatMul: integer product of the centred codes, requantised to the output grid
+    (`q = clip(rint(float32(acc) * float32(sx * sw / sy)) + zy)`), then the float bias."""
+    q, xs = layer.quant, _inputs(layer, env)
+    xc = _codes(xs[0], q.in_scale[0], q.in_zero_point[0], q.a_bits)
+    if layer.kind == "matmul":
+        acc = np.matmul(xc, _codes(xs[1], q.in_scale[1], q.in_zero_point[1], q.a_bits))
+        step = np.float32(q.in_scale[0]) * np.float32(q.in_scale[1])
+    else:
+        acc = xc @ _weight_codes(layer, env).T
+        step = np.float32(q.in_scale[0]) * _weight_scale(layer, env)
+    mult = (np.asarray(step, np.float32) / np.float32(q.out_scale)).astype(np.float32)
+    qmin, qmax = storage_range(q.a_bits, False)
+    codes = np.clip(np.rint(acc.astype(np.float32) * mult) + q.out_zero_point, qmin, qmax)
+    y = (codes - q.out_zero_point).astype(np.float32) * np.float32(q.out_scale)
+    if layer.kind == "linear" and len(xs) > 2 and xs[2] is not None:
+        y = y + xs[2].astype(np.float32)
+    return (y.astype(xs[0].dtype, copy=False),)
+
+
 def _float_qdq(layer: Layer, env: Mapping[str, Array]) -> tuple[Array, ...]:
     """Q/DQ on the activation inputs, the float op on dequantised tensors, and Q/DQ on the
     output if it is requantised (no fused integer kernel takes these)."""
@@ -167,26 +182,31 @@ def _float_qdq(layer: Layer, env: Mapping[str, Array]) -> tuple[Array, ...]:
     return tuple(y.astype(dtype, copy=False) for y in ys)
 
 
-def integer_kernel(layer: Layer) -> str | None:
-    """Which onnxruntime integer kernel a "qdq" layer runs as, if any: "qlinearconv",
-    "matmul_integer_to_float", or None (Q/DQ around a float op)."""
-    q = layer.quant
-    if q.fmt != "qdq" or q.a_bits != 8 or (q.w_bits or 0) > 8:
-        return None
-    if layer.kind == "conv" and q.out_scale is not None and q.w_bits is not None:
-        return "qlinearconv"
-    if layer.kind == "linear" and q.w_bits is not None and q.out_scale is None:
-        return "matmul_integer_to_float"
-    if layer.kind == "matmul" and len(q.in_scale) == 2 and q.out_scale is None:
-        return "matmul_integer_to_float"
-    return None
+def row(layer: Layer) -> Format:
+    """The format-policy row of an annotated layer (a layer reading a weight slot holds its
+    weight there; act x act matmuls do not)."""
+    return of_layer(layer, layer.kind != "matmul")
 
 
-_INTEGER: dict[tuple[str, str], Callable[[Layer, Mapping[str, Array]], tuple[Array, ...]]] = {
-    ("conv", "qlinearconv"): _conv_requant,
-    ("linear", "matmul_integer_to_float"): _linear_integer,
-    ("matmul", "matmul_integer_to_float"): _matmul_integer,
-}
+def _dynamic_blocks(x: Array, block: int) -> Array:
+    """MLAS CompInt8's A: symmetric int8 per block of `block` along the last axis,
+    scale = max|a| / 127, round to nearest even (onnxruntime's QuantizeARow_CompInt8)."""
+    k = x.shape[-1]
+    pad = -k % block
+    xp = np.pad(np.asarray(x, np.float32), [(0, 0)] * (x.ndim - 1) + [(0, pad)])
+    blocks = xp.reshape(*x.shape[:-1], -1, block)
+    scale = np.abs(blocks).max(axis=-1, keepdims=True) / np.float32(127)
+    inv = np.where(scale > 0, np.float32(1) / np.where(scale > 0, scale, 1), 0).astype(np.float32)
+    q = np.clip(np.rint(blocks * inv), -127, 127) * scale
+    return q.reshape(*x.shape[:-1], -1)[..., :k].astype(np.float32)
+
+
+def _nbits_int8(layer: Layer, env: Mapping[str, Array]) -> tuple[Array, ...]:
+    """MatMulNBits at accuracy_level 4: A quantised per block to int8, then the product."""
+    xs = _with_weight(layer, env)
+    dtype = xs[0].dtype
+    xs[0] = _dynamic_blocks(xs[0], layer.quant.block)
+    return tuple(y.astype(dtype, copy=False) for y in OPS[layer.kind].forward(*xs, **layer.attrs))
 
 
 def _weight_only(layer: Layer, env: Mapping[str, Array]) -> tuple[Array, ...]:
@@ -196,6 +216,48 @@ def _weight_only(layer: Layer, env: Mapping[str, Array]) -> tuple[Array, ...]:
     return tuple(y.astype(dtype, copy=False) for y in OPS[layer.kind].forward(*xs, **layer.attrs))
 
 
+def dynamic_grid(x: Array) -> tuple[np.float32, float]:
+    """DynamicQuantizeLinear's uint8 grid of `x`: scale = (max(0, max x) - min(0, min x)) /
+    255, zero point = saturate(round(-min / scale)) (round half to even)."""
+    lo, hi = min(0.0, float(np.min(x))), max(0.0, float(np.max(x)))
+    scale = np.float32((np.float32(hi) - np.float32(lo)) / np.float32(255))
+    zp = float(np.clip(np.rint(-np.float32(lo) / scale), 0, 255)) if scale > 0 else 0.0
+    return scale, zp
+
+
+def _dynamic_int8(layer: Layer, env: Mapping[str, Array]) -> tuple[Array]:
+    """DynamicQuantizeLinear -> MatMulInteger / ConvInteger -> Cast -> Mul (+ bias):
+    float32(acc) * (sx * sw) + bias."""
+    xs = _inputs(layer, env)
+    scale, zp = dynamic_grid(xs[0])
+    ratio = np.asarray(xs[0], np.float32) / scale if scale > 0 else np.zeros_like(xs[0])
+    xc = np.clip(np.rint(ratio) + zp, 0, 255).astype(np.float64) - zp
+    wc = _weight_codes(layer, env)
+    if layer.kind == "conv":
+        acc = OPS["conv"].forward(xc, wc, None, **layer.attrs)[0]
+        step = (scale * _weight_scale(layer, env)).astype(np.float32)
+        y = acc.astype(np.float32) * step.reshape((1, -1) + (1,) * (acc.ndim - 2))
+        if len(xs) > 2 and xs[2] is not None:
+            y = y + xs[2].astype(np.float32).reshape((1, -1) + (1,) * (acc.ndim - 2))
+    else:
+        y = (xc @ wc.T).astype(np.float32) * (scale * _weight_scale(layer, env))
+        if len(xs) > 2 and xs[2] is not None:
+            y = y + xs[2].astype(np.float32)
+    return (y.astype(xs[0].dtype, copy=False),)
+
+
+# The fake-quant rule of every row of compiler.formats.FORMATS except "float" (the executor
+# runs float layers itself).
+RULES: Mapping[str, Callable[[Layer, Mapping[str, Array]], tuple[Array, ...]]] = {
+    "fp16": _weight_only, "qlinear_conv": _conv_requant, "int8_linear": _linear_integer,
+    "int8_act_matmul": _matmul_integer, "qdq_float": _float_qdq,
+    "qdq_float_transpose": _float_qdq, "nbits_fp32": _weight_only, "nbits_int8": _nbits_int8,
+    "int_dq": _weight_only, "int_dq_block": _weight_only, "gbq": _weight_only,
+    "dynamic_int8_linear": _dynamic_int8, "dynamic_int8_conv": _dynamic_int8,
+    "qlinear_linear": _requant_matmul, "qlinear_act_matmul": _requant_matmul,
+}
+
+
 def forward(layer: Layer, env: Mapping[str, Array]) -> tuple[Array, ...]:
     """Outputs of a quantised layer as the emitted model computes them.
 
@@ -203,9 +265,4 @@ def forward(layer: Layer, env: Mapping[str, Array]) -> tuple[Array, ...]:
         layer: a layer whose `quant.fmt` is not "float".
         env: the executor's tensors so far (graph weights included).
     """
-    if layer.quant.fmt != "qdq":
-        return _weight_only(layer, env)
-    kernel = integer_kernel(layer)
-    if kernel is None:
-        return _float_qdq(layer, env)
-    return _INTEGER[(layer.kind, kernel)](layer, env)
+    return RULES[row(layer).name](layer, env)

@@ -143,9 +143,34 @@ class LayerTable:
     w_bytes: np.ndarray
     w_density: np.ndarray   # float64, 1.0 where not measured
     a_density: np.ndarray
+    # int64, the planned row of `compiler.formats.FORMATS` per layer; -1 (or None for all)
+    # where the layer was never planned and cost models resolve the format from the bits
+    fmt_code: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
+
+
+@dataclass(frozen=True)
+class Interface:
+    """The source model's interface, which emission keeps.
+
+    Attributes:
+        dims: declared dims of every graph input and output, a symbol (str) where the source
+            left the dimension dynamic (the IR itself is static).
+        opset: the source model's default-domain opset.
+        producer: the source's producer_name and producer_version (kept in the emitted
+            model's metadata_props).
+    """
+
+    dims: Mapping[str, tuple[int | str, ...]]
+    opset: int
+    producer: str = ""  # the source's producer_name and producer_version
+
+    def dynamic_batch(self, names: tuple[str, ...]) -> bool:
+        """Whether any of `names` has a symbolic leading dimension."""
+        return any(self.dims.get(n, (0,))[:1] and isinstance(self.dims[n][0], str)
+                   for n in names)
 
 
 @dataclass(frozen=True)
@@ -162,6 +187,7 @@ class Graph:
     # input -> the axis that holds samples, where it is not 0 (a recurrent state [2, B, H]:
     # 1); None = the input has no batch axis. Rank-0 inputs never have one.
     batch_axes: Mapping[str, int | None] = field(default_factory=lambda: MappingProxyType({}))
+    interface: Interface | None = None  # the source model's declared I/O and opset
 
     def batch_axis(self, name: str) -> int | None:
         """The axis of input `name` that holds samples (None: it has none)."""
@@ -214,7 +240,25 @@ class Graph:
             tuple(layer.name for layer in self.layers),
             np.asarray(cols[0], dtype=np.int32), np.asarray(cols[1], dtype=np.int32),
             *ints, np.asarray(cols[14], dtype=np.float64), np.asarray(cols[15], dtype=np.float64),
+            np.asarray([self.format_code(layer) for layer in self.layers], dtype=np.int64),
         )
+
+    def const_weight(self, layer: Layer) -> bool:
+        """Whether `layer` reads a constant in its weight slot (either operand of a matmul)."""
+        from compiler.formats import WEIGHT_INPUT  # the policy table imports this module
+
+        if layer.kind == "matmul":
+            return any(t in self.weights for t in layer.inputs[:2])
+        slot = WEIGHT_INPUT.get(layer.kind)
+        return slot is not None and len(layer.inputs) > slot and layer.inputs[slot] in self.weights
+
+    def format_code(self, layer: Layer) -> int:
+        """The planned `compiler.formats` row of `layer`, or -1 if it was never planned."""
+        from compiler.formats import FORMAT_CODE, NO_FORMAT, of_layer
+
+        if layer.quant == Quant():
+            return NO_FORMAT
+        return FORMAT_CODE[of_layer(layer, self.const_weight(layer)).name]
 
     def _row(self, layer: Layer, op: Any) -> tuple:
         ins = [self.types[t] if t else None for t in layer.inputs]

@@ -30,10 +30,8 @@ import numpy as np
 from numba import njit, prange
 
 from compiler.errors import ModelError
+from compiler.formats import MATMULNBITS_BITS
 from compiler.quantizers import QuantizedTensor, quantize_weight
-
-MATMULNBITS_BITS = (2, 4, 8)
-
 
 # ----------------------------------------------------------------------------------------------
 # Kernels

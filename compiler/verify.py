@@ -5,12 +5,9 @@ from __future__ import annotations
 import math
 
 from compiler.errors import ModelError
+from compiler.formats import ACT_BITS, FORMATS, GRANULARITIES, WEIGHT_BITS, Format, of_layer
 from compiler.ir import KINDS, Graph, Layer, Quant
 from compiler.ops import OPS
-
-WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
-ACT_BITS = (4, 8, 16)
-GRANULARITIES = ("per_tensor", "per_channel", "per_block")
 
 
 def verify(graph: Graph) -> None:
@@ -44,21 +41,10 @@ def _check_layer(graph: Graph, layer: Layer, defined: set[str], names: set[str])
     have = tuple(graph.types.get(t) for t in layer.outputs)
     if want != have:
         raise ModelError(where, f"output types {have} but the shape rule gives {want}")
-    _check_quant(where, layer)
+    _check_quant(where, layer, graph.const_weight(layer))
 
 
-# Emission formats and the layer kinds each applies to (see compiler.emit for what they write).
-QUANT_FORMATS = {
-    "float": None,  # any kind
-    "qdq": ("conv", "conv_transpose", "linear", "matmul"),
-    "matmulnbits": ("linear",),
-    "int_dq": ("conv", "conv_transpose"),
-    "fp16": ("conv", "conv_transpose", "linear", "gather"),
-    "gbq": ("gather",),
-}
-
-
-def _check_quant(where: str, layer: Layer) -> None:
+def _check_quant(where: str, layer: Layer, const_weight: bool) -> None:
     q = layer.quant
     if q.w_bits is not None and q.w_bits not in WEIGHT_BITS:
         raise ModelError(where, f"weight bits {q.w_bits} not in {WEIGHT_BITS}")
@@ -68,26 +54,31 @@ def _check_quant(where: str, layer: Layer) -> None:
         raise ModelError(where, f"granularity {q.granularity!r} not in {GRANULARITIES}")
     if (q.granularity == "per_block") != (q.block is not None):
         raise ModelError(where, "a block size goes with per_block granularity, and only there")
-    _check_format(where, layer)
-    _check_activation_params(where, q)
+    row = _check_format(where, layer, const_weight)
+    _check_activation_params(where, q, row)
 
 
-def _check_format(where: str, layer: Layer) -> None:
+def _check_format(where: str, layer: Layer, const_weight: bool) -> Format:
+    """The annotation must be a row of the format policy (compiler.formats.FORMATS)."""
     q = layer.quant
-    if q.fmt not in QUANT_FORMATS:
-        raise ModelError(where, f"format {q.fmt!r} not in {tuple(QUANT_FORMATS)}")
-    kinds = QUANT_FORMATS[q.fmt]
-    if kinds is not None and layer.kind not in kinds:
-        raise ModelError(where, f"format {q.fmt!r} does not apply to a {layer.kind} layer")
-    if (q.fmt == "float") != (q.w_bits is None and q.a_bits is None):
-        raise ModelError(where, f"format {q.fmt!r} with bits ({q.w_bits}, {q.a_bits})")
+    fmts = sorted({f.fmt for f in FORMATS})
+    if q.fmt not in fmts:
+        raise ModelError(where, f"format {q.fmt!r} not in {tuple(fmts)}")
+    row = of_layer(layer, const_weight)
+    if row.fmt != q.fmt or not row.matches(layer.kind, const_weight, q.w_bits, q.a_bits,
+                                           q.granularity):
+        raise ModelError(where, f"format {q.fmt!r} with bits ({q.w_bits}, {q.a_bits}), "
+                         f"{q.granularity}, is no row of the format policy for a "
+                         f"{layer.kind} layer")
+    return row
 
 
-def _check_activation_params(where: str, q: Quant) -> None:
+def _check_activation_params(where: str, q: Quant, row: Format) -> None:
     if len(q.in_scale) != len(q.in_zero_point):
         raise ModelError(where, "one zero point per activation scale")
-    if (q.a_bits is None) != (not q.in_scale):
-        raise ModelError(where, "activation scales go with activation bits, and only there")
+    if (row.act == "static") != bool(q.in_scale):
+        raise ModelError(where, "activation scales go with calibrated activation bits, and "
+                         "only there")
     if (q.out_scale is None) != (q.out_zero_point is None):
         raise ModelError(where, "an output scale goes with an output zero point")
     scales = q.in_scale + (() if q.out_scale is None else (q.out_scale,))

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from compiler.allocate import Allocation, InfeasibleBudget, knee, pareto_front, solve
+from compiler.formats import nbits_container
 from compiler.ir import Graph
 from compiler.sensitivity import DEFAULT_BITS, METHODS, Sensitivity
 from edgesim.budget import Budget, format_value
@@ -155,7 +156,8 @@ def with_point(front: np.ndarray, point: tuple[float, float]) -> tuple[np.ndarra
     return merged, int(np.flatnonzero(order == len(merged) - 1)[0])
 
 
-CONTAINER = {2: 2, 3: 4, 4: 4, 5: 8, 6: 8, 7: 8, 8: 8}  # what onnxruntime stores a width in
+# what onnxruntime stores a width in (the format policy's MatMulNBits containers)
+CONTAINER = {w: nbits_container(w) for w in range(2, 9)}
 
 
 def container_note(bits: np.ndarray, target: Any, runtime: str) -> tuple[str, ...]:
@@ -186,8 +188,33 @@ def _budget_for(budget: Budget, p: _Problem, w_elems_q: float) -> float:
     return budget.value - p.fixed
 
 
-def _solve(p: _Problem, budget: Budget | None, w_elems_q: float) -> tuple[Allocation, list]:
+def _given(p: _Problem, choices: np.ndarray, bits: np.ndarray, g: Graph) -> Allocation:
+    """The allocation of a given assignment (`--assignment`): its column per layer."""
+    column = {tuple(c): j for j, c in enumerate(choices.tolist())}
+    choice = []
+    for r in p.rows:
+        j = column.get(tuple(int(b) for b in bits[r]))
+        if j is None or not p.allowed[len(choice), j]:
+            raise UserError("--assignment", f"layer {g.layers[r].name}: bits "
+                            f"{tuple(int(b) for b in bits[r])} are not a candidate the target "
+                            f"runs (candidates {sorted(column)})")
+        choice.append(j)
+    idx = np.arange(len(choice)), np.array(choice, dtype=np.int64)
+    return Allocation(idx[1], float(p.omega[idx].sum()), float(p.cost[idx].sum()), "given")
+
+
+def _pick(front: list, pick: int) -> Allocation:
+    if not -len(front) <= pick < len(front):
+        raise UserError("--pick", f"the front has {len(front)} points (0 = cheapest); "
+                        f"got {pick}")
+    return front[pick]
+
+
+def _solve(p: _Problem, budget: Budget | None, w_elems_q: float, pick: int | None = None
+           ) -> tuple[Allocation, list]:
     front = pareto_front(p.omega, p.cost, allowed=p.allowed, max_points=FRONT_POINTS)
+    if pick is not None:
+        return _pick(front, pick), front
     if budget is None:
         return knee(front), front
     try:
@@ -229,7 +256,8 @@ def allocate(g: Graph, target: Any, *, method: str = "hawq", budget: Budget | No
              sens: Sensitivity | None = None,
              weight_bits: Sequence[int] = DEFAULT_BITS, act_bits: Sequence[int] | None = None,
              metric: str = "latency", threads: int | None = None,
-             runtime: str = "onnxruntime") -> AllocationResult:
+             runtime: str = "onnxruntime", pick: int | None = None,
+             assignment: np.ndarray | None = None) -> AllocationResult:
     """Choose bits per layer of `g` on `target`: least total sensitivity within `budget`
     (exact multiple-choice knapsack), or the knee of the Pareto front when no budget is given.
 
@@ -246,6 +274,9 @@ def allocate(g: Graph, target: Any, *, method: str = "hawq", budget: Budget | No
         act_bits: candidate activation bits (default: the target's runtime convention).
         metric: what the front trades against sensitivity when no budget is given.
         threads, runtime: passed to CPU cost models.
+        pick: emit this point of the front (index, 0 = cheapest) instead of the knee or the
+            budget's optimum.
+        assignment: int [L, 2]: take these bits (`compile --assignment`), no solve.
 
     Raises:
         UserError: unknown method, a budget no assignment meets (naming the smallest one).
@@ -256,7 +287,9 @@ def allocate(g: Graph, target: Any, *, method: str = "hawq", budget: Budget | No
     choices = candidate_bits(target, weight_bits, act_bits)
     p = _problem(g, sens, choices, target, metric, threads, runtime)
     w_elems_q = float(g.layer_table().w_elems[p.rows].sum())
-    best, front = _solve(p, budget, w_elems_q)
+    best, front = _solve(p, budget, w_elems_q, pick)
+    if assignment is not None:
+        best = _given(p, choices, assignment, g)
     bits, cost = runnable(g, _assignment(p, choices, best.choice), target, threads, runtime)
     front_arr, chosen = with_point(
         np.array([(a.total_cost + p.fixed, a.total_sens) for a in front]),

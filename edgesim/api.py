@@ -34,6 +34,9 @@ class LayerSummary:
     params: int
     in_bytes: int
     out_bytes: int
+    format: str = ""     # a quantized model's format-policy row for the layer ("" = float)
+    w_bits: int | None = None
+    a_bits: int | None = None
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,7 @@ def probe_target(output: str | os.PathLike) -> Any:
     return target
 
 
-def simulate(model: Any, target: Any, *, bits: Any = "fp32", threads: int | None = None,
+def simulate(model: Any, target: Any, *, bits: Any = None, threads: int | None = None,
              runtime: str = "onnxruntime",
              input_shapes: Mapping[str, Sequence[int]] | None = None) -> Any:
     """Predict per-layer and total latency, energy and memory of `model` on `target`.
@@ -117,8 +120,9 @@ def simulate(model: Any, target: Any, *, bits: Any = "fp32", threads: int | None
     Args:
         model: ONNX path, `zoo:NAME`, ModelProto or Graph.
         target: shipped target name, YAML path or target object.
-        bits: "fp32", a bit width (8 = W8A8, 4 = W4 weight-only), a JSON path, a mapping
-            {layer: bits} or an int array [L, 2] of (w_bits, a_bits).
+        bits: None (the model's own: the plan of a quantized ONNX file, read back by
+            `compiler.frontend.quantized`, else fp32), "fp32", a bit width (8 = W8A8, 4 = W4
+            weight-only), a JSON path, a mapping {layer: bits} or an int array [L, 2].
         threads: CPU threads (default: all cores of the target).
         runtime: "onnxruntime" (the kernels onnxruntime takes), "ncnn" (Tencent ncnn's Arm
             kernels) or "ideal" (best the ISA allows).
@@ -127,12 +131,16 @@ def simulate(model: Any, target: Any, *, bits: Any = "fp32", threads: int | None
         An `edgesim.simulate.Simulation`.
     """
     from edgesim import assignment
-    from edgesim.simulate import simulate_graph
+    from edgesim.simulate import planned_bits, simulate_graph, unplanned
     from hwmodels.cpu import RUNTIMES
 
     if runtime not in RUNTIMES:
         raise UserError("--runtime", f"must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     g = load_graph(model, input_shapes)
+    if bits is None:  # a quantized file runs its own plan
+        bits = planned_bits(g)
+    else:  # another assignment replaces the file's plan
+        g = unplanned(g)
     return simulate_graph(g, resolve_target(target), assignment.resolve(g, bits),
                           threads=threads, runtime=runtime)
 
@@ -154,6 +162,10 @@ def compare_runtimes(model: Any, target: Any, runtimes: Sequence[str] | None = N
     g = load_graph(model, input_shapes)
     return {rt: simulate(g, target, bits=bits, threads=threads, runtime=rt)
             for rt in (runtimes or tuple(RUNTIMES))}
+def _format_name(code: int) -> str:
+    from compiler.formats import FORMATS
+
+    return "" if code < 0 or FORMATS[code].name == "float" else FORMATS[code].name
 
 
 def inspect(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Inspection:
@@ -165,6 +177,8 @@ def inspect(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None)
             name=layer.name, kind=layer.kind, detail=str(layer.attrs.get("fn", "")),
             out_shape=g.types[layer.outputs[0]].shape, macs=int(t.macs[i]),
             params=int(t.w_elems[i]), in_bytes=int(t.in_bytes[i]), out_bytes=int(t.out_bytes[i]),
+            format=_format_name(int(t.fmt_code[i])), w_bits=layer.quant.w_bits,
+            a_bits=layer.quant.a_bits,
         )
         for i, layer in enumerate(g.layers)
     )

@@ -20,12 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+from compiler import formats
 from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph
 from edgesim.errors import UserError
 
 FLOAT = 32
-WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
-ACT_BITS = (4, 8, 16, 32)
+W_CHOICES = (*formats.WEIGHT_BITS, FLOAT)  # the format policy's widths, and float
+A_CHOICES = (*formats.ACT_BITS, FLOAT)
 
 
 def quantisable(graph: Graph) -> np.ndarray:
@@ -40,8 +41,8 @@ def has_weights(graph: Graph) -> np.ndarray:
 
 def uniform(graph: Graph, w_bits: int) -> np.ndarray:
     """The uniform assignment named by `w_bits` (see the module docstring)."""
-    if w_bits not in WEIGHT_BITS:
-        raise UserError("--bits", f"{w_bits} is not one of {WEIGHT_BITS}")
+    if w_bits not in W_CHOICES:
+        raise UserError("--bits", f"{w_bits} is not one of {W_CHOICES}")
     bits = np.full((len(graph.layers), 2), FLOAT, dtype=np.int64)
     mac = quantisable(graph)
     if w_bits == 8:
@@ -77,8 +78,8 @@ def _pair(value: object, where: str) -> tuple[int, int]:
         pair = (int(value[0]), int(value[1]))
     else:
         raise UserError(where, f"expected weight bits or [w_bits, a_bits], got {value!r}")
-    if pair[0] not in WEIGHT_BITS or pair[1] not in ACT_BITS:
-        raise UserError(where, f"bits {pair} not in weights {WEIGHT_BITS} x activations {ACT_BITS}")
+    if pair[0] not in W_CHOICES or pair[1] not in A_CHOICES:
+        raise UserError(where, f"bits {pair} not in weights {W_CHOICES} x activations {A_CHOICES}")
     return pair
 
 

@@ -74,9 +74,10 @@ def _print_inspection(r: api.Inspection) -> None:
           f"{'in B':>9s} {'out B':>9s}")
     for x in r.layers:
         kind = f"{x.kind}:{x.detail}" if x.detail else x.kind
+        fmt = f" {x.format} w{x.w_bits}a{x.a_bits or 32}" if x.format else ""
         print(f"{x.name[:40]:40s} {kind[:16]:16s} {str(x.out_shape)[:22]:22s} "
               f"{_fmt_count(x.macs):>9s} {_fmt_count(x.params):>9s} "
-              f"{_fmt_count(x.in_bytes):>9s} {_fmt_count(x.out_bytes):>9s}")
+              f"{_fmt_count(x.in_bytes):>9s} {_fmt_count(x.out_bytes):>9s}{fmt}")
     print(f"total: {_fmt_count(r.total_macs)} MACs, {_fmt_count(r.total_params)} params, "
           f"{r.weight_bytes / 2**20:.2f} MiB of weights")
 
@@ -136,10 +137,13 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    from compiler.emit import EmitOptions
     from edgesim.quantize import quantize_model
 
     r = quantize_model(args.model, args.bits, calib=args.calib, calib_random=args.calib_random,
-                       out=args.output, input_shapes=parse_input_shapes(args.input_shape))
+                       out=args.output, input_shapes=parse_input_shapes(args.input_shape),
+                       emit_options=EmitOptions(accuracy_level=args.accuracy_level),
+                       kernel_check=args.kernel_check)
     if args.json:
         print(json.dumps(r.to_dict()))
         return 0
@@ -149,7 +153,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     for x in r.layers:
         bits = "float" if x.w_bits is None else f"w{x.w_bits}" + (f"a{x.a_bits}" if x.a_bits
                                                                     else "")
-        print(f"{x.name[:40]:40s} {x.kind:12s} {x.format:12s} {bits:8s} {x.reason}")
+        ran = f" [{x.planned_kernel} / {x.onnxruntime_kernel or '(fused)'}]" \
+            if x.planned_kernel else ""
+        print(f"{x.name[:40]:40s} {x.kind:12s} {x.format:12s} {bits:8s} {x.reason}{ran}")
     print(f"wrote {r.out}: {r.file_bytes / 2**20:.2f} MiB on disk, expected "
           f"{r.expected_bytes / 2**20:.2f} MiB (bits x params / 8 + scales and zero points)")
     return 0
@@ -193,7 +199,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         calib_method=args.calib_method, smooth_quant=args.smooth_quant,
         rounding=args.rounding,
         quiet=args.quiet or args.json, command=" ".join(["edgesim", *sys.argv[1:]]),
-        sparsity=parse_levels(args.sparsity))
+        sparsity=parse_levels(args.sparsity),
+        kernel_check=args.kernel_check, pick=args.pick, assignment=args.assignment)
     r = compile_model(model, args.target, args.output, calib=calib,
                       calib_random=args.calib_random, eval_data=held_out, options=options)
     if args.json:
@@ -257,6 +264,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+def _add_kernel_check(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--kernel-check", default=default, choices=("fail", "report", "off"),
+                   help="compare each layer's kernel in onnxruntime's optimised graph with "
+                        f"the plan: fail on a mismatch, report it, or skip (default {default})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of every subcommand."""
     p = argparse.ArgumentParser(prog="edgesim", description=__doc__.splitlines()[0])
@@ -270,8 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--target", required=True, help="shipped target name or YAML file")
     sim.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     sim.add_argument("--runtime", default="onnxruntime", help="onnxruntime, ncnn or ideal")
-    sim.add_argument("--bits", default="fp32",
-                     help="fp32, 8 (W8A8), 4 (W4 weight-only), or an assignment JSON file")
+    sim.add_argument("--bits", default=None,
+                     help="fp32, 8 (W8A8), 4 (W4 weight-only), or an assignment JSON file "
+                          "(default: a quantized model's own plan, else fp32)")
     sim.set_defaults(run=cmd_simulate)
     cp = sub.add_parser("compile", help="allocate bits for a target and emit a packed model")
     cp.add_argument("model", nargs="?", help="ONNX file or zoo:NAME")
@@ -305,6 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("-o", "--output", default="edgesim-out", help="output folder")
     cp.add_argument("--json", action="store_true", help="print report.json to stdout")
     cp.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_kernel_check(cp, "fail")
+    cp.add_argument("--pick", type=int, metavar="I",
+                    help="emit point I of the front (0 = cheapest, -1 = most accurate) instead "
+                         "of the knee or the budget's optimum")
+    cp.add_argument("--assignment", metavar="PLAN.json",
+                    help="re-emit a given plan (a {layer: bits} JSON or a report.json) "
+                         "without recomputing sensitivities")
     cp.set_defaults(run=cmd_compile)
     ev = sub.add_parser("evaluate", help="run a model in onnxruntime: agreement and latency")
     ev.add_argument("model", help="ONNX file")
@@ -322,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     calib.add_argument("--calib-random", type=int, metavar="N",
                        help="calibrate on N random samples")
     qz.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    _add_kernel_check(qz, "report")
+    qz.add_argument("--accuracy-level", type=int, choices=(0, 1, 2, 3, 4),
+                    help="force MatMulNBits accuracy_level (default: the plan's; 4 = int8 "
+                         "activations on CPUs with int8 dot products)")
     qz.set_defaults(run=cmd_quantize)
     sw = sub.add_parser("sweep", help="design-space exploration of a space YAML")
     sw.add_argument("space", help="space YAML (see targets/spaces/)")

@@ -7,6 +7,7 @@ OUTDIR behind (and an existing OUTDIR is replaced only by a complete one).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -17,9 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from compiler.emit import EmitOptions
 from compiler.emit.write import current_umask
 from compiler.errors import ModelError
 from compiler.ir import Graph
+from compiler.passes.quantize import QuantOptions
 from edgesim import calibration as cal
 from edgesim.allocation import DATA_METHODS, allocate, fixed_bits, sensitivity
 from edgesim.budget import Budget
@@ -59,6 +62,9 @@ class CompileOptions:
     quiet: bool = False
     command: str = ""
     sparsity: tuple[float, ...] = ()  # candidate activation sparsities (edgesim.sparsity)
+    kernel_check: str = "fail"  # "fail" | "report" | "off": onnxruntime's kernels vs the plan
+    pick: int | None = None     # emit this point of the front (0 = cheapest) instead
+    assignment: str | None = None  # plan.json or report.json: re-emit its bits, no analysis
 
 
 def _calibration(g: Graph, calib: Any, calib_random: int | None, name: str = "calibration data"
@@ -149,6 +155,32 @@ def _emitted_bits(g: Graph, bits: np.ndarray) -> np.ndarray:
     return np.where(quantisable(g)[:, None], bits, 32)
 
 
+def read_assignment(g: Graph, path: str) -> np.ndarray:
+    """Bits [L, 2] from a plan JSON ({layer: bits | [w_bits, a_bits]}) or a report.json (its
+    per-layer w_bits / a_bits)."""
+    from edgesim import assignment
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise UserError("--assignment", f"cannot read {path}: {e}") from None
+    if isinstance(data, dict) and isinstance(data.get("layers"), list):  # a report.json
+        data = {x["name"]: [x["w_bits"], x["a_bits"]] for x in data["layers"]
+                if (x["w_bits"], x["a_bits"]) != (32, 32)}
+    return assignment.resolve(g, data)
+
+
+def _provenance(g: Graph, target: Any, alloc: Any, options: CompileOptions) -> EmitOptions:
+    """metadata_props of the emitted model: target, method, budget, predicted latency."""
+    predicted = {layer.name: round(float(alloc.cost.latency_s[i, 0]) * 1e3, 6)
+                 for i, layer in enumerate(g.layers)}
+    return EmitOptions(metadata=(
+        ("edgesim.target", str(getattr(target, "name", target))),
+        ("edgesim.method", options.method),
+        ("edgesim.budget", "" if options.budget is None else str(options.budget)),
+        ("edgesim.predicted_latency_ms", json.dumps(predicted, separators=(",", ":")))))
+
+
 def _smallest(g: Graph, target: Any, weight_bits: Sequence[int]) -> np.ndarray:
     """The assignment with the least memory: MAC layers at the fewest bits, 8-bit activations."""
     from edgesim.assignment import quantisable
@@ -214,6 +246,9 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
                       f"even with every weight at {min(options.weight_bits)} bits", False)
         absmax = _outlier_channels(g, data, options)
         g = _smoothed(g, absmax, options)                                 # SmoothQuant
+    given = None if options.assignment is None else read_assignment(g, options.assignment)
+    if given is not None:  # a given plan needs no data-driven analysis: proxy sensitivities
+        options = replace(options, method="proxy")
     with progress.phase(f"sensitivity ({options.method})"):
         ga = (_analysis_graph(source, g, data.count, options.method, options.input_shapes,
                               **_load_options(options))
@@ -232,7 +267,8 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
         alloc = allocate(g, tgt, sens=sens, budget=options.budget,
                          weight_bits=options.weight_bits, act_bits=options.act_bits,
                          metric=options.metric, threads=options.threads,
-                         runtime=options.runtime)                          # exact MCKP
+                         runtime=options.runtime, pick=options.pick,
+                         assignment=given)                                 # exact MCKP
         _check_memory(g, alloc.bits, tgt, "with the chosen bits")
     staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
     os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700
@@ -253,7 +289,10 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
                 if (acts or gptq) and gq is not g:
                     stats = float_pass(gq, data, stats=True, grams=gptq).stats
             quant = quantize_model(gq, expand_bits(g, gq, bits), calib=data,  # not loaded again
-                                   out=model_path, stats=stats, options=_quant_options(options))
+                                   out=model_path, stats=stats,
+                                   options=_quant_options(options, tgt),
+                                   emit_options=_provenance(g, tgt, alloc, options),
+                                   kernel_check=options.kernel_check)
         with progress.phase("measuring fidelity in onnxruntime"):
             if eval_data is not None:
                 ref = float_pass(g, held_out[0], stats=False)
@@ -304,20 +343,22 @@ def _smoothed(g: Graph, absmax: Mapping[str, np.ndarray], options: CompileOption
     return replace(smooth(g, absmax, options.smooth_quant), notes=g.notes + (note,))
 
 
-def _quant_options(options: CompileOptions) -> Any:
-    """The quantize pass's options: its defaults, with the user's activation range method and
-    weight rounding."""
+def _quant_options(options: CompileOptions, target: Any) -> QuantOptions:
+    """The quantize pass's options: the format policy's target capabilities (int8
+    MatMulNBits where MLAS has it), the user's activation range method and weight rounding."""
     from compiler.passes.calibrate import METHODS
-    from compiler.passes.quantize import QuantOptions
 
-    if options.calib_method is None and options.rounding == "rtn":
-        return None
     if options.calib_method not in (None, *METHODS):
         raise UserError("--calib-method", f"{options.calib_method!r} is not one of {METHODS}")
     if options.rounding not in ("rtn", "gptq"):
         raise UserError("--rounding", f"must be rtn or gptq, got {options.rounding!r}")
+    int8_dot = False
+    if getattr(target, "kind", "") == "cpu":
+        from hwmodels.cpu import nbits_int8_available
+
+        int8_dot = nbits_int8_available(target)
     return QuantOptions(act_method=options.calib_method or QuantOptions.act_method,
-                        rounding=options.rounding)
+                        rounding=options.rounding, int8_dot=int8_dot)
 
 
 def _load_options(options: CompileOptions) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from compiler.emit import EmitOptions, emit, write
+from compiler.formats import int_container
 from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph
 from compiler.passes.calibrate import (
     CalibrationStats,
@@ -31,7 +32,7 @@ from compiler.passes.calibrate import (
     calibration_tensors,
     gram_tensors,
 )
-from compiler.passes.quantize import QuantOptions, container, quantize, weight_bytes
+from compiler.passes.quantize import QuantOptions, quantize, weight_bytes
 from compiler.verify import verify
 from edgesim import assignment
 from edgesim import calibration as cal
@@ -53,6 +54,8 @@ class LayerReport:
     block: int | None
     params: int
     reason: str
+    planned_kernel: str = ""       # the format policy's kernel for the layer
+    onnxruntime_kernel: str = ""   # what onnxruntime's optimised graph runs ("" = not checked)
 
 
 @dataclass(frozen=True)
@@ -73,21 +76,41 @@ class QuantizeResult:
         return asdict(self)
 
 
-def _layer_report(g: Graph, i: int, w_elems: np.ndarray) -> LayerReport | None:
+KERNEL_CHECKS = ("fail", "report", "off")
+
+
+def _kernel_check(qg: Graph, model: Any, mode: str) -> dict[str, Any]:
+    """Layer name -> `edgesim.kernel_check.KernelRow` (empty when off); raises on a
+    mismatch in "fail" mode."""
+    if mode not in KERNEL_CHECKS:
+        raise UserError("--kernel-check", f"must be one of {KERNEL_CHECKS}, got {mode!r}")
+    if mode == "off":
+        return {}
+    from edgesim.kernel_check import check_kernels, require_match
+
+    rows = check_kernels(qg, model)
+    if mode == "fail":
+        require_match(rows)
+    return {r.layer: r for r in rows}
+
+
+def _layer_report(g: Graph, i: int, w_elems: np.ndarray, kernels: Mapping[str, Any]
+                  ) -> LayerReport | None:
     layer = g.layers[i]
     if KIND_CATEGORY[layer.kind] != CATEGORY_GEMM and not (
             layer.kind == "gather" and layer.inputs[0] in g.weights):
         return None
-    q = layer.quant
+    q, k = layer.quant, kernels.get(layer.name)
     gran = q.granularity if q.w_bits is not None else None
     return LayerReport(layer.name, layer.kind, q.w_bits, q.a_bits, q.fmt, gran, q.block,
-                       int(w_elems[i]), q.reason)
+                       int(w_elems[i]), q.reason, k.planned if k else "",
+                       k.onnxruntime if k else "")
 
 
 def _auto_embedding_bits(bits: np.ndarray, g: Graph) -> int | None:
     w = bits[assignment.quantisable(g), 0]
     w = w[w < 16]
-    return None if w.size == 0 else container(int(w.min()))
+    return None if w.size == 0 else int_container(int(w.min()))
 
 
 def _calibration_data(g: Graph, calib: Any, calib_random: int | None,
@@ -176,7 +199,8 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
                    options: QuantOptions | None = None, embedding_bits: int | str | None = "auto",
                    emit_options: EmitOptions | None = None,
                    input_shapes: Mapping[str, Sequence[int]] | None = None,
-                   stats: CalibrationStats | None = None) -> QuantizeResult:
+                   stats: CalibrationStats | None = None,
+                   kernel_check: str = "report") -> QuantizeResult:
     """Quantise a model with a fixed bit assignment and write it for onnxruntime.
 
     Args:
@@ -193,6 +217,8 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
         input_shapes: static shapes for dynamic inputs.
         stats: activation statistics already collected over `calib` (`float_pass`), so that
             they are not collected again.
+        kernel_check: "fail" (a layer onnxruntime runs with another kernel than planned is an
+            error, nothing is written), "report" (record both kernels per layer) or "off".
 
     Returns:
         Per-layer decisions, sizes and the calibration used.
@@ -214,9 +240,12 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
     opts = replace(options or QuantOptions(), embedding_bits=emb)
     qg = quantize(g, assign, stats, opts)                                 # annotate + weights
     verify(qg)
-    path = write(emit(qg, emit_options or EmitOptions()), out)            # atomic
+    model = emit(qg, emit_options or EmitOptions())                       # IR -> ONNX
+    kernels = _kernel_check(qg, model, kernel_check)                      # vs onnxruntime
+    path = write(model, out)                                              # atomic
     w_elems = g.layer_table().w_elems
-    layers = tuple(r for i in range(len(qg.layers)) if (r := _layer_report(qg, i, w_elems)))
+    layers = tuple(r for i in range(len(qg.layers))
+                   if (r := _layer_report(qg, i, w_elems, kernels)))
     return QuantizeResult(str(path), layers, os.path.getsize(path), weight_bytes(qg),
                           weight_bytes(g), data.source if data else "",
                           bool(data and data.random), g.notes + _extreme_layers(qg, data))

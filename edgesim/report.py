@@ -43,6 +43,8 @@ class LayerRow:
     bound: str
     note: str
     sparsity: str = ""  # the threshold on the layer's input and its density (edgesim.sparsity)
+    planned_kernel: str = ""      # the format policy's kernel (compiler.formats)
+    onnxruntime_kernel: str = ""  # the kernel in onnxruntime's optimised graph
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,8 @@ def _rows(g: Graph, alloc: AllocationResult, formats: dict[str, Any]) -> tuple[L
             int(bits[i, 1]), fmt.format if fmt else "float", sens, float(cost.cycles[i, 0]),
             float(cost.latency_s[i, 0]) * 1e3, float(cost.energy_pj[i, 0]) * 1e-6,
             float(cost.weight_bytes[i, 0]), BOUND_NAMES[int(cost.bound[i, 0])],
-            fmt.reason if fmt else ""))
+            fmt.reason if fmt else "", fmt.planned_kernel if fmt else "",
+            fmt.onnxruntime_kernel if fmt else ""))
     return tuple(rows)
 
 
@@ -206,23 +209,43 @@ def _summary(r: CompileResult) -> list[str]:
         f"- fidelity in onnxruntime on {fid['samples']} samples of {fid['data']} "
         f"({fid.get('output_kind', 'tensor')} output {fid['output']}): " + _fidelity_text(fid),
         f"- calibration: {r.calibration['source']}",
-    ]
+    ] + _kernel_summary(r)
     return lines + [f"- note: {n}" for n in r.notes]
+
+
+def _kernel_summary(r: CompileResult) -> list[str]:
+    """One line: how many layers' onnxruntime kernels were checked against the plan."""
+    checked = [x for x in r.layers if x.planned_kernel]
+    if not checked:
+        return []
+    bad = [x.name for x in checked if _kernels(x).endswith("**MISMATCH**")]
+    return [f"- kernel check: {len(checked)} layers against onnxruntime's optimised graph, "
+            f"{len(bad)} mismatches" + (f" ({', '.join(bad[:3])})" if bad else "")]
+
+
+def _kernels(x: LayerRow) -> str:
+    """"planned / onnxruntime" (flagged when they differ), or "" for unchecked layers."""
+    if not x.planned_kernel:
+        return ""
+    ran = x.onnxruntime_kernel or "(fused)"
+    same = x.planned_kernel == x.onnxruntime_kernel or (
+        x.planned_kernel == "fp32" and not x.onnxruntime_kernel)
+    return f"{x.planned_kernel} / {ran}" + ("" if same else " **MISMATCH**")
 
 
 def markdown(r: CompileResult) -> str:
     """report.md: the summary first, then the layer table."""
     sparse = any(x.sparsity for x in r.layers)  # the column only when --sparsity was used
     lines = _summary(r) + ["", "| layer | kind | out shape | MACs | params | bits w/a | format "
-                           "| sensitivity | latency ms | energy uJ | bound |"
-                           + (" sparsity |" if sparse else ""),
-                           "|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * sparse]
+                           "| kernel planned / onnxruntime | sensitivity | latency ms "
+                           "| energy uJ | bound |" + (" sparsity |" if sparse else ""),
+                           "|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * sparse]
     for x in r.layers:
         bits = "fp32" if (x.w_bits, x.a_bits) == (32, 32) else f"{x.w_bits}/{x.a_bits}"
         sens = "" if x.sensitivity is None else f"{x.sensitivity:.3g}"
         kind = f"{x.kind}:{x.fn}" if x.fn else x.kind
         lines.append(f"| {x.name} | {kind} | {x.out_shape} | {x.macs} | {x.params} | {bits} | "
-                     f"{x.format} | {sens} | {x.latency_ms:.4g} | {x.energy_uj:.4g} | "
-                     f"{x.bound} |" + (f" {x.sparsity} |" if sparse else ""))
+                     f"{x.format} | {_kernels(x)} | {sens} | {x.latency_ms:.4g} | "
+                     f"{x.energy_uj:.4g} | {x.bound} |" + (f" {x.sparsity} |" if sparse else ""))
     return "\n".join(lines) + "\n"
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from compiler.ir import Graph
+from compiler.ir import Graph, Quant
 from hwmodels.cost import BOUND_NAMES, Cost, evaluate
 
 FP32 = np.array([[32, 32]])
@@ -103,12 +103,24 @@ def totals(cost: Cost) -> Totals:
                   float(t.weight_bytes[0]), float(t.act_bytes[0]))
 
 
+def unplanned(graph: Graph) -> Graph:
+    """`graph` without its quantisation plan (a read-back quantized model's float self)."""
+    return replace(graph, layers=tuple(replace(la, quant=Quant()) for la in graph.layers))
+
+
+def planned_bits(graph: Graph) -> np.ndarray:
+    """int [L, 2]: the (w_bits, a_bits) a planned (or read-back quantized) graph carries;
+    32 where float."""
+    return np.array([(la.quant.w_bits or 32, la.quant.a_bits or 32) for la in graph.layers],
+                    dtype=np.int64).reshape(-1, 2)
+
+
 def simulate_graph(graph: Graph, target: Any, bits: np.ndarray, *, threads: int | None = None,
                    runtime: str = "onnxruntime") -> Simulation:
     """Per-layer and total predicted cost of `graph` at `bits` ([L, 2]) on `target`."""
     run_bits, cost = runnable(graph, bits, target, threads, runtime)
     fp32 = np.repeat(FP32, len(graph.layers), axis=0)
-    base_bits, base = runnable(graph, fp32, target, threads, runtime)
+    base_bits, base = runnable(unplanned(graph), fp32, target, threads, runtime)
     notes = remap_note(bits, run_bits, target) + tuple(
         f"baseline: {n}" for n in remap_note(fp32, base_bits, target))
     bits = run_bits

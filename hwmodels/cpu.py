@@ -24,6 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from compiler.formats import (
+    FORMAT_CODE,
+    NBITS_BLOCK,
+    Policy,
+    nbits_container,
+    resolve_codes,
+    runs_as,
+)
 from compiler.ir import CATEGORY_GEMM, KIND_CODE, LayerTable
 from hwmodels import energy
 from hwmodels.cost import Cost, check_bits, memory_bytes
@@ -43,7 +51,6 @@ DOT_FEATURES = {"i8mm": 2.0, "dotprod": 1.0, "avx512_vnni": 1.0, "avxvnni": 1.0}
 DOT_K_ALIGN = {"i8mm": 8.0, "dotprod": 4.0, "avx512_vnni": 4.0, "avxvnni": 4.0}
 # Horowitz (ISSCC 2014): ~70 pJ to fetch, decode and issue an instruction at 45 nm
 INSTRUCTION_PJ_45NM = 70.0
-NBITS_BLOCK = 32  # MatMulNBits / blocked DequantizeLinear block size along K
 LUT_MAX_M = 8     # T-MAC's table-lookup kernels target GEMV and small batches
 _LINEAR_KINDS = (KIND_CODE["linear"], KIND_CODE["matmul"])
 _COST_FIELDS = ("cycles", "latency_s", "energy_pj_compute", "energy_pj_onchip",
@@ -91,7 +98,7 @@ def _path_rows(target: CpuTarget, runtime: int) -> dict[int, dict[str, float]]:
     # into one whole matrix, 1x1 convs included (2; kernels.cpu_ncnn)
     im2col = (2 if ncnn else 1) if (ort or ncnn) and target.arch == "arm64" else 0
     fp32 = dict(rate=r["fp32"], eb_a=4, eb_w=4, eb_o=4, e_mac=_mac_pj(32, node),
-                im2col=im2col, fake_q=ort, winograd=6 if ncnn else 0)
+                im2col=im2col, winograd=6 if ncnn else 0)
     int8 = dict(rate=r["int8"], eb_a=1, eb_w=1, eb_o=1, k_align=kal, e_mac=_mac_pj(8, node),
                 requant=1)
     nbits_rate = r["int8"] if nbits_int8_available(target) else 0.0
@@ -107,8 +114,10 @@ def _path_rows(target: CpuTarget, runtime: int) -> dict[int, dict[str, float]]:
                             "a_quant": 1, "w_inline": 1},
         # MatMulNBits CompFp32: dequantise B per block to fp32 (in registers when M = 1)
         K.PATH_NBITS_FP32: {**fp32, "im2col": 0, "fake_q": 0, "w_dq": 4, "w_inline": 1},
-        # DequantizeLinear node writes fp32 weights; MLAS packs that non-constant B (r+w)
-        K.PATH_DQ_FP32: {**fp32, "nodes": 2, "w_dq": 12},
+        # DequantizeLinear node writes fp32 weights; MLAS packs that non-constant B (r+w);
+        # a Q -> DQ pair in front of the float op where activations are on a grid (the
+        # format policy's qdq_float rows; a layer it keeps float has no Q/DQ: PATH_FP32)
+        K.PATH_DQ_FP32: {**fp32, "nodes": 2, "w_dq": 12, "fake_q": ort},
         K.PATH_INT8: _ncnn_int8(target, int8, im2col) if ncnn else {**int8, "eb_w": -1,
                                                                       "w_inline": 1},
         K.PATH_LUT: dict(rate=r["lut_1bit"], eb_a=1, eb_w=-1, eb_o=4, k_align=4, a_quant=1,
@@ -215,10 +224,11 @@ def _runtime_code(runtime: str) -> int:
 
 
 def container(w_bits: np.ndarray) -> np.ndarray:
-    """onnxruntime's storage width for w-bit weights: MatMulNBits bits 2 / 4 / 8, INT4 / INT8
-    initializers; widths without a format (3, 5-7) take the next one."""
+    """onnxruntime's storage width for w-bit weights (`compiler.formats.nbits_container`);
+    16 and 32 stay as they are."""
     w = np.asarray(w_bits)
-    return np.select([w <= 2, w <= 4, w <= 8], [2, 4, 8], w)
+    return np.where(w <= 8, np.vectorize(nbits_container, otypes=[np.int64])(np.minimum(w, 8)),
+                    w)
 
 
 def weight_store_bytes(w_bits: np.ndarray, runtime: int) -> np.ndarray:
@@ -232,16 +242,57 @@ def weight_store_bytes(w_bits: np.ndarray, runtime: int) -> np.ndarray:
     return np.where(c < 8, c / 8 + (4 + c / 8) / NBITS_BLOCK, c / 8)
 
 
+# The cost path of every row of the format policy (compiler.formats.FORMATS) on onnxruntime.
+ROW_PATH = {
+    "float": K.PATH_FP32,
+    "fp16": K.PATH_FP32,          # onnxruntime folds the Cast of a constant: fp32 compute
+    "qlinear_conv": K.PATH_QLINEAR,
+    "int8_linear": K.PATH_QLINEAR,
+    "int8_act_matmul": K.PATH_QLINEAR,
+    "qdq_float": K.PATH_DQ_FP32,  # Q/DQ nodes around an fp32 op
+    "qdq_float_transpose": K.PATH_DQ_FP32,
+    "nbits_fp32": K.PATH_NBITS_FP32,
+    "nbits_int8": K.PATH_NBITS_INT8,
+    "int_dq": K.PATH_FP32,        # Cast * scale of a constant is folded at load
+    "int_dq_block": K.PATH_DQ_FP32,
+    "gbq": K.PATH_FP32,
+    # quantize_dynamic: DynamicQuantizeMatMul packs A and quantises it per run like QGEMM
+    "dynamic_int8_linear": K.PATH_QLINEAR,
+    # ConvInteger: no fused integer conv kernel; modelled as QLinear (its slowness is not)
+    "dynamic_int8_conv": K.PATH_QLINEAR,
+    "qlinear_linear": K.PATH_QLINEAR,
+    "qlinear_act_matmul": K.PATH_QLINEAR,
+}
+_PATH_OF_CODE = np.array([ROW_PATH[name] for name in FORMAT_CODE], dtype=np.int64)
+
+
+def format_policy(target: CpuTarget) -> Policy:
+    """The format policy onnxruntime follows on `target` (its capabilities)."""
+    return Policy(int8_dot=nbits_int8_available(target))
+
+
+def format_codes(table: LayerTable, bits: np.ndarray, target: CpuTarget) -> np.ndarray:
+    """The format-policy row (`compiler.formats.FORMAT_CODE`) of every layer and bit choice,
+    int64 [L, B]: the planned row where the table carries one, else the policy's for the bits."""
+    policy = format_policy(target)
+    codes = resolve_codes(table.kind_code, table.w_elems > 0, bits, policy)
+    if table.fmt_code is None:
+        return codes
+    planned = np.asarray(table.fmt_code)[:, None]
+    return np.where(planned >= 0, runs_as(policy)[np.maximum(planned, 0)], codes)
+
+
 def kernel_paths(table: LayerTable, bits: np.ndarray, target: CpuTarget,
                  runtime: int) -> np.ndarray:
     """The kernel path (kernels.cpu.PATH_*) of every GEMM layer and bit choice, int64 [L, B].
 
-    onnxruntime 1.31 (DESIGN.md facts): float weights -> MLAS SGEMM (fp16 where the ISA has
-    it); W8A8 -> QLinearConv / QLinearMatMul; sub-8-bit linear -> MatMulNBits, CompInt8 when
-    a <= 8 (emitted with accuracy_level 4) and MLAS has the int8 kernel, else CompFp32;
-    anything else -> DequantizeLinear + fp32. Ideal: int8 kernels for a <= 8, T-MAC table
-    lookup for weight-only GEMV (m <= LUT_MAX_M), else fp32 with weights unpacked in place.
+    onnxruntime: the cost path of the format-policy row each layer runs as (`ROW_PATH`).
+    ncnn / XNNPACK: fp16 or fp32 for float weights, their int8 kernels for a <= 8.
+    Ideal: int8 kernels for a <= 8, T-MAC table lookup for weight-only GEMV (m <= LUT_MAX_M),
+    else fp32 with weights unpacked in place.
     """
+    if runtime == K.RUNTIME_ORT:
+        return _PATH_OF_CODE[format_codes(table, bits, target)]
     has_w = (table.w_elems > 0)[:, None]
     a = np.broadcast_to(bits[None, :, 1], (len(table), len(bits)))
     w = np.where(has_w, bits[None, :, 0], a)  # activation x activation: both at a_bits
@@ -253,17 +304,9 @@ def kernel_paths(table: LayerTable, bits: np.ndarray, target: CpuTarget,
     if runtime == K.RUNTIME_XNNPACK:  # fp32 graphs in fp32 (fp16 only when asked for)
         return np.select([fp16, float_w, a <= 8], [K.PATH_FP16, K.PATH_FP32, K.PATH_INT8],
                          K.PATH_FP32_UNPACK)
-    if runtime == K.RUNTIME_IDEAL:
-        small_m = np.broadcast_to((table.m <= LUT_MAX_M)[:, None], w.shape)
-        return np.select([fp16, float_w, a <= 8, small_m],
-                         [K.PATH_FP16, K.PATH_FP32, K.PATH_INT8, K.PATH_LUT], K.PATH_FP32_UNPACK)
-    c = container(w)
-    low_linear = has_w & np.isin(table.kind_code, _LINEAR_KINDS)[:, None] & (c < 8)
-    int8_ok = nbits_int8_available(target)
-    return np.select([fp16, float_w, (c == 8) & (a <= 8), low_linear & (a <= 8) & int8_ok,
-                      low_linear],
-                     [K.PATH_FP16, K.PATH_FP32, K.PATH_QLINEAR, K.PATH_NBITS_INT8,
-                      K.PATH_NBITS_FP32], K.PATH_DQ_FP32)
+    small_m = np.broadcast_to((table.m <= LUT_MAX_M)[:, None], w.shape)
+    return np.select([fp16, float_w, a <= 8, small_m],
+                     [K.PATH_FP16, K.PATH_FP32, K.PATH_INT8, K.PATH_LUT], K.PATH_FP32_UNPACK)
 
 
 def fused_activations(table: LayerTable) -> np.ndarray:

@@ -12,31 +12,38 @@
 - `gbq` (gather): com.microsoft::GatherBlockQuantized (`int4_dequant`);
 - `fp16` (conv, conv_transpose, linear, gather): float16 weights + Cast (`int4_dequant`).
 
-The output uses opset 21 of the default domain and com.microsoft 1, IR version 10 (what
-opset 21 belongs to; onnx's checker rejects opset 21 under an older IR version), and passes
-`onnx.checker.check_model(full_check=True)`. `write(model, path)` stores it atomically.
+The output keeps the source model's interface: input/output names, dtypes and declared dims
+(a dynamic batch stays dynamic), and its default-domain opset unless a node needs a newer one
+(`Builder.opset`: 18 for Reduce* with axes as an input, 19 for AveragePool dilations, 21 for
+INT4/UINT4/16-bit Q/DQ types and blocked DequantizeLinear); com.microsoft 1, IR version 10,
+and it passes `onnx.checker.check_model(full_check=True)`. `write(model, path)` stores it
+atomically.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from importlib import metadata
 from types import MappingProxyType
 
 import onnx
 
-from compiler.emit import int4_dequant, matmulnbits, qdq
+from compiler.emit import dynamic, int4_dequant, matmulnbits, qdq
 from compiler.emit.builder import Builder, EmitOptions
 from compiler.emit.float_ops import FLOAT_RULES, Rule
 from compiler.emit.write import write
 from compiler.errors import ModelError
-from compiler.ir import Graph
+from compiler.fake_quant import row
+from compiler.formats import GEMM_KINDS
+from compiler.ir import Graph, Layer, Quant
 
 OPSET = 21
 IR_VERSION = 10
 
 EMITTERS: Mapping[tuple[str, str], Rule] = MappingProxyType({
     **{(kind, "float"): rule for kind, rule in FLOAT_RULES.items()},
-    **qdq.RULES, **matmulnbits.RULES, **int4_dequant.RULES,
+    **qdq.RULES, **matmulnbits.RULES, **int4_dequant.RULES, **dynamic.RULES,
 })
 FORMATS: tuple[str, ...] = tuple(sorted({fmt for _, fmt in EMITTERS}))
 
@@ -58,16 +65,89 @@ def emit(g: Graph, options: EmitOptions = DEFAULT_OPTIONS, check: bool = True
             model (a bug in edgesim, reported with the checker's message).
     """
     b = Builder(g, options)
+    views = float_readers(g)
     for layer in g.layers:
         rule = EMITTERS.get((layer.kind, layer.quant.fmt))
         if rule is None:
             raise ModelError(f"layer {layer.name}", f"no emitter for {layer.kind} in format "
                              f"{layer.quant.fmt!r}")
-        rule(b, layer, b.inputs(layer.inputs))
-    model = b.model(OPSET, IR_VERSION, "edgesim")
+        rule(b, layer, _inputs(b, layer, views))
+    model = b.model(b.opset(), IR_VERSION, "edgesim")
+    provenance(model, g, options)
     if check:
         _check(model)
     return model
+
+
+def _float_gemm(layer: Layer) -> bool:
+    return layer.kind in GEMM_KINDS and row(layer).kernel == "fp32" and not layer.quant.in_scale
+
+
+def _propagates(layer: Layer) -> bool:
+    """Float layers onnxruntime moves a per-tensor DequantizeLinear across (its
+    QDQPropagationTransformer: MaxPool, Reshape, Transpose, Squeeze, Unsqueeze, Slice)."""
+    if layer.quant.fmt != "float":
+        return False
+    return layer.kind in _MOVERS or layer.kind == "pool" and layer.attrs.get("fn") == "max"
+
+
+_MOVERS = ("reshape", "transpose", "slice", "identity")
+
+
+def float_readers(g: Graph) -> frozenset[str]:
+    """Layers that must read activations off any per-tensor grid (`Builder.float_view`):
+    layers the plan keeps float (conv, conv_transpose, linear, matmul), and the float
+    data-movement layers onnxruntime would move a DequantizeLinear across into them."""
+    made, out = g.producers(), set()
+    stack = [layer for layer in g.layers if _float_gemm(layer)]
+    while stack:
+        layer = stack.pop()
+        if layer.name in out:
+            continue
+        out.add(layer.name)
+        stack += [made[t] for t in layer.inputs if t in made and _propagates(made[t])]
+    return frozenset(out)
+
+
+def _inputs(b: Builder, layer: Layer, views: frozenset[str]) -> list[str]:
+    """Emitted input names; the activations of `views` layers come off per-tensor grids
+    through a per-channel DequantizeLinear, so onnxruntime cannot fuse them to int8."""
+    ins = b.inputs(layer.inputs)
+    if layer.name not in views:
+        return ins
+    return [b.float_view(name, b.graph.types[t].shape[1]) if t and t not in b.graph.weights
+            and len(b.graph.types[t].shape) > 1 else name for t, name in zip(layer.inputs, ins)]
+
+
+def _version() -> str:
+    try:
+        return metadata.version("edgesim")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def plan_json(g: Graph) -> str:
+    """The per-layer plan as JSON: bits, format-policy row, kernel, granularity and block of
+    every planned layer."""
+    rows = []
+    for layer in g.layers:
+        if layer.quant == Quant():
+            continue
+        q, r = layer.quant, row(layer)
+        rows.append({"layer": layer.name, "kind": layer.kind, "w_bits": q.w_bits,
+                     "a_bits": q.a_bits, "format": r.name, "kernel": r.kernel,
+                     "granularity": q.granularity if q.w_bits else None, "block": q.block})
+    return json.dumps(rows, separators=(",", ":"))
+
+
+def provenance(model: onnx.ModelProto, g: Graph, options: EmitOptions) -> None:
+    """producer_name/version (edgesim's), and metadata_props: edgesim's version, the source
+    model's producer, the per-layer plan, and the caller's entries (`EmitOptions.metadata`)."""
+    model.producer_name, model.producer_version = "edgesim", _version()
+    source = g.interface.producer if g.interface else ""
+    props = {"edgesim.version": _version(), "edgesim.plan": plan_json(g),
+             **({"edgesim.source_producer": source} if source else {}), **dict(options.metadata)}
+    onnx.helper.set_model_props(model, props)
 
 
 def _check(model: onnx.ModelProto) -> None:

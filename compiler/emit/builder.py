@@ -27,12 +27,15 @@ class EmitOptions:
     """Choices the emitter makes that the IR does not fix.
 
     Attributes:
-        accuracy_level: MatMulNBits `accuracy_level`: 0 (fp32 compute, what the fake-quant
-            simulation computes) or 4 (activations quantised to int8 per block: faster on
-            CPUs with dot-product instructions, not bit-exact with the simulation).
+        accuracy_level: force MatMulNBits `accuracy_level` (0, 1, 2, 3 or 4) on every
+            MatMulNBits layer; None (default) writes the plan's: 4 where the format policy
+            runs activations in int8 per block (targets with int8 dot products), else 0.
+        metadata: (key, value) pairs added to the model's metadata_props (the pipeline's
+            target, method, budget and per-layer predicted latency).
     """
 
-    accuracy_level: int = 0
+    accuracy_level: int | None = None
+    metadata: tuple[tuple[str, str], ...] = ()  # extra metadata_props (target, method, ...)
 
 
 @dataclass(frozen=True)
@@ -52,10 +55,35 @@ class Grid:
         return float(np.float32(code - self.zero_point) * np.float32(self.scale))
 
 
-def value_info(name: str, spec: Spec) -> onnx.ValueInfoProto:
-    """A typed, fully shaped value_info."""
+# Lowest default-domain opset of the forms this emitter writes, where above 17 (the IR's).
+_REDUCE_AXES_INPUT = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
+                      "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp")
+_OP_OPSET = {"Gelu": 20, "Mish": 18}
+_ATTR_OPSET = {("AveragePool", "dilations"): 19, ("DequantizeLinear", "block_size"): 21,
+               ("QuantizeLinear", "block_size"): 21}
+_NEW_TYPES = (TensorProto.INT4, TensorProto.UINT4, TensorProto.INT16, TensorProto.UINT16)
+BASE_OPSET = 17
+
+
+def node_opset(node: onnx.NodeProto) -> int:
+    """The lowest default-domain opset at which `node`, as written, is valid."""
+    if node.domain not in ("", "ai.onnx"):
+        return BASE_OPSET
+    need = 18 if node.op_type in _REDUCE_AXES_INPUT and len(node.input) > 1 else \
+        _OP_OPSET.get(node.op_type, BASE_OPSET)
+    return max([need] + [v for (op, attr), v in _ATTR_OPSET.items()
+                         if op == node.op_type and any(a.name == attr for a in node.attribute)])
+
+
+def value_info(name: str, spec: Spec, dims: tuple[int | str, ...] | None = None
+               ) -> onnx.ValueInfoProto:
+    """A typed value_info: the source's declared dims (symbols kept) if given and of the
+    same rank, else the IR's static shape."""
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(spec.dtype))
-    return helper.make_tensor_value_info(name, elem, list(spec.shape))
+    shape: list = list(spec.shape)
+    if dims is not None and len(dims) == len(shape):
+        shape = [None if d == "?" else d for d in dims]
+    return helper.make_tensor_value_info(name, elem, shape)
 
 
 class Builder:
@@ -187,16 +215,52 @@ class Builder:
         self._grids[real] = Grid(scale, zero_point, bits, codes)
         return real
 
+    def float_view(self, name: str, channels: int) -> str:
+        """`name` for a layer the plan keeps float: if `name` is a per-tensor
+        DequantizeLinear output, the same values through a DequantizeLinear whose scale is
+        repeated per channel (axis 1), so that onnxruntime's WeightBiasQuantization, which
+        quantises the float weight of a Conv/Gemm fed by a per-tensor DQ, and its QDQ fusions
+        leave the layer in float; the arithmetic is unchanged."""
+        grid = self._grids.get(name)
+        if grid is None:
+            return name
+        key = (name, "per_channel_view")
+        if key not in self._codes:
+            zp = np.full(channels, grid.zero_point, np.uint8 if grid.bits == 8 else np.uint16)
+            s = self.const(f"{name}.scale_per_channel", np.full(channels, grid.scale, np.float32))
+            z = self.const(f"{name}.zero_point_per_channel", zp)
+            self._codes[key] = self.node("DequantizeLinear", [grid.codes, s, z], axis=1,
+                                         base=f"{name}.dequantize_float")[0]
+        return self._codes[key]
+
+    @property
+    def dynamic_batch(self) -> bool:
+        """Whether the source model left its batch dimension dynamic (kept on emission)."""
+        face = self.graph.interface
+        return face is not None and face.dynamic_batch(self.graph.inputs)
+
+    def opset(self) -> int:
+        """The lowest default-domain opset the nodes written so far need, and at least the
+        source model's (`Interface.opset`)."""
+        face = self.graph.interface
+        need = max([BASE_OPSET, face.opset if face else BASE_OPSET]
+                   + [node_opset(n) for n in self.nodes])
+        new_types = any(t.data_type in _NEW_TYPES for t in self.inits.values())
+        return max(need, 21) if new_types else need
+
     def model(self, opset: int, ir_version: int, producer: str) -> onnx.ModelProto:
-        """The finished model: graph inputs and outputs typed from the IR."""
+        """The finished model: graph inputs and outputs typed as the source declared them."""
         g = self.graph
         for out in g.outputs:  # an aliased output still needs its own name
             self._use(out)
             if self.name(out) != out:
                 self.node("Identity", [self.name(out)], [out], base=f"{out}.identity")
+        dims = g.interface.dims if g.interface else {}
         graph = helper.make_graph(
-            self.nodes, g.name or "edgesim", [value_info(t, g.types[t]) for t in g.inputs],
-            [value_info(t, g.types[t]) for t in g.outputs], list(self.inits.values()))
+            self.nodes, g.name or "edgesim",
+            [value_info(t, g.types[t], dims.get(t)) for t in g.inputs],
+            [value_info(t, g.types[t], dims.get(t)) for t in g.outputs],
+            list(self.inits.values()))
         model = helper.make_model(graph, producer_name=producer, opset_imports=[
             helper.make_opsetid("", opset), helper.make_opsetid("com.microsoft", 1)])
         model.ir_version = ir_version

@@ -215,8 +215,9 @@ def pool(b: Builder, layer: Layer, ins: list[str]) -> None:
         b.node(glob[a["fn"]], ins, out, base=layer.name)
         return
     attrs = dict(kernel_shape=list(a["kernel_shape"]), strides=list(a["strides"]),
-                 pads=list(a["pads"]), dilations=list(a["dilations"]),
-                 ceil_mode=int(a["ceil_mode"]))
+                 pads=list(a["pads"]), ceil_mode=int(a["ceil_mode"]))
+    if any(d != 1 for d in a["dilations"]):  # AveragePool takes dilations from opset 19 on
+        attrs["dilations"] = list(a["dilations"])
     if a["fn"] == "avg":
         b.node("AveragePool", ins, out, base=layer.name,
                count_include_pad=int(a["count_include_pad"]), **attrs)
@@ -313,9 +314,19 @@ def split(b: Builder, layer: Layer, ins: list[str]) -> None:
            list(layer.outputs), base=layer.name, axis=layer.attrs["axis"])
 
 
+def batch_free(b: Builder, layer: Layer, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A Reshape target with the leading (batch) dim left to onnxruntime (-1) when the source
+    model's batch is dynamic and this reshape keeps the batch leading; else `shape`."""
+    src = b.graph.types[layer.inputs[0]].shape
+    keeps = shape[:1] == src[:1] == (1,) and -1 not in shape
+    return (-1, *shape[1:]) if b.dynamic_batch and keeps else shape
+
+
 def _with_shape(op: str, **attrs: object) -> Rule:
     def rule(b: Builder, layer: Layer, ins: list[str]) -> None:
-        shape = _ints(b, layer, "shape", layer.attrs["shape"])
+        target = layer.attrs["shape"]
+        shape = _ints(b, layer, "shape", batch_free(b, layer, target) if op == "Reshape"
+                      else target)
         b.node(op, [ins[0], shape], list(layer.outputs), base=layer.name, **attrs)
     return rule
 

@@ -18,10 +18,11 @@ from onnx import TensorProto
 
 from compiler.emit.builder import Builder
 from compiler.emit.float_ops import FLOAT_RULES, Rule
-from compiler.fake_quant import WEIGHT_INPUT, quant_names, weight_params
+from compiler.fake_quant import quant_names, weight_params
+from compiler.formats import WEIGHT_INPUT
+from compiler.formats import int_container as container
 from compiler.ir import Layer
 from compiler.packing import int4_raw
-from compiler.passes.quantize import container
 
 
 def codes_initializer(b: Builder, layer: Layer, codes: np.ndarray, base: str) -> str:

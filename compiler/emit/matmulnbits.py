@@ -12,15 +12,10 @@ import numpy as np
 
 from compiler.emit.builder import Builder
 from compiler.emit.float_ops import Rule
-from compiler.fake_quant import quant_names
+from compiler.fake_quant import quant_names, row
+from compiler.formats import nbits_container
 from compiler.ir import Layer
 from compiler.packing import MatMulNBitsBlob, pack_matmulnbits_codes
-from compiler.passes.quantize import container
-
-
-def nbits_container(bits: int) -> int:
-    """MatMulNBits `bits` that holds a `bits`-bit grid: 2, 4 or 8."""
-    return 2 if bits == 2 else container(bits)
 
 
 def blob(layer: Layer, weights: dict) -> MatMulNBitsBlob:
@@ -31,6 +26,14 @@ def blob(layer: Layer, weights: dict) -> MatMulNBitsBlob:
     return pack_matmulnbits_codes(codes.T, weights[names.scale], None, bits, q.block)
 
 
+def accuracy_level(b: Builder, layer: Layer) -> int:
+    """The plan's accuracy_level (4 where activations run int8 per block, else 0), unless the
+    user forces one (`EmitOptions.accuracy_level`)."""
+    if b.options.accuracy_level is not None:
+        return b.options.accuracy_level
+    return 4 if row(layer).act == "dynamic" else 0
+
+
 def linear_matmulnbits(b: Builder, layer: Layer, ins: list[str]) -> None:
     """x @ dequant(W)^T + bias through MatMulNBits."""
     packed = blob(layer, b.graph.weights)
@@ -38,7 +41,7 @@ def linear_matmulnbits(b: Builder, layer: Layer, ins: list[str]) -> None:
     scales = b.const(f"{layer.name}.scales", packed.scales)
     bias = ["", "", ins[2]] if len(ins) > 2 and ins[2] else []
     b.node("MatMulNBits", [ins[0], bq, scales] + bias, list(layer.outputs), base=layer.name,
-           domain="com.microsoft", accuracy_level=b.options.accuracy_level, **packed.attrs())
+           domain="com.microsoft", accuracy_level=accuracy_level(b, layer), **packed.attrs())
 
 
 RULES: dict[tuple[str, str], Rule] = {("linear", "matmulnbits"): linear_matmulnbits}

@@ -24,7 +24,8 @@ import numpy as np
 from compiler.emit.builder import Builder
 from compiler.emit.float_ops import FLOAT_RULES, Rule
 from compiler.emit.int4_dequant import dequantized_weight
-from compiler.fake_quant import ACT_INPUTS, WEIGHT_INPUT, integer_kernel, quant_names
+from compiler.fake_quant import quant_names, row
+from compiler.formats import ACT_INPUTS, WEIGHT_INPUT
 from compiler.ir import Layer
 
 U8_ZERO = 128  # zero point that maps the signed narrow grid onto uint8
@@ -93,6 +94,27 @@ def _integer_matmul(b: Builder, layer: Layer, ins: list[str]) -> None:
            base=layer.name, domain="com.microsoft")
 
 
+def _requant_matmul(b: Builder, layer: Layer, ins: list[str]) -> None:
+    """QLinearMatMul form: Q/DQ(x), DQ(uint8 W^T codes, per output column) -> MatMul -> Q -> DQ,
+    then the float bias (onnxruntime fuses the middle into QLinearMatMul)."""
+    q = layer.quant
+    x = b.fake_quantize(ins[0], q.in_scale[0], q.in_zero_point[0], 8)
+    if layer.kind == "matmul":
+        w = b.fake_quantize(ins[1], q.in_scale[1], q.in_zero_point[1], 8)
+    else:
+        wq, ws, wz = _u8_codes(b, layer, transpose=True)
+        w = b.node("DequantizeLinear", [wq, ws, wz], base=f"{layer.name}.w_dequantize",
+                   **({"axis": 1} if q.granularity == "per_channel" else {}))[0]
+    bias = ins[2] if len(ins) > 2 and ins[2] else ""
+    (y,) = b.node("MatMul", [x, w], base=layer.name)
+    out = layer.outputs[0]
+    if not bias:
+        b.fake_quantize(y, q.out_scale, q.out_zero_point, 8, out=out)
+        return
+    y = b.fake_quantize(y, q.out_scale, q.out_zero_point, 8)
+    b.node("Add", [y, bias], [out], base=f"{layer.name}.bias")
+
+
 def _qdq_float(b: Builder, layer: Layer, ins: list[str]) -> None:
     """Q/DQ on the activations, DQ on the weight, the float op, Q/DQ on a requantised out."""
     q, ins = layer.quant, list(ins)
@@ -113,17 +135,21 @@ def _renamed_output(layer: Layer, name: str) -> Layer:
     return replace(layer, outputs=(name,))
 
 
-_KERNELS: dict[tuple[str, str], Rule] = {
-    ("conv", "qlinearconv"): _qlinear_conv,
-    ("linear", "matmul_integer_to_float"): _integer_linear,
-    ("matmul", "matmul_integer_to_float"): _integer_matmul,
+# The emitter of each "qdq" row of compiler.formats.FORMATS.
+ROWS: dict[str, Rule] = {
+    "qlinear_conv": _qlinear_conv,
+    "int8_linear": _integer_linear,
+    "int8_act_matmul": _integer_matmul,
+    "qdq_float": _qdq_float,
+    "qdq_float_transpose": _qdq_float,
+    "qlinear_linear": _requant_matmul,
+    "qlinear_act_matmul": _requant_matmul,
 }
 
 
 def qdq(b: Builder, layer: Layer, ins: list[str]) -> None:
     """Emit a "qdq" layer in the form its integer kernel needs (see the module docstring)."""
-    rule = _KERNELS.get((layer.kind, integer_kernel(layer)), _qdq_float)
-    rule(b, layer, ins)
+    ROWS[row(layer).name](b, layer, ins)
 
 
 RULES: dict[tuple[str, str], Rule] = {

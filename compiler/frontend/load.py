@@ -32,7 +32,8 @@ from compiler.frontend.inputs import BatchAxes, InputValues, pin_inputs, resolve
 from compiler.frontend.inputs import declared_dims as _declared_dims
 from compiler.frontend.lower import lower_model
 from compiler.frontend.patterns import fuse_patterns
-from compiler.ir import Graph
+from compiler.frontend.quantized import annotate, dequantize, is_quantized
+from compiler.ir import Graph, Interface
 from compiler.ops import claims
 from compiler.passes.fold_batchnorm import fold_batchnorm
 
@@ -75,11 +76,24 @@ def load(model: str | os.PathLike | onnx.ModelProto,
             or ops are unsupported (all of them listed at once).
     """
     proto, where = read(model)
-    cleaned = clean(proto, input_shapes, where, input_values, batch_axes)
+    interface = source_interface(proto)
+    floated, marks = dequantize(proto) if is_quantized(proto) else (proto, {})  # read back
+    cleaned = clean(floated, input_shapes, where, input_values, batch_axes)
     g = lower_model(cleaned.model, _model_name(model, proto))
     g = fold_batchnorm(fuse_patterns(g))
+    g = annotate(g, marks) if marks else g                              # bits + format rows
     axes = {n: a for n, a in cleaned.batch_axes.items() if n in g.inputs and a != 0}
-    return replace(g, notes=g.notes + cleaned.notes, batch_axes=MappingProxyType(axes))
+    return replace(g, notes=g.notes + cleaned.notes, batch_axes=MappingProxyType(axes),
+                   interface=interface)
+
+
+def source_interface(model: onnx.ModelProto) -> Interface:
+    """The declared dims of the model's inputs and outputs, and its opset (emission keeps
+    them; a source below opset 17 was upgraded to 17 on reading)."""
+    dims = {vi.name: tuple(_declared_dims(vi) or ()) for vi in [*model.graph.input,
+                                                             *model.graph.output]}
+    producer = " ".join(p for p in (model.producer_name, model.producer_version) if p)
+    return Interface(MappingProxyType(dims), default_opset(model), producer)
 
 
 def read(model: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:

@@ -30,22 +30,35 @@ What gets quantised, and why:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 import numpy as np
 
 from compiler.errors import ModelError
-from compiler.fake_quant import CHANNEL_AXIS, WEIGHT_INPUT, quant_names
+from compiler.fake_quant import quant_names
+from compiler.formats import (
+    ACT_BITS,
+    CHANNEL_AXIS,
+    FLOAT_BITS,
+    NBITS_BLOCK,
+    WEIGHT_BITS,
+    WEIGHT_INPUT,
+    Format,
+    Policy,
+    int_container,
+    nbits_container,
+    resolve,
+)
 from compiler.gptq import gptq_round
 from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph, Layer, Quant, readonly
 from compiler.passes.calibrate import METHODS, CalibrationStats, folds_into_requant
 from compiler.quantizers import QuantizedTensor, quantize_weight
 
-FLOAT = 32
-W_BITS = (2, 3, 4, 5, 6, 7, 8, 16, FLOAT)
-A_BITS = (4, 8, 16, FLOAT)
+FLOAT = FLOAT_BITS
+W_BITS = (*WEIGHT_BITS, FLOAT)
+A_BITS = (*ACT_BITS, FLOAT)
 INT32 = np.iinfo(np.int32)
 
 
@@ -66,10 +79,16 @@ class QuantOptions:
         act_matmul: "float" keeps activation x activation matmuls float; "int8" quantises.
         embedding_bits: bits of large gather tables (4 or 8 containers; None keeps float).
         min_embedding: tables with fewer elements stay float.
+        int8_dot: the target runs MatMulNBits with int8 activations (accuracy_level 4);
+            without it, linear layers planned at (w < 8, a8) run weight-only in fp32.
+        dynamic_int8: W8A8 conv / linear with activations quantised at run time
+            (MatMulInteger / ConvInteger, as quantize_dynamic writes) instead of calibrated.
+        requant_out: W8A8 linear / matmul layers requantise their output (QGemm /
+            QLinearMatMul, as quantize_static writes) instead of a float output.
     """
 
     granularity: str = "auto"
-    block: int = 32
+    block: int = NBITS_BLOCK
     clip: str = "auto"
     act_method: str = "percentile"
     percentile: float = 99.99
@@ -77,6 +96,9 @@ class QuantOptions:
     act_matmul: str = "float"
     embedding_bits: int | None = None
     min_embedding: int = 65536
+    int8_dot: bool = True
+    dynamic_int8: bool = False
+    requant_out: bool = False
 
     def __post_init__(self) -> None:
         checks = {
@@ -87,7 +109,7 @@ class QuantOptions:
             "rounding": self.rounding in ("rtn", "gptq"),
             "percentile": 50.0 < self.percentile <= 100.0,
             "act_matmul": self.act_matmul in ("float", "int8"),
-            "embedding_bits": self.embedding_bits in (None, 2, 3, 4, 5, 6, 7, 8, 16),
+            "embedding_bits": self.embedding_bits in (None, *WEIGHT_BITS),
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -136,11 +158,6 @@ def check_bits(g: Graph, bits: np.ndarray) -> np.ndarray:
 
 def _bits_or_none(b: int) -> int | None:
     return None if b == FLOAT else int(b)
-
-
-def container(bits: int) -> int:
-    """Storage width of `bits`-bit codes in onnxruntime formats: 4 or 8."""
-    return 4 if bits <= 4 else 8
 
 
 # ----------------------------------------------------------------------------------------------
@@ -203,88 +220,135 @@ def _int32_bias(ctx: _Ctx, layer: Layer, qt: QuantizedTensor, in_scale: float) -
 
 
 # ----------------------------------------------------------------------------------------------
-# Per kind
+# Per row of the format policy
 
 
-def _qdq_weighted(ctx: _Ctx, layer: Layer, w_bits: int, a_bits: int) -> _Plan:
+def _qdq_weighted(ctx: _Ctx, layer: Layer, row: Format, w_bits: int, a_bits: int) -> _Plan:
     """W8A8-style: per-channel symmetric weights, per-tensor unsigned activations."""
-    gran = _granularity(ctx, "per_channel", ("per_tensor", "per_channel"))
+    gran = _granularity(ctx, "per_channel", row.granularities)
     qt = _quantize(ctx, layer, w_bits, gran)
     scale, zp = _act(ctx, layer, layer.inputs[0], a_bits)
-    quant = Quant(w_bits, a_bits, gran, None, True, clip_method(ctx.opts, w_bits), "qdq",
-                  (scale,), (zp,))
+    quant = Quant(w_bits, a_bits, gran, None, True, clip_method(ctx.opts, w_bits), row.fmt,
+                  (scale,), (zp,), reason=_REASONS[row.name])
     weights = _weight_plan(layer, qt)
-    if layer.kind == "conv" and a_bits == 8 and w_bits <= 8:
+    if row.requant:
         out_scale, out_zp = _act(ctx, layer, _requant_tensor(ctx.g, layer), a_bits)
-        quant = replace(quant, out_scale=out_scale, out_zero_point=out_zp,
-                        reason="QLinearConv (int8 in, int8 out)")
+        quant = replace(quant, out_scale=out_scale, out_zero_point=out_zp)
+    if row.name == "qlinear_conv":
         weights.update(_int32_bias(ctx, layer, qt, scale))
-    elif layer.kind == "linear" and a_bits == 8 and w_bits <= 8:
-        quant = replace(quant, reason="MatMulIntegerToFloat (int8 in, float out)")
-    else:
-        quant = replace(quant, reason="Q/DQ around a float op (no onnxruntime integer kernel)")
     return _Plan(quant, weights)
 
 
-def _weight_only(ctx: _Ctx, layer: Layer, w_bits: int) -> _Plan:
-    if layer.kind == "linear":
-        gran, fmt = "per_block", "matmulnbits"
-        reason = f"MatMulNBits {container(w_bits) if w_bits > 2 else 2}-bit"
-    else:
-        gran = _granularity(ctx, "per_channel", ("per_tensor", "per_channel", "per_block"))
-        fmt, reason = "int_dq", f"DequantizeLinear INT{container(w_bits)} -> float {layer.kind}"
+def _weight_only(ctx: _Ctx, layer: Layer, row: Format, w_bits: int, a_bits: int | None
+                 ) -> _Plan:
+    auto = "per_block" if "per_block" in row.granularities else "per_channel"
+    gran = _granularity(ctx, auto, row.granularities)
     qt = _quantize(ctx, layer, w_bits, gran)
     block = ctx.opts.block if gran == "per_block" else None
-    quant = Quant(w_bits, None, gran, block, True, clip_method(ctx.opts, w_bits), fmt,
-                  reason=reason)
+    reason = _REASONS[row.name].format(bits=nbits_container(w_bits), c=int_container(w_bits),
+                                       kind=layer.kind)
+    quant = Quant(w_bits, a_bits if row.act == "dynamic" else None, gran, block, True,
+                  clip_method(ctx.opts, w_bits), row.fmt, reason=reason)
     return _Plan(quant, _weight_plan(layer, qt))
 
 
-def _fp16(layer: Layer, w: np.ndarray, reason: str) -> _Plan:
-    codes = readonly(np.asarray(w, np.float16))
-    return _Plan(Quant(16, None, "per_tensor", None, True, "minmax", "fp16", reason=reason),
-                 {quant_names(layer.name).codes: codes})
+def _dynamic(ctx: _Ctx, layer: Layer, row: Format, w_bits: int, a_bits: int) -> _Plan:
+    """W8A8 with run-time activation ranges (onnxruntime's quantize_dynamic): symmetric int8
+    weights, no calibrated activation scale."""
+    gran = _granularity(ctx, "per_channel", row.granularities)
+    qt = _quantize(ctx, layer, w_bits, gran)
+    return _Plan(Quant(w_bits, a_bits, gran, None, True, clip_method(ctx.opts, w_bits), row.fmt,
+                       reason=f"{row.kernel} (activations quantised at run time)"),
+                 _weight_plan(layer, qt))
 
 
-def _weighted(ctx: _Ctx, layer: Layer, w_bits: int | None, a_bits: int | None) -> _Plan:
-    if w_bits is None:
-        return _kept("float32: activation-only quantisation of a weighted layer has no "
-                     "onnxruntime integer kernel" if a_bits else "float32 (assignment)")
-    if w_bits == 16:
-        return _fp16(layer, ctx.g.weights[layer.inputs[1]], "float16 weights, float32 compute")
-    if a_bits is not None:
-        return _qdq_weighted(ctx, layer, w_bits, a_bits)
-    return _weight_only(ctx, layer, w_bits)
+def _fp16(ctx: _Ctx, layer: Layer, row: Format, w_bits: int, a_bits: int | None) -> _Plan:
+    w = ctx.g.weights[layer.inputs[WEIGHT_INPUT[layer.kind]]]
+    what = "table, float32 output" if layer.kind == "gather" else "weights, float32 compute"
+    return _Plan(Quant(16, None, "per_tensor", None, True, "minmax", row.fmt,
+                       reason=f"float16 {what}"),
+                 {quant_names(layer.name).codes: readonly(np.asarray(w, np.float16))})
 
 
-def _mac(ctx: _Ctx, layer: Layer, w_bits: int | None, a_bits: int | None) -> _Plan:
-    if a_bits == 16:  # calibrated 16-bit grids have no onnxruntime kernel and ~fp32 accuracy
-        plan = _mac(ctx, layer, w_bits, None)
-        note = "16-bit activations run as float32"
-        return replace(plan, quant=replace(plan.quant, reason=f"{plan.quant.reason}; {note}"))
+def _act_matmul(ctx: _Ctx, layer: Layer, row: Format, w_bits: None, a_bits: int) -> _Plan:
+    params = [_act(ctx, layer, t, a_bits) for t in layer.inputs[:2]]
+    out = _act(ctx, layer, layer.outputs[0], a_bits) if row.requant else (None, None)
+    return _Plan(Quant(None, a_bits, "per_tensor", None, True, "minmax", row.fmt,
+                       tuple(s for s, _ in params), tuple(z for _, z in params), *out,
+                       reason=_REASONS[row.name]))
+
+
+def _qdq_any(ctx: _Ctx, layer: Layer, row: Format, w_bits: int | None, a_bits: int) -> _Plan:
+    if layer.kind == "matmul":  # activation x activation: no weight bits
+        return _act_matmul(ctx, layer, row, None, a_bits)
+    return _qdq_weighted(ctx, layer, row, w_bits, a_bits)
+
+
+def _gather_q(ctx: _Ctx, layer: Layer, row: Format, w_bits: int, a_bits: None) -> _Plan:
+    qt = _quantize(ctx, layer, w_bits, "per_block")
+    reason = f"GatherBlockQuantized {'INT4' if int_container(w_bits) == 4 else 'UINT8'}"
+    quant = Quant(w_bits, None, "per_block", ctx.opts.block, True,
+                  clip_method(ctx.opts, w_bits), row.fmt, reason=reason)
+    return _Plan(quant, _weight_plan(layer, qt))
+
+
+def _float(ctx: _Ctx, layer: Layer, row: Format, w_bits: int | None, a_bits: int | None
+           ) -> _Plan:
     if w_bits is None and a_bits is None:
         return _kept("float32 (assignment)")
-    if layer.kind != "matmul" and layer.inputs[1] in ctx.g.weights:
-        return _weighted(ctx, layer, w_bits, a_bits)
-    if any(t in ctx.g.weights for t in layer.inputs[:2]):
+    if layer.kind == "matmul" and ctx.g.const_weight(layer):
         return _kept("float32: matmul with a constant operand that is not a 2-D weight")
-    return _act_matmul(ctx, layer, a_bits)
-
-
-def _act_matmul(ctx: _Ctx, layer: Layer, a_bits: int | None) -> _Plan:
-    if a_bits is None:
-        return _kept("float32: no constant weight for weight-only bits")
-    if ctx.opts.act_matmul == "float":
+    if layer.kind == "matmul":
         return _kept("float32: activation x activation matmul (attention) kept float for "
-                     "accuracy (QuantOptions.act_matmul)")
-    params = [_act(ctx, layer, t, a_bits) for t in layer.inputs[:2]]
-    reason = "MatMulIntegerToFloat (int8 x int8, float out)" if a_bits == 8 \
-        else "Q/DQ around a float matmul"
-    return _Plan(Quant(None, a_bits, "per_tensor", None, True, "minmax", "qdq",
-                       tuple(s for s, _ in params), tuple(z for _, z in params), reason=reason))
+                     "accuracy (QuantOptions.act_matmul)" if a_bits else
+                     "float32: no constant weight for weight-only bits")
+    return _kept("float32: activation-only quantisation of a weighted layer has no "
+                 "onnxruntime integer kernel")
 
 
-def _gather(ctx: _Ctx, layer: Layer, w_bits: int | None, a_bits: int | None) -> _Plan:
+_REASONS = {
+    "qlinear_conv": "QLinearConv (int8 in, int8 out)",
+    "int8_linear": "MatMulIntegerToFloat (int8 in, float out)",
+    "int8_act_matmul": "MatMulIntegerToFloat (int8 x int8, float out)",
+    "qdq_float": "Q/DQ around a float op (no onnxruntime integer kernel)",
+    "qdq_float_transpose": "Q/DQ around a float op (no onnxruntime integer kernel)",
+    "nbits_fp32": "MatMulNBits {bits}-bit (accuracy_level 0: fp32 compute)",
+    "nbits_int8": "MatMulNBits {bits}-bit (accuracy_level 4: int8 activations per block)",
+    "int_dq": "DequantizeLinear INT{c} -> float {kind}",
+    "int_dq_block": "blocked DequantizeLinear INT{c} -> float {kind}",
+    "qlinear_linear": "QGemm / QLinearMatMul (int8 in, int8 out)",
+    "qlinear_act_matmul": "QLinearMatMul (int8 x int8, int8 out)",
+}
+Planner = Callable[[_Ctx, Layer, Format, "int | None", "int | None"], _Plan]
+# The quantizer of every row of compiler.formats.FORMATS.
+PLANNERS: Mapping[str, Planner] = MappingProxyType({
+    "float": _float, "fp16": _fp16, "qlinear_conv": _qdq_weighted,
+    "int8_linear": _qdq_weighted, "int8_act_matmul": _act_matmul, "qdq_float": _qdq_any,
+    "qdq_float_transpose": _qdq_weighted, "nbits_fp32": _weight_only,
+    "nbits_int8": _weight_only, "int_dq": _weight_only, "int_dq_block": _weight_only,
+    "gbq": _gather_q, "dynamic_int8_linear": _dynamic, "dynamic_int8_conv": _dynamic,
+    "qlinear_linear": _qdq_weighted, "qlinear_act_matmul": _act_matmul,
+})
+
+
+def policy(options: QuantOptions) -> Policy:
+    """The format policy these options choose."""
+    gran = options.granularity if options.granularity != "auto" else "per_channel"
+    return Policy(options.int8_dot, options.act_matmul == "int8", gran, options.dynamic_int8,
+                  options.requant_out)
+
+
+def _row(ctx: _Ctx, layer: Layer, w_bits: int | None, a_bits: int | None) -> Format:
+    pol, const = policy(ctx.opts), ctx.g.const_weight(layer)
+    row = resolve(layer.kind, const, w_bits, a_bits, pol)
+    forced = ctx.opts.granularity
+    if forced != "auto" and row.name != "float" and forced not in row.granularities:
+        other = resolve(layer.kind, const, w_bits, a_bits, pol, forced)
+        row = other if other.name != "float" else row
+    return row
+
+
+def _gather_bits(ctx: _Ctx, layer: Layer, w_bits: int | None) -> int | None | _Plan:
     table = ctx.g.weights.get(layer.inputs[0])
     if table is None or table.dtype.kind != "f":
         return _Plan(Quant())
@@ -294,13 +358,7 @@ def _gather(ctx: _Ctx, layer: Layer, w_bits: int | None, a_bits: int | None) -> 
     if bits is None:
         return _kept(f"float32: table of {table.size} elements (embedding_bits="
                      f"{ctx.opts.embedding_bits}, min_embedding={ctx.opts.min_embedding})")
-    if bits == 16:
-        return _fp16(layer, table, "float16 table, float32 output")
-    qt = _quantize(ctx, layer, bits, "per_block")
-    reason = f"GatherBlockQuantized {'INT4' if container(bits) == 4 else 'UINT8'}"
-    quant = Quant(bits, None, "per_block", ctx.opts.block, True, clip_method(ctx.opts, bits),
-                  "gbq", reason=reason)
-    return _Plan(quant, _weight_plan(layer, qt))
+    return bits
 
 
 def _embedding_bits(ctx: _Ctx, table: np.ndarray) -> int | None:
@@ -308,14 +366,29 @@ def _embedding_bits(ctx: _Ctx, table: np.ndarray) -> int | None:
 
 
 def _plan(ctx: _Ctx, layer: Layer, w_bits: int | None, a_bits: int | None) -> _Plan:
-    if KIND_CATEGORY[layer.kind] == CATEGORY_GEMM:
-        return _mac(ctx, layer, w_bits, a_bits)
     if layer.kind == "gather":
-        return _gather(ctx, layer, w_bits, a_bits)
-    if w_bits is not None or a_bits is not None:
-        raise ModelError(f"layer {layer.name}", f"a {layer.kind} layer has no bits to choose "
-                         "(only conv, linear, matmul and gather layers do)")
-    return _Plan(Quant())
+        w_bits = _gather_bits(ctx, layer, w_bits)
+        if isinstance(w_bits, _Plan):
+            return w_bits
+    elif KIND_CATEGORY[layer.kind] != CATEGORY_GEMM:
+        if w_bits is not None or a_bits is not None:
+            raise ModelError(f"layer {layer.name}", f"a {layer.kind} layer has no bits to "
+                             "choose (only conv, linear, matmul and gather layers do)")
+        return _Plan(Quant())
+    row = _row(ctx, layer, w_bits, a_bits)
+    bits = (w_bits, a_bits) if row.name == "float" else _row_bits(row, w_bits, a_bits)
+    plan = PLANNERS[row.name](ctx, layer, row, *bits)
+    if a_bits == 16:  # calibrated 16-bit grids have no onnxruntime kernel and ~fp32 accuracy
+        note = f"{plan.quant.reason}; 16-bit activations run as float32"
+        plan = replace(plan, quant=replace(plan.quant, reason=note))
+    return plan
+
+
+def _row_bits(row: Format, w_bits: int | None, a_bits: int | None
+              ) -> tuple[int | None, int | None]:
+    """The bits a row's planner quantises at (what the policy kept of the plan's)."""
+    w = w_bits if row.w_bits != (None,) else None
+    return w, a_bits if a_bits in row.a_bits else None
 
 
 def quantize(g: Graph, bits: np.ndarray, calib: CalibrationStats | None = None,

@@ -24,12 +24,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler.errors import ModelError
+from compiler.formats import WEIGHT_INPUT
 from compiler.ir import Graph, Layer
 from compiler.quantizers import Granularity, fake_quant_weight
 
 DEFAULT_BITS: tuple[int, ...] = (2, 3, 4, 6, 8)
 # Layer kind -> index of the input that holds its weight (when that input is a constant).
-WEIGHT_INPUT: Mapping[str, int] = {"conv": 1, "linear": 1, "matmul": 1}
+# the format policy's weight slots; a matmul's constant operand is priced as its weight
+_SLOT: Mapping[str, int] = {k: WEIGHT_INPUT.get(k, 1) for k in ("conv", "linear", "matmul")}
 # Weight-only linear layers at <= 4 bits are emitted as MatMulNBits: per block of 32 along K.
 BLOCK_SIZE = 32
 BLOCKED_MAX_BITS = 4
@@ -72,12 +74,12 @@ class WeightGrid:
 
 def weight_name(layer: Layer) -> str:
     """The tensor name of a quantisable layer's weight."""
-    return layer.inputs[WEIGHT_INPUT[layer.kind]]
+    return layer.inputs[_SLOT[layer.kind]]
 
 
 def is_quantisable(g: Graph, layer: Layer) -> bool:
     """True for a conv / linear / matmul layer whose weight input is a float constant."""
-    index = WEIGHT_INPUT.get(layer.kind)
+    index = _SLOT.get(layer.kind)
     if index is None or index >= len(layer.inputs) or not g.is_weight(layer.inputs[index]):
         return False
     return np.asarray(g.weights[layer.inputs[index]]).dtype.kind == "f"

@@ -178,7 +178,9 @@ def test_matmulnbits_storage_matches_the_blob_layout():
 def test_int4_conv_is_never_faster_than_fp32_conv():
     rows = [conv(64, 64, 56), conv(256, 512, 7, 1), conv(32, 32, 112, groups=32)]
     cyc = cycles(rows, [(4, 32), (32, 32)], shipped("rpi5"))
-    assert (cyc[:, 0] > cyc[:, 1]).all()  # DequantizeLinear + fp32 Conv: storage only
+    # the emitted Cast(INT4) * scale is constant-folded by onnxruntime at load (checked on its
+    # optimised graph in tests/edgesim/test_kernel_check.py): the Conv runs in fp32
+    np.testing.assert_array_equal(cyc[:, 0], cyc[:, 1])
 
 
 # --- properties --------------------------------------------------------------------------------
