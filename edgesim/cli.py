@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from edgesim import api
 from edgesim.errors import UserError
+from edgesim.llm import cli as llm_cli
 
 EXIT_USAGE = 2
 
@@ -310,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe = target.add_parser("probe", help="measure this machine and write a cpu target")
     probe.add_argument("-o", "--output", required=True, help="YAML file to write")
     probe.set_defaults(run=cmd_probe)
+    llm_cli.add_parser(sub)  # decoders: simulate config.json, generate
     return p
 
 

@@ -154,7 +154,8 @@ def simulate_llm(cfg: DecoderConfig, target: CpuTarget, formats: Sequence[str] =
     Raises:
         UserError: a bad format, thread count, context or prompt length.
     """
-    t = _check_ints(threads or range(1, target.cores + 1), "threads", target.cores)
+    t = _check_ints(range(1, target.cores + 1) if threads is None else threads, "threads",
+                    target.cores)
     c = _check_ints(contexts, "contexts")
     _check_ints([prompt_len], "prompt length")
     fmts = [parse_format(f) for f in formats]
