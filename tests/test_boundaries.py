@@ -65,7 +65,8 @@ def _rel(p: Path) -> str:
 # edgesim/zoo/train_digits.py is the offline training script that checks its export.
 THIRD_PARTY_HOMES = {
     "onnx": ("compiler/frontend/", "compiler/emit/", "edgesim/zoo/", "hwmodels/probe.py"),
-    "onnxruntime": ("edgesim/evaluate.py", "hwmodels/probe.py", "edgesim/zoo/train_digits.py"),
+    "onnxruntime": ("edgesim/evaluate.py", "hwmodels/probe.py", "edgesim/zoo/train_digits.py",
+                    "edgesim/llm/generate.py"),
     "matplotlib": ("edgesim/plot.py",),
 }
 

@@ -89,8 +89,42 @@ def _simulate_dispatch(original: Callable[[argparse.Namespace], int],
     return cmd_simulate_llm(args) if is_config_ref(args.model) else original(args)
 
 
+def _model_bytes(ref: str) -> str | bytes:
+    if not ref.startswith("zoo:"):
+        return ref
+    from edgesim.zoo import DECODERS  # onnx loads only for zoo models
+
+    if ref[4:] not in DECODERS:
+        raise UserError(ref, f"no such decoder; zoo decoders: {', '.join(sorted(DECODERS))}")
+    return DECODERS[ref[4:]]().SerializeToString()
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """`edgesim generate MODEL --prompt ... --max-new-tokens N`: text and measured tokens/s."""
+    from edgesim.llm.generate import generate  # onnxruntime loads only for this command
+
+    g = generate(_model_bytes(args.model), args.prompt, args.max_new_tokens, args.threads)
+    if args.json:
+        print(json.dumps({"prompt": g.prompt, "text": g.text, "tokens": list(g.tokens),
+                          "prefill_s": g.prefill_s, "decode_tokens_per_s": g.tokens_per_s}))
+        return 0
+    print(g.prompt + g.text)
+    print(f"prefill {len(g.prompt.encode())} tokens in {g.prefill_s * 1e3:.1f} ms; decode "
+          f"{len(g.tokens) - 1} tokens at {g.tokens_per_s:.1f} tokens/s "
+          f"(threads {args.threads or 'onnxruntime default'})")
+    return 0
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Hook the decoder flags into `simulate` and register `generate`."""
     sim = subparsers.choices["simulate"]
     add_simulate_args(sim)
     sim.set_defaults(run=functools.partial(_simulate_dispatch, sim.get_default("run")))
+    gen = subparsers.add_parser("generate", help="greedy text generation with a KV-cache "
+                                "decoder in onnxruntime (byte vocabulary), measured tokens/s")
+    gen.add_argument("model", help="ONNX KV-cache decoder or zoo:NAME (e.g. zoo:kv_decoder)")
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--max-new-tokens", type=int, default=32)
+    gen.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+    gen.add_argument("--json", action="store_true", help="machine-readable output")
+    gen.set_defaults(run=cmd_generate)

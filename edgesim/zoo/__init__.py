@@ -16,6 +16,7 @@ import onnx
 
 from compiler.errors import ModelError
 from edgesim.zoo.cnn import mobilenet_v2, resnet18, resnet50
+from edgesim.zoo.decoder import DECODERS
 from edgesim.zoo.trained import digits_cnn, digits_transformer, load_digits_data
 from edgesim.zoo.transformer import llama, minilm, vit_tiny
 
@@ -42,4 +43,4 @@ def build(name: str, **kw: Any) -> onnx.ModelProto:
     return ZOO[name](**kw)
 
 
-__all__ = ["ZOO", "build", "load_digits_data"]
+__all__ = ["DECODERS", "ZOO", "build", "load_digits_data"]
