@@ -99,3 +99,33 @@ def generate(model: str | Path | bytes, prompt: str, max_new_tokens: int,
     t2 = time.perf_counter()
     return Generation(prompt, decode_bytes(tokens), tuple(tokens), t1 - t0, t2 - t1,
                       threads or 0)
+
+
+@dataclass(frozen=True)
+class TextScore:
+    """Next-byte quality of a decoder on a text: mean NLL (nats per byte) and its predictions."""
+
+    nll: float
+    predictions: np.ndarray    # int64 [windows, seq - 1]: argmax next byte at each position
+
+    @property
+    def perplexity(self) -> float:
+        """exp(mean NLL) per byte."""
+        return float(np.exp(self.nll))
+
+    def agreement(self, other: TextScore) -> float:
+        """Share of positions where both predict the same next byte."""
+        return float((self.predictions == other.predictions).mean())
+
+
+def score_text(model: str | Path | bytes, data: np.ndarray, seq: int = 128) -> TextScore:
+    """Mean next-byte NLL over non-overlapping windows of `seq` bytes of `data` (one batch,
+    no cache), and the argmax predictions for next-token agreement."""
+    sess = session(model)
+    n = len(data) // seq
+    ids = np.asarray(data[: n * seq], np.int64).reshape(n, seq)
+    logits, _ = step(sess, ids, empty_past(sess, n))
+    z = logits[:, :-1].astype(np.float64)
+    logz = np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1)) + z.max(-1)
+    picked = np.take_along_axis(z, ids[:, 1:, None], -1)[..., 0]
+    return TextScore(float((logz - picked).mean()), z.argmax(-1))

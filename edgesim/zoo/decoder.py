@@ -63,6 +63,17 @@ def linear_names(shape: DecoderShape) -> list[str]:
     return [f"layers.{i}.{p}" for i in range(shape.layers) for p in per] + ["lm_head"]
 
 
+def linear_shapes(shape: DecoderShape) -> dict[str, tuple[int, int]]:
+    """(in, out) of every linear layer, keyed as `linear_names`."""
+    d, q, kv, f = shape.hidden, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim, \
+        shape.intermediate
+    per = {"self_attn.q_proj": (d, q), "self_attn.k_proj": (d, kv), "self_attn.v_proj": (d, kv),
+           "self_attn.o_proj": (q, d), "mlp.gate_proj": (d, f), "mlp.up_proj": (d, f),
+           "mlp.down_proj": (f, d)}
+    out = {f"layers.{i}.{k}": v for i in range(shape.layers) for k, v in per.items()}
+    return out | {"lm_head": (d, shape.vocab)}
+
+
 class _Ctx:
     """The builder plus what every block reads: formats, RoPE tables, mask, past inputs."""
 
