@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from compiler.allocate import solve
+from compiler.allocate import InfeasibleBudget, solve
 from edgesim.errors import UserError
 from edgesim.llm.formats import parse_format
 from edgesim.llm.generate import score_text
@@ -47,9 +47,33 @@ def plan_for_bits(sens: np.ndarray, params: Sequence[int], names: Sequence[str],
     """
     p = np.asarray(params, np.float64)
     cost = p[:, None] * nominal_bits(choices)[None, :]
-    alloc = solve(sens, cost, avg_bits * p.sum())
-    if alloc.status != "optimal":
-        raise UserError(f"budget {avg_bits} bits", f"infeasible: {alloc.status}")
+    return _plan(sens, cost, avg_bits * p.sum(), names, choices, f"{avg_bits:g} bits")
+
+
+def plan_for_decode_rate(sens: np.ndarray, params: Sequence[int], names: Sequence[str],
+                         choices: Sequence[str], tokens_per_s: float, bandwidth_bps: float,
+                         fixed_s: float) -> dict[str, str]:
+    """The least-sensitive plan whose memory-bound decode reaches `tokens_per_s`.
+
+    A layer in format b costs params x bytes_per_weight(b) / bandwidth seconds per token
+    (`edgesim.llm.phases`: decode streams every weight once); `fixed_s` is the rest of the
+    token (KV cache, embeddings, node overheads) at the same thread count.
+
+    Raises:
+        UserError: the rate is out of reach even with the smallest formats.
+    """
+    bpw = np.array([parse_format(c).bytes_per_weight() for c in choices])
+    cost = np.asarray(params, np.float64)[:, None] * bpw[None, :] / bandwidth_bps
+    return _plan(sens, cost, 1.0 / tokens_per_s - fixed_s, names, choices,
+                 f"{tokens_per_s:g} tokens/s")
+
+
+def _plan(sens: np.ndarray, cost: np.ndarray, budget: float, names: Sequence[str],
+          choices: Sequence[str], label: str) -> dict[str, str]:
+    try:
+        alloc = solve(sens, cost, budget)
+    except InfeasibleBudget:
+        raise UserError(f"budget {label}", "infeasible: no format plan meets it") from None
     return {n: choices[c] for n, c in zip(names, alloc.choice)}
 
 

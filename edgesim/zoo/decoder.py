@@ -18,9 +18,8 @@ onnxruntime-genai writes it). The LM head is `lm_head` (tied: the embedding tabl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 
 import numpy as np
 import onnx
@@ -215,9 +214,3 @@ def _finish(c: _Ctx, logits: str) -> onnx.ModelProto:
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return model
 
-
-# KV-cache decoders by zoo name (`edgesim generate zoo:NAME`); a separate table from `ZOO`
-# because their interface (past/present, dynamic lengths) is not a fixed-shape forward pass
-DECODERS: Mapping[str, Callable[..., onnx.ModelProto]] = MappingProxyType({
-    "kv_decoder": kv_decoder,
-})

@@ -50,8 +50,8 @@ def digits_transformer() -> onnx.ModelProto:
 
 
 # The tiny byte-level LM trained by `edgesim/zoo/train_lm.py` on the King James Bible
-TINY_LM_SHAPE = DecoderShape(vocab=256, hidden=96, layers=4, heads=4, kv_heads=2,
-                             intermediate=256, max_context=512)
+TINY_LM_SHAPE = DecoderShape(vocab=256, hidden=64, layers=4, heads=4, kv_heads=2,
+                             intermediate=192, max_context=512)
 
 
 def tiny_lm_weights() -> dict[str, np.ndarray]:
@@ -63,8 +63,8 @@ def tiny_lm_weights() -> dict[str, np.ndarray]:
 def tiny_lm(formats: Mapping[str, str] | str = "fp32") -> onnx.ModelProto:
     """The shipped tiny LM as a KV-cache decoder (`edgesim.zoo.decoder`), linears in `formats`.
 
-    Byte vocabulary (256), 4 layers, d 96, 4 query / 2 KV heads, SwiGLU 256, tied head,
-    ~0.43 M parameters.
+    Byte vocabulary (256), 4 layers, d 64, 4 query / 2 KV heads, SwiGLU 192, tied head,
+    ~0.21 M parameters.
     """
     return kv_decoder(TINY_LM_SHAPE, formats, weights=tiny_lm_weights())
 

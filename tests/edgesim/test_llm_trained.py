@@ -10,7 +10,7 @@ import pytest
 
 from edgesim.errors import UserError
 from edgesim.llm.generate import empty_past, score_text, session, step
-from edgesim.llm.plan import plan_bytes, plan_for_bits
+from edgesim.llm.plan import plan_bytes, plan_for_bits, plan_for_decode_rate
 from edgesim.zoo.decoder import linear_shapes
 from edgesim.zoo.trained import TINY_LM_SHAPE, load_lm_text, tiny_lm
 
@@ -72,3 +72,17 @@ def test_plan_bytes_counts_scales() -> None:
     total = sum(params.values())
     assert plan_bytes({n: "q4" for n in params}, params) == pytest.approx(total * (0.5 + 4 / 32))
     assert plan_bytes({}, params) == 4 * total
+
+
+def test_decode_rate_plan_meets_the_rate_with_least_sensitivity() -> None:
+    choices, params, names = ["q2z", "q4", "q8"], [2000, 500], ["big", "small"]
+    sens = np.array([[3.0, 1.0, 0.0], [5.0, 2.0, 0.0]])
+    # 400 tokens/s at 1 MB/s with 1 ms fixed leaves 1500 B per token. Bytes per weight: q2z
+    # 0.25 + 4.25/32, q4 0.625, q8 1.125 -> big 765.6 / 1250 / 2250 B, small 191.4 / 312.5 /
+    # 562.5 B. Feasible: (q2z,q2z) 957 s8, (q2z,q4) 1078 s5, (q2z,q8) 1328 s3, (q4,q2z) 1441 s6
+    plan = plan_for_decode_rate(sens, params, names, choices, 400.0, 1e6, 1e-3)
+    assert plan == {"big": "q2z", "small": "q8"}
+    assert plan_for_decode_rate(sens, params, names, choices, 200.0, 1e6, 1e-3) == {
+        "big": "q8", "small": "q8"}
+    with pytest.raises(UserError, match="infeasible"):
+        plan_for_decode_rate(sens, params, names, choices, 1000.0, 1e6, 1e-3)
