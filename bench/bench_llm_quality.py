@@ -2,9 +2,11 @@
 
 Perplexity (per byte) and next-byte agreement with fp32 on the held-out KJV test text
 (16 KiB, `edgesim.zoo.trained.load_lm_text`), for uniform fp32, W8 (q8), W4 block 32 (q4) and
-128 (q4b128), W2 (q2z: 2-bit with packed zero points), and mixed plans at 3 and 4 average
-weight bits from measured per-layer sensitivities on the separate calibration text
-(`edgesim.llm.plan`). Sizes are the linears' stored bytes (scales and zero points included).
+128 (q4b128), W2 (q2z: 2-bit with packed zero points), and mixed plans over {q2z, q4b128, q4,
+q8} at 3 and 4 average nominal weight bits and at exactly the stored bytes of uniform q4 and
+q4b128, from per-layer sensitivities measured on the separate calibration text
+(`edgesim.llm.plan`: NLL rise with one layer quantised). Sizes are the linears' stored bytes
+(scales and zero points included).
 
 Usage: python bench/bench_llm_quality.py
 """
@@ -19,11 +21,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgesim.llm.generate import score_text  # noqa: E402
-from edgesim.llm.plan import layer_sensitivity, plan_bytes, plan_for_bits  # noqa: E402
+from edgesim.llm.plan import (  # noqa: E402
+    layer_sensitivity,
+    plan_bytes,
+    plan_for_bits,
+    plan_for_bytes,
+)
 from edgesim.zoo.decoder import linear_shapes  # noqa: E402
 from edgesim.zoo.trained import TINY_LM_SHAPE, load_lm_text, tiny_lm  # noqa: E402
 
-CHOICES = ["q2z", "q4", "q8"]
+CHOICES = ["q2z", "q4b128", "q4", "q8"]
 
 
 def build(plan: dict | str) -> bytes:
@@ -43,13 +50,16 @@ def main() -> None:
     t0 = time.perf_counter()
     sens = layer_sensitivity(build, names, CHOICES, text["calib"])
     sens_s = time.perf_counter() - t0
-    for bits in (3.0, 4.0):
-        plan = plan_for_bits(sens, list(params.values()), names, CHOICES, bits)
+    plans = {f"mixed_{b:g}bit": plan_for_bits(sens, list(params.values()), names, CHOICES, b)
+             for b in (3.0, 4.0)}
+    for fmt in ("q4", "q4b128"):   # equal stored bytes as the uniform format
+        plans[f"mixed_at_{fmt}_bytes"] = plan_for_bytes(
+            sens, list(params.values()), names, CHOICES, rows[fmt]["linear_bytes"])
+    for key, plan in plans.items():
         s = score_text(build(plan), text["test"])
-        rows[f"mixed_{bits:g}bit"] = {
-            "ppl": s.perplexity, "agreement": s.agreement(ref),
-            "linear_bytes": plan_bytes(plan, params),
-            "formats": {c: sum(v == c for v in plan.values()) for c in CHOICES}}
+        rows[key] = {"ppl": s.perplexity, "agreement": s.agreement(ref),
+                     "linear_bytes": plan_bytes(plan, params),
+                     "formats": {c: sum(v == c for v in plan.values()) for c in CHOICES}}
     print(json.dumps({"model": "tiny_lm (KJV bytes)", "test_bytes": int(len(text["test"])),
                       "sensitivity_s": round(sens_s, 1), "results": rows}, indent=1))
 

@@ -50,6 +50,18 @@ def plan_for_bits(sens: np.ndarray, params: Sequence[int], names: Sequence[str],
     return _plan(sens, cost, avg_bits * p.sum(), names, choices, f"{avg_bits:g} bits")
 
 
+def plan_for_bytes(sens: np.ndarray, params: Sequence[int], names: Sequence[str],
+                   choices: Sequence[str], max_bytes: float) -> dict[str, str]:
+    """The least-sensitive plan whose stored linears (scales, zero points) fit `max_bytes`.
+
+    Raises:
+        UserError: not even the smallest formats fit.
+    """
+    bpw = np.array([parse_format(c).bytes_per_weight() for c in choices])
+    cost = np.asarray(params, np.float64)[:, None] * bpw[None, :]
+    return _plan(sens, cost, max_bytes, names, choices, f"{max_bytes:g} bytes")
+
+
 def plan_for_decode_rate(sens: np.ndarray, params: Sequence[int], names: Sequence[str],
                          choices: Sequence[str], tokens_per_s: float, bandwidth_bps: float,
                          fixed_s: float) -> dict[str, str]:
