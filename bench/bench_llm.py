@@ -33,7 +33,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgesim.llm import load_config, simulate_llm  # noqa: E402
+from edgesim.errors import UserError  # noqa: E402
+from edgesim.llm import check_fit, footprint, load_config, simulate_llm  # noqa: E402
 from hwmodels.target import load_target  # noqa: E402
 
 # Published Raspberry Pi 5 figures (Cortex-A76 @ 2.4 GHz, llama.cpp CPU backend)
@@ -98,6 +99,18 @@ def compare(rows: list[dict]) -> list[dict]:
     return out
 
 
+def ram_fit() -> dict[str, str]:
+    """The 8B check: Llama-3.1-8B-shaped at q4, KV fp32 at 4096 tokens, on 4 and 8 GiB Pi 5s."""
+    cfg, target = load_config("zoo:llama-3.1-8b"), load_target("rpi5")
+    fp, out = footprint(cfg, "q4", 4096, 128), {}
+    for ram in (4, 8):
+        try:
+            out[f"{ram}GiB"] = check_fit(fp, cfg.name, target, ram)
+        except UserError as e:
+            out[f"{ram}GiB"] = f"refused: {e}"
+    return out
+
+
 def measure_here(threads: tuple[int, ...] = (1, 2), runs: int = 3) -> dict:
     from edgesim.llm.generate import generate
     from edgesim.zoo.decoder import DecoderShape, kv_decoder
@@ -128,7 +141,7 @@ def main() -> None:
     args = ap.parse_args()
     rows = predictions()
     out = {"speed": bench_speed(args.repeats), "pi5_predictions": rows,
-           "vs_published": compare(rows), "t_mac": TMAC_NOTE}
+           "vs_published": compare(rows), "t_mac": TMAC_NOTE, "ram_fit": ram_fit()}
     if not args.skip_measure:
         out["this_machine"] = measure_here()
     print(json.dumps(out, indent=1))

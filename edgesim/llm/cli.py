@@ -13,9 +13,10 @@ import json
 from collections.abc import Callable
 
 from edgesim.errors import UserError
-from edgesim.llm.config import is_config_ref, load_config
+from edgesim.llm.config import DecoderConfig, is_config_ref, load_config
 from edgesim.llm.fit import check_fit, footprint
 from edgesim.llm.phases import LlmSimulation, simulate_llm
+from hwmodels.cpu import CpuTarget
 from hwmodels.target import load_target
 
 DEFAULT_CONTEXTS = "128,512,1024,2048,4096"
@@ -52,21 +53,29 @@ def add_simulate_args(p: argparse.ArgumentParser) -> None:
 def cmd_simulate_llm(args: argparse.Namespace) -> int:
     """`edgesim simulate config.json --target T`: fit line, prefill and decode tables."""
     cfg, target = load_config(args.model), load_target(args.target)
-    if not hasattr(target, "read_bandwidth_gbps_by_threads"):
+    if not isinstance(target, CpuTarget):
         raise UserError(args.target, "decoder simulation needs a cpu target")
     contexts = parse_ints(args.context, "--context")
     formats = [f for f in args.formats.split(",") if f]
     sim = simulate_llm(cfg, target, formats, [args.threads] if args.threads else None, contexts,
                        args.prompt_len, args.kv_dtype, args.head_format)
-    fits = [check_fit(footprint(cfg, f, max(contexts), args.prompt_len, args.kv_dtype,
-                                args.head_format), f"{cfg.name} {f}", target, args.ram)
-            for f in formats]
+    fits = [fit_line(cfg, f, target, args, max(contexts)) for f in formats]
     if args.json:
         print(json.dumps({**sim.to_dict(), "fit": fits}))
     else:
         print("\n".join(fits))
         print_tables(sim)
     return 0
+
+
+def fit_line(cfg: DecoderConfig, fmt: str, target: CpuTarget, args: argparse.Namespace,
+             context: int) -> str:
+    """The RAM-fit line of one format (raises when it does not fit); a note when the target
+    describes no RAM and no `--ram` was given."""
+    if target.ram_options_gib is None and args.ram is None:
+        return f"{cfg.name} {fmt}: {target.name} lists no RAM sizes; fit not checked (--ram)"
+    fp = footprint(cfg, fmt, context, args.prompt_len, args.kv_dtype, args.head_format)
+    return check_fit(fp, f"{cfg.name} {fmt}", target, args.ram)
 
 
 def print_tables(sim: LlmSimulation) -> None:

@@ -48,17 +48,18 @@ def footprint(cfg: DecoderConfig, fmt: str, context: int, prompt_len: int,
 
 def available_gib(target: CpuTarget, ram_gib: float | None) -> tuple[float, float]:
     """(board RAM, RAM free for the model) in GiB; `ram_gib` picks a variant (default: the
-    largest the target lists).
+    largest the target lists; any size when it lists none).
 
     Raises:
-        UserError: the target lists no RAM, or `ram_gib` is not one of its variants.
+        UserError: neither the target nor `ram_gib` gives a RAM size, or `ram_gib` is not one of
+            the target's variants.
     """
     options = target.ram_options_gib
-    if not options:
-        raise UserError(f"target {target.name}", "lists no RAM (ram_options_gib); cannot check "
-                        "the fit")
+    if not options and ram_gib is None:
+        raise UserError(f"target {target.name}", "lists no RAM sizes (ram_options_gib); give "
+                        "--ram to check the fit")
     ram = max(options) if ram_gib is None else float(ram_gib)
-    if ram not in options:
+    if options and ram not in options:
         raise UserError(f"--ram {ram:g}", f"{target.name} comes with {list(options)} GiB")
     return ram, ram - (target.ram_reserved_gib or 0.0)
 

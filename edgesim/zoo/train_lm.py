@@ -36,7 +36,7 @@ from edgesim.llm.generate import empty_past, step
 from edgesim.zoo.decoder import kv_decoder
 from edgesim.zoo.trained import TINY_LM_SHAPE
 
-SEED, SEQ, BATCH, STEPS, LR = 0, 128, 16, 800, 6e-3
+SEED, SEQ, BATCH, STEPS, LR = 0, 128, 16, 2400, 6e-3
 TEST_BYTES, CALIB_BYTES = 16384, 8192
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -148,7 +148,7 @@ def train(train_bytes: bytes, test_bytes: bytes) -> TinyLM:
         loss.backward()
         opt.step()
         sched.step()
-        if it % 100 == 0 or it == STEPS - 1:
+        if it % 400 == 0 or it == STEPS - 1:
             print(f"step {it} loss {loss.item():.3f} ({time.time() - t0:.0f} s)", flush=True)
     return model
 

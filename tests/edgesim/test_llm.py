@@ -136,6 +136,10 @@ def test_ram_variant_must_exist() -> None:
     fp = footprint(load_config("zoo:smollm-135m"), "q8", 512, 16)
     with pytest.raises(UserError, match="--ram 3"):
         check_fit(fp, "m", RPI5, 3)
+    no_ram = dataclasses.replace(RPI5, ram_options_gib=None, ram_reserved_gib=None)
+    with pytest.raises(UserError, match="lists no RAM sizes"):
+        check_fit(fp, "m", no_ram, None)
+    assert "3.00 GiB free" in check_fit(fp, "m", no_ram, 3)   # any size without variants
 
 
 def test_config_errors_name_the_field(tmp_path) -> None:
