@@ -121,8 +121,9 @@ def measure_here(threads: tuple[int, ...] = (1, 2), runs: int = 3) -> dict:
                          kv_heads=cfg.kv_heads, intermediate=cfg.intermediate, max_context=256)
     model = kv_decoder(shape, "q4").SerializeToString()
     prompt, new = "The quick brown fox jumps over t", 32
-    measured = {t: statistics.median(generate(model, prompt, new, t).tokens_per_s
-                                     for _ in range(runs)) for t in threads}
+    runs_by_t = {t: [generate(model, prompt, new, t) for _ in range(runs)] for t in threads}
+    measured = {t: statistics.median(g.tokens_per_s for g in gs) for t, gs in runs_by_t.items()}
+    ttft = {t: statistics.median(g.prefill_s for g in gs) for t, gs in runs_by_t.items()}
     ctx = len(prompt) + new // 2   # mean context of the decoded tokens
     sim = simulate_llm(cfg, host, ["q4"], list(threads), [ctx], len(prompt),
                        share_kv_buffer=False)
@@ -131,6 +132,8 @@ def measure_here(threads: tuple[int, ...] = (1, 2), runs: int = 3) -> dict:
             "model_mb": round(len(model) / 1e6, 1), "threads": list(threads),
             "predicted_tok_s": sim.tokens_per_s[0, :, 0].round(2).tolist(),
             "measured_tok_s": [round(measured[t], 2) for t in threads],
+            "predicted_ttft_s": sim.ttft_s[0].round(4).tolist(),
+            "measured_ttft_s": [round(ttft[t], 4) for t in threads],
             "predicted_bytes_per_token_mb": round(float(sim.bytes_per_token[0, 0]) / 1e6, 2)}
 
 
