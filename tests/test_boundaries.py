@@ -62,11 +62,12 @@ def _rel(p: Path) -> str:
 
 
 # hwmodels/probe.py measures this host's kernels by running onnxruntime on models it builds;
-# edgesim/zoo/train_digits.py is the offline training script that checks its export.
+# edgesim/zoo/train_digits.py and train_lm.py are offline training scripts that check their
+# exports; edgesim/llm/generate.py runs KV-cache decoders (edgesim generate, perplexity).
 THIRD_PARTY_HOMES = {
     "onnx": ("compiler/frontend/", "compiler/emit/", "edgesim/zoo/", "hwmodels/probe.py"),
     "onnxruntime": ("edgesim/evaluate.py", "hwmodels/probe.py", "edgesim/zoo/train_digits.py",
-                    "edgesim/llm/generate.py"),
+                    "edgesim/zoo/train_lm.py", "edgesim/llm/generate.py"),
     "matplotlib": ("edgesim/plot.py",),
 }
 
