@@ -178,3 +178,12 @@ def test_cli_simulate_config_json_tables(tmp_path) -> None:
     assert out["contexts"] == [16, 32, 48, 64] and out["threads"] == [1, 2, 3, 4]
     assert np.shape(out["decode_tokens_per_s"]) == (2, 4, 4)
     assert all("fits" in line for line in out["fit"])
+
+
+def test_parse_ints_lists_and_ranges() -> None:
+    from edgesim.llm.cli import parse_ints
+
+    assert parse_ints("1,2,4", "--x") == [1, 2, 4]
+    assert parse_ints("128:4096:3", "--x") == [128, 2112, 4096]   # inclusive, evenly spaced
+    with pytest.raises(UserError, match="--context"):
+        parse_ints("a:b", "--context")

@@ -127,3 +127,18 @@ def test_cli_generate_prints_measured_rate() -> None:
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("hello") and "tokens/s" in res.stdout
+
+
+def test_generate_rejects_bad_input_with_user_errors(tmp_path) -> None:
+    from edgesim.errors import UserError
+    from edgesim.zoo.trained import digits_cnn
+
+    model = kv_decoder(SHAPE, "fp32").SerializeToString()
+    with pytest.raises(UserError, match="--prompt"):
+        generate(model, "", 3)
+    with pytest.raises(UserError, match="--max-new-tokens"):
+        generate(model, "a", 0)
+    with pytest.raises(UserError, match="past_key_values"):
+        generate(digits_cnn().SerializeToString(), "a", 2)
+    with pytest.raises(UserError, match="onnxruntime cannot load"):
+        generate(str(tmp_path / "missing.onnx"), "a", 2)
