@@ -52,10 +52,12 @@ def session(model: str | Path | bytes, threads: int | None = None) -> ort.Infere
 
 def empty_past(sess: ort.InferenceSession, batch: int = 1) -> dict[str, np.ndarray]:
     """Zero-length past K/V for every cache input of `sess`."""
-    past = {i.name: i.shape for i in sess.get_inputs() if i.name.startswith(PAST)}
+    past = [i for i in sess.get_inputs() if i.name.startswith(PAST)]
     if not past:
         raise UserError("model", "has no past_key_values.* inputs (not a KV-cache decoder)")
-    return {n: np.zeros((batch, s[1], 0, s[3]), np.float32) for n, s in past.items()}
+    dtype = {"tensor(float16)": np.float16}
+    return {i.name: np.zeros((batch, i.shape[1], 0, i.shape[3]), dtype.get(i.type, np.float32))
+            for i in past}
 
 
 def step(sess: ort.InferenceSession, ids: np.ndarray,

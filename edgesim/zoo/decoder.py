@@ -30,6 +30,7 @@ from edgesim.llm.formats import parse_format
 from edgesim.zoo.cnn import GraphBuilder, normal
 from edgesim.zoo.transformer import rms_norm, silu
 
+KV_TYPES = {"fp32": TensorProto.FLOAT, "fp16": TensorProto.FLOAT16}
 MASKED = -1e9  # additive score of a future key: exp underflows to exactly 0
 ACCURACY_LEVEL = 4
 
@@ -48,6 +49,7 @@ class DecoderShape:
     tied: bool = True
     attention_bias: bool = False
     rope_theta: float = 10000.0
+    kv_dtype: str = "fp32"   # past/present dtype: "fp32" (onnxruntime-genai on CPU) or "fp16"
 
     @property
     def head_dim(self) -> int:
@@ -136,11 +138,14 @@ def _split_heads(b: GraphBuilder, x: str, scope: str, heads: int, dh: int) -> st
 def _cache(c: _Ctx, new: str, i: int, kind: str) -> str:
     """present = Concat(past, new) on the sequence axis; returns it expanded to every head."""
     b, s = c.b, c.s
-    past = f"past_key_values.{i}.{kind}"
+    past, scope = f"past_key_values.{i}.{kind}", f"layers.{i}.{kind}_cache"
     b.inputs.append(helper.make_tensor_value_info(
-        past, TensorProto.FLOAT, ["N", s.kv_heads, "past", s.head_dim]))
-    present = b.op("Concat", [past, new], f"layers.{i}.{kind}_cache", axis=2)
+        past, KV_TYPES[s.kv_dtype], ["N", s.kv_heads, "past", s.head_dim]))
+    half = s.kv_dtype == "fp16"  # the cache holds fp16; attention reads it back as fp32
+    new = b.op("Cast", [new], scope, to=TensorProto.FLOAT16) if half else new
+    present = b.op("Concat", [past, new], scope, axis=2)
     c.presents[f"present.{i}.{kind}"] = present
+    present = b.op("Cast", [present], scope, to=TensorProto.FLOAT) if half else present
     group = s.heads // s.kv_heads
     x = b.op("Unsqueeze", [present, b.ints([2])], f"layers.{i}.{kind}_gqa")
     x = b.op("Expand", [x, b.ints([1, 1, group, 1, 1])], f"layers.{i}.{kind}_gqa")
@@ -210,6 +215,9 @@ def _finish(c: _Ctx, logits: str) -> onnx.ModelProto:
     kv = ["N", s.kv_heads, "total", s.head_dim]
     outs = {"logits": (logits, ["seq", s.vocab]), **{n: (t, kv[1:]) for n, t in c.presents.items()}}
     model = c.b.model("kv_decoder", outs)
+    for out in model.graph.output:
+        if out.name.startswith("present."):
+            out.type.tensor_type.elem_type = KV_TYPES[s.kv_dtype]
     if c.nbits:
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return model

@@ -48,6 +48,21 @@ def test_prefill_plus_decode_equals_no_cache(shape: DecoderShape, fmt: str) -> N
     np.testing.assert_allclose(cached, full, atol=2e-6 * scale, rtol=0)
 
 
+def test_fp16_kv_cache_halves_the_cache_and_keeps_cached_equal_no_cache() -> None:
+    import dataclasses
+
+    shape = dataclasses.replace(SHAPE, kv_dtype="fp16")
+    sess = _session(kv_decoder(shape, "q4", seed=5))
+    ids = np.random.default_rng(3).integers(0, 256, (1, 10))
+    full, past = step(sess, ids, empty_past(sess))
+    assert all(v.dtype == np.float16 and v.shape == (1, 2, 10, 16) for v in past.values())
+    np.testing.assert_allclose(_cached_logits(sess, ids, 3), full,
+                               atol=2e-6 * np.abs(full).max(), rtol=0)
+    fp32_kv = _session(kv_decoder(SHAPE, "q4", seed=5))
+    ref, _ = step(fp32_kv, ids, empty_past(fp32_kv))
+    assert 0 < np.abs(full - ref).max() < 0.05 * np.abs(ref).max()   # fp16 rounding only
+
+
 def test_mixed_plan_prefill_plus_decode_equals_no_cache() -> None:
     names = linear_names(SHAPE)
     plan = {n: ("q2z", "q4", "q8", "fp32")[i % 4] for i, n in enumerate(names)}
