@@ -12,6 +12,7 @@ the zoo's own builders. They ship as package data in `edgesim.zoo.data`:
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import Mapping
 from importlib import resources
@@ -60,13 +61,15 @@ def tiny_lm_weights() -> dict[str, np.ndarray]:
         return {k: z[k].astype(np.float32) for k in z.files}
 
 
-def tiny_lm(formats: Mapping[str, str] | str = "fp32") -> onnx.ModelProto:
-    """The shipped tiny LM as a KV-cache decoder (`edgesim.zoo.decoder`), linears in `formats`.
+def tiny_lm(formats: Mapping[str, str] | str = "fp32", kv_dtype: str = "fp32") -> onnx.ModelProto:
+    """The shipped tiny LM as a KV-cache decoder (`edgesim.zoo.decoder`), linears in `formats`,
+    its KV cache in `kv_dtype` ("fp32" or "fp16").
 
     Byte vocabulary (256), 4 layers, d 64, 4 query / 2 KV heads, SwiGLU 192, tied head,
     ~0.21 M parameters.
     """
-    return kv_decoder(TINY_LM_SHAPE, formats, weights=tiny_lm_weights())
+    shape = dataclasses.replace(TINY_LM_SHAPE, kv_dtype=kv_dtype)
+    return kv_decoder(shape, formats, weights=tiny_lm_weights())
 
 
 def load_lm_text() -> dict[str, np.ndarray]:
