@@ -6,9 +6,9 @@ Decode (one token at context C, T threads) is a roofline over the whole token:
 (`read_bandwidth_gbps_by_threads`; the sustained DRAM bandwidth when absent) and `compute` is the
 MACs over the kernel's rate: MatMulNBits with accuracy_level 4 runs int8 dot products where the
 target has them (`hwmodels.cpu.nbits_int8_available`), plus unpacking each weight in registers
-(`UNPACK_LANE_OPS` vector ops per int8 lane). Prefill of P tokens is the same roofline with
-P x the linear MACs (GEMM at the target's `gemm_efficiency`), full P x P attention (onnxruntime
-computes masked scores), weights read once. Nothing here is fitted per model.
+(`UNPACK_LANE_OPS` vector ops per int8 lane). Prefill of P tokens is compute-bound: its
+linears are P-row GEMMs costed by the project's CPU kernel model (`hwmodels.cost`), plus full
+P x P attention (onnxruntime computes the masked scores too). Nothing here is fitted per model.
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from compiler.ir import KIND_CATEGORY, KIND_CODE, LayerTable
 from edgesim.errors import UserError
 from edgesim.llm.config import DecoderConfig
 from edgesim.llm.formats import WeightFormat, parse_format
-from edgesim.llm.traffic import decode_bytes, weight_bytes
+from edgesim.llm.traffic import decode_bytes
+from hwmodels import cost as hw_cost
 from hwmodels.cpu import CpuTarget, nbits_int8_available, peak_macs_per_cycle
 from hwmodels.kernels.cpu import UNPACK_LANE_OPS
 
@@ -120,17 +122,41 @@ def decode_compute_s(cfg: DecoderConfig, target: CpuTarget, fmt: WeightFormat,
     return lin + attn[None, :] / _fp32_rate(target, t)
 
 
+def linear_table(cfg: DecoderConfig, m: int) -> LayerTable:
+    """The decoder's linears (every block's seven, then the head) as `m`-row GEMMs."""
+    shapes = [s for _ in range(cfg.layers) for s in cfg.layer_linears().values()]
+    k, n = (np.array(x, np.int64) for x in zip(*shapes, (cfg.hidden, cfg.vocab)))
+    size = len(k)
+    rows, ones = np.full(size, m, np.int64), np.ones(size, np.int64)
+    code = np.full(size, KIND_CODE["linear"], np.int32)
+    cat = np.full(size, KIND_CATEGORY["linear"], np.int32)
+    return LayerTable(tuple(f"linear{i}" for i in range(size)), code, cat, rows, n, k, ones,
+                      rows * n * k, np.zeros(size, np.int64), n * k, rows * k, rows * n,
+                      rows * k * 4, rows * n * 4, n * k * 4, np.ones(size), np.ones(size))
+
+
+def _hw_bits(fmt: WeightFormat) -> tuple[int, int]:
+    # hwmodels' (w_bits, a_bits): weight-only formats keep fp32 activations
+    return (fmt.bits, 16 if fmt.bits == 16 else 32)
+
+
 def prefill_s(cfg: DecoderConfig, target: CpuTarget, fmt: WeightFormat, head: WeightFormat,
               threads: np.ndarray, prompt_len: int) -> np.ndarray:
-    """Time to first token for a prompt of `prompt_len` tokens, [T] (logits of every position)."""
-    t, p = np.asarray(threads), float(prompt_len)
-    blocks, emb = _linear_params(cfg)
-    comp = p * (blocks / macs_per_s(target, fmt, t) + emb / macs_per_s(target, head, t))
-    comp = comp + blocks * unpack_s_per_weight(target, fmt, t)  # each weight unpacked once
-    comp = comp + 2.0 * cfg.layers * cfg.heads * cfg.head_dim * p * p / _fp32_rate(target, t)
-    w = weight_bytes(cfg, fmt, head)
-    mem = (w.blocks + w.head + w.small) / read_bandwidth(target, t)
-    return np.maximum(comp, mem) + overhead_s(cfg, target, t)
+    """Time to first token for a prompt of `prompt_len` tokens, [T] (logits of every position).
+
+    The linears' GEMMs come from the project's CPU kernel model (`hwmodels.cost.evaluate`, its
+    onnxruntime kernel paths, node and fork/join overheads); attention (P x P masked scores
+    and P x P x head_dim values per head) runs at the fp32 rate, other nodes at the target's
+    per-node overhead.
+    """
+    table, bits = linear_table(cfg, prompt_len), np.array([_hw_bits(fmt), _hw_bits(head)])
+    p, out = float(prompt_len), []
+    for t in np.asarray(threads):
+        lat = hw_cost.evaluate(table, bits, target, threads=int(t)).latency_s
+        attn = 2.0 * cfg.layers * cfg.heads * cfg.head_dim * p * p / _fp32_rate(target, t)
+        out.append(lat[:-1, 0].sum() + lat[-1, 1] + attn)
+    other = (cfg.layers * OTHER_NODES_PER_BLOCK + 2) * target.op_overhead_us * 1e-6
+    return np.array(out) + other
 
 
 def simulate_llm(cfg: DecoderConfig, target: CpuTarget, formats: Sequence[str] = ("q4",),

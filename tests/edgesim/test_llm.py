@@ -187,3 +187,14 @@ def test_parse_ints_lists_and_ranges() -> None:
     assert parse_ints("128:4096:3", "--x") == [128, 2112, 4096]   # inclusive, evenly spaced
     with pytest.raises(UserError, match="--context"):
         parse_ints("a:b", "--context")
+
+
+def test_prefill_is_no_faster_than_the_int8_peak() -> None:
+    cfg = load_config("zoo:qwen2.5-0.5b")
+    sim = simulate_llm(cfg, RPI5, ["q4"], [1, 4], [1], prompt_len=256)
+    # 24 blocks x 14,909,440 + head 151936 x 896 MACs per token; sdot peak: 2 pipes x 16
+    # int8 MACs x 2.4 GHz per core
+    macs = 256 * (24 * 14_909_440 + 151936 * 896)
+    floor = macs / (2 * 16 * 2.4e9 * np.array([1, 4]))
+    assert (sim.ttft_s[0] > floor).all()
+    assert sim.ttft_s[0, 0] / sim.ttft_s[0, 1] > 2   # 4 threads: well over 2x faster
