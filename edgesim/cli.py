@@ -15,6 +15,7 @@ from typing import Any
 
 from edgesim import api, validate
 from edgesim.errors import UserError
+from edgesim.llm import cli as llm_cli
 
 EXIT_USAGE = 2
 
@@ -381,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("-o", "--output", required=True, help="YAML file to write")
     probe.set_defaults(run=cmd_probe)
     validate.add_parser(sub)
+    llm_cli.add_parser(sub)  # decoders: simulate config.json, generate
     return p
 
 

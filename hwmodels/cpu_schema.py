@@ -97,6 +97,11 @@ class CpuTarget:
     power: Power
     process_nm: float
     instruction_energy_pj: float | None = None  # None: Horowitz 70 pJ at 45 nm, node-scaled
+    # small LLMs (edgesim.llm): effective DRAM read bandwidth at 1, 2, ... threads (decode is
+    # bound by it), the board's RAM variants and the RAM the OS keeps; None = not described
+    read_bandwidth_gbps_by_threads: tuple[float, ...] | None = None
+    ram_options_gib: tuple[float, ...] | None = None
+    ram_reserved_gib: float | None = None
 
     def __post_init__(self) -> None:
         # cross-field rules; messages name the field as "<field>: <what>"

@@ -65,12 +65,14 @@ def _rel(p: Path) -> str:
 
 
 # hwmodels/probe.py measures this host's kernels by running onnxruntime on models it builds;
-# edgesim/zoo/train_digits.py is the offline training script that checks its export;
+# edgesim/zoo/train_digits.py and train_lm.py are offline training scripts that check their
+# exports; edgesim/llm/generate.py runs KV-cache decoders (edgesim generate, perplexity);
 # edgesim/kernel_check.py reads the optimised graph onnxruntime runs (issue 12).
 THIRD_PARTY_HOMES = {
     "onnx": ("compiler/frontend/", "compiler/emit/", "edgesim/zoo/", "hwmodels/probe.py",
              "edgesim/validate.py", "edgesim/kernel_check.py"),
     "onnxruntime": ("edgesim/evaluate.py", "hwmodels/probe.py", "edgesim/zoo/train_digits.py",
+                    "edgesim/zoo/train_lm.py", "edgesim/llm/generate.py",
                     "edgesim/validate.py", "edgesim/kernel_check.py"),
     "matplotlib": ("edgesim/plot.py",),
 }

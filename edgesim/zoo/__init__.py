@@ -16,7 +16,8 @@ import onnx
 
 from compiler.errors import ModelError
 from edgesim.zoo.cnn import mobilenet_v2, resnet18, resnet50
-from edgesim.zoo.trained import digits_cnn, digits_transformer, load_digits_data
+from edgesim.zoo.decoder import kv_decoder
+from edgesim.zoo.trained import digits_cnn, digits_transformer, load_digits_data, tiny_lm
 from edgesim.zoo.transformer import llama, minilm, vit_tiny
 
 ZOO: Mapping[str, Callable[..., onnx.ModelProto]] = MappingProxyType({
@@ -28,6 +29,13 @@ ZOO: Mapping[str, Callable[..., onnx.ModelProto]] = MappingProxyType({
     "llama": llama,
     "digits_cnn": digits_cnn,
     "digits_transformer": digits_transformer,
+})
+
+# KV-cache decoders (`edgesim generate zoo:NAME`), apart from `ZOO`: their interface (past /
+# present, dynamic lengths) is not one fixed-shape forward pass
+DECODERS: Mapping[str, Callable[..., onnx.ModelProto]] = MappingProxyType({
+    "kv_decoder": kv_decoder,
+    "tiny_lm": tiny_lm,
 })
 
 
@@ -42,4 +50,4 @@ def build(name: str, **kw: Any) -> onnx.ModelProto:
     return ZOO[name](**kw)
 
 
-__all__ = ["ZOO", "build", "load_digits_data"]
+__all__ = ["DECODERS", "ZOO", "build", "load_digits_data"]

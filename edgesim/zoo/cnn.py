@@ -66,12 +66,16 @@ class GraphBuilder:
 
     def param(self, name: str, shape: Sequence[int], init: Init) -> str:
         """A float32 parameter: the given weight if there is one, else a seeded random draw."""
+        return self.const(name, self.draw(name, shape, init))
+
+    def draw(self, name: str, shape: Sequence[int], init: Init) -> np.ndarray:
+        """The float32 value `param` would store (for builders that pack it themselves)."""
         shape = tuple(shape)
         value = self.weights.pop(name) if name in self.weights else init(self.rng, shape)
         value = np.asarray(value, dtype=np.float32)
         if value.shape != shape:
             raise ModelError(name, f"weight has shape {value.shape}, the graph needs {shape}")
-        return self.const(name, value)
+        return value
 
     def const(self, name: str, value: np.ndarray | float | int) -> str:
         """An initializer holding `value` exactly (dtype kept)."""

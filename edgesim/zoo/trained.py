@@ -12,11 +12,15 @@ the zoo's own builders. They ship as package data in `edgesim.zoo.data`:
 
 from __future__ import annotations
 
+import dataclasses
 import io
+from collections.abc import Mapping
 from importlib import resources
 
 import numpy as np
 import onnx
+
+from edgesim.zoo.decoder import DecoderShape, kv_decoder
 
 DATA_PACKAGE = "edgesim.zoo.data"
 DATA_KEYS = ("x_calib", "y_calib", "x_test", "y_test")
@@ -44,3 +48,31 @@ def digits_cnn() -> onnx.ModelProto:
 def digits_transformer() -> onnx.ModelProto:
     """The trained digits transformer (8 row tokens, d 64, 2 pre-LN blocks, 4 heads)."""
     return onnx.load_from_string(_read("digits_transformer.onnx"))
+
+
+# The tiny byte-level LM trained by `edgesim/zoo/train_lm.py` on the King James Bible
+TINY_LM_SHAPE = DecoderShape(vocab=256, hidden=64, layers=4, heads=4, kv_heads=2,
+                             intermediate=192, max_context=512)
+
+
+def tiny_lm_weights() -> dict[str, np.ndarray]:
+    """The shipped tiny LM's weights (stored float16), as float32 arrays by parameter name."""
+    with np.load(io.BytesIO(_read("tiny_lm.npz"))) as z:
+        return {k: z[k].astype(np.float32) for k in z.files}
+
+
+def tiny_lm(formats: Mapping[str, str] | str = "fp32", kv_dtype: str = "fp32") -> onnx.ModelProto:
+    """The shipped tiny LM as a KV-cache decoder (`edgesim.zoo.decoder`), linears in `formats`,
+    its KV cache in `kv_dtype` ("fp32" or "fp16").
+
+    Byte vocabulary (256), 4 layers, d 64, 4 query / 2 KV heads, SwiGLU 192, tied head,
+    ~0.21 M parameters.
+    """
+    shape = dataclasses.replace(TINY_LM_SHAPE, kv_dtype=kv_dtype)
+    return kv_decoder(shape, formats, weights=tiny_lm_weights())
+
+
+def load_lm_text() -> dict[str, np.ndarray]:
+    """Held-out KJV bytes for the tiny LM: `calib` (8 KiB) and `test` (16 KiB), uint8."""
+    with np.load(io.BytesIO(_read("tiny_lm_text.npz"))) as z:
+        return {k: z[k] for k in z.files}

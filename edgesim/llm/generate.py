@@ -1,0 +1,133 @@
+"""Greedy generation with a KV-cache decoder in onnxruntime, with a byte-level vocabulary.
+
+The model has the interface `edgesim.zoo.decoder` writes (`input_ids`, `past_key_values.{i}.
+key|value` in, `logits`, `present.{i}.key|value` out). Tokens are UTF-8 bytes (vocab >= 256):
+no tokenizer file is needed. Prefill runs the prompt at once; each new token then runs alone
+with the cache, and the decode rate is timed over those single-token runs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from edgesim.errors import UserError
+
+PAST = "past_key_values."
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Generated text and the measured speed."""
+
+    prompt: str
+    text: str
+    tokens: tuple[int, ...]
+    prefill_s: float
+    decode_s: float            # total over the decoded tokens
+    threads: int
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Measured decode tokens/s (0 when nothing was decoded after the first token)."""
+        n = len(self.tokens) - 1
+        return n / self.decode_s if n > 0 and self.decode_s > 0 else 0.0
+
+
+def session(model: str | Path | bytes, threads: int | None = None) -> ort.InferenceSession:
+    """An onnxruntime CPU session with `threads` intra-op threads (default: onnxruntime's)."""
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    src = model if isinstance(model, bytes) else str(model)
+    try:
+        return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise UserError(str(model)[:80], f"onnxruntime cannot load it: {e}") from None
+
+
+def empty_past(sess: ort.InferenceSession, batch: int = 1) -> dict[str, np.ndarray]:
+    """Zero-length past K/V for every cache input of `sess`."""
+    past = [i for i in sess.get_inputs() if i.name.startswith(PAST)]
+    if not past:
+        raise UserError("model", "has no past_key_values.* inputs (not a KV-cache decoder)")
+    dtype = {"tensor(float16)": np.float16}
+    return {i.name: np.zeros((batch, i.shape[1], 0, i.shape[3]), dtype.get(i.type, np.float32))
+            for i in past}
+
+
+def step(sess: ort.InferenceSession, ids: np.ndarray,
+         past: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """One run: logits [N, S, V] and the next step's past (the presents renamed)."""
+    names = [o.name for o in sess.get_outputs()]
+    out = dict(zip(names, sess.run(None, {"input_ids": ids, **past})))
+    nxt = {PAST + n[len("present."):]: v for n, v in out.items() if n.startswith("present.")}
+    return out["logits"], nxt
+
+
+def encode(text: str) -> np.ndarray:
+    """UTF-8 bytes as token ids, int64 [1, n]."""
+    return np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int64)[None]
+
+
+def decode_bytes(tokens: list[int] | tuple[int, ...]) -> str:
+    """Token ids (bytes; ids >= 256 dropped) as text, invalid UTF-8 replaced."""
+    return bytes(t for t in tokens if t < 256).decode("utf-8", errors="replace")
+
+
+def generate(model: str | Path | bytes, prompt: str, max_new_tokens: int,
+             threads: int | None = None) -> Generation:
+    """Greedy-decode `max_new_tokens` bytes after `prompt`.
+
+    Raises:
+        UserError: empty prompt, a bad token count, or a model without the KV-cache interface.
+    """
+    if not prompt:
+        raise UserError("--prompt", "must not be empty")
+    if max_new_tokens < 1:
+        raise UserError("--max-new-tokens", f"must be >= 1, got {max_new_tokens}")
+    sess = session(model, threads)
+    t0 = time.perf_counter()
+    logits, past = step(sess, encode(prompt), empty_past(sess))
+    tokens = [int(logits[0, -1].argmax())]
+    t1 = time.perf_counter()
+    for _ in range(max_new_tokens - 1):
+        logits, past = step(sess, np.array([[tokens[-1]]], np.int64), past)
+        tokens.append(int(logits[0, -1].argmax()))
+    t2 = time.perf_counter()
+    return Generation(prompt, decode_bytes(tokens), tuple(tokens), t1 - t0, t2 - t1,
+                      threads or 0)
+
+
+@dataclass(frozen=True)
+class TextScore:
+    """Next-byte quality of a decoder on a text: mean NLL (nats per byte) and its predictions."""
+
+    nll: float
+    predictions: np.ndarray    # int64 [windows, seq - 1]: argmax next byte at each position
+
+    @property
+    def perplexity(self) -> float:
+        """exp(mean NLL) per byte."""
+        return float(np.exp(self.nll))
+
+    def agreement(self, other: TextScore) -> float:
+        """Share of positions where both predict the same next byte."""
+        return float((self.predictions == other.predictions).mean())
+
+
+def score_text(model: str | Path | bytes, data: np.ndarray, seq: int = 128) -> TextScore:
+    """Mean next-byte NLL over non-overlapping windows of `seq` bytes of `data` (one batch,
+    no cache), and the argmax predictions for next-token agreement."""
+    sess = session(model)
+    n = len(data) // seq
+    ids = np.asarray(data[: n * seq], np.int64).reshape(n, seq)
+    logits, _ = step(sess, ids, empty_past(sess, n))
+    z = logits[:, :-1].astype(np.float64)
+    logz = np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1)) + z.max(-1)
+    picked = np.take_along_axis(z, ids[:, 1:, None], -1)[..., 0]
+    return TextScore(float((logz - picked).mean()), z.argmax(-1))

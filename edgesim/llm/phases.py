@@ -1,0 +1,205 @@
+"""Prefill and decode of a decoder on a CPU target: time to first token and tokens/s.
+
+Decode (one token at context C, T threads) is a roofline over the whole token:
+`max(bytes(C) / bw(T), compute(C, T)) + node overheads`, where `bytes` comes from
+`edgesim.llm.traffic`, `bw(T)` is the target's effective read bandwidth at T threads
+(`read_bandwidth_gbps_by_threads`; the sustained DRAM bandwidth when absent) and `compute` is the
+MACs over the kernel's rate: MatMulNBits with accuracy_level 4 runs int8 dot products where the
+target has them (`hwmodels.cpu.nbits_int8_available`), plus unpacking each weight in registers
+(`UNPACK_LANE_OPS` vector ops per int8 lane). Prefill of P tokens is compute-bound: its
+linears are P-row GEMMs costed by the project's CPU kernel model (`hwmodels.cost`), plus full
+P x P attention (onnxruntime computes the masked scores too). Nothing here is fitted per model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from compiler.ir import KIND_CATEGORY, KIND_CODE, LayerTable
+from edgesim.errors import UserError
+from edgesim.llm.config import DecoderConfig
+from edgesim.llm.formats import WeightFormat, parse_format
+from edgesim.llm.traffic import decode_bytes
+from hwmodels import cost as hw_cost
+from hwmodels.cpu import CpuTarget, nbits_int8_available, peak_macs_per_cycle
+from hwmodels.kernels.cpu import UNPACK_LANE_OPS
+
+# onnxruntime nodes per decoder block (assumed, as onnxruntime-genai's builder lays a block
+# out): 7 MatMul(NBits) + 2 norms, rotary, attention, SiLU and gate Mul
+GEMM_NODES_PER_BLOCK = 7
+OTHER_NODES_PER_BLOCK = 6
+
+
+@dataclass(frozen=True)
+class LlmSimulation:
+    """Predicted prefill and decode of one decoder on one target.
+
+    Arrays are indexed [format, thread count(, context)].
+    """
+
+    model: str
+    target: str
+    formats: tuple[str, ...]
+    threads: tuple[int, ...]
+    contexts: np.ndarray            # int64 [C]
+    prompt_len: int
+    kv_dtype: str
+    bytes_per_token: np.ndarray     # [F, C]
+    decode_s: np.ndarray            # [F, T, C] seconds per decoded token
+    decode_memory_bound: np.ndarray  # bool [F, T, C]
+    ttft_s: np.ndarray              # [F, T]
+
+    @property
+    def tokens_per_s(self) -> np.ndarray:
+        """Decode tokens/s, [F, T, C]."""
+        return 1.0 / self.decode_s
+
+    def to_dict(self) -> dict:
+        """JSON-ready nested lists."""
+        return {"model": self.model, "target": self.target, "formats": list(self.formats),
+                "threads": list(self.threads), "contexts": self.contexts.tolist(),
+                "prompt_len": self.prompt_len, "kv_dtype": self.kv_dtype,
+                "bytes_per_token": self.bytes_per_token.tolist(),
+                "decode_tokens_per_s": self.tokens_per_s.tolist(),
+                "decode_memory_bound": self.decode_memory_bound.tolist(),
+                "ttft_s": self.ttft_s.tolist()}
+
+
+def read_bandwidth(target: CpuTarget, threads: np.ndarray) -> np.ndarray:
+    """Effective DRAM read bytes/s at each thread count (the last entry beyond the table)."""
+    table = target.read_bandwidth_gbps_by_threads or (target.dram.sustained_bandwidth_gbps,)
+    idx = np.minimum(np.asarray(threads) - 1, len(table) - 1)
+    return np.asarray(table)[idx] * 1e9
+
+
+def macs_per_s(target: CpuTarget, fmt: WeightFormat, threads: np.ndarray) -> np.ndarray:
+    """Linear-layer MAC rate at each thread count: the kernel's peak x gemm_efficiency."""
+    peak = peak_macs_per_cycle(target)
+    if fmt.quantized:
+        kind = "int8" if nbits_int8_available(target) else "fp32"
+    else:
+        kind = "fp16" if fmt.bits == 16 and peak["fp16"] else "fp32"
+    return peak[kind] * target.clock_ghz * 1e9 * target.gemm_efficiency * np.asarray(threads)
+
+
+def unpack_s_per_weight(target: CpuTarget, fmt: WeightFormat, threads: np.ndarray) -> np.ndarray:
+    """Seconds per weight to unpack sub-byte weights in registers (0 for 8-bit and float)."""
+    if not fmt.quantized or fmt.bits == 8:
+        return np.zeros(np.shape(threads))
+    lanes8, hz = target.simd_bits / 8.0, target.clock_ghz * 1e9
+    return UNPACK_LANE_OPS / (lanes8 * target.fma_pipes * hz * np.asarray(threads))
+
+
+def overhead_s(cfg: DecoderConfig, target: CpuTarget, threads: np.ndarray) -> np.ndarray:
+    """Per-run node overheads: every node, plus a fork/join per GEMM node when threaded."""
+    gemm = cfg.layers * GEMM_NODES_PER_BLOCK + 1
+    other = cfg.layers * OTHER_NODES_PER_BLOCK + 2
+    fixed = gemm * target.gemm_overhead_us + other * target.op_overhead_us
+    forks = np.where(np.asarray(threads) > 1, gemm * target.thread_overhead_us, 0.0)
+    return (fixed + target.run_overhead_us + forks) * 1e-6
+
+
+def _linear_params(cfg: DecoderConfig) -> tuple[float, float]:
+    return float(cfg.layers * cfg.block_linear_params()), float(cfg.embedding_params())
+
+
+def _fp32_rate(target: CpuTarget, threads: np.ndarray) -> np.ndarray:
+    return macs_per_s(target, WeightFormat("fp32", 32), threads)
+
+
+def decode_compute_s(cfg: DecoderConfig, target: CpuTarget, fmt: WeightFormat,
+                     head: WeightFormat, threads: np.ndarray, contexts: np.ndarray) -> np.ndarray:
+    """Compute time of one decoded token, [T, C]: linears + head at their kernels' rates,
+    attention (2 x heads x head_dim x C MACs per layer) at the fp32 rate."""
+    t = np.asarray(threads)[:, None]
+    blocks, emb = _linear_params(cfg)
+    lin = blocks * (1 / macs_per_s(target, fmt, t) + unpack_s_per_weight(target, fmt, t))
+    lin = lin + emb * (1 / macs_per_s(target, head, t) + unpack_s_per_weight(target, head, t))
+    attn = 2.0 * cfg.layers * cfg.heads * cfg.head_dim * np.asarray(contexts, np.float64)
+    return lin + attn[None, :] / _fp32_rate(target, t)
+
+
+def linear_table(cfg: DecoderConfig, m: int) -> LayerTable:
+    """The decoder's linears (every block's seven, then the head) as `m`-row GEMMs."""
+    shapes = [s for _ in range(cfg.layers) for s in cfg.layer_linears().values()]
+    k, n = (np.array(x, np.int64) for x in zip(*shapes, (cfg.hidden, cfg.vocab)))
+    size = len(k)
+    rows, ones = np.full(size, m, np.int64), np.ones(size, np.int64)
+    code = np.full(size, KIND_CODE["linear"], np.int32)
+    cat = np.full(size, KIND_CATEGORY["linear"], np.int32)
+    return LayerTable(tuple(f"linear{i}" for i in range(size)), code, cat, rows, n, k, ones,
+                      rows * n * k, np.zeros(size, np.int64), n * k, rows * k, rows * n,
+                      rows * k * 4, rows * n * 4, n * k * 4, np.ones(size), np.ones(size))
+
+
+def _hw_bits(fmt: WeightFormat) -> tuple[int, int]:
+    # hwmodels' (w_bits, a_bits): weight-only formats keep fp32 activations
+    return (fmt.bits, 16 if fmt.bits == 16 else 32)
+
+
+def prefill_s(cfg: DecoderConfig, target: CpuTarget, fmt: WeightFormat, head: WeightFormat,
+              threads: np.ndarray, prompt_len: int) -> np.ndarray:
+    """Time to first token for a prompt of `prompt_len` tokens, [T] (logits of every position).
+
+    The linears' GEMMs come from the project's CPU kernel model (`hwmodels.cost.evaluate`, its
+    onnxruntime kernel paths, node and fork/join overheads); attention (P x P masked scores
+    and P x P x head_dim values per head) runs at the fp32 rate, other nodes at the target's
+    per-node overhead.
+    """
+    table, bits = linear_table(cfg, prompt_len), np.array([_hw_bits(fmt), _hw_bits(head)])
+    p, out = float(prompt_len), []
+    for t in np.asarray(threads):
+        lat = hw_cost.evaluate(table, bits, target, threads=int(t)).latency_s
+        attn = 2.0 * cfg.layers * cfg.heads * cfg.head_dim * p * p / _fp32_rate(target, t)
+        out.append(lat[:-1, 0].sum() + lat[-1, 1] + attn)
+    other = (cfg.layers * OTHER_NODES_PER_BLOCK + 2) * target.op_overhead_us * 1e-6
+    return np.array(out) + other
+
+
+def simulate_llm(cfg: DecoderConfig, target: CpuTarget, formats: Sequence[str] = ("q4",),
+                 threads: Sequence[int] | None = None, contexts: Sequence[int] = (512,),
+                 prompt_len: int = 128, kv_dtype: str = "fp32", head_format: str | None = None,
+                 share_kv_buffer: bool = True) -> LlmSimulation:
+    """Predict prefill (TTFT) and decode (tokens/s) of `cfg` on `target`.
+
+    Args:
+        cfg: the decoder's shape.
+        target: a CPU target.
+        formats: block-linear weight formats (`edgesim.llm.formats` spelling).
+        threads: thread counts (default 1 .. cores).
+        contexts: context lengths C at which one token is decoded.
+        prompt_len: the prompt length P of the prefill.
+        kv_dtype: KV-cache dtype (fp32 as onnxruntime-genai's CPU models, fp16, int8).
+        head_format: LM head / embedding format (default: each weight format).
+        share_kv_buffer: past and present KV share one buffer (onnxruntime-genai); False for
+            a plain-onnxruntime model that concatenates past and new K/V.
+
+    Raises:
+        UserError: a bad format, thread count, context or prompt length.
+    """
+    t = _check_ints(range(1, target.cores + 1) if threads is None else threads, "threads",
+                    target.cores)
+    c = _check_ints(contexts, "contexts")
+    _check_ints([prompt_len], "prompt length")
+    fmts = [parse_format(f) for f in formats]
+    heads = [parse_format(head_format) if head_format else f for f in fmts]
+    nbytes = np.stack([decode_bytes(cfg, f, h, kv_dtype, c, share_kv_buffer)
+                       for f, h in zip(fmts, heads)])
+    mem = nbytes[:, None, :] / read_bandwidth(target, t)[None, :, None]
+    comp = np.stack([decode_compute_s(cfg, target, f, h, t, c) for f, h in zip(fmts, heads)])
+    over = overhead_s(cfg, target, t)[None, :, None]
+    ttft = np.stack([prefill_s(cfg, target, f, h, t, prompt_len) for f, h in zip(fmts, heads)])
+    return LlmSimulation(cfg.name, target.name, tuple(formats), tuple(int(x) for x in t), c,
+                         prompt_len, kv_dtype, nbytes, np.maximum(mem, comp) + over, mem >= comp,
+                         ttft)
+
+
+def _check_ints(values: Sequence[int], what: str, top: int | None = None) -> np.ndarray:
+    a = np.asarray(list(values), dtype=np.int64)
+    if a.size == 0 or (a < 1).any() or (top is not None and (a > top).any()):
+        bound = f"1..{top}" if top else ">= 1"
+        raise UserError(what, f"each must be {bound}, got {a.tolist()}")
+    return a
