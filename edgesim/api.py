@@ -95,10 +95,11 @@ def targets() -> list[TargetInfo]:
 
 def probe_target(output: str | os.PathLike) -> Any:
     """Measure this machine, write it as a `cpu` target YAML (atomically) and return it."""
-    from hwmodels.probe import probe_host, write_target_yaml
+    from compiler.atomic import atomic_write
+    from hwmodels.probe import probe_host, target_yaml
 
     target = probe_host()
-    write_target_yaml(target, output)
+    atomic_write(output, target_yaml(target))
     return target
 
 
@@ -116,10 +117,10 @@ def simulate(model: Any, target: Any, *, bits: Any = "fp32", threads: int | None
         runtime: "onnxruntime" (the kernels onnxruntime takes) or "ideal" (best the ISA allows).
 
     Returns:
-        An `edgesim.simulate.Simulation`.
+        An `edgesim.simulation.Simulation`.
     """
     from edgesim import assignment
-    from edgesim.simulate import simulate_graph
+    from edgesim.simulation import simulate_graph
 
     if runtime not in ("onnxruntime", "ideal"):
         raise UserError("--runtime", f"must be onnxruntime or ideal, got {runtime!r}")

@@ -1,21 +1,33 @@
 """The `edgesim` command line: argparse subcommands, each mapped to one `edgesim.api` function.
 
-Errors about the user's input (ModelError, TargetError, UserError — all ValueErrors with a
-place) print one line `edgesim: <where>: <what>` and exit 2; `--debug` shows the traceback.
+Exit codes: 0 success; 2 bad input -- the project's own errors (ModelError, TargetError,
+UserError, each naming where) and OS errors on the user's files -- printed as one line
+`edgesim: <where>: <what>`; 1 an internal error (a bug: any other exception), with a pointer to
+`--debug`; 130 interrupted (Ctrl-C). `--debug` shows tracebacks and verifies the IR.
+
+Global flags (`--debug`, `-v`, `-q/--quiet`, `--json`) go before or after the subcommand. A
+subcommand is registered by a function `add_parser(sub)` (see `COMMANDS`): it calls
+`add_command(sub, name, help, run)`, which gives the parser the global flags, and adds its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from edgesim import api
+from compiler.errors import ModelError
+from edgesim import __version__, api
 from edgesim.errors import UserError
 
+EXIT_INTERNAL = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a Ctrl-C'd command
+GLOBAL_FLAGS = {"debug": False, "verbose": 0, "quiet": False, "json": False}
 
 
 def parse_input_shapes(items: Sequence[str] | None) -> dict[str, tuple[int, ...]]:
@@ -64,7 +76,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_simulation(s) -> None:  # noqa: ANN001 - edgesim.simulate.Simulation
+def _print_simulation(s) -> None:  # noqa: ANN001 - edgesim.simulation.Simulation
     print(f"{s.model} on {s.target} (runtime {s.runtime}, threads {s.threads or 'all'})")
     print(f"{'layer':36s} {'kind':14s} {'bits':>6s} {'MACs':>8s} {'cycles':>9s} {'ms':>8s} "
           f"{'uJ':>8s} {'bound':>8s} {'util':>5s}")
@@ -104,6 +116,11 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 def cmd_probe(args: argparse.Namespace) -> int:
     target = api.probe_target(args.output)
+    if args.json:
+        print(json.dumps({"file": str(args.output), "cores": target.cores,
+                          "clock_ghz": target.clock_ghz, "simd_bits": target.simd_bits,
+                          "isa": list(target.isa)}))
+        return 0
     print(f"wrote {args.output}: {target.cores} cores, {target.clock_ghz:.2f} GHz, "
           f"{target.simd_bits}-bit SIMD ({', '.join(target.isa)})")
     return 0
@@ -160,7 +177,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         weight_bits=_bits_list(args.weight_bits, "--weight-bits") or CompileOptions.weight_bits,
         act_bits=_bits_list(args.act_bits, "--act-bits"), threads=args.threads,
         runtime=args.runtime, input_shapes=parse_input_shapes(args.input_shape),
-        quiet=args.quiet or args.json, command=" ".join(["edgesim", *sys.argv[1:]]))
+        quiet=args.quiet, command=" ".join(["edgesim", *sys.argv[1:]]), force=args.force,
+        verify=args.debug)
     r = compile_model(model, args.target, args.output, calib=calib,
                       calib_random=args.calib_random, eval_data=held_out, options=options)
     if args.json:
@@ -183,11 +201,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from edgesim.sweep import sweep
 
-    s = sweep(args.space, args.output, workers=args.workers, scheduler=args.scheduler,
+    scheduler = args.scheduler
+    if scheduler is None and args.workers is None and args.dask_local is None:
+        scheduler = os.environ.get("DASK_SCHEDULER_ADDRESS") or None  # Dask's own convention
+    s = sweep(args.space, args.output, workers=args.workers, scheduler=scheduler,
               dask_local=args.dask_local, batch_size=args.batch_size, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(s)))
+        return 0
     print(f"{s.path}: {s.computed} points computed ({s.points_per_s:,.0f}/s), "
           f"{s.skipped} already stored, {s.errors} recorded with an error")
     return 0
+
+
+def _pareto_png(args: argparse.Namespace, objectives: list[str], png: str) -> tuple[Any, list]:
+    """`pareto -o plot.png`: the front plot under that name and nothing else (the CSV and
+    summary plot are made in a scratch folder beside it and dropped)."""
+    import tempfile
+
+    from edgesim.pareto import pareto
+
+    folder = os.path.dirname(os.path.abspath(png))
+    if not os.path.isdir(folder):
+        raise UserError(png, f"folder {folder} does not exist")
+    with tempfile.TemporaryDirectory(prefix=".edgesim-pareto-", dir=folder) as scratch:
+        r = pareto(args.results, objectives or ["area_proxy", "latency_s"], output=scratch,
+                   color=args.color, plots=True)
+        os.replace(os.path.join(scratch, "front.png"), png)
+    return r, [png]
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:
@@ -199,14 +240,12 @@ def cmd_pareto(args: argparse.Namespace) -> int:
             raise UserError("--x/--y", "give both axes")
         objectives = [args.x, args.y, *[o for o in objectives if o not in (args.x, args.y)]]
     png = args.output if args.output and args.output.endswith(".png") else None
-    outdir = os.path.dirname(png) or "." if png else args.output
-    r = pareto(args.results, objectives or ["area_proxy", "latency_s"], output=outdir,
-               color=args.color, plots=not args.no_plots)
-    files = list(r.files)
-    if png and not args.no_plots:  # the front plot under the name asked for
-        front = next(f for f in files if f.endswith("front.png"))
-        os.replace(front, png)
-        files[files.index(front)] = png
+    if png:
+        r, files = _pareto_png(args, objectives, png)
+    else:
+        r = pareto(args.results, objectives or ["area_proxy", "latency_s"], output=args.output,
+                   color=args.color, plots=not args.no_plots)
+        files = [str(f) for f in r.files]
     if args.json:
         print(json.dumps({**r.to_dict(), "files": files}))
         return 0
@@ -221,26 +260,53 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="ONNX file or zoo:NAME")
     p.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224",
                    help="static shape for an input with dynamic dims (repeatable)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse tree of every subcommand."""
-    p = argparse.ArgumentParser(prog="edgesim", description=__doc__.splitlines()[0])
-    p.add_argument("--debug", action="store_true", help="show tracebacks, verify the IR")
-    sub = p.add_subparsers(dest="command", required=True)
-    ins = sub.add_parser("inspect", help="print the lowered layer table and totals")
-    _add_model_args(ins)
-    ins.set_defaults(run=cmd_inspect)
-    sim = sub.add_parser("simulate", help="predict latency, energy and memory on a target")
+def _global_flags() -> argparse.ArgumentParser:
+    """The flags every command takes, before or after the subcommand. Their defaults are
+    SUPPRESS so that a subcommand's parser never overwrites a value given before it."""
+    g = argparse.ArgumentParser(add_help=False)
+    g.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show tracebacks and verify the IR after loading")
+    g.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                   help="more detail on stderr (repeatable)")
+    g.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="no progress on stderr")
+    g.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                   help="machine-readable output on stdout (implies --quiet)")
+    return g
+
+
+GLOBAL = _global_flags()
+
+
+def add_command(sub: argparse._SubParsersAction, name: str, help: str,
+                run: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    """A subcommand parser with the global flags; `run(args) -> exit code` executes it."""
+    p = sub.add_parser(name, help=help, description=help, parents=[GLOBAL])
+    p.set_defaults(run=run)
+    return p
+
+
+def add_inspect(sub: argparse._SubParsersAction) -> None:
+    _add_model_args(add_command(sub, "inspect", "print the lowered layer table and totals",
+                                cmd_inspect))
+
+
+def add_simulate(sub: argparse._SubParsersAction) -> None:
+    sim = add_command(sub, "simulate", "predict latency, energy and memory on a target",
+                      cmd_simulate)
     _add_model_args(sim)
     sim.add_argument("--target", required=True, help="shipped target name or YAML file")
     sim.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     sim.add_argument("--runtime", default="onnxruntime", choices=("onnxruntime", "ideal"))
     sim.add_argument("--bits", default="fp32",
                      help="fp32, 8 (W8A8), 4 (W4 weight-only), or an assignment JSON file")
-    sim.set_defaults(run=cmd_simulate)
-    cp = sub.add_parser("compile", help="allocate bits for a target and emit a packed model")
+
+
+def add_compile(sub: argparse._SubParsersAction) -> None:
+    cp = add_command(sub, "compile", "allocate bits for a target and emit a packed model",
+                     cmd_compile)
     cp.add_argument("model", nargs="?", help="ONNX file or zoo:NAME")
     cp.add_argument("--example", action="store_true",
                     help="the shipped example: the trained digits CNN with its data")
@@ -257,40 +323,52 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     cp.add_argument("--runtime", default="onnxruntime", choices=("onnxruntime", "ideal"))
     cp.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224")
-    cp.add_argument("-o", "--output", default="edgesim-out", help="output folder")
-    cp.add_argument("--json", action="store_true", help="print report.json to stdout")
-    cp.add_argument("--quiet", action="store_true", help="no progress lines")
-    cp.set_defaults(run=cmd_compile)
-    ev = sub.add_parser("evaluate", help="run a model in onnxruntime: agreement and latency")
+    cp.add_argument("-o", "--output", default="edgesim-out",
+                    help="output folder: new, empty, or made by edgesim")
+    cp.add_argument("--force", action="store_true", help="also write into a non-empty folder "
+                    "edgesim did not make (edgesim never deletes files it did not write)")
+
+
+def add_evaluate(sub: argparse._SubParsersAction) -> None:
+    ev = add_command(sub, "evaluate", "run a model in onnxruntime: agreement and latency",
+                     cmd_evaluate)
     ev.add_argument("model", help="ONNX file")
     ev.add_argument("--data", required=True, help=".npz keyed by input name (+ labels)")
     ev.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
     ev.add_argument("--runs", type=int, default=30, help="timed runs for the latency")
-    ev.add_argument("--json", action="store_true", help="machine-readable output")
-    ev.set_defaults(run=cmd_evaluate)
-    qz = sub.add_parser("quantize", help="quantise with a fixed bit assignment and emit ONNX")
+
+
+def add_quantize(sub: argparse._SubParsersAction) -> None:
+    qz = add_command(sub, "quantize", "quantise with a fixed bit assignment and emit ONNX",
+                     cmd_quantize)
     _add_model_args(qz)
     qz.add_argument("--bits", required=True,
                     help="8 (W8A8), 4 (W4 weight-only), fp32, or an assignment JSON file")
     calib = qz.add_mutually_exclusive_group()
-    calib.add_argument("--calib", help="calibration .npz keyed by input name")
+    calib.add_argument("--calib", help="calibration .npz keyed by input name (+ labels)")
     calib.add_argument("--calib-random", type=int, metavar="N",
                        help="calibrate on N random samples")
     qz.add_argument("-o", "--output", required=True, help="ONNX file to write")
-    qz.set_defaults(run=cmd_quantize)
-    sw = sub.add_parser("sweep", help="design-space exploration of a space YAML")
-    sw.add_argument("space", help="space YAML (see targets/spaces/)")
+
+
+def add_sweep(sub: argparse._SubParsersAction) -> None:
+    sw = add_command(sub, "sweep", "design-space exploration of a space YAML", cmd_sweep)
+    sw.add_argument("space", help="space YAML, or a shipped space by name (macarray, "
+                    "cpu-whatif)")
     sw.add_argument("-o", "--output", required=True,
                     help="results folder (re-running the same command resumes it)")
     where = sw.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, help="local process-pool workers (default: all)")
-    where.add_argument("--scheduler", metavar="tcp://HOST:8786", help="a Dask scheduler")
+    where.add_argument("--scheduler", metavar="tcp://HOST:8786", help="a Dask scheduler "
+                       "(default: $DASK_SCHEDULER_ADDRESS if set)")
     where.add_argument("--dask-local", type=int, metavar="N",
                        help="start a Dask LocalCluster of N workers on 127.0.0.1")
     sw.add_argument("--batch-size", type=int, help="points per task (default: ~8 per worker)")
-    sw.add_argument("--quiet", action="store_true", help="no progress line")
-    sw.set_defaults(run=cmd_sweep)
-    pa = sub.add_parser("pareto", help="non-dominated points of sweep or compile results")
+
+
+def add_pareto(sub: argparse._SubParsersAction) -> None:
+    pa = add_command(sub, "pareto", "non-dominated points of sweep or compile results",
+                     cmd_pareto)
     pa.add_argument("results", help="sweep folder, .jsonl, .json (incl. report.json) or .csv")
     pa.add_argument("--x", help="column on the x axis (first objective)")
     pa.add_argument("--y", help="column on the y axis (second objective)")
@@ -300,31 +378,83 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("-o", "--output", help="plot.png, or a folder for front.csv/front.png/"
                     "summary.png (default: beside the results)")
     pa.add_argument("--no-plots", action="store_true", help="write front.csv only")
-    pa.add_argument("--json", action="store_true", help="machine-readable output")
-    pa.set_defaults(run=cmd_pareto)
-    tg = sub.add_parser("targets", help="list the shipped hardware targets")
-    tg.add_argument("--json", action="store_true", help="machine-readable output")
-    tg.set_defaults(run=cmd_targets)
-    target = sub.add_parser("target", help="target tools").add_subparsers(dest="tool",
-                                                                         required=True)
-    probe = target.add_parser("probe", help="measure this machine and write a cpu target")
+
+
+def add_targets(sub: argparse._SubParsersAction) -> None:
+    add_command(sub, "targets", "list the shipped hardware targets", cmd_targets)
+    target = sub.add_parser("target", help="target tools", parents=[GLOBAL])
+    tools = target.add_subparsers(dest="tool", required=True)
+    probe = add_command(tools, "probe", "measure this machine and write a cpu target",
+                        cmd_probe)
     probe.add_argument("-o", "--output", required=True, help="YAML file to write")
-    probe.set_defaults(run=cmd_probe)
+
+
+# Each registers one subcommand family; a new module adds its own `add_parser` here.
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    add_inspect, add_simulate, add_compile, add_evaluate, add_quantize, add_sweep, add_pareto,
+    add_targets,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree of every subcommand."""
+    p = argparse.ArgumentParser(prog="edgesim", description=__doc__.splitlines()[0],
+                                parents=[GLOBAL])
+    p.add_argument("--version", action="version", version=f"edgesim {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `edgesim` console script."""
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; global flags not given take their defaults."""
     args = build_parser().parse_args(argv)
+    for name, default in GLOBAL_FLAGS.items():
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    args.quiet = args.quiet or args.json
+    return args
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _is_project_error(e: BaseException) -> bool:
+    """ModelError, TargetError or UserError (hwmodels.target loads lazily: it costs ~0.5 s)."""
+    if isinstance(e, ModelError | UserError):
+        return True
+    target = sys.modules.get("hwmodels.target")
+    return target is not None and isinstance(e, target.TargetError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `edgesim` console script; returns the exit code."""
+    args = parse_args(argv)  # argparse itself exits 2 on bad flags
     try:
         return args.run(args)
-    except ValueError as e:  # ModelError, TargetError, UserError name where and what
+    except KeyboardInterrupt:
         if args.debug:
             raise
-        print(f"edgesim: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as e:  # unreadable file, unwritable output
+        print("edgesim: interrupted", file=sys.stderr)  # outputs are atomic: nothing half-written
+        return EXIT_INTERRUPTED
+    except Exception as e:
         if args.debug:
             raise
-        print(f"edgesim: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return _report(e)
+
+
+def _report(e: Exception) -> int:
+    """Print the one line for `e` and return its exit code."""
+    if _is_project_error(e):
+        print(f"edgesim: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
+    if isinstance(e, OSError):  # unreadable input, unwritable output, full disk
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"edgesim: {where}{_one_line(e.strerror or e)}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"edgesim: internal error ({type(e).__name__}: {_one_line(e)[:300]}); this is a "
+          "bug in edgesim -- rerun with --debug for the traceback and report it",
+          file=sys.stderr)
+    return EXIT_INTERNAL

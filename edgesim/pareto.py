@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from compiler.atomic import atomic_open
 from compiler.pareto import non_dominated
 from edgesim.errors import UserError
 
@@ -187,7 +188,7 @@ def write_csv(table: Table, path: str | Path) -> Path:
     """Write a table as CSV (one header row)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
+    with atomic_open(path, "w") as f:
         writer = csv.writer(f)
         writer.writerow(list(table.columns))
         for i in range(len(table)):

@@ -1,15 +1,13 @@
 """`compile_model`: ONNX model + target -> packed mixed-precision model, reports and plot.
 
-The order of the whole flow, one line per step, is in `compile_model`. Outputs are written into
-a temporary folder beside OUTDIR and renamed into place at the end, so a failed run leaves no
-OUTDIR behind (and an existing OUTDIR is replaced only by a complete one).
+The order of the whole flow, one line per step, is in `compile_model`. Outputs are staged inside
+OUTDIR and renamed into place at the end (`edgesim.output`): a failed run changes nothing, and
+no file edgesim did not write is ever deleted.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,16 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from compiler.emit.write import current_umask
 from compiler.errors import ModelError
 from compiler.ir import Graph
+from compiler.verify import verify
 from edgesim import calibration as cal
 from edgesim.allocation import DATA_METHODS, allocate, fixed_bits, sensitivity
 from edgesim.budget import Budget
 from edgesim.errors import UserError
+from edgesim.output import output_folder, publish, staging
 from edgesim.progress import Progress
 from edgesim.report import CompileResult, build_result, write_reports
-from edgesim.simulate import totals
+from edgesim.simulation import totals
 
 DEFAULT_CALIB_SAMPLES = 32
 ANALYSIS_SAMPLES = 32  # calibration samples the sensitivity analysis uses
@@ -52,6 +51,8 @@ class CompileOptions:
     input_shapes: Mapping[str, Sequence[int]] | None = None
     quiet: bool = False
     command: str = ""
+    force: bool = False  # write into a non-empty folder edgesim did not make
+    verify: bool = False  # run compiler.verify on the loaded IR (`--debug`)
 
 
 def _calibration(g: Graph, calib: Any, calib_random: int | None, name: str = "calibration data"
@@ -189,15 +190,22 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
     Returns:
         A `CompileResult` with the same fields as report.json.
     """
+    with output_folder(outdir, options.force) as folder:  # checked and locked before any work
+        return _compile(model, target, folder, calib, calib_random, eval_data, options)
+
+
+def _compile(model: Any, target: Any, outdir: Path, calib: Any, calib_random: int | None,
+             eval_data: Any, options: CompileOptions) -> CompileResult:
+    """`compile_model` inside its claimed output folder."""
     from edgesim.api import load_graph, resolve_target
     from edgesim.quantize import FloatPassRecorder, float_pass, quantize_model
 
     progress = Progress(total=6, quiet=options.quiet)
-    outdir = Path(outdir)
-    _check_outdir(outdir)
     with progress.phase("loading model and target"):
         source = _built(model)
         g = load_graph(source, options.input_shapes)                      # ONNX -> IR
+        if options.verify:
+            verify(g)                                                      # --debug
         tgt = resolve_target(target)                                       # YAML -> target
         data, labels = _calibration(g, calib, calib_random)               # validated samples
         held_out = (data, labels) if eval_data is None else _calibration(
@@ -220,11 +228,9 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
                          metric=options.metric, threads=options.threads,
                          runtime=options.runtime)                          # exact MCKP
         _check_memory(g, alloc.bits, tgt, "with the chosen bits")
-    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
-    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700
-    try:
+    with staging(outdir) as stage:
         with progress.phase("quantising and emitting"):
-            model_path = staging / f"model.{tgt.name}.onnx"
+            model_path = stage / f"model.{tgt.name}.onnx"
             bits = _emitted_bits(g, alloc.bits)
             acts = bool((bits[:, 1] < 32).any())
             # one pass of the float model over the calibration data (onnxruntime's, unless
@@ -243,38 +249,14 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
             baseline = _baseline(g, tgt, options)
             result = build_result(g, tgt, alloc, quant, fidelity, baseline, data, options,
                                   outdir, progress.timings)
-            write_reports(result, alloc, staging)
-        _replace_dir(staging, outdir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            write_reports(result, alloc, stage)
+        publish(stage, outdir)
     return replace(result, files={k: str(outdir / Path(v).name) for k, v in result.files.items()})
 
 
 def _baseline(g: Graph, target: Any, options: CompileOptions) -> Any:
     """Float32 totals on the target (layers it cannot run in float take their fallbacks)."""
-    from edgesim.simulate import runnable
+    from edgesim.simulation import runnable
 
     fp32 = np.full((len(g.layers), 2), 32, dtype=np.int64)
     return totals(runnable(g, fp32, target, options.threads, options.runtime)[1])
-
-
-def _check_outdir(outdir: Path) -> None:
-    parent = outdir.resolve().parent
-    if not parent.is_dir():
-        raise UserError(str(outdir), f"parent folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise UserError(str(outdir), f"cannot write in {parent}")
-    if outdir.exists() and not outdir.is_dir():
-        raise UserError(str(outdir), "exists and is not a folder")
-
-
-def _replace_dir(staging: Path, outdir: Path) -> None:
-    """Move the finished staging folder to `outdir` (replacing an older one)."""
-    if outdir.exists():
-        old = outdir.with_name(f".{outdir.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        outdir.rename(old)
-        staging.rename(outdir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(outdir)

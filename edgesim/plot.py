@@ -8,8 +8,6 @@ positive values span more than two decades is drawn on a log scale.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
-from compiler.emit.write import current_umask
+from compiler.atomic import atomic_open
 
 # Column-name suffix -> unit shown on the axis (units live in the names; STYLE R10).
 UNITS: Mapping[str, str] = {
@@ -167,13 +165,6 @@ def save(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
     """Write `fig` as PNG atomically (a temporary file renamed into place)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=dpi)
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi)
     return path

@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from compiler.atomic import atomic_write
 from compiler.ir import Graph
 from edgesim.allocation import AllocationResult
 from edgesim.budget import UNITS
-from edgesim.simulate import Totals
+from edgesim.simulation import Totals
 from hwmodels.cost import BOUND_NAMES
 
 # display unit of each metric (the first unit budgets list): (unit, factor from base units)
@@ -144,8 +145,8 @@ def build_result(g: Graph, target: Any, alloc: AllocationResult, quant: Any,
 
 def write_reports(r: CompileResult, alloc: AllocationResult, folder: Path) -> None:
     """report.json, report.md and pareto.png into `folder` (a staging folder)."""
-    (folder / "report.json").write_text(json.dumps(r.to_dict(), indent=1, default=_json))
-    (folder / "report.md").write_text(markdown(r))
+    atomic_write(folder / "report.json", json.dumps(r.to_dict(), indent=1, default=_json))
+    atomic_write(folder / "report.md", markdown(r))
     _plot(r, folder / "pareto.png")
 
 
