@@ -5,10 +5,17 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compiler.ir import Graph
 from edgesim.errors import UserError
+
+if TYPE_CHECKING:
+    from edgesim.allocation import AllocationResult
+    from edgesim.budget import Budget
+    from edgesim.quantize import QuantizeResult
+    from edgesim.report import CompileResult
+    from edgesim.simulation import Simulation
 
 ZOO_PREFIX = "zoo:"
 
@@ -105,7 +112,7 @@ def probe_target(output: str | os.PathLike) -> Any:
 
 def simulate(model: Any, target: Any, *, bits: Any = "fp32", threads: int | None = None,
              runtime: str = "onnxruntime",
-             input_shapes: Mapping[str, Sequence[int]] | None = None) -> Any:
+             input_shapes: Mapping[str, Sequence[int]] | None = None) -> Simulation:
     """Predict per-layer and total latency, energy and memory of `model` on `target`.
 
     Args:
@@ -161,13 +168,14 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
             weight_bits: Sequence[int] = (2, 3, 4, 6, 8), act_bits: Sequence[int] | None = None,
             threads: int | None = None, runtime: str = "onnxruntime",
             input_shapes: Mapping[str, Sequence[int]] | None = None,
-            quiet: bool = True) -> Any:
+            quiet: bool = True, force: bool = False) -> CompileResult:
     """Compile `model` for `target`: choose bits per layer, emit the packed model and reports.
 
     Mirrors `edgesim compile`; returns an `edgesim.report.CompileResult` (the fields of
     report.json). `budget` is e.g. "size=2MB", "latency=15ms", "energy=5mJ" or "bits=4.5";
     None picks the knee of the Pareto front. `calib` is a .npz path or a mapping of arrays by
-    input name (with optional "labels").
+    input name (with optional "labels"). `outdir` must be new, empty or made by edgesim
+    unless `force` (nothing in it that edgesim did not write is ever deleted).
     """
     from edgesim.budget import parse_budget
     from edgesim.pipeline import CompileOptions, compile_model
@@ -176,9 +184,23 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
         method=method, budget=None if budget is None else parse_budget(budget),
         weight_bits=tuple(weight_bits), act_bits=None if act_bits is None else tuple(act_bits),
         threads=threads, runtime=runtime, input_shapes=input_shapes, quiet=quiet,
-        command="edgesim.compile(...)")
+        command="edgesim.compile(...)", force=force)
     return compile_model(model, target, outdir, calib=calib, calib_random=calib_random,
                          eval_data=eval_data, options=options)
+
+
+def quantize(model: Any, bits: Any, out: str | os.PathLike, *, calib: Any = None,
+             calib_random: int | None = None,
+             input_shapes: Mapping[str, Sequence[int]] | None = None) -> QuantizeResult:
+    """Quantise `model` with a fixed assignment and write it atomically (`edgesim quantize`).
+
+    `bits` is "fp32", 8 (W8A8), 4 (W4 weight-only), a JSON path or a mapping {layer: bits};
+    `calib` a .npz (optional `labels` are ignored) or None with `calib_random` samples.
+    """
+    from edgesim.quantize import quantize_model
+
+    return quantize_model(model, bits, calib=calib, calib_random=calib_random, out=out,
+                          input_shapes=input_shapes)
 
 
 def evaluate_model(model: str | os.PathLike, data: str | os.PathLike, *,
@@ -200,10 +222,40 @@ def evaluate_model(model: str | os.PathLike, data: str | os.PathLike, *,
     return run_and_time(model, arrays, labels, threads=threads, runs=runs)
 
 
-def allocate(graph: Graph, target: Any, **kwargs: Any) -> Any:
-    """Bits per layer for a budget, exactly, with the front: `edgesim.allocation.allocate`
-    (imported on first use: the solver pulls in scipy and numba)."""
+def allocate(model: Any, target: Any = "rpi5", *, method: str = "hawq",
+             budget: str | Budget | None = None, calib: Any = None,
+             calib_random: int | None = None, weight_bits: Sequence[int] = (2, 3, 4, 6, 8),
+             act_bits: Sequence[int] | None = None, metric: str = "latency",
+             threads: int | None = None, runtime: str = "onnxruntime",
+             input_shapes: Mapping[str, Sequence[int]] | None = None) -> AllocationResult:
+    """Bits per layer for a budget, exactly, with the whole front (`edgesim compile`'s
+    allocation step, without emitting anything).
+
+    Args:
+        model: ONNX path, `zoo:NAME`, ModelProto or Graph -- as `compile` takes.
+        target: shipped target name, YAML path or target object.
+        method: "hawq", "lrp", "proxy" (data-free) or "uniform".
+        budget: "size=2MB", "latency=15ms", "energy=5mJ", "bits=4.5", a `Budget`, or None
+            for the knee of the front.
+        calib: .npz path or mapping of arrays by input name (+ "labels"); HAWQ and LRP
+            use it (default: `calib_random` or 32 random samples).
+        calib_random: this many random samples instead.
+        weight_bits, act_bits, metric, threads, runtime, input_shapes: as `compile`.
+
+    Returns:
+        An `edgesim.allocation.AllocationResult` (bits [L, 2], predicted cost, sensitivity,
+        front).
+    """
+    from edgesim.allocation import DATA_METHODS
     from edgesim.allocation import allocate as solve_allocation
+    from edgesim.budget import parse_budget
+    from edgesim.pipeline import calibration_inputs
 
-    return solve_allocation(graph, resolve_target(target), **kwargs)
-
+    g = load_graph(model, input_shapes)
+    if isinstance(budget, str):
+        budget = parse_budget(budget)
+    inputs, labels = (calibration_inputs(g, calib, calib_random) if method in DATA_METHODS
+                      else (None, None))
+    return solve_allocation(g, resolve_target(target), method=method, budget=budget,
+                            calib_inputs=inputs, labels=labels, weight_bits=tuple(weight_bits),
+                            act_bits=act_bits, metric=metric, threads=threads, runtime=runtime)

@@ -91,18 +91,19 @@ LABELS_KEY = "labels"
 
 
 def read(g: Graph, path: str | os.PathLike) -> CalibrationData:
-    """Calibration samples from a `.npz` keyed by input name."""
-    data, _ = read_labelled(g, path, labels_allowed=False)
+    """Calibration samples from a `.npz` keyed by input name; its optional `labels` are
+    checked and dropped (the same files `compile --calib` takes)."""
+    data, _ = read_labelled(g, path)
     return data
 
 
-def read_labelled(g: Graph, path: str | os.PathLike, labels_allowed: bool = True
+def read_labelled(g: Graph, path: str | os.PathLike
                   ) -> tuple[CalibrationData, np.ndarray | None]:
     """Samples from a `.npz` keyed by input name, plus optional integer class labels under
     the key `labels` (one per sample)."""
     path = Path(path)
     arrays = _read_npz(path)
-    labels = arrays.pop(LABELS_KEY, None) if labels_allowed else None
+    labels = arrays.pop(LABELS_KEY, None)
     return from_arrays(g, arrays, str(path), labels)
 
 

@@ -127,10 +127,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from edgesim.quantize import quantize_model
-
-    r = quantize_model(args.model, args.bits, calib=args.calib, calib_random=args.calib_random,
-                       out=args.output, input_shapes=parse_input_shapes(args.input_shape))
+    r = api.quantize(args.model, args.bits, args.output, calib=args.calib,
+                     calib_random=args.calib_random,
+                     input_shapes=parse_input_shapes(args.input_shape))
     if args.json:
         print(json.dumps(r.to_dict()))
         return 0

@@ -69,6 +69,13 @@ def _calibration(g: Graph, calib: Any, calib_random: int | None, name: str = "ca
     return cal.read_labelled(g, calib)
 
 
+def calibration_inputs(g: Graph, calib: Any, calib_random: int | None
+                       ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """The analysis samples `compile` would use (for `edgesim.allocate`)."""
+    data, labels = _calibration(g, calib, calib_random)
+    return _analysis_inputs(data, labels, g)
+
+
 def _built(model: Any) -> Any:
     """`zoo:NAME` built into its ModelProto, anything else as given: the analysis lowers the
     model a second time (at its batch size), and building a zoo model costs ~0.4 s."""
