@@ -25,7 +25,6 @@ import importlib.util
 import math
 import types
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
@@ -86,12 +85,21 @@ def load_target(name_or_path: str | Path) -> Any:
 
 def list_targets() -> list[str]:
     """Names of the shipped targets (files `targets/*.yaml`), sorted."""
-    return sorted(p.name[:-5] for p in _shipped().iterdir() if p.name.endswith(".yaml"))
+    return sorted(p.name[:-5] for p in shipped_dir().iterdir() if p.name.endswith(".yaml"))
 
 
-def _shipped() -> Any:
-    """The shipped `targets` directory, via importlib.resources."""
-    return resources.files("targets")
+def shipped_dir() -> Path:
+    """The folder of the shipped target YAMLs (and `spaces/`).
+
+    Installed, it is the package data `hwmodels/targets/` (pyproject maps the repository's
+    top-level `targets/` there); in a source checkout it is that `targets/` folder itself.
+    Found from this file, never through `sys.path`: a user's own `targets/` folder next to
+    their script or in the current folder cannot shadow it.
+    """
+    here = Path(__file__).resolve().parent
+    installed = here / "targets"
+    return installed if installed.is_dir() else here.parent / "targets"
+
 
 
 def target_from_dict(raw: Any, file: str) -> Any:
@@ -109,7 +117,7 @@ def target_from_dict(raw: Any, file: str) -> Any:
 def _locate(name: str) -> tuple[Path, str]:
     if name.endswith((".yaml", ".yml")) or "/" in name:
         return Path(name), name
-    shipped = _shipped() / f"{name}.yaml"
+    shipped = shipped_dir() / f"{name}.yaml"
     if not shipped.is_file():
         raise TargetError(f"targets/{name}.yaml", _TOP,
                           f"no shipped target {name!r}; shipped: {', '.join(list_targets())}")

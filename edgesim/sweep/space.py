@@ -191,12 +191,35 @@ def _str(v: Any, file: str, field: str, choices: Sequence[str] | None = None) ->
     return v
 
 
+def shipped_spaces() -> list[str]:
+    """Names of the shipped sweep spaces (`targets/spaces/*.yaml`)."""
+    from hwmodels.target import shipped_dir
+
+    return sorted(p.stem for p in (shipped_dir() / "spaces").glob("*.yaml"))
+
+
+def resolve_space(name_or_path: str | Path) -> Path:
+    """A space file: an existing path, or a shipped space by name (`macarray`) from any
+    folder."""
+    from hwmodels.target import shipped_dir
+
+    path = Path(name_or_path)
+    if path.exists() or path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
+        return path
+    shipped = shipped_dir() / "spaces" / f"{path.name}.yaml"
+    if not shipped.is_file():
+        raise _err(str(name_or_path), "(top)", "no such file or shipped space; shipped: "
+                   f"{', '.join(shipped_spaces())}")
+    return shipped
+
+
 def load_space(path: str | Path) -> Space:
-    """Read, parse and check a space YAML file.
+    """Read, parse and check a space YAML file (or a shipped space by name).
 
     Raises:
         UserError: naming the file and the dotted field of the first problem.
     """
+    path = resolve_space(path)
     file = str(path)
     try:
         raw = yaml.safe_load(Path(path).read_text())
