@@ -83,7 +83,7 @@ def runnable(graph: Graph, bits: np.ndarray, target: Any, threads: int | None = 
         if not np.isfinite(full.latency_s[i, column[tuple(row)]]):
             ok = [f for f in FALLBACKS if np.isfinite(full.latency_s[i, column[f]])]
             out[i] = ok[0] if ok else row
-    return out, pick(full, np.array([column[tuple(r)] for r in out]))
+    return out, pick(full, np.array([column[tuple(r)] for r in out], dtype=np.int64))
 
 
 def remap_note(before: np.ndarray, after: np.ndarray, target: Any) -> tuple[str, ...]:

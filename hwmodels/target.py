@@ -74,13 +74,50 @@ def load_target(name_or_path: str | Path) -> Any:
         TargetError: the file is missing, not YAML, or does not validate.
     """
     path, label = _locate(str(name_or_path))
+    return target_from_dict(read_yaml(path, label), label)
+
+
+# A target or space file is a page of numbers: bounds that no real one nears, checked on the
+# event stream before anything is built (deep nesting would overflow the recursive composer;
+# aliases can expand exponentially, so they are refused outright).
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_DEPTH = 16
+MAX_YAML_EVENTS = 200_000
+
+
+def read_yaml(path: Path, label: str) -> Any:
+    """Read a small YAML file safely: bounded size, depth and length, no aliases.
+
+    Raises:
+        TargetError: unreadable, too large or deep, an alias, or not valid YAML.
+    """
     try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise TargetError(label, _TOP, f"cannot read: {e.strerror}") from None
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise TargetError(label, _TOP, f"larger than {MAX_YAML_BYTES} bytes")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise TargetError(label, _TOP, f"cannot read: {getattr(e, 'strerror', None) or e}"
+                          ) from None
+    try:
+        _check_events(yaml.parse(text, Loader=yaml.SafeLoader), label)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise TargetError(label, _TOP, f"not valid YAML: {str(e).splitlines()[0]}") from None
-    return target_from_dict(raw, label)
+
+
+def _check_events(events: Any, label: str) -> None:
+    depth = 0
+    for count, event in enumerate(events):
+        if isinstance(event, yaml.AliasEvent):
+            raise TargetError(label, _TOP, "YAML aliases (*name) are not accepted")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise TargetError(label, _TOP, f"nested deeper than {MAX_YAML_DEPTH} levels")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        if count > MAX_YAML_EVENTS:
+            raise TargetError(label, _TOP, f"more than {MAX_YAML_EVENTS} YAML nodes")
 
 
 def list_targets() -> list[str]:

@@ -71,6 +71,8 @@ def load(model: str | os.PathLike | onnx.ModelProto,
     cleaned = clean(proto, input_shapes, where)
     g = lower_model(cleaned.model, _model_name(model, proto))
     g = fold_batchnorm(fuse_patterns(g))
+    if not g.layers:  # e.g. only Identity nodes: nothing any pass or cost model can work on
+        raise ModelError(where, "the graph has no operations left after clean-up")
     return replace(g, notes=g.notes + cleaned.notes)
 
 
@@ -136,6 +138,7 @@ def _elems(dims: Sequence[int]) -> int:
 
 _4BIT = {getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1")
          if hasattr(onnx.TensorProto, n)}
+_ELEM_TYPES = set(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
 _COMPLEX = {onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128}
 
 
@@ -175,6 +178,10 @@ def check_tensor_sizes(model: onnx.ModelProto, where: str) -> None:
     """Every tensor's declared size is bounded and matches its data, before any is read."""
     for t in _all_tensors(model):
         _check_tensor(t, where)
+    for vi in model.graph.input:
+        if vi.type.tensor_type.elem_type not in _ELEM_TYPES:
+            raise ModelError(f"{where}: input {vi.name}", "has no known tensor element type "
+                             f"({vi.type.tensor_type.elem_type})")
 
 
 # --- 2. external data -----------------------------------------------------------------------
