@@ -144,7 +144,7 @@ def target_from_dict(raw: Any, file: str) -> Any:
     if not isinstance(raw, dict):
         raise TargetError(file, _TOP, f"expected a mapping, got {type(raw).__name__}")
     kind = raw.get("kind")
-    if kind not in TARGET_KINDS:
+    if not isinstance(kind, str) or kind not in TARGET_KINDS:
         raise TargetError(file, "kind", f"must be one of {sorted(TARGET_KINDS)}, got {kind!r}")
     target = validate_dataclass(TARGET_KINDS[kind], raw, "", file)
     _check_sources(target, file)
