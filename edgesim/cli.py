@@ -22,6 +22,7 @@ from typing import Any
 
 from compiler.errors import ModelError
 from edgesim import __version__, api
+from edgesim.budget import format_bytes
 from edgesim.errors import UserError
 
 EXIT_INTERNAL = 1
@@ -64,7 +65,7 @@ def _print_inspection(r: api.Inspection) -> None:
               f"{_fmt_count(x.macs):>9s} {_fmt_count(x.params):>9s} "
               f"{_fmt_count(x.in_bytes):>9s} {_fmt_count(x.out_bytes):>9s}")
     print(f"total: {_fmt_count(r.total_macs)} MACs, {_fmt_count(r.total_params)} params, "
-          f"{r.weight_bytes / 2**20:.2f} MiB of weights")
+          f"{format_bytes(r.weight_bytes)} of weights")
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -89,9 +90,9 @@ def _print_simulation(s) -> None:  # noqa: ANN001 - edgesim.simulation.Simulatio
     for note in s.notes:
         print(f"note: {note}")
     print(f"total: latency {t.latency_ms:.3f} ms (fp32 {b.latency_ms:.3f}), energy "
-          f"{t.energy_mj:.4f} mJ (fp32 {b.energy_mj:.4f}), weights {t.weight_bytes / 2**20:.2f} "
-          f"MiB (fp32 {b.weight_bytes / 2**20:.2f}), peak activations "
-          f"{t.peak_act_bytes / 2**10:.1f} KiB")
+          f"{t.energy_mj:.4f} mJ (fp32 {b.energy_mj:.4f}), weights {format_bytes(t.weight_bytes)} "
+          f"(fp32 {format_bytes(b.weight_bytes)}), peak activations "
+          f"{format_bytes(t.peak_act_bytes)}")
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -140,8 +141,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         bits = "float" if x.w_bits is None else f"w{x.w_bits}" + (f"a{x.a_bits}" if x.a_bits
                                                                     else "")
         print(f"{x.name[:40]:40s} {x.kind:12s} {x.format:12s} {bits:8s} {x.reason}")
-    print(f"wrote {r.out}: {r.file_bytes / 2**20:.2f} MiB on disk, expected "
-          f"{r.expected_bytes / 2**20:.2f} MiB (bits x params / 8 + scales and zero points)")
+    print(f"wrote {r.out}: {format_bytes(r.file_bytes)} on disk, expected "
+          f"{format_bytes(r.expected_bytes)} (bits x params / 8 + scales and zero points)")
     return 0
 
 

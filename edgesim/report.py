@@ -14,7 +14,7 @@ import numpy as np
 from compiler.atomic import atomic_write
 from compiler.ir import Graph
 from edgesim.allocation import AllocationResult
-from edgesim.budget import UNITS
+from edgesim.budget import UNITS, format_bytes
 from edgesim.simulation import Totals
 from hwmodels.cost import BOUND_NAMES
 
@@ -171,10 +171,6 @@ def _plot(r: CompileResult, path: Path) -> None:
     save(fig, path)
 
 
-def _fmt_bytes(n: float) -> str:
-    return f"{n / 1e6:.3f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
-
-
 def _summary(r: CompileResult) -> list[str]:
     f, t = r.fp32, r.result
     fid = r.fidelity
@@ -183,9 +179,9 @@ def _summary(r: CompileResult) -> list[str]:
         f"- method: **{r.method}**, budget: **{r.budget}**",
         f"- predicted latency: {f.latency_ms:.4g} ms -> **{t.latency_ms:.4g} ms**",
         f"- predicted energy: {f.energy_mj:.4g} mJ -> **{t.energy_mj:.4g} mJ**",
-        f"- weights: {_fmt_bytes(f.weight_bytes)} -> **{_fmt_bytes(t.weight_bytes)}** "
-        f"(average {r.avg_weight_bits:.2f} bits; file {_fmt_bytes(r.file_bytes)}, expected "
-        f"{_fmt_bytes(r.expected_bytes)})",
+        f"- weights: {format_bytes(f.weight_bytes)} -> **{format_bytes(t.weight_bytes)}** "
+        f"(average {r.avg_weight_bits:.2f} bits; file {format_bytes(r.file_bytes)}, expected "
+        f"{format_bytes(r.expected_bytes)})",
         f"- fidelity in onnxruntime on {fid['samples']} samples of {fid['data']}: cosine "
         f"{fid['cosine']:.5f}, top-1 agreement {fid['top1_agreement']:.4f}, SQNR "
         f"{fid['sqnr_db']:.1f} dB" + (f", accuracy {fid['accuracy']:.4f} (fp32 "
