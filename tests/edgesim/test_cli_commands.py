@@ -41,6 +41,7 @@ def test_sweep_then_pareto(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["front.png", "results", "space.yaml"]
     rows = report["front"]
     assert len(rows) >= 1
+    assert all(type(r["rows"]) is int and type(r["cols"]) is int for r in rows)  # not 8.0
     # brute force over every stored point: the front is exactly the non-dominated set
     _, records, _ = read_results(out / RESULTS_NAME)
     pts = {r["id"]: (r["area_proxy"], r["models"]["digits_cnn"]["latency_s"]) for r in records}
