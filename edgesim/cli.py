@@ -88,7 +88,7 @@ def _print_simulation(s) -> None:  # noqa: ANN001 - edgesim.simulation.Simulatio
               f"{r.bound:>8s} {r.util:5.2f}")
     t, b = s.total, s.fp32
     for note in s.notes:
-        print(f"note: {note}")
+        print(note if note.startswith("WARNING") else f"note: {note}")
     print(f"total: latency {t.latency_ms:.3f} ms (fp32 {b.latency_ms:.3f}), energy "
           f"{t.energy_mj:.4f} mJ (fp32 {b.energy_mj:.4f}), weights {format_bytes(t.weight_bytes)} "
           f"(fp32 {format_bytes(b.weight_bytes)}), peak activations "
@@ -178,7 +178,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         act_bits=_bits_list(args.act_bits, "--act-bits"), threads=args.threads,
         runtime=args.runtime, input_shapes=parse_input_shapes(args.input_shape),
         quiet=args.quiet, command=" ".join(["edgesim", *sys.argv[1:]]), force=args.force,
-        verify=args.debug)
+        verify=args.debug, min_fidelity=args.min_fidelity)
     r = compile_model(model, args.target, args.output, calib=calib,
                       calib_random=args.calib_random, eval_data=held_out, options=options)
     if args.json:
@@ -325,6 +325,9 @@ def add_compile(sub: argparse._SubParsersAction) -> None:
     cp.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224")
     cp.add_argument("-o", "--output", default="edgesim-out",
                     help="output folder: new, empty, or made by edgesim")
+    cp.add_argument("--min-fidelity", type=float, metavar="AGREEMENT",
+                    help="fail (exit 2, nothing written) when the emitted model's top-1 "
+                    "agreement with fp32 (cosine for non-classifiers) is below this, e.g. 0.9")
     cp.add_argument("--force", action="store_true", help="also write into a non-empty folder "
                     "edgesim did not make (edgesim never deletes files it did not write)")
 

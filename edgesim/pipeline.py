@@ -53,6 +53,7 @@ class CompileOptions:
     command: str = ""
     force: bool = False  # write into a non-empty folder edgesim did not make
     verify: bool = False  # run compiler.verify on the loaded IR (`--debug`)
+    min_fidelity: float | None = None  # fail below this top-1 agreement (cosine) with fp32
 
 
 def _calibration(g: Graph, calib: Any, calib_random: int | None, name: str = "calibration data"
@@ -252,6 +253,7 @@ def _compile(model: Any, target: Any, outdir: Path, calib: Any, calib_random: in
             if eval_data is not None:
                 ref = float_pass(g, held_out[0], stats=False)
             fidelity = _fidelity(g, model_path, ref.outputs, *held_out)
+            _check_fidelity(fidelity, options.min_fidelity)
         with progress.phase("writing reports"):
             baseline = _baseline(g, tgt, options)
             result = build_result(g, tgt, alloc, quant, fidelity, baseline, data, options,
@@ -259,6 +261,28 @@ def _compile(model: Any, target: Any, outdir: Path, calib: Any, calib_random: in
             write_reports(result, alloc, stage)
         publish(stage, outdir)
     return replace(result, files={k: str(outdir / Path(v).name) for k, v in result.files.items()})
+
+
+# A plan whose emitted model agrees with fp32 on fewer than this share of samples' top-1 class
+# has collapsed, whatever the flags: the report says so loudly.
+COLLAPSED_AGREEMENT = 0.5
+
+
+def fidelity_score(fidelity: Mapping[str, Any]) -> tuple[str, float]:
+    """The figure --min-fidelity compares: top-1 agreement, or cosine without classes."""
+    if fidelity.get("top1_agreement") is not None:
+        return "top-1 agreement", float(fidelity["top1_agreement"])
+    return "cosine", float(fidelity["cosine"])
+
+
+def _check_fidelity(fidelity: Mapping[str, Any], minimum: float | None) -> None:
+    if minimum is None:
+        return
+    name, value = fidelity_score(fidelity)
+    if not value >= minimum:  # NaN fails too
+        raise UserError("--min-fidelity", f"the emitted model's {name} with fp32 is "
+                        f"{value:.4f} < {minimum}; nothing written (try more bits: a larger "
+                        "--budget or --weight-bits without the smallest widths)")
 
 
 def _baseline(g: Graph, target: Any, options: CompileOptions) -> Any:

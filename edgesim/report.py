@@ -189,7 +189,18 @@ def _summary(r: CompileResult) -> list[str]:
                                       is not None and fid["fp32_accuracy"] is not None else ""),
         f"- calibration: {r.calibration['source']}",
     ]
-    return lines + [f"- note: {n}" for n in r.notes]
+    return lines + collapse_warning(fid) + [f"- note: {n}" for n in r.notes]
+
+
+def collapse_warning(fidelity: dict[str, Any]) -> list[str]:
+    """A loud line when the emitted model no longer agrees with fp32 (see --min-fidelity)."""
+    from edgesim.pipeline import COLLAPSED_AGREEMENT, fidelity_score
+
+    name, value = fidelity_score(fidelity)
+    if name != "top-1 agreement" or value >= COLLAPSED_AGREEMENT:
+        return []
+    return [f"- **WARNING: fidelity collapsed**: {name} with fp32 is {value:.3f}; this plan "
+            "destroys the model's predictions (pass --min-fidelity to fail such runs)"]
 
 
 def markdown(r: CompileResult) -> str:
