@@ -132,7 +132,8 @@ def build_result(g: Graph, target: Any, alloc: AllocationResult, quant: Any,
              for c, s in alloc.front]
     marks = {k: [_display(alloc.metric, c), s] for k, (c, s) in alloc.marks.items()}
     names = {"model": f"model.{target.name}.onnx", "report_json": "report.json",
-             "report_md": "report.md", "pareto_png": "pareto.png"}
+             "report_md": "report.md", "pareto_png": "pareto.png",
+             "layers_png": "layers.png", "report_html": "report.html"}
     return CompileResult(
         g.name, target.name, target.kind, alloc.sens.method, alloc.metric, budget,
         options.command, versions(),
@@ -144,10 +145,28 @@ def build_result(g: Graph, target: Any, alloc: AllocationResult, quant: Any,
 
 
 def write_reports(r: CompileResult, alloc: AllocationResult, folder: Path) -> None:
-    """report.json, report.md and pareto.png into `folder` (a staging folder)."""
+    """report.json, report.md, pareto.png, layers.png and report.html (one self-contained
+    page) into `folder` (a staging folder)."""
+    from edgesim.report_html import render
+
     atomic_write(folder / "report.json", json.dumps(r.to_dict(), indent=1, default=_json))
     atomic_write(folder / "report.md", markdown(r))
     _plot(r, folder / "pareto.png")
+    _layer_plot(r, folder / "layers.png")
+    images = {"Pareto front": (folder / "pareto.png").read_bytes(),
+              "Per layer": (folder / "layers.png").read_bytes()}
+    atomic_write(folder / "report.html", render(_summary(r), r.layers, images))
+
+
+def _layer_plot(r: CompileResult, path: Path) -> None:
+    from edgesim.plot import layer_plot, save
+
+    x = r.layers
+    fig = layer_plot([a.name for a in x], [min(a.w_bits, 32) for a in x],
+                     [min(a.a_bits, 32) for a in x], [a.latency_ms for a in x],
+                     [a.bound for a in x], title=f"{r.model} on {r.target}: bits and "
+                     "predicted latency per layer")
+    save(fig, path)
 
 
 def _json(x: Any) -> Any:
