@@ -7,6 +7,7 @@ no file edgesim did not write is ever deleted.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -231,10 +232,11 @@ def _compile(model: Any, target: Any, outdir: Path, calib: Any, calib_random: in
                            observe=recorder)
     del ga, source  # copies of the weights nothing needs any more
     with progress.phase("allocating bits"):
-        alloc = allocate(g, tgt, sens=sens, budget=options.budget,
-                         weight_bits=options.weight_bits, act_bits=options.act_bits,
-                         metric=options.metric, threads=options.threads,
-                         runtime=options.runtime)                          # exact MCKP
+        alloc = (_uniform_allocation(g, tgt, sens, options) if options.method == "uniform"
+                 else allocate(g, tgt, sens=sens, budget=options.budget,
+                               weight_bits=options.weight_bits, act_bits=options.act_bits,
+                               metric=options.metric, threads=options.threads,
+                               runtime=options.runtime))                   # exact MCKP
         _check_memory(g, alloc.bits, tgt, "with the chosen bits")
     with staging(outdir) as stage:
         with progress.phase("quantising and emitting"):
@@ -261,6 +263,33 @@ def _compile(model: Any, target: Any, outdir: Path, calib: Any, calib_random: in
             write_reports(result, alloc, stage)
         publish(stage, outdir)
     return replace(result, files={k: str(outdir / Path(v).name) for k, v in result.files.items()})
+
+
+def _metric_total(alloc: Any, metric: str) -> float:
+    """The chosen assignment's predicted total of a budget metric (base units)."""
+    c = alloc.cost
+    return float({"size": lambda: c.weight_bytes.sum(), "latency": lambda: c.latency_s.sum(),
+                  "energy": lambda: (c.energy_pj_compute + c.energy_pj_onchip
+                                     + c.energy_pj_dram).sum()}[metric]())
+
+
+def _uniform_allocation(g: Graph, target: Any, sens: Any, options: CompileOptions) -> Any:
+    """`--method uniform`: every MAC layer at one weight width -- the widest candidate whose
+    uniform assignment meets the budget (8 bits, or the widest below 8, without one). A bits
+    budget of w with only w to choose from forces every MAC layer to w exactly."""
+    budget = options.budget
+    limit = 8 if budget is None else (budget.value if budget.metric == "bits" else math.inf)
+    widths = sorted((w for w in options.weight_bits if w <= limit), reverse=True)
+    for w in widths:
+        alloc = allocate(g, target, sens=sens, budget=Budget("bits", w), weight_bits=(w,),
+                         act_bits=options.act_bits, threads=options.threads,
+                         runtime=options.runtime)
+        if budget is None or budget.metric == "bits" or \
+                _metric_total(alloc, budget.metric) <= budget.value:
+            note = f"uniform: every MAC layer at {w} weight bits"
+            return replace(alloc, notes=(note, *alloc.notes))
+    raise UserError("--budget", f"no uniform width of {list(options.weight_bits)} meets "
+                    f"{budget}; try a larger budget or --method hawq")
 
 
 # A plan whose emitted model agrees with fp32 on fewer than this share of samples' top-1 class

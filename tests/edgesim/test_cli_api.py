@@ -144,3 +144,13 @@ def test_cli_console_script_reports_its_version() -> None:
     res = subprocess.run([str(exe), "--version"], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0 and res.stdout.startswith("edgesim ")
+
+
+@pytest.mark.parametrize(("budget", "width"), [("bits=4", 4), ("bits=5", 4), (None, 8)])
+def test_method_uniform_means_one_width_for_every_mac_layer(tmp_path: Path, budget: str | None,
+                                                            width: int) -> None:
+    r = api.compile("zoo:digits_cnn", "rpi5", outdir=tmp_path / "o", method="uniform",
+                    budget=budget, calib_random=8)
+    widths = {x.w_bits for x in r.layers if x.sensitivity is not None}
+    assert widths == {width}  # the widest candidate (2, 3, 4, 6, 8) within the budget
+    assert r.avg_weight_bits == width
