@@ -4,6 +4,7 @@ warnings, --min-fidelity, and the API taking what the CLI takes."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -154,3 +155,27 @@ def test_method_uniform_means_one_width_for_every_mac_layer(tmp_path: Path, budg
     widths = {x.w_bits for x in r.layers if x.sensitivity is not None}
     assert widths == {width}  # the widest candidate (2, 3, 4, 6, 8) within the budget
     assert r.avg_weight_bits == width
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal_lines_elsewhere_nothing_when_quiet() -> None:
+    from edgesim.progress import Progress
+
+    tty, pipe, quiet = _Terminal(), io.StringIO(), _Terminal()
+    runs = {id(stream): Progress(total=2, quiet=q, stream=stream)
+            for stream, q in ((tty, False), (pipe, False), (quiet, True))}
+    for p in runs.values():
+        with p.phase("loading"):
+            pass
+        with p.phase("analysis"):
+            pass
+    p = runs[id(pipe)]
+    assert "\r" in tty.getvalue() and "[2/2] analysis: done" in tty.getvalue()  # tqdm redraws
+    assert pipe.getvalue().splitlines() == [
+        "[1/2] loading ...", f"[1/2] loading: done in {p.timings['loading']:.1f} s",
+        "[2/2] analysis ...", f"[2/2] analysis: done in {p.timings['analysis']:.1f} s"]
+    assert quiet.getvalue() == ""
