@@ -185,6 +185,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(json.dumps(r.to_dict(), default=str))
     else:
         _print_compile(r)
+    if args.verbose:  # where the time went, on stderr
+        print("timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in r.timings_s.items()),
+              file=sys.stderr)
     return 0
 
 

@@ -40,6 +40,8 @@ TARGET_OPSET = 17
 MAX_TENSOR_ELEMS = 2**34
 MAX_INPUT_ELEMS = 2**31
 InputShapes = Mapping[str, Sequence[int]]
+# symbolic dims that name a batch, wherever they sit (a hint gives them 1)
+BATCH_NAMES = frozenset({"n", "b", "batch", "batch_size", "batchsize", "bs", "unk__0"})
 
 
 @dataclass(frozen=True)
@@ -360,6 +362,8 @@ def _declared_dims(vi: onnx.ValueInfoProto) -> list[int | str] | None:
 def _example(name: str, dims: Sequence[int | str]) -> str:
     """`--input-shape` example with the input's real rank: known dims kept, others guessed."""
     def guess(i: int) -> int:
+        if isinstance(dims[i], str) and dims[i].lower() in BATCH_NAMES:
+            return 1
         return 1 if i == 0 else 224 if len(dims) == 4 and i >= 2 else 128
     shown = [d if isinstance(d, int) and d > 0 else guess(i) for i, d in enumerate(dims)]
     return f"--input-shape {name}={'x'.join(str(d) for d in shown)}"
