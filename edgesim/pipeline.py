@@ -238,6 +238,8 @@ def _compile(model: Any, target: Any, outdir: Path, calib: Any, calib_random: in
                                metric=options.metric, threads=options.threads,
                                runtime=options.runtime))                   # exact MCKP
         _check_memory(g, alloc.bits, tgt, "with the chosen bits")
+        if options.budget is None:
+            alloc = replace(alloc, notes=alloc.notes + _knee_note(g, alloc.bits, tgt))
     with staging(outdir) as stage:
         with progress.phase("quantising and emitting"):
             model_path = stage / f"model.{tgt.name}.onnx"
@@ -263,6 +265,21 @@ def _compile(model: Any, target: Any, outdir: Path, calib: Any, calib_random: in
             write_reports(result, alloc, stage)
         publish(stage, outdir)
     return replace(result, files={k: str(outdir / Path(v).name) for k, v in result.files.items()})
+
+
+def _knee_note(g: Graph, bits: np.ndarray, target: Any) -> tuple[str, ...]:
+    """Why the knee (no budget) barely compressed: fewer bits buy the target little."""
+    from edgesim.assignment import has_weights, quantisable
+
+    mac = quantisable(g) & has_weights(g)
+    w = g.layer_table().w_elems[mac].astype(np.float64)
+    avg = float((np.minimum(bits[mac, 0], 32) * w).sum() / max(w.sum(), 1.0))
+    if avg <= 16:
+        return ()
+    return (f"the knee keeps {avg:.1f} weight bits on average: on {target.name} fewer bits "
+            "buy this model little of the metric (its layers are bound by overheads or "
+            "activations, not weights); pass --budget (e.g. bits=4 or size=...) to compress "
+            "further",)
 
 
 def _metric_total(alloc: Any, metric: str) -> float:

@@ -191,3 +191,14 @@ def test_input_shape_hints_are_accepted_by_the_parser(dims: list, expected: str)
     assert hint == f"--input-shape {expected}"
     shape = cli.parse_input_shapes([hint.split()[1]])["x"]  # the CLI's own parser takes it
     assert len(shape) == len(dims) and min(shape) >= 1
+
+
+def test_a_knee_that_barely_compresses_says_why(tmp_path: Path) -> None:
+    r = api.compile("zoo:digits_cnn", "rpi5", outdir=tmp_path / "o", method="proxy",
+                    calib_random=8)
+    notes = [n for n in r.notes if n.startswith("the knee keeps")]
+    assert r.avg_weight_bits > 16 and len(notes) == 1
+    assert f"{r.avg_weight_bits:.1f} weight bits" in notes[0] and "--budget" in notes[0]
+    r4 = api.compile("zoo:digits_cnn", "rpi5", outdir=tmp_path / "b", method="proxy",
+                     calib_random=8, budget="bits=4")
+    assert not [n for n in r4.notes if n.startswith("the knee keeps")]
