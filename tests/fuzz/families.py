@@ -362,9 +362,62 @@ def assignment_file(rng: random.Random, work: Path) -> Call:
     return call
 
 
+FLAG_VALUES = ("", "-1", "0", "1", "8", "4", "fp32", "abc", "1e400", "nan", "99999999999",
+               "zoo:digits_cnn", "zoo:nope", "rpi5", "cortex-m7", "x=1x1x8x8", "input=0x1",
+               "input=-1x1x8x8", "size=1kB", "bits=4", "latency=0ms", "=", "a.onnx", "/",
+               "\x00", "macarray", "--", "-o")
+COMMANDS = {
+    "inspect": ["zoo:digits_cnn", "--input-shape"],
+    "simulate": ["zoo:digits_cnn", "--target", "--bits", "--threads", "--runtime",
+                 "--input-shape"],
+    "targets": [],
+    "pareto": ["--x", "--y", "--objectives", "--color", "-o"],
+    "evaluate": ["--data", "--threads", "--runs"],
+    "quantize": ["zoo:digits_cnn", "--bits", "--calib", "-o"],
+}
+
+
+class CliExit(Exception):
+    """The CLI returned 1 (an internal error): a bug, as the runner must count it."""
+
+
+def cli_flags(rng: random.Random, work: Path) -> Call:
+    """Random command lines of the cheap commands through `edgesim.cli.main` (stdout and
+    stderr swallowed): exit 1 is an internal error; argparse's usage errors (exit 2) and the
+    one-line errors are the project's."""
+    import contextlib
+    import io
+
+    from edgesim import cli
+
+    command = rng.choice(list(COMMANDS))
+    argv = [command]
+    for _ in range(rng.randint(0, 5)):
+        flag = rng.choice(COMMANDS[command] or ["--json"])
+        argv += [flag] + ([rng.choice(FLAG_VALUES)] if flag.startswith("-") else [])
+    argv += rng.sample(["--json", "-q", "-v"], rng.randint(0, 2))
+    argv = [a.replace("a.onnx", str(work / "a.onnx")) for a in argv]
+    if "-o" in argv and argv.index("-o") + 1 < len(argv):
+        argv[argv.index("-o") + 1] = str(work / f"out{rng.randrange(3)}.png")
+
+    def call() -> object:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            try:
+                code = cli.main(argv)
+            except SystemExit as e:  # argparse: --help exits 0, a usage error 2
+                code = e.code
+        if code == 1:
+            raise CliExit(" ".join(argv))
+        if code == 2:
+            raise UserError("cli", " ".join(argv))
+        return code
+    return call
+
+
 FAMILIES: dict[str, Callable[[random.Random, Path], Call]] = {
     "onnx_bytes": onnx_bytes, "onnx_proto": onnx_proto, "target_yaml": target_yaml,
     "sweep_space": sweep_space, "calib_npz": calib_npz, "assignment": assignment_file,
+    "cli_flags": cli_flags,
 }
 
 

@@ -13,7 +13,7 @@ import pytest
 from tests.fuzz.families import FAMILIES, fuzz, run_one
 
 COUNT = {"onnx_bytes": 40, "onnx_proto": 60, "target_yaml": 15, "sweep_space": 15,
-         "calib_npz": 40, "assignment": 30}
+         "calib_npz": 40, "assignment": 30, "cli_flags": 40}
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
