@@ -177,7 +177,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     scheduler = args.scheduler
     if scheduler is None and args.workers is None and args.dask_local is None:
-        scheduler = os.environ.get("DASK_SCHEDULER_ADDRESS") or None  # Dask's own convention
+        scheduler = dask_scheduler_address()
     s = sweep(args.space, args.output, workers=args.workers, scheduler=scheduler,
               dask_local=args.dask_local, batch_size=args.batch_size, progress=not args.quiet)
     if args.json:
@@ -186,6 +186,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"{s.path}: {s.computed} points computed ({s.points_per_s:,.0f}/s), "
           f"{s.skipped} already stored, {s.errors} recorded with an error")
     return 0
+
+
+def dask_scheduler_address() -> str | None:
+    """The scheduler Dask itself is configured with: $DASK_SCHEDULER_ADDRESS, else the
+    `scheduler-address` key of Dask's config files (when dask is installed)."""
+    if os.environ.get("DASK_SCHEDULER_ADDRESS"):
+        return os.environ["DASK_SCHEDULER_ADDRESS"]
+    try:
+        import dask.config
+    except ImportError:
+        return None
+    return dask.config.get("scheduler-address", None) or None
 
 
 def _pareto_png(args: argparse.Namespace, objectives: list[str], png: str) -> tuple[Any, list]:
@@ -311,7 +323,7 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
     where = sw.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, help="local process-pool workers (default: all)")
     where.add_argument("--scheduler", metavar="tcp://HOST:8786", help="a Dask scheduler "
-                       "(default: $DASK_SCHEDULER_ADDRESS if set)")
+                       "(default: $DASK_SCHEDULER_ADDRESS or Dask's config, if set)")
     where.add_argument("--dask-local", type=int, metavar="N",
                        help="start a Dask LocalCluster of N workers on 127.0.0.1")
     sw.add_argument("--batch-size", type=int, help="points per task (default: ~8 per worker)")

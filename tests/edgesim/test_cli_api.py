@@ -86,6 +86,12 @@ def test_dask_scheduler_address_is_honoured(capsys, monkeypatch) -> None:
     assert seen["scheduler"] == "tcp://10.0.0.7:8786"
     assert _main(capsys, "sweep", "macarray", "-o", "r", "--workers", "2")[0] == 2
     assert seen["scheduler"] is None and seen["workers"] == 2  # an explicit pool wins
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS")
+    import dask.config
+
+    with dask.config.set({"scheduler-address": "tcp://10.0.0.8:8786"}):  # Dask's own config
+        assert _main(capsys, "sweep", "macarray", "-o", "r")[0] == 2
+    assert seen["scheduler"] == "tcp://10.0.0.8:8786"
 
 
 def test_sweep_json(tmp_path: Path, capsys) -> None:
