@@ -397,11 +397,14 @@ def cli_flags(rng: random.Random, work: Path) -> Call:
         argv += [flag] + ([rng.choice(FLAG_VALUES)] if flag.startswith("-") else [])
     argv += rng.sample(["--json", "-q", "-v"], rng.randint(0, 2))
     argv = [a.replace("a.onnx", str(work / "a.onnx")) for a in argv]
-    if "-o" in argv and argv.index("-o") + 1 < len(argv):
-        argv[argv.index("-o") + 1] = str(work / f"out{rng.randrange(3)}.png")
+    for i in range(1, len(argv)):  # every output lands in the work folder
+        if argv[i - 1] == "-o":
+            argv[i] = str(work / f"out{rng.randrange(3)}.png")
 
     def call() -> object:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        # relative paths in the flags resolve in the work folder too, never the caller's
+        with contextlib.chdir(work), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
             try:
                 code = cli.main(argv)
             except SystemExit as e:  # argparse: --help exits 0, a usage error 2
