@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -168,7 +169,7 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
             weight_bits: Sequence[int] = (2, 3, 4, 6, 8), act_bits: Sequence[int] | None = None,
             threads: int | None = None, runtime: str = "onnxruntime",
             input_shapes: Mapping[str, Sequence[int]] | None = None,
-            quiet: bool = True, force: bool = False,
+            quiet: bool | None = None, force: bool = False,
             min_fidelity: float | None = None) -> CompileResult:
     """Compile `model` for `target`: choose bits per layer, emit the packed model and reports.
 
@@ -186,7 +187,8 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
     options = CompileOptions(
         method=method, budget=None if budget is None else parse_budget(budget),
         weight_bits=tuple(weight_bits), act_bits=None if act_bits is None else tuple(act_bits),
-        threads=threads, runtime=runtime, input_shapes=input_shapes, quiet=quiet,
+        threads=threads, runtime=runtime, input_shapes=input_shapes,
+        quiet=not sys.stderr.isatty() if quiet is None else quiet,  # bars in a terminal
         command="edgesim.compile(...)", force=force, min_fidelity=min_fidelity)
     return compile_model(model, target, outdir, calib=calib, calib_random=calib_random,
                          eval_data=eval_data, options=options)
