@@ -67,10 +67,25 @@ def load_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = No
     from compiler.frontend import load
 
     if isinstance(model, str) and model.startswith(ZOO_PREFIX):
-        return load(zoo_model(model[len(ZOO_PREFIX):]), input_shapes)
+        return costable(load(zoo_model(model[len(ZOO_PREFIX):]), input_shapes))
     if isinstance(model, str | os.PathLike) and not os.path.exists(model):
         raise UserError(str(model), "no such file")
-    return load(model, input_shapes)
+    return costable(load(model, input_shapes))
+
+
+def costable(g: Graph) -> Graph:
+    """`g` if edgesim can cost and quantise it: at least one layer, no empty input (both are
+    valid ONNX, and the ONNX backend tests use them, but there is nothing to deploy)."""
+    from compiler.frontend.load import input_shape_hint
+
+    if not g.layers:  # e.g. only Identity nodes
+        raise UserError(g.name, "the graph has no operations left after clean-up")
+    for name in g.inputs:
+        shape = list(g.types[name].shape)
+        if 0 in shape:
+            raise UserError(f"input {name}", f"shape {shape} has a zero dimension; pass "
+                            f"{input_shape_hint(name, shape)}")
+    return g
 
 
 def resolve_target(target: Any) -> Any:

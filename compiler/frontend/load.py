@@ -73,8 +73,6 @@ def load(model: str | os.PathLike | onnx.ModelProto,
     cleaned = clean(proto, input_shapes, where)
     g = lower_model(cleaned.model, _model_name(model, proto))
     g = fold_batchnorm(fuse_patterns(g))
-    if not g.layers:  # e.g. only Identity nodes: nothing any pass or cost model can work on
-        raise ModelError(where, "the graph has no operations left after clean-up")
     return replace(g, notes=g.notes + cleaned.notes)
 
 
@@ -359,8 +357,9 @@ def _declared_dims(vi: onnx.ValueInfoProto) -> list[int | str] | None:
             for d in tt.shape.dim]
 
 
-def _example(name: str, dims: Sequence[int | str]) -> str:
-    """`--input-shape` example with the input's real rank: known dims kept, others guessed."""
+def input_shape_hint(name: str, dims: Sequence[int | str]) -> str:
+    """An `--input-shape` example the CLI accepts (every dim >= 1), with the input's real
+    rank: known positive dims kept, others guessed (1 for a batch, 224 for an image side)."""
     def guess(i: int) -> int:
         if isinstance(dims[i], str) and dims[i].lower() in BATCH_NAMES:
             return 1
@@ -375,25 +374,24 @@ def _static_dims(name: str, dims: list[int | str] | None,
     if given is not None:
         return _given_dims(name, dims, given), []
     if dims is None:
-        raise ModelError(f"input {name}", f"has no declared shape; pass {_example(name, ['?'])}")
+        raise ModelError(f"input {name}",
+                         f"has no declared shape; pass {input_shape_hint(name, ['?'])}")
     notes = []
     if dims and isinstance(dims[0], str):
         notes.append(f"input '{name}': batch dimension '{dims[0]}' set to 1")
         dims = [1, *dims[1:]]
     for i, d in enumerate(dims):
         if isinstance(d, str):
-            raise ModelError(f"input {name}",
-                             f"dimension {i} ('{d}') is dynamic; pass {_example(name, dims)}")
+            raise ModelError(f"input {name}", f"dimension {i} ('{d}') is dynamic; pass "
+                             f"{input_shape_hint(name, dims)}")
     return _bounded(name, [int(d) for d in dims]), notes
 
 
 def _bounded(name: str, shape: list[int]) -> list[int]:
-    """An input shape with every dim >= 1 and at most MAX_INPUT_ELEMS elements."""
+    """An input shape with no negative dim and at most MAX_INPUT_ELEMS elements (empty
+    tensors are valid ONNX; the product layer refuses them for costing)."""
     if any(d < 0 for d in shape):
         raise ModelError(f"input {name}", f"shape {shape} has a negative dimension")
-    if 0 in shape:
-        raise ModelError(f"input {name}", f"shape {shape} has a zero dimension; pass "
-                         f"{_example(name, shape)}")
     if _elems(shape) > MAX_INPUT_ELEMS:
         raise ModelError(f"input {name}", f"shape {shape} has {_elems(shape)} elements; at "
                          f"most {MAX_INPUT_ELEMS} are accepted")
