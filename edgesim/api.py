@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from compiler.ir import Graph
+from compiler.ir import CATEGORY_GEMM, Graph
 from edgesim.errors import UserError
 
 if TYPE_CHECKING:
@@ -85,6 +85,19 @@ def costable(g: Graph) -> Graph:
         if 0 in shape:
             raise UserError(f"input {name}", f"shape {shape} has a zero dimension; pass "
                             f"{input_shape_hint(name, shape)}")
+    for name, t in g.types.items():
+        if 0 in t.shape:  # a cost model divides by tile counts of every operand
+            raise UserError(f"{g.name}: tensor {name}", f"shape {list(t.shape)} is empty; "
+                            "there is nothing to cost")
+    try:
+        t = g.layer_table()  # MACs and bytes as int64: declared sizes may not fit
+    except OverflowError:
+        raise UserError(g.name, "its layer sizes overflow 64-bit counts (dims too large)"
+                        ) from None
+    empty = (t.category == CATEGORY_GEMM) & ((t.m == 0) | (t.n == 0) | (t.k == 0))
+    if empty.any():  # e.g. an empty weight: a GEMM of no work
+        raise UserError(f"{g.name}: layer {t.names[int(empty.argmax())]}", "multiplies an "
+                        "empty operand; there is nothing to cost")
     return g
 
 
