@@ -22,13 +22,13 @@ The kernels are `@njit(cache=True)` over arrays; the wrappers validate and resha
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numba import njit, prange
 
+from compiler.atomic import atomic_open
 from compiler.errors import ModelError
 from compiler.formats import MATMULNBITS_BITS
 from compiler.quantizers import QuantizedTensor, quantize_weight
@@ -399,14 +399,8 @@ def write_neon_sidecar(path: str | os.PathLike, blob: MatMulNBitsBlob,
               "zero_points": _unpacked_zero_points(blob),
               "shape": np.array([blob.k, blob.n, blob.bits, blob.block_size, lane_bytes]),
               "has_zero_points": np.array(blob.zero_points is not None)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **arrays)
     return path
 
 

@@ -26,7 +26,7 @@ from compiler.ir import Graph
 from compiler.sensitivity import DEFAULT_BITS, METHODS, Sensitivity
 from edgesim.budget import Budget, format_value
 from edgesim.errors import UserError
-from edgesim.simulate import runnable
+from edgesim.simulation import runnable
 from hwmodels.cost import Cost, evaluate
 
 FLOAT = 32

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from compiler.ir import Graph
+from compiler.ir import CATEGORY_GEMM, Graph
 from edgesim.errors import UserError
+
+if TYPE_CHECKING:
+    from edgesim.allocation import AllocationResult
+    from edgesim.budget import Budget
+    from edgesim.quantize import QuantizeResult
+    from edgesim.report import CompileResult
+    from edgesim.simulation import Simulation
 
 ZOO_PREFIX = "zoo:"
 
@@ -69,10 +77,38 @@ def load_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = No
 
     extra = {"input_values": input_values, "batch_axes": batch_axes}
     if isinstance(model, str) and model.startswith(ZOO_PREFIX):
-        return load(zoo_model(model[len(ZOO_PREFIX):]), input_shapes, **extra)
+        return costable(load(zoo_model(model[len(ZOO_PREFIX):]), input_shapes, **extra))
     if isinstance(model, str | os.PathLike) and not os.path.exists(model):
         raise UserError(str(model), "no such file")
-    return load(model, input_shapes, **extra)
+    return costable(load(model, input_shapes, **extra))
+
+
+def costable(g: Graph) -> Graph:
+    """`g` if edgesim can cost and quantise it: at least one layer, no empty input (both are
+    valid ONNX, and the ONNX backend tests use them, but there is nothing to deploy)."""
+    from compiler.frontend.load import input_shape_hint
+
+    if not g.layers:  # e.g. only Identity nodes
+        raise UserError(g.name, "the graph has no operations left after clean-up")
+    for name in g.inputs:
+        shape = list(g.types[name].shape)
+        if 0 in shape:
+            raise UserError(f"input {name}", f"shape {shape} has a zero dimension; pass "
+                            f"{input_shape_hint(name, shape)}")
+    for name, t in g.types.items():
+        if 0 in t.shape:  # a cost model divides by tile counts of every operand
+            raise UserError(f"{g.name}: tensor {name}", f"shape {list(t.shape)} is empty; "
+                            "there is nothing to cost")
+    try:
+        t = g.layer_table()  # MACs and bytes as int64: declared sizes may not fit
+    except OverflowError:
+        raise UserError(g.name, "its layer sizes overflow 64-bit counts (dims too large)"
+                        ) from None
+    empty = (t.category == CATEGORY_GEMM) & ((t.m == 0) | (t.n == 0) | (t.k == 0))
+    if empty.any():  # e.g. an empty weight: a GEMM of no work
+        raise UserError(f"{g.name}: layer {t.names[int(empty.argmax())]}", "multiplies an "
+                        "empty operand; there is nothing to cost")
+    return g
 
 
 def resolve_target(target: Any) -> Any:
@@ -105,16 +141,17 @@ def targets() -> list[TargetInfo]:
 
 def probe_target(output: str | os.PathLike) -> Any:
     """Measure this machine, write it as a `cpu` target YAML (atomically) and return it."""
-    from hwmodels.probe import probe_host, write_target_yaml
+    from compiler.atomic import atomic_write
+    from hwmodels.probe import probe_host, target_yaml
 
     target = probe_host()
-    write_target_yaml(target, output)
+    atomic_write(output, target_yaml(target))
     return target
 
 
 def simulate(model: Any, target: Any, *, bits: Any = None, threads: int | None = None,
              runtime: str = "onnxruntime",
-             input_shapes: Mapping[str, Sequence[int]] | None = None) -> Any:
+             input_shapes: Mapping[str, Sequence[int]] | None = None) -> Simulation:
     """Predict per-layer and total latency, energy and memory of `model` on `target`.
 
     Args:
@@ -128,10 +165,10 @@ def simulate(model: Any, target: Any, *, bits: Any = None, threads: int | None =
             kernels) or "ideal" (best the ISA allows).
 
     Returns:
-        An `edgesim.simulate.Simulation`.
+        An `edgesim.simulation.Simulation`.
     """
     from edgesim import assignment
-    from edgesim.simulate import planned_bits, simulate_graph, unplanned
+    from edgesim.simulation import planned_bits, simulate_graph, unplanned
     from hwmodels.cpu import RUNTIMES
 
     if runtime not in RUNTIMES:
@@ -206,7 +243,8 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
             batch_axes: Mapping[str, int | None] | None = None,
             fidelity_metric: Any = None, calib_method: str | None = None,
             smooth_quant: float | None = None, rounding: str = "rtn",
-            quiet: bool = True) -> Any:
+            quiet: bool | None = None, force: bool = False,
+            min_fidelity: float | None = None) -> CompileResult:
     """Compile `model` for `target`: choose bits per layer, emit the packed model and reports.
 
     Mirrors `edgesim compile`; returns an `edgesim.report.CompileResult` (the fields of
@@ -222,6 +260,9 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
     `smooth_quant=alpha` migrates activation outliers into the weights of the linear layers
     after each LayerNorm/RMSNorm (SmoothQuant; 0.5 is the paper's default).
     `rounding="gptq"` rounds linear weights with GPTQ (second order, on calibration data).
+    `outdir` must be new, empty or made by edgesim unless `force` (nothing in it that
+    edgesim did not write is ever deleted). With `min_fidelity`, a plan whose emitted
+    model's primary fidelity metric is lower raises UserError and writes nothing.
     """
     from edgesim.budget import parse_budget
     from edgesim.pipeline import CompileOptions, compile_model
@@ -232,10 +273,31 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
         threads=threads, runtime=runtime, input_shapes=input_shapes,
         input_values=input_values, batch_axes=batch_axes, fidelity_metric=fidelity_metric,
         calib_method=calib_method, smooth_quant=smooth_quant, rounding=rounding,
-        quiet=quiet,
-        command="edgesim.compile(...)")
+        quiet=not sys.stderr.isatty() if quiet is None else quiet,  # bars in a terminal
+        command="edgesim.compile(...)", force=force, min_fidelity=min_fidelity)
     return compile_model(model, target, outdir, calib=calib, calib_random=calib_random,
                          eval_data=eval_data, options=options)
+
+
+def quantize(model: Any, bits: Any, out: str | os.PathLike, *, calib: Any = None,
+             calib_random: int | None = None,
+             input_shapes: Mapping[str, Sequence[int]] | None = None,
+             accuracy_level: int | None = None, kernel_check: str = "report"
+             ) -> QuantizeResult:
+    """Quantise `model` with a fixed assignment and write it atomically (`edgesim quantize`).
+
+    `bits` is "fp32", 8 (W8A8), 4 (W4 weight-only), a JSON path or a mapping {layer: bits};
+    `calib` a .npz (optional `labels` are ignored) or None with `calib_random` samples.
+    `accuracy_level` forces MatMulNBits' (default: the plan's); `kernel_check` compares the
+    kernels onnxruntime runs with the plan ("fail", "report" or "off").
+    """
+    from compiler.emit import EmitOptions
+    from edgesim.quantize import quantize_model
+
+    return quantize_model(model, bits, calib=calib, calib_random=calib_random, out=out,
+                          input_shapes=input_shapes,
+                          emit_options=EmitOptions(accuracy_level=accuracy_level),
+                          kernel_check=kernel_check)
 
 
 def evaluate_model(model: str | os.PathLike, data: str | os.PathLike, *,
@@ -257,10 +319,40 @@ def evaluate_model(model: str | os.PathLike, data: str | os.PathLike, *,
     return run_and_time(model, arrays, labels, threads=threads, runs=runs)
 
 
-def allocate(graph: Graph, target: Any, **kwargs: Any) -> Any:
-    """Bits per layer for a budget, exactly, with the front: `edgesim.allocation.allocate`
-    (imported on first use: the solver pulls in scipy and numba)."""
+def allocate(model: Any, target: Any = "rpi5", *, method: str = "hawq",
+             budget: str | Budget | None = None, calib: Any = None,
+             calib_random: int | None = None, weight_bits: Sequence[int] = (2, 3, 4, 6, 8),
+             act_bits: Sequence[int] | None = None, metric: str = "latency",
+             threads: int | None = None, runtime: str = "onnxruntime",
+             input_shapes: Mapping[str, Sequence[int]] | None = None) -> AllocationResult:
+    """Bits per layer for a budget, exactly, with the whole front (`edgesim compile`'s
+    allocation step, without emitting anything).
+
+    Args:
+        model: ONNX path, `zoo:NAME`, ModelProto or Graph -- as `compile` takes.
+        target: shipped target name, YAML path or target object.
+        method: "hawq", "lrp", "proxy" (data-free) or "uniform".
+        budget: "size=2MB", "latency=15ms", "energy=5mJ", "bits=4.5", a `Budget`, or None
+            for the knee of the front.
+        calib: .npz path or mapping of arrays by input name (+ "labels"); HAWQ and LRP
+            use it (default: `calib_random` or 32 random samples).
+        calib_random: this many random samples instead.
+        weight_bits, act_bits, metric, threads, runtime, input_shapes: as `compile`.
+
+    Returns:
+        An `edgesim.allocation.AllocationResult` (bits [L, 2], predicted cost, sensitivity,
+        front).
+    """
+    from edgesim.allocation import DATA_METHODS
     from edgesim.allocation import allocate as solve_allocation
+    from edgesim.budget import parse_budget
+    from edgesim.pipeline import calibration_inputs
 
-    return solve_allocation(graph, resolve_target(target), **kwargs)
-
+    g = load_graph(model, input_shapes)
+    if isinstance(budget, str):
+        budget = parse_budget(budget)
+    inputs, labels = (calibration_inputs(g, calib, calib_random) if method in DATA_METHODS
+                      else (None, None))
+    return solve_allocation(g, resolve_target(target), method=method, budget=budget,
+                            calib_inputs=inputs, labels=labels, weight_bits=tuple(weight_bits),
+                            act_bits=act_bits, metric=metric, threads=threads, runtime=runtime)

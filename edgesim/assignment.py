@@ -31,12 +31,14 @@ A_CHOICES = (*formats.ACT_BITS, FLOAT)
 
 def quantisable(graph: Graph) -> np.ndarray:
     """Bool [L]: layers whose bits an assignment may choose (MAC layers)."""
-    return np.array([KIND_CATEGORY[layer.kind] == CATEGORY_GEMM for layer in graph.layers])
+    return np.array([KIND_CATEGORY[layer.kind] == CATEGORY_GEMM for layer in graph.layers],
+                    dtype=bool)  # bool also when the graph has no layers (an index mask)
 
 
 def has_weights(graph: Graph) -> np.ndarray:
     """Bool [L]: MAC layers with a constant weight operand."""
-    return np.array([any(t in graph.weights for t in layer.inputs[1:2]) for layer in graph.layers])
+    return np.array([any(t in graph.weights for t in layer.inputs[1:2]) for layer in graph.layers],
+                    dtype=bool)
 
 
 def uniform(graph: Graph, w_bits: int) -> np.ndarray:

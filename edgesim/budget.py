@@ -63,3 +63,11 @@ def format_value(metric: str, value: float) -> str:
     """`value` (base units) in the unit reports use, e.g. 2.1e6 bytes -> '2.10MB'."""
     unit, factor = next(iter(UNITS[metric].items()))
     return f"{value / factor:.3g}{unit}" if unit else f"{value:.3g}"
+
+
+def format_bytes(n: float) -> str:
+    """Bytes in the one convention of every report and command: decimal kB / MB (as budgets
+    are written, `size=2MB` = 2e6 bytes)."""
+    if n >= 1e5:
+        return f"{n / 1e6:.3f} MB"
+    return f"{n / 1e3:.1f} kB" if n >= 1e3 else f"{n:.0f} B"

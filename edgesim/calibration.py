@@ -62,8 +62,33 @@ def model_layout(g: Graph, name: str, x: np.ndarray) -> np.ndarray:
     return x[0] if axis is None else np.moveaxis(x, 0, axis)
 
 
+# Declared bytes of one .npz member accepted before it is read (a hostile header can declare
+# any shape; np.load would try to allocate it).
+MAX_ARRAY_BYTES = 8 * 2**30
+
+
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                   (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _check_headers(path: Path) -> None:
+    """Every member's declared shape and dtype, read from its .npy header, is bounded."""
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            with z.open(info) as f:
+                reader = _HEADER_READERS.get(np.lib.format.read_magic(f))
+                if reader is None:  # a format version np.load judges itself
+                    continue
+                shape, _, dtype = reader(f)
+            size = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if size > MAX_ARRAY_BYTES:
+                raise UserError(f"{path}: {info.filename}", f"declares {size} bytes "
+                                f"(shape {shape}); at most {MAX_ARRAY_BYTES} are accepted")
+
+
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
+        _check_headers(path)
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
     except FileNotFoundError:
@@ -127,18 +152,19 @@ LABELS_KEY = "labels"
 
 
 def read(g: Graph, path: str | os.PathLike) -> CalibrationData:
-    """Calibration samples from a `.npz` keyed by input name."""
-    data, _ = read_labelled(g, path, labels_allowed=False)
+    """Calibration samples from a `.npz` keyed by input name; its optional `labels` are
+    checked and dropped (the same files `compile --calib` takes)."""
+    data, _ = read_labelled(g, path)
     return data
 
 
-def read_labelled(g: Graph, path: str | os.PathLike, labels_allowed: bool = True
+def read_labelled(g: Graph, path: str | os.PathLike
                   ) -> tuple[CalibrationData, np.ndarray | None]:
     """Samples from a `.npz` keyed by input name, plus optional integer class labels under
     the key `labels` (one per sample)."""
     path = Path(path)
     arrays = _read_npz(path)
-    labels = arrays.pop(LABELS_KEY, None) if labels_allowed else None
+    labels = arrays.pop(LABELS_KEY, None)
     return from_arrays(g, arrays, str(path), labels)
 
 

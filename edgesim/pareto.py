@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from compiler.atomic import atomic_open
 from compiler.pareto import non_dominated
 from edgesim.errors import UserError
 
@@ -61,9 +62,9 @@ class Table:
     def numeric(self, name: str) -> np.ndarray:
         """A column as float64, or UserError if it holds text."""
         col = self.columns[self.resolve(name)]
-        if col.dtype.kind != "f":
+        if col.dtype.kind not in "iuf":
             raise UserError("--objectives", f"column {name!r} is not numeric")
-        return col
+        return col.astype(np.float64)
 
     def select(self, mask: np.ndarray) -> Table:
         """The rows where `mask` is True."""
@@ -101,9 +102,21 @@ def table_from_rows(rows: Sequence[Mapping[str, Any]], dropped: int = 0) -> Tabl
 
 def _column(values: list[Any]) -> np.ndarray:
     numbers = [_number(v) for v in values]
+    ints = [_int(v) for v in values]
+    if values and all(i is not None for i in ints):
+        return np.array(ints, dtype=np.int64)  # ints stay ints in front.csv and --json
     if all(x is not None for x, v in zip(numbers, values) if v not in (None, "")):
         return np.array([math.nan if x is None else x for x in numbers], dtype=np.float64)
     return np.array(["" if v is None else str(v) for v in values], dtype=object)
+
+
+def _int(v: Any) -> int | None:
+    """An int, or the text of one (a CSV cell); None otherwise."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v if abs(v) < 2**63 else None
+    if isinstance(v, str) and v.strip().lstrip("-").isdigit() and len(v.strip()) < 19:
+        return int(v)
+    return None
 
 
 def _number(v: Any) -> float | None:
@@ -187,7 +200,7 @@ def write_csv(table: Table, path: str | Path) -> Path:
     """Write a table as CSV (one header row)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
+    with atomic_open(path, "w") as f:
         writer = csv.writer(f)
         writer.writerow(list(table.columns))
         for i in range(len(table)):

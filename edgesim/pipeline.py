@@ -1,16 +1,15 @@
 """`compile_model`: ONNX model + target -> packed mixed-precision model, reports and plot.
 
-The order of the whole flow, one line per step, is in `compile_model`. Outputs are written into
-a temporary folder beside OUTDIR and renamed into place at the end, so a failed run leaves no
-OUTDIR behind (and an existing OUTDIR is replaced only by a complete one).
+The order of the whole flow, one line per step, is in `compile_model`. Outputs are staged inside
+OUTDIR and renamed into place at the end (`edgesim.output`): a failed run changes nothing, and
+no file edgesim did not write is ever deleted.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,17 +18,18 @@ from typing import Any
 import numpy as np
 
 from compiler.emit import EmitOptions
-from compiler.emit.write import current_umask
 from compiler.errors import ModelError
 from compiler.ir import Graph
 from compiler.passes.quantize import QuantOptions
+from compiler.verify import verify
 from edgesim import calibration as cal
 from edgesim.allocation import DATA_METHODS, allocate, fixed_bits, sensitivity
 from edgesim.budget import Budget
 from edgesim.errors import UserError
+from edgesim.output import output_folder, publish, staging
 from edgesim.progress import Progress
 from edgesim.report import CompileResult, build_result, write_reports
-from edgesim.simulate import totals
+from edgesim.simulation import totals
 
 DEFAULT_CALIB_SAMPLES = 32
 ANALYSIS_SAMPLES = 32  # calibration samples the sensitivity analysis uses
@@ -65,6 +65,9 @@ class CompileOptions:
     kernel_check: str = "fail"  # "fail" | "report" | "off": onnxruntime's kernels vs the plan
     pick: int | None = None     # emit this point of the front (0 = cheapest) instead
     assignment: str | None = None  # plan.json or report.json: re-emit its bits, no analysis
+    force: bool = False  # write into a non-empty folder edgesim did not make
+    verify: bool = False  # run compiler.verify on the loaded IR (`--debug`)
+    min_fidelity: float | None = None  # fail below this top-1 agreement (cosine) with fp32
 
 
 def _calibration(g: Graph, calib: Any, calib_random: int | None, name: str = "calibration data"
@@ -79,6 +82,13 @@ def _calibration(g: Graph, calib: Any, calib_random: int | None, name: str = "ca
         labels = arrays.pop(cal.LABELS_KEY, None)
         return cal.from_arrays(g, arrays, name, labels)
     return cal.read_labelled(g, calib)
+
+
+def calibration_inputs(g: Graph, calib: Any, calib_random: int | None
+                       ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """The analysis samples `compile` would use (for `edgesim.allocate`)."""
+    data, labels = _calibration(g, calib, calib_random)
+    return _analysis_inputs(data, labels, g)
 
 
 def _built(model: Any) -> Any:
@@ -228,16 +238,23 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
     Returns:
         A `CompileResult` with the same fields as report.json.
     """
+    with output_folder(outdir, options.force) as folder:  # checked and locked before any work
+        return _compile(model, target, folder, calib, calib_random, eval_data, options)
+
+
+def _compile(model: Any, target: Any, outdir: Path, calib: Any, calib_random: int | None,
+             eval_data: Any, options: CompileOptions) -> CompileResult:
+    """`compile_model` inside its claimed output folder."""
     from edgesim.api import load_graph, resolve_target
     from edgesim.quantize import FloatPassRecorder, float_pass, quantize_model
     from edgesim.sparsity import apply_sparsity, expand_bits, sparsity_column
 
     progress = Progress(total=6, quiet=options.quiet)
-    outdir = Path(outdir)
-    _check_outdir(outdir)
     with progress.phase("loading model and target"):
         source = _built(model)
         g = load_graph(source, options.input_shapes, **_load_options(options))  # ONNX -> IR
+        if options.verify:
+            verify(g)                                                      # --debug
         tgt = resolve_target(target)                                       # YAML -> target
         data, labels = _calibration(g, calib, calib_random)               # validated samples
         held_out = (data, labels) if eval_data is None else _calibration(
@@ -264,17 +281,18 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
                            observe=recorder)
     del ga, source  # copies of the weights nothing needs any more
     with progress.phase("allocating bits"):
-        alloc = allocate(g, tgt, sens=sens, budget=options.budget,
-                         weight_bits=options.weight_bits, act_bits=options.act_bits,
-                         metric=options.metric, threads=options.threads,
-                         runtime=options.runtime, pick=options.pick,
-                         assignment=given)                                 # exact MCKP
+        alloc = (_uniform_allocation(g, tgt, sens, options) if options.method == "uniform"
+                 else allocate(g, tgt, sens=sens, budget=options.budget,
+                               weight_bits=options.weight_bits, act_bits=options.act_bits,
+                               metric=options.metric, threads=options.threads,
+                               runtime=options.runtime, pick=options.pick,
+                               assignment=given))                          # exact MCKP
         _check_memory(g, alloc.bits, tgt, "with the chosen bits")
-    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
-    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700
-    try:
+        if options.budget is None:
+            alloc = replace(alloc, notes=alloc.notes + _knee_note(g, alloc.bits, tgt))
+    with staging(outdir) as stage:
         with progress.phase("quantising and emitting"):
-            model_path = staging / f"model.{tgt.name}.onnx"
+            model_path = stage / f"model.{tgt.name}.onnx"
             bits = _emitted_bits(g, alloc.bits)
             acts = bool((bits[:, 1] < 32).any())
             # one pass of the float model over the calibration data (onnxruntime's, unless
@@ -298,21 +316,84 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
                 ref = float_pass(g, held_out[0], stats=False)
             fidelity = _fidelity(gq, model_path, ref.outputs, *held_out,
                                  options.fidelity_metric)
+            _check_fidelity(fidelity, options.min_fidelity)
         with progress.phase("writing reports"):
             baseline = _baseline(g, tgt, options)
             result = build_result(replace(g, notes=gq.notes), tgt, alloc, quant, fidelity,
                                   baseline, data, options, outdir, progress.timings)
             result = replace(result, layers=sparsity_column(result.layers, gq))
-            write_reports(result, alloc, staging)
-        _replace_dir(staging, outdir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            write_reports(result, alloc, stage)
+        publish(stage, outdir)
     return replace(result, files={k: str(outdir / Path(v).name) for k, v in result.files.items()})
+
+
+def _knee_note(g: Graph, bits: np.ndarray, target: Any) -> tuple[str, ...]:
+    """Why the knee (no budget) barely compressed: fewer bits buy the target little."""
+    from edgesim.assignment import has_weights, quantisable
+
+    mac = quantisable(g) & has_weights(g)
+    w = g.layer_table().w_elems[mac].astype(np.float64)
+    avg = float((np.minimum(bits[mac, 0], 32) * w).sum() / max(w.sum(), 1.0))
+    if avg <= 16:
+        return ()
+    return (f"the knee keeps {avg:.1f} weight bits on average: on {target.name} fewer bits "
+            "buy this model little of the metric (its layers are bound by overheads or "
+            "activations, not weights); pass --budget (e.g. bits=4 or size=...) to compress "
+            "further",)
+
+
+def _metric_total(alloc: Any, metric: str) -> float:
+    """The chosen assignment's predicted total of a budget metric (base units)."""
+    c = alloc.cost
+    return float({"size": lambda: c.weight_bytes.sum(), "latency": lambda: c.latency_s.sum(),
+                  "energy": lambda: (c.energy_pj_compute + c.energy_pj_onchip
+                                     + c.energy_pj_dram).sum()}[metric]())
+
+
+def _uniform_allocation(g: Graph, target: Any, sens: Any, options: CompileOptions) -> Any:
+    """`--method uniform`: every MAC layer at one weight width -- the widest candidate whose
+    uniform assignment meets the budget (8 bits, or the widest below 8, without one). A bits
+    budget of w with only w to choose from forces every MAC layer to w exactly."""
+    budget = options.budget
+    limit = 8 if budget is None else (budget.value if budget.metric == "bits" else math.inf)
+    widths = sorted((w for w in options.weight_bits if w <= limit), reverse=True)
+    for w in widths:
+        alloc = allocate(g, target, sens=sens, budget=Budget("bits", w), weight_bits=(w,),
+                         act_bits=options.act_bits, threads=options.threads,
+                         runtime=options.runtime)
+        if budget is None or budget.metric == "bits" or \
+                _metric_total(alloc, budget.metric) <= budget.value:
+            note = f"uniform: every MAC layer at {w} weight bits"
+            return replace(alloc, notes=(note, *alloc.notes))
+    raise UserError("--budget", f"no uniform width of {list(options.weight_bits)} meets "
+                    f"{budget}; try a larger budget or --method hawq")
+
+
+# A plan whose emitted model agrees with fp32 on fewer than this share of samples' top-1 class
+# has collapsed, whatever the flags: the report says so loudly.
+COLLAPSED_AGREEMENT = 0.5
+
+
+def fidelity_score(fidelity: Mapping[str, Any]) -> tuple[str, float]:
+    """The figure --min-fidelity compares: top-1 agreement, or cosine without classes."""
+    if fidelity.get("top1_agreement") is not None:
+        return "top-1 agreement", float(fidelity["top1_agreement"])
+    return "cosine", float(fidelity["cosine"])
+
+
+def _check_fidelity(fidelity: Mapping[str, Any], minimum: float | None) -> None:
+    if minimum is None:
+        return
+    name, value = fidelity_score(fidelity)
+    if not value >= minimum:  # NaN fails too
+        raise UserError("--min-fidelity", f"the emitted model's {name} with fp32 is "
+                        f"{value:.4f} < {minimum}; nothing written (try more bits: a larger "
+                        "--budget or --weight-bits without the smallest widths)")
 
 
 def _baseline(g: Graph, target: Any, options: CompileOptions) -> Any:
     """Float32 totals on the target (layers it cannot run in float take their fallbacks)."""
-    from edgesim.simulate import runnable
+    from edgesim.simulation import runnable
 
     fp32 = np.full((len(g.layers), 2), 32, dtype=np.int64)
     return totals(runnable(g, fp32, target, options.threads, options.runtime)[1])
@@ -364,25 +445,3 @@ def _quant_options(options: CompileOptions, target: Any) -> QuantOptions:
 def _load_options(options: CompileOptions) -> dict[str, Any]:
     """What `load_graph` takes besides the shapes: pinned input values, batch axes."""
     return {"input_values": options.input_values, "batch_axes": options.batch_axes}
-
-
-def _check_outdir(outdir: Path) -> None:
-    parent = outdir.resolve().parent
-    if not parent.is_dir():
-        raise UserError(str(outdir), f"parent folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise UserError(str(outdir), f"cannot write in {parent}")
-    if outdir.exists() and not outdir.is_dir():
-        raise UserError(str(outdir), "exists and is not a folder")
-
-
-def _replace_dir(staging: Path, outdir: Path) -> None:
-    """Move the finished staging folder to `outdir` (replacing an older one)."""
-    if outdir.exists():
-        old = outdir.with_name(f".{outdir.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        outdir.rename(old)
-        staging.rename(outdir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(outdir)

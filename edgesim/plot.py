@@ -8,8 +8,6 @@ positive values span more than two decades is drawn on a log scale.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
-from compiler.emit.write import current_umask
+from compiler.atomic import atomic_open
 
 # Column-name suffix -> unit shown on the axis (units live in the names; STYLE R10).
 UNITS: Mapping[str, str] = {
@@ -29,7 +27,7 @@ UNITS: Mapping[str, str] = {
 # Names whose unit is not a suffix.
 NAMED_UNITS: Mapping[str, str] = {
     "area_proxy": "MAC-bits + SRAM bytes", "util": "fraction of peak",
-    "total_sens": "sum of layer sensitivities",
+    "total_sens": "sum of layer sensitivities", "sensitivity": "sum of layer sensitivities",
 }
 DECADES_FOR_LOG = 2.0
 MARK_STYLES = ("*", "D", "P", "X", "s", "^", "v", "o")
@@ -94,7 +92,9 @@ def front_plot(points: Mapping[str, Sequence[float]], x: str, y: str, *,
     for i, (name, (mx, my)) in enumerate((marks or {}).items()):
         ax.scatter([mx], [my], marker=MARK_STYLES[i % len(MARK_STYLES)], s=120,
                    edgecolors="black", zorder=5, label=name)
-        ax.annotate(name, (mx, my), textcoords="offset points", xytext=(6, 6))
+        # staggered offsets: marks close together (fp32 and uniform-8) keep readable labels
+        ax.annotate(name, (mx, my), textcoords="offset points", xytext=(8, 8 - 14 * (i % 3)),
+                    fontsize="small")
     _scale_axes(ax, np.r_[xs, [m[0] for m in (marks or {}).values()]],
                 np.r_[ys, [m[1] for m in (marks or {}).values()]])
     ax.set_xlabel(axis_label(x))
@@ -163,17 +163,47 @@ def summary_plot(points: Mapping[str, Sequence[float]], columns: Sequence[str], 
     return fig
 
 
+# hwmodels.cost.BOUND_NAMES
+BOUND_COLORS: Mapping[str, str] = {"compute": "tab:red", "onchip": "tab:orange",
+                                   "dram": "tab:blue", "overhead": "tab:grey"}
+MAX_NAMED_LAYERS = 40  # beyond this, the x axis shows layer indices instead of names
+
+
+def layer_plot(names: Sequence[str], w_bits: Sequence[int], a_bits: Sequence[int],
+               latency_ms: Sequence[float], bound: Sequence[str], title: str = "") -> Figure:
+    """Per layer: the chosen weight/activation bits (top) and the predicted latency, coloured
+    by what bounds it (bottom; log scale when the layers span more than two decades)."""
+    n = len(names)
+    fig = _new_figure(max(6.4, min(18.0, 0.25 * n + 3)), 6.4)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    xs = np.arange(n)
+    top.bar(xs, w_bits, color="tab:purple", label="weight bits")
+    top.plot(xs, a_bits, "k_", markersize=10, label="activation bits")
+    top.set_ylabel("bits")
+    top.set_yticks([2, 4, 8, 16, 32])
+    top.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    colors = [BOUND_COLORS.get(b, "tab:olive") for b in bound]
+    bottom.bar(xs, latency_ms, color=colors)
+    for name, c in BOUND_COLORS.items():
+        if name in bound:
+            bottom.bar([0], [0], color=c, label=f"{name}-bound")
+    if wants_log(latency_ms):
+        bottom.set_yscale("log")
+    bottom.set_ylabel("predicted latency (ms)")
+    bottom.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    if n <= MAX_NAMED_LAYERS:
+        bottom.set_xticks(xs, [s[-24:] for s in names], rotation=70, ha="right",
+                          fontsize="x-small")
+    else:
+        bottom.set_xlabel("layer (index)")
+    top.set_title(title)
+    return fig
+
+
 def save(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
     """Write `fig` as PNG atomically (a temporary file renamed into place)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=dpi)
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi)
     return path

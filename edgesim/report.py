@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from compiler.atomic import atomic_write
 from compiler.ir import Graph
 from edgesim.allocation import AllocationResult
-from edgesim.budget import UNITS
-from edgesim.simulate import Totals
+from edgesim.budget import UNITS, format_bytes
+from edgesim.simulation import Totals
 from hwmodels.cost import BOUND_NAMES
 
 # display unit of each metric (the first unit budgets list): (unit, factor from base units)
@@ -135,7 +136,8 @@ def build_result(g: Graph, target: Any, alloc: AllocationResult, quant: Any,
              for c, s in alloc.front]
     marks = {k: [_display(alloc.metric, c), s] for k, (c, s) in alloc.marks.items()}
     names = {"model": f"model.{target.name}.onnx", "report_json": "report.json",
-             "report_md": "report.md", "pareto_png": "pareto.png"}
+             "report_md": "report.md", "pareto_png": "pareto.png",
+             "layers_png": "layers.png", "report_html": "report.html"}
     return CompileResult(
         g.name, target.name, target.kind, alloc.sens.method, alloc.metric, budget,
         options.command, versions(),
@@ -147,10 +149,28 @@ def build_result(g: Graph, target: Any, alloc: AllocationResult, quant: Any,
 
 
 def write_reports(r: CompileResult, alloc: AllocationResult, folder: Path) -> None:
-    """report.json, report.md and pareto.png into `folder` (a staging folder)."""
-    (folder / "report.json").write_text(json.dumps(r.to_dict(), indent=1, default=_json))
-    (folder / "report.md").write_text(markdown(r))
+    """report.json, report.md, pareto.png, layers.png and report.html (one self-contained
+    page) into `folder` (a staging folder)."""
+    from edgesim.report_html import render
+
+    atomic_write(folder / "report.json", json.dumps(r.to_dict(), indent=1, default=_json))
+    atomic_write(folder / "report.md", markdown(r))
     _plot(r, folder / "pareto.png")
+    _layer_plot(r, folder / "layers.png")
+    images = {"Pareto front": (folder / "pareto.png").read_bytes(),
+              "Per layer": (folder / "layers.png").read_bytes()}
+    atomic_write(folder / "report.html", render(_summary(r), r.layers, images))
+
+
+def _layer_plot(r: CompileResult, path: Path) -> None:
+    from edgesim.plot import layer_plot, save
+
+    x = r.layers
+    fig = layer_plot([a.name for a in x], [min(a.w_bits, 32) for a in x],
+                     [min(a.a_bits, 32) for a in x], [a.latency_ms for a in x],
+                     [a.bound for a in x], title=f"{r.model} on {r.target}: bits and "
+                     "predicted latency per layer")
+    save(fig, path)
 
 
 def _json(x: Any) -> Any:
@@ -172,10 +192,6 @@ def _plot(r: CompileResult, path: Path) -> None:
     fig = front_plot(points, x, "sensitivity", highlight=[True] * len(r.front), marks=marks,
                      title=f"{r.model} on {r.target}: {r.method} sensitivity vs {r.metric}")
     save(fig, path)
-
-
-def _fmt_bytes(n: float) -> str:
-    return f"{n / 1e6:.3f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
 _FIDELITY_TEXT = {"cosine": "cosine {cosine:.5f}",
@@ -203,14 +219,25 @@ def _summary(r: CompileResult) -> list[str]:
         f"- method: **{r.method}**, budget: **{r.budget}**",
         f"- predicted latency: {f.latency_ms:.4g} ms -> **{t.latency_ms:.4g} ms**",
         f"- predicted energy: {f.energy_mj:.4g} mJ -> **{t.energy_mj:.4g} mJ**",
-        f"- weights: {_fmt_bytes(f.weight_bytes)} -> **{_fmt_bytes(t.weight_bytes)}** "
-        f"(average {r.avg_weight_bits:.2f} bits; file {_fmt_bytes(r.file_bytes)}, expected "
-        f"{_fmt_bytes(r.expected_bytes)})",
+        f"- weights: {format_bytes(f.weight_bytes)} -> **{format_bytes(t.weight_bytes)}** "
+        f"(average {r.avg_weight_bits:.2f} bits; file {format_bytes(r.file_bytes)}, expected "
+        f"{format_bytes(r.expected_bytes)})",
         f"- fidelity in onnxruntime on {fid['samples']} samples of {fid['data']} "
         f"({fid.get('output_kind', 'tensor')} output {fid['output']}): " + _fidelity_text(fid),
         f"- calibration: {r.calibration['source']}",
     ] + _kernel_summary(r)
-    return lines + [f"- note: {n}" for n in r.notes]
+    return lines + collapse_warning(fid) + [f"- note: {n}" for n in r.notes]
+
+
+def collapse_warning(fidelity: dict[str, Any]) -> list[str]:
+    """A loud line when the emitted model no longer agrees with fp32 (see --min-fidelity)."""
+    from edgesim.pipeline import COLLAPSED_AGREEMENT, fidelity_score
+
+    name, value = fidelity_score(fidelity)
+    if name != "top-1 agreement" or value >= COLLAPSED_AGREEMENT:
+        return []
+    return [f"- **WARNING: fidelity collapsed**: {name} with fp32 is {value:.3f}; this plan "
+            "destroys the model's predictions (pass --min-fidelity to fail such runs)"]
 
 
 def _kernel_summary(r: CompileResult) -> list[str]:

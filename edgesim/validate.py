@@ -246,15 +246,16 @@ def format_table(v: Validation) -> str:
 
 def add_parser(subparsers: Any) -> None:
     """Register `edgesim validate` on the CLI's subparsers."""
-    p = subparsers.add_parser("validate", help="predicted vs measured latency on this machine")
+    from edgesim.cli import add_command
+
+    p = add_command(subparsers, "validate", "predicted vs measured latency on this machine",
+                    _run)
     p.add_argument("model", help="ONNX file or zoo:NAME")
     p.add_argument("--target", required=True, help="target describing this machine "
                    "(e.g. the YAML `edgesim target probe` wrote)")
     p.add_argument("--bits", default="fp32", help="fp32, 8 (W8A8), 4 (W4), ...")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--runs", type=int, default=20)
-    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    p.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -19,7 +19,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -385,16 +384,7 @@ def target_to_dict(target: Any) -> Any:
     return target
 
 
-def write_target_yaml(target: Any, path: str | Path) -> Path:
-    """Write `target` as YAML that `load_target` reads back; atomic (temp file + os.replace)."""
-    path = Path(path)
-    text = yaml.safe_dump(target_to_dict(target), sort_keys=False, width=100)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+def target_yaml(target: Any) -> str:
+    """`target` as YAML text that `load_target` reads back (the caller writes it atomically,
+    e.g. `edgesim.api.probe_target`)."""
+    return yaml.safe_dump(target_to_dict(target), sort_keys=False, width=100)

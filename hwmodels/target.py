@@ -25,7 +25,6 @@ import importlib.util
 import math
 import types
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
@@ -77,13 +76,50 @@ def load_target(name_or_path: str | Path) -> Any:
     """
     base, changes = split_variant(str(name_or_path))
     path, label = _locate(base)
+    return target_from_dict(apply_variant(read_yaml(path, label), changes, label), label)
+
+
+# A target or space file is a page of numbers: bounds that no real one nears, checked on the
+# event stream before anything is built (deep nesting would overflow the recursive composer;
+# aliases can expand exponentially, so they are refused outright).
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_DEPTH = 16
+MAX_YAML_EVENTS = 200_000
+
+
+def read_yaml(path: Path, label: str) -> Any:
+    """Read a small YAML file safely: bounded size, depth and length, no aliases.
+
+    Raises:
+        TargetError: unreadable, too large or deep, an alias, or not valid YAML.
+    """
     try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise TargetError(label, _TOP, f"cannot read: {e.strerror}") from None
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise TargetError(label, _TOP, f"larger than {MAX_YAML_BYTES} bytes")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise TargetError(label, _TOP, f"cannot read: {getattr(e, 'strerror', None) or e}"
+                          ) from None
+    try:
+        _check_events(yaml.parse(text, Loader=yaml.SafeLoader), label)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise TargetError(label, _TOP, f"not valid YAML: {str(e).splitlines()[0]}") from None
-    return target_from_dict(apply_variant(raw, changes, label), label)
+
+
+def _check_events(events: Any, label: str) -> None:
+    depth = 0
+    for count, event in enumerate(events):
+        if isinstance(event, yaml.AliasEvent):
+            raise TargetError(label, _TOP, "YAML aliases (*name) are not accepted")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise TargetError(label, _TOP, f"nested deeper than {MAX_YAML_DEPTH} levels")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        if count > MAX_YAML_EVENTS:
+            raise TargetError(label, _TOP, f"more than {MAX_YAML_EVENTS} YAML nodes")
 
 
 def split_variant(spec: str) -> tuple[str, dict[str, str]]:
@@ -127,12 +163,21 @@ def apply_variant(raw: Any, changes: Mapping[str, str], file: str) -> Any:
 
 def list_targets() -> list[str]:
     """Names of the shipped targets (files `targets/*.yaml`), sorted."""
-    return sorted(p.name[:-5] for p in _shipped().iterdir() if p.name.endswith(".yaml"))
+    return sorted(p.name[:-5] for p in shipped_dir().iterdir() if p.name.endswith(".yaml"))
 
 
-def _shipped() -> Any:
-    """The shipped `targets` directory, via importlib.resources."""
-    return resources.files("targets")
+def shipped_dir() -> Path:
+    """The folder of the shipped target YAMLs (and `spaces/`).
+
+    Installed, it is the package data `hwmodels/targets/` (pyproject maps the repository's
+    top-level `targets/` there); in a source checkout it is that `targets/` folder itself.
+    Found from this file, never through `sys.path`: a user's own `targets/` folder next to
+    their script or in the current folder cannot shadow it.
+    """
+    here = Path(__file__).resolve().parent
+    installed = here / "targets"
+    return installed if installed.is_dir() else here.parent / "targets"
+
 
 
 def target_from_dict(raw: Any, file: str) -> Any:
@@ -140,7 +185,7 @@ def target_from_dict(raw: Any, file: str) -> Any:
     if not isinstance(raw, dict):
         raise TargetError(file, _TOP, f"expected a mapping, got {type(raw).__name__}")
     kind = raw.get("kind")
-    if kind not in TARGET_KINDS:
+    if not isinstance(kind, str) or kind not in TARGET_KINDS:
         raise TargetError(file, "kind", f"must be one of {sorted(TARGET_KINDS)}, got {kind!r}")
     target = validate_dataclass(TARGET_KINDS[kind], raw, "", file)
     _check_sources(target, file)
@@ -150,7 +195,7 @@ def target_from_dict(raw: Any, file: str) -> Any:
 def _locate(name: str) -> tuple[Path, str]:
     if name.endswith((".yaml", ".yml")) or "/" in name:
         return Path(name), name
-    shipped = _shipped() / f"{name}.yaml"
+    shipped = shipped_dir() / f"{name}.yaml"
     if not shipped.is_file():
         raise TargetError(f"targets/{name}.yaml", _TOP,
                           f"no shipped target {name!r}; shipped: {', '.join(list_targets())}")

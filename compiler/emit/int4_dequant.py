@@ -13,8 +13,9 @@ Codes on a 3-bit grid travel in INT4, 5..7-bit grids in INT8 (the next container
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
-from onnx import TensorProto
+from onnx import TensorProto, numpy_helper
 
 from compiler.emit.builder import Builder
 from compiler.emit.float_ops import FLOAT_RULES, Rule
@@ -22,14 +23,14 @@ from compiler.fake_quant import quant_names, weight_params
 from compiler.formats import WEIGHT_INPUT
 from compiler.formats import int_container as container
 from compiler.ir import Layer
-from compiler.packing import int4_raw
 
 
 def codes_initializer(b: Builder, layer: Layer, codes: np.ndarray, base: str) -> str:
     """Signed codes in their container: INT4 (packed two per byte) or INT8."""
-    if container(layer.quant.w_bits) == 4:
-        raw = int4_raw(codes, signed=True)
-        return b.tensor(base, TensorProto.INT4, list(raw.dims), raw.raw, raw=True)
+    if container(layer.quant.w_bits) == 4:  # onnx packs ml_dtypes.int4 itself, low nibble first
+        name = b.fresh(base)
+        b.inits[name] = numpy_helper.from_array(np.asarray(codes).astype(ml_dtypes.int4), name)
+        return name
     return b.const(base, np.asarray(codes, np.int8))
 
 

@@ -38,7 +38,14 @@ from compiler.ops import claims
 from compiler.passes.fold_batchnorm import fold_batchnorm
 
 TARGET_OPSET = 17
+# Bounds checked before anything is allocated (a hostile file can declare any dims): elements
+# of one tensor (2^34: 64 GiB of float32, beyond any edge model's largest weight) and of one
+# graph input (2^31).
+MAX_TENSOR_ELEMS = 2**34
+MAX_INPUT_ELEMS = 2**31
 InputShapes = Mapping[str, Sequence[int]]
+# symbolic dims that name a batch, wherever they sit (a hint gives them 1)
+BATCH_NAMES = frozenset({"n", "b", "batch", "batch_size", "batchsize", "bs", "unk__0"})
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,7 @@ def read(model: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, s
     else:
         where, folder = os.fspath(model), os.path.dirname(os.path.abspath(model))
         proto = parse(_read_bytes(where), where)
+    check_tensor_sizes(proto, where)
     load_external_data(proto, where, folder)
     check(proto, where)
     return upgrade_opset(proto, where), where
@@ -146,6 +154,61 @@ def parse(data: bytes, where: str) -> onnx.ModelProto:
     if not proto.HasField("graph") or not proto.opset_import:
         raise ModelError(where, "not a valid ONNX model: it has no graph or no opset_import")
     return proto
+
+
+def _elems(dims: Sequence[int]) -> int:
+    n = 1
+    for d in dims:
+        n *= int(d)
+    return n
+
+
+_4BIT = {getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1")
+         if hasattr(onnx.TensorProto, n)}
+_ELEM_TYPES = set(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
+_COMPLEX = {onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128}
+
+
+def _stored_elems(t: onnx.TensorProto) -> int | None:
+    """Elements the tensor's own data holds (None: external, strings or packed 4-bit fields)."""
+    if t.data_location == onnx.TensorProto.EXTERNAL or t.data_type == onnx.TensorProto.STRING:
+        return None
+    if t.HasField("raw_data"):
+        bits = 4 if t.data_type in _4BIT else \
+            8 * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        return len(t.raw_data) * 8 // bits
+    if t.data_type in _4BIT:
+        return None
+    n = len(getattr(t, onnx.helper.tensor_dtype_to_field(t.data_type)))
+    return n // 2 if t.data_type in _COMPLEX else n
+
+
+def _check_tensor(t: onnx.TensorProto, where: str) -> None:
+    place = f"{where}: tensor {t.name or '(unnamed)'}"
+    if any(d < 0 for d in t.dims):
+        raise ModelError(place, f"negative dimension in {list(t.dims)}")
+    n = _elems(t.dims)
+    if n > MAX_TENSOR_ELEMS:
+        raise ModelError(place, f"declares {n} elements (dims {list(t.dims)}); at most "
+                         f"{MAX_TENSOR_ELEMS} are accepted")
+    try:
+        stored = _stored_elems(t)
+    except (KeyError, ValueError, TypeError):
+        raise ModelError(place, f"unknown data type {t.data_type}") from None
+    # 4-bit data packs two per byte: an odd count leaves the last byte half used
+    fits = stored in (n, n + 1) if t.data_type in _4BIT else stored == n
+    if stored is not None and not fits:
+        raise ModelError(place, f"holds {stored} elements but its dims {list(t.dims)} need {n}")
+
+
+def check_tensor_sizes(model: onnx.ModelProto, where: str) -> None:
+    """Every tensor's declared size is bounded and matches its data, before any is read."""
+    for t in _all_tensors(model):
+        _check_tensor(t, where)
+    for vi in model.graph.input:
+        if vi.type.tensor_type.elem_type not in _ELEM_TYPES:
+            raise ModelError(f"{where}: input {vi.name}", "has no known tensor element type "
+                             f"({vi.type.tensor_type.elem_type})")
 
 
 # --- 2. external data -----------------------------------------------------------------------
@@ -191,6 +254,8 @@ def check_location(location: str, folder: str) -> str | None:
     """
     if not location:
         return "external data has no location"
+    if "\x00" in location:
+        return "external data location contains a NUL byte"
     if os.path.isabs(location) or location.startswith(("/", "\\")):
         return f"external data location '{location}' is an absolute path"
     root = os.path.realpath(folder)
@@ -314,11 +379,14 @@ def _drop_initializer_inputs(graph: onnx.GraphProto) -> None:
 # --- input shapes ---------------------------------------------------------------------------
 
 
-def _example(name: str, dims: Sequence[int | str]) -> str:
-    """`--input-shape` example with the input's real rank: known dims kept, others guessed."""
+def input_shape_hint(name: str, dims: Sequence[int | str]) -> str:
+    """An `--input-shape` example the CLI accepts (every dim >= 1), with the input's real
+    rank: known positive dims kept, others guessed (1 for a batch, 224 for an image side)."""
     def guess(i: int) -> int:
+        if isinstance(dims[i], str) and dims[i].lower() in BATCH_NAMES:
+            return 1
         return 1 if i == 0 else 224 if len(dims) == 4 and i >= 2 else 128
-    shown = [d if isinstance(d, int) else guess(i) for i, d in enumerate(dims)]
+    shown = [d if isinstance(d, int) and d > 0 else guess(i) for i, d in enumerate(dims)]
     return f"--input-shape {name}={'x'.join(str(d) for d in shown)}"
 
 
@@ -328,7 +396,8 @@ def _static_dims(name: str, dims: list[int | str] | None, given: Sequence[int] |
     if given is not None:
         return _given_dims(name, dims, given), []
     if dims is None:
-        raise ModelError(f"input {name}", f"has no declared shape; pass {_example(name, ['?'])}")
+        raise ModelError(f"input {name}",
+                         f"has no declared shape; pass {input_shape_hint(name, ['?'])}")
     notes = []
     if axis is not None and axis < len(dims) and isinstance(dims[axis], str):
         where = "" if axis == 0 else f" (axis {axis})"
@@ -336,9 +405,20 @@ def _static_dims(name: str, dims: list[int | str] | None, given: Sequence[int] |
         dims = [*dims[:axis], 1, *dims[axis + 1:]]
     for i, d in enumerate(dims):
         if isinstance(d, str):
-            raise ModelError(f"input {name}",
-                             f"dimension {i} ('{d}') is dynamic; pass {_example(name, dims)}")
-    return [int(d) for d in dims], notes
+            raise ModelError(f"input {name}", f"dimension {i} ('{d}') is dynamic; pass "
+                             f"{input_shape_hint(name, dims)}")
+    return _bounded(name, [int(d) for d in dims]), notes
+
+
+def _bounded(name: str, shape: list[int]) -> list[int]:
+    """An input shape with no negative dim and at most MAX_INPUT_ELEMS elements (empty
+    tensors are valid ONNX; the product layer refuses them for costing)."""
+    if any(d < 0 for d in shape):
+        raise ModelError(f"input {name}", f"shape {shape} has a negative dimension")
+    if _elems(shape) > MAX_INPUT_ELEMS:
+        raise ModelError(f"input {name}", f"shape {shape} has {_elems(shape)} elements; at "
+                         f"most {MAX_INPUT_ELEMS} are accepted")
+    return shape
 
 
 def _given_dims(name: str, dims: list[int | str] | None, given: Sequence[int]) -> list[int]:
@@ -346,9 +426,7 @@ def _given_dims(name: str, dims: list[int | str] | None, given: Sequence[int]) -
     if dims is not None and len(dims) != len(shape):
         raise ModelError(f"input {name}", f"the model declares rank {len(dims)} but the given "
                          f"shape {'x'.join(map(str, shape))} has rank {len(shape)}")
-    if any(d < 0 for d in shape):
-        raise ModelError(f"input {name}", f"shape {shape} has a negative dimension")
-    return shape
+    return _bounded(name, shape)
 
 
 def fix_input_shapes(graph: onnx.GraphProto, input_shapes: InputShapes,

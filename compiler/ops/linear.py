@@ -152,7 +152,7 @@ class _GemmPlan:
 def _bias_vector(c: np.ndarray, m: int, n: int) -> np.ndarray | None:
     """C as a per-output vector, or None if it varies along the rows (M)."""
     full = np.broadcast_to(c, (m, n))
-    if m > 1 and c.ndim == 2 and c.shape[0] != 1:
+    if m == 0 or (m > 1 and c.ndim == 2 and c.shape[0] != 1):  # m == 0: an empty batch
         return None
     return np.ascontiguousarray(full[0])
 

@@ -232,6 +232,9 @@ def _reshape_to(node: Node, shape: Sequence[int]) -> Lowered:
 
 def _reshape_target(node: Node, target: Sequence[int], allowzero: int) -> list[int]:
     x = node.spec(0).shape
+    if not allowzero and any(d == 0 and i >= len(x) for i, d in enumerate(target)):
+        raise ModelError(node.name, f"Reshape target {tuple(target)} copies (0) a dimension "
+                         f"input {tuple(x)} does not have")
     shape = [x[i] if d == 0 and not allowzero else d for i, d in enumerate(target)]
     if shape.count(-1) > 1:
         raise ModelError(node.name, f"Reshape target {tuple(target)} has several -1")

@@ -129,11 +129,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     sim = subparsers.choices["simulate"]
     add_simulate_args(sim)
     sim.set_defaults(run=functools.partial(_simulate_dispatch, sim.get_default("run")))
-    gen = subparsers.add_parser("generate", help="greedy text generation with a KV-cache "
-                                "decoder in onnxruntime (byte vocabulary), measured tokens/s")
+    from edgesim.cli import add_command
+
+    gen = add_command(subparsers, "generate", "greedy text generation with a KV-cache decoder "
+                      "in onnxruntime (byte vocabulary), measured tokens/s", cmd_generate)
     gen.add_argument("model", help="ONNX KV-cache decoder or zoo:NAME (e.g. zoo:kv_decoder)")
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--max-new-tokens", type=int, default=32)
     gen.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
-    gen.add_argument("--json", action="store_true", help="machine-readable output")
-    gen.set_defaults(run=cmd_generate)

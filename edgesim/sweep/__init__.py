@@ -13,9 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgesim.errors import UserError
+from edgesim.progress import PointsBar
 from edgesim.sweep.executors import DaskExecutor, InlineExecutor, LocalExecutor
 from edgesim.sweep.points import Point, enumerate_points
-from edgesim.sweep.run import SweepSummary, print_progress, run_sweep
+from edgesim.sweep.run import SweepSummary, run_sweep
 from edgesim.sweep.space import Space, load_space
 
 
@@ -53,7 +54,7 @@ def sweep(space: str | Path, output: str | Path, *, workers: int | None = None,
     executor = DaskExecutor(scheduler, dask_local) if dask else LocalExecutor(workers)
     with executor:
         return run_sweep(parsed, output, executor=executor, batch_size=batch_size,
-                         progress=print_progress if progress else None)
+                         progress=PointsBar() if progress else None)
 
 
 __all__ = ["DaskExecutor", "InlineExecutor", "LocalExecutor", "Point", "Space", "SweepSummary",

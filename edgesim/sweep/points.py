@@ -65,12 +65,16 @@ def _random(params: Sequence[Parameter], search: Search) -> list[list[Any]]:
 
 
 def _lhs(params: Sequence[Parameter], search: Search) -> list[list[Any]]:
-    rng, n = np.random.default_rng(search.seed), search.samples
-    columns = []
-    for p in params:
-        u = (rng.permutation(n) + rng.random(n)) / n
-        columns.append([int(x) for x in np.minimum(np.floor(u * len(p.raw)), len(p.raw) - 1)]
-                       if p.discrete else [float(x) for x in u])
+    """Latin-hypercube quantiles from scipy.stats.qmc: one sample in each of n strata per
+    parameter; a list parameter takes the value its quantile falls on."""
+    from scipy.stats import qmc
+
+    if not params:
+        return [[] for _ in range(search.samples)]
+    u = qmc.LatinHypercube(d=len(params), rng=np.random.default_rng(search.seed)).random(
+        search.samples)
+    columns = [[int(x) for x in np.minimum(np.floor(u[:, j] * len(p.raw)), len(p.raw) - 1)]
+               if p.discrete else [float(x) for x in u[:, j]] for j, p in enumerate(params)]
     return [list(row) for row in zip(*columns)]
 
 

@@ -327,14 +327,11 @@ def default_batch_size(todo: int, workers: int) -> int:
 
 
 def print_progress(done: int, total: int, elapsed_s: float) -> None:
-    """Points done, rate and ETA on one stderr line (rewritten in place on a terminal)."""
-    rate = done / elapsed_s if elapsed_s > 0 else 0.0
-    eta = (total - done) / rate if rate > 0 else math.inf
-    text = f"sweep: {done}/{total} points, {rate:,.0f} points/s, ETA {eta:,.0f} s"
-    if sys.stderr.isatty():
-        print(f"\r{text}", end="\n" if done == total else "", file=sys.stderr, flush=True)
-    else:
-        print(text, file=sys.stderr, flush=True)
+    """Points done, rate and ETA on one stderr line (`edgesim.progress.PointsBar` draws a
+    bar on a terminal)."""
+    from edgesim.progress import points_line
+
+    print(points_line(done, total, elapsed_s), file=sys.stderr, flush=True)
 
 
 def run_sweep(space: Space, out_dir: str | Path, *, executor: Any = None,

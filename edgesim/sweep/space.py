@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from edgesim.errors import UserError
 from edgesim.sweep.kinds import (
@@ -155,6 +154,11 @@ class Space:
         return self.base.kind
 
 
+# Bounds checked before a space is enumerated: values of one parameter, points of a space.
+MAX_VALUES = 10_000
+MAX_POINTS = 1_000_000
+
+
 def _err(file: str, field: str, what: str) -> UserError:
     return UserError(f"{file}: {field}", what)
 
@@ -191,19 +195,42 @@ def _str(v: Any, file: str, field: str, choices: Sequence[str] | None = None) ->
     return v
 
 
+def shipped_spaces() -> list[str]:
+    """Names of the shipped sweep spaces (`targets/spaces/*.yaml`)."""
+    from hwmodels.target import shipped_dir
+
+    return sorted(p.stem for p in (shipped_dir() / "spaces").glob("*.yaml"))
+
+
+def resolve_space(name_or_path: str | Path) -> Path:
+    """A space file: an existing path, or a shipped space by name (`macarray`) from any
+    folder."""
+    from hwmodels.target import shipped_dir
+
+    path = Path(name_or_path)
+    if path.exists() or path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
+        return path
+    shipped = shipped_dir() / "spaces" / f"{path.name}.yaml"
+    if not shipped.is_file():
+        raise _err(str(name_or_path), "(top)", "no such file or shipped space; shipped: "
+                   f"{', '.join(shipped_spaces())}")
+    return shipped
+
+
 def load_space(path: str | Path) -> Space:
-    """Read, parse and check a space YAML file.
+    """Read, parse and check a space YAML file (or a shipped space by name).
 
     Raises:
         UserError: naming the file and the dotted field of the first problem.
     """
+    path = resolve_space(path)
     file = str(path)
+    from hwmodels.target import TargetError, read_yaml
+
     try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except OSError as e:
-        raise _err(file, "(top)", f"cannot read: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise _err(file, "(top)", f"not valid YAML: {str(e).splitlines()[0]}") from None
+        raw = read_yaml(path, file)  # bounded size, depth and length; no aliases
+    except TargetError as e:
+        raise _err(file, "(top)", e.what) from None
     return space_from_dict(raw, file, Path(path).resolve().parent)
 
 
@@ -216,6 +243,9 @@ def space_from_dict(raw: Any, file: str, root: Path) -> Space:
     base = load_base(_str(raw["base"], file, "base"), root, file)
     search = _search(raw.get("search", {"method": "grid"}), file)
     params = _parameters(raw["parameters"], base, search, file)
+    if search.method == "grid" and math.prod(len(p.raw) for p in params) > MAX_POINTS:
+        raise _err(file, "parameters", f"the grid has {math.prod(len(p.raw) for p in params)} "
+                   f"points; at most {MAX_POINTS} (use search: lhs or random with samples)")
     runtime, threads = _cpu_options(raw, base, file)
     return Space(file=file, name=_str(raw.get("name", Path(file).stem), file, "name"),
                  base=base, parameters=params, search=search,
@@ -235,7 +265,10 @@ def _search(v: Any, file: str) -> Search:
         return Search(method, None, seed)
     if "samples" not in v:
         raise _err(file, "search.samples", f"missing (required by method {method})")
-    return Search(method, _int(v["samples"], file, "search.samples"), seed)
+    samples = _int(v["samples"], file, "search.samples")
+    if samples > MAX_POINTS:
+        raise _err(file, "search.samples", f"at most {MAX_POINTS}, got {samples}")
+    return Search(method, samples, seed)
 
 
 def _parameters(v: Any, base: Any, search: Search, file: str) -> tuple[Parameter, ...]:
@@ -301,11 +334,15 @@ def _range_values(spec: dict, file: str, where: str) -> list:
         step = _number(spec["step"], file, f"{where}.step")
         if step <= 0:
             raise _err(file, f"{where}.step", f"must be > 0, got {step}")
-        count = math.floor((hi - lo) / step + 1e-9) + 1
+        count = math.floor(min((hi - lo) / step, MAX_VALUES) + 1e-9) + 1
+        if count > MAX_VALUES:
+            raise _err(file, where, f"more than {MAX_VALUES} values; use a larger step")
         values = [lo + i * step for i in range(count)]
         integral = all(isinstance(x, int) for x in (lo, hi, step))
     else:
         count = _int(spec["num"], file, f"{where}.num")
+        if count > MAX_VALUES:
+            raise _err(file, f"{where}.num", f"at most {MAX_VALUES}, got {count}")
         scale = _str(spec.get("scale", "linear"), file, f"{where}.scale", ("linear", "log"))
         if scale == "log" and lo <= 0:
             raise _err(file, f"{where}.range", f"a log scale needs low > 0, got {lo}")

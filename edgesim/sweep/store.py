@@ -1,7 +1,9 @@
 """Sweep results on disk: JSON lines appended as batches finish, so a sweep resumes.
 
-`<out>/results.jsonl` holds one header line `{"header": {...}}` (the space, its fingerprint and
-the software versions) and then one JSON object per point, keyed by the point's `id`. Each
+`<out>/results.jsonl` holds one JSON object per point, keyed by the point's `id`, and nothing
+else, so `pandas.read_json(path, lines=True)` reads it as a table; the header (the space, its
+fingerprint and the software versions) is `<out>/header.json`, written atomically before the
+first point. (Files of older versions, whose first line is `{"header": {...}}`, still resume.) Each
 batch is appended with one `write` to an `O_APPEND` descriptor and fsync'd, so after a crash
 (even `kill -9` mid-write) the file is every finished batch plus at most one torn last line.
 Opening the store drops that torn tail (its points are simply computed again), refuses results
@@ -18,9 +20,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from compiler.atomic import atomic_write
 from edgesim.errors import UserError
 
 RESULTS_NAME = "results.jsonl"
+HEADER_NAME = "header.json"
 LOCK_NAME = ".lock"
 HEADER_KEY = "header"
 
@@ -38,7 +42,7 @@ def read_results(path: str | Path) -> tuple[dict[str, Any] | None, list[dict[str
     """
     data = Path(path).read_bytes()
     good = data.rfind(b"\n") + 1  # a line without its newline was cut by a crash
-    header, records, seen = None, [], set()
+    header, records, seen = _header_file(Path(path)), [], set()
     for number, line in enumerate(data[:good].splitlines(), start=1):
         obj = _parse(line, path, number)
         if number == 1 and HEADER_KEY in obj:
@@ -47,6 +51,14 @@ def read_results(path: str | Path) -> tuple[dict[str, Any] | None, list[dict[str
             seen.add(obj.get("id"))
             records.append(obj)
     return header, records, good
+
+
+def _header_file(results: Path) -> dict[str, Any] | None:
+    path = results.with_name(HEADER_NAME)
+    if not path.exists():
+        return None
+    obj = _parse(path.read_bytes(), path, 1)
+    return obj.get(HEADER_KEY)
 
 
 def _parse(line: bytes, path: str | Path, number: int) -> dict[str, Any]:
@@ -86,14 +98,13 @@ class ResultStore:
         try:
             path = out / RESULTS_NAME
             done = _resume(path, header) if path.exists() else None
+            if done is None:
+                atomic_write(out / HEADER_NAME, json.dumps({HEADER_KEY: header}) + "\n")
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except BaseException:
             os.close(lock_fd)
             raise
-        store = cls(path, fd, lock_fd, header, done or set())
-        if done is None:
-            store._write([{HEADER_KEY: header}])
-        return store
+        return cls(path, fd, lock_fd, header, done or set())
 
     def append(self, records: Sequence[dict[str, Any]]) -> None:
         """Store finished points; ids already stored are skipped, never written twice."""
@@ -139,7 +150,7 @@ def _resume(path: Path, header: dict[str, Any]) -> set[str] | None:
     old, records, good = read_results(path)
     if old is None:
         if records:
-            raise UserError(str(path), "has results but no header line; not a sweep store")
+            raise UserError(str(path), "has results but no header; not a sweep store")
         os.truncate(path, 0)
         return None
     if old.get("fingerprint") != header["fingerprint"]:

@@ -281,3 +281,19 @@ def test_neon_sidecar_round_trips_atomically(tmp_path, symmetric: bool) -> None:
         np.testing.assert_array_equal(getattr(back, field), getattr(blob, field))
     with pytest.raises(ModelError, match="block_size"):
         P.write_neon_sidecar(tmp_path / "x.npz", P.pack_matmulnbits(w, 4, 16))
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), shape=st.lists(st.integers(1, 9), min_size=1, max_size=3),
+       signed=st.booleans())
+def test_onnx_int4_packing_is_bytes_identical_to_ours(seed: int, shape: list[int],
+                                                      signed: bool) -> None:
+    """The emitter lets onnx pack INT4/UINT4 initializers (numpy_helper over ml_dtypes); the
+    bytes equal our packing kernel's, odd counts and sign nibbles included."""
+    import ml_dtypes
+
+    lo, hi = (-8, 7) if signed else (0, 15)
+    values = np.random.default_rng(seed).integers(lo, hi + 1, shape)
+    tensor = numpy_helper.from_array(values.astype(ml_dtypes.int4 if signed else ml_dtypes.uint4))
+    assert tensor.data_type == (TensorProto.INT4 if signed else TensorProto.UINT4)
+    assert tensor.raw_data == P.int4_raw(values, signed).raw

@@ -16,7 +16,7 @@ from edgesim import api, zoo
 from edgesim.allocation import with_point
 from edgesim.budget import parse_budget
 from edgesim.errors import UserError
-from edgesim.simulate import simulate_graph
+from edgesim.simulation import simulate_graph
 
 
 @pytest.fixture(scope="module")

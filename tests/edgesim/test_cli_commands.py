@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -38,8 +37,11 @@ def test_sweep_then_pareto(tmp_path: Path) -> None:
     assert pa.returncode == 0, pa.stderr
     report = json.loads(pa.stdout)
     assert report["points"] == 8 and png.is_file()
-    rows = list(csv.DictReader((tmp_path / "front.csv").open()))
-    assert len(rows) == len(report["front"]) >= 1
+    # -o plot.png writes that plot and nothing else beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["front.png", "results", "space.yaml"]
+    rows = report["front"]
+    assert len(rows) >= 1
+    assert all(type(r["rows"]) is int and type(r["cols"]) is int for r in rows)  # not 8.0
     # brute force over every stored point: the front is exactly the non-dominated set
     _, records, _ = read_results(out / RESULTS_NAME)
     pts = {r["id"]: (r["area_proxy"], r["models"]["digits_cnn"]["latency_s"]) for r in records}

@@ -18,7 +18,7 @@ RUNS = [
     ("rpi5", "hawq", None),
     ("rpi4", "lrp", "bits=6"),
     ("cortex-m7", "proxy", "size=0.05MB"),
-    ("sparse-mac-32x32", "uniform", None),
+    ("sparse-mac-32x32", "uniform", "bits=6"),
 ]
 
 

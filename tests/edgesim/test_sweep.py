@@ -29,7 +29,7 @@ from edgesim.sweep import DaskExecutor, InlineExecutor, LocalExecutor, run_sweep
 from edgesim.sweep.points import enumerate_points, point_id
 from edgesim.sweep.run import evaluate_batch, print_progress
 from edgesim.sweep.space import load_space
-from edgesim.sweep.store import RESULTS_NAME, ResultStore, read_results
+from edgesim.sweep.store import HEADER_NAME, RESULTS_NAME, ResultStore, read_results
 from hwmodels.cost import evaluate
 from hwmodels.target import load_target
 
@@ -53,8 +53,11 @@ def _space(tmp_path: Path, text: str, name: str = "space.yaml") -> Path:
 
 
 def _records(out: Path) -> dict[str, dict]:
-    header, records, _ = read_results(out / RESULTS_NAME)
+    header, records, good = read_results(out / RESULTS_NAME)
     assert header is not None
+    # every whole line is a point record (no header line): a JSON-lines table, as pandas reads
+    lines = (out / RESULTS_NAME).read_bytes()[:good].splitlines()
+    assert all(set(json.loads(line)) >= {"id", "index", "params"} for line in lines)
     return {r["id"]: r for r in records}
 
 
@@ -399,6 +402,8 @@ def test_a_torn_results_file_resumes_to_the_same_set(tmp_path_factory, cut: floa
     data = (tmp / "full" / RESULTS_NAME).read_bytes()
     (tmp / "torn").mkdir()
     (tmp / "torn" / RESULTS_NAME).write_bytes(data[:int(cut * len(data))])  # kill -9 anywhere
+    # the header is written (atomically) before the first point, so it is always there
+    (tmp / "torn" / HEADER_NAME).write_bytes((tmp / "full" / HEADER_NAME).read_bytes())
     assert _inline(space, tmp / "torn") == full
     _no_duplicates(tmp / "torn")
 

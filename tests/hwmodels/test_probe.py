@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from compiler.atomic import atomic_write
 from hwmodels import cpu, probe
 from hwmodels.target import load_target
 
@@ -103,7 +104,7 @@ def test_probe_cites_every_number(host):
 def test_written_yaml_loads_back_identically(host, tmp_path):
     path = tmp_path / "host.yaml"
     path.write_text("stale: true\n")
-    probe.write_target_yaml(host, path)
+    atomic_write(path, probe.target_yaml(host))
     assert load_target(str(path)) == host
     assert [p.name for p in tmp_path.iterdir()] == ["host.yaml"]  # no temp file left behind
 

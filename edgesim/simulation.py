@@ -83,7 +83,7 @@ def runnable(graph: Graph, bits: np.ndarray, target: Any, threads: int | None = 
         if not np.isfinite(full.latency_s[i, column[tuple(row)]]):
             ok = [f for f in FALLBACKS if np.isfinite(full.latency_s[i, column[f]])]
             out[i] = ok[0] if ok else row
-    return out, pick(full, np.array([column[tuple(r)] for r in out]))
+    return out, pick(full, np.array([column[tuple(r)] for r in out], dtype=np.int64))
 
 
 def remap_note(before: np.ndarray, after: np.ndarray, target: Any) -> tuple[str, ...]:
@@ -121,7 +121,7 @@ def simulate_graph(graph: Graph, target: Any, bits: np.ndarray, *, threads: int 
     run_bits, cost = runnable(graph, bits, target, threads, runtime)
     fp32 = np.repeat(FP32, len(graph.layers), axis=0)
     base_bits, base = runnable(unplanned(graph), fp32, target, threads, runtime)
-    notes = remap_note(bits, run_bits, target) + tuple(
+    notes = fit_notes(graph, run_bits, target) + remap_note(bits, run_bits, target) + tuple(
         f"baseline: {n}" for n in remap_note(fp32, base_bits, target))
     bits = run_bits
     macs = graph.layer_table().macs
@@ -133,3 +133,24 @@ def simulate_graph(graph: Graph, target: Any, bits: np.ndarray, *, threads: int 
         for i, layer in enumerate(graph.layers))
     return Simulation(graph.name, getattr(target, "name", "?"), runtime, threads, rows,
                       totals(cost), totals(base), notes)
+
+
+def fit_notes(graph: Graph, bits: np.ndarray, target: Any) -> tuple[str, ...]:
+    """What overflows the target's memories at `bits`: an MCU holds the weights in flash and
+    the largest layer's activations in its SRAM arena (latencies of a model that does not fit
+    are not a deployment's)."""
+    if getattr(target, "kind", "") != "mcu":
+        return ()
+    from edgesim.budget import format_bytes
+    from hwmodels.mcu import check_fit
+
+    fit = check_fit(graph.layer_table(), bits, target)
+    out = []
+    if fit.weight_bytes > fit.flash_bytes:
+        out.append(f"WARNING: does not fit {target.name}: the weights take "
+                   f"{format_bytes(fit.weight_bytes)}, flash holds {format_bytes(fit.flash_bytes)}")
+    if fit.peak_act_bytes > fit.sram_bytes:
+        out.append(f"WARNING: does not fit {target.name}: layer {fit.peak_layer}'s activations "
+                   f"take {format_bytes(fit.peak_act_bytes)}, the SRAM arena holds "
+                   f"{format_bytes(fit.sram_bytes)}")
+    return tuple(out)

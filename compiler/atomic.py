@@ -1,0 +1,60 @@
+"""The one atomic file writer of the code base: a temporary file in the destination's folder,
+flushed and fsynced, then `os.replace`d over the destination.
+
+Readers never see a half-written file; on any failure (an exception, Ctrl-C) the temporary file
+is removed and a file already at the destination stays as it was. After `kill -9` at most a
+hidden `.NAME.*.tmp` file is left beside the destination, never a truncated NAME.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+TMP_SUFFIX = ".tmp"
+
+
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside `path` for writing; on a clean exit it replaces `path`.
+
+    Args:
+        path: the destination; its folder must exist.
+        mode: "wb" or "w" (text, UTF-8, "\\n" line ends).
+
+    Yields:
+        The open temporary file.
+    """
+    path = Path(path)
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_open: mode must be 'wb' or 'w', not {mode!r}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    try:
+        kwargs = {} if mode == "wb" else {"encoding": "utf-8", "newline": ""}
+        with os.fdopen(fd, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs are shared data
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write `data` (bytes, or text as UTF-8) to `path` atomically and return the path."""
+    with atomic_open(path, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)
+    return Path(path)
