@@ -26,7 +26,7 @@ from edgesim.allocation import allocate
 from edgesim.api import resolve_target
 from edgesim.evaluate import measure_latency
 from edgesim.kernel_check import check_kernels
-from edgesim.simulate import simulate_graph
+from edgesim.simulation import simulate_graph
 from hwmodels.cpu import nbits_int8_available
 from hwmodels.probe import probe_host
 

@@ -192,7 +192,7 @@ def compare_runtimes(model: Any, target: Any, runtimes: Sequence[str] | None = N
         runtimes: profile names (default: every CPU runtime profile, `hwmodels.cpu.RUNTIMES`).
 
     Returns:
-        Runtime name -> its `edgesim.simulate.Simulation` (same layers, same bits).
+        Runtime name -> its `edgesim.simulation.Simulation` (same layers, same bits).
     """
     from hwmodels.cpu import RUNTIMES
 

@@ -31,7 +31,7 @@ import numpy as np
 from compiler.ir import Graph
 from edgesim import assignment
 from edgesim import calibration as cal
-from edgesim.simulate import simulate_graph
+from edgesim.simulation import simulate_graph
 
 NODE_SUFFIX = "_kernel_time"  # onnxruntime profile event of one node's kernel
 # onnxruntime's NchwcTransformer (x86 AVX2 / AVX-512) renames a converted node's outputs

@@ -17,7 +17,7 @@ from compiler.frontend import load
 from compiler.passes.calibrate import calibrate
 from compiler.passes.quantize import PLANNERS, QuantOptions, quantize
 from edgesim import assignment, zoo
-from edgesim.simulate import simulate_graph
+from edgesim.simulation import simulate_graph
 from hwmodels import cpu
 from hwmodels.cost import evaluate
 from hwmodels.target import load_target
