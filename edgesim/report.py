@@ -108,8 +108,8 @@ def _rows(g: Graph, alloc: AllocationResult, formats: dict[str, Any]) -> tuple[L
             int(bits[i, 1]), fmt.format if fmt else "float", sens, float(cost.cycles[i, 0]),
             float(cost.latency_s[i, 0]) * 1e3, float(cost.energy_pj[i, 0]) * 1e-6,
             float(cost.weight_bytes[i, 0]), BOUND_NAMES[int(cost.bound[i, 0])],
-            fmt.reason if fmt else "", fmt.planned_kernel if fmt else "",
-            fmt.onnxruntime_kernel if fmt else ""))
+            fmt.reason if fmt else "", planned_kernel=fmt.planned_kernel if fmt else "",
+            onnxruntime_kernel=fmt.onnxruntime_kernel if fmt else ""))
     return tuple(rows)
 
 
