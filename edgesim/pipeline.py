@@ -67,7 +67,7 @@ class CompileOptions:
     assignment: str | None = None  # plan.json or report.json: re-emit its bits, no analysis
     force: bool = False  # write into a non-empty folder edgesim did not make
     verify: bool = False  # run compiler.verify on the loaded IR (`--debug`)
-    min_fidelity: float | None = None  # fail below this top-1 agreement (cosine) with fp32
+    min_fidelity: float | None = None  # fail below this primary fidelity metric (fp32 ref)
 
 
 def _calibration(g: Graph, calib: Any, calib_random: int | None, name: str = "calibration data"
@@ -375,10 +375,12 @@ COLLAPSED_AGREEMENT = 0.5
 
 
 def fidelity_score(fidelity: Mapping[str, Any]) -> tuple[str, float]:
-    """The figure --min-fidelity compares: top-1 agreement, or cosine without classes."""
-    if fidelity.get("top1_agreement") is not None:
-        return "top-1 agreement", float(fidelity["top1_agreement"])
-    return "cosine", float(fidelity["cosine"])
+    """The figure --min-fidelity compares: the primary metric that fits the output
+    (`evaluate.fidelity_metrics`: top-1 agreement for class scores, label agreement for
+    labels, cosine otherwise, or the user's metric)."""
+    name = str(fidelity.get("metric", "cosine"))
+    return name.replace("top1_agreement", "top-1 agreement").replace("_", " "), float(
+        fidelity.get("value", fidelity.get("cosine")))
 
 
 def _check_fidelity(fidelity: Mapping[str, Any], minimum: float | None) -> None:

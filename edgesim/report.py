@@ -234,7 +234,7 @@ def collapse_warning(fidelity: dict[str, Any]) -> list[str]:
     from edgesim.pipeline import COLLAPSED_AGREEMENT, fidelity_score
 
     name, value = fidelity_score(fidelity)
-    if name != "top-1 agreement" or value >= COLLAPSED_AGREEMENT:
+    if name not in ("top-1 agreement", "label agreement") or value >= COLLAPSED_AGREEMENT:
         return []
     return [f"- **WARNING: fidelity collapsed**: {name} with fp32 is {value:.3f}; this plan "
             "destroys the model's predictions (pass --min-fidelity to fail such runs)"]
