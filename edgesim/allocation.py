@@ -211,10 +211,12 @@ def settled_rule(g: Graph, ga: Graph, target: Any, *, budget: Budget | None = No
                  weight_bits: Sequence[int] = DEFAULT_BITS,
                  act_bits: Sequence[int] | None = None, metric: str = "latency",
                  threads: int | None = None, runtime: str = "onnxruntime",
-                 z: float = SETTLE_Z) -> Callable[[Any], np.ndarray]:
-    """HAWQ's stopping rule in allocation terms: trace estimate -> bool per weight tensor,
-    True where no value of that tensor's trace within `z` standard errors of the estimate
-    changes the allocation (`allocate`'s exact answer for this budget, or the knee).
+                 z: float = SETTLE_Z) -> Callable[[Any, np.ndarray], np.ndarray]:
+    """HAWQ's stopping rule in allocation terms: (trace estimate, bool per weight tensor to
+    test) -> bool per weight tensor, True where no value of that tensor's trace within `z`
+    standard errors of the estimate changes the allocation (`allocate`'s exact answer for
+    this budget, or the knee), and for every tensor not tested. A tensor's interval reaching
+    0 is tested at `LOW_END` times the estimate instead.
 
     Args:
         g: the model to deploy; ga: the graph the analysis runs on (same weights).
@@ -246,10 +248,12 @@ def settled_rule(g: Graph, ga: Graph, target: Any, *, budget: Budget | None = No
         sens = replace(blank, omega=np.maximum(score, 0.0)[:, None] * qerr)
         return _solve(replace(p, omega=_omega(sens, choices)), budget, w_elems_q)[0].choice
 
-    def rule(est: Any) -> np.ndarray:
-        score, rse = est.trace[index] / sizes, est.rse[index]
+    def rule(est: Any, test: np.ndarray | None = None) -> np.ndarray:
+        score, half = est.trace[index] / sizes, est.rse[index] * z
+        if test is not None:  # a layer not tested is settled: interval of width 0
+            half = np.where(test[index], half, 0.0)
         try:
-            return _settled_weights(choice, score, rse * z, index, len(weights))
+            return _settled_weights(choice, score, half, index, len(weights))
         except UserError:  # an infeasible budget: the allocation will say so
             return np.zeros(len(weights), dtype=bool)
     return rule
@@ -277,7 +281,8 @@ def sensitivity(g: Graph, method: str, calib_inputs: Mapping[str, np.ndarray] | 
                 weight_bits: Sequence[int] = DEFAULT_BITS,
                 observe: Callable[[Mapping[str, np.ndarray]], None] | None = None,
                 analysis_budget_s: float | None = None,
-                settled: Callable[[Any], np.ndarray] | None = None) -> Sensitivity:
+                settled: Callable[[Any, np.ndarray], np.ndarray] | None = None
+                ) -> Sensitivity:
     """Per-layer sensitivity of `g` by `method` ("hawq", "lrp", "proxy", "uniform").
 
     `observe`, for "hawq", sees every tensor of each calibration chunk's forward pass;

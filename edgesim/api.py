@@ -160,13 +160,14 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
             weight_bits: Sequence[int] = (2, 3, 4, 6, 8), act_bits: Sequence[int] | None = None,
             threads: int | None = None, runtime: str = "onnxruntime",
             input_shapes: Mapping[str, Sequence[int]] | None = None,
-            quiet: bool = True) -> Any:
+            quiet: bool = True, analysis_budget_s: float | None = None) -> Any:
     """Compile `model` for `target`: choose bits per layer, emit the packed model and reports.
 
     Mirrors `edgesim compile`; returns an `edgesim.report.CompileResult` (the fields of
     report.json). `budget` is e.g. "size=2MB", "latency=15ms", "energy=5mJ" or "bits=4.5";
     None picks the knee of the Pareto front. `calib` is a .npz path or a mapping of arrays by
-    input name (with optional "labels").
+    input name (with optional "labels"). `analysis_budget_s` bounds the HAWQ analysis's time
+    (its precision reached is in the report's notes).
     """
     from edgesim.budget import parse_budget
     from edgesim.pipeline import CompileOptions, compile_model
@@ -175,7 +176,7 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
         method=method, budget=None if budget is None else parse_budget(budget),
         weight_bits=tuple(weight_bits), act_bits=None if act_bits is None else tuple(act_bits),
         threads=threads, runtime=runtime, input_shapes=input_shapes, quiet=quiet,
-        command="edgesim.compile(...)")
+        command="edgesim.compile(...)", analysis_budget_s=analysis_budget_s)
     return compile_model(model, target, outdir, calib=calib, calib_random=calib_random,
                          eval_data=eval_data, options=options)
 

@@ -63,3 +63,19 @@ def format_value(metric: str, value: float) -> str:
     """`value` (base units) in the unit reports use, e.g. 2.1e6 bytes -> '2.10MB'."""
     unit, factor = next(iter(UNITS[metric].items()))
     return f"{value / factor:.3g}{unit}" if unit else f"{value:.3g}"
+
+
+def parse_duration(text: str, flag: str = "--analysis-budget") -> float:
+    """Seconds from `60s`, `500ms`, `2min` or a bare number of seconds.
+
+    Raises:
+        UserError: naming `flag` and what is wrong.
+    """
+    match = _NUMBER.match(text)
+    units = {"": 1.0, "min": 60.0, **UNITS["latency"]}
+    if not match or match.group(2) not in units:
+        raise UserError(flag, f"expected a duration such as 60s, 500ms or 2min, got {text!r}")
+    seconds = float(match.group(1)) * units[match.group(2)]
+    if seconds <= 0:
+        raise UserError(flag, f"must be positive, got {text!r}")
+    return seconds

@@ -147,7 +147,7 @@ def _bits_list(text: str | None, flag: str) -> tuple[int, ...] | None:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from edgesim.budget import parse_budget
+    from edgesim.budget import parse_budget, parse_duration
     from edgesim.pipeline import CompileOptions, compile_model
 
     model, calib, held_out = args.model, args.calib, args.eval
@@ -160,7 +160,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         weight_bits=_bits_list(args.weight_bits, "--weight-bits") or CompileOptions.weight_bits,
         act_bits=_bits_list(args.act_bits, "--act-bits"), threads=args.threads,
         runtime=args.runtime, input_shapes=parse_input_shapes(args.input_shape),
-        quiet=args.quiet or args.json, command=" ".join(["edgesim", *sys.argv[1:]]))
+        quiet=args.quiet or args.json, command=" ".join(["edgesim", *sys.argv[1:]]),
+        analysis_budget_s=None if args.analysis_budget is None else parse_duration(
+            args.analysis_budget))
     r = compile_model(model, args.target, args.output, calib=calib,
                       calib_random=args.calib_random, eval_data=held_out, options=options)
     if args.json:
@@ -253,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--budget", help="size=2MB | latency=15ms | energy=5mJ | bits=4.5 "
                     "(default: the knee of the Pareto front)")
     cp.add_argument("--weight-bits", help="candidate weight bits, e.g. 2,3,4,6,8")
+    cp.add_argument("--analysis-budget", metavar="60s",
+                    help="time bound of the HAWQ analysis (default: until 5%% precision)")
     cp.add_argument("--act-bits", help="candidate activation bits, e.g. 8,32")
     cp.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     cp.add_argument("--runtime", default="onnxruntime", choices=("onnxruntime", "ideal"))

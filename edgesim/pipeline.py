@@ -21,7 +21,13 @@ from compiler.emit.write import current_umask
 from compiler.errors import ModelError
 from compiler.ir import Graph
 from edgesim import calibration as cal
-from edgesim.allocation import DATA_METHODS, allocate, fixed_bits, sensitivity
+from edgesim.allocation import (
+    DATA_METHODS,
+    allocate,
+    fixed_bits,
+    sensitivity,
+    settled_rule,
+)
 from edgesim.budget import Budget
 from edgesim.errors import UserError
 from edgesim.progress import Progress
@@ -52,6 +58,7 @@ class CompileOptions:
     input_shapes: Mapping[str, Sequence[int]] | None = None
     quiet: bool = False
     command: str = ""
+    analysis_budget_s: float | None = None  # HAWQ's time bound (None: until its precision)
 
 
 def _calibration(g: Graph, calib: Any, calib_random: int | None, name: str = "calibration data"
@@ -76,6 +83,15 @@ def _built(model: Any) -> Any:
     if isinstance(model, str) and model.startswith(ZOO_PREFIX):
         return zoo_model(model[len(ZOO_PREFIX):])
     return model
+
+
+def _settled(g: Graph, ga: Graph, target: Any, options: CompileOptions) -> Any:
+    """HAWQ's stopping rule for this compile's allocation (None for the other methods)."""
+    if options.method != "hawq":
+        return None
+    return settled_rule(g, ga, target, budget=options.budget, weight_bits=options.weight_bits,
+                        act_bits=options.act_bits, metric=options.metric,
+                        threads=options.threads, runtime=options.runtime)
 
 
 def _analysis_graph(model: Any, g: Graph, count: int, method: str,
@@ -212,7 +228,8 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
         # ranges and the fidelity reference, which then need no pass of their own
         recorder = FloatPassRecorder(g) if ga is g and options.method == "hawq" else None
         sens = sensitivity(ga, options.method, inputs, in_labels, options.weight_bits,
-                           observe=recorder)
+                           observe=recorder, analysis_budget_s=options.analysis_budget_s,
+                           settled=_settled(g, ga, tgt, options))
     del ga, source  # copies of the weights nothing needs any more
     with progress.phase("allocating bits"):
         alloc = allocate(g, tgt, sens=sens, budget=options.budget,

@@ -58,7 +58,8 @@ Factor = Callable[[np.ndarray], np.ndarray]  # u -> L u
 Observer = Callable[[Mapping[str, np.ndarray]], None]  # sees each chunk's forward tensors
 MIN_DOF = 8  # degrees of freedom of the pooled variance before the first stopping test
 MIN_CHUNKS = 2  # chunks a budget-cut first pass still covers: a variance needs two
-Settled = Callable[[TraceEstimate], np.ndarray]  # estimate -> bool per weight: cannot matter
+# (estimate, bool per weight: still above tol) -> bool per weight: its uncertainty cannot matter
+Settled = Callable[[TraceEstimate, np.ndarray], np.ndarray]
 
 
 def output_factor(loss: str, y: np.ndarray, rows: int) -> Factor:
@@ -133,7 +134,7 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
             it covered (at least `MIN_CHUNKS`) as a sample of all; a cut later pass drops its
             extra probes.
         settled: weights whose trace uncertainty can no longer change the result (e.g. the
-            bit allocation); their error does not hold up the `tol` test.
+            bit allocation); their error does not hold up the `tol` test (`open_rse`).
 
     Returns:
         The `TraceEstimate`: one sample per probe, summed over the chunks; `cut_short` says
@@ -155,13 +156,21 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
             return _cut_estimate(names, parts, done, covered)
         done = want
         est = pooled_estimate(names, parts)
-        open_ = est.rse if settled is None else np.where(settled(est), 0.0, est.rse)
-        worst = float(np.max(open_, initial=0.0))
+        worst = float(np.max(open_rse(est, tol, settled), initial=0.0))
         if done >= max_iter or worst < tol:
             return est
         # RSE falls as 1/sqrt(probes); at most 3x per pass, as the variance is itself noisy
         need = int(np.ceil(1.1 * done * (worst / tol) ** 2))
         want = min(max_iter, 3 * done, max(done + 1, need))
+
+
+def open_rse(est: TraceEstimate, tol: float, settled: Settled | None) -> np.ndarray:
+    """The relative standard errors that still count against `tol`: 0 for the weights that
+    `settled` (asked only about those at or above `tol`) calls settled."""
+    need = est.rse >= tol
+    if settled is None or not need.any():
+        return est.rse
+    return np.where(need & ~settled(est, need), est.rse, 0.0)
 
 
 def _stop_pass(budget: TimeBudget | None, done: int, covered: int, chunks: int) -> bool:

@@ -210,8 +210,8 @@ def hutchinson(obj: Objective, names: Sequence[str], *, tol: float = 0.05,
         samples.append(_sample(obj, rng, names, scales, h, rule_for))
         scales = balanced_scales(np.mean(samples, axis=0), sizes) if balance else scales
         est = estimate(names, samples)
-        open_ = est.rse if settled is None else np.where(settled(est), 0.0, est.rse)
-        if len(samples) >= min_iter and float(open_.max()) < tol:
+        if (len(samples) >= min_iter
+                and float(gauss_newton.open_rse(est, tol, settled).max()) < tol):
             return est
         if len(samples) >= 2 and budget is not None and budget.expired():
             return replace(est, cut_short=True)
@@ -256,9 +256,10 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
         budget_s: seconds the analysis may take (None: no bound); when they are used up it
             stops probing and reports the precision reached (`rse`) and `cut_short`.
         clock: the clock `budget_s` is measured on (seconds; tests inject a fake one).
-        settled: estimate -> bool per weight tensor (`unique_weights` order): the tensors
-            whose trace uncertainty cannot change the result (e.g. a layer's bit choice)
-            need not reach `tol` (see `edgesim.allocation.settled_rule`).
+        settled: (estimate, bool per weight tensor still above `tol`) -> bool per weight
+            tensor (`unique_weights` order): the tensors whose trace uncertainty cannot
+            change the result (e.g. a layer's bit choice) need not reach `tol` (see
+            `edgesim.allocation.settled_rule`).
 
     Returns:
         A `Sensitivity` with `score` = Tr(H_l)/n_l and `rse` per layer.

@@ -365,7 +365,7 @@ def test_settled_layers_need_no_more_probes(monkeypatch) -> None:
     _, calls = _probe_clock(monkeypatch)
     seen = []
 
-    def settled(est):
+    def settled(est, need):
         seen.append(est.iterations)
         return np.array([True, len(seen) >= 2])
     sens = hawq.sensitivity(g, feeds, t, loss="mse", tol=1e-6, max_iter=1000,
