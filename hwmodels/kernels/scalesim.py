@@ -20,7 +20,8 @@ fc = ceil(Sc / C), every fold padded to a full R x C tile.
   is: ifmap K*M, filter fc*K*N, ofmap fr*M*N.
 - DRAM reads: SCALE-Sim's estimate-bandwidth read buffer keeps recent misses in the active
   half of the SRAM. An operand whose distinct words fit that half is read once (the ifmap's
-  distinct words are the ifmap itself, not its im2col copy); otherwise it is read once per
+  distinct words are the ifmap itself, not its im2col copy, unless that copy is smaller, as
+  for a strided 1x1 conv); otherwise it is read once per
   pass over it: os ifmap fc times, os filter fr times (one filter column block per fold),
   ws ifmap fc times, is filter fc times; ws filters and is ifmaps are never re-read. This is
   the steady state of SCALE-Sim's sliding window, not its exact set bookkeeping.
@@ -94,8 +95,10 @@ def counts(gemm: np.ndarray, df: int, rows: int, cols: int, sram: np.ndarray,
         fr, fc, t = folds(df, m, n, k, rows, cols)
         out[li, CYCLES] = g * fr * fc * (fill + t)
         s_if, s_f, s_of = sram_requests(df, m, n, k, fr, fc, rows, cols)
-        d_if, d_f = dram_reads(df, gemm[li, 4] / g, float(k) * n, fr, fc, sram[0] / 2,
-                               sram[1] / 2)
+        # distinct ifmap words: the ifmap, or its im2col copy if smaller (a strided 1x1 conv
+        # never touches the skipped pixels)
+        ifmap = min(gemm[li, 4] / g, float(m) * k)
+        d_if, d_f = dram_reads(df, ifmap, float(k) * n, fr, fc, sram[0] / 2, sram[1] / 2)
         out[li, SRAM_IFMAP], out[li, SRAM_FILTER], out[li, SRAM_OFMAP] = g * s_if, g * s_f, \
             g * s_of
         out[li, DRAM_IFMAP], out[li, DRAM_FILTER], out[li, DRAM_OFMAP] = g * d_if, g * d_f, \

@@ -82,3 +82,10 @@ def test_compute_cycles_equal_edgesims_model_when_partial_sums_fit(dataflow: str
     own = evaluate(_table(), np.array([[8, 8]]), base).cycles[0, 0]
     assert scalesim.counts(_table(), dataflow, 4, 4, BIG).compute_cycles[0] == own
     assert own == HAND[dataflow][0]
+
+
+def test_a_strided_1x1_conv_reads_only_the_pixels_it_touches() -> None:
+    """A 1x1 stride-2 conv over a 4x4x2 ifmap (32 words) touches 2x2 pixels: its im2col copy,
+    M*K = 4*2 = 8 words, is all that comes from DRAM."""
+    c = scalesim.counts(_table(m=4, n=3, k=2, a_in=32), "ws", 4, 4, BIG)
+    assert c.dram_ifmap_reads[0] == 8 and c.sram_ifmap_reads[0] == 8  # fc = 1
