@@ -7,6 +7,7 @@ and wraps the result in a `Cost`. This module must not import `hwmodels.target`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,6 +19,9 @@ from hwmodels.configs import MacArrayConfigs
 from hwmodels.cost import Cost, check_bits, memory_bytes
 from hwmodels.kernels import macarray as kernel
 
+# Output cells from which the threaded kernel pays: below, waking the pool costs more than the
+# work (2 threads made single-design calls ~4x slower on a shared 2-core machine, issue 17)
+PARALLEL_MIN = 1_000_000
 _COST_FIELDS = ("cycles", "latency_s", "energy_pj_compute", "energy_pj_onchip",
                 "energy_pj_dram", "bound", "util")
 
@@ -82,6 +86,12 @@ class MacArrayTarget:
             raise ValueError(f"sparsity_n: must be < sparsity_m ({self.sparsity_m}), "
                              f"got {self.sparsity_n}")
 
+    @functools.cached_property
+    def kernel_configs(self) -> MacArrayConfigs:
+        """This target as the kernel's one-config arrays, built once per target (its fields
+        are frozen, so the arrays cannot go stale); a cost call then skips ~0.7 ms of glue."""
+        return configs_mod.from_targets([self])
+
     @property
     def peak_macs_per_s(self) -> float:
         """Peak MAC rate at the array's fastest precision."""
@@ -115,7 +125,8 @@ def evaluate_configs(table: LayerTable, bits: np.ndarray, cfg: MacArrayConfigs) 
     lay_i, lay_f = layer_arrays(table)
     rates, energies = configs_mod.precision_rates(cfg, bits)
     out = np.empty((7, len(cfg), len(table), len(bits)))
-    kernel.evaluate(lay_i, lay_f, bits[:, 0].astype(np.float64), bits[:, 1].astype(np.float64),
+    run = kernel.evaluate if out.size >= PARALLEL_MIN else kernel.evaluate_serial
+    run(lay_i, lay_f, bits[:, 0].astype(np.float64), bits[:, 1].astype(np.float64),
                     cfg.cfg_i, cfg.cfg_f, rates, energies, out)
     weight, act = memory_bytes(table, bits)
     shape = out.shape[1:]
@@ -130,5 +141,5 @@ def evaluate(table: LayerTable, bits: np.ndarray, target: MacArrayTarget, *,
     `threads` and `runtime` describe a host CPU and do not affect an accelerator; they are
     accepted so that `hwmodels.cost.evaluate` can pass them to every model.
     """
-    cost = evaluate_configs(table, bits, configs_mod.from_targets([target]))
+    cost = evaluate_configs(table, bits, target.kernel_configs)
     return Cost(**{name: getattr(cost, name)[0] for name in cost.__dataclass_fields__})
