@@ -92,6 +92,18 @@ class MacArrayTarget:
         are frozen, so the arrays cannot go stale); a cost call then skips ~0.7 ms of glue."""
         return configs_mod.from_targets([self])
 
+    @functools.cached_property
+    def _rates_memo(self) -> dict[bytes, tuple[np.ndarray, np.ndarray]]:
+        return {}
+
+    def kernel_rates(self, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`configs.precision_rates` of this target at `bits` (int64 [B, 2]), memoised per
+        bit choices on the target (a pure function of its frozen fields and `bits`)."""
+        key = bits.tobytes() + str(bits.shape).encode()
+        if key not in self._rates_memo:
+            self._rates_memo[key] = configs_mod.precision_rates(self.kernel_configs, bits)
+        return self._rates_memo[key]
+
     @property
     def peak_macs_per_s(self) -> float:
         """Peak MAC rate at the array's fastest precision."""
@@ -110,20 +122,22 @@ def layer_arrays(table: LayerTable) -> tuple[np.ndarray, np.ndarray]:
             np.ascontiguousarray(floats, dtype=np.float64))
 
 
-def evaluate_configs(table: LayerTable, bits: np.ndarray, cfg: MacArrayConfigs) -> Cost:
+def evaluate_configs(table: LayerTable, bits: np.ndarray, cfg: MacArrayConfigs,
+                     rates: tuple[np.ndarray, np.ndarray] | None = None) -> Cost:
     """Cost of every layer under every bit choice on every config: one kernel call.
 
     Args:
         table: the model's layers.
         bits: int [B, 2] (w_bits, a_bits).
         cfg: H configs (`hwmodels.configs.from_targets`).
+        rates: `configs.precision_rates(cfg, bits)` if already known.
 
     Returns:
         A `Cost` of [H, L, B] arrays.
     """
     bits = check_bits(bits)
     lay_i, lay_f = layer_arrays(table)
-    rates, energies = configs_mod.precision_rates(cfg, bits)
+    rates, energies = configs_mod.precision_rates(cfg, bits) if rates is None else rates
     out = np.empty((7, len(cfg), len(table), len(bits)))
     run = kernel.evaluate if out.size >= PARALLEL_MIN else kernel.evaluate_serial
     run(lay_i, lay_f, bits[:, 0].astype(np.float64), bits[:, 1].astype(np.float64),
@@ -141,5 +155,6 @@ def evaluate(table: LayerTable, bits: np.ndarray, target: MacArrayTarget, *,
     `threads` and `runtime` describe a host CPU and do not affect an accelerator; they are
     accepted so that `hwmodels.cost.evaluate` can pass them to every model.
     """
-    cost = evaluate_configs(table, bits, target.kernel_configs)
+    bits = check_bits(bits)
+    cost = evaluate_configs(table, bits, target.kernel_configs, target.kernel_rates(bits))
     return Cost(**{name: getattr(cost, name)[0] for name in cost.__dataclass_fields__})

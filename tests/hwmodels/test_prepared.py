@@ -63,3 +63,20 @@ def test_cached_kernel_configs_follow_the_target() -> None:
     np.testing.assert_array_equal(t.kernel_configs.cfg_f, fresh.cfg_f)
     wider = dataclasses.replace(t, rows=t.rows * 2)
     assert wider.kernel_configs.cfg_i[0, 1] == 2 * t.rows
+
+
+def test_memoised_rates_equal_fresh_ones_for_every_bit_set() -> None:
+    t = load_target("sparse-mac-32x32")
+    many = np.array([[w, a] for w in (1, 2, 4, 8, 16, 32) for a in (8, 16, 32)] * 30)
+    for bits in (BITS, BITS[:1], BITS[::-1], many):  # same bytes, other shapes included
+        for got, want in zip(t.kernel_rates(bits),
+                             configs.precision_rates(configs.from_targets([t]), bits)):
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("bits", [[[8, 33]], [[-1, 8]], [[0, 8]], [[9, 8]], [[8, 64]]])
+def test_bad_widths_are_still_refused(bits) -> None:
+    from hwmodels.cost import check_bits
+
+    with pytest.raises(ValueError, match=r"bits\[0\]"):
+        check_bits(np.array(bits))
