@@ -25,7 +25,8 @@ fc = ceil(Sc / C), every fold padded to a full R x C tile.
   pass over it: os ifmap fc times, os filter fr times (one filter column block per fold),
   ws ifmap fc times, is filter fc times; ws filters and is ifmaps are never re-read. This is
   the steady state of SCALE-Sim's sliding window, not its exact set bookkeeping.
-- DRAM writes: the ofmap's SRAM writes, all drained (SCALE-Sim's write buffer).
+- DRAM writes: every ofmap word the demand matrices write, drained by SCALE-Sim's write
+  buffer: os M*N (its extra R + C per fold is in the SRAM counter only), ws/is fr*M*N.
 """
 
 from __future__ import annotations
@@ -101,5 +102,6 @@ def counts(gemm: np.ndarray, df: int, rows: int, cols: int, sram: np.ndarray,
         d_if, d_f = dram_reads(df, ifmap, float(k) * n, fr, fc, sram[0] / 2, sram[1] / 2)
         out[li, SRAM_IFMAP], out[li, SRAM_FILTER], out[li, SRAM_OFMAP] = g * s_if, g * s_f, \
             g * s_of
+        d_of = float(m) * n if df == OS else s_of  # os's R + C per fold is a counter only
         out[li, DRAM_IFMAP], out[li, DRAM_FILTER], out[li, DRAM_OFMAP] = g * d_if, g * d_f, \
-            g * s_of
+            g * d_of
