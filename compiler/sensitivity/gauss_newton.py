@@ -38,6 +38,13 @@ sum of their variances, each estimated within its chunk (or, after a single prob
 from above by the spread between chunks). After a pass, the probes still needed
 are predicted from the relative standard error, which falls as 1/sqrt(probes); each further
 pass recomputes the chunks' forward passes rather than keeping every chunk's activations.
+
+Bounded time: with a `TimeBudget`, probing stops before the next chunk once the budget is used
+up. A first pass cut after c of C chunks (c >= 2) scales their sum by C / c and takes its
+error from the spread of the chunks (`sampled_estimate`: the chunk-to-chunk variation of the
+trace counts as error too); a later pass cut short is dropped. The result says `cut_short`
+and its `rse` is the precision reached. A `settled` rule (e.g. the allocator's: no value of
+the trace within its error changes the chosen bits) exempts weights from the `tol` test.
 """
 
 from __future__ import annotations
