@@ -223,6 +223,28 @@ def settled_rule(g: Graph, ga: Graph, target: Any, *, budget: Budget | None = No
         target, budget, weight_bits, act_bits, metric, threads, runtime: as `allocate`.
         z: the half-width of the interval, in standard errors.
     """
+    built: list[tuple] = []  # built on first use: an analysis that meets tol never needs it
+
+    def rule(est: Any, test: np.ndarray | None = None) -> np.ndarray:
+        if not built:
+            built.append(_settle_problem(g, ga, target, budget, weight_bits, act_bits, metric,
+                                         threads, runtime))
+        choice, sizes, index = built[0]
+        score, half = est.trace[index] / sizes, est.rse[index] * z
+        if test is not None:  # a layer not tested is settled: interval of width 0
+            half = np.where(test[index], half, 0.0)
+        try:
+            return _settled_weights(choice, score, half, index, len(est.trace))
+        except UserError:  # an infeasible budget: the allocation will say so
+            return np.zeros(len(est.trace), dtype=bool)
+    return rule
+
+
+def _settle_problem(g: Graph, ga: Graph, target: Any, budget: Budget | None,
+                    weight_bits: Sequence[int], act_bits: Sequence[int] | None, metric: str,
+                    threads: int | None, runtime: str
+                    ) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray, np.ndarray]:
+    """(per-layer trace per weight -> chosen column per layer, n_l, weight index per layer)."""
     from compiler.sensitivity.hawq import unique_weights
     from compiler.sensitivity.proxy import (
         bit_choices,
@@ -233,30 +255,20 @@ def settled_rule(g: Graph, ga: Graph, target: Any, *, budget: Budget | None = No
     )
 
     layers, bits = check_quantisable(ga), bit_choices(weight_bits)
-    names = [layer.name for layer in layers]
     choices = candidate_bits(target, weight_bits, act_bits)
-    blank = Sensitivity(tuple(names), bits, np.zeros((len(names), len(bits))),
-                        np.zeros(len(names)), "hawq")
+    blank = Sensitivity(tuple(layer.name for layer in layers), bits,
+                        np.zeros((len(layers), len(bits))), np.zeros(len(layers)), "hawq")
     p = _problem(g, blank, choices, target, budget.metric if budget else metric, threads,
                  runtime)
     w_elems_q = float(g.layer_table().w_elems[p.rows].sum())
-    qerr, sizes = quant_errors(ga, layers, bits), weight_sizes(ga, layers)
+    qerr = quant_errors(ga, layers, bits)
     weights = unique_weights(layers)
-    index = np.array([weights.index(weight_name(layer)) for layer in layers])
 
     def choice(score: np.ndarray) -> np.ndarray:
         sens = replace(blank, omega=np.maximum(score, 0.0)[:, None] * qerr)
         return _solve(replace(p, omega=_omega(sens, choices)), budget, w_elems_q)[0].choice
-
-    def rule(est: Any, test: np.ndarray | None = None) -> np.ndarray:
-        score, half = est.trace[index] / sizes, est.rse[index] * z
-        if test is not None:  # a layer not tested is settled: interval of width 0
-            half = np.where(test[index], half, 0.0)
-        try:
-            return _settled_weights(choice, score, half, index, len(weights))
-        except UserError:  # an infeasible budget: the allocation will say so
-            return np.zeros(len(weights), dtype=bool)
-    return rule
+    return (choice, weight_sizes(ga, layers),
+            np.array([weights.index(weight_name(layer)) for layer in layers]))
 
 
 def _settled_weights(choice: Callable[[np.ndarray], np.ndarray], score: np.ndarray,
