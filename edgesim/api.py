@@ -244,7 +244,8 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
             fidelity_metric: Any = None, calib_method: str | None = None,
             smooth_quant: float | None = None, rounding: str = "rtn",
             quiet: bool | None = None, force: bool = False,
-            min_fidelity: float | None = None) -> CompileResult:
+            min_fidelity: float | None = None,
+            analysis_budget_s: float | None = None) -> CompileResult:
     """Compile `model` for `target`: choose bits per layer, emit the packed model and reports.
 
     Mirrors `edgesim compile`; returns an `edgesim.report.CompileResult` (the fields of
@@ -263,6 +264,8 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
     `outdir` must be new, empty or made by edgesim unless `force` (nothing in it that
     edgesim did not write is ever deleted). With `min_fidelity`, a plan whose emitted
     model's primary fidelity metric is lower raises UserError and writes nothing.
+    `analysis_budget_s` bounds the HAWQ analysis's time (its precision reached is in the
+    report's notes).
     """
     from edgesim.budget import parse_budget
     from edgesim.pipeline import CompileOptions, compile_model
@@ -274,7 +277,8 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
         input_values=input_values, batch_axes=batch_axes, fidelity_metric=fidelity_metric,
         calib_method=calib_method, smooth_quant=smooth_quant, rounding=rounding,
         quiet=not sys.stderr.isatty() if quiet is None else quiet,  # bars in a terminal
-        command="edgesim.compile(...)", force=force, min_fidelity=min_fidelity)
+        command="edgesim.compile(...)", force=force, min_fidelity=min_fidelity,
+        analysis_budget_s=analysis_budget_s)
     return compile_model(model, target, outdir, calib=calib, calib_random=calib_random,
                          eval_data=eval_data, options=options)
 

@@ -71,3 +71,19 @@ def format_bytes(n: float) -> str:
     if n >= 1e5:
         return f"{n / 1e6:.3f} MB"
     return f"{n / 1e3:.1f} kB" if n >= 1e3 else f"{n:.0f} B"
+
+
+def parse_duration(text: str, flag: str = "--analysis-budget") -> float:
+    """Seconds from `60s`, `500ms`, `2min` or a bare number of seconds.
+
+    Raises:
+        UserError: naming `flag` and what is wrong.
+    """
+    match = _NUMBER.match(text)
+    units = {"": 1.0, "min": 60.0, **UNITS["latency"]}
+    if not match or match.group(2) not in units:
+        raise UserError(flag, f"expected a duration such as 60s, 500ms or 2min, got {text!r}")
+    seconds = float(match.group(1)) * units[match.group(2)]
+    if seconds <= 0:
+        raise UserError(flag, f"must be positive, got {text!r}")
+    return seconds

@@ -165,7 +165,7 @@ def _bits_list(text: str | None, flag: str) -> tuple[int, ...] | None:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from edgesim.budget import parse_budget
+    from edgesim.budget import parse_budget, parse_duration
     from edgesim.pipeline import CompileOptions, compile_model
     from edgesim.sparsity import parse_levels
 
@@ -186,7 +186,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         rounding=args.rounding, sparsity=parse_levels(args.sparsity),
         kernel_check=args.kernel_check, pick=args.pick, assignment=args.assignment,
         quiet=args.quiet, command=" ".join(["edgesim", *sys.argv[1:]]), force=args.force,
-        verify=args.debug, min_fidelity=args.min_fidelity)
+        verify=args.debug, min_fidelity=args.min_fidelity,
+        analysis_budget_s=None if args.analysis_budget is None else parse_duration(
+            args.analysis_budget))
     r = compile_model(model, args.target, args.output, calib=calib,
                       calib_random=args.calib_random, eval_data=held_out, options=options)
     if args.json:
@@ -324,6 +326,8 @@ def add_compile(sub: argparse._SubParsersAction) -> None:
     cp.add_argument("--budget", help="size=2MB | latency=15ms | energy=5mJ | bits=4.5 "
                     "(default: the knee of the Pareto front)")
     cp.add_argument("--weight-bits", help="candidate weight bits, e.g. 2,3,4,6,8")
+    cp.add_argument("--analysis-budget", metavar="60s",
+                    help="time bound of the HAWQ analysis (default: until 5%% precision)")
     cp.add_argument("--act-bits", help="candidate activation bits, e.g. 8,32")
     cp.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     cp.add_argument("--runtime", default="onnxruntime", choices=("onnxruntime", "ideal"))

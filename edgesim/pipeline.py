@@ -23,7 +23,13 @@ from compiler.ir import Graph
 from compiler.passes.quantize import QuantOptions
 from compiler.verify import verify
 from edgesim import calibration as cal
-from edgesim.allocation import DATA_METHODS, allocate, fixed_bits, sensitivity
+from edgesim.allocation import (
+    DATA_METHODS,
+    allocate,
+    fixed_bits,
+    sensitivity,
+    settled_rule,
+)
 from edgesim.budget import Budget
 from edgesim.errors import UserError
 from edgesim.output import output_folder, publish, staging
@@ -68,6 +74,7 @@ class CompileOptions:
     force: bool = False  # write into a non-empty folder edgesim did not make
     verify: bool = False  # run compiler.verify on the loaded IR (`--debug`)
     min_fidelity: float | None = None  # fail below this primary fidelity metric (fp32 ref)
+    analysis_budget_s: float | None = None  # HAWQ's time bound (None: until its precision)
 
 
 def _calibration(g: Graph, calib: Any, calib_random: int | None, name: str = "calibration data"
@@ -99,6 +106,15 @@ def _built(model: Any) -> Any:
     if isinstance(model, str) and model.startswith(ZOO_PREFIX):
         return zoo_model(model[len(ZOO_PREFIX):])
     return model
+
+
+def _settled(g: Graph, ga: Graph, target: Any, options: CompileOptions) -> Any:
+    """HAWQ's stopping rule for this compile's allocation (None for the other methods)."""
+    if options.method != "hawq":
+        return None
+    return settled_rule(g, ga, target, budget=options.budget, weight_bits=options.weight_bits,
+                        act_bits=options.act_bits, metric=options.metric,
+                        threads=options.threads, runtime=options.runtime)
 
 
 def _analysis_graph(model: Any, g: Graph, count: int, method: str,
@@ -278,7 +294,8 @@ def _compile(model: Any, target: Any, outdir: Path, calib: Any, calib_random: in
         recorder = (FloatPassRecorder(g, grams=gptq)
                     if ga is g and options.method == "hawq" else None)
         sens = sensitivity(ga, options.method, inputs, in_labels, options.weight_bits,
-                           observe=recorder)
+                           observe=recorder, analysis_budget_s=options.analysis_budget_s,
+                           settled=_settled(g, ga, tgt, options))
     del ga, source  # copies of the weights nothing needs any more
     with progress.phase("allocating bits"):
         alloc = (_uniform_allocation(g, tgt, sens, options) if options.method == "uniform"

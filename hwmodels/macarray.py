@@ -7,6 +7,7 @@ and wraps the result in a `Cost`. This module must not import `hwmodels.target`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,6 +19,9 @@ from hwmodels.configs import MacArrayConfigs
 from hwmodels.cost import Cost, check_bits, memory_bytes
 from hwmodels.kernels import macarray as kernel
 
+# Output cells from which the threaded kernel pays: below, waking the pool costs more than the
+# work (2 threads made single-design calls ~4x slower on a shared 2-core machine, issue 17)
+PARALLEL_MIN = 1_000_000
 _COST_FIELDS = ("cycles", "latency_s", "energy_pj_compute", "energy_pj_onchip",
                 "energy_pj_dram", "bound", "util")
 
@@ -82,6 +86,24 @@ class MacArrayTarget:
             raise ValueError(f"sparsity_n: must be < sparsity_m ({self.sparsity_m}), "
                              f"got {self.sparsity_n}")
 
+    @functools.cached_property
+    def kernel_configs(self) -> MacArrayConfigs:
+        """This target as the kernel's one-config arrays, built once per target (its fields
+        are frozen, so the arrays cannot go stale); a cost call then skips ~0.7 ms of glue."""
+        return configs_mod.from_targets([self])
+
+    @functools.cached_property
+    def _rates_memo(self) -> dict[bytes, tuple[np.ndarray, np.ndarray]]:
+        return {}
+
+    def kernel_rates(self, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`configs.precision_rates` of this target at `bits` (int64 [B, 2]), memoised per
+        bit choices on the target (a pure function of its frozen fields and `bits`)."""
+        key = bits.tobytes() + str(bits.shape).encode()
+        if key not in self._rates_memo:
+            self._rates_memo[key] = configs_mod.precision_rates(self.kernel_configs, bits)
+        return self._rates_memo[key]
+
     @property
     def peak_macs_per_s(self) -> float:
         """Peak MAC rate at the array's fastest precision."""
@@ -100,22 +122,25 @@ def layer_arrays(table: LayerTable) -> tuple[np.ndarray, np.ndarray]:
             np.ascontiguousarray(floats, dtype=np.float64))
 
 
-def evaluate_configs(table: LayerTable, bits: np.ndarray, cfg: MacArrayConfigs) -> Cost:
+def evaluate_configs(table: LayerTable, bits: np.ndarray, cfg: MacArrayConfigs,
+                     rates: tuple[np.ndarray, np.ndarray] | None = None) -> Cost:
     """Cost of every layer under every bit choice on every config: one kernel call.
 
     Args:
         table: the model's layers.
         bits: int [B, 2] (w_bits, a_bits).
         cfg: H configs (`hwmodels.configs.from_targets`).
+        rates: `configs.precision_rates(cfg, bits)` if already known.
 
     Returns:
         A `Cost` of [H, L, B] arrays.
     """
     bits = check_bits(bits)
     lay_i, lay_f = layer_arrays(table)
-    rates, energies = configs_mod.precision_rates(cfg, bits)
+    rates, energies = configs_mod.precision_rates(cfg, bits) if rates is None else rates
     out = np.empty((7, len(cfg), len(table), len(bits)))
-    kernel.evaluate(lay_i, lay_f, bits[:, 0].astype(np.float64), bits[:, 1].astype(np.float64),
+    run = kernel.evaluate if out.size >= PARALLEL_MIN else kernel.evaluate_serial
+    run(lay_i, lay_f, bits[:, 0].astype(np.float64), bits[:, 1].astype(np.float64),
                     cfg.cfg_i, cfg.cfg_f, rates, energies, out)
     weight, act = memory_bytes(table, bits)
     shape = out.shape[1:]
@@ -130,5 +155,6 @@ def evaluate(table: LayerTable, bits: np.ndarray, target: MacArrayTarget, *,
     `threads` and `runtime` describe a host CPU and do not affect an accelerator; they are
     accepted so that `hwmodels.cost.evaluate` can pass them to every model.
     """
-    cost = evaluate_configs(table, bits, configs_mod.from_targets([target]))
+    bits = check_bits(bits)
+    cost = evaluate_configs(table, bits, target.kernel_configs, target.kernel_rates(bits))
     return Cost(**{name: getattr(cost, name)[0] for name in cost.__dataclass_fields__})

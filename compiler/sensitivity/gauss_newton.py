@@ -38,11 +38,19 @@ sum of their variances, each estimated within its chunk (or, after a single prob
 from above by the spread between chunks). After a pass, the probes still needed
 are predicted from the relative standard error, which falls as 1/sqrt(probes); each further
 pass recomputes the chunks' forward passes rather than keeping every chunk's activations.
+
+Bounded time: with a `TimeBudget`, probing stops before the next chunk once the budget is used
+up. A first pass cut after c of C chunks (c >= 2) scales their sum by C / c and takes its
+error from the spread of the chunks (`sampled_estimate`: the chunk-to-chunk variation of the
+trace counts as error too); a later pass cut short is dropped. The result says `cut_short`
+and its `rse` is the precision reached. A `settled` rule (e.g. the allocator's: no value of
+the trace within its error changes the chosen bits) exempts weights from the `tol` test.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 from scipy.special import softmax
@@ -50,11 +58,15 @@ from scipy.special import softmax
 from compiler import executor
 from compiler.executor import backward
 from compiler.ir import Graph
+from compiler.sensitivity.time_budget import TimeBudget
 from compiler.sensitivity.trace_estimate import TraceEstimate
 
 Factor = Callable[[np.ndarray], np.ndarray]  # u -> L u
 Observer = Callable[[Mapping[str, np.ndarray]], None]  # sees each chunk's forward tensors
 MIN_DOF = 8  # degrees of freedom of the pooled variance before the first stopping test
+MIN_CHUNKS = 2  # chunks a budget-cut first pass still covers: a variance needs two
+# (estimate, bool per weight: still above tol) -> bool per weight: its uncertainty cannot matter
+Settled = Callable[[TraceEstimate, np.ndarray], np.ndarray]
 
 
 def output_factor(loss: str, y: np.ndarray, rows: int) -> Factor:
@@ -106,7 +118,8 @@ def chunk_samples(g: Graph, feeds: dict[str, np.ndarray], loss: str, outputs: Se
 def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
            outputs: Sequence[str], names: Sequence[str], *, tol: float = 0.05,
            max_iter: int = 100, seed: int = 0, dtype: str = "float32",
-           observe: Observer | None = None) -> TraceEstimate:
+           observe: Observer | None = None, budget: TimeBudget | None = None,
+           settled: Settled | None = None) -> TraceEstimate:
     """Gauss-Newton block traces Tr(G_ww) of the weights `names` (see the module docstring).
 
     Args:
@@ -123,26 +136,86 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
         dtype: float dtype of the forward and backward passes.
         observe: called with every tensor of each chunk's forward pass in the first pass over
             the chunks (in chunk order), e.g. to collect calibration statistics on the way.
+        budget: time budget, checked before each chunk (`compiler.sensitivity.time_budget`):
+            once it is used up no more chunks are probed. A cut first pass keeps the chunks
+            it covered (at least `MIN_CHUNKS`) as a sample of all; a cut later pass drops its
+            extra probes.
+        settled: weights whose trace uncertainty can no longer change the result (e.g. the
+            bit allocation); their error does not hold up the `tol` test (`open_rse`).
 
     Returns:
-        The `TraceEstimate`: one sample per probe, summed over the chunks.
+        The `TraceEstimate`: one sample per probe, summed over the chunks; `cut_short` says
+        whether the budget ended it.
     """
     rng = np.random.default_rng(seed)
     parts: list[np.ndarray] = [np.empty((0, len(names))) for _ in chunks]
     done, want = 0, min(max_iter, _first_pass(len(chunks)))
     while True:
+        covered = 0
         for i, feeds in enumerate(chunks):
+            if _stop_pass(budget, done, covered, len(chunks)):
+                break
             parts[i] = np.concatenate([parts[i], chunk_samples(
                 g, feeds, loss, outputs, names, want - done, len(chunks), rng, dtype,
                 observe if done == 0 else None)])
+            covered += 1
+        if covered < len(chunks):
+            return _cut_estimate(names, parts, done, covered)
         done = want
         est = pooled_estimate(names, parts)
-        worst = float(np.max(est.rse, initial=0.0))
+        worst = float(np.max(open_rse(est, tol, settled), initial=0.0))
         if done >= max_iter or worst < tol:
             return est
         # RSE falls as 1/sqrt(probes); at most 3x per pass, as the variance is itself noisy
         need = int(np.ceil(1.1 * done * (worst / tol) ** 2))
         want = min(max_iter, 3 * done, max(done + 1, need))
+
+
+def open_rse(est: TraceEstimate, tol: float, settled: Settled | None) -> np.ndarray:
+    """The relative standard errors that still count against `tol`: 0 for the weights that
+    `settled` (asked only about those at or above `tol`) calls settled."""
+    need = est.rse >= tol
+    if settled is None or not need.any():
+        return est.rse
+    return np.where(need & ~settled(est, need), est.rse, 0.0)
+
+
+def _stop_pass(budget: TimeBudget | None, done: int, covered: int, chunks: int) -> bool:
+    """Whether to stop the pass before its next chunk: the budget is used up, and the first
+    pass already has the `MIN_CHUNKS` it needs for an estimate with an error."""
+    if budget is None or (done == 0 and covered < min(MIN_CHUNKS, chunks)):
+        return False
+    return budget.expired()
+
+
+def _cut_estimate(names: Sequence[str], parts: list[np.ndarray], done: int,
+                  covered: int) -> TraceEstimate:
+    """The estimate when the budget cut a pass short after `covered` chunks."""
+    if done == 0:  # first pass: the covered chunks stand for all of them
+        return replace(sampled_estimate(names, parts[:covered], len(parts)), cut_short=True)
+    est = pooled_estimate(names, [p[:done] for p in parts])  # drop the unfinished pass
+    return replace(est, cut_short=True)
+
+
+def sampled_estimate(names: Sequence[str], parts: Sequence[np.ndarray],
+                     total: int) -> TraceEstimate:
+    """Trace estimate from `len(parts)` of `total` chunks: (total / c) * the sum of their
+    means. Its variance, over which chunks were drawn and over the probes, is
+    total^2 / c * Var(chunk mean) (with replacement, so an upper bound for a sample without
+    it), estimated by the spread of the chunk means (c - 1 degrees of freedom).
+    """
+    c = len(parts)
+    means = np.stack([p.mean(axis=0) for p in parts])
+    trace = means.sum(axis=0) * (total / c)
+    var = (total ** 2 / c * means.var(axis=0, ddof=1) if c >= 2
+           else np.full(len(names), np.inf))
+    return TraceEstimate(tuple(names), trace, _rse(np.sqrt(var), trace),
+                         sum(parts) * (total / c))
+
+
+def _rse(se: np.ndarray, trace: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(se == 0, 0.0, se / np.abs(trace))
 
 
 def _first_pass(chunks: int) -> int:
@@ -170,7 +243,4 @@ def pooled_estimate(names: Sequence[str], parts: Sequence[np.ndarray]) -> TraceE
         var = c * np.stack([p[0] for p in parts]).var(axis=0, ddof=1)
     else:
         var = np.full(len(names), np.inf)
-    se = np.sqrt(var)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rse = np.where(se == 0, 0.0, se / np.abs(trace))
-    return TraceEstimate(tuple(names), trace, rse, sum(parts))
+    return TraceEstimate(tuple(names), trace, _rse(np.sqrt(var), trace), sum(parts))

@@ -52,7 +52,9 @@ quantisation error never counts as a gain.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -80,7 +82,8 @@ from compiler.sensitivity.proxy import (
     weight_name,
     weight_sizes,
 )
-from compiler.sensitivity.trace_estimate import TraceEstimate, estimate, relative_se
+from compiler.sensitivity.time_budget import Clock, TimeBudget, start
+from compiler.sensitivity.trace_estimate import TraceEstimate, estimate
 
 # Layer kind -> `fn`s whose derivative is piecewise constant (second derivative 0 a.e.).
 PIECEWISE_LINEAR: Mapping[str, frozenset[str]] = {
@@ -176,7 +179,8 @@ def _sample(obj: Objective, rng: np.random.Generator, names: Sequence[str],
 
 def hutchinson(obj: Objective, names: Sequence[str], *, tol: float = 0.05,
                max_iter: int = 100, min_iter: int = 3, fd_eps: float = FD_EPS, seed: int = 0,
-               freeze: bool = True, balance: bool = True) -> TraceEstimate:
+               freeze: bool = True, balance: bool = True, budget: TimeBudget | None = None,
+               settled: gauss_newton.Settled | None = None) -> TraceEstimate:
     """Estimate Tr(H_ww) of each weight tensor in `names` with shared Rademacher vectors.
 
     Args:
@@ -190,9 +194,12 @@ def hutchinson(obj: Objective, names: Sequence[str], *, tol: float = 0.05,
         freeze: freeze piecewise-linear switching patterns (see the module docstring).
         balance: scale each tensor's probe by 1/sqrt(|running trace|) (see the module
             docstring); False uses plain Rademacher vectors.
+        budget: time budget, checked after each iteration from the second on (a variance
+            needs two samples).
+        settled: weights whose uncertainty cannot change the result: exempt from `tol`.
 
     Returns:
-        The `TraceEstimate`.
+        The `TraceEstimate` (`cut_short` if the budget ended it).
     """
     rng, h = np.random.default_rng(seed), step_size(obj, names, fd_eps)
     rule_for = pattern_rules(obj) if freeze else None
@@ -202,8 +209,12 @@ def hutchinson(obj: Objective, names: Sequence[str], *, tol: float = 0.05,
     for _ in range(max_iter):
         samples.append(_sample(obj, rng, names, scales, h, rule_for))
         scales = balanced_scales(np.mean(samples, axis=0), sizes) if balance else scales
-        if len(samples) >= min_iter and float(relative_se(np.array(samples)).max()) < tol:
-            break
+        est = estimate(names, samples)
+        if (len(samples) >= min_iter
+                and float(gauss_newton.open_rse(est, tol, settled).max()) < tol):
+            return est
+        if len(samples) >= 2 and budget is not None and budget.expired():
+            return replace(est, cut_short=True)
     return estimate(names, samples)
 
 
@@ -216,8 +227,9 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
                 *, bits: Sequence[int] = DEFAULT_BITS, loss: str | None = None,
                 curvature: str = "gauss-newton", tol: float = 0.05, max_iter: int = 100,
                 min_iter: int = 3, fd_eps: float = FD_EPS, seed: int = 0,
-                freeze: bool = True, observe: gauss_newton.Observer | None = None
-                ) -> Sensitivity:
+                freeze: bool = True, observe: gauss_newton.Observer | None = None,
+                budget_s: float | None = None, clock: Clock = time.monotonic,
+                settled: gauss_newton.Settled | None = None) -> Sensitivity:
     """HAWQ-V2 sensitivity `Omega_l(b) = max(Tr(H_l)/n_l, 0) * ||Q_b(W_l) - W_l||^2`.
 
     Args:
@@ -241,6 +253,13 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
             ("hessian").
         observe: sees every tensor of each calibration chunk's float32 forward pass, once per
             chunk, in order ("gauss-newton"; see `gauss_newton.traces`).
+        budget_s: seconds the analysis may take (None: no bound); when they are used up it
+            stops probing and reports the precision reached (`rse`) and `cut_short`.
+        clock: the clock `budget_s` is measured on (seconds; tests inject a fake one).
+        settled: (estimate, bool per weight tensor still above `tol`) -> bool per weight
+            tensor (`unique_weights` order): the tensors whose trace uncertainty cannot
+            change the result (e.g. a layer's bit choice) need not reach `tol` (see
+            `edgesim.allocation.settled_rule`).
 
     Returns:
         A `Sensitivity` with `score` = Tr(H_l)/n_l and `rse` per layer.
@@ -249,6 +268,7 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
         ModelError: on bad inputs, labels, loss, curvature or bits, or a model with nothing
             to quantise.
     """
+    budget = start(budget_s, clock)
     layers, choices = check_quantisable(g), bit_choices(bits)
     names = unique_weights(layers)
     if curvature == "gauss-newton":
@@ -257,7 +277,8 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
         parts = chunks(g, calib_inputs)
         check_label_rows(labels, sum(len(next(iter(p.values()))) for p in parts))
         est = gauss_newton.traces(g, parts, loss, loss_outputs(g, loss, labels), names,
-                                  tol=tol, max_iter=max_iter, seed=seed, observe=observe)
+                                  tol=tol, max_iter=max_iter, seed=seed, observe=observe,
+                                  budget=budget, settled=settled)
         exact = loss == "kl" or (loss == "mse" and labels is None)  # against the reference
         how = ("curvature=gauss-newton" + (" (exact Hessian: zero-gradient loss)"
                                            if exact else ""),)
@@ -265,7 +286,8 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
         obj = objective(g, calib_inputs, labels, loss)
         loss = obj.loss
         est = hutchinson(obj, names, tol=tol, max_iter=max_iter, min_iter=min_iter,
-                         fd_eps=fd_eps, seed=seed, freeze=freeze)
+                         fd_eps=fd_eps, seed=seed, freeze=freeze, budget=budget,
+                         settled=settled)
         how = ("curvature=hessian (finite differences)", f"freeze={freeze}")
     else:
         raise ModelError("curvature", f"unknown curvature {curvature!r}; choose one of "
@@ -274,6 +296,8 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
     score = est.trace[index] / weight_sizes(g, layers)
     omega = np.maximum(score, 0.0)[:, None] * quant_errors(g, layers, choices)
     notes = (f"loss={loss}", *how, f"iterations={est.iterations}",
-             f"max_rse={float(est.rse.max()):.3g}")
+             f"max_rse={float(est.rse.max()):.3g}",
+             *((f"analysis budget {budget_s:g}s used up before rse<{tol:g}",)
+               if est.cut_short else ()))
     return Sensitivity(tuple(layer.name for layer in layers), choices, omega, score, "hawq",
-                       est.iterations, est.rse[index], notes)
+                       est.iterations, est.rse[index], notes, est.cut_short)

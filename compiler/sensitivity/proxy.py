@@ -51,6 +51,8 @@ class Sensitivity:
         iterations: estimator iterations (HAWQ) or calibration chunks (LRP); 0 if data-free.
         rse: float array [L]: relative standard error of each score (NaN where unknown).
         notes: what the method decided on the user's behalf (loss, clipping, ...).
+        cut_short: True if a time budget stopped the analysis before its precision goal
+            (`rse` then says the precision it reached).
     """
 
     layers: tuple[str, ...]
@@ -61,6 +63,7 @@ class Sensitivity:
     iterations: int = 0
     rse: np.ndarray | None = None
     notes: tuple[str, ...] = ()
+    cut_short: bool = False
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,14 @@ class TraceEstimate:
         trace: running mean of the per-iteration estimates [W].
         rse: relative standard error of that mean [W] (0 where every sample agreed).
         samples: the per-iteration estimates [iterations, W].
+        cut_short: True if a time budget ended the estimate before its precision goal.
     """
 
     names: tuple[str, ...]
     trace: np.ndarray
     rse: np.ndarray
     samples: np.ndarray
+    cut_short: bool = False
 
     @property
     def iterations(self) -> int:

@@ -282,6 +282,27 @@ def layer_at(lay_i: np.ndarray, lay_f: np.ndarray, li: int, geo: np.ndarray, pic
         finish(raw, 1.0, float(hi[7]), hi, hf, res)
 
 
+@njit(cache=True)
+def config_rows(h: int, lay_i: np.ndarray, lay_f: np.ndarray, w_bits: np.ndarray,
+                a_bits: np.ndarray, cfg_i: np.ndarray, cfg_f: np.ndarray, rates: np.ndarray,
+                energies: np.ndarray, out: np.ndarray) -> None:
+    """Fill out[:, h] for config h (see `evaluate`); scratch arrays allocated once here."""
+    n_l, n_b = out.shape[2], out.shape[3]
+    raw, res, geo = np.zeros(5), np.zeros(7), np.zeros(G_SIZE)
+    hi, hf = cfg_i[h], cfg_f[h]
+    for li in range(n_l):
+        gemm = lay_i[li, 0] == CATEGORY_GEMM
+        # which rates/energies row applies: weights, two activations, vector unit
+        pick = (1 if lay_i[li, 6] == 0 else 0) if gemm else 2
+        if gemm:
+            gemm_geometry(lay_i, lay_f, li, hi, hf, geo)
+        for b in range(n_b):
+            layer_at(lay_i, lay_f, li, geo, pick, w_bits[b], a_bits[b], rates[pick, h, b],
+                     energies[pick, h, b], hi, hf, raw, res)
+            for q in range(7):
+                out[q, h, li, b] = res[q]
+
+
 @njit(cache=True, parallel=True)
 def evaluate(lay_i: np.ndarray, lay_f: np.ndarray, w_bits: np.ndarray, a_bits: np.ndarray,
              cfg_i: np.ndarray, cfg_f: np.ndarray, rates: np.ndarray, energies: np.ndarray,
@@ -296,18 +317,14 @@ def evaluate(lay_i: np.ndarray, lay_f: np.ndarray, w_bits: np.ndarray, a_bits: n
     of two activations), and vector-unit support (1/0); energies [3, H, B]: the matching pJ per
     MAC and pJ per vector op. A rate of 0 marks an unsupported precision: infinite cost.
     """
-    n_h, n_l, n_b = out.shape[1], out.shape[2], out.shape[3]
-    for h in prange(n_h):  # configs in parallel; scratch arrays allocated once per config
-        raw, res, geo = np.zeros(5), np.zeros(7), np.zeros(G_SIZE)
-        hi, hf = cfg_i[h], cfg_f[h]
-        for li in range(n_l):
-            gemm = lay_i[li, 0] == CATEGORY_GEMM
-            # which rates/energies row applies: weights, two activations, vector unit
-            pick = (1 if lay_i[li, 6] == 0 else 0) if gemm else 2
-            if gemm:
-                gemm_geometry(lay_i, lay_f, li, hi, hf, geo)
-            for b in range(n_b):
-                layer_at(lay_i, lay_f, li, geo, pick, w_bits[b], a_bits[b], rates[pick, h, b],
-                         energies[pick, h, b], hi, hf, raw, res)
-                for q in range(7):
-                    out[q, h, li, b] = res[q]
+    for h in prange(out.shape[1]):  # configs in parallel
+        config_rows(h, lay_i, lay_f, w_bits, a_bits, cfg_i, cfg_f, rates, energies, out)
+
+
+@njit(cache=True)
+def evaluate_serial(lay_i: np.ndarray, lay_f: np.ndarray, w_bits: np.ndarray,
+                    a_bits: np.ndarray, cfg_i: np.ndarray, cfg_f: np.ndarray,
+                    rates: np.ndarray, energies: np.ndarray, out: np.ndarray) -> None:
+    """`evaluate` on one thread: for calls too small to pay for waking the thread pool."""
+    for h in range(out.shape[1]):
+        config_rows(h, lay_i, lay_f, w_bits, a_bits, cfg_i, cfg_f, rates, energies, out)

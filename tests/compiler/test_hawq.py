@@ -297,3 +297,89 @@ def test_highest_hawq_layer_hurts_more_under_relative_noise() -> None:
     assert predicted[top] > 3 * predicted[bottom]  # a clear call to check
     assert measured[top] > measured[bottom]
     assert spearmanr(predicted, measured).statistic >= 0.8 - 1e-9  # <= one adjacent swap of 4
+
+
+# --- time budget and stopping rule --------------------------------------------------------------
+
+def _probe_clock(monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], list[int]]:
+    """A fake clock that advances one second per Gauss-Newton probe of one chunk, and the
+    list of each chunk call's probe count (so the work done can be asserted, not timed)."""
+    now, calls = [0], []
+    real = gauss_newton.chunk_samples
+
+    def counted(*args, **kwargs):
+        probes = args[5]
+        now[0] += probes
+        calls.append(probes)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(gauss_newton, "chunk_samples", counted)
+    return now, calls
+
+
+def test_budget_cuts_the_first_pass_and_samples_the_chunks(monkeypatch) -> None:
+    """8 chunks take 2 probes each in the first pass (MIN_DOF = 8); at one second per probe a
+    5 s budget is used up after the third chunk (2, 4, then 6 >= 5 s), so 3 chunks stand for
+    all 8: the estimate is 8/3 times their sum, and still within its own error of the closed
+    form (exact for a linear model)."""
+    now, calls = _probe_clock(monkeypatch)
+    g, feeds, t = _two_block_least_squares(batch=4)
+    x1, x2 = (feeds[k].astype(np.float64) for k in ("x1", "x2"))
+    exact = np.array([2 * 2 * (x1**2).sum() / 32, 2 * 2 * (x2**2).sum() / 32])
+    sens = hawq.sensitivity(g, feeds, t, loss="mse", tol=1e-3, budget_s=5,
+                            clock=lambda: now[0])
+    assert calls == [2, 2, 2] and sens.cut_short and sens.iterations == 2
+    assert any("analysis budget 5s used up" in n for n in sens.notes)
+    assert np.all(np.isfinite(sens.rse)) and np.all(sens.rse > 1e-3)  # precision reached
+    trace = sens.score * np.array([10, 6])
+    assert np.all(np.abs(trace - exact) <= 4 * sens.rse * np.abs(trace))
+
+
+def test_budget_cut_in_a_later_pass_drops_that_pass(monkeypatch) -> None:
+    """32 chunks: the first pass is one probe each (32 s); the second goes to 3 probes (2
+    more per chunk), so a 40 s budget stops it after 4 chunks, whose probes are dropped: the
+    estimate is the first pass's, bit for bit."""
+    g, feeds, t = _two_block_least_squares(batch=1)
+    first = hawq.sensitivity(g, feeds, t, loss="mse", max_iter=1)
+    now, calls = _probe_clock(monkeypatch)
+    sens = hawq.sensitivity(g, feeds, t, loss="mse", tol=1e-3, budget_s=40,
+                            clock=lambda: now[0])
+    assert calls == [1] * 32 + [2] * 4 and sens.cut_short and sens.iterations == 1
+    np.testing.assert_array_equal(sens.score, first.score)
+    np.testing.assert_array_equal(sens.rse, first.rse)
+
+
+def test_generous_budget_changes_nothing(monkeypatch) -> None:
+    g, feeds, t = _two_block_least_squares(batch=8)
+    free = hawq.sensitivity(g, feeds, t, loss="mse", tol=0.05)
+    now, _ = _probe_clock(monkeypatch)
+    sens = hawq.sensitivity(g, feeds, t, loss="mse", tol=0.05, budget_s=1e6,
+                            clock=lambda: now[0])
+    assert not sens.cut_short and not free.cut_short and np.all(sens.rse < 0.05)
+    np.testing.assert_array_equal(sens.score, free.score)
+
+
+def test_settled_layers_need_no_more_probes(monkeypatch) -> None:
+    """With tol far out of reach, probing goes on for the unsettled weight only: once the
+    rule calls both settled, the first stopping test passes."""
+    g, feeds, t = _two_block_least_squares(batch=4)  # 8 chunks: first pass 2 probes
+    _, calls = _probe_clock(monkeypatch)
+    seen = []
+
+    def settled(est, need):
+        seen.append(est.iterations)
+        return np.array([True, len(seen) >= 2])
+    sens = hawq.sensitivity(g, feeds, t, loss="mse", tol=1e-6, max_iter=1000,
+                            settled=settled)
+    assert seen == [2, 6] and sens.iterations == 6  # pass 1: 2 probes, pass 2: 3x
+    assert sum(calls) == 8 * 6 and not sens.cut_short
+
+
+def test_hessian_curvature_respects_the_budget() -> None:
+    """Weight-space Hutchinson checks the budget after each iteration from the second on; a
+    clock that advances one second per reading (one at the start, one per check) uses a 3 s
+    budget up at the third check, i.e. after 4 iterations."""
+    g, x, labels = _mlp("Tanh")
+    ticks = iter(range(1000))
+    sens = hawq.sensitivity(g, x, labels, curvature="hessian", tol=1e-6, max_iter=50,
+                            budget_s=3, clock=lambda: next(ticks))
+    assert sens.iterations == 4 and sens.cut_short and np.all(np.isfinite(sens.rse))

@@ -13,7 +13,7 @@ import pytest
 import edgesim
 from compiler.frontend import load
 from edgesim import api, zoo
-from edgesim.allocation import with_point
+from edgesim.allocation import settled_rule, with_point
 from edgesim.budget import parse_budget
 from edgesim.errors import UserError
 from edgesim.simulation import simulate_graph
@@ -93,3 +93,51 @@ def test_container_note_says_which_bits_are_counted() -> None:
     assert "count the true bits" in mac[0]
     assert container_note(np.array([[4, 32], [8, 8]]), api.resolve_target("rpi5"),
                           "onnxruntime") == ()
+
+
+# --- HAWQ's stopping rule in allocation terms ---------------------------------------------------
+
+def _estimate(trace: np.ndarray, rse: float):
+    from compiler.sensitivity.trace_estimate import TraceEstimate
+
+    return TraceEstimate(tuple(f"w{i}" for i in range(len(trace))), trace,
+                         np.full(len(trace), rse), trace[None, :])
+
+
+def test_settled_rule_against_the_allocation_it_protects() -> None:
+    """A budget every layer meets at fp32 (omega 0) allocates fp32 whatever the traces, so
+    every trace is settled however uncertain. Under a tight budget, a +-100% interval reaches
+    a zero trace, at which the exact allocator moves that layer to its cheapest bits: only
+    layers already there can be settled; at 1e-9 every trace is."""
+    from compiler.sensitivity import proxy
+
+    g = load(zoo.build("digits_cnn"))
+    target = api.resolve_target("sparse-mac-32x32")
+    trace = np.array([3.0, 1.0, 0.5, 0.2])  # one per quantisable layer, graph order
+    loose = settled_rule(g, g, target, budget=parse_budget("bits=32"))
+    assert loose(_estimate(trace, 0.45)).all()
+    tight = settled_rule(g, g, target, budget=parse_budget("bits=4"))
+    assert tight(_estimate(trace, 1e-9)).all()
+    layers, bits = proxy.check_quantisable(g), np.array([2, 3, 4, 6, 8])
+    omega = (trace / proxy.weight_sizes(g, layers))[:, None] * proxy.quant_errors(g, layers,
+                                                                                  bits)
+    sens = proxy.Sensitivity(tuple(x.name for x in layers), bits, omega, trace, "hawq")
+    r = edgesim.allocate(g, target, budget=parse_budget("bits=4"), sens=sens)
+    q = [i for i, layer in enumerate(g.layers) if layer.name in sens.layers]
+    wide = tight(_estimate(trace, 0.5))  # z = 2: the interval is [0, 2x]
+    assert not wide.all() and np.all(~wide | (r.bits[q, 0] == 2))
+
+
+def test_settled_rule_stops_hawq_after_its_first_pass(digits) -> None:
+    """With a budget that allocates fp32 regardless, HAWQ needs no precision at all: one
+    pass (16 chunks of one sample: one probe) instead of probing on towards tol = 1e-6."""
+    from compiler.sensitivity import hawq
+
+    g = load(zoo.build("digits_cnn"))
+    rule = settled_rule(g, g, api.resolve_target("sparse-mac-32x32"),
+                        budget=parse_budget("bits=32"))
+    x = digits["x_calib"][:16]
+    stopped = hawq.sensitivity(g, x, tol=1e-6, max_iter=3, settled=rule)
+    probed = hawq.sensitivity(g, x, tol=1e-6, max_iter=3)
+    assert stopped.iterations == 1 and probed.iterations == 3
+    assert float(stopped.rse.max()) > 1e-6  # it stopped short of tol, by the rule

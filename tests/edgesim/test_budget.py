@@ -2,7 +2,7 @@
 
 import pytest
 
-from edgesim.budget import format_value, parse_budget
+from edgesim.budget import format_value, parse_budget, parse_duration
 from edgesim.errors import UserError
 
 
@@ -34,3 +34,15 @@ def test_format_round_trips_through_parse() -> None:
         b = parse_budget(text)
         assert parse_budget(f"{b.metric}={format_value(b.metric, b.value)}").value == \
             pytest.approx(b.value, rel=1e-3)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("60s", 60.0), ("500ms", 0.5), ("2min", 120.0),
+                                               ("90", 90.0), ("1.5e2us", 1.5e-4)])
+def test_analysis_budget_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["60 sec", "-1s", "0s", "soon", "5h"])
+def test_bad_durations_name_the_flag(text: str) -> None:
+    with pytest.raises(UserError, match="--analysis-budget"):
+        parse_duration(text)

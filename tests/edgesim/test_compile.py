@@ -231,3 +231,35 @@ def test_analysis_batch_keeps_activations_within_the_memory_bound(monkeypatch) -
     assert pipeline.analysis_batch(digits, 32, "lrp") == 8
     assert pipeline.analysis_batch(digits, 3, "lrp") == 3
     assert pipeline.analysis_batch(digits, 32, "hawq") == pipeline.ANALYSIS_BATCH["hawq"]
+
+
+@pytest.mark.ort
+def test_analysis_budget_bounds_hawq_and_the_report_says_so(tmp_path: Path,
+                                                            monkeypatch) -> None:
+    """A budget already used up before the first chunk still lets the first pass cover two
+    chunks (the least for an error estimate): HAWQ probes 2 of the 24 samples once, the
+    report names the cut and the precision reached, and the calibration falls back to a
+    float pass of its own (HAWQ's forward passes no longer saw every sample)."""
+    import edgesim
+    import edgesim.quantize as eq
+    from compiler.sensitivity import gauss_newton
+
+    calls, passes = [], []
+    real_samples, real_pass = gauss_newton.chunk_samples, eq.float_pass
+    monkeypatch.setattr(gauss_newton, "chunk_samples",
+                        lambda *a, **k: calls.append(a[5]) or real_samples(*a, **k))
+    monkeypatch.setattr(eq, "float_pass", lambda *a, **k: passes.append(1) or real_pass(*a, **k))
+    d = zoo.load_digits_data()
+    r = edgesim.compile("zoo:digits_cnn", "rpi5", outdir=tmp_path / "o", method="hawq",
+                        calib={"input": d["x_calib"][:24], "labels": d["y_calib"][:24]},
+                        analysis_budget_s=1e-9)
+    assert calls == [1, 1] and passes == [1]
+    (note,) = [n for n in r.notes if n.startswith("hawq:")]
+    assert "analysis budget 1e-09s used up" in note and "iterations=1" in note
+    assert float(note.split("max_rse=")[1].split(",")[0]) > 0.05
+    assert r.fidelity["samples"] == 24
+
+
+def test_analysis_budget_flag_is_checked(tmp_path: Path) -> None:
+    res = edgesim("compile", "--example", "--analysis-budget", "soon", "-o", str(tmp_path / "o"))
+    _one_line_error(res, "--analysis-budget", "soon")
