@@ -12,7 +12,7 @@ import pytest
 
 import edgesim
 from compiler.frontend import load
-from edgesim import api, zoo
+from edgesim import allocation, api, zoo
 from edgesim.allocation import settled_rule, with_point
 from edgesim.budget import parse_budget
 from edgesim.errors import UserError
@@ -122,7 +122,7 @@ def test_settled_rule_against_the_allocation_it_protects() -> None:
     omega = (trace / proxy.weight_sizes(g, layers))[:, None] * proxy.quant_errors(g, layers,
                                                                                   bits)
     sens = proxy.Sensitivity(tuple(x.name for x in layers), bits, omega, trace, "hawq")
-    r = edgesim.allocate(g, target, budget=parse_budget("bits=4"), sens=sens)
+    r = allocation.allocate(g, target, budget=parse_budget("bits=4"), sens=sens)
     q = [i for i, layer in enumerate(g.layers) if layer.name in sens.layers]
     wide = tight(_estimate(trace, 0.5))  # z = 2: the interval is [0, 2x]
     assert not wide.all() and np.all(~wide | (r.bits[q, 0] == 2))

@@ -143,8 +143,10 @@ def test_ctrl_c_at_a_random_moment(tmp_path: Path, seed: int) -> None:
     time.sleep(random.Random(seed).uniform(1.5, 4.0))
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)
-    assert p.returncode in (130, 0), (p.returncode, err)
-    if p.returncode == 130:
+    # 130, or death by SIGINT after edgesim's handler ran (seen once under heavy load: the
+    # interpreter re-raised the signal on exit); a shell reports both as 130
+    assert p.returncode in (130, -signal.SIGINT, 0), (p.returncode, err)
+    if p.returncode != 0:
         assert "Traceback" not in err and err.strip().splitlines()[-1] == "edgesim: interrupted"
     _check_user_files(out)
     _check_whole(out)
