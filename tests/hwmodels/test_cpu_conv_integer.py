@@ -56,7 +56,7 @@ def test_depthwise_conv_integer_loops_over_groups():
 def test_conv_integer_is_slower_than_fp32_on_a_separable_block(name):
     """A MobileNet-style block (3x3 depthwise + 1x1 pointwise, 64 ch at 56x56) under
     quantize_dynamic is predicted several times slower than fp32, as measured on an x86 host
-    with onnxruntime 1.32, 1 thread (bench/bench_formats.py --conv-integer: 3.5x)."""
+    with onnxruntime 1.32, 1 thread (bench/bench_conv_integer.py: 2.3-3.5x)."""
     block = [conv(64, 64, 56, ksize=3, groups=64), conv(64, 64, 56, ksize=1)]
     target = shipped(name)
     fp32 = cycles(block, "float", target, "latency_s")
