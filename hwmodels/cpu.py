@@ -266,6 +266,8 @@ ROW_PATH = {
     "qdq_float_transpose": K.PATH_DQ_FP32,
     "nbits_fp32": K.PATH_NBITS_FP32,
     "nbits_int8": K.PATH_NBITS_INT8,
+    # not prepacked: B dequantised to an fp32 buffer, then SGEMM, on every run (#28552)
+    "nbits_float_zp": K.PATH_DQ_FP32,
     "int_dq": K.PATH_FP32,        # Cast * scale of a constant is folded at load
     "int_dq_block": K.PATH_DQ_FP32,
     "gbq": K.PATH_FP32,
