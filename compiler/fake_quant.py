@@ -252,6 +252,7 @@ RULES: Mapping[str, Callable[[Layer, Mapping[str, Array]], tuple[Array, ...]]] =
     "fp16": _weight_only, "qlinear_conv": _conv_requant, "int8_linear": _linear_integer,
     "int8_act_matmul": _matmul_integer, "qdq_float": _float_qdq,
     "qdq_float_transpose": _float_qdq, "nbits_fp32": _weight_only, "nbits_int8": _nbits_int8,
+    "nbits_float_zp": _weight_only,
     "int_dq": _weight_only, "int_dq_block": _weight_only, "gbq": _weight_only,
     "dynamic_int8_linear": _dynamic_int8, "dynamic_int8_conv": _dynamic_int8,
     "qlinear_linear": _requant_matmul, "qlinear_act_matmul": _requant_matmul,

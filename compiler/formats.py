@@ -129,6 +129,12 @@ FORMATS: tuple[Format, ...] = (
     Format("nbits_int8", "matmulnbits", ("linear",), _SUB8, (8,), ("per_block",), True,
            "dynamic", "MatMulNBits accuracy_level 4", "MatMulNBits", needs="int8_dot",
            fallback="nbits_fp32"),
+    # float zero points (or g_idx): onnxruntime cannot prepack B and takes its slow path,
+    # dequantising B to fp32 and running an fp32 GEMM on every run (microsoft/onnxruntime
+    # #28552); only readers of such files plan it (opt-in)
+    Format("nbits_float_zp", "matmulnbits_fzp", ("linear",), (*_INT,), (None,), ("per_block",),
+           True, "none", "MatMulNBits with float zero points (B not prepacked)", "MatMulNBits",
+           opt_in="nbits_float_zp"),
     Format("int_dq", "int_dq", ("conv", "conv_transpose"), _INT, (None,), _PC, True, "none",
            "INT4/INT8 initializer -> Cast * scale (folded at load) -> float op", "fp32"),
     Format("int_dq_block", "int_dq", ("conv", "conv_transpose"), _INT, (None,),
@@ -169,6 +175,9 @@ class Policy:
         conv_granularity: weight granularity of weight-only conv layers.
         dynamic_int8: W8A8 with activations quantised at run time (DynamicQuantizeLinear:
             MatMulInteger / ConvInteger), as onnxruntime's quantize_dynamic writes.
+        requant_out: W8A8 linear / matmul layers requantise their output (QGemm).
+        nbits_float_zp: weight-only linear layers as MatMulNBits with float zero points
+            (onnxruntime's non-prepacked slow path; set by the reader of such files).
     """
 
     int8_dot: bool = True
@@ -176,6 +185,7 @@ class Policy:
     conv_granularity: str = "per_channel"
     dynamic_int8: bool = False
     requant_out: bool = False
+    nbits_float_zp: bool = False
 
 
 def _auto_granularity(kind: str, w: int | None, a: int | None, policy: Policy) -> str:

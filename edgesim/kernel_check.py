@@ -13,6 +13,7 @@ their outputs, and the Arm targets edgesim models do not run it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tempfile
@@ -20,12 +21,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 
-from compiler.formats import Format, of_layer
+from compiler.formats import BY_NAME, FLOAT_BITS, FORMAT_CODE, FORMATS, NO_FORMAT, Format, of_layer
 from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph, Layer
 from edgesim.errors import UserError
+from hwmodels.cost import BOUND_NAMES, Cost, evaluate
 
 FP32 = "fp32"
 # Float compute nodes (after onnxruntime's activation and bias fusions): one label, fp32.
@@ -138,3 +141,86 @@ def require_match(rows: Sequence[KernelRow]) -> None:
         more = f" (and {len(bad) - 1} more layer(s))" if len(bad) > 1 else ""
         raise UserError(f"layer {r.layer}", f"planned kernel {r.planned}, onnxruntime runs "
                         f"{r.onnxruntime or 'no node of its own'}{more}")
+
+
+def running_row(kind: str, kernel: str, quantized: bool) -> str | None:
+    """The format-policy row whose kernel onnxruntime was seen running (the table read
+    backwards from its kernel label); None where no single row has it (two kernels).
+
+    Args:
+        kind: the layer kind.
+        kernel: the observed kernel label (`node_kernel`; "" = fused into a float neighbour).
+        quantized: the plan quantized the layer: a float kernel then runs with the plan's
+            Q / DQ nodes around it (`qdq_float`).
+    """
+    if kernel in ("", FP32):
+        fallback = "qdq_float" if quantized and kind in BY_NAME["qdq_float"].kinds else "float"
+        return fallback
+    return next((row.name for row in FORMATS
+                 if kind in row.kinds and planned_kernel(row) == kernel), None)
+
+
+def recost(g: Graph, bits: np.ndarray, target: Any, rows: Sequence[KernelRow], *,
+           threads: int | None = None, runtime: str = "onnxruntime"
+           ) -> dict[str, tuple[str, Cost]]:
+    """Cost of every mismatched layer for the kernel onnxruntime runs.
+
+    Args:
+        g: the float graph the plan was made on.
+        bits: the plan, int [L, 2].
+        target: the target the plan was costed on.
+        rows: the kernel check's rows (`check_kernels`).
+
+    Returns:
+        Layer name -> (the row it runs as, its `Cost` as [1, 1] arrays).
+    """
+    index = {layer.name: i for i, layer in enumerate(g.layers)}
+    table = g.layer_table()
+    out: dict[str, tuple[str, Cost]] = {}
+    for r in rows:
+        i = index.get(r.layer)
+        name = None if r.ok or i is None else running_row(
+            r.kind, r.onnxruntime, bool(bits[i, 0] < FLOAT_BITS or bits[i, 1] < FLOAT_BITS))
+        if name is None:
+            continue
+        codes = np.full(len(table), NO_FORMAT, np.int64)
+        codes[i] = FORMAT_CODE[name]
+        cost = evaluate(dataclasses.replace(table, fmt_code=codes), bits[i:i + 1], target,
+                        threads=threads, runtime=runtime)
+        out[r.layer] = (name, _row_of(cost, i))
+    return out
+
+
+def _row_of(cost: Cost, i: int) -> Cost:
+    return Cost(*(None if v is None else v[i:i + 1] for v in dataclasses.astuple(cost)))
+
+
+def _rerun(x: Any, row: str, cost: Cost) -> Any:
+    """A report `LayerRow` costed for the row onnxruntime runs."""
+    energy = cost.energy_pj_compute + cost.energy_pj_onchip + cost.energy_pj_dram
+    return dataclasses.replace(
+        x, cycles=float(cost.cycles[0, 0]), latency_ms=float(cost.latency_s[0, 0]) * 1e3,
+        energy_uj=float(energy[0, 0]) * 1e-6, bound=BOUND_NAMES[int(cost.bound[0, 0])],
+        note=f"{x.note}; costed as {row}: onnxruntime runs {x.onnxruntime_kernel or 'fp32'}, "
+             f"planned {x.planned_kernel} ({x.latency_ms:.4g} ms)".lstrip("; "))
+
+
+def with_running_costs(result: Any, g: Graph, bits: np.ndarray, target: Any, *,
+                       threads: int | None = None, runtime: str = "onnxruntime") -> Any:
+    """A compile result (`edgesim.report.CompileResult`) whose layers that onnxruntime runs
+    with another kernel than planned are costed for what runs (`--kernel-check report`),
+    with the totals and a note that say so."""
+    checked = tuple(KernelRow(x.name, x.kind, x.planned_kernel, x.onnxruntime_kernel)
+                    for x in result.layers if x.planned_kernel)
+    found = recost(g, bits, target, checked, threads=threads, runtime=runtime)
+    if not found:
+        return result
+    layers = tuple(_rerun(x, *found[x.name]) if x.name in found else x for x in result.layers)
+    before, after = result.result.latency_ms, sum(x.latency_ms for x in layers)
+    energy = sum(x.energy_uj for x in layers) * 1e-3
+    note = (f"kernel check: {len(found)} layer(s) run another kernel than planned "
+            f"({', '.join(list(found)[:3])}{', ...' if len(found) > 3 else ''}); costed for "
+            f"what onnxruntime runs: latency {before:.4g} -> {after:.4g} ms")
+    totals = dataclasses.replace(result.result, latency_ms=after, energy_mj=energy)
+    return dataclasses.replace(result, layers=layers, result=totals,
+                               notes=(*result.notes, note))

@@ -339,6 +339,11 @@ def _compile(model: Any, target: Any, outdir: Path, calib: Any, calib_random: in
             result = build_result(replace(g, notes=gq.notes), tgt, alloc, quant, fidelity,
                                   baseline, data, options, outdir, progress.timings)
             result = replace(result, layers=sparsity_column(result.layers, gq))
+            if options.kernel_check == "report":  # cost what onnxruntime runs, not the plan
+                from edgesim.kernel_check import with_running_costs
+
+                result = with_running_costs(result, g, bits, tgt, threads=options.threads,
+                                            runtime=options.runtime)
             write_reports(result, alloc, stage)
         publish(stage, outdir)
     return replace(result, files={k: str(outdir / Path(v).name) for k, v in result.files.items()})

@@ -123,7 +123,19 @@ def _path_rows(target: CpuTarget, runtime: int) -> dict[int, dict[str, float]]:
         K.PATH_LUT: dict(rate=r["lut_1bit"], eb_a=1, eb_w=-1, eb_o=4, k_align=4, a_quant=1,
                          e_mac=float(energy.add_pj(16, node))),
         K.PATH_FP32_UNPACK: {**fp32, "eb_w": -1, "w_inline": 1},
+        K.PATH_CONV_INTEGER: conv_integer_row(int8),
     }
+
+
+def conv_integer_row(int8: dict[str, float]) -> dict[str, float]:
+    """onnxruntime's dynamic int8 conv, read from its CPU kernels: DynamicQuantizeLinear
+    (quantization/dynamicquantizelinear.cc: a min/max pass, then a quantise pass), ConvInteger
+    (quantization/conv_integer.cc: per image and group, a uint8 im2col buffer unless the conv
+    is 1x1 / stride 1 / unpadded, then MlasGemm on unpacked operands -- both are packed on
+    every run, core/mlas/lib/qgemm.cpp -- writing int32), then Cast and Mul nodes. No
+    requantisation, no NCHWc or depthwise kernel: groups loop over GEMM calls."""
+    return {**int8, "eb_o": 4, "requant": 0, "nodes": 4, "q_in": 1, "dyn_q": 1,
+            "out_cast": 1, "a_pack": 1, "b_pack": 1, "group_loop": 1, "im2col": 1}
 
 
 def _ncnn_int8(target: CpuTarget, int8: dict[str, float], im2col: int) -> dict[str, float]:
@@ -144,7 +156,8 @@ _ATTR_COLUMNS = {"rate": K.A_RATE, "eb_a": K.A_EB_A, "eb_w": K.A_EB_W, "eb_o": K
                  "q_in": K.A_Q_IN, "dq_out": K.A_DQ_OUT, "a_quant": K.A_A_QUANT,
                  "w_dq": K.A_W_DQ, "w_inline": K.A_W_INLINE, "im2col": K.A_IM2COL,
                  "fake_q": K.A_FAKE_Q, "a_pack": K.A_A_PACK, "requant": K.A_REQUANT,
-                 "winograd": K.A_WINOGRAD, "wg_rate": K.A_WG_RATE}
+                 "winograd": K.A_WINOGRAD, "wg_rate": K.A_WG_RATE, "dyn_q": K.A_DYN_Q,
+                 "out_cast": K.A_OUT_CAST, "b_pack": K.A_B_PACK, "group_loop": K.A_GROUP_LOOP}
 _ATTR_DEFAULTS = {"k_align": 1.0, "nodes": 1.0}
 
 
@@ -253,13 +266,15 @@ ROW_PATH = {
     "qdq_float_transpose": K.PATH_DQ_FP32,
     "nbits_fp32": K.PATH_NBITS_FP32,
     "nbits_int8": K.PATH_NBITS_INT8,
+    # not prepacked: B dequantised to an fp32 buffer, then SGEMM, on every run (#28552)
+    "nbits_float_zp": K.PATH_DQ_FP32,
     "int_dq": K.PATH_FP32,        # Cast * scale of a constant is folded at load
     "int_dq_block": K.PATH_DQ_FP32,
     "gbq": K.PATH_FP32,
     # quantize_dynamic: DynamicQuantizeMatMul packs A and quantises it per run like QGEMM
     "dynamic_int8_linear": K.PATH_QLINEAR,
-    # ConvInteger: no fused integer conv kernel; modelled as QLinear (its slowness is not)
-    "dynamic_int8_conv": K.PATH_QLINEAR,
+    # ConvInteger + Cast + Mul: its own path (conv_integer_row)
+    "dynamic_int8_conv": K.PATH_CONV_INTEGER,
     "qlinear_linear": K.PATH_QLINEAR,
     "qlinear_act_matmul": K.PATH_QLINEAR,
 }

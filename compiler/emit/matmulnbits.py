@@ -44,4 +44,18 @@ def linear_matmulnbits(b: Builder, layer: Layer, ins: list[str]) -> None:
            domain="com.microsoft", accuracy_level=accuracy_level(b, layer), **packed.attrs())
 
 
-RULES: dict[tuple[str, str], Rule] = {("linear", "matmulnbits"): linear_matmulnbits}
+def linear_matmulnbits_fzp(b: Builder, layer: Layer, ins: list[str]) -> None:
+    """MatMulNBits with the default zero point written as a float input (the scales' dtype):
+    the same values, on onnxruntime's non-prepacked path."""
+    packed = blob(layer, b.graph.weights)
+    bq = b.const(f"{layer.name}.B", packed.b)
+    scales = b.const(f"{layer.name}.scales", packed.scales)
+    mid = float(2 ** (nbits_container(layer.quant.w_bits) - 1))
+    zp = b.const(f"{layer.name}.zero_points", np.full_like(packed.scales, mid))
+    bias = ["", ins[2]] if len(ins) > 2 and ins[2] else []
+    b.node("MatMulNBits", [ins[0], bq, scales, zp] + bias, list(layer.outputs),
+           base=layer.name, domain="com.microsoft", accuracy_level=0, **packed.attrs())
+
+
+RULES: dict[tuple[str, str], Rule] = {("linear", "matmulnbits"): linear_matmulnbits,
+                                      ("linear", "matmulnbits_fzp"): linear_matmulnbits_fzp}

@@ -11,7 +11,8 @@ gives each IR layer its `Quant` with the row of `compiler.formats` it runs as. R
 - `Cast(INT4/INT8 constant) * scale` (edgesim's weight-only conv): the weight, dequantised;
 - `com.microsoft::MatMulNBits` (2/4/8 bits, any block, with or without zero points, any
   accuracy_level): `MatMul` (+ `Add` bias) on the dequantised weight; accuracy_level 4 means
-  int8 activations per block;
+  int8 activations per block; float zero points or a g_idx input mark the layer
+  `nbits_float_zp` (onnxruntime's non-prepacked path; g_idx is read as the identity order);
 - `com.microsoft::MatMulIntegerToFloat` on `QuantizeLinear` codes: `MatMul` on the
   dequantised weight (+ bias), activations 8-bit;
 - `com.microsoft::GatherBlockQuantized`: `Gather` on the dequantised table;
@@ -41,6 +42,7 @@ _BITS = {TensorProto.INT8: 8, TensorProto.UINT8: 8, TensorProto.INT16: 16,
 for _name, _b in (("INT2", 2), ("UINT2", 2)):  # onnx >= 1.18
     if hasattr(TensorProto, _name):
         _BITS[getattr(TensorProto, _name)] = _b
+NBITS_UNPACKED = "MatMulNBits (float zero points / g_idx)"
 QUANT_OPS = frozenset({"DequantizeLinear", "QuantizeLinear", "MatMulNBits",
                        "MatMulIntegerToFloat", "GatherBlockQuantized", "DynamicQuantizeLinear",
                        "MatMulInteger", "ConvInteger"})
@@ -160,12 +162,19 @@ def _nbits(r: _Reader, node: onnx.NodeProto, nodes: list) -> None:
     bits, block = int(_attr(node, "bits", 4)), int(_attr(node, "block_size"))
     ins = list(node.input) + [""] * (6 - len(node.input))
     zp = r.array(ins[3]) if ins[3] else None
-    blob = MatMulNBitsBlob(r.array(ins[1]), r.array(ins[2]).astype(np.float32).reshape(n, -1),
-                           None if zp is None else zp.reshape(n, -1), k, n, bits, block)
-    w = dequantize_matmulnbits(blob)  # [K, N]
+    float_zp = zp is not None and zp.dtype.kind == "f"
+    scales = r.array(ins[2]).astype(np.float32).reshape(n, -1)
+    blob = MatMulNBitsBlob(r.array(ins[1]), scales, None if zp is None or float_zp
+                           else zp.reshape(n, -1), k, n, bits, block)
+    w = dequantize_matmulnbits(blob)  # [K, N], at the default zero point if it is float
+    if float_zp:  # (q - 2^(b-1)) * s + (2^(b-1) - zp) * s
+        shift = (2.0 ** (bits - 1) - zp.astype(np.float32).reshape(n, -1)) * scales
+        w = w + shift[:, np.arange(k) // block].T
     r.add(f"{node.name}.weight", w)
     acc = int(_attr(node, "accuracy_level", 0))
     mark = Mark(bits, 8 if acc == 4 else None, "per_block", block, acc == 4, "MatMulNBits")
+    if float_zp or ins[4]:  # not prepacked: onnxruntime dequantises B per run (#28552)
+        mark = replace(mark, a_bits=None, dynamic=False, source=NBITS_UNPACKED)
     _matmul(r, node, ins[0], f"{node.name}.weight", ins[5], mark, nodes)
 
 
@@ -367,7 +376,7 @@ def _annotated(g: Graph, layer: Layer, mark: Mark | None, policy: Policy) -> Lay
         return layer
     const = g.const_weight(layer)
     policy = replace(policy, dynamic_int8=mark.source in ("MatMulInteger", "ConvInteger"),
-                     requant_out=mark.requant)
+                     requant_out=mark.requant, nbits_float_zp=mark.source == NBITS_UNPACKED)
     row = resolve(layer.kind, const, mark.w_bits, mark.a_bits, policy, mark.granularity)
     if row.name == "float":
         return layer

@@ -85,6 +85,8 @@ class QuantOptions:
             (MatMulInteger / ConvInteger, as quantize_dynamic writes) instead of calibrated.
         requant_out: W8A8 linear / matmul layers requantise their output (QGemm /
             QLinearMatMul, as quantize_static writes) instead of a float output.
+        nbits_float_zp: weight-only linear layers as MatMulNBits with float zero points
+            (onnxruntime's non-prepacked slow path, as some exporters write it).
     """
 
     granularity: str = "auto"
@@ -99,6 +101,7 @@ class QuantOptions:
     int8_dot: bool = True
     dynamic_int8: bool = False
     requant_out: bool = False
+    nbits_float_zp: bool = False
 
     def __post_init__(self) -> None:
         checks = {
@@ -314,6 +317,7 @@ _REASONS = {
     "qdq_float_transpose": "Q/DQ around a float op (no onnxruntime integer kernel)",
     "nbits_fp32": "MatMulNBits {bits}-bit (accuracy_level 0: fp32 compute)",
     "nbits_int8": "MatMulNBits {bits}-bit (accuracy_level 4: int8 activations per block)",
+    "nbits_float_zp": "MatMulNBits {bits}-bit, float zero points (B dequantised per run)",
     "int_dq": "DequantizeLinear INT{c} -> float {kind}",
     "int_dq_block": "blocked DequantizeLinear INT{c} -> float {kind}",
     "qlinear_linear": "QGemm / QLinearMatMul (int8 in, int8 out)",
@@ -325,7 +329,8 @@ PLANNERS: Mapping[str, Planner] = MappingProxyType({
     "float": _float, "fp16": _fp16, "qlinear_conv": _qdq_weighted,
     "int8_linear": _qdq_weighted, "int8_act_matmul": _act_matmul, "qdq_float": _qdq_any,
     "qdq_float_transpose": _qdq_weighted, "nbits_fp32": _weight_only,
-    "nbits_int8": _weight_only, "int_dq": _weight_only, "int_dq_block": _weight_only,
+    "nbits_int8": _weight_only, "nbits_float_zp": _weight_only, "int_dq": _weight_only,
+    "int_dq_block": _weight_only,
     "gbq": _gather_q, "dynamic_int8_linear": _dynamic, "dynamic_int8_conv": _dynamic,
     "qlinear_linear": _qdq_weighted, "qlinear_act_matmul": _act_matmul,
 })
@@ -335,7 +340,7 @@ def policy(options: QuantOptions) -> Policy:
     """The format policy these options choose."""
     gran = options.granularity if options.granularity != "auto" else "per_channel"
     return Policy(options.int8_dot, options.act_matmul == "int8", gran, options.dynamic_int8,
-                  options.requant_out)
+                  options.requant_out, options.nbits_float_zp)
 
 
 def _row(ctx: _Ctx, layer: Layer, w_bits: int | None, a_bits: int | None) -> Format:

@@ -56,15 +56,19 @@ from hwmodels.kernels.cpu_gemm import (
 from hwmodels.kernels.cpu_layout import (
     A_A_PACK,
     A_A_QUANT,
+    A_B_PACK,
     A_DQ_OUT,
+    A_DYN_Q,
     A_E_MAC,
     A_EB_A,
     A_EB_O,
     A_EB_W,
     A_FAKE_Q,
+    A_GROUP_LOOP,
     A_IM2COL,
     A_K_ALIGN,
     A_NODES,
+    A_OUT_CAST,
     A_Q_IN,
     A_RATE,
     A_REQUANT,
@@ -80,6 +84,7 @@ from hwmodels.kernels.cpu_layout import (
     ACC_T_OVERHEAD,
     BOUND_COMPUTE,
     C_E_BYTE,
+    CAST_MUL_LANE_OPS,
     CATEGORY_GEMM,
     CATEGORY_VIEW,
     DQ_LANE_OPS,
@@ -102,6 +107,7 @@ from hwmodels.kernels.cpu_layout import (
     L_WB,
     L_WEL,
     MAX_LEVELS,
+    MINMAX_LANE_OPS,
     NACC,
     NO,
     O_BOUND,
@@ -157,6 +163,12 @@ def gemm_streams(li: np.ndarray, row: np.ndarray, a: int, eba: float, ebw: float
     lanes, mk, blk = p[P_LANES32], m * k * g, blocked(p)
     if row[A_Q_IN] > 0:       # QuantizeLinear node: fp32 in, int8 out
         add_pass(ain * 5.0, ain * Q_LANE_OPS, lanes, home(ain * 5.0, p, ch), p, ch, traffic, acc)
+    if row[A_DYN_Q] > 0:      # DynamicQuantizeLinear's range pass (its Q pass is A_Q_IN)
+        add_pass(ain * 4.0, ain * MINMAX_LANE_OPS, lanes, home(ain * 4.0, p, ch), p, ch,
+                 traffic, acc)
+    if row[A_OUT_CAST] > 0:   # Cast int32 -> fp32, then Mul by the scales: 2 x (4 B in, 4 out)
+        add_pass(aout * 16.0, aout * CAST_MUL_LANE_OPS, lanes, home(aout * 16.0, p, ch), p, ch,
+                 traffic, acc)
     if row[A_DQ_OUT] > 0:     # DequantizeLinear node: int8 in, fp32 out
         add_pass(aout * 5.0, aout * DQ_LANE_OPS, lanes, home(aout * 5.0, p, ch), p, ch, traffic,
                  acc)
@@ -168,7 +180,8 @@ def gemm_streams(li: np.ndarray, row: np.ndarray, a: int, eba: float, ebw: float
         add_pass(mk * 5.0, mk * Q_LANE_OPS, lanes, blk, p, ch, traffic, acc)
     if row[A_A_PACK] > 0:     # QGEMM packs A and computes its row sums
         add_pass(mk * 2.0 * eba, mk, kernel_lanes(eba, p), blk, p, ch, traffic, acc)
-    depthwise = g > 1 and n == 1  # direct depthwise and Winograd kernels need no im2col
+    # direct depthwise and Winograd kernels need no im2col; ConvInteger has neither
+    depthwise = g > 1 and n == 1 and row[A_GROUP_LOOP] == 0
     whole = row[A_IM2COL] > 1.5  # ncnn: writes the whole im2col matrix, 1x1 convs included
     if (row[A_IM2COL] > 0 and li[L_KIND] == KIND_CONV and (whole or abs(mk - ain) > 0.5)
             and not depthwise and not direct):
@@ -178,7 +191,7 @@ def gemm_streams(li: np.ndarray, row: np.ndarray, a: int, eba: float, ebw: float
         nl = int(p[P_NLEVELS])
         add_pass(wel * (w_store + row[A_W_DQ]), wel * UNPACK_LANE_OPS, lanes,
                  nl - 1 if w_res else nl, p, ch, traffic, acc)
-    if wel == 0:              # both operands are activations: B is packed at run time
+    if wel == 0 or row[A_B_PACK] > 0:  # activations, or unpacked weights: packed per run
         add_pass(k * n * g * ebw * 2.0, 0.0, lanes, blk, p, ch, traffic, acc)
 
 
@@ -206,7 +219,7 @@ def gemm_layer(li: np.ndarray, path: int, w: int, a: int, w_store: float, runtim
         wg_rate = row[A_WG_RATE] if row[A_WG_RATE] > 0 else rate
         t = winograd_core(li, r, wg_rate, eba, ebw, ebo, extra, w_res, runtime, p, ch, traffic,
                           acc)
-    elif li[L_G] > 1 and li[L_N] == 1:
+    elif li[L_G] > 1 and li[L_N] == 1 and row[A_GROUP_LOOP] == 0:
         t = depthwise_core(li, eba, ebo, extra, wel * ebw, w_res, runtime, p, ch, traffic, acc)
     else:
         oc_split = runtime == RUNTIME_NCNN and li[L_KIND] == KIND_CONV and li[L_M] > 1
@@ -216,6 +229,9 @@ def gemm_layer(li: np.ndarray, path: int, w: int, a: int, w_store: float, runtim
     gemm_streams(li, row, a, eba, ebw, w_store, model_w_res, inline, r > 0, p, ch, traffic, acc)
     acc[ACC_NODES] += row[A_NODES] - 1.0  # Q / DQ nodes; the GEMM node costs more:
     acc[ACC_T_OVERHEAD] += p[P_GEMM_OVH] + (p[P_THR_OVH] if t > 1 else 0.0)
+    if row[A_GROUP_LOOP] > 0:  # one im2col + MlasGemm call per group (conv_integer.cc);
+        # assumed: each call costs a GEMM node's dispatch
+        acc[ACC_T_OVERHEAD] += (float(li[L_G]) - 1.0) * p[P_GEMM_OVH]
     acc[ACC_E_MAC] += float(li[L_MACS]) * row[A_E_MAC]
     return wel * w_store
 

@@ -26,7 +26,8 @@ MAX_LEVELS = 4
 # kernel paths (rows of `paths`; the glue picks one per config, layer and bit choice)
 (PATH_FP32, PATH_FP16, PATH_QLINEAR, PATH_NBITS_INT8, PATH_NBITS_FP32, PATH_DQ_FP32,
  PATH_INT8, PATH_LUT, PATH_FP32_UNPACK) = range(9)
-NPATH = 9
+PATH_CONV_INTEGER = 9  # DynamicQuantizeLinear -> ConvInteger -> Cast -> Mul (quantize_dynamic)
+NPATH = 10
 PATH_NONE, PATH_FUSED = -1, NPATH  # non-GEMM layers: own pass, or fused into the GEMM before
 
 # path attributes (columns of `paths`): MAC rate per core and cycle (LUT: at 1-bit weights),
@@ -35,7 +36,13 @@ PATH_NONE, PATH_FUSED = -1, NPATH  # non-GEMM layers: own pass, or fused into th
 # A_W_DQ: fp32 bytes a run-time weight-dequantise pass writes and re-reads per weight.
 (A_RATE, A_EB_A, A_EB_W, A_EB_O, A_K_ALIGN, A_NODES, A_E_MAC, A_Q_IN, A_DQ_OUT, A_A_QUANT,
  A_W_DQ, A_W_INLINE, A_IM2COL, A_FAKE_Q, A_A_PACK, A_REQUANT, A_WINOGRAD, A_WG_RATE) = range(18)
-NA = 18
+# ConvInteger (onnxruntime conv_integer.cc): A_DYN_Q min/max pass of DynamicQuantizeLinear,
+# A_OUT_CAST the int32 output's Cast and Mul passes, A_B_PACK weights packed on every run
+# (MlasGemm on an unpacked operand), A_GROUP_LOOP one im2col + GEMM call per group
+A_DYN_Q, A_OUT_CAST, A_B_PACK, A_GROUP_LOOP = range(18, 22)
+NA = 22
+MINMAX_LANE_OPS = 2.0          # DynamicQuantizeLinear's range pass: a min and a max per element
+CAST_MUL_LANE_OPS = 2.0        # int32 -> fp32 convert, then the scale multiply (two nodes)
 
 # outputs (float64 [NO, H, L, B])
 O_CYCLES, O_LATENCY, O_E_COMPUTE, O_E_ONCHIP, O_E_DRAM, O_BOUND, O_UTIL, O_WBYTES = range(8)

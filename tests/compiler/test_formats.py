@@ -47,6 +47,7 @@ CASES = {
     "qdq_float_transpose": ("conv_transpose", (8, 8), {}),
     "nbits_fp32": ("linear", (4, 32), {}),
     "nbits_int8": ("linear", (4, 8), {}),
+    "nbits_float_zp": ("linear", (4, 32), {"nbits_float_zp": True}),
     "int_dq": ("conv", (4, 32), {}),
     "int_dq_block": ("conv", (4, 32), {"granularity": "per_block", "block": 16}),
     "gbq": ("gather", (4, 32), {}),
