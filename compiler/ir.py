@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     import networkx as nx
 
 # Every layer kind, in a fixed order so that `LayerTable.kind_code` is stable across runs.
+# hwmodels/kernels read their codes from KIND_CODE (tests/hwmodels/test_kind_codes.py); after
+# editing KINDS delete the kernels' numba cache (hwmodels/kernels/__pycache__/*.nb[ic]),
+# which is keyed on the kernel files and would keep the old codes.
 KINDS: tuple[str, ...] = (
     "conv", "conv_transpose", "linear", "matmul",            # MAC-based (GEMM view)
     "eltwise", "activation", "norm", "softmax", "pool",      # streaming compute

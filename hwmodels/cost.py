@@ -9,8 +9,6 @@ Every cost model has the signature `evaluate(table, bits, target, *, threads, ru
 from __future__ import annotations
 
 import dataclasses
-import importlib
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,19 +122,6 @@ def memory_bytes(table: LayerTable, bits: np.ndarray) -> tuple[np.ndarray, np.nd
     return weight, act
 
 
-def _models() -> dict[type, Callable[..., Cost]]:
-    """Target class -> its model's `evaluate`; models not yet present are left out."""
-    table: dict[type, Callable[..., Cost]] = {}
-    for module, cls in (("hwmodels.cpu", "CpuTarget"), ("hwmodels.mcu", "McuTarget"),
-                        ("hwmodels.macarray", "MacArrayTarget")):
-        try:
-            mod = importlib.import_module(module)  # lazy: the models import this module
-        except ModuleNotFoundError:
-            continue
-        table[getattr(mod, cls)] = mod.evaluate
-    return table
-
-
 def evaluate(table: LayerTable, bits: np.ndarray, target: object, *, threads: int | None = None,
              runtime: str = "onnxruntime") -> Cost:
     """Cost of every layer of `table` under every bit choice on `target`.
@@ -151,9 +136,6 @@ def evaluate(table: LayerTable, bits: np.ndarray, target: object, *, threads: in
     Returns:
         A `Cost` of [L, B] arrays.
     """
-    models = _models()
-    if type(target) not in models:
-        raise TypeError(f"no cost model for {type(target).__name__}; known: "
-                        f"{', '.join(c.__name__ for c in models)}")
-    return models[type(target)](table, check_bits(bits), target, threads=threads,
-                                runtime=runtime)
+    from hwmodels import kinds  # lazy: the models import this module
+    model = kinds.cost_model(target)
+    return model(table, check_bits(bits), target, threads=threads, runtime=runtime)

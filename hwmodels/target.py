@@ -1,6 +1,6 @@
 """Targets: YAML files validated into frozen dataclasses, with a source for every number.
 
-A target file names its `kind`; `TARGET_KINDS` maps the kind to a frozen dataclass
+A target file names its `kind`; the registry `hwmodels.kinds` maps the kind to a frozen dataclass
 (`CpuTarget`, `McuTarget`, `MacArrayTarget`), and one generic validator checks the YAML
 against that dataclass's annotations (ZigZag's YAML -> validate -> factory, in plain code).
 
@@ -20,8 +20,6 @@ Model classes must not import this module (it imports them).
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
 import math
 import types
 from collections.abc import Mapping
@@ -30,7 +28,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from hwmodels.macarray import MacArrayTarget
+from hwmodels import kinds
 
 _TOP = "(top)"  # field path used for errors about the whole document
 
@@ -45,19 +43,8 @@ class TargetError(ValueError):
         self.what = what
 
 
-def _target_kinds() -> dict[str, type]:
-    kinds: dict[str, type] = {}
-    for kind, module, cls in (("cpu", "hwmodels.cpu", "CpuTarget"),
-                              ("mcu", "hwmodels.mcu", "McuTarget")):
-        try:
-            kinds[kind] = getattr(importlib.import_module(module), cls)
-        except (ModuleNotFoundError, AttributeError):  # the CPU/MCU models are written separately
-            pass
-    kinds["macarray"] = MacArrayTarget
-    return kinds
-
-
-TARGET_KINDS: Mapping[str, type] = types.MappingProxyType(_target_kinds())
+# Read from the one registry, `hwmodels.kinds`; a kind module that fails to import raises there.
+TARGET_KINDS: Mapping[str, type] = types.MappingProxyType(kinds.target_classes())
 
 
 def load_target(name_or_path: str | Path) -> Any:
@@ -185,9 +172,9 @@ def target_from_dict(raw: Any, file: str) -> Any:
     if not isinstance(raw, dict):
         raise TargetError(file, _TOP, f"expected a mapping, got {type(raw).__name__}")
     kind = raw.get("kind")
-    if not isinstance(kind, str) or kind not in TARGET_KINDS:
-        raise TargetError(file, "kind", f"must be one of {sorted(TARGET_KINDS)}, got {kind!r}")
-    target = validate_dataclass(TARGET_KINDS[kind], raw, "", file)
+    if not isinstance(kind, str) or kind not in kinds.kind_names():
+        raise TargetError(file, "kind", f"must be one of {kinds.kind_names()}, got {kind!r}")
+    target = validate_dataclass(kinds.target_class(kind), raw, "", file)
     _check_sources(target, file)
     return target
 

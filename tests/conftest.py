@@ -23,3 +23,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
         terminalreporter.write_line(f"{op:24s} {ok:5d} {unsupported:5d} {failed:5d}")
     ok, unsupported, failed = (sum(c[i] for c in counts.values()) for i in range(3))
     terminalreporter.write_line(f"{'(op-case pairs)':24s} {ok:5d} {unsupported:5d} {failed:5d}")
+
+
+def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001
+    """Mark every test whose file reaches onnxruntime through its imports `ort` (ort_reach.py)."""
+    from tests.ort_reach import module_name, ort_modules
+    needs = ort_modules(ROOT)
+    for item in items:
+        path = Path(str(item.fspath))
+        if path.is_relative_to(ROOT) and module_name(path, ROOT) in needs:
+            item.add_marker(pytest.mark.ort)

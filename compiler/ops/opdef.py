@@ -11,7 +11,7 @@ Conventions (every op family follows them; `tests/compiler/test_op_registry.py` 
   cotangent per input, `None` where the input is absent or not differentiable (integer
   indices, shapes).
 - `facts(specs_in, specs_out, **attrs) -> Facts`: MACs / GEMM view / elementwise op count.
-- `relevance`: optional LRP rule, only where forward and vjp cannot give it.
+- LRP rules are not part of an OpDef: their one table is `compiler.sensitivity.lrp.RULES`.
 
 A lowering rule turns one ONNX node into layers: `rule(node: Node, **onnx_attrs) -> Lowered`.
 Its keyword arguments are named after the ONNX attributes, with ONNX's defaults.
@@ -37,7 +37,6 @@ class OpDef:
     forward: Callable[..., tuple[np.ndarray, ...]]
     vjp: Callable[..., tuple[np.ndarray | None, ...]]
     facts: Callable[..., Facts]
-    relevance: Callable[..., tuple[np.ndarray | None, ...]] | None = None
 
 
 @dataclass(frozen=True)

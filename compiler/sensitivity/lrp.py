@@ -128,7 +128,7 @@ RULES: Mapping[str, LrpRule] = {
     "pool": epsilon, "reduce": epsilon, "eltwise": eltwise,
     "activation": passthrough, "norm": passthrough, "softmax": passthrough, "cast": passthrough,
     **{k: adjoint for k in ("reshape", "identity", "transpose", "concat", "split", "slice",
-                            "pad", "expand", "gather", "resize")},
+                            "pad", "expand", "gather", "resize", "gather_nd", "arg_reduce")},
 }
 ZPLUS_KINDS = frozenset({"conv", "linear"})
 

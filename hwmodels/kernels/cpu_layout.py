@@ -3,8 +3,16 @@ its kernel-path codes and the constants of its formulas (sources in `hwmodels.ke
 
 from __future__ import annotations
 
-CATEGORY_GEMM, CATEGORY_STREAM, CATEGORY_COPY, CATEGORY_VIEW = 0, 1, 2, 3  # = compiler.ir
-KIND_CONV, KIND_ACTIVATION, KIND_SOFTMAX, KIND_GATHER, KIND_IDENTITY = 0, 5, 7, 11, 20  # KINDS
+import compiler.ir as ir
+
+# Kind and category codes come from the IR (numba reads module-level ints as compile-time
+# constants), so inserting a kind in compiler.ir.KINDS cannot shift them;
+# tests/hwmodels/test_kind_codes.py checks every kernel's KIND_*/CATEGORY_* against the IR.
+CATEGORY_GEMM, CATEGORY_STREAM = ir.CATEGORY_GEMM, ir.CATEGORY_STREAM
+CATEGORY_COPY, CATEGORY_VIEW = ir.CATEGORY_COPY, ir.CATEGORY_VIEW
+KIND_CONV, KIND_ACTIVATION = ir.KIND_CODE["conv"], ir.KIND_CODE["activation"]
+KIND_SOFTMAX, KIND_GATHER = ir.KIND_CODE["softmax"], ir.KIND_CODE["gather"]
+KIND_IDENTITY = ir.KIND_CODE["identity"]
 
 RUNTIME_ORT, RUNTIME_IDEAL, RUNTIME_NCNN, RUNTIME_XNNPACK = 0, 1, 2, 3
 

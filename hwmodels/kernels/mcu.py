@@ -25,8 +25,10 @@ import math
 import numpy as np
 from numba import njit
 
-CATEGORY_GEMM, CATEGORY_STREAM, CATEGORY_COPY, CATEGORY_VIEW = 0, 1, 2, 3  # = compiler.ir
-KIND_SOFTMAX = 7                                                          # = compiler.ir.KINDS
+from compiler.ir import CATEGORY_COPY, CATEGORY_GEMM, CATEGORY_VIEW, KIND_CODE
+
+# From the IR, not copied: numba reads module-level ints as compile-time constants.
+KIND_SOFTMAX = KIND_CODE["softmax"]
 
 # layer classes (rows of `rates`)
 CLASS_CONV, CLASS_DEPTHWISE, CLASS_LINEAR = range(3)

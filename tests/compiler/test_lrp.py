@@ -4,6 +4,8 @@ nonnegative conserved relevance, and the sensitivity built from relevance shares
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx
 import pytest
@@ -162,3 +164,33 @@ def test_chain_contributions_are_equal_so_omega_is_relative_error() -> None:
         w = np.asarray(g.weights[g.layer(name).inputs[1]], np.float64)
         rel_err = [quant_error(g.layer(name), w, b) / (w * w).sum() for b in (4, 8)]
         np.testing.assert_allclose(row, np.array(rel_err) / 3, rtol=1e-3)
+
+
+def test_one_lrp_rule_table_covers_every_layer_kind() -> None:
+    # the table lives in lrp.RULES only (issue 19: OpDef.relevance was a second, unused home)
+    from compiler.ir import KINDS
+    from compiler.ops.opdef import OpDef
+    assert sorted(set(KINDS) - set(lrp.RULES)) == []
+    assert "relevance" not in {f.name for f in dataclasses.fields(OpDef)}
+
+
+def test_gather_nd_moves_relevance_back_to_the_gathered_entries() -> None:
+    # y = GatherND(x @ w, [[0, 1], [0, 3]]): rows 1 and 3 of h get all of y's relevance
+    rng = np.random.default_rng(3)
+    w = {"w": rng.standard_normal((3, 3)), "idx": np.array([[0, 1], [0, 3]])}
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"], name="fc"),
+         helper.make_node("GatherND", ["h", "idx"], ["y"], name="g")], "t",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        [numpy_helper.from_array(w["w"].astype(np.float32), "w"),
+         numpy_helper.from_array(w["idx"].astype(np.int64), "idx")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    g = load(model)
+    x = rng.standard_normal((1, 4, 3)).astype(np.float32)
+    total = float(run(g, {"x": x}, dtype="float64")["y"].max(axis=1).sum())
+    rel = lrp.relevance(g, {"x": x}, eps=TINY_EPS)
+    assert rel["h"].sum() == pytest.approx(total, rel=1e-6)
+    assert np.all(rel["h"][0, [0, 2]] == 0.0)
+    assert rel["x"].sum() == pytest.approx(total, rel=1e-3)

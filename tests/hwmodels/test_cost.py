@@ -5,8 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwmodels import cost as cost_mod
-from hwmodels import macarray
+from hwmodels import kinds, macarray
 from hwmodels.cost import Cost, check_bits, evaluate, memory_bytes
 from hwmodels.target import load_target
 from tests.hwmodels.test_macarray import gemm, layer_table, stream
@@ -99,7 +98,7 @@ def test_evaluate_dispatches_on_the_target_type():
     target = load_target("systolic-16x16")
     table = layer_table([gemm(m=64, n=32, k=48)])
     bits = np.array([[8, 8]])
-    assert cost_mod._models()[macarray.MacArrayTarget] is macarray.evaluate
+    assert kinds.cost_model(target) is macarray.evaluate
     via_dispatch = evaluate(table, bits, target)
     direct = macarray.evaluate(table, bits, target)
     assert np.array_equal(via_dispatch.cycles, direct.cycles)
