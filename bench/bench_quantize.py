@@ -61,16 +61,17 @@ MODELS = {
 }
 
 
-def _samples(data: dict) -> list[dict]:
+def samples(data: dict) -> list[dict]:
+    """Batch-1 feeds, one per sample along axis 0 of every input."""
     n = len(next(iter(data.values())))
     return [{k: v[i:i + 1] for k, v in data.items()} for i in range(n)]
 
 
-class _Reader:
+class CalibrationReader:
     """onnxruntime CalibrationDataReader over batch-1 samples."""
 
     def __init__(self, data: dict) -> None:
-        self._it = iter(_samples(data))
+        self._it = iter(samples(data))
 
     def get_next(self) -> dict | None:
         return next(self._it, None)
@@ -82,7 +83,7 @@ def ort_static(model: onnx.ModelProto, calib: dict, out: Path, mac_only: bool) -
     src = out.with_suffix(".src.onnx")
     onnx.save(model, src)
     ops = ["MatMul", "Gemm", "Conv"] if mac_only else None
-    quantize_static(str(src), str(out), _Reader(calib), quant_format=QuantFormat.QDQ,
+    quantize_static(str(src), str(out), CalibrationReader(calib), quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=ops)
     return out
 
@@ -99,7 +100,7 @@ def ort_nbits(model: onnx.ModelProto, out: Path) -> Path:
 def _outputs(path: Path, evals: dict) -> dict[str, np.ndarray]:
     sess = session(path)
     names = [o.name for o in sess.get_outputs()]
-    rows = [sess.run(names, s) for s in _samples(evals)]
+    rows = [sess.run(names, s) for s in samples(evals)]
     return {n: np.concatenate([r[i] for r in rows]) for i, n in enumerate(names)}
 
 
@@ -121,7 +122,7 @@ def _interleaved_latency(paths: dict[str, Path], evals: dict, threads: int) -> d
     round, so that load from other processes on the machine hits them all alike."""
     from edgesim.evaluate import session
 
-    feed = _samples(evals)[0]
+    feed = samples(evals)[0]
     sessions = {k: session(p, threads) for k, p in paths.items()}
     times: dict[str, list[float]] = {k: [] for k in paths}
     rng = np.random.default_rng(0)

