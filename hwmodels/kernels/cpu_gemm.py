@@ -113,11 +113,14 @@ def winograd_tile(li: np.ndarray, r_max: float, min_ch: float = WINOGRAD_MIN_CH)
     unless cin or cout >= 8. int8 (r_max 4): F(4,3) when both >= 8, else none. The GEMM view
     shows a 3x3 stride-1 conv as k = 9 cin with as many input pixels as output pixels (padding
     adds at most WINOGRAD_SLACK). `min_ch` is 8 in those paths and 16 in ncnn's fp16
-    arithmetic path (WINOGRAD_MIN_CH_FP16)."""
-    if li[L_KIND] != KIND_CONV or li[L_G] != 1 or li[L_K] % 9 != 0 or li[L_M] < 1:
+    arithmetic path (WINOGRAD_MIN_CH_FP16). A grouped (not depthwise) conv is judged per
+    group: ncnn runs it as one Convolution op per group (`convolutiondepthwise_arm.cpp`
+    create_group_ops), each choosing its own kernel."""
+    depthwise = li[L_G] > 1 and li[L_N] == 1
+    if li[L_KIND] != KIND_CONV or depthwise or li[L_K] % 9 != 0 or li[L_M] < 1:
         return 0.0
     m, n, cin = float(li[L_M]), float(li[L_N]), float(li[L_K] // 9)
-    ratio = float(li[L_AIN]) / (m * cin)
+    ratio = float(li[L_AIN]) / (m * cin * float(li[L_G]))
     if ratio < 1.0 - 1e-9 or ratio > WINOGRAD_SLACK or max(cin, n) < min_ch:
         return 0.0
     if r_max >= 6.0 and cin <= 128 and n <= 128:
@@ -137,11 +140,12 @@ def winograd_core(li: np.ndarray, r: float, rate: float, eba: float, ebw: float,
     transforms are passes over the transformed tensors, r + 2 lane ops per element (two 1-D
     transforms of r + 2 taps, about half of them zero). Returns the GEMM's threads."""
     m, n, cin, a = float(li[L_M]), float(li[L_N]), float(li[L_K] // 9), r + 2.0
+    g = li[L_G]  # a grouped conv: one Winograd conv per group, run one after another
     tiles = cdiv(math.sqrt(m), r) ** 2
     wg = li.copy()
-    wg[L_M], wg[L_K], wg[L_WEL] = int(tiles * a * a), int(cin), int(a * a * cin * n)
-    wg[L_MACS] = wg[L_M] * wg[L_N] * wg[L_K]
-    wg[L_AIN], wg[L_AOUT] = wg[L_M] * wg[L_K], wg[L_M] * wg[L_N]
+    wg[L_M], wg[L_K], wg[L_WEL] = int(tiles * a * a), int(cin), int(a * a * cin * n) * g
+    wg[L_MACS] = wg[L_M] * wg[L_N] * wg[L_K] * g
+    wg[L_AIN], wg[L_AOUT] = wg[L_M] * wg[L_K] * g, wg[L_M] * wg[L_N] * g
     t = gemm_core(wg, rate, eba, ebw, ebo, 1.0, extra_ops, float(wg[L_WEL]) * ebw, w_res,
                   runtime, p, ch, traffic, acc)
     lanes, blk = kernel_lanes(eba, p), blocked(p)

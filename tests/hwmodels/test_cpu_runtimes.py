@@ -49,6 +49,18 @@ def test_winograd_f63_matches_hand_arithmetic():
     assert got[0, 0] == pytest.approx(gemm + transforms + OVH)
 
 
+def test_grouped_conv_runs_one_winograd_conv_per_group():
+    # ncnn runs a grouped (not depthwise) conv as one Convolution op per group, each
+    # choosing its own kernel: 2 groups of 64 -> 64 on 24x24 cost twice the F(6,3) hand
+    # arithmetic above (GEMM tiles and both transforms), plus one node's overhead
+    assert _tile(conv(128, 128, 24, groups=2)) == 6.0
+    assert _tile(conv(64, 64, 24, groups=64)) == 0.0  # depthwise: its own kernel
+    one_group = 1024 * 4 * 16 * 64 / 4 + 2 * 1024 * 64 * 8 / 4
+    got = cycles([conv(128, 128, 24, groups=2)], [(32, 32)], simple_target(isa=("neon",)),
+                 runtime="ncnn")
+    assert got[0, 0] == pytest.approx(2 * one_group + OVH)
+
+
 def test_winograd_beats_im2col_gemm_as_the_mac_count_says():
     # onnxruntime runs the same conv as im2col + GEMM: 576 / 4 * 64 / 16 tiles of 4 x 16 x 576
     t = simple_target(isa=("neon",))
@@ -119,8 +131,10 @@ def test_rpi_zero_2w_is_the_pi3_core_at_one_gigahertz():
     assert (zero.clock_ghz, zero.cores) == (1.0, 4)
     # Cortex-A53: a 128-bit FMLA every other cycle -> 2 fp32 MACs per cycle per core
     assert cpu.peak_macs_per_cycle(zero)["fp32"] == 2.0
+    # its LPDDR2 runs at sdram_freq 450 MHz against the Pi 3B+'s 500 (Raspberry Pi docs)
+    assert zero.dram.bandwidth_gbps / pi3.dram.bandwidth_gbps == pytest.approx(450 / 500)
     assert dataclasses.replace(zero, name=pi3.name, description=pi3.description,
-                               sources=pi3.sources, clock_ghz=pi3.clock_ghz,
+                               sources=pi3.sources, clock_ghz=pi3.clock_ghz, dram=pi3.dram,
                                power=pi3.power, parallel_efficiency=pi3.parallel_efficiency) == pi3
 
 
