@@ -19,11 +19,15 @@ from pathlib import Path
 MODELS = ("squeezenet", "mobilenet", "mobilenet_v2", "mobilenet_v3", "shufflenet",
           "shufflenet_v2", "mnasnet", "proxylessnasnet", "efficientnet_b0", "regnety_400m",
           "googlenet", "resnet18", "alexnet", "vgg16", "resnet50")
+# ncnn's LRN across channels (src/layer/arm/lrn_arm.cpp @a4d2ea1, fp32 only): per element a
+# square, local_size = 5 adds of the squares, scale and bias, pow_ps and the final multiply;
+# pow_ps = exp_ps(b * log_ps(a)) (neon_mathfun.h, aarch64): log_ps 30 vector ops, exp_ps 20
+LRN_OPS = 1 + 5 + 2 + (30 + 1 + 20) + 1
 # ncnn layer type -> edgesim kind and streaming ops per output element
 STREAM = {"ReLU": ("activation", 1), "HardSwish": ("activation", 4),
           "HardSigmoid": ("activation", 3), "Swish": ("activation", 4),
           "BinaryOp": ("eltwise", 1), "Eltwise": ("eltwise", 1), "Softmax": ("softmax", 3),
-          "LRN": ("norm", 8), "Reduction": ("reduce", 1), "Pooling": ("pool", 0),
+          "LRN": ("norm", LRN_OPS), "Reduction": ("reduce", 1), "Pooling": ("pool", 0),
           "Concat": ("concat", 0), "ShuffleChannel": ("transpose", 0), "Slice": ("split", 0),
           "Padding": ("pad", 0)}
 VIEWS = ("Split", "Reshape", "Flatten", "Dropout", "Noop")  # ncnn shares the blob, no copy
