@@ -10,7 +10,8 @@ Figures: median absolute error |pred / meas - 1|, share of rows within +-10 % / 
 bias (geometric mean of pred / meas) overall and per device / runtime / precision / threads;
 1 -> N thread speed-ups (pred vs meas); int8-vs-fp32 speed-up direction. Rows whose model is in
 `FIT_MODELS` (or whose target is in `FIT_TARGETS`) are reported separately from the held-out
-rest: `--fit` fits each target's
+rest, and rows of the runtimes in `SEPARATE_RUNTIMES` (XNNPACK, TensorFlow Lite Micro on a
+Cortex-M85) on their own, per runtime: `--fit` fits each target's
 `parallel_efficiency` (the one fitted number; every other comes from its cited source) to the
 multi-thread rows of those models and prints the values the target files record.
 
@@ -42,6 +43,9 @@ BITS = {"fp32": (32, 32), "fp16": (16, 16), "int8": (8, 8)}
 FIT_MODELS = ("mobilenet", "resnet18", "squeezenet")
 # targets whose kernel rates were set with their rows in view (see their `sources`)
 FIT_TARGETS = ("stm32l4r5", "nrf5340", "stm32u575")
+# runtimes of the rows added in round 3 (XNNPACK's README table, MLPerf Tiny v1.2 Cortex-M85):
+# reported on their own, outside the ncnn / MLPerf Tiny v1.0 held-out and fitted splits
+SEPARATE_RUNTIMES = ("xnnpack", "tflm-cmsis-nn")
 EFF_GRID = np.round(np.arange(0.05, 1.0001, 0.01), 2)
 GROUPS = ("device", "runtime", "precision", "threads")
 
@@ -109,7 +113,8 @@ def fit_parallel_efficiency(tables: dict[str, LayerTable]) -> dict[str, float]:
     the 1 -> N thread speed-ups of the FIT_MODELS rows (speed-ups, not latencies, so that the
     single-thread error does not leak into the thread parameter)."""
     loss: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(len(EFF_GRID)))
-    rows = [r for r in read_csv("measurements.csv") if r["model"] in FIT_MODELS]
+    rows = [r for r in read_csv("measurements.csv")
+            if r["model"] in FIT_MODELS and r["runtime"] not in SEPARATE_RUNTIMES]
     one = {(r["target"], r["model"], r["precision"]): r for r in rows if r["threads"] == "1"}
     for row in rows:
         base = one.get((row["target"], row["model"], row["precision"]))
@@ -199,11 +204,14 @@ def run(runtime: str) -> tuple[dict, list[dict]]:
                      "meas_ms": meas, "pred_ms": round(pred, 3), "ratio": pred / meas})
     for r in rows:
         r["device"] = r["target"]
-    fitted = [r for r in rows if r["model"] in FIT_MODELS or r["target"] in FIT_TARGETS]
-    held = [r for r in rows if r not in fitted]
+    separate = [r for r in rows if r["runtime"] in SEPARATE_RUNTIMES]
+    main_rows = [r for r in rows if r not in separate]
+    fitted = [r for r in main_rows if r["model"] in FIT_MODELS or r["target"] in FIT_TARGETS]
+    held = [r for r in main_rows if r not in fitted]
     report = {"runtime_modelled": runtime, "overall": summary([r["ratio"] for r in rows]),
               "held_out": summary([r["ratio"] for r in held]),
               "fitted": summary([r["ratio"] for r in fitted]) if fitted else None,
+              "separate_sources": grouped(separate, "runtime"),
               **{f"per_{g}": grouped(rows, g) for g in GROUPS},
               "per_model": grouped(rows, "model"),
               "thread_scaling_1_to_4": thread_scaling(rows),

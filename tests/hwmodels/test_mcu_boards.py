@@ -9,7 +9,7 @@ from hwmodels import mcu
 from hwmodels.target import load_target
 from tests.hwmodels.test_cpu import conv, linear, make_table
 
-BOARDS = ("stm32l4r5", "nrf5340", "stm32u575", "cortex-m55")
+BOARDS = ("stm32l4r5", "nrf5340", "stm32u575", "cortex-m55", "ek-ra8d1")
 
 
 @pytest.mark.parametrize("name", BOARDS)
@@ -40,6 +40,18 @@ def test_m55_conv_runs_at_the_helium_rate_and_util_refers_to_its_peak():
     assert cost.cycles[0, 0] == pytest.approx(cycles)
     assert t.peak_macs_per_cycle == 8.0  # dual-beat MVE: 16 int8 MACs per 2 cycles
     assert cost.util[0, 0] == pytest.approx(macs / (cycles * 8.0))
+
+
+def test_ra8d1_runs_the_m55_kernels_at_480_mhz():
+    # the same 3x3 conv on the EK-RA8D1 (Cortex-M85 @ 480 MHz, MLPerf Tiny v1.2 system file):
+    # the cortex-m55 kernel rates; flash at half the core clock with 3 wait states again costs
+    # (3 + 1) * 480 / 240 / 16 = 0.5 cycles per byte; seconds = cycles / 480 MHz
+    t = load_target("ek-ra8d1")
+    assert (t.core, t.clock_mhz, t.helium) == ("cortex-m85", 480, True)
+    cost = mcu.evaluate(make_table([conv(16, 16, 16)]), np.array([(8, 8)]), t)
+    cycles = 16 * 16 * 16 * 144 / 3.0 + 2304 * 0.5 + 3000
+    assert cost.cycles[0, 0] == pytest.approx(cycles)
+    assert cost.latency_s[0, 0] == pytest.approx(cycles / 480e6)
 
 
 def test_m33_at_a_higher_clock_is_faster_in_seconds_not_in_cycles():
