@@ -80,11 +80,15 @@ def _table(rows: list[dict[str, str]]) -> LayerTable:
 def predict_ms(row: dict[str, str], tables: dict[str, LayerTable], runtime: str) -> float:
     """The model's latency for one measurement row, in milliseconds."""
     target = _target(row)
-    rt = row["runtime"] if runtime == "as-measured" else runtime
-    rt = rt if rt in cpu.RUNTIMES else "onnxruntime"
+    rt = _runtime(row["runtime"] if runtime == "as-measured" else runtime)
     bits = np.array([BITS[row["precision"]]])
     cost = evaluate(tables[row["model"]], bits, target, threads=int(row["threads"]), runtime=rt)
     return float(cost.latency_s.sum()) * 1e3
+
+
+def _runtime(name: str) -> str:
+    """The cost model's profile for a row's runtime (MCU runtimes: the CPU default, unused)."""
+    return name if name in cpu.RUNTIMES or name in cpu.LEGACY_RUNTIMES else "onnxruntime"
 
 
 def _target(row: dict[str, str]) -> object:
@@ -102,7 +106,7 @@ def _target(row: dict[str, str]) -> object:
 def _grid_ms(row: dict[str, str], tables: dict[str, LayerTable], threads: int) -> np.ndarray:
     """Predicted latency (ms) of a row at `threads` for every parallel_efficiency of EFF_GRID."""
     configs = cpu.variants(_target(row), parallel_efficiency=list(EFF_GRID))
-    rt = row["runtime"] if row["runtime"] in cpu.RUNTIMES else "onnxruntime"
+    rt = _runtime(row["runtime"])
     cost = cpu.evaluate_configs(tables[row["model"]], np.array([BITS[row["precision"]]]),
                                 configs, threads=threads, runtime=rt)
     return cost.latency_s.sum(axis=(1, 2)) * 1e3

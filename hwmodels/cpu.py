@@ -41,9 +41,13 @@ from hwmodels.cpu_schema import CpuTarget
 from hwmodels.cpu_schema import Dram as Dram
 from hwmodels.cpu_schema import Power as Power
 from hwmodels.kernels import cpu as K
+from hwmodels.kernels import cpu_ncnn as ncnn_facts
 
 RUNTIMES = {"onnxruntime": K.RUNTIME_ORT, "ideal": K.RUNTIME_IDEAL, "ncnn": K.RUNTIME_NCNN,
             "xnnpack": K.RUNTIME_XNNPACK}
+# older releases a published measurement ran, accepted by `evaluate` but not offered for
+# comparison: ncnn before 20230517 lacks the Cortex-A53 fp32 kernels (`cpu_ncnn.a53_kernel_gain`)
+LEGACY_RUNTIMES = {"ncnn-2022": K.RUNTIME_NCNN}
 # int8 dot-product instructions and their MACs per instruction relative to sdot / vpdpbusd
 # (smmla computes a 2x8 by 8x2 tile: twice sdot's 16 MACs per 128 bits; Arm ARM v8.6)
 DOT_FEATURES = {"i8mm": 2.0, "dotprod": 1.0, "avx512_vnni": 1.0, "avxvnni": 1.0}
@@ -88,8 +92,16 @@ def _mac_pj(bits: int, node: float) -> float:
     return float(energy.mac_pj(bits, bits, node))
 
 
-def _path_rows(target: CpuTarget, runtime: int) -> dict[int, dict[str, float]]:
-    """Kernel paths: MAC rate, operand widths in the kernel, and the passes each adds."""
+def _a53_class(target: CpuTarget) -> bool:
+    """An in-order Cortex-A53-class core: Arm, NEON on a 64-bit datapath (a 128-bit fmla every
+    other cycle: fma_pipes < 1), no fp16 arithmetic (the A55 has it, and its own kernels)."""
+    return target.arch == "arm64" and target.fma_pipes < 1.0 and "fp16" not in target.isa
+
+
+def _path_rows(target: CpuTarget, runtime: int,
+               a53_kernels: bool = True) -> dict[int, dict[str, float]]:
+    """Kernel paths: MAC rate, operand widths in the kernel, and the passes each adds.
+    `a53_kernels`: the ncnn release has its Cortex-A53 fp32 GEMM kernels (20230517 on)."""
     r, node = peak_macs_per_cycle(target), target.process_nm
     kal = _int8_k_align(target)
     ort, ncnn = runtime == K.RUNTIME_ORT, runtime == K.RUNTIME_NCNN
@@ -97,7 +109,9 @@ def _path_rows(target: CpuTarget, runtime: int) -> dict[int, dict[str, float]]:
     # kernels; elsewhere MLAS expands the input (im2col) into per-thread tiles (1), ncnn
     # into one whole matrix, 1x1 convs included (2; kernels.cpu_ncnn)
     im2col = (2 if ncnn else 1) if (ort or ncnn) and target.arch == "arm64" else 0
-    fp32 = dict(rate=r["fp32"], eb_a=4, eb_w=4, eb_o=4, e_mac=_mac_pj(32, node),
+    tuned = ncnn and a53_kernels and _a53_class(target)
+    fp32_rate = r["fp32"] * (ncnn_facts.a53_kernel_gain(1.0 / target.fma_pipes) if tuned else 1.0)
+    fp32 = dict(rate=fp32_rate, eb_a=4, eb_w=4, eb_o=4, e_mac=_mac_pj(32, node),
                 im2col=im2col, winograd=6 if ncnn else 0)
     int8 = dict(rate=r["int8"], eb_a=1, eb_w=1, eb_o=1, k_align=kal, e_mac=_mac_pj(8, node),
                 requant=1)
@@ -161,10 +175,10 @@ _ATTR_COLUMNS = {"rate": K.A_RATE, "eb_a": K.A_EB_A, "eb_w": K.A_EB_W, "eb_o": K
 _ATTR_DEFAULTS = {"k_align": 1.0, "nodes": 1.0}
 
 
-def path_table(target: CpuTarget, runtime: int) -> np.ndarray:
-    """The kernel's path table, float64 [NPATH, NA]."""
+def path_table(target: CpuTarget, runtime: int, a53_kernels: bool = True) -> np.ndarray:
+    """The kernel's path table, float64 [NPATH, NA] (`a53_kernels`: see `_path_rows`)."""
     table = np.zeros((K.NPATH, K.NA))
-    for path, attrs in _path_rows(target, runtime).items():
+    for path, attrs in _path_rows(target, runtime, a53_kernels).items():
         for name, value in {**_ATTR_DEFAULTS, **attrs}.items():
             table[path, _ATTR_COLUMNS[name]] = float(value)
     return table
@@ -231,6 +245,8 @@ def layer_array(table: LayerTable) -> np.ndarray:
 
 
 def _runtime_code(runtime: str) -> int:
+    if runtime in LEGACY_RUNTIMES:
+        return LEGACY_RUNTIMES[runtime]
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {sorted(RUNTIMES)}, got {runtime!r}")
     return RUNTIMES[runtime]
@@ -375,7 +391,7 @@ def evaluate_configs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuT
     choice = np.stack([layer_choices(table, bits, t, code) for t in targets])
     params = np.stack([params_row(t, threads) for t in targets])
     caches = np.stack([cache_rows(t) for t in targets])
-    paths = np.stack([path_table(t, code) for t in targets])
+    paths = np.stack([path_table(t, code, runtime not in LEGACY_RUNTIMES) for t in targets])
     out = np.zeros((K.NO, len(targets), len(table), len(bits)))
     K.evaluate(layer_array(table), per_bit, resident, choice.astype(np.int64), params, caches,
                paths, code, out)

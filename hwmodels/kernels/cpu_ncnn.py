@@ -15,6 +15,12 @@ Read from Tencent/ncnn @a4d2ea1 (aarch64 paths), the version the fidelity table 
 - Depthwise (`convolutiondepthwise_3x3_pack4.h`, `_pack8_fp16s.h`): `#pragma omp parallel
   for` over channel packs (channels / elempack); elempack is the vector width when the
   channels divide by it, else 4, else 1 (`convolutiondepthwise_arm.cpp`).
+- Cortex-A53 (`a53_kernel_gain`): since PR #4596 (2023-04-07, first in release 20230517)
+  the fp32 im2col GEMM and Winograd GEMM have A53 variants (`use_a53_a55_optimized_kernel`,
+  set in `option.cpp` when the thread runs on an A53 / A55). `docs/developer-guide/
+  arm-a53-a55-dual-issue.md`: on the A53 a 128-bit vector load does not dual-issue with
+  fmla (2 cycles); the A53 loop loads 64 bits into the vector register (1 cycle) and the other
+  64 into an integer register, then inserts them, both dual-issued with fmla (0 cycles).
 """
 
 from __future__ import annotations
@@ -27,6 +33,19 @@ TILE_PIX_INT8 = 8    # convolution_im2col_gemm_int8.h: jj += 8
 M_BLOCK = 32         # get_optimal_tile_mnk (fp32, int8): nn_M = (M + 31) / 32
 M_BLOCK_FP16 = 64    # get_optimal_tile_mnk_fp16sa: nn_M = (M + 63) / 64
 STRIDE2_MAX_IN_PER_OUT = 5.2  # 4 input pixels per output at stride 2, + 30 % padding slack
+GEMM_FMLA_PER_K = 24.0       # fp32 8 x 12 tile: 8 x 12 / 4 lanes fmla per k step
+GEMM_Q_LOADS_PER_K = 5.0     # and 5 128-bit operand loads (A: 8 floats, B: 12 floats)
+A53_Q_LOAD_CYCLES = 2.0      # generic loop: ld1 of a q register, not dual-issued with fmla
+A53_Q_LOAD_CYCLES_TUNED = 1.0  # A53 loop: ldr d (1 cycle) + ldr x and ins (dual-issued)
+
+
+def a53_kernel_gain(fmla_cycles: float) -> float:
+    """Speed-up of ncnn's A53 fp32 GEMM loop over its generic loop on a Cortex-A53 whose
+    128-bit fmla issues every `fmla_cycles` cycles: cycles per k step of the 8 x 12 tile,
+    fmla plus the operand loads that do not dual-issue with them."""
+    fmla = GEMM_FMLA_PER_K * fmla_cycles
+    return ((fmla + GEMM_Q_LOADS_PER_K * A53_Q_LOAD_CYCLES)
+            / (fmla + GEMM_Q_LOADS_PER_K * A53_Q_LOAD_CYCLES_TUNED))
 
 
 @njit(cache=True)

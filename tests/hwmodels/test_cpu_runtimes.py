@@ -10,6 +10,7 @@ import pytest
 from hwmodels import cpu
 from hwmodels.cpu import Dram
 from hwmodels.kernels import cpu as K
+from hwmodels.kernels import cpu_ncnn as ncnn
 from tests.hwmodels.test_cpu import OVH, conv, cycles, layer, make_table, shipped, simple_target
 
 
@@ -159,3 +160,32 @@ def test_xnnpack_skips_the_nodes_and_passes_onnxruntime_adds_around_int8():
     assert ort - xnn >= 2 * 5000
     assert cpu.kernel_paths(make_table([row]), np.array([(8, 8), (32, 32)]), t,
                             K.RUNTIME_XNNPACK).tolist() == [[K.PATH_INT8, K.PATH_FP32]]
+
+
+def test_ncnn_a53_kernel_gain_counts_the_loads_that_do_not_dual_issue():
+    # 8 x 12 fp32 tile per k step: 24 fmla (2 cycles each on the A53's 64-bit NEON) and 5
+    # 128-bit operand loads, 2 cycles each in the generic loop, 1 in the A53 loop (ncnn docs)
+    assert ncnn.a53_kernel_gain(2.0) == pytest.approx((48 + 10) / (48 + 5))
+    assert ncnn.a53_kernel_gain(1.0) == pytest.approx(34 / 29)
+
+
+def test_ncnn_fp32_rate_on_an_a53_depends_on_the_release():
+    zero, pi4 = shipped("rpizero2w"), shipped("rpi4")
+    fp32 = K.PATH_FP32
+    new = cpu.path_table(zero, K.RUNTIME_NCNN)[fp32, K.A_RATE]
+    old = cpu.path_table(zero, K.RUNTIME_NCNN, a53_kernels=False)[fp32, K.A_RATE]
+    assert (old, new) == (2.0, pytest.approx(2.0 * 58 / 53))
+    # onnxruntime has no such kernel; the Cortex-A72 is not an A53
+    assert cpu.path_table(zero, K.RUNTIME_ORT)[fp32, K.A_RATE] == 2.0
+    assert cpu.path_table(pi4, K.RUNTIME_NCNN)[fp32, K.A_RATE] == 4.0
+    # the int8 kernels did not change with that release
+    assert cpu.path_table(zero, K.RUNTIME_NCNN)[K.PATH_INT8, K.A_RATE] == old * 2
+
+
+def test_legacy_ncnn_release_is_evaluated_but_not_offered_for_comparison():
+    table, bits = make_table([conv(64, 64, 24, ksize=1)]), np.array([(32, 32)])
+    zero = shipped("rpizero2w")
+    new = cpu.evaluate(table, bits, zero, threads=1, runtime="ncnn").latency_s[0, 0]
+    old = cpu.evaluate(table, bits, zero, threads=1, runtime="ncnn-2022").latency_s[0, 0]
+    assert old > new
+    assert "ncnn-2022" not in cpu.RUNTIMES
