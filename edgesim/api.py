@@ -245,7 +245,8 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
             smooth_quant: float | None = None, rounding: str = "rtn",
             quiet: bool | None = None, force: bool = False,
             min_fidelity: float | None = None,
-            analysis_budget_s: float | None = None) -> CompileResult:
+            analysis_budget_s: float | None = None,
+            sparsity: Sequence[float] = ()) -> CompileResult:
     """Compile `model` for `target`: choose bits per layer, emit the packed model and reports.
 
     Mirrors `edgesim compile`; returns an `edgesim.report.CompileResult` (the fields of
@@ -265,7 +266,8 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
     edgesim did not write is ever deleted). With `min_fidelity`, a plan whose emitted
     model's primary fidelity metric is lower raises UserError and writes nothing.
     `analysis_budget_s` bounds the HAWQ analysis's time (its precision reached is in the
-    report's notes).
+    report's notes). `sparsity` lists candidate activation sparsities per MAC input (as
+    `--sparsity`; only zero-skipping MAC arrays gain from them).
     """
     from edgesim.budget import parse_budget
     from edgesim.pipeline import CompileOptions, compile_model
@@ -278,7 +280,8 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
         calib_method=calib_method, smooth_quant=smooth_quant, rounding=rounding,
         quiet=not sys.stderr.isatty() if quiet is None else quiet,  # bars in a terminal
         command="edgesim.compile(...)", force=force, min_fidelity=min_fidelity,
-        analysis_budget_s=analysis_budget_s)
+        analysis_budget_s=analysis_budget_s,
+        sparsity=tuple(sorted({0.0, *map(float, sparsity)})) if sparsity else ())
     return compile_model(model, target, outdir, calib=calib, calib_random=calib_random,
                          eval_data=eval_data, options=options)
 

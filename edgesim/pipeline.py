@@ -263,7 +263,7 @@ def _compile(model: Any, target: Any, outdir: Path, calib: Any, calib_random: in
     """`compile_model` inside its claimed output folder."""
     from edgesim.api import load_graph, resolve_target
     from edgesim.quantize import FloatPassRecorder, float_pass, quantize_model
-    from edgesim.sparsity import apply_sparsity, expand_bits, sparsity_column
+    from edgesim.sparsity import apply_sparsity, expand_bits, sparsity_column, with_sparse_costs
 
     progress = Progress(total=6, quiet=options.quiet)
     with progress.phase("loading model and target"):
@@ -339,6 +339,7 @@ def _compile(model: Any, target: Any, outdir: Path, calib: Any, calib_random: in
             result = build_result(replace(g, notes=gq.notes), tgt, alloc, quant, fidelity,
                                   baseline, data, options, outdir, progress.timings)
             result = replace(result, layers=sparsity_column(result.layers, gq))
+            result = with_sparse_costs(result, g, gq, data.samples, bits, tgt)
             if options.kernel_check == "report":  # cost what onnxruntime runs, not the plan
                 from edgesim.kernel_check import with_running_costs
 

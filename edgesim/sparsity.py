@@ -255,17 +255,55 @@ def apply_sparsity(g: Graph, target: Any, samples: Mapping[str, np.ndarray],
                    + (_latency_note(g, gs, feeds, stats, bits, target),))
 
 
-def _latency_note(g: Graph, gs: Graph, feeds: list[Feeds], stats: Mapping[str, OperandStats],
-                  bits: np.ndarray | None, target: MacArrayTarget) -> str:
-    # the allocation's predicted latency above uses mean densities of the dense model
+def _plan_pair(g: Graph, gs: Graph, feeds: list[Feeds], stats: Mapping[str, OperandStats],
+               bits: np.ndarray | None, target: MacArrayTarget
+               ) -> tuple[dict[str, float], dict[str, float]]:
+    """Per MAC layer, the per-lane model's latency at the chosen bits, dense and with the
+    thresholds (each thresholded layer's own threshold counted with it)."""
     mac = set(stats)
     rows = np.asarray(bits).tolist() if bits is not None else [(8, 8)] * len(g.layers)
     chosen = {x.name: (w, a) if w < 32 and a < 32 else (8, 8)
               for x, (w, a) in zip(g.layers, rows) if x.name in mac}
-    dense = plan_latency_s(g, operand_stats(g, feeds), chosen, target).sum()
-    sparse = plan_latency_s(gs, stats, chosen, target).sum()
-    return (f"sparsity: per-lane model at the chosen bits: {dense * 1e3:.4g} ms dense -> "
-            f"{sparse * 1e3:.4g} ms with the thresholds ({dense / sparse:.3f}x)")
+    dense = plan_latency_s(g, operand_stats(g, feeds), chosen, target)
+    sparse = plan_latency_s(gs, stats, chosen, target)
+    at = {x.name: t for x, t in zip(gs.layers, sparse)}
+    return ({x.name: float(t) for x, t in zip(g.layers, dense) if x.name in mac},
+            {n: float(at[n] + at.get(f"{n}/sparsify", 0.0)) for n in mac})
+
+
+def _latency_note(g: Graph, gs: Graph, feeds: list[Feeds], stats: Mapping[str, OperandStats],
+                  bits: np.ndarray | None, target: MacArrayTarget) -> str:
+    # the allocation's predicted latency uses mean densities of the dense model
+    dense, sparse = _plan_pair(g, gs, feeds, stats, bits, target)
+    d, s = sum(dense.values()), sum(sparse.values())
+    return (f"sparsity: per-lane model at the chosen bits, MAC layers: {d * 1e3:.4g} ms dense "
+            f"-> {s * 1e3:.4g} ms with the thresholds ({d / s:.3f}x)")
+
+
+def with_sparse_costs(result: Any, g: Graph, gs: Graph, samples: Mapping[str, np.ndarray],
+                      bits: np.ndarray, target: Any) -> Any:
+    """A compile result (`edgesim.report.CompileResult`) whose thresholded MAC layers are
+    costed at the density their thresholds leave: each layer's latency is scaled by the
+    per-lane model's sparse/dense ratio at the chosen bits, and the headline total with it
+    (the allocation itself was costed at the dense model's densities)."""
+    if gs is g or not skips_activations(target):
+        return result
+    feeds = _feeds(g, samples)
+    dense, sparse = _plan_pair(g, gs, feeds, operand_stats(gs, feeds), bits, target)
+    ratio = {n: sparse[n] / dense[n] for n in dense if dense[n] > 0 and f"{n}/sparsify"
+             in {x.name for x in gs.layers}}
+    if not ratio:
+        return result
+    layers = tuple(replace(x, latency_ms=x.latency_ms * ratio[x.name],
+                           cycles=x.cycles * ratio[x.name]) if x.name in ratio else x
+                   for x in result.layers)
+    before, after = result.result.latency_ms, sum(x.latency_ms for x in layers)
+    note = (f"sparsity: latency with the thresholds' measured densities {before:.4g} -> "
+            f"{after:.4g} ms ({before / after:.3f}x) over {len(ratio)} thresholded layer(s); "
+            "energy stays at the dense densities")
+    return replace(result, layers=layers,
+                   result=replace(result.result, latency_ms=after),
+                   notes=(*result.notes, note))
 
 
 def sparsity_column(rows: tuple, gs: Graph, stats: Mapping[str, OperandStats] | None = None

@@ -115,8 +115,8 @@ def _inputs(b: Builder, layer: Layer, views: frozenset[str]) -> list[str]:
     ins = b.inputs(layer.inputs)
     if layer.name not in views:
         return ins
-    return [b.float_view(name, b.graph.types[t].shape[1]) if t and t not in b.graph.weights
-            and len(b.graph.types[t].shape) > 1 else name for t, name in zip(layer.inputs, ins)]
+    return [b.float_view(name, b.graph.types[t].shape) if t and t not in b.graph.weights
+            else name for t, name in zip(layer.inputs, ins)]
 
 
 def _version() -> str:

@@ -177,13 +177,18 @@ class Builder:
             return self.const(base, np.array(value, np.uint16))
         return self.tensor(base, ACT_TYPES[bits], [], [value])
 
+    def _per_channel(self, base: str, value: int, bits: int, channels: int) -> str:
+        if bits in (8, 16):
+            return self.const(base, np.full(channels, value, np.uint8 if bits == 8 else np.uint16))
+        return self.tensor(base, ACT_TYPES[bits], [channels], [value] * channels)
+
     def codes(self, name: str, scale: float, zero_point: int, bits: int) -> str:
         """`QuantizeLinear(name)` on the grid (scale, zero_point, bits), written once per
         tensor and grid; a `DequantizeLinear` output on that very grid gives back its codes
         (requantising them is the identity)."""
         grid = Grid(scale, zero_point, bits, "")
         have = self._grids.get(name)
-        if have is not None and have.key() == grid.key():
+        if have is not None and have.key() == grid.key() and have.codes:
             return have.codes
         key = (name, grid.key())
         if key not in self._codes:
@@ -208,6 +213,8 @@ class Builder:
         if have is not None and have.key() == Grid(scale, zero_point, bits, "").key() \
                 and not out:
             return name
+        if bits < 8:
+            return self._grid_arithmetic(name, scale, zero_point, bits, out)
         codes = self.codes(name, scale, zero_point, bits)
         s, z = self._params(name, scale, zero_point, bits)
         (real,) = self.node("DequantizeLinear", [codes, s, z], [out] if out else 1,
@@ -215,21 +222,42 @@ class Builder:
         self._grids[real] = Grid(scale, zero_point, bits, codes)
         return real
 
-    def float_view(self, name: str, channels: int) -> str:
+    def _grid_arithmetic(self, name: str, scale: float, zero_point: int, bits: int,
+                         out: str) -> str:
+        # A sub-8-bit grid as float arithmetic, `Clip(Round(x / s), -z, 2^b - 1 - z) * s`,
+        # which is QuantizeLinear + DequantizeLinear's math: onnxruntime's QDQ selectors
+        # fuse uint4 Q/DQ groups into QLinearConv, MaxPool and others without checking the
+        # type, and the session then refuses the model (`tensor(uint4)` is no valid input).
+        s = self.const(f"{name}.scale", np.array(scale, np.float32))
+        lo = self.const(f"{name}.grid_low", np.array(-zero_point, np.float32))
+        hi = self.const(f"{name}.grid_high", np.array((1 << bits) - 1 - zero_point, np.float32))
+        (q,) = self.node("Div", [name, s], base=f"{name}.quantize")
+        (q,) = self.node("Round", [q], base=f"{name}.round")
+        (q,) = self.node("Clip", [q, lo, hi], base=f"{name}.saturate")
+        (real,) = self.node("Mul", [q, s], [out] if out else 1, base=f"{name}.dequantize")
+        self._grids[real] = Grid(scale, zero_point, bits, "")
+        return real
+
+    def float_view(self, name: str, shape: tuple[int | str, ...]) -> str:
         """`name` for a layer the plan keeps float: if `name` is a per-tensor
         DequantizeLinear output, the same values through a DequantizeLinear whose scale is
-        repeated per channel (axis 1), so that onnxruntime's WeightBiasQuantization, which
+        repeated along an axis (the first after the batch longer than one: a one-element
+        scale counts as per tensor), so that onnxruntime's WeightBiasQuantization, which
         quantises the float weight of a Conv/Gemm fed by a per-tensor DQ, and its QDQ fusions
-        leave the layer in float; the arithmetic is unchanged."""
-        grid = self._grids.get(name)
-        if grid is None:
+        leave the layer in float; the arithmetic is unchanged. `shape` is the tensor's."""
+        axes = [a for a in range(1, len(shape)) if isinstance(shape[a], int) and shape[a] > 1]
+        if not axes:
             return name
-        key = (name, "per_channel_view")
+        axis, channels = axes[0], int(shape[axes[0]])
+        grid = self._grids.get(name)
+        if grid is None or not grid.codes:
+            return name
+        key = (name, f"per_channel_view_{axis}")
         if key not in self._codes:
-            zp = np.full(channels, grid.zero_point, np.uint8 if grid.bits == 8 else np.uint16)
             s = self.const(f"{name}.scale_per_channel", np.full(channels, grid.scale, np.float32))
-            z = self.const(f"{name}.zero_point_per_channel", zp)
-            self._codes[key] = self.node("DequantizeLinear", [grid.codes, s, z], axis=1,
+            z = self._per_channel(f"{name}.zero_point_per_channel", grid.zero_point, grid.bits,
+                                  channels)
+            self._codes[key] = self.node("DequantizeLinear", [grid.codes, s, z], axis=axis,
                                          base=f"{name}.dequantize_float")[0]
         return self._codes[key]
 

@@ -145,3 +145,29 @@ def test_policy_numbers_are_defined_once() -> None:
                 found += [f"{path.relative_to(ROOT)}:{t.id}" for t in targets
                           if isinstance(t, ast.Name) and t.id in ONCE]
     assert sorted(found) == sorted(f"compiler/formats.py:{n}" for n in ONCE[:-1])
+
+
+@pytest.mark.ort
+@pytest.mark.parametrize("model", ["digits_cnn", "digits_transformer"])
+@pytest.mark.parametrize("bits", [(4, 4), (2, 4), (8, 4)])
+def test_four_bit_activations_load_and_run_in_float_as_planned(model: str,
+                                                               bits: tuple[int, int]) -> None:
+    """Whole models at 4-bit activations (the grid around Conv -> Relu -> MaxPool chains that
+    onnxruntime's QDQ selectors fused into QLinearConv/MaxPool on uint4 and then refused):
+    the emitted model loads with default session options, computes the fake-quant
+    simulation, and every layer runs the kernel its row names (fp32: no integer kernel)."""
+    from edgesim.kernel_check import check_kernels  # noqa: PLC0415
+
+    g = load(zoo.build(model), {"input": (3, 1, 8, 8)})
+    x = np.random.default_rng(1).random((3, 1, 8, 8), dtype=np.float32)
+    calib = calibrate(g, [{g.inputs[0]: x}])
+    plan = np.array([bits if layer.kind in formats.GEMM_KINDS else (32, 32)
+                     for layer in g.layers])
+    q = quantize(g, plan, calib)
+    assert {formats.FORMATS[c].name for c in q.layer_table().fmt_code} >= {"qdq_float"}
+    model_proto = emit(q)
+    sim = run(q, {g.inputs[0]: x}, fake_quant=True)[g.outputs[0]]
+    got = ort_run(model_proto, {g.inputs[0]: x})[g.outputs[0]]
+    np.testing.assert_allclose(got, sim, rtol=1e-5, atol=1e-5 * np.abs(sim).max())
+    rows = check_kernels(q, model_proto)
+    assert rows and all(r.ok for r in rows), rows

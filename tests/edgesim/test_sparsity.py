@@ -76,3 +76,28 @@ def test_a_skipping_array_gets_thresholds_that_lower_the_lane_cycles():
         before = compare_cycles(g, {layer: dense[layer]}, feeds, target)[0].exact
         after = compare_cycles(out, {layer: sparse[layer]}, feeds, target)[0].exact
         assert after < before
+
+
+def test_compile_headline_latency_counts_the_thresholds(tmp_path):
+    """`compile --sparsity` on a zero-skipping array: the thresholded MAC layers' latencies
+    drop, every other layer's stays as the dense compile has it, and the headline total is
+    the sum of the layers (it ignored the thresholds before)."""
+    import edgesim  # noqa: PLC0415
+
+    calib = {"input": X}
+    kw = dict(calib=calib, method="uniform", budget="bits=8", weight_bits=(8,), quiet=True)
+    dense = edgesim.compile(build("digits_cnn"), "sparse-mac-32x32", outdir=tmp_path / "d",
+                            **kw)
+    sparse = edgesim.compile(build("digits_cnn"), "sparse-mac-32x32", outdir=tmp_path / "s",
+                             sparsity=(0.5, 0.75), **kw)
+    cut = {x.name for x in sparse.layers if x.sparsity}
+    assert cut
+    before = {x.name: x.latency_ms for x in dense.layers}
+    for x in sparse.layers:
+        if x.name in cut:
+            assert x.latency_ms < before[x.name]
+        else:
+            assert x.latency_ms == pytest.approx(before[x.name])
+    assert sparse.result.latency_ms == pytest.approx(sum(x.latency_ms for x in sparse.layers))
+    assert sparse.result.latency_ms < dense.result.latency_ms
+    assert any("thresholds' measured densities" in n for n in sparse.notes)
