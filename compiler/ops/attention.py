@@ -6,10 +6,11 @@ Kinds (conventions other code relies on):
   q/k/v are [B, H, S, D] (4-D) or [B, S, H*D] (3-D, with attrs `q_heads` / `kv_heads`);
   past/present are always [B, kv_heads, T, D] with present = concat(past, new) on axis 2.
   Grouped-query attention: each KV head serves `q_heads / kv_heads` consecutive query heads.
-  `y = softmax(scale * q k^T + mask) v`; with `causal`, query i (of S) sees key j (of T) iff
-  j <= i + T - S (bottom-right aligned: the new tokens follow the cached ones), as ONNX
-  opset-23 `Attention` and onnxruntime's `GroupQueryAttention` define it. A bool mask keeps
-  True entries; a float mask is added to the scores.
+  `y = softmax(cap(scale * q k^T) + mask) v`, cap(z) = softcap * tanh(z / softcap) when
+  `softcap` > 0; with `causal`, query i sees key j iff j <= i + P, P the past length (the new
+  tokens follow the cached ones; without a cache it is top-left aligned), as ONNX opset-23
+  `Attention` and onnxruntime's `GroupQueryAttention` define it. A bool mask keeps True
+  entries; a float mask is added to the scores.
 - "rotary": inputs (x, cos, sin, positions?), output y. x is [B, H, S, D] (4-D) or
   [B, S, H*D] (3-D, attr `num_heads`); cos/sin are [max_pos, R/2] gathered by the int
   positions [B, S] (a single position p means p, p+1, ...), or [B, S, R/2] without positions.
@@ -24,6 +25,7 @@ contrib ops (GroupQueryAttention, RotaryEmbedding, SkipSimplifiedLayerNormalizat
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import numpy as np
 
 from compiler.errors import ModelError
@@ -71,18 +73,26 @@ def _ungroup(g: Array, groups: int) -> Array:
 # --- attention --------------------------------------------------------------------------------
 
 
-def _allowed(s: int, t: int) -> Array:
-    """Bottom-right aligned causal pattern [S, T]: query i sees key j iff j <= i + t - s."""
-    return np.arange(t)[None, :] <= np.arange(s)[:, None] + (t - s)
+def _allowed(s: int, t: int, past: int) -> Array:
+    """Causal pattern [S, T] after `past` cached keys: query i sees key j iff j <= i + past."""
+    return np.arange(t)[None, :] <= np.arange(s)[:, None] + past
 
 
-def _probs(q4: Array, ke: Array, mask: Array | None, scale: float, causal: bool) -> Array:
-    """softmax(scale * q k^T + mask) over the keys, masked entries exactly 0."""
+def _capped(q4: Array, ke: Array, scale: float, softcap: float) -> tuple[Array, Array | None]:
+    """The scores before masking, and tanh(z / softcap) when capped (its vjp needs it)."""
     z = scale * (q4 @ ke.swapaxes(-1, -2))
+    if softcap <= 0:
+        return z, None
+    th = np.tanh(z / softcap)
+    return softcap * th, th
+
+
+def _probs(z: Array, mask: Array | None, causal: bool, past: int) -> Array:
+    """softmax(z + mask) over the keys, masked entries exactly 0."""
     if mask is not None:
         z = np.where(mask, z, -np.inf) if mask.dtype == bool else z + mask.astype(z.dtype)
     if causal:
-        z = np.where(_allowed(z.shape[-2], z.shape[-1]), z, -np.inf)
+        z = np.where(_allowed(z.shape[-2], z.shape[-1], past), z, -np.inf)
     e = np.exp(z - z.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
@@ -105,10 +115,11 @@ def _setup(q: Array, k: Array, v: Array, past_k: Array | None, past_v: Array | N
 
 def _attention_forward(q: Array, k: Array, v: Array, mask: Array | None = None,
                        past_k: Array | None = None, past_v: Array | None = None, *,
-                       scale: float, causal: bool, q_heads: int = 0, kv_heads: int = 0
-                       ) -> tuple[Array, Array, Array]:
+                       scale: float, causal: bool, q_heads: int = 0, kv_heads: int = 0,
+                       softcap: float = 0.0) -> tuple[Array, Array, Array]:
     q4, kf, vf, groups = _setup(q, k, v, past_k, past_v, q_heads, kv_heads)
-    p = _probs(q4, _group(kf, groups), _pad_mask(mask, kf.shape[2]), scale, causal)
+    z, _ = _capped(q4, _group(kf, groups), scale, softcap)
+    p = _probs(z, _pad_mask(mask, kf.shape[2]), causal, _past(past_k))
     y = (p @ _group(vf, groups)).astype(q.dtype)
     return from_heads(y, q.ndim), kf, vf
 
@@ -121,21 +132,28 @@ def _split_kv(g: Array, past: Array | None, new: Array, heads: int) -> tuple[Arr
 
 def _attention_vjp(gs: Sequence[Array | None], xs: Sequence[Array | None],
                    ys: Sequence[Array], *, scale: float, causal: bool, q_heads: int = 0,
-                   kv_heads: int = 0) -> Grads:
+                   kv_heads: int = 0, softcap: float = 0.0) -> Grads:
     q, k, v, mask, past_k, past_v = (list(xs) + [None] * 6)[:6]
     q4, kf, vf, groups = _setup(q, k, v, past_k, past_v, q_heads, kv_heads)
     ke, ve = _group(kf, groups), _group(vf, groups)
-    p = _probs(q4, ke, _pad_mask(mask, kf.shape[2]), scale, causal)
+    z, th = _capped(q4, ke, scale, softcap)
+    p = _probs(z, _pad_mask(mask, kf.shape[2]), causal, _past(past_k))
     gy = to_heads(gs[0], q4.shape[1]) if gs[0] is not None else np.zeros(
         p.shape[:-1] + (ve.shape[-1],), q4.dtype)
     gp = gy @ ve.swapaxes(-1, -2)
     gz = p * (gp - (gp * p).sum(axis=-1, keepdims=True))   # softmax's vjp
+    gmask = _mask_cot(mask, gz)
+    gz = gz if th is None else gz * (1.0 - th * th)          # tanh cap's vjp
     gkf = _ungroup(scale * gz.swapaxes(-1, -2) @ q4, groups) + _cot(gs, 1, kf)
     gvf = _ungroup(p.swapaxes(-1, -2) @ gy, groups) + _cot(gs, 2, vf)
     gpk, gk = _split_kv(gkf, past_k, k, kv_heads)
     gpv, gv = _split_kv(gvf, past_v, v, kv_heads)
-    grads = (from_heads(scale * gz @ ke, q.ndim), gk, gv, _mask_cot(mask, gz), gpk, gpv)
+    grads = (from_heads(scale * gz @ ke, q.ndim), gk, gv, gmask, gpk, gpv)
     return grads[:len(xs)]
+
+
+def _past(past_k: Array | None) -> int:
+    return 0 if past_k is None else past_k.shape[2]
 
 
 def _cot(gs: Sequence[Array | None], i: int, like: Array) -> Array | float:
@@ -159,7 +177,8 @@ def _heads_of(spec: Spec, heads: int) -> tuple[int, int, int]:
 
 
 def _attention_shape(specs: Sequence[Spec | None], *, scale: float, causal: bool,
-                     q_heads: int = 0, kv_heads: int = 0) -> tuple[Spec, ...]:
+                     q_heads: int = 0, kv_heads: int = 0, softcap: float = 0.0
+                     ) -> tuple[Spec, ...]:
     q, k, v = specs[0], specs[1], specs[2]
     b, hq, dq = _heads_of(q, q_heads)
     _, hkv, dk = _heads_of(k, kv_heads)
@@ -311,16 +330,17 @@ def lower_attention(node: Node, is_causal: int = 0, kv_num_heads: int = 0,
                     q_num_heads: int = 0, qk_matmul_output_mode: int = 0,
                     scale: float | None = None, softcap: float = 0.0,
                     softmax_precision: int = 0) -> Lowered:
-    """ONNX Attention (opset 23) -> attention; its 4th output and softcap are refused."""
-    if softcap or (len(node.outputs) > 3 and node.outputs[3]):
-        raise ModelError(node.name, "Attention softcap / qk_matmul_output is not supported")
+    """ONNX Attention (opset 23) -> attention; its 4th output (qk_matmul_output) is refused."""
+    if len(node.outputs) > 3 and node.outputs[3]:
+        raise ModelError(node.name, "Attention qk_matmul_output is not supported")
     if len(node.inputs) > 6 and node.inputs[6]:
         raise ModelError(node.name, "Attention nonpad_kv_seqlen is not supported")
     d = head_dim(node, 0, q_num_heads)
     outs = _outputs(node)
     return single("attention", node, inputs=node.inputs[:6], outputs=outs,
                   scale=float(scale) if scale is not None else 1.0 / float(np.sqrt(d)),
-                  causal=bool(is_causal), q_heads=int(q_num_heads), kv_heads=int(kv_num_heads))
+                  causal=bool(is_causal), q_heads=int(q_num_heads), kv_heads=int(kv_num_heads),
+                  softcap=float(softcap))
 
 
 def _outputs(node: Node) -> tuple[str, ...]:

@@ -50,11 +50,10 @@ def _positions(node: Node, name: str) -> dict[str, np.ndarray]:
     return {name: np.ascontiguousarray(np.broadcast_to(pos, (q.shape[0], q.shape[1])))}
 
 
-def _check_gqa(node: Node, local_window_size: int, softcap: float, smooth_softmax: int,
-               qk_output: int) -> None:
+def _check_gqa(node: Node, local_window_size: int, smooth_softmax: int, qk_output: int) -> None:
     extra = [node.input(i) for i in range(9, 12) if node.input(i)]
-    if local_window_size != -1 or softcap or smooth_softmax or qk_output or extra:
-        raise ModelError(node.name, "GroupQueryAttention with a local window, softcap, smooth "
+    if local_window_size != -1 or smooth_softmax or qk_output or extra:
+        raise ModelError(node.name, "GroupQueryAttention with a local window, smooth "
                          "softmax, qk output, position_ids, attention_bias or head_sink is "
                          "not supported")
 
@@ -65,7 +64,7 @@ def lower_group_query_attention(node: Node, num_heads: int = 0, kv_num_heads: in
                                 softcap: float = 0.0, smooth_softmax: int = 0,
                                 qk_output: int = 0) -> Lowered:
     """com.microsoft GroupQueryAttention -> [split] [rotary x2] attention (module docstring)."""
-    _check_gqa(node, local_window_size, softcap, smooth_softmax, qk_output)
+    _check_gqa(node, local_window_size, smooth_softmax, qk_output)
     (q, k, v), layers = _unpack_qkv(node, num_heads, kv_num_heads)
     consts: dict[str, np.ndarray] = {}
     if do_rotary:
@@ -82,7 +81,7 @@ def lower_group_query_attention(node: Node, num_heads: int = 0, kv_num_heads: in
     att = _layer(node.name, "attention", (q, k, v, "", node.input(3), node.input(4)),
                  tuple(o or f"{node.name}.out{i}" for i, o in enumerate(outs)),
                  scale=float(scale) if scale else 1.0 / float(np.sqrt(d)), causal=True,
-                 q_heads=int(num_heads), kv_heads=int(kv_num_heads))
+                 q_heads=int(num_heads), kv_heads=int(kv_num_heads), softcap=float(softcap))
     return Lowered(layers=layers + (att,), consts=consts)
 
 

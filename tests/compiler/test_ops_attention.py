@@ -61,6 +61,8 @@ ATT = [
     Case("Attention", {"q": _f32(2, 3, 32), "k": _f32(2, 3, 16), "v": _f32(2, 3, 16),
                        "": None, "pk": _f32(2, 2, 4, 8), "pv": _f32(2, 2, 4, 8)},
          {"is_causal": 1, "q_num_heads": 4, "kv_num_heads": 2}, 3),
+    Case("Attention", {"q": _f32(1, 2, 3, 8), "k": _f32(1, 2, 4, 8), "v": _f32(1, 2, 4, 8)},
+         {"is_causal": 1, "softcap": 0.7}),
 ]
 ROT = [
     Case("RotaryEmbedding", {"x": _f32(2, 3, 5, 8), "cos": COS, "sin": SIN,
