@@ -116,3 +116,12 @@ def _weight_of(name: str, scores: Mapping[str, float]) -> str:
         if key.rsplit(".weight", 1)[0].split("/")[0] == name:
             return key
     raise UserError("sensitivity", f"linear {name!r} is not a weight of the graph")
+
+
+def decoder_sensitivity(model: object, names: Sequence[str], choices: Sequence[str],
+                        calib: np.ndarray, method: str, seq: int = 64) -> np.ndarray:
+    """omega [L, B] of a float decoder's linears `names` in formats `choices` by `method`
+    ("hawq" or "lrp"), scored on `seq`-token windows of the calibration tokens `calib`."""
+    g = calibration_graph(model, seq)
+    scores = layer_scores(g, calibration_feeds(g, calib, seq), method)
+    return format_sensitivity(g, scores, names, choices)
