@@ -4,6 +4,8 @@ clean refusal of decoder metrics for other models and of latency budgets for dec
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -70,3 +72,28 @@ def test_budgeted_plan_meets_a_decode_rate(rpi5) -> None:
 def test_latency_budget_is_refused_for_decoders(rpi5) -> None:
     with pytest.raises(UserError, match="do not apply to decoders"):
         knapsack(parse_budget("latency=1s"), CFG, rpi5, PARAMS, CHOICES, WORK)
+
+
+@pytest.mark.slow   # HAWQ-free (LRP) but five onnxruntime scorings of 4 KiB: ~20 s
+def test_compile_on_the_trained_decoder_writes_model_report_and_front(tmp_path) -> None:
+    from edgesim.cli import main
+    from edgesim.llm.generate import score_text
+    from edgesim.zoo.trained import load_lm_text
+
+    out = tmp_path / "out"
+    code = main(["compile", "zoo:tiny_lm", "--target", "rpi5", "--method", "lrp", "--budget",
+                 "size=100kB", "--threads", "2", "-o", str(out)])
+    assert code == 0
+    files = {p.name for p in out.iterdir()}
+    assert files == {"tiny_lm.rpi5.onnx", "report.json", "report.md", "front.png"}
+    report = json.loads((out / "report.json").read_text())
+    plan = report["plan"]
+    assert set(plan) == set(NAMES)
+    variants = {v["name"]: v for v in report["variants"]}
+    assert variants["plan"]["linear_bytes"] <= 100e3 < variants["q8"]["linear_bytes"]
+    # the written model is the plan: its perplexity on the same text is the reported one
+    test = load_lm_text()["test"][:4096]
+    ppl = score_text((out / "tiny_lm.rpi5.onnx").read_bytes(), test).perplexity
+    assert ppl == pytest.approx(variants["plan"]["perplexity"], rel=1e-6)
+    md = (out / "report.md").read_text()
+    assert "Decode tokens/s" in md and "time to first token" in md
