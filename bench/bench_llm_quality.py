@@ -10,7 +10,8 @@ plans from the IR's HAWQ (Gauss-Newton traces) and LRP sensitivities
 (`edgesim.llm.sensitivity`, 2 KiB of the calibration text), and those at uniform bytes with an
 fp16 KV cache. Sizes are the linears' stored bytes (scales and zero points included).
 
-Usage: python bench/bench_llm_quality.py
+Usage: python bench/bench_llm_quality.py [--only-ir]   (--only-ir: skip the onnxruntime-measured
+sensitivities, keep the uniform, HAWQ and LRP rows)
 """
 
 from __future__ import annotations
@@ -58,13 +59,15 @@ def main() -> None:
     rows["q4_kv_fp16"] = {"ppl": s.perplexity, "agreement": s.agreement(ref),
                           "linear_bytes": rows["q4"]["linear_bytes"]}
     t0 = time.perf_counter()
-    sens = layer_sensitivity(build, names, CHOICES, text["calib"])
+    plans: dict = {}
+    if "--only-ir" not in sys.argv:   # the onnxruntime-measured sensitivities (~5 min here)
+        sens = layer_sensitivity(build, names, CHOICES, text["calib"])
+        plans = {f"mixed_{b:g}bit": plan_for_bits(sens, list(params.values()), names, CHOICES,
+                                                  b) for b in (3.0, 4.0)}
+        for fmt in ("q4", "q4b128"):   # equal stored bytes as the uniform format
+            plans[f"mixed_at_{fmt}_bytes"] = plan_for_bytes(
+                sens, list(params.values()), names, CHOICES, rows[fmt]["linear_bytes"])
     sens_s = time.perf_counter() - t0
-    plans = {f"mixed_{b:g}bit": plan_for_bits(sens, list(params.values()), names, CHOICES, b)
-             for b in (3.0, 4.0)}
-    for fmt in ("q4", "q4b128"):   # equal stored bytes as the uniform format
-        plans[f"mixed_at_{fmt}_bytes"] = plan_for_bytes(
-            sens, list(params.values()), names, CHOICES, rows[fmt]["linear_bytes"])
     for method in METHODS:   # the IR's sensitivities (HAWQ traces, LRP shares) instead
         t0 = time.perf_counter()
         omega = decoder_sensitivity(tiny_lm(), names, CHOICES, text["calib"][:CALIB_BYTES],

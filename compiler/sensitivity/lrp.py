@@ -66,14 +66,20 @@ from compiler.sensitivity.proxy import (
 )
 
 EPS = 0.05
+MASKED = 1e8   # |score| from which an entry is an additive mask's "minus infinity"
 LRP_RULES = ("epsilon", "zplus")
 # rule(layer, relevances of outputs, inputs, outputs, active input mask, eps) -> per input
 LrpRule = Callable[[Layer, tuple, tuple, tuple, tuple, float], tuple]
 
 
 def _stabilised(z: np.ndarray, eps: float) -> np.ndarray:
-    """z + eps * rms(z) * sign(z), with sign(0) = +1 so nothing divides by zero."""
-    rms = float(np.sqrt(np.mean(z * z))) if z.size else 0.0
+    """z + eps * rms(z) * sign(z), with sign(0) = +1 so nothing divides by zero.
+
+    The RMS skips masked entries (|z| >= MASKED, an additive attention mask's -1e9 or -inf):
+    one such entry would otherwise set the stabiliser of the whole tensor (a decoder's causal
+    mask made it ~5e7 and sent no relevance to its queries and keys)."""
+    kept = z[np.abs(z) < MASKED] if z.size else z
+    rms = float(np.sqrt(np.mean(kept * kept))) if kept.size else 0.0
     stab = eps * (rms if rms > 0 else 1.0)
     return z + np.where(z >= 0, stab, -stab)
 

@@ -206,3 +206,14 @@ def test_format_sensitivity_names_a_missing_linear() -> None:
     g = calibration_graph(kv_decoder(SHAPE, seed=3), seq=4)
     with pytest.raises(UserError, match="nope"):
         format_sensitivity(g, {"a/MatMul.weight": 1.0}, ["nope"], ["q4"])
+
+
+def test_lrp_reaches_queries_and_keys_past_an_additive_mask(forms) -> None:
+    """The zoo form adds a -1e9 causal mask to the scores; the epsilon rule's stabiliser must
+    not be set by those entries, or q_proj / k_proj would get no relevance at all."""
+    g = calibration_graph(forms[0], seq=8)
+    tokens = np.random.default_rng(1).integers(0, SHAPE.vocab, 16)
+    scores = layer_scores(g, calibration_feeds(g, tokens, 8), "lrp")
+    for name in ("q_proj", "k_proj"):
+        share = scores[_key(scores, f"layers.0.self_attn.{name}")]
+        assert share > 0.01 * scores[_key(scores, "layers.0.self_attn.v_proj")]
