@@ -25,6 +25,7 @@ contrib ops (GroupQueryAttention, RotaryEmbedding, SkipSimplifiedLayerNormalizat
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -34,6 +35,14 @@ from compiler.ops.opdef import Lowered, LowerRule, Node, OpDef, single, unbroadc
 
 Array = np.ndarray
 Grads = tuple[Array | None, ...]
+T = TypeVar("T")
+
+
+def required(x: T | None, what: str = "input") -> T:
+    """`x`, or ValueError when a required input is absent."""
+    if x is None:
+        raise ValueError(f"required {what} is absent")
+    return x
 
 
 # --- layouts ----------------------------------------------------------------------------------
@@ -93,8 +102,8 @@ def _probs(z: Array, mask: Array | None, causal: bool, past: int) -> Array:
         z = np.where(mask, z, -np.inf) if mask.dtype == bool else z + mask.astype(z.dtype)
     if causal:
         z = np.where(_allowed(z.shape[-2], z.shape[-1], past), z, -np.inf)
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    e: Array = np.exp(z - z.max(axis=-1, keepdims=True))
+    return np.asarray(e / e.sum(axis=-1, keepdims=True))
 
 
 def _pad_mask(mask: Array | None, t: int) -> Array | None:
@@ -102,7 +111,8 @@ def _pad_mask(mask: Array | None, t: int) -> Array | None:
     if mask is None or mask.shape[-1] == t:
         return mask
     pad = [(0, 0)] * (mask.ndim - 1) + [(0, t - mask.shape[-1])]
-    return np.pad(mask, pad, constant_values=False if mask.dtype == bool else -np.inf)
+    return np.asarray(np.pad(mask, pad,
+                             constant_values=False if mask.dtype == bool else -np.inf))
 
 
 def _setup(q: Array, k: Array, v: Array, past_k: Array | None, past_v: Array | None,
@@ -133,7 +143,8 @@ def _split_kv(g: Array, past: Array | None, new: Array, heads: int) -> tuple[Arr
 def _attention_vjp(gs: Sequence[Array | None], xs: Sequence[Array | None],
                    ys: Sequence[Array], *, scale: float, causal: bool, q_heads: int = 0,
                    kv_heads: int = 0, softcap: float = 0.0) -> Grads:
-    q, k, v, mask, past_k, past_v = (list(xs) + [None] * 6)[:6]
+    mask, past_k, past_v = (list(xs[3:]) + [None] * 3)[:3]
+    q, k, v = required(xs[0]), required(xs[1]), required(xs[2])
     q4, kf, vf, groups = _setup(q, k, v, past_k, past_v, q_heads, kv_heads)
     ke, ve = _group(kf, groups), _group(vf, groups)
     z, th = _capped(q4, ke, scale, softcap)
@@ -157,7 +168,8 @@ def _past(past_k: Array | None) -> int:
 
 
 def _cot(gs: Sequence[Array | None], i: int, like: Array) -> Array | float:
-    return gs[i] if len(gs) > i and gs[i] is not None else 0.0
+    g = gs[i] if len(gs) > i else None
+    return 0.0 if g is None else g
 
 
 def _mask_cot(mask: Array | None, gz: Array) -> Array | None:
@@ -179,7 +191,7 @@ def _heads_of(spec: Spec, heads: int) -> tuple[int, int, int]:
 def _attention_shape(specs: Sequence[Spec | None], *, scale: float, causal: bool,
                      q_heads: int = 0, kv_heads: int = 0, softcap: float = 0.0
                      ) -> tuple[Spec, ...]:
-    q, k, v = specs[0], specs[1], specs[2]
+    q, k, v = required(specs[0]), required(specs[1]), required(specs[2])
     b, hq, dq = _heads_of(q, q_heads)
     _, hkv, dk = _heads_of(k, kv_heads)
     _, _, dv = _heads_of(v, kv_heads)
@@ -201,8 +213,9 @@ def _attention_facts(specs_in: Sequence[Spec | None], specs_out: Sequence[Spec],
     """Two batched GEMMs per query head (scores [S, T] over D, then [S, Dv] over T) and the
     softmax. The kind is costed as streaming work (it has no weights to quantise), so `ops`
     counts each MAC as two operations plus five per score (max, sub, exp, sum, div)."""
-    b, hq, d = _heads_of(specs_in[0], q_heads)
-    s, t = _seq(specs_in[0]), specs_out[1].shape[2]
+    q = required(specs_in[0])
+    b, hq, d = _heads_of(q, q_heads)
+    s, t = _seq(q), specs_out[1].shape[2]
     macs = 2 * b * hq * s * t * d
     return Facts(m=s, n=t, k=d, groups=2 * b * hq, macs=macs, ops=2 * macs + 5 * b * hq * s * t)
 
@@ -283,7 +296,8 @@ def _table_cot(g: Array, cache: Array, positions: Array | None, b: int, s: int) 
 
 def _rotary_vjp(gs: Sequence[Array | None], xs: Sequence[Array | None], ys: Sequence[Array],
                 *, num_heads: int = 0, rotary_dim: int = 0, interleaved: bool = False) -> Grads:
-    x, cos, sin, positions = (list(xs) + [None])[:4]
+    x, cos, sin = required(xs[0]), required(xs[1]), required(xs[2])
+    positions = xs[3] if len(xs) > 3 else None
     g = gs[0] if gs[0] is not None else np.zeros_like(ys[0])
     b, s = x.shape[0], (x.shape[2] if x.ndim == 4 else x.shape[1])
     c, sn = _angles(cos, sin, positions, b, s)
@@ -301,7 +315,7 @@ def _rotary_vjp(gs: Sequence[Array | None], xs: Sequence[Array | None], ys: Sequ
 
 def _rotary_shape(specs: Sequence[Spec | None], *, num_heads: int = 0, rotary_dim: int = 0,
                   interleaved: bool = False) -> tuple[Spec, ...]:
-    x, cos = specs[0], specs[1]
+    x, cos = required(specs[0]), required(specs[1])
     _, _, d = _heads_of(x, num_heads)
     r = rotary_dim or d
     if r > d or r % 2 or cos.shape[-1] != r // 2:
@@ -319,9 +333,8 @@ def _rotary_facts(specs_in: Sequence[Spec | None], specs_out: Sequence[Spec],
 
 def head_dim(node: Node, i: int, heads: int) -> int:
     """Per-head width of input `i` of `node` (3-D: needs `heads`)."""
-    spec = node.spec(i)
     try:
-        return _heads_of(spec, heads)[2]
+        return _heads_of(required(node.spec(i)), heads)[2]
     except ValueError as e:
         raise ModelError(node.name, str(e)) from e
 

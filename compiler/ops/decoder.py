@@ -19,8 +19,8 @@ import numpy as np
 
 from compiler.errors import ModelError
 from compiler.ir import Layer, frozen_attrs
-from compiler.ops.attention import head_dim
-from compiler.ops.opdef import Lowered, LowerRule, Node
+from compiler.ops.attention import head_dim, required
+from compiler.ops.opdef import Lowered, LowerRule, Node, OpDef
 
 MS = "com.microsoft"
 
@@ -35,7 +35,7 @@ def _unpack_qkv(node: Node, heads: int, kv_heads: int) -> tuple[tuple[str, str, 
     """(q, k, v) names; a packed `query` [B, S, (H + 2 Hkv) D] is split first."""
     if node.input(1):
         return (node.inputs[0], node.inputs[1], node.inputs[2]), ()
-    d = node.spec(0).shape[2] // (heads + 2 * kv_heads)
+    d = required(node.spec(0)).shape[2] // (heads + 2 * kv_heads)
     names = tuple(f"{node.name}.{t}" for t in ("q", "k", "v"))
     split = _layer(f"{node.name}.split", "split", (node.inputs[0],), names, axis=2,
                    sizes=(heads * d, kv_heads * d, kv_heads * d))
@@ -44,7 +44,7 @@ def _unpack_qkv(node: Node, heads: int, kv_heads: int) -> tuple[tuple[str, str, 
 
 def _positions(node: Node, name: str) -> dict[str, np.ndarray]:
     """past .. past+S-1 for every row: the positions of the new tokens (no padding)."""
-    q, past = node.spec(0), node.spec(3)
+    q, past = required(node.spec(0)), node.spec(3)
     start = past.shape[2] if past is not None else 0
     pos = start + np.arange(q.shape[1], dtype=np.int64)
     return {name: np.ascontiguousarray(np.broadcast_to(pos, (q.shape[0], q.shape[1])))}
@@ -106,7 +106,7 @@ def lower_skip_simplified_norm(node: Node, epsilon: float = 1e-5) -> Lowered:
     total = node.outputs[3] if len(node.outputs) > 3 and node.outputs[3] else \
         f"{node.name}.sum"
     addends = tuple(t for t in (node.inputs[0], node.inputs[1], node.input(3)) if t)
-    rank = len(node.spec(0).shape)
+    rank = len(required(node.spec(0)).shape)
     return Lowered(layers=(
         _layer(f"{node.name}.skip", "eltwise", addends, (total,), fn="add"),
         _layer(node.name, "norm", (total, node.inputs[2]), node.outputs[:1], fn="rms_norm",
@@ -122,4 +122,4 @@ DOMAIN_LOWER: dict[tuple[str, str], LowerRule] = {
     (MS, "RotaryEmbedding"): lower_ms_rotary,
     (MS, "SkipSimplifiedLayerNormalization"): lower_skip_simplified_norm,
 }
-OPS: tuple = ()
+OPS: tuple[OpDef, ...] = ()
