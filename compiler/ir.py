@@ -29,6 +29,7 @@ KINDS: tuple[str, ...] = (
     "transpose", "concat", "split", "slice", "pad", "expand",  # data movement (copies)
     "reshape", "identity",                                   # views: no data moves
     "gather_nd", "arg_reduce",                               # indexing (appended: codes kept)
+    "attention", "rotary",                                   # decoders (appended: codes kept)
 )
 KIND_CODE: Mapping[str, int] = MappingProxyType({k: i for i, k in enumerate(KINDS)})
 
@@ -38,7 +39,8 @@ KIND_CATEGORY: Mapping[str, int] = MappingProxyType({
     **{k: CATEGORY_GEMM for k in ("conv", "conv_transpose", "linear", "matmul")},
     **{k: CATEGORY_STREAM for k in ("eltwise", "activation", "norm", "softmax", "pool",
                                     "reduce", "resize", "gather", "cast",
-                                    "gather_nd", "arg_reduce")},
+                                    "gather_nd", "arg_reduce", "rotary",
+                                    "attention")},   # no weights: never given bits
     **{k: CATEGORY_COPY for k in ("transpose", "concat", "split", "slice", "pad", "expand")},
     **{k: CATEGORY_VIEW for k in ("reshape", "identity")},
 })

@@ -24,7 +24,7 @@ from compiler.allocate import Allocation, InfeasibleBudget, knee, pareto_front, 
 from compiler.formats import nbits_container
 from compiler.ir import Graph
 from compiler.sensitivity import DEFAULT_BITS, METHODS, Sensitivity
-from edgesim.budget import Budget, format_value
+from edgesim.budget import DECODER_METRICS, Budget, format_value
 from edgesim.errors import UserError
 from edgesim.simulation import runnable
 from hwmodels.cost import Cost, evaluate
@@ -95,6 +95,9 @@ def _metric(cost: Cost, metric: str, w_elems: np.ndarray, w_bits: np.ndarray) ->
         "size": lambda: cost.weight_bytes,
         "bits": lambda: w_elems[:, None] * w_bits,
     }
+    if metric in DECODER_METRICS:  # prefill / decode / RAM: `edgesim.llm.budgets`
+        raise UserError("--budget", f"{metric} budgets apply to decoders (zoo:tiny_lm, a "
+                        "KV-cache decoder); use size, latency, energy or bits here")
     return table[metric]()
 
 

@@ -1,4 +1,6 @@
-"""Budgets in the target's own terms: `size=2MB`, `latency=15ms`, `energy=5mJ`, `bits=4.5`.
+"""Budgets in the target's own terms: `size=2MB`, `latency=15ms`, `energy=5mJ`, `bits=4.5`;
+for decoders also `tok_s=20` (a floor on decode tokens/s), `ttft=800ms` (time to first
+token) and `ram=3.5GB` (resident bytes while running).
 
 A budget is stored in base units (bytes, seconds, picojoules, average weight bits) so that it
 compares directly with `hwmodels.cost.Cost` fields; `format_value` turns base units back into
@@ -19,8 +21,16 @@ UNITS: dict[str, dict[str, float]] = {
     "latency": {"ms": 1e-3, "s": 1.0, "us": 1e-6},
     "energy": {"mJ": 1e9, "J": 1e12, "uJ": 1e6, "nJ": 1e3, "pJ": 1.0},
     "bits": {"": 1.0},
+    "tok_s": {"": 1.0},
+    "ttft": {"ms": 1e-3, "s": 1.0, "us": 1e-6},
+    "ram": {"GB": 1e9, "B": 1.0, "kB": 1e3, "MB": 1e6, "MiB": 2**20, "GiB": 2**30},
 }
-BASE_UNIT = {"size": "B", "latency": "s", "energy": "pJ", "bits": "bits"}
+BASE_UNIT = {"size": "B", "latency": "s", "energy": "pJ", "bits": "bits", "tok_s": "tokens/s",
+             "ttft": "s", "ram": "B"}
+# metrics whose budget is a floor (at least this much), not a ceiling
+FLOORS = frozenset({"tok_s"})
+# metrics only decoders have (prefill / decode phases, RAM while running)
+DECODER_METRICS = frozenset({"tok_s", "ttft", "ram"})
 _NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
 
 
@@ -33,6 +43,10 @@ class Budget:
 
     def __str__(self) -> str:
         return f"{self.metric}={format_value(self.metric, self.value)}"
+
+    def met(self, value: float) -> bool:
+        """Whether `value` (base units) meets the budget: >= a floor, <= a ceiling."""
+        return value >= self.value if self.metric in FLOORS else value <= self.value
 
 
 def parse_budget(text: str) -> Budget:

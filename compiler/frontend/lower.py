@@ -18,7 +18,7 @@ from onnx import helper, numpy_helper
 
 from compiler.errors import ModelError
 from compiler.ir import Graph, Layer, Spec, readonly
-from compiler.ops import LOWER, OPS, claims
+from compiler.ops import OPS, rule_for
 from compiler.ops.opdef import Node
 from compiler.passes.drop_dead import drop_dead
 
@@ -80,7 +80,7 @@ def _attr_value(a: onnx.AttributeProto) -> object:
 
 def _lower_node(node: onnx.NodeProto, name: str, specs: Mapping[str, Spec],
                 consts: Mapping[str, np.ndarray]):
-    rule = LOWER[node.op_type] if claims(node.op_type, node.domain) else None
+    rule = rule_for(node.op_type, node.domain)
     if rule is None:
         domain = node.domain or "ai.onnx"
         raise ModelError(f"node {name}", f"unsupported op {domain}::{node.op_type}")

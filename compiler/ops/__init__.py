@@ -10,7 +10,9 @@ from types import MappingProxyType
 
 from compiler.ops import (
     activation,
+    attention,
     conv,
+    decoder,
     eltwise,
     gather,
     index,
@@ -24,7 +26,7 @@ from compiler.ops import (
 from compiler.ops.opdef import LowerRule, OpDef
 
 _FAMILIES = (conv, linear, eltwise, activation, norm, softmax, pool, reshape, gather, resize,
-             index)
+             index, attention, decoder)
 
 OPS: Mapping[str, OpDef] = MappingProxyType({op.kind: op for f in _FAMILIES for op in f.OPS})
 LOWER: Mapping[str, LowerRule] = MappingProxyType(
@@ -35,7 +37,20 @@ OP_DOMAINS: Mapping[str, str] = MappingProxyType(
     {op_type: d for f in _FAMILIES for op_type, d in getattr(f, "DOMAINS", {}).items()})
 
 
-def claims(op_type: str, domain: str) -> bool:
-    """Whether `LOWER[op_type]` is the rule for a node of `op_type` in `domain`."""
+# Rules keyed (domain, op_type), for contrib ops whose name is also an ONNX op's.
+DOMAIN_LOWER: Mapping[tuple[str, str], LowerRule] = MappingProxyType(
+    {k: rule for f in _FAMILIES for k, rule in getattr(f, "DOMAIN_LOWER", {}).items()})
+
+
+def rule_for(op_type: str, domain: str) -> LowerRule | None:
+    """The lowering rule of a node of `op_type` in `domain`, None if unsupported."""
+    if (domain, op_type) in DOMAIN_LOWER:
+        return DOMAIN_LOWER[(domain, op_type)]
     want = OP_DOMAINS.get(op_type, "")
-    return op_type in LOWER and (domain == want or (not want and domain == "ai.onnx"))
+    plain = op_type in LOWER and (domain == want or (not want and domain == "ai.onnx"))
+    return LOWER[op_type] if plain else None
+
+
+def claims(op_type: str, domain: str) -> bool:
+    """Whether edgesim has a lowering rule for a node of `op_type` in `domain`."""
+    return rule_for(op_type, domain) is not None

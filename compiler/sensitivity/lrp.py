@@ -17,7 +17,8 @@ Explanations through Conservative Propagation", ICML 2022), one per layer kind i
 - eltwise div / pow: all relevance to the first operand (divisor / exponent as a gate).
 - activation, norm, softmax, cast: pass-through, `R_in = R_out` (Ali et al.: LayerNorm and the
   attention softmax treated as linear / constant gates).
-- reshape-likes, gather, resize, where: the op's vjp (pure redistribution of relevance).
+- reshape-likes, gather, resize, where, rotary: the op's vjp (pure redistribution of relevance).
+- attention: softmax(q k^T) as a constant gate on the values (`gate`).
 - Option `rule="zplus"`: the z+ rule on conv / linear layers whose input is nonnegative
   (after ReLU): `R_x = x * vjp_{w+}(R / z+)` with w+ = max(w, 0) and no bias.
 
@@ -65,14 +66,20 @@ from compiler.sensitivity.proxy import (
 )
 
 EPS = 0.05
+MASKED = 1e8   # |score| from which an entry is an additive mask's "minus infinity"
 LRP_RULES = ("epsilon", "zplus")
 # rule(layer, relevances of outputs, inputs, outputs, active input mask, eps) -> per input
 LrpRule = Callable[[Layer, tuple, tuple, tuple, tuple, float], tuple]
 
 
 def _stabilised(z: np.ndarray, eps: float) -> np.ndarray:
-    """z + eps * rms(z) * sign(z), with sign(0) = +1 so nothing divides by zero."""
-    rms = float(np.sqrt(np.mean(z * z))) if z.size else 0.0
+    """z + eps * rms(z) * sign(z), with sign(0) = +1 so nothing divides by zero.
+
+    The RMS skips masked entries (|z| >= MASKED, an additive attention mask's -1e9 or -inf):
+    one such entry would otherwise set the stabiliser of the whole tensor (a decoder's causal
+    mask made it ~5e7 and sent no relevance to its queries and keys)."""
+    kept = z[np.abs(z) < MASKED] if z.size else z
+    rms = float(np.sqrt(np.mean(kept * kept))) if kept.size else 0.0
     stab = eps * (rms if rms > 0 else 1.0)
     return z + np.where(z >= 0, stab, -stab)
 
@@ -123,10 +130,28 @@ def eltwise(layer: Layer, rs: tuple, xs: tuple, ys: tuple, active: tuple, eps: f
     return rule(layer, rs, xs, ys, active, eps)
 
 
+def gate(layer: Layer, rs: tuple, xs: tuple, ys: tuple, active: tuple, eps: float) -> tuple:
+    """Attention y = p v with the probabilities p as a constant gate (Ali et al. 2022): the
+    epsilon rule sends y's relevance to the values (new and cached), none to q / k; relevance
+    of the present caches goes back to their past and new parts as their vjp moves it."""
+    op = OPS[layer.kind]
+    zero = tuple(np.zeros_like(y) for y in ys)
+    s = rs[0] / _stabilised(ys[0], eps)
+    gy = op.vjp((s, None, None), xs, ys, **layer.attrs)            # p^T s on v and past_v
+    gpass = op.vjp((zero[0], rs[1], rs[2]), xs, ys, **layer.attrs)  # caches: pure copies
+    out = [None] * len(xs)
+    for i in (1, 2, 4, 5):                                           # k, v, past_k, past_v
+        if i < len(xs) and active[i]:
+            value = xs[i] * gy[i] if i in (2, 5) and gy[i] is not None else 0.0
+            out[i] = value + (gpass[i] if gpass[i] is not None else 0.0)
+    return tuple(out)
+
+
 RULES: Mapping[str, LrpRule] = {
     "conv": epsilon, "conv_transpose": epsilon, "linear": epsilon, "matmul": product,
     "pool": epsilon, "reduce": epsilon, "eltwise": eltwise,
     "activation": passthrough, "norm": passthrough, "softmax": passthrough, "cast": passthrough,
+    "attention": gate, "rotary": adjoint,
     **{k: adjoint for k in ("reshape", "identity", "transpose", "concat", "split", "slice",
                             "pad", "expand", "gather", "resize", "gather_nd", "arg_reduce")},
 }

@@ -124,11 +124,40 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_trained_decoder(ref: str | None) -> bool:
+    from edgesim.llm.compile import TRAINED
+
+    return ref is not None and ref.startswith("zoo:") and ref[4:] in TRAINED
+
+
+def cmd_compile_decoder(args: argparse.Namespace) -> int:
+    """`edgesim compile zoo:tiny_lm --target T --budget tok_s=..`: plan, model and report."""
+    from edgesim.llm.compile import compile_decoder
+
+    target = load_target(args.target)
+    if not isinstance(target, CpuTarget):
+        raise UserError(args.target, "decoder compile needs a cpu target")
+    r = compile_decoder(args.model, target, args.budget or "bits=4", args.method,
+                        args.output, threads=[args.threads] if args.threads else None)
+    if getattr(args, "json", False):
+        print(json.dumps({"plan": dict(r.plan), "files": dict(r.files)}))
+    else:
+        print("\n".join(f"wrote {f}" for f in r.files.values()))
+    return 0
+
+
+def _compile_dispatch(original: Callable[[argparse.Namespace], int],
+                      args: argparse.Namespace) -> int:
+    return cmd_compile_decoder(args) if _is_trained_decoder(args.model) else original(args)
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Hook the decoder flags into `simulate` and register `generate`."""
+    """Hook the decoder flags into `simulate`, decoders into `compile`; register `generate`."""
     sim = subparsers.choices["simulate"]
     add_simulate_args(sim)
     sim.set_defaults(run=functools.partial(_simulate_dispatch, sim.get_default("run")))
+    cp = subparsers.choices["compile"]
+    cp.set_defaults(run=functools.partial(_compile_dispatch, cp.get_default("run")))
     from edgesim.cli import add_command
 
     gen = add_command(subparsers, "generate", "greedy text generation with a KV-cache decoder "

@@ -80,6 +80,17 @@ def plan_for_decode_rate(sens: np.ndarray, params: Sequence[int], names: Sequenc
                  f"{tokens_per_s:g} tokens/s")
 
 
+def plan_for_budget(sens: np.ndarray, cost: np.ndarray, limit: float, names: Sequence[str],
+                    choices: Sequence[str], label: str) -> dict[str, str]:
+    """The least-sensitive plan whose summed per-layer `cost` [L, B] is at most `limit`
+    (`edgesim.llm.budgets.knapsack` turns tok_s / ttft / ram / size / bits into them).
+
+    Raises:
+        UserError: no plan meets the budget (`label` names it).
+    """
+    return _plan(sens, cost, limit, names, choices, label)
+
+
 def _plan(sens: np.ndarray, cost: np.ndarray, budget: float, names: Sequence[str],
           choices: Sequence[str], label: str) -> dict[str, str]:
     try:

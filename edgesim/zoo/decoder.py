@@ -26,6 +26,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from compiler.packing import pack_matmulnbits
+from edgesim.llm.config import DecoderConfig
 from edgesim.llm.formats import parse_format
 from edgesim.zoo.cnn import GraphBuilder, normal
 from edgesim.zoo.transformer import rms_norm, silu
@@ -55,6 +56,14 @@ class DecoderShape:
     def head_dim(self) -> int:
         """Per-head width."""
         return self.hidden // self.heads
+
+
+def decoder_config(shape: DecoderShape, name: str) -> DecoderConfig:
+    """The weights-free description (`edgesim.llm`'s phase and RAM models) of a built shape."""
+    return DecoderConfig(name=name, hidden=shape.hidden, layers=shape.layers, heads=shape.heads,
+                         kv_heads=shape.kv_heads, head_dim=shape.head_dim,
+                         intermediate=shape.intermediate, vocab=shape.vocab, tied=shape.tied,
+                         attention_bias=shape.attention_bias, max_context=shape.max_context)
 
 
 def linear_names(shape: DecoderShape) -> list[str]:

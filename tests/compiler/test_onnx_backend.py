@@ -150,6 +150,21 @@ KNOWN_UNSUPPORTED: dict[str, str] = {
     **dict.fromkeys([  # 2 cases
         "test_equal_string", "test_equal_string_broadcast",
     ], 'string tensors are not numeric'),
+    **dict.fromkeys([  # 14 cases
+        f"test_attention_{r}_with_{p}qk_matmul{x}"
+        for r, p, x in [("3d", "past_and_present_", ""), ("3d", "past_and_present_", "_bias"),
+                        ("3d", "past_and_present_", "_softcap"),
+                        ("3d", "past_and_present_", "_softmax"),
+                        ("4d", "past_and_present_", ""), ("4d", "past_and_present_", "_bias"),
+                        ("4d", "past_and_present_", "_bias_3d_mask"),
+                        ("4d", "past_and_present_", "_bias_3d_mask_causal"),
+                        ("4d", "past_and_present_", "_bias_4d_mask"),
+                        ("4d", "past_and_present_", "_bias_4d_mask_causal"),
+                        ("4d", "", ""), ("4d", "", "_bias"), ("4d", "", "_softcap"),
+                        ("4d", "", "_softmax")]
+    ], "Attention's qk_matmul_output (a debugging output of the scores) is not supported"),
+    "test_attention_4d_diff_heads_mask4d_padded_kv":
+        "Attention's nonpad_kv_seqlen (opset 24 external KV cache) is not supported",
 }
 
 

@@ -1,0 +1,167 @@
+"""`edgesim compile` on a trained zoo decoder: a budgeted per-layer format plan, the packed
+KV-cache model, and the report every compile writes (with prefill / decode tables and a
+tokens/s-vs-perplexity front).
+
+Steps: HAWQ or LRP sensitivities of the linears through the IR (`edgesim.llm.sensitivity`);
+the budget priced per layer (`edgesim.llm.budgets`); the exact knapsack (`plan_for_budget`);
+the plan emitted as MatMulNBits layers (`edgesim.zoo.decoder`); every uniform format and the
+plan predicted on the target (tokens/s and time to first token per thread count) and scored in
+onnxruntime on the held-out text (perplexity per byte).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from compiler.atomic import atomic_write
+from edgesim.budget import parse_budget
+from edgesim.errors import UserError
+from edgesim.llm.budgets import Workload, knapsack, uniform_times
+from edgesim.llm.config import DecoderConfig
+from edgesim.llm.plan import plan_bytes, plan_for_budget
+from edgesim.llm.sensitivity import METHODS, decoder_sensitivity
+from hwmodels.cpu import CpuTarget
+
+CHOICES = ("q2z", "q4b128", "q4", "q8")
+TRAINED = ("tiny_lm",)
+DEFAULT_WORK = Workload()
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One plan's predicted and measured figures."""
+
+    name: str
+    linear_bytes: float
+    perplexity: float
+    tokens_per_s: tuple[float, ...]   # per thread count, at the workload's context
+    ttft_s: tuple[float, ...]         # per thread count, for the workload's prompt
+
+
+@dataclass(frozen=True)
+class DecoderReport:
+    """What `compile_decoder` decided and wrote."""
+
+    model: str
+    target: str
+    budget: str
+    method: str
+    threads: tuple[int, ...]
+    workload: Workload
+    plan: Mapping[str, str]
+    variants: tuple[Variant, ...]
+    files: Mapping[str, str] = field(default_factory=dict)
+
+
+def _per_thread(cfg: DecoderConfig, target: CpuTarget, work: Workload,
+                threads: Sequence[int]) -> np.ndarray:
+    """Uniform predictions [T, 2, B]: (decode s/token, ttft) of each format per thread count."""
+    return np.array([uniform_times(cfg, target, CHOICES, replace(work, threads=t))
+                     for t in threads])
+
+
+def _priced(times: np.ndarray, params: Mapping[str, int], plan: Mapping[str, str]
+            ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(tokens/s, ttft) per thread count of `plan`: each layer's weight share of the uniform
+    figures of its format (`edgesim.llm.budgets`)."""
+    n = np.array(list(params.values()), np.float64)
+    cols = [CHOICES.index(plan[name]) for name in params]
+    mix = (times[:, :, cols] * (n / n.sum())).sum(axis=-1)           # [T, 2]
+    return tuple(1.0 / mix[:, 0]), tuple(mix[:, 1])
+
+
+def _variants(plans: Mapping[str, Mapping[str, str]], times: np.ndarray,
+              params: Mapping[str, int], test: np.ndarray) -> tuple[Variant, ...]:
+    from edgesim.llm.generate import score_text  # onnxruntime loads only here
+    from edgesim.zoo.trained import tiny_lm
+
+    out = []
+    for name, plan in plans.items():
+        ppl = score_text(tiny_lm(dict(plan)).SerializeToString(), test).perplexity
+        rates, ttfts = _priced(times, params, plan)
+        out.append(Variant(name, plan_bytes(plan, params), ppl, rates, ttfts))
+    return tuple(out)
+
+
+def compile_decoder(ref: str, target: CpuTarget, budget_text: str, method: str = "hawq",
+                    out_dir: str | Path = "edgesim-out", work: Workload = DEFAULT_WORK,
+                    threads: Sequence[int] | None = None, calib_bytes: int = 1024,
+                    test_bytes: int = 4096) -> DecoderReport:
+    """Plan, emit and report a trained zoo decoder under a budget (module docstring).
+
+    Raises:
+        UserError: not a trained zoo decoder, an unknown method, or an unmeetable budget.
+    """
+    from edgesim.zoo.decoder import decoder_config, linear_shapes
+    from edgesim.zoo.trained import TINY_LM_SHAPE, load_lm_text, tiny_lm
+
+    name = ref.removeprefix("zoo:")
+    if name not in TRAINED:
+        raise UserError(ref, f"decoder compile needs a trained zoo decoder: {list(TRAINED)}")
+    if method not in METHODS:
+        raise UserError("--method", f"decoders take {' or '.join(METHODS)}, got {method!r}")
+    cfg, text = decoder_config(TINY_LM_SHAPE, name), load_lm_text()
+    params = {n: i * o for n, (i, o) in linear_shapes(TINY_LM_SHAPE).items()}
+    names = list(params)
+    omega = decoder_sensitivity(tiny_lm(), names, CHOICES, text["calib"][:calib_bytes], method)
+    budget = parse_budget(budget_text)
+    k = knapsack(budget, cfg, target, list(params.values()), CHOICES, work)
+    plan = plan_for_budget(omega, k.cost, k.limit, names, CHOICES, str(budget))
+    ths = tuple(threads or range(1, target.cores + 1))
+    plans = {**{f: dict.fromkeys(names, f) for f in CHOICES}, "plan": plan}
+    times = _per_thread(cfg, target, work, ths)
+    variants = _variants(plans, times, params, text["test"][:test_bytes])
+    report = DecoderReport(name, target.name, str(budget), method, ths, work, plan, variants)
+    return write(report, Path(out_dir), tiny_lm(plan).SerializeToString())
+
+
+def write(report: DecoderReport, out: Path, model: bytes) -> DecoderReport:
+    """model.<target>.onnx, report.json, report.md and front.png into `out`."""
+    from edgesim import plot  # matplotlib loads only when a report is written
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"model": out / f"{report.model}.{report.target}.onnx", "json": out / "report.json",
+             "md": out / "report.md", "plot": out / "front.png"}
+    atomic_write(files["model"], model)
+    report = replace(report, files={k: str(v) for k, v in files.items()})
+    atomic_write(files["json"], json.dumps(asdict(report), indent=1))
+    atomic_write(files["md"], markdown(report))
+    points, marks, title = _front(report)
+    plot.save(plot.front_plot(points, "tokens_per_s", "perplexity", marks=marks, title=title),
+              files["plot"])
+    return report
+
+
+def _front(report: DecoderReport) -> tuple[dict[str, list[float]], dict, str]:
+    """Front plot inputs: tokens/s at the first thread count against perplexity, every
+    variant marked by name."""
+    vs = report.variants
+    points = {"tokens_per_s": [v.tokens_per_s[0] for v in vs],
+              "perplexity": [v.perplexity for v in vs]}
+    marks = {v.name: (v.tokens_per_s[0], v.perplexity) for v in vs}
+    title = (f"{report.model} on {report.target}: decode tokens/s ({report.threads[0]} thr) "
+             "vs perplexity")
+    return points, marks, title
+
+
+def markdown(r: DecoderReport) -> str:
+    """The report: budget and plan, then prefill and decode tables per variant."""
+    ths = " | ".join(f"{t} thr" for t in r.threads)
+    head = f"| variant | linear bytes | ppl/byte | {ths} |\n|---|---|---|" + "---|" * len(r.threads)
+    decode = [f"| {v.name} | {v.linear_bytes:.0f} | {v.perplexity:.3f} | "
+              + " | ".join(f"{x:.1f}" for x in v.tokens_per_s) + " |" for v in r.variants]
+    prefill = [f"| {v.name} | {v.linear_bytes:.0f} | {v.perplexity:.3f} | "
+               + " | ".join(f"{x * 1e3:.2f}" for x in v.ttft_s) + " |" for v in r.variants]
+    counts = {c: sum(f == c for f in r.plan.values()) for c in CHOICES}
+    w = r.workload
+    return "\n".join([
+        f"# {r.model} on {r.target}", "",
+        f"Budget {r.budget}, {r.method} sensitivities; plan: {counts}; KV cache {w.kv_dtype}.",
+        "", f"## Decode tokens/s at context {w.context}", "", head, *decode, "",
+        f"## Prefill: time to first token (ms) for {w.prompt_len} tokens", "", head, *prefill,
+        "", "Perplexity: measured in onnxruntime on held-out KJV text; speeds: predicted.", ""])
