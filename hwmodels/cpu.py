@@ -33,7 +33,7 @@ from compiler.formats import (
     runs_as,
 )
 from compiler.ir import CATEGORY_GEMM, KIND_CODE, LayerTable
-from hwmodels import energy
+from hwmodels import cpu_x86, energy
 from hwmodels.cost import Cost, check_bits, memory_bytes
 from hwmodels.cpu_schema import ISA_FEATURES as ISA_FEATURES
 from hwmodels.cpu_schema import CacheLevel as CacheLevel
@@ -102,13 +102,19 @@ def _path_rows(target: CpuTarget, runtime: int) -> dict[int, dict[str, float]]:
     int8 = dict(rate=r["int8"], eb_a=1, eb_w=1, eb_o=1, k_align=kal, e_mac=_mac_pj(8, node),
                 requant=1)
     nbits_rate = r["int8"] if nbits_int8_available(target) else 0.0
+    # x86 without VNNI: MLAS's AVX2 QGEMM kernels (edgesim's uint8 weights: U8U8; ConvInteger
+    # from quantize_dynamic's int8 weights: U8S8), hwmodels.cpu_x86
+    avx2 = ort and cpu_x86.is_x86_without_vnni(target)
+    qlinear_rate = cpu_x86.qgemm_rate(target) if avx2 else r["int8"]
+    conv_int_rate = cpu_x86.qgemm_rate(target, signed_weights=True) if avx2 else r["int8"]
     return {
         K.PATH_FP32: fp32,
         K.PATH_FP16: {**fp32, "rate": r["fp16"], "eb_a": 2, "eb_w": 2, "eb_o": 2,
                       "e_mac": _mac_pj(16, node)},
-        # Q node -> QLinearConv/MatMul (packs A, requantises) -> DQ node
-        K.PATH_QLINEAR: {**int8, "nodes": 3, "q_in": 1, "dq_out": 1, "a_pack": 1,
-                         "im2col": 1},  # QLinearConv always expands (no NCHWc int8 conv)
+        # Q node -> QLinearConv/MatMul (packs A, requantises) -> DQ node; QLinearConv always
+        # expands (no NCHWc int8 conv)
+        K.PATH_QLINEAR: {**int8, "rate": qlinear_rate, "nodes": 3, "q_in": 1, "dq_out": 1,
+                         "a_pack": 1, "im2col": 1},
         # MatMulNBits CompInt8: A quantised per block, nibbles unpacked in registers
         K.PATH_NBITS_INT8: {**int8, "rate": nbits_rate, "eb_w": -1, "eb_o": 4, "requant": 0,
                             "a_quant": 1, "w_inline": 1},
@@ -123,7 +129,7 @@ def _path_rows(target: CpuTarget, runtime: int) -> dict[int, dict[str, float]]:
         K.PATH_LUT: dict(rate=r["lut_1bit"], eb_a=1, eb_w=-1, eb_o=4, k_align=4, a_quant=1,
                          e_mac=float(energy.add_pj(16, node))),
         K.PATH_FP32_UNPACK: {**fp32, "eb_w": -1, "w_inline": 1},
-        K.PATH_CONV_INTEGER: conv_integer_row(int8),
+        K.PATH_CONV_INTEGER: conv_integer_row({**int8, "rate": conv_int_rate}),
     }
 
 

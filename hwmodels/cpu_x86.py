@@ -1,0 +1,54 @@
+"""onnxruntime's x86 integer kernels (MLAS), read from their code: the facts the CPU cost
+model's glue (`hwmodels.cpu`) needs for x86 hosts and nothing else.
+
+QLinearConv / QLinearMatMul on x86 run MLAS QGEMM (core/mlas/lib/qgemm.cpp dispatch,
+`MlasGemmQuantGetDispatch`). Which kernel runs depends on the weight dtype:
+
+- uint8 weights (what edgesim emits: uint8 codes with zero point 128) take the U8U8 kernel,
+  `MlasGemmU8U8KernelAvx2` (x86_64/QgemmU8U8KernelAvx2.S): A is zero-extended to 16 bits
+  when packed (`MlasGemmU8U8CopyPackAAvx2`), and for every K pair of its 6 x 16 tile the
+  `ComputeBlock` macro issues one `vpbroadcastd` (a load) per row and, per row and 8-column
+  half, one `vpmaddwd` (simd_bits / 32 pairs = simd_bits / 16 MACs) plus one `vpaddd`:
+  12 multiplies and 24 vector-ALU uops for 192 MACs.
+- int8 weights (onnxruntime's quantizers' default QInt8) take the U8S8 kernel
+  (`MlasGemmU8S8KernelAvx2`, QgemmU8S8KernelAvx2.S): `vpmaddubsw` + `vpmaddwd` (by ones) +
+  `vpaddd` per simd_bits / 8 MACs: 2 multiplies and 3 vector-ALU uops.
+- With AVX-VNNI / AVX512-VNNI one `vpdpbusd` does simd_bits / 8 MACs (the dot-product rate
+  `hwmodels.cpu.peak_macs_per_cycle` already gives).
+
+The kernel's MAC rate is the lower of its multiply-pipe bound and its vector-issue bound.
+"""
+
+from __future__ import annotations
+
+from hwmodels.cpu_schema import CpuTarget
+
+# assumed: vector-ALU uops an x86 core sustains per cycle in these integer loops. Intel
+# Haswell .. Ice Lake issue vector ALU uops on ports 0, 1 and 5 (Intel 64 and IA-32
+# Architectures Optimization Reference Manual, "Haswell microarchitecture" execution ports);
+# AMD Zen 3 has four FP/vector pipes, but the U8U8 kernel measured 20 MACs/cycle/core on this
+# project's Zen 3 host (EPYC, family 25), below the 32 its four pipes would allow, so 3 is
+# used for both vendors.
+VECTOR_ISSUE_PER_CYCLE = 3.0
+# uops per kernel step (QgemmU8U8KernelAvx2.S / QgemmU8S8KernelAvx2.S, see module docstring)
+U8U8_MUL_PER_STEP, U8U8_ALU_PER_STEP = 1.0, 2.0   # vpmaddwd, + vpaddd: simd_bits/16 MACs
+U8S8_MUL_PER_STEP, U8S8_ALU_PER_STEP = 2.0, 3.0   # vpmaddubsw, vpmaddwd, + vpaddd: simd_bits/8
+VNNI_FEATURES = ("avx512_vnni", "avxvnni")
+
+
+def is_x86_without_vnni(target: CpuTarget) -> bool:
+    """Whether onnxruntime's x86 QGEMM runs its AVX2 multiply-add kernels (no VNNI)."""
+    return target.arch == "x86_64" and not any(f in target.isa for f in VNNI_FEATURES)
+
+
+def qgemm_rate(target: CpuTarget, *, signed_weights: bool = False) -> float:
+    """MACs per cycle per core of MLAS's AVX2 QGEMM kernel (uint8 or int8 weights).
+
+    min(multiply pipes / multiplies per step, vector issue / ALU uops per step) x MACs per
+    step; `target.int_mul_pipes` are the vector-multiply pipes the probe records.
+    """
+    if signed_weights:
+        macs, mul, alu = target.simd_bits / 8.0, U8S8_MUL_PER_STEP, U8S8_ALU_PER_STEP
+    else:
+        macs, mul, alu = target.simd_bits / 16.0, U8U8_MUL_PER_STEP, U8U8_ALU_PER_STEP
+    return min(target.int_mul_pipes / mul, VECTOR_ISSUE_PER_CYCLE / alu) * macs
