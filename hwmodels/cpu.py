@@ -130,6 +130,8 @@ def _path_rows(target: CpuTarget, runtime: int) -> dict[int, dict[str, float]]:
                          e_mac=float(energy.add_pj(16, node))),
         K.PATH_FP32_UNPACK: {**fp32, "eb_w": -1, "w_inline": 1},
         K.PATH_CONV_INTEGER: conv_integer_row({**int8, "rate": conv_int_rate}),
+        K.PATH_NBITS_FLOAT_ZP: {**fp32, "nodes": 1, "w_dq": 12,
+                                "w_dq_cyc": cpu_x86.reorder_dequant_cycles()},
     }
 
 
@@ -163,7 +165,8 @@ _ATTR_COLUMNS = {"rate": K.A_RATE, "eb_a": K.A_EB_A, "eb_w": K.A_EB_W, "eb_o": K
                  "w_dq": K.A_W_DQ, "w_inline": K.A_W_INLINE, "im2col": K.A_IM2COL,
                  "fake_q": K.A_FAKE_Q, "a_pack": K.A_A_PACK, "requant": K.A_REQUANT,
                  "winograd": K.A_WINOGRAD, "wg_rate": K.A_WG_RATE, "dyn_q": K.A_DYN_Q,
-                 "out_cast": K.A_OUT_CAST, "b_pack": K.A_B_PACK, "group_loop": K.A_GROUP_LOOP}
+                 "out_cast": K.A_OUT_CAST, "b_pack": K.A_B_PACK, "group_loop": K.A_GROUP_LOOP,
+                 "w_dq_cyc": K.A_W_DQ_CYC}
 _ATTR_DEFAULTS = {"k_align": 1.0, "nodes": 1.0}
 
 
@@ -272,8 +275,9 @@ ROW_PATH = {
     "qdq_float_transpose": K.PATH_DQ_FP32,
     "nbits_fp32": K.PATH_NBITS_FP32,
     "nbits_int8": K.PATH_NBITS_INT8,
-    # not prepacked: B dequantised to an fp32 buffer, then SGEMM, on every run (#28552)
-    "nbits_float_zp": K.PATH_DQ_FP32,
+    # not prepacked: B dequantised by a scalar loop to an fp32 buffer, then SGEMM, on every
+    # run (#28552; cpu_x86.reorder_dequant_cycles)
+    "nbits_float_zp": K.PATH_NBITS_FLOAT_ZP,
     "int_dq": K.PATH_FP32,        # Cast * scale of a constant is folded at load
     "int_dq_block": K.PATH_DQ_FP32,
     "gbq": K.PATH_FP32,

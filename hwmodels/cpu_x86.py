@@ -52,3 +52,23 @@ def qgemm_rate(target: CpuTarget, *, signed_weights: bool = False) -> float:
     else:
         macs, mul, alu = target.simd_bits / 16.0, U8U8_MUL_PER_STEP, U8U8_ALU_PER_STEP
     return min(target.int_mul_pipes / mul, VECTOR_ISSUE_PER_CYCLE / alu) * macs
+
+
+# MatMulNBits that cannot prepack B (float zero points or g_idx; microsoft/onnxruntime#28552)
+# runs MatMulNBits<float>::ComputeBUnpacked (contrib_ops/cpu/quantization/matmul_nbits.cc),
+# which dequantises B on every run with DequantizeBlockwise<float, float>
+# (matmul_nbits_impl.cc): a CUDA kernel ported as plain loops, `Dequantize4BitsKernelReOrder`
+# per 8 weights. Portable C++ (the same on Arm); measured on x86 in bench_formats.
+REORDER_DIVS_PER_CALL = 4.0  # group_id, scales_shape_x, n_idx (+ kb_idx), out_x (+ out_y)
+REORDER_OPS_PER_WEIGHT = 9.0  # scale, zp loads; shift, and, convert, mul, mul, add; store
+# assumed: a 32-bit integer division costs ~20 cycles when its result feeds the next one
+# (Agner Fog, instruction tables: DIV r32 latency 10-14 on AMD Zen 3, ~26 on Intel Skylake)
+IDIV_CYCLES = 20.0
+SCALAR_IPC = 4.0  # assumed: scalar ops per cycle of a 4-wide x86 / A76-class core
+
+
+def reorder_dequant_cycles(weights_per_call: float = 8.0) -> float:
+    """Cycles per weight of `Dequantize4BitsKernelReOrder`'s scalar loop (one call per 8
+    weights: its integer divisions, then ~9 scalar ops per weight)."""
+    return (REORDER_DIVS_PER_CALL * IDIV_CYCLES / weights_per_call
+            + REORDER_OPS_PER_WEIGHT / SCALAR_IPC)

@@ -73,6 +73,7 @@ from hwmodels.kernels.cpu_layout import (
     A_RATE,
     A_REQUANT,
     A_W_DQ,
+    A_W_DQ_CYC,
     A_W_INLINE,
     A_WG_RATE,
     A_WINOGRAD,
@@ -128,6 +129,7 @@ from hwmodels.kernels.cpu_layout import (
     P_LANES32,
     P_NLEVELS,
     P_OP_OVH,
+    P_PIPES,
     P_RUN_OVH,
     P_THR_OVH,
     P_TILE_M,
@@ -189,8 +191,13 @@ def gemm_streams(li: np.ndarray, row: np.ndarray, a: int, eba: float, ebw: float
         add_pass(nbytes, 0.0, lanes, home(nbytes, p, ch) if whole else blk, p, ch, traffic, acc)
     if wel > 0 and row[A_W_DQ] > 0 and not inline:  # weights dequantised to an fp32 buffer
         nl = int(p[P_NLEVELS])
-        add_pass(wel * (w_store + row[A_W_DQ]), wel * UNPACK_LANE_OPS, lanes,
-                 nl - 1 if w_res else nl, p, ch, traffic, acc)
+        # vector lanes, or a scalar loop of A_W_DQ_CYC cycles per weight (one "lane" per
+        # 1 / pipes so that add_pass books exactly wel * cycles / threads)
+        cyc = row[A_W_DQ_CYC]
+        ops, dq_lanes = (wel * cyc, 1.0 / p[P_PIPES]) if cyc > 0 else (wel * UNPACK_LANE_OPS,
+                                                                         lanes)
+        add_pass(wel * (w_store + row[A_W_DQ]), ops, dq_lanes, nl - 1 if w_res else nl, p, ch,
+                 traffic, acc)
     if wel == 0 or row[A_B_PACK] > 0:  # activations, or unpacked weights: packed per run
         add_pass(k * n * g * ebw * 2.0, 0.0, lanes, blk, p, ch, traffic, acc)
 
