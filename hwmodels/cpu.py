@@ -98,7 +98,8 @@ def _path_rows(target: CpuTarget, runtime: int) -> dict[int, dict[str, float]]:
     # into one whole matrix, 1x1 convs included (2; kernels.cpu_ncnn)
     im2col = (2 if ncnn else 1) if (ort or ncnn) and target.arch == "arm64" else 0
     fp32 = dict(rate=r["fp32"], eb_a=4, eb_w=4, eb_o=4, e_mac=_mac_pj(32, node),
-                im2col=im2col, winograd=6 if ncnn else 0)
+                im2col=im2col, winograd=6 if ncnn else 0,
+                dw_chain_cyc=cpu_x86.nchwc_depthwise_chain(target) if ort else 0.0)
     int8 = dict(rate=r["int8"], eb_a=1, eb_w=1, eb_o=1, k_align=kal, e_mac=_mac_pj(8, node),
                 requant=1)
     nbits_rate = r["int8"] if nbits_int8_available(target) else 0.0
@@ -166,7 +167,7 @@ _ATTR_COLUMNS = {"rate": K.A_RATE, "eb_a": K.A_EB_A, "eb_w": K.A_EB_W, "eb_o": K
                  "fake_q": K.A_FAKE_Q, "a_pack": K.A_A_PACK, "requant": K.A_REQUANT,
                  "winograd": K.A_WINOGRAD, "wg_rate": K.A_WG_RATE, "dyn_q": K.A_DYN_Q,
                  "out_cast": K.A_OUT_CAST, "b_pack": K.A_B_PACK, "group_loop": K.A_GROUP_LOOP,
-                 "w_dq_cyc": K.A_W_DQ_CYC}
+                 "w_dq_cyc": K.A_W_DQ_CYC, "dw_chain_cyc": K.A_DW_CHAIN_CYC}
 _ATTR_DEFAULTS = {"k_align": 1.0, "nodes": 1.0}
 
 

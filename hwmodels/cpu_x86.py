@@ -36,6 +36,19 @@ U8S8_MUL_PER_STEP, U8S8_ALU_PER_STEP = 2.0, 3.0   # vpmaddubsw, vpmaddwd, + vpad
 VNNI_FEATURES = ("avx512_vnni", "avxvnni")
 
 
+# FMA latency in cycles: 4 on AMD Zen 2 / Zen 3 and Intel Skylake or later (AMD Software
+# Optimization Guide for family 19h, FP pipe latencies; Agner Fog, instruction tables)
+FMA_LATENCY_CYCLES = 4.0
+
+
+def nchwc_depthwise_chain(target: CpuTarget) -> float:
+    """Cycles per tap of onnxruntime's fp32 NCHWc depthwise kernel on x86 AVX2 / AVX-512
+    (its NchwcTransformer runs depthwise convs there): one dependent FMA per tap
+    (`hwmodels.kernels.cpu_gemm.nchwc_depthwise_cycles`); 0 elsewhere (Arm: no NCHWc)."""
+    nchwc = target.arch == "x86_64" and any(f in target.isa for f in ("avx2", "avx512f"))
+    return FMA_LATENCY_CYCLES if nchwc else 0.0
+
+
 def is_x86_without_vnni(target: CpuTarget) -> bool:
     """Whether onnxruntime's x86 QGEMM runs its AVX2 multiply-add kernels (no VNNI)."""
     return target.arch == "x86_64" and not any(f in target.isa for f in VNNI_FEATURES)

@@ -58,6 +58,7 @@ from hwmodels.kernels.cpu_layout import (
     A_A_QUANT,
     A_B_PACK,
     A_DQ_OUT,
+    A_DW_CHAIN_CYC,
     A_DYN_Q,
     A_E_MAC,
     A_EB_A,
@@ -227,7 +228,8 @@ def gemm_layer(li: np.ndarray, path: int, w: int, a: int, w_store: float, runtim
         t = winograd_core(li, r, wg_rate, eba, ebw, ebo, extra, w_res, runtime, p, ch, traffic,
                           acc)
     elif li[L_G] > 1 and li[L_N] == 1 and row[A_GROUP_LOOP] == 0:
-        t = depthwise_core(li, eba, ebo, extra, wel * ebw, w_res, runtime, p, ch, traffic, acc)
+        t = depthwise_core(li, eba, ebo, extra, wel * ebw, w_res, runtime, p, ch, traffic, acc,
+                           row[A_DW_CHAIN_CYC])
     else:
         oc_split = runtime == RUNTIME_NCNN and li[L_KIND] == KIND_CONV and li[L_M] > 1
         t = gemm_core(li, rate, eba, ebw, ebo, row[A_K_ALIGN], extra, wel * ebw, w_res, runtime,

@@ -51,7 +51,11 @@ PATH_NONE, PATH_FUSED = -1, NPATH  # non-GEMM layers: own pass, or fused into th
 A_DYN_Q, A_OUT_CAST, A_B_PACK, A_GROUP_LOOP = range(18, 22)
 # A_W_DQ_CYC: cycles per weight of a scalar (not vectorised) weight-dequantise loop, 0 = none
 A_W_DQ_CYC = 22
-NA = 23
+# A_DW_CHAIN_CYC: latency (cycles) of one tap in a direct depthwise kernel whose output blocks
+# accumulate their taps as dependent FMA chains (x86 NCHWc), 0 = throughput-bound
+A_DW_CHAIN_CYC = 23
+NA = 24
+DW_NCHWC_OUTPUTS = 3.0  # output blocks per pass of SconvKernelFma3.S's "Depthwise" ComputeBlock
 MINMAX_LANE_OPS = 2.0          # DynamicQuantizeLinear's range pass: a min and a max per element
 CAST_MUL_LANE_OPS = 2.0        # int32 -> fp32 convert, then the scale multiply (two nodes)
 

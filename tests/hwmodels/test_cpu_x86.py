@@ -13,6 +13,7 @@ from compiler.formats import FORMAT_CODE
 from compiler.ir import CATEGORY_GEMM, KIND_CODE, LayerTable
 from hwmodels import cpu, cpu_x86
 from hwmodels.kernels import cpu as K
+from hwmodels.kernels import cpu_gemm
 from hwmodels.target import load_target
 
 
@@ -82,3 +83,26 @@ def test_float_zero_point_layer_pays_the_scalar_loop_on_one_thread():
     fast = cpu.evaluate(dataclasses.replace(table, fmt_code=np.array(
         [FORMAT_CODE["nbits_fp32"]])), bits, t, threads=1).cycles[0, 0]
     assert slow > 10 * fast
+
+
+def test_nchwc_depthwise_cycles_closed_form():
+    # 14 x 14 outputs, 3x3 taps, 384 channels in 8-lane blocks, FMA latency 4: 28 padded edge
+    # outputs one at a time, the other 168 three at a time -> 84 chains of 9 dependent FMAs
+    cyc = cpu_gemm.nchwc_depthwise_cycles(196.0, 9.0, 384.0, 8.0, 4.0)
+    assert cyc == pytest.approx((168 / 3 + 28) * 9 * 4 * 48)
+
+
+def test_x86_fp32_depthwise_is_latency_bound_only_on_nchwc_hosts():
+    ort = cpu.RUNTIMES["onnxruntime"]
+    assert cpu.path_table(_avx2(), ort)[K.PATH_FP32, K.A_DW_CHAIN_CYC] == 4.0
+    assert cpu.path_table(load_target("rpi5"), ort)[K.PATH_FP32, K.A_DW_CHAIN_CYC] == 0.0
+    # a depthwise layer on one thread costs at least its FMA chains (clock cycles)
+    one = lambda v: np.array([v], dtype=np.int64)  # noqa: E731
+    dw = LayerTable(
+        names=("dw",), kind_code=one(KIND_CODE["conv"]), category=one(CATEGORY_GEMM),
+        m=one(196), n=one(1), k=one(9), groups=one(384), macs=one(196 * 9 * 384),
+        ops=one(2 * 196 * 9 * 384), w_elems=one(9 * 384), a_in_elems=one(196 * 384),
+        a_out_elems=one(196 * 384), w_bytes=one(4 * 9 * 384), in_bytes=one(4 * 196 * 384),
+        out_bytes=one(4 * 196 * 384), w_density=np.ones(1), a_density=np.ones(1))
+    cycles = cpu.evaluate(dw, np.array([[32, 32]]), _avx2(), threads=1).cycles[0, 0]
+    assert cycles >= (168 / 3 + 28) * 9 * 4 * 48
