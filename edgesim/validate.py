@@ -263,9 +263,12 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--bits", default="fp32", help="fp32, 8 (W8A8), 4 (W4), ...")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--stat", choices=("median", "min"), default="median",
+                   help="per-node statistic over runs; min on a shared, loaded machine")
 
 
 def _run(args: argparse.Namespace) -> int:
-    v = validate(args.model, args.target, bits=args.bits, threads=args.threads, runs=args.runs)
+    v = validate(args.model, args.target, bits=args.bits, threads=args.threads, runs=args.runs,
+                 stat=args.stat)
     print(json.dumps(v.to_dict(), indent=1) if args.json else format_table(v))
     return 0
