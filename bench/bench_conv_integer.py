@@ -4,8 +4,8 @@ by `edgesim simulate` of the quantized file (rpi5, rpi4, this host probed). Prin
 
     python bench/bench_conv_integer.py [--runs 20] [--threads 1] [--host host.yaml]
 
-Measured times are the 10th percentile of `--runs` runs (a shared machine: preemption only
-adds time); `direction_right` says whether this host's predicted ConvInteger / fp32 ratio lies
+Measured times: `edgesim.validate.busy_host_ms` (robust on a shared, loaded machine);
+`direction_right` says whether this host's predicted ConvInteger / fp32 ratio lies
 on the measured side of 1.
 
 Graphs: three layers of a 3x3 depthwise conv, a 1x1 conv, a depthwise-separable block, and a
@@ -25,7 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from edgesim.api import resolve_target, simulate
-from edgesim.evaluate import measure_latency
+from edgesim.validate import busy_host_ms
 from hwmodels.probe import probe_host
 from hwmodels.target import load_target
 
@@ -68,7 +68,7 @@ def row(name: str, kinds: tuple[str, ...], targets, runs: int, threads: int) -> 
     with tempfile.TemporaryDirectory() as tmp:
         q = dynamic(fp32, tmp)
     feeds = {"x": np.random.default_rng(1).standard_normal((1, CH, HW, HW)).astype(np.float32)}
-    ms = {k: measure_latency(m, feeds, threads, runs).p10_ms for k, m in
+    ms = {k: busy_host_ms(m, feeds, threads, runs) for k, m in
           (("fp32", fp32), ("conv_integer", q))}
     pred = {}
     for t in targets:

@@ -22,12 +22,9 @@ import argparse
 import dataclasses
 import json
 import os
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-import onnx
 
 from compiler.emit import emit
 from compiler.frontend import load
@@ -37,10 +34,9 @@ from compiler.sensitivity.hawq import sensitivity as hawq
 from edgesim import assignment, zoo
 from edgesim.allocation import allocate
 from edgesim.api import resolve_target
-from edgesim.evaluate import measure_latency
 from edgesim.kernel_check import check_kernels
 from edgesim.simulation import simulate_graph
-from edgesim.validate import profile
+from edgesim.validate import busy_host_ms
 from hwmodels.cpu import nbits_int8_available
 from hwmodels.probe import probe_host
 from hwmodels.target import load_target
@@ -73,16 +69,6 @@ def _predicted(g, bits, targets, threads: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def _measure(model, feeds, threads: int, runs: int) -> float:
-    """ms: min(p10 wall time, sum of the per-node minima of a profiled session)."""
-    wall = measure_latency(model, feeds, threads, runs).p10_ms
-    with tempfile.TemporaryDirectory(prefix="bench-formats-") as tmp:
-        path = Path(tmp) / "m.onnx"
-        onnx.save(model, str(path))
-        nodes, _ = profile(path, feeds, threads, runs, Path(tmp), "min")
-    return min(wall, sum(nodes.values()))
-
-
 def _host(pred: dict[str, float], fp32_ms: float, emitted_ms: float) -> dict:
     """This machine as a target: predicted vs measured, fp32 and emitted, and the speed-up."""
     meas, speed = fp32_ms / emitted_ms, pred["fp32_ms"] / pred["emitted_ms"]
@@ -99,7 +85,7 @@ def bench_model(name: str, targets, runs: int, threads: int) -> list[dict]:
     feeds = _feeds(g, 2)
     one = {t: v[:1] for t, v in feeds.items()}
     calib = calibrate(g, [{t: v[i:i + 1] for t, v in feeds.items()} for i in range(2)])
-    fp32_ms = _measure(emit(g), one, threads, runs)
+    fp32_ms = busy_host_ms(emit(g), one, threads, runs)
     rows = []
     for plan, bits in _plans(g, feeds, targets[0]).items():
         q = quantize(g, bits, calib, QuantOptions(int8_dot=nbits_int8_available(targets[0])))
@@ -107,7 +93,7 @@ def bench_model(name: str, targets, runs: int, threads: int) -> list[dict]:
         kernels = check_kernels(q, model)
         bad = [f"{r.layer}: {r.planned} / {r.onnxruntime}" for r in kernels if not r.ok]
         pred = _predicted(g, bits, targets, threads)
-        emitted_ms = _measure(model, one, threads, runs)
+        emitted_ms = busy_host_ms(model, one, threads, runs)
         rows.append({
             "model": name, "plan": plan, "layers_checked": len(kernels),
             "kernel_mismatches": len(bad), "mismatched": bad[:5], "threads": threads,

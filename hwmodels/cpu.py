@@ -103,11 +103,11 @@ def _path_rows(target: CpuTarget, runtime: int) -> dict[int, dict[str, float]]:
     int8 = dict(rate=r["int8"], eb_a=1, eb_w=1, eb_o=1, k_align=kal, e_mac=_mac_pj(8, node),
                 requant=1)
     nbits_rate = r["int8"] if nbits_int8_available(target) else 0.0
-    # x86 without VNNI: MLAS's AVX2 QGEMM kernels (edgesim's uint8 weights: U8U8; ConvInteger
-    # from quantize_dynamic's int8 weights: U8S8), hwmodels.cpu_x86
+    # x86 without VNNI: MLAS's AVX2 QGEMM kernels, U8U8 for uint8 weights (edgesim's codes;
+    # ConvInteger, registered for uint8 weights in onnxruntime's conv_integer.cc through 1.2x
+    # and written so by bench_conv_integer), hwmodels.cpu_x86
     avx2 = ort and cpu_x86.is_x86_without_vnni(target)
     qlinear_rate = cpu_x86.qgemm_rate(target) if avx2 else r["int8"]
-    conv_int_rate = cpu_x86.qgemm_rate(target, signed_weights=True) if avx2 else r["int8"]
     return {
         K.PATH_FP32: fp32,
         K.PATH_FP16: {**fp32, "rate": r["fp16"], "eb_a": 2, "eb_w": 2, "eb_o": 2,
@@ -130,7 +130,7 @@ def _path_rows(target: CpuTarget, runtime: int) -> dict[int, dict[str, float]]:
         K.PATH_LUT: dict(rate=r["lut_1bit"], eb_a=1, eb_w=-1, eb_o=4, k_align=4, a_quant=1,
                          e_mac=float(energy.add_pj(16, node))),
         K.PATH_FP32_UNPACK: {**fp32, "eb_w": -1, "w_inline": 1},
-        K.PATH_CONV_INTEGER: conv_integer_row({**int8, "rate": conv_int_rate}),
+        K.PATH_CONV_INTEGER: conv_integer_row({**int8, "rate": qlinear_rate}),
         K.PATH_NBITS_FLOAT_ZP: {**fp32, "nodes": 1, "w_dq": 12,
                                 "w_dq_cyc": cpu_x86.reorder_dequant_cycles()},
     }
