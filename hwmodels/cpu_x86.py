@@ -25,10 +25,11 @@ from hwmodels.cpu_schema import CpuTarget
 
 # assumed: vector-ALU uops an x86 core sustains per cycle in these integer loops. Intel
 # Haswell .. Ice Lake issue vector ALU uops on ports 0, 1 and 5 (Intel 64 and IA-32
-# Architectures Optimization Reference Manual, "Haswell microarchitecture" execution ports);
-# AMD Zen 3 has four FP/vector pipes, but the U8U8 kernel measured 20 MACs/cycle/core on this
-# project's Zen 3 host (EPYC, family 25), below the 32 its four pipes would allow, so 3 is
-# used for both vendors.
+# Architectures Optimization Reference Manual, "Haswell microarchitecture" execution ports).
+# AMD Zen 3 has four FP/vector pipes; 3 is kept for it too because one measurement on this
+# project's Zen 3 host (EPYC, family 25; QLinearConv 3x3, 64 channels, 56x56, 1 thread,
+# fastest of 15 runs) ran at ~20 MACs/cycle, below the 32 four pipes would allow (fitted to
+# that one layer: not a primary source).
 VECTOR_ISSUE_PER_CYCLE = 3.0
 # uops per kernel step (QgemmU8U8KernelAvx2.S / QgemmU8S8KernelAvx2.S, see module docstring)
 U8U8_MUL_PER_STEP, U8U8_ALU_PER_STEP = 1.0, 2.0   # vpmaddwd, + vpaddd: simd_bits/16 MACs
