@@ -2,7 +2,11 @@
 ConvInteger -> Cast -> Mul) against the fp32 model, measured on this machine and predicted
 by `edgesim simulate` of the quantized file (rpi5, rpi4, this host probed). Prints JSON.
 
-    python bench/bench_conv_integer.py [--runs 20] [--threads 1]
+    python bench/bench_conv_integer.py [--runs 20] [--threads 1] [--host host.yaml]
+
+Measured times: `edgesim.validate.busy_host_ms` (robust on a shared, loaded machine);
+`direction_right` says whether this host's predicted ConvInteger / fp32 ratio lies
+on the measured side of 1.
 
 Graphs: three layers of a 3x3 depthwise conv, a 1x1 conv, a depthwise-separable block, and a
 dense 3x3 conv, 64 channels at 56x56.
@@ -21,8 +25,9 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from edgesim.api import resolve_target, simulate
-from edgesim.evaluate import measure_latency
+from edgesim.validate import busy_host_ms
 from hwmodels.probe import probe_host
+from hwmodels.target import load_target
 
 CH, HW = 64, 56
 LAYERS = {"depthwise": (("dw",),), "pointwise": (("pw",),), "separable": (("dw", "pw"),),
@@ -63,7 +68,7 @@ def row(name: str, kinds: tuple[str, ...], targets, runs: int, threads: int) -> 
     with tempfile.TemporaryDirectory() as tmp:
         q = dynamic(fp32, tmp)
     feeds = {"x": np.random.default_rng(1).standard_normal((1, CH, HW, HW)).astype(np.float32)}
-    ms = {k: measure_latency(m, feeds, threads, runs).median_ms for k, m in
+    ms = {k: busy_host_ms(m, feeds, threads, runs) for k, m in
           (("fp32", fp32), ("conv_integer", q))}
     pred = {}
     for t in targets:
@@ -71,17 +76,21 @@ def row(name: str, kinds: tuple[str, ...], targets, runs: int, threads: int) -> 
         pred[t.name] = {"fp32_ms": round(s.fp32.latency_ms, 4),
                         "conv_integer_ms": round(s.total.latency_ms, 4),
                         "ratio": round(s.total.latency_ms / s.fp32.latency_ms, 2)}
+    ratio = ms["conv_integer"] / ms["fp32"]
     return {"graph": name, "measured_here": {**{k: round(v, 4) for k, v in ms.items()},
-            "ratio": round(ms["conv_integer"] / ms["fp32"], 2), "threads": threads},
-            "predicted": pred}
+            "ratio": round(ratio, 2), "threads": threads},
+            "predicted": pred,
+            "direction_right": (pred["host"]["ratio"] > 1) == (ratio > 1)}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--host", help="host target YAML (default: probe now)")
     args = p.parse_args()
-    targets = [resolve_target("rpi5"), resolve_target("rpi4"), probe_host()]
+    host = load_target(args.host) if args.host else probe_host()
+    targets = [resolve_target("rpi5"), resolve_target("rpi4"), host]
     print(json.dumps([row(name, kinds[0], targets, args.runs, args.threads)
                       for name, kinds in LAYERS.items()], indent=1))
 

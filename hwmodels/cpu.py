@@ -33,7 +33,7 @@ from compiler.formats import (
     runs_as,
 )
 from compiler.ir import CATEGORY_GEMM, KIND_CODE, LayerTable
-from hwmodels import energy
+from hwmodels import cpu_x86, energy
 from hwmodels.cost import Cost, check_bits, memory_bytes
 from hwmodels.cpu_schema import ISA_FEATURES as ISA_FEATURES
 from hwmodels.cpu_schema import CacheLevel as CacheLevel
@@ -112,17 +112,24 @@ def _path_rows(target: CpuTarget, runtime: int,
     tuned = ncnn and a53_kernels and _a53_class(target)
     fp32_rate = r["fp32"] * (ncnn_facts.a53_kernel_gain(1.0 / target.fma_pipes) if tuned else 1.0)
     fp32 = dict(rate=fp32_rate, eb_a=4, eb_w=4, eb_o=4, e_mac=_mac_pj(32, node),
-                im2col=im2col, winograd=6 if ncnn else 0)
+                im2col=im2col, winograd=6 if ncnn else 0,
+                dw_chain_cyc=cpu_x86.nchwc_depthwise_chain(target) if ort else 0.0)
     int8 = dict(rate=r["int8"], eb_a=1, eb_w=1, eb_o=1, k_align=kal, e_mac=_mac_pj(8, node),
                 requant=1)
     nbits_rate = r["int8"] if nbits_int8_available(target) else 0.0
+    # x86 without VNNI: MLAS's AVX2 QGEMM kernels, U8U8 for uint8 weights (edgesim's codes;
+    # ConvInteger, registered for uint8 weights in onnxruntime's conv_integer.cc through 1.2x
+    # and written so by bench_conv_integer), hwmodels.cpu_x86
+    avx2 = ort and cpu_x86.is_x86_without_vnni(target)
+    qlinear_rate = cpu_x86.qgemm_rate(target) if avx2 else r["int8"]
     return {
         K.PATH_FP32: fp32,
         K.PATH_FP16: {**fp32, "rate": r["fp16"], "eb_a": 2, "eb_w": 2, "eb_o": 2,
                       "e_mac": _mac_pj(16, node)},
-        # Q node -> QLinearConv/MatMul (packs A, requantises) -> DQ node
-        K.PATH_QLINEAR: {**int8, "nodes": 3, "q_in": 1, "dq_out": 1, "a_pack": 1,
-                         "im2col": 1},  # QLinearConv always expands (no NCHWc int8 conv)
+        # Q node -> QLinearConv/MatMul (packs A, requantises) -> DQ node; QLinearConv always
+        # expands (no NCHWc int8 conv)
+        K.PATH_QLINEAR: {**int8, "rate": qlinear_rate, "nodes": 3, "q_in": 1, "dq_out": 1,
+                         "a_pack": 1, "im2col": 1},
         # MatMulNBits CompInt8: A quantised per block, nibbles unpacked in registers
         K.PATH_NBITS_INT8: {**int8, "rate": nbits_rate, "eb_w": -1, "eb_o": 4, "requant": 0,
                             "a_quant": 1, "w_inline": 1},
@@ -137,7 +144,9 @@ def _path_rows(target: CpuTarget, runtime: int,
         K.PATH_LUT: dict(rate=r["lut_1bit"], eb_a=1, eb_w=-1, eb_o=4, k_align=4, a_quant=1,
                          e_mac=float(energy.add_pj(16, node))),
         K.PATH_FP32_UNPACK: {**fp32, "eb_w": -1, "w_inline": 1},
-        K.PATH_CONV_INTEGER: conv_integer_row(int8),
+        K.PATH_CONV_INTEGER: conv_integer_row({**int8, "rate": qlinear_rate}),
+        K.PATH_NBITS_FLOAT_ZP: {**fp32, "nodes": 1, "w_dq": 12,
+                                "w_dq_cyc": cpu_x86.reorder_dequant_cycles()},
     }
 
 
@@ -171,7 +180,8 @@ _ATTR_COLUMNS = {"rate": K.A_RATE, "eb_a": K.A_EB_A, "eb_w": K.A_EB_W, "eb_o": K
                  "w_dq": K.A_W_DQ, "w_inline": K.A_W_INLINE, "im2col": K.A_IM2COL,
                  "fake_q": K.A_FAKE_Q, "a_pack": K.A_A_PACK, "requant": K.A_REQUANT,
                  "winograd": K.A_WINOGRAD, "wg_rate": K.A_WG_RATE, "dyn_q": K.A_DYN_Q,
-                 "out_cast": K.A_OUT_CAST, "b_pack": K.A_B_PACK, "group_loop": K.A_GROUP_LOOP}
+                 "out_cast": K.A_OUT_CAST, "b_pack": K.A_B_PACK, "group_loop": K.A_GROUP_LOOP,
+                 "w_dq_cyc": K.A_W_DQ_CYC, "dw_chain_cyc": K.A_DW_CHAIN_CYC}
 _ATTR_DEFAULTS = {"k_align": 1.0, "nodes": 1.0}
 
 
@@ -282,8 +292,9 @@ ROW_PATH = {
     "qdq_float_transpose": K.PATH_DQ_FP32,
     "nbits_fp32": K.PATH_NBITS_FP32,
     "nbits_int8": K.PATH_NBITS_INT8,
-    # not prepacked: B dequantised to an fp32 buffer, then SGEMM, on every run (#28552)
-    "nbits_float_zp": K.PATH_DQ_FP32,
+    # not prepacked: B dequantised by a scalar loop to an fp32 buffer, then SGEMM, on every
+    # run (#28552; cpu_x86.reorder_dequant_cycles)
+    "nbits_float_zp": K.PATH_NBITS_FLOAT_ZP,
     "int_dq": K.PATH_FP32,        # Cast * scale of a constant is folded at load
     "int_dq_block": K.PATH_DQ_FP32,
     "gbq": K.PATH_FP32,

@@ -359,12 +359,26 @@ def _consumer_marks(model: onnx.ModelProto, r: _Reader) -> dict[str, Mark]:
             continue
         w = next((r.weights[t] for t in node.input if t in r.weights), None)
         a = max((r.acts[t] for t in node.input if t in r.acts), default=None)
+        if any(_gemm_users(r, t) > 1 for t in node.input if t in r.acts):
+            a = None
         users = r.users.get(node.output[0], []) if node.output else []
         requant = bool(users) and all(u.op_type == "QuantizeLinear" for u in users)
         if w is not None or a is not None:
             marks[node.name] = replace(w or Mark(None, None, "per_tensor"), a_bits=a,
                                        requant=requant and a is not None)
     return marks
+
+
+_GEMM_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose"})
+
+
+def _gemm_users(r: _Reader, tensor: str) -> int:
+    """GEMM nodes reading one activation DequantizeLinear. Observed in onnxruntime 1.32's
+    optimised graph (tests/edgesim/test_read_quantized.py checks it): when several GEMMs share
+    it (quantize_static's q / k / v MatMuls on one normed input), none joins a QDQ node unit
+    and each runs in float; a DequantizeLinear shared by one conv and an Add (edgesim's
+    residual blocks) still fuses into QLinearConv."""
+    return sum(u.op_type in _GEMM_OPS for u in r.users.get(tensor, ()))
 
 
 def annotate(g: Graph, marks: Mapping[str, Mark], policy: Policy | None = None) -> Graph:

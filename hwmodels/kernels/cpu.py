@@ -58,6 +58,7 @@ from hwmodels.kernels.cpu_layout import (
     A_A_QUANT,
     A_B_PACK,
     A_DQ_OUT,
+    A_DW_CHAIN_CYC,
     A_DYN_Q,
     A_E_MAC,
     A_EB_A,
@@ -73,6 +74,7 @@ from hwmodels.kernels.cpu_layout import (
     A_RATE,
     A_REQUANT,
     A_W_DQ,
+    A_W_DQ_CYC,
     A_W_INLINE,
     A_WG_RATE,
     A_WINOGRAD,
@@ -128,6 +130,7 @@ from hwmodels.kernels.cpu_layout import (
     P_LANES32,
     P_NLEVELS,
     P_OP_OVH,
+    P_PIPES,
     P_RUN_OVH,
     P_THR_OVH,
     P_TILE_M,
@@ -189,8 +192,13 @@ def gemm_streams(li: np.ndarray, row: np.ndarray, a: int, eba: float, ebw: float
         add_pass(nbytes, 0.0, lanes, home(nbytes, p, ch) if whole else blk, p, ch, traffic, acc)
     if wel > 0 and row[A_W_DQ] > 0 and not inline:  # weights dequantised to an fp32 buffer
         nl = int(p[P_NLEVELS])
-        add_pass(wel * (w_store + row[A_W_DQ]), wel * UNPACK_LANE_OPS, lanes,
-                 nl - 1 if w_res else nl, p, ch, traffic, acc)
+        # vector lanes, or a scalar loop of A_W_DQ_CYC cycles per weight (one "lane" per
+        # 1 / pipes so that add_pass books exactly wel * cycles / threads)
+        cyc = row[A_W_DQ_CYC]
+        ops, dq_lanes = (wel * cyc, 1.0 / p[P_PIPES]) if cyc > 0 else (wel * UNPACK_LANE_OPS,
+                                                                         lanes)
+        add_pass(wel * (w_store + row[A_W_DQ]), ops, dq_lanes, nl - 1 if w_res else nl, p, ch,
+                 traffic, acc)
     if wel == 0 or row[A_B_PACK] > 0:  # activations, or unpacked weights: packed per run
         add_pass(k * n * g * ebw * 2.0, 0.0, lanes, blk, p, ch, traffic, acc)
 
@@ -220,7 +228,8 @@ def gemm_layer(li: np.ndarray, path: int, w: int, a: int, w_store: float, runtim
         t = winograd_core(li, r, wg_rate, eba, ebw, ebo, extra, w_res, runtime, p, ch, traffic,
                           acc)
     elif li[L_G] > 1 and li[L_N] == 1 and row[A_GROUP_LOOP] == 0:
-        t = depthwise_core(li, eba, ebo, extra, wel * ebw, w_res, runtime, p, ch, traffic, acc)
+        t = depthwise_core(li, eba, ebo, extra, wel * ebw, w_res, runtime, p, ch, traffic, acc,
+                           row[A_DW_CHAIN_CYC])
     else:
         oc_split = runtime == RUNTIME_NCNN and li[L_KIND] == KIND_CONV and li[L_M] > 1
         t = gemm_core(li, rate, eba, ebw, ebo, row[A_K_ALIGN], extra, wel * ebw, w_res, runtime,

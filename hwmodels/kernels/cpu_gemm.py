@@ -12,6 +12,7 @@ from hwmodels.kernels import cpu_ncnn as ncnn
 from hwmodels.kernels.cpu_layout import (
     ACC_INSTR,
     ACC_PEAK,
+    DW_NCHWC_OUTPUTS,
     KIND_CONV,
     L_AIN,
     L_AOUT,
@@ -81,7 +82,7 @@ def gemm_core(li: np.ndarray, rate: float, eba: float, ebw: float, ebo: float, k
 @njit(cache=True)
 def depthwise_core(li: np.ndarray, eba: float, ebo: float, extra_ops: float, w_bytes: float,
                    w_res: bool, runtime: int, p: np.ndarray, ch: np.ndarray, traffic: np.ndarray,
-                   acc: np.ndarray) -> float:
+                   acc: np.ndarray, chain_cyc: float = 0.0) -> float:
     """Depthwise conv (n = 1 per group): lanes over channels, one input load per lane MAC
     (two in ncnn's generic loop), split over output pixels (ncnn: over channel packs). int8
     widens to 16-bit lanes."""
@@ -93,6 +94,8 @@ def depthwise_core(li: np.ndarray, eba: float, ebo: float, extra_ops: float, w_b
     else:
         t = gemm_threads(float(li[L_MACS]), m, runtime, p)
         comp = cdiv(m, t) * k * cdiv(g, lanes) / (p[P_PIPES] * p[P_GEMM_EFF])
+        if chain_cyc > 0:
+            comp = max(comp, nchwc_depthwise_cycles(m, k, g, lanes, chain_cyc) / t)
     comp = (comp + extra_ops / (kernel_lanes(eba, p) * p[P_PIPES] * t)) * serial_share(p, t)
     loads = 1.0  # input vector per tap; ncnn's generic loop also reloads the weight vector
     if runtime == RUNTIME_NCNN and ncnn.depthwise_generic(int(k), float(li[L_AIN]) / (m * g)):
@@ -103,6 +106,18 @@ def depthwise_core(li: np.ndarray, eba: float, ebo: float, extra_ops: float, w_b
     acc[ACC_INSTR] += m * k * cdiv(g, lanes) * 2.0  # one FMA + one load per vector
     acc[ACC_PEAK] = lanes * p[P_PIPES]
     return t
+
+
+@njit(cache=True)
+def nchwc_depthwise_cycles(m: float, k: float, g: float, lanes: float, chain_cyc: float) -> float:
+    """onnxruntime's x86 NCHWc depthwise kernel (MLAS SconvKernelFma3.S, "Depthwise"
+    ComputeBlock): per tap one filter load and one FMA into each of up to 3 output blocks, so
+    each block's taps form a dependent FMA chain; the output blocks whose window meets the
+    padding (assumed: one on each side of each of the sqrt(m) rows) run one at a time
+    (MlasConvDepthwiseFloatSingle...). Cycles per channel block x channel blocks."""
+    edges = min(m, 2.0 * math.sqrt(m))
+    slots = (m - edges) / DW_NCHWC_OUTPUTS + edges
+    return slots * k * chain_cyc * cdiv(g, lanes)
 
 
 @njit(cache=True)

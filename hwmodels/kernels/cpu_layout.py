@@ -35,7 +35,8 @@ MAX_LEVELS = 4
 (PATH_FP32, PATH_FP16, PATH_QLINEAR, PATH_NBITS_INT8, PATH_NBITS_FP32, PATH_DQ_FP32,
  PATH_INT8, PATH_LUT, PATH_FP32_UNPACK) = range(9)
 PATH_CONV_INTEGER = 9  # DynamicQuantizeLinear -> ConvInteger -> Cast -> Mul (quantize_dynamic)
-NPATH = 10
+PATH_NBITS_FLOAT_ZP = 10  # MatMulNBits that cannot prepack: scalar dequantise + fp32 GEMM
+NPATH = 11
 PATH_NONE, PATH_FUSED = -1, NPATH  # non-GEMM layers: own pass, or fused into the GEMM before
 
 # path attributes (columns of `paths`): MAC rate per core and cycle (LUT: at 1-bit weights),
@@ -48,7 +49,13 @@ PATH_NONE, PATH_FUSED = -1, NPATH  # non-GEMM layers: own pass, or fused into th
 # A_OUT_CAST the int32 output's Cast and Mul passes, A_B_PACK weights packed on every run
 # (MlasGemm on an unpacked operand), A_GROUP_LOOP one im2col + GEMM call per group
 A_DYN_Q, A_OUT_CAST, A_B_PACK, A_GROUP_LOOP = range(18, 22)
-NA = 22
+# A_W_DQ_CYC: cycles per weight of a scalar (not vectorised) weight-dequantise loop, 0 = none
+A_W_DQ_CYC = 22
+# A_DW_CHAIN_CYC: latency (cycles) of one tap in a direct depthwise kernel whose output blocks
+# accumulate their taps as dependent FMA chains (x86 NCHWc), 0 = throughput-bound
+A_DW_CHAIN_CYC = 23
+NA = 24
+DW_NCHWC_OUTPUTS = 3.0  # output blocks per pass of SconvKernelFma3.S's "Depthwise" ComputeBlock
 MINMAX_LANE_OPS = 2.0          # DynamicQuantizeLinear's range pass: a min and a max per element
 CAST_MUL_LANE_OPS = 2.0        # int32 -> fp32 convert, then the scale multiply (two nodes)
 

@@ -23,6 +23,8 @@ def test_node_times_are_medians_of_kernel_events_in_ms():
                {"cat": "Session", "name": "model_run", "dur": 999},
                {"cat": "Node", "name": "b_kernel_time", "dur": 5}]
     assert V.node_times(events) == {"a": pytest.approx(0.020), "b": pytest.approx(0.005)}
+    # the fastest run per node (a shared machine: preemption only adds time)
+    assert V.node_times(events, "min") == {"a": pytest.approx(0.010), "b": pytest.approx(0.005)}
 
 
 def test_nodes_map_by_name_then_tensor_then_consumer(digits):

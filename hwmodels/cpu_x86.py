@@ -1,0 +1,88 @@
+"""onnxruntime's x86 integer kernels (MLAS), read from their code: the facts the CPU cost
+model's glue (`hwmodels.cpu`) needs for x86 hosts and nothing else.
+
+QLinearConv / QLinearMatMul on x86 run MLAS QGEMM (core/mlas/lib/qgemm.cpp dispatch,
+`MlasGemmQuantGetDispatch`). Which kernel runs depends on the weight dtype:
+
+- uint8 weights (what edgesim emits: uint8 codes with zero point 128) take the U8U8 kernel,
+  `MlasGemmU8U8KernelAvx2` (x86_64/QgemmU8U8KernelAvx2.S): A is zero-extended to 16 bits
+  when packed (`MlasGemmU8U8CopyPackAAvx2`), and for every K pair of its 6 x 16 tile the
+  `ComputeBlock` macro issues one `vpbroadcastd` (a load) per row and, per row and 8-column
+  half, one `vpmaddwd` (simd_bits / 32 pairs = simd_bits / 16 MACs) plus one `vpaddd`:
+  12 multiplies and 24 vector-ALU uops for 192 MACs.
+- int8 weights (onnxruntime's quantizers' default QInt8) take the U8S8 kernel
+  (`MlasGemmU8S8KernelAvx2`, QgemmU8S8KernelAvx2.S): `vpmaddubsw` + `vpmaddwd` (by ones) +
+  `vpaddd` per simd_bits / 8 MACs: 2 multiplies and 3 vector-ALU uops.
+- With AVX-VNNI / AVX512-VNNI one `vpdpbusd` does simd_bits / 8 MACs (the dot-product rate
+  `hwmodels.cpu.peak_macs_per_cycle` already gives).
+
+The kernel's MAC rate is the lower of its multiply-pipe bound and its vector-issue bound.
+"""
+
+from __future__ import annotations
+
+from hwmodels.cpu_schema import CpuTarget
+
+# assumed: vector-ALU uops an x86 core sustains per cycle in these integer loops. Intel
+# Haswell .. Ice Lake issue vector ALU uops on ports 0, 1 and 5 (Intel 64 and IA-32
+# Architectures Optimization Reference Manual, "Haswell microarchitecture" execution ports).
+# AMD Zen 3 has four FP/vector pipes; 3 is kept for it too because one measurement on this
+# project's Zen 3 host (EPYC, family 25; QLinearConv 3x3, 64 channels, 56x56, 1 thread,
+# fastest of 15 runs) ran at ~20 MACs/cycle, below the 32 four pipes would allow (fitted to
+# that one layer: not a primary source).
+VECTOR_ISSUE_PER_CYCLE = 3.0
+# uops per kernel step (QgemmU8U8KernelAvx2.S / QgemmU8S8KernelAvx2.S, see module docstring)
+U8U8_MUL_PER_STEP, U8U8_ALU_PER_STEP = 1.0, 2.0   # vpmaddwd, + vpaddd: simd_bits/16 MACs
+U8S8_MUL_PER_STEP, U8S8_ALU_PER_STEP = 2.0, 3.0   # vpmaddubsw, vpmaddwd, + vpaddd: simd_bits/8
+VNNI_FEATURES = ("avx512_vnni", "avxvnni")
+
+
+# FMA latency in cycles: 4 on AMD Zen 2 / Zen 3 and Intel Skylake or later (AMD Software
+# Optimization Guide for family 19h, FP pipe latencies; Agner Fog, instruction tables)
+FMA_LATENCY_CYCLES = 4.0
+
+
+def nchwc_depthwise_chain(target: CpuTarget) -> float:
+    """Cycles per tap of onnxruntime's fp32 NCHWc depthwise kernel on x86 AVX2 / AVX-512
+    (its NchwcTransformer runs depthwise convs there): one dependent FMA per tap
+    (`hwmodels.kernels.cpu_gemm.nchwc_depthwise_cycles`); 0 elsewhere (Arm: no NCHWc)."""
+    nchwc = target.arch == "x86_64" and any(f in target.isa for f in ("avx2", "avx512f"))
+    return FMA_LATENCY_CYCLES if nchwc else 0.0
+
+
+def is_x86_without_vnni(target: CpuTarget) -> bool:
+    """Whether onnxruntime's x86 QGEMM runs its AVX2 multiply-add kernels (no VNNI)."""
+    return target.arch == "x86_64" and not any(f in target.isa for f in VNNI_FEATURES)
+
+
+def qgemm_rate(target: CpuTarget, *, signed_weights: bool = False) -> float:
+    """MACs per cycle per core of MLAS's AVX2 QGEMM kernel (uint8 or int8 weights).
+
+    min(multiply pipes / multiplies per step, vector issue / ALU uops per step) x MACs per
+    step; `target.int_mul_pipes` are the vector-multiply pipes the probe records.
+    """
+    if signed_weights:
+        macs, mul, alu = target.simd_bits / 8.0, U8S8_MUL_PER_STEP, U8S8_ALU_PER_STEP
+    else:
+        macs, mul, alu = target.simd_bits / 16.0, U8U8_MUL_PER_STEP, U8U8_ALU_PER_STEP
+    return min(target.int_mul_pipes / mul, VECTOR_ISSUE_PER_CYCLE / alu) * macs
+
+
+# MatMulNBits that cannot prepack B (float zero points or g_idx; microsoft/onnxruntime#28552)
+# runs MatMulNBits<float>::ComputeBUnpacked (contrib_ops/cpu/quantization/matmul_nbits.cc),
+# which dequantises B on every run with DequantizeBlockwise<float, float>
+# (matmul_nbits_impl.cc): a CUDA kernel ported as plain loops, `Dequantize4BitsKernelReOrder`
+# per 8 weights. Portable C++ (the same on Arm); measured on x86 in bench_formats.
+REORDER_DIVS_PER_CALL = 4.0  # group_id, scales_shape_x, n_idx (+ kb_idx), out_x (+ out_y)
+REORDER_OPS_PER_WEIGHT = 9.0  # scale, zp loads; shift, and, convert, mul, mul, add; store
+# assumed: a 32-bit integer division costs ~20 cycles when its result feeds the next one
+# (Agner Fog, instruction tables: DIV r32 latency 10-14 on AMD Zen 3, ~26 on Intel Skylake)
+IDIV_CYCLES = 20.0
+SCALAR_IPC = 4.0  # assumed: scalar ops per cycle of a 4-wide x86 / A76-class core
+
+
+def reorder_dequant_cycles(weights_per_call: float = 8.0) -> float:
+    """Cycles per weight of `Dequantize4BitsKernelReOrder`'s scalar loop (one call per 8
+    weights: its integer divisions, then ~9 scalar ops per weight)."""
+    return (REORDER_DIVS_PER_CALL * IDIV_CYCLES / weights_per_call
+            + REORDER_OPS_PER_WEIGHT / SCALAR_IPC)

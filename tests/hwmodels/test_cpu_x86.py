@@ -1,0 +1,108 @@
+"""x86 cost terms read from onnxruntime's MLAS kernels (hwmodels.cpu_x86): the AVX2 QGEMM
+rates and the scalar dequantise loop of MatMulNBits without prepacking, checked in closed form
+against the instruction counts of the kernels' code."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from compiler.formats import FORMAT_CODE
+from compiler.ir import CATEGORY_GEMM, KIND_CODE, LayerTable
+from hwmodels import cpu, cpu_x86
+from hwmodels.kernels import cpu as K
+from hwmodels.kernels import cpu_gemm
+from hwmodels.target import load_target
+
+
+def _avx2(**changes) -> cpu.CpuTarget:
+    """An AVX2 + FMA host (no VNNI): 256-bit vectors, 2 FMA and 2 vector-multiply pipes."""
+    base = dict(arch="x86_64", isa=("sse4_2", "avx", "avx2", "fma"), simd_bits=256,
+                fma_pipes=2.0, int_mul_pipes=2.0, dot_pipes=0.0, name="avx2-host")
+    return dataclasses.replace(load_target("rpi5"), **{**base, **changes})
+
+
+def test_u8u8_rate_is_bound_by_vector_issue():
+    # QgemmU8U8KernelAvx2.S: per K pair of a 6x16 tile 12 vpmaddwd + 12 vpaddd = 192 MACs;
+    # 2 multiply pipes would allow 2 x 16 = 32 MACs/cycle, 3 issue slots / 2 uops x 16 = 24
+    assert cpu_x86.qgemm_rate(_avx2()) == pytest.approx(24.0)
+    # one multiply pipe: 16 MACs/cycle, below the issue bound
+    assert cpu_x86.qgemm_rate(_avx2(int_mul_pipes=1.0)) == pytest.approx(16.0)
+
+
+def test_u8s8_rate_is_bound_by_both_multiplies():
+    # QgemmU8S8KernelAvx2.S: vpmaddubsw + vpmaddwd + vpaddd per 32 MACs:
+    # min(2 pipes / 2 multiplies, 3 issue / 3 uops) x 32 = 32
+    assert cpu_x86.qgemm_rate(_avx2(), signed_weights=True) == pytest.approx(32.0)
+
+
+def test_qlinear_path_takes_the_u8u8_rate_only_on_x86_without_vnni():
+    ort = cpu.RUNTIMES["onnxruntime"]
+    x86 = cpu.path_table(_avx2(), ort)
+    assert x86[K.PATH_QLINEAR, K.A_RATE] == pytest.approx(24.0)
+    assert x86[K.PATH_CONV_INTEGER, K.A_RATE] == pytest.approx(24.0)  # uint8 weights too
+    vnni = _avx2(isa=("avx2", "fma", "avxvnni"), dot_pipes=2.0)
+    assert not cpu_x86.is_x86_without_vnni(vnni)
+    # vpdpbusd: 32 MACs per instruction on 2 pipes
+    assert cpu.path_table(vnni, ort)[K.PATH_QLINEAR, K.A_RATE] == pytest.approx(64.0)
+    rpi5 = load_target("rpi5")
+    assert cpu.path_table(rpi5, ort)[K.PATH_QLINEAR, K.A_RATE] == pytest.approx(
+        cpu.peak_macs_per_cycle(rpi5)["int8"])
+
+
+def test_reorder_dequant_cycles_closed_form():
+    # 4 divisions of 20 cycles per 8-weight call, then 9 scalar ops per weight at 4 per cycle
+    assert cpu_x86.reorder_dequant_cycles() == pytest.approx(4 * 20 / 8 + 9 / 4)
+
+
+def _linear(m: int, k: int, n: int, fmt: str) -> LayerTable:
+    one = lambda v: np.array([v], dtype=np.int64)  # noqa: E731
+    return LayerTable(
+        names=("fc",), kind_code=one(KIND_CODE["linear"]), category=one(CATEGORY_GEMM),
+        m=one(m), n=one(n), k=one(k), groups=one(1), macs=one(m * n * k), ops=one(2 * m * n * k),
+        w_elems=one(k * n), a_in_elems=one(m * k), a_out_elems=one(m * n),
+        w_bytes=one(4 * k * n), in_bytes=one(4 * m * k), out_bytes=one(4 * m * n),
+        w_density=np.ones(1), a_density=np.ones(1), fmt_code=one(FORMAT_CODE[fmt]))
+
+
+def test_float_zero_point_layer_pays_the_scalar_loop_on_one_thread():
+    """The dequantise pass of a 2048 x 2048 4-bit MatMulNBits with float zero points is at
+    least its scalar loop (weights x cycles per weight) and at most that plus the same
+    layer's vectorised slow path (the fp32 buffer pass and the GEMM)."""
+    t = _avx2()
+    table = _linear(1, 2048, 2048, "nbits_float_zp")
+    bits = np.array([[4, 32]])
+    slow = cpu.evaluate(table, bits, t, threads=1).cycles[0, 0]
+    scalar = 2048 * 2048 * cpu_x86.reorder_dequant_cycles()
+    vector_path = cpu.evaluate(dataclasses.replace(table, fmt_code=np.array(
+        [FORMAT_CODE["int_dq_block"]])), bits, t, threads=1).cycles[0, 0]
+    assert scalar <= slow <= scalar + vector_path
+    # and it is the cliff users meet: far slower than the prepacked MatMulNBits
+    fast = cpu.evaluate(dataclasses.replace(table, fmt_code=np.array(
+        [FORMAT_CODE["nbits_fp32"]])), bits, t, threads=1).cycles[0, 0]
+    assert slow > 10 * fast
+
+
+def test_nchwc_depthwise_cycles_closed_form():
+    # 14 x 14 outputs, 3x3 taps, 384 channels in 8-lane blocks, FMA latency 4: 28 padded edge
+    # outputs one at a time, the other 168 three at a time -> 84 chains of 9 dependent FMAs
+    cyc = cpu_gemm.nchwc_depthwise_cycles(196.0, 9.0, 384.0, 8.0, 4.0)
+    assert cyc == pytest.approx((168 / 3 + 28) * 9 * 4 * 48)
+
+
+def test_x86_fp32_depthwise_is_latency_bound_only_on_nchwc_hosts():
+    ort = cpu.RUNTIMES["onnxruntime"]
+    assert cpu.path_table(_avx2(), ort)[K.PATH_FP32, K.A_DW_CHAIN_CYC] == 4.0
+    assert cpu.path_table(load_target("rpi5"), ort)[K.PATH_FP32, K.A_DW_CHAIN_CYC] == 0.0
+    # a depthwise layer on one thread costs at least its FMA chains (clock cycles)
+    one = lambda v: np.array([v], dtype=np.int64)  # noqa: E731
+    dw = LayerTable(
+        names=("dw",), kind_code=one(KIND_CODE["conv"]), category=one(CATEGORY_GEMM),
+        m=one(196), n=one(1), k=one(9), groups=one(384), macs=one(196 * 9 * 384),
+        ops=one(2 * 196 * 9 * 384), w_elems=one(9 * 384), a_in_elems=one(196 * 384),
+        a_out_elems=one(196 * 384), w_bytes=one(4 * 9 * 384), in_bytes=one(4 * 196 * 384),
+        out_bytes=one(4 * 196 * 384), w_density=np.ones(1), a_density=np.ones(1))
+    cycles = cpu.evaluate(dw, np.array([[32, 32]]), _avx2(), threads=1).cycles[0, 0]
+    assert cycles >= (168 / 3 + 28) * 9 * 4 * 48
