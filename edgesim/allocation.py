@@ -5,9 +5,10 @@ quantisable layer (HAWQ, LRP, proxy or uniform); cost[l, b] from the target's co
 (layers the target cannot run at a choice get that choice disallowed); then the exact
 multiple-choice knapsack over the quantisable layers, with the other layers' cost as a constant.
 
-Activation bits: on CPUs running onnxruntime, 8-bit weights pair with 8-bit activations (QDQ,
-integer kernels) and lower weight bits run weight-only (float activations: MatMulNBits /
-DequantizeLinear); MCUs and MAC arrays run 8-bit activations throughout. `act_bits` overrides
+Activation bits: on targets whose kind has `float_rest` (CPUs running onnxruntime), 8-bit
+weights pair with 8-bit activations (QDQ, integer kernels) and lower weight bits run weight-only
+(float activations: MatMulNBits / DequantizeLinear); other kinds (MCUs, MAC arrays) run 8-bit
+activations throughout. `act_bits` overrides
 this with an explicit candidate set. Sensitivities measure weight quantisation error; the
 activation bits of a choice do not change its omega.
 """
@@ -27,6 +28,7 @@ from compiler.sensitivity import DEFAULT_BITS, METHODS, Sensitivity
 from edgesim.budget import Budget, format_value
 from edgesim.errors import UserError
 from edgesim.simulation import runnable
+from hwmodels import kinds
 from hwmodels.cost import Cost, evaluate
 
 FLOAT = 32
@@ -66,10 +68,10 @@ class AllocationResult:
 
 def fixed_bits(g: Graph, target: Any) -> np.ndarray:
     """Bits of the layers the allocator does not choose for: float32 weights, activations in
-    the target's convention (float on CPUs; 8-bit on MCUs and MAC arrays, which run integer
-    kernels end to end)."""
+    the target's convention (float where its kind has `float_rest`; 8-bit on kinds that run
+    integer kernels end to end)."""
     bits = np.full((len(g.layers), 2), FLOAT, dtype=np.int64)
-    if getattr(target, "kind", "") != "cpu":
+    if not kinds.capabilities(target).float_rest:
         bits[:, 1] = 8
     return bits
 
@@ -79,7 +81,7 @@ def candidate_bits(target: Any, weight_bits: Sequence[int],
     """Int [B, 2] candidate (w_bits, a_bits) choices, float32 first (see the module doc)."""
     if act_bits is not None:
         pairs = [(w, a) for w in weight_bits for a in act_bits]
-    elif getattr(target, "kind", "") == "cpu":
+    elif kinds.capabilities(target).float_rest:
         pairs = [(w, 8 if w == 8 else FLOAT) for w in weight_bits]
     else:
         pairs = [(w, 8) for w in weight_bits]
@@ -166,7 +168,7 @@ def container_note(bits: np.ndarray, target: Any, runtime: str) -> tuple[str, ..
     if not odd:
         return ()
     held = ", ".join(f"{w}-bit in {CONTAINER[w]}-bit" for w in odd)
-    if getattr(target, "kind", "") == "cpu" and runtime == "onnxruntime":
+    if runtime == "onnxruntime" and runtime in kinds.capabilities(target).runtimes:
         return (f"the model holds {held} containers (no onnxruntime format for those widths);"
                 " predicted size and cost count the containers",)
     return (f"the ONNX file holds {held} containers for onnxruntime; predicted size and cost "

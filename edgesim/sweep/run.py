@@ -12,7 +12,7 @@ whose total `metric` meets the budget; sensitivities are computed once per model
 design, and designs with identical cost matrices share one solve (a weight-bytes budget
 depends on the design only through which precisions it can run, so a whole sweep needs a few
 solves). Other layers run at (a_bits, a_bits) on accelerators and in float32 on CPUs (see
-`edgesim.sweep.kinds.Kind.float_rest`).
+`hwmodels.kinds.Capabilities.float_rest`).
 
 Each record: `id`, `index`, `params`, the area proxy, and per model `latency_s`, `energy_j`,
 `throughput_ips` (single-stream inferences per second, 1 / latency), `util` (latency-weighted
@@ -34,10 +34,11 @@ from typing import Any
 import numpy as np
 
 from compiler.ir import CATEGORY_GEMM, Graph, LayerTable
-from edgesim.sweep.kinds import KINDS, Kind, build_target
+from edgesim.sweep.kinds import hooks
 from edgesim.sweep.points import Point, enumerate_points, fingerprint
 from edgesim.sweep.space import Allocate, FixedBits, Space
 from edgesim.sweep.store import ResultStore
+from hwmodels import kinds
 
 FLOAT = 32
 FIGURES = ("latency_s", "energy_j", "throughput_ips", "util", "weight_bytes", "peak_act_bytes")
@@ -233,13 +234,13 @@ def _bits_summary(m: ModelContext, bits: np.ndarray) -> dict[str, Any]:
             "w_bits": [int(b) for b in bits]}
 
 
-def _model_records(ctx: Context, kind: Kind, m: ModelContext,
-                   targets: list) -> list[dict[str, Any]]:
+def _model_records(ctx: Context, m: ModelContext, targets: list) -> list[dict[str, Any]]:
     """One record per design for model m."""
     opt = ctx.optimise
     w_bits = (opt.w_bits,) if isinstance(opt, FixedBits) else opt.w_bits
-    choices, rest, w_cols = bit_plan(m.table, m.chosen, w_bits, opt.a_bits, kind.float_rest)
-    cost = kind.costs(m.table, choices, targets, ctx.runtime, ctx.threads)
+    float_rest = kinds.capabilities(ctx.base).float_rest
+    choices, rest, w_cols = bit_plan(m.table, m.chosen, w_bits, opt.a_bits, float_rest)
+    cost = hooks(ctx.base).costs(m.table, choices, targets, ctx.threads, ctx.runtime)
     if isinstance(opt, FixedBits):
         cols, extra = rest, [{} for _ in targets]
     else:
@@ -270,13 +271,13 @@ def _figures(total: Any, allocs: Sequence[dict[str, Any]]) -> list[dict[str, Any
 
 def evaluate_batch(ctx: Context, points: Sequence[Point]) -> list[dict[str, Any]]:
     """Records of a batch of points (in the batch's order); pure, so safe to retry."""
-    kind = KINDS[ctx.base.kind]
+    kind = hooks(ctx.base)  # resolved once per batch, not per point
     records, built, targets = [], [], []
     for p in points:
         record: dict[str, Any] = {"id": p.id, "index": p.index, "params": dict(p.params)}
         records.append(record)
         try:
-            target = build_target(ctx.base, p.typed, p.id)
+            target = kind.variant(ctx.base, dict(p.typed), p.id)
         except ValueError as e:  # a combination the target's cross-field rules refuse
             record["error"] = f"invalid design: {e}"
             continue
@@ -284,7 +285,7 @@ def evaluate_batch(ctx: Context, points: Sequence[Point]) -> list[dict[str, Any]
         built.append(record)
         targets.append(target)
     if targets:
-        per_model = [_model_records(ctx, kind, m, targets) for m in ctx.models]
+        per_model = [_model_records(ctx, m, targets) for m in ctx.models]
         for h, record in enumerate(built):
             record["models"] = {m.label: rows[h] for m, rows in zip(ctx.models, per_model)}
             failed = [f"{label}: {r['error']}" for label, r in record["models"].items()
