@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -139,7 +140,8 @@ def evaluate(table: LayerTable, bits: np.ndarray, target: object, *, threads: in
     """
     from hwmodels import kinds  # lazy: the models import this module
     model, caps = kinds.cost_model(target), kinds.capabilities(target)
-    host = {"threads": threads} if caps.threads else {}
+    host: dict[str, Any] = {"threads": threads} if caps.threads else {}
     if caps.runtimes:  # host options reach only the models they describe
         host["runtime"] = runtime
-    return model(table, check_bits(bits), target, **host)
+    cost: Cost = model(table, check_bits(bits), target, **host)
+    return cost

@@ -94,6 +94,9 @@ KINDS: tuple[KindEntry, ...] = (
         sweep=SweepHooks("hwmodels.sweep_hooks:macarray_variant",
                          "hwmodels.sweep_hooks:macarray_costs",
                          "hwmodels.sweep_hooks:macarray_area"))),
+    KindEntry("roofline", "hwmodels.roofline", "RooflineTarget", Capabilities(
+        sweep=SweepHooks("hwmodels.roofline:variant", "hwmodels.roofline:evaluate_configs",
+                         "hwmodels.roofline:area"))),
 )
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from compiler.ir import LayerTable
 from hwmodels import configs, cpu, macarray
 from hwmodels.cost import Cost
+from hwmodels.cpu_schema import CpuTarget
 
 
 def macarray_variant(base: macarray.MacArrayTarget, changes: dict[str, Any],
@@ -29,7 +30,7 @@ def macarray_variant(base: macarray.MacArrayTarget, changes: dict[str, Any],
     return dataclasses.replace(base, name=f"{base.name}[{label}]", **changes)
 
 
-def cpu_variant(base: cpu.CpuTarget, changes: dict[str, Any], label: str) -> cpu.CpuTarget:
+def cpu_variant(base: CpuTarget, changes: dict[str, Any], label: str) -> CpuTarget:
     """`base` with `changes` (`dram_gbps` included, see `cpu.variants`)."""
     return cpu.variants(base, **{name: [value] for name, value in changes.items()})[0]
 
@@ -41,7 +42,7 @@ def macarray_costs(table: LayerTable, bits: np.ndarray,
     return macarray.evaluate_configs(table, bits, configs.from_targets(list(targets)))
 
 
-def cpu_costs(table: LayerTable, bits: np.ndarray, targets: Sequence[cpu.CpuTarget],
+def cpu_costs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget],
               threads: int | None, runtime: str) -> Cost:
     """[H, L, B] costs of H CPUs."""
     return cpu.evaluate_configs(table, bits, targets, threads=threads, runtime=runtime)
@@ -55,7 +56,7 @@ def macarray_area(t: macarray.MacArrayTarget) -> dict[str, float]:
             "area_sram_bytes": sram}
 
 
-def cpu_area(t: cpu.CpuTarget) -> dict[str, float]:
+def cpu_area(t: CpuTarget) -> dict[str, float]:
     """The CPU's area proxy (module docstring)."""
     mac_bits = t.cores * t.simd_bits * t.fma_pipes
     cache = sum(c.size_kib * 1024.0 * (1 if c.shared else t.cores) for c in t.caches)
