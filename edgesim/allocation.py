@@ -355,7 +355,7 @@ def allocate(g: Graph, target: Any, *, method: str = "hawq", budget: Budget | No
 
     Args:
         g: the model to deploy (its static shapes are the deployment's).
-        target: a loaded target (see `edgesim.api.resolve_target`).
+        target: a loaded target (see `edgesim.loading.resolve_target`).
         method: "hawq", "lrp", "proxy" or "uniform".
         budget: a `Budget`; its metric replaces `metric`.
         calib_inputs: samples by input name (HAWQ and LRP need them).

@@ -102,7 +102,7 @@ def calibration_inputs(g: Graph, calib: Any, calib_random: int | None
 def _built(model: Any) -> Any:
     """`zoo:NAME` built into its ModelProto, anything else as given: the analysis lowers the
     model a second time (at its batch size), and building a zoo model costs ~0.4 s."""
-    from edgesim.api import ZOO_PREFIX, zoo_model
+    from edgesim.loading import ZOO_PREFIX, zoo_model
 
     if isinstance(model, str) and model.startswith(ZOO_PREFIX):
         return zoo_model(model[len(ZOO_PREFIX):])
@@ -122,7 +122,7 @@ def _analysis_graph(model: Any, g: Graph, count: int, method: str,
                     input_shapes: Mapping[str, Sequence[int]] | None,
                     **load_options: Any) -> Graph:
     """`g` at `method`'s analysis batch size (one executor call per batch)."""
-    from edgesim.api import load_graph
+    from edgesim.loading import load_graph
 
     size = analysis_batch(g, count, method)
     if isinstance(model, Graph) or size <= 1 or input_shapes:
@@ -262,7 +262,7 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
 def _compile(model: Any, target: Any, outdir: Path, calib: Any, calib_random: int | None,
              eval_data: Any, options: CompileOptions) -> CompileResult:
     """`compile_model` inside its claimed output folder."""
-    from edgesim.api import load_graph, resolve_target
+    from edgesim.loading import load_graph, resolve_target
     from edgesim.quantize import FloatPassRecorder, float_pass, quantize_model
     from edgesim.sparsity import apply_sparsity, expand_bits, sparsity_column
 

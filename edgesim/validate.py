@@ -206,8 +206,8 @@ def validate(model: Any, target: Any, *, bits: Any = "fp32", threads: int = 1, r
         runs: profiled runs (and timed runs of the total).
         calib_random: random calibration samples for quantised activations.
     """
-    from edgesim.api import load_graph, resolve_target
     from edgesim.evaluate import measure_latency
+    from edgesim.loading import load_graph, resolve_target
     from edgesim.quantize import quantize_model
 
     g = load_graph(model)

@@ -110,7 +110,7 @@ def proxy_sensitivity(g: Graph, bits: Sequence[int]) -> Any:
 def model_context(space: Space, index: int, sensitivity: Callable[..., Any]) -> ModelContext:
     """Load model `index` of the space; with `Allocate`, compute its sensitivity once."""
     from compiler.sensitivity.proxy import quantisable_layers
-    from edgesim.api import load_graph
+    from edgesim.loading import load_graph
 
     spec = space.models[index]
     g = load_graph(spec.ref, dict(spec.input_shapes) or None)
