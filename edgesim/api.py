@@ -182,7 +182,9 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
             smooth_quant: float | None = None, rounding: str = "rtn",
             quiet: bool | None = None, force: bool = False,
             min_fidelity: float | None = None,
-            analysis_budget_s: float | None = None) -> CompileResult:
+            analysis_budget_s: float | None = None, sparsity: Sequence[float] = (),
+            kernel_check: str = "fail", pick: int | None = None, assignment: str | None = None,
+            verify: bool = False, command: str = "edgesim.compile(...)") -> CompileResult:
     """Compile `model` for `target`: choose bits per layer, emit the packed model and reports.
 
     Mirrors `edgesim compile`; returns an `edgesim.report.CompileResult` (the fields of
@@ -202,7 +204,9 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
     edgesim did not write is ever deleted). With `min_fidelity`, a plan whose emitted
     model's primary fidelity metric is lower raises UserError and writes nothing.
     `analysis_budget_s` bounds the HAWQ analysis's time (its precision reached is in the
-    report's notes).
+    report's notes). `sparsity`, `kernel_check`, `pick`, `assignment` and `verify` are the
+    CLI's `--sparsity`, `--kernel-check`, `--pick`, `--assignment` and `--debug` (see
+    `edgesim.pipeline.CompileOptions`); `command` is recorded in the report.
     """
     from edgesim.budget import parse_budget
     from edgesim.pipeline import CompileOptions, compile_model
@@ -214,8 +218,9 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
         input_values=input_values, batch_axes=batch_axes, fidelity_metric=fidelity_metric,
         calib_method=calib_method, smooth_quant=smooth_quant, rounding=rounding,
         quiet=not sys.stderr.isatty() if quiet is None else quiet,  # bars in a terminal
-        command="edgesim.compile(...)", force=force, min_fidelity=min_fidelity,
-        analysis_budget_s=analysis_budget_s)
+        command=command, force=force, min_fidelity=min_fidelity,
+        analysis_budget_s=analysis_budget_s, sparsity=tuple(sparsity),
+        kernel_check=kernel_check, pick=pick, assignment=assignment, verify=verify)
     return compile_model(model, target, outdir, calib=calib, calib_random=calib_random,
                          eval_data=eval_data, options=options)
 
