@@ -88,16 +88,30 @@ def candidate_bits(target: Any, weight_bits: Sequence[int],
     return np.array([(FLOAT, FLOAT), *sorted(set(pairs), reverse=True)], dtype=np.int64)
 
 
-def _metric(cost: Cost, metric: str, w_elems: np.ndarray, w_bits: np.ndarray) -> np.ndarray:
-    """Per-layer contribution to `metric` (base units), the shape of `cost`'s arrays;
-    `w_bits` broadcasts against them."""
+def metric_cost(cost: Cost, metric: str, w_elems: np.ndarray, w_bits: np.ndarray) -> np.ndarray:
+    """Per-layer contribution to a budget `metric` (base units), shaped like `cost`'s arrays
+    ([L, B], or [H, L, B] in sweeps). "bits" counts weight bits, `w_elems` [L] times `w_bits`
+    (broadcast against the cost arrays); give 0 elements for weights the average leaves out.
+    `compile`, `allocate` and sweeps all read budgets through this table."""
     table = {
         "latency": lambda: cost.latency_s,
         "energy": lambda: cost.energy_pj,
         "size": lambda: cost.weight_bytes,
-        "bits": lambda: w_elems[:, None] * w_bits,
+        "bits": lambda: np.broadcast_to(w_elems[:, None] * w_bits, cost.latency_s.shape),
     }
     return table[metric]()
+
+
+def knapsack_budget(metric: str, value: float, fixed: float, w_elems_q: float) -> float:
+    """The knapsack's budget: the user's `value` (base units; bits: mean bits per quantisable
+    weight, of which there are `w_elems_q`) less what the fixed layers take (`fixed`)."""
+    total = value * w_elems_q if metric == "bits" else value
+    return total - fixed
+
+
+def user_units(metric: str, total: float, w_elems_q: float) -> float:
+    """A metric total in the user's units (the inverse of `knapsack_budget`'s scaling)."""
+    return total / max(w_elems_q, 1.0) if metric == "bits" else total
 
 
 def _omega(sens: Sensitivity, choices: np.ndarray) -> np.ndarray:
@@ -126,15 +140,15 @@ class _Problem:
 def _problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Any, metric: str,
              threads: int | None, runtime: str) -> _Problem:
     full = evaluate(g.layer_table(), choices, target, threads=threads, runtime=runtime)
-    w_elems = g.layer_table().w_elems.astype(np.float64)
-    per = _metric(full, metric, w_elems, choices[None, :, 0].astype(np.float64))
     index = {layer.name: i for i, layer in enumerate(g.layers)}
     rows = np.array([index[name] for name in sens.layers], dtype=np.int64)
+    # average bits count only the quantisable weights; other metrics count every layer
+    w_elems = np.zeros(len(g.layers))
+    w_elems[rows] = g.layer_table().w_elems[rows]
+    per = metric_cost(full, metric, w_elems, choices[:, 0].astype(np.float64))
     others = np.setdiff1d(np.arange(len(g.layers)), rows)
     others_bits, fixed_cost = runnable(g, fixed_bits(g, target), target, threads, runtime)
-    # average bits count only the quantisable weights; other metrics count every layer
-    fixed = 0.0 if metric == "bits" else float(
-        _metric(fixed_cost, metric, w_elems, others_bits[:, :1])[others, 0].sum())
+    fixed = float(metric_cost(fixed_cost, metric, w_elems, others_bits[:, :1])[others, 0].sum())
     allowed = np.isfinite(full.latency_s[rows]) & np.isfinite(per[rows])
     return _Problem(rows, _omega(sens, choices), np.where(allowed, per[rows], 0.0), allowed,
                     fixed, others_bits)
@@ -183,13 +197,6 @@ def _uniform_mark(p: _Problem, choices: np.ndarray, w_bits: int) -> tuple[float,
     return None
 
 
-def _budget_for(budget: Budget, p: _Problem, w_elems_q: float) -> float:
-    """The knapsack budget: the user's budget less what the fixed layers take."""
-    if budget.metric == "bits":  # average bits over the quantisable weights
-        return budget.value * w_elems_q - p.fixed
-    return budget.value - p.fixed
-
-
 def _given(p: _Problem, choices: np.ndarray, bits: np.ndarray, g: Graph) -> Allocation:
     """The allocation of a given assignment (`--assignment`): its column per layer."""
     column = {tuple(c): j for j, c in enumerate(choices.tolist())}
@@ -220,11 +227,10 @@ def _solve(p: _Problem, budget: Budget | None, w_elems_q: float, pick: int | Non
     if budget is None:
         return knee(front), front
     try:
-        return solve(p.omega, p.cost, _budget_for(budget, p, w_elems_q), allowed=p.allowed), front
+        limit = knapsack_budget(budget.metric, budget.value, p.fixed, w_elems_q)
+        return solve(p.omega, p.cost, limit, allowed=p.allowed), front
     except InfeasibleBudget as e:
-        smallest = e.smallest_feasible + p.fixed
-        if budget.metric == "bits":
-            smallest /= w_elems_q
+        smallest = user_units(budget.metric, e.smallest_feasible + p.fixed, w_elems_q)
         raise UserError("--budget", f"{budget} cannot be met; the smallest feasible budget is "
                         f"{budget.metric}={format_value(budget.metric, smallest)}") from None
 

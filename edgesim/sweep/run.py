@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from compiler.ir import CATEGORY_GEMM, Graph, LayerTable
+from edgesim.allocation import knapsack_budget, metric_cost, user_units
 from edgesim.sweep.kinds import hooks
 from edgesim.sweep.points import Point, enumerate_points, fingerprint
 from edgesim.sweep.space import Allocate, FixedBits, Space
@@ -166,25 +167,15 @@ def _totals(cost: Any, cols: np.ndarray) -> Any:
     return Cost(**fields).total()
 
 
-def _mean_bits(cost: Any, m: ModelContext, choices: np.ndarray) -> np.ndarray:
-    """Each layer's share of the mean weight bits per parameter of the chosen layers."""
-    share = np.zeros(len(m.table))
-    share[m.chosen] = m.table.w_elems[m.chosen] / max(float(m.table.w_elems[m.chosen].sum()), 1)
-    return np.broadcast_to(share[:, None] * choices[None, :, 0], cost.latency_s.shape)
-
-
-# Budget metric (edgesim.budget's names and base units) -> its cost [H, L, C].
-METRICS: dict[str, Callable[[Any, ModelContext, np.ndarray], np.ndarray]] = {
-    "size": lambda cost, m, choices: cost.weight_bytes,
-    "latency": lambda cost, m, choices: cost.latency_s,
-    "energy": lambda cost, m, choices: cost.energy_pj,
-    "bits": _mean_bits,
-}
+def _w_elems_q(m: ModelContext) -> float:
+    """Weight elements of the layers whose bits the sweep chooses (the bits budget's unit)."""
+    return float(m.table.w_elems[m.chosen].sum())
 
 
 def _solve_design(m: ModelContext, opt: Allocate, q_cost: np.ndarray,
                   fixed: float) -> tuple[np.ndarray | None, dict[str, Any]]:
-    """Least sensitive choice [Q] (indices into w_bits) for one design, and its summary."""
+    """Least sensitive choice [Q] (indices into w_bits) for one design, and its summary; the
+    budget arithmetic is `edgesim.allocation`'s, as for `compile` and `allocate`."""
     from compiler.allocate import solve
 
     finite = np.isfinite(q_cost)
@@ -193,9 +184,12 @@ def _solve_design(m: ModelContext, opt: Allocate, q_cost: np.ndarray,
     runnable_bits = np.where(finite, np.asarray(opt.w_bits)[None, :], -1)
     widest = runnable_bits.argmax(axis=1)  # each layer's widest choice this design can run
     reference = fixed + float(q_cost[np.arange(len(widest)), widest].sum())
-    budget = opt.value if opt.value is not None else opt.fraction * reference
+    w_q = _w_elems_q(m)
+    budget = (opt.value if opt.value is not None
+              else opt.fraction * user_units(opt.metric, reference, w_q))
     try:
-        a = solve(m.omega, q_cost, budget - fixed, method="front")
+        a = solve(m.omega, q_cost, knapsack_budget(opt.metric, budget, fixed, w_q),
+                  method="front")
     except ValueError as e:  # InfeasibleBudget, or a layer with no allowed choice
         return None, {"error": f"allocation: {e}"}
     bits = np.asarray(opt.w_bits)[a.choice]
@@ -206,7 +200,9 @@ def _solve_design(m: ModelContext, opt: Allocate, q_cost: np.ndarray,
 def _allocate(cost: Any, m: ModelContext, opt: Allocate, choices: np.ndarray, rest: np.ndarray,
               w_cols: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Per design: the chosen column of every layer [H, L] and the allocation summaries."""
-    metric = METRICS[opt.metric](cost, m, choices)
+    w_elems = np.zeros(len(m.table))
+    w_elems[m.chosen] = m.table.w_elems[m.chosen]  # the bits metric counts the chosen weights
+    metric = metric_cost(cost, opt.metric, w_elems, choices[:, 0].astype(np.float64))
     h_count, layers = metric.shape[0], metric.shape[1]
     fixed_layers = np.setdiff1d(np.arange(layers), m.chosen)
     # C order: the same summation order for a design whatever the batch (see `_pick`)
