@@ -66,14 +66,17 @@ class AllocationResult:
     notes: tuple[str, ...]
 
 
+def rest_bits(count: int, float_rest: bool, a_bits: int = 8) -> np.ndarray:
+    """Int [count, 2]: the bits of layers without a chosen width, in the target's convention:
+    float32 where its kind has `float_rest` (onnxruntime runs them as float ops); else the
+    full-integer pipeline's (a_bits, a_bits). `compile`, `allocate` and sweeps share this rule."""
+    pair = (FLOAT, FLOAT) if float_rest else (a_bits, a_bits)
+    return np.tile(np.array(pair, dtype=np.int64), (count, 1))
+
+
 def fixed_bits(g: Graph, target: Any) -> np.ndarray:
-    """Bits of the layers the allocator does not choose for: float32 weights, activations in
-    the target's convention (float where its kind has `float_rest`; 8-bit on kinds that run
-    integer kernels end to end)."""
-    bits = np.full((len(g.layers), 2), FLOAT, dtype=np.int64)
-    if not kinds.capabilities(target).float_rest:
-        bits[:, 1] = 8
-    return bits
+    """Bits of the layers of `g` the allocator does not choose for (`rest_bits`)."""
+    return rest_bits(len(g.layers), kinds.capabilities(target).float_rest)
 
 
 def candidate_bits(target: Any, weight_bits: Sequence[int],
@@ -93,10 +96,10 @@ def metric_cost(cost: Cost, metric: str, w_elems: np.ndarray, w_bits: np.ndarray
     ([L, B], or [H, L, B] in sweeps). "bits" counts weight bits, `w_elems` [L] times `w_bits`
     (broadcast against the cost arrays); give 0 elements for weights the average leaves out.
     `compile`, `allocate` and sweeps all read budgets through this table."""
-    table = {
+    table: dict[str, Callable[[], np.ndarray]] = {
         "latency": lambda: cost.latency_s,
         "energy": lambda: cost.energy_pj,
-        "size": lambda: cost.weight_bytes,
+        "size": lambda: np.asarray(cost.weight_bytes),  # normalised to an array by Cost
         "bits": lambda: np.broadcast_to(w_elems[:, None] * w_bits, cost.latency_s.shape),
     }
     return table[metric]()
@@ -200,7 +203,7 @@ def _uniform_mark(p: _Problem, choices: np.ndarray, w_bits: int) -> tuple[float,
 def _given(p: _Problem, choices: np.ndarray, bits: np.ndarray, g: Graph) -> Allocation:
     """The allocation of a given assignment (`--assignment`): its column per layer."""
     column = {tuple(c): j for j, c in enumerate(choices.tolist())}
-    choice = []
+    choice: list[int] = []
     for r in p.rows:
         j = column.get(tuple(int(b) for b in bits[r]))
         if j is None or not p.allowed[len(choice), j]:
@@ -208,7 +211,7 @@ def _given(p: _Problem, choices: np.ndarray, bits: np.ndarray, g: Graph) -> Allo
                             f"{tuple(int(b) for b in bits[r])} are not a candidate the target "
                             f"runs (candidates {sorted(column)})")
         choice.append(j)
-    idx = np.arange(len(choice)), np.array(choice, dtype=np.int64)
+    idx = (np.arange(len(choice)), np.array(choice, dtype=np.int64))
     return Allocation(idx[1], float(p.omega[idx].sum()), float(p.cost[idx].sum()), "given")
 
 

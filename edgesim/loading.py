@@ -63,13 +63,14 @@ def costable(g: Graph) -> Graph:
             raise UserError(f"{g.name}: tensor {name}", f"shape {list(t.shape)} is empty; "
                             "there is nothing to cost")
     try:
-        t = g.layer_table()  # MACs and bytes as int64: declared sizes may not fit
+        table = g.layer_table()  # MACs and bytes as int64: declared sizes may not fit
     except OverflowError:
         raise UserError(g.name, "its layer sizes overflow 64-bit counts (dims too large)"
                         ) from None
-    empty = (t.category == CATEGORY_GEMM) & ((t.m == 0) | (t.n == 0) | (t.k == 0))
+    empty = (table.category == CATEGORY_GEMM) & ((table.m == 0) | (table.n == 0)
+                                                 | (table.k == 0))
     if empty.any():  # e.g. an empty weight: a GEMM of no work
-        raise UserError(f"{g.name}: layer {t.names[int(empty.argmax())]}", "multiplies an "
+        raise UserError(f"{g.name}: layer {table.names[int(empty.argmax())]}", "multiplies an "
                         "empty operand; there is nothing to cost")
     return g
 
@@ -78,4 +79,4 @@ def resolve_target(target: Any) -> Any:
     """A shipped target name, a YAML path, or an already loaded target object."""
     from hwmodels.target import load_target
 
-    return load_target(target) if isinstance(target, str | os.PathLike) else target
+    return load_target(os.fspath(target)) if isinstance(target, str | os.PathLike) else target

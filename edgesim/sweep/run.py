@@ -11,8 +11,8 @@ Bits: with `FixedBits`, every weighted conv/linear/matmul runs at (w_bits, a_bit
 whose total `metric` meets the budget; sensitivities are computed once per model, not per
 design, and designs with identical cost matrices share one solve (a weight-bytes budget
 depends on the design only through which precisions it can run, so a whole sweep needs a few
-solves). Other layers run at (a_bits, a_bits) on accelerators and in float32 on CPUs (see
-`hwmodels.kinds.Capabilities.float_rest`).
+solves). Other layers take `edgesim.allocation.rest_bits`, as in `compile`: (a_bits, a_bits) on
+full-integer kinds, float32 where the kind has `hwmodels.kinds.Capabilities.float_rest`.
 
 Each record: `id`, `index`, `params`, the area proxy, and per model `latency_s`, `energy_j`,
 `throughput_ips` (single-stream inferences per second, 1 / latency), `util` (latency-weighted
@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from compiler.ir import CATEGORY_GEMM, Graph, LayerTable
-from edgesim.allocation import knapsack_budget, metric_cost, user_units
+from compiler.ir import Graph, LayerTable
+from edgesim.allocation import knapsack_budget, metric_cost, rest_bits, user_units
 from edgesim.sweep.kinds import hooks
 from edgesim.sweep.points import Point, enumerate_points, fingerprint
 from edgesim.sweep.space import Allocate, FixedBits, Space
@@ -117,8 +117,8 @@ def model_context(space: Space, index: int, sensitivity: Callable[..., Any]) -> 
     g = load_graph(spec.ref, dict(spec.input_shapes) or None)
     position = {layer.name: i for i, layer in enumerate(g.layers)}
     if isinstance(space.optimise, FixedBits):
-        chosen = [position[layer.name] for layer in quantisable_layers(g)]
-        return ModelContext(spec.label, g.layer_table(), np.array(chosen, dtype=np.int64))
+        rows = [position[layer.name] for layer in quantisable_layers(g)]
+        return ModelContext(spec.label, g.layer_table(), np.array(rows, dtype=np.int64))
     sens = sensitivity(g, space.optimise.w_bits)
     if [int(b) for b in sens.bits] != list(space.optimise.w_bits):
         raise ValueError(f"sensitivity columns {list(sens.bits)} are not the requested weight "
@@ -129,18 +129,17 @@ def model_context(space: Space, index: int, sensitivity: Callable[..., Any]) -> 
 
 def bit_plan(table: LayerTable, chosen: np.ndarray, w_bits: Sequence[int], a_bits: int,
              float_rest: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bit choices to evaluate and where each layer reads them.
+    """Bit choices to evaluate and where each layer reads them; layers without a choice take
+    `edgesim.allocation.rest_bits`, as in `compile`.
 
     Returns:
         (choices int [C, 2], rest int [L]: each layer's column when it has no choice,
         w_cols int [len(w_bits)]: the columns of (w, a_bits) for w in w_bits).
     """
-    rows = [(w, a_bits) for w in w_bits] + [(a_bits, a_bits), (FLOAT, FLOAT)]
-    choices = list(dict.fromkeys(rows))
+    rest_pair = tuple(int(b) for b in rest_bits(1, float_rest, a_bits)[0])
+    choices = list(dict.fromkeys([(w, a_bits) for w in w_bits] + [rest_pair]))
     col = {pair: i for i, pair in enumerate(choices)}
-    gemm = table.category == CATEGORY_GEMM
-    rest_pair = np.where(gemm | (not float_rest), col[(a_bits, a_bits)], col[(FLOAT, FLOAT)])
-    rest = rest_pair.astype(np.int64)
+    rest = np.full(len(table), col[rest_pair], dtype=np.int64)
     w_cols = np.array([col[(w, a_bits)] for w in w_bits], dtype=np.int64)
     rest[chosen] = w_cols[0]
     return np.array(choices, dtype=np.int64), rest, w_cols
@@ -186,7 +185,7 @@ def _solve_design(m: ModelContext, opt: Allocate, q_cost: np.ndarray,
     reference = fixed + float(q_cost[np.arange(len(widest)), widest].sum())
     w_q = _w_elems_q(m)
     budget = (opt.value if opt.value is not None
-              else opt.fraction * user_units(opt.metric, reference, w_q))
+              else float(opt.fraction or 0.0) * user_units(opt.metric, reference, w_q))
     try:
         a = solve(m.omega, q_cost, knapsack_budget(opt.metric, budget, fixed, w_q),
                   method="front")
