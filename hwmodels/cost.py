@@ -109,6 +109,15 @@ def check_bits(bits: np.ndarray) -> np.ndarray:
     return arr
 
 
+def check_precisions(widths: list[int]) -> None:
+    """A target's `precisions` widths: at least one, none twice (ValueError naming the field;
+    the target loader reports it against the file)."""
+    if not widths:
+        raise ValueError("precisions: at least one precision is required")
+    if len(set(widths)) != len(widths):
+        raise ValueError(f"precisions: duplicate widths {sorted(widths)}")
+
+
 def memory_bytes(table: LayerTable, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Weight bytes and live activation bytes per layer and bit choice, each [L, B].
 

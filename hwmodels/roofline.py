@@ -29,7 +29,15 @@ import numpy as np
 
 from compiler.ir import LayerTable
 from hwmodels import energy
-from hwmodels.cost import BOUND_COMPUTE, BOUND_DRAM, BOUND_OVERHEAD, Cost, check_bits, memory_bytes
+from hwmodels.cost import (
+    BOUND_COMPUTE,
+    BOUND_DRAM,
+    BOUND_OVERHEAD,
+    Cost,
+    check_bits,
+    check_precisions,
+    memory_bytes,
+)
 
 
 @dataclass(frozen=True)
@@ -64,11 +72,7 @@ class RooflineTarget:
     dram_energy_pj_per_byte: float | None = None
 
     def __post_init__(self) -> None:
-        widths = [p.bits for p in self.precisions]
-        if not widths:
-            raise ValueError("precisions: at least one precision is required")
-        if len(set(widths)) != len(widths):
-            raise ValueError(f"precisions: duplicate widths {sorted(widths)}")
+        check_precisions([p.bits for p in self.precisions])
 
 
 def precision_rates(target: RooflineTarget, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
