@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -148,9 +147,6 @@ def evaluate(table: LayerTable, bits: np.ndarray, target: object, *, threads: in
         A `Cost` of [L, B] arrays.
     """
     from hwmodels import kinds  # lazy: the models import this module
-    model, caps = kinds.cost_model(target), kinds.capabilities(target)
-    host: dict[str, Any] = {"threads": threads} if caps.threads else {}
-    if caps.runtimes:  # host options reach only the models they describe
-        host["runtime"] = runtime
-    cost: Cost = model(table, check_bits(bits), target, **host)
+    host = kinds.host_options(target, threads, runtime)  # only to the models they describe
+    cost: Cost = kinds.cost_model(target)(table, check_bits(bits), target, **host)
     return cost

@@ -29,8 +29,8 @@ class SweepHooks:
     Attributes:
         variant: `(base, changes: dict[str, Any], label: str) -> target`: `base` with changed
             fields, named by `label`; raises ValueError for a combination it refuses.
-        costs: `(table, bits, targets, threads, runtime) -> Cost` of [H, L, B] arrays for H
-            targets of the kind, in one vectorised call.
+        costs: `(table, bits, targets, **host) -> Cost` of [H, L, B] arrays for H targets of
+            the kind, in one vectorised call (`host`: see `host_options`).
         area: `(target) -> dict[str, float]` with at least `area_proxy` (relative silicon
             cost, for ranking designs).
         aliases: extra parameter names a space may vary, with their type (e.g. `dram_gbps`).
@@ -160,6 +160,16 @@ def cost_model(target: object) -> Callable[..., Any]:
     entry = entry_of(target)
     fn: Callable[..., Any] = _attr(entry, "evaluate")
     return fn
+
+
+def host_options(target: object, threads: int | None, runtime: str) -> dict[str, Any]:
+    """The keyword options `target`'s cost model and sweep costs take: `threads` and `runtime`
+    only for kinds whose capabilities say they describe a host CPU; {} for the others."""
+    caps = capabilities(target)
+    host: dict[str, Any] = {"threads": threads} if caps.threads else {}
+    if caps.runtimes:
+        host["runtime"] = runtime
+    return host
 
 
 def capabilities(target: object) -> Capabilities:

@@ -117,9 +117,9 @@ def evaluate(table: LayerTable, bits: np.ndarray, target: RooflineTarget) -> Cos
     return Cost(**_one(table, check_bits(bits), target))
 
 
-def evaluate_configs(table: LayerTable, bits: np.ndarray, targets: Sequence[RooflineTarget],
-                     threads: int | None = None, runtime: str = "") -> Cost:
-    """[H, L, B] costs of H roofline targets (the sweep hook; host options do not apply)."""
+def evaluate_configs(table: LayerTable, bits: np.ndarray,
+                     targets: Sequence[RooflineTarget]) -> Cost:
+    """[H, L, B] costs of H roofline targets (the sweep hook)."""
     bits = check_bits(bits)
     per = [_one(table, bits, t) for t in targets]
     return Cost(**{name: np.stack([p[name] for p in per]) for name in per[0]})

@@ -36,14 +36,13 @@ def cpu_variant(base: CpuTarget, changes: dict[str, Any], label: str) -> CpuTarg
 
 
 def macarray_costs(table: LayerTable, bits: np.ndarray,
-                   targets: Sequence[macarray.MacArrayTarget], threads: int | None,
-                   runtime: str) -> Cost:
-    """[H, L, B] costs of H MAC arrays (host options do not apply)."""
+                   targets: Sequence[macarray.MacArrayTarget]) -> Cost:
+    """[H, L, B] costs of H MAC arrays."""
     return macarray.evaluate_configs(table, bits, configs.from_targets(list(targets)))
 
 
-def cpu_costs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget],
-              threads: int | None, runtime: str) -> Cost:
+def cpu_costs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget], *,
+              threads: int | None = None, runtime: str = "onnxruntime") -> Cost:
     """[H, L, B] costs of H CPUs."""
     return cpu.evaluate_configs(table, bits, targets, threads=threads, runtime=runtime)
 

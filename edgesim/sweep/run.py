@@ -235,7 +235,8 @@ def _model_records(ctx: Context, m: ModelContext, targets: list) -> list[dict[st
     w_bits = (opt.w_bits,) if isinstance(opt, FixedBits) else opt.w_bits
     float_rest = kinds.capabilities(ctx.base).float_rest
     choices, rest, w_cols = bit_plan(m.table, m.chosen, w_bits, opt.a_bits, float_rest)
-    cost = hooks(ctx.base).costs(m.table, choices, targets, ctx.threads, ctx.runtime)
+    host = kinds.host_options(ctx.base, ctx.threads, ctx.runtime)
+    cost = hooks(ctx.base).costs(m.table, choices, targets, **host)
     if isinstance(opt, FixedBits):
         cols, extra = rest, [{} for _ in targets]
     else:
