@@ -98,24 +98,27 @@ def simulate(model: Any, target: Any, *, bits: Any = None, threads: int | None =
             `compiler.frontend.quantized`, else fp32), "fp32", a bit width (8 = W8A8, 4 = W4
             weight-only), a JSON path, a mapping {layer: bits} or an int array [L, 2].
         threads: CPU threads (default: all cores of the target).
-        runtime: "onnxruntime" (the kernels onnxruntime takes), "ncnn" (Tencent ncnn's Arm
-            kernels) or "ideal" (best the ISA allows).
+        runtime: one of the runtimes the target's kind models (its capabilities; CPUs:
+            "onnxruntime", the kernels onnxruntime takes, "ncnn", Tencent ncnn's Arm kernels,
+            "xnnpack", or "ideal", best the ISA allows); kinds that model none ignore it.
 
     Returns:
         An `edgesim.simulation.Simulation`.
     """
     from edgesim import assignment
     from edgesim.simulation import planned_bits, simulate_graph, unplanned
-    from hwmodels.cpu import RUNTIMES
+    from hwmodels import kinds
 
-    if runtime not in RUNTIMES:
-        raise UserError("--runtime", f"must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    tgt = resolve_target(target)
+    runtimes = kinds.capabilities(tgt).runtimes
+    if runtimes and runtime not in runtimes:
+        raise UserError("--runtime", f"must be one of {', '.join(runtimes)}, got {runtime!r}")
     g = load_graph(model, input_shapes)
     if bits is None:  # a quantized file runs its own plan
         bits = planned_bits(g)
     else:  # another assignment replaces the file's plan
         g = unplanned(g)
-    return simulate_graph(g, resolve_target(target), assignment.resolve(g, bits),
+    return simulate_graph(g, tgt, assignment.resolve(g, bits),
                           threads=threads, runtime=runtime)
 
 
@@ -126,16 +129,17 @@ def compare_runtimes(model: Any, target: Any, runtimes: Sequence[str] | None = N
 
     Args:
         model / target / bits / threads / input_shapes: as `simulate`.
-        runtimes: profile names (default: every CPU runtime profile, `hwmodels.cpu.RUNTIMES`).
+        runtimes: profile names (default: every runtime the target's kind models).
 
     Returns:
         Runtime name -> its `edgesim.simulation.Simulation` (same layers, same bits).
     """
-    from hwmodels.cpu import RUNTIMES
+    from hwmodels import kinds
 
+    tgt = resolve_target(target)
     g = load_graph(model, input_shapes)
-    return {rt: simulate(g, target, bits=bits, threads=threads, runtime=rt)
-            for rt in (runtimes or tuple(RUNTIMES))}
+    return {rt: simulate(g, tgt, bits=bits, threads=threads, runtime=rt)
+            for rt in (runtimes or kinds.capabilities(tgt).runtimes or ("onnxruntime",))}
 def _format_name(code: int) -> str:
     from compiler.formats import FORMATS
 
