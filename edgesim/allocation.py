@@ -5,9 +5,10 @@ quantisable layer (HAWQ, LRP, proxy or uniform); cost[l, b] from the target's co
 (layers the target cannot run at a choice get that choice disallowed); then the exact
 multiple-choice knapsack over the quantisable layers, with the other layers' cost as a constant.
 
-Activation bits: on CPUs running onnxruntime, 8-bit weights pair with 8-bit activations (QDQ,
-integer kernels) and lower weight bits run weight-only (float activations: MatMulNBits /
-DequantizeLinear); MCUs and MAC arrays run 8-bit activations throughout. `act_bits` overrides
+Activation bits: on targets whose kind has `float_rest` (CPUs running onnxruntime), 8-bit
+weights pair with 8-bit activations (QDQ, integer kernels) and lower weight bits run weight-only
+(float activations: MatMulNBits / DequantizeLinear); other kinds (MCUs, MAC arrays) run 8-bit
+activations throughout. `act_bits` overrides
 this with an explicit candidate set. Sensitivities measure weight quantisation error; the
 activation bits of a choice do not change its omega.
 """
@@ -27,6 +28,7 @@ from compiler.sensitivity import DEFAULT_BITS, METHODS, Sensitivity
 from edgesim.budget import DECODER_METRICS, Budget, format_value
 from edgesim.errors import UserError
 from edgesim.simulation import runnable
+from hwmodels import kinds
 from hwmodels.cost import Cost, evaluate
 
 FLOAT = 32
@@ -64,14 +66,17 @@ class AllocationResult:
     notes: tuple[str, ...]
 
 
+def rest_bits(count: int, float_rest: bool, a_bits: int = 8) -> np.ndarray:
+    """Int [count, 2]: the bits of layers without a chosen width, in the target's convention:
+    float32 where its kind has `float_rest` (onnxruntime runs them as float ops); else the
+    full-integer pipeline's (a_bits, a_bits). `compile`, `allocate` and sweeps share this rule."""
+    pair = (FLOAT, FLOAT) if float_rest else (a_bits, a_bits)
+    return np.tile(np.array(pair, dtype=np.int64), (count, 1))
+
+
 def fixed_bits(g: Graph, target: Any) -> np.ndarray:
-    """Bits of the layers the allocator does not choose for: float32 weights, activations in
-    the target's convention (float on CPUs; 8-bit on MCUs and MAC arrays, which run integer
-    kernels end to end)."""
-    bits = np.full((len(g.layers), 2), FLOAT, dtype=np.int64)
-    if getattr(target, "kind", "") != "cpu":
-        bits[:, 1] = 8
-    return bits
+    """Bits of the layers of `g` the allocator does not choose for (`rest_bits`)."""
+    return rest_bits(len(g.layers), kinds.capabilities(target).float_rest)
 
 
 def candidate_bits(target: Any, weight_bits: Sequence[int],
@@ -79,26 +84,40 @@ def candidate_bits(target: Any, weight_bits: Sequence[int],
     """Int [B, 2] candidate (w_bits, a_bits) choices, float32 first (see the module doc)."""
     if act_bits is not None:
         pairs = [(w, a) for w in weight_bits for a in act_bits]
-    elif getattr(target, "kind", "") == "cpu":
+    elif kinds.capabilities(target).float_rest:
         pairs = [(w, 8 if w == 8 else FLOAT) for w in weight_bits]
     else:
         pairs = [(w, 8) for w in weight_bits]
     return np.array([(FLOAT, FLOAT), *sorted(set(pairs), reverse=True)], dtype=np.int64)
 
 
-def _metric(cost: Cost, metric: str, w_elems: np.ndarray, w_bits: np.ndarray) -> np.ndarray:
-    """Per-layer contribution to `metric` (base units), the shape of `cost`'s arrays;
-    `w_bits` broadcasts against them."""
-    table = {
+def metric_cost(cost: Cost, metric: str, w_elems: np.ndarray, w_bits: np.ndarray) -> np.ndarray:
+    """Per-layer contribution to a budget `metric` (base units), shaped like `cost`'s arrays
+    ([L, B], or [H, L, B] in sweeps). "bits" counts weight bits, `w_elems` [L] times `w_bits`
+    (broadcast against the cost arrays); give 0 elements for weights the average leaves out.
+    `compile`, `allocate` and sweeps all read budgets through this table."""
+    table: dict[str, Callable[[], np.ndarray]] = {
         "latency": lambda: cost.latency_s,
         "energy": lambda: cost.energy_pj,
-        "size": lambda: cost.weight_bytes,
-        "bits": lambda: w_elems[:, None] * w_bits,
+        "size": lambda: np.asarray(cost.weight_bytes),  # normalised to an array by Cost
+        "bits": lambda: np.broadcast_to(w_elems[:, None] * w_bits, cost.latency_s.shape),
     }
     if metric in DECODER_METRICS:  # prefill / decode / RAM: `edgesim.llm.budgets`
         raise UserError("--budget", f"{metric} budgets apply to decoders (zoo:tiny_lm, a "
                         "KV-cache decoder); use size, latency, energy or bits here")
     return table[metric]()
+
+
+def knapsack_budget(metric: str, value: float, fixed: float, w_elems_q: float) -> float:
+    """The knapsack's budget: the user's `value` (base units; bits: mean bits per quantisable
+    weight, of which there are `w_elems_q`) less what the fixed layers take (`fixed`)."""
+    total = value * w_elems_q if metric == "bits" else value
+    return total - fixed
+
+
+def user_units(metric: str, total: float, w_elems_q: float) -> float:
+    """A metric total in the user's units (the inverse of `knapsack_budget`'s scaling)."""
+    return total / max(w_elems_q, 1.0) if metric == "bits" else total
 
 
 def _omega(sens: Sensitivity, choices: np.ndarray) -> np.ndarray:
@@ -127,15 +146,15 @@ class _Problem:
 def _problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Any, metric: str,
              threads: int | None, runtime: str) -> _Problem:
     full = evaluate(g.layer_table(), choices, target, threads=threads, runtime=runtime)
-    w_elems = g.layer_table().w_elems.astype(np.float64)
-    per = _metric(full, metric, w_elems, choices[None, :, 0].astype(np.float64))
     index = {layer.name: i for i, layer in enumerate(g.layers)}
     rows = np.array([index[name] for name in sens.layers], dtype=np.int64)
+    # average bits count only the quantisable weights; other metrics count every layer
+    w_elems = np.zeros(len(g.layers))
+    w_elems[rows] = g.layer_table().w_elems[rows]
+    per = metric_cost(full, metric, w_elems, choices[:, 0].astype(np.float64))
     others = np.setdiff1d(np.arange(len(g.layers)), rows)
     others_bits, fixed_cost = runnable(g, fixed_bits(g, target), target, threads, runtime)
-    # average bits count only the quantisable weights; other metrics count every layer
-    fixed = 0.0 if metric == "bits" else float(
-        _metric(fixed_cost, metric, w_elems, others_bits[:, :1])[others, 0].sum())
+    fixed = float(metric_cost(fixed_cost, metric, w_elems, others_bits[:, :1])[others, 0].sum())
     allowed = np.isfinite(full.latency_s[rows]) & np.isfinite(per[rows])
     return _Problem(rows, _omega(sens, choices), np.where(allowed, per[rows], 0.0), allowed,
                     fixed, others_bits)
@@ -169,7 +188,7 @@ def container_note(bits: np.ndarray, target: Any, runtime: str) -> tuple[str, ..
     if not odd:
         return ()
     held = ", ".join(f"{w}-bit in {CONTAINER[w]}-bit" for w in odd)
-    if getattr(target, "kind", "") == "cpu" and runtime == "onnxruntime":
+    if runtime == "onnxruntime" and runtime in kinds.capabilities(target).runtimes:
         return (f"the model holds {held} containers (no onnxruntime format for those widths);"
                 " predicted size and cost count the containers",)
     return (f"the ONNX file holds {held} containers for onnxruntime; predicted size and cost "
@@ -184,17 +203,10 @@ def _uniform_mark(p: _Problem, choices: np.ndarray, w_bits: int) -> tuple[float,
     return None
 
 
-def _budget_for(budget: Budget, p: _Problem, w_elems_q: float) -> float:
-    """The knapsack budget: the user's budget less what the fixed layers take."""
-    if budget.metric == "bits":  # average bits over the quantisable weights
-        return budget.value * w_elems_q - p.fixed
-    return budget.value - p.fixed
-
-
 def _given(p: _Problem, choices: np.ndarray, bits: np.ndarray, g: Graph) -> Allocation:
     """The allocation of a given assignment (`--assignment`): its column per layer."""
     column = {tuple(c): j for j, c in enumerate(choices.tolist())}
-    choice = []
+    choice: list[int] = []
     for r in p.rows:
         j = column.get(tuple(int(b) for b in bits[r]))
         if j is None or not p.allowed[len(choice), j]:
@@ -202,7 +214,7 @@ def _given(p: _Problem, choices: np.ndarray, bits: np.ndarray, g: Graph) -> Allo
                             f"{tuple(int(b) for b in bits[r])} are not a candidate the target "
                             f"runs (candidates {sorted(column)})")
         choice.append(j)
-    idx = np.arange(len(choice)), np.array(choice, dtype=np.int64)
+    idx = (np.arange(len(choice)), np.array(choice, dtype=np.int64))
     return Allocation(idx[1], float(p.omega[idx].sum()), float(p.cost[idx].sum()), "given")
 
 
@@ -221,11 +233,10 @@ def _solve(p: _Problem, budget: Budget | None, w_elems_q: float, pick: int | Non
     if budget is None:
         return knee(front), front
     try:
-        return solve(p.omega, p.cost, _budget_for(budget, p, w_elems_q), allowed=p.allowed), front
+        limit = knapsack_budget(budget.metric, budget.value, p.fixed, w_elems_q)
+        return solve(p.omega, p.cost, limit, allowed=p.allowed), front
     except InfeasibleBudget as e:
-        smallest = e.smallest_feasible + p.fixed
-        if budget.metric == "bits":
-            smallest /= w_elems_q
+        smallest = user_units(budget.metric, e.smallest_feasible + p.fixed, w_elems_q)
         raise UserError("--budget", f"{budget} cannot be met; the smallest feasible budget is "
                         f"{budget.metric}={format_value(budget.metric, smallest)}") from None
 
@@ -356,7 +367,7 @@ def allocate(g: Graph, target: Any, *, method: str = "hawq", budget: Budget | No
 
     Args:
         g: the model to deploy (its static shapes are the deployment's).
-        target: a loaded target (see `edgesim.api.resolve_target`).
+        target: a loaded target (see `edgesim.loading.resolve_target`).
         method: "hawq", "lrp", "proxy" or "uniform".
         budget: a `Budget`; its metric replaces `metric`.
         calib_inputs: samples by input name (HAWQ and LRP need them).

@@ -8,8 +8,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from compiler.ir import CATEGORY_GEMM, Graph
 from edgesim.errors import UserError
+from edgesim.loading import ZOO_PREFIX as ZOO_PREFIX
+from edgesim.loading import costable as costable
+from edgesim.loading import load_graph as load_graph
+from edgesim.loading import resolve_target as resolve_target
+from edgesim.loading import zoo_model as zoo_model
 
 if TYPE_CHECKING:
     from edgesim.allocation import AllocationResult
@@ -17,18 +21,6 @@ if TYPE_CHECKING:
     from edgesim.quantize import QuantizeResult
     from edgesim.report import CompileResult
     from edgesim.simulation import Simulation
-
-ZOO_PREFIX = "zoo:"
-
-
-def zoo_model(name: str) -> Any:
-    """Build the zoo model `name` (an onnx.ModelProto)."""
-    from edgesim import zoo
-
-    if name not in zoo.ZOO:
-        raise UserError(f"{ZOO_PREFIX}{name}", f"no such zoo model; choose from {sorted(zoo.ZOO)}")
-    return zoo.build(name)
-
 
 @dataclass(frozen=True)
 class LayerSummary:
@@ -61,61 +53,6 @@ class Inspection:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return asdict(self)
-
-
-def load_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None, *,
-               input_values: Mapping[str, Any] | None = None,
-               batch_axes: Mapping[str, int | None] | None = None) -> Graph:
-    """Load an ONNX path, `zoo:NAME`, ModelProto or already lowered `Graph` into the IR.
-
-    `input_values` pins inputs to constants (e.g. {"sr": 16000}); `batch_axes` declares the
-    axis holding samples of inputs where it is not detected (see `compiler.frontend.load`).
-    """
-    if isinstance(model, Graph):
-        return model
-    from compiler.frontend import load
-
-    extra = {"input_values": input_values, "batch_axes": batch_axes}
-    if isinstance(model, str) and model.startswith(ZOO_PREFIX):
-        return costable(load(zoo_model(model[len(ZOO_PREFIX):]), input_shapes, **extra))
-    if isinstance(model, str | os.PathLike) and not os.path.exists(model):
-        raise UserError(str(model), "no such file")
-    return costable(load(model, input_shapes, **extra))
-
-
-def costable(g: Graph) -> Graph:
-    """`g` if edgesim can cost and quantise it: at least one layer, no empty input (both are
-    valid ONNX, and the ONNX backend tests use them, but there is nothing to deploy)."""
-    from compiler.frontend.load import input_shape_hint
-
-    if not g.layers:  # e.g. only Identity nodes
-        raise UserError(g.name, "the graph has no operations left after clean-up")
-    for name in g.inputs:
-        shape = list(g.types[name].shape)
-        if 0 in shape:
-            raise UserError(f"input {name}", f"shape {shape} has a zero dimension; pass "
-                            f"{input_shape_hint(name, shape)}")
-    for name, t in g.types.items():
-        if 0 in t.shape:  # a cost model divides by tile counts of every operand
-            raise UserError(f"{g.name}: tensor {name}", f"shape {list(t.shape)} is empty; "
-                            "there is nothing to cost")
-    try:
-        t = g.layer_table()  # MACs and bytes as int64: declared sizes may not fit
-    except OverflowError:
-        raise UserError(g.name, "its layer sizes overflow 64-bit counts (dims too large)"
-                        ) from None
-    empty = (t.category == CATEGORY_GEMM) & ((t.m == 0) | (t.n == 0) | (t.k == 0))
-    if empty.any():  # e.g. an empty weight: a GEMM of no work
-        raise UserError(f"{g.name}: layer {t.names[int(empty.argmax())]}", "multiplies an "
-                        "empty operand; there is nothing to cost")
-    return g
-
-
-def resolve_target(target: Any) -> Any:
-    """A shipped target name, a YAML path, or an already loaded target object."""
-    from hwmodels.target import load_target
-
-    return load_target(target) if isinstance(target, str | os.PathLike) else target
 
 
 @dataclass(frozen=True)
@@ -161,24 +98,27 @@ def simulate(model: Any, target: Any, *, bits: Any = None, threads: int | None =
             `compiler.frontend.quantized`, else fp32), "fp32", a bit width (8 = W8A8, 4 = W4
             weight-only), a JSON path, a mapping {layer: bits} or an int array [L, 2].
         threads: CPU threads (default: all cores of the target).
-        runtime: "onnxruntime" (the kernels onnxruntime takes), "ncnn" (Tencent ncnn's Arm
-            kernels) or "ideal" (best the ISA allows).
+        runtime: one of the runtimes the target's kind models (its capabilities; CPUs:
+            "onnxruntime", the kernels onnxruntime takes, "ncnn", Tencent ncnn's Arm kernels,
+            "xnnpack", or "ideal", best the ISA allows); kinds that model none ignore it.
 
     Returns:
         An `edgesim.simulation.Simulation`.
     """
     from edgesim import assignment
     from edgesim.simulation import planned_bits, simulate_graph, unplanned
-    from hwmodels.cpu import RUNTIMES
+    from hwmodels import kinds
 
-    if runtime not in RUNTIMES:
-        raise UserError("--runtime", f"must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    tgt = resolve_target(target)
+    runtimes = kinds.capabilities(tgt).runtimes
+    if runtimes and runtime not in runtimes:
+        raise UserError("--runtime", f"must be one of {', '.join(runtimes)}, got {runtime!r}")
     g = load_graph(model, input_shapes)
     if bits is None:  # a quantized file runs its own plan
         bits = planned_bits(g)
     else:  # another assignment replaces the file's plan
         g = unplanned(g)
-    return simulate_graph(g, resolve_target(target), assignment.resolve(g, bits),
+    return simulate_graph(g, tgt, assignment.resolve(g, bits),
                           threads=threads, runtime=runtime)
 
 
@@ -189,16 +129,17 @@ def compare_runtimes(model: Any, target: Any, runtimes: Sequence[str] | None = N
 
     Args:
         model / target / bits / threads / input_shapes: as `simulate`.
-        runtimes: profile names (default: every CPU runtime profile, `hwmodels.cpu.RUNTIMES`).
+        runtimes: profile names (default: every runtime the target's kind models).
 
     Returns:
         Runtime name -> its `edgesim.simulation.Simulation` (same layers, same bits).
     """
-    from hwmodels.cpu import RUNTIMES
+    from hwmodels import kinds
 
+    tgt = resolve_target(target)
     g = load_graph(model, input_shapes)
-    return {rt: simulate(g, target, bits=bits, threads=threads, runtime=rt)
-            for rt in (runtimes or tuple(RUNTIMES))}
+    return {rt: simulate(g, tgt, bits=bits, threads=threads, runtime=rt)
+            for rt in (runtimes or kinds.capabilities(tgt).runtimes or ("onnxruntime",))}
 def _format_name(code: int) -> str:
     from compiler.formats import FORMATS
 
@@ -245,8 +186,9 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
             smooth_quant: float | None = None, rounding: str = "rtn",
             quiet: bool | None = None, force: bool = False,
             min_fidelity: float | None = None,
-            analysis_budget_s: float | None = None,
-            sparsity: Sequence[float] = ()) -> CompileResult:
+            analysis_budget_s: float | None = None, sparsity: Sequence[float] = (),
+            kernel_check: str = "fail", pick: int | None = None, assignment: str | None = None,
+            verify: bool = False, command: str = "edgesim.compile(...)") -> CompileResult:
     """Compile `model` for `target`: choose bits per layer, emit the packed model and reports.
 
     Mirrors `edgesim compile`; returns an `edgesim.report.CompileResult` (the fields of
@@ -266,8 +208,10 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
     edgesim did not write is ever deleted). With `min_fidelity`, a plan whose emitted
     model's primary fidelity metric is lower raises UserError and writes nothing.
     `analysis_budget_s` bounds the HAWQ analysis's time (its precision reached is in the
-    report's notes). `sparsity` lists candidate activation sparsities per MAC input (as
-    `--sparsity`; only zero-skipping MAC arrays gain from them).
+    report's notes). `sparsity`, `kernel_check`, `pick`, `assignment` and `verify` are the
+    CLI's `--sparsity` (candidate activation sparsities per MAC input; 0 is always a
+    candidate), `--kernel-check`, `--pick`, `--assignment` and `--debug` (see
+    `edgesim.pipeline.CompileOptions`); `command` is recorded in the report.
     """
     from edgesim.budget import parse_budget
     from edgesim.pipeline import CompileOptions, compile_model
@@ -279,9 +223,10 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
         input_values=input_values, batch_axes=batch_axes, fidelity_metric=fidelity_metric,
         calib_method=calib_method, smooth_quant=smooth_quant, rounding=rounding,
         quiet=not sys.stderr.isatty() if quiet is None else quiet,  # bars in a terminal
-        command="edgesim.compile(...)", force=force, min_fidelity=min_fidelity,
+        command=command, force=force, min_fidelity=min_fidelity,
         analysis_budget_s=analysis_budget_s,
-        sparsity=tuple(sorted({0.0, *map(float, sparsity)})) if sparsity else ())
+        sparsity=tuple(sorted({0.0, *map(float, sparsity)})) if sparsity else (),
+        kernel_check=kernel_check, pick=pick, assignment=assignment, verify=verify)
     return compile_model(model, target, outdir, calib=calib, calib_random=calib_random,
                          eval_data=eval_data, options=options)
 

@@ -165,8 +165,7 @@ def _bits_list(text: str | None, flag: str) -> tuple[int, ...] | None:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from edgesim.budget import parse_budget, parse_duration
-    from edgesim.pipeline import CompileOptions, compile_model
+    from edgesim.budget import parse_duration
     from edgesim.sparsity import parse_levels
 
     model, calib, held_out = args.model, args.calib, args.eval
@@ -174,9 +173,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
         model, calib, held_out = api.example_inputs()
     if model is None:
         raise UserError("compile", "give a model (or --example)")
-    options = CompileOptions(
-        method=args.method, budget=None if args.budget is None else parse_budget(args.budget),
-        weight_bits=_bits_list(args.weight_bits, "--weight-bits") or CompileOptions.weight_bits,
+    weight_bits = _bits_list(args.weight_bits, "--weight-bits")
+    r = api.compile(  # the one place a CompileOptions is built
+        model, args.target, outdir=args.output, calib=calib, calib_random=args.calib_random,
+        eval_data=held_out, method=args.method, budget=args.budget,
+        **({"weight_bits": weight_bits} if weight_bits else {}),
         act_bits=_bits_list(args.act_bits, "--act-bits"), threads=args.threads,
         runtime=args.runtime, input_shapes=parse_input_shapes(args.input_shape),
         input_values=parse_named(args.input_value, "--input-value", "name=16000", _number),
@@ -189,8 +190,6 @@ def cmd_compile(args: argparse.Namespace) -> int:
         verify=args.debug, min_fidelity=args.min_fidelity,
         analysis_budget_s=None if args.analysis_budget is None else parse_duration(
             args.analysis_budget))
-    r = compile_model(model, args.target, args.output, calib=calib,
-                      calib_random=args.calib_random, eval_data=held_out, options=options)
     if args.json:
         print(json.dumps(r.to_dict(), default=str))
     else:

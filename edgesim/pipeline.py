@@ -36,6 +36,7 @@ from edgesim.output import output_folder, publish, staging
 from edgesim.progress import Progress
 from edgesim.report import CompileResult, build_result, write_reports
 from edgesim.simulation import totals
+from hwmodels import kinds
 
 DEFAULT_CALIB_SAMPLES = 32
 ANALYSIS_SAMPLES = 32  # calibration samples the sensitivity analysis uses
@@ -101,7 +102,7 @@ def calibration_inputs(g: Graph, calib: Any, calib_random: int | None
 def _built(model: Any) -> Any:
     """`zoo:NAME` built into its ModelProto, anything else as given: the analysis lowers the
     model a second time (at its batch size), and building a zoo model costs ~0.4 s."""
-    from edgesim.api import ZOO_PREFIX, zoo_model
+    from edgesim.loading import ZOO_PREFIX, zoo_model
 
     if isinstance(model, str) and model.startswith(ZOO_PREFIX):
         return zoo_model(model[len(ZOO_PREFIX):])
@@ -121,7 +122,7 @@ def _analysis_graph(model: Any, g: Graph, count: int, method: str,
                     input_shapes: Mapping[str, Sequence[int]] | None,
                     **load_options: Any) -> Graph:
     """`g` at `method`'s analysis batch size (one executor call per batch)."""
-    from edgesim.api import load_graph
+    from edgesim.loading import load_graph
 
     size = analysis_batch(g, count, method)
     if isinstance(model, Graph) or size <= 1 or input_shapes:
@@ -153,12 +154,12 @@ def _analysis_inputs(data: cal.CalibrationData, labels: np.ndarray | None, ga: G
 
 def _check_memory(g: Graph, bits: np.ndarray, target: Any, which: str,
                   suggest: bool = True) -> None:
-    """An MCU must hold the weights in flash and the largest layer's activations in SRAM;
-    `which` says what assignment `bits` is, for the message."""
-    if getattr(target, "kind", "") != "mcu":
+    """A target with a `memory_fit` capability (an MCU) must hold the weights in flash and the
+    largest layer's activations in SRAM; `which` says what assignment `bits` is, for the
+    message."""
+    check_fit = kinds.memory_fit(target)
+    if check_fit is None:
         return
-    from hwmodels.mcu import check_fit
-
     fit = check_fit(g.layer_table(), bits, target)
     if fit.weight_bytes > fit.flash_bytes:
         over = fit.weight_bytes - fit.flash_bytes
@@ -261,7 +262,7 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
 def _compile(model: Any, target: Any, outdir: Path, calib: Any, calib_random: int | None,
              eval_data: Any, options: CompileOptions) -> CompileResult:
     """`compile_model` inside its claimed output folder."""
-    from edgesim.api import load_graph, resolve_target
+    from edgesim.loading import load_graph, resolve_target
     from edgesim.quantize import FloatPassRecorder, float_pass, quantize_model
     from edgesim.sparsity import apply_sparsity, expand_bits, sparsity_column, with_sparse_costs
 
@@ -458,13 +459,8 @@ def _quant_options(options: CompileOptions, target: Any) -> QuantOptions:
         raise UserError("--calib-method", f"{options.calib_method!r} is not one of {METHODS}")
     if options.rounding not in ("rtn", "gptq"):
         raise UserError("--rounding", f"must be rtn or gptq, got {options.rounding!r}")
-    int8_dot = False
-    if getattr(target, "kind", "") == "cpu":
-        from hwmodels.cpu import nbits_int8_available
-
-        int8_dot = nbits_int8_available(target)
     return QuantOptions(act_method=options.calib_method or QuantOptions.act_method,
-                        rounding=options.rounding, int8_dot=int8_dot)
+                        rounding=options.rounding, int8_dot=kinds.int8_dot(target))
 
 
 def _load_options(options: CompileOptions) -> dict[str, Any]:

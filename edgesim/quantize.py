@@ -227,7 +227,7 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
         UserError / ModelError: bad bits, unknown layers, bad calibration data, or a model
             edgesim cannot load; nothing is written then.
     """
-    from edgesim.api import load_graph
+    from edgesim.loading import load_graph
 
     g = load_graph(model, input_shapes)                                   # ONNX -> IR
     assign = assignment.resolve(g, bits)                                  # [L, 2] bits

@@ -103,12 +103,15 @@ def _rows(g: Graph, alloc: AllocationResult, formats: dict[str, Any]) -> tuple[L
             0.0 if w >= 32 else float(omega[layer.name][column[w]]))
         fmt = formats.get(layer.name)
         rows.append(LayerRow(
-            layer.name, layer.kind, str(layer.attrs.get("fn", "")),
-            g.types[layer.outputs[0]].shape, int(table.macs[i]), int(table.w_elems[i]), w,
-            int(bits[i, 1]), fmt.format if fmt else "float", sens, float(cost.cycles[i, 0]),
-            float(cost.latency_s[i, 0]) * 1e3, float(cost.energy_pj[i, 0]) * 1e-6,
-            float(cost.weight_bytes[i, 0]), BOUND_NAMES[int(cost.bound[i, 0])],
-            fmt.reason if fmt else "", planned_kernel=fmt.planned_kernel if fmt else "",
+            name=layer.name, kind=layer.kind, fn=str(layer.attrs.get("fn", "")),
+            out_shape=g.types[layer.outputs[0]].shape, macs=int(table.macs[i]),
+            params=int(table.w_elems[i]), w_bits=w, a_bits=int(bits[i, 1]),
+            format=fmt.format if fmt else "float", sensitivity=sens,
+            cycles=float(cost.cycles[i, 0]), latency_ms=float(cost.latency_s[i, 0]) * 1e3,
+            energy_uj=float(cost.energy_pj[i, 0]) * 1e-6,
+            weight_bytes=float(cost.weight_bytes[i, 0]),
+            bound=BOUND_NAMES[int(cost.bound[i, 0])], note=fmt.reason if fmt else "",
+            planned_kernel=fmt.planned_kernel if fmt else "",
             onnxruntime_kernel=fmt.onnxruntime_kernel if fmt else ""))
     return tuple(rows)
 
@@ -139,13 +142,14 @@ def build_result(g: Graph, target: Any, alloc: AllocationResult, quant: Any,
              "report_md": "report.md", "pareto_png": "pareto.png",
              "layers_png": "layers.png", "report_html": "report.html"}
     return CompileResult(
-        g.name, target.name, target.kind, alloc.sens.method, alloc.metric, budget,
-        options.command, versions(),
-        {"source": data.source, "samples": data.count, "random": data.random},
-        fp32, result, avg_bits, quant.file_bytes, quant.expected_bytes, alloc.sensitivity,
-        fidelity, rows, front, alloc.chosen, marks,
-        tuple(dict.fromkeys(alloc.notes + g.notes + quant.notes)),  # once each, in order
-        dict(timings), {k: str(outdir / v) for k, v in names.items()})
+        model=g.name, target=target.name, target_kind=target.kind, method=alloc.sens.method,
+        metric=alloc.metric, budget=budget, command=options.command, versions=versions(),
+        calibration={"source": data.source, "samples": data.count, "random": data.random},
+        fp32=fp32, result=result, avg_weight_bits=avg_bits, file_bytes=quant.file_bytes,
+        expected_bytes=quant.expected_bytes, sensitivity=alloc.sensitivity,
+        fidelity=fidelity, layers=rows, front=front, chosen=alloc.chosen, marks=marks,
+        notes=tuple(dict.fromkeys(alloc.notes + g.notes + quant.notes)),  # once each, in order
+        timings_s=dict(timings), files={k: str(outdir / v) for k, v in names.items()})
 
 
 def write_reports(r: CompileResult, alloc: AllocationResult, folder: Path) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from compiler.ir import Graph, Quant
+from hwmodels import kinds
 from hwmodels.cost import BOUND_NAMES, Cost, evaluate
 
 FP32 = np.array([[32, 32]])
@@ -136,13 +137,13 @@ def simulate_graph(graph: Graph, target: Any, bits: np.ndarray, *, threads: int 
 
 
 def fit_notes(graph: Graph, bits: np.ndarray, target: Any) -> tuple[str, ...]:
-    """What overflows the target's memories at `bits`: an MCU holds the weights in flash and
-    the largest layer's activations in its SRAM arena (latencies of a model that does not fit
-    are not a deployment's)."""
-    if getattr(target, "kind", "") != "mcu":
+    """What overflows the target's memories at `bits`, for kinds with a `memory_fit` check (an
+    MCU holds the weights in flash and the largest layer's activations in its SRAM arena);
+    latencies of a model that does not fit are not a deployment's."""
+    check_fit = kinds.memory_fit(target)
+    if check_fit is None:
         return ()
     from edgesim.budget import format_bytes
-    from hwmodels.mcu import check_fit
 
     fit = check_fit(graph.layer_table(), bits, target)
     out = []

@@ -230,8 +230,8 @@ def validate(model: Any, target: Any, *, bits: Any = "fp32", threads: int = 1, r
         stat: "median" (per node, and the total's wall time) or "min" (fastest run per node;
             the total's 10th percentile): the robust choice on a shared, loaded machine.
     """
-    from edgesim.api import load_graph, resolve_target
     from edgesim.evaluate import measure_latency
+    from edgesim.loading import load_graph, resolve_target
     from edgesim.quantize import quantize_model
 
     g = load_graph(model)

@@ -1,6 +1,7 @@
 """What a model costs on a target: the `Cost` arrays, and `evaluate`, which picks the model.
 
-Every cost model has the signature `evaluate(table, bits, target, *, threads, runtime) -> Cost`:
+Every cost model has the signature `evaluate(table, bits, target) -> Cost` (plus keyword
+`threads` and `runtime` for kinds whose capabilities say they run on a host CPU):
 `table` is a `compiler.ir.LayerTable` (L layers), `bits` an int array [B, 2] of
 (w_bits, a_bits) choices (32 = float32, 16 = float16), and the result holds arrays of shape
 [L, B] (or [H, L, B] when H hardware configurations are swept).
@@ -107,6 +108,15 @@ def check_bits(bits: np.ndarray) -> np.ndarray:
     return arr
 
 
+def check_precisions(widths: list[int]) -> None:
+    """A target's `precisions` widths: at least one, none twice (ValueError naming the field;
+    the target loader reports it against the file)."""
+    if not widths:
+        raise ValueError("precisions: at least one precision is required")
+    if len(set(widths)) != len(widths):
+        raise ValueError(f"precisions: duplicate widths {sorted(widths)}")
+
+
 def memory_bytes(table: LayerTable, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Weight bytes and live activation bytes per layer and bit choice, each [L, B].
 
@@ -129,13 +139,14 @@ def evaluate(table: LayerTable, bits: np.ndarray, target: object, *, threads: in
     Args:
         table: the model's layers (`Graph.layer_table()`).
         bits: int array [B, 2] of (w_bits, a_bits); 32 = float32, 16 = float16.
-        target: a `CpuTarget`, `McuTarget` or `MacArrayTarget` (see `hwmodels.target`).
-        threads: host threads a CPU model assumes (None: the target's cores).
-        runtime: the inference runtime a CPU model assumes.
+        target: a target of a registered kind (see `hwmodels.kinds`).
+        threads: host threads, for kinds whose capabilities say `threads` (None: all cores).
+        runtime: the inference runtime, for kinds whose capabilities list runtimes.
 
     Returns:
         A `Cost` of [L, B] arrays.
     """
     from hwmodels import kinds  # lazy: the models import this module
-    model = kinds.cost_model(target)
-    return model(table, check_bits(bits), target, threads=threads, runtime=runtime)
+    host = kinds.host_options(target, threads, runtime)  # only to the models they describe
+    cost: Cost = kinds.cost_model(target)(table, check_bits(bits), target, **host)
+    return cost

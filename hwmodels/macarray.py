@@ -16,7 +16,7 @@ import numpy as np
 from compiler.ir import LayerTable
 from hwmodels import configs as configs_mod
 from hwmodels.configs import MacArrayConfigs
-from hwmodels.cost import Cost, check_bits, memory_bytes
+from hwmodels.cost import Cost, check_bits, check_precisions, memory_bytes
 from hwmodels.kernels import macarray as kernel
 
 # Output cells from which the threaded kernel pays: below, waking the pool costs more than the
@@ -77,11 +77,7 @@ class MacArrayTarget:
 
     def __post_init__(self) -> None:
         # cross-field rules; the loader reports "<field>: <what>" against the file
-        widths = [p.bits for p in self.precisions]
-        if not widths:
-            raise ValueError("precisions: at least one precision is required")
-        if len(set(widths)) != len(widths):
-            raise ValueError(f"precisions: duplicate widths {sorted(widths)}")
+        check_precisions([p.bits for p in self.precisions])
         if self.sparsity_n >= self.sparsity_m:
             raise ValueError(f"sparsity_n: must be < sparsity_m ({self.sparsity_m}), "
                              f"got {self.sparsity_n}")

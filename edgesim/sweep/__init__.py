@@ -5,7 +5,8 @@
   bits or the least sensitive allocation per design.
 - `executors`: in-process, local process pool (default), Dask distributed.
 - `store`: JSON-lines results with a header, appended as batches finish; resumable.
-- `kinds`: per target kind, the variant builder, batched cost call and area proxy.
+- `kinds`: the base target's sweep hooks (variant builder, batched cost call, area proxy), read
+  from its kind's capabilities in `hwmodels.kinds`.
 """
 
 from __future__ import annotations

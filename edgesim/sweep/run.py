@@ -11,8 +11,8 @@ Bits: with `FixedBits`, every weighted conv/linear/matmul runs at (w_bits, a_bit
 whose total `metric` meets the budget; sensitivities are computed once per model, not per
 design, and designs with identical cost matrices share one solve (a weight-bytes budget
 depends on the design only through which precisions it can run, so a whole sweep needs a few
-solves). Other layers run at (a_bits, a_bits) on accelerators and in float32 on CPUs (see
-`edgesim.sweep.kinds.Kind.float_rest`).
+solves). Other layers take `edgesim.allocation.rest_bits`, as in `compile`: (a_bits, a_bits) on
+full-integer kinds, float32 where the kind has `hwmodels.kinds.Capabilities.float_rest`.
 
 Each record: `id`, `index`, `params`, the area proxy, and per model `latency_s`, `energy_j`,
 `throughput_ips` (single-stream inferences per second, 1 / latency), `util` (latency-weighted
@@ -33,11 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from compiler.ir import CATEGORY_GEMM, Graph, LayerTable
-from edgesim.sweep.kinds import KINDS, Kind, build_target
+from compiler.ir import Graph, LayerTable
+from edgesim.allocation import knapsack_budget, metric_cost, rest_bits, user_units
+from edgesim.sweep.kinds import hooks
 from edgesim.sweep.points import Point, enumerate_points, fingerprint
 from edgesim.sweep.space import Allocate, FixedBits, Space
 from edgesim.sweep.store import ResultStore
+from hwmodels import kinds
 
 FLOAT = 32
 FIGURES = ("latency_s", "energy_j", "throughput_ips", "util", "weight_bytes", "peak_act_bytes")
@@ -109,14 +111,14 @@ def proxy_sensitivity(g: Graph, bits: Sequence[int]) -> Any:
 def model_context(space: Space, index: int, sensitivity: Callable[..., Any]) -> ModelContext:
     """Load model `index` of the space; with `Allocate`, compute its sensitivity once."""
     from compiler.sensitivity.proxy import quantisable_layers
-    from edgesim.api import load_graph
+    from edgesim.loading import load_graph
 
     spec = space.models[index]
     g = load_graph(spec.ref, dict(spec.input_shapes) or None)
     position = {layer.name: i for i, layer in enumerate(g.layers)}
     if isinstance(space.optimise, FixedBits):
-        chosen = [position[layer.name] for layer in quantisable_layers(g)]
-        return ModelContext(spec.label, g.layer_table(), np.array(chosen, dtype=np.int64))
+        rows = [position[layer.name] for layer in quantisable_layers(g)]
+        return ModelContext(spec.label, g.layer_table(), np.array(rows, dtype=np.int64))
     sens = sensitivity(g, space.optimise.w_bits)
     if [int(b) for b in sens.bits] != list(space.optimise.w_bits):
         raise ValueError(f"sensitivity columns {list(sens.bits)} are not the requested weight "
@@ -127,18 +129,17 @@ def model_context(space: Space, index: int, sensitivity: Callable[..., Any]) -> 
 
 def bit_plan(table: LayerTable, chosen: np.ndarray, w_bits: Sequence[int], a_bits: int,
              float_rest: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bit choices to evaluate and where each layer reads them.
+    """Bit choices to evaluate and where each layer reads them; layers without a choice take
+    `edgesim.allocation.rest_bits`, as in `compile`.
 
     Returns:
         (choices int [C, 2], rest int [L]: each layer's column when it has no choice,
         w_cols int [len(w_bits)]: the columns of (w, a_bits) for w in w_bits).
     """
-    rows = [(w, a_bits) for w in w_bits] + [(a_bits, a_bits), (FLOAT, FLOAT)]
-    choices = list(dict.fromkeys(rows))
+    rest_pair = tuple(int(b) for b in rest_bits(1, float_rest, a_bits)[0])
+    choices = list(dict.fromkeys([(w, a_bits) for w in w_bits] + [rest_pair]))
     col = {pair: i for i, pair in enumerate(choices)}
-    gemm = table.category == CATEGORY_GEMM
-    rest_pair = np.where(gemm | (not float_rest), col[(a_bits, a_bits)], col[(FLOAT, FLOAT)])
-    rest = rest_pair.astype(np.int64)
+    rest = np.full(len(table), col[rest_pair], dtype=np.int64)
     w_cols = np.array([col[(w, a_bits)] for w in w_bits], dtype=np.int64)
     rest[chosen] = w_cols[0]
     return np.array(choices, dtype=np.int64), rest, w_cols
@@ -165,25 +166,15 @@ def _totals(cost: Any, cols: np.ndarray) -> Any:
     return Cost(**fields).total()
 
 
-def _mean_bits(cost: Any, m: ModelContext, choices: np.ndarray) -> np.ndarray:
-    """Each layer's share of the mean weight bits per parameter of the chosen layers."""
-    share = np.zeros(len(m.table))
-    share[m.chosen] = m.table.w_elems[m.chosen] / max(float(m.table.w_elems[m.chosen].sum()), 1)
-    return np.broadcast_to(share[:, None] * choices[None, :, 0], cost.latency_s.shape)
-
-
-# Budget metric (edgesim.budget's names and base units) -> its cost [H, L, C].
-METRICS: dict[str, Callable[[Any, ModelContext, np.ndarray], np.ndarray]] = {
-    "size": lambda cost, m, choices: cost.weight_bytes,
-    "latency": lambda cost, m, choices: cost.latency_s,
-    "energy": lambda cost, m, choices: cost.energy_pj,
-    "bits": _mean_bits,
-}
+def _w_elems_q(m: ModelContext) -> float:
+    """Weight elements of the layers whose bits the sweep chooses (the bits budget's unit)."""
+    return float(m.table.w_elems[m.chosen].sum())
 
 
 def _solve_design(m: ModelContext, opt: Allocate, q_cost: np.ndarray,
                   fixed: float) -> tuple[np.ndarray | None, dict[str, Any]]:
-    """Least sensitive choice [Q] (indices into w_bits) for one design, and its summary."""
+    """Least sensitive choice [Q] (indices into w_bits) for one design, and its summary; the
+    budget arithmetic is `edgesim.allocation`'s, as for `compile` and `allocate`."""
     from compiler.allocate import solve
 
     finite = np.isfinite(q_cost)
@@ -192,9 +183,12 @@ def _solve_design(m: ModelContext, opt: Allocate, q_cost: np.ndarray,
     runnable_bits = np.where(finite, np.asarray(opt.w_bits)[None, :], -1)
     widest = runnable_bits.argmax(axis=1)  # each layer's widest choice this design can run
     reference = fixed + float(q_cost[np.arange(len(widest)), widest].sum())
-    budget = opt.value if opt.value is not None else opt.fraction * reference
+    w_q = _w_elems_q(m)
+    budget = (opt.value if opt.value is not None
+              else float(opt.fraction or 0.0) * user_units(opt.metric, reference, w_q))
     try:
-        a = solve(m.omega, q_cost, budget - fixed, method="front")
+        a = solve(m.omega, q_cost, knapsack_budget(opt.metric, budget, fixed, w_q),
+                  method="front")
     except ValueError as e:  # InfeasibleBudget, or a layer with no allowed choice
         return None, {"error": f"allocation: {e}"}
     bits = np.asarray(opt.w_bits)[a.choice]
@@ -205,7 +199,9 @@ def _solve_design(m: ModelContext, opt: Allocate, q_cost: np.ndarray,
 def _allocate(cost: Any, m: ModelContext, opt: Allocate, choices: np.ndarray, rest: np.ndarray,
               w_cols: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Per design: the chosen column of every layer [H, L] and the allocation summaries."""
-    metric = METRICS[opt.metric](cost, m, choices)
+    w_elems = np.zeros(len(m.table))
+    w_elems[m.chosen] = m.table.w_elems[m.chosen]  # the bits metric counts the chosen weights
+    metric = metric_cost(cost, opt.metric, w_elems, choices[:, 0].astype(np.float64))
     h_count, layers = metric.shape[0], metric.shape[1]
     fixed_layers = np.setdiff1d(np.arange(layers), m.chosen)
     # C order: the same summation order for a design whatever the batch (see `_pick`)
@@ -233,13 +229,14 @@ def _bits_summary(m: ModelContext, bits: np.ndarray) -> dict[str, Any]:
             "w_bits": [int(b) for b in bits]}
 
 
-def _model_records(ctx: Context, kind: Kind, m: ModelContext,
-                   targets: list) -> list[dict[str, Any]]:
+def _model_records(ctx: Context, m: ModelContext, targets: list) -> list[dict[str, Any]]:
     """One record per design for model m."""
     opt = ctx.optimise
     w_bits = (opt.w_bits,) if isinstance(opt, FixedBits) else opt.w_bits
-    choices, rest, w_cols = bit_plan(m.table, m.chosen, w_bits, opt.a_bits, kind.float_rest)
-    cost = kind.costs(m.table, choices, targets, ctx.runtime, ctx.threads)
+    float_rest = kinds.capabilities(ctx.base).float_rest
+    choices, rest, w_cols = bit_plan(m.table, m.chosen, w_bits, opt.a_bits, float_rest)
+    host = kinds.host_options(ctx.base, ctx.threads, ctx.runtime)
+    cost = hooks(ctx.base).costs(m.table, choices, targets, **host)
     if isinstance(opt, FixedBits):
         cols, extra = rest, [{} for _ in targets]
     else:
@@ -270,13 +267,13 @@ def _figures(total: Any, allocs: Sequence[dict[str, Any]]) -> list[dict[str, Any
 
 def evaluate_batch(ctx: Context, points: Sequence[Point]) -> list[dict[str, Any]]:
     """Records of a batch of points (in the batch's order); pure, so safe to retry."""
-    kind = KINDS[ctx.base.kind]
+    kind = hooks(ctx.base)  # resolved once per batch, not per point
     records, built, targets = [], [], []
     for p in points:
         record: dict[str, Any] = {"id": p.id, "index": p.index, "params": dict(p.params)}
         records.append(record)
         try:
-            target = build_target(ctx.base, p.typed, p.id)
+            target = kind.variant(ctx.base, dict(p.typed), p.id)
         except ValueError as e:  # a combination the target's cross-field rules refuse
             record["error"] = f"invalid design: {e}"
             continue
@@ -284,7 +281,7 @@ def evaluate_batch(ctx: Context, points: Sequence[Point]) -> list[dict[str, Any]
         built.append(record)
         targets.append(target)
     if targets:
-        per_model = [_model_records(ctx, kind, m, targets) for m in ctx.models]
+        per_model = [_model_records(ctx, m, targets) for m in ctx.models]
         for h, record in enumerate(built):
             record["models"] = {m.label: rows[h] for m, rows in zip(ctx.models, per_model)}
             failed = [f"{label}: {r['error']}" for label, r in record["models"].items()

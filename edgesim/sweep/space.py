@@ -18,8 +18,8 @@ optimise per design. Every key is checked; an unknown, missing, empty or mistype
     # sensitive allocation within a budget (see `Allocate`):
     # optimise: {allocate: {metric: size, fraction: 0.5, w_bits: [2, 4, 8], a_bits: 8}}
     #   or {allocate: {budget: latency=15ms}} (the syntax of `edgesim compile --budget`)
-    runtime: onnxruntime             # cpu bases only (onnxruntime | ideal)
-    threads: 4                       # cpu bases only (default: all cores)
+    runtime: onnxruntime             # bases with runtimes only (cpu: onnxruntime | ideal | ...)
+    threads: 4                       # bases with host threads only (default: all cores)
 
 Each value is checked by building the base target with it and validating that through
 `hwmodels.target.target_from_dict`, so a space accepts exactly what a target file accepts.
@@ -45,6 +45,7 @@ from edgesim.sweep.kinds import (
     sweepable,
     to_raw,
 )
+from hwmodels import kinds
 
 SEARCH_METHODS = ("grid", "random", "lhs")
 METRICS = ("size", "latency", "energy", "bits")  # as edgesim.budget
@@ -467,10 +468,13 @@ def _budget(v: dict, file: str, where: str) -> tuple[str, float]:
 
 
 def _cpu_options(raw: dict, base: Any, file: str) -> tuple[str, int | None]:
-    if base.kind != "cpu":
-        for key in ("runtime", "threads"):
-            if key in raw:
-                raise _err(file, key, f"only for cpu bases; {base.kind} targets take none")
-    runtime = _str(raw.get("runtime", "onnxruntime"), file, "runtime", ("onnxruntime", "ideal"))
+    """`runtime` and `threads`: only for bases whose kind's capabilities take them."""
+    caps = kinds.capabilities(base)
+    for key, applies in (("runtime", bool(caps.runtimes)), ("threads", caps.threads)):
+        if key in raw and not applies:
+            raise _err(file, key, f"not for {base.kind} bases: their cost does not depend on "
+                       f"a host {key}")
+    runtime = _str(raw.get("runtime", "onnxruntime"), file, "runtime",
+                   caps.runtimes or ("onnxruntime",))
     threads = raw.get("threads")
     return runtime, None if threads is None else _int(threads, file, "threads")

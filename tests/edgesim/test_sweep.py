@@ -160,7 +160,7 @@ BAD_SPACES = [
      "optimise.allocate", "exactly one of budget"),
     ("parameters:\n  rows: [8]\noptimise: {allocate: {budget: latency=3parsecs}}",
      "optimise.allocate.budget", "unknown unit"),
-    ("parameters:\n  rows: [8]\nthreads: 2", "threads", "only for cpu"),
+    ("parameters:\n  rows: [8]\nthreads: 2", "threads", "not for macarray bases"),
     ("parameters:\n  rows: [8]\nmodels: [zoo:digits_cnn, zoo:digits_cnn]", "models[1]",
      "a second model"),
 ]

@@ -6,6 +6,7 @@ Issue 19: a broken import inside a kind's module used to show up as
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import numpy as np
@@ -18,7 +19,7 @@ from tests.hwmodels.test_cpu import linear, make_table
 
 
 def test_target_and_cost_read_the_same_registry():
-    assert kinds.kind_names() == ["cpu", "macarray", "mcu"]
+    assert kinds.kind_names() == ["cpu", "macarray", "mcu", "roofline"]
     assert sorted(target.TARGET_KINDS) == kinds.kind_names()
     for name in ("rpi5", "cortex-m7", "systolic-16x16"):
         t = load_target(name)
@@ -32,8 +33,8 @@ def test_target_and_cost_read_the_same_registry():
 def test_an_unknown_kind_is_the_users_error_naming_file_field_and_choices():
     with pytest.raises(TargetError) as info:
         target_from_dict({"kind": "npu", "name": "x"}, "targets/x.yaml")
-    assert str(info.value) == ("targets/x.yaml: kind: must be one of ['cpu', 'macarray', 'mcu'],"
-                               " got 'npu'")
+    assert str(info.value) == ("targets/x.yaml: kind: must be one of ['cpu', 'macarray', 'mcu', "
+                               "'roofline'], got 'npu'")
 
 
 def test_a_missing_registry_entry_names_the_class_and_the_registry(monkeypatch):
@@ -67,3 +68,35 @@ def test_a_broken_import_inside_a_kind_module_names_the_missing_dependency(
     with pytest.raises(KindRegistryError, match="npu_tables_that_do_not_exist") as info:
         target_from_dict({"kind": "npu"}, "targets/npu.yaml")
     assert "module npu_kind_under_test failed to import" in str(info.value)
+
+
+def test_the_cpu_kinds_runtimes_are_the_cpu_models_runtimes():
+    from hwmodels import cpu
+
+    assert kinds.capabilities(load_target("rpi5")).runtimes == tuple(cpu.RUNTIMES)
+
+
+def test_a_capability_naming_an_absent_function_is_an_internal_error(monkeypatch):
+    mcu_entry = next(e for e in kinds.KINDS if e.kind == "mcu")
+    broken = dataclasses.replace(mcu_entry, capabilities=kinds.Capabilities(
+        memory_fit="hwmodels.mcu:check_fitt"))
+    monkeypatch.setattr(kinds, "KINDS", tuple(broken if e is mcu_entry else e
+                                              for e in kinds.KINDS))
+    with pytest.raises(KindRegistryError, match="module hwmodels.mcu has no 'check_fitt'"):
+        kinds.memory_fit(load_target("cortex-m7"))
+
+
+def test_edgesim_asks_capabilities_never_kind_names():
+    """No module of edgesim compares a string to a registered kind's name."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "edgesim"
+    names = set(kinds.kind_names())
+    found = [f"{f.relative_to(root.parent)}:{node.lineno}"
+             for f in sorted(root.rglob("*.py")) if "zoo" not in f.parts
+             for node in ast.walk(ast.parse(f.read_text()))
+             if isinstance(node, ast.Compare) and any(
+                 isinstance(x, ast.Constant) and x.value in names
+                 for x in (node.left, *node.comparators))]
+    assert found == []

@@ -1,0 +1,82 @@
+"""Models and targets as the API takes them: an ONNX path, `zoo:NAME`, ModelProto or `Graph`
+into the IR; a shipped target name, YAML path or loaded target into a target object.
+
+Below `edgesim.api` (which re-exports these): the pipeline, quantizer, validator and sweeps load
+through here, so no module imports the API back.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from compiler.ir import CATEGORY_GEMM, Graph
+from edgesim.errors import UserError
+
+ZOO_PREFIX = "zoo:"
+
+
+def zoo_model(name: str) -> Any:
+    """Build the zoo model `name` (an onnx.ModelProto)."""
+    from edgesim import zoo
+
+    if name not in zoo.ZOO:
+        raise UserError(f"{ZOO_PREFIX}{name}", f"no such zoo model; choose from {sorted(zoo.ZOO)}")
+    return zoo.build(name)
+
+
+def load_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None, *,
+               input_values: Mapping[str, Any] | None = None,
+               batch_axes: Mapping[str, int | None] | None = None) -> Graph:
+    """Load an ONNX path, `zoo:NAME`, ModelProto or already lowered `Graph` into the IR.
+
+    `input_values` pins inputs to constants (e.g. {"sr": 16000}); `batch_axes` declares the
+    axis holding samples of inputs where it is not detected (see `compiler.frontend.load`).
+    """
+    if isinstance(model, Graph):
+        return model
+    from compiler.frontend import load
+
+    extra = {"input_values": input_values, "batch_axes": batch_axes}
+    if isinstance(model, str) and model.startswith(ZOO_PREFIX):
+        return costable(load(zoo_model(model[len(ZOO_PREFIX):]), input_shapes, **extra))
+    if isinstance(model, str | os.PathLike) and not os.path.exists(model):
+        raise UserError(str(model), "no such file")
+    return costable(load(model, input_shapes, **extra))
+
+
+def costable(g: Graph) -> Graph:
+    """`g` if edgesim can cost and quantise it: at least one layer, no empty input (both are
+    valid ONNX, and the ONNX backend tests use them, but there is nothing to deploy)."""
+    from compiler.frontend.load import input_shape_hint
+
+    if not g.layers:  # e.g. only Identity nodes
+        raise UserError(g.name, "the graph has no operations left after clean-up")
+    for name in g.inputs:
+        shape = list(g.types[name].shape)
+        if 0 in shape:
+            raise UserError(f"input {name}", f"shape {shape} has a zero dimension; pass "
+                            f"{input_shape_hint(name, shape)}")
+    for name, t in g.types.items():
+        if 0 in t.shape:  # a cost model divides by tile counts of every operand
+            raise UserError(f"{g.name}: tensor {name}", f"shape {list(t.shape)} is empty; "
+                            "there is nothing to cost")
+    try:
+        table = g.layer_table()  # MACs and bytes as int64: declared sizes may not fit
+    except OverflowError:
+        raise UserError(g.name, "its layer sizes overflow 64-bit counts (dims too large)"
+                        ) from None
+    empty = (table.category == CATEGORY_GEMM) & ((table.m == 0) | (table.n == 0)
+                                                 | (table.k == 0))
+    if empty.any():  # e.g. an empty weight: a GEMM of no work
+        raise UserError(f"{g.name}: layer {table.names[int(empty.argmax())]}", "multiplies an "
+                        "empty operand; there is nothing to cost")
+    return g
+
+
+def resolve_target(target: Any) -> Any:
+    """A shipped target name, a YAML path, or an already loaded target object."""
+    from hwmodels.target import load_target
+
+    return load_target(os.fspath(target)) if isinstance(target, str | os.PathLike) else target

@@ -1,0 +1,63 @@
+"""The sweep hooks of the CPU and MAC-array kinds (`hwmodels.kinds.SweepHooks`): how a variant
+is built, how H configurations are costed in one call, and the area proxy.
+
+Area proxies (relative silicon cost, for ranking designs; not square millimetres):
+- MAC array: `rows * cols * widest_bits + sram_bytes`, where `widest_bits` is the widest
+  supported precision (a PE's datapath, as in Bit Fusion's bit-scalable PEs, is sized by it) and
+  `sram_bytes` the ifmap + filter + ofmap SRAM capacity. One unit is one MAC-bit or one byte.
+- CPU: `cores * simd_bits * fma_pipes + cache_bytes`: the SIMD MAC datapath bits of every core,
+  plus every cache's capacity (private levels once per core, shared levels once).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from compiler.ir import LayerTable
+from hwmodels import configs, cpu, macarray
+from hwmodels.cost import Cost
+from hwmodels.cpu_schema import CpuTarget
+
+
+def macarray_variant(base: macarray.MacArrayTarget, changes: dict[str, Any],
+                     label: str) -> macarray.MacArrayTarget:
+    """`base` with `changes`, named `base.name[label]`."""
+    # `configs.grid` without its name formatting (a third of the batch time for 10^4 points)
+    return dataclasses.replace(base, name=f"{base.name}[{label}]", **changes)
+
+
+def cpu_variant(base: CpuTarget, changes: dict[str, Any], label: str) -> CpuTarget:
+    """`base` with `changes` (`dram_gbps` included, see `cpu.variants`)."""
+    return cpu.variants(base, **{name: [value] for name, value in changes.items()})[0]
+
+
+def macarray_costs(table: LayerTable, bits: np.ndarray,
+                   targets: Sequence[macarray.MacArrayTarget]) -> Cost:
+    """[H, L, B] costs of H MAC arrays."""
+    return macarray.evaluate_configs(table, bits, configs.from_targets(list(targets)))
+
+
+def cpu_costs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget], *,
+              threads: int | None = None, runtime: str = "onnxruntime") -> Cost:
+    """[H, L, B] costs of H CPUs."""
+    return cpu.evaluate_configs(table, bits, targets, threads=threads, runtime=runtime)
+
+
+def macarray_area(t: macarray.MacArrayTarget) -> dict[str, float]:
+    """The MAC array's area proxy (module docstring)."""
+    mac_bits = t.rows * t.cols * max(p.bits for p in t.precisions)
+    sram = (t.ifmap_sram_kib + t.filter_sram_kib + t.ofmap_sram_kib) * 1024.0
+    return {"area_proxy": mac_bits + sram, "area_mac_bits": float(mac_bits),
+            "area_sram_bytes": sram}
+
+
+def cpu_area(t: CpuTarget) -> dict[str, float]:
+    """The CPU's area proxy (module docstring)."""
+    mac_bits = t.cores * t.simd_bits * t.fma_pipes
+    cache = sum(c.size_kib * 1024.0 * (1 if c.shared else t.cores) for c in t.caches)
+    return {"area_proxy": mac_bits + cache, "area_mac_bits": float(mac_bits),
+            "area_sram_bytes": cache}
