@@ -58,7 +58,7 @@ class Grid:
 # Lowest default-domain opset of the forms this emitter writes, where above 17 (the IR's).
 _REDUCE_AXES_INPUT = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
                       "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp")
-_OP_OPSET = {"Gelu": 20, "Mish": 18}
+_OP_OPSET = {"Gelu": 20, "Mish": 18, "Attention": 23, "RotaryEmbedding": 23}
 _ATTR_OPSET = {("AveragePool", "dilations"): 19, ("DequantizeLinear", "block_size"): 21,
                ("QuantizeLinear", "block_size"): 21}
 _NEW_TYPES = (TensorProto.INT4, TensorProto.UINT4, TensorProto.INT16, TensorProto.UINT16)

@@ -16,6 +16,7 @@ from onnx import helper
 
 from compiler.emit import sparsify
 from compiler.emit.builder import Builder
+from compiler.errors import ModelError
 from compiler.ir import Layer
 
 Rule = Callable[[Builder, Layer, list[str]], None]
@@ -339,6 +340,29 @@ def _plain(op: str, *attr_names: str) -> Rule:
     return rule
 
 
+def attention(b: Builder, layer: Layer, ins: list[str]) -> None:
+    """ONNX opset-23 `Attention`, whose semantics the IR kind mirrors (causal offset by the
+    past length, grouped-query heads, softcap)."""
+    a = layer.attrs
+    heads = {k: int(a[h]) for k, h in (("q_num_heads", "q_heads"), ("kv_num_heads", "kv_heads"))
+             if a[h]}  # only 3-D inputs name their heads
+    b.node("Attention", present(ins), list(layer.outputs), base=layer.name,
+           scale=float(a["scale"]), is_causal=int(a["causal"]), softcap=float(a["softcap"]),
+           **heads)
+
+
+def rotary(b: Builder, layer: Layer, ins: list[str]) -> None:
+    """ONNX opset-23 `RotaryEmbedding`; positions must be [B, S] there (a single start
+    position, as onnxruntime-genai's contrib op takes, has no standard form)."""
+    if len(ins) > 3 and ins[3] and len(b.graph.types[layer.inputs[3]].shape) != 2:
+        raise ModelError(layer.name, "rotary with a start position (not [B, S] position ids) "
+                         "cannot be written as ONNX RotaryEmbedding")
+    a = layer.attrs
+    b.node("RotaryEmbedding", present(ins), list(layer.outputs), base=layer.name,
+           interleaved=int(a["interleaved"]), num_heads=int(a["num_heads"]),
+           rotary_embedding_dim=int(a["rotary_dim"]))
+
+
 FLOAT_RULES: dict[str, Rule] = {
     "conv": conv, "conv_transpose": conv_transpose, "linear": linear, "matmul": matmul,
     "eltwise": eltwise, "activation": activation, "norm": norm, "softmax": softmax,
@@ -347,4 +371,5 @@ FLOAT_RULES: dict[str, Rule] = {
     "split": split, "slice": slice_, "pad": pad, "expand": _with_shape("Expand"),
     "reshape": _with_shape("Reshape", allowzero=1), "identity": _plain("Identity"),
     "gather_nd": _plain("GatherND", "batch_dims"), "arg_reduce": arg_reduce,
+    "attention": attention, "rotary": rotary,
 }

@@ -150,6 +150,18 @@ CASES = [
     ("argmax", "arg_reduce", dict(fn="max", axis=1, keepdims=False), [x_(2, 5, 3)]),
     ("argmin_last", "arg_reduce", dict(fn="min", axis=0, keepdims=True, select_last_index=True),
      [("x", np.array([[1.0, 2.0], [1.0, 0.0]], np.float32), False)]),
+    ("attention_gqa_past", "attention",
+     dict(scale=0.35, causal=True, q_heads=0, kv_heads=0, softcap=0.0),
+     [("q", f32(1, 4, 3, 8), False), ("k", f32(1, 2, 3, 8), False), ("v", f32(1, 2, 3, 8), False),
+      ("", None, False), ("pk", f32(1, 2, 2, 8), False), ("pv", f32(1, 2, 2, 8), False)]),
+    ("attention_3d_softcap", "attention",
+     dict(scale=0.25, causal=False, q_heads=2, kv_heads=1, softcap=3.0),
+     [("q", f32(2, 3, 16), False), ("k", f32(2, 4, 8), False), ("v", f32(2, 4, 8), False)]),
+    ("rotary_positions", "rotary", dict(num_heads=2, rotary_dim=0, interleaved=False),
+     [("x", f32(2, 3, 16), False), ("cos", f32(6, 4), True), ("sin", f32(6, 4), True),
+      ("p", np.array([[0, 1, 2], [3, 4, 5]], np.int64), False)]),
+    ("rotary_interleaved_partial", "rotary", dict(num_heads=0, rotary_dim=4, interleaved=True),
+     [("x", f32(1, 2, 3, 8), False), ("cos", f32(1, 3, 2), True), ("sin", f32(1, 3, 2), True)]),
 ]
 
 
