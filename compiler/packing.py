@@ -229,6 +229,7 @@ def pack_matmulnbits_quantized(qt: QuantizedTensor) -> MatMulNBitsBlob:
     qp = qt.params
     if qp.granularity != "per_block" or qt.q.ndim != 2 or qp.axis != 0:
         raise ModelError("MatMulNBits", "needs a [K, N] weight quantised per block along K")
+    assert qp.block_size is not None
     if qp.symmetric:
         codes = qt.q.astype(np.int16) + 2 ** (qp.bits - 1)
         return pack_matmulnbits_codes(codes, qp.scale.T, None, qp.bits, qp.block_size)

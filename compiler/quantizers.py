@@ -148,6 +148,7 @@ def _to_groups(w: np.ndarray, granularity: str, axis: int,
     if granularity == "per_channel":
         moved = np.moveaxis(w, axis, 0)
         return moved.reshape(moved.shape[0], -1), (moved.shape[0],)
+    assert block_size is not None  # per_block params carry their block size
     moved = np.moveaxis(w, block_axis_of(axis), -1)
     blocks = -(-moved.shape[-1] // block_size)
     pad = [(0, 0)] * (moved.ndim - 1) + [(0, blocks * block_size - moved.shape[-1])]
@@ -169,10 +170,12 @@ def _expand(params: np.ndarray, w_shape: tuple[int, ...], qp: QuantParams) -> np
     """Broadcast scale or zero point over the weight's shape."""
     if qp.granularity == "per_tensor":
         return params
+    assert qp.axis is not None
     if qp.granularity == "per_channel":
         shape = [1] * len(w_shape)
         shape[qp.axis] = -1
         return params.reshape(shape)
+    assert qp.block_size is not None
     full = np.repeat(params, qp.block_size, axis=qp.axis)
     return np.take(full, np.arange(w_shape[qp.axis]), axis=qp.axis)
 

@@ -243,18 +243,18 @@ def _value(tp: Any, v: Any, where: str, file: str, meta: Mapping[str, Any]) -> A
         return _sequence(args[0], v, where, file, meta)
     if origin in (dict, Mapping):
         return _mapping(args[1], v, where, file, meta)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return validate_dataclass(tp, v, where, file)
     return _scalar(tp, v, where, file, meta)
 
 
-def _sequence(tp: Any, v: Any, where: str, file: str, meta: Mapping[str, Any]) -> tuple:
+def _sequence(tp: Any, v: Any, where: str, file: str, meta: Mapping[str, Any]) -> tuple[Any, ...]:
     if not isinstance(v, list):
         raise TargetError(file, where, f"expected a list, got {type(v).__name__}")
     return tuple(_value(tp, x, f"{where}[{i}]", file, meta) for i, x in enumerate(v))
 
 
-def _mapping(tp: Any, v: Any, where: str, file: str, meta: Mapping[str, Any]) -> dict:
+def _mapping(tp: Any, v: Any, where: str, file: str, meta: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(v, dict):
         raise TargetError(file, where, f"expected a mapping, got {type(v).__name__}")
     bad = [k for k in v if not isinstance(k, str)]

@@ -21,8 +21,10 @@ from compiler.packing import MatMulNBitsBlob, pack_matmulnbits_codes
 def blob(layer: Layer, weights: dict) -> MatMulNBitsBlob:
     """The packed MatMulNBits weight of a "matmulnbits" linear layer."""
     names, q = quant_names(layer.name), layer.quant
+    assert q.w_bits is not None
     bits = nbits_container(q.w_bits)
     codes = weights[names.codes].astype(np.int16) + 2 ** (bits - 1)   # [N, K] unsigned
+    assert q.block is not None
     return pack_matmulnbits_codes(codes.T, weights[names.scale], None, bits, q.block)
 
 
@@ -50,6 +52,7 @@ def linear_matmulnbits_fzp(b: Builder, layer: Layer, ins: list[str]) -> None:
     packed = blob(layer, b.graph.weights)
     bq = b.const(f"{layer.name}.B", packed.b)
     scales = b.const(f"{layer.name}.scales", packed.scales)
+    assert layer.quant.w_bits is not None
     mid = float(2 ** (nbits_container(layer.quant.w_bits) - 1))
     zp = b.const(f"{layer.name}.zero_points", np.full_like(packed.scales, mid))
     bias = ["", ins[2]] if len(ins) > 2 and ins[2] else []

@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import TypeGuard
 
 import numpy as np
 
@@ -64,7 +65,7 @@ Pattern = Callable[[View, Layer], "Match | None"]
 # --- small queries --------------------------------------------------------------------------
 
 
-def _is(layer: Layer | None, kind: str, fn: str | None = None) -> bool:
+def _is(layer: Layer | None, kind: str, fn: str | None = None) -> TypeGuard[Layer]:
     return layer is not None and layer.kind == kind and (fn is None or layer.attrs.get("fn") == fn)
 
 
@@ -95,7 +96,7 @@ def _scalar(v: View, tensor: str) -> float | None:
     return float(first) if np.all(value == first) else None
 
 
-def near(x: float | None, want: float) -> bool:
+def near(x: float | None, want: float) -> TypeGuard[float]:
     """Whether constant `x` is the formula's `want`, within float32 rounding."""
     return x is not None and abs(x - want) <= RTOL * abs(want) + 1e-7
 

@@ -168,6 +168,7 @@ def _nbits(r: _Reader, node: onnx.NodeProto, nodes: list) -> None:
                            else zp.reshape(n, -1), k, n, bits, block)
     w = dequantize_matmulnbits(blob)  # [K, N], at the default zero point if it is float
     if float_zp:  # (q - 2^(b-1)) * s + (2^(b-1) - zp) * s
+        assert zp is not None
         shift = (2.0 ** (bits - 1) - zp.astype(np.float32).reshape(n, -1)) * scales
         w = w + shift[:, np.arange(k) // block].T
     r.add(f"{node.name}.weight", w)
@@ -254,6 +255,7 @@ def _integer(r: _Reader, node: onnx.NodeProto, nodes: list) -> bool:
     mul = cast and _only_user(r, cast.output[0], "Mul")
     if dql is None or dql.op_type != "DynamicQuantizeLinear" or wq is None or mul is None:
         return False
+    assert cast is not None
     step = r.made.get(next(t for t in mul.input if t != cast.output[0]))
     ws = None if step is None else next((r.array(t) for t in step.input if t in r.inits), None)
     if ws is None:
@@ -268,6 +270,7 @@ def _integer(r: _Reader, node: onnx.NodeProto, nodes: list) -> bool:
     nodes.append(helper.make_node("Conv" if conv else "MatMul",
                                   [dql.input[0], f"{node.name}.weight"], list(mul.output),
                                   name=node.name, **attrs))
+    assert step is not None
     r.dropped.update({cast.name, mul.name, step.name})
     gran = "per_tensor" if ws.size == 1 else "per_channel"
     r.weights[node.name] = Mark(8, 8, gran, None, True, node.op_type)

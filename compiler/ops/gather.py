@@ -64,13 +64,13 @@ OPS: tuple[OpDef, ...] = (
 
 def _check(node: Node, axis: int) -> int:
     """Validate axis, index dtype and (when constant) index range; return the axis >= 0."""
-    shape = node.spec(0).shape
+    shape = node.required_spec(0).shape
     if not -len(shape) <= axis < len(shape):
         raise ModelError(node.name, f"{node.op_type} axis {axis} out of range for {shape}")
     axis %= len(shape)
-    if node.spec(1).dtype not in ("int32", "int64"):
+    if node.required_spec(1).dtype not in ("int32", "int64"):
         raise ModelError(node.name, f"{node.op_type} indices must be int32/int64, "
-                                    f"got {node.spec(1).dtype}")
+                                    f"got {node.required_spec(1).dtype}")
     idx = node.const(1)
     n = shape[axis]
     if idx is not None and idx.size and (idx.min() < -n or idx.max() >= n):
@@ -86,7 +86,7 @@ def lower_gather(node: Node, axis: int = 0) -> Lowered:
 def lower_gather_elements(node: Node, axis: int = 0) -> Lowered:
     """ONNX GatherElements (indices have data's rank)."""
     axis = _check(node, axis)
-    data, indices = node.spec(0).shape, node.spec(1).shape
+    data, indices = node.required_spec(0).shape, node.required_spec(1).shape
     if len(data) != len(indices) or any(
             i > d for k, (i, d) in enumerate(zip(indices, data)) if k != axis):
         raise ModelError(node.name, f"GatherElements indices {indices} do not fit data {data}")
@@ -105,13 +105,13 @@ def _constants(node: Node, count: int) -> list[np.ndarray]:
 
 def lower_shape(node: Node, start: int = 0, end: int | None = None) -> Lowered:
     """ONNX Shape (start/end clamp like a Python slice)."""
-    dims = node.spec(0).shape[start:end]
+    dims = node.required_spec(0).shape[start:end]
     return Lowered(consts={node.outputs[0]: np.array(dims, dtype=np.int64)})
 
 
 def lower_size(node: Node) -> Lowered:
     """ONNX Size."""
-    return Lowered(consts={node.outputs[0]: np.array(node.spec(0).size, dtype=np.int64)})
+    return Lowered(consts={node.outputs[0]: np.array(node.required_spec(0).size, dtype=np.int64)})
 
 
 def lower_constant_of_shape(node: Node, value: np.ndarray | None = None) -> Lowered:

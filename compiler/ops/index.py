@@ -117,8 +117,10 @@ OPS: tuple[OpDef, ...] = (
 def lower_gather_nd(node: Node, batch_dims: int = 0) -> Lowered:
     """ONNX GatherND."""
     data, indices = node.spec(0), node.spec(1)
+    assert indices is not None
     if indices.dtype != "int64":
         raise ModelError(node.name, f"GatherND indices must be int64, got {indices.dtype}")
+    assert data is not None
     if not indices.shape or not 0 <= batch_dims < min(len(data.shape), len(indices.shape)):
         raise ModelError(node.name, f"GatherND batch_dims {batch_dims} does not fit data "
                                     f"{data.shape} and indices {indices.shape}")
@@ -132,7 +134,7 @@ def lower_gather_nd(node: Node, batch_dims: int = 0) -> Lowered:
 def _arg_rule(fn: str) -> LowerRule:
     def rule(node: Node, axis: int = 0, keepdims: int = 1, select_last_index: int = 0
              ) -> Lowered:
-        rank = len(node.spec(0).shape)
+        rank = len(node.required_spec(0).shape)
         if not -rank <= axis < rank:
             raise ModelError(node.name, f"{node.op_type} axis {axis} out of range for rank "
                                         f"{rank}")
@@ -146,9 +148,12 @@ def lower_array_feature_extractor(node: Node) -> Lowered:
     """ai.onnx.ml ArrayFeatureExtractor(X, Y): X[..., Y.flatten()], and [1, n] for a 1-D X
     (onnxruntime's shape rule)."""
     x, idx = node.spec(0), node.spec(1)
+    assert x is not None
+    assert idx is not None
     if np.dtype(x.dtype).kind not in "biuf" or idx.dtype not in ("int64", "int32"):
         raise ModelError(node.name, f"ArrayFeatureExtractor on {x.dtype} data with {idx.dtype} "
                                     "indices is not supported (numeric data, integer indices)")
+    assert idx is not None
     n, flat = idx.size, f"{node.name}.indices"
     layers = [Layer(f"{node.name}.flatten", "reshape", (node.inputs[1],), (flat,),
                     frozen_attrs({"shape": (n,)}))]

@@ -151,6 +151,7 @@ def _shape(specs: Sequence[Spec | None], *, fn: str, **attrs: object) -> tuple[S
 
 def _forward(*xs: Array | None, fn: str, **attrs: object) -> tuple[Array]:
     y = _VARIANTS[fn].forward(*xs, **attrs)
+    assert xs[0] is not None
     return (np.asarray(y, dtype=xs[0].dtype),)
 
 
@@ -178,7 +179,7 @@ def _axis(node: Node, axis: int, rank: int) -> int:
 
 def _stat_layers(node: Node, axis: int, epsilon: float) -> tuple[Layer, ...]:
     """LayerNormalization's optional Mean and InvStdDev outputs, as reduce layers."""
-    axes = tuple(range(axis, len(node.spec(0).shape)))
+    axes = tuple(range(axis, len(node.required_spec(0).shape)))
     wanted = (("mean", {}), ("inv_std", {"epsilon": float(epsilon)}))
     return tuple(
         Layer(f"{node.name}.{fn}", "reduce", (node.inputs[0],), (out,),
@@ -189,7 +190,7 @@ def _stat_layers(node: Node, axis: int, epsilon: float) -> tuple[Layer, ...]:
 def lower_layer_norm(node: Node, axis: int = -1, epsilon: float = 1e-5,
                      stash_type: int = 1) -> Lowered:
     """ONNX LayerNormalization -> norm(layer_norm); Mean/InvStdDev outputs -> reduce layers."""
-    axis = _axis(node, axis, len(node.spec(0).shape))
+    axis = _axis(node, axis, len(node.required_spec(0).shape))
     main = single("norm", node, inputs=node.inputs[:3], outputs=node.outputs[:1],
                   fn="layer_norm", axis=axis, epsilon=float(epsilon))
     return Lowered(layers=main.layers + _stat_layers(node, axis, epsilon))
@@ -198,7 +199,7 @@ def lower_layer_norm(node: Node, axis: int = -1, epsilon: float = 1e-5,
 def lower_rms_norm(node: Node, axis: int = -1, epsilon: float = 1e-5,
                    stash_type: int = 1) -> Lowered:
     """ONNX RMSNormalization (opset 23) -> norm(rms_norm)."""
-    axis = _axis(node, axis, len(node.spec(0).shape))
+    axis = _axis(node, axis, len(node.required_spec(0).shape))
     return single("norm", node, inputs=node.inputs[:2], fn="rms_norm", axis=axis,
                   epsilon=float(epsilon))
 
@@ -214,7 +215,7 @@ def lower_batch_norm(node: Node, epsilon: float = 1e-5, momentum: float = 0.9,
 
 def lower_instance_norm(node: Node, epsilon: float = 1e-5) -> Lowered:
     """ONNX InstanceNormalization -> norm(instance_norm)."""
-    if len(node.spec(0).shape) < 3:
+    if len(node.required_spec(0).shape) < 3:
         raise ModelError(node.name, "InstanceNormalization needs x [N, C, *spatial]")
     return single("norm", node, fn="instance_norm", epsilon=float(epsilon))
 

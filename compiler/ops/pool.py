@@ -151,6 +151,7 @@ def _pool_vjp(gs: Sequence[Array | None], xs: Sequence[Array | None], ys: Sequen
               ceil_mode: bool, count_include_pad: bool) -> tuple[Array | None]:
     x = xs[0]
     g = gs[0] if gs[0] is not None else np.zeros_like(ys[0])
+    assert x is not None
     if fn == "global_avg":
         return (np.broadcast_to(g / np.prod(x.shape[2:]), x.shape).astype(x.dtype),)
     if fn == "global_max":
@@ -188,6 +189,7 @@ def _pool_shape(specs: Sequence[Spec | None], *, fn: str, kernel_shape: Ints, st
                 pads: Ints, dilations: Ints, ceil_mode: bool, count_include_pad: bool
                 ) -> tuple[Spec, ...]:
     x = specs[0]
+    assert x is not None
     if fn in _GLOBAL:
         return (Spec(x.shape[:2] + (1,) * (len(x.shape) - 2), x.dtype),)
     out = _out_shape(x.shape[2:], kernel_shape, strides, pads, dilations, ceil_mode)
@@ -198,6 +200,7 @@ def _pool_shape(specs: Sequence[Spec | None], *, fn: str, kernel_shape: Ints, st
 
 def _pool_facts(specs_in: Sequence[Spec | None], specs_out: Sequence[Spec], *, fn: str,
                 kernel_shape: Ints, **attrs: object) -> Facts:
+    assert specs_in[0] is not None
     if fn in _GLOBAL:
         return Facts(ops=specs_in[0].size)   # one add/compare per input element
     return Facts(ops=specs_out[0].size * int(np.prod(kernel_shape)))  # one per window tap
@@ -300,6 +303,7 @@ def _reduce_vjp(gs: Sequence[Array | None], xs: Sequence[Array | None], ys: Sequ
                 *, fn: str, axes: Ints, keepdims: bool, epsilon: float = 0.0
                 ) -> tuple[Array | None]:
     x, y = xs[0], ys[0]
+    assert x is not None
     if x.dtype.kind != "f":
         return (None,)
     g = gs[0] if gs[0] is not None else np.zeros_like(y)
@@ -311,6 +315,7 @@ def _reduce_vjp(gs: Sequence[Array | None], xs: Sequence[Array | None], ys: Sequ
 def _reduce_shape(specs: Sequence[Spec | None], *, fn: str, axes: Ints, keepdims: bool,
                   epsilon: float = 0.0) -> tuple[Spec, ...]:
     x = specs[0]
+    assert x is not None
     if fn not in _VJP or any(not 0 <= a < len(x.shape) for a in axes):
         raise ValueError(f"reduce {fn} over axes {axes} of rank {len(x.shape)}")
     kept = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
@@ -320,6 +325,7 @@ def _reduce_shape(specs: Sequence[Spec | None], *, fn: str, axes: Ints, keepdims
 
 def _reduce_facts(specs_in: Sequence[Spec | None], specs_out: Sequence[Spec], **attrs: object
                   ) -> Facts:
+    assert specs_in[0] is not None
     return Facts(ops=specs_in[0].size)  # one accumulate per input element
 
 
@@ -384,7 +390,7 @@ def _global_rule(fn: str) -> LowerRule:
 
 def _reduce_axes(node: Node, axes: Sequence[int] | None, noop: int) -> Ints:
     """Reduced axes from the attribute (opset < 18) or the constant second input."""
-    rank = len(node.spec(0).shape)
+    rank = len(node.required_spec(0).shape)
     if node.input(1):
         value = node.const(1)
         if value is None:
