@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from compiler.formats import ACT_INPUTS, CHANNEL_AXIS, WEIGHT_INPUT, Format, of_
 from compiler.ir import Layer
 from compiler.ops import OPS
 from compiler.quantizers import (
+    Granularity,
     QuantizedTensor,
     QuantParams,
     dequantize,
@@ -62,7 +64,8 @@ def weight_params(layer: Layer, env: Mapping[str, Array]) -> QuantParams:
     dq_axis = {"per_tensor": None, "per_channel": axis, "per_block": 1 - axis}[q.granularity]
     assert q.w_bits is not None
     return QuantParams(scale=env[names.scale], zero_point=env[names.zero_point],
-                       bits=q.w_bits, symmetric=q.symmetric, granularity=q.granularity,
+                       bits=q.w_bits, symmetric=q.symmetric,
+                       granularity=cast(Granularity, q.granularity),  # Quant keeps a str
                        axis=dq_axis, block_size=q.block)
 
 
@@ -162,6 +165,7 @@ def _requant_matmul(layer: Layer, env: Mapping[str, Array]) -> tuple[Array]:
     assert q.a_bits is not None and xs[0] is not None
     xc = _codes(xs[0], q.in_scale[0], q.in_zero_point[0], q.a_bits)
     assert xs[1] is not None
+    step: np.ndarray | np.floating[Any]
     if layer.kind == "matmul":
         acc = np.matmul(xc, _codes(xs[1], q.in_scale[1], q.in_zero_point[1], q.a_bits))
         step = np.float32(q.in_scale[0]) * np.float32(q.in_scale[1])
@@ -185,8 +189,9 @@ def _float_qdq(layer: Layer, env: Mapping[str, Array]) -> tuple[Array, ...]:
     assert xs[0] is not None
     dtype = xs[0].dtype
     for slot, s, z in zip(_act_slots(layer), q.in_scale, q.in_zero_point):
-        assert q.a_bits is not None  # a layer with activation scales has their bits
-        xs[slot] = fake_quant_activation(xs[slot], s, z, q.a_bits, False)
+        x_slot = xs[slot]
+        assert q.a_bits is not None and x_slot is not None  # an activation input and its bits
+        xs[slot] = fake_quant_activation(x_slot, s, z, q.a_bits, False)
     xs = [x if x is None else x.astype(np.float32) for x in xs]
     ys = OPS[layer.kind].forward(*xs, **layer.attrs)
     if q.out_scale is not None:

@@ -8,6 +8,8 @@ single source of truth for the layout). The bias rides on the op's optional bias
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from compiler.emit.builder import Builder
@@ -18,7 +20,7 @@ from compiler.ir import Layer
 from compiler.packing import MatMulNBitsBlob, pack_matmulnbits_codes
 
 
-def blob(layer: Layer, weights: dict) -> MatMulNBitsBlob:
+def blob(layer: Layer, weights: Mapping[str, np.ndarray]) -> MatMulNBitsBlob:
     """The packed MatMulNBits weight of a "matmulnbits" linear layer."""
     names, q = quant_names(layer.name), layer.quant
     assert q.w_bits is not None

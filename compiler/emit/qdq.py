@@ -18,6 +18,7 @@ The fake-quant simulation (`compiler.fake_quant`) computes exactly these.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ def _u8_codes(b: Builder, layer: Layer, transpose: bool = False) -> tuple[str, s
     return q, s, z
 
 
-def _channel_attrs(layer: Layer) -> dict[str, int]:
+def _channel_attrs(layer: Layer) -> dict[str, Any]:  # ONNX node attributes
     return {"axis": 0} if layer.quant.granularity == "per_channel" else {}
 
 
@@ -104,8 +105,9 @@ def _requant_matmul(b: Builder, layer: Layer, ins: list[str]) -> None:
         w = b.fake_quantize(ins[1], q.in_scale[1], q.in_zero_point[1], 8)
     else:
         wq, ws, wz = _u8_codes(b, layer, transpose=True)
+        axis: dict[str, Any] = {"axis": 1} if q.granularity == "per_channel" else {}
         w = b.node("DequantizeLinear", [wq, ws, wz], base=f"{layer.name}.w_dequantize",
-                   **({"axis": 1} if q.granularity == "per_channel" else {}))[0]
+                   **axis)[0]
     bias = ins[2] if len(ins) > 2 and ins[2] else ""
     (y,) = b.node("MatMul", [x, w], base=layer.name)
     out = layer.outputs[0]

@@ -19,7 +19,7 @@ from onnx import helper, numpy_helper
 from compiler.errors import ModelError
 from compiler.ir import Graph, Layer, Spec, readonly
 from compiler.ops import LOWER, OPS, claims
-from compiler.ops.opdef import Node
+from compiler.ops.opdef import Lowered, Node
 from compiler.passes.drop_dead import drop_dead
 
 
@@ -79,7 +79,7 @@ def _attr_value(a: onnx.AttributeProto) -> object:
 
 
 def _lower_node(node: onnx.NodeProto, name: str, specs: Mapping[str, Spec],
-                consts: Mapping[str, np.ndarray]):
+                consts: Mapping[str, np.ndarray]) -> Lowered:
     rule = LOWER[node.op_type] if claims(node.op_type, node.domain) else None
     if rule is None:
         domain = node.domain or "ai.onnx"

@@ -114,7 +114,8 @@ _FNS: dict[str, _Fn] = {
     "neg": _Fn(np.negative, lambda x, y: np.full_like(x, -1), 1),
     "abs": _Fn(np.abs, lambda x, y: np.sign(x), 1),
     "reciprocal": _Fn(np.reciprocal, lambda x, y: -y * y, 1),
-    "softplus": _Fn(lambda x: np.logaddexp(0, x), lambda x, y: special.expit(x), 3),
+    # numpy's stubs type logaddexp of an untyped x as a scalar; on arrays it is an array
+    "softplus": _Fn(lambda x: np.logaddexp(0, x), lambda x, y: special.expit(x), 3),  # type: ignore[arg-type,return-value]
     "elu": _Fn(_elu, _d_elu, 3),
     "selu": _Fn(_selu, _d_selu, 4),
     "softsign": _Fn(lambda x: x / (1 + np.abs(x)), lambda x, y: 1 / (1 + np.abs(x)) ** 2, 3),

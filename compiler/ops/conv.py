@@ -263,11 +263,10 @@ def _conv_vjp(gs: Sequence[np.ndarray | None], xs: Sequence[np.ndarray | None],
     x, w, b = xs[0], xs[1], xs[2] if len(xs) > 2 else None
     g = gs[0] if gs[0] is not None else np.zeros_like(ys[0])
     gb = None if b is None else _spatial_sum(g).astype(b.dtype)
-    assert w is not None
+    assert x is not None and w is not None
     if _one_channel_groups(x, w, group):
         gx, gw = _depthwise_vjp(g, x, w, strides, pads, dilations)
         return (gx, gw.astype(w.dtype, copy=False), gb)[:len(xs)]
-    assert x is not None
     acc = np.promote_types(x.dtype, np.float32)  # fp16 accumulates in fp32, as forward does
     cols, _, pw = _columns(x, w.shape[2:], strides, pads, dilations, group, acc)
     grows = _channel_major(g.astype(acc, copy=False), group)       # [G, Cout/G, N*out]

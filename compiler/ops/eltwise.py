@@ -93,7 +93,7 @@ def _vjp_extremum(g: Array, xs: Sequence[Array], y: Array) -> tuple[Array, ...]:
     return tuple(out)
 
 
-_RAW_VJP: dict[str, Callable[[Array, Sequence[Array], Array], tuple]] = {
+_RAW_VJP: dict[str, Callable[[Array, Sequence[Array], Array], tuple[Array | None, ...]]] = {
     "add": lambda g, xs, y: (g,) * len(xs),
     "mean": lambda g, xs, y: (g / len(xs),) * len(xs),
     "sub": lambda g, xs, y: (g, -g),

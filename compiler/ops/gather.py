@@ -21,11 +21,11 @@ from compiler.ops.opdef import Lowered, LowerRule, Node, OpDef, single
 Array = np.ndarray
 
 
-def _index_tuple(indices: Array, axis: int, elements: bool) -> tuple:
+def _index_tuple(indices: Array, axis: int, elements: bool) -> tuple[Array | slice, ...]:
     """The numpy index that picks, from data, the gathered elements (in output order)."""
     if not elements:
         return (slice(None),) * axis + (indices,)
-    grid = list(np.indices(indices.shape, sparse=True))
+    grid: list[Array] = list(np.indices(indices.shape, sparse=True))
     grid[axis] = indices
     return tuple(grid)
 
@@ -47,7 +47,8 @@ def _vjp(gs: Sequence[Array | None], xs: Sequence[Array], ys: Sequence[Array], *
     if g is None or data.dtype.kind != "f":
         return None, None
     out = np.zeros_like(data)
-    np.add.at(out, _index_tuple(indices, axis, elements), g)  # repeated indices accumulate
+    # repeated indices accumulate; a tuple index is valid, numpy's stubs list arrays only
+    np.add.at(out, _index_tuple(indices, axis, elements), g)  # type: ignore[arg-type]
     return out, None
 
 
@@ -127,7 +128,9 @@ def lower_range(node: Node) -> Lowered:
     start, limit, delta = (v.reshape(()) for v in _constants(node, 3))
     if delta == 0:
         raise ModelError(node.name, "Range delta is 0")
-    return Lowered(consts={node.outputs[0]: np.arange(start, limit, delta).astype(start.dtype)})
+    # 0-d arrays keep their dtype in arange (numpy's stubs list Python scalars only)
+    values = np.arange(start, limit, delta)  # type: ignore[call-overload]
+    return Lowered(consts={node.outputs[0]: values.astype(start.dtype)})
 
 
 LOWER: dict[str, LowerRule] = {

@@ -30,7 +30,8 @@ Array = np.ndarray
 # --- gather_nd ------------------------------------------------------------------------------
 
 
-def _nd_index(data_shape: Sequence[int], indices: Array, batch_dims: int) -> tuple:
+def _nd_index(data_shape: Sequence[int], indices: Array,
+              batch_dims: int) -> tuple[Array | slice, ...]:
     """The numpy index into data reshaped to [prod(batch), *data[batch_dims:]]."""
     nb = int(np.prod(data_shape[:batch_dims], dtype=np.int64))
     idx = indices.reshape((nb,) + indices.shape[batch_dims:])
@@ -64,7 +65,8 @@ def _nd_vjp(gs: Sequence[Array | None], xs: Sequence[Array], ys: Sequence[Array]
         return None, None
     out = np.zeros_like(_flat_batch(data, batch_dims))
     index = _nd_index(data.shape, indices, batch_dims)
-    np.add.at(out, index, g.reshape(out[index].shape))  # repeated coordinates accumulate
+    # repeated coordinates accumulate; a tuple index is valid, numpy's stubs list arrays only
+    np.add.at(out, index, g.reshape(out[index].shape))  # type: ignore[arg-type]
     return out.reshape(data.shape), None
 
 

@@ -145,7 +145,7 @@ class _GemmPlan:
         self.layers: list[Layer] = []
         self.consts: dict[str, np.ndarray] = {}
 
-    def const(self, suffix: str, value: np.ndarray) -> str:
+    def const(self, suffix: str, value: np.ndarray | float) -> str:
         name = f"{self.node.name}.{suffix}"
         self.consts[name] = np.asarray(value, dtype=self.dtype)
         return name

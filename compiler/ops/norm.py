@@ -116,7 +116,8 @@ def _batch_forward(x: Array, scale: Array, bias: Array, mean: Array, var: Array,
 
 def _batch_vjp(g: Array, x: Array, scale: Array, bias: Array, mean: Array, var: Array, *,
                epsilon: float) -> Grads:
-    c = lambda v: _per_channel(v, x.ndim)  # noqa: E731 - a local reshape shorthand
+    def c(v: np.ndarray) -> np.ndarray:  # a local reshape shorthand
+        return _per_channel(v, x.ndim)
     rstd = 1.0 / np.sqrt(_stash(var) + epsilon)
     others = (0,) + _trailing(x, 2)
     gsum = g.sum(axis=others)
@@ -146,6 +147,7 @@ _VARIANTS: dict[str, _Variant] = {
 def _shape(specs: Sequence[Spec | None], *, fn: str, **attrs: object) -> tuple[Spec, ...]:
     if fn not in _VARIANTS:
         raise ValueError(f"unknown norm fn {fn!r}")
+    assert specs[0] is not None  # the normalised input
     return (specs[0],)
 
 
@@ -180,7 +182,8 @@ def _axis(node: Node, axis: int, rank: int) -> int:
 def _stat_layers(node: Node, axis: int, epsilon: float) -> tuple[Layer, ...]:
     """LayerNormalization's optional Mean and InvStdDev outputs, as reduce layers."""
     axes = tuple(range(axis, len(node.required_spec(0).shape)))
-    wanted = (("mean", {}), ("inv_std", {"epsilon": float(epsilon)}))
+    wanted: tuple[tuple[str, dict[str, float]], ...] = (
+        ("mean", {}), ("inv_std", {"epsilon": float(epsilon)}))
     return tuple(
         Layer(f"{node.name}.{fn}", "reduce", (node.inputs[0],), (out,),
               frozen_attrs({"fn": fn, "axes": axes, "keepdims": True, **extra}))

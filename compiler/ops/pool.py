@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -227,10 +228,11 @@ def _inv_std(x: Array, axes: Ints, keep: bool, epsilon: float) -> Array:
 
 _FORWARD: dict[str, Callable[..., Array]] = {
     "sum": lambda x, a, k: np.sum(x, axis=a, keepdims=k),
-    "mean": lambda x, a, k: np.mean(x, axis=a, keepdims=k),
+    # numpy's stubs type mean / prod of an untyped x as scalars; here they are arrays
+    "mean": lambda x, a, k: np.mean(x, axis=a, keepdims=k),  # type: ignore[dict-item,return-value]
     "max": lambda x, a, k: np.max(x, axis=a, keepdims=k, initial=_lowest(x.dtype)),
     "min": lambda x, a, k: np.min(x, axis=a, keepdims=k, initial=_highest(x.dtype)),
-    "prod": lambda x, a, k: np.prod(x, axis=a, keepdims=k),
+    "prod": lambda x, a, k: np.prod(x, axis=a, keepdims=k),  # type: ignore[dict-item,return-value]
     "l1": lambda x, a, k: np.sum(np.abs(x), axis=a, keepdims=k),
     "l2": lambda x, a, k: np.sqrt(np.sum(x * x, axis=a, keepdims=k)),
     "sum_square": lambda x, a, k: np.sum(x * x, axis=a, keepdims=k),
@@ -334,7 +336,7 @@ def _reduce_facts(specs_in: Sequence[Spec | None], specs_out: Sequence[Spec], **
 
 def _pool_attrs(node: Node, auto_pad: str, kernel_shape: Sequence[int] | None,
                 strides: Sequence[int] | None, pads: Sequence[int] | None,
-                dilations: Sequence[int] | None, ceil_mode: int) -> dict[str, object]:
+                dilations: Sequence[int] | None, ceil_mode: int) -> dict[str, Any]:
     x = node.spec(0)
     if x is None or len(x.shape) < 3 or kernel_shape is None:
         raise ModelError(node.name, f"{node.op_type} needs x [N, C, *spatial] and kernel_shape")

@@ -221,6 +221,7 @@ def lower_resize(node: Node, antialias: int = 0, axes: Sequence[int] | None = No
     if sizes is not None:
         scales_t, sizes_t = _from_sizes(node, x.shape, picked, sizes, keep_aspect_ratio_policy)
     else:
+        assert scales is not None  # exactly one of scales and sizes (checked above)
         scales_t, sizes_t = _from_scales(x.shape, picked, scales)
     if antialias and mode == "linear" and min(scales_t) < 1.0:
         raise ModelError(node.name, "Resize antialias when downsampling is not supported")
