@@ -28,6 +28,7 @@ from edgesim.budget import Budget, format_value
 from edgesim.errors import UserError
 from edgesim.simulation import runnable
 from hwmodels.cost import Cost, evaluate
+from hwmodels.target import Target
 
 FLOAT = 32
 FRONT_POINTS = 50
@@ -64,7 +65,7 @@ class AllocationResult:
     notes: tuple[str, ...]
 
 
-def fixed_bits(g: Graph, target: Any) -> np.ndarray:
+def fixed_bits(g: Graph, target: Target) -> np.ndarray:
     """Bits of the layers the allocator does not choose for: float32 weights, activations in
     the target's convention (float on CPUs; 8-bit on MCUs and MAC arrays, which run integer
     kernels end to end)."""
@@ -74,7 +75,7 @@ def fixed_bits(g: Graph, target: Any) -> np.ndarray:
     return bits
 
 
-def candidate_bits(target: Any, weight_bits: Sequence[int],
+def candidate_bits(target: Target, weight_bits: Sequence[int],
                    act_bits: Sequence[int] | None) -> np.ndarray:
     """Int [B, 2] candidate (w_bits, a_bits) choices, float32 first (see the module doc)."""
     if act_bits is not None:
@@ -121,7 +122,7 @@ class _Problem:
     fixed_bits: np.ndarray  # [L, 2] bits of the other layers (after target fallbacks)
 
 
-def _problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Any, metric: str,
+def _problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Target, metric: str,
              threads: int | None, runtime: str) -> _Problem:
     full = evaluate(g.layer_table(), choices, target, threads=threads, runtime=runtime)
     w_elems = g.layer_table().w_elems.astype(np.float64)
@@ -160,7 +161,7 @@ def with_point(front: np.ndarray, point: tuple[float, float]) -> tuple[np.ndarra
 CONTAINER = {w: nbits_container(w) for w in range(2, 9)}
 
 
-def container_note(bits: np.ndarray, target: Any, runtime: str) -> tuple[str, ...]:
+def container_note(bits: np.ndarray, target: Target, runtime: str) -> tuple[str, ...]:
     """Say how widths onnxruntime has no format for are counted (issue: containers)."""
     odd = sorted({int(w) for w in bits[:, 0] if w in CONTAINER and CONTAINER[w] != w})
     if not odd:
@@ -234,7 +235,7 @@ SETTLE_Z = 2.0  # a trace is settled if its bits stay put anywhere within +-2 st
 LOW_END = 1e-3
 
 
-def settled_rule(g: Graph, ga: Graph, target: Any, *, budget: Budget | None = None,
+def settled_rule(g: Graph, ga: Graph, target: Target, *, budget: Budget | None = None,
                  weight_bits: Sequence[int] = DEFAULT_BITS,
                  act_bits: Sequence[int] | None = None, metric: str = "latency",
                  threads: int | None = None, runtime: str = "onnxruntime",
@@ -267,7 +268,7 @@ def settled_rule(g: Graph, ga: Graph, target: Any, *, budget: Budget | None = No
     return rule
 
 
-def _settle_problem(g: Graph, ga: Graph, target: Any, budget: Budget | None,
+def _settle_problem(g: Graph, ga: Graph, target: Target, budget: Budget | None,
                     weight_bits: Sequence[int], act_bits: Sequence[int] | None, metric: str,
                     threads: int | None, runtime: str
                     ) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray, np.ndarray]:
@@ -340,7 +341,7 @@ def sensitivity(g: Graph, method: str, calib_inputs: Mapping[str, np.ndarray] | 
                            bits=tuple(weight_bits), **extra)
 
 
-def allocate(g: Graph, target: Any, *, method: str = "hawq", budget: Budget | None = None,
+def allocate(g: Graph, target: Target, *, method: str = "hawq", budget: Budget | None = None,
              calib_inputs: Mapping[str, np.ndarray] | None = None,
              labels: np.ndarray | None = None, analysis_graph: Graph | None = None,
              sens: Sensitivity | None = None,

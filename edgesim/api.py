@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from edgesim.quantize import QuantizeResult
     from edgesim.report import CompileResult
     from edgesim.simulation import Simulation
+    from hwmodels.cpu_schema import CpuTarget
+    from hwmodels.target import Target
+
+    TargetRef = str | os.PathLike[str] | Target  # a shipped name, a YAML path or a target
 
 ZOO_PREFIX = "zoo:"
 
@@ -111,7 +115,7 @@ def costable(g: Graph) -> Graph:
     return g
 
 
-def resolve_target(target: Any) -> Any:
+def resolve_target(target: TargetRef) -> Target:
     """A shipped target name, a YAML path, or an already loaded target object."""
     from hwmodels.target import load_target
 
@@ -139,7 +143,7 @@ def targets() -> list[TargetInfo]:
     return out
 
 
-def probe_target(output: str | os.PathLike) -> Any:
+def probe_target(output: str | os.PathLike[str]) -> CpuTarget:
     """Measure this machine, write it as a `cpu` target YAML (atomically) and return it."""
     from compiler.atomic import atomic_write
     from hwmodels.probe import probe_host, target_yaml
@@ -149,7 +153,7 @@ def probe_target(output: str | os.PathLike) -> Any:
     return target
 
 
-def simulate(model: Any, target: Any, *, bits: Any = None, threads: int | None = None,
+def simulate(model: Any, target: TargetRef, *, bits: Any = None, threads: int | None = None,
              runtime: str = "onnxruntime",
              input_shapes: Mapping[str, Sequence[int]] | None = None) -> Simulation:
     """Predict per-layer and total latency, energy and memory of `model` on `target`.
@@ -182,7 +186,7 @@ def simulate(model: Any, target: Any, *, bits: Any = None, threads: int | None =
                           threads=threads, runtime=runtime)
 
 
-def compare_runtimes(model: Any, target: Any, runtimes: Sequence[str] | None = None, *,
+def compare_runtimes(model: Any, target: TargetRef, runtimes: Sequence[str] | None = None, *,
                      bits: Any = "fp32", threads: int | None = None,
                      input_shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, Any]:
     """One model on one target under several runtime profiles, side by side.
@@ -233,7 +237,7 @@ def example_inputs() -> tuple[str, dict[str, Any], dict[str, Any]]:
             {"input": d["x_test"], "labels": d["y_test"]})
 
 
-def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "edgesim-out",
+def compile(model: Any, target: TargetRef = "rpi5", *, outdir: str | os.PathLike = "edgesim-out",
             calib: Any = None, calib_random: int | None = None, eval_data: Any = None,
             method: str = "hawq", budget: str | None = None,
             weight_bits: Sequence[int] = (2, 3, 4, 6, 8), act_bits: Sequence[int] | None = None,
@@ -323,7 +327,7 @@ def evaluate_model(model: str | os.PathLike, data: str | os.PathLike, *,
     return run_and_time(model, arrays, labels, threads=threads, runs=runs)
 
 
-def allocate(model: Any, target: Any = "rpi5", *, method: str = "hawq",
+def allocate(model: Any, target: TargetRef = "rpi5", *, method: str = "hawq",
              budget: str | Budget | None = None, calib: Any = None,
              calib_random: int | None = None, weight_bits: Sequence[int] = (2, 3, 4, 6, 8),
              act_bits: Sequence[int] | None = None, metric: str = "latency",

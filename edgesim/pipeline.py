@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +36,10 @@ from edgesim.output import output_folder, publish, staging
 from edgesim.progress import Progress
 from edgesim.report import CompileResult, build_result, write_reports
 from edgesim.simulation import totals
+
+if TYPE_CHECKING:
+    from edgesim.api import TargetRef
+    from hwmodels.target import Target
 
 DEFAULT_CALIB_SAMPLES = 32
 ANALYSIS_SAMPLES = 32  # calibration samples the sensitivity analysis uses
@@ -108,7 +112,7 @@ def _built(model: Any) -> Any:
     return model
 
 
-def _settled(g: Graph, ga: Graph, target: Any, options: CompileOptions) -> Any:
+def _settled(g: Graph, ga: Graph, target: Target, options: CompileOptions) -> Any:
     """HAWQ's stopping rule for this compile's allocation (None for the other methods)."""
     if options.method != "hawq":
         return None
@@ -151,14 +155,15 @@ def _analysis_inputs(data: cal.CalibrationData, labels: np.ndarray | None, ga: G
             None if labels is None else labels[:n])
 
 
-def _check_memory(g: Graph, bits: np.ndarray, target: Any, which: str,
+def _check_memory(g: Graph, bits: np.ndarray, target: Target, which: str,
                   suggest: bool = True) -> None:
     """An MCU must hold the weights in flash and the largest layer's activations in SRAM;
     `which` says what assignment `bits` is, for the message."""
     if getattr(target, "kind", "") != "mcu":
         return
-    from hwmodels.mcu import check_fit
+    from hwmodels.mcu import McuTarget, check_fit
 
+    assert isinstance(target, McuTarget)  # the mcu kind's class
     fit = check_fit(g.layer_table(), bits, target)
     if fit.weight_bytes > fit.flash_bytes:
         over = fit.weight_bytes - fit.flash_bytes
@@ -196,7 +201,7 @@ def read_assignment(g: Graph, path: str) -> np.ndarray:
     return assignment.resolve(g, data)
 
 
-def _provenance(g: Graph, target: Any, alloc: Any, options: CompileOptions) -> EmitOptions:
+def _provenance(g: Graph, target: Target, alloc: Any, options: CompileOptions) -> EmitOptions:
     """metadata_props of the emitted model: target, method, budget, predicted latency."""
     predicted = {layer.name: round(float(alloc.cost.latency_s[i, 0]) * 1e3, 6)
                  for i, layer in enumerate(g.layers)}
@@ -207,7 +212,7 @@ def _provenance(g: Graph, target: Any, alloc: Any, options: CompileOptions) -> E
         ("edgesim.predicted_latency_ms", json.dumps(predicted, separators=(",", ":")))))
 
 
-def _smallest(g: Graph, target: Any, weight_bits: Sequence[int]) -> np.ndarray:
+def _smallest(g: Graph, target: Target, weight_bits: Sequence[int]) -> np.ndarray:
     """The assignment with the least memory: MAC layers at the fewest bits, 8-bit activations."""
     from edgesim.assignment import quantisable
 
@@ -237,7 +242,7 @@ def _fidelity(g: Graph, model_path: Path, reference: np.ndarray, data: cal.Calib
             "fp32_accuracy": fp32_acc}
 
 
-def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: Any = None,
+def compile_model(model: Any, target: TargetRef, outdir: str | os.PathLike, *, calib: Any = None,
                   calib_random: int | None = None, eval_data: Any = None,
                   options: CompileOptions = CompileOptions()) -> CompileResult:
     """Load, calibrate, analyse, allocate, quantise, emit and report (see `edgesim compile`).
@@ -258,7 +263,7 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
         return _compile(model, target, folder, calib, calib_random, eval_data, options)
 
 
-def _compile(model: Any, target: Any, outdir: Path, calib: Any, calib_random: int | None,
+def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_random: int | None,
              eval_data: Any, options: CompileOptions) -> CompileResult:
     """`compile_model` inside its claimed output folder."""
     from edgesim.api import load_graph, resolve_target
@@ -349,7 +354,7 @@ def _compile(model: Any, target: Any, outdir: Path, calib: Any, calib_random: in
     return replace(result, files={k: str(outdir / Path(v).name) for k, v in result.files.items()})
 
 
-def _knee_note(g: Graph, bits: np.ndarray, target: Any) -> tuple[str, ...]:
+def _knee_note(g: Graph, bits: np.ndarray, target: Target) -> tuple[str, ...]:
     """Why the knee (no budget) barely compressed: fewer bits buy the target little."""
     from edgesim.assignment import has_weights, quantisable
 
@@ -372,7 +377,7 @@ def _metric_total(alloc: Any, metric: str) -> float:
                                      + c.energy_pj_dram).sum()}[metric]())
 
 
-def _uniform_allocation(g: Graph, target: Any, sens: Any, options: CompileOptions) -> Any:
+def _uniform_allocation(g: Graph, target: Target, sens: Any, options: CompileOptions) -> Any:
     """`--method uniform`: every MAC layer at one weight width -- the widest candidate whose
     uniform assignment meets the budget (8 bits, or the widest below 8, without one). A bits
     budget of w with only w to choose from forces every MAC layer to w exactly."""
@@ -415,7 +420,7 @@ def _check_fidelity(fidelity: Mapping[str, Any], minimum: float | None) -> None:
                         "--budget or --weight-bits without the smallest widths)")
 
 
-def _baseline(g: Graph, target: Any, options: CompileOptions) -> Any:
+def _baseline(g: Graph, target: Target, options: CompileOptions) -> Any:
     """Float32 totals on the target (layers it cannot run in float take their fallbacks)."""
     from edgesim.simulation import runnable
 
@@ -448,7 +453,7 @@ def _smoothed(g: Graph, absmax: Mapping[str, np.ndarray], options: CompileOption
     return replace(smooth(g, absmax, options.smooth_quant), notes=g.notes + (note,))
 
 
-def _quant_options(options: CompileOptions, target: Any) -> QuantOptions:
+def _quant_options(options: CompileOptions, target: Target) -> QuantOptions:
     """The quantize pass's options: the format policy's target capabilities (int8
     MatMulNBits where MLAS has it), the user's activation range method and weight rounding."""
     from compiler.passes.calibrate import METHODS
@@ -459,8 +464,9 @@ def _quant_options(options: CompileOptions, target: Any) -> QuantOptions:
         raise UserError("--rounding", f"must be rtn or gptq, got {options.rounding!r}")
     int8_dot = False
     if getattr(target, "kind", "") == "cpu":
-        from hwmodels.cpu import nbits_int8_available
+        from hwmodels.cpu import CpuTarget, nbits_int8_available
 
+        assert isinstance(target, CpuTarget)  # the cpu kind's class
         int8_dot = nbits_int8_available(target)
     return QuantOptions(act_method=options.calib_method or QuantOptions.act_method,
                         rounding=options.rounding, int8_dot=int8_dot)

@@ -17,6 +17,7 @@ from edgesim.allocation import AllocationResult
 from edgesim.budget import UNITS, format_bytes
 from edgesim.simulation import Totals
 from hwmodels.cost import BOUND_NAMES
+from hwmodels.target import Target
 
 # display unit of each metric (the first unit budgets list): (unit, factor from base units)
 DISPLAY = {metric: (unit or "bits", 1.0 / factor)
@@ -117,7 +118,7 @@ def _display(metric: str, value: float) -> float:
     return value * DISPLAY[metric][1]
 
 
-def build_result(g: Graph, target: Any, alloc: AllocationResult, quant: Any,
+def build_result(g: Graph, target: Target, alloc: AllocationResult, quant: Any,
                  fidelity: dict[str, Any], baseline: Any, data: Any, options: Any,
                  outdir: Path, timings: dict[str, float]) -> CompileResult:
     """Assemble the report of one compile run."""

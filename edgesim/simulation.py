@@ -9,6 +9,7 @@ import numpy as np
 
 from compiler.ir import Graph, Quant
 from hwmodels.cost import BOUND_NAMES, Cost, evaluate
+from hwmodels.target import Target
 
 FP32 = np.array([[32, 32]])
 # what a layer falls back to when the target cannot run its bits, in order of preference
@@ -67,7 +68,7 @@ def pick(cost: Cost, choice: np.ndarray) -> Cost:
     return Cost(**fields)
 
 
-def runnable(graph: Graph, bits: np.ndarray, target: Any, threads: int | None = None,
+def runnable(graph: Graph, bits: np.ndarray, target: Target, threads: int | None = None,
              runtime: str = "onnxruntime") -> tuple[np.ndarray, Cost]:
     """Bits the target can run, and their cost [L, 1].
 
@@ -86,7 +87,7 @@ def runnable(graph: Graph, bits: np.ndarray, target: Any, threads: int | None = 
     return out, pick(full, np.array([column[tuple(r)] for r in out], dtype=np.int64))
 
 
-def remap_note(before: np.ndarray, after: np.ndarray, target: Any) -> tuple[str, ...]:
+def remap_note(before: np.ndarray, after: np.ndarray, target: Target) -> tuple[str, ...]:
     """A note saying how many layers run at other bits than assigned, and at which."""
     moved = np.any(before != after, axis=1)
     if not moved.any():
@@ -115,7 +116,7 @@ def planned_bits(graph: Graph) -> np.ndarray:
                     dtype=np.int64).reshape(-1, 2)
 
 
-def simulate_graph(graph: Graph, target: Any, bits: np.ndarray, *, threads: int | None = None,
+def simulate_graph(graph: Graph, target: Target, bits: np.ndarray, *, threads: int | None = None,
                    runtime: str = "onnxruntime") -> Simulation:
     """Per-layer and total predicted cost of `graph` at `bits` ([L, 2]) on `target`."""
     run_bits, cost = runnable(graph, bits, target, threads, runtime)
@@ -135,15 +136,16 @@ def simulate_graph(graph: Graph, target: Any, bits: np.ndarray, *, threads: int 
                       totals(cost), totals(base), notes)
 
 
-def fit_notes(graph: Graph, bits: np.ndarray, target: Any) -> tuple[str, ...]:
+def fit_notes(graph: Graph, bits: np.ndarray, target: Target) -> tuple[str, ...]:
     """What overflows the target's memories at `bits`: an MCU holds the weights in flash and
     the largest layer's activations in its SRAM arena (latencies of a model that does not fit
     are not a deployment's)."""
     if getattr(target, "kind", "") != "mcu":
         return ()
     from edgesim.budget import format_bytes
-    from hwmodels.mcu import check_fit
+    from hwmodels.mcu import McuTarget, check_fit
 
+    assert isinstance(target, McuTarget)  # the mcu kind's class
     fit = check_fit(graph.layer_table(), bits, target)
     out = []
     if fit.weight_bytes > fit.flash_bytes:

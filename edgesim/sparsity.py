@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 
@@ -27,6 +26,7 @@ from hwmodels import configs
 from hwmodels.macarray import MacArrayTarget
 from hwmodels.macarray import evaluate as macarray_evaluate
 from hwmodels.sparsity import data_driven_cycles, expected_cycles, lane_cycles
+from hwmodels.target import Target
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,7 @@ MAX_SAMPLES = 32  # calibration samples the threshold search runs over
 MAX_KL = 0.002
 
 
-def skips_activations(target: Any) -> bool:
+def skips_activations(target: Target) -> bool:
     """True if `target` turns activation zeros into saved cycles (a zero-skipping array)."""
     return getattr(target, "sparsity", "none") in ("skip_activations", "skip_both")
 
@@ -226,7 +226,7 @@ def choose_levels(g: Graph, feeds: list[Feeds], levels: tuple[float, ...],
     return {n: levels[s] for n, s in zip(layers, pick)}
 
 
-def apply_sparsity(g: Graph, target: Any, samples: Mapping[str, np.ndarray],
+def apply_sparsity(g: Graph, target: Target, samples: Mapping[str, np.ndarray],
                    levels: tuple[float, ...], bits: np.ndarray | None = None) -> Graph:
     """`g` with calibrated thresholds in front of its MAC layers where they pay on `target`,
     and notes saying what was done (or why nothing was) and what it predicts.
@@ -242,6 +242,7 @@ def apply_sparsity(g: Graph, target: Any, samples: Mapping[str, np.ndarray],
         return replace(g, notes=g.notes + (
             f"sparsity: not applied: {target.name} gains nothing from activation zeros "
             "(onnxruntime's CPU kernels have no sparse-activation path)",))
+    assert isinstance(target, MacArrayTarget)  # only a zero-skipping MAC array skips them
     feeds = _feeds(g, samples)
     chosen = {n: lvl for n, lvl in choose_levels(g, feeds, tuple(levels), target).items()
               if lvl > 0}
