@@ -192,7 +192,7 @@ def _budget_for(budget: Budget, p: _Problem, w_elems_q: float) -> float:
 def _given(p: _Problem, choices: np.ndarray, bits: np.ndarray, g: Graph) -> Allocation:
     """The allocation of a given assignment (`--assignment`): its column per layer."""
     column = {tuple(c): j for j, c in enumerate(choices.tolist())}
-    choice = []
+    choice: list[int] = []
     for r in p.rows:
         j = column.get(tuple(int(b) for b in bits[r]))
         if j is None or not p.allowed[len(choice), j]:

@@ -99,9 +99,9 @@ def costable(g: Graph) -> Graph:
         if 0 in shape:
             raise UserError(f"input {name}", f"shape {shape} has a zero dimension; pass "
                             f"{input_shape_hint(name, shape)}")
-    for name, t in g.types.items():
-        if 0 in t.shape:  # a cost model divides by tile counts of every operand
-            raise UserError(f"{g.name}: tensor {name}", f"shape {list(t.shape)} is empty; "
+    for name, spec in g.types.items():
+        if 0 in spec.shape:  # a cost model divides by tile counts of every operand
+            raise UserError(f"{g.name}: tensor {name}", f"shape {list(spec.shape)} is empty; "
                             "there is nothing to cost")
     try:
         t = g.layer_table()  # MACs and bytes as int64: declared sizes may not fit
@@ -213,6 +213,7 @@ def inspect(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None)
     """Lower `model` and summarise every layer (op, output shape, MACs, params, bytes)."""
     g = load_graph(model, input_shapes)
     t = g.layer_table()
+    assert t.fmt_code is not None  # layer_table() fills every column
     rows = tuple(
         LayerSummary(
             name=layer.name, kind=layer.kind, detail=str(layer.attrs.get("fn", "")),

@@ -184,6 +184,7 @@ def recost(g: Graph, bits: np.ndarray, target: Target, rows: Sequence[KernelRow]
             r.kind, r.onnxruntime, bool(bits[i, 0] < FLOAT_BITS or bits[i, 1] < FLOAT_BITS))
         if name is None:
             continue
+        assert i is not None  # a running row was named for a layer of the graph
         codes = np.full(len(table), NO_FORMAT, np.int64)
         codes[i] = FORMAT_CODE[name]
         cost = evaluate(dataclasses.replace(table, fmt_code=codes), bits[i:i + 1], target,
@@ -193,7 +194,8 @@ def recost(g: Graph, bits: np.ndarray, target: Target, rows: Sequence[KernelRow]
 
 
 def _row_of(cost: Cost, i: int) -> Cost:
-    return Cost(*(None if v is None else v[i:i + 1] for v in dataclasses.astuple(cost)))
+    return Cost(*(None if v is None else v[i:i + 1]  # type: ignore[arg-type]  # row i of each
+                  for v in dataclasses.astuple(cost)))
 
 
 def _rerun(x: Any, row: str, cost: Cost) -> Any:

@@ -323,7 +323,7 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
             ref = recorder.result(data) if recorder else None
             if ref is None and (acts or gptq or eval_data is None):
                 ref = float_pass(g, data, stats=acts or gptq, grams=gptq)
-            gq, stats = g, ref and ref.stats
+            gq, stats = g, ref.stats if ref else None
             if options.sparsity:  # thresholds on MAC inputs where the target skips zeros
                 gq = apply_sparsity(g, tgt, data.samples, options.sparsity, bits)
                 if (acts or gptq) and gq is not g:
@@ -336,6 +336,7 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
         with progress.phase("measuring fidelity in onnxruntime"):
             if eval_data is not None:
                 ref = float_pass(g, held_out[0], stats=False)
+            assert ref is not None  # the float pass above ran (no recorder, or eval data)
             fidelity = _fidelity(gq, model_path, ref.outputs, *held_out,
                                  options.fidelity_metric)
             _check_fidelity(fidelity, options.min_fidelity)
@@ -449,6 +450,7 @@ def _smoothed(g: Graph, absmax: Mapping[str, np.ndarray], options: CompileOption
 
     if not absmax:
         return g
+    assert options.smooth_quant is not None  # absmax is empty without it
     note = f"SmoothQuant (alpha {options.smooth_quant}) at {len(absmax)} norm layers"
     return replace(smooth(g, absmax, options.smooth_quant), notes=g.notes + (note,))
 

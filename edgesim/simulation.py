@@ -100,6 +100,7 @@ def remap_note(before: np.ndarray, after: np.ndarray, target: Target) -> tuple[s
 def totals(cost: Cost) -> Totals:
     """Whole-model latency, energy, weight storage and peak live activations of a [L, 1] Cost."""
     t = cost.total()
+    assert t.weight_bytes is not None and t.act_bytes is not None  # Cost fills them
     return Totals(float(t.latency_s[0]) * 1e3, float(t.energy_pj[0]) * 1e-9,
                   float(t.weight_bytes[0]), float(t.act_bytes[0]))
 
@@ -125,6 +126,7 @@ def simulate_graph(graph: Graph, target: Target, bits: np.ndarray, *, threads: i
     notes = fit_notes(graph, run_bits, target) + remap_note(bits, run_bits, target) + tuple(
         f"baseline: {n}" for n in remap_note(fp32, base_bits, target))
     bits = run_bits
+    assert cost.weight_bytes is not None  # Cost fills it
     macs = graph.layer_table().macs
     rows = tuple(
         LayerCost(layer.name, layer.kind, int(bits[i, 0]), int(bits[i, 1]), int(macs[i]),

@@ -8,7 +8,7 @@ Only this module wires `compiler.sparsity` / `compiler.passes.sparsify` to
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -173,7 +173,7 @@ def _dram_pj_per_byte(target: MacArrayTarget) -> float:
     return float(configs.from_targets([target]).cfg_f[0, 2])
 
 
-def joint_costs(g: Graph, per_level_stats: list[Mapping[str, OperandStats]],
+def joint_costs(g: Graph, per_level_stats: Sequence[Mapping[str, OperandStats]],
                 per_level: list[dict[str, Threshold]], layers: tuple[str, ...],
                 bit_pairs: tuple[tuple[int, int], ...], target: MacArrayTarget) -> np.ndarray:
     """[L, B, S] latency of each allocated layer (its threshold layer included) at each bit

@@ -121,8 +121,8 @@ def model_context(space: Space, index: int, sensitivity: Callable[..., Any]) -> 
     if [int(b) for b in sens.bits] != list(space.optimise.w_bits):
         raise ValueError(f"sensitivity columns {list(sens.bits)} are not the requested weight "
                          f"bits {list(space.optimise.w_bits)}")
-    chosen = np.array([position[name] for name in sens.layers], dtype=np.int64)
-    return ModelContext(spec.label, g.layer_table(), chosen, np.asarray(sens.omega, float))
+    order = np.array([position[name] for name in sens.layers], dtype=np.int64)
+    return ModelContext(spec.label, g.layer_table(), order, np.asarray(sens.omega, float))
 
 
 def bit_plan(table: LayerTable, chosen: np.ndarray, w_bits: Sequence[int], a_bits: int,
@@ -192,7 +192,9 @@ def _solve_design(m: ModelContext, opt: Allocate, q_cost: np.ndarray,
     runnable_bits = np.where(finite, np.asarray(opt.w_bits)[None, :], -1)
     widest = runnable_bits.argmax(axis=1)  # each layer's widest choice this design can run
     reference = fixed + float(q_cost[np.arange(len(widest)), widest].sum())
-    budget = opt.value if opt.value is not None else opt.fraction * reference
+    assert opt.value is not None or opt.fraction is not None  # validated: one of them
+    budget = opt.value if opt.value is not None else (opt.fraction or 0.0) * reference
+    assert m.omega is not None  # an Allocate design has sensitivities
     try:
         a = solve(m.omega, q_cost, budget - fixed, method="front")
     except ValueError as e:  # InfeasibleBudget, or a layer with no allowed choice
@@ -241,7 +243,7 @@ def _model_records(ctx: Context, kind: Kind, m: ModelContext,
     choices, rest, w_cols = bit_plan(m.table, m.chosen, w_bits, opt.a_bits, kind.float_rest)
     cost = kind.costs(m.table, choices, targets, ctx.runtime, ctx.threads)
     if isinstance(opt, FixedBits):
-        cols, extra = rest, [{} for _ in targets]
+        cols, extra = rest, [dict[str, Any]() for _ in targets]
     else:
         cols, extra = _allocate(cost, m, opt, choices, rest, w_cols)
     total = _totals(cost, cols)
@@ -300,7 +302,7 @@ def header(space: Space) -> dict[str, Any]:
 
     from edgesim import __version__
 
-    versions = {"edgesim": __version__, "python": sys.version.split()[0]}
+    versions: dict[str, str | None] = {"edgesim": __version__, "python": sys.version.split()[0]}
     for package in ("numpy", "numba", "scipy", "onnx"):
         try:
             versions[package] = metadata.version(package)
