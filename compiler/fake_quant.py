@@ -128,7 +128,6 @@ def _conv_requant(layer: Layer, env: Mapping[str, Array]) -> tuple[Array]:
     qmin, qmax = storage_range(q.a_bits, False)
     codes = np.clip(np.rint(acc.astype(np.float32) * mult) + q.out_zero_point, qmin, qmax)
     y = (codes - q.out_zero_point).astype(np.float32) * np.float32(q.out_scale)
-    assert xs[0] is not None
     return (y.astype(xs[0].dtype, copy=False),)
 
 
@@ -141,7 +140,6 @@ def _linear_integer(layer: Layer, env: Mapping[str, Array]) -> tuple[Array]:
     y = acc.astype(np.float32) * (np.float32(q.in_scale[0]) * _weight_scale(layer, env))
     if len(xs) > 2 and xs[2] is not None:
         y = y + xs[2].astype(np.float32)
-    assert xs[0] is not None
     return (y.astype(xs[0].dtype, copy=False),)
 
 
@@ -154,7 +152,6 @@ def _matmul_integer(layer: Layer, env: Mapping[str, Array]) -> tuple[Array]:
     bc = _codes(b, q.in_scale[1], q.in_zero_point[1], q.a_bits)
     step = np.float32(q.in_scale[0]) * np.float32(q.in_scale[1])
     y = np.matmul(ac, bc).astype(np.float32) * step
-    assert a is not None
     return (y.astype(a.dtype, copy=False),)
 
 
@@ -178,7 +175,6 @@ def _requant_matmul(layer: Layer, env: Mapping[str, Array]) -> tuple[Array]:
     y = (codes - q.out_zero_point).astype(np.float32) * np.float32(q.out_scale)
     if layer.kind == "linear" and len(xs) > 2 and xs[2] is not None:
         y = y + xs[2].astype(np.float32)
-    assert xs[0] is not None
     return (y.astype(xs[0].dtype, copy=False),)
 
 
@@ -265,7 +261,6 @@ def _dynamic_int8(layer: Layer, env: Mapping[str, Array]) -> tuple[Array]:
         y = (xc @ wc.T).astype(np.float32) * (scale * _weight_scale(layer, env))
         if len(xs) > 2 and xs[2] is not None:
             y = y + xs[2].astype(np.float32)
-    assert xs[0] is not None
     return (y.astype(xs[0].dtype, copy=False),)
 
 

@@ -155,7 +155,6 @@ def lower_array_feature_extractor(node: Node) -> Lowered:
     if np.dtype(x.dtype).kind not in "biuf" or idx.dtype not in ("int64", "int32"):
         raise ModelError(node.name, f"ArrayFeatureExtractor on {x.dtype} data with {idx.dtype} "
                                     "indices is not supported (numeric data, integer indices)")
-    assert idx is not None
     n, flat = idx.size, f"{node.name}.indices"
     layers = [Layer(f"{node.name}.flatten", "reshape", (node.inputs[1],), (flat,),
                     frozen_attrs({"shape": (n,)}))]

@@ -109,7 +109,6 @@ def _matmul_facts(specs_in: Sequence[Spec | None], specs_out: Sequence[Spec]) ->
     assert b is not None
     batch, m, k, n = _matmul_dims(a.shape, b.shape)
     groups = int(np.prod(batch, dtype=np.int64))
-    assert b is not None
     if len(b.shape) <= 2:
         # A shared right operand is one GEMM over all batch rows.
         m, groups = m * groups, 1
