@@ -188,7 +188,8 @@ def simulate(model: Any, target: TargetRef, *, bits: Any = None, threads: int | 
 
 def compare_runtimes(model: Any, target: TargetRef, runtimes: Sequence[str] | None = None, *,
                      bits: Any = "fp32", threads: int | None = None,
-                     input_shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, Any]:
+                     input_shapes: Mapping[str, Sequence[int]] | None = None
+                     ) -> dict[str, Simulation]:
     """One model on one target under several runtime profiles, side by side.
 
     Args:
