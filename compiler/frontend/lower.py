@@ -10,7 +10,7 @@ arithmetic, constant masks and exporter noise disappear).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -55,7 +55,7 @@ def _input_spec(vi: onnx.ValueInfoProto) -> Spec:
     return Spec(dims, helper.tensor_dtype_to_np_dtype(tt.elem_type).name)
 
 
-def _unique_names(nodes: onnx.NodeProto) -> list[str]:
+def _unique_names(nodes: Sequence[onnx.NodeProto]) -> list[str]:
     seen: set[str] = set()
     names = []
     for i, node in enumerate(nodes):

@@ -39,8 +39,8 @@ from compiler.errors import ModelError
 from compiler.formats import Policy, resolve
 from compiler.ir import Graph, Layer, Quant
 
-_BITS = {TensorProto.INT8: 8, TensorProto.UINT8: 8, TensorProto.INT16: 16,
-         TensorProto.UINT16: 16, TensorProto.INT4: 4, TensorProto.UINT4: 4}
+_BITS: dict[int, int] = {TensorProto.INT8: 8, TensorProto.UINT8: 8, TensorProto.INT16: 16,
+                         TensorProto.UINT16: 16, TensorProto.INT4: 4, TensorProto.UINT4: 4}
 for _name, _b in (("INT2", 2), ("UINT2", 2)):  # onnx >= 1.18
     if hasattr(TensorProto, _name):
         _BITS[getattr(TensorProto, _name)] = _b
