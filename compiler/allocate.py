@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
-from scipy.optimize import LinearConstraint, milp
+from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import csr_array
 
 from compiler.errors import ModelError
@@ -226,7 +226,8 @@ def _solve_milp(p: _Problem, budget: float) -> np.ndarray:
     objective, weight, room = _milp_coefficients(p, free[row], cols, budget)
     one_hot = csr_array((np.ones(cols.size), (row, np.arange(cols.size))))
     rows = [LinearConstraint(one_hot, 1, 1), LinearConstraint(weight[None], -np.inf, room)]
-    res = _quietly(lambda: milp(objective, integrality=np.ones(cols.size), bounds=(0, 1),
+    res = _quietly(lambda: milp(objective, integrality=np.ones(cols.size, np.int64),
+                                bounds=Bounds(0, 1),
                                 constraints=rows, options={"mip_rel_gap": 0.0}))
     if res.x is None:
         return _solve_front(p, budget)
@@ -306,11 +307,12 @@ _METHODS: dict[str, Callable[[_Problem, float], np.ndarray]] = {
 }
 
 
-def _front_states(p: _Problem, limits: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
+def _front_states(p: _Problem, limits: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
     """Run the Pareto-state DP; returns the final (cost, sens) front and per-layer
     (parent, choice) back-pointers."""
     c, s = np.zeros(1), np.zeros(1)
-    trail = []
+    trail: list[tuple[np.ndarray, np.ndarray]] = []
     for l, opts in enumerate(p.options):
         c, s, parent, choice = add_layer(c, s, p.cost[l, opts], p.sens[l, opts],
                                          opts.astype(np.int8), float(limits[l]))
@@ -318,7 +320,7 @@ def _front_states(p: _Problem, limits: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return c, s, trail
 
 
-def _backtrack(trail: list, idx: np.ndarray) -> np.ndarray:
+def _backtrack(trail: list[tuple[np.ndarray, np.ndarray]], idx: np.ndarray) -> np.ndarray:
     """Assignments int [n, L] of the final front points `idx`, following back-pointers."""
     out = np.empty((len(trail), idx.size), dtype=np.int8)  # filled row by row, then turned
     for l in range(len(trail) - 1, -1, -1):

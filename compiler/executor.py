@@ -16,7 +16,9 @@ from compiler.ir import Graph, Layer
 from compiler.ops import OPS
 
 Arrays = Mapping[str, np.ndarray]
-Rule = Callable[[Layer, tuple, tuple, tuple], tuple]  # (layer, gs, xs, ys) -> per-input values
+Values = tuple[np.ndarray | None, ...]  # per-input arrays or cotangents (None: absent)
+Outputs = tuple[np.ndarray, ...]
+Rule = Callable[[Layer, Values, Values, Outputs], Values]  # (layer, gs, xs, ys) -> per input
 
 
 def _as_dtype(x: np.ndarray, dtype: np.dtype | None) -> np.ndarray:
@@ -75,7 +77,7 @@ def _forward(graph: Graph, feeds: Mapping[str, np.ndarray], dtype: np.dtype | No
     return env
 
 
-def vjp_rule(layer: Layer, gs: tuple, xs: tuple, ys: tuple) -> tuple:
+def vjp_rule(layer: Layer, gs: Values, xs: Values, ys: Outputs) -> Values:
     """The plain reverse-mode rule: the op's own vjp."""
     return OPS[layer.kind].vjp(gs, xs, ys, **layer.attrs)
 
@@ -109,7 +111,7 @@ def backward(g: Graph, env: Arrays, seeds: Arrays, rule: Rule = vjp_rule,
     return {t: v for t, v in acc.items() if t in wanted}
 
 
-def _accumulate(acc: dict[str, np.ndarray], names: Sequence[str], values: Sequence,
+def _accumulate(acc: dict[str, np.ndarray], names: Sequence[str], values: Values,
                 env: Arrays) -> None:
     for t, v in zip(names, values):
         if t and v is not None and env[t].dtype.kind == "f":

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from compiler.formats import ACT_INPUTS, CHANNEL_AXIS, WEIGHT_INPUT, Format, of_
 from compiler.ir import Layer
 from compiler.ops import OPS
 from compiler.quantizers import (
+    Granularity,
     QuantizedTensor,
     QuantParams,
     dequantize,
@@ -60,8 +62,10 @@ def weight_params(layer: Layer, env: Mapping[str, Array]) -> QuantParams:
     q, names = layer.quant, quant_names(layer.name)
     axis = CHANNEL_AXIS[layer.kind]
     dq_axis = {"per_tensor": None, "per_channel": axis, "per_block": 1 - axis}[q.granularity]
+    assert q.w_bits is not None
     return QuantParams(scale=env[names.scale], zero_point=env[names.zero_point],
-                       bits=q.w_bits, symmetric=q.symmetric, granularity=q.granularity,
+                       bits=q.w_bits, symmetric=q.symmetric,
+                       granularity=cast(Granularity, q.granularity),  # Quant keeps a str
                        axis=dq_axis, block_size=q.block)
 
 
@@ -113,6 +117,7 @@ def _weight_scale(layer: Layer, env: Mapping[str, Array]) -> Array:
 def _conv_requant(layer: Layer, env: Mapping[str, Array]) -> tuple[Array]:
     """onnxruntime's QLinearConv: integer conv of centred codes + int32 bias, requantised."""
     q, xs = layer.quant, _inputs(layer, env)
+    assert q.a_bits is not None and xs[0] is not None
     xc = _codes(xs[0], q.in_scale[0], q.in_zero_point[0], q.a_bits)
     acc = OPS["conv"].forward(xc, _weight_codes(layer, env), None, **layer.attrs)[0]
     bias = quant_names(layer.name).bias
@@ -129,6 +134,7 @@ def _conv_requant(layer: Layer, env: Mapping[str, Array]) -> tuple[Array]:
 def _linear_integer(layer: Layer, env: Mapping[str, Array]) -> tuple[Array]:
     """com.microsoft::MatMulIntegerToFloat: float32(acc) * (sx * sw) + bias."""
     q, xs = layer.quant, _inputs(layer, env)
+    assert q.a_bits is not None and xs[0] is not None
     xc = _codes(xs[0], q.in_scale[0], q.in_zero_point[0], q.a_bits)
     acc = xc @ _weight_codes(layer, env).T
     y = acc.astype(np.float32) * (np.float32(q.in_scale[0]) * _weight_scale(layer, env))
@@ -140,7 +146,9 @@ def _linear_integer(layer: Layer, env: Mapping[str, Array]) -> tuple[Array]:
 def _matmul_integer(layer: Layer, env: Mapping[str, Array]) -> tuple[Array]:
     """MatMulIntegerToFloat on two activations: float32(acc) * (sa * sb)."""
     q, (a, b) = layer.quant, _inputs(layer, env)
+    assert a is not None and q.a_bits is not None
     ac = _codes(a, q.in_scale[0], q.in_zero_point[0], q.a_bits)
+    assert b is not None
     bc = _codes(b, q.in_scale[1], q.in_zero_point[1], q.a_bits)
     step = np.float32(q.in_scale[0]) * np.float32(q.in_scale[1])
     y = np.matmul(ac, bc).astype(np.float32) * step
@@ -151,7 +159,10 @@ def _requant_matmul(layer: Layer, env: Mapping[str, Array]) -> tuple[Array]:
     """QLinearMatMul: integer product of the centred codes, requantised to the output grid
     (`q = clip(rint(float32(acc) * float32(sx * sw / sy)) + zy)`), then the float bias."""
     q, xs = layer.quant, _inputs(layer, env)
+    assert q.a_bits is not None and xs[0] is not None
     xc = _codes(xs[0], q.in_scale[0], q.in_zero_point[0], q.a_bits)
+    assert xs[1] is not None
+    step: np.ndarray | np.floating[Any]
     if layer.kind == "matmul":
         acc = np.matmul(xc, _codes(xs[1], q.in_scale[1], q.in_zero_point[1], q.a_bits))
         step = np.float32(q.in_scale[0]) * np.float32(q.in_scale[1])
@@ -171,12 +182,16 @@ def _float_qdq(layer: Layer, env: Mapping[str, Array]) -> tuple[Array, ...]:
     """Q/DQ on the activation inputs, the float op on dequantised tensors, and Q/DQ on the
     output if it is requantised (no fused integer kernel takes these)."""
     q, xs = layer.quant, _with_weight(layer, env)
+    assert xs[0] is not None
     dtype = xs[0].dtype
     for slot, s, z in zip(_act_slots(layer), q.in_scale, q.in_zero_point):
-        xs[slot] = fake_quant_activation(xs[slot], s, z, q.a_bits, False)
+        x_slot = xs[slot]
+        assert q.a_bits is not None and x_slot is not None  # an activation input and its bits
+        xs[slot] = fake_quant_activation(x_slot, s, z, q.a_bits, False)
     xs = [x if x is None else x.astype(np.float32) for x in xs]
     ys = OPS[layer.kind].forward(*xs, **layer.attrs)
     if q.out_scale is not None:
+        assert q.out_zero_point is not None and q.a_bits is not None  # requantised output
         ys = tuple(fake_quant_activation(y, q.out_scale, q.out_zero_point, q.a_bits, False)
                    for y in ys)
     return tuple(y.astype(dtype, copy=False) for y in ys)
@@ -204,7 +219,9 @@ def _dynamic_blocks(x: Array, block: int) -> Array:
 def _nbits_int8(layer: Layer, env: Mapping[str, Array]) -> tuple[Array, ...]:
     """MatMulNBits at accuracy_level 4: A quantised per block to int8, then the product."""
     xs = _with_weight(layer, env)
+    assert xs[0] is not None
     dtype = xs[0].dtype
+    assert layer.quant.block is not None
     xs[0] = _dynamic_blocks(xs[0], layer.quant.block)
     return tuple(y.astype(dtype, copy=False) for y in OPS[layer.kind].forward(*xs, **layer.attrs))
 
@@ -229,6 +246,7 @@ def _dynamic_int8(layer: Layer, env: Mapping[str, Array]) -> tuple[Array]:
     """DynamicQuantizeLinear -> MatMulInteger / ConvInteger -> Cast -> Mul (+ bias):
     float32(acc) * (sx * sw) + bias."""
     xs = _inputs(layer, env)
+    assert xs[0] is not None
     scale, zp = dynamic_grid(xs[0])
     ratio = np.asarray(xs[0], np.float32) / scale if scale > 0 else np.zeros_like(xs[0])
     xc = np.clip(np.rint(ratio) + zp, 0, 255).astype(np.float64) - zp

@@ -221,11 +221,11 @@ class Graph:
                     users.setdefault(name, []).append(layer)
         return users
 
-    def to_nx(self) -> nx.DiGraph:
+    def to_nx(self) -> nx.DiGraph[str]:
         """Layer-level dataflow graph (edges carry the tensor name)."""
         import networkx as nx  # on demand: importing it costs every edgesim process ~0.2 s
 
-        g = nx.DiGraph()
+        g: nx.DiGraph[str] = nx.DiGraph()
         made = self.producers()
         for layer in self.layers:
             g.add_node(layer.name, kind=layer.kind)
@@ -241,7 +241,8 @@ class Graph:
         rows = [self._row(layer, OPS[layer.kind]) for layer in self.layers]
         cols = list(zip(*rows)) if rows else [()] * 16
         ints = [np.asarray(c, dtype=np.int64) for c in cols[2:14]]
-        return LayerTable(
+        # ints holds the 12 int64 columns between category and the two float ones
+        return LayerTable(  # type: ignore[call-arg]
             tuple(layer.name for layer in self.layers),
             np.asarray(cols[0], dtype=np.int32), np.asarray(cols[1], dtype=np.int32),
             *ints, np.asarray(cols[14], dtype=np.float64), np.asarray(cols[15], dtype=np.float64),
@@ -265,7 +266,7 @@ class Graph:
             return NO_FORMAT
         return FORMAT_CODE[of_layer(layer, self.const_weight(layer)).name]
 
-    def _row(self, layer: Layer, op: Any) -> tuple:
+    def _row(self, layer: Layer, op: Any) -> tuple[int | float, ...]:
         ins = [self.types[t] if t else None for t in layer.inputs]
         outs = [self.types[t] for t in layer.outputs]
         f: Facts = op.facts(ins, outs, **layer.attrs)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from numba import njit, prange
@@ -31,7 +32,7 @@ from numba import njit, prange
 from compiler.atomic import atomic_open
 from compiler.errors import ModelError
 from compiler.formats import MATMULNBITS_BITS
-from compiler.quantizers import QuantizedTensor, quantize_weight
+from compiler.quantizers import ClipMethod, QuantizedTensor, quantize_weight
 
 # ----------------------------------------------------------------------------------------------
 # Kernels
@@ -229,6 +230,7 @@ def pack_matmulnbits_quantized(qt: QuantizedTensor) -> MatMulNBitsBlob:
     qp = qt.params
     if qp.granularity != "per_block" or qt.q.ndim != 2 or qp.axis != 0:
         raise ModelError("MatMulNBits", "needs a [K, N] weight quantised per block along K")
+    assert qp.block_size is not None
     if qp.symmetric:
         codes = qt.q.astype(np.int16) + 2 ** (qp.bits - 1)
         return pack_matmulnbits_codes(codes, qp.scale.T, None, qp.bits, qp.block_size)
@@ -248,7 +250,7 @@ def pack_matmulnbits(w: np.ndarray, bits: int, block_size: int, symmetric: bool 
     """
     _check_nbits(bits, block_size)
     qt = quantize_weight(w, bits, "per_block", axis=1, block_size=block_size,
-                         symmetric=symmetric, clip=clip)
+                         symmetric=symmetric, clip=cast(ClipMethod, clip))  # checked there
     return pack_matmulnbits_quantized(qt)
 
 
@@ -390,7 +392,7 @@ def neon_from_matmulnbits(blob: MatMulNBitsBlob, lane_bytes: int = 16) -> np.nda
     return pack_neon(codes, blob.bits, lane_bytes).reshape(blob.b.shape)
 
 
-def write_neon_sidecar(path: str | os.PathLike, blob: MatMulNBitsBlob,
+def write_neon_sidecar(path: str | os.PathLike[str], blob: MatMulNBitsBlob,
                        lane_bytes: int = 16) -> Path:
     """Write a blob's NEON-interleaved B with its scales and zero points to an `.npz` side
     file, atomically (temporary file in the same directory, then `os.replace`)."""
@@ -400,11 +402,11 @@ def write_neon_sidecar(path: str | os.PathLike, blob: MatMulNBitsBlob,
               "shape": np.array([blob.k, blob.n, blob.bits, blob.block_size, lane_bytes]),
               "has_zero_points": np.array(blob.zero_points is not None)}
     with atomic_open(path, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stubs mistype **kwds arrays
     return path
 
 
-def read_neon_sidecar(path: str | os.PathLike) -> MatMulNBitsBlob:
+def read_neon_sidecar(path: str | os.PathLike[str]) -> MatMulNBitsBlob:
     """The MatMulNBits blob a NEON side file holds (B back in MatMulNBits order)."""
     with np.load(path) as z:
         k, n, bits, block_size, lane_bytes = (int(v) for v in z["shape"])

@@ -38,6 +38,8 @@ from numba import njit
 from compiler.errors import ModelError
 
 Granularity = Literal["per_tensor", "per_channel", "per_block"]
+ClipMethod = Literal["minmax", "mse"]
+ActMethod = Literal["minmax", "percentile", "mse", "entropy"]
 CLIP_RATIOS = np.linspace(0.3, 1.0, 100)  # candidate clip ratios of the MSE search; 1.0 = minmax
 CLIP_RATIOS.flags.writeable = False
 _TINY = np.float32(np.finfo(np.float32).tiny)
@@ -117,14 +119,16 @@ def scale_zero_point(lo: np.ndarray, hi: np.ndarray, bits: int,
     return scale.astype(np.float32), np.where(empty, 0, zp).astype(np.int64)
 
 
-def quantize_codes(x: np.ndarray, scale: np.ndarray, zp: np.ndarray, qmin: int,
+def quantize_codes(x: np.ndarray, scale: np.ndarray | np.generic, zp: np.ndarray | np.generic,
+                   qmin: int,
                    qmax: int) -> np.ndarray:
     """`clip(rint(x / scale) + zp, qmin, qmax)` in float32, as onnxruntime's QuantizeLinear."""
     ratio = np.asarray(x, np.float32) / np.asarray(scale, np.float32)
     return np.clip(np.rint(ratio) + zp, qmin, qmax).astype(np.int32)
 
 
-def dequantize_codes(q: np.ndarray, scale: np.ndarray, zp: np.ndarray) -> np.ndarray:
+def dequantize_codes(q: np.ndarray, scale: np.ndarray | np.generic,
+                     zp: np.ndarray | np.generic) -> np.ndarray:
     """`float32(q - zp) * scale`, as onnxruntime's DequantizeLinear."""
     diff = np.asarray(q, np.int32) - np.asarray(zp, np.int32)
     return diff.astype(np.float32) * np.asarray(scale, np.float32)
@@ -148,6 +152,7 @@ def _to_groups(w: np.ndarray, granularity: str, axis: int,
     if granularity == "per_channel":
         moved = np.moveaxis(w, axis, 0)
         return moved.reshape(moved.shape[0], -1), (moved.shape[0],)
+    assert block_size is not None  # per_block params carry their block size
     moved = np.moveaxis(w, block_axis_of(axis), -1)
     blocks = -(-moved.shape[-1] // block_size)
     pad = [(0, 0)] * (moved.ndim - 1) + [(0, blocks * block_size - moved.shape[-1])]
@@ -169,10 +174,12 @@ def _expand(params: np.ndarray, w_shape: tuple[int, ...], qp: QuantParams) -> np
     """Broadcast scale or zero point over the weight's shape."""
     if qp.granularity == "per_tensor":
         return params
+    assert qp.axis is not None
     if qp.granularity == "per_channel":
         shape = [1] * len(w_shape)
         shape[qp.axis] = -1
         return params.reshape(shape)
+    assert qp.block_size is not None
     full = np.repeat(params, qp.block_size, axis=qp.axis)
     return np.take(full, np.arange(w_shape[qp.axis]), axis=qp.axis)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,7 @@ def mac_layers(g: Graph) -> tuple[Layer, ...]:
     return tuple(x for x in g.layers if KIND_CATEGORY[x.kind] == CATEGORY_GEMM)
 
 
-def _conv_rows(x: np.ndarray, w_shape: tuple[int, ...], attrs: Mapping) -> np.ndarray:
+def _conv_rows(x: np.ndarray, w_shape: tuple[int, ...], attrs: Mapping[str, Any]) -> np.ndarray:
     """im2col of a 2-D conv input: [G, N*oh*ow, Cg*kh*kw], rows in (n, oh, ow) order and
     columns in (c, kh, kw) order, the order of `w.reshape(G, Cout/G, -1)`."""
     if x.ndim != 4:
@@ -156,6 +157,7 @@ def operand_stats(g: Graph, batches: Iterable[Mapping[str, np.ndarray]],
 
 
 def _stats(name: str, acc: _Acc) -> OperandStats:
+    assert acc.lane_sum is not None and acc.w_nnz is not None  # samples > 0: accumulated
     lanes = acc.lane_sum / acc.samples
     nnz = np.rint(acc.w_nnz / acc.samples).astype(np.int64)
     return OperandStats(name, acc.k, float(lanes.mean()), lanes, nnz, acc.samples)

@@ -30,6 +30,7 @@ from edgesim.errors import UserError
 from edgesim.simulation import runnable
 from hwmodels import kinds
 from hwmodels.cost import Cost, evaluate
+from hwmodels.target import Target
 
 FLOAT = 32
 FRONT_POINTS = 50
@@ -74,12 +75,12 @@ def rest_bits(count: int, float_rest: bool, a_bits: int = 8) -> np.ndarray:
     return np.tile(np.array(pair, dtype=np.int64), (count, 1))
 
 
-def fixed_bits(g: Graph, target: Any) -> np.ndarray:
+def fixed_bits(g: Graph, target: Target) -> np.ndarray:
     """Bits of the layers of `g` the allocator does not choose for (`rest_bits`)."""
     return rest_bits(len(g.layers), kinds.capabilities(target).float_rest)
 
 
-def candidate_bits(target: Any, weight_bits: Sequence[int],
+def candidate_bits(target: Target, weight_bits: Sequence[int],
                    act_bits: Sequence[int] | None) -> np.ndarray:
     """Int [B, 2] candidate (w_bits, a_bits) choices, float32 first (see the module doc)."""
     if act_bits is not None:
@@ -143,7 +144,7 @@ class _Problem:
     fixed_bits: np.ndarray  # [L, 2] bits of the other layers (after target fallbacks)
 
 
-def _problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Any, metric: str,
+def _problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Target, metric: str,
              threads: int | None, runtime: str) -> _Problem:
     full = evaluate(g.layer_table(), choices, target, threads=threads, runtime=runtime)
     index = {layer.name: i for i, layer in enumerate(g.layers)}
@@ -182,7 +183,7 @@ def with_point(front: np.ndarray, point: tuple[float, float]) -> tuple[np.ndarra
 CONTAINER = {w: nbits_container(w) for w in range(2, 9)}
 
 
-def container_note(bits: np.ndarray, target: Any, runtime: str) -> tuple[str, ...]:
+def container_note(bits: np.ndarray, target: Target, runtime: str) -> tuple[str, ...]:
     """Say how widths onnxruntime has no format for are counted (issue: containers)."""
     odd = sorted({int(w) for w in bits[:, 0] if w in CONTAINER and CONTAINER[w] != w})
     if not odd:
@@ -248,7 +249,7 @@ SETTLE_Z = 2.0  # a trace is settled if its bits stay put anywhere within +-2 st
 LOW_END = 1e-3
 
 
-def settled_rule(g: Graph, ga: Graph, target: Any, *, budget: Budget | None = None,
+def settled_rule(g: Graph, ga: Graph, target: Target, *, budget: Budget | None = None,
                  weight_bits: Sequence[int] = DEFAULT_BITS,
                  act_bits: Sequence[int] | None = None, metric: str = "latency",
                  threads: int | None = None, runtime: str = "onnxruntime",
@@ -281,7 +282,7 @@ def settled_rule(g: Graph, ga: Graph, target: Any, *, budget: Budget | None = No
     return rule
 
 
-def _settle_problem(g: Graph, ga: Graph, target: Any, budget: Budget | None,
+def _settle_problem(g: Graph, ga: Graph, target: Target, budget: Budget | None,
                     weight_bits: Sequence[int], act_bits: Sequence[int] | None, metric: str,
                     threads: int | None, runtime: str
                     ) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray, np.ndarray]:
@@ -354,7 +355,7 @@ def sensitivity(g: Graph, method: str, calib_inputs: Mapping[str, np.ndarray] | 
                            bits=tuple(weight_bits), **extra)
 
 
-def allocate(g: Graph, target: Any, *, method: str = "hawq", budget: Budget | None = None,
+def allocate(g: Graph, target: Target, *, method: str = "hawq", budget: Budget | None = None,
              calib_inputs: Mapping[str, np.ndarray] | None = None,
              labels: np.ndarray | None = None, analysis_graph: Graph | None = None,
              sens: Sensitivity | None = None,

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from edgesim.quantize import QuantizeResult
     from edgesim.report import CompileResult
     from edgesim.simulation import Simulation
+    from hwmodels.cpu_schema import CpuTarget
+    from hwmodels.target import Target
+
+    TargetRef = str | os.PathLike[str] | Target  # a shipped name, a YAML path or a target
 
 @dataclass(frozen=True)
 class LayerSummary:
@@ -76,7 +80,7 @@ def targets() -> list[TargetInfo]:
     return out
 
 
-def probe_target(output: str | os.PathLike) -> Any:
+def probe_target(output: str | os.PathLike[str]) -> CpuTarget:
     """Measure this machine, write it as a `cpu` target YAML (atomically) and return it."""
     from compiler.atomic import atomic_write
     from hwmodels.probe import probe_host, target_yaml
@@ -86,7 +90,7 @@ def probe_target(output: str | os.PathLike) -> Any:
     return target
 
 
-def simulate(model: Any, target: Any, *, bits: Any = None, threads: int | None = None,
+def simulate(model: Any, target: TargetRef, *, bits: Any = None, threads: int | None = None,
              runtime: str = "onnxruntime",
              input_shapes: Mapping[str, Sequence[int]] | None = None) -> Simulation:
     """Predict per-layer and total latency, energy and memory of `model` on `target`.
@@ -122,9 +126,10 @@ def simulate(model: Any, target: Any, *, bits: Any = None, threads: int | None =
                           threads=threads, runtime=runtime)
 
 
-def compare_runtimes(model: Any, target: Any, runtimes: Sequence[str] | None = None, *,
+def compare_runtimes(model: Any, target: TargetRef, runtimes: Sequence[str] | None = None, *,
                      bits: Any = "fp32", threads: int | None = None,
-                     input_shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, Any]:
+                     input_shapes: Mapping[str, Sequence[int]] | None = None
+                     ) -> dict[str, Simulation]:
     """One model on one target under several runtime profiles, side by side.
 
     Args:
@@ -150,6 +155,7 @@ def inspect(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None)
     """Lower `model` and summarise every layer (op, output shape, MACs, params, bytes)."""
     g = load_graph(model, input_shapes)
     t = g.layer_table()
+    assert t.fmt_code is not None  # layer_table() fills every column
     rows = tuple(
         LayerSummary(
             name=layer.name, kind=layer.kind, detail=str(layer.attrs.get("fn", "")),
@@ -174,7 +180,7 @@ def example_inputs() -> tuple[str, dict[str, Any], dict[str, Any]]:
             {"input": d["x_test"], "labels": d["y_test"]})
 
 
-def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "edgesim-out",
+def compile(model: Any, target: TargetRef = "rpi5", *, outdir: str | os.PathLike = "edgesim-out",
             calib: Any = None, calib_random: int | None = None, eval_data: Any = None,
             method: str = "hawq", budget: str | None = None,
             weight_bits: Sequence[int] = (2, 3, 4, 6, 8), act_bits: Sequence[int] | None = None,
@@ -271,7 +277,7 @@ def evaluate_model(model: str | os.PathLike, data: str | os.PathLike, *,
     return run_and_time(model, arrays, labels, threads=threads, runs=runs)
 
 
-def allocate(model: Any, target: Any = "rpi5", *, method: str = "hawq",
+def allocate(model: Any, target: TargetRef = "rpi5", *, method: str = "hawq",
              budget: str | Budget | None = None, calib: Any = None,
              calib_random: int | None = None, weight_bits: Sequence[int] = (2, 3, 4, 6, 8),
              act_bits: Sequence[int] | None = None, metric: str = "latency",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +51,7 @@ def run_onnx(model: Model, feeds: Mapping[str, np.ndarray],
     return run_batches(model, [feeds], threads)[0]
 
 
-def run_batches(model: Model, batches: Sequence[Mapping[str, np.ndarray]],
+def run_batches(model: Model, batches: Iterable[Mapping[str, np.ndarray]],
                 threads: int | None = None) -> list[dict[str, np.ndarray]]:
     """Run a model on each feed dict with one onnxruntime session; outputs by name."""
     sess = session(model, threads)

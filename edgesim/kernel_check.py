@@ -29,6 +29,7 @@ from compiler.formats import BY_NAME, FLOAT_BITS, FORMAT_CODE, FORMATS, NO_FORMA
 from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph, Layer
 from edgesim.errors import UserError
 from hwmodels.cost import BOUND_NAMES, Cost, evaluate
+from hwmodels.target import Target
 
 FP32 = "fp32"
 # Float compute nodes (after onnxruntime's activation and bias fusions): one label, fp32.
@@ -160,7 +161,7 @@ def running_row(kind: str, kernel: str, quantized: bool) -> str | None:
                  if kind in row.kinds and planned_kernel(row) == kernel), None)
 
 
-def recost(g: Graph, bits: np.ndarray, target: Any, rows: Sequence[KernelRow], *,
+def recost(g: Graph, bits: np.ndarray, target: Target, rows: Sequence[KernelRow], *,
            threads: int | None = None, runtime: str = "onnxruntime"
            ) -> dict[str, tuple[str, Cost]]:
     """Cost of every mismatched layer for the kernel onnxruntime runs.
@@ -183,6 +184,7 @@ def recost(g: Graph, bits: np.ndarray, target: Any, rows: Sequence[KernelRow], *
             r.kind, r.onnxruntime, bool(bits[i, 0] < FLOAT_BITS or bits[i, 1] < FLOAT_BITS))
         if name is None:
             continue
+        assert i is not None  # a running row was named for a layer of the graph
         codes = np.full(len(table), NO_FORMAT, np.int64)
         codes[i] = FORMAT_CODE[name]
         cost = evaluate(dataclasses.replace(table, fmt_code=codes), bits[i:i + 1], target,
@@ -192,7 +194,8 @@ def recost(g: Graph, bits: np.ndarray, target: Any, rows: Sequence[KernelRow], *
 
 
 def _row_of(cost: Cost, i: int) -> Cost:
-    return Cost(*(None if v is None else v[i:i + 1] for v in dataclasses.astuple(cost)))
+    return Cost(*(None if v is None else v[i:i + 1]  # type: ignore[arg-type]  # row i of each
+                  for v in dataclasses.astuple(cost)))
 
 
 def _rerun(x: Any, row: str, cost: Cost) -> Any:
@@ -205,7 +208,7 @@ def _rerun(x: Any, row: str, cost: Cost) -> Any:
              f"planned {x.planned_kernel} ({x.latency_ms:.4g} ms)".lstrip("; "))
 
 
-def with_running_costs(result: Any, g: Graph, bits: np.ndarray, target: Any, *,
+def with_running_costs(result: Any, g: Graph, bits: np.ndarray, target: Target, *,
                        threads: int | None = None, runtime: str = "onnxruntime") -> Any:
     """A compile result (`edgesim.report.CompileResult`) whose layers that onnxruntime runs
     with another kernel than planned are costed for what runs (`--kernel-check report`),

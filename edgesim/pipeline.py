@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,10 @@ from edgesim.progress import Progress
 from edgesim.report import CompileResult, build_result, write_reports
 from edgesim.simulation import totals
 from hwmodels import kinds
+
+if TYPE_CHECKING:
+    from edgesim.api import TargetRef
+    from hwmodels.target import Target
 
 DEFAULT_CALIB_SAMPLES = 32
 ANALYSIS_SAMPLES = 32  # calibration samples the sensitivity analysis uses
@@ -109,7 +113,7 @@ def _built(model: Any) -> Any:
     return model
 
 
-def _settled(g: Graph, ga: Graph, target: Any, options: CompileOptions) -> Any:
+def _settled(g: Graph, ga: Graph, target: Target, options: CompileOptions) -> Any:
     """HAWQ's stopping rule for this compile's allocation (None for the other methods)."""
     if options.method != "hawq":
         return None
@@ -152,7 +156,7 @@ def _analysis_inputs(data: cal.CalibrationData, labels: np.ndarray | None, ga: G
             None if labels is None else labels[:n])
 
 
-def _check_memory(g: Graph, bits: np.ndarray, target: Any, which: str,
+def _check_memory(g: Graph, bits: np.ndarray, target: Target, which: str,
                   suggest: bool = True) -> None:
     """A target with a `memory_fit` capability (an MCU) must hold the weights in flash and the
     largest layer's activations in SRAM; `which` says what assignment `bits` is, for the
@@ -197,7 +201,7 @@ def read_assignment(g: Graph, path: str) -> np.ndarray:
     return assignment.resolve(g, data)
 
 
-def _provenance(g: Graph, target: Any, alloc: Any, options: CompileOptions) -> EmitOptions:
+def _provenance(g: Graph, target: Target, alloc: Any, options: CompileOptions) -> EmitOptions:
     """metadata_props of the emitted model: target, method, budget, predicted latency."""
     predicted = {layer.name: round(float(alloc.cost.latency_s[i, 0]) * 1e3, 6)
                  for i, layer in enumerate(g.layers)}
@@ -208,7 +212,7 @@ def _provenance(g: Graph, target: Any, alloc: Any, options: CompileOptions) -> E
         ("edgesim.predicted_latency_ms", json.dumps(predicted, separators=(",", ":")))))
 
 
-def _smallest(g: Graph, target: Any, weight_bits: Sequence[int]) -> np.ndarray:
+def _smallest(g: Graph, target: Target, weight_bits: Sequence[int]) -> np.ndarray:
     """The assignment with the least memory: MAC layers at the fewest bits, 8-bit activations."""
     from edgesim.assignment import quantisable
 
@@ -238,7 +242,7 @@ def _fidelity(g: Graph, model_path: Path, reference: np.ndarray, data: cal.Calib
             "fp32_accuracy": fp32_acc}
 
 
-def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: Any = None,
+def compile_model(model: Any, target: TargetRef, outdir: str | os.PathLike, *, calib: Any = None,
                   calib_random: int | None = None, eval_data: Any = None,
                   options: CompileOptions = CompileOptions()) -> CompileResult:
     """Load, calibrate, analyse, allocate, quantise, emit and report (see `edgesim compile`).
@@ -259,7 +263,7 @@ def compile_model(model: Any, target: Any, outdir: str | os.PathLike, *, calib: 
         return _compile(model, target, folder, calib, calib_random, eval_data, options)
 
 
-def _compile(model: Any, target: Any, outdir: Path, calib: Any, calib_random: int | None,
+def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_random: int | None,
              eval_data: Any, options: CompileOptions) -> CompileResult:
     """`compile_model` inside its claimed output folder."""
     from edgesim.loading import load_graph, resolve_target
@@ -319,7 +323,7 @@ def _compile(model: Any, target: Any, outdir: Path, calib: Any, calib_random: in
             ref = recorder.result(data) if recorder else None
             if ref is None and (acts or gptq or eval_data is None):
                 ref = float_pass(g, data, stats=acts or gptq, grams=gptq)
-            gq, stats = g, ref and ref.stats
+            gq, stats = g, ref.stats if ref else None
             if options.sparsity:  # thresholds on MAC inputs where the target skips zeros
                 gq = apply_sparsity(g, tgt, data.samples, options.sparsity, bits)
                 if (acts or gptq) and gq is not g:
@@ -332,6 +336,7 @@ def _compile(model: Any, target: Any, outdir: Path, calib: Any, calib_random: in
         with progress.phase("measuring fidelity in onnxruntime"):
             if eval_data is not None:
                 ref = float_pass(g, held_out[0], stats=False)
+            assert ref is not None  # the float pass above ran (no recorder, or eval data)
             fidelity = _fidelity(gq, model_path, ref.outputs, *held_out,
                                  options.fidelity_metric)
             _check_fidelity(fidelity, options.min_fidelity)
@@ -351,7 +356,7 @@ def _compile(model: Any, target: Any, outdir: Path, calib: Any, calib_random: in
     return replace(result, files={k: str(outdir / Path(v).name) for k, v in result.files.items()})
 
 
-def _knee_note(g: Graph, bits: np.ndarray, target: Any) -> tuple[str, ...]:
+def _knee_note(g: Graph, bits: np.ndarray, target: Target) -> tuple[str, ...]:
     """Why the knee (no budget) barely compressed: fewer bits buy the target little."""
     from edgesim.assignment import has_weights, quantisable
 
@@ -374,7 +379,7 @@ def _metric_total(alloc: Any, metric: str) -> float:
                                      + c.energy_pj_dram).sum()}[metric]())
 
 
-def _uniform_allocation(g: Graph, target: Any, sens: Any, options: CompileOptions) -> Any:
+def _uniform_allocation(g: Graph, target: Target, sens: Any, options: CompileOptions) -> Any:
     """`--method uniform`: every MAC layer at one weight width -- the widest candidate whose
     uniform assignment meets the budget (8 bits, or the widest below 8, without one). A bits
     budget of w with only w to choose from forces every MAC layer to w exactly."""
@@ -417,7 +422,7 @@ def _check_fidelity(fidelity: Mapping[str, Any], minimum: float | None) -> None:
                         "--budget or --weight-bits without the smallest widths)")
 
 
-def _baseline(g: Graph, target: Any, options: CompileOptions) -> Any:
+def _baseline(g: Graph, target: Target, options: CompileOptions) -> Any:
     """Float32 totals on the target (layers it cannot run in float take their fallbacks)."""
     from edgesim.simulation import runnable
 
@@ -446,11 +451,12 @@ def _smoothed(g: Graph, absmax: Mapping[str, np.ndarray], options: CompileOption
 
     if not absmax:
         return g
+    assert options.smooth_quant is not None  # absmax is empty without it
     note = f"SmoothQuant (alpha {options.smooth_quant}) at {len(absmax)} norm layers"
     return replace(smooth(g, absmax, options.smooth_quant), notes=g.notes + (note,))
 
 
-def _quant_options(options: CompileOptions, target: Any) -> QuantOptions:
+def _quant_options(options: CompileOptions, target: Target) -> QuantOptions:
     """The quantize pass's options: the format policy's target capabilities (int8
     MatMulNBits where MLAS has it), the user's activation range method and weight rounding."""
     from compiler.passes.calibrate import METHODS

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
@@ -46,7 +47,7 @@ def axis_label(column: str) -> str:
     return f"{words} ({unit})" if unit else words
 
 
-def wants_log(values: Sequence[float]) -> bool:
+def wants_log(values: Sequence[float] | np.ndarray) -> bool:
     """True when the finite values are all positive and span more than two decades."""
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
@@ -61,9 +62,9 @@ def _new_figure(width: float = 6.4, height: float = 4.8) -> Figure:
     return fig
 
 
-def front_plot(points: Mapping[str, Sequence[float]], x: str, y: str, *,
-               color: str | None = None, highlight: Sequence[bool] | None = None,
-               marks: Mapping[str, tuple[float, float]] | None = None,
+def front_plot(points: Mapping[str, Sequence[float] | np.ndarray], x: str, y: str, *,
+               color: str | None = None, highlight: Sequence[bool] | np.ndarray | None = None,
+               marks: Mapping[str, Sequence[float]] | None = None,
                title: str = "") -> Figure:
     """Scatter of two objectives with the non-dominated points drawn as a front.
 
@@ -105,7 +106,7 @@ def front_plot(points: Mapping[str, Sequence[float]], x: str, y: str, *,
     return fig
 
 
-def _draw_front(ax: object, xs: np.ndarray, ys: np.ndarray, front: np.ndarray) -> None:
+def _draw_front(ax: Axes, xs: np.ndarray, ys: np.ndarray, front: np.ndarray) -> None:
     order = np.argsort(xs[front], kind="stable")
     fx, fy = xs[front][order], ys[front][order]
     ax.step(fx, fy, where="post", color="black", linewidth=1.0, alpha=0.7)
@@ -113,14 +114,14 @@ def _draw_front(ax: object, xs: np.ndarray, ys: np.ndarray, front: np.ndarray) -
                label=f"non-dominated ({int(front.sum())})")
 
 
-def _scale_axes(ax: object, xs: np.ndarray, ys: np.ndarray) -> None:
+def _scale_axes(ax: Axes, xs: np.ndarray, ys: np.ndarray) -> None:
     if wants_log(xs):
         ax.set_xscale("log")
     if wants_log(ys):
         ax.set_yscale("log")
 
 
-def normalised(values: Sequence[float]) -> np.ndarray:
+def normalised(values: Sequence[float] | np.ndarray) -> np.ndarray:
     """Values mapped to [0, 1] per column: min -> 0, max -> 1 (log10 first when `wants_log`);
     a constant column maps to 0.5."""
     v = np.asarray(values, dtype=np.float64)
@@ -129,7 +130,7 @@ def normalised(values: Sequence[float]) -> np.ndarray:
     return np.full(v.shape, 0.5) if high == low else (v - low) / (high - low)
 
 
-def summary_plot(points: Mapping[str, Sequence[float]], columns: Sequence[str], *,
+def summary_plot(points: Mapping[str, Sequence[float] | np.ndarray], columns: Sequence[str], *,
                  color: str | None = None, title: str = "") -> Figure:
     """Parallel coordinates of several objectives: one polyline per point.
 

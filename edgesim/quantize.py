@@ -236,7 +236,9 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
     data = _calibration_data(g, calib, calib_random, needed)
     if needed and data and (stats is None or (gptq and not stats.grams)):
         stats = float_pass(g, data, stats=True, grams=gptq).stats        # ranges (+ X^T X)
-    emb = _auto_embedding_bits(assign, g) if embedding_bits == "auto" else embedding_bits
+    if isinstance(embedding_bits, str) and embedding_bits != "auto":
+        raise UserError("--embedding-bits", f"must be bits or 'auto', got {embedding_bits!r}")
+    emb = _auto_embedding_bits(assign, g) if isinstance(embedding_bits, str) else embedding_bits
     opts = replace(options or QuantOptions(), embedding_bits=emb)
     qg = quantize(g, assign, stats, opts)                                 # annotate + weights
     verify(qg)

@@ -17,6 +17,7 @@ from edgesim.allocation import AllocationResult
 from edgesim.budget import UNITS, format_bytes
 from edgesim.simulation import Totals
 from hwmodels.cost import BOUND_NAMES
+from hwmodels.target import Target
 
 # display unit of each metric (the first unit budgets list): (unit, factor from base units)
 DISPLAY = {metric: (unit or "bits", 1.0 / factor)
@@ -94,6 +95,7 @@ def versions() -> dict[str, str]:
 
 def _rows(g: Graph, alloc: AllocationResult, formats: dict[str, Any]) -> tuple[LayerRow, ...]:
     table, cost, bits = g.layer_table(), alloc.cost, alloc.bits
+    assert cost.weight_bytes is not None  # Cost fills it
     column = {int(b): j for j, b in enumerate(alloc.sens.bits)}
     omega = {name: alloc.sens.omega[i] for i, name in enumerate(alloc.sens.layers)}
     rows = []
@@ -120,12 +122,13 @@ def _display(metric: str, value: float) -> float:
     return value * DISPLAY[metric][1]
 
 
-def build_result(g: Graph, target: Any, alloc: AllocationResult, quant: Any,
+def build_result(g: Graph, target: Target, alloc: AllocationResult, quant: Any,
                  fidelity: dict[str, Any], baseline: Any, data: Any, options: Any,
                  outdir: Path, timings: dict[str, float]) -> CompileResult:
     """Assemble the report of one compile run."""
     rows = _rows(g, alloc, {r.name: r for r in quant.layers})
     q = [r for r in rows if r.sensitivity is not None]
+    assert alloc.cost.act_bytes is not None  # Cost fills it
     params = sum(r.params for r in q)
     avg_bits = sum(min(r.w_bits, 32) * r.params for r in q) / max(params, 1)
     result = Totals(sum(r.latency_ms for r in rows), sum(r.energy_uj for r in rows) * 1e-3,

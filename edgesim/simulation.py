@@ -10,6 +10,7 @@ import numpy as np
 from compiler.ir import Graph, Quant
 from hwmodels import kinds
 from hwmodels.cost import BOUND_NAMES, Cost, evaluate
+from hwmodels.target import Target
 
 FP32 = np.array([[32, 32]])
 # what a layer falls back to when the target cannot run its bits, in order of preference
@@ -68,7 +69,7 @@ def pick(cost: Cost, choice: np.ndarray) -> Cost:
     return Cost(**fields)
 
 
-def runnable(graph: Graph, bits: np.ndarray, target: Any, threads: int | None = None,
+def runnable(graph: Graph, bits: np.ndarray, target: Target, threads: int | None = None,
              runtime: str = "onnxruntime") -> tuple[np.ndarray, Cost]:
     """Bits the target can run, and their cost [L, 1].
 
@@ -87,7 +88,7 @@ def runnable(graph: Graph, bits: np.ndarray, target: Any, threads: int | None = 
     return out, pick(full, np.array([column[tuple(r)] for r in out], dtype=np.int64))
 
 
-def remap_note(before: np.ndarray, after: np.ndarray, target: Any) -> tuple[str, ...]:
+def remap_note(before: np.ndarray, after: np.ndarray, target: Target) -> tuple[str, ...]:
     """A note saying how many layers run at other bits than assigned, and at which."""
     moved = np.any(before != after, axis=1)
     if not moved.any():
@@ -100,6 +101,7 @@ def remap_note(before: np.ndarray, after: np.ndarray, target: Any) -> tuple[str,
 def totals(cost: Cost) -> Totals:
     """Whole-model latency, energy, weight storage and peak live activations of a [L, 1] Cost."""
     t = cost.total()
+    assert t.weight_bytes is not None and t.act_bytes is not None  # Cost fills them
     return Totals(float(t.latency_s[0]) * 1e3, float(t.energy_pj[0]) * 1e-9,
                   float(t.weight_bytes[0]), float(t.act_bytes[0]))
 
@@ -116,7 +118,7 @@ def planned_bits(graph: Graph) -> np.ndarray:
                     dtype=np.int64).reshape(-1, 2)
 
 
-def simulate_graph(graph: Graph, target: Any, bits: np.ndarray, *, threads: int | None = None,
+def simulate_graph(graph: Graph, target: Target, bits: np.ndarray, *, threads: int | None = None,
                    runtime: str = "onnxruntime") -> Simulation:
     """Per-layer and total predicted cost of `graph` at `bits` ([L, 2]) on `target`."""
     run_bits, cost = runnable(graph, bits, target, threads, runtime)
@@ -125,6 +127,7 @@ def simulate_graph(graph: Graph, target: Any, bits: np.ndarray, *, threads: int 
     notes = fit_notes(graph, run_bits, target) + remap_note(bits, run_bits, target) + tuple(
         f"baseline: {n}" for n in remap_note(fp32, base_bits, target))
     bits = run_bits
+    assert cost.weight_bytes is not None  # Cost fills it
     macs = graph.layer_table().macs
     rows = tuple(
         LayerCost(layer.name, layer.kind, int(bits[i, 0]), int(bits[i, 1]), int(macs[i]),
@@ -136,7 +139,7 @@ def simulate_graph(graph: Graph, target: Any, bits: np.ndarray, *, threads: int 
                       totals(cost), totals(base), notes)
 
 
-def fit_notes(graph: Graph, bits: np.ndarray, target: Any) -> tuple[str, ...]:
+def fit_notes(graph: Graph, bits: np.ndarray, target: Target) -> tuple[str, ...]:
     """What overflows the target's memories at `bits`, for kinds with a `memory_fit` check (an
     MCU holds the weights in flash and the largest layer's activations in its SRAM arena);
     latencies of a model that does not fit are not a deployment's."""

@@ -8,9 +8,9 @@ Only this module wires `compiler.sparsity` / `compiler.passes.sparsify` to
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +27,10 @@ from hwmodels import configs
 from hwmodels.macarray import MacArrayTarget
 from hwmodels.macarray import evaluate as macarray_evaluate
 from hwmodels.sparsity import data_driven_cycles, expected_cycles, lane_cycles
+from hwmodels.target import Target
+
+if TYPE_CHECKING:
+    from edgesim.report import CompileResult
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,7 @@ def _dram_pj_per_byte(target: MacArrayTarget) -> float:
     return float(configs.from_targets([target]).cfg_f[0, 2])
 
 
-def joint_costs(g: Graph, per_level_stats: list[Mapping[str, OperandStats]],
+def joint_costs(g: Graph, per_level_stats: Sequence[Mapping[str, OperandStats]],
                 per_level: list[dict[str, Threshold]], layers: tuple[str, ...],
                 bit_pairs: tuple[tuple[int, int], ...], target: MacArrayTarget) -> np.ndarray:
     """[L, B, S] latency of each allocated layer (its threshold layer included) at each bit
@@ -200,7 +204,7 @@ MAX_SAMPLES = 32  # calibration samples the threshold search runs over
 MAX_KL = 0.002
 
 
-def skips_activations(target: Any) -> bool:
+def skips_activations(target: Target) -> bool:
     """True if `target` turns activation zeros into saved cycles (a zero-skipping array)."""
     return getattr(target, "sparsity", "none") in ("skip_activations", "skip_both")
 
@@ -226,7 +230,7 @@ def choose_levels(g: Graph, feeds: list[Feeds], levels: tuple[float, ...],
     return {n: levels[s] for n, s in zip(layers, pick)}
 
 
-def apply_sparsity(g: Graph, target: Any, samples: Mapping[str, np.ndarray],
+def apply_sparsity(g: Graph, target: Target, samples: Mapping[str, np.ndarray],
                    levels: tuple[float, ...], bits: np.ndarray | None = None) -> Graph:
     """`g` with calibrated thresholds in front of its MAC layers where they pay on `target`,
     and notes saying what was done (or why nothing was) and what it predicts.
@@ -242,6 +246,7 @@ def apply_sparsity(g: Graph, target: Any, samples: Mapping[str, np.ndarray],
         return replace(g, notes=g.notes + (
             f"sparsity: not applied: {target.name} gains nothing from activation zeros "
             "(onnxruntime's CPU kernels have no sparse-activation path)",))
+    assert isinstance(target, MacArrayTarget)  # only a zero-skipping MAC array skips them
     feeds = _feeds(g, samples)
     chosen = {n: lvl for n, lvl in choose_levels(g, feeds, tuple(levels), target).items()
               if lvl > 0}
@@ -280,13 +285,14 @@ def _latency_note(g: Graph, gs: Graph, feeds: list[Feeds], stats: Mapping[str, O
             f"-> {s * 1e3:.4g} ms with the thresholds ({d / s:.3f}x)")
 
 
-def with_sparse_costs(result: Any, g: Graph, gs: Graph, samples: Mapping[str, np.ndarray],
-                      bits: np.ndarray, target: Any) -> Any:
+def with_sparse_costs(result: CompileResult, g: Graph, gs: Graph,
+                      samples: Mapping[str, np.ndarray], bits: np.ndarray, target: Target
+                      ) -> CompileResult:
     """A compile result (`edgesim.report.CompileResult`) whose thresholded MAC layers are
     costed at the density their thresholds leave: each layer's latency is scaled by the
     per-lane model's sparse/dense ratio at the chosen bits, and the headline total with it
     (the allocation itself was costed at the dense model's densities)."""
-    if gs is g or not skips_activations(target):
+    if gs is g or not isinstance(target, MacArrayTarget) or not skips_activations(target):
         return result
     feeds = _feeds(g, samples)
     dense, sparse = _plan_pair(g, gs, feeds, operand_stats(gs, feeds), bits, target)

@@ -24,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from compiler.ir import Graph
 from edgesim import assignment
 from edgesim import calibration as cal
 from edgesim.simulation import simulate_graph
+
+if TYPE_CHECKING:
+    from hwmodels.target import Target
 
 NODE_SUFFIX = "_kernel_time"  # onnxruntime profile event of one node's kernel
 # onnxruntime's NchwcTransformer (x86 AVX2 / AVX-512) renames a converted node's outputs
@@ -216,8 +219,8 @@ def busy_host_ms(model: Any, feeds: Mapping[str, np.ndarray], threads: int,
     return min(wall, sum(nodes.values()))
 
 
-def validate(model: Any, target: Any, *, bits: Any = "fp32", threads: int = 1, runs: int = 20,
-             calib_random: int = 8, stat: str = "median") -> Validation:
+def validate(model: Any, target: Target, *, bits: Any = "fp32", threads: int = 1,
+             runs: int = 20, calib_random: int = 8, stat: str = "median") -> Validation:
     """Run `model` at `bits` here, profiled, and compare with the prediction on `target`.
 
     Args:

@@ -109,7 +109,7 @@ def _floats(targets: Sequence[Any], node: np.ndarray) -> np.ndarray:
 
 def _precision_tables(targets: Sequence[Any]) -> list[tuple[np.ndarray, np.ndarray]]:
     """One table per target, built once per distinct (precisions, node): sweeps share few."""
-    memo: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+    memo: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray]] = {}
     for t in targets:
         key = (t.precisions, t.process_nm)
         if key not in memo:

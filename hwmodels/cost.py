@@ -76,6 +76,7 @@ class Cost:
         time = self.latency_s
         share = np.stack([np.where(self.bound == b, time, 0.0).sum(axis=-2) for b in range(4)])
         util = _busy(self.util, time).sum(axis=-2) / np.maximum(time.sum(axis=-2), 1e-300)
+        assert self.act_bytes is not None  # __post_init__ fills it
         return Cost(**sums, bound=share.argmax(axis=0), util=util,
                     act_bytes=self.act_bytes.max(axis=-2, initial=0.0))
 
@@ -84,6 +85,7 @@ class Cost:
         sums = {name: getattr(self, name) + getattr(other, name) for name in _SUMMED}
         time = self.latency_s + other.latency_s
         busy = _busy(self.util, self.latency_s) + _busy(other.util, other.latency_s)
+        assert self.act_bytes is not None and other.act_bytes is not None  # __post_init__ fills
         return Cost(**sums,
                     bound=np.where(self.latency_s >= other.latency_s, self.bound, other.bound),
                     util=busy / np.maximum(time, 1e-300),

@@ -37,10 +37,11 @@ from hwmodels import cpu_x86, energy
 from hwmodels.cost import Cost, check_bits, memory_bytes
 from hwmodels.cpu_schema import ISA_FEATURES as ISA_FEATURES
 from hwmodels.cpu_schema import CacheLevel as CacheLevel
-from hwmodels.cpu_schema import CpuTarget
+from hwmodels.cpu_schema import CpuTarget as CpuTarget
 from hwmodels.cpu_schema import Dram as Dram
 from hwmodels.cpu_schema import Power as Power
-from hwmodels.kernels import cpu as K
+from hwmodels.kernels import cpu as kernel
+from hwmodels.kernels import cpu_layout as K  # the kernel's array layout and path codes
 from hwmodels.kernels import cpu_ncnn as ncnn_facts
 
 RUNTIMES = {"onnxruntime": K.RUNTIME_ORT, "ideal": K.RUNTIME_IDEAL, "ncnn": K.RUNTIME_NCNN,
@@ -404,7 +405,7 @@ def evaluate_configs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuT
     caches = np.stack([cache_rows(t) for t in targets])
     paths = np.stack([path_table(t, code, runtime not in LEGACY_RUNTIMES) for t in targets])
     out = np.zeros((K.NO, len(targets), len(table), len(bits)))
-    K.evaluate(layer_array(table), per_bit, resident, choice.astype(np.int64), params, caches,
+    kernel.evaluate(layer_array(table), per_bit, resident, choice.astype(np.int64), params, caches,
                paths, code, out)
     _, act = memory_bytes(table, bits)
     return Cost(**dict(zip(_COST_FIELDS, out)), weight_bytes=out[K.O_WBYTES],

@@ -14,6 +14,7 @@ the off-chip interface, not by the logic node of the accelerator.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 HOROWITZ_NODE_NM = 45.0
 INT8_ADD_PJ, INT32_ADD_PJ = 0.03, 0.1
@@ -25,12 +26,12 @@ DRAM_64BIT_PJ = (1300.0 + 2600.0) / 2  # midpoint of Horowitz's 1.3-2.6 nJ range
 FLOAT_BITS = (16, 32)
 
 
-def node_scale(node_nm: float | np.ndarray) -> float | np.ndarray:
+def node_scale(node_nm: npt.ArrayLike) -> float | np.ndarray:
     """Energy factor from Horowitz's 45 nm to `node_nm` (linear in feature size; see module)."""
     return np.asarray(node_nm, dtype=np.float64) / HOROWITZ_NODE_NM
 
 
-def mult_pj(w_bits: np.ndarray, a_bits: np.ndarray, node_nm: float) -> np.ndarray:
+def mult_pj(w_bits: npt.ArrayLike, a_bits: npt.ArrayLike, node_nm: npt.ArrayLike) -> np.ndarray:
     """Multiply energy, pJ. Integers: array-multiplier energy grows with w_bits * a_bits, anchored
     at Horowitz's 8x8 = 0.2 pJ. A float on either side promotes both operands to that float."""
     w, a = np.asarray(w_bits, np.float64), np.asarray(a_bits, np.float64)
@@ -40,7 +41,7 @@ def mult_pj(w_bits: np.ndarray, a_bits: np.ndarray, node_nm: float) -> np.ndarra
     return np.where(wide >= 16, floats, ints) * node_scale(node_nm)
 
 
-def int_add_pj(bits: np.ndarray, node_nm: float) -> np.ndarray:
+def int_add_pj(bits: npt.ArrayLike, node_nm: npt.ArrayLike) -> np.ndarray:
     """Integer add energy, pJ, for any width (accumulators included): linear in width through
     Horowitz's 8-bit 0.03 / 32-bit 0.1 pJ points (ripple-carry energy ~ width)."""
     b = np.asarray(bits, np.float64)
@@ -49,14 +50,14 @@ def int_add_pj(bits: np.ndarray, node_nm: float) -> np.ndarray:
     return pj * node_scale(node_nm)
 
 
-def add_pj(bits: np.ndarray, node_nm: float) -> np.ndarray:
+def add_pj(bits: npt.ArrayLike, node_nm: npt.ArrayLike) -> np.ndarray:
     """Add energy, pJ, in the bit-choice convention: 16 and 32 are fp16 / fp32, 1-8 integers."""
     b = np.asarray(bits, np.float64)
     floats = np.where(b >= 32, FP32_ADD_PJ, FP16_ADD_PJ) * node_scale(node_nm)
     return np.where(np.isin(b, FLOAT_BITS), floats, int_add_pj(b, node_nm))
 
 
-def mac_pj(w_bits: np.ndarray, a_bits: np.ndarray, node_nm: float) -> np.ndarray:
+def mac_pj(w_bits: npt.ArrayLike, a_bits: npt.ArrayLike, node_nm: npt.ArrayLike) -> np.ndarray:
     """One multiply-accumulate, pJ: multiply plus an accumulate add. Integer products accumulate
     in 32 bits (Horowitz's 32-bit add); float products in the float's own adder."""
     w, a = np.asarray(w_bits, np.float64), np.asarray(a_bits, np.float64)
@@ -65,7 +66,7 @@ def mac_pj(w_bits: np.ndarray, a_bits: np.ndarray, node_nm: float) -> np.ndarray
     return mult_pj(w, a, node_nm) + acc
 
 
-def sram_pj_per_byte(size_kib: np.ndarray, node_nm: float) -> np.ndarray:
+def sram_pj_per_byte(size_kib: npt.ArrayLike, node_nm: npt.ArrayLike) -> np.ndarray:
     """SRAM read/write energy per byte for a buffer of `size_kib`: log-log interpolation of
     Horowitz's 64-bit access energies (8 KB, 32 KB, 1 MB), extrapolated with the end slopes."""
     sizes = np.log([s for s, _ in SRAM_64BIT_PJ])

@@ -133,11 +133,11 @@ def evaluate_configs(table: LayerTable, bits: np.ndarray, cfg: MacArrayConfigs,
     """
     bits = check_bits(bits)
     lay_i, lay_f = layer_arrays(table)
-    rates, energies = configs_mod.precision_rates(cfg, bits) if rates is None else rates
+    rate_table, energies = configs_mod.precision_rates(cfg, bits) if rates is None else rates
     out = np.empty((7, len(cfg), len(table), len(bits)))
     run = kernel.evaluate if out.size >= PARALLEL_MIN else kernel.evaluate_serial
     run(lay_i, lay_f, bits[:, 0].astype(np.float64), bits[:, 1].astype(np.float64),
-                    cfg.cfg_i, cfg.cfg_f, rates, energies, out)
+                    cfg.cfg_i, cfg.cfg_f, rate_table, energies, out)
     weight, act = memory_bytes(table, bits)
     shape = out.shape[1:]
     return Cost(**dict(zip(_COST_FIELDS, out)), weight_bytes=np.broadcast_to(weight, shape),

@@ -62,4 +62,5 @@ def run(p: PreparedCall) -> Cost:
     out = np.empty((7, len(p.cfg_i), len(p.lay_i), len(p.w_bits)))
     call = kernel.evaluate if out.size >= PARALLEL_MIN else kernel.evaluate_serial
     call(p.lay_i, p.lay_f, p.w_bits, p.a_bits, p.cfg_i, p.cfg_f, p.rates, p.energies, out)
-    return Cost(*out[:, 0], weight_bytes=p.weight_bytes, act_bytes=p.act_bytes)
+    # out holds the 7 array fields before weight_bytes; mypy cannot count an array's rows
+    return Cost(*out[:, 0], weight_bytes=p.weight_bytes, act_bytes=p.act_bytes)  # type: ignore[misc]

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -143,13 +143,15 @@ def measure_copy_gbps(nbytes: int, seconds: float) -> float:
 
 
 # one cycle of typical non-GEMM nodes (broadcast arithmetic, normalisation, softmax, ...)
-_STREAM_CYCLE = (("Add", ("b",), {}), ("Mul", ("b",), {}), ("Softmax", (), {"axis": -1}),
+# (op type, initializer roles, attributes) per node of the cycle
+_Cycle = tuple[tuple[str, tuple[str, ...], dict[str, Any]], ...]  # attrs: ONNX attribute values
+_STREAM_CYCLE: _Cycle = (("Add", ("b",), {}), ("Mul", ("b",), {}), ("Softmax", (), {"axis": -1}),
                  ("LayerNormalization", ("s", "b"), {"axis": -1}), ("Sigmoid", (), {}),
                  ("Sub", ("b",), {}))
-_GEMM_CYCLE = (("MatMul", ("w",), {}),)
+_GEMM_CYCLE: _Cycle = (("MatMul", ("w",), {}),)
 
 
-def _chain_model(cycle: tuple, n_ops: int, shape: tuple[int, ...],
+def _chain_model(cycle: _Cycle, n_ops: int, shape: tuple[int, ...],
                  inits: dict[str, np.ndarray]) -> Any:
     """An ONNX chain of `n_ops` nodes on one float input, cycling through `cycle`'s
     (op, extra inputs, attributes)."""
@@ -179,7 +181,8 @@ def _time_session(model: Any, x: np.ndarray, threads: int, seconds: float) -> fl
     feed = {"t0": x}
     sess.run(None, feed)
     clock = time.thread_time if threads == 1 else time.perf_counter
-    times, end = [], time.perf_counter() + seconds
+    times: list[float] = []
+    end = time.perf_counter() + seconds
     while time.perf_counter() < end or len(times) < 5:
         t0 = clock()
         sess.run(None, feed)
@@ -317,7 +320,7 @@ _OVERHEAD_ASSUMED = {"op_overhead_us": 1.0, "gemm_overhead_us": 2.0, "run_overhe
 
 
 def _probe_runtime(cores: int, seconds: float, measured: str, parallel_efficiency: float = 1.0
-                   ) -> tuple[dict[str, float], dict[str, str]]:
+                   ) -> tuple[dict[str, Any], dict[str, str]]:
     got = measure_ort_overheads(cores, seconds, parallel_efficiency)
     if got is None:
         why = "assumed: onnxruntime not importable when probing"
@@ -350,7 +353,8 @@ def probe_host(*, seconds: float = 0.3) -> CpuTarget:
     cores = len(os.sched_getaffinity(0))
     nominal_ghz, clock_src = clock_ghz(info)
     isa = isa_features(info)
-    arch = "arm64" if platform.machine() in ("aarch64", "arm64") else "x86_64"
+    arch: Literal["arm64", "x86_64"] = ("arm64" if platform.machine() in ("aarch64", "arm64")
+                                        else "x86_64")
     l2 = [c for c in read_caches() if c["level"] <= 2][-1]["size_kib"]
     compute, compute_src, note = _probe_compute(arch, isa, nominal_ghz, cores, l2, seconds,
                                                 measured)

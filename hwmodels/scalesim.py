@@ -9,6 +9,7 @@ its model, so the two are never mixed up.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ class PeerCounts:
     dram_filter_reads: np.ndarray
     dram_ofmap_writes: np.ndarray
 
-    def rows(self) -> list[dict]:
+    def rows(self) -> list[dict[str, Any]]:
         """One dict per layer: name and every count (for JSON reports)."""
         return [{"layer": name, **{f: float(getattr(self, f)[i]) for f in kernel.FIELDS}}
                 for i, name in enumerate(self.layers)]

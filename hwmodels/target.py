@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Protocol, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -43,11 +44,26 @@ class TargetError(ValueError):
         self.what = what
 
 
+class Target(Protocol):
+    """What every target kind's frozen dataclass has (the classes `hwmodels.kinds` registers:
+    `CpuTarget`, `McuTarget`, `MacArrayTarget`, ...); kind-specific fields are read after
+    asking the kind or the class."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def sources(self) -> dict[str, str]: ...
+
+
 # Read from the one registry, `hwmodels.kinds`; a kind module that fails to import raises there.
 TARGET_KINDS: Mapping[str, type] = types.MappingProxyType(kinds.target_classes())
 
 
-def load_target(name_or_path: str | Path) -> Any:
+def load_target(name_or_path: str | os.PathLike[str]) -> Target:
     """Load and validate a target.
 
     Args:
@@ -167,7 +183,7 @@ def shipped_dir() -> Path:
 
 
 
-def target_from_dict(raw: Any, file: str) -> Any:
+def target_from_dict(raw: Any, file: str) -> Target:
     """Validate an already-parsed YAML document; `file` labels the errors."""
     if not isinstance(raw, dict):
         raise TargetError(file, _TOP, f"expected a mapping, got {type(raw).__name__}")
@@ -243,18 +259,18 @@ def _value(tp: Any, v: Any, where: str, file: str, meta: Mapping[str, Any]) -> A
         return _sequence(args[0], v, where, file, meta)
     if origin in (dict, Mapping):
         return _mapping(args[1], v, where, file, meta)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return validate_dataclass(tp, v, where, file)
     return _scalar(tp, v, where, file, meta)
 
 
-def _sequence(tp: Any, v: Any, where: str, file: str, meta: Mapping[str, Any]) -> tuple:
+def _sequence(tp: Any, v: Any, where: str, file: str, meta: Mapping[str, Any]) -> tuple[Any, ...]:
     if not isinstance(v, list):
         raise TargetError(file, where, f"expected a list, got {type(v).__name__}")
     return tuple(_value(tp, x, f"{where}[{i}]", file, meta) for i, x in enumerate(v))
 
 
-def _mapping(tp: Any, v: Any, where: str, file: str, meta: Mapping[str, Any]) -> dict:
+def _mapping(tp: Any, v: Any, where: str, file: str, meta: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(v, dict):
         raise TargetError(file, where, f"expected a mapping, got {type(v).__name__}")
     bad = [k for k in v if not isinstance(k, str)]
@@ -289,7 +305,7 @@ def _num(x: float) -> str:
     return str(int(x)) if x.is_integer() else str(x)
 
 
-def field_paths(target: Any) -> set[str]:
+def field_paths(target: Target) -> set[str]:
     """Every path a `sources` key may name: leaves, enclosing fields, with and without indices."""
     paths: set[str] = set()
     _walk(target, "", paths)
@@ -315,7 +331,7 @@ def _strip_indices(path: str) -> str:
     return path
 
 
-def _check_sources(target: Any, file: str) -> None:
+def _check_sources(target: Target, file: str) -> None:
     known = field_paths(target)
     for key, cite in target.sources.items():
         if key not in known:

@@ -10,7 +10,9 @@ tensor *is* an existing ONNX tensor (an activation that is the identity on its i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -80,9 +82,9 @@ def value_info(name: str, spec: Spec, dims: tuple[int | str, ...] | None = None
     """A typed value_info: the source's declared dims (symbols kept) if given and of the
     same rank, else the IR's static shape."""
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(spec.dtype))
-    shape: list = list(spec.shape)
+    shape: list[int | str | None] = list(spec.shape)
     if dims is not None and len(dims) == len(shape):
-        shape = [None if d == "?" else d for d in dims]
+        shape = [None if d == "?" else d for d in dims]  # None: a symbolic dim
     return helper.make_tensor_value_info(name, elem, shape)
 
 
@@ -97,8 +99,8 @@ class Builder:
         self._used: set[str] = set(graph.types) | set(graph.weights)
         self._alias: dict[str, str] = {}
         self._grids: dict[str, Grid] = {}
-        self._codes: dict[tuple, str] = {}
-        self._param_names: dict[tuple, tuple[str, str]] = {}
+        self._codes: dict[tuple[object, ...], str] = {}
+        self._param_names: dict[tuple[object, ...], tuple[str, str]] = {}
 
     # --- names ---
 
@@ -145,7 +147,8 @@ class Builder:
         self.inits[name] = numpy_helper.from_array(np.asarray(value), name)
         return name
 
-    def tensor(self, base: str, data_type: int, dims: list[int], vals: object,
+    def tensor(self, base: str, data_type: int, dims: list[int],
+               vals: Sequence[int | float] | bytes | np.ndarray,
                raw: bool = False) -> str:
         """A new initializer of an ONNX type numpy lacks (INT4, UINT4, ...)."""
         name = self.fresh(base)
@@ -153,7 +156,7 @@ class Builder:
         return name
 
     def node(self, op_type: str, inputs: list[str], outputs: list[str] | int = 1,
-             base: str = "", domain: str = "", **attrs: object) -> list[str]:
+             base: str = "", domain: str = "", **attrs: Any) -> list[str]:
         """Append a node; `outputs` is a list of names or a count of fresh ones."""
         base = base or op_type.lower()
         for name in inputs:
@@ -245,10 +248,10 @@ class Builder:
         scale counts as per tensor), so that onnxruntime's WeightBiasQuantization, which
         quantises the float weight of a Conv/Gemm fed by a per-tensor DQ, and its QDQ fusions
         leave the layer in float; the arithmetic is unchanged. `shape` is the tensor's."""
-        axes = [a for a in range(1, len(shape)) if isinstance(shape[a], int) and shape[a] > 1]
+        axes = [(a, d) for a, d in enumerate(shape) if a >= 1 and isinstance(d, int) and d > 1]
         if not axes:
             return name
-        axis, channels = axes[0], int(shape[axes[0]])
+        axis, channels = axes[0]
         grid = self._grids.get(name)
         if grid is None or not grid.codes:
             return name

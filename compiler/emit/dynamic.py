@@ -24,7 +24,8 @@ U8_ZERO = 128
 
 
 def _quantized_input(b: Builder, layer: Layer, x: str) -> tuple[str, str, str]:
-    return tuple(b.node("DynamicQuantizeLinear", [x], 3, base=f"{layer.name}.x_dynamic"))
+    y, scale, zero_point = b.node("DynamicQuantizeLinear", [x], 3, base=f"{layer.name}.x_dynamic")
+    return y, scale, zero_point
 
 
 def _scaled(b: Builder, layer: Layer, acc: str, xs: str, w_scale: np.ndarray, bias: str,

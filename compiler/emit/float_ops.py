@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from onnx import helper
@@ -215,7 +216,7 @@ def pool(b: Builder, layer: Layer, ins: list[str]) -> None:
     if a["fn"] in glob:
         b.node(glob[a["fn"]], ins, out, base=layer.name)
         return
-    attrs = dict(kernel_shape=list(a["kernel_shape"]), strides=list(a["strides"]),
+    attrs: dict[str, Any] = dict(kernel_shape=list(a["kernel_shape"]), strides=list(a["strides"]),
                  pads=list(a["pads"]), ceil_mode=int(a["ceil_mode"]))
     if any(d != 1 for d in a["dilations"]):  # AveragePool takes dilations from opset 19 on
         attrs["dilations"] = list(a["dilations"])
@@ -323,7 +324,7 @@ def batch_free(b: Builder, layer: Layer, shape: tuple[int, ...]) -> tuple[int, .
     return (-1, *shape[1:]) if b.dynamic_batch and keeps else shape
 
 
-def _with_shape(op: str, **attrs: object) -> Rule:
+def _with_shape(op: str, **attrs: Any) -> Rule:
     def rule(b: Builder, layer: Layer, ins: list[str]) -> None:
         target = layer.attrs["shape"]
         shape = _ints(b, layer, "shape", batch_free(b, layer, target) if op == "Reshape"
@@ -334,7 +335,7 @@ def _with_shape(op: str, **attrs: object) -> Rule:
 
 def _plain(op: str, *attr_names: str) -> Rule:
     def rule(b: Builder, layer: Layer, ins: list[str]) -> None:
-        attrs = {k: (list(v) if isinstance(v, tuple) else v)
+        attrs: dict[str, Any] = {k: (list(v) if isinstance(v, tuple) else v)
                  for k, v in layer.attrs.items() if k in attr_names}
         b.node(op, ins, list(layer.outputs), base=layer.name, **attrs)
     return rule
@@ -344,8 +345,8 @@ def attention(b: Builder, layer: Layer, ins: list[str]) -> None:
     """ONNX opset-23 `Attention`, whose semantics the IR kind mirrors (causal offset by the
     past length, grouped-query heads, softcap)."""
     a = layer.attrs
-    heads = {k: int(a[h]) for k, h in (("q_num_heads", "q_heads"), ("kv_num_heads", "kv_heads"))
-             if a[h]}  # only 3-D inputs name their heads
+    names = (("q_num_heads", "q_heads"), ("kv_num_heads", "kv_heads"))
+    heads: dict[str, Any] = {k: int(a[h]) for k, h in names if a[h]}  # only 3-D name heads
     b.node("Attention", present(ins), list(layer.outputs), base=layer.name,
            scale=float(a["scale"]), is_causal=int(a["causal"]), softcap=float(a["softcap"]),
            **heads)

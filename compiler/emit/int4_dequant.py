@@ -27,6 +27,7 @@ from compiler.ir import Layer
 
 def codes_initializer(b: Builder, layer: Layer, codes: np.ndarray, base: str) -> str:
     """Signed codes in their container: INT4 (packed two per byte) or INT8."""
+    assert layer.quant.w_bits is not None
     if container(layer.quant.w_bits) == 4:  # onnx packs ml_dtypes.int4 itself, low nibble first
         name = b.fresh(base)
         b.inits[name] = numpy_helper.from_array(np.asarray(codes).astype(ml_dtypes.int4), name)
@@ -82,6 +83,7 @@ def gather_block_quantized(b: Builder, layer: Layer, ins: list[str]) -> None:
     """com.microsoft::GatherBlockQuantized over rows of a table quantised per block."""
     env, names, q = b.graph.weights, quant_names(layer.name), layer.quant
     codes = env[names.codes]
+    assert q.w_bits is not None
     if container(q.w_bits) == 4:
         data, bits = codes_initializer(b, layer, codes, f"{layer.name}.table"), 4
     else:  # UINT8 data: signed codes shifted onto the default zero point 128

@@ -8,6 +8,8 @@ single source of truth for the layout). The bias rides on the op's optional bias
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from compiler.emit.builder import Builder
@@ -18,11 +20,13 @@ from compiler.ir import Layer
 from compiler.packing import MatMulNBitsBlob, pack_matmulnbits_codes
 
 
-def blob(layer: Layer, weights: dict) -> MatMulNBitsBlob:
+def blob(layer: Layer, weights: Mapping[str, np.ndarray]) -> MatMulNBitsBlob:
     """The packed MatMulNBits weight of a "matmulnbits" linear layer."""
     names, q = quant_names(layer.name), layer.quant
+    assert q.w_bits is not None
     bits = nbits_container(q.w_bits)
     codes = weights[names.codes].astype(np.int16) + 2 ** (bits - 1)   # [N, K] unsigned
+    assert q.block is not None
     return pack_matmulnbits_codes(codes.T, weights[names.scale], None, bits, q.block)
 
 
@@ -50,6 +54,7 @@ def linear_matmulnbits_fzp(b: Builder, layer: Layer, ins: list[str]) -> None:
     packed = blob(layer, b.graph.weights)
     bq = b.const(f"{layer.name}.B", packed.b)
     scales = b.const(f"{layer.name}.scales", packed.scales)
+    assert layer.quant.w_bits is not None
     mid = float(2 ** (nbits_container(layer.quant.w_bits) - 1))
     zp = b.const(f"{layer.name}.zero_points", np.full_like(packed.scales, mid))
     bias = ["", ins[2]] if len(ins) > 2 and ins[2] else []

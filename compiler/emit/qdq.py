@@ -18,6 +18,7 @@ The fake-quant simulation (`compiler.fake_quant`) computes exactly these.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ def _u8_codes(b: Builder, layer: Layer, transpose: bool = False) -> tuple[str, s
     return q, s, z
 
 
-def _channel_attrs(layer: Layer) -> dict[str, int]:
+def _channel_attrs(layer: Layer) -> dict[str, Any]:  # ONNX node attributes
     return {"axis": 0} if layer.quant.granularity == "per_channel" else {}
 
 
@@ -65,6 +66,7 @@ def _qlinear_conv(b: Builder, layer: Layer, ins: list[str]) -> None:
     a = layer.attrs
     (y,) = b.node("Conv", conv_ins, base=layer.name, strides=list(a["strides"]),
                   pads=list(a["pads"]), dilations=list(a["dilations"]), group=a["group"])
+    assert q.out_scale is not None and q.out_zero_point is not None
     b.fake_quantize(y, q.out_scale, q.out_zero_point, 8, out=layer.outputs[0])
 
 
@@ -103,11 +105,13 @@ def _requant_matmul(b: Builder, layer: Layer, ins: list[str]) -> None:
         w = b.fake_quantize(ins[1], q.in_scale[1], q.in_zero_point[1], 8)
     else:
         wq, ws, wz = _u8_codes(b, layer, transpose=True)
+        axis: dict[str, Any] = {"axis": 1} if q.granularity == "per_channel" else {}
         w = b.node("DequantizeLinear", [wq, ws, wz], base=f"{layer.name}.w_dequantize",
-                   **({"axis": 1} if q.granularity == "per_channel" else {}))[0]
+                   **axis)[0]
     bias = ins[2] if len(ins) > 2 and ins[2] else ""
     (y,) = b.node("MatMul", [x, w], base=layer.name)
     out = layer.outputs[0]
+    assert q.out_scale is not None and q.out_zero_point is not None
     if not bias:
         b.fake_quantize(y, q.out_scale, q.out_zero_point, 8, out=out)
         return
@@ -119,6 +123,7 @@ def _qdq_float(b: Builder, layer: Layer, ins: list[str]) -> None:
     """Q/DQ on the activations, DQ on the weight, the float op, Q/DQ on a requantised out."""
     q, ins = layer.quant, list(ins)
     for slot, s, z in zip(ACT_INPUTS[layer.kind], q.in_scale, q.in_zero_point):
+        assert q.a_bits is not None  # a layer with activation scales has their bits
         ins[slot] = b.fake_quantize(ins[slot], s, z, q.a_bits)
     if q.w_bits is not None:
         ins[WEIGHT_INPUT[layer.kind]] = dequantized_weight(b, layer)
@@ -128,6 +133,7 @@ def _qdq_float(b: Builder, layer: Layer, ins: list[str]) -> None:
     out = layer.outputs[0]
     pre = b.fresh(f"{out}.float")
     FLOAT_RULES[layer.kind](b, _renamed_output(layer, pre), ins)
+    assert q.out_zero_point is not None and q.a_bits is not None  # requantised output
     b.fake_quantize(pre, q.out_scale, q.out_zero_point, q.a_bits, out=out)
 
 

@@ -15,7 +15,7 @@ from compiler.atomic import atomic_write
 from compiler.errors import ModelError
 
 
-def write(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
+def write(model: onnx.ModelProto, path: str | os.PathLike[str]) -> Path:
     """Serialise `model` to `path` atomically.
 
     Raises:

@@ -193,6 +193,7 @@ def static_value(model: onnx.ModelProto, tensor: str) -> np.ndarray | None:
     from onnx.reference import ReferenceEvaluator  # on demand: few models have an If to fold
 
     try:
-        return np.asarray(ReferenceEvaluator(probe).run(None, {})[0])
+        # run(None, feeds) returns the list of outputs (onnx annotates it as dict | list)
+        return np.asarray(ReferenceEvaluator(probe).run(None, {})[0])  # type: ignore[index]
     except Exception:  # noqa: BLE001 - the reference runtime raises anything; unknown = None
         return None

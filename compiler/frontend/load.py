@@ -14,7 +14,7 @@ The steps, in order (each a small function below):
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -57,7 +57,7 @@ class Cleaned:
     batch_axes: Mapping[str, int | None] = field(default_factory=dict)  # input -> axis
 
 
-def load(model: str | os.PathLike | onnx.ModelProto,
+def load(model: str | os.PathLike[str] | onnx.ModelProto,
          input_shapes: InputShapes | None = None, *,
          input_values: InputValues | None = None,
          batch_axes: BatchAxes | None = None) -> Graph:
@@ -103,7 +103,7 @@ def source_interface(model: onnx.ModelProto) -> Interface:
     return Interface(MappingProxyType(dims), default_opset(model), producer)
 
 
-def read(model: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+def read(model: str | os.PathLike[str] | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
     """Parse, load external data, check and upgrade a model; return it with its display name.
 
     A `ModelProto` argument is copied, never modified.
@@ -119,7 +119,7 @@ def read(model: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, s
     return upgrade_opset(proto, where), where
 
 
-def _model_name(model: str | os.PathLike | onnx.ModelProto, proto: onnx.ModelProto) -> str:
+def _model_name(model: str | os.PathLike[str] | onnx.ModelProto, proto: onnx.ModelProto) -> str:
     if isinstance(model, onnx.ModelProto):
         return proto.graph.name or "model"
     return Path(model).stem
@@ -276,6 +276,7 @@ def load_external_data(model: onnx.ModelProto, where: str, folder: str | None) -
         if problem:
             raise ModelError(f"{where}: initializer {tensor.name}", problem)
     for tensor in external:
+        assert folder is not None  # in memory, the check above raised
         try:
             onnx.external_data_helper.load_external_data_for_tensor(tensor, folder)
         except (OSError, ValueError, RuntimeError) as e:
@@ -383,7 +384,8 @@ def input_shape_hint(name: str, dims: Sequence[int | str]) -> str:
     """An `--input-shape` example the CLI accepts (every dim >= 1), with the input's real
     rank: known positive dims kept, others guessed (1 for a batch, 224 for an image side)."""
     def guess(i: int) -> int:
-        if isinstance(dims[i], str) and dims[i].lower() in BATCH_NAMES:
+        d = dims[i]
+        if isinstance(d, str) and d.lower() in BATCH_NAMES:
             return 1
         return 1 if i == 0 else 224 if len(dims) == 4 and i >= 2 else 128
     shown = [d if isinstance(d, int) and d > 0 else guess(i) for i, d in enumerate(dims)]
@@ -472,7 +474,7 @@ def _sparse_to_array(sparse: onnx.SparseTensorProto) -> np.ndarray:
 
 
 # Constant's value attributes -> numpy value (string constants have no IR type: not lifted).
-_CONSTANT_VALUES = {
+_CONSTANT_VALUES: dict[str, Callable[[onnx.AttributeProto], np.ndarray]] = {
     "value": lambda a: numpy_helper.to_array(a.t),
     "sparse_value": lambda a: _sparse_to_array(a.sparse_tensor),
     "value_float": lambda a: np.array(a.f, dtype=np.float32),

@@ -10,7 +10,7 @@ arithmetic, constant masks and exporter noise disappear).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -19,7 +19,7 @@ from onnx import helper, numpy_helper
 from compiler.errors import ModelError
 from compiler.ir import Graph, Layer, Spec, readonly
 from compiler.ops import OPS, rule_for
-from compiler.ops.opdef import Node
+from compiler.ops.opdef import Lowered, Node
 from compiler.passes.drop_dead import drop_dead
 
 
@@ -55,7 +55,7 @@ def _input_spec(vi: onnx.ValueInfoProto) -> Spec:
     return Spec(dims, helper.tensor_dtype_to_np_dtype(tt.elem_type).name)
 
 
-def _unique_names(nodes: onnx.NodeProto) -> list[str]:
+def _unique_names(nodes: Sequence[onnx.NodeProto]) -> list[str]:
     seen: set[str] = set()
     names = []
     for i, node in enumerate(nodes):
@@ -79,7 +79,7 @@ def _attr_value(a: onnx.AttributeProto) -> object:
 
 
 def _lower_node(node: onnx.NodeProto, name: str, specs: Mapping[str, Spec],
-                consts: Mapping[str, np.ndarray]):
+                consts: Mapping[str, np.ndarray]) -> Lowered:
     rule = rule_for(node.op_type, node.domain)
     if rule is None:
         domain = node.domain or "ai.onnx"

@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import TypeGuard
 
 import numpy as np
 
@@ -64,7 +65,7 @@ Pattern = Callable[[View, Layer], "Match | None"]
 # --- small queries --------------------------------------------------------------------------
 
 
-def _is(layer: Layer | None, kind: str, fn: str | None = None) -> bool:
+def _is(layer: Layer | None, kind: str, fn: str | None = None) -> TypeGuard[Layer]:
     return layer is not None and layer.kind == kind and (fn is None or layer.attrs.get("fn") == fn)
 
 
@@ -95,7 +96,7 @@ def _scalar(v: View, tensor: str) -> float | None:
     return float(first) if np.all(value == first) else None
 
 
-def near(x: float | None, want: float) -> bool:
+def near(x: float | None, want: float) -> TypeGuard[float]:
     """Whether constant `x` is the formula's `want`, within float32 rounding."""
     return x is not None and abs(x - want) <= RTOL * abs(want) + 1e-7
 
@@ -223,6 +224,7 @@ def _sqrt_of_var(v: View, tensor: str) -> tuple[str, float, tuple[Layer, ...]] |
     found = _with_scalar(v, add, "add")
     if found is None or found[1] < 0:
         return None
+    assert add is not None and sqrt is not None  # _with_scalar matched add, made from sqrt
     return found[0], found[1], (add, sqrt)
 
 
@@ -236,10 +238,11 @@ def _rsqrt_of_var(v: View, tensor: str) -> tuple[str, float, tuple[Layer, ...]] 
     elif (power := _with_scalar(v, layer, "pow", act_pos=0)) and near(power[1], -0.5):
         add = v.made.get(power[0])
         var_eps = _with_scalar(v, add, "add")
-        found = var_eps and var_eps[1] >= 0 and (var_eps[0], var_eps[1], (add,))
+        found = ((var_eps[0], var_eps[1], (add,))
+                 if var_eps and var_eps[1] >= 0 and add is not None else None)
     else:
         found = None
-    return (found[0], found[1], (*found[2], layer)) if found else None
+    return (found[0], found[1], (*found[2], layer)) if found and layer is not None else None
 
 
 def match_normalized(v: View, layer: Layer) -> Normalized | None:
@@ -249,7 +252,7 @@ def match_normalized(v: View, layer: Layer) -> Normalized | None:
     fn = layer.attrs.get("fn")
     a, b = layer.inputs
     tries = {"div": [(a, _sqrt_of_var, b)],
-             "mul": [(a, _rsqrt_of_var, b), (b, _rsqrt_of_var, a)]}.get(fn, [])
+             "mul": [(a, _rsqrt_of_var, b), (b, _rsqrt_of_var, a)]}.get(fn or "", [])
     for num, spelling, den in tries:
         found = spelling(v, den) if num != den else None
         if found and _shape(v, layer.outputs[0]) == _shape(v, num):
@@ -264,6 +267,7 @@ def _mean_of_square(v: View, tensor: str) -> tuple[str, tuple[int, ...], tuple[L
     square = mean and v.made.get(mean.inputs[0])
     if axes is None or square is None:
         return None
+    assert mean is not None  # axes were read from it
     power = _with_scalar(v, square, "pow", act_pos=0)
     if power is not None and near(power[1], 2.0):
         return power[0], axes, (square, mean)
@@ -278,7 +282,8 @@ def _param(v: View, layer: Layer | None, fn: str, act: str,
     other = _other(layer, act) if _is(layer, "eltwise", fn) else None
     value = v.graph.weights.get(other) if other else None
     shape = _shape(v, act)
-    if value is None or value.ndim > len(shape) or _shape(v, layer.outputs[0]) != shape:
+    if (value is None or other is None or layer is None or value.ndim > len(shape)
+            or _shape(v, layer.outputs[0]) != shape):  # a value: `layer` matched `fn`
         return None
     full = value.reshape((1,) * (len(shape) - value.ndim) + value.shape)
     if any(d != 1 for d in full.shape[:axis]):
@@ -295,7 +300,7 @@ def _affine(v: View, tensor: str, axis: int, fns: Sequence[str]
         user = _sole_user(v, tensor)
         param = _param(v, user, fn, tensor, axis)
         params.append(param)
-        if param is not None:
+        if param is not None and user is not None:  # a param: `user` matched
             tail.append(user)
             tensor = user.outputs[0]
     return params, tail
@@ -336,9 +341,11 @@ def _norm_match(v: View, core: Sequence[Layer], x: str, n: Normalized, axes: Seq
 def match_layer_norm(v: View, layer: Layer) -> Match | None:
     """(x - mean(x)) / sqrt(mean((x - mean(x))^2) + eps) [* gamma [+ beta]] -> layer_norm."""
     n = match_normalized(v, layer)
-    square = n and _mean_of_square(v, n.var)
+    if n is None:
+        return None
+    square = _mean_of_square(v, n.var)
     centred = square and square[0] == n.num and _made(v, n.num, "eltwise", "sub")
-    if not centred or len(centred.inputs) != 2:
+    if not centred or not square or len(centred.inputs) != 2:
         return None
     x, mu = centred.inputs
     mean = v.made.get(mu)
@@ -351,7 +358,9 @@ def match_layer_norm(v: View, layer: Layer) -> Match | None:
 def match_rms_norm(v: View, layer: Layer) -> Match | None:
     """x / sqrt(mean(x^2) + eps) [* gamma] (any rsqrt spelling) -> rms_norm."""
     n = match_normalized(v, layer)
-    square = n and _mean_of_square(v, n.var)
+    if n is None:
+        return None
+    square = _mean_of_square(v, n.var)
     if not square or square[0] != n.num:
         return None
     return _norm_match(v, square[2], n.num, n, square[1], "rms_norm", ("mul",))
@@ -365,31 +374,33 @@ def _gelu_tail(v: View, gate: str, x: str) -> list[Layer] | None:
     (x * g1) * 0.5, (g1 * 0.5) * x or g1 * (x * 0.5)."""
     one = _sole_user(v, gate)
     plus = _with_scalar(v, one, "add")
-    g1 = one.outputs[0] if plus and near(plus[1], 1.0) else None
+    g1 = one.outputs[0] if plus and near(plus[1], 1.0) and one is not None else None
     mul = _sole_user(v, g1) if g1 else None
-    other = _other(mul, g1) if _is(mul, "eltwise", "mul") else None
+    other = _other(mul, g1) if _is(mul, "eltwise", "mul") and g1 else None
     if other is None:
         return None
+    assert one is not None and mul is not None  # other: mul matched, after one's g1
     last = _sole_user(v, mul.outputs[0])
     if other == x:
         half = _with_scalar(v, last, "mul")
-        return [one, mul, last] if half and near(half[1], 0.5) else None
+        return [one, mul, last] if half and near(half[1], 0.5) and last is not None else None
     if near(_scalar(v, other), 0.5):
         by_x = _is(last, "eltwise", "mul") and _other(last, mul.outputs[0]) == x
-        return [one, mul, last] if by_x else None
+        return [one, mul, last] if by_x and last is not None else None
     half_x = v.made.get(other)
     half = _with_scalar(v, half_x, "mul")
-    return [half_x, one, mul] if half and half[0] == x and near(half[1], 0.5) else None
+    found = half and half[0] == x and near(half[1], 0.5)
+    return [half_x, one, mul] if found and half_x is not None else None
 
 
 def _scaled(v: View, tensor: str, factor: float) -> tuple[str, Layer] | None:
     """`tensor = x * factor` or `x / (1 / factor)` -> (x, layer)."""
     layer = v.made.get(tensor)
     product = _with_scalar(v, layer, "mul")
-    if product and near(product[1], factor):
+    if product and near(product[1], factor) and layer is not None:
         return product[0], layer
     quotient = _with_scalar(v, layer, "div", act_pos=0)
-    if quotient and near(quotient[1], 1.0 / factor):
+    if quotient and near(quotient[1], 1.0 / factor) and layer is not None:
         return quotient[0], layer
     return None
 
@@ -400,7 +411,7 @@ def match_gelu_erf(v: View, layer: Layer) -> Match | None:
         return None
     scaled = _scaled(v, layer.inputs[0], 1.0 / SQRT2)
     tail = scaled and _gelu_tail(v, layer.outputs[0], scaled[0])
-    if not tail:
+    if not tail or not scaled:
         return None
     return _chain(v, (scaled[1], layer, *tail), "activation", [scaled[0]],
                   fn="gelu", approximate="none")
@@ -411,10 +422,12 @@ def _cube(v: View, tensor: str, x: str) -> list[Layer] | None:
     layer = v.made.get(tensor)
     power = _with_scalar(v, layer, "pow", act_pos=0)
     if power is not None:
-        return [layer] if power[0] == x and near(power[1], 3.0) else None
+        return [layer] if power[0] == x and near(power[1], 3.0) and layer is not None else None
     square = _other(layer, x) if _is(layer, "eltwise", "mul") else None
     inner = v.made.get(square) if square else None
     squared = _with_scalar(v, inner, "pow", act_pos=0)
+    if layer is None or inner is None:  # inner: `layer` matched a mul
+        return None
     if squared and squared[0] == x and near(squared[1], 2.0):
         return [inner, layer]
     if _is(inner, "eltwise", "mul") and inner.inputs[:2] == (x, x):
@@ -445,7 +458,7 @@ def match_gelu_tanh(v: View, layer: Layer) -> Match | None:
         return None
     poly = _cubic_poly(v, scaled[0])
     tail = poly and _gelu_tail(v, layer.outputs[0], poly[0])
-    if not tail:
+    if not tail or not poly:
         return None
     return _chain(v, (*poly[1], v.made[layer.inputs[0]], layer, *tail), "activation",
                   [poly[0]], fn="gelu", approximate="tanh")

@@ -29,16 +29,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from compiler.errors import ModelError
 from compiler.formats import Policy, resolve
 from compiler.ir import Graph, Layer, Quant
 
-_BITS = {TensorProto.INT8: 8, TensorProto.UINT8: 8, TensorProto.INT16: 16,
-         TensorProto.UINT16: 16, TensorProto.INT4: 4, TensorProto.UINT4: 4}
+_BITS: dict[int, int] = {TensorProto.INT8: 8, TensorProto.UINT8: 8, TensorProto.INT16: 16,
+                         TensorProto.UINT16: 16, TensorProto.INT4: 4, TensorProto.UINT4: 4}
 for _name, _b in (("INT2", 2), ("UINT2", 2)):  # onnx >= 1.18
     if hasattr(TensorProto, _name):
         _BITS[getattr(TensorProto, _name)] = _b
@@ -85,6 +87,13 @@ class _Reader:
         t = self.inits.get(name)
         return None if t is None else numpy_helper.to_array(t)
 
+    def constant(self, name: str) -> np.ndarray:
+        """Initializer `name`, which the rewrite needs: ModelError if the graph computes it."""
+        value = self.array(name)
+        if value is None:
+            raise ModelError(f"tensor {name or '(absent)'}", "must be an initializer here")
+        return value
+
     def add(self, name: str, value: np.ndarray) -> None:
         self.new_inits.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
 
@@ -100,7 +109,7 @@ def _ranks(model: onnx.ModelProto) -> dict[str, int]:
             if v.type.tensor_type.HasField("shape")}
 
 
-def _attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
+def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:  # an ONNX attribute
     return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name),
                 default)
 
@@ -110,7 +119,7 @@ def _dq_value(r: _Reader, node: onnx.NodeProto) -> tuple[np.ndarray, Mark] | Non
     x = r.array(node.input[0])
     if x is None:
         return None
-    scale = r.array(node.input[1]).astype(np.float32)
+    scale = r.constant(node.input[1]).astype(np.float32)
     zp = r.array(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     zp = np.zeros_like(scale) if zp is None else zp.astype(np.float32)
     axis, block = int(_attr(node, "axis", 1)), int(_attr(node, "block_size", 0))
@@ -139,7 +148,7 @@ def _cast_mul_value(r: _Reader, node: onnx.NodeProto) -> tuple[np.ndarray, Mark]
     if scale is None or bits is None:
         return None
     gran = "per_tensor" if scale.size == 1 else "per_channel"
-    w = r.array(cast.input[0]).astype(np.float32) * scale.astype(np.float32)
+    w = r.constant(cast.input[0]).astype(np.float32) * scale.astype(np.float32)
     return w, Mark(bits, None, gran, source="Cast*scale")
 
 
@@ -155,7 +164,7 @@ def _act_source(r: _Reader, name: str) -> tuple[str, int] | None:
     return node.input[0], _BITS.get(zp.data_type, 8) if zp is not None else 8
 
 
-def _nbits(r: _Reader, node: onnx.NodeProto, nodes: list) -> None:
+def _nbits(r: _Reader, node: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> None:
     from compiler.packing import MatMulNBitsBlob, dequantize_matmulnbits
 
     k, n = int(_attr(node, "K")), int(_attr(node, "N"))
@@ -163,11 +172,12 @@ def _nbits(r: _Reader, node: onnx.NodeProto, nodes: list) -> None:
     ins = list(node.input) + [""] * (6 - len(node.input))
     zp = r.array(ins[3]) if ins[3] else None
     float_zp = zp is not None and zp.dtype.kind == "f"
-    scales = r.array(ins[2]).astype(np.float32).reshape(n, -1)
-    blob = MatMulNBitsBlob(r.array(ins[1]), scales, None if zp is None or float_zp
+    scales = r.constant(ins[2]).astype(np.float32).reshape(n, -1)
+    blob = MatMulNBitsBlob(r.constant(ins[1]), scales, None if zp is None or float_zp
                            else zp.reshape(n, -1), k, n, bits, block)
     w = dequantize_matmulnbits(blob)  # [K, N], at the default zero point if it is float
     if float_zp:  # (q - 2^(b-1)) * s + (2^(b-1) - zp) * s
+        assert zp is not None
         shift = (2.0 ** (bits - 1) - zp.astype(np.float32).reshape(n, -1)) * scales
         w = w + shift[:, np.arange(k) // block].T
     r.add(f"{node.name}.weight", w)
@@ -179,7 +189,7 @@ def _nbits(r: _Reader, node: onnx.NodeProto, nodes: list) -> None:
 
 
 def _matmul(r: _Reader, node: onnx.NodeProto, x: str, w: str, bias: str, mark: Mark,
-            nodes: list) -> None:
+            nodes: list[onnx.NodeProto]) -> None:
     """x @ w (+ bias) as MatMul (+ Add); `_as_gemm` makes it a Gemm where x is 2-D (the form
     a float linear layer is written in)."""
     out = node.output[0]
@@ -212,13 +222,13 @@ def _as_gemm(model: onnx.ModelProto, names: set[str]) -> None:
     model.graph.node.extend(out)
 
 
-def _integer_to_float(r: _Reader, node: onnx.NodeProto, nodes: list) -> bool:
+def _integer_to_float(r: _Reader, node: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> bool:
     ins = list(node.input) + [""] * (7 - len(node.input))
     src, wq = _act_source(r, ins[0]), r.array(ins[1])
     if src is None or wq is None:
         return False
-    ws = r.array(ins[3]).astype(np.float32)
-    wz = r.array(ins[5]).astype(np.float32) if ins[5] else np.zeros_like(ws)
+    ws = r.constant(ins[3]).astype(np.float32)
+    wz = r.constant(ins[5]).astype(np.float32) if ins[5] else np.zeros_like(ws)
     r.add(f"{node.name}.weight", (wq.astype(np.float32) - wz) * ws)
     gran = "per_tensor" if ws.size == 1 else "per_channel"
     _matmul(r, node, src[0], f"{node.name}.weight", ins[6], Mark(8, src[1], gran,
@@ -226,7 +236,7 @@ def _integer_to_float(r: _Reader, node: onnx.NodeProto, nodes: list) -> bool:
     return True
 
 
-def _gather_block(r: _Reader, node: onnx.NodeProto, nodes: list) -> bool:
+def _gather_block(r: _Reader, node: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> bool:
     data, scale = r.array(node.input[0]), r.array(node.input[2])
     if data is None or scale is None:
         return False
@@ -245,7 +255,7 @@ def _only_user(r: _Reader, tensor: str, op: str) -> onnx.NodeProto | None:
     return users[0] if len(users) == 1 and users[0].op_type == op else None
 
 
-def _integer(r: _Reader, node: onnx.NodeProto, nodes: list) -> bool:
+def _integer(r: _Reader, node: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> bool:
     """DynamicQuantizeLinear -> MatMulInteger / ConvInteger -> Cast -> Mul(sx * sw) (the
     quantize_dynamic pattern) -> MatMul / Conv on the dequantised weight."""
     dql = r.made.get(node.input[0])
@@ -254,6 +264,7 @@ def _integer(r: _Reader, node: onnx.NodeProto, nodes: list) -> bool:
     mul = cast and _only_user(r, cast.output[0], "Mul")
     if dql is None or dql.op_type != "DynamicQuantizeLinear" or wq is None or mul is None:
         return False
+    assert cast is not None
     step = r.made.get(next(t for t in mul.input if t != cast.output[0]))
     ws = None if step is None else next((r.array(t) for t in step.input if t in r.inits), None)
     if ws is None:
@@ -268,6 +279,7 @@ def _integer(r: _Reader, node: onnx.NodeProto, nodes: list) -> bool:
     nodes.append(helper.make_node("Conv" if conv else "MatMul",
                                   [dql.input[0], f"{node.name}.weight"], list(mul.output),
                                   name=node.name, **attrs))
+    assert step is not None
     r.dropped.update({cast.name, mul.name, step.name})
     gran = "per_tensor" if ws.size == 1 else "per_channel"
     r.weights[node.name] = Mark(8, 8, gran, None, True, node.op_type)
@@ -284,7 +296,7 @@ def _fold_weight(r: _Reader, node: onnx.NodeProto, value: tuple[np.ndarray, Mark
     return True
 
 
-def _rewrite(r: _Reader, node: onnx.NodeProto, nodes: list) -> None:
+def _rewrite(r: _Reader, node: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> None:
     """Append `node`'s float equivalent (or nothing, for a node folded into a tensor)."""
     op = node.op_type
     if op == "DynamicQuantizeLinear" or node.name in r.dropped:
@@ -303,7 +315,7 @@ def _rewrite(r: _Reader, node: onnx.NodeProto, nodes: list) -> None:
         return
     if op == "Cast" and node.input[0] in r.inits and \
             r.inits[node.input[0]].data_type in _BITS:  # codes of a Cast * scale weight
-        r.add(node.output[0], r.array(node.input[0]).astype(np.float32))
+        r.add(node.output[0], r.constant(node.input[0]).astype(np.float32))
         return
     if op == "QuantizeLinear":
         return  # read through by its DequantizeLinear / integer consumers
@@ -401,7 +413,7 @@ def _annotated(g: Graph, layer: Layer, mark: Mark | None, policy: Policy) -> Lay
     a = mark.a_bits if mark.a_bits in row.a_bits else None
     n_act = len([t for t in layer.inputs[:2] if t and t not in g.weights])
     scales = (1.0,) * n_act if row.act == "static" else ()
-    out = (1.0, 0) if row.requant else (None, None)  # the grid's values do not matter here
+    out: tuple[float | None, int | None] = (1.0, 0) if row.requant else (None, None)  # any grid
     quant = Quant(w, a, mark.granularity if w is not None else "per_tensor", mark.block, True,
                   "minmax", row.fmt, scales, (0,) * len(scales), *out,
                   reason=f"read from {mark.source or 'QuantizeLinear'}: {row.pattern}")

@@ -114,7 +114,8 @@ _FNS: dict[str, _Fn] = {
     "neg": _Fn(np.negative, lambda x, y: np.full_like(x, -1), 1),
     "abs": _Fn(np.abs, lambda x, y: np.sign(x), 1),
     "reciprocal": _Fn(np.reciprocal, lambda x, y: -y * y, 1),
-    "softplus": _Fn(lambda x: np.logaddexp(0, x), lambda x, y: special.expit(x), 3),
+    # numpy's stubs type logaddexp of an untyped x as a scalar; on arrays it is an array
+    "softplus": _Fn(lambda x: np.logaddexp(0, x), lambda x, y: special.expit(x), 3),  # type: ignore[arg-type,return-value]
     "elu": _Fn(_elu, _d_elu, 3),
     "selu": _Fn(_selu, _d_selu, 4),
     "softsign": _Fn(lambda x: x / (1 + np.abs(x)), lambda x, y: 1 / (1 + np.abs(x)) ** 2, 3),
@@ -174,9 +175,9 @@ OPS: tuple[OpDef, ...] = (
 # --- lowering ---
 
 def _float_input(node: Node) -> None:
-    if np.dtype(node.spec(0).dtype).kind != "f":
+    if np.dtype(node.required_spec(0).dtype).kind != "f":
         raise ModelError(node.name, f"{node.op_type} needs a float input, "
-                                    f"got {node.spec(0).dtype}")
+                                    f"got {node.required_spec(0).dtype}")
 
 
 def _unary(fn: str, floats_only: bool = True) -> LowerRule:
@@ -269,7 +270,7 @@ def lower_dropout(node: Node, ratio: float = 0.5, seed: int | None = None) -> Lo
                                     "training_mode absent or constant false")
     lowered = single("identity", node, inputs=node.inputs[:1], outputs=node.outputs[:1])
     if len(node.outputs) > 1 and node.outputs[1]:
-        mask = np.ones(node.spec(0).shape, dtype=bool)
+        mask = np.ones(node.required_spec(0).shape, dtype=bool)
         return Lowered(layers=lowered.layers, consts={node.outputs[1]: mask})
     return lowered
 
@@ -280,7 +281,7 @@ _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6:
 
 
 def _lower_cast_to(node: Node, to: str) -> Lowered:
-    source = node.spec(0).dtype
+    source = node.required_spec(0).dtype
     for dtype, end in ((source, "from"), (to, "to")):
         if dtype not in _ONNX_DTYPES.values():
             raise ModelError(node.name, f"{node.op_type} {end} {dtype} is not supported")
@@ -299,7 +300,7 @@ def lower_cast(node: Node, to: int = 1, saturate: int = 1, round_mode: str = "up
 
 def lower_cast_like(node: Node, saturate: int = 1, round_mode: str = "up") -> Lowered:
     """ONNX CastLike: cast input 0 to input 1's type."""
-    return _lower_cast_to(node, node.spec(1).dtype)
+    return _lower_cast_to(node, node.required_spec(1).dtype)
 
 
 LOWER: dict[str, LowerRule] = {

@@ -161,6 +161,8 @@ def _conv_out(spatial: Sequence[int], kernel: Sequence[int], strides: Sequence[i
 def _conv_shape(specs: Sequence[Spec | None], *, strides: Ints, pads: Ints, dilations: Ints,
                 group: int) -> tuple[Spec, ...]:
     x, w = specs[0], specs[1]
+    assert x is not None
+    assert w is not None
     out = _conv_out(x.shape[2:], w.shape[2:], strides, pads, dilations)
     if x.shape[1] != w.shape[1] * group or min(out, default=1) < 1:
         raise ValueError(f"conv of {x.shape} with weights {w.shape} (group {group}) is empty "
@@ -261,6 +263,7 @@ def _conv_vjp(gs: Sequence[np.ndarray | None], xs: Sequence[np.ndarray | None],
     x, w, b = xs[0], xs[1], xs[2] if len(xs) > 2 else None
     g = gs[0] if gs[0] is not None else np.zeros_like(ys[0])
     gb = None if b is None else _spatial_sum(g).astype(b.dtype)
+    assert x is not None and w is not None
     if _one_channel_groups(x, w, group):
         gx, gw = _depthwise_vjp(g, x, w, strides, pads, dilations)
         return (gx, gw.astype(w.dtype, copy=False), gb)[:len(xs)]
@@ -277,6 +280,7 @@ def _conv_facts(specs_in: Sequence[Spec | None], specs_out: Sequence[Spec], *, s
                 pads: Ints, dilations: Ints, group: int) -> Facts:
     w, y = specs_in[1], specs_out[0]
     m = y.shape[0] * int(np.prod(y.shape[2:], dtype=np.int64))
+    assert w is not None
     n = w.shape[0] // group
     k = int(np.prod(w.shape[1:], dtype=np.int64))
     return Facts(m=m, n=n, k=k, groups=group, macs=group * m * n * k)
@@ -301,6 +305,8 @@ def _convt_out(spatial: Sequence[int], kernel: Sequence[int], strides: Ints, pad
 def _convt_shape(specs: Sequence[Spec | None], *, strides: Ints, pads: Ints, dilations: Ints,
                  group: int, output_padding: Ints) -> tuple[Spec, ...]:
     x, w = specs[0], specs[1]
+    assert x is not None
+    assert w is not None
     out = _convt_out(x.shape[2:], w.shape[2:], strides, pads, dilations, output_padding)
     if x.shape[1] != w.shape[0] or w.shape[0] % group or min(out, default=1) < 1:
         raise ValueError(f"conv_transpose of {x.shape} with weights {w.shape} (group {group}) "
@@ -345,6 +351,7 @@ def _convt_vjp(gs: Sequence[np.ndarray | None], xs: Sequence[np.ndarray | None],
                group: int, output_padding: Ints) -> tuple[np.ndarray | None, ...]:
     x, w, b = xs[0], xs[1], xs[2] if len(xs) > 2 else None
     g = gs[0] if gs[0] is not None else np.zeros_like(ys[0])
+    assert w is not None and x is not None
     nsp, kernel = x.ndim - 2, w.shape[2:]
     pw = _full_windows(x.shape[2:], kernel, strides, dilations, pads[:nsp], g.shape[2:])
     gcols = pw.columns(g, g.dtype)                                  # [Cout*k, N*in]
@@ -360,7 +367,9 @@ def _convt_facts(specs_in: Sequence[Spec | None], specs_out: Sequence[Spec], *, 
                  pads: Ints, dilations: Ints, group: int, output_padding: Ints) -> Facts:
     x, w = specs_in[0], specs_in[1]
     # GEMM view: each input pixel's Cin/G channels times a [Cin/G, Cout/G*prod(k)] weight.
+    assert x is not None
     m = x.shape[0] * int(np.prod(x.shape[2:], dtype=np.int64))
+    assert w is not None
     n = int(np.prod(w.shape[1:], dtype=np.int64))
     k = w.shape[0] // group
     return Facts(m=m, n=n, k=k, groups=group, macs=group * m * n * k)

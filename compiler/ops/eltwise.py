@@ -93,7 +93,7 @@ def _vjp_extremum(g: Array, xs: Sequence[Array], y: Array) -> tuple[Array, ...]:
     return tuple(out)
 
 
-_RAW_VJP: dict[str, Callable[[Array, Sequence[Array], Array], tuple]] = {
+_RAW_VJP: dict[str, Callable[[Array, Sequence[Array], Array], tuple[Array | None, ...]]] = {
     "add": lambda g, xs, y: (g,) * len(xs),
     "mean": lambda g, xs, y: (g / len(xs),) * len(xs),
     "sub": lambda g, xs, y: (g, -g),
@@ -136,7 +136,7 @@ _NUMERIC_KINDS = "biuf"
 
 def _check_numeric(node: Node) -> None:
     for i, name in enumerate(node.inputs):
-        dtype = np.dtype(node.spec(i).dtype) if name else None
+        dtype = np.dtype(node.required_spec(i).dtype) if name else None
         if dtype is not None and dtype.kind not in _NUMERIC_KINDS:
             raise ModelError(node.name, f"{node.op_type} on {dtype} tensor {name!r} is not "
                                         "supported (numeric and bool tensors only)")
@@ -154,8 +154,9 @@ def _lower_as(fn: str) -> LowerRule:
 def lower_where(node: Node) -> Lowered:
     """ONNX Where(cond, x, y); cond must be bool."""
     _check_numeric(node)
-    if node.spec(0).dtype != "bool":
-        raise ModelError(node.name, f"Where condition must be bool, got {node.spec(0).dtype}")
+    if node.required_spec(0).dtype != "bool":
+        raise ModelError(node.name,
+                         f"Where condition must be bool, got {node.required_spec(0).dtype}")
     return single("eltwise", node, fn="where")
 
 
@@ -163,9 +164,9 @@ def _lower_logic(fn: str) -> LowerRule:
     """The lowering rule of ONNX And/Or/Xor/Not: bool inputs only, as ONNX types them."""
     def rule(node: Node) -> Lowered:
         for i, name in enumerate(node.inputs):
-            if node.spec(i).dtype != "bool":
+            if node.required_spec(i).dtype != "bool":
                 raise ModelError(node.name, f"{node.op_type} input {name!r} must be bool, got "
-                                            f"{node.spec(i).dtype}")
+                                            f"{node.required_spec(i).dtype}")
         return single("eltwise", node, fn=fn)
     rule.__name__ = f"lower_{fn}"
     return rule

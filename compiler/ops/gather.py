@@ -21,11 +21,11 @@ from compiler.ops.opdef import Lowered, LowerRule, Node, OpDef, single
 Array = np.ndarray
 
 
-def _index_tuple(indices: Array, axis: int, elements: bool) -> tuple:
+def _index_tuple(indices: Array, axis: int, elements: bool) -> tuple[Array | slice, ...]:
     """The numpy index that picks, from data, the gathered elements (in output order)."""
     if not elements:
         return (slice(None),) * axis + (indices,)
-    grid = list(np.indices(indices.shape, sparse=True))
+    grid: list[Array] = list(np.indices(indices.shape, sparse=True))
     grid[axis] = indices
     return tuple(grid)
 
@@ -47,7 +47,8 @@ def _vjp(gs: Sequence[Array | None], xs: Sequence[Array], ys: Sequence[Array], *
     if g is None or data.dtype.kind != "f":
         return None, None
     out = np.zeros_like(data)
-    np.add.at(out, _index_tuple(indices, axis, elements), g)  # repeated indices accumulate
+    # repeated indices accumulate; a tuple index is valid, numpy's stubs list arrays only
+    np.add.at(out, _index_tuple(indices, axis, elements), g)  # type: ignore[arg-type]
     return out, None
 
 
@@ -64,13 +65,13 @@ OPS: tuple[OpDef, ...] = (
 
 def _check(node: Node, axis: int) -> int:
     """Validate axis, index dtype and (when constant) index range; return the axis >= 0."""
-    shape = node.spec(0).shape
+    shape = node.required_spec(0).shape
     if not -len(shape) <= axis < len(shape):
         raise ModelError(node.name, f"{node.op_type} axis {axis} out of range for {shape}")
     axis %= len(shape)
-    if node.spec(1).dtype not in ("int32", "int64"):
+    if node.required_spec(1).dtype not in ("int32", "int64"):
         raise ModelError(node.name, f"{node.op_type} indices must be int32/int64, "
-                                    f"got {node.spec(1).dtype}")
+                                    f"got {node.required_spec(1).dtype}")
     idx = node.const(1)
     n = shape[axis]
     if idx is not None and idx.size and (idx.min() < -n or idx.max() >= n):
@@ -86,7 +87,7 @@ def lower_gather(node: Node, axis: int = 0) -> Lowered:
 def lower_gather_elements(node: Node, axis: int = 0) -> Lowered:
     """ONNX GatherElements (indices have data's rank)."""
     axis = _check(node, axis)
-    data, indices = node.spec(0).shape, node.spec(1).shape
+    data, indices = node.required_spec(0).shape, node.required_spec(1).shape
     if len(data) != len(indices) or any(
             i > d for k, (i, d) in enumerate(zip(indices, data)) if k != axis):
         raise ModelError(node.name, f"GatherElements indices {indices} do not fit data {data}")
@@ -105,13 +106,13 @@ def _constants(node: Node, count: int) -> list[np.ndarray]:
 
 def lower_shape(node: Node, start: int = 0, end: int | None = None) -> Lowered:
     """ONNX Shape (start/end clamp like a Python slice)."""
-    dims = node.spec(0).shape[start:end]
+    dims = node.required_spec(0).shape[start:end]
     return Lowered(consts={node.outputs[0]: np.array(dims, dtype=np.int64)})
 
 
 def lower_size(node: Node) -> Lowered:
     """ONNX Size."""
-    return Lowered(consts={node.outputs[0]: np.array(node.spec(0).size, dtype=np.int64)})
+    return Lowered(consts={node.outputs[0]: np.array(node.required_spec(0).size, dtype=np.int64)})
 
 
 def lower_constant_of_shape(node: Node, value: np.ndarray | None = None) -> Lowered:
@@ -127,7 +128,9 @@ def lower_range(node: Node) -> Lowered:
     start, limit, delta = (v.reshape(()) for v in _constants(node, 3))
     if delta == 0:
         raise ModelError(node.name, "Range delta is 0")
-    return Lowered(consts={node.outputs[0]: np.arange(start, limit, delta).astype(start.dtype)})
+    # 0-d arrays keep their dtype in arange (numpy's stubs list Python scalars only)
+    values = np.arange(start, limit, delta)  # type: ignore[call-overload]
+    return Lowered(consts={node.outputs[0]: values.astype(start.dtype)})
 
 
 LOWER: dict[str, LowerRule] = {

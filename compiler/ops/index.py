@@ -30,7 +30,8 @@ Array = np.ndarray
 # --- gather_nd ------------------------------------------------------------------------------
 
 
-def _nd_index(data_shape: Sequence[int], indices: Array, batch_dims: int) -> tuple:
+def _nd_index(data_shape: Sequence[int], indices: Array,
+              batch_dims: int) -> tuple[Array | slice, ...]:
     """The numpy index into data reshaped to [prod(batch), *data[batch_dims:]]."""
     nb = int(np.prod(data_shape[:batch_dims], dtype=np.int64))
     idx = indices.reshape((nb,) + indices.shape[batch_dims:])
@@ -64,7 +65,8 @@ def _nd_vjp(gs: Sequence[Array | None], xs: Sequence[Array], ys: Sequence[Array]
         return None, None
     out = np.zeros_like(_flat_batch(data, batch_dims))
     index = _nd_index(data.shape, indices, batch_dims)
-    np.add.at(out, index, g.reshape(out[index].shape))  # repeated coordinates accumulate
+    # repeated coordinates accumulate; a tuple index is valid, numpy's stubs list arrays only
+    np.add.at(out, index, g.reshape(out[index].shape))  # type: ignore[arg-type]
     return out.reshape(data.shape), None
 
 
@@ -117,8 +119,10 @@ OPS: tuple[OpDef, ...] = (
 def lower_gather_nd(node: Node, batch_dims: int = 0) -> Lowered:
     """ONNX GatherND."""
     data, indices = node.spec(0), node.spec(1)
+    assert indices is not None
     if indices.dtype != "int64":
         raise ModelError(node.name, f"GatherND indices must be int64, got {indices.dtype}")
+    assert data is not None
     if not indices.shape or not 0 <= batch_dims < min(len(data.shape), len(indices.shape)):
         raise ModelError(node.name, f"GatherND batch_dims {batch_dims} does not fit data "
                                     f"{data.shape} and indices {indices.shape}")
@@ -132,7 +136,7 @@ def lower_gather_nd(node: Node, batch_dims: int = 0) -> Lowered:
 def _arg_rule(fn: str) -> LowerRule:
     def rule(node: Node, axis: int = 0, keepdims: int = 1, select_last_index: int = 0
              ) -> Lowered:
-        rank = len(node.spec(0).shape)
+        rank = len(node.required_spec(0).shape)
         if not -rank <= axis < rank:
             raise ModelError(node.name, f"{node.op_type} axis {axis} out of range for rank "
                                         f"{rank}")
@@ -146,6 +150,8 @@ def lower_array_feature_extractor(node: Node) -> Lowered:
     """ai.onnx.ml ArrayFeatureExtractor(X, Y): X[..., Y.flatten()], and [1, n] for a 1-D X
     (onnxruntime's shape rule)."""
     x, idx = node.spec(0), node.spec(1)
+    assert x is not None
+    assert idx is not None
     if np.dtype(x.dtype).kind not in "biuf" or idx.dtype not in ("int64", "int32"):
         raise ModelError(node.name, f"ArrayFeatureExtractor on {x.dtype} data with {idx.dtype} "
                                     "indices is not supported (numeric data, integer indices)")

@@ -22,6 +22,7 @@ from compiler.ops.opdef import Lowered, LowerRule, Node, OpDef, single, unbroadc
 
 def _linear_shape(specs: Sequence[Spec | None]) -> tuple[Spec, ...]:
     x, w, b = specs[0], specs[1], specs[2] if len(specs) > 2 else None
+    assert w is not None and x is not None
     if len(w.shape) != 2 or not x.shape or x.shape[-1] != w.shape[1]:
         raise ValueError(f"linear of {x.shape} with weights {w.shape}: in-features differ")
     if b is not None and b.shape != (w.shape[0],):
@@ -41,8 +42,10 @@ def _linear_vjp(gs: Sequence[np.ndarray | None], xs: Sequence[np.ndarray | None]
                 ys: Sequence[np.ndarray]) -> tuple[np.ndarray | None, ...]:
     x, w, b = xs[0], xs[1], xs[2] if len(xs) > 2 else None
     g = gs[0] if gs[0] is not None else np.zeros_like(ys[0])
+    assert x is not None
     g2, x2 = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
     gx = (g @ w).astype(x.dtype, copy=False)
+    assert w is not None
     gw = (g2.T @ x2).astype(w.dtype, copy=False)
     gb = None if b is None else g2.sum(0).astype(b.dtype, copy=False)
     return (gx, gw, gb)[:len(xs)]
@@ -50,7 +53,9 @@ def _linear_vjp(gs: Sequence[np.ndarray | None], xs: Sequence[np.ndarray | None]
 
 def _linear_facts(specs_in: Sequence[Spec | None], specs_out: Sequence[Spec]) -> Facts:
     x, w = specs_in[0], specs_in[1]
+    assert x is not None
     m = int(np.prod(x.shape[:-1], dtype=np.int64))
+    assert w is not None
     n, k = w.shape
     return Facts(m=m, n=n, k=k, groups=1, macs=m * n * k)
 
@@ -69,6 +74,8 @@ def _matmul_dims(a: Sequence[int], b: Sequence[int]) -> tuple[tuple[int, ...], i
 
 def _matmul_shape(specs: Sequence[Spec | None]) -> tuple[Spec, ...]:
     a, b = specs[0], specs[1]
+    assert a is not None
+    assert b is not None
     batch, m, _, n = _matmul_dims(a.shape, b.shape)
     out = batch + ((m,) if len(a.shape) > 1 else ()) + ((n,) if len(b.shape) > 1 else ())
     return (Spec(out, a.dtype),)
@@ -83,17 +90,23 @@ def _matmul_vjp(gs: Sequence[np.ndarray | None], xs: Sequence[np.ndarray | None]
     a, b = xs
     g = gs[0] if gs[0] is not None else np.zeros_like(ys[0])
     # Promote 1-D operands as numpy does, so the cotangent is the plain 2-D/batched formula.
+    assert a is not None
     a2 = a[None, :] if a.ndim == 1 else a
+    assert b is not None
     b2 = b[:, None] if b.ndim == 1 else b
+    assert a2 is not None
     g2 = g.reshape(np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
                    + (a2.shape[-2], b2.shape[-1]))
     ga = unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
+    assert b2 is not None
     gb = unbroadcast(np.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(b.shape)
     return ga.astype(a.dtype, copy=False), gb.astype(b.dtype, copy=False)
 
 
 def _matmul_facts(specs_in: Sequence[Spec | None], specs_out: Sequence[Spec]) -> Facts:
     a, b = specs_in[0], specs_in[1]
+    assert a is not None
+    assert b is not None
     batch, m, k, n = _matmul_dims(a.shape, b.shape)
     groups = int(np.prod(batch, dtype=np.int64))
     if len(b.shape) <= 2:
@@ -131,7 +144,7 @@ class _GemmPlan:
         self.layers: list[Layer] = []
         self.consts: dict[str, np.ndarray] = {}
 
-    def const(self, suffix: str, value: np.ndarray) -> str:
+    def const(self, suffix: str, value: np.ndarray | float) -> str:
         name = f"{self.node.name}.{suffix}"
         self.consts[name] = np.asarray(value, dtype=self.dtype)
         return name

@@ -116,7 +116,8 @@ def _batch_forward(x: Array, scale: Array, bias: Array, mean: Array, var: Array,
 
 def _batch_vjp(g: Array, x: Array, scale: Array, bias: Array, mean: Array, var: Array, *,
                epsilon: float) -> Grads:
-    c = lambda v: _per_channel(v, x.ndim)  # noqa: E731 - a local reshape shorthand
+    def c(v: np.ndarray) -> np.ndarray:  # a local reshape shorthand
+        return _per_channel(v, x.ndim)
     rstd = 1.0 / np.sqrt(_stash(var) + epsilon)
     others = (0,) + _trailing(x, 2)
     gsum = g.sum(axis=others)
@@ -146,11 +147,13 @@ _VARIANTS: dict[str, _Variant] = {
 def _shape(specs: Sequence[Spec | None], *, fn: str, **attrs: object) -> tuple[Spec, ...]:
     if fn not in _VARIANTS:
         raise ValueError(f"unknown norm fn {fn!r}")
+    assert specs[0] is not None  # the normalised input
     return (specs[0],)
 
 
 def _forward(*xs: Array | None, fn: str, **attrs: object) -> tuple[Array]:
     y = _VARIANTS[fn].forward(*xs, **attrs)
+    assert xs[0] is not None
     return (np.asarray(y, dtype=xs[0].dtype),)
 
 
@@ -178,8 +181,9 @@ def _axis(node: Node, axis: int, rank: int) -> int:
 
 def _stat_layers(node: Node, axis: int, epsilon: float) -> tuple[Layer, ...]:
     """LayerNormalization's optional Mean and InvStdDev outputs, as reduce layers."""
-    axes = tuple(range(axis, len(node.spec(0).shape)))
-    wanted = (("mean", {}), ("inv_std", {"epsilon": float(epsilon)}))
+    axes = tuple(range(axis, len(node.required_spec(0).shape)))
+    wanted: tuple[tuple[str, dict[str, float]], ...] = (
+        ("mean", {}), ("inv_std", {"epsilon": float(epsilon)}))
     return tuple(
         Layer(f"{node.name}.{fn}", "reduce", (node.inputs[0],), (out,),
               frozen_attrs({"fn": fn, "axes": axes, "keepdims": True, **extra}))
@@ -189,7 +193,7 @@ def _stat_layers(node: Node, axis: int, epsilon: float) -> tuple[Layer, ...]:
 def lower_layer_norm(node: Node, axis: int = -1, epsilon: float = 1e-5,
                      stash_type: int = 1) -> Lowered:
     """ONNX LayerNormalization -> norm(layer_norm); Mean/InvStdDev outputs -> reduce layers."""
-    axis = _axis(node, axis, len(node.spec(0).shape))
+    axis = _axis(node, axis, len(node.required_spec(0).shape))
     main = single("norm", node, inputs=node.inputs[:3], outputs=node.outputs[:1],
                   fn="layer_norm", axis=axis, epsilon=float(epsilon))
     return Lowered(layers=main.layers + _stat_layers(node, axis, epsilon))
@@ -198,7 +202,7 @@ def lower_layer_norm(node: Node, axis: int = -1, epsilon: float = 1e-5,
 def lower_rms_norm(node: Node, axis: int = -1, epsilon: float = 1e-5,
                    stash_type: int = 1) -> Lowered:
     """ONNX RMSNormalization (opset 23) -> norm(rms_norm)."""
-    axis = _axis(node, axis, len(node.spec(0).shape))
+    axis = _axis(node, axis, len(node.required_spec(0).shape))
     return single("norm", node, inputs=node.inputs[:2], fn="rms_norm", axis=axis,
                   epsilon=float(epsilon))
 
@@ -214,7 +218,7 @@ def lower_batch_norm(node: Node, epsilon: float = 1e-5, momentum: float = 0.9,
 
 def lower_instance_norm(node: Node, epsilon: float = 1e-5) -> Lowered:
     """ONNX InstanceNormalization -> norm(instance_norm)."""
-    if len(node.spec(0).shape) < 3:
+    if len(node.required_spec(0).shape) < 3:
         raise ModelError(node.name, "InstanceNormalization needs x [N, C, *spatial]")
     return single("norm", node, fn="instance_norm", epsilon=float(epsilon))
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from compiler.errors import ModelError
 from compiler.ir import Facts, Layer, Spec, frozen_attrs
 
 
@@ -60,6 +61,13 @@ class Node:
         if i >= len(self.inputs) or not self.inputs[i]:
             return None
         return self.specs[self.inputs[i]]
+
+    def required_spec(self, i: int) -> Spec:
+        """Type of input `i`, which the op needs: ModelError naming the node if it is absent."""
+        spec = self.spec(i)
+        if spec is None:
+            raise ModelError(self.name, f"{self.op_type} needs input {i}, which is absent")
+        return spec
 
     def const(self, i: int) -> np.ndarray | None:
         """Constant value of input `i`, or None if absent or not constant."""

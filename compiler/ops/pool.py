@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -151,6 +152,7 @@ def _pool_vjp(gs: Sequence[Array | None], xs: Sequence[Array | None], ys: Sequen
               ceil_mode: bool, count_include_pad: bool) -> tuple[Array | None]:
     x = xs[0]
     g = gs[0] if gs[0] is not None else np.zeros_like(ys[0])
+    assert x is not None
     if fn == "global_avg":
         return (np.broadcast_to(g / np.prod(x.shape[2:]), x.shape).astype(x.dtype),)
     if fn == "global_max":
@@ -188,6 +190,7 @@ def _pool_shape(specs: Sequence[Spec | None], *, fn: str, kernel_shape: Ints, st
                 pads: Ints, dilations: Ints, ceil_mode: bool, count_include_pad: bool
                 ) -> tuple[Spec, ...]:
     x = specs[0]
+    assert x is not None
     if fn in _GLOBAL:
         return (Spec(x.shape[:2] + (1,) * (len(x.shape) - 2), x.dtype),)
     out = _out_shape(x.shape[2:], kernel_shape, strides, pads, dilations, ceil_mode)
@@ -198,6 +201,7 @@ def _pool_shape(specs: Sequence[Spec | None], *, fn: str, kernel_shape: Ints, st
 
 def _pool_facts(specs_in: Sequence[Spec | None], specs_out: Sequence[Spec], *, fn: str,
                 kernel_shape: Ints, **attrs: object) -> Facts:
+    assert specs_in[0] is not None
     if fn in _GLOBAL:
         return Facts(ops=specs_in[0].size)   # one add/compare per input element
     return Facts(ops=specs_out[0].size * int(np.prod(kernel_shape)))  # one per window tap
@@ -224,10 +228,11 @@ def _inv_std(x: Array, axes: Ints, keep: bool, epsilon: float) -> Array:
 
 _FORWARD: dict[str, Callable[..., Array]] = {
     "sum": lambda x, a, k: np.sum(x, axis=a, keepdims=k),
-    "mean": lambda x, a, k: np.mean(x, axis=a, keepdims=k),
+    # numpy's stubs type mean / prod of an untyped x as scalars; here they are arrays
+    "mean": lambda x, a, k: np.mean(x, axis=a, keepdims=k),  # type: ignore[dict-item,return-value]
     "max": lambda x, a, k: np.max(x, axis=a, keepdims=k, initial=_lowest(x.dtype)),
     "min": lambda x, a, k: np.min(x, axis=a, keepdims=k, initial=_highest(x.dtype)),
-    "prod": lambda x, a, k: np.prod(x, axis=a, keepdims=k),
+    "prod": lambda x, a, k: np.prod(x, axis=a, keepdims=k),  # type: ignore[dict-item,return-value]
     "l1": lambda x, a, k: np.sum(np.abs(x), axis=a, keepdims=k),
     "l2": lambda x, a, k: np.sqrt(np.sum(x * x, axis=a, keepdims=k)),
     "sum_square": lambda x, a, k: np.sum(x * x, axis=a, keepdims=k),
@@ -300,6 +305,7 @@ def _reduce_vjp(gs: Sequence[Array | None], xs: Sequence[Array | None], ys: Sequ
                 *, fn: str, axes: Ints, keepdims: bool, epsilon: float = 0.0
                 ) -> tuple[Array | None]:
     x, y = xs[0], ys[0]
+    assert x is not None
     if x.dtype.kind != "f":
         return (None,)
     g = gs[0] if gs[0] is not None else np.zeros_like(y)
@@ -311,6 +317,7 @@ def _reduce_vjp(gs: Sequence[Array | None], xs: Sequence[Array | None], ys: Sequ
 def _reduce_shape(specs: Sequence[Spec | None], *, fn: str, axes: Ints, keepdims: bool,
                   epsilon: float = 0.0) -> tuple[Spec, ...]:
     x = specs[0]
+    assert x is not None
     if fn not in _VJP or any(not 0 <= a < len(x.shape) for a in axes):
         raise ValueError(f"reduce {fn} over axes {axes} of rank {len(x.shape)}")
     kept = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
@@ -320,6 +327,7 @@ def _reduce_shape(specs: Sequence[Spec | None], *, fn: str, axes: Ints, keepdims
 
 def _reduce_facts(specs_in: Sequence[Spec | None], specs_out: Sequence[Spec], **attrs: object
                   ) -> Facts:
+    assert specs_in[0] is not None
     return Facts(ops=specs_in[0].size)  # one accumulate per input element
 
 
@@ -328,7 +336,7 @@ def _reduce_facts(specs_in: Sequence[Spec | None], specs_out: Sequence[Spec], **
 
 def _pool_attrs(node: Node, auto_pad: str, kernel_shape: Sequence[int] | None,
                 strides: Sequence[int] | None, pads: Sequence[int] | None,
-                dilations: Sequence[int] | None, ceil_mode: int) -> dict[str, object]:
+                dilations: Sequence[int] | None, ceil_mode: int) -> dict[str, Any]:
     x = node.spec(0)
     if x is None or len(x.shape) < 3 or kernel_shape is None:
         raise ModelError(node.name, f"{node.op_type} needs x [N, C, *spatial] and kernel_shape")
@@ -384,7 +392,7 @@ def _global_rule(fn: str) -> LowerRule:
 
 def _reduce_axes(node: Node, axes: Sequence[int] | None, noop: int) -> Ints:
     """Reduced axes from the attribute (opset < 18) or the constant second input."""
-    rank = len(node.spec(0).shape)
+    rank = len(node.required_spec(0).shape)
     if node.input(1):
         value = node.const(1)
         if value is None:

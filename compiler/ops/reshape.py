@@ -152,24 +152,28 @@ def _crop(x: Array, pads: Sequence[int]) -> Array:
 
 def _pad_forward(x: Array, fill: Array | None = None, *, pads: tuple[int, ...], mode: str,
                  value: float = 0.0) -> tuple[Array]:
-    r, fill = x.ndim, value if fill is None else fill.reshape(())
+    r, pad_value = x.ndim, value if fill is None else fill.reshape(())
     width = [(max(pads[i], 0), max(pads[i + r], 0)) for i in range(r)]
-    kw = {"constant_values": fill} if mode == "constant" else {}
-    return (np.pad(_crop(x, pads), width, mode=mode, **kw).astype(x.dtype, copy=False),)
+    kw = {"constant_values": pad_value} if mode == "constant" else {}
+    # numpy's stubs take mode as a Literal; lower_pad checked this ONNX string
+    padded = np.pad(_crop(x, pads), width, mode=mode, **kw)  # type: ignore[call-overload]
+    return (padded.astype(x.dtype, copy=False),)
 
 
 def _source_index(n: int, begin: int, end: int, mode: str) -> Array:
     """For each output position along one axis, the input index it copies (-1: the value)."""
     kept = np.arange(max(-begin, 0), n - max(-end, 0))
     kw = {"constant_values": -1} if mode == "constant" else {}
-    return np.pad(kept, (max(begin, 0), max(end, 0)), mode=mode, **kw)
+    # numpy's stubs take mode as a Literal; lower_pad checked this ONNX string
+    return np.pad(kept, (max(begin, 0), max(end, 0)), mode=mode, **kw)  # type: ignore[call-overload]
 
 
 def _scatter_axis(g: Array, index: Array, n: int, axis: int) -> Array:
     valid = index >= 0
     g = np.compress(valid, g, axis=axis)
     out = np.zeros(g.shape[:axis] + (n,) + g.shape[axis + 1:], dtype=g.dtype)
-    np.add.at(out, (slice(None),) * axis + (index[valid],), g)
+    # a tuple index (slices, then an index array) is valid; numpy's stubs list arrays only
+    np.add.at(out, (slice(None),) * axis + (index[valid],), g)  # type: ignore[arg-type]
     return out
 
 
@@ -178,6 +182,7 @@ def _pad_vjp(gs: Cots, xs: Sequence[Array | None], ys: Sequence[Array], *,
     (g,), x, fill = gs, xs[0], xs[1] if len(xs) > 1 else None
     if g is None:
         return (None,) * len(xs)
+    assert x is not None
     gx, r = g, x.ndim
     for a in range(r):
         gx = _scatter_axis(gx, _source_index(x.shape[a], pads[a], pads[a + r], mode),
@@ -218,6 +223,14 @@ def _ints(node: Node, i: int, what: str) -> tuple[int, ...] | None:
     return tuple(int(v) for v in np.asarray(value).reshape(-1))
 
 
+def _required_ints(node: Node, i: int, what: str) -> tuple[int, ...]:
+    """Constant integer input `i` the op needs: ModelError if absent or not constant."""
+    ints = _ints(node, i, what)
+    if ints is None:
+        raise ModelError(node.name, f"{node.op_type} needs its {what} (input {i}), absent")
+    return ints
+
+
 def _axis(node: Node, axis: int, rank: int) -> int:
     if not -rank <= axis < max(rank, 1):
         raise ModelError(node.name, f"{node.op_type} axis {axis} out of range for rank {rank}")
@@ -225,13 +238,14 @@ def _axis(node: Node, axis: int, rank: int) -> int:
 
 
 def _reshape_to(node: Node, shape: Sequence[int]) -> Lowered:
-    if int(np.prod(shape)) != node.spec(0).size:
-        raise ModelError(node.name, f"cannot reshape {node.spec(0).shape} into {tuple(shape)}")
+    if int(np.prod(shape)) != node.required_spec(0).size:
+        raise ModelError(node.name,
+                         f"cannot reshape {node.required_spec(0).shape} into {tuple(shape)}")
     return single("reshape", node, inputs=node.inputs[:1], shape=tuple(int(d) for d in shape))
 
 
 def _reshape_target(node: Node, target: Sequence[int], allowzero: int) -> list[int]:
-    x = node.spec(0).shape
+    x = node.required_spec(0).shape
     if not allowzero and any(d == 0 and i >= len(x) for i, d in enumerate(target)):
         raise ModelError(node.name, f"Reshape target {tuple(target)} copies (0) a dimension "
                          f"input {tuple(x)} does not have")
@@ -240,9 +254,9 @@ def _reshape_target(node: Node, target: Sequence[int], allowzero: int) -> list[i
         raise ModelError(node.name, f"Reshape target {tuple(target)} has several -1")
     if -1 in shape:
         known = int(np.prod([d for d in shape if d != -1]))
-        if known == 0 or node.spec(0).size % known:
+        if known == 0 or node.required_spec(0).size % known:
             raise ModelError(node.name, f"cannot reshape {x} into {tuple(target)}")
-        shape[shape.index(-1)] = node.spec(0).size // known
+        shape[shape.index(-1)] = node.required_spec(0).size // known
     return shape
 
 
@@ -250,12 +264,12 @@ def _reshape_target(node: Node, target: Sequence[int], allowzero: int) -> list[i
 
 def lower_reshape(node: Node, allowzero: int = 0) -> Lowered:
     """ONNX Reshape (0 copies the input dim unless allowzero; -1 is inferred)."""
-    return _reshape_to(node, _reshape_target(node, _ints(node, 1, "shape"), allowzero))
+    return _reshape_to(node, _reshape_target(node, _required_ints(node, 1, "shape"), allowzero))
 
 
 def lower_flatten(node: Node, axis: int = 1) -> Lowered:
     """ONNX Flatten to 2-D at `axis`."""
-    x = node.spec(0).shape
+    x = node.required_spec(0).shape
     if not -len(x) <= axis <= len(x):
         raise ModelError(node.name, f"Flatten axis {axis} out of range for rank {len(x)}")
     axis = axis + len(x) if axis < 0 else axis
@@ -264,7 +278,7 @@ def lower_flatten(node: Node, axis: int = 1) -> Lowered:
 
 def lower_squeeze(node: Node, axes: Sequence[int] | None = None) -> Lowered:
     """ONNX Squeeze; axes an attribute before opset 13, an input from 13; none: all 1-dims."""
-    x = node.spec(0).shape
+    x = node.required_spec(0).shape
     axes = _ints(node, 1, "axes") if axes is None else axes
     picked = {i for i, d in enumerate(x) if d == 1} if axes is None else {
         _axis(node, a, len(x)) for a in axes}
@@ -275,7 +289,7 @@ def lower_squeeze(node: Node, axes: Sequence[int] | None = None) -> Lowered:
 
 def lower_unsqueeze(node: Node, axes: Sequence[int] | None = None) -> Lowered:
     """ONNX Unsqueeze; axes an attribute before opset 13, an input from 13."""
-    x = node.spec(0).shape
+    x = node.required_spec(0).shape
     axes = _ints(node, 1, "axes") if axes is None else axes
     if axes is None:
         raise ModelError(node.name, "Unsqueeze needs axes")
@@ -296,7 +310,7 @@ def lower_identity(node: Node) -> Lowered:
 
 def lower_transpose(node: Node, perm: Sequence[int] | None = None) -> Lowered:
     """ONNX Transpose (default perm reverses the axes)."""
-    rank = len(node.spec(0).shape)
+    rank = len(node.required_spec(0).shape)
     perm = tuple(reversed(range(rank))) if perm is None else tuple(int(p) for p in perm)
     if sorted(perm) != list(range(rank)):
         raise ModelError(node.name, f"Transpose perm {perm} is not a permutation of {rank} axes")
@@ -305,7 +319,7 @@ def lower_transpose(node: Node, perm: Sequence[int] | None = None) -> Lowered:
 
 def lower_concat(node: Node, axis: int = 0) -> Lowered:
     """ONNX Concat."""
-    return single("concat", node, axis=_axis(node, axis, len(node.spec(0).shape)))
+    return single("concat", node, axis=_axis(node, axis, len(node.required_spec(0).shape)))
 
 
 def _split_sizes(node: Node, n: int, split: Sequence[int] | None,
@@ -324,7 +338,7 @@ def lower_split(node: Node, axis: int = 0, split: Sequence[int] | None = None,
                 num_outputs: int | None = None) -> Lowered:
     """ONNX Split: sizes from the `split` attribute (< opset 13) or input, num_outputs
     (opset 18), or equal parts over the outputs."""
-    x = node.spec(0).shape
+    x = node.required_spec(0).shape
     axis = _axis(node, axis, len(x))
     sizes = _split_sizes(node, x[axis], split, num_outputs)
     if sum(sizes) != x[axis] or len(sizes) != len(node.outputs) or min(sizes) < 0:
@@ -343,10 +357,12 @@ def _clamp_slice(dim: int, start: int, end: int, step: int) -> tuple[int, int]:
 def lower_slice(node: Node, starts: Sequence[int] | None = None,
                 ends: Sequence[int] | None = None, axes: Sequence[int] | None = None) -> Lowered:
     """ONNX Slice: starts/ends/axes attributes before opset 10, constant inputs from 10."""
-    x = node.spec(0).shape
+    x = node.required_spec(0).shape
     if starts is None:
-        starts, ends = _ints(node, 1, "starts"), _ints(node, 2, "ends")
+        starts, ends = _required_ints(node, 1, "starts"), _required_ints(node, 2, "ends")
         axes = _ints(node, 3, "axes")
+    if ends is None:
+        raise ModelError(node.name, "Slice has starts but no ends")
     steps = _ints(node, 4, "steps") or (1,) * len(starts)
     axes = tuple(range(len(starts))) if axes is None else tuple(_axis(node, a, len(x))
                                                                   for a in axes)
@@ -376,7 +392,9 @@ def lower_pad(node: Node, mode: str = "constant", pads: Sequence[int] | None = N
     if mode not in ("constant", "reflect", "edge", "wrap"):
         raise ModelError(node.name, f"Pad mode {mode!r} is not supported")
     x = node.spec(0)
-    full = _full_pads(node, _ints(node, 1, "pads") if pads is None else pads, len(x.shape))
+    assert x is not None
+    full = _full_pads(node, _required_ints(node, 1, "pads") if pads is None else pads,
+                      len(x.shape))
     if any(d + full[i] + full[i + len(x.shape)] < 0 for i, d in enumerate(x.shape)):
         raise ModelError(node.name, f"Pad pads {full} crop more than shape {x.shape}")
     fill = node.const(2) if node.input(2) else np.asarray(value)
@@ -387,17 +405,17 @@ def lower_pad(node: Node, mode: str = "constant", pads: Sequence[int] | None = N
 
 def lower_expand(node: Node) -> Lowered:
     """ONNX Expand (bidirectional broadcast to a constant shape)."""
-    target = _ints(node, 1, "shape")
+    target = _required_ints(node, 1, "shape")
     try:
-        shape = np.broadcast_shapes(node.spec(0).shape, target)
+        shape = np.broadcast_shapes(node.required_spec(0).shape, target)
     except ValueError as e:
-        raise ModelError(node.name, f"Expand {node.spec(0).shape} to {target}: {e}") from e
+        raise ModelError(node.name, f"Expand {node.required_spec(0).shape} to {target}: {e}") from e
     return single("expand", node, inputs=node.inputs[:1], shape=tuple(shape))
 
 
 def lower_tile(node: Node) -> Lowered:
     """ONNX Tile as reshape (1, d0, 1, d1, ...) -> expand (r0, d0, r1, d1, ...) -> reshape."""
-    x, reps = node.spec(0).shape, _ints(node, 1, "repeats")
+    x, reps = node.required_spec(0).shape, _required_ints(node, 1, "repeats")
     if len(reps) != len(x) or min(reps, default=0) < 0:
         raise ModelError(node.name, f"Tile repeats {reps} for shape {x}")
     lifted = tuple(v for d in x for v in (1, d))

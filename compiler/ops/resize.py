@@ -111,6 +111,7 @@ def _vjp(gs: Sequence[Array | None], xs: Sequence[Array | None], ys: Sequence[Ar
          mode: str, coordinate_transformation_mode: str, nearest_mode: str,
          scales: tuple[float, ...], sizes: tuple[int, ...]) -> tuple[Array | None]:
     x = xs[0]
+    assert x is not None
     if x.dtype.kind != "f":
         return (None,)
     g = gs[0] if gs[0] is not None else np.zeros_like(ys[0])
@@ -124,6 +125,7 @@ def _shape(specs: Sequence[Spec | None], *, mode: str, coordinate_transformation
            nearest_mode: str, scales: tuple[float, ...], sizes: tuple[int, ...]
            ) -> tuple[Spec, ...]:
     x = specs[0]
+    assert x is not None
     if len(sizes) != len(x.shape) or min(sizes, default=1) < 1:
         raise ValueError(f"resize of {x.shape} to {sizes}")
     return (Spec(tuple(sizes), x.dtype),)
@@ -131,6 +133,7 @@ def _shape(specs: Sequence[Spec | None], *, mode: str, coordinate_transformation
 
 def _facts(specs_in: Sequence[Spec | None], specs_out: Sequence[Spec], *, mode: str,
            sizes: tuple[int, ...], **attrs: object) -> Facts:
+    assert specs_in[0] is not None
     changed = sum(1 for a, b in zip(specs_in[0].shape, sizes) if a != b)
     taps = 2 ** changed if mode == "linear" else 1   # weighted reads per output element
     return Facts(ops=specs_out[0].size * taps)
@@ -205,17 +208,20 @@ def lower_resize(node: Node, antialias: int = 0, axes: Sequence[int] | None = No
     exclude_outside gives linear the same weights.
     """
     x = node.spec(0)
+    assert x is not None
     _check_modes(node, mode, coordinate_transformation_mode, nearest_mode, x.dtype)
     rank, picked = len(x.shape), _resize_axes(node, axes, len(x.shape))
     scales, sizes = _optional_const(node, 2, "scales"), _optional_const(node, 3, "sizes")
     if (scales is None) == (sizes is None):
         raise ModelError(node.name, "Resize needs exactly one of scales and sizes")
     given = sizes if sizes is not None else scales
+    assert given is not None
     if given.size != len(picked):
         raise ModelError(node.name, f"Resize has {given.size} scales/sizes for {len(picked)} axes")
     if sizes is not None:
         scales_t, sizes_t = _from_sizes(node, x.shape, picked, sizes, keep_aspect_ratio_policy)
     else:
+        assert scales is not None  # exactly one of scales and sizes (checked above)
         scales_t, sizes_t = _from_scales(x.shape, picked, scales)
     if antialias and mode == "linear" and min(scales_t) < 1.0:
         raise ModelError(node.name, "Resize antialias when downsampling is not supported")

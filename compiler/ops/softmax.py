@@ -22,6 +22,7 @@ _OPS_PER_ELEMENT = 5
 
 def _shape(specs: Sequence[Spec | None], *, axis: int, log: bool) -> tuple[Spec, ...]:
     x = specs[0]
+    assert x is not None
     if not 0 <= axis < len(x.shape):
         raise ValueError(f"softmax axis {axis} out of range for rank {len(x.shape)}")
     return (x,)
@@ -43,6 +44,7 @@ def _vjp(gs: Sequence[Array | None], xs: Sequence[Array | None], ys: Sequence[Ar
         gx = g - np.exp(y) * np.sum(g, axis=axis, keepdims=True)
     else:
         gx = y * (g - np.sum(g * y, axis=axis, keepdims=True))
+    assert xs[0] is not None
     return (gx.astype(xs[0].dtype, copy=False),)
 
 
@@ -53,7 +55,7 @@ def _facts(specs_in: Sequence[Spec | None], specs_out: Sequence[Spec], *, axis: 
 
 def _rule(log: bool) -> LowerRule:
     def rule(node: Node, axis: int = -1) -> Lowered:
-        rank = len(node.spec(0).shape)
+        rank = len(node.required_spec(0).shape)
         if not -rank <= axis < rank:
             raise ModelError(node.name, f"{node.op_type} axis {axis} out of range for rank {rank}")
         return single("softmax", node, axis=axis % rank, log=log)

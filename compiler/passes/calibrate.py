@@ -14,13 +14,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import cast
 
 import numpy as np
 
 from compiler.errors import ModelError
 from compiler.executor import run
 from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph, Layer
-from compiler.quantizers import ActivationParams, RangeStats, activation_params, merge_stats
+from compiler.quantizers import (
+    ActivationParams,
+    ActMethod,
+    RangeStats,
+    activation_params,
+    merge_stats,
+)
 
 METHODS = ("minmax", "percentile", "mse", "entropy")
 # forward(feeds, names) -> at least the tensors `names` of `g` on one batch
@@ -42,7 +49,7 @@ class CalibrationStats:
         names = set(self.stats) | set(other.stats)
         merged = {t: merge_stats(self.stats.get(t, RangeStats()), other.stats.get(t, RangeStats()))
                   for t in sorted(names)}
-        grams = {t: self.grams.get(t, 0.0) + other.grams.get(t, 0.0)
+        grams = {t: np.asarray(self.grams.get(t, 0.0) + other.grams.get(t, 0.0))
                  for t in sorted(set(self.grams) | set(other.grams))}
         source = " + ".join(s for s in (self.source, other.source) if s)
         return CalibrationStats(MappingProxyType(merged), self.samples + other.samples, source,
@@ -57,7 +64,7 @@ class CalibrationStats:
         """
         if tensor not in self.stats or self.stats[tensor].count == 0:
             raise ModelError(f"tensor {tensor}", "no calibration statistics were collected")
-        return activation_params(self.stats[tensor], bits, method, symmetric=False,
+        return activation_params(self.stats[tensor], bits, cast(ActMethod, method), symmetric=False,
                                  percentile=percentile)
 
 
@@ -76,7 +83,7 @@ def folds_into_requant(layer: Layer) -> bool:
 def calibration_tensors(g: Graph) -> tuple[str, ...]:
     """Float activations whose ranges quantisation may use: the activation inputs and the
     output of every MAC layer, and the output of a ReLU/Clip reading a MAC output."""
-    mac_out = set()
+    mac_out: set[str] = set()
     wanted: dict[str, None] = {}  # insertion-ordered set
     for layer in g.layers:
         if KIND_CATEGORY[layer.kind] == CATEGORY_GEMM:

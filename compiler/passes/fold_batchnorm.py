@@ -73,8 +73,9 @@ def folded_params(w: np.ndarray, b: np.ndarray | None, scale: np.ndarray, beta: 
 def _fold(g: Graph, producer: Layer, bn: Layer) -> Fold:
     weights = g.weights
     bias = producer.inputs[2] if len(producer.inputs) > 2 and producer.inputs[2] else None
+    scale, beta, mean, var = (weights[t] for t in bn.inputs[1:])  # BatchNormalization's 5 inputs
     w, b = folded_params(weights[producer.inputs[1]], weights[bias] if bias else None,
-                         *(weights[t] for t in bn.inputs[1:]), float(bn.attrs.get("epsilon", 1e-5)))
+                         scale, beta, mean, var, float(bn.attrs.get("epsilon", 1e-5)))
     w_name, b_name = f"{producer.name}.weight_bn", f"{producer.name}.bias_bn"
     folded = replace(producer, inputs=(producer.inputs[0], w_name, b_name, *producer.inputs[3:]),
                      outputs=bn.outputs)

@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import cast
 
 import numpy as np
 
@@ -54,7 +55,7 @@ from compiler.formats import (
 from compiler.gptq import gptq_round
 from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph, Layer, Quant, readonly
 from compiler.passes.calibrate import METHODS, CalibrationStats, folds_into_requant
-from compiler.quantizers import QuantizedTensor, quantize_weight
+from compiler.quantizers import ClipMethod, Granularity, QuantizedTensor, quantize_weight
 
 FLOAT = FLOAT_BITS
 W_BITS = (*WEIGHT_BITS, FLOAT)
@@ -183,8 +184,9 @@ def clip_method(options: QuantOptions, bits: int) -> str:
 def _quantize(ctx: _Ctx, layer: Layer, bits: int, granularity: str) -> QuantizedTensor:
     w = ctx.g.weights[layer.inputs[WEIGHT_INPUT[layer.kind]]]
     block = ctx.opts.block if granularity == "per_block" else None
-    qt = quantize_weight(w, bits, granularity, CHANNEL_AXIS[layer.kind], block,
-                         symmetric=True, clip=clip_method(ctx.opts, bits))
+    # quantize_weight checks both strings (Literal-typed there)
+    qt = quantize_weight(w, bits, cast(Granularity, granularity), CHANNEL_AXIS[layer.kind], block,
+                         symmetric=True, clip=cast(ClipMethod, clip_method(ctx.opts, bits)))
     gram = ctx.calib.grams.get(layer.inputs[0]) if (
         ctx.opts.rounding == "gptq" and layer.kind == "linear" and ctx.calib is not None) else None
     return qt if gram is None else gptq_round(w, gram, qt)  # GPTQ codes on RTN's grid
@@ -213,7 +215,8 @@ def _requant_tensor(g: Graph, layer: Layer) -> str:
     return out
 
 
-def _int32_bias(ctx: _Ctx, layer: Layer, qt: QuantizedTensor, in_scale: float) -> dict:
+def _int32_bias(ctx: _Ctx, layer: Layer, qt: QuantizedTensor,
+                in_scale: float) -> dict[str, np.ndarray]:
     if len(layer.inputs) < 3 or not layer.inputs[2]:
         return {}
     b = np.asarray(ctx.g.weights[layer.inputs[2]], np.float64)
@@ -275,7 +278,8 @@ def _fp16(ctx: _Ctx, layer: Layer, row: Format, w_bits: int, a_bits: int | None)
 
 def _act_matmul(ctx: _Ctx, layer: Layer, row: Format, w_bits: None, a_bits: int) -> _Plan:
     params = [_act(ctx, layer, t, a_bits) for t in layer.inputs[:2]]
-    out = _act(ctx, layer, layer.outputs[0], a_bits) if row.requant else (None, None)
+    out: tuple[float | None, int | None] = (_act(ctx, layer, layer.outputs[0], a_bits)
+                                            if row.requant else (None, None))
     return _Plan(Quant(None, a_bits, "per_tensor", None, True, "minmax", row.fmt,
                        tuple(s for s, _ in params), tuple(z for _, z in params), *out,
                        reason=_REASONS[row.name]))
@@ -284,6 +288,7 @@ def _act_matmul(ctx: _Ctx, layer: Layer, row: Format, w_bits: None, a_bits: int)
 def _qdq_any(ctx: _Ctx, layer: Layer, row: Format, w_bits: int | None, a_bits: int) -> _Plan:
     if layer.kind == "matmul":  # activation x activation: no weight bits
         return _act_matmul(ctx, layer, row, None, a_bits)
+    assert w_bits is not None  # a weighted layer on a weighted row has weight bits
     return _qdq_weighted(ctx, layer, row, w_bits, a_bits)
 
 
@@ -323,7 +328,9 @@ _REASONS = {
     "qlinear_linear": "QGemm / QLinearMatMul (int8 in, int8 out)",
     "qlinear_act_matmul": "QLinearMatMul (int8 x int8, int8 out)",
 }
-Planner = Callable[[_Ctx, Layer, Format, "int | None", "int | None"], _Plan]
+# (ctx, layer, row, w_bits, a_bits): each planner takes the bits its row guarantees (an int
+# where the row needs them, else int | None or None), so the table's type leaves them open
+Planner = Callable[..., _Plan]
 # The quantizer of every row of compiler.formats.FORMATS.
 PLANNERS: Mapping[str, Planner] = MappingProxyType({
     "float": _float, "fp16": _fp16, "qlinear_conv": _qdq_weighted,
@@ -372,9 +379,10 @@ def _embedding_bits(ctx: _Ctx, table: np.ndarray) -> int | None:
 
 def _plan(ctx: _Ctx, layer: Layer, w_bits: int | None, a_bits: int | None) -> _Plan:
     if layer.kind == "gather":
-        w_bits = _gather_bits(ctx, layer, w_bits)
-        if isinstance(w_bits, _Plan):
-            return w_bits
+        gathered = _gather_bits(ctx, layer, w_bits)
+        if isinstance(gathered, _Plan):
+            return gathered
+        w_bits = gathered
     elif KIND_CATEGORY[layer.kind] != CATEGORY_GEMM:
         if w_bits is not None or a_bits is not None:
             raise ModelError(f"layer {layer.name}", f"a {layer.kind} layer has no bits to "
@@ -436,6 +444,7 @@ def _quant_bytes(g: Graph, layer: Layer) -> float:
     if q.fmt == "fp16":
         return codes.nbytes
     scale = g.weights[names.scale]
+    assert q.w_bits is not None  # a layer with weight codes has weight bits
     total = codes.size * q.w_bits / 8 + scale.nbytes
     if q.fmt == "qdq":  # uint8 zero points, and the int32 bias's dequantisation scale
         total += scale.size * (1 + 4 * (names.bias in g.weights))

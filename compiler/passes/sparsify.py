@@ -211,7 +211,8 @@ def delta_gates(g: Graph, thresholds: Mapping[str, float]) -> Graph:
     bad = sorted(set(thresholds) - {x.name for x in sparsifiable(g)})
     if bad:
         raise ModelError(f"layer {bad[0]}", "is not a conv/linear layer with a float input")
-    layers, types, weights = [], dict(g.types), dict(g.weights)
+    layers: list[Layer] = []
+    types, weights = dict(g.types), dict(g.weights)
     inputs, outputs = list(g.inputs), list(g.outputs)
     for layer in g.layers:
         if layer.name in thresholds:

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import cast
 
 import numpy as np
 from scipy.special import softmax
@@ -209,8 +210,9 @@ def sampled_estimate(names: Sequence[str], parts: Sequence[np.ndarray],
     trace = means.sum(axis=0) * (total / c)
     var = (total ** 2 / c * means.var(axis=0, ddof=1) if c >= 2
            else np.full(len(names), np.inf))
+    # parts is non-empty, so the sum is an array (typeshed's sum may return its start, 0)
     return TraceEstimate(tuple(names), trace, _rse(np.sqrt(var), trace),
-                         sum(parts) * (total / c))
+                         cast(np.ndarray, sum(parts)) * (total / c))
 
 
 def _rse(se: np.ndarray, trace: np.ndarray) -> np.ndarray:
@@ -243,4 +245,6 @@ def pooled_estimate(names: Sequence[str], parts: Sequence[np.ndarray]) -> TraceE
         var = c * np.stack([p[0] for p in parts]).var(axis=0, ddof=1)
     else:
         var = np.full(len(names), np.inf)
-    return TraceEstimate(tuple(names), trace, _rse(np.sqrt(var), trace), sum(parts))
+    # parts is non-empty, so the sum is an array (typeshed's sum may return its start, 0)
+    return TraceEstimate(tuple(names), trace, _rse(np.sqrt(var), trace),
+                         cast(np.ndarray, sum(parts)))

@@ -60,7 +60,7 @@ import numpy as np
 
 from compiler import executor
 from compiler.errors import ModelError
-from compiler.executor import Arrays, Rule, vjp_rule
+from compiler.executor import Arrays, Outputs, Rule, Values, vjp_rule
 from compiler.ir import Graph, Layer
 from compiler.sensitivity import gauss_newton
 from compiler.sensitivity.loss import (
@@ -109,7 +109,7 @@ def _pattern_env(obj: Objective, i: int, frozen: Sequence[Layer]) -> dict[str, n
 
 
 def _frozen_rule(ref: Arrays, frozen: frozenset[str]) -> Rule:
-    def rule(layer: Layer, gs: tuple, xs: tuple, ys: tuple) -> tuple:
+    def rule(layer: Layer, gs: Values, xs: Values, ys: Outputs) -> Values:
         if layer.name in frozen:
             xs = tuple(ref[t] if t else None for t in layer.inputs)
             ys = tuple(ref[t] for t in layer.outputs)
@@ -280,7 +280,7 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
                                   tol=tol, max_iter=max_iter, seed=seed, observe=observe,
                                   budget=budget, settled=settled)
         exact = loss == "kl" or (loss == "mse" and labels is None)  # against the reference
-        how = ("curvature=gauss-newton" + (" (exact Hessian: zero-gradient loss)"
+        how: tuple[str, ...] = ("curvature=gauss-newton" + (" (exact Hessian: zero-gradient loss)"
                                            if exact else ""),)
     elif curvature == "hessian":
         obj = objective(g, calib_inputs, labels, loss)

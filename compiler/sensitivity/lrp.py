@@ -51,7 +51,7 @@ import numpy as np
 
 from compiler import executor
 from compiler.errors import ModelError
-from compiler.executor import Arrays, backward
+from compiler.executor import Arrays, Outputs, Rule, Values, backward
 from compiler.ir import Graph, Layer
 from compiler.ops import OPS
 from compiler.ops.opdef import unbroadcast
@@ -69,7 +69,7 @@ EPS = 0.05
 MASKED = 1e8   # |score| from which an entry is an additive mask's "minus infinity"
 LRP_RULES = ("epsilon", "zplus")
 # rule(layer, relevances of outputs, inputs, outputs, active input mask, eps) -> per input
-LrpRule = Callable[[Layer, tuple, tuple, tuple, tuple, float], tuple]
+LrpRule = Callable[[Layer, Outputs, Values, Outputs, tuple[bool, ...], float], Values]
 
 
 def _stabilised(z: np.ndarray, eps: float) -> np.ndarray:
@@ -84,35 +84,40 @@ def _stabilised(z: np.ndarray, eps: float) -> np.ndarray:
     return z + np.where(z >= 0, stab, -stab)
 
 
-def epsilon(layer: Layer, rs: tuple, xs: tuple, ys: tuple, active: tuple, eps: float,
-            share: float = 1.0) -> tuple:
+def epsilon(layer: Layer, rs: Outputs, xs: Values, ys: Outputs, active: tuple[bool, ...],
+            eps: float,
+            share: float = 1.0) -> Values:
     """Epsilon rule: each active input x gets `share * x * vjp(R / stabilised(z))`."""
     s = rs[0] / _stabilised(ys[0], eps)
     gs = OPS[layer.kind].vjp((s,), xs, ys, **layer.attrs)
-    return tuple(share * x * g if on and g is not None else None
+    return tuple(share * x * g if on and g is not None and x is not None else None
                  for x, g, on in zip(xs, gs, active))
 
 
-def product(layer: Layer, rs: tuple, xs: tuple, ys: tuple, active: tuple, eps: float) -> tuple:
+def product(layer: Layer, rs: Outputs, xs: Values, ys: Outputs, active: tuple[bool, ...],
+            eps: float) -> Values:
     """Epsilon rule split evenly among the k active operands of a product (uniform rule)."""
     return epsilon(layer, rs, xs, ys, active, eps, share=1.0 / max(1, sum(active)))
 
 
-def first(layer: Layer, rs: tuple, xs: tuple, ys: tuple, active: tuple, eps: float) -> tuple:
+def first(layer: Layer, rs: Outputs, xs: Values, ys: Outputs, active: tuple[bool, ...],
+          eps: float) -> Values:
     """All relevance to the first operand (summed back over broadcast axes)."""
-    out: list = [None] * len(xs)
+    out: list[np.ndarray | None] = [None] * len(xs)
     if active and active[0]:
+        assert xs[0] is not None  # an active input is present
         out[0] = unbroadcast(rs[0], np.shape(xs[0]))
     return tuple(out)
 
 
-def passthrough(layer: Layer, rs: tuple, xs: tuple, ys: tuple, active: tuple,
-                eps: float) -> tuple:
+def passthrough(layer: Layer, rs: Outputs, xs: Values, ys: Outputs, active: tuple[bool, ...],
+                eps: float) -> Values:
     """R_in = R_out for the first input (shape-preserving elementwise layers)."""
     return first(layer, rs, xs, ys, active, eps)
 
 
-def adjoint(layer: Layer, rs: tuple, xs: tuple, ys: tuple, active: tuple, eps: float) -> tuple:
+def adjoint(layer: Layer, rs: Outputs, xs: Values, ys: Outputs, active: tuple[bool, ...],
+            eps: float) -> Values:
     """The op's vjp moves relevance back as it moves cotangents (data movement layers)."""
     gs = OPS[layer.kind].vjp(rs, xs, ys, **layer.attrs)
     return tuple(g if on else None for g, on in zip(gs, active))
@@ -124,13 +129,15 @@ ELTWISE_RULES: Mapping[str, LrpRule] = {
 }
 
 
-def eltwise(layer: Layer, rs: tuple, xs: tuple, ys: tuple, active: tuple, eps: float) -> tuple:
+def eltwise(layer: Layer, rs: Outputs, xs: Values, ys: Outputs, active: tuple[bool, ...],
+            eps: float) -> Values:
     """Eltwise layers: the rule of their `fn` (`ELTWISE_RULES`)."""
-    rule = ELTWISE_RULES.get(layer.attrs.get("fn"), first)
+    rule = ELTWISE_RULES.get(layer.attrs.get("fn", ""), first)
     return rule(layer, rs, xs, ys, active, eps)
 
 
-def gate(layer: Layer, rs: tuple, xs: tuple, ys: tuple, active: tuple, eps: float) -> tuple:
+def gate(layer: Layer, rs: Outputs, xs: Values, ys: Outputs, active: tuple[bool, ...],
+         eps: float) -> Values:
     """Attention y = p v with the probabilities p as a constant gate (Ali et al. 2022): the
     epsilon rule sends y's relevance to the values (new and cached), none to q / k; relevance
     of the present caches goes back to their past and new parts as their vjp moves it."""
@@ -139,11 +146,12 @@ def gate(layer: Layer, rs: tuple, xs: tuple, ys: tuple, active: tuple, eps: floa
     s = rs[0] / _stabilised(ys[0], eps)
     gy = op.vjp((s, None, None), xs, ys, **layer.attrs)            # p^T s on v and past_v
     gpass = op.vjp((zero[0], rs[1], rs[2]), xs, ys, **layer.attrs)  # caches: pure copies
-    out = [None] * len(xs)
+    out: list[np.ndarray | None] = [None] * len(xs)
     for i in (1, 2, 4, 5):                                           # k, v, past_k, past_v
-        if i < len(xs) and active[i]:
-            value = xs[i] * gy[i] if i in (2, 5) and gy[i] is not None else 0.0
-            out[i] = value + (gpass[i] if gpass[i] is not None else 0.0)
+        x, g, p = (xs[i], gy[i], gpass[i]) if i < len(xs) else (None, None, None)
+        if x is not None and active[i]:
+            value = x * g if i in (2, 5) and g is not None else np.zeros_like(x)
+            out[i] = value + p if p is not None else value
     return tuple(out)
 
 
@@ -158,9 +166,11 @@ RULES: Mapping[str, LrpRule] = {
 ZPLUS_KINDS = frozenset({"conv", "linear"})
 
 
-def zplus(layer: Layer, rs: tuple, xs: tuple, ys: tuple, active: tuple, eps: float) -> tuple:
+def zplus(layer: Layer, rs: Outputs, xs: Values, ys: Outputs, active: tuple[bool, ...],
+          eps: float) -> Values:
     """z+ rule for a conv / linear layer with nonnegative input: positive weights, no bias."""
     op = OPS[layer.kind]
+    assert xs[0] is not None and xs[1] is not None  # conv / linear: data and weight
     pos = (xs[0], np.maximum(xs[1], 0.0))
     zp = op.forward(*pos, **layer.attrs)
     s = rs[0] / _stabilised(zp[0], eps)
@@ -168,19 +178,19 @@ def zplus(layer: Layer, rs: tuple, xs: tuple, ys: tuple, active: tuple, eps: flo
     return (xs[0] * gx,) + (None,) * (len(xs) - 1)
 
 
-def _uses_zplus(layer: Layer, xs: tuple, active: tuple) -> bool:
+def _uses_zplus(layer: Layer, xs: Values, active: tuple[bool, ...]) -> bool:
     return (layer.kind in ZPLUS_KINDS and not active[1] and active[0]
-            and float(np.min(xs[0])) >= 0.0)
+            and xs[0] is not None and float(np.min(xs[0])) >= 0.0)
 
 
-def _rule(g: Graph, eps: float, rule: str) -> Callable[[Layer, tuple, tuple, tuple], tuple]:
-    def apply(layer: Layer, rs: tuple, xs: tuple, ys: tuple) -> tuple:
-        rs = tuple(np.zeros_like(y) if r is None else r for r, y in zip(rs, ys))
-        active = tuple(bool(t) and t not in g.weights and x.dtype.kind == "f"
+def _rule(g: Graph, eps: float, rule: str) -> Rule:
+    def apply(layer: Layer, rs: Values, xs: Values, ys: Outputs) -> Values:
+        dense = tuple(np.zeros_like(y) if r is None else r for r, y in zip(rs, ys))
+        active = tuple(bool(t) and t not in g.weights and x is not None and x.dtype.kind == "f"
                        for t, x in zip(layer.inputs, xs))
         if rule == "zplus" and _uses_zplus(layer, xs, active):
-            return zplus(layer, rs, xs, ys, active, eps)
-        return RULES[layer.kind](layer, rs, xs, ys, active, eps)
+            return zplus(layer, dense, xs, ys, active, eps)
+        return RULES[layer.kind](layer, dense, xs, ys, active, eps)
     return apply
 
 

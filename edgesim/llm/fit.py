@@ -58,7 +58,7 @@ def available_gib(target: CpuTarget, ram_gib: float | None) -> tuple[float, floa
     if not options and ram_gib is None:
         raise UserError(f"target {target.name}", "lists no RAM sizes (ram_options_gib); give "
                         "--ram to check the fit")
-    ram = max(options) if ram_gib is None else float(ram_gib)
+    ram = float(ram_gib) if ram_gib is not None else max(options or ())  # options: checked
     if options and ram not in options:
         raise UserError(f"--ram {ram:g}", f"{target.name} comes with {list(options)} GiB")
     return ram, ram - (target.ram_reserved_gib or 0.0)

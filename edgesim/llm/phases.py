@@ -25,7 +25,7 @@ from edgesim.llm.formats import WeightFormat, parse_format
 from edgesim.llm.traffic import decode_bytes
 from hwmodels import cost as hw_cost
 from hwmodels.cpu import CpuTarget, nbits_int8_available, peak_macs_per_cycle
-from hwmodels.kernels.cpu import UNPACK_LANE_OPS
+from hwmodels.kernels.cpu_layout import UNPACK_LANE_OPS
 
 # onnxruntime nodes per decoder block (assumed, as onnxruntime-genai's builder lays a block
 # out): 7 MatMul(NBits) + 2 norms, rotary, attention, SiLU and gate Mul

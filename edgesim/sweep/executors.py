@@ -63,7 +63,8 @@ class LocalExecutor:
                       tasks: Sequence[Any]) -> Iterator[Any]:
         """Yield fn(shared, task) as tasks finish; at most two queued per worker, so the
         parent never pickles the whole sweep up front."""
-        pending, queue = set(), list(reversed(tasks))
+        pending: set[Any] = set()  # futures of the executor
+        queue = list(reversed(tasks))
         while queue or pending:
             while queue and len(pending) < 2 * self.workers:
                 pending.add(self._pool.submit(fn, shared, queue.pop()))
@@ -129,7 +130,7 @@ class DaskExecutor:
         from distributed import as_completed
 
         data = [self.client.scatter(shared, broadcast=True, hash=False)]
-        tries: dict[str, tuple[Any, int]] = {}
+        tries: dict[object, tuple[Any, int]] = {}  # future key -> (task, attempt)
 
         def submit(task: Any, attempt: int) -> Any:
             future = self.client.submit(fn, data[0], task, pure=False)

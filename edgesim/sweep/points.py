@@ -60,6 +60,7 @@ def _grid(params: Sequence[Parameter], search: Search) -> list[list[Any]]:
 
 def _random(params: Sequence[Parameter], search: Search) -> list[list[Any]]:
     rng = np.random.default_rng(search.seed)
+    assert search.samples is not None  # random search is validated to have a sample count
     return [[int(rng.integers(len(p.raw))) if p.discrete else float(rng.random())
              for p in params] for _ in range(search.samples)]
 
@@ -69,6 +70,7 @@ def _lhs(params: Sequence[Parameter], search: Search) -> list[list[Any]]:
     parameter; a list parameter takes the value its quantile falls on."""
     from scipy.stats import qmc
 
+    assert search.samples is not None  # lhs search is validated to have a sample count
     if not params:
         return [[] for _ in range(search.samples)]
     u = qmc.LatinHypercube(d=len(params), rng=np.random.default_rng(search.seed)).random(
@@ -96,7 +98,7 @@ def enumerate_points(space: Space) -> list[Point]:
     """Every point of the space, in enumeration order, duplicates dropped (first kept)."""
     names = [p.name for p in space.parameters]
     seen: set[str] = set()
-    out = []
+    out: list[Point] = []
     for draws in _ENUMERATORS[space.search.method](space.parameters, space.search):
         pairs = [_value(p, d) for p, d in zip(space.parameters, draws)]
         params = tuple(zip(names, (raw for raw, _ in pairs)))

@@ -123,8 +123,8 @@ def model_context(space: Space, index: int, sensitivity: Callable[..., Any]) -> 
     if [int(b) for b in sens.bits] != list(space.optimise.w_bits):
         raise ValueError(f"sensitivity columns {list(sens.bits)} are not the requested weight "
                          f"bits {list(space.optimise.w_bits)}")
-    chosen = np.array([position[name] for name in sens.layers], dtype=np.int64)
-    return ModelContext(spec.label, g.layer_table(), chosen, np.asarray(sens.omega, float))
+    order = np.array([position[name] for name in sens.layers], dtype=np.int64)
+    return ModelContext(spec.label, g.layer_table(), order, np.asarray(sens.omega, float))
 
 
 def bit_plan(table: LayerTable, chosen: np.ndarray, w_bits: Sequence[int], a_bits: int,
@@ -184,6 +184,7 @@ def _solve_design(m: ModelContext, opt: Allocate, q_cost: np.ndarray,
     widest = runnable_bits.argmax(axis=1)  # each layer's widest choice this design can run
     reference = fixed + float(q_cost[np.arange(len(widest)), widest].sum())
     w_q = _w_elems_q(m)
+    assert m.omega is not None  # an Allocate design has sensitivities
     budget = (opt.value if opt.value is not None
               else float(opt.fraction or 0.0) * user_units(opt.metric, reference, w_q))
     try:
@@ -238,7 +239,7 @@ def _model_records(ctx: Context, m: ModelContext, targets: list) -> list[dict[st
     host = kinds.host_options(ctx.base, ctx.threads, ctx.runtime)
     cost = hooks(ctx.base).costs(m.table, choices, targets, **host)
     if isinstance(opt, FixedBits):
-        cols, extra = rest, [{} for _ in targets]
+        cols, extra = rest, [dict[str, Any]() for _ in targets]
     else:
         cols, extra = _allocate(cost, m, opt, choices, rest, w_cols)
     total = _totals(cost, cols)
@@ -297,7 +298,7 @@ def header(space: Space) -> dict[str, Any]:
 
     from edgesim import __version__
 
-    versions = {"edgesim": __version__, "python": sys.version.split()[0]}
+    versions: dict[str, str | None] = {"edgesim": __version__, "python": sys.version.split()[0]}
     for package in ("numpy", "numba", "scipy", "onnx"):
         try:
             versions[package] = metadata.version(package)

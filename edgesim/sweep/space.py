@@ -80,6 +80,7 @@ class Parameter:
 
     def at(self, u: float) -> float | int:
         """The distribution's value at quantile u in [0, 1)."""
+        assert self.low is not None and self.high is not None  # a distribution's bounds
         lo, hi = float(self.low), float(self.high)
         if self.log:
             x = math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))

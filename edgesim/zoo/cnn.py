@@ -77,7 +77,7 @@ class GraphBuilder:
             raise ModelError(name, f"weight has shape {value.shape}, the graph needs {shape}")
         return value
 
-    def const(self, name: str, value: np.ndarray | float | int) -> str:
+    def const(self, name: str, value: np.ndarray | np.generic | float | int) -> str:
         """An initializer holding `value` exactly (dtype kept)."""
         self.inits[name] = numpy_helper.from_array(np.asarray(value), name)
         return name
@@ -108,7 +108,7 @@ class GraphBuilder:
         return name
 
     def model(self, graph_name: str,
-              outputs: Mapping[str, tuple[str, Sequence[int]]]) -> onnx.ModelProto:
+              outputs: Mapping[str, tuple[str, Sequence[int | str]]]) -> onnx.ModelProto:
         """The finished model; `outputs` maps output name -> (tensor, shape without batch)."""
         if self.weights:
             raise ModelError(graph_name, f"weights not used by the graph: {sorted(self.weights)}")

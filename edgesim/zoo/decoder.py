@@ -18,7 +18,7 @@ onnxruntime-genai writes it). The LM head is `lm_head` (tied: the embedding tabl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,6 +86,8 @@ def linear_shapes(shape: DecoderShape) -> dict[str, tuple[int, int]]:
 
 class _Ctx:
     """The builder plus what every block reads: formats, RoPE tables, mask, past inputs."""
+
+    presents: dict[str, str]  # KV-cache output name -> tensor, set by the KV decoder
 
     def __init__(self, b: GraphBuilder, shape: DecoderShape, formats: Mapping[str, str]):
         self.b, self.s, self.formats, self.nbits = b, shape, formats, False
@@ -221,8 +223,9 @@ def kv_decoder(shape: DecoderShape = DecoderShape(), formats: Mapping[str, str] 
 
 def _finish(c: _Ctx, logits: str) -> onnx.ModelProto:
     s = c.s
-    kv = ["N", s.kv_heads, "total", s.head_dim]
-    outs = {"logits": (logits, ["seq", s.vocab]), **{n: (t, kv[1:]) for n, t in c.presents.items()}}
+    kv: list[int | str] = ["N", s.kv_heads, "total", s.head_dim]
+    outs: dict[str, tuple[str, Sequence[int | str]]] = {
+        "logits": (logits, ["seq", s.vocab]), **{n: (t, kv[1:]) for n, t in c.presents.items()}}
     model = c.b.model("kv_decoder", outs)
     for out in model.graph.output:
         if out.name.startswith("present."):

@@ -192,8 +192,8 @@ def main() -> None:
     export("digits_cnn", cnn, digits_cnn_graph(weights=state_weights(cnn)), data)
     tfm = train(DigitsTransformer(), data["x_train"], data["y_train"], epochs=150, lr=2e-3)
     export("digits_transformer", tfm, digits_transformer_graph(weights=state_weights(tfm)), data)
-    np.savez_compressed(DATA_DIR / "digits.npz",
-                        **{k: data[k] for k in ("x_calib", "y_calib", "x_test", "y_test")})
+    np.savez_compressed(DATA_DIR / "digits.npz",  # numpy's stubs mistype **arrays
+                        **{k: data[k] for k in ("x_calib", "y_calib", "x_test", "y_test")})  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

