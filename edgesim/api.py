@@ -22,9 +22,7 @@ if TYPE_CHECKING:
     from edgesim.report import CompileResult
     from edgesim.simulation import Simulation
     from hwmodels.cpu_schema import CpuTarget
-    from hwmodels.target import Target
-
-    TargetRef = str | os.PathLike[str] | Target  # a shipped name, a YAML path or a target
+    from hwmodels.target import TargetRef
 
 @dataclass(frozen=True)
 class LayerSummary:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compiler.ir import CATEGORY_GEMM, Graph
 from edgesim.errors import UserError
+
+if TYPE_CHECKING:
+    from hwmodels.target import Target, TargetRef
 
 ZOO_PREFIX = "zoo:"
 
@@ -75,7 +78,7 @@ def costable(g: Graph) -> Graph:
     return g
 
 
-def resolve_target(target: Any) -> Any:
+def resolve_target(target: TargetRef) -> Target:
     """A shipped target name, a YAML path, or an already loaded target object."""
     from hwmodels.target import load_target
 

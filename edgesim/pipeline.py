@@ -39,8 +39,7 @@ from edgesim.simulation import totals
 from hwmodels import kinds
 
 if TYPE_CHECKING:
-    from edgesim.api import TargetRef
-    from hwmodels.target import Target
+    from hwmodels.target import Target, TargetRef
 
 DEFAULT_CALIB_SAMPLES = 32
 ANALYSIS_SAMPLES = 32  # calibration samples the sensitivity analysis uses

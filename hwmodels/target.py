@@ -59,6 +59,10 @@ class Target(Protocol):
     def sources(self) -> dict[str, str]: ...
 
 
+# How the API takes a target: a shipped name, a YAML path (with an optional variant) or a
+# loaded target.
+TargetRef = Union[str, "os.PathLike[str]", Target]
+
 # Read from the one registry, `hwmodels.kinds`; a kind module that fails to import raises there.
 TARGET_KINDS: Mapping[str, type] = types.MappingProxyType(kinds.target_classes())
 
