@@ -122,7 +122,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:
         if args.debug:
             raise
+        if _interrupted(e):  # Ctrl-C inside a module's import surfaces as ImportError
+            print("edgesim: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
         return _report(e)
+
+
+def _interrupted(e: BaseException) -> bool:
+    """True if a KeyboardInterrupt is anywhere in `e`'s chain of causes."""
+    seen: set[int] = set()
+    link: BaseException | None = e
+    while link is not None and id(link) not in seen:
+        if isinstance(link, KeyboardInterrupt):
+            return True
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    return False
 
 
 def _report(e: Exception) -> int:

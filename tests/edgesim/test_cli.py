@@ -144,3 +144,28 @@ def test_quantize_bad_bits_writes_nothing(tmp_path: Path, bits: str, needle: str
     out = tmp_path / "q.onnx"
     _one_line_error(edgesim("quantize", "zoo:digits_cnn", "--bits", bits, "-o", str(out)), needle)
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_ctrl_c_inside_an_extension_import_exits_as_interrupted(monkeypatch, capsys):
+    """pybind11 modules (onnxruntime, matplotlib) turn a KeyboardInterrupt during their
+    import into `ImportError("initialization failed")` raised from it: still Ctrl-C, 130."""
+    import argparse
+
+    from edgesim import cli
+
+    def run(_args):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as e:
+            raise ImportError("initialization failed") from e
+
+    monkeypatch.setattr(cli, "parse_args", lambda argv: argparse.Namespace(run=run, debug=False))
+    assert cli.main([]) == 130
+    assert capsys.readouterr().err.strip() == "edgesim: interrupted"
+
+    def broken(_args):
+        raise ImportError("initialization failed")
+
+    monkeypatch.setattr(cli, "parse_args", lambda argv: argparse.Namespace(run=broken,
+                                                                           debug=False))
+    assert cli.main([]) == 1  # a real import failure stays an internal error
