@@ -28,7 +28,8 @@ def sweep(space: str | Path, output: str | Path, *, workers: int | None = None,
     Args:
         space: the space YAML.
         output: results directory (`results.jsonl` inside); an existing one is resumed.
-        workers: local process-pool workers (default: all cores).
+        workers: local process-pool workers (default: all cores, or none -- this process --
+            for a sweep of fewer than `INLINE_MAX_EVALUATIONS` point-model pairs).
         scheduler: a Dask scheduler address ("tcp://HOST:8786") instead of the local pool.
         dask_local: start a local Dask cluster of this many workers instead.
         batch_size: points per task (default: about eight batches per worker).
@@ -51,10 +52,22 @@ def sweep(space: str | Path, output: str | Path, *, workers: int | None = None,
     if dask and workers is not None:
         raise UserError("--workers", "sets the local pool; not with --scheduler/--dask-local")
     parsed = load_space(space)
-    executor = DaskExecutor(scheduler, dask_local) if dask else LocalExecutor(workers)
+    executor = DaskExecutor(scheduler, dask_local) if dask else _local(parsed, workers)
     with executor:
         return run_sweep(parsed, output, executor=executor, batch_size=batch_size,
                          progress=PointsBar() if progress else None)
+
+
+# Below this many (point, model) evaluations a sweep runs in this process: a pool worker's
+# start (imports, numba's cached kernels: ~1.5 CPU-s) costs more than the whole sweep's cost
+# calls (the shipped cpu-whatif space, 84 points x 2 models, takes ~0.2 s inline; bench_sweep)
+INLINE_MAX_EVALUATIONS = 1000
+
+
+def _local(space: Space, workers: int | None) -> InlineExecutor | LocalExecutor:
+    """The local pool, or this process for a small sweep unless workers are asked for."""
+    small = len(enumerate_points(space)) * len(space.models) < INLINE_MAX_EVALUATIONS
+    return InlineExecutor() if workers is None and small else LocalExecutor(workers)
 
 
 __all__ = ["DaskExecutor", "InlineExecutor", "LocalExecutor", "Point", "Space", "SweepSummary",
