@@ -24,14 +24,12 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from compiler.ir import Graph
-from edgesim import assignment
-from edgesim import calibration as cal
-from edgesim.simulation import simulate_graph
+if TYPE_CHECKING:  # the CLI registers this command without loading the compiler
+    from compiler.ir import Graph
 
 NODE_SUFFIX = "_kernel_time"  # onnxruntime profile event of one node's kernel
 # onnxruntime's NchwcTransformer (x86 AVX2 / AVX-512) renames a converted node's outputs
@@ -206,9 +204,12 @@ def validate(model: Any, target: Any, *, bits: Any = "fp32", threads: int = 1, r
         runs: profiled runs (and timed runs of the total).
         calib_random: random calibration samples for quantised activations.
     """
+    from edgesim import assignment
+    from edgesim import calibration as cal
     from edgesim.api import load_graph, resolve_target
     from edgesim.evaluate import measure_latency
     from edgesim.quantize import quantize_model
+    from edgesim.simulation import simulate_graph
 
     g = load_graph(model)
     tgt = resolve_target(target)

@@ -64,11 +64,15 @@ def sweep(space: str | Path, output: str | Path, *, workers: int | None = None,
 INLINE_MAX_EVALUATIONS = 1000
 
 
-def _local(space: Space, workers: int | None) -> InlineExecutor | LocalExecutor:
-    """The local pool, or this process for a small sweep unless workers are asked for."""
+def runs_inline(space: Space, workers: int | None) -> bool:
+    """A small sweep runs in this process, unless pool workers are asked for."""
     small = len(enumerate_points(space)) * len(space.models) < INLINE_MAX_EVALUATIONS
-    return InlineExecutor() if workers is None and small else LocalExecutor(workers)
+    return workers is None and small
+
+
+def _local(space: Space, workers: int | None) -> InlineExecutor | LocalExecutor:
+    return InlineExecutor() if runs_inline(space, workers) else LocalExecutor(workers)
 
 
 __all__ = ["DaskExecutor", "InlineExecutor", "LocalExecutor", "Point", "Space", "SweepSummary",
-           "enumerate_points", "load_space", "run_sweep", "sweep"]
+           "enumerate_points", "load_space", "run_sweep", "runs_inline", "sweep"]
