@@ -65,17 +65,19 @@ class Inspection:
 
 def load_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None, *,
                input_values: Mapping[str, Any] | None = None,
-               batch_axes: Mapping[str, int | None] | None = None) -> Graph:
+               batch_axes: Mapping[str, int | None] | None = None,
+               shapes_only: bool = False) -> Graph:
     """Load an ONNX path, `zoo:NAME`, ModelProto or already lowered `Graph` into the IR.
 
     `input_values` pins inputs to constants (e.g. {"sr": 16000}); `batch_axes` declares the
-    axis holding samples of inputs where it is not detected (see `compiler.frontend.load`).
+    axis holding samples of inputs where it is not detected; `shapes_only` leaves external
+    weight data unread (see `compiler.frontend.load`).
     """
     if isinstance(model, Graph):
         return model
     from compiler.frontend import load
 
-    extra = {"input_values": input_values, "batch_axes": batch_axes}
+    extra = {"input_values": input_values, "batch_axes": batch_axes, "shapes_only": shapes_only}
     if isinstance(model, str) and model.startswith(ZOO_PREFIX):
         return costable(load(zoo_model(model[len(ZOO_PREFIX):]), input_shapes, **extra))
     if isinstance(model, str | os.PathLike) and not os.path.exists(model):
@@ -173,7 +175,7 @@ def simulate(model: Any, target: Any, *, bits: Any = None, threads: int | None =
 
     if runtime not in RUNTIMES:
         raise UserError("--runtime", f"must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-    g = load_graph(model, input_shapes)
+    g = load_graph(model, input_shapes, shapes_only=True)  # costs need shapes, not weights
     if bits is None:  # a quantized file runs its own plan
         bits = planned_bits(g)
     else:  # another assignment replaces the file's plan
