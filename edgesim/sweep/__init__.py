@@ -59,8 +59,8 @@ def sweep(space: str | Path, output: str | Path, *, workers: int | None = None,
 
 
 # Below this many (point, model) evaluations a sweep runs in this process: a pool worker's
-# start (imports, numba's cached kernels: ~1.5 CPU-s) costs more than the whole sweep's cost
-# calls (the shipped cpu-whatif space, 84 points x 2 models, takes ~0.2 s inline; bench_sweep)
+# start (imports, numba's cached kernels: ~1.5 CPU-s measured by bench_sweep) costs more than
+# the whole sweep's cost calls (the shipped cpu-whatif space, 84 points x 2 models)
 INLINE_MAX_EVALUATIONS = 1000
 
 
