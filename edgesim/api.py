@@ -77,12 +77,13 @@ def load_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = No
         return model
     from compiler.frontend import load
 
-    extra = {"input_values": input_values, "batch_axes": batch_axes, "shapes_only": shapes_only}
+    extra = {"input_values": input_values, "batch_axes": batch_axes}
     if isinstance(model, str) and model.startswith(ZOO_PREFIX):
-        return costable(load(zoo_model(model[len(ZOO_PREFIX):]), input_shapes, **extra))
+        return costable(load(zoo_model(model[len(ZOO_PREFIX):]), input_shapes, **extra,
+                             shapes_only=shapes_only))
     if isinstance(model, str | os.PathLike) and not os.path.exists(model):
         raise UserError(str(model), "no such file")
-    return costable(load(model, input_shapes, **extra))
+    return costable(load(model, input_shapes, **extra, shapes_only=shapes_only))
 
 
 def costable(g: Graph) -> Graph:
