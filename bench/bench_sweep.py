@@ -10,9 +10,9 @@ the summary takes the median over rounds.
 Per run: `wall_s` from making the executor to the last stored point (the pool's workers start
 with the executor and warm up while the models load, so start-up is inside it); `setup_s`
 (enumeration, model load, sensitivity) and `eval_s` (evaluating and storing) as the sweep
-reports them; `points_per_s` = points / wall_s; `cpu_s` this process's CPU time plus, for the
-local pool, its workers' (reaped when the pool closes) -- other load on the machine does not
-inflate CPU time. A Dask cluster's workers are not this process's children: cpu_s is its own.
+reports them; `points_per_s` = points / wall_s; `cpu_s` this process's CPU time plus that of
+the child processes reaped by the run's end (the pool's workers, a LocalCluster's processes)
+-- other load on the machine does not inflate CPU time as it inflates wall time.
 
 Usage: python bench/bench_sweep.py [--rounds 3] [--space targets/spaces/macarray.yaml]
     [--executors inline,local1,local2,dask2]
