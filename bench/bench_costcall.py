@@ -2,9 +2,10 @@
 
 One design x one network: `hwmodels.cost.evaluate(table, bits, target)` on zoo resnet18's layer
 table (one bit choice) for a MAC array (systolic-16x16) and a CPU (rpi5), microseconds per call
-after warm-up (median of rounds), and the prepared MAC-array call (`hwmodels.prepared`, after
-only). 10,000 designs: one `evaluate_configs` call over a 10,000-config MAC-array grid, in
-layer-evaluations per second (layers x bit choices x configs / s), glue included.
+after warm-up (median of rounds), and the prepared MAC-array and CPU calls (`hwmodels.prepared`,
+`hwmodels.prepared_cpu`; null on a side that lacks them). 10,000 designs: one
+`evaluate_configs` call over a 10,000-config MAC-array grid, in layer-evaluations per second
+(layers x bit choices x configs / s), glue included.
 
 Each side runs in its own subprocess with its repository first on sys.path; the rounds
 alternate between the two so that load on the shared machine hits both alike.
@@ -56,6 +57,12 @@ def worker(calls: int) -> dict:
         out["macarray_prepared_us"] = 1e6 * _per_call(lambda: prepared.run(call), calls)
     except ImportError:
         out["macarray_prepared_us"] = None
+    try:
+        from hwmodels import prepared_cpu
+        call_cpu = prepared_cpu.prepare(table, bits, cpu)
+        out["cpu_prepared_us"] = 1e6 * _per_call(lambda: prepared_cpu.run(call_cpu), calls)
+    except ImportError:
+        out["cpu_prepared_us"] = None
     grid = configs.grid(mac, rows=[8, 16, 32, 64, 128], cols=[8, 16, 32, 64, 128],
                         dataflow=["os", "ws", "is"], dram_bandwidth_gbps=[4, 8, 16, 32],
                         ifmap_sram_kib=[32, 64, 128, 256, 512], clock_ghz=[0.5, 1.0],
@@ -102,6 +109,9 @@ def main() -> None:
                for side, rs in runs.items()}
     summary["speedup"] = {key: summary["before"][key] / summary["after"][key]
                           for key in ("macarray_us", "cpu_us")}
+    after = summary["after"]
+    summary["cpu_prepared_vs_before_evaluate"] = (summary["before"]["cpu_us"]
+                                                  / after["cpu_prepared_us"])
     print(json.dumps({"rounds": args.rounds, "summary": summary, "runs": runs}, indent=1))
 
 

@@ -1,106 +1,84 @@
-"""Throughput of `edgesim sweep`. Prints JSON.
+"""Throughput of `edgesim sweep` on the shipped example space, by executor, interleaved. Prints
+JSON.
 
-Workload: N Latin-hypercube MAC-array configurations around `systolic-16x16` (rows and cols
-8..128, dataflow, ifmap/filter SRAM, DRAM bandwidth, clock, int8-only or Bit-Fusion int8/4/2
-precisions) x ResNet-50 (zoo, 224x224), on the local process pool.
+Workload: `targets/spaces/macarray.yaml` (2000 Latin-hypercube MAC-array designs x ResNet-50
+and MobileNet-V2, a weight-bit allocation per design), or `--space`. Executors: this process
+(inline), the local process pool with 1 and 2 workers, and a Dask LocalCluster of 2 workers.
+Each round runs every executor once, in turn, so load on the shared machine hits all alike;
+the summary takes the median over rounds.
 
-(a) fixed W8A8: wall time with 2 workers (goal: under 10 s for 10,000 points) and points/s;
-(b) the same points, each with its least sensitive weight-bit allocation (data-free proxy
-    sensitivity, computed once) within a size budget of half the int8 model's weight bytes,
-    i.e. 4 bits per weight on average (w_bits 2, 3, 4, 6, 8; a_bits 8);
-(c) per-design allocation under a latency budget (90% of each design's own all-8-bit latency),
-    which needs one exact solve per design, on fewer points;
-(d) scaling of (a) from 1 to 2 local workers.
+Per run: `wall_s` from making the executor to the last stored point (the pool's workers start
+with the executor and warm up while the models load, so start-up is inside it); `setup_s`
+(enumeration, model load, sensitivity) and `eval_s` (evaluating and storing) as the sweep
+reports them; `points_per_s` = points / wall_s; `cpu_s` this process's CPU time plus that of
+the child processes reaped by the run's end (the pool's workers, a LocalCluster's processes)
+-- other load on the machine does not inflate CPU time as it inflates wall time.
 
-`setup_s` is enumeration + model load + sensitivity (once per model); `eval_s` is starting the
-pool, evaluating and storing; `wall_s` their sum; `worker_cpu_s` the CPU time the pool's
-workers used (their start-up included), which other load on the machine does not inflate.
-
-Usage: python bench/bench_sweep.py [--points 10000] [--latency-points 1000]
+Usage: python bench/bench_sweep.py [--rounds 3] [--space targets/spaces/macarray.yaml]
+    [--executors inline,local1,local2,dask2]
 """
 
 import argparse
 import json
 import os
 import resource
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from edgesim.sweep import LocalExecutor, run_sweep  # noqa: E402
-from edgesim.sweep.space import space_from_dict  # noqa: E402
+from edgesim.sweep import DaskExecutor, InlineExecutor, LocalExecutor, run_sweep  # noqa: E402
+from edgesim.sweep.space import load_space  # noqa: E402
 
-PARAMETERS = {
-    "rows": {"range": [8, 128], "num": 5, "scale": "log"},
-    "cols": {"range": [8, 128], "num": 5, "scale": "log"},
-    "dataflow": ["os", "ws", "is"],
-    "ifmap_sram_kib": {"loguniform": [32, 2048]},
-    "filter_sram_kib": {"loguniform": [32, 2048]},
-    "dram_bandwidth_gbps": {"loguniform": [2, 64]},
-    "clock_ghz": {"uniform": [0.2, 1.5]},
-    "precisions": [[{"bits": 8, "macs_per_pe_cycle": 1}],
-                   [{"bits": 8, "macs_per_pe_cycle": 1}, {"bits": 4, "macs_per_pe_cycle": 2},
-                    {"bits": 2, "macs_per_pe_cycle": 4}]],
-    "precision_scaling": ["fused"],
+EXECUTORS = {
+    "inline": InlineExecutor,
+    "local1": lambda: LocalExecutor(1),
+    "local2": lambda: LocalExecutor(2),
+    "dask2": lambda: DaskExecutor(local_workers=2),
 }
-FIXED = {"bits": {"w_bits": 8, "a_bits": 8}}
-SIZE_BUDGET = {"allocate": {"metric": "size", "fraction": 0.5, "a_bits": 8}}
-LATENCY_BUDGET = {"allocate": {"metric": "latency", "fraction": 0.9, "a_bits": 8}}
 
 
-def space(points: int, optimise: dict):  # noqa: ANN201 - edgesim.sweep.space.Space
-    doc = {"name": "bench", "base": "systolic-16x16", "parameters": PARAMETERS,
-           "search": {"method": "lhs", "samples": points, "seed": 0},
-           "models": ["zoo:resnet50"], "optimise": optimise}
-    return space_from_dict(doc, "bench_sweep", Path.cwd())
+def _cpu_s() -> float:
+    own, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _cpu_s(who: int) -> float:
-    usage = resource.getrusage(who)
-    return usage.ru_utime + usage.ru_stime
-
-
-def run(points: int, optimise: dict, workers: int) -> dict:
-    """One sweep into a temporary directory; CPU seconds of the pool's workers (reaped when
-    the pool closes) tell the work apart from waiting on other processes of the machine."""
-    children = _cpu_s(resource.RUSAGE_CHILDREN)
+def run(space_file: Path, name: str) -> dict:
+    """One sweep of the space into a temporary directory on executor `name`."""
+    cpu, start = _cpu_s(), time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
-        with LocalExecutor(workers) as ex:
-            s = run_sweep(space(points, optimise), out, executor=ex)
-    worker_cpu = _cpu_s(resource.RUSAGE_CHILDREN) - children
-    return {"points": s.computed, "workers": workers, "setup_s": round(s.setup_s, 2),
-            "eval_s": round(s.eval_s, 2), "wall_s": round(s.setup_s + s.eval_s, 2),
-            "points_per_s": round(s.points_per_s), "worker_cpu_s": round(worker_cpu, 2),
-            "points_per_worker_cpu_s": round(s.computed / max(worker_cpu, 1e-9)),
-            "errors": s.errors}
+        with EXECUTORS[name]() as ex:
+            s = run_sweep(load_space(space_file), out, executor=ex)
+    wall = time.perf_counter() - start
+    return {"points": s.computed, "errors": s.errors, "wall_s": round(wall, 2),
+            "setup_s": round(s.setup_s, 2), "eval_s": round(s.eval_s, 2),
+            "points_per_s": round(s.computed / wall, 1), "cpu_s": round(_cpu_s() - cpu, 2)}
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--points", type=int, default=10_000)
-    p.add_argument("--latency-points", type=int, default=1000)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--space", type=Path, default=ROOT / "targets" / "spaces" / "macarray.yaml")
+    p.add_argument("--executors", default=",".join(EXECUTORS))
     args = p.parse_args()
-    start = time.perf_counter()
-    fixed2 = run(args.points, FIXED, 2)
-    fixed1 = run(args.points, FIXED, 1)
-    report = {
-        "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
-        "model": "zoo:resnet50 (224x224, 122 layers, 54 weighted)",
-        "fixed_w8a8_2_workers": fixed2,
-        "size_budget_allocation_2_workers": {
-            **run(args.points, SIZE_BUDGET, 2),
-            "budget": "weight bytes <= 0.5 x the int8 model's (4 bits per weight on average)"},
-        "latency_budget_allocation_2_workers": {
-            **run(args.latency_points, LATENCY_BUDGET, 2),
-            "budget": "latency <= 0.9 x the design's own all-8-bit latency"},
-        "fixed_w8a8_1_worker": fixed1,
-        "speedup_1_to_2_workers_eval": round(fixed1["eval_s"] / fixed2["eval_s"], 2),
-        "bench_wall_s": round(time.perf_counter() - start, 1),
-    }
-    print(json.dumps(report, indent=2))
+    names = args.executors.split(",")
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    for _ in range(args.rounds):
+        for name in names:
+            runs[name].append(run(args.space, name))
+    summary = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+               for n, rs in runs.items()}
+    if "local1" in summary and "local2" in summary:
+        summary["speedup_local1_to_local2_wall"] = round(
+            summary["local1"]["wall_s"] / summary["local2"]["wall_s"], 2)
+    print(json.dumps({"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0],
+                                  "load_avg_at_end": os.getloadavg()},
+                      "space": str(args.space), "rounds": args.rounds, "summary": summary,
+                      "runs": runs}, indent=1))
 
 
 if __name__ == "__main__":

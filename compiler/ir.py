@@ -282,8 +282,23 @@ class Graph:
         )
 
 
+def is_placeholder(array: np.ndarray) -> bool:
+    """A shape-only weight (`compiler.frontend.load(..., shapes_only=True)`): one value
+    broadcast to the shape, every stride 0, no memory behind it."""
+    return array.size > 1 and not any(array.strides)
+
+
+def contiguous(array: np.ndarray) -> np.ndarray:
+    """`np.ascontiguousarray`, except that a shape-only placeholder stays one (copying it
+    would allocate the weights it stands for)."""
+    return array if is_placeholder(array) else np.ascontiguousarray(array)
+
+
 def readonly(array: np.ndarray) -> np.ndarray:
-    """Return `array` as a contiguous, read-only numpy array (weights are never mutated)."""
+    """Return `array` as a contiguous, read-only numpy array (weights are never mutated); a
+    shape-only placeholder stays as it is (already read-only, see `is_placeholder`)."""
+    if is_placeholder(array) and not array.flags.writeable:
+        return array
     out = np.require(array, requirements="C")  # keeps 0-d arrays 0-d, unlike ascontiguousarray
     if out is array:
         out = out.view()

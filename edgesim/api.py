@@ -115,7 +115,7 @@ def simulate(model: Any, target: TargetRef, *, bits: Any = None, threads: int | 
     runtimes = kinds.capabilities(tgt).runtimes
     if runtimes and runtime not in runtimes:
         raise UserError("--runtime", f"must be one of {', '.join(runtimes)}, got {runtime!r}")
-    g = load_graph(model, input_shapes)
+    g = load_graph(model, input_shapes, shapes_only=True)  # costs need shapes, not weights
     if bits is None:  # a quantized file runs its own plan
         bits = planned_bits(g)
     else:  # another assignment replaces the file's plan

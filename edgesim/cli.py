@@ -109,10 +109,26 @@ def _is_project_error(e: BaseException) -> bool:
     return target is not None and isinstance(e, target.TargetError)
 
 
+# commands that run the numba cost kernels (their first compile takes half a minute)
+COST_COMMANDS = frozenset({"simulate", "compile", "allocate", "sweep", "validate", "pareto"})
+
+
+def announce_compile(args: argparse.Namespace) -> None:
+    """Say once, on stderr, that numba is about to compile the cost kernels (cold cache)."""
+    if args.command not in COST_COMMANDS or args.quiet:
+        return
+    from hwmodels.kernels.cache_state import cold_modules
+
+    if cold_modules():
+        print("edgesim: compiling cost kernels (first run only)...", file=sys.stderr,
+              flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `edgesim` console script; returns the exit code."""
     args = parse_args(argv)  # argparse itself exits 2 on bad flags
     try:
+        announce_compile(args)
         return args.run(args)
     except KeyboardInterrupt:
         if args.debug:

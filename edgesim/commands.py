@@ -10,12 +10,14 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgesim import api
 from edgesim.budget import format_bytes
 from edgesim.cli import GLOBAL, add_command, parse_input_shapes
 from edgesim.errors import UserError
+
+if TYPE_CHECKING:
+    from edgesim import api
 
 
 def parse_named(items: Sequence[str] | None, flag: str, example: str,
@@ -67,6 +69,8 @@ def _print_inspection(r: api.Inspection) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from edgesim import api  # imported by the command that runs, not the parser
+
     r = api.inspect(args.model, parse_input_shapes(args.input_shape))
     if args.json:
         print(json.dumps(r.to_dict()))
@@ -94,6 +98,8 @@ def _print_simulation(s) -> None:  # noqa: ANN001 - edgesim.simulation.Simulatio
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from edgesim import api  # imported by the command that runs, not the parser
+
     s = api.simulate(args.model, args.target, bits=args.bits, threads=args.threads,
                      runtime=args.runtime, input_shapes=parse_input_shapes(args.input_shape))
     if args.json:
@@ -104,6 +110,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_targets(args: argparse.Namespace) -> int:
+    from edgesim import api  # imported by the command that runs, not the parser
+
     rows = api.targets()
     if args.json:
         print(json.dumps([r.__dict__ for r in rows]))
@@ -114,6 +122,8 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    from edgesim import api  # imported by the command that runs, not the parser
+
     target = api.probe_target(args.output)
     if args.json:
         print(json.dumps({"file": str(args.output), "cores": target.cores,
@@ -126,6 +136,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    from edgesim import api  # imported by the command that runs, not the parser
+
     r = api.quantize(args.model, args.bits, args.output, calib=args.calib,
                      calib_random=args.calib_random,
                      input_shapes=parse_input_shapes(args.input_shape),
@@ -165,6 +177,7 @@ def _bits_list(text: str | None, flag: str) -> tuple[int, ...] | None:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
+    from edgesim import api  # imported by the command that runs, not the parser
     from edgesim.budget import parse_duration
     from edgesim.sparsity import parse_levels
 
@@ -201,6 +214,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from edgesim import api  # imported by the command that runs, not the parser
+
     r = api.evaluate_model(args.model, args.data, threads=args.threads, runs=args.runs)
     if args.json:
         print(json.dumps(r))

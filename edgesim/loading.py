@@ -31,22 +31,24 @@ def zoo_model(name: str) -> Any:
 
 def load_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None, *,
                input_values: Mapping[str, Any] | None = None,
-               batch_axes: Mapping[str, int | None] | None = None) -> Graph:
+               batch_axes: Mapping[str, int | None] | None = None,
+               shapes_only: bool = False) -> Graph:
     """Load an ONNX path, `zoo:NAME`, ModelProto or already lowered `Graph` into the IR.
 
     `input_values` pins inputs to constants (e.g. {"sr": 16000}); `batch_axes` declares the
-    axis holding samples of inputs where it is not detected (see `compiler.frontend.load`).
+    axis holding samples of inputs where it is not detected; `shapes_only` leaves external
+    weight data unread (see `compiler.frontend.load`).
     """
     if isinstance(model, Graph):
         return model
     from compiler.frontend import load
 
-    extra = {"input_values": input_values, "batch_axes": batch_axes}
     if isinstance(model, str) and model.startswith(ZOO_PREFIX):
-        return costable(load(zoo_model(model[len(ZOO_PREFIX):]), input_shapes, **extra))
-    if isinstance(model, str | os.PathLike) and not os.path.exists(model):
+        model = zoo_model(model[len(ZOO_PREFIX):])
+    elif isinstance(model, str | os.PathLike) and not os.path.exists(model):
         raise UserError(str(model), "no such file")
-    return costable(load(model, input_shapes, **extra))
+    return costable(load(model, input_shapes, input_values=input_values, batch_axes=batch_axes,
+                         shapes_only=shapes_only))
 
 
 def costable(g: Graph) -> Graph:

@@ -28,10 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from compiler.ir import Graph
-from edgesim import assignment
-from edgesim import calibration as cal
-from edgesim.simulation import simulate_graph
+if TYPE_CHECKING:  # the CLI registers this command without loading the compiler
+    from compiler.ir import Graph
 
 if TYPE_CHECKING:
     from hwmodels.target import Target
@@ -233,9 +231,12 @@ def validate(model: Any, target: Target, *, bits: Any = "fp32", threads: int = 1
         stat: "median" (per node, and the total's wall time) or "min" (fastest run per node;
             the total's 10th percentile): the robust choice on a shared, loaded machine.
     """
+    from edgesim import assignment
+    from edgesim import calibration as cal
     from edgesim.evaluate import measure_latency
     from edgesim.loading import load_graph, resolve_target
     from edgesim.quantize import quantize_model
+    from edgesim.simulation import simulate_graph
 
     g = load_graph(model)
     tgt = resolve_target(target)

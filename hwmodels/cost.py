@@ -52,14 +52,16 @@ class Cost:
 
     def __post_init__(self) -> None:
         shape = np.shape(self.cycles)
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
+        for name in _FIELD_NAMES:  # a module tuple: dataclasses.fields() costs a us per call
+            value = getattr(self, name)
             value = np.zeros(shape) if value is None else value
-            dtype = np.int8 if f.name == "bound" else np.float64
-            arr = np.asarray(value, dtype=dtype)
+            dtype = _INT8 if name == "bound" else _FLOAT64
+            # cost calls take microseconds: skip asarray when the array is already right
+            ready = type(value) is np.ndarray and value.dtype == dtype
+            arr = value if ready else np.asarray(value, dtype=dtype)
             if arr.shape != shape:
-                raise ValueError(f"Cost.{f.name} has shape {arr.shape}, cycles has {shape}")
-            object.__setattr__(self, f.name, arr)  # frozen: normalise once, here
+                raise ValueError(f"Cost.{name} has shape {arr.shape}, cycles has {shape}")
+            object.__setattr__(self, name, arr)  # frozen: normalise once, here
 
     @property
     def energy_pj(self) -> np.ndarray:
@@ -90,6 +92,10 @@ class Cost:
                     bound=np.where(self.latency_s >= other.latency_s, self.bound, other.bound),
                     util=busy / np.maximum(time, 1e-300),
                     act_bytes=np.maximum(self.act_bytes, other.act_bytes))
+
+
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Cost))
+_INT8, _FLOAT64 = np.dtype(np.int8), np.dtype(np.float64)
 
 
 def _busy(util: np.ndarray, time: np.ndarray) -> np.ndarray:

@@ -382,6 +382,54 @@ def weights_resident(table: LayerTable, store: np.ndarray, target: CpuTarget) ->
     return total <= K.LLC_RESIDENT * target.caches[-1].size_kib * 1024
 
 
+@dataclasses.dataclass(frozen=True, eq=False)  # holds arrays
+class KernelInputs:
+    """Everything the CPU kernel reads for one network, H configs and B bit choices
+    (`kernels.cpu.evaluate`'s arguments), and the activation bytes the `Cost` carries."""
+
+    lay: np.ndarray
+    per_bit: np.ndarray
+    resident: np.ndarray
+    choice: np.ndarray
+    params: np.ndarray
+    caches: np.ndarray
+    paths: np.ndarray
+    runtime: int
+    act_bytes: np.ndarray
+
+
+def kernel_inputs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget], *,
+                  threads: int | None = None, runtime: str = "onnxruntime") -> KernelInputs:
+    """Resolve the layers, bit choices and H CPU configs into the kernel's arrays (the glue of
+    `evaluate_configs`; `hwmodels.prepared_cpu` keeps the result for repeated calls)."""
+    bits, code = check_bits(bits), _runtime_code(runtime)
+    store = weight_store_bytes(bits[:, 0], code)
+    resident = np.stack([weights_resident(table, store, t) for t in targets]).astype(np.float64)
+    choice = np.stack([layer_choices(table, bits, t, code) for t in targets])
+    params = np.stack([params_row(t, threads) for t in targets])
+    caches = np.stack([cache_rows(t) for t in targets])
+    paths = np.stack([path_table(t, code, runtime not in LEGACY_RUNTIMES) for t in targets])
+    return KernelInputs(layer_array(table), np.column_stack([bits.astype(np.float64), store]),
+                        resident, choice.astype(np.int64), params, caches, paths, code,
+                        memory_bytes(table, bits)[1])
+
+
+def run_kernel(x: KernelInputs, *, serial: bool = False) -> np.ndarray:
+    """Run the kernel on prepared inputs: float64 [kernels.cpu.NO, H, L, B] (`serial`: on
+    this thread whatever the size, for callers that run many small calls or own the cores)."""
+    out = np.empty((K.NO, len(x.params), len(x.lay), len(x.per_bit)))
+    call = kernel.evaluate_serial if serial else kernel.evaluate
+    call(x.lay, x.per_bit, x.resident, x.choice, x.params, x.caches, x.paths, x.runtime, out)
+    return out
+
+
+def kernel_cost(out: np.ndarray, act_bytes: np.ndarray) -> Cost:
+    """The `Cost` of the kernel's output (any leading shape after the field axis)."""
+    if act_bytes.shape != out.shape[1:]:
+        act_bytes = np.broadcast_to(act_bytes, out.shape[1:])
+    return Cost(**dict(zip(_COST_FIELDS, out)), weight_bytes=out[K.O_WBYTES], act_bytes=act_bytes)
+
+
 def evaluate_configs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget], *,
                      threads: int | None = None, runtime: str = "onnxruntime") -> Cost:
     """Cost of every layer under every bit choice on H CPU configs, in one kernel call.
@@ -396,20 +444,8 @@ def evaluate_configs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuT
     Returns:
         A `Cost` of [H, L, B] arrays.
     """
-    bits, code = check_bits(bits), _runtime_code(runtime)
-    store = weight_store_bytes(bits[:, 0], code)
-    per_bit = np.column_stack([bits.astype(np.float64), store])
-    resident = np.stack([weights_resident(table, store, t) for t in targets]).astype(np.float64)
-    choice = np.stack([layer_choices(table, bits, t, code) for t in targets])
-    params = np.stack([params_row(t, threads) for t in targets])
-    caches = np.stack([cache_rows(t) for t in targets])
-    paths = np.stack([path_table(t, code, runtime not in LEGACY_RUNTIMES) for t in targets])
-    out = np.zeros((K.NO, len(targets), len(table), len(bits)))
-    kernel.evaluate(layer_array(table), per_bit, resident, choice.astype(np.int64), params, caches,
-               paths, code, out)
-    _, act = memory_bytes(table, bits)
-    return Cost(**dict(zip(_COST_FIELDS, out)), weight_bytes=out[K.O_WBYTES],
-                act_bytes=np.broadcast_to(act, out.shape[1:]))
+    x = kernel_inputs(table, bits, targets, threads=threads, runtime=runtime)
+    return kernel_cost(run_kernel(x), x.act_bytes)
 
 
 def evaluate(table: LayerTable, bits: np.ndarray, target: CpuTarget, *,

@@ -18,6 +18,7 @@ from hwmodels import configs as configs_mod
 from hwmodels.configs import MacArrayConfigs
 from hwmodels.cost import Cost, check_bits, check_precisions, memory_bytes
 from hwmodels.kernels import macarray as kernel
+from hwmodels.kernels import threads
 
 # Output cells from which the threaded kernel pays: below, waking the pool costs more than the
 # work (2 threads made single-design calls ~4x slower on a shared 2-core machine, issue 17)
@@ -135,7 +136,8 @@ def evaluate_configs(table: LayerTable, bits: np.ndarray, cfg: MacArrayConfigs,
     lay_i, lay_f = layer_arrays(table)
     rate_table, energies = configs_mod.precision_rates(cfg, bits) if rates is None else rates
     out = np.empty((7, len(cfg), len(table), len(bits)))
-    run = kernel.evaluate if out.size >= PARALLEL_MIN else kernel.evaluate_serial
+    parallel = out.size >= PARALLEL_MIN and threads.available() > 1
+    run = kernel.evaluate if parallel else kernel.evaluate_serial
     run(lay_i, lay_f, bits[:, 0].astype(np.float64), bits[:, 1].astype(np.float64),
                     cfg.cfg_i, cfg.cfg_f, rate_table, energies, out)
     weight, act = memory_bytes(table, bits)

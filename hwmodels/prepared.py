@@ -17,6 +17,7 @@ from compiler.ir import LayerTable
 from hwmodels import configs as configs_mod
 from hwmodels.cost import Cost, check_bits, memory_bytes
 from hwmodels.kernels import macarray as kernel
+from hwmodels.kernels import threads
 from hwmodels.macarray import PARALLEL_MIN, MacArrayTarget, layer_arrays
 
 _FIELDS = ("cycles", "latency_s", "energy_pj_compute", "energy_pj_onchip", "energy_pj_dram",
@@ -60,7 +61,8 @@ def prepare(table: LayerTable, bits: np.ndarray, target: MacArrayTarget) -> Prep
 def run(p: PreparedCall) -> Cost:
     """The `Cost` [L, B] of a prepared call; equal to `hwmodels.macarray.evaluate`'s."""
     out = np.empty((7, len(p.cfg_i), len(p.lay_i), len(p.w_bits)))
-    call = kernel.evaluate if out.size >= PARALLEL_MIN else kernel.evaluate_serial
+    parallel = out.size >= PARALLEL_MIN and threads.available() > 1
+    call = kernel.evaluate if parallel else kernel.evaluate_serial
     call(p.lay_i, p.lay_f, p.w_bits, p.a_bits, p.cfg_i, p.cfg_f, p.rates, p.energies, out)
     # out holds the 7 array fields before weight_bytes; mypy cannot count an array's rows
     return Cost(*out[:, 0], weight_bytes=p.weight_bytes, act_bytes=p.act_bytes)  # type: ignore[misc]

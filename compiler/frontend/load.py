@@ -60,7 +60,7 @@ class Cleaned:
 def load(model: str | os.PathLike[str] | onnx.ModelProto,
          input_shapes: InputShapes | None = None, *,
          input_values: InputValues | None = None,
-         batch_axes: BatchAxes | None = None) -> Graph:
+         batch_axes: BatchAxes | None = None, shapes_only: bool = False) -> Graph:
     """Load, validate and clean an ONNX model and lower it to a fused `Graph`.
 
     Args:
@@ -73,6 +73,9 @@ def load(model: str | os.PathLike[str] | onnx.ModelProto,
             (None: no batch axis). Detected: axis 0, or, for an input whose first dimension
             is static while other inputs have a dynamic batch, its one dynamic dimension
             (or the one named like their batch dimension), e.g. a state [2, batch, H].
+        shapes_only: leave external data unread: those weights become shape-only
+            placeholders (zero-stride arrays of their shape and dtype, holding no memory),
+            enough for simulation and allocation, which need shapes, not values.
 
     Returns:
         The lowered graph, with LayerNorm/RMSNorm/GELU/SiLU fused and BatchNorm folded.
@@ -82,7 +85,7 @@ def load(model: str | os.PathLike[str] | onnx.ModelProto,
             the checker or the opset converter rejects it, a dynamic dimension has no shape,
             or ops are unsupported (all of them listed at once).
     """
-    proto, where = read(model)
+    proto, where = read(model, shapes_only=shapes_only)
     interface = source_interface(proto)
     floated, marks = dequantize(proto) if is_quantized(proto) else (proto, {})  # read back
     cleaned = clean(floated, input_shapes, where, input_values, batch_axes)
@@ -103,8 +106,10 @@ def source_interface(model: onnx.ModelProto) -> Interface:
     return Interface(MappingProxyType(dims), default_opset(model), producer)
 
 
-def read(model: str | os.PathLike[str] | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
-    """Parse, load external data, check and upgrade a model; return it with its display name.
+def read(model: str | os.PathLike[str] | onnx.ModelProto, *,
+         shapes_only: bool = False) -> tuple[onnx.ModelProto, str]:
+    """Parse, load external data (`shapes_only`: only check where it is), check and upgrade
+    a model; return it with its display name.
 
     A `ModelProto` argument is copied, never modified.
     """
@@ -114,8 +119,9 @@ def read(model: str | os.PathLike[str] | onnx.ModelProto) -> tuple[onnx.ModelPro
         where, folder = os.fspath(model), os.path.dirname(os.path.abspath(model))
         proto = parse(_read_bytes(where), where)
     check_tensor_sizes(proto, where)
-    load_external_data(proto, where, folder)
-    check(proto, where)
+    # the quantized-model reader dequantises weights by value: it needs them
+    load_external_data(proto, where, folder, shapes_only=shapes_only and not is_quantized(proto))
+    check(checkable(proto), where)
     return upgrade_opset(proto, where), where
 
 
@@ -267,15 +273,22 @@ def check_location(location: str, folder: str) -> str | None:
     return None
 
 
-def load_external_data(model: onnx.ModelProto, where: str, folder: str | None) -> None:
-    """Validate every external-data location, then read the data into `model` (in place)."""
+def load_external_data(model: onnx.ModelProto, where: str, folder: str | None, *,
+                       shapes_only: bool = False) -> None:
+    """Validate every external-data location, then read the data into `model` (in place).
+
+    `shapes_only`: validate but read nothing; the tensors stay external and lower to
+    shape-only placeholders (`compiler.frontend.lower.const_value`).
+    """
     external = [t for t in _all_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL]
+    if shapes_only and folder is None:
+        return  # nothing will be read, so nothing needs finding
     for tensor in external:
         problem = ("the model was given in memory, so external data cannot be found"
                    if folder is None else check_location(_external_location(tensor), folder))
         if problem:
             raise ModelError(f"{where}: initializer {tensor.name}", problem)
-    for tensor in external:
+    for tensor in [] if shapes_only else external:
         assert folder is not None  # in memory, the check above raised
         try:
             onnx.external_data_helper.load_external_data_for_tensor(tensor, folder)
@@ -284,6 +297,27 @@ def load_external_data(model: onnx.ModelProto, where: str, folder: str | None) -
 
 
 # --- 3. checker and opset -------------------------------------------------------------------
+
+
+def _unread(t: onnx.TensorProto) -> bool:
+    return t.data_location == onnx.TensorProto.EXTERNAL and not t.raw_data
+
+
+def checkable(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` as `onnx.checker` can take it: the checker opens external data relative to
+    the working directory, so unread external initializers become graph inputs of the same
+    type in a copy (cheap: their data is not in the proto)."""
+    unread = [t for t in model.graph.initializer if _unread(t)]
+    if not unread:
+        return model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    kept = [t for t in copy.graph.initializer if not _unread(t)]
+    del copy.graph.initializer[:]
+    copy.graph.initializer.extend(kept)
+    copy.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, t.dims)
+                            for t in unread)
+    return copy
 
 
 def _checker_where(where: str, message: str) -> str:

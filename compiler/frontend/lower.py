@@ -23,6 +23,16 @@ from compiler.ops.opdef import Lowered, Node
 from compiler.passes.drop_dead import drop_dead
 
 
+def const_value(t: onnx.TensorProto) -> np.ndarray:
+    """An initializer's value, read-only; for external data left unread (`load(...,
+    shapes_only=True)`), a shape-only placeholder: zeros broadcast to its shape, which hold
+    no memory, so layer facts and cost models see the shape without the weights."""
+    if t.data_location == onnx.TensorProto.EXTERNAL and not t.raw_data:  # never read
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.data_type)
+        return np.broadcast_to(np.zeros((), dtype=dtype), tuple(t.dims))  # read-only view
+    return readonly(numpy_helper.to_array(t))
+
+
 def lower_model(model: onnx.ModelProto, name: str | None = None) -> Graph:
     """Lower a cleaned, statically shaped ONNX model to a `Graph`.
 
@@ -30,7 +40,7 @@ def lower_model(model: onnx.ModelProto, name: str | None = None) -> Graph:
         ModelError: an unsupported op or attribute, or a layer whose shapes do not check.
     """
     g = model.graph
-    consts = {t.name: readonly(numpy_helper.to_array(t)) for t in g.initializer}
+    consts = {t.name: const_value(t) for t in g.initializer}
     specs: dict[str, Spec] = {n: Spec(tuple(v.shape), v.dtype.name) for n, v in consts.items()}
     inputs = tuple(vi.name for vi in g.input if vi.name not in consts)
     specs.update({vi.name: _input_spec(vi) for vi in g.input if vi.name not in consts})

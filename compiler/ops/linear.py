@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from compiler.errors import ModelError
-from compiler.ir import Facts, Layer, Spec, frozen_attrs
+from compiler.ir import Facts, Layer, Spec, contiguous, frozen_attrs
 from compiler.ops.opdef import Lowered, LowerRule, Node, OpDef, single, unbroadcast
 
 # --- linear -------------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ def lower_matmul(node: Node) -> Lowered:
         return single("matmul", node, inputs=node.inputs[:2])
     name = f"{node.name}.weight"
     lowered = single("linear", node, inputs=(node.inputs[0], name))
-    return Lowered(layers=lowered.layers, consts={name: np.ascontiguousarray(w.T)})
+    return Lowered(layers=lowered.layers, consts={name: contiguous(w.T)})
 
 
 class _GemmPlan:

@@ -5,10 +5,23 @@ weight takes in onnxruntime's runtime layout; `phases` predicts time to first to
 tokens/s per thread count over a context range; `fit` checks the footprint against board RAM.
 """
 
-from edgesim.llm.config import DecoderConfig, load_config
-from edgesim.llm.fit import Footprint, check_fit, footprint
-from edgesim.llm.formats import WeightFormat, parse_format
-from edgesim.llm.phases import LlmSimulation, simulate_llm
+from __future__ import annotations
+
+from typing import Any
+
+# name -> submodule; imported on first use (PEP 562), so the CLI's parser, which imports
+# `edgesim.llm.cli`, does not pay for the cost models behind `fit` and `phases`
+_HOMES = {"DecoderConfig": "config", "load_config": "config", "Footprint": "fit",
+          "check_fit": "fit", "footprint": "fit", "WeightFormat": "formats",
+          "parse_format": "formats", "LlmSimulation": "phases", "simulate_llm": "phases"}
 
 __all__ = ["DecoderConfig", "Footprint", "LlmSimulation", "WeightFormat", "check_fit",
            "footprint", "load_config", "parse_format", "simulate_llm"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'edgesim.llm' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"edgesim.llm.{_HOMES[name]}"), name)

@@ -11,13 +11,14 @@ import argparse
 import functools
 import json
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from edgesim.errors import UserError
 from edgesim.llm.config import DecoderConfig, is_config_ref, load_config
-from edgesim.llm.fit import check_fit, footprint
-from edgesim.llm.phases import LlmSimulation, simulate_llm
-from hwmodels.cpu import CpuTarget
-from hwmodels.target import load_target
+
+if TYPE_CHECKING:  # the cost models load with the command that needs them, not the parser
+    from edgesim.llm.phases import LlmSimulation
+    from hwmodels.cpu import CpuTarget
 
 DEFAULT_CONTEXTS = "128,512,1024,2048,4096"
 
@@ -52,6 +53,10 @@ def add_simulate_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_simulate_llm(args: argparse.Namespace) -> int:
     """`edgesim simulate config.json --target T`: fit line, prefill and decode tables."""
+    from edgesim.llm.phases import simulate_llm
+    from hwmodels.cpu import CpuTarget
+    from hwmodels.target import load_target
+
     cfg, target = load_config(args.model), load_target(args.target)
     if not isinstance(target, CpuTarget):
         raise UserError(args.target, "decoder simulation needs a cpu target")
@@ -72,6 +77,8 @@ def fit_line(cfg: DecoderConfig, fmt: str, target: CpuTarget, args: argparse.Nam
              context: int) -> str:
     """The RAM-fit line of one format (raises when it does not fit); a note when the target
     describes no RAM and no `--ram` was given."""
+    from edgesim.llm.fit import check_fit, footprint
+
     if target.ram_options_gib is None and args.ram is None:
         return f"{cfg.name} {fmt}: {target.name} lists no RAM sizes; fit not checked (--ram)"
     fp = footprint(cfg, fmt, context, args.prompt_len, args.kv_dtype, args.head_format)
@@ -133,6 +140,8 @@ def _is_trained_decoder(ref: str | None) -> bool:
 def cmd_compile_decoder(args: argparse.Namespace) -> int:
     """`edgesim compile zoo:tiny_lm --target T --budget tok_s=..`: plan, model and report."""
     from edgesim.llm.compile import compile_decoder
+    from hwmodels.cpu import CpuTarget
+    from hwmodels.target import load_target
 
     target = load_target(args.target)
     if not isinstance(target, CpuTarget):

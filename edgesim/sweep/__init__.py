@@ -29,7 +29,8 @@ def sweep(space: str | Path, output: str | Path, *, workers: int | None = None,
     Args:
         space: the space YAML.
         output: results directory (`results.jsonl` inside); an existing one is resumed.
-        workers: local process-pool workers (default: all cores).
+        workers: local process-pool workers (default: all cores, or none -- this process --
+            for a sweep of fewer than `INLINE_MAX_EVALUATIONS` point-model pairs).
         scheduler: a Dask scheduler address ("tcp://HOST:8786") instead of the local pool.
         dask_local: start a local Dask cluster of this many workers instead.
         batch_size: points per task (default: about eight batches per worker).
@@ -52,11 +53,27 @@ def sweep(space: str | Path, output: str | Path, *, workers: int | None = None,
     if dask and workers is not None:
         raise UserError("--workers", "sets the local pool; not with --scheduler/--dask-local")
     parsed = load_space(space)
-    executor = DaskExecutor(scheduler, dask_local) if dask else LocalExecutor(workers)
+    executor = DaskExecutor(scheduler, dask_local) if dask else _local(parsed, workers)
     with executor:
         return run_sweep(parsed, output, executor=executor, batch_size=batch_size,
                          progress=PointsBar() if progress else None)
 
 
+# Below this many (point, model) evaluations a sweep runs in this process: a pool worker's
+# start (imports, numba's cached kernels: ~1.5 CPU-s measured by bench_sweep) costs more than
+# the whole sweep's cost calls (the shipped cpu-whatif space, 84 points x 2 models)
+INLINE_MAX_EVALUATIONS = 1000
+
+
+def runs_inline(space: Space, workers: int | None) -> bool:
+    """A small sweep runs in this process, unless pool workers are asked for."""
+    small = len(enumerate_points(space)) * len(space.models) < INLINE_MAX_EVALUATIONS
+    return workers is None and small
+
+
+def _local(space: Space, workers: int | None) -> InlineExecutor | LocalExecutor:
+    return InlineExecutor() if runs_inline(space, workers) else LocalExecutor(workers)
+
+
 __all__ = ["DaskExecutor", "InlineExecutor", "LocalExecutor", "Point", "Space", "SweepSummary",
-           "enumerate_points", "load_space", "run_sweep", "sweep"]
+           "enumerate_points", "load_space", "run_sweep", "runs_inline", "sweep"]

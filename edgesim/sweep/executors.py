@@ -11,6 +11,7 @@ rerun gives the same records.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +26,36 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _child_environment(**variables: str) -> Iterator[None]:
+    """Environment variables set while child processes are spawned (a spawned child copies
+    this process's environment), restored afterwards."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _start_worker() -> None:
+    """A worker's start: load the cost kernels before the first batch."""
+    from edgesim.sweep.warm import warm_kernels
+
+    try:
+        warm_kernels()
+    except Exception:  # noqa: BLE001 - only a head start: a real fault shows in the batches
+        logging.getLogger(__name__).debug("warming the cost kernels failed", exc_info=True)
+
+
+def _ready() -> None:
+    """The task that makes the pool spawn a worker."""
 
 
 class InlineExecutor:
@@ -51,13 +82,22 @@ class InlineExecutor:
 class LocalExecutor:
     """A local process pool (spawned workers: numba's threads do not survive a fork).
 
+    The workers start when the executor is made, not at the first task: each imports the
+    sweep and loads the cost kernels from numba's cache (`edgesim.sweep.warm`) while this
+    process goes on loading models, and runs numba on one thread, since the pool owns the
+    cores (two workers each starting a thread per core made sweeps slower, not faster).
+
     Args:
         workers: processes (default: every core).
     """
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or cpu_count()
-        self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+        self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
+                                         initializer=_start_worker)
+        with _child_environment(NUMBA_NUM_THREADS="1"):  # read by numba at its import
+            for _ in range(self.workers):  # each submit spawns one worker now
+                self._pool.submit(_ready)
 
     def map_unordered(self, fn: Callable[[Any, Any], Any], shared: Any,
                       tasks: Sequence[Any]) -> Iterator[Any]:
@@ -114,9 +154,13 @@ class DaskExecutor:
         if local_workers is not None:
             self._cluster = distributed.LocalCluster(
                 n_workers=local_workers, threads_per_worker=1, processes=True,
-                host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR)
+                host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
+                env={"NUMBA_NUM_THREADS": "1"})  # one process per core (LocalExecutor)
         self.client = client or distributed.Client(scheduler or self._cluster)
         self.workers = max(1, len(self.client.scheduler_info()["workers"]))
+        for address in self.client.scheduler_info()["workers"]:  # warm while models load
+            distributed.fire_and_forget(self.client.submit(
+                _start_worker, workers=[address], allow_other_workers=False, pure=False))
 
     def map_unordered(self, fn: Callable[[Any, Any], Any], shared: Any,
                       tasks: Sequence[Any]) -> Iterator[Any]:

@@ -320,8 +320,10 @@ def describe(space: Space) -> dict[str, Any]:
 
 
 def default_batch_size(todo: int, workers: int) -> int:
-    """About eight batches per worker (load balance, steady progress), 16 to 1024 points each."""
-    return max(16, min(1024, math.ceil(todo / max(1, workers * 8))))
+    """About four batches per worker (load balance, steady progress), 64 to 4096 points each:
+    a batch pays fixed costs (building its targets, one allocation solve per distinct cost
+    matrix), so small batches made two workers slower than one."""
+    return max(64, min(4096, math.ceil(todo / max(1, workers * 4))))
 
 
 def print_progress(done: int, total: int, elapsed_s: float) -> None:

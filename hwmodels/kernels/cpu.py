@@ -46,7 +46,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from hwmodels.kernels import cpu_gemm, cpu_layout, cpu_roofline
+from hwmodels.kernels import cpu_gemm, cpu_layout, cpu_roofline, threads
 from hwmodels.kernels.cpu_gemm import (
     depthwise_core,
     gemm_core,
@@ -385,7 +385,8 @@ def evaluate(lay: np.ndarray, per_bit: np.ndarray, resident: np.ndarray, choice:
     """Fill out [NO, H, L, B]; threads only pay off on large sweeps (their fork/join costs
     milliseconds on a loaded machine)."""
     work = params.shape[0] * lay.shape[0] * per_bit.shape[0]
-    parallel = work >= PARALLEL_MIN_EVALS and params.shape[0] * per_bit.shape[0] > 1
+    parallel = (work >= PARALLEL_MIN_EVALS and params.shape[0] * per_bit.shape[0] > 1
+                and threads.available() > 1)
     run = evaluate_parallel if parallel else evaluate_serial
     run(lay, per_bit, resident, choice, params, caches, paths, runtime, out)
 

@@ -1,0 +1,31 @@
+"""Whether numba's on-disk cache holds the cost kernels, read from the file system without
+importing numba (the CLI asks before it loads them, to announce a first-run compile).
+
+numba writes one index file (`<module>.<function>-<line>.py311.nbi`) per cached function
+next to the source, in `__pycache__`, and recompiles when the source is newer than the
+stamp it recorded; a module with no index, or only indexes older than its source, compiles.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+KERNELS = Path(__file__).resolve().parent
+# the kernels every CPU or MAC-array cost call runs (the MCU and SCALE-Sim-mode kernels are
+# small and compile in seconds)
+COST_KERNELS = ("cpu", "cpu_gemm", "cpu_ncnn", "cpu_roofline", "macarray", "sparse")
+
+
+def cold_modules(root: Path = KERNELS, modules: tuple[str, ...] = COST_KERNELS) -> list[str]:
+    """Of `modules` under `root`, those numba will compile on their next use (empty when
+    NUMBA_CACHE_DIR moves the cache elsewhere: then nothing is known)."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return []
+    cache = root / "__pycache__"
+    return [name for name in modules if _stale(root / f"{name}.py", cache)]
+
+
+def _stale(src: Path, cache: Path) -> bool:
+    stamps = [index.stat().st_mtime for index in cache.glob(f"{src.stem}.*.nbi")]
+    return not stamps or max(stamps) < src.stat().st_mtime
