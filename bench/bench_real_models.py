@@ -67,25 +67,31 @@ class CalibrationReader:
 
 
 def ort_feeds(case: RealModel) -> list[dict]:
-    """The case's calibration samples as the float model takes them (pinned inputs fed)."""
+    """The case's calibration samples as the float model takes them (pinned inputs fed
+    unless the onnxruntime file has them folded in)."""
     pinned = {k: np.asarray(v, np.int64 if isinstance(v, int) else np.float32)
               for k, v in case.compile_kw.get("input_values", {}).items()}
-    return [{**f, **pinned} for f in feeds(case.calib, case.batch_axes)]
+    return [{**f, **({} if case.ort_path else pinned)} for f in feeds(case.calib, case.batch_axes)]
 
 
 # --- quantisers -------------------------------------------------------------------------------
 
 
+def _float_file(case: RealModel) -> Path:
+    return case.ort_path or case.path
+
+
 def _ort_dynamic(case: RealModel, out: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(case.path), str(out), per_channel=True, weight_type=QuantType.QInt8)
+    quantize_dynamic(str(_float_file(case)), str(out), per_channel=True,
+                     weight_type=QuantType.QInt8)
 
 
 def _ort_static(case: RealModel, out: Path) -> None:
     from onnxruntime.quantization import QuantFormat, quantize_static
 
-    quantize_static(str(case.path), str(out), CalibrationReader(ort_feeds(case)),
+    quantize_static(str(_float_file(case)), str(out), CalibrationReader(ort_feeds(case)),
                     quant_format=QuantFormat.QDQ, per_channel=True,
                     op_types_to_quantize=["Conv", "MatMul", "Gemm"])
 
@@ -93,7 +99,7 @@ def _ort_static(case: RealModel, out: Path) -> None:
 def _ort_nbits(case: RealModel, out: Path) -> None:
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    q = MatMulNBitsQuantizer(onnx.load(case.path), bits=4, block_size=32, is_symmetric=True)
+    q = MatMulNBitsQuantizer(onnx.load(_float_file(case)), bits=4, block_size=32, is_symmetric=True)
     q.process()
     q.model.save_model_to_file(str(out))
 

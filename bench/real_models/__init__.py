@@ -29,6 +29,8 @@ class RealModel:
         score: metrics of a variant's `run` result against the fp32 `run` result.
         compile_kw: extra `edgesim.compile` arguments (input_values, batch_axes, ...).
         batch_axes: the sample axis of inputs whose samples are not on axis 0.
+        ort_path: the float file onnxruntime's quantisers get, where `path` hides its layers
+            from them (inside an `If`); the same function as `path`.
     """
 
     name: str
@@ -39,6 +41,7 @@ class RealModel:
     score: Callable[[Any, Any], dict[str, float]]
     compile_kw: Mapping[str, Any] = field(default_factory=dict)
     batch_axes: Mapping[str, int] = field(default_factory=dict)
+    ort_path: Path | None = None
 
 
 def fetch(package: str, cache: Path) -> Path:

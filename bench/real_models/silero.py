@@ -21,6 +21,7 @@ from real_models import RealModel, extract, session_inputs
 PACKAGE = "silero-vad==6.2.3"
 MODEL = "silero_vad/data/silero_vad_op18_ifless.onnx"
 RATE, CHUNK, CONTEXT, CHUNKS = 16000, 512, 64, 48
+INPUT_SHAPES = {"input": [1, CHUNK + CONTEXT], "state": [2, 1, 128]}
 
 
 def _resonate(x: np.ndarray, freq: np.ndarray, bw: float) -> np.ndarray:
@@ -80,6 +81,20 @@ def stream(path: Path, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
             np.concatenate(states, axis=1))
 
 
+def flattened(path: Path, cache: Path) -> Path:
+    """The model with `sr` pinned and its `If` inlined by edgesim's frontend, for
+    onnxruntime's quantisers (they leave layers inside an `If` branch in float)."""
+    import onnx
+
+    from compiler.frontend.load import clean
+
+    out = cache / "silero_vad_sr16000_flat.onnx"
+    if not out.exists():
+        onnx.save(clean(onnx.load(path), INPUT_SHAPES, str(path), {"sr": RATE}, {"state": 1})
+                  .model, out)
+    return out
+
+
 def load(cache: Path, n_eval: int) -> RealModel:
     """The case: (chunk, state) pairs from 4 fp32-streamed clips calibrate; `n_eval` // 8
     clips of 48 chunks (1.5 s) evaluate."""
@@ -91,6 +106,7 @@ def load(cache: Path, n_eval: int) -> RealModel:
     audio = np.stack([clip(rng) for _ in range(max(2, n_eval // 8))])
     return RealModel(
         name="silero-vad v5 (op18 ifless, synthetic audio, 512-sample chunks)", path=path,
+        ort_path=flattened(path, cache),
         calib={"input": x[pick], "state": state[:, pick]}, batch_axes={"state": 1},
         metrics=("chunk decision agreement with fp32", "mean |prob - fp32 prob|"),
         run=lambda p: stream(p, audio)[0],
@@ -98,4 +114,4 @@ def load(cache: Path, n_eval: int) -> RealModel:
             "chunk decision agreement with fp32": float(np.mean((ref > .5) == (got > .5))),
             "mean |prob - fp32 prob|": float(np.mean(np.abs(ref - got)))},
         compile_kw={"input_values": {"sr": RATE}, "batch_axes": {"state": 1},
-                    "input_shapes": {"input": [1, CHUNK + CONTEXT], "state": [2, 1, 128]}})
+                    "input_shapes": INPUT_SHAPES})
