@@ -65,6 +65,22 @@ def extract(package: str, member: str, cache: Path) -> Path:
     return out
 
 
+def flattened(path: Path, out: Path, input_shapes: Mapping[str, list[int]],
+              input_values: Mapping[str, Any] | None = None,
+              batch_axes: Mapping[str, int] | None = None) -> Path:
+    """The model as edgesim's frontend cleans it before lowering (Constant nodes lifted to
+    initializers, pinned inputs folded, `If` inlined, LSTMs unrolled, static shapes), for
+    onnxruntime's quantisers: they quantise only initializer weights outside subgraphs."""
+    import onnx
+
+    from compiler.frontend.load import clean
+
+    if not out.exists():
+        cleaned = clean(onnx.load(path), input_shapes, str(path), input_values, batch_axes)
+        onnx.save(cleaned.model, out)
+    return out
+
+
 def feeds(data: Mapping[str, np.ndarray], axes: Mapping[str, int]) -> list[dict]:
     """Single-sample feeds, sample i cut along each input's batch axis (kept as size 1)."""
     first = next(iter(data))

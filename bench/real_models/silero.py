@@ -1,7 +1,9 @@
-"""silero-vad v5 voice-activity detector (package `silero-vad`, its `silero_vad_op18_ifless.onnx`:
-Conv front end + recurrent cell, an `If` on the `sr` input pinned to 16000, a [2, B, 128]
-state whose samples are on axis 1). Streamed as silero's OnnxWrapper does: 512-sample chunks
-with 64 samples of context, the state carried from chunk to chunk.
+"""silero-vad v5 voice-activity detector (package `silero-vad`, its `silero_vad.onnx`: an
+`If` on the `sr` input (pinned to 16000) around STFT + Conv encoder, inner `If`s on shapes and
+an LSTM decoder, a [2, B, 128] state whose samples are on axis 1). Streamed as silero's
+OnnxWrapper does: 512-sample chunks with 64 samples of context, the state carried along.
+onnxruntime's quantisers get the file as edgesim's frontend flattens it (`flattened`): they
+skip the layers inside `If` branches.
 
 The audio is SYNTHETIC, built here: voiced stretches (a glottal pulse train at 90-260 Hz with
 jitter, through three formant resonators that glide, with a 3-6 Hz syllable envelope),
@@ -16,10 +18,10 @@ import numpy as np
 from scipy.signal import lfilter
 
 from edgesim.evaluate import session
-from real_models import RealModel, extract, session_inputs
+from real_models import RealModel, extract, flattened, session_inputs
 
 PACKAGE = "silero-vad==6.2.3"
-MODEL = "silero_vad/data/silero_vad_op18_ifless.onnx"
+MODEL = "silero_vad/data/silero_vad.onnx"
 RATE, CHUNK, CONTEXT, CHUNKS = 16000, 512, 64, 48
 INPUT_SHAPES = {"input": [1, CHUNK + CONTEXT], "state": [2, 1, 128]}
 
@@ -81,20 +83,6 @@ def stream(path: Path, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
             np.concatenate(states, axis=1))
 
 
-def flattened(path: Path, cache: Path) -> Path:
-    """The model with `sr` pinned and its `If` inlined by edgesim's frontend, for
-    onnxruntime's quantisers (they leave layers inside an `If` branch in float)."""
-    import onnx
-
-    from compiler.frontend.load import clean
-
-    out = cache / "silero_vad_sr16000_flat.onnx"
-    if not out.exists():
-        onnx.save(clean(onnx.load(path), INPUT_SHAPES, str(path), {"sr": RATE}, {"state": 1})
-                  .model, out)
-    return out
-
-
 def load(cache: Path, n_eval: int) -> RealModel:
     """The case: (chunk, state) pairs from 4 fp32-streamed clips calibrate; `n_eval` // 8
     clips of 48 chunks (1.5 s) evaluate."""
@@ -105,8 +93,9 @@ def load(cache: Path, n_eval: int) -> RealModel:
     rng = np.random.default_rng(1)
     audio = np.stack([clip(rng) for _ in range(max(2, n_eval // 8))])
     return RealModel(
-        name="silero-vad v5 (op18 ifless, synthetic audio, 512-sample chunks)", path=path,
-        ort_path=flattened(path, cache),
+        name="silero-vad v5 (synthetic audio, 512-sample chunks)", path=path,
+        ort_path=flattened(path, cache / "silero_vad_flat.onnx", INPUT_SHAPES, {"sr": RATE},
+                           {"state": 1}),
         calib={"input": x[pick], "state": state[:, pick]}, batch_axes={"state": 1},
         metrics=("chunk decision agreement with fp32", "mean |prob - fp32 prob|"),
         run=lambda p: stream(p, audio)[0],
