@@ -174,10 +174,10 @@ def _row(case: RealModel, name: str, make: Callable[[], Path], ref: object) -> t
     start = time.perf_counter()
     try:
         path = make()
-    except Exception as e:  # a quantiser that fails on this model is a result too
+        made_s = time.perf_counter() - start
+        got = case.run(path)
+    except Exception as e:  # a quantiser (or its file) that fails on this model is a result too
         return {"variant": name, "error": f"{type(e).__name__}: {str(e)[:300]}"}, None
-    made_s = time.perf_counter() - start
-    got = case.run(path)
     scores = case.score(got if ref is None else ref, got)
     return {"variant": name, "file_mb": round(path.stat().st_size / 1e6, 3),
             "make_s": round(made_s, 1), **{k: round(v, 5) for k, v in scores.items()}}, got
