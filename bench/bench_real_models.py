@@ -180,7 +180,12 @@ def _row(case: RealModel, name: str, make: Callable[[], Path], ref: object) -> t
         return {"variant": name, "error": f"{type(e).__name__}: {str(e)[:300]}"}, None
     scores = case.score(got if ref is None else ref, got)
     return {"variant": name, "file_mb": round(path.stat().st_size / 1e6, 3),
-            "make_s": round(made_s, 1), **{k: round(v, 5) for k, v in scores.items()}}, got
+            "make_s": round(made_s, 1), **{k: _finite(v) for k, v in scores.items()}}, got
+
+
+def _finite(v: float) -> float | None:
+    """Rounded; None for inf/nan (an SQNR against itself), which strict JSON cannot hold."""
+    return round(v, 5) if np.isfinite(v) else None
 
 
 def bench_case(module: str, cache: Path, n_eval: int, only: list[str]) -> list[dict]:
