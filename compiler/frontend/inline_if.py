@@ -1,7 +1,8 @@
 """Inline `If` nodes whose condition is known before lowering.
 
 The condition is an initializer, or shape arithmetic (Shape/Size/Gather/Concat/...) on the
-now-static input shapes, evaluated with ONNX's reference runtime. The taken branch's nodes
+now-static input shapes (`static_shapes.known_shapes`), evaluated with ONNX's reference
+runtime. The taken branch's nodes
 replace the `If`; outer-scope names keep their names, branch outputs become the If's outputs,
 and other branch names are renamed only where they would collide.
 """
@@ -13,6 +14,8 @@ from collections.abc import Mapping
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+
+from compiler.frontend.static_shapes import known_shapes
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
@@ -126,21 +129,6 @@ def _inline_branch(graph: onnx.GraphProto, index: int, branch: onnx.GraphProto) 
 # --- shape arithmetic for If conditions ----------------------------------------------------
 
 
-def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
-    """Fully static tensor shapes according to ONNX shape inference (inputs are static now)."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except (onnx.shape_inference.InferenceError, RuntimeError, ValueError):
-        return {}
-    g = inferred.graph
-    shapes = {}
-    for vi in (*g.input, *g.value_info, *g.output):
-        tt = vi.type.tensor_type
-        if tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim):
-            shapes[vi.name] = tuple(d.dim_value for d in tt.shape.dim)
-    return shapes
-
-
 def _shape_leaf(node: onnx.NodeProto, shapes: Mapping[str, tuple[int, ...]]) -> np.ndarray | None:
     """Value of a Shape/Size node whose input has a static shape."""
     shape = shapes.get(node.input[0]) if node.op_type in ("Shape", "Size") else None
@@ -152,13 +140,13 @@ def _shape_leaf(node: onnx.NodeProto, shapes: Mapping[str, tuple[int, ...]]) -> 
     return np.array(shape[attrs.get("start", 0):attrs.get("end", len(shape))], dtype=np.int64)
 
 
-def _ancestry(graph: onnx.GraphProto, tensor: str, shapes: Mapping[str, tuple[int, ...]]
-              ) -> tuple[list[onnx.NodeProto], dict[str, np.ndarray]] | None:
-    """Nodes that compute `tensor` from constants and static shapes, with the shape values;
-    None when it depends on input data."""
+def _ancestry(graph: onnx.GraphProto, tensor: str
+              ) -> tuple[list[onnx.NodeProto], list[onnx.NodeProto]] | None:
+    """Nodes that compute `tensor` from constants and Shape/Size nodes, and those Shape/Size
+    nodes; None when it depends on input data."""
     made = {o: n for n in graph.node for o in n.output}
     consts = {t.name for t in graph.initializer}
-    nodes, leaves, stack, seen = [], {}, [tensor], set()
+    nodes, leaves, stack, seen = [], [], [tensor], set()
     while stack:
         t = stack.pop()
         if not t or t in seen or t in consts:
@@ -168,9 +156,8 @@ def _ancestry(graph: onnx.GraphProto, tensor: str, shapes: Mapping[str, tuple[in
         if node is None or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
                                for a in node.attribute):
             return None
-        leaf = _shape_leaf(node, shapes)
-        if leaf is not None:
-            leaves[t] = leaf
+        if node.op_type in ("Shape", "Size"):
+            leaves.append(node)
         else:
             nodes.append(node)
             stack.extend(node.input)
@@ -178,12 +165,25 @@ def _ancestry(graph: onnx.GraphProto, tensor: str, shapes: Mapping[str, tuple[in
     return sorted(nodes, key=lambda n: order[id(n)]), leaves
 
 
+def _leaf_values(model: onnx.ModelProto, leaves: list[onnx.NodeProto]
+                 ) -> dict[str, np.ndarray] | None:
+    """Values of the Shape/Size nodes, from static shapes (a reference run where inference
+    leaves one open); None when one stays unknown."""
+    consts = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    wanted = tuple(n.input[0] for n in leaves if n.input[0] not in consts)
+    shapes = {**known_shapes(model, wanted), **consts}
+    values = {n.output[0]: _shape_leaf(n, shapes) for n in leaves}
+    known = {t: v for t, v in values.items() if v is not None}
+    return known if len(known) == len(values) else None
+
+
 def static_value(model: onnx.ModelProto, tensor: str) -> np.ndarray | None:
     """Value of `tensor` if it follows from constants and static shapes alone, else None."""
-    found = _ancestry(model.graph, tensor, _static_shapes(model))
-    if found is None:
+    found = _ancestry(model.graph, tensor)
+    leaves = None if found is None else _leaf_values(model, found[1])
+    if found is None or leaves is None:
         return None
-    nodes, leaves = found
+    nodes = found[0]
     used = {t for n in nodes for t in n.input}
     inits = [t for t in model.graph.initializer if t.name in used]
     inits += [numpy_helper.from_array(v, t) for t, v in leaves.items()]

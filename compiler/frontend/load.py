@@ -27,6 +27,7 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 from compiler.errors import ModelError
+from compiler.frontend.expand_lstm import expand_lstms
 from compiler.frontend.inline_if import DEFAULT_DOMAINS, inline_ifs
 from compiler.frontend.inputs import BatchAxes, InputValues, pin_inputs, resolve_batch_axes
 from compiler.frontend.inputs import declared_dims as _declared_dims
@@ -367,7 +368,7 @@ def clean(model: onnx.ModelProto, input_shapes: InputShapes | None = None,
 
     Local functions are inlined, stale `value_info` dropped, initializers listed as inputs
     treated as constants, inputs given static shapes, `Constant` nodes lifted to
-    initializers and `If` nodes with a known condition inlined.
+    initializers, `If` nodes with a known condition inlined and plain forward LSTMs unrolled.
 
     Raises:
         ModelError: a dynamic dimension without a shape, an unknown name in `input_shapes`,
@@ -382,7 +383,7 @@ def clean(model: onnx.ModelProto, input_shapes: InputShapes | None = None,
     notes = pin_inputs(graph, input_values or {})
     axes = resolve_batch_axes(graph, batch_axes or {})
     notes += fix_input_shapes(graph, input_shapes or {}, axes)
-    while lift_constants(graph) | inline_ifs(model):
+    while lift_constants(graph) | inline_ifs(model) | expand_lstms(model):
         pass
     check_supported(graph, where)
     return Cleaned(model, notes, axes)

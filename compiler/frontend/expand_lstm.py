@@ -1,0 +1,152 @@
+"""Unroll ONNX `LSTM` nodes into MatMul / Add / Sigmoid / Tanh / Mul nodes, before lowering.
+
+With the input shapes fixed, the sequence length is static, so a forward LSTM is a chain of
+`seq` cells, each two MatMuls with constant weights (which edgesim then quantises like any
+linear layer) and element-wise gates (ONNX operator spec, gate order i, o, f, c):
+
+    gates = x_t W^T + h W_R^T + (Wb + Rb);   i, o, f, c~ = split(gates)
+    C = sigmoid(f) * C + sigmoid(i) * tanh(c~);   h = sigmoid(o) * tanh(C)
+
+Handled: one direction ("forward"), default activations, no clip, no peepholes, no
+`sequence_lens`, layout 0, weights that are constants (initializers or constant folds).
+Other LSTMs stay and are reported as unsupported.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from compiler.frontend.static_shapes import known_shapes
+
+DEFAULTS = {"direction": b"forward", "layout": 0, "input_forget": 0}
+
+
+def _attrs(node: onnx.NodeProto) -> dict[str, object]:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _plain(node: onnx.NodeProto) -> bool:
+    """Only the LSTM variant this module unrolls: defaults apart from hidden_size."""
+    attrs = _attrs(node)
+    extra = set(attrs) - {"hidden_size", *DEFAULTS}
+    return (node.op_type == "LSTM" and node.domain in ("", "ai.onnx") and not extra
+            and all(attrs.get(k, v) == v for k, v in DEFAULTS.items())
+            and not any(node.input[i] for i in (4, 7) if i < len(node.input)))
+
+
+def _value(model: onnx.ModelProto, name: str) -> np.ndarray | None:
+    from compiler.frontend.inline_if import static_value
+
+    init = next((t for t in model.graph.initializer if t.name == name), None)
+    return numpy_helper.to_array(init) if init is not None else static_value(model, name)
+
+
+class _Builder:
+    """Nodes and initializers of one unrolled LSTM, names prefixed by the node's name."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix, self.count = prefix, 0
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+
+    def const(self, value: np.ndarray) -> str:
+        name = self.fresh("const")
+        self.inits.append(numpy_helper.from_array(value.copy(order="C"), name))  # keeps 0-d
+        return name
+
+    def fresh(self, what: str) -> str:
+        self.count += 1
+        return f"{self.prefix}/{what}_{self.count}"
+
+    def op(self, op_type: str, inputs: list[str], n_out: int = 1, out: list[str] | None = None,
+           **attrs: object) -> list[str]:
+        outs = out or [self.fresh(op_type) for _ in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, inputs, outs, name=self.fresh(op_type + "_n"),
+                                           **attrs))  # type: ignore[arg-type]
+        return outs
+
+
+def _cell(b: _Builder, x: str, h: str | None, c: str | None, w: dict[str, str],
+          hidden: int) -> tuple[str, str]:
+    """One step: new (h, C) from input x_t [batch, in] and the previous h, C (None = 0)."""
+    gates = b.op("MatMul", [x, w["W"]])[0]
+    if h is not None:
+        gates = b.op("Add", [gates, b.op("MatMul", [h, w["R"]])[0]])[0]
+    if "B" in w:
+        gates = b.op("Add", [gates, w["B"]])[0]
+    i, o, f, g = b.op("Split", [gates, w["split"]], n_out=4, axis=1)
+    i, o, f = (b.op("Sigmoid", [t])[0] for t in (i, o, f))
+    new_c = b.op("Mul", [i, b.op("Tanh", [g])[0]])[0]
+    if c is not None:
+        new_c = b.op("Add", [b.op("Mul", [f, c])[0], new_c])[0]
+    return b.op("Mul", [o, b.op("Tanh", [new_c])[0]])[0], new_c
+
+
+def _weights(b: _Builder, model: onnx.ModelProto, node: onnx.NodeProto,
+             hidden: int) -> dict[str, str] | None:
+    ins = [*node.input, *[""] * (8 - len(node.input))]
+    w, r = _value(model, ins[1]), _value(model, ins[2])
+    bias = _value(model, ins[3]) if ins[3] else None
+    if w is None or r is None or (ins[3] and bias is None):
+        return None
+    out = {"W": b.const(w[0].T), "R": b.const(r[0].T),
+           "split": b.const(np.full(4, hidden, np.int64))}
+    if bias is not None:
+        out["B"] = b.const(bias[0, :4 * hidden] + bias[0, 4 * hidden:])
+    return out
+
+
+def _state(b: _Builder, name: str) -> str | None:
+    """An initial state [1, batch, H] as [batch, H]; None when absent (zero)."""
+    return b.op("Squeeze", [name, b.const(np.array([0], np.int64))])[0] if name else None
+
+
+def _unroll(model: onnx.ModelProto, node: onnx.NodeProto, seq: int) -> _Builder | None:
+    hidden = int(_attrs(node)["hidden_size"])  # type: ignore[call-overload]
+    b = _Builder(node.name or "LSTM")
+    w = _weights(b, model, node, hidden)
+    if w is None:
+        return None
+    ins = [*node.input, *[""] * (8 - len(node.input))]
+    h, c, ys = _state(b, ins[5]), _state(b, ins[6]), []
+    for t in range(seq):
+        x = b.op("Gather", [ins[0], b.const(np.array(t, np.int64))], axis=0)[0]
+        h, c = _cell(b, x, h, c, w, hidden)
+        ys.append(b.op("Unsqueeze", [h, b.const(np.array([0], np.int64))])[0])
+    _outputs(b, node, ys, h, c)
+    return b
+
+
+def _outputs(b: _Builder, node: onnx.NodeProto, ys: list[str], h: str | None,
+             c: str | None) -> None:
+    """Y [seq, 1, batch, H], Y_h and Y_c [1, batch, H], under the LSTM's output names."""
+    outs = [*node.output, *[""] * (3 - len(node.output))]
+    zero = b.const(np.array([0], np.int64))
+    if outs[0]:
+        seq = b.op("Concat", ys, axis=0)[0] if len(ys) > 1 else ys[0]
+        b.op("Unsqueeze", [seq, b.const(np.array([1], np.int64))], out=[outs[0]])
+    if outs[1]:
+        b.op("Unsqueeze", [h, zero], out=[outs[1]])  # type: ignore[list-item]
+    if outs[2]:
+        b.op("Unsqueeze", [c, zero], out=[outs[2]])  # type: ignore[list-item]
+
+
+def expand_lstms(model: onnx.ModelProto) -> bool:
+    """Unroll the first plain LSTM whose sequence length is static (in place); return
+    whether one was."""
+    graph = model.graph
+    for index, node in enumerate(graph.node):
+        if not _plain(node):
+            continue
+        seq = known_shapes(model, (node.input[0],)).get(node.input[0])
+        built = None if not seq or seq[0] < 1 else _unroll(model, node, seq[0])
+        if built is not None:
+            nodes = list(graph.node)
+            nodes[index:index + 1] = built.nodes
+            del graph.node[:]
+            graph.node.extend(nodes)
+            graph.initializer.extend(built.inits)
+            return True
+    return False

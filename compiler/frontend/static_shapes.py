@@ -1,0 +1,82 @@
+"""Static shapes of every tensor once the inputs' shapes are fixed.
+
+ONNX shape inference leaves some shapes symbolic even then: a Pad or Slice whose pads or
+ends are computed from other shapes (silero-vad's STFT front end) gets fresh symbols. Where
+inference leaves a shape open, the model is run once with ONNX's reference runtime on zero
+inputs of the static shapes and the shapes are read off the intermediates. That is exact
+when no op's output shape depends on data values (NonZero, Unique, ...): the fallback is
+skipped for such graphs and for large ones (the reference runtime is slow).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import onnx
+from onnx import helper
+
+Shapes = Mapping[str, tuple[int, ...]]
+DATA_DEPENDENT = frozenset({"NonZero", "Unique", "Compress", "Loop", "Scan", "TopK",
+                            "NonMaxSuppression", "RandomNormal", "RandomUniform",
+                            "RandomNormalLike", "RandomUniformLike", "Multinomial"})
+MAX_RUN_BYTES = 64 << 20  # weights the reference runtime is asked to carry at most
+
+
+def inferred_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """Fully static tensor shapes according to ONNX shape inference."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except (onnx.shape_inference.InferenceError, RuntimeError, ValueError):
+        return {}
+    g = inferred.graph
+    shapes = {}
+    for vi in (*g.input, *g.value_info, *g.output):
+        tt = vi.type.tensor_type
+        if tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim):
+            shapes[vi.name] = tuple(d.dim_value for d in tt.shape.dim)
+    return shapes
+
+
+def _runnable(model: onnx.ModelProto) -> bool:
+    g = model.graph
+    ops = {n.op_type for n in g.node}
+    weights = sum(t.ByteSize() for t in g.initializer)
+    return not ops & DATA_DEPENDENT and weights <= MAX_RUN_BYTES and all(
+        all(d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim) for vi in g.input)
+
+
+def _zeros(vi: onnx.ValueInfoProto) -> np.ndarray:
+    tt = vi.type.tensor_type
+    dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
+    return np.zeros([d.dim_value for d in tt.shape.dim], dtype)
+
+
+def run_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """Shapes of every top-level tensor from one reference run on zero inputs ({} when the
+    graph is not `_runnable` or the run fails)."""
+    if not _runnable(model):
+        return {}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    outs = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(helper.make_tensor_value_info(t, onnx.TensorProto.UNDEFINED, None)
+                              for n in model.graph.node for t in n.output if t and t not in outs)
+    names = [o.name for o in probe.graph.output]
+    from onnx.reference import ReferenceEvaluator  # on demand: few models need it
+
+    try:
+        values = ReferenceEvaluator(probe).run(None, {vi.name: _zeros(vi)
+                                                      for vi in model.graph.input})
+    except Exception:  # noqa: BLE001 - the reference runtime raises anything; unknown = {}
+        return {}
+    return {n: tuple(np.shape(v)) for n, v in zip(names, values)}
+
+
+def known_shapes(model: onnx.ModelProto, wanted: tuple[str, ...] = ()) -> Shapes:
+    """Static shapes by inference, completed by a reference run where a `wanted` tensor's
+    shape is left open."""
+    shapes = inferred_shapes(model)
+    if all(t in shapes for t in wanted):
+        return shapes
+    return {**run_shapes(model), **shapes}
