@@ -316,19 +316,28 @@ def split(b: Builder, layer: Layer, ins: list[str]) -> None:
            list(layer.outputs), base=layer.name, axis=layer.attrs["axis"])
 
 
-def batch_free(b: Builder, layer: Layer, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """A Reshape target with the leading (batch) dim left to onnxruntime (-1) when the source
-    model's batch is dynamic and this reshape keeps the batch leading; else `shape`."""
+def batch_free(b: Builder, layer: Layer, shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
+    """A Reshape target and its `allowzero` with the leading (batch) dim left to onnxruntime
+    when the source model's batch is dynamic and this reshape keeps the batch leading: -1,
+    or 0 ("copy the input's dim", allowzero 0) when the target already has a -1 (a flatten);
+    else `shape` as the IR has it (allowzero 1: a literal 0 is an empty dim)."""
     src = b.graph.types[layer.inputs[0]].shape
-    keeps = shape[:1] == src[:1] == (1,) and -1 not in shape
-    return (-1, *shape[1:]) if b.dynamic_batch and keeps else shape
+    if not (b.dynamic_batch and shape[:1] == src[:1] == (1,)):
+        return shape, 1
+    if -1 not in shape:
+        return (-1, *shape[1:]), 1
+    return ((0, *shape[1:]), 0) if 0 not in shape else (shape, 1)
+
+
+def _reshape(b: Builder, layer: Layer, ins: list[str]) -> None:
+    target, allowzero = batch_free(b, layer, layer.attrs["shape"])
+    b.node("Reshape", [ins[0], _ints(b, layer, "shape", target)], list(layer.outputs),
+           base=layer.name, allowzero=allowzero)
 
 
 def _with_shape(op: str, **attrs: Any) -> Rule:
     def rule(b: Builder, layer: Layer, ins: list[str]) -> None:
-        target = layer.attrs["shape"]
-        shape = _ints(b, layer, "shape", batch_free(b, layer, target) if op == "Reshape"
-                      else target)
+        shape = _ints(b, layer, "shape", layer.attrs["shape"])
         b.node(op, [ins[0], shape], list(layer.outputs), base=layer.name, **attrs)
     return rule
 
@@ -370,7 +379,7 @@ FLOAT_RULES: dict[str, Rule] = {
     "pool": pool, "reduce": reduce, "resize": resize, "gather": gather, "cast": cast,
     "transpose": _plain("Transpose", "perm"), "concat": _plain("Concat", "axis"),
     "split": split, "slice": slice_, "pad": pad, "expand": _with_shape("Expand"),
-    "reshape": _with_shape("Reshape", allowzero=1), "identity": _plain("Identity"),
+    "reshape": _reshape, "identity": _plain("Identity"),
     "gather_nd": _plain("GatherND", "batch_dims"), "arg_reduce": arg_reduce,
     "attention": attention, "rotary": rotary,
 }
