@@ -336,8 +336,9 @@ def add_compile(sub: argparse._SubParsersAction) -> None:
                     "0,0.25,0.5 (zero-skipping MAC arrays only)")
     cp.add_argument("--input-value", action="append", metavar="NAME=VALUE",
                     help="pin an input to a constant (If nodes on it are inlined), e.g. sr=16000")
-    cp.add_argument("--calib-method", choices=("minmax", "percentile", "mse", "entropy"),
-                    help="activation ranges from calibration (default: percentile)")
+    cp.add_argument("--calib-method", choices=("auto", "minmax", "percentile", "mse", "entropy"),
+                    help="activation ranges from calibration (default auto: per tensor the "
+                    "method with the least measured output error)")
     cp.add_argument("--rounding", default="rtn", choices=("rtn", "gptq"),
                     help="weight rounding: nearest, or GPTQ (second order, calibration data)")
     cp.add_argument("--smooth-quant", type=float, metavar="ALPHA",

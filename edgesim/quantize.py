@@ -238,6 +238,7 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
         stats = float_pass(g, data, stats=True, grams=gptq).stats        # ranges (+ X^T X)
     emb = _auto_embedding_bits(assign, g) if embedding_bits == "auto" else embedding_bits
     opts = replace(options or QuantOptions(), embedding_bits=emb)
+    stats = _chosen_ranges(g, assign, data, stats, opts)                  # method "auto"
     qg = quantize(g, assign, stats, opts)                                 # annotate + weights
     verify(qg)
     model = emit(qg, emit_options or EmitOptions())                       # IR -> ONNX
@@ -252,6 +253,42 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
 
 
 ERROR_BATCHES = 2  # calibration batches the per-layer error check runs
+CHOICE_SAMPLES = 4  # calibration samples that score the candidate activation ranges
+
+
+def _act_tensors(g: Graph, at: np.ndarray) -> tuple[str, ...]:
+    """Tensors whose ranges the layers flagged in `at` may quantise: their inputs, a conv's
+    output and the output of a ReLU/Clip reading it (its requantised output)."""
+    from compiler.passes.calibrate import folds_into_requant
+
+    users = g.consumers()
+    near = [t for layer, on in zip(g.layers, at) if on
+            for t in (*layer.inputs, *(layer.outputs if layer.kind.startswith("conv") else ()))]
+    folded = [r.outputs[0] for t in near for r in users.get(t, ()) if folds_into_requant(r)]
+    return tuple(dict.fromkeys([*near, *folded]))
+
+
+def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | None,
+                   stats: CalibrationStats | None, opts: QuantOptions
+                   ) -> CalibrationStats | None:
+    """`stats` with a range method chosen per tensor and activation width by measured output
+    error (`compiler.range_choice`), when the options ask for "auto"."""
+    import itertools
+
+    from compiler.range_choice import choose_methods, with_choices
+
+    widths = sorted({int(a) for a in assign[:, 1] if a in (4, 8)})
+    if opts.act_method != "auto" or stats is None or data is None or not widths:
+        return stats
+    limit = max(1, CHOICE_SAMPLES // cal.batch_size(g))
+    forward = _onnxruntime_forward(g, tuple(stats.stats), [])
+    for bits in widths:
+        batches = itertools.islice(cal.batches(g, data), limit)
+        chosen = choose_methods(g, stats, batches, bits, opts.percentile, forward,
+                                _act_tensors(g, assign[:, 1] == bits))
+        stats = with_choices(stats, chosen, bits)
+    return stats
+
 
 
 def _extreme_layers(qg: Graph, data: cal.CalibrationData | None) -> tuple[str, ...]:

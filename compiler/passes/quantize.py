@@ -13,9 +13,11 @@ What gets quantised, and why:
   reaches 0.94.
 - W8A8 ("qdq"): weights per output channel, symmetric (narrow int8 grid, MSE-clipped by
   default), activations per tensor, unsigned with a zero point, from the calibration
-  histogram (99.99th percentile by default). Conv requantises its output (that is what lets
+  histogram. Conv requantises its output (that is what lets
   onnxruntime fuse it into QLinearConv); when a ReLU or Clip is the conv's only reader, the
   output range is the activation's, so the saturating requantisation does the ReLU's work.
+  The range method is chosen per tensor by measured output error (`compiler.range_choice`)
+  where the calibration statistics carry a choice (percentile otherwise).
   Linear layers keep a float output (MatMulIntegerToFloat): no second rounding.
 - Activation x activation matmuls (attention scores, attention x values) stay float by
   default: both operands change with the input, their ranges are wide (softmax outputs span
@@ -74,7 +76,10 @@ class QuantOptions:
         clip: weight range "mse" (clip-ratio search), "minmax", or "auto": MSE at 6 bits
             and below, where clipping pays, min/max at 7 and 8 bits, where it gains
             little and the search costs most of the pass's time.
-        act_method: activation range "percentile", "mse" or "minmax".
+        act_method: activation range "percentile", "mse", "minmax", "entropy", or "auto":
+            per tensor the one of those with the least measured output error where
+            `CalibrationStats.chosen` holds a choice (`compiler.range_choice`), else
+            percentile.
         percentile: kept mass (percent) for "percentile".
         act_matmul: "float" keeps activation x activation matmuls float; "int8" quantises.
         embedding_bits: bits of large gather tables (4 or 8 containers; None keeps float).
@@ -92,7 +97,7 @@ class QuantOptions:
     granularity: str = "auto"
     block: int = NBITS_BLOCK
     clip: str = "auto"
-    act_method: str = "percentile"
+    act_method: str = "auto"
     percentile: float = 99.99
     rounding: str = "rtn"  # weight codes: "rtn" (nearest) or "gptq" (needs calib grams)
     act_matmul: str = "float"
