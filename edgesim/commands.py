@@ -311,6 +311,11 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
                           "(default: a quantized model's own plan, else fp32)")
 
 
+def _alpha(text: str) -> float | str:
+    """--smooth-quant's value: auto, off, or a number (checked by the pipeline)."""
+    return text if text in ("auto", "off") else float(text)
+
+
 def add_compile(sub: argparse._SubParsersAction) -> None:
     cp = add_command(sub, "compile", "allocate bits for a target and emit a packed model",
                      cmd_compile)
@@ -341,8 +346,10 @@ def add_compile(sub: argparse._SubParsersAction) -> None:
                     "method with the least measured output error)")
     cp.add_argument("--rounding", default="rtn", choices=("rtn", "gptq"),
                     help="weight rounding: nearest, or GPTQ (second order, calibration data)")
-    cp.add_argument("--smooth-quant", type=float, metavar="ALPHA",
-                    help="SmoothQuant: migrate activation outliers into weights (e.g. 0.5)")
+    cp.add_argument("--smooth-quant", type=_alpha, default="auto", metavar="ALPHA",
+                    help="SmoothQuant: migrate activation outliers into weights at strength "
+                    "ALPHA (e.g. 0.5), off, or auto (default: 0.5 where a norm's output has "
+                    "outlier channels and 8-bit activations are among the choices)")
     cp.add_argument("--batch-axis", action="append", metavar="NAME=AXIS",
                     help="axis of an input that holds samples, e.g. state=1 (or state=none)")
     _add_kernel_check(cp, "fail")
