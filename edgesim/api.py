@@ -243,6 +243,7 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
             batch_axes: Mapping[str, int | None] | None = None,
             fidelity_metric: Any = None, calib_method: str | None = None,
             smooth_quant: float | str | None = "auto", rounding: str = "rtn",
+            bias_correction: bool = True,
             quiet: bool | None = None, force: bool = False,
             min_fidelity: float | None = None,
             analysis_budget_s: float | None = None) -> CompileResult:
@@ -264,6 +265,8 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
     does so at alpha 0.5 where a norm's output has outlier channels and 8-bit activations
     are among the choices; None turns it off.
     `rounding="gptq"` rounds linear weights with GPTQ (second order, on calibration data).
+    `bias_correction` removes the mean output shift of weight-only layers at <= 4 bits,
+    measured on the calibration data (default on).
     `outdir` must be new, empty or made by edgesim unless `force` (nothing in it that
     edgesim did not write is ever deleted). With `min_fidelity`, a plan whose emitted
     model's primary fidelity metric is lower raises UserError and writes nothing.
@@ -279,6 +282,7 @@ def compile(model: Any, target: Any = "rpi5", *, outdir: str | os.PathLike = "ed
         threads=threads, runtime=runtime, input_shapes=input_shapes,
         input_values=input_values, batch_axes=batch_axes, fidelity_metric=fidelity_metric,
         calib_method=calib_method, smooth_quant=smooth_quant, rounding=rounding,
+        bias_correction=bias_correction,
         quiet=not sys.stderr.isatty() if quiet is None else quiet,  # bars in a terminal
         command="edgesim.compile(...)", force=force, min_fidelity=min_fidelity,
         analysis_budget_s=analysis_budget_s)

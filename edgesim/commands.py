@@ -183,7 +183,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         batch_axes={k: None if v == "none" else v for k, v in parse_named(
             args.batch_axis, "--batch-axis", "name=1 (or name=none)", _axis).items()},
         calib_method=args.calib_method, smooth_quant=args.smooth_quant,
-        rounding=args.rounding, sparsity=parse_levels(args.sparsity),
+        rounding=args.rounding, bias_correction=not args.no_bias_correction,
+        sparsity=parse_levels(args.sparsity),
         kernel_check=args.kernel_check, pick=args.pick, assignment=args.assignment,
         quiet=args.quiet, command=" ".join(["edgesim", *sys.argv[1:]]), force=args.force,
         verify=args.debug, min_fidelity=args.min_fidelity,
@@ -346,6 +347,9 @@ def add_compile(sub: argparse._SubParsersAction) -> None:
                     "method with the least measured output error)")
     cp.add_argument("--rounding", default="rtn", choices=("rtn", "gptq"),
                     help="weight rounding: nearest, or GPTQ (second order, calibration data)")
+    cp.add_argument("--no-bias-correction", action="store_true",
+                    help="keep the mean output shift of <= 4-bit weight-only layers (by "
+                    "default removed from their biases on calibration data)")
     cp.add_argument("--smooth-quant", type=_alpha, default="auto", metavar="ALPHA",
                     help="SmoothQuant: migrate activation outliers into weights at strength "
                     "ALPHA (e.g. 0.5), off, or auto (default: 0.5 where a norm's output has "

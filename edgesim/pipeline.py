@@ -67,6 +67,7 @@ class CompileOptions:
     # the sites with outlier channels, when static 8-bit activations are among the choices
     smooth_quant: float | str | None = "auto"
     rounding: str = "rtn"  # weight codes: "rtn" or "gptq" (second-order, calibration data)
+    bias_correction: bool = True  # remove <= 4-bit weight-only layers' mean output shift
     quiet: bool = False
     command: str = ""
     sparsity: tuple[float, ...] = ()  # candidate activation sparsities (edgesim.sparsity)
@@ -488,7 +489,9 @@ def _quant_options(options: CompileOptions, target: Any) -> QuantOptions:
 
         int8_dot = nbits_int8_available(target)
     return QuantOptions(act_method=options.calib_method or QuantOptions.act_method,
-                        rounding=options.rounding, int8_dot=int8_dot)
+                        rounding=options.rounding, int8_dot=int8_dot,
+                        bias_correction_bits=QuantOptions.bias_correction_bits
+                        if options.bias_correction else 0)
 
 
 def _load_options(options: CompileOptions) -> dict[str, Any]:

@@ -240,6 +240,7 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
     opts = replace(options or QuantOptions(), embedding_bits=emb)
     stats = _chosen_ranges(g, assign, data, stats, opts)                  # method "auto"
     qg = quantize(g, assign, stats, opts)                                 # annotate + weights
+    qg = _bias_corrected(qg, data, opts)                                  # low-bit mean shift
     verify(qg)
     model = emit(qg, emit_options or EmitOptions())                       # IR -> ONNX
     kernels = _kernel_check(qg, model, kernel_check)                      # vs onnxruntime
@@ -254,6 +255,23 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
 
 ERROR_BATCHES = 2  # calibration batches the per-layer error check runs
 CHOICE_SAMPLES = 4  # calibration samples that score the candidate activation ranges
+
+
+BIAS_SAMPLES = 16  # calibration samples that measure the mean output shift of low-bit layers
+
+
+def _bias_corrected(qg: Graph, data: cal.CalibrationData | None, opts: QuantOptions) -> Graph:
+    """`qg` with the biases of its low-bit weight-only layers corrected on the calibration
+    data (`compiler.bias_correction`), when there is data and the options ask for it."""
+    import itertools
+
+    from compiler.bias_correction import bias_correct
+
+    if data is None or opts.bias_correction_bits < 2:
+        return qg
+    limit = max(1, BIAS_SAMPLES // cal.batch_size(qg))
+    return bias_correct(qg, itertools.islice(cal.batches(qg, data), limit),
+                        opts.bias_correction_bits)
 
 
 def _act_tensors(g: Graph, at: np.ndarray) -> tuple[str, ...]:

@@ -92,6 +92,9 @@ class QuantOptions:
             QLinearMatMul, as quantize_static writes) instead of a float output.
         nbits_float_zp: weight-only linear layers as MatMulNBits with float zero points
             (onnxruntime's non-prepacked slow path, as some exporters write it).
+        bias_correction_bits: weight-only linear / conv layers at this many weight bits or
+            fewer get their mean output shift removed from the bias on calibration data
+            (`compiler.bias_correction`, run by `edgesim.quantize` after this pass); 0: off.
     """
 
     granularity: str = "auto"
@@ -107,6 +110,7 @@ class QuantOptions:
     dynamic_int8: bool = False
     requant_out: bool = False
     nbits_float_zp: bool = False
+    bias_correction_bits: int = 4
 
     def __post_init__(self) -> None:
         checks = {

@@ -55,3 +55,18 @@ def test_defaults_and_bad_values() -> None:
     with pytest.raises(UserError, match="smooth-quant"):
         edgesim.compile(_model(), "rpi5", outdir="unused", calib=_calib(),
                         smooth_quant="sometimes", **KW)
+
+
+def test_bias_correction_lowers_w4_error_on_its_data(tmp_path) -> None:
+    """Over the data it is measured on, removing the mean error leaves its variance: the
+    squared error falls by the squared shift, so SQNR (onnxruntime vs fp32) must rise."""
+    from tests.compiler.test_bias_correction import S, _batches
+    from tests.compiler.test_bias_correction import _model as linear_model
+
+    model = linear_model(True)
+    calib = {"x": _batches(1)[0]["x"]}  # one batch of S samples: all of them corrected on
+    kw = dict(calib=calib, method="uniform", budget="bits=4", weight_bits=(4,))
+    on = edgesim.compile(model, "rpi5", outdir=tmp_path / "on", **kw)
+    off = edgesim.compile(model, "rpi5", outdir=tmp_path / "off", bias_correction=False, **kw)
+    assert on.fidelity["samples"] == S
+    assert on.fidelity["sqnr_db"] > off.fidelity["sqnr_db"]
