@@ -38,7 +38,8 @@ def eligible(layer: Layer, max_bits: int) -> bool:
 
 def _channel_sums(y: np.ndarray, axis: int) -> np.ndarray:
     moved = np.moveaxis(np.asarray(y, np.float64), axis, -1)
-    return moved.reshape(-1, moved.shape[-1]).sum(axis=0)
+    sums: np.ndarray = moved.reshape(-1, moved.shape[-1]).sum(axis=0)
+    return sums
 
 
 def output_shifts(qg: Graph, batches: Iterable[Mapping[str, np.ndarray]],
@@ -46,7 +47,7 @@ def output_shifts(qg: Graph, batches: Iterable[Mapping[str, np.ndarray]],
     """E[y_q - y] per output channel of each of `layers` over `batches` (float64)."""
     layers = tuple(layers)
     keep = {t for layer in layers for t in (*layer.inputs, *layer.outputs) if t}
-    sums = {layer.name: 0.0 for layer in layers}
+    sums: dict[str, np.ndarray] = {layer.name: np.zeros(1) for layer in layers}
     rows = dict.fromkeys(sums, 0)
     for feeds in batches:
         env = {**qg.weights, **run(qg, feeds, dtype="float32", keep=keep)}
