@@ -250,7 +250,7 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
                    if (r := _layer_report(qg, i, w_elems, kernels)))
     return QuantizeResult(str(path), layers, os.path.getsize(path), weight_bytes(qg),
                           weight_bytes(g), data.source if data else "",
-                          bool(data and data.random), g.notes + _extreme_layers(qg, data))
+                          bool(data and data.random), g.notes + _extreme_layers(qg, data, g))
 
 
 ERROR_BATCHES = 2  # calibration batches the per-layer error check runs
@@ -309,7 +309,8 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
 
 
 
-def _extreme_layers(qg: Graph, data: cal.CalibrationData | None) -> tuple[str, ...]:
+def _extreme_layers(qg: Graph, data: cal.CalibrationData | None, g: Graph
+                    ) -> tuple[str, ...]:
     """A note per layer whose own quantisation error is extreme (`compiler.layer_error`),
     measured on the first calibration batches; none without data."""
     import itertools
@@ -318,7 +319,7 @@ def _extreme_layers(qg: Graph, data: cal.CalibrationData | None) -> tuple[str, .
 
     if data is None:
         return ()
-    sqnr = layer_sqnr(qg, itertools.islice(cal.batches(qg, data), ERROR_BATCHES))
+    sqnr = layer_sqnr(qg, itertools.islice(cal.batches(qg, data), ERROR_BATCHES), g)
     return tuple(f"layer {name}: its quantisation alone leaves {db:.1f} dB output SQNR "
                  f"(< {CATASTROPHIC_SQNR_DB:g} dB: extreme error; give it more bits)"
                  for name, db in catastrophic(sqnr).items())
