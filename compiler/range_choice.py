@@ -17,6 +17,7 @@ range is one of those the named methods give.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from types import MappingProxyType
 
 import numpy as np
@@ -122,7 +123,5 @@ def choose_methods(g: Graph, stats: CalibrationStats,
 def with_choices(stats: CalibrationStats, chosen: Mapping[str, str], bits: int = 8
                  ) -> CalibrationStats:
     """`stats` carrying the chosen method per tensor at `bits` (read by method "auto")."""
-    from dataclasses import replace
-
     merged = {**stats.chosen, **{(t, bits): m for t, m in chosen.items()}}
     return replace(stats, chosen=MappingProxyType(merged))
