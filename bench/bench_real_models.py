@@ -209,6 +209,9 @@ def ort_variants(src: Path, calib: dict, tmp: Path) -> dict[str, Path]:
 # smallest is 51.2 MB) while emission quantises them, so a size budget is not a file size.
 # Files (the `file_mb` column): uniform W8A8 24.3 MB, W4 14.3 MB (ort: dynamic int8 23.0 MB,
 # MatMulNBits 55.1 MB); a plan with a layer at 4 bits or fewer stores the word table at 4 bits.
+# Measured 2026-12-07 (mean cosine, file MB): W8A8 defaults 0.9965 24.4, auto ranges without
+# SmoothQuant 0.9930, percentile 0.9290 (brief); W4 0.9671 with bias correction, 0.9600
+# without; HAWQ W4/W8 GPTQ bits=6 0.9974 16.4; LRP bits=6 0.9268 18.1 (ort dynamic 0.9908).
 _W8 = dict(budget="bits=8", weight_bits=(8,))
 _W4 = dict(budget="bits=4", weight_bits=(4,))
 _OFF = None  # smooth_quant=None: SmoothQuant off
