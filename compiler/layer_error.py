@@ -23,13 +23,17 @@ def _quantised(layer: Layer) -> bool:
         layer.quant.w_bits is not None or layer.quant.a_bits is not None)
 
 
-def layer_sqnr(qg: Graph, batches: Iterable[Mapping[str, np.ndarray]]) -> dict[str, float]:
-    """Output SQNR in dB of every quantised layer of `qg`, alone, summed over `batches`."""
+def layer_sqnr(qg: Graph, batches: Iterable[Mapping[str, np.ndarray]],
+               reference: Graph | None = None) -> dict[str, float]:
+    """Output SQNR in dB of every quantised layer of `qg`, alone, summed over `batches`,
+    against the float model `reference` (default `qg` run in float; pass the source model
+    when the quantised one changed float constants, e.g. biases by bias correction)."""
     layers = [layer for layer in qg.layers if _quantised(layer)]
     signal = dict.fromkeys((layer.name for layer in layers), 0.0)
     noise = dict(signal)
     for feeds in batches:
-        env = {**qg.weights, **run(qg, feeds, dtype="float32", keep=True)}
+        ref_env = run(reference or qg, feeds, dtype="float32", keep=True)
+        env = {**qg.weights, **ref_env}
         for layer in layers:
             ref = np.asarray(env[layer.outputs[0]], np.float64)
             got = np.asarray(fake_quant.forward(layer, env)[0], np.float64)

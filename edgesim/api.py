@@ -187,7 +187,8 @@ def compile(model: Any, target: TargetRef = "rpi5", *, outdir: str | os.PathLike
             input_values: Mapping[str, Any] | None = None,
             batch_axes: Mapping[str, int | None] | None = None,
             fidelity_metric: Any = None, calib_method: str | None = None,
-            smooth_quant: float | None = None, rounding: str = "rtn",
+            smooth_quant: float | str | None = "auto", rounding: str = "rtn",
+            bias_correction: bool = True,
             quiet: bool | None = None, force: bool = False,
             min_fidelity: float | None = None,
             analysis_budget_s: float | None = None, sparsity: Sequence[float] = (),
@@ -204,10 +205,15 @@ def compile(model: Any, target: TargetRef = "rpi5", *, outdir: str | os.PathLike
     The fidelity check scores the first output by the metrics that fit it (top-1 agreement
     for class scores, label agreement for integer labels, cosine and SQNR otherwise);
     `fidelity_metric(reference, test) -> float` replaces the primary one. `calib_method`
-    picks activation ranges: "minmax", "percentile" (default), "mse" or "entropy" (KL).
+    picks activation ranges: "auto" (default: per tensor the method with the least measured
+    output error), "minmax", "percentile", "mse" or "entropy" (KL).
     `smooth_quant=alpha` migrates activation outliers into the weights of the linear layers
-    after each LayerNorm/RMSNorm (SmoothQuant; 0.5 is the paper's default).
+    after each LayerNorm/RMSNorm (SmoothQuant; 0.5 is the paper's default); "auto" (default)
+    does so at alpha 0.5 where a norm's output has outlier channels and 8-bit activations
+    are among the choices; None turns it off.
     `rounding="gptq"` rounds linear weights with GPTQ (second order, on calibration data).
+    `bias_correction` removes the mean output shift of weight-only layers at <= 4 bits,
+    measured on the calibration data (default on).
     `outdir` must be new, empty or made by edgesim unless `force` (nothing in it that
     edgesim did not write is ever deleted). With `min_fidelity`, a plan whose emitted
     model's primary fidelity metric is lower raises UserError and writes nothing.
@@ -226,6 +232,7 @@ def compile(model: Any, target: TargetRef = "rpi5", *, outdir: str | os.PathLike
         threads=threads, runtime=runtime, input_shapes=input_shapes,
         input_values=input_values, batch_axes=batch_axes, fidelity_metric=fidelity_metric,
         calib_method=calib_method, smooth_quant=smooth_quant, rounding=rounding,
+        bias_correction=bias_correction,
         quiet=not sys.stderr.isatty() if quiet is None else quiet,  # bars in a terminal
         command=command, force=force, min_fidelity=min_fidelity,
         analysis_budget_s=analysis_budget_s,

@@ -197,7 +197,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         batch_axes={k: None if v == "none" else v for k, v in parse_named(
             args.batch_axis, "--batch-axis", "name=1 (or name=none)", _axis).items()},
         calib_method=args.calib_method, smooth_quant=args.smooth_quant,
-        rounding=args.rounding, sparsity=parse_levels(args.sparsity),
+        rounding=args.rounding, bias_correction=not args.no_bias_correction,
+        sparsity=parse_levels(args.sparsity),
         kernel_check=args.kernel_check, pick=args.pick, assignment=args.assignment,
         quiet=args.quiet, command=" ".join(["edgesim", *sys.argv[1:]]), force=args.force,
         verify=args.debug, min_fidelity=args.min_fidelity,
@@ -325,6 +326,11 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
                           "(default: a quantized model's own plan, else fp32)")
 
 
+def _alpha(text: str) -> float | str:
+    """--smooth-quant's value: auto, off, or a number (checked by the pipeline)."""
+    return text if text in ("auto", "off") else float(text)
+
+
 def add_compile(sub: argparse._SubParsersAction) -> None:
     cp = add_command(sub, "compile", "allocate bits for a target and emit a packed model",
                      cmd_compile)
@@ -350,12 +356,18 @@ def add_compile(sub: argparse._SubParsersAction) -> None:
                     "0,0.25,0.5 (zero-skipping MAC arrays only)")
     cp.add_argument("--input-value", action="append", metavar="NAME=VALUE",
                     help="pin an input to a constant (If nodes on it are inlined), e.g. sr=16000")
-    cp.add_argument("--calib-method", choices=("minmax", "percentile", "mse", "entropy"),
-                    help="activation ranges from calibration (default: percentile)")
+    cp.add_argument("--calib-method", choices=("auto", "minmax", "percentile", "mse", "entropy"),
+                    help="activation ranges from calibration (default auto: per tensor the "
+                    "method with the least measured output error)")
     cp.add_argument("--rounding", default="rtn", choices=("rtn", "gptq"),
                     help="weight rounding: nearest, or GPTQ (second order, calibration data)")
-    cp.add_argument("--smooth-quant", type=float, metavar="ALPHA",
-                    help="SmoothQuant: migrate activation outliers into weights (e.g. 0.5)")
+    cp.add_argument("--no-bias-correction", action="store_true",
+                    help="keep the mean output shift of <= 4-bit weight-only layers (by "
+                    "default removed from their biases on calibration data)")
+    cp.add_argument("--smooth-quant", type=_alpha, default="auto", metavar="ALPHA",
+                    help="SmoothQuant: migrate activation outliers into weights at strength "
+                    "ALPHA (e.g. 0.5), off, or auto (default: 0.5 where a norm's output has "
+                    "outlier channels and 8-bit activations are among the choices)")
     cp.add_argument("--batch-axis", action="append", metavar="NAME=AXIS",
                     help="axis of an input that holds samples, e.g. state=1 (or state=none)")
     _add_kernel_check(cp, "fail")

@@ -67,8 +67,11 @@ class CompileOptions:
     batch_axes: Mapping[str, int | None] | None = None  # declared batch axes of inputs
     fidelity_metric: Any = None  # (reference, test) -> float replacing the primary metric
     calib_method: str | None = None  # activation ranges: minmax/percentile/mse/entropy
-    smooth_quant: float | None = None  # SmoothQuant migration strength alpha (None: off)
+    # SmoothQuant migration strength alpha at every site, None: off, "auto": AUTO_ALPHA at
+    # the sites with outlier channels, when static 8-bit activations are among the choices
+    smooth_quant: float | str | None = "auto"
     rounding: str = "rtn"  # weight codes: "rtn" or "gptq" (second-order, calibration data)
+    bias_correction: bool = True  # remove <= 4-bit weight-only layers' mean output shift
     quiet: bool = False
     command: str = ""
     sparsity: tuple[float, ...] = ()  # candidate activation sparsities (edgesim.sparsity)
@@ -281,8 +284,9 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
             g, eval_data, None, "held-out data")
         _check_memory(g, _smallest(g, tgt, options.weight_bits), tgt,
                       f"even with every weight at {min(options.weight_bits)} bits", False)
-        absmax = _outlier_channels(g, data, options)
-        g = _smoothed(g, absmax, options)                                 # SmoothQuant
+        alpha = _smooth_alpha(tgt, options)
+        absmax = _outlier_channels(g, data, tgt, options)
+        g = _smoothed(g, absmax, alpha)                                   # SmoothQuant
     given = None if options.assignment is None else read_assignment(g, options.assignment)
     if given is not None:  # a given plan needs no data-driven analysis: proxy sensitivities
         options = replace(options, method="proxy")
@@ -290,7 +294,7 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
         ga = (_analysis_graph(source, g, data.count, options.method, options.input_shapes,
                               **_load_options(options))
               if options.method in DATA_METHODS else g)
-        ga = ga if ga is g else _smoothed(ga, absmax, options)
+        ga = ga if ga is g else _smoothed(ga, absmax, alpha)
         inputs, in_labels = _analysis_inputs(data, labels, ga)
         # HAWQ's forward passes over the calibration samples can also give the activation
         # ranges and the fidelity reference, which then need no pass of their own
@@ -429,30 +433,51 @@ def _baseline(g: Graph, target: Target, options: CompileOptions) -> Any:
     return totals(runnable(g, fp32, target, options.threads, options.runtime)[1])
 
 
-def _outlier_channels(g: Graph, data: cal.CalibrationData, options: CompileOptions
-                      ) -> dict[str, np.ndarray]:
+AUTO_ALPHA = 0.5  # SmoothQuant's default strength (Xiao et al. 2023, sec. 4)
+
+
+def _smooth_alpha(target: Any, options: CompileOptions) -> float | None:
+    """The migration strength this compile uses (None: no SmoothQuant). "auto" migrates only
+    where per-tensor static activations may be chosen (8-bit activations on some layer):
+    weight-only plans quantise no activation per tensor, and migration only widens weights."""
+    alpha = options.smooth_quant
+    if alpha == "auto":
+        from edgesim.allocation import candidate_bits
+
+        choices = candidate_bits(target, options.weight_bits, options.act_bits)
+        return AUTO_ALPHA if bool((choices[:, 1] == 8).any()) else None
+    if alpha is None or isinstance(alpha, str):
+        if alpha not in (None, "off"):
+            raise UserError("--smooth-quant", f"expected a number, auto or off, got {alpha!r}")
+        return None
+    if not 0.0 <= alpha <= 1.0:
+        raise UserError("--smooth-quant", f"alpha must be in [0, 1], got {alpha}")
+    return float(alpha)
+
+
+def _outlier_channels(g: Graph, data: cal.CalibrationData, target: Any,
+                      options: CompileOptions) -> dict[str, np.ndarray]:
     """Per-channel max|x| at SmoothQuant's sites over (at most ANALYSIS_SAMPLES of) the
-    calibration samples; empty when SmoothQuant is off."""
+    calibration samples (with "auto", only the sites with outlier channels); empty when
+    SmoothQuant is off or the model has no site."""
     import itertools
 
-    from compiler.passes.smooth_quant import channel_absmax
+    from compiler.passes.smooth_quant import channel_absmax, outlier_sites, sites
 
-    if options.smooth_quant is None:
+    if _smooth_alpha(target, options) is None or not sites(g):
         return {}
-    if not 0.0 <= options.smooth_quant <= 1.0:
-        raise UserError("--smooth-quant", f"alpha must be in [0, 1], got {options.smooth_quant}")
     limit = max(1, ANALYSIS_SAMPLES // cal.batch_size(g))
-    return channel_absmax(g, itertools.islice(cal.batches(g, data), limit))
+    absmax = channel_absmax(g, itertools.islice(cal.batches(g, data), limit))
+    return outlier_sites(absmax) if options.smooth_quant == "auto" else absmax
 
 
-def _smoothed(g: Graph, absmax: Mapping[str, np.ndarray], options: CompileOptions) -> Graph:
+def _smoothed(g: Graph, absmax: Mapping[str, np.ndarray], alpha: float | None) -> Graph:
     from compiler.passes.smooth_quant import smooth
 
-    if not absmax:
+    if not absmax or alpha is None:
         return g
-    assert options.smooth_quant is not None  # absmax is empty without it
-    note = f"SmoothQuant (alpha {options.smooth_quant}) at {len(absmax)} norm layers"
-    return replace(smooth(g, absmax, options.smooth_quant), notes=g.notes + (note,))
+    note = f"SmoothQuant (alpha {alpha}) at {len(absmax)} norm layers"
+    return replace(smooth(g, absmax, alpha), notes=g.notes + (note,))
 
 
 def _quant_options(options: CompileOptions, target: Target) -> QuantOptions:
@@ -465,7 +490,9 @@ def _quant_options(options: CompileOptions, target: Target) -> QuantOptions:
     if options.rounding not in ("rtn", "gptq"):
         raise UserError("--rounding", f"must be rtn or gptq, got {options.rounding!r}")
     return QuantOptions(act_method=options.calib_method or QuantOptions.act_method,
-                        rounding=options.rounding, int8_dot=kinds.int8_dot(target))
+                        rounding=options.rounding, int8_dot=kinds.int8_dot(target),
+                        bias_correction_bits=QuantOptions.bias_correction_bits
+                        if options.bias_correction else 0)
 
 
 def _load_options(options: CompileOptions) -> dict[str, Any]:

@@ -240,7 +240,9 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
         raise UserError("--embedding-bits", f"must be bits or 'auto', got {embedding_bits!r}")
     emb = _auto_embedding_bits(assign, g) if isinstance(embedding_bits, str) else embedding_bits
     opts = replace(options or QuantOptions(), embedding_bits=emb)
+    stats = _chosen_ranges(g, assign, data, stats, opts)                  # method "auto"
     qg = quantize(g, assign, stats, opts)                                 # annotate + weights
+    qg = _bias_corrected(qg, data, opts)                                  # low-bit mean shift
     verify(qg)
     model = emit(qg, emit_options or EmitOptions())                       # IR -> ONNX
     kernels = _kernel_check(qg, model, kernel_check)                      # vs onnxruntime
@@ -250,13 +252,67 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
                    if (r := _layer_report(qg, i, w_elems, kernels)))
     return QuantizeResult(str(path), layers, os.path.getsize(path), weight_bytes(qg),
                           weight_bytes(g), data.source if data else "",
-                          bool(data and data.random), g.notes + _extreme_layers(qg, data))
+                          bool(data and data.random), g.notes + _extreme_layers(qg, data, g))
 
 
 ERROR_BATCHES = 2  # calibration batches the per-layer error check runs
+CHOICE_SAMPLES = 4  # calibration samples that score the candidate activation ranges
 
 
-def _extreme_layers(qg: Graph, data: cal.CalibrationData | None) -> tuple[str, ...]:
+BIAS_SAMPLES = 16  # calibration samples that measure the mean output shift of low-bit layers
+
+
+def _bias_corrected(qg: Graph, data: cal.CalibrationData | None, opts: QuantOptions) -> Graph:
+    """`qg` with the biases of its low-bit weight-only layers corrected on the calibration
+    data (`compiler.bias_correction`), when there is data and the options ask for it."""
+    import itertools
+
+    from compiler.bias_correction import bias_correct
+
+    if data is None or opts.bias_correction_bits < 2:
+        return qg
+    limit = max(1, BIAS_SAMPLES // cal.batch_size(qg))
+    return bias_correct(qg, itertools.islice(cal.batches(qg, data), limit),
+                        opts.bias_correction_bits)
+
+
+def _act_tensors(g: Graph, at: np.ndarray) -> tuple[str, ...]:
+    """Tensors whose ranges the layers flagged in `at` may quantise: their inputs, a conv's
+    output and the output of a ReLU/Clip reading it (its requantised output)."""
+    from compiler.passes.calibrate import folds_into_requant
+
+    users = g.consumers()
+    near = [t for layer, on in zip(g.layers, at) if on
+            for t in (*layer.inputs, *(layer.outputs if layer.kind.startswith("conv") else ()))]
+    folded = [r.outputs[0] for t in near for r in users.get(t, ()) if folds_into_requant(r)]
+    return tuple(dict.fromkeys([*near, *folded]))
+
+
+def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | None,
+                   stats: CalibrationStats | None, opts: QuantOptions
+                   ) -> CalibrationStats | None:
+    """`stats` with a range method chosen per tensor and activation width by measured output
+    error (`compiler.range_choice`), when the options ask for "auto"."""
+    import itertools
+
+    from compiler.range_choice import choose_methods, with_choices
+
+    widths = sorted({int(a) for a in assign[:, 1] if a in (4, 8)})
+    if opts.act_method != "auto" or stats is None or data is None or not widths:
+        return stats
+    limit = max(1, CHOICE_SAMPLES // cal.batch_size(g))
+    forward = _onnxruntime_forward(g, tuple(stats.stats), [])
+    for bits in widths:
+        batches = itertools.islice(cal.batches(g, data), limit)
+        chosen = choose_methods(g, stats, batches, bits, opts.percentile, forward,
+                                _act_tensors(g, assign[:, 1] == bits))
+        stats = with_choices(stats, chosen, bits)
+    return stats
+
+
+
+def _extreme_layers(qg: Graph, data: cal.CalibrationData | None, g: Graph
+                    ) -> tuple[str, ...]:
     """A note per layer whose own quantisation error is extreme (`compiler.layer_error`),
     measured on the first calibration batches; none without data."""
     import itertools
@@ -265,7 +321,7 @@ def _extreme_layers(qg: Graph, data: cal.CalibrationData | None) -> tuple[str, .
 
     if data is None:
         return ()
-    sqnr = layer_sqnr(qg, itertools.islice(cal.batches(qg, data), ERROR_BATCHES))
+    sqnr = layer_sqnr(qg, itertools.islice(cal.batches(qg, data), ERROR_BATCHES), g)
     return tuple(f"layer {name}: its quantisation alone leaves {db:.1f} dB output SQNR "
                  f"(< {CATASTROPHIC_SQNR_DB:g} dB: extreme error; give it more bits)"
                  for name, db in catastrophic(sqnr).items())

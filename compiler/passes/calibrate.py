@@ -29,7 +29,10 @@ from compiler.quantizers import (
     merge_stats,
 )
 
-METHODS = ("minmax", "percentile", "mse", "entropy")
+METHODS = ("minmax", "percentile", "mse", "entropy", "auto")
+# "auto": the method `compiler.range_choice` chose for the tensor by measured output error;
+# this one where it chose none (no data was scored).
+AUTO_FALLBACK = "percentile"
 # forward(feeds, names) -> at least the tensors `names` of `g` on one batch
 Forward = Callable[[Mapping[str, np.ndarray], tuple[str, ...]], Mapping[str, np.ndarray]]
 
@@ -43,6 +46,9 @@ class CalibrationStats:
     source: str = ""  # e.g. "calib.npz (200 samples)" or "256 random samples"
     # tensor -> X^T X over its rows (last axis = channels), float64: GPTQ's Hessians
     grams: Mapping[str, np.ndarray] = field(default_factory=lambda: MappingProxyType({}))
+    # (tensor, bits) -> method chosen by `compiler.range_choice` (read by method "auto"); a
+    # choice holds for the data it was made on, so `merge` drops it
+    chosen: Mapping[tuple[str, int], str] = field(default_factory=lambda: MappingProxyType({}))
 
     def merge(self, other: CalibrationStats) -> CalibrationStats:
         """Statistics of the union of both data sets (exact)."""
@@ -64,6 +70,8 @@ class CalibrationStats:
         """
         if tensor not in self.stats or self.stats[tensor].count == 0:
             raise ModelError(f"tensor {tensor}", "no calibration statistics were collected")
+        if method == "auto":
+            method = self.chosen.get((tensor, bits), AUTO_FALLBACK)
         return activation_params(self.stats[tensor], bits, cast(ActMethod, method), symmetric=False,
                                  percentile=percentile)
 

@@ -13,9 +13,11 @@ What gets quantised, and why:
   reaches 0.94.
 - W8A8 ("qdq"): weights per output channel, symmetric (narrow int8 grid, MSE-clipped by
   default), activations per tensor, unsigned with a zero point, from the calibration
-  histogram (99.99th percentile by default). Conv requantises its output (that is what lets
+  histogram. Conv requantises its output (that is what lets
   onnxruntime fuse it into QLinearConv); when a ReLU or Clip is the conv's only reader, the
   output range is the activation's, so the saturating requantisation does the ReLU's work.
+  The range method is chosen per tensor by measured output error (`compiler.range_choice`)
+  where the calibration statistics carry a choice (percentile otherwise).
   Linear layers keep a float output (MatMulIntegerToFloat): no second rounding.
 - Activation x activation matmuls (attention scores, attention x values) stay float by
   default: both operands change with the input, their ranges are wide (softmax outputs span
@@ -75,7 +77,10 @@ class QuantOptions:
         clip: weight range "mse" (clip-ratio search), "minmax", or "auto": MSE at 6 bits
             and below, where clipping pays, min/max at 7 and 8 bits, where it gains
             little and the search costs most of the pass's time.
-        act_method: activation range "percentile", "mse" or "minmax".
+        act_method: activation range "percentile", "mse", "minmax", "entropy", or "auto":
+            per tensor the one of those with the least measured output error where
+            `CalibrationStats.chosen` holds a choice (`compiler.range_choice`), else
+            percentile.
         percentile: kept mass (percent) for "percentile".
         act_matmul: "float" keeps activation x activation matmuls float; "int8" quantises.
         embedding_bits: bits of large gather tables (4 or 8 containers; None keeps float).
@@ -88,12 +93,15 @@ class QuantOptions:
             QLinearMatMul, as quantize_static writes) instead of a float output.
         nbits_float_zp: weight-only linear layers as MatMulNBits with float zero points
             (onnxruntime's non-prepacked slow path, as some exporters write it).
+        bias_correction_bits: weight-only linear / conv layers at this many weight bits or
+            fewer get their mean output shift removed from the bias on calibration data
+            (`compiler.bias_correction`, run by `edgesim.quantize` after this pass); 0: off.
     """
 
     granularity: str = "auto"
     block: int = NBITS_BLOCK
     clip: str = "auto"
-    act_method: str = "percentile"
+    act_method: str = "auto"
     percentile: float = 99.99
     rounding: str = "rtn"  # weight codes: "rtn" (nearest) or "gptq" (needs calib grams)
     act_matmul: str = "float"
@@ -103,6 +111,7 @@ class QuantOptions:
     dynamic_int8: bool = False
     requant_out: bool = False
     nbits_float_zp: bool = False
+    bias_correction_bits: int = 4
 
     def __post_init__(self) -> None:
         checks = {

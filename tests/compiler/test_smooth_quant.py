@@ -105,3 +105,16 @@ def test_migration_lowers_w8a8_error_with_outlier_channels(alpha: float) -> None
     g, calib = load(_model()), _batches(8)
     sg = smooth(g, channel_absmax(g, calib), alpha)
     assert _w8a8_error(sg, calib) < 0.5 * _w8a8_error(g, calib)
+
+
+def test_outlier_sites_pick_channels_far_above_the_median() -> None:
+    from compiler.passes.smooth_quant import OUTLIER_RATIO, outlier_ratio, outlier_sites
+
+    flat = np.array([1.0, 1.2, 0.9, 1.1, 1.3])       # max / median = 1.3 / 1.1
+    spiky = np.array([1.0, 1.2, 0.9, 1.1, 30.0])      # 30 / 1.1
+    assert outlier_ratio(flat) == pytest.approx(1.3 / 1.1)
+    assert outlier_ratio(spiky) == pytest.approx(30.0 / 1.1)
+    assert outlier_ratio(np.array([0.0, 0.0, 2.0])) == np.inf  # dead median channel
+    assert list(outlier_sites({"a": flat, "b": spiky})) == ["b"]
+    edge = np.array([1.0, 1.0, OUTLIER_RATIO])
+    assert list(outlier_sites({"e": edge})) == ["e"]  # the threshold itself counts

@@ -1,0 +1,107 @@
+"""Empirical bias correction (Nagel et al., "Data-Free Quantization Through Weight
+Equalization and Bias Correction", ICCV 2019, sec. 4.2, the empirical variant): a quantised
+layer's output is shifted on average by E[y_q - y] per output channel over the calibration
+data; subtracting that shift from the layer's float bias removes it.
+
+Which layers: linear and conv layers whose format keeps a float bias (weight-only
+MatMulNBits and DequantizeLinear -> float conv; W8A8 formats fold the bias into int32) at
+`max_bits` weight bits or fewer, where rounding error is coarse enough for its mean to
+matter. The shift is measured with the float model's own inputs to each layer (as
+`compiler.layer_error` measures errors), with the layer computed as the emitted model computes
+it (`compiler.fake_quant`), so it includes the activation rounding of MatMulNBits' int8 path.
+A layer without a bias gets one; a bias another layer also reads is copied, not changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from types import MappingProxyType
+
+import numpy as np
+
+from compiler import fake_quant
+from compiler.executor import run
+from compiler.ir import Graph, Layer, Spec, readonly
+
+FLOAT_BIAS_ROWS = frozenset({"nbits_fp32", "nbits_int8", "nbits_float_zp", "int_dq",
+                             "int_dq_block"})
+CHANNEL_AXIS = {"linear": -1, "conv": 1}  # the output channel axis of each corrected kind
+
+
+def eligible(layer: Layer, max_bits: int) -> bool:
+    """Whether bias correction applies to `layer` (see the module docstring)."""
+    q = layer.quant
+    return (layer.kind in CHANNEL_AXIS and q.w_bits is not None and q.w_bits <= max_bits
+            and q.fmt != "float" and fake_quant.row(layer).name in FLOAT_BIAS_ROWS)
+
+
+def _channel_sums(y: np.ndarray, axis: int) -> np.ndarray:
+    moved = np.moveaxis(np.asarray(y, np.float64), axis, -1)
+    sums: np.ndarray = moved.reshape(-1, moved.shape[-1]).sum(axis=0)
+    return sums
+
+
+def output_shifts(qg: Graph, batches: Iterable[Mapping[str, np.ndarray]],
+                  layers: Iterable[Layer]) -> dict[str, np.ndarray]:
+    """E[y_q - y] per output channel of each of `layers` over `batches` (float64)."""
+    layers = tuple(layers)
+    keep = {t for layer in layers for t in (*layer.inputs, *layer.outputs) if t}
+    sums: dict[str, np.ndarray] = {layer.name: np.zeros(1) for layer in layers}
+    rows = dict.fromkeys(sums, 0)
+    for feeds in batches:
+        env = {**qg.weights, **run(qg, feeds, dtype="float32", keep=keep)}
+        for layer in layers:
+            axis = CHANNEL_AXIS[layer.kind]
+            ref = env[layer.outputs[0]]
+            got = fake_quant.forward(layer, env)[0]
+            sums[layer.name] = sums[layer.name] + _channel_sums(got - ref, axis)
+            rows[layer.name] += ref.size // ref.shape[axis]
+    return {name: np.asarray(s) / max(rows[name], 1) for name, s in sums.items()
+            if rows[name]}
+
+
+def _with_bias(g: Graph, layer: Layer, bias: np.ndarray, weights: dict[str, np.ndarray]
+               ) -> tuple[Layer, dict[str, Spec]]:
+    """`layer` reading `bias`: in place if it alone reads its bias, else as a new tensor."""
+    old = layer.inputs[2] if len(layer.inputs) > 2 and layer.inputs[2] else None
+    if old is not None and len(g.consumers().get(old, ())) == 1:
+        weights[old] = readonly(bias.astype(g.weights[old].dtype))
+        return layer, {}
+    name = f"{layer.name}.corrected_bias"
+    weights[name] = readonly(bias.astype(np.float32))
+    inputs = (*layer.inputs[:2], name, *layer.inputs[3:])
+    return replace(layer, inputs=inputs), {name: Spec(bias.shape, "float32")}
+
+
+def correct_biases(qg: Graph, shifts: Mapping[str, np.ndarray]) -> Graph:
+    """`qg` with each named layer's bias lowered by its measured shift."""
+    weights, types, layers = dict(qg.weights), dict(qg.types), []
+    for layer in qg.layers:
+        if layer.name in shifts:
+            old = layer.inputs[2] if len(layer.inputs) > 2 and layer.inputs[2] else None
+            base = np.zeros(shifts[layer.name].shape) if old is None else qg.weights[old]
+            layer, new = _with_bias(qg, layer, np.asarray(base, np.float64)
+                                    - shifts[layer.name], weights)
+            types.update(new)
+        layers.append(layer)
+    return replace(qg, layers=tuple(layers), weights=MappingProxyType(weights),
+                   types=MappingProxyType(types))
+
+
+def bias_correct(qg: Graph, batches: Iterable[Mapping[str, np.ndarray]],
+                 max_bits: int = 4) -> Graph:
+    """`qg` with the biases of its eligible layers corrected over `batches`.
+
+    Args:
+        qg: a quantised graph (`compiler.passes.quantize.quantize`).
+        batches: calibration feed dicts.
+        max_bits: correct layers at this many weight bits or fewer.
+
+    Returns:
+        The corrected graph (`qg` itself if no layer is eligible).
+    """
+    layers = [layer for layer in qg.layers if eligible(layer, max_bits)]
+    if not layers:
+        return qg
+    return correct_biases(qg, output_shifts(qg, batches, layers))
