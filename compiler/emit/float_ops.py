@@ -22,6 +22,7 @@ from compiler.ir import Layer
 
 Rule = Callable[[Builder, Layer, list[str]], None]
 INT64_MIN = np.iinfo(np.int64).min
+INT64_MAX = np.iinfo(np.int64).max
 
 
 def _ints(b: Builder, layer: Layer, what: str, values: tuple[int, ...]) -> str:
@@ -290,8 +291,12 @@ def arg_reduce(b: Builder, layer: Layer, ins: list[str]) -> None:
 
 
 def _slice_ends(b: Builder, layer: Layer) -> tuple[int, ...]:
-    # IR end -1 with a negative step means "through index 0"; ONNX spells it INT64_MIN.
-    return tuple(INT64_MIN if e < 0 else e for e in layer.attrs["ends"])
+    # IR end -1 with a negative step means "through index 0"; ONNX spells it INT64_MIN. A
+    # slice that keeps a whole axis ends at INT64_MAX, so a dynamic dim (the batch) stays
+    # whole at any size instead of being cut to the size the model was lowered at.
+    a, shape = layer.attrs, b.graph.types[layer.inputs[0]].shape
+    return tuple(INT64_MIN if e < 0 else INT64_MAX if (s, t, e) == (0, 1, shape[x]) else e
+                 for s, e, x, t in zip(a["starts"], a["ends"], a["axes"], a["steps"]))
 
 
 def slice_(b: Builder, layer: Layer, ins: list[str]) -> None:

@@ -194,3 +194,33 @@ def test_provenance_metadata(tmp_path) -> None:
             for la in load(r.files["model"]).layers if la.name in plan}
     assert back == {k: v for k, v in plan.items() if v != (32, 32)} | {
         k: v for k, v in plan.items() if v == (32, 32) and k in back}
+
+
+def test_dynamic_batch_survives_whole_axis_slices_and_flattens(tmp_path) -> None:
+    """A dynamic-batch model whose Slice keeps the whole batch axis and whose Reshape copies
+    the batch (0) and flattens the rest (-1), as jax2tf exports do (magika): the emitted
+    model run on 5 samples at once equals 5 runs at batch 1 (it was cut to batch 1)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    big = np.iinfo(np.int64).max
+    consts = {"starts": [0, 0, 1], "ends": [big, 4, 6], "axes": [0, 1, 2], "shape": [0, -1]}
+    inits = [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in consts.items()]
+    inits.append(numpy_helper.from_array(RNG.standard_normal((20, 3)).astype(np.float32), "w"))
+    nodes = [helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["s"]),
+             helper.make_node("Reshape", ["s", "shape"], ["f"]),
+             helper.make_node("MatMul", ["f", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", 4, 6])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, ["N", 3])], inits)
+    source = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    src, out, calib = tmp_path / "m.onnx", tmp_path / "q.onnx", tmp_path / "calib.npz"
+    onnx.save(source, src)
+    x = RNG.standard_normal((5, 4, 6)).astype(np.float32)
+    np.savez(calib, x=x)
+    for bits in (8, 4, "fp32"):
+        quantize_model(str(src), bits, calib=calib, out=out)
+        s = _session(out)
+        (whole,) = s.run(None, {"x": x})
+        single = np.concatenate([s.run(None, {"x": x[i:i + 1]})[0] for i in range(5)])
+        assert whole.shape == (5, 3)
+        np.testing.assert_allclose(whole, single, rtol=1e-5, atol=1e-5 * np.abs(single).max())
