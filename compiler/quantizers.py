@@ -185,27 +185,69 @@ def _group_ranges(g: np.ndarray, ratio: float | np.ndarray,
     return g.min(axis=1) * ratio, g.max(axis=1) * ratio
 
 
-def _group_error(g: np.ndarray, scale: np.ndarray, zp: np.ndarray, bits: int,
-                 symmetric: bool) -> np.ndarray:
-    qmin, qmax = code_range(bits, symmetric)
-    q = quantize_codes(g, scale[:, None], zp[:, None], qmin, qmax)
-    err = dequantize_codes(q, scale[:, None], zp[:, None]) - g
-    return np.einsum("gl,gl->g", err, err, dtype=np.float64)
-
-
 def _mse_ratio(g: np.ndarray, bits: int, symmetric: bool) -> np.ndarray:
-    """Per group, the clip ratio of `CLIP_RATIOS` with the least squared error.
+    """Per group (row of `g`), the clip ratio of `CLIP_RATIOS` with the least squared error.
 
-    The loop runs over the 100 candidates, each vectorised over every group at once.
+    Same arithmetic as `scale_zero_point`, `quantize_codes` and `dequantize_codes` applied to
+    each candidate (float64 ranges, float32 codes and dequantisation, float64 error sums), in
+    one numba pass per group (numpy's candidate-by-candidate version took 88 % of a W4
+    MiniLM quantisation).
     """
-    best_err = np.full(g.shape[0], np.inf)
-    best = np.ones(g.shape[0])
-    for ratio in CLIP_RATIOS:
-        scale, zp = scale_zero_point(*_group_ranges(g, ratio, symmetric), bits, symmetric)
-        err = _group_error(g, scale, zp, bits, symmetric)
-        better = err < best_err  # strict: ties keep the smaller ratio found first
-        best_err = np.where(better, err, best_err)
-        best = np.where(better, ratio, best)
+    qmin, qmax = code_range(bits, symmetric)
+    return _mse_ratio_kernel(np.ascontiguousarray(g, np.float32), np.asarray(CLIP_RATIOS),
+                             float(qmin), float(qmax), symmetric, float(_TINY))
+
+
+@njit(cache=True)
+def _candidate_grid(lo_raw: float, hi_raw: float, ratio: float, qmin: float, qmax: float,
+                    symmetric: bool, tiny: float) -> tuple[np.float32, np.float32]:
+    """`scale_zero_point` of the range `ratio * [lo_raw, hi_raw]` for one group."""
+    lo, hi = min(lo_raw * ratio, 0.0), max(hi_raw * ratio, 0.0)
+    scale = max(-lo, hi) / qmax if symmetric else (hi - lo) / (qmax - qmin)
+    if scale < tiny:
+        return np.float32(1.0), np.float32(0.0)
+    zp = 0.0 if symmetric else min(max(np.rint(qmin - lo / scale), qmin), qmax)
+    return np.float32(scale), np.float32(zp)
+
+
+@njit(cache=True)
+def _grid_residuals(row: np.ndarray, scale: np.float32, zp: np.float32, qmin: np.float32,
+                    qmax: np.float32, out: np.ndarray) -> None:
+    """`dequantize_codes(quantize_codes(row)) - row` into `out`, all in float32: codes and
+    zero points are integers below 2^24, so float32 holds them exactly (and the loop
+    vectorises)."""
+    for j in range(row.size):
+        q = min(max(np.rint(row[j] / scale) + zp, qmin), qmax)
+        out[j] = (q - zp) * scale - row[j]
+
+
+@njit(cache=True, fastmath=True)
+def _sum_squares(e: np.ndarray) -> float:
+    """Sum of squares in float64 (in any order: it only ranks candidates)."""
+    total = 0.0
+    for v in e:
+        total += np.float64(v) * np.float64(v)
+    return total
+
+
+@njit(cache=True)
+def _mse_ratio_kernel(g: np.ndarray, ratios: np.ndarray, qmin: float, qmax: float,
+                      symmetric: bool, tiny: float) -> np.ndarray:
+    best, buf = np.ones(g.shape[0]), np.empty(g.shape[1], np.float32)
+    qmin32, qmax32 = np.float32(qmin), np.float32(qmax)
+    for i in range(g.shape[0]):
+        row = g[i]
+        lo_raw, hi_raw = np.float64(row.min()), np.float64(row.max())
+        if symmetric:
+            hi_raw = max(-lo_raw, hi_raw)
+            lo_raw = -hi_raw
+        best_err = np.inf
+        for ratio in ratios:  # strict: ties keep the smaller ratio found first
+            scale, zp = _candidate_grid(lo_raw, hi_raw, ratio, qmin, qmax, symmetric, tiny)
+            _grid_residuals(row, scale, zp, qmin32, qmax32, buf)
+            err = _sum_squares(buf)
+            if err < best_err:
+                best_err, best[i] = err, ratio
     return best
 
 
