@@ -68,16 +68,23 @@ q.model.save_model_to_file(sys.argv[2])
 """
 
 
-def measured(cmd: list[str], tree: Path | None = None) -> dict:
-    """Wall seconds and peak RSS (MiB) of one command in a fresh process."""
-    env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
+def measured(cmd: list[str], tree: Path | None = None, **env_vars: str) -> dict:
+    """Wall seconds and peak RSS (MiB) of one command in a fresh process.
+
+    The peak comes from GNU time's own child: Linux carries a process's memory high-water mark
+    across exec, so wait4 on a child forked from this (large) process would report this
+    process's size whenever the command itself stays below it.
+    """
+    env = {**os.environ, **env_vars, **({"PYTHONPATH": str(tree)} if tree else {})}
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run(["/usr/bin/time", "-f", "maxrss_kb=%M", *cmd], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - start
-    err = proc.stderr.read().decode()[-400:] if proc.stderr else ""
-    return {"seconds": round(wall, 2), "peak_mib": round(usage.ru_maxrss / 1024, 1),
-            "ok": os.waitstatus_to_exitcode(status) == 0, **({"stderr": err} if status else {})}
+    lines = proc.stderr.strip().splitlines() or [""]
+    peak_kb = float(lines[-1].split("=")[1]) if lines[-1].startswith("maxrss_kb=") else 0.0
+    return {"seconds": round(wall, 2), "peak_mib": round(peak_kb / 1024, 1),
+            "ok": proc.returncode == 0,
+            **({"stderr": "\n".join(lines[:-1])[-400:]} if proc.returncode else {})}
 
 
 # --- models: (onnx file, calibration .npz) ----------------------------------------------------
@@ -165,6 +172,9 @@ def variants(name: str, src: Path, npz: Path, tmp: Path,
         "ort_static": lambda: measured([py, "-c", ORT_STATIC, str(src), str(out) + ".ort.onnx",
                                         str(npz)]),
         "edgesim": lambda: measured(compile_cmd(src, npz, out, args), ROOT)}
+    if args.blas1:  # the same compile with OpenBLAS on one thread (shared-machine experiment)
+        runs["edgesim_blas1"] = lambda: measured(compile_cmd(src, npz, out, args), ROOT,
+                                                 OPENBLAS_NUM_THREADS="1")
     if args.baseline:
         runs["edgesim_base"] = lambda: measured(compile_cmd(src, npz, out, args),
                                                 Path(args.baseline))
@@ -174,7 +184,7 @@ def variants(name: str, src: Path, npz: Path, tmp: Path,
         runs["ort_nbits"] = lambda: measured([py, "-c", ORT_NBITS, str(src),
                                               str(out) + ".nb.onnx"])
         runs["edgesim_q4"] = lambda: measured(q4, ROOT)
-        if args.baseline:
+        if args.baseline and args.baseline_nbits:
             runs["edgesim_q4_base"] = lambda: measured(q4, Path(args.baseline))
     return runs
 
@@ -199,6 +209,7 @@ def summarise(name: str, runs: dict[str, list[dict]]) -> dict:
                for k, v in runs.items()}
     ratios = {}
     for mine, theirs in [("edgesim", "ort_static"), ("edgesim_base", "ort_static"),
+                         ("edgesim_blas1", "ort_static"),
                          ("edgesim_q4", "ort_nbits"), ("edgesim_q4_base", "ort_nbits")]:
         ratios.update(_ratios(summary, mine, theirs))
     slowest = max(v["seconds"] for k, v in summary.items() if k.startswith("edgesim"))
@@ -217,6 +228,10 @@ def main() -> None:
     p.add_argument("--target", default="rpi5")
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--baseline", help="an older edgesim tree to run interleaved (PYTHONPATH)")
+    p.add_argument("--blas1", action="store_true",
+                   help="also run edgesim compile with OPENBLAS_NUM_THREADS=1")
+    p.add_argument("--baseline-nbits", action="store_true",
+                   help="also run quantize --bits 4 from the baseline tree")
     p.add_argument("--cache", help="folder for downloaded packages")
     p.add_argument("--out", help="also write the JSON here")
     args = p.parse_args()
@@ -229,6 +244,8 @@ def main() -> None:
         for tree in [ROOT] + ([Path(args.baseline)] if args.baseline else []):
             measured([sys.executable, "-m", "edgesim", "compile", "--example", "--target",
                       args.target, "--quiet", "-o", str(tmp / f"warm-{tree.name}")], tree)
+            measured([sys.executable, "-m", "edgesim", "quantize", "zoo:digits_transformer",
+                      "--bits", "4", "--quiet", "-o", str(tmp / f"warm-{tree.name}.onnx")], tree)
         cases = {n: variants(n, *prepare(n, tmp, cache_dir(args.cache)), tmp, args)
                  for n in names}
         jobs = [(n, label) for n in names for label in cases[n]]
