@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from compiler.errors import ModelError
 
@@ -230,12 +230,24 @@ def _sum_squares(e: np.ndarray) -> float:
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _mse_ratio_kernel(g: np.ndarray, ratios: np.ndarray, qmin: float, qmax: float,
                       symmetric: bool, tiny: float) -> np.ndarray:
-    best, buf = np.ones(g.shape[0]), np.empty(g.shape[1], np.float32)
-    qmin32, qmax32 = np.float32(qmin), np.float32(qmax)
-    for i in range(g.shape[0]):
+    # tiles of 256 groups per task: a tensor of one tile runs on one thread (threads pay only
+    # on large tensors: 1.4x wall on a 100k-group search on this shared 2-core machine)
+    best, tile = np.ones(g.shape[0]), 256
+    for t in prange(-(-g.shape[0] // tile)):
+        _search_rows(g, ratios, qmin, qmax, symmetric, tiny, t * tile,
+                     min(g.shape[0], (t + 1) * tile), best)
+    return best
+
+
+@njit(cache=True)
+def _search_rows(g: np.ndarray, ratios: np.ndarray, qmin: float, qmax: float,
+                 symmetric: bool, tiny: float, first: int, stop: int, best: np.ndarray) -> None:
+    """`best[i]` = the ratio with the least squared error, for rows `first:stop` of `g`."""
+    buf, qmin32, qmax32 = np.empty(g.shape[1], np.float32), np.float32(qmin), np.float32(qmax)
+    for i in range(first, stop):
         row = g[i]
         lo_raw, hi_raw = np.float64(row.min()), np.float64(row.max())
         if symmetric:
@@ -248,7 +260,6 @@ def _mse_ratio_kernel(g: np.ndarray, ratios: np.ndarray, qmin: float, qmax: floa
             err = _sum_squares(buf)
             if err < best_err:
                 best_err, best[i] = err, ratio
-    return best
 
 
 def _check_weight_args(w: np.ndarray, bits: int, granularity: str, axis: int,

@@ -378,3 +378,12 @@ def test_non_finite_inputs_raise_model_error_naming_the_tensor() -> None:
         Q.quantize_weight(np.array([[np.inf, 1.0]]), 8)
     with pytest.raises(ModelError, match="no calibration"):
         Q.activation_params(Q.RangeStats())
+
+
+def test_mse_ratio_over_many_tiles_equals_the_search_row_by_row() -> None:
+    # 600 groups span three of the kernel's parallel tiles; each row alone is one tile
+    g = np.random.default_rng(9).standard_normal((600, 16)).astype(np.float32)
+    whole = Q._mse_ratio(g, 4, False)
+    alone = np.array([Q._mse_ratio(g[i:i + 1], 4, False)[0] for i in range(0, 600, 37)])
+    np.testing.assert_array_equal(whole[::37], alone)
+    assert len(set(whole.tolist())) > 5  # the groups chose different ratios
