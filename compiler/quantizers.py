@@ -120,8 +120,14 @@ def scale_zero_point(lo: np.ndarray, hi: np.ndarray, bits: int,
 def quantize_codes(x: np.ndarray, scale: np.ndarray, zp: np.ndarray, qmin: int,
                    qmax: int) -> np.ndarray:
     """`clip(rint(x / scale) + zp, qmin, qmax)` in float32, as onnxruntime's QuantizeLinear."""
-    ratio = np.asarray(x, np.float32) / np.asarray(scale, np.float32)
-    return np.clip(np.rint(ratio) + zp, qmin, qmax).astype(np.int32)
+    ratio = np.asarray(np.asarray(x, np.float32) / np.asarray(scale, np.float32))
+    # in place, in float32: rint's integers and the zero points are exact there (saturation
+    # happens the same for anything beyond 2^24), and a weight-sized float64 temporary would
+    # double the peak memory of quantising an embedding table
+    np.rint(ratio, out=ratio)
+    ratio += np.asarray(zp, np.float32)
+    np.clip(ratio, qmin, qmax, out=ratio)
+    return ratio.astype(np.int32)
 
 
 def dequantize_codes(q: np.ndarray, scale: np.ndarray, zp: np.ndarray) -> np.ndarray:
@@ -315,9 +321,23 @@ def quantize_weight(w: np.ndarray, bits: int, granularity: Granularity = "per_ch
         axis=_dq_axis(granularity, axis), block_size=block_size if granularity == "per_block"
         else None)
     qmin, qmax = code_range(bits, symmetric)
-    q = quantize_codes(w, _expand(params.scale, w.shape, params),
-                       _expand(params.zero_point, w.shape, params), qmin, qmax)
-    return QuantizedTensor(q=q.astype(code_dtype), params=params)
+    q = quantize_codes(g, scale[:, None], zp[:, None], qmin, qmax).astype(code_dtype)
+    return QuantizedTensor(q=_ungroup(q, w.shape, granularity, axis, block_size),
+                           params=params)
+
+
+def _ungroup(rows: np.ndarray, shape: tuple[int, ...], granularity: str, axis: int,
+             block_size: int | None) -> np.ndarray:
+    """Inverse of `_to_groups`: group rows back into the weight's `shape`."""
+    if granularity == "per_tensor":
+        return rows.reshape(shape)
+    if granularity == "per_channel":
+        moved = (shape[axis], *shape[:axis], *shape[axis + 1:])
+        return np.ascontiguousarray(np.moveaxis(rows.reshape(moved), 0, axis))
+    red = block_axis_of(axis)
+    moved = (*shape[:red], *shape[red + 1:], -1)
+    full = rows.reshape(moved)[..., :shape[red]]  # drop the zero padding of the last block
+    return np.ascontiguousarray(np.moveaxis(full, -1, red))
 
 
 def _dq_axis(granularity: str, axis: int) -> int | None:
