@@ -186,7 +186,8 @@ def variants(name: str, src: Path, npz: Path, tmp: Path,
         runs["edgesim_q4"] = lambda: measured(q4, ROOT)
         if args.baseline and args.baseline_nbits:
             runs["edgesim_q4_base"] = lambda: measured(q4, Path(args.baseline))
-    return runs
+    wanted = args.variants.split(",") if args.variants else list(runs)
+    return {k: v for k, v in runs.items() if k in wanted}
 
 
 def _median(runs: list[dict], key: str) -> float:
@@ -212,7 +213,8 @@ def summarise(name: str, runs: dict[str, list[dict]]) -> dict:
                          ("edgesim_blas1", "ort_static"),
                          ("edgesim_q4", "ort_nbits"), ("edgesim_q4_base", "ort_nbits")]:
         ratios.update(_ratios(summary, mine, theirs))
-    slowest = max(v["seconds"] for k, v in summary.items() if k.startswith("edgesim"))
+    slowest = max((v["seconds"] for k, v in summary.items() if k.startswith("edgesim")),
+                  default=None)
     return {"model": name, "variants": summary, "ratios": ratios,
             "edgesim_max_seconds": slowest}
 
@@ -232,6 +234,8 @@ def main() -> None:
                    help="also run edgesim compile with OPENBLAS_NUM_THREADS=1")
     p.add_argument("--baseline-nbits", action="store_true",
                    help="also run quantize --bits 4 from the baseline tree")
+    p.add_argument("--variants", default="", help="run only these variants, e.g. "
+                   "ort_nbits,edgesim_q4,edgesim_q4_base (default: all that apply)")
     p.add_argument("--cache", help="folder for downloaded packages")
     p.add_argument("--out", help="also write the JSON here")
     args = p.parse_args()

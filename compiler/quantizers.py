@@ -158,7 +158,7 @@ def _to_groups(w: np.ndarray, granularity: str, axis: int,
     blocks = -(-moved.shape[-1] // block_size)
     pad = [(0, 0)] * (moved.ndim - 1) + [(0, blocks * block_size - moved.shape[-1])]
     # Zero padding is exact (0 lies on every grid), so it changes neither ranges nor errors.
-    padded = np.pad(moved, pad)
+    padded = np.pad(moved, pad) if pad[-1][1] else moved  # np.pad copies even for no padding
     return padded.reshape(-1, block_size), (*moved.shape[:-1], blocks)
 
 
@@ -321,9 +321,20 @@ def quantize_weight(w: np.ndarray, bits: int, granularity: Granularity = "per_ch
         axis=_dq_axis(granularity, axis), block_size=block_size if granularity == "per_block"
         else None)
     qmin, qmax = code_range(bits, symmetric)
-    q = quantize_codes(g, scale[:, None], zp[:, None], qmin, qmax).astype(code_dtype)
+    q = np.empty(g.shape, code_dtype)
+    _group_codes(g, scale, zp.astype(np.float32), np.float32(qmin), np.float32(qmax), q)
     return QuantizedTensor(q=_ungroup(q, w.shape, granularity, axis, block_size),
                            params=params)
+
+
+@njit(cache=True)
+def _group_codes(g: np.ndarray, scale: np.ndarray, zp: np.ndarray, qmin: np.float32,
+                 qmax: np.float32, out: np.ndarray) -> None:
+    """`quantize_codes` of each group row with its own scale and zero point, straight into
+    the code dtype (no weight-sized float temporaries)."""
+    for i in range(g.shape[0]):
+        for j in range(g.shape[1]):
+            out[i, j] = min(max(np.rint(g[i, j] / scale[i]) + zp[i], qmin), qmax)
 
 
 def _ungroup(rows: np.ndarray, shape: tuple[int, ...], granularity: str, axis: int,
