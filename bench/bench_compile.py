@@ -19,8 +19,15 @@ and `magika` (Google's file-type classifier; its .onnx ships in the wheel; input
 and last 1024 bytes of real files on this machine, int32, padded with 256 as magika does).
 An untimed compile of the shipped example first fills numba's on-disk kernel cache.
 
+Peak memory is GNU time's maxrss of each command (`/usr/bin/time` must exist).
+
     python bench/bench_compile.py [--models mobilenet_v2,...,magika] [--rounds 2]
-        [--baseline /tmp/edgesim-base] [--nbits minilm,minilm_trained] [--out f.json]
+        [--baseline /tmp/edgesim-base [--baseline-nbits]] [--nbits minilm,minilm_trained]
+        [--blas1] [--variants ort_nbits,edgesim_q4] [--out f.json]
+
+`--baseline DIR` takes an older checkout (`git archive <commit> | tar -x -C DIR`), so that
+before/after ratios come from one interleaved run; `--blas1` adds the compile with
+OPENBLAS_NUM_THREADS=1.
 """
 
 from __future__ import annotations
