@@ -84,7 +84,9 @@ def measured(cmd: list[str], tree: Path | None = None, **env_vars: str) -> dict:
     """
     env = {**os.environ, **env_vars, **({"PYTHONPATH": str(tree)} if tree else {})}
     start = time.perf_counter()
+    # cwd = the tree: `python -m` puts the working directory ahead of PYTHONPATH
     proc = subprocess.run(["/usr/bin/time", "-f", "maxrss_kb=%M", *cmd], env=env,
+                          cwd=str(tree) if tree else None,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - start
     lines = proc.stderr.strip().splitlines() or [""]
