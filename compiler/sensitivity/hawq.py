@@ -57,6 +57,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from compiler import executor
 from compiler.errors import ModelError
@@ -268,7 +269,23 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
         ModelError: on bad inputs, labels, loss, curvature or bits, or a model with nothing
             to quantise.
     """
-    budget = start(budget_s, clock)
+    # One BLAS thread: the analysis runs batch-1 GEMMs, too small for OpenBLAS to split
+    # profitably; its threads spun and waited at barriers instead (one forward + backward
+    # pass, shared 2-core machine, 1 vs 2 threads: MiniLM 0.3-0.5 s vs 5-6 s wall, 0.08 vs
+    # 1.4 s CPU; mobilenet_v2 0.2-0.4 vs 1.7-2.4 s; magika 0.4-0.5 vs 0.5-0.9 s).
+    with threadpool_limits(1, user_api="blas"):
+        return _sensitivity(g, calib_inputs, labels, bits=bits, loss=loss,
+                            curvature=curvature, tol=tol, max_iter=max_iter,
+                            min_iter=min_iter, fd_eps=fd_eps, seed=seed, freeze=freeze,
+                            observe=observe, budget=start(budget_s, clock),
+                            settled=settled)
+
+
+def _sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray | None, *,
+                 bits: Sequence[int], loss: str | None, curvature: str, tol: float,
+                 max_iter: int, min_iter: int, fd_eps: float, seed: int, freeze: bool,
+                 observe: gauss_newton.Observer | None, budget: TimeBudget | None,
+                 settled: gauss_newton.Settled | None) -> Sensitivity:
     layers, choices = check_quantisable(g), bit_choices(bits)
     names = unique_weights(layers)
     if curvature == "gauss-newton":
@@ -297,7 +314,7 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
     omega = np.maximum(score, 0.0)[:, None] * quant_errors(g, layers, choices)
     notes = (f"loss={loss}", *how, f"iterations={est.iterations}",
              f"max_rse={float(est.rse.max()):.3g}",
-             *((f"analysis budget {budget_s:g}s used up before rse<{tol:g}",)
-               if est.cut_short else ()))
+             *((f"analysis budget {budget.seconds:g}s used up before rse<{tol:g}",)
+               if est.cut_short and budget is not None else ()))
     return Sensitivity(tuple(layer.name for layer in layers), choices, omega, score, "hawq",
                        est.iterations, est.rse[index], notes, est.cut_short)

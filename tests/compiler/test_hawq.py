@@ -383,3 +383,23 @@ def test_hessian_curvature_respects_the_budget() -> None:
     sens = hawq.sensitivity(g, x, labels, curvature="hessian", tol=1e-6, max_iter=50,
                             budget_s=3, clock=lambda: next(ticks))
     assert sens.iterations == 4 and sens.cut_short and np.all(np.isfinite(sens.rse))
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+
+def test_analysis_runs_on_one_blas_thread_and_restores_the_pool() -> None:
+    from threadpoolctl import threadpool_limits
+
+    g, feeds, _ = _two_block_least_squares(batch=8)
+    seen: list[list[int]] = []
+    with threadpool_limits(2, user_api="blas"):  # as on a 2-core machine, whatever this one has
+        before = _blas_threads()
+        hawq.sensitivity(g, feeds, loss="mse", max_iter=4,
+                         observe=lambda env: seen.append(_blas_threads()))
+        assert _blas_threads() == before
+    assert seen and all(threads == [1] * len(before) for threads in seen)
+    assert before and max(before) == 2

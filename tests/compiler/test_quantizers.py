@@ -325,6 +325,36 @@ def test_mse_clip_equals_a_brute_force_search_and_beats_minmax() -> None:
     assert err_mse[3] < 0.95 * err_minmax[3]
 
 
+def _candidate_search(g: np.ndarray, bits: int, symmetric: bool) -> np.ndarray:
+    """Per row, the best ratio of `CLIP_RATIOS`, each candidate through the public grid
+    functions (`scale_zero_point`, `quantize_codes`, `dequantize_codes`), one row at a time."""
+    qmin, qmax = Q.code_range(bits, symmetric)
+    best = []
+    for row in g:
+        errs = []
+        for r in Q.CLIP_RATIOS:
+            a = np.abs(row).max() * r
+            lo, hi = (-a, a) if symmetric else (row.min() * r, row.max() * r)
+            s, zp = Q.scale_zero_point(np.array(lo), np.array(hi), bits, symmetric)
+            deq = Q.dequantize_codes(Q.quantize_codes(row, s, zp, qmin, qmax), s, zp)
+            errs.append(float(np.sum((deq - row).astype(np.float64) ** 2)))
+        best.append(Q.CLIP_RATIOS[int(np.argmin(errs))])  # argmin: first of equal errors
+    return np.array(best)
+
+
+@pytest.mark.parametrize("bits,symmetric", [(4, True), (4, False), (3, False), (8, True)])
+def test_mse_ratio_kernel_matches_the_candidate_by_candidate_search(bits: int,
+                                                                     symmetric: bool) -> None:
+    rng = np.random.default_rng(bits)
+    g = (rng.standard_normal((40, 32)) * rng.uniform(0.01, 3, (40, 1))).astype(np.float32)
+    g[0] = 0.0                      # empty range: scale 1, every ratio ties at error 0
+    g[1] = 0.5                      # constant (one-sided) group
+    g[2, 5] = 30.0                  # one outlier
+    g[3] = np.abs(g[3])             # all positive: the asymmetric range is stretched to 0
+    np.testing.assert_array_equal(Q._mse_ratio(g, bits, symmetric),
+                                  _candidate_search(g, bits, symmetric))
+
+
 def test_asymmetric_weights_represent_zero_exactly() -> None:
     w = np.random.default_rng(4).uniform(0.5, 2.0, (4, 33)).astype(np.float32)
     w[:, ::5] = 0.0
@@ -348,3 +378,12 @@ def test_non_finite_inputs_raise_model_error_naming_the_tensor() -> None:
         Q.quantize_weight(np.array([[np.inf, 1.0]]), 8)
     with pytest.raises(ModelError, match="no calibration"):
         Q.activation_params(Q.RangeStats())
+
+
+def test_mse_ratio_over_many_tiles_equals_the_search_row_by_row() -> None:
+    # 600 groups span three of the kernel's parallel tiles; each row alone is one tile
+    g = np.random.default_rng(9).standard_normal((600, 16)).astype(np.float32)
+    whole = Q._mse_ratio(g, 4, False)
+    alone = np.array([Q._mse_ratio(g[i:i + 1], 4, False)[0] for i in range(0, 600, 37)])
+    np.testing.assert_array_equal(whole[::37], alone)
+    assert len(set(whole.tolist())) > 5  # the groups chose different ratios
