@@ -26,13 +26,13 @@ from compiler.ir import Graph, Layer, Spec, readonly
 
 FLOAT_BIAS_ROWS = frozenset({"nbits_fp32", "nbits_int8", "nbits_float_zp", "int_dq",
                              "int_dq_block"})
-CHANNEL_AXIS = {"linear": -1, "conv": 1}  # the output channel axis of each corrected kind
+OUTPUT_AXIS = {"linear": -1, "conv": 1}  # the channel axis of each corrected kind's output
 
 
 def eligible(layer: Layer, max_bits: int) -> bool:
     """Whether bias correction applies to `layer` (see the module docstring)."""
     q = layer.quant
-    return (layer.kind in CHANNEL_AXIS and q.w_bits is not None and q.w_bits <= max_bits
+    return (layer.kind in OUTPUT_AXIS and q.w_bits is not None and q.w_bits <= max_bits
             and q.fmt != "float" and fake_quant.row(layer).name in FLOAT_BIAS_ROWS)
 
 
@@ -52,7 +52,7 @@ def output_shifts(qg: Graph, batches: Iterable[Mapping[str, np.ndarray]],
     for feeds in batches:
         env = {**qg.weights, **run(qg, feeds, dtype="float32", keep=keep)}
         for layer in layers:
-            axis = CHANNEL_AXIS[layer.kind]
+            axis = OUTPUT_AXIS[layer.kind]
             ref = env[layer.outputs[0]]
             got = fake_quant.forward(layer, env)[0]
             sums[layer.name] = sums[layer.name] + _channel_sums(got - ref, axis)

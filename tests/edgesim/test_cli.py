@@ -159,13 +159,15 @@ def test_ctrl_c_inside_an_extension_import_exits_as_interrupted(monkeypatch, cap
         except KeyboardInterrupt as e:
             raise ImportError("initialization failed") from e
 
-    monkeypatch.setattr(cli, "parse_args", lambda argv: argparse.Namespace(run=run, debug=False))
+    def namespace(run):
+        return argparse.Namespace(run=run, debug=False, quiet=True, command="inspect")
+
+    monkeypatch.setattr(cli, "parse_args", lambda argv: namespace(run))
     assert cli.main([]) == 130
     assert capsys.readouterr().err.strip() == "edgesim: interrupted"
 
     def broken(_args):
         raise ImportError("initialization failed")
 
-    monkeypatch.setattr(cli, "parse_args", lambda argv: argparse.Namespace(run=broken,
-                                                                           debug=False))
+    monkeypatch.setattr(cli, "parse_args", lambda argv: namespace(broken))
     assert cli.main([]) == 1  # a real import failure stays an internal error
