@@ -29,6 +29,7 @@ def layer_sqnr(qg: Graph, batches: Iterable[Mapping[str, np.ndarray]],
     against the float model `reference` (default `qg` run in float; pass the source model
     when the quantised one changed float constants, e.g. biases by bias correction)."""
     layers = [layer for layer in qg.layers if _quantised(layer)]
+    relu = _feeds_only_relus(qg)
     signal = dict.fromkeys((layer.name for layer in layers), 0.0)
     noise = dict(signal)
     for feeds in batches:
@@ -37,10 +38,21 @@ def layer_sqnr(qg: Graph, batches: Iterable[Mapping[str, np.ndarray]],
         for layer in layers:
             ref = np.asarray(env[layer.outputs[0]], np.float64)
             got = np.asarray(fake_quant.forward(layer, env)[0], np.float64)
+            if layer.name in relu:  # its output grid starts at 0: compared as the ReLU sees it
+                ref, got = np.maximum(ref, 0.0), np.maximum(got, 0.0)
             signal[layer.name] += float(np.sum(ref * ref))
             noise[layer.name] += float(np.sum((got - ref) ** 2))
     return {name: float("inf") if noise[name] == 0 else
             float(10 * np.log10(max(signal[name], 1e-300) / noise[name])) for name in signal}
+
+
+def _feeds_only_relus(g: Graph) -> frozenset[str]:
+    """Layers whose output only ReLUs read: their requantised output grid is the ReLU's
+    (zero point 0), so their negative outputs are not an error of their own."""
+    users = g.consumers()
+    return frozenset(layer.name for layer in g.layers
+                     if (us := users.get(layer.outputs[0], [])) and all(
+                         u.kind == "activation" and u.attrs.get("fn") == "relu" for u in us))
 
 
 def catastrophic(sqnr_db: Mapping[str, float],
