@@ -15,6 +15,7 @@ from compiler.bias_correction import bias_correct, eligible
 from compiler.executor import run
 from compiler.frontend import load
 from compiler.passes.quantize import QuantOptions, quantize
+from compiler.verify import verify
 from tests.compiler.opcheck import graph_model
 
 S, K, N = 16, 64, 8
@@ -65,6 +66,7 @@ def test_the_known_mean_shift_is_removed(bias: bool) -> None:
     np.testing.assert_allclose(before, shift, rtol=1e-4, atol=1e-5)
     assert np.abs(shift).max() > 1e-3  # the shift is there to remove
     cg = bias_correct(qg, batches)
+    verify(cg)
     after = _mean_output(cg, batches, True) - _mean_output(g, batches, False)
     np.testing.assert_allclose(after, 0.0, atol=2e-5 * np.abs(shift).max() + 1e-6)
 
@@ -75,6 +77,7 @@ def test_exact_on_the_int8_activation_path_too() -> None:
     assert eligible(layer, 4) and qg.layer(layer.name).quant.a_bits == 8
     batches = _batches()
     cg = bias_correct(qg, batches)
+    verify(cg)
     after = _mean_output(cg, batches, True) - _mean_output(g, batches, False)
     before = _mean_output(qg, batches, True) - _mean_output(g, batches, False)
     assert np.abs(after).max() < 1e-3 * np.abs(before).max() + 1e-6
@@ -94,6 +97,7 @@ def test_the_emitted_model_carries_the_corrected_bias() -> None:
     _, qg = _quantised(False, int8_dot=False)
     batches = _batches()
     cg = bias_correct(qg, batches)
+    verify(cg)
     sess = ort.InferenceSession(emit(cg).SerializeToString(), providers=["CPUExecutionProvider"])
     for b in batches:
         np.testing.assert_allclose(sess.run(["y"], b)[0], run(cg, b, fake_quant=True)["y"],

@@ -4,6 +4,7 @@ import numpy as np
 
 from compiler.ir import Graph, Layer, Spec, frozen_attrs, readonly
 from compiler.passes.drop_dead import drop_dead
+from compiler.verify import verify
 
 
 def test_dead_branch_and_its_weights_go() -> None:
@@ -19,6 +20,7 @@ def test_dead_branch_and_its_weights_go() -> None:
     g = Graph("g", ("x",), ("y",), layers, {"w_dead": w}, {t: spec for t in
                                                            ("x", "y", "z", "z2", "w_dead")})
     out = drop_dead(g)
+    verify(out)
     assert [layer.name for layer in out.layers] == ["live"]
     assert dict(out.weights) == {}
     assert set(out.types) == {"x", "y"}

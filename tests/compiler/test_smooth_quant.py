@@ -12,6 +12,7 @@ from compiler import quantizers as Q
 from compiler.executor import run
 from compiler.frontend import load
 from compiler.passes.smooth_quant import channel_absmax, sites, smooth, smoothing_scales
+from compiler.verify import verify
 from tests.compiler.opcheck import graph_model
 
 RNG = np.random.default_rng(5)
@@ -45,6 +46,7 @@ def test_migration_leaves_the_float_function_unchanged() -> None:
     g = load(_model())
     (site,) = sites(g)
     sg = smooth(g, channel_absmax(g, _batches(4)), alpha=0.5)
+    verify(sg)
     assert any(not np.array_equal(sg.weights[t], g.weights[t]) for t in g.weights)
     for feeds in _batches(3):
         np.testing.assert_allclose(run(sg, feeds)["y"], run(g, feeds)["y"], rtol=1e-5,
@@ -70,6 +72,7 @@ def test_other_readers_read_the_output_multiplied_back() -> None:
     g = load(_model(residual=True))
     assert len(sites(g)) == 1
     sg = smooth(g, channel_absmax(g, _batches(4)), alpha=0.5)
+    verify(sg)
     assert len(sg.layers) == len(g.layers) + 1
     assert any(layer.name.endswith(".unsmooth") for layer in sg.layers)
     for feeds in _batches(3):
@@ -104,6 +107,7 @@ def _w8a8_error(g, batches: list[dict[str, np.ndarray]]) -> float:
 def test_migration_lowers_w8a8_error_with_outlier_channels(alpha: float) -> None:
     g, calib = load(_model()), _batches(8)
     sg = smooth(g, channel_absmax(g, calib), alpha)
+    verify(sg)
     assert _w8a8_error(sg, calib) < 0.5 * _w8a8_error(g, calib)
 
 
