@@ -38,7 +38,7 @@ def layer_sqnr(qg: Graph, batches: Iterable[Mapping[str, np.ndarray]],
         for layer in layers:
             ref = np.asarray(env[layer.outputs[0]], np.float64)
             got = np.asarray(fake_quant.forward(layer, env)[0], np.float64)
-            if layer.name in relu:  # its output grid starts at 0: compared as the ReLU sees it
+            if layer.name in relu:  # compared as the ReLU after it sees it
                 ref, got = np.maximum(ref, 0.0), np.maximum(got, 0.0)
             signal[layer.name] += float(np.sum(ref * ref))
             noise[layer.name] += float(np.sum((got - ref) ** 2))
@@ -47,11 +47,12 @@ def layer_sqnr(qg: Graph, batches: Iterable[Mapping[str, np.ndarray]],
 
 
 def _feeds_only_relus(g: Graph) -> frozenset[str]:
-    """Layers whose output only ReLUs read: their requantised output grid is the ReLU's
-    (zero point 0), so their negative outputs are not an error of their own."""
+    """Layers requantised onto a grid that starts at 0 (zero point 0) whose output only ReLUs
+    read: the grid is the ReLU's, so their negative outputs are not an error of their own."""
     users = g.consumers()
     return frozenset(layer.name for layer in g.layers
-                     if (us := users.get(layer.outputs[0], [])) and all(
+                     if layer.quant.out_scale is not None and layer.quant.out_zero_point == 0
+                     and (us := users.get(layer.outputs[0], [])) and all(
                          u.kind == "activation" and u.attrs.get("fn") == "relu" for u in us))
 
 
