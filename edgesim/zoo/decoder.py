@@ -66,22 +66,22 @@ def decoder_config(shape: DecoderShape, name: str) -> DecoderConfig:
                          attention_bias=shape.attention_bias, max_context=shape.max_context)
 
 
+# The module each of a block's linear layers sits in (Hugging Face's names).
+_MODULE = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn",
+           "o_proj": "self_attn", "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}
+
+
 def linear_names(shape: DecoderShape) -> list[str]:
     """Every linear layer's name in graph order (the keys of a per-layer format plan)."""
-    per = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
-    return [f"layers.{i}.{p}" for i in range(shape.layers) for p in per] + ["lm_head"]
+    return list(linear_shapes(shape))
 
 
 def linear_shapes(shape: DecoderShape) -> dict[str, tuple[int, int]]:
-    """(in, out) of every linear layer, keyed as `linear_names`."""
-    d, q, kv, f = shape.hidden, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim, \
-        shape.intermediate
-    per = {"self_attn.q_proj": (d, q), "self_attn.k_proj": (d, kv), "self_attn.v_proj": (d, kv),
-           "self_attn.o_proj": (q, d), "mlp.gate_proj": (d, f), "mlp.up_proj": (d, f),
-           "mlp.down_proj": (f, d)}
-    out = {f"layers.{i}.{k}": v for i in range(shape.layers) for k, v in per.items()}
-    return out | {"lm_head": (d, shape.vocab)}
+    """(in, out) of every linear layer in graph order: `DecoderConfig.layer_linears` per
+    block, then the head."""
+    per = decoder_config(shape, "").layer_linears()
+    out = {f"layers.{i}.{_MODULE[k]}.{k}": v for i in range(shape.layers) for k, v in per.items()}
+    return out | {"lm_head": (shape.hidden, shape.vocab)}
 
 
 class _Ctx:
