@@ -5,6 +5,7 @@ books, in closed form."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
 from collections import defaultdict
 from pathlib import Path
@@ -16,7 +17,7 @@ from compiler.ir import KIND_CODE
 from hwmodels import cpu, ncnn_int8
 from hwmodels.cpu import CacheLevel
 from hwmodels.kernels import cpu as K
-from tests.hwmodels.test_cpu import FAST, conv, cycles, layer, make_table, simple_target
+from tests.hwmodels.test_cpu import FAST, OVH, conv, cycles, layer, make_table, simple_target
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -103,3 +104,34 @@ def test_chain_paths_only_change_ncnns_int8_layers():
     assert paths[:, 1].tolist() == [K.PATH_FP32, K.PATH_FP32]
     ort = cpu.layer_choices(table, np.array([[8, 8]]), t, K.RUNTIME_ORT)
     assert K.PATH_NCNN_INT8_REQ not in ort and K.PATH_NCNN_INT8_IN not in ort
+
+
+def test_fp16_storage_shrinks_the_float_sides_of_the_passes():
+    # On an fp16 core ncnn stores float blobs in fp16: conv1 (800 inputs, 1600 outputs, 1x1)
+    # quantises 2 B -> 1 B (3 B, not 5) and dequantises int32 to fp16 and runs the activation
+    # in place: 4 + 2 + 2 + 2 = 10 B, not 16. At 1 B / cycle: 800 x 2 + 1600 x 6 cycles less.
+    bits = [(8, 8)]
+    rows = [conv(8, 16, 10, ksize=1), layer("pool", a_in=1600, a_out=1600, ops=1600)]
+    fp32 = cycles(rows, bits, _slow_llc_target(), runtime="ncnn")[0, 0]
+    fp16 = dataclasses.replace(_slow_llc_target(), isa=("neon", "fp16"))
+    half = cycles(rows, bits, fp16, runtime="ncnn")[0, 0]
+    assert fp32 - half == pytest.approx(800 * 2 + 1600 * 6)
+
+
+def _private_llc_target(cores: int) -> cpu.CpuTarget:
+    """Every cache level private, the last serving 1 byte per cycle per core."""
+    levels = (CacheLevel(1, 64, 64, 4, FAST, False), CacheLevel(2, 1024, 64, 8, FAST, False),
+              CacheLevel(3, 4096, 64, 16, 1.0, False))
+    return simple_target(isa=("neon",), caches=levels, cores=cores, thread_overhead_us=0.0)
+
+
+@pytest.mark.parametrize("kind, speedup", [("concat", 1.0), ("transpose", 1.0),
+                                           ("eltwise", 4.0)])
+def test_ncnn_concat_and_channel_shuffle_run_on_one_thread(kind, speedup):
+    # 4 x 64 KiB of fp32 in and out: four threads' worth of streaming; concat_arm.cpp's
+    # channel concat and shufflechannel_arm.cpp have no omp loop, eltwise has one
+    row = layer(kind, a_in=65536, a_out=65536, ops=65536 if kind == "eltwise" else 0)
+    t = _private_llc_target(4)
+    one = cycles([row], [(32, 32)], t, threads=1, runtime="ncnn")[0, 0]
+    four = cycles([row], [(32, 32)], t, threads=4, runtime="ncnn")[0, 0]
+    assert (one - OVH) / (four - OVH) == pytest.approx(speedup)
