@@ -9,7 +9,8 @@ the kernel once, and wraps the result in a `Cost`. It must not import `hwmodels.
 Runtimes: `"onnxruntime"` models the kernels onnxruntime 1.31 takes for each emitted format;
 `"ideal"` the best kernel the ISA allows (headroom); `"ncnn"` Tencent ncnn's Arm kernels
 (fp16 storage and arithmetic on cores with fp16 arithmetic, Winograd F(6,3) / F(4,3) / F(2,3)
-for 3x3 stride-1 convs, int8 models on its int8 kernels with requantisation fused);
+for 3x3 stride-1 convs, int8 models on its int8 kernels, each conv requantising to int8 or
+dequantising to float by its neighbours, `hwmodels.ncnn_int8`);
 `"xnnpack"` XNNPACK as TensorFlow Lite's CPU delegate runs a model (indirect convolution:
 no im2col buffer, Dukhan 2019; fp32 graphs in fp32; int8 graphs end to end in int8 with
 requantisation fused, no Q / DQ nodes; no Winograd).
