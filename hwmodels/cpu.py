@@ -143,7 +143,7 @@ def _path_rows(target: CpuTarget, runtime: int,
         K.PATH_DQ_FP32: {**fp32, "nodes": 2, "w_dq": 12, "fake_q": ort},
         K.PATH_INT8: _ncnn_int8(target, int8, im2col) if ncnn else {**int8, "eb_w": -1,
                                                                       "w_inline": 1},
-        **(_ncnn_int8_chain(_ncnn_int8(target, int8, im2col)) if ncnn else {}),
+        **(ncnn_int8.chain_rows(_ncnn_int8(target, int8, im2col)) if ncnn else {}),
         K.PATH_LUT: dict(rate=r["lut_1bit"], eb_a=1, eb_w=-1, eb_o=4, k_align=4, a_quant=1,
                          e_mac=float(energy.add_pj(16, node))),
         K.PATH_FP32_UNPACK: {**fp32, "eb_w": -1, "w_inline": 1},
@@ -177,16 +177,6 @@ def _ncnn_int8(target: CpuTarget, int8: dict[str, float], im2col: int) -> dict[s
         return row
     return {**row, "winograd": 4,
             "wg_rate": target.int_mul_pipes * target.simd_bits / 32.0}
-
-
-def _ncnn_int8_chain(row: dict[str, float]) -> dict[int, dict[str, float]]:
-    """ncnn's int8 conv by its neighbours (`hwmodels.ncnn_int8`): a conv read by int8 convs
-    requantises its int32 blob in a pass (4 B in, 1 B out: the DQ_OUT pass's bytes) instead
-    of dequantising it and running the activation in place (PATH_INT8's OUT_CAST, 16 B); a
-    conv whose producer requantised reads int8 and skips the quantise pass."""
-    req = {**row, "out_cast": 0, "dq_out": 1}
-    return {K.PATH_NCNN_INT8_REQ: req, K.PATH_NCNN_INT8_IN: {**row, "q_in": 0},
-            K.PATH_NCNN_INT8_IN_REQ: {**req, "q_in": 0}}
 
 
 _ATTR_COLUMNS = {"rate": K.A_RATE, "eb_a": K.A_EB_A, "eb_w": K.A_EB_W, "eb_o": K.A_EB_O,
@@ -385,17 +375,8 @@ def layer_choices(table: LayerTable, bits: np.ndarray, target: CpuTarget,
     fused = fused_activations(table)[:, None]
     paths = kernel_paths(table, bits, target, runtime)
     if runtime == K.RUNTIME_NCNN:
-        paths = _ncnn_int8_paths(table, paths)
+        paths = ncnn_int8.chain_paths(table, paths)
     return np.where(gemm, paths, np.where(fused, K.PATH_FUSED, K.PATH_NONE))
-
-
-def _ncnn_int8_paths(table: LayerTable, paths: np.ndarray) -> np.ndarray:
-    """ncnn's int8 convs on the path of their neighbours (`hwmodels.ncnn_int8`)."""
-    out, into = (f[:, None] for f in ncnn_int8.requantising(table))
-    chain = np.select([out & into, out, into],
-                      [K.PATH_NCNN_INT8_IN_REQ, K.PATH_NCNN_INT8_REQ, K.PATH_NCNN_INT8_IN],
-                      K.PATH_INT8)
-    return np.where(paths == K.PATH_INT8, chain, paths)
 
 
 def weights_resident(table: LayerTable, store: np.ndarray, target: CpuTarget) -> np.ndarray:

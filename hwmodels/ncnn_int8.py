@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from compiler.ir import KIND_CODE, LayerTable
+from hwmodels.kernels import cpu_layout as K
 
 _CONV = KIND_CODE["conv"]
 _SPLIT = KIND_CODE["identity"]
@@ -65,3 +66,22 @@ def requantising(table: LayerTable) -> tuple[np.ndarray, np.ndarray]:
             out[i] = True
             into[readers] = True
     return out, into
+
+
+def chain_rows(row: dict[str, float]) -> dict[int, dict[str, float]]:
+    """Path-table rows of the chain paths, from ncnn's float-in / float-out int8 conv row
+    (`hwmodels.cpu._ncnn_int8`): a requantising conv writes int8 in a pass (4 B in, 1 B out:
+    the DQ_OUT pass's bytes) instead of dequantising and running the activation in place
+    (OUT_CAST); a conv whose producer requantised reads int8 and skips the quantise pass."""
+    req = {**row, "out_cast": 0, "dq_out": 1}
+    return {K.PATH_NCNN_INT8_REQ: req, K.PATH_NCNN_INT8_IN: {**row, "q_in": 0},
+            K.PATH_NCNN_INT8_IN_REQ: {**req, "q_in": 0}}
+
+
+def chain_paths(table: LayerTable, paths: np.ndarray) -> np.ndarray:
+    """int64 [L, B]: ncnn's int8 convs (PATH_INT8) moved onto their chain path."""
+    out, into = (f[:, None] for f in requantising(table))
+    chain = np.select([out & into, out, into],
+                      [K.PATH_NCNN_INT8_IN_REQ, K.PATH_NCNN_INT8_REQ, K.PATH_NCNN_INT8_IN],
+                      K.PATH_INT8)
+    return np.asarray(np.where(paths == K.PATH_INT8, chain, paths))
