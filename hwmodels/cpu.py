@@ -9,7 +9,8 @@ the kernel once, and wraps the result in a `Cost`. It must not import `hwmodels.
 Runtimes: `"onnxruntime"` models the kernels onnxruntime 1.31 takes for each emitted format;
 `"ideal"` the best kernel the ISA allows (headroom); `"ncnn"` Tencent ncnn's Arm kernels
 (fp16 storage and arithmetic on cores with fp16 arithmetic, Winograd F(6,3) / F(4,3) / F(2,3)
-for 3x3 stride-1 convs, int8 models on its int8 kernels with requantisation fused);
+for 3x3 stride-1 convs, int8 models on its int8 kernels, each conv requantising to int8 or
+dequantising to float by its neighbours, `hwmodels.ncnn_int8`);
 `"xnnpack"` XNNPACK as TensorFlow Lite's CPU delegate runs a model (indirect convolution:
 no im2col buffer, Dukhan 2019; fp32 graphs in fp32; int8 graphs end to end in int8 with
 requantisation fused, no Q / DQ nodes; no Winograd).
@@ -33,7 +34,7 @@ from compiler.formats import (
     runs_as,
 )
 from compiler.ir import CATEGORY_GEMM, KIND_CODE, LayerTable
-from hwmodels import cpu_x86, energy
+from hwmodels import cpu_x86, energy, ncnn_int8
 from hwmodels.cost import Cost, check_bits, memory_bytes
 from hwmodels.cpu_schema import ISA_FEATURES as ISA_FEATURES
 from hwmodels.cpu_schema import CacheLevel as CacheLevel
@@ -142,6 +143,7 @@ def _path_rows(target: CpuTarget, runtime: int,
         K.PATH_DQ_FP32: {**fp32, "nodes": 2, "w_dq": 12, "fake_q": ort},
         K.PATH_INT8: _ncnn_int8(target, int8, im2col) if ncnn else {**int8, "eb_w": -1,
                                                                       "w_inline": 1},
+        **(ncnn_int8.chain_rows(_ncnn_int8(target, int8, im2col)) if ncnn else {}),
         K.PATH_LUT: dict(rate=r["lut_1bit"], eb_a=1, eb_w=-1, eb_o=4, k_align=4, a_quant=1,
                          e_mac=float(energy.add_pj(16, node))),
         K.PATH_FP32_UNPACK: {**fp32, "eb_w": -1, "w_inline": 1},
@@ -168,7 +170,9 @@ def _ncnn_int8(target: CpuTarget, int8: dict[str, float], im2col: int) -> dict[s
     3x3 stride-1 convs take Winograd F(4,3) on int16 products (convolution_arm.cpp
     create_pipeline_int8): widening multiplies of 16-bit lanes into 32-bit accumulators,
     simd_bits / 32 MACs per instruction."""
-    row = {**int8, "im2col": im2col, "q_in": 1, "eb_o": 4}
+    # the GEMM writes int32 (eb_o 4) that a pass dequantises to float, then the activation
+    # runs in place (forward_int8_arm): read 4 + write 4, read 4 + write 4 bytes (OUT_CAST)
+    row = {**int8, "im2col": im2col, "q_in": 1, "eb_o": 4, "requant": 0, "out_cast": 1}
     if "dotprod" in target.isa:
         return row
     return {**row, "winograd": 4,
@@ -370,6 +374,8 @@ def layer_choices(table: LayerTable, bits: np.ndarray, target: CpuTarget,
     gemm = (table.category == CATEGORY_GEMM)[:, None]
     fused = fused_activations(table)[:, None]
     paths = kernel_paths(table, bits, target, runtime)
+    if runtime == K.RUNTIME_NCNN:
+        paths = ncnn_int8.chain_paths(table, paths)
     return np.where(gemm, paths, np.where(fused, K.PATH_FUSED, K.PATH_NONE))
 
 

@@ -6,7 +6,14 @@ files from a local ncnn checkout and writes the GEMM view edgesim's cost models 
 groups per layer, activation elements in and out, streaming ops). Only these derived numbers
 are kept in the repository; the network files stay in ncnn.
 
+`--int8` instead writes each GEMM layer's int8 mode from the `*_int8.param` files (written by
+ncnn's `tools/quantize/ncnn2int8`): `requant` (`int8_scale_term` 8= above 100: the output is
+requantised to int8 for the next int8 conv), `dequant` (8= 1..100: int8 conv, float output),
+`float` (no 8=: the layer stays float).
+
 Usage: python bench/fidelity/extract_ncnn.py NCNN_BENCHMARK_MODELS_DIR > bench/fidelity/layers.csv
+       python bench/fidelity/extract_ncnn.py --int8 NCNN_BENCHMARK_MODELS_DIR \
+           > bench/fidelity/ncnn_int8.csv
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ STREAM = {"ReLU": ("activation", 1), "HardSwish": ("activation", 4),
           "Padding": ("pad", 0)}
 VIEWS = ("Split", "Reshape", "Flatten", "Dropout", "Noop")  # ncnn shares the blob, no copy
 FIELDS = ("model", "layer", "kind", "m", "n", "k", "groups", "a_in", "a_out", "w_elems", "ops")
+INT8_MODELS = ("squeezenet", "mobilenet", "googlenet", "resnet18", "resnet50", "vgg16")
+GEMM_TYPES = ("Convolution", "ConvolutionDepthWise", "InnerProduct")
 
 
 def shapes(params: dict[str, str]) -> list[int]:
@@ -90,12 +99,29 @@ def parse(model: str, text: str) -> list[dict]:
     return rows
 
 
-def main(models_dir: str) -> None:
-    out = csv.DictWriter(sys.stdout, FIELDS, lineterminator="\n")
+def int8_modes(model: str, text: str) -> list[dict[str, str]]:
+    """(model, layer, mode) of every GEMM layer of an ncnn `*_int8.param` file."""
+    rows = []
+    for line in text.splitlines()[2:]:
+        tok = line.split()
+        if tok[0] not in GEMM_TYPES:
+            continue
+        params = dict(p.split("=", 1) for p in tok[4 + int(tok[2]) + int(tok[3]):])
+        term = int(params.get("8", "0"))
+        mode = "requant" if term > 100 else ("dequant" if term > 0 else "float")
+        rows.append({"model": model, "layer": tok[1], "mode": mode})
+    return rows
+
+
+def main(models_dir: str, int8: bool = False) -> None:
+    out = csv.DictWriter(sys.stdout, ("model", "layer", "mode") if int8 else FIELDS,
+                         lineterminator="\n")
     out.writeheader()
-    for model in MODELS:
-        out.writerows(parse(model, (Path(models_dir) / f"{model}.param").read_text()))
+    for model in INT8_MODELS if int8 else MODELS:
+        name = f"{model}_int8.param" if int8 else f"{model}.param"
+        text = (Path(models_dir) / name).read_text()
+        out.writerows(int8_modes(model, text) if int8 else parse(model, text))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[-1], int8="--int8" in sys.argv)

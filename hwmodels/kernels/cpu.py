@@ -92,10 +92,12 @@ from hwmodels.kernels.cpu_layout import (
     DQ_LANE_OPS,
     EXP_LANE_OPS,
     KIND_ACTIVATION,
+    KIND_CONCAT,
     KIND_CONV,
     KIND_GATHER,
     KIND_IDENTITY,
     KIND_SOFTMAX,
+    KIND_TRANSPOSE,
     L_AIN,
     L_AOUT,
     L_CAT,
@@ -133,6 +135,7 @@ from hwmodels.kernels.cpu_layout import (
     P_PIPES,
     P_RUN_OVH,
     P_THR_OVH,
+    P_THREADS,
     P_TILE_M,
     PARALLEL_MIN_EVALS,
     PATH_FUSED,
@@ -157,20 +160,24 @@ from hwmodels.kernels.cpu_roofline import (
 
 @njit(cache=True)
 def gemm_streams(li: np.ndarray, row: np.ndarray, a: int, eba: float, ebw: float, w_store: float,
-                 w_res: bool, inline: bool, direct: bool, p: np.ndarray, ch: np.ndarray,
-                 traffic: np.ndarray, acc: np.ndarray) -> None:
+                 w_res: bool, inline: bool, direct: bool, runtime: int, p: np.ndarray,
+                 ch: np.ndarray, traffic: np.ndarray, acc: np.ndarray) -> None:
     """The passes a kernel path adds around its GEMM (Q/DQ nodes, activation quantisation,
     A packing, im2col, weight dequantisation, run-time B packing)."""
     m, n, k, g = float(li[L_M]), float(li[L_N]), float(li[L_K]), float(li[L_G])
     ain, aout, wel = float(li[L_AIN]), float(li[L_AOUT]), float(li[L_WEL])
     lanes, mk, blk = p[P_LANES32], m * k * g, blocked(p)
-    if row[A_Q_IN] > 0:       # QuantizeLinear node: fp32 in, int8 out
-        add_pass(ain * 5.0, ain * Q_LANE_OPS, lanes, home(ain * 5.0, p, ch), p, ch, traffic, acc)
+    # float tensors between ops: fp32, or ncnn's fp16 storage on fp16 cores
+    feb = stream_elem_bytes(a, runtime, p) if runtime == RUNTIME_NCNN else 4.0
+    if row[A_Q_IN] > 0:       # QuantizeLinear node: float in, int8 out
+        add_pass(ain * (feb + 1.0), ain * Q_LANE_OPS, lanes, home(ain * (feb + 1.0), p, ch), p,
+                 ch, traffic, acc)
     if row[A_DYN_Q] > 0:      # DynamicQuantizeLinear's range pass (its Q pass is A_Q_IN)
         add_pass(ain * 4.0, ain * MINMAX_LANE_OPS, lanes, home(ain * 4.0, p, ch), p, ch,
                  traffic, acc)
-    if row[A_OUT_CAST] > 0:   # Cast int32 -> fp32, then Mul by the scales: 2 x (4 B in, 4 out)
-        add_pass(aout * 16.0, aout * CAST_MUL_LANE_OPS, lanes, home(aout * 16.0, p, ch), p, ch,
+    if row[A_OUT_CAST] > 0:   # Cast int32 -> float, then Mul (ncnn: activation) in place
+        ob = 4.0 + 3.0 * feb  # int32 in, float out; float in and out: 16 B at fp32
+        add_pass(aout * ob, aout * CAST_MUL_LANE_OPS, lanes, home(aout * ob, p, ch), p, ch,
                  traffic, acc)
     if row[A_DQ_OUT] > 0:     # DequantizeLinear node: int8 in, fp32 out
         add_pass(aout * 5.0, aout * DQ_LANE_OPS, lanes, home(aout * 5.0, p, ch), p, ch, traffic,
@@ -235,7 +242,8 @@ def gemm_layer(li: np.ndarray, path: int, w: int, a: int, w_store: float, runtim
         t = gemm_core(li, rate, eba, ebw, ebo, row[A_K_ALIGN], extra, wel * ebw, w_res, runtime,
                       p, ch, traffic, acc, oc_split)
     acc[ACC_LANE_OPS] += extra
-    gemm_streams(li, row, a, eba, ebw, w_store, model_w_res, inline, r > 0, p, ch, traffic, acc)
+    gemm_streams(li, row, a, eba, ebw, w_store, model_w_res, inline, r > 0, runtime, p, ch,
+                 traffic, acc)
     acc[ACC_NODES] += row[A_NODES] - 1.0  # Q / DQ nodes; the GEMM node costs more:
     acc[ACC_T_OVERHEAD] += p[P_GEMM_OVH] + (p[P_THR_OVH] if t > 1 else 0.0)
     if row[A_GROUP_LOOP] > 0:  # one im2col + MlasGemm call per group (conv_integer.cc);
@@ -281,6 +289,12 @@ def stream_layer(li: np.ndarray, a: int, runtime: int, p: np.ndarray, ch: np.nda
     else:
         nbytes = (ain + aout) * eb + float(li[L_WB]) * eb / 4.0
     lane_ops = float(li[L_OPS]) + exp_lane_ops(li)
+    if runtime == RUNTIME_NCNN and (li[L_KIND] == KIND_CONCAT or li[L_KIND] == KIND_TRANSPOSE):
+        # ncnn @a4d2ea1: channel Concat is a memcpy per input on the calling thread
+        # (concat_arm.cpp, dims 3 axis 0: no omp), ShuffleChannel a serial loop
+        # (shufflechannel_arm.cpp: no omp; ONNX channel shuffles convert to it)
+        p = p.copy()
+        p[P_THREADS] = 1.0
     add_pass(nbytes, lane_ops, kernel_lanes(eb, p), home(nbytes, p, ch), p, ch, traffic, acc)
     acc[ACC_NODES] += 1.0
     return float(li[L_WB])

@@ -13,6 +13,7 @@ CATEGORY_COPY, CATEGORY_VIEW = ir.CATEGORY_COPY, ir.CATEGORY_VIEW
 KIND_CONV, KIND_ACTIVATION = ir.KIND_CODE["conv"], ir.KIND_CODE["activation"]
 KIND_SOFTMAX, KIND_GATHER = ir.KIND_CODE["softmax"], ir.KIND_CODE["gather"]
 KIND_IDENTITY = ir.KIND_CODE["identity"]
+KIND_CONCAT, KIND_TRANSPOSE = ir.KIND_CODE["concat"], ir.KIND_CODE["transpose"]
 
 RUNTIME_ORT, RUNTIME_IDEAL, RUNTIME_NCNN, RUNTIME_XNNPACK = 0, 1, 2, 3
 
@@ -36,7 +37,10 @@ MAX_LEVELS = 4
  PATH_INT8, PATH_LUT, PATH_FP32_UNPACK) = range(9)
 PATH_CONV_INTEGER = 9  # DynamicQuantizeLinear -> ConvInteger -> Cast -> Mul (quantize_dynamic)
 PATH_NBITS_FLOAT_ZP = 10  # MatMulNBits that cannot prepack: scalar dequantise + fp32 GEMM
-NPATH = 11
+# ncnn int8 convs by where their input comes from and where their output goes (PATH_INT8:
+# float in, float out; hwmodels.ncnn_int8): requantised int8 out, int8 in, both
+PATH_NCNN_INT8_REQ, PATH_NCNN_INT8_IN, PATH_NCNN_INT8_IN_REQ = 11, 12, 13
+NPATH = 14
 PATH_NONE, PATH_FUSED = -1, NPATH  # non-GEMM layers: own pass, or fused into the GEMM before
 
 # path attributes (columns of `paths`): MAC rate per core and cycle (LUT: at 1-bit weights),
