@@ -1,0 +1,95 @@
+"""Predicted vs measured prefill and decode of emitted KV-cache decoders on this machine; prints
+JSON.
+
+Models: the trained zoo:tiny_lm and a SmolLM-135M-shaped random-weight zoo decoder, both with
+q4 MatMulNBits (block 32, accuracy_level 4), emitted by `edgesim.zoo` into memory. Each is run
+by `edgesim.llm.generate` (prefill of the prompt, then one token at a time with the cache) at 1
+and 2 intra-op threads; the (model, threads) runs are interleaved round by round so that the
+machine's changing load hits every configuration alike, and the 1-minute load average is
+recorded per round. Reported: medians over rounds of the decode tokens/s and the prefill time,
+next to `simulate_llm` on the probed host target (`hwmodels.probe.probe_host`; the emitted
+graph concatenates past and new K/V: `share_kv_buffer=False`) at the mean decode context.
+Nothing is fitted to these measurements.
+
+Usage: python bench/bench_llm_here.py [--rounds 5] [--new-tokens 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edgesim.llm import load_config, simulate_llm  # noqa: E402
+from edgesim.llm.config import DecoderConfig  # noqa: E402
+
+PROMPT = "The quick brown fox jumps over the lazy dog; then it "  # 52 bytes = 52 tokens
+
+
+def models() -> dict[str, tuple[DecoderConfig, bytes]]:
+    """name -> (shape for the prediction, serialized q4 model)."""
+    from edgesim.zoo.decoder import DecoderShape, decoder_config, kv_decoder
+    from edgesim.zoo.trained import TINY_LM_SHAPE, tiny_lm
+
+    smol = load_config("zoo:smollm-135m")
+    shape = DecoderShape(vocab=smol.vocab, hidden=smol.hidden, layers=smol.layers,
+                         heads=smol.heads, kv_heads=smol.kv_heads,
+                         intermediate=smol.intermediate, max_context=256)
+    return {"tiny_lm q4 (trained)": (decoder_config(TINY_LM_SHAPE, "tiny_lm"),
+                                     tiny_lm("q4").SerializeToString()),
+            "smollm-135m-shaped q4 (random)": (smol, kv_decoder(shape, "q4").SerializeToString())}
+
+
+def measure(blobs: dict[str, bytes], threads: tuple[int, ...], rounds: int, new: int) -> dict:
+    from edgesim.llm.generate import generate
+
+    runs: dict[tuple[str, int], list] = {(m, t): [] for m in blobs for t in threads}
+    load = []
+    for _ in range(rounds):
+        load.append(os.getloadavg()[0])
+        for (name, t), acc in runs.items():
+            acc.append(generate(blobs[name], PROMPT, new, t))
+    return {"load_1min_per_round": [round(x, 2) for x in load], "runs": runs}
+
+
+def main() -> None:
+    from hwmodels.probe import probe_host
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    args = ap.parse_args()
+    threads = (1, 2)
+    host, ms = probe_host(), models()
+    got = measure({k: v[1] for k, v in ms.items()}, threads, args.rounds, args.new_tokens)
+    prompt_len, ctx = len(PROMPT.encode()), len(PROMPT.encode()) + args.new_tokens // 2
+    out = []
+    for name, (cfg, blob) in ms.items():
+        sim = simulate_llm(cfg, host, ["q4"], list(threads), [ctx], prompt_len,
+                           share_kv_buffer=False)
+        for i, t in enumerate(threads):
+            gs = got["runs"][(name, t)]
+            dec = statistics.median(g.tokens_per_s for g in gs)
+            pre = statistics.median(g.prefill_s for g in gs)
+            p_dec, p_pre = float(sim.tokens_per_s[0, i, 0]), float(sim.ttft_s[0, i])
+            out.append({"model": name, "model_mb": round(len(blob) / 1e6, 2), "threads": t,
+                        "decode_tok_s": {"predicted": round(p_dec, 1), "measured": round(dec, 1),
+                                         "ratio": round(p_dec / dec, 3),
+                                         "measured_all": [round(g.tokens_per_s, 1) for g in gs]},
+                        "prefill_s": {"predicted": round(p_pre, 5), "measured": round(pre, 5),
+                                      "ratio": round(p_pre / pre, 3),
+                                      "measured_all": [round(g.prefill_s, 5) for g in gs]}})
+    print(json.dumps({"host": host.name, "host_isa": list(host.isa),
+                      "host_sustained_bandwidth_gbps": host.dram.sustained_bandwidth_gbps,
+                      "cores_here": os.cpu_count(), "prompt_tokens": prompt_len,
+                      "new_tokens": args.new_tokens, "rounds": args.rounds,
+                      "load_1min_per_round": got["load_1min_per_round"], "rows": out}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
