@@ -9,7 +9,9 @@ machine's changing load hits every configuration alike, and the 1-minute load av
 recorded per round. Reported: medians over rounds of the decode tokens/s and the prefill time,
 next to `simulate_llm` on the probed host target (`hwmodels.probe.probe_host`; the emitted
 graph concatenates past and new K/V: `share_kv_buffer=False`) at the mean decode context.
-Nothing is fitted to these measurements.
+At 1 thread the process-CPU-time rates are reported too: onnxruntime then computes on the
+calling thread, so they exclude the time other processes hold the core (this machine is
+shared). Nothing is fitted to these measurements.
 
 Usage: python bench/bench_llm_here.py [--rounds 5] [--new-tokens 32]
 """
@@ -21,7 +23,11 @@ import json
 import os
 import statistics
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -45,15 +51,54 @@ def models() -> dict[str, tuple[DecoderConfig, bytes]]:
             "smollm-135m-shaped q4 (random)": (smol, kv_decoder(shape, "q4").SerializeToString())}
 
 
-def measure(blobs: dict[str, bytes], threads: tuple[int, ...], rounds: int, new: int) -> dict:
-    from edgesim.llm.generate import generate
+@dataclass(frozen=True)
+class Run:
+    """One generation: wall and process-CPU seconds of the prefill and of the decode."""
 
-    runs: dict[tuple[str, int], list] = {(m, t): [] for m in blobs for t in threads}
+    prefill_s: float
+    decode_s: float
+    prefill_cpu_s: float
+    decode_cpu_s: float
+    decoded: int
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.decoded / self.decode_s
+
+    @property
+    def tokens_per_cpu_s(self) -> float:
+        return self.decoded / self.decode_cpu_s
+
+
+def _clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def run_once(blob: bytes, threads: int, new: int) -> Run:
+    """Greedy generation as `edgesim.llm.generate` runs it, timed by wall and CPU clocks (at 1
+    thread onnxruntime computes on the calling thread, so the CPU clock excludes the time other
+    processes hold the core)."""
+    from edgesim.llm.generate import empty_past, encode, session, step
+
+    sess = session(blob, threads)
+    w0, c0 = _clocks()
+    logits, past = step(sess, encode(PROMPT), empty_past(sess))
+    tok = int(logits[0, -1].argmax())
+    w1, c1 = _clocks()
+    for _ in range(new - 1):
+        logits, past = step(sess, np.array([[tok]], np.int64), past)
+        tok = int(logits[0, -1].argmax())
+    w2, c2 = _clocks()
+    return Run(w1 - w0, w2 - w1, c1 - c0, c2 - c1, new - 1)
+
+
+def measure(blobs: dict[str, bytes], threads: tuple[int, ...], rounds: int, new: int) -> dict:
+    runs: dict[tuple[str, int], list[Run]] = {(m, t): [] for m in blobs for t in threads}
     load = []
     for _ in range(rounds):
         load.append(os.getloadavg()[0])
         for (name, t), acc in runs.items():
-            acc.append(generate(blobs[name], PROMPT, new, t))
+            acc.append(run_once(blobs[name], t, new))
     return {"load_1min_per_round": [round(x, 2) for x in load], "runs": runs}
 
 
@@ -77,7 +122,13 @@ def main() -> None:
             dec = statistics.median(g.tokens_per_s for g in gs)
             pre = statistics.median(g.prefill_s for g in gs)
             p_dec, p_pre = float(sim.tokens_per_s[0, i, 0]), float(sim.ttft_s[0, i])
+            cpu = {}
+            if t == 1:
+                cpu = {"decode_tok_per_cpu_s": round(statistics.median(
+                           g.tokens_per_cpu_s for g in gs), 1),
+                       "prefill_cpu_s": round(statistics.median(g.prefill_cpu_s for g in gs), 5)}
             out.append({"model": name, "model_mb": round(len(blob) / 1e6, 2), "threads": t,
+                        **cpu,
                         "decode_tok_s": {"predicted": round(p_dec, 1), "measured": round(dec, 1),
                                          "ratio": round(p_dec / dec, 3),
                                          "measured_all": [round(g.tokens_per_s, 1) for g in gs]},

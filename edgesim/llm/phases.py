@@ -104,7 +104,8 @@ def overhead_s(cfg: DecoderConfig, target: CpuTarget, threads: np.ndarray) -> np
 
 
 
-def _fp32_rate(target: CpuTarget, threads: np.ndarray) -> np.ndarray:
+def fp32_rate(target: CpuTarget, threads: np.ndarray) -> np.ndarray:
+    """fp32 GEMM MACs/s at each thread count (attention's SGEMMs)."""
     return macs_per_s(target, WeightFormat("fp32", 32), threads)
 
 
@@ -146,20 +147,22 @@ def decode_compute_s(cfg: DecoderConfig, target: CpuTarget, fmt: WeightFormat,
     the fp32 rate."""
     t = np.asarray(threads)[:, None]
     block = list(cfg.layer_linears().values())
-    lin = (_decode_linears_s(target, fmt, block, cfg.layers, t, runtime)
-           + _decode_linears_s(target, head, [(cfg.hidden, cfg.vocab)], 1, t, runtime))
+    lin = (decode_linears_s(target, fmt, block, cfg.layers, t, runtime)
+           + decode_linears_s(target, head, [(cfg.hidden, cfg.vocab)], 1, t, runtime))
     attn = 2.0 * cfg.layers * cfg.heads * cfg.head_dim * np.asarray(contexts, np.float64)
-    return lin + attn[None, :] / _fp32_rate(target, t)
+    return lin + attn[None, :] / fp32_rate(target, t)
 
 
-def _decode_linears_s(target: CpuTarget, fmt: WeightFormat, shapes: list[tuple[int, int]],
-                      reps: int, threads: np.ndarray, runtime: str) -> np.ndarray:
-    """[T, 1] compute seconds of `reps` x the one-row GEMMs of `shapes`."""
+def decode_linears_s(target: CpuTarget, fmt: WeightFormat, shapes: list[tuple[int, int]],
+                     reps: int, threads: np.ndarray, runtime: str = "onnxruntime",
+                     rows: int = 1) -> np.ndarray:
+    """[T, 1] compute seconds of `reps` x the `rows`-row GEMMs of `shapes` (one decode step
+    of `rows` sequences; every weight is unpacked once)."""
     if not nbits_kernel_path(target, fmt):
         params = reps * sum(i * o for i, o in shapes)
-        return params * (1 / macs_per_s(target, fmt, threads)
+        return params * (rows / macs_per_s(target, fmt, threads)
                          + unpack_s_per_weight(target, fmt, threads))
-    sec = [reps * linears_s(target, fmt, int(x), 1, shapes, np.inf, runtime)
+    sec = [reps * linears_s(target, fmt, int(x), rows, shapes, np.inf, runtime)
            for x in np.asarray(threads).ravel()]
     return np.array(sec)[:, None]
 
@@ -192,7 +195,7 @@ def attention_prefill_s(cfg: DecoderConfig, target: CpuTarget, threads: int,
     head in parallel over the threads (ceil(heads / T) rounds), two fp32 SGEMMs over the full
     P x P scores (the causal mask is applied in the softmax, not skipped): Q K^T and P V."""
     p = float(prompt_len)
-    per_head = 2.0 * p * p * cfg.head_dim / _fp32_rate(target, np.array(1))
+    per_head = 2.0 * p * p * cfg.head_dim / fp32_rate(target, np.array(1))
     rounds = -(-cfg.heads // max(1, min(threads, cfg.heads)))
     return float(cfg.layers * rounds * per_head)
 
