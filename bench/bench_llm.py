@@ -3,16 +3,16 @@
 (a) speed: `simulate_llm` for a Llama-3.2-1B-shaped decoder over 64 context lengths x 3 formats
     x 4 thread counts on the Pi 5 target, median wall time of repeated calls after a warm-up
     (goal < 1 s).
-(b) Pi 5 predictions next to published llama.cpp / T-MAC figures: decode tokens/s and prompt
-    tokens/s (pp512 = 512 / TTFT(512)) at 1, 2 and 4 threads for Qwen2.5-0.5B- and 1.5B-shaped
-    decoders at q4 / q8. llama.cpp's formats are not MatMulNBits; they are compared by bytes per
-    weight (Q4_0 4.5 bits ~ q4 5.0 bits; Q8_0 8.5 bits ~ q8 9.0 bits; Q4_K_M ~4.8-5 bits on
-    these models ~ q4), see `edgesim.llm.formats`.
-(c) this machine: a SmolLM-135M-shaped KV-cache decoder (random weights, q4 MatMulNBits,
-    accuracy_level 4) emitted by the zoo and run by `edgesim.llm.generate` in onnxruntime at 1
-    and 2 threads (median of 3 runs of 32 decoded tokens after a 32-byte prompt), next to the
-    prediction for the probed host target (`hwmodels.probe.probe_host`; the emitted graph
-    concatenates past and new K/V, so `share_kv_buffer=False`). Nothing is fitted.
+(b) Pi 5 predictions: decode tokens/s and prompt tokens/s (pp512 = 512 / TTFT(512)) at 1, 2
+    and 4 threads for Qwen2.5-0.5B- and 1.5B-shaped decoders at q4 / q8 (MatMulNBits
+    CompInt8: prefill GEMMs from `hwmodels.kernels.cpu_nbits`).
+(c) vs published: every row of bench/llm_published.csv (llama.cpp on a Pi 5, cited) next to
+    two predictions: with llama.cpp's kernels, bytes and logits (its format's bits per weight
+    incl. scales, its kernel family: `predict_llama_cpp`), and as onnxruntime would run our
+    nearest format (`predict_onnxruntime`); median |error| per metric. Nothing is fitted.
+(d) this machine: `bench_llm_here.report` -- tiny_lm and a SmolLM-135M-shaped decoder, q4,
+    predicted vs measured prefill and decode at 1 and 2 threads, interleaved rounds, medians,
+    the load average per round.
 
 Usage: python bench/bench_llm.py [--repeats 20] [--skip-measure]
 
@@ -162,32 +162,6 @@ def ram_fit() -> dict[str, str]:
     return out
 
 
-def measure_here(threads: tuple[int, ...] = (1, 2), runs: int = 3) -> dict:
-    from edgesim.llm.generate import generate
-    from edgesim.zoo.decoder import DecoderShape, kv_decoder
-    from hwmodels.probe import probe_host
-
-    host, cfg = probe_host(), load_config("zoo:smollm-135m")
-    shape = DecoderShape(vocab=cfg.vocab, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
-                         kv_heads=cfg.kv_heads, intermediate=cfg.intermediate, max_context=256)
-    model = kv_decoder(shape, "q4").SerializeToString()
-    prompt, new = "The quick brown fox jumps over t", 32
-    runs_by_t = {t: [generate(model, prompt, new, t) for _ in range(runs)] for t in threads}
-    measured = {t: statistics.median(g.tokens_per_s for g in gs) for t, gs in runs_by_t.items()}
-    ttft = {t: statistics.median(g.prefill_s for g in gs) for t, gs in runs_by_t.items()}
-    ctx = len(prompt) + new // 2   # mean context of the decoded tokens
-    sim = simulate_llm(cfg, host, ["q4"], list(threads), [ctx], len(prompt),
-                       share_kv_buffer=False)
-    return {"model": "smollm-135m-shaped kv_decoder q4", "host": host.name,
-            "host_sustained_bandwidth_gbps": host.dram.sustained_bandwidth_gbps,
-            "model_mb": round(len(model) / 1e6, 1), "threads": list(threads),
-            "predicted_tok_s": sim.tokens_per_s[0, :, 0].round(2).tolist(),
-            "measured_tok_s": [round(measured[t], 2) for t in threads],
-            "predicted_ttft_s": sim.ttft_s[0].round(4).tolist(),
-            "measured_ttft_s": [round(ttft[t], 4) for t in threads],
-            "predicted_bytes_per_token_mb": round(float(sim.bytes_per_token[0, 0]) / 1e6, 2)}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=20)
@@ -197,7 +171,9 @@ def main() -> None:
     out = {"speed": bench_speed(args.repeats), "pi5_predictions": rows,
            "vs_published": compare(), "t_mac": TMAC_NOTE, "ram_fit": ram_fit()}
     if not args.skip_measure:
-        out["this_machine"] = measure_here()
+        from bench_llm_here import report
+
+        out["this_machine"] = report(rounds=3, new_tokens=32)
     print(json.dumps(out, indent=1))
 
 

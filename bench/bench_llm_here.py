@@ -102,17 +102,14 @@ def measure(blobs: dict[str, bytes], threads: tuple[int, ...], rounds: int, new:
     return {"load_1min_per_round": [round(x, 2) for x in load], "runs": runs}
 
 
-def main() -> None:
+def report(rounds: int, new_tokens: int) -> dict:
+    """Predicted vs measured rows (module docstring) as a JSON-ready dict."""
     from hwmodels.probe import probe_host
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--new-tokens", type=int, default=32)
-    args = ap.parse_args()
     threads = (1, 2)
     host, ms = probe_host(), models()
-    got = measure({k: v[1] for k, v in ms.items()}, threads, args.rounds, args.new_tokens)
-    prompt_len, ctx = len(PROMPT.encode()), len(PROMPT.encode()) + args.new_tokens // 2
+    got = measure({k: v[1] for k, v in ms.items()}, threads, rounds, new_tokens)
+    prompt_len, ctx = len(PROMPT.encode()), len(PROMPT.encode()) + new_tokens // 2
     out = []
     for name, (cfg, blob) in ms.items():
         sim = simulate_llm(cfg, host, ["q4"], list(threads), [ctx], prompt_len,
@@ -135,11 +132,19 @@ def main() -> None:
                         "prefill_s": {"predicted": round(p_pre, 5), "measured": round(pre, 5),
                                       "ratio": round(p_pre / pre, 3),
                                       "measured_all": [round(g.prefill_s, 5) for g in gs]}})
-    print(json.dumps({"host": host.name, "host_isa": list(host.isa),
-                      "host_sustained_bandwidth_gbps": host.dram.sustained_bandwidth_gbps,
-                      "cores_here": os.cpu_count(), "prompt_tokens": prompt_len,
-                      "new_tokens": args.new_tokens, "rounds": args.rounds,
-                      "load_1min_per_round": got["load_1min_per_round"], "rows": out}, indent=1))
+    return {"host": host.name, "host_isa": list(host.isa),
+            "host_sustained_bandwidth_gbps": host.dram.sustained_bandwidth_gbps,
+            "cores_here": os.cpu_count(), "prompt_tokens": prompt_len,
+            "new_tokens": new_tokens, "rounds": rounds,
+            "load_1min_per_round": got["load_1min_per_round"], "rows": out}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    args = ap.parse_args()
+    print(json.dumps(report(args.rounds, args.new_tokens), indent=1))
 
 
 if __name__ == "__main__":
