@@ -3,12 +3,15 @@
 Decode (one token at context C, T threads) is a roofline over the whole token:
 `max(bytes(C) / bw(T), compute(C, T)) + node overheads`, where `bytes` comes from
 `edgesim.llm.traffic`, `bw(T)` is the target's effective read bandwidth at T threads
-(`read_bandwidth_gbps_by_threads`; the sustained DRAM bandwidth when absent) and `compute` is the
-MACs over the kernel's rate: MatMulNBits with accuracy_level 4 runs int8 dot products where the
-target has them (`hwmodels.cpu.nbits_int8_available`), plus unpacking each weight in registers
-(`UNPACK_LANE_OPS` vector ops per int8 lane). Prefill of P tokens is compute-bound: its
-linears are P-row GEMMs costed by the project's CPU kernel model (`hwmodels.cost`), plus full
-P x P attention (onnxruntime computes the masked scores too). Nothing here is fitted per model.
+(`read_bandwidth_gbps_by_threads`; the sustained DRAM bandwidth when absent) and `compute` is
+the linears' M = 1 GEMV kernels plus attention (2 x heads x head_dim x C MACs per layer) at the
+fp32 rate. Prefill of P tokens: the linears are P-row GEMMs, the LM head over every position
+(onnxruntime-genai's models output all logits) or the last only (llama-bench), attention is
+`attention_prefill_s` (GroupQueryAttention: full P x P scores per head, heads in rounds over
+the threads). The GEMMs of MatMulNBits weights on Arm dot-product cores come from the kernels
+onnxruntime runs (`hwmodels.kernels.cpu_nbits`: A quantised on one thread, MLAS's 128-row task
+partition, KleidiAI / MLAS sdot tiles); other GEMMs from the project's CPU kernel model
+(`hwmodels.cost`). Nothing here is fitted per model.
 """
 
 from __future__ import annotations
