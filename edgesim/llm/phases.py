@@ -29,7 +29,7 @@ from edgesim.llm.traffic import decode_bytes
 from hwmodels import cost as hw_cost
 from hwmodels.cpu import CpuTarget, nbits_int8_available, peak_macs_per_cycle
 from hwmodels.kernels.cpu_layout import UNPACK_LANE_OPS
-from hwmodels.kernels.cpu_nbits import gemm_seconds
+from hwmodels.kernels.cpu_nbits import gemm_seconds, has_kernel
 
 # onnxruntime nodes per decoder block (assumed, as onnxruntime-genai's builder lays a block
 # out): 7 MatMul(NBits) + 2 norms, rotary, attention, SiLU and gate Mul
@@ -114,8 +114,9 @@ def fp32_rate(target: CpuTarget, threads: np.ndarray) -> np.ndarray:
 
 def nbits_kernel_path(target: CpuTarget, fmt: WeightFormat) -> bool:
     """Whether `fmt`'s GEMMs run the kernel-level MatMulNBits CompInt8 model
-    (`hwmodels.kernels.cpu_nbits`): quantised weights on an Arm core with dot products."""
-    return fmt.quantized and target.arch == "arm64" and nbits_int8_available(target)
+    (`hwmodels.kernels.cpu_nbits`): 4- or 8-bit weights on an Arm core with dot products."""
+    return (fmt.quantized and target.arch == "arm64" and nbits_int8_available(target)
+            and has_kernel(fmt.bits, fmt.block))
 
 
 def _shapes(pairs: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -134,7 +135,8 @@ def linears_s(target: CpuTarget, fmt: WeightFormat, threads: int, m: int,
     """
     k, n = _shapes(shapes)
     if nbits_kernel_path(target, fmt):
-        sec = gemm_seconds(m, n, k, fmt.bits, fmt.block, target, threads, bandwidth, runtime)
+        sec = gemm_seconds(m, n, k, fmt.bits, fmt.block, target, threads, bandwidth, runtime,
+                           fmt.zero_point)
         return float(sec.sum())
     lat = hw_cost.evaluate(_gemm_table(k, n, m), np.array([_hw_bits(fmt)]), target,
                            threads=threads).latency_s

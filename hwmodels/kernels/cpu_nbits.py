@@ -86,6 +86,16 @@ KLEIDIAI_Q4_GEMV = NbitsKernel(
     "kleidiai qai8dxp1x4_qsi4c32p4x4_1x4 (sdot)", 1, 4, unpack_ops=2.0 * 4,
     scale_ops=_scale_ops(1, 4, 2.0),
     source="onnxruntime kai_ukernel_interface.cpp @ 4a36087e GetKleidiAIGemvUKernel (M = 1)")
+# 4-bit weights KleidiAI does not take (zero points, or block % 32 != 0) run MLAS's own NEON
+# kernel: 4 x 2 output tiles, one 4-lane accumulator per output, so each block also reduces
+# 8 accumulators across lanes (8 pairwise adds) besides convert + fmla; unpack subtracts
+# the zero point (2 ops per column register more)
+MLAS_Q4_4X2 = NbitsKernel(
+    "mlas SQ4BitGemm_CompInt8_Compute4x2 (sdot)", 4, 2, unpack_ops=2.0 * 2 + 2.0,
+    scale_ops=8.0 + 2.0 * 8 + 2.0,
+    source="onnxruntime sqnbitgemm_kernel_neon_int8.cpp SQ4BitGemm_CompInt8_Compute4x2 (used "
+           "when qnbitgemm_kernel_neon.cpp @ e8232f64 UseKleidiAI is false: zero points, or "
+           "block % 32 != 0)")
 MLAS_Q8_GEMM = NbitsKernel(
     "mlas MlasQ8Int8GemmKernelNeon 4x8 (sdot)", 4, 8, unpack_ops=0.0,
     scale_ops=_scale_ops(4, 8, 2.0), fp32_passes=2,
@@ -106,12 +116,25 @@ GGML_Q4_0_1X4 = NbitsKernel("ggml gemv_q4_0_4x4_q8_0 (sdot)", 1, 4, unpack_ops=2
                             scale_ops=_scale_ops(1, 4, 5.0), source=_GGML_SRC)
 
 
-def nbits_kernel(bits: int, m: int, runtime: str = "onnxruntime") -> NbitsKernel:
+MLAS_BITS = (4, 8)                 # GetQNBitGemmVariant: CompInt8 variants exist for these
+MLAS_BLOCKS = (16, 32, 64, 128, 256)
+
+
+def has_kernel(bits: int, block: int) -> bool:
+    """Whether MLAS has a CompInt8 QNBitGemm for these weights (qnbitgemm.cpp @ 001d12d2
+    GetQNBitGemmVariant); others (2-bit) fall back to dequantising B and an fp32 GEMM."""
+    return bits in MLAS_BITS and block in MLAS_BLOCKS
+
+
+def nbits_kernel(bits: int, m: int, runtime: str = "onnxruntime", block: int = 32,
+                 zero_point: bool = False) -> NbitsKernel:
     """The micro-kernel a CompInt8 GEMM of `m` rows and `bits`-bit weights runs."""
     if runtime == "llama.cpp":
         return GGML_Q4_0_1X4 if m == 1 else GGML_Q4_0_4X4
     if bits == 8:
         return MLAS_Q8_GEMV if m == 1 else MLAS_Q8_GEMM
+    if zero_point or block % 32:
+        return MLAS_Q4_4X2
     return KLEIDIAI_Q4_GEMV if m == 1 else KLEIDIAI_Q4_GEMM
 
 
@@ -135,7 +158,7 @@ def core_macs_per_s(target: CpuTarget, kernel: NbitsKernel) -> float:
 
 def gemm_seconds(m: int, n: np.ndarray, k: np.ndarray, bits: int, block: int,
                  target: CpuTarget, threads: int, bandwidth: float,
-                 runtime: str = "onnxruntime") -> np.ndarray:
+                 runtime: str = "onnxruntime", zero_point: bool = False) -> np.ndarray:
     """Seconds of each CompInt8 GEMM (M = `m`, arrays of N and K), module docstring.
 
     Args:
@@ -146,9 +169,10 @@ def gemm_seconds(m: int, n: np.ndarray, k: np.ndarray, bits: int, block: int,
         threads: intra-op threads.
         bandwidth: DRAM read bytes/s at `threads`.
         runtime: "onnxruntime" (MLAS / KleidiAI) or "llama.cpp" (its Q4_0 4x4 kernel).
+        zero_point: the weights carry zero points (asymmetric blocks).
     """
     n, k = np.asarray(n, np.int64), np.asarray(k, np.int64)
-    kern = nbits_kernel(bits, m, runtime)
+    kern = nbits_kernel(bits, m, runtime, block, zero_point)
     slices, nc = task_grid(m, n, k, threads)
     tasks = slices * -(-n // nc)
     rows = min(m, STRIDE_M)
@@ -160,7 +184,7 @@ def gemm_seconds(m: int, n: np.ndarray, k: np.ndarray, bits: int, block: int,
     task_s = task_s + kern.fp32_passes * rows * nc * (k / BLOCK_DEPTH) / fp32_rate
     compute = -(-tasks // threads) * task_s
     # B from DRAM once per row slice; its re-reads by the tiles of a slice are cache hits
-    b_bytes = n * k * (bits / 8.0 + 4.0 / block)
+    b_bytes = n * k * (bits / 8.0 + (4.0 + zero_point * bits / 8.0) / block)
     memory = (b_bytes * slices + m * k * 4.0 + m * n * 4.0) / bandwidth
     # ops counted on 128-bit registers; MLAS quantises A on one thread, ggml on all
     ops = m * k * QUANT_A_OPS_PER_VALUE * 128.0 / target.simd_bits

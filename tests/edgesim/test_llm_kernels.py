@@ -37,6 +37,10 @@ def test_kernel_efficiency_is_the_sdot_share() -> None:
     assert K.nbits_kernel(4, 1) is K.KLEIDIAI_Q4_GEMV
     assert K.nbits_kernel(8, 64) is K.MLAS_Q8_GEMM
     assert K.nbits_kernel(4, 64, "llama.cpp") is K.GGML_Q4_0_4X4
+    # KleidiAI only without zero points and with blocks of 32k (UseKleidiAI)
+    assert K.nbits_kernel(4, 64, zero_point=True) is K.MLAS_Q4_4X2
+    assert K.nbits_kernel(4, 64, block=16) is K.MLAS_Q4_4X2
+    assert K.MLAS_Q4_4X2.efficiency() == pytest.approx(16 / (16 + 6 + 26))
 
 
 def test_large_gemm_is_compute_bound_at_the_kernel_rate() -> None:
@@ -71,6 +75,8 @@ def test_gqa_prefill_attention_runs_in_head_rounds() -> None:
 def test_kernel_path_only_on_arm_dot_product_cores() -> None:
     q4 = parse_format("q4")
     assert nbits_kernel_path(PI5, q4) and not nbits_kernel_path(PI5, parse_format("fp32"))
+    # MLAS has CompInt8 QNBitGemm variants for 4 and 8 bits only: 2-bit falls back
+    assert not nbits_kernel_path(PI5, parse_format("q2z"))
     assert not nbits_kernel_path(load_target("rpi4"), q4)   # Cortex-A72: no dotprod
 
 
