@@ -37,8 +37,19 @@ from edgesim.llm.config import DecoderConfig  # noqa: E402
 PROMPT = "The quick brown fox jumps over the lazy dog; then it "  # 52 bytes = 52 tokens
 
 
-def models() -> dict[str, tuple[DecoderConfig, bytes]]:
-    """name -> (shape for the prediction, serialized q4 model)."""
+GEMM_OPS = ("MatMulNBits", "MatMul")
+
+
+def graph_nodes(model: object) -> tuple[int, int]:
+    """(GEMM nodes, other nodes) of an emitted model: the zoo's decomposed graph has many more
+    nodes per block than onnxruntime-genai's layout, and each costs its dispatch."""
+    ops = [n.op_type for n in model.graph.node]  # type: ignore[attr-defined]
+    gemm = sum(op in GEMM_OPS for op in ops)
+    return gemm, len(ops) - gemm
+
+
+def models() -> dict[str, tuple[DecoderConfig, bytes, tuple[int, int]]]:
+    """name -> (shape for the prediction, serialized q4 model, its node counts)."""
     from edgesim.zoo.decoder import DecoderShape, decoder_config, kv_decoder
     from edgesim.zoo.trained import TINY_LM_SHAPE, tiny_lm
 
@@ -46,9 +57,10 @@ def models() -> dict[str, tuple[DecoderConfig, bytes]]:
     shape = DecoderShape(vocab=smol.vocab, hidden=smol.hidden, layers=smol.layers,
                          heads=smol.heads, kv_heads=smol.kv_heads,
                          intermediate=smol.intermediate, max_context=256)
+    tiny, big = tiny_lm("q4"), kv_decoder(shape, "q4")
     return {"tiny_lm q4 (trained)": (decoder_config(TINY_LM_SHAPE, "tiny_lm"),
-                                     tiny_lm("q4").SerializeToString()),
-            "smollm-135m-shaped q4 (random)": (smol, kv_decoder(shape, "q4").SerializeToString())}
+                                     tiny.SerializeToString(), graph_nodes(tiny)),
+            "smollm-135m-shaped q4 (random)": (smol, big.SerializeToString(), graph_nodes(big))}
 
 
 @dataclass(frozen=True)
@@ -111,9 +123,9 @@ def report(rounds: int, new_tokens: int) -> dict:
     got = measure({k: v[1] for k, v in ms.items()}, threads, rounds, new_tokens)
     prompt_len, ctx = len(PROMPT.encode()), len(PROMPT.encode()) + new_tokens // 2
     out = []
-    for name, (cfg, blob) in ms.items():
+    for name, (cfg, blob, nodes) in ms.items():
         sim = simulate_llm(cfg, host, ["q4"], list(threads), [ctx], prompt_len,
-                           share_kv_buffer=False)
+                           share_kv_buffer=False, nodes=nodes)
         for i, t in enumerate(threads):
             gs = got["runs"][(name, t)]
             dec = statistics.median(g.tokens_per_s for g in gs)
@@ -125,6 +137,7 @@ def report(rounds: int, new_tokens: int) -> dict:
                            g.tokens_per_cpu_s for g in gs), 1),
                        "prefill_cpu_s": round(statistics.median(g.prefill_cpu_s for g in gs), 5)}
             out.append({"model": name, "model_mb": round(len(blob) / 1e6, 2), "threads": t,
+                        "graph_nodes_gemm_other": list(nodes),
                         **cpu,
                         "decode_tok_s": {"predicted": round(p_dec, 1), "measured": round(dec, 1),
                                          "ratio": round(p_dec / dec, 3),

@@ -97,10 +97,16 @@ def unpack_s_per_weight(target: CpuTarget, fmt: WeightFormat, threads: np.ndarra
     return UNPACK_LANE_OPS / (lanes8 * target.fma_pipes * hz * np.asarray(threads))
 
 
-def overhead_s(cfg: DecoderConfig, target: CpuTarget, threads: np.ndarray) -> np.ndarray:
-    """Per-run node overheads: every node, plus a fork/join per GEMM node when threaded."""
-    gemm = cfg.layers * GEMM_NODES_PER_BLOCK + 1
-    other = cfg.layers * OTHER_NODES_PER_BLOCK + 2
+def node_counts(cfg: DecoderConfig) -> tuple[int, int]:
+    """(GEMM nodes, other nodes) of one run in onnxruntime-genai's layout (assumed above)."""
+    return cfg.layers * GEMM_NODES_PER_BLOCK + 1, cfg.layers * OTHER_NODES_PER_BLOCK + 2
+
+
+def overhead_s(cfg: DecoderConfig, target: CpuTarget, threads: np.ndarray,
+               nodes: tuple[int, int] | None = None) -> np.ndarray:
+    """Per-run node overheads: every node, plus a fork/join per GEMM node when threaded.
+    `nodes`: (GEMM nodes, other nodes) of the actual graph (default `node_counts`)."""
+    gemm, other = nodes or node_counts(cfg)
     fixed = gemm * target.gemm_overhead_us + other * target.op_overhead_us
     forks = np.where(np.asarray(threads) > 1, gemm * target.thread_overhead_us, 0.0)
     return (fixed + target.run_overhead_us + forks) * 1e-6
@@ -207,7 +213,8 @@ def attention_prefill_s(cfg: DecoderConfig, target: CpuTarget, threads: int,
 
 def prefill_s(cfg: DecoderConfig, target: CpuTarget, fmt: WeightFormat, head: WeightFormat,
               threads: np.ndarray, prompt_len: int, runtime: str = "onnxruntime",
-              head_rows: int | None = None) -> np.ndarray:
+              head_rows: int | None = None, nodes: tuple[int, int] | None = None
+              ) -> np.ndarray:
     """Time to first token for a prompt of `prompt_len` tokens, [T].
 
     Linears as `prompt_len`-row GEMMs (`linears_s`: MatMulNBits CompInt8 kernels on Arm
@@ -225,14 +232,15 @@ def prefill_s(cfg: DecoderConfig, target: CpuTarget, fmt: WeightFormat, head: We
         blocks = linears_s(target, fmt, ti, p, list(cfg.layer_linears().values()), bw, runtime)
         lm = linears_s(target, head, ti, rows, [(cfg.hidden, cfg.vocab)], bw, runtime)
         out.append(cfg.layers * blocks + lm + attention_prefill_s(cfg, target, ti, p))
-    other = (cfg.layers * OTHER_NODES_PER_BLOCK + 2) * target.op_overhead_us * 1e-6
+    other = (nodes or node_counts(cfg))[1] * target.op_overhead_us * 1e-6
     return np.array(out) + other
 
 
 def simulate_llm(cfg: DecoderConfig, target: CpuTarget, formats: Sequence[str] = ("q4",),
                  threads: Sequence[int] | None = None, contexts: Sequence[int] = (512,),
                  prompt_len: int = 128, kv_dtype: str = "fp32", head_format: str | None = None,
-                 share_kv_buffer: bool = True) -> LlmSimulation:
+                 share_kv_buffer: bool = True, nodes: tuple[int, int] | None = None
+                 ) -> LlmSimulation:
     """Predict prefill (TTFT) and decode (tokens/s) of `cfg` on `target`.
 
     Args:
@@ -246,6 +254,8 @@ def simulate_llm(cfg: DecoderConfig, target: CpuTarget, formats: Sequence[str] =
         head_format: LM head / embedding format (default: each weight format).
         share_kv_buffer: past and present KV share one buffer (onnxruntime-genai); False for
             a plain-onnxruntime model that concatenates past and new K/V.
+        nodes: (GEMM nodes, other nodes) of the model's graph when known (a file's or the
+            zoo's decomposed form); default onnxruntime-genai's layout.
 
     Raises:
         UserError: a bad format, thread count, context or prompt length.
@@ -260,8 +270,9 @@ def simulate_llm(cfg: DecoderConfig, target: CpuTarget, formats: Sequence[str] =
                        for f, h in zip(fmts, heads)])
     mem = nbytes[:, None, :] / read_bandwidth(target, t)[None, :, None]
     comp = np.stack([decode_compute_s(cfg, target, f, h, t, c) for f, h in zip(fmts, heads)])
-    over = overhead_s(cfg, target, t)[None, :, None]
-    ttft = np.stack([prefill_s(cfg, target, f, h, t, prompt_len) for f, h in zip(fmts, heads)])
+    over = overhead_s(cfg, target, t, nodes)[None, :, None]
+    ttft = np.stack([prefill_s(cfg, target, f, h, t, prompt_len, nodes=nodes)
+                     for f, h in zip(fmts, heads)])
     return LlmSimulation(cfg.name, target.name, tuple(formats), tuple(int(x) for x in t), c,
                          prompt_len, kv_dtype, nbytes, np.maximum(mem, comp) + over, mem >= comp,
                          ttft)

@@ -88,3 +88,18 @@ def test_pi5_prefill_scales_with_threads_and_sits_near_published() -> None:
     # the same kernel family, last-token logits only, must land within a factor of 1.5
     lc = 512 / prefill_s(cfg, PI5, q4, q4, np.array([4]), 512, "llama.cpp", 1)[0]
     assert 289.92 / 1.5 < lc < 289.92 * 1.5
+
+
+def test_graph_node_counts_price_each_extra_node() -> None:
+    from edgesim.llm import simulate_llm
+    from edgesim.llm.phases import node_counts
+
+    cfg = load_config("zoo:smollm-135m")
+    gemm, other = node_counts(cfg)
+    base = simulate_llm(cfg, PI5, ["q4"], [1], [64], 32)
+    same = simulate_llm(cfg, PI5, ["q4"], [1], [64], 32, nodes=(gemm, other))
+    more = simulate_llm(cfg, PI5, ["q4"], [1], [64], 32, nodes=(gemm, other + 1000))
+    assert np.array_equal(base.decode_s, same.decode_s)
+    extra = 1000 * PI5.op_overhead_us * 1e-6
+    assert more.decode_s[0, 0, 0] - base.decode_s[0, 0, 0] == pytest.approx(extra)
+    assert more.ttft_s[0, 0] - base.ttft_s[0, 0] == pytest.approx(extra)
