@@ -3,16 +3,16 @@
 (a) speed: `simulate_llm` for a Llama-3.2-1B-shaped decoder over 64 context lengths x 3 formats
     x 4 thread counts on the Pi 5 target, median wall time of repeated calls after a warm-up
     (goal < 1 s).
-(b) Pi 5 predictions next to published llama.cpp / T-MAC figures: decode tokens/s and prompt
-    tokens/s (pp512 = 512 / TTFT(512)) at 1, 2 and 4 threads for Qwen2.5-0.5B- and 1.5B-shaped
-    decoders at q4 / q8. llama.cpp's formats are not MatMulNBits; they are compared by bytes per
-    weight (Q4_0 4.5 bits ~ q4 5.0 bits; Q8_0 8.5 bits ~ q8 9.0 bits; Q4_K_M ~4.8-5 bits on
-    these models ~ q4), see `edgesim.llm.formats`.
-(c) this machine: a SmolLM-135M-shaped KV-cache decoder (random weights, q4 MatMulNBits,
-    accuracy_level 4) emitted by the zoo and run by `edgesim.llm.generate` in onnxruntime at 1
-    and 2 threads (median of 3 runs of 32 decoded tokens after a 32-byte prompt), next to the
-    prediction for the probed host target (`hwmodels.probe.probe_host`; the emitted graph
-    concatenates past and new K/V, so `share_kv_buffer=False`). Nothing is fitted.
+(b) Pi 5 predictions: decode tokens/s and prompt tokens/s (pp512 = 512 / TTFT(512)) at 1, 2
+    and 4 threads for Qwen2.5-0.5B- and 1.5B-shaped decoders at q4 / q8 (MatMulNBits
+    CompInt8: prefill GEMMs from `hwmodels.kernels.cpu_nbits`).
+(c) vs published: every row of bench/llm_published.csv (llama.cpp on a Pi 5, cited) next to
+    two predictions: with llama.cpp's kernels, bytes and logits (its format's bits per weight
+    incl. scales, its kernel family: `predict_llama_cpp`), and as onnxruntime would run our
+    nearest format (`predict_onnxruntime`); median |error| per metric. Nothing is fitted.
+(d) this machine: `bench_llm_here.report` -- tiny_lm and a SmolLM-135M-shaped decoder, q4,
+    predicted vs measured prefill and decode at 1 and 2 threads, interleaved rounds, medians,
+    the load average per round.
 
 Usage: python bench/bench_llm.py [--repeats 20] [--skip-measure]
 
@@ -23,6 +23,7 @@ probe's fork/join overhead is measured under the same load.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import sys
@@ -35,25 +36,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgesim.errors import UserError  # noqa: E402
 from edgesim.llm import check_fit, footprint, load_config, simulate_llm  # noqa: E402
+from edgesim.llm.config import DecoderConfig  # noqa: E402
+from edgesim.llm.formats import parse_format  # noqa: E402
+from edgesim.llm.phases import (  # noqa: E402
+    decode_compute_s,
+    overhead_s,
+    prefill_s,
+    read_bandwidth,
+)
+from hwmodels.cpu import CpuTarget  # noqa: E402
 from hwmodels.target import load_target  # noqa: E402
 
-# Published Raspberry Pi 5 figures (Cortex-A76 @ 2.4 GHz, llama.cpp CPU backend)
-PUBLISHED = [
-    {"model": "qwen2.5-0.5b", "format": "q4", "their_format": "Q4_0", "threads": 2,
-     "decode_tok_s": 33.84,
-     "source": "github.com/ggml-org/llama.cpp/discussions/30069 (Pi 5 2 GB, llama-bench: best "
-               "decode 33.84 t/s at 2 threads)"},
-    {"model": "qwen2.5-0.5b", "format": "q4", "their_format": "Q4_0", "threads": 4,
-     "pp512_tok_s": 289.92,
-     "source": "github.com/ggml-org/llama.cpp/discussions/30069 (best prompt processing "
-               "289.92 t/s at 4 threads)"},
-    {"model": "qwen2.5-0.5b", "format": "q4", "their_format": "Q4_K_M", "threads": 4,
-     "decode_tok_s": 25.77,
-     "source": "github.com/ggml-org/llama.cpp/issues/26484 (Pi 5, 4 threads, 2.4 GHz; a dense "
-               "model whose GGUF sizes, Q4_K_M 0.398 GB / Q8_0 0.531 GB, are Qwen2.5-0.5B's)"},
-    {"model": "qwen2.5-0.5b", "format": "q8", "their_format": "Q8_0", "threads": 4,
-     "decode_tok_s": 19.87, "source": "github.com/ggml-org/llama.cpp/issues/26484"},
-]
+# Published Raspberry Pi 5 rows (Cortex-A76 @ 2.4 GHz, llama.cpp CPU backend), with how each
+# llama.cpp format maps onto ours: bits per weight incl. scales (block_q4_0: 16 B of nibbles +
+# an fp16 scale per 32 = 4.5; block_q8_0 8.5; for rows citing a GGUF size, that size: every
+# weight is read per token, the tied table being the head), the head's format, and the
+# kernel family (Q4_0 on a dotprod core is repacked to 4x4 and run by sdot GEMM/GEMV kernels,
+# the family of KleidiAI's qai8dxp_qsi4c32p that onnxruntime runs for MatMulNBits q4)
+PUBLISHED_CSV = Path(__file__).with_name("llm_published.csv")
+# llama-quantize gives the (tied) output table Q6_K, falling back to Q8_0 when its rows are not
+# a multiple of 256 (Qwen2.5-0.5B: 896)
+GGUF_HEAD_BITS = {"Q8_0": 8.5, "Q6_K": 6.5625}
+# published rows of models the zoo ships no config for: Llama-2-7B's config.json
+EXTRA_CONFIGS = {"llama-2-7b": {"name": "llama-2-7b", "hidden_size": 4096,
+                                "num_hidden_layers": 32, "num_attention_heads": 32,
+                                "num_key_value_heads": 32, "intermediate_size": 11008,
+                                "vocab_size": 32000, "tie_word_embeddings": False}}
 TMAC_NOTE = ("T-MAC (arXiv 2407.00088, github.com/microsoft/T-MAC) reports ~11 tok/s on a "
              "Raspberry Pi 5 for BitNet-b1.58-3B; no Qwen2.5 figure, so it is not compared here")
 
@@ -87,16 +95,64 @@ def predictions() -> list[dict]:
     return rows
 
 
-def compare(rows: list[dict]) -> list[dict]:
-    out = []
-    for pub in PUBLISHED:
-        row = next(r for r in rows if (r["model"], r["format"]) == (pub["model"], pub["format"]))
-        i = row["threads"].index(pub["threads"])
-        key = "decode_tok_s" if "decode_tok_s" in pub else "pp512_tok_s"
-        pred = row["decode_tok_s_at_ctx64" if key == "decode_tok_s" else "pp512_tok_s"][i]
-        out.append({**pub, "metric": key, "predicted": pred,
-                    "ratio_pred_over_published": round(pred / pub[key], 3)})
-    return out
+def published_rows() -> list[dict[str, str]]:
+    with PUBLISHED_CSV.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def llama_weight_bytes(cfg: DecoderConfig, row: dict[str, str]) -> float:
+    """Weight bytes llama.cpp reads per decoded token in the row's format."""
+    bpw = row["their_bits_per_weight"]
+    if bpw.startswith("gguf:"):
+        return float(bpw[5:])
+    blocks = cfg.layers * cfg.block_linear_params() * float(bpw) / 8.0
+    return blocks + cfg.embedding_params() * GGUF_HEAD_BITS[row["their_head"]] / 8.0
+
+
+def predict_llama_cpp(cfg: DecoderConfig, target: CpuTarget, row: dict[str, str]) -> float:
+    """tokens/s of the row's workload with llama.cpp's kernels, bytes and logits (last only)."""
+    t, fmt, ctx = int(row["threads"]), parse_format(row["our_format"]), int(row["context"])
+    ts = np.array([t])
+    if row["metric"] == "pp512":
+        return 512.0 / float(prefill_s(cfg, target, fmt, fmt, ts, ctx, "llama.cpp", 1)[0])
+    kv = 2 * cfg.layers * cfg.kv_dim * 2.0 * ctx  # llama.cpp's default f16 KV cache
+    mem = (llama_weight_bytes(cfg, row) + kv + cfg.vocab * 4.0) / read_bandwidth(target, ts)[0]
+    comp = decode_compute_s(cfg, target, fmt, fmt, ts, np.array([ctx]), "llama.cpp")[0, 0]
+    return 1.0 / (max(mem, comp) + overhead_s(cfg, target, ts)[0])
+
+
+def predict_onnxruntime(cfg: DecoderConfig, target: CpuTarget, row: dict[str, str]) -> float:
+    """tokens/s of the row's workload as onnxruntime runs our format (all prompt logits)."""
+    t, ctx = int(row["threads"]), int(row["context"])
+    sim = simulate_llm(cfg, target, [row["our_format"]], [t], [ctx], prompt_len=ctx)
+    if row["metric"] == "pp512":
+        return 512.0 / float(sim.ttft_s[0, 0])
+    return float(sim.tokens_per_s[0, 0, 0])
+
+
+def compare() -> dict:
+    """Every published row next to both predictions; median |error| per metric."""
+    target, out = load_target("rpi5"), []
+    for row in published_rows():
+        cfg = load_config(EXTRA_CONFIGS.get(row["model"]) or f"zoo:{row['model']}")
+        pub = float(row["published_tok_s"])
+        lc, ort = predict_llama_cpp(cfg, target, row), predict_onnxruntime(cfg, target, row)
+        out.append({**row, "predicted_llama_cpp_kernels": round(lc, 2),
+                    "ratio_llama_cpp_kernels": round(lc / pub, 3),
+                    "predicted_onnxruntime": round(ort, 2),
+                    "ratio_onnxruntime": round(ort / pub, 3)})
+    summary = {}
+    for metric in sorted({r["metric"] for r in out}):
+        rs = [r for r in out if r["metric"] == metric]
+        summary[metric] = {
+            "rows": len(rs),
+            "median_abs_err_llama_cpp_kernels": _med_err(rs, "ratio_llama_cpp_kernels"),
+            "median_abs_err_onnxruntime": _med_err(rs, "ratio_onnxruntime")}
+    return {"rows": out, "summary": summary}
+
+
+def _med_err(rows: list[dict], key: str) -> float:
+    return round(float(statistics.median(abs(r[key] - 1.0) for r in rows)), 3)
 
 
 def ram_fit() -> dict[str, str]:
@@ -111,32 +167,6 @@ def ram_fit() -> dict[str, str]:
     return out
 
 
-def measure_here(threads: tuple[int, ...] = (1, 2), runs: int = 3) -> dict:
-    from edgesim.llm.generate import generate
-    from edgesim.zoo.decoder import DecoderShape, kv_decoder
-    from hwmodels.probe import probe_host
-
-    host, cfg = probe_host(), load_config("zoo:smollm-135m")
-    shape = DecoderShape(vocab=cfg.vocab, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
-                         kv_heads=cfg.kv_heads, intermediate=cfg.intermediate, max_context=256)
-    model = kv_decoder(shape, "q4").SerializeToString()
-    prompt, new = "The quick brown fox jumps over t", 32
-    runs_by_t = {t: [generate(model, prompt, new, t) for _ in range(runs)] for t in threads}
-    measured = {t: statistics.median(g.tokens_per_s for g in gs) for t, gs in runs_by_t.items()}
-    ttft = {t: statistics.median(g.prefill_s for g in gs) for t, gs in runs_by_t.items()}
-    ctx = len(prompt) + new // 2   # mean context of the decoded tokens
-    sim = simulate_llm(cfg, host, ["q4"], list(threads), [ctx], len(prompt),
-                       share_kv_buffer=False)
-    return {"model": "smollm-135m-shaped kv_decoder q4", "host": host.name,
-            "host_sustained_bandwidth_gbps": host.dram.sustained_bandwidth_gbps,
-            "model_mb": round(len(model) / 1e6, 1), "threads": list(threads),
-            "predicted_tok_s": sim.tokens_per_s[0, :, 0].round(2).tolist(),
-            "measured_tok_s": [round(measured[t], 2) for t in threads],
-            "predicted_ttft_s": sim.ttft_s[0].round(4).tolist(),
-            "measured_ttft_s": [round(ttft[t], 4) for t in threads],
-            "predicted_bytes_per_token_mb": round(float(sim.bytes_per_token[0, 0]) / 1e6, 2)}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=20)
@@ -144,9 +174,11 @@ def main() -> None:
     args = ap.parse_args()
     rows = predictions()
     out = {"speed": bench_speed(args.repeats), "pi5_predictions": rows,
-           "vs_published": compare(rows), "t_mac": TMAC_NOTE, "ram_fit": ram_fit()}
+           "vs_published": compare(), "t_mac": TMAC_NOTE, "ram_fit": ram_fit()}
     if not args.skip_measure:
-        out["this_machine"] = measure_here()
+        from bench_llm_here import report
+
+        out["this_machine"] = report(rounds=3, new_tokens=32)
     print(json.dumps(out, indent=1))
 
 

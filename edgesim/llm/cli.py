@@ -131,14 +131,24 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _is_trained_decoder(ref: str | None) -> bool:
+def _is_decoder(ref: str | None) -> bool:
+    """A trained zoo decoder, or an .onnx file naming past_key_values.* (a KV-cache decoder;
+    a byte scan, so that other models' compile does not parse them twice)."""
+    from pathlib import Path
+
     from edgesim.llm.compile import TRAINED
 
-    return ref is not None and ref.startswith("zoo:") and ref[4:] in TRAINED
+    if ref is None:
+        return False
+    if ref.startswith("zoo:"):
+        return ref[4:] in TRAINED
+    path = Path(ref)
+    return ref.endswith(".onnx") and path.is_file() and b"past_key_values." in path.read_bytes()
 
 
 def cmd_compile_decoder(args: argparse.Namespace) -> int:
-    """`edgesim compile zoo:tiny_lm --target T --budget tok_s=..`: plan, model and report."""
+    """`edgesim compile zoo:tiny_lm|decoder.onnx --target T --budget tok_s=.. [--calib
+    text.txt]`: plan, model and report."""
     from edgesim.llm.compile import compile_decoder
     from hwmodels.cpu import CpuTarget
     from hwmodels.target import load_target
@@ -147,7 +157,8 @@ def cmd_compile_decoder(args: argparse.Namespace) -> int:
     if not isinstance(target, CpuTarget):
         raise UserError(args.target, "decoder compile needs a cpu target")
     r = compile_decoder(args.model, target, args.budget or "bits=4", args.method,
-                        args.output, threads=[args.threads] if args.threads else None)
+                        args.output, threads=[args.threads] if args.threads else None,
+                        calib_text=_calib_text(getattr(args, "calib", None)))
     if getattr(args, "json", False):
         print(json.dumps({"plan": dict(r.plan), "files": dict(r.files)}))
     else:
@@ -155,9 +166,21 @@ def cmd_compile_decoder(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calib_text(path: str | None) -> bytes | None:
+    """A decoder's `--calib`: any text file, read as bytes (the byte vocabulary's tokens)."""
+    if path is None:
+        return None
+    from pathlib import Path
+
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise UserError(path, f"cannot read the calibration text: {e.strerror}") from None
+
+
 def _compile_dispatch(original: Callable[[argparse.Namespace], int],
                       args: argparse.Namespace) -> int:
-    return cmd_compile_decoder(args) if _is_trained_decoder(args.model) else original(args)
+    return cmd_compile_decoder(args) if _is_decoder(args.model) else original(args)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -1,6 +1,11 @@
-"""`edgesim compile` on a trained zoo decoder: a budgeted per-layer format plan, the packed
-KV-cache model, and the report every compile writes (with prefill / decode tables and a
-tokens/s-vs-perplexity front).
+"""`edgesim compile` on a decoder -- the trained zoo decoder, or any float KV-cache decoder file
+(onnxruntime-genai's or the opset-23 form, `edgesim.llm.decoder_file`) -- : a budgeted
+per-layer format plan, the packed KV-cache model, and the report every compile writes (with
+prefill / decode tables and a tokens/s-vs-perplexity front).
+
+Calibration and scoring text: the user's bytes (`calib_text`, tokens = bytes: the model needs
+a byte vocabulary, >= 256 ids), its first half calibrating and its second half scoring; by
+default the shipped held-out KJV text.
 
 Steps: HAWQ or LRP sensitivities of the linears through the IR (`edgesim.llm.sensitivity`);
 the budget priced per layer (`edgesim.llm.budgets`); the exact knapsack (`plan_for_budget`);
@@ -12,7 +17,7 @@ onnxruntime on the held-out text (perplexity per byte).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -30,6 +35,7 @@ from hwmodels.cpu import CpuTarget
 CHOICES = ("q2z", "q4b128", "q4", "q8")
 TRAINED = ("tiny_lm",)
 DEFAULT_WORK = Workload()
+SCORE_SEQ = 128   # bytes per perplexity window
 
 
 @dataclass(frozen=True)
@@ -75,49 +81,107 @@ def _priced(times: np.ndarray, params: Mapping[str, int], plan: Mapping[str, str
     return tuple(1.0 / mix[:, 0]), tuple(mix[:, 1])
 
 
-def _variants(plans: Mapping[str, Mapping[str, str]], times: np.ndarray,
-              params: Mapping[str, int], test: np.ndarray) -> tuple[Variant, ...]:
+@dataclass(frozen=True)
+class _Source:
+    """A decoder to compile: its shape, linears, float model and plan -> model builder."""
+
+    name: str
+    cfg: DecoderConfig
+    params: Mapping[str, int]
+    float_model: object
+    build: Callable[[Mapping[str, str]], bytes]
+
+
+def _zoo_source(name: str) -> _Source:
+    from edgesim.zoo.decoder import decoder_config, linear_shapes
+    from edgesim.zoo.trained import TINY_LM_SHAPE, tiny_lm
+
+    params = {n: i * o for n, (i, o) in linear_shapes(TINY_LM_SHAPE).items()}
+    return _Source(name, decoder_config(TINY_LM_SHAPE, name), params, tiny_lm(),
+                   lambda plan: tiny_lm(dict(plan)).SerializeToString())
+
+
+def _file_source(path: str) -> _Source:
+    from edgesim.llm.decoder_file import apply_plan, read_decoder
+
+    df = read_decoder(path)
+    return _Source(df.config.name, df.config, df.params(), df.model,
+                   lambda plan: apply_plan(df.model, plan).SerializeToString())  # type: ignore[attr-defined]
+
+
+def texts(calib_text: bytes | None, vocab: int, calib_bytes: int, test_bytes: int,
+          where: str = "--calib") -> tuple[np.ndarray, np.ndarray]:
+    """(calibration, test) byte tokens: halves of the user's text, else the shipped text.
+
+    Raises:
+        UserError: a vocabulary below 256 bytes, or a text too short for one window of each.
+    """
+    if vocab < 256:
+        raise UserError(where, f"text calibration needs a byte vocabulary (>= 256 ids); the "
+                        f"model has {vocab}")
+    if calib_text is None:
+        from edgesim.zoo.trained import load_lm_text
+
+        text = load_lm_text()
+        return text["calib"][:calib_bytes], text["test"][:test_bytes]
+    data = np.frombuffer(calib_text, np.uint8)
+    half = len(data) // 2
+    if half < SCORE_SEQ:
+        raise UserError(where, f"text of {len(data)} bytes is too short: need >= "
+                        f"{2 * SCORE_SEQ} (half calibrates, half scores)")
+    return data[:half][:calib_bytes], data[half:][:test_bytes]
+
+
+def _variants(src: _Source, plans: Mapping[str, Mapping[str, str]], times: np.ndarray,
+              test: np.ndarray) -> tuple[Variant, ...]:
     from edgesim.llm.generate import score_text  # onnxruntime loads only here
-    from edgesim.zoo.trained import tiny_lm
 
     out = []
     for name, plan in plans.items():
-        ppl = score_text(tiny_lm(dict(plan)).SerializeToString(), test).perplexity
-        rates, ttfts = _priced(times, params, plan)
-        out.append(Variant(name, plan_bytes(plan, params), ppl, rates, ttfts))
+        ppl = score_text(src.build(plan), test, SCORE_SEQ).perplexity
+        rates, ttfts = _priced(times, src.params, plan)
+        out.append(Variant(name, plan_bytes(plan, src.params), ppl, rates, ttfts))
     return tuple(out)
 
 
 def compile_decoder(ref: str, target: CpuTarget, budget_text: str, method: str = "hawq",
                     out_dir: str | Path = "edgesim-out", work: Workload = DEFAULT_WORK,
                     threads: Sequence[int] | None = None, calib_bytes: int = 1024,
-                    test_bytes: int = 4096) -> DecoderReport:
-    """Plan, emit and report a trained zoo decoder under a budget (module docstring).
+                    test_bytes: int = 4096, calib_text: bytes | None = None) -> DecoderReport:
+    """Plan, emit and report a decoder under a budget (module docstring).
+
+    Args:
+        ref: `zoo:tiny_lm` or a float KV-cache decoder `.onnx` file.
+        calib_text: the user's text (bytes); None: the shipped text.
 
     Raises:
-        UserError: not a trained zoo decoder, an unknown method, or an unmeetable budget.
+        UserError: not a decoder this reads, an unknown method, a bad text, or an unmeetable
+            budget.
     """
-    from edgesim.zoo.decoder import decoder_config, linear_shapes
-    from edgesim.zoo.trained import TINY_LM_SHAPE, load_lm_text, tiny_lm
-
-    name = ref.removeprefix("zoo:")
-    if name not in TRAINED:
-        raise UserError(ref, f"decoder compile needs a trained zoo decoder: {list(TRAINED)}")
     if method not in METHODS:
         raise UserError("--method", f"decoders take {' or '.join(METHODS)}, got {method!r}")
-    cfg, text = decoder_config(TINY_LM_SHAPE, name), load_lm_text()
-    params = {n: i * o for n, (i, o) in linear_shapes(TINY_LM_SHAPE).items()}
-    names = list(params)
-    omega = decoder_sensitivity(tiny_lm(), names, CHOICES, text["calib"][:calib_bytes], method)
+    src = _source(ref)
+    calib, test = texts(calib_text, src.cfg.vocab, calib_bytes, test_bytes)
+    names = list(src.params)
+    omega = decoder_sensitivity(src.float_model, names, CHOICES, calib, method)
     budget = parse_budget(budget_text)
-    k = knapsack(budget, cfg, target, list(params.values()), CHOICES, work)
+    k = knapsack(budget, src.cfg, target, list(src.params.values()), CHOICES, work)
     plan = plan_for_budget(omega, k.cost, k.limit, names, CHOICES, str(budget))
     ths = tuple(threads or range(1, target.cores + 1))
     plans = {**{f: dict.fromkeys(names, f) for f in CHOICES}, "plan": plan}
-    times = _per_thread(cfg, target, work, ths)
-    variants = _variants(plans, times, params, text["test"][:test_bytes])
-    report = DecoderReport(name, target.name, str(budget), method, ths, work, plan, variants)
-    return write(report, Path(out_dir), tiny_lm(plan).SerializeToString())
+    times = _per_thread(src.cfg, target, work, ths)
+    variants = _variants(src, plans, times, test)
+    report = DecoderReport(src.name, target.name, str(budget), method, ths, work, plan, variants)
+    return write(report, Path(out_dir), src.build(plan))
+
+
+def _source(ref: str) -> _Source:
+    if ref.startswith("zoo:"):
+        if ref[4:] not in TRAINED:
+            raise UserError(ref, f"decoder compile needs a trained zoo decoder {list(TRAINED)} "
+                            "or a decoder .onnx file")
+        return _zoo_source(ref[4:])
+    return _file_source(ref)
 
 
 def write(report: DecoderReport, out: Path, model: bytes) -> DecoderReport:

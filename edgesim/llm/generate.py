@@ -64,9 +64,26 @@ def step(sess: ort.InferenceSession, ids: np.ndarray,
          past: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """One run: logits [N, S, V] and the next step's past (the presents renamed)."""
     names = [o.name for o in sess.get_outputs()]
-    out = dict(zip(names, sess.run(None, {"input_ids": ids, **past})))
+    feeds = {"input_ids": ids, **past, **position_feeds(sess, ids, past)}
+    out = dict(zip(names, sess.run(None, feeds)))
     nxt = {PAST + n[len("present."):]: v for n, v in out.items() if n.startswith("present.")}
     return out["logits"], nxt
+
+
+def position_feeds(sess: ort.InferenceSession, ids: np.ndarray,
+                   past: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The exporters' other inputs, where the model takes them: `attention_mask` (all ones
+    over past + new tokens: onnxruntime-genai derives GroupQueryAttention's lengths from it)
+    and `position_ids` (past .. past + new - 1)."""
+    names = {i.name for i in sess.get_inputs()}
+    n, s = ids.shape
+    p = next(iter(past.values())).shape[2] if past else 0
+    out = {}
+    if "attention_mask" in names:
+        out["attention_mask"] = np.ones((n, p + s), np.int64)
+    if "position_ids" in names:
+        out["position_ids"] = np.broadcast_to(np.arange(p, p + s, dtype=np.int64), (n, s)).copy()
+    return out
 
 
 def encode(text: str) -> np.ndarray:
@@ -126,7 +143,11 @@ def score_text(model: str | Path | bytes, data: np.ndarray, seq: int = 128) -> T
     sess = session(model)
     n = len(data) // seq
     ids = np.asarray(data[: n * seq], np.int64).reshape(n, seq)
-    logits, _ = step(sess, ids, empty_past(sess, n))
+    batch = next(i.shape[0] for i in sess.get_inputs() if i.name == "input_ids")
+    if batch == 1:   # a model exported at batch 1: one window a run
+        logits = np.concatenate([step(sess, w[None], empty_past(sess))[0] for w in ids])
+    else:
+        logits, _ = step(sess, ids, empty_past(sess, n))
     z = logits[:, :-1].astype(np.float64)
     logz = np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1)) + z.max(-1)
     picked = np.take_along_axis(z, ids[:, 1:, None], -1)[..., 0]

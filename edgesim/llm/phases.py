@@ -3,12 +3,15 @@
 Decode (one token at context C, T threads) is a roofline over the whole token:
 `max(bytes(C) / bw(T), compute(C, T)) + node overheads`, where `bytes` comes from
 `edgesim.llm.traffic`, `bw(T)` is the target's effective read bandwidth at T threads
-(`read_bandwidth_gbps_by_threads`; the sustained DRAM bandwidth when absent) and `compute` is the
-MACs over the kernel's rate: MatMulNBits with accuracy_level 4 runs int8 dot products where the
-target has them (`hwmodels.cpu.nbits_int8_available`), plus unpacking each weight in registers
-(`UNPACK_LANE_OPS` vector ops per int8 lane). Prefill of P tokens is compute-bound: its
-linears are P-row GEMMs costed by the project's CPU kernel model (`hwmodels.cost`), plus full
-P x P attention (onnxruntime computes the masked scores too). Nothing here is fitted per model.
+(`read_bandwidth_gbps_by_threads`; the sustained DRAM bandwidth when absent) and `compute` is
+the linears' M = 1 GEMV kernels plus attention (2 x heads x head_dim x C MACs per layer) at the
+fp32 rate. Prefill of P tokens: the linears are P-row GEMMs, the LM head over every position
+(onnxruntime-genai's models output all logits) or the last only (llama-bench), attention is
+`attention_prefill_s` (GroupQueryAttention: full P x P scores per head, heads in rounds over
+the threads). The GEMMs of MatMulNBits weights on Arm dot-product cores come from the kernels
+onnxruntime runs (`hwmodels.kernels.cpu_nbits`: A quantised on one thread, MLAS's 128-row task
+partition, KleidiAI / MLAS sdot tiles); other GEMMs from the project's CPU kernel model
+(`hwmodels.cost`). Nothing here is fitted per model.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from edgesim.llm.traffic import decode_bytes
 from hwmodels import cost as hw_cost
 from hwmodels.cpu import CpuTarget, nbits_int8_available, peak_macs_per_cycle
 from hwmodels.kernels.cpu_layout import UNPACK_LANE_OPS
+from hwmodels.kernels.cpu_nbits import gemm_seconds, has_kernel
 
 # onnxruntime nodes per decoder block (assumed, as onnxruntime-genai's builder lays a block
 # out): 7 MatMul(NBits) + 2 norms, rotary, attention, SiLU and gate Mul
@@ -93,39 +97,88 @@ def unpack_s_per_weight(target: CpuTarget, fmt: WeightFormat, threads: np.ndarra
     return UNPACK_LANE_OPS / (lanes8 * target.fma_pipes * hz * np.asarray(threads))
 
 
-def overhead_s(cfg: DecoderConfig, target: CpuTarget, threads: np.ndarray) -> np.ndarray:
-    """Per-run node overheads: every node, plus a fork/join per GEMM node when threaded."""
-    gemm = cfg.layers * GEMM_NODES_PER_BLOCK + 1
-    other = cfg.layers * OTHER_NODES_PER_BLOCK + 2
+def node_counts(cfg: DecoderConfig) -> tuple[int, int]:
+    """(GEMM nodes, other nodes) of one run in onnxruntime-genai's layout (assumed above)."""
+    return cfg.layers * GEMM_NODES_PER_BLOCK + 1, cfg.layers * OTHER_NODES_PER_BLOCK + 2
+
+
+def overhead_s(cfg: DecoderConfig, target: CpuTarget, threads: np.ndarray,
+               nodes: tuple[int, int] | None = None) -> np.ndarray:
+    """Per-run node overheads: every node, plus a fork/join per GEMM node when threaded.
+    `nodes`: (GEMM nodes, other nodes) of the actual graph (default `node_counts`)."""
+    gemm, other = nodes or node_counts(cfg)
     fixed = gemm * target.gemm_overhead_us + other * target.op_overhead_us
     forks = np.where(np.asarray(threads) > 1, gemm * target.thread_overhead_us, 0.0)
     return (fixed + target.run_overhead_us + forks) * 1e-6
 
 
-def _linear_params(cfg: DecoderConfig) -> tuple[float, float]:
-    return float(cfg.layers * cfg.block_linear_params()), float(cfg.embedding_params())
 
-
-def _fp32_rate(target: CpuTarget, threads: np.ndarray) -> np.ndarray:
+def fp32_rate(target: CpuTarget, threads: np.ndarray) -> np.ndarray:
+    """fp32 GEMM MACs/s at each thread count (attention's SGEMMs)."""
     return macs_per_s(target, WeightFormat("fp32", 32), threads)
 
 
+def nbits_kernel_path(target: CpuTarget, fmt: WeightFormat) -> bool:
+    """Whether `fmt`'s GEMMs run the kernel-level MatMulNBits CompInt8 model
+    (`hwmodels.kernels.cpu_nbits`): 4- or 8-bit weights on an Arm core with dot products."""
+    return (fmt.quantized and target.arch == "arm64" and nbits_int8_available(target)
+            and has_kernel(fmt.bits, fmt.block))
+
+
+def _shapes(pairs: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    k, n = (np.array(x, np.int64) for x in zip(*pairs))
+    return k, n
+
+
+def linears_s(target: CpuTarget, fmt: WeightFormat, threads: int, m: int,
+              shapes: Sequence[tuple[int, int]], bandwidth: float,
+              runtime: str = "onnxruntime") -> float:
+    """Seconds of `m`-row GEMMs of (in, out) `shapes` with weights in `fmt` at `threads`.
+
+    Quantised weights on Arm dot-product cores: the MatMulNBits CompInt8 kernel model
+    (`hwmodels.kernels.cpu_nbits.gemm_seconds`, `bandwidth` = DRAM bytes/s, inf for compute
+    only); otherwise the project's CPU kernel model (`hwmodels.cost.evaluate`).
+    """
+    k, n = _shapes(shapes)
+    if nbits_kernel_path(target, fmt):
+        sec = gemm_seconds(m, n, k, fmt.bits, fmt.block, target, threads, bandwidth, runtime,
+                           fmt.zero_point)
+        return float(sec.sum())
+    lat = hw_cost.evaluate(_gemm_table(k, n, m), np.array([_hw_bits(fmt)]), target,
+                           threads=threads).latency_s
+    return float(lat[:, 0].sum())
+
+
 def decode_compute_s(cfg: DecoderConfig, target: CpuTarget, fmt: WeightFormat,
-                     head: WeightFormat, threads: np.ndarray, contexts: np.ndarray) -> np.ndarray:
-    """Compute time of one decoded token, [T, C]: linears + head at their kernels' rates,
-    attention (2 x heads x head_dim x C MACs per layer) at the fp32 rate."""
+                     head: WeightFormat, threads: np.ndarray, contexts: np.ndarray,
+                     runtime: str = "onnxruntime") -> np.ndarray:
+    """Compute time of one decoded token, [T, C]: linears + head at their kernels' rates
+    (the M = 1 GEMV kernels on Arm dot-product cores, `linears_s`; elsewhere the kernel's peak
+    x gemm_efficiency plus unpacking), attention (2 x heads x head_dim x C MACs per layer) at
+    the fp32 rate."""
     t = np.asarray(threads)[:, None]
-    blocks, emb = _linear_params(cfg)
-    lin = blocks * (1 / macs_per_s(target, fmt, t) + unpack_s_per_weight(target, fmt, t))
-    lin = lin + emb * (1 / macs_per_s(target, head, t) + unpack_s_per_weight(target, head, t))
+    block = list(cfg.layer_linears().values())
+    lin = (decode_linears_s(target, fmt, block, cfg.layers, t, runtime)
+           + decode_linears_s(target, head, [(cfg.hidden, cfg.vocab)], 1, t, runtime))
     attn = 2.0 * cfg.layers * cfg.heads * cfg.head_dim * np.asarray(contexts, np.float64)
-    return lin + attn[None, :] / _fp32_rate(target, t)
+    return lin + attn[None, :] / fp32_rate(target, t)
 
 
-def linear_table(cfg: DecoderConfig, m: int) -> LayerTable:
-    """The decoder's linears (every block's seven, then the head) as `m`-row GEMMs."""
-    shapes = [s for _ in range(cfg.layers) for s in cfg.layer_linears().values()]
-    k, n = (np.array(x, np.int64) for x in zip(*shapes, (cfg.hidden, cfg.vocab)))
+def decode_linears_s(target: CpuTarget, fmt: WeightFormat, shapes: list[tuple[int, int]],
+                     reps: int, threads: np.ndarray, runtime: str = "onnxruntime",
+                     rows: int = 1) -> np.ndarray:
+    """[T, 1] compute seconds of `reps` x the `rows`-row GEMMs of `shapes` (one decode step
+    of `rows` sequences; every weight is unpacked once)."""
+    if not nbits_kernel_path(target, fmt):
+        params = reps * sum(i * o for i, o in shapes)
+        return params * (rows / macs_per_s(target, fmt, threads)
+                         + unpack_s_per_weight(target, fmt, threads))
+    sec = [reps * linears_s(target, fmt, int(x), rows, shapes, np.inf, runtime)
+           for x in np.asarray(threads).ravel()]
+    return np.array(sec)[:, None]
+
+
+def _gemm_table(k: np.ndarray, n: np.ndarray, m: int) -> LayerTable:
     size = len(k)
     rows, ones = np.full(size, m, np.int64), np.ones(size, np.int64)
     code = np.full(size, KIND_CODE["linear"], np.int32)
@@ -135,34 +188,59 @@ def linear_table(cfg: DecoderConfig, m: int) -> LayerTable:
                       rows * k * 4, rows * n * 4, n * k * 4, np.ones(size), np.ones(size))
 
 
+def linear_table(cfg: DecoderConfig, m: int) -> LayerTable:
+    """The decoder's linears (every block's seven, then the head) as `m`-row GEMMs."""
+    shapes = [s for _ in range(cfg.layers) for s in cfg.layer_linears().values()]
+    k, n = _shapes([*shapes, (cfg.hidden, cfg.vocab)])
+    return _gemm_table(k, n, m)
+
+
 def _hw_bits(fmt: WeightFormat) -> tuple[int, int]:
     # hwmodels' (w_bits, a_bits): weight-only formats keep fp32 activations
     return (fmt.bits, 16 if fmt.bits == 16 else 32)
 
 
-def prefill_s(cfg: DecoderConfig, target: CpuTarget, fmt: WeightFormat, head: WeightFormat,
-              threads: np.ndarray, prompt_len: int) -> np.ndarray:
-    """Time to first token for a prompt of `prompt_len` tokens, [T] (logits of every position).
+def attention_prefill_s(cfg: DecoderConfig, target: CpuTarget, threads: int,
+                        prompt_len: int) -> float:
+    """Attention of a P-token prefill: onnxruntime's CPU GroupQueryAttention runs, per query
+    head in parallel over the threads (ceil(heads / T) rounds), two fp32 SGEMMs over the full
+    P x P scores (the causal mask is applied in the softmax, not skipped): Q K^T and P V."""
+    p = float(prompt_len)
+    per_head = 2.0 * p * p * cfg.head_dim / fp32_rate(target, np.array(1))
+    rounds = -(-cfg.heads // max(1, min(threads, cfg.heads)))
+    return float(cfg.layers * rounds * per_head)
 
-    The linears' GEMMs come from the project's CPU kernel model (`hwmodels.cost.evaluate`, its
-    onnxruntime kernel paths, node and fork/join overheads); attention (P x P masked scores
-    and P x P x head_dim values per head) runs at the fp32 rate, other nodes at the target's
-    per-node overhead.
+
+def prefill_s(cfg: DecoderConfig, target: CpuTarget, fmt: WeightFormat, head: WeightFormat,
+              threads: np.ndarray, prompt_len: int, runtime: str = "onnxruntime",
+              head_rows: int | None = None, nodes: tuple[int, int] | None = None
+              ) -> np.ndarray:
+    """Time to first token for a prompt of `prompt_len` tokens, [T].
+
+    Linears as `prompt_len`-row GEMMs (`linears_s`: MatMulNBits CompInt8 kernels on Arm
+    dot-product cores, else the project's CPU kernel model), the LM head over `head_rows`
+    rows (default every position, as onnxruntime-genai's models output all logits; llama-bench
+    computes the last one only), attention (`attention_prefill_s`) and the other nodes at the
+    target's per-node overhead.
     """
-    table, bits = linear_table(cfg, prompt_len), np.array([_hw_bits(fmt), _hw_bits(head)])
-    p, out = float(prompt_len), []
+    p = int(prompt_len)
+    rows = p if head_rows is None else int(head_rows)
+    out = []
     for t in np.asarray(threads):
-        lat = hw_cost.evaluate(table, bits, target, threads=int(t)).latency_s
-        attn = 2.0 * cfg.layers * cfg.heads * cfg.head_dim * p * p / _fp32_rate(target, t)
-        out.append(lat[:-1, 0].sum() + lat[-1, 1] + attn)
-    other = (cfg.layers * OTHER_NODES_PER_BLOCK + 2) * target.op_overhead_us * 1e-6
+        ti = int(t)
+        bw = float(read_bandwidth(target, np.array([ti]))[0])
+        blocks = linears_s(target, fmt, ti, p, list(cfg.layer_linears().values()), bw, runtime)
+        lm = linears_s(target, head, ti, rows, [(cfg.hidden, cfg.vocab)], bw, runtime)
+        out.append(cfg.layers * blocks + lm + attention_prefill_s(cfg, target, ti, p))
+    other = (nodes or node_counts(cfg))[1] * target.op_overhead_us * 1e-6
     return np.array(out) + other
 
 
 def simulate_llm(cfg: DecoderConfig, target: CpuTarget, formats: Sequence[str] = ("q4",),
                  threads: Sequence[int] | None = None, contexts: Sequence[int] = (512,),
                  prompt_len: int = 128, kv_dtype: str = "fp32", head_format: str | None = None,
-                 share_kv_buffer: bool = True) -> LlmSimulation:
+                 share_kv_buffer: bool = True, nodes: tuple[int, int] | None = None
+                 ) -> LlmSimulation:
     """Predict prefill (TTFT) and decode (tokens/s) of `cfg` on `target`.
 
     Args:
@@ -176,6 +254,8 @@ def simulate_llm(cfg: DecoderConfig, target: CpuTarget, formats: Sequence[str] =
         head_format: LM head / embedding format (default: each weight format).
         share_kv_buffer: past and present KV share one buffer (onnxruntime-genai); False for
             a plain-onnxruntime model that concatenates past and new K/V.
+        nodes: (GEMM nodes, other nodes) of the model's graph when known (a file's or the
+            zoo's decomposed form); default onnxruntime-genai's layout.
 
     Raises:
         UserError: a bad format, thread count, context or prompt length.
@@ -190,8 +270,9 @@ def simulate_llm(cfg: DecoderConfig, target: CpuTarget, formats: Sequence[str] =
                        for f, h in zip(fmts, heads)])
     mem = nbytes[:, None, :] / read_bandwidth(target, t)[None, :, None]
     comp = np.stack([decode_compute_s(cfg, target, f, h, t, c) for f, h in zip(fmts, heads)])
-    over = overhead_s(cfg, target, t)[None, :, None]
-    ttft = np.stack([prefill_s(cfg, target, f, h, t, prompt_len) for f, h in zip(fmts, heads)])
+    over = overhead_s(cfg, target, t, nodes)[None, :, None]
+    ttft = np.stack([prefill_s(cfg, target, f, h, t, prompt_len, nodes=nodes)
+                     for f, h in zip(fmts, heads)])
     return LlmSimulation(cfg.name, target.name, tuple(formats), tuple(int(x) for x in t), c,
                          prompt_len, kv_dtype, nbytes, np.maximum(mem, comp) + over, mem >= comp,
                          ttft)
