@@ -98,6 +98,17 @@ def format_error(w: np.ndarray, fmt: str) -> float:
     return float(np.sum((deq.astype(np.float64) - w) ** 2))
 
 
+def matmul_weight(g: Graph, key: str) -> np.ndarray:
+    """Weight tensor `key` as MatMul's B [in, out], the layout MatMulNBits blocks along K.
+
+    The IR keeps a `linear` layer's weight as [out, in] (`compiler.ops.linear`); packing that
+    as it stands would block along the outputs and price every format wrongly.
+    """
+    w = np.asarray(g.weights[key], np.float64)
+    kinds = {layer.kind for layer in g.layers if key in layer.inputs}
+    return w.T if "linear" in kinds else w
+
+
 def format_sensitivity(g: Graph, scores: Mapping[str, float], names: Sequence[str],
                        choices: Sequence[str]) -> np.ndarray:
     """omega [L, B]: score of each linear (by `names`: the ONNX node `name` or `name/...`)
@@ -105,7 +116,7 @@ def format_sensitivity(g: Graph, scores: Mapping[str, float], names: Sequence[st
     out = np.zeros((len(names), len(choices)))
     for i, name in enumerate(names):
         key = _weight_of(name, scores)
-        w = np.asarray(g.weights[key], np.float64)
+        w = matmul_weight(g, key)
         out[i] = [max(scores[key], 0.0) * format_error(w, c) for c in choices]
     return out
 
