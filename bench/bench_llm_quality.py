@@ -104,7 +104,8 @@ def ir_plans(params: dict, budgets: dict, text: dict, ref: TextScore, refs: dict
             plan = plan_for_bytes(omega, sizes, names, CANDIDATES, limit)
             r = row(plan, params, score(plan, text["test"]), ref)
             bar = min(v for k, v in refs[key].items() if k.endswith("_ppl"))
-            rows[f"{method}_{key}"] = r | {"beats": r["ppl"] < bar, "reference_ppl": bar}
+            rows[f"{method}_{key}"] = r | {"beats": r["ppl"] < bar, "reference_ppl": bar,
+                                            "plan": plan}
             if key == "4bit":   # the same plan with the KV cache in fp16
                 s = score(plan, text["test"], "fp16")
                 rows[f"{method}_{key}_kv_fp16"] = row(plan, params, s, ref)
