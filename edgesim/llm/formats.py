@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from edgesim.errors import UserError
 
 NBITS_CHOICES = (2, 4, 8)  # MatMulNBits `bits` onnxruntime 1.32 implements
-BLOCKS = (32, 64, 128)     # block sizes onnxruntime-genai's builder and llama.cpp-style tools use
+BLOCKS = (32, 64, 128)     # block sizes plans choose among (onnxruntime-genai's CPU int4: 32)
 # The uniform reference format at each bit width: the bench's W2 / W4 / W8 rows
 REFERENCE = {2: "q2z", 4: "q4", 8: "q8"}
 KV_BYTES = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0}
