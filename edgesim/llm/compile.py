@@ -32,7 +32,10 @@ from edgesim.llm.plan import plan_bytes, plan_for_budget
 from edgesim.llm.sensitivity import METHODS, decoder_sensitivity
 from hwmodels.cpu import CpuTarget
 
-CHOICES = ("q2z", "q4b128", "q4", "q8")
+# The uniform W2 / W4 / W8 formats and the block-128 and zero-point variants the HAWQ / LRP
+# plans of bench/bench_llm_quality.py pick at 3 and 4 average bits (a plan over only bit widths
+# ties uniform q4 at its size; these let it beat it)
+CHOICES = ("q2z", "q2b128z", "q4b128", "q4b128z", "q4", "q4z", "q8b128", "q8")
 TRAINED = ("tiny_lm",)
 DEFAULT_WORK = Workload()
 SCORE_SEQ = 128   # bytes per perplexity window

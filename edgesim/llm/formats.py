@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from edgesim.errors import UserError
 
 NBITS_CHOICES = (2, 4, 8)  # MatMulNBits `bits` onnxruntime 1.32 implements
+BLOCKS = (32, 64, 128)     # block sizes plans choose among (onnxruntime-genai's CPU int4: 32)
+# The uniform reference format at each bit width: the bench's W2 / W4 / W8 rows
+REFERENCE = {2: "q2z", 4: "q4", 8: "q8"}
 KV_BYTES = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0}
 _SPEC = re.compile(r"q(\d+)(?:b(\d+))?(z?)")
 
@@ -64,6 +67,17 @@ def parse_format(spec: str) -> WeightFormat:
     if block < 16 or block & (block - 1):
         raise UserError(f"format {spec!r}", "block must be a power of two >= 16")
     return WeightFormat(spec, bits, block, bool(m[3]))
+
+
+def candidate_formats(bits: tuple[int, ...] = NBITS_CHOICES,
+                      blocks: tuple[int, ...] = BLOCKS) -> tuple[str, ...]:
+    """Every MatMulNBits format of `bits` x `blocks` x {symmetric, zero points}, spelled.
+
+    A plan over these sees block size and zero points as choices beside the bit width: at
+    q4's bytes a layer can trade q4 (block 32) for q4b128z plus a q8b128 elsewhere.
+    """
+    return tuple(f"q{b}{'' if k == 32 else f'b{k}'}{z}" for b in bits for k in blocks
+                 for z in ("", "z"))
 
 
 def kv_bytes(dtype: str) -> float:

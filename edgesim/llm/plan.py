@@ -15,7 +15,7 @@ import numpy as np
 
 from compiler.allocate import InfeasibleBudget, solve
 from edgesim.errors import UserError
-from edgesim.llm.formats import parse_format
+from edgesim.llm.formats import REFERENCE, parse_format
 from edgesim.llm.generate import score_text
 
 Builder = Callable[[Mapping[str, str]], bytes]  # format plan -> serialised ONNX model
@@ -104,3 +104,47 @@ def plan_bytes(plan: Mapping[str, str], params: Mapping[str, int]) -> float:
     """Stored bytes of the planned linears (MatMulNBits scales and zero points included)."""
     return float(sum(params[n] * parse_format(plan.get(n, "fp32")).bytes_per_weight()
                      for n in params))
+
+
+def avg_bits_bytes(params: Mapping[str, int], avg_bits: float) -> float:
+    """Stored bytes that "`avg_bits` average bits" buys: the uniform interpolation between the
+    reference formats of the bit widths around it (`formats.REFERENCE`: q2z, q4, q8).
+
+    4 bits is exactly uniform q4's bytes; 3 bits is half the weights in q2z and half in q4 (the
+    bytes of a 3-nominal-bit mix of the uniform formats; MatMulNBits has no 3-bit format).
+
+    Raises:
+        UserError: `avg_bits` outside the reference widths (2 to 8).
+    """
+    widths = sorted(REFERENCE)
+    if not widths[0] <= avg_bits <= widths[-1]:
+        raise UserError(f"{avg_bits:g} bits", f"average bits must be in [{widths[0]}, "
+                        f"{widths[-1]}]")
+    lo = max(b for b in widths if b <= avg_bits)
+    hi = min(b for b in widths if b >= avg_bits)
+    t = 0.0 if hi == lo else (avg_bits - lo) / (hi - lo)
+    return (1 - t) * _uniform_bytes(params, REFERENCE[lo]) + t * _uniform_bytes(
+        params, REFERENCE[hi])
+
+
+def _uniform_bytes(params: Mapping[str, int], fmt: str) -> float:
+    return plan_bytes(dict.fromkeys(params, fmt), params)
+
+
+def fill_plan(params: Mapping[str, int], order: Sequence[str], low: str, high: str,
+              max_bytes: float) -> dict[str, str]:
+    """A sensitivity-free mix of two uniform formats: layers in `order` take `high` while the
+    plan still fits `max_bytes`, every other layer `low` (the reference mixed plans are
+    judged against at a size no single format has).
+
+    Raises:
+        UserError: not even every layer in `low` fits.
+    """
+    plan = dict.fromkeys(params, low)
+    if plan_bytes(plan, params) > max_bytes:
+        raise UserError(f"budget {max_bytes:g} bytes", f"infeasible: uniform {low} exceeds it")
+    for name in order:
+        trial = plan | {name: high}
+        if plan_bytes(trial, params) <= max_bytes:
+            plan = trial
+    return plan

@@ -74,7 +74,7 @@ def test_latency_budget_is_refused_for_decoders(rpi5) -> None:
         knapsack(parse_budget("latency=1s"), CFG, rpi5, PARAMS, CHOICES, WORK)
 
 
-@pytest.mark.slow   # HAWQ-free (LRP) but five onnxruntime scorings of 4 KiB: ~20 s
+@pytest.mark.slow   # HAWQ-free (LRP) but nine onnxruntime scorings of 4 KiB
 def test_compile_on_the_trained_decoder_writes_model_report_and_front(tmp_path) -> None:
     from edgesim.cli import main
     from edgesim.llm.generate import score_text
