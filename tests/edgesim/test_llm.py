@@ -164,7 +164,9 @@ def test_cli_refuses_8b_on_4gib_in_one_line() -> None:
     res = _edgesim("simulate", "zoo:llama-3.1-8b", "--target", "rpi5", "--ram", "4",
                    "--formats", "q4")
     assert res.returncode == 2, res.stderr
-    lines = res.stderr.strip().splitlines()
+    # a cold numba cache adds its one announcement line before the work starts
+    lines = [line for line in res.stderr.strip().splitlines()
+             if "compiling cost kernels" not in line]
     assert len(lines) == 1 and "does not fit" in lines[0] and "overflows by" in lines[0]
 
 
