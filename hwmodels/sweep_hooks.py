@@ -19,8 +19,9 @@ import numpy as np
 
 from compiler.ir import LayerTable
 from hwmodels import configs, cpu, macarray
-from hwmodels.cost import Cost
+from hwmodels.cost import Cost, check_bits, memory_bytes
 from hwmodels.cpu_schema import CpuTarget
+from hwmodels.kernels import macarray_batch, threads
 
 
 def macarray_variant(base: macarray.MacArrayTarget, changes: dict[str, Any],
@@ -39,6 +40,28 @@ def macarray_costs(table: LayerTable, bits: np.ndarray,
                    targets: Sequence[macarray.MacArrayTarget]) -> Cost:
     """[H, L, B] costs of H MAC arrays."""
     return macarray.evaluate_configs(table, bits, configs.from_targets(list(targets)))
+
+
+def macarray_picked(table: LayerTable, bits: np.ndarray,
+                    targets: Sequence[macarray.MacArrayTarget], cols: np.ndarray) -> Cost:
+    """[H, L, 1] costs of H MAC arrays, layer l of design h at bit choice `cols[h, l]` (cols
+    [H, L], or [L] for every design alike): `macarray_costs` at those columns, exactly, without
+    evaluating the others (`hwmodels.kernels.macarray_batch`)."""
+    bits = check_bits(bits)
+    cfg = configs.from_targets(list(targets))
+    rates, energies = configs.precision_rates(cfg, bits)
+    cols = np.ascontiguousarray(np.atleast_2d(cols), dtype=np.int64)
+    out = np.empty((7, len(cfg), len(table)))
+    parallel = out.size >= macarray.PARALLEL_MIN and threads.available() > 1
+    run = macarray_batch.evaluate_picked if parallel else macarray_batch.evaluate_picked_serial
+    run(*macarray.layer_arrays(table), bits[:, 0].astype(np.float64),
+        bits[:, 1].astype(np.float64), cols, cfg.cfg_i, cfg.cfg_f, rates, energies, out)
+    layers = np.arange(len(table))
+    weight, act = (np.ascontiguousarray(np.broadcast_to(b[layers, cols], out.shape[1:]))
+                   for b in memory_bytes(table, bits))
+    # out holds the 7 array fields before weight_bytes, in order (as `hwmodels.prepared.run`)
+    return Cost(*out[:, :, :, None], weight_bytes=weight[:, :, None],  # type: ignore[misc]
+                act_bytes=act[:, :, None])
 
 
 def cpu_costs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget], *,

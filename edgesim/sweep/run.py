@@ -237,7 +237,12 @@ def _model_records(ctx: Context, m: ModelContext, targets: list) -> list[dict[st
     float_rest = kinds.capabilities(ctx.base).float_rest
     choices, rest, w_cols = bit_plan(m.table, m.chosen, w_bits, opt.a_bits, float_rest)
     host = kinds.host_options(ctx.base, ctx.threads, ctx.runtime)
-    cost = hooks(ctx.base).costs(m.table, choices, targets, **host)
+    kind = hooks(ctx.base)
+    if isinstance(opt, FixedBits) and kind.picked is not None:
+        # one column per layer is all fixed bits need: cost only that (the same numbers)
+        picked = kind.picked(m.table, choices, targets, rest, **host)
+        return _figures(picked.total(), [{} for _ in targets])
+    cost = kind.costs(m.table, choices, targets, **host)
     if isinstance(opt, FixedBits):
         cols, extra = rest, [dict[str, Any]() for _ in targets]
     else:

@@ -1,0 +1,58 @@
+"""The MAC-array cost of a sweep batch: designs x layers, each layer at its one chosen bit choice.
+
+`kernels.macarray.evaluate` costs every layer under every bit choice ([7, H, L, B]); a sweep
+then keeps one column per layer and design. This kernel evaluates only that column and writes
+[7, H, L] directly, so nothing is computed, stored or gathered for the columns not kept. The
+per-layer arithmetic is `kernels.macarray`'s own (`gemm_geometry`, `layer_at`): a change to the
+model there flows in here, and the tests check the two kernels agree exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from compiler.ir import CATEGORY_GEMM
+from hwmodels.kernels.macarray import G_SIZE, gemm_geometry, layer_at
+
+
+@njit(cache=True)
+def design_rows(h: int, lay_i: np.ndarray, lay_f: np.ndarray, w_bits: np.ndarray,
+                a_bits: np.ndarray, cols: np.ndarray, cfg_i: np.ndarray, cfg_f: np.ndarray,
+                rates: np.ndarray, energies: np.ndarray, out: np.ndarray) -> None:
+    """Fill out[:, h] for design h at its columns (row h of cols, or row 0 if shared)."""
+    raw, res, geo = np.zeros(5), np.zeros(7), np.zeros(G_SIZE)
+    hi, hf = cfg_i[h], cfg_f[h]
+    # np.int64: prange's index is unsigned, and unsigned vs 0 would type `row` as a float
+    row = np.int64(h) if cols.shape[0] > 1 else np.int64(0)
+    for li in range(lay_i.shape[0]):
+        gemm = lay_i[li, 0] == CATEGORY_GEMM
+        # the rates/energies row, as `kernels.macarray.config_rows` picks it
+        pick = (1 if lay_i[li, 6] == 0 else 0) if gemm else 2
+        if gemm:
+            gemm_geometry(lay_i, lay_f, li, hi, hf, geo)
+        b = cols[row, li]
+        layer_at(lay_i, lay_f, li, geo, pick, w_bits[b], a_bits[b], rates[pick, h, b],
+                 energies[pick, h, b], hi, hf, raw, res)
+        for q in range(7):
+            out[q, h, li] = res[q]
+
+
+@njit(cache=True)
+def evaluate_picked_serial(lay_i: np.ndarray, lay_f: np.ndarray, w_bits: np.ndarray,
+                           a_bits: np.ndarray, cols: np.ndarray, cfg_i: np.ndarray,
+                           cfg_f: np.ndarray, rates: np.ndarray, energies: np.ndarray,
+                           out: np.ndarray) -> None:
+    """Fill out[7, H, L]: layer l of design h at bit choice cols[h, l] (cols [H, L], or [1, L]
+    for every design alike); other arguments as `kernels.macarray.evaluate`. One thread."""
+    for h in range(out.shape[1]):
+        design_rows(h, lay_i, lay_f, w_bits, a_bits, cols, cfg_i, cfg_f, rates, energies, out)
+
+
+@njit(cache=True, parallel=True)
+def evaluate_picked(lay_i: np.ndarray, lay_f: np.ndarray, w_bits: np.ndarray,
+                    a_bits: np.ndarray, cols: np.ndarray, cfg_i: np.ndarray, cfg_f: np.ndarray,
+                    rates: np.ndarray, energies: np.ndarray, out: np.ndarray) -> None:
+    """`evaluate_picked_serial` with designs in parallel (for calls large enough to pay)."""
+    for h in prange(out.shape[1]):
+        design_rows(h, lay_i, lay_f, w_bits, a_bits, cols, cfg_i, cfg_f, rates, energies, out)
