@@ -1,0 +1,71 @@
+"""Sweep speed paths give the same records, and serial vs parallel is decided by size: the
+batched fixed-bits path (`picked` hook) against the full cost path, and the pool decision
+against its closed form (work saved by the workers vs one worker's start)."""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from edgesim.sweep import parallel_pays, predicted_work_s, runs_inline
+from edgesim.sweep import run as run_mod
+from edgesim.sweep.points import enumerate_points
+from edgesim.sweep.run import Context, evaluate_batch, model_context, proxy_sensitivity
+from edgesim.sweep.space import load_space
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXED = """
+base: systolic-16x16
+parameters:
+  rows: [8, 32]
+  cols: [8, 16]
+  dataflow: [os, ws, is]
+  ofmap_sram_kib: [4, 256]
+  precisions:
+    - [{bits: 4, macs_per_pe_cycle: 2}]
+    - [{bits: 8, macs_per_pe_cycle: 1}, {bits: 4, macs_per_pe_cycle: 2}]
+models: [zoo:digits_cnn]
+optimise: {bits: {w_bits: 4, a_bits: 8}}
+"""
+
+
+@pytest.fixture(scope="module")
+def fixed_space(tmp_path_factory: pytest.TempPathFactory):
+    path = tmp_path_factory.mktemp("speed") / "fixed.yaml"
+    path.write_text(textwrap.dedent(FIXED))
+    return load_space(path)
+
+
+def test_fixed_bits_records_equal_with_and_without_the_batched_path(fixed_space, monkeypatch):
+    space = fixed_space
+    ctx = Context(space.base, tuple(model_context(space, i, proxy_sensitivity)
+                                    for i in range(len(space.models))),
+                  space.optimise, space.runtime, space.threads)
+    points = enumerate_points(space)
+    fast = evaluate_batch(ctx, points)
+    real = run_mod.hooks
+    monkeypatch.setattr(run_mod, "hooks",
+                        lambda base: dataclasses.replace(real(base), picked=None))
+    full = evaluate_batch(ctx, points)
+    assert len(fast) == 48
+    # 4-bit-only designs cannot run 8-bit activations: both paths must agree on those too
+    assert any("error" in r for r in fast) and any("error" not in r for r in fast)
+    assert fast == full
+
+
+def test_pool_pays_when_saved_work_exceeds_a_worker_start() -> None:
+    assert not parallel_pays(3.0, 1)  # one worker saves nothing
+    assert not parallel_pays(3.0, 2)  # saves 1.5 s < 1.6 s start
+    assert parallel_pays(3.4, 2)  # saves 1.7 s
+    assert parallel_pays(2.2, 4)  # saves 1.65 s
+
+
+def test_shipped_macarray_space_is_too_small_to_pay_for_workers() -> None:
+    shipped = load_space(ROOT / "targets" / "spaces" / "macarray.yaml")
+    work = predicted_work_s(shipped)
+    assert work == pytest.approx(2000 * 2 * 1e-4)
+    assert all(not parallel_pays(work, w) for w in (2, 4, 64))
+    assert runs_inline(shipped, None) and not runs_inline(shipped, 2)
