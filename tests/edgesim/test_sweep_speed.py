@@ -15,6 +15,9 @@ from edgesim.sweep import run as run_mod
 from edgesim.sweep.points import enumerate_points
 from edgesim.sweep.run import Context, evaluate_batch, model_context, proxy_sensitivity
 from edgesim.sweep.space import load_space
+from hwmodels.macarray import Precision
+from hwmodels.sweep_hooks import macarray_variant
+from hwmodels.target import load_target
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXED = """
@@ -69,3 +72,20 @@ def test_shipped_macarray_space_is_too_small_to_pay_for_workers() -> None:
     assert work == pytest.approx(2000 * 2 * 1e-4)
     assert all(not parallel_pays(work, w) for w in (2, 4, 64))
     assert runs_inline(shipped, None) and not runs_inline(shipped, 2)
+
+
+def test_macarray_variant_is_what_dataclasses_replace_builds() -> None:
+    base = load_target("sparse-mac-32x32")
+    assert base.kernel_configs.cfg_i[0, 1] == 32  # cached on the base: must not carry over
+    changes = {"rows": 64, "dataflow": "is", "ofmap_sram_kib": 12.5,
+               "precisions": (Precision(8, 1.0), Precision(4, 2.0))}
+    got = macarray_variant(base, changes, "p1")
+    assert got == dataclasses.replace(base, name=f"{base.name}[p1]", **changes)
+    assert got.kernel_configs.cfg_i[0, 1] == 64 and got.kernel_configs.cfg_i[0, 0] == 2
+    assert base.rows == 32  # the base is untouched
+    with pytest.raises(ValueError, match="sparsity_n"):
+        macarray_variant(base, {"sparsity_n": 4, "sparsity_m": 4}, "bad")
+    with pytest.raises(ValueError, match="duplicate"):
+        macarray_variant(base, {"precisions": (Precision(8, 1.0), Precision(8, 2.0))}, "dup")
+    with pytest.raises(TypeError, match="not fields"):
+        macarray_variant(base, {"rowz": 8}, "typo")
