@@ -12,7 +12,6 @@ Area proxies (relative silicon cost, for ranking designs; not square millimetres
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,10 +23,7 @@ from hwmodels.cost import Cost, check_bits, memory_bytes
 from hwmodels.cpu_schema import CpuTarget
 from hwmodels.kernels import macarray_batch, threads
 
-
-@functools.cache
-def _init_fields(cls: type) -> frozenset[str]:
-    return frozenset(f.name for f in dataclasses.fields(cls) if f.init)
+_MACARRAY_FIELDS = frozenset(f.name for f in dataclasses.fields(macarray.MacArrayTarget) if f.init)
 
 
 def macarray_variant(base: macarray.MacArrayTarget, changes: dict[str, Any],
@@ -40,7 +36,7 @@ def macarray_variant(base: macarray.MacArrayTarget, changes: dict[str, Any],
         TypeError: a name in `changes` that is not a field (as `dataclasses.replace`).
         ValueError: a combination the target's cross-field rules refuse.
     """
-    fields = _init_fields(type(base))
+    fields = _MACARRAY_FIELDS
     if not changes.keys() <= fields:
         raise TypeError(f"not fields of {type(base).__name__}: {sorted(changes.keys() - fields)}")
     state = {name: base.__dict__[name] for name in fields}  # not the cached properties
