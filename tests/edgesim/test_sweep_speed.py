@@ -15,6 +15,7 @@ from edgesim.sweep import run as run_mod
 from edgesim.sweep.points import enumerate_points
 from edgesim.sweep.run import Context, evaluate_batch, model_context, proxy_sensitivity
 from edgesim.sweep.space import load_space
+from edgesim.sweep.store import RESULTS_NAME, ResultStore, encode, read_results
 from hwmodels.macarray import Precision
 from hwmodels.sweep_hooks import macarray_variant
 from hwmodels.target import load_target
@@ -89,3 +90,14 @@ def test_macarray_variant_is_what_dataclasses_replace_builds() -> None:
         macarray_variant(base, {"precisions": (Precision(8, 1.0), Precision(8, 2.0))}, "dup")
     with pytest.raises(TypeError, match="not fields"):
         macarray_variant(base, {"rowz": 8}, "typo")
+
+
+def test_encoded_records_store_as_the_records_and_skip_stored_ids(tmp_path: Path) -> None:
+    records = [{"id": "a", "index": 0, "params": {"rows": 8}, "x": 0.1},
+               {"id": "b", "index": 1, "params": {"rows": 16}, "error": "invalid design: no"}]
+    batch = encode(records)
+    assert (len(batch), batch.errors, batch.ids) == (2, 1, ("a", "b"))
+    with ResultStore.open(tmp_path, {"space": "t"}) as store:
+        store.append(records[:1])
+        store.append_encoded(batch)  # "a" is stored already: written once
+    assert read_results(tmp_path / RESULTS_NAME)[1] == records
