@@ -66,9 +66,9 @@ def sweep(space: str | Path, output: str | Path, *, workers: int | None = None,
 # costs. Both figures are measured by bench/bench_sweep.py (one core, CPU seconds, 2026-12):
 # a (point, model) evaluation of the shipped macarray space (resnet50 / mobilenet_v2, per-design
 # allocation) takes ~0.1 ms (0.35 CPU-s for 2000 points x 2 models); a spawned worker's start
-# (interpreter, imports, numba's cached kernels) ~1.6 CPU-s.
+# (interpreter, imports, numba's cached kernels) 1.8-2.0 CPU-s.
 SECONDS_PER_EVALUATION = 1e-4
-WORKER_START_S = 1.6
+WORKER_START_S = 1.9
 
 
 def predicted_work_s(space: Space) -> float:
@@ -98,6 +98,6 @@ def _local(space: Space, workers: int | None) -> InlineExecutor | LocalExecutor:
     return InlineExecutor() if runs_inline(space, workers) else LocalExecutor(workers)
 
 
-__all__ = ["DaskExecutor", "InlineExecutor", "LocalExecutor", "Point", "Space", "SweepSummary",
-           "enumerate_points", "load_space", "parallel_pays", "predicted_work_s", "run_sweep",
-           "runs_inline", "sweep"]
+__all__ = ["WORKER_START_S", "DaskExecutor", "InlineExecutor", "LocalExecutor", "Point", "Space",
+           "SweepSummary", "enumerate_points", "load_space", "parallel_pays", "predicted_work_s",
+           "run_sweep", "runs_inline", "sweep"]

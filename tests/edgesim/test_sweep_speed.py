@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgesim.sweep import parallel_pays, predicted_work_s, runs_inline
+from edgesim.sweep import WORKER_START_S, parallel_pays, predicted_work_s, runs_inline
 from edgesim.sweep import run as run_mod
 from edgesim.sweep.points import enumerate_points
 from edgesim.sweep.run import Context, evaluate_batch, model_context, proxy_sensitivity
@@ -61,10 +61,12 @@ def test_fixed_bits_records_equal_with_and_without_the_batched_path(fixed_space,
 
 
 def test_pool_pays_when_saved_work_exceeds_a_worker_start() -> None:
-    assert not parallel_pays(3.0, 1)  # one worker saves nothing
-    assert not parallel_pays(3.0, 2)  # saves 1.5 s < 1.6 s start
-    assert parallel_pays(3.4, 2)  # saves 1.7 s
-    assert parallel_pays(2.2, 4)  # saves 1.65 s
+    start = WORKER_START_S
+    assert not parallel_pays(100 * start, 1)  # one worker saves nothing
+    assert not parallel_pays(2 * start - 0.1, 2)  # 2 workers save half the work
+    assert parallel_pays(2 * start + 0.1, 2)
+    assert not parallel_pays(4 / 3 * start - 0.1, 4)  # 4 workers save three quarters
+    assert parallel_pays(4 / 3 * start + 0.1, 4)
 
 
 def test_shipped_macarray_space_is_too_small_to_pay_for_workers() -> None:
