@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -82,15 +84,24 @@ def parallel_pays(work_s: float, workers: int) -> bool:
     return workers > 1 and work_s * (1.0 - 1.0 / workers) > WORKER_START_S
 
 
+def idle_cores() -> int:
+    """Cores not busy with other work: the cores less the 1-minute load average, which counts
+    this process too (a shared machine gives workers no core to run on: bench_sweep measured
+    2 workers slower than this process alone at a load of 10-18 on 2 cores)."""
+    busy_elsewhere = max(0.0, os.getloadavg()[0] - 1.0)
+    return max(1, min(cpu_count(), math.floor(cpu_count() - busy_elsewhere + 0.5)))
+
+
 def runs_inline(space: Space, workers: int | None) -> bool:
     """A sweep runs in this process unless pool workers are asked for or would pay."""
-    return workers is None and not parallel_pays(predicted_work_s(space), cpu_count())
+    return workers is None and not parallel_pays(predicted_work_s(space), idle_cores())
 
 
 def inline_note(space: Space) -> str:
     """Why a sweep runs in this process (printed when it does without being asked)."""
     return (f"sweep: running in this process: ~{predicted_work_s(space):.1f} CPU-s of predicted "
-            f"work, less than {cpu_count()} pool workers would save after their start "
+            f"work, less than {idle_cores()} pool worker(s) on the idle cores would save after "
+            f"their start "
             f"(~{WORKER_START_S} CPU-s each); --workers N forces a pool")
 
 

@@ -103,3 +103,26 @@ def test_encoded_records_store_as_the_records_and_skip_stored_ids(tmp_path: Path
         store.append(records[:1])
         store.append_encoded(batch)  # "a" is stored already: written once
     assert read_results(tmp_path / RESULTS_NAME)[1] == records
+
+
+@pytest.mark.parametrize(("cores", "load", "idle"),
+                         [(2, 0.5, 2), (2, 1.0, 2), (2, 2.0, 1), (2, 13.0, 1), (8, 3.0, 6)])
+def test_idle_cores_are_the_cores_less_the_load_of_other_processes(monkeypatch, cores, load,
+                                                                    idle) -> None:
+    import edgesim.sweep as sweep_mod
+
+    monkeypatch.setattr(sweep_mod, "cpu_count", lambda: cores)
+    monkeypatch.setattr(sweep_mod.os, "getloadavg", lambda: (load, load, load))
+    assert sweep_mod.idle_cores() == idle
+
+
+def test_a_large_sweep_takes_a_pool_only_on_idle_cores(monkeypatch) -> None:
+    import edgesim.sweep as sweep_mod
+
+    shipped = load_space(ROOT / "targets" / "spaces" / "macarray.yaml")
+    monkeypatch.setattr(sweep_mod, "predicted_work_s", lambda space: 100.0)
+    monkeypatch.setattr(sweep_mod, "cpu_count", lambda: 2)
+    monkeypatch.setattr(sweep_mod.os, "getloadavg", lambda: (1.0, 1.0, 1.0))  # only us
+    assert not sweep_mod.runs_inline(shipped, None)
+    monkeypatch.setattr(sweep_mod.os, "getloadavg", lambda: (13.0, 13.0, 13.0))  # shared
+    assert sweep_mod.runs_inline(shipped, None)
