@@ -419,7 +419,8 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("-o", "--output", required=True,
                     help="results folder (re-running the same command resumes it)")
     where = sw.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, help="local process-pool workers (default: all)")
+    where.add_argument("--workers", type=int, help="local process-pool workers (default: all "
+                       "cores if they pay for their start, else this process)")
     where.add_argument("--scheduler", metavar="tcp://HOST:8786", help="a Dask scheduler "
                        "(default: $DASK_SCHEDULER_ADDRESS or Dask's config, if set)")
     where.add_argument("--dask-local", type=int, metavar="N",

@@ -34,12 +34,15 @@ class SweepHooks:
         area: `(target) -> dict[str, float]` with at least `area_proxy` (relative silicon
             cost, for ranking designs).
         aliases: extra parameter names a space may vary, with their type (e.g. `dram_gbps`).
+        picked: optional `(table, bits, targets, cols) -> Cost` of [H, L, 1] arrays: `costs`
+            with layer l of target h at bit choice cols[h, l] only (cols [L]: all alike).
     """
 
     variant: str
     costs: str
     area: str
     aliases: tuple[tuple[str, type], ...] = ()
+    picked: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,8 @@ KINDS: tuple[KindEntry, ...] = (
     KindEntry("macarray", "hwmodels.macarray", "MacArrayTarget", Capabilities(
         sweep=SweepHooks("hwmodels.sweep_hooks:macarray_variant",
                          "hwmodels.sweep_hooks:macarray_costs",
-                         "hwmodels.sweep_hooks:macarray_area"))),
+                         "hwmodels.sweep_hooks:macarray_area",
+                         picked="hwmodels.sweep_hooks:macarray_picked"))),
     KindEntry("roofline", "hwmodels.roofline", "RooflineTarget", Capabilities(
         sweep=SweepHooks("hwmodels.roofline:variant", "hwmodels.roofline:evaluate_configs",
                          "hwmodels.roofline:area"))),
@@ -199,6 +203,7 @@ class Sweep:
     costs: Callable[..., Any]
     area: Callable[[Any], dict[str, float]]
     aliases: Mapping[str, type]
+    picked: Callable[..., Any] | None = None
 
 
 def sweep(target: object) -> Sweep | None:
@@ -207,8 +212,9 @@ def sweep(target: object) -> Sweep | None:
     hooks = entry.capabilities.sweep
     if hooks is None:
         return None
+    picked = None if hooks.picked is None else _ref(entry, hooks.picked)
     return Sweep(_ref(entry, hooks.variant), _ref(entry, hooks.costs), _ref(entry, hooks.area),
-                 dict(hooks.aliases))
+                 dict(hooks.aliases), picked)
 
 
 def sweepable_kinds() -> list[str]:

@@ -19,15 +19,32 @@ import numpy as np
 
 from compiler.ir import LayerTable
 from hwmodels import configs, cpu, macarray
-from hwmodels.cost import Cost
+from hwmodels.cost import Cost, check_bits, memory_bytes
 from hwmodels.cpu_schema import CpuTarget
+from hwmodels.kernels import macarray_batch, threads
+
+_MACARRAY_FIELDS = frozenset(f.name for f in dataclasses.fields(macarray.MacArrayTarget) if f.init)
 
 
 def macarray_variant(base: macarray.MacArrayTarget, changes: dict[str, Any],
                      label: str) -> macarray.MacArrayTarget:
-    """`base` with `changes`, named `base.name[label]`."""
-    # `configs.grid` without its name formatting (a third of the batch time for 10^4 points)
-    return dataclasses.replace(base, name=f"{base.name}[{label}]", **changes)
+    """`base` with `changes`, named `base.name[label]`: what `dataclasses.replace` builds, with
+    the same checks (`__post_init__`), in a third of its time (replace's field-by-field copy and
+    frozen `__init__` took a third of a 10,000-design batch, bench/bench_sweep.py).
+
+    Raises:
+        TypeError: a name in `changes` that is not a field (as `dataclasses.replace`).
+        ValueError: a combination the target's cross-field rules refuse.
+    """
+    fields = _MACARRAY_FIELDS
+    if not changes.keys() <= fields:
+        raise TypeError(f"not fields of {type(base).__name__}: {sorted(changes.keys() - fields)}")
+    state = {name: base.__dict__[name] for name in fields}  # not the cached properties
+    state.update(changes, name=f"{base.name}[{label}]")
+    target = object.__new__(type(base))
+    target.__dict__.update(state)  # a frozen dataclass's __init__ stores into __dict__ too
+    target.__post_init__()
+    return target
 
 
 def cpu_variant(base: CpuTarget, changes: dict[str, Any], label: str) -> CpuTarget:
@@ -39,6 +56,28 @@ def macarray_costs(table: LayerTable, bits: np.ndarray,
                    targets: Sequence[macarray.MacArrayTarget]) -> Cost:
     """[H, L, B] costs of H MAC arrays."""
     return macarray.evaluate_configs(table, bits, configs.from_targets(list(targets)))
+
+
+def macarray_picked(table: LayerTable, bits: np.ndarray,
+                    targets: Sequence[macarray.MacArrayTarget], cols: np.ndarray) -> Cost:
+    """[H, L, 1] costs of H MAC arrays, layer l of design h at bit choice `cols[h, l]` (cols
+    [H, L], or [L] for every design alike): `macarray_costs` at those columns, exactly, without
+    evaluating the others (`hwmodels.kernels.macarray_batch`)."""
+    bits = check_bits(bits)
+    cfg = configs.from_targets(list(targets))
+    rates, energies = configs.precision_rates(cfg, bits)
+    cols = np.ascontiguousarray(np.atleast_2d(cols), dtype=np.int64)
+    out = np.empty((7, len(cfg), len(table)))
+    parallel = out.size >= macarray.PARALLEL_MIN and threads.available() > 1
+    run = macarray_batch.evaluate_picked if parallel else macarray_batch.evaluate_picked_serial
+    run(*macarray.layer_arrays(table), bits[:, 0].astype(np.float64),
+        bits[:, 1].astype(np.float64), cols, cfg.cfg_i, cfg.cfg_f, rates, energies, out)
+    layers = np.arange(len(table))
+    weight, act = (np.ascontiguousarray(np.broadcast_to(b[layers, cols], out.shape[1:]))
+                   for b in memory_bytes(table, bits))
+    # out holds the 7 array fields before weight_bytes, in order (as `hwmodels.prepared.run`)
+    return Cost(*out[:, :, :, None], weight_bytes=weight[:, :, None],  # type: ignore[misc]
+                act_bytes=act[:, :, None])
 
 
 def cpu_costs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget], *,

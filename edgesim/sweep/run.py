@@ -38,7 +38,7 @@ from edgesim.allocation import knapsack_budget, metric_cost, rest_bits, user_uni
 from edgesim.sweep.kinds import hooks
 from edgesim.sweep.points import Point, enumerate_points, fingerprint
 from edgesim.sweep.space import Allocate, FixedBits, Space
-from edgesim.sweep.store import ResultStore
+from edgesim.sweep.store import EncodedRecords, ResultStore, encode
 from hwmodels import kinds
 
 FLOAT = 32
@@ -237,7 +237,12 @@ def _model_records(ctx: Context, m: ModelContext, targets: list) -> list[dict[st
     float_rest = kinds.capabilities(ctx.base).float_rest
     choices, rest, w_cols = bit_plan(m.table, m.chosen, w_bits, opt.a_bits, float_rest)
     host = kinds.host_options(ctx.base, ctx.threads, ctx.runtime)
-    cost = hooks(ctx.base).costs(m.table, choices, targets, **host)
+    kind = hooks(ctx.base)
+    if isinstance(opt, FixedBits) and kind.picked is not None:
+        # one column per layer is all fixed bits need: cost only that (the same numbers)
+        picked = kind.picked(m.table, choices, targets, rest, **host)
+        return _figures(picked.total(), [{} for _ in targets])
+    cost = kind.costs(m.table, choices, targets, **host)
     if isinstance(opt, FixedBits):
         cols, extra = rest, [dict[str, Any]() for _ in targets]
     else:
@@ -292,6 +297,12 @@ def evaluate_batch(ctx: Context, points: Sequence[Point]) -> list[dict[str, Any]
     return records
 
 
+def encoded_batch(ctx: Context, points: Sequence[Point]) -> EncodedRecords:
+    """`evaluate_batch`, returned as the JSON lines the store writes (what a pool worker sends
+    back: compact to pickle, and the encoding work done in the worker, not the parent)."""
+    return encode(evaluate_batch(ctx, points))
+
+
 def header(space: Space) -> dict[str, Any]:
     """The store's header: the space as parsed, its fingerprint, and software versions."""
     from importlib import metadata
@@ -337,7 +348,7 @@ def print_progress(done: int, total: int, elapsed_s: float) -> None:
 def run_sweep(space: Space, out_dir: str | Path, *, executor: Any = None,
               batch_size: int | None = None, progress: Callable[..., None] | None = None,
               sensitivity: Callable[..., Any] = proxy_sensitivity,
-              task: Callable[..., list[dict[str, Any]]] = evaluate_batch) -> SweepSummary:
+              task: Callable[..., Any] = encoded_batch) -> SweepSummary:
     """Evaluate every point of `space` not yet stored in `out_dir`, appending as batches finish.
 
     Args:
@@ -348,7 +359,8 @@ def run_sweep(space: Space, out_dir: str | Path, *, executor: Any = None,
         batch_size: points per task (default: `default_batch_size`).
         progress: `(done, total, elapsed_s)` callback after each stored batch.
         sensitivity: `(graph, w_bits) -> Sensitivity`, for `Allocate` spaces.
-        task: the batch function `(context, points) -> records` (instrumentation hook).
+        task: the batch function `(context, points) -> records` or `EncodedRecords`
+            (instrumentation hook).
 
     Returns:
         A `SweepSummary`.
@@ -385,9 +397,11 @@ def _drive(executor: Any, ctx: Context, todo: list[Point], batch_size: int | Non
     done = errors = 0
     start = time.perf_counter()
     for records in executor.map_unordered(task, ctx, batches):
-        store.append(records)
+        if not isinstance(records, EncodedRecords):  # a plain batch function's dicts
+            records = encode(records)
+        store.append_encoded(records)
         done += len(records)
-        errors += sum("error" in r for r in records)
+        errors += records.errors
         if progress is not None:
             progress(done, len(todo), time.perf_counter() - start)
     return errors

@@ -1,0 +1,89 @@
+"""The MAC-array cost of a sweep batch: designs x layers, each layer at its one chosen bit choice.
+
+`kernels.macarray.evaluate` costs every layer under every bit choice ([7, H, L, B]); a sweep
+then keeps one column per layer and design. This kernel evaluates only that column and writes
+[7, H, L] directly, so nothing is computed, stored or gathered for the columns not kept. The
+per-layer arithmetic is `kernels.macarray`'s own (`gemm_geometry`, `layer_at`): a change to the
+model there flows in here, and the tests check the two kernels agree exactly.
+
+Those functions are compiled again here from the same Python source, to be inlined (numba IR
+inlining) into this kernel with everything they call in `kernels.macarray`: a numba call that
+is not inlined passes each array argument with a reference count, and inlined the kernel ran
+2.3x faster per evaluation (bench/bench_sweep.py), with bit-identical results. As with any
+numba cache, this module's cached kernel does not notice edits to `kernels.macarray` alone
+(numba checks only the caller's file); the tests, run on a fresh checkout, do.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import numpy as np
+from numba import njit, prange
+from numba.core.dispatcher import Dispatcher
+
+from compiler.ir import CATEGORY_GEMM
+from hwmodels.kernels import macarray as kernel
+
+G_SIZE = kernel.G_SIZE
+
+
+def inlined_namespace(module: types.ModuleType) -> dict[str, Any]:
+    """`module`'s globals, with each numba function defined there compiled again from the
+    same code as an always-inlined function that resolves its callees in this namespace (so
+    they are inlined too). numba compiles lazily: only what a kernel here calls is compiled."""
+    namespace = dict(vars(module))
+    for name, obj in vars(module).items():
+        if isinstance(obj, Dispatcher) and obj.py_func.__module__ == module.__name__:
+            py = obj.py_func
+            clone = types.FunctionType(py.__code__, namespace, py.__name__, py.__defaults__,
+                                       py.__closure__)
+            namespace[name] = njit(inline="always")(clone)
+    return namespace
+
+
+_INLINED = inlined_namespace(kernel)
+gemm_geometry, layer_at = _INLINED["gemm_geometry"], _INLINED["layer_at"]
+
+
+@njit(cache=True)
+def design_rows(h: int, lay_i: np.ndarray, lay_f: np.ndarray, w_bits: np.ndarray,
+                a_bits: np.ndarray, cols: np.ndarray, cfg_i: np.ndarray, cfg_f: np.ndarray,
+                rates: np.ndarray, energies: np.ndarray, out: np.ndarray) -> None:
+    """Fill out[:, h] for design h at its columns (row h of cols, or row 0 if shared)."""
+    raw, res, geo = np.zeros(5), np.zeros(7), np.zeros(G_SIZE)
+    hi, hf = cfg_i[h], cfg_f[h]
+    # np.int64: prange's index is unsigned, and unsigned vs 0 would type `row` as a float
+    row = np.int64(h) if cols.shape[0] > 1 else np.int64(0)
+    for li in range(lay_i.shape[0]):
+        gemm = lay_i[li, 0] == CATEGORY_GEMM
+        # the rates/energies row, as `kernels.macarray.config_rows` picks it
+        pick = (1 if lay_i[li, 6] == 0 else 0) if gemm else 2
+        if gemm:
+            gemm_geometry(lay_i, lay_f, li, hi, hf, geo)
+        b = cols[row, li]
+        layer_at(lay_i, lay_f, li, geo, pick, w_bits[b], a_bits[b], rates[pick, h, b],
+                 energies[pick, h, b], hi, hf, raw, res)
+        for q in range(7):
+            out[q, h, li] = res[q]
+
+
+@njit(cache=True)
+def evaluate_picked_serial(lay_i: np.ndarray, lay_f: np.ndarray, w_bits: np.ndarray,
+                           a_bits: np.ndarray, cols: np.ndarray, cfg_i: np.ndarray,
+                           cfg_f: np.ndarray, rates: np.ndarray, energies: np.ndarray,
+                           out: np.ndarray) -> None:
+    """Fill out[7, H, L]: layer l of design h at bit choice cols[h, l] (cols [H, L], or [1, L]
+    for every design alike); other arguments as `kernels.macarray.evaluate`. One thread."""
+    for h in range(out.shape[1]):
+        design_rows(h, lay_i, lay_f, w_bits, a_bits, cols, cfg_i, cfg_f, rates, energies, out)
+
+
+@njit(cache=True, parallel=True)
+def evaluate_picked(lay_i: np.ndarray, lay_f: np.ndarray, w_bits: np.ndarray,
+                    a_bits: np.ndarray, cols: np.ndarray, cfg_i: np.ndarray, cfg_f: np.ndarray,
+                    rates: np.ndarray, energies: np.ndarray, out: np.ndarray) -> None:
+    """`evaluate_picked_serial` with designs in parallel (for calls large enough to pay)."""
+    for h in prange(out.shape[1]):
+        design_rows(h, lay_i, lay_f, w_bits, a_bits, cols, cfg_i, cfg_f, rates, energies, out)
