@@ -215,7 +215,7 @@ def on_chip_bytes(hi: np.ndarray, hf: np.ndarray) -> float:
     design writes every layer's output to DRAM (see the module docstring)."""
     if hi.size < 9 or hi[8] == 0:
         return -1.0
-    return min(hf[3], hf[5]) * (0.5 if hi[6] else 1.0)
+    return float(min(hf[3], hf[5]) * (0.5 if hi[6] else 1.0))
 
 
 @njit(cache=True)
