@@ -226,13 +226,20 @@ def off_chip(nbytes: float, cap: float) -> float:
 
 @njit(cache=True)
 def gemm_memory(df: int, geo: np.ndarray, a_bytes: float, w_bytes: float, o_bytes: float,
-                a_mk: float, hi: np.ndarray, hf: np.ndarray) -> tuple[float, float]:
-    """DRAM bytes and on-chip pJ of one GEMM layer; a_mk = bytes of the streamed ifmap."""
+                a_mk: float, hi: np.ndarray, hf: np.ndarray, a_fit: float = -1.0,
+                w_fit: float = -1.0) -> tuple[float, float]:
+    """DRAM bytes and on-chip pJ of one GEMM layer; a_mk = bytes of the streamed ifmap.
+
+    a_fit, w_fit: the activation operands' dense bytes, for the on-chip test (default: their
+    stored bytes). Their producer writes them before any density is known, so both sides test
+    the dense size -- conservative where the design stores them compressed."""
     usable = 0.5 if hi[6] else 1.0  # double buffering halves usable capacity
     a_get, w_get = operand_fetches(df, a_bytes, w_bytes, geo, hf[3] * usable, hf[4] * usable)
     cap = on_chip_bytes(hi, hf)
-    dram_a = off_chip(a_bytes, cap) * a_get
-    dram_w = (off_chip(w_bytes, cap) if geo[G_W_ACT] > 0 else w_bytes) * w_get
+    a_on = (a_fit if a_fit >= 0 else a_bytes) <= cap
+    w_on = geo[G_W_ACT] > 0 and (w_fit if w_fit >= 0 else w_bytes) <= cap
+    dram_a = (0.0 if a_on else a_bytes) * a_get
+    dram_w = (0.0 if w_on else w_bytes) * w_get
     a_rd, w_rd = sram_reads(df, a_mk, w_bytes, geo)
     o_acc = o_bytes if df == OS else (2 * geo[G_FR] - 1) * geo[G_PSUM]  # psum read + write
     onchip = (a_rd + dram_a) * hf[6] + (w_rd + dram_w) * hf[7] + (o_acc + o_bytes) * hf[8]
@@ -252,7 +259,8 @@ def gemm_layer(geo: np.ndarray, macs: float, a_out: float, wd: float, ad: float,
     w_bytes = stored_bytes(geo[G_W_ELEMS], wb + geo[G_META_BITS], wd, skip_w)
     a_bytes = stored_bytes(geo[G_A_ELEMS], ab, ad, skip_a)
     a_mk = geo[G_A_MK] * ab / 8.0 * (ad if skip_a else 1.0)
-    out[1], out[2] = gemm_memory(hi[0], geo, a_bytes, w_bytes, a_out * ab / 8.0, a_mk, hi, hf)
+    out[1], out[2] = gemm_memory(hi[0], geo, a_bytes, w_bytes, a_out * ab / 8.0, a_mk, hi, hf,
+                                 geo[G_A_ELEMS] * ab / 8.0, geo[G_W_ELEMS] * wb / 8.0)
     out[3] = macs * geo[G_EFF] * e_mac
     out[4] = macs * geo[G_EFF]
 

@@ -69,6 +69,15 @@ def test_a_skipped_operand_moves_compressed(density, ifmap_bytes):
     assert c.energy_pj_dram[0, 0] == pytest.approx(ifmap_bytes + 256 + 256)
 
 
+def test_the_on_chip_test_uses_the_dense_size_its_producer_wrote():
+    # 512 B dense activations at density 0.25 compress to 512 * 3 / 8 = 192 B, which would fit
+    # the 256 B left of 0.5 KiB double buffered; the producer wrote 512 B dense, so it spilled
+    layer = gemm(32, 16, 16, ad=0.25)  # ifmap 512 elements, weights 256, ofmap 512
+    c = _case([layer], sparsity="skip_activations", activations_on_chip=True,
+              ifmap_sram_kib=0.5, ofmap_sram_kib=0.5)
+    assert c.energy_pj_dram[0, 0] == pytest.approx(512 * 3 / 8 + 256 + 512)
+
+
 def test_compressed_weights_under_weight_skipping():
     c = _case([gemm(16, 16, 16, wd=0.5)], sparsity="skip_weights")
     assert c.energy_pj_dram[0, 0] == pytest.approx(256 + 256 * (0.5 * 8 + 1) / 8 + 256)
