@@ -10,7 +10,9 @@
 (b) joint: on the trained digits CNN and transformer, the Pareto fronts of joint
     bits x sparsity plans and of bits-only plans (predicted latency vs accuracy measured in
     onnxruntime on the 360 held-out images), and the best of each within 0.5 point of the
-    float model. onnxruntime itself gains no speed from the thresholds.
+    float model. onnxruntime itself gains no speed from the thresholds. `bits_only_bound`
+    splits the best bits-only plan's MAC layers into fold fill/drain and weight DRAM time and
+    gives its latency with every MAC input at density 0: no threshold can beat that floor.
 
 Usage: python bench/bench_sparsity.py [--part cycles|joint|stream|all] [--samples 32]
        [--plot front.png] [--points 14] [--mode magnitude|centred]
