@@ -10,7 +10,9 @@
 (b) joint: on the trained digits CNN and transformer, the Pareto fronts of joint
     bits x sparsity plans and of bits-only plans (predicted latency vs accuracy measured in
     onnxruntime on the 360 held-out images), and the best of each within 0.5 point of the
-    float model. onnxruntime itself gains no speed from the thresholds.
+    float model. onnxruntime itself gains no speed from the thresholds. `bits_only_bound`
+    splits the best bits-only plan's MAC layers into fold fill/drain and weight DRAM time and
+    gives its latency with every MAC input at density 0: no threshold can beat that floor.
 
 Usage: python bench/bench_sparsity.py [--part cycles|joint|stream|all] [--samples 32]
        [--plot front.png] [--points 14] [--mode magnitude|centred]
@@ -30,7 +32,7 @@ from compiler.allocate import joint_choices, pareto_front, split_choice  # noqa:
 from compiler.emit import emit  # noqa: E402
 from compiler.executor import run  # noqa: E402
 from compiler.frontend import load  # noqa: E402
-from compiler.ir import Graph  # noqa: E402
+from compiler.ir import CATEGORY_GEMM, Graph  # noqa: E402
 from compiler.passes.calibrate import calibrate  # noqa: E402
 from compiler.passes.quantize import quantize  # noqa: E402
 from compiler.passes.sparsify import (  # noqa: E402
@@ -52,6 +54,8 @@ from edgesim.sparsity import (  # noqa: E402
 )
 from edgesim.streaming import ort_forward, run_stream  # noqa: E402
 from edgesim.zoo import build, load_digits_data  # noqa: E402
+from hwmodels import configs  # noqa: E402
+from hwmodels.macarray import evaluate as macarray_evaluate  # noqa: E402
 from hwmodels.target import load_target  # noqa: E402
 
 TARGET = "sparse-mac-32x32"
@@ -191,7 +195,43 @@ def joint(name: str, points: int, mode: str = "magnitude") -> dict:
                                                   / best["joint"]["latency_us"], 3)
         out["speedup_mac_layers"] = round(best["bits_only"]["mac_latency_us"]
                                           / best["joint"]["mac_latency_us"], 3)
+    if best["bits_only"]:
+        out["bits_only_bound"] = bound(g1, layers, best["bits_only"], target)
     return out
+
+
+def _per_layer_us(cost, col: np.ndarray) -> np.ndarray:
+    return cost.latency_s[np.arange(len(col)), col] * 1e6
+
+
+def bound(g1: Graph, layers: tuple[str, ...], plan: dict, target) -> dict:
+    """Why a plan's latency can or cannot drop with activation sparsity, from the array's
+    cost model at the plan's bits: per MAC layer the fold fill/drain (compute at density 0),
+    the weights' DRAM time (activations stay on chip on this design) and the latency with
+    every MAC input at density 0 -- the most any threshold could buy; plus the vector unit."""
+    table = g1.layer_table()
+    chosen = {n: BITS.index(tuple(b)) for n, b in zip(layers, plan["bits"])}
+    col = np.array([chosen.get(n, BITS.index((8, 8))) for n in table.names])
+    gemm = table.category == CATEGORY_GEMM
+    empty = dataclasses.replace(table, a_density=np.where(gemm, 0.0, table.a_density))
+    pairs = np.array(BITS)
+    ideal = _per_layer_us(macarray_evaluate(empty, pairs, target), col)
+    fast = dataclasses.replace(target, dram_bandwidth_gbps=1e12)
+    fill = _per_layer_us(macarray_evaluate(empty, pairs, fast), col)
+    cost = macarray_evaluate(table, pairs, target)
+    pj_per_byte = float(configs.from_targets([target]).cfg_f[0, 2])
+    dram = cost.energy_pj_dram[np.arange(len(col)), col] / pj_per_byte \
+        / (target.dram_bandwidth_gbps * 1e3)
+    rows = [{"layer": n, "fill_us": round(float(fill[i]), 3),
+             "weight_dram_us": round(float(dram[i]), 3),
+             "at_density_0_us": round(float(ideal[i]), 3)}
+            for i, n in enumerate(table.names) if gemm[i]]
+    floor = float(ideal.sum())
+    return {"plan_latency_us": plan["latency_us"], "latency_at_density_0_us": round(floor, 3),
+            "max_speedup_any_sparsity": round(plan["latency_us"] / floor, 3),
+            "vector_unit_us": round(float(ideal[~gemm].sum()), 3),
+            "mac_fill_us": round(float(fill[gemm].sum()), 3),
+            "mac_weight_dram_us": round(float(dram[gemm].sum()), 3), "mac_layers": rows}
 
 
 def plot_fronts(joint_result: dict, path: str) -> None:

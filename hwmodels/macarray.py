@@ -73,6 +73,10 @@ class MacArrayTarget:
                       "structured"] = "none"
     sparsity_n: int = 2  # structured N:M: N nonzeros kept in every M weights along K
     sparsity_m: int = 4
+    # True: a layer's output stays in the on-chip buffers and the next layer reads it there
+    # when it fits (SCNN's IARAM/OARAM swap roles between layers); False: every layer reads
+    # its activations from DRAM and writes them back (SCALE-Sim's accounting)
+    activations_on_chip: bool = False
     sram_energy_pj_per_byte: float | None = None
     dram_energy_pj_per_byte: float | None = None
 

@@ -11,8 +11,15 @@ Formulas and their sources:
   which shortens the streamed dimension: T -> ceil(T / rate).
 - Zero skipping: see kernels/sparse.py. Structured N:M weights (w_density <= N/M) compress K to
   ceil(K * N / M), as a sparse tensor core does, and carry ceil(log2 M) index bits per value.
-- DRAM traffic: each layer reads its operands from DRAM and writes its output back (no
-  inter-layer fusion, as SCALE-Sim). Double buffering halves each SRAM's usable capacity. An
+- DRAM traffic: by default each layer reads its operands from DRAM and writes its output back
+  (no inter-layer fusion, as SCALE-Sim). With `activations_on_chip` an activation tensor that
+  fits the smaller of the ifmap and ofmap SRAMs (usable capacity) never crosses the DRAM link:
+  its producer leaves it in the ofmap SRAM and its consumer reads it there, the two swapping
+  roles between layers as SCNN's IARAM/OARAM do (Parashar et al. ISCA 2017) and as fused-layer
+  accelerators keep intermediate maps on chip (Alwani et al. MICRO 2016). One capacity test
+  per tensor on both sides keeps producer and consumer consistent; the model's own input and
+  output cross the link once outside the layers (not charged). Weights still come from DRAM
+  every inference. Double buffering halves each SRAM's usable capacity. An
   operand reused across folds is fetched once if its working set fits its SRAM, else once per
   fold that re-streams it (os: ifmap tile per column fold, filters per row fold; ws: ifmap per
   column fold; is: filters per column fold). ws/is keep partial sums in the ofmap SRAM across
@@ -146,7 +153,8 @@ def psum_chunks(df: int, fr: int, t: int, cols: int, cap_of: float) -> int:
 
 # Layout of the per-(config, layer) GEMM geometry shared by all bit choices
 G_FIXED, G_GROUPS, G_FR, G_FC, G_CHUNKS, G_W_ELEMS, G_META_BITS = 0, 1, 2, 3, 4, 5, 6
-G_A_ELEMS, G_A_MK, G_PSUM, G_EFF, G_TILES, G_SIZE = 7, 8, 9, 10, 11, 19  # tiles: 11..18
+G_A_ELEMS, G_A_MK, G_PSUM, G_EFF, G_TILES = 7, 8, 9, 10, 11  # tiles: 11..18
+G_W_ACT, G_SIZE = 19, 20  # G_W_ACT: 1 when the second operand is an activation (act x act)
 
 
 @njit(cache=True)
@@ -171,6 +179,7 @@ def gemm_geometry(lay_i: np.ndarray, lay_f: np.ndarray, li: int, hi: np.ndarray,
     geo[G_A_MK] = g * m * k2  # elements of the streamed (im2col) ifmap operand
     geo[G_PSUM] = g * m * n * PSUM_BYTES
     geo[G_EFF] = effectual_fraction(mode, ad, wd) * kept
+    geo[G_W_ACT] = 0.0 if w_elems > 0 else 1.0
     tile_classes(df, mode, sr, sc, t, rows, cols, ad, wd, geo, G_TILES)
 
 
@@ -201,16 +210,40 @@ def sram_reads(df: int, a_mk: float, w_kn: float, geo: np.ndarray) -> tuple[floa
 
 
 @njit(cache=True)
+def on_chip_bytes(hi: np.ndarray, hf: np.ndarray) -> float:
+    """Largest activation tensor (bytes) that stays on chip between layers; -1 when the
+    design writes every layer's output to DRAM (see the module docstring)."""
+    if hi.size < 9 or hi[8] == 0:
+        return -1.0
+    return float(min(hf[3], hf[5]) * (0.5 if hi[6] else 1.0))
+
+
+@njit(cache=True)
+def off_chip(nbytes: float, cap: float) -> float:
+    """`nbytes` if that tensor crosses the DRAM link, else 0 (it fits on chip: `cap`)."""
+    return 0.0 if nbytes <= cap else nbytes
+
+
+@njit(cache=True)
 def gemm_memory(df: int, geo: np.ndarray, a_bytes: float, w_bytes: float, o_bytes: float,
-                a_mk: float, hi: np.ndarray, hf: np.ndarray) -> tuple[float, float]:
-    """DRAM bytes and on-chip pJ of one GEMM layer; a_mk = bytes of the streamed ifmap."""
+                a_mk: float, hi: np.ndarray, hf: np.ndarray, a_fit: float = -1.0,
+                w_fit: float = -1.0) -> tuple[float, float]:
+    """DRAM bytes and on-chip pJ of one GEMM layer; a_mk = bytes of the streamed ifmap.
+
+    a_fit, w_fit: the activation operands' dense bytes, for the on-chip test (default: their
+    stored bytes). Their producer writes them before any density is known, so both sides test
+    the dense size -- conservative where the design stores them compressed."""
     usable = 0.5 if hi[6] else 1.0  # double buffering halves usable capacity
     a_get, w_get = operand_fetches(df, a_bytes, w_bytes, geo, hf[3] * usable, hf[4] * usable)
-    dram_a, dram_w = a_bytes * a_get, w_bytes * w_get
+    cap = on_chip_bytes(hi, hf)
+    a_on = (a_fit if a_fit >= 0 else a_bytes) <= cap
+    w_on = geo[G_W_ACT] > 0 and (w_fit if w_fit >= 0 else w_bytes) <= cap
+    dram_a = (0.0 if a_on else a_bytes) * a_get
+    dram_w = (0.0 if w_on else w_bytes) * w_get
     a_rd, w_rd = sram_reads(df, a_mk, w_bytes, geo)
     o_acc = o_bytes if df == OS else (2 * geo[G_FR] - 1) * geo[G_PSUM]  # psum read + write
     onchip = (a_rd + dram_a) * hf[6] + (w_rd + dram_w) * hf[7] + (o_acc + o_bytes) * hf[8]
-    return dram_a + dram_w + o_bytes, onchip
+    return dram_a + dram_w + off_chip(o_bytes, cap), onchip
 
 
 @njit(cache=True)
@@ -226,22 +259,26 @@ def gemm_layer(geo: np.ndarray, macs: float, a_out: float, wd: float, ad: float,
     w_bytes = stored_bytes(geo[G_W_ELEMS], wb + geo[G_META_BITS], wd, skip_w)
     a_bytes = stored_bytes(geo[G_A_ELEMS], ab, ad, skip_a)
     a_mk = geo[G_A_MK] * ab / 8.0 * (ad if skip_a else 1.0)
-    out[1], out[2] = gemm_memory(hi[0], geo, a_bytes, w_bytes, a_out * ab / 8.0, a_mk, hi, hf)
+    out[1], out[2] = gemm_memory(hi[0], geo, a_bytes, w_bytes, a_out * ab / 8.0, a_mk, hi, hf,
+                                 geo[G_A_ELEMS] * ab / 8.0, geo[G_W_ELEMS] * wb / 8.0)
     out[3] = macs * geo[G_EFF] * e_mac
     out[4] = macs * geo[G_EFF]
 
 
 @njit(cache=True)
 def vector_layer(cat: int, ops: int, a_in: int, a_out: int, w_bytes: int, ab: float,
-                 e_op: float, lanes: int, hf: np.ndarray, out: np.ndarray) -> None:
-    """A non-GEMM layer on the vector unit; same outputs as `gemm_layer` (no MACs)."""
+                 e_op: float, lanes: int, hf: np.ndarray, out: np.ndarray,
+                 act_cap: float = -1.0) -> None:
+    """A non-GEMM layer on the vector unit; same outputs as `gemm_layer` (no MACs).
+    `act_cap`: `on_chip_bytes` of the config (its inputs, all together, and its output each
+    stay on chip when they fit)."""
     if cat == CATEGORY_VIEW:
         out[:] = 0.0
         return
     work = max(ops, a_out) if cat == CATEGORY_STREAM else a_out
     in_b, out_b = a_in * ab / 8.0, a_out * ab / 8.0
     out[0] = cdiv(work, lanes) if work > 0 else 0.0
-    out[1] = in_b + out_b + w_bytes
+    out[1] = off_chip(in_b, act_cap) + off_chip(out_b, act_cap) + w_bytes
     out[2] = 2.0 * (in_b + w_bytes) * hf[6] + 2.0 * out_b * hf[8]  # DRAM->SRAM->lanes, back
     out[3] = work * e_op if cat == CATEGORY_STREAM else 0.0
     out[4] = 0.0
@@ -278,7 +315,7 @@ def layer_at(lay_i: np.ndarray, lay_f: np.ndarray, li: int, geo: np.ndarray, pic
         finish(raw, r, hi[1] * hi[2], hi, hf, res)
     else:
         vector_layer(lay_i[li, 0], lay_i[li, 9], lay_i[li, 7], lay_i[li, 8], lay_i[li, 10], ab,
-                     e, hi[7], hf, raw)
+                     e, hi[7], hf, raw, on_chip_bytes(hi, hf))
         finish(raw, 1.0, float(hi[7]), hi, hf, res)
 
 
@@ -310,9 +347,9 @@ def evaluate(lay_i: np.ndarray, lay_f: np.ndarray, w_bits: np.ndarray, a_bits: n
     """Fill out[7, H, L, B] with (cycles, latency_s, e_compute, e_onchip, e_dram, bound, util).
 
     lay_i [L, 11]: category, m, n, k, groups, macs, w_elems, a_in, a_out, ops, w_bytes;
-    lay_f [L, 2]: w_density, a_density. cfg_i [H, 8]: dataflow, rows, cols, sparsity, sp_n,
-    sp_m, double_buffered, lanes; cfg_f [H, 9]: clock_ghz, dram_gbps, dram pJ/byte,
-    ifmap/filter/ofmap SRAM bytes, ifmap/filter/ofmap SRAM pJ/byte.
+    lay_f [L, 2]: w_density, a_density. cfg_i [H, 9]: dataflow, rows, cols, sparsity, sp_n,
+    sp_m, double_buffered, lanes, activations_on_chip; cfg_f [H, 9]: clock_ghz, dram_gbps,
+    dram pJ/byte, ifmap/filter/ofmap SRAM bytes, ifmap/filter/ofmap SRAM pJ/byte.
     rates [3, H, B]: MACs per PE per cycle at (w_bits, a_bits) and at (a_bits, a_bits) (matmul
     of two activations), and vector-unit support (1/0); energies [3, H, B]: the matching pJ per
     MAC and pJ per vector op. A rate of 0 marks an unsupported precision: infinite cost.
