@@ -28,6 +28,7 @@ from compiler.sensitivity import DEFAULT_BITS, METHODS, Sensitivity
 from edgesim.budget import DECODER_METRICS, Budget, format_value
 from edgesim.errors import UserError
 from edgesim.simulation import runnable
+from edgesim.tables import TableCost, emitted_embedding_bits, solve_coupled, table_cost
 from hwmodels import kinds
 from hwmodels.cost import Cost, evaluate
 from hwmodels.target import Target
@@ -142,6 +143,8 @@ class _Problem:
     allowed: np.ndarray    # [Lq, B]
     fixed: float           # metric of every other layer
     fixed_bits: np.ndarray  # [L, 2] bits of the other layers (after target fallbacks)
+    tables: TableCost      # embedding tables at the width each plan gives them
+    w_bits: np.ndarray     # [B] the candidates' weight widths
 
 
 def _problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Target, metric: str,
@@ -155,10 +158,42 @@ def _problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Target, m
     per = metric_cost(full, metric, w_elems, choices[:, 0].astype(np.float64))
     others = np.setdiff1d(np.arange(len(g.layers)), rows)
     others_bits, fixed_cost = runnable(g, fixed_bits(g, target), target, threads, runtime)
-    fixed = float(metric_cost(fixed_cost, metric, w_elems, others_bits[:, :1])[others, 0].sum())
+    counted = metric_cost(fixed_cost, metric, w_elems, others_bits[:, :1])[:, 0]
+    fixed = float(counted[others].sum())
     allowed = np.isfinite(full.latency_s[rows]) & np.isfinite(per[rows])
     return _Problem(rows, _omega(sens, choices), np.where(allowed, per[rows], 0.0), allowed,
-                    fixed, others_bits)
+                    fixed, others_bits, table_cost(g, metric, counted), choices[:, 0])
+
+
+def _tables_delta(p: _Problem, choice: np.ndarray) -> float:
+    """What the plan's embedding tables add to its metric over the fp32 count in `fixed`."""
+    return p.tables.delta(emitted_embedding_bits(p.w_bits[choice]))
+
+
+def _true_front(p: _Problem, front: list[Allocation]) -> list[Allocation]:
+    """The front's points at their true cost (tables included), the dominated ones dropped."""
+    if not p.tables.active():
+        return front
+    moved = sorted((replace(a, total_cost=a.total_cost + _tables_delta(p, a.choice))
+                    for a in front), key=lambda a: (a.total_cost, a.total_sens))
+    kept: list[Allocation] = []
+    for a in moved:
+        if not kept or a.total_sens < kept[-1].total_sens:
+            kept.append(a)
+    return kept
+
+
+def with_emitted_tables(g: Graph, cost: Cost, bits: np.ndarray) -> Cost:
+    """`cost` [L, 1] of `bits` with the embedding tables' weight bytes as emitted."""
+    from edgesim.assignment import quantisable
+
+    weight = np.array(cost.weight_bytes)  # Cost normalises None to zeros
+    tables = table_cost(g, "size", weight[:, 0])
+    if not tables.rows:
+        return cost
+    width = emitted_embedding_bits(bits[quantisable(g), 0])
+    weight[list(tables.rows), 0] = tables.emitted[width]
+    return replace(cost, weight_bytes=weight)
 
 
 def _assignment(p: _Problem, choices: np.ndarray, choice: np.ndarray) -> np.ndarray:
@@ -200,7 +235,8 @@ def _uniform_mark(p: _Problem, choices: np.ndarray, w_bits: int) -> tuple[float,
     cols = [j for j, (w, _) in enumerate(choices) if w == w_bits]
     for j in cols:
         if p.allowed[:, j].all():
-            return p.fixed + float(p.cost[:, j].sum()), float(p.omega[:, j].sum())
+            delta = p.tables.delta(emitted_embedding_bits(np.array([w_bits])))
+            return p.fixed + float(p.cost[:, j].sum()) + delta, float(p.omega[:, j].sum())
     return None
 
 
@@ -216,7 +252,8 @@ def _given(p: _Problem, choices: np.ndarray, bits: np.ndarray, g: Graph) -> Allo
                             f"runs (candidates {sorted(column)})")
         choice.append(j)
     idx = (np.arange(len(choice)), np.array(choice, dtype=np.int64))
-    return Allocation(idx[1], float(p.omega[idx].sum()), float(p.cost[idx].sum()), "given")
+    return Allocation(idx[1], float(p.omega[idx].sum()),
+                      float(p.cost[idx].sum()) + _tables_delta(p, idx[1]), "given")
 
 
 def _pick(front: list, pick: int) -> Allocation:
@@ -226,16 +263,27 @@ def _pick(front: list, pick: int) -> Allocation:
     return front[pick]
 
 
+def _solve_budget(p: _Problem, limit: float) -> Allocation:
+    """The exact optimum within `limit`, its total cost counting the tables as emitted."""
+    if not p.tables.active():
+        return solve(p.omega, p.cost, limit, allowed=p.allowed)
+    best, width = solve_coupled(p.omega, p.cost, p.allowed, p.w_bits, limit, p.tables)
+    return replace(best, total_cost=best.total_cost + p.tables.delta(width))
+
+
 def _solve(p: _Problem, budget: Budget | None, w_elems_q: float, pick: int | None = None
            ) -> tuple[Allocation, list]:
-    front = pareto_front(p.omega, p.cost, allowed=p.allowed, max_points=FRONT_POINTS)
+    """The chosen allocation and the front; costs exclude `p.fixed` and include what the
+    embedding tables add at the width the plan gives them (`edgesim.tables`)."""
+    front = _true_front(p, pareto_front(p.omega, p.cost, allowed=p.allowed,
+                                        max_points=FRONT_POINTS))
     if pick is not None:
         return _pick(front, pick), front
     if budget is None:
         return knee(front), front
     try:
         limit = knapsack_budget(budget.metric, budget.value, p.fixed, w_elems_q)
-        return solve(p.omega, p.cost, limit, allowed=p.allowed), front
+        return _solve_budget(p, limit), front
     except InfeasibleBudget as e:
         smallest = user_units(budget.metric, e.smallest_feasible + p.fixed, w_elems_q)
         raise UserError("--budget", f"{budget} cannot be met; the smallest feasible budget is "
@@ -396,6 +444,7 @@ def allocate(g: Graph, target: Target, *, method: str = "hawq", budget: Budget |
     if assignment is not None:
         best = _given(p, choices, assignment, g)
     bits, cost = runnable(g, _assignment(p, choices, best.choice), target, threads, runtime)
+    cost = with_emitted_tables(g, cost, bits)
     front_arr, chosen = with_point(
         np.array([(a.total_cost + p.fixed, a.total_sens) for a in front]),
         (best.total_cost + p.fixed, best.total_sens))
