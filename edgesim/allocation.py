@@ -15,7 +15,7 @@ activation bits of a choice do not change its omega.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,6 +25,7 @@ from compiler.allocate import Allocation, InfeasibleBudget, knee, pareto_front, 
 from compiler.formats import nbits_container
 from compiler.ir import Graph
 from compiler.sensitivity import DEFAULT_BITS, METHODS, Sensitivity
+from compiler.sensitivity.act_term import output_errors, with_act_term
 from edgesim.budget import DECODER_METRICS, Budget, format_value
 from edgesim.errors import UserError
 from edgesim.simulation import runnable
@@ -148,7 +149,8 @@ class _Problem:
 
 
 def _problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Target, metric: str,
-             threads: int | None, runtime: str) -> _Problem:
+             threads: int | None, runtime: str, act_errors: np.ndarray | None = None
+             ) -> _Problem:
     full = evaluate(g.layer_table(), choices, target, threads=threads, runtime=runtime)
     index = {layer.name: i for i, layer in enumerate(g.layers)}
     rows = np.array([index[name] for name in sens.layers], dtype=np.int64)
@@ -161,7 +163,10 @@ def _problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Target, m
     counted = metric_cost(fixed_cost, metric, w_elems, others_bits[:, :1])[:, 0]
     fixed = float(counted[others].sum())
     allowed = np.isfinite(full.latency_s[rows]) & np.isfinite(per[rows])
-    return _Problem(rows, _omega(sens, choices), np.where(allowed, per[rows], 0.0), allowed,
+    omega = _omega(sens, choices)
+    if act_errors is not None:  # activation handling is a choice: its measured error term
+        omega = with_act_term(omega, act_errors, choices)
+    return _Problem(rows, omega, np.where(allowed, per[rows], 0.0), allowed,
                     fixed, others_bits, table_cost(g, metric, counted), choices[:, 0])
 
 
@@ -410,7 +415,8 @@ def allocate(g: Graph, target: Target, *, method: str = "hawq", budget: Budget |
              weight_bits: Sequence[int] = DEFAULT_BITS, act_bits: Sequence[int] | None = None,
              metric: str = "latency", threads: int | None = None,
              runtime: str = "onnxruntime", pick: int | None = None,
-             assignment: np.ndarray | None = None) -> AllocationResult:
+             assignment: np.ndarray | None = None,
+             act_errors: np.ndarray | None = None) -> AllocationResult:
     """Choose bits per layer of `g` on `target`: least total sensitivity within `budget`
     (exact multiple-choice knapsack), or the knee of the Pareto front when no budget is given.
 
@@ -430,6 +436,9 @@ def allocate(g: Graph, target: Target, *, method: str = "hawq", budget: Budget |
         pick: emit this point of the front (index, 0 = cheapest) instead of the knee or the
             budget's optimum.
         assignment: int [L, 2]: take these bits (`compile --assignment`), no solve.
+        act_errors: [Lq, B] each quantisable layer's own output error at each candidate
+            (`choice_errors`): activation handling becomes a measured choice
+            (`compiler.sensitivity.act_term`); None: activations add no sensitivity.
 
     Raises:
         UserError: unknown method, a budget no assignment meets (naming the smallest one).
@@ -438,7 +447,7 @@ def allocate(g: Graph, target: Target, *, method: str = "hawq", budget: Budget |
     if sens is None:
         sens = sensitivity(analysis_graph or g, method, calib_inputs, labels, weight_bits)
     choices = candidate_bits(target, weight_bits, act_bits)
-    p = _problem(g, sens, choices, target, metric, threads, runtime)
+    p = _problem(g, sens, choices, target, metric, threads, runtime, act_errors)
     w_elems_q = float(g.layer_table().w_elems[p.rows].sum())
     best, front = _solve(p, budget, w_elems_q, pick)
     if assignment is not None:
@@ -456,3 +465,16 @@ def allocate(g: Graph, target: Target, *, method: str = "hawq", budget: Budget |
     return AllocationResult(bits, metric, None if budget is None else budget.value,
                             best.total_cost + p.fixed, best.total_sens, front_arr, chosen,
                             marks, sens, cost, notes)
+
+
+def choice_errors(g: Graph, target: Target, sens: Sensitivity, stats: Any,
+                  batches: Iterable[Mapping[str, np.ndarray]], *,
+                  weight_bits: Sequence[int] = DEFAULT_BITS,
+                  act_bits: Sequence[int] | None = None, options: Any = None) -> np.ndarray:
+    """[Lq, B] output error of each of `sens`'s layers alone at each candidate of
+    `candidate_bits(target, weight_bits, act_bits)`, on calibration `batches` with activation
+    ranges `stats` (`CalibrationStats`): `allocate`'s `act_errors`."""
+    index = {layer.name: i for i, layer in enumerate(g.layers)}
+    rows = [index[name] for name in sens.layers]
+    choices = candidate_bits(target, weight_bits, act_bits)
+    return output_errors(g, rows, choices, stats, batches, options)
