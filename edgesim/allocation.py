@@ -15,7 +15,7 @@ activation bits of a choice do not change its omega.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,9 +25,11 @@ from compiler.allocate import Allocation, InfeasibleBudget, knee, pareto_front, 
 from compiler.formats import nbits_container
 from compiler.ir import Graph
 from compiler.sensitivity import DEFAULT_BITS, METHODS, Sensitivity
+from compiler.sensitivity.act_term import output_errors, with_act_term
 from edgesim.budget import DECODER_METRICS, Budget, format_value
 from edgesim.errors import UserError
 from edgesim.simulation import runnable
+from edgesim.tables import TableCost, emitted_embedding_bits, solve_coupled, table_cost
 from hwmodels import kinds
 from hwmodels.cost import Cost, evaluate
 from hwmodels.target import Target
@@ -142,10 +144,13 @@ class _Problem:
     allowed: np.ndarray    # [Lq, B]
     fixed: float           # metric of every other layer
     fixed_bits: np.ndarray  # [L, 2] bits of the other layers (after target fallbacks)
+    tables: TableCost      # embedding tables at the width each plan gives them
+    w_bits: np.ndarray     # [B] the candidates' weight widths
 
 
 def _problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Target, metric: str,
-             threads: int | None, runtime: str) -> _Problem:
+             threads: int | None, runtime: str, act_errors: np.ndarray | None = None
+             ) -> _Problem:
     full = evaluate(g.layer_table(), choices, target, threads=threads, runtime=runtime)
     index = {layer.name: i for i, layer in enumerate(g.layers)}
     rows = np.array([index[name] for name in sens.layers], dtype=np.int64)
@@ -155,10 +160,45 @@ def _problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Target, m
     per = metric_cost(full, metric, w_elems, choices[:, 0].astype(np.float64))
     others = np.setdiff1d(np.arange(len(g.layers)), rows)
     others_bits, fixed_cost = runnable(g, fixed_bits(g, target), target, threads, runtime)
-    fixed = float(metric_cost(fixed_cost, metric, w_elems, others_bits[:, :1])[others, 0].sum())
+    counted = metric_cost(fixed_cost, metric, w_elems, others_bits[:, :1])[:, 0]
+    fixed = float(counted[others].sum())
     allowed = np.isfinite(full.latency_s[rows]) & np.isfinite(per[rows])
-    return _Problem(rows, _omega(sens, choices), np.where(allowed, per[rows], 0.0), allowed,
-                    fixed, others_bits)
+    omega = _omega(sens, choices)
+    if act_errors is not None:  # activation handling is a choice: its measured error term
+        omega = with_act_term(omega, act_errors, choices)
+    return _Problem(rows, omega, np.where(allowed, per[rows], 0.0), allowed,
+                    fixed, others_bits, table_cost(g, metric, counted), choices[:, 0])
+
+
+def _tables_delta(p: _Problem, choice: np.ndarray) -> float:
+    """What the plan's embedding tables add to its metric over the fp32 count in `fixed`."""
+    return p.tables.delta(emitted_embedding_bits(p.w_bits[choice]))
+
+
+def _true_front(p: _Problem, front: list[Allocation]) -> list[Allocation]:
+    """The front's points at their true cost (tables included), the dominated ones dropped."""
+    if not p.tables.active():
+        return front
+    moved = sorted((replace(a, total_cost=a.total_cost + _tables_delta(p, a.choice))
+                    for a in front), key=lambda a: (a.total_cost, a.total_sens))
+    kept: list[Allocation] = []
+    for a in moved:
+        if not kept or a.total_sens < kept[-1].total_sens:
+            kept.append(a)
+    return kept
+
+
+def with_emitted_tables(g: Graph, cost: Cost, bits: np.ndarray) -> Cost:
+    """`cost` [L, 1] of `bits` with the embedding tables' weight bytes as emitted."""
+    from edgesim.assignment import quantisable
+
+    weight = np.array(cost.weight_bytes)  # Cost normalises None to zeros
+    tables = table_cost(g, "size", weight[:, 0])
+    if not tables.rows:
+        return cost
+    width = emitted_embedding_bits(bits[quantisable(g), 0])
+    weight[list(tables.rows), 0] = tables.emitted[width]
+    return replace(cost, weight_bytes=weight)
 
 
 def _assignment(p: _Problem, choices: np.ndarray, choice: np.ndarray) -> np.ndarray:
@@ -200,7 +240,8 @@ def _uniform_mark(p: _Problem, choices: np.ndarray, w_bits: int) -> tuple[float,
     cols = [j for j, (w, _) in enumerate(choices) if w == w_bits]
     for j in cols:
         if p.allowed[:, j].all():
-            return p.fixed + float(p.cost[:, j].sum()), float(p.omega[:, j].sum())
+            delta = p.tables.delta(emitted_embedding_bits(np.array([w_bits])))
+            return p.fixed + float(p.cost[:, j].sum()) + delta, float(p.omega[:, j].sum())
     return None
 
 
@@ -216,7 +257,8 @@ def _given(p: _Problem, choices: np.ndarray, bits: np.ndarray, g: Graph) -> Allo
                             f"runs (candidates {sorted(column)})")
         choice.append(j)
     idx = (np.arange(len(choice)), np.array(choice, dtype=np.int64))
-    return Allocation(idx[1], float(p.omega[idx].sum()), float(p.cost[idx].sum()), "given")
+    return Allocation(idx[1], float(p.omega[idx].sum()),
+                      float(p.cost[idx].sum()) + _tables_delta(p, idx[1]), "given")
 
 
 def _pick(front: list, pick: int) -> Allocation:
@@ -226,16 +268,27 @@ def _pick(front: list, pick: int) -> Allocation:
     return front[pick]
 
 
+def _solve_budget(p: _Problem, limit: float) -> Allocation:
+    """The exact optimum within `limit`, its total cost counting the tables as emitted."""
+    if not p.tables.active():
+        return solve(p.omega, p.cost, limit, allowed=p.allowed)
+    best, width = solve_coupled(p.omega, p.cost, p.allowed, p.w_bits, limit, p.tables)
+    return replace(best, total_cost=best.total_cost + p.tables.delta(width))
+
+
 def _solve(p: _Problem, budget: Budget | None, w_elems_q: float, pick: int | None = None
            ) -> tuple[Allocation, list]:
-    front = pareto_front(p.omega, p.cost, allowed=p.allowed, max_points=FRONT_POINTS)
+    """The chosen allocation and the front; costs exclude `p.fixed` and include what the
+    embedding tables add at the width the plan gives them (`edgesim.tables`)."""
+    front = _true_front(p, pareto_front(p.omega, p.cost, allowed=p.allowed,
+                                        max_points=FRONT_POINTS))
     if pick is not None:
         return _pick(front, pick), front
     if budget is None:
         return knee(front), front
     try:
         limit = knapsack_budget(budget.metric, budget.value, p.fixed, w_elems_q)
-        return solve(p.omega, p.cost, limit, allowed=p.allowed), front
+        return _solve_budget(p, limit), front
     except InfeasibleBudget as e:
         smallest = user_units(budget.metric, e.smallest_feasible + p.fixed, w_elems_q)
         raise UserError("--budget", f"{budget} cannot be met; the smallest feasible budget is "
@@ -362,7 +415,8 @@ def allocate(g: Graph, target: Target, *, method: str = "hawq", budget: Budget |
              weight_bits: Sequence[int] = DEFAULT_BITS, act_bits: Sequence[int] | None = None,
              metric: str = "latency", threads: int | None = None,
              runtime: str = "onnxruntime", pick: int | None = None,
-             assignment: np.ndarray | None = None) -> AllocationResult:
+             assignment: np.ndarray | None = None,
+             act_errors: np.ndarray | None = None) -> AllocationResult:
     """Choose bits per layer of `g` on `target`: least total sensitivity within `budget`
     (exact multiple-choice knapsack), or the knee of the Pareto front when no budget is given.
 
@@ -382,6 +436,9 @@ def allocate(g: Graph, target: Target, *, method: str = "hawq", budget: Budget |
         pick: emit this point of the front (index, 0 = cheapest) instead of the knee or the
             budget's optimum.
         assignment: int [L, 2]: take these bits (`compile --assignment`), no solve.
+        act_errors: [Lq, B] each quantisable layer's own output error at each candidate
+            (`choice_errors`): activation handling becomes a measured choice
+            (`compiler.sensitivity.act_term`); None: activations add no sensitivity.
 
     Raises:
         UserError: unknown method, a budget no assignment meets (naming the smallest one).
@@ -390,12 +447,13 @@ def allocate(g: Graph, target: Target, *, method: str = "hawq", budget: Budget |
     if sens is None:
         sens = sensitivity(analysis_graph or g, method, calib_inputs, labels, weight_bits)
     choices = candidate_bits(target, weight_bits, act_bits)
-    p = _problem(g, sens, choices, target, metric, threads, runtime)
+    p = _problem(g, sens, choices, target, metric, threads, runtime, act_errors)
     w_elems_q = float(g.layer_table().w_elems[p.rows].sum())
     best, front = _solve(p, budget, w_elems_q, pick)
     if assignment is not None:
         best = _given(p, choices, assignment, g)
     bits, cost = runnable(g, _assignment(p, choices, best.choice), target, threads, runtime)
+    cost = with_emitted_tables(g, cost, bits)
     front_arr, chosen = with_point(
         np.array([(a.total_cost + p.fixed, a.total_sens) for a in front]),
         (best.total_cost + p.fixed, best.total_sens))
@@ -407,3 +465,16 @@ def allocate(g: Graph, target: Target, *, method: str = "hawq", budget: Budget |
     return AllocationResult(bits, metric, None if budget is None else budget.value,
                             best.total_cost + p.fixed, best.total_sens, front_arr, chosen,
                             marks, sens, cost, notes)
+
+
+def choice_errors(g: Graph, target: Target, sens: Sensitivity, stats: Any,
+                  batches: Iterable[Mapping[str, np.ndarray]], *,
+                  weight_bits: Sequence[int] = DEFAULT_BITS,
+                  act_bits: Sequence[int] | None = None, options: Any = None) -> np.ndarray:
+    """[Lq, B] output error of each of `sens`'s layers alone at each candidate of
+    `candidate_bits(target, weight_bits, act_bits)`, on calibration `batches` with activation
+    ranges `stats` (`CalibrationStats`): `allocate`'s `act_errors`."""
+    index = {layer.name: i for i, layer in enumerate(g.layers)}
+    rows = [index[name] for name in sens.layers]
+    choices = candidate_bits(target, weight_bits, act_bits)
+    return output_errors(g, rows, choices, stats, batches, options)

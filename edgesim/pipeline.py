@@ -311,7 +311,8 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
                                weight_bits=options.weight_bits, act_bits=options.act_bits,
                                metric=options.metric, threads=options.threads,
                                runtime=options.runtime, pick=options.pick,
-                               assignment=given))                          # exact MCKP
+                               assignment=given,
+                               act_errors=_act_errors(g, tgt, sens, data, options)))
         _check_memory(g, alloc.bits, tgt, "with the chosen bits")
         if options.budget is None:
             alloc = replace(alloc, notes=alloc.notes + _knee_note(g, alloc.bits, tgt))
@@ -357,6 +358,28 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
             write_reports(result, alloc, stage)
         publish(stage, outdir)
     return replace(result, files={k: str(outdir / Path(v).name) for k, v in result.files.items()})
+
+
+ACT_TERM_SAMPLES = 16  # calibration samples that measure each choice's own output error
+
+
+def _act_errors(g: Graph, tgt: Target, sens: Any, data: cal.CalibrationData,
+                options: CompileOptions) -> np.ndarray | None:
+    """Each layer's measured output error per candidate when `--act-bits` offers both
+    quantised and float activations (activation handling is then a choice); else None."""
+    import itertools
+
+    from edgesim.allocation import choice_errors
+    from edgesim.quantize import float_pass
+
+    acts = set(options.act_bits or ())
+    if not (acts & {4, 8} and 32 in acts) or options.assignment is not None:
+        return None
+    stats = float_pass(g, data, stats=True).stats
+    limit = max(1, ACT_TERM_SAMPLES // cal.batch_size(g))
+    return choice_errors(g, tgt, sens, stats, itertools.islice(cal.batches(g, data), limit),
+                         weight_bits=options.weight_bits, act_bits=options.act_bits,
+                         options=_quant_options(options, tgt))
 
 
 def _knee_note(g: Graph, bits: np.ndarray, target: Target) -> tuple[str, ...]:

@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from compiler.emit import EmitOptions, emit, write
-from compiler.formats import int_container
 from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph
 from compiler.passes.calibrate import (
     CalibrationStats,
@@ -108,9 +107,9 @@ def _layer_report(g: Graph, i: int, w_elems: np.ndarray, kernels: Mapping[str, A
 
 
 def _auto_embedding_bits(bits: np.ndarray, g: Graph) -> int | None:
-    w = bits[assignment.quantisable(g), 0]
-    w = w[w < 16]
-    return None if w.size == 0 else int_container(int(w.min()))
+    from edgesim.tables import emitted_embedding_bits
+
+    return emitted_embedding_bits(bits[assignment.quantisable(g), 0])
 
 
 def _calibration_data(g: Graph, calib: Any, calib_random: int | None,
