@@ -340,8 +340,8 @@ def sensitivity(g: Graph, method: str, calib_inputs: Mapping[str, np.ndarray] | 
     """Per-layer sensitivity of `g` by `method` ("hawq", "lrp", "proxy", "uniform").
 
     `observe`, for "hawq", sees every tensor of each calibration chunk's forward pass;
-    `analysis_budget_s` bounds HAWQ's time and `settled` (e.g. `settled_rule`) stops its
-    probing where more precision cannot change the allocation (see
+    `analysis_budget_s` bounds HAWQ's and LRP's time; `settled` (e.g. `settled_rule`) stops
+    HAWQ's probing where more precision cannot change the allocation (see
     `compiler.sensitivity.hawq.sensitivity`); the other methods do not take them.
     """
     if method not in METHODS:
@@ -351,6 +351,8 @@ def sensitivity(g: Graph, method: str, calib_inputs: Mapping[str, np.ndarray] | 
         raise UserError("--method", f"{method} needs calibration data")
     extra = {k: v for k, v in (("observe", observe), ("budget_s", analysis_budget_s),
                                ("settled", settled)) if v is not None and method == "hawq"}
+    if method == "lrp" and analysis_budget_s is not None:  # LRP's chunks are bounded too
+        extra["budget_s"] = analysis_budget_s
     return METHODS[method](g, calib_inputs if needs_data else None, labels,
                            bits=tuple(weight_bits), **extra)
 

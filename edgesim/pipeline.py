@@ -81,7 +81,7 @@ class CompileOptions:
     force: bool = False  # write into a non-empty folder edgesim did not make
     verify: bool = False  # run compiler.verify on the loaded IR (`--debug`)
     min_fidelity: float | None = None  # fail below this primary fidelity metric (fp32 ref)
-    analysis_budget_s: float | None = None  # HAWQ's time bound (None: until its precision)
+    analysis_budget_s: float | None = None  # HAWQ's / LRP's time bound (None: unbounded)
 
 
 def _calibration(g: Graph, calib: Any, calib_random: int | None, name: str = "calibration data"
