@@ -260,7 +260,7 @@ def layer_shares(g: Graph, calib_inputs: np.ndarray | Arrays, layers: Sequence[L
     between chunks, i.e. an error, needs two): the covered chunks stand for all of them.
     """
     outs = [layer.outputs[0] for layer in layers]
-    rows = []
+    rows: list[np.ndarray] = []
     for feeds in chunks(g, calib_inputs):
         if len(rows) >= MIN_CHUNKS and budget is not None and budget.expired():
             break
