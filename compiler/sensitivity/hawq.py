@@ -277,7 +277,9 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
     # profitably; its threads spun and waited at barriers instead (one forward + backward
     # pass, shared 2-core machine, 1 vs 2 threads: MiniLM 0.3-0.5 s vs 5-6 s wall, 0.08 vs
     # 1.4 s CPU; mobilenet_v2 0.2-0.4 vs 1.7-2.4 s; magika 0.4-0.5 vs 0.5-0.9 s).
-    with threadpool_limits(1, user_api="blas"):
+    from compiler.window_kernels import serial  # numba loads with the first use
+
+    with threadpool_limits(1, user_api="blas"), serial():  # likewise numba's window loops
         return _sensitivity(g, calib_inputs, labels, bits=bits, loss=loss,
                             curvature=curvature, tol=tol, max_iter=max_iter,
                             min_iter=min_iter, fd_eps=fd_eps, seed=seed, freeze=freeze,

@@ -295,8 +295,11 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: object = No
     """
     layers, choices = check_quantisable(g), bit_choices(bits)
     budget = start(budget_s, clock)
-    per_chunk = layer_shares(g, calib_inputs, layers, eps=eps, rule=rule, dtype=dtype,
-                             budget=budget)
+    from compiler.window_kernels import serial  # numba loads with the first use
+
+    with serial():  # small planes: one thread beats two waiting at barriers (see `serial`)
+        per_chunk = layer_shares(g, calib_inputs, layers, eps=eps, rule=rule, dtype=dtype,
+                                 budget=budget)
     total = len(chunks(g, calib_inputs))
     cut = len(per_chunk) < total
     share = per_chunk.mean(axis=0)
