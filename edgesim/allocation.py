@@ -388,14 +388,16 @@ def sensitivity(g: Graph, method: str, calib_inputs: Mapping[str, np.ndarray] | 
                 weight_bits: Sequence[int] = DEFAULT_BITS,
                 observe: Callable[[Mapping[str, np.ndarray]], None] | None = None,
                 analysis_budget_s: float | None = None,
-                settled: Callable[[Any, np.ndarray], np.ndarray] | None = None
-                ) -> Sensitivity:
+                settled: Callable[[Any, np.ndarray], np.ndarray] | None = None,
+                forward: Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
+                | None = None) -> Sensitivity:
     """Per-layer sensitivity of `g` by `method` ("hawq", "lrp", "proxy", "uniform").
 
     `observe`, for "hawq", sees every tensor of each calibration chunk's forward pass;
-    `analysis_budget_s` bounds HAWQ's time and `settled` (e.g. `settled_rule`) stops its
-    probing where more precision cannot change the allocation (see
-    `compiler.sensitivity.hawq.sensitivity`); the other methods do not take them.
+    `analysis_budget_s` bounds HAWQ's and LRP's time; `settled` (e.g. `settled_rule`) stops
+    HAWQ's probing where more precision cannot change the allocation (see
+    `compiler.sensitivity.hawq.sensitivity`); `forward` computes HAWQ's forward passes (e.g.
+    `edgesim.quantize.onnxruntime_env`); the other methods do not take them.
     """
     if method not in METHODS:
         raise UserError("--method", f"{method!r} is not one of {sorted(METHODS)}")
@@ -403,7 +405,10 @@ def sensitivity(g: Graph, method: str, calib_inputs: Mapping[str, np.ndarray] | 
     if needs_data and calib_inputs is None:
         raise UserError("--method", f"{method} needs calibration data")
     extra = {k: v for k, v in (("observe", observe), ("budget_s", analysis_budget_s),
-                               ("settled", settled)) if v is not None and method == "hawq"}
+                               ("settled", settled), ("forward", forward))
+             if v is not None and method == "hawq"}
+    if method == "lrp" and analysis_budget_s is not None:  # LRP's chunks are bounded too
+        extra["budget_s"] = analysis_budget_s
     return METHODS[method](g, calib_inputs if needs_data else None, labels,
                            bits=tuple(weight_bits), **extra)
 

@@ -217,7 +217,7 @@ def compile(model: Any, target: TargetRef = "rpi5", *, outdir: str | os.PathLike
     `outdir` must be new, empty or made by edgesim unless `force` (nothing in it that
     edgesim did not write is ever deleted). With `min_fidelity`, a plan whose emitted
     model's primary fidelity metric is lower raises UserError and writes nothing.
-    `analysis_budget_s` bounds the HAWQ analysis's time (its precision reached is in the
+    `analysis_budget_s` bounds the HAWQ or LRP analysis's time (its precision reached is in the
     report's notes). `sparsity`, `kernel_check`, `pick`, `assignment` and `verify` are the
     CLI's `--sparsity` (candidate activation sparsities per MAC input; 0 is always a
     candidate), `--kernel-check`, `--pick`, `--assignment` and `--debug` (see

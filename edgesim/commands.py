@@ -347,7 +347,8 @@ def add_compile(sub: argparse._SubParsersAction) -> None:
                     "(default: the knee of the Pareto front)")
     cp.add_argument("--weight-bits", help="candidate weight bits, e.g. 2,3,4,6,8")
     cp.add_argument("--analysis-budget", metavar="60s",
-                    help="time bound of the HAWQ analysis (default: until 5%% precision)")
+                    help="time bound of the HAWQ / LRP analysis (default: until 5%% precision "
+                    "/ every calibration sample)")
     cp.add_argument("--act-bits", help="candidate activation bits, e.g. 8,32")
     cp.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     cp.add_argument("--runtime", default="onnxruntime", choices=("onnxruntime", "ideal"))

@@ -81,7 +81,7 @@ class CompileOptions:
     force: bool = False  # write into a non-empty folder edgesim did not make
     verify: bool = False  # run compiler.verify on the loaded IR (`--debug`)
     min_fidelity: float | None = None  # fail below this primary fidelity metric (fp32 ref)
-    analysis_budget_s: float | None = None  # HAWQ's time bound (None: until its precision)
+    analysis_budget_s: float | None = None  # HAWQ's / LRP's time bound (None: unbounded)
 
 
 def _calibration(g: Graph, calib: Any, calib_random: int | None, name: str = "calibration data"
@@ -269,7 +269,7 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
              eval_data: Any, options: CompileOptions) -> CompileResult:
     """`compile_model` inside its claimed output folder."""
     from edgesim.loading import load_graph, resolve_target
-    from edgesim.quantize import FloatPassRecorder, float_pass, quantize_model
+    from edgesim.quantize import FloatPassRecorder, float_pass, onnxruntime_env, quantize_model
     from edgesim.sparsity import apply_sparsity, expand_bits, sparsity_column, with_sparse_costs
 
     progress = Progress(total=6, quiet=options.quiet)
@@ -303,7 +303,9 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
                     if ga is g and options.method == "hawq" else None)
         sens = sensitivity(ga, options.method, inputs, in_labels, options.weight_bits,
                            observe=recorder, analysis_budget_s=options.analysis_budget_s,
-                           settled=_settled(g, ga, tgt, options))
+                           settled=_settled(g, ga, tgt, options),
+                           forward=(onnxruntime_env(ga) if options.method == "hawq"
+                                    else None))  # forward passes in onnxruntime
     del ga, source  # copies of the weights nothing needs any more
     with progress.phase("allocating bits"):
         alloc = (_uniform_allocation(g, tgt, sens, options) if options.method == "uniform"
@@ -489,8 +491,12 @@ def _outlier_channels(g: Graph, data: cal.CalibrationData, target: Any,
 
     if _smooth_alpha(target, options) is None or not sites(g):
         return {}
+    from edgesim.quantize import onnxruntime_env
+
     limit = max(1, ANALYSIS_SAMPLES // cal.batch_size(g))
-    absmax = channel_absmax(g, itertools.islice(cal.batches(g, data), limit))
+    outs = [g.layer(name).outputs[0] for name in sites(g)]
+    absmax = channel_absmax(g, itertools.islice(cal.batches(g, data), limit),
+                            onnxruntime_env(g, outs))  # onnxruntime: ~10x the executor
     return outlier_sites(absmax) if options.smooth_quant == "auto" else absmax
 
 

@@ -14,7 +14,7 @@ multiplied back by s through a new float `eltwise` mul layer.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 
 import numpy as np
@@ -83,13 +83,17 @@ def _compensated(g: Graph, norm: Layer, linear: tuple[Layer, ...], s: np.ndarray
     return replace(g, layers=tuple(layers), types=types)
 
 
-def channel_absmax(g: Graph, batches: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def channel_absmax(g: Graph, batches: Iterable[Mapping[str, np.ndarray]],
+                   forward: Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
+                   | None = None) -> dict[str, np.ndarray]:
     """max|x_j| per channel (last axis) of every site's output, over the batches (float32
-    reference executor)."""
+    reference executor, or `forward`: feeds -> at least the sites' outputs, e.g. run in
+    onnxruntime)."""
     outs = {name: g.layer(name).outputs[0] for name in sites(g)}
     absmax = {name: np.zeros(g.types[t].shape[-1]) for name, t in outs.items()}
     for feeds in batches:
-        env = run(g, feeds, dtype="float32", keep=tuple(outs.values()))
+        env = (run(g, feeds, dtype="float32", keep=tuple(outs.values())) if forward is None
+               else forward(feeds))
         for name, t in outs.items():
             x = np.abs(env[t]).reshape(-1, absmax[name].size)
             absmax[name] = np.maximum(absmax[name], x.max(axis=0))

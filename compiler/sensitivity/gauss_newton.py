@@ -64,6 +64,8 @@ from compiler.sensitivity.trace_estimate import TraceEstimate
 
 Factor = Callable[[np.ndarray], np.ndarray]  # u -> L u
 Observer = Callable[[Mapping[str, np.ndarray]], None]  # sees each chunk's forward tensors
+# feeds -> every tensor of the float32 forward pass (as `executor.run(..., keep=True)` gives)
+Forward = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 MIN_DOF = 8  # degrees of freedom of the pooled variance before the first stopping test
 MIN_CHUNKS = 2  # chunks a budget-cut first pass still covers: a variance needs two
 # (estimate, bool per weight: still above tol) -> bool per weight: its uncertainty cannot matter
@@ -97,13 +99,17 @@ def _squared_norm(x: np.ndarray | None) -> float:
 
 def chunk_samples(g: Graph, feeds: dict[str, np.ndarray], loss: str, outputs: Sequence[str],
                   names: Sequence[str], probes: int, chunks: int, rng: np.random.Generator,
-                  dtype: str = "float32", observe: Observer | None = None) -> np.ndarray:
+                  dtype: str = "float32", observe: Observer | None = None,
+                  forward: Forward | None = None) -> np.ndarray:
     """`probes` Hutchinson samples of each weight's ||(J^T L u)_w||^2 for one chunk [probes, W].
 
     `chunks` is how many chunks of this size the calibration set holds: the loss is a mean
     over all of their rows. `observe`, if given, sees every tensor of the chunk's forward pass.
+    `forward`, if given, computes that pass instead of the reference executor (e.g. in
+    onnxruntime, several times faster; float32 only, equal to rounding).
     """
-    env = executor.run(g, feeds, dtype=dtype, keep=True)
+    env = (executor.run(g, feeds, dtype=dtype, keep=True) if forward is None
+           else forward(feeds))
     if observe is not None:
         observe(env)
     factors = {o: output_factor(loss, env[o], _rows(env[o].shape) * chunks) for o in outputs}
@@ -120,7 +126,7 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
            outputs: Sequence[str], names: Sequence[str], *, tol: float = 0.05,
            max_iter: int = 100, seed: int = 0, dtype: str = "float32",
            observe: Observer | None = None, budget: TimeBudget | None = None,
-           settled: Settled | None = None) -> TraceEstimate:
+           settled: Settled | None = None, forward: Forward | None = None) -> TraceEstimate:
     """Gauss-Newton block traces Tr(G_ww) of the weights `names` (see the module docstring).
 
     Args:
@@ -143,6 +149,7 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
             extra probes.
         settled: weights whose trace uncertainty can no longer change the result (e.g. the
             bit allocation); their error does not hold up the `tol` test (`open_rse`).
+        forward: computes each chunk's forward pass (`chunk_samples`); float32 only.
 
     Returns:
         The `TraceEstimate`: one sample per probe, summed over the chunks; `cut_short` says
@@ -158,7 +165,7 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
                 break
             parts[i] = np.concatenate([parts[i], chunk_samples(
                 g, feeds, loss, outputs, names, want - done, len(chunks), rng, dtype,
-                observe if done == 0 else None)])
+                observe if done == 0 else None, forward)])
             covered += 1
         if covered < len(chunks):
             return _cut_estimate(names, parts, done, covered)

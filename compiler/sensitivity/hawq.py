@@ -230,7 +230,8 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
                 min_iter: int = 3, fd_eps: float = FD_EPS, seed: int = 0,
                 freeze: bool = True, observe: gauss_newton.Observer | None = None,
                 budget_s: float | None = None, clock: Clock = time.monotonic,
-                settled: gauss_newton.Settled | None = None) -> Sensitivity:
+                settled: gauss_newton.Settled | None = None,
+                forward: gauss_newton.Forward | None = None) -> Sensitivity:
     """HAWQ-V2 sensitivity `Omega_l(b) = max(Tr(H_l)/n_l, 0) * ||Q_b(W_l) - W_l||^2`.
 
     Args:
@@ -261,6 +262,9 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
             tensor (`unique_weights` order): the tensors whose trace uncertainty cannot
             change the result (e.g. a layer's bit choice) need not reach `tol` (see
             `edgesim.allocation.settled_rule`).
+        forward: feeds -> every tensor of the float32 forward pass ("gauss-newton"), e.g. run
+            in onnxruntime (`edgesim.quantize.onnxruntime_env`); default the reference
+            executor.
 
     Returns:
         A `Sensitivity` with `score` = Tr(H_l)/n_l and `rse` per layer.
@@ -273,19 +277,22 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
     # profitably; its threads spun and waited at barriers instead (one forward + backward
     # pass, shared 2-core machine, 1 vs 2 threads: MiniLM 0.3-0.5 s vs 5-6 s wall, 0.08 vs
     # 1.4 s CPU; mobilenet_v2 0.2-0.4 vs 1.7-2.4 s; magika 0.4-0.5 vs 0.5-0.9 s).
-    with threadpool_limits(1, user_api="blas"):
+    from compiler.window_kernels import serial  # numba loads with the first use
+
+    with threadpool_limits(1, user_api="blas"), serial():  # likewise numba's window loops
         return _sensitivity(g, calib_inputs, labels, bits=bits, loss=loss,
                             curvature=curvature, tol=tol, max_iter=max_iter,
                             min_iter=min_iter, fd_eps=fd_eps, seed=seed, freeze=freeze,
                             observe=observe, budget=start(budget_s, clock),
-                            settled=settled)
+                            settled=settled, forward=forward)
 
 
 def _sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray | None, *,
                  bits: Sequence[int], loss: str | None, curvature: str, tol: float,
                  max_iter: int, min_iter: int, fd_eps: float, seed: int, freeze: bool,
                  observe: gauss_newton.Observer | None, budget: TimeBudget | None,
-                 settled: gauss_newton.Settled | None) -> Sensitivity:
+                 settled: gauss_newton.Settled | None,
+                 forward: gauss_newton.Forward | None = None) -> Sensitivity:
     layers, choices = check_quantisable(g), bit_choices(bits)
     names = unique_weights(layers)
     if curvature == "gauss-newton":
@@ -295,7 +302,7 @@ def _sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray
         check_label_rows(labels, sum(len(next(iter(p.values()))) for p in parts))
         est = gauss_newton.traces(g, parts, loss, loss_outputs(g, loss, labels), names,
                                   tol=tol, max_iter=max_iter, seed=seed, observe=observe,
-                                  budget=budget, settled=settled)
+                                  budget=budget, settled=settled, forward=forward)
         exact = loss == "kl" or (loss == "mse" and labels is None)  # against the reference
         how: tuple[str, ...] = ("curvature=gauss-newton" + (" (exact Hessian: zero-gradient loss)"
                                            if exact else ""),)

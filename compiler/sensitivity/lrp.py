@@ -45,6 +45,7 @@ increase); the allocator is invariant to a global scale of omega, so either is u
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -64,10 +65,12 @@ from compiler.sensitivity.proxy import (
     quant_errors,
     weight_name,
 )
+from compiler.sensitivity.time_budget import Clock, TimeBudget, start
 
 EPS = 0.05
 MASKED = 1e8   # |score| from which an entry is an additive mask's "minus infinity"
 LRP_RULES = ("epsilon", "zplus")
+MIN_CHUNKS = 2  # chunks a budget-cut analysis still covers: an error needs a spread
 # rule(layer, relevances of outputs, inputs, outputs, active input mask, eps) -> per input
 LrpRule = Callable[[Layer, Outputs, Values, Outputs, tuple[bool, ...], float], Values]
 
@@ -249,15 +252,26 @@ def _shares(g: Graph, feeds: Arrays, outputs: Sequence[str], eps: float,
 
 
 def layer_shares(g: Graph, calib_inputs: np.ndarray | Arrays, layers: Sequence[Layer], *,
-                 eps: float = EPS, rule: str = "epsilon", dtype: str = "float32") -> np.ndarray:
-    """Relevance share of each layer's output per calibration chunk: [chunks, L]."""
+                 eps: float = EPS, rule: str = "epsilon", dtype: str = "float32",
+                 budget: TimeBudget | None = None) -> np.ndarray:
+    """Relevance share of each layer's output per calibration chunk: [chunks covered, L].
+
+    With a `budget`, chunks stop once it is used up, after at least `MIN_CHUNKS` (a spread
+    between chunks, i.e. an error, needs two): the covered chunks stand for all of them.
+    """
     outs = [layer.outputs[0] for layer in layers]
-    return np.array([_shares(g, f, outs, eps, rule, dtype) for f in chunks(g, calib_inputs)])
+    rows: list[np.ndarray] = []
+    for feeds in chunks(g, calib_inputs):
+        if len(rows) >= MIN_CHUNKS and budget is not None and budget.expired():
+            break
+        rows.append(_shares(g, feeds, outs, eps, rule, dtype))
+    return np.array(rows)
 
 
 def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: object = None, *,
                 bits: Sequence[int] = DEFAULT_BITS, eps: float = EPS,
-                rule: str = "epsilon", dtype: str = "float32") -> Sensitivity:
+                rule: str = "epsilon", dtype: str = "float32", budget_s: float | None = None,
+                clock: Clock = time.monotonic) -> Sensitivity:
     """LRP sensitivity `omega_l(b) = C_l * ||Q_b(W_l) - W_l||^2 / ||W_l||^2`.
 
     Args:
@@ -270,13 +284,24 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: object = No
         rule: "epsilon" or "zplus".
         dtype: float dtype of the propagation (float32: the stabiliser keeps the epsilon
             rule's divisions well away from rounding noise).
+        budget_s: seconds the analysis may take (None: every chunk); once they are used up
+            no further chunk is propagated (at least `MIN_CHUNKS` are), the covered chunks
+            stand for all, and the result says `cut_short`, its `rse` the precision reached.
+        clock: the clock `budget_s` is measured on (seconds; tests inject a fake one).
 
     Returns:
-        A `Sensitivity` with `score` = C_l / ||W_l||^2, `iterations` = chunks and `rse`
-        the relative standard error of the mean share over chunks (NaN for one chunk).
+        A `Sensitivity` with `score` = C_l / ||W_l||^2, `iterations` = chunks covered and
+        `rse` the relative standard error of the mean share over them (NaN for one chunk).
     """
     layers, choices = check_quantisable(g), bit_choices(bits)
-    per_chunk = layer_shares(g, calib_inputs, layers, eps=eps, rule=rule, dtype=dtype)
+    budget = start(budget_s, clock)
+    from compiler.window_kernels import serial  # numba loads with the first use
+
+    with serial():  # small planes: one thread beats two waiting at barriers (see `serial`)
+        per_chunk = layer_shares(g, calib_inputs, layers, eps=eps, rule=rule, dtype=dtype,
+                                 budget=budget)
+    total = len(chunks(g, calib_inputs))
+    cut = len(per_chunk) < total
     share = per_chunk.mean(axis=0)
     share = share / share.sum() if share.sum() > 0 else share
     energy = np.array([float(np.vdot(w, w)) for w in
@@ -285,7 +310,9 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: object = No
     omega = score[:, None] * quant_errors(g, layers, choices)
     return Sensitivity(tuple(la.name for la in layers), choices, omega, score, "lrp",
                        len(per_chunk), _chunk_rse(per_chunk),
-                       (f"rule={rule}", f"eps={eps:g}", "score = contribution share / ||W||^2"))
+                       (f"rule={rule}", f"eps={eps:g}", "score = contribution share / ||W||^2",
+                        *((f"analysis budget {budget_s:g}s used up after {len(per_chunk)} of "
+                           f"{total} chunks",) if cut else ())), cut)
 
 
 def _chunk_rse(per_chunk: np.ndarray) -> np.ndarray:

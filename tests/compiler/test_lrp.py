@@ -194,3 +194,74 @@ def test_gather_nd_moves_relevance_back_to_the_gathered_entries() -> None:
     assert rel["h"].sum() == pytest.approx(total, rel=1e-6)
     assert np.all(rel["h"][0, [0, 2]] == 0.0)
     assert rel["x"].sum() == pytest.approx(total, rel=1e-3)
+
+
+# --- time budget ------------------------------------------------------------------------------
+
+def _chunk_clock(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A fake clock that advances one second per chunk LRP propagates (work counted, not
+    timed): returns the clock's one-element state."""
+    now = [0]
+    real = lrp._shares
+
+    def counted(*args, **kwargs):
+        now[0] += 1
+        return real(*args, **kwargs)
+    monkeypatch.setattr(lrp, "_shares", counted)
+    return now
+
+
+def _mlp_calib(chunks: int) -> tuple[object, np.ndarray]:
+    g, _ = _mlp()
+    x = np.random.default_rng(7).standard_normal((5 * chunks, 6)).astype(np.float32)
+    return g, x
+
+
+def _share(g, x: np.ndarray, layer: str) -> float:
+    """Oracle: one chunk's |relevance| at the layer's output over its seeds' |relevance|."""
+    out = g.layer(layer).outputs[0]
+    rel = lrp.relevance(g, {"x": x}, keep=[out, "y"], dtype="float32")
+    y = run(g, {"x": x}, dtype="float32")["y"]
+    seed = np.where(y == y.max(axis=-1, keepdims=True), y, 0.0)
+    return float(np.abs(rel[out]).sum() / np.abs(seed).sum())
+
+
+def test_budget_stops_lrp_between_chunks_and_reports_the_precision(monkeypatch) -> None:
+    """8 chunks at one (fake) second each: a 3 s budget is used up after the third chunk, so
+    3 chunks stand for all 8: the scores are those of an unbounded analysis of their rows, the
+    error is the spread of their shares (checked against relevance() chunk by chunk)."""
+    g, x = _mlp_calib(8)
+    now = _chunk_clock(monkeypatch)
+    sens = lrp.sensitivity(g, x, bits=(4, 8), budget_s=3, clock=lambda: now[0])
+    assert now[0] == 3 and sens.cut_short and sens.iterations == 3
+    assert any("analysis budget 3s used up after 3 of 8 chunks" in n for n in sens.notes)
+    first = lrp.sensitivity(g, x[:15], bits=(4, 8))
+    np.testing.assert_array_equal(sens.score, first.score)
+    shares = np.array([[_share(g, x[5 * i:5 * i + 5], name) for name in sens.layers]
+                       for i in range(3)])
+    rse = shares.std(axis=0, ddof=1) / np.sqrt(3) / shares.mean(axis=0)
+    np.testing.assert_allclose(sens.rse, rse, rtol=1e-4, atol=1e-12)
+    # the hidden layers' shares vary from chunk to chunk; the output layer's is always 1
+    assert np.all(sens.rse[:2] > 0.01) and sens.rse[2] < 1e-6
+
+
+def test_lrp_budget_keeps_two_chunks_and_a_generous_one_changes_nothing(monkeypatch) -> None:
+    g, x = _mlp_calib(8)
+    free = lrp.sensitivity(g, x, bits=(4, 8))
+    now = _chunk_clock(monkeypatch)
+    spent = lrp.sensitivity(g, x, bits=(4, 8), budget_s=0, clock=lambda: now[0])
+    assert spent.iterations == 2 and spent.cut_short and np.all(np.isfinite(spent.rse))
+    now[0] = 0
+    sens = lrp.sensitivity(g, x, bits=(4, 8), budget_s=1e6, clock=lambda: now[0])
+    assert now[0] == 8 and not sens.cut_short and not free.cut_short
+    np.testing.assert_array_equal(sens.score, free.score)
+    np.testing.assert_array_equal(sens.rse, free.rse)
+
+
+def test_compile_analysis_budget_reaches_lrp() -> None:
+    """edgesim's `analysis_budget_s` bounds LRP: a zero budget covers the least chunks."""
+    from edgesim.allocation import sensitivity
+
+    g, x = _mlp_calib(8)
+    sens = sensitivity(g, "lrp", {"x": x}, weight_bits=(4, 8), analysis_budget_s=0.0)
+    assert sens.iterations == lrp.MIN_CHUNKS and sens.cut_short

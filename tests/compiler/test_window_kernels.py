@@ -72,3 +72,28 @@ def test_grid_places_outputs_and_zeros_the_rest(case) -> None:
     grid = pw.grid(g, np.float64)
     np.testing.assert_array_equal(pw.outputs(grid).reshape(g.shape), g)
     assert np.count_nonzero(grid) == np.count_nonzero(g)
+
+
+def test_serial_gives_identical_results_and_restores_the_thread_count() -> None:
+    """One thread computes the same depthwise and im2col conv gradients bit for bit (every
+    parallel iteration writes its own rows), and the thread count comes back after."""
+    import numba
+
+    from compiler.ops import OPS
+    from compiler.window_kernels import serial
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 6, 9, 11)).astype(np.float32)
+    kw = dict(strides=(2, 1), pads=(1, 0, 1, 2), dilations=(1, 2))
+    for shape, group in [((6, 1, 3, 3), 6), ((4, 6, 3, 3), 1)]:
+        w = rng.standard_normal(shape).astype(np.float32)
+        y = OPS["conv"].forward(x, w, group=group, **kw)
+        g = (rng.standard_normal(y[0].shape).astype(np.float32),)
+        ref = OPS["conv"].vjp(g, (x, w), y, group=group, **kw)
+        before = numba.get_num_threads()
+        with serial():
+            assert numba.get_num_threads() == 1
+            got = OPS["conv"].vjp(g, (x, w), y, group=group, **kw)
+        assert numba.get_num_threads() == before
+        for a, b in zip(ref, got):
+            np.testing.assert_array_equal(a, b)
