@@ -257,6 +257,8 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
 
 ERROR_BATCHES = 2  # calibration batches the per-layer error check runs
 CHOICE_SAMPLES = 4  # calibration samples that score the candidate activation ranges
+E2E_SAMPLES = 8  # calibration samples on which the range assignments' output error is compared
+E2E_EVALUATIONS = 24  # bound on range assignments quantised and run end to end (x E2E_SAMPLES)
 
 
 BIAS_SAMPLES = 16  # calibration samples that measure the mean output shift of low-bit layers
@@ -295,18 +297,22 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
     error (`compiler.range_choice`), when the options ask for "auto"."""
     import itertools
 
-    from compiler.range_choice import choose_methods, with_choices
+    from compiler.range_choice import choose_end_to_end, reference_cases
 
     widths = sorted({int(a) for a in assign[:, 1] if a in (4, 8)})
     if opts.act_method != "auto" or stats is None or data is None or not widths:
         return stats
     limit = max(1, CHOICE_SAMPLES // cal.batch_size(g))
     forward = _onnxruntime_forward(g, tuple(stats.stats), [])
+    # the end-to-end check runs on calibration batches only (never the data it is judged on)
+    cases = reference_cases(g, itertools.islice(cal.batches(g, data),
+                                                max(1, E2E_SAMPLES // cal.batch_size(g))))
     for bits in widths:
         batches = itertools.islice(cal.batches(g, data), limit)
-        chosen = choose_methods(g, stats, batches, bits, opts.percentile, forward,
-                                _act_tensors(g, assign[:, 1] == bits))
-        stats = with_choices(stats, chosen, bits)
+        stats, _ = choose_end_to_end(g, stats, batches, cases,
+                                     lambda s: quantize(g, assign, s, opts), bits,
+                                     opts.percentile, forward,
+                                     _act_tensors(g, assign[:, 1] == bits), E2E_EVALUATIONS)
     return stats
 
 
