@@ -147,25 +147,37 @@ def with_choices(stats: CalibrationStats, chosen: Mapping[str, str], bits: int =
 Case = tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]
 # activation statistics carrying a choice -> the graph quantised with it
 Quantizer = Callable[[CalibrationStats], Graph]
+# a graph -> its outputs on one batch of feeds (prepared once per graph, run per batch)
+Runner = Callable[[Graph], Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]]
 
 
-def reference_cases(g: Graph, batches: Iterable[Mapping[str, np.ndarray]]) -> tuple[Case, ...]:
-    """Each batch with `g`'s float outputs on it (float32 reference executor); integer
-    outputs (labels) are left out of the comparison."""
+def fake_quant_runner(qg: Graph) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]:
+    """The reference executor's fake-quant simulation of `qg` (float32); on a float graph,
+    its float outputs."""
+    return lambda feeds: run(qg, feeds, dtype="float32", fake_quant=True)
+
+
+def reference_cases(g: Graph, batches: Iterable[Mapping[str, np.ndarray]],
+                    runner: Runner = fake_quant_runner) -> tuple[Case, ...]:
+    """Each batch with the float graph `g`'s outputs on it; integer outputs (labels) are
+    left out of the comparison."""
     cases = []
+    compute = runner(g)
     for feeds in batches:
-        out = run(g, feeds, dtype="float32")
+        out = compute(feeds)
         cases.append((feeds, {t: y for t, y in out.items() if np.asarray(y).dtype.kind == "f"}))
     return tuple(cases)
 
 
-def output_error(qg: Graph, cases: Iterable[Case]) -> float:
-    """Summed relative squared error of `qg`'s fake-quantised float outputs against the
-    reference outputs of `cases` (each output weighs the same, whatever its scale)."""
+def output_error(qg: Graph, cases: Iterable[Case], runner: Runner = fake_quant_runner) -> float:
+    """Summed relative squared error of `qg`'s float outputs (as `runner` computes them)
+    against the reference outputs of `cases` (each output weighs the same, whatever its
+    scale)."""
     err: dict[str, float] = {}
     energy: dict[str, float] = {}
+    compute = runner(qg)
     for feeds, ref in cases:
-        got = run(qg, feeds, dtype="float32", fake_quant=True)
+        got = compute(feeds)
         for t, y in ref.items():
             err[t] = err.get(t, 0.0) + _squares(np.asarray(got[t], np.float64) - y)
             energy[t] = energy.get(t, 0.0) + _squares(np.asarray(y, np.float64))
@@ -190,16 +202,16 @@ class _Scorer:
     """End-to-end error of choices, each distinct assignment quantised and run once."""
 
     def __init__(self, stats: CalibrationStats, bits: int, params: Params,
-                 quantizer: Quantizer, cases: tuple[Case, ...]) -> None:
+                 quantizer: Quantizer, cases: tuple[Case, ...], runner: Runner) -> None:
         self._stats, self._bits, self._params = stats, bits, params
-        self._quantizer, self._cases = quantizer, cases
+        self._quantizer, self._cases, self._runner = quantizer, cases, runner
         self._seen: dict[tuple[tuple[str, float, int], ...], float] = {}
 
     def __call__(self, choice: Mapping[str, str]) -> float:
         key = _key(self._params, choice)
         if key not in self._seen:
             qg = self._quantizer(with_choices(self._stats, choice, self._bits, self._params))
-            self._seen[key] = output_error(qg, self._cases)
+            self._seen[key] = output_error(qg, self._cases, self._runner)
         return self._seen[key]
 
     @property
@@ -210,8 +222,8 @@ class _Scorer:
 
 def refine_end_to_end(stats: CalibrationStats, local: Mapping[str, str], quantizer: Quantizer,
                       cases: Iterable[Case], bits: int = 8, percentile: float = 99.99,
-                      max_evaluations: int = 32, params: Params | None = None
-                      ) -> tuple[dict[str, str], int]:
+                      max_evaluations: int = 32, params: Params | None = None,
+                      runner: Runner = fake_quant_runner) -> tuple[dict[str, str], int]:
     """The assignment of range methods with the least end-to-end output error found: the
     best of `starting_choices(local)`, then refined greedily one tensor at a time in the
     order of `local` (topological), each other candidate kept if it lowers the error.
@@ -229,12 +241,14 @@ def refine_end_to_end(stats: CalibrationStats, local: Mapping[str, str], quantiz
         max_evaluations: bound on distinct assignments quantised and run (each costs one
             forward pass per case); the starting ones are always scored.
         params: tensor -> `candidate_params`, where the caller has them already.
+        runner: how a quantised graph's outputs are computed (default the fake-quant
+            executor; `edgesim` runs the emitted model in onnxruntime, several times faster).
 
     Returns:
         (tensor -> method, the number of assignments evaluated).
     """
     params = params or {t: candidate_params(stats, t, bits, percentile) for t in local}
-    score = _Scorer(stats, bits, params, quantizer, tuple(cases))
+    score = _Scorer(stats, bits, params, quantizer, tuple(cases), runner)
     if not local:
         return {}, 0
     starts = starting_choices(local)
@@ -255,9 +269,10 @@ def choose_end_to_end(g: Graph, stats: CalibrationStats,
                       batches: Iterable[Mapping[str, np.ndarray]], cases: Iterable[Case],
                       quantizer: Quantizer, bits: int = 8, percentile: float = 99.99,
                       forward: Forward | None = None, tensors: Iterable[str] | None = None,
-                      max_evaluations: int = 32) -> tuple[CalibrationStats, int]:
+                      max_evaluations: int = 32, runner: Runner = fake_quant_runner
+                      ) -> tuple[CalibrationStats, int]:
     """`choose_methods` on `batches`, then `refine_end_to_end` on `cases` (both calibration
-    data), the candidate ranges computed once for both.
+    data; `cases` made with the same `runner`), the candidate ranges computed once for both.
 
     Returns:
         (`stats` carrying the choice at `bits`, the number of assignments run end to end).
@@ -267,5 +282,5 @@ def choose_end_to_end(g: Graph, stats: CalibrationStats,
     params = {t: candidate_params(stats, t, bits, percentile) for t in names}
     local = choose_methods(g, stats, batches, bits, percentile, forward, names, params)
     chosen, evals = refine_end_to_end(stats, local, quantizer, cases, bits, percentile,
-                                      max_evaluations, params)
+                                      max_evaluations, params, runner)
     return with_choices(stats, chosen, bits, params), evals
