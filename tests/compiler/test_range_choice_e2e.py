@@ -1,7 +1,8 @@
 """Activation ranges chosen end to end: on a model where the locally best range of a tensor
 is end-to-end worse, `refine_end_to_end` finds the assignment a brute force over every
 combination of candidates finds (the model's output recomputed here in numpy, with weights
-its int8 grid holds exactly), and it follows the calibration data it is given."""
+its int8 grid holds exactly), and it follows the calibration data it is given; min/max stays
+unless another assignment is clearly better, and the number of assignments run is bounded."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from onnx import TensorProto, helper
 from compiler.frontend import load
 from compiler.passes.calibrate import CalibrationStats, calibrate
 from compiler.passes.quantize import QuantOptions, quantize
+from compiler.quantizers import ActivationParams
 from compiler.range_choice import (
     CANDIDATES,
     choose_methods,
@@ -117,3 +119,34 @@ def test_resolved_parameters_are_read_by_auto_and_dropped_with_a_new_choice() ->
     assert held.params("x", 4, "auto") == stats.params("x", 4, "percentile")  # other width
     again = with_choices(held, {"x": "entropy"}, 8)  # no parameters given: recomputed
     assert again.params("x", 8, "auto") == stats.params("x", 8, "entropy")
+
+
+def _table_search(errors: dict[tuple[str, str], float], max_evaluations: int = 64):
+    """`refine_end_to_end` over two tensors "a", "b" whose end-to-end error is looked up in
+    `errors` (the quantizer hands the choice on; the runner outputs sqrt(error))."""
+    params = {t: {m: ActivationParams(np.float32(i + 1), 0, 8, False)
+                  for i, m in enumerate(CANDIDATES)} for t in ("a", "b")}
+
+    def runner(choice):
+        e = errors[choice.chosen["a", 8], choice.chosen["b", 8]]
+        return lambda feeds: {"y": np.array([np.sqrt(e)])}
+
+    cases = (({}, {"y": np.zeros(1)}),)
+    return refine_end_to_end(CalibrationStats(), {"a": "mse", "b": "mse"}, lambda s: s,
+                             cases, max_evaluations=max_evaluations, params=params,
+                             runner=runner)
+
+
+def test_min_max_is_kept_unless_another_assignment_is_clearly_better() -> None:
+    """A zero reference makes `output_error` the table's error times one constant (the
+    energy floor), so the table is the oracle of every comparison."""
+    errors = {k: 1.0 for k in itertools.product(CANDIDATES, repeat=2)}
+    errors["mse", "mse"] = 0.85   # the local choice: 15 % better, within the margin
+    chosen, _ = _table_search(errors)
+    assert chosen == {"a": "minmax", "b": "minmax"}
+    errors["entropy", "entropy"] = 0.5  # a uniform start 2x better: taken
+    errors["entropy", "mse"] = 0.3  # and the greedy step on "b" improves it further
+    chosen, _ = _table_search(errors)
+    assert chosen == {"a": "entropy", "b": "mse"}
+    chosen, evals = _table_search(errors, max_evaluations=5)
+    assert (chosen, evals) == ({"a": "entropy", "b": "entropy"}, 5)  # the 5 starts only
