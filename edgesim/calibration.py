@@ -227,3 +227,14 @@ def batches(g: Graph, data: CalibrationData) -> Iterator[dict[str, np.ndarray]]:
     size = batch_size(g)
     for start in range(0, data.count - size + 1, size):
         yield {n: model_layout(g, n, x[start:start + size]) for n, x in data.samples.items()}
+
+
+def split(data: CalibrationData, held: int) -> tuple[CalibrationData, CalibrationData]:
+    """(`data` without the held samples, the held samples): `held` samples spread evenly
+    over the data set (one data set ordered by class gives every class to both parts)."""
+    every = max(2, data.count // max(1, held))
+    mask = np.zeros(data.count, bool)
+    mask[::every] = True
+    part = lambda m: CalibrationData({n: x[m] for n, x in data.samples.items()},  # noqa: E731
+                                     data.source, data.random)
+    return part(~mask), part(mask)

@@ -49,6 +49,10 @@ class CalibrationStats:
     # (tensor, bits) -> method chosen by `compiler.range_choice` (read by method "auto"); a
     # choice holds for the data it was made on, so `merge` drops it
     chosen: Mapping[tuple[str, int], str] = field(default_factory=lambda: MappingProxyType({}))
+    # (tensor, bits) -> the parameters of the chosen method, computed once where the choice
+    # was made (an entropy range costs ~0.2 s; the end-to-end search reads each many times)
+    resolved: Mapping[tuple[str, int], ActivationParams] = field(
+        default_factory=lambda: MappingProxyType({}))
 
     def merge(self, other: CalibrationStats) -> CalibrationStats:
         """Statistics of the union of both data sets (exact)."""
@@ -70,6 +74,8 @@ class CalibrationStats:
         """
         if tensor not in self.stats or self.stats[tensor].count == 0:
             raise ModelError(f"tensor {tensor}", "no calibration statistics were collected")
+        if method == "auto" and (tensor, bits) in self.resolved:
+            return self.resolved[tensor, bits]
         if method == "auto":
             method = self.chosen.get((tensor, bits), AUTO_FALLBACK)
         return activation_params(self.stats[tensor], bits, cast(ActMethod, method), symmetric=False,
