@@ -15,7 +15,11 @@ _HOMES = {"DecoderConfig": "config", "load_config": "config", "Footprint": "fit"
           "check_fit": "fit", "footprint": "fit", "WeightFormat": "formats",
           "parse_format": "formats", "LlmSimulation": "phases", "simulate_llm": "phases"}
 
-__all__ = ["DecoderConfig", "Footprint", "LlmSimulation", "WeightFormat", "check_fit",
+# the trained zoo decoders `edgesim compile` takes by name (a light constant here: the CLI asks
+# it of every compile, and edgesim.llm.compile imports the sensitivity machinery)
+TRAINED = ("tiny_lm",)
+
+__all__ = ["TRAINED", "DecoderConfig", "Footprint", "LlmSimulation", "WeightFormat", "check_fit",
            "footprint", "load_config", "parse_format", "simulate_llm"]
 
 

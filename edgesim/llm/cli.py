@@ -134,16 +134,23 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def _is_decoder(ref: str | None) -> bool:
     """A trained zoo decoder, or an .onnx file naming past_key_values.* (a KV-cache decoder;
     a byte scan, so that other models' compile does not parse them twice)."""
+    import mmap
     from pathlib import Path
 
-    from edgesim.llm.compile import TRAINED
+    from edgesim.llm import TRAINED
 
     if ref is None:
         return False
     if ref.startswith("zoo:"):
         return ref[4:] in TRAINED
     path = Path(ref)
-    return ref.endswith(".onnx") and path.is_file() and b"past_key_values." in path.read_bytes()
+    if not (ref.endswith(".onnx") and path.is_file()):
+        return False
+    try:  # mapped, not read: the model may be gigabytes and is parsed again after this
+        with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            return m.find(b"past_key_values.") >= 0
+    except (OSError, ValueError):  # empty or unreadable: the normal compile names the problem
+        return False
 
 
 def cmd_compile_decoder(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ import numpy as np
 from compiler.atomic import atomic_write
 from edgesim.budget import parse_budget
 from edgesim.errors import UserError
+from edgesim.llm import TRAINED
 from edgesim.llm.budgets import Workload, knapsack, uniform_times
 from edgesim.llm.config import DecoderConfig
 from edgesim.llm.plan import plan_bytes, plan_for_budget
@@ -36,7 +37,6 @@ from hwmodels.cpu import CpuTarget
 # plans of bench/bench_llm_quality.py pick at 3 and 4 average bits (a plan over only bit widths
 # ties uniform q4 at its size; these let it beat it)
 CHOICES = ("q2z", "q2b128z", "q4b128", "q4b128z", "q4", "q4z", "q8b128", "q8")
-TRAINED = ("tiny_lm",)
 DEFAULT_WORK = Workload()
 SCORE_SEQ = 128   # bytes per perplexity window
 

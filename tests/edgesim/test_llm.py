@@ -200,3 +200,19 @@ def test_prefill_is_no_faster_than_the_int8_peak() -> None:
     floor = macs / (2 * 16 * 2.4e9 * np.array([1, 4]))
     assert (sim.ttft_s[0] > floor).all()
     assert sim.ttft_s[0, 0] / sim.ttft_s[0, 1] > 2   # 4 threads: well over 2x faster
+
+
+def test_compile_dispatch_scans_without_the_decoder_compiler(tmp_path) -> None:
+    # every compile asks whether its model is a decoder; the answer must not import the LLM
+    # compile machinery (seconds of start-up) nor read the whole file into memory
+    code = ("import sys, edgesim.llm.cli as c; "
+            f"print(c._is_decoder({str(tmp_path / 'cnn.onnx')!r}), "
+            f"c._is_decoder({str(tmp_path / 'lm.onnx')!r}), c._is_decoder('zoo:tiny_lm'), "
+            f"c._is_decoder({str(tmp_path / 'empty.onnx')!r}), "
+            "'edgesim.llm.compile' in sys.modules)")
+    (tmp_path / "cnn.onnx").write_bytes(b"\x08\x07" + b"conv" * 1000)
+    (tmp_path / "lm.onnx").write_bytes(b"\x08\x07" + b"x" * 5000 + b"past_key_values.0.key")
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split()
+    assert out == ["False", "True", "True", "False", "False"]
