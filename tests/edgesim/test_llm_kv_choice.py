@@ -66,18 +66,20 @@ def _harm_fp16(calib: np.ndarray, seq: int = 64) -> float:
 
 
 def test_loose_budget_choice_is_the_least_measured_objective(tmp_path: Path) -> None:
-    r = _compile("tok_s=1", tmp_path)
+    # 7000 tokens/s on the Pi 5 at 1 thread: met by both caches, but only the fp16 cache
+    # (less bytes per token) affords the q8 formats
+    r = _compile("tok_s=7000", tmp_path)
     by = {o.kv_dtype: o for o in r.kv_options}
     assert set(by) == {"fp32", "fp16"} and all(o.feasible for o in r.kv_options)
     harm = _harm_fp16(load_lm_text()["calib"][:512])
     assert harm > 0 and by["fp16"].harm == pytest.approx(harm, rel=1e-6)
     assert by["fp32"].harm == 0.0
-    # a loose budget: both caches afford the same least-sensitive plan, so the fp16 cache's
-    # own harm decides against it
-    assert by["fp32"].plan == by["fp16"].plan
+    # the fp16 knapsack is looser, so its least-sensitive plan is no worse
+    assert by["fp16"].plan_omega <= by["fp32"].plan_omega
+    assert by["fp16"].plan != by["fp32"].plan
     objectives = {k: o.plan_omega + (harm if k == "fp16" else 0.0) for k, o in by.items()}
-    assert r.workload.kv_dtype == min(objectives, key=objectives.__getitem__) == "fp32"
-    assert dict(r.plan) == dict(by["fp32"].plan)
+    chosen = min(objectives, key=objectives.__getitem__)
+    assert r.workload.kv_dtype == chosen and dict(r.plan) == dict(by[chosen].plan)
 
 
 def test_choose_kv_refuses_when_no_dtype_meets_the_budget() -> None:
