@@ -11,15 +11,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto
+from onnx import TensorProto, numpy_helper
 
+from compiler.packing import dequantize_matmulnbits, pack_matmulnbits
 from edgesim.errors import UserError
 from edgesim.llm.budgets import Workload
 from edgesim.llm.compile import compile_decoder
 from edgesim.llm.fit import footprint
+from edgesim.llm.formats import parse_format
 from edgesim.llm.generate import empty_past, session, step
 from edgesim.llm.kv_choice import KvOption, choose_kv
-from edgesim.zoo.decoder import decoder_config
+from edgesim.zoo.decoder import EMBED, DecoderShape, decoder_config, kv_decoder
 from edgesim.zoo.trained import TINY_LM_SHAPE, load_lm_text, tiny_lm
 from hwmodels.target import load_target
 
@@ -90,3 +92,33 @@ def test_choose_kv_refuses_when_no_dtype_meets_the_budget() -> None:
         choose_kv(opts, parse_budget("ram=1B"))
     better = [KvOption("fp32", True, 5.0, 0.0, {}), KvOption("fp16", True, 3.0, 1.0, {})]
     assert choose_kv(better, parse_budget("ram=1B")).kv_dtype == "fp16"
+
+
+# The embedding table as GatherBlockQuantized (brief item 2, emission only). Oracle: the same
+# decoder with the float Gather of the table dequantised by compiler.packing (the MatMulNBits
+# round trip), run in onnxruntime; untied so the head keeps the float table.
+EMB_SHAPE = DecoderShape(vocab=256, hidden=64, layers=1, heads=4, kv_heads=2, intermediate=96,
+                         max_context=64, tied=False)
+
+
+@pytest.mark.parametrize("fmt", ["q4", "q8", "q4b64"])
+def test_embedding_as_gather_block_quantized_matches_dequantised_table(fmt: str) -> None:
+    w = {t.name: numpy_helper.to_array(t) for t in kv_decoder(EMB_SHAPE, seed=3).graph.initializer
+         if t.name.endswith((".weight", ".bias"))}
+    f = parse_format(fmt)
+    blob = pack_matmulnbits(w["embed_tokens.weight"].T, f.bits, f.block, symmetric=True)
+    deq = dequantize_matmulnbits(blob)
+    deq = deq.T if deq.shape != w["embed_tokens.weight"].shape else deq
+    assert not np.allclose(deq, w["embed_tokens.weight"])
+    quant = kv_decoder(EMB_SHAPE, {EMBED: fmt}, weights=w)
+    assert [n.op_type for n in quant.graph.node].count("GatherBlockQuantized") == 1
+    ref = kv_decoder(EMB_SHAPE, "fp32", weights=w | {"embed_tokens.weight": deq.astype(np.float32)})
+    ids = np.arange(0, 256, 23, dtype=np.int64)[None]
+    got = [step(s, ids, empty_past(s))[0] for s in (session(m.SerializeToString())
+                                                   for m in (quant, ref))]
+    np.testing.assert_allclose(got[0], got[1], rtol=1e-5, atol=1e-5)
+
+
+def test_embedding_refuses_a_format_gather_block_quantized_lacks() -> None:
+    with pytest.raises(UserError, match="embed_tokens"):
+        kv_decoder(EMB_SHAPE, {EMBED: "q2z"})
