@@ -8,7 +8,10 @@ a byte vocabulary, >= 256 ids), its first half calibrating and its second half s
 default the shipped held-out KJV text.
 
 Steps: HAWQ or LRP sensitivities of the linears through the IR (`edgesim.llm.sensitivity`);
-the budget priced per layer (`edgesim.llm.budgets`); the exact knapsack (`plan_for_budget`);
+the budget priced per layer (`edgesim.llm.budgets`) under each KV-cache dtype the source can be
+built with (fp32 / fp16 for the zoo, the file's own otherwise) and its exact knapsack
+(`plan_for_budget`), the dtype whose plan has the least omega plus the cache's measured harm
+winning (`edgesim.llm.kv_choice`; `work.kv_dtype` is replaced by the choice);
 the plan emitted as MatMulNBits layers (`edgesim.zoo.decoder`); every uniform format and the
 plan predicted on the target (tokens/s and time to first token per thread count) and scored in
 onnxruntime on the held-out text (perplexity per byte).
@@ -182,7 +185,9 @@ def compile_decoder(ref: str, target: CpuTarget, budget_text: str, method: str =
     names = list(src.params)
     omega = decoder_sensitivity(src.float_model, names, CHOICES, calib, method)
     budget = parse_budget(budget_text)
-    harms = {kv: kv_harm(lambda d: src.build({}, d), calib, kv) for kv in src.kv_dtypes}
+    one = len(src.kv_dtypes) == 1   # nothing to compare the file's own cache dtype with
+    harms = {kv: 0.0 if one else kv_harm(lambda d: src.build({}, d), calib, kv)
+             for kv in src.kv_dtypes}
     options = kv_options(budget, src.cfg, target, src.params, omega, CHOICES, work, harms)
     best = choose_kv(options, budget)
     work = replace(work, kv_dtype=best.kv_dtype)
