@@ -8,7 +8,10 @@ a byte vocabulary, >= 256 ids), its first half calibrating and its second half s
 default the shipped held-out KJV text.
 
 Steps: HAWQ or LRP sensitivities of the linears through the IR (`edgesim.llm.sensitivity`);
-the budget priced per layer (`edgesim.llm.budgets`); the exact knapsack (`plan_for_budget`);
+the budget priced per layer (`edgesim.llm.budgets`) under each KV-cache dtype the source can be
+built with (fp32 / fp16 for the zoo, the file's own otherwise) and its exact knapsack
+(`plan_for_budget`), the dtype whose plan has the least omega plus the cache's measured harm
+winning (`edgesim.llm.kv_choice`; `work.kv_dtype` is replaced by the choice);
 the plan emitted as MatMulNBits layers (`edgesim.zoo.decoder`); every uniform format and the
 plan predicted on the target (tokens/s and time to first token per thread count) and scored in
 onnxruntime on the held-out text (perplexity per byte).
@@ -20,6 +23,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,9 +31,10 @@ from compiler.atomic import atomic_write
 from edgesim.budget import parse_budget
 from edgesim.errors import UserError
 from edgesim.llm import TRAINED
-from edgesim.llm.budgets import Workload, knapsack, uniform_times
+from edgesim.llm.budgets import Workload, uniform_times
 from edgesim.llm.config import DecoderConfig
-from edgesim.llm.plan import plan_bytes, plan_for_budget
+from edgesim.llm.kv_choice import KV_DTYPES, KvOption, choose_kv, describe, kv_harm, kv_options
+from edgesim.llm.plan import plan_bytes
 from edgesim.llm.sensitivity import METHODS, decoder_sensitivity
 from hwmodels.cpu import CpuTarget
 
@@ -39,6 +44,7 @@ from hwmodels.cpu import CpuTarget
 CHOICES = ("q2z", "q2b128z", "q4b128", "q4b128z", "q4", "q4z", "q8b128", "q8")
 DEFAULT_WORK = Workload()
 SCORE_SEQ = 128   # bytes per perplexity window
+FLOAT16 = 10      # onnx.TensorProto.FLOAT16 (onnx is imported only in frontend/emit/zoo)
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,7 @@ class DecoderReport:
     plan: Mapping[str, str]
     variants: tuple[Variant, ...]
     files: Mapping[str, str] = field(default_factory=dict)
+    kv_options: tuple[KvOption, ...] = ()   # each KV dtype's plan objective (`kv_choice`)
 
 
 def _per_thread(cfg: DecoderConfig, target: CpuTarget, work: Workload,
@@ -86,13 +93,15 @@ def _priced(times: np.ndarray, params: Mapping[str, int], plan: Mapping[str, str
 
 @dataclass(frozen=True)
 class _Source:
-    """A decoder to compile: its shape, linears, float model and plan -> model builder."""
+    """A decoder to compile: its shape, linears, float model, (plan, KV dtype) -> model
+    builder, and the KV dtypes it can be built with."""
 
     name: str
     cfg: DecoderConfig
     params: Mapping[str, int]
     float_model: object
-    build: Callable[[Mapping[str, str]], bytes]
+    build: Callable[[Mapping[str, str], str], bytes]
+    kv_dtypes: tuple[str, ...] = ("fp32",)
 
 
 def _zoo_source(name: str) -> _Source:
@@ -101,15 +110,23 @@ def _zoo_source(name: str) -> _Source:
 
     params = {n: i * o for n, (i, o) in linear_shapes(TINY_LM_SHAPE).items()}
     return _Source(name, decoder_config(TINY_LM_SHAPE, name), params, tiny_lm(),
-                   lambda plan: tiny_lm(dict(plan)).SerializeToString())
+                   lambda plan, kv: tiny_lm(dict(plan), kv).SerializeToString(), KV_DTYPES)
 
 
 def _file_source(path: str) -> _Source:
     from edgesim.llm.decoder_file import apply_plan, read_decoder
 
     df = read_decoder(path)
+    # a file's cache stays in the dtype it was exported with: rewriting it is not done here
     return _Source(df.config.name, df.config, df.params(), df.model,
-                   lambda plan: apply_plan(df.model, plan).SerializeToString())  # type: ignore[attr-defined]
+                   lambda plan, kv: apply_plan(df.model, plan).SerializeToString(),  # type: ignore[attr-defined]
+                   (_file_kv_dtype(df.model),))
+
+
+def _file_kv_dtype(model: Any) -> str:
+    """The dtype of a decoder file's first past_key_values input ("fp16" or "fp32")."""
+    past = next(i for i in model.graph.input if i.name.startswith("past_key_values."))
+    return "fp16" if past.type.tensor_type.elem_type == FLOAT16 else "fp32"
 
 
 def texts(calib_text: bytes | None, vocab: int, calib_bytes: int, test_bytes: int,
@@ -136,12 +153,12 @@ def texts(calib_text: bytes | None, vocab: int, calib_bytes: int, test_bytes: in
 
 
 def _variants(src: _Source, plans: Mapping[str, Mapping[str, str]], times: np.ndarray,
-              test: np.ndarray) -> tuple[Variant, ...]:
+              test: np.ndarray, kv: str) -> tuple[Variant, ...]:
     from edgesim.llm.generate import score_text  # onnxruntime loads only here
 
     out = []
     for name, plan in plans.items():
-        ppl = score_text(src.build(plan), test, SCORE_SEQ).perplexity
+        ppl = score_text(src.build(plan, kv), test, SCORE_SEQ).perplexity
         rates, ttfts = _priced(times, src.params, plan)
         out.append(Variant(name, plan_bytes(plan, src.params), ppl, rates, ttfts))
     return tuple(out)
@@ -168,14 +185,19 @@ def compile_decoder(ref: str, target: CpuTarget, budget_text: str, method: str =
     names = list(src.params)
     omega = decoder_sensitivity(src.float_model, names, CHOICES, calib, method)
     budget = parse_budget(budget_text)
-    k = knapsack(budget, src.cfg, target, list(src.params.values()), CHOICES, work)
-    plan = plan_for_budget(omega, k.cost, k.limit, names, CHOICES, str(budget))
+    one = len(src.kv_dtypes) == 1   # nothing to compare the file's own cache dtype with
+    harms = {kv: 0.0 if one else kv_harm(lambda d: src.build({}, d), calib, kv)
+             for kv in src.kv_dtypes}
+    options = kv_options(budget, src.cfg, target, src.params, omega, CHOICES, work, harms)
+    best = choose_kv(options, budget)
+    work = replace(work, kv_dtype=best.kv_dtype)
     ths = tuple(threads or range(1, target.cores + 1))
-    plans = {**{f: dict.fromkeys(names, f) for f in CHOICES}, "plan": plan}
+    plans = {**{f: dict.fromkeys(names, f) for f in CHOICES}, "plan": best.plan}
     times = _per_thread(src.cfg, target, work, ths)
-    variants = _variants(src, plans, times, test)
-    report = DecoderReport(src.name, target.name, str(budget), method, ths, work, plan, variants)
-    return write(report, Path(out_dir), src.build(plan))
+    variants = _variants(src, plans, times, test, best.kv_dtype)
+    report = DecoderReport(src.name, target.name, str(budget), method, ths, work, best.plan,
+                           variants, kv_options=options)
+    return write(report, Path(out_dir), src.build(best.plan, best.kv_dtype))
 
 
 def _source(ref: str) -> _Source:
@@ -212,7 +234,7 @@ def _front(report: DecoderReport) -> tuple[dict[str, list[float]], dict, str]:
               "perplexity": [v.perplexity for v in vs]}
     marks = {v.name: (v.tokens_per_s[0], v.perplexity) for v in vs}
     title = (f"{report.model} on {report.target}: decode tokens/s ({report.threads[0]} thr) "
-             "vs perplexity")
+             f"vs perplexity, KV cache {report.workload.kv_dtype}")
     return points, marks, title
 
 
@@ -229,6 +251,7 @@ def markdown(r: DecoderReport) -> str:
     return "\n".join([
         f"# {r.model} on {r.target}", "",
         f"Budget {r.budget}, {r.method} sensitivities; plan: {counts}; KV cache {w.kv_dtype}.",
+        "", describe(r.kv_options, w.kv_dtype) if r.kv_options else "",
         "", f"## Decode tokens/s at context {w.context}", "", head, *decode, "",
         f"## Prefill: time to first token (ms) for {w.prompt_len} tokens", "", head, *prefill,
         "", "Perplexity: measured in onnxruntime on held-out KJV text; speeds: predicted.", ""])

@@ -26,6 +26,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from compiler.packing import pack_matmulnbits
+from edgesim.errors import UserError
 from edgesim.llm.config import DecoderConfig
 from edgesim.llm.formats import parse_format
 from edgesim.zoo.cnn import GraphBuilder, normal
@@ -34,6 +35,7 @@ from edgesim.zoo.transformer import rms_norm, silu
 KV_TYPES = {"fp32": TensorProto.FLOAT, "fp16": TensorProto.FLOAT16}
 MASKED = -1e9  # additive score of a future key: exp underflows to exactly 0
 ACCURACY_LEVEL = 4
+EMBED = "embed_tokens"   # the plan key of the token embedding (not a linear)
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,32 @@ def _linear(c: _Ctx, x: str, name: str, cin: int, cout: int, gain: float = 1.0,
         y = b.op("MatMulNBits", ins, name, domain="com.microsoft",
                  accuracy_level=ACCURACY_LEVEL, **blob.attrs())
     return b.op("Add", [y, b.param(f"{name}.bias", (cout,), normal(0.02))], name) if bias else y
+
+
+def _embed(c: _Ctx, emb: np.ndarray) -> str:
+    """The token embedding: float Gather, or `com.microsoft::GatherBlockQuantized` (uint8
+    codes, blocks along the hidden axis, default zero point) when the plan names
+    `embed_tokens` in a symmetric 4- or 8-bit format (q4, q8, q4b128, ...).
+
+    Raises:
+        UserError: an embedding format GatherBlockQuantized cannot hold (2-bit, zero points).
+    """
+    b, fmt = c.b, parse_format(c.formats.get(EMBED, "fp32"))
+    if not fmt.quantized:
+        return b.op("Gather", [b.const("embed_tokens.weight", emb), "input_ids"], "embed",
+                    axis=0)
+    if fmt.bits not in (4, 8) or fmt.zero_point:
+        raise UserError(EMBED, "GatherBlockQuantized holds symmetric 4 or 8 bits, "
+                        f"not {c.formats[EMBED]!r}")
+    c.nbits = True
+    # emb.T is [K=hidden, N=vocab]: MatMulNBits blocks along hidden per token row, the layout
+    # GatherBlockQuantized reads with quantize_axis=1
+    blob = pack_matmulnbits(emb.T, fmt.bits, fmt.block, symmetric=True)
+    vocab = emb.shape[0]
+    ins = [b.const("embed_tokens.qweight", blob.b.reshape(vocab, -1)), "input_ids",
+           b.const("embed_tokens.scales", blob.scales.reshape(vocab, -1))]
+    return b.op("GatherBlockQuantized", ins, "embed", domain="com.microsoft", gather_axis=0,
+                quantize_axis=1, block_size=fmt.block, bits=fmt.bits)
 
 
 def _positions(c: _Ctx) -> tuple[str, str, str]:
@@ -197,7 +225,7 @@ def kv_decoder(shape: DecoderShape = DecoderShape(), formats: Mapping[str, str] 
     Args:
         shape: sizes.
         formats: one format for every linear layer, or linear name -> format (missing: fp32);
-            names as `linear_names(shape)`.
+            names as `linear_names(shape)`, plus `EMBED` for the token embedding (`_embed`).
         seed: seed of the weights not in `weights`.
         weights: parameter name -> array (`embed_tokens.weight` [vocab, d], `{linear}.weight`
             [in, out], `*.bias`, norm weights `layers.{i}.input_norm.weight`, ...).
@@ -208,7 +236,7 @@ def kv_decoder(shape: DecoderShape = DecoderShape(), formats: Mapping[str, str] 
     c.presents = {}
     b.inputs.append(helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["N", "seq"]))
     emb = b.draw("embed_tokens.weight", (shape.vocab, shape.hidden), normal(1.0))
-    x = b.op("Gather", [b.const("embed_tokens.weight", emb), "input_ids"], "embed", axis=0)
+    x = _embed(c, emb)
     rope, gain = _positions(c), 1.0 / np.sqrt(2 * shape.layers)
     for i in range(shape.layers):
         a = _attention(c, rms_norm(b, x, f"layers.{i}.input_norm", shape.hidden), i, rope, gain)
