@@ -349,7 +349,7 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
     forward = _onnxruntime_forward(g, tuple(stats.stats), [])
     fitted = stats if fit is data else calibrate(g, cal.batches(g, fit), tensors=tuple(
         stats.stats), forward=forward)
-    cases = reference_cases(g, cal.batches(g, held), _onnxruntime_runner)
+    cases = reference_cases(g, _held_batches(g, held), _onnxruntime_runner)
     for bits in widths:
         fitted, _ = choose_end_to_end(g, fitted, _spread(g, held, CHOICE_SAMPLES), cases,
                                       lambda s: quantize(g, assign, s, opts), bits,
@@ -370,6 +370,36 @@ def _spread(g: Graph, data: cal.CalibrationData, samples: int) -> list[dict[str,
     wanted, total = max(1, samples // size), max(1, data.count // size)
     every = itertools.islice(cal.batches(g, data), 0, None, max(1, total // wanted))
     return list(itertools.islice(every, wanted))
+
+
+def _held_batches(g: Graph, held: cal.CalibrationData) -> list[dict[str, np.ndarray]]:
+    """The held-out samples as one batch, when the emitted model runs them so (a symbolic
+    batch dimension, and the first batch's outputs equal run alone); else at the graph's
+    batch size. Output errors are sums of squares, so one batch scores the same, with one
+    onnxruntime run per range assignment instead of one per sample."""
+    per = list(cal.batches(g, held))
+    used = len(per) * cal.batch_size(g)
+    if len(per) < 2:
+        return per
+    whole = {n: cal.model_layout(g, n, x[:used]) for n, x in held.samples.items()}
+    run = _onnxruntime_runner(g)
+    try:
+        got, first = run(whole), run(per[0])
+    except Exception:  # noqa: BLE001 -- onnxruntime's own error types: a fixed batch inside
+        return per
+    return [whole] if all(_leads(np.asarray(got[t]), np.asarray(y), len(per))
+                          for t, y in first.items()) else per
+
+
+def _leads(whole: np.ndarray, first: np.ndarray, batches: int) -> bool:
+    """Whether `whole` is `batches` batches along axis 0 and starts with `first`."""
+    if first.ndim == 0 or whole.shape != (first.shape[0] * batches, *first.shape[1:]):
+        return False
+    head = whole[:first.shape[0]]
+    if first.dtype.kind != "f":
+        return bool(np.array_equal(head, first))
+    scale = float(np.max(np.abs(first), initial=0.0))
+    return bool(np.allclose(head, first, rtol=1e-4, atol=1e-5 * max(scale, 1.0)))
 
 
 def _onnxruntime_runner(qg: Graph) -> Any:

@@ -89,8 +89,11 @@ def load(model: str | os.PathLike[str] | onnx.ModelProto,
     proto, where = read(model, shapes_only=shapes_only)
     interface = source_interface(proto)
     floated, marks = dequantize(proto) if is_quantized(proto) else (proto, {})  # read back
-    cleaned = clean(floated, input_shapes, where, input_values, batch_axes)
-    g = lower_model(cleaned.model, _model_name(model, proto))
+    name = _model_name(model, proto)
+    del proto  # `read` and `dequantize` made these models: cleaned in place, not copied
+    cleaned = _clean_owned(floated, input_shapes, where, input_values, batch_axes)
+    del floated
+    g = lower_model(cleaned.model, name)
     g = fold_batchnorm(fuse_patterns(g))
     g = annotate(g, marks) if marks else g                              # bits + format rows
     axes = {n: a for n, a in cleaned.batch_axes.items() if n in g.inputs and a != 0}
@@ -114,16 +117,32 @@ def read(model: str | os.PathLike[str] | onnx.ModelProto, *,
 
     A `ModelProto` argument is copied, never modified.
     """
+    checked = False
     if isinstance(model, onnx.ModelProto):
         proto, where, folder = _copy(model), model.graph.name or "model", None
     else:
         where, folder = os.fspath(model), os.path.dirname(os.path.abspath(model))
+        # Checked from the file before parsing, the checker's own copy is freed before ours
+        # exists (checking the parsed proto serialises it: 3 copies alive). A file it rejects
+        # goes the way below, so errors (and the external-data rules) are ours.
+        checked = _file_passes_checker(where)
         proto = parse(_read_bytes(where), where)
     check_tensor_sizes(proto, where)
     # the quantized-model reader dequantises weights by value: it needs them
     load_external_data(proto, where, folder, shapes_only=shapes_only and not is_quantized(proto))
-    check(checkable(proto), where)
+    if folder is None or not checked:
+        check(checkable(proto), where)
     return upgrade_opset(proto, where), where
+
+
+def _file_passes_checker(path: str) -> bool:
+    """Whether `onnx.checker` accepts the model file as it stands (external data is only
+    looked for, not read; edgesim's own location rules still apply when it is loaded)."""
+    try:
+        onnx.checker.check_model(path, full_check=False)
+    except (onnx.checker.ValidationError, ValueError, RuntimeError, OSError):
+        return False
+    return True
 
 
 def _model_name(model: str | os.PathLike[str] | onnx.ModelProto, proto: onnx.ModelProto) -> str:
@@ -375,7 +394,14 @@ def clean(model: onnx.ModelProto, input_shapes: InputShapes | None = None,
             `input_values` or `batch_axes`, a pinned value of the wrong shape, or
             unsupported ops (every one listed, with its nodes).
     """
-    model = _inline_functions(_copy(model), where)
+    return _clean_owned(_copy(model), input_shapes, where, input_values, batch_axes)
+
+
+def _clean_owned(model: onnx.ModelProto, input_shapes: InputShapes | None, where: str,
+                 input_values: InputValues | None, batch_axes: BatchAxes | None) -> Cleaned:
+    """`clean` on a model nobody else holds: it is changed in place, not copied (a copy
+    of every weight)."""
+    model = _inline_functions(model, where)
     graph = model.graph
     del graph.value_info[:]  # exporters leave stale shapes that contradict inference
     _densify_sparse_initializers(graph)
