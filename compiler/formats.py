@@ -184,9 +184,18 @@ class WeightGeometry:
     block: int = NBITS_BLOCK
 
 
+def _f64(x: object) -> np.ndarray:
+    return np.asarray(x, np.float64)
+
+
+def _like_w(x: object, w: np.ndarray) -> np.ndarray:
+    """`x` broadcast against the weight widths (one figure per layer and width)."""
+    return _f64(np.asarray(x) + np.zeros(np.shape(w)))
+
+
 def _codes(w: np.ndarray, g: WeightGeometry) -> np.ndarray:
     """Signed codes in their INT4 / INT8 container (INT4 packed two per byte)."""
-    return np.ceil(np.asarray(g.elems) * np.where(np.asarray(w) <= 4, 4, 8) / 8)
+    return _f64(np.ceil(np.asarray(g.elems) * np.where(np.asarray(w) <= 4, 4, 8) / 8))
 
 
 def _scales(g: WeightGeometry) -> np.ndarray:
@@ -194,37 +203,37 @@ def _scales(g: WeightGeometry) -> np.ndarray:
     rows = np.asarray(g.elems) // np.maximum(g.k, 1)
     by = {"per_tensor": np.ones_like(rows), "per_channel": np.asarray(g.channels) + 0 * rows,
           "per_block": rows * -(-np.asarray(g.k) // g.block)}
-    return by[g.granularity]
+    return _f64(by[g.granularity])
 
 
 def _float(w: np.ndarray, g: WeightGeometry) -> np.ndarray:
-    return 4.0 * (np.asarray(g.elems) + g.bias) + 0 * np.asarray(w)
+    return _like_w(4.0 * (np.asarray(g.elems) + g.bias), w)
 
 
 def _fp16(w: np.ndarray, g: WeightGeometry) -> np.ndarray:
-    return 2.0 * np.asarray(g.elems) + 4 * np.asarray(g.bias) + 0 * np.asarray(w)
+    return _like_w(2.0 * np.asarray(g.elems) + 4 * np.asarray(g.bias), w)
 
 
 def _no_weight(w: np.ndarray, g: WeightGeometry) -> np.ndarray:
-    return np.zeros(np.broadcast(np.asarray(w), np.asarray(g.elems)).shape)
+    return _f64(np.zeros(np.broadcast(np.asarray(w), np.asarray(g.elems)).shape))
 
 
 def _u8(w: np.ndarray, g: WeightGeometry) -> np.ndarray:
     """UINT8 codes, fp32 scales, uint8 zero points per scale, the float bias."""
-    return np.asarray(g.elems) + 5.0 * _scales(g) + 4 * np.asarray(g.bias) + 0 * np.asarray(w)
+    return _like_w(np.asarray(g.elems) + 5.0 * _scales(g) + 4 * np.asarray(g.bias), w)
 
 
 def _qlinear_conv(w: np.ndarray, g: WeightGeometry) -> np.ndarray:
     """UINT8 codes, scales and zero points; an int32 bias and its fp32 scale per weight scale."""
     bias = np.where(np.asarray(g.bias) > 0, 4.0 * np.asarray(g.bias) + 4 * _scales(g), 0.0)
-    return np.asarray(g.elems) + 5.0 * _scales(g) + bias + 0 * np.asarray(w)
+    return _like_w(np.asarray(g.elems) + 5.0 * _scales(g) + bias, w)
 
 
 def _int_codes(w: np.ndarray, g: WeightGeometry) -> np.ndarray:
     """INT4/INT8 codes and fp32 scales (a float weight where the row quantises none)."""
     w = np.asarray(w)
     quant = _codes(w, g) + 4.0 * _scales(g) + 4 * np.asarray(g.bias)
-    return np.where((w > 0) & (w < 16), quant, _float(w, g))
+    return _f64(np.where((w > 0) & (w < 16), quant, _float(w, g)))
 
 
 def _nbits(w: np.ndarray, g: WeightGeometry, zero_points: bool = False) -> np.ndarray:
@@ -232,22 +241,22 @@ def _nbits(w: np.ndarray, g: WeightGeometry, zero_points: bool = False) -> np.nd
     w = np.asarray(w)
     container = np.where(w == 2, 2, np.where(w <= 4, 4, 8))
     blocks = np.asarray(g.elems) // np.maximum(g.k, 1) * -(-np.asarray(g.k) // g.block)
-    return blocks * (g.block * container / 8 + 4 + 4 * zero_points) + 4.0 * np.asarray(g.bias)
+    return _f64(blocks * (g.block * container / 8 + 4 + 4 * zero_points) + 4.0 * np.asarray(g.bias))
 
 
 def _nbits_fzp(w: np.ndarray, g: WeightGeometry) -> np.ndarray:
-    return _nbits(w, g, zero_points=True)
+    return _f64(_nbits(w, g, zero_points=True))
 
 
 def _dynamic(w: np.ndarray, g: WeightGeometry) -> np.ndarray:
     """UINT8 codes, one zero point, fp32 scales, the float bias."""
-    return np.asarray(g.elems) + 1 + 4.0 * _scales(g) + 4 * np.asarray(g.bias) + 0 * np.asarray(w)
+    return _like_w(np.asarray(g.elems) + 1 + 4.0 * _scales(g) + 4 * np.asarray(g.bias), w)
 
 
 def _dynamic_conv(w: np.ndarray, g: WeightGeometry) -> np.ndarray:
     """As `_dynamic`, plus the int64 shape the bias is reshaped to."""
     shape = np.where(np.asarray(g.bias) > 0, 8 * np.asarray(g.rank), 0)
-    return _dynamic(w, g) + shape
+    return _f64(_dynamic(w, g) + shape)
 
 
 # Initializer bytes each row's emitter writes for a layer's weight and bias (codes, scales,

@@ -459,7 +459,7 @@ def _emitted(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget],
     """[H, L, B]: emitted weight bytes on onnxruntime (what edgesim writes), NaN elsewhere."""
     if runtime != K.RUNTIME_ORT:
         return np.full((len(targets), len(table), len(bits)), np.nan)
-    return np.stack([emitted_weight_bytes(table, bits, t) for t in targets])
+    return np.stack([emitted_weight_bytes(table, bits, t) for t in targets]).astype(np.float64)
 
 
 def run_kernel(x: KernelInputs, *, serial: bool = False) -> np.ndarray:
