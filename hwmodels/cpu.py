@@ -27,8 +27,12 @@ import numpy as np
 
 from compiler.formats import (
     FORMAT_CODE,
+    FORMATS,
     NBITS_BLOCK,
+    WEIGHT_INPUT,
     Policy,
+    WeightGeometry,
+    emitted_bytes,
     nbits_container,
     resolve_codes,
     runs_as,
@@ -286,6 +290,35 @@ def weight_store_bytes(w_bits: np.ndarray, runtime: int) -> np.ndarray:
     return np.where(c < 8, c / 8 + (4 + c / 8) / NBITS_BLOCK, c / 8)
 
 
+def _geometry(table: LayerTable) -> WeightGeometry:
+    """Weight shapes from the layer table: elems = groups x n x k, the rest of the constants
+    the bias. conv's per-block axis is taken as k (Cin/g x taps: exact at 1x1), a
+    bias-less conv_transpose's channels as n (Cout x taps), gather's rows as one."""
+    gather = table.kind_code == KIND_CODE["gather"]
+    elems = np.where(gather, table.w_elems, table.groups * table.n * table.k)
+    bias = table.w_elems - elems
+    transpose = table.kind_code == KIND_CODE["conv_transpose"]
+    channels = np.where(transpose & (bias > 0), bias, table.groups * table.n)
+    return WeightGeometry(elems[:, None], channels[:, None],
+                          np.where(gather, np.maximum(elems, 1), table.k)[:, None], bias[:, None])
+
+
+def emitted_weight_bytes(table: LayerTable, bits: np.ndarray, target: CpuTarget) -> np.ndarray:
+    """float64 [L, B]: the initializer bytes edgesim's emitter writes for each weighted layer's
+    weight and bias at each bit choice (`compiler.formats.emitted_bytes` of its row, per
+    channel or per `NBITS_BLOCK` block as planned by default); NaN for the other layers."""
+    codes = format_codes(table, bits, target)
+    weighted = np.isin(table.kind_code, [KIND_CODE[k] for k in WEIGHT_INPUT]) & (table.w_elems > 0)
+    geo, out = _geometry(table), np.full(codes.shape, np.nan)
+    for code in np.unique(codes):
+        f = FORMATS[code]
+        gran = "per_block" if f.granularities == ("per_block",) else "per_channel"
+        nbytes = emitted_bytes(f.name, bits[:, 0][None, :],
+                               dataclasses.replace(geo, granularity=gran))
+        out = np.where((codes == code) & weighted[:, None], nbytes, out)
+    return out
+
+
 # The cost path of every row of the format policy (compiler.formats.FORMATS) on onnxruntime.
 ROW_PATH = {
     "float": K.PATH_FP32,
@@ -402,6 +435,7 @@ class KernelInputs:
     paths: np.ndarray
     runtime: int
     act_bytes: np.ndarray
+    weight_bytes: np.ndarray  # [H, L, B] as emitted (onnxruntime), NaN: the kernel's figure
 
 
 def kernel_inputs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget], *,
@@ -417,7 +451,15 @@ def kernel_inputs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarg
     paths = np.stack([path_table(t, code, runtime not in LEGACY_RUNTIMES) for t in targets])
     return KernelInputs(layer_array(table), np.column_stack([bits.astype(np.float64), store]),
                         resident, choice.astype(np.int64), params, caches, paths, code,
-                        memory_bytes(table, bits)[1])
+                        memory_bytes(table, bits)[1], _emitted(table, bits, targets, code))
+
+
+def _emitted(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget],
+             runtime: int) -> np.ndarray:
+    """[H, L, B]: emitted weight bytes on onnxruntime (what edgesim writes), NaN elsewhere."""
+    if runtime != K.RUNTIME_ORT:
+        return np.full((len(targets), len(table), len(bits)), np.nan)
+    return np.stack([emitted_weight_bytes(table, bits, t) for t in targets]).astype(np.float64)
 
 
 def run_kernel(x: KernelInputs, *, serial: bool = False) -> np.ndarray:
@@ -429,11 +471,16 @@ def run_kernel(x: KernelInputs, *, serial: bool = False) -> np.ndarray:
     return out
 
 
-def kernel_cost(out: np.ndarray, act_bytes: np.ndarray) -> Cost:
-    """The `Cost` of the kernel's output (any leading shape after the field axis)."""
+def kernel_cost(out: np.ndarray, act_bytes: np.ndarray,
+                weight_bytes: np.ndarray | None = None) -> Cost:
+    """The `Cost` of the kernel's output (any leading shape after the field axis); its weight
+    bytes are `weight_bytes` (as emitted) where given and not NaN, else the kernel's."""
     if act_bytes.shape != out.shape[1:]:
         act_bytes = np.broadcast_to(act_bytes, out.shape[1:])
-    return Cost(**dict(zip(_COST_FIELDS, out)), weight_bytes=out[K.O_WBYTES], act_bytes=act_bytes)
+    wbytes = out[K.O_WBYTES]
+    if weight_bytes is not None:
+        wbytes = np.where(np.isnan(weight_bytes), wbytes, weight_bytes)
+    return Cost(**dict(zip(_COST_FIELDS, out)), weight_bytes=wbytes, act_bytes=act_bytes)
 
 
 def evaluate_configs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget], *,
@@ -451,7 +498,7 @@ def evaluate_configs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuT
         A `Cost` of [H, L, B] arrays.
     """
     x = kernel_inputs(table, bits, targets, threads=threads, runtime=runtime)
-    return kernel_cost(run_kernel(x), x.act_bytes)
+    return kernel_cost(run_kernel(x), x.act_bytes, x.weight_bytes)
 
 
 def evaluate(table: LayerTable, bits: np.ndarray, target: CpuTarget, *,

@@ -47,4 +47,4 @@ def prepare(table: LayerTable, bits: np.ndarray, target: CpuTarget, *,
 def run(p: PreparedCpuCall) -> Cost:
     """The `Cost` [L, B] of a prepared call; equal to `hwmodels.cpu.evaluate`'s."""
     out = run_kernel(p.inputs, serial=True)  # one config: threads cost more than they save
-    return kernel_cost(out[:, 0], p.act_bytes)
+    return kernel_cost(out[:, 0], p.act_bytes, p.inputs.weight_bytes[0])

@@ -1,0 +1,96 @@
+"""Every format row's predicted weight bytes (`compiler.formats.emitted_bytes`) equal, exactly,
+the bytes of the initializers the emitter writes for the layer's weight and bias (codes,
+scales, zero points, bias), read back from the emitted ONNX; and the CPU cost model reports
+those bytes."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import onnx
+import pytest
+
+from compiler import formats
+from compiler.emit import emit
+from compiler.fake_quant import row
+from compiler.formats import WEIGHT_INPUT, WeightGeometry, emitted_bytes
+from compiler.ir import Graph, Layer
+from compiler.passes.calibrate import calibrate
+from compiler.passes.quantize import QuantOptions, quantize
+from hwmodels import cpu
+from tests.compiler.test_emit import CONV, f32, one_layer, w_, x_
+from tests.compiler.test_formats import CASES, LAYERS, TARGETS
+
+# Layers beyond test_formats' own: a grouped conv without bias, a linear without bias.
+EXTRA = {
+    "conv": ("conv", dict(CONV, group=2), [x_(1, 40, 7, 6), w_("w", f32(8, 20, 3, 1))]),
+    "linear": ("linear", {}, [x_(3, 96), w_("w", f32(24, 96))]),
+}
+# Names of the initializers a layer's emission writes for its weight and bias; the others
+# it writes (`layer.in0_scale`, `layer.Conv.zero_point`, `x.scale`) are activation grids.
+WEIGHT_SIDE = re.compile(r"^layer\.(w_|B$|scales$|zero_points$|bias|table)")
+
+
+def _cases() -> list[tuple[str, str, int]]:
+    out = []
+    for name, (kind, (w, _), _) in CASES.items():
+        widths = [b for b in formats.BY_NAME[name].w_bits if b is not None and b < 16] or [w]
+        for bits in sorted({w, min(widths), max(widths)}):
+            out += [(name, kind, bits), *[(name, "extra", bits) for k in EXTRA if k == kind]]
+    return out
+
+
+def _quantized(name: str, layer_key: str, w: int) -> Graph:
+    kind, (_, a), opts = CASES[name]
+    spec = EXTRA[kind] if layer_key == "extra" else LAYERS[kind]
+    g, feeds = one_layer(*spec)
+    calib = calibrate(g, [feeds]) if a < 32 else None
+    return quantize(g, np.array([(w, a)]), calib, QuantOptions(clip="minmax", **opts))
+
+
+def _geometry(g: Graph, layer: Layer) -> tuple[int, WeightGeometry]:
+    """(w_bits, geometry) of the layer, read off its IR weight (an independent route from the
+    cost model's layer table)."""
+    slot = WEIGHT_INPUT.get(layer.kind)
+    if slot is None:
+        return 32, WeightGeometry(0, 0, 1)
+    shape = g.weights[layer.inputs[slot]].shape
+    bias = g.weights[layer.inputs[2]].size if len(layer.inputs) > 2 and layer.inputs[2] else 0
+    channels = {"conv": shape[0], "linear": shape[0], "gather": shape[0],
+                "conv_transpose": shape[1] * layer.attrs.get("group", 1)}[layer.kind]
+    q = layer.quant
+    return (q.w_bits or 32, WeightGeometry(
+        int(np.prod(shape)), channels, shape[1], bias, len(g.types[layer.outputs[0]].shape),
+        q.granularity, q.block or formats.NBITS_BLOCK))
+
+
+def _written(model: onnx.ModelProto, g: Graph, layer: Layer) -> int:
+    ir = {t for t in layer.inputs if t in g.weights}
+    inits = [i for i in model.graph.initializer if i.name in ir or WEIGHT_SIDE.match(i.name)]
+    assert all(i.raw_data for i in inits)  # sizes as stored in the file
+    return sum(len(i.raw_data) for i in inits)
+
+
+@pytest.mark.parametrize(("name", "layer_key", "w"), _cases())
+def test_predicted_bytes_equal_the_emitted_initializers(name: str, layer_key: str,
+                                                        w: int) -> None:
+    g = _quantized(name, layer_key, w)
+    (layer,) = g.layers
+    planned = row(layer).name  # the row at these bits (w2a8 linear is MatMulNBits, not W8A8)
+    assert planned == name or w != CASES[name][1][0]
+    bits, geometry = _geometry(g, layer)
+    assert emitted_bytes(planned, bits, geometry) == _written(emit(g), g, layer)
+
+
+def test_every_row_has_a_byte_count() -> None:
+    assert set(formats.ROW_BYTES) == set(formats.BY_NAME)
+
+
+@pytest.mark.parametrize("name", ["qlinear_conv", "int8_linear", "nbits_fp32", "fp16", "float"])
+def test_cpu_cost_reports_the_emitted_bytes(name: str) -> None:
+    g = _quantized(name, "layer", CASES[name][1][0])
+    (layer,) = g.layers
+    cost = cpu.evaluate(g.layer_table(), np.array([CASES[name][1]]), TARGETS[0])
+    assert cost.weight_bytes is not None
+    assert cost.weight_bytes[0, 0] == _written(emit(g), g, layer)
