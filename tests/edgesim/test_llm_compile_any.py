@@ -45,24 +45,13 @@ def genai_file(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-class _Std:
-    """The standard-ONNX (opset 23) form: RMSNormalization, RotaryEmbedding, Attention."""
+class _Std(genai_form._Genai):
+    """The standard-ONNX (opset 23) form: RMSNormalization, RotaryEmbedding, Attention (the
+    genai writer's op/const/linear; its ops are in the default domain)."""
 
     def __init__(self, w: dict[str, np.ndarray]):
-        self.w, self.nodes, self.inits, self.n, self.presents = w, [], {}, 0, []
-
-    def op(self, op_type: str, ins: list[str], outs: int = 1, node: str = "", **attrs) -> list:
-        self.n += 1
-        names = [f"t{self.n}_{i}" for i in range(outs)]
-        self.nodes.append(helper.make_node(op_type, ins, names, node or f"n{self.n}", **attrs))
-        return names
-
-    def const(self, name: str) -> str:
-        self.inits[name] = self.w[name]
-        return name
-
-    def linear(self, x: str, name: str) -> str:
-        return self.op("MatMul", [x, self.const(f"{name}.weight")], node=name)[0]
+        super().__init__(w)
+        self.presents: list[str] = []
 
     def norm(self, x: str, weight: str) -> str:
         return self.op("RMSNormalization", [x, self.const(weight)], epsilon=1e-6, axis=-1)[0]
