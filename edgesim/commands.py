@@ -339,7 +339,8 @@ def add_compile(sub: argparse._SubParsersAction) -> None:
                     help="the shipped example: the trained digits CNN with its data")
     cp.add_argument("--target", default="rpi5", help="shipped target name or YAML file")
     calib = cp.add_mutually_exclusive_group()
-    calib.add_argument("--calib", help="calibration .npz keyed by input name (+ labels)")
+    calib.add_argument("--calib", help="calibration .npz keyed by input name (+ labels); "
+                       "for a KV-cache decoder, a text file read as bytes")
     calib.add_argument("--calib-random", type=int, metavar="N", help="N random samples")
     cp.add_argument("--eval", help="held-out .npz for the fidelity check (default: calib)")
     cp.add_argument("--method", default="hawq", choices=("hawq", "lrp", "uniform", "proxy"))
