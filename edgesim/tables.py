@@ -19,11 +19,10 @@ from types import MappingProxyType
 import numpy as np
 
 from compiler.allocate import Allocation, InfeasibleBudget, smallest_feasible_budget, solve
-from compiler.formats import int_container
+from compiler.formats import WeightGeometry, emitted_bytes, int_container
 from compiler.ir import Graph
 
 FLOAT = 32
-FLOAT_BYTES = 4
 # embedding width -> the weight widths a plan with that width may use, and the widths of
 # which it must use at least one (the "auto" rule read backwards); None = float tables
 WIDTH_RULE: Mapping[int | None, tuple[tuple[int, ...], tuple[int, ...]]] = MappingProxyType({
@@ -61,15 +60,13 @@ def quantised_tables(g: Graph) -> tuple[tuple[int, tuple[int, ...]], ...]:
 
 def table_bytes(shape: tuple[int, ...], bits: int | None, block: int | None = None) -> float:
     """Bytes of a [V, D] table as emitted: fp32, or GatherBlockQuantized's `bits`-bit codes
-    (INT4 two per byte, UINT8 with the default zero point: no zero-point tensor) and one fp32
-    scale per block of `block` along D."""
+    and one fp32 scale per block of `block` along D (`compiler.formats`' "gbq" row)."""
     from compiler.passes.quantize import QuantOptions
 
     rows, cols = shape
-    if bits is None:
-        return float(rows * cols * FLOAT_BYTES)
-    blocks = -(-cols // (block or QuantOptions.block))
-    return float(-(-rows * cols * bits // 8) + rows * blocks * FLOAT_BYTES)
+    geometry = WeightGeometry(elems=rows * cols, channels=rows, k=cols,
+                              granularity="per_block", block=block or QuantOptions.block)
+    return float(emitted_bytes("float" if bits is None else "gbq", bits or FLOAT, geometry))
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,11 @@ onnxruntime's `MlasQNBitGemmBatch` (onnxruntime/core/mlas/lib/qnbitgemm.cpp @ 00
 CompInt8 MatMulNBits of M rows in three steps, each costed here:
 
 1. **Quantise A to int8** (`InitializeWorkspace_CompInt8`): one `MlasTrySimpleParallel` task
-   per GEMM in the batch (BatchN = 1), so one thread quantises all M x K activations
-   ("TODO: try parallel on BatchN * M threads"): a serial term. Per 32 fp32 values (8
-   q-registers) ~46 vector instructions: min/max, scale, round-convert, narrow (counted from
-   KleidiAI's `lhs_quant_pack_qai8dxp_f32`, per-row dynamic quantisation).
+   per GEMM in the batch (BatchN = 1), so one thread quantises all M x K activations (MLAS's
+   own source notes parallelising over BatchN * M as future work): a serial term. Per 32
+   fp32 values (8 q-registers) ~46 vector instructions: min/max, scale, round-convert,
+   narrow (counted from KleidiAI's `lhs_quant_pack_qai8dxp_f32`, per-row dynamic
+   quantisation).
 2. **Partition**: rows in StrideM = 128 slices, columns split so that ~8 tasks per thread
    exist (`MlasGetMaximumThreadCount * 8`, N rounded to MLAS_QGEMM_STRIDEN_THREAD_ALIGN = 16),
    at least one task per MLAS_QGEMM_THREAD_COMPLEXITY = 64K MACs; tasks are spread over the
