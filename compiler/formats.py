@@ -19,17 +19,21 @@ kind keeps its weight.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 import numpy as np
 
-from compiler.ir import KINDS, Layer
+from compiler.errors import ModelError
+from compiler.ir import KIND_CODE, KINDS, Layer, LayerTable
 
 FLOAT_BITS = 32                           # "float32" in a bit assignment
 WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8, 16)   # quantised weight widths (16 = float16 storage)
 ACT_BITS = (4, 8, 16)                     # quantised activation widths
 NBITS_BLOCK = 32        # MatMulNBits / blocked DequantizeLinear block along K (onnxruntime-genai)
+# Blocks a per-layer choice may offer (`--blocks`): larger blocks store fewer scales (4.5 bits
+# per 4-bit weight at 32, 4.25 at 64, 4.125 at 128 with fp32 scales) at more rounding error
+BLOCK_CHOICES = (32, 64, 128)
 MATMULNBITS_BITS = (2, 4, 8)              # MatMulNBits `bits` onnxruntime accepts
 GRANULARITIES = ("per_tensor", "per_channel", "per_block")
 # Where each quantisable kind keeps its weight among its inputs, and its output-channel axis
@@ -280,7 +284,58 @@ def emitted_bytes(row: str, w_bits: np.ndarray | int, geometry: WeightGeometry) 
         geometry: the layers' weight shapes, granularity and block.
     """
     return ROW_BYTES[row](np.asarray(w_bits), geometry)
+
+
 FORMAT_CODE: Mapping[str, int] = MappingProxyType({f.name: i for i, f in enumerate(FORMATS)})
+# Rows whose weight is quantised per block: the block is a choice of theirs
+BLOCKED_CODES = tuple(FORMAT_CODE[f.name] for f in FORMATS if f.granularities == ("per_block",))
+
+
+def check_block(block: int, where: str = "block") -> int:
+    """`block` if MatMulNBits / blocked DequantizeLinear take it (a power of two >= 16).
+
+    Raises:
+        ModelError: naming `where`, for any other value.
+    """
+    if not (isinstance(block, int | np.integer) and block >= 16 and block & (block - 1) == 0):
+        raise ModelError(where, f"block size must be a power of two >= 16, got {block!r}")
+    return int(block)
+
+
+def table_geometry(table: LayerTable, block: int = NBITS_BLOCK,
+                   granularity: str = "per_channel") -> WeightGeometry:
+    """Weight shapes [L, 1] from a layer table: elems = groups x n x k, the rest of the
+    constants the bias. conv's per-block axis is taken as k (Cin/g x taps: exact at 1x1), a
+    bias-less conv_transpose's channels as n (Cout x taps), gather's rows as one."""
+    gather = table.kind_code == KIND_CODE["gather"]
+    elems = np.where(gather, table.w_elems, table.groups * table.n * table.k)
+    bias = table.w_elems - elems
+    transpose = table.kind_code == KIND_CODE["conv_transpose"]
+    channels = np.where(transpose & (bias > 0), bias, table.groups * table.n)
+    return WeightGeometry(elems[:, None], channels[:, None],
+                          np.where(gather, np.maximum(elems, 1), table.k)[:, None], bias[:, None],
+                          granularity=granularity, block=block)
+
+
+def block_bytes_delta(table: LayerTable, codes: np.ndarray, w_bits: np.ndarray,
+                      blocks: np.ndarray) -> np.ndarray:
+    """float64 [L, B]: emitted bytes at choice b's block less those at `NBITS_BLOCK` (what
+    every cost model counts), for layers whose row (`codes` [L, B]) is per-block; else 0.
+
+    Args:
+        table: the layers; codes: their `FORMAT_CODE` at each choice;
+        w_bits, blocks: int [B], each choice's weight bits and block.
+    """
+    out = np.zeros(np.shape(codes))
+    base = table_geometry(table, NBITS_BLOCK, "per_block")
+    for code in set(np.unique(codes).tolist()) & set(BLOCKED_CODES):
+        name = FORMATS[code].name
+        for block in np.unique(blocks).tolist():
+            at = (codes == code) & (np.asarray(blocks) == block)[None, :]
+            delta = (emitted_bytes(name, w_bits[None, :], replace(base, block=int(block)))
+                     - emitted_bytes(name, w_bits[None, :], base))
+            out = np.where(at, delta, out)
+    return out
 NO_FORMAT = -1  # LayerTable.fmt_code of a layer that was never planned (resolve from bits)
 
 

@@ -11,6 +11,13 @@ weights pair with 8-bit activations (QDQ, integer kernels) and lower weight bits
 activations throughout. `act_bits` overrides
 this with an explicit candidate set. Sensitivities measure weight quantisation error; the
 activation bits of a choice do not change its omega.
+
+Blocks: a choice is (w_bits, a_bits, block). With `blocks` given, each quantised pair is offered
+once per block to the layers whose format row is per-block (MatMulNBits, blocked
+DequantizeLinear); their omega is measured on that block's grid
+(`compiler.sensitivity.blocks`) and their size counts that block's scales
+(`compiler.formats.block_bytes_delta`). Without `blocks`, every choice has the one block
+`NBITS_BLOCK`, as before.
 """
 
 from __future__ import annotations
@@ -22,10 +29,19 @@ from typing import Any
 import numpy as np
 
 from compiler.allocate import Allocation, InfeasibleBudget, knee, pareto_front, solve
-from compiler.formats import nbits_container
+from compiler.formats import (
+    BLOCKED_CODES,
+    NBITS_BLOCK,
+    Policy,
+    block_bytes_delta,
+    check_block,
+    nbits_container,
+    resolve_codes,
+)
 from compiler.ir import Graph
 from compiler.sensitivity import DEFAULT_BITS, METHODS, Sensitivity
 from compiler.sensitivity.act_term import output_errors, with_act_term
+from compiler.sensitivity.blocks import block_omega
 from edgesim.budget import DECODER_METRICS, Budget, format_value
 from edgesim.errors import UserError
 from edgesim.simulation import runnable
@@ -54,6 +70,8 @@ class AllocationResult:
         sens: the per-layer sensitivities.
         cost: per-layer cost [L, 1] at `bits`.
         notes: what was decided on the user's behalf.
+        blocks: int [L], each layer's block where its row is per-block (0 elsewhere); None
+            when no block choice was offered (every per-block row at `NBITS_BLOCK`).
     """
 
     bits: np.ndarray
@@ -67,6 +85,7 @@ class AllocationResult:
     sens: Sensitivity
     cost: Cost
     notes: tuple[str, ...]
+    blocks: np.ndarray | None = None
 
 
 def rest_bits(count: int, float_rest: bool, a_bits: int = 8) -> np.ndarray:
@@ -92,6 +111,17 @@ def candidate_bits(target: Target, weight_bits: Sequence[int],
     else:
         pairs = [(w, 8) for w in weight_bits]
     return np.array([(FLOAT, FLOAT), *sorted(set(pairs), reverse=True)], dtype=np.int64)
+
+
+def candidate_choices(target: Target, weight_bits: Sequence[int],
+                      act_bits: Sequence[int] | None,
+                      blocks: Sequence[int] | None = None) -> np.ndarray:
+    """Int [B, 3] (w_bits, a_bits, block): each `candidate_bits` pair with quantised weights
+    once per block of `blocks` (ascending: the smallest is every other row's block and wins
+    ties), the others once; `blocks` None: `NBITS_BLOCK` alone (see the module doc)."""
+    sizes = sorted({check_block(b, "--blocks") for b in blocks or (NBITS_BLOCK,)})
+    return np.array([(w, a, b) for w, a in candidate_bits(target, weight_bits, act_bits).tolist()
+                     for b in (sizes if w < 16 else sizes[:1])], dtype=np.int64)
 
 
 def metric_cost(cost: Cost, metric: str, w_elems: np.ndarray, w_bits: np.ndarray) -> np.ndarray:
@@ -127,7 +157,7 @@ def _omega(sens: Sensitivity, choices: np.ndarray) -> np.ndarray:
     """[Lq, B] omega for every candidate choice (float32 weights: 0)."""
     column = {int(b): j for j, b in enumerate(sens.bits)}
     out = np.zeros((len(sens.layers), len(choices)))
-    for j, (w, _) in enumerate(choices):
+    for j, (w, *_) in enumerate(choices.tolist()):
         if w < FLOAT:
             if w not in column:
                 raise UserError("--weight-bits", f"{w} has no sensitivity (computed for "
@@ -146,12 +176,44 @@ class _Problem:
     fixed_bits: np.ndarray  # [L, 2] bits of the other layers (after target fallbacks)
     tables: TableCost      # embedding tables at the width each plan gives them
     w_bits: np.ndarray     # [B] the candidates' weight widths
+    blocked: np.ndarray    # [Lq, B] the layer's row at the choice is per-block
+    block_bytes: np.ndarray  # [Lq, B] weight bytes the choice's block adds over NBITS_BLOCK's
+
+
+def _blocked(g: Graph, choices: np.ndarray, target: Target) -> tuple[np.ndarray, np.ndarray]:
+    """([L, B] the layer's row at the choice is per-block, [L, B] the weight bytes its block
+    adds over `NBITS_BLOCK`'s), rows resolved by the format policy the emitter follows."""
+    table = g.layer_table()
+    codes = resolve_codes(table.kind_code, table.w_elems > 0, choices[:, :2],
+                          Policy(int8_dot=kinds.int8_dot(target)))
+    return (np.isin(codes, BLOCKED_CODES),
+            block_bytes_delta(table, codes, choices[:, 0], choices[:, 2]))
+
+
+def _pair_index(choices: np.ndarray) -> np.ndarray:
+    """Int [B]: each choice's (w_bits, a_bits) pair, numbered in order of first appearance
+    (the order of `candidate_bits`, whose columns `choice_errors` measures)."""
+    first: dict[tuple[int, int], int] = {}
+    return np.array([first.setdefault((w, a), len(first)) for w, a, _ in choices.tolist()],
+                    dtype=np.int64)
+
+
+def _with_act(omega: np.ndarray, act_errors: np.ndarray, choices: np.ndarray) -> np.ndarray:
+    """`with_act_term` per (w, a) pair at its first block, its activation term added to every
+    block of the pair (the activation error does not depend on the weight's block)."""
+    pair = _pair_index(choices)
+    first = np.unique(pair, return_index=True)[1]
+    base = omega[:, first]
+    added = with_act_term(base, act_errors, choices[first, :2]) - base
+    return np.maximum(omega + added[:, pair], 0.0)
 
 
 def _problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Target, metric: str,
              threads: int | None, runtime: str, act_errors: np.ndarray | None = None
              ) -> _Problem:
-    full = evaluate(g.layer_table(), choices, target, threads=threads, runtime=runtime)
+    blocked, extra = _blocked(g, choices, target)
+    full = evaluate(g.layer_table(), choices[:, :2], target, threads=threads, runtime=runtime)
+    full = replace(full, weight_bytes=np.asarray(full.weight_bytes) + extra)
     index = {layer.name: i for i, layer in enumerate(g.layers)}
     rows = np.array([index[name] for name in sens.layers], dtype=np.int64)
     # average bits count only the quantisable weights; other metrics count every layer
@@ -162,12 +224,17 @@ def _problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Target, m
     others_bits, fixed_cost = runnable(g, fixed_bits(g, target), target, threads, runtime)
     counted = metric_cost(fixed_cost, metric, w_elems, others_bits[:, :1])[:, 0]
     fixed = float(counted[others].sum())
-    allowed = np.isfinite(full.latency_s[rows]) & np.isfinite(per[rows])
+    # a block other than the first is a choice only where the row is per-block
+    allowed = (np.isfinite(full.latency_s[rows]) & np.isfinite(per[rows])
+               & (blocked[rows] | (choices[:, 2] == choices[0, 2])[None, :]))
     omega = _omega(sens, choices)
+    if len(np.unique(choices[:, 2])) > 1:  # each block measured on its own grid
+        omega = block_omega(g, sens, omega, choices[:, 0], choices[:, 2], blocked[rows])
     if act_errors is not None:  # activation handling is a choice: its measured error term
-        omega = with_act_term(omega, act_errors, choices)
+        omega = _with_act(omega, act_errors, choices)
     return _Problem(rows, omega, np.where(allowed, per[rows], 0.0), allowed,
-                    fixed, others_bits, table_cost(g, metric, counted), choices[:, 0])
+                    fixed, others_bits, table_cost(g, metric, counted), choices[:, 0],
+                    blocked[rows], extra[rows])
 
 
 def _tables_delta(p: _Problem, choice: np.ndarray) -> float:
@@ -203,8 +270,24 @@ def with_emitted_tables(g: Graph, cost: Cost, bits: np.ndarray) -> Cost:
 
 def _assignment(p: _Problem, choices: np.ndarray, choice: np.ndarray) -> np.ndarray:
     bits = p.fixed_bits.copy()
-    bits[p.rows] = choices[choice]
+    bits[p.rows] = choices[choice, :2]
     return bits
+
+
+def _layer_blocks(p: _Problem, choices: np.ndarray, choice: np.ndarray, count: int
+                  ) -> np.ndarray:
+    """Int [count]: the chosen block of each layer whose chosen row is per-block, else 0."""
+    out = np.zeros(count, dtype=np.int64)
+    on = p.blocked[np.arange(len(choice)), choice]
+    out[p.rows[on]] = choices[choice[on], 2]
+    return out
+
+
+def _with_block_bytes(p: _Problem, cost: Cost, choice: np.ndarray) -> Cost:
+    """`cost` [L, 1] of the chosen assignment with each layer's weight bytes at its block."""
+    weight = np.array(cost.weight_bytes)
+    weight[p.rows, 0] += p.block_bytes[np.arange(len(choice)), choice]
+    return replace(cost, weight_bytes=weight)
 
 
 def with_point(front: np.ndarray, point: tuple[float, float]) -> tuple[np.ndarray, int]:
@@ -237,7 +320,7 @@ def container_note(bits: np.ndarray, target: Target, runtime: str) -> tuple[str,
 
 
 def _uniform_mark(p: _Problem, choices: np.ndarray, w_bits: int) -> tuple[float, float] | None:
-    cols = [j for j, (w, _) in enumerate(choices) if w == w_bits]
+    cols = [j for j, (w, *_) in enumerate(choices.tolist()) if w == w_bits]
     for j in cols:
         if p.allowed[:, j].all():
             delta = p.tables.delta(emitted_embedding_bits(np.array([w_bits])))
@@ -245,16 +328,19 @@ def _uniform_mark(p: _Problem, choices: np.ndarray, w_bits: int) -> tuple[float,
     return None
 
 
-def _given(p: _Problem, choices: np.ndarray, bits: np.ndarray, g: Graph) -> Allocation:
-    """The allocation of a given assignment (`--assignment`): its column per layer."""
+def _given(p: _Problem, choices: np.ndarray, bits: np.ndarray, g: Graph,
+           blocks: np.ndarray | None = None) -> Allocation:
+    """The allocation of a given assignment (`--assignment`): its column per layer, at the
+    layer's given block where `blocks` [L] names one (> 0), else at the first block."""
     column = {tuple(c): j for j, c in enumerate(choices.tolist())}
     choice: list[int] = []
     for r in p.rows:
-        j = column.get(tuple(int(b) for b in bits[r]))
+        block = int(blocks[r]) if blocks is not None and blocks[r] > 0 else int(choices[0, 2])
+        j = column.get((*(int(b) for b in bits[r]), block))
         if j is None or not p.allowed[len(choice), j]:
             raise UserError("--assignment", f"layer {g.layers[r].name}: bits "
-                            f"{tuple(int(b) for b in bits[r])} are not a candidate the target "
-                            f"runs (candidates {sorted(column)})")
+                            f"{tuple(int(b) for b in bits[r])} (block {block}) are not a "
+                            f"candidate the target runs (candidates {sorted(column)})")
         choice.append(j)
     idx = (np.arange(len(choice)), np.array(choice, dtype=np.int64))
     return Allocation(idx[1], float(p.omega[idx].sum()),
@@ -350,7 +436,7 @@ def _settle_problem(g: Graph, ga: Graph, target: Target, budget: Budget | None,
     )
 
     layers, bits = check_quantisable(ga), bit_choices(weight_bits)
-    choices = candidate_bits(target, weight_bits, act_bits)
+    choices = candidate_choices(target, weight_bits, act_bits)
     blank = Sensitivity(tuple(layer.name for layer in layers), bits,
                         np.zeros((len(layers), len(bits))), np.zeros(len(layers)), "hawq")
     p = _problem(g, blank, choices, target, budget.metric if budget else metric, threads,
@@ -421,7 +507,8 @@ def allocate(g: Graph, target: Target, *, method: str = "hawq", budget: Budget |
              metric: str = "latency", threads: int | None = None,
              runtime: str = "onnxruntime", pick: int | None = None,
              assignment: np.ndarray | None = None,
-             act_errors: np.ndarray | None = None) -> AllocationResult:
+             act_errors: np.ndarray | None = None, blocks: Sequence[int] | None = None,
+             assignment_blocks: np.ndarray | None = None) -> AllocationResult:
     """Choose bits per layer of `g` on `target`: least total sensitivity within `budget`
     (exact multiple-choice knapsack), or the knee of the Pareto front when no budget is given.
 
@@ -444,6 +531,9 @@ def allocate(g: Graph, target: Target, *, method: str = "hawq", budget: Budget |
         act_errors: [Lq, B] each quantisable layer's own output error at each candidate
             (`choice_errors`): activation handling becomes a measured choice
             (`compiler.sensitivity.act_term`); None: activations add no sensitivity.
+        blocks: candidate block sizes of per-block rows (e.g. (32, 64, 128)); None: the one
+            block `NBITS_BLOCK`, and `AllocationResult.blocks` is None.
+        assignment_blocks: int [L], the given assignment's block per layer (0: the first).
 
     Raises:
         UserError: unknown method, a budget no assignment meets (naming the smallest one).
@@ -451,13 +541,14 @@ def allocate(g: Graph, target: Target, *, method: str = "hawq", budget: Budget |
     metric = budget.metric if budget is not None else metric
     if sens is None:
         sens = sensitivity(analysis_graph or g, method, calib_inputs, labels, weight_bits)
-    choices = candidate_bits(target, weight_bits, act_bits)
+    choices = candidate_choices(target, weight_bits, act_bits, blocks)
     p = _problem(g, sens, choices, target, metric, threads, runtime, act_errors)
     w_elems_q = float(g.layer_table().w_elems[p.rows].sum())
     best, front = _solve(p, budget, w_elems_q, pick)
     if assignment is not None:
-        best = _given(p, choices, assignment, g)
+        best = _given(p, choices, assignment, g, assignment_blocks)
     bits, cost = runnable(g, _assignment(p, choices, best.choice), target, threads, runtime)
+    cost = _with_block_bytes(p, cost, best.choice)
     cost = with_emitted_tables(g, cost, bits)
     front_arr, chosen = with_point(
         np.array([(a.total_cost + p.fixed, a.total_sens) for a in front]),
@@ -466,10 +557,17 @@ def allocate(g: Graph, target: Target, *, method: str = "hawq", budget: Budget |
              if (m := _uniform_mark(p, choices, w)) is not None}
     notes = ((f"{sens.method}: {', '.join(sens.notes)}",) if sens.notes else ()) + (
         () if budget else (f"no budget given: chose the knee of the {metric}-sensitivity "
-                           "front",)) + container_note(bits, target, runtime)
+                           "front",)) + container_note(bits, target, runtime) + (
+        (BLOCK_NOTE,) if blocks is not None else ())
     return AllocationResult(bits, metric, None if budget is None else budget.value,
                             best.total_cost + p.fixed, best.total_sens, front_arr, chosen,
-                            marks, sens, cost, notes)
+                            marks, sens, cost, notes,
+                            None if blocks is None else _layer_blocks(p, choices, best.choice,
+                                                                      len(g.layers)))
+
+
+BLOCK_NOTE = ("blocks are a per-layer choice: sizes count each layer's block exactly; latency "
+              f"and energy are modelled at block {NBITS_BLOCK} (the cost models take no block)")
 
 
 def choice_errors(g: Graph, target: Target, sens: Sensitivity, stats: Any,

@@ -193,7 +193,8 @@ def compile(model: Any, target: TargetRef = "rpi5", *, outdir: str | os.PathLike
             min_fidelity: float | None = None,
             analysis_budget_s: float | None = None, sparsity: Sequence[float] = (),
             kernel_check: str = "fail", pick: int | None = None, assignment: str | None = None,
-            verify: bool = False, command: str = "edgesim.compile(...)") -> CompileResult:
+            verify: bool = False, command: str = "edgesim.compile(...)",
+            blocks: Sequence[int] | None = None) -> CompileResult:
     """Compile `model` for `target`: choose bits per layer, emit the packed model and reports.
 
     Mirrors `edgesim compile`; returns an `edgesim.report.CompileResult` (the fields of
@@ -221,7 +222,9 @@ def compile(model: Any, target: TargetRef = "rpi5", *, outdir: str | os.PathLike
     report's notes). `sparsity`, `kernel_check`, `pick`, `assignment` and `verify` are the
     CLI's `--sparsity` (candidate activation sparsities per MAC input; 0 is always a
     candidate), `--kernel-check`, `--pick`, `--assignment` and `--debug` (see
-    `edgesim.pipeline.CompileOptions`); `command` is recorded in the report.
+    `edgesim.pipeline.CompileOptions`); `command` is recorded in the report. `blocks`
+    (e.g. (32, 64, 128)) makes the block of MatMulNBits / blocked-DequantizeLinear layers a
+    per-layer choice of the allocator (default: one block, 32).
     """
     from edgesim.budget import parse_budget
     from edgesim.pipeline import CompileOptions, compile_model
@@ -237,7 +240,8 @@ def compile(model: Any, target: TargetRef = "rpi5", *, outdir: str | os.PathLike
         command=command, force=force, min_fidelity=min_fidelity,
         analysis_budget_s=analysis_budget_s,
         sparsity=tuple(sorted({0.0, *map(float, sparsity)})) if sparsity else (),
-        kernel_check=kernel_check, pick=pick, assignment=assignment, verify=verify)
+        kernel_check=kernel_check, pick=pick, assignment=assignment, verify=verify,
+        blocks=None if blocks is None else tuple(blocks))
     return compile_model(model, target, outdir, calib=calib, calib_random=calib_random,
                          eval_data=eval_data, options=options)
 

@@ -192,6 +192,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         eval_data=held_out, method=args.method, budget=args.budget,
         **({"weight_bits": weight_bits} if weight_bits else {}),
         act_bits=_bits_list(args.act_bits, "--act-bits"), threads=args.threads,
+        blocks=_bits_list(args.blocks, "--blocks"),
         runtime=args.runtime, input_shapes=parse_input_shapes(args.input_shape),
         input_values=parse_named(args.input_value, "--input-value", "name=16000", _number),
         batch_axes={k: None if v == "none" else v for k, v in parse_named(
@@ -351,6 +352,8 @@ def add_compile(sub: argparse._SubParsersAction) -> None:
                     help="time bound of the HAWQ / LRP analysis (default: until 5%% precision "
                     "/ every calibration sample)")
     cp.add_argument("--act-bits", help="candidate activation bits, e.g. 8,32")
+    cp.add_argument("--blocks", help="candidate block sizes of MatMulNBits / blocked "
+                    "DequantizeLinear layers, chosen per layer, e.g. 32,64,128 (default: 32)")
     cp.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     cp.add_argument("--runtime", default="onnxruntime", choices=("onnxruntime", "ideal"))
     cp.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224")

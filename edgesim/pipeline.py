@@ -82,6 +82,7 @@ class CompileOptions:
     verify: bool = False  # run compiler.verify on the loaded IR (`--debug`)
     min_fidelity: float | None = None  # fail below this primary fidelity metric (fp32 ref)
     analysis_budget_s: float | None = None  # HAWQ's / LRP's time bound (None: unbounded)
+    blocks: tuple[int, ...] | None = None  # per-layer block choices of per-block rows
 
 
 def _calibration(g: Graph, calib: Any, calib_random: int | None, name: str = "calibration data"
@@ -288,6 +289,7 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
         absmax = _outlier_channels(g, data, tgt, options)
         g = _smoothed(g, absmax, alpha)                                   # SmoothQuant
     given = None if options.assignment is None else read_assignment(g, options.assignment)
+    given_blocks = _given_blocks(g, options.assignment)  # a report.json's per-layer blocks
     if given is not None:  # a given plan needs no data-driven analysis: proxy sensitivities
         options = replace(options, method="proxy")
     with progress.phase(f"sensitivity ({options.method})"):
@@ -313,7 +315,8 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
                                weight_bits=options.weight_bits, act_bits=options.act_bits,
                                metric=options.metric, threads=options.threads,
                                runtime=options.runtime, pick=options.pick,
-                               assignment=given,
+                               assignment=given, blocks=_blocks(options.blocks, given_blocks),
+                               assignment_blocks=given_blocks,
                                act_errors=_act_errors(g, tgt, sens, data, options)))
         _check_memory(g, alloc.bits, tgt, "with the chosen bits")
         if options.budget is None:
@@ -336,7 +339,8 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
                     stats = float_pass(gq, data, stats=True, grams=gptq).stats
             quant = quantize_model(gq, expand_bits(g, gq, bits), calib=data,  # not loaded again
                                    out=model_path, stats=stats,
-                                   options=_quant_options(options, tgt),
+                                   options=_with_blocks(_quant_options(options, tgt), g,
+                                                        alloc.blocks),
                                    emit_options=_provenance(g, tgt, alloc, options),
                                    kernel_check=options.kernel_check)
         with progress.phase("measuring fidelity in onnxruntime"):
@@ -417,7 +421,7 @@ def _uniform_allocation(g: Graph, target: Target, sens: Any, options: CompileOpt
     for w in widths:
         alloc = allocate(g, target, sens=sens, budget=Budget("bits", w), weight_bits=(w,),
                          act_bits=options.act_bits, threads=options.threads,
-                         runtime=options.runtime)
+                         runtime=options.runtime, blocks=options.blocks)
         if budget is None or budget.metric == "bits" or \
                 _metric_total(alloc, budget.metric) <= budget.value:
             note = f"uniform: every MAC layer at {w} weight bits"
@@ -522,6 +526,36 @@ def _quant_options(options: CompileOptions, target: Target) -> QuantOptions:
                         rounding=options.rounding, int8_dot=kinds.int8_dot(target),
                         bias_correction_bits=QuantOptions.bias_correction_bits
                         if options.bias_correction else 0)
+
+
+def _with_blocks(quant: QuantOptions, g: Graph, blocks: np.ndarray | None) -> QuantOptions:
+    """`quant` with the allocator's block per layer (`AllocationResult.blocks`)."""
+    if blocks is None:
+        return quant
+    return replace(quant, layer_blocks={layer.name: int(b) for layer, b in zip(g.layers, blocks)
+                                        if b > 0})
+
+
+def _blocks(blocks: tuple[int, ...] | None, given: np.ndarray | None
+            ) -> tuple[int, ...] | None:
+    """The block choices: the user's, else those a given plan names (None: neither)."""
+    named = () if given is None else tuple(sorted({int(b) for b in given if b > 0}))
+    return blocks or named or None
+
+
+def _given_blocks(g: Graph, path: str | None) -> np.ndarray | None:
+    """Int [L]: the per-layer blocks of a report.json given as `--assignment` (0: none)."""
+    if path is None:
+        return None
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None  # read_assignment has said why
+    rows = data.get("layers") if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+        return None
+    named = {x.get("name"): x.get("block") or 0 for x in rows if isinstance(x, dict)}
+    return np.array([int(named.get(layer.name, 0)) for layer in g.layers], dtype=np.int64)
 
 
 def _load_options(options: CompileOptions) -> dict[str, Any]:

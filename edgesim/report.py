@@ -47,6 +47,7 @@ class LayerRow:
     sparsity: str = ""  # the threshold on the layer's input and its density (edgesim.sparsity)
     planned_kernel: str = ""      # the format policy's kernel (compiler.formats)
     onnxruntime_kernel: str = ""  # the kernel in onnxruntime's optimised graph
+    block: int | None = None  # block length of a per-block weight (MatMulNBits, blocked DQ)
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,8 @@ def _rows(g: Graph, alloc: AllocationResult, formats: dict[str, Any]) -> tuple[L
             weight_bytes=float(cost.weight_bytes[i, 0]),
             bound=BOUND_NAMES[int(cost.bound[i, 0])], note=fmt.reason if fmt else "",
             planned_kernel=fmt.planned_kernel if fmt else "",
-            onnxruntime_kernel=fmt.onnxruntime_kernel if fmt else ""))
+            onnxruntime_kernel=fmt.onnxruntime_kernel if fmt else "",
+            block=fmt.block if fmt and fmt.granularity == "per_block" else None))
     return tuple(rows)
 
 
@@ -278,8 +280,9 @@ def markdown(r: CompileResult) -> str:
         bits = "fp32" if (x.w_bits, x.a_bits) == (32, 32) else f"{x.w_bits}/{x.a_bits}"
         sens = "" if x.sensitivity is None else f"{x.sensitivity:.3g}"
         kind = f"{x.kind}:{x.fn}" if x.fn else x.kind
+        fmt = f"{x.format} b{x.block}" if x.block else x.format  # b64: MatMulNBits block 64
         lines.append(f"| {x.name} | {kind} | {x.out_shape} | {x.macs} | {x.params} | {bits} | "
-                     f"{x.format} | {_kernels(x)} | {sens} | {x.latency_ms:.4g} | "
+                     f"{fmt} | {_kernels(x)} | {sens} | {x.latency_ms:.4g} | "
                      f"{x.energy_uj:.4g} | {x.bound} |" + (f" {x.sparsity} |" if sparse else ""))
     return "\n".join(lines) + "\n"
 

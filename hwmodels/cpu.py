@@ -31,11 +31,11 @@ from compiler.formats import (
     NBITS_BLOCK,
     WEIGHT_INPUT,
     Policy,
-    WeightGeometry,
     emitted_bytes,
     nbits_container,
     resolve_codes,
     runs_as,
+    table_geometry,
 )
 from compiler.ir import CATEGORY_GEMM, KIND_CODE, LayerTable
 from hwmodels import cpu_x86, energy, ncnn_int8
@@ -290,26 +290,13 @@ def weight_store_bytes(w_bits: np.ndarray, runtime: int) -> np.ndarray:
     return np.where(c < 8, c / 8 + (4 + c / 8) / NBITS_BLOCK, c / 8)
 
 
-def _geometry(table: LayerTable) -> WeightGeometry:
-    """Weight shapes from the layer table: elems = groups x n x k, the rest of the constants
-    the bias. conv's per-block axis is taken as k (Cin/g x taps: exact at 1x1), a
-    bias-less conv_transpose's channels as n (Cout x taps), gather's rows as one."""
-    gather = table.kind_code == KIND_CODE["gather"]
-    elems = np.where(gather, table.w_elems, table.groups * table.n * table.k)
-    bias = table.w_elems - elems
-    transpose = table.kind_code == KIND_CODE["conv_transpose"]
-    channels = np.where(transpose & (bias > 0), bias, table.groups * table.n)
-    return WeightGeometry(elems[:, None], channels[:, None],
-                          np.where(gather, np.maximum(elems, 1), table.k)[:, None], bias[:, None])
-
-
 def emitted_weight_bytes(table: LayerTable, bits: np.ndarray, target: CpuTarget) -> np.ndarray:
     """float64 [L, B]: the initializer bytes edgesim's emitter writes for each weighted layer's
     weight and bias at each bit choice (`compiler.formats.emitted_bytes` of its row, per
     channel or per `NBITS_BLOCK` block as planned by default); NaN for the other layers."""
     codes = format_codes(table, bits, target)
     weighted = np.isin(table.kind_code, [KIND_CODE[k] for k in WEIGHT_INPUT]) & (table.w_elems > 0)
-    geo, out = _geometry(table), np.full(codes.shape, np.nan)
+    geo, out = table_geometry(table), np.full(codes.shape, np.nan)
     for code in np.unique(codes):
         f = FORMATS[code]
         gran = "per_block" if f.granularities == ("per_block",) else "per_channel"

@@ -74,6 +74,8 @@ class QuantOptions:
             weight-only linear), or force "per_tensor" / "per_channel" / "per_block" where the
             format allows it.
         block: block length along the reduction axis (MatMulNBits, per-block int4).
+        layer_blocks: layer name -> its own block (a per-layer choice of the allocator);
+            layers not named take `block`.
         clip: weight range "mse" (clip-ratio search), "minmax", or "auto": MSE at 6 bits
             and below, where clipping pays, min/max at 7 and 8 bits, where it gains
             little and the search costs most of the pass's time.
@@ -100,6 +102,7 @@ class QuantOptions:
 
     granularity: str = "auto"
     block: int = NBITS_BLOCK
+    layer_blocks: Mapping[str, int] = field(default_factory=dict)
     clip: str = "auto"
     act_method: str = "auto"
     percentile: float = 99.99
@@ -117,6 +120,7 @@ class QuantOptions:
         checks = {
             "granularity": self.granularity in ("auto", "per_tensor", "per_channel", "per_block"),
             "block": self.block >= 16 and self.block & (self.block - 1) == 0,
+            "layer_blocks": all(b >= 16 and b & (b - 1) == 0 for b in self.layer_blocks.values()),
             "clip": self.clip in ("auto", "mse", "minmax"),
             "act_method": self.act_method in METHODS,
             "rounding": self.rounding in ("rtn", "gptq"),
@@ -190,9 +194,14 @@ def clip_method(options: QuantOptions, bits: int) -> str:
     return "mse" if bits <= 6 else "minmax"
 
 
+def _block(ctx: _Ctx, layer: Layer) -> int:
+    """The block of `layer`'s per-block weight: its own choice, else the pass's."""
+    return ctx.opts.layer_blocks.get(layer.name, ctx.opts.block)
+
+
 def _quantize(ctx: _Ctx, layer: Layer, bits: int, granularity: str) -> QuantizedTensor:
     w = ctx.g.weights[layer.inputs[WEIGHT_INPUT[layer.kind]]]
-    block = ctx.opts.block if granularity == "per_block" else None
+    block = _block(ctx, layer) if granularity == "per_block" else None
     # quantize_weight checks both strings (Literal-typed there)
     qt = quantize_weight(w, bits, cast(Granularity, granularity), CHANNEL_AXIS[layer.kind], block,
                          symmetric=True, clip=cast(ClipMethod, clip_method(ctx.opts, bits)))
@@ -259,7 +268,7 @@ def _weight_only(ctx: _Ctx, layer: Layer, row: Format, w_bits: int, a_bits: int 
     auto = "per_block" if "per_block" in row.granularities else "per_channel"
     gran = _granularity(ctx, auto, row.granularities)
     qt = _quantize(ctx, layer, w_bits, gran)
-    block = ctx.opts.block if gran == "per_block" else None
+    block = _block(ctx, layer) if gran == "per_block" else None
     reason = _REASONS[row.name].format(bits=nbits_container(w_bits), c=int_container(w_bits),
                                        kind=layer.kind)
     quant = Quant(w_bits, a_bits if row.act == "dynamic" else None, gran, block, True,
@@ -304,7 +313,7 @@ def _qdq_any(ctx: _Ctx, layer: Layer, row: Format, w_bits: int | None, a_bits: i
 def _gather_q(ctx: _Ctx, layer: Layer, row: Format, w_bits: int, a_bits: None) -> _Plan:
     qt = _quantize(ctx, layer, w_bits, "per_block")
     reason = f"GatherBlockQuantized {'INT4' if int_container(w_bits) == 4 else 'UINT8'}"
-    quant = Quant(w_bits, None, "per_block", ctx.opts.block, True,
+    quant = Quant(w_bits, None, "per_block", _block(ctx, layer), True,
                   clip_method(ctx.opts, w_bits), row.fmt, reason=reason)
     return _Plan(quant, _weight_plan(layer, qt))
 
