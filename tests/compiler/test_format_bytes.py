@@ -94,3 +94,52 @@ def test_cpu_cost_reports_the_emitted_bytes(name: str) -> None:
     cost = cpu.evaluate(g.layer_table(), np.array([CASES[name][1]]), TARGETS[0])
     assert cost.weight_bytes is not None
     assert cost.weight_bytes[0, 0] == _written(emit(g), g, layer)
+
+
+BLOCKED = [("nbits_fp32", "layer"), ("nbits_int8", "layer"), ("nbits_int8", "extra"),
+           ("int_dq_block", "layer"), ("gbq", "layer")]
+
+
+@pytest.mark.parametrize("block", [16, 32, 64, 128])
+@pytest.mark.parametrize(("name", "layer_key"), BLOCKED)
+def test_a_layers_own_block_is_emitted_and_predicted(name: str, layer_key: str,
+                                                     block: int) -> None:
+    """A per-layer block (`QuantOptions.layer_blocks`, the allocator's choice) reaches the
+    annotation and the emitted initializers; both byte predictions equal them: the row's
+    bytes at that block, and the block-32 bytes plus `block_bytes_delta` (what the allocator
+    adds to the cost model's figure)."""
+    kind, (w, a), opts = CASES[name]
+    spec = EXTRA[kind] if layer_key == "extra" else LAYERS[kind]
+    g, feeds = one_layer(*spec)
+    calib = calibrate(g, [feeds]) if a < 32 else None
+    options = QuantOptions(clip="minmax", **opts, layer_blocks={"layer": block})
+    q = quantize(g, np.array([(w, a)]), calib, options)
+    (layer,) = q.layers
+    assert (row(layer).name, layer.quant.block) == (name, block)
+    written = _written(emit(q), q, layer)
+    bits, geometry = _geometry(q, layer)
+    assert emitted_bytes(name, bits, geometry) == written
+    if kind != "linear":  # the allocator's choices: linear, and 1x1 convs (see below; the
+        return            # table blocks Cin/g x taps, and gather tables are not its layers)
+    table = g.layer_table()
+    at32 = emitted_bytes(name, bits, formats.table_geometry(table, 32, "per_block"))[0, 0]
+    code = np.array([[formats.FORMAT_CODE[name]]])
+    delta = formats.block_bytes_delta(table, code, np.array([bits]), np.array([block]))
+    assert at32 + delta[0, 0] == written
+
+
+def test_a_1x1_conv_block_delta_is_exact() -> None:
+    """The layer table has no taps, so a conv's blocks are counted along Cin/g x taps: exact
+    for 1x1 convs (pointwise layers, most of a MobileNet's weights)."""
+    spec = ("conv", dict(CONV, strides=(1, 1), pads=(0, 0, 0, 0)),
+            [x_(1, 96, 5, 5), w_("w", f32(8, 96, 1, 1)), w_("b", f32(8))])
+    g, _ = one_layer(*spec)
+    code = np.array([[formats.FORMAT_CODE["int_dq_block"]] * 3])
+    delta = formats.block_bytes_delta(g.layer_table(), code, np.array([4] * 3),
+                                      np.array([16, 32, 64]))
+    written = []
+    for block in (16, 32, 64):
+        opts = QuantOptions(clip="minmax", granularity="per_block", layer_blocks={"layer": block})
+        q = quantize(g, np.array([(4, 32)]), None, opts)
+        written.append(_written(emit(q), q, q.layers[0]))
+    assert (delta[0] + written[1]).tolist() == written
