@@ -72,6 +72,8 @@ class AllocationResult:
         notes: what was decided on the user's behalf.
         blocks: int [L], each layer's block where its row is per-block (0 elsewhere); None
             when no block choice was offered (every per-block row at `NBITS_BLOCK`).
+        block_omega: with `blocks`, [Lq] each of `sens.layers`' omega at its chosen
+            (bits, block); None otherwise (then `sens.omega` by weight bits holds it).
     """
 
     bits: np.ndarray
@@ -86,6 +88,7 @@ class AllocationResult:
     cost: Cost
     notes: tuple[str, ...]
     blocks: np.ndarray | None = None
+    block_omega: np.ndarray | None = None
 
 
 def rest_bits(count: int, float_rest: bool, a_bits: int = 8) -> np.ndarray:
@@ -562,8 +565,9 @@ def allocate(g: Graph, target: Target, *, method: str = "hawq", budget: Budget |
     return AllocationResult(bits, metric, None if budget is None else budget.value,
                             best.total_cost + p.fixed, best.total_sens, front_arr, chosen,
                             marks, sens, cost, notes,
-                            None if blocks is None else _layer_blocks(p, choices, best.choice,
-                                                                      len(g.layers)))
+                            *((None, None) if blocks is None else (
+                                _layer_blocks(p, choices, best.choice, len(g.layers)),
+                                p.omega[np.arange(len(best.choice)), best.choice])))
 
 
 BLOCK_NOTE = ("blocks are a per-layer choice: sizes count each layer's block exactly; latency "

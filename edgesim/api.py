@@ -291,7 +291,8 @@ def allocate(model: Any, target: TargetRef = "rpi5", *, method: str = "hawq",
              calib_random: int | None = None, weight_bits: Sequence[int] = (2, 3, 4, 6, 8),
              act_bits: Sequence[int] | None = None, metric: str = "latency",
              threads: int | None = None, runtime: str = "onnxruntime",
-             input_shapes: Mapping[str, Sequence[int]] | None = None) -> AllocationResult:
+             input_shapes: Mapping[str, Sequence[int]] | None = None,
+             blocks: Sequence[int] | None = None) -> AllocationResult:
     """Bits per layer for a budget, exactly, with the whole front (`edgesim compile`'s
     allocation step, without emitting anything).
 
@@ -304,7 +305,8 @@ def allocate(model: Any, target: TargetRef = "rpi5", *, method: str = "hawq",
         calib: .npz path or mapping of arrays by input name (+ "labels"); HAWQ and LRP
             use it (default: `calib_random` or 32 random samples).
         calib_random: this many random samples instead.
-        weight_bits, act_bits, metric, threads, runtime, input_shapes: as `compile`.
+        weight_bits, act_bits, metric, threads, runtime, input_shapes, blocks: as `compile`
+            (with `blocks`, the result's `blocks` [L] holds each layer's block).
 
     Returns:
         An `edgesim.allocation.AllocationResult` (bits [L, 2], predicted cost, sensitivity,
@@ -322,4 +324,5 @@ def allocate(model: Any, target: TargetRef = "rpi5", *, method: str = "hawq",
                       else (None, None))
     return solve_allocation(g, resolve_target(target), method=method, budget=budget,
                             calib_inputs=inputs, labels=labels, weight_bits=tuple(weight_bits),
-                            act_bits=act_bits, metric=metric, threads=threads, runtime=runtime)
+                            act_bits=act_bits, metric=metric, threads=threads, runtime=runtime,
+                            blocks=blocks)

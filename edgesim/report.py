@@ -94,16 +94,28 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _chosen_sens(alloc: AllocationResult, bits: np.ndarray, g: Graph) -> dict[str, float]:
+    """Each quantisable layer's omega at its chosen bits (and block, where that was a
+    choice); 0 at float32."""
+    if alloc.block_omega is not None:
+        return {name: float(v) for name, v in zip(alloc.sens.layers, alloc.block_omega)}
+    column = {int(b): j for j, b in enumerate(alloc.sens.bits)}
+    index = {layer.name: i for i, layer in enumerate(g.layers)}
+    out = {}
+    for i, name in enumerate(alloc.sens.layers):
+        w = int(bits[index[name], 0])
+        out[name] = 0.0 if w >= 32 else float(alloc.sens.omega[i, column[w]])
+    return out
+
+
 def _rows(g: Graph, alloc: AllocationResult, formats: dict[str, Any]) -> tuple[LayerRow, ...]:
     table, cost, bits = g.layer_table(), alloc.cost, alloc.bits
     assert cost.weight_bytes is not None  # Cost fills it
-    column = {int(b): j for j, b in enumerate(alloc.sens.bits)}
-    omega = {name: alloc.sens.omega[i] for i, name in enumerate(alloc.sens.layers)}
+    chosen = _chosen_sens(alloc, bits, g)
     rows = []
     for i, layer in enumerate(g.layers):
         w = int(bits[i, 0])
-        sens = None if layer.name not in omega else (
-            0.0 if w >= 32 else float(omega[layer.name][column[w]]))
+        sens = chosen.get(layer.name)
         fmt = formats.get(layer.name)
         rows.append(LayerRow(
             name=layer.name, kind=layer.kind, fn=str(layer.attrs.get("fn", "")),

@@ -130,3 +130,24 @@ def test_cli_refuses_a_block_onnxruntime_has_no_kernel_for(tmp_path) -> None:
                           "-o", str(tmp_path / "o")], capture_output=True, text=True)
     assert out.returncode == 2
     assert "--blocks" in out.stderr and "48" in out.stderr
+
+
+@pytest.mark.ort
+def test_compile_reports_each_layers_block_and_reemits_it(tmp_path) -> None:
+    target = api.resolve_target("rpi5")
+    g = load(zoo.build("digits_transformer"))
+    small = allocate(g, target, method="proxy", weight_bits=(4,), blocks=BLOCKS, metric="size",
+                     pick=0)
+    b32 = allocate(g, target, method="proxy", weight_bits=(4,), metric="size", pick=0)
+    kw = dict(target="rpi5", calib_random=8, method="proxy", weight_bits=(4,), quiet=True)
+    r = api.compile("zoo:digits_transformer", outdir=tmp_path / "a", blocks=BLOCKS,
+                    budget=f"size={(small.total + b32.total) / 2}B", **kw)
+    blocks = {x.name: x.block for x in r.layers if x.block}
+    assert len(set(blocks.values())) > 1
+    assert r.result.weight_bytes <= (small.total + b32.total) / 2
+    md = (tmp_path / "a" / "report.md").read_text()
+    assert all(f"matmulnbits b{b}" in md for b in set(blocks.values()))
+    again = api.compile("zoo:digits_transformer", outdir=tmp_path / "b",
+                        assignment=str(tmp_path / "a" / "report.json"), **kw)
+    assert {x.name: x.block for x in again.layers if x.block} == blocks
+    assert again.result.weight_bytes == r.result.weight_bytes  # (metadata differs: budget)
