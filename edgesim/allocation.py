@@ -231,7 +231,7 @@ def _problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Target, m
     allowed = (np.isfinite(full.latency_s[rows]) & np.isfinite(per[rows])
                & (blocked[rows] | (choices[:, 2] == choices[0, 2])[None, :]))
     omega = _omega(sens, choices)
-    if len(np.unique(choices[:, 2])) > 1:  # each block measured on its own grid
+    if (choices[:, 2] != NBITS_BLOCK).any():  # each block measured on its own grid
         omega = block_omega(g, sens, omega, choices[:, 0], choices[:, 2], blocked[rows])
     if act_errors is not None:  # activation handling is a choice: its measured error term
         omega = _with_act(omega, act_errors, choices)
