@@ -151,3 +151,23 @@ def test_compile_reports_each_layers_block_and_reemits_it(tmp_path) -> None:
                         assignment=str(tmp_path / "a" / "report.json"), **kw)
     assert {x.name: x.block for x in again.layers if x.block} == blocks
     assert again.result.weight_bytes == r.result.weight_bytes  # (metadata differs: budget)
+
+
+def test_activation_term_is_the_same_at_every_block_of_a_pair() -> None:
+    """With `--act-bits` measured (`choice_errors`, one column per (w, a) pair), each block of
+    a pair gets that pair's activation term, computed at its first block (closed form of
+    `with_act_term`: rate * (e[w, a] - e[w, float]))."""
+    from compiler.sensitivity.act_term import with_act_term
+    from edgesim.allocation import _with_act
+
+    choices = np.array([(32, 32, 32), (4, 32, 32), (4, 32, 64), (4, 8, 32), (4, 8, 64)])
+    omega = np.array([[0.0, 2.0, 3.0, 2.0, 3.0], [0.0, 1.0, 1.5, 1.0, 1.5]])
+    err = np.array([[0.0, 4.0, 6.0], [0.0, 2.0, 5.0]])  # pairs (32, 32), (4, 32), (4, 8)
+    got = _with_act(omega, err, choices)
+    rate = omega[:, 1] / err[:, 1]  # the weight-only column with the most error
+    term = rate * (err[:, 2] - err[:, 1])
+    np.testing.assert_allclose(got[:, 3], omega[:, 1] + term)
+    np.testing.assert_allclose(got[:, 4], omega[:, 2] + term)
+    np.testing.assert_allclose(got[:, :3], omega[:, :3])
+    pairs = choices[[0, 1, 3], :2]
+    np.testing.assert_allclose(with_act_term(omega[:, [0, 1, 3]], err, pairs)[:, 2], got[:, 3])
