@@ -49,6 +49,17 @@ class WeightFormat:
         zp = self.bits / 8.0 if self.zero_point else 0.0
         return self.bits / 8.0 + (self.scale_bytes + zp) / self.block
 
+    def stored_bytes(self, k: int, n: int) -> float:
+        """Exact bytes of a [K, N] weight as emitted: float, or MatMulNBits' B [N, k_blocks,
+        block * bits / 8] (K padded to whole blocks), fp32 scales [N, k_blocks] and packed
+        uint8 zero points [N, ceil(k_blocks * bits / 8)] -- also GatherBlockQuantized's layout
+        of a [V = N, D = K] table (`edgesim.zoo.decoder`)."""
+        if not self.quantized:
+            return k * n * self.bits / 8.0
+        blocks = -(-k // self.block)
+        zp = -(-blocks * self.bits // 8) if self.zero_point else 0
+        return float(n * (blocks * self.block * self.bits // 8 + blocks * self.scale_bytes + zp))
+
 
 def parse_format(spec: str) -> WeightFormat:
     """A `WeightFormat` from its spelling (module docstring).
