@@ -24,6 +24,7 @@ BLOCKS = (32, 64, 128)     # block sizes plans choose among (onnxruntime-genai's
 # The uniform reference format at each bit width: the bench's W2 / W4 / W8 rows
 REFERENCE = {2: "q2z", 4: "q4", 8: "q8"}
 KV_BYTES = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0}
+EMBED = "embed_tokens"   # the plan key of the token embedding table (not a linear)
 _SPEC = re.compile(r"q(\d+)(?:b(\d+))?(z?)")
 
 

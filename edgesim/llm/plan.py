@@ -81,20 +81,23 @@ def plan_for_decode_rate(sens: np.ndarray, params: Sequence[int], names: Sequenc
 
 
 def plan_for_budget(sens: np.ndarray, cost: np.ndarray, limit: float, names: Sequence[str],
-                    choices: Sequence[str], label: str) -> dict[str, str]:
+                    choices: Sequence[str], label: str,
+                    allowed: np.ndarray | None = None) -> dict[str, str]:
     """The least-sensitive plan whose summed per-layer `cost` [L, B] is at most `limit`
-    (`edgesim.llm.budgets.knapsack` turns tok_s / ttft / ram / size / bits into them).
+    (`edgesim.llm.budgets.knapsack` turns tok_s / ttft / ram / size / bits into them), among
+    the (layer, format) pairs `allowed` [L, B] permits (default: all).
 
     Raises:
         UserError: no plan meets the budget (`label` names it).
     """
-    return _plan(sens, cost, limit, names, choices, label)
+    return _plan(sens, cost, limit, names, choices, label, allowed)
 
 
 def _plan(sens: np.ndarray, cost: np.ndarray, budget: float, names: Sequence[str],
-          choices: Sequence[str], label: str) -> dict[str, str]:
+          choices: Sequence[str], label: str,
+          allowed: np.ndarray | None = None) -> dict[str, str]:
     try:
-        alloc = solve(sens, cost, budget)
+        alloc = solve(sens, cost, budget, allowed)
     except InfeasibleBudget:
         raise UserError(f"budget {label}", "infeasible: no format plan meets it") from None
     return {n: choices[c] for n, c in zip(names, alloc.choice)}

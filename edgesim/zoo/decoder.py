@@ -39,14 +39,13 @@ from onnx import TensorProto, helper
 from compiler.packing import pack_matmulnbits
 from edgesim.errors import UserError
 from edgesim.llm.config import DecoderConfig
-from edgesim.llm.formats import WeightFormat, parse_format
+from edgesim.llm.formats import EMBED, WeightFormat, parse_format
 from edgesim.zoo.cnn import GraphBuilder, normal
 from edgesim.zoo.transformer import rms_norm, silu
 
 KV_TYPES = {"fp32": TensorProto.FLOAT, "fp16": TensorProto.FLOAT16}
 MASKED = -1e9  # additive score of a future key: exp underflows to exactly 0
 ACCURACY_LEVEL = 4
-EMBED = "embed_tokens"   # the plan key of the token embedding (not a linear)
 
 
 @dataclass(frozen=True)
