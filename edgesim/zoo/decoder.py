@@ -136,13 +136,14 @@ def _linear(c: _Ctx, x: str, name: str, cin: int, cout: int, gain: float = 1.0,
 
 def embedding_format(shape: DecoderShape, formats: Mapping[str, str]) -> str:
     """The table format the embedding reads: a tied head's quantised format (one shared
-    table), else the plan's `embed_tokens` entry (default fp32).
+    table; an explicit "fp32" keeps a float copy beside it), else the plan's `embed_tokens`
+    entry (default fp32).
 
     Raises:
-        UserError: a tied quantised head and a different `embed_tokens` format.
+        UserError: a tied quantised head and another quantised `embed_tokens` format.
     """
     head, own = formats.get("lm_head", "fp32"), formats.get(EMBED)
-    if not (shape.tied and parse_format(head).quantized):
+    if not (shape.tied and parse_format(head).quantized) or own == "fp32":
         return own or "fp32"
     if own not in (None, head):
         raise UserError(EMBED, f"tied to lm_head's packed {head!r} table; got {own!r}")
