@@ -203,27 +203,32 @@ def embedding_table(src: Source, calib: np.ndarray) -> Table | None:
 def compile_decoder(ref: str | Source, target: CpuTarget, budget_text: str, method: str = "hawq",
                     out_dir: str | Path = "edgesim-out", work: Workload = DEFAULT_WORK,
                     threads: Sequence[int] | None = None, calib_bytes: int = 1024,
-                    test_bytes: int = 4096, calib_text: bytes | None = None) -> DecoderReport:
+                    test_bytes: int = 4096, calib_text: bytes | None = None,
+                    kv_dtype: str | None = None) -> DecoderReport:
     """Plan, emit and report a decoder under a budget (module docstring).
 
     Args:
         ref: `zoo:tiny_lm`, a float KV-cache decoder `.onnx` file, or a `Source`.
+        work: threads, context and prompt the budget is judged at; its `kv_dtype` is replaced
+            by the chosen one.
         calib_text: the user's text (bytes); None: the shipped text.
+        kv_dtype: pins the KV-cache dtype (no choice); None: the budget chooses.
 
     Raises:
-        UserError: not a decoder this reads, an unknown method, a bad text, or an unmeetable
-            budget.
+        UserError: not a decoder this reads, an unknown method, a bad text, a KV dtype the
+            source cannot be built with, or an unmeetable budget.
     """
     if method not in METHODS:
         raise UserError("--method", f"decoders take {' or '.join(METHODS)}, got {method!r}")
     src = ref if isinstance(ref, Source) else _source(ref)
+    dtypes = kv_dtypes(src, kv_dtype)
     calib, test = texts(calib_text, src.cfg.vocab, calib_bytes, test_bytes)
     names = list(src.params)
     omega = decoder_sensitivity(src.float_model, names, CHOICES, calib, method)
     budget = parse_budget(budget_text)
     one = len(src.kv_dtypes) == 1   # nothing to compare the file's own cache dtype with
     harms = {kv: 0.0 if one else kv_harm(lambda d: src.build({}, d), calib, kv)
-             for kv in src.kv_dtypes}
+             for kv in dtypes}
     table = embedding_table(src, calib)
     options = kv_options(budget, src.cfg, target, src.params, omega, CHOICES, work, harms,
                          table)
@@ -237,6 +242,20 @@ def compile_decoder(ref: str | Source, target: CpuTarget, budget_text: str, meth
                            variants, kv_options=options,
                            embedding=describe_table(table, best.plan))
     return write(report, Path(out_dir), src.build(best.plan, best.kv_dtype))
+
+
+def kv_dtypes(src: Source, pinned: str | None) -> tuple[str, ...]:
+    """The KV dtypes the plan chooses among: the source's, or only the pinned one.
+
+    Raises:
+        UserError: a pinned dtype the source cannot build its cache in.
+    """
+    if pinned is None:
+        return src.kv_dtypes
+    if pinned not in src.kv_dtypes:
+        raise UserError("kv_dtype", f"{src.name} builds its KV cache in "
+                        f"{' or '.join(src.kv_dtypes)}, not {pinned!r}")
+    return (pinned,)
 
 
 def _source(ref: str) -> Source:
