@@ -137,8 +137,8 @@ def _file_source(path: str) -> Source:
     df = read_decoder(path)
     # a file's cache stays in the dtype it was exported with: rewriting it is not done here
     return Source(df.config.name, df.config, df.params(), df.model,
-                   lambda plan, kv: apply_plan(df.model, plan).SerializeToString(),  # type: ignore[attr-defined]
-                   (_file_kv_dtype(df.model),))
+                  lambda plan, kv: apply_plan(df.model, plan, df.table).SerializeToString(),  # type: ignore[attr-defined]
+                  (_file_kv_dtype(df.model),), embeds=df.table is not None)
 
 
 def _file_kv_dtype(model: Any) -> str:

@@ -2,7 +2,8 @@
 
 Oracles: brute force over every (linears, table) format combination of a small decoder against
 the planner's exact knapsack; the table bytes the planner prices against the initializers the
-emitter writes; onnxruntime running the compiled untied model.
+emitter writes; onnxruntime running the compiled untied model, and a decoder file whose table
+is rewritten against the same file with the table dequantised by hand.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import dataclasses
 import itertools
 
 import numpy as np
+import onnx
 import pytest
 from onnx import numpy_helper
 
 from edgesim.budget import parse_budget
 from edgesim.llm.budgets import Workload
 from edgesim.llm.compile import CHOICES, compile_decoder, zoo_source
+from edgesim.llm.decoder_file import apply_plan, read_decoder
 from edgesim.llm.embed_choice import Table, table_cost
 from edgesim.llm.fit import footprint
 from edgesim.llm.formats import EMBED, parse_format
@@ -24,6 +27,7 @@ from edgesim.llm.generate import empty_past, session, step
 from edgesim.llm.kv_choice import kv_option
 from edgesim.zoo.decoder import DecoderShape, decoder_config, kv_decoder, linear_shapes
 from hwmodels.target import load_target
+from tests.compiler.opcheck import run_ort
 
 SHAPE = DecoderShape(vocab=256, hidden=64, layers=1, heads=4, kv_heads=2, intermediate=96,
                      max_context=64, tied=False)
@@ -111,3 +115,29 @@ def test_compile_untied_picks_a_quantised_table_when_the_budget_needs_it(tmp_pat
     sess = session(open(r.files["model"], "rb").read())
     logits = step(sess, np.arange(0, 256, 9, dtype=np.int64)[None], empty_past(sess))[0]
     assert np.all(np.isfinite(logits)) and logits.shape == (1, 29, 256)
+
+
+@pytest.mark.parametrize("fmt", ["q4", "q2z", "q8b128"])
+def test_file_table_rewrite_matches_a_gather_of_the_dequantised_table(
+        fmt: str, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # an onnxruntime-genai-form untied decoder file; oracle: its table replaced by the
+    # packed codes dequantised by hand ((code - zp) * scale per block), run as a float Gather
+    from tests.edgesim.test_llm_compile_any import _feeds, genai_file
+    from tests.edgesim.test_llm_tied_table import _dequantised
+
+    df = read_decoder(genai_file(tmp_path, monkeypatch))
+    assert df.table is not None
+    packed = apply_plan(df.model, {EMBED: fmt}, df.table)
+    assert [n.op_type for n in packed.graph.node].count("GatherBlockQuantized") == 1
+    assert not any(t.name == df.table for t in packed.graph.initializer)
+    ref = onnx.ModelProto()
+    ref.CopyFrom(df.model)
+    t = next(t for t in ref.graph.initializer if t.name == df.table)
+    t.CopyFrom(numpy_helper.from_array(_dequantised(numpy_helper.to_array(t), fmt), t.name))
+    ids = np.arange(0, 256, 11, dtype=np.int64)[None]
+    want = run_ort(ref, _feeds(ref, ids))[0]
+    got = run_ort(packed, _feeds(packed, ids))[0]
+    np.testing.assert_allclose(got, want, atol=1e-5 * np.abs(want).max(), rtol=0)
+    table = sum(numpy_helper.to_array(t).nbytes for t in packed.graph.initializer
+                if t.name.startswith(f"{df.table}."))
+    assert table == parse_format(fmt).stored_bytes(df.config.hidden, df.config.vocab)
