@@ -110,6 +110,7 @@ class Source:
     build: Callable[[Mapping[str, str], str], bytes]
     kv_dtypes: tuple[str, ...] = ("fp32",)
     embeds: bool = False
+    shapes: Mapping[str, tuple[int, int]] | None = None   # linear -> (in, out): exact bytes
 
 
 def zoo_source(name: str, tied: bool = True) -> Source:
@@ -125,10 +126,11 @@ def zoo_source(name: str, tied: bool = True) -> Source:
     def build(plan: Mapping[str, str], kv: str) -> Any:
         return kv_decoder(replace(shape, kv_dtype=kv), dict(plan), weights=w)
 
-    params = {n: i * o for n, (i, o) in linear_shapes(shape).items()}
+    shapes = linear_shapes(shape)
+    params = {n: i * o for n, (i, o) in shapes.items()}
     return Source(name, decoder_config(shape, name), params, build({}, "fp32"),
                   lambda plan, kv: build(plan, kv).SerializeToString(), KV_DTYPES,
-                  embeds=True)
+                  embeds=True, shapes=shapes)
 
 
 def _file_source(path: str) -> Source:
@@ -138,7 +140,8 @@ def _file_source(path: str) -> Source:
     # a file's cache stays in the dtype it was exported with: rewriting it is not done here
     return Source(df.config.name, df.config, df.params(), df.model,
                   lambda plan, kv: apply_plan(df.model, plan, df.table).SerializeToString(),  # type: ignore[attr-defined]
-                  (_file_kv_dtype(df.model),), embeds=df.table is not None)
+                  (_file_kv_dtype(df.model),), embeds=df.table is not None,
+                  shapes=df.linears)
 
 
 def _file_kv_dtype(model: Any) -> str:
@@ -178,7 +181,7 @@ def _variants(src: Source, plans: Mapping[str, Mapping[str, str]], times: np.nda
     for name, plan in plans.items():
         ppl = score_text(src.build(plan, kv), test, SCORE_SEQ).perplexity
         rates, ttfts = _priced(times, src.params, plan)
-        out.append(Variant(name, plan_bytes(plan, src.params), ppl, rates, ttfts,
+        out.append(Variant(name, plan_bytes(plan, src.params, src.shapes), ppl, rates, ttfts,
                            _table_bytes(src.cfg, plan)))
     return tuple(out)
 
@@ -231,7 +234,7 @@ def compile_decoder(ref: str | Source, target: CpuTarget, budget_text: str, meth
              for kv in dtypes}
     table = embedding_table(src, calib)
     options = kv_options(budget, src.cfg, target, src.params, omega, CHOICES, work, harms,
-                         table)
+                         table, src.shapes)
     best = choose_kv(options, budget)
     work = replace(work, kv_dtype=best.kv_dtype)
     ths = tuple(threads or range(1, target.cores + 1))

@@ -58,10 +58,12 @@ def kv_harm(build: Callable[[str], bytes], calib: np.ndarray, kv_dtype: str,
 
 def kv_option(budget: Budget, cfg: DecoderConfig, target: CpuTarget, params: Sequence[int],
               omega: np.ndarray, names: Sequence[str], choices: Sequence[str],
-              work: Workload, harm: float, table: Table | None = None) -> KvOption:
+              work: Workload, harm: float, table: Table | None = None,
+              shapes: Sequence[tuple[int, int]] | None = None) -> KvOption:
     """The least-sensitive plan under `budget` with the cache in `work.kv_dtype`, the
-    embedding table a choice when `table` is given (`edgesim.llm.embed_choice`)."""
-    k = knapsack(budget, cfg, target, params, choices, work)
+    embedding table a choice when `table` is given (`edgesim.llm.embed_choice`); bytes exact
+    given the linears' (in, out) `shapes` (`budgets.knapsack`)."""
+    k = knapsack(budget, cfg, target, params, choices, work, shapes)
     p = with_table(k, omega, names, choices, table, budget, cfg, target, work)
     try:
         plan = plan_for_budget(p.sens, p.cost, p.limit, p.names, p.choices, str(budget),
@@ -89,11 +91,14 @@ def choose_kv(options: Sequence[KvOption], budget: Budget) -> KvOption:
 def kv_options(budget: Budget, cfg: DecoderConfig, target: CpuTarget,
                params: Mapping[str, int], omega: np.ndarray, choices: Sequence[str],
                work: Workload, harms: Mapping[str, float],
-               table: Table | None = None) -> tuple[KvOption, ...]:
+               table: Table | None = None,
+               shapes: Mapping[str, tuple[int, int]] | None = None) -> tuple[KvOption, ...]:
     """One `KvOption` per KV dtype in `harms` (dtype -> its measured harm)."""
     names, n = list(params), list(params.values())
+    dims = None if shapes is None else [shapes[name] for name in names]
     return tuple(kv_option(budget, cfg, target, n, omega, names, choices,
-                           replace(work, kv_dtype=kv), h, table) for kv, h in harms.items())
+                           replace(work, kv_dtype=kv), h, table, dims)
+                 for kv, h in harms.items())
 
 
 def describe(options: Sequence[KvOption], chosen: str) -> str:

@@ -103,8 +103,13 @@ def _plan(sens: np.ndarray, cost: np.ndarray, budget: float, names: Sequence[str
     return {n: choices[c] for n, c in zip(names, alloc.choice)}
 
 
-def plan_bytes(plan: Mapping[str, str], params: Mapping[str, int]) -> float:
-    """Stored bytes of the planned linears (MatMulNBits scales and zero points included)."""
+def plan_bytes(plan: Mapping[str, str], params: Mapping[str, int],
+               shapes: Mapping[str, tuple[int, int]] | None = None) -> float:
+    """Stored bytes of the planned linears (MatMulNBits scales and zero points included):
+    exact as emitted given each linear's (in, out) `shapes`, else params x bytes per weight."""
+    if shapes is not None:
+        return float(sum(parse_format(plan.get(n, "fp32")).stored_bytes(*shapes[n])
+                         for n in params))
     return float(sum(params[n] * parse_format(plan.get(n, "fp32")).bytes_per_weight()
                      for n in params))
 

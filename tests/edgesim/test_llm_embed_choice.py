@@ -112,6 +112,12 @@ def test_compile_untied_picks_a_quantised_table_when_the_budget_needs_it(tmp_pat
     plan = next(v for v in r.variants if v.name == "plan")
     assert plan.linear_bytes + plan.table_bytes <= linears_q4 + 30e3
     assert plan.table_bytes == Table(256, 64, False, {}).stored_bytes(fmt)
+    # predicted bytes (exact per layer: K padded to whole blocks) == the emitted initializers
+    written = onnx.load(r.files["model"])
+    planned = (*src.params, EMBED)
+    emitted = sum(numpy_helper.to_array(t).nbytes for t in written.graph.initializer
+                  if t.name.rsplit(".", 1)[0] in planned)   # {layer}.B / .scales / ...
+    assert emitted == plan.linear_bytes + plan.table_bytes
     sess = session(open(r.files["model"], "rb").read())
     logits = step(sess, np.arange(0, 256, 9, dtype=np.int64)[None], empty_past(sess))[0]
     assert np.all(np.isfinite(logits)) and logits.shape == (1, 29, 256)
