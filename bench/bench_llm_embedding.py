@@ -2,7 +2,8 @@
 
 Perplexity per byte on the held-out KJV test text (16 KiB, never the calibration text) and the
 emitted initializer bytes of HAWQ plans (exact knapsack over the compile choices,
-`edgesim.llm.compile.CHOICES`, fp32 KV cache) at size budgets below uniform q4's, with and
+`edgesim.llm.compile.CHOICES`, fp32 KV cache; bytes exact as emitted) at size budgets below
+uniform q4's, with and
 without the table as a plan choice (`edgesim.llm.embed_choice`):
 
 - untied (the trained table copied into its own lm_head, the same function): the budget counts
@@ -51,7 +52,7 @@ def _row(src, plan: dict[str, str] | None, test) -> dict:
     weights = sum(numpy_helper.to_array(t).nbytes for t in onnx.load_from_string(
         model).graph.initializer)
     return {"feasible": True, "perplexity": score_text(model, test, SCORE_SEQ).perplexity,
-            "initializer_bytes": weights, "linear_bytes": plan_bytes(plan, src.params),
+            "initializer_bytes": weights, "linear_bytes": plan_bytes(plan, src.params, src.shapes),
             "table": plan.get(EMBED, "shared lm_head" if src.cfg.tied else "fp32"),
             "lm_head": plan["lm_head"]}
 
@@ -59,7 +60,7 @@ def _row(src, plan: dict[str, str] | None, test) -> dict:
 def _plan(src, omega, budget_bytes: float, table) -> dict[str, str] | None:
     opt = kv_option(parse_budget(f"size={budget_bytes:.0f}B"), src.cfg, load_target("rpi5"),
                     list(src.params.values()), omega, list(src.params), CHOICES, Workload(),
-                    0.0, table)
+                    0.0, table, [src.shapes[n] for n in src.params])
     return dict(opt.plan) if opt.feasible else None
 
 
@@ -68,7 +69,7 @@ def bench(tied: bool) -> dict:
     calib, test = texts(None, 256, CALIB_BYTES, TEST_BYTES)
     omega = decoder_sensitivity(src.float_model, list(src.params), CHOICES, calib, "hawq")
     table = embedding_table(src, calib)
-    q4 = plan_bytes(dict.fromkeys(src.params, "q4"), src.params)
+    q4 = plan_bytes(dict.fromkeys(src.params, "q4"), src.params, src.shapes)
     # below uniform q4's size: q4 linears (+ the float table when it is counted) and less
     top = q4 + (0 if tied else FP32_TABLE)
     out: dict = {"uniform_q4": _row(src, dict.fromkeys(src.params, "q4"), test),
