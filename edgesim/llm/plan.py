@@ -51,14 +51,17 @@ def plan_for_bits(sens: np.ndarray, params: Sequence[int], names: Sequence[str],
 
 
 def plan_for_bytes(sens: np.ndarray, params: Sequence[int], names: Sequence[str],
-                   choices: Sequence[str], max_bytes: float) -> dict[str, str]:
-    """The least-sensitive plan whose stored linears (scales, zero points) fit `max_bytes`.
+                   choices: Sequence[str], max_bytes: float,
+                   shapes: Sequence[tuple[int, int]] | None = None) -> dict[str, str]:
+    """The least-sensitive plan whose stored linears (scales, zero points) fit `max_bytes`,
+    exact as emitted given each linear's (in, out) `shapes`.
 
     Raises:
         UserError: not even the smallest formats fit.
     """
     bpw = np.array([parse_format(c).bytes_per_weight() for c in choices])
-    cost = np.asarray(params, np.float64)[:, None] * bpw[None, :]
+    cost = np.asarray(params, np.float64)[:, None] * bpw[None, :] if shapes is None else \
+        np.array([[parse_format(c).stored_bytes(k, n) for c in choices] for k, n in shapes])
     return _plan(sens, cost, max_bytes, names, choices, f"{max_bytes:g} bytes")
 
 
@@ -140,7 +143,8 @@ def _uniform_bytes(params: Mapping[str, int], fmt: str) -> float:
 
 
 def fill_plan(params: Mapping[str, int], order: Sequence[str], low: str, high: str,
-              max_bytes: float) -> dict[str, str]:
+              max_bytes: float,
+              shapes: Mapping[str, tuple[int, int]] | None = None) -> dict[str, str]:
     """A sensitivity-free mix of two uniform formats: layers in `order` take `high` while the
     plan still fits `max_bytes`, every other layer `low` (the reference mixed plans are
     judged against at a size no single format has).
@@ -149,10 +153,10 @@ def fill_plan(params: Mapping[str, int], order: Sequence[str], low: str, high: s
         UserError: not even every layer in `low` fits.
     """
     plan = dict.fromkeys(params, low)
-    if plan_bytes(plan, params) > max_bytes:
+    if plan_bytes(plan, params, shapes) > max_bytes:
         raise UserError(f"budget {max_bytes:g} bytes", f"infeasible: uniform {low} exceeds it")
     for name in order:
         trial = plan | {name: high}
-        if plan_bytes(trial, params) <= max_bytes:
+        if plan_bytes(trial, params, shapes) <= max_bytes:
             plan = trial
     return plan

@@ -25,6 +25,7 @@ from edgesim.llm.fit import footprint
 from edgesim.llm.formats import EMBED, parse_format
 from edgesim.llm.generate import empty_past, session, step
 from edgesim.llm.kv_choice import kv_option
+from edgesim.llm.plan import plan_bytes
 from edgesim.zoo.decoder import DecoderShape, decoder_config, kv_decoder, linear_shapes
 from hwmodels.target import load_target
 from tests.compiler.opcheck import run_ort
@@ -147,3 +148,18 @@ def test_file_table_rewrite_matches_a_gather_of_the_dequantised_table(
     table = sum(numpy_helper.to_array(t).nbytes for t in packed.graph.initializer
                 if t.name.startswith(f"{df.table}."))
     assert table == parse_format(fmt).stored_bytes(df.config.hidden, df.config.vocab)
+
+
+def test_exact_linear_bytes_equal_the_emitted_initializers() -> None:
+    # hidden 64: the b128 formats pad K = 64 to a whole block, which params x bytes per weight
+    # misses by ~2x; the exact count must match what the emitter writes
+    shapes = linear_shapes(SHAPE)
+    params = {n: i * o for n, (i, o) in shapes.items()}
+    for fmt in CHOICES:
+        plan = dict.fromkeys(params, fmt)
+        model = kv_decoder(SHAPE, plan, seed=2)
+        emitted = sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer
+                      if t.name.rsplit(".", 1)[0] in params)
+        assert plan_bytes(plan, params, shapes) == emitted, fmt
+    assert plan_bytes(dict.fromkeys(params, "q4b128"), params) < 0.6 * plan_bytes(
+        dict.fromkeys(params, "q4b128"), params, shapes)
