@@ -8,8 +8,8 @@ Perplexity (per byte) and next-byte agreement with fp32 on the held-out KJV test
   and q4 with an fp16 KV cache;
 - HAWQ (Gauss-Newton traces) and LRP mixed plans over the candidates (`edgesim.llm.sensitivity`
   on 2 KiB of the calibration text; exact knapsack `plan_for_bytes`) at three sizes: "4bit" =
-  uniform q4's stored bytes, "q4b128" = uniform q4b128's, "3bit" = half the weights in q2z and
-  half in q4 (`plan.avg_bits_bytes`: MatMulNBits has no 3-bit format);
+  uniform q4's stored bytes, "q4b128" = uniform q4b128's, "3bit" = the mean of uniform q2z's
+  and q4's (MatMulNBits has no 3-bit format);
 - the references each plan must beat at <= its bytes: the best uniform candidate that fits, and
   at 3 bits the sensitivity-free mixes `plan.fill_plan` of two uniform formats (q2z / q4 and
   q2b128z / q4b128z; layers in graph order, reversed, and 4 random orders take the 4-bit format
@@ -17,10 +17,11 @@ Perplexity (per byte) and next-byte agreement with fp32 on the held-out KJV test
   `beats_on_each_half` whether it is on each half of the test text (8 KiB each) below the best
   reference on that half (the least over the references, picked after the fact).
 
-Sizes are the linears' stored bytes (scales and zero points included). Without --only-ir it
-also measures each layer's NLL rise alone in q2z / q4b128 / q4 / q8 in onnxruntime on the 8 KiB
-calibration text (~5 min here), plans from those, and reports the Spearman rank correlation of
-the IR's predicted harm (HAWQ, LRP) with them.
+Sizes are the linears' stored bytes as emitted (scales and zero points included, K padded to
+whole blocks: the tiny LM's K = 64 linears take a whole 128-block in the b128 formats).
+Without --only-ir it also measures each layer's NLL rise alone in q2z / q4b128 / q4 / q8 in
+onnxruntime on the 8 KiB calibration text (~5 min here), plans from those, and reports the
+Spearman rank correlation of the IR's predicted harm (HAWQ, LRP) with them.
 
 Usage: python bench/bench_llm_quality.py [--only-ir]
 """
@@ -40,7 +41,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edgesim.llm.formats import candidate_formats  # noqa: E402
 from edgesim.llm.generate import TextScore, score_text  # noqa: E402
 from edgesim.llm.plan import (  # noqa: E402
-    avg_bits_bytes,
     fill_plan,
     layer_sensitivity,
     plan_bytes,
@@ -56,6 +56,7 @@ METHODS = ("hawq", "lrp")
 CALIB_BYTES = 2048   # 32 windows of 64 bytes for the IR sensitivities
 FILL_PAIRS = (("q2z", "q4"), ("q2b128z", "q4b128z"))
 RANDOM_ORDERS = 4
+SHAPES = linear_shapes(TINY_LM_SHAPE)   # linear -> (in, out): exact emitted bytes
 
 
 Scored = tuple[TextScore, list[float]]   # on the whole text, and ppl on each half
@@ -73,7 +74,8 @@ def row(plan: dict, params: dict, scored: Scored, ref: TextScore) -> dict:
     s, halves = scored
     counts = {c: sum(v == c for v in plan.values()) for c in set(plan.values())}
     return {"ppl": s.perplexity, "ppl_halves": halves, "agreement": s.agreement(ref),
-            "linear_bytes": plan_bytes(plan, params), "formats": dict(sorted(counts.items()))}
+            "linear_bytes": plan_bytes(plan, params, SHAPES),
+            "formats": dict(sorted(counts.items()))}
 
 
 def best_of(rows: dict) -> dict:
@@ -98,8 +100,10 @@ def references(rows: dict, params: dict, budgets: dict, test: np.ndarray, ref: T
                                         if rows[f]["linear_bytes"] <= limit})}
     mixes = {}
     for low, high in FILL_PAIRS:
+        if plan_bytes(dict.fromkeys(params, low), params, SHAPES) > budgets["3bit"]:
+            continue   # q2b128z: K = 64 padded to 128 makes it larger than the 3-bit budget
         for how, order in orders(list(params)).items():
-            plan = fill_plan(params, order, low, high, budgets["3bit"])
+            plan = fill_plan(params, order, low, high, budgets["3bit"], SHAPES)
             mixes[f"{low}/{high} {how}"] = row(plan, params, score(plan, test), ref)
     out["3bit"] |= {"fill": best_of(mixes), "fill_mixes": mixes}
     return out
@@ -116,7 +120,8 @@ def ir_plans(params: dict, budgets: dict, text: dict, ref: TextScore, refs: dict
         rows[f"{method}_sensitivity_s"] = round(time.perf_counter() - t0, 1)
         omegas[method] = omega[:, [CANDIDATES.index(c) for c in MEASURED]]
         for key, limit in budgets.items():
-            plan = plan_for_bytes(omega, sizes, names, CANDIDATES, limit)
+            plan = plan_for_bytes(omega, sizes, names, CANDIDATES, limit,
+                                  [SHAPES[n] for n in names])
             r = row(plan, params, score(plan, text["test"]), ref)
             bar = [refs[key][k] for k in ("uniform", "fill") if k in refs[key]]
             rows[f"{method}_{key}"] = r | {
@@ -137,7 +142,7 @@ def measured(params: dict, budgets: dict, text: dict, ref: TextScore, rows: dict
     sens = layer_sensitivity(lambda p: tiny_lm(dict(p)).SerializeToString(), names, MEASURED,
                              text["calib"])
     for key, limit in budgets.items():
-        plan = plan_for_bytes(sens, sizes, names, MEASURED, limit)
+        plan = plan_for_bytes(sens, sizes, names, MEASURED, limit, [SHAPES[n] for n in names])
         rows[f"measured_{key}"] = row(plan, params, score(plan, text["test"]), ref)
     rho = {m: {"all": float(spearmanr(o.ravel(), sens.ravel())[0]),
                **{c: float(spearmanr(o[:, j], sens[:, j])[0]) for j, c in enumerate(MEASURED)}}
@@ -154,8 +159,10 @@ def main() -> None:
             for f in ["fp32", *CANDIDATES]}
     rows["q4_kv_fp16"] = row(dict.fromkeys(params, "q4"), params,
                              score("q4", text["test"], "fp16"), ref)
-    budgets = {"4bit": avg_bits_bytes(params, 4.0), "q4b128": rows["q4b128"]["linear_bytes"],
-               "3bit": avg_bits_bytes(params, 3.0)}
+    # 4 / 3 bits: uniform q4's bytes and the mean of uniform q2z's and q4's, as emitted
+    uniform = {f: rows[f]["linear_bytes"] for f in ("q2z", "q4")}
+    budgets = {"4bit": uniform["q4"], "q4b128": rows["q4b128"]["linear_bytes"],
+               "3bit": (uniform["q2z"] + uniform["q4"]) / 2}
     refs = references(rows, params, budgets, text["test"], ref)
     omegas = ir_plans(params, budgets, text, ref, refs, rows)
     check = {} if "--only-ir" in sys.argv else measured(params, budgets, text, ref, rows, omegas)

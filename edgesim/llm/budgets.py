@@ -56,8 +56,13 @@ def uniform_times(cfg: DecoderConfig, target: CpuTarget, choices: Sequence[str],
 
 
 def knapsack(budget: Budget, cfg: DecoderConfig, target: CpuTarget, params: Sequence[int],
-             choices: Sequence[str], work: Workload) -> Knapsack:
+             choices: Sequence[str], work: Workload,
+             shapes: Sequence[tuple[int, int]] | None = None) -> Knapsack:
     """The budget as per-layer costs of each format (module docstring).
+
+    With the layers' (in, out) `shapes`, `size` and `ram` count each layer's exact emitted
+    bytes (`WeightFormat.stored_bytes`: K padded to whole blocks, packed zero points); without,
+    params x bytes per weight (the same whenever K is a whole number of blocks).
 
     Raises:
         UserError: a metric decoders cannot be budgeted in (latency, energy).
@@ -69,7 +74,9 @@ def knapsack(budget: Budget, cfg: DecoderConfig, target: CpuTarget, params: Sequ
         if budget.metric == "ttft":
             return Knapsack(share * ttft[None, :], budget.value)
         return Knapsack(share * decode[None, :], 1.0 / budget.value)
-    stored = n[:, None] * np.array([parse_format(c).bytes_per_weight() for c in choices])
+    bpw = np.array([parse_format(c).bytes_per_weight() for c in choices])
+    stored = n[:, None] * bpw if shapes is None else np.array(
+        [[parse_format(c).stored_bytes(k, o) for c in choices] for k, o in shapes])
     if budget.metric == "size":
         return Knapsack(stored, budget.value)
     if budget.metric == "bits":
@@ -77,7 +84,8 @@ def knapsack(budget: Budget, cfg: DecoderConfig, target: CpuTarget, params: Sequ
         return Knapsack(n[:, None] * bits[None, :], budget.value * n.sum())
     if budget.metric == "ram":   # what the plan does not change, at the first format
         ref = footprint(cfg, choices[0], work.context, work.prompt_len, work.kv_dtype)
-        return Knapsack(stored, budget.value - (ref.total() - float(stored[:, 0].sum())))
+        # the reference footprint holds the linears at params x bytes per weight
+        return Knapsack(stored, budget.value - (ref.total() - float(n.sum() * bpw[0])))
     raise UserError("--budget", f"{budget.metric} budgets do not apply to decoders; use tok_s, "
                     "ttft, ram, size or bits")
 

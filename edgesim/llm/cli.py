@@ -168,7 +168,7 @@ def cmd_compile_decoder(args: argparse.Namespace) -> int:
                         calib_text=_calib_text(getattr(args, "calib", None)))
     if getattr(args, "json", False):
         print(json.dumps({"plan": dict(r.plan), "kv_dtype": r.workload.kv_dtype,
-                          "files": dict(r.files)}))
+                          "embedding": r.embedding, "files": dict(r.files)}))
     else:
         print("\n".join(f"wrote {f}" for f in r.files.values()))
     return 0

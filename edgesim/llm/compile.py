@@ -11,7 +11,9 @@ Steps: HAWQ or LRP sensitivities of the linears through the IR (`edgesim.llm.sen
 the budget priced per layer (`edgesim.llm.budgets`) under each KV-cache dtype the source can be
 built with (fp32 / fp16 for the zoo, the file's own otherwise) and its exact knapsack
 (`plan_for_budget`), the dtype whose plan has the least omega plus the cache's measured harm
-winning (`edgesim.llm.kv_choice`; `work.kv_dtype` is replaced by the choice);
+winning (`edgesim.llm.kv_choice`; `work.kv_dtype` is replaced by the choice); the embedding
+table a choice in the same knapsack where the source can emit it (`edgesim.llm.embed_choice`:
+untied, its own item; tied, the head's format decides the one shared table);
 the plan emitted as MatMulNBits layers (`edgesim.zoo.decoder`); every uniform format and the
 plan predicted on the target (tokens/s and time to first token per thread count) and scored in
 onnxruntime on the held-out text (perplexity per byte).
@@ -33,6 +35,8 @@ from edgesim.errors import UserError
 from edgesim.llm import TRAINED
 from edgesim.llm.budgets import Workload, uniform_times
 from edgesim.llm.config import DecoderConfig
+from edgesim.llm.embed_choice import Table, describe_table, table_harms
+from edgesim.llm.formats import EMBED
 from edgesim.llm.kv_choice import KV_DTYPES, KvOption, choose_kv, describe, kv_harm, kv_options
 from edgesim.llm.plan import plan_bytes
 from edgesim.llm.sensitivity import METHODS, decoder_sensitivity
@@ -56,6 +60,7 @@ class Variant:
     perplexity: float
     tokens_per_s: tuple[float, ...]   # per thread count, at the workload's context
     ttft_s: tuple[float, ...]         # per thread count, for the workload's prompt
+    table_bytes: float = 0.0          # an untied embedding table as emitted (tied: shared)
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ class DecoderReport:
     variants: tuple[Variant, ...]
     files: Mapping[str, str] = field(default_factory=dict)
     kv_options: tuple[KvOption, ...] = ()   # each KV dtype's plan objective (`kv_choice`)
+    embedding: str = ""                      # the table's choice (`embed_choice.describe_table`)
 
 
 def _per_thread(cfg: DecoderConfig, target: CpuTarget, work: Workload,
@@ -92,9 +98,10 @@ def _priced(times: np.ndarray, params: Mapping[str, int], plan: Mapping[str, str
 
 
 @dataclass(frozen=True)
-class _Source:
+class Source:
     """A decoder to compile: its shape, linears, float model, (plan, KV dtype) -> model
-    builder, and the KV dtypes it can be built with."""
+    builder, the KV dtypes it can be built with, and whether a plan may name the embedding
+    table (`EMBED`)."""
 
     name: str
     cfg: DecoderConfig
@@ -102,25 +109,39 @@ class _Source:
     float_model: object
     build: Callable[[Mapping[str, str], str], bytes]
     kv_dtypes: tuple[str, ...] = ("fp32",)
+    embeds: bool = False
+    shapes: Mapping[str, tuple[int, int]] | None = None   # linear -> (in, out): exact bytes
 
 
-def _zoo_source(name: str) -> _Source:
-    from edgesim.zoo.decoder import decoder_config, linear_shapes
-    from edgesim.zoo.trained import TINY_LM_SHAPE, tiny_lm
+def zoo_source(name: str, tied: bool = True) -> Source:
+    """A trained zoo decoder; `tied=False` unties its head (a copy of the table as lm_head,
+    the same function) so that the table is a plan item of its own."""
+    from edgesim.zoo.decoder import decoder_config, kv_decoder, linear_shapes
+    from edgesim.zoo.trained import TINY_LM_SHAPE, tiny_lm_weights
 
-    params = {n: i * o for n, (i, o) in linear_shapes(TINY_LM_SHAPE).items()}
-    return _Source(name, decoder_config(TINY_LM_SHAPE, name), params, tiny_lm(),
-                   lambda plan, kv: tiny_lm(dict(plan), kv).SerializeToString(), KV_DTYPES)
+    shape, w = replace(TINY_LM_SHAPE, tied=tied), tiny_lm_weights()
+    if not tied:
+        w["lm_head.weight"] = np.ascontiguousarray(w["embed_tokens.weight"].T)
+
+    def build(plan: Mapping[str, str], kv: str) -> Any:
+        return kv_decoder(replace(shape, kv_dtype=kv), dict(plan), weights=w)
+
+    shapes = linear_shapes(shape)
+    params = {n: i * o for n, (i, o) in shapes.items()}
+    return Source(name, decoder_config(shape, name), params, build({}, "fp32"),
+                  lambda plan, kv: build(plan, kv).SerializeToString(), KV_DTYPES,
+                  embeds=True, shapes=shapes)
 
 
-def _file_source(path: str) -> _Source:
+def _file_source(path: str) -> Source:
     from edgesim.llm.decoder_file import apply_plan, read_decoder
 
     df = read_decoder(path)
     # a file's cache stays in the dtype it was exported with: rewriting it is not done here
-    return _Source(df.config.name, df.config, df.params(), df.model,
-                   lambda plan, kv: apply_plan(df.model, plan).SerializeToString(),  # type: ignore[attr-defined]
-                   (_file_kv_dtype(df.model),))
+    return Source(df.config.name, df.config, df.params(), df.model,
+                  lambda plan, kv: apply_plan(df.model, plan, df.table).SerializeToString(),  # type: ignore[attr-defined]
+                  (_file_kv_dtype(df.model),), embeds=df.table is not None,
+                  shapes=df.linears)
 
 
 def _file_kv_dtype(model: Any) -> str:
@@ -152,7 +173,7 @@ def texts(calib_text: bytes | None, vocab: int, calib_bytes: int, test_bytes: in
     return data[:half][:calib_bytes], data[half:][:test_bytes]
 
 
-def _variants(src: _Source, plans: Mapping[str, Mapping[str, str]], times: np.ndarray,
+def _variants(src: Source, plans: Mapping[str, Mapping[str, str]], times: np.ndarray,
               test: np.ndarray, kv: str) -> tuple[Variant, ...]:
     from edgesim.llm.generate import score_text  # onnxruntime loads only here
 
@@ -160,35 +181,60 @@ def _variants(src: _Source, plans: Mapping[str, Mapping[str, str]], times: np.nd
     for name, plan in plans.items():
         ppl = score_text(src.build(plan, kv), test, SCORE_SEQ).perplexity
         rates, ttfts = _priced(times, src.params, plan)
-        out.append(Variant(name, plan_bytes(plan, src.params), ppl, rates, ttfts))
+        out.append(Variant(name, plan_bytes(plan, src.params, src.shapes), ppl, rates, ttfts,
+                           _table_bytes(src.cfg, plan)))
     return tuple(out)
 
 
-def compile_decoder(ref: str, target: CpuTarget, budget_text: str, method: str = "hawq",
+def _table_bytes(cfg: DecoderConfig, plan: Mapping[str, str]) -> float:
+    """Bytes of an untied embedding table in the plan's format (fp32 when it names none)."""
+    return 0.0 if cfg.tied else Table(cfg.vocab, cfg.hidden, False, {}).stored_bytes(
+        plan.get(EMBED, "fp32"))
+
+
+def embedding_table(src: Source, calib: np.ndarray) -> Table | None:
+    """The source's table as a plan item with its measured harms, None when the source
+    cannot emit it in another format."""
+    if not src.embeds:
+        return None
+    formats = CHOICES if src.cfg.tied else ("fp32", *CHOICES)
+    harm = table_harms(lambda f: src.build({} if f == "fp32" else {EMBED: f}, "fp32"), calib,
+                       formats)
+    return Table(src.cfg.vocab, src.cfg.hidden, src.cfg.tied, harm)
+
+
+def compile_decoder(ref: str | Source, target: CpuTarget, budget_text: str, method: str = "hawq",
                     out_dir: str | Path = "edgesim-out", work: Workload = DEFAULT_WORK,
                     threads: Sequence[int] | None = None, calib_bytes: int = 1024,
-                    test_bytes: int = 4096, calib_text: bytes | None = None) -> DecoderReport:
+                    test_bytes: int = 4096, calib_text: bytes | None = None,
+                    kv_dtype: str | None = None) -> DecoderReport:
     """Plan, emit and report a decoder under a budget (module docstring).
 
     Args:
-        ref: `zoo:tiny_lm` or a float KV-cache decoder `.onnx` file.
+        ref: `zoo:tiny_lm`, a float KV-cache decoder `.onnx` file, or a `Source`.
+        work: threads, context and prompt the budget is judged at; its `kv_dtype` is replaced
+            by the chosen one.
         calib_text: the user's text (bytes); None: the shipped text.
+        kv_dtype: pins the KV-cache dtype (no choice); None: the budget chooses.
 
     Raises:
-        UserError: not a decoder this reads, an unknown method, a bad text, or an unmeetable
-            budget.
+        UserError: not a decoder this reads, an unknown method, a bad text, a KV dtype the
+            source cannot be built with, or an unmeetable budget.
     """
     if method not in METHODS:
         raise UserError("--method", f"decoders take {' or '.join(METHODS)}, got {method!r}")
-    src = _source(ref)
+    src = ref if isinstance(ref, Source) else _source(ref)
+    dtypes = kv_dtypes(src, kv_dtype)
     calib, test = texts(calib_text, src.cfg.vocab, calib_bytes, test_bytes)
     names = list(src.params)
     omega = decoder_sensitivity(src.float_model, names, CHOICES, calib, method)
     budget = parse_budget(budget_text)
     one = len(src.kv_dtypes) == 1   # nothing to compare the file's own cache dtype with
     harms = {kv: 0.0 if one else kv_harm(lambda d: src.build({}, d), calib, kv)
-             for kv in src.kv_dtypes}
-    options = kv_options(budget, src.cfg, target, src.params, omega, CHOICES, work, harms)
+             for kv in dtypes}
+    table = embedding_table(src, calib)
+    options = kv_options(budget, src.cfg, target, src.params, omega, CHOICES, work, harms,
+                         table, src.shapes)
     best = choose_kv(options, budget)
     work = replace(work, kv_dtype=best.kv_dtype)
     ths = tuple(threads or range(1, target.cores + 1))
@@ -196,16 +242,31 @@ def compile_decoder(ref: str, target: CpuTarget, budget_text: str, method: str =
     times = _per_thread(src.cfg, target, work, ths)
     variants = _variants(src, plans, times, test, best.kv_dtype)
     report = DecoderReport(src.name, target.name, str(budget), method, ths, work, best.plan,
-                           variants, kv_options=options)
+                           variants, kv_options=options,
+                           embedding=describe_table(table, best.plan))
     return write(report, Path(out_dir), src.build(best.plan, best.kv_dtype))
 
 
-def _source(ref: str) -> _Source:
+def kv_dtypes(src: Source, pinned: str | None) -> tuple[str, ...]:
+    """The KV dtypes the plan chooses among: the source's, or only the pinned one.
+
+    Raises:
+        UserError: a pinned dtype the source cannot build its cache in.
+    """
+    if pinned is None:
+        return src.kv_dtypes
+    if pinned not in src.kv_dtypes:
+        raise UserError("kv_dtype", f"{src.name} builds its KV cache in "
+                        f"{' or '.join(src.kv_dtypes)}, not {pinned!r}")
+    return (pinned,)
+
+
+def _source(ref: str) -> Source:
     if ref.startswith("zoo:"):
         if ref[4:] not in TRAINED:
             raise UserError(ref, f"decoder compile needs a trained zoo decoder {list(TRAINED)} "
                             "or a decoder .onnx file")
-        return _zoo_source(ref[4:])
+        return zoo_source(ref[4:])
     return _file_source(ref)
 
 
@@ -241,17 +302,19 @@ def _front(report: DecoderReport) -> tuple[dict[str, list[float]], dict, str]:
 def markdown(r: DecoderReport) -> str:
     """The report: budget and plan, then prefill and decode tables per variant."""
     ths = " | ".join(f"{t} thr" for t in r.threads)
-    head = f"| variant | linear bytes | ppl/byte | {ths} |\n|---|---|---|" + "---|" * len(r.threads)
-    decode = [f"| {v.name} | {v.linear_bytes:.0f} | {v.perplexity:.3f} | "
+    head = (f"| variant | linear bytes | table bytes | ppl/byte | {ths} |\n|---|---|---|---|"
+            + "---|" * len(r.threads))
+    decode = [f"| {v.name} | {v.linear_bytes:.0f} | {v.table_bytes:.0f} | {v.perplexity:.3f} | "
               + " | ".join(f"{x:.1f}" for x in v.tokens_per_s) + " |" for v in r.variants]
-    prefill = [f"| {v.name} | {v.linear_bytes:.0f} | {v.perplexity:.3f} | "
+    prefill = [f"| {v.name} | {v.linear_bytes:.0f} | {v.table_bytes:.0f} | {v.perplexity:.3f} | "
                + " | ".join(f"{x * 1e3:.2f}" for x in v.ttft_s) + " |" for v in r.variants]
-    counts = {c: sum(f == c for f in r.plan.values()) for c in CHOICES}
+    counts = {c: sum(f == c for n, f in r.plan.items() if n != EMBED) for c in CHOICES}
     w = r.workload
     return "\n".join([
         f"# {r.model} on {r.target}", "",
         f"Budget {r.budget}, {r.method} sensitivities; plan: {counts}; KV cache {w.kv_dtype}.",
         "", describe(r.kv_options, w.kv_dtype) if r.kv_options else "",
+        "", r.embedding,
         "", f"## Decode tokens/s at context {w.context}", "", head, *decode, "",
         f"## Prefill: time to first token (ms) for {w.prompt_len} tokens", "", head, *prefill,
         "", "Perplexity: measured in onnxruntime on held-out KJV text; speeds: predicted.", ""])

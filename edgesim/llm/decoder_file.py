@@ -7,6 +7,8 @@ graph when its linears carry the zoo's names. A linear is a `MatMul` whose secon
 2-D float initializer [in, out]; the LM head is the linear with the most outputs (the
 vocabulary). A plan rewrites chosen linears into `com.microsoft::MatMulNBits` (accuracy_level
 4, the exact round trip `compiler.packing.pack_matmulnbits` writes); float formats stay MatMul.
+An untied file's embedding table (the [vocab, hidden] initializer a Gather reads) is a plan
+entry too (`EMBED`): quantised, it becomes GatherBlockQuantized (`compiler.emit.nbits_rewrite`).
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compiler.emit.nbits_rewrite import float_linears
+from compiler.emit.nbits_rewrite import embedding_gathers, float_linears
 from compiler.frontend.load import read
 from edgesim.errors import UserError
 from edgesim.llm.config import DecoderConfig
-from edgesim.llm.formats import parse_format
+from edgesim.llm.formats import EMBED, parse_format
 
 MS = "com.microsoft"
 ACCURACY_LEVEL = 4
@@ -37,6 +39,7 @@ class DecoderFile:
     model: Any                            # onnx.ModelProto
     config: DecoderConfig
     linears: dict[str, tuple[int, int]]   # node name -> (in, out), graph order
+    table: str | None = None              # the untied embedding table's initializer
 
     def params(self) -> dict[str, int]:
         """Weights of each linear."""
@@ -87,22 +90,38 @@ def read_decoder(path: str | Path) -> DecoderFile:
     if not any(i.name.startswith("past_key_values.") for i in model.graph.input):
         raise UserError(where, "not a KV-cache decoder (no past_key_values.* inputs)")
     shapes = float_linears(model)
-    return DecoderFile(model, decoder_config(model, shapes, Path(where).stem, where), shapes)
+    cfg = decoder_config(model, shapes, Path(where).stem, where)
+    return DecoderFile(model, cfg, shapes, _table(model, cfg))
 
 
-def apply_plan(model: object, plan: Mapping[str, str]) -> object:
+def _table(model: Any, cfg: DecoderConfig) -> str | None:
+    """The initializer of the [vocab, hidden] table a Gather reads (None when tied)."""
+    dims = {t.name: list(t.dims) for t in model.graph.initializer}
+    return next((n.input[0] for n in embedding_gathers(model)
+                 if dims[n.input[0]] == [cfg.vocab, cfg.hidden]), None)
+
+
+def apply_plan(model: object, plan: Mapping[str, str], table: str | None = None) -> object:
     """A copy of `model` with each planned linear in its format: MatMulNBits (accuracy_level
-    4) when quantised, the float MatMul otherwise (`compiler.emit.nbits_rewrite`).
+    4) when quantised, the float MatMul otherwise (`compiler.emit.nbits_rewrite`); the plan's
+    `EMBED` format, when quantised, applies to the embedding initializer `table`.
 
     Raises:
-        UserError: the plan names a linear the model does not have.
+        UserError: the plan names a linear the model does not have, or a table format without
+            a `table`.
     """
-    from compiler.emit.nbits_rewrite import rewrite_matmuls
+    from compiler.emit.nbits_rewrite import rewrite_embedding, rewrite_matmuls
     from compiler.errors import ModelError
 
     fmts = {n: parse_format(f) for n, f in plan.items()}
+    emb = fmts.pop(EMBED, parse_format("fp32"))
     nbits = {n: (f.bits, f.block, not f.zero_point) for n, f in fmts.items() if f.quantized}
     try:
-        return rewrite_matmuls(model, nbits, ACCURACY_LEVEL)  # type: ignore[arg-type]
+        out = rewrite_matmuls(model, nbits, ACCURACY_LEVEL)  # type: ignore[arg-type]
+        if not emb.quantized:
+            return out
+        if table is None:
+            raise ModelError(EMBED, "the model has no untied embedding table to quantise")
+        return rewrite_embedding(out, table, emb.bits, emb.block, not emb.zero_point)
     except ModelError as e:
         raise UserError("plan", str(e)) from None

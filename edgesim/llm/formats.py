@@ -24,6 +24,7 @@ BLOCKS = (32, 64, 128)     # block sizes plans choose among (onnxruntime-genai's
 # The uniform reference format at each bit width: the bench's W2 / W4 / W8 rows
 REFERENCE = {2: "q2z", 4: "q4", 8: "q8"}
 KV_BYTES = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0}
+EMBED = "embed_tokens"   # the plan key of the token embedding table (not a linear)
 _SPEC = re.compile(r"q(\d+)(?:b(\d+))?(z?)")
 
 
@@ -48,6 +49,17 @@ class WeightFormat:
             return self.bits / 8.0
         zp = self.bits / 8.0 if self.zero_point else 0.0
         return self.bits / 8.0 + (self.scale_bytes + zp) / self.block
+
+    def stored_bytes(self, k: int, n: int) -> float:
+        """Exact bytes of a [K, N] weight as emitted: float, or MatMulNBits' B [N, k_blocks,
+        block * bits / 8] (K padded to whole blocks), fp32 scales [N, k_blocks] and packed
+        uint8 zero points [N, ceil(k_blocks * bits / 8)] -- also GatherBlockQuantized's layout
+        of a [V = N, D = K] table (`edgesim.zoo.decoder`)."""
+        if not self.quantized:
+            return k * n * self.bits / 8.0
+        blocks = -(-k // self.block)
+        zp = -(-blocks * self.bits // 8) if self.zero_point else 0
+        return float(n * (blocks * self.block * self.bits // 8 + blocks * self.scale_bytes + zp))
 
 
 def parse_format(spec: str) -> WeightFormat:

@@ -22,11 +22,12 @@ from edgesim.budget import Budget
 from edgesim.errors import UserError
 from edgesim.llm.budgets import Workload, knapsack
 from edgesim.llm.config import DecoderConfig
+from edgesim.llm.embed_choice import Table, with_table
+from edgesim.llm.harm import HARM_SEQ, logit_harm
 from edgesim.llm.plan import plan_for_budget
 from hwmodels.cpu import CpuTarget
 
 KV_DTYPES = ("fp32", "fp16")
-HARM_SEQ = 64   # tokens per window, as the HAWQ calibration windows
 
 
 @dataclass(frozen=True)
@@ -52,29 +53,25 @@ def kv_harm(build: Callable[[str], bytes], calib: np.ndarray, kv_dtype: str,
     `calib`, both float-weight models built by `build(kv_dtype)`, run in onnxruntime."""
     if kv_dtype == "fp32":
         return 0.0
-    from edgesim.llm.generate import empty_past, session, step  # onnxruntime loads here
-
-    n = len(calib) // seq
-    ids = np.asarray(calib[: n * seq], np.int64).reshape(n, seq)
-    logits = []
-    for kv in ("fp32", kv_dtype):
-        sess = session(build(kv))
-        logits.append(np.concatenate([step(sess, w[None], empty_past(sess))[0] for w in ids]))
-    diff = logits[1].astype(np.float64) - logits[0]
-    return float(2.0 * (diff ** 2).sum(-1).mean())
+    return logit_harm(build("fp32"), build(kv_dtype), calib, seq)
 
 
 def kv_option(budget: Budget, cfg: DecoderConfig, target: CpuTarget, params: Sequence[int],
               omega: np.ndarray, names: Sequence[str], choices: Sequence[str],
-              work: Workload, harm: float) -> KvOption:
-    """The least-sensitive plan under `budget` with the cache in `work.kv_dtype`."""
-    k = knapsack(budget, cfg, target, params, choices, work)
+              work: Workload, harm: float, table: Table | None = None,
+              shapes: Sequence[tuple[int, int]] | None = None) -> KvOption:
+    """The least-sensitive plan under `budget` with the cache in `work.kv_dtype`, the
+    embedding table a choice when `table` is given (`edgesim.llm.embed_choice`); bytes exact
+    given the linears' (in, out) `shapes` (`budgets.knapsack`)."""
+    k = knapsack(budget, cfg, target, params, choices, work, shapes)
+    p = with_table(k, omega, names, choices, table, budget, cfg, target, work)
     try:
-        plan = plan_for_budget(omega, k.cost, k.limit, names, choices, str(budget))
+        plan = plan_for_budget(p.sens, p.cost, p.limit, p.names, p.choices, str(budget),
+                               p.allowed)
     except UserError:
         return KvOption(work.kv_dtype, False, None, harm, {})
-    cols = [list(choices).index(plan[n]) for n in names]
-    return KvOption(work.kv_dtype, True, float(omega[np.arange(len(names)), cols].sum()),
+    cols = [p.choices.index(plan[n]) for n in p.names]
+    return KvOption(work.kv_dtype, True, float(p.sens[np.arange(len(p.names)), cols].sum()),
                     harm, plan)
 
 
@@ -93,11 +90,15 @@ def choose_kv(options: Sequence[KvOption], budget: Budget) -> KvOption:
 
 def kv_options(budget: Budget, cfg: DecoderConfig, target: CpuTarget,
                params: Mapping[str, int], omega: np.ndarray, choices: Sequence[str],
-               work: Workload, harms: Mapping[str, float]) -> tuple[KvOption, ...]:
+               work: Workload, harms: Mapping[str, float],
+               table: Table | None = None,
+               shapes: Mapping[str, tuple[int, int]] | None = None) -> tuple[KvOption, ...]:
     """One `KvOption` per KV dtype in `harms` (dtype -> its measured harm)."""
     names, n = list(params), list(params.values())
+    dims = None if shapes is None else [shapes[name] for name in names]
     return tuple(kv_option(budget, cfg, target, n, omega, names, choices,
-                           replace(work, kv_dtype=kv), h) for kv, h in harms.items())
+                           replace(work, kv_dtype=kv), h, table, dims)
+                 for kv, h in harms.items())
 
 
 def describe(options: Sequence[KvOption], chosen: str) -> str:

@@ -51,14 +51,17 @@ def plan_for_bits(sens: np.ndarray, params: Sequence[int], names: Sequence[str],
 
 
 def plan_for_bytes(sens: np.ndarray, params: Sequence[int], names: Sequence[str],
-                   choices: Sequence[str], max_bytes: float) -> dict[str, str]:
-    """The least-sensitive plan whose stored linears (scales, zero points) fit `max_bytes`.
+                   choices: Sequence[str], max_bytes: float,
+                   shapes: Sequence[tuple[int, int]] | None = None) -> dict[str, str]:
+    """The least-sensitive plan whose stored linears (scales, zero points) fit `max_bytes`,
+    exact as emitted given each linear's (in, out) `shapes`.
 
     Raises:
         UserError: not even the smallest formats fit.
     """
     bpw = np.array([parse_format(c).bytes_per_weight() for c in choices])
-    cost = np.asarray(params, np.float64)[:, None] * bpw[None, :]
+    cost = np.asarray(params, np.float64)[:, None] * bpw[None, :] if shapes is None else \
+        np.array([[parse_format(c).stored_bytes(k, n) for c in choices] for k, n in shapes])
     return _plan(sens, cost, max_bytes, names, choices, f"{max_bytes:g} bytes")
 
 
@@ -81,27 +84,35 @@ def plan_for_decode_rate(sens: np.ndarray, params: Sequence[int], names: Sequenc
 
 
 def plan_for_budget(sens: np.ndarray, cost: np.ndarray, limit: float, names: Sequence[str],
-                    choices: Sequence[str], label: str) -> dict[str, str]:
+                    choices: Sequence[str], label: str,
+                    allowed: np.ndarray | None = None) -> dict[str, str]:
     """The least-sensitive plan whose summed per-layer `cost` [L, B] is at most `limit`
-    (`edgesim.llm.budgets.knapsack` turns tok_s / ttft / ram / size / bits into them).
+    (`edgesim.llm.budgets.knapsack` turns tok_s / ttft / ram / size / bits into them), among
+    the (layer, format) pairs `allowed` [L, B] permits (default: all).
 
     Raises:
         UserError: no plan meets the budget (`label` names it).
     """
-    return _plan(sens, cost, limit, names, choices, label)
+    return _plan(sens, cost, limit, names, choices, label, allowed)
 
 
 def _plan(sens: np.ndarray, cost: np.ndarray, budget: float, names: Sequence[str],
-          choices: Sequence[str], label: str) -> dict[str, str]:
+          choices: Sequence[str], label: str,
+          allowed: np.ndarray | None = None) -> dict[str, str]:
     try:
-        alloc = solve(sens, cost, budget)
+        alloc = solve(sens, cost, budget, allowed)
     except InfeasibleBudget:
         raise UserError(f"budget {label}", "infeasible: no format plan meets it") from None
     return {n: choices[c] for n, c in zip(names, alloc.choice)}
 
 
-def plan_bytes(plan: Mapping[str, str], params: Mapping[str, int]) -> float:
-    """Stored bytes of the planned linears (MatMulNBits scales and zero points included)."""
+def plan_bytes(plan: Mapping[str, str], params: Mapping[str, int],
+               shapes: Mapping[str, tuple[int, int]] | None = None) -> float:
+    """Stored bytes of the planned linears (MatMulNBits scales and zero points included):
+    exact as emitted given each linear's (in, out) `shapes`, else params x bytes per weight."""
+    if shapes is not None:
+        return float(sum(parse_format(plan.get(n, "fp32")).stored_bytes(*shapes[n])
+                         for n in params))
     return float(sum(params[n] * parse_format(plan.get(n, "fp32")).bytes_per_weight()
                      for n in params))
 
@@ -132,7 +143,8 @@ def _uniform_bytes(params: Mapping[str, int], fmt: str) -> float:
 
 
 def fill_plan(params: Mapping[str, int], order: Sequence[str], low: str, high: str,
-              max_bytes: float) -> dict[str, str]:
+              max_bytes: float,
+              shapes: Mapping[str, tuple[int, int]] | None = None) -> dict[str, str]:
     """A sensitivity-free mix of two uniform formats: layers in `order` take `high` while the
     plan still fits `max_bytes`, every other layer `low` (the reference mixed plans are
     judged against at a size no single format has).
@@ -141,10 +153,10 @@ def fill_plan(params: Mapping[str, int], order: Sequence[str], low: str, high: s
         UserError: not even every layer in `low` fits.
     """
     plan = dict.fromkeys(params, low)
-    if plan_bytes(plan, params) > max_bytes:
+    if plan_bytes(plan, params, shapes) > max_bytes:
         raise UserError(f"budget {max_bytes:g} bytes", f"infeasible: uniform {low} exceeds it")
     for name in order:
         trial = plan | {name: high}
-        if plan_bytes(trial, params) <= max_bytes:
+        if plan_bytes(trial, params, shapes) <= max_bytes:
             plan = trial
     return plan

@@ -14,6 +14,17 @@ attention (each KV head expanded to its `heads / kv_heads` query heads), o_proj,
 Linear layers are float MatMul or, per layer, `com.microsoft::MatMulNBits` in an
 `edgesim.llm.formats` spelling (q8, q4, q4b128, q2z, ...; accuracy_level 4 as
 onnxruntime-genai writes it). The LM head is `lm_head` (tied: the embedding table).
+
+The token embedding is a float Gather or `com.microsoft::GatherBlockQuantized` (`_embed`). A
+tied head in a quantised format shares ONE packed table with the embedding, as
+onnxruntime-genai's builder ties them (`make_embedding` with `int4_tied_embeddings`): the head's
+MatMulNBits B [vocab, k_blocks, block * bits / 8] reshaped to [vocab, k_blocks * block * bits /
+8] is GatherBlockQuantized's uint8 data (quantize_axis 1: blocks of `block` codes along the
+hidden axis, low bits first -- the byte order of both kernels), and the head's scales [vocab,
+k_blocks] and packed zero points [vocab, ceil(k_blocks * bits / 8)] are its scales and zero
+points unchanged (onnxruntime's contrib_ops/cpu/quantization gather_block_quantized.cc and
+matmul_nbits_helper.h; both default the zero point to 2^(bits-1)). Every MatMulNBits format
+(2 / 4 / 8 bits, any block, symmetric or with zero points) reads back exactly this way.
 """
 
 from __future__ import annotations
@@ -28,14 +39,13 @@ from onnx import TensorProto, helper
 from compiler.packing import pack_matmulnbits
 from edgesim.errors import UserError
 from edgesim.llm.config import DecoderConfig
-from edgesim.llm.formats import parse_format
+from edgesim.llm.formats import EMBED, WeightFormat, parse_format
 from edgesim.zoo.cnn import GraphBuilder, normal
 from edgesim.zoo.transformer import rms_norm, silu
 
 KV_TYPES = {"fp32": TensorProto.FLOAT, "fp16": TensorProto.FLOAT16}
 MASKED = -1e9  # additive score of a future key: exp underflows to exactly 0
 ACCURACY_LEVEL = 4
-EMBED = "embed_tokens"   # the plan key of the token embedding (not a linear)
 
 
 @dataclass(frozen=True)
@@ -93,6 +103,20 @@ class _Ctx:
 
     def __init__(self, b: GraphBuilder, shape: DecoderShape, formats: Mapping[str, str]):
         self.b, self.s, self.formats, self.nbits = b, shape, formats, False
+        self.packed: dict[str, list[str]] = {}  # weight name -> its MatMulNBits initializers
+
+
+def _packed(c: _Ctx, name: str, w: np.ndarray, fmt: WeightFormat) -> list[str]:
+    """[B, scales, (zero points)] initializers of W [K, N] packed as MatMulNBits in `fmt`,
+    written once per `name` (a tied head and its embedding read the same ones)."""
+    if name not in c.packed:
+        c.nbits = True
+        blob = pack_matmulnbits(w, fmt.bits, fmt.block, symmetric=not fmt.zero_point)
+        ins = [c.b.const(f"{name}.B", blob.b), c.b.const(f"{name}.scales", blob.scales)]
+        if blob.zero_points is not None:
+            ins.append(c.b.const(f"{name}.zero_points", blob.zero_points))
+        c.packed[name] = ins
+    return c.packed[name]
 
 
 def _linear(c: _Ctx, x: str, name: str, cin: int, cout: int, gain: float = 1.0,
@@ -104,40 +128,48 @@ def _linear(c: _Ctx, x: str, name: str, cin: int, cout: int, gain: float = 1.0,
     if not fmt.quantized:
         y = b.op("MatMul", [x, b.const(f"{name}.weight", w)], name)
     else:
-        c.nbits = True
-        blob = pack_matmulnbits(w, fmt.bits, fmt.block, symmetric=not fmt.zero_point)
-        ins = [x, b.const(f"{name}.B", blob.b), b.const(f"{name}.scales", blob.scales)]
-        if blob.zero_points is not None:
-            ins.append(b.const(f"{name}.zero_points", blob.zero_points))
-        y = b.op("MatMulNBits", ins, name, domain="com.microsoft",
-                 accuracy_level=ACCURACY_LEVEL, **blob.attrs())
+        y = b.op("MatMulNBits", [x, *_packed(c, name, w, fmt)], name, domain="com.microsoft",
+                 accuracy_level=ACCURACY_LEVEL, K=cin, N=cout, bits=fmt.bits,
+                 block_size=fmt.block)
     return b.op("Add", [y, b.param(f"{name}.bias", (cout,), normal(0.02))], name) if bias else y
 
 
-def _embed(c: _Ctx, emb: np.ndarray) -> str:
-    """The token embedding: float Gather, or `com.microsoft::GatherBlockQuantized` (uint8
-    codes, blocks along the hidden axis, default zero point) when the plan names
-    `embed_tokens` in a symmetric 4- or 8-bit format (q4, q8, q4b128, ...).
+def embedding_format(shape: DecoderShape, formats: Mapping[str, str]) -> str:
+    """The table format the embedding reads: a tied head's quantised format (one shared
+    table; an explicit "fp32" keeps a float copy beside it), else the plan's `embed_tokens`
+    entry (default fp32).
 
     Raises:
-        UserError: an embedding format GatherBlockQuantized cannot hold (2-bit, zero points).
+        UserError: a tied quantised head and another quantised `embed_tokens` format.
     """
-    b, fmt = c.b, parse_format(c.formats.get(EMBED, "fp32"))
+    head, own = formats.get("lm_head", "fp32"), formats.get(EMBED)
+    if not (shape.tied and parse_format(head).quantized) or own == "fp32":
+        return own or "fp32"
+    if own not in (None, head):
+        raise UserError(EMBED, f"tied to lm_head's packed {head!r} table; got {own!r}")
+    return head
+
+
+def _embed(c: _Ctx, emb: np.ndarray) -> str:
+    """The token embedding [N, S, D]: float Gather, or `com.microsoft::GatherBlockQuantized`
+    over the table packed as MatMulNBits (module docstring) -- the tied head's own
+    initializers when shared, a table of its own otherwise."""
+    b, spec = c.b, embedding_format(c.s, c.formats)
+    fmt = parse_format(spec)
     if not fmt.quantized:
         return b.op("Gather", [b.const("embed_tokens.weight", emb), "input_ids"], "embed",
                     axis=0)
-    if fmt.bits not in (4, 8) or fmt.zero_point:
-        raise UserError(EMBED, "GatherBlockQuantized holds symmetric 4 or 8 bits, "
-                        f"not {c.formats[EMBED]!r}")
-    c.nbits = True
-    # emb.T is [K=hidden, N=vocab]: MatMulNBits blocks along hidden per token row, the layout
-    # GatherBlockQuantized reads with quantize_axis=1
-    blob = pack_matmulnbits(emb.T, fmt.bits, fmt.block, symmetric=True)
-    vocab = emb.shape[0]
-    ins = [b.const("embed_tokens.qweight", blob.b.reshape(vocab, -1)), "input_ids",
-           b.const("embed_tokens.scales", blob.scales.reshape(vocab, -1))]
-    return b.op("GatherBlockQuantized", ins, "embed", domain="com.microsoft", gather_axis=0,
-                quantize_axis=1, block_size=fmt.block, bits=fmt.bits)
+    shared = c.s.tied and spec == c.formats.get("lm_head")
+    vocab, hidden = emb.shape
+    data, *rest = _packed(c, "lm_head" if shared else EMBED, emb.T, fmt)
+    data = b.op("Reshape", [data, b.ints([vocab, -1])], "embed")
+    y = b.op("GatherBlockQuantized", [data, "input_ids", *rest], "embed",
+             domain="com.microsoft", gather_axis=0, quantize_axis=1, block_size=fmt.block,
+             bits=fmt.bits)
+    if -(-hidden // fmt.block) * fmt.block == hidden:
+        return y
+    # K padded to whole blocks: the gathered rows carry the padding codes
+    return b.op("Slice", [y, b.ints([0]), b.ints([hidden]), b.ints([-1])], "embed")
 
 
 def _positions(c: _Ctx) -> tuple[str, str, str]:

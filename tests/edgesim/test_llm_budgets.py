@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import pytest
 
 from edgesim.budget import parse_budget
@@ -97,3 +98,9 @@ def test_compile_on_the_trained_decoder_writes_model_report_and_front(tmp_path) 
     assert ppl == pytest.approx(variants["plan"]["perplexity"], rel=1e-6)
     md = (out / "report.md").read_text()
     assert "Decode tokens/s" in md and "time to first token" in md
+    # tied head: the embedding reads the head's packed table, the file holds no other copy
+    written = onnx.load(out / "tiny_lm.rpi5.onnx")
+    gbq = [n for n in written.graph.node if n.op_type == "GatherBlockQuantized"]
+    assert len(gbq) == 1 and not any(t.name.startswith("embed_tokens")
+                                     for t in written.graph.initializer)
+    assert f"shared with lm_head in {plan['lm_head']}" in report["embedding"] in md
