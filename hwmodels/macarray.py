@@ -77,6 +77,14 @@ class MacArrayTarget:
     # when it fits (SCNN's IARAM/OARAM swap roles between layers); False: every layer reads
     # its activations from DRAM and writes them back (SCALE-Sim's accounting)
     activations_on_chip: bool = False
+    # True: consecutive folds overlap (double-buffered stationary/output registers, as the
+    # TPU's weight tiles and Gemmini's c1/c2 PE registers): fill/drain shows once per layer
+    # and a fold lasts max(work, rows); False: SCALE-Sim's back-to-back folds
+    fold_pipelining: bool = False
+    # True: in a stream of inferences, weights that fit the filter SRAM (whole model, at the
+    # layer's width) stay there and are not fetched per inference (Edge TPU parameter
+    # caching); False: every inference reads its weights from DRAM
+    weights_resident: bool = False
     sram_energy_pj_per_byte: float | None = None
     dram_energy_pj_per_byte: float | None = None
 

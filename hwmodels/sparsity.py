@@ -36,6 +36,13 @@ def pe_rate(target: MacArrayTarget, bits: tuple[int, int]) -> float:
     return float(rate[0, 0])
 
 
+def fold_schedule(target: MacArrayTarget) -> tuple[int, int, int]:
+    """(fill/drain per fold, least cycles per fold, fill/drain once per layer) on `target`
+    (`hwmodels.kernels.macarray.fold_schedule`)."""
+    df, _ = _codes(target)
+    return mk.fold_schedule(df, target.rows, target.cols, target.fold_pipelining)
+
+
 def is_n_of_m(w_mask: np.ndarray, n: int, m: int) -> bool:
     """True if every run of m consecutive weights along K (from row 0) holds <= n nonzeros."""
     k = w_mask.shape[0]
@@ -45,7 +52,7 @@ def is_n_of_m(w_mask: np.ndarray, n: int, m: int) -> bool:
 
 
 def data_driven_cycles(a_mask: np.ndarray, w_mask: np.ndarray, target: MacArrayTarget,
-                       bits: tuple[int, int] = (8, 8)) -> float:
+                       bits: tuple[int, int] = (8, 8), exposed: bool = True) -> float:
     """Exact compute cycles of one GEMM group from its nonzero masks.
 
     Args:
@@ -53,6 +60,8 @@ def data_driven_cycles(a_mask: np.ndarray, w_mask: np.ndarray, target: MacArrayT
         w_mask: bool [k, n], True where the weight is nonzero.
         target: the array (rows, cols, dataflow, sparsity mode).
         bits: (w_bits, a_bits) of the operands.
+        exposed: count the fill/drain a pipelined array shows once per layer (False for a
+            layer's later groups, which follow the first without a gap).
 
     Raises:
         ValueError: mismatched shapes, unsupported precision, or (structured mode) weights
@@ -63,23 +72,25 @@ def data_driven_cycles(a_mask: np.ndarray, w_mask: np.ndarray, target: MacArrayT
         raise ValueError(f"masks must be [m, k] and [k, n], got {a_mask.shape}, {w_mask.shape}")
     df, mode = _codes(target)
     rate = pe_rate(target, bits)
-    fill = mk.fold_fill(df, target.rows, target.cols)
+    once = fold_schedule(target)[2] if exposed else 0
     if mode == sk.STRUCTURED:
-        return _structured_cycles(a_mask, w_mask, target, rate, fill)
-    return float(sk.data_driven_cycles(df, mode, a_mask, w_mask, target.rows, target.cols,
-                                       fill, rate))
+        return once + _structured_cycles(a_mask, w_mask, target, rate)
+    fill, floor, _ = fold_schedule(target)
+    return once + float(sk.data_driven_cycles(df, mode, a_mask, w_mask, target.rows,
+                                              target.cols, fill, rate, floor))
 
 
 def _structured_cycles(a_mask: np.ndarray, w_mask: np.ndarray, target: MacArrayTarget,
-                       rate: float, fill: int) -> float:
+                       rate: float) -> float:
     n, m = target.sparsity_n, target.sparsity_m
     if not is_n_of_m(w_mask, n, m):
         raise ValueError(f"{target.name}: weights are not {n}:{m} structured along K")
     k2 = math.ceil(a_mask.shape[1] * n / m)  # the compressed K the array streams
     dense = np.ones((a_mask.shape[0], k2), dtype=bool), np.ones((k2, w_mask.shape[1]), bool)
     df = configs.DATAFLOWS.index(target.dataflow)
+    fill, floor, _ = fold_schedule(target)
     return float(sk.data_driven_cycles(df, sk.NONE, *dense, target.rows, target.cols, fill,
-                                       rate))
+                                       rate, floor))
 
 
 def expected_cycles(m: int, n: int, k: int, a_density: float, w_density: float,
@@ -94,9 +105,10 @@ def expected_cycles(m: int, n: int, k: int, a_density: float, w_density: float,
     k2 = math.ceil(k * target.sparsity_n / target.sparsity_m) if structured else k
     sr, sc, t = mk.gemm_dims(df, m, n, k2)
     folds = math.ceil(sr / target.rows) * math.ceil(sc / target.cols)
+    fill, floor, once = fold_schedule(target)
     stream = mk.stream_cycles(df, mode, sr, sc, t, target.rows, target.cols, rate, a_density,
-                              w_density)
-    return float(folds * mk.fold_fill(df, target.rows, target.cols) + stream)
+                              w_density, floor)
+    return float(folds * fill + once + stream)
 
 
 def lane_cycles(lane_density: np.ndarray, col_nnz: np.ndarray, k: int, target: MacArrayTarget,
@@ -121,11 +133,13 @@ def lane_cycles(lane_density: np.ndarray, col_nnz: np.ndarray, k: int, target: M
     if target.dataflow != "os":
         raise ValueError(f"{target.name}: per-lane statistics model output stationary only")
     _, mode = _codes(target)
-    if mode == sk.STRUCTURED:
+    fill, floor, once = fold_schedule(target)
+    if mode == sk.STRUCTURED:  # each group's expected_cycles counts `once`: keep the first
         return sum(expected_cycles(lanes.shape[1], cols.shape[1], k, 1.0,
-                                   float(c.mean()) / k, target, bits) for c in cols)
+                                   float(c.mean()) / k, target, bits) for c in cols) \
+            - once * (len(cols) - 1)
     rate = pe_rate(target, bits)
-    fill = mk.fold_fill(configs.DATAFLOWS.index("os"), target.rows, target.cols)
-    return float(sum(sk.lane_cycles(mode, np.ascontiguousarray(p, dtype=np.float64),
-                                    np.ascontiguousarray(c, dtype=np.int64), k, target.rows,
-                                    target.cols, fill, rate) for p, c in zip(lanes, cols)))
+    return once + float(sum(sk.lane_cycles(mode, np.ascontiguousarray(p, dtype=np.float64),
+                                           np.ascontiguousarray(c, dtype=np.int64), k,
+                                           target.rows, target.cols, fill, rate, floor)
+                            for p, c in zip(lanes, cols)))
