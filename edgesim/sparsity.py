@@ -62,8 +62,8 @@ def exact_cycles(g: Graph, samples: Iterable[Mapping[str, np.ndarray]], layers: 
         env = run(g, feeds, dtype="float32", keep=keep)
         for n in names:
             a, w = gemm_masks(g, env, g.layer(n))
-            total[n] += sum(data_driven_cycles(a[i], w[i], target, bits, exposed=i == 0)
-                            for i in range(len(a)))
+            total[n] += sum(data_driven_cycles(a[i], w[i], target, bits, first=i == 0,
+                                               last=i == len(a) - 1) for i in range(len(a)))
         count += 1
     return {n: c / count for n, c in total.items()}
 

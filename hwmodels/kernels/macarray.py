@@ -34,10 +34,11 @@ Formulas and their sources:
   (c1, c2) and a `propagate` bit, so in os one accumulates the current fold while the other
   shifts the previous fold's outputs down the column and takes the next preload, and in ws one
   holds the weight in use while the other shifts the next one in (ucb-bar/gemmini
-  src/main/scala/gemmini/PE.scala). So with pipelining a fold lasts max(its work, R): the
-  R-deep column chain that swaps the stationary (ws/is) or output (os) tile needs R cycles,
-  hidden when the fold streams for at least R; the fill and drain (`fold_fill`) are exposed
-  once per layer, before the first fold and after the last (ZigZag's latency model likewise
+  src/main/scala/gemmini/PE.scala). So with pipelining a fold that another follows lasts
+  max(its work, R): the R-deep column chain that swaps the stationary (ws/is) or output (os)
+  tile needs R cycles, hidden when the fold streams for at least R; the fill and drain
+  (`fold_fill`) are exposed once per layer (its groups follow each other like folds), before
+  the first fold and after the last (ZigZag's latency model likewise
   charges data on-/off-loading once per layer, Mei et al. AICAS 2022).
 - Weights resident (`weights_resident`, a design + workload parameter): in a stream of
   inferences of one model, weights that stay in the filter SRAM are fetched once, not per
@@ -97,8 +98,9 @@ def fold_fill(df: int, rows: int, cols: int) -> int:
 def fold_schedule(df: int, rows: int, cols: int, pipelined: bool) -> tuple[int, int, int]:
     """(fill/drain cycles per fold, least cycles of a fold, fill/drain cycles once per layer).
 
-    Back to back (SCALE-Sim): every fold pays `fold_fill`. Pipelined: a fold lasts at least R
-    (the tile swap through the R-deep chain) and the fill/drain shows once (module docstring).
+    Back to back (SCALE-Sim): every fold pays `fold_fill`. Pipelined: a fold followed by
+    another lasts at least R (the tile swap through the R-deep chain; the last fold of the
+    layer waits for none, see `last_slack`) and the fill/drain shows once (module docstring).
     """
     fill = fold_fill(df, rows, cols)
     return (0, rows, fill) if pipelined else (fill, 0, 0)
@@ -152,12 +154,28 @@ def streamed(tiles: np.ndarray, at: int, rate: float, floor: float = 0.0) -> flo
 
 
 @njit(cache=True)
+def last_slack(tiles: np.ndarray, at: int, rate: float, floor: float, chunks: float) -> float:
+    """Cycles the floor adds to the last fold, which waits for no next tile (with `chunks`
+    psum chunks a fold swaps per chunk: only its last chunk is free). The last fold is that of
+    the last shape present, as SCALE-Sim orders folds (row folds outer, partial ones last)."""
+    if floor <= 0.0:
+        return 0.0
+    for i in range(at + 3, at - 1, -1):
+        if tiles[i + 4] > 0:
+            return max(0.0, floor - cdiv(tiles[i], rate)) / chunks
+    return 0.0
+
+
+@njit(cache=True)
 def stream_cycles(df: int, mode: int, sr: int, sc: int, t: int, rows: int, cols: int,
-                  rate: float, pa: float, pw: float, floor: float = 0.0) -> float:
-    """Streaming cycles summed over all folds (fill/drain excluded; `floor` as `streamed`)."""
+                  rate: float, pa: float, pw: float, floor: float = 0.0,
+                  last_free: bool = True) -> float:
+    """Streaming cycles of one GEMM summed over its folds (fill/drain excluded), a fold lasting
+    at least `floor` unless it is the last and `last_free` (`last_slack`)."""
     tiles = np.zeros(8)
     tile_classes(df, mode, sr, sc, t, rows, cols, pa, pw, tiles, 0)
-    return streamed(tiles, 0, rate, floor)
+    slack = last_slack(tiles, 0, rate, floor, 1.0) if last_free else 0.0
+    return streamed(tiles, 0, rate, floor) - slack
 
 
 @njit(cache=True)
@@ -333,7 +351,9 @@ def gemm_layer(geo: np.ndarray, macs: float, a_out: float, wd: float, ad: float,
     mode = hi[3]
     skip_a = mode == SKIP_A or mode == SKIP_BOTH
     skip_w = mode == SKIP_W or mode == SKIP_BOTH
-    out[0] = geo[G_FIXED] + geo[G_GROUPS] * streamed(geo, G_TILES, rate, geo[G_FLOOR])
+    floor = geo[G_FLOOR]
+    out[0] = geo[G_FIXED] + geo[G_GROUPS] * streamed(geo, G_TILES, rate, floor) \
+        - last_slack(geo, G_TILES, rate, floor, geo[G_CHUNKS])
     w_bytes = stored_bytes(geo[G_W_ELEMS], wb + geo[G_META_BITS], wd, skip_w)
     a_bytes = stored_bytes(geo[G_A_ELEMS], ab, ad, skip_a)
     a_mk = geo[G_A_MK] * ab / 8.0 * (ad if skip_a else 1.0)
