@@ -260,10 +260,13 @@ def bound(g1: Graph, layers: tuple[str, ...], plan: dict, target) -> dict:
     floor = float(ideal.sum())
     epi = epilogues(g1)
     epilogue = sum(float(ideal[i]) for i, n in enumerate(table.names) if n in epi)
+    unfused = plan["latency_us"] - epilogue  # what-if arithmetic, not the cost model's
     return {"plan_latency_us": plan["latency_us"], "latency_at_density_0_us": round(floor, 3),
             "max_speedup_any_sparsity": round(plan["latency_us"] / floor, 3),
             "vector_unit_us": round(float(ideal[~gemm].sum()), 3),
             "vector_epilogue_us": round(epilogue, 3),
+            # if the epilogues ran on the accumulator drain (TPU v1, Gemmini), unmodelled here
+            "max_speedup_if_epilogues_fused": round(unfused / (floor - epilogue), 3),
             "mac_fill_us": round(float(fill[gemm].sum()), 3),
             "mac_weight_dram_us": round(float(dram[gemm].sum()), 3), "mac_layers": rows}
 

@@ -309,7 +309,7 @@ def weights_resident(lay_i: np.ndarray, geo: np.ndarray, wb: float, hi: np.ndarr
     if geo[G_KNOWN] == 0.0:  # once per config: the scratch is zeroed per config
         model_weights(lay_i, geo)
     usable = 0.5 if hi[6] else 1.0  # double buffering halves usable capacity
-    return geo[G_W_MODEL] * wb / 8.0 + geo[G_W_VEC] <= hf[4] * usable
+    return bool(geo[G_W_MODEL] * wb / 8.0 + geo[G_W_VEC] <= hf[4] * usable)
 
 
 @njit(cache=True)
