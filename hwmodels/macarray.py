@@ -124,16 +124,20 @@ WEIGHT_WIDTHS = (32, 16, 8, 7, 6, 5, 4, 3, 2, 1)
 
 
 def resident_bits(table: LayerTable, target: MacArrayTarget) -> int:
-    """The widest weight width at which `target` keeps the model's weights on chip
-    across inferences (the kernel's `weights_resident` test: every GEMM weight at that width
-    plus the vector unit's parameters fit the usable filter SRAM); 0 if none or disabled."""
+    """The widest weight width at which `target` keeps the model's weights on chip across
+    inferences (the kernel's residency test, `kernels.macarray.model_weights`: every GEMM
+    weight at that width plus the vector unit's parameters fit the usable filter SRAM); 0 if
+    none or disabled."""
     if not target.weights_resident:
         return 0
     gemm = table.category == CATEGORY_GEMM
     vec = float(table.w_bytes[~gemm & (table.category != CATEGORY_VIEW)].sum())
     usable = target.filter_sram_kib * 1024.0 * (0.5 if target.double_buffered else 1.0)
-    elems = float(table.w_elems[gemm].sum())
-    return next((w for w in WEIGHT_WIDTHS if elems * w / 8.0 + vec <= usable), 0)
+    elems, room = float(table.w_elems[gemm].sum()), usable - vec
+    if room < 0:
+        return 0
+    widest = np.inf if elems == 0 else room * 8.0 / elems  # the kernel's arithmetic
+    return next((w for w in WEIGHT_WIDTHS if w <= widest), 0)
 
 
 def weight_regime(table: LayerTable, target: MacArrayTarget) -> str:

@@ -107,12 +107,6 @@ def fold_schedule(df: int, rows: int, cols: int, pipelined: bool) -> tuple[int, 
 
 
 @njit(cache=True)
-def is_pipelined(hi: np.ndarray) -> bool:
-    """True when config `hi` overlaps consecutive folds (cfg_i column 9)."""
-    return hi.size > H_PIPELINED and hi[H_PIPELINED] != 0
-
-
-@njit(cache=True)
 def gemm_dims(df: int, m: int, n: int, k: int) -> tuple[int, int, int]:
     """(Sr, Sc, T) of SCALE-Sim's mapping: os (M, N, K), ws (K, N, M), is (K, M, N)."""
     if df == OS:
@@ -216,9 +210,9 @@ G_FIXED, G_GROUPS, G_FR, G_FC, G_CHUNKS, G_W_ELEMS, G_META_BITS = 0, 1, 2, 3, 4,
 G_A_ELEMS, G_A_MK, G_PSUM, G_EFF, G_TILES = 7, 8, 9, 10, 11  # tiles: 11..18
 G_W_ACT = 19  # 1 when the second operand is an activation (act x act)
 G_FLOOR = 20  # least streaming cycles of a fold (of all its psum chunks): 0 unless pipelined
-# The model's weight totals for the residency test, computed once per config (G_KNOWN = 1)
-# by `model_weights`: the scratch `geo` is zeroed per config by `config_rows` and its peers
-G_W_MODEL, G_W_VEC, G_KNOWN = 21, 22, 23
+# The widest resident weight width, computed once per config (G_KNOWN = 1) by
+# `model_weights`: the scratch `geo` is zeroed per config by `config_rows` and its peers
+G_RES_BITS, G_KNOWN = 21, 23
 G_SIZE = 24
 # cfg_i columns after the first nine (appended, so older 9-column configs still read)
 H_PIPELINED, H_RESIDENT = 9, 10
@@ -236,7 +230,8 @@ def gemm_geometry(lay_i: np.ndarray, lay_f: np.ndarray, li: int, hi: np.ndarray,
     sr, sc, t = gemm_dims(df, m, n, k2)
     fr, fc = math.ceil(sr / rows), math.ceil(sc / cols)
     chunks = psum_chunks(df, fr, t, cols, hf[5] * (0.5 if hi[6] else 1.0))
-    per_fold, floor, once = fold_schedule(df, rows, cols, is_pipelined(hi))
+    pipelined = hi.size > H_PIPELINED and hi[H_PIPELINED] != 0
+    per_fold, floor, once = fold_schedule(df, rows, cols, pipelined)
     geo[G_FIXED] = g * chunks * fr * fc * per_fold + once
     geo[G_FLOOR] = floor * chunks  # a fold of `chunks` chunks swaps its tile once per chunk
     geo[G_GROUPS], geo[G_FR], geo[G_FC], geo[G_CHUNKS] = g, fr, fc, chunks
@@ -288,28 +283,19 @@ def on_chip_bytes(hi: np.ndarray, hf: np.ndarray) -> float:
 
 
 @njit(cache=True)
-def model_weights(lay_i: np.ndarray, geo: np.ndarray) -> None:
-    """The model's GEMM weight elements and vector-unit parameter bytes, into `geo`."""
+def model_weights(lay_i: np.ndarray, geo: np.ndarray, hi: np.ndarray, hf: np.ndarray) -> None:
+    """The widest weight width (bits, may be fractional) at which the model's weights -- all
+    GEMM weights at that width plus the vector unit's parameters -- fit the usable filter SRAM
+    of config `hi`, into geo[G_RES_BITS] (-1: none); geo[G_KNOWN] = 1 once done."""
     elems, vec = 0.0, 0.0
     for li in range(lay_i.shape[0]):
         if lay_i[li, 0] == CATEGORY_GEMM:
             elems += lay_i[li, 6]
         elif lay_i[li, 0] != CATEGORY_VIEW:
             vec += lay_i[li, 10]
-    geo[G_W_MODEL], geo[G_W_VEC], geo[G_KNOWN] = elems, vec, 1.0
-
-
-@njit(cache=True)
-def weights_resident(lay_i: np.ndarray, geo: np.ndarray, wb: float, hi: np.ndarray,
-                     hf: np.ndarray) -> bool:
-    """True when config `hi` keeps weights on chip across inferences and the whole model's
-    weights at width `wb` (plus the vector unit's parameters) fit the usable filter SRAM."""
-    if hi.size <= H_RESIDENT or hi[H_RESIDENT] == 0:
-        return False
-    if geo[G_KNOWN] == 0.0:  # once per config: the scratch is zeroed per config
-        model_weights(lay_i, geo)
-    usable = 0.5 if hi[6] else 1.0  # double buffering halves usable capacity
-    return bool(geo[G_W_MODEL] * wb / 8.0 + geo[G_W_VEC] <= hf[4] * usable)
+    room = hf[4] * (0.5 if hi[6] else 1.0) - vec  # double buffering halves usable capacity
+    geo[G_RES_BITS] = -1.0 if room < 0 else (np.inf if elems == 0 else room * 8.0 / elems)
+    geo[G_KNOWN] = 1.0
 
 
 @njit(cache=True)
@@ -352,8 +338,9 @@ def gemm_layer(geo: np.ndarray, macs: float, a_out: float, wd: float, ad: float,
     skip_a = mode == SKIP_A or mode == SKIP_BOTH
     skip_w = mode == SKIP_W or mode == SKIP_BOTH
     floor = geo[G_FLOOR]
-    out[0] = geo[G_FIXED] + geo[G_GROUPS] * streamed(geo, G_TILES, rate, floor) \
-        - last_slack(geo, G_TILES, rate, floor, geo[G_CHUNKS])
+    out[0] = geo[G_FIXED] + geo[G_GROUPS] * streamed(geo, G_TILES, rate, floor)
+    if floor > 0.0:
+        out[0] -= last_slack(geo, G_TILES, rate, floor, geo[G_CHUNKS])
     w_bytes = stored_bytes(geo[G_W_ELEMS], wb + geo[G_META_BITS], wd, skip_w)
     a_bytes = stored_bytes(geo[G_A_ELEMS], ab, ad, skip_a)
     a_mk = geo[G_A_MK] * ab / 8.0 * (ad if skip_a else 1.0)
@@ -406,7 +393,12 @@ def layer_at(lay_i: np.ndarray, lay_f: np.ndarray, li: int, geo: np.ndarray, pic
              wb: float, ab: float, r: float, e: float, hi: np.ndarray, hf: np.ndarray,
              raw: np.ndarray, res: np.ndarray) -> None:
     """Layer `li` at one bit choice on one config, into res (see `finish`)."""
-    resident = weights_resident(lay_i, geo, wb, hi, hf)
+    # weights_resident (cfg_i column 10): the whole model's weights at width wb fit on chip;
+    # tested inline (a call passing arrays costs reference counts in this hot loop)
+    keep = hi.size > H_RESIDENT and hi[H_RESIDENT] != 0
+    if keep and geo[G_KNOWN] == 0.0:
+        model_weights(lay_i, geo, hi, hf)
+    resident = keep and wb <= geo[G_RES_BITS]
     if r <= 0.0:  # unsupported precision
         for q in range(5):
             res[q] = np.inf
