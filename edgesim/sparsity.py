@@ -24,7 +24,7 @@ from compiler.sensitivity.loss import kl_divergence
 from compiler.sparsity import OperandStats, gemm_masks, operand_stats
 from edgesim.errors import UserError
 from hwmodels import configs
-from hwmodels.macarray import MacArrayTarget
+from hwmodels.macarray import MacArrayTarget, weight_regime
 from hwmodels.macarray import evaluate as macarray_evaluate
 from hwmodels.sparsity import data_driven_cycles, expected_cycles, lane_cycles
 from hwmodels.target import Target
@@ -62,7 +62,8 @@ def exact_cycles(g: Graph, samples: Iterable[Mapping[str, np.ndarray]], layers: 
         env = run(g, feeds, dtype="float32", keep=keep)
         for n in names:
             a, w = gemm_masks(g, env, g.layer(n))
-            total[n] += sum(data_driven_cycles(a[i], w[i], target, bits) for i in range(len(a)))
+            total[n] += sum(data_driven_cycles(a[i], w[i], target, bits, first=i == 0,
+                                               last=i == len(a) - 1) for i in range(len(a)))
         count += 1
     return {n: c / count for n, c in total.items()}
 
@@ -142,8 +143,9 @@ def plan_latency_s(gs: Graph, stats: Mapping[str, OperandStats],
     """Per layer of `gs` (a batch-1 graph, thresholds included), predicted latency of one
     sample on `target`. MAC layers: the per-lane model's compute cycles at their bits (8/8
     where not chosen; `stats` are per sample) against the DRAM cycles the array's cost model
-    gives at their measured density (compressed operands), overlapped when double buffered;
-    other layers: the array's cost model (vector unit)."""
+    gives at their measured density (compressed operands), overlapped when double buffered
+    (none for weights the target keeps resident: `hwmodels.macarray.weight_regime`); other
+    layers: the array's cost model (vector unit)."""
     table = gs.layer_table()
     density = np.array([stats[n].density if n in stats else d
                         for n, d in zip(table.names, table.a_density)])
@@ -281,8 +283,10 @@ def _latency_note(g: Graph, gs: Graph, feeds: list[Feeds], stats: Mapping[str, O
     # the allocation's predicted latency uses mean densities of the dense model
     dense, sparse = _plan_pair(g, gs, feeds, stats, bits, target)
     d, s = sum(dense.values()), sum(sparse.values())
+    folds = "pipelined folds" if target.fold_pipelining else "back-to-back folds"
     return (f"sparsity: per-lane model at the chosen bits, MAC layers: {d * 1e3:.4g} ms dense "
-            f"-> {s * 1e3:.4g} ms with the thresholds ({d / s:.3f}x)")
+            f"-> {s * 1e3:.4g} ms with the thresholds ({d / s:.3f}x); {folds}; "
+            f"{weight_regime(g.layer_table(), target)}")
 
 
 def with_sparse_costs(result: CompileResult, g: Graph, gs: Graph,

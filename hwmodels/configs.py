@@ -38,8 +38,8 @@ class MacArrayConfigs:
 
     Attributes:
         names: one name per config.
-        cfg_i: int64 [H, 9] (dataflow, rows, cols, sparsity, sp_n, sp_m, double_buffered, lanes,
-            activations_on_chip).
+        cfg_i: int64 [H, 11] (dataflow, rows, cols, sparsity, sp_n, sp_m, double_buffered,
+            lanes, activations_on_chip, fold_pipelining, weights_resident).
         cfg_f: float64 [H, 9] (clock_ghz, dram_gbps, dram pJ/B, SRAM bytes x3, SRAM pJ/B x3).
         rate_table: [H, 33] MACs per PE per cycle with both operands at width b (0: unsupported).
         energy_table: [H, 33] pJ per MAC at width b.
@@ -65,7 +65,7 @@ def from_targets(targets: Sequence[Any]) -> MacArrayConfigs:
     node = np.array([t.process_nm for t in targets], dtype=np.float64)
     return MacArrayConfigs(
         names=tuple(t.name for t in targets),
-        cfg_i=np.array([_ints(t) for t in targets], dtype=np.int64).reshape(-1, 9),
+        cfg_i=np.array([_ints(t) for t in targets], dtype=np.int64).reshape(-1, 11),
         cfg_f=_floats(targets, node),
         rate_table=np.array([r for r, _ in tables]).reshape(-1, MAX_BITS + 1),
         energy_table=np.array([e for _, e in tables]).reshape(-1, MAX_BITS + 1),
@@ -92,7 +92,7 @@ def _ints(t: Any) -> list[int]:
     lanes = t.cols if t.vector_lanes is None else t.vector_lanes
     return [DATAFLOWS.index(t.dataflow), t.rows, t.cols, SPARSITY_MODES.index(t.sparsity),
             t.sparsity_n, t.sparsity_m, int(t.double_buffered), lanes,
-            int(t.activations_on_chip)]
+            int(t.activations_on_chip), int(t.fold_pipelining), int(t.weights_resident)]
 
 
 def _floats(targets: Sequence[Any], node: np.ndarray) -> np.ndarray:

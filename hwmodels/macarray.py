@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from compiler.ir import LayerTable
+from compiler.ir import CATEGORY_GEMM, CATEGORY_VIEW, LayerTable
 from hwmodels import configs as configs_mod
 from hwmodels.configs import MacArrayConfigs
 from hwmodels.cost import Cost, check_bits, check_precisions, memory_bytes
@@ -77,6 +77,14 @@ class MacArrayTarget:
     # when it fits (SCNN's IARAM/OARAM swap roles between layers); False: every layer reads
     # its activations from DRAM and writes them back (SCALE-Sim's accounting)
     activations_on_chip: bool = False
+    # True: consecutive folds overlap (double-buffered stationary/output registers, as the
+    # TPU's weight tiles and Gemmini's c1/c2 PE registers): fill/drain shows once per layer
+    # and a fold lasts max(work, rows); False: SCALE-Sim's back-to-back folds
+    fold_pipelining: bool = False
+    # True: in a stream of inferences, weights that fit the filter SRAM (whole model, at the
+    # layer's width) stay there and are not fetched per inference (Edge TPU parameter
+    # caching); False: every inference reads its weights from DRAM
+    weights_resident: bool = False
     sram_energy_pj_per_byte: float | None = None
     dram_energy_pj_per_byte: float | None = None
 
@@ -110,6 +118,40 @@ class MacArrayTarget:
         """Peak MAC rate at the array's fastest precision."""
         best = max(p.macs_per_pe_cycle for p in self.precisions)
         return self.rows * self.cols * best * self.clock_ghz * 1e9
+
+
+WEIGHT_WIDTHS = (32, 16, 8, 7, 6, 5, 4, 3, 2, 1)
+
+
+def resident_bits(table: LayerTable, target: MacArrayTarget) -> int:
+    """The widest weight width at which `target` keeps the model's weights on chip across
+    inferences (the kernel's residency test, `kernels.macarray.model_weights`: every GEMM
+    weight at that width plus the vector unit's parameters fit the usable filter SRAM); 0 if
+    none or disabled."""
+    if not target.weights_resident:
+        return 0
+    gemm = table.category == CATEGORY_GEMM
+    vec = float(table.w_bytes[~gemm & (table.category != CATEGORY_VIEW)].sum())
+    usable = target.filter_sram_kib * 1024.0 * (0.5 if target.double_buffered else 1.0)
+    elems, room = float(table.w_elems[gemm].sum()), usable - vec
+    if room < 0:
+        return 0
+    widest = np.inf if elems == 0 else room * 8.0 / elems  # the kernel's arithmetic
+    return next((w for w in WEIGHT_WIDTHS if w <= widest), 0)
+
+
+def weight_regime(table: LayerTable, target: MacArrayTarget) -> str:
+    """One line saying where the weights come from in the latency `evaluate` reports."""
+    if not target.weights_resident:
+        return "weights read from DRAM every inference (weights_resident: false)"
+    w = resident_bits(table, target)
+    if w == 0:
+        return ("weights read from DRAM every inference: the model does not fit the filter "
+                "SRAM at any width (weights_resident: true)")
+    which = "all weights stay" if w == 32 else f"layers with weights of <= {w} bits stay"
+    return (f"steady state of a stream: {which} in the filter SRAM across inferences (the "
+            "first inference loads them once, not counted); wider layers are read from DRAM "
+            "every inference")
 
 
 def layer_arrays(table: LayerTable) -> tuple[np.ndarray, np.ndarray]:

@@ -36,6 +36,13 @@ def pe_rate(target: MacArrayTarget, bits: tuple[int, int]) -> float:
     return float(rate[0, 0])
 
 
+def fold_schedule(target: MacArrayTarget) -> tuple[int, int, int]:
+    """(fill/drain per fold, least cycles per fold, fill/drain once per layer) on `target`
+    (`hwmodels.kernels.macarray.fold_schedule`)."""
+    df, _ = _codes(target)
+    return mk.fold_schedule(df, target.rows, target.cols, target.fold_pipelining)
+
+
 def is_n_of_m(w_mask: np.ndarray, n: int, m: int) -> bool:
     """True if every run of m consecutive weights along K (from row 0) holds <= n nonzeros."""
     k = w_mask.shape[0]
@@ -45,7 +52,8 @@ def is_n_of_m(w_mask: np.ndarray, n: int, m: int) -> bool:
 
 
 def data_driven_cycles(a_mask: np.ndarray, w_mask: np.ndarray, target: MacArrayTarget,
-                       bits: tuple[int, int] = (8, 8)) -> float:
+                       bits: tuple[int, int] = (8, 8), first: bool = True,
+                       last: bool = True) -> float:
     """Exact compute cycles of one GEMM group from its nonzero masks.
 
     Args:
@@ -53,6 +61,9 @@ def data_driven_cycles(a_mask: np.ndarray, w_mask: np.ndarray, target: MacArrayT
         w_mask: bool [k, n], True where the weight is nonzero.
         target: the array (rows, cols, dataflow, sparsity mode).
         bits: (w_bits, a_bits) of the operands.
+        first, last: this group starts / ends its layer. With pipelined folds the layer's
+            groups follow each other like folds: only the first shows the fill/drain, and
+            only the last one's final fold waits for no next tile.
 
     Raises:
         ValueError: mismatched shapes, unsupported precision, or (structured mode) weights
@@ -63,30 +74,34 @@ def data_driven_cycles(a_mask: np.ndarray, w_mask: np.ndarray, target: MacArrayT
         raise ValueError(f"masks must be [m, k] and [k, n], got {a_mask.shape}, {w_mask.shape}")
     df, mode = _codes(target)
     rate = pe_rate(target, bits)
-    fill = mk.fold_fill(df, target.rows, target.cols)
+    once = fold_schedule(target)[2] if first else 0
     if mode == sk.STRUCTURED:
-        return _structured_cycles(a_mask, w_mask, target, rate, fill)
-    return float(sk.data_driven_cycles(df, mode, a_mask, w_mask, target.rows, target.cols,
-                                       fill, rate))
+        return once + _structured_cycles(a_mask, w_mask, target, rate, last)
+    fill, floor, _ = fold_schedule(target)
+    return once + float(sk.data_driven_cycles(df, mode, a_mask, w_mask, target.rows,
+                                              target.cols, fill, rate, floor, last))
 
 
 def _structured_cycles(a_mask: np.ndarray, w_mask: np.ndarray, target: MacArrayTarget,
-                       rate: float, fill: int) -> float:
+                       rate: float, last: bool) -> float:
     n, m = target.sparsity_n, target.sparsity_m
     if not is_n_of_m(w_mask, n, m):
         raise ValueError(f"{target.name}: weights are not {n}:{m} structured along K")
     k2 = math.ceil(a_mask.shape[1] * n / m)  # the compressed K the array streams
     dense = np.ones((a_mask.shape[0], k2), dtype=bool), np.ones((k2, w_mask.shape[1]), bool)
     df = configs.DATAFLOWS.index(target.dataflow)
+    fill, floor, _ = fold_schedule(target)
     return float(sk.data_driven_cycles(df, sk.NONE, *dense, target.rows, target.cols, fill,
-                                       rate))
+                                       rate, floor, last))
 
 
 def expected_cycles(m: int, n: int, k: int, a_density: float, w_density: float,
-                    target: MacArrayTarget, bits: tuple[int, int] = (8, 8)) -> float:
+                    target: MacArrayTarget, bits: tuple[int, int] = (8, 8), first: bool = True,
+                    last: bool = True) -> float:
     """Expected compute cycles of one GEMM group under i.i.d. Bernoulli operand masks.
 
     Structured N:M applies when `w_density <= N / M` (the weights were pruned to the pattern).
+    `first`, `last`: as in `data_driven_cycles`.
     """
     df, mode = _codes(target)
     rate = pe_rate(target, bits)
@@ -94,9 +109,10 @@ def expected_cycles(m: int, n: int, k: int, a_density: float, w_density: float,
     k2 = math.ceil(k * target.sparsity_n / target.sparsity_m) if structured else k
     sr, sc, t = mk.gemm_dims(df, m, n, k2)
     folds = math.ceil(sr / target.rows) * math.ceil(sc / target.cols)
+    fill, floor, once = fold_schedule(target)
     stream = mk.stream_cycles(df, mode, sr, sc, t, target.rows, target.cols, rate, a_density,
-                              w_density)
-    return float(folds * mk.fold_fill(df, target.rows, target.cols) + stream)
+                              w_density, floor, last)
+    return float(folds * fill + (once if first else 0) + stream)
 
 
 def lane_cycles(lane_density: np.ndarray, col_nnz: np.ndarray, k: int, target: MacArrayTarget,
@@ -121,11 +137,15 @@ def lane_cycles(lane_density: np.ndarray, col_nnz: np.ndarray, k: int, target: M
     if target.dataflow != "os":
         raise ValueError(f"{target.name}: per-lane statistics model output stationary only")
     _, mode = _codes(target)
+    fill, floor, once = fold_schedule(target)
     if mode == sk.STRUCTURED:
-        return sum(expected_cycles(lanes.shape[1], cols.shape[1], k, 1.0,
-                                   float(c.mean()) / k, target, bits) for c in cols)
+        return sum(expected_cycles(lanes.shape[1], cols.shape[1], k, 1.0, float(c.mean()) / k,
+                                   target, bits, g == 0, g == len(cols) - 1)
+                   for g, c in enumerate(cols))
     rate = pe_rate(target, bits)
-    fill = mk.fold_fill(configs.DATAFLOWS.index("os"), target.rows, target.cols)
-    return float(sum(sk.lane_cycles(mode, np.ascontiguousarray(p, dtype=np.float64),
-                                    np.ascontiguousarray(c, dtype=np.int64), k, target.rows,
-                                    target.cols, fill, rate) for p, c in zip(lanes, cols)))
+    last = len(lanes) - 1
+    return once + float(sum(sk.lane_cycles(mode, np.ascontiguousarray(p, dtype=np.float64),
+                                           np.ascontiguousarray(c, dtype=np.int64), k,
+                                           target.rows, target.cols, fill, rate, floor,
+                                           g == last)
+                            for g, (p, c) in enumerate(zip(lanes, cols))))

@@ -19,12 +19,38 @@ Formulas and their sources:
   accelerators keep intermediate maps on chip (Alwani et al. MICRO 2016). One capacity test
   per tensor on both sides keeps producer and consumer consistent; the model's own input and
   output cross the link once outside the layers (not charged). Weights still come from DRAM
-  every inference. Double buffering halves each SRAM's usable capacity. An
+  every inference unless resident (below). Double buffering halves each SRAM's usable
+  capacity. An
   operand reused across folds is fetched once if its working set fits its SRAM, else once per
   fold that re-streams it (os: ifmap tile per column fold, filters per row fold; ws: ifmap per
   column fold; is: filters per column fold). ws/is keep partial sums in the ofmap SRAM across
   row folds; when they do not fit, the stream is chunked and each chunk re-preloads the
   stationary tile (extra fill cycles, see `psum_chunks`). Traffic is SRAM energy + DRAM bytes.
+- Fold pipelining (`fold_pipelining`, a design parameter): SCALE-Sim runs folds back to back,
+  each paying its fill and drain. Real arrays overlap them: the TPU's matrix unit holds "one
+  64 KiB tile of weights plus one for double-buffering (to hide the 256 cycles it takes to
+  shift a tile in)" and new weights "take effect with the advancing wave alongside the first
+  data of a new block" (Jouppi et al. ISCA 2017, sec. 2); Gemmini's PE keeps two registers
+  (c1, c2) and a `propagate` bit, so in os one accumulates the current fold while the other
+  shifts the previous fold's outputs down the column and takes the next preload, and in ws one
+  holds the weight in use while the other shifts the next one in (ucb-bar/gemmini
+  src/main/scala/gemmini/PE.scala). So with pipelining a fold that another follows lasts
+  max(its work, R): the R-deep column chain that swaps the stationary (ws/is) or output (os)
+  tile needs R cycles, hidden when the fold streams for at least R; the fill and drain
+  (`fold_fill`) are exposed once per layer (its groups follow each other like folds), before
+  the first fold and after the last (ZigZag's latency model likewise
+  charges data on-/off-loading once per layer, Mei et al. AICAS 2022).
+- Weights resident (`weights_resident`, a design + workload parameter): in a stream of
+  inferences of one model, weights that stay in the filter SRAM are fetched once, not per
+  inference (Edge TPU: the on-chip RAM "used to store the model's parameter data locally,
+  enabling faster inference speed compared to fetching the data from external memory",
+  coral.ai/docs/edgetpu/multiple-edgetpu; its compiler caches parameters that fit and
+  streams the rest every inference, coral.ai/docs/edgetpu/compiler "parameter data caching").
+  A layer at weight width w is resident when the whole model's weights at w (dense, an upper
+  bound on the stored bytes) plus the vector unit's parameters fit the usable filter SRAM
+  (halved when double buffered). The test is per width, so it is sound for mixed widths: the
+  layers it keeps (width <= w*, the widest width at which the model fits) take at most the
+  model's bytes at w*. The first inference still loads them once (not charged here).
 - Latency: double buffered -> max(compute, DRAM cycles) (transfers overlap compute); otherwise
   compute + DRAM cycles. Bound: 2 (DRAM) when DRAM cycles exceed compute, else 0; never 1,
   since the SRAMs are taken to feed the array's edges every cycle, as in SCALE-Sim's compute
@@ -69,6 +95,18 @@ def fold_fill(df: int, rows: int, cols: int) -> int:
 
 
 @njit(cache=True)
+def fold_schedule(df: int, rows: int, cols: int, pipelined: bool) -> tuple[int, int, int]:
+    """(fill/drain cycles per fold, least cycles of a fold, fill/drain cycles once per layer).
+
+    Back to back (SCALE-Sim): every fold pays `fold_fill`. Pipelined: a fold followed by
+    another lasts at least R (the tile swap through the R-deep chain; the last fold of the
+    layer waits for none, see `last_slack`) and the fill/drain shows once (module docstring).
+    """
+    fill = fold_fill(df, rows, cols)
+    return (0, rows, fill) if pipelined else (fill, 0, 0)
+
+
+@njit(cache=True)
 def gemm_dims(df: int, m: int, n: int, k: int) -> tuple[int, int, int]:
     """(Sr, Sc, T) of SCALE-Sim's mapping: os (M, N, K), ws (K, N, M), is (K, M, N)."""
     if df == OS:
@@ -99,23 +137,39 @@ def tile_classes(df: int, mode: int, sr: int, sc: int, t: int, rows: int, cols: 
 
 
 @njit(cache=True)
-def streamed(tiles: np.ndarray, at: int, rate: float) -> float:
+def streamed(tiles: np.ndarray, at: int, rate: float, floor: float = 0.0) -> float:
     """Streaming cycles over all folds at `rate` MACs per PE per cycle, from the four fold
-    shapes `tile_classes` stored at offset `at`."""
+    shapes `tile_classes` stored at offset `at`; a fold lasts at least `floor` cycles."""
     total = 0.0
     for i in range(at, at + 4):
         if tiles[i + 4] > 0:
-            total += tiles[i + 4] * cdiv(tiles[i], rate)
+            total += tiles[i + 4] * max(cdiv(tiles[i], rate), floor)
     return total
 
 
 @njit(cache=True)
+def last_slack(tiles: np.ndarray, at: int, rate: float, floor: float, chunks: float) -> float:
+    """Cycles the floor adds to the last fold, which waits for no next tile (with `chunks`
+    psum chunks a fold swaps per chunk: only its last chunk is free). The last fold is that of
+    the last shape present, as SCALE-Sim orders folds (row folds outer, partial ones last)."""
+    if floor <= 0.0:
+        return 0.0
+    for i in range(at + 3, at - 1, -1):
+        if tiles[i + 4] > 0:
+            return max(0.0, floor - cdiv(tiles[i], rate)) / chunks
+    return 0.0
+
+
+@njit(cache=True)
 def stream_cycles(df: int, mode: int, sr: int, sc: int, t: int, rows: int, cols: int,
-                  rate: float, pa: float, pw: float) -> float:
-    """Streaming cycles summed over all folds (fill/drain excluded)."""
+                  rate: float, pa: float, pw: float, floor: float = 0.0,
+                  last_free: bool = True) -> float:
+    """Streaming cycles of one GEMM summed over its folds (fill/drain excluded), a fold lasting
+    at least `floor` unless it is the last and `last_free` (`last_slack`)."""
     tiles = np.zeros(8)
     tile_classes(df, mode, sr, sc, t, rows, cols, pa, pw, tiles, 0)
-    return streamed(tiles, 0, rate)
+    slack = last_slack(tiles, 0, rate, floor, 1.0) if last_free else 0.0
+    return streamed(tiles, 0, rate, floor) - slack
 
 
 @njit(cache=True)
@@ -154,7 +208,14 @@ def psum_chunks(df: int, fr: int, t: int, cols: int, cap_of: float) -> int:
 # Layout of the per-(config, layer) GEMM geometry shared by all bit choices
 G_FIXED, G_GROUPS, G_FR, G_FC, G_CHUNKS, G_W_ELEMS, G_META_BITS = 0, 1, 2, 3, 4, 5, 6
 G_A_ELEMS, G_A_MK, G_PSUM, G_EFF, G_TILES = 7, 8, 9, 10, 11  # tiles: 11..18
-G_W_ACT, G_SIZE = 19, 20  # G_W_ACT: 1 when the second operand is an activation (act x act)
+G_W_ACT = 19  # 1 when the second operand is an activation (act x act)
+G_FLOOR = 20  # least streaming cycles of a fold (of all its psum chunks): 0 unless pipelined
+# The widest resident weight width, computed once per config (G_KNOWN = 1) by
+# `model_weights`: the scratch `geo` is zeroed per config by `config_rows` and its peers
+G_RES_BITS, G_KNOWN = 21, 23
+G_SIZE = 24
+# cfg_i columns after the first nine (appended, so older 9-column configs still read)
+H_PIPELINED, H_RESIDENT = 9, 10
 
 
 @njit(cache=True)
@@ -169,7 +230,10 @@ def gemm_geometry(lay_i: np.ndarray, lay_f: np.ndarray, li: int, hi: np.ndarray,
     sr, sc, t = gemm_dims(df, m, n, k2)
     fr, fc = math.ceil(sr / rows), math.ceil(sc / cols)
     chunks = psum_chunks(df, fr, t, cols, hf[5] * (0.5 if hi[6] else 1.0))
-    geo[G_FIXED] = g * chunks * fr * fc * fold_fill(df, rows, cols)
+    pipelined = hi.size > H_PIPELINED and hi[H_PIPELINED] != 0
+    per_fold, floor, once = fold_schedule(df, rows, cols, pipelined)
+    geo[G_FIXED] = g * chunks * fr * fc * per_fold + once
+    geo[G_FLOOR] = floor * chunks  # a fold of `chunks` chunks swaps its tile once per chunk
     geo[G_GROUPS], geo[G_FR], geo[G_FC], geo[G_CHUNKS] = g, fr, fc, chunks
     w_ops = float(w_elems) if w_elems > 0 else float(g * k * n)  # act x act matmul: 2nd input
     kept = k2 / k if k > 0 else 1.0  # share of K left after N:M compression
@@ -219,6 +283,22 @@ def on_chip_bytes(hi: np.ndarray, hf: np.ndarray) -> float:
 
 
 @njit(cache=True)
+def model_weights(lay_i: np.ndarray, geo: np.ndarray, hi: np.ndarray, hf: np.ndarray) -> None:
+    """The widest weight width (bits, may be fractional) at which the model's weights -- all
+    GEMM weights at that width plus the vector unit's parameters -- fit the usable filter SRAM
+    of config `hi`, into geo[G_RES_BITS] (-1: none); geo[G_KNOWN] = 1 once done."""
+    elems, vec = 0.0, 0.0
+    for li in range(lay_i.shape[0]):
+        if lay_i[li, 0] == CATEGORY_GEMM:
+            elems += lay_i[li, 6]
+        elif lay_i[li, 0] != CATEGORY_VIEW:
+            vec += lay_i[li, 10]
+    room = hf[4] * (0.5 if hi[6] else 1.0) - vec  # double buffering halves usable capacity
+    geo[G_RES_BITS] = -1.0 if room < 0 else (np.inf if elems == 0 else room * 8.0 / elems)
+    geo[G_KNOWN] = 1.0
+
+
+@njit(cache=True)
 def off_chip(nbytes: float, cap: float) -> float:
     """`nbytes` if that tensor crosses the DRAM link, else 0 (it fits on chip: `cap`)."""
     return 0.0 if nbytes <= cap else nbytes
@@ -227,19 +307,20 @@ def off_chip(nbytes: float, cap: float) -> float:
 @njit(cache=True)
 def gemm_memory(df: int, geo: np.ndarray, a_bytes: float, w_bytes: float, o_bytes: float,
                 a_mk: float, hi: np.ndarray, hf: np.ndarray, a_fit: float = -1.0,
-                w_fit: float = -1.0) -> tuple[float, float]:
+                w_fit: float = -1.0, w_resident: bool = False) -> tuple[float, float]:
     """DRAM bytes and on-chip pJ of one GEMM layer; a_mk = bytes of the streamed ifmap.
 
     a_fit, w_fit: the activation operands' dense bytes, for the on-chip test (default: their
     stored bytes). Their producer writes them before any density is known, so both sides test
-    the dense size -- conservative where the design stores them compressed."""
+    the dense size -- conservative where the design stores them compressed. w_resident: the
+    weights stay in the filter SRAM across inferences (`weights_resident`)."""
     usable = 0.5 if hi[6] else 1.0  # double buffering halves usable capacity
     a_get, w_get = operand_fetches(df, a_bytes, w_bytes, geo, hf[3] * usable, hf[4] * usable)
     cap = on_chip_bytes(hi, hf)
     a_on = (a_fit if a_fit >= 0 else a_bytes) <= cap
     w_on = geo[G_W_ACT] > 0 and (w_fit if w_fit >= 0 else w_bytes) <= cap
     dram_a = (0.0 if a_on else a_bytes) * a_get
-    dram_w = (0.0 if w_on else w_bytes) * w_get
+    dram_w = (0.0 if w_on or w_resident else w_bytes) * w_get
     a_rd, w_rd = sram_reads(df, a_mk, w_bytes, geo)
     o_acc = o_bytes if df == OS else (2 * geo[G_FR] - 1) * geo[G_PSUM]  # psum read + write
     onchip = (a_rd + dram_a) * hf[6] + (w_rd + dram_w) * hf[7] + (o_acc + o_bytes) * hf[8]
@@ -249,18 +330,23 @@ def gemm_memory(df: int, geo: np.ndarray, a_bytes: float, w_bytes: float, o_byte
 @njit(cache=True)
 def gemm_layer(geo: np.ndarray, macs: float, a_out: float, wd: float, ad: float, wb: float,
                ab: float, rate: float, e_mac: float, hi: np.ndarray, hf: np.ndarray,
-               out: np.ndarray) -> None:
+               out: np.ndarray, resident: bool = False) -> None:
     """One GEMM layer at one bit choice: out = (compute cycles, DRAM bytes, on-chip pJ,
-    compute pJ, effectual MACs), from its `gemm_geometry`."""
+    compute pJ, effectual MACs), from its `gemm_geometry`; `resident`: weights stay on chip
+    across inferences (ignored for a second activation operand)."""
     mode = hi[3]
     skip_a = mode == SKIP_A or mode == SKIP_BOTH
     skip_w = mode == SKIP_W or mode == SKIP_BOTH
-    out[0] = geo[G_FIXED] + geo[G_GROUPS] * streamed(geo, G_TILES, rate)
+    floor = geo[G_FLOOR]
+    out[0] = geo[G_FIXED] + geo[G_GROUPS] * streamed(geo, G_TILES, rate, floor)
+    if floor > 0.0:
+        out[0] -= last_slack(geo, G_TILES, rate, floor, geo[G_CHUNKS])
     w_bytes = stored_bytes(geo[G_W_ELEMS], wb + geo[G_META_BITS], wd, skip_w)
     a_bytes = stored_bytes(geo[G_A_ELEMS], ab, ad, skip_a)
     a_mk = geo[G_A_MK] * ab / 8.0 * (ad if skip_a else 1.0)
     out[1], out[2] = gemm_memory(hi[0], geo, a_bytes, w_bytes, a_out * ab / 8.0, a_mk, hi, hf,
-                                 geo[G_A_ELEMS] * ab / 8.0, geo[G_W_ELEMS] * wb / 8.0)
+                                 geo[G_A_ELEMS] * ab / 8.0, geo[G_W_ELEMS] * wb / 8.0,
+                                 resident and geo[G_W_ACT] == 0)
     out[3] = macs * geo[G_EFF] * e_mac
     out[4] = macs * geo[G_EFF]
 
@@ -268,18 +354,20 @@ def gemm_layer(geo: np.ndarray, macs: float, a_out: float, wd: float, ad: float,
 @njit(cache=True)
 def vector_layer(cat: int, ops: int, a_in: int, a_out: int, w_bytes: int, ab: float,
                  e_op: float, lanes: int, hf: np.ndarray, out: np.ndarray,
-                 act_cap: float = -1.0) -> None:
+                 act_cap: float = -1.0, w_resident: bool = False) -> None:
     """A non-GEMM layer on the vector unit; same outputs as `gemm_layer` (no MACs).
     `act_cap`: `on_chip_bytes` of the config (its inputs, all together, and its output each
-    stay on chip when they fit)."""
+    stay on chip when they fit); `w_resident`: its parameters stay on chip across inferences."""
     if cat == CATEGORY_VIEW:
         out[:] = 0.0
         return
     work = max(ops, a_out) if cat == CATEGORY_STREAM else a_out
     in_b, out_b = a_in * ab / 8.0, a_out * ab / 8.0
     out[0] = cdiv(work, lanes) if work > 0 else 0.0
-    out[1] = off_chip(in_b, act_cap) + off_chip(out_b, act_cap) + w_bytes
-    out[2] = 2.0 * (in_b + w_bytes) * hf[6] + 2.0 * out_b * hf[8]  # DRAM->SRAM->lanes, back
+    w_dram = 0.0 if w_resident else float(w_bytes)
+    out[1] = off_chip(in_b, act_cap) + off_chip(out_b, act_cap) + w_dram
+    # DRAM->SRAM->lanes and back; resident parameters are only read
+    out[2] = (2.0 * in_b + w_bytes + w_dram) * hf[6] + 2.0 * out_b * hf[8]
     out[3] = work * e_op if cat == CATEGORY_STREAM else 0.0
     out[4] = 0.0
 
@@ -305,17 +393,23 @@ def layer_at(lay_i: np.ndarray, lay_f: np.ndarray, li: int, geo: np.ndarray, pic
              wb: float, ab: float, r: float, e: float, hi: np.ndarray, hf: np.ndarray,
              raw: np.ndarray, res: np.ndarray) -> None:
     """Layer `li` at one bit choice on one config, into res (see `finish`)."""
+    # weights_resident (cfg_i column 10): the whole model's weights at width wb fit on chip;
+    # tested inline (a call passing arrays costs reference counts in this hot loop)
+    keep = hi.size > H_RESIDENT and hi[H_RESIDENT] != 0
+    if keep and geo[G_KNOWN] == 0.0:
+        model_weights(lay_i, geo, hi, hf)
+    resident = keep and wb <= geo[G_RES_BITS]
     if r <= 0.0:  # unsupported precision
         for q in range(5):
             res[q] = np.inf
         res[5], res[6] = 0.0, 0.0
     elif pick < 2:
         gemm_layer(geo, lay_i[li, 5], lay_i[li, 8], lay_f[li, 0], lay_f[li, 1],
-                   ab if pick == 1 else wb, ab, r, e, hi, hf, raw)
+                   ab if pick == 1 else wb, ab, r, e, hi, hf, raw, resident)
         finish(raw, r, hi[1] * hi[2], hi, hf, res)
     else:
         vector_layer(lay_i[li, 0], lay_i[li, 9], lay_i[li, 7], lay_i[li, 8], lay_i[li, 10], ab,
-                     e, hi[7], hf, raw, on_chip_bytes(hi, hf))
+                     e, hi[7], hf, raw, on_chip_bytes(hi, hf), resident)
         finish(raw, 1.0, float(hi[7]), hi, hf, res)
 
 
@@ -347,8 +441,9 @@ def evaluate(lay_i: np.ndarray, lay_f: np.ndarray, w_bits: np.ndarray, a_bits: n
     """Fill out[7, H, L, B] with (cycles, latency_s, e_compute, e_onchip, e_dram, bound, util).
 
     lay_i [L, 11]: category, m, n, k, groups, macs, w_elems, a_in, a_out, ops, w_bytes;
-    lay_f [L, 2]: w_density, a_density. cfg_i [H, 9]: dataflow, rows, cols, sparsity, sp_n,
-    sp_m, double_buffered, lanes, activations_on_chip; cfg_f [H, 9]: clock_ghz, dram_gbps,
+    lay_f [L, 2]: w_density, a_density. cfg_i [H, 11]: dataflow, rows, cols, sparsity, sp_n,
+    sp_m, double_buffered, lanes, activations_on_chip, fold_pipelining, weights_resident
+    (the last two may be absent: off); cfg_f [H, 9]: clock_ghz, dram_gbps,
     dram pJ/byte, ifmap/filter/ofmap SRAM bytes, ifmap/filter/ofmap SRAM pJ/byte.
     rates [3, H, B]: MACs per PE per cycle at (w_bits, a_bits) and at (a_bits, a_bits) (matmul
     of two activations), and vector-unit support (1/0); energies [3, H, B]: the matching pJ per

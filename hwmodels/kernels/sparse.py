@@ -3,7 +3,9 @@
 Model (stated once, used by both): a zero-skipping array has decoupled PEs with operand queues
 (Eyeriss v2, Chen et al. JETCAS 2019; SCNN, Parashar et al. ISCA 2017): each PE's work in a fold
 is its count of effectual operand pairs along the streamed dimension T, and the fold lasts as
-long as its busiest PE (load imbalance counted), plus the dense fill/drain of the array.
+long as its busiest PE (load imbalance counted), plus the dense fill/drain of the array (per
+fold, or once per layer with a floor per fold when folds are pipelined:
+`kernels.macarray.fold_schedule`).
 
 PE (i, j) and stream index t address the GEMM out[m, n] += a[m, k] * w[k, n] as SCALE-Sim maps
 them (Samajdar et al., ISPASS 2020): os: (m, n, k); ws: (k, n, m); is: (k, m, n).
@@ -127,9 +129,12 @@ def tile_work(df: int, mode: int, a_mask: np.ndarray, w_mask: np.ndarray, r0: in
 
 @njit(cache=True)
 def data_driven_cycles(df: int, mode: int, a_mask: np.ndarray, w_mask: np.ndarray, rows: int,
-                       cols: int, fill: int, rate: float) -> float:
+                       cols: int, fill: int, rate: float, floor: float = 0.0,
+                       last_free: bool = True) -> float:
     """Cycles of one GEMM from its operand masks: sum over folds of fill + busiest-PE work
-    / rate (rate = MACs per PE per cycle at the precision)."""
+    / rate (rate = MACs per PE per cycle at the precision), a fold lasting at least `floor`
+    (pipelined folds, `kernels.macarray.fold_schedule`) unless it is the last and
+    `last_free` (no next tile to wait for)."""
     m, k = a_mask.shape
     n = w_mask.shape[1]
     sr, sc, t = (m, n, k) if df == OS else ((k, n, m) if df == WS else (k, m, n))
@@ -138,7 +143,8 @@ def data_driven_cycles(df: int, mode: int, a_mask: np.ndarray, w_mask: np.ndarra
         for c0 in range(0, sc, cols):
             work = tile_work(df, mode, a_mask, w_mask, r0, min(r0 + rows, sr), c0,
                              min(c0 + cols, sc), t)
-            total += fill + math.ceil(work / rate - 1e-9)
+            last = last_free and r0 + rows >= sr and c0 + cols >= sc
+            total += fill + max(math.ceil(work / rate - 1e-9), 0.0 if last else floor)
     return total
 
 
@@ -213,12 +219,15 @@ def lane_tile_work(mode: int, lane_p: np.ndarray, col_nnz: np.ndarray, k: int) -
 
 @njit(cache=True)
 def lane_cycles(mode: int, lane_p: np.ndarray, col_nnz: np.ndarray, k: int, rows: int,
-                cols: int, fill: int, rate: float) -> float:
+                cols: int, fill: int, rate: float, floor: float = 0.0,
+                last_free: bool = True) -> float:
     """Expected cycles of one output-stationary GEMM group from per-lane statistics: every
-    fold's own lanes and columns (its tile), fill + busiest-PE work / rate."""
+    fold's own lanes and columns (its tile), fill + busiest-PE work / rate, at least `floor`
+    (`floor` and `last_free` as in `data_driven_cycles`)."""
     total = 0.0
     for r0 in range(0, lane_p.size, rows):
         for c0 in range(0, col_nnz.size, cols):
             work = lane_tile_work(mode, lane_p[r0:r0 + rows], col_nnz[c0:c0 + cols], k)
-            total += fill + math.ceil(work / rate - 1e-9)
+            last = last_free and r0 + rows >= lane_p.size and c0 + cols >= col_nnz.size
+            total += fill + max(math.ceil(work / rate - 1e-9), 0.0 if last else floor)
     return total

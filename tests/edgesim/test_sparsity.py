@@ -69,6 +69,9 @@ def test_a_skipping_array_gets_thresholds_that_lower_the_lane_cycles():
     out = apply_sparsity(g, target, {"input": X[:8]}, (0.0, 0.5, 0.75))
     cuts = [x for x in out.layers if x.attrs.get("fn") == "threshold"]
     assert cuts and all(n.startswith("sparsity: ") for n in out.notes[-len(cuts):])
+    # the latency note says which fold schedule and weight regime it assumes (digits_cnn's
+    # 23946 weights fit the 32 KiB usable filter SRAM at 8 bits, not at 16)
+    assert "pipelined folds" in out.notes[-1] and "<= 8 bits stay" in out.notes[-1]
     feeds = [{"input": X[i:i + 1]} for i in range(8)]
     dense, sparse = operand_stats(g, feeds), operand_stats(out, feeds)
     for cut in cuts:  # each thresholded layer's exact cycles drop
