@@ -136,6 +136,11 @@ def _path_rows(target: CpuTarget, runtime: int,
         # expands (no NCHWc int8 conv)
         K.PATH_QLINEAR: {**int8, "rate": qlinear_rate, "nodes": 3, "q_in": 1, "dq_out": 1,
                          "a_pack": 1, "im2col": 1},
+        # Q node -> MatMulIntegerToFloat: the same QGEMM, its output processor converts the
+        # int32 sums to float and scales them in the kernel's output loop (requant's lane
+        # ops, a float store); no DQ node, no requantisation to int8 (compiler.formats)
+        K.PATH_MATMUL_INT_FLOAT: {**int8, "rate": qlinear_rate, "nodes": 2, "q_in": 1,
+                                  "a_pack": 1, "eb_o": 4},
         # MatMulNBits CompInt8: A quantised per block, nibbles unpacked in registers
         K.PATH_NBITS_INT8: {**int8, "rate": nbits_rate, "eb_w": -1, "eb_o": 4, "requant": 0,
                             "a_quant": 1, "w_inline": 1},
@@ -311,8 +316,8 @@ ROW_PATH = {
     "float": K.PATH_FP32,
     "fp16": K.PATH_FP32,          # onnxruntime folds the Cast of a constant: fp32 compute
     "qlinear_conv": K.PATH_QLINEAR,
-    "int8_linear": K.PATH_QLINEAR,
-    "int8_act_matmul": K.PATH_QLINEAR,
+    "int8_linear": K.PATH_MATMUL_INT_FLOAT,      # Q(x) -> MatMulIntegerToFloat
+    "int8_act_matmul": K.PATH_MATMUL_INT_FLOAT,  # Q(a), Q(b) -> MatMulIntegerToFloat
     "qdq_float": K.PATH_DQ_FP32,  # Q/DQ nodes around an fp32 op
     "qdq_float_transpose": K.PATH_DQ_FP32,
     "nbits_fp32": K.PATH_NBITS_FP32,

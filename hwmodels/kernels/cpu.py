@@ -25,7 +25,11 @@ and `paths` [H, NPATH, NA] (per kernel path: MAC rate and the passes it adds). S
   (core/mlas/lib/mlasi.h); a parallel op pays `thread_overhead_us` once. Compute on t threads
   takes 1 / (1 + (t - 1) * parallel_efficiency) of one thread's (`serial_share`: contention
   for the shared cache and memory, barriers); DRAM serves the one-thread sustained bandwidth
-  at t = 1 and the all-core figure at t = cores, linear in between (`dram_bandwidth`).
+  at t = 1 and the all-core figure at t = cores, linear in between (`dram_bandwidth`); on
+  t > 1 threads a kernel's compute side also waits dram * (1 - s / t) for that shared roof
+  (s its growth from 1 to t threads; `contended`), so DRAM-heavy ops scale less than
+  compute-bound ones (one-thread predictions unchanged). ncnn sizes its GEMM tiles from the
+  whole L2 at any thread count, so its operand refetches are those of one thread.
   ncnn splits its im2col conv GEMMs over output-channel blocks and depthwise convs over
   channel packs, on 8 x 12 register tiles, and writes the whole im2col matrix (1x1 convs
   included) before the GEMM (`hwmodels.kernels.cpu_ncnn`, each fact cited there).

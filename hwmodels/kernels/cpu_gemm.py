@@ -71,7 +71,10 @@ def gemm_core(li: np.ndarray, rate: float, eba: float, ebw: float, ebo: float, k
     comp = busy / (rate * p[P_GEMM_EFF])
     comp = (comp + extra_ops / (kernel_lanes(eba, p) * p[P_PIPES] * t)) * serial_share(p, t)
     mp = units * tm * tn * kp
-    ra, rb = blocked_traffic(m, n, k, g, mp, tm, tn, eba, ebw, t, p, ch, traffic)
+    # ncnn sizes its tiles from the whole L2 whatever the thread count (get_optimal_tile_mnk:
+    # get_cpu_level2_cache_size(); only TILE_M is divided by nT): refetches as at 1 thread
+    t_cap = 1.0 if runtime == RUNTIME_NCNN else t
+    ra, rb = blocked_traffic(m, n, k, g, mp, tm, tn, eba, ebw, t_cap, p, ch, traffic)
     dram = core_dram_bytes(li, w_bytes, w_res, eba, ebo, ebw, ra, rb, p, ch)
     book_core(comp, dram, t, p, ch, traffic, acc)
     acc[ACC_INSTR] += mp / rate * p[P_PIPES] + traffic[0] / (4.0 * p[P_LANES32])

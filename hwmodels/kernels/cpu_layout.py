@@ -40,7 +40,9 @@ PATH_NBITS_FLOAT_ZP = 10  # MatMulNBits that cannot prepack: scalar dequantise +
 # ncnn int8 convs by where their input comes from and where their output goes (PATH_INT8:
 # float in, float out; hwmodels.ncnn_int8): requantised int8 out, int8 in, both
 PATH_NCNN_INT8_REQ, PATH_NCNN_INT8_IN, PATH_NCNN_INT8_IN_REQ = 11, 12, 13
-NPATH = 14
+# Q node -> MatMulIntegerToFloat (QGEMM writing float: no DQ node, no requantisation)
+PATH_MATMUL_INT_FLOAT = 14
+NPATH = 15
 PATH_NONE, PATH_FUSED = -1, NPATH  # non-GEMM layers: own pass, or fused into the GEMM before
 
 # path attributes (columns of `paths`): MAC rate per core and cycle (LUT: at 1-bit weights),

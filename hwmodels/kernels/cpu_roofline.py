@@ -99,11 +99,14 @@ def blocked(p: np.ndarray) -> int:
 def add_pass(nbytes: float, lane_ops: float, lanes: float, level: int, p: np.ndarray,
              ch: np.ndarray, traffic: np.ndarray, acc: np.ndarray) -> None:
     """A pass served by cache `level` (n_levels = DRAM) on the threads an elementwise op gets
-    (one per 64 KiB): book max(lane_ops / (lanes * pipes * t), bytes / bandwidth)."""
+    (one per 64 KiB): book max(lane_ops / (lanes * pipes * t), bytes / bandwidth), the
+    compute side waiting for a contended DRAM roof as in `book_core`."""
     t = max(1.0, min(p[P_THREADS], cdiv(nbytes, STREAM_BYTES_PER_THREAD)))
     nl = int(p[P_NLEVELS])
     comp = lane_ops / (lanes * p[P_PIPES] * t) * serial_share(p, t)
     mem = nbytes / (level_bandwidth(ch, level, t) if level < nl else dram_bandwidth(p, t))
+    if level == nl:
+        comp = contended(comp, mem, t, p)
     traffic[0] += nbytes
     if level > 0:
         traffic[level] += nbytes
@@ -146,15 +149,30 @@ def blocked_traffic(m: float, n: float, k: float, g: float, mp: float, tm: float
 
 
 @njit(cache=True)
+def contended(comp: float, dram: float, t: float, p: np.ndarray) -> float:
+    """Compute time of a kernel on t threads whose DRAM bytes take `dram` at the t threads'
+    shared roof. Alone, a thread overlaps its share of the transfers (dram * s / t, s the
+    roof's growth from 1 to t threads) with its compute; contending for a roof that grows
+    less than t-fold, each thread waits for the rest, dram * (1 - s / t), and that wait does
+    not shrink with more threads. t = 1: comp unchanged (the one-thread roofline)."""
+    if t <= 1.0:
+        return comp
+    s = dram_bandwidth(p, t) / dram_bandwidth(p, 1.0)
+    return comp + dram * max(0.0, 1.0 - s / t)
+
+
+@njit(cache=True)
 def book_core(comp: float, dram_bytes: float, t: float, p: np.ndarray, ch: np.ndarray,
               traffic: np.ndarray, acc: np.ndarray) -> None:
-    """Book a kernel's roofline time, max(compute, slowest cache level, DRAM), to its bound."""
+    """Book a kernel's roofline time, max(compute, slowest cache level, DRAM), to its bound;
+    on several threads the compute side waits for the shared DRAM roof (`contended`)."""
     nl = int(p[P_NLEVELS])
     onchip = 0.0
     for j in range(nl):
         onchip = max(onchip, traffic[j] / level_bandwidth(ch, j, t))
     traffic[nl] += dram_bytes
     dram = dram_bytes / dram_bandwidth(p, t)
+    comp = contended(comp, dram, t, p)
     if comp >= onchip and comp >= dram:
         acc[ACC_T_COMPUTE] += comp
     elif onchip >= dram:

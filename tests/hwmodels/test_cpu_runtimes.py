@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hwmodels import cpu
-from hwmodels.cpu import Dram
+from hwmodels.cpu import CacheLevel, Dram
 from hwmodels.kernels import cpu as K
 from hwmodels.kernels import cpu_ncnn as ncnn
 from tests.hwmodels.test_cpu import OVH, conv, cycles, layer, make_table, shipped, simple_target
@@ -189,3 +189,46 @@ def test_legacy_ncnn_release_is_evaluated_but_not_offered_for_comparison():
     old = cpu.evaluate(table, bits, zero, threads=1, runtime="ncnn-2022").latency_s[0, 0]
     assert old > new
     assert "ncnn-2022" not in cpu.RUNTIMES
+
+
+def test_threads_wait_on_a_dram_roof_that_grows_less_than_their_count():
+    # 1 GHz: 8 GB/s alone = 8 B/cycle, 4 B/cycle for all four cores -> s = 4 / 8 = 0.5.
+    # 100 cycles of compute per thread and 40 of DRAM at the four threads' roof: each thread
+    # waits 40 * (1 - 0.5 / 4) = 35 cycles; alone nothing changes
+    p = cpu.params_row(simple_target(cores=4, dram=Dram("t", 16.0, 8.0, 4.0)), None)
+    assert K.contended(100.0, 40.0, 4.0, p) == pytest.approx(135.0)
+    assert K.contended(100.0, 40.0, 1.0, p) == 100.0
+    # a roof that grows with the threads (all-core = 4 x one-thread): no wait
+    grows = cpu.params_row(simple_target(cores=4, dram=Dram("t", 64.0, 8.0, 32.0)), None)
+    assert K.contended(100.0, 40.0, 4.0, grows) == pytest.approx(100.0)
+
+
+def test_dram_heavy_layers_scale_less_than_compute_bound_ones():
+    # the same 1x1 conv with its activations in DRAM (a 64 KiB last level) and in cache:
+    # the DRAM-resident one gains less from 4 threads
+    t = simple_target(cores=4, parallel_efficiency=1.0, thread_overhead_us=0.0,
+                      dram=Dram("t", 2.0, 1.0))
+    small = dataclasses.replace(t, caches=(CacheLevel(1, 64, 64, 4, 1e6, True),))
+    row = conv(256, 256, 32, ksize=1)
+
+    def speedup(target: object) -> float:
+        one = cycles([row], [(32, 32)], target, threads=1, runtime="ncnn")[0, 0]
+        return float(one / cycles([row], [(32, 32)], target, threads=4, runtime="ncnn")[0, 0])
+
+    assert speedup(small) < speedup(t)
+
+
+def test_ncnn_refetches_do_not_grow_with_threads():
+    # ncnn sizes TILE_N / TILE_K from the whole L2 (get_optimal_tile_mnk), so a conv whose
+    # weights exceed the last level reads them from DRAM as often on 4 threads as on 1;
+    # MLAS's model splits a shared level among the threads and refetches more
+    pi3 = shipped("rpi3")
+    row = conv(512, 512, 14, ksize=1)
+
+    def dram_pj(runtime: str, threads: int) -> float:
+        c = cpu.evaluate(make_table([row]), np.array([(32, 32)]), pi3, threads=threads,
+                         runtime=runtime)
+        return float(c.energy_pj_dram.sum())
+
+    assert dram_pj("ncnn", 4) == pytest.approx(dram_pj("ncnn", 1))
+    assert dram_pj("onnxruntime", 4) > dram_pj("onnxruntime", 1)

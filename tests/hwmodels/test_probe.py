@@ -77,6 +77,10 @@ def test_probe_measurements_are_physical(host):
     flops_per_cycle = 2 * host.simd_bits / 32 * host.fma_pipes
     assert 0 < host.gemm_efficiency <= 1
     assert 0.1 < host.dram.sustained_bandwidth_gbps < 2000
+    # the all-core roof is measured wherever there are several cores
+    all_core = host.dram.all_core_bandwidth_gbps
+    assert (all_core is None) if host.cores == 1 else 0.1 < all_core < 2000
+    assert host.dram.bandwidth_gbps >= max(host.dram.sustained_bandwidth_gbps, all_core or 0)
     assert host.op_overhead_us > 0 and host.thread_overhead_us > 0
     assert flops_per_cycle * host.clock_ghz > 1  # GFLOP/s of the peak the efficiency refers to
 
@@ -127,3 +131,12 @@ def test_fork_join_is_net_of_the_measured_parallel_efficiency(monkeypatch):
     assert got["run_overhead_us"] == pytest.approx(10.0)
     assert got["gemm_overhead_us"] == pytest.approx(2.0)
     assert got["thread_overhead_us"] == pytest.approx(5.0)
+
+
+def test_concurrent_copies_count_every_threads_bytes(monkeypatch):
+    # a clock that advances 1 s per reading: each round's threads span at least 1 s, so the
+    # figure is at most the bytes all threads moved, (read + write) x 2 x 8 MiB, per second
+    ticks = iter(range(10 ** 6))
+    monkeypatch.setattr(probe.time, "perf_counter", lambda: float(next(ticks)))
+    gbps = probe.measure_copy_gbps_threads(16 * 2 ** 20, 0.0, 2)
+    assert 0 < gbps <= 2 * 16 * 2 ** 20 / 1e9
