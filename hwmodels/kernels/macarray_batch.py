@@ -27,10 +27,11 @@ import types
 from typing import Any
 
 import numpy as np
-from numba import carray, njit, prange
+from numba import njit, prange
 from numba import types as nb_types
 from numba.core.dispatcher import Dispatcher
 from numba.extending import intrinsic
+from numba.np.numpy_support import carray
 
 from compiler.ir import CATEGORY_GEMM
 from hwmodels.kernels import macarray as kernel
@@ -56,8 +57,7 @@ _INLINED = inlined_namespace(kernel)
 gemm_geometry, layer_at = _INLINED["gemm_geometry"], _INLINED["layer_at"]
 
 
-@intrinsic
-def _data_pointer(typingctx: Any, arr: Any) -> Any:
+def _data_pointer_typing(typingctx: Any, arr: Any) -> Any:
     """The address of `arr`'s first element, typed (what `numba.carray` takes); C-contiguous
     arrays only (a strided array would be misread as contiguous: a typing error instead)."""
     if not isinstance(arr, nb_types.Array) or arr.layout != "C":
@@ -65,7 +65,11 @@ def _data_pointer(typingctx: Any, arr: Any) -> Any:
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         return context.make_array(signature.args[0])(context, builder, args[0]).data
-    return nb_types.CPointer(arr.dtype)(arr), codegen
+    pointer: Any = nb_types.CPointer(arr.dtype)  # type: ignore[no-untyped-call]
+    return pointer(arr), codegen
+
+
+_data_pointer: Any = intrinsic(_data_pointer_typing)
 
 
 @njit(inline="always")
