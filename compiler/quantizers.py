@@ -192,8 +192,8 @@ def _expand(params: np.ndarray, w_shape: tuple[int, ...], qp: QuantParams) -> np
 
 def _group_ranges(g: np.ndarray, ratio: float | np.ndarray,
                   symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
-    if symmetric:
-        amax = np.abs(g).max(axis=1) * ratio
+    if symmetric:  # max |g| as max(max, -min): no weight-sized |g| temporary
+        amax = np.maximum(g.max(axis=1), -g.min(axis=1)) * ratio
         return -amax, amax
     return g.min(axis=1) * ratio, g.max(axis=1) * ratio
 
@@ -288,7 +288,8 @@ def _check_weight_args(w: np.ndarray, bits: int, granularity: str, axis: int,
         raise ModelError(where, f"axis {axis} out of range for a {w.ndim}-D weight")
     if granularity == "per_block" and (w.ndim < 2 or not block_size or block_size < 1):
         raise ModelError(where, "per_block needs a 2-D or larger weight and a block_size >= 1")
-    if w.size == 0 or not np.all(np.isfinite(w)):
+    # min and max are finite only if every value is (NaN propagates): no boolean temporary
+    if w.size == 0 or not (np.isfinite(w.min()) and np.isfinite(w.max())):
         raise ModelError(where, "weight is empty or holds non-finite values")
 
 

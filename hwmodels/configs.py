@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,15 +61,16 @@ class MacArrayConfigs:
 
 
 def from_targets(targets: Sequence[Any]) -> MacArrayConfigs:
-    """Struct of arrays from a list of `MacArrayTarget`s (vectorised: sweeps pass thousands)."""
-    tables = _precision_tables(targets)
+    """Struct of arrays from a list of `MacArrayTarget`s (vectorised: sweeps pass thousands,
+    so each field is read in one pass over the list, without a call per target)."""
+    table_of, tables = _precision_tables(targets)
     node = np.array([t.process_nm for t in targets], dtype=np.float64)
     return MacArrayConfigs(
-        names=tuple(t.name for t in targets),
-        cfg_i=np.array([_ints(t) for t in targets], dtype=np.int64).reshape(-1, 11),
+        names=tuple([t.name for t in targets]),
+        cfg_i=_ints(targets),
         cfg_f=_floats(targets, node),
-        rate_table=np.array([r for r, _ in tables]).reshape(-1, MAX_BITS + 1),
-        energy_table=np.array([e for _, e in tables]).reshape(-1, MAX_BITS + 1),
+        rate_table=tables[0][table_of],
+        energy_table=tables[1][table_of],
         fused=np.array([t.precision_scaling == "fused" for t in targets], dtype=bool),
         process_nm=node,
     )
@@ -88,35 +90,56 @@ def grid(base: Any, **axes: Sequence[Any]) -> list[Any]:
     return out
 
 
-def _ints(t: Any) -> list[int]:
-    lanes = t.cols if t.vector_lanes is None else t.vector_lanes
-    return [DATAFLOWS.index(t.dataflow), t.rows, t.cols, SPARSITY_MODES.index(t.sparsity),
-            t.sparsity_n, t.sparsity_m, int(t.double_buffered), lanes,
-            int(t.activations_on_chip), int(t.fold_pipelining), int(t.weights_resident)]
+_DATAFLOW_CODE = {name: i for i, name in enumerate(DATAFLOWS)}
+_SPARSITY_CODE = {name: i for i, name in enumerate(SPARSITY_MODES)}
+
+
+def _ints(targets: Sequence[Any]) -> np.ndarray:
+    """[H, 11] dataflow, rows, cols, sparsity, sp_n, sp_m, double_buffered, lanes, on-chip,
+    fold_pipelining, weights_resident."""
+    rows = [(_DATAFLOW_CODE[t.dataflow], t.rows, t.cols, _SPARSITY_CODE[t.sparsity],
+             t.sparsity_n, t.sparsity_m, t.double_buffered,
+             t.cols if t.vector_lanes is None else t.vector_lanes, t.activations_on_chip,
+             t.fold_pipelining, t.weights_resident)
+            for t in targets]
+    return np.array(rows, dtype=np.int64).reshape(-1, 11)
+
+
+_FLOAT_FIELDS = operator.attrgetter("clock_ghz", "dram_bandwidth_gbps",
+                                     "dram_energy_pj_per_byte", "ifmap_sram_kib",
+                                     "filter_sram_kib", "ofmap_sram_kib",
+                                     "sram_energy_pj_per_byte")
 
 
 def _floats(targets: Sequence[Any], node: np.ndarray) -> np.ndarray:
     """[H, 9] clock_ghz, dram_gbps, dram pJ/B, SRAM bytes x3, SRAM pJ/B x3."""
-    sizes = np.array([[t.ifmap_sram_kib, t.filter_sram_kib, t.ofmap_sram_kib]
-                      for t in targets], dtype=np.float64).reshape(-1, 3)
-    given = np.array([np.nan if t.sram_energy_pj_per_byte is None else t.sram_energy_pj_per_byte
-                      for t in targets], dtype=np.float64).reshape(-1, 1)
+    # None (use the default energy) becomes NaN in a float array
+    raw = np.array(list(map(_FLOAT_FIELDS, targets)), dtype=np.float64).reshape(-1, 7)
+    sizes, given = raw[:, 3:6], raw[:, 6:7]
     sram_pj = np.where(np.isnan(given), energy.sram_pj_per_byte(sizes, node[:, None]), given)
-    dram = np.array([energy.dram_pj_per_byte() if t.dram_energy_pj_per_byte is None
-                     else t.dram_energy_pj_per_byte for t in targets], dtype=np.float64)
-    head = np.array([[t.clock_ghz, t.dram_bandwidth_gbps] for t in targets],
-                    dtype=np.float64).reshape(-1, 2)
-    return np.column_stack([head, dram, sizes * 1024.0, sram_pj]).reshape(-1, 9)
+    dram = np.where(np.isnan(raw[:, 2]), energy.dram_pj_per_byte(), raw[:, 2])
+    return np.column_stack([raw[:, :2], dram, sizes * 1024.0, sram_pj]).reshape(-1, 9)
 
 
-def _precision_tables(targets: Sequence[Any]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """One table per target, built once per distinct (precisions, node): sweeps share few."""
-    memo: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray]] = {}
+def _precision_tables(targets: Sequence[Any]) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """(index [H] into the tables, (rate [T, 33], energy [T, 33])): one table per distinct
+    (precisions, node), as sweeps share few. Variants share their precisions tuple, so it is
+    looked up by identity first (hashing the tuple's dataclasses cost more than the rest)."""
+    by_id: dict[tuple[int, float], int] = {}
+    by_value: dict[tuple[object, ...], int] = {}
+    index = []
     for t in targets:
-        key = (t.precisions, t.process_nm)
-        if key not in memo:
-            memo[key] = _precision_table(t)
-    return [memo[(t.precisions, t.process_nm)] for t in targets]
+        fast = (id(t.precisions), t.process_nm)
+        found = by_id.get(fast)
+        if found is None:
+            found = by_id[fast] = by_value.setdefault((t.precisions, t.process_nm),
+                                                      len(by_value))
+        index.append(found)
+    sample = {i: t for t, i in zip(targets, index)}  # one target per table
+    made = [_precision_table(sample[i]) for i in range(len(by_value))]
+    rate = np.array([r for r, _ in made]).reshape(-1, MAX_BITS + 1)
+    pj = np.array([e for _, e in made]).reshape(-1, MAX_BITS + 1)
+    return np.array(index, dtype=np.int64), (rate, pj)
 
 
 def _precision_table(t: Any) -> tuple[np.ndarray, np.ndarray]:

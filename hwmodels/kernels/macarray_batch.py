@@ -12,6 +12,10 @@ is not inlined passes each array argument with a reference count, and inlined th
 2.3x faster per evaluation (bench/bench_sweep.py), with bit-identical results. As with any
 numba cache, this module's cached kernel does not notice edits to `kernels.macarray` alone
 (numba checks only the caller's file); the tests, run on a fresh checkout, do.
+
+Inlining still binds every array argument of an inlined call to a new variable, which numba
+reference-counts; the kernel reads its arrays through `kernels.views.borrowed` views, which it
+does not: same arithmetic, bit-identical results, 2.1x fewer CPU seconds per evaluation.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from numba.core.dispatcher import Dispatcher
 
 from compiler.ir import CATEGORY_GEMM
 from hwmodels.kernels import macarray as kernel
+from hwmodels.kernels.views import borrowed
 
 G_SIZE = kernel.G_SIZE
 
@@ -52,8 +57,11 @@ def design_rows(h: int, lay_i: np.ndarray, lay_f: np.ndarray, w_bits: np.ndarray
                 a_bits: np.ndarray, cols: np.ndarray, cfg_i: np.ndarray, cfg_f: np.ndarray,
                 rates: np.ndarray, energies: np.ndarray, out: np.ndarray) -> None:
     """Fill out[:, h] for design h at its columns (row h of cols, or row 0 if shared)."""
-    raw, res, geo = np.zeros(5), np.zeros(7), np.zeros(G_SIZE)
-    hi, hf = cfg_i[h], cfg_f[h]
+    scratch = np.zeros(5 + 7 + G_SIZE)  # raw, res, geo; held here while their views work
+    raw, res, geo = (borrowed(scratch[:5]), borrowed(scratch[5:12]),
+                     borrowed(scratch[12:]))
+    hi, hf = borrowed(cfg_i[h]), borrowed(cfg_f[h])
+    lay_i, lay_f = borrowed(lay_i), borrowed(lay_f)
     # np.int64: prange's index is unsigned, and unsigned vs 0 would type `row` as a float
     row = np.int64(h) if cols.shape[0] > 1 else np.int64(0)
     for li in range(lay_i.shape[0]):

@@ -387,3 +387,23 @@ def test_mse_ratio_over_many_tiles_equals_the_search_row_by_row() -> None:
     alone = np.array([Q._mse_ratio(g[i:i + 1], 4, False)[0] for i in range(0, 600, 37)])
     np.testing.assert_array_equal(whole[::37], alone)
     assert len(set(whole.tolist())) > 5  # the groups chose different ratios
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("at", [0, 37, -1])
+def test_quantize_weight_rejects_a_non_finite_value_anywhere(bad: float, at: int) -> None:
+    w = np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32)
+    w.reshape(-1)[at] = bad
+    with pytest.raises(ModelError, match="non-finite"):
+        Q.quantize_weight(w, 4, "per_block", 0, 32, clip="mse")
+
+
+def test_symmetric_range_is_the_largest_magnitude_per_group() -> None:
+    """Ranges from max(max, -min) equal max|w| (brute force), here on rows whose largest
+    magnitude is negative, positive, or zero."""
+    w = np.array([[-5.0, 1.0, 2.0, 0.5], [3.0, -1.0, 0.0, 2.0], [0.0, 0.0, -0.0, 0.0]],
+                 np.float32)
+    qt = Q.quantize_weight(w, 8, "per_channel", 0)
+    amax = np.array([max(abs(float(v)) for v in row) for row in w])
+    want = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)  # empty range: scale 1
+    np.testing.assert_array_equal(qt.params.scale, want)
