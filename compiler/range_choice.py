@@ -16,7 +16,8 @@ range is one of those the named methods give.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
 
@@ -157,31 +158,55 @@ def fake_quant_runner(qg: Graph) -> Callable[[Mapping[str, np.ndarray]], dict[st
     return lambda feeds: run(qg, feeds, dtype="float32", fake_quant=True)
 
 
+def reference_case(feeds: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]
+                   ) -> Case:
+    """A batch and the float graph's outputs on it; integer outputs (labels) are left out of
+    the comparison."""
+    return feeds, {t: y for t, y in outputs.items() if np.asarray(y).dtype.kind == "f"}
+
+
 def reference_cases(g: Graph, batches: Iterable[Mapping[str, np.ndarray]],
                     runner: Runner = fake_quant_runner) -> tuple[Case, ...]:
-    """Each batch with the float graph `g`'s outputs on it; integer outputs (labels) are
-    left out of the comparison."""
-    cases = []
+    """Each batch with the float graph `g`'s outputs on it (`reference_case`)."""
     compute = runner(g)
-    for feeds in batches:
-        out = compute(feeds)
-        cases.append((feeds, {t: y for t, y in out.items() if np.asarray(y).dtype.kind == "f"}))
-    return tuple(cases)
+    return tuple(reference_case(feeds, compute(feeds)) for feeds in batches)
+
+
+def energies(cases: Iterable[Case]) -> dict[str, float]:
+    """Per output, the summed squares of its reference values over `cases`."""
+    energy: dict[str, float] = {}
+    for _, ref in cases:
+        for t, y in ref.items():
+            energy[t] = energy.get(t, 0.0) + _squares(np.asarray(y, np.float64))
+    return energy
+
+
+def case_error(got: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray],
+               energy: Mapping[str, float]) -> float:
+    """One case's share of `output_error`: its squared error per output over that output's
+    energy on all cases."""
+    return sum(_squares(np.asarray(got[t], np.float64) - y) / max(energy[t], 1e-30)
+               for t, y in ref.items())
+
+
+def bounded_error(qg: Graph, cases: Sequence[Case], runner: Runner,
+                  energy: Mapping[str, float], bound: float = math.inf) -> list[float]:
+    """`case_error` of `qg` on `cases` in order, stopping once their sum reaches `bound`
+    (the shares are never negative, so the full sum cannot be below it then)."""
+    compute, shares = runner(qg), []
+    for feeds, ref in cases:
+        shares.append(case_error(compute(feeds), ref, energy))
+        if sum(shares) >= bound:
+            break
+    return shares
 
 
 def output_error(qg: Graph, cases: Iterable[Case], runner: Runner = fake_quant_runner) -> float:
     """Summed relative squared error of `qg`'s float outputs (as `runner` computes them)
     against the reference outputs of `cases` (each output weighs the same, whatever its
     scale)."""
-    err: dict[str, float] = {}
-    energy: dict[str, float] = {}
-    compute = runner(qg)
-    for feeds, ref in cases:
-        got = compute(feeds)
-        for t, y in ref.items():
-            err[t] = err.get(t, 0.0) + _squares(np.asarray(got[t], np.float64) - y)
-            energy[t] = energy.get(t, 0.0) + _squares(np.asarray(y, np.float64))
-    return sum(e / max(energy[t], 1e-30) for t, e in err.items())
+    cases = tuple(cases)
+    return sum(bounded_error(qg, cases, runner, energies(cases)))
 
 
 Params = Mapping[str, Mapping[str, ActivationParams]]  # tensor -> method -> parameters
@@ -201,32 +226,54 @@ def starting_choices(local: Mapping[str, str]) -> dict[str, dict[str, str]]:
 
 
 class _Scorer:
-    """End-to-end error of choices, each distinct assignment quantised and run once."""
+    """End-to-end error of choices, each distinct assignment quantised and run once.
+
+    Asked with a `bound`, an assignment's cases stop running once its error reaches the bound
+    (the caller only needs to know that it is not below; it is run again, in full, if a later
+    caller asks with a higher bound). The cases run in the order of their share of the first
+    fully scored assignment's error, largest first: a few samples carry most of the error
+    (magika: 3 of 16 carry 60-90 %), so a losing assignment shows it on the first ones."""
 
     def __init__(self, stats: CalibrationStats, bits: int, params: Params,
                  quantizer: Quantizer, cases: tuple[Case, ...], runner: Runner) -> None:
         self._stats, self._bits, self._params = stats, bits, params
         self._quantizer, self._cases, self._runner = quantizer, cases, runner
-        self._seen: dict[tuple[tuple[str, float, int], ...], float] = {}
+        self._energy = energies(cases)
+        self._ordered = False
+        # assignment -> (error, or a lower bound of it; whether all cases ran)
+        self._seen: dict[tuple[tuple[str, float, int], ...], tuple[float, bool]] = {}
 
-    def __call__(self, choice: Mapping[str, str]) -> float:
+    def __call__(self, choice: Mapping[str, str], bound: float = math.inf) -> float:
         key = _key(self._params, choice)
-        if key not in self._seen:
+        value, exact = self._seen.get(key, (0.0, False))
+        if key not in self._seen or not exact and value < bound:
             qg = self._quantizer(with_choices(self._stats, choice, self._bits, self._params))
-            self._seen[key] = output_error(qg, self._cases, self._runner)
-        return self._seen[key]
+            shares = bounded_error(qg, self._cases, self._runner, self._energy, bound)
+            value, exact = sum(shares), len(shares) == len(self._cases)
+            self._seen[key] = value, exact
+            if exact and not self._ordered:
+                self._cases = _by_share(self._cases, shares)
+                self._ordered = True
+        return value
 
     @property
     def evaluations(self) -> int:
-        """Assignments quantised and run so far (each a forward pass per case)."""
+        """Assignments quantised and run so far (each a forward pass per case, or fewer if
+        it stopped at its bound)."""
         return len(self._seen)
+
+
+def _by_share(cases: tuple[Case, ...], shares: Sequence[float]) -> tuple[Case, ...]:
+    """`cases` by their `shares`, largest first."""
+    order = sorted(range(len(cases)), key=lambda i: -shares[i])
+    return tuple(cases[i] for i in order)
 
 
 def refine_end_to_end(stats: CalibrationStats, local: Mapping[str, str], quantizer: Quantizer,
                       cases: Iterable[Case], bits: int = 8, percentile: float = 99.99,
                       max_evaluations: int = 32, params: Params | None = None,
-                      runner: Runner = fake_quant_runner, margin: float = 0.2
-                      ) -> tuple[dict[str, str], int]:
+                      runner: Runner = fake_quant_runner, margin: float = 0.2,
+                      prune: bool = True) -> tuple[dict[str, str], int]:
     """The assignment of range methods with the least end-to-end output error found: the
     best of `starting_choices(local)`, then refined greedily one tensor at a time in the
     order of `local` (topological), each other candidate kept if it lowers the error.
@@ -252,6 +299,9 @@ def refine_end_to_end(stats: CalibrationStats, local: Mapping[str, str], quantiz
         params: tensor -> `candidate_params`, where the caller has them already.
         runner: how a quantised graph's outputs are computed (default the fake-quant
             executor; `edgesim` runs the emitted model in onnxruntime, several times faster).
+        margin: the fraction by which a trial must lower the incumbent's error.
+        prune: stop running a trial's cases once its error shows that it cannot beat the
+            incumbent by `margin` (the choice is the same as without; it costs fewer runs).
 
     Returns:
         (tensor -> method, the number of assignments evaluated).
@@ -263,30 +313,33 @@ def refine_end_to_end(stats: CalibrationStats, local: Mapping[str, str], quantiz
     starts = list(starting_choices(local).values())
     best, err = starts[0], score(starts[0])
     for trial in starts[1:]:
-        best, err = _better(score(trial), trial, err, best, margin)
+        best, err = _try(score, trial, best, err, margin, prune)
     for t in local:
         for m in CANDIDATES:
             if score.evaluations >= max_evaluations:
                 return best, score.evaluations
-            trial = {**best, t: m}
-            best, err = _better(score(trial), trial, err, best, margin)
+            best, err = _try(score, {**best, t: m}, best, err, margin, prune)
     return best, score.evaluations
 
 
-def _better(e: float, trial: dict[str, str], err: float, best: dict[str, str], margin: float
-            ) -> tuple[dict[str, str], float]:
-    """The trial and its error if it beats the incumbent by more than `margin`."""
-    return (trial, e) if e < err * (1.0 - margin) else (best, err)
+def _try(score: _Scorer, trial: dict[str, str], best: dict[str, str], err: float,
+         margin: float, prune: bool) -> tuple[dict[str, str], float]:
+    """The trial and its error if it beats the incumbent's `err` by more than `margin`,
+    else the incumbent (a trial scored up to the bound where it cannot win, if `prune`)."""
+    bar = err * (1.0 - margin)
+    e = score(trial, bar if prune else math.inf)
+    return (trial, e) if e < bar else (best, err)
 
 
 def choose_end_to_end(g: Graph, stats: CalibrationStats,
                       batches: Iterable[Mapping[str, np.ndarray]], cases: Iterable[Case],
                       quantizer: Quantizer, bits: int = 8, percentile: float = 99.99,
                       forward: Forward | None = None, tensors: Iterable[str] | None = None,
-                      max_evaluations: int = 32, runner: Runner = fake_quant_runner
-                      ) -> tuple[CalibrationStats, int]:
+                      max_evaluations: int = 32, runner: Runner = fake_quant_runner,
+                      prune: bool = True) -> tuple[CalibrationStats, int]:
     """`choose_methods` on `batches`, then `refine_end_to_end` on `cases` (both calibration
-    data; `cases` made with the same `runner`), the candidate ranges computed once for both.
+    data; `cases` made with the same `runner`), the candidate ranges computed once for both
+    (`prune`: see `refine_end_to_end`).
 
     Returns:
         (`stats` carrying the choice at `bits`, the number of assignments run end to end).
@@ -296,5 +349,5 @@ def choose_end_to_end(g: Graph, stats: CalibrationStats,
     params = {t: candidate_params(stats, t, bits, percentile) for t in names}
     local = choose_methods(g, stats, batches, bits, percentile, forward, names, params)
     chosen, evals = refine_end_to_end(stats, local, quantizer, cases, bits, percentile,
-                                      max_evaluations, params, runner)
+                                      max_evaluations, params, runner, prune=prune)
     return with_choices(stats, chosen, bits, params), evals
