@@ -24,7 +24,7 @@ from types import MappingProxyType
 import numpy as np
 
 from compiler.executor import run
-from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph, Layer
+from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph, Layer, Quant
 from compiler.ops import OPS
 from compiler.passes.calibrate import CalibrationStats, Forward
 from compiler.quantizers import ActivationParams, fake_quant_activation
@@ -74,6 +74,58 @@ def tensor_errors(g: Graph, env: Mapping[str, np.ndarray], tensor: str,
     return out
 
 
+def _perturbed(t: str) -> str:
+    return f"{t}#d"
+
+
+def _reader_copy(g: Graph, layer: Layer, t: str) -> Layer | None:
+    """`layer` reading `_perturbed(t)` in place of `t`, without its bias (as `_reader_error`
+    computes it); None if it reads another activation, which the copy could not be fed."""
+    ins = tuple(_perturbed(t) if i == t else "" if k == 2 else i
+                for k, i in enumerate(layer.inputs))
+    if any(i and i != _perturbed(t) and i not in g.weights for i in ins):
+        return None
+    return replace(layer, name=f"{layer.name}#{t}", inputs=ins,
+                   outputs=(f"{layer.outputs[0]}#{t}",), quant=Quant())
+
+
+def reader_graph(g: Graph, tensors: Iterable[str]) -> Graph | None:
+    """The weighted readers of `tensors` (`weighted_readers`) as one float graph that reads a
+    perturbation `<tensor>#d` of each tensor in its place, without biases: its outputs are
+    the readers' responses to the perturbations, whose squares `tensor_errors` sums. None
+    if no tensor has such a reader or a reader reads another activation."""
+    readers = {t: weighted_readers(g, t) for t in tensors}
+    copies = [(t, _reader_copy(g, r, t)) for t, rs in readers.items() for r in rs]
+    if not copies or any(c is None for _, c in copies):
+        return None
+    layers = tuple(c for _, c in copies if c is not None)
+    ins = tuple(_perturbed(t) for t, rs in readers.items() if rs)
+    outs = tuple(c.outputs[0] for c in layers)
+    types = {**{_perturbed(t): g.types[t] for t, rs in readers.items() if rs},
+             **{c.outputs[0]: g.types[r.outputs[0]]
+                for r, c in zip((r for rs in readers.values() for r in rs), layers)}}
+    weights = {i: g.weights[i] for c in layers for i in c.inputs if i in g.weights}
+    return Graph(f"{g.name}.readers", ins, outs, layers, MappingProxyType(weights),
+                 MappingProxyType(types))
+
+
+ReaderRun = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
+
+
+def _graph_errors(env: Mapping[str, np.ndarray], tensors: Iterable[str], params: Params,
+                  rg: Graph, run: ReaderRun) -> dict[str, dict[str, float]]:
+    """`tensor_errors` of every tensor on one batch `env`: per candidate, the perturbations
+    of all tensors run through the reader graph `rg` (`reader_graph`) at once."""
+    outs = {t: [c.outputs[0] for c in rg.layers if _perturbed(t) in c.inputs] for t in tensors}
+    errors: dict[str, dict[str, float]] = {t: {} for t in tensors}
+    for m in CANDIDATES:
+        ds = {t: _fake(env[t], params[t][m]) - env[t] for t in errors}
+        ys = run({_perturbed(t): d for t, d in ds.items() if outs[t]})
+        for t, d in ds.items():
+            errors[t][m] = sum(_squares(ys[o]) for o in outs[t]) if outs[t] else _squares(d)
+    return errors
+
+
 def candidate_params(stats: CalibrationStats, tensor: str, bits: int,
                      percentile: float) -> dict[str, ActivationParams]:
     """`tensor`'s asymmetric parameters by every candidate method."""
@@ -84,8 +136,8 @@ def choose_methods(g: Graph, stats: CalibrationStats,
                    batches: Iterable[Mapping[str, np.ndarray]], bits: int = 8,
                    percentile: float = 99.99, forward: Forward | None = None,
                    tensors: Iterable[str] | None = None,
-                   params: Mapping[str, Mapping[str, ActivationParams]] | None = None
-                   ) -> dict[str, str]:
+                   params: Mapping[str, Mapping[str, ActivationParams]] | None = None,
+                   readers: Runner | None = None) -> dict[str, str]:
     """Per calibrated tensor of `stats`, the candidate method whose range causes the least
     summed output error over `batches` (see the module docstring).
 
@@ -99,6 +151,9 @@ def choose_methods(g: Graph, stats: CalibrationStats,
             readers' other inputs; default the reference executor in float32.
         tensors: the tensors to choose for (default: every one `stats` holds).
         params: tensor -> `candidate_params`, where the caller has them already.
+        readers: how the weighted readers' responses are computed: `readers(reader_graph(g,
+            tensors))` runs all of them on one candidate's perturbations at once (e.g. in
+            onnxruntime); default each reader's op forward in numpy.
 
     Returns:
         tensor -> method name; empty if `batches` is empty.
@@ -113,11 +168,15 @@ def choose_methods(g: Graph, stats: CalibrationStats,
     forward = forward or (lambda feeds, names: run(g, feeds, dtype="float32", keep=names))
     total = {t: dict.fromkeys(CANDIDATES, 0.0) for t in tensors}
     seen = 0
+    rg = reader_graph(g, tensors) if readers else None
+    run_readers = readers(rg) if readers and rg else None
     for feeds in batches:
         env = forward(feeds, needed)
         seen += 1
+        errors = (_graph_errors(env, tensors, params, rg, run_readers) if rg and run_readers
+                  else {t: tensor_errors(g, env, t, params[t]) for t in tensors})
         for t in tensors:
-            for m, e in tensor_errors(g, env, t, params[t]).items():
+            for m, e in errors[t].items():
                 total[t][m] += e
     if not seen:
         return {}
@@ -336,10 +395,11 @@ def choose_end_to_end(g: Graph, stats: CalibrationStats,
                       quantizer: Quantizer, bits: int = 8, percentile: float = 99.99,
                       forward: Forward | None = None, tensors: Iterable[str] | None = None,
                       max_evaluations: int = 32, runner: Runner = fake_quant_runner,
-                      prune: bool = True) -> tuple[CalibrationStats, int]:
+                      prune: bool = True, readers: Runner | None = None
+                      ) -> tuple[CalibrationStats, int]:
     """`choose_methods` on `batches`, then `refine_end_to_end` on `cases` (both calibration
     data; `cases` made with the same `runner`), the candidate ranges computed once for both
-    (`prune`: see `refine_end_to_end`).
+    (`prune`: see `refine_end_to_end`; `readers`: see `choose_methods`).
 
     Returns:
         (`stats` carrying the choice at `bits`, the number of assignments run end to end).
@@ -347,7 +407,8 @@ def choose_end_to_end(g: Graph, stats: CalibrationStats,
     names = tuple(t for t in (stats.stats if tensors is None else tensors)
                   if t in stats.stats and stats.stats[t].count and t in g.types)
     params = {t: candidate_params(stats, t, bits, percentile) for t in names}
-    local = choose_methods(g, stats, batches, bits, percentile, forward, names, params)
+    local = choose_methods(g, stats, batches, bits, percentile, forward, names, params,
+                           readers)
     chosen, evals = refine_end_to_end(stats, local, quantizer, cases, bits, percentile,
                                       max_evaluations, params, runner, prune=prune)
     return with_choices(stats, chosen, bits, params), evals
