@@ -409,7 +409,7 @@ def _held_runs(g: Graph, held: cal.CalibrationData, chunk: int | None = None
     except Exception:  # noqa: BLE001 -- onnxruntime's own error types: a fixed batch inside
         return [(feeds, run(feeds)) for feeds in per]
     if all(_leads(np.asarray(got[0][t]), np.asarray(y), min(step, len(per)))
-                        for t, y in first.items()):
+           for t, y in first.items()):
         return list(zip(groups, got))
     return [(per[0], first), *((feeds, run(feeds)) for feeds in per[1:])]
 
