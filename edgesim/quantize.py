@@ -152,6 +152,13 @@ def _onnxruntime_forward(g: Graph, keep: Iterable[str], outputs: list[np.ndarray
     return forward
 
 
+def _float32_only(g: Graph) -> bool:
+    """Whether every float tensor of `g` is float32 (onnxruntime then computes what the
+    executor's float32 forward does, to float rounding)."""
+    return all(np.dtype(t.dtype).kind != "f" or np.dtype(t.dtype) == np.float32
+               for t in g.types.values())
+
+
 def onnxruntime_env(g: Graph, keep: Iterable[str] | None = None
                     ) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]] | None:
     """feeds -> the tensors of `g`'s float32 forward pass, run in onnxruntime (what
@@ -163,8 +170,7 @@ def onnxruntime_env(g: Graph, keep: Iterable[str] | None = None
     from compiler.errors import ModelError
     from edgesim.evaluate import session
 
-    if any(np.dtype(t.dtype).kind == "f" and np.dtype(t.dtype) != np.float32
-           for t in g.types.values()):
+    if not _float32_only(g):
         return None
     produced = ([t for layer in g.layers for t in layer.outputs if t] if keep is None
                 else [t for t in keep if t not in g.weights and t not in g.inputs])
@@ -295,6 +301,8 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
 ERROR_BATCHES = 2  # calibration batches the per-layer error check runs
 CHOICE_SAMPLES = 4  # calibration samples that score the candidate activation ranges
 E2E_SAMPLES = 16  # calibration samples on which the range assignments' output error is compared
+E2E_CHUNK = 2  # held-out samples per onnxruntime run: an assignment that cannot win stops
+# after the samples that show it (`compiler.range_choice.refine_end_to_end`, prune)
 E2E_EVALUATIONS = 8  # bound on range assignments run end to end: 5 starts + 3 greedy trials;
 # each costs E2E_SAMPLES onnxruntime runs (PP-OCR W8A8: 24 assignments took 260 s, 8 ~ 90 s)
 
@@ -339,7 +347,7 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
     look better than they are (magika W8A8: in-sample the MSE ranges beat min/max 2x in
     output error, on new files they lose 5x). The chosen methods then take their ranges
     from all the data."""
-    from compiler.range_choice import choose_end_to_end, reference_cases, with_choices
+    from compiler.range_choice import choose_end_to_end, reference_case, with_choices
 
     widths = sorted({int(a) for a in assign[:, 1] if a in (4, 8)})
     if opts.act_method != "auto" or stats is None or data is None or not widths:
@@ -349,13 +357,16 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
     forward = _onnxruntime_forward(g, tuple(stats.stats), [])
     fitted = stats if fit is data else calibrate(g, cal.batches(g, fit), tensors=tuple(
         stats.stats), forward=forward)
-    cases = reference_cases(g, _held_batches(g, held), _onnxruntime_runner)
+    cases = tuple(reference_case(*run) for run in _held_runs(g, held, E2E_CHUNK))
+    # the local choice's reader responses in onnxruntime too (resnet18: 4x fewer seconds
+    # than the numpy conv forward)
+    readers = _onnxruntime_runner if _float32_only(g) else None
     for bits in widths:
         fitted, _ = choose_end_to_end(g, fitted, _spread(g, held, CHOICE_SAMPLES), cases,
                                       lambda s: quantize(g, assign, s, opts), bits,
                                       opts.percentile, forward,
                                       _act_tensors(g, assign[:, 1] == bits), E2E_EVALUATIONS,
-                                      _onnxruntime_runner)
+                                      _onnxruntime_runner, readers=readers)
         stats = with_choices(stats, {t: m for (t, b), m in fitted.chosen.items() if b == bits},
                              bits)
     return stats
@@ -372,23 +383,35 @@ def _spread(g: Graph, data: cal.CalibrationData, samples: int) -> list[dict[str,
     return list(itertools.islice(every, wanted))
 
 
-def _held_batches(g: Graph, held: cal.CalibrationData) -> list[dict[str, np.ndarray]]:
-    """The held-out samples as one batch, when the emitted model runs them so (a symbolic
-    batch dimension, and the first batch's outputs equal run alone); else at the graph's
-    batch size. Output errors are sums of squares, so one batch scores the same, with one
-    onnxruntime run per range assignment instead of one per sample."""
-    per = list(cal.batches(g, held))
-    used = len(per) * cal.batch_size(g)
-    if len(per) < 2:
-        return per
-    whole = {n: cal.model_layout(g, n, x[:used]) for n, x in held.samples.items()}
+def _held_batches(g: Graph, held: cal.CalibrationData, chunk: int | None = None
+                  ) -> list[dict[str, np.ndarray]]:
+    """The held-out samples in batches of `chunk` samples (default all in one), when the
+    emitted model runs them so; else at the graph's batch size (`_held_runs`)."""
+    return [feeds for feeds, _ in _held_runs(g, held, chunk)]
+
+
+def _held_runs(g: Graph, held: cal.CalibrationData, chunk: int | None = None
+               ) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    """The held-out samples in batches of `chunk` samples (default all in one), each with
+    the float model's outputs on it, when the emitted model runs them so (a symbolic batch
+    dimension, and the first batch's outputs equal run alone); else at the graph's batch
+    size. Output errors are sums of squares, so larger batches score the same, with fewer
+    onnxruntime runs per range assignment."""
+    per, size = list(cal.batches(g, held)), cal.batch_size(g)
+    step = len(per) if chunk is None else max(1, chunk // size)
     run = _onnxruntime_runner(g)
+    if step < 2:
+        return [(feeds, run(feeds)) for feeds in per]
+    groups = [{n: cal.model_layout(g, n, x[i * size:min(i + step, len(per)) * size])
+               for n, x in held.samples.items()} for i in range(0, len(per), step)]
     try:
-        got, first = run(whole), run(per[0])
+        first, got = run(per[0]), [run(feeds) for feeds in groups]
     except Exception:  # noqa: BLE001 -- onnxruntime's own error types: a fixed batch inside
-        return per
-    return [whole] if all(_leads(np.asarray(got[t]), np.asarray(y), len(per))
-                          for t, y in first.items()) else per
+        return [(feeds, run(feeds)) for feeds in per]
+    if all(_leads(np.asarray(got[0][t]), np.asarray(y), min(step, len(per)))
+           for t, y in first.items()):
+        return list(zip(groups, got))
+    return [(per[0], first), *((feeds, run(feeds)) for feeds in per[1:])]
 
 
 def _leads(whole: np.ndarray, first: np.ndarray, batches: int) -> bool:
