@@ -256,21 +256,29 @@ def _depthwise_vjp(g: np.ndarray, x: np.ndarray, w: np.ndarray, strides: Ints, p
 
 
 def conv_grad_factors(g: np.ndarray, x: np.ndarray, w: np.ndarray, *, strides: Ints,
-                      pads: Ints, dilations: Ints, group: int, need_x: bool = True
-                      ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+                      pads: Ints, dilations: Ints, group: int, need_x: bool = True,
+                      need_cols: bool = True
+                      ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
     """A (non-depthwise) conv's input cotangent and the factors of its weight cotangent.
 
     Args:
         g: output cotangent `[N, Cout, *out]`.
         x, w: the conv's input and weights; strides, pads, dilations, group: its attributes.
         need_x: False skips the input cotangent (e.g. the model's input needs none).
+        need_cols: False skips the im2col matrices (a caller that kept what it needs of them).
 
     Returns:
-        (gx or None, grows `[G, Cout/G, N*prod(out)]`, cols `[G, Cg*prod(k), N*prod(out)]`),
-        in float32 or wider: the weight cotangent is `grows @ cols^T`, reshaped to `w`'s shape.
+        (gx or None, grows `[G, Cout/G, N*prod(out)]`, cols `[G, Cg*prod(k), N*prod(out)]` or
+        None), in float32 or wider: the weight cotangent is `grows @ cols^T`, reshaped to
+        `w`'s shape.
     """
     acc = np.promote_types(x.dtype, np.float32)  # fp16 accumulates in fp32, as forward does
-    cols, _, pw = _columns(x, w.shape[2:], strides, pads, dilations, group, acc)
+    kernel = w.shape[2:]
+    if need_cols:
+        cols, _, pw = _columns(x, kernel, strides, pads, dilations, group, acc)
+    else:
+        cols, pw = None, (None if _pointwise(kernel, strides, pads)
+                          else _plane_windows(x, kernel, strides, pads, dilations))
     grows = _channel_major(g.astype(acc, copy=False), group)       # [G, Cout/G, N*out]
     if not need_x:
         return None, grows, cols
@@ -297,6 +305,7 @@ def _conv_vjp(gs: Sequence[np.ndarray | None], xs: Sequence[np.ndarray | None],
         return (gx, gw.astype(w.dtype, copy=False), gb)[:len(xs)]
     gxg, grows, cols = conv_grad_factors(g, x, w, strides=strides, pads=pads,
                                          dilations=dilations, group=group)
+    assert cols is not None
     gw = _gram(grows, cols).reshape(w.shape)
     return (gxg, gw.astype(w.dtype, copy=False), gb)[:len(xs)]
 

@@ -111,10 +111,11 @@ def chunk_samples(g: Graph, feeds: dict[str, np.ndarray], loss: str, outputs: Se
     factors = {o: output_factor(loss, env[o], _rows(env[o].shape) * chunks) for o in outputs}
     norms = weight_norms.plan(g, names) if norms is None else norms
     out = np.empty((probes, len(names)))
+    grams: weight_norms.Grams = {}  # the input sides' Gram matrices, shared by the probes
     for k in range(probes):
         seeds = {o: f(rng.choice(np.array([-1.0, 1.0], env[o].dtype), env[o].shape))
                  for o, f in factors.items()}
-        out[k] = weight_norms.squared_norms(g, env, seeds, norms)
+        out[k] = weight_norms.squared_norms(g, env, seeds, norms, grams)
     return out
 
 

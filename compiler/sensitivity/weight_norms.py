@@ -74,11 +74,19 @@ def _factorable(g: Graph, layer: Layer, wanted: frozenset[str], needed: set[str]
     return not is_depthwise(x, np.shape(g.weights[layer.inputs[1]]), int(layer.attrs["group"]))
 
 
-def squared_norms(g: Graph, env: Arrays, seeds: Arrays, p: NormPlan) -> np.ndarray:
+Grams = dict[str, list[np.ndarray]]  # layer name -> its input side's [P, P] Gram per group
+
+
+def squared_norms(g: Graph, env: Arrays, seeds: Arrays, p: NormPlan,
+                  grams: Grams | None = None) -> np.ndarray:
     """||cotangent||^2 of each weight `p.names[i]` after one backward pass of `seeds` through
-    `g` (forward tensors `env`), float64 [W]; 0 for a weight the seeds do not reach."""
+    `g` (forward tensors `env`), float64 [W]; 0 for a weight the seeds do not reach.
+
+    `grams`, if given, keeps the input sides' Gram matrices from one pass to the next over
+    the same `env` (further probes of one chunk), which then need neither them nor im2col.
+    """
     norms: dict[str, float] = {}
-    grads = backward(g, env, seeds, _rule(p, norms))
+    grads = backward(g, env, seeds, _rule(p, norms, {} if grams is None else grams))
     return np.array([norms[n] if n in norms else _squared_norm(grads.get(n))
                      for n in p.names])
 
@@ -90,14 +98,14 @@ def _squared_norm(x: np.ndarray | None) -> float:
     return float(np.dot(flat, flat))
 
 
-def _rule(p: NormPlan, norms: dict[str, float]) -> Rule:
+def _rule(p: NormPlan, norms: dict[str, float], grams: Grams) -> Rule:
     """The vjp rule of a pass for `p`, adding factored layers' weight norms to `norms`."""
     def rule(layer: Layer, gs: Values, xs: Values, ys: Outputs) -> Values:
         need = tuple(bool(t) and t in p.needed for t in layer.inputs)
         if not any(need):
             return (None,) * len(xs)
         if layer.name in p.factored:
-            gx, norm = _factored(layer, gs, xs, ys, need[0])
+            gx, norm = _factored(layer, gs, xs, ys, need[0], grams)
             w = p.factored[layer.name]
             norms[w] = norms.get(w, 0.0) + norm
             return (gx,) + (None,) * (len(xs) - 1)
@@ -105,31 +113,48 @@ def _rule(p: NormPlan, norms: dict[str, float]) -> Rule:
     return rule
 
 
-def _factored(layer: Layer, gs: Values, xs: Values, ys: Outputs, need_x: bool
-              ) -> tuple[np.ndarray | None, float]:
+def _factored(layer: Layer, gs: Values, xs: Values, ys: Outputs, need_x: bool,
+              grams: Grams) -> tuple[np.ndarray | None, float]:
     """(input cotangent if `need_x`, squared norm of the weight cotangent) of a conv/linear."""
     x, w = xs[0], xs[1]
     assert x is not None and w is not None
     g = gs[0] if gs[0] is not None else np.zeros_like(ys[0])
+    kept = grams.get(layer.name)
     if layer.kind == "conv":
-        gx, a, b = conv_grad_factors(g, x, w, need_x=need_x, **layer.attrs)
-        return gx, product_sqnorm(a, b)
-    gx = (g @ w.astype(g.dtype, copy=False)).astype(x.dtype, copy=False) if need_x else None
-    a2, b2 = g.reshape(-1, g.shape[-1]).T, x.reshape(-1, x.shape[-1]).T
-    return gx, product_sqnorm(a2[None], b2[None])
+        gx, a, b = conv_grad_factors(g, x, w, need_x=need_x, need_cols=kept is None,
+                                     **layer.attrs)
+    else:
+        gx = (g @ w.astype(g.dtype, copy=False)).astype(x.dtype, copy=False) if need_x else None
+        a, b = g.reshape(-1, g.shape[-1]).T[None], x.reshape(-1, x.shape[-1]).T[None]
+    if kept is not None:
+        return gx, float(sum(_gram_dot(_gram_p(ai), bg) for ai, bg in zip(a, kept)))
+    assert b is not None
+    return gx, _kept_sqnorm(a, b, grams, layer.name)
+
+
+def _kept_sqnorm(a: np.ndarray, b: np.ndarray, grams: Grams, name: str) -> float:
+    """`product_sqnorm(a, b)`, keeping b's Gram matrices in `grams[name]` if it took them."""
+    if not _gram_form(a.shape[1], a.shape[2], b.shape[1]):
+        return product_sqnorm(a, b)
+    grams[name] = [_gram_p(bi) for bi in b]
+    return float(sum(_gram_dot(_gram_p(ai), bg) for ai, bg in zip(a, grams[name])))
 
 
 def product_sqnorm(a: np.ndarray, b: np.ndarray) -> float:
     """sum over groups i of ||a[i] @ b[i]^T||_F^2 for a `[G, M, P]`, b `[G, K, P]`, in the
     cheaper of the direct form and the Gram form `<a^T a, b^T b>` (module docstring)."""
-    return float(sum(_group_sqnorm(ai, bi) for ai, bi in zip(a, b)))
+    if _gram_form(a.shape[1], a.shape[2], b.shape[1]):
+        return float(sum(_gram_dot(_gram_p(ai), _gram_p(bi)) for ai, bi in zip(a, b)))
+    return float(sum(_squared_norm(ai @ bi.T) for ai, bi in zip(a, b)))
 
 
-def _group_sqnorm(a: np.ndarray, b: np.ndarray) -> float:
-    (m, p), k = a.shape, b.shape[0]
-    if p * (m + k) < 2 * m * k:  # syrk's P^2 (M + K) / 2 against the product's M K P
-        return float(np.sum(_gram_p(a) * _gram_p(b), dtype=np.float64))
-    return _squared_norm(a @ b.T)
+def _gram_form(m: int, p: int, k: int) -> bool:
+    """Whether syrk's P^2 (M + K) / 2 multiply-adds undercut the product's M K P."""
+    return p * (m + k) < 2 * m * k
+
+
+def _gram_dot(u: np.ndarray, v: np.ndarray) -> float:
+    return float(np.sum(u * v, dtype=np.float64))
 
 
 def _gram_p(a: np.ndarray) -> np.ndarray:

@@ -33,7 +33,8 @@ def _init(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> onnx.T
 
 def _net() -> onnx.ModelProto:
     """Conv (strided, padded) -> relu -> grouped conv -> depthwise conv -> a 1x1 conv applied
-    twice (shared weight) -> 1x1 conv -> two linears on a 3-D input -> linear head."""
+    twice (shared weight) -> 3x3 conv on few positions -> two linears on a 3-D input ->
+    linear head. The last conv and the head take the Gram form, the others the direct one."""
     rng = np.random.default_rng(0)
     n = helper.make_node
     nodes = [
@@ -44,7 +45,7 @@ def _net() -> onnx.ModelProto:
         n("Conv", ["c3", "w5"], ["c5"]),
         n("Relu", ["c5"], ["r5"]),
         n("Conv", ["r5", "w5"], ["c6"]),
-        n("Conv", ["c6", "w4"], ["c4"]),
+        n("Conv", ["c6", "w4"], ["c4"], pads=[1, 1, 1, 1]),
         n("Reshape", ["c4", "shape"], ["f"]),
         n("MatMul", ["f", "ws"], ["s1"]),
         n("Tanh", ["s1"], ["t1"]),
@@ -54,7 +55,7 @@ def _net() -> onnx.ModelProto:
     ]
     inits = [_init("w1", (8, 3, 3, 3), rng), _init("b1", (8,), rng),
              _init("w2", (8, 4, 3, 3), rng), _init("w3", (8, 1, 3, 3), rng),
-             _init("w4", (40, 8, 1, 1), rng), _init("w5", (8, 8, 1, 1), rng),
+             _init("w4", (40, 8, 3, 3), rng), _init("w5", (8, 8, 1, 1), rng),
              _init("ws", (10, 10), rng), _init("wh", (5, 640), rng), _init("bh", (5,), rng),
              numpy_helper.from_array(np.array([1, 64, 10], np.int64), "shape"),
              numpy_helper.from_array(np.array([1, 640], np.int64), "flat")]
@@ -92,6 +93,25 @@ def test_plan_prunes_the_input_and_factors_single_reader_gemm_weights() -> None:
     assert len(factored) == 6
     assert "x" not in p.needed and "b1" not in p.needed
     assert "r1" in p.needed  # downstream of w1
+
+
+def test_later_probes_reuse_the_input_grams() -> None:
+    """A second probe over the same forward pass, reusing the input sides' Gram matrices
+    (no im2col), gives the full-gradient norms of its own seeds."""
+    g = load(_net())
+    names = unique_weights(check_quantisable(g))
+    rng = np.random.default_rng(3)
+    env = run(g, {"x": rng.standard_normal((1, 3, 15, 15))}, dtype="float64", keep=True)
+    p, grams = weight_norms.plan(g, names), {}
+    for _ in range(2):
+        seeds = {"y": rng.standard_normal((1, 5))}
+        full = backward(g, env, seeds)
+        got = weight_norms.squared_norms(g, env, seeds, p, grams)
+        np.testing.assert_allclose(got, [float(np.sum(full[n] ** 2)) for n in names],
+                                   rtol=1e-10)
+    last_conv = next(layer for layer in g.layers if layer.inputs[1:2] == ("w4",))
+    head = [layer for layer in g.layers if layer.kind == "linear"][-1]
+    assert set(grams) == {last_conv.name, head.name}
 
 
 def test_chunk_samples_are_unchanged_by_the_plan() -> None:
