@@ -53,9 +53,9 @@ def plan(g: Graph, names: Sequence[str]) -> NormPlan:
     for layer in g.layers:  # topological order: a layer downstream of a wanted weight
         if any(t in needed for t in layer.inputs if t):
             needed.update(t for t in layer.outputs if t)
-    readers: dict[str, int] = {}
+    readers: dict[str, int] = {}  # reads of each tensor (a layer reading one twice: 2)
     for layer in g.layers:
-        for t in set(layer.inputs):
+        for t in layer.inputs:
             readers[t] = readers.get(t, 0) + 1
     factored = {layer.name: layer.inputs[1] for layer in g.layers
                 if _factorable(g, layer, wanted, needed) and readers[layer.inputs[1]] == 1}
