@@ -234,7 +234,7 @@ def _conv_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, 
         cols, out, _ = _columns(xa, w.shape[2:], strides, pads, dilations, group, acc)
         y = _batch_major(_weight_rows(w, group) @ cols, x.shape[0], out)
     if b is not None:
-        y = y + _bias_shape(b.astype(acc, copy=False), y.ndim - 2)
+        y += _bias_shape(b.astype(acc, copy=False), y.ndim - 2)  # y is new: in place
     return (y.astype(x.dtype, copy=False),)
 
 
