@@ -25,12 +25,14 @@ Hutchinson in the output space: for Rademacher u (E[u u^T] = I),
 
 and J^T (L u) is one reverse pass seeded with the cotangent L u. So every layer's block trace
 comes from one backward pass per probe, and each calibration chunk's forward pass serves all of
-its probes. There are no finite differences, so it runs in float32. Each sample is a squared
-norm (never negative) and has no cross-layer terms, unlike weight-space Hutchinson, where
-v_l^T H_lj v_j adds noise of order Tr(H_jj) to layer l: on zoo mobilenet_v2 at 224x224 with 32
-samples, one probe per sample gives a 2.6% max relative standard error, where weight-space
-probes need hundreds. Chunks of one sample are best: a probe's gradient sums its chunk's
-samples, whose cross terms add variance (about double at two samples).
+its probes. That pass computes only the squared norms the samples read
+(`compiler.sensitivity.weight_norms`: no cotangent that leads to no probed weight, and conv and
+linear weight norms from their factors). There are no finite differences, so it runs in float32.
+Each sample is a squared norm (never negative) and has no cross-layer terms, unlike weight-space
+Hutchinson, where v_l^T H_lj v_j adds noise of order Tr(H_jj) to layer l: on zoo mobilenet_v2 at
+224x224 with 32 samples, one probe per sample gives a 2.6% max relative standard error, where
+weight-space probes need hundreds. Chunks of one sample are best: a probe's gradient sums its
+chunk's samples, whose cross terms add variance (about double at two samples).
 
 Probing runs in passes over the chunks. A probe is one backward pass over every chunk. The
 trace is the sum of the chunks' mean samples; chunks are independent, so its variance is the
