@@ -200,9 +200,7 @@ def _weight_rows(w: np.ndarray, group: int) -> np.ndarray:
 
 
 def _one_channel_groups(x: np.ndarray, w: np.ndarray, group: int) -> bool:
-    """Depthwise (with any channel multiplier): a window kernel per plane beats a batched GEMM
-    with an inner dimension of prod(k), and its windows copy, by ~10x."""
-    return w.shape[1] == 1 and group == x.shape[1]
+    return is_depthwise(x.shape, w.shape, group)
 
 
 def _plane_windows(x: np.ndarray, kernel: Ints, strides: Ints, pads: Ints, dilations: Ints
@@ -236,7 +234,7 @@ def _conv_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, 
         cols, out, _ = _columns(xa, w.shape[2:], strides, pads, dilations, group, acc)
         y = _batch_major(_weight_rows(w, group) @ cols, x.shape[0], out)
     if b is not None:
-        y = y + _bias_shape(b.astype(acc, copy=False), y.ndim - 2)
+        y += _bias_shape(b.astype(acc, copy=False), y.ndim - 2)  # y is new: in place
     return (y.astype(x.dtype, copy=False),)
 
 
@@ -257,6 +255,44 @@ def _depthwise_vjp(g: np.ndarray, x: np.ndarray, w: np.ndarray, strides: Ints, p
     return gx, gw.reshape((n,) + w.shape).sum(axis=0)
 
 
+def conv_grad_factors(g: np.ndarray, x: np.ndarray, w: np.ndarray, *, strides: Ints,
+                      pads: Ints, dilations: Ints, group: int, need_x: bool = True,
+                      need_cols: bool = True
+                      ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """A (non-depthwise) conv's input cotangent and the factors of its weight cotangent.
+
+    Args:
+        g: output cotangent `[N, Cout, *out]`.
+        x, w: the conv's input and weights; strides, pads, dilations, group: its attributes.
+        need_x: False skips the input cotangent (e.g. the model's input needs none).
+        need_cols: False skips the im2col matrices (a caller that kept what it needs of them).
+
+    Returns:
+        (gx or None, grows `[G, Cout/G, N*prod(out)]`, cols `[G, Cg*prod(k), N*prod(out)]` or
+        None), in float32 or wider: the weight cotangent is `grows @ cols^T`, reshaped to
+        `w`'s shape.
+    """
+    acc = np.promote_types(x.dtype, np.float32)  # fp16 accumulates in fp32, as forward does
+    kernel = w.shape[2:]
+    if need_cols:
+        cols, _, pw = _columns(x, kernel, strides, pads, dilations, group, acc)
+    else:
+        cols, pw = None, (None if _pointwise(kernel, strides, pads)
+                          else _plane_windows(x, kernel, strides, pads, dilations))
+    grows = _channel_major(g.astype(acc, copy=False), group)       # [G, Cout/G, N*out]
+    if not need_x:
+        return None, grows, cols
+    wm = _weight_rows(w.astype(acc, copy=False), group)             # [G, Cout/G, Cg*k]
+    gx = _uncolumns(wm.transpose(0, 2, 1) @ grows, x.shape, pw)
+    return gx.astype(x.dtype, copy=False), grows, cols
+
+
+def is_depthwise(x_shape: Sequence[int], w_shape: Sequence[int], group: int) -> bool:
+    """Depthwise (with any channel multiplier): a window kernel per plane beats a batched GEMM
+    with an inner dimension of prod(k), and its windows copy, by ~10x."""
+    return bool(w_shape[1] == 1 and group == x_shape[1])
+
+
 def _conv_vjp(gs: Sequence[np.ndarray | None], xs: Sequence[np.ndarray | None],
               ys: Sequence[np.ndarray], *, strides: Ints, pads: Ints, dilations: Ints,
               group: int) -> tuple[np.ndarray | None, ...]:
@@ -267,13 +303,11 @@ def _conv_vjp(gs: Sequence[np.ndarray | None], xs: Sequence[np.ndarray | None],
     if _one_channel_groups(x, w, group):
         gx, gw = _depthwise_vjp(g, x, w, strides, pads, dilations)
         return (gx, gw.astype(w.dtype, copy=False), gb)[:len(xs)]
-    acc = np.promote_types(x.dtype, np.float32)  # fp16 accumulates in fp32, as forward does
-    cols, _, pw = _columns(x, w.shape[2:], strides, pads, dilations, group, acc)
-    grows = _channel_major(g.astype(acc, copy=False), group)       # [G, Cout/G, N*out]
-    wm = _weight_rows(w.astype(acc, copy=False), group)             # [G, Cout/G, Cg*k]
+    gxg, grows, cols = conv_grad_factors(g, x, w, strides=strides, pads=pads,
+                                         dilations=dilations, group=group)
+    assert cols is not None
     gw = _gram(grows, cols).reshape(w.shape)
-    gx = _uncolumns(wm.transpose(0, 2, 1) @ grows, x.shape, pw)
-    return (gx.astype(x.dtype, copy=False), gw.astype(w.dtype, copy=False), gb)[:len(xs)]
+    return (gxg, gw.astype(w.dtype, copy=False), gb)[:len(xs)]
 
 
 def _conv_facts(specs_in: Sequence[Spec | None], specs_out: Sequence[Spec], *, strides: Ints,

@@ -25,12 +25,14 @@ Hutchinson in the output space: for Rademacher u (E[u u^T] = I),
 
 and J^T (L u) is one reverse pass seeded with the cotangent L u. So every layer's block trace
 comes from one backward pass per probe, and each calibration chunk's forward pass serves all of
-its probes. There are no finite differences, so it runs in float32. Each sample is a squared
-norm (never negative) and has no cross-layer terms, unlike weight-space Hutchinson, where
-v_l^T H_lj v_j adds noise of order Tr(H_jj) to layer l: on zoo mobilenet_v2 at 224x224 with 32
-samples, one probe per sample gives a 2.6% max relative standard error, where weight-space
-probes need hundreds. Chunks of one sample are best: a probe's gradient sums its chunk's
-samples, whose cross terms add variance (about double at two samples).
+its probes. That pass computes only the squared norms the samples read
+(`compiler.sensitivity.weight_norms`: no cotangent that leads to no probed weight, and conv and
+linear weight norms from their factors). There are no finite differences, so it runs in float32.
+Each sample is a squared norm (never negative) and has no cross-layer terms, unlike weight-space
+Hutchinson, where v_l^T H_lj v_j adds noise of order Tr(H_jj) to layer l: on zoo mobilenet_v2 at
+224x224 with 32 samples, one probe per sample gives a 2.6% max relative standard error, where
+weight-space probes need hundreds. Chunks of one sample are best: a probe's gradient sums its
+chunk's samples, whose cross terms add variance (about double at two samples).
 
 Probing runs in passes over the chunks. A probe is one backward pass over every chunk. The
 trace is the sum of the chunks' mean samples; chunks are independent, so its variance is the
@@ -57,10 +59,11 @@ import numpy as np
 from scipy.special import softmax
 
 from compiler import executor
-from compiler.executor import backward
 from compiler.ir import Graph
+from compiler.sensitivity import weight_norms
 from compiler.sensitivity.time_budget import TimeBudget
 from compiler.sensitivity.trace_estimate import TraceEstimate
+from compiler.sensitivity.weight_norms import NormPlan
 
 Factor = Callable[[np.ndarray], np.ndarray]  # u -> L u
 Observer = Callable[[Mapping[str, np.ndarray]], None]  # sees each chunk's forward tensors
@@ -90,35 +93,31 @@ def _rows(shape: Sequence[int]) -> int:
     return int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) else 1
 
 
-def _squared_norm(x: np.ndarray | None) -> float:
-    if x is None:
-        return 0.0
-    flat = x.ravel(order="K")  # a view in memory order: gradients often come transposed
-    return float(np.dot(flat, flat))
-
-
 def chunk_samples(g: Graph, feeds: dict[str, np.ndarray], loss: str, outputs: Sequence[str],
                   names: Sequence[str], probes: int, chunks: int, rng: np.random.Generator,
                   dtype: str = "float32", observe: Observer | None = None,
-                  forward: Forward | None = None) -> np.ndarray:
+                  forward: Forward | None = None, norms: NormPlan | None = None
+                  ) -> np.ndarray:
     """`probes` Hutchinson samples of each weight's ||(J^T L u)_w||^2 for one chunk [probes, W].
 
     `chunks` is how many chunks of this size the calibration set holds: the loss is a mean
     over all of their rows. `observe`, if given, sees every tensor of the chunk's forward pass.
     `forward`, if given, computes that pass instead of the reference executor (e.g. in
-    onnxruntime, several times faster; float32 only, equal to rounding).
+    onnxruntime, several times faster; float32 only, equal to rounding). `norms` is
+    `weight_norms.plan(g, names)`, made here if not given (`traces` makes it once).
     """
     env = (executor.run(g, feeds, dtype=dtype, keep=True) if forward is None
            else forward(feeds))
     if observe is not None:
         observe(env)
     factors = {o: output_factor(loss, env[o], _rows(env[o].shape) * chunks) for o in outputs}
+    norms = weight_norms.plan(g, names) if norms is None else norms
     out = np.empty((probes, len(names)))
+    grams: weight_norms.Grams = {}  # the input sides' Gram matrices, shared by the probes
     for k in range(probes):
         seeds = {o: f(rng.choice(np.array([-1.0, 1.0], env[o].dtype), env[o].shape))
                  for o, f in factors.items()}
-        grads = backward(g, env, seeds)
-        out[k] = [_squared_norm(grads.get(n)) for n in names]
+        out[k] = weight_norms.squared_norms(g, env, seeds, norms, grams)
     return out
 
 
@@ -155,7 +154,7 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
         The `TraceEstimate`: one sample per probe, summed over the chunks; `cut_short` says
         whether the budget ended it.
     """
-    rng = np.random.default_rng(seed)
+    rng, norms = np.random.default_rng(seed), weight_norms.plan(g, names)
     parts: list[np.ndarray] = [np.empty((0, len(names))) for _ in chunks]
     done, want = 0, min(max_iter, _first_pass(len(chunks)))
     while True:
@@ -165,7 +164,7 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
                 break
             parts[i] = np.concatenate([parts[i], chunk_samples(
                 g, feeds, loss, outputs, names, want - done, len(chunks), rng, dtype,
-                observe if done == 0 else None, forward)])
+                observe if done == 0 else None, forward, norms)])
             covered += 1
         if covered < len(chunks):
             return _cut_estimate(names, parts, done, covered)
