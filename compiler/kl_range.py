@@ -10,21 +10,31 @@ threshold `i` bins wide gives
      over the bins of P's slice that were non-empty;
 and the threshold minimising KL(P || Q) is chosen. Candidates run from `levels` bins up to the
 last non-empty bin.
+
+The search scores every candidate in one numba pass (`_kl_sweep`, O(bins^2)); the numpy
+version, one candidate per call, took 45 % of silero's range search. The pass sums in a
+different order from `kl_divergence`, so candidates it scores within `TIE` of its minimum are
+rescored by `kl_divergence` to choose exactly the threshold the numpy search chose.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from compiler.quantizers import RangeStats
 
 EPS = 1e-12  # stands in for Q = 0 where P > 0 (only the clipped last bin can be so)
+# Every KL term is p * log(p / q) with p <= 1 and |log| <= ~40 (q >= EPS), so reordered sums
+# over <= 10^4 bins differ by < 1e-10; candidates this close to the least are rescored.
+TIE = 1e-8
 
 
 def folded_hist(stats: RangeStats) -> np.ndarray:
     """Counts of |x| in bins of the `RangeStats` bin width, from 0 upwards."""
     centre = len(stats.hist) // 2
-    return (stats.hist[centre:] + stats.hist[:centre][::-1]).astype(np.float64)
+    folded: np.ndarray = (stats.hist[centre:] + stats.hist[:centre][::-1]).astype(np.float64)
+    return folded
 
 
 def kl_divergence(hist: np.ndarray, i: int, levels: int) -> float:
@@ -53,8 +63,49 @@ def entropy_threshold(stats: RangeStats, levels: int = 128) -> float:
     hist = folded_hist(stats)
     width = 2.0 * stats.half_range / len(stats.hist)
     widths = candidates(hist, levels)
-    kls = [kl_divergence(hist, int(i), levels) for i in widths]
-    return float(widths[int(np.argmin(kls))] * width)
+    return float(widths[_least_kl(hist, widths, levels)] * width)
+
+
+def _least_kl(hist: np.ndarray, widths: np.ndarray, levels: int) -> int:
+    """Index into `widths` of the first least `kl_divergence`, found by `_kl_sweep` and
+    confirmed by `kl_divergence` among the near ties."""
+    kls = _kl_sweep(hist, widths, levels)
+    near = np.flatnonzero(kls <= kls.min() + TIE)
+    if near.size == 1:
+        return int(near[0])
+    exact = [kl_divergence(hist, int(widths[k]), levels) for k in near]
+    return int(near[int(np.argmin(exact))])
+
+
+@njit(cache=True)
+def _kl_sweep(hist: np.ndarray, widths: np.ndarray, levels: int) -> np.ndarray:
+    """`kl_divergence(hist, i, levels)` for each `i` of `widths`, summed in another order."""
+    total, prefix = hist.sum(), np.cumsum(hist)
+    merged, filled = np.empty(levels), np.empty(levels)
+    kls = np.zeros(widths.size)
+    for k in range(widths.size):
+        i = widths[k]
+        if total > 0.0:
+            kls[k] = _kl_one(hist, i, levels, total, prefix[i - 1], merged, filled)
+    return kls
+
+
+@njit(cache=True)
+def _kl_one(hist: np.ndarray, i: int, levels: int, total: float, kept: float,
+            merged: np.ndarray, filled: np.ndarray) -> float:
+    """KL(P || Q) of one threshold `i` bins wide; `kept` is the count below it."""
+    merged[:], filled[:] = 0.0, 0.0
+    for j in range(i):  # the quantisation bin of histogram bin j is j * levels // i
+        merged[j * levels // i] += hist[j]
+        filled[j * levels // i] += hist[j] > 0.0
+    qsum, kl = max(kept, EPS), 0.0  # Q's mass is what P keeps below the threshold
+    for j in range(i):
+        p = hist[j] + (total - kept if j == i - 1 else 0.0)
+        if p > 0.0:
+            g = j * levels // i
+            q = merged[g] / max(filled[g], 1.0) / qsum if hist[j] > 0.0 else 0.0
+            kl += p / total * np.log(p / total / max(q, EPS))
+    return kl
 
 
 def entropy_range(stats: RangeStats, bits: int, symmetric: bool) -> tuple[float, float]:
