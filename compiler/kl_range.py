@@ -11,10 +11,11 @@ threshold `i` bins wide gives
 and the threshold minimising KL(P || Q) is chosen. Candidates run from `levels` bins up to the
 last non-empty bin.
 
-The search scores every candidate in one numba pass (`_kl_sweep`, O(bins^2)); the numpy
-version, one candidate per call, took 45 % of silero's range search. The pass sums in a
-different order from `kl_divergence`, so candidates it scores within `TIE` of its minimum are
-rescored by `kl_divergence` to choose exactly the threshold the numpy search chose.
+The search scores every candidate in one numba pass over prefix sums (`_kl_sweep`,
+O(levels) per candidate); the numpy version, O(bins) numpy calls per candidate, took 45 % of
+silero's range search. The pass sums in another order than `kl_divergence`, so candidates
+it scores within `TIE` of its minimum are rescored by `kl_divergence`: the chosen threshold
+is exactly the numpy search's.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from numba import njit
 from compiler.quantizers import RangeStats
 
 EPS = 1e-12  # stands in for Q = 0 where P > 0 (only the clipped last bin can be so)
-# Every KL term is p * log(p / q) with p <= 1 and |log| <= ~40 (q >= EPS), so reordered sums
-# over <= 10^4 bins differ by < 1e-10; candidates this close to the least are rescored.
+# KL terms are p * log(p / q) with p <= 1, |log| <= ~40 (q >= EPS) and prefix sums are of
+# at most total * log(total): the two orders differ by ~1e-13 (measured on 300 random
+# histograms up to 1e9 counts); candidates within 1e-8 of the least are rescored.
 TIE = 1e-8
 
 
@@ -79,33 +81,44 @@ def _least_kl(hist: np.ndarray, widths: np.ndarray, levels: int) -> int:
 
 @njit(cache=True)
 def _kl_sweep(hist: np.ndarray, widths: np.ndarray, levels: int) -> np.ndarray:
-    """`kl_divergence(hist, i, levels)` for each `i` of `widths`, summed in another order."""
-    total, prefix = hist.sum(), np.cumsum(hist)
-    merged, filled = np.empty(levels), np.empty(levels)
+    """`kl_divergence(hist, i, levels)` for each `i` of `widths`, summed in another order:
+    by group from prefix sums of counts, non-empty bins and h log h, O(levels) per `i`."""
+    total, n = hist.sum(), hist.size
+    counts, full, hlogh = np.zeros(n + 1), np.zeros(n + 1), np.zeros(n + 1)
+    for j in range(n):
+        h = hist[j]
+        counts[j + 1] = counts[j] + h
+        full[j + 1] = full[j] + (h > 0.0)
+        hlogh[j + 1] = hlogh[j] + (h * np.log(h) if h > 0.0 else 0.0)
     kls = np.zeros(widths.size)
     for k in range(widths.size):
-        i = widths[k]
         if total > 0.0:
-            kls[k] = _kl_one(hist, i, levels, total, prefix[i - 1], merged, filled)
+            kls[k] = _kl_one(hist, widths[k], levels, total, counts, full, hlogh) / total
     return kls
 
 
 @njit(cache=True)
-def _kl_one(hist: np.ndarray, i: int, levels: int, total: float, kept: float,
-            merged: np.ndarray, filled: np.ndarray) -> float:
-    """KL(P || Q) of one threshold `i` bins wide; `kept` is the count below it."""
-    merged[:], filled[:] = 0.0, 0.0
-    for j in range(i):  # the quantisation bin of histogram bin j is j * levels // i
-        merged[j * levels // i] += hist[j]
-        filled[j * levels // i] += hist[j] > 0.0
-    qsum, kl = max(kept, EPS), 0.0  # Q's mass is what P keeps below the threshold
-    for j in range(i):
-        p = hist[j] + (total - kept if j == i - 1 else 0.0)
-        if p > 0.0:
-            g = j * levels // i
-            q = merged[g] / max(filled[g], 1.0) / qsum if hist[j] > 0.0 else 0.0
-            kl += p / total * np.log(p / total / max(q, EPS))
-    return kl
+def _kl_one(hist: np.ndarray, i: int, levels: int, total: float, counts: np.ndarray,
+            full: np.ndarray, hlogh: np.ndarray) -> float:
+    """`total` * KL(P || Q) of one threshold `i` bins wide. In group g (bins b..e-1, those
+    with g * i <= j * levels) every non-empty bin has q = merged / filled / kept, so its
+    bins below the last add sum(h log h) - merged * log(total * max(q, EPS))."""
+    kept = counts[i]
+    qsum, acc = max(kept, EPS), 0.0  # Q's mass is what P keeps below the threshold
+    q = 0.0
+    for g in range(levels):
+        b, e = (g * i + levels - 1) // levels, ((g + 1) * i + levels - 1) // levels
+        merged = counts[e] - counts[b]
+        if merged <= 0.0:
+            continue
+        q = merged / (full[e] - full[b]) / qsum
+        if e == i:  # the last bin is scored below, with the clipped tail added
+            merged, e = merged - hist[i - 1], i - 1
+        acc += hlogh[e] - hlogh[b] - merged * np.log(total * max(q, EPS))
+    p = hist[i - 1] + total - kept
+    if p > 0.0:
+        acc += p * np.log(p / total / max(q if hist[i - 1] > 0.0 else 0.0, EPS))
+    return acc
 
 
 def entropy_range(stats: RangeStats, bits: int, symmetric: bool) -> tuple[float, float]:
