@@ -136,3 +136,14 @@ def test_exact_ties_choose_the_first_candidate(levels: int) -> None:
     stats = _stats_of_folded(folded)
     assert entropy_threshold(stats, levels) == _reference_threshold(folded, 1.0, levels)
     assert entropy_threshold(stats, levels) == levels  # the first candidate
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_huge_counts_clamp_q_like_the_reference(seed: int) -> None:
+    # a 1e13 bulk makes a lone count's Q fall below 1e-12: the clamp must act the same way
+    rng = np.random.default_rng(seed)
+    folded = np.zeros(384)
+    folded[:40] = np.floor(1e13 * np.exp(-np.arange(40) / 6.0))
+    folded[rng.integers(40, 384, 12)] = 1
+    stats = _stats_of_folded(folded)
+    assert entropy_threshold(stats, 64) == _reference_threshold(folded, 1.0, 64)
