@@ -254,8 +254,8 @@ def emitted_output(g: Graph, data: cal.CalibrationData, run: Any) -> np.ndarray:
     """`run(feeds)` (one output of the emitted model) over `data`, concatenated along axis 0
     as if run batch by batch at the graph's batch size. Runs `FIDELITY_CHUNK` samples at a
     time when the model takes them and its first chunk starts with the first batch's output
-    (as `quantize._held_runs` checks; resnet18's per-sample check took ~10 s of a compile);
-    else batch by batch."""
+    (as `quantize._held_runs` checks; an int8 resnet18 ran 64 samples 1.1x faster in two
+    chunks than one by one); else batch by batch."""
     from edgesim.quantize import _leads
 
     per, size = list(cal.batches(g, data)), cal.batch_size(g)
