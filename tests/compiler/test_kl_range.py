@@ -77,3 +77,73 @@ def test_non_negative_tensors_use_every_code_on_one_side() -> None:
     assert lo == 0.0 and 1.5 < hi < x.max()
     p = Q.activation_params(stats, 8, "entropy", symmetric=False)
     assert p.zero_point == 0 and p.scale == pytest.approx(hi / 255, rel=1e-6)
+
+
+def _reference_kl(hist: np.ndarray, i: int, levels: int) -> float:
+    """KL(P || Q) of threshold `i` from the runs of bins each group covers: P = the first
+    `i` bins with the tail added to the last; Q = each group's count spread over its
+    non-empty bins."""
+    p = hist[:i].copy()
+    p[-1] += hist[i:].sum()
+    group = (np.arange(i) * levels) // i
+    starts = np.flatnonzero(np.diff(group, prepend=-1))  # groups are runs of bins
+    full = hist[:i] > 0
+    spread = np.add.reduceat(hist[:i], starts) / np.maximum(np.add.reduceat(full, starts), 1)
+    q = np.where(full, np.repeat(spread, np.diff(starts, append=i)), 0.0)
+    p, q = p / p.sum(), q / max(q.sum(), 1e-12)
+    on = p > 0
+    return float(np.sum(p[on] * np.log(p[on] / np.maximum(q[on], 1e-12))))
+
+
+def _reference_threshold(hist: np.ndarray, width: float, levels: int) -> float:
+    """The first least-KL candidate, `levels` bins up to the last non-empty bin."""
+    last = int(np.flatnonzero(hist)[-1]) + 1
+    grid = np.arange(min(levels, last), last + 1)
+    kls = [_reference_kl(hist, int(i), levels) for i in grid]
+    return float(grid[int(np.argmin(kls))] * width)
+
+
+def _stats_of_folded(folded: np.ndarray) -> Q.RangeStats:
+    """RangeStats whose |x| histogram is `folded` (all counts on the positive side)."""
+    hist = np.concatenate([np.zeros(len(folded), np.int64), folded.astype(np.int64)])
+    return Q.RangeStats(int(folded.sum()), 0.0, float(len(folded)), float(len(folded)), hist)
+
+
+def _random_folded(rng: np.random.Generator, bins: int) -> np.ndarray:
+    """Decaying counts with random holes, a spike and far outliers (realistic and ragged)."""
+    decay = rng.exponential(500, bins) * np.exp(-np.arange(bins) / rng.uniform(5, bins))
+    h = np.floor(decay) * (rng.random(bins) < rng.uniform(0.3, 1.0))
+    h[rng.integers(0, bins // 4)] += rng.integers(0, 5000)
+    h[rng.integers(bins // 2, bins, 3)] += 1
+    return h
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("levels", [8, 128, 255])
+def test_threshold_equals_the_reference_search(seed: int, levels: int) -> None:
+    rng = np.random.default_rng(seed)
+    folded = _random_folded(rng, int(rng.choice([128, 320, 512])))
+    stats = _stats_of_folded(folded)  # bin width 1
+    assert entropy_threshold(stats, levels) == _reference_threshold(folded, 1.0, levels)
+
+
+@pytest.mark.parametrize("levels", [8, 128])
+def test_exact_ties_choose_the_first_candidate(levels: int) -> None:
+    # all mass in the first bins plus one far count: every threshold below the far count
+    # clips the same mass into an empty bin, so those candidates tie exactly
+    folded = np.zeros(512)
+    folded[[0, 3, 400]] = [1000, 5, 1]
+    stats = _stats_of_folded(folded)
+    assert entropy_threshold(stats, levels) == _reference_threshold(folded, 1.0, levels)
+    assert entropy_threshold(stats, levels) == levels  # the first candidate
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_huge_counts_clamp_q_like_the_reference(seed: int) -> None:
+    # a 1e13 bulk makes a lone count's Q fall below 1e-12: the clamp must act the same way
+    rng = np.random.default_rng(seed)
+    folded = np.zeros(384)
+    folded[:40] = np.floor(1e13 * np.exp(-np.arange(40) / 6.0))
+    folded[rng.integers(40, 384, 12)] = 1
+    stats = _stats_of_folded(folded)
+    assert entropy_threshold(stats, 64) == _reference_threshold(folded, 1.0, 64)
