@@ -408,13 +408,13 @@ def _held_runs(g: Graph, held: cal.CalibrationData, chunk: int | None = None
         first, got = run(per[0]), [run(feeds) for feeds in groups]
     except Exception:  # noqa: BLE001 -- onnxruntime's own error types: a fixed batch inside
         return [(feeds, run(feeds)) for feeds in per]
-    if all(_leads(np.asarray(got[0][t]), np.asarray(y), min(step, len(per)))
+    if all(batch_leads(np.asarray(got[0][t]), np.asarray(y), min(step, len(per)))
            for t, y in first.items()):
         return list(zip(groups, got))
     return [(per[0], first), *((feeds, run(feeds)) for feeds in per[1:])]
 
 
-def _leads(whole: np.ndarray, first: np.ndarray, batches: int) -> bool:
+def batch_leads(whole: np.ndarray, first: np.ndarray, batches: int) -> bool:
     """Whether `whole` is `batches` batches along axis 0 and starts with `first`."""
     if first.ndim == 0 or whole.shape != (first.shape[0] * batches, *first.shape[1:]):
         return False
