@@ -29,7 +29,15 @@ from compiler.sensitivity.act_term import output_errors, with_act_term
 from edgesim.budget import DECODER_METRICS, Budget, format_value
 from edgesim.errors import UserError
 from edgesim.simulation import runnable
-from edgesim.tables import TableCost, emitted_embedding_bits, solve_coupled, table_cost
+from edgesim.tables import (
+    TableCost,
+    emitted_embedding_bits,
+    file_overhead,
+    fit_file,
+    plan_file,
+    solve_coupled,
+    table_cost,
+)
 from hwmodels import kinds
 from hwmodels.cost import Cost, evaluate
 from hwmodels.target import Target
@@ -146,6 +154,7 @@ class _Problem:
     fixed_bits: np.ndarray  # [L, 2] bits of the other layers (after target fallbacks)
     tables: TableCost      # embedding tables at the width each plan gives them
     w_bits: np.ndarray     # [B] the candidates' weight widths
+    file_of: Callable[[np.ndarray], float] | None = None  # size: a plan's file bytes - fixed
 
 
 def _problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Target, metric: str,
@@ -166,8 +175,28 @@ def _problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Target, m
     omega = _omega(sens, choices)
     if act_errors is not None:  # activation handling is a choice: its measured error term
         omega = with_act_term(omega, act_errors, choices)
-    return _Problem(rows, omega, np.where(allowed, per[rows], 0.0), allowed,
-                    fixed, others_bits, table_cost(g, metric, counted), choices[:, 0])
+    cost = np.where(allowed, per[rows], 0.0)
+    tables = table_cost(g, metric, counted)
+    if metric == "size":  # the budget holds for the file: the graph around the weights too
+        plans = _uniform_plans(others_bits, rows, choices, allowed)
+        tables, share = file_overhead(tables, g, plans, {j: fixed + float(cost[:, j].sum())
+                                                         for j in plans}, choices[:, 0], len(rows))
+        cost = np.where(allowed, cost + share[None], 0.0)
+        file_of = plan_file(g, others_bits, rows, choices, fixed)
+    return _Problem(rows, omega, cost, allowed, fixed, others_bits, tables, choices[:, 0],
+                    file_of if metric == "size" else None)
+
+
+def _uniform_plans(fixed_bits: np.ndarray, rows: np.ndarray, choices: np.ndarray,
+                   allowed: np.ndarray) -> dict[int, np.ndarray]:
+    """Candidate column -> [L, 2] bits of every quantisable layer at that column (where the
+    target runs it on all of them)."""
+    out = {}
+    for j in np.flatnonzero(allowed.all(axis=0)):
+        bits = fixed_bits.copy()
+        bits[rows] = choices[j]
+        out[int(j)] = bits
+    return out
 
 
 def _tables_delta(p: _Problem, choice: np.ndarray) -> float:
@@ -269,7 +298,14 @@ def _pick(front: list, pick: int) -> Allocation:
 
 
 def _solve_budget(p: _Problem, limit: float) -> Allocation:
-    """The exact optimum within `limit`, its total cost counting the tables as emitted."""
+    """The exact optimum within `limit`, its total cost counting the tables as emitted; for
+    a size budget, the optimum whose file fits (`edgesim.tables.fit_file`)."""
+    if p.file_of is not None:
+        return fit_file(lambda room: _solve_tables(p, room), limit, p.file_of)
+    return _solve_tables(p, limit)
+
+
+def _solve_tables(p: _Problem, limit: float) -> Allocation:
     if not p.tables.active():
         return solve(p.omega, p.cost, limit, allowed=p.allowed)
     best, width = solve_coupled(p.omega, p.cost, p.allowed, p.w_bits, limit, p.tables)
@@ -353,8 +389,8 @@ def _settle_problem(g: Graph, ga: Graph, target: Target, budget: Budget | None,
     choices = candidate_bits(target, weight_bits, act_bits)
     blank = Sensitivity(tuple(layer.name for layer in layers), bits,
                         np.zeros((len(layers), len(bits))), np.zeros(len(layers)), "hawq")
-    p = _problem(g, blank, choices, target, budget.metric if budget else metric, threads,
-                 runtime)
+    p = replace(_problem(g, blank, choices, target, budget.metric if budget else metric,
+                         threads, runtime), file_of=None)  # probes steer by the estimate
     w_elems_q = float(g.layer_table().w_elems[p.rows].sum())
     qerr = quant_errors(ga, layers, bits)
     weights = unique_weights(layers)
