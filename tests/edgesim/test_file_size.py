@@ -61,3 +61,35 @@ def test_uniform_plan_bytes_bound_the_written_file(tmp_path: Path) -> None:
         size = os.path.getsize(r.out)
         # predicted counts pipeline provenance (< 1 kB here) the bare quantize omits
         assert size <= predicted <= size + 1200
+
+
+def test_fit_file_returns_a_plan_whose_own_bytes_fit() -> None:
+    """A knapsack whose estimate misses a plan's true bytes by a per-choice error the
+    solver cannot see: the fitted plan's true bytes fit, and it is at least as good as
+    every plan (brute force) whose estimate leaves room for the largest possible error
+    (and the rounds' one-byte steps)."""
+    import itertools
+
+    from compiler.allocate import InfeasibleBudget, solve
+    from edgesim.tables import FIT_ROUNDS, fit_file
+
+    rng = np.random.default_rng(3)
+    omega = rng.uniform(0, 1, (5, 3)) * np.array([0.0, 1.0, 4.0])  # float, 8, 4 bits
+    cost = rng.uniform(50, 100, (5, 1)) * np.array([4.0, 1.0, 0.5])
+    error = rng.uniform(0, 6, (5, 3))  # what the estimate misses per layer and choice
+
+    def true_bytes(choice: np.ndarray) -> float:
+        idx = (np.arange(5), choice)
+        return float(cost[idx].sum() + error[idx].sum())
+
+    plans = [np.array(c) for c in itertools.product(range(3), repeat=5)]
+    for limit in np.linspace(true_bytes(np.full(5, 2)), true_bytes(np.zeros(5, int)), 9):
+        got = fit_file(lambda room: solve(omega, cost, room), float(limit), true_bytes)
+        assert got.total_cost == true_bytes(got.choice) <= limit
+        room = limit - error.max(axis=1).sum() - FIT_ROUNDS
+        safe = [float(omega[np.arange(5), p].sum()) for p in plans
+                if cost[np.arange(5), p].sum() <= room]
+        assert got.total_sens <= min(safe, default=np.inf) + 1e-12
+    with pytest.raises(InfeasibleBudget):
+        fit_file(lambda room: solve(omega, cost, room), true_bytes(np.full(5, 2)) - 1.0,
+                 true_bytes)
