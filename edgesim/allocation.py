@@ -177,14 +177,16 @@ def _problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Target, m
         omega = with_act_term(omega, act_errors, choices)
     cost = np.where(allowed, per[rows], 0.0)
     tables = table_cost(g, metric, counted)
-    if metric == "size":  # the budget holds for the file: the graph around the weights too
+    onnx_file = runtime == "onnxruntime" and runtime in kinds.capabilities(target).runtimes
+    file_of = None  # other runtimes' sizes are the device's bytes, not an ONNX file's
+    if metric == "size" and onnx_file:  # the budget holds for the file, graph and all
         plans = _uniform_plans(others_bits, rows, choices, allowed)
         tables, share = file_overhead(tables, g, plans, {j: fixed + float(cost[:, j].sum())
                                                          for j in plans}, choices[:, 0], len(rows))
         cost = np.where(allowed, cost + share[None], 0.0)
         file_of = plan_file(g, others_bits, rows, choices, fixed)
     return _Problem(rows, omega, cost, allowed, fixed, others_bits, tables, choices[:, 0],
-                    file_of if metric == "size" else None)
+                    file_of)
 
 
 def _uniform_plans(fixed_bits: np.ndarray, rows: np.ndarray, choices: np.ndarray,
