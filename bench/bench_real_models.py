@@ -273,6 +273,13 @@ def _num(v: object) -> float:
     return float("inf") if v is None else float(v)  # type: ignore[arg-type]
 
 
+def _better(metric: str, a: object, b: object) -> bool:
+    """`a` strictly better than `b` on `metric`; "mean |x - fp32 x|" errors are lower-better."""
+    if metric.startswith("mean |"):
+        return _num(a) < _num(b)
+    return _num(a) > _num(b)
+
+
 def _metrics(row: dict) -> list[str]:
     skip = {"model", "metric", "variant", "file_mb", "make_s"}
     return [k for k in row if k not in skip]
@@ -303,7 +310,7 @@ def mixed_verdicts(rows: list[dict]) -> list[dict]:
                     # the same rule on every metric the case scores (primary first); a metric
                     # at its ceiling for every file (magika's agreement 1.0) cannot separate
                     "strictly_better_on": {k: bool(upper) and all(
-                        _num(m.get(k)) > _num(b.get(k)) for b in upper) for k in _metrics(m)},
+                        _better(k, m.get(k), b.get(k)) for b in upper) for k in _metrics(m)},
                     "best_baseline_at_or_below": max(small, key=lambda b: b[key])["variant"]
                     if small else None,
                     "larger_baselines_beaten": [b["variant"] for b in base
