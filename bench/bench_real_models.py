@@ -184,26 +184,47 @@ MIXED_VARIANTS.update({
         method="hawq", budget=f"size_frac={frac}", weight_bits=(4, 6, 8), act_bits=(8, 32),
         analysis_budget_s=120.0)
     for frac in (0.22, 0.27)})  # fractions of the fp32 file: W8A8 files are 0.26-0.28
+# The same at exactly the default uniform W8A8 file's size (made earlier in the run): a plan
+# that must beat W8A8 with no byte more (size budgets hold for the file since issue 16).
+# magika (issue 16, measured 2026-12-07 on a loaded host): its 3 MAC layers are Dense 257->64
+# (16k weights), Conv (655k, 84 % of them) and Dense 512->214 (110k); top-1 agreement and
+# accuracy are 1.0 for every file, so only the probabilities' SQNR separates the variants.
+# The bits-budget mixed plans lost on it because the error that matters is the activations':
+# with the default pairing (8-bit weights with int8 activations, lower widths weight-only) a
+# plan below W8A8's size can only take weight bits off the Conv (HAWQ/LRP mixed 6 bits 47.4
+# dB at 0.848 MB, W4/W8 GPTQ 41.7 dB at 0.556 MB); the a8/float plans were budgeted at 0.22 of
+# fp32 (0.568 MB: 41.4 dB, must beat W8A8) or 0.27 (0.848 MB, above the W8A8 file: 62.6 dB).
+# At exactly the W8A8 file's bytes, HAWQ a8/float keeps every weight at 8 bits and runs the
+# Conv on float activations (int8 weights, DequantizeLinear -> fp32 Conv: slower on the Pi),
+# both Dense layers W8A8: 833,939 B <= 836,428 B, 62.4 dB; in the table's own run 0.834 MB,
+# 68.9 dB: strictly better on SQNR (W8A8 53.7 dB, 48.4-54.6 across runs: its auto ranges
+# vary; ort static 47.9, dynamic 41.6, MatMulNBits 45.6 at 2.74 MB).
+MIXED_VARIANTS["edgesim HAWQ mixed a8/float size = W8A8 file"] = dict(
+    method="hawq", budget="size_of=W8A8", weight_bits=(4, 6, 8), act_bits=(8, 32),
+    analysis_budget_s=120.0)
 
 
 def _folder(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name)
 
 
-def edgesim_variants(case: RealModel, tmp: Path,
-                     only: list[str]) -> dict[str, Callable[[], Path]]:
-    """Makers of edgesim's compiled files, by variant name."""
+def edgesim_variants(case: RealModel, tmp: Path, only: list[str],
+                     made: dict[str, Path]) -> dict[str, Callable[[], Path]]:
+    """Makers of edgesim's compiled files, by variant name; `made` holds the files made so
+    far in the run (a "size_of=W8A8" budget reads the default W8A8 file's size)."""
     out = {}
     for name, kw in {**EDGESIM_VARIANTS, **MIXED_VARIANTS}.items():
         if _wanted(name, only):
-            out[name] = lambda name=name, kw=kw: _compile(case, tmp / _folder(name), kw)
+            out[name] = lambda name=name, kw=kw: _compile(case, tmp / _folder(name), kw, made)
     return out
 
 
-def _compile(case: RealModel, outdir: Path, kw: dict) -> Path:
+def _compile(case: RealModel, outdir: Path, kw: dict, made: dict[str, Path]) -> Path:
     if str(kw.get("budget", "")).startswith("size_frac="):  # a size in the model's own terms
         frac = float(kw["budget"].split("=")[1])
         kw = {**kw, "budget": f"size={frac * case.path.stat().st_size / 1e6:.4g}MB"}
+    if kw.get("budget") == "size_of=W8A8":  # bytes, exactly: the budget holds for the file
+        kw = {**kw, "budget": f"size={made[W8A8_DEFAULT].stat().st_size}B"}
     r = edgesim.compile(str(case.path), "rpi5", outdir=outdir, calib=dict(case.calib),
                         quiet=True, **{"method": "uniform", **case.compile_kw, **kw})
     return Path(r.files["model"])
@@ -236,20 +257,45 @@ def bench_case(module: str, cache: Path, n_eval: int, only: list[str]) -> list[d
     rows, ref = [], None
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
+        made: dict[str, Path] = {}
         makers = {"fp32": lambda: case.path, **ort_variants(case, tmp, only),
-                  **edgesim_variants(case, tmp, only)}
+                  **edgesim_variants(case, tmp, only, made)}
         for name, make in makers.items():
-            row, got = _row(case, name, make, ref)
+            row, got = _row(case, name, _recorded(name, make, made), ref)
             ref = got if ref is None else ref
             rows.append({"model": case.name, "metric": case.metrics[0], **row})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
 
+def _recorded(name: str, make: Callable[[], Path], made: dict[str, Path]) -> Callable[[], Path]:
+    def run() -> Path:
+        made[name] = make()
+        return made[name]
+    return run
+
+
 UNIFORM = ("ort ", "edgesim uniform")  # the baselines a mixed plan must beat
 
 
 W8A8_DEFAULT = "edgesim uniform W8A8 (defaults: auto ranges + auto SmoothQuant)"
+
+
+def _num(v: object) -> float:
+    """A metric value; None (an infinite SQNR: the file equals fp32) compares highest."""
+    return float("inf") if v is None else float(v)  # type: ignore[arg-type]
+
+
+def _better(metric: str, a: object, b: object) -> bool:
+    """`a` strictly better than `b` on `metric`; "mean |x - fp32 x|" errors are lower-better."""
+    if metric.startswith("mean |"):
+        return _num(a) < _num(b)
+    return _num(a) > _num(b)
+
+
+def _metrics(row: dict) -> list[str]:
+    skip = {"model", "metric", "variant", "file_mb", "make_s"}
+    return [k for k in row if k not in skip]
 
 
 def mixed_verdicts(rows: list[dict]) -> list[dict]:
@@ -274,6 +320,10 @@ def mixed_verdicts(rows: list[dict]) -> list[dict]:
                     key: m[key],
                     "beats_smaller": bool(small) and all(m[key] > b[key] for b in small),
                     "strictly_better": bool(upper) and all(m[key] > b[key] for b in upper),
+                    # the same rule on every metric the case scores (primary first); a metric
+                    # at its ceiling for every file (magika's agreement 1.0) cannot separate
+                    "strictly_better_on": {k: bool(upper) and all(
+                        _better(k, m.get(k), b.get(k)) for b in upper) for k in _metrics(m)},
                     "best_baseline_at_or_below": max(small, key=lambda b: b[key])["variant"]
                     if small else None,
                     "larger_baselines_beaten": [b["variant"] for b in base

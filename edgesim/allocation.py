@@ -45,7 +45,15 @@ from compiler.sensitivity.blocks import block_omega
 from edgesim.budget import DECODER_METRICS, Budget, format_value
 from edgesim.errors import UserError
 from edgesim.simulation import runnable
-from edgesim.tables import TableCost, emitted_embedding_bits, solve_coupled, table_cost
+from edgesim.tables import (
+    TableCost,
+    emitted_embedding_bits,
+    file_overhead,
+    fit_file,
+    plan_file,
+    solve_coupled,
+    table_cost,
+)
 from hwmodels import kinds
 from hwmodels.cost import Cost, evaluate
 from hwmodels.target import Target
@@ -181,6 +189,7 @@ class _Problem:
     w_bits: np.ndarray     # [B] the candidates' weight widths
     blocked: np.ndarray    # [Lq, B] the layer's row at the choice is per-block
     block_bytes: np.ndarray  # [Lq, B] weight bytes the choice's block adds over NBITS_BLOCK's
+    file_of: Callable[[np.ndarray], float] | None = None  # size: a plan's file bytes - fixed
 
 
 def _blocked(g: Graph, choices: np.ndarray, target: Target) -> tuple[np.ndarray, np.ndarray]:
@@ -235,9 +244,30 @@ def _problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Target, m
         omega = block_omega(g, sens, omega, choices[:, 0], choices[:, 2], blocked[rows])
     if act_errors is not None:  # activation handling is a choice: its measured error term
         omega = _with_act(omega, act_errors, choices)
-    return _Problem(rows, omega, np.where(allowed, per[rows], 0.0), allowed,
-                    fixed, others_bits, table_cost(g, metric, counted), choices[:, 0],
-                    blocked[rows], extra[rows])
+    cost = np.where(allowed, per[rows], 0.0)
+    tables = table_cost(g, metric, counted)
+    onnx_file = runtime == "onnxruntime" and runtime in kinds.capabilities(target).runtimes
+    file_of = None  # other runtimes' sizes are the device's bytes, not an ONNX file's
+    if metric == "size" and onnx_file:  # the budget holds for the file, graph and all
+        plans = _uniform_plans(others_bits, rows, choices, allowed)
+        tables, share = file_overhead(tables, g, plans, {j: fixed + float(cost[:, j].sum())
+                                                         for j in plans}, choices[:, 0], len(rows))
+        cost = np.where(allowed, cost + share[None], 0.0)
+        file_of = plan_file(g, others_bits, rows, choices, fixed)
+    return _Problem(rows, omega, cost, allowed, fixed, others_bits, tables, choices[:, 0],
+                    blocked[rows], extra[rows], file_of)
+
+
+def _uniform_plans(fixed_bits: np.ndarray, rows: np.ndarray, choices: np.ndarray,
+                   allowed: np.ndarray) -> dict[int, np.ndarray]:
+    """Candidate column -> [L, 2] bits of every quantisable layer at that column (where the
+    target runs it on all of them, at the first block)."""
+    out = {}
+    for j in np.flatnonzero(allowed.all(axis=0) & (choices[:, 2] == choices[0, 2])):
+        bits = fixed_bits.copy()
+        bits[rows] = choices[j, :2]
+        out[int(j)] = bits
+    return out
 
 
 def _tables_delta(p: _Problem, choice: np.ndarray) -> float:
@@ -358,7 +388,14 @@ def _pick(front: list, pick: int) -> Allocation:
 
 
 def _solve_budget(p: _Problem, limit: float) -> Allocation:
-    """The exact optimum within `limit`, its total cost counting the tables as emitted."""
+    """The exact optimum within `limit`, its total cost counting the tables as emitted; for
+    a size budget, the optimum whose file fits (`edgesim.tables.fit_file`)."""
+    if p.file_of is not None:
+        return fit_file(lambda room: _solve_tables(p, room), limit, p.file_of)
+    return _solve_tables(p, limit)
+
+
+def _solve_tables(p: _Problem, limit: float) -> Allocation:
     if not p.tables.active():
         return solve(p.omega, p.cost, limit, allowed=p.allowed)
     best, width = solve_coupled(p.omega, p.cost, p.allowed, p.w_bits, limit, p.tables)
@@ -442,8 +479,8 @@ def _settle_problem(g: Graph, ga: Graph, target: Target, budget: Budget | None,
     choices = candidate_choices(target, weight_bits, act_bits)
     blank = Sensitivity(tuple(layer.name for layer in layers), bits,
                         np.zeros((len(layers), len(bits))), np.zeros(len(layers)), "hawq")
-    p = _problem(g, blank, choices, target, budget.metric if budget else metric, threads,
-                 runtime)
+    p = replace(_problem(g, blank, choices, target, budget.metric if budget else metric,
+                         threads, runtime), file_of=None)  # probes steer by the estimate
     w_elems_q = float(g.layer_table().w_elems[p.rows].sum())
     qerr = quant_errors(ga, layers, bits)
     weights = unique_weights(layers)

@@ -8,19 +8,34 @@ budget that reads them alone over-counts a model whose embedding dominates (all-
 47 MB of fp32 table, 12 MB emitted). `TableCost` holds, per embedding width, what the tables
 add to the size metric over that fp32 count, and `solve_coupled` solves the knapsack exactly
 although that width depends on the plan (one solve per width, with the width's constraint).
+
+A size budget holds for the file, not only for its weights: the graph around them (nodes,
+names, activation scales, shape constants, metadata) takes 3-6 % of a small model's file.
+`file_overhead` emits the uniform plan of every candidate once (weights quantised to
+nearest, every activation on a grid of its own, bias correction's biases in place): the float
+plan's bytes beyond the cost model's weight bytes are a constant, and each quantisable layer
+at a candidate adds an equal share of that candidate's uniform plan's excess over it. That
+estimate steers the knapsack; `fit_file` then emits the chosen plan the same way and solves
+again with less room until its own bytes fit.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from compiler.allocate import Allocation, InfeasibleBudget, smallest_feasible_budget, solve
 from compiler.formats import WeightGeometry, emitted_bytes, int_container
 from compiler.ir import Graph
+
+if TYPE_CHECKING:
+    from compiler.emit import EmitOptions
+    from compiler.passes.calibrate import CalibrationStats
 
 FLOAT = 32
 # embedding width -> the weight widths a plan with that width may use, and the widths of
@@ -82,10 +97,14 @@ class TableCost:
     rows: tuple[int, ...]
     emitted: Mapping[int | None, tuple[float, ...]]
     counted: tuple[float, ...]
+    # per width: file bytes beyond the weights (`file_overhead`); size budgets only
+    overhead: Mapping[int | None, float] = field(default_factory=lambda: MappingProxyType({}))
 
     def delta(self, width: int | None) -> float:
-        """Metric to add to the cost model's total for tables at `width`."""
-        return float(sum(self.emitted[width]) - sum(self.counted))
+        """Metric to add to the cost model's total for tables at `width` (and, for size,
+        the graph around the weights)."""
+        return float(sum(self.emitted[width]) - sum(self.counted)
+                     + self.overhead.get(width, 0.0))
 
     def active(self) -> bool:
         """Whether the width changes the metric at all."""
@@ -191,3 +210,122 @@ def _covering(plan: float, delta: float) -> float:
     while v - delta < plan:
         v = float(np.nextafter(v, np.inf))
     return v
+
+
+# What `edgesim.pipeline` writes into metadata_props besides the plan: target, method and
+# budget (counted at this many characters each, assumed wider than any real one) and each
+# layer's predicted latency in ms to 6 decimals (counted at this figure's width: < 10 s).
+PROVENANCE_TEXT = 32
+LATENCY_FIGURE = 1234.567891
+
+
+def spread_stats(g: Graph) -> CalibrationStats:
+    """Range statistics with a range of its own on every float activation of `g`: no two
+    activation grids coincide, so the emitter shares no grid parameters between tensors
+    (real data can only let it share more, and write less)."""
+    from compiler.passes.calibrate import CalibrationStats, folds_into_requant
+    from compiler.quantizers import RangeStats
+
+    floats = [t for t, s in g.types.items()
+              if t not in g.weights and np.issubdtype(np.dtype(s.dtype), np.floating)]
+    # ReLU-like outputs are >= 0 on any data (their grids start at 0, as the emitter's
+    # identity and requantisation folds expect)
+    positive = {t for layer in g.layers if folds_into_requant(layer) for t in layer.outputs}
+    stats = {t: RangeStats().update(np.array([0.0 if t in positive else -1.0 - i / 64,
+                                              1.0 + i / 64], np.float32), t)
+             for i, t in enumerate(floats)}
+    return CalibrationStats(MappingProxyType(stats), 1, "spread ranges (file size only)")
+
+
+def _provenance(g: Graph) -> EmitOptions:
+    from compiler.emit import EmitOptions
+
+    latency = json.dumps({layer.name: LATENCY_FIGURE for layer in g.layers},
+                         separators=(",", ":"))
+    text = "x" * PROVENANCE_TEXT
+    return EmitOptions(metadata=(("edgesim.target", text), ("edgesim.method", text),
+                                 ("edgesim.budget", text),
+                                 ("edgesim.predicted_latency_ms", latency)))
+
+
+def plan_file_bytes(g: Graph, bits: np.ndarray, width: int | None,
+                    blocks: Mapping[str, int] | None = None) -> int:
+    """Bytes of the file `edgesim compile` writes for plan `bits` [L, 2] (and per-layer
+    `blocks`, layer name -> block) with embedding tables at `width`, with every activation on
+    a grid of its own (`spread_stats`) and a bias on every layer bias correction may correct;
+    exact for the weights and the graph."""
+    from compiler.bias_correction import OUTPUT_AXIS, correct_biases, eligible
+    from compiler.emit import emit
+    from compiler.emit.write import file_bytes
+    from compiler.passes.quantize import QuantOptions, quantize
+
+    opts = QuantOptions(act_method="minmax", embedding_bits=width,
+                        layer_blocks=dict(blocks or {}))
+    qg = quantize(g, bits, spread_stats(g), opts)
+    shifts = {layer.name: np.zeros(qg.types[layer.outputs[0]].shape[OUTPUT_AXIS[layer.kind]])
+              for layer in qg.layers if eligible(layer, opts.bias_correction_bits)}
+    return file_bytes(emit(correct_biases(qg, shifts), _provenance(g), check=False))
+
+
+def file_overhead(tables: TableCost, g: Graph, plans: Mapping[int, np.ndarray],
+                  predicted: Mapping[int, float], w_bits: np.ndarray, layers: int
+                  ) -> tuple[TableCost, np.ndarray]:
+    """The file bytes beyond the predicted size, estimated: (a) `tables` with the float
+    plan's as a constant; (b) per candidate column [B], what each of the `layers` quantisable
+    layers adds over it at that column: an equal share of its uniform plan's excess. `plans`
+    maps a candidate column to its uniform [L, 2] bits; `predicted` to its predicted size
+    (cost model weight bytes, before `tables.delta`). Exact for the uniform plans; a mixed
+    plan is off by how unequally its layers' nodes and names differ from the shares, which
+    `fit_file` corrects with the plan's own bytes."""
+    over: dict[int, float] = {}
+    for col, bits in plans.items():
+        width = emitted_embedding_bits(np.array([w_bits[col]]))
+        over[col] = plan_file_bytes(g, bits, width) - predicted[col] - tables.delta(width)
+    share = np.zeros(len(w_bits))
+    if not over:
+        return tables, share
+    floats = [c for c in over if w_bits[c] >= FLOAT]
+    base = over[floats[0]] if floats else min(over.values())
+    for col, v in over.items():
+        share[col] = (v - base) / max(layers, 1)
+    return replace(tables, overhead=MappingProxyType({w: base for w in WIDTH_RULE})), share
+
+
+FIT_ROUNDS = 6  # solves `fit_file` tries before it gives up on a budget
+
+
+def fit_file(solve_within: Callable[[float], Allocation], limit: float,
+             file_of: Callable[[np.ndarray], float]) -> Allocation:
+    """The optimum of `solve_within(room)` whose file, `file_of(choice)` (bytes less the
+    fixed layers', as `limit`), fits `limit`: each round lowers the room by what the last
+    plan's file exceeded its estimate. The returned total cost is the plan's file bytes.
+
+    Raises:
+        InfeasibleBudget: no plan found fits within `FIT_ROUNDS` solves, or `solve_within`'s.
+    """
+    room = limit
+    for _ in range(FIT_ROUNDS):
+        try:
+            best = solve_within(room)
+        except InfeasibleBudget as e:  # in the user's terms: the room taken off added back
+            raise InfeasibleBudget(limit, e.smallest_feasible + (limit - room)) from None
+        size = file_of(best.choice)
+        if size <= limit:
+            return replace(best, total_cost=size)
+        # the next plan's estimate must leave room for this one's error (at least a byte less)
+        room = min(room - 1.0, limit - (size - best.total_cost))
+    raise InfeasibleBudget(limit, limit + (limit - room))
+
+
+def plan_file(g: Graph, fixed_bits: np.ndarray, rows: np.ndarray, choices: np.ndarray,
+              fixed: float) -> Callable[[np.ndarray], float]:
+    """choice [Lq] (a column of `choices` [B, 3] (w_bits, a_bits, block) per quantisable
+    layer `rows`) -> its file bytes (`plan_file_bytes`, tables at the plan's width, each
+    layer at its block) less `fixed`."""
+    def file_of(choice: np.ndarray) -> float:
+        bits = fixed_bits.copy()
+        bits[rows] = choices[choice, :2]
+        width = emitted_embedding_bits(choices[choice, 0])
+        blocks = {g.layers[r].name: int(b) for r, b in zip(rows, choices[choice, 2])}
+        return plan_file_bytes(g, bits, width, blocks) - fixed
+    return file_of

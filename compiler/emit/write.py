@@ -28,6 +28,11 @@ def write(model: onnx.ModelProto, path: str | os.PathLike[str]) -> Path:
     return atomic_write(path, _serialise(model, path))
 
 
+def file_bytes(model: onnx.ModelProto) -> int:
+    """The size `write` gives `model` on disk: its serialised length, exactly."""
+    return int(model.ByteSize())
+
+
 def _serialise(model: onnx.ModelProto, path: Path) -> bytes:
     try:
         return model.SerializeToString()

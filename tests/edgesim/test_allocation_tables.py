@@ -111,8 +111,9 @@ def test_a_budget_below_every_plan_names_the_emitted_smallest(graph) -> None:
     with pytest.raises(UserError, match="smallest feasible budget is size=") as e:
         allocate(graph, target, method="proxy", budget=Budget("size", 1000))
     smallest = float(str(e.value).rsplit("size=", 1)[1].removesuffix("MB")) * 1e6
-    # 2-bit MatMulNBits everywhere and the table at 4 bits: under a sixth of the fp32 table
-    assert smallest < VOCAB * DIM * 4 / 6
+    # 2-bit MatMulNBits everywhere and the table at 4 bits: under a sixth of the fp32 table,
+    # and the graph around the weights (nodes, names, metadata: ~1.2 kB), which the file holds
+    assert smallest < VOCAB * DIM * 4 / 6 + 2000
     r = allocate(graph, target, method="proxy", budget=Budget("size", smallest * 1.002))
     assert r.total <= smallest * 1.002
     assert min(r.bits[[1, 3], 0]) <= 4  # the 4-bit table needs a layer at 4 bits or fewer

@@ -128,11 +128,12 @@ def test_allocate_takes_zoo_names_and_budget_strings() -> None:
     g = api.load_graph("zoo:digits_cnn")
     assert plan.bits.shape == (len(g.layers), 2)
     assert plan.metric == "size" and plan.total <= 50_000
-    # the size it predicts is the packed weight bytes of its own assignment
+    # the size it predicts is the file's: the packed weight bytes of its own assignment and
+    # the graph around them (nodes, names, activation grids, metadata: ~5 kB here)
     t = g.layer_table()
     w = plan.bits[:, 0]
     packed = np.where(w < 32, np.ceil(t.w_elems * w / 8), t.w_elems * 4)
-    assert plan.total == pytest.approx(packed.sum(), rel=0.05)
+    assert packed.sum() * 0.95 + 2_000 < plan.total <= packed.sum() * 1.05 + 6_000
 
 
 def test_quantize_accepts_a_labelled_npz(tmp_path: Path) -> None:
