@@ -252,6 +252,8 @@ def _problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Target, m
         plans = _uniform_plans(others_bits, rows, choices, allowed)
         tables, share = file_overhead(tables, g, plans, {j: fixed + float(cost[:, j].sum())
                                                          for j in plans}, choices[:, 0], len(rows))
+        share = share[np.unique(_pair_index(choices), return_index=True)[1]][
+            _pair_index(choices)]  # a pair's other blocks write the same graph around it
         cost = np.where(allowed, cost + share[None], 0.0)
         file_of = plan_file(g, others_bits, rows, choices, fixed)
     return _Problem(rows, omega, cost, allowed, fixed, others_bits, tables, choices[:, 0],
