@@ -45,6 +45,11 @@ KIND_CATEGORY: Mapping[str, int] = MappingProxyType({
     **{k: CATEGORY_VIEW for k in ("reshape", "identity")},
 })
 
+# Ops an array applies to its accumulators' outputs as they drain (Gemmini's AccumulatorScale:
+# scale, bias, ReLU/ReLU6 clip; TPU v1's activation unit): see `Graph.epilogues`
+EPILOGUE_ACTIVATIONS = frozenset({"relu", "clip"})
+EPILOGUE_ELTWISE = frozenset({"add", "sub", "mul", "div"})
+
 
 @dataclass(frozen=True)
 class Spec:
@@ -151,6 +156,9 @@ class LayerTable:
     # int64, the planned row of `compiler.formats.FORMATS` per layer; -1 (or None for all)
     # where the layer was never planned and cost models resolve the format from the bits
     fmt_code: np.ndarray | None = None
+    # int64, where the layer is a GEMM's epilogue (`Graph.epilogues`: work an array can apply
+    # to that GEMM's results as they drain) the GEMM's row, else -1; None where not derived
+    epilogue_of: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -239,6 +247,7 @@ class Graph:
         from compiler.ops import OPS  # the op table imports this module
 
         rows = [self._row(layer, OPS[layer.kind]) for layer in self.layers]
+        fused, index = self.epilogues(), {x.name: i for i, x in enumerate(self.layers)}
         cols = list(zip(*rows)) if rows else [()] * 16
         ints = [np.asarray(c, dtype=np.int64) for c in cols[2:14]]
         # ints holds the 12 int64 columns between category and the two float ones
@@ -247,7 +256,40 @@ class Graph:
             np.asarray(cols[0], dtype=np.int32), np.asarray(cols[1], dtype=np.int32),
             *ints, np.asarray(cols[14], dtype=np.float64), np.asarray(cols[15], dtype=np.float64),
             np.asarray([self.format_code(layer) for layer in self.layers], dtype=np.int64),
+            np.asarray([index.get(fused.get(x.name, ""), -1) for x in self.layers],
+                       dtype=np.int64),
         )
+
+    def epilogues(self) -> dict[str, str]:
+        """Layers an array can apply to a GEMM's results as they drain from its accumulators
+        (TPU v1's activation unit, Jouppi et al. ISCA 2017 sec. 2; Gemmini's
+        AccumulatorScale), each mapped to that GEMM: a bias add or a scale (`EPILOGUE_ELTWISE`
+        with a constant second operand) or a ReLU/clip whose input a GEMM, or an epilogue of
+        one, produces and no other layer reads. An elementwise op of two activations (a
+        residual Add) is not one: its second operand is not in the accumulators."""
+        users, made = self.consumers(), self.producers()
+        out: dict[str, str] = {}
+        for x in self.layers:
+            src = made.get(x.inputs[0]) if x.inputs else None
+            if src is None or len(users.get(x.inputs[0], ())) != 1 \
+                    or x.inputs[0] in self.outputs or not self._epilogue_op(x):
+                continue
+            if KIND_CATEGORY[src.kind] == CATEGORY_GEMM:
+                out[x.name] = src.name
+            elif src.name in out:
+                out[x.name] = out[src.name]
+        return out
+
+    def _epilogue_op(self, x: Layer) -> bool:
+        """Whether `x` is an op an accumulator drain applies: a fused activation, or a binary
+        elementwise op whose other operand is a constant no larger than the result."""
+        fn = x.attrs.get("fn")
+        if x.kind == "activation":
+            return fn in EPILOGUE_ACTIVATIONS
+        if x.kind != "eltwise" or fn not in EPILOGUE_ELTWISE or len(x.inputs) != 2:
+            return False
+        other = x.inputs[1]
+        return other in self.weights and self.types[other].size <= self.types[x.inputs[0]].size
 
     def const_weight(self, layer: Layer) -> bool:
         """Whether `layer` reads a constant in its weight slot (either operand of a matmul)."""

@@ -85,6 +85,10 @@ class MacArrayTarget:
     # layer's width) stay there and are not fetched per inference (Edge TPU parameter
     # caching); False: every inference reads its weights from DRAM
     weights_resident: bool = False
+    # True: a GEMM's epilogue (bias, scale, ReLU/clip: `compiler.ir.Graph.epilogues`) is
+    # applied to its results as they drain from the accumulators (TPU v1's activation unit,
+    # Gemmini's AccumulatorScale), costing no vector pass; False: a separate vector-unit pass
+    fused_epilogue: bool = False
     sram_energy_pj_per_byte: float | None = None
     dram_energy_pj_per_byte: float | None = None
 
@@ -154,11 +158,22 @@ def weight_regime(table: LayerTable, target: MacArrayTarget) -> str:
             "every inference")
 
 
+def epilogue_columns(table: LayerTable) -> tuple[np.ndarray, np.ndarray]:
+    """(1 where a layer is a GEMM's epilogue, per GEMM the parameter bytes of its epilogues):
+    from `LayerTable.epilogue_of`; all 0 where the table does not carry it."""
+    of = np.full(len(table), -1, np.int64) if table.epilogue_of is None else table.epilogue_of
+    fused = of >= 0
+    params = np.zeros(len(table), np.int64)
+    np.add.at(params, of[fused], table.w_bytes[fused])
+    return fused.astype(np.int64), params
+
+
 def layer_arrays(table: LayerTable) -> tuple[np.ndarray, np.ndarray]:
-    """The kernel's layer inputs: int64 [L, 11] and float64 [L, 2] (see the kernel)."""
+    """The kernel's layer inputs: int64 [L, 13] and float64 [L, 2] (see the kernel)."""
+    epi, params = epilogue_columns(table)
     ints = np.stack([table.category, table.m, table.n, table.k, table.groups, table.macs,
                      table.w_elems, table.a_in_elems, table.a_out_elems, table.ops,
-                     table.w_bytes], axis=1) if len(table) else np.zeros((0, 11))
+                     table.w_bytes, epi, params], axis=1) if len(table) else np.zeros((0, 13))
     floats = np.stack([table.w_density, table.a_density], axis=1) if len(table) \
         else np.zeros((0, 2))
     return (np.ascontiguousarray(ints, dtype=np.int64),

@@ -57,6 +57,13 @@ Formulas and their sources:
   model. Utilisation counts effectual MACs against rows x cols x rate per cycle.
 - Non-GEMM layers run on a vector unit of `lanes` lanes at one op per lane per cycle (copies
   move one element per lane per cycle); reshape-like views are free.
+- Fused epilogues (`fused_epilogue`, a design parameter): a GEMM's bias add, scale and
+  ReLU/clip (`compiler.ir.Graph.epilogues`) are applied to its results as they drain from the
+  accumulators -- TPU v1's activation unit sits on the accumulator outputs (Jouppi et al. ISCA
+  2017, sec. 2), Gemmini applies scale, bias and activation on accumulator readout
+  (ucb-bar/gemmini AccumulatorScale.scala). They cost no vector pass and no activation
+  traffic, only the drain-rate bound when the lanes are fewer than the array's columns
+  (`epilogue_layer`). Off, each is a separate vector-unit pass (SCALE-Sim has none).
 """
 
 from __future__ import annotations
@@ -216,7 +223,10 @@ G_FLOOR = 20  # least streaming cycles of a fold (of all its psum chunks): 0 unl
 G_RES_BITS, G_KNOWN = 21, 23
 G_SIZE = 24
 # cfg_i columns after the first nine (appended, so older 9-column configs still read)
-H_PIPELINED, H_RESIDENT = 9, 10
+H_PIPELINED, H_RESIDENT, H_EPILOGUE = 9, 10, 11
+# lay_i columns after the first eleven (may be absent: no epilogues): 1 for a GEMM's
+# epilogue; on a GEMM, the parameter bytes of its epilogues
+L_EPILOGUE, L_EPI_BYTES = 11, 12
 
 
 @njit(cache=True)
@@ -374,6 +384,30 @@ def vector_layer(cat: int, ops: int, a_in: int, a_out: int, w_bytes: int, ab: fl
 
 
 @njit(cache=True)
+def epilogue_layer(ops: int, a_out: int, e_op: float, lanes: int, cols: int,
+                   out: np.ndarray) -> None:
+    """A GEMM's epilogue applied as its results drain (`fused_epilogue`); outputs as
+    `vector_layer`. The array drains `cols` results per cycle; lanes that keep up add no
+    cycle, fewer lanes throttle the drain: the excess of ceil(work / lanes) over the drain's
+    own ceil(a_out / cols). Its input and output never leave the accumulator path and its
+    parameters travel with its GEMM's operands (`fused_params`); the ops still cost energy."""
+    work = max(ops, a_out)
+    out[0] = max(0.0, cdiv(work, lanes) - cdiv(a_out, cols)) if work > 0 else 0.0
+    out[1], out[2], out[4] = 0.0, 0.0, 0.0
+    out[3] = work * e_op
+
+
+@njit(cache=True)
+def fused_params(nbytes: float, resident: bool, hf: np.ndarray, out: np.ndarray) -> None:
+    """Add a GEMM's fused epilogue parameters (`nbytes`: bias, scales) to its DRAM bytes and
+    on-chip pJ in `out`: they are loaded with its operands (Gemmini moves a bias into the
+    accumulator before the GEMM), so double buffering overlaps them with its compute."""
+    dram = 0.0 if resident else nbytes
+    out[1] += dram
+    out[2] += (nbytes + dram) * hf[6]
+
+
+@njit(cache=True)
 def finish(raw: np.ndarray, rate: float, pes: float, hi: np.ndarray, hf: np.ndarray,
            o: np.ndarray) -> None:
     """Latency, bound, energy split and utilisation from one layer's raw figures.
@@ -400,6 +434,7 @@ def layer_at(lay_i: np.ndarray, lay_f: np.ndarray, li: int, geo: np.ndarray, pic
     if keep and geo[G_KNOWN] == 0.0:
         model_weights(lay_i, geo, hi, hf)
     resident = keep and wb <= geo[G_RES_BITS]
+    fuse = hi.size > H_EPILOGUE and hi[H_EPILOGUE] != 0 and lay_i.shape[1] > L_EPI_BYTES
     if r <= 0.0:  # unsupported precision
         for q in range(5):
             res[q] = np.inf
@@ -407,7 +442,12 @@ def layer_at(lay_i: np.ndarray, lay_f: np.ndarray, li: int, geo: np.ndarray, pic
     elif pick < 2:
         gemm_layer(geo, lay_i[li, 5], lay_i[li, 8], lay_f[li, 0], lay_f[li, 1],
                    ab if pick == 1 else wb, ab, r, e, hi, hf, raw, resident)
+        if fuse and lay_i[li, L_EPI_BYTES] > 0:
+            fused_params(float(lay_i[li, L_EPI_BYTES]), resident, hf, raw)
         finish(raw, r, hi[1] * hi[2], hi, hf, res)
+    elif fuse and lay_i[li, L_EPILOGUE] != 0:
+        epilogue_layer(lay_i[li, 9], lay_i[li, 8], e, hi[7], hi[2], raw)
+        finish(raw, 1.0, float(hi[7]), hi, hf, res)
     else:
         vector_layer(lay_i[li, 0], lay_i[li, 9], lay_i[li, 7], lay_i[li, 8], lay_i[li, 10], ab,
                      e, hi[7], hf, raw, on_chip_bytes(hi, hf), resident)
@@ -445,10 +485,12 @@ def evaluate(lay_i: np.ndarray, lay_f: np.ndarray, w_bits: np.ndarray, a_bits: n
              out: np.ndarray) -> None:
     """Fill out[7, H, L, B] with (cycles, latency_s, e_compute, e_onchip, e_dram, bound, util).
 
-    lay_i [L, 11]: category, m, n, k, groups, macs, w_elems, a_in, a_out, ops, w_bytes;
-    lay_f [L, 2]: w_density, a_density. cfg_i [H, 11]: dataflow, rows, cols, sparsity, sp_n,
-    sp_m, double_buffered, lanes, activations_on_chip, fold_pipelining, weights_resident
-    (the last two may be absent: off); cfg_f [H, 9]: clock_ghz, dram_gbps,
+    lay_i [L, 13]: category, m, n, k, groups, macs, w_elems, a_in, a_out, ops, w_bytes,
+    epilogue, epilogue parameter bytes (the last two may be absent: none);
+    lay_f [L, 2]: w_density, a_density.
+    cfg_i [H, 12]: dataflow, rows, cols, sparsity, sp_n, sp_m, double_buffered, lanes,
+    activations_on_chip, fold_pipelining, weights_resident, fused_epilogue (the last three
+    may be absent: off); cfg_f [H, 9]: clock_ghz, dram_gbps,
     dram pJ/byte, ifmap/filter/ofmap SRAM bytes, ifmap/filter/ofmap SRAM pJ/byte.
     rates [3, H, B]: MACs per PE per cycle at (w_bits, a_bits) and at (a_bits, a_bits) (matmul
     of two activations), and vector-unit support (1/0); energies [3, H, B]: the matching pJ per
