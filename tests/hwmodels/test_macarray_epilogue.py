@@ -1,0 +1,167 @@
+"""Fused epilogues (`fused_epilogue`): which layers are a GEMM's epilogue (`Graph.epilogues`,
+checked on hand-built ONNX graphs), their closed-form cost on the accumulator drain, SCALE-Sim
+mode unchanged, and the sweep's batched kernel still equal to the full kernel."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from compiler.frontend import load
+from compiler.ir import CATEGORY_GEMM
+from hwmodels import configs
+from hwmodels.kernels import macarray as kernel
+from hwmodels.kernels import macarray_batch
+from hwmodels.macarray import evaluate, layer_arrays
+from hwmodels.target import load_target
+from tests.hwmodels.test_macarray import INT8, array, gemm, layer_table, stream
+from tests.hwmodels.test_prepared_batch import BITS, random_designs, random_table
+
+
+def _const(name: str, shape: tuple[int, ...], seed: int) -> onnx.TensorProto:
+    rng = np.random.default_rng(seed)
+    return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+
+
+def _residual_model() -> onnx.ModelProto:
+    """x -> Conv(bias) -> Relu -> r; r -> Conv -> Mul(scale) -> Add(r) -> Relu -> y.
+    By construction: the first Relu and the Mul are epilogues of their convs; the residual
+    Add (two activations) and the Relu after it (its producer is no GEMM) are not."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r"], name="relu1"),
+        helper.make_node("Conv", ["r", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["c2", "s"], ["m2"], name="scale2"),
+        helper.make_node("Add", ["m2", "r"], ["a"], name="residual"),
+        helper.make_node("Relu", ["a"], ["y"], name="relu_out"),
+    ]
+    inits = [_const("w1", (4, 2, 3, 3), 0), _const("b1", (4,), 1),
+             _const("w2", (4, 4, 3, 3), 2), _const("s", (1, 4, 1, 1), 3)]
+    graph = helper.make_graph(
+        nodes, "residual", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _kind_of(g, name: str) -> str:
+    return g.layer(name).kind
+
+
+def test_epilogues_are_single_use_bias_scale_and_relu_after_a_gemm() -> None:
+    g = load(_residual_model())
+    epi = g.epilogues()
+    gemms = [x.name for x in g.layers if x.kind == "conv"]
+    assert len(gemms) == 2
+    # exactly the Relu after conv1 and the Mul after conv2 (whatever the frontend names them)
+    assert sorted((_kind_of(g, e), owner) for e, owner in epi.items()) == sorted(
+        [("activation", gemms[0]), ("eltwise", gemms[1])])
+    residual = [x.name for x in g.layers if x.kind == "eltwise"
+                and x.attrs.get("fn") == "add"]
+    assert residual and not set(residual) & set(epi)  # a residual Add does not fuse
+    table = g.layer_table()
+    assert table.epilogue_of is not None
+    for i, name in enumerate(table.names):
+        want = table.names.index(epi[name]) if name in epi else -1
+        assert table.epilogue_of[i] == want
+        if want >= 0:
+            assert table.category[want] == CATEGORY_GEMM
+
+
+def test_an_output_read_twice_does_not_fuse() -> None:
+    """conv1's output feeding both a Relu and the graph output must be written unfused."""
+    model = _residual_model()
+    model.graph.output.append(helper.make_tensor_value_info("c1", TensorProto.FLOAT,
+                                                            [1, 4, 6, 6]))
+    g = load(model)
+    assert all(_kind_of(g, e) != "activation" for e in g.epilogues())
+
+
+def _conv_relu(a_out: int = 1000, bias_elems: int = 0):
+    """A GEMM producing `a_out` results, then a bias add of `bias_elems` constants (if any)
+    and a ReLU, as the table rows the IR would give; epilogue_of marks both."""
+    rows = [gemm(m=a_out // 10, n=10, k=27)]
+    if bias_elems:
+        rows.append(stream(a_out, a_out, a_out, w_elems=bias_elems))
+    rows.append(stream(a_out, a_out, a_out, kind="activation"))
+    table = layer_table(rows)
+    of = np.array([-1] + [0] * (len(rows) - 1), dtype=np.int64)
+    return dataclasses.replace(table, epilogue_of=of)
+
+
+def test_fused_relu_costs_no_vector_cycles_when_lanes_keep_up() -> None:
+    table = _conv_relu()
+    off = evaluate(table, INT8, array(cols=16, vector_lanes=16))
+    on = evaluate(table, INT8, array(cols=16, vector_lanes=16, fused_epilogue=True))
+    assert off.cycles[1, 0] == math.ceil(1000 / 16)  # one op per lane per cycle
+    assert on.cycles[1, 0] == 0.0
+    assert on.energy_pj_dram[1, 0] == 0.0 and on.energy_pj_onchip[1, 0] == 0.0
+    assert on.energy_pj_compute[1, 0] == off.energy_pj_compute[1, 0]  # the ops still happen
+    assert on.cycles[0, 0] == off.cycles[0, 0]  # the GEMM itself is unchanged
+
+
+def test_fewer_lanes_than_columns_throttle_the_drain() -> None:
+    on = evaluate(_conv_relu(), INT8, array(cols=32, vector_lanes=8, fused_epilogue=True))
+    assert on.cycles[1, 0] == math.ceil(1000 / 8) - math.ceil(1000 / 32)
+
+
+def test_bias_parameters_travel_with_the_gemm() -> None:
+    """The bias bytes move from the add's DRAM traffic to its GEMM's: total bytes equal."""
+    table = _conv_relu(bias_elems=10)
+    slow = dict(dram_bandwidth_gbps=1.0, activations_on_chip=True)
+    off = evaluate(table, INT8, array(**slow))
+    on = evaluate(table, INT8, array(fused_epilogue=True, **slow))
+    pj = float(configs.from_targets([array(**slow)]).cfg_f[0, 2])
+    assert on.energy_pj_dram[1, 0] == 0.0
+    assert math.isclose(on.energy_pj_dram[0, 0] - off.energy_pj_dram[0, 0], 4 * 10 * pj)
+    assert math.isclose(on.energy_pj_dram[:, 0].sum(), off.energy_pj_dram[:, 0].sum())
+
+
+def test_residual_add_and_scalesim_mode_are_unchanged() -> None:
+    rows = [gemm(100, 10, 27), stream(1000, 2000, 1000)]  # Add of two activations
+    table = dataclasses.replace(layer_table(rows), epilogue_of=np.array([-1, -1]))
+    fused = evaluate(table, INT8, array(fused_epilogue=True))
+    plain = evaluate(table, INT8, array())
+    np.testing.assert_array_equal(fused.cycles, plain.cycles)
+    # flag off (SCALE-Sim mode): marking epilogues changes nothing
+    marked = evaluate(_conv_relu(bias_elems=10), INT8, array())
+    bare = evaluate(dataclasses.replace(_conv_relu(bias_elems=10), epilogue_of=None), INT8,
+                    array())
+    for f in dataclasses.fields(marked):
+        np.testing.assert_array_equal(getattr(marked, f.name), getattr(bare, f.name))
+
+
+def test_shipped_targets_other_than_the_sparse_array_keep_it_off() -> None:
+    assert load_target("sparse-mac-32x32").fused_epilogue
+    assert not load_target("systolic-16x16").fused_epilogue
+
+
+def test_batched_kernel_equals_full_kernel_with_epilogues() -> None:
+    rng = np.random.default_rng(15)
+    table = random_table(rng, 60)
+    gemm_rows = np.flatnonzero(table.category == CATEGORY_GEMM)
+    pick = (table.category != CATEGORY_GEMM) & (rng.random(len(table)) < 0.5)
+    of = np.where(pick, rng.choice(gemm_rows, size=len(table)), -1)
+    table = dataclasses.replace(table, epilogue_of=of.astype(np.int64))
+    designs = [dataclasses.replace(d, fused_epilogue=bool(i % 3))
+               for i, d in enumerate(random_designs(rng, 30))]
+    cfg = configs.from_targets(designs)
+    rates, energies = configs.precision_rates(cfg, BITS)
+    w, a = BITS[:, 0].astype(float), BITS[:, 1].astype(float)
+    full = np.empty((7, len(cfg), len(table), len(BITS)))
+    kernel.evaluate_serial(*layer_arrays(table), w, a, cfg.cfg_i, cfg.cfg_f, rates, energies,
+                           full)
+    cols = rng.integers(len(BITS), size=(len(designs), len(table)))
+    got = np.empty((7, len(designs), len(table)))
+    macarray_batch.evaluate_picked_serial(*layer_arrays(table), w, a, cols, cfg.cfg_i,
+                                          cfg.cfg_f, rates, energies, got)
+    want = np.take_along_axis(full, cols[None, :, :, None], axis=3)[..., 0]
+    np.testing.assert_array_equal(got, want)
+    # the epilogues did change something on the fused designs (the test is not vacuous)
+    off = np.empty_like(full)
+    kernel.evaluate_serial(*layer_arrays(dataclasses.replace(table, epilogue_of=None)), w, a,
+                           cfg.cfg_i, cfg.cfg_f, rates, energies, off)
+    assert not np.array_equal(full, off)
