@@ -14,11 +14,14 @@
     splits the best bits-only plan's MAC layers into compute at density 0 (fold fill/drain,
     and with pipelined folds the tile-swap floor per fold) and weight DRAM time and gives its
     latency with every MAC input at density 0: no threshold can beat that floor; its vector
-    unit time is split into GEMM epilogues (bias add, activation right after a GEMM) and the
-    rest. Every figure is given per regime of the array (`REGIMES`): SCALE-Sim's back-to-back
-    folds with weights from DRAM every inference (the model before issue 15's follow-up),
-    pipelined folds per inference, and pipelined folds in a stream's steady state with
-    resident weights (the target file's setting); each regime says where weights come from.
+    unit time, and that of the GEMM epilogues (bias, scale, ReLU/clip right after a GEMM),
+    which the target applies on the accumulator drain (`fused_epilogue`), with their time as
+    separate vector passes next to it. Every figure is given per regime of the array
+    (`REGIMES`): SCALE-Sim's back-to-back folds with weights from DRAM every inference and
+    unfused epilogues (the model before issue 15's follow-up), pipelined folds with fused
+    epilogues per inference, and pipelined folds in a stream's steady state with resident
+    weights, with epilogues as separate vector passes and fused (the target file's setting);
+    each regime says where weights come from.
 
 Usage: python bench/bench_sparsity.py [--part cycles|joint|stream|all] [--samples 32]
        [--plot front.png] [--points 14] [--mode magnitude|centred]
@@ -68,17 +71,19 @@ from hwmodels.target import load_target  # noqa: E402
 
 TARGET = "sparse-mac-32x32"
 DATA = load_digits_data()
-# (fold_pipelining, weights_resident) per regime; the target file sets both true
-REGIMES = {"back_to_back_per_inference": (False, False),
-           "pipelined_per_inference": (True, False),
-           "pipelined_steady_state": (True, True)}
+# (fold_pipelining, weights_resident, fused_epilogue) per regime; the target file sets all
+# three true
+REGIMES = {"back_to_back_per_inference": (False, False, False),
+           "pipelined_per_inference": (True, False, True),
+           "pipelined_steady_state_unfused": (True, True, False),
+           "pipelined_steady_state": (True, True, True)}
 
 
 def regime_target(name: str):
     """The shipped target in one of `REGIMES`."""
-    pipelined, resident = REGIMES[name]
+    pipelined, resident, fused = REGIMES[name]
     return dataclasses.replace(load_target(TARGET), fold_pipelining=pipelined,
-                               weights_resident=resident)
+                               weights_resident=resident, fused_epilogue=fused)
 
 
 def _images(name: str, count: int) -> tuple[np.ndarray, dict]:
@@ -258,36 +263,20 @@ def bound(g1: Graph, layers: tuple[str, ...], plan: dict, target) -> dict:
              "at_density_0_us": round(float(ideal[i]), 3)}
             for i, n in enumerate(table.names) if gemm[i]]
     floor = float(ideal.sum())
-    epi = epilogues(g1)
-    epilogue = sum(float(ideal[i]) for i, n in enumerate(table.names) if n in epi)
-    unfused = plan["latency_us"] - epilogue  # what-if arithmetic, not the cost model's
+    epi = [i for i, n in enumerate(table.names) if n in g1.epilogues()]
+    unfused = _per_layer_us(macarray_evaluate(
+        empty, pairs, dataclasses.replace(target, fused_epilogue=False)), col)
     return {"plan_latency_us": plan["latency_us"], "latency_at_density_0_us": round(floor, 3),
             "max_speedup_any_sparsity": round(plan["latency_us"] / floor, 3),
             "vector_unit_us": round(float(ideal[~gemm].sum()), 3),
-            "vector_epilogue_us": round(epilogue, 3),
-            # if the epilogues ran on the accumulator drain (TPU v1, Gemmini), unmodelled here
-            "max_speedup_if_epilogues_fused": round(unfused / (floor - epilogue), 3),
+            # GEMM epilogues (bias, scale, ReLU/clip: compiler.ir.Graph.epilogues): their time
+            # in the model (0 when the target fuses them on the accumulator drain) and as
+            # separate vector-unit passes (fused_epilogue: false)
+            "fused_epilogue": target.fused_epilogue,
+            "vector_epilogue_us": round(float(ideal[epi].sum()), 3),
+            "vector_epilogue_unfused_us": round(float(unfused[epi].sum()), 3),
             "mac_fill_us": round(float(fill[gemm].sum()), 3),
             "mac_weight_dram_us": round(float(dram[gemm].sum()), 3), "mac_layers": rows}
-
-
-def epilogues(g: Graph) -> set[str]:
-    """Vector layers that are a GEMM's epilogue: a bias add or an activation whose input a
-    GEMM (or an epilogue of one) produces -- the work TPU-style arrays apply to accumulator
-    outputs as they drain (TPU v1's activation unit, Gemmini's AccumulatorScale), which
-    this model charges as separate vector-unit passes."""
-    table = g.layer_table()
-    cat = dict(zip(table.names, table.category))
-    made_by = {t: x.name for x in g.layers for t in x.outputs}
-    out: set[str] = set()
-    for x in g.layers:
-        src = made_by.get(x.inputs[0]) if x.inputs else None
-        tail = src is not None and (cat[src] == CATEGORY_GEMM or src in out)
-        bias = x.kind == "eltwise" and x.attrs.get("fn") == "add" and \
-            any(t in g.weights for t in x.inputs)
-        if tail and (bias or x.kind == "activation"):
-            out.add(x.name)
-    return out
 
 
 def plot_fronts(joint_result: dict, path: str, regime: str = "pipelined_steady_state") -> None:
