@@ -43,6 +43,7 @@ from edgesim.budget import DECODER_METRICS, Budget, format_value
 from edgesim.errors import UserError
 from edgesim.simulation import runnable
 from edgesim.tables import (
+    EmittedBytes,
     TableCost,
     emitted_embedding_bits,
     file_overhead,
@@ -226,8 +227,8 @@ def _with_act(omega: np.ndarray, act_errors: np.ndarray, choices: np.ndarray) ->
 
 
 def _problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Target, metric: str,
-             threads: int | None, runtime: str, act_errors: np.ndarray | None = None
-             ) -> _Problem:
+             threads: int | None, runtime: str, act_errors: np.ndarray | None = None,
+             emitted: EmittedBytes | None = None) -> _Problem:
     from compiler.sensitivity.blocks import block_omega
 
     blocked, extra = _blocked(g, choices, target)
@@ -258,11 +259,12 @@ def _problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Target, m
     if metric == "size" and onnx_file:  # the budget holds for the file, graph and all
         plans = _uniform_plans(others_bits, rows, choices, allowed)
         tables, share = file_overhead(tables, g, plans, {j: fixed + float(cost[:, j].sum())
-                                                         for j in plans}, choices[:, 0], len(rows))
+                                                         for j in plans}, choices[:, 0], len(rows),
+                                      emitted)
         share = share[np.unique(_pair_index(choices), return_index=True)[1]][
             _pair_index(choices)]  # a pair's other blocks write the same graph around it
         cost = np.where(allowed, cost + share[None], 0.0)
-        file_of = plan_file(g, others_bits, rows, choices, fixed)
+        file_of = plan_file(g, others_bits, rows, choices, fixed, emitted)
     return _Problem(rows, omega, cost, allowed, fixed, others_bits, tables, choices[:, 0],
                     blocked[rows], extra[rows], file_of)
 
@@ -448,7 +450,8 @@ def settled_rule(g: Graph, ga: Graph, target: Target, *, budget: Budget | None =
                  weight_bits: Sequence[int] | None = None,
                  act_bits: Sequence[int] | None = None, metric: str = "latency",
                  threads: int | None = None, runtime: str = "onnxruntime",
-                 z: float = SETTLE_Z) -> Callable[[Any, np.ndarray], np.ndarray]:
+                 z: float = SETTLE_Z, emitted: EmittedBytes | None = None
+                 ) -> Callable[[Any, np.ndarray], np.ndarray]:
     """HAWQ's stopping rule in allocation terms: (trace estimate, bool per weight tensor to
     test) -> bool per weight tensor, True where no value of that tensor's trace within `z`
     standard errors of the estimate changes the allocation (`allocate`'s exact answer for
@@ -459,6 +462,8 @@ def settled_rule(g: Graph, ga: Graph, target: Target, *, budget: Budget | None =
         g: the model to deploy; ga: the graph the analysis runs on (same weights).
         target, budget, weight_bits, act_bits, metric, threads, runtime: as `allocate`.
         z: the half-width of the interval, in standard errors.
+        emitted: the compile's emitted plans (`edgesim.tables.emitted_file_bytes`), shared
+            with its `allocate` call, so a size budget's uniform plans are emitted once.
     """
     built: list[tuple] = []  # built on first use: an analysis that meets tol never needs it
     bits = _weight_bits(weight_bits)
@@ -466,7 +471,7 @@ def settled_rule(g: Graph, ga: Graph, target: Target, *, budget: Budget | None =
     def rule(est: Any, test: np.ndarray | None = None) -> np.ndarray:
         if not built:
             built.append(_settle_problem(g, ga, target, budget, bits, act_bits, metric,
-                                         threads, runtime))
+                                         threads, runtime, emitted))
         choice, sizes, index = built[0]
         score, half = est.trace[index] / sizes, est.rse[index] * z
         if test is not None:  # a layer not tested is settled: interval of width 0
@@ -480,7 +485,7 @@ def settled_rule(g: Graph, ga: Graph, target: Target, *, budget: Budget | None =
 
 def _settle_problem(g: Graph, ga: Graph, target: Target, budget: Budget | None,
                     weight_bits: Sequence[int], act_bits: Sequence[int] | None, metric: str,
-                    threads: int | None, runtime: str
+                    threads: int | None, runtime: str, emitted: EmittedBytes | None = None
                     ) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray, np.ndarray]:
     """(per-layer trace per weight -> chosen column per layer, n_l, weight index per layer)."""
     from compiler.sensitivity import Sensitivity
@@ -497,8 +502,9 @@ def _settle_problem(g: Graph, ga: Graph, target: Target, budget: Budget | None,
     choices = candidate_choices(target, weight_bits, act_bits)
     blank = Sensitivity(tuple(layer.name for layer in layers), bits,
                         np.zeros((len(layers), len(bits))), np.zeros(len(layers)), "hawq")
+    # probes steer by the estimate (no file_of); its uniform plans' bytes stay in `emitted`
     p = replace(_problem(g, blank, choices, target, budget.metric if budget else metric,
-                         threads, runtime), file_of=None)  # probes steer by the estimate
+                         threads, runtime, emitted=emitted), file_of=None)
     w_elems_q = float(g.layer_table().w_elems[p.rows].sum())
     qerr = quant_errors(ga, layers, bits)
     weights = unique_weights(layers)
@@ -568,7 +574,8 @@ def allocate(g: Graph, target: Target, *, method: str = "hawq", budget: Budget |
              runtime: str = "onnxruntime", pick: int | None = None,
              assignment: np.ndarray | None = None,
              act_errors: np.ndarray | None = None, blocks: Sequence[int] | None = None,
-             assignment_blocks: np.ndarray | None = None) -> AllocationResult:
+             assignment_blocks: np.ndarray | None = None,
+             emitted: EmittedBytes | None = None) -> AllocationResult:
     """Choose bits per layer of `g` on `target`: least total sensitivity within `budget`
     (exact multiple-choice knapsack), or the knee of the Pareto front when no budget is given.
 
@@ -595,6 +602,8 @@ def allocate(g: Graph, target: Target, *, method: str = "hawq", budget: Budget |
         blocks: candidate block sizes of per-block rows (e.g. (32, 64, 128)); None: the one
             block `NBITS_BLOCK`, and `AllocationResult.blocks` is None.
         assignment_blocks: int [L], the given assignment's block per layer (0: the first).
+        emitted: plans already emitted in this compile (`edgesim.tables.emitted_file_bytes`,
+            e.g. by `settled_rule`'s): a size budget's file estimates reuse their bytes.
 
     Raises:
         UserError: unknown method, a budget no assignment meets (naming the smallest one).
@@ -604,7 +613,7 @@ def allocate(g: Graph, target: Target, *, method: str = "hawq", budget: Budget |
     if sens is None:
         sens = sensitivity(analysis_graph or g, method, calib_inputs, labels, weight_bits)
     choices = candidate_choices(target, weight_bits, act_bits, blocks)
-    p = _problem(g, sens, choices, target, metric, threads, runtime, act_errors)
+    p = _problem(g, sens, choices, target, metric, threads, runtime, act_errors, emitted)
     w_elems_q = float(g.layer_table().w_elems[p.rows].sum())
     best, front = _solve(p, budget, w_elems_q, pick)
     if assignment is not None:
