@@ -41,11 +41,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.sparse import csr_array
 
 from compiler.errors import ModelError
 from compiler.pareto import add_layer
@@ -217,8 +215,19 @@ def solve(sens: np.ndarray, cost: np.ndarray, budget: float,
     return _allocation(p, _METHODS[method](p, budget))
 
 
+def milp(c: np.ndarray, **kwargs: Any) -> Any:
+    """`scipy.optimize.milp`, imported on first use: scipy.optimize costs ~0.3 s to import and
+    sweep workers (method "front") and `simulate` never solve a MILP."""
+    from scipy.optimize import milp as scipy_milp
+
+    return scipy_milp(c, **kwargs)
+
+
 def _solve_milp(p: _Problem, budget: float) -> np.ndarray:
     """HiGHS on the layers that still have a choice to make; exact-front fallback on doubt."""
+    from scipy.optimize import Bounds, LinearConstraint
+    from scipy.sparse import csr_array
+
     choice = _pick(p, 0)
     free = np.array([l for l, o in enumerate(p.options) if o.size > 1])
     cols = np.concatenate([p.options[l] for l in free])

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,13 +39,11 @@ from compiler.formats import (
     resolve_codes,
 )
 from compiler.ir import Graph
-from compiler.sensitivity import DEFAULT_BITS, METHODS, Sensitivity
-from compiler.sensitivity.act_term import output_errors, with_act_term
-from compiler.sensitivity.blocks import block_omega
 from edgesim.budget import DECODER_METRICS, Budget, format_value
 from edgesim.errors import UserError
 from edgesim.simulation import runnable
 from edgesim.tables import (
+    EmittedBytes,
     TableCost,
     emitted_embedding_bits,
     file_overhead,
@@ -57,6 +55,12 @@ from edgesim.tables import (
 from hwmodels import kinds
 from hwmodels.cost import Cost, evaluate
 from hwmodels.target import Target
+
+# compiler.sensitivity (its package imports HAWQ, the executor, scipy.special: ~0.4 s) is
+# imported by the functions that measure or read sensitivities, not here: sweep workers and
+# `simulate` use this module's budget arithmetic only
+if TYPE_CHECKING:
+    from compiler.sensitivity import Sensitivity
 
 FLOAT = 32
 FRONT_POINTS = 50
@@ -213,6 +217,8 @@ def _pair_index(choices: np.ndarray) -> np.ndarray:
 def _with_act(omega: np.ndarray, act_errors: np.ndarray, choices: np.ndarray) -> np.ndarray:
     """`with_act_term` per (w, a) pair at its first block, its activation term added to every
     block of the pair (the activation error does not depend on the weight's block)."""
+    from compiler.sensitivity.act_term import with_act_term
+
     pair = _pair_index(choices)
     first = np.unique(pair, return_index=True)[1]
     base = omega[:, first]
@@ -221,8 +227,10 @@ def _with_act(omega: np.ndarray, act_errors: np.ndarray, choices: np.ndarray) ->
 
 
 def _problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Target, metric: str,
-             threads: int | None, runtime: str, act_errors: np.ndarray | None = None
-             ) -> _Problem:
+             threads: int | None, runtime: str, act_errors: np.ndarray | None = None,
+             emitted: EmittedBytes | None = None) -> _Problem:
+    from compiler.sensitivity.blocks import block_omega
+
     blocked, extra = _blocked(g, choices, target)
     full = evaluate(g.layer_table(), choices[:, :2], target, threads=threads, runtime=runtime)
     full = replace(full, weight_bytes=np.asarray(full.weight_bytes) + extra)
@@ -251,11 +259,12 @@ def _problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Target, m
     if metric == "size" and onnx_file:  # the budget holds for the file, graph and all
         plans = _uniform_plans(others_bits, rows, choices, allowed)
         tables, share = file_overhead(tables, g, plans, {j: fixed + float(cost[:, j].sum())
-                                                         for j in plans}, choices[:, 0], len(rows))
+                                                         for j in plans}, choices[:, 0], len(rows),
+                                      emitted)
         share = share[np.unique(_pair_index(choices), return_index=True)[1]][
             _pair_index(choices)]  # a pair's other blocks write the same graph around it
         cost = np.where(allowed, cost + share[None], 0.0)
-        file_of = plan_file(g, others_bits, rows, choices, fixed)
+        file_of = plan_file(g, others_bits, rows, choices, fixed, emitted)
     return _Problem(rows, omega, cost, allowed, fixed, others_bits, tables, choices[:, 0],
                     blocked[rows], extra[rows], file_of)
 
@@ -430,11 +439,19 @@ SETTLE_Z = 2.0  # a trace is settled if its bits stay put anywhere within +-2 st
 LOW_END = 1e-3
 
 
+def _weight_bits(weight_bits: Sequence[int] | None) -> Sequence[int]:
+    """The candidate weight bits; None: `compiler.sensitivity.DEFAULT_BITS`."""
+    from compiler.sensitivity import DEFAULT_BITS
+
+    return DEFAULT_BITS if weight_bits is None else weight_bits
+
+
 def settled_rule(g: Graph, ga: Graph, target: Target, *, budget: Budget | None = None,
-                 weight_bits: Sequence[int] = DEFAULT_BITS,
+                 weight_bits: Sequence[int] | None = None,
                  act_bits: Sequence[int] | None = None, metric: str = "latency",
                  threads: int | None = None, runtime: str = "onnxruntime",
-                 z: float = SETTLE_Z) -> Callable[[Any, np.ndarray], np.ndarray]:
+                 z: float = SETTLE_Z, emitted: EmittedBytes | None = None
+                 ) -> Callable[[Any, np.ndarray], np.ndarray]:
     """HAWQ's stopping rule in allocation terms: (trace estimate, bool per weight tensor to
     test) -> bool per weight tensor, True where no value of that tensor's trace within `z`
     standard errors of the estimate changes the allocation (`allocate`'s exact answer for
@@ -445,13 +462,16 @@ def settled_rule(g: Graph, ga: Graph, target: Target, *, budget: Budget | None =
         g: the model to deploy; ga: the graph the analysis runs on (same weights).
         target, budget, weight_bits, act_bits, metric, threads, runtime: as `allocate`.
         z: the half-width of the interval, in standard errors.
+        emitted: the compile's emitted plans (`edgesim.tables.emitted_file_bytes`), shared
+            with its `allocate` call, so a size budget's uniform plans are emitted once.
     """
     built: list[tuple] = []  # built on first use: an analysis that meets tol never needs it
+    bits = _weight_bits(weight_bits)
 
     def rule(est: Any, test: np.ndarray | None = None) -> np.ndarray:
         if not built:
-            built.append(_settle_problem(g, ga, target, budget, weight_bits, act_bits, metric,
-                                         threads, runtime))
+            built.append(_settle_problem(g, ga, target, budget, bits, act_bits, metric,
+                                         threads, runtime, emitted))
         choice, sizes, index = built[0]
         score, half = est.trace[index] / sizes, est.rse[index] * z
         if test is not None:  # a layer not tested is settled: interval of width 0
@@ -465,9 +485,10 @@ def settled_rule(g: Graph, ga: Graph, target: Target, *, budget: Budget | None =
 
 def _settle_problem(g: Graph, ga: Graph, target: Target, budget: Budget | None,
                     weight_bits: Sequence[int], act_bits: Sequence[int] | None, metric: str,
-                    threads: int | None, runtime: str
+                    threads: int | None, runtime: str, emitted: EmittedBytes | None = None
                     ) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray, np.ndarray]:
     """(per-layer trace per weight -> chosen column per layer, n_l, weight index per layer)."""
+    from compiler.sensitivity import Sensitivity
     from compiler.sensitivity.hawq import unique_weights
     from compiler.sensitivity.proxy import (
         bit_choices,
@@ -481,8 +502,9 @@ def _settle_problem(g: Graph, ga: Graph, target: Target, budget: Budget | None,
     choices = candidate_choices(target, weight_bits, act_bits)
     blank = Sensitivity(tuple(layer.name for layer in layers), bits,
                         np.zeros((len(layers), len(bits))), np.zeros(len(layers)), "hawq")
+    # probes steer by the estimate (no file_of); its uniform plans' bytes stay in `emitted`
     p = replace(_problem(g, blank, choices, target, budget.metric if budget else metric,
-                         threads, runtime), file_of=None)  # probes steer by the estimate
+                         threads, runtime, emitted=emitted), file_of=None)
     w_elems_q = float(g.layer_table().w_elems[p.rows].sum())
     qerr = quant_errors(ga, layers, bits)
     weights = unique_weights(layers)
@@ -513,7 +535,7 @@ def _settled_weights(choice: Callable[[np.ndarray], np.ndarray], score: np.ndarr
 
 def sensitivity(g: Graph, method: str, calib_inputs: Mapping[str, np.ndarray] | None = None,
                 labels: np.ndarray | None = None,
-                weight_bits: Sequence[int] = DEFAULT_BITS,
+                weight_bits: Sequence[int] | None = None,
                 observe: Callable[[Mapping[str, np.ndarray]], None] | None = None,
                 analysis_budget_s: float | None = None,
                 settled: Callable[[Any, np.ndarray], np.ndarray] | None = None,
@@ -527,6 +549,8 @@ def sensitivity(g: Graph, method: str, calib_inputs: Mapping[str, np.ndarray] | 
     `compiler.sensitivity.hawq.sensitivity`); `forward` computes HAWQ's forward passes (e.g.
     `edgesim.quantize.onnxruntime_env`); the other methods do not take them.
     """
+    from compiler.sensitivity import METHODS
+
     if method not in METHODS:
         raise UserError("--method", f"{method!r} is not one of {sorted(METHODS)}")
     needs_data = method in DATA_METHODS
@@ -538,19 +562,20 @@ def sensitivity(g: Graph, method: str, calib_inputs: Mapping[str, np.ndarray] | 
     if method == "lrp" and analysis_budget_s is not None:  # LRP's chunks are bounded too
         extra["budget_s"] = analysis_budget_s
     return METHODS[method](g, calib_inputs if needs_data else None, labels,
-                           bits=tuple(weight_bits), **extra)
+                           bits=tuple(_weight_bits(weight_bits)), **extra)
 
 
 def allocate(g: Graph, target: Target, *, method: str = "hawq", budget: Budget | None = None,
              calib_inputs: Mapping[str, np.ndarray] | None = None,
              labels: np.ndarray | None = None, analysis_graph: Graph | None = None,
              sens: Sensitivity | None = None,
-             weight_bits: Sequence[int] = DEFAULT_BITS, act_bits: Sequence[int] | None = None,
+             weight_bits: Sequence[int] | None = None, act_bits: Sequence[int] | None = None,
              metric: str = "latency", threads: int | None = None,
              runtime: str = "onnxruntime", pick: int | None = None,
              assignment: np.ndarray | None = None,
              act_errors: np.ndarray | None = None, blocks: Sequence[int] | None = None,
-             assignment_blocks: np.ndarray | None = None) -> AllocationResult:
+             assignment_blocks: np.ndarray | None = None,
+             emitted: EmittedBytes | None = None) -> AllocationResult:
     """Choose bits per layer of `g` on `target`: least total sensitivity within `budget`
     (exact multiple-choice knapsack), or the knee of the Pareto front when no budget is given.
 
@@ -563,7 +588,8 @@ def allocate(g: Graph, target: Target, *, method: str = "hawq", budget: Budget |
         labels: class labels of the samples (HAWQ uses cross-entropy with them).
         analysis_graph: `g` at the calibration batch size (faster sensitivity); default `g`.
         sens: precomputed sensitivities (then method, calib_inputs, labels are unused).
-        weight_bits: candidate weight bits (float32 is always a candidate).
+        weight_bits: candidate weight bits (float32 is always a candidate; default
+            `compiler.sensitivity.DEFAULT_BITS`).
         act_bits: candidate activation bits (default: the target's runtime convention).
         metric: what the front trades against sensitivity when no budget is given.
         threads, runtime: passed to CPU cost models.
@@ -576,15 +602,18 @@ def allocate(g: Graph, target: Target, *, method: str = "hawq", budget: Budget |
         blocks: candidate block sizes of per-block rows (e.g. (32, 64, 128)); None: the one
             block `NBITS_BLOCK`, and `AllocationResult.blocks` is None.
         assignment_blocks: int [L], the given assignment's block per layer (0: the first).
+        emitted: plans already emitted in this compile (`edgesim.tables.emitted_file_bytes`,
+            e.g. by `settled_rule`'s): a size budget's file estimates reuse their bytes.
 
     Raises:
         UserError: unknown method, a budget no assignment meets (naming the smallest one).
     """
     metric = budget.metric if budget is not None else metric
+    weight_bits = _weight_bits(weight_bits)
     if sens is None:
         sens = sensitivity(analysis_graph or g, method, calib_inputs, labels, weight_bits)
     choices = candidate_choices(target, weight_bits, act_bits, blocks)
-    p = _problem(g, sens, choices, target, metric, threads, runtime, act_errors)
+    p = _problem(g, sens, choices, target, metric, threads, runtime, act_errors, emitted)
     w_elems_q = float(g.layer_table().w_elems[p.rows].sum())
     best, front = _solve(p, budget, w_elems_q, pick)
     if assignment is not None:
@@ -615,12 +644,14 @@ BLOCK_NOTE = ("blocks are a per-layer choice: sizes count each layer's block exa
 
 def choice_errors(g: Graph, target: Target, sens: Sensitivity, stats: Any,
                   batches: Iterable[Mapping[str, np.ndarray]], *,
-                  weight_bits: Sequence[int] = DEFAULT_BITS,
+                  weight_bits: Sequence[int] | None = None,
                   act_bits: Sequence[int] | None = None, options: Any = None) -> np.ndarray:
     """[Lq, B] output error of each of `sens`'s layers alone at each candidate of
     `candidate_bits(target, weight_bits, act_bits)`, on calibration `batches` with activation
     ranges `stats` (`CalibrationStats`): `allocate`'s `act_errors`."""
+    from compiler.sensitivity.act_term import output_errors
+
     index = {layer.name: i for i, layer in enumerate(g.layers)}
     rows = [index[name] for name in sens.layers]
-    choices = candidate_bits(target, weight_bits, act_bits)
+    choices = candidate_bits(target, _weight_bits(weight_bits), act_bits)
     return output_errors(g, rows, choices, stats, batches, options)

@@ -36,6 +36,7 @@ from edgesim.output import output_folder, publish, staging
 from edgesim.progress import Progress
 from edgesim.report import CompileResult, build_result, write_reports
 from edgesim.simulation import totals
+from edgesim.tables import EmittedBytes
 from hwmodels import kinds
 
 if TYPE_CHECKING:
@@ -116,13 +117,14 @@ def _built(model: Any) -> Any:
     return model
 
 
-def _settled(g: Graph, ga: Graph, target: Target, options: CompileOptions) -> Any:
+def _settled(g: Graph, ga: Graph, target: Target, options: CompileOptions,
+             emitted: EmittedBytes) -> Any:
     """HAWQ's stopping rule for this compile's allocation (None for the other methods)."""
     if options.method != "hawq":
         return None
     return settled_rule(g, ga, target, budget=options.budget, weight_bits=options.weight_bits,
                         act_bits=options.act_bits, metric=options.metric,
-                        threads=options.threads, runtime=options.runtime)
+                        threads=options.threads, runtime=options.runtime, emitted=emitted)
 
 
 def _analysis_graph(model: Any, g: Graph, count: int, method: str,
@@ -321,6 +323,7 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
     given_blocks = _given_blocks(g, options.assignment)  # a report.json's per-layer blocks
     if given is not None:  # a given plan needs no data-driven analysis: proxy sensitivities
         options = replace(options, method="proxy")
+    emitted: EmittedBytes = {}  # plans emitted for their size: the settle rule's, allocate's
     with progress.phase(f"sensitivity ({options.method})"):
         ga = (_analysis_graph(source, g, data.count, options.method, options.input_shapes,
                               **_load_options(options))
@@ -334,7 +337,7 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
                     if ga is g and options.method == "hawq" else None)
         sens = sensitivity(ga, options.method, inputs, in_labels, options.weight_bits,
                            observe=recorder, analysis_budget_s=options.analysis_budget_s,
-                           settled=_settled(g, ga, tgt, options),
+                           settled=_settled(g, ga, tgt, options, emitted),
                            forward=(onnxruntime_env(ga) if options.method == "hawq"
                                     else None))  # forward passes in onnxruntime
     del ga, source  # copies of the weights nothing needs any more
@@ -346,7 +349,8 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
                                runtime=options.runtime, pick=options.pick,
                                assignment=given, blocks=_blocks(options.blocks, given_blocks),
                                assignment_blocks=given_blocks,
-                               act_errors=_act_errors(g, tgt, sens, data, options)))
+                               act_errors=_act_errors(g, tgt, sens, data, options),
+                               emitted=emitted))
         _check_memory(g, alloc.bits, tgt, "with the chosen bits")
         if options.budget is None:
             alloc = replace(alloc, notes=alloc.notes + _knee_note(g, alloc.bits, tgt))

@@ -267,20 +267,40 @@ def plan_file_bytes(g: Graph, bits: np.ndarray, width: int | None,
     return file_bytes(emit(correct_biases(qg, shifts), _provenance(g), check=False))
 
 
+# plan -> its file bytes, for one compile: (id of the graph, bits dtype, shape and bytes,
+# embedding width, blocks); made by the caller and dropped with it (the graph outlives it)
+EmittedBytes = dict[tuple[object, ...], int]
+
+
+def emitted_file_bytes(emitted: EmittedBytes | None, g: Graph, bits: np.ndarray,
+                       width: int | None, blocks: Mapping[str, int] | None = None) -> int:
+    """`plan_file_bytes`, each plan emitted once per `emitted`: HAWQ's settle rule and the
+    allocation price the same uniform plans (~0.5 s of emission each on a small model).
+    None: no reuse."""
+    if emitted is None:
+        return plan_file_bytes(g, bits, width, blocks)
+    key = (id(g), bits.dtype.str, bits.shape, bits.tobytes(), width,
+           tuple(sorted((blocks or {}).items())))
+    if key not in emitted:
+        emitted[key] = plan_file_bytes(g, bits, width, blocks)
+    return emitted[key]
+
+
 def file_overhead(tables: TableCost, g: Graph, plans: Mapping[int, np.ndarray],
-                  predicted: Mapping[int, float], w_bits: np.ndarray, layers: int
-                  ) -> tuple[TableCost, np.ndarray]:
+                  predicted: Mapping[int, float], w_bits: np.ndarray, layers: int,
+                  emitted: EmittedBytes | None = None) -> tuple[TableCost, np.ndarray]:
     """The file bytes beyond the predicted size, estimated: (a) `tables` with the float
     plan's as a constant; (b) per candidate column [B], what each of the `layers` quantisable
     layers adds over it at that column: an equal share of its uniform plan's excess. `plans`
     maps a candidate column to its uniform [L, 2] bits; `predicted` to its predicted size
     (cost model weight bytes, before `tables.delta`). Exact for the uniform plans; a mixed
     plan is off by how unequally its layers' nodes and names differ from the shares, which
-    `fit_file` corrects with the plan's own bytes."""
+    `fit_file` corrects with the plan's own bytes. `emitted`: see `emitted_file_bytes`."""
     over: dict[int, float] = {}
     for col, bits in plans.items():
         width = emitted_embedding_bits(np.array([w_bits[col]]))
-        over[col] = plan_file_bytes(g, bits, width) - predicted[col] - tables.delta(width)
+        over[col] = (emitted_file_bytes(emitted, g, bits, width) - predicted[col]
+                     - tables.delta(width))
     share = np.zeros(len(w_bits))
     if not over:
         return tables, share
@@ -318,14 +338,14 @@ def fit_file(solve_within: Callable[[float], Allocation], limit: float,
 
 
 def plan_file(g: Graph, fixed_bits: np.ndarray, rows: np.ndarray, choices: np.ndarray,
-              fixed: float) -> Callable[[np.ndarray], float]:
+              fixed: float, emitted: EmittedBytes | None = None) -> Callable[[np.ndarray], float]:
     """choice [Lq] (a column of `choices` [B, 3] (w_bits, a_bits, block) per quantisable
     layer `rows`) -> its file bytes (`plan_file_bytes`, tables at the plan's width, each
-    layer at its block) less `fixed`."""
+    layer at its block) less `fixed`; `emitted`: see `emitted_file_bytes`."""
     def file_of(choice: np.ndarray) -> float:
         bits = fixed_bits.copy()
         bits[rows] = choices[choice, :2]
         width = emitted_embedding_bits(choices[choice, 0])
         blocks = {g.layers[r].name: int(b) for r, b in zip(rows, choices[choice, 2])}
-        return plan_file_bytes(g, bits, width, blocks) - fixed
+        return emitted_file_bytes(emitted, g, bits, width, blocks) - fixed
     return file_of

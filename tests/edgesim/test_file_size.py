@@ -93,3 +93,33 @@ def test_fit_file_returns_a_plan_whose_own_bytes_fit() -> None:
     with pytest.raises(InfeasibleBudget):
         fit_file(lambda room: solve(omega, cost, room), true_bytes(np.full(5, 2)) - 1.0,
                  true_bytes)
+
+
+def test_a_hawq_compile_emits_each_plan_once(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """HAWQ's settle rule and the allocation price the same uniform plans of a size budget:
+    one emission each per compile (issue 17)."""
+    import collections
+
+    import edgesim
+    from edgesim import allocation, tables
+
+    emitted: collections.Counter = collections.Counter()
+    real_bytes, real_settle = tables.plan_file_bytes, allocation._settle_problem
+    settles = []
+
+    def counting(g, bits, width, blocks=None):  # noqa: ANN001, ANN202
+        emitted[(bits.tobytes(), width, tuple(sorted((blocks or {}).items())))] += 1
+        return real_bytes(g, bits, width, blocks)
+
+    def settle(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        settles.append(1)
+        return real_settle(*args, **kwargs)
+
+    monkeypatch.setattr(tables, "plan_file_bytes", counting)
+    monkeypatch.setattr(allocation, "_settle_problem", settle)
+    r = edgesim.compile("zoo:digits_cnn", "rpi5", outdir=tmp_path / "out", calib_random=16,
+                        method="hawq", budget="size=22000B", quiet=True)
+    assert settles == [1]  # the settle rule priced the plans too
+    # every uniform candidate (float, 2, 3, 4, 6, 8 bits) and the fitted plan, once each
+    assert len(emitted) >= 6 and set(emitted.values()) == {1}
+    assert os.path.getsize(r.files["model"]) <= 22000  # and the budget still holds

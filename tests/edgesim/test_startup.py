@@ -1,6 +1,7 @@
 """Start-up: the CLI's parser loads neither numba nor the compiler; a cold numba cache is
 detected from the file system and announced once on stderr; sweep workers run numba on one
-thread and small sweeps stay in this process."""
+thread and small sweeps stay in this process; neither a sweep worker nor `simulate` imports
+the MILP solver (scipy.optimize) or the sensitivity analysis they never run (issue 17)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import sys
 from pathlib import Path
 
 from edgesim import cli
-from edgesim.sweep import LocalExecutor, runs_inline
+from edgesim.sweep import LocalExecutor, run_sweep, runs_inline
 from edgesim.sweep.space import load_space
+from edgesim.sweep.store import RESULTS_NAME, read_results
 from hwmodels.kernels import cache_state
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,3 +84,34 @@ def test_small_sweeps_stay_in_this_process() -> None:
     assert not runs_inline(small, 1)  # workers asked for: a pool
     # ~0.4 CPU-s of work: no worker pays for its start (tests/edgesim/test_sweep_speed.py)
     assert runs_inline(shipped, None)
+
+
+# what a sweep worker and `simulate` never run: HiGHS (sweeps solve by the exact front), the
+# sensitivity analyses (the parent computes them once per model)
+UNUSED = ("scipy.optimize", "compiler.sensitivity", "compiler.sensitivity.hawq")
+
+
+def unused_modules(shared: object, task: int) -> list[str]:
+    return [m for m in UNUSED if m in sys.modules]
+
+
+def test_a_sweep_worker_imports_no_milp_solver_and_no_sensitivity(tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"  # one design, one allocation solved in the worker
+    space.write_text("base: jetson-orin-nano\nparameters:\n  op_overhead_us: [5]\n"
+                     "models: [zoo:digits_cnn]\n"
+                     "optimise: {allocate: {budget: bits=4, w_bits: [2, 4, 8], a_bits: 8}}\n")
+    with LocalExecutor(1) as ex:  # a spawned process: it imports only what it unpickles
+        run_sweep(load_space(str(space)), tmp_path / "out", executor=ex)
+        left = list(ex.map_unordered(unused_modules, None, [0]))  # the same worker, after
+    _, (record,), _ = read_results(tmp_path / "out" / RESULTS_NAME)
+    assert "error" not in record and record["models"]["digits_cnn"]["alloc"]["w_bits"]
+    assert left == [[]]
+
+
+def test_simulate_imports_no_milp_solver_and_no_sensitivity() -> None:
+    code = ("import sys; from edgesim.cli import main; "
+            "code = main(['simulate', 'zoo:digits_cnn', '--target', 'rpi5', '-q']); "
+            f"print(code, [m for m in {UNUSED!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip().splitlines()[-1] == "0 []"
