@@ -38,7 +38,7 @@ from compiler.formats import (
     nbits_container,
     resolve_codes,
 )
-from compiler.ir import Graph
+from compiler.ir import Graph, LayerTable
 from edgesim.budget import DECODER_METRICS, Budget, format_value
 from edgesim.errors import UserError
 from edgesim.simulation import runnable
@@ -196,10 +196,10 @@ class _Problem:
     file_of: Callable[[np.ndarray], float] | None = None  # size: a plan's file bytes - fixed
 
 
-def _blocked(g: Graph, choices: np.ndarray, target: Target) -> tuple[np.ndarray, np.ndarray]:
+def _blocked(table: LayerTable, choices: np.ndarray, target: Target
+             ) -> tuple[np.ndarray, np.ndarray]:
     """([L, B] the layer's row at the choice is per-block, [L, B] the weight bytes its block
     adds over `NBITS_BLOCK`'s), rows resolved by the format policy the emitter follows."""
-    table = g.layer_table()
     codes = resolve_codes(table.kind_code, table.w_elems > 0, choices[:, :2],
                           Policy(int8_dot=kinds.int8_dot(target)))
     return (np.isin(codes, BLOCKED_CODES),
@@ -214,13 +214,19 @@ def _pair_index(choices: np.ndarray) -> np.ndarray:
                     dtype=np.int64)
 
 
+def _pair_columns(choices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(int [B] each choice's pair (`_pair_index`), int [P] each pair's first column):
+    `x[..., first][..., pair]` gives every block of a pair its first block's value."""
+    pair = _pair_index(choices)
+    return pair, np.unique(pair, return_index=True)[1]
+
+
 def _with_act(omega: np.ndarray, act_errors: np.ndarray, choices: np.ndarray) -> np.ndarray:
     """`with_act_term` per (w, a) pair at its first block, its activation term added to every
     block of the pair (the activation error does not depend on the weight's block)."""
     from compiler.sensitivity.act_term import with_act_term
 
-    pair = _pair_index(choices)
-    first = np.unique(pair, return_index=True)[1]
+    pair, first = _pair_columns(choices)
     base = omega[:, first]
     added = with_act_term(base, act_errors, choices[first, :2]) - base
     return np.maximum(omega + added[:, pair], 0.0)
@@ -231,14 +237,15 @@ def _problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Target, m
              emitted: EmittedBytes | None = None) -> _Problem:
     from compiler.sensitivity.blocks import block_omega
 
-    blocked, extra = _blocked(g, choices, target)
-    full = evaluate(g.layer_table(), choices[:, :2], target, threads=threads, runtime=runtime)
+    table = g.layer_table()
+    blocked, extra = _blocked(table, choices, target)
+    full = evaluate(table, choices[:, :2], target, threads=threads, runtime=runtime)
     full = replace(full, weight_bytes=np.asarray(full.weight_bytes) + extra)
     index = {layer.name: i for i, layer in enumerate(g.layers)}
     rows = np.array([index[name] for name in sens.layers], dtype=np.int64)
     # average bits count only the quantisable weights; other metrics count every layer
     w_elems = np.zeros(len(g.layers))
-    w_elems[rows] = g.layer_table().w_elems[rows]
+    w_elems[rows] = table.w_elems[rows]
     per = metric_cost(full, metric, w_elems, choices[:, 0].astype(np.float64))
     others = np.setdiff1d(np.arange(len(g.layers)), rows)
     others_bits, fixed_cost = runnable(g, fixed_bits(g, target), target, threads, runtime)
@@ -257,28 +264,17 @@ def _problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Target, m
     onnx_file = runtime == "onnxruntime" and runtime in kinds.capabilities(target).runtimes
     file_of = None  # other runtimes' sizes are the device's bytes, not an ONNX file's
     if metric == "size" and onnx_file:  # the budget holds for the file, graph and all
-        plans = _uniform_plans(others_bits, rows, choices, allowed)
-        tables, share = file_overhead(tables, g, plans, {j: fixed + float(cost[:, j].sum())
-                                                         for j in plans}, choices[:, 0], len(rows),
-                                      emitted)
-        share = share[np.unique(_pair_index(choices), return_index=True)[1]][
-            _pair_index(choices)]  # a pair's other blocks write the same graph around it
-        cost = np.where(allowed, cost + share[None], 0.0)
         file_of = plan_file(g, others_bits, rows, choices, fixed, emitted)
+        # the uniform plans: every quantisable layer at one column the target runs on all
+        uniform = np.flatnonzero(allowed.all(axis=0) & (choices[:, 2] == choices[0, 2]))
+        tables, share = file_overhead(tables, {int(j): float(cost[:, j].sum()) for j in uniform},
+                                      lambda j: file_of(np.full(len(rows), j)),
+                                      choices[:, 0], len(rows))
+        pair, first = _pair_columns(choices)
+        share = share[first][pair]  # a pair's other blocks write the same graph around it
+        cost = np.where(allowed, cost + share[None], 0.0)
     return _Problem(rows, omega, cost, allowed, fixed, others_bits, tables, choices[:, 0],
                     blocked[rows], extra[rows], file_of)
-
-
-def _uniform_plans(fixed_bits: np.ndarray, rows: np.ndarray, choices: np.ndarray,
-                   allowed: np.ndarray) -> dict[int, np.ndarray]:
-    """Candidate column -> [L, 2] bits of every quantisable layer at that column (where the
-    target runs it on all of them, at the first block)."""
-    out = {}
-    for j in np.flatnonzero(allowed.all(axis=0) & (choices[:, 2] == choices[0, 2])):
-        bits = fixed_bits.copy()
-        bits[rows] = choices[j, :2]
-        out[int(j)] = bits
-    return out
 
 
 def _tables_delta(p: _Problem, choice: np.ndarray) -> float:

@@ -191,19 +191,24 @@ def _emitted_bits(g: Graph, bits: np.ndarray) -> np.ndarray:
     return np.where(quantisable(g)[:, None], bits, 32)
 
 
-def read_assignment(g: Graph, path: str) -> np.ndarray:
+def read_assignment(g: Graph, path: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Bits [L, 2] from a plan JSON ({layer: bits | [w_bits, a_bits]}) or a report.json (its
-    per-layer w_bits / a_bits)."""
+    per-layer w_bits / a_bits), and a report.json's per-layer blocks, int [L] (0: none; None
+    for a plan JSON)."""
     from edgesim import assignment
 
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
         raise UserError("--assignment", f"cannot read {path}: {e}") from None
+    blocks = None
     if isinstance(data, dict) and isinstance(data.get("layers"), list):  # a report.json
-        data = {x["name"]: [x["w_bits"], x["a_bits"]] for x in data["layers"]
+        rows = data["layers"]
+        named = {x.get("name"): x.get("block") or 0 for x in rows if isinstance(x, dict)}
+        blocks = np.array([int(named.get(layer.name, 0)) for layer in g.layers], dtype=np.int64)
+        data = {x["name"]: [x["w_bits"], x["a_bits"]] for x in rows
                 if (x["w_bits"], x["a_bits"]) != (32, 32)}
-    return assignment.resolve(g, data)
+    return assignment.resolve(g, data), blocks
 
 
 def _provenance(g: Graph, target: Target, alloc: Any, options: CompileOptions) -> EmitOptions:
@@ -254,26 +259,13 @@ FIDELITY_CHUNK = 32  # samples per onnxruntime run of the fidelity check (bounds
 
 def emitted_output(g: Graph, data: cal.CalibrationData, run: Any) -> np.ndarray:
     """`run(feeds)` (one output of the emitted model) over `data`, concatenated along axis 0
-    as if run batch by batch at the graph's batch size. Runs `FIDELITY_CHUNK` samples at a
-    time when the model takes them and its first chunk starts with the first batch's output
-    (as `quantize._held_runs` checks; an int8 resnet18 ran 64 samples 1.1x faster in two
-    chunks than one by one); else batch by batch."""
-    from edgesim.quantize import batch_leads
+    as if run batch by batch at the graph's batch size, `FIDELITY_CHUNK` samples a run where
+    the model takes them (`quantize.run_chunks`; an int8 resnet18 ran 64 samples 1.1x faster
+    in two chunks than one by one)."""
+    from edgesim.quantize import run_chunks
 
-    per, size = list(cal.batches(g, data)), cal.batch_size(g)
-    step = min(len(per), max(1, FIDELITY_CHUNK // size))  # batches per chunk
-    if step < 2:
-        return np.concatenate([run(feeds) for feeds in per])
-    chunks = [{n: cal.model_layout(g, n, x[i * size:min(i + step, len(per)) * size])
-               for n, x in data.samples.items()} for i in range(0, len(per), step)]
-    first = np.asarray(run(per[0]))
-    try:
-        got = [np.asarray(run(feeds)) for feeds in chunks]
-    except Exception:  # noqa: BLE001 -- onnxruntime's own error types: a fixed batch inside
-        got = []
-    if got and batch_leads(got[0], first, step):
-        return np.concatenate(got)
-    return np.concatenate([first, *(run(feeds) for feeds in per[1:])])
+    return np.concatenate([np.asarray(out) for _, out in run_chunks(g, data, run,
+                                                                    FIDELITY_CHUNK)])
 
 
 def compile_model(model: Any, target: TargetRef, outdir: str | os.PathLike, *, calib: Any = None,
@@ -319,8 +311,8 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
         alpha = _smooth_alpha(tgt, options)
         absmax = _outlier_channels(g, data, tgt, options)
         g = _smoothed(g, absmax, alpha)                                   # SmoothQuant
-    given = None if options.assignment is None else read_assignment(g, options.assignment)
-    given_blocks = _given_blocks(g, options.assignment)  # a report.json's per-layer blocks
+    given, given_blocks = ((None, None) if options.assignment is None
+                           else read_assignment(g, options.assignment))
     if given is not None:  # a given plan needs no data-driven analysis: proxy sensitivities
         options = replace(options, method="proxy")
     emitted: EmittedBytes = {}  # plans emitted for their size: the settle rule's, allocate's
@@ -574,21 +566,6 @@ def _blocks(blocks: tuple[int, ...] | None, given: np.ndarray | None
     """The block choices: the user's, else those a given plan names (None: neither)."""
     named = () if given is None else tuple(sorted({int(b) for b in given if b > 0}))
     return blocks or named or None
-
-
-def _given_blocks(g: Graph, path: str | None) -> np.ndarray | None:
-    """Int [L]: the per-layer blocks of a report.json given as `--assignment` (0: none)."""
-    if path is None:
-        return None
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None  # read_assignment has said why
-    rows = data.get("layers") if isinstance(data, dict) else None
-    if not isinstance(rows, list):
-        return None
-    named = {x.get("name"): x.get("block") or 0 for x in rows if isinstance(x, dict)}
-    return np.array([int(named.get(layer.name, 0)) for layer in g.layers], dtype=np.int64)
 
 
 def _load_options(options: CompileOptions) -> dict[str, Any]:

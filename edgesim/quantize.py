@@ -393,23 +393,31 @@ def _held_batches(g: Graph, held: cal.CalibrationData, chunk: int | None = None
 def _held_runs(g: Graph, held: cal.CalibrationData, chunk: int | None = None
                ) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
     """The held-out samples in batches of `chunk` samples (default all in one), each with
-    the float model's outputs on it, when the emitted model runs them so (a symbolic batch
-    dimension, and the first batch's outputs equal run alone); else at the graph's batch
-    size. Output errors are sums of squares, so larger batches score the same, with fewer
-    onnxruntime runs per range assignment."""
-    per, size = list(cal.batches(g, held)), cal.batch_size(g)
-    step = len(per) if chunk is None else max(1, chunk // size)
-    run = _onnxruntime_runner(g)
+    the float model's outputs on it (`run_chunks`). Output errors are sums of squares, so
+    larger batches score the same, with fewer onnxruntime runs per range assignment."""
+    return run_chunks(g, held, _onnxruntime_runner(g), chunk)
+
+
+def run_chunks(g: Graph, data: cal.CalibrationData, run: Callable[[Any], Any],
+               chunk: int | None = None) -> list[tuple[dict[str, np.ndarray], Any]]:
+    """(feeds, `run(feeds)`) over `data` in batches of `chunk` samples (None: all in one)
+    when the model runs them so: a symbolic batch dimension, and the first chunk's outputs
+    (an array, or a dict of arrays) start with the first batch's run alone; else at the
+    graph's batch size."""
+    per, size = list(cal.batches(g, data)), cal.batch_size(g)
+    step = min(len(per), len(per) if chunk is None else max(1, chunk // size))
     if step < 2:
         return [(feeds, run(feeds)) for feeds in per]
     groups = [{n: cal.model_layout(g, n, x[i * size:min(i + step, len(per)) * size])
-               for n, x in held.samples.items()} for i in range(0, len(per), step)]
+               for n, x in data.samples.items()} for i in range(0, len(per), step)]
+    first = run(per[0])
     try:
-        first, got = run(per[0]), [run(feeds) for feeds in groups]
+        got = [run(feeds) for feeds in groups]
     except Exception:  # noqa: BLE001 -- onnxruntime's own error types: a fixed batch inside
-        return [(feeds, run(feeds)) for feeds in per]
-    if all(batch_leads(np.asarray(got[0][t]), np.asarray(y), min(step, len(per)))
-           for t, y in first.items()):
+        got = []
+    heads = first.items() if isinstance(first, dict) else [(None, first)]
+    if got and all(batch_leads(np.asarray(got[0] if t is None else got[0][t]), np.asarray(y),
+                               step) for t, y in heads):
         return list(zip(groups, got))
     return [(per[0], first), *((feeds, run(feeds)) for feeds in per[1:])]
 

@@ -286,21 +286,21 @@ def emitted_file_bytes(emitted: EmittedBytes | None, g: Graph, bits: np.ndarray,
     return emitted[key]
 
 
-def file_overhead(tables: TableCost, g: Graph, plans: Mapping[int, np.ndarray],
-                  predicted: Mapping[int, float], w_bits: np.ndarray, layers: int,
-                  emitted: EmittedBytes | None = None) -> tuple[TableCost, np.ndarray]:
+def file_overhead(tables: TableCost, predicted: Mapping[int, float],
+                  plan_bytes: Callable[[int], float], w_bits: np.ndarray, layers: int
+                  ) -> tuple[TableCost, np.ndarray]:
     """The file bytes beyond the predicted size, estimated: (a) `tables` with the float
     plan's as a constant; (b) per candidate column [B], what each of the `layers` quantisable
-    layers adds over it at that column: an equal share of its uniform plan's excess. `plans`
-    maps a candidate column to its uniform [L, 2] bits; `predicted` to its predicted size
-    (cost model weight bytes, before `tables.delta`). Exact for the uniform plans; a mixed
-    plan is off by how unequally its layers' nodes and names differ from the shares, which
-    `fit_file` corrects with the plan's own bytes. `emitted`: see `emitted_file_bytes`."""
+    layers adds over it at that column: an equal share of its uniform plan's excess.
+    `predicted` maps each candidate column with a uniform plan to that plan's predicted size
+    (cost model weight bytes, before `tables.delta`), `plan_bytes` to its file bytes (in the
+    same terms, e.g. `plan_file`'s). Exact for the uniform plans; a mixed plan is off by how
+    unequally its layers' nodes and names differ from the shares, which `fit_file` corrects
+    with the plan's own bytes."""
     over: dict[int, float] = {}
-    for col, bits in plans.items():
+    for col, size in predicted.items():
         width = emitted_embedding_bits(np.array([w_bits[col]]))
-        over[col] = (emitted_file_bytes(emitted, g, bits, width) - predicted[col]
-                     - tables.delta(width))
+        over[col] = plan_bytes(col) - size - tables.delta(width)
     share = np.zeros(len(w_bits))
     if not over:
         return tables, share
