@@ -209,8 +209,12 @@ def _split_ms(row: dict[str, str], tables: dict[str, LayerTable], threads: int,
     cost = evaluate(tables[row["model"]], np.array([BITS[row["precision"]]]), target,
                     threads=threads, runtime=_runtime(row["runtime"]))
     ms, bound = cost.latency_s[:, 0] * 1e3, cost.bound[:, 0]
-    split = {name: round(float(ms[bound == b].sum()), 2) for b, name in enumerate(BOUND_NAMES)}
-    return {"total": round(float(ms.sum()), 2), **split}
+    split = {name: float(ms[bound == b].sum()) for b, name in enumerate(BOUND_NAMES)}
+    return {"total": float(ms.sum()), **split}
+
+
+def _rounded(split: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 2) for k, v in split.items()}
 
 
 def decompose(tables: dict[str, LayerTable]) -> list[dict]:
@@ -233,7 +237,7 @@ def decompose(tables: dict[str, LayerTable]) -> list[dict]:
                           "pred_speedup": round(t1["total"] / t4["total"], 2),
                           "pred_speedup_eff1": round(t1["total"] / ideal, 2),
                           "meas_ms": [float(base["latency_ms"]), float(four["latency_ms"])],
-                          "pred_ms_1t": t1, "pred_ms_4t": t4})
+                          "pred_ms_1t": _rounded(t1), "pred_ms_4t": _rounded(t4)})
     return out
 
 
