@@ -177,8 +177,8 @@ def shared_wait(traffic: np.ndarray, t: float, p: np.ndarray, ch: np.ndarray) ->
 def book_core(comp: float, dram_bytes: float, t: float, p: np.ndarray, ch: np.ndarray,
               traffic: np.ndarray, acc: np.ndarray, shared: bool = False) -> None:
     """Book a kernel's roofline time, max(compute, slowest cache level, DRAM), to its bound;
-    on several threads the compute side waits for the shared DRAM roof (`contended`) and,
-    with `shared` (ncnn's GEMMs), for the shared cache levels (`shared_wait`)."""
+    on several threads the compute side waits for the shared DRAM roof (`contended`) or,
+    with `shared` (ncnn's GEMMs), for the shared cache levels (`shared_wait`), the longer."""
     nl = int(p[P_NLEVELS])
     onchip = 0.0
     for j in range(nl):
