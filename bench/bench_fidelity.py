@@ -15,13 +15,18 @@ Cortex-M85) on their own, per runtime: `--fit` fits each target's
 `parallel_efficiency` (the one fitted number; every other comes from its cited source) to the
 multi-thread rows of those models and prints the values the target files record.
 
+`--decompose` lists the Pi 1 -> 4 thread pairs outside +-15 % with their predicted times
+split by what bounds each layer, and the speed-up without the fitted efficiency.
+
 Usage: python bench/bench_fidelity.py [--runtime as-measured|onnxruntime] [--rows] [--fit]
+       [--decompose]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import statistics
 import sys
@@ -34,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from compiler.ir import KIND_CATEGORY, KIND_CODE, LayerTable  # noqa: E402
 from hwmodels import cpu  # noqa: E402
-from hwmodels.cost import evaluate  # noqa: E402
+from hwmodels.cost import BOUND_NAMES, evaluate  # noqa: E402
 from hwmodels.target import load_target  # noqa: E402
 
 HERE = Path(__file__).resolve().parent / "fidelity"
@@ -197,6 +202,45 @@ def quant_direction(rows: list[dict]) -> dict:
             "per_device_checked_right": {d: v for d, v in sorted(per.items())}}
 
 
+def _split_ms(row: dict[str, str], tables: dict[str, LayerTable], threads: int,
+              **changes: object) -> dict[str, float]:
+    """A row's predicted latency at `threads` (ms), summed per layer bound class."""
+    target = dataclasses.replace(_target(row), **changes)
+    cost = evaluate(tables[row["model"]], np.array([BITS[row["precision"]]]), target,
+                    threads=threads, runtime=_runtime(row["runtime"]))
+    ms, bound = cost.latency_s[:, 0] * 1e3, cost.bound[:, 0]
+    split = {name: float(ms[bound == b].sum()) for b, name in enumerate(BOUND_NAMES)}
+    return {"total": float(ms.sum()), **split}
+
+
+def _rounded(split: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 2) for k, v in split.items()}
+
+
+def decompose(tables: dict[str, LayerTable]) -> list[dict]:
+    """Every Pi 1 -> 4 thread pair outside +-15 %: measured and predicted speed-ups, the
+    predicted times split by what bounds each layer (compute, on-chip, DRAM, overhead), and
+    the speed-up with `parallel_efficiency` = 1 (what the fitted number takes away)."""
+    rows = [r for r in read_csv("measurements.csv") if r["runtime"] not in SEPARATE_RUNTIMES]
+    one = {(r["target"], r["model"], r["precision"]): r for r in rows if r["threads"] == "1"}
+    out = []
+    for four in (r for r in rows if r["threads"] == "4"):
+        base = one.get((four["target"], four["model"], four["precision"]))
+        if base is None:
+            continue
+        t1, t4 = _split_ms(base, tables, 1), _split_ms(four, tables, 4)
+        meas = float(base["latency_ms"]) / float(four["latency_ms"])
+        if abs(t1["total"] / t4["total"] / meas - 1.0) > 0.15:
+            ideal = _split_ms(four, tables, 4, parallel_efficiency=1.0)["total"]
+            out.append({k: four[k] for k in ("target", "model", "precision")}
+                       | {"meas_speedup": round(meas, 2),
+                          "pred_speedup": round(t1["total"] / t4["total"], 2),
+                          "pred_speedup_eff1": round(t1["total"] / ideal, 2),
+                          "meas_ms": [float(base["latency_ms"]), float(four["latency_ms"])],
+                          "pred_ms_1t": _rounded(t1), "pred_ms_4t": _rounded(t4)})
+    return out
+
+
 def run(runtime: str) -> tuple[dict, list[dict]]:
     tables = layer_tables()
     rows = []
@@ -230,9 +274,14 @@ def main() -> None:
     ap.add_argument("--rows", action="store_true", help="also print every row")
     ap.add_argument("--fit", action="store_true",
                     help="print each target's fitted parallel_efficiency and exit")
+    ap.add_argument("--decompose", action="store_true",
+                    help="print the 1 -> 4 thread pairs outside +-15 %% decomposed and exit")
     args = ap.parse_args()
     if args.fit:
         print(json.dumps(fit_parallel_efficiency(layer_tables()), indent=1))
+        return
+    if args.decompose:
+        print(json.dumps(decompose(layer_tables()), indent=1))
         return
     report, rows = run(args.runtime)
     if args.rows:

@@ -120,7 +120,11 @@ def _path_rows(target: CpuTarget, runtime: int,
     fp32 = dict(rate=fp32_rate, eb_a=4, eb_w=4, eb_o=4, e_mac=_mac_pj(32, node),
                 im2col=im2col, winograd=6 if ncnn else 0,
                 dw_chain_cyc=cpu_x86.nchwc_depthwise_chain(target) if ort else 0.0)
-    int8 = dict(rate=r["int8"], eb_a=1, eb_w=1, eb_o=1, k_align=kal, e_mac=_mac_pj(8, node),
+    # ncnn's int8 loop on an in-order A53: its operand loads do not dual-issue (cpu_ncnn)
+    a53 = ncnn and _a53_class(target)
+    int8_rate = r["int8"] * (ncnn_facts.a53_int8_load_share(1.0 / target.int_mul_pipes)
+                             if a53 else 1.0)
+    int8 = dict(rate=int8_rate, eb_a=1, eb_w=1, eb_o=1, k_align=kal, e_mac=_mac_pj(8, node),
                 requant=1)
     nbits_rate = r["int8"] if nbits_int8_available(target) else 0.0
     # x86 without VNNI: MLAS's AVX2 QGEMM kernels, U8U8 for uint8 weights (edgesim's codes;

@@ -29,7 +29,9 @@ and `paths` [H, NPATH, NA] (per kernel path: MAC rate and the passes it adds). S
   t > 1 threads a kernel's compute side also waits dram * (1 - s / t) for that shared roof
   (s its growth from 1 to t threads; `contended`), so DRAM-heavy ops scale less than
   compute-bound ones (one-thread predictions unchanged). ncnn sizes its GEMM tiles from the
-  whole L2 at any thread count, so its operand refetches are those of one thread.
+  whole L2 at any thread count, so its operand refetches are those of one thread, and its
+  micro-kernel's operand panels come from L2 once they exceed L1 (`ncnn_panel_bytes`);
+  ncnn's GEMMs also wait for a shared cache level as for DRAM (`shared_wait`).
   ncnn splits its im2col conv GEMMs over output-channel blocks and depthwise convs over
   channel packs, on 8 x 12 register tiles, and writes the whole im2col matrix (1x1 convs
   included) before the GEMM (`hwmodels.kernels.cpu_ncnn`, each fact cited there).

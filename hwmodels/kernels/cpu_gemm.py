@@ -12,6 +12,7 @@ from hwmodels.kernels import cpu_ncnn as ncnn
 from hwmodels.kernels.cpu_layout import (
     ACC_INSTR,
     ACC_PEAK,
+    C_BYTES,
     DW_NCHWC_OUTPUTS,
     KIND_CONV,
     L_AIN,
@@ -75,11 +76,23 @@ def gemm_core(li: np.ndarray, rate: float, eba: float, ebw: float, ebo: float, k
     # get_cpu_level2_cache_size(); only TILE_M is divided by nT): refetches as at 1 thread
     t_cap = 1.0 if runtime == RUNTIME_NCNN else t
     ra, rb = blocked_traffic(m, n, k, g, mp, tm, tn, eba, ebw, t_cap, p, ch, traffic)
+    if oc_split:  # ncnn: the micro-kernel's operand panels may not fit L1 (ncnn_panel_bytes)
+        ncnn_panel_bytes(kp, mp, tm, tn, eba, ebw, p, ch, traffic)
     dram = core_dram_bytes(li, w_bytes, w_res, eba, ebo, ebw, ra, rb, p, ch)
-    book_core(comp, dram, t, p, ch, traffic, acc)
+    book_core(comp, dram, t, p, ch, traffic, acc, runtime == RUNTIME_NCNN)
     acc[ACC_INSTR] += mp / rate * p[P_PIPES] + traffic[0] / (4.0 * p[P_LANES32])
     acc[ACC_PEAK] = rate
     return t
+
+
+@njit(cache=True)
+def ncnn_panel_bytes(kp: float, mp: float, tm: float, tn: float, eba: float, ebw: float,
+                     p: np.ndarray, ch: np.ndarray, traffic: np.ndarray) -> None:
+    """ncnn sizes TILE_K from the whole L2 (`cpu_ncnn`: get_optimal_tile_mnk), so one
+    micro-kernel call walks k over a tm x k and a tn x k operand panel; when the two exceed
+    L1 its per-k operand loads come from L2: the register-tile reload bytes are L2 bytes."""
+    if (tm * eba + tn * ebw) * kp > ch[0, C_BYTES]:
+        traffic[blocked(p)] += mp * (eba / tn + ebw / tm)
 
 
 @njit(cache=True)

@@ -21,6 +21,9 @@ Read from Tencent/ncnn @a4d2ea1 (aarch64 paths), the version the fidelity table 
   arm-a53-a55-dual-issue.md`: on the A53 a 128-bit vector load does not dual-issue with
   fmla (2 cycles); the A53 loop loads 64 bits into the vector register (1 cycle) and the other
   64 into an integer register, then inserts them, both dual-issued with fmla (0 cycles).
+  The int8 im2col GEMM has no A53 variant (`convolution_im2col_gemm_int8.h`: no
+  use_a53_a55_optimized_kernel): its k loop's 128-bit loads do not dual-issue with the
+  widening multiplies on the A53 (`a53_int8_load_share`).
 """
 
 from __future__ import annotations
@@ -46,6 +49,23 @@ def a53_kernel_gain(fmla_cycles: float) -> float:
     fmla = GEMM_FMLA_PER_K * fmla_cycles
     return ((fmla + GEMM_Q_LOADS_PER_K * A53_Q_LOAD_CYCLES)
             / (fmla + GEMM_Q_LOADS_PER_K * A53_Q_LOAD_CYCLES_TUNED))
+
+
+# convolution_im2col_gemm_int8.h convolution_gemm_transB_packed_tile_int8, aarch64 without
+# dotprod, 8 x 8 tile, one k loop step of 4 (256 MACs): 32 smull/smull2/smlal/smlal2 and two
+# `ld1 {vA.16b, vB.16b}` (4 q registers); 16 sadalp, 4 rev64 and 4 ext not counted
+# (assumed: dual-issued beside the multiplies, as the existing int8 rate assumes)
+INT8_MULS_PER_STEP = 32.0
+INT8_Q_LOADS_PER_STEP = 4.0
+
+
+def a53_int8_load_share(mul_cycles: float) -> float:
+    """Share of the multiply-bound int8 MAC rate ncnn's int8 GEMM loop reaches on a
+    Cortex-A53 whose 128-bit widening multiply issues every `mul_cycles` cycles: its 128-bit
+    operand loads do not dual-issue with the NEON arithmetic (A53_Q_LOAD_CYCLES each,
+    `docs/developer-guide/arm-a53-a55-dual-issue.md`; the int8 loop has no A53 variant)."""
+    mul = INT8_MULS_PER_STEP * mul_cycles
+    return mul / (mul + INT8_Q_LOADS_PER_STEP * A53_Q_LOAD_CYCLES)
 
 
 @njit(cache=True)

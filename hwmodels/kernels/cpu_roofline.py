@@ -162,17 +162,31 @@ def contended(comp: float, dram: float, t: float, p: np.ndarray) -> float:
 
 
 @njit(cache=True)
+def shared_wait(traffic: np.ndarray, t: float, p: np.ndarray, ch: np.ndarray) -> float:
+    """What each of t threads waits for the shared cache levels: a shared level's bandwidth
+    does not grow with threads (`level_bandwidth`), so as for the DRAM roof (`contended`,
+    s = 1) each thread waits for the others' share, time * (1 - 1 / t); the busiest level."""
+    wait = 0.0
+    for j in range(int(p[P_NLEVELS])):
+        if ch[j, C_SHARED] > 0 and t > 1.0:
+            wait = max(wait, traffic[j] / ch[j, C_BPC] * (1.0 - 1.0 / t))
+    return wait
+
+
+@njit(cache=True)
 def book_core(comp: float, dram_bytes: float, t: float, p: np.ndarray, ch: np.ndarray,
-              traffic: np.ndarray, acc: np.ndarray) -> None:
+              traffic: np.ndarray, acc: np.ndarray, shared: bool = False) -> None:
     """Book a kernel's roofline time, max(compute, slowest cache level, DRAM), to its bound;
-    on several threads the compute side waits for the shared DRAM roof (`contended`)."""
+    on several threads the compute side waits for the shared DRAM roof (`contended`) or,
+    with `shared` (ncnn's GEMMs), for the shared cache levels (`shared_wait`), the longer."""
     nl = int(p[P_NLEVELS])
     onchip = 0.0
     for j in range(nl):
         onchip = max(onchip, traffic[j] / level_bandwidth(ch, j, t))
     traffic[nl] += dram_bytes
     dram = dram_bytes / dram_bandwidth(p, t)
-    comp = contended(comp, dram, t, p)
+    wait = shared_wait(traffic, t, p, ch) if shared else 0.0
+    comp = max(contended(comp, dram, t, p), comp + wait)
     if comp >= onchip and comp >= dram:
         acc[ACC_T_COMPUTE] += comp
     elif onchip >= dram:
