@@ -159,6 +159,10 @@ class LayerTable:
     # int64, where the layer is a GEMM's epilogue (`Graph.epilogues`: work an array can apply
     # to that GEMM's results as they drain) the GEMM's row, else -1; None where not derived
     epilogue_of: np.ndarray | None = None
+    # int64 [L, 2], the rows producing the layer's first two inputs (-1: graph input, constant
+    # or none): the edges a runtime's chain rules read (`hwmodels.ort_int8`); None where not
+    # derived
+    reads: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -258,7 +262,14 @@ class Graph:
             np.asarray([self.format_code(layer) for layer in self.layers], dtype=np.int64),
             np.asarray([index.get(fused.get(x.name, ""), -1) for x in self.layers],
                        dtype=np.int64),
+            self._reads(),
         )
+
+    def _reads(self) -> np.ndarray:
+        """int64 [L, 2]: the producer rows of each layer's first two inputs (-1: none)."""
+        made = {t: i for i, x in enumerate(self.layers) for t in x.outputs}
+        rows = [[made.get(t, -1) for t in (*x.inputs[:2], "", "")[:2]] for x in self.layers]
+        return np.asarray(rows, dtype=np.int64).reshape(len(self.layers), 2)
 
     def epilogues(self) -> dict[str, str]:
         """Layers an array can apply to a GEMM's results as they drain from its accumulators
