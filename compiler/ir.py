@@ -163,6 +163,9 @@ class LayerTable:
     # or none): the edges a runtime's chain rules read (`hwmodels.ort_int8`); None where not
     # derived
     reads: np.ndarray | None = None
+    # int64, kernel rows of a conv (the weight's dim 2; 1 for other layers): the memcpy calls
+    # per output pixel of an NHWC im2col; None where not derived
+    kernel_rows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -263,7 +266,14 @@ class Graph:
             np.asarray([index.get(fused.get(x.name, ""), -1) for x in self.layers],
                        dtype=np.int64),
             self._reads(),
+            np.asarray([self._kernel_rows(x) for x in self.layers], dtype=np.int64),
         )
+
+    def _kernel_rows(self, x: Layer) -> int:
+        """A conv's kernel height (its weight is [cout, cin / g, kh, kw]); 1 otherwise."""
+        spec = self.types.get(x.inputs[1]) if x.kind == "conv" and len(x.inputs) > 1 else None
+        shape = spec.shape if spec is not None else ()
+        return int(shape[2]) if len(shape) == 4 and isinstance(shape[2], int) else 1
 
     def _reads(self) -> np.ndarray:
         """int64 [L, 2]: the producer rows of each layer's first two inputs (-1: none)."""

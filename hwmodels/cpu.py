@@ -169,7 +169,8 @@ def _ort_x86_int8(target: CpuTarget) -> dict[str, float]:
     generic = K.REQUANT_LANE_OPS * 4.0  # the kernel's requantise lane ops per int8 output
     return {"requant": cpu_x86.requant_weight(target, generic, target.fma_pipes),
             "dw_vec_cyc": cpu_x86.qdw_vector_cycles(target),
-            "gather_cyc": cpu_x86.indirection_cycles(target)}
+            "gather_cyc": cpu_x86.indirection_cycles(target),
+            "im2col_call_cyc": cpu_x86.im2col_call_cycles(target)}
 
 
 def conv_integer_row(int8: dict[str, float]) -> dict[str, float]:
@@ -206,7 +207,8 @@ _ATTR_COLUMNS = {"rate": K.A_RATE, "eb_a": K.A_EB_A, "eb_w": K.A_EB_W, "eb_o": K
                  "winograd": K.A_WINOGRAD, "wg_rate": K.A_WG_RATE, "dyn_q": K.A_DYN_Q,
                  "out_cast": K.A_OUT_CAST, "b_pack": K.A_B_PACK, "group_loop": K.A_GROUP_LOOP,
                  "w_dq_cyc": K.A_W_DQ_CYC, "dw_chain_cyc": K.A_DW_CHAIN_CYC,
-                 "dw_vec_cyc": K.A_DW_VEC_CYC, "gather_cyc": K.A_GATHER_CYC}
+                 "dw_vec_cyc": K.A_DW_VEC_CYC, "gather_cyc": K.A_GATHER_CYC,
+                 "im2col_call_cyc": K.A_IM2COL_CALL_CYC}
 _ATTR_DEFAULTS = {"k_align": 1.0, "nodes": 1.0}
 
 
@@ -273,7 +275,8 @@ def layer_array(table: LayerTable) -> np.ndarray:
     """The kernel's layer input, int64 [L, NL] (column order = kernels.cpu.L_*)."""
     cols = (table.kind_code, table.category, table.m, table.n, table.k, table.groups,
             table.macs, table.ops, table.w_elems, table.a_in_elems, table.a_out_elems,
-            table.w_bytes)
+            table.w_bytes,
+            np.ones(len(table), np.int64) if table.kernel_rows is None else table.kernel_rows)
     if not len(table):
         return np.zeros((0, K.NL), dtype=np.int64)
     return np.ascontiguousarray(np.stack(cols, axis=1), dtype=np.int64)

@@ -127,3 +127,16 @@ def indirection_cycles(target: CpuTarget) -> float:
     """Cycles per (output pixel, tap) to fill the depthwise indirection buffer (x86 only:
     the Arm int8 depthwise path is not modelled at this grain)."""
     return INDIRECTION_OPS / SCALAR_IPC if _avx2_int8(target) else 0.0
+
+
+# assumed: cycles per memcpy call of an NHWC im2col row (< 64 bytes for the stem convs where it
+# matters: the call, glibc's size dispatch and the loop's bounds checks in Im2col<NHWC>,
+# math_cpu.cc); the one layer measured, MobileNetV2's 3-channel stem (W8A8, this project's
+# Zen 3 host, fastest of 5 runs), leaves ~28 cycles per call after its GEMM and requantise
+IM2COL_CALL_CYCLES = 25.0
+
+
+def im2col_call_cycles(target: CpuTarget) -> float:
+    """Cycles per memcpy call of QLinearConv's NHWC im2col on x86; 0 elsewhere (not
+    measured on Arm)."""
+    return IM2COL_CALL_CYCLES if _avx2_int8(target) else 0.0

@@ -73,6 +73,7 @@ from hwmodels.kernels.cpu_layout import (
     A_GATHER_CYC,
     A_GROUP_LOOP,
     A_IM2COL,
+    A_IM2COL_CALL_CYC,
     A_K_ALIGN,
     A_NODES,
     A_OUT_CAST,
@@ -89,6 +90,7 @@ from hwmodels.kernels.cpu_layout import (
     ACC_LANE_OPS,
     ACC_NODES,
     ACC_PEAK,
+    ACC_T_COMPUTE,
     ACC_T_OVERHEAD,
     BOUND_COMPUTE,
     C_E_BYTE,
@@ -109,6 +111,7 @@ from hwmodels.kernels.cpu_layout import (
     L_CAT,
     L_G,
     L_K,
+    L_KH,
     L_KIND,
     L_M,
     L_MACS,
@@ -204,6 +207,9 @@ def gemm_streams(li: np.ndarray, row: np.ndarray, a: int, eba: float, ebw: float
             and not depthwise and not direct):
         nbytes = (ain + mk) * eba  # MLAS expands into per-thread tiles (blocked level)
         add_pass(nbytes, 0.0, lanes, home(nbytes, p, ch) if whole else blk, p, ch, traffic, acc)
+        # NHWC im2col: one memcpy call per output pixel and kernel row, split over threads
+        acc[ACC_T_COMPUTE] += (m * float(li[L_KH]) * row[A_IM2COL_CALL_CYC]
+                               / max(1.0, p[P_THREADS]))
     if wel > 0 and row[A_W_DQ] > 0 and not inline:  # weights dequantised to an fp32 buffer
         nl = int(p[P_NLEVELS])
         # vector lanes, or a scalar loop of A_W_DQ_CYC cycles per weight (one "lane" per

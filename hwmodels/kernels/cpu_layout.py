@@ -19,7 +19,8 @@ RUNTIME_ORT, RUNTIME_IDEAL, RUNTIME_NCNN, RUNTIME_XNNPACK = 0, 1, 2, 3
 
 # layer columns of `lay` (int64 [L, NL])
 L_KIND, L_CAT, L_M, L_N, L_K, L_G, L_MACS, L_OPS, L_WEL, L_AIN, L_AOUT, L_WB = range(12)
-NL = 12
+L_KH = 12  # a conv's kernel rows (LayerTable.kernel_rows; 1 where unknown)
+NL = 13
 
 # params columns (float64 [H, NP])
 (P_CLOCK_HZ, P_CORES, P_THREADS, P_LANES32, P_PIPES, P_TILE_M, P_TILE_N, P_GEMM_EFF,
@@ -68,7 +69,10 @@ A_DW_CHAIN_CYC = 23
 # A_GATHER_CYC: cycles per (output pixel, tap) the kernel spends gathering its input (an
 # indirection-buffer entry or an im2col copy call), 0 = none
 A_DW_VEC_CYC, A_GATHER_CYC = 24, 25
-NA = 26
+# A_IM2COL_CALL_CYC: cycles per copy call of an NHWC im2col (one per output pixel and kernel
+# row: onnxruntime's Im2col<NHWC> memcpys a kernel row's kw x cin bytes at once), 0 = none
+A_IM2COL_CALL_CYC = 26
+NA = 27
 DW_NCHWC_OUTPUTS = 3.0  # output blocks per pass of SconvKernelFma3.S's "Depthwise" ComputeBlock
 MINMAX_LANE_OPS = 2.0          # DynamicQuantizeLinear's range pass: a min and a max per element
 CAST_MUL_LANE_OPS = 2.0        # int32 -> fp32 convert, then the scale multiply (two nodes)

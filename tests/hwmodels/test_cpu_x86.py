@@ -144,3 +144,24 @@ def test_int8_depthwise_pays_the_avx2_kernel_indirection_and_requantise_loops():
     assert cpu.path_table(load_target("rpi5"), cpu.RUNTIMES["onnxruntime"])[
         K.PATH_QLINEAR, K.A_DW_VEC_CYC] == 0.0
     assert arm < cycles
+
+
+def test_nhwc_im2col_pays_one_copy_call_per_pixel_and_kernel_row():
+    # a 3-channel 3x3 stem conv (k = 27) on QLinearConv: Im2col<NHWC> memcpys kw x cin bytes
+    # per kernel row, so 3 calls per output pixel instead of 1 cost 2 x 25 cycles more each
+    one = lambda v: np.array([v], dtype=np.int64)  # noqa: E731
+    m, n, k = 112 * 112, 32, 27
+    stem = LayerTable(
+        names=("stem",), kind_code=one(KIND_CODE["conv"]), category=one(CATEGORY_GEMM),
+        m=one(m), n=one(n), k=one(k), groups=one(1), macs=one(m * n * k), ops=one(2 * m * n * k),
+        w_elems=one(n * k), a_in_elems=one(4 * m * 3), a_out_elems=one(m * n),
+        w_bytes=one(4 * n * k), in_bytes=one(16 * m * 3), out_bytes=one(4 * m * n),
+        w_density=np.ones(1), a_density=np.ones(1), fmt_code=one(FORMAT_CODE["qlinear_conv"]),
+        kernel_rows=one(3))
+    bits = np.array([[8, 8]])
+    three = cpu.evaluate(stem, bits, _avx2(), threads=1).cycles[0, 0]
+    single = cpu.evaluate(dataclasses.replace(stem, kernel_rows=one(1)), bits, _avx2(),
+                          threads=1).cycles[0, 0]
+    assert three - single == pytest.approx(m * 2 * cpu_x86.IM2COL_CALL_CYCLES)
+    assert cpu.path_table(load_target("rpi5"), cpu.RUNTIMES["onnxruntime"])[
+        K.PATH_QLINEAR, K.A_IM2COL_CALL_CYC] == 0.0
