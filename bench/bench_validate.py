@@ -19,6 +19,7 @@ on PYTHONPATH) against the same measurements, so before / after share one set of
 
 Usage: python bench/bench_validate.py [--models a,b] [--threads 1,2] [--bits fp32,8,4]
        [--runs 20] [--host host.yaml] [--stat min|median] [--baseline-tree DIR]
+       [--baseline-host base.yaml]
 """
 
 from __future__ import annotations
@@ -156,12 +157,15 @@ def main() -> None:
     ap.add_argument("--host", help="host target YAML (default: probe now)")
     ap.add_argument("--stat", default="min", choices=("min", "median"))
     ap.add_argument("--baseline-tree", help="checkout whose cost model gives 'before'")
+    ap.add_argument("--baseline-host", help="host target YAML for 'before' (default --host: "
+                    "e.g. the baseline tree's own probe of this machine)")
     args = ap.parse_args()
     load_start = os.getloadavg()
     host = load_target(args.host) if args.host else probe_host()
     cases = [(m, t, b) for m in args.models.split(",") for t in map(int, args.threads.split(","))
              for b in args.bits.split(",")]
-    base = _baseline(args.baseline_tree, args.host, cases) if args.baseline_tree else {}
+    base_host = args.baseline_host or args.host
+    base = _baseline(args.baseline_tree, base_host, cases) if args.baseline_tree else {}
     runs = {}
     for model, threads, bits in cases:
         v = validate(f"zoo:{model}", host, bits=bits, threads=threads, runs=args.runs,
