@@ -39,6 +39,11 @@ and `paths` [H, NPATH, NA] (per kernel path: MAC rate and the passes it adds). S
 - Passes (Q/DQ, activation quantisation, A packing, im2col, weight dequantisation, elementwise,
   norm, softmax, copies): max(lane_ops / (lanes * pipes), bytes / bandwidth) from the last
   level when they fit it, else DRAM; blocked buffers from L2. exp costs EXP_LANE_OPS.
+- onnxruntime int8 (x86 terms in `hwmodels.cpu_x86`, chains in `hwmodels.ort_int8`): a
+  QLinearConv inside an int8 chain has no Q / DQ pass; its int32 sums pass through MLAS's SSE2
+  requantise loop (A_REQUANT weighs it); the AVX2 int8 depthwise kernel spends 10 uops per tap
+  and 16 channels (A_DW_VEC_CYC) plus an indirection entry per tap (A_GATHER_CYC), packs no A;
+  the NHWC im2col pays a memcpy call per output pixel and kernel row (A_IM2COL_CALL_CYC).
 - Overhead: per onnxruntime node, `gemm_overhead_us` (conv / matmul) or `op_overhead_us`
   (others, incl. Q and DQ nodes); `run_overhead_us` per inference, booked on the first layer.
 - Energy (Horowitz, ISSCC 2014): instructions * pJ + MACs * pJ + lane ops * pJ (compute),
