@@ -1,7 +1,9 @@
 """`edgesim validate` on this machine over models x threads x precisions; prints JSON.
 
 For each model, thread count and precision: per-group median |error|, share within +-25 %,
-total error (predicted / measured wall time - 1); for each model and thread count the
+total error (predicted / measured wall time - 1); per thread count and precision (and over
+all runs) the median of those per-run medians, the median over every group > 50 us of all
+runs pooled, and the median |total error|; for each model and thread count the
 quantisation speed-up (fp32 / quantised latency), predicted and measured, and whether the
 predicted one lies on the measured side of 1 wherever the measured change exceeds 10 %.
 The host target is probed once (`--host FILE` reuses a YAML `edgesim target probe` wrote).
@@ -17,6 +19,7 @@ on PYTHONPATH) against the same measurements, so before / after share one set of
 
 Usage: python bench/bench_validate.py [--models a,b] [--threads 1,2] [--bits fp32,8,4]
        [--runs 20] [--host host.yaml] [--stat min|median] [--baseline-tree DIR]
+       [--baseline-host base.yaml]
 """
 
 from __future__ import annotations
@@ -72,13 +75,43 @@ def _errors(groups: list[tuple[float, float]], total_ms: float) -> dict:
 
 
 def _row(v, base: dict[str, float] | None) -> dict:
+    measured = min(v.measured_ms, v.node_sum_ms)
     row = {"groups": len(v.rows), "measured_wall_ms": round(v.measured_ms, 3),
-           "node_sum_ms": round(v.node_sum_ms, 3),
-           "measured_ms": round(min(v.measured_ms, v.node_sum_ms), 3),
+           "node_sum_ms": round(v.node_sum_ms, 3), "measured_ms": round(measured, 3),
            "after": _errors(_groups(v), v.predicted_ms)}
+    row["after"]["big_group_errors"] = _big(_groups(v))
+    row["after"]["total_error"] = round(v.predicted_ms / measured - 1, 3)
     if base is not None:
         row["before"] = _errors(_groups(v, base), sum(base.values()))
+        row["before"]["big_group_errors"] = _big(_groups(v, base))
+        row["before"]["total_error"] = round(sum(base.values()) / measured - 1, 3)
     return row
+
+
+def _big(groups: list[tuple[float, float]]) -> list[float]:
+    """|error| of every group measured above BIG_GROUP_MS (pooled across runs later)."""
+    return [round(abs(p / m - 1), 4) for p, m in groups if m > BIG_GROUP_MS]
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 3) if values else None
+
+
+def _pooled(runs: dict, key: str) -> dict:
+    """Per (threads, bits) and overall: the median over runs of each run's median |error| of
+    groups > 50 us, the median over every such group of all runs pooled, and the median
+    |total error|."""
+    cells: dict[str, list[dict]] = {}
+    for (_, threads, bits), r in runs.items():
+        if key in r:
+            cells.setdefault(f"{threads}t/{bits}", []).append(r[key])
+            cells.setdefault("all", []).append(r[key])
+    return {cell: {"runs": len(rs),
+                   "median_of_run_medians": _median(
+                       [x["median_abs_err_over_50us"] for x in rs if x["groups_over_50us"]]),
+                   "pooled_group_median": _median([e for x in rs for e in x["big_group_errors"]]),
+                   "median_abs_total_error": _median([abs(x["total_error"]) for x in rs])}
+            for cell, rs in sorted(cells.items())}
 
 
 def _speedup(base: dict, r: dict, key: str) -> dict:
@@ -124,11 +157,15 @@ def main() -> None:
     ap.add_argument("--host", help="host target YAML (default: probe now)")
     ap.add_argument("--stat", default="min", choices=("min", "median"))
     ap.add_argument("--baseline-tree", help="checkout whose cost model gives 'before'")
+    ap.add_argument("--baseline-host", help="host target YAML for 'before' (default --host: "
+                    "e.g. the baseline tree's own probe of this machine)")
     args = ap.parse_args()
+    load_start = os.getloadavg()
     host = load_target(args.host) if args.host else probe_host()
     cases = [(m, t, b) for m in args.models.split(",") for t in map(int, args.threads.split(","))
              for b in args.bits.split(",")]
-    base = _baseline(args.baseline_tree, args.host, cases) if args.baseline_tree else {}
+    base_host = args.baseline_host or args.host
+    base = _baseline(args.baseline_tree, base_host, cases) if args.baseline_tree else {}
     runs = {}
     for model, threads, bits in cases:
         v = validate(f"zoo:{model}", host, bits=bits, threads=threads, runs=args.runs,
@@ -136,8 +173,11 @@ def main() -> None:
         runs[(model, threads, bits)] = _row(v, base.get(f"{model}|{threads}|{bits}"))
     speed = _speedups(runs)
     print(json.dumps({
-        "host": host.description, "stat": args.stat, "load_avg": os.getloadavg(),
+        "host": host.description, "stat": args.stat,
+        "load_avg": {"start": load_start, "end": os.getloadavg()},
         "runs": [{"model": m, "threads": t, "bits": b, **r} for (m, t, b), r in runs.items()],
+        "per_layer_and_total": {"after": _pooled(runs, "after"),
+                                "before": _pooled(runs, "before")},
         "quant_speedups": speed,
         "sign_right_where_change_over_10pct": {"after": _score(speed, "after"),
                                                "before": _score(speed, "before")}}, indent=1))

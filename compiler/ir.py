@@ -159,6 +159,13 @@ class LayerTable:
     # int64, where the layer is a GEMM's epilogue (`Graph.epilogues`: work an array can apply
     # to that GEMM's results as they drain) the GEMM's row, else -1; None where not derived
     epilogue_of: np.ndarray | None = None
+    # int64 [L, 2], the rows producing the layer's first two inputs (-1: graph input, constant
+    # or none): the edges a runtime's chain rules read (`hwmodels.ort_int8`); None where not
+    # derived
+    reads: np.ndarray | None = None
+    # int64, kernel rows of a conv (the weight's dim 2; 1 for other layers): the memcpy calls
+    # per output pixel of an NHWC im2col; None where not derived
+    kernel_rows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -258,7 +265,21 @@ class Graph:
             np.asarray([self.format_code(layer) for layer in self.layers], dtype=np.int64),
             np.asarray([index.get(fused.get(x.name, ""), -1) for x in self.layers],
                        dtype=np.int64),
+            self._reads(),
+            np.asarray([self._kernel_rows(x) for x in self.layers], dtype=np.int64),
         )
+
+    def _kernel_rows(self, x: Layer) -> int:
+        """A conv's kernel height (its weight is [cout, cin / g, kh, kw]); 1 otherwise."""
+        spec = self.types.get(x.inputs[1]) if x.kind == "conv" and len(x.inputs) > 1 else None
+        shape = spec.shape if spec is not None else ()
+        return int(shape[2]) if len(shape) == 4 and isinstance(shape[2], int) else 1
+
+    def _reads(self) -> np.ndarray:
+        """int64 [L, 2]: the producer rows of each layer's first two inputs (-1: none)."""
+        made = {t: i for i, x in enumerate(self.layers) for t in x.outputs}
+        rows = [[made.get(t, -1) for t in (*x.inputs[:2], "", "")[:2]] for x in self.layers]
+        return np.asarray(rows, dtype=np.int64).reshape(len(self.layers), 2)
 
     def epilogues(self) -> dict[str, str]:
         """Layers an array can apply to a GEMM's results as they drain from its accumulators

@@ -102,12 +102,17 @@ def node_times(events: Sequence[Mapping[str, Any]], stat: str = "median") -> dic
 
 def _named_layer(name: str, index: Mapping[str, int], producer: Mapping[str, int]) -> int | None:
     """The layer a node's name points at: onnxruntime keeps the emitted node name (the IR
-    layer's, or `<layer>.<step>` for its Q / DQ nodes), adds `_token_<n>` to nodes it rewrites
+    layer's, or `<layer>.<step>` for its Q / DQ nodes, onnxruntime appending `/duplicated` to a
+    DQ it copies for a second consumer), adds `_token_<n>` to nodes it rewrites
     and names NCHWc nodes `<output tensor>_nchwc`."""
     base = re.sub(r"_token_\d+$", "", name)
     if base.endswith(NCHWC_SUFFIX):
         return producer.get(base[:-len(NCHWC_SUFFIX)])
-    for candidate in (base, base.split(".", 1)[0] if "." in base else ""):
+    # layer names may hold dots themselves ("features.5.conv.2/Conv"): the longest dotted
+    # prefix naming a layer wins ("features.5.conv.2/Conv.Conv.dequantize/duplicated")
+    parts = base.split(".")
+    for cut in range(len(parts), 0, -1):
+        candidate = ".".join(parts[:cut])
         if candidate in index:
             return index[candidate]
     return None

@@ -38,7 +38,7 @@ from compiler.formats import (
     table_geometry,
 )
 from compiler.ir import CATEGORY_GEMM, KIND_CODE, LayerTable
-from hwmodels import cpu_x86, energy, ncnn_int8
+from hwmodels import cpu_x86, energy, ncnn_int8, ort_int8
 from hwmodels.cost import Cost, check_bits, memory_bytes
 from hwmodels.cpu_schema import ISA_FEATURES as ISA_FEATURES
 from hwmodels.cpu_schema import CacheLevel as CacheLevel
@@ -132,14 +132,16 @@ def _path_rows(target: CpuTarget, runtime: int,
     # and written so by bench_conv_integer), hwmodels.cpu_x86
     avx2 = ort and cpu_x86.is_x86_without_vnni(target)
     qlinear_rate = cpu_x86.qgemm_rate(target) if avx2 else r["int8"]
+    qlinear = {**int8, "rate": qlinear_rate, "nodes": 3, "q_in": 1, "dq_out": 1, "a_pack": 1,
+               "im2col": 1, **(_ort_x86_int8(target) if ort else {})}
     return {
         K.PATH_FP32: fp32,
         K.PATH_FP16: {**fp32, "rate": r["fp16"], "eb_a": 2, "eb_w": 2, "eb_o": 2,
                       "e_mac": _mac_pj(16, node)},
         # Q node -> QLinearConv/MatMul (packs A, requantises) -> DQ node; QLinearConv always
         # expands (no NCHWc int8 conv)
-        K.PATH_QLINEAR: {**int8, "rate": qlinear_rate, "nodes": 3, "q_in": 1, "dq_out": 1,
-                         "a_pack": 1, "im2col": 1},
+        K.PATH_QLINEAR: qlinear,
+        **(ort_int8.chain_rows(qlinear) if ort else {}),
         # Q node -> MatMulIntegerToFloat: the same QGEMM, its output processor converts the
         # int32 sums to float and scales them in the kernel's output loop (requant's lane
         # ops, a float store); no DQ node, no requantisation to int8 (compiler.formats)
@@ -164,6 +166,15 @@ def _path_rows(target: CpuTarget, runtime: int,
         K.PATH_NBITS_FLOAT_ZP: {**fp32, "nodes": 1, "w_dq": 12,
                                 "w_dq_cyc": cpu_x86.reorder_dequant_cycles()},
     }
+
+
+def _ort_x86_int8(target: CpuTarget) -> dict[str, float]:
+    """QLinearConv's x86 epilogue and depthwise kernel (`hwmodels.cpu_x86`)."""
+    generic = K.REQUANT_LANE_OPS * 4.0  # the kernel's requantise lane ops per int8 output
+    return {"requant": cpu_x86.requant_weight(target, generic, target.fma_pipes),
+            "dw_vec_cyc": cpu_x86.qdw_vector_cycles(target),
+            "gather_cyc": cpu_x86.indirection_cycles(target),
+            "im2col_call_cyc": cpu_x86.im2col_call_cycles(target)}
 
 
 def conv_integer_row(int8: dict[str, float]) -> dict[str, float]:
@@ -199,7 +210,9 @@ _ATTR_COLUMNS = {"rate": K.A_RATE, "eb_a": K.A_EB_A, "eb_w": K.A_EB_W, "eb_o": K
                  "fake_q": K.A_FAKE_Q, "a_pack": K.A_A_PACK, "requant": K.A_REQUANT,
                  "winograd": K.A_WINOGRAD, "wg_rate": K.A_WG_RATE, "dyn_q": K.A_DYN_Q,
                  "out_cast": K.A_OUT_CAST, "b_pack": K.A_B_PACK, "group_loop": K.A_GROUP_LOOP,
-                 "w_dq_cyc": K.A_W_DQ_CYC, "dw_chain_cyc": K.A_DW_CHAIN_CYC}
+                 "w_dq_cyc": K.A_W_DQ_CYC, "dw_chain_cyc": K.A_DW_CHAIN_CYC,
+                 "dw_vec_cyc": K.A_DW_VEC_CYC, "gather_cyc": K.A_GATHER_CYC,
+                 "im2col_call_cyc": K.A_IM2COL_CALL_CYC}
 _ATTR_DEFAULTS = {"k_align": 1.0, "nodes": 1.0}
 
 
@@ -266,7 +279,8 @@ def layer_array(table: LayerTable) -> np.ndarray:
     """The kernel's layer input, int64 [L, NL] (column order = kernels.cpu.L_*)."""
     cols = (table.kind_code, table.category, table.m, table.n, table.k, table.groups,
             table.macs, table.ops, table.w_elems, table.a_in_elems, table.a_out_elems,
-            table.w_bytes)
+            table.w_bytes,
+            np.ones(len(table), np.int64) if table.kernel_rows is None else table.kernel_rows)
     if not len(table):
         return np.zeros((0, K.NL), dtype=np.int64)
     return np.ascontiguousarray(np.stack(cols, axis=1), dtype=np.int64)
@@ -405,6 +419,8 @@ def layer_choices(table: LayerTable, bits: np.ndarray, target: CpuTarget,
     paths = kernel_paths(table, bits, target, runtime)
     if runtime == K.RUNTIME_NCNN:
         paths = ncnn_int8.chain_paths(table, paths)
+    elif runtime == K.RUNTIME_ORT:
+        paths = ort_int8.chain_paths(table, paths)
     return np.where(gemm, paths, np.where(fused, K.PATH_FUSED, K.PATH_NONE))
 
 

@@ -86,3 +86,57 @@ def reorder_dequant_cycles(weights_per_call: float = 8.0) -> float:
     weights: its integer divisions, then ~9 scalar ops per weight)."""
     return (REORDER_DIVS_PER_CALL * IDIV_CYCLES / weights_per_call
             + REORDER_OPS_PER_WEIGHT / SCALAR_IPC)
+
+
+# QLinearConv's int8 epilogue and depthwise kernel on x86 (onnxruntime qlinearconv.cc: every
+# GEMM / depthwise call writes int32 sums that MlasRequantizeOutput turns into uint8).
+# MlasRequantizeOutput, SSE2 path (core/mlas/lib/quantize.cpp), per 16 outputs: 4 bias adds,
+# 4 int -> float converts, 4 scale multiplies, 4 max, 4 min, 4 float -> int converts, 4 zero
+# point adds and 3 packs (31 vector uops) on 128-bit vectors, whatever the host's width.
+REQUANT_UOPS_PER_16 = 31.0
+# MlasConvDepthwiseKernelAvx2 (intrinsics/avx2/qdwconv_avx2.cpp), per tap and 16 channels:
+# 2 vpmovzxbw (input, filter), 2 vpsubw (zero points), vpmullw + vpmulhw, 2 vpunpck and
+# 2 vpaddd into the int32 accumulators (10 vector uops for 16 MACs).
+QDW_UOPS_PER_VECTOR = 10.0
+# assumed: scalar ops per entry of the depthwise input indirection buffer (Im2col<NHWC> with
+# indirection, math_cpu.cc: address, bounds check, select of the padding row, store)
+INDIRECTION_OPS = 4.0
+
+
+def _avx2_int8(target: CpuTarget) -> bool:
+    return target.arch == "x86_64" and "avx2" in target.isa
+
+
+def requant_weight(target: CpuTarget, lane_ops_per_output: float, pipes: float) -> float:
+    """Weight of onnxruntime's x86 requantise loop against the cost kernel's generic term
+    (`lane_ops_per_output` on the host's int8 lanes and `pipes`): its cycles per output,
+    31 uops / 16 outputs at VECTOR_ISSUE_PER_CYCLE, over the generic term's; 1 elsewhere."""
+    if not _avx2_int8(target):
+        return 1.0
+    x86 = REQUANT_UOPS_PER_16 / 16.0 / VECTOR_ISSUE_PER_CYCLE
+    return x86 / (lane_ops_per_output / (target.simd_bits / 8.0 * pipes))
+
+
+def qdw_vector_cycles(target: CpuTarget) -> float:
+    """Cycles per (output pixel, tap, 16 channels) of MLAS's AVX2 int8 depthwise kernel
+    (vector-issue bound: its 10 uops at VECTOR_ISSUE_PER_CYCLE); 0 elsewhere."""
+    return QDW_UOPS_PER_VECTOR / VECTOR_ISSUE_PER_CYCLE if _avx2_int8(target) else 0.0
+
+
+def indirection_cycles(target: CpuTarget) -> float:
+    """Cycles per (output pixel, tap) to fill the depthwise indirection buffer (x86 only:
+    the Arm int8 depthwise path is not modelled at this grain)."""
+    return INDIRECTION_OPS / SCALAR_IPC if _avx2_int8(target) else 0.0
+
+
+# assumed: cycles per memcpy call of an NHWC im2col row (< 64 bytes for the stem convs where it
+# matters: the call, glibc's size dispatch and the loop's bounds checks in Im2col<NHWC>,
+# math_cpu.cc); the one layer measured, MobileNetV2's 3-channel stem (W8A8, this project's
+# Zen 3 host, fastest of 5 runs), leaves ~28 cycles per call after its GEMM and requantise
+IM2COL_CALL_CYCLES = 25.0
+
+
+def im2col_call_cycles(target: CpuTarget) -> float:
+    """Cycles per memcpy call of QLinearConv's NHWC im2col on x86; 0 elsewhere (not
+    measured on Arm)."""
+    return IM2COL_CALL_CYCLES if _avx2_int8(target) else 0.0

@@ -41,6 +41,11 @@ and `paths` [H, NPATH, NA] (per kernel path: MAC rate and the passes it adds). S
 - Passes (Q/DQ, activation quantisation, A packing, im2col, weight dequantisation, elementwise,
   norm, softmax, copies): max(lane_ops / (lanes * pipes), bytes / bandwidth) from the last
   level when they fit it, else DRAM; blocked buffers from L2. exp costs EXP_LANE_OPS.
+- onnxruntime int8 (x86 terms in `hwmodels.cpu_x86`, chains in `hwmodels.ort_int8`): a
+  QLinearConv inside an int8 chain has no Q / DQ pass; its int32 sums pass through MLAS's SSE2
+  requantise loop (A_REQUANT weighs it); the AVX2 int8 depthwise kernel spends 10 uops per tap
+  and 16 channels (A_DW_VEC_CYC) plus an indirection entry per tap (A_GATHER_CYC), packs no A;
+  the NHWC im2col pays a memcpy call per output pixel and kernel row (A_IM2COL_CALL_CYC).
 - Overhead: per onnxruntime node, `gemm_overhead_us` (conv / matmul) or `op_overhead_us`
   (others, incl. Q and DQ nodes); `run_overhead_us` per inference, booked on the first layer.
 - Energy (Horowitz, ISSCC 2014): instructions * pJ + MACs * pJ + lane ops * pJ (compute),
@@ -65,14 +70,17 @@ from hwmodels.kernels.cpu_layout import (
     A_B_PACK,
     A_DQ_OUT,
     A_DW_CHAIN_CYC,
+    A_DW_VEC_CYC,
     A_DYN_Q,
     A_E_MAC,
     A_EB_A,
     A_EB_O,
     A_EB_W,
     A_FAKE_Q,
+    A_GATHER_CYC,
     A_GROUP_LOOP,
     A_IM2COL,
+    A_IM2COL_CALL_CYC,
     A_K_ALIGN,
     A_NODES,
     A_OUT_CAST,
@@ -89,6 +97,7 @@ from hwmodels.kernels.cpu_layout import (
     ACC_LANE_OPS,
     ACC_NODES,
     ACC_PEAK,
+    ACC_T_COMPUTE,
     ACC_T_OVERHEAD,
     BOUND_COMPUTE,
     C_E_BYTE,
@@ -109,6 +118,7 @@ from hwmodels.kernels.cpu_layout import (
     L_CAT,
     L_G,
     L_K,
+    L_KH,
     L_KIND,
     L_M,
     L_MACS,
@@ -194,15 +204,19 @@ def gemm_streams(li: np.ndarray, row: np.ndarray, a: int, eba: float, ebw: float
         acc[ACC_NODES] += 2.0
     if row[A_A_QUANT] > 0:    # activations quantised per block (MatMulNBits CompInt8, LUT build)
         add_pass(mk * 5.0, mk * Q_LANE_OPS, lanes, blk, p, ch, traffic, acc)
-    if row[A_A_PACK] > 0:     # QGEMM packs A and computes its row sums
-        add_pass(mk * 2.0 * eba, mk, kernel_lanes(eba, p), blk, p, ch, traffic, acc)
     # direct depthwise and Winograd kernels need no im2col; ConvInteger has neither
     depthwise = g > 1 and n == 1 and row[A_GROUP_LOOP] == 0
+    if row[A_A_PACK] > 0 and not depthwise:  # QGEMM packs A and computes its row sums
+        # (MlasConvDepthwise reads its input through pointers: nothing packed)
+        add_pass(mk * 2.0 * eba, mk, kernel_lanes(eba, p), blk, p, ch, traffic, acc)
     whole = row[A_IM2COL] > 1.5  # ncnn: writes the whole im2col matrix, 1x1 convs included
     if (row[A_IM2COL] > 0 and li[L_KIND] == KIND_CONV and (whole or abs(mk - ain) > 0.5)
             and not depthwise and not direct):
         nbytes = (ain + mk) * eba  # MLAS expands into per-thread tiles (blocked level)
         add_pass(nbytes, 0.0, lanes, home(nbytes, p, ch) if whole else blk, p, ch, traffic, acc)
+        # NHWC im2col: one memcpy call per output pixel and kernel row, split over threads
+        acc[ACC_T_COMPUTE] += (m * float(li[L_KH]) * row[A_IM2COL_CALL_CYC]
+                               / max(1.0, p[P_THREADS]))
     if wel > 0 and row[A_W_DQ] > 0 and not inline:  # weights dequantised to an fp32 buffer
         nl = int(p[P_NLEVELS])
         # vector lanes, or a scalar loop of A_W_DQ_CYC cycles per weight (one "lane" per
@@ -232,8 +246,9 @@ def gemm_layer(li: np.ndarray, path: int, w: int, a: int, w_store: float, runtim
     w_res = model_w_res if ebw == w_store else fits_llc(wel * ebw, p, ch)
     rate = row[A_RATE] / (w if path == PATH_LUT else 1.0)
     extra = wel * cdiv(m, p[P_TILE_M]) * UNPACK_LANE_OPS if inline else 0.0
-    if row[A_REQUANT] > 0:   # requantise int32 accumulators (fp32 lanes -> kernel lanes)
-        extra += float(li[L_AOUT]) * REQUANT_LANE_OPS * 4.0 / eba
+    if row[A_REQUANT] > 0:   # requantise int32 accumulators (fp32 lanes -> kernel lanes);
+        # A_REQUANT weighs the runtime's requantise loop against REQUANT_LANE_OPS
+        extra += float(li[L_AOUT]) * REQUANT_LANE_OPS * 4.0 / eba * row[A_REQUANT]
     min_ch = WINOGRAD_MIN_CH_FP16 if eba == 2.0 else WINOGRAD_MIN_CH
     r = winograd_tile(li, row[A_WINOGRAD], min_ch) if row[A_WINOGRAD] > 0 else 0.0
     if r > 0:  # the transformed GEMM may run at another rate (ncnn int8: int16 products)
@@ -242,7 +257,7 @@ def gemm_layer(li: np.ndarray, path: int, w: int, a: int, w_store: float, runtim
                           acc)
     elif li[L_G] > 1 and li[L_N] == 1 and row[A_GROUP_LOOP] == 0:
         t = depthwise_core(li, eba, ebo, extra, wel * ebw, w_res, runtime, p, ch, traffic, acc,
-                           row[A_DW_CHAIN_CYC])
+                           row[A_DW_CHAIN_CYC], row[A_DW_VEC_CYC], row[A_GATHER_CYC])
     else:
         oc_split = runtime == RUNTIME_NCNN and li[L_KIND] == KIND_CONV and li[L_M] > 1
         t = gemm_core(li, rate, eba, ebw, ebo, row[A_K_ALIGN], extra, wel * ebw, w_res, runtime,

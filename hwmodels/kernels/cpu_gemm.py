@@ -98,10 +98,13 @@ def ncnn_panel_bytes(kp: float, mp: float, tm: float, tn: float, eba: float, ebw
 @njit(cache=True)
 def depthwise_core(li: np.ndarray, eba: float, ebo: float, extra_ops: float, w_bytes: float,
                    w_res: bool, runtime: int, p: np.ndarray, ch: np.ndarray, traffic: np.ndarray,
-                   acc: np.ndarray, chain_cyc: float = 0.0) -> float:
+                   acc: np.ndarray, chain_cyc: float = 0.0, vec_cyc: float = 0.0,
+                   gather_cyc: float = 0.0) -> float:
     """Depthwise conv (n = 1 per group): lanes over channels, one input load per lane MAC
     (two in ncnn's generic loop), split over output pixels (ncnn: over channel packs). int8
-    widens to 16-bit lanes."""
+    widens to 16-bit lanes. `vec_cyc`: cycles per (pixel, tap, lane vector) where the kernel
+    spends more than one multiply-add on each; `gather_cyc`: cycles per (pixel, tap) to
+    fill its input indirection buffer (`hwmodels.cpu_x86`)."""
     m, k, g = float(li[L_M]), float(li[L_K]), float(li[L_G])
     lanes = p[P_LANES32] * 4.0 / max(eba, 2.0)
     if runtime == RUNTIME_NCNN:  # threads over channel packs, each thread all pixels
@@ -112,6 +115,7 @@ def depthwise_core(li: np.ndarray, eba: float, ebo: float, extra_ops: float, w_b
         comp = cdiv(m, t) * k * cdiv(g, lanes) / (p[P_PIPES] * p[P_GEMM_EFF])
         if chain_cyc > 0:
             comp = max(comp, nchwc_depthwise_cycles(m, k, g, lanes, chain_cyc) / t)
+        comp = max(comp, cdiv(m, t) * k * cdiv(g, lanes) * vec_cyc) + cdiv(m, t) * k * gather_cyc
     comp = (comp + extra_ops / (kernel_lanes(eba, p) * p[P_PIPES] * t)) * serial_share(p, t)
     loads = 1.0  # input vector per tap; ncnn's generic loop also reloads the weight vector
     if runtime == RUNTIME_NCNN and ncnn.depthwise_generic(int(k), float(li[L_AIN]) / (m * g)):

@@ -19,7 +19,8 @@ RUNTIME_ORT, RUNTIME_IDEAL, RUNTIME_NCNN, RUNTIME_XNNPACK = 0, 1, 2, 3
 
 # layer columns of `lay` (int64 [L, NL])
 L_KIND, L_CAT, L_M, L_N, L_K, L_G, L_MACS, L_OPS, L_WEL, L_AIN, L_AOUT, L_WB = range(12)
-NL = 12
+L_KH = 12  # a conv's kernel rows (LayerTable.kernel_rows; 1 where unknown)
+NL = 13
 
 # params columns (float64 [H, NP])
 (P_CLOCK_HZ, P_CORES, P_THREADS, P_LANES32, P_PIPES, P_TILE_M, P_TILE_N, P_GEMM_EFF,
@@ -42,7 +43,10 @@ PATH_NBITS_FLOAT_ZP = 10  # MatMulNBits that cannot prepack: scalar dequantise +
 PATH_NCNN_INT8_REQ, PATH_NCNN_INT8_IN, PATH_NCNN_INT8_IN_REQ = 11, 12, 13
 # Q node -> MatMulIntegerToFloat (QGEMM writing float: no DQ node, no requantisation)
 PATH_MATMUL_INT_FLOAT = 14
-NPATH = 15
+# onnxruntime QLinearConv inside an int8 chain (hwmodels.ort_int8): its DQ -> Q pairs removed,
+# so it reads int8 (no Q node), writes int8 to QLinear readers only (no DQ node), or both
+PATH_QLINEAR_IN, PATH_QLINEAR_OUT, PATH_QLINEAR_CHAIN = 15, 16, 17
+NPATH = 18
 PATH_NONE, PATH_FUSED = -1, NPATH  # non-GEMM layers: own pass, or fused into the GEMM before
 
 # path attributes (columns of `paths`): MAC rate per core and cycle (LUT: at 1-bit weights),
@@ -60,7 +64,15 @@ A_W_DQ_CYC = 22
 # A_DW_CHAIN_CYC: latency (cycles) of one tap in a direct depthwise kernel whose output blocks
 # accumulate their taps as dependent FMA chains (x86 NCHWc), 0 = throughput-bound
 A_DW_CHAIN_CYC = 23
-NA = 24
+# A_DW_VEC_CYC: cycles per (output pixel, tap, lane vector) of a direct depthwise kernel whose
+# per-vector work exceeds one multiply-add (MLAS's AVX2 int8 one: hwmodels.cpu_x86), 0 = one
+# A_GATHER_CYC: cycles per (output pixel, tap) the kernel spends gathering its input (an
+# indirection-buffer entry or an im2col copy call), 0 = none
+A_DW_VEC_CYC, A_GATHER_CYC = 24, 25
+# A_IM2COL_CALL_CYC: cycles per copy call of an NHWC im2col (one per output pixel and kernel
+# row: onnxruntime's Im2col<NHWC> memcpys a kernel row's kw x cin bytes at once), 0 = none
+A_IM2COL_CALL_CYC = 26
+NA = 27
 DW_NCHWC_OUTPUTS = 3.0  # output blocks per pass of SconvKernelFma3.S's "Depthwise" ComputeBlock
 MINMAX_LANE_OPS = 2.0          # DynamicQuantizeLinear's range pass: a min and a max per element
 CAST_MUL_LANE_OPS = 2.0        # int32 -> fp32 convert, then the scale multiply (two nodes)

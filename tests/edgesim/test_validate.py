@@ -51,6 +51,18 @@ def test_nodes_map_by_name_then_tensor_then_consumer(digits):
                    "conv3/Conv": idx["conv3/Conv"]}
 
 
+def test_q_and_dq_nodes_of_dotted_layer_names_map_to_their_layer():
+    # MobileNetV2's layer names hold dots; onnxruntime appends /duplicated to a DQ it copies
+    g = load_graph("zoo:mobilenet_v2")
+    idx = {layer.name: i for i, layer in enumerate(g.layers)}
+    conv = "features.5.conv.2/Conv"
+    nodes = [(f"{conv}_token_40", ["a"], [conv]),
+             (f"{conv}.Conv.dequantize/duplicated", [conv], ["b"]),
+             (f"{conv}.Conv.dequantize", [conv], ["c"])]
+    got = V.assign_nodes(nodes, g)
+    assert set(got.values()) == {idx[conv]} and len(got) == 3
+
+
 def test_layers_no_node_ran_join_the_layer_they_feed(digits):
     idx = {layer.name: i for i, layer in enumerate(digits.layers)}
     ran = {idx["bn1/Relu"], idx["conv2/Conv"], idx["fc/Gemm"]}

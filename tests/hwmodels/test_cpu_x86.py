@@ -106,3 +106,62 @@ def test_x86_fp32_depthwise_is_latency_bound_only_on_nchwc_hosts():
         out_bytes=one(4 * 196 * 384), w_density=np.ones(1), a_density=np.ones(1))
     cycles = cpu.evaluate(dw, np.array([[32, 32]]), _avx2(), threads=1).cycles[0, 0]
     assert cycles >= (168 / 3 + 28) * 9 * 4 * 48
+
+
+def test_requantise_weight_closed_form():
+    # MlasRequantizeOutput (SSE2): 31 uops per 16 outputs at 3 per cycle; the kernel's generic
+    # term books 16 lane ops per output on 32 int8 lanes x 2 pipes = 0.25 cycles
+    assert cpu_x86.requant_weight(_avx2(), 16.0, 2.0) == pytest.approx((31 / 16 / 3) / 0.25)
+    assert cpu_x86.requant_weight(load_target("rpi5"), 16.0, 2.0) == 1.0
+    ort = cpu.RUNTIMES["onnxruntime"]
+    assert cpu.path_table(_avx2(), ort)[K.PATH_QLINEAR_CHAIN, K.A_REQUANT] == pytest.approx(
+        (31 / 16 / 3) / 0.25)
+
+
+def _int8_depthwise(m: int, g: int) -> LayerTable:
+    one = lambda v: np.array([v], dtype=np.int64)  # noqa: E731
+    return LayerTable(
+        names=("dw",), kind_code=one(KIND_CODE["conv"]), category=one(CATEGORY_GEMM),
+        m=one(m), n=one(1), k=one(9), groups=one(g), macs=one(m * 9 * g), ops=one(2 * m * 9 * g),
+        w_elems=one(9 * g), a_in_elems=one(m * g), a_out_elems=one(m * g),
+        w_bytes=one(4 * 9 * g), in_bytes=one(4 * m * g), out_bytes=one(4 * m * g),
+        w_density=np.ones(1), a_density=np.ones(1), fmt_code=one(FORMAT_CODE["qlinear_conv"]))
+
+
+def test_int8_depthwise_pays_the_avx2_kernel_indirection_and_requantise_loops():
+    # MlasConvDepthwiseKernelAvx2: 10 uops per tap and 16 channels at 3 per cycle; one cycle
+    # per indirection entry (4 scalar ops at 4 per cycle); requantise 31 uops / 16 outputs / 3
+    assert cpu_x86.qdw_vector_cycles(_avx2()) == pytest.approx(10 / 3)
+    assert cpu_x86.indirection_cycles(_avx2()) == pytest.approx(1.0)
+    m, g = 56 * 56, 144
+    floor = m * 9 * (g / 16) * 10 / 3 + m * 9 * 1.0 + m * g * 31 / 16 / 3
+    cycles = cpu.evaluate(_int8_depthwise(m, g), np.array([[8, 8]]), _avx2(),
+                          threads=1).cycles[0, 0]
+    assert cycles >= floor  # (plus the Q / DQ passes of a lone layer)
+    # Arm (no AVX2 kernel): the 16-bit lanes at the multiply-add rate, far below that floor
+    arm = cpu.evaluate(_int8_depthwise(m, g), np.array([[8, 8]]), load_target("rpi5"),
+                       threads=1).cycles[0, 0]
+    assert cpu.path_table(load_target("rpi5"), cpu.RUNTIMES["onnxruntime"])[
+        K.PATH_QLINEAR, K.A_DW_VEC_CYC] == 0.0
+    assert arm < cycles
+
+
+def test_nhwc_im2col_pays_one_copy_call_per_pixel_and_kernel_row():
+    # a 3-channel 3x3 stem conv (k = 27) on QLinearConv: Im2col<NHWC> memcpys kw x cin bytes
+    # per kernel row, so 3 calls per output pixel instead of 1 cost 2 x 25 cycles more each
+    one = lambda v: np.array([v], dtype=np.int64)  # noqa: E731
+    m, n, k = 112 * 112, 32, 27
+    stem = LayerTable(
+        names=("stem",), kind_code=one(KIND_CODE["conv"]), category=one(CATEGORY_GEMM),
+        m=one(m), n=one(n), k=one(k), groups=one(1), macs=one(m * n * k), ops=one(2 * m * n * k),
+        w_elems=one(n * k), a_in_elems=one(4 * m * 3), a_out_elems=one(m * n),
+        w_bytes=one(4 * n * k), in_bytes=one(16 * m * 3), out_bytes=one(4 * m * n),
+        w_density=np.ones(1), a_density=np.ones(1), fmt_code=one(FORMAT_CODE["qlinear_conv"]),
+        kernel_rows=one(3))
+    bits = np.array([[8, 8]])
+    three = cpu.evaluate(stem, bits, _avx2(), threads=1).cycles[0, 0]
+    single = cpu.evaluate(dataclasses.replace(stem, kernel_rows=one(1)), bits, _avx2(),
+                          threads=1).cycles[0, 0]
+    assert three - single == pytest.approx(m * 2 * cpu_x86.IM2COL_CALL_CYCLES)
+    assert cpu.path_table(load_target("rpi5"), cpu.RUNTIMES["onnxruntime"])[
+        K.PATH_QLINEAR, K.A_IM2COL_CALL_CYC] == 0.0
