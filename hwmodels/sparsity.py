@@ -36,11 +36,13 @@ def pe_rate(target: MacArrayTarget, bits: tuple[int, int]) -> float:
     return float(rate[0, 0])
 
 
-def fold_schedule(target: MacArrayTarget) -> tuple[int, int, int]:
-    """(fill/drain per fold, least cycles per fold, fill/drain once per layer) on `target`
+def fold_schedule(target: MacArrayTarget) -> tuple[int, int, int, bool]:
+    """(fill/drain per fold, least cycles per fold, fill/drain once per layer, whether the
+    layer's last fold is free of that least) on `target`
     (`hwmodels.kernels.macarray.fold_schedule`)."""
     df, _ = _codes(target)
-    return mk.fold_schedule(df, target.rows, target.cols, target.fold_pipelining)
+    return mk.fold_schedule(df, target.rows, target.cols, target.fold_pipelining,
+                            target.weight_preload)
 
 
 def is_n_of_m(w_mask: np.ndarray, n: int, m: int) -> bool:
@@ -74,12 +76,13 @@ def data_driven_cycles(a_mask: np.ndarray, w_mask: np.ndarray, target: MacArrayT
         raise ValueError(f"masks must be [m, k] and [k, n], got {a_mask.shape}, {w_mask.shape}")
     df, mode = _codes(target)
     rate = pe_rate(target, bits)
-    once = fold_schedule(target)[2] if first else 0
+    fill, floor, once, last_free = fold_schedule(target)
+    once = once if first else 0
     if mode == sk.STRUCTURED:
-        return once + _structured_cycles(a_mask, w_mask, target, rate, last)
-    fill, floor, _ = fold_schedule(target)
+        return once + _structured_cycles(a_mask, w_mask, target, rate, last and last_free)
     return once + float(sk.data_driven_cycles(df, mode, a_mask, w_mask, target.rows,
-                                              target.cols, fill, rate, floor, last))
+                                              target.cols, fill, rate, floor,
+                                              last and last_free))
 
 
 def _structured_cycles(a_mask: np.ndarray, w_mask: np.ndarray, target: MacArrayTarget,
@@ -90,7 +93,7 @@ def _structured_cycles(a_mask: np.ndarray, w_mask: np.ndarray, target: MacArrayT
     k2 = math.ceil(a_mask.shape[1] * n / m)  # the compressed K the array streams
     dense = np.ones((a_mask.shape[0], k2), dtype=bool), np.ones((k2, w_mask.shape[1]), bool)
     df = configs.DATAFLOWS.index(target.dataflow)
-    fill, floor, _ = fold_schedule(target)
+    fill, floor, _, _ = fold_schedule(target)
     return float(sk.data_driven_cycles(df, sk.NONE, *dense, target.rows, target.cols, fill,
                                        rate, floor, last))
 
@@ -109,9 +112,9 @@ def expected_cycles(m: int, n: int, k: int, a_density: float, w_density: float,
     k2 = math.ceil(k * target.sparsity_n / target.sparsity_m) if structured else k
     sr, sc, t = mk.gemm_dims(df, m, n, k2)
     folds = math.ceil(sr / target.rows) * math.ceil(sc / target.cols)
-    fill, floor, once = fold_schedule(target)
+    fill, floor, once, last_free = fold_schedule(target)
     stream = mk.stream_cycles(df, mode, sr, sc, t, target.rows, target.cols, rate, a_density,
-                              w_density, floor, last)
+                              w_density, floor, last and last_free)
     return float(folds * fill + (once if first else 0) + stream)
 
 
@@ -137,7 +140,7 @@ def lane_cycles(lane_density: np.ndarray, col_nnz: np.ndarray, k: int, target: M
     if target.dataflow != "os":
         raise ValueError(f"{target.name}: per-lane statistics model output stationary only")
     _, mode = _codes(target)
-    fill, floor, once = fold_schedule(target)
+    fill, floor, once, last_free = fold_schedule(target)
     if mode == sk.STRUCTURED:
         return sum(expected_cycles(lanes.shape[1], cols.shape[1], k, 1.0, float(c.mean()) / k,
                                    target, bits, g == 0, g == len(cols) - 1)
@@ -147,5 +150,5 @@ def lane_cycles(lane_density: np.ndarray, col_nnz: np.ndarray, k: int, target: M
     return once + float(sum(sk.lane_cycles(mode, np.ascontiguousarray(p, dtype=np.float64),
                                            np.ascontiguousarray(c, dtype=np.int64), k,
                                            target.rows, target.cols, fill, rate, floor,
-                                           g == last)
+                                           g == last and last_free)
                             for g, (p, c) in enumerate(zip(lanes, cols))))

@@ -40,6 +40,19 @@ Formulas and their sources:
   (`fold_fill`) are exposed once per layer (its groups follow each other like folds), before
   the first fold and after the last (ZigZag's latency model likewise
   charges data on-/off-loading once per layer, Mei et al. AICAS 2022).
+- Weight preload across layers (`weight_preload`, a design parameter, with pipelining): the
+  TPU stages weights through a Weight FIFO "four tiles deep" and double-buffers the matrix
+  unit's tile "to hide the 256 cycles it takes to shift a tile in"; Read_Weights follows
+  "the decoupled-access/execute philosophy" and the matrix unit stalls only "if the input
+  activation or weight data is not ready" (Jouppi et al. ISCA 2017, sec. 2). A layer's
+  weights do not depend on the previous layer's outputs, so in ws the next layer's first
+  tile shifts in under this layer's last fold like any next tile: that fold lasts at least
+  R, and the layer's once-per-layer fill loses its R preload cycles (2R + C - 2 -> R + C - 2;
+  charged to the preceding layer, exact in a stream of inferences, where the model's first
+  layer preloads under the previous inference's last). The skew R + C - 2 stays: its data are
+  the previous layer's outputs (the TPU counts such read-after-write stalls apart). os
+  streams both operands (nothing is preloaded: its fill is all skew) and is's stationary tile
+  is the previous layer's output, so neither changes.
 - Weights resident (`weights_resident`, a design + workload parameter): in a stream of
   inferences of one model, weights that stay in the filter SRAM are fetched once, not per
   inference (Edge TPU: the on-chip RAM "used to store the model's parameter data locally,
@@ -103,15 +116,25 @@ def fold_fill(df: int, rows: int, cols: int) -> int:
 
 
 @njit(cache=True)
-def fold_schedule(df: int, rows: int, cols: int, pipelined: bool) -> tuple[int, int, int]:
-    """(fill/drain cycles per fold, least cycles of a fold, fill/drain cycles once per layer).
+def fold_schedule(df: int, rows: int, cols: int, pipelined: bool,
+                  preload: bool = False) -> tuple[int, int, int, bool]:
+    """(fill/drain cycles per fold, least cycles of a fold, fill/drain cycles once per layer,
+    whether the layer's last fold is free of that least).
 
     Back to back (SCALE-Sim): every fold pays `fold_fill`. Pipelined: a fold followed by
     another lasts at least R (the tile swap through the R-deep chain; the last fold of the
     layer waits for none, see `last_slack`) and the fill/drain shows once (module docstring).
+    Pipelined with `preload` (`weight_preload`) on ws: the next layer's first weight tile
+    shifts in under this layer's last fold, which then lasts at least R like the others, and
+    the once-per-layer fill loses its R preload cycles (module docstring). os preloads
+    nothing and is's stationary tile is the previous layer's output: unchanged.
     """
     fill = fold_fill(df, rows, cols)
-    return (0, rows, fill) if pipelined else (fill, 0, 0)
+    if not pipelined:
+        return fill, 0, 0, True
+    if preload and df == WS:
+        return 0, rows, fill - rows, False
+    return 0, rows, fill, True
 
 
 @njit(cache=True)
@@ -221,9 +244,10 @@ G_FLOOR = 20  # least streaming cycles of a fold (of all its psum chunks): 0 unl
 # The widest resident weight width, computed once per config (G_KNOWN = 1) by
 # `model_weights`: the scratch `geo` is zeroed per config by `config_rows` and its peers
 G_RES_BITS, G_KNOWN = 21, 23
-G_SIZE = 24
+G_LAST_FREE = 24  # 1 when the layer's last fold waits for no next tile (`fold_schedule`)
+G_SIZE = 25
 # cfg_i columns after the first nine (appended, so older 9-column configs still read)
-H_PIPELINED, H_RESIDENT, H_EPILOGUE = 9, 10, 11
+H_PIPELINED, H_RESIDENT, H_EPILOGUE, H_PRELOAD = 9, 10, 11, 12
 # lay_i columns after the first eleven (may be absent: no epilogues): 1 for a GEMM's
 # epilogue; on a GEMM, the parameter bytes of its epilogues
 L_EPILOGUE, L_EPI_BYTES = 11, 12
@@ -242,9 +266,11 @@ def gemm_geometry(lay_i: np.ndarray, lay_f: np.ndarray, li: int, hi: np.ndarray,
     fr, fc = math.ceil(sr / rows), math.ceil(sc / cols)
     chunks = psum_chunks(df, fr, t, cols, hf[5] * (0.5 if hi[6] else 1.0))
     pipelined = hi.size > H_PIPELINED and hi[H_PIPELINED] != 0
-    per_fold, floor, once = fold_schedule(df, rows, cols, pipelined)
+    preload = hi.size > H_PRELOAD and hi[H_PRELOAD] != 0
+    per_fold, floor, once, last_free = fold_schedule(df, rows, cols, pipelined, preload)
     geo[G_FIXED] = g * chunks * fr * fc * per_fold + once
     geo[G_FLOOR] = floor * chunks  # a fold of `chunks` chunks swaps its tile once per chunk
+    geo[G_LAST_FREE] = 1.0 if last_free else 0.0
     geo[G_GROUPS], geo[G_FR], geo[G_FC], geo[G_CHUNKS] = g, fr, fc, chunks
     w_ops = float(w_elems) if w_elems > 0 else float(g * k * n)  # act x act matmul: 2nd input
     kept = k2 / k if k > 0 else 1.0  # share of K left after N:M compression
@@ -350,7 +376,7 @@ def gemm_layer(geo: np.ndarray, macs: float, a_out: float, wd: float, ad: float,
     skip_w = mode == SKIP_W or mode == SKIP_BOTH
     floor = geo[G_FLOOR]
     out[0] = geo[G_FIXED] + geo[G_GROUPS] * streamed(geo, G_TILES, rate, floor)
-    if floor > 0.0:
+    if floor > 0.0 and geo[G_LAST_FREE] != 0.0:
         out[0] -= last_slack(geo, G_TILES, rate, floor, geo[G_CHUNKS])
     w_bytes = stored_bytes(geo[G_W_ELEMS], wb + geo[G_META_BITS], wd, skip_w)
     a_bytes = stored_bytes(geo[G_A_ELEMS], ab, ad, skip_a)
@@ -488,9 +514,9 @@ def evaluate(lay_i: np.ndarray, lay_f: np.ndarray, w_bits: np.ndarray, a_bits: n
     lay_i [L, 13]: category, m, n, k, groups, macs, w_elems, a_in, a_out, ops, w_bytes,
     epilogue, epilogue parameter bytes (the last two may be absent: none);
     lay_f [L, 2]: w_density, a_density.
-    cfg_i [H, 12]: dataflow, rows, cols, sparsity, sp_n, sp_m, double_buffered, lanes,
-    activations_on_chip, fold_pipelining, weights_resident, fused_epilogue (the last three
-    may be absent: off); cfg_f [H, 9]: clock_ghz, dram_gbps,
+    cfg_i [H, 13]: dataflow, rows, cols, sparsity, sp_n, sp_m, double_buffered, lanes,
+    activations_on_chip, fold_pipelining, weights_resident, fused_epilogue, weight_preload
+    (the last four may be absent: off); cfg_f [H, 9]: clock_ghz, dram_gbps,
     dram pJ/byte, ifmap/filter/ofmap SRAM bytes, ifmap/filter/ofmap SRAM pJ/byte.
     rates [3, H, B]: MACs per PE per cycle at (w_bits, a_bits) and at (a_bits, a_bits) (matmul
     of two activations), and vector-unit support (1/0); energies [3, H, B]: the matching pJ per
