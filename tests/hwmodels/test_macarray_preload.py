@@ -115,3 +115,19 @@ def test_shipped_targets():
     # sparse-mac-32x32 is output stationary: its weights stream, there is no tile to preload
     assert load_target("sparse-mac-32x32").dataflow == "os"
     assert not load_target("systolic-16x16").weight_preload  # SCALE-Sim mode stays off
+
+
+def test_cycle_terms_split_the_pipelined_schedule():
+    # os 4x4 skip_both pipelined, M=8 lanes x N=8 columns, K=16: 2 x 2 folds. All-zero lanes:
+    # no work, the first three folds wait R=4 for the swap, the fill 4+4-2 = 6 shows once
+    target = array(dataflow="os", rows=4, cols=4, sparsity="skip_both", fold_pipelining=True)
+    nnz = np.full((1, 8), 16)
+    zero = sparsity.lane_terms(np.zeros((1, 8)), nnz, 16, target)
+    assert (zero.fill, zero.swap, zero.work) == (6, 3 * 4, 0)
+    dense = sparsity.lane_terms(np.ones((1, 8)), nnz, 16, target)
+    assert (dense.fill, dense.swap, dense.work) == (6, 0, 4 * 16)
+    assert dense.total == sparsity.lane_cycles(np.ones((1, 8)), nnz, 16, target)
+    # back to back (SCALE-Sim): every fold pays its fill, nothing waits for a swap
+    off = dataclasses.replace(target, fold_pipelining=False)
+    zero = sparsity.expected_terms(8, 8, 16, 0.0, 1.0, off)
+    assert (zero.fill, zero.swap, zero.work) == (4 * 6, 0, 0)
