@@ -300,6 +300,7 @@ def bound(g1: Graph, layers: tuple[str, ...], plan: dict, target) -> dict:
             # the density-0 latency split by cause; the largest term bounds the speed-up
             "density_0_terms_us": terms,
             "bounding_term": max(terms, key=terms.get),
+            "why_terms_stay": WHY,
             "vector_unit_us": round(float(ideal[~gemm].sum()), 3),
             # GEMM epilogues (bias, scale, ReLU/clip: compiler.ir.Graph.epilogues): their time
             # in the model (0 when the target fuses them on the accumulator drain) and as
@@ -309,6 +310,23 @@ def bound(g1: Graph, layers: tuple[str, ...], plan: dict, target) -> dict:
             "vector_epilogue_unfused_us": round(float(unfused[epi].sum()), 3),
             "mac_fill_us": round(float(fill[gemm].sum()), 3),
             "mac_weight_dram_us": round(float(dram[gemm].sum()), 3), "mac_layers": rows}
+
+
+# Why each density-0 term stays on sparse-mac-32x32 (os, pipelined, weights resident, fused
+# epilogues, weight preload), i.e. why no sourced mechanism in the model removes it
+WHY = {
+    "fill": "R + C - 2 = 62 cycles once per GEMM: the operand skew of its first fold, whose "
+            "activations are the previous layer's outputs (read-after-write; the TPU counts "
+            "such stalls apart). os streams its weights, so preloading the next layer's "
+            "weights (weight_preload, TPU v1 Weight FIFO) has nothing to hide here",
+    "swap": "a pipelined fold followed by another lasts >= R = 32 cycles: the output tile "
+            "shifts down the 32-deep column while the next fold accumulates (Gemmini PE "
+            "c1/c2 + propagate); zeros shorten the work, not the chain",
+    "dram": "weights the filter SRAM cannot keep (resident test per width over the whole "
+            "model) stream every inference; activations do not reduce weight bytes",
+    "vector": "non-GEMM layers on the 32-lane vector unit (pools, LayerNorm, softmax, GELU, "
+              "residual adds): not MAC inputs, so thresholds cannot skip them",
+}
 
 
 def density0_terms(table, col: np.ndarray, target, ideal_us: np.ndarray) -> dict:
