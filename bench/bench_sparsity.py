@@ -160,6 +160,7 @@ def cycles(samples: int) -> list[dict]:
 
 BITS = ((8, 8), (4, 8), (4, 4), (2, 8), (2, 4))  # (w_bits, a_bits) the array runs fused
 LOSS_POINTS = 0.5  # accuracy loss allowed against the float model, in points
+GOAL = 1.3  # issue 15: joint plans >= 1.3x faster than the best bits-only plan
 
 
 def _ort_accuracy(g: Graph) -> float:
@@ -363,6 +364,12 @@ def plot_fronts(joint_result: dict, path: str, regime: str = "pipelined_steady_s
             ax.plot(*zip(*pts), style, label=kind.replace("_", "-"))
         ax.axhline(res["float_accuracy"] - LOSS_POINTS, color="grey", lw=0.8,
                    label=f"float - {LOSS_POINTS} pt")
+        bound = res[regime].get("bits_only_bound")
+        if bound:  # no plan can be faster than the floor; the goal needs best bits-only / 1.3
+            ax.axvline(bound["latency_at_density_0_fastest_bits_us"], color="k", ls=":",
+                       label="floor: density 0, fastest bits")
+            ax.axvline(bound["plan_latency_us"] / GOAL, color="r", ls="--", lw=0.8,
+                       label=f"best bits-only / {GOAL}")
         ax.set(title=f"{name} on {TARGET} ({regime})", xlabel="predicted latency (us)",
                ylabel="onnxruntime accuracy (%)")
         ax.legend()
