@@ -70,13 +70,15 @@ Formulas and their sources:
   model. Utilisation counts effectual MACs against rows x cols x rate per cycle.
 - Non-GEMM layers run on a vector unit of `lanes` lanes at one op per lane per cycle (copies
   move one element per lane per cycle); reshape-like views are free.
-- Fused epilogues (`fused_epilogue`, a design parameter): a GEMM's bias add, scale and
-  ReLU/clip (`compiler.ir.Graph.epilogues`) are applied to its results as they drain from the
-  accumulators -- TPU v1's activation unit sits on the accumulator outputs (Jouppi et al. ISCA
+- Fused epilogues (`fused_epilogue`, a design parameter): a GEMM's bias add, scale,
+  ReLU/clip and pooling (`compiler.ir.Graph.epilogues`) are applied to its results as they
+  drain from the accumulators -- TPU v1's activation unit sits on the accumulator outputs and
+  "can also perform the pooling operations needed for convolutions" (Jouppi et al. ISCA
   2017, sec. 2), Gemmini applies scale, bias and activation on accumulator readout
-  (ucb-bar/gemmini AccumulatorScale.scala). They cost no vector pass and no activation
-  traffic, only the drain-rate bound when the lanes are fewer than the array's columns
-  (`epilogue_layer`). Off, each is a separate vector-unit pass (SCALE-Sim has none).
+  (ucb-bar/gemmini AccumulatorScale.scala) and max-pools as it moves results out
+  (StoreController.scala). They cost no vector pass and no activation traffic, only the
+  drain-rate bound when the lanes do fewer ops per cycle than the array's columns drain
+  results (`epilogue_layer`). Off, each is a separate vector-unit pass (SCALE-Sim has none).
 """
 
 from __future__ import annotations
@@ -410,15 +412,16 @@ def vector_layer(cat: int, ops: int, a_in: int, a_out: int, w_bytes: int, ab: fl
 
 
 @njit(cache=True)
-def epilogue_layer(ops: int, a_out: int, e_op: float, lanes: int, cols: int,
+def epilogue_layer(ops: int, a_in: int, a_out: int, e_op: float, lanes: int, cols: int,
                    out: np.ndarray) -> None:
     """A GEMM's epilogue applied as its results drain (`fused_epilogue`); outputs as
     `vector_layer`. The array drains `cols` results per cycle; lanes that keep up add no
     cycle, fewer lanes throttle the drain: the excess of ceil(work / lanes) over the drain's
-    own ceil(a_out / cols). Its input and output never leave the accumulator path and its
-    parameters travel with its GEMM's operands (`fused_params`); the ops still cost energy."""
+    own ceil(a_in / cols) (a pool reads more results than it writes). Its input and output
+    never leave the accumulator path and its parameters travel with its GEMM's operands
+    (`fused_params`); the ops still cost energy."""
     work = max(ops, a_out)
-    out[0] = max(0.0, cdiv(work, lanes) - cdiv(a_out, cols)) if work > 0 else 0.0
+    out[0] = max(0.0, cdiv(work, lanes) - cdiv(a_in, cols)) if work > 0 else 0.0
     out[1], out[2], out[4] = 0.0, 0.0, 0.0
     out[3] = work * e_op
 
@@ -472,7 +475,7 @@ def layer_at(lay_i: np.ndarray, lay_f: np.ndarray, li: int, geo: np.ndarray, pic
             fused_params(float(lay_i[li, L_EPI_BYTES]), resident, hf, raw)
         finish(raw, r, hi[1] * hi[2], hi, hf, res)
     elif fuse and lay_i[li, L_EPILOGUE] != 0:
-        epilogue_layer(lay_i[li, 9], lay_i[li, 8], e, hi[7], hi[2], raw)
+        epilogue_layer(lay_i[li, 9], lay_i[li, 7], lay_i[li, 8], e, hi[7], hi[2], raw)
         finish(raw, 1.0, float(hi[7]), hi, hf, res)
     else:
         vector_layer(lay_i[li, 0], lay_i[li, 9], lay_i[li, 7], lay_i[li, 8], lay_i[li, 10], ab,
