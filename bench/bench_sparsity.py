@@ -325,8 +325,9 @@ WHY = {
             "c1/c2 + propagate); zeros shorten the work, not the chain",
     "dram": "weights the filter SRAM cannot keep (resident test per width over the whole "
             "model) stream every inference; activations do not reduce weight bytes",
-    "vector": "non-GEMM layers on the 32-lane vector unit (pools, LayerNorm, softmax, GELU, "
-              "residual adds): not MAC inputs, so thresholds cannot skip them",
+    "vector": "non-GEMM layers the accumulator drain does not take (LayerNorm, softmax, GELU, "
+              "residual adds; pools and ReLUs right after a GEMM fuse) run on the 32-lane "
+              "vector unit: not MAC inputs, so thresholds cannot skip them",
 }
 
 
