@@ -31,6 +31,7 @@ Usage: python bench/bench_sparsity.py [--part cycles|joint|stream|all] [--sample
 
 import argparse
 import dataclasses
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -257,7 +258,33 @@ def _regime(fixed: tuple, target, points: int, mode: str) -> dict:
                                           / best["joint"]["mac_latency_us"], 3)
     if best["bits_only"]:
         out["bits_only_bound"] = bound(g1, layers, best["bits_only"], target)
+    if len(BITS) ** len(layers) <= EXACT_MAX:
+        exact = exact_bits_only((g, g1, gt), calib, layers, cost[:, :, 0], acc - LOSS_POINTS,
+                                target, mode)
+        out["exact_bits_only"] = exact
+        if exact["plan"] and "bits_only_bound" in out:  # the exact bound of any joint plan
+            floor = out["bits_only_bound"]["latency_at_density_0_fastest_bits_us"]
+            exact["max_speedup_any_plan"] = round(exact["plan"]["latency_us"] / floor, 3)
     return out
+
+
+EXACT_MAX = 5 ** 5  # bits-only plans enumerated exhaustively up to this many
+
+
+def exact_bits_only(gs3, calib, layers, cost: np.ndarray, ok: float, target, mode) -> dict:
+    """The fastest bits-only plan within the accuracy rule, by enumeration: every plan in
+    order of predicted latency (layer costs add), measured in onnxruntime until one passes.
+    The best bits-only plan of any front can be no faster, so the latency floor bounds every
+    joint plan's speed-up against it exactly."""
+    plans = np.array(list(itertools.product(range(len(BITS)), repeat=len(layers))))
+    order = np.argsort(cost[np.arange(len(layers)), plans].sum(axis=1), kind="stable")
+    zero = np.zeros(len(layers), dtype=np.int64)
+    for tried, i in enumerate(order, 1):
+        plan = _plan(gs3, calib, layers, plans[i], zero, target, mode)
+        if plan["accuracy"] >= ok:
+            plan.pop("breakdown")
+            return {"plan": plan, "plans_measured": tried, "plans": len(plans)}
+    return {"plan": None, "plans_measured": len(plans), "plans": len(plans)}
 
 
 def _per_layer_us(cost, col: np.ndarray) -> np.ndarray:
