@@ -21,7 +21,12 @@
     unfused epilogues (the model before issue 15's follow-up), pipelined folds with fused
     epilogues per inference, and pipelined folds in a stream's steady state with resident
     weights, with epilogues as separate vector passes and fused (the target file's setting);
-    each regime says where weights come from.
+    each regime says where weights come from. The best plans carry `breakdown`, their latency
+    split per layer into work, fill, swap, exposed DRAM and vector unit; the bound splits the
+    density-0 latency the same way, gives the floor of any plan (density 0, every layer at its
+    fastest bits) and the term that bounds it; for models with few bits-only plans
+    (`EXACT_MAX`) `exact_bits_only` is the fastest one within the accuracy rule, found by
+    measuring every plan in latency order.
 
 Usage: python bench/bench_sparsity.py [--part cycles|joint|stream|all] [--samples 32]
        [--plot front.png] [--points 14] [--mode magnitude|centred]

@@ -4,6 +4,9 @@
   every fold's busiest PE is counted, so load imbalance shows.
 - `expected_cycles`: from densities, the expectation under i.i.d. Bernoulli masks (exact
   order statistics of binomials; see `hwmodels.kernels.sparse` for the one approximation).
+- `lane_cycles`: from per-lane densities (output stationary).
+`expected_terms` and `lane_terms` split the statistical models' cycles by cause
+(`CycleTerms`: fill, tile-swap waits, work).
 
 Both model one group of out[m, n] += a[m, k] @ w[k, n] with the target's dataflow and sparsity
 mode; `zero_gating` saves energy only, so its cycles are the dense ones. Structured N:M
