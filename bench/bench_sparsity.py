@@ -21,15 +21,22 @@
     unfused epilogues (the model before issue 15's follow-up), pipelined folds with fused
     epilogues per inference, and pipelined folds in a stream's steady state with resident
     weights, with epilogues as separate vector passes and fused (the target file's setting);
-    each regime says where weights come from.
+    each regime says where weights come from. The best plans carry `breakdown`, their latency
+    split per layer into work, fill, swap, exposed DRAM and vector unit; the bound splits the
+    density-0 latency the same way, gives the floor of any plan (density 0, every layer at its
+    fastest bits) and the term that bounds it; for models with few bits-only plans
+    (`EXACT_MAX`) `exact_bits_only` is the fastest one within the accuracy rule, found by
+    measuring every plan in latency order.
 
 Usage: python bench/bench_sparsity.py [--part cycles|joint|stream|all] [--samples 32]
        [--plot front.png] [--points 14] [--mode magnitude|centred]
        [--regime all|back_to_back_per_inference|pipelined_per_inference|pipelined_steady_state]
+       [--levels 0,0.25,0.5,0.625,0.75] [--models digits_cnn,digits_transformer]
 """
 
 import argparse
 import dataclasses
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -54,9 +61,11 @@ from compiler.passes.sparsify import (  # noqa: E402
 from compiler.sparsity import mac_layers, operand_stats  # noqa: E402
 from edgesim.sparsity import (  # noqa: E402
     LEVELS,
+    TERMS,
     bits_sensitivity,
     compare_cycles,
     joint_costs,
+    latency_terms,
     level_sensitivity,
     level_thresholds,
     plan_bits,
@@ -67,6 +76,7 @@ from edgesim.zoo import build, load_digits_data  # noqa: E402
 from hwmodels import configs  # noqa: E402
 from hwmodels.macarray import evaluate as macarray_evaluate  # noqa: E402
 from hwmodels.macarray import weight_regime  # noqa: E402
+from hwmodels.sparsity import expected_terms  # noqa: E402
 from hwmodels.target import load_target  # noqa: E402
 
 TARGET = "sparse-mac-32x32"
@@ -156,6 +166,7 @@ def cycles(samples: int) -> list[dict]:
 
 BITS = ((8, 8), (4, 8), (4, 4), (2, 8), (2, 4))  # (w_bits, a_bits) the array runs fused
 LOSS_POINTS = 0.5  # accuracy loss allowed against the float model, in points
+GOAL = 1.3  # issue 15: joint plans >= 1.3x faster than the best bits-only plan
 
 
 def _ort_accuracy(g: Graph) -> float:
@@ -166,16 +177,17 @@ def _ort_accuracy(g: Graph) -> float:
     return float((logits.argmax(1) == DATA["y_test"]).mean() * 100)
 
 
-def _plan(gs3, calib, layers, bits, levels, target, mode) -> dict:
-    """Build, measure and cost one plan: thresholds re-calibrated for the chosen levels
-    together, quantised, emitted, run in onnxruntime on the held-out images."""
+def _plan(gs3, calib, layers, bits, levels, target, mode, grid=LEVELS) -> dict:
+    """Build, measure and cost one plan: thresholds re-calibrated for the chosen levels (of
+    `grid`) together, quantised, emitted, run in onnxruntime on the held-out images."""
     g, g1, gt = gs3
     chosen = {n: BITS[b] for n, b in zip(layers, bits)}
-    want = {n: LEVELS[s] for n, s in zip(layers, levels) if LEVELS[s] > 0}
+    want = {n: grid[s] for n, s in zip(layers, levels) if grid[s] > 0}
     th = calibrate_sequential(g, calib, want, mode) if want else {}
     gs = sparsify(g, th)
     stats = operand_stats(gs, calib)
     g1s = sparsify(g1, th)
+    terms = latency_terms(g1s, stats, chosen, target)
     per_layer = plan_latency_s(g1s, stats, chosen, target)
     latency = float(per_layer.sum())
     mac = float(sum(t for x, t in zip(g1s.layers, per_layer) if x.name in stats))
@@ -183,49 +195,67 @@ def _plan(gs3, calib, layers, bits, levels, target, mode) -> dict:
     acc = _ort_accuracy(quantize(sparsify(gt, th), plan_bits(sparsify(gt, th), chosen), cal))
     return {"latency_us": round(latency * 1e6, 3), "mac_latency_us": round(mac * 1e6, 3),
             "accuracy": round(acc, 3),
-            "bits": [list(BITS[b]) for b in bits], "levels": [LEVELS[s] for s in levels],
-            "density": round(float(np.mean([stats[n].density for n in layers])), 4)}
+            "bits": [list(BITS[b]) for b in bits], "levels": [grid[s] for s in levels],
+            "density": round(float(np.mean([stats[n].density for n in layers])), 4),
+            "breakdown": breakdown(g1s, terms, set(stats))}
+
+
+def breakdown(gs: Graph, terms: dict, mac: set) -> dict:
+    """A plan's predicted latency split by cause (`edgesim.sparsity.latency_terms`): per MAC
+    layer its work, fill, swap and exposed DRAM (us), the other layers' vector-unit time
+    together, and the totals of each term."""
+    us = {t: terms[t] * 1e6 for t in TERMS}
+    rows = [{"layer": x.name, **{t: round(float(us[t][i]), 3) for t in TERMS if t != "vector"}}
+            for i, x in enumerate(gs.layers) if x.name in mac]
+    vec = {x.name: round(float(us["vector"][i]), 3) for i, x in enumerate(gs.layers)
+           if us["vector"][i] > 0}
+    return {"mac_layers": rows, "vector_layers": vec,
+            "total_us": {t: round(float(us[t].sum()), 3) for t in TERMS}}
 
 
 def joint(name: str, points: int, mode: str = "magnitude",
-          regimes: tuple[str, ...] = tuple(REGIMES)) -> dict:
-    """Sensitivities per (layer, bits, level) once; per regime the costs, both fronts and the
-    best plans."""
+          regimes: tuple[str, ...] = tuple(REGIMES), grid: tuple[float, ...] = LEVELS) -> dict:
+    """Sensitivities per (layer, bits, level of `grid`) once; per regime the costs, both
+    fronts and the best plans."""
     g = load(build(name), {"input": DATA["x_calib"].shape})
     gt = load(build(name), {"input": DATA["x_test"].shape})
     g1 = load(build(name))
     calib = [{"input": DATA["x_calib"]}]
     layers = tuple(x.name for x in sparsifiable(g))
     ref = [run(g, calib[0], dtype="float32")[g.outputs[0]]]
-    per_level = level_thresholds(g, calib, layers, mode=mode)
+    per_level = level_thresholds(g, calib, layers, grid, mode=mode)
     per_stats = [operand_stats(sparsify(g, th), calib) for th in per_level]
     sens_s = level_sensitivity(g, calib, ref, per_level, layers)
     sens_b = bits_sensitivity(g, calib, ref, calibrate(g, calib), layers, BITS)
     acc = round(_ort_accuracy(gt), 3)
-    fixed = (g, g1, gt, calib, layers, per_level, per_stats, sens_b, sens_s, acc)
-    return {"float_accuracy": acc,
+    fixed = (g, g1, gt, calib, layers, per_level, per_stats, sens_b, sens_s, acc, grid)
+    return {"float_accuracy": acc, "levels": list(grid),
             **{r: _regime(fixed, regime_target(r), points, mode) for r in regimes}}
 
 
 def _regime(fixed: tuple, target, points: int, mode: str) -> dict:
     """One regime of `joint`: costs on `target`, both fronts, the best plans, the bound."""
-    g, g1, gt, calib, layers, per_level, per_stats, sens_b, sens_s, acc = fixed
+    g, g1, gt, calib, layers, per_level, per_stats, sens_b, sens_s, acc, grid = fixed
     cost = joint_costs(g1, per_stats, per_level, layers, BITS, target)
     sens, c = joint_choices(sens_b, sens_s, cost)
     joint_ok = np.ones(sens.shape, dtype=bool)
     bits_only = joint_ok.copy()
-    bits_only[:, np.arange(sens.shape[1]) % len(LEVELS) != 0] = False
+    bits_only[:, np.arange(sens.shape[1]) % len(grid) != 0] = False
     out: dict = {"weights": weight_regime(g1.layer_table(), target)}
     for kind, allowed in (("joint", joint_ok), ("bits_only", bits_only)):
         front = pareto_front(sens, c, allowed, max_points=points)
-        out[kind] = [_plan((g, g1, gt), calib, layers, *split_choice(a.choice, len(LEVELS)),
-                           target, mode) for a in front]
+        out[kind] = [_plan((g, g1, gt), calib, layers, *split_choice(a.choice, len(grid)),
+                           target, mode, grid) for a in front]
         print(json.dumps({"regime": out["weights"][:40], kind: len(out[kind])}),
               file=sys.stderr)
     ok = acc - LOSS_POINTS
     best = {k: min((p for p in out[k] if p["accuracy"] >= ok), key=lambda p: p["latency_us"],
                    default=None) for k in ("joint", "bits_only")}
     out["best"] = best
+    for kind in ("joint", "bits_only"):  # the split is kept for the best plans only
+        for p in out[kind]:
+            if p is not best[kind]:
+                p.pop("breakdown")
     if best["joint"] and best["bits_only"]:
         out["speedup_joint_vs_bits_only"] = round(best["bits_only"]["latency_us"]
                                                   / best["joint"]["latency_us"], 3)
@@ -233,7 +263,33 @@ def _regime(fixed: tuple, target, points: int, mode: str) -> dict:
                                           / best["joint"]["mac_latency_us"], 3)
     if best["bits_only"]:
         out["bits_only_bound"] = bound(g1, layers, best["bits_only"], target)
+    if len(BITS) ** len(layers) <= EXACT_MAX:
+        exact = exact_bits_only((g, g1, gt), calib, layers, cost[:, :, 0], acc - LOSS_POINTS,
+                                target, mode)
+        out["exact_bits_only"] = exact
+        if exact["plan"] and "bits_only_bound" in out:  # the exact bound of any joint plan
+            floor = out["bits_only_bound"]["latency_at_density_0_fastest_bits_us"]
+            exact["max_speedup_any_plan"] = round(exact["plan"]["latency_us"] / floor, 3)
     return out
+
+
+EXACT_MAX = 5 ** 5  # bits-only plans enumerated exhaustively up to this many
+
+
+def exact_bits_only(gs3, calib, layers, cost: np.ndarray, ok: float, target, mode) -> dict:
+    """The fastest bits-only plan within the accuracy rule, by enumeration: every plan in
+    order of predicted latency (layer costs add), measured in onnxruntime until one passes.
+    The best bits-only plan of any front can be no faster, so the latency floor bounds every
+    joint plan's speed-up against it exactly."""
+    plans = np.array(list(itertools.product(range(len(BITS)), repeat=len(layers))))
+    order = np.argsort(cost[np.arange(len(layers)), plans].sum(axis=1), kind="stable")
+    zero = np.zeros(len(layers), dtype=np.int64)
+    for tried, i in enumerate(order, 1):
+        plan = _plan(gs3, calib, layers, plans[i], zero, target, mode)
+        if plan["accuracy"] >= ok:
+            plan.pop("breakdown")
+            return {"plan": plan, "plans_measured": tried, "plans": len(plans)}
+    return {"plan": None, "plans_measured": len(plans), "plans": len(plans)}
 
 
 def _per_layer_us(cost, col: np.ndarray) -> np.ndarray:
@@ -266,8 +322,18 @@ def bound(g1: Graph, layers: tuple[str, ...], plan: dict, target) -> dict:
     epi = [i for i, n in enumerate(table.names) if n in g1.epilogues()]
     unfused = _per_layer_us(macarray_evaluate(
         empty, pairs, dataclasses.replace(target, fused_epilogue=False)), col)
+    terms = density0_terms(table, col, target, ideal)
+    any_bits = np.min(macarray_evaluate(empty, pairs, target).latency_s, axis=1) * 1e6
     return {"plan_latency_us": plan["latency_us"], "latency_at_density_0_us": round(floor, 3),
             "max_speedup_any_sparsity": round(plan["latency_us"] / floor, 3),
+            # density 0 and each layer at its fastest bit pair, accuracy ignored: no plan of
+            # bits and thresholds can go below this under the model
+            "latency_at_density_0_fastest_bits_us": round(float(any_bits.sum()), 3),
+            "max_speedup_any_plan": round(plan["latency_us"] / float(any_bits.sum()), 3),
+            # the density-0 latency split by cause; the largest term bounds the speed-up
+            "density_0_terms_us": terms,
+            "bounding_term": max(terms, key=terms.get),
+            "why_terms_stay": WHY,
             "vector_unit_us": round(float(ideal[~gemm].sum()), 3),
             # GEMM epilogues (bias, scale, ReLU/clip: compiler.ir.Graph.epilogues): their time
             # in the model (0 when the target fuses them on the accumulator drain) and as
@@ -277,6 +343,45 @@ def bound(g1: Graph, layers: tuple[str, ...], plan: dict, target) -> dict:
             "vector_epilogue_unfused_us": round(float(unfused[epi].sum()), 3),
             "mac_fill_us": round(float(fill[gemm].sum()), 3),
             "mac_weight_dram_us": round(float(dram[gemm].sum()), 3), "mac_layers": rows}
+
+
+# Why each density-0 term stays on sparse-mac-32x32 (os, pipelined, weights resident, fused
+# epilogues, weight preload), i.e. why no sourced mechanism in the model removes it
+WHY = {
+    "fill": "R + C - 2 = 62 cycles once per GEMM: the operand skew of its first fold, whose "
+            "activations are the previous layer's outputs (read-after-write; the TPU counts "
+            "such stalls apart). os streams its weights, so preloading the next layer's "
+            "weights (weight_preload, TPU v1 Weight FIFO) has nothing to hide here",
+    "swap": "a pipelined fold followed by another lasts >= R = 32 cycles: the output tile "
+            "shifts down the 32-deep column while the next fold accumulates (Gemmini PE "
+            "c1/c2 + propagate); zeros shorten the work, not the chain",
+    "dram": "weights the filter SRAM cannot keep (resident test per width over the whole "
+            "model) stream every inference; activations do not reduce weight bytes",
+    "vector": "non-GEMM layers the accumulator drain does not take (LayerNorm, softmax, GELU, "
+              "residual adds; pools and ReLUs right after a GEMM fuse) run on the 32-lane "
+              "vector unit: not MAC inputs, so thresholds cannot skip them",
+}
+
+
+def density0_terms(table, col: np.ndarray, target, ideal_us: np.ndarray) -> dict:
+    """Latency at density 0 (plan's bits) by cause, us: the MAC layers' fill and swap (their
+    work is 0: `hwmodels.sparsity.expected_terms`), the weight DRAM time compute does not
+    hide (the rest of their latency) and the vector unit's."""
+    out = dict.fromkeys(("fill", "swap", "dram", "vector"), 0.0)
+    for i in range(len(table)):
+        if table.category[i] != CATEGORY_GEMM:
+            out["vector"] += float(ideal_us[i])
+            continue
+        g, bits = int(table.groups[i]), BITS[col[i]]
+        parts = [expected_terms(int(table.m[i]), int(table.n[i]), int(table.k[i]), 0.0,
+                                float(table.w_density[i]), target, bits, j == 0, j == g - 1)
+                 for j in range(g)]
+        fill = sum(p.fill for p in parts) / (target.clock_ghz * 1e3)
+        swap = sum(p.swap for p in parts) / (target.clock_ghz * 1e3)
+        out["fill"] += fill
+        out["swap"] += swap
+        out["dram"] += max(0.0, float(ideal_us[i]) - fill - swap)
+    return {k: round(v, 3) for k, v in out.items()}
 
 
 def plot_fronts(joint_result: dict, path: str, regime: str = "pipelined_steady_state") -> None:
@@ -292,6 +397,12 @@ def plot_fronts(joint_result: dict, path: str, regime: str = "pipelined_steady_s
             ax.plot(*zip(*pts), style, label=kind.replace("_", "-"))
         ax.axhline(res["float_accuracy"] - LOSS_POINTS, color="grey", lw=0.8,
                    label=f"float - {LOSS_POINTS} pt")
+        bound = res[regime].get("bits_only_bound")
+        if bound:  # no plan can be faster than the floor; the goal needs best bits-only / 1.3
+            ax.axvline(bound["latency_at_density_0_fastest_bits_us"], color="k", ls=":",
+                       label="floor: density 0, fastest bits")
+            ax.axvline(bound["plan_latency_us"] / GOAL, color="r", ls="--", lw=0.8,
+                       label=f"best bits-only / {GOAL}")
         ax.set(title=f"{name} on {TARGET} ({regime})", xlabel="predicted latency (us)",
                ylabel="onnxruntime accuracy (%)")
         ax.legend()
@@ -344,14 +455,18 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=14)
     ap.add_argument("--mode", default="magnitude", choices=["magnitude", "centred"])
     ap.add_argument("--regime", default="all", choices=["all", *REGIMES])
+    ap.add_argument("--levels", default=",".join(map(str, LEVELS)),
+                    help="sparsity levels per MAC input, comma-separated, starting at 0")
+    ap.add_argument("--models", default="digits_cnn,digits_transformer")
     args = ap.parse_args()
     regimes = tuple(REGIMES) if args.regime == "all" else (args.regime,)
     result = {"target": TARGET}
     if args.part in ("cycles", "all"):
         result["cycles"] = cycles(args.samples)
     if args.part in ("joint", "all"):
-        result["joint"] = {name: joint(name, args.points, args.mode, regimes)
-                           for name in ("digits_cnn", "digits_transformer")}
+        grid = tuple(float(v) for v in args.levels.split(","))
+        result["joint"] = {name: joint(name, args.points, args.mode, regimes, grid)
+                           for name in args.models.split(",")}
         if args.plot:
             plot_fronts(result["joint"], args.plot, regimes[-1])
     if args.part in ("stream", "all"):

@@ -49,6 +49,10 @@ KIND_CATEGORY: Mapping[str, int] = MappingProxyType({
 # scale, bias, ReLU/ReLU6 clip; TPU v1's activation unit): see `Graph.epilogues`
 EPILOGUE_ACTIVATIONS = frozenset({"relu", "clip"})
 EPILOGUE_ELTWISE = frozenset({"add", "sub", "mul", "div"})
+# Pooling right after a GEMM: TPU v1's activation unit "can also perform the pooling operations
+# needed for convolutions" on the accumulators' outputs (Jouppi et al. ISCA 2017, sec. 2);
+# Gemmini max-pools rows as it moves them out of its SRAMs (ucb-bar/gemmini StoreController)
+EPILOGUE_POOLS = frozenset({"max", "avg", "global_avg", "global_max"})
 
 
 @dataclass(frozen=True)
@@ -285,9 +289,10 @@ class Graph:
         """Layers an array can apply to a GEMM's results as they drain from its accumulators
         (TPU v1's activation unit, Jouppi et al. ISCA 2017 sec. 2; Gemmini's
         AccumulatorScale), each mapped to that GEMM: a bias add or a scale (`EPILOGUE_ELTWISE`
-        with a constant second operand) or a ReLU/clip whose input a GEMM, or an epilogue of
-        one, produces and no other layer reads. An elementwise op of two activations (a
-        residual Add) is not one: its second operand is not in the accumulators."""
+        with a constant second operand), a ReLU/clip or a pool (`EPILOGUE_POOLS`) whose input
+        a GEMM, or an epilogue of one, produces and no other layer reads. An elementwise op of
+        two activations (a residual Add) is not one: its second operand is not in the
+        accumulators."""
         users, made = self.consumers(), self.producers()
         out: dict[str, str] = {}
         for x in self.layers:
@@ -307,6 +312,8 @@ class Graph:
         fn = x.attrs.get("fn")
         if x.kind == "activation":
             return fn in EPILOGUE_ACTIVATIONS
+        if x.kind == "pool":
+            return fn in EPILOGUE_POOLS
         if x.kind != "eltwise" or fn not in EPILOGUE_ELTWISE or len(x.inputs) != 2:
             return False
         other = x.inputs[1]

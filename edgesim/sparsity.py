@@ -26,7 +26,7 @@ from edgesim.errors import UserError
 from hwmodels import configs
 from hwmodels.macarray import MacArrayTarget, weight_regime
 from hwmodels.macarray import evaluate as macarray_evaluate
-from hwmodels.sparsity import data_driven_cycles, expected_cycles, lane_cycles
+from hwmodels.sparsity import data_driven_cycles, expected_cycles, lane_cycles, lane_terms
 from hwmodels.target import Target
 
 if TYPE_CHECKING:
@@ -138,14 +138,18 @@ def bits_sensitivity(g: Graph, batches: list[Feeds], reference: list[np.ndarray]
                                 fake_quant=True) - base for b in bit_pairs] for n in layers])
 
 
-def plan_latency_s(gs: Graph, stats: Mapping[str, OperandStats],
-                   chosen: Mapping[str, tuple[int, int]], target: MacArrayTarget) -> np.ndarray:
-    """Per layer of `gs` (a batch-1 graph, thresholds included), predicted latency of one
-    sample on `target`. MAC layers: the per-lane model's compute cycles at their bits (8/8
-    where not chosen; `stats` are per sample) against the DRAM cycles the array's cost model
-    gives at their measured density (compressed operands), overlapped when double buffered
-    (none for weights the target keeps resident: `hwmodels.macarray.weight_regime`); other
-    layers: the array's cost model (vector unit)."""
+TERMS = ("work", "fill", "swap", "dram", "vector")  # the causes `latency_terms` splits
+
+
+def latency_terms(gs: Graph, stats: Mapping[str, OperandStats],
+                  chosen: Mapping[str, tuple[int, int]], target: MacArrayTarget
+                  ) -> dict[str, np.ndarray]:
+    """`plan_latency_s` split by cause: per term of `TERMS`, seconds per layer of `gs`.
+
+    MAC layers: `work` (busiest-PE streaming), `fill` (skew/fill/drain) and `swap` (pipelined
+    folds waiting for the tile swap) from the per-lane model (`hwmodels.sparsity.CycleTerms`),
+    and `dram`, the DRAM time compute does not hide (all of it unless double buffered); other
+    layers: `vector`, the array's cost model (vector unit). The terms sum to the latency."""
     table = gs.layer_table()
     density = np.array([stats[n].density if n in stats else d
                         for n, d in zip(table.names, table.a_density)])
@@ -155,16 +159,31 @@ def plan_latency_s(gs: Graph, stats: Mapping[str, OperandStats],
     hz = target.clock_ghz * 1e9
     dram_s = cost.energy_pj_dram / _dram_pj_per_byte(target) / (target.dram_bandwidth_gbps * 1e9)
     folded = target.sparsity in ("skip_activations", "skip_both")
-    out = np.empty(len(gs.layers))
+    out = {t: np.zeros(len(gs.layers)) for t in TERMS}
     for i, x in enumerate(gs.layers):
         b = pairs.index(chosen.get(x.name, (8, 8)))
         if x.name in stats:
             s = stats[x.name]
-            compute = lane_cycles(s.lane_density, s.w_col_nnz, s.k, target, pairs[b]) / hz
-            out[i] = (max if target.double_buffered else sum)((compute, dram_s[i, b]))
+            terms = lane_terms(s.lane_density, s.w_col_nnz, s.k, target, pairs[b])
+            out["work"][i], out["fill"][i] = terms.work / hz, terms.fill / hz
+            out["swap"][i] = terms.swap / hz
+            hidden = terms.total / hz if target.double_buffered else 0.0
+            out["dram"][i] = max(0.0, dram_s[i, b] - hidden)
         else:
-            out[i] = 0.0 if folded and _is_threshold(x) else cost.latency_s[i, b]
+            out["vector"][i] = 0.0 if folded and _is_threshold(x) else cost.latency_s[i, b]
     return out
+
+
+def plan_latency_s(gs: Graph, stats: Mapping[str, OperandStats],
+                   chosen: Mapping[str, tuple[int, int]], target: MacArrayTarget) -> np.ndarray:
+    """Per layer of `gs` (a batch-1 graph, thresholds included), predicted latency of one
+    sample on `target`. MAC layers: the per-lane model's compute cycles at their bits (8/8
+    where not chosen; `stats` are per sample) against the DRAM cycles the array's cost model
+    gives at their measured density (compressed operands), overlapped when double buffered
+    (none for weights the target keeps resident: `hwmodels.macarray.weight_regime`); other
+    layers: the array's cost model (vector unit). The sum of `latency_terms`."""
+    terms = latency_terms(gs, stats, chosen, target)
+    return np.sum([terms[t] for t in TERMS], axis=0)
 
 
 def _is_threshold(layer: Layer) -> bool:

@@ -39,8 +39,9 @@ class MacArrayConfigs:
 
     Attributes:
         names: one name per config.
-        cfg_i: int64 [H, 12] (dataflow, rows, cols, sparsity, sp_n, sp_m, double_buffered,
-            lanes, activations_on_chip, fold_pipelining, weights_resident, fused_epilogue).
+        cfg_i: int64 [H, 13] (dataflow, rows, cols, sparsity, sp_n, sp_m, double_buffered,
+            lanes, activations_on_chip, fold_pipelining, weights_resident, fused_epilogue,
+            weight_preload).
         cfg_f: float64 [H, 9] (clock_ghz, dram_gbps, dram pJ/B, SRAM bytes x3, SRAM pJ/B x3).
         rate_table: [H, 33] MACs per PE per cycle with both operands at width b (0: unsupported).
         energy_table: [H, 33] pJ per MAC at width b.
@@ -95,14 +96,14 @@ _SPARSITY_CODE = {name: i for i, name in enumerate(SPARSITY_MODES)}
 
 
 def _ints(targets: Sequence[Any]) -> np.ndarray:
-    """[H, 12] dataflow, rows, cols, sparsity, sp_n, sp_m, double_buffered, lanes, on-chip,
-    fold_pipelining, weights_resident, fused_epilogue."""
+    """[H, 13] dataflow, rows, cols, sparsity, sp_n, sp_m, double_buffered, lanes, on-chip,
+    fold_pipelining, weights_resident, fused_epilogue, weight_preload."""
     rows = [(_DATAFLOW_CODE[t.dataflow], t.rows, t.cols, _SPARSITY_CODE[t.sparsity],
              t.sparsity_n, t.sparsity_m, t.double_buffered,
              t.cols if t.vector_lanes is None else t.vector_lanes, t.activations_on_chip,
-             t.fold_pipelining, t.weights_resident, t.fused_epilogue)
+             t.fold_pipelining, t.weights_resident, t.fused_epilogue, t.weight_preload)
             for t in targets]
-    return np.array(rows, dtype=np.int64).reshape(-1, 12)
+    return np.array(rows, dtype=np.int64).reshape(-1, 13)
 
 
 _FLOAT_FIELDS = operator.attrgetter("clock_ghz", "dram_bandwidth_gbps",

@@ -89,6 +89,10 @@ class MacArrayTarget:
     # applied to its results as they drain from the accumulators (TPU v1's activation unit,
     # Gemmini's AccumulatorScale), costing no vector pass; False: a separate vector-unit pass
     fused_epilogue: bool = False
+    # True (with fold_pipelining): the next layer's first stationary weight tile shifts in
+    # under this layer's last fold (TPU v1's Weight FIFO and double-buffered tile; weights do
+    # not depend on activations): ws saves R fill cycles per layer; os and is unchanged
+    weight_preload: bool = False
     sram_energy_pj_per_byte: float | None = None
     dram_energy_pj_per_byte: float | None = None
 

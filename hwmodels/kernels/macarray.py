@@ -40,6 +40,19 @@ Formulas and their sources:
   (`fold_fill`) are exposed once per layer (its groups follow each other like folds), before
   the first fold and after the last (ZigZag's latency model likewise
   charges data on-/off-loading once per layer, Mei et al. AICAS 2022).
+- Weight preload across layers (`weight_preload`, a design parameter, with pipelining): the
+  TPU stages weights through a Weight FIFO "four tiles deep" and double-buffers the matrix
+  unit's tile "to hide the 256 cycles it takes to shift a tile in"; Read_Weights follows
+  "the decoupled-access/execute philosophy" and the matrix unit stalls only "if the input
+  activation or weight data is not ready" (Jouppi et al. ISCA 2017, sec. 2). A layer's
+  weights do not depend on the previous layer's outputs, so in ws the next layer's first
+  tile shifts in under this layer's last fold like any next tile: that fold lasts at least
+  R, and the layer's once-per-layer fill loses its R preload cycles (2R + C - 2 -> R + C - 2;
+  charged to the preceding layer, exact in a stream of inferences, where the model's first
+  layer preloads under the previous inference's last). The skew R + C - 2 stays: its data are
+  the previous layer's outputs (the TPU counts such read-after-write stalls apart). os
+  streams both operands (nothing is preloaded: its fill is all skew) and is's stationary tile
+  is the previous layer's output, so neither changes.
 - Weights resident (`weights_resident`, a design + workload parameter): in a stream of
   inferences of one model, weights that stay in the filter SRAM are fetched once, not per
   inference (Edge TPU: the on-chip RAM "used to store the model's parameter data locally,
@@ -57,13 +70,15 @@ Formulas and their sources:
   model. Utilisation counts effectual MACs against rows x cols x rate per cycle.
 - Non-GEMM layers run on a vector unit of `lanes` lanes at one op per lane per cycle (copies
   move one element per lane per cycle); reshape-like views are free.
-- Fused epilogues (`fused_epilogue`, a design parameter): a GEMM's bias add, scale and
-  ReLU/clip (`compiler.ir.Graph.epilogues`) are applied to its results as they drain from the
-  accumulators -- TPU v1's activation unit sits on the accumulator outputs (Jouppi et al. ISCA
+- Fused epilogues (`fused_epilogue`, a design parameter): a GEMM's bias add, scale,
+  ReLU/clip and pooling (`compiler.ir.Graph.epilogues`) are applied to its results as they
+  drain from the accumulators -- TPU v1's activation unit sits on the accumulator outputs and
+  "can also perform the pooling operations needed for convolutions" (Jouppi et al. ISCA
   2017, sec. 2), Gemmini applies scale, bias and activation on accumulator readout
-  (ucb-bar/gemmini AccumulatorScale.scala). They cost no vector pass and no activation
-  traffic, only the drain-rate bound when the lanes are fewer than the array's columns
-  (`epilogue_layer`). Off, each is a separate vector-unit pass (SCALE-Sim has none).
+  (ucb-bar/gemmini AccumulatorScale.scala) and max-pools as it moves results out
+  (StoreController.scala). They cost no vector pass and no activation traffic, only the
+  drain-rate bound when the lanes do fewer ops per cycle than the array's columns drain
+  results (`epilogue_layer`). Off, each is a separate vector-unit pass (SCALE-Sim has none).
 """
 
 from __future__ import annotations
@@ -103,15 +118,25 @@ def fold_fill(df: int, rows: int, cols: int) -> int:
 
 
 @njit(cache=True)
-def fold_schedule(df: int, rows: int, cols: int, pipelined: bool) -> tuple[int, int, int]:
-    """(fill/drain cycles per fold, least cycles of a fold, fill/drain cycles once per layer).
+def fold_schedule(df: int, rows: int, cols: int, pipelined: bool,
+                  preload: bool = False) -> tuple[int, int, int, bool]:
+    """(fill/drain cycles per fold, least cycles of a fold, fill/drain cycles once per layer,
+    whether the layer's last fold is free of that least).
 
     Back to back (SCALE-Sim): every fold pays `fold_fill`. Pipelined: a fold followed by
     another lasts at least R (the tile swap through the R-deep chain; the last fold of the
     layer waits for none, see `last_slack`) and the fill/drain shows once (module docstring).
+    Pipelined with `preload` (`weight_preload`) on ws: the next layer's first weight tile
+    shifts in under this layer's last fold, which then lasts at least R like the others, and
+    the once-per-layer fill loses its R preload cycles (module docstring). os preloads
+    nothing and is's stationary tile is the previous layer's output: unchanged.
     """
     fill = fold_fill(df, rows, cols)
-    return (0, rows, fill) if pipelined else (fill, 0, 0)
+    if not pipelined:
+        return fill, 0, 0, True
+    if preload and df == WS:
+        return 0, rows, fill - rows, False
+    return 0, rows, fill, True
 
 
 @njit(cache=True)
@@ -221,9 +246,10 @@ G_FLOOR = 20  # least streaming cycles of a fold (of all its psum chunks): 0 unl
 # The widest resident weight width, computed once per config (G_KNOWN = 1) by
 # `model_weights`: the scratch `geo` is zeroed per config by `config_rows` and its peers
 G_RES_BITS, G_KNOWN = 21, 23
-G_SIZE = 24
+G_LAST_FREE = 24  # 1 when the layer's last fold waits for no next tile (`fold_schedule`)
+G_SIZE = 25
 # cfg_i columns after the first nine (appended, so older 9-column configs still read)
-H_PIPELINED, H_RESIDENT, H_EPILOGUE = 9, 10, 11
+H_PIPELINED, H_RESIDENT, H_EPILOGUE, H_PRELOAD = 9, 10, 11, 12
 # lay_i columns after the first eleven (may be absent: no epilogues): 1 for a GEMM's
 # epilogue; on a GEMM, the parameter bytes of its epilogues
 L_EPILOGUE, L_EPI_BYTES = 11, 12
@@ -242,9 +268,11 @@ def gemm_geometry(lay_i: np.ndarray, lay_f: np.ndarray, li: int, hi: np.ndarray,
     fr, fc = math.ceil(sr / rows), math.ceil(sc / cols)
     chunks = psum_chunks(df, fr, t, cols, hf[5] * (0.5 if hi[6] else 1.0))
     pipelined = hi.size > H_PIPELINED and hi[H_PIPELINED] != 0
-    per_fold, floor, once = fold_schedule(df, rows, cols, pipelined)
+    preload = hi.size > H_PRELOAD and hi[H_PRELOAD] != 0
+    per_fold, floor, once, last_free = fold_schedule(df, rows, cols, pipelined, preload)
     geo[G_FIXED] = g * chunks * fr * fc * per_fold + once
     geo[G_FLOOR] = floor * chunks  # a fold of `chunks` chunks swaps its tile once per chunk
+    geo[G_LAST_FREE] = 1.0 if last_free else 0.0
     geo[G_GROUPS], geo[G_FR], geo[G_FC], geo[G_CHUNKS] = g, fr, fc, chunks
     w_ops = float(w_elems) if w_elems > 0 else float(g * k * n)  # act x act matmul: 2nd input
     kept = k2 / k if k > 0 else 1.0  # share of K left after N:M compression
@@ -350,7 +378,7 @@ def gemm_layer(geo: np.ndarray, macs: float, a_out: float, wd: float, ad: float,
     skip_w = mode == SKIP_W or mode == SKIP_BOTH
     floor = geo[G_FLOOR]
     out[0] = geo[G_FIXED] + geo[G_GROUPS] * streamed(geo, G_TILES, rate, floor)
-    if floor > 0.0:
+    if floor > 0.0 and geo[G_LAST_FREE] != 0.0:
         out[0] -= last_slack(geo, G_TILES, rate, floor, geo[G_CHUNKS])
     w_bytes = stored_bytes(geo[G_W_ELEMS], wb + geo[G_META_BITS], wd, skip_w)
     a_bytes = stored_bytes(geo[G_A_ELEMS], ab, ad, skip_a)
@@ -384,15 +412,16 @@ def vector_layer(cat: int, ops: int, a_in: int, a_out: int, w_bytes: int, ab: fl
 
 
 @njit(cache=True)
-def epilogue_layer(ops: int, a_out: int, e_op: float, lanes: int, cols: int,
+def epilogue_layer(ops: int, a_in: int, a_out: int, e_op: float, lanes: int, cols: int,
                    out: np.ndarray) -> None:
     """A GEMM's epilogue applied as its results drain (`fused_epilogue`); outputs as
     `vector_layer`. The array drains `cols` results per cycle; lanes that keep up add no
     cycle, fewer lanes throttle the drain: the excess of ceil(work / lanes) over the drain's
-    own ceil(a_out / cols). Its input and output never leave the accumulator path and its
-    parameters travel with its GEMM's operands (`fused_params`); the ops still cost energy."""
+    own ceil(a_in / cols) (a pool reads more results than it writes). Its input and output
+    never leave the accumulator path and its parameters travel with its GEMM's operands
+    (`fused_params`); the ops still cost energy."""
     work = max(ops, a_out)
-    out[0] = max(0.0, cdiv(work, lanes) - cdiv(a_out, cols)) if work > 0 else 0.0
+    out[0] = max(0.0, cdiv(work, lanes) - cdiv(a_in, cols)) if work > 0 else 0.0
     out[1], out[2], out[4] = 0.0, 0.0, 0.0
     out[3] = work * e_op
 
@@ -446,7 +475,7 @@ def layer_at(lay_i: np.ndarray, lay_f: np.ndarray, li: int, geo: np.ndarray, pic
             fused_params(float(lay_i[li, L_EPI_BYTES]), resident, hf, raw)
         finish(raw, r, hi[1] * hi[2], hi, hf, res)
     elif fuse and lay_i[li, L_EPILOGUE] != 0:
-        epilogue_layer(lay_i[li, 9], lay_i[li, 8], e, hi[7], hi[2], raw)
+        epilogue_layer(lay_i[li, 9], lay_i[li, 7], lay_i[li, 8], e, hi[7], hi[2], raw)
         finish(raw, 1.0, float(hi[7]), hi, hf, res)
     else:
         vector_layer(lay_i[li, 0], lay_i[li, 9], lay_i[li, 7], lay_i[li, 8], lay_i[li, 10], ab,
@@ -488,9 +517,9 @@ def evaluate(lay_i: np.ndarray, lay_f: np.ndarray, w_bits: np.ndarray, a_bits: n
     lay_i [L, 13]: category, m, n, k, groups, macs, w_elems, a_in, a_out, ops, w_bytes,
     epilogue, epilogue parameter bytes (the last two may be absent: none);
     lay_f [L, 2]: w_density, a_density.
-    cfg_i [H, 12]: dataflow, rows, cols, sparsity, sp_n, sp_m, double_buffered, lanes,
-    activations_on_chip, fold_pipelining, weights_resident, fused_epilogue (the last three
-    may be absent: off); cfg_f [H, 9]: clock_ghz, dram_gbps,
+    cfg_i [H, 13]: dataflow, rows, cols, sparsity, sp_n, sp_m, double_buffered, lanes,
+    activations_on_chip, fold_pipelining, weights_resident, fused_epilogue, weight_preload
+    (the last four may be absent: off); cfg_f [H, 9]: clock_ghz, dram_gbps,
     dram pJ/byte, ifmap/filter/ofmap SRAM bytes, ifmap/filter/ofmap SRAM pJ/byte.
     rates [3, H, B]: MACs per PE per cycle at (w_bits, a_bits) and at (a_bits, a_bits) (matmul
     of two activations), and vector-unit support (1/0); energies [3, H, B]: the matching pJ per

@@ -165,3 +165,42 @@ def test_batched_kernel_equals_full_kernel_with_epilogues() -> None:
     kernel.evaluate_serial(*layer_arrays(dataclasses.replace(table, epilogue_of=None)), w, a,
                            cfg.cfg_i, cfg.cfg_f, rates, energies, off)
     assert not np.array_equal(full, off)
+
+
+def _conv_pool_model(pool: str, also_output: bool = False) -> onnx.ModelProto:
+    """x -> Conv -> Relu -> `pool` -> y (MaxPool 2x2 or GlobalAveragePool)."""
+    kw = dict(kernel_shape=[2, 2], strides=[2, 2]) if pool == "MaxPool" else {}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node(pool, ["r"], ["y"], name="pool", **kw)]
+    side = 3 if pool == "MaxPool" else 1
+    outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, side, side])]
+    if also_output:
+        outs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, 4, 6, 6]))
+    graph = helper.make_graph(
+        nodes, "conv_pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])],
+        outs, [_const("w", (4, 2, 3, 3), 4)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_pool_after_a_gemm_is_an_epilogue_unless_its_input_is_read_twice() -> None:
+    # TPU v1's activation unit pools the accumulators' outputs; Gemmini max-pools on move-out
+    for pool in ("MaxPool", "GlobalAveragePool"):
+        g = load(_conv_pool_model(pool))
+        conv = next(x.name for x in g.layers if x.kind == "conv")
+        pools = [x.name for x in g.layers if x.kind == "pool"]
+        assert len(pools) == 1 and g.epilogues().get(pools[0]) == conv
+        g2 = load(_conv_pool_model(pool, also_output=True))
+        assert not any(_kind_of(g2, e) == "pool" for e in g2.epilogues())
+
+
+def test_a_fused_pool_throttles_the_drain_by_its_ops_beyond_the_results_drained() -> None:
+    # a GEMM draining 1024 results (ceil(1024 / 32) = 32 cycles on 32 columns), then a pool
+    # reading them: 2x2 (256 outputs, 4 ops each) or 3x3 stride 2 (256 outputs, 9 ops each)
+    for ops, lanes, hand in ((1024, 32, 0), (1024, 8, 1024 // 8 - 32), (2304, 32, 72 - 32)):
+        rows = [gemm(m=64, n=16, k=27), stream(ops, 1024, 256, kind="pool")]
+        table = dataclasses.replace(layer_table(rows), epilogue_of=np.array([-1, 0]))
+        on = evaluate(table, INT8, array(cols=32, vector_lanes=lanes, fused_epilogue=True))
+        off = evaluate(table, INT8, array(cols=32, vector_lanes=lanes))
+        assert on.cycles[1, 0] == hand
+        assert off.cycles[1, 0] == math.ceil(ops / lanes)  # a separate vector-unit pass
