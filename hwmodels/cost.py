@@ -63,6 +63,27 @@ class Cost:
                 raise ValueError(f"Cost.{name} has shape {arr.shape}, cycles has {shape}")
             object.__setattr__(self, name, arr)  # frozen: normalise once, here
 
+    @classmethod
+    def from_kernel(cls, out: np.ndarray, weight_bytes: np.ndarray,
+                    act_bytes: np.ndarray) -> Cost:
+        """The `Cost` of a kernel's output: `out` float64 [7, ...] holds the fields before
+        `weight_bytes`, in order; both byte arrays are float64 of `out[0]`'s shape.
+
+        What `__post_init__` checks, the kernels guarantee: this skips it, a quarter of a
+        prepared cost call (bench/bench_costcall.py).
+
+        Raises:
+            ValueError: byte arrays of another shape than the kernel's fields.
+        """
+        shape = out.shape[1:]
+        if weight_bytes.shape != shape or act_bytes.shape != shape or len(out) != 7:
+            raise ValueError(f"kernel output {out.shape} does not match bytes "
+                             f"{weight_bytes.shape}, {act_bytes.shape}")
+        cost = object.__new__(cls)
+        cost.__dict__.update(zip(_FIELD_NAMES, out), bound=out[5].astype(_INT8),
+                             weight_bytes=weight_bytes, act_bytes=act_bytes)
+        return cost
+
     @property
     def energy_pj(self) -> np.ndarray:
         """Total energy, picojoules."""

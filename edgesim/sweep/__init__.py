@@ -177,5 +177,5 @@ def _local(space: Space, workers: int | None) -> InlineExecutor | LocalExecutor:
 
 __all__ = ["WORKER_START_S", "DaskExecutor", "InlineExecutor", "LocalExecutor", "Point", "Space",
            "SweepSummary", "Timings", "auto_workers", "best_workers", "enumerate_points",
-           "load_space", "predicted_timings", "predicted_wall_s", "predicted_work_s",
+           "idle_cores", "load_space", "predicted_timings", "predicted_wall_s", "predicted_work_s",
            "run_sweep", "runs_inline", "sweep"]

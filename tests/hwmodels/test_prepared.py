@@ -11,7 +11,7 @@ import pytest
 from compiler.frontend import load
 from edgesim import zoo
 from hwmodels import configs, prepared
-from hwmodels.cost import evaluate
+from hwmodels.cost import Cost, evaluate
 from hwmodels.kernels import macarray as kernel
 from hwmodels.macarray import layer_arrays
 from hwmodels.target import load_target
@@ -47,6 +47,18 @@ def test_prepared_call_equals_evaluate(table, name: str) -> None:
     want, got = evaluate(table, BITS, target), prepared.run(prepared.prepare(table, BITS, target))
     for field, value in _fields(want).items():
         np.testing.assert_array_equal(_fields(got)[field], value, err_msg=field)
+        assert _fields(got)[field].dtype == value.dtype, field  # bound int8, the rest float64
+
+
+def test_a_cost_from_kernel_output_is_the_checked_cost() -> None:
+    out = np.arange(7 * 3 * 2, dtype=np.float64).reshape(7, 3, 2) % 4
+    weight, act = np.full((3, 2), 2.0), np.full((3, 2), 5.0)
+    fast, checked = Cost.from_kernel(out, weight, act), Cost(*out, weight, act)
+    for field, value in _fields(checked).items():
+        np.testing.assert_array_equal(_fields(fast)[field], value, err_msg=field)
+        assert _fields(fast)[field].dtype == value.dtype, field
+    with pytest.raises(ValueError, match="does not match"):
+        Cost.from_kernel(out, weight[:2], act)
 
 
 def test_prepared_calls_refuse_other_targets(table) -> None:
