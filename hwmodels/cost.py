@@ -152,7 +152,12 @@ def memory_bytes(table: LayerTable, bits: np.ndarray) -> tuple[np.ndarray, np.nd
     GEMM weights are stored at w_bits; other layers' constants (norm scales, biases) stay at
     their IR size. Activations (inputs + outputs) are at a_bits.
     """
-    bits = check_bits(bits)
+    return checked_memory_bytes(table, check_bits(bits))
+
+
+def checked_memory_bytes(table: LayerTable,
+                         bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`memory_bytes` for bits `check_bits` has returned (a cost call checks them once)."""
     w_bits, a_bits = bits[:, 0][None, :], bits[:, 1][None, :]
     gemm = (table.category == CATEGORY_GEMM)[:, None]
     quantised = table.w_elems[:, None] * w_bits / 8.0

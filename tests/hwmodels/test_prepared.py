@@ -13,7 +13,7 @@ from edgesim import zoo
 from hwmodels import configs, prepared
 from hwmodels.cost import Cost, evaluate
 from hwmodels.kernels import macarray as kernel
-from hwmodels.macarray import layer_arrays
+from hwmodels.macarray import evaluate_configs, layer_arrays
 from hwmodels.target import load_target
 
 BITS = np.array([[8, 8], [4, 8], [32, 32], [2, 8]])
@@ -44,10 +44,12 @@ def test_serial_kernel_equals_threaded_kernel(table) -> None:
 @pytest.mark.parametrize("name", ["systolic-16x16", "sparse-mac-32x32"])
 def test_prepared_call_equals_evaluate(table, name: str) -> None:
     target = load_target(name)
-    want, got = evaluate(table, BITS, target), prepared.run(prepared.prepare(table, BITS, target))
-    for field, value in _fields(want).items():
-        np.testing.assert_array_equal(_fields(got)[field], value, err_msg=field)
-        assert _fields(got)[field].dtype == value.dtype, field  # bound int8, the rest float64
+    # the oracle: the configs path, one config ([H=1, L, B]), which prepares nothing
+    full = _fields(evaluate_configs(table, BITS, configs.from_targets([target])))
+    for got in (prepared.run(prepared.prepare(table, BITS, target)), evaluate(table, BITS, target)):
+        for field, value in _fields(got).items():
+            np.testing.assert_array_equal(value, full[field][0], err_msg=field)
+            assert value.dtype == full[field].dtype, field  # bound int8, the rest float64
 
 
 def test_a_cost_from_kernel_output_is_the_checked_cost() -> None:
