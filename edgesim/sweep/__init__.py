@@ -72,13 +72,16 @@ def sweep(space: str | Path, output: str | Path, *, workers: int | None = None,
 
 
 # Serial or parallel, and how many workers, is decided by predicted wall time. The figures are
-# CPU seconds on one idle core, measured by bench/bench_sweep.py (2026-12, zoo resnet50 and
-# mobilenet_v2, the shipped macarray space):
+# CPU seconds on one core, measured by bench/bench_sweep.py and by timing the parts in fresh
+# processes (2026-12-07, a shared 2-core machine at load 9-14, which inflates CPU time too;
+# zoo resnet50 and mobilenet_v2, the shipped macarray space):
 # - a (point, model) evaluation with a per-design allocation: 78-100 us (0.31-0.40 CPU-s for
 #   2000 points x 2 models, in batches of 500 or more);
-# - loading a model: ~0.7 CPU-s; its proxy sensitivity (allocating spaces only): ~1.4 CPU-s;
-# - a pool's start: the fork server's interpreter, imports and cached kernels, ~1.2 CPU-s, paid
-#   once for any number of workers (`executors.pool_context`), plus ~0.05 CPU-s per worker forked
+# - loading a model: 0.1-1.5 CPU-s, its proxy sensitivity (allocating spaces only) 0.3-2.2
+#   (mobilenet_v2 .. resnet50; 4.0-4.2 CPU-s for both): per model 0.7 + 1.4 on average;
+# - a pool's start: the fork server's interpreter, imports and cached kernels, 1.2 CPU-s from
+#   making the pool to its workers' first task (1.21 with 1 worker, 1.20 with 2), paid once
+#   for any number of workers (`executors.pool_context`); FORK_S per worker is an allowance
 #   (a spawned worker, where there is no fork server, pays the whole start itself).
 MODEL_LOAD_S = 0.7
 MODEL_SENSITIVITY_S = 1.4

@@ -10,6 +10,7 @@ exists when it forks.
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 
@@ -32,3 +33,7 @@ except Exception:  # noqa: BLE001 - only a head start: a real fault shows in the
 finally:
     if _probe_was_free and sys.modules.get(_BLAS_PROBE, 0) is None:
         del sys.modules[_BLAS_PROBE]
+
+# what is loaded now is shared by every forked worker: keep the cyclic collector from walking
+# (and so copying, page by page) those objects in each of them
+gc.freeze()
