@@ -107,9 +107,17 @@ class Timings:
     per_worker_s: float = FORK_S
 
 
+def point_count(space: Space) -> int:
+    """The points a space enumerates, without enumerating them (at most: duplicates are
+    dropped then); an LHS draw imports scipy.stats, ~0.9 CPU-s before the pool could start."""
+    if space.search.method == "grid":
+        return math.prod(len(p.raw) for p in space.parameters)
+    return space.search.samples or 0
+
+
 def predicted_work_s(space: Space) -> float:
     """CPU seconds the sweep's cost calls are expected to take on one core."""
-    return len(enumerate_points(space)) * len(space.models) * SECONDS_PER_EVALUATION
+    return point_count(space) * len(space.models) * SECONDS_PER_EVALUATION
 
 
 def predicted_timings(space: Space) -> Timings:
@@ -180,5 +188,5 @@ def _local(space: Space, workers: int | None) -> InlineExecutor | LocalExecutor:
 
 __all__ = ["WORKER_START_S", "DaskExecutor", "InlineExecutor", "LocalExecutor", "Point", "Space",
            "SweepSummary", "Timings", "auto_workers", "best_workers", "enumerate_points",
-           "idle_cores", "load_space", "predicted_timings", "predicted_wall_s", "predicted_work_s",
-           "run_sweep", "runs_inline", "sweep"]
+           "idle_cores", "load_space", "point_count", "predicted_timings", "predicted_wall_s",
+           "predicted_work_s", "run_sweep", "runs_inline", "sweep"]

@@ -15,6 +15,7 @@ import pytest
 from edgesim.sweep import (
     Timings,
     best_workers,
+    point_count,
     predicted_timings,
     predicted_wall_s,
     predicted_work_s,
@@ -63,7 +64,7 @@ def test_fixed_bits_records_equal_with_and_without_the_batched_path(fixed_space,
     monkeypatch.setattr(run_mod, "hooks",
                         lambda base: dataclasses.replace(real(base), picked=None))
     full = evaluate_batch(ctx, points)
-    assert len(fast) == 48
+    assert len(fast) == 48 == point_count(space)  # the grid's size, counted without enumerating
     # 4-bit-only designs cannot run 8-bit activations: both paths must agree on those too
     assert any("error" in r for r in fast) and any("error" not in r for r in fast)
     assert fast == full
