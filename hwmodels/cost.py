@@ -87,7 +87,8 @@ class Cost:
     @property
     def energy_pj(self) -> np.ndarray:
         """Total energy, picojoules."""
-        return self.energy_pj_compute + self.energy_pj_onchip + self.energy_pj_dram
+        total: np.ndarray = self.energy_pj_compute + self.energy_pj_onchip + self.energy_pj_dram
+        return total
 
     def total(self) -> Cost:
         """Sum over layers (axis -2): one value per bit choice (per hardware config).
