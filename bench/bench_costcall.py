@@ -1,9 +1,9 @@
 """Per-call cost of hwmodels' cost models, before and after issue 17, interleaved. Prints JSON.
 
 One design x one network: `hwmodels.cost.evaluate(table, bits, target)` on zoo resnet18's layer
-table (one bit choice) for a MAC array (systolic-16x16) and a CPU (rpi5), microseconds per call
-after warm-up (median of rounds), and the prepared MAC-array and CPU calls (`hwmodels.prepared`,
-`hwmodels.prepared_cpu`; null on a side that lacks them). 10,000 designs: one
+table (one bit choice) for a MAC array (systolic-16x16) and a CPU (rpi5), CPU microseconds per
+call after warm-up (median of rounds), and the prepared MAC-array and CPU calls
+(`hwmodels.prepared`, `hwmodels.prepared_cpu`; null on a side that lacks them). 10,000 designs: one
 `evaluate_configs` call over a 10,000-config MAC-array grid, in layer-evaluations per second
 (layers x bit choices x configs / s), glue included.
 
@@ -25,11 +25,13 @@ HERE = Path(__file__).resolve().parents[1]
 
 
 def _per_call(fn, calls: int) -> float:
+    """CPU seconds per call (process time: on a shared machine, wall time per call measures
+    the other processes as much as this one)."""
     fn()
-    start = time.perf_counter()
+    start = time.process_time()
     for _ in range(calls):
         fn()
-    return (time.perf_counter() - start) / calls
+    return (time.process_time() - start) / calls
 
 
 def worker(calls: int) -> dict:

@@ -11,20 +11,27 @@
 (b) Sweep points per second by executor: this process (inline), the local process pool with 1
     and 2 workers, and a Dask LocalCluster of 2 workers, on the shipped example space
     `targets/spaces/macarray.yaml` (2000 LHS designs x ResNet-50 and MobileNet-V2, a weight-bit
-    allocation per design) and on the same space at `--big-samples` designs, where workers pay
-    for their start. Per run: `wall_s` from making the executor to the last stored point (the
-    pool's workers start with the executor and warm up while the models load, so start-up is
-    inside it); `setup_s`, `eval_s` as the sweep reports them; `points_per_s` = points / wall_s;
-    `cpu_s` this process's CPU time plus that of the child processes reaped by the run's end.
-    `auto` names the executor `edgesim sweep` picks by size (`edgesim.sweep.runs_inline`).
-(c) A pool worker's start: wall and CPU seconds from making a 1-worker pool to its first
-    (empty) task done -- the figure `edgesim.sweep.WORKER_START_S` is set from.
+    allocation per design) and on the same space at `--big-samples` designs. Every run is a
+    fresh Python process, as an `edgesim sweep` call is (the pool's fork server lives as long
+    as its process, so a second sweep in one process would not pay the start). Per run:
+    `wall_s` from making the executor to the last stored point (the pool starts with the
+    executor, while the models load, so its start is inside it); `setup_s`, `eval_s` as the
+    sweep reports them; `points_per_s` = points / wall_s; `cpu_s` the run's process and all its
+    descendants (the fork server is stopped and reaped before the process exits, so its workers'
+    time is counted); `predicted_s` what `edgesim.sweep.predicted_wall_s` predicts for that
+    executor (pool sizes only) on the idle cores at the run's start (`idle_cores`), a quiet-machine
+    figure in CPU seconds. `auto` is what `edgesim sweep` would pick (`auto_workers`: 0 = this
+    process) at the end, on the idle cores then and on 2 idle cores.
+(c) A pool's start, in a fresh process: wall and CPU seconds (fork server and workers
+    included) from making a pool of 1 or 2 workers to every worker's first (empty) task done --
+    the figures `edgesim.sweep.POOL_START_S` and `FORK_S` are set from.
 
 Each round runs every measurement once, in turn, so load on the shared machine hits all alike;
 the summary takes the median over rounds. The machine's load average is recorded at the start
-and the end.
+and the end; on a shared machine (load above the cores) wall times are inflated and
+`idle_cores` is 1, which is why the predictions are quoted per run.
 
-Usage: python bench/bench_sweep.py [--rounds 2] [--big-samples 20000]
+Usage: python bench/bench_sweep.py [--rounds 2] [--big-samples 10000]
     [--executors inline,local1,local2,dask2]
 """
 
@@ -48,8 +55,12 @@ from edgesim.sweep import (  # noqa: E402
     DaskExecutor,
     InlineExecutor,
     LocalExecutor,
+    auto_workers,
+    best_workers,
+    idle_cores,
+    predicted_timings,
+    predicted_wall_s,
     run_sweep,
-    runs_inline,
 )
 from edgesim.sweep.space import load_space  # noqa: E402
 
@@ -135,35 +146,77 @@ def costcall(space_file: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def worker_start() -> dict:
-    """(c): a 1-worker pool's start, to its first task done."""
+def _reap_fork_server() -> None:
+    """Stop this process's pool fork server, if one runs, and wait for it: its CPU time (and
+    that of the workers it reaped) then counts in this process's children."""
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver  # noqa: SLF001 - the module's own singleton
+    if getattr(server, "_forkserver_pid", None) is not None:
+        server._stop()  # noqa: SLF001 - closes its alive pipe and waits for it
+
+
+def start_worker(workers: int) -> dict:
+    """(c), in a fresh process: a pool's start, to every worker's first task done."""
     cpu, start = _cpu_s(), time.perf_counter()
-    with LocalExecutor(1) as ex:
-        list(ex.map_unordered(operator.is_, None, [0]))  # a picklable no-op
+    with LocalExecutor(workers) as ex:
+        list(ex.map_unordered(operator.is_, None, list(range(workers))))  # picklable no-ops
         wall = time.perf_counter() - start
+    _reap_fork_server()
     return {"wall_s": round(wall, 2), "cpu_s": round(_cpu_s() - cpu, 2)}
 
 
-def run(space_file: Path, name: str) -> dict:
-    """One sweep of the space into a temporary directory on executor `name`."""
+def sweep_worker(space_file: str, name: str) -> dict:
+    """(b), in a fresh process: one sweep of the space on executor `name`."""
+    from edgesim.sweep import idle_cores, predicted_timings, predicted_wall_s
+
+    space = load_space(space_file)
+    cores = idle_cores()
+    workers = {"inline": 0, "local1": 1, "local2": 2}.get(name)
+    predicted = (None if workers is None
+                 else round(predicted_wall_s(predicted_timings(space), workers, cores), 2))
     cpu, start = _cpu_s(), time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         with EXECUTORS[name]() as ex:
-            s = run_sweep(load_space(space_file), out, executor=ex)
+            s = run_sweep(space, out, executor=ex)
     wall = time.perf_counter() - start
+    _reap_fork_server()
     return {"points": s.computed, "errors": s.errors, "wall_s": round(wall, 2),
             "setup_s": round(s.setup_s, 2), "eval_s": round(s.eval_s, 2),
-            "points_per_s": round(s.computed / wall, 1), "cpu_s": round(_cpu_s() - cpu, 2)}
+            "points_per_s": round(s.computed / wall, 1), "cpu_s": round(_cpu_s() - cpu, 2),
+            "idle_cores": cores, "predicted_s": predicted}
+
+
+def _fresh(call: str) -> dict:
+    """Run `call` (an expression on this module, `m`) in a fresh Python process."""
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r});"
+            f"import importlib.util as u; s = u.spec_from_file_location('b', {__file__!r});"
+            f"m = u.module_from_spec(s); s.loader.exec_module(m);"
+            f"import json; print(json.dumps({call}))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                          text=True, env=env)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def worker_start(workers: int) -> dict:
+    return _fresh(f"m.start_worker({workers})")
+
+
+def run(space_file: Path, name: str) -> dict:
+    """One sweep of the space on executor `name`, in a fresh process."""
+    return _fresh(f"m.sweep_worker({str(space_file)!r}, {name!r})")
 
 
 def _median(rows: list[dict]) -> dict:
-    return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    return {k: None if rows[0][k] is None else statistics.median(r[k] for r in rows)
+            for k in rows[0]}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--big-samples", type=int, default=20000)
+    p.add_argument("--big-samples", type=int, default=10000)
     p.add_argument("--executors", default=",".join(EXECUTORS))
     args = p.parse_args()
     names = args.executors.split(",")
@@ -172,17 +225,26 @@ def main() -> None:
         spaces = {"shipped": SHIPPED,
                   "big": variant_space(Path(tmp), "big", args.big_samples)}
         fixed = variant_space(Path(tmp), "fixed10000", 10_000, fixed_w8a8=True)
-        runs: dict[str, list[dict]] = {"costcall": [], "worker_start": []}
+        runs: dict[str, list[dict]] = {"costcall": [], "pool_start_1": [], "pool_start_2": []}
         runs.update({f"{s}/{n}": [] for s in spaces for n in names})
         for _ in range(args.rounds):
             runs["costcall"].append(costcall(fixed))
-            runs["worker_start"].append(worker_start())
+            for workers in (1, 2):
+                runs[f"pool_start_{workers}"].append(worker_start(workers))
             for label, path in spaces.items():
                 for name in names:
                     runs[f"{label}/{name}"].append(run(path, name))
-        auto = {label: "inline" if runs_inline(load_space(path), None) else "pool"
+        auto = {label: {"idle_cores_now": idle_cores(),
+                        "now": auto_workers(load_space(path)),
+                        "on_2_idle_cores": best_workers(predicted_timings(load_space(path)), 2),
+                        "predicted_s_on_2_idle_cores": {
+                            n: round(predicted_wall_s(predicted_timings(load_space(path)), n, 2),
+                                     2) for n in (0, 1, 2)}}
                 for label, path in spaces.items()}
     summary = {key: _median(rows) for key, rows in runs.items()}
+    for label in spaces:  # the fastest executor measured, to hold against `auto`
+        walls = {n: summary[f"{label}/{n}"]["wall_s"] for n in names}
+        summary[f"{label}/fastest_measured"] = min(walls, key=walls.__getitem__)
     for label in spaces:
         if f"{label}/local1" in summary and f"{label}/local2" in summary:
             summary[f"{label}/speedup_local1_to_local2_wall"] = round(

@@ -63,10 +63,32 @@ class Cost:
                 raise ValueError(f"Cost.{name} has shape {arr.shape}, cycles has {shape}")
             object.__setattr__(self, name, arr)  # frozen: normalise once, here
 
+    @classmethod
+    def from_kernel(cls, out: np.ndarray, weight_bytes: np.ndarray,
+                    act_bytes: np.ndarray) -> Cost:
+        """The `Cost` of a kernel's output: `out` float64 [7, ...] holds the fields before
+        `weight_bytes`, in order; both byte arrays are float64 of `out[0]`'s shape.
+
+        What `__post_init__` checks, the kernels guarantee: this skips it, a quarter of a
+        prepared cost call (bench/bench_costcall.py).
+
+        Raises:
+            ValueError: byte arrays of another shape than the kernel's fields.
+        """
+        shape = out.shape[1:]
+        if weight_bytes.shape != shape or act_bytes.shape != shape or len(out) != 7:
+            raise ValueError(f"kernel output {out.shape} does not match bytes "
+                             f"{weight_bytes.shape}, {act_bytes.shape}")
+        cost = object.__new__(cls)
+        cost.__dict__.update(zip(_FIELD_NAMES, out), bound=out[5].astype(_INT8),
+                             weight_bytes=weight_bytes, act_bytes=act_bytes)
+        return cost
+
     @property
     def energy_pj(self) -> np.ndarray:
         """Total energy, picojoules."""
-        return self.energy_pj_compute + self.energy_pj_onchip + self.energy_pj_dram
+        total: np.ndarray = self.energy_pj_compute + self.energy_pj_onchip + self.energy_pj_dram
+        return total
 
     def total(self) -> Cost:
         """Sum over layers (axis -2): one value per bit choice (per hardware config).
@@ -131,7 +153,12 @@ def memory_bytes(table: LayerTable, bits: np.ndarray) -> tuple[np.ndarray, np.nd
     GEMM weights are stored at w_bits; other layers' constants (norm scales, biases) stay at
     their IR size. Activations (inputs + outputs) are at a_bits.
     """
-    bits = check_bits(bits)
+    return checked_memory_bytes(table, check_bits(bits))
+
+
+def checked_memory_bytes(table: LayerTable,
+                         bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`memory_bytes` for bits `check_bits` has returned (a cost call checks them once)."""
     w_bits, a_bits = bits[:, 0][None, :], bits[:, 1][None, :]
     gemm = (table.category == CATEGORY_GEMM)[:, None]
     quantised = table.w_elems[:, None] * w_bits / 8.0

@@ -13,6 +13,7 @@ The steps to add a target kind are in `docs/adding-a-target-kind.md`.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -110,6 +111,9 @@ def kind_names() -> list[str]:
 
 
 def _import(entry: KindEntry, module: str) -> Any:
+    loaded = sys.modules.get(module)  # every cost call dispatches here; import_module locks
+    if loaded is not None:
+        return loaded
     try:
         return importlib.import_module(module)
     except ImportError as exc:  # a broken model module is our bug, not the user's file

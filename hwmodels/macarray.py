@@ -218,6 +218,7 @@ def evaluate(table: LayerTable, bits: np.ndarray, target: MacArrayTarget, *,
     `threads` and `runtime` describe a host CPU and do not affect an accelerator; they are
     accepted so that `hwmodels.cost.evaluate` can pass them to every model.
     """
-    bits = check_bits(bits)
-    cost = evaluate_configs(table, bits, target.kernel_configs, target.kernel_rates(bits))
-    return Cost(**{name: getattr(cost, name)[0] for name in cost.__dataclass_fields__})
+    from hwmodels import prepared  # lazy: it imports this module
+
+    # a prepared call made and run once: evaluate_configs' kernel and arrays, less its glue
+    return prepared.run(prepared.prepare(table, bits, target))

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler.ir import LayerTable
-from hwmodels import configs as configs_mod
-from hwmodels.cost import Cost, check_bits, memory_bytes
+from hwmodels.cost import Cost, check_bits, checked_memory_bytes
 from hwmodels.kernels import macarray as kernel
 from hwmodels.kernels import threads
 from hwmodels.macarray import PARALLEL_MIN, MacArrayTarget, layer_arrays
@@ -51,8 +50,8 @@ def prepare(table: LayerTable, bits: np.ndarray, target: MacArrayTarget) -> Prep
         raise TypeError(f"prepared calls cover MAC arrays; got {type(target).__name__}")
     bits = check_bits(bits)
     cfg = target.kernel_configs
-    rates, energies = configs_mod.precision_rates(cfg, bits)
-    weight, act = memory_bytes(table, bits)
+    rates, energies = target.kernel_rates(bits)  # memoised on the target
+    weight, act = checked_memory_bytes(table, bits)
     return PreparedCall(*layer_arrays(table), bits[:, 0].astype(np.float64),
                         bits[:, 1].astype(np.float64), cfg.cfg_i, cfg.cfg_f,
                         np.ascontiguousarray(rates), np.ascontiguousarray(energies), weight, act)
@@ -64,5 +63,4 @@ def run(p: PreparedCall) -> Cost:
     parallel = out.size >= PARALLEL_MIN and threads.available() > 1
     call = kernel.evaluate if parallel else kernel.evaluate_serial
     call(p.lay_i, p.lay_f, p.w_bits, p.a_bits, p.cfg_i, p.cfg_f, p.rates, p.energies, out)
-    # out holds the 7 array fields before weight_bytes; mypy cannot count an array's rows
-    return Cost(*out[:, 0], weight_bytes=p.weight_bytes, act_bytes=p.act_bytes)  # type: ignore[misc]
+    return Cost.from_kernel(out[:, 0], p.weight_bytes, p.act_bytes)

@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, CancelledError, ProcessPoolExecutor, wait
-from multiprocessing import get_context
+from multiprocessing.context import BaseContext
 from typing import Any
+
+# The fork server imports these once, before it forks any worker (see `pool_context`): the
+# parent's main module (as a spawned worker would re-import it) and the sweep with its kernels.
+PRELOAD = ("__main__", "edgesim.sweep.preload")
 
 
 def cpu_count() -> int:
@@ -58,6 +63,26 @@ def _ready() -> None:
     """The task that makes the pool spawn a worker."""
 
 
+def forkserver_available() -> bool:
+    """Whether pool workers come from a fork server here (see `pool_context`)."""
+    return "forkserver" in multiprocessing.get_all_start_methods()
+
+
+def pool_context() -> BaseContext:
+    """Where pool workers come from: a fork server where the platform has one, else spawn.
+
+    A spawned worker starts an interpreter, imports the sweep and loads the kernels (~1.3
+    CPU-s, bench/bench_sweep.py), each worker again. The fork server does that once
+    (`edgesim.sweep.preload`) and forks every worker from itself, a fresh single-threaded
+    process. This process is never forked: numba's threads do not survive a fork.
+    """
+    if not forkserver_available():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(PRELOAD))  # read when the server starts
+    return context
+
+
 class InlineExecutor:
     """Runs every task in this process, in order (debugging, tracebacks, tiny sweeps)."""
 
@@ -80,12 +105,13 @@ class InlineExecutor:
 
 
 class LocalExecutor:
-    """A local process pool (spawned workers: numba's threads do not survive a fork).
+    """A local process pool, its workers forked from a fork server (`pool_context`).
 
-    The workers start when the executor is made, not at the first task: each imports the
-    sweep and loads the cost kernels from numba's cache (`edgesim.sweep.warm`) while this
-    process goes on loading models, and runs numba on one thread, since the pool owns the
-    cores (two workers each starting a thread per core made sweeps slower, not faster).
+    The workers start when the executor is made, not at the first task: the fork server
+    imports the sweep and loads the cost kernels from numba's cache (`edgesim.sweep.preload`)
+    while this process goes on loading models, and everything runs numba on one thread, since
+    the pool owns the cores (two workers each starting a thread per core made sweeps slower,
+    not faster).
 
     Args:
         workers: processes (default: every core).
@@ -93,9 +119,11 @@ class LocalExecutor:
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or cpu_count()
-        self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
+        self._pool = ProcessPoolExecutor(self.workers, mp_context=pool_context(),
                                          initializer=_start_worker)
-        with _child_environment(NUMBA_NUM_THREADS="1"):  # read by numba at its import
+        # read by numba at its import, in the fork server (started by the first submit) or in
+        # each spawned worker
+        with _child_environment(NUMBA_NUM_THREADS="1"):
             for _ in range(self.workers):  # each submit spawns one worker now
                 self._pool.submit(_ready)
 

@@ -42,6 +42,7 @@ from edgesim.sweep.store import EncodedRecords, ResultStore, encode
 from hwmodels import kinds
 
 FLOAT = 32
+SECONDS_PER_EVALUATION = 1e-4  # a (point, model) evaluation (see `edgesim.sweep`'s figures)
 FIGURES = ("latency_s", "energy_j", "throughput_ips", "util", "weight_bytes", "peak_act_bytes")
 CANNOT_RUN = {"error": "cannot run: a layer's precision is not supported by this design"}
 
@@ -330,11 +331,21 @@ def describe(space: Space) -> dict[str, Any]:
             "runtime": space.runtime, "threads": space.threads}
 
 
-def default_batch_size(todo: int, workers: int) -> int:
-    """About four batches per worker (load balance, steady progress), 64 to 4096 points each:
-    a batch pays fixed costs (building its targets, one allocation solve per distinct cost
-    matrix), so small batches made two workers slower than one."""
-    return max(64, min(4096, math.ceil(todo / max(1, workers * 4))))
+# A batch pays a fixed cost besides its points' evaluations (building its targets' arrays, one
+# allocation solve per distinct cost matrix): ~10 ms on the shipped macarray space, whose points
+# cost ~0.16 ms each (2 models), measured by timing 2000 points in batches of 25 to 2000
+# (1.08 CPU-s at 25, 0.40 at 250, 0.32 at 2000, bench/bench_sweep.py's space).
+BATCH_FIXED_S = 0.01
+BATCH_OVERHEAD = 0.1  # the largest share of a batch's time the fixed cost may take
+
+
+def default_batch_size(todo: int, workers: int, point_s: float = 2e-4) -> int:
+    """Points per batch: about four batches per worker (load balance, steady progress), but
+    enough points that the fixed cost is at most `BATCH_OVERHEAD` of a batch's time
+    (`point_s`: predicted seconds per point), no more than a worker's share, 4096 at most."""
+    enough = math.ceil(BATCH_FIXED_S / BATCH_OVERHEAD / max(point_s, 1e-9))
+    share = math.ceil(todo / max(1, workers))
+    return max(1, min(4096, share, max(enough, math.ceil(todo / max(1, workers * 4)))))
 
 
 def print_progress(done: int, total: int, elapsed_s: float) -> None:
@@ -392,7 +403,8 @@ def run_sweep(space: Space, out_dir: str | Path, *, executor: Any = None,
 def _drive(executor: Any, ctx: Context, todo: list[Point], batch_size: int | None,
            store: ResultStore, progress: Callable[..., None] | None,
            task: Callable[..., Any]) -> int:
-    size = batch_size or default_batch_size(len(todo), executor.workers)
+    point_s = len(ctx.models) * SECONDS_PER_EVALUATION
+    size = batch_size or default_batch_size(len(todo), executor.workers, point_s)
     batches = [todo[i:i + size] for i in range(0, len(todo), size)]
     done = errors = 0
     start = time.perf_counter()

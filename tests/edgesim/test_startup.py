@@ -82,8 +82,8 @@ def test_small_sweeps_stay_in_this_process() -> None:
     shipped = load_space(ROOT / "targets" / "spaces" / "macarray.yaml")  # 2000 points x 2 models
     assert runs_inline(small, None)
     assert not runs_inline(small, 1)  # workers asked for: a pool
-    # ~0.4 CPU-s of work: no worker pays for its start (tests/edgesim/test_sweep_speed.py)
-    assert runs_inline(shipped, None)
+    # the shipped space's choice depends on the idle cores (tests/edgesim/test_sweep_speed.py)
+    assert not runs_inline(shipped, 2)
 
 
 # what a sweep worker and `simulate` never run: HiGHS (sweeps solve by the exact front), the

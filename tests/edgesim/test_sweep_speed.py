@@ -1,16 +1,26 @@
-"""Sweep speed paths give the same records, and serial vs parallel is decided by size: the
-batched fixed-bits path (`picked` hook) against the full cost path, and the pool decision
-against its closed form (work saved by the workers vs one worker's start)."""
+"""Sweep speed paths give the same records, and serial vs parallel is decided by predicted
+time: the batched fixed-bits path (`picked` hook) against the full cost path, and the choice of
+this process or N pool workers against hand arithmetic on injected timings."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from edgesim.sweep import WORKER_START_S, parallel_pays, predicted_work_s, runs_inline
+from edgesim.sweep import (
+    Timings,
+    best_workers,
+    point_count,
+    predicted_timings,
+    predicted_wall_s,
+    predicted_work_s,
+    runs_inline,
+)
 from edgesim.sweep import run as run_mod
 from edgesim.sweep.points import enumerate_points
 from edgesim.sweep.run import Context, evaluate_batch, model_context, proxy_sensitivity
@@ -54,27 +64,71 @@ def test_fixed_bits_records_equal_with_and_without_the_batched_path(fixed_space,
     monkeypatch.setattr(run_mod, "hooks",
                         lambda base: dataclasses.replace(real(base), picked=None))
     full = evaluate_batch(ctx, points)
-    assert len(fast) == 48
+    assert len(fast) == 48 == point_count(space)  # the grid's size, counted without enumerating
     # 4-bit-only designs cannot run 8-bit activations: both paths must agree on those too
     assert any("error" in r for r in fast) and any("error" not in r for r in fast)
     assert fast == full
 
 
-def test_pool_pays_when_saved_work_exceeds_a_worker_start() -> None:
-    start = WORKER_START_S
-    assert not parallel_pays(100 * start, 1)  # one worker saves nothing
-    assert not parallel_pays(2 * start - 0.1, 2)  # 2 workers save half the work
-    assert parallel_pays(2 * start + 0.1, 2)
-    assert not parallel_pays(4 / 3 * start - 0.1, 4)  # 4 workers save three quarters
-    assert parallel_pays(4 / 3 * start + 0.1, 4)
+def test_predicted_wall_time_of_this_process_and_of_a_pool() -> None:
+    t = Timings(setup_s=4.0, work_s=0.4, start_s=1.2, per_worker_s=0.05)
+    assert predicted_wall_s(t, 0, 2) == pytest.approx(4.0 + 0.4)
+    # 2 cores: the pool starts beside the model loading (4 s > 1.25 s, and (4 + 1.3) / 2)
+    assert predicted_wall_s(t, 1, 2) == pytest.approx(4.0 + 0.4)
+    assert predicted_wall_s(t, 2, 2) == pytest.approx(4.0 + 0.4 / 2)
+    assert predicted_wall_s(t, 4, 2) == pytest.approx(4.0 + 0.4 / 2)  # one worker per core
+    # one core: loading, then the pool's start, then all the work
+    assert predicted_wall_s(t, 2, 1) == pytest.approx(4.0 + 1.2 + 2 * 0.05 + 0.4)
+    quick = Timings(setup_s=0.5, work_s=3.0, start_s=1.2, per_worker_s=0.05)
+    assert predicted_wall_s(quick, 2, 2) == pytest.approx(1.25 + 1.5)  # waits for its start
+    heavy = Timings(setup_s=2.0, work_s=3.0, start_s=3.0, per_worker_s=1.0)
+    # summed start and loading (2 + 3 + 4 x 1) over 2 cores outlast either alone
+    assert predicted_wall_s(heavy, 4, 2) == pytest.approx(4.5 + 1.5)
 
 
-def test_shipped_macarray_space_is_too_small_to_pay_for_workers() -> None:
+@pytest.mark.parametrize(("timings", "cores", "best"), [
+    (Timings(4.2, 0.4), 2, 2),  # the shipped space on an idle machine: halve the work
+    (Timings(4.2, 0.4), 1, 0),  # one idle core: a pool only adds its start
+    (Timings(0.1, 0.4), 2, 0),  # 0.1 + 0.4 s here beats a 1.25 s start
+    (Timings(0.1, 3.0), 2, 2),  # 3 s of work: 1.25 + 1.5 s < 3.1 s
+    (Timings(0.1, 1.5), 2, 0),  # 1.6 s here; 2 workers 1.25 + 0.75 = 2.0 s
+    (Timings(0.1, 100.0), 8, 8),
+    (Timings(4.0, 0.0), 2, 0),  # no work: equal times, the fewest processes
+    (Timings(0.5, 2.0, 0.0, 1.2), 2, 2),  # spawned: (0.5 + 2.4) / 2 + 1.0 < 2.5 s
+    (Timings(0.5, 1.0, 0.0, 1.2), 2, 0),  # spawned: 1.45 + 0.5 s > 1.5 s
+])
+def test_the_fastest_number_of_workers_is_chosen(timings, cores, best) -> None:
+    assert best_workers(timings, cores) == best
+    # the choice is the minimum of the predictions (the rule, not only the cases above)
+    times = [predicted_wall_s(timings, n, cores) for n in range(cores + 1)]
+    assert times[best] == pytest.approx(min(times))
+
+
+def test_shipped_macarray_space_takes_two_workers_on_two_idle_cores(monkeypatch) -> None:
+    import edgesim.sweep as sweep_mod
+
     shipped = load_space(ROOT / "targets" / "spaces" / "macarray.yaml")
-    work = predicted_work_s(shipped)
-    assert work == pytest.approx(2000 * 2 * 1e-4)
-    assert all(not parallel_pays(work, w) for w in (2, 4, 64))
-    assert runs_inline(shipped, None) and not runs_inline(shipped, 2)
+    t = predicted_timings(shipped)
+    assert predicted_work_s(shipped) == pytest.approx(2000 * 2 * 1e-4)
+    assert t.setup_s == pytest.approx(2 * (0.7 + 1.4))  # two models, loaded and analysed
+    monkeypatch.setattr(sweep_mod, "cpu_count", lambda: 2)
+    monkeypatch.setattr(sweep_mod.os, "getloadavg", lambda: (1.0, 1.0, 1.0))  # only us
+    assert sweep_mod.auto_workers(shipped) == 2 and not runs_inline(shipped, None)
+    monkeypatch.setattr(sweep_mod.os, "getloadavg", lambda: (6.0, 6.0, 6.0))  # shared
+    assert sweep_mod.auto_workers(shipped) == 0 and runs_inline(shipped, None)
+    assert not runs_inline(shipped, 2)  # workers asked for: a pool
+
+
+@pytest.mark.parametrize(("todo", "workers", "point_s", "size"), [
+    (2000, 2, 2e-4, 500),  # 10 ms fixed cost <= 10 % of 500 x 0.2 ms; a quarter share is 250
+    (2000, 1, 2e-4, 500),
+    (20000, 2, 2e-4, 2500),  # four batches per worker
+    (100, 2, 2e-4, 50),  # never more than a worker's share
+    (10**6, 2, 2e-4, 4096),
+    (2000, 2, 1e-4, 1000),  # cheaper points: more of them per batch
+])
+def test_batches_are_large_enough_to_pay_for_themselves(todo, workers, point_s, size) -> None:
+    assert run_mod.default_batch_size(todo, workers, point_s) == size
 
 
 def test_macarray_variant_is_what_dataclasses_replace_builds() -> None:
@@ -126,3 +180,20 @@ def test_a_large_sweep_takes_a_pool_only_on_idle_cores(monkeypatch) -> None:
     assert not sweep_mod.runs_inline(shipped, None)
     monkeypatch.setattr(sweep_mod.os, "getloadavg", lambda: (13.0, 13.0, 13.0))  # shared
     assert sweep_mod.runs_inline(shipped, None)
+
+
+def worker_facts(shared: object, task: int) -> tuple[int, bool, bool]:
+    """(parent pid, sweep preloaded before the task, BLAS probe left importable)."""
+    return (os.getppid(), "edgesim.sweep.preload" in sys.modules,
+            sys.modules.get("scipy.linalg.cython_blas", "unloaded") is not None)
+
+
+def test_pool_workers_are_forks_of_a_server_that_loaded_the_sweep_once() -> None:
+    from edgesim.sweep.executors import LocalExecutor, forkserver_available
+
+    assert forkserver_available()  # Linux, where the tests run
+    with LocalExecutor(2) as ex:
+        facts = list(ex.map_unordered(worker_facts, None, [0, 1]))
+    parents = {parent for parent, _, _ in facts}
+    assert len(parents) == 1 and os.getpid() not in parents  # one fork server, not this process
+    assert all(preloaded and probe_free for _, preloaded, probe_free in facts)

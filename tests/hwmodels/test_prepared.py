@@ -11,9 +11,9 @@ import pytest
 from compiler.frontend import load
 from edgesim import zoo
 from hwmodels import configs, prepared
-from hwmodels.cost import evaluate
+from hwmodels.cost import Cost, evaluate
 from hwmodels.kernels import macarray as kernel
-from hwmodels.macarray import layer_arrays
+from hwmodels.macarray import evaluate_configs, layer_arrays
 from hwmodels.target import load_target
 
 BITS = np.array([[8, 8], [4, 8], [32, 32], [2, 8]])
@@ -44,9 +44,23 @@ def test_serial_kernel_equals_threaded_kernel(table) -> None:
 @pytest.mark.parametrize("name", ["systolic-16x16", "sparse-mac-32x32"])
 def test_prepared_call_equals_evaluate(table, name: str) -> None:
     target = load_target(name)
-    want, got = evaluate(table, BITS, target), prepared.run(prepared.prepare(table, BITS, target))
-    for field, value in _fields(want).items():
-        np.testing.assert_array_equal(_fields(got)[field], value, err_msg=field)
+    # the oracle: the configs path, one config ([H=1, L, B]), which prepares nothing
+    full = _fields(evaluate_configs(table, BITS, configs.from_targets([target])))
+    for got in (prepared.run(prepared.prepare(table, BITS, target)), evaluate(table, BITS, target)):
+        for field, value in _fields(got).items():
+            np.testing.assert_array_equal(value, full[field][0], err_msg=field)
+            assert value.dtype == full[field].dtype, field  # bound int8, the rest float64
+
+
+def test_a_cost_from_kernel_output_is_the_checked_cost() -> None:
+    out = np.arange(7 * 3 * 2, dtype=np.float64).reshape(7, 3, 2) % 4
+    weight, act = np.full((3, 2), 2.0), np.full((3, 2), 5.0)
+    fast, checked = Cost.from_kernel(out, weight, act), Cost(*out, weight, act)
+    for field, value in _fields(checked).items():
+        np.testing.assert_array_equal(_fields(fast)[field], value, err_msg=field)
+        assert _fields(fast)[field].dtype == value.dtype, field
+    with pytest.raises(ValueError, match="does not match"):
+        Cost.from_kernel(out, weight[:2], act)
 
 
 def test_prepared_calls_refuse_other_targets(table) -> None:
