@@ -325,8 +325,10 @@ def spent_weights(qg: Graph) -> Graph:
     gone = replaced_weights(qg)
     if not gone:
         return qg
-    weights = {t: np.broadcast_to(np.zeros((), w.dtype), w.shape) if t in gone else w
-               for t, w in qg.weights.items()}
+    # a one-element weight holds nothing worth freeing, and as a placeholder it would read
+    # as a real zero (`is_placeholder` needs two elements)
+    weights = {t: np.broadcast_to(np.zeros((), w.dtype), w.shape)
+               if t in gone and w.size > 1 else w for t, w in qg.weights.items()}
     return replace(qg, weights=MappingProxyType(weights))
 
 
