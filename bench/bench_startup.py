@@ -5,7 +5,9 @@ rounds): `python -c pass` (the interpreter alone, the floor), `edgesim --version
 to the first work of a simulate (parsing `simulate zoo:digits_cnn --target rpi5`: everything
 imported before the command starts), and the whole simulate of the small trained digits CNN
 (model load, cost kernels from numba's cache, report). `imports_s` sums `-X importtime`'s
-top-level cumulative times of the parse-only run (CPU-bound, so less noisy than wall time).
+top-level cumulative times of the parse-only run (CPU-bound, so less noisy than wall time);
+`cpu_s` per case is the child's user + system CPU seconds (from getrusage), which a loaded
+shared machine inflates far less than wall time.
 
 Usage: python bench/bench_startup.py [--before /work/main] [--rounds 5]
 """
@@ -13,6 +15,7 @@ Usage: python bench/bench_startup.py [--before /work/main] [--rounds 5]
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -26,11 +29,17 @@ CASES = {"python_pass_s": ["-c", "pass"], "version_s": ["-m", "edgesim", "--vers
          "to_first_work_s": ["-c", PARSE], "simulate_digits_cnn_s": ["-m", "edgesim", *SIM]}
 
 
-def _wall(repo: Path, args: list[str]) -> float:
+def _children_cpu_s() -> float:
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
+
+
+def _wall(repo: Path, args: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds of one fresh process."""
     env = {**os.environ, "PYTHONPATH": str(repo)}
-    start = time.perf_counter()
+    cpu, start = _children_cpu_s(), time.perf_counter()
     subprocess.run([sys.executable, *args], check=True, capture_output=True, env=env, cwd=repo)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _children_cpu_s() - cpu
 
 
 def _imports_s(repo: Path) -> float:
@@ -47,15 +56,20 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     args = p.parse_args()
     sides = {"before": Path(args.before), "after": HERE}
-    runs = {s: {k: [] for k in [*CASES, "imports_s"]} for s in sides}
+    load = os.getloadavg()
+    keys = [*CASES, *(c.removesuffix("_s") + "_cpu_s" for c in CASES), "imports_s"]
+    runs: dict[str, dict[str, list[float]]] = {s: {k: [] for k in keys} for s in sides}
     for _ in range(args.rounds):
         for case, argv in CASES.items():
             for side, repo in sides.items():
-                runs[side][case].append(round(_wall(repo, argv), 3))
+                wall, cpu = _wall(repo, argv)
+                runs[side][case].append(round(wall, 3))
+                runs[side][case.removesuffix("_s") + "_cpu_s"].append(round(cpu, 3))
         for side, repo in sides.items():
             runs[side]["imports_s"].append(round(_imports_s(repo), 3))
     summary = {s: {k: statistics.median(v) for k, v in r.items()} for s, r in runs.items()}
-    print(json.dumps({"rounds": args.rounds, "load_avg_at_end": os.getloadavg(),
+    print(json.dumps({"rounds": args.rounds, "load_avg_at_start": load,
+                      "load_avg_at_end": os.getloadavg(),
                       "summary": summary, "runs": runs}, indent=1))
 
 

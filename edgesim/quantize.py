@@ -287,15 +287,49 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
     qg = quantize(g, assign, stats, opts)                                 # annotate + weights
     qg = _bias_corrected(qg, data, opts)                                  # low-bit mean shift
     verify(qg)
+    notes = g.notes + _extreme_layers(qg, data, g)                        # last float use
+    w_elems, fp32_bytes = g.layer_table().w_elems, weight_bytes(g)
+    del g  # with `spent_weights` below, the float weights are freed before emission
+    qg = spent_weights(qg)
     model = emit(qg, emit_options or EmitOptions())                       # IR -> ONNX
     kernels = _kernel_check(qg, model, kernel_check)                      # vs onnxruntime
     path = write(model, out)                                              # atomic
-    w_elems = g.layer_table().w_elems
     layers = tuple(r for i in range(len(qg.layers))
                    if (r := _layer_report(qg, i, w_elems, kernels)))
     return QuantizeResult(str(path), layers, os.path.getsize(path), weight_bytes(qg),
-                          weight_bytes(g), data.source if data else "",
-                          bool(data and data.random), g.notes + _extreme_layers(qg, data, g))
+                          fp32_bytes, data.source if data else "",
+                          bool(data and data.random), notes)
+
+
+def replaced_weights(qg: Graph) -> frozenset[str]:
+    """The float weights of `qg` that only quantised layers read, each in its weight slot:
+    emission writes their codes instead, so the float values are never written (the rule
+    `weight_bytes` counts sizes by)."""
+    from compiler.formats import WEIGHT_INPUT
+
+    replaced: set[str] = set()
+    read = set(qg.outputs)
+    for layer in qg.layers:
+        slot = WEIGHT_INPUT.get(layer.kind) if layer.quant.w_bits is not None else None
+        for i, t in enumerate(layer.inputs):
+            (replaced if i == slot else read).add(t)
+    return frozenset((replaced - read) & qg.weights.keys())
+
+
+def spent_weights(qg: Graph) -> Graph:
+    """`qg` with its `replaced_weights` as shape-only placeholders (`compiler.ir.
+    is_placeholder`: no memory behind them), so that the float model is not held through
+    emission and serialisation (minilm W4: ~86 MiB of float weights)."""
+    from types import MappingProxyType
+
+    gone = replaced_weights(qg)
+    if not gone:
+        return qg
+    # a one-element weight holds nothing worth freeing, and as a placeholder it would read
+    # as a real zero (`is_placeholder` needs two elements)
+    weights = {t: np.broadcast_to(np.zeros((), w.dtype), w.shape)
+               if t in gone and w.size > 1 else w for t, w in qg.weights.items()}
+    return replace(qg, weights=MappingProxyType(weights))
 
 
 ERROR_BATCHES = 2  # calibration batches the per-layer error check runs

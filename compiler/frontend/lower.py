@@ -45,16 +45,53 @@ def lower_model(model: onnx.ModelProto, name: str | None = None) -> Graph:
     inputs = tuple(vi.name for vi in g.input if vi.name not in consts)
     specs.update({vi.name: _input_spec(vi) for vi in g.input if vi.name not in consts})
     layers: list[Layer] = []
+    outputs = tuple(o.name for o in g.output)
+    uses, read = _use_counts(g), set(outputs)
     for node, node_name in zip(g.node, _unique_names(g.node)):
         lowered = _lower_node(node, node_name, specs, consts)
         for t, v in lowered.consts.items():
             consts[t] = readonly(v)
             specs[t] = Spec(tuple(v.shape), v.dtype.name)
+        start = len(layers)
         for layer in lowered.layers:
             _add_layer(layer, specs, consts, layers)
-    outputs = tuple(o.name for o in g.output)
+        read.update(t for layer in layers[start:] for t in layer.inputs)
+        _drop_spent(node, uses, read, consts)
     return drop_dead(Graph(name or g.name or "model", inputs, outputs, tuple(layers), consts,
                            specs))
+
+
+def _use_counts(graph: onnx.GraphProto) -> dict[str, int]:
+    """Tensor name -> how many top-level nodes read it; names a subgraph reads (from the
+    enclosing scope, without listing them as inputs) are never spent."""
+    uses: dict[str, int] = {}
+    for node in graph.node:
+        for t in node.input:
+            uses[t] = uses.get(t, 0) + 1
+    for t in _subgraph_names(graph):
+        uses[t] = -1
+    return uses
+
+
+def _subgraph_names(graph: onnx.GraphProto) -> set[str]:
+    names: set[str] = set()
+    for node in graph.node:
+        for a in node.attribute:
+            for sub in (*([a.g] if a.HasField("g") else []), *a.graphs):
+                names.update(t for n in sub.node for t in n.input)
+                names |= _subgraph_names(sub)
+    return names
+
+
+def _drop_spent(node: onnx.NodeProto, uses: dict[str, int], read: set[str],
+                consts: dict[str, np.ndarray]) -> None:
+    """Forget the constants `node` was the last reader of, unless a layer or a graph output
+    reads them: `drop_dead` would drop them at the end anyway, and until then they hold
+    memory (a MatMul weight next to the transposed copy its `linear` layer keeps)."""
+    for t in node.input:
+        uses[t] = uses.get(t, 0) - 1
+        if uses[t] == 0 and t not in read:
+            consts.pop(t, None)
 
 
 def _input_spec(vi: onnx.ValueInfoProto) -> Spec:

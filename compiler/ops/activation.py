@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-from scipy import special
 
 from compiler.errors import ModelError
 from compiler.ir import Facts, Layer, Spec, frozen_attrs
@@ -29,6 +28,22 @@ _SELU_ALPHA = 1.67326319217681884765625  # ONNX Selu defaults
 _SELU_GAMMA = 1.05070102214813232421875
 
 
+if TYPE_CHECKING:
+    from scipy.special import erf as _erf
+    from scipy.special import expit as _expit
+else:  # scipy.special costs ~0.2 s to import, which `simulate` never needs: on first use
+
+    def _erf(x: Array) -> Array:
+        from scipy.special import erf
+
+        return erf(x)
+
+    def _expit(x: Array) -> Array:
+        from scipy.special import expit
+
+        return expit(x)
+
+
 def _clip(x: Array, min: float = -math.inf, max: float = math.inf) -> Array:
     # bounds as x's own scalar type so integer tensors stay integer; min first, then max,
     # so that min > max gives max everywhere, as ONNX specifies
@@ -39,7 +54,7 @@ def _clip(x: Array, min: float = -math.inf, max: float = math.inf) -> Array:
 def _gelu(x: Array, approximate: str = "none") -> Array:
     if approximate == "tanh":
         return 0.5 * x * (1 + np.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x**3)))
-    return 0.5 * x * (1 + special.erf(x / math.sqrt(2.0)))
+    return 0.5 * x * (1 + _erf(x / math.sqrt(2.0)))
 
 
 def _d_gelu(x: Array, y: Array, approximate: str = "none") -> Array:
@@ -47,7 +62,7 @@ def _d_gelu(x: Array, y: Array, approximate: str = "none") -> Array:
         t = np.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x**3))
         du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * x**2)
         return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du
-    return 0.5 * (1 + special.erf(x / math.sqrt(2.0))) + x * np.exp(-0.5 * x * x) / math.sqrt(
+    return 0.5 * (1 + _erf(x / math.sqrt(2.0))) + x * np.exp(-0.5 * x * x) / math.sqrt(
         2 * math.pi)
 
 
@@ -68,11 +83,11 @@ def _d_selu(x: Array, y: Array, alpha: float = _SELU_ALPHA, gamma: float = _SELU
 
 
 def _silu(x: Array, alpha: float = 1.0) -> Array:
-    return x * special.expit(alpha * x)
+    return x * _expit(alpha * x)
 
 
 def _d_silu(x: Array, y: Array, alpha: float = 1.0) -> Array:
-    s = special.expit(alpha * x)
+    s = _expit(alpha * x)
     return s + alpha * x * s * (1 - s)
 
 
@@ -99,14 +114,14 @@ _FNS: dict[str, _Fn] = {
     "clip": _Fn(_clip, lambda x, y, min=-math.inf, max=math.inf: (x > min) & (x < max), 2),
     "leaky_relu": _Fn(lambda x, alpha=0.01: np.where(x < 0, alpha * x, x),
                       lambda x, y, alpha=0.01: np.where(x > 0, 1, alpha), 2),
-    "sigmoid": _Fn(special.expit, lambda x, y: y * (1 - y), 4),
+    "sigmoid": _Fn(_expit, lambda x, y: y * (1 - y), 4),
     "tanh": _Fn(np.tanh, lambda x, y: 1 - y * y, 5),
     "hard_sigmoid": _Fn(lambda x, alpha=0.2, beta=0.5: np.clip(alpha * x + beta, 0, 1),
                         _d_hard_sigmoid, 4),
     "hard_swish": _Fn(lambda x: x * np.clip(x / 6 + 0.5, 0, 1),
                       lambda x, y: np.where(x < -3, 0, np.where(x > 3, 1, x / 3 + 0.5)), 5),
     "gelu": _Fn(_gelu, _d_gelu, 8),
-    "erf": _Fn(special.erf, lambda x, y: 2 / math.sqrt(math.pi) * np.exp(-x * x), 5),
+    "erf": _Fn(_erf, lambda x, y: 2 / math.sqrt(math.pi) * np.exp(-x * x), 5),
     "silu": _Fn(_silu, _d_silu, 5),
     "sqrt": _Fn(np.sqrt, lambda x, y: 0.5 / y, 1),
     "exp": _Fn(np.exp, lambda x, y: y, 1),
@@ -115,7 +130,7 @@ _FNS: dict[str, _Fn] = {
     "abs": _Fn(np.abs, lambda x, y: np.sign(x), 1),
     "reciprocal": _Fn(np.reciprocal, lambda x, y: -y * y, 1),
     # numpy's stubs type logaddexp of an untyped x as a scalar; on arrays it is an array
-    "softplus": _Fn(lambda x: np.logaddexp(0, x), lambda x, y: special.expit(x), 3),  # type: ignore[arg-type,return-value]
+    "softplus": _Fn(lambda x: np.logaddexp(0, x), lambda x, y: _expit(x), 3),  # type: ignore[arg-type,return-value]
     "elu": _Fn(_elu, _d_elu, 3),
     "selu": _Fn(_selu, _d_selu, 4),
     "softsign": _Fn(lambda x: x / (1 + np.abs(x)), lambda x, y: 1 / (1 + np.abs(x)) ** 2, 3),

@@ -1,10 +1,12 @@
 """Start-up: the CLI's parser loads neither numba nor the compiler; a cold numba cache is
 detected from the file system and announced once on stderr; sweep workers run numba on one
 thread and small sweeps stay in this process; neither a sweep worker nor `simulate` imports
-the MILP solver (scipy.optimize) or the sensitivity analysis they never run (issue 17)."""
+the MILP solver (scipy.optimize) or the sensitivity analysis they never run, and `simulate`
+loads no scipy.special (issue 17)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -115,3 +117,20 @@ def test_simulate_imports_no_milp_solver_and_no_sensitivity() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.stdout.strip().splitlines()[-1] == "0 []"
+
+
+def test_simulate_imports_no_scipy_special_and_reports_the_same() -> None:
+    """scipy.special (~0.2 s of imports) loads on the first erf/sigmoid computed, which a
+    simulation never computes; the result is the one computed in this process, where the
+    executor's tests may have imported it."""
+    from edgesim import api
+
+    code = ("import sys; from edgesim.cli import main; "
+            "main(['simulate', 'zoo:digits_cnn', '--target', 'rpi5', '--json']); "
+            "print('scipy.special' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    report, loaded = out.stdout.strip().splitlines()[-2:]
+    assert loaded == "False"
+    here = api.simulate("zoo:digits_cnn", "rpi5").to_dict()
+    assert json.loads(report) == json.loads(json.dumps(here))
