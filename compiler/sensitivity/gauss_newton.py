@@ -86,8 +86,9 @@ def output_factor(loss: str, y: np.ndarray, rows: int) -> Factor:
     root, norm = np.sqrt(p), 1.0 / np.sqrt(rows)
 
     def apply(u: np.ndarray) -> np.ndarray:
-        lu: np.ndarray = root * u - p * np.sum(root * u, axis=-1, keepdims=True)
-        return (norm * lu).astype(y.dtype, copy=False)
+        lu = root * u - p * np.sum(root * u, axis=-1, keepdims=True)
+        out: np.ndarray = (norm * lu).astype(y.dtype, copy=False)
+        return out
     return apply
 
 
