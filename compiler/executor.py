@@ -82,6 +82,16 @@ def vjp_rule(layer: Layer, gs: Values, xs: Values, ys: Outputs) -> Values:
     return OPS[layer.kind].vjp(gs, xs, ys, **layer.attrs)
 
 
+def needed_vjp(layer: Layer, gs: Values, xs: Values, ys: Outputs,
+               need: Sequence[bool]) -> Values:
+    """The op's vjp for the inputs flagged in `need` only (None for the others): its
+    `vjp_needed` where it has one, else its `vjp` with the rest dropped."""
+    op = OPS[layer.kind]
+    if op.vjp_needed is not None:
+        return op.vjp_needed(gs, xs, ys, need, **layer.attrs)
+    return tuple(v if n else None for v, n in zip(op.vjp(gs, xs, ys, **layer.attrs), need))
+
+
 def backward(g: Graph, env: Arrays, seeds: Arrays, rule: Rule = vjp_rule,
              keep: Collection[str] = ()) -> dict[str, np.ndarray]:
     """Propagate `seeds` (per output tensor) back through `g` with `rule`, layer by layer.

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from edgesim.budget import DEFAULT_ANALYSIS_BUDGET_S
 from edgesim.errors import UserError
 from edgesim.loading import ZOO_PREFIX as ZOO_PREFIX
 from edgesim.loading import costable as costable
@@ -191,7 +192,8 @@ def compile(model: Any, target: TargetRef = "rpi5", *, outdir: str | os.PathLike
             bias_correction: bool = True,
             quiet: bool | None = None, force: bool = False,
             min_fidelity: float | None = None,
-            analysis_budget_s: float | None = None, sparsity: Sequence[float] = (),
+            analysis_budget_s: float | None = DEFAULT_ANALYSIS_BUDGET_S,
+            sparsity: Sequence[float] = (),
             kernel_check: str = "fail", pick: int | None = None, assignment: str | None = None,
             verify: bool = False, command: str = "edgesim.compile(...)",
             blocks: Sequence[int] | None = None) -> CompileResult:
@@ -225,6 +227,8 @@ def compile(model: Any, target: TargetRef = "rpi5", *, outdir: str | os.PathLike
     `edgesim.pipeline.CompileOptions`); `command` is recorded in the report. `blocks`
     (e.g. (32, 64, 128)) makes the block of MatMulNBits / blocked-DequantizeLinear layers a
     per-layer choice of the allocator (default: one block, 32).
+    `analysis_budget_s` defaults to `edgesim.budget.DEFAULT_ANALYSIS_BUDGET_S` (None: no
+    bound); the notes say whether the budget ended the analysis.
     """
     from edgesim.budget import parse_budget
     from edgesim.pipeline import CompileOptions, compile_model

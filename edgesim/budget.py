@@ -87,6 +87,31 @@ def format_bytes(n: float) -> str:
     return f"{n / 1e3:.1f} kB" if n >= 1e3 else f"{n:.0f} B"
 
 
+# HAWQ's / LRP's default time bound. A ppocr (PP-OCRv4 recogniser) compile spent 44 s of
+# its 124 s wall in the analysis on the shared 2-core machine (load 5-9, 36 s of CPU): 30 s
+# keeps that whole compile under 2 minutes. Zoo CNNs and magika finish sooner (9-11 s at
+# load 6) and are not cut.
+DEFAULT_ANALYSIS_BUDGET_S = 30.0
+UNBOUNDED = ("none", "off")  # --analysis-budget words for no time bound (as is 0)
+
+
+def parse_analysis_budget(text: str | None) -> float | None:
+    """`--analysis-budget`: seconds, None for `none`, `off` or 0 (unbounded), and
+    `DEFAULT_ANALYSIS_BUDGET_S` when not given.
+
+    Raises:
+        UserError: naming the flag, for anything but a non-negative duration or those words.
+    """
+    if text is None:
+        return DEFAULT_ANALYSIS_BUDGET_S
+    if text.strip().lower() in UNBOUNDED:
+        return None
+    match = _NUMBER.match(text)
+    if match and float(match.group(1)) == 0:
+        return None
+    return parse_duration(text)
+
+
 def parse_duration(text: str, flag: str = "--analysis-budget") -> float:
     """Seconds from `60s`, `500ms`, `2min` or a bare number of seconds.
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from edgesim.budget import format_bytes
+from edgesim.budget import DEFAULT_ANALYSIS_BUDGET_S, format_bytes
 from edgesim.cli import GLOBAL, add_command, parse_input_shapes
 from edgesim.errors import UserError
 
@@ -178,7 +178,7 @@ def _bits_list(text: str | None, flag: str) -> tuple[int, ...] | None:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from edgesim import api  # imported by the command that runs, not the parser
-    from edgesim.budget import parse_duration
+    from edgesim.budget import parse_analysis_budget
     from edgesim.sparsity import parse_levels
 
     model, calib, held_out = args.model, args.calib, args.eval
@@ -203,8 +203,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         kernel_check=args.kernel_check, pick=args.pick, assignment=args.assignment,
         quiet=args.quiet, command=" ".join(["edgesim", *sys.argv[1:]]), force=args.force,
         verify=args.debug, min_fidelity=args.min_fidelity,
-        analysis_budget_s=None if args.analysis_budget is None else parse_duration(
-            args.analysis_budget))
+        analysis_budget_s=parse_analysis_budget(args.analysis_budget))
     if args.json:
         print(json.dumps(r.to_dict(), default=str))
     else:
@@ -349,8 +348,9 @@ def add_compile(sub: argparse._SubParsersAction) -> None:
                     "(default: the knee of the Pareto front)")
     cp.add_argument("--weight-bits", help="candidate weight bits, e.g. 2,3,4,6,8")
     cp.add_argument("--analysis-budget", metavar="60s",
-                    help="time bound of the HAWQ / LRP analysis (default: until 5%% precision "
-                    "/ every calibration sample)")
+                    help="time bound of the HAWQ / LRP analysis (default: "
+                    f"{DEFAULT_ANALYSIS_BUDGET_S:g}s; none or 0: until 5%% precision / every "
+                    "calibration sample)")
     cp.add_argument("--act-bits", help="candidate activation bits, e.g. 8,32")
     cp.add_argument("--blocks", help="candidate block sizes of MatMulNBits / blocked "
                     "DequantizeLinear layers, chosen per layer, e.g. 32,64,128 (default: 32)")

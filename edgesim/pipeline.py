@@ -30,7 +30,7 @@ from edgesim.allocation import (
     sensitivity,
     settled_rule,
 )
-from edgesim.budget import Budget
+from edgesim.budget import DEFAULT_ANALYSIS_BUDGET_S, Budget
 from edgesim.errors import UserError
 from edgesim.output import output_folder, publish, staging
 from edgesim.progress import Progress
@@ -82,7 +82,8 @@ class CompileOptions:
     force: bool = False  # write into a non-empty folder edgesim did not make
     verify: bool = False  # run compiler.verify on the loaded IR (`--debug`)
     min_fidelity: float | None = None  # fail below this primary fidelity metric (fp32 ref)
-    analysis_budget_s: float | None = None  # HAWQ's / LRP's time bound (None: unbounded)
+    # HAWQ's / LRP's time bound (None: unbounded)
+    analysis_budget_s: float | None = DEFAULT_ANALYSIS_BUDGET_S
     blocks: tuple[int, ...] | None = None  # per-layer block choices of per-block rows
 
 

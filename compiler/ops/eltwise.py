@@ -117,6 +117,30 @@ def _vjp(gs: Sequence[Array | None], xs: Sequence[Array], ys: Sequence[Array], *
                  for r, x in zip(raw, xs))
 
 
+# input i's raw cotangent alone, for the arithmetic whose inputs' cotangents are independent
+_ONE_VJP: dict[str, Callable[[Array, Sequence[Array], Array, int], Array]] = {
+    "add": lambda g, xs, y, i: g,
+    "mean": lambda g, xs, y, i: g / len(xs),
+    "sub": lambda g, xs, y, i: g if i == 0 else -g,
+    "mul": lambda g, xs, y, i: g * xs[1 - i],
+    "div": lambda g, xs, y, i: g / xs[1] if i == 0 else -g * y / xs[1],
+}
+
+
+def _vjp_needed(gs: Sequence[Array | None], xs: Sequence[Array], ys: Sequence[Array],
+                need: Sequence[bool], *, fn: str) -> tuple[Array | None, ...]:
+    """`_vjp` for the inputs flagged in `need` only: a constant operand's cotangent (a
+    multiply and a reduction over the whole output) is not computed when nobody reads it."""
+    g, y = gs[0], ys[0]
+    if fn not in _ONE_VJP:
+        return tuple(v if n else None for v, n in zip(_vjp(gs, xs, ys, fn=fn), need))
+    if g is None or y.dtype.kind != "f":
+        return (None,) * len(xs)
+    return tuple(unbroadcast(_ONE_VJP[fn](g, xs, y, i), x.shape).astype(x.dtype, copy=False)
+                 if n and x.dtype.kind == "f" else None
+                 for i, (x, n) in enumerate(zip(xs, need)))
+
+
 def _facts(specs_in: Sequence[Spec], specs_out: Sequence[Spec], *, fn: str) -> Facts:
     n = len(specs_in)
     # per output element: n-1 combines for variadic ops (+1 divide for mean), else one op
@@ -125,7 +149,8 @@ def _facts(specs_in: Sequence[Spec], specs_out: Sequence[Spec], *, fn: str) -> F
 
 
 OPS: tuple[OpDef, ...] = (
-    OpDef("eltwise", shape=_shape, forward=_forward, vjp=_vjp, facts=_facts),
+    OpDef("eltwise", shape=_shape, forward=_forward, vjp=_vjp, facts=_facts,
+          vjp_needed=_vjp_needed),
 )
 
 

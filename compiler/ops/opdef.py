@@ -11,6 +11,9 @@ Conventions (every op family follows them; `tests/compiler/test_op_registry.py` 
   cotangent per input, `None` where the input is absent or not differentiable (integer
   indices, shapes).
 - `facts(specs_in, specs_out, **attrs) -> Facts`: MACs / GEMM view / elementwise op count.
+- optional `vjp_needed(gs, xs, ys, need, **attrs)`: `vjp` restricted to the inputs flagged
+  in `need` (a backward pass pruned to some weights skips e.g. the cotangent of a constant
+  scale, `compiler.executor.needed_vjp`).
 - LRP rules are not part of an OpDef: their one table is `compiler.sensitivity.lrp.RULES`.
 
 A lowering rule turns one ONNX node into layers: `rule(node: Node, **onnx_attrs) -> Lowered`.
@@ -38,6 +41,9 @@ class OpDef:
     forward: Callable[..., tuple[np.ndarray, ...]]
     vjp: Callable[..., tuple[np.ndarray | None, ...]]
     facts: Callable[..., Facts]
+    # vjp(gs, xs, ys, need, **attrs): the cotangents of the inputs flagged in `need` only
+    # (None for the rest), equal to `vjp`'s; for ops where skipping the others saves work
+    vjp_needed: Callable[..., tuple[np.ndarray | None, ...]] | None = None
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,10 @@ pass recomputes the chunks' forward passes rather than keeping every chunk's act
 Bounded time: with a `TimeBudget`, probing stops before the next chunk once the budget is used
 up. A first pass cut after c of C chunks (c >= 2) scales their sum by C / c and takes its
 error from the spread of the chunks (`sampled_estimate`: the chunk-to-chunk variation of the
-trace counts as error too); a later pass cut short is dropped. The result says `cut_short`
-and its `rse` is the precision reached. A `settled` rule (e.g. the allocator's: no value of
+trace counts as error too); a later pass cut short is dropped, so a later pass takes only
+the probes that fit in what is left of the budget at the last pass's pace (`_fitting`) and
+is not started if none fits. The result says `cut_short` and its `rse` is the precision
+reached. A `settled` rule (e.g. the allocator's: no value of
 the trace within its error changes the chosen bits) exempts weights from the `tol` test.
 """
 
@@ -85,7 +87,8 @@ def output_factor(loss: str, y: np.ndarray, rows: int) -> Factor:
 
     def apply(u: np.ndarray) -> np.ndarray:
         lu = root * u - p * np.sum(root * u, axis=-1, keepdims=True)
-        return (norm * lu).astype(y.dtype, copy=False)
+        out: np.ndarray = (norm * lu).astype(y.dtype, copy=False)
+        return out
     return apply
 
 
@@ -144,8 +147,9 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
             the chunks (in chunk order), e.g. to collect calibration statistics on the way.
         budget: time budget, checked before each chunk (`compiler.sensitivity.time_budget`):
             once it is used up no more chunks are probed. A cut first pass keeps the chunks
-            it covered (at least `MIN_CHUNKS`) as a sample of all; a cut later pass drops its
-            extra probes.
+            it covered (at least `MIN_CHUNKS`) as a sample of all; a later pass takes the
+            probes that fit in the time left at the last pass's pace (none: stop), and one
+            cut anyway drops its extra probes.
         settled: weights whose trace uncertainty can no longer change the result (e.g. the
             bit allocation); their error does not hold up the `tol` test (`open_rse`).
         forward: computes each chunk's forward pass (`chunk_samples`); float32 only.
@@ -158,7 +162,7 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
     parts: list[np.ndarray] = [np.empty((0, len(names))) for _ in chunks]
     done, want = 0, min(max_iter, _first_pass(len(chunks)))
     while True:
-        covered = 0
+        covered, began = 0, None if budget is None else budget.clock()
         for i, feeds in enumerate(chunks):
             if _stop_pass(budget, done, covered, len(chunks)):
                 break
@@ -168,14 +172,38 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
             covered += 1
         if covered < len(chunks):
             return _cut_estimate(names, parts, done, covered)
-        done = want
+        took, added, done = _took(budget, began), want - done, want
         est = pooled_estimate(names, parts)
         worst = float(np.max(open_rse(est, tol, settled), initial=0.0))
         if done >= max_iter or worst < tol:
             return est
         # RSE falls as 1/sqrt(probes); at most 3x per pass, as the variance is itself noisy
         need = int(np.ceil(1.1 * done * (worst / tol) ** 2))
-        want = min(max_iter, 3 * done, max(done + 1, need))
+        want = done + _fitting(budget, took, added,
+                               min(max_iter, 3 * done, max(done + 1, need)) - done)
+        if want == done:  # not even one more probe fits: stop at the precision reached
+            return replace(est, cut_short=True)
+
+
+def _took(budget: TimeBudget | None, began: float | None) -> float:
+    """Seconds since `began` on the budget's clock (0 without a budget)."""
+    return 0.0 if budget is None or began is None else budget.clock() - began
+
+
+def _fitting(budget: TimeBudget | None, took: float, added: int, wanted: int) -> int:
+    """How many of `wanted` further probes per chunk the next pass can take without running
+    past the budget, from the last pass: `took` seconds for `added` probes per chunk.
+
+    A pass is C forward passes (f each) and C * p probes (b each), so p probes take
+    C (f + p b) <= took * max(1, p / added): an upper bound that needs no split of f and b.
+    A pass the budget would cut is dropped (`_cut_estimate`), so one that cannot finish is
+    not started."""
+    if budget is None:
+        return wanted
+    left = budget.remaining()
+    if left < took:
+        return 0
+    return wanted if took <= 0 else min(wanted, int(added * left / took))
 
 
 def open_rse(est: TraceEstimate, tol: float, settled: Settled | None) -> np.ndarray:

@@ -29,7 +29,11 @@ class TimeBudget:
 
     def expired(self) -> bool:
         """True once the budget is used up."""
-        return self.clock() - self.start >= self.seconds
+        return self.remaining() <= 0
+
+    def remaining(self) -> float:
+        """Seconds left (negative once overrun)."""
+        return self.seconds - (self.clock() - self.start)
 
 
 def start(seconds: float | None, clock: Clock = time.monotonic) -> TimeBudget | None:

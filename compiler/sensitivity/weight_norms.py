@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from compiler.executor import Arrays, Outputs, Rule, Values, backward, vjp_rule
+from compiler.executor import Arrays, Outputs, Rule, Values, backward, needed_vjp
 from compiler.ir import Graph, Layer
 from compiler.ops.conv import conv_grad_factors, is_depthwise
 
@@ -109,7 +109,7 @@ def _rule(p: NormPlan, norms: dict[str, float], grams: Grams) -> Rule:
             w = p.factored[layer.name]
             norms[w] = norms.get(w, 0.0) + norm
             return (gx,) + (None,) * (len(xs) - 1)
-        return tuple(v if n else None for v, n in zip(vjp_rule(layer, gs, xs, ys), need))
+        return needed_vjp(layer, gs, xs, ys, need)
     return rule
 
 

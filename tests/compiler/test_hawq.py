@@ -301,15 +301,17 @@ def test_highest_hawq_layer_hurts_more_under_relative_noise() -> None:
 
 # --- time budget and stopping rule --------------------------------------------------------------
 
-def _probe_clock(monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], list[int]]:
-    """A fake clock that advances one second per Gauss-Newton probe of one chunk, and the
-    list of each chunk call's probe count (so the work done can be asserted, not timed)."""
+def _probe_clock(monkeypatch: pytest.MonkeyPatch, later_s: int = 1
+                 ) -> tuple[list[int], list[int]]:
+    """A fake clock that advances one second per Gauss-Newton probe of one chunk (`later_s`
+    from the 33rd chunk call on: a slower machine), and the list of each chunk call's probe
+    count (so the work done can be asserted, not timed)."""
     now, calls = [0], []
     real = gauss_newton.chunk_samples
 
     def counted(*args, **kwargs):
         probes = args[5]
-        now[0] += probes
+        now[0] += probes * (1 if len(calls) < 32 else later_s)
         calls.append(probes)
         return real(*args, **kwargs)
     monkeypatch.setattr(gauss_newton, "chunk_samples", counted)
@@ -334,16 +336,47 @@ def test_budget_cuts_the_first_pass_and_samples_the_chunks(monkeypatch) -> None:
     assert np.all(np.abs(trace - exact) <= 4 * sens.rse * np.abs(trace))
 
 
-def test_budget_cut_in_a_later_pass_drops_that_pass(monkeypatch) -> None:
-    """32 chunks: the first pass is one probe each (32 s); the second goes to 3 probes (2
-    more per chunk), so a 40 s budget stops it after 4 chunks, whose probes are dropped: the
-    estimate is the first pass's, bit for bit."""
+def test_a_pass_that_cannot_finish_is_not_started(monkeypatch) -> None:
+    """32 chunks: the first pass is one probe each (32 s); a second pass of even one probe
+    per chunk would take as long, more than the 8 s a 40 s budget has left, so none starts:
+    the estimate is the first pass's, bit for bit, and says the budget ended it."""
     g, feeds, t = _two_block_least_squares(batch=1)
     first = hawq.sensitivity(g, feeds, t, loss="mse", max_iter=1)
     now, calls = _probe_clock(monkeypatch)
     sens = hawq.sensitivity(g, feeds, t, loss="mse", tol=1e-3, budget_s=40,
                             clock=lambda: now[0])
-    assert calls == [1] * 32 + [2] * 4 and sens.cut_short and sens.iterations == 1
+    assert calls == [1] * 32 and sens.cut_short and sens.iterations == 1
+    assert any("analysis budget 40s used up" in n for n in sens.notes)
+    np.testing.assert_array_equal(sens.score, first.score)
+    np.testing.assert_array_equal(sens.rse, first.rse)
+
+
+@pytest.mark.parametrize(("budget_s", "passes"), [(40, [1, 1]), (50, [1, 2])])
+def test_a_later_pass_takes_the_probes_that_fit(monkeypatch, budget_s: int,
+                                                passes: list[int]) -> None:
+    """16 chunks of 2 rows: the first pass takes 16 s for one probe per chunk; tol 1e-3 wants
+    2 more per chunk. With 24 s left (40 s budget) one more fits (16 s), with 34 s (50 s)
+    both (32 s); then the 8 s or 2 s left fit no further pass, and the analysis stops there,
+    cut short, within its budget."""
+    g, feeds, t = _two_block_least_squares(batch=2)
+    now, calls = _probe_clock(monkeypatch)
+    sens = hawq.sensitivity(g, feeds, t, loss="mse", tol=1e-3, budget_s=budget_s,
+                            clock=lambda: now[0])
+    assert calls == [p for p in passes for _ in range(16)]
+    assert sens.cut_short and sens.iterations == sum(passes) and now[0] <= budget_s
+    assert np.all(sens.rse > 1e-3) and np.all(np.isfinite(sens.rse))  # the precision reached
+
+
+def test_budget_cut_in_a_later_pass_drops_that_pass(monkeypatch) -> None:
+    """A pass that fitted at the first pass's pace but runs slower (3 s per probe: a load
+    spike) is cut when the 70 s budget is used up, after 13 of its chunks (32 + 13 * 3 =
+    71 s); its probes are dropped: the estimate is the first pass's, bit for bit."""
+    g, feeds, t = _two_block_least_squares(batch=1)
+    first = hawq.sensitivity(g, feeds, t, loss="mse", max_iter=1)
+    now, calls = _probe_clock(monkeypatch, later_s=3)
+    sens = hawq.sensitivity(g, feeds, t, loss="mse", tol=1e-3, budget_s=70,
+                            clock=lambda: now[0])
+    assert calls == [1] * 32 + [1] * 13 and sens.cut_short and sens.iterations == 1
     np.testing.assert_array_equal(sens.score, first.score)
     np.testing.assert_array_equal(sens.rse, first.rse)
 

@@ -119,6 +119,31 @@ def test_variadic_vjp_matches_finite_differences(shapes: Any, fn: str, seed: int
     check_vjp(ELTWISE, xs, {"fn": fn}, seed=seed)
 
 
+@settings(max_examples=40, deadline=None)
+@given(shapes=mutually_broadcastable_shapes(num_shapes=2, max_dims=3, max_side=3),
+       fn=st.sampled_from(["add", "sub", "mul", "div", "pow", "max", "mean", "where"]),
+       need=st.tuples(st.booleans(), st.booleans()), seed=st.integers(0, 2**16))
+def test_vjp_of_needed_inputs_equals_the_full_vjp(shapes: Any, fn: str,
+                                                  need: tuple[bool, bool], seed: int) -> None:
+    """The pruned backward's per-input cotangents are the full vjp's (itself checked against
+    finite differences above), bit for bit, and None for the inputs not needed."""
+    rng = np.random.default_rng(seed)
+    xs = [rng.uniform(0.5, 2.0, s).astype(np.float32) for s in shapes.input_shapes]
+    if fn == "where":
+        xs = [rng.random(shapes.input_shapes[0]) < 0.5, *xs]
+    flags = (False, *need) if fn == "where" else need
+    (y,) = ELTWISE.forward(*xs, fn=fn)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    full = ELTWISE.vjp((g,), xs, (y,), fn=fn)
+    some = ELTWISE.vjp_needed((g,), xs, (y,), flags, fn=fn)
+    for f, s_, n in zip(full, some, flags):
+        if n and f is not None:
+            assert s_ is not None and s_.dtype == f.dtype
+            np.testing.assert_array_equal(s_, f)
+        else:
+            assert s_ is None
+
+
 @settings(max_examples=20, deadline=None)
 @given(shapes=mutually_broadcastable_shapes(num_shapes=3, max_dims=3, max_side=3),
        seed=st.integers(0, 2**16))
