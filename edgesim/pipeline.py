@@ -241,7 +241,7 @@ def _fidelity(g: Graph, model_path: Path, reference: np.ndarray, data: cal.Calib
     from edgesim.evaluate import accuracy, fidelity_metrics, output_kind, session
 
     (out,) = g.outputs[:1]
-    sess = session(model_path)
+    sess = session(model_path, spin=False)
     got_arr = emitted_output(g, data, lambda feeds: sess.run([out], dict(feeds))[0])
     made = g.producers().get(out)
     n = len(reference)

@@ -143,7 +143,7 @@ def _onnxruntime_forward(g: Graph, keep: Iterable[str], outputs: list[np.ndarray
     model = emit(g, check=False)
     names = list(dict.fromkeys([g.outputs[0], *keep]))
     model.graph.output.extend(value_info(t, g.types[t]) for t in names if t not in g.outputs)
-    sess = session(model)
+    sess = session(model, spin=False)
 
     def forward(feeds: Mapping[str, np.ndarray], _: tuple[str, ...]) -> dict[str, np.ndarray]:
         env = dict(zip(names, sess.run(names, dict(feeds))))
@@ -437,7 +437,7 @@ def _onnxruntime_runner(qg: Graph) -> Any:
     """`compiler.range_choice`'s runner: `qg` emitted and run in onnxruntime, all outputs."""
     from edgesim.evaluate import session
 
-    sess = session(emit(qg, EmitOptions(), check=False))
+    sess = session(emit(qg, EmitOptions(), check=False), spin=False)
     names = [o.name for o in sess.get_outputs()]
     return lambda feeds: dict(zip(names, sess.run(names, dict(feeds))))
 
