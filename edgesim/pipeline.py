@@ -357,13 +357,14 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
             ref = recorder.result(data) if recorder else None
             if ref is None and (acts or gptq or eval_data is None):
                 ref = float_pass(g, data, stats=acts or gptq, grams=gptq)
-            gq, stats = g, ref.stats if ref else None
+            gq, stats = g, ref
             if options.sparsity:  # thresholds on MAC inputs where the target skips zeros
                 gq = apply_sparsity(g, tgt, data.samples, options.sparsity, bits)
                 if (acts or gptq) and gq is not g:
-                    stats = float_pass(gq, data, stats=True, grams=gptq).stats
+                    stats = float_pass(gq, data, stats=True, grams=gptq)
             quant = quantize_model(gq, expand_bits(g, gq, bits), calib=data,  # not loaded again
-                                   out=model_path, stats=stats,
+                                   out=model_path, stats=stats.stats if stats else None,
+                                   fit_stats=stats.fit_stats if stats else None,
                                    options=_with_blocks(_quant_options(options, tgt), g,
                                                         alloc.blocks),
                                    emit_options=_provenance(g, tgt, alloc, options),

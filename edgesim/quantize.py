@@ -26,6 +26,7 @@ from compiler.emit import EmitOptions, emit, write
 from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph
 from compiler.passes.calibrate import (
     CalibrationStats,
+    Forward,
     RangeCollector,
     calibrate,
     calibration_tensors,
@@ -130,6 +131,9 @@ class FloatPass:
 
     stats: CalibrationStats | None  # activation statistics, if they were asked for
     outputs: np.ndarray  # the first graph output, samples stacked along axis 0
+    # the statistics of the samples the range search fits ranges on (`fit_batches`), if
+    # they were collected on the way (then `_chosen_ranges` needs no pass of its own)
+    fit_stats: CalibrationStats | None = None
 
 
 def _onnxruntime_forward(g: Graph, keep: Iterable[str], outputs: list[np.ndarray]) -> Any:
@@ -210,9 +214,36 @@ def float_pass(g: Graph, data: cal.CalibrationData, stats: bool,
     gram_names = gram_tensors(g) if stats and grams else ()
     outputs: list[np.ndarray] = []
     forward = _onnxruntime_forward(g, (*keep, *gram_names), outputs)
+    fitting = fit_batches(g, data) if stats else None
+    fit = RangeCollector(keep)
+    if fitting is not None:
+        forward = _fitting(forward, fitting, fit)
     collected = calibrate(g, cal.batches(g, data), tensors=keep, source=data.source,
                           forward=forward, grams=gram_names)
-    return FloatPass(collected if stats else None, np.concatenate(outputs))
+    return FloatPass(collected if stats else None, np.concatenate(outputs),
+                     None if fitting is None else fit.result())
+
+
+def fit_batches(g: Graph, data: cal.CalibrationData) -> np.ndarray | None:
+    """Per batch of `cal.batches(g, data)`, whether `_chosen_ranges` fits ranges on it
+    (its part of `cal.split`); None where those batches are not single samples of `data`
+    or the data is not split."""
+    if cal.batch_size(g) != 1 or data.count < 4:
+        return None
+    return ~cal.held_mask(data.count, E2E_SAMPLES)
+
+
+def _fitting(forward: Forward, fitting: np.ndarray, fit: RangeCollector) -> Forward:
+    """`forward` that also merges the batches `fitting` marks into `fit` (what a calibrate
+    pass over the fit part alone collects: merges are exact and order-free)."""
+    seen = iter(fitting)
+
+    def run(feeds: Mapping[str, np.ndarray], names: tuple[str, ...]) -> Mapping[str, np.ndarray]:
+        env = forward(feeds, names)
+        if next(seen):
+            fit.add(env, 1)
+        return env
+    return run
 
 
 class FloatPassRecorder:
@@ -243,7 +274,8 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
                    emit_options: EmitOptions | None = None,
                    input_shapes: Mapping[str, Sequence[int]] | None = None,
                    stats: CalibrationStats | None = None,
-                   kernel_check: str = "report") -> QuantizeResult:
+                   kernel_check: str = "report",
+                   fit_stats: CalibrationStats | None = None) -> QuantizeResult:
     """Quantise a model with a fixed bit assignment and write it for onnxruntime.
 
     Args:
@@ -262,6 +294,7 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
             they are not collected again.
         kernel_check: "fail" (a layer onnxruntime runs with another kernel than planned is an
             error, nothing is written), "report" (record both kernels per layer) or "off".
+        fit_stats: `FloatPass.fit_stats` of the pass that gave `stats`, if it has them.
 
     Returns:
         Per-layer decisions, sizes and the calibration used.
@@ -278,12 +311,13 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
     needed = bool((assign[:, 1] < 32).any()) or gptq
     data = _calibration_data(g, calib, calib_random, needed)
     if needed and data and (stats is None or (gptq and not stats.grams)):
-        stats = float_pass(g, data, stats=True, grams=gptq).stats        # ranges (+ X^T X)
+        ref = float_pass(g, data, stats=True, grams=gptq)                 # ranges (+ X^T X)
+        stats, fit_stats = ref.stats, ref.fit_stats
     if isinstance(embedding_bits, str) and embedding_bits != "auto":
         raise UserError("--embedding-bits", f"must be bits or 'auto', got {embedding_bits!r}")
     emb = _auto_embedding_bits(assign, g) if isinstance(embedding_bits, str) else embedding_bits
     opts = replace(options or QuantOptions(), embedding_bits=emb)
-    stats = _chosen_ranges(g, assign, data, stats, opts)                  # method "auto"
+    stats = _chosen_ranges(g, assign, data, stats, opts, fit_stats)       # method "auto"
     qg = quantize(g, assign, stats, opts)                                 # annotate + weights
     qg = _bias_corrected(qg, data, opts)                                  # low-bit mean shift
     verify(qg)
@@ -337,8 +371,8 @@ def _act_tensors(g: Graph, at: np.ndarray) -> tuple[str, ...]:
 
 
 def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | None,
-                   stats: CalibrationStats | None, opts: QuantOptions
-                   ) -> CalibrationStats | None:
+                   stats: CalibrationStats | None, opts: QuantOptions,
+                   fit_stats: CalibrationStats | None = None) -> CalibrationStats | None:
     """`stats` with a range method chosen per tensor and activation width by measured output
     error (`compiler.range_choice`), when the options ask for "auto".
 
@@ -346,7 +380,8 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
     on the other part: scored on the samples their ranges were fitted to, clipping ranges
     look better than they are (magika W8A8: in-sample the MSE ranges beat min/max 2x in
     output error, on new files they lose 5x). The chosen methods then take their ranges
-    from all the data."""
+    from all the data. `fit_stats`: the fit part's statistics where the pass that gave
+    `stats` collected them too (`FloatPass.fit_stats`)."""
     from compiler.range_choice import choose_end_to_end, reference_case, with_choices
 
     widths = sorted({int(a) for a in assign[:, 1] if a in (4, 8)})
@@ -355,8 +390,10 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
     size = cal.batch_size(g)
     fit, held = cal.split(data, E2E_SAMPLES) if data.count >= 4 * size else (data, data)
     forward = _onnxruntime_forward(g, tuple(stats.stats), [])
-    fitted = stats if fit is data else calibrate(g, cal.batches(g, fit), tensors=tuple(
-        stats.stats), forward=forward)
+    fitted = (stats if fit is data else fit_stats
+              if fit_stats is not None and set(fit_stats.stats) == set(stats.stats)
+              else calibrate(g, cal.batches(g, fit), tensors=tuple(stats.stats),
+                             forward=forward))
     cases = tuple(reference_case(*run) for run in _held_runs(g, held, E2E_CHUNK))
     # the local choice's reader responses in onnxruntime too (resnet18: 4x fewer seconds
     # than the numpy conv forward)

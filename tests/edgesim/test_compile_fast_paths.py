@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from compiler.emit import emit
+from compiler.passes.calibrate import calibrate
 from compiler.quantizers import range_stats
 from edgesim import calibration as cal
 from edgesim.evaluate import session
 from edgesim.loading import load_graph
+from edgesim.quantize import E2E_SAMPLES, _onnxruntime_forward, float_pass, quantize_model
 
 
 def test_a_session_without_spinning_computes_what_the_default_session_does() -> None:
@@ -33,3 +35,47 @@ def test_histogram_counts_every_value_whatever_the_length(n: int) -> None:
     edges = np.linspace(-stats.half_range, stats.half_range, 65)  # powers of two: exact
     np.testing.assert_array_equal(stats.hist, np.histogram(x, bins=edges)[0])
     assert stats.hist.sum() == x.size
+
+
+def _same_stats(a, b) -> None:
+    assert set(a.stats) == set(b.stats) and a.samples == b.samples
+    for t, s in a.stats.items():
+        o = b.stats[t]
+        assert (s.count, s.min, s.max, s.half_range) == (o.count, o.min, o.max, o.half_range), t
+        np.testing.assert_array_equal(s.hist, o.hist, err_msg=t)
+
+
+def test_the_float_pass_collects_the_fit_part_as_a_pass_over_it_alone_does() -> None:
+    g = load_graph("zoo:digits_cnn")
+    data = cal.random_samples(g, 32, seed=2)
+    got = float_pass(g, data, stats=True)
+    assert got.fit_stats is not None and got.stats is not None
+    fit, _ = cal.split(data, E2E_SAMPLES)
+    alone = calibrate(g, cal.batches(g, fit), tensors=tuple(got.stats.stats),
+                      forward=_onnxruntime_forward(g, tuple(got.stats.stats), []))
+    assert alone.samples == 16 and len(alone.stats) > 3
+    _same_stats(got.fit_stats, alone)
+    # and the whole pass is what it was: one collector over every sample
+    whole = calibrate(g, cal.batches(g, data), tensors=tuple(got.stats.stats),
+                      forward=_onnxruntime_forward(g, tuple(got.stats.stats), []))
+    _same_stats(got.stats, whole)
+
+
+def test_quantize_with_the_collected_fit_part_writes_the_same_file_with_no_pass(
+        tmp_path, monkeypatch) -> None:
+    import edgesim.quantize as q
+
+    g = load_graph("zoo:digits_cnn")
+    data = cal.random_samples(g, 32, seed=4)
+    ref = float_pass(g, data, stats=True)
+    passes: list[int] = []
+    monkeypatch.setattr(q, "calibrate", lambda *a, **k: passes.append(1) or calibrate(*a, **k))
+    files, counts = [], []
+    for name, fit in (("plain", None), ("fast", ref.fit_stats)):
+        out = tmp_path / f"{name}.onnx"
+        quantize_model(g, 8, calib=data, out=out, stats=ref.stats, fit_stats=fit,
+                       kernel_check="off")
+        files.append(out.read_bytes())
+        counts.append(len(passes))
+    assert counts == [1, 1]  # the plain path's own pass over the fit part; none in the fast
+    assert files[0] == files[1]
