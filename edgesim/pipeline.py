@@ -84,6 +84,9 @@ class CompileOptions:
     min_fidelity: float | None = None  # fail below this primary fidelity metric (fp32 ref)
     analysis_budget_s: float | None = None  # HAWQ's / LRP's time bound (None: unbounded)
     blocks: tuple[int, ...] | None = None  # per-layer block choices of per-block rows
+    # time bound of the end-to-end activation range search (None: RANGE_SHARE of
+    # analysis_budget_s when that is given, else unbounded)
+    range_budget_s: float | None = None
 
 
 def _calibration(g: Graph, calib: Any, calib_random: int | None, name: str = "calibration data"
@@ -368,7 +371,8 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
                                    options=_with_blocks(_quant_options(options, tgt), g,
                                                         alloc.blocks),
                                    emit_options=_provenance(g, tgt, alloc, options),
-                                   kernel_check=options.kernel_check)
+                                   kernel_check=options.kernel_check,
+                                   range_budget_s=range_budget(options))
         with progress.phase("measuring fidelity in onnxruntime"):
             if eval_data is not None:
                 ref = float_pass(g, held_out[0], stats=False)
@@ -390,6 +394,20 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
             write_reports(result, alloc, stage)
         publish(stage, outdir)
     return replace(result, files={k: str(outdir / Path(v).name) for k, v in result.files.items()})
+
+
+# The range search's bound as a share of the analysis budget, when only that is given: the
+# two data-driven searches then take at most 1.5x the budget together (assumed split: the
+# analysis sets the bits, which matter more than the ranges).
+RANGE_SHARE = 0.5
+
+
+def range_budget(options: CompileOptions) -> float | None:
+    """The end-to-end range search's time bound in seconds (None: unbounded)."""
+    if options.range_budget_s is not None:
+        return options.range_budget_s
+    budget = options.analysis_budget_s
+    return None if budget is None else RANGE_SHARE * budget
 
 
 ACT_TERM_SAMPLES = 16  # calibration samples that measure each choice's own output error

@@ -16,6 +16,7 @@ float emission of every kind against the executor).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -275,7 +276,8 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
                    input_shapes: Mapping[str, Sequence[int]] | None = None,
                    stats: CalibrationStats | None = None,
                    kernel_check: str = "report",
-                   fit_stats: CalibrationStats | None = None) -> QuantizeResult:
+                   fit_stats: CalibrationStats | None = None,
+                   range_budget_s: float | None = None) -> QuantizeResult:
     """Quantise a model with a fixed bit assignment and write it for onnxruntime.
 
     Args:
@@ -295,6 +297,8 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
         kernel_check: "fail" (a layer onnxruntime runs with another kernel than planned is an
             error, nothing is written), "report" (record both kernels per layer) or "off".
         fit_stats: `FloatPass.fit_stats` of the pass that gave `stats`, if it has them.
+        range_budget_s: time bound of the end-to-end range search (None: none); when it
+            stops the search, the result's notes say after how many assignments.
 
     Returns:
         Per-layer decisions, sizes and the calibration used.
@@ -317,7 +321,8 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
         raise UserError("--embedding-bits", f"must be bits or 'auto', got {embedding_bits!r}")
     emb = _auto_embedding_bits(assign, g) if isinstance(embedding_bits, str) else embedding_bits
     opts = replace(options or QuantOptions(), embedding_bits=emb)
-    stats = _chosen_ranges(g, assign, data, stats, opts, fit_stats)       # method "auto"
+    stats, searched = _chosen_ranges(g, assign, data, stats, opts, fit_stats,  # "auto"
+                                     range_budget_s)
     qg = quantize(g, assign, stats, opts)                                 # annotate + weights
     qg = _bias_corrected(qg, data, opts)                                  # low-bit mean shift
     verify(qg)
@@ -329,7 +334,8 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
                    if (r := _layer_report(qg, i, w_elems, kernels)))
     return QuantizeResult(str(path), layers, os.path.getsize(path), weight_bytes(qg),
                           weight_bytes(g), data.source if data else "",
-                          bool(data and data.random), g.notes + _extreme_layers(qg, data, g))
+                          bool(data and data.random),
+                          g.notes + searched + _extreme_layers(qg, data, g))
 
 
 ERROR_BATCHES = 2  # calibration batches the per-layer error check runs
@@ -372,7 +378,8 @@ def _act_tensors(g: Graph, at: np.ndarray) -> tuple[str, ...]:
 
 def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | None,
                    stats: CalibrationStats | None, opts: QuantOptions,
-                   fit_stats: CalibrationStats | None = None) -> CalibrationStats | None:
+                   fit_stats: CalibrationStats | None = None, budget_s: float | None = None
+                   ) -> tuple[CalibrationStats | None, tuple[str, ...]]:
     """`stats` with a range method chosen per tensor and activation width by measured output
     error (`compiler.range_choice`), when the options ask for "auto".
 
@@ -381,12 +388,14 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
     look better than they are (magika W8A8: in-sample the MSE ranges beat min/max 2x in
     output error, on new files they lose 5x). The chosen methods then take their ranges
     from all the data. `fit_stats`: the fit part's statistics where the pass that gave
-    `stats` collected them too (`FloatPass.fit_stats`)."""
-    from compiler.range_choice import choose_end_to_end, reference_case, with_choices
+    `stats` collected them too (`FloatPass.fit_stats`). `budget_s` bounds the end-to-end
+    search's time (all widths together); a note says where it stopped it."""
+    from compiler.range_choice import choose_bounded, reference_case, with_choices
 
     widths = sorted({int(a) for a in assign[:, 1] if a in (4, 8)})
     if opts.act_method != "auto" or stats is None or data is None or not widths:
-        return stats
+        return stats, ()
+    expired = deadline(budget_s)
     size = cal.batch_size(g)
     fit, held = cal.split(data, E2E_SAMPLES) if data.count >= 4 * size else (data, data)
     forward = _onnxruntime_forward(g, tuple(stats.stats), [])
@@ -398,15 +407,30 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
     # the local choice's reader responses in onnxruntime too (resnet18: 4x fewer seconds
     # than the numpy conv forward)
     readers = _onnxruntime_runner if _float32_only(g) else None
+    notes: list[str] = []
     for bits in widths:
-        fitted, _ = choose_end_to_end(g, fitted, _spread(g, held, CHOICE_SAMPLES), cases,
-                                      lambda s: quantize(g, assign, s, opts), bits,
-                                      opts.percentile, forward,
-                                      _act_tensors(g, assign[:, 1] == bits), E2E_EVALUATIONS,
-                                      _onnxruntime_runner, readers=readers)
+        fitted, refined = choose_bounded(g, fitted, _spread(g, held, CHOICE_SAMPLES), cases,
+                                         lambda s: quantize(g, assign, s, opts), bits,
+                                         opts.percentile, forward,
+                                         _act_tensors(g, assign[:, 1] == bits),
+                                         E2E_EVALUATIONS, _onnxruntime_runner,
+                                         readers=readers, expired=expired)
         stats = with_choices(stats, {t: m for (t, b), m in fitted.chosen.items() if b == bits},
                              bits)
-    return stats
+        if refined.stopped:
+            notes.append(f"range search ({bits}-bit activations): its {budget_s:g} s time "
+                         f"bound stopped it after {refined.evaluations} of at most "
+                         f"{E2E_EVALUATIONS} assignments; the best of those is kept")
+    return stats, tuple(notes)
+
+
+def deadline(seconds: float | None, clock: Callable[[], float] = time.monotonic
+             ) -> Callable[[], bool] | None:
+    """A predicate that turns true `seconds` of `clock` from now (None: no bound)."""
+    if seconds is None:
+        return None
+    end = clock() + seconds
+    return lambda: clock() >= end
 
 
 def _spread(g: Graph, data: cal.CalibrationData, samples: int) -> list[dict[str, np.ndarray]]:
