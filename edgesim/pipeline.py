@@ -296,7 +296,13 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
              eval_data: Any, options: CompileOptions) -> CompileResult:
     """`compile_model` inside its claimed output folder."""
     from edgesim.loading import load_graph, resolve_target
-    from edgesim.quantize import FloatPassRecorder, float_pass, onnxruntime_env, quantize_model
+    from edgesim.quantize import (
+        FloatPassRecorder,
+        fit_batches,
+        float_pass,
+        onnxruntime_env,
+        quantize_model,
+    )
     from edgesim.sparsity import apply_sparsity, expand_bits, sparsity_column, with_sparse_costs
 
     progress = Progress(total=6, quiet=options.quiet)
@@ -328,7 +334,7 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
         # HAWQ's forward passes over the calibration samples can also give the activation
         # ranges and the fidelity reference, which then need no pass of their own
         gptq = options.rounding == "gptq"
-        recorder = (FloatPassRecorder(g, grams=gptq)
+        recorder = (FloatPassRecorder(g, grams=gptq, fit=fit_batches(g, data))
                     if ga is g and options.method == "hawq" else None)
         sens = sensitivity(ga, options.method, inputs, in_labels, options.weight_bits,
                            observe=recorder, analysis_budget_s=options.analysis_budget_s,

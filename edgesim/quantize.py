@@ -250,14 +250,20 @@ def _fitting(forward: Forward, fitting: np.ndarray, fit: RangeCollector) -> Forw
 class FloatPassRecorder:
     """A `float_pass` assembled from forward passes of the float model run for another
     purpose (compile's HAWQ probes run it over the calibration samples anyway): call it with
-    each batch's tensors, in sample order, then take `result`."""
+    each batch's tensors, in sample order, then take `result`. With `fit` (`fit_batches`
+    of the data), the range search's fit part is collected too (`FloatPass.fit_stats`)."""
 
-    def __init__(self, g: Graph, grams: bool = False) -> None:
+    def __init__(self, g: Graph, grams: bool = False, fit: np.ndarray | None = None) -> None:
         self._batch, self._output = cal.batch_size(g), g.outputs[0]
         self._ranges = RangeCollector(calibration_tensors(g), gram_tensors(g) if grams else ())
         self._outputs: list[np.ndarray] = []
+        self._fit_mask = fit
+        self._fit = RangeCollector(calibration_tensors(g))
 
     def __call__(self, env: Mapping[str, np.ndarray]) -> None:
+        if self._fit_mask is not None and self._ranges.samples < len(self._fit_mask) and \
+                self._fit_mask[self._ranges.samples]:
+            self._fit.add(env, 1)  # fit_batches: batches of one sample
         self._ranges.add(env, self._batch)
         self._outputs.append(np.array(env[self._output], np.float32))
 
@@ -266,7 +272,9 @@ class FloatPassRecorder:
         `data`; None if they were not."""
         if self._ranges.samples != data.count:
             return None
-        return FloatPass(self._ranges.result(data.source), np.concatenate(self._outputs))
+        fitted = self._fit_mask is not None and len(self._fit_mask) == data.count
+        return FloatPass(self._ranges.result(data.source), np.concatenate(self._outputs),
+                         self._fit.result() if fitted else None)
 
 
 def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int | None = None,

@@ -4,6 +4,8 @@ interleaved counter rows counts what numpy's histogram counts, for every length'
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -79,3 +81,24 @@ def test_quantize_with_the_collected_fit_part_writes_the_same_file_with_no_pass(
         counts.append(len(passes))
     assert counts == [1, 1]  # the plain path's own pass over the fit part; none in the fast
     assert files[0] == files[1]
+
+
+def test_a_hawq_compile_reuses_its_recorded_passes_and_writes_the_same_model(
+        tmp_path, monkeypatch) -> None:
+    import edgesim.quantize as q
+    from edgesim.pipeline import CompileOptions, compile_model
+
+    g = load_graph("zoo:digits_cnn")
+    data = dict(cal.random_samples(g, 32, seed=7).samples)
+    passes: list[int] = []
+    monkeypatch.setattr(q, "calibrate", lambda *a, **k: passes.append(1) or calibrate(*a, **k))
+    opts = CompileOptions(quiet=True, act_bits=(8,), kernel_check="off")
+    fast = compile_model("zoo:digits_cnn", "rpi5", tmp_path / "fast", calib=data,
+                         options=opts)
+    fast_passes = len(passes)
+    monkeypatch.setattr(q, "fit_batches", lambda g, data: None)  # the path before
+    plain = compile_model("zoo:digits_cnn", "rpi5", tmp_path / "plain", calib=data,
+                          options=opts)
+    assert (fast_passes, len(passes) - fast_passes) == (0, 1)
+    assert fast.avg_weight_bits == plain.avg_weight_bits
+    assert Path(fast.files["model"]).read_bytes() == Path(plain.files["model"]).read_bytes()
