@@ -102,3 +102,24 @@ def test_a_hawq_compile_reuses_its_recorded_passes_and_writes_the_same_model(
     assert (fast_passes, len(passes) - fast_passes) == (0, 1)
     assert fast.avg_weight_bits == plain.avg_weight_bits
     assert Path(fast.files["model"]).read_bytes() == Path(plain.files["model"]).read_bytes()
+
+
+def test_own_layer_sqnr_from_onnxruntime_tensors_matches_the_executor() -> None:
+    import itertools
+
+    from compiler.layer_error import layer_sqnr
+    from compiler.passes.quantize import QuantOptions, quantize
+    from edgesim import assignment
+    from edgesim.quantize import onnxruntime_env
+
+    g = load_graph("zoo:digits_cnn")
+    data = cal.random_samples(g, 2, seed=8)
+    stats = float_pass(g, data, stats=True).stats
+    qg = quantize(g, assignment.resolve(g, 4), stats, QuantOptions())  # W4: real errors
+    batches = list(itertools.islice(cal.batches(g, data), 2))
+    want = layer_sqnr(qg, batches, g)
+    got = layer_sqnr(qg, batches, g, onnxruntime_env(g))
+    assert set(got) == set(want) and len(want) >= 3
+    finite = [k for k in want if np.isfinite(want[k])]
+    assert min(want[k] for k in finite) < 40  # errors a wrong tensor would move
+    np.testing.assert_allclose([got[k] for k in finite], [want[k] for k in finite], atol=0.01)
