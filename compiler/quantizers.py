@@ -428,7 +428,8 @@ def _histogram(x: np.ndarray, nbins: int, inv_width: float) -> np.ndarray:
             hist[r, np.int64(np.floor(np.float64(x[i + r]) * inv_width)) + centre] += 1
     for i in range(n4, x.size):
         hist[0, np.int64(np.floor(np.float64(x[i]) * inv_width)) + centre] += 1
-    return hist.sum(axis=0)
+    counts: np.ndarray = hist.sum(axis=0)
+    return counts
 
 
 def range_stats(x: np.ndarray, nbins: int = NBINS, name: str = "activation") -> RangeStats:
