@@ -197,6 +197,16 @@ def compile_cmd(case: Case, out: Path, args: argparse.Namespace) -> list[str]:
                           if args.analysis_budget else []), "-o", str(out)]
 
 
+def with_phases(run: dict, out: Path) -> dict:
+    """`run` with the compile's per-phase seconds (report.json's `timings_s`), if it wrote
+    one (the phases of one run: read before the next run writes the folder again)."""
+    report = out / "report.json"
+    if not run["ok"] or not report.exists():
+        return run
+    timings = json.loads(report.read_text()).get("timings_s", {})
+    return {**run, "phases_s": {k: round(v, 2) for k, v in timings.items()}}
+
+
 def variants(name: str, case: Case, tmp: Path,
              args: argparse.Namespace) -> dict[str, Callable[[], dict]]:
     """label -> a function that runs the variant once and measures it."""
@@ -204,13 +214,13 @@ def variants(name: str, case: Case, tmp: Path,
     runs: dict[str, Callable[[], dict]] = {
         "ort_static": lambda: measured([py, "-c", ORT_STATIC, str(case.ort_src),
                                         str(out) + ".ort.onnx", str(case.ort_npz)]),
-        "edgesim": lambda: measured(compile_cmd(case, out, args), ROOT)}
+        "edgesim": lambda: with_phases(measured(compile_cmd(case, out, args), ROOT), out)}
     if args.blas1:  # the same compile with OpenBLAS on one thread (shared-machine experiment)
         runs["edgesim_blas1"] = lambda: measured(compile_cmd(case, out, args), ROOT,
                                                  OPENBLAS_NUM_THREADS="1")
     if args.baseline:
-        runs["edgesim_base"] = lambda: measured(compile_cmd(case, out, args),
-                                                Path(args.baseline))
+        runs["edgesim_base"] = lambda: with_phases(
+            measured(compile_cmd(case, out, args), Path(args.baseline)), out)
     if name in args.nbits.split(","):
         q4 = [py, "-m", "edgesim", "quantize", str(case.src), "--bits", "4", "--quiet",
               "--kernel-check", "off", *shape_args(case.args), "-o", str(out) + ".q4.onnx"]
@@ -227,6 +237,13 @@ def _median(runs: list[dict], key: str) -> float:
     return round(statistics.median(r[key] for r in runs), 2)
 
 
+def _phase_medians(runs: list[dict]) -> dict[str, float]:
+    """Median seconds per compile phase over the runs that report it."""
+    names = dict.fromkeys(k for r in runs for k in r.get("phases_s", {}))
+    return {k: round(statistics.median(r["phases_s"][k] for r in runs
+                                       if k in r.get("phases_s", {})), 2) for k in names}
+
+
 def _ratios(summary: dict[str, dict], mine: str, theirs: str) -> dict:
     if mine not in summary or theirs not in summary:
         return {}
@@ -239,6 +256,7 @@ def summarise(name: str, runs: dict[str, list[dict]]) -> dict:
     """Medians per variant and the within-run ratios the goals are stated in."""
     summary = {k: {"seconds": _median(v, "seconds"), "peak_mib": _median(v, "peak_mib"),
                    "ok": all(r["ok"] for r in v), "rounds": [r["seconds"] for r in v],
+                   **({"phases_s": _phase_medians(v)} if "phases_s" in v[0] else {}),
                    **({"stderr": v[-1]["stderr"]} if "stderr" in v[-1] else {})}
                for k, v in runs.items()}
     ratios = {}

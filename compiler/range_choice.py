@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 import numpy as np
@@ -365,20 +365,50 @@ def refine_end_to_end(stats: CalibrationStats, local: Mapping[str, str], quantiz
     Returns:
         (tensor -> method, the number of assignments evaluated).
     """
+    r = refine_bounded(stats, local, quantizer, cases, bits, percentile, max_evaluations,
+                       params, runner, margin, prune)
+    return r.chosen, r.evaluations
+
+
+@dataclass(frozen=True)
+class Refined:
+    """What `refine_bounded` found.
+
+    Attributes:
+        chosen: tensor -> method, the best assignment scored.
+        evaluations: distinct assignments quantised and run.
+        stopped: whether the time bound ended the search with assignments left to score.
+    """
+
+    chosen: dict[str, str]
+    evaluations: int
+    stopped: bool = False
+
+
+def refine_bounded(stats: CalibrationStats, local: Mapping[str, str], quantizer: Quantizer,
+                   cases: Iterable[Case], bits: int = 8, percentile: float = 99.99,
+                   max_evaluations: int = 32, params: Params | None = None,
+                   runner: Runner = fake_quant_runner, margin: float = 0.2,
+                   prune: bool = True, expired: Callable[[], bool] | None = None
+                   ) -> Refined:
+    """`refine_end_to_end` under a time bound: before each assignment after the first (the
+    min/max incumbent, always scored), `expired()` is asked, and once it is true the search
+    stops with the best assignment scored so far (None: no bound, the same search)."""
     params = params or {t: candidate_params(stats, t, bits, percentile) for t in local}
     score = _Scorer(stats, bits, params, quantizer, tuple(cases), runner)
     if not local:
-        return {}, 0
+        return Refined({}, 0)
     starts = list(starting_choices(local).values())
+    trials = [*starts[1:], *({t: m} for t in local for m in CANDIDATES)]
     best, err = starts[0], score(starts[0])
-    for trial in starts[1:]:
+    for k, change in enumerate(trials):
+        if k >= len(starts) - 1 and score.evaluations >= max_evaluations:
+            break
+        if expired is not None and expired():
+            return Refined(best, score.evaluations, True)
+        trial = change if k < len(starts) - 1 else {**best, **change}
         best, err = _try(score, trial, best, err, margin, prune)
-    for t in local:
-        for m in CANDIDATES:
-            if score.evaluations >= max_evaluations:
-                return best, score.evaluations
-            best, err = _try(score, {**best, t: m}, best, err, margin, prune)
-    return best, score.evaluations
+    return Refined(best, score.evaluations)
 
 
 def _try(score: _Scorer, trial: dict[str, str], best: dict[str, str], err: float,
@@ -404,11 +434,29 @@ def choose_end_to_end(g: Graph, stats: CalibrationStats,
     Returns:
         (`stats` carrying the choice at `bits`, the number of assignments run end to end).
     """
+    chosen, refined = choose_bounded(g, stats, batches, cases, quantizer, bits, percentile,
+                                     forward, tensors, max_evaluations, runner, prune, readers)
+    return chosen, refined.evaluations
+
+
+def choose_bounded(g: Graph, stats: CalibrationStats,
+                   batches: Iterable[Mapping[str, np.ndarray]], cases: Iterable[Case],
+                   quantizer: Quantizer, bits: int = 8, percentile: float = 99.99,
+                   forward: Forward | None = None, tensors: Iterable[str] | None = None,
+                   max_evaluations: int = 32, runner: Runner = fake_quant_runner,
+                   prune: bool = True, readers: Runner | None = None,
+                   expired: Callable[[], bool] | None = None
+                   ) -> tuple[CalibrationStats, Refined]:
+    """`choose_end_to_end` with its refinement under a time bound (`refine_bounded`).
+
+    Returns:
+        (`stats` carrying the choice at `bits`, what the refinement found).
+    """
     names = tuple(t for t in (stats.stats if tensors is None else tensors)
                   if t in stats.stats and stats.stats[t].count and t in g.types)
     params = {t: candidate_params(stats, t, bits, percentile) for t in names}
     local = choose_methods(g, stats, batches, bits, percentile, forward, names, params,
                            readers)
-    chosen, evals = refine_end_to_end(stats, local, quantizer, cases, bits, percentile,
-                                      max_evaluations, params, runner, prune=prune)
-    return with_choices(stats, chosen, bits, params), evals
+    refined = refine_bounded(stats, local, quantizer, cases, bits, percentile,
+                             max_evaluations, params, runner, prune=prune, expired=expired)
+    return with_choices(stats, refined.chosen, bits, params), refined

@@ -232,9 +232,14 @@ def batches(g: Graph, data: CalibrationData) -> Iterator[dict[str, np.ndarray]]:
 def split(data: CalibrationData, held: int) -> tuple[CalibrationData, CalibrationData]:
     """(`data` without the held samples, the held samples): `held` samples spread evenly
     over the data set (one data set ordered by class gives every class to both parts)."""
-    every = max(2, data.count // max(1, held))
-    mask = np.zeros(data.count, bool)
-    mask[::every] = True
+    mask = held_mask(data.count, held)
     part = lambda m: CalibrationData({n: x[m] for n, x in data.samples.items()},  # noqa: E731
                                      data.source, data.random)
     return part(~mask), part(mask)
+
+
+def held_mask(count: int, held: int) -> np.ndarray:
+    """Which of `count` samples `split(data, held)` holds out (bool [count])."""
+    mask = np.zeros(count, bool)
+    mask[::max(2, count // max(1, held))] = True
+    return mask

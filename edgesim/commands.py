@@ -350,7 +350,8 @@ def add_compile(sub: argparse._SubParsersAction) -> None:
     cp.add_argument("--analysis-budget", metavar="60s",
                     help="time bound of the HAWQ / LRP analysis (default: "
                     f"{DEFAULT_ANALYSIS_BUDGET_S:g}s; none or 0: until 5%% precision / every "
-                    "calibration sample)")
+                    "calibration sample); half of it also bounds the activation range "
+                    "search")
     cp.add_argument("--act-bits", help="candidate activation bits, e.g. 8,32")
     cp.add_argument("--blocks", help="candidate block sizes of MatMulNBits / blocked "
                     "DequantizeLinear layers, chosen per layer, e.g. 32,64,128 (default: 32)")

@@ -85,6 +85,9 @@ class CompileOptions:
     # HAWQ's / LRP's time bound (None: unbounded)
     analysis_budget_s: float | None = DEFAULT_ANALYSIS_BUDGET_S
     blocks: tuple[int, ...] | None = None  # per-layer block choices of per-block rows
+    # time bound of the end-to-end activation range search (None: RANGE_SHARE of
+    # analysis_budget_s when that is given, else unbounded)
+    range_budget_s: float | None = None
 
 
 def _calibration(g: Graph, calib: Any, calib_random: int | None, name: str = "calibration data"
@@ -242,7 +245,7 @@ def _fidelity(g: Graph, model_path: Path, reference: np.ndarray, data: cal.Calib
     from edgesim.evaluate import accuracy, fidelity_metrics, output_kind, session
 
     (out,) = g.outputs[:1]
-    sess = session(model_path)
+    sess = session(model_path, spin=False)
     got_arr = emitted_output(g, data, lambda feeds: sess.run([out], dict(feeds))[0])
     made = g.producers().get(out)
     n = len(reference)
@@ -294,7 +297,13 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
              eval_data: Any, options: CompileOptions) -> CompileResult:
     """`compile_model` inside its claimed output folder."""
     from edgesim.loading import load_graph, resolve_target
-    from edgesim.quantize import FloatPassRecorder, float_pass, onnxruntime_env, quantize_model
+    from edgesim.quantize import (
+        FloatPassRecorder,
+        fit_batches,
+        float_pass,
+        onnxruntime_env,
+        quantize_model,
+    )
     from edgesim.sparsity import apply_sparsity, expand_bits, sparsity_column, with_sparse_costs
 
     progress = Progress(total=6, quiet=options.quiet)
@@ -326,7 +335,7 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
         # HAWQ's forward passes over the calibration samples can also give the activation
         # ranges and the fidelity reference, which then need no pass of their own
         gptq = options.rounding == "gptq"
-        recorder = (FloatPassRecorder(g, grams=gptq)
+        recorder = (FloatPassRecorder(g, grams=gptq, fit=fit_batches(g, data))
                     if ga is g and options.method == "hawq" else None)
         sens = sensitivity(ga, options.method, inputs, in_labels, options.weight_bits,
                            observe=recorder, analysis_budget_s=options.analysis_budget_s,
@@ -358,17 +367,19 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
             ref = recorder.result(data) if recorder else None
             if ref is None and (acts or gptq or eval_data is None):
                 ref = float_pass(g, data, stats=acts or gptq, grams=gptq)
-            gq, stats = g, ref.stats if ref else None
+            gq, stats = g, ref
             if options.sparsity:  # thresholds on MAC inputs where the target skips zeros
                 gq = apply_sparsity(g, tgt, data.samples, options.sparsity, bits)
                 if (acts or gptq) and gq is not g:
-                    stats = float_pass(gq, data, stats=True, grams=gptq).stats
+                    stats = float_pass(gq, data, stats=True, grams=gptq)
             quant = quantize_model(gq, expand_bits(g, gq, bits), calib=data,  # not loaded again
-                                   out=model_path, stats=stats,
+                                   out=model_path, stats=stats.stats if stats else None,
+                                   fit_stats=stats.fit_stats if stats else None,
                                    options=_with_blocks(_quant_options(options, tgt), g,
                                                         alloc.blocks),
                                    emit_options=_provenance(g, tgt, alloc, options),
-                                   kernel_check=options.kernel_check)
+                                   kernel_check=options.kernel_check,
+                                   range_budget_s=range_budget(options))
         with progress.phase("measuring fidelity in onnxruntime"):
             if eval_data is not None:
                 ref = float_pass(g, held_out[0], stats=False)
@@ -390,6 +401,20 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
             write_reports(result, alloc, stage)
         publish(stage, outdir)
     return replace(result, files={k: str(outdir / Path(v).name) for k, v in result.files.items()})
+
+
+# The range search's bound as a share of the analysis budget, when only that is given: the
+# two data-driven searches then take at most 1.5x the budget together (assumed split: the
+# analysis sets the bits, which matter more than the ranges).
+RANGE_SHARE = 0.5
+
+
+def range_budget(options: CompileOptions) -> float | None:
+    """The end-to-end range search's time bound in seconds (None: unbounded)."""
+    if options.range_budget_s is not None:
+        return options.range_budget_s
+    budget = options.analysis_budget_s
+    return None if budget is None else RANGE_SHARE * budget
 
 
 ACT_TERM_SAMPLES = 16  # calibration samples that measure each choice's own output error

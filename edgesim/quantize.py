@@ -16,6 +16,7 @@ float emission of every kind against the executor).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -26,6 +27,7 @@ from compiler.emit import EmitOptions, emit, write
 from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph
 from compiler.passes.calibrate import (
     CalibrationStats,
+    Forward,
     RangeCollector,
     calibrate,
     calibration_tensors,
@@ -130,6 +132,9 @@ class FloatPass:
 
     stats: CalibrationStats | None  # activation statistics, if they were asked for
     outputs: np.ndarray  # the first graph output, samples stacked along axis 0
+    # the statistics of the samples the range search fits ranges on (`fit_batches`), if
+    # they were collected on the way (then `_chosen_ranges` needs no pass of its own)
+    fit_stats: CalibrationStats | None = None
 
 
 def _onnxruntime_forward(g: Graph, keep: Iterable[str], outputs: list[np.ndarray]) -> Any:
@@ -143,7 +148,7 @@ def _onnxruntime_forward(g: Graph, keep: Iterable[str], outputs: list[np.ndarray
     model = emit(g, check=False)
     names = list(dict.fromkeys([g.outputs[0], *keep]))
     model.graph.output.extend(value_info(t, g.types[t]) for t in names if t not in g.outputs)
-    sess = session(model)
+    sess = session(model, spin=False)
 
     def forward(feeds: Mapping[str, np.ndarray], _: tuple[str, ...]) -> dict[str, np.ndarray]:
         env = dict(zip(names, sess.run(names, dict(feeds))))
@@ -210,22 +215,55 @@ def float_pass(g: Graph, data: cal.CalibrationData, stats: bool,
     gram_names = gram_tensors(g) if stats and grams else ()
     outputs: list[np.ndarray] = []
     forward = _onnxruntime_forward(g, (*keep, *gram_names), outputs)
+    fitting = fit_batches(g, data) if stats else None
+    fit = RangeCollector(keep)
+    if fitting is not None:
+        forward = _fitting(forward, fitting, fit)
     collected = calibrate(g, cal.batches(g, data), tensors=keep, source=data.source,
                           forward=forward, grams=gram_names)
-    return FloatPass(collected if stats else None, np.concatenate(outputs))
+    return FloatPass(collected if stats else None, np.concatenate(outputs),
+                     None if fitting is None else fit.result())
+
+
+def fit_batches(g: Graph, data: cal.CalibrationData) -> np.ndarray | None:
+    """Per batch of `cal.batches(g, data)`, whether `_chosen_ranges` fits ranges on it
+    (its part of `cal.split`); None where those batches are not single samples of `data`
+    or the data is not split."""
+    if cal.batch_size(g) != 1 or data.count < 4:
+        return None
+    return ~cal.held_mask(data.count, E2E_SAMPLES)
+
+
+def _fitting(forward: Forward, fitting: np.ndarray, fit: RangeCollector) -> Forward:
+    """`forward` that also merges the batches `fitting` marks into `fit` (what a calibrate
+    pass over the fit part alone collects: merges are exact and order-free)."""
+    seen = iter(fitting)
+
+    def run(feeds: Mapping[str, np.ndarray], names: tuple[str, ...]) -> Mapping[str, np.ndarray]:
+        env = forward(feeds, names)
+        if next(seen):
+            fit.add(env, 1)
+        return env
+    return run
 
 
 class FloatPassRecorder:
     """A `float_pass` assembled from forward passes of the float model run for another
     purpose (compile's HAWQ probes run it over the calibration samples anyway): call it with
-    each batch's tensors, in sample order, then take `result`."""
+    each batch's tensors, in sample order, then take `result`. With `fit` (`fit_batches`
+    of the data), the range search's fit part is collected too (`FloatPass.fit_stats`)."""
 
-    def __init__(self, g: Graph, grams: bool = False) -> None:
+    def __init__(self, g: Graph, grams: bool = False, fit: np.ndarray | None = None) -> None:
         self._batch, self._output = cal.batch_size(g), g.outputs[0]
         self._ranges = RangeCollector(calibration_tensors(g), gram_tensors(g) if grams else ())
         self._outputs: list[np.ndarray] = []
+        self._fit_mask = fit
+        self._fit = RangeCollector(calibration_tensors(g))
 
     def __call__(self, env: Mapping[str, np.ndarray]) -> None:
+        if self._fit_mask is not None and self._ranges.samples < len(self._fit_mask) and \
+                self._fit_mask[self._ranges.samples]:
+            self._fit.add(env, 1)  # fit_batches: batches of one sample
         self._ranges.add(env, self._batch)
         self._outputs.append(np.array(env[self._output], np.float32))
 
@@ -234,7 +272,9 @@ class FloatPassRecorder:
         `data`; None if they were not."""
         if self._ranges.samples != data.count:
             return None
-        return FloatPass(self._ranges.result(data.source), np.concatenate(self._outputs))
+        fitted = self._fit_mask is not None and len(self._fit_mask) == data.count
+        return FloatPass(self._ranges.result(data.source), np.concatenate(self._outputs),
+                         self._fit.result() if fitted else None)
 
 
 def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int | None = None,
@@ -243,7 +283,9 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
                    emit_options: EmitOptions | None = None,
                    input_shapes: Mapping[str, Sequence[int]] | None = None,
                    stats: CalibrationStats | None = None,
-                   kernel_check: str = "report") -> QuantizeResult:
+                   kernel_check: str = "report",
+                   fit_stats: CalibrationStats | None = None,
+                   range_budget_s: float | None = None) -> QuantizeResult:
     """Quantise a model with a fixed bit assignment and write it for onnxruntime.
 
     Args:
@@ -262,6 +304,9 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
             they are not collected again.
         kernel_check: "fail" (a layer onnxruntime runs with another kernel than planned is an
             error, nothing is written), "report" (record both kernels per layer) or "off".
+        fit_stats: `FloatPass.fit_stats` of the pass that gave `stats`, if it has them.
+        range_budget_s: time bound of the end-to-end range search (None: none); when it
+            stops the search, the result's notes say after how many assignments.
 
     Returns:
         Per-layer decisions, sizes and the calibration used.
@@ -278,16 +323,18 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
     needed = bool((assign[:, 1] < 32).any()) or gptq
     data = _calibration_data(g, calib, calib_random, needed)
     if needed and data and (stats is None or (gptq and not stats.grams)):
-        stats = float_pass(g, data, stats=True, grams=gptq).stats        # ranges (+ X^T X)
+        ref = float_pass(g, data, stats=True, grams=gptq)                 # ranges (+ X^T X)
+        stats, fit_stats = ref.stats, ref.fit_stats
     if isinstance(embedding_bits, str) and embedding_bits != "auto":
         raise UserError("--embedding-bits", f"must be bits or 'auto', got {embedding_bits!r}")
     emb = _auto_embedding_bits(assign, g) if isinstance(embedding_bits, str) else embedding_bits
     opts = replace(options or QuantOptions(), embedding_bits=emb)
-    stats = _chosen_ranges(g, assign, data, stats, opts)                  # method "auto"
+    stats, searched = _chosen_ranges(g, assign, data, stats, opts, fit_stats,  # "auto"
+                                     range_budget_s)
     qg = quantize(g, assign, stats, opts)                                 # annotate + weights
     qg = _bias_corrected(qg, data, opts)                                  # low-bit mean shift
     verify(qg)
-    notes = g.notes + _extreme_layers(qg, data, g)                        # last float use
+    notes = g.notes + searched + _extreme_layers(qg, data, g)             # last float use
     w_elems, fp32_bytes = g.layer_table().w_elems, weight_bytes(g)
     del g  # with `spent_weights` below, the float weights are freed before emission
     qg = spent_weights(qg)
@@ -371,8 +418,9 @@ def _act_tensors(g: Graph, at: np.ndarray) -> tuple[str, ...]:
 
 
 def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | None,
-                   stats: CalibrationStats | None, opts: QuantOptions
-                   ) -> CalibrationStats | None:
+                   stats: CalibrationStats | None, opts: QuantOptions,
+                   fit_stats: CalibrationStats | None = None, budget_s: float | None = None
+                   ) -> tuple[CalibrationStats | None, tuple[str, ...]]:
     """`stats` with a range method chosen per tensor and activation width by measured output
     error (`compiler.range_choice`), when the options ask for "auto".
 
@@ -380,30 +428,50 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
     on the other part: scored on the samples their ranges were fitted to, clipping ranges
     look better than they are (magika W8A8: in-sample the MSE ranges beat min/max 2x in
     output error, on new files they lose 5x). The chosen methods then take their ranges
-    from all the data."""
-    from compiler.range_choice import choose_end_to_end, reference_case, with_choices
+    from all the data. `fit_stats`: the fit part's statistics where the pass that gave
+    `stats` collected them too (`FloatPass.fit_stats`). `budget_s` bounds the end-to-end
+    search's time (all widths together); a note says where it stopped it."""
+    from compiler.range_choice import choose_bounded, reference_case, with_choices
 
     widths = sorted({int(a) for a in assign[:, 1] if a in (4, 8)})
     if opts.act_method != "auto" or stats is None or data is None or not widths:
-        return stats
+        return stats, ()
+    expired = deadline(budget_s)
     size = cal.batch_size(g)
     fit, held = cal.split(data, E2E_SAMPLES) if data.count >= 4 * size else (data, data)
     forward = _onnxruntime_forward(g, tuple(stats.stats), [])
-    fitted = stats if fit is data else calibrate(g, cal.batches(g, fit), tensors=tuple(
-        stats.stats), forward=forward)
+    fitted = (stats if fit is data else fit_stats
+              if fit_stats is not None and set(fit_stats.stats) == set(stats.stats)
+              else calibrate(g, cal.batches(g, fit), tensors=tuple(stats.stats),
+                             forward=forward))
     cases = tuple(reference_case(*run) for run in _held_runs(g, held, E2E_CHUNK))
     # the local choice's reader responses in onnxruntime too (resnet18: 4x fewer seconds
     # than the numpy conv forward)
     readers = _onnxruntime_runner if _float32_only(g) else None
+    notes: list[str] = []
     for bits in widths:
-        fitted, _ = choose_end_to_end(g, fitted, _spread(g, held, CHOICE_SAMPLES), cases,
-                                      lambda s: quantize(g, assign, s, opts), bits,
-                                      opts.percentile, forward,
-                                      _act_tensors(g, assign[:, 1] == bits), E2E_EVALUATIONS,
-                                      _onnxruntime_runner, readers=readers)
+        fitted, refined = choose_bounded(g, fitted, _spread(g, held, CHOICE_SAMPLES), cases,
+                                         lambda s: quantize(g, assign, s, opts), bits,
+                                         opts.percentile, forward,
+                                         _act_tensors(g, assign[:, 1] == bits),
+                                         E2E_EVALUATIONS, _onnxruntime_runner,
+                                         readers=readers, expired=expired)
         stats = with_choices(stats, {t: m for (t, b), m in fitted.chosen.items() if b == bits},
                              bits)
-    return stats
+        if refined.stopped:
+            notes.append(f"range search ({bits}-bit activations): its {budget_s:g} s time "
+                         f"bound stopped it after {refined.evaluations} of at most "
+                         f"{E2E_EVALUATIONS} assignments; the best of those is kept")
+    return stats, tuple(notes)
+
+
+def deadline(seconds: float | None, clock: Callable[[], float] = time.monotonic
+             ) -> Callable[[], bool] | None:
+    """A predicate that turns true `seconds` of `clock` from now (None: no bound)."""
+    if seconds is None:
+        return None
+    end = clock() + seconds
+    return lambda: clock() >= end
 
 
 def _spread(g: Graph, data: cal.CalibrationData, samples: int) -> list[dict[str, np.ndarray]]:
@@ -471,7 +539,7 @@ def _onnxruntime_runner(qg: Graph) -> Any:
     """`compiler.range_choice`'s runner: `qg` emitted and run in onnxruntime, all outputs."""
     from edgesim.evaluate import session
 
-    sess = session(emit(qg, EmitOptions(), check=False))
+    sess = session(emit(qg, EmitOptions(), check=False), spin=False)
     names = [o.name for o in sess.get_outputs()]
     return lambda feeds: dict(zip(names, sess.run(names, dict(feeds))))
 
@@ -486,7 +554,10 @@ def _extreme_layers(qg: Graph, data: cal.CalibrationData | None, g: Graph
 
     if data is None:
         return ()
-    sqnr = layer_sqnr(qg, itertools.islice(cal.batches(qg, data), ERROR_BATCHES), g)
+    # the float tensors from onnxruntime where it stands in for the executor (mobilenet_v2:
+    # 1.6 s of the executor's forward passes)
+    sqnr = layer_sqnr(qg, itertools.islice(cal.batches(qg, data), ERROR_BATCHES), g,
+                      onnxruntime_env(g))
     return tuple(f"layer {name}: its quantisation alone leaves {db:.1f} dB output SQNR "
                  f"(< {CATASTROPHIC_SQNR_DB:g} dB: extreme error; give it more bits)"
                  for name, db in catastrophic(sqnr).items())
