@@ -23,18 +23,14 @@ from compiler.ir import Graph
 from compiler.passes.quantize import QuantOptions
 from compiler.verify import verify
 from edgesim import calibration as cal
-from edgesim.allocation import (
-    DATA_METHODS,
-    allocate,
-    fixed_bits,
-    sensitivity,
-    settled_rule,
-)
+from edgesim.alloc_problem import fixed_bits
+from edgesim.allocation import DATA_METHODS, allocate, sensitivity
 from edgesim.budget import Budget
 from edgesim.errors import UserError
 from edgesim.output import output_folder, publish, staging
 from edgesim.progress import Progress
 from edgesim.report import CompileResult, build_result, write_reports
+from edgesim.settle_rule import settled_rule
 from edgesim.simulation import totals
 from edgesim.tables import EmittedBytes
 from hwmodels import kinds
@@ -496,7 +492,7 @@ def _smooth_alpha(target: Any, options: CompileOptions) -> float | None:
     weight-only plans quantise no activation per tensor, and migration only widens weights."""
     alpha = options.smooth_quant
     if alpha == "auto":
-        from edgesim.allocation import candidate_bits
+        from edgesim.alloc_problem import candidate_bits
 
         choices = candidate_bits(target, options.weight_bits, options.act_bits)
         return AUTO_ALPHA if bool((choices[:, 1] == 8).any()) else None
