@@ -6,7 +6,7 @@ minilm's hidden states) with its curvature (default Gauss-Newton probes, float32
 hessian` for float64 finite-difference HVPs), iterations, final max relative standard error,
 seconds per iteration and the iterations a 5% tolerance would take at the measured variance
 (`iterations * (max_rse / tol)^2`), and LRP (`lrp.sensitivity`, float32). Each method's graph batch
-defaults to the compile pipeline's analysis batch (`edgesim.pipeline.analysis_batch`).
+defaults to the compile pipeline's analysis batch (`edgesim.analysis_inputs.analysis_batch`).
 Calibration data is seeded random (images N(0, 1); token ids uniform, full attention mask):
 timing does not depend on it.
 
@@ -40,7 +40,7 @@ from compiler.ir import Graph
 from compiler.sensitivity import hawq, lrp
 from compiler.sensitivity.loss import objective, value_and_grad
 from edgesim import zoo
-from edgesim.pipeline import analysis_batch
+from edgesim.analysis_inputs import analysis_batch
 
 CNNS = ("mobilenet_v2", "resnet18", "resnet50")
 

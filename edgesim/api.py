@@ -318,8 +318,8 @@ def allocate(model: Any, target: TargetRef = "rpi5", *, method: str = "hawq",
     """
     from edgesim.allocation import DATA_METHODS
     from edgesim.allocation import allocate as solve_allocation
+    from edgesim.analysis_inputs import calibration_inputs
     from edgesim.budget import parse_budget
-    from edgesim.pipeline import calibration_inputs
 
     g = load_graph(model, input_shapes)
     if isinstance(budget, str):

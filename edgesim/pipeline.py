@@ -18,38 +18,32 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from compiler.emit import EmitOptions
-from compiler.errors import ModelError
 from compiler.ir import Graph
 from compiler.passes.quantize import QuantOptions
 from compiler.verify import verify
 from edgesim import calibration as cal
-from edgesim.allocation import (
-    DATA_METHODS,
-    allocate,
-    fixed_bits,
-    sensitivity,
-    settled_rule,
+from edgesim.alloc_problem import fixed_bits
+from edgesim.allocation import DATA_METHODS, allocate, sensitivity
+from edgesim.analysis_inputs import (
+    analysis_graph,
+    analysis_inputs,
+    built_model,
+    calibration_data,
 )
 from edgesim.budget import DEFAULT_ANALYSIS_BUDGET_S, Budget
 from edgesim.errors import UserError
+from edgesim.fidelity import check_fidelity, measure_fidelity
 from edgesim.output import output_folder, publish, staging
 from edgesim.progress import Progress
 from edgesim.report import CompileResult, build_result, write_reports
+from edgesim.settle_rule import settled_rule
 from edgesim.simulation import totals
+from edgesim.smoothing import outlier_channels, smooth_alpha, smoothed
 from edgesim.tables import EmittedBytes
 from hwmodels import kinds
 
 if TYPE_CHECKING:
     from hwmodels.target import Target, TargetRef
-
-DEFAULT_CALIB_SAMPLES = 32
-ANALYSIS_SAMPLES = 32  # calibration samples the sensitivity analysis uses
-# Most samples per executor call in the analysis, per method. HAWQ probes one sample at a time:
-# a Gauss-Newton probe's gradient sums its batch's samples, and their cross terms double its
-# variance already at batch 2 (224x224 resnet50 needs 2 probes at batch 2 for a 5% relative
-# standard error, 1 at batch 1: 19.3 s -> 10.8 s). LRP is deterministic and batches freely.
-ANALYSIS_BATCH = {"hawq": 1, "lrp": 2}
-ANALYSIS_MEMORY = 256e6  # bytes of float32 activations one analysis batch may keep
 
 
 @dataclass(frozen=True)
@@ -90,37 +84,6 @@ class CompileOptions:
     range_budget_s: float | None = None
 
 
-def _calibration(g: Graph, calib: Any, calib_random: int | None, name: str = "calibration data"
-                 ) -> tuple[cal.CalibrationData, np.ndarray | None]:
-    """Samples (and labels) from a .npz path, an in-memory mapping, or random samples."""
-    if calib is not None and calib_random is not None:
-        raise UserError("--calib", "give a calibration file or --calib-random, not both")
-    if calib is None:
-        return cal.random_samples(g, calib_random or DEFAULT_CALIB_SAMPLES), None
-    if isinstance(calib, Mapping):
-        arrays = dict(calib)
-        labels = arrays.pop(cal.LABELS_KEY, None)
-        return cal.from_arrays(g, arrays, name, labels)
-    return cal.read_labelled(g, calib)
-
-
-def calibration_inputs(g: Graph, calib: Any, calib_random: int | None
-                       ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """The analysis samples `compile` would use (for `edgesim.allocate`)."""
-    data, labels = _calibration(g, calib, calib_random)
-    return _analysis_inputs(data, labels, g)
-
-
-def _built(model: Any) -> Any:
-    """`zoo:NAME` built into its ModelProto, anything else as given: the analysis lowers the
-    model a second time (at its batch size), and building a zoo model costs ~0.4 s."""
-    from edgesim.loading import ZOO_PREFIX, zoo_model
-
-    if isinstance(model, str) and model.startswith(ZOO_PREFIX):
-        return zoo_model(model[len(ZOO_PREFIX):])
-    return model
-
-
 def _settled(g: Graph, ga: Graph, target: Target, options: CompileOptions,
              emitted: EmittedBytes) -> Any:
     """HAWQ's stopping rule for this compile's allocation (None for the other methods)."""
@@ -129,40 +92,6 @@ def _settled(g: Graph, ga: Graph, target: Target, options: CompileOptions,
     return settled_rule(g, ga, target, budget=options.budget, weight_bits=options.weight_bits,
                         act_bits=options.act_bits, metric=options.metric,
                         threads=options.threads, runtime=options.runtime, emitted=emitted)
-
-
-def _analysis_graph(model: Any, g: Graph, count: int, method: str,
-                    input_shapes: Mapping[str, Sequence[int]] | None,
-                    **load_options: Any) -> Graph:
-    """`g` at `method`'s analysis batch size (one executor call per batch)."""
-    from edgesim.loading import load_graph
-
-    size = analysis_batch(g, count, method)
-    if isinstance(model, Graph) or size <= 1 or input_shapes:
-        return g
-    try:
-        return load_graph(model, {n: cal.batched_shape(g, n, size) for n in g.inputs},
-                          **load_options)
-    except ModelError:  # a Reshape with the batch size baked in: analyse at batch 1
-        return g
-
-
-def analysis_batch(g: Graph, count: int, method: str) -> int:
-    """Samples per analysis batch: at most ANALYSIS_BATCH[method], and no more than keep
-    ANALYSIS_MEMORY bytes of float32 activations (the reverse pass holds every tensor of its
-    batch; 224x224 mobilenet_v2 has 53 MB per sample, resnet50 106 MB)."""
-    per_sample = 4.0 * float(g.layer_table().a_out_elems.sum()) / max(1, cal.batch_size(g))
-    return max(1, min(count, ANALYSIS_BATCH[method],
-                      int(ANALYSIS_MEMORY // max(per_sample, 1.0))))
-
-
-def _analysis_inputs(data: cal.CalibrationData, labels: np.ndarray | None, ga: Graph
-                     ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """The first whole analysis batches of the samples (at most ANALYSIS_SAMPLES)."""
-    batch = cal.batch_size(ga)
-    n = max(batch, min(data.count, ANALYSIS_SAMPLES) // batch * batch)
-    return ({k: cal.model_layout(ga, k, v[:n]) for k, v in data.samples.items()},
-            None if labels is None else labels[:n])
 
 
 def _check_memory(g: Graph, bits: np.ndarray, target: Target, which: str,
@@ -235,43 +164,6 @@ def _smallest(g: Graph, target: Target, weight_bits: Sequence[int]) -> np.ndarra
     return bits
 
 
-def _fidelity(g: Graph, model_path: Path, reference: np.ndarray, data: cal.CalibrationData,
-              labels: np.ndarray | None, metric: Any = None) -> dict[str, Any]:
-    """Emitted model (run in onnxruntime) against the float model's first output `reference`
-    over `data` (`float_pass`, or HAWQ's recorded forward passes), at the deployment batch
-    size (several batches per run where the model allows: `emitted_output`), by the metrics
-    that fit that output (`evaluate.output_kind`) or the user's
-    `metric(reference, test) -> float`."""
-    from edgesim.evaluate import accuracy, fidelity_metrics, output_kind, session
-
-    (out,) = g.outputs[:1]
-    sess = session(model_path, spin=False)
-    got_arr = emitted_output(g, data, lambda feeds: sess.run([out], dict(feeds))[0])
-    made = g.producers().get(out)
-    n = len(reference)
-    kind = output_kind(reference, made.kind if made else "", labels is not None)
-    scored = fidelity_metrics(reference, got_arr, kind,
-                              None if labels is None else labels[:n], metric)
-    fp32_acc = (accuracy(reference.reshape(n, -1), labels[:n])
-                if labels is not None and kind == "class_scores" else None)
-    return {"samples": n, "data": data.source, "output": out, **scored,
-            "fp32_accuracy": fp32_acc}
-
-
-FIDELITY_CHUNK = 32  # samples per onnxruntime run of the fidelity check (bounds its memory)
-
-
-def emitted_output(g: Graph, data: cal.CalibrationData, run: Any) -> np.ndarray:
-    """`run(feeds)` (one output of the emitted model) over `data`, concatenated along axis 0
-    as if run batch by batch at the graph's batch size, `FIDELITY_CHUNK` samples a run where
-    the model takes them (`quantize.run_chunks`; an int8 resnet18 ran 64 samples 1.1x faster
-    in two chunks than one by one)."""
-    from edgesim.quantize import run_chunks
-
-    return np.concatenate([np.asarray(out) for _, out in run_chunks(g, data, run,
-                                                                    FIDELITY_CHUNK)])
-
-
 def compile_model(model: Any, target: TargetRef, outdir: str | os.PathLike, *, calib: Any = None,
                   calib_random: int | None = None, eval_data: Any = None,
                   options: CompileOptions = CompileOptions()) -> CompileResult:
@@ -308,30 +200,30 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
 
     progress = Progress(total=6, quiet=options.quiet)
     with progress.phase("loading model and target"):
-        source = _built(model)
+        source = built_model(model)
         g = load_graph(source, options.input_shapes, **_load_options(options))  # ONNX -> IR
         if options.verify:
             verify(g)                                                      # --debug
         tgt = resolve_target(target)                                       # YAML -> target
-        data, labels = _calibration(g, calib, calib_random)               # validated samples
-        held_out = (data, labels) if eval_data is None else _calibration(
+        data, labels = calibration_data(g, calib, calib_random)            # validated samples
+        held_out = (data, labels) if eval_data is None else calibration_data(
             g, eval_data, None, "held-out data")
         _check_memory(g, _smallest(g, tgt, options.weight_bits), tgt,
                       f"even with every weight at {min(options.weight_bits)} bits", False)
-        alpha = _smooth_alpha(tgt, options)
-        absmax = _outlier_channels(g, data, tgt, options)
-        g = _smoothed(g, absmax, alpha)                                   # SmoothQuant
+        alpha = smooth_alpha(tgt, options)
+        absmax = outlier_channels(g, data, tgt, options)
+        g = smoothed(g, absmax, alpha)                                    # SmoothQuant
     given, given_blocks = ((None, None) if options.assignment is None
                            else read_assignment(g, options.assignment))
     if given is not None:  # a given plan needs no data-driven analysis: proxy sensitivities
         options = replace(options, method="proxy")
     emitted: EmittedBytes = {}  # plans emitted for their size: the settle rule's, allocate's
     with progress.phase(f"sensitivity ({options.method})"):
-        ga = (_analysis_graph(source, g, data.count, options.method, options.input_shapes,
-                              **_load_options(options))
+        ga = (analysis_graph(source, g, data.count, options.method, options.input_shapes,
+                             **_load_options(options))
               if options.method in DATA_METHODS else g)
-        ga = ga if ga is g else _smoothed(ga, absmax, alpha)
-        inputs, in_labels = _analysis_inputs(data, labels, ga)
+        ga = ga if ga is g else smoothed(ga, absmax, alpha)
+        inputs, in_labels = analysis_inputs(data, labels, ga)
         # HAWQ's forward passes over the calibration samples can also give the activation
         # ranges and the fidelity reference, which then need no pass of their own
         gptq = options.rounding == "gptq"
@@ -384,9 +276,9 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
             if eval_data is not None:
                 ref = float_pass(g, held_out[0], stats=False)
             assert ref is not None  # the float pass above ran (no recorder, or eval data)
-            fidelity = _fidelity(gq, model_path, ref.outputs, *held_out,
-                                 options.fidelity_metric)
-            _check_fidelity(fidelity, options.min_fidelity)
+            fidelity = measure_fidelity(gq, model_path, ref.outputs, *held_out,
+                                        options.fidelity_metric)
+            check_fidelity(fidelity, options.min_fidelity)
         with progress.phase("writing reports"):
             baseline = _baseline(g, tgt, options)
             result = build_result(replace(g, notes=gq.notes), tgt, alloc, quant, fidelity,
@@ -481,87 +373,12 @@ def _uniform_allocation(g: Graph, target: Target, sens: Any, options: CompileOpt
                     f"{budget}; try a larger budget or --method hawq")
 
 
-# A plan whose emitted model agrees with fp32 on fewer than this share of samples' top-1 class
-# has collapsed, whatever the flags: the report says so loudly.
-COLLAPSED_AGREEMENT = 0.5
-
-
-def fidelity_score(fidelity: Mapping[str, Any]) -> tuple[str, float]:
-    """The figure --min-fidelity compares: the primary metric that fits the output
-    (`evaluate.fidelity_metrics`: top-1 agreement for class scores, label agreement for
-    labels, cosine otherwise, or the user's metric)."""
-    name = str(fidelity.get("metric", "cosine"))
-    return name.replace("top1_agreement", "top-1 agreement").replace("_", " "), float(
-        fidelity.get("value", fidelity.get("cosine")))
-
-
-def _check_fidelity(fidelity: Mapping[str, Any], minimum: float | None) -> None:
-    if minimum is None:
-        return
-    name, value = fidelity_score(fidelity)
-    if not value >= minimum:  # NaN fails too
-        raise UserError("--min-fidelity", f"the emitted model's {name} with fp32 is "
-                        f"{value:.4f} < {minimum}; nothing written (try more bits: a larger "
-                        "--budget or --weight-bits without the smallest widths)")
-
-
 def _baseline(g: Graph, target: Target, options: CompileOptions) -> Any:
     """Float32 totals on the target (layers it cannot run in float take their fallbacks)."""
     from edgesim.simulation import runnable
 
     fp32 = np.full((len(g.layers), 2), 32, dtype=np.int64)
     return totals(runnable(g, fp32, target, options.threads, options.runtime)[1])
-
-
-AUTO_ALPHA = 0.5  # SmoothQuant's default strength (Xiao et al. 2023, sec. 4)
-
-
-def _smooth_alpha(target: Any, options: CompileOptions) -> float | None:
-    """The migration strength this compile uses (None: no SmoothQuant). "auto" migrates only
-    where per-tensor static activations may be chosen (8-bit activations on some layer):
-    weight-only plans quantise no activation per tensor, and migration only widens weights."""
-    alpha = options.smooth_quant
-    if alpha == "auto":
-        from edgesim.allocation import candidate_bits
-
-        choices = candidate_bits(target, options.weight_bits, options.act_bits)
-        return AUTO_ALPHA if bool((choices[:, 1] == 8).any()) else None
-    if alpha is None or isinstance(alpha, str):
-        if alpha not in (None, "off"):
-            raise UserError("--smooth-quant", f"expected a number, auto or off, got {alpha!r}")
-        return None
-    if not 0.0 <= alpha <= 1.0:
-        raise UserError("--smooth-quant", f"alpha must be in [0, 1], got {alpha}")
-    return float(alpha)
-
-
-def _outlier_channels(g: Graph, data: cal.CalibrationData, target: Any,
-                      options: CompileOptions) -> dict[str, np.ndarray]:
-    """Per-channel max|x| at SmoothQuant's sites over (at most ANALYSIS_SAMPLES of) the
-    calibration samples (with "auto", only the sites with outlier channels); empty when
-    SmoothQuant is off or the model has no site."""
-    import itertools
-
-    from compiler.passes.smooth_quant import channel_absmax, outlier_sites, sites
-
-    if _smooth_alpha(target, options) is None or not sites(g):
-        return {}
-    from edgesim.quantize import onnxruntime_env
-
-    limit = max(1, ANALYSIS_SAMPLES // cal.batch_size(g))
-    outs = [g.layer(name).outputs[0] for name in sites(g)]
-    absmax = channel_absmax(g, itertools.islice(cal.batches(g, data), limit),
-                            onnxruntime_env(g, outs))  # onnxruntime: ~10x the executor
-    return outlier_sites(absmax) if options.smooth_quant == "auto" else absmax
-
-
-def _smoothed(g: Graph, absmax: Mapping[str, np.ndarray], alpha: float | None) -> Graph:
-    from compiler.passes.smooth_quant import smooth
-
-    if not absmax or alpha is None:
-        return g
-    note = f"SmoothQuant (alpha {alpha}) at {len(absmax)} norm layers"
-    return replace(smooth(g, absmax, alpha), notes=g.notes + (note,))
 
 
 def _quant_options(options: CompileOptions, target: Target) -> QuantOptions:

@@ -252,7 +252,7 @@ def _summary(r: CompileResult) -> list[str]:
 
 def collapse_warning(fidelity: dict[str, Any]) -> list[str]:
     """A loud line when the emitted model no longer agrees with fp32 (see --min-fidelity)."""
-    from edgesim.pipeline import COLLAPSED_AGREEMENT, fidelity_score
+    from edgesim.fidelity import COLLAPSED_AGREEMENT, fidelity_score
 
     name, value = fidelity_score(fidelity)
     if name not in ("top-1 agreement", "label agreement") or value >= COLLAPSED_AGREEMENT:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from compiler.ir import Graph, LayerTable
-from edgesim.allocation import knapsack_budget, metric_cost, rest_bits, user_units
+from edgesim.alloc_problem import knapsack_budget, metric_cost, rest_bits, user_units
 from edgesim.sweep.kinds import hooks
 from edgesim.sweep.points import Point, enumerate_points, fingerprint
 from edgesim.sweep.space import Allocate, FixedBits, Space

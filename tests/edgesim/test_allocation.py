@@ -13,9 +13,10 @@ import pytest
 import edgesim
 from compiler.frontend import load
 from edgesim import allocation, api, zoo
-from edgesim.allocation import settled_rule, with_point
+from edgesim.alloc_solve import with_point
 from edgesim.budget import parse_budget
 from edgesim.errors import UserError
+from edgesim.settle_rule import settled_rule
 from edgesim.simulation import simulate_graph
 
 

@@ -24,7 +24,8 @@ from compiler.sensitivity.act_term import with_act_term
 from compiler.sensitivity.proxy import sensitivity as proxy_sensitivity
 from edgesim import api
 from edgesim import calibration as cal
-from edgesim.allocation import allocate, candidate_bits, choice_errors
+from edgesim.alloc_problem import candidate_bits
+from edgesim.allocation import allocate, choice_errors
 from edgesim.budget import Budget
 from edgesim.quantize import float_pass
 from edgesim.simulation import simulate_graph

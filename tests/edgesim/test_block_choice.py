@@ -173,7 +173,7 @@ def test_activation_term_is_the_same_at_every_block_of_a_pair() -> None:
     a pair gets that pair's activation term, computed at its first block (closed form of
     `with_act_term`: rate * (e[w, a] - e[w, float]))."""
     from compiler.sensitivity.act_term import with_act_term
-    from edgesim.allocation import _with_act
+    from edgesim.alloc_problem import _with_act
 
     choices = np.array([(32, 32, 32), (4, 32, 32), (4, 32, 64), (4, 8, 32), (4, 8, 64)])
     omega = np.array([[0.0, 2.0, 3.0, 2.0, 3.0], [0.0, 1.0, 1.5, 1.0, 1.5]])

@@ -216,21 +216,22 @@ def test_analysis_batch_keeps_activations_within_the_memory_bound(monkeypatch) -
     from; a tiny model is capped by ANALYSIS_BATCH instead."""
     from compiler.executor import run
     from compiler.frontend import load
-    from edgesim import pipeline
+    from edgesim import analysis_inputs
 
-    monkeypatch.setitem(pipeline.ANALYSIS_BATCH, "lrp", 8)  # so that the memory bound binds
+    monkeypatch.setitem(analysis_inputs.ANALYSIS_BATCH, "lrp", 8)  # so that the memory bound binds
     g = load(zoo.build("mobilenet_v2", resolution=224), {"input": (1, 3, 224, 224)})
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
     kept = sum(v.nbytes for k, v in run(g, {"input": x}, keep=True).items()
                if k not in g.weights)
-    batch = pipeline.analysis_batch(g, 32, "lrp")
+    batch = analysis_inputs.analysis_batch(g, 32, "lrp")
     assert 1 < batch < 8
-    assert batch * kept <= 1.05 * pipeline.ANALYSIS_MEMORY
-    assert (batch + 1) * kept > pipeline.ANALYSIS_MEMORY  # and no smaller than it needs be
+    assert batch * kept <= 1.05 * analysis_inputs.ANALYSIS_MEMORY
+    assert (batch + 1) * kept > analysis_inputs.ANALYSIS_MEMORY  # and no smaller than it needs be
     digits = load(zoo.build("digits_cnn"), {"input": (1, 1, 8, 8)})
-    assert pipeline.analysis_batch(digits, 32, "lrp") == 8
-    assert pipeline.analysis_batch(digits, 3, "lrp") == 3
-    assert pipeline.analysis_batch(digits, 32, "hawq") == pipeline.ANALYSIS_BATCH["hawq"]
+    assert analysis_inputs.analysis_batch(digits, 32, "lrp") == 8
+    assert analysis_inputs.analysis_batch(digits, 3, "lrp") == 3
+    assert (analysis_inputs.analysis_batch(digits, 32, "hawq")
+            == analysis_inputs.ANALYSIS_BATCH["hawq"])
 
 
 @pytest.mark.ort

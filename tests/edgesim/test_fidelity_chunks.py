@@ -1,5 +1,5 @@
 """The compile's fidelity check runs the emitted model several batches at a time only where
-that gives what batch-by-batch runs give (`pipeline.emitted_output`)."""
+that gives what batch-by-batch runs give (`fidelity.emitted_output`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from compiler.frontend import load
 from edgesim import calibration as cal
 from edgesim import zoo
 from edgesim.evaluate import run_batches, session
-from edgesim.pipeline import FIDELITY_CHUNK, emitted_output
+from edgesim.fidelity import FIDELITY_CHUNK, emitted_output
 
 
 @pytest.fixture(scope="module")

@@ -101,10 +101,10 @@ def test_a_hawq_compile_emits_each_plan_once(tmp_path: Path, monkeypatch) -> Non
     import collections
 
     import edgesim
-    from edgesim import allocation, tables
+    from edgesim import settle_rule, tables
 
     emitted: collections.Counter = collections.Counter()
-    real_bytes, real_settle = tables.plan_file_bytes, allocation._settle_problem
+    real_bytes, real_settle = tables.plan_file_bytes, settle_rule._settle_problem
     settles = []
 
     def counting(g, bits, width, blocks=None):  # noqa: ANN001, ANN202
@@ -116,7 +116,7 @@ def test_a_hawq_compile_emits_each_plan_once(tmp_path: Path, monkeypatch) -> Non
         return real_settle(*args, **kwargs)
 
     monkeypatch.setattr(tables, "plan_file_bytes", counting)
-    monkeypatch.setattr(allocation, "_settle_problem", settle)
+    monkeypatch.setattr(settle_rule, "_settle_problem", settle)
     r = edgesim.compile("zoo:digits_cnn", "rpi5", outdir=tmp_path / "out", calib_random=16,
                         method="hawq", budget="size=22000B", quiet=True)
     assert settles == [1]  # the settle rule priced the plans too

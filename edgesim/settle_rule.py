@@ -1,0 +1,117 @@
+"""HAWQ's settle rule in allocation terms (`settled_rule`): a weight's trace is settled once no
+value within its confidence interval changes the allocation it feeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from compiler.ir import Graph
+from edgesim.alloc_problem import (
+    build_problem,
+    candidate_choices,
+    candidate_omega,
+    candidate_weight_bits,
+)
+from edgesim.alloc_solve import solve_problem
+from edgesim.budget import Budget
+from edgesim.errors import UserError
+from edgesim.tables import EmittedBytes
+from hwmodels.target import Target
+
+SETTLE_Z = 2.0  # a trace is settled if its bits stay put anywhere within +-2 standard errors
+# An interval reaching 0 is tested at this fraction of the estimate: at exactly 0 every bit
+# choice of the layer ties, and a tie is broken arbitrarily
+LOW_END = 1e-3
+
+
+def settled_rule(g: Graph, ga: Graph, target: Target, *, budget: Budget | None = None,
+                 weight_bits: Sequence[int] | None = None,
+                 act_bits: Sequence[int] | None = None, metric: str = "latency",
+                 threads: int | None = None, runtime: str = "onnxruntime",
+                 z: float = SETTLE_Z, emitted: EmittedBytes | None = None
+                 ) -> Callable[[Any, np.ndarray], np.ndarray]:
+    """HAWQ's stopping rule in allocation terms: (trace estimate, bool per weight tensor to
+    test) -> bool per weight tensor, True where no value of that tensor's trace within `z`
+    standard errors of the estimate changes the allocation (`allocate`'s exact answer for
+    this budget, or the knee), and for every tensor not tested. A tensor's interval reaching
+    0 is tested at `LOW_END` times the estimate instead.
+
+    Args:
+        g: the model to deploy; ga: the graph the analysis runs on (same weights).
+        target, budget, weight_bits, act_bits, metric, threads, runtime: as `allocate`.
+        z: the half-width of the interval, in standard errors.
+        emitted: the compile's emitted plans (`edgesim.tables.emitted_file_bytes`), shared
+            with its `allocate` call, so a size budget's uniform plans are emitted once.
+    """
+    built: list[tuple] = []  # built on first use: an analysis that meets tol never needs it
+    bits = candidate_weight_bits(weight_bits)
+
+    def rule(est: Any, test: np.ndarray | None = None) -> np.ndarray:
+        if not built:
+            built.append(_settle_problem(g, ga, target, budget, bits, act_bits, metric,
+                                         threads, runtime, emitted))
+        choice, sizes, index = built[0]
+        score, half = est.trace[index] / sizes, est.rse[index] * z
+        if test is not None:  # a layer not tested is settled: interval of width 0
+            half = np.where(test[index], half, 0.0)
+        try:
+            return _settled_weights(choice, score, half, index, len(est.trace))
+        except UserError:  # an infeasible budget: the allocation will say so
+            return np.zeros(len(est.trace), dtype=bool)
+    return rule
+
+
+def _settle_problem(g: Graph, ga: Graph, target: Target, budget: Budget | None,
+                    weight_bits: Sequence[int], act_bits: Sequence[int] | None, metric: str,
+                    threads: int | None, runtime: str, emitted: EmittedBytes | None = None
+                    ) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray, np.ndarray]:
+    """(per-layer trace per weight -> chosen column per layer, n_l, weight index per layer)."""
+    from compiler.sensitivity import Sensitivity
+    from compiler.sensitivity.hawq import unique_weights
+    from compiler.sensitivity.proxy import (
+        bit_choices,
+        check_quantisable,
+        quant_errors,
+        weight_name,
+        weight_sizes,
+    )
+
+    layers, bits = check_quantisable(ga), bit_choices(weight_bits)
+    choices = candidate_choices(target, weight_bits, act_bits)
+    blank = Sensitivity(tuple(layer.name for layer in layers), bits,
+                        np.zeros((len(layers), len(bits))), np.zeros(len(layers)), "hawq")
+    # probes steer by the estimate (no file_of); its uniform plans' bytes stay in `emitted`
+    p = replace(build_problem(g, blank, choices, target, budget.metric if budget else metric,
+                         threads, runtime, emitted=emitted), file_of=None)
+    w_elems_q = float(g.layer_table().w_elems[p.rows].sum())
+    qerr = quant_errors(ga, layers, bits)
+    weights = unique_weights(layers)
+
+    def choice(score: np.ndarray) -> np.ndarray:
+        sens = replace(blank, omega=np.maximum(score, 0.0)[:, None] * qerr)
+        return solve_problem(replace(p, omega=candidate_omega(sens, choices)), budget,
+                             w_elems_q)[0].choice
+    return (choice, weight_sizes(ga, layers),
+            np.array([weights.index(weight_name(layer)) for layer in layers]))
+
+
+def _settled_weights(choice: Callable[[np.ndarray], np.ndarray], score: np.ndarray,
+                     half: np.ndarray, index: np.ndarray, count: int) -> np.ndarray:
+    """Per weight: every layer reading it keeps the whole assignment at both interval ends."""
+    base = choice(score)
+    ok = np.isfinite(half)
+    for i in np.flatnonzero(ok & (half > 0)):
+        for f in (max(1.0 - half[i], LOW_END), 1.0 + half[i]):
+            moved = score.copy()
+            moved[i] *= f
+            if not np.array_equal(choice(moved), base):
+                ok[i] = False
+                break
+    out = np.ones(count, dtype=bool)
+    np.logical_and.at(out, index, ok)
+    return out
