@@ -244,13 +244,33 @@ def allocate(g: Graph, target: Target, *, method: str = "hawq", budget: Budget |
     notes = ((f"{sens.method}: {', '.join(sens.notes)}",) if sens.notes else ()) + (
         () if budget else (f"no budget given: chose the knee of the {metric}-sensitivity "
                            "front",)) + container_note(bits, target, runtime) + (
-        (BLOCK_NOTE,) if blocks is not None else ())
+        (BLOCK_NOTE,) if blocks is not None else ()) + plan_gap_note(
+        metric, cost, best.total_cost + p.fixed)
     return AllocationResult(bits, metric, None if budget is None else budget.value,
                             best.total_cost + p.fixed, best.total_sens, front_arr, chosen,
                             marks, sens, cost, notes,
                             *((None, None) if blocks is None else (
                                 _layer_blocks(p, choices, best.choice, len(g.layers)),
                                 p.omega[np.arange(len(best.choice)), best.choice])))
+
+
+PLAN_GAP_NOTE = "off its front point"
+
+
+def plan_gap_note(metric: str, cost: Cost, estimate: float) -> tuple[str, ...]:
+    """A note when the chosen plan's own latency or energy (`cost`, each layer with the plan's
+    neighbours) differs from the front's estimate, which costs each layer with its neighbours
+    at the same choice: onnxruntime's int8 chains (`hwmodels.ort_int8`) depend on them."""
+    if metric not in ("latency", "energy"):
+        return ()
+    total = cost.total()
+    exact = float((total.latency_s if metric == "latency" else total.energy_pj)[0])
+    gap = exact / estimate - 1.0 if estimate else 0.0
+    if abs(gap) < 1e-9:
+        return ()
+    return (f"the plan's {metric} is {gap:+.3%} {PLAN_GAP_NOTE}: the front costs each layer "
+            "with its neighbours at the same choice, the result with the plan's own "
+            "neighbours (onnxruntime's int8 chains)",)
 
 
 BLOCK_NOTE = ("blocks are a per-layer choice: sizes count each layer's block exactly; latency "

@@ -147,11 +147,19 @@ def predicted_wall_s(t: Timings, workers: int, cores: int) -> float:
     return first + t.work_s / min(workers, max(1, cores))
 
 
+# a pool must save more predicted wall time than this: two batches' fixed cost (~10 ms each,
+# bench_sweep), which the prediction leaves out; below it a pool only adds processes
+POOL_GAIN_S = 0.02
+
+
 def best_workers(t: Timings, cores: int, most: int | None = None) -> int:
     """The number of pool workers (0: this process) with the shortest predicted wall time, the
-    fewest processes on a tie; up to `most` workers (default: `cores`)."""
+    fewest processes on a tie; up to `most` workers (default: `cores`). A pool is chosen only
+    when it saves more than `POOL_GAIN_S`."""
     options = range(0, max(1, most or cores) + 1)
-    return min(options, key=lambda n: (round(predicted_wall_s(t, n, cores), 9), n))
+    best = min(options, key=lambda n: (round(predicted_wall_s(t, n, cores), 9), n))
+    saved = predicted_wall_s(t, 0, cores) - predicted_wall_s(t, best, cores)
+    return best if saved > POOL_GAIN_S else 0
 
 
 def idle_cores() -> int:
@@ -186,7 +194,8 @@ def _local(space: Space, workers: int | None) -> InlineExecutor | LocalExecutor:
     return InlineExecutor() if count == 0 else LocalExecutor(count)
 
 
-__all__ = ["WORKER_START_S", "DaskExecutor", "InlineExecutor", "LocalExecutor", "Point", "Space",
+__all__ = ["POOL_GAIN_S", "WORKER_START_S", "DaskExecutor", "InlineExecutor", "LocalExecutor",
+           "Point", "Space",
            "SweepSummary", "Timings", "auto_workers", "best_workers", "enumerate_points",
            "idle_cores", "load_space", "point_count", "predicted_timings", "predicted_wall_s",
            "predicted_work_s", "run_sweep", "runs_inline", "sweep"]

@@ -4,6 +4,7 @@ the shipped example for a Raspberry Pi 5 and 4, a Cortex-M7 and a sparse MAC arr
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from edgesim import zoo
+from edgesim.allocation import PLAN_GAP_NOTE
 from tests.edgesim.test_cli import _one_line_error, edgesim
 
 # target, method, budget (None: knee), how to read the budget back from report.json
@@ -75,7 +77,11 @@ def _check_front(report: dict, budget: str | None) -> None:
     assert all(a > b for a, b in zip(sens, sens[1:])), "front must be strictly non-dominated"
     assert chosen["sensitivity"] == pytest.approx(report["sensitivity"], rel=1e-6)
     value = _metric_value(report)
-    if value is not None:
+    gap = [n for n in report["notes"] if PLAN_GAP_NOTE in n]
+    if value is not None and gap:  # the note names the result's offset from its front point
+        stated = float(re.search(r"is ([+-][0-9.]+)%", gap[0]).group(1)) / 100
+        assert value / chosen[key] - 1 == pytest.approx(stated, abs=1e-5)
+    elif value is not None:
         assert chosen[key] == pytest.approx(value, rel=1e-6)
     if budget == "bits=6":
         assert report["avg_weight_bits"] <= 6 + 1e-9

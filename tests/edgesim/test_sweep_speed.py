@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from edgesim.sweep import (
+    POOL_GAIN_S,
     Timings,
     best_workers,
     point_count,
@@ -102,6 +103,13 @@ def test_the_fastest_number_of_workers_is_chosen(timings, cores, best) -> None:
     # the choice is the minimum of the predictions (the rule, not only the cases above)
     times = [predicted_wall_s(timings, n, cores) for n in range(cores + 1)]
     assert times[best] == pytest.approx(min(times))
+
+
+def test_a_pool_that_saves_less_than_its_batches_fixed_cost_is_not_started() -> None:
+    tiny = Timings(4.2, 84 * 2 * 1e-4)  # cpu-whatif: 84 points x 2 models
+    saved = predicted_wall_s(tiny, 0, 2) - predicted_wall_s(tiny, 2, 2)
+    assert 0 < saved < POOL_GAIN_S  # 2 workers are predicted 8 ms faster ...
+    assert best_workers(tiny, 2) == 0  # ... which two batches' fixed cost would eat
 
 
 def test_shipped_macarray_space_takes_two_workers_on_two_idle_cores(monkeypatch) -> None:
