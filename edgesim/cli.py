@@ -113,6 +113,10 @@ def _is_project_error(e: BaseException) -> bool:
 COST_COMMANDS = frozenset({"simulate", "compile", "allocate", "sweep", "validate", "pareto"})
 
 
+# printed before the command runs, so it can precede a bad-input error line
+COMPILE_NOTICE = "edgesim: compiling cost kernels (first run only)..."
+
+
 def announce_compile(args: argparse.Namespace) -> None:
     """Say once, on stderr, that numba is about to compile the cost kernels (cold cache)."""
     if args.command not in COST_COMMANDS or args.quiet:
@@ -120,8 +124,7 @@ def announce_compile(args: argparse.Namespace) -> None:
     from hwmodels.kernels.cache_state import cold_modules
 
     if cold_modules():
-        print("edgesim: compiling cost kernels (first run only)...", file=sys.stderr,
-              flush=True)
+        print(COMPILE_NOTICE, file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
