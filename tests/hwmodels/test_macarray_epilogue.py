@@ -14,12 +14,15 @@ from onnx import TensorProto, helper, numpy_helper
 from compiler.frontend import load
 from compiler.ir import CATEGORY_GEMM
 from hwmodels import configs
-from hwmodels.kernels import macarray as kernel
-from hwmodels.kernels import macarray_batch
-from hwmodels.macarray import evaluate, layer_arrays
+from hwmodels.macarray import evaluate
 from hwmodels.target import load_target
 from tests.hwmodels.test_macarray import INT8, array, gemm, layer_table, stream
-from tests.hwmodels.test_prepared_batch import BITS, random_designs, random_table
+from tests.hwmodels.test_prepared_batch import (
+    batch_equals_full,
+    full_costs,
+    random_designs,
+    random_table,
+)
 
 
 def _const(name: str, shape: tuple[int, ...], seed: int) -> onnx.TensorProto:
@@ -148,22 +151,9 @@ def test_batched_kernel_equals_full_kernel_with_epilogues() -> None:
     table = dataclasses.replace(table, epilogue_of=of.astype(np.int64))
     designs = [dataclasses.replace(d, fused_epilogue=bool(i % 3))
                for i, d in enumerate(random_designs(rng, 30))]
-    cfg = configs.from_targets(designs)
-    rates, energies = configs.precision_rates(cfg, BITS)
-    w, a = BITS[:, 0].astype(float), BITS[:, 1].astype(float)
-    full = np.empty((7, len(cfg), len(table), len(BITS)))
-    kernel.evaluate_serial(*layer_arrays(table), w, a, cfg.cfg_i, cfg.cfg_f, rates, energies,
-                           full)
-    cols = rng.integers(len(BITS), size=(len(designs), len(table)))
-    got = np.empty((7, len(designs), len(table)))
-    macarray_batch.evaluate_picked_serial(*layer_arrays(table), w, a, cols, cfg.cfg_i,
-                                          cfg.cfg_f, rates, energies, got)
-    want = np.take_along_axis(full, cols[None, :, :, None], axis=3)[..., 0]
-    np.testing.assert_array_equal(got, want)
+    full = batch_equals_full(table, designs, rng)
     # the epilogues did change something on the fused designs (the test is not vacuous)
-    off = np.empty_like(full)
-    kernel.evaluate_serial(*layer_arrays(dataclasses.replace(table, epilogue_of=None)), w, a,
-                           cfg.cfg_i, cfg.cfg_f, rates, energies, off)
+    off = full_costs(dataclasses.replace(table, epilogue_of=None), designs)
     assert not np.array_equal(full, off)
 
 

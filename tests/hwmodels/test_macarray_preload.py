@@ -15,13 +15,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compiler.ir import CATEGORY_GEMM
-from hwmodels import configs, sparsity
-from hwmodels.kernels import macarray as kernel
-from hwmodels.kernels import macarray_batch
-from hwmodels.macarray import evaluate, layer_arrays
+from hwmodels import sparsity
+from hwmodels.macarray import evaluate
 from hwmodels.target import load_target
 from tests.hwmodels.test_macarray import INT8, array, gemm, layer_table
-from tests.hwmodels.test_prepared_batch import BITS, random_designs, random_table
+from tests.hwmodels.test_prepared_batch import (
+    batch_equals_full,
+    full_costs,
+    random_designs,
+    random_table,
+)
 
 
 def _cycles(layer, **change) -> float:
@@ -89,23 +92,9 @@ def test_batched_kernel_equals_full_kernel_with_preload() -> None:
     table = random_table(rng, 60)
     designs = [dataclasses.replace(d, fold_pipelining=bool(i % 2), weight_preload=i % 3 > 0)
                for i, d in enumerate(random_designs(rng, 30))]
-    cfg = configs.from_targets(designs)
-    rates, energies = configs.precision_rates(cfg, BITS)
-    w, a = BITS[:, 0].astype(float), BITS[:, 1].astype(float)
-    full = np.empty((7, len(cfg), len(table), len(BITS)))
-    kernel.evaluate_serial(*layer_arrays(table), w, a, cfg.cfg_i, cfg.cfg_f, rates, energies,
-                           full)
-    cols = rng.integers(len(BITS), size=(len(designs), len(table)))
-    got = np.empty((7, len(designs), len(table)))
-    macarray_batch.evaluate_picked_serial(*layer_arrays(table), w, a, cols, cfg.cfg_i,
-                                          cfg.cfg_f, rates, energies, got)
-    want = np.take_along_axis(full, cols[None, :, :, None], axis=3)[..., 0]
-    np.testing.assert_array_equal(got, want)
+    full = batch_equals_full(table, designs, rng)
     # preload did change some ws design's GEMM cycles (the test is not vacuous)
-    off = configs.from_targets([dataclasses.replace(d, weight_preload=False) for d in designs])
-    base = np.empty_like(full)
-    kernel.evaluate_serial(*layer_arrays(table), w, a, off.cfg_i, off.cfg_f, rates, energies,
-                           base)
+    base = full_costs(table, [dataclasses.replace(d, weight_preload=False) for d in designs])
     gemm_rows = table.category == CATEGORY_GEMM
     assert (full[0][:, gemm_rows] < base[0][:, gemm_rows]).any()
     assert (full[0] <= base[0]).all()

@@ -69,7 +69,8 @@ def case() -> tuple[LayerTable, list, np.ndarray]:
     return table, designs, rng.integers(len(BITS), size=(len(designs), len(table)))
 
 
-def _full(table: LayerTable, designs: list) -> np.ndarray:
+def full_costs(table: LayerTable, designs: list) -> np.ndarray:
+    """The full kernel's [7, D, L, B] costs of `designs` at every column of BITS."""
     cfg = configs.from_targets(designs)
     rates, energies = configs.precision_rates(cfg, BITS)
     out = np.empty((7, len(cfg), len(table), len(BITS)))
@@ -81,7 +82,7 @@ def _full(table: LayerTable, designs: list) -> np.ndarray:
 @pytest.mark.parametrize("threaded", [False, True])
 def test_batched_kernel_equals_full_kernel_at_the_chosen_columns(case, threaded: bool) -> None:
     table, designs, cols = case
-    full = _full(table, designs)
+    full = full_costs(table, designs)
     cfg = configs.from_targets(designs)
     rates, energies = configs.precision_rates(cfg, BITS)
     got = np.empty((7, len(designs), len(table)))
@@ -91,6 +92,23 @@ def test_batched_kernel_equals_full_kernel_at_the_chosen_columns(case, threaded:
     want = np.take_along_axis(full, cols[None, :, :, None], axis=3)[..., 0]
     assert np.isinf(want[0]).any() and np.isfinite(want[0]).any()  # both kinds of precision
     np.testing.assert_array_equal(got, want)
+
+
+def batch_equals_full(table: LayerTable, designs: list, rng: np.random.Generator
+                      ) -> np.ndarray:
+    """Assert the sweep's batch kernel at random columns equals the full kernel there; return
+    the full kernel's costs."""
+    full = full_costs(table, designs)
+    cfg = configs.from_targets(designs)
+    rates, energies = configs.precision_rates(cfg, BITS)
+    cols = rng.integers(len(BITS), size=(len(designs), len(table)))
+    got = np.empty((7, len(designs), len(table)))
+    macarray_batch.evaluate_picked_serial(*layer_arrays(table), BITS[:, 0].astype(float),
+                                          BITS[:, 1].astype(float), cols, cfg.cfg_i,
+                                          cfg.cfg_f, rates, energies, got)
+    want = np.take_along_axis(full, cols[None, :, :, None], axis=3)[..., 0]
+    np.testing.assert_array_equal(got, want)
+    return full
 
 
 def test_shared_columns_equal_per_design_columns(case) -> None:
