@@ -62,7 +62,7 @@ def _sources(table: LayerTable, j: int) -> list[int]:
 
 
 def int8_passthrough(table: LayerTable, writes: np.ndarray, reads_q: np.ndarray,
-                     readers: list[list[int]]) -> np.ndarray:
+                     readers: list[list[int]], sources: list[list[int]]) -> np.ndarray:
     """bool [L]: pool / Add layers that run on uint8 (QLinearAdd, QLinearGlobalAveragePool,
     a MaxPool with DQ -> MaxPool -> Q dropped): every input from a QLinear op (`writes`) and
     every reader one that quantises its input (`reads_q`). Only then does the emitted graph
@@ -70,23 +70,23 @@ def int8_passthrough(table: LayerTable, writes: np.ndarray, reads_q: np.ndarray,
     so its DQ -> Add -> Q does not fuse)."""
     out = np.zeros(len(table), bool)
     for j in np.flatnonzero(np.isin(table.kind_code, PASSTHROUGH_KINDS)):
-        srcs = _sources(table, int(j))
+        srcs = sources[j]
         out[j] = (bool(srcs) and all(writes[s] for s in srcs) and bool(readers[j])
                   and all(reads_q[r] for r in readers[j]))
     return out
 
 
-def int8_edges(table: LayerTable, qlinear: np.ndarray,
-               reads_q: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def int8_edges(table: LayerTable, qlinear: np.ndarray, reads_q: np.ndarray,
+               readers: list[list[int]], sources: list[list[int]]
+               ) -> tuple[np.ndarray, np.ndarray]:
     """(bool [L] reads int8: no Q node, bool [L] writes int8 only: no DQ node) of the
     QLinear layers of one bit choice. `qlinear`: bool [L], the layers on the QLinearConv /
-    QLinearMatMul path; `reads_q`: the layers that quantise their input (those, and
-    MatMulIntegerToFloat's), default `qlinear`."""
-    reads_q = qlinear if reads_q is None else reads_q | qlinear
-    readers = _readers(table)
-    int8 = qlinear | int8_passthrough(table, qlinear, reads_q, readers)
-    reads_int8 = np.array([bool(s) and all(int8[x] for x in s)
-                           for s in (_sources(table, j) for j in range(len(table)))], bool)
+    QLinearMatMul path; `reads_q`: the other layers that quantise their input
+    (MatMulIntegerToFloat's); `readers` / `sources`: `_readers(table)` and each layer's
+    `_sources` (the same for every bit choice)."""
+    reads_q = reads_q | qlinear
+    int8 = qlinear | int8_passthrough(table, qlinear, reads_q, readers, sources)
+    reads_int8 = np.array([bool(s) and all(int8[x] for x in s) for s in sources], bool)
     writes = np.array([bool(r) and all(reads_q[x] or int8[x] for x in r) for r in readers],
                       dtype=bool)
     return qlinear & reads_int8, qlinear & writes
@@ -97,9 +97,11 @@ def chain_paths(table: LayerTable, paths: np.ndarray) -> np.ndarray:
     out = np.asarray(paths).copy()
     if table.reads is None:
         return out
+    readers, sources = _readers(table), [_sources(table, j) for j in range(len(table))]
     for b in range(out.shape[1]):
         qlinear = out[:, b] == K.PATH_QLINEAR
-        into, write = int8_edges(table, qlinear, out[:, b] == K.PATH_MATMUL_INT_FLOAT)
+        into, write = int8_edges(table, qlinear, out[:, b] == K.PATH_MATMUL_INT_FLOAT,
+                                 readers, sources)
         out[:, b] = np.select([into & write, write, into],
                               [K.PATH_QLINEAR_CHAIN, K.PATH_QLINEAR_OUT, K.PATH_QLINEAR_IN],
                               out[:, b])
