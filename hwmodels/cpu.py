@@ -107,7 +107,8 @@ def _a53_class(target: CpuTarget) -> bool:
 def _path_rows(target: CpuTarget, runtime: int,
                a53_kernels: bool = True) -> dict[int, dict[str, float]]:
     """Kernel paths: MAC rate, operand widths in the kernel, and the passes each adds.
-    `a53_kernels`: the ncnn release has its Cortex-A53 fp32 GEMM kernels (20230517 on)."""
+    `a53_kernels`: the ncnn release has its Cortex-A53 fp32 GEMM kernels (20230517 on), and
+    so its fp16-weight InnerProduct (2022-06-24 on, `cpu_ncnn.fc_weight_bytes`)."""
     r, node = peak_macs_per_cycle(target), target.process_nm
     kal = _int8_k_align(target)
     ort, ncnn = runtime == K.RUNTIME_ORT, runtime == K.RUNTIME_NCNN
@@ -159,6 +160,7 @@ def _path_rows(target: CpuTarget, runtime: int,
         K.PATH_INT8: _ncnn_int8(target, int8, im2col) if ncnn else {**int8, "eb_w": -1,
                                                                       "w_inline": 1},
         **(ncnn_int8.chain_rows(_ncnn_int8(target, int8, im2col)) if ncnn else {}),
+        K.PATH_NCNN_FC_FP16S: {**fp32, "eb_w": ncnn_facts.fc_weight_bytes(a53_kernels)},
         K.PATH_LUT: dict(rate=r["lut_1bit"], eb_a=1, eb_w=-1, eb_o=4, k_align=4, a_quant=1,
                          e_mac=float(energy.add_pj(16, node))),
         K.PATH_FP32_UNPACK: {**fp32, "eb_w": -1, "w_inline": 1},
@@ -389,14 +391,23 @@ def kernel_paths(table: LayerTable, bits: np.ndarray, target: CpuTarget,
     float_w = w >= 16
     fp16 = float_w & ((w == 16) | (a == 16)) & ("fp16" in target.isa)
     if runtime == K.RUNTIME_NCNN:  # fp16 arithmetic where the core has it; int8 models on int8
-        return np.select([float_w & ("fp16" in target.isa), float_w, a <= 8],
-                         [K.PATH_FP16, K.PATH_FP32, K.PATH_INT8], K.PATH_FP32_UNPACK)
+        fc16 = float_w & _ncnn_fc_fp16s(table, target)[:, None]
+        return np.select([float_w & ("fp16" in target.isa), fc16, float_w, a <= 8],
+                         [K.PATH_FP16, K.PATH_NCNN_FC_FP16S, K.PATH_FP32, K.PATH_INT8],
+                         K.PATH_FP32_UNPACK)
     if runtime == K.RUNTIME_XNNPACK:  # fp32 graphs in fp32 (fp16 only when asked for)
         return np.select([fp16, float_w, a <= 8], [K.PATH_FP16, K.PATH_FP32, K.PATH_INT8],
                          K.PATH_FP32_UNPACK)
     small_m = np.broadcast_to((table.m <= LUT_MAX_M)[:, None], w.shape)
     return np.select([fp16, float_w, a <= 8, small_m],
                      [K.PATH_FP16, K.PATH_FP32, K.PATH_INT8, K.PATH_LUT], K.PATH_FP32_UNPACK)
+
+
+def _ncnn_fc_fp16s(table: LayerTable, target: CpuTarget) -> np.ndarray:
+    """bool [L]: ncnn InnerProduct layers that store fp16 weights on a core without fp16
+    arithmetic (`cpu_ncnn.fc_weight_bytes`)."""
+    arm = target.arch == "arm64" and "fp16" not in target.isa
+    return np.asarray((table.kind_code == KIND_CODE["linear"]) & arm, bool)
 
 
 def fused_activations(table: LayerTable) -> np.ndarray:

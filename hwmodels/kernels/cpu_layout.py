@@ -46,7 +46,10 @@ PATH_MATMUL_INT_FLOAT = 14
 # onnxruntime QLinearConv inside an int8 chain (hwmodels.ort_int8): its DQ -> Q pairs removed,
 # so it reads int8 (no Q node), writes int8 to QLinear readers only (no DQ node), or both
 PATH_QLINEAR_IN, PATH_QLINEAR_OUT, PATH_QLINEAR_CHAIN = 15, 16, 17
-NPATH = 18
+# ncnn's float InnerProduct on an aarch64 core without fp16 arithmetic: fp16 weights, fp32
+# arithmetic (hwmodels.cpu._ncnn_fc_row)
+PATH_NCNN_FC_FP16S = 18
+NPATH = 19
 PATH_NONE, PATH_FUSED = -1, NPATH  # non-GEMM layers: own pass, or fused into the GEMM before
 
 # path attributes (columns of `paths`): MAC rate per core and cycle (LUT: at 1-bit weights),

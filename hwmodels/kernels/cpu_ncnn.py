@@ -51,6 +51,18 @@ def a53_kernel_gain(fmla_cycles: float) -> float:
             / (fmla + GEMM_Q_LOADS_PER_K * A53_Q_LOAD_CYCLES_TUNED))
 
 
+def fc_weight_bytes(release_2022h2: bool) -> int:
+    """Bytes per weight of ncnn's float InnerProduct on an aarch64 core without fp16
+    arithmetic. With the default `opt.use_fp16_storage` (`src/option.cpp`) it converts the
+    weights to fp16 at load and widens them to fp32 in the kernel (`innerproduct_arm.cpp`
+    create_pipeline: `#if NCNN_VFPV4 if (cpu_support_arm_vfpv4() && opt.use_fp16_storage)
+    return create_pipeline_fp16s(opt)`; `cpu.cpp`: cpu_support_arm_vfpv4() returns 1 on
+    __aarch64__; `CMakeLists.txt` turns NCNN_VFPV4 on for aarch64). At batch 1 the layer
+    streams its weights once per run, so this halves its DRAM bytes. The path came with PR
+    #3950 (2022-06-24); the releases before it (`release_2022h2` False) keep fp32 weights."""
+    return 2 if release_2022h2 else 4
+
+
 # convolution_im2col_gemm_int8.h convolution_gemm_transB_packed_tile_int8, aarch64 without
 # dotprod, 8 x 8 tile, one k loop step of 4 (256 MACs): 32 smull/smull2/smlal/smlal2 and two
 # `ld1 {vA.16b, vB.16b}` (4 q registers); 16 sadalp, 4 rev64 and 4 ext not counted
