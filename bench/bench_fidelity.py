@@ -18,8 +18,11 @@ multi-thread rows of those models and prints the values the target files record.
 `--decompose` lists the Pi 1 -> 4 thread pairs outside +-15 % with their predicted times
 split by what bounds each layer, and the speed-up without the fitted efficiency.
 
-Usage: python bench/bench_fidelity.py [--runtime as-measured|onnxruntime] [--rows] [--fit]
-       [--decompose]
+`--rank` lists the rows outside +-25 % worst first (fitted / held-out / separate) and each
+device x model's share of the misses (summed |log(pred / meas)|).
+
+Usage: python bench/bench_fidelity.py [--runtime as-measured|onnxruntime] [--rows] [--rank]
+       [--fit] [--decompose]
 """
 
 from __future__ import annotations
@@ -241,6 +244,30 @@ def decompose(tables: dict[str, LayerTable]) -> list[dict]:
     return out
 
 
+def rank_misses(rows: list[dict]) -> dict:
+    """Rows outside +-25 %, worst first by |log(pred / meas)|, marked fitted / held-out /
+    separate, and each (device, model)'s share of the summed |log| of all misses."""
+    miss = sorted((r for r in rows if abs(r["ratio"] - 1.0) > 0.25),
+                  key=lambda r: -abs(np.log(r["ratio"])))
+    total = sum(abs(float(np.log(r["ratio"]))) for r in miss) or 1.0
+    share: dict[str, float] = defaultdict(float)
+    for r in miss:
+        share[f"{r['device']} {r['model']}"] += abs(float(np.log(r["ratio"]))) / total
+    return {"n_outside_25": len(miss),
+            "rows": [f"{r['device']} {r['runtime']} {r['model']} {r['precision']} "
+                     f"t{r['threads']}: {r['ratio']:.2f} ({_split_of(r)})" for r in miss],
+            "share_by_device_model": {k: round(v, 3) for k, v in
+                                      sorted(share.items(), key=lambda kv: -kv[1])}}
+
+
+def _split_of(row: dict) -> str:
+    """Which split of the report a row counts in."""
+    if row["runtime"] in SEPARATE_RUNTIMES:
+        return "separate"
+    fitted = row["model"] in FIT_MODELS or row["target"] in FIT_TARGETS
+    return "fitted" if fitted else "held-out"
+
+
 def run(runtime: str) -> tuple[dict, list[dict]]:
     tables = layer_tables()
     rows = []
@@ -274,6 +301,8 @@ def main() -> None:
     ap.add_argument("--rows", action="store_true", help="also print every row")
     ap.add_argument("--fit", action="store_true",
                     help="print each target's fitted parallel_efficiency and exit")
+    ap.add_argument("--rank", action="store_true",
+                    help="also rank the rows outside +-25 %% and each device/model's share")
     ap.add_argument("--decompose", action="store_true",
                     help="print the 1 -> 4 thread pairs outside +-15 %% decomposed and exit")
     args = ap.parse_args()
@@ -284,6 +313,8 @@ def main() -> None:
         print(json.dumps(decompose(layer_tables()), indent=1))
         return
     report, rows = run(args.runtime)
+    if args.rank:
+        report["misses"] = rank_misses(rows)
     if args.rows:
         report["rows"] = rows
     print(json.dumps(report, indent=1))
