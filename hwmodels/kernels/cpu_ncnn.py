@@ -54,7 +54,8 @@ def a53_kernel_gain(fmla_cycles: float) -> float:
 def fc_weight_bytes(release_2022h2: bool) -> int:
     """Bytes per weight of ncnn's float InnerProduct on an aarch64 core without fp16
     arithmetic. With the default `opt.use_fp16_storage` (`src/option.cpp`) it converts the
-    weights to fp16 at load and widens them to fp32 in the kernel (`innerproduct_arm.cpp`
+    weights to fp16 at load (benchncnn sets it too: `benchmark/benchncnn.cpp`) and widens
+    them to fp32 in the kernel, which reads and writes fp32 blobs (`innerproduct_arm.cpp`
     create_pipeline: `#if NCNN_VFPV4 if (cpu_support_arm_vfpv4() && opt.use_fp16_storage)
     return create_pipeline_fp16s(opt)`; `cpu.cpp`: cpu_support_arm_vfpv4() returns 1 on
     __aarch64__; `CMakeLists.txt` turns NCNN_VFPV4 on for aarch64). At batch 1 the layer
