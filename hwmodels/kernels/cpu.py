@@ -111,6 +111,7 @@ from hwmodels.kernels.cpu_layout import (
     KIND_CONV,
     KIND_GATHER,
     KIND_IDENTITY,
+    KIND_NORM,
     KIND_SOFTMAX,
     KIND_TRANSPOSE,
     L_AIN,
@@ -164,6 +165,7 @@ from hwmodels.kernels.cpu_layout import (
     WINOGRAD_MIN_CH,
     WINOGRAD_MIN_CH_FP16,
 )
+from hwmodels.kernels.cpu_ncnn import lrn_layout_bytes
 from hwmodels.kernels.cpu_roofline import (
     add_pass,
     blocked,
@@ -305,6 +307,10 @@ def stream_layer(li: np.ndarray, a: int, runtime: int, p: np.ndarray, ch: np.nda
     return the layer's constant bytes (norm scales, biases) at their IR size."""
     eb = stream_elem_bytes(a, runtime, p)
     ain, aout = float(li[L_AIN]), float(li[L_AOUT])
+    if runtime == RUNTIME_NCNN and li[L_KIND] == KIND_NORM:  # LRN: fp32, pack 1 (cpu_ncnn)
+        add_pass(ain * lrn_layout_bytes(eb == 2.0), ain * 2.0, kernel_lanes(4.0, p),
+                 home(ain * 4.0, p, ch), p, ch, traffic, acc)
+        eb = 4.0
     if li[L_KIND] == KIND_GATHER:  # reads only the gathered rows, not the whole table
         nbytes = 2.0 * aout * eb
     else:

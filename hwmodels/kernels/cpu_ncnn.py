@@ -82,6 +82,17 @@ def a53_int8_load_share(mul_cycles: float) -> float:
 
 
 @njit(cache=True)
+def lrn_layout_bytes(fp16_storage: bool) -> float:
+    """Bytes per element ncnn moves to hand its LRN a blob and take it back: `LRN_arm`
+    (`lrn_arm.h`, @a4d2ea1) declares neither `support_packing` nor `support_fp16_storage`
+    (Layer's defaults: false), so `NetPrivate::convert_layout` (`net.cpp`) unpacks the
+    packed input to elempack 1, then (fp16 storage) casts it to fp32 before the layer, and the
+    next layer (pooling: both supported) casts back and repacks. fp16 storage: unpack 2 + 2,
+    cast 2 + 4, cast 4 + 2, pack 2 + 2 = 20 bytes; fp32 (pack 4): unpack 4 + 4, pack 4 + 4."""
+    return 20.0 if fp16_storage else 16.0
+
+
+@njit(cache=True)
 def ceil_to(x: int, q: int) -> int:
     """x rounded up to a multiple of q."""
     return (x + q - 1) // q * q
