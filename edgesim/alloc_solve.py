@@ -213,15 +213,31 @@ def solve_problem(p: Problem, budget: Budget | None, w_elems_q: float, pick: int
         return _pick(front, pick), front, ()
     if budget is None:
         return knee(front), front, ()
+    exact = own_cost is not None and budget.metric in EXACT_METRICS
     try:
         limit = knapsack_budget(budget.metric, budget.value, p.fixed, w_elems_q)
-        if own_cost is None or budget.metric not in EXACT_METRICS:
+        if own_cost is None or not exact:
             return _solve_budget(p, limit), front, ()
         fit = fit_exact(lambda room: _solve_budget(p, room), limit, own_cost, front)
         return fit.best, front, _gap_note(fit, budget, p.fixed)
     except InfeasibleBudget as e:
+        if own_cost is not None and exact:  # the cheapest estimate may not hold either
+            smallest = _smallest_own(p, e.smallest_feasible, own_cost, front)
+            raise _exact_error(budget, smallest + p.fixed) from None
         smallest = user_units(budget.metric, e.smallest_feasible + p.fixed, w_elems_q)
         raise UserError("--budget", f"{budget} cannot be met; the smallest feasible budget is "
                         f"{budget.metric}={format_value(budget.metric, smallest)}") from None
     except ExactInfeasible as e:
         raise _exact_error(budget, e.smallest + p.fixed) from None
+
+
+def _smallest_own(p: Problem, cheapest: float, own_cost: Callable[[np.ndarray], float],
+                  front: list[Allocation]) -> float:
+    """The smallest limit found to hold at a plan's own cost, given the cheapest estimate: that
+    estimate if some plan within it meets it (a budget below it has no plan by the estimate),
+    else the least own cost `fit_exact` saw."""
+    try:
+        fit_exact(lambda room: _solve_budget(p, room), cheapest, own_cost, front)
+        return cheapest
+    except ExactInfeasible as e:
+        return e.smallest
