@@ -67,7 +67,9 @@ class AllocationResult:
         bits: int [L, 2] per layer (w_bits, a_bits), aligned with `Graph.layers`.
         metric: the budget's metric ("latency", "energy", "size" or "bits").
         budget: the budget in base units, or None when the knee of the front was chosen.
-        total: predicted total of `metric` for `bits` (base units).
+        total: predicted total of `metric` for `bits` (base units): for a latency or energy
+            budget the plan's own cost (each layer with the plan's neighbours, which the
+            budget holds for), for a size budget its file's bytes, else the front's estimate.
         sensitivity: total omega of `bits`.
         front: [P, 2] (total metric, total omega) of the non-dominated assignments, by cost.
         chosen: index into `front` of the chosen assignment.
