@@ -226,7 +226,8 @@ def solve_problem(p: Problem, budget: Budget | None, w_elems_q: float, pick: int
             raise _exact_error(budget, smallest + p.fixed) from None
         smallest = user_units(budget.metric, e.smallest_feasible + p.fixed, w_elems_q)
         raise UserError("--budget", f"{budget} cannot be met; the smallest feasible budget is "
-                        f"{budget.metric}={format_value(budget.metric, smallest)}") from None
+                        f"{budget.metric}={format_value(budget.metric, smallest, up=True)}"
+                        ) from None
     except ExactInfeasible as e:
         raise _exact_error(budget, e.smallest + p.fixed) from None
 
