@@ -23,6 +23,9 @@ FRONT_POINTS = 50
 # mobilenet_v2 / rpi5 one re-solve met 24 of 25 budgets between uniform-4 and fp32 (see the
 # tests), so four leave room and keep the exact evaluations to a handful
 EXACT_ROUNDS = 4
+# bisections of the room between the first plan that meets the budget and the last that did
+# not: the first tightening overshoots by as much as the gap changes between the two plans
+REFINE_ROUNDS = 3
 # the budgets whose plan cost is not the sum of the front's per-layer costs on every target
 EXACT_METRICS = ("latency", "energy")
 
@@ -135,8 +138,10 @@ def fit_exact(solve_within: Callable[[float], Allocation], limit: float,
               own_cost: Callable[[np.ndarray], float], front: list[Allocation]) -> ExactFit:
     """The optimum of `solve_within(room)` whose own cost, `own_cost(choice)` (in `limit`'s
     terms), meets `limit`. Each round lowers the room by what the last plan's own cost
-    exceeded its estimate, strictly below that estimate (so no plan comes back); after
-    `EXACT_ROUNDS`, the front's points within `limit` are tried from the least sensitive down.
+    exceeded its estimate, strictly below that estimate (so no plan comes back); the first
+    plan that fits is improved by bisecting the room between it and the last that did not
+    (`REFINE_ROUNDS`). After `EXACT_ROUNDS` with none, the front's points within `limit` are
+    tried from the least sensitive down.
 
     Raises:
         InfeasibleBudget: from the first solve (no plan's estimate meets `limit`).
@@ -150,33 +155,55 @@ def fit_exact(solve_within: Callable[[float], Allocation], limit: float,
             seen[key] = own_cost(a.choice)
         return seen[key]
 
-    best = solve_within(limit)
-    first = (best.total_cost, own(best))
-    for candidate in _tightened(solve_within, limit, best, own):
-        if own(candidate) <= limit:
-            return ExactFit(replace(candidate, total_cost=own(candidate)), first, len(seen))
+    tried = _tightened(solve_within, limit, own)
+    first = (tried[0][1].total_cost, own(tried[0][1]))
+    fits = [i for i, (_, a) in enumerate(tried) if own(a) <= limit]
+    if fits:
+        i = fits[0]
+        best = tried[i][1] if i == 0 else _refined(solve_within, limit, own, tried[i],
+                                                   tried[i - 1][0])
+        return ExactFit(replace(best, total_cost=own(best)), first, len(seen))
     for a in reversed([a for a in front if a.total_cost <= limit]):
         if own(a) <= limit:
             return ExactFit(replace(a, total_cost=own(a), status="front"), first, len(seen))
     raise ExactInfeasible(limit, min(seen.values()))
 
 
-def _tightened(solve_within: Callable[[float], Allocation], limit: float, best: Allocation,
-               own: Callable[[Allocation], float]) -> list[Allocation]:
-    """`best`, then the optimum of each tightened room while the last one's own cost exceeds
-    `limit` (at most `EXACT_ROUNDS` re-solves; stops where the room is infeasible)."""
-    out, room = [best], limit
+def _tightened(solve_within: Callable[[float], Allocation], limit: float,
+               own: Callable[[Allocation], float]) -> list[tuple[float, Allocation]]:
+    """(room, optimum) at `limit`, then at each tightened room while the last optimum's own
+    cost exceeds `limit` (at most `EXACT_ROUNDS` re-solves; stops where a room is
+    infeasible)."""
+    out = [(limit, solve_within(limit))]
     for _ in range(EXACT_ROUNDS):
-        last = out[-1]
+        last = out[-1][1]
         if own(last) <= limit:
             break
         # the estimate must leave room for this plan's gap; strictly below its estimate
         room = min(np.nextafter(last.total_cost, -np.inf), limit - (own(last) - last.total_cost))
         try:
-            out.append(replace(solve_within(room), status="tightened"))
+            out.append((room, replace(solve_within(room), status="tightened")))
         except InfeasibleBudget:
             break
     return out
+
+
+def _refined(solve_within: Callable[[float], Allocation], limit: float,
+             own: Callable[[Allocation], float], fit: tuple[float, Allocation],
+             over_room: float) -> Allocation:
+    """The least sensitive plan that meets `limit` among `fit` (room, plan) and the optima of
+    rooms bisected between its room and `over_room` (where the optimum did not meet it)."""
+    ok_room, best = fit
+    for _ in range(REFINE_ROUNDS):
+        room = (ok_room + over_room) / 2  # above a plan's estimate: feasible
+        a = solve_within(room)
+        if own(a) > limit:
+            over_room = room
+            continue
+        ok_room = room
+        if a.total_sens < best.total_sens:
+            best = replace(a, status="tightened")
+    return best
 
 
 def _exact_error(budget: Budget, smallest: float) -> UserError:
