@@ -197,3 +197,27 @@ def test_fit_exact_tightens_strictly_and_stops_at_a_plan_that_fits() -> None:
     assert rooms == [3.5, 0.5]
     assert list(fit.best.choice) == [0, 0] and fit.best.total_cost == 2.0
     assert fit.best.status == "front"
+
+
+def test_fit_exact_bisects_back_towards_the_budget() -> None:
+    """Two layers, choices (cost, sens) = (1, 4), (2, 1), (3, 0); a plan with a layer at the
+    third choice pays 2 more (closed form). Limit 5: the estimate's optimum mixes choices 1
+    and 2 (estimate 5, sens 1, own 7); the tightened room 5 - 2 = 3 gives choices 0 and 1
+    (sens 5, own 3), which fits; bisecting 3..5 finds both layers at choice 1 at room 4
+    (sens 2, own 4), and rooms 4.5 and 4.75 give it again."""
+    cost = np.array([[1.0, 2.0, 3.0]] * 2)
+    sens = np.array([[4.0, 1.0, 0.0]] * 2)
+    rooms: list[float] = []
+
+    def within(room: float) -> Allocation:
+        rooms.append(room)
+        return solve(sens, cost, room)
+
+    def own(choice: np.ndarray) -> float:
+        return float(cost[np.arange(2), choice].sum()) + 2.0 * float((choice == 2).any())
+
+    fit = fit_exact(within, 5.0, own, pareto_front(sens, cost))
+    assert rooms == [5.0, 3.0, 4.0, 4.5, 4.75]
+    assert sorted(fit.best.choice) == [1, 1] and fit.best.total_sens == 2.0
+    assert fit.best.total_cost == 4.0 and fit.first == (5.0, 7.0)
+    assert fit.evaluations == 3  # the three distinct plans, each costed once
