@@ -80,8 +80,10 @@ def format_value(metric: str, value: float, up: bool = False) -> str:
     unit, factor = next(iter(UNITS[metric].items()))
     shown = value / factor
     if up and shown > 0:
-        scale = 10.0 ** (2 - math.floor(math.log10(shown)))
-        shown = math.ceil(shown * scale) / scale
+        step = 10.0 ** (math.floor(math.log10(shown)) - 2)  # one unit of the third digit
+        shown = math.ceil(shown / step) * step
+        while float(f"{shown:.3g}") * factor < value:  # as parsed back, not an ulp below
+            shown += step
     return f"{shown:.3g}{unit}" if unit else f"{shown:.3g}"
 
 
