@@ -67,7 +67,9 @@ class AllocationResult:
         bits: int [L, 2] per layer (w_bits, a_bits), aligned with `Graph.layers`.
         metric: the budget's metric ("latency", "energy", "size" or "bits").
         budget: the budget in base units, or None when the knee of the front was chosen.
-        total: predicted total of `metric` for `bits` (base units).
+        total: predicted total of `metric` for `bits` (base units): for a latency or energy
+            budget the plan's own cost (each layer with the plan's neighbours, which the
+            budget holds for), for a size budget its file's bytes, else the front's estimate.
         sensitivity: total omega of `bits`.
         front: [P, 2] (total metric, total omega) of the non-dominated assignments, by cost.
         chosen: index into `front` of the chosen assignment.
@@ -230,7 +232,8 @@ def allocate(g: Graph, target: Target, *, method: str = "hawq", budget: Budget |
     choices = candidate_choices(target, weight_bits, act_bits, blocks)
     p = build_problem(g, sens, choices, target, metric, threads, runtime, act_errors, emitted)
     w_elems_q = float(g.layer_table().w_elems[p.rows].sum())
-    best, front = solve_problem(p, budget, w_elems_q, pick)
+    own = _own_cost(g, p, choices, target, metric, threads, runtime)
+    best, front, fit_notes = solve_problem(p, budget, w_elems_q, pick, own)
     if assignment is not None:
         best = given(p, choices, assignment, g, assignment_blocks)
     bits, cost = runnable(g, _assignment(p, choices, best.choice), target, threads, runtime)
@@ -244,7 +247,7 @@ def allocate(g: Graph, target: Target, *, method: str = "hawq", budget: Budget |
     notes = ((f"{sens.method}: {', '.join(sens.notes)}",) if sens.notes else ()) + (
         () if budget else (f"no budget given: chose the knee of the {metric}-sensitivity "
                            "front",)) + container_note(bits, target, runtime) + (
-        (BLOCK_NOTE,) if blocks is not None else ()) + plan_gap_note(
+        (BLOCK_NOTE,) if blocks is not None else ()) + fit_notes + plan_gap_note(
         metric, cost, best.total_cost + p.fixed)
     return AllocationResult(bits, metric, None if budget is None else budget.value,
                             best.total_cost + p.fixed, best.total_sens, front_arr, chosen,
@@ -252,6 +255,17 @@ def allocate(g: Graph, target: Target, *, method: str = "hawq", budget: Budget |
                             *((None, None) if blocks is None else (
                                 _layer_blocks(p, choices, best.choice, len(g.layers)),
                                 p.omega[np.arange(len(best.choice)), best.choice])))
+
+
+def _own_cost(g: Graph, p: Problem, choices: np.ndarray, target: Target, metric: str,
+              threads: int | None, runtime: str) -> Callable[[np.ndarray], float]:
+    """choice [Lq] -> the plan's own latency or energy (every layer with the plan's
+    neighbours, `runnable`, as `simulate` costs the emitted file read back) less `p.fixed`."""
+    def own(choice: np.ndarray) -> float:
+        _, cost = runnable(g, _assignment(p, choices, choice), target, threads, runtime)
+        total = cost.total()
+        return float(total.latency_s[0] if metric == "latency" else total.energy_pj[0]) - p.fixed
+    return own
 
 
 PLAN_GAP_NOTE = "off its front point"

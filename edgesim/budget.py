@@ -9,6 +9,7 @@ what a person reads.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -73,10 +74,17 @@ def parse_budget(text: str) -> Budget:
     return Budget(metric, number * units[unit])
 
 
-def format_value(metric: str, value: float) -> str:
-    """`value` (base units) in the unit reports use, e.g. 2.1e6 bytes -> '2.10MB'."""
+def format_value(metric: str, value: float, up: bool = False) -> str:
+    """`value` (base units) in the unit reports use, e.g. 2.1e6 bytes -> '2.10MB'; `up`:
+    rounded up to the 3 digits shown (a smallest feasible budget, given back, is feasible)."""
     unit, factor = next(iter(UNITS[metric].items()))
-    return f"{value / factor:.3g}{unit}" if unit else f"{value:.3g}"
+    shown = value / factor
+    if up and shown > 0:
+        step = 10.0 ** (math.floor(math.log10(shown)) - 2)  # one unit of the third digit
+        shown = math.ceil(shown / step) * step
+        while float(f"{shown:.3g}") * factor < value:  # as parsed back, not an ulp below
+            shown += step
+    return f"{shown:.3g}{unit}" if unit else f"{shown:.3g}"
 
 
 def format_bytes(n: float) -> str:

@@ -93,6 +93,8 @@ def _settle_problem(g: Graph, ga: Graph, target: Target, budget: Budget | None,
     weights = unique_weights(layers)
 
     def choice(score: np.ndarray) -> np.ndarray:
+        # by the front's estimate: `allocate` then checks a latency / energy budget's plan at
+        # its own cost (`fit_exact`), which would add a few cost-model calls to every probe
         sens = replace(blank, omega=np.maximum(score, 0.0)[:, None] * qerr)
         return solve_problem(replace(p, omega=candidate_omega(sens, choices)), budget,
                              w_elems_q)[0].choice

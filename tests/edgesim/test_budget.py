@@ -1,6 +1,8 @@
 """Budget parsing: units convert to base units by their SI/IEC definitions."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgesim.budget import format_value, parse_budget, parse_duration
 from edgesim.errors import UserError
@@ -46,3 +48,20 @@ def test_analysis_budget_durations(text: str, seconds: float) -> None:
 def test_bad_durations_name_the_flag(text: str) -> None:
     with pytest.raises(UserError, match="--analysis-budget"):
         parse_duration(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(metric=st.sampled_from(("latency", "energy", "size", "bits")),
+       value=st.floats(1e-9, 1e15, allow_nan=False))
+def test_a_figure_rounded_up_is_a_budget_it_meets(metric: str, value: float) -> None:
+    """`format_value(..., up=True)` names a budget that `value` meets, within one unit of its
+    third significant digit (what an infeasible budget's message names)."""
+    shown = parse_budget(f"{metric}={format_value(metric, value, up=True)}").value
+    assert value <= shown <= value * (1 + 1e-2) * (1 + 1e-12)
+
+
+def test_rounding_up_by_hand() -> None:
+    assert format_value("latency", 7.651e-4, up=True) == "0.766ms"
+    assert format_value("latency", 7.651e-4) == "0.765ms"
+    assert format_value("size", 2.0e6, up=True) == "2MB"
+    assert format_value("energy", 0.9999e9, up=True) == "1mJ"
