@@ -373,6 +373,8 @@ def _consumer_marks(model: onnx.ModelProto, r: _Reader) -> dict[str, Mark]:
         a = max((r.acts[t] for t in node.input if t in r.acts), default=None)
         if any(_gemm_users(r, t) > 1 for t in node.input if t in r.acts):
             a = None
+        if w is not None and w.source == "Cast*scale":
+            a = None  # a Cast * scale weight is no DequantizeLinear: no QDQ unit, fp32 kernel
         users = r.users.get(node.output[0], []) if node.output else []
         requant = bool(users) and all(u.op_type == "QuantizeLinear" for u in users)
         if w is not None or a is not None:
