@@ -39,7 +39,7 @@ from compiler.formats import (
 )
 from compiler.ir import CATEGORY_GEMM, KIND_CODE, LayerTable
 from hwmodels import cpu_x86, energy, ncnn_int8, ort_int8
-from hwmodels.cost import Cost, check_bits, memory_bytes
+from hwmodels.cost import Cost, bits_key, check_bits, memoised, memory_bytes
 from hwmodels.cpu_schema import ISA_FEATURES as ISA_FEATURES
 from hwmodels.cpu_schema import CacheLevel as CacheLevel
 from hwmodels.cpu_schema import CpuTarget as CpuTarget
@@ -63,8 +63,6 @@ DOT_K_ALIGN = {"i8mm": 8.0, "dotprod": 4.0, "avx512_vnni": 4.0, "avxvnni": 4.0}
 INSTRUCTION_PJ_45NM = 70.0
 LUT_MAX_M = 8     # T-MAC's table-lookup kernels target GEMV and small batches
 _LINEAR_KINDS = (KIND_CODE["linear"], KIND_CODE["matmul"])
-_COST_FIELDS = ("cycles", "latency_s", "energy_pj_compute", "energy_pj_onchip",
-                "energy_pj_dram", "bound", "util")
 
 
 
@@ -427,10 +425,16 @@ def layer_choices(table: LayerTable, bits: np.ndarray, target: CpuTarget,
 def weights_resident(table: LayerTable, store: np.ndarray, target: CpuTarget) -> np.ndarray:
     """Per bit choice: whether the model's weights stay in the last cache level across runs
     (embedding tables are read by row and do not count)."""
+    gemm_elems, other = memoised(table.memo, "cpu.weight_totals", lambda: _weight_totals(table))
+    total = gemm_elems * store + other
+    return total <= K.LLC_RESIDENT * target.caches[-1].size_kib * 1024
+
+
+def _weight_totals(table: LayerTable) -> tuple[int, int]:
+    """GEMM weight elements, and the bytes of other weights except embedding tables."""
     gemm = table.category == CATEGORY_GEMM
     other = table.w_bytes[~gemm & (table.kind_code != KIND_CODE["gather"])].sum()
-    total = table.w_elems[gemm].sum() * store + other
-    return total <= K.LLC_RESIDENT * target.caches[-1].size_kib * 1024
+    return table.w_elems[gemm].sum(), other
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # holds arrays
@@ -453,25 +457,69 @@ class KernelInputs:
 def kernel_inputs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget], *,
                   threads: int | None = None, runtime: str = "onnxruntime") -> KernelInputs:
     """Resolve the layers, bit choices and H CPU configs into the kernel's arrays (the glue of
-    `evaluate_configs`; `hwmodels.prepared_cpu` keeps the result for repeated calls)."""
+    `evaluate_configs`; `hwmodels.prepared_cpu` keeps the result for repeated calls).
+
+    What depends on the table alone, or on the table and the bits, is memoised on the table
+    (`LayerTable.memo`), what depends on a target alone on the target (`CpuTarget.memo`), so a
+    repeated call only looks them up; the arrays may be shared with those memos: read them only.
+    """
     bits, code = check_bits(bits), _runtime_code(runtime)
-    store = weight_store_bytes(bits[:, 0], code)
-    resident = np.stack([weights_resident(table, store, t) for t in targets]).astype(np.float64)
-    choice = np.stack([layer_choices(table, bits, t, code) for t in targets])
-    params = np.stack([params_row(t, threads) for t in targets])
-    caches = np.stack([cache_rows(t) for t in targets])
-    paths = np.stack([path_table(t, code, runtime not in LEGACY_RUNTIMES) for t in targets])
-    return KernelInputs(layer_array(table), np.column_stack([bits.astype(np.float64), store]),
-                        resident, choice.astype(np.int64), params, caches, paths, code,
-                        memory_bytes(table, bits)[1], _emitted(table, bits, targets, code))
+    a53 = runtime not in LEGACY_RUNTIMES
+    per_bit, store, act = memoised(table.memo, ("cpu.bits", code, bits_key(bits)),
+                                   lambda: _bit_columns(table, bits, code))
+    each = [_target_columns(table, bits, t, code, store) for t in targets]
+    return KernelInputs(memoised(table.memo, "cpu.layer_array", lambda: layer_array(table)),
+                        per_bit, _stack([e[0] for e in each]), _stack([e[1] for e in each]),
+                        _stack([_params(t, threads) for t in targets]),
+                        _stack([memoised(t.memo, "caches", lambda t=t: cache_rows(t))
+                                for t in targets]),
+                        _stack([_paths(t, code, a53) for t in targets]), code, act,
+                        _stack([e[2] for e in each]))
 
 
-def _emitted(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget],
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    # one config (every plain cost call): a view, not np.stack's copy
+    return arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
+
+
+def _bit_columns(table: LayerTable, bits: np.ndarray,
+                 runtime: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The kernel's per-bit columns [B, 3], stored bytes per weight [B], activation bytes."""
+    store = weight_store_bytes(bits[:, 0], runtime)
+    per_bit = np.column_stack([bits.astype(np.float64), store])
+    return per_bit, store, memory_bytes(table, bits)[1]
+
+
+def _target_columns(table: LayerTable, bits: np.ndarray, target: CpuTarget, runtime: int,
+                    store: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`weights_resident` as float64 [B], `layer_choices` as int64 [L, B] and the emitted
+    weight bytes [L, B] (`emitted_weight_bytes`; NaN off onnxruntime), memoised on the table
+    per bits, runtime and the three target facts they read: the format policy (onnxruntime),
+    fp16 arithmetic (the other runtimes) and the last cache level's size."""
+    policy, fp16 = format_policy(target), "fp16" in target.isa
+    key = ("cpu.choices", runtime, bits_key(bits), policy, fp16, target.caches[-1].size_kib)
+    return memoised(table.memo, key, lambda: (
+        weights_resident(table, store, target).astype(np.float64),
+        layer_choices(table, bits, target, runtime).astype(np.int64),
+        _emitted(table, bits, target, runtime)))
+
+
+def _params(target: CpuTarget, threads: int | None) -> np.ndarray:
+    key = ("params", resolve_threads(target, threads))  # None and cores give one row
+    return memoised(target.memo, key, lambda: params_row(target, threads))
+
+
+def _paths(target: CpuTarget, runtime: int, a53_kernels: bool) -> np.ndarray:
+    key = ("paths", runtime, a53_kernels)
+    return memoised(target.memo, key, lambda: path_table(target, runtime, a53_kernels))
+
+
+def _emitted(table: LayerTable, bits: np.ndarray, target: CpuTarget,
              runtime: int) -> np.ndarray:
-    """[H, L, B]: emitted weight bytes on onnxruntime (what edgesim writes), NaN elsewhere."""
+    """[L, B]: emitted weight bytes on onnxruntime (what edgesim writes), NaN elsewhere."""
     if runtime != K.RUNTIME_ORT:
-        return np.full((len(targets), len(table), len(bits)), np.nan)
-    return np.stack([emitted_weight_bytes(table, bits, t) for t in targets]).astype(np.float64)
+        return np.full((len(table), len(bits)), np.nan)
+    return emitted_weight_bytes(table, bits, target).astype(np.float64)
 
 
 def run_kernel(x: KernelInputs, *, serial: bool = False) -> np.ndarray:
@@ -487,12 +535,14 @@ def kernel_cost(out: np.ndarray, act_bytes: np.ndarray,
                 weight_bytes: np.ndarray | None = None) -> Cost:
     """The `Cost` of the kernel's output (any leading shape after the field axis); its weight
     bytes are `weight_bytes` (as emitted) where given and not NaN, else the kernel's."""
+    act_bytes = np.asarray(act_bytes, dtype=np.float64)
     if act_bytes.shape != out.shape[1:]:
         act_bytes = np.broadcast_to(act_bytes, out.shape[1:])
     wbytes = out[K.O_WBYTES]
     if weight_bytes is not None:
         wbytes = np.where(np.isnan(weight_bytes), wbytes, weight_bytes)
-    return Cost(**dict(zip(_COST_FIELDS, out)), weight_bytes=wbytes, act_bytes=act_bytes)
+    # the kernel's fields precede O_WBYTES in `Cost`'s order (O_CYCLES ... O_UTIL)
+    return Cost.from_kernel(out[:K.O_WBYTES], wbytes, act_bytes)
 
 
 def evaluate_configs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget], *,
@@ -524,8 +574,8 @@ def evaluate(table: LayerTable, bits: np.ndarray, target: CpuTarget, *,
         threads: threads per inference (None: all cores).
         runtime: "onnxruntime" (the kernels onnxruntime takes) or "ideal" (ISA headroom).
     """
-    cost = evaluate_configs(table, bits, [target], threads=threads, runtime=runtime)
-    return Cost(**{f.name: getattr(cost, f.name)[0] for f in dataclasses.fields(cost)})
+    x = kernel_inputs(table, bits, [target], threads=threads, runtime=runtime)
+    return kernel_cost(run_kernel(x)[:, 0], x.act_bytes, x.weight_bytes[0])
 
 
 def power_time_energy_pj(cost: Cost, target: CpuTarget, threads: int | None = None, *,

@@ -3,8 +3,10 @@ power. `hwmodels.target` validates YAML into `CpuTarget`; `hwmodels.cpu` costs l
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from hwmodels.kernels.cpu_layout import MAX_LEVELS
 
@@ -118,3 +120,10 @@ class CpuTarget:
             raise ValueError("dram.sustained_bandwidth_gbps: exceeds dram.bandwidth_gbps")
         if self.power.active_w < self.power.idle_w:
             raise ValueError("power.active_w: below power.idle_w")
+
+    @functools.cached_property
+    def memo(self) -> dict[Hashable, Any]:
+        """The kernel's per-target arrays (`hwmodels.cpu`: path table per runtime, parameter
+        row per thread count, cache rows), built on first use: the target is frozen, so they
+        cannot go stale; `dataclasses.replace` (a what-if variant) starts an empty memo."""
+        return {}
