@@ -471,8 +471,7 @@ def kernel_inputs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarg
     return KernelInputs(memoised(table.memo, "cpu.layer_array", lambda: layer_array(table)),
                         per_bit, _stack([e[0] for e in each]), _stack([e[1] for e in each]),
                         _stack([_params(t, threads) for t in targets]),
-                        _stack([memoised(t.memo, "caches", lambda t=t: cache_rows(t))
-                                for t in targets]),
+                        _stack([_caches(t) for t in targets]),
                         _stack([_paths(t, code, a53) for t in targets]), code, act,
                         _stack([e[2] for e in each]))
 
@@ -507,6 +506,10 @@ def _target_columns(table: LayerTable, bits: np.ndarray, target: CpuTarget, runt
 def _params(target: CpuTarget, threads: int | None) -> np.ndarray:
     key = ("params", resolve_threads(target, threads))  # None and cores give one row
     return memoised(target.memo, key, lambda: params_row(target, threads))
+
+
+def _caches(target: CpuTarget) -> np.ndarray:
+    return memoised(target.memo, ("caches",), lambda: cache_rows(target))
 
 
 def _paths(target: CpuTarget, runtime: int, a53_kernels: bool) -> np.ndarray:
