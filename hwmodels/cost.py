@@ -10,9 +10,10 @@ Every cost model has the signature `evaluate(table, bits, target) -> Cost` (plus
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -149,6 +150,23 @@ def memoised(memo: dict[Hashable, object], key: Hashable, build: Callable[[], _T
         memo.pop(next(iter(memo)), None)  # dicts keep insertion order: the oldest first
     memo[key] = value
     return value
+
+
+class Memoised:
+    """Base of the frozen target classes: what cost models derive from a target alone is
+    memoised on it (`memo`, through `memoised`), built on first use; the fields are frozen, so
+    it cannot go stale, and `dataclasses.replace` (a what-if variant) starts an empty memo."""
+
+    @functools.cached_property
+    def memo(self) -> dict[Hashable, Any]:
+        """Per-target values (`hwmodels.cpu`: path tables, parameter and cache rows)."""
+        return {}
+
+    @functools.cached_property
+    def token(self) -> object:
+        """A hashable stand-in for this target object in other memos' keys (the target is
+        unhashable: `sources` is a dict); a new object per target, held by it."""
+        return object()
 
 
 def bits_key(bits: np.ndarray) -> tuple[bytes, tuple[int, ...]]:

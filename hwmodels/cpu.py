@@ -484,9 +484,12 @@ def _stack(arrays: list[np.ndarray]) -> np.ndarray:
 def _bit_columns(table: LayerTable, bits: np.ndarray,
                  runtime: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The kernel's per-bit columns [B, 3], stored bytes per weight [B], activation bytes."""
-    store = weight_store_bytes(bits[:, 0], runtime)
+    store, act = weight_store_bytes(bits[:, 0], runtime), memory_bytes(table, bits)[1]
     per_bit = np.column_stack([bits.astype(np.float64), store])
-    return per_bit, store, memory_bytes(table, bits)[1]
+    # the kernel reads per_bit (numba compiles read-only arrays as another type); `Cost`s
+    # hand act to callers: read-only, so no caller can change the memo's copy
+    store.flags.writeable = act.flags.writeable = False
+    return per_bit, store, act
 
 
 def _target_columns(table: LayerTable, bits: np.ndarray, target: CpuTarget, runtime: int,
@@ -577,7 +580,12 @@ def evaluate(table: LayerTable, bits: np.ndarray, target: CpuTarget, *,
         threads: threads per inference (None: all cores).
         runtime: "onnxruntime" (the kernels onnxruntime takes) or "ideal" (ISA headroom).
     """
-    x = kernel_inputs(table, bits, [target], threads=threads, runtime=runtime)
+    bits = check_bits(bits)
+    # the whole kernel input of this table, target and options, memoised on the table: a
+    # repeated call (an allocator's, a simulation loop's) then costs a lookup and the kernel
+    key = ("cpu.inputs", target.token, threads, runtime, bits_key(bits))
+    x = memoised(table.memo, key, lambda: kernel_inputs(table, bits, [target], threads=threads,
+                                                         runtime=runtime))
     return kernel_cost(run_kernel(x)[:, 0], x.act_bytes, x.weight_bytes[0])
 
 

@@ -3,11 +3,10 @@ power. `hwmodels.target` validates YAML into `CpuTarget`; `hwmodels.cpu` costs l
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
+from hwmodels.cost import Memoised
 from hwmodels.kernels.cpu_layout import MAX_LEVELS
 
 ISA_FEATURES = ("neon", "dotprod", "i8mm", "fp16", "sve", "sse4_2", "avx", "avx2", "fma",
@@ -59,7 +58,7 @@ class Power:
 
 
 @dataclass(frozen=True, kw_only=True)
-class CpuTarget:
+class CpuTarget(Memoised):
     """A multi-core CPU with SIMD units, a cache hierarchy and DRAM.
 
     Pipe counts are SIMD instructions of full `simd_bits` width issued per cycle per core
@@ -120,10 +119,3 @@ class CpuTarget:
             raise ValueError("dram.sustained_bandwidth_gbps: exceeds dram.bandwidth_gbps")
         if self.power.active_w < self.power.idle_w:
             raise ValueError("power.active_w: below power.idle_w")
-
-    @functools.cached_property
-    def memo(self) -> dict[Hashable, Any]:
-        """The kernel's per-target arrays (`hwmodels.cpu`: path table per runtime, parameter
-        row per thread count, cache rows), built on first use: the target is frozen, so they
-        cannot go stale; `dataclasses.replace` (a what-if variant) starts an empty memo."""
-        return {}

@@ -14,11 +14,12 @@ import pytest
 from compiler.frontend import load
 from compiler.ir import CATEGORY_GEMM, KIND_CODE
 from edgesim import zoo
-from hwmodels import cpu, prepared_cpu
+from hwmodels import configs, cpu, macarray, prepared, prepared_cpu
 from hwmodels.cost import MEMO_ENTRIES, evaluate, memoised, memory_bytes
 from hwmodels.cpu import LEGACY_RUNTIMES, RUNTIMES, CpuTarget
 from hwmodels.kernels import cpu as kernel
 from hwmodels.kernels import cpu_layout as K
+from hwmodels.macarray import MacArrayTarget
 from hwmodels.target import list_targets, load_target
 from tests.hwmodels.test_prepared_cpu import SMALL
 
@@ -178,3 +179,33 @@ def test_a_memo_keeps_at_most_its_bound_dropping_the_oldest() -> None:
         assert memoised(memo, key, lambda key=key: key * 2) == key * 2
     assert len(memo) == MEMO_ENTRIES and min(memo) == 5
     assert memoised(memo, 10, lambda: "not rebuilt") == 20
+
+
+MACS = [n for n in list_targets() if isinstance(load_target(n), MacArrayTarget)]
+
+
+def test_memoised_mac_array_calls_equal_a_from_scratch_computation(table) -> None:
+    # the oracle: evaluate_configs on configs built anew, which memoises nothing
+    for name in MACS:
+        target = load_target(name)
+        for bits in BIT_SETS:
+            want = macarray.evaluate_configs(dataclasses.replace(table), bits,
+                                             configs.from_targets([target]))
+            for round_ in ("cold", "warm"):
+                got = evaluate(table, bits, target)
+                for field in FIELDS:
+                    np.testing.assert_array_equal(getattr(got, field), getattr(want, field)[0],
+                                                  err_msg=f"{name} {round_} {field}")
+
+
+def test_mac_array_calls_prepare_once_per_target_and_bits(monkeypatch) -> None:
+    table = load(zoo.build("digits_cnn")).layer_table()
+    calls = []
+    real = prepared.prepare
+    monkeypatch.setattr(prepared, "prepare", lambda *a: calls.append(a[2].name) or real(*a))
+    small, bits = load_target("systolic-16x16"), np.array([[8, 8]])
+    big = dataclasses.replace(small, rows=small.rows * 2)
+    for _ in range(2):
+        first, second = evaluate(table, bits, small), evaluate(table, bits, big)
+    assert calls == [small.name, big.name]  # each once; the second round only looks up
+    assert second.cycles.sum() < first.cycles.sum()  # the bigger array's own call
