@@ -184,6 +184,14 @@ class LayerTable:
     def __len__(self) -> int:
         return len(self.names)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # a table goes to sweep workers without its memo: they rebuild what they use
+        return {k: v for k, v in vars(self).items() if k != "memo"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+        self.__post_init__()  # unpickled arrays come back writable
+
     @functools.cached_property
     def memo(self) -> dict[Hashable, Any]:
         """Values cost models derive from this table and nothing else mutable (the layer

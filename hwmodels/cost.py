@@ -157,6 +157,10 @@ class Memoised:
     memoised on it (`memo`, through `memoised`), built on first use; the fields are frozen, so
     it cannot go stale, and `dataclasses.replace` (a what-if variant) starts an empty memo."""
 
+    def __getstate__(self) -> dict[str, Any]:
+        # pickled (to a sweep worker) without memo and token: the copy builds its own
+        return {k: v for k, v in vars(self).items() if k not in ("memo", "token")}
+
     @functools.cached_property
     def memo(self) -> dict[Hashable, Any]:
         """Per-target values (`hwmodels.cpu`: path tables, parameter and cache rows)."""

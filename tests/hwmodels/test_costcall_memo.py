@@ -7,6 +7,7 @@ cold and warm; the builders run once per target / table, and two targets never s
 from __future__ import annotations
 
 import dataclasses
+import pickle
 
 import numpy as np
 import pytest
@@ -209,3 +210,16 @@ def test_mac_array_calls_prepare_once_per_target_and_bits(monkeypatch) -> None:
         first, second = evaluate(table, bits, small), evaluate(table, bits, big)
     assert calls == [small.name, big.name]  # each once; the second round only looks up
     assert second.cycles.sum() < first.cycles.sum()  # the bigger array's own call
+
+
+def test_pickles_carry_no_memo_and_unpickled_copies_cost_the_same() -> None:
+    table, target = load(zoo.build("digits_cnn")).layer_table(), load_target("rpi5")
+    want = evaluate(table, np.array([[8, 8]]), target)
+    assert table.memo and target.memo
+    table2, target2 = pickle.loads(pickle.dumps((table, target)))
+    assert "memo" not in vars(table2) and "memo" not in vars(target2)
+    assert not table2.m.flags.writeable  # still read-only: its memo cannot go stale
+    assert target2.token is not target.token
+    got = evaluate(table2, np.array([[8, 8]]), target2)
+    for field in FIELDS:
+        np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
