@@ -5,7 +5,8 @@ The arithmetic lives in `hwmodels.kernels.cpu` (formulas and sources are listed 
 module resolves a `CpuTarget` into the kernel's arrays -- scalar parameters, cache levels and
 one row per kernel path (its MAC rate from the pipes and ISA, and the passes it adds) -- calls
 the kernel once, and wraps the result in a `Cost`. What it derives is memoised: per target on
-`CpuTarget.memo`, per table and bit-choice set on `LayerTable.memo` (`kernel_inputs`). It must not import `hwmodels.target`.
+`CpuTarget.memo`, per table and bit-choice set on `LayerTable.memo` (`kernel_inputs`). It must
+not import `hwmodels.target`.
 
 Runtimes: `"onnxruntime"` models the kernels onnxruntime 1.31 takes for each emitted format;
 `"ideal"` the best kernel the ISA allows (headroom); `"ncnn"` Tencent ncnn's Arm kernels
