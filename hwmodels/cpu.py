@@ -363,13 +363,21 @@ def format_policy(target: CpuTarget) -> Policy:
 
 def format_codes(table: LayerTable, bits: np.ndarray, target: CpuTarget) -> np.ndarray:
     """The format-policy row (`compiler.formats.FORMAT_CODE`) of every layer and bit choice,
-    int64 [L, B]: the planned row where the table carries one, else the policy's for the bits."""
-    policy = format_policy(target)
+    int64 [L, B]: the planned row where the table carries one, else the policy's for the bits.
+    Memoised on the table per bits and policy (a cost call's paths and emitted bytes both read
+    it): read-only."""
+    policy, bits = format_policy(target), np.asarray(bits, dtype=np.int64)
+    key = ("cpu.format_codes", bits_key(bits), policy)
+    return memoised(table.memo, key, lambda: _format_codes(table, bits, policy))
+
+
+def _format_codes(table: LayerTable, bits: np.ndarray, policy: Policy) -> np.ndarray:
     codes = resolve_codes(table.kind_code, table.w_elems > 0, bits, policy)
-    if table.fmt_code is None:
-        return codes
-    planned = np.asarray(table.fmt_code)[:, None]
-    return np.where(planned >= 0, runs_as(policy)[np.maximum(planned, 0)], codes)
+    if table.fmt_code is not None:
+        planned = np.asarray(table.fmt_code)[:, None]
+        codes = np.where(planned >= 0, runs_as(policy)[np.maximum(planned, 0)], codes)
+    codes.flags.writeable = False
+    return codes
 
 
 def kernel_paths(table: LayerTable, bits: np.ndarray, target: CpuTarget,
