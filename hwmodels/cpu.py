@@ -390,7 +390,8 @@ def kernel_paths(table: LayerTable, bits: np.ndarray, target: CpuTarget,
     else fp32 with weights unpacked in place.
     """
     if runtime == K.RUNTIME_ORT:
-        return _PATH_OF_CODE[format_codes(table, bits, target)]
+        paths: np.ndarray = _PATH_OF_CODE[format_codes(table, bits, target)]
+        return paths
     has_w = (table.w_elems > 0)[:, None]
     a = np.broadcast_to(bits[None, :, 1], (len(table), len(bits)))
     w = np.where(has_w, bits[None, :, 0], a)  # activation x activation: both at a_bits
@@ -415,7 +416,8 @@ def fused_activations(table: LayerTable) -> np.ndarray:
     act = (table.kind_code == KIND_CODE["activation"]) & (table.ops <= 2 * table.a_out_elems)
     after_gemm = np.r_[False, np.isin(table.kind_code[:-1], gemm_kinds)]
     feeds = np.r_[False, table.a_out_elems[:-1] == table.a_in_elems[1:]]
-    return act & after_gemm & feeds
+    fused: np.ndarray = act & after_gemm & feeds
+    return fused
 
 
 def layer_choices(table: LayerTable, bits: np.ndarray, target: CpuTarget,
