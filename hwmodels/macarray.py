@@ -117,17 +117,11 @@ class MacArrayTarget(Memoised):
         are frozen, so the arrays cannot go stale); a cost call then skips ~0.7 ms of glue."""
         return configs_mod.from_targets([self])
 
-    @functools.cached_property
-    def _rates_memo(self) -> dict[bytes, tuple[np.ndarray, np.ndarray]]:
-        return {}
-
     def kernel_rates(self, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`configs.precision_rates` of this target at `bits` (int64 [B, 2]), memoised per
         bit choices on the target (a pure function of its frozen fields and `bits`)."""
-        key = bits.tobytes() + str(bits.shape).encode()
-        if key not in self._rates_memo:
-            self._rates_memo[key] = configs_mod.precision_rates(self.kernel_configs, bits)
-        return self._rates_memo[key]
+        return memoised(self.memo, ("rates", bits_key(bits)),
+                        lambda: configs_mod.precision_rates(self.kernel_configs, bits))
 
     @property
     def peak_macs_per_s(self) -> float:
