@@ -3,9 +3,10 @@
 One design x one network: `hwmodels.cost.evaluate(table, bits, target)` on zoo resnet18's layer
 table (one bit choice) for a MAC array (systolic-16x16) and a CPU (rpi5), CPU microseconds per
 call after warm-up (median of rounds), and the prepared MAC-array and CPU calls
-(`hwmodels.prepared`, `hwmodels.prepared_cpu`; null on a side that lacks them). 10,000 designs: one
-`evaluate_configs` call over a 10,000-config MAC-array grid, in layer-evaluations per second
-(layers x bit choices x configs / s), glue included.
+(`hwmodels.prepared`, `hwmodels.prepared_cpu`; null on a side that lacks them), the 1-minute
+load average, and whether both sides' outputs are bit-identical (`outputs_digest`). 10,000
+designs: one `evaluate_configs` call over a 10,000-config MAC-array grid, in layer-evaluations
+per second (layers x bit choices x configs / s), glue included.
 
 Each side runs in its own subprocess with its repository first on sys.path; the rounds
 alternate between the two so that load on the shared machine hits both alike.
@@ -14,7 +15,9 @@ Usage: python bench/bench_costcall.py [--before /work/main] [--rounds 3]
 """
 
 import argparse
+import itertools
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -34,6 +37,42 @@ def _per_call(fn, calls: int) -> float:
     return (time.process_time() - start) / calls
 
 
+# the outputs both sides must agree on bit for bit: small zoo models of every layer family
+DIGEST_MODELS = {"digits_cnn": {}, "mobilenet_v2": {"resolution": 32, "num_classes": 10},
+                 "minilm": {"vocab": 500, "seq": 16, "d": 96, "depth": 2, "hidden": 192},
+                 "llama": {"vocab": 500, "seq": 16, "d": 128, "depth": 2, "hidden": 256}}
+DIGEST_BITS = ([[8, 8]], [[32, 32], [16, 16], [8, 8], [4, 8], [4, 32], [2, 8], [8, 16]])
+
+
+def outputs_digest() -> str:
+    """sha256 of every Cost field of `hwmodels.cost.evaluate` on DIGEST_MODELS x every
+    shipped CPU and MAC-array target x DIGEST_BITS (x every runtime on CPUs), each call made
+    twice (cold, then memoised): equal on both sides = bit-identical outputs."""
+    import dataclasses
+    import hashlib
+
+    import numpy as np
+
+    from compiler.frontend import load
+    from edgesim import zoo
+    from hwmodels.cost import evaluate
+    from hwmodels.target import list_targets, load_target
+
+    digest = hashlib.sha256()
+    targets = [load_target(n) for n in list_targets()]
+    targets = [t for t in targets if type(t).__name__ in ("CpuTarget", "MacArrayTarget")]
+    for model, kw in DIGEST_MODELS.items():
+        table = load(zoo.build(model, **kw)).layer_table()
+        for target, bits, _ in itertools.product(targets, DIGEST_BITS, range(2)):
+            runtimes = ("onnxruntime", "ideal", "ncnn", "xnnpack") \
+                if type(target).__name__ == "CpuTarget" else ("onnxruntime",)
+            for runtime in runtimes:
+                cost = evaluate(table, np.array(bits), target, runtime=runtime)
+                for f in dataclasses.fields(cost):
+                    digest.update(np.ascontiguousarray(getattr(cost, f.name)).tobytes())
+    return digest.hexdigest()
+
+
 def worker(calls: int) -> dict:
     """Runs with the repository under test first on sys.path."""
     import dataclasses
@@ -50,7 +89,8 @@ def worker(calls: int) -> dict:
     table = load(zoo.build("resnet18")).layer_table()
     bits = np.array([[8, 8]])
     mac, cpu = load_target("systolic-16x16"), load_target("rpi5")
-    out = {"layers": len(table),
+    out = {"layers": len(table), "load_average_1min": os.getloadavg()[0],
+           "outputs_sha256": outputs_digest(),
            "macarray_us": 1e6 * _per_call(lambda: evaluate(table, bits, mac), calls),
            "cpu_us": 1e6 * _per_call(lambda: evaluate(table, bits, cpu), calls // 4)}
     try:
@@ -107,8 +147,10 @@ def main() -> None:
         for side, repo in sides.items():
             runs[side].append(run(repo, args.calls))
     summary = {side: {key: statistics.median(r[key] for r in rs)
-                      if rs[0][key] is not None else None for key in rs[0]}
+                      if isinstance(rs[0][key], float | int) else rs[0][key] for key in rs[0]}
                for side, rs in runs.items()}
+    digests = {r["outputs_sha256"] for rs in runs.values() for r in rs}
+    summary["outputs_bit_identical"] = len(digests) == 1
     summary["speedup"] = {key: summary["before"][key] / summary["after"][key]
                           for key in ("macarray_us", "cpu_us")}
     after = summary["after"]

@@ -8,7 +8,8 @@ demand by `Graph.to_nx()` for graph algorithms and never stored.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -171,8 +172,33 @@ class LayerTable:
     # per output pixel of an NHWC im2col; None where not derived
     kernel_rows: np.ndarray | None = None
 
+    def __post_init__(self) -> None:
+        # cost models memoise what they derive from a table on it (`memo`), so its arrays are
+        # read-only: writable ones are copied first (the caller's arrays stay theirs)
+        for name, value in list(vars(self).items()):
+            if isinstance(value, np.ndarray) and value.flags.writeable:
+                value = value.copy()
+                value.flags.writeable = False
+                object.__setattr__(self, name, value)
+
     def __len__(self) -> int:
         return len(self.names)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a table goes to sweep workers without its memo: they rebuild what they use
+        return {k: v for k, v in vars(self).items() if k != "memo"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+        self.__post_init__()  # unpickled arrays come back writable
+
+    @functools.cached_property
+    def memo(self) -> dict[Hashable, Any]:
+        """Values cost models derive from this table and nothing else mutable (the layer
+        array, every layer's kernel path per bit-choice set), built on first use by the
+        model that reads them (`hwmodels.cost.memoised`): the table is frozen and its arrays
+        read-only, so they cannot go stale; a `dataclasses.replace` starts an empty memo."""
+        return {}
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,10 @@ Every cost model has the signature `evaluate(table, bits, target) -> Cost` (plus
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -19,7 +22,9 @@ from compiler.ir import CATEGORY_GEMM, LayerTable
 BOUND_COMPUTE, BOUND_ONCHIP, BOUND_DRAM, BOUND_OVERHEAD = 0, 1, 2, 3
 BOUND_NAMES = ("compute", "onchip", "dram", "overhead")
 VALID_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 16, 32)  # 16 and 32 are float16 and float32
-_VALID = np.isin(np.arange(max(VALID_BITS) + 1), VALID_BITS)  # width -> valid; read-only
+# width -> valid, read-only; one False past the widest, so that `take(mode="clip")` sends
+# every width below 0 to entry 0 and every one above 32 to that entry: both invalid
+_VALID = np.isin(np.arange(max(VALID_BITS) + 2), VALID_BITS)
 _VALID.flags.writeable = False
 
 _SUMMED = ("cycles", "latency_s", "energy_pj_compute", "energy_pj_onchip", "energy_pj_dram",
@@ -125,15 +130,62 @@ def _busy(util: np.ndarray, time: np.ndarray) -> np.ndarray:
     return util * np.where(util > 0, time, 0.0)
 
 
+_T = TypeVar("_T")
+# entries a memo keeps (`memoised`): a caller cycling through more bit-choice sets or
+# targets than this recomputes, instead of growing the memo without bound
+MEMO_ENTRIES = 64
+
+
+def memoised(memo: dict[Hashable, object], key: Hashable, build: Callable[[], _T]) -> _T:
+    """`memo[key]`, built by `build()` on first use; the oldest entry goes when the memo
+    holds `MEMO_ENTRIES`. For values that are pure functions of frozen data (a `LayerTable`'s
+    or a target's `memo`) and of `key`, so an entry never goes stale.
+
+    The arrays it returns are shared by every later call with the same key: read them only.
+    """
+    if key in memo:
+        return memo[key]  # type: ignore[return-value]  # build(), stored under this key
+    value = build()
+    while len(memo) >= MEMO_ENTRIES:
+        memo.pop(next(iter(memo)), None)  # dicts keep insertion order: the oldest first
+    memo[key] = value
+    return value
+
+
+class Memoised:
+    """Base of the frozen target classes: what cost models derive from a target alone is
+    memoised on it (`memo`, through `memoised`), built on first use; the fields are frozen, so
+    it cannot go stale, and `dataclasses.replace` (a what-if variant) starts an empty memo."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        # pickled (to a sweep worker) without memo and token: the copy builds its own
+        return {k: v for k, v in vars(self).items() if k not in ("memo", "token")}
+
+    @functools.cached_property
+    def memo(self) -> dict[Hashable, Any]:
+        """Per-target values (`hwmodels.cpu`: path tables, parameter and cache rows)."""
+        return {}
+
+    @functools.cached_property
+    def token(self) -> object:
+        """A hashable stand-in for this target object in other memos' keys (the target is
+        unhashable: `sources` is a dict); a new object per target, held by it."""
+        return object()
+
+
+def bits_key(bits: np.ndarray) -> tuple[bytes, tuple[int, ...]]:
+    """A hashable key of a bit-choice array (its bytes and shape) for `memoised`."""
+    return bits.tobytes(), bits.shape
+
+
 def check_bits(bits: np.ndarray) -> np.ndarray:
     """Return `bits` as int64 [B, 2] (w_bits, a_bits), or raise ValueError naming the bad row."""
     arr = np.asarray(bits, dtype=np.int64)
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise ValueError(f"bits must have shape [B, 2] (w_bits, a_bits), got {arr.shape}")
-    inside = (arr >= 0) & (arr < len(_VALID))
-    bad = ~inside | ~_VALID[np.where(inside, arr, 0)]  # a table lookup: np.isin costs ~40 us
-    if bad.any():
-        row = int(np.argwhere(bad)[0, 0])
+    valid = _VALID.take(arr, mode="clip")  # a table lookup: np.isin costs ~40 us
+    if not valid.all():
+        row = int(np.argwhere(~valid)[0, 0])
         raise ValueError(f"bits[{row}] = {tuple(arr[row])}: each width must be in {VALID_BITS}")
     return arr
 

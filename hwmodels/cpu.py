@@ -4,7 +4,9 @@
 The arithmetic lives in `hwmodels.kernels.cpu` (formulas and sources are listed there). This
 module resolves a `CpuTarget` into the kernel's arrays -- scalar parameters, cache levels and
 one row per kernel path (its MAC rate from the pipes and ISA, and the passes it adds) -- calls
-the kernel once, and wraps the result in a `Cost`. It must not import `hwmodels.target`.
+the kernel once, and wraps the result in a `Cost`. What it derives is memoised: per target on
+`CpuTarget.memo`, per table and bit-choice set on `LayerTable.memo` (`kernel_inputs`). It must
+not import `hwmodels.target`.
 
 Runtimes: `"onnxruntime"` models the kernels onnxruntime 1.31 takes for each emitted format;
 `"ideal"` the best kernel the ISA allows (headroom); `"ncnn"` Tencent ncnn's Arm kernels
@@ -39,7 +41,7 @@ from compiler.formats import (
 )
 from compiler.ir import CATEGORY_GEMM, KIND_CODE, LayerTable
 from hwmodels import cpu_x86, energy, ncnn_int8, ort_int8
-from hwmodels.cost import Cost, check_bits, memory_bytes
+from hwmodels.cost import Cost, bits_key, check_bits, memoised, memory_bytes
 from hwmodels.cpu_schema import ISA_FEATURES as ISA_FEATURES
 from hwmodels.cpu_schema import CacheLevel as CacheLevel
 from hwmodels.cpu_schema import CpuTarget as CpuTarget
@@ -63,8 +65,6 @@ DOT_K_ALIGN = {"i8mm": 8.0, "dotprod": 4.0, "avx512_vnni": 4.0, "avxvnni": 4.0}
 INSTRUCTION_PJ_45NM = 70.0
 LUT_MAX_M = 8     # T-MAC's table-lookup kernels target GEMV and small batches
 _LINEAR_KINDS = (KIND_CODE["linear"], KIND_CODE["matmul"])
-_COST_FIELDS = ("cycles", "latency_s", "energy_pj_compute", "energy_pj_onchip",
-                "energy_pj_dram", "bound", "util")
 
 
 
@@ -365,13 +365,21 @@ def format_policy(target: CpuTarget) -> Policy:
 
 def format_codes(table: LayerTable, bits: np.ndarray, target: CpuTarget) -> np.ndarray:
     """The format-policy row (`compiler.formats.FORMAT_CODE`) of every layer and bit choice,
-    int64 [L, B]: the planned row where the table carries one, else the policy's for the bits."""
-    policy = format_policy(target)
+    int64 [L, B]: the planned row where the table carries one, else the policy's for the bits.
+    Memoised on the table per bits and policy (a cost call's paths and emitted bytes both read
+    it): read-only."""
+    policy, bits = format_policy(target), np.asarray(bits, dtype=np.int64)
+    key = ("cpu.format_codes", bits_key(bits), policy)
+    return memoised(table.memo, key, lambda: _format_codes(table, bits, policy))
+
+
+def _format_codes(table: LayerTable, bits: np.ndarray, policy: Policy) -> np.ndarray:
     codes = resolve_codes(table.kind_code, table.w_elems > 0, bits, policy)
-    if table.fmt_code is None:
-        return codes
-    planned = np.asarray(table.fmt_code)[:, None]
-    return np.where(planned >= 0, runs_as(policy)[np.maximum(planned, 0)], codes)
+    if table.fmt_code is not None:
+        planned = np.asarray(table.fmt_code)[:, None]
+        codes = np.where(planned >= 0, runs_as(policy)[np.maximum(planned, 0)], codes)
+    codes.flags.writeable = False
+    return codes
 
 
 def kernel_paths(table: LayerTable, bits: np.ndarray, target: CpuTarget,
@@ -384,7 +392,8 @@ def kernel_paths(table: LayerTable, bits: np.ndarray, target: CpuTarget,
     else fp32 with weights unpacked in place.
     """
     if runtime == K.RUNTIME_ORT:
-        return _PATH_OF_CODE[format_codes(table, bits, target)]
+        paths: np.ndarray = _PATH_OF_CODE[format_codes(table, bits, target)]
+        return paths
     has_w = (table.w_elems > 0)[:, None]
     a = np.broadcast_to(bits[None, :, 1], (len(table), len(bits)))
     w = np.where(has_w, bits[None, :, 0], a)  # activation x activation: both at a_bits
@@ -418,7 +427,8 @@ def fused_activations(table: LayerTable) -> np.ndarray:
     act = (table.kind_code == KIND_CODE["activation"]) & (table.ops <= 2 * table.a_out_elems)
     after_gemm = np.r_[False, np.isin(table.kind_code[:-1], gemm_kinds)]
     feeds = np.r_[False, table.a_out_elems[:-1] == table.a_in_elems[1:]]
-    return act & after_gemm & feeds
+    fused: np.ndarray = act & after_gemm & feeds
+    return fused
 
 
 def layer_choices(table: LayerTable, bits: np.ndarray, target: CpuTarget,
@@ -438,10 +448,16 @@ def layer_choices(table: LayerTable, bits: np.ndarray, target: CpuTarget,
 def weights_resident(table: LayerTable, store: np.ndarray, target: CpuTarget) -> np.ndarray:
     """Per bit choice: whether the model's weights stay in the last cache level across runs
     (embedding tables are read by row and do not count)."""
+    gemm_elems, other = memoised(table.memo, "cpu.weight_totals", lambda: _weight_totals(table))
+    total = gemm_elems * store + other
+    return total <= K.LLC_RESIDENT * target.caches[-1].size_kib * 1024
+
+
+def _weight_totals(table: LayerTable) -> tuple[int, int]:
+    """GEMM weight elements, and the bytes of other weights except embedding tables."""
     gemm = table.category == CATEGORY_GEMM
     other = table.w_bytes[~gemm & (table.kind_code != KIND_CODE["gather"])].sum()
-    total = table.w_elems[gemm].sum() * store + other
-    return total <= K.LLC_RESIDENT * target.caches[-1].size_kib * 1024
+    return table.w_elems[gemm].sum(), other
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # holds arrays
@@ -464,25 +480,75 @@ class KernelInputs:
 def kernel_inputs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget], *,
                   threads: int | None = None, runtime: str = "onnxruntime") -> KernelInputs:
     """Resolve the layers, bit choices and H CPU configs into the kernel's arrays (the glue of
-    `evaluate_configs`; `hwmodels.prepared_cpu` keeps the result for repeated calls)."""
+    `evaluate_configs`; `hwmodels.prepared_cpu` keeps the result for repeated calls).
+
+    What depends on the table alone, or on the table and the bits, is memoised on the table
+    (`LayerTable.memo`), what depends on a target alone on the target (`CpuTarget.memo`), so a
+    repeated call only looks them up; the arrays may be shared with those memos: read them only.
+    """
     bits, code = check_bits(bits), _runtime_code(runtime)
-    store = weight_store_bytes(bits[:, 0], code)
-    resident = np.stack([weights_resident(table, store, t) for t in targets]).astype(np.float64)
-    choice = np.stack([layer_choices(table, bits, t, code) for t in targets])
-    params = np.stack([params_row(t, threads) for t in targets])
-    caches = np.stack([cache_rows(t) for t in targets])
-    paths = np.stack([path_table(t, code, runtime not in LEGACY_RUNTIMES) for t in targets])
-    return KernelInputs(layer_array(table), np.column_stack([bits.astype(np.float64), store]),
-                        resident, choice.astype(np.int64), params, caches, paths, code,
-                        memory_bytes(table, bits)[1], _emitted(table, bits, targets, code))
+    a53 = runtime not in LEGACY_RUNTIMES
+    per_bit, store, act = memoised(table.memo, ("cpu.bits", code, bits_key(bits)),
+                                   lambda: _bit_columns(table, bits, code))
+    each = [_target_columns(table, bits, t, code, store) for t in targets]
+    return KernelInputs(memoised(table.memo, "cpu.layer_array", lambda: layer_array(table)),
+                        per_bit, _stack([e[0] for e in each]), _stack([e[1] for e in each]),
+                        _stack([_params(t, threads) for t in targets]),
+                        _stack([_caches(t) for t in targets]),
+                        _stack([_paths(t, code, a53) for t in targets]), code, act,
+                        _stack([e[2] for e in each]))
 
 
-def _emitted(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget],
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    # one config (every plain cost call): a view, not np.stack's copy
+    return arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
+
+
+def _bit_columns(table: LayerTable, bits: np.ndarray,
+                 runtime: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The kernel's per-bit columns [B, 3], stored bytes per weight [B], activation bytes."""
+    store, act = weight_store_bytes(bits[:, 0], runtime), memory_bytes(table, bits)[1]
+    per_bit = np.column_stack([bits.astype(np.float64), store])
+    # the kernel reads per_bit (numba compiles read-only arrays as another type); `Cost`s
+    # hand act to callers: read-only, so no caller can change the memo's copy
+    store.flags.writeable = act.flags.writeable = False
+    return per_bit, store, act
+
+
+def _target_columns(table: LayerTable, bits: np.ndarray, target: CpuTarget, runtime: int,
+                    store: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`weights_resident` as float64 [B], `layer_choices` as int64 [L, B] and the emitted
+    weight bytes [L, B] (`emitted_weight_bytes`; NaN off onnxruntime), memoised on the table
+    per bits, runtime and the three target facts they read: the format policy (onnxruntime),
+    fp16 arithmetic (the other runtimes) and the last cache level's size."""
+    policy, fp16 = format_policy(target), "fp16" in target.isa
+    key = ("cpu.choices", runtime, bits_key(bits), policy, fp16, target.caches[-1].size_kib)
+    return memoised(table.memo, key, lambda: (
+        weights_resident(table, store, target).astype(np.float64),
+        layer_choices(table, bits, target, runtime).astype(np.int64),
+        _emitted(table, bits, target, runtime)))
+
+
+def _params(target: CpuTarget, threads: int | None) -> np.ndarray:
+    key = ("params", resolve_threads(target, threads))  # None and cores give one row
+    return memoised(target.memo, key, lambda: params_row(target, threads))
+
+
+def _caches(target: CpuTarget) -> np.ndarray:
+    return memoised(target.memo, ("caches",), lambda: cache_rows(target))
+
+
+def _paths(target: CpuTarget, runtime: int, a53_kernels: bool) -> np.ndarray:
+    key = ("paths", runtime, a53_kernels)
+    return memoised(target.memo, key, lambda: path_table(target, runtime, a53_kernels))
+
+
+def _emitted(table: LayerTable, bits: np.ndarray, target: CpuTarget,
              runtime: int) -> np.ndarray:
-    """[H, L, B]: emitted weight bytes on onnxruntime (what edgesim writes), NaN elsewhere."""
+    """[L, B]: emitted weight bytes on onnxruntime (what edgesim writes), NaN elsewhere."""
     if runtime != K.RUNTIME_ORT:
-        return np.full((len(targets), len(table), len(bits)), np.nan)
-    return np.stack([emitted_weight_bytes(table, bits, t) for t in targets]).astype(np.float64)
+        return np.full((len(table), len(bits)), np.nan)
+    return emitted_weight_bytes(table, bits, target).astype(np.float64)
 
 
 def run_kernel(x: KernelInputs, *, serial: bool = False) -> np.ndarray:
@@ -498,12 +564,14 @@ def kernel_cost(out: np.ndarray, act_bytes: np.ndarray,
                 weight_bytes: np.ndarray | None = None) -> Cost:
     """The `Cost` of the kernel's output (any leading shape after the field axis); its weight
     bytes are `weight_bytes` (as emitted) where given and not NaN, else the kernel's."""
+    act_bytes = np.asarray(act_bytes, dtype=np.float64)
     if act_bytes.shape != out.shape[1:]:
         act_bytes = np.broadcast_to(act_bytes, out.shape[1:])
     wbytes = out[K.O_WBYTES]
     if weight_bytes is not None:
         wbytes = np.where(np.isnan(weight_bytes), wbytes, weight_bytes)
-    return Cost(**dict(zip(_COST_FIELDS, out)), weight_bytes=wbytes, act_bytes=act_bytes)
+    # the kernel's fields precede O_WBYTES in `Cost`'s order (O_CYCLES ... O_UTIL)
+    return Cost.from_kernel(out[:K.O_WBYTES], wbytes, act_bytes)
 
 
 def evaluate_configs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget], *,
@@ -535,8 +603,13 @@ def evaluate(table: LayerTable, bits: np.ndarray, target: CpuTarget, *,
         threads: threads per inference (None: all cores).
         runtime: "onnxruntime" (the kernels onnxruntime takes) or "ideal" (ISA headroom).
     """
-    cost = evaluate_configs(table, bits, [target], threads=threads, runtime=runtime)
-    return Cost(**{f.name: getattr(cost, f.name)[0] for f in dataclasses.fields(cost)})
+    bits = check_bits(bits)
+    # the whole kernel input of this table, target and options, memoised on the table: a
+    # repeated call (an allocator's, a simulation loop's) then costs a lookup and the kernel
+    key = ("cpu.inputs", target.token, threads, runtime, bits_key(bits))
+    x = memoised(table.memo, key, lambda: kernel_inputs(table, bits, [target], threads=threads,
+                                                         runtime=runtime))
+    return kernel_cost(run_kernel(x)[:, 0], x.act_bytes, x.weight_bytes[0])
 
 
 def power_time_energy_pj(cost: Cost, target: CpuTarget, threads: int | None = None, *,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from hwmodels.cost import Memoised
 from hwmodels.kernels.cpu_layout import MAX_LEVELS
 
 ISA_FEATURES = ("neon", "dotprod", "i8mm", "fp16", "sve", "sse4_2", "avx", "avx2", "fma",
@@ -57,7 +58,7 @@ class Power:
 
 
 @dataclass(frozen=True, kw_only=True)
-class CpuTarget:
+class CpuTarget(Memoised):
     """A multi-core CPU with SIMD units, a cache hierarchy and DRAM.
 
     Pipe counts are SIMD instructions of full `simd_bits` width issued per cycle per core

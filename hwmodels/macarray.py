@@ -16,7 +16,15 @@ import numpy as np
 from compiler.ir import CATEGORY_GEMM, CATEGORY_VIEW, LayerTable
 from hwmodels import configs as configs_mod
 from hwmodels.configs import MacArrayConfigs
-from hwmodels.cost import Cost, check_bits, check_precisions, memory_bytes
+from hwmodels.cost import (
+    Cost,
+    Memoised,
+    bits_key,
+    check_bits,
+    check_precisions,
+    memoised,
+    memory_bytes,
+)
 from hwmodels.kernels import macarray as kernel
 from hwmodels.kernels import threads
 
@@ -44,7 +52,7 @@ class Precision:
 
 
 @dataclass(frozen=True, kw_only=True)
-class MacArrayTarget:
+class MacArrayTarget(Memoised):
     """A rows x cols systolic array with per-operand SRAMs, a DRAM link and a vector unit.
 
     Units are in the field names: `_kib` kibibytes, `_gbps` gigabytes per second, `_ghz`
@@ -109,17 +117,11 @@ class MacArrayTarget:
         are frozen, so the arrays cannot go stale); a cost call then skips ~0.7 ms of glue."""
         return configs_mod.from_targets([self])
 
-    @functools.cached_property
-    def _rates_memo(self) -> dict[bytes, tuple[np.ndarray, np.ndarray]]:
-        return {}
-
     def kernel_rates(self, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`configs.precision_rates` of this target at `bits` (int64 [B, 2]), memoised per
         bit choices on the target (a pure function of its frozen fields and `bits`)."""
-        key = bits.tobytes() + str(bits.shape).encode()
-        if key not in self._rates_memo:
-            self._rates_memo[key] = configs_mod.precision_rates(self.kernel_configs, bits)
-        return self._rates_memo[key]
+        return memoised(self.memo, ("rates", bits_key(bits)),
+                        lambda: configs_mod.precision_rates(self.kernel_configs, bits))
 
     @property
     def peak_macs_per_s(self) -> float:
@@ -220,5 +222,8 @@ def evaluate(table: LayerTable, bits: np.ndarray, target: MacArrayTarget, *,
     """
     from hwmodels import prepared  # lazy: it imports this module
 
-    # a prepared call made and run once: evaluate_configs' kernel and arrays, less its glue
-    return prepared.run(prepared.prepare(table, bits, target))
+    # a prepared call, memoised on the table per target and bits: evaluate_configs' kernel
+    # and arrays, less its glue
+    bits = check_bits(bits)
+    key = ("macarray.call", target.token, bits_key(bits))
+    return prepared.run(memoised(table.memo, key, lambda: prepared.prepare(table, bits, target)))

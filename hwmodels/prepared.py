@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler.ir import LayerTable
-from hwmodels.cost import Cost, check_bits, checked_memory_bytes
+from hwmodels.cost import Cost, bits_key, check_bits, checked_memory_bytes, memoised
 from hwmodels.kernels import macarray as kernel
 from hwmodels.kernels import threads
 from hwmodels.macarray import PARALLEL_MIN, MacArrayTarget, layer_arrays
@@ -51,10 +51,18 @@ def prepare(table: LayerTable, bits: np.ndarray, target: MacArrayTarget) -> Prep
     bits = check_bits(bits)
     cfg = target.kernel_configs
     rates, energies = target.kernel_rates(bits)  # memoised on the target
-    weight, act = checked_memory_bytes(table, bits)
-    return PreparedCall(*layer_arrays(table), bits[:, 0].astype(np.float64),
+    weight, act = memoised(table.memo, ("bytes", bits_key(bits)), lambda: _bytes(table, bits))
+    lay = memoised(table.memo, "macarray.layer_arrays", lambda: layer_arrays(table))
+    return PreparedCall(*lay, bits[:, 0].astype(np.float64),
                         bits[:, 1].astype(np.float64), cfg.cfg_i, cfg.cfg_f,
                         np.ascontiguousarray(rates), np.ascontiguousarray(energies), weight, act)
+
+
+def _bytes(table: LayerTable, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`checked_memory_bytes`, read-only: every `Cost` of these bits hands them out."""
+    weight, act = checked_memory_bytes(table, bits)
+    weight.flags.writeable = act.flags.writeable = False
+    return weight, act
 
 
 def run(p: PreparedCall) -> Cost:
