@@ -557,7 +557,33 @@ def _extreme_layers(qg: Graph, data: cal.CalibrationData | None, g: Graph
     # the float tensors from onnxruntime where it stands in for the executor (mobilenet_v2:
     # 1.6 s of the executor's forward passes)
     sqnr = layer_sqnr(qg, itertools.islice(cal.batches(qg, data), ERROR_BATCHES), g,
-                      onnxruntime_env(g))
+                      onnxruntime_env(g), _isolated_runner(qg))
     return tuple(f"layer {name}: its quantisation alone leaves {db:.1f} dB output SQNR "
                  f"(< {CATASTROPHIC_SQNR_DB:g} dB: extreme error; give it more bits)"
                  for name, db in catastrophic(sqnr).items())
+
+
+def _isolated_runner(qg: Graph) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]
+                                            ] | None:
+    """env -> every quantised layer's output from the float tensors `env`, as onnxruntime
+    computes it (`compiler.layer_graph.isolated_layers`, one session; the same values as the
+    numpy fake-quant rules, 15-20x faster on resnet18/mobilenet_v2); None where the graph
+    cannot be emitted or loaded (then `layer_sqnr` runs the numpy rules)."""
+    from compiler.errors import ModelError
+    from compiler.layer_error import measured
+    from compiler.layer_graph import isolated_layers, isolated_output
+    from edgesim.evaluate import session
+
+    lg = isolated_layers(qg, measured)
+    if lg is None:
+        return None
+    try:
+        sess = session(emit(lg, check=False), spin=False)
+    except (ModelError, UserError):
+        return None
+    names = {isolated_output(t): t for layer in qg.layers for t in layer.outputs[:1]}
+
+    def run(env: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        got = sess.run(list(lg.outputs), {t: env[t] for t in lg.inputs})
+        return {names[t]: y for t, y in zip(lg.outputs, got)}
+    return run
