@@ -78,3 +78,34 @@ def test_layer_sqnr_figures_are_the_numpy_rules_figures(name: str, bits: int) ->
     assert set(got) == set(want) and len(finite) >= 3
     assert min(want[k] for k in finite) < 40  # real errors, which a wrong tensor would move
     np.testing.assert_allclose([got[k] for k in finite], [want[k] for k in finite], atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "mobilenet_v2_32"])
+def test_the_shared_float_session_computes_the_calibration_session_tensors(name: str) -> None:
+    from compiler.passes.calibrate import calibration_tensors
+    from edgesim.quantize import _onnxruntime_forward
+
+    g = MODELS[name]()
+    keep = tuple(calibration_tensors(g))
+    forward, env = _onnxruntime_forward(g, keep, []), onnxruntime_env(g, threads=None)
+    assert env is not None and len(keep) >= 3
+    for feeds in itertools.islice(cal.batches(g, cal.random_samples(g, 2, seed=5)), 2):
+        want, got = forward(feeds, keep), env(feeds)
+        for t in keep:
+            np.testing.assert_array_equal(got[t], want[t], err_msg=t)
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "digits_transformer"])
+def test_the_range_search_picks_the_same_ranges_on_the_shared_session(name: str) -> None:
+    from edgesim.quantize import _chosen_ranges
+
+    g = MODELS[name]()
+    data = cal.random_samples(g, 24, seed=7)
+    ref = float_pass(g, data, stats=True)
+    assign, opts = assignment.resolve(g, 8), QuantOptions(act_method="auto")
+    want, _ = _chosen_ranges(g, assign, data, ref.stats, opts, ref.fit_stats)
+    got, _ = _chosen_ranges(g, assign, data, ref.stats, opts, ref.fit_stats, None,
+                            lambda: onnxruntime_env(g, threads=None))
+    assert want is not None and got is not None and want.chosen
+    assert dict(got.chosen) == dict(want.chosen)
+    assert dict(got.resolved) == dict(want.resolved)
