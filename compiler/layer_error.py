@@ -18,7 +18,8 @@ from compiler.ir import Graph, Layer
 CATASTROPHIC_SQNR_DB = 10.0  # output noise above a tenth of the signal's power
 
 
-def _quantised(layer: Layer) -> bool:
+def measured(layer: Layer) -> bool:
+    """Whether `layer_sqnr` measures `layer`: a quantised weight or activation."""
     return layer.quant.fmt not in ("float", None) and (
         layer.quant.w_bits is not None or layer.quant.a_bits is not None)
 
@@ -27,14 +28,17 @@ Env = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 
 
 def layer_sqnr(qg: Graph, batches: Iterable[Mapping[str, np.ndarray]],
-               reference: Graph | None = None, forward: Env | None = None
-               ) -> dict[str, float]:
+               reference: Graph | None = None, forward: Env | None = None,
+               quantised: Env | None = None) -> dict[str, float]:
     """Output SQNR in dB of every quantised layer of `qg`, alone, summed over `batches`,
     against the float model `reference` (default `qg` run in float; pass the source model
     when the quantised one changed float constants, e.g. biases by bias correction).
     `forward(feeds)` computes `reference`'s float32 tensors (default the reference executor;
-    e.g. onnxruntime, equal to float rounding and several times faster)."""
-    layers = [layer for layer in qg.layers if _quantised(layer)]
+    e.g. onnxruntime, equal to float rounding and several times faster). `quantised(env)`
+    gives every quantised layer's first output from the float tensors `env` (weights
+    included), keyed by that output's name (default `compiler.fake_quant` per layer, in
+    numpy; e.g. `compiler.layer_graph.isolated_layers` run in onnxruntime)."""
+    layers = [layer for layer in qg.layers if measured(layer)]
     relu = _feeds_only_relus(qg)
     signal = dict.fromkeys((layer.name for layer in layers), 0.0)
     noise = dict(signal)
@@ -42,9 +46,11 @@ def layer_sqnr(qg: Graph, batches: Iterable[Mapping[str, np.ndarray]],
         ref_env = (forward(feeds) if forward is not None
                    else run(reference or qg, feeds, dtype="float32", keep=True))
         env = {**qg.weights, **ref_env}
+        outs = quantised(env) if quantised is not None else None
         for layer in layers:
             ref = np.asarray(env[layer.outputs[0]], np.float64)
-            got = np.asarray(fake_quant.forward(layer, env)[0], np.float64)
+            got = np.asarray(fake_quant.forward(layer, env)[0] if outs is None
+                             else outs[layer.outputs[0]], np.float64)
             if layer.name in relu:  # compared as the ReLU after it sees it
                 ref, got = np.maximum(ref, 0.0), np.maximum(got, 0.0)
             signal[layer.name] += float(np.sum(ref * ref))

@@ -27,7 +27,7 @@ from compiler.executor import run
 from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph, Layer, Quant
 from compiler.ops import OPS
 from compiler.passes.calibrate import CalibrationStats, Forward
-from compiler.quantizers import ActivationParams, fake_quant_activation
+from compiler.quantizers import ActivationParams, storage_range
 
 CANDIDATES = ("minmax", "percentile", "mse", "entropy")
 
@@ -55,8 +55,23 @@ def _reader_error(layer: Layer, env: Mapping[str, np.ndarray], tensor: str,
     return _squares(y)
 
 
-def _fake(x: np.ndarray, p: ActivationParams) -> np.ndarray:
-    return fake_quant_activation(x, float(p.scale), p.zero_point, p.bits, p.signed)
+def rounding_error(x: np.ndarray, p: ActivationParams) -> np.ndarray:
+    """`fake_quant_activation(x, p) - x` (float32), in five passes over one new array
+    instead of nine over six (the local range choice computes it for every tensor, method
+    and sample: 1.8 of its 3 s on mobilenet_v2). Equal bit for bit, up to the sign of zero
+    differences (squared and linearly read, they count the same): clip(rint(r) + zp, qmin,
+    qmax) - zp is clip(rint(r), qmin - zp, qmax - zp) for every integral float32 rint(r)
+    (below 2^24 the shift is exact; beyond, both saturate), and that difference is an exact
+    float32 integer either way."""
+    qmin, qmax = storage_range(p.bits, p.signed)
+    scale = np.float32(p.scale)
+    x32 = np.asarray(x, np.float32)
+    d = x32 / scale
+    np.rint(d, out=d)
+    np.clip(d, qmin - p.zero_point, qmax - p.zero_point, out=d)
+    d *= scale
+    d -= x32
+    return d
 
 
 def tensor_errors(g: Graph, env: Mapping[str, np.ndarray], tensor: str,
@@ -68,7 +83,7 @@ def tensor_errors(g: Graph, env: Mapping[str, np.ndarray], tensor: str,
     full = {**g.weights, **env}
     out = {}
     for m, p in params.items():
-        d = _fake(x, p) - x
+        d = rounding_error(x, p)
         out[m] = (sum(_reader_error(r, full, tensor, d) for r in readers) if readers
                   else _squares(d))
     return out
@@ -119,7 +134,7 @@ def _graph_errors(env: Mapping[str, np.ndarray], tensors: Iterable[str], params:
     outs = {t: [c.outputs[0] for c in rg.layers if _perturbed(t) in c.inputs] for t in tensors}
     errors: dict[str, dict[str, float]] = {t: {} for t in tensors}
     for m in CANDIDATES:
-        ds = {t: _fake(env[t], params[t][m]) - env[t] for t in errors}
+        ds = {t: rounding_error(env[t], params[t][m]) for t in errors}
         ys = run({_perturbed(t): d for t, d in ds.items() if outs[t]})
         for t, d in ds.items():
             errors[t][m] = sum(_squares(ys[o]) for o in outs[t]) if outs[t] else _squares(d)
