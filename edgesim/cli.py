@@ -71,11 +71,11 @@ def add_command(sub: argparse._SubParsersAction, name: str, help: str,
 
 def registrars() -> tuple[Callable[[argparse._SubParsersAction], None], ...]:
     """Every subcommand family's `add_parser(sub)`; a new command module adds its own here."""
-    from edgesim import commands, validate
+    from edgesim import commands
     from edgesim.llm import cli as llm_cli
 
     # llm_cli extends `simulate` (decoder configs) and so comes after the built-ins
-    return (*commands.BUILTIN, validate.add_parser, llm_cli.add_parser)
+    return (*commands.BUILTIN, llm_cli.add_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
