@@ -206,3 +206,15 @@ def test_simulate_imports_no_scipy_special_and_reports_the_same() -> None:
     assert loaded == "False"
     here = api.simulate("zoo:digits_cnn", "rpi5").to_dict()
     assert json.loads(report) == json.loads(json.dumps(here))
+
+
+def test_the_zoo_imports_a_builder_when_it_is_looked_up() -> None:
+    code = ("import sys; from edgesim import zoo; names = sorted(zoo.ZOO); "
+            "before = [m for m in ('onnx', 'edgesim.zoo.cnn', 'edgesim.zoo.decoder') "
+            "if m in sys.modules]; from edgesim.zoo import cnn; "
+            "print(before, names, zoo.ZOO['resnet18'] is cnn.resnet18)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    before, rest = out.stdout.strip().split("] ", 1)
+    assert before == "[" and rest.endswith(" True")
+    assert "'digits_cnn'" in rest and "'mobilenet_v2'" in rest
