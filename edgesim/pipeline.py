@@ -194,18 +194,22 @@ def compile_model(model: Any, target: TargetRef, outdir: str | os.PathLike, *, c
 def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_random: int | None,
              eval_data: Any, options: CompileOptions) -> CompileResult:
     """`compile_model` inside its claimed output folder."""
-    from edgesim.loading import load_graph, resolve_target
-    from edgesim.quantize import (
-        FloatPassRecorder,
-        fit_batches,
-        float_pass,
-        onnxruntime_env,
-        quantize_model,
-    )
-    from edgesim.sparsity import apply_sparsity, expand_bits, sparsity_column, with_sparse_costs
-
     progress = Progress(total=7, quiet=options.quiet)
-    with progress.phase("loading model and target"):
+    with progress.phase("loading model and target"):  # and the modules the phases run
+        from edgesim.loading import load_graph, resolve_target
+        from edgesim.quantize import (
+            FloatPassRecorder,
+            fit_batches,
+            float_pass,
+            onnxruntime_env,
+            quantize_model,
+        )
+        from edgesim.sparsity import (
+            apply_sparsity,
+            expand_bits,
+            sparsity_column,
+            with_sparse_costs,
+        )
         source = built_model(model)
         g = load_graph(source, options.input_shapes, **_load_options(options))  # ONNX -> IR
         if options.verify:
