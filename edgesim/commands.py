@@ -176,10 +176,17 @@ def _bits_list(text: str | None, flag: str) -> tuple[int, ...] | None:
         raise UserError(flag, f"expected comma-separated bit widths, got {text!r}") from None
 
 
+def _sparsity_levels(text: str | None) -> tuple[float, ...]:
+    if not text:  # edgesim.sparsity (~0.3 s of imports) loads inside the compile's phases
+        return ()
+    from edgesim.sparsity import parse_levels
+
+    return parse_levels(text)
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     from edgesim import api  # imported by the command that runs, not the parser
     from edgesim.budget import parse_analysis_budget
-    from edgesim.sparsity import parse_levels
 
     model, calib, held_out = args.model, args.calib, args.eval
     if args.example:
@@ -199,7 +206,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
             args.batch_axis, "--batch-axis", "name=1 (or name=none)", _axis).items()},
         calib_method=args.calib_method, smooth_quant=args.smooth_quant,
         rounding=args.rounding, bias_correction=not args.no_bias_correction,
-        sparsity=parse_levels(args.sparsity),
+        sparsity=_sparsity_levels(args.sparsity),
         kernel_check=args.kernel_check, pick=args.pick, assignment=args.assignment,
         quiet=args.quiet, command=" ".join(["edgesim", *sys.argv[1:]]), force=args.force,
         verify=args.debug, min_fidelity=args.min_fidelity,
