@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
 
 from compiler.errors import ModelError
 from edgesim import __version__
@@ -69,11 +71,11 @@ def add_command(sub: argparse._SubParsersAction, name: str, help: str,
 
 def registrars() -> tuple[Callable[[argparse._SubParsersAction], None], ...]:
     """Every subcommand family's `add_parser(sub)`; a new command module adds its own here."""
-    from edgesim import commands, validate
+    from edgesim import commands
     from edgesim.llm import cli as llm_cli
 
     # llm_cli extends `simulate` (decoder configs) and so comes after the built-ins
-    return (*commands.BUILTIN, validate.add_parser, llm_cli.add_parser)
+    return (*commands.BUILTIN, llm_cli.add_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,14 +119,31 @@ COST_COMMANDS = frozenset({"simulate", "compile", "allocate", "sweep", "validate
 COMPILE_NOTICE = "edgesim: compiling cost kernels (first run only)..."
 
 
-def announce_compile(args: argparse.Namespace) -> None:
-    """Say once, on stderr, that numba is about to compile the cost kernels (cold cache)."""
+def announce_compile(args: argparse.Namespace, kernels: Path | None = None) -> None:
+    """Say once, on stderr, that numba is about to compile the cost kernels: only when a
+    kernel module the command's target kind runs is cold (`kernels`: the kernels' folder)."""
     if args.command not in COST_COMMANDS or args.quiet:
         return
-    from hwmodels.kernels.cache_state import cold_modules
+    from hwmodels.kernels import cache_state
 
-    if cold_modules():
+    kind = _target_kind(getattr(args, "target", None))
+    if kind is False:  # a bad target: the command fails on it before any kernel runs
+        return
+    if cache_state.cold_modules(kernels or cache_state.KERNELS, cache_state.kernels_of(kind)):
         print(COMPILE_NOTICE, file=sys.stderr, flush=True)
+
+
+def _target_kind(spec: str | None) -> str | None | Literal[False]:
+    """The `kind` of the target named `spec`; None if no target is named (all kinds may run),
+    False if it does not load (the command reports that error itself)."""
+    if spec is None:
+        return None
+    from hwmodels.target import TargetError, load_target  # the command loads it next anyway
+
+    try:
+        return load_target(spec).kind
+    except TargetError:
+        return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:

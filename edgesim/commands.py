@@ -176,10 +176,17 @@ def _bits_list(text: str | None, flag: str) -> tuple[int, ...] | None:
         raise UserError(flag, f"expected comma-separated bit widths, got {text!r}") from None
 
 
+def _sparsity_levels(text: str | None) -> tuple[float, ...]:
+    if not text:  # edgesim.sparsity (~0.3 s of imports) loads inside the compile's phases
+        return ()
+    from edgesim.sparsity import parse_levels
+
+    return parse_levels(text)
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     from edgesim import api  # imported by the command that runs, not the parser
     from edgesim.budget import parse_analysis_budget
-    from edgesim.sparsity import parse_levels
 
     model, calib, held_out = args.model, args.calib, args.eval
     if args.example:
@@ -199,7 +206,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
             args.batch_axis, "--batch-axis", "name=1 (or name=none)", _axis).items()},
         calib_method=args.calib_method, smooth_quant=args.smooth_quant,
         rounding=args.rounding, bias_correction=not args.no_bias_correction,
-        sparsity=parse_levels(args.sparsity),
+        sparsity=_sparsity_levels(args.sparsity),
         kernel_check=args.kernel_check, pick=args.pick, assignment=args.assignment,
         quiet=args.quiet, command=" ".join(["edgesim", *sys.argv[1:]]), force=args.force,
         verify=args.debug, min_fidelity=args.min_fidelity,
@@ -448,6 +455,29 @@ def add_pareto(sub: argparse._SubParsersAction) -> None:
     pa.add_argument("--no-plots", action="store_true", help="write front.csv only")
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    # edgesim.validate loads with the command, not the parser (simulate never imports it)
+    from edgesim.validate import format_table, validate
+
+    v = validate(args.model, args.target, bits=args.bits, threads=args.threads, runs=args.runs,
+                 stat=args.stat)
+    print(json.dumps(v.to_dict(), indent=1) if args.json else format_table(v))
+    return 0
+
+
+def add_validate(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "validate", "predicted vs measured latency on this machine",
+                    cmd_validate)
+    p.add_argument("model", help="ONNX file or zoo:NAME")
+    p.add_argument("--target", required=True, help="target describing this machine "
+                   "(e.g. the YAML `edgesim target probe` wrote)")
+    p.add_argument("--bits", default="fp32", help="fp32, 8 (W8A8), 4 (W4), ...")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--stat", choices=("median", "min"), default="median",
+                   help="per-node statistic over runs; min on a shared, loaded machine")
+
+
 def add_targets(sub: argparse._SubParsersAction) -> None:
     add_command(sub, "targets", "list the shipped hardware targets", cmd_targets)
     target = sub.add_parser("target", help="target tools", parents=[GLOBAL])
@@ -458,4 +488,4 @@ def add_targets(sub: argparse._SubParsersAction) -> None:
 
 
 BUILTIN = (add_inspect, add_simulate, add_compile, add_evaluate, add_quantize, add_sweep,
-           add_pareto, add_targets)
+           add_pareto, add_targets, add_validate)

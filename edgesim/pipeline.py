@@ -35,7 +35,13 @@ from edgesim.errors import UserError
 from edgesim.fidelity import check_fidelity, measure_fidelity
 from edgesim.output import output_folder, publish, staging
 from edgesim.progress import Progress
-from edgesim.report import CompileResult, build_result, write_reports
+from edgesim.report import (
+    CompileResult,
+    build_result,
+    draw_plots,
+    prefetch_plotting,
+    write_reports,
+)
 from edgesim.settle_rule import settled_rule
 from edgesim.simulation import totals
 from edgesim.smoothing import outlier_channels, smooth_alpha, smoothed
@@ -188,18 +194,22 @@ def compile_model(model: Any, target: TargetRef, outdir: str | os.PathLike, *, c
 def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_random: int | None,
              eval_data: Any, options: CompileOptions) -> CompileResult:
     """`compile_model` inside its claimed output folder."""
-    from edgesim.loading import load_graph, resolve_target
-    from edgesim.quantize import (
-        FloatPassRecorder,
-        fit_batches,
-        float_pass,
-        onnxruntime_env,
-        quantize_model,
-    )
-    from edgesim.sparsity import apply_sparsity, expand_bits, sparsity_column, with_sparse_costs
-
-    progress = Progress(total=6, quiet=options.quiet)
-    with progress.phase("loading model and target"):
+    progress = Progress(total=7, quiet=options.quiet)
+    with progress.phase("loading model and target"):  # and the modules the phases run
+        from edgesim.loading import load_graph, resolve_target
+        from edgesim.quantize import (
+            FloatPassRecorder,
+            fit_batches,
+            float_pass,
+            onnxruntime_env,
+            quantize_model,
+        )
+        from edgesim.sparsity import (
+            apply_sparsity,
+            expand_bits,
+            sparsity_column,
+            with_sparse_costs,
+        )
         source = built_model(model)
         g = load_graph(source, options.input_shapes, **_load_options(options))  # ONNX -> IR
         if options.verify:
@@ -218,6 +228,7 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
     if given is not None:  # a given plan needs no data-driven analysis: proxy sensitivities
         options = replace(options, method="proxy")
     emitted: EmittedBytes = {}  # plans emitted for their size: the settle rule's, allocate's
+    plotting = prefetch_plotting()  # matplotlib's imports overlap the analysis
     with progress.phase(f"sensitivity ({options.method})"):
         ga = (analysis_graph(source, g, data.count, options.method, options.input_shapes,
                              **_load_options(options))
@@ -279,7 +290,7 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
             fidelity = measure_fidelity(gq, model_path, ref.outputs, *held_out,
                                         options.fidelity_metric)
             check_fidelity(fidelity, options.min_fidelity)
-        with progress.phase("writing reports"):
+        with progress.phase("drawing the report's plots"):
             baseline = _baseline(g, tgt, options)
             result = build_result(replace(g, notes=gq.notes), tgt, alloc, quant, fidelity,
                                   baseline, data, options, outdir, progress.timings)
@@ -290,6 +301,9 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
 
                 result = with_running_costs(result, g, bits, tgt, threads=options.threads,
                                             runtime=options.runtime)
+            draw_plots(result, stage, plotting)
+        with progress.phase("writing reports"):  # timings: every phase but this one (ms)
+            result = replace(result, timings_s=dict(progress.timings))
             write_reports(result, alloc, stage)
         publish(stage, outdir)
     return replace(result, files={k: str(outdir / Path(v).name) for k, v in result.files.items()})

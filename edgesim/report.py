@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import threading
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -169,15 +170,40 @@ def build_result(g: Graph, target: Target, alloc: AllocationResult, quant: Any,
         timings_s=dict(timings), files={k: str(outdir / v) for k, v in names.items()})
 
 
+def prefetch_plotting() -> threading.Thread:
+    """Start importing the plotting stack (matplotlib: ~0.7 s of imports, the largest fixed
+    cost of a compile) on a helper thread, so it overlaps the analysis, which spends its time
+    in numpy and onnxruntime with the GIL released; `draw_plots` joins it. If the import
+    fails there, `draw_plots` imports again and raises the error itself."""
+    thread = threading.Thread(target=_import_plot, name="edgesim-import-plot", daemon=True)
+    thread.start()
+    return thread
+
+
+def _import_plot() -> None:
+    try:
+        import edgesim.plot  # noqa: F401
+    except Exception:  # noqa: BLE001 - reported by draw_plots' own import
+        pass
+
+
+def draw_plots(r: CompileResult, folder: Path, prefetch: threading.Thread | None = None
+               ) -> None:
+    """pareto.png and layers.png into `folder` (a staging folder), after `prefetch` (from
+    `prefetch_plotting`) has finished importing matplotlib."""
+    if prefetch is not None:
+        prefetch.join()
+    _plot(r, folder / "pareto.png")
+    _layer_plot(r, folder / "layers.png")
+
+
 def write_reports(r: CompileResult, alloc: AllocationResult, folder: Path) -> None:
-    """report.json, report.md, pareto.png, layers.png and report.html (one self-contained
-    page) into `folder` (a staging folder)."""
+    """report.json, report.md and report.html (one self-contained page, embedding the plots
+    `draw_plots` wrote) into `folder` (a staging folder)."""
     from edgesim.report_html import render
 
     atomic_write(folder / "report.json", json.dumps(r.to_dict(), indent=1, default=_json))
     atomic_write(folder / "report.md", markdown(r))
-    _plot(r, folder / "pareto.png")
-    _layer_plot(r, folder / "layers.png")
     images = {"Pareto front": (folder / "pareto.png").read_bytes(),
               "Per layer": (folder / "layers.png").read_bytes()}
     atomic_write(folder / "report.html", render(_summary(r), r.layers, images))

@@ -15,7 +15,6 @@ On a board: `edgesim target probe host.yaml`, then `edgesim validate MODEL --tar
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import statistics
@@ -276,26 +275,3 @@ def format_table(v: Validation) -> str:
     lines.append(f"per group: median |error| {s['median_abs_err']:.1%}, within 10 % "
                  f"{s['within_10']:.0%}, within 25 % {s['within_25']:.0%}")
     return "\n".join(lines)
-
-
-def add_parser(subparsers: Any) -> None:
-    """Register `edgesim validate` on the CLI's subparsers."""
-    from edgesim.cli import add_command
-
-    p = add_command(subparsers, "validate", "predicted vs measured latency on this machine",
-                    _run)
-    p.add_argument("model", help="ONNX file or zoo:NAME")
-    p.add_argument("--target", required=True, help="target describing this machine "
-                   "(e.g. the YAML `edgesim target probe` wrote)")
-    p.add_argument("--bits", default="fp32", help="fp32, 8 (W8A8), 4 (W4), ...")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--runs", type=int, default=20)
-    p.add_argument("--stat", choices=("median", "min"), default="median",
-                   help="per-node statistic over runs; min on a shared, loaded machine")
-
-
-def _run(args: argparse.Namespace) -> int:
-    v = validate(args.model, args.target, bits=args.bits, threads=args.threads, runs=args.runs,
-                 stat=args.stat)
-    print(json.dumps(v.to_dict(), indent=1) if args.json else format_table(v))
-    return 0

@@ -63,8 +63,14 @@ class Target(Protocol):
 # loaded target.
 TargetRef = Union[str, "os.PathLike[str]", Target]
 
-# Read from the one registry, `hwmodels.kinds`; a kind module that fails to import raises there.
-TARGET_KINDS: Mapping[str, type] = types.MappingProxyType(kinds.target_classes())
+
+def __getattr__(name: str) -> Mapping[str, type]:
+    """`TARGET_KINDS`, kind -> target dataclass, read from the one registry `hwmodels.kinds`
+    (a kind module that fails to import raises there). Built on first use: it imports every
+    kind's model and kernels, which loading one target does not need (PEP 562)."""
+    if name == "TARGET_KINDS":
+        return types.MappingProxyType(kinds.target_classes())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_target(name_or_path: str | os.PathLike[str]) -> Target:

@@ -36,7 +36,6 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from compiler.packing import pack_matmulnbits
 from edgesim.errors import UserError
 from edgesim.llm.config import DecoderConfig
 from edgesim.llm.formats import EMBED, WeightFormat, parse_format
@@ -109,6 +108,9 @@ class _Ctx:
 def _packed(c: _Ctx, name: str, w: np.ndarray, fmt: WeightFormat) -> list[str]:
     """[B, scales, (zero points)] initializers of W [K, N] packed as MatMulNBits in `fmt`,
     written once per `name` (a tied head and its embedding read the same ones)."""
+    # numba's packing kernels load here, not with the zoo (simulating a CNN imports this module)
+    from compiler.packing import pack_matmulnbits
+
     if name not in c.packed:
         c.nbits = True
         blob = pack_matmulnbits(w, fmt.bits, fmt.block, symmetric=not fmt.zero_point)

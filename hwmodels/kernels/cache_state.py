@@ -9,12 +9,28 @@ stamp it recorded; a module with no index, or only indexes older than its source
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 KERNELS = Path(__file__).resolve().parent
-# the kernels every CPU or MAC-array cost call runs (the MCU and SCALE-Sim-mode kernels are
-# small and compile in seconds)
-COST_KERNELS = ("cpu", "cpu_gemm", "cpu_ncnn", "cpu_roofline", "macarray", "sparse")
+# per target kind (`hwmodels.kinds`), the kernel modules its cost calls run whose first compile
+# takes long enough to announce; the MCU and SCALE-Sim-mode kernels are small and compile in
+# seconds, the roofline kind is numpy only (tests/edgesim/test_startup.py checks this table
+# against the numba dispatchers a simulate of each kind actually loads)
+KIND_KERNELS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "cpu": ("cpu", "cpu_gemm", "cpu_ncnn", "cpu_roofline"),
+    "macarray": ("macarray", "sparse"),
+    "mcu": (),
+    "roofline": (),
+})
+COST_KERNELS = tuple(dict.fromkeys(name for names in KIND_KERNELS.values() for name in names))
+
+
+def kernels_of(kind: str | None) -> tuple[str, ...]:
+    """The kernel modules a cost call for a target of `kind` runs (all of them for None or a
+    kind this table does not know)."""
+    return COST_KERNELS if kind is None else KIND_KERNELS.get(kind, COST_KERNELS)
 
 
 def cold_modules(root: Path = KERNELS, modules: tuple[str, ...] = COST_KERNELS) -> list[str]:

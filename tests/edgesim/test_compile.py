@@ -110,7 +110,7 @@ def test_compile_example(tmp_path: Path, target: str, method: str, budget: str |
 def test_progress_goes_to_stderr_and_quiet_silences_it(tmp_path: Path) -> None:
     res = edgesim("compile", "--example", "--method", "proxy", "-o", str(tmp_path / "a"))
     assert res.returncode == 0, res.stderr
-    assert "[1/6]" in res.stderr and "[1/6]" not in res.stdout
+    assert "[1/7]" in res.stderr and "[1/7]" not in res.stdout
     assert "predicted latency" in res.stdout
     quiet = edgesim("compile", "--example", "--method", "proxy", "--quiet",
                     "-o", str(tmp_path / "b"))

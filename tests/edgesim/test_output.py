@@ -112,7 +112,7 @@ def test_cwd_refused_before_any_work_then_forced(tmp_path: Path) -> None:
     refused = _run(*[a for a in COMPILE if a != "--quiet"], "-o", ".", cwd=tmp_path)
     _, err = refused.communicate(timeout=120)
     assert refused.returncode == 2 and "--force" in err, err
-    assert "[1/6]" not in err  # refused before the first phase began
+    assert "[1/7]" not in err  # refused before the first phase began
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "notes.txt"]
     forced = _run(*COMPILE, "-o", ".", "--force", cwd=tmp_path)
     out, err = forced.communicate(timeout=300)

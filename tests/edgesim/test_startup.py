@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_building_the_parser_imports_no_numba_no_onnx_no_compiler() -> None:
     code = ("import sys; from edgesim import cli; cli.build_parser(); "
             "print(sorted(m for m in ('numba', 'onnx', 'compiler.frontend', 'edgesim.api', "
-            "'hwmodels.cpu') if m in sys.modules))")
+            "'hwmodels.cpu', 'edgesim.validate', 'edgesim.zoo') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.stdout.strip() == "[]"
@@ -54,16 +54,79 @@ def test_cold_modules_reads_numba_index_files(tmp_path: Path, monkeypatch) -> No
     assert cache_state.cold_modules(tmp_path, ("a", "b", "c")) == []
 
 
-def test_a_cold_cache_is_announced_for_cost_commands_only(monkeypatch, capsys) -> None:  # noqa: ANN001
-    monkeypatch.setattr(cache_state, "cold_modules", lambda: ["cpu"])
-    cli.announce_compile(cli.parse_args(["simulate", "m.onnx", "--target", "rpi5"]))
-    assert capsys.readouterr().err == "edgesim: compiling cost kernels (first run only)...\n"
-    cli.announce_compile(cli.parse_args(["simulate", "m.onnx", "--target", "rpi5", "-q"]))
-    cli.announce_compile(cli.parse_args(["targets"]))
-    assert capsys.readouterr().err == ""
-    monkeypatch.setattr(cache_state, "cold_modules", lambda: [])
-    cli.announce_compile(cli.parse_args(["simulate", "m.onnx", "--target", "rpi5"]))
-    assert capsys.readouterr().err == ""
+def _stamps(root: Path, cold: tuple[str, ...]) -> Path:
+    """A kernels folder where every cost kernel module is cached except those in `cold`."""
+    for name in cache_state.COST_KERNELS:
+        _module(root, name, 1000.0)
+        if name not in cold:
+            _index(root, name, 2000.0)
+    return root
+
+
+def _notice(argv: list[str], kernels: Path, capsys) -> str:  # noqa: ANN001
+    cli.announce_compile(cli.parse_args(argv), kernels=kernels)
+    return capsys.readouterr().err
+
+
+SIM_RPI5 = ["simulate", "m.onnx", "--target", "rpi5"]
+NOTICE = "edgesim: compiling cost kernels (first run only)...\n"
+
+
+def test_a_cold_cache_is_announced_for_cost_commands_only(tmp_path: Path, monkeypatch,  # noqa: ANN001
+                                                          capsys) -> None:  # noqa: ANN001
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    kernels = _stamps(tmp_path, cold=("cpu",))
+    assert _notice(SIM_RPI5, kernels, capsys) == NOTICE
+    assert _notice([*SIM_RPI5, "-q"], kernels, capsys) == ""
+    assert _notice(["targets"], kernels, capsys) == ""
+    _index(kernels, "cpu", 2000.0)  # now cached
+    assert _notice(SIM_RPI5, kernels, capsys) == ""
+
+
+def test_only_the_kernels_the_targets_kind_runs_are_announced(tmp_path: Path, monkeypatch,  # noqa: ANN001
+                                                             capsys) -> None:  # noqa: ANN001
+    """A CPU target never runs the MAC-array kernels: their cold cache is not announced."""
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    kernels = _stamps(tmp_path, cold=("macarray", "sparse"))
+    assert _notice(SIM_RPI5, kernels, capsys) == ""
+    assert _notice(["compile", "m.onnx"], kernels, capsys) == ""  # default target rpi5
+    assert _notice(["simulate", "m.onnx", "--target", "systolic-16x16"], kernels, capsys) == NOTICE
+    # a sweep names no one target: any kind may run
+    assert _notice(["sweep", "space.yaml", "-o", "out"], kernels, capsys) == NOTICE
+    # a target that does not load: the command fails on it, nothing compiles
+    assert _notice(["simulate", "m.onnx", "--target", "no-such"], kernels, capsys) == ""
+    _module(kernels, "cpu_gemm", 3000.0)  # a CPU kernel edited after it was cached
+    assert _notice(SIM_RPI5, kernels, capsys) == NOTICE
+
+
+def test_the_kernel_table_names_every_kind() -> None:
+    from hwmodels import kinds
+
+    assert sorted(cache_state.KIND_KERNELS) == kinds.kind_names()
+    assert all((cache_state.KERNELS / f"{m}.py").is_file() for m in cache_state.COST_KERNELS)
+
+
+USED = """import sys
+from numba.core.dispatcher import Dispatcher
+from edgesim import api
+api.simulate('zoo:digits_cnn', sys.argv[1])
+print(sorted({n.rsplit('.', 1)[1] for n, m in list(sys.modules.items())
+              if n.startswith('hwmodels.kernels.') for v in vars(m).values()
+              if isinstance(v, Dispatcher) and v.signatures and v.__module__ == n}))
+"""
+
+
+def test_each_kind_runs_no_slow_kernel_its_table_row_leaves_out() -> None:
+    """Oracle: the numba dispatchers a simulate loaded or compiled, per module."""
+    targets = {"rpi5": "cpu", "systolic-16x16": "macarray", "cortex-m7": "mcu"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = {t: subprocess.Popen([sys.executable, "-c", USED, t], stdout=subprocess.PIPE,
+                                 text=True, env=env) for t in targets}
+    for target, kind in targets.items():
+        used = set(json.loads(procs[target].communicate()[0].strip().replace("'", '"')))
+        assert procs[target].returncode == 0
+        assert used & set(cache_state.COST_KERNELS) <= set(cache_state.kernels_of(kind))
+        assert used  # the simulate ran a kernel (the oracle sees something)
 
 
 def numba_threads(shared: object, task: int) -> int:
@@ -110,10 +173,19 @@ def test_a_sweep_worker_imports_no_milp_solver_and_no_sensitivity(tmp_path: Path
     assert left == [[]]
 
 
+# what `simulate` of a CPU target never runs either (issue 17): the other kinds' models and
+# kernels, the quantizers and MatMulNBits packing (the zoo's decoder builder packs), the
+# validate, sweep, report and plot commands
+NOT_SIMULATE = ("hwmodels.macarray", "hwmodels.kernels.macarray", "hwmodels.kernels.sparse",
+                "hwmodels.mcu", "hwmodels.kernels.mcu", "compiler.packing",
+                "compiler.quantizers", "edgesim.validate", "edgesim.sweep", "edgesim.report",
+                "edgesim.plot", "matplotlib", "edgesim.pipeline")
+
+
 def test_simulate_imports_no_milp_solver_and_no_sensitivity() -> None:
     code = ("import sys; from edgesim.cli import main; "
             "code = main(['simulate', 'zoo:digits_cnn', '--target', 'rpi5', '-q']); "
-            f"print(code, [m for m in {UNUSED!r} if m in sys.modules])")
+            f"print(code, [m for m in {UNUSED + NOT_SIMULATE!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.stdout.strip().splitlines()[-1] == "0 []"
@@ -134,3 +206,15 @@ def test_simulate_imports_no_scipy_special_and_reports_the_same() -> None:
     assert loaded == "False"
     here = api.simulate("zoo:digits_cnn", "rpi5").to_dict()
     assert json.loads(report) == json.loads(json.dumps(here))
+
+
+def test_the_zoo_imports_a_builder_when_it_is_looked_up() -> None:
+    code = ("import sys; from edgesim import zoo; names = sorted(zoo.ZOO); "
+            "before = [m for m in ('onnx', 'edgesim.zoo.cnn', 'edgesim.zoo.decoder') "
+            "if m in sys.modules]; from edgesim.zoo import cnn; "
+            "print(before, names, zoo.ZOO['resnet18'] is cnn.resnet18)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    before, rest = out.stdout.strip().split("] ", 1)
+    assert before == "[" and rest.endswith(" True")
+    assert "'digits_cnn'" in rest and "'mobilenet_v2'" in rest
