@@ -35,8 +35,8 @@ def worker(src: str, npz: str, shape_args: list[str]) -> dict[str, Any]:
 
     from compiler.sensitivity import hawq, weight_norms
     from edgesim import calibration as cal
-    from edgesim.loading import load_graph, resolve_target
     from edgesim.analysis_inputs import analysis_inputs
+    from edgesim.loading import load_graph, resolve_target
     from edgesim.pipeline import CompileOptions, _settled
     from edgesim.quantize import onnxruntime_env
 
