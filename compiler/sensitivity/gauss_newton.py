@@ -213,7 +213,9 @@ def early_checks(chunks: int) -> frozenset[int]:
 def _observe_forward(g: Graph, chunks: Sequence[dict[str, np.ndarray]],
                      observe: Observer | None, forward: Forward | None, dtype: str) -> None:
     """The forward passes of `chunks` for `observe` alone (nothing to do without one)."""
-    for feeds in chunks if observe is not None else ():
+    if observe is None:
+        return
+    for feeds in chunks:
         observe(executor.run(g, feeds, dtype=dtype, keep=True) if forward is None
                 else forward(feeds))
 
