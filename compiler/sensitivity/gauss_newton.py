@@ -79,6 +79,7 @@ Observer = Callable[[Mapping[str, np.ndarray]], None]  # sees each chunk's forwa
 Forward = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 MIN_DOF = 8  # degrees of freedom of the pooled variance before the first stopping test
 MIN_CHUNKS = 2  # chunks a budget-cut first pass still covers: a variance needs two
+CHECK_SHARE = 0.25  # most of a first pass's time its early stopping tests may take
 # (estimate, bool per weight: still above tol) -> bool per weight: its uncertainty cannot matter
 Settled = Callable[[TraceEstimate, np.ndarray], np.ndarray]
 
@@ -172,6 +173,7 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
     parts: list[np.ndarray] = [np.empty((0, len(names))) for _ in chunks]
     done, want = 0, min(max_iter, _first_pass(len(chunks)))
     checks = early_checks(len(chunks)) if early and want == 1 else frozenset()
+    spent = [0.0]  # budget-clock seconds the early tests took (the settle rule solves)
     while True:
         covered, began = 0, None if budget is None else budget.clock()
         for i, feeds in enumerate(chunks):
@@ -182,8 +184,9 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
                 observe if done == 0 else None, forward, norms)])
             covered += 1
             if done == 0 and covered in checks:
-                est = sampled_estimate(names, parts[:covered], len(chunks))
-                if float(np.max(open_rse(est, tol, settled), initial=0.0)) < tol:
+                est = _early_estimate(names, parts[:covered], len(chunks), tol, settled,
+                                      budget, began, spent)
+                if est is not None:
                     _observe_forward(g, chunks[covered:], observe, forward, dtype)
                     return est
         if covered < len(chunks):
@@ -208,6 +211,23 @@ def early_checks(chunks: int) -> frozenset[int]:
     solve per open weight)."""
     counts = (max(MIN_DOF + 1, -(-chunks * k // 8)) for k in (2, 3, 4, 6))
     return frozenset(c for c in counts if c < chunks)
+
+
+def _early_estimate(names: Sequence[str], parts: Sequence[np.ndarray], total: int, tol: float,
+                    settled: Settled | None, budget: TimeBudget | None, began: float | None,
+                    spent: list[float]) -> TraceEstimate | None:
+    """The first pass's estimate from its first `len(parts)` chunks if it meets `tol` (with
+    `settled`), else None. With a budget, the tests (`spent`, added to here) may take at most
+    `CHECK_SHARE` of the pass's time so far: a settle rule that solves the allocation twice
+    per open weight costs seconds on a large model, where a pass far from `tol` gains
+    nothing from asking it."""
+    if spent[0] > CHECK_SHARE * (_took(budget, began) - spent[0]):
+        return None
+    start = None if budget is None else budget.clock()
+    est = sampled_estimate(names, parts, total)
+    met = float(np.max(open_rse(est, tol, settled), initial=0.0)) < tol
+    spent[0] += _took(budget, start)
+    return est if met else None
 
 
 def _observe_forward(g: Graph, chunks: Sequence[dict[str, np.ndarray]],

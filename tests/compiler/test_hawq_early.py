@@ -71,3 +71,29 @@ def test_early_stop_gives_the_plan_of_the_full_pass(monkeypatch, budget: str) ->
              for s in (early, full)]
     np.testing.assert_array_equal(plans[0], plans[1])
     assert np.all(np.abs(early.score - full.score) <= 3 * early.rse * early.score)
+
+
+@pytest.mark.parametrize(("rule_s", "asked"), [(0, [9, 12, 16, 24, 32]), (100, [9, 32])])
+def test_early_tests_take_at_most_their_share_of_the_pass(monkeypatch, rule_s: int,
+                                                          asked: list[int]) -> None:
+    """A fake budget clock: one second per chunk, `rule_s` per settle-rule call (a rule that
+    never settles, tol out of reach). A free rule is asked at every early check and at the
+    end of the pass; one that took 100 s at 9 chunks (more than CHECK_SHARE of the pass) is
+    not asked again before the pass ends."""
+    g, feeds, t = _two_block_least_squares(batch=1)
+    now, seen = [0], []
+    real = gauss_newton.chunk_samples
+
+    def timed(*args, **kwargs):
+        now[0] += 1
+        return real(*args, **kwargs)
+    monkeypatch.setattr(gauss_newton, "chunk_samples", timed)
+
+    def settled(est, need):
+        seen.append(now[0])
+        now[0] += rule_s
+        return np.zeros(len(need), dtype=bool)
+    sens = hawq.sensitivity(g, feeds, t, loss="mse", tol=1e-6, max_iter=1, settled=settled,
+                            budget_s=1e6, clock=lambda: now[0])
+    chunks_at = [s - rule_s * i for i, s in enumerate(seen)]  # chunks done at each call
+    assert chunks_at == asked and sens.iterations == 1
