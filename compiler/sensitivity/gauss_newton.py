@@ -79,7 +79,9 @@ Observer = Callable[[Mapping[str, np.ndarray]], None]  # sees each chunk's forwa
 Forward = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 MIN_DOF = 8  # degrees of freedom of the pooled variance before the first stopping test
 MIN_CHUNKS = 2  # chunks a budget-cut first pass still covers: a variance needs two
-CHECK_SHARE = 0.25  # most of a first pass's time its early stopping tests may take
+# most of a first pass's time its early stopping tests may take, and most of the weights
+# the last test may have left open for the next one to run
+CHECK_SHARE = 0.25
 # (estimate, bool per weight: still above tol) -> bool per weight: its uncertainty cannot matter
 Settled = Callable[[TraceEstimate, np.ndarray], np.ndarray]
 
@@ -173,7 +175,7 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
     parts: list[np.ndarray] = [np.empty((0, len(names))) for _ in chunks]
     done, want = 0, min(max_iter, _first_pass(len(chunks)))
     checks = early_checks(len(chunks)) if early and want == 1 else frozenset()
-    spent = [0.0]  # budget-clock seconds the early tests took (the settle rule solves)
+    spent = [0.0, 0.0]  # early tests: budget-clock seconds taken, weights left open
     while True:
         covered, began = 0, None if budget is None else budget.clock()
         for i, feeds in enumerate(chunks):
@@ -217,17 +219,22 @@ def _early_estimate(names: Sequence[str], parts: Sequence[np.ndarray], total: in
                     settled: Settled | None, budget: TimeBudget | None, began: float | None,
                     spent: list[float]) -> TraceEstimate | None:
     """The first pass's estimate from its first `len(parts)` chunks if it meets `tol` (with
-    `settled`), else None. With a budget, the tests (`spent`, added to here) may take at most
-    `CHECK_SHARE` of the pass's time so far: a settle rule that solves the allocation twice
-    per open weight costs seconds on a large model, where a pass far from `tol` gains
-    nothing from asking it."""
-    if spent[0] > CHECK_SHARE * (_took(budget, began) - spent[0]):
+    `settled`), else None. `spent` = [budget-clock seconds the tests took, weights the last
+    test left open], updated here. A test is skipped once the last left more than one and
+    more than `CHECK_SHARE` of the weights open (a few more chunks shrink the errors by
+    sqrt(4/3) or so: they will not close that many), or, with a budget, once the tests took
+    more than `CHECK_SHARE` of the pass's time so far: a settle rule solves the allocation
+    twice per open weight, seconds on a large model (PP-OCR), which a pass far from `tol`
+    gains nothing from."""
+    if spent[1] > max(1.0, CHECK_SHARE * len(names)) or \
+            spent[0] > CHECK_SHARE * (_took(budget, began) - spent[0]):
         return None
     start = None if budget is None else budget.clock()
     est = sampled_estimate(names, parts, total)
-    met = float(np.max(open_rse(est, tol, settled), initial=0.0)) < tol
+    still = ~(open_rse(est, tol, settled) < tol)
     spent[0] += _took(budget, start)
-    return est if met else None
+    spent[1] = float(np.count_nonzero(still))
+    return None if still.any() else est
 
 
 def _observe_forward(g: Graph, chunks: Sequence[dict[str, np.ndarray]],
