@@ -35,14 +35,15 @@ def worker(src: str, npz: str, shape_args: list[str]) -> dict[str, Any]:
 
     from compiler.sensitivity import hawq, weight_norms
     from edgesim import calibration as cal
+    from edgesim.analysis_inputs import analysis_inputs
     from edgesim.loading import load_graph, resolve_target
-    from edgesim.pipeline import CompileOptions, _analysis_inputs, _settled
+    from edgesim.pipeline import CompileOptions, _settled
     from edgesim.quantize import onnxruntime_env
 
     shapes = {k: tuple(int(t) for t in v.split("x"))
               for k, v in (a.split("=") for a in shape_args)}
     g = load_graph(src, shapes or None)
-    inputs, _ = _analysis_inputs(cal.read(g, npz), None, g)
+    inputs, _ = analysis_inputs(cal.read(g, npz), None, g)
     options = CompileOptions()
     settled = _settled(g, g, resolve_target("rpi5"), options, {})
     took = {"forward": [0, 0.0], "backward": [0, 0.0]}

@@ -40,6 +40,12 @@ sum of their variances, each estimated within its chunk (or, after a single prob
 from above by the spread between chunks). After a pass, the probes still needed
 are predicted from the relative standard error, which falls as 1/sqrt(probes); each further
 pass recomputes the chunks' forward passes rather than keeping every chunk's activations.
+A first pass of one probe per chunk need not cover every chunk: at a few chunk counts
+(`early_checks`) the chunks so far, as a sample of all (`sampled_estimate`, which counts the
+chunk-to-chunk variation as error too), are tested against `tol` and the `settled` rule; once
+they pass, the remaining chunks run forward only, for `observe` (the backward pass, 2-4x a
+forward in onnxruntime, was most of the analysis). On zoo mobilenet_v2 with 32 samples it
+stops after 9 of them (max relative standard error 0.05), on resnet18 after 9 too (settled).
 
 Bounded time: with a `TimeBudget`, probing stops before the next chunk once the budget is used
 up. A first pass cut after c of C chunks (c >= 2) scales their sum by C / c and takes its
@@ -73,6 +79,9 @@ Observer = Callable[[Mapping[str, np.ndarray]], None]  # sees each chunk's forwa
 Forward = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 MIN_DOF = 8  # degrees of freedom of the pooled variance before the first stopping test
 MIN_CHUNKS = 2  # chunks a budget-cut first pass still covers: a variance needs two
+# most of a first pass's time its early stopping tests may take, and most of the weights
+# the last test may have left open for the next one to run
+CHECK_SHARE = 0.25
 # (estimate, bool per weight: still above tol) -> bool per weight: its uncertainty cannot matter
 Settled = Callable[[TraceEstimate, np.ndarray], np.ndarray]
 
@@ -128,7 +137,8 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
            outputs: Sequence[str], names: Sequence[str], *, tol: float = 0.05,
            max_iter: int = 100, seed: int = 0, dtype: str = "float32",
            observe: Observer | None = None, budget: TimeBudget | None = None,
-           settled: Settled | None = None, forward: Forward | None = None) -> TraceEstimate:
+           settled: Settled | None = None, forward: Forward | None = None,
+           early: bool = True) -> TraceEstimate:
     """Gauss-Newton block traces Tr(G_ww) of the weights `names` (see the module docstring).
 
     Args:
@@ -153,6 +163,9 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
         settled: weights whose trace uncertainty can no longer change the result (e.g. the
             bit allocation); their error does not hold up the `tol` test (`open_rse`).
         forward: computes each chunk's forward pass (`chunk_samples`); float32 only.
+        early: let a first pass of one probe per chunk stop at one of `early_checks` chunks
+            once the chunks so far, as a sample of all (`sampled_estimate`), meet `tol`
+            (with `settled`); the rest then run forward only, for `observe`.
 
     Returns:
         The `TraceEstimate`: one sample per probe, summed over the chunks; `cut_short` says
@@ -161,6 +174,8 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
     rng, norms = np.random.default_rng(seed), weight_norms.plan(g, names)
     parts: list[np.ndarray] = [np.empty((0, len(names))) for _ in chunks]
     done, want = 0, min(max_iter, _first_pass(len(chunks)))
+    checks = early_checks(len(chunks)) if early and want == 1 else frozenset()
+    spent = [0.0, 0.0]  # early tests: budget-clock seconds taken, weights left open
     while True:
         covered, began = 0, None if budget is None else budget.clock()
         for i, feeds in enumerate(chunks):
@@ -170,6 +185,12 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
                 g, feeds, loss, outputs, names, want - done, len(chunks), rng, dtype,
                 observe if done == 0 else None, forward, norms)])
             covered += 1
+            if done == 0 and covered in checks:
+                est = _early_estimate(names, parts[:covered], len(chunks), tol, settled,
+                                      budget, began, spent)
+                if est is not None:
+                    _observe_forward(g, chunks[covered:], observe, forward, dtype)
+                    return est
         if covered < len(chunks):
             return _cut_estimate(names, parts, done, covered)
         took, added, done = _took(budget, began), want - done, want
@@ -183,6 +204,47 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
                                min(max_iter, 3 * done, max(done + 1, need)) - done)
         if want == done:  # not even one more probe fits: stop at the precision reached
             return replace(est, cut_short=True)
+
+
+def early_checks(chunks: int) -> frozenset[int]:
+    """The chunk counts at which a first pass of one probe per chunk tests whether the chunks
+    so far already meet the precision goal: 1/4, 3/8, 1/2 and 3/4 of them, and never before
+    `MIN_DOF` degrees of freedom (few tests: each may ask the `settled` rule, an allocation
+    solve per open weight)."""
+    counts = (max(MIN_DOF + 1, -(-chunks * k // 8)) for k in (2, 3, 4, 6))
+    return frozenset(c for c in counts if c < chunks)
+
+
+def _early_estimate(names: Sequence[str], parts: Sequence[np.ndarray], total: int, tol: float,
+                    settled: Settled | None, budget: TimeBudget | None, began: float | None,
+                    spent: list[float]) -> TraceEstimate | None:
+    """The first pass's estimate from its first `len(parts)` chunks if it meets `tol` (with
+    `settled`), else None. `spent` = [budget-clock seconds the tests took, weights the last
+    test left open], updated here. A test is skipped once the last left more than one and
+    more than `CHECK_SHARE` of the weights open (a few more chunks shrink the errors by
+    sqrt(4/3) or so: they will not close that many), or, with a budget, once the tests took
+    more than `CHECK_SHARE` of the pass's time so far: a settle rule solves the allocation
+    twice per open weight, seconds on a large model (PP-OCR), which a pass far from `tol`
+    gains nothing from."""
+    if spent[1] > max(1.0, CHECK_SHARE * len(names)) or \
+            spent[0] > CHECK_SHARE * (_took(budget, began) - spent[0]):
+        return None
+    start = None if budget is None else budget.clock()
+    est = sampled_estimate(names, parts, total)
+    still = ~(open_rse(est, tol, settled) < tol)
+    spent[0] += _took(budget, start)
+    spent[1] = float(np.count_nonzero(still))
+    return None if still.any() else est
+
+
+def _observe_forward(g: Graph, chunks: Sequence[dict[str, np.ndarray]],
+                     observe: Observer | None, forward: Forward | None, dtype: str) -> None:
+    """The forward passes of `chunks` for `observe` alone (nothing to do without one)."""
+    if observe is None:
+        return
+    for feeds in chunks:
+        observe(executor.run(g, feeds, dtype=dtype, keep=True) if forward is None
+                else forward(feeds))
 
 
 def _took(budget: TimeBudget | None, began: float | None) -> float:

@@ -117,9 +117,23 @@ def quant_error(layer: Layer, w: np.ndarray, bits: int) -> float:
 
 
 def quant_errors(g: Graph, layers: Sequence[Layer], bits: np.ndarray) -> np.ndarray:
-    """`||Q_b(W_l) - W_l||^2` for every layer and bit choice: float64 [L, B]."""
-    return np.array([[quant_error(layer, g.weights[weight_name(layer)], int(b)) for b in bits]
+    """`||Q_b(W_l) - W_l||^2` for every layer and bit choice: float64 [L, B] (`quant_error`'s
+    sums, one numba pass per layer and bit choice: `compiler.sensitivity.quant_error`)."""
+    return np.array([_layer_errors(layer, g.weights[weight_name(layer)], bits)
                      for layer in layers], dtype=np.float64).reshape(len(layers), len(bits))
+
+
+def _layer_errors(layer: Layer, w: np.ndarray, bits: np.ndarray) -> np.ndarray:
+    from compiler.sensitivity.quant_error import bit_errors  # numba loads with the first use
+
+    ndim = np.ndim(w)
+
+    def grid_of(b: int) -> tuple[str, int, int | None]:
+        grid = weight_grid(layer, b, ndim)
+        return grid.granularity, grid.axis, grid.block_size
+    fast = bit_errors(w, [int(b) for b in bits], grid_of)
+    # an empty or non-finite weight: the full path raises the error that names it
+    return fast if fast is not None else np.array([quant_error(layer, w, int(b)) for b in bits])
 
 
 def bit_choices(bits: Sequence[int]) -> np.ndarray:
