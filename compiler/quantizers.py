@@ -234,6 +234,8 @@ def _grid_residuals(row: np.ndarray, scale: np.float32, zp: np.float32, qmin: np
         out[c, j] = (q - zp) * scale - row[j]
 
 
+# (lo_raw, hi_raw, qmin, qmax, symmetric, tiny): `_candidate_grid`'s arguments but the ratio
+_Grid = tuple[float, float, float, float, bool, float]
 # Candidates evaluated side by side: their float64 sums form independent add chains.
 _LANES = 8
 
@@ -288,7 +290,8 @@ def _mse_ratio_kernel(g: np.ndarray, ratios: np.ndarray, qmin: float, qmax: floa
                       symmetric: bool, tiny: float) -> np.ndarray:
     """Per row of `g`, the ratio of the ascending `ratios` with the least squared error (the
     smallest of equal ones). Serial: see `_search_row` for why it is fast without threads."""
-    best, buf, errs = np.ones(g.shape[0]), np.zeros((_LANES, g.shape[1]), np.float32), np.empty(_LANES)
+    best, errs = np.ones(g.shape[0]), np.empty(_LANES)
+    buf = np.zeros((_LANES, g.shape[1]), np.float32)
     for i in range(g.shape[0]):
         best[i] = _search_row(g[i], ratios, qmin, qmax, symmetric, tiny, buf, errs)
     return best
@@ -340,7 +343,7 @@ def _search_row(row: np.ndarray, ratios: np.ndarray, qmin: float, qmax: float,
 
 
 @njit(cache=True)
-def _cannot_win(row: np.ndarray, ratios: np.ndarray, grid: tuple, first: int, top: int,
+def _cannot_win(row: np.ndarray, ratios: np.ndarray, grid: _Grid, first: int, top: int,
                 best_err: float) -> bool:
     """Whether every candidate `first:top` clips more than `best_err` (symmetric: the top
     one clips least, so it alone decides; asymmetric grids move their zero point)."""
