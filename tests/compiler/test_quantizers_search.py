@@ -81,6 +81,15 @@ def test_the_search_keeps_minmax_where_it_is_exact() -> None:
     assert Q._mse_ratio(g, 4, True)[0] == 1.0
 
 
+def test_parallel_tiles_pick_the_same_ratios() -> None:
+    # large tensors run on all threads in tiles of 4096 groups: three tiles, the last partial
+    g = _groups("student_t", 9000, 32, seed=5)
+    args = (np.asarray(Q.CLIP_RATIOS), -7.0, 7.0, True, float(Q._TINY))
+    np.testing.assert_array_equal(Q._mse_ratio_tiles(g, *args), exhaustive_ratio(g, 4, True))
+    assert Q._mse_ratio(np.zeros((Q._PARALLEL_ROWS, 2), np.float32), 4, True).shape == \
+        (Q._PARALLEL_ROWS,)
+
+
 def _emitted(model: object, out: Path) -> bytes:
     quantize(model, 4, out, kernel_check="off")
     return out.read_bytes()
