@@ -79,11 +79,12 @@ q.process()
 q.model.save_model_to_file(sys.argv[2])
 """
 
-# a 1024 x 1024 W4 weight (32k blocks): large tensors' clip search runs in its own (parallel)
-# kernel, which the small warm-up models never reach
+# a read-only 1024 x 1024 W4 weight blocked along its rows (32k blocks, read in place as the
+# loader's read-only weights are): large tensors' clip search runs in its own (parallel)
+# kernel, and numba compiles it per array type, which the small warm-up models never reach
 WARM_LARGE_SEARCH = ("import numpy as np; from compiler.quantizers import quantize_weight; "
-                     "quantize_weight(np.ones((1024, 1024), np.float32), 4, 'per_block', 1, 32, "
-                     "clip='mse')")
+                     "w = np.ones((1024, 1024), np.float32); w.flags.writeable = False; "
+                     "quantize_weight(w, 4, 'per_block', 0, 32, clip='mse')")
 
 
 def measured(cmd: list[str], tree: Path | None = None, **env_vars: str) -> dict:
