@@ -20,7 +20,8 @@ state on axis 1, `sr` pinned), `ppocr` (PP-OCRv4 text-line recogniser). onnxrunt
 file its quantisers can read (`RealModel.ort_path`: constants lifted, pinned inputs folded).
 An untimed compile of the shipped example first fills numba's on-disk kernel cache.
 
-Peak memory is GNU time's maxrss of each command (`/usr/bin/time` must exist).
+Peak memory is GNU time's maxrss of each command (`/usr/bin/time` must exist), CPU seconds its
+user + system time (all threads): the figure that load from other processes disturbs least.
 
     python bench/bench_compile.py [--models mobilenet_v2,...,magika] [--rounds 2]
         [--baseline /tmp/edgesim-base [--baseline-nbits]] [--nbits minilm,minilm_trained]
@@ -78,6 +79,13 @@ q.process()
 q.model.save_model_to_file(sys.argv[2])
 """
 
+# a read-only 1024 x 1024 W4 weight blocked along its rows (32k blocks, read in place as the
+# loader's read-only weights are): large tensors' clip search runs in its own (parallel)
+# kernel, and numba compiles it per array type, which the small warm-up models never reach
+WARM_LARGE_SEARCH = ("import numpy as np; from compiler.quantizers import quantize_weight; "
+                     "w = np.ones((1024, 1024), np.float32); w.flags.writeable = False; "
+                     "quantize_weight(w, 4, 'per_block', 0, 32, clip='mse')")
+
 
 def measured(cmd: list[str], tree: Path | None = None, **env_vars: str) -> dict:
     """Wall seconds and peak RSS (MiB) of one command in a fresh process.
@@ -89,13 +97,18 @@ def measured(cmd: list[str], tree: Path | None = None, **env_vars: str) -> dict:
     env = {**os.environ, **env_vars, **({"PYTHONPATH": str(tree)} if tree else {})}
     start = time.perf_counter()
     # cwd = the tree: `python -m` puts the working directory ahead of PYTHONPATH
-    proc = subprocess.run(["/usr/bin/time", "-f", "maxrss_kb=%M", *cmd], env=env,
-                          cwd=str(tree) if tree else None,
+    proc = subprocess.run(["/usr/bin/time", "-f", "maxrss_kb=%M user_s=%U sys_s=%S", *cmd],
+                          env=env, cwd=str(tree) if tree else None,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - start
     lines = proc.stderr.strip().splitlines() or [""]
-    peak_kb = float(lines[-1].split("=")[1]) if lines[-1].startswith("maxrss_kb=") else 0.0
-    return {"seconds": round(wall, 2), "peak_mib": round(peak_kb / 1024, 1),
+    stats = dict(kv.split("=", 1) for kv in lines[-1].split() if "=" in kv) \
+        if lines[-1].startswith("maxrss_kb=") else {}
+    peak_kb = float(stats.get("maxrss_kb", 0.0))
+    # CPU seconds (user + system, all threads): on this shared machine a process's wall time
+    # depends on how many others run; its CPU time much less
+    cpu = float(stats.get("user_s", 0.0)) + float(stats.get("sys_s", 0.0))
+    return {"seconds": round(wall, 2), "cpu_s": round(cpu, 2), "peak_mib": round(peak_kb / 1024, 1),
             "ok": proc.returncode == 0,
             **({"stderr": "\n".join(lines[:-1])[-400:]} if proc.returncode else {})}
 
@@ -249,12 +262,15 @@ def _ratios(summary: dict[str, dict], mine: str, theirs: str) -> dict:
         return {}
     a, b = summary[mine], summary[theirs]
     return {f"{mine}/{theirs}_time": round(a["seconds"] / b["seconds"], 2),
-            f"{mine}/{theirs}_memory": round(a["peak_mib"] / b["peak_mib"], 2)}
+            f"{mine}/{theirs}_memory": round(a["peak_mib"] / b["peak_mib"], 2),
+            **({f"{mine}/{theirs}_cpu": round(a["cpu_s"] / b["cpu_s"], 2)}
+               if a.get("cpu_s") and b.get("cpu_s") else {})}
 
 
 def summarise(name: str, runs: dict[str, list[dict]]) -> dict:
     """Medians per variant and the within-run ratios the goals are stated in."""
     summary = {k: {"seconds": _median(v, "seconds"), "peak_mib": _median(v, "peak_mib"),
+                   "cpu_s": _median(v, "cpu_s"),
                    "ok": all(r["ok"] for r in v), "rounds": [r["seconds"] for r in v],
                    **({"phases_s": _phase_medians(v)} if "phases_s" in v[0] else {}),
                    **({"stderr": v[-1]["stderr"]} if "stderr" in v[-1] else {})}
@@ -302,6 +318,7 @@ def main() -> None:
                       args.target, "--quiet", "-o", str(tmp / f"warm-{tree.name}")], tree)
             measured([sys.executable, "-m", "edgesim", "quantize", "zoo:digits_transformer",
                       "--bits", "4", "--quiet", "-o", str(tmp / f"warm-{tree.name}.onnx")], tree)
+            measured([sys.executable, "-c", WARM_LARGE_SEARCH], tree)
         cases = {n: variants(n, prepare(n, tmp, cache_dir(args.cache)), tmp, args)
                  for n in names}
         jobs = [(n, label) for n in names for label in cases[n]]

@@ -381,7 +381,7 @@ def test_non_finite_inputs_raise_model_error_naming_the_tensor() -> None:
 
 
 def test_mse_ratio_over_many_tiles_equals_the_search_row_by_row() -> None:
-    # 600 groups span three of the kernel's parallel tiles; each row alone is one tile
+    # the kernel reuses its residual buffer from row to row: nothing may leak between rows
     g = np.random.default_rng(9).standard_normal((600, 16)).astype(np.float32)
     whole = Q._mse_ratio(g, 4, False)
     alone = np.array([Q._mse_ratio(g[i:i + 1], 4, False)[0] for i in range(0, 600, 37)])
