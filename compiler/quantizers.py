@@ -33,16 +33,15 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
+from compiler.clip_search import CLIP_RATIOS, TINY, best_ratios
 from compiler.errors import ModelError
 
 Granularity = Literal["per_tensor", "per_channel", "per_block"]
 ClipMethod = Literal["minmax", "mse"]
 ActMethod = Literal["minmax", "percentile", "mse", "entropy"]
-CLIP_RATIOS = np.linspace(0.3, 1.0, 100)  # candidate clip ratios of the MSE search; 1.0 = minmax
-CLIP_RATIOS.flags.writeable = False
-_TINY = np.float32(np.finfo(np.float32).tiny)
+
 NBINS = 2048  # histogram bins of RangeStats
 
 
@@ -113,7 +112,7 @@ def scale_zero_point(lo: np.ndarray, hi: np.ndarray, bits: int,
     hi = np.maximum(np.asarray(hi, np.float64), 0.0)
     qmin, qmax = code_range(bits, symmetric)
     scale = np.maximum(-lo, hi) / qmax if symmetric else (hi - lo) / (qmax - qmin)
-    empty = scale < _TINY
+    empty = scale < TINY
     scale = np.where(empty, 1.0, scale)
     zp = np.zeros(scale.shape) if symmetric else np.clip(np.rint(qmin - lo / scale), qmin, qmax)
     return scale.astype(np.float32), np.where(empty, 0, zp).astype(np.int64)
@@ -199,186 +198,10 @@ def _group_ranges(g: np.ndarray, ratio: float | np.ndarray,
 
 
 def _mse_ratio(g: np.ndarray, bits: int, symmetric: bool) -> np.ndarray:
-    """Per group (row of `g`), the clip ratio of `CLIP_RATIOS` with the least squared error.
-
-    Same arithmetic as `scale_zero_point`, `quantize_codes` and `dequantize_codes` applied to
-    each candidate (float64 ranges, float32 codes and dequantisation, float64 error sums in
-    element order), and the same choice as trying every candidate; but candidates that
-    provably cannot win are skipped (`_search_row`): ~30 of the 100 are evaluated on a
-    trained MiniLM's 32-value blocks, ~1 us per block in all (the exhaustive numba search:
-    ~4 CPU-us; numpy's candidate-by-candidate version took 88 % of a W4 MiniLM quantisation).
-    """
+    """Per group (row of `g`), the clip ratio of `CLIP_RATIOS` with the least squared error
+    (`compiler.clip_search.best_ratios`)."""
     qmin, qmax = code_range(bits, symmetric)
-    kernel = _mse_ratio_tiles if g.shape[0] >= _PARALLEL_ROWS else _mse_ratio_kernel
-    return kernel(np.ascontiguousarray(g, np.float32), np.asarray(CLIP_RATIOS), float(qmin),
-                  float(qmax), symmetric, float(_TINY))
-
-
-# Groups from which the search runs on all cores: ~30 ms of work at ~1 us per 32-value group,
-# far above a parallel call's fixed cost. MiniLM's 366k-group embedding table: 0.35 CPU-s
-# either way, 2.5 s wall serial vs 1.9 s on 2 threads (shared machine at load 14); its
-# <= 18k-group linears stay serial (small parallel calls were slower, issue 17).
-_PARALLEL_ROWS = 32768
-
-
-@njit(cache=True)
-def _candidate_grid(lo_raw: float, hi_raw: float, ratio: float, qmin: float, qmax: float,
-                    symmetric: bool, tiny: float) -> tuple[np.float32, np.float32]:
-    """`scale_zero_point` of the range `ratio * [lo_raw, hi_raw]` for one group."""
-    lo, hi = min(lo_raw * ratio, 0.0), max(hi_raw * ratio, 0.0)
-    scale = max(-lo, hi) / qmax if symmetric else (hi - lo) / (qmax - qmin)
-    if scale < tiny:
-        return np.float32(1.0), np.float32(0.0)
-    zp = 0.0 if symmetric else min(max(np.rint(qmin - lo / scale), qmin), qmax)
-    return np.float32(scale), np.float32(zp)
-
-
-@njit(cache=True)
-def _grid_residuals(row: np.ndarray, scale: np.float32, zp: np.float32, qmin: np.float32,
-                    qmax: np.float32, out: np.ndarray, c: int) -> None:
-    """`dequantize_codes(quantize_codes(row)) - row` into `out[c]`, all in float32: codes and
-    zero points are integers below 2^24, so float32 holds them exactly (and the loop
-    vectorises)."""
-    for j in range(row.size):
-        q = min(max(np.rint(row[j] / scale) + zp, qmin), qmax)
-        out[c, j] = (q - zp) * scale - row[j]
-
-
-# (lo_raw, hi_raw, qmin, qmax, symmetric, tiny): `_candidate_grid`'s arguments but the ratio
-_Grid = tuple[float, float, float, float, bool, float]
-# Candidates evaluated side by side: their float64 sums form independent add chains.
-_LANES = 8
-
-
-@njit(cache=True)
-def _sum_squares(e: np.ndarray, out: np.ndarray) -> None:
-    """`out[c]` = the sum of squares of row `c` of the 8-row `e`, each in float64 in element
-    order: that order makes every candidate's sum, and so each tie, the same in any search
-    order. Eight rows side by side give the CPU independent add chains (one row alone
-    waits on each add in turn: 20 ns per 32-value row here, 8 rows take ~50 ns)."""
-    e0 = e1 = e2 = e3 = e4 = e5 = e6 = e7 = 0.0
-    for j in range(e.shape[1]):
-        v0, v1, v2, v3 = (np.float64(e[0, j]), np.float64(e[1, j]), np.float64(e[2, j]),
-                          np.float64(e[3, j]))
-        v4, v5, v6, v7 = (np.float64(e[4, j]), np.float64(e[5, j]), np.float64(e[6, j]),
-                          np.float64(e[7, j]))
-        e0 += v0 * v0
-        e1 += v1 * v1
-        e2 += v2 * v2
-        e3 += v3 * v3
-        e4 += v4 * v4
-        e5 += v5 * v5
-        e6 += v6 * v6
-        e7 += v7 * v7
-    out[0], out[1], out[2], out[3] = e0, e1, e2, e3
-    out[4], out[5], out[6], out[7] = e4, e5, e6, e7
-
-
-@njit(cache=True, fastmath={"reassoc"})
-def _clip_error(row: np.ndarray, scale: np.float32, zp: np.float32, qmin: np.float32,
-                qmax: np.float32) -> float:
-    """A lower bound of the squared error of one candidate grid: the squared residuals of
-    the values beyond its ends alone. A value above the top `t = (qmax - zp) * scale`
-    (float32, as `_grid_residuals` computes it) rounds to qmax or beyond (x / scale >= qmax
-    to within float32 rounding), so its residual is exactly `t - x` there; the others add
-    >= 0. Only the sum is reordered (`reassoc`), which `_PRUNE_MARGIN` covers."""
-    top, bottom, total = (qmax - zp) * scale, (qmin - zp) * scale, 0.0
-    for j in range(row.size):
-        over = np.float64(max(row[j] - top, np.float32(0.0)))
-        under = np.float64(max(bottom - row[j], np.float32(0.0)))
-        total += over * over + under * under
-    return total
-
-
-# Relative margin on the pruning bound: a float64 sum of n non-negative terms, in any order,
-# is within n * 2^-53 of the exact sum (1e-7 even for per-tensor groups of 10^9 values), so
-# a candidate is pruned only if its bound exceeds the best by far more than both sums' error.
-_PRUNE_MARGIN = 1.0 + 1e-6
-
-
-@njit(cache=True)
-def _mse_ratio_kernel(g: np.ndarray, ratios: np.ndarray, qmin: float, qmax: float,
-                      symmetric: bool, tiny: float) -> np.ndarray:
-    """Per row of `g`, the ratio of the ascending `ratios` with the least squared error (the
-    smallest of equal ones), on one thread."""
-    best, errs = np.ones(g.shape[0]), np.empty(_LANES)
-    buf = np.zeros((_LANES, g.shape[1]), np.float32)
-    for i in range(g.shape[0]):
-        best[i] = _search_row(g[i], ratios, qmin, qmax, symmetric, tiny, buf, errs)
-    return best
-
-
-@njit(cache=True, parallel=True)
-def _mse_ratio_tiles(g: np.ndarray, ratios: np.ndarray, qmin: float, qmax: float,
-                     symmetric: bool, tiny: float) -> np.ndarray:
-    """`_mse_ratio_kernel` over tiles of 4096 rows on all threads (rows are independent)."""
-    best, tile = np.ones(g.shape[0]), 4096
-    for t in prange(-(-g.shape[0] // tile)):
-        stop = min(g.shape[0], (t + 1) * tile)
-        best[t * tile:stop] = _mse_ratio_kernel(g[t * tile:stop], ratios, qmin, qmax,
-                                                symmetric, tiny)
-    return best
-
-
-@njit(cache=True)
-def _row_range(row: np.ndarray) -> tuple[float, float]:
-    """min and max of a finite row (a plain loop: numpy's NaN-aware reductions cost ~70 ns
-    on a 32-value block, more than evaluating a candidate)."""
-    lo = hi = row[0]
-    for v in row:
-        lo, hi = min(lo, v), max(hi, v)
-    return np.float64(lo), np.float64(hi)
-
-
-@njit(cache=True)
-def _search_row(row: np.ndarray, ratios: np.ndarray, qmin: float, qmax: float,
-                symmetric: bool, tiny: float, buf: np.ndarray, errs: np.ndarray) -> float:
-    """The best ratio for one group, `_LANES` candidates at a time from the largest ratio
-    down.
-
-    Exact pruning: a candidate whose clipping error alone (`_clip_error`) exceeds the best
-    error so far cannot win (`_cannot_win`). Ties go to the smaller ratio (`<=` while
-    descending), as in the ascending exhaustive search with a strict `<`.
-    """
-    lo_raw, hi_raw = _row_range(row)
-    if symmetric:
-        hi_raw = max(-lo_raw, hi_raw)
-        lo_raw = -hi_raw
-    grid = (lo_raw, hi_raw, qmin, qmax, symmetric, tiny)
-    best, best_err, top = 1.0, np.inf, ratios.size
-    while top > 0:
-        first = max(top - _LANES, 0)
-        if best_err < np.inf and _cannot_win(row, ratios, grid, first, top, best_err):
-            if symmetric:  # clipping only grows as the ratio shrinks (the scale shrinks)
-                break
-        else:
-            for k in range(top - 1, first - 1, -1):
-                scale, zp = _candidate_grid(lo_raw, hi_raw, ratios[k], qmin, qmax, symmetric,
-                                            tiny)
-                _grid_residuals(row, scale, zp, np.float32(qmin), np.float32(qmax), buf,
-                                top - 1 - k)
-            _sum_squares(buf, errs)
-            for c in range(top - first):
-                if errs[c] <= best_err:
-                    best_err, best = errs[c], ratios[top - 1 - c]
-        top = first
-    return best
-
-
-@njit(cache=True)
-def _cannot_win(row: np.ndarray, ratios: np.ndarray, grid: _Grid, first: int, top: int,
-                best_err: float) -> bool:
-    """Whether every candidate `first:top` clips more than `best_err` (symmetric: the top
-    one clips least, so it alone decides; asymmetric grids move their zero point)."""
-    lo_raw, hi_raw, qmin, qmax, symmetric, tiny = grid
-    for k in range(top - 1, first - 1, -1):
-        scale, zp = _candidate_grid(lo_raw, hi_raw, ratios[k], qmin, qmax, symmetric, tiny)
-        if _clip_error(row, scale, zp, np.float32(qmin), np.float32(qmax)) \
-                <= best_err * _PRUNE_MARGIN:
-            return False
-        if symmetric:
-            return True
-    return True
+    return best_ratios(g, float(qmin), float(qmax), symmetric)
 
 
 def _check_weight_args(w: np.ndarray, bits: int, granularity: str, axis: int,

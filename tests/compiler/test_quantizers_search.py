@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from compiler import clip_search
 from compiler import quantizers as Q
 from edgesim import zoo
 from edgesim.api import quantize
@@ -84,10 +85,11 @@ def test_the_search_keeps_minmax_where_it_is_exact() -> None:
 def test_parallel_tiles_pick_the_same_ratios() -> None:
     # large tensors run on all threads in tiles of 4096 groups: three tiles, the last partial
     g = _groups("student_t", 9000, 32, seed=5)
-    args = (np.asarray(Q.CLIP_RATIOS), -7.0, 7.0, True, float(Q._TINY))
-    np.testing.assert_array_equal(Q._mse_ratio_tiles(g, *args), exhaustive_ratio(g, 4, True))
-    assert Q._mse_ratio(np.zeros((Q._PARALLEL_ROWS, 2), np.float32), 4, True).shape == \
-        (Q._PARALLEL_ROWS,)
+    args = (np.asarray(Q.CLIP_RATIOS), -7.0, 7.0, True, float(clip_search.TINY))
+    np.testing.assert_array_equal(clip_search._mse_ratio_tiles(g, *args),
+                                  exhaustive_ratio(g, 4, True))
+    assert Q._mse_ratio(np.zeros((clip_search._PARALLEL_ROWS, 2), np.float32), 4, True).shape == \
+        (clip_search._PARALLEL_ROWS,)
 
 
 def _emitted(model: object, out: Path) -> bytes:
@@ -98,7 +100,7 @@ def _emitted(model: object, out: Path) -> bytes:
 @pytest.mark.parametrize("name", ["digits_cnn", "digits_transformer", "small_transformer"])
 def test_emitted_w4_model_is_byte_identical_to_the_exhaustive_searchs(
         name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    model = (zoo.minilm(vocab=500, seq=16, d=64, depth=1, heads=2, hidden=128, seed=3)
+    model = (zoo.build("minilm", vocab=500, seq=16, d=64, depth=1, heads=2, hidden=128, seed=3)
              if name == "small_transformer" else zoo.build(name))
     pruned = _emitted(model, tmp_path / "pruned.onnx")
     monkeypatch.setattr(Q, "_mse_ratio", exhaustive_ratio)
