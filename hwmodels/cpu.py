@@ -38,7 +38,7 @@ from compiler.formats import (
     table_geometry,
 )
 from compiler.ir import CATEGORY_GEMM, KIND_CODE, LayerTable
-from hwmodels import cpu_x86, energy, ncnn_int8, ort_int8
+from hwmodels import cpu_x86, energy, ncnn_int8, ort_int8, ort_layout
 from hwmodels.cost import Cost, check_bits, memory_bytes
 from hwmodels.cpu_schema import ISA_FEATURES as ISA_FEATURES
 from hwmodels.cpu_schema import CacheLevel as CacheLevel
@@ -46,6 +46,7 @@ from hwmodels.cpu_schema import CpuTarget as CpuTarget
 from hwmodels.cpu_schema import Dram as Dram
 from hwmodels.cpu_schema import Power as Power
 from hwmodels.kernels import cpu as kernel
+from hwmodels.kernels import cpu_inserted
 from hwmodels.kernels import cpu_layout as K  # the kernel's array layout and path codes
 from hwmodels.kernels import cpu_ncnn as ncnn_facts
 
@@ -448,6 +449,9 @@ class KernelInputs:
     runtime: int
     act_bytes: np.ndarray
     weight_bytes: np.ndarray  # [H, L, B] as emitted (onnxruntime), NaN: the kernel's figure
+    # [H, L, B, NI] copies onnxruntime inserts between layouts (hwmodels.ort_layout); None
+    # for other runtimes
+    inserted: np.ndarray | None = None
 
 
 def kernel_inputs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget], *,
@@ -461,9 +465,12 @@ def kernel_inputs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarg
     params = np.stack([params_row(t, threads) for t in targets])
     caches = np.stack([cache_rows(t) for t in targets])
     paths = np.stack([path_table(t, code, runtime not in LEGACY_RUNTIMES) for t in targets])
+    inserted = (np.stack([ort_layout.inserted_table(table, c, t) for c, t in zip(choice, targets)])
+                if code == K.RUNTIME_ORT else None)
     return KernelInputs(layer_array(table), np.column_stack([bits.astype(np.float64), store]),
                         resident, choice.astype(np.int64), params, caches, paths, code,
-                        memory_bytes(table, bits)[1], _emitted(table, bits, targets, code))
+                        memory_bytes(table, bits)[1], _emitted(table, bits, targets, code),
+                        inserted)
 
 
 def _emitted(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget],
@@ -480,6 +487,8 @@ def run_kernel(x: KernelInputs, *, serial: bool = False) -> np.ndarray:
     out = np.empty((K.NO, len(x.params), len(x.lay), len(x.per_bit)))
     call = kernel.evaluate_serial if serial else kernel.evaluate
     call(x.lay, x.per_bit, x.resident, x.choice, x.params, x.caches, x.paths, x.runtime, out)
+    if x.inserted is not None:
+        cpu_inserted.add_inserted(x.inserted, x.params, x.caches, out)
     return out
 
 
