@@ -108,7 +108,7 @@ def _int8_pools(table: LayerTable, paths: np.ndarray) -> np.ndarray:
     readers = _direct_readers(table, paths)
     out = np.zeros(len(table), bool)
     for j in np.flatnonzero(np.isin(table.kind_code, ort_int8.PASSTHROUGH_KINDS)):
-        srcs = [s for s in _producers(table, paths, j)]
+        srcs = _producers(table, paths, int(j))
         out[j] = (-1 not in srcs and all(q[s] for s in srcs) and bool(readers[j])
                   and all(reads_q[r] for r in readers[j]))
     return out
@@ -192,5 +192,7 @@ def _copy(out: np.ndarray, row: int, col: int, elems: float) -> None:
 
 def inserted_table(table: LayerTable, choice: np.ndarray, target: CpuTarget) -> np.ndarray:
     """float64 [L, B, NI]: `inserted` for every bit choice column of `choice` [L, B]."""
+    if not np.isin(table.kind_code, (_CONV, _POOL)).any():  # no layout-changing layer
+        return np.zeros((len(table), choice.shape[1], I.NI))
     return np.stack([inserted(table, choice[:, b], target) for b in range(choice.shape[1])],
                     axis=1)
