@@ -102,14 +102,17 @@ def _direct_readers(table: LayerTable, paths: np.ndarray) -> list[list[int]]:
 def _int8_pools(table: LayerTable, paths: np.ndarray) -> np.ndarray:
     """bool [L]: pool / Add layers onnxruntime runs on uint8 (`ort_int8.int8_passthrough`'s
     rule on direct edges: a pool that is a GEMM's epilogue for MAC arrays is its own node
-    here): every producer a QLinearConv and every reader one that quantises its input."""
+    here): every producer a QLinearConv and every reader one that quantises its input; a pool
+    with more than one reader keeps its float DQ -> MaxPool -> Q (ResNet50's stem MaxPool
+    feeding two QLinearConvs stays float in onnxruntime's optimised graph)."""
     q = np.isin(paths, QLINEAR_PATHS)
     reads_q = q | (paths == K.PATH_MATMUL_INT_FLOAT)
     readers = _direct_readers(table, paths)
     out = np.zeros(len(table), bool)
     for j in np.flatnonzero(np.isin(table.kind_code, ort_int8.PASSTHROUGH_KINDS)):
         srcs = _producers(table, paths, int(j))
-        out[j] = (-1 not in srcs and all(q[s] for s in srcs) and bool(readers[j])
+        single = table.kind_code[j] != _POOL or len(readers[j]) == 1
+        out[j] = (-1 not in srcs and all(q[s] for s in srcs) and bool(readers[j]) and single
                   and all(reads_q[r] for r in readers[j]))
     return out
 

@@ -61,8 +61,8 @@ def _on_avx2_host() -> bool:
 
 
 @pytest.mark.ort
-@pytest.mark.parametrize("bits", [(8, 8), (32, 32)])
-@pytest.mark.parametrize("builder", ["resnet18", "mobilenet_v2"])
+@pytest.mark.parametrize("builder,bits", [("resnet18", (8, 8)), ("resnet18", (32, 32)),
+                                          ("mobilenet_v2", (8, 8)), ("mobilenet_v2", (32, 32))])
 def test_inserted_nodes_land_on_the_layers_onnxruntime_runs_them_for(tmp_path, builder, bits):
     from edgesim.api import load_graph
     from edgesim.zoo import cnn
@@ -146,3 +146,27 @@ def test_inserted_copies_reach_the_cost_of_their_layer_only():
     has = x.inserted[0, :, :, I.I_NODES] > 0
     assert np.all(added[~has] == 0) and np.all(added[has] > 0)
     assert added[:, 0].sum() > added[:, 1].sum()  # W8A8 inserts more than fp32
+
+
+@pytest.mark.parametrize("readers,int8", [(1, True), (2, False)])
+def test_a_pool_between_qlinear_convs_runs_uint8_only_with_one_reader(readers, int8):
+    """DQ -> MaxPool -> Q is dropped (uint8 MaxPool, NHWC) when one QLinearConv reads the
+    pool; with two (ResNet50's stem MaxPool feeding conv1 and the downsample conv, checked
+    against onnxruntime's optimised ResNet50 W8A8 graph) it stays a float NCHW pool between
+    two Transposes."""
+    from tests.hwmodels.test_cpu import conv, layer, make_table
+
+    rows = [conv(8, 8, 8, 1), layer("pool", a_in=512, a_out=128, ops=512)]
+    rows += [conv(8, 8, 4, 1)] * readers
+    reads = [[-1, -1], [0, -1]] + [[1, -1]] * readers
+    t = dataclasses.replace(make_table(rows), reads=np.array(reads, dtype=np.int64),
+                            epilogue_of=np.full(len(rows), -1, dtype=np.int64))
+    paths = np.array([K.PATH_QLINEAR, K.PATH_NONE] + [K.PATH_QLINEAR] * readers)
+    lay = ort_layout.layouts(t, paths, block=0)
+    assert (lay[1] == ort_layout.NHWC) == int8
+    # the graph input is transposed into NHWC for conv0; a float pool adds conv0's uint8
+    # output transposed out of NHWC and the pool's output back in, once for both readers
+    ins = ort_layout.inserted(t, paths, load_target("rpi5"))
+    assert ins[:, I.I_NODES].sum() == 1 + (0 if int8 else 2)
+    # conv0 (8 channels, 8 x 8): its input in, and for the float pool its output out
+    assert ins[0, I.I_T_U8_BLOCK] == 512 + (0 if int8 else 512)
