@@ -171,6 +171,9 @@ class LayerTable:
     # int64, kernel rows of a conv (the weight's dim 2; 1 for other layers): the memcpy calls
     # per output pixel of an NHWC im2col; None where not derived
     kernel_rows: np.ndarray | None = None
+    # int64, dim 1 of the layer's first output where it has rank 4 (NCHW channels), else 0:
+    # the layout rules of runtimes that block or transpose channels (`hwmodels.ort_layout`)
+    channels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # cost models memoise what they derive from a table on it (`memo`), so its arrays are
@@ -297,7 +300,14 @@ class Graph:
                        dtype=np.int64),
             self._reads(),
             np.asarray([self._kernel_rows(x) for x in self.layers], dtype=np.int64),
+            np.asarray([self._channels(x) for x in self.layers], dtype=np.int64),
         )
+
+    def _channels(self, x: Layer) -> int:
+        """Dim 1 of a rank-4 first output (NCHW channels); 0 otherwise."""
+        spec = self.types.get(x.outputs[0]) if x.outputs else None
+        shape = spec.shape if spec is not None else ()
+        return int(shape[1]) if len(shape) == 4 and isinstance(shape[1], int) else 0
 
     def _kernel_rows(self, x: Layer) -> int:
         """A conv's kernel height (its weight is [cout, cin / g, kh, kw]); 1 otherwise."""

@@ -40,7 +40,7 @@ from compiler.formats import (
     table_geometry,
 )
 from compiler.ir import CATEGORY_GEMM, KIND_CODE, LayerTable
-from hwmodels import cpu_x86, energy, ncnn_int8, ort_int8
+from hwmodels import cpu_x86, energy, ncnn_int8, ort_int8, ort_layout
 from hwmodels.cost import Cost, bits_key, check_bits, memoised, memory_bytes
 from hwmodels.cpu_schema import ISA_FEATURES as ISA_FEATURES
 from hwmodels.cpu_schema import CacheLevel as CacheLevel
@@ -48,6 +48,7 @@ from hwmodels.cpu_schema import CpuTarget as CpuTarget
 from hwmodels.cpu_schema import Dram as Dram
 from hwmodels.cpu_schema import Power as Power
 from hwmodels.kernels import cpu as kernel
+from hwmodels.kernels import cpu_inserted
 from hwmodels.kernels import cpu_layout as K  # the kernel's array layout and path codes
 from hwmodels.kernels import cpu_ncnn as ncnn_facts
 
@@ -475,6 +476,9 @@ class KernelInputs:
     runtime: int
     act_bytes: np.ndarray
     weight_bytes: np.ndarray  # [H, L, B] as emitted (onnxruntime), NaN: the kernel's figure
+    # [H, L, B, NI] copies onnxruntime inserts between layouts (hwmodels.ort_layout); None
+    # for other runtimes
+    inserted: np.ndarray | None = None
 
 
 def kernel_inputs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget], *,
@@ -496,7 +500,9 @@ def kernel_inputs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarg
                         _stack([_params(t, threads) for t in targets]),
                         _stack([_caches(t) for t in targets]),
                         _stack([_paths(t, code, a53) for t in targets]), code, act,
-                        _stack([e[2] for e in each]))
+                        _stack([e[2] for e in each]),
+                        _stack([e[3] for e in each if e[3] is not None])
+                        if code == K.RUNTIME_ORT else None)
 
 
 def _stack(arrays: list[np.ndarray]) -> np.ndarray:
@@ -516,17 +522,28 @@ def _bit_columns(table: LayerTable, bits: np.ndarray,
 
 
 def _target_columns(table: LayerTable, bits: np.ndarray, target: CpuTarget, runtime: int,
-                    store: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`weights_resident` as float64 [B], `layer_choices` as int64 [L, B] and the emitted
-    weight bytes [L, B] (`emitted_weight_bytes`; NaN off onnxruntime), memoised on the table
-    per bits, runtime and the three target facts they read: the format policy (onnxruntime),
-    fp16 arithmetic (the other runtimes) and the last cache level's size."""
-    policy, fp16 = format_policy(target), "fp16" in target.isa
-    key = ("cpu.choices", runtime, bits_key(bits), policy, fp16, target.caches[-1].size_kib)
-    return memoised(table.memo, key, lambda: (
-        weights_resident(table, store, target).astype(np.float64),
-        layer_choices(table, bits, target, runtime).astype(np.int64),
-        _emitted(table, bits, target, runtime)))
+                    store: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                np.ndarray | None]:
+    """`weights_resident` as float64 [B], `layer_choices` as int64 [L, B], the emitted
+    weight bytes [L, B] (`emitted_weight_bytes`; NaN off onnxruntime) and onnxruntime's
+    inserted reorders / transposes [L, B, NI] (`ort_layout.inserted_table`; None elsewhere),
+    memoised on the table per bits, runtime and the four target facts they read: the format
+    policy (onnxruntime), fp16 arithmetic (the other runtimes), the last cache level's size
+    and the NCHWc block."""
+    policy, fp16, block = format_policy(target), "fp16" in target.isa, \
+        ort_layout.nchwc_block(target)
+    key = ("cpu.choices", runtime, bits_key(bits), policy, fp16, target.caches[-1].size_kib,
+           block)
+    return memoised(table.memo, key, lambda: _columns(table, bits, target, runtime, store))
+
+
+def _columns(table: LayerTable, bits: np.ndarray, target: CpuTarget, runtime: int,
+             store: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    choice = layer_choices(table, bits, target, runtime).astype(np.int64)
+    return (weights_resident(table, store, target).astype(np.float64), choice,
+            _emitted(table, bits, target, runtime),
+            ort_layout.inserted_table(table, choice, target) if runtime == K.RUNTIME_ORT
+            else None)
 
 
 def _params(target: CpuTarget, threads: int | None) -> np.ndarray:
@@ -557,6 +574,8 @@ def run_kernel(x: KernelInputs, *, serial: bool = False) -> np.ndarray:
     out = np.empty((K.NO, len(x.params), len(x.lay), len(x.per_bit)))
     call = kernel.evaluate_serial if serial else kernel.evaluate
     call(x.lay, x.per_bit, x.resident, x.choice, x.params, x.caches, x.paths, x.runtime, out)
+    if x.inserted is not None:
+        cpu_inserted.add_inserted(x.inserted, x.params, x.caches, out)
     return out
 
 

@@ -46,6 +46,9 @@ and `paths` [H, NPATH, NA] (per kernel path: MAC rate and the passes it adds). S
   requantise loop (A_REQUANT weighs it); the AVX2 int8 depthwise kernel spends 10 uops per tap
   and 16 channels (A_DW_VEC_CYC) plus an indirection entry per tap (A_GATHER_CYC), packs no A;
   the NHWC im2col pays a memcpy call per output pixel and kernel row (A_IM2COL_CALL_CYC).
+- Layout copies (onnxruntime): NCHWc reorders and NHWC Transposes its optimiser inserts
+  (`hwmodels.ort_layout` places them, `cpu_inserted` costs them) are added to the output
+  of this kernel by the glue (`hwmodels.cpu.run_kernel`).
 - Overhead: per onnxruntime node, `gemm_overhead_us` (conv / matmul) or `op_overhead_us`
   (others, incl. Q and DQ nodes); `run_overhead_us` per inference, booked on the first layer.
 - Energy (Horowitz, ISSCC 2014): instructions * pJ + MACs * pJ + lane ops * pJ (compute),

@@ -1,0 +1,201 @@
+"""The copies onnxruntime inserts between layers of different memory layouts, per layer and
+bit choice: NCHWc reorders and NHWC transposes (the nodes its optimised graph runs that no IR
+layer has).
+
+Layouts (onnxruntime 1.3x CPU provider, core/optimizer):
+
+- NHWC: `NhwcTransformer` (nhwc_transformer.cc) rewrites every QLinearConv (and the
+  QLinear pools / Adds between them) to channels-last and wraps it in Transposes; the
+  transpose optimiser then cancels the pairs between NHWC ops and pushes the rest through
+  layout-agnostic ops (elementwise, Q / DQ), so a Transpose survives only where an NHWC tensor
+  meets an NCHW one: the graph input, a float op that needs NCHW, an op whose inputs disagree.
+- NCHWc (x86 with AVX2 / AVX-512 only: MLAS's NCHWc kernels, snchwc.cpp): `NchwcTransformer`
+  (nchwc_transformer.cc) runs float Convs, and MaxPool / AveragePool with channels a multiple
+  of the block (8 floats on AVX2, 16 on AVX-512; global pools only on an NCHWc input), in
+  blocked layout; `ReorderInput` converts an NCHW input (a conv whose input channels are not
+  a multiple of the block reads NCHW directly: the RGB stem), `ReorderOutput` converts back
+  before the first reader that is not NCHWc. Elementwise ops between NCHWc producers stay NCHWc.
+
+Each inserted copy is charged to the layer whose group `edgesim validate` maps its node to:
+a ReorderInput and an entry Transpose to the layer reading it, a ReorderOutput and an exit
+Transpose to the layer writing it. Checked against onnxruntime's optimised graph in
+tests/hwmodels/test_ort_layout.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.ir import KIND_CODE, LayerTable
+from hwmodels import ort_int8
+from hwmodels.cpu_schema import CpuTarget
+from hwmodels.kernels import cpu_inserted as I
+from hwmodels.kernels import cpu_layout as K
+
+NCHW, NCHWC, NHWC = 0, 1, 2
+QLINEAR_PATHS = (K.PATH_QLINEAR, K.PATH_QLINEAR_IN, K.PATH_QLINEAR_OUT, K.PATH_QLINEAR_CHAIN)
+_CONV, _POOL, _RESHAPE = KIND_CODE["conv"], KIND_CODE["pool"], KIND_CODE["reshape"]
+_ACTIVATION = KIND_CODE["activation"]
+AGNOSTIC_KINDS = (KIND_CODE["eltwise"], KIND_CODE["activation"])
+
+
+def nchwc_block(target: CpuTarget) -> int:
+    """Floats per NCHWc block (MlasNchwcGetBlockSize: 16 with AVX-512F, 8 with AVX2); 0 where
+    onnxruntime has no NCHWc kernels (Arm, x86 without AVX2)."""
+    if target.arch != "x86_64":
+        return 0
+    return 16 if "avx512f" in target.isa else 8 if "avx2" in target.isa else 0
+
+
+def _producers(table: LayerTable, paths: np.ndarray, i: int) -> list[int]:
+    """Rows whose results layer i reads (for an activation fused into its GEMM's output loop,
+    that GEMM); -1 for a graph input."""
+    reads = table.reads[i] if table.reads is not None else np.array([-1])
+    of = table.epilogue_of
+    out = [-1 if p < 0 else int(of[p]) if of is not None and paths[p] == K.PATH_FUSED
+           else int(p) for p in reads]
+    return out[:1] if out[1:] == [-1] else out
+
+
+def _in_channels(table: LayerTable, paths: np.ndarray, i: int) -> int:
+    """Input channels of a conv (weight [cout, cin / g, kh, kw], square kernels) or the
+    channels of the first producer of another layer."""
+    if table.kind_code[i] == _CONV:
+        kh = int(table.kernel_rows[i]) if table.kernel_rows is not None else 1
+        return int(table.k[i]) // max(1, kh * kh) * int(table.groups[i])
+    src = _producers(table, paths, i)[0]
+    return int(table.channels[src]) if src >= 0 and table.channels is not None else 0
+
+
+def _own_layout(table: LayerTable, i: int, path: int, int8: bool, block: int,
+                inputs: list[int]) -> int:
+    """Layout layer i runs in, from its kernel path and its producers' layouts."""
+    kind = table.kind_code[i]
+    if kind == _CONV:
+        return NHWC if path in QLINEAR_PATHS else NCHWC if block else NCHW
+    if kind == _POOL and not int8:
+        chans = int(table.channels[i]) if table.channels is not None else 0
+        global_pool = int(table.a_out_elems[i]) == chans
+        if not block or chans % block or (global_pool and set(inputs) != {NCHWC}):
+            return NCHW
+        return NCHWC
+    if kind in AGNOSTIC_KINDS or (kind == _POOL and int8):
+        return inputs[0] if len(set(inputs)) == 1 else NCHW
+    return NCHW
+
+
+def _direct_readers(table: LayerTable, paths: np.ndarray) -> list[list[int]]:
+    """The layers reading each row's result, looking through reshapes (QDQPropagation moves a
+    Q node across them); a fused activation's readers count for its GEMM."""
+    direct: list[list[int]] = [[] for _ in range(len(table))]
+    for j in range(len(table)):
+        if paths[j] != K.PATH_FUSED:
+            for p in set(_producers(table, paths, j)) - {-1}:
+                direct[p].append(j)
+    out: list[list[int]] = [[] for _ in range(len(table))]
+    for i in reversed(range(len(table))):
+        for j in direct[i]:
+            out[i].extend(out[j] if table.kind_code[j] == _RESHAPE else [j])
+    return out
+
+
+def _int8_pools(table: LayerTable, paths: np.ndarray) -> np.ndarray:
+    """bool [L]: pool / Add layers onnxruntime runs on uint8 (`ort_int8.int8_passthrough`'s
+    rule on direct edges: a pool that is a GEMM's epilogue for MAC arrays is its own node
+    here): every producer a QLinearConv and every reader one that quantises its input; a pool
+    with more than one reader keeps its float DQ -> MaxPool -> Q (ResNet50's stem MaxPool
+    feeding two QLinearConvs stays float in onnxruntime's optimised graph)."""
+    q = np.isin(paths, QLINEAR_PATHS)
+    reads_q = q | (paths == K.PATH_MATMUL_INT_FLOAT)
+    readers = _direct_readers(table, paths)
+    out = np.zeros(len(table), bool)
+    for j in np.flatnonzero(np.isin(table.kind_code, ort_int8.PASSTHROUGH_KINDS)):
+        srcs = _producers(table, paths, int(j))
+        single = table.kind_code[j] != _POOL or len(readers[j]) == 1
+        out[j] = (-1 not in srcs and all(q[s] for s in srcs) and bool(readers[j]) and single
+                  and all(reads_q[r] for r in readers[j]))
+    return out
+
+
+def layouts(table: LayerTable, paths: np.ndarray, block: int) -> np.ndarray:
+    """int [L]: the layout (NCHW / NCHWC / NHWC) each layer runs in for one bit choice's
+    kernel paths (`hwmodels.cpu.layer_choices` column)."""
+    int8 = _int8_pools(table, paths)
+    out = np.full(len(table), NCHW)
+    for i in range(len(table)):
+        if paths[i] == K.PATH_FUSED:  # runs inside its GEMM's output loop
+            out[i] = out[table.epilogue_of[i]] if table.epilogue_of is not None else NCHW
+            continue
+        inputs = [int(out[s]) if s >= 0 else NCHW for s in _producers(table, paths, i)]
+        out[i] = _own_layout(table, i, int(paths[i]), bool(int8[i]), block, inputs)
+    return out
+
+
+def inserted(table: LayerTable, paths: np.ndarray, target: CpuTarget) -> np.ndarray:
+    """float64 [L, NI] (`kernels.cpu_inserted` columns): the reorders and transposes charged
+    to each layer for one bit choice's kernel paths."""
+    out = np.zeros((len(table), I.NI))
+    if table.reads is None:
+        return out
+    block = nchwc_block(target)
+    lay = layouts(table, paths, block)
+    done: tuple[set[int], set[int]] = (set(), set())
+    for i in range(len(table)):
+        if paths[i] == K.PATH_FUSED:
+            continue
+        srcs = _producers(table, paths, i)
+        for s in srcs:
+            _edge(table, paths, (lay, block), (i, s), done, len(srcs) > 1, out)
+    return out
+
+
+def _edge(table: LayerTable, paths: np.ndarray, layout: tuple[np.ndarray, int],
+          edge: tuple[int, int], done: tuple[set[int], set[int]], mixed: bool,
+          out: np.ndarray) -> None:
+    """The copies on the edge producer s -> layer i (s = -1: a graph input); `layout`: the
+    layers' layouts and the NCHWc block; `done`: tensors already reordered / transposed."""
+    (lay, block), (i, s), (reordered, transposed) = layout, edge, done
+    src = int(lay[s]) if s >= 0 else NCHW
+    own = int(lay[i])
+    if src == own:
+        return
+    if src == NCHWC and s not in reordered:  # one ReorderOutput per tensor, on its writer
+        reordered.add(s)
+        _copy(out, s, I.I_REORDER, float(table.a_out_elems[s]))
+    share = float(table.a_in_elems[i]) / len(_producers(table, paths, i))
+    if own == NCHWC and (table.kind_code[i] != _CONV or _in_channels(table, paths, i) % block == 0):
+        _copy(out, i, I.I_REORDER, share)
+    if own == NHWC and s not in transposed:  # entry Transpose of the Q node's uint8 output
+        transposed.add(s)
+        moved = _in_channels(table, paths, i)
+        _copy(out, i, I.I_T_U8_BLOCK if moved >= 8 else I.I_T_SCALAR, share)
+    if src == NHWC:
+        _exit(table, i, s, paths, mixed, out)
+
+
+def _exit(table: LayerTable, i: int, s: int, paths: np.ndarray, mixed: bool,
+          out: np.ndarray) -> None:
+    """A Transpose out of NHWC, charged to the writer s (it writes s's IR tensor, or feeds
+    s's DQ node): on the uint8 tensor before the DQ node when a single-input op reads it, on
+    the float tensor when an op whose inputs disagree does. The transpose optimiser pushes
+    it up through single-input activations to the op writing their input."""
+    while table.kind_code[s] == _ACTIVATION and len(_producers(table, paths, s)) == 1:
+        up = _producers(table, paths, s)[0]
+        if up < 0:
+            break
+        s = up
+    col = I.I_T_U8_BLOCK if int(paths[s]) in QLINEAR_PATHS and not mixed else I.I_T_SCALAR_F32
+    _copy(out, s, col, float(table.a_out_elems[s]))
+
+
+def _copy(out: np.ndarray, row: int, col: int, elems: float) -> None:
+    out[row, col] += elems
+    out[row, I.I_NODES] += 1.0
+
+
+def inserted_table(table: LayerTable, choice: np.ndarray, target: CpuTarget) -> np.ndarray:
+    """float64 [L, B, NI]: `inserted` for every bit choice column of `choice` [L, B]."""
+    if not np.isin(table.kind_code, (_CONV, _POOL)).any():  # no layout-changing layer
+        return np.zeros((len(table), choice.shape[1], I.NI))
+    return np.stack([inserted(table, choice[:, b], target) for b in range(choice.shape[1])],
+                    axis=1)
