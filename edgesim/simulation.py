@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from compiler.ir import Graph, LayerTable, Quant
+from compiler.ir import Graph, Quant
 from hwmodels import kinds
 from hwmodels.cost import BOUND_NAMES, Cost, evaluate
-from hwmodels.cpu import format_codes
+from hwmodels.cpu import planned_table
 from hwmodels.cpu_schema import CpuTarget
 from hwmodels.target import Target
 
@@ -90,20 +90,10 @@ def runnable(graph: Graph, bits: np.ndarray, target: Target, threads: int | None
             out[i] = ok[0] if ok else row
     cols = np.array([column[tuple(r)] for r in out], dtype=np.int64)
     if isinstance(target, CpuTarget) and len(np.unique(cols)) > 1:
-        # a column costs every layer at one bit choice, but onnxruntime's int8 chains
-        # (`hwmodels.ort_int8`) depend on the neighbours' formats: a mixed plan is costed with
-        # each layer's own format, as the emitted model read back is
-        full = evaluate(own_formats(table, choices, cols, target), choices, target,
+        # each layer with its own format, as the emitted model read back is (planned_table)
+        full = evaluate(planned_table(table, choices, cols, target), choices, target,
                         threads=threads, runtime=runtime)
     return out, pick(full, cols)
-
-
-def own_formats(table: LayerTable, choices: np.ndarray, cols: np.ndarray,
-                target: CpuTarget) -> LayerTable:
-    """`table` planned: every layer carries the format row of its own bit choice
-    (`choices[cols[i]]`), as a quantised model read back does."""
-    rows = np.arange(len(table))
-    return replace(table, fmt_code=format_codes(table, choices, target)[rows, cols])
 
 
 def remap_note(before: np.ndarray, after: np.ndarray, target: Target) -> tuple[str, ...]:

@@ -374,6 +374,17 @@ def format_codes(table: LayerTable, bits: np.ndarray, target: CpuTarget) -> np.n
     return memoised(table.memo, key, lambda: _format_codes(table, bits, policy))
 
 
+def planned_table(table: LayerTable, bits: np.ndarray, cols: np.ndarray,
+                  target: CpuTarget) -> LayerTable:
+    """`table` planned: layer i carries the format row of its own bit choice `bits[cols[i]]`,
+    as a quantised model read back does. A cost column prices every layer at one bit choice,
+    but onnxruntime's int8 chains (`hwmodels.ort_int8`) and inserted layout copies
+    (`hwmodels.ort_layout`) depend on the neighbours' formats: a mixed plan is costed exactly
+    on its planned table."""
+    rows = np.arange(len(table))
+    return dataclasses.replace(table, fmt_code=format_codes(table, bits, target)[rows, cols])
+
+
 def _format_codes(table: LayerTable, bits: np.ndarray, policy: Policy) -> np.ndarray:
     codes = resolve_codes(table.kind_code, table.w_elems > 0, bits, policy)
     if table.fmt_code is not None:

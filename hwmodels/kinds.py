@@ -91,7 +91,8 @@ KINDS: tuple[KindEntry, ...] = (
         runtimes=_CPU_RUNTIMES, threads=True, float_rest=True,
         int8_dot="hwmodels.cpu:nbits_int8_available",
         sweep=SweepHooks("hwmodels.sweep_hooks:cpu_variant", "hwmodels.sweep_hooks:cpu_costs",
-                         "hwmodels.sweep_hooks:cpu_area", aliases=(("dram_gbps", float),)))),
+                         "hwmodels.sweep_hooks:cpu_area", aliases=(("dram_gbps", float),),
+                         picked="hwmodels.sweep_hooks:cpu_picked"))),
     KindEntry("mcu", "hwmodels.mcu", "McuTarget", Capabilities(
         memory_fit="hwmodels.mcu:check_fit")),
     KindEntry("macarray", "hwmodels.macarray", "MacArrayTarget", Capabilities(

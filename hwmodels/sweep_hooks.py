@@ -86,6 +86,28 @@ def cpu_costs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget],
     return cpu.evaluate_configs(table, bits, targets, threads=threads, runtime=runtime)
 
 
+def cpu_picked(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget],
+               cols: np.ndarray, *, threads: int | None = None,
+               runtime: str = "onnxruntime") -> Cost:
+    """[H, L, 1] costs of H CPUs, layer l at bit choice `cols[l]` (cols [L]: every design
+    alike), each layer with its own format as `simulate` costs a plan (`cpu.planned_table`):
+    designs are grouped by format policy, one kernel call per group."""
+    groups: dict[Any, list[int]] = {}
+    for h, t in enumerate(targets):
+        groups.setdefault(cpu.format_policy(t), []).append(h)
+    layers = np.arange(len(table))
+    parts: list[tuple[list[int], Cost]] = []
+    for hs in groups.values():
+        planned = cpu.planned_table(table, bits, cols, targets[hs[0]])
+        cost = cpu.evaluate_configs(planned, bits, [targets[h] for h in hs], threads=threads,
+                                    runtime=runtime)
+        parts.append((hs, cost))
+    order = np.argsort(np.concatenate([hs for hs, _ in parts]), kind="stable")
+    return Cost(**{name: np.concatenate([getattr(c, name)[:, layers, cols][:, :, None]
+                                         for _, c in parts])[order]
+                   for name in Cost.__dataclass_fields__})
+
+
 def macarray_area(t: macarray.MacArrayTarget) -> dict[str, float]:
     """The MAC array's area proxy (module docstring)."""
     mac_bits = t.rows * t.cols * max(p.bits for p in t.precisions)

@@ -242,6 +242,28 @@ def test_cpu_what_if_matches_simulate_at_w8a8(tmp_path: Path) -> None:
         assert r["area_proxy"] == 4 * 128 * 2 + (4 * (64 + 512) + 2048) * 1024
 
 
+@pytest.mark.parametrize("name", ["digits_cnn", "mobilenet_v2"])
+def test_cpu_picked_costs_each_design_as_simulate_does(name: str) -> None:
+    """A fixed-bits sweep costs its plan with each layer's own format, as `simulate` (and the
+    emitted model read back) does: onnxruntime's int8 chains and NHWC transposes depend on
+    the neighbours; designs of different format policies are grouped, in order."""
+    from edgesim import assignment
+    from edgesim.zoo import build
+    from hwmodels import cpu
+    from hwmodels.sweep_hooks import cpu_picked
+
+    g = load_graph(build(name, **({"resolution": 32} if name == "mobilenet_v2" else {})))
+    targets = [load_target(t) for t in ("rpi5", "rpi4", "rpi5", "rpi3")]
+    assert len({cpu.format_policy(t) for t in targets}) > 1
+    plan = assignment.uniform(g, 8)
+    choices, cols = np.unique(plan, axis=0, return_inverse=True)
+    got = cpu_picked(g.layer_table(), choices, targets, cols.ravel()).total()
+    for h, t in enumerate(targets):
+        want = simulate(g, t, bits=plan).total
+        assert got.latency_s[h, 0] == pytest.approx(want.latency_ms * 1e-3, rel=1e-12)
+        assert got.energy_pj[h, 0] == pytest.approx(want.energy_mj * 1e9, rel=1e-12)
+
+
 def test_example_spaces_enumerate_their_documented_points() -> None:
     cpu = enumerate_points(load_space(ROOT / "targets" / "spaces" / "cpu-whatif.yaml"))
     clocks = [1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0]
