@@ -15,11 +15,12 @@ import pytest
 from compiler.frontend import load
 from compiler.ir import CATEGORY_GEMM, KIND_CODE
 from edgesim import zoo
-from hwmodels import configs, cpu, macarray, prepared, prepared_cpu
+from hwmodels import configs, cpu, macarray, ort_layout, prepared, prepared_cpu
 from hwmodels.cost import MEMO_ENTRIES, evaluate, memoised, memory_bytes
 from hwmodels.cpu import LEGACY_RUNTIMES, RUNTIMES, CpuTarget
 from hwmodels.kernels import cpu as kernel
 from hwmodels.kernels import cpu_layout as K
+from hwmodels.kernels.cpu_inserted import add_inserted
 from hwmodels.macarray import MacArrayTarget
 from hwmodels.target import list_targets, load_target
 from tests.hwmodels.test_prepared_cpu import SMALL
@@ -51,11 +52,14 @@ def from_scratch(table, bits, target, runtime, threads=None) -> dict[str, np.nda
     llc = K.LLC_RESIDENT * target.caches[-1].size_kib * 1024
     resident = (table.w_elems[gemm].sum() * store + other <= llc).astype(np.float64)
     out = np.empty((K.NO, 1, len(table), len(bits)))
+    choice = cpu.layer_choices(table, bits, target, code).astype(np.int64)
+    params, caches = cpu.params_row(target, threads)[None], cpu.cache_rows(target)[None]
     kernel.evaluate_serial(
         cpu.layer_array(table), np.column_stack([bits.astype(np.float64), store]),
-        resident[None], cpu.layer_choices(table, bits, target, code)[None].astype(np.int64),
-        cpu.params_row(target, threads)[None], cpu.cache_rows(target)[None],
+        resident[None], choice[None], params, caches,
         cpu.path_table(target, code, runtime not in LEGACY_RUNTIMES)[None], code, out)
+    if code == K.RUNTIME_ORT:  # the reorders / transposes onnxruntime inserts (ort_layout)
+        add_inserted(ort_layout.inserted_table(table, choice, target)[None], params, caches, out)
     fields = dict(zip(FIELDS[:7], out[:7, 0]))
     emitted = (cpu.emitted_weight_bytes(table, bits, target) if code == K.RUNTIME_ORT
                else np.full(out.shape[2:], np.nan))
