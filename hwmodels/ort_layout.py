@@ -57,13 +57,18 @@ def _producers(table: LayerTable, paths: np.ndarray, i: int) -> list[int]:
     return out[:1] if out[1:] == [-1] else out
 
 
-def _in_channels(table: LayerTable, paths: np.ndarray, i: int) -> int:
+def _all_producers(table: LayerTable, paths: np.ndarray) -> list[list[int]]:
+    """`_producers` of every layer for one bit choice's paths (read many times per layer)."""
+    return [_producers(table, paths, i) for i in range(len(table))]
+
+
+def _in_channels(table: LayerTable, prods: list[list[int]], i: int) -> int:
     """Input channels of a conv (weight [cout, cin / g, kh, kw], square kernels) or the
     channels of the first producer of another layer."""
     if table.kind_code[i] == _CONV:
         kh = int(table.kernel_rows[i]) if table.kernel_rows is not None else 1
         return int(table.k[i]) // max(1, kh * kh) * int(table.groups[i])
-    src = _producers(table, paths, i)[0]
+    src = prods[i][0]
     return int(table.channels[src]) if src >= 0 and table.channels is not None else 0
 
 
@@ -84,13 +89,14 @@ def _own_layout(table: LayerTable, i: int, path: int, int8: bool, block: int,
     return NCHW
 
 
-def _direct_readers(table: LayerTable, paths: np.ndarray) -> list[list[int]]:
+def _direct_readers(table: LayerTable, paths: np.ndarray,
+                    prods: list[list[int]]) -> list[list[int]]:
     """The layers reading each row's result, looking through reshapes (QDQPropagation moves a
     Q node across them); a fused activation's readers count for its GEMM."""
     direct: list[list[int]] = [[] for _ in range(len(table))]
     for j in range(len(table)):
         if paths[j] != K.PATH_FUSED:
-            for p in set(_producers(table, paths, j)) - {-1}:
+            for p in set(prods[j]) - {-1}:
                 direct[p].append(j)
     out: list[list[int]] = [[] for _ in range(len(table))]
     for i in reversed(range(len(table))):
@@ -99,7 +105,7 @@ def _direct_readers(table: LayerTable, paths: np.ndarray) -> list[list[int]]:
     return out
 
 
-def _int8_pools(table: LayerTable, paths: np.ndarray) -> np.ndarray:
+def _int8_pools(table: LayerTable, paths: np.ndarray, prods: list[list[int]]) -> np.ndarray:
     """bool [L]: pool / Add layers onnxruntime runs on uint8 (`ort_int8.int8_passthrough`'s
     rule on direct edges: a pool that is a GEMM's epilogue for MAC arrays is its own node
     here): every producer a QLinearConv and every reader one that quantises its input; a pool
@@ -107,10 +113,10 @@ def _int8_pools(table: LayerTable, paths: np.ndarray) -> np.ndarray:
     feeding two QLinearConvs stays float in onnxruntime's optimised graph)."""
     q = np.isin(paths, QLINEAR_PATHS)
     reads_q = q | (paths == K.PATH_MATMUL_INT_FLOAT)
-    readers = _direct_readers(table, paths)
+    readers = _direct_readers(table, paths, prods)
     out = np.zeros(len(table), bool)
     for j in np.flatnonzero(np.isin(table.kind_code, ort_int8.PASSTHROUGH_KINDS)):
-        srcs = _producers(table, paths, int(j))
+        srcs = prods[j]
         single = table.kind_code[j] != _POOL or len(readers[j]) == 1
         out[j] = (-1 not in srcs and all(q[s] for s in srcs) and bool(readers[j]) and single
                   and all(reads_q[r] for r in readers[j]))
@@ -120,13 +126,18 @@ def _int8_pools(table: LayerTable, paths: np.ndarray) -> np.ndarray:
 def layouts(table: LayerTable, paths: np.ndarray, block: int) -> np.ndarray:
     """int [L]: the layout (NCHW / NCHWC / NHWC) each layer runs in for one bit choice's
     kernel paths (`hwmodels.cpu.layer_choices` column)."""
-    int8 = _int8_pools(table, paths)
+    return _layouts(table, paths, block, _all_producers(table, paths))
+
+
+def _layouts(table: LayerTable, paths: np.ndarray, block: int,
+             prods: list[list[int]]) -> np.ndarray:
+    int8 = _int8_pools(table, paths, prods)
     out = np.full(len(table), NCHW)
     for i in range(len(table)):
         if paths[i] == K.PATH_FUSED:  # runs inside its GEMM's output loop
             out[i] = out[table.epilogue_of[i]] if table.epilogue_of is not None else NCHW
             continue
-        inputs = [int(out[s]) if s >= 0 else NCHW for s in _producers(table, paths, i)]
+        inputs = [int(out[s]) if s >= 0 else NCHW for s in prods[i]]
         out[i] = _own_layout(table, i, int(paths[i]), bool(int8[i]), block, inputs)
     return out
 
@@ -137,24 +148,23 @@ def inserted(table: LayerTable, paths: np.ndarray, target: CpuTarget) -> np.ndar
     out = np.zeros((len(table), I.NI))
     if table.reads is None:
         return out
-    block = nchwc_block(target)
-    lay = layouts(table, paths, block)
+    block, prods = nchwc_block(target), _all_producers(table, paths)
+    lay = _layouts(table, paths, block, prods)
     done: tuple[set[int], set[int]] = (set(), set())
     for i in range(len(table)):
-        if paths[i] == K.PATH_FUSED:
-            continue
-        srcs = _producers(table, paths, i)
-        for s in srcs:
-            _edge(table, paths, (lay, block), (i, s), done, len(srcs) > 1, out)
+        if paths[i] != K.PATH_FUSED:
+            for s in prods[i]:
+                _edge(table, (paths, prods), (lay, block), (i, s), done, out)
     return out
 
 
-def _edge(table: LayerTable, paths: np.ndarray, layout: tuple[np.ndarray, int],
-          edge: tuple[int, int], done: tuple[set[int], set[int]], mixed: bool,
-          out: np.ndarray) -> None:
-    """The copies on the edge producer s -> layer i (s = -1: a graph input); `layout`: the
-    layers' layouts and the NCHWc block; `done`: tensors already reordered / transposed."""
-    (lay, block), (i, s), (reordered, transposed) = layout, edge, done
+def _edge(table: LayerTable, column: tuple[np.ndarray, list[list[int]]],
+          layout: tuple[np.ndarray, int], edge: tuple[int, int],
+          done: tuple[set[int], set[int]], out: np.ndarray) -> None:
+    """The copies on the edge producer s -> layer i (s = -1: a graph input); `column`: the
+    bit choice's paths and producers; `layout`: the layers' layouts and the NCHWc block;
+    `done`: tensors already reordered / transposed."""
+    (_, prods), (lay, block), (i, s), (reordered, transposed) = column, layout, edge, done
     src = int(lay[s]) if s >= 0 else NCHW
     own = int(lay[i])
     if src == own:
@@ -162,25 +172,26 @@ def _edge(table: LayerTable, paths: np.ndarray, layout: tuple[np.ndarray, int],
     if src == NCHWC and s not in reordered:  # one ReorderOutput per tensor, on its writer
         reordered.add(s)
         _copy(out, s, I.I_REORDER, float(table.a_out_elems[s]))
-    share = float(table.a_in_elems[i]) / len(_producers(table, paths, i))
-    if own == NCHWC and (table.kind_code[i] != _CONV or _in_channels(table, paths, i) % block == 0):
+    share = float(table.a_in_elems[i]) / len(prods[i])
+    if own == NCHWC and (table.kind_code[i] != _CONV or _in_channels(table, prods, i) % block == 0):
         _copy(out, i, I.I_REORDER, share)
     if own == NHWC and s not in transposed:  # entry Transpose of the Q node's uint8 output
         transposed.add(s)
-        moved = _in_channels(table, paths, i)
+        moved = _in_channels(table, prods, i)
         _copy(out, i, I.I_T_U8_BLOCK if moved >= 8 else I.I_T_SCALAR, share)
     if src == NHWC:
-        _exit(table, i, s, paths, mixed, out)
+        _exit(table, s, column, len(prods[i]) > 1, out)
 
 
-def _exit(table: LayerTable, i: int, s: int, paths: np.ndarray, mixed: bool,
+def _exit(table: LayerTable, s: int, column: tuple[np.ndarray, list[list[int]]], mixed: bool,
           out: np.ndarray) -> None:
     """A Transpose out of NHWC, charged to the writer s (it writes s's IR tensor, or feeds
     s's DQ node): on the uint8 tensor before the DQ node when a single-input op reads it, on
     the float tensor when an op whose inputs disagree does. The transpose optimiser pushes
     it up through single-input activations to the op writing their input."""
-    while table.kind_code[s] == _ACTIVATION and len(_producers(table, paths, s)) == 1:
-        up = _producers(table, paths, s)[0]
+    paths, prods = column
+    while table.kind_code[s] == _ACTIVATION and len(prods[s]) == 1:
+        up = prods[s][0]
         if up < 0:
             break
         s = up
@@ -197,5 +208,8 @@ def inserted_table(table: LayerTable, choice: np.ndarray, target: CpuTarget) -> 
     """float64 [L, B, NI]: `inserted` for every bit choice column of `choice` [L, B]."""
     if not np.isin(table.kind_code, (_CONV, _POOL)).any():  # no layout-changing layer
         return np.zeros((len(table), choice.shape[1], I.NI))
-    return np.stack([inserted(table, choice[:, b], target) for b in range(choice.shape[1])],
+    # bit choices with the same kernel paths insert the same copies: one walk per distinct column
+    unique, column = np.unique(choice, axis=1, return_inverse=True)
+    each = np.stack([inserted(table, unique[:, b], target) for b in range(unique.shape[1])],
                     axis=1)
+    return each[:, column.ravel()]
