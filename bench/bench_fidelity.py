@@ -168,17 +168,21 @@ def _pairs(rows: list[dict], vary: str, a: str, b: str) -> list[tuple[dict, dict
 
 
 def thread_scaling(rows: list[dict]) -> dict:
-    """1 -> 4 thread speed-ups: predicted vs measured, per device."""
+    """1 -> 4 thread speed-ups: predicted vs measured, per device; the pairs outside 15 %."""
     per: dict[str, list[float]] = defaultdict(list)
     means: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    detail = []
+    detail, outside = [], []
     for one, four in _pairs(rows, "threads", "1", "4"):
         meas, pred = one["meas_ms"] / four["meas_ms"], one["pred_ms"] / four["pred_ms"]
         per[one["device"]].append(pred / meas)
         means[one["device"]].append((meas, pred))
         detail.append((meas, pred))
+        if abs(pred / meas - 1) > 0.15:
+            outside.append(f"{one['device']} {one['runtime']} {one['model']} "
+                           f"{one['precision']}: measured {meas:.2f}, predicted {pred:.2f}")
     return {"n": len(detail), "within_15": round(sum(abs(p / m - 1) <= 0.15
                                                      for m, p in detail) / len(detail), 3),
+            "n_within_15": len(detail) - len(outside), "outside_15": outside,
             "over_predicted": sum(p > m for m, p in detail),
             "measured_range": [round(min(m for m, _ in detail), 2),
                                round(max(m for m, _ in detail), 2)],

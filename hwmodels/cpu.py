@@ -161,7 +161,8 @@ def _path_rows(target: CpuTarget, runtime: int,
         K.PATH_INT8: _ncnn_int8(target, int8, im2col) if ncnn else {**int8, "eb_w": -1,
                                                                       "w_inline": 1},
         **(ncnn_int8.chain_rows(_ncnn_int8(target, int8, im2col)) if ncnn else {}),
-        K.PATH_NCNN_FC_FP16S: {**fp32, "eb_w": ncnn_facts.fc_weight_bytes(a53_kernels)},
+        K.PATH_NCNN_FC_FP16S: {**fp32, "eb_w": ncnn_facts.fc_weight_bytes(a53_kernels),
+                               "fc_rows": ncnn_facts.fc_interleaved_rows(a53_kernels)},
         K.PATH_LUT: dict(rate=r["lut_1bit"], eb_a=1, eb_w=-1, eb_o=4, k_align=4, a_quant=1,
                          e_mac=float(energy.add_pj(16, node))),
         K.PATH_FP32_UNPACK: {**fp32, "eb_w": -1, "w_inline": 1},
@@ -215,7 +216,7 @@ _ATTR_COLUMNS = {"rate": K.A_RATE, "eb_a": K.A_EB_A, "eb_w": K.A_EB_W, "eb_o": K
                  "out_cast": K.A_OUT_CAST, "b_pack": K.A_B_PACK, "group_loop": K.A_GROUP_LOOP,
                  "w_dq_cyc": K.A_W_DQ_CYC, "dw_chain_cyc": K.A_DW_CHAIN_CYC,
                  "dw_vec_cyc": K.A_DW_VEC_CYC, "gather_cyc": K.A_GATHER_CYC,
-                 "im2col_call_cyc": K.A_IM2COL_CALL_CYC}
+                 "im2col_call_cyc": K.A_IM2COL_CALL_CYC, "fc_rows": K.A_FC_ROWS}
 _ATTR_DEFAULTS = {"k_align": 1.0, "nodes": 1.0}
 
 
@@ -256,7 +257,18 @@ def params_row(target: CpuTarget, threads: int | None) -> np.ndarray:
     p[[K.P_NLEVELS, K.P_E_INSTR, K.P_E_OP, K.P_E_DRAM]] = len(target.caches), e_instr, e_op, e_dram
     p[K.P_FP16] = 1.0 if "fp16" in target.isa else 0.0
     p[K.P_PAR_EFF] = target.parallel_efficiency
+    pair_ns = target.dram.dual_random_read_ns
+    if pair_ns is not None:
+        p[K.P_DRAM_MISS_BPC] = latency_bound_bpc(pair_ns, target.caches[-1].line_bytes,
+                                                 target.clock_ghz)
     return p
+
+
+def latency_bound_bpc(pair_ns: float, line_bytes: int, clock_ghz: float) -> float:
+    """DRAM bytes per core cycle one core reads when no prefetch runs ahead of it: two
+    independent cache-line misses in flight (what tinymembench's "dual random read" times,
+    `Dram.dual_random_read_ns`), so two lines per `pair_ns` (Little's law)."""
+    return 2.0 * line_bytes / (pair_ns * clock_ghz)
 
 
 def cache_rows(target: CpuTarget) -> np.ndarray:

@@ -46,6 +46,10 @@ class Dram:
     bandwidth_gbps: float
     sustained_bandwidth_gbps: float
     all_core_bandwidth_gbps: float | None = None
+    # time one core takes for two independent random DRAM reads (tinymembench "dual random
+    # read"): what a core streams when its prefetcher does not follow the access pattern
+    # (`kernels.cpu_roofline.latency_bound_bpc`); None: not modelled
+    dual_random_read_ns: float | None = None
     energy_pj_per_byte: float | None = None  # None: Horowitz DRAM (`energy.dram_pj_per_byte`)
 
 

@@ -80,6 +80,7 @@ from hwmodels.kernels.cpu_layout import (
     A_EB_O,
     A_EB_W,
     A_FAKE_Q,
+    A_FC_ROWS,
     A_GATHER_CYC,
     A_GROUP_LOOP,
     A_IM2COL,
@@ -168,7 +169,7 @@ from hwmodels.kernels.cpu_layout import (
     WINOGRAD_MIN_CH,
     WINOGRAD_MIN_CH_FP16,
 )
-from hwmodels.kernels.cpu_ncnn import lrn_layout_bytes
+from hwmodels.kernels.cpu_ncnn import fc_rows_unprefetched, lrn_layout_bytes
 from hwmodels.kernels.cpu_roofline import (
     add_pass,
     blocked,
@@ -265,8 +266,9 @@ def gemm_layer(li: np.ndarray, path: int, w: int, a: int, w_store: float, runtim
                            row[A_DW_CHAIN_CYC], row[A_DW_VEC_CYC], row[A_GATHER_CYC])
     else:
         oc_split = runtime == RUNTIME_NCNN and li[L_KIND] == KIND_CONV and li[L_M] > 1
+        unpf = fc_rows_unprefetched(row[A_FC_ROWS], float(li[L_K]), ebw)
         t = gemm_core(li, rate, eba, ebw, ebo, row[A_K_ALIGN], extra, wel * ebw, w_res, runtime,
-                      p, ch, traffic, acc, oc_split)
+                      p, ch, traffic, acc, oc_split, unpf)
     acc[ACC_LANE_OPS] += extra
     gemm_streams(li, row, a, eba, ebw, w_store, model_w_res, inline, r > 0, runtime, p, ch,
                  traffic, acc)

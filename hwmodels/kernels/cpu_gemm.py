@@ -52,11 +52,12 @@ from hwmodels.kernels.cpu_roofline import (
 def gemm_core(li: np.ndarray, rate: float, eba: float, ebw: float, ebo: float, k_align: float,
               extra_ops: float, w_bytes: float, w_res: bool, runtime: int, p: np.ndarray,
               ch: np.ndarray, traffic: np.ndarray, acc: np.ndarray,
-              oc_split: bool = False) -> float:
+              oc_split: bool = False, unprefetched: bool = False) -> float:
     """Blocked GEMM on the register tile: book its roofline time; return its threads.
     `extra_ops` are in-kernel lane ops (weight unpacking, requantisation) at the kernel's
     lanes; they share the vector pipes with the MACs. `oc_split`: ncnn's im2col conv GEMM
-    (tiles and thread split of `kernels.cpu_ncnn.conv_gemm_split`)."""
+    (tiles and thread split of `kernels.cpu_ncnn.conv_gemm_split`). `unprefetched`: its
+    weight reads escape the prefetcher (`kernels.cpu_ncnn.fc_rows_unprefetched`)."""
     m, n, k, g = float(li[L_M]), float(li[L_N]), float(li[L_K]), float(li[L_G])
     tm = p[P_TILE_M] if m > 1 else 1.0  # M = 1 runs the GEMV kernel
     tn = p[P_TILE_N]
@@ -79,7 +80,7 @@ def gemm_core(li: np.ndarray, rate: float, eba: float, ebw: float, ebo: float, k
     if oc_split:  # ncnn: the micro-kernel's operand panels may not fit L1 (ncnn_panel_bytes)
         ncnn_panel_bytes(kp, mp, tm, tn, eba, ebw, p, ch, traffic)
     dram = core_dram_bytes(li, w_bytes, w_res, eba, ebo, ebw, ra, rb, p, ch)
-    book_core(comp, dram, t, p, ch, traffic, acc, runtime == RUNTIME_NCNN)
+    book_core(comp, dram, t, p, ch, traffic, acc, runtime == RUNTIME_NCNN, unprefetched)
     acc[ACC_INSTR] += mp / rate * p[P_PIPES] + traffic[0] / (4.0 * p[P_LANES32])
     acc[ACC_PEAK] = rate
     return t

@@ -27,7 +27,9 @@ NL = 13
 (P_CLOCK_HZ, P_CORES, P_THREADS, P_LANES32, P_PIPES, P_TILE_M, P_TILE_N, P_GEMM_EFF,
  P_DRAM_BPC, P_OP_OVH, P_GEMM_OVH, P_RUN_OVH, P_THR_OVH, P_NLEVELS, P_E_INSTR, P_E_OP, P_E_DRAM,
  P_FP16, P_DRAM_ALL_BPC, P_PAR_EFF) = range(20)
-NP = 20
+# DRAM bytes per cycle one core reads when its prefetcher does not follow the pattern, 0: n/a
+P_DRAM_MISS_BPC = 20
+NP = 21
 
 # cache columns (float64 [H, MAX_LEVELS, NC])
 C_BYTES, C_BPC, C_SHARED, C_E_BYTE = range(4)
@@ -76,7 +78,10 @@ A_DW_VEC_CYC, A_GATHER_CYC = 24, 25
 # A_IM2COL_CALL_CYC: cycles per copy call of an NHWC im2col (one per output pixel and kernel
 # row: onnxruntime's Im2col<NHWC> memcpys a kernel row's kw x cin bytes at once), 0 = none
 A_IM2COL_CALL_CYC = 26
-NA = 27
+# A_FC_ROWS: weight rows a batch-1 InnerProduct task reads side by side (ncnn before 2022-06:
+# four unpacked rows, `kernels.cpu_ncnn.fc_interleaved_rows`), 0 = one packed stream
+A_FC_ROWS = 27
+NA = 28
 DW_NCHWC_OUTPUTS = 3.0  # output blocks per pass of SconvKernelFma3.S's "Depthwise" ComputeBlock
 MINMAX_LANE_OPS = 2.0          # DynamicQuantizeLinear's range pass: a min and a max per element
 CAST_MUL_LANE_OPS = 2.0        # int32 -> fp32 convert, then the scale multiply (two nodes)

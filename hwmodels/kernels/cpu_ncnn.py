@@ -64,6 +64,32 @@ def fc_weight_bytes(release_2022h2: bool) -> int:
     return 2 if release_2022h2 else 4
 
 
+# Arm Cortex-A53 MPCore TRM (ARM DDI 0500D) 6.6.2 "Data prefetching and monitoring": the
+# prefetcher "recognizes a sequence of data cache misses at a fixed stride pattern that lies
+# in four cache lines, plus or minus"; misses further apart are not prefetched (the A55 TRM,
+# by contrast, tracks multiple streams in parallel)
+A53_PREFETCH_WINDOW_BYTES = 4 * 64
+
+
+def fc_interleaved_rows(release_2022h2: bool) -> int:
+    """Weight rows one task of ncnn's fp32 InnerProduct reads side by side (batch 1, aarch64
+    without fp16 storage). Before PR #3950 (`fc_weight_bytes`) create_pipeline kept the
+    weights unpacked and forward() (`innerproduct_arm.cpp` @ed1fb21, 2021-11-21, in release
+    20211208) runs `p = pp * 4` with four pointers w0..w3 = weight + num_input * (p + 0..3),
+    one 128-bit load from each per step: four streams num_input floats apart, so consecutive
+    misses are a row apart and, on a Cortex-A53, outside its prefetch window
+    (`fc_rows_unprefetched`). The fp16 path packs four outputs' weights into one contiguous
+    row (`weight_data_fp16`, out_elempack 4): one stream (0 here)."""
+    return 0 if release_2022h2 else 4
+
+
+@njit(cache=True)
+def fc_rows_unprefetched(rows: float, k: float, ebw: float) -> bool:
+    """Whether side-by-side weight rows of k weights (`fc_interleaved_rows`) put consecutive
+    DRAM misses further apart than the A53 prefetcher's window."""
+    return rows > 1 and k * ebw > A53_PREFETCH_WINDOW_BYTES
+
+
 # convolution_im2col_gemm_int8.h convolution_gemm_transB_packed_tile_int8, aarch64 without
 # dotprod, 8 x 8 tile, one k loop step of 4 (256 MACs): 32 smull/smull2/smlal/smlal2 and two
 # `ld1 {vA.16b, vB.16b}` (4 q registers); 16 sadalp, 4 rev64 and 4 ext not counted

@@ -30,6 +30,7 @@ from hwmodels.kernels.cpu_layout import (
     P_CORES,
     P_DRAM_ALL_BPC,
     P_DRAM_BPC,
+    P_DRAM_MISS_BPC,
     P_LANES32,
     P_NLEVELS,
     P_PAR_EFF,
@@ -174,19 +175,37 @@ def shared_wait(traffic: np.ndarray, t: float, p: np.ndarray, ch: np.ndarray) ->
 
 
 @njit(cache=True)
+def miss_bound_bandwidth(t: float, p: np.ndarray) -> float:
+    """DRAM bytes per cycle t threads draw when no prefetch runs ahead of their reads: each
+    core keeps its own few misses in flight (Little's law, `hwmodels.cpu.latency_bound_bpc`),
+    so the rate grows with the threads until the shared roof binds; 0 where the target gives
+    no figure."""
+    return t * p[P_DRAM_MISS_BPC]
+
+
+@njit(cache=True)
 def book_core(comp: float, dram_bytes: float, t: float, p: np.ndarray, ch: np.ndarray,
-              traffic: np.ndarray, acc: np.ndarray, shared: bool = False) -> None:
+              traffic: np.ndarray, acc: np.ndarray, shared: bool = False,
+              unprefetched: bool = False) -> None:
     """Book a kernel's roofline time, max(compute, slowest cache level, DRAM), to its bound;
     on several threads the compute side waits for the shared DRAM roof (`contended`) or,
-    with `shared` (ncnn's GEMMs), for the shared cache levels (`shared_wait`), the longer."""
+    with `shared` (ncnn's GEMMs), for the shared cache levels (`shared_wait`), the longer.
+    `unprefetched`: the kernel's DRAM reads escape the core's prefetcher, so each thread
+    draws at most its latency-bound rate (`miss_bound_bandwidth`)."""
     nl = int(p[P_NLEVELS])
     onchip = 0.0
     for j in range(nl):
         onchip = max(onchip, traffic[j] / level_bandwidth(ch, j, t))
     traffic[nl] += dram_bytes
-    dram = dram_bytes / dram_bandwidth(p, t)
+    roof = dram_bandwidth(p, t)
+    miss = miss_bound_bandwidth(t, p) if unprefetched else 0.0
     wait = shared_wait(traffic, t, p, ch) if shared else 0.0
-    comp = max(contended(comp, dram, t, p), comp + wait)
+    if 0.0 < miss < roof:  # each thread waits on its own misses, not on the others
+        dram = dram_bytes / miss
+        comp = comp + wait
+    else:
+        dram = dram_bytes / roof
+        comp = max(contended(comp, dram, t, p), comp + wait)
     if comp >= onchip and comp >= dram:
         acc[ACC_T_COMPUTE] += comp
     elif onchip >= dram:
