@@ -38,8 +38,11 @@ Probing runs in passes over the chunks. A probe is one backward pass over every 
 trace is the sum of the chunks' mean samples; chunks are independent, so its variance is the
 sum of their variances, each estimated within its chunk (or, after a single probe, bounded
 from above by the spread between chunks). After a pass, the probes still needed
-are predicted from the relative standard error, which falls as 1/sqrt(probes); each further
-pass recomputes the chunks' forward passes rather than keeping every chunk's activations.
+are predicted from the relative standard error, which falls as 1/sqrt(probes): the fewest at
+which every weight still open either meets `tol` or, with its error so shrunk, is settled by
+the `settled` rule (`_next_probes`; PP-OCR: one more probe per chunk where `tol` alone asked
+for the 3x cap); each further pass recomputes the chunks' forward passes rather than keeping
+every chunk's activations.
 A first pass of one probe per chunk need not cover every chunk: at a few chunk counts
 (`early_checks`) the chunks so far, as a sample of all (`sampled_estimate`, which counts the
 chunk-to-chunk variation as error too), are tested against `tol` and the `settled` rule; once
