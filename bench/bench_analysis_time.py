@@ -6,7 +6,8 @@ allocator's settle rule for rpi5 at the knee, and each tree's own default analys
 (`CompileOptions().analysis_budget_s`). Each tree runs in a fresh process (PYTHONPATH), the
 trees alternate which goes first each round. Prints JSON per model and tree: seconds of the
 analysis, Hutchinson probes per sample (`iterations`), forward and backward passes and their
-seconds, the max relative standard error reached, and whether the budget cut it short.
+seconds, the max relative standard error reached, whether the budget cut it short, and the
+knee's weight bits on rpi5 (`plan`).
 
 The machine is shared: compare the trees within a round (same load), not across runs.
 
@@ -29,7 +30,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def worker(src: str, npz: str, shape_args: list[str]) -> dict[str, Any]:
+def _named(args: list[str], flag: str) -> dict[str, str]:
+    """{name: text} of the `flag NAME=TEXT` pairs in bench_compile's CLI flags `args`."""
+    return dict(v.split("=", 1) for f, v in zip(args[::2], args[1::2]) if f == flag)
+
+
+def worker(src: str, npz: str, flags: list[str]) -> dict[str, Any]:
     """The analysis in this process's tree (imported from PYTHONPATH), instrumented."""
     import numpy as np
 
@@ -41,8 +47,12 @@ def worker(src: str, npz: str, shape_args: list[str]) -> dict[str, Any]:
     from edgesim.quantize import onnxruntime_env
 
     shapes = {k: tuple(int(t) for t in v.split("x"))
-              for k, v in (a.split("=") for a in shape_args)}
-    g = load_graph(src, shapes or None)
+              for k, v in _named(flags, "--input-shape").items()}
+    # silero: the pinned inputs that fold its If, and its state's batch axis, as compile takes
+    values = {k: int(v) if v.lstrip("-").isdigit() else float(v)
+              for k, v in _named(flags, "--input-value").items()}
+    axes = {k: int(v) for k, v in _named(flags, "--batch-axis").items()}
+    g = load_graph(src, shapes or None, input_values=values or None, batch_axes=axes or None)
     inputs, _ = analysis_inputs(cal.read(g, npz), None, g)
     options = CompileOptions()
     settled = _settled(g, g, resolve_target("rpi5"), options, {})
@@ -66,7 +76,17 @@ def worker(src: str, npz: str, shape_args: list[str]) -> dict[str, Any]:
             "budget_s": options.analysis_budget_s,
             **{f"{k}_passes": v[0] for k, v in took.items()},
             **{f"{k}_s": round(v[1], 2) for k, v in took.items()},
-            "max_rse": round(float(np.max(sens.rse)), 4), "cut_short": bool(sens.cut_short)}
+            "max_rse": round(float(np.max(sens.rse)), 4), "cut_short": bool(sens.cut_short),
+            "plan": _plan(g, sens)}
+
+
+def _plan(g: Any, sens: Any) -> str:
+    """The knee's weight bits on rpi5 from `sens`, one digit-run per layer (trees compared)."""
+    from edgesim.allocation import allocate
+    from edgesim.loading import resolve_target
+
+    bits = allocate(g, resolve_target("rpi5"), sens=sens).bits[:, 0]
+    return ",".join(str(int(b)) for b in bits)
 
 
 def run_tree(tree: Path, case: dict[str, Any]) -> dict[str, Any]:
@@ -92,7 +112,7 @@ def main() -> None:
     args = p.parse_args()
     if args.worker:
         case = json.loads(args.worker)
-        print(json.dumps(worker(case["src"], case["npz"], case["shapes"])))
+        print(json.dumps(worker(case["src"], case["npz"], case["flags"])))
         return
     sys.path.insert(0, str(ROOT / "bench"))
     from bench_compile import prepare
@@ -104,8 +124,7 @@ def main() -> None:
         for name in args.models.split(","):
             c = prepare(name, Path(d), cache_dir(args.cache))
             case = {"src": str(c.src), "npz": str(c.npz),
-                    "shapes": [v for f, v in zip(c.args[::2], c.args[1::2])
-                               if f == "--input-shape"]}
+                    "flags": list(c.args)}
             runs: dict[str, list[dict[str, Any]]] = {k: [] for k in trees}
             for r in range(args.rounds):
                 order = list(trees) if r % 2 == 0 else list(reversed(trees))

@@ -322,6 +322,17 @@ def _sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray
     notes = (f"loss={loss}", *how, f"iterations={est.iterations}",
              f"max_rse={float(est.rse.max()):.3g}",
              *((f"analysis budget {budget.seconds:g}s used up before rse<{tol:g}",)
-               if est.cut_short and budget is not None else ()))
+               if est.cut_short and budget is not None else ()),
+             *_settled_note(est, tol, settled))
     return Sensitivity(tuple(layer.name for layer in layers), choices, omega, score, "hawq",
                        est.iterations, est.rse[index], notes, est.cut_short)
+
+
+def _settled_note(est: TraceEstimate, tol: float, settled: gauss_newton.Settled | None
+                  ) -> tuple[str, ...]:
+    """Why an analysis that was not cut short stopped above `tol`: the rule settled the rest."""
+    above = int(np.count_nonzero(est.rse >= tol))
+    if est.cut_short or settled is None or not above:
+        return ()
+    return (f"{above} of {len(est.rse)} traces stopped at rse>={tol:g}, settled: no value "
+            "within their error changes the plan beyond the settle rule's margin",)
