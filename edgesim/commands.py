@@ -123,8 +123,9 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 def cmd_probe(args: argparse.Namespace) -> int:
     from edgesim import api  # imported by the command that runs, not the parser
+    from edgesim.output import output_file
 
-    target = api.probe_target(args.output)
+    target = api.probe_target(output_file(args.output))
     if args.json:
         print(json.dumps({"file": str(args.output), "cores": target.cores,
                           "clock_ghz": target.clock_ghz, "simd_bits": target.simd_bits,
@@ -137,8 +138,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     from edgesim import api  # imported by the command that runs, not the parser
+    from edgesim.output import output_file
 
-    r = api.quantize(args.model, args.bits, args.output, calib=args.calib,
+    r = api.quantize(args.model, args.bits, output_file(args.output), calib=args.calib,
                      calib_random=args.calib_random,
                      input_shapes=parse_input_shapes(args.input_shape),
                      accuracy_level=args.accuracy_level, kernel_check=args.kernel_check)
