@@ -112,7 +112,8 @@ def _is_project_error(e: BaseException) -> bool:
 
 
 # commands that run the numba cost kernels (their first compile takes half a minute)
-COST_COMMANDS = frozenset({"simulate", "compile", "allocate", "sweep", "validate", "pareto"})
+COST_COMMANDS = frozenset({"simulate", "compile", "allocate", "sweep", "validate"})  # not pareto:
+# it reads results (its numba archive scan is compiler.pareto's, not a cost kernel)
 
 
 # printed before the command runs, so it can precede a bad-input error line

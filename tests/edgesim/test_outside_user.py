@@ -75,3 +75,20 @@ def test_a_batched_probe_that_fails_prints_nothing(capfd: pytest.CaptureFixture[
         sess.run(None, {"x": np.zeros((2, 3), np.float32)})
     assert sess.run(None, {"x": np.zeros((1, 3), np.float32)})[0].shape == (1, 6)
     assert capfd.readouterr().err == ""
+
+
+def test_pareto_never_announces_a_cost_kernel_compile(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # before: "edgesim: compiling cost kernels (first run only)..." on every `pareto` call
+    # while the MAC-array kernels were cold (e.g. after a CPU sweep), which pareto never runs
+    from edgesim import cli
+    from hwmodels.kernels import cache_state
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    for name in cache_state.COST_KERNELS:  # sources, no cache: every kernel is cold
+        (tmp_path / f"{name}.py").write_text("")
+    cli.announce_compile(cli.parse_args(["pareto", "results"]), kernels=tmp_path)
+    assert capsys.readouterr().err == ""
+    cli.announce_compile(cli.parse_args(["simulate", "m.onnx", "--target", "rpi5"]), kernels=tmp_path)
+    assert capsys.readouterr().err == cli.COMPILE_NOTICE + "\n"  # the same cache, announced
