@@ -1,10 +1,14 @@
 """Unroll ONNX `LSTM` nodes into MatMul / Add / Sigmoid / Tanh / Mul nodes, before lowering.
 
-With the input shapes fixed, the sequence length is static, so a forward LSTM is a chain of
-`seq` cells, each two MatMuls with constant weights (which edgesim then quantises like any
-linear layer) and element-wise gates (ONNX operator spec, gate order i, o, f, c):
+With the input shapes fixed, the sequence length is static, so a forward LSTM is one
+MatMul of the whole sequence with the input weights, then a chain of `seq` cells, each one
+MatMul with the recurrent weights (both constant: edgesim quantises them like any linear
+layer) and element-wise gates (ONNX operator spec, gate order i, o, f, c):
 
-    gates = x_t W^T + h W_R^T + (Wb + Rb);   i, o, f, c~ = split(gates)
+    gates = (X W^T + Wb + Rb)[t] + h W_R^T;   i, o, f, c~ = split(gates)
+
+(The input projection is one layer, not one per step: each unrolled layer holds its own
+copy of its weights once quantised, so per-step input MatMuls multiplied W's size by `seq`.)
     C = sigmoid(f) * C + sigmoid(i) * tanh(c~);   h = sigmoid(o) * tanh(C)
 
 Handled: "forward", "reverse" and "bidirectional" (each direction a chain of its own; the
@@ -72,14 +76,12 @@ class _Builder:
         return outs
 
 
-def _cell(b: _Builder, x: str, h: str | None, c: str | None, w: dict[str, str],
-          hidden: int) -> tuple[str, str]:
-    """One step: new (h, C) from input x_t [batch, in] and the previous h, C (None = 0)."""
-    gates = b.op("MatMul", [x, w["W"]])[0]
+def _cell(b: _Builder, gates: str, h: str | None, c: str | None,
+          w: dict[str, str]) -> tuple[str, str]:
+    """One step: new (h, C) from the step's input gates x_t W^T + B [batch, 4H] and the
+    previous h, C (None = 0)."""
     if h is not None:
         gates = b.op("Add", [gates, b.op("MatMul", [h, w["R"]])[0]])[0]
-    if "B" in w:
-        gates = b.op("Add", [gates, w["B"]])[0]
     i, o, f, g = b.op("Split", [gates, w["split"]], n_out=4, axis=1)
     i, o, f = (b.op("Sigmoid", [t])[0] for t in (i, o, f))
     new_c = b.op("Mul", [i, b.op("Tanh", [g])[0]])[0]
@@ -120,20 +122,23 @@ def _unroll(model: onnx.ModelProto, node: onnx.NodeProto, seq: int) -> _Builder 
         w = _weights(b, model, node, hidden, d)
         if w is None:
             return None
-        chains.append(_chain(b, node, w, hidden, d, range(seq)[::-1] if backwards else range(seq)))
+        chains.append(_chain(b, node, w, d, range(seq)[::-1] if backwards else range(seq)))
     _outputs(b, node, chains)
     return b
 
 
-def _chain(b: _Builder, node: onnx.NodeProto, w: dict[str, str], hidden: int, d: int,
+def _chain(b: _Builder, node: onnx.NodeProto, w: dict[str, str], d: int,
            steps: range) -> tuple[list[str], str | None, str | None]:
     """One direction's cells over `steps`: its h per time step in input order [1, 1, batch,
     H], and its last h and C [batch, H]."""
     ins = [*node.input, *[""] * (8 - len(node.input))]
     h, c, ys = _state(b, ins[5], d), _state(b, ins[6], d), {}
+    xw = b.op("MatMul", [ins[0], w["W"]])[0]  # [seq, batch, 4H]: every step's input gates
+    if "B" in w:
+        xw = b.op("Add", [xw, w["B"]])[0]
     for t in steps:
-        x = b.op("Gather", [ins[0], b.const(np.array(t, np.int64))], axis=0)[0]
-        h, c = _cell(b, x, h, c, w, hidden)
+        gates = b.op("Gather", [xw, b.const(np.array(t, np.int64))], axis=0)[0]
+        h, c = _cell(b, gates, h, c, w)
         ys[t] = b.op("Unsqueeze", [h, b.const(np.array([0, 1], np.int64))])[0]
     return [ys[t] for t in sorted(ys)], h, c
 
