@@ -26,6 +26,9 @@ EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a Ctrl-C'd command
 GLOBAL_FLAGS = {"debug": False, "verbose": 0, "quiet": False, "json": False}
+# what `edgesim --help` tells a user (the module docstring's first line is for developers)
+DESCRIPTION = ("Hardware-aware mixed-precision compilation and simulation of ONNX models for "
+               "edge targets. Start with: edgesim compile --example --target rpi5 -o out")
 
 
 def parse_input_shapes(items: Sequence[str] | None) -> dict[str, tuple[int, ...]]:
@@ -80,8 +83,7 @@ def registrars() -> tuple[Callable[[argparse._SubParsersAction], None], ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of every subcommand."""
-    p = argparse.ArgumentParser(prog="edgesim", description=__doc__.splitlines()[0],
-                                parents=[GLOBAL])
+    p = argparse.ArgumentParser(prog="edgesim", description=DESCRIPTION, parents=[GLOBAL])
     p.add_argument("--version", action="version", version=f"edgesim {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in registrars():

@@ -90,5 +90,17 @@ def test_pareto_never_announces_a_cost_kernel_compile(
         (tmp_path / f"{name}.py").write_text("")
     cli.announce_compile(cli.parse_args(["pareto", "results"]), kernels=tmp_path)
     assert capsys.readouterr().err == ""
-    cli.announce_compile(cli.parse_args(["simulate", "m.onnx", "--target", "rpi5"]), kernels=tmp_path)
+    simulate = cli.parse_args(["simulate", "m.onnx", "--target", "rpi5"])
+    cli.announce_compile(simulate, kernels=tmp_path)
     assert capsys.readouterr().err == cli.COMPILE_NOTICE + "\n"  # the same cache, announced
+
+
+def test_top_level_help_speaks_to_a_user(capsys: pytest.CaptureFixture[str]) -> None:
+    # before: "The `edgesim` command line: argparse subcommands, each mapped to one
+    # `edgesim.api` function." -- the module docstring, written for developers
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "argparse" not in out and "edgesim.api" not in out
+    assert "ONNX" in out and "edgesim compile --example" in out
