@@ -104,3 +104,13 @@ def test_top_level_help_speaks_to_a_user(capsys: pytest.CaptureFixture[str]) -> 
     out = capsys.readouterr().out
     assert "argparse" not in out and "edgesim.api" not in out
     assert "ONNX" in out and "edgesim compile --example" in out
+
+
+def test_sweep_onto_a_file_names_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # before: "edgesim: afile: File exists" (mkdir's OSError)
+    target = tmp_path / "afile"
+    target.write_text("precious")
+    assert main(["sweep", "cpu-whatif", "-o", str(target), "-q"]) == 2
+    err = _one_line(capsys)
+    assert err == f"edgesim: {target}: exists and is not a folder; -o takes the results folder"
+    assert target.read_text() == "precious"
