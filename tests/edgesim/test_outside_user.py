@@ -114,3 +114,37 @@ def test_sweep_onto_a_file_names_it(tmp_path: Path, capsys: pytest.CaptureFixtur
     err = _one_line(capsys)
     assert err == f"edgesim: {target}: exists and is not a folder; -o takes the results folder"
     assert target.read_text() == "precious"
+
+
+def _dynamic_hw_cnn(path: Path) -> Path:
+    """x [N, 3, H, W] -> Conv 3x3 -> Flatten -> MatMul (K = 4*8*8, fixed by its weight): the
+    graph runs only at the H, W its weight was made for (8x8), as exported CNNs whose head
+    reshapes by the spatial size."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    fc = numpy_helper.from_array(rng.standard_normal((4 * 8 * 8, 5)).astype(np.float32), "fc")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Flatten", ["c"], ["f"], name="flat", axis=1),
+             helper.make_node("MatMul", ["f", "fc"], ["y"], name="head")]
+    graph = helper.make_graph(
+        nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])], [w, fc])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, path)
+    return path
+
+
+def test_dims_the_user_fixed_are_declared_static_in_the_emitted_model(tmp_path: Path) -> None:
+    # before: the emitted model declared x as [N, 3, 'H', 'W'] but, its shapes folded at the
+    # given 8x8, failed in onnxruntime at any other size (nudenet at 416, ddddocr at W != 160)
+    import onnxruntime as ort
+
+    out = tmp_path / "q.onnx"
+    api.quantize(str(_dynamic_hw_cnn(tmp_path / "m.onnx")), 8, out, calib_random=2,
+                 input_shapes={"x": [1, 3, 8, 8]})
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (x,) = sess.get_inputs()
+    assert x.shape == ["N", 3, 8, 8]  # the batch stays dynamic, as the source declared it
+    assert sess.get_outputs()[0].shape == ["N", 5]
+    (y,) = sess.run(None, {"x": np.ones((1, 3, 8, 8), np.float32)})
+    assert y.shape == (1, 5)
