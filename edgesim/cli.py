@@ -46,6 +46,18 @@ def parse_input_shapes(items: Sequence[str] | None) -> dict[str, tuple[int, ...]
     return shapes
 
 
+def positive_int(text: str) -> int:
+    """argparse type of counts such as `--threads`: an integer >= 1 (0 reached the cost
+    models and ended in an internal error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
 def _global_flags() -> argparse.ArgumentParser:
     """The flags every command takes, before or after the subcommand. Their defaults are
     SUPPRESS so that a subcommand's parser never overwrites a value given before it."""

@@ -148,3 +148,20 @@ def test_dims_the_user_fixed_are_declared_static_in_the_emitted_model(tmp_path: 
     assert sess.get_outputs()[0].shape == ["N", 5]
     (y,) = sess.run(None, {"x": np.ones((1, 3, 8, 8), np.float32)})
     assert y.shape == (1, 5)
+
+
+@pytest.mark.parametrize("argv", [
+    ["simulate", "zoo:digits_cnn", "--target", "rpi5", "--threads", "0"],
+    ["compile", "--example", "--threads", "0"],
+    ["evaluate", "m.onnx", "--threads", "-2"],
+    ["validate", "m.onnx", "--target", "rpi5", "--threads", "0"],
+    ["generate", "zoo:kv_decoder", "--prompt", "a", "--threads", "x"],
+])
+def test_thread_counts_below_one_are_bad_flags(argv: list[str],
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # before: simulate/compile --threads 0 -> "internal error (ValueError: threads must be
+    # >= 1, got 0); this is a bug in edgesim", exit 1; LLM simulate took 0 as "all counts"
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 2
+    assert "argument --threads: expected an integer >= 1" in capsys.readouterr().err
