@@ -141,11 +141,23 @@ def announce_compile(args: argparse.Namespace, kernels: Path | None = None) -> N
         return
     from hwmodels.kernels import cache_state
 
-    kind = _target_kind(getattr(args, "target", None))
+    kind = (_space_kind(args.space) if args.command == "sweep"
+            else _target_kind(getattr(args, "target", None)))
     if kind is False:  # a bad target: the command fails on it before any kernel runs
         return
     if cache_state.cold_modules(kernels or cache_state.KERNELS, cache_state.kernels_of(kind)):
         print(COMPILE_NOTICE, file=sys.stderr, flush=True)
+
+
+def _space_kind(space: str) -> str | Literal[False]:
+    """The target kind a sweep space's designs are built from (one base target), False if
+    the space does not load (the sweep reports that error itself)."""
+    from edgesim.sweep.space import load_space  # the sweep loads it next anyway
+
+    try:
+        return str(load_space(space).kind)
+    except UserError:
+        return False
 
 
 def _target_kind(spec: str | None) -> str | None | Literal[False]:
