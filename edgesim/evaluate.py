@@ -38,7 +38,7 @@ def session(model: Model, threads: int | None = None,
     """
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # run errors come back as exceptions; ERROR-level logs repeat them
     if threads is not None:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1

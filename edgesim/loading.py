@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from compiler.ir import CATEGORY_GEMM, Graph
@@ -47,8 +49,33 @@ def load_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = No
         model = zoo_model(model[len(ZOO_PREFIX):])
     elif isinstance(model, str | os.PathLike) and not os.path.exists(model):
         raise UserError(str(model), "no such file")
-    return costable(load(model, input_shapes, input_values=input_values, batch_axes=batch_axes,
-                         shapes_only=shapes_only))
+    g = load(model, input_shapes, input_values=input_values, batch_axes=batch_axes,
+             shapes_only=shapes_only)
+    return costable(pinned_interface(g, input_shapes))
+
+
+def pinned_interface(g: Graph, given: Mapping[str, Sequence[int]] | None) -> Graph:
+    """`g` with the dims the user fixed (`--input-shape`) declared static in the interface
+    emission keeps, except each input's batch axis; an output dim named by one of them too.
+
+    The frontend folds shapes with the given sizes (Shape/Reshape/Slice constants), so the
+    emitted graph runs at those sizes only: nudenet's YOLOv8 compiled at 320x320 kept
+    'height'/'width' symbolic and failed in onnxruntime at 416x416, ddddocr's CRNN kept
+    'image_width' and failed at any width but 160.
+    """
+    face = g.interface
+    if face is None or not given:
+        return g
+    dims, pinned = dict(face.dims), set()
+    for name in [n for n in g.inputs if n in given and n in dims]:
+        keep, shape = g.batch_axis(name), g.types[name].shape
+        pinned |= {d for i, d in enumerate(dims[name]) if isinstance(d, str) and i != keep}
+        dims[name] = tuple(d if i == keep or not isinstance(d, str) else int(shape[i])
+                           for i, d in enumerate(dims[name]))
+    for name in [n for n in g.outputs if len(dims.get(n, ())) == len(g.types[n].shape)]:
+        dims[name] = tuple(int(g.types[name].shape[i]) if d in pinned else d
+                           for i, d in enumerate(dims[name]))
+    return replace(g, interface=replace(face, dims=MappingProxyType(dims)))
 
 
 def costable(g: Graph) -> Graph:

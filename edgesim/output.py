@@ -75,6 +75,25 @@ def publish(folder: Path, outdir: Path) -> list[Path]:
     return done
 
 
+def output_file(path: str | os.PathLike) -> Path:
+    """Check, before any work, that `path` can be written as one file (`quantize -o`,
+    `target probe -o`): not a folder, in an existing writable folder.
+
+    Raises:
+        UserError: naming `path` (the write itself would fail after the work, naming only
+            its hidden temporary file).
+    """
+    path = Path(path)
+    parent = path.absolute().parent
+    if path.is_dir():
+        raise UserError(str(path), "is a folder; give the name of the file to write")
+    if not parent.is_dir():
+        raise UserError(str(path), f"parent folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(str(path), f"cannot write a file in {parent}")
+    return path
+
+
 def _create_or_check(path: Path, force: bool) -> bool:
     """Make `path` (True) or check the existing folder may be written into (False)."""
     parent = path.absolute().parent

@@ -1,13 +1,19 @@
 """Unroll ONNX `LSTM` nodes into MatMul / Add / Sigmoid / Tanh / Mul nodes, before lowering.
 
-With the input shapes fixed, the sequence length is static, so a forward LSTM is a chain of
-`seq` cells, each two MatMuls with constant weights (which edgesim then quantises like any
-linear layer) and element-wise gates (ONNX operator spec, gate order i, o, f, c):
+With the input shapes fixed, the sequence length is static, so a forward LSTM is one
+MatMul of the whole sequence with the input weights, then a chain of `seq` cells, each one
+MatMul with the recurrent weights (both constant: edgesim quantises them like any linear
+layer) and element-wise gates (ONNX operator spec, gate order i, o, f, c):
 
-    gates = x_t W^T + h W_R^T + (Wb + Rb);   i, o, f, c~ = split(gates)
+    gates = (X W^T + Wb + Rb)[t] + h W_R^T;   i, o, f, c~ = split(gates)
+
+(The input projection is one layer, not one per step: each unrolled layer holds its own
+copy of its weights once quantised, so per-step input MatMuls multiplied W's size by `seq`.)
     C = sigmoid(f) * C + sigmoid(i) * tanh(c~);   h = sigmoid(o) * tanh(C)
 
-Handled: one direction ("forward"), default activations, no clip, no peepholes, no
+Handled: "forward", "reverse" and "bidirectional" (each direction a chain of its own; the
+reverse one walks the sequence backwards and its outputs are stored in input order, as the
+spec's Y [seq, num_directions, batch, H]), default activations, no clip, no peepholes, no
 `sequence_lens`, layout 0, weights that are constants (initializers or constant folds).
 Other LSTMs stay and are reported as unsupported.
 """
@@ -20,7 +26,8 @@ from onnx import helper, numpy_helper
 
 from compiler.frontend.static_shapes import known_shapes
 
-DEFAULTS = {"direction": b"forward", "layout": 0, "input_forget": 0}
+DEFAULTS = {"layout": 0, "input_forget": 0}
+DIRECTIONS = {b"forward": (False,), b"reverse": (True,), b"bidirectional": (False, True)}
 
 
 def _attrs(node: onnx.NodeProto) -> dict[str, object]:
@@ -30,9 +37,10 @@ def _attrs(node: onnx.NodeProto) -> dict[str, object]:
 def _plain(node: onnx.NodeProto) -> bool:
     """Only the LSTM variant this module unrolls: defaults apart from hidden_size."""
     attrs = _attrs(node)
-    extra = set(attrs) - {"hidden_size", *DEFAULTS}
+    extra = set(attrs) - {"hidden_size", "direction", *DEFAULTS}
     return (node.op_type == "LSTM" and node.domain in ("", "ai.onnx") and not extra
             and all(attrs.get(k, v) == v for k, v in DEFAULTS.items())
+            and attrs.get("direction", b"forward") in DIRECTIONS
             and not any(node.input[i] for i in (4, 7) if i < len(node.input)))
 
 
@@ -68,14 +76,12 @@ class _Builder:
         return outs
 
 
-def _cell(b: _Builder, x: str, h: str | None, c: str | None, w: dict[str, str],
-          hidden: int) -> tuple[str, str]:
-    """One step: new (h, C) from input x_t [batch, in] and the previous h, C (None = 0)."""
-    gates = b.op("MatMul", [x, w["W"]])[0]
+def _cell(b: _Builder, gates: str, h: str | None, c: str | None,
+          w: dict[str, str]) -> tuple[str, str]:
+    """One step: new (h, C) from the step's input gates x_t W^T + B [batch, 4H] and the
+    previous h, C (None = 0)."""
     if h is not None:
         gates = b.op("Add", [gates, b.op("MatMul", [h, w["R"]])[0]])[0]
-    if "B" in w:
-        gates = b.op("Add", [gates, w["B"]])[0]
     i, o, f, g = b.op("Split", [gates, w["split"]], n_out=4, axis=1)
     i, o, f = (b.op("Sigmoid", [t])[0] for t in (i, o, f))
     new_c = b.op("Mul", [i, b.op("Tanh", [g])[0]])[0]
@@ -84,53 +90,79 @@ def _cell(b: _Builder, x: str, h: str | None, c: str | None, w: dict[str, str],
     return b.op("Mul", [o, b.op("Tanh", [new_c])[0]])[0], new_c
 
 
-def _weights(b: _Builder, model: onnx.ModelProto, node: onnx.NodeProto,
-             hidden: int) -> dict[str, str] | None:
+def _weights(b: _Builder, model: onnx.ModelProto, node: onnx.NodeProto, hidden: int,
+             d: int) -> dict[str, str] | None:
+    """Direction `d`'s W^T, R^T, summed bias and gate split, as constants."""
     ins = [*node.input, *[""] * (8 - len(node.input))]
     w, r = _value(model, ins[1]), _value(model, ins[2])
     bias = _value(model, ins[3]) if ins[3] else None
     if w is None or r is None or (ins[3] and bias is None):
         return None
-    out = {"W": b.const(w[0].T), "R": b.const(r[0].T),
+    if d >= min(len(w), len(r), d + 1 if bias is None else len(bias)):
+        return None  # weights of fewer directions than declared: onnxruntime refuses it too
+    out = {"W": b.const(w[d].T), "R": b.const(r[d].T),
            "split": b.const(np.full(4, hidden, np.int64))}
     if bias is not None:
-        out["B"] = b.const(bias[0, :4 * hidden] + bias[0, 4 * hidden:])
+        out["B"] = b.const(bias[d, :4 * hidden] + bias[d, 4 * hidden:])
     return out
 
 
-def _state(b: _Builder, name: str) -> str | None:
-    """An initial state [1, batch, H] as [batch, H]; None when absent (zero)."""
-    return b.op("Squeeze", [name, b.const(np.array([0], np.int64))])[0] if name else None
+def _state(b: _Builder, name: str, d: int) -> str | None:
+    """Direction `d`'s initial state of [num_directions, batch, H] as [batch, H]; None when
+    absent (zero)."""
+    return b.op("Gather", [name, b.const(np.array(d, np.int64))], axis=0)[0] if name else None
 
 
 def _unroll(model: onnx.ModelProto, node: onnx.NodeProto, seq: int) -> _Builder | None:
-    hidden = int(_attrs(node)["hidden_size"])  # type: ignore[call-overload]
+    attrs = _attrs(node)
+    hidden = int(attrs["hidden_size"])  # type: ignore[call-overload]
     b = _Builder(node.name or "LSTM")
-    w = _weights(b, model, node, hidden)
-    if w is None:
-        return None
-    ins = [*node.input, *[""] * (8 - len(node.input))]
-    h, c, ys = _state(b, ins[5]), _state(b, ins[6]), []
-    for t in range(seq):
-        x = b.op("Gather", [ins[0], b.const(np.array(t, np.int64))], axis=0)[0]
-        h, c = _cell(b, x, h, c, w, hidden)
-        ys.append(b.op("Unsqueeze", [h, b.const(np.array([0], np.int64))])[0])
-    _outputs(b, node, ys, h, c)
+    chains = []
+    for d, backwards in enumerate(DIRECTIONS[attrs.get("direction", b"forward")]):  # type: ignore[index]
+        w = _weights(b, model, node, hidden, d)
+        if w is None:
+            return None
+        chains.append(_chain(b, node, w, d, range(seq)[::-1] if backwards else range(seq)))
+    _outputs(b, node, chains)
     return b
 
 
-def _outputs(b: _Builder, node: onnx.NodeProto, ys: list[str], h: str | None,
-             c: str | None) -> None:
-    """Y [seq, 1, batch, H], Y_h and Y_c [1, batch, H], under the LSTM's output names."""
+def _chain(b: _Builder, node: onnx.NodeProto, w: dict[str, str], d: int,
+           steps: range) -> tuple[list[str], str | None, str | None]:
+    """One direction's cells over `steps`: its h per time step in input order [1, 1, batch,
+    H], and its last h and C [batch, H]."""
+    ins = [*node.input, *[""] * (8 - len(node.input))]
+    h, c, ys = _state(b, ins[5], d), _state(b, ins[6], d), {}
+    xw = b.op("MatMul", [ins[0], w["W"]])[0]  # [seq, batch, 4H]: every step's input gates
+    if "B" in w:
+        xw = b.op("Add", [xw, w["B"]])[0]
+    for t in steps:
+        gates = b.op("Gather", [xw, b.const(np.array(t, np.int64))], axis=0)[0]
+        h, c = _cell(b, gates, h, c, w)
+        ys[t] = b.op("Unsqueeze", [h, b.const(np.array([0, 1], np.int64))])[0]
+    return [ys[t] for t in sorted(ys)], h, c
+
+
+def _outputs(b: _Builder, node: onnx.NodeProto,
+             chains: list[tuple[list[str], str | None, str | None]]) -> None:
+    """Y [seq, num_directions, batch, H], Y_h and Y_c [num_directions, batch, H], under the
+    LSTM's output names."""
     outs = [*node.output, *[""] * (3 - len(node.output))]
     zero = b.const(np.array([0], np.int64))
+
+    def cat(parts: list[str], axis: int, out: str) -> None:
+        if len(parts) > 1:
+            b.op("Concat", parts, axis=axis, out=[out])
+        else:
+            b.op("Identity", parts, out=[out])
+
     if outs[0]:
-        seq = b.op("Concat", ys, axis=0)[0] if len(ys) > 1 else ys[0]
-        b.op("Unsqueeze", [seq, b.const(np.array([1], np.int64))], out=[outs[0]])
-    if outs[1]:
-        b.op("Unsqueeze", [h, zero], out=[outs[1]])  # type: ignore[list-item]
-    if outs[2]:
-        b.op("Unsqueeze", [c, zero], out=[outs[2]])  # type: ignore[list-item]
+        steps = [b.op("Concat", list(ys), axis=1)[0] if len(ys) > 1 else ys[0]
+                 for ys in zip(*(ys for ys, _, _ in chains))]
+        cat(steps, 0, outs[0])
+    for k, out in ((1, outs[1]), (2, outs[2])):
+        if out:
+            cat([b.op("Unsqueeze", [chain[k], zero])[0] for chain in chains], 0, out)  # type: ignore[list-item]
 
 
 def expand_lstms(model: onnx.ModelProto) -> bool:

@@ -10,6 +10,7 @@ arithmetic, constant masks and exporter noise disappear).
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -21,6 +22,9 @@ from compiler.ir import Graph, Layer, Spec, readonly
 from compiler.ops import OPS, rule_for
 from compiler.ops.opdef import Lowered, Node
 from compiler.passes.drop_dead import drop_dead
+
+# elements of any one tensor, as `load.MAX_TENSOR_ELEMS` bounds initializers (2^34: 64 GB fp32)
+MAX_TENSOR_ELEMS = 2**34
 
 
 def const_value(t: onnx.TensorProto) -> np.ndarray:
@@ -50,6 +54,7 @@ def lower_model(model: onnx.ModelProto, name: str | None = None) -> Graph:
     for node, node_name in zip(g.node, _unique_names(g.node)):
         lowered = _lower_node(node, node_name, specs, consts)
         for t, v in lowered.consts.items():
+            _check_size(node_name, node.op_type, v.shape)
             consts[t] = readonly(v)
             specs[t] = Spec(tuple(v.shape), v.dtype.name)
         start = len(layers)
@@ -148,6 +153,7 @@ def _add_layer(layer: Layer, specs: dict[str, Spec], consts: dict[str, np.ndarra
     op = OPS[layer.kind]
     present = [t for t in layer.inputs if t]
     if all(t in consts for t in present):
+        _bounded_fold(layer, specs)
         values = op.forward(*[consts[t] if t else None for t in layer.inputs], **layer.attrs)
         for t, v in zip(layer.outputs, values):
             consts[t] = readonly(np.asarray(v))
@@ -157,5 +163,29 @@ def _add_layer(layer: Layer, specs: dict[str, Spec], consts: dict[str, np.ndarra
         outs = op.shape([specs[t] if t else None for t in layer.inputs], **layer.attrs)
     except (ValueError, IndexError) as e:
         raise ModelError(f"node {layer.name}", f"{layer.kind}: {e}") from e
+    for out in outs:
+        _check_size(layer.name, layer.kind, out.shape)
     specs.update(zip(layer.outputs, outs))
     layers.append(layer)
+
+
+def _bounded_fold(layer: Layer, specs: Mapping[str, Spec]) -> None:
+    """Check the outputs of a layer about to be folded before numpy allocates them (a
+    ConstantOfShape / Expand to 10^12 elements); a shape rule that cannot type constants
+    leaves the check to the forward, as before."""
+    try:
+        outs = OPS[layer.kind].shape([specs[t] if t else None for t in layer.inputs],
+                                     **layer.attrs)
+    except Exception:  # noqa: BLE001 - value-dependent shapes are typed by the forward
+        return
+    for out in outs:
+        _check_size(layer.name, layer.kind, out.shape)
+
+
+def _check_size(name: str, kind: str, shape: Sequence[int]) -> None:
+    """Bound every tensor a layer makes, as the loader bounds inputs and initializers: a
+    declared 4 TB activation is bad input, not a cost to predict or an array to allocate."""
+    n = math.prod(int(d) for d in shape)  # Python ints: np.prod wraps around past 2^63
+    if n > MAX_TENSOR_ELEMS:
+        raise ModelError(f"node {name}", f"{kind} output {[int(d) for d in shape]} has {n} "
+                         f"elements; at most {MAX_TENSOR_ELEMS} are accepted")

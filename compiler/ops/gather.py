@@ -119,7 +119,7 @@ def lower_constant_of_shape(node: Node, value: np.ndarray | None = None) -> Lowe
     """ONNX ConstantOfShape (default value: float32 zero)."""
     fill = np.zeros(1, dtype=np.float32) if value is None else np.asarray(value)
     (shape,) = _constants(node, 1)
-    out = np.full(tuple(int(d) for d in shape.reshape(-1)), fill.reshape(-1)[0], fill.dtype)
+    out = np.broadcast_to(fill.reshape(-1)[:1], tuple(int(d) for d in shape.reshape(-1)))  # 0 B
     return Lowered(consts={node.outputs[0]: out})
 
 

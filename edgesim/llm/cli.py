@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from edgesim.cli import positive_int
 from edgesim.errors import UserError
 from edgesim.llm.config import DecoderConfig, is_config_ref, load_config
 
@@ -205,4 +206,4 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("model", help="ONNX KV-cache decoder or zoo:NAME (e.g. zoo:kv_decoder)")
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--max-new-tokens", type=int, default=32)
-    gen.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+    gen.add_argument("--threads", type=positive_int, help="onnxruntime intra-op threads")

@@ -120,9 +120,12 @@ class ResultStore:
         """Open (creating or resuming) the results in `out_dir` for a space with `header`.
 
         Raises:
-            UserError: another sweep holds the directory, or it holds a different space.
+            UserError: `out_dir` is a file, another sweep holds the directory, or it holds
+                a different space.
         """
         out = Path(out_dir)
+        if out.exists() and not out.is_dir():  # mkdir's own error says only "File exists"
+            raise UserError(str(out), "exists and is not a folder; -o takes the results folder")
         out.mkdir(parents=True, exist_ok=True)
         lock_fd = _lock(out)
         try:

@@ -81,7 +81,8 @@ def test_lstm_lowers_to_linear_layers_and_matches_onnxruntime() -> None:
         np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5)
 
 
-def test_a_bidirectional_lstm_is_left_alone() -> None:
+def test_a_bidirectional_lstm_with_one_direction_of_weights_is_left_alone() -> None:
+    # (well-formed reverse and bidirectional LSTMs: test_expand_lstm_directions.py)
     model = lstm_model(states=False, bias=True)
     model.graph.node[-1].attribute.append(helper.make_attribute("direction", "bidirectional"))
     assert not expand_lstms(model)

@@ -91,8 +91,11 @@ def test_only_the_kernels_the_targets_kind_runs_are_announced(tmp_path: Path, mo
     assert _notice(SIM_RPI5, kernels, capsys) == ""
     assert _notice(["compile", "m.onnx"], kernels, capsys) == ""  # default target rpi5
     assert _notice(["simulate", "m.onnx", "--target", "systolic-16x16"], kernels, capsys) == NOTICE
-    # a sweep names no one target: any kind may run
-    assert _notice(["sweep", "space.yaml", "-o", "out"], kernels, capsys) == NOTICE
+    # a sweep runs its space's base kind only: before, any kind was announced, so every
+    # `sweep cpu-whatif` said "compiling" while the MAC-array kernels it never runs were cold
+    assert _notice(["sweep", "macarray", "-o", "out"], kernels, capsys) == NOTICE
+    assert _notice(["sweep", "cpu-whatif", "-o", "out"], kernels, capsys) == ""
+    assert _notice(["sweep", "no-such-space.yaml", "-o", "out"], kernels, capsys) == ""
     # a target that does not load: the command fails on it, nothing compiles
     assert _notice(["simulate", "m.onnx", "--target", "no-such"], kernels, capsys) == ""
     _module(kernels, "cpu_gemm", 3000.0)  # a CPU kernel edited after it was cached

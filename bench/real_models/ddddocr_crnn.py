@@ -1,0 +1,77 @@
+"""ddddocr's CRNN captcha reader (package `ddddocr`, `common.onnx`: conv stack, a
+bidirectional LSTM, a Gemm to 8,210 characters; input gray [1, 1, 64, W] / 255). Evaluation
+words of 4-5 characters are drawn here with the DejaVu fonts (Debian's fonts-dejavu-core) at
+64x160; a greedy CTC decode with the package's `CHARSET_BETA` reads them. Metrics: exact-match
+agreement of the decoded words with fp32, and accuracy against the drawn words (fp32 reads
+85 % of them)."""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from edgesim.evaluate import session
+from real_models import RealModel, extract
+
+PACKAGE = "ddddocr==1.6.1"
+MODEL = "ddddocr/common.onnx"
+ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
+INPUT_SHAPES = {"input1": [1, 1, 64, 160]}
+
+
+def words(n: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """`n` drawn words [n, 1, 64, 160] in [0, 1] and their texts."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    fonts = [f for f in sorted(glob.glob("/usr/share/fonts/truetype/dejavu/*.ttf"))
+             if "Oblique" not in f and "Italic" not in f]
+    xs, texts = [], []
+    for i in range(n):
+        text = "".join(ALPHABET[j] for j in rng.integers(len(ALPHABET), size=rng.integers(4, 6)))
+        im = Image.new("L", (160, 64), 255)
+        ImageDraw.Draw(im).text((8 + int(rng.integers(21)), 10 + int(rng.integers(9))), text,
+                                fill=int(rng.integers(61)),
+                                font=ImageFont.truetype(fonts[i % len(fonts)], 34))
+        xs.append(np.asarray(im, np.float32)[None] / 255.0)
+        texts.append(text)
+    return np.stack(xs), texts
+
+
+def charset(cache: Path) -> list[str]:
+    """The package's character list, read from its file (importing ddddocr needs OpenCV)."""
+    spec = importlib.util.spec_from_file_location("charsets", extract(PACKAGE,
+                                                  "ddddocr/charsets.py", cache))
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return list(module.CHARSET_BETA)
+
+
+def read(path: Path, x: np.ndarray, chars: list[str]) -> list[str]:
+    """Greedy CTC decode of each image: argmax per step, repeats merged, blanks (0) dropped."""
+    sess = session(path)
+    out = []
+    for i in range(len(x)):
+        ids = sess.run(None, {"input1": x[i:i + 1]})[0].reshape(-1, len(chars)).argmax(-1)
+        keep = [k for j, k in enumerate(ids) if k != 0 and (j == 0 or ids[j - 1] != k)]
+        out.append("".join(chars[k] for k in keep))
+    return out
+
+
+def load(cache: Path, n_eval: int) -> RealModel:
+    """The case: 64 drawn words calibrate, `n_eval` others evaluate."""
+    path = extract(PACKAGE, MODEL, cache)
+    chars = charset(cache)
+    calib, _ = words(64, 0)
+    x, texts = words(n_eval, 1)
+    return RealModel(
+        name="ddddocr CRNN (drawn words, 64x160)", path=path,
+        calib={"input1": calib}, metrics=("word agreement with fp32", "word accuracy"),
+        run=lambda p: read(p, x, chars),
+        score=lambda ref, got: {
+            "word agreement with fp32": float(np.mean([a == b for a, b in zip(ref, got)])),
+            "word accuracy": float(np.mean([a == b for a, b in zip(texts, got)]))},
+        compile_kw={"input_shapes": INPUT_SHAPES})
