@@ -48,7 +48,7 @@ from hwmodels.cpu_schema import CpuTarget as CpuTarget
 from hwmodels.cpu_schema import Dram as Dram
 from hwmodels.cpu_schema import Power as Power
 from hwmodels.kernels import cpu as kernel
-from hwmodels.kernels import cpu_inserted
+from hwmodels.kernels import cpu_inserted, jit
 from hwmodels.kernels import cpu_layout as K  # the kernel's array layout and path codes
 from hwmodels.kernels import cpu_ncnn as ncnn_facts
 
@@ -579,14 +579,17 @@ def _emitted(table: LayerTable, bits: np.ndarray, target: CpuTarget,
     return emitted_weight_bytes(table, bits, target).astype(np.float64)
 
 
-def run_kernel(x: KernelInputs, *, serial: bool = False) -> np.ndarray:
+def run_kernel(x: KernelInputs, *, serial: bool = False,
+               engine: str | None = None) -> np.ndarray:
     """Run the kernel on prepared inputs: float64 [kernels.cpu.NO, H, L, B] (`serial`: on
-    this thread whatever the size, for callers that run many small calls or own the cores)."""
+    this thread whatever the size, for callers that run many small calls or own the cores;
+    `engine`: "python" or "numba", else picked by the work, `kernels.jit.engine`)."""
     out = np.empty((K.NO, len(x.params), len(x.lay), len(x.per_bit)))
-    call = kernel.evaluate_serial if serial else kernel.evaluate
-    call(x.lay, x.per_bit, x.resident, x.choice, x.params, x.caches, x.paths, x.runtime, out)
+    engine = jit.engine(out[0].size, engine)
+    kernel.evaluate(x.lay, x.per_bit, x.resident, x.choice, x.params, x.caches, x.paths,
+                    x.runtime, out, serial=serial, engine=engine)
     if x.inserted is not None:
-        cpu_inserted.add_inserted(x.inserted, x.params, x.caches, out)
+        jit.choose(cpu_inserted.add_inserted, 0, engine)(x.inserted, x.params, x.caches, out)
     return out
 
 
@@ -605,7 +608,8 @@ def kernel_cost(out: np.ndarray, act_bytes: np.ndarray,
 
 
 def evaluate_configs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget], *,
-                     threads: int | None = None, runtime: str = "onnxruntime") -> Cost:
+                     threads: int | None = None, runtime: str = "onnxruntime",
+                     engine: str | None = None) -> Cost:
     """Cost of every layer under every bit choice on H CPU configs, in one kernel call.
 
     Args:
@@ -614,12 +618,13 @@ def evaluate_configs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuT
         targets: H CPU configurations (e.g. from `variants`).
         threads: threads per inference (None: each config's cores).
         runtime: "onnxruntime" or "ideal".
+        engine: "python" or "numba" (`kernels.jit`; None: picked by the work).
 
     Returns:
         A `Cost` of [H, L, B] arrays.
     """
     x = kernel_inputs(table, bits, targets, threads=threads, runtime=runtime)
-    return kernel_cost(run_kernel(x), x.act_bytes, x.weight_bytes)
+    return kernel_cost(run_kernel(x, engine=engine), x.act_bytes, x.weight_bytes)
 
 
 def evaluate(table: LayerTable, bits: np.ndarray, target: CpuTarget, *,
