@@ -202,6 +202,6 @@ def _announce(module: str) -> None:
     """Log `COMPILE_MESSAGE` when numba will compile `module` (its cache is cold)."""
     from hwmodels.kernels import cache_state
 
-    name = module.rsplit(".", 1)[-1]
-    if cache_state.cold_modules(cache_state.KERNELS, (name,)):
+    name = module.rsplit(".", 1)[-1]  # the small kernels (MCU, SCALE-Sim) compile in seconds
+    if name in cache_state.COST_KERNELS and cache_state.cold_modules(cache_state.KERNELS, (name,)):
         log.info(COMPILE_MESSAGE)
