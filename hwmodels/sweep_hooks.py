@@ -21,7 +21,7 @@ from compiler.ir import LayerTable
 from hwmodels import configs, cpu, macarray
 from hwmodels.cost import Cost, check_bits, memory_bytes
 from hwmodels.cpu_schema import CpuTarget
-from hwmodels.kernels import macarray_batch, threads
+from hwmodels.kernels import threads
 
 _MACARRAY_FIELDS = frozenset(f.name for f in dataclasses.fields(macarray.MacArrayTarget) if f.init)
 
@@ -64,6 +64,8 @@ def macarray_picked(table: LayerTable, bits: np.ndarray,
     """[H, L, 1] costs of H MAC arrays, layer l of design h at bit choice `cols[h, l]` (cols
     [H, L], or [L] for every design alike): `macarray_costs` at those columns, exactly, without
     evaluating the others (`hwmodels.kernels.macarray_batch`)."""
+    from hwmodels.kernels import macarray_batch  # numba's own: imports it
+
     bits = check_bits(bits)
     cfg = configs.from_targets(list(targets))
     rates, energies = configs.precision_rates(cfg, bits)
