@@ -116,9 +116,11 @@ steps.append('numba' in sys.modules)
 if sys.argv[1] == 'sweep':
     sweep_hooks.cpu_costs(table, np.array([[8, 8]]), [rpi5])
 else:
-    many = cpu.variants(rpi5, clock_ghz=list(np.linspace(1.0, 2.4, 1 + jit.NUMBA_MIN_WORK
-                                                         // len(table))))
-    cpu.evaluate_configs(table, np.array([[8, 8]]), many)
+    bits = np.array([[32, 32], [16, 16], [8, 8], [4, 8], [2, 8], [8, 16], [4, 32], [3, 8]])
+    big = load(zoo.build('mobilenet_v2', resolution=32, num_classes=10)).layer_table()
+    configs = 1 + jit.NUMBA_MIN_WORK // (len(big) * len(bits))
+    cpu.evaluate_configs(big, bits, cpu.variants(rpi5, clock_ghz=[1.0 + i for i in
+                                                                  range(configs)]))
 steps.append('numba' in sys.modules)
 print(steps)
 """
