@@ -43,11 +43,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 ENGINE_ENV = "EDGESIM_KERNELS"  # "python", "numba" or "auto" (the default)
 ENGINES = ("auto", "python", "numba")
-# layer-evaluations (layers x bit choices x designs) above which numba pays for itself: its
-# import and first cached call cost ~1.2 CPU-s here, a layer-evaluation in Python ~25 us on
-# the CPU kernel (bench/bench_startup.py --engines; 2026-12-07, shared 2-core machine), so
-# 1.2 s / 25 us = 48,000; rounded down, since the compiled calls that follow are also faster
-NUMBA_MIN_WORK = 40_000
+# layer-evaluations (layers x bit choices x designs) above which numba pays for itself. Its
+# import, cached-kernel load and first call cost 0.63-0.77 CPU-s; a layer-evaluation in Python
+# costs 31-33 us on the CPU kernel, 11-14 on the MAC array's, 8-10 on the MCU's (compiled:
+# 0.3-1.0): break-even at 20-22 k evaluations on a CPU, 56-63 k on a MAC array, 83-100 k on an
+# MCU (bench/bench_engines.py, resnet18 and mobilenet_v2, 2026-12-07, shared 2-core machine).
+# One threshold, the CPU's: for the other kinds it switches early, at no more than ~0.3 s of
+# Python. A simulate costs a few hundred evaluations (digits_cnn 100, resnet18 490,
+# mobilenet_v2 1000).
+NUMBA_MIN_WORK = 20_000
 COMPILE_MESSAGE = "compiling cost kernels (first run only)..."
 
 log = logging.getLogger(__name__)
