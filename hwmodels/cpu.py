@@ -638,13 +638,16 @@ def evaluate(table: LayerTable, bits: np.ndarray, target: CpuTarget, *,
         threads: threads per inference (None: all cores).
         runtime: "onnxruntime" (the kernels onnxruntime takes) or "ideal" (ISA headroom).
     """
-    bits = check_bits(bits)
-    # the whole kernel input of this table, target and options, memoised on the table: a
-    # repeated call (an allocator's, a simulation loop's) then costs a lookup and the kernel
-    key = ("cpu.inputs", target.token, threads, runtime, bits_key(bits))
-    x = memoised(table.memo, key, lambda: kernel_inputs(table, bits, [target], threads=threads,
-                                                         runtime=runtime))
-    return kernel_cost(run_kernel(x)[:, 0], x.act_bytes, x.weight_bytes[0])
+    from hwmodels import prepared_cpu  # lazy: it imports this module
+
+    # the whole prepared call of this table, target and options, memoised on the table: a
+    # repeated call (an allocator's, a simulation loop's) then costs a lookup and the kernel;
+    # the bits are checked when the entry is built (a key of bad bits never gets stored)
+    arr = np.asarray(bits, dtype=np.int64)
+    key = ("cpu.call", target.token, threads, runtime, arr.tobytes(), arr.shape)
+    call = memoised(table.memo, key, lambda: prepared_cpu.prepare(
+        table, arr, target, threads=threads, runtime=runtime))
+    return prepared_cpu.run(call, serial=False)
 
 
 def power_time_energy_pj(cost: Cost, target: CpuTarget, threads: int | None = None, *,

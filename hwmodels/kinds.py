@@ -12,6 +12,7 @@ The steps to add a target kind are in `docs/adding-a-target-kind.md`.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from collections.abc import Callable, Mapping
@@ -157,10 +158,15 @@ def entry_of(target: object) -> KindEntry:
     Raises:
         TypeError: no registered kind has `type(target)` as its target class.
     """
+    return _entry_of_type(type(target))
+
+
+@functools.lru_cache(maxsize=64)  # every cost call dispatches here; a few target classes
+def _entry_of_type(cls: type) -> KindEntry:
     for entry in KINDS:
-        if type(target) is target_class(entry.kind):
+        if cls is target_class(entry.kind):
             return entry
-    raise TypeError(f"no cost model for {type(target).__name__}: no target kind in "
+    raise TypeError(f"no cost model for {cls.__name__}: no target kind in "
                     f"hwmodels/kinds.py registers it (registered: {', '.join(kind_names())})")
 
 

@@ -64,9 +64,18 @@ class Kernel:
         self.__wrapped__, self.options = func, options
         self.__name__, self.__qualname__ = func.__name__, func.__qualname__
         self.__module__, self.__doc__ = func.__module__, func.__doc__
+        # each engine's copy, looked up once (a cost call takes microseconds)
+        self.engines: dict[bool, Callable[..., Any]] = {}
 
     def __call__(self, *args: Any) -> Any:
-        return _engine_namespace(self.__module__, True)[self.__name__](*args)
+        return self.engine(True)(*args)
+
+    def engine(self, numba: bool) -> Callable[..., Any]:
+        """This kernel's copy in the compiled (`numba`) or the Python engine."""
+        run = self.engines.get(numba)
+        if run is None:
+            run = self.engines[numba] = _engine_namespace(self.__module__, numba)[self.__name__]
+        return run
 
     def __repr__(self) -> str:
         return f"<kernel {self.__module__}.{self.__qualname__}>"
@@ -86,14 +95,12 @@ def prange(*args: int) -> range:
 
 def python(fn: F) -> F:
     """The Python engine's copy of kernel `fn`."""
-    k = cast(Kernel, fn)
-    return cast(F, _engine_namespace(k.__module__, False)[k.__name__])
+    return cast(F, cast(Kernel, fn).engine(False))
 
 
 def compiled(fn: F) -> F:
     """The numba dispatcher of kernel `fn` (imports numba and compiles or loads on first use)."""
-    k = cast(Kernel, fn)
-    return cast(F, _engine_namespace(k.__module__, True)[k.__name__])
+    return cast(F, cast(Kernel, fn).engine(True))
 
 
 def is_loaded(fn: Callable[..., Any]) -> bool:
@@ -137,7 +144,7 @@ def engine(work: int, forced: str | None = None) -> str:
 
 def choose(fn: F, work: int, forced: str | None = None) -> F:
     """Kernel `fn` in the engine `engine(work, forced)` picks."""
-    return compiled(fn) if engine(work, forced) == "numba" else python(fn)
+    return cast(F, cast(Kernel, fn).engine(engine(work, forced) == "numba"))
 
 
 @functools.cache  # one entry per (kernel module, engine): bounded by the modules
