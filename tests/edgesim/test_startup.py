@@ -260,3 +260,21 @@ def test_the_zoo_imports_a_builder_when_it_is_looked_up() -> None:
     before, rest = out.stdout.strip().split("] ", 1)
     assert before == "[" and rest.endswith(" True")
     assert "'digits_cnn'" in rest and "'mobilenet_v2'" in rest
+
+
+def test_a_cli_call_reads_its_target_file_once(monkeypatch, capsys) -> None:  # noqa: ANN001
+    """The first-run notice no longer loads the target to read its kind (issue 17: the
+    pure-Python YAML parse is ~30 ms a load); the command's own load is the only one."""
+    from hwmodels import target
+
+    reads: list[str] = []
+    real = target.read_yaml
+
+    def counted(path: Path, label: str) -> object:
+        reads.append(Path(path).name)
+        return real(path, label)
+
+    monkeypatch.setattr(target, "read_yaml", counted)
+    assert cli.main(["simulate", "zoo:digits_cnn", "--target", "rpi5"]) == 0
+    assert reads.count("rpi5.yaml") == 1
+    capsys.readouterr()
