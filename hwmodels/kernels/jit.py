@@ -9,24 +9,27 @@ calls -- in its own module, imported by name, or through a module (`ncnn.tile_oc
 engine's copy too:
 
 - `python(fn)`: runs in the interpreter; `prange` is `range`. Nothing compiles, numba is not
-  imported. Per layer-evaluation it is ~10-30 us slower than compiled code, but a process that
-  runs a few hundred evaluations (`simulate` of a small network) saves numba's import and
-  first-call set-up (~1.2 CPU-s with a warm cache: `import numba` pulls scipy.linalg, and the
-  first cached kernel loads numba's typing registries).
+  imported. Per layer-evaluation it is 8-33 us slower than compiled code, but a process that
+  runs a few hundred evaluations (a `simulate`) saves numba's import and first-call set-up
+  (0.6-0.8 CPU-s with a warm cache: `import numba` pulls scipy.linalg, and the first cached
+  kernel loads numba's typing registries).
 - `compiled(fn)`: `numba.njit(**options)` on the copy (numba resolves globals when it compiles,
   so callees bind as dispatchers of the same copies), with numba's on-disk cache: the copy has
   the original's code object, file, line and qualified name, so its cache files are the ones
   `kernels.cache_state` looks for.
 
 Calling a `Kernel` directly runs the compiled engine (what every caller got before). The cost
-entry points ask `choose(fn, work)`, which takes the Python engine for small work and numba
-above `NUMBA_MIN_WORK` (module constants below say how they were measured), or as forced by
-`EDGESIM_KERNELS=python|numba`. numba's first compile of a cold module is logged on this
-module's logger (`COMPILE_MESSAGE`, INFO): the CLI prints it once as its first-run notice.
+entry points (`hwmodels.cpu.run_kernel`, `hwmodels.macarray.run_kernel`, `hwmodels.mcu`) ask
+`engine(work)` / `choose(fn, work)`: the Python engine for small work, numba from
+`NUMBA_MIN_WORK` on (measured, below), or as forced by `EDGESIM_KERNELS=python|numba` or by
+the caller (sweeps always compile: `hwmodels.sweep_hooks`). Both engines give bit-identical
+results (no kernel uses fastmath; tests/hwmodels/test_kernel_engines.py). numba's first
+compile of a cold module is logged on this module's logger (`COMPILE_MESSAGE`, INFO): the CLI
+prints it once as its first-run notice.
 
 Process state, deliberately: the two namespaces per kernel module (a dozen modules: bounded),
 as numba's own dispatchers hold their compiled code, and `_RENTAL`, the Python work this
-process has run so far (one number; see `choose`).
+process has run so far (one number; see `engine`).
 """
 
 from __future__ import annotations
