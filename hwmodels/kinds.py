@@ -158,14 +158,19 @@ def entry_of(target: object) -> KindEntry:
     Raises:
         TypeError: no registered kind has `type(target)` as its target class.
     """
-    return _entry_of_type(type(target))
+    entry, registry = _entry_of_type(type(target))
+    if registry is not KINDS:  # the registry was replaced (tests do): look up afresh
+        _entry_of_type.cache_clear()
+        entry, registry = _entry_of_type(type(target))
+    return entry
 
 
 @functools.lru_cache(maxsize=64)  # every cost call dispatches here; a few target classes
-def _entry_of_type(cls: type) -> KindEntry:
+def _entry_of_type(cls: type) -> tuple[KindEntry, tuple[KindEntry, ...]]:
+    """(the entry registering `cls`, the registry it was found in)."""
     for entry in KINDS:
         if cls is target_class(entry.kind):
-            return entry
+            return entry, KINDS
     raise TypeError(f"no cost model for {cls.__name__}: no target kind in "
                     f"hwmodels/kinds.py registers it (registered: {', '.join(kind_names())})")
 
