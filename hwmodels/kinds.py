@@ -158,10 +158,11 @@ def entry_of(target: object) -> KindEntry:
     Raises:
         TypeError: no registered kind has `type(target)` as its target class.
     """
-    entry, registry = _entry_of_type(type(target))
+    cls: type = type(target)
+    entry, registry = _entry_of_type(cls)
     if registry is not KINDS:  # the registry was replaced (tests do): look up afresh
         _entry_of_type.cache_clear()
-        entry, registry = _entry_of_type(type(target))
+        entry, registry = _entry_of_type(cls)
     return entry
 
 
