@@ -4,10 +4,10 @@ Per side (its repository first on PYTHONPATH), wall seconds of fresh processes (
 rounds): `python -c pass` (the interpreter alone, the floor), `edgesim --version`, the CLI up
 to the first work of a simulate (parsing `simulate zoo:digits_cnn --target rpi5`: everything
 imported before the command starts), and the whole simulate of the small trained digits CNN
-(model load, cost kernels from numba's cache, report). `imports_s` sums `-X importtime`'s
-top-level cumulative times of the parse-only run (CPU-bound, so less noisy than wall time);
-`cpu_s` per case is the child's user + system CPU seconds (from getrusage), which a loaded
-shared machine inflates far less than wall time.
+(model load, cost kernels, report), and of zoo mobilenet_v2 and resnet18. `imports_s` sums
+`-X importtime`'s top-level cumulative times of the parse-only run (CPU-bound, so less noisy
+than wall time); `cpu_s` per case is the child's user + system CPU seconds (from getrusage),
+which a loaded shared machine inflates far less than wall time.
 
 Usage: python bench/bench_startup.py [--before /work/main] [--rounds 5]
 """
@@ -26,7 +26,12 @@ HERE = Path(__file__).resolve().parents[1]
 SIM = ["simulate", "zoo:digits_cnn", "--target", "rpi5"]
 PARSE = f"from edgesim import cli; cli.parse_args({SIM!r})"
 CASES = {"python_pass_s": ["-c", "pass"], "version_s": ["-m", "edgesim", "--version"],
-         "to_first_work_s": ["-c", PARSE], "simulate_digits_cnn_s": ["-m", "edgesim", *SIM]}
+         "to_first_work_s": ["-c", PARSE], "simulate_digits_cnn_s": ["-m", "edgesim", *SIM],
+         # larger networks (issue 17: their few hundred layer-evaluations run in Python now)
+         "simulate_mobilenet_v2_s": ["-m", "edgesim", "simulate", "zoo:mobilenet_v2",
+                                     "--target", "rpi5"],
+         "simulate_resnet18_s": ["-m", "edgesim", "simulate", "zoo:resnet18", "--target",
+                                 "rpi5"]}
 
 
 def _children_cpu_s() -> float:

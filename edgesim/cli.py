@@ -13,10 +13,10 @@ subcommand is registered by a function `add_parser(sub)` (see `registrars`): it 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Literal
+from collections.abc import Callable, Iterator, Sequence
 
 from compiler.errors import ModelError
 from edgesim import __version__
@@ -130,55 +130,49 @@ COST_COMMANDS = frozenset({"simulate", "compile", "allocate", "sweep", "validate
 # it reads results (its numba archive scan is compiler.pareto's, not a cost kernel)
 
 
-# printed before the command runs, so it can precede a bad-input error line
+# printed when numba is about to compile a cold kernel module, before it does
 COMPILE_NOTICE = "edgesim: compiling cost kernels (first run only)..."
+JIT_LOGGER = "hwmodels.kernels.jit"  # where `kernels.jit` logs its first compile
 
 
-def announce_compile(args: argparse.Namespace, kernels: Path | None = None) -> None:
-    """Say once, on stderr, that numba is about to compile the cost kernels: only when a
-    kernel module the command's target kind runs is cold (`kernels`: the kernels' folder)."""
+class _NoticeOnce(logging.Handler):
+    """Prints COMPILE_NOTICE on stderr at the first compile record (of several modules)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.printed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.printed:
+            print(COMPILE_NOTICE, file=sys.stderr, flush=True)
+            self.printed = True
+
+
+@contextlib.contextmanager
+def announce_compile(args: argparse.Namespace) -> Iterator[None]:
+    """While the command runs, say once on stderr that numba is compiling the cost kernels:
+    only when it does (`hwmodels.kernels.jit` logs it when a kernel module a call compiles
+    is cold; small calls run in Python and compile nothing)."""
     if args.command not in COST_COMMANDS or args.quiet:
+        yield
         return
-    from hwmodels.kernels import cache_state
-
-    kind = (_space_kind(args.space) if args.command == "sweep"
-            else _target_kind(getattr(args, "target", None)))
-    if kind is False:  # a bad target: the command fails on it before any kernel runs
-        return
-    if cache_state.cold_modules(kernels or cache_state.KERNELS, cache_state.kernels_of(kind)):
-        print(COMPILE_NOTICE, file=sys.stderr, flush=True)
-
-
-def _space_kind(space: str) -> str | Literal[False]:
-    """The target kind a sweep space's designs are built from (one base target), False if
-    the space does not load (the sweep reports that error itself)."""
-    from edgesim.sweep.space import load_space  # the sweep loads it next anyway
-
+    logger, handler = logging.getLogger(JIT_LOGGER), _NoticeOnce()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     try:
-        return str(load_space(space).kind)
-    except UserError:
-        return False
-
-
-def _target_kind(spec: str | None) -> str | None | Literal[False]:
-    """The `kind` of the target named `spec`; None if no target is named (all kinds may run),
-    False if it does not load (the command reports that error itself)."""
-    if spec is None:
-        return None
-    from hwmodels.target import TargetError, load_target  # the command loads it next anyway
-
-    try:
-        return load_target(spec).kind
-    except TargetError:
-        return False
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `edgesim` console script; returns the exit code."""
     args = parse_args(argv)  # argparse itself exits 2 on bad flags
     try:
-        announce_compile(args)
-        return args.run(args)
+        with announce_compile(args):
+            return args.run(args)
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -235,5 +235,6 @@ def evaluate(table: LayerTable, bits: np.ndarray, target: object, *, threads: in
     """
     from hwmodels import kinds  # lazy: the models import this module
     host = kinds.host_options(target, threads, runtime)  # only to the models they describe
-    cost: Cost = kinds.cost_model(target)(table, check_bits(bits), target, **host)
+    # each kind's model checks `bits` itself (`check_bits`), the CPU's once per memo entry
+    cost: Cost = kinds.cost_model(target)(table, bits, target, **host)
     return cost

@@ -48,7 +48,7 @@ from hwmodels.cpu_schema import CpuTarget as CpuTarget
 from hwmodels.cpu_schema import Dram as Dram
 from hwmodels.cpu_schema import Power as Power
 from hwmodels.kernels import cpu as kernel
-from hwmodels.kernels import cpu_inserted
+from hwmodels.kernels import cpu_inserted, jit
 from hwmodels.kernels import cpu_layout as K  # the kernel's array layout and path codes
 from hwmodels.kernels import cpu_ncnn as ncnn_facts
 
@@ -591,14 +591,17 @@ def _emitted(table: LayerTable, bits: np.ndarray, target: CpuTarget,
     return emitted_weight_bytes(table, bits, target).astype(np.float64)
 
 
-def run_kernel(x: KernelInputs, *, serial: bool = False) -> np.ndarray:
+def run_kernel(x: KernelInputs, *, serial: bool = False,
+               engine: str | None = None) -> np.ndarray:
     """Run the kernel on prepared inputs: float64 [kernels.cpu.NO, H, L, B] (`serial`: on
-    this thread whatever the size, for callers that run many small calls or own the cores)."""
+    this thread whatever the size, for callers that run many small calls or own the cores;
+    `engine`: "python" or "numba", else picked by the work, `kernels.jit.engine`)."""
     out = np.empty((K.NO, len(x.params), len(x.lay), len(x.per_bit)))
-    call = kernel.evaluate_serial if serial else kernel.evaluate
-    call(x.lay, x.per_bit, x.resident, x.choice, x.params, x.caches, x.paths, x.runtime, out)
+    engine = jit.engine(out[0].size, engine)
+    kernel.evaluate(x.lay, x.per_bit, x.resident, x.choice, x.params, x.caches, x.paths,
+                    x.runtime, out, serial=serial, engine=engine)
     if x.inserted is not None:
-        cpu_inserted.add_inserted(x.inserted, x.params, x.caches, out)
+        jit.choose(cpu_inserted.add_inserted, 0, engine)(x.inserted, x.params, x.caches, out)
     return out
 
 
@@ -617,7 +620,8 @@ def kernel_cost(out: np.ndarray, act_bytes: np.ndarray,
 
 
 def evaluate_configs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget], *,
-                     threads: int | None = None, runtime: str = "onnxruntime") -> Cost:
+                     threads: int | None = None, runtime: str = "onnxruntime",
+                     engine: str | None = None) -> Cost:
     """Cost of every layer under every bit choice on H CPU configs, in one kernel call.
 
     Args:
@@ -626,12 +630,13 @@ def evaluate_configs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuT
         targets: H CPU configurations (e.g. from `variants`).
         threads: threads per inference (None: each config's cores).
         runtime: "onnxruntime" or "ideal".
+        engine: "python" or "numba" (`kernels.jit`; None: picked by the work).
 
     Returns:
         A `Cost` of [H, L, B] arrays.
     """
     x = kernel_inputs(table, bits, targets, threads=threads, runtime=runtime)
-    return kernel_cost(run_kernel(x), x.act_bytes, x.weight_bytes)
+    return kernel_cost(run_kernel(x, engine=engine), x.act_bytes, x.weight_bytes)
 
 
 def evaluate(table: LayerTable, bits: np.ndarray, target: CpuTarget, *,
@@ -645,13 +650,16 @@ def evaluate(table: LayerTable, bits: np.ndarray, target: CpuTarget, *,
         threads: threads per inference (None: all cores).
         runtime: "onnxruntime" (the kernels onnxruntime takes) or "ideal" (ISA headroom).
     """
-    bits = check_bits(bits)
-    # the whole kernel input of this table, target and options, memoised on the table: a
-    # repeated call (an allocator's, a simulation loop's) then costs a lookup and the kernel
-    key = ("cpu.inputs", target.token, threads, runtime, bits_key(bits))
-    x = memoised(table.memo, key, lambda: kernel_inputs(table, bits, [target], threads=threads,
-                                                         runtime=runtime))
-    return kernel_cost(run_kernel(x)[:, 0], x.act_bytes, x.weight_bytes[0])
+    from hwmodels import prepared_cpu  # lazy: it imports this module
+
+    # the whole prepared call of this table, target and options, memoised on the table: a
+    # repeated call (an allocator's, a simulation loop's) then costs a lookup and the kernel;
+    # the bits are checked when the entry is built (a key of bad bits never gets stored)
+    arr = np.asarray(bits, dtype=np.int64)
+    key = ("cpu.call", target.token, threads, runtime, arr.tobytes(), arr.shape)
+    call = memoised(table.memo, key, lambda: prepared_cpu.prepare(
+        table, arr, target, threads=threads, runtime=runtime))
+    return prepared_cpu.run(call, serial=False)
 
 
 def power_time_energy_pj(cost: Cost, target: CpuTarget, threads: int | None = None, *,

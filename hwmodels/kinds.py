@@ -12,6 +12,7 @@ The steps to add a target kind are in `docs/adding-a-target-kind.md`.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from collections.abc import Callable, Mapping
@@ -157,10 +158,21 @@ def entry_of(target: object) -> KindEntry:
     Raises:
         TypeError: no registered kind has `type(target)` as its target class.
     """
+    cls: type = type(target)
+    entry, registry = _entry_of_type(cls)
+    if registry is not KINDS:  # the registry was replaced (tests do): look up afresh
+        _entry_of_type.cache_clear()
+        entry, registry = _entry_of_type(cls)
+    return entry
+
+
+@functools.lru_cache(maxsize=64)  # every cost call dispatches here; a few target classes
+def _entry_of_type(cls: type) -> tuple[KindEntry, tuple[KindEntry, ...]]:
+    """(the entry registering `cls`, the registry it was found in)."""
     for entry in KINDS:
-        if type(target) is target_class(entry.kind):
-            return entry
-    raise TypeError(f"no cost model for {type(target).__name__}: no target kind in "
+        if cls is target_class(entry.kind):
+            return entry, KINDS
+    raise TypeError(f"no cost model for {cls.__name__}: no target kind in "
                     f"hwmodels/kinds.py registers it (registered: {', '.join(kind_names())})")
 
 

@@ -8,6 +8,7 @@ and wraps the result in a `Cost`. This module must not import `hwmodels.target`.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,8 +26,8 @@ from hwmodels.cost import (
     memoised,
     memory_bytes,
 )
+from hwmodels.kernels import jit, threads
 from hwmodels.kernels import macarray as kernel
-from hwmodels.kernels import threads
 
 # Output cells from which the threaded kernel pays: below, waking the pool costs more than the
 # work (2 threads made single-design calls ~4x slower on a shared 2-core machine, issue 17)
@@ -187,7 +188,8 @@ def layer_arrays(table: LayerTable) -> tuple[np.ndarray, np.ndarray]:
 
 
 def evaluate_configs(table: LayerTable, bits: np.ndarray, cfg: MacArrayConfigs,
-                     rates: tuple[np.ndarray, np.ndarray] | None = None) -> Cost:
+                     rates: tuple[np.ndarray, np.ndarray] | None = None, *,
+                     engine: str | None = None) -> Cost:
     """Cost of every layer under every bit choice on every config: one kernel call.
 
     Args:
@@ -195,6 +197,7 @@ def evaluate_configs(table: LayerTable, bits: np.ndarray, cfg: MacArrayConfigs,
         bits: int [B, 2] (w_bits, a_bits).
         cfg: H configs (`hwmodels.configs.from_targets`).
         rates: `configs.precision_rates(cfg, bits)` if already known.
+        engine: "python" or "numba" (`kernels.jit`; None: picked by the work).
 
     Returns:
         A `Cost` of [H, L, B] arrays.
@@ -203,14 +206,22 @@ def evaluate_configs(table: LayerTable, bits: np.ndarray, cfg: MacArrayConfigs,
     lay_i, lay_f = layer_arrays(table)
     rate_table, energies = configs_mod.precision_rates(cfg, bits) if rates is None else rates
     out = np.empty((7, len(cfg), len(table), len(bits)))
-    parallel = out.size >= PARALLEL_MIN and threads.available() > 1
-    run = kernel.evaluate if parallel else kernel.evaluate_serial
-    run(lay_i, lay_f, bits[:, 0].astype(np.float64), bits[:, 1].astype(np.float64),
-                    cfg.cfg_i, cfg.cfg_f, rate_table, energies, out)
+    run_kernel(out, engine)(lay_i, lay_f, bits[:, 0].astype(np.float64),
+                            bits[:, 1].astype(np.float64), cfg.cfg_i, cfg.cfg_f, rate_table,
+                            energies, out)
     weight, act = memory_bytes(table, bits)
     shape = out.shape[1:]
     return Cost(**dict(zip(_COST_FIELDS, out)), weight_bytes=np.broadcast_to(weight, shape),
                 act_bytes=np.broadcast_to(act, shape))
+
+
+def run_kernel(out: np.ndarray, engine: str | None = None) -> Callable[..., None]:
+    """The kernel that fills `out` [7, H, L, B]: in Python for small work (`kernels.jit`),
+    else compiled, on numba's threads when the call is large enough to pay for them."""
+    if jit.engine(out[0].size, engine) == "python":
+        return jit.python(kernel.evaluate_serial)
+    parallel = out.size >= PARALLEL_MIN and threads.available() > 1
+    return jit.compiled(kernel.evaluate if parallel else kernel.evaluate_serial)
 
 
 def evaluate(table: LayerTable, bits: np.ndarray, target: MacArrayTarget, *,

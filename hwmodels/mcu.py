@@ -21,6 +21,7 @@ import numpy as np
 
 from compiler.ir import CATEGORY_GEMM, KIND_CODE, LayerTable
 from hwmodels.cost import Cost, check_bits
+from hwmodels.kernels import jit
 from hwmodels.kernels import mcu as K
 
 LAYER_CLASSES = {"conv": K.CLASS_CONV, "depthwise": K.CLASS_DEPTHWISE, "linear": K.CLASS_LINEAR}
@@ -190,7 +191,8 @@ def evaluate(table: LayerTable, bits: np.ndarray, target: McuTarget, *,
     bits = check_bits(bits)
     rates, per_b = _per_bit_arrays(target, bits)
     out = np.zeros((K.NO, len(table), len(bits)))
-    K.evaluate(layer_array(table), rates, per_b, _params(target), out)
+    # small calls (every single-design one) run in Python; `kernels.jit.engine`
+    jit.choose(K.evaluate, out[0].size)(layer_array(table), rates, per_b, _params(target), out)
     act = (table.a_in_elems + table.a_out_elems)[:, None] * per_b[K.B_ABYTES][None, :]
     return Cost(**dict(zip(_COST_FIELDS, out)), weight_bytes=out[K.O_WBYTES], act_bytes=act)
 

@@ -15,9 +15,7 @@ import numpy as np
 
 from compiler.ir import LayerTable
 from hwmodels.cost import Cost, bits_key, check_bits, checked_memory_bytes, memoised
-from hwmodels.kernels import macarray as kernel
-from hwmodels.kernels import threads
-from hwmodels.macarray import PARALLEL_MIN, MacArrayTarget, layer_arrays
+from hwmodels.macarray import MacArrayTarget, layer_arrays, run_kernel
 
 _FIELDS = ("cycles", "latency_s", "energy_pj_compute", "energy_pj_onchip", "energy_pj_dram",
            "bound", "util")
@@ -68,7 +66,6 @@ def _bytes(table: LayerTable, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 def run(p: PreparedCall) -> Cost:
     """The `Cost` [L, B] of a prepared call; equal to `hwmodels.macarray.evaluate`'s."""
     out = np.empty((7, len(p.cfg_i), len(p.lay_i), len(p.w_bits)))
-    parallel = out.size >= PARALLEL_MIN and threads.available() > 1
-    call = kernel.evaluate if parallel else kernel.evaluate_serial
-    call(p.lay_i, p.lay_f, p.w_bits, p.a_bits, p.cfg_i, p.cfg_f, p.rates, p.energies, out)
+    run_kernel(out)(p.lay_i, p.lay_f, p.w_bits, p.a_bits, p.cfg_i, p.cfg_f, p.rates,
+                    p.energies, out)
     return Cost.from_kernel(out[:, 0], p.weight_bytes, p.act_bytes)

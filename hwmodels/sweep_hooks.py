@@ -21,7 +21,7 @@ from compiler.ir import LayerTable
 from hwmodels import configs, cpu, macarray
 from hwmodels.cost import Cost, check_bits, memory_bytes
 from hwmodels.cpu_schema import CpuTarget
-from hwmodels.kernels import macarray_batch, threads
+from hwmodels.kernels import threads
 
 _MACARRAY_FIELDS = frozenset(f.name for f in dataclasses.fields(macarray.MacArrayTarget) if f.init)
 
@@ -55,7 +55,8 @@ def cpu_variant(base: CpuTarget, changes: dict[str, Any], label: str) -> CpuTarg
 def macarray_costs(table: LayerTable, bits: np.ndarray,
                    targets: Sequence[macarray.MacArrayTarget]) -> Cost:
     """[H, L, B] costs of H MAC arrays."""
-    return macarray.evaluate_configs(table, bits, configs.from_targets(list(targets)))
+    return macarray.evaluate_configs(table, bits, configs.from_targets(list(targets)),
+                                     engine="numba")  # sweeps run compiled, whatever the size
 
 
 def macarray_picked(table: LayerTable, bits: np.ndarray,
@@ -63,6 +64,8 @@ def macarray_picked(table: LayerTable, bits: np.ndarray,
     """[H, L, 1] costs of H MAC arrays, layer l of design h at bit choice `cols[h, l]` (cols
     [H, L], or [L] for every design alike): `macarray_costs` at those columns, exactly, without
     evaluating the others (`hwmodels.kernels.macarray_batch`)."""
+    from hwmodels.kernels import macarray_batch  # numba's own: imports it
+
     bits = check_bits(bits)
     cfg = configs.from_targets(list(targets))
     rates, energies = configs.precision_rates(cfg, bits)
@@ -70,6 +73,7 @@ def macarray_picked(table: LayerTable, bits: np.ndarray,
     out = np.empty((7, len(cfg), len(table)))
     parallel = out.size >= macarray.PARALLEL_MIN and threads.available() > 1
     run = macarray_batch.evaluate_picked if parallel else macarray_batch.evaluate_picked_serial
+    # sweeps always run compiled (batch work): macarray_batch is numba's own
     run(*macarray.layer_arrays(table), bits[:, 0].astype(np.float64),
         bits[:, 1].astype(np.float64), cols, cfg.cfg_i, cfg.cfg_f, rates, energies, out)
     layers = np.arange(len(table))
@@ -83,7 +87,8 @@ def macarray_picked(table: LayerTable, bits: np.ndarray,
 def cpu_costs(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget], *,
               threads: int | None = None, runtime: str = "onnxruntime") -> Cost:
     """[H, L, B] costs of H CPUs."""
-    return cpu.evaluate_configs(table, bits, targets, threads=threads, runtime=runtime)
+    return cpu.evaluate_configs(table, bits, targets, threads=threads, runtime=runtime,
+                                engine="numba")  # sweeps run compiled, whatever the size
 
 
 def cpu_picked(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget],
@@ -100,7 +105,7 @@ def cpu_picked(table: LayerTable, bits: np.ndarray, targets: Sequence[CpuTarget]
     for hs in groups.values():
         planned = cpu.planned_table(table, bits, cols, targets[hs[0]])
         cost = cpu.evaluate_configs(planned, bits, [targets[h] for h in hs], threads=threads,
-                                    runtime=runtime)
+                                    runtime=runtime, engine="numba")
         parts.append((hs, cost))
     order = np.argsort(np.concatenate([hs for hs, _ in parts]), kind="stable")
     return Cost(**{name: np.concatenate([getattr(c, name)[:, layers, cols][:, :, None]

@@ -14,10 +14,11 @@ from pathlib import Path
 from types import MappingProxyType
 
 KERNELS = Path(__file__).resolve().parent
-# per target kind (`hwmodels.kinds`), the kernel modules its cost calls run whose first compile
-# takes long enough to announce; the MCU and SCALE-Sim-mode kernels are small and compile in
+# per target kind (`hwmodels.kinds`), the kernel modules its compiled cost calls run whose
+# first compile takes long enough to announce (`kernels.jit` logs the compile of a cold one of
+# COST_KERNELS; the CLI prints it); the MCU and SCALE-Sim-mode kernels are small and compile in
 # seconds, the roofline kind is numpy only (tests/edgesim/test_startup.py checks this table
-# against the numba dispatchers a simulate of each kind actually loads)
+# against the numba dispatchers a compiled simulate of each kind actually loads)
 KIND_KERNELS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "cpu": ("cpu", "cpu_gemm", "cpu_ncnn", "cpu_roofline"),
     "macarray": ("macarray", "sparse"),

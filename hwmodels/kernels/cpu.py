@@ -58,9 +58,8 @@ and `paths` [H, NPATH, NA] (per kernel path: MAC rate and the passes it adds). S
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
 
-from hwmodels.kernels import cpu_gemm, cpu_layout, cpu_roofline, threads
+from hwmodels.kernels import cpu_gemm, cpu_layout, cpu_roofline, jit, threads
 from hwmodels.kernels.cpu_gemm import (
     depthwise_core,
     gemm_core,
@@ -178,6 +177,7 @@ from hwmodels.kernels.cpu_roofline import (
     home,
     kernel_lanes,
 )
+from hwmodels.kernels.jit import njit, prange
 
 
 @njit(cache=True)
@@ -427,13 +427,18 @@ def evaluate_parallel(lay: np.ndarray, per_bit: np.ndarray, resident: np.ndarray
 
 def evaluate(lay: np.ndarray, per_bit: np.ndarray, resident: np.ndarray, choice: np.ndarray,
              params: np.ndarray, caches: np.ndarray, paths: np.ndarray, runtime: int,
-             out: np.ndarray) -> None:
-    """Fill out [NO, H, L, B]; threads only pay off on large sweeps (their fork/join costs
-    milliseconds on a loaded machine)."""
+             out: np.ndarray, *, serial: bool = False, engine: str | None = None) -> None:
+    """Fill out [NO, H, L, B] in the engine `jit.engine` picks for this work (or `engine`);
+    threads only pay off on large sweeps (their fork/join costs milliseconds on a loaded
+    machine), never with `serial`."""
     work = params.shape[0] * lay.shape[0] * per_bit.shape[0]
-    parallel = (work >= PARALLEL_MIN_EVALS and params.shape[0] * per_bit.shape[0] > 1
-                and threads.available() > 1)
-    run = evaluate_parallel if parallel else evaluate_serial
+    if jit.engine(work, engine) == "python":
+        jit.python(evaluate_serial)(lay, per_bit, resident, choice, params, caches, paths,
+                                    runtime, out)
+        return
+    parallel = (not serial and work >= PARALLEL_MIN_EVALS
+                and params.shape[0] * per_bit.shape[0] > 1 and threads.available() > 1)
+    run = jit.compiled(evaluate_parallel if parallel else evaluate_serial)
     run(lay, per_bit, resident, choice, params, caches, paths, runtime, out)
 
 

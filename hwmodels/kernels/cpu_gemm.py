@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
 from hwmodels.kernels import cpu_ncnn as ncnn
 from hwmodels.kernels.cpu_layout import (
@@ -46,6 +45,7 @@ from hwmodels.kernels.cpu_roofline import (
     kernel_lanes,
     serial_share,
 )
+from hwmodels.kernels.jit import njit
 
 
 @njit(cache=True)

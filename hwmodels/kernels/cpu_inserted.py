@@ -17,7 +17,6 @@ the CPU kernel's output.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from hwmodels.kernels.cpu_layout import (
     ACC_INSTR,
@@ -43,6 +42,7 @@ from hwmodels.kernels.cpu_layout import (
     P_THREADS,
 )
 from hwmodels.kernels.cpu_roofline import add_pass, home
+from hwmodels.kernels.jit import njit
 
 # columns of the inserted-copy table [L, B, NI]: fp32 elements reordered (NCHW <-> NCHWc),
 # uint8 elements transposed by the scalar loop, uint8 elements transposed in 8 x 8 blocks,

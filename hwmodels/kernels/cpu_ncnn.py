@@ -28,7 +28,7 @@ Read from Tencent/ncnn @a4d2ea1 (aarch64 paths), the version the fidelity table 
 
 from __future__ import annotations
 
-from numba import njit
+from hwmodels.kernels.jit import njit
 
 TILE_OC = 8          # convolution_im2col_gemm.h: ii += 8 (aarch64 micro-kernel rows)
 TILE_PIX = 12        # convolution_im2col_gemm.h / _fp16s.h: jj += 12 (pixels per tile)

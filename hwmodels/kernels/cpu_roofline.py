@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
 from hwmodels.kernels.cpu_layout import (
     ACC_INSTR,
@@ -40,6 +39,7 @@ from hwmodels.kernels.cpu_layout import (
     STREAM_BYTES_PER_THREAD,
     THREAD_MACS,
 )
+from hwmodels.kernels.jit import njit
 
 
 @njit(cache=True)

@@ -86,9 +86,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
 
 from compiler.ir import CATEGORY_GEMM, CATEGORY_STREAM, CATEGORY_VIEW
+from hwmodels.kernels.jit import njit, prange
 from hwmodels.kernels.sparse import (
     OS,
     SKIP_A,

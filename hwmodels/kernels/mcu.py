@@ -23,9 +23,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
 from compiler.ir import CATEGORY_COPY, CATEGORY_GEMM, CATEGORY_VIEW, KIND_CODE
+from hwmodels.kernels.jit import njit
 
 # From the IR, not copied: numba reads module-level ints as compile-time constants.
 KIND_SOFTMAX = KIND_CODE["softmax"]

@@ -34,8 +34,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
+from hwmodels.kernels.jit import njit
 from hwmodels.kernels.sparse import OS, WS
 
 # Output columns of `counts`

@@ -16,7 +16,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+
+from hwmodels.kernels.jit import njit
 
 OS, WS, IS = 0, 1, 2
 NONE, ZERO_GATING, SKIP_A, SKIP_W, SKIP_BOTH, STRUCTURED = 0, 1, 2, 3, 4, 5
