@@ -53,7 +53,7 @@ def _exp_sum_div_head(shift: bool = True, axis: int = 1) -> list[onnx.NodeProto]
 
 
 def _net(head: list[onnx.NodeProto], batch: int = 1, tail: list[onnx.NodeProto] = (),
-         out_shape: list[int] | None = None) -> onnx.ModelProto:
+         out_shape: list[int] | None = None, opset: int = 13) -> onnx.ModelProto:
     """x [batch, 4] -> MatMul -> Tanh -> MatMul -> logits y [batch, 3] -> `head` -> `tail`."""
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
              helper.make_node("Tanh", ["h"], ["a"], name="act"),
@@ -63,7 +63,7 @@ def _net(head: list[onnx.NodeProto], batch: int = 1, tail: list[onnx.NodeProto] 
         nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])],
         [helper.make_tensor_value_info(out, TensorProto.FLOAT, out_shape or [batch, 3])],
         [numpy_helper.from_array(w.astype(np.float32), k) for k, w in (("w1", W1), ("w2", W2))])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     return model
 
@@ -97,6 +97,18 @@ def test_softmax_output_gets_the_traces_of_its_logits(head: list[onnx.NodeProto]
                                   _traces(plain, plain.outputs))
     twice = _traces(g, g.outputs)
     assert np.all(np.abs(twice / _traces(plain, plain.outputs) - 1) > 0.5)
+
+
+def test_opset11_softmax_reads_the_logits_and_log_softmax_needs_nothing() -> None:
+    """Opset-11 Softmax (axis 1 of [1, 3]) is the same softmax. A LogSoftmax output is read
+    as it is: softmax(log p) = p, and since the softmax loss's output Hessian H has H 1 = 0,
+    (I - 1 p^T)^T H (I - 1 p^T) = H, so its traces are the logits model's (to rounding)."""
+    old = load(_net(_softmax_head(axis=1), opset=11))
+    assert loss_outputs(old, "kl", None) == ("y",)
+    log = load(_net([helper.make_node("LogSoftmax", ["y"], ["p"], axis=-1)]))
+    assert loss_outputs(log, "kl", None) == log.outputs and loss_notes(log, "kl", None) == ()
+    np.testing.assert_allclose(_traces(log, log.outputs), _traces(load(LOGITS), ("y",)),
+                               rtol=1e-5)
 
 
 def test_a_non_softmax_output_is_read_as_it_is() -> None:
