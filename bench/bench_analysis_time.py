@@ -77,16 +77,24 @@ def worker(src: str, npz: str, flags: list[str]) -> dict[str, Any]:
             **{f"{k}_passes": v[0] for k, v in took.items()},
             **{f"{k}_s": round(v[1], 2) for k, v in took.items()},
             "max_rse": round(float(np.max(sens.rse)), 4), "cut_short": bool(sens.cut_short),
-            "plan": _plan(g, sens)}
+            **_plan(g, sens, options.weight_bits)}
 
 
-def _plan(g: Any, sens: Any) -> str:
-    """The knee's weight bits on rpi5 from `sens`, one digit-run per layer (trees compared)."""
+def _plan(g: Any, sens: Any, weight_bits: Any) -> dict[str, Any]:
+    """The knee plan's weight bits on rpi5 from `sens` (mean over the analysed layers, and
+    how many layers take each), and the analysis notes on the loss (which tensor it read)."""
+    import numpy as np
+
     from edgesim.allocation import allocate
     from edgesim.loading import resolve_target
 
-    bits = allocate(g, resolve_target("rpi5"), sens=sens).bits[:, 0]
-    return ",".join(str(int(b)) for b in bits)
+    plan = allocate(g, resolve_target("rpi5"), sens=sens, weight_bits=weight_bits)
+    row = {layer.name: i for i, layer in enumerate(g.layers)}
+    bits = [int(plan.bits[row[name], 0]) for name in sens.layers]
+    values, counts = np.unique(bits, return_counts=True)
+    return {"mean_w_bits": round(float(np.mean(bits)), 3),
+            "w_bits_layers": {str(v): int(c) for v, c in zip(values, counts)},
+            "loss_notes": [n for n in sens.notes if n.startswith("loss")]}
 
 
 def run_tree(tree: Path, case: dict[str, Any]) -> dict[str, Any]:

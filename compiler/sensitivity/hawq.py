@@ -70,6 +70,7 @@ from compiler.sensitivity.loss import (
     check_loss,
     chunks,
     default_loss,
+    loss_notes,
     loss_outputs,
     objective,
     value_and_grad,
@@ -319,7 +320,7 @@ def _sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray
     index = [names.index(weight_name(layer)) for layer in layers]
     score = est.trace[index] / weight_sizes(g, layers)
     omega = np.maximum(score, 0.0)[:, None] * quant_errors(g, layers, choices)
-    notes = (f"loss={loss}", *how, f"iterations={est.iterations}",
+    notes = (f"loss={loss}", *loss_notes(g, loss, labels), *how, f"iterations={est.iterations}",
              f"max_rse={float(est.rse.max()):.3g}",
              *((f"analysis budget {budget.seconds:g}s used up before rse<{tol:g}",)
                if est.cut_short and budget is not None else ()),

@@ -11,7 +11,8 @@ the last axis is the class / feature axis, and every loss is a mean over rows):
 
 Default rule (`loss=None`): "ce" when labels are given; otherwise "kl" when the model has a
 single output of shape [N, C] with C > 1 (class scores); otherwise "mse" over every float
-output. CE and KL use the first output.
+output. CE and KL use the first output; where it is a softmax, its logits
+(`compiler.sensitivity.softmax_output`: softmax again would not be the model's probabilities).
 
 Gradients come from `executor.backward`, the one reverse walk: it starts from a forward pass
 already kept (so the loss can look at the outputs first without a second forward) and lets
@@ -30,6 +31,7 @@ from compiler import executor
 from compiler.errors import ModelError
 from compiler.executor import Arrays, Rule, backward, vjp_rule
 from compiler.ir import Graph
+from compiler.sensitivity.softmax_output import loss_tensor
 
 # rule(layer, output cotangents, inputs, outputs) -> one cotangent (or None) per input
 
@@ -161,12 +163,30 @@ def _float_outputs(g: Graph) -> tuple[str, ...]:
     return tuple(o for o in g.outputs if np.dtype(g.types[o].dtype).kind == "f")
 
 
-def loss_outputs(g: Graph, loss: str, labels: object) -> tuple[str, ...]:
-    """The outputs the loss reads: the first for "ce" and "kl" and for "mse" against labels,
-    every float output for "mse" against the reference."""
+SOFTMAX_LOSSES = ("ce", "kl")  # losses that apply a softmax to what they read
+
+
+def _read_outputs(g: Graph, loss: str, labels: object) -> tuple[str, ...]:
     if loss == "ce" or (loss == "mse" and labels is not None):
         return g.outputs[:1]
     return _float_outputs(g)[:1] if loss == "kl" else _float_outputs(g)
+
+
+def loss_outputs(g: Graph, loss: str, labels: object) -> tuple[str, ...]:
+    """The tensors the loss reads: the first output for "ce" and "kl" (its logits where it is
+    a softmax, `softmax_output.loss_tensor`) and for "mse" against labels, every float output
+    for "mse" against the reference."""
+    names = _read_outputs(g, loss, labels)
+    return tuple(loss_tensor(g, n).tensor for n in names) if loss in SOFTMAX_LOSSES else names
+
+
+def loss_notes(g: Graph, loss: str, labels: object) -> tuple[str, ...]:
+    """For the analysis notes: which tensor a softmax loss reads where it is not the output
+    itself, or why a softmax output is read as it is."""
+    if loss not in SOFTMAX_LOSSES:
+        return ()
+    notes = (loss_tensor(g, n).note for n in _read_outputs(g, loss, labels))
+    return tuple(n for n in notes if n is not None)
 
 
 def _targets(g: Graph, feeds: Arrays, labels: np.ndarray | None, loss: str
@@ -174,7 +194,7 @@ def _targets(g: Graph, feeds: Arrays, labels: np.ndarray | None, loss: str
     names = loss_outputs(g, loss, labels)
     if labels is not None and loss in ("ce", "mse"):
         return {names[0]: labels}
-    ref = executor.run(g, feeds, dtype="float64")
+    ref = executor.run(g, feeds, dtype="float64", keep=names)  # logits may be intermediate
     return {name: ref[name] for name in names}
 
 
