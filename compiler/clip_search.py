@@ -34,20 +34,31 @@ def best_ratios(g: np.ndarray, qmin: float, qmax: float, symmetric: bool) -> np.
     g = np.ascontiguousarray(g, np.float32)
     args = (np.asarray(CLIP_RATIOS), float(qmin), float(qmax), symmetric, float(TINY))
     threads = min(search_threads(), -(-g.shape[0] // _CHUNK_ROWS))
-    if g.shape[0] < _THREAD_ROWS or threads < 2:
+    if threads < 2 or g.shape[0] < (_THREAD_ROWS if _idle_core(threads) else _BUSY_ROWS):
         return _mse_ratio_kernel(g, *args)
     return _threaded(g, args, threads)
 
 
 # Groups from which the search splits over threads: ~2.5 ms of work at ~1.2 us per 32-value
-# group, some 25x a thread's start and join. The pieces threads take in turn are
-# `_CHUNK_ROWS` groups (~1.2 ms): a thread that other processes slow down takes fewer. Plain
-# threads on a `nogil` kernel, not numba's parallel loop: with OpenMP's workers spinning
-# between calls, MiniLM's 37 linear weights took 2x the CPU and more wall time than serial
-# on a loaded 2-core machine (load 10: 0.70 vs 0.36 CPU-s); these threads cost no CPU.
+# group, some 25x a thread's start, when a core is idle; on a busy machine only from ~40 ms
+# of work, where a piece held by a descheduled thread costs little (MiniLM's 37 linear
+# weights, load 12: 1.1-1.3 s wall serial, 1.4-1.7 s on 2 threads). The pieces threads take
+# in turn are `_CHUNK_ROWS` groups (~1.2 ms): a thread that other processes slow down takes
+# fewer. Plain threads on a `nogil` kernel, not numba's parallel loop: with OpenMP's workers
+# spinning between calls, those weights took 2x the CPU on a loaded 2-core machine (load 10:
+# 0.70 vs 0.36 CPU-s); these threads cost no CPU.
 _THREAD_ROWS = 2048
+_BUSY_ROWS = 32768
 _CHUNK_ROWS = 1024
 _MAX_THREADS = 8
+
+
+def _idle_core(threads: int) -> bool:
+    """Whether the machine's 1-minute load average leaves a core for a helper thread."""
+    try:
+        return os.getloadavg()[0] < threads  # ours counts: below it another runs at most
+    except OSError:  # no load average on this platform
+        return False
 
 
 def search_threads() -> int:
@@ -63,26 +74,34 @@ def search_threads() -> int:
 def _threaded(g: np.ndarray, args: tuple[np.ndarray, float, float, bool, float],
               threads: int) -> np.ndarray:
     """`_mse_ratio_kernel` over pieces of `_CHUNK_ROWS` rows of `g`, taken in turn by this
-    thread and `threads - 1` others (rows are independent, so the result is the serial
-    one)."""
-    best, starts = np.empty(g.shape[0]), itertools.count(0, _CHUNK_ROWS)
+    thread and `threads - 1` others (rows are independent, so the result is the serial one).
+
+    This thread waits for the pieces, never for a helper to start: on a loaded machine a new
+    thread may first run after this one has done every piece (waiting to join it cost MiniLM
+    ~10 ms per weight at load 13); it then finds none left and ends."""
+    n, starts = g.shape[0], itertools.count(0, _CHUNK_ROWS)
+    best, pieces = np.empty(n), -(-n // _CHUNK_ROWS)
+    done: list[int] = []  # one entry per finished piece
     errors: list[BaseException] = []
+    settled = threading.Condition()
 
     def work() -> None:
-        try:
-            for start in starts:  # one shared count: each piece goes to one thread
-                if start >= g.shape[0]:
-                    return
-                stop = min(start + _CHUNK_ROWS, g.shape[0])
-                best[start:stop] = _mse_ratio_kernel(g[start:stop], *args)
-        except BaseException as e:  # noqa: BLE001 -- raised again in the calling thread
-            errors.append(e)
-    helpers = [threading.Thread(target=work, daemon=True) for _ in range(threads - 1)]
-    for t in helpers:
-        t.start()
+        for start in starts:  # one shared count: each piece goes to one thread
+            if start >= n:
+                return
+            try:
+                best[start:start + _CHUNK_ROWS] = _mse_ratio_kernel(
+                    g[start:start + _CHUNK_ROWS], *args)
+            except BaseException as e:  # noqa: BLE001 -- raised again in the calling thread
+                errors.append(e)
+            with settled:
+                done.append(start)
+                settled.notify_all()
+    for _ in range(threads - 1):
+        threading.Thread(target=work, daemon=True).start()
     work()
-    for t in helpers:
-        t.join()
+    with settled:
+        settled.wait_for(lambda: len(done) == pieces)
     if errors:
         raise errors[0]
     return best

@@ -94,6 +94,24 @@ def test_threaded_search_picks_the_same_ratios(threads: int) -> None:
     np.testing.assert_array_equal(Q._mse_ratio(g, 4, True), want)
 
 
+@pytest.mark.parametrize(("load", "rows", "threaded"), [
+    (0.0, 4096, True), (10.0, 4096, False), (10.0, 40000, True), (0.0, 1000, False)])
+def test_threads_where_a_core_is_idle_or_the_tensor_is_large(
+        load: float, rows: int, threaded: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = clip_search._threaded
+
+    def spy(g: np.ndarray, *args: object) -> np.ndarray:
+        calls.append(g.shape[0])
+        return real(g, *args)  # type: ignore[arg-type]
+    monkeypatch.setattr(clip_search, "_threaded", spy)
+    monkeypatch.setattr(clip_search, "search_threads", lambda: 2)
+    monkeypatch.setattr(clip_search.os, "getloadavg", lambda: (load, load, load))
+    g = _groups("laplace", rows, 32, seed=7)
+    np.testing.assert_array_equal(Q._mse_ratio(g, 4, True), exhaustive_ratio(g, 4, True))
+    assert calls == ([rows] if threaded else [])
+
+
 def test_a_failing_piece_is_raised_in_the_calling_thread(monkeypatch: pytest.MonkeyPatch
                                                          ) -> None:
     def fail(g: np.ndarray, *args: object) -> np.ndarray:
