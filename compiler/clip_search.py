@@ -8,8 +8,12 @@ win skipped.
 
 from __future__ import annotations
 
+import itertools
+import os
+import threading
+
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 CLIP_RATIOS = np.linspace(0.3, 1.0, 100)  # candidate clip ratios of the MSE search; 1.0 = minmax
 CLIP_RATIOS.flags.writeable = False
@@ -25,17 +29,82 @@ def best_ratios(g: np.ndarray, qmin: float, qmax: float, symmetric: bool) -> np.
     provably cannot win are skipped (`_search_row`): ~30 of the 100 are evaluated on a
     trained MiniLM's 32-value blocks, ~1 us per block in all (the exhaustive numba search:
     ~4 CPU-us; numpy's candidate-by-candidate version took 88 % of a W4 MiniLM quantisation).
+    Tensors of `_THREAD_ROWS` groups or more are searched on several threads (`_threaded`).
     """
-    kernel = _mse_ratio_tiles if g.shape[0] >= _PARALLEL_ROWS else _mse_ratio_kernel
-    return kernel(np.ascontiguousarray(g, np.float32), np.asarray(CLIP_RATIOS), float(qmin),
-                  float(qmax), symmetric, float(TINY))
+    g = np.ascontiguousarray(g, np.float32)
+    args = (np.asarray(CLIP_RATIOS), float(qmin), float(qmax), symmetric, float(TINY))
+    threads = min(search_threads(), -(-g.shape[0] // _CHUNK_ROWS))
+    if threads < 2 or g.shape[0] < (_THREAD_ROWS if _idle_core(threads) else _BUSY_ROWS):
+        return _mse_ratio_kernel(g, *args)
+    return _threaded(g, args, threads)
 
 
-# Groups from which the search runs on all cores: ~30 ms of work at ~1 us per 32-value group,
-# far above a parallel call's fixed cost. MiniLM's 366k-group embedding table: 0.35 CPU-s
-# either way, 2.5 s wall serial vs 1.9 s on 2 threads (shared machine at load 14); its
-# <= 18k-group linears stay serial (small parallel calls were slower, issue 17).
-_PARALLEL_ROWS = 32768
+# Groups from which the search splits over threads: ~2.5 ms of work at ~1.2 us per 32-value
+# group, some 25x a thread's start, when a core is idle; on a busy machine only from ~40 ms
+# of work, where a piece held by a descheduled thread costs little (MiniLM's 37 linear
+# weights, load 12: 1.1-1.3 s wall serial, 1.4-1.7 s on 2 threads). The pieces threads take
+# in turn are `_CHUNK_ROWS` groups (~1.2 ms): a thread that other processes slow down takes
+# fewer. Plain threads on a `nogil` kernel, not numba's parallel loop: with OpenMP's workers
+# spinning between calls, those weights took 2x the CPU on a loaded 2-core machine (load 10:
+# 0.70 vs 0.36 CPU-s); these threads cost no CPU.
+_THREAD_ROWS = 2048
+_BUSY_ROWS = 32768
+_CHUNK_ROWS = 1024
+_MAX_THREADS = 8
+
+
+def _idle_core(threads: int) -> bool:
+    """Whether the machine's 1-minute load average leaves a core for a helper thread."""
+    try:
+        return os.getloadavg()[0] < threads  # ours counts: below it another runs at most
+    except OSError:  # no load average on this platform
+        return False
+
+
+def search_threads() -> int:
+    """Threads the search of a large tensor uses: the cores this process may run on (at
+    most `_MAX_THREADS`)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, _MAX_THREADS))
+
+
+def _threaded(g: np.ndarray, args: tuple[np.ndarray, float, float, bool, float],
+              threads: int) -> np.ndarray:
+    """`_mse_ratio_kernel` over pieces of `_CHUNK_ROWS` rows of `g`, taken in turn by this
+    thread and `threads - 1` others (rows are independent, so the result is the serial one).
+
+    This thread waits for the pieces, never for a helper to start: on a loaded machine a new
+    thread may first run after this one has done every piece (waiting to join it cost MiniLM
+    ~10 ms per weight at load 13); it then finds none left and ends."""
+    n, starts = g.shape[0], itertools.count(0, _CHUNK_ROWS)
+    best, pieces = np.empty(n), -(-n // _CHUNK_ROWS)
+    done: list[int] = []  # one entry per finished piece
+    errors: list[BaseException] = []
+    settled = threading.Condition()
+
+    def work() -> None:
+        for start in starts:  # one shared count: each piece goes to one thread
+            if start >= n:
+                return
+            try:
+                best[start:start + _CHUNK_ROWS] = _mse_ratio_kernel(
+                    g[start:start + _CHUNK_ROWS], *args)
+            except BaseException as e:  # noqa: BLE001 -- raised again in the calling thread
+                errors.append(e)
+            with settled:
+                done.append(start)
+                settled.notify_all()
+    for _ in range(threads - 1):
+        threading.Thread(target=work, daemon=True).start()
+    work()
+    with settled:
+        settled.wait_for(lambda: len(done) == pieces)
+    if errors:
+        raise errors[0]
+    return best
 
 
 @njit(cache=True)
@@ -113,7 +182,7 @@ def _clip_error(row: np.ndarray, scale: np.float32, zp: np.float32, qmin: np.flo
 _PRUNE_MARGIN = 1.0 + 1e-6
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # nogil: `_threaded` runs it on several threads at once
 def _mse_ratio_kernel(g: np.ndarray, ratios: np.ndarray, qmin: float, qmax: float,
                       symmetric: bool, tiny: float) -> np.ndarray:
     """Per row of `g`, the ratio of the ascending `ratios` with the least squared error (the
@@ -122,18 +191,6 @@ def _mse_ratio_kernel(g: np.ndarray, ratios: np.ndarray, qmin: float, qmax: floa
     buf = np.zeros((_LANES, g.shape[1]), np.float32)
     for i in range(g.shape[0]):
         best[i] = _search_row(g[i], ratios, qmin, qmax, symmetric, tiny, buf, errs)
-    return best
-
-
-@njit(cache=True, parallel=True)
-def _mse_ratio_tiles(g: np.ndarray, ratios: np.ndarray, qmin: float, qmax: float,
-                     symmetric: bool, tiny: float) -> np.ndarray:
-    """`_mse_ratio_kernel` over tiles of 4096 rows on all threads (rows are independent)."""
-    best, tile = np.ones(g.shape[0]), 4096
-    for t in prange(-(-g.shape[0] // tile)):
-        stop = min(g.shape[0], (t + 1) * tile)
-        best[t * tile:stop] = _mse_ratio_kernel(g[t * tile:stop], ratios, qmin, qmax,
-                                                symmetric, tiny)
     return best
 
 

@@ -62,7 +62,9 @@ def unpack_rows(packed: np.ndarray, bits: int, length: int) -> np.ndarray:
     return out
 
 
-@njit(cache=True, parallel=True)
+# serial: MiniLM's 37 weights take ~30 ms in all, the same CPU as a parallel loop, which
+# started numba's OpenMP workers (spinning beside the clip search's threads) for nothing
+@njit(cache=True)
 def pack_transposed(codes: np.ndarray, zps: np.ndarray, bits: int, block_size: int,
                     out: np.ndarray) -> None:
     """MatMulNBits B from `[K, N]` codes: row n of `out` packs column n of `codes`, padded to
@@ -71,7 +73,7 @@ def pack_transposed(codes: np.ndarray, zps: np.ndarray, bits: int, block_size: i
     per = 8 // bits
     k, n_cols = codes.shape
     tile = 64  # a multiple of every `per`: no byte straddles two tiles
-    for t in prange((n_cols + tile - 1) // tile):
+    for t in range((n_cols + tile - 1) // tile):
         for k0 in range(0, out.shape[1] * per, tile):
             for n in range(t * tile, min(n_cols, (t + 1) * tile)):
                 for kk in range(k0, min(k0 + tile, out.shape[1] * per), per):

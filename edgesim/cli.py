@@ -169,6 +169,8 @@ def announce_compile(args: argparse.Namespace) -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `edgesim` console script; returns the exit code."""
+    if argv is None:  # the console script: the process ends when this returns
+        exit_without_final_collection()
     args = parse_args(argv)  # argparse itself exits 2 on bad flags
     try:
         with announce_compile(args):
@@ -185,6 +187,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("edgesim: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
         return _report(e)
+
+
+def exit_without_final_collection() -> None:
+    """At exit, move every object to the garbage collector's permanent generation first, so
+    the interpreter's shutdown does not trace numba's typing and lowering registries (~0.26
+    CPU-s of a `quantize --bits 4` run, 0.3 s after any numba kernel call); objects are still
+    freed by reference counts, and atexit handlers and `weakref.finalize` still run."""
+    import atexit
+    import gc
+
+    atexit.register(gc.freeze)
 
 
 def _interrupted(e: BaseException) -> bool:

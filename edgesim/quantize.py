@@ -400,12 +400,12 @@ BIAS_SAMPLES = 16  # calibration samples that measure the mean output shift of l
 def _bias_corrected(qg: Graph, data: cal.CalibrationData | None, opts: QuantOptions) -> Graph:
     """`qg` with the biases of its low-bit weight-only layers corrected on the calibration
     data (`compiler.bias_correction`), when there is data and the options ask for it."""
+    if data is None or opts.bias_correction_bits < 2:  # W4 without data: nothing imported
+        return qg
     import itertools
 
     from compiler.bias_correction import bias_correct
 
-    if data is None or opts.bias_correction_bits < 2:
-        return qg
     limit = max(1, BIAS_SAMPLES // cal.batch_size(qg))
     return bias_correct(qg, itertools.islice(cal.batches(qg, data), limit),
                         opts.bias_correction_bits)
@@ -439,11 +439,11 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
     `stats` collected them too (`FloatPass.fit_stats`). `budget_s` bounds the end-to-end
     search's time (all widths together); a note says where it stopped it. `float_env()`:
     the float model's tensors per batch (`onnxruntime_env`), where the caller shares one."""
-    from compiler.range_choice import choose_bounded, reference_case, with_choices
-
     widths = sorted({int(a) for a in assign[:, 1] if a in (4, 8)})
     if opts.act_method != "auto" or stats is None or data is None or not widths:
         return stats, ()
+    from compiler.range_choice import choose_bounded, reference_case, with_choices
+
     expired = deadline(budget_s)
     size = cal.batch_size(g)
     fit, held = cal.split(data, E2E_SAMPLES) if data.count >= 4 * size else (data, data)
@@ -560,12 +560,12 @@ def _extreme_layers(qg: Graph, data: cal.CalibrationData | None, g: Graph,
     """A note per layer whose own quantisation error is extreme (`compiler.layer_error`),
     measured on the first calibration batches; none without data. `float_env()`: the float
     model's tensors per batch (`onnxruntime_env`), where the caller shares one."""
+    if data is None:
+        return ()
     import itertools
 
     from compiler.layer_error import CATASTROPHIC_SQNR_DB, catastrophic, layer_sqnr
 
-    if data is None:
-        return ()
     # the float tensors from onnxruntime where it stands in for the executor (mobilenet_v2:
     # 1.6 s of the executor's forward passes)
     sqnr = layer_sqnr(qg, itertools.islice(cal.batches(qg, data), ERROR_BATCHES), g,

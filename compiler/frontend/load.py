@@ -27,6 +27,7 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 from compiler.errors import ModelError
+from compiler.frontend.checker import check
 from compiler.frontend.expand_lstm import expand_lstms
 from compiler.frontend.inline_if import DEFAULT_DOMAINS, inline_ifs
 from compiler.frontend.inputs import BatchAxes, InputValues, pin_inputs, resolve_batch_axes
@@ -115,34 +116,19 @@ def read(model: str | os.PathLike[str] | onnx.ModelProto, *,
     """Parse, load external data (`shapes_only`: only check where it is), check and upgrade
     a model; return it with its display name.
 
-    A `ModelProto` argument is copied, never modified.
+    The file is read once, and the checker runs once, on a skeleton without the weights'
+    data (`compiler.frontend.checker`). A `ModelProto` argument is copied, never modified.
     """
-    checked = False
     if isinstance(model, onnx.ModelProto):
         proto, where, folder = _copy(model), model.graph.name or "model", None
     else:
         where, folder = os.fspath(model), os.path.dirname(os.path.abspath(model))
-        # Checked from the file before parsing, the checker's own copy is freed before ours
-        # exists (checking the parsed proto serialises it: 3 copies alive). A file it rejects
-        # goes the way below, so errors (and the external-data rules) are ours.
-        checked = _file_passes_checker(where)
         proto = parse(_read_bytes(where), where)
     check_tensor_sizes(proto, where)
     # the quantized-model reader dequantises weights by value: it needs them
     load_external_data(proto, where, folder, shapes_only=shapes_only and not is_quantized(proto))
-    if folder is None or not checked:
-        check(checkable(proto), where)
+    check(proto, where)
     return upgrade_opset(proto, where), where
-
-
-def _file_passes_checker(path: str) -> bool:
-    """Whether `onnx.checker` accepts the model file as it stands (external data is only
-    looked for, not read; edgesim's own location rules still apply when it is loaded)."""
-    try:
-        onnx.checker.check_model(path, full_check=False)
-    except (onnx.checker.ValidationError, ValueError, RuntimeError, OSError):
-        return False
-    return True
 
 
 def _model_name(model: str | os.PathLike[str] | onnx.ModelProto, proto: onnx.ModelProto) -> str:
@@ -317,47 +303,6 @@ def load_external_data(model: onnx.ModelProto, where: str, folder: str | None, *
 
 
 # --- 3. checker and opset -------------------------------------------------------------------
-
-
-def _unread(t: onnx.TensorProto) -> bool:
-    return t.data_location == onnx.TensorProto.EXTERNAL and not t.raw_data
-
-
-def checkable(model: onnx.ModelProto) -> onnx.ModelProto:
-    """`model` as `onnx.checker` can take it: the checker opens external data relative to
-    the working directory, so unread external initializers become graph inputs of the same
-    type in a copy (cheap: their data is not in the proto)."""
-    unread = [t for t in model.graph.initializer if _unread(t)]
-    if not unread:
-        return model
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    kept = [t for t in copy.graph.initializer if not _unread(t)]
-    del copy.graph.initializer[:]
-    copy.graph.initializer.extend(kept)
-    copy.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, t.dims)
-                            for t in unread)
-    return copy
-
-
-def _checker_where(where: str, message: str) -> str:
-    """Name the node the checker complains about, when its message says which."""
-    marker = "Bad node spec for node. Name: "
-    if marker not in message:
-        return where
-    name = message.split(marker, 1)[1].split(" OpType:", 1)[0].strip()
-    return f"{where}: node {name}" if name else where
-
-
-def check(model: onnx.ModelProto, where: str) -> None:
-    """Run `onnx.checker` (structure and node schemas); raise ModelError on failure."""
-    try:
-        onnx.checker.check_model(model, full_check=False)
-    except (onnx.checker.ValidationError, ValueError) as e:
-        message = str(e).strip()
-        # One line for the CLI: the checker's text without its multi-line context dump.
-        what = " ".join(message.split("==> Context")[0].split()) or type(e).__name__
-        raise ModelError(_checker_where(where, message), f"invalid ONNX model: {what}") from e
 
 
 def default_opset(model: onnx.ModelProto) -> int:

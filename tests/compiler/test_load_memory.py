@@ -1,5 +1,6 @@
-"""Loading a file checks it from the path (no serialised copy of the parsed model), keeps the
-checker's errors and the external-data rules, and does not modify a caller's ModelProto."""
+"""Loading a file reads it once and checks it once, without a serialised copy of its weights
+(the checker sees a skeleton), keeps the checker's errors and the external-data rules, and
+does not modify a caller's ModelProto."""
 
 from __future__ import annotations
 
@@ -38,14 +39,25 @@ def _checker_args(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     return seen
 
 
-def test_a_file_is_checked_from_its_path_and_runs_like_onnxruntime(tmp_path, monkeypatch):
-    w = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
+def test_a_file_is_checked_once_without_its_weights_and_runs_like_onnxruntime(tmp_path,
+                                                                              monkeypatch):
+    w = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
     path = tmp_path / "m.onnx"
     onnx.save(_matmul_model(w), path)
     seen = _checker_args(monkeypatch)
+    opened: list[str] = []
+    real_open = open
+
+    def spy_open(file, *args, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if os.fspath(file) == os.fspath(path):
+            opened.append(os.fspath(file))
+        return real_open(file, *args, **kw)
+    monkeypatch.setattr("builtins.open", spy_open)
     g = load(path)
-    assert seen == [os.fspath(path)]  # never the parsed proto (that serialises every weight)
-    x = np.random.default_rng(1).standard_normal((1, 8)).astype(np.float32)
+    assert opened == [os.fspath(path)]  # read once
+    assert len(seen) == 1 and isinstance(seen[0], onnx.ModelProto)
+    assert seen[0].ByteSize() < w.nbytes // 10  # the weight's 8 kB are not in it
+    x = np.random.default_rng(1).standard_normal((1, 64)).astype(np.float32)
     np.testing.assert_allclose(run(g, {"x": x})["y"], run_ort(_matmul_model(w), {"x": x})[0],
                                rtol=1e-5, atol=1e-6)
 

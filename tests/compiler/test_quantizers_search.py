@@ -82,14 +82,44 @@ def test_the_search_keeps_minmax_where_it_is_exact() -> None:
     assert Q._mse_ratio(g, 4, True)[0] == 1.0
 
 
-def test_parallel_tiles_pick_the_same_ratios() -> None:
-    # large tensors run on all threads in tiles of 4096 groups: three tiles, the last partial
+@pytest.mark.parametrize("threads", [2, 3])
+def test_threaded_search_picks_the_same_ratios(threads: int) -> None:
+    # large tensors are searched in pieces of _CHUNK_ROWS groups taken in turn by several
+    # threads: 9000 groups are 9 pieces, the last partial
     g = _groups("student_t", 9000, 32, seed=5)
+    g.flags.writeable = False  # as the loader's weights are
     args = (np.asarray(Q.CLIP_RATIOS), -7.0, 7.0, True, float(clip_search.TINY))
-    np.testing.assert_array_equal(clip_search._mse_ratio_tiles(g, *args),
-                                  exhaustive_ratio(g, 4, True))
-    assert Q._mse_ratio(np.zeros((clip_search._PARALLEL_ROWS, 2), np.float32), 4, True).shape == \
-        (clip_search._PARALLEL_ROWS,)
+    want = exhaustive_ratio(g, 4, True)
+    np.testing.assert_array_equal(clip_search._threaded(g, args, threads), want)
+    np.testing.assert_array_equal(Q._mse_ratio(g, 4, True), want)
+
+
+@pytest.mark.parametrize(("load", "rows", "threaded"), [
+    (0.0, 4096, True), (10.0, 4096, False), (10.0, 40000, True), (0.0, 1000, False)])
+def test_threads_where_a_core_is_idle_or_the_tensor_is_large(
+        load: float, rows: int, threaded: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = clip_search._threaded
+
+    def spy(g: np.ndarray, *args: object) -> np.ndarray:
+        calls.append(g.shape[0])
+        return real(g, *args)  # type: ignore[arg-type]
+    monkeypatch.setattr(clip_search, "_threaded", spy)
+    monkeypatch.setattr(clip_search, "search_threads", lambda: 2)
+    monkeypatch.setattr(clip_search.os, "getloadavg", lambda: (load, load, load))
+    g = _groups("laplace", rows, 32, seed=7)
+    np.testing.assert_array_equal(Q._mse_ratio(g, 4, True), exhaustive_ratio(g, 4, True))
+    assert calls == ([rows] if threaded else [])
+
+
+def test_a_failing_piece_is_raised_in_the_calling_thread(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    def fail(g: np.ndarray, *args: object) -> np.ndarray:
+        raise MemoryError("piece")
+    monkeypatch.setattr(clip_search, "_mse_ratio_kernel", fail)
+    args = (np.asarray(Q.CLIP_RATIOS), -7.0, 7.0, True, float(clip_search.TINY))
+    with pytest.raises(MemoryError, match="piece"):
+        clip_search._threaded(np.zeros((4096, 32), np.float32), args, 2)
 
 
 def _emitted(model: object, out: Path) -> bytes:
