@@ -15,6 +15,18 @@ from edgesim import calibration as cal
 from edgesim.errors import UserError
 
 
+def score_producer(g: Graph, out: str) -> str:
+    """The kind of layer that makes `out`, for `evaluate.output_kind`: "softmax" also where
+    the softmax is written out (exp / sum / div, `softmax_output.loss_tensor`), as trained
+    classifiers exported from other frameworks often do."""
+    from compiler.sensitivity.softmax_output import loss_tensor
+
+    if loss_tensor(g, out).tensor != out:
+        return "softmax"
+    made = g.producers().get(out)
+    return made.kind if made else ""
+
+
 def measure_fidelity(g: Graph, model_path: Path, reference: np.ndarray,
                      data: cal.CalibrationData, labels: np.ndarray | None,
                      metric: Any = None) -> dict[str, Any]:
@@ -28,9 +40,8 @@ def measure_fidelity(g: Graph, model_path: Path, reference: np.ndarray,
     (out,) = g.outputs[:1]
     sess = session(model_path, spin=False)
     got_arr = emitted_output(g, data, lambda feeds: sess.run([out], dict(feeds))[0])
-    made = g.producers().get(out)
     n = len(reference)
-    kind = output_kind(reference, made.kind if made else "", labels is not None)
+    kind = output_kind(reference, score_producer(g, out), labels is not None)
     scored = fidelity_metrics(reference, got_arr, kind,
                               None if labels is None else labels[:n], metric)
     fp32_acc = (accuracy(reference.reshape(n, -1), labels[:n])

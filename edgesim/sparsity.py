@@ -20,7 +20,7 @@ from compiler.ir import Graph, Layer
 from compiler.passes.calibrate import CalibrationStats
 from compiler.passes.quantize import quantize
 from compiler.passes.sparsify import Threshold, calibrate_sequential, sparsifiable, sparsify
-from compiler.sensitivity.loss import kl_divergence
+from compiler.sensitivity.loss import kl_divergence, loss_outputs
 from compiler.sparsity import OperandStats, gemm_masks, operand_stats
 from edgesim.errors import UserError
 from hwmodels import configs
@@ -107,11 +107,20 @@ def level_thresholds(g: Graph, batches: list[Feeds], layers: tuple[str, ...],
             else {} for lvl in levels]
 
 
+def kl_logits(g: Graph) -> str:
+    """The tensor `output_kl` reads: g's first output, or the logits behind it where it is
+    already a softmax (a second softmax would flatten the KL of confident samples)."""
+    return loss_outputs(g, "kl", None)[0]
+
+
 def output_kl(g: Graph, batches: list[Feeds], reference: list[np.ndarray],
               fake_quant: bool = False) -> float:
-    """Mean KL(softmax(reference) || softmax(g's first output)) over the batches."""
-    losses = [kl_divergence(run(g, feeds, dtype="float32", fake_quant=fake_quant)
-                            [g.outputs[0]], ref)[0] for feeds, ref in zip(batches, reference)]
+    """Mean KL(softmax(reference) || softmax(logits)) over the batches, `reference` being the
+    dense model's `kl_logits`."""
+    name = kl_logits(g)
+    losses = [kl_divergence(run(g, feeds, dtype="float32", keep=(name,),
+                                fake_quant=fake_quant)[name], ref)[0]
+              for feeds, ref in zip(batches, reference)]
     return float(np.mean(losses))
 
 
@@ -243,7 +252,8 @@ def choose_levels(g: Graph, feeds: list[Feeds], levels: tuple[float, ...],
     all layers by `compiler.allocate` (latency and KL swap the roles of sens and cost)."""
     layers = tuple(x.name for x in sparsifiable(g))
     per_level = level_thresholds(g, feeds, layers, levels)
-    ref = [run(g, f, dtype="float32")[g.outputs[0]] for f in feeds]
+    logits = kl_logits(g)
+    ref = [run(g, f, dtype="float32", keep=(logits,))[logits] for f in feeds]
     sens = level_sensitivity(g, feeds, ref, per_level, layers)
     stats = [operand_stats(sparsify(g, th), feeds) for th in per_level]
     cost = joint_costs(g, stats, per_level, layers, ((8, 8),), target)[:, 0, :]
