@@ -48,6 +48,10 @@ KIND_CATEGORY: Mapping[str, int] = MappingProxyType({
 
 # Ops an array applies to its accumulators' outputs as they drain (Gemmini's AccumulatorScale:
 # scale, bias, ReLU/ReLU6 clip; TPU v1's activation unit): see `Graph.epilogues`
+# elements of any one tensor the frontend accepts, initializer or layer output, checked before
+# it allocates (2^34: 64 GiB of float32, beyond any edge model's largest weight)
+MAX_TENSOR_ELEMS = 2**34
+
 EPILOGUE_ACTIVATIONS = frozenset({"relu", "clip"})
 EPILOGUE_ELTWISE = frozenset({"add", "sub", "mul", "div"})
 # Pooling right after a GEMM: TPU v1's activation unit "can also perform the pooling operations

@@ -35,15 +35,13 @@ from compiler.frontend.inputs import declared_dims as _declared_dims
 from compiler.frontend.lower import lower_model
 from compiler.frontend.patterns import fuse_patterns
 from compiler.frontend.quantized import annotate, dequantize, is_quantized
-from compiler.ir import Graph, Interface
+from compiler.ir import MAX_TENSOR_ELEMS, Graph, Interface
 from compiler.ops import claims
 from compiler.passes.fold_batchnorm import fold_batchnorm
 
 TARGET_OPSET = 17
 # Bounds checked before anything is allocated (a hostile file can declare any dims): elements
-# of one tensor (2^34: 64 GiB of float32, beyond any edge model's largest weight) and of one
-# graph input (2^31).
-MAX_TENSOR_ELEMS = 2**34
+# of one graph input (2^31); one tensor's bound is `ir.MAX_TENSOR_ELEMS`
 MAX_INPUT_ELEMS = 2**31
 InputShapes = Mapping[str, Sequence[int]]
 # symbolic dims that name a batch, wherever they sit (a hint gives them 1)

@@ -18,13 +18,10 @@ import onnx
 from onnx import helper, numpy_helper
 
 from compiler.errors import ModelError
-from compiler.ir import Graph, Layer, Spec, readonly
+from compiler.ir import MAX_TENSOR_ELEMS, Graph, Layer, Spec, readonly
 from compiler.ops import OPS, rule_for
 from compiler.ops.opdef import Lowered, Node
 from compiler.passes.drop_dead import drop_dead
-
-# elements of any one tensor, as `load.MAX_TENSOR_ELEMS` bounds initializers (2^34: 64 GB fp32)
-MAX_TENSOR_ELEMS = 2**34
 
 
 def const_value(t: onnx.TensorProto) -> np.ndarray:

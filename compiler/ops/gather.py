@@ -10,12 +10,13 @@ may be a constant table (a weight); the VJP scatter-adds into its cotangent, ind
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
 from compiler.errors import ModelError
-from compiler.ir import Facts, Spec
+from compiler.ir import MAX_TENSOR_ELEMS, Facts, Spec
 from compiler.ops.opdef import Lowered, LowerRule, Node, OpDef, single
 
 Array = np.ndarray
@@ -128,6 +129,10 @@ def lower_range(node: Node) -> Lowered:
     start, limit, delta = (v.reshape(()) for v in _constants(node, 3))
     if delta == 0:
         raise ModelError(node.name, "Range delta is 0")
+    count = max(math.ceil((float(limit) - float(start)) / float(delta)), 0)
+    if count > MAX_TENSOR_ELEMS:  # bounded before arange allocates it
+        raise ModelError(node.name, f"Range makes {count} elements; at most "
+                                    f"{MAX_TENSOR_ELEMS} are accepted")
     # 0-d arrays keep their dtype in arange (numpy's stubs list Python scalars only)
     values = np.arange(start, limit, delta)  # type: ignore[call-overload]
     return Lowered(consts={node.outputs[0]: values.astype(start.dtype)})

@@ -52,3 +52,20 @@ def test_the_bound_itself_is_accepted() -> None:
     m = _model([helper.make_node("Expand", ["x", "s"], ["z"], name="ex")], [shape])
     g = load(m)
     assert g.types["z"].shape == (1, side, side)
+
+
+def test_a_constant_range_beyond_the_bound_is_refused_before_arange() -> None:
+    # before: np.arange(0, 1e12, 1) ran inside the fold (4 TB of int32 for numpy to allocate)
+    scalars = [numpy_helper.from_array(np.array(v, np.int64), k)
+               for k, v in (("start", 0), ("limit", 10**12), ("delta", 1))]
+    m = _model([helper.make_node("Range", ["start", "limit", "delta"], ["r"], name="rng"),
+                helper.make_node("Cast", ["r"], ["rf"], to=TensorProto.FLOAT),
+                helper.make_node("Add", ["x", "rf"], ["z"], name="add")], scalars)
+    with pytest.raises(ModelError, match=r"rng: Range makes 1000000000000 elements"):
+        load(m)
+    small = [numpy_helper.from_array(np.array(v, np.int64), k)  # 3 elements: still folds
+             for k, v in (("start", 5), ("limit", -1), ("delta", -2))]
+    m = _model([helper.make_node("Range", ["start", "limit", "delta"], ["r"], name="rng"),
+                helper.make_node("Cast", ["r"], ["rf"], to=TensorProto.FLOAT),
+                helper.make_node("Add", ["x", "rf"], ["z"], name="add")], small)
+    assert load(m).types["z"].shape == (1, 1, 3)
