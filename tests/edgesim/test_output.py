@@ -189,3 +189,19 @@ def test_two_concurrent_compiles_never_interleave(tmp_path: Path) -> None:
         assert codes == [0, 0], done
         assert len(list(out.glob("model.*.onnx"))) == 2
     _check_whole(out)
+
+
+def test_an_atomic_write_error_names_the_destination_not_the_temporary(tmp_path: Path) -> None:
+    # before: "No such file or directory: '.../.x.onnx.k2j3.tmp'" -- a hidden name the user
+    # never gave; now the error names the path they asked for, and nothing is left behind
+    missing = tmp_path / "no-such-folder" / "x.onnx"
+    with pytest.raises(FileNotFoundError) as e:
+        atomic_write(missing, b"data")
+    assert e.value.filename == str(missing)
+    folder = tmp_path / "taken"
+    (folder / "inside").mkdir(parents=True)  # a folder where the file should go
+    with pytest.raises(OSError) as e:
+        atomic_write(folder, b"data")
+    assert e.value.filename == str(folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no .tmp left
+    assert [p.name for p in folder.iterdir()] == ["inside"]
