@@ -30,6 +30,7 @@ from edgesim.analysis_inputs import (
     built_model,
     calibration_data,
 )
+from edgesim.background import jobs
 from edgesim.budget import DEFAULT_ANALYSIS_BUDGET_S, Budget
 from edgesim.errors import UserError
 from edgesim.fidelity import check_fidelity, measure_fidelity
@@ -38,7 +39,8 @@ from edgesim.progress import Progress
 from edgesim.report import (
     CompileResult,
     build_result,
-    draw_plots,
+    draw_alloc_front,
+    draw_layers,
     prefetch_plotting,
     write_reports,
 )
@@ -204,12 +206,7 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
             onnxruntime_env,
             quantize_model,
         )
-        from edgesim.sparsity import (
-            apply_sparsity,
-            expand_bits,
-            sparsity_column,
-            with_sparse_costs,
-        )
+        from edgesim.sparsity import apply_sparsity, expand_bits
         source = built_model(model)
         g = load_graph(source, options.input_shapes, **_load_options(options))  # ONNX -> IR
         if options.verify:
@@ -259,7 +256,11 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
         _check_memory(g, alloc.bits, tgt, "with the chosen bits")
         if options.budget is None:
             alloc = replace(alloc, notes=alloc.notes + _knee_note(g, alloc.bits, tgt))
-    with staging(outdir) as stage:
+    # the figures are drawn on a helper thread while onnxruntime quantises, emits and
+    # measures (pareto.png once the allocation is known, layers.png once the layers are)
+    with staging(outdir) as stage, jobs() as drawing:
+        front_png = drawing.start(draw_alloc_front, g.name, tgt, alloc, stage / "pareto.png",
+                                  after=(plotting,))
         with progress.phase("quantising and emitting"):
             model_path = stage / f"model.{tgt.name}.onnx"
             bits = _emitted_bits(g, alloc.bits)
@@ -283,6 +284,8 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
                                    emit_options=_provenance(g, tgt, alloc, options),
                                    kernel_check=options.kernel_check,
                                    range_budget_s=range_budget(options))
+        layers_png = drawing.start(_reported, g, gq, tgt, alloc, quant, data, bits, options,
+                                   (stage, outdir), progress.timings, after=(front_png,))
         with progress.phase("measuring fidelity in onnxruntime"):
             if eval_data is not None:
                 ref = float_pass(g, held_out[0], stats=False)
@@ -290,18 +293,9 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
             fidelity = measure_fidelity(gq, model_path, ref.outputs, *held_out,
                                         options.fidelity_metric)
             check_fidelity(fidelity, options.min_fidelity)
-        with progress.phase("drawing the report's plots"):
-            baseline = _baseline(g, tgt, options)
-            result = build_result(replace(g, notes=gq.notes), tgt, alloc, quant, fidelity,
-                                  baseline, data, options, outdir, progress.timings)
-            result = replace(result, layers=sparsity_column(result.layers, gq))
-            result = with_sparse_costs(result, g, gq, data.samples, bits, tgt)
-            if options.kernel_check == "report":  # cost what onnxruntime runs, not the plan
-                from edgesim.kernel_check import with_running_costs
-
-                result = with_running_costs(result, g, bits, tgt, threads=options.threads,
-                                            runtime=options.runtime)
-            draw_plots(result, stage, plotting)
+        with progress.phase("drawing the report's plots"):  # what the helper has left
+            front_png.result()
+            result = replace(layers_png.result(), fidelity=fidelity)
         with progress.phase("writing reports"):  # timings: every phase but this one (ms)
             result = replace(result, timings_s=dict(progress.timings))
             write_reports(result, alloc, stage)
@@ -343,6 +337,27 @@ def _act_errors(g: Graph, tgt: Target, sens: Any, data: cal.CalibrationData,
     return choice_errors(g, tgt, sens, stats, itertools.islice(cal.batches(g, data), limit),
                          weight_bits=options.weight_bits, act_bits=options.act_bits,
                          options=_quant_options(options, tgt))
+
+
+def _reported(g: Graph, gq: Graph, tgt: Target, alloc: Any, quant: Any,
+              data: cal.CalibrationData, bits: np.ndarray, options: CompileOptions,
+              folders: tuple[Path, Path], timings: dict[str, float]) -> CompileResult:
+    """The report without its fidelity (measured meanwhile), with layers.png drawn into the
+    staging folder (`folders`: staging, output; run on the drawing helper thread)."""
+    stage, outdir = folders
+    from edgesim.sparsity import sparsity_column, with_sparse_costs
+
+    result = build_result(replace(g, notes=gq.notes), tgt, alloc, quant, {},
+                          _baseline(g, tgt, options), data, options, outdir, timings)
+    result = replace(result, layers=sparsity_column(result.layers, gq))
+    result = with_sparse_costs(result, g, gq, data.samples, bits, tgt)
+    if options.kernel_check == "report":  # cost what onnxruntime runs, not the plan
+        from edgesim.kernel_check import with_running_costs
+
+        result = with_running_costs(result, g, bits, tgt, threads=options.threads,
+                                    runtime=options.runtime)
+    draw_layers(result, stage / "layers.png")
+    return result
 
 
 def _knee_note(g: Graph, bits: np.ndarray, target: Target) -> tuple[str, ...]:
