@@ -279,6 +279,7 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
             quant = quantize_model(gq, expand_bits(g, gq, bits), calib=data,  # not loaded again
                                    out=model_path, stats=stats.stats if stats else None,
                                    fit_stats=stats.fit_stats if stats else None,
+                                   held_outputs=stats.held_outputs if stats else None,
                                    options=_with_blocks(_quant_options(options, tgt), g,
                                                         alloc.blocks),
                                    emit_options=_provenance(g, tgt, alloc, options),
