@@ -37,11 +37,10 @@ def test_recorded_chunks_equal_the_float_models_runs() -> None:
     g, data, held = _setup()
     fp = float_pass(g, data, stats=True)
     assert fp.held_outputs is not None and len(fp.held_outputs) == held.count
-    env = onnxruntime_env(g, threads=None)
     for chunk in (None, 2, 1):
         want = [(f, {t: y[t] for t in g.outputs}) for f, y in _held_runs(g, held, chunk)]
-        _same_runs(_held_runs(g, held, chunk, fp.held_outputs, env), want)
-    assert len(_held_runs(g, held, 2, fp.held_outputs, env)) == -(-held.count // 2)
+        _same_runs(_held_runs(g, held, chunk, fp.held_outputs), want)
+    assert len(_held_runs(g, held, 2, fp.held_outputs)) == -(-held.count // 2)
 
 
 def test_a_model_that_refuses_chunks_gets_one_case_per_sample() -> None:
