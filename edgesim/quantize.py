@@ -388,8 +388,8 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
     # range search's forward passes and the own-layer check (it computes the tensors the
     # calibration-tensor session does, bit for bit: tests/edgesim/test_isolated_layers.py)
     float_env = functools.cache(functools.partial(onnxruntime_env, g, threads=None))
-    stats, searched = _chosen_ranges(g, assign, data, stats, opts,  # "auto"
-                                     (fit_stats, held_outputs), range_budget_s, float_env)
+    stats, searched = _chosen_ranges(g, assign, data, stats, opts, fit_stats,  # "auto"
+                                     range_budget_s, float_env, held_outputs)
     qg = quantize(g, assign, stats, opts)                                 # annotate + weights
     qg = _bias_corrected(qg, data, opts)                                  # low-bit mean shift
     verify(qg)
@@ -478,10 +478,9 @@ def _act_tensors(g: Graph, at: np.ndarray) -> tuple[str, ...]:
 
 def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | None,
                    stats: CalibrationStats | None, opts: QuantOptions,
-                   recorded: tuple[CalibrationStats | None,
-                                   tuple[dict[str, np.ndarray], ...] | None] = (None, None),
-                   budget_s: float | None = None,
-                   float_env: Callable[[], FloatEnv | None] | None = None
+                   fit_stats: CalibrationStats | None = None, budget_s: float | None = None,
+                   float_env: Callable[[], FloatEnv | None] | None = None,
+                   held_outputs: tuple[dict[str, np.ndarray], ...] | None = None
                    ) -> tuple[CalibrationStats | None, tuple[str, ...]]:
     """`stats` with a range method chosen per tensor and activation width by measured output
     error (`compiler.range_choice`), when the options ask for "auto".
@@ -490,17 +489,17 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
     on the other part: scored on the samples their ranges were fitted to, clipping ranges
     look better than they are (magika W8A8: in-sample the MSE ranges beat min/max 2x in
     output error, on new files they lose 5x). The chosen methods then take their ranges
-    from all the data. `recorded`: the fit part's statistics and the held-out part's float
-    outputs where the pass that gave `stats` collected them too (`FloatPass.fit_stats`,
-    `FloatPass.held_outputs`). `budget_s` bounds the end-to-end
+    from all the data. `fit_stats`: the fit part's statistics where the pass that gave
+    `stats` collected them too (`FloatPass.fit_stats`). `budget_s` bounds the end-to-end
     search's time (all widths together); a note says where it stopped it. `float_env()`:
-    the float model's tensors per batch (`onnxruntime_env`), where the caller shares one."""
+    the float model's tensors per batch (`onnxruntime_env`), where the caller shares one.
+    `held_outputs`: the held-out part's float outputs, where that pass recorded them
+    (`FloatPass.held_outputs`)."""
     from compiler.range_choice import choose_bounded, reference_case, with_choices
 
     widths = sorted({int(a) for a in assign[:, 1] if a in (4, 8)})
     if opts.act_method != "auto" or stats is None or data is None or not widths:
         return stats, ()
-    fit_stats, held_outputs = recorded
     expired = deadline(budget_s)
     size = cal.batch_size(g)
     fit, held = cal.split(data, E2E_SAMPLES) if data.count >= 4 * size else (data, data)
