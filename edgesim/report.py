@@ -182,8 +182,8 @@ def build_result(g: Graph, target: Target, alloc: AllocationResult, quant: Any,
 def prefetch_plotting() -> threading.Thread:
     """Start importing the plotting stack (matplotlib: ~0.7 s of imports, the largest fixed
     cost of a compile) on a helper thread, so it overlaps the analysis, which spends its time
-    in numpy and onnxruntime with the GIL released; the drawing jobs wait for it. If the
-    import fails there, the drawing imports again and raises the error itself."""
+    in numpy and onnxruntime with the GIL released; join it before drawing. If the import
+    fails there, the drawing imports again and raises the error itself."""
     thread = threading.Thread(target=_import_plot, name="edgesim-import-plot", daemon=True)
     thread.start()
     return thread

@@ -1,12 +1,9 @@
-"""pareto.png drawn on a helper thread (`edgesim.background`) while the model is quantised:
-the PNGs are valid and show what report.json says, a job's error reaches the caller, and a
-failed compile leaves nothing behind even while a figure is being drawn."""
+"""The compile's figures: valid PNGs that show what report.json says (the front's points,
+the chosen mark, the layers' bits and latencies); a failed compile leaves none behind."""
 
 from __future__ import annotations
 
 import json
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +11,6 @@ import pytest
 
 import edgesim.plot
 from edgesim import zoo
-from edgesim.background import Job, jobs
 from edgesim.errors import UserError
 from edgesim.pipeline import CompileOptions, compile_model
 
@@ -40,7 +36,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict
     figures, original = {}, edgesim.plot.save
 
     def recording(fig, path, dpi=120):  # type: ignore[no-untyped-def]
-        figures[Path(path).name] = (fig, threading.current_thread().name)
+        figures[Path(path).name] = (fig, None)
         return original(fig, path, dpi)
     edgesim.plot.save = recording
     try:
@@ -51,11 +47,11 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict
     return out, json.loads((out / "report.json").read_text()), figures
 
 
-def test_pngs_are_valid_and_the_front_is_drawn_off_the_main_thread(compiled) -> None:
+def test_pngs_are_valid(compiled) -> None:
     out, _, figures = compiled
     for name in ("pareto.png", "layers.png"):
         _valid_png(out / name)
-    assert figures["pareto.png"][1] != threading.main_thread().name
+        assert name in figures
     assert not any(p.name.startswith(".") for p in out.parent.iterdir())  # no staging left
 
 
@@ -84,7 +80,7 @@ def test_layer_bars_are_the_reports_layers(compiled) -> None:
     assert np.allclose(heights, [r["latency_ms"] for r in rows], rtol=1e-12)
 
 
-def test_failed_compile_waits_for_the_figures_and_writes_nothing(tmp_path: Path) -> None:
+def test_failed_compile_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out"
     with pytest.raises(UserError, match="min-fidelity"):
         compile_model(zoo.build("digits_cnn"), "rpi5", out, calib_random=8,
@@ -92,26 +88,3 @@ def test_failed_compile_waits_for_the_figures_and_writes_nothing(tmp_path: Path)
                                                min_fidelity=1.5))
     left = list(out.rglob("*")) if out.exists() else []
     assert not [p for p in left if p.suffix in (".png", ".onnx", ".json")]
-    assert not [t for t in threading.enumerate() if t.name.startswith("edgesim-")]
-
-
-def test_job_returns_its_value_and_raises_its_error_in_the_caller() -> None:
-    assert Job(lambda a, b: a + b, 2, 3).result() == 5
-    job = Job(lambda: 1 / 0)
-    with pytest.raises(ZeroDivisionError):
-        job.result()
-
-
-def test_job_runs_after_the_ones_it_waits_for() -> None:
-    seen: list[str] = []
-    first = Job(lambda: (time.sleep(0.05), seen.append("first")))
-    Job(lambda: seen.append("second"), after=(first,)).result()
-    assert seen == ["first", "second"]
-
-
-def test_jobs_block_waits_for_every_job_even_on_an_error() -> None:
-    done = threading.Event()
-    with pytest.raises(KeyError), jobs() as started:
-        started.start(lambda: (time.sleep(0.05), done.set()))
-        raise KeyError("the block fails")
-    assert done.is_set()  # finished before the block was left
