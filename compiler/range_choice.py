@@ -23,6 +23,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from compiler import range_kernels as kernels
 from compiler.executor import run
 from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph, Layer, Quant
 from compiler.ops import OPS
@@ -56,22 +57,17 @@ def _reader_error(layer: Layer, env: Mapping[str, np.ndarray], tensor: str,
 
 
 def rounding_error(x: np.ndarray, p: ActivationParams) -> np.ndarray:
-    """`fake_quant_activation(x, p) - x` (float32), in five passes over one new array
-    instead of nine over six (the local range choice computes it for every tensor, method
-    and sample: 1.8 of its 3 s on mobilenet_v2). Equal bit for bit, up to the sign of zero
+    """`fake_quant_activation(x, p) - x` (float32), in one numba pass over one new array
+    instead of nine numpy passes over six (the local range choice computes it for every
+    tensor, method and sample: 1.8 of its 3 s on mobilenet_v2; five numpy passes still
+    took 0.44 CPU-s of a mobilenet_v2 compile). Equal bit for bit, up to the sign of zero
     differences (squared and linearly read, they count the same): clip(rint(r) + zp, qmin,
     qmax) - zp is clip(rint(r), qmin - zp, qmax - zp) for every integral float32 rint(r)
     (below 2^24 the shift is exact; beyond, both saturate), and that difference is an exact
     float32 integer either way."""
     qmin, qmax = storage_range(p.bits, p.signed)
-    scale = np.float32(p.scale)
-    x32 = np.asarray(x, np.float32)
-    d = x32 / scale
-    np.rint(d, out=d)
-    np.clip(d, qmin - p.zero_point, qmax - p.zero_point, out=d)
-    d *= scale
-    d -= x32
-    return d
+    return kernels.rounding_error(x, np.float32(p.scale), qmin - p.zero_point,
+                                  qmax - p.zero_point)
 
 
 def tensor_errors(g: Graph, env: Mapping[str, np.ndarray], tensor: str,

@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -136,6 +136,17 @@ class FloatPass:
     # the statistics of the samples the range search fits ranges on (`fit_batches`), if
     # they were collected on the way (then `_chosen_ranges` needs no pass of its own)
     fit_stats: CalibrationStats | None = None
+    # the float graph outputs of each sample the range search holds out (`fit_batches`),
+    # in order, if they were recorded on the way (its reference outputs then need no pass)
+    held_outputs: tuple[dict[str, np.ndarray], ...] | None = None
+
+
+class FloatEnv(Protocol):
+    """feeds (and optionally the tensor names wanted, default all) -> the float model's
+    tensors on them, weights and inputs included (`onnxruntime_env`)."""
+
+    def __call__(self, feeds: Mapping[str, np.ndarray], wanted: Iterable[str] | None = None
+                 ) -> dict[str, np.ndarray]: ...
 
 
 def _onnxruntime_forward(g: Graph, keep: Iterable[str], outputs: list[np.ndarray]) -> Any:
@@ -166,11 +177,14 @@ def _float32_only(g: Graph) -> bool:
 
 
 def onnxruntime_env(g: Graph, keep: Iterable[str] | None = None, threads: int | None = 1
-                    ) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]] | None:
-    """feeds -> the tensors of `g`'s float32 forward pass, run in onnxruntime (what
-    `executor.run(g, feeds, dtype="float32", keep=keep or True)` gives, equal to float
+                    ) -> FloatEnv | None:
+    """(feeds, names=None) -> the tensors of `g`'s float32 forward pass, run in onnxruntime
+    (what `executor.run(g, feeds, dtype="float32", keep=keep or True)` gives, equal to float
     rounding, several times faster): `g` emitted in float with the kept layer outputs (default
-    all) as graph outputs. None where that cannot stand in for the executor: a float tensor
+    all) as graph outputs. With `names`, only those of the session's outputs are fetched
+    (onnxruntime runs just the nodes they need, in the same optimised graph, so the values
+    are the same bit for bit; PP-OCR's 363 tensors are 194 MiB a sample, the 105 the range
+    search reads 43 MiB). None where that cannot stand in for the executor: a float tensor
     that is not float32, or a model onnxruntime does not load. `threads`: intra-op threads
     (None: onnxruntime's default, its idle threads parked)."""
     from compiler.emit.builder import value_info
@@ -196,9 +210,14 @@ def onnxruntime_env(g: Graph, keep: Iterable[str] | None = None, threads: int | 
     weights = {t: np.asarray(w, np.float32) if w.dtype.kind == "f" else w
                for t, w in g.weights.items()}
 
-    def forward(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    fetched = frozenset(names)
+
+    def forward(feeds: Mapping[str, np.ndarray], wanted: Iterable[str] | None = None
+                ) -> dict[str, np.ndarray]:
         env = {**weights, **{n: np.asarray(feeds[n]) for n in g.inputs}}
-        env.update(zip(names, sess.run(names, {n: env[n] for n in g.inputs})))
+        asked = names if wanted is None else list(dict.fromkeys(
+            t for t in wanted if t in fetched))
+        env.update(zip(asked, sess.run(asked, {n: env[n] for n in g.inputs})))
         return env
     return forward
 
@@ -216,15 +235,38 @@ def float_pass(g: Graph, data: cal.CalibrationData, stats: bool,
     keep = calibration_tensors(g) if stats else ()
     gram_names = gram_tensors(g) if stats and grams else ()
     outputs: list[np.ndarray] = []
-    forward = _onnxruntime_forward(g, (*keep, *gram_names), outputs)
     fitting = fit_batches(g, data) if stats else None
-    fit = RangeCollector(keep)
+    forward = _onnxruntime_forward(g, (*keep, *gram_names, *(
+        float_outputs(g) if fitting is not None else ())), outputs)
+    fit, held = RangeCollector(keep), HeldOutputs(g)
     if fitting is not None:
-        forward = _fitting(forward, fitting, fit)
+        forward = _fitting(forward, fitting, fit, held)
     collected = calibrate(g, cal.batches(g, data), tensors=keep, source=data.source,
                           forward=forward, grams=gram_names)
     return FloatPass(collected if stats else None, np.concatenate(outputs),
-                     None if fitting is None else fit.result())
+                     None if fitting is None else fit.result(),
+                     None if fitting is None else held.result())
+
+
+def float_outputs(g: Graph) -> tuple[str, ...]:
+    """`g`'s float outputs: what the range search compares (`reference_case`)."""
+    return tuple(t for t in g.outputs if np.dtype(g.types[t].dtype).kind == "f")
+
+
+class HeldOutputs:
+    """The float outputs of the samples a pass sees that the range search holds out."""
+
+    def __init__(self, g: Graph) -> None:
+        self._names = float_outputs(g)
+        self._runs: list[dict[str, np.ndarray]] = []
+
+    def add(self, env: Mapping[str, np.ndarray]) -> None:
+        """Record one held-out sample's outputs from its tensors `env`."""
+        self._runs.append({t: np.array(env[t]) for t in self._names})
+
+    def result(self) -> tuple[dict[str, np.ndarray], ...]:
+        """The recorded outputs, in sample order."""
+        return tuple(self._runs)
 
 
 def fit_batches(g: Graph, data: cal.CalibrationData) -> np.ndarray | None:
@@ -236,15 +278,19 @@ def fit_batches(g: Graph, data: cal.CalibrationData) -> np.ndarray | None:
     return ~cal.held_mask(data.count, E2E_SAMPLES)
 
 
-def _fitting(forward: Forward, fitting: np.ndarray, fit: RangeCollector) -> Forward:
+def _fitting(forward: Forward, fitting: np.ndarray, fit: RangeCollector,
+             held: HeldOutputs) -> Forward:
     """`forward` that also merges the batches `fitting` marks into `fit` (what a calibrate
-    pass over the fit part alone collects: merges are exact and order-free)."""
+    pass over the fit part alone collects: merges are exact and order-free) and records the
+    other batches' outputs into `held`."""
     seen = iter(fitting)
 
     def run(feeds: Mapping[str, np.ndarray], names: tuple[str, ...]) -> Mapping[str, np.ndarray]:
         env = forward(feeds, names)
         if next(seen):
             fit.add(env, 1)
+        else:
+            held.add(env)
         return env
     return run
 
@@ -261,11 +307,14 @@ class FloatPassRecorder:
         self._outputs: list[np.ndarray] = []
         self._fit_mask = fit
         self._fit = RangeCollector(calibration_tensors(g))
+        self._held = HeldOutputs(g)
 
     def __call__(self, env: Mapping[str, np.ndarray]) -> None:
-        if self._fit_mask is not None and self._ranges.samples < len(self._fit_mask) and \
-                self._fit_mask[self._ranges.samples]:
-            self._fit.add(env, 1)  # fit_batches: batches of one sample
+        if self._fit_mask is not None and self._ranges.samples < len(self._fit_mask):
+            if self._fit_mask[self._ranges.samples]:
+                self._fit.add(env, 1)  # fit_batches: batches of one sample
+            else:
+                self._held.add(env)
         self._ranges.add(env, self._batch)
         self._outputs.append(np.array(env[self._output], np.float32))
 
@@ -276,7 +325,8 @@ class FloatPassRecorder:
             return None
         fitted = self._fit_mask is not None and len(self._fit_mask) == data.count
         return FloatPass(self._ranges.result(data.source), np.concatenate(self._outputs),
-                         self._fit.result() if fitted else None)
+                         self._fit.result() if fitted else None,
+                         self._held.result() if fitted else None)
 
 
 def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int | None = None,
@@ -287,7 +337,9 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
                    stats: CalibrationStats | None = None,
                    kernel_check: str = "report",
                    fit_stats: CalibrationStats | None = None,
-                   range_budget_s: float | None = None) -> QuantizeResult:
+                   range_budget_s: float | None = None,
+                   held_outputs: tuple[dict[str, np.ndarray], ...] | None = None
+                   ) -> QuantizeResult:
     """Quantise a model with a fixed bit assignment and write it for onnxruntime.
 
     Args:
@@ -307,6 +359,7 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
         kernel_check: "fail" (a layer onnxruntime runs with another kernel than planned is an
             error, nothing is written), "report" (record both kernels per layer) or "off".
         fit_stats: `FloatPass.fit_stats` of the pass that gave `stats`, if it has them.
+        held_outputs: `FloatPass.held_outputs` of that pass, if it has them.
         range_budget_s: time bound of the end-to-end range search (None: none); when it
             stops the search, the result's notes say after how many assignments.
 
@@ -326,7 +379,7 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
     data = _calibration_data(g, calib, calib_random, needed)
     if needed and data and (stats is None or (gptq and not stats.grams)):
         ref = float_pass(g, data, stats=True, grams=gptq)                 # ranges (+ X^T X)
-        stats, fit_stats = ref.stats, ref.fit_stats
+        stats, fit_stats, held_outputs = ref.stats, ref.fit_stats, ref.held_outputs
     if isinstance(embedding_bits, str) and embedding_bits != "auto":
         raise UserError("--embedding-bits", f"must be bits or 'auto', got {embedding_bits!r}")
     emb = _auto_embedding_bits(assign, g) if isinstance(embedding_bits, str) else embedding_bits
@@ -336,7 +389,7 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
     # calibration-tensor session does, bit for bit: tests/edgesim/test_isolated_layers.py)
     float_env = functools.cache(functools.partial(onnxruntime_env, g, threads=None))
     stats, searched = _chosen_ranges(g, assign, data, stats, opts, fit_stats,  # "auto"
-                                     range_budget_s, float_env)
+                                     range_budget_s, float_env, held_outputs)
     qg = quantize(g, assign, stats, opts)                                 # annotate + weights
     qg = _bias_corrected(qg, data, opts)                                  # low-bit mean shift
     verify(qg)
@@ -426,7 +479,8 @@ def _act_tensors(g: Graph, at: np.ndarray) -> tuple[str, ...]:
 def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | None,
                    stats: CalibrationStats | None, opts: QuantOptions,
                    fit_stats: CalibrationStats | None = None, budget_s: float | None = None,
-                   float_env: Callable[[], FloatEnv | None] | None = None
+                   float_env: Callable[[], FloatEnv | None] | None = None,
+                   held_outputs: tuple[dict[str, np.ndarray], ...] | None = None
                    ) -> tuple[CalibrationStats | None, tuple[str, ...]]:
     """`stats` with a range method chosen per tensor and activation width by measured output
     error (`compiler.range_choice`), when the options ask for "auto".
@@ -438,7 +492,9 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
     from all the data. `fit_stats`: the fit part's statistics where the pass that gave
     `stats` collected them too (`FloatPass.fit_stats`). `budget_s` bounds the end-to-end
     search's time (all widths together); a note says where it stopped it. `float_env()`:
-    the float model's tensors per batch (`onnxruntime_env`), where the caller shares one."""
+    the float model's tensors per batch (`onnxruntime_env`), where the caller shares one.
+    `held_outputs`: the held-out part's float outputs, where that pass recorded them
+    (`FloatPass.held_outputs`)."""
     widths = sorted({int(a) for a in assign[:, 1] if a in (4, 8)})
     if opts.act_method != "auto" or stats is None or data is None or not widths:
         return stats, ()
@@ -454,7 +510,8 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
               if fit_stats is not None and set(fit_stats.stats) == set(stats.stats)
               else calibrate(g, cal.batches(g, fit), tensors=tuple(stats.stats),
                              forward=forward))
-    cases = tuple(reference_case(*run) for run in _held_runs(g, held, E2E_CHUNK))
+    cases = tuple(reference_case(*run) for run in _held_runs(
+        g, held, E2E_CHUNK, held_outputs if fit is not data else None))
     # the local choice's reader responses in onnxruntime too (resnet18: 4x fewer seconds
     # than the numpy conv forward)
     readers = _onnxruntime_runner if _float32_only(g) else None
@@ -502,12 +559,22 @@ def _held_batches(g: Graph, held: cal.CalibrationData, chunk: int | None = None
     return [feeds for feeds, _ in _held_runs(g, held, chunk)]
 
 
-def _held_runs(g: Graph, held: cal.CalibrationData, chunk: int | None = None
+def _held_runs(g: Graph, held: cal.CalibrationData, chunk: int | None = None,
+               outputs: Sequence[dict[str, np.ndarray]] | None = None
                ) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
     """The held-out samples in batches of `chunk` samples (default all in one), each with
     the float model's outputs on it (`run_chunks`). Output errors are sums of squares, so
-    larger batches score the same, with fewer onnxruntime runs per range assignment."""
-    return run_chunks(g, held, _onnxruntime_runner(g), chunk)
+    larger batches score the same, with fewer onnxruntime runs per range assignment.
+
+    `outputs`: each held sample's float outputs, recorded by the pass that gave the
+    statistics (`FloatPass.held_outputs`); they are the references then, and onnxruntime
+    only runs the first chunk, to see whether the model takes chunks (resnet18: 7 of 8
+    float runs fewer). That run is not the shared all-tensor session's: there every tensor
+    is a graph output, so a 2-sample run holds all of them at once (PP-OCR: +370 MiB)."""
+    run = _onnxruntime_runner(g)
+    if outputs is None or len(outputs) != held.count:
+        return run_chunks(g, held, run, chunk)
+    return recorded_chunks(g, held, outputs, run, chunk)
 
 
 def run_chunks(g: Graph, data: cal.CalibrationData, run: Callable[[Any], Any],
@@ -516,12 +583,9 @@ def run_chunks(g: Graph, data: cal.CalibrationData, run: Callable[[Any], Any],
     when the model runs them so: a symbolic batch dimension, and the first chunk's outputs
     (an array, or a dict of arrays) start with the first batch's run alone; else at the
     graph's batch size."""
-    per, size = list(cal.batches(g, data)), cal.batch_size(g)
-    step = min(len(per), len(per) if chunk is None else max(1, chunk // size))
+    per, step, groups = _chunked(g, data, chunk)
     if step < 2:
         return [(feeds, run(feeds)) for feeds in per]
-    groups = [{n: cal.model_layout(g, n, x[i * size:min(i + step, len(per)) * size])
-               for n, x in data.samples.items()} for i in range(0, len(per), step)]
     first = run(per[0])
     try:
         got = [run(feeds) for feeds in groups]
@@ -532,6 +596,39 @@ def run_chunks(g: Graph, data: cal.CalibrationData, run: Callable[[Any], Any],
                                step) for t, y in heads):
         return list(zip(groups, got))
     return [(per[0], first), *((feeds, run(feeds)) for feeds in per[1:])]
+
+
+def _chunked(g: Graph, data: cal.CalibrationData, chunk: int | None
+             ) -> tuple[list[dict[str, np.ndarray]], int, list[dict[str, np.ndarray]]]:
+    """`data`'s batches at the graph's batch size, the batches per chunk of `chunk` samples
+    (None: all in one) and the chunks' feeds."""
+    per, size = list(cal.batches(g, data)), cal.batch_size(g)
+    step = min(len(per), len(per) if chunk is None else max(1, chunk // size))
+    groups = [{n: cal.model_layout(g, n, x[i * size:min(i + step, len(per)) * size])
+               for n, x in data.samples.items()} for i in range(0, len(per), step)]
+    return per, step, groups
+
+
+def recorded_chunks(g: Graph, data: cal.CalibrationData,
+                    outputs: Sequence[dict[str, np.ndarray]], run: Callable[[Any], Any],
+                    chunk: int | None = None) -> list[tuple[dict[str, np.ndarray], Any]]:
+    """`run_chunks` with the outputs already known per batch (`outputs`, one dict per
+    batch of `data`): a chunk's are its batches' outputs joined along axis 0, where the
+    first chunk run by `run` shows that the model takes chunks so; else per batch."""
+    per, step, groups = _chunked(g, data, chunk)
+    singles = list(zip(per, outputs))
+    if step < 2:
+        return singles
+    joined = [{t: np.concatenate([o[t] for o in outputs[i:i + step]]) for t in outputs[0]}
+              for i in range(0, len(per), step)]
+    try:
+        got = run(groups[0])
+    except Exception:  # noqa: BLE001 -- onnxruntime's own error types: a fixed batch inside
+        return singles
+    if all(batch_leads(np.asarray(got[t]), np.asarray(y), step)
+           and np.asarray(got[t]).shape == joined[0][t].shape for t, y in outputs[0].items()):
+        return list(zip(groups, joined))
+    return singles
 
 
 def batch_leads(whole: np.ndarray, first: np.ndarray, batches: int) -> bool:
@@ -564,24 +661,25 @@ def _extreme_layers(qg: Graph, data: cal.CalibrationData | None, g: Graph,
         return ()
     import itertools
 
-    from compiler.layer_error import CATASTROPHIC_SQNR_DB, catastrophic, layer_sqnr
+    from compiler.layer_error import CATASTROPHIC_SQNR_DB, catastrophic, layer_sqnr, measured
 
     # the float tensors from onnxruntime where it stands in for the executor (mobilenet_v2:
     # 1.6 s of the executor's forward passes)
+    env = float_env() if float_env else onnxruntime_env(g)
+    # only the tensors the measured layers read and write (not all of them: memory)
+    read = [t for layer in qg.layers if measured(layer) for t in (*layer.inputs,
+                                                                  *layer.outputs[:1]) if t]
     sqnr = layer_sqnr(qg, itertools.islice(cal.batches(qg, data), ERROR_BATCHES), g,
-                      float_env() if float_env else onnxruntime_env(g),
+                      None if env is None else functools.partial(env, wanted=read),
                       _isolated_runner(qg))
     return tuple(f"layer {name}: its quantisation alone leaves {db:.1f} dB output SQNR "
                  f"(< {CATASTROPHIC_SQNR_DB:g} dB: extreme error; give it more bits)"
                  for name, db in catastrophic(sqnr).items())
 
 
-FloatEnv = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]  # feeds -> tensors
-
-
 def _as_forward(env: FloatEnv) -> Forward:
-    """`env` as `calibrate`'s forward (it returns every tensor, the asked ones among them)."""
-    return lambda feeds, _: env(feeds)
+    """`env` as `calibrate`'s forward: the asked tensors (with the weights and inputs)."""
+    return lambda feeds, names: env(feeds, names)
 
 
 def _isolated_runner(qg: Graph) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]

@@ -137,6 +137,17 @@ def _display(metric: str, value: float) -> float:
     return value * DISPLAY[metric][1]
 
 
+def front_points(alloc: AllocationResult) -> tuple[list[dict[str, float]],
+                                                 dict[str, list[float]]]:
+    """The front (metric in its display unit, sensitivity) and the marked points, as the
+    report and pareto.png show them."""
+    unit = DISPLAY[alloc.metric][0]
+    front = [{f"{alloc.metric}_{unit.lower()}": _display(alloc.metric, c), "sensitivity": s}
+             for c, s in alloc.front]
+    marks = {k: [_display(alloc.metric, c), s] for k, (c, s) in alloc.marks.items()}
+    return front, marks
+
+
 def build_result(g: Graph, target: Target, alloc: AllocationResult, quant: Any,
                  fidelity: dict[str, Any], baseline: Any, data: Any, options: Any,
                  outdir: Path, timings: dict[str, float]) -> CompileResult:
@@ -153,9 +164,7 @@ def build_result(g: Graph, target: Target, alloc: AllocationResult, quant: Any,
     budget = (f"{alloc.metric}={_display(alloc.metric, alloc.budget):.4g}"
               f"{unit if alloc.metric != 'bits' else ''}"
               if alloc.budget is not None else f"knee of the {alloc.metric}-sensitivity front")
-    front = [{f"{alloc.metric}_{unit.lower()}": _display(alloc.metric, c), "sensitivity": s}
-             for c, s in alloc.front]
-    marks = {k: [_display(alloc.metric, c), s] for k, (c, s) in alloc.marks.items()}
+    front, marks = front_points(alloc)
     names = {"model": f"model.{target.name}.onnx", "report_json": "report.json",
              "report_md": "report.md", "pareto_png": "pareto.png",
              "layers_png": "layers.png", "report_html": "report.html"}
@@ -173,8 +182,8 @@ def build_result(g: Graph, target: Target, alloc: AllocationResult, quant: Any,
 def prefetch_plotting() -> threading.Thread:
     """Start importing the plotting stack (matplotlib: ~0.7 s of imports, the largest fixed
     cost of a compile) on a helper thread, so it overlaps the analysis, which spends its time
-    in numpy and onnxruntime with the GIL released; `draw_plots` joins it. If the import
-    fails there, `draw_plots` imports again and raises the error itself."""
+    in numpy and onnxruntime with the GIL released; join it before drawing. If the import
+    fails there, the drawing imports again and raises the error itself."""
     thread = threading.Thread(target=_import_plot, name="edgesim-import-plot", daemon=True)
     thread.start()
     return thread
@@ -183,18 +192,8 @@ def prefetch_plotting() -> threading.Thread:
 def _import_plot() -> None:
     try:
         import edgesim.plot  # noqa: F401
-    except Exception:  # noqa: BLE001 - reported by draw_plots' own import
+    except Exception:  # noqa: BLE001 - reported by the drawing's own import
         pass
-
-
-def draw_plots(r: CompileResult, folder: Path, prefetch: threading.Thread | None = None
-               ) -> None:
-    """pareto.png and layers.png into `folder` (a staging folder), after `prefetch` (from
-    `prefetch_plotting`) has finished importing matplotlib."""
-    if prefetch is not None:
-        prefetch.join()
-    _plot(r, folder / "pareto.png")
-    _layer_plot(r, folder / "layers.png")
 
 
 def write_reports(r: CompileResult, alloc: AllocationResult, folder: Path) -> None:
@@ -209,7 +208,16 @@ def write_reports(r: CompileResult, alloc: AllocationResult, folder: Path) -> No
     atomic_write(folder / "report.html", render(_summary(r), r.layers, images))
 
 
-def _layer_plot(r: CompileResult, path: Path) -> None:
+def _json(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(type(x).__name__)
+
+
+def draw_layers(r: CompileResult, path: Path) -> None:
+    """layers.png: per layer of `r`, the chosen bits and the predicted latency."""
     from edgesim.plot import layer_plot, save
 
     x = r.layers
@@ -220,25 +228,32 @@ def _layer_plot(r: CompileResult, path: Path) -> None:
     save(fig, path)
 
 
-def _json(x: Any) -> Any:
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    raise TypeError(type(x).__name__)
+def alloc_title(method: str, metric: str) -> str:
+    """What pareto.png's title says after the model and target."""
+    return f"{method} sensitivity vs {metric}"
 
 
-def _plot(r: CompileResult, path: Path) -> None:
+def draw_front(model: str, target: str, title: str, front: list[dict[str, float]],
+               marked: dict[str, list[float]], chosen: int, path: Path) -> None:
+    """pareto.png: the front's points (`front_points`), the marked points and the chosen
+    one."""
     from edgesim.plot import front_plot, save
 
-    x = next(iter(r.front[0])) if r.front else f"{r.metric}"
-    points = {x: [p[x] for p in r.front], "sensitivity": [p["sensitivity"] for p in r.front]}
-    marks = {k: tuple(v) for k, v in r.marks.items()}
-    chosen = r.front[r.chosen]
-    marks["chosen"] = (chosen[x], chosen["sensitivity"])
-    fig = front_plot(points, x, "sensitivity", highlight=[True] * len(r.front), marks=marks,
-                     title=f"{r.model} on {r.target}: {r.method} sensitivity vs {r.metric}")
+    x = next(iter(front[0])) if front else "metric"
+    points = {x: [p[x] for p in front], "sensitivity": [p["sensitivity"] for p in front]}
+    marks = {k: tuple(v) for k, v in marked.items()}
+    marks["chosen"] = (front[chosen][x], front[chosen]["sensitivity"])
+    fig = front_plot(points, x, "sensitivity", highlight=[True] * len(front), marks=marks,
+                     title=f"{model} on {target}: {title}")
     save(fig, path)
+
+
+def draw_alloc_front(model: str, target: Target, alloc: AllocationResult, path: Path) -> None:
+    """pareto.png as soon as the allocation is chosen (what `draw_plots` draws from the
+    finished report: the same front, marks and title)."""
+    front, marks = front_points(alloc)
+    draw_front(model, target.name, alloc_title(alloc.sens.method, alloc.metric), front, marks,
+               alloc.chosen, path)
 
 
 _FIDELITY_TEXT = {"cosine": "cosine {cosine:.5f}",

@@ -64,3 +64,52 @@ def test_kept_tensors_only_and_smoothquant_maxima_agree() -> None:
     fast = channel_absmax(g, batches, forward)
     for name in ref:
         np.testing.assert_allclose(fast[name], ref[name], rtol=1e-4)
+
+
+def test_wanted_tensors_are_fetched_alone_and_bit_for_bit() -> None:
+    """Asking for some tensors runs the same optimised graph: the same values, bit for bit,
+    as fetching every tensor, and no other layer output is returned (memory)."""
+    g, x = _transformer()
+    forward = onnxruntime_env(g)
+    assert forward is not None
+    feeds = {"input": x[:1]}
+    produced = [t for la in g.layers for t in la.outputs if t]
+    wanted = produced[1::3]
+    every, some = forward(feeds), forward(feeds, wanted)
+    assert set(some) & set(produced) == set(wanted)
+    for t in wanted:
+        assert np.array_equal(some[t], every[t]), t
+
+
+def test_quantize_fetches_only_what_it_reads_and_emits_the_same_bytes(tmp_path) -> None:
+    """The range search and the own-layer check ask the shared float session for the
+    tensors they read; the model they choose is byte for byte the one chosen from every
+    tensor (what they fetched before)."""
+    import pytest
+
+    import edgesim.quantize as q
+
+    calls: list[object] = []
+    original = q.onnxruntime_env
+
+    def fetch_all(*args, **kwargs):  # type: ignore[no-untyped-def]
+        env = original(*args, **kwargs)
+        return None if env is None else (lambda feeds, wanted=None: env(feeds))
+
+    def recording(*args, **kwargs):  # type: ignore[no-untyped-def]
+        env = original(*args, **kwargs)
+
+        def forward(feeds, wanted=None):  # type: ignore[no-untyped-def]
+            calls.append(wanted)
+            return env(feeds, wanted)
+        return forward
+
+    model, calib = zoo.build("digits_cnn"), tmp_path / "calib.npz"
+    np.savez(calib, input=zoo.load_digits_data()["x_calib"][:16].astype(np.float32))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(q, "onnxruntime_env", fetch_all)
+        q.quantize_model(model, 8, calib=str(calib), out=tmp_path / "all.onnx")
+        mp.setattr(q, "onnxruntime_env", recording)
+        q.quantize_model(model, 8, calib=str(calib), out=tmp_path / "some.onnx")
+    assert calls and all(w is not None for w in calls)
+    assert (tmp_path / "all.onnx").read_bytes() == (tmp_path / "some.onnx").read_bytes()
