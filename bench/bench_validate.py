@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -134,7 +135,8 @@ def _paired(model: str, threads: int, bits: str, runs: int, stat: str) -> dict:
     feeds = next(cal.batches(g, cal.random_samples(g, 1)))
     with tempfile.TemporaryDirectory(prefix="bench-paired-") as tmp:
         work = Path(tmp)
-        sess, waits = {}, {}
+        sess: dict[str, Any] = {}
+        waits: dict[str, list[int]] = {}
         for b in ("fp32", bits):
             path = quantize_model(g, b, calib_random=8, out=work / f"{b}.onnx").out
             sess[b], waits[b] = profiled_session(Path(path), threads, work, b), []

@@ -64,10 +64,10 @@ def worker_counts(events: Sequence[Mapping[str, Any]],
     """Sum of the pool workers' `num_run` counters at the end of each run (-1 for a run with
     no thread statistics: one thread, or profiling without them)."""
     counts = [-1] * len(windows)
-    for e in sorted(events, key=lambda e: float(e.get("ts", 0))):
+    for e in events:
         stats = e.get("args", {}).get("thread_scheduling_stats") if e.get("cat") == "Node" else None
         i = run_of(float(e.get("ts", 0)), windows) if stats else -1
-        if i >= 0:
+        if stats and i >= 0:
             subs = stats.get("sub_threads", {}).values()
             counts[i] = max(counts[i], sum(int(s.get("num_run", 0)) for s in subs))
     return counts
