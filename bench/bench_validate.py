@@ -20,7 +20,9 @@ on PYTHONPATH) against the same measurements, so before / after share one set of
 Several threads on a shared machine: a node's time comes only from the profiled runs in
 which the pool's worker took part and no thread of the session waited on the run queue
 (`edgesim.profile_runs`); each case reports how many runs were clean, and the cells are
-pooled a second time over the cases with at least one clean run. `--paired-runs N`
+pooled a second time over the cases with at least one clean run; for groups measured at
+1 and t threads the scaling error (predicted t / 1 ratio against the measured one) separates
+the thread model from the one-thread kernels. `--paired-runs N`
 re-measures every quantisation speed-up with the fp32 and quantised sessions open together
 and run alternately (N runs each), so both see the same load.
 
@@ -91,6 +93,8 @@ def _row(v, base: dict[str, float] | None) -> dict:
            "after": _errors(_groups(v), v.predicted_ms)}
     row["after"]["big_group_errors"] = _big(_groups(v))
     row["after"]["total_error"] = round(v.predicted_ms / measured - 1, 3)
+    row["group_ms"] = {r.layers[0]: [round(r.predicted_ms, 4), round(r.measured_ms, 4)]
+                       for r in v.rows if r.measured_ms > BIG_GROUP_MS}
     if base is not None:
         row["before"] = _errors(_groups(v, base), sum(base.values()))
         row["before"]["big_group_errors"] = _big(_groups(v, base))
@@ -122,6 +126,25 @@ def _pooled(runs: dict, key: str, clean_only: bool = False) -> dict:
                    "pooled_group_median": _median([e for x in rs for e in x["big_group_errors"]]),
                    "median_abs_total_error": _median([abs(x["total_error"]) for x in rs])}
             for cell, rs in sorted(cells.items())}
+
+
+def _scaling(runs: dict) -> dict:
+    """Per precision: the multi-thread error of a group split into its one-thread error and
+    its scaling error, |(p_t / p_1) / (m_t / m_1) - 1| (p predicted, m measured ms, same
+    group at t and 1 threads, both cases with a clean run), median over groups > 50 us."""
+    out: dict[str, dict] = {}
+    for (model, threads, bits), r in runs.items():
+        one = runs.get((model, 1, bits))
+        if threads == 1 or one is None or min(r["clean_runs"], one["clean_runs"]) <= 0:
+            continue
+        pairs = [(one["group_ms"][g], pm) for g, pm in r["group_ms"].items()
+                 if g in one["group_ms"]]
+        cell = out.setdefault(f"{threads}t/{bits}", {"errors": [], "measured_ratio": []})
+        cell["errors"] += [abs((p[0] / q[0]) / (p[1] / q[1]) - 1) for q, p in pairs]
+        cell["measured_ratio"] += [p[1] / q[1] for q, p in pairs]
+    return {c: {"groups": len(v["errors"]), "median_scaling_error": _median(v["errors"]),
+                "median_measured_ratio": _median(v["measured_ratio"])}
+            for c, v in sorted(out.items())}
 
 
 def _paired(model: str, threads: int, bits: str, runs: int, stat: str) -> dict:
@@ -225,6 +248,7 @@ def main() -> None:
                                 "before": _pooled(runs, "before")},
         "per_layer_and_total_clean_cases": {"after": _pooled(runs, "after", True),
                                             "before": _pooled(runs, "before", True)},
+        "thread_scaling_per_group": _scaling(runs),
         "quant_speedups": speed,
         "sign_right_where_change_over_10pct": {"after": _score(speed, "after"),
                                                "before": _score(speed, "before")}}, indent=1))
