@@ -32,6 +32,8 @@ and `paths` [H, NPATH, NA] (per kernel path: MAC rate and the passes it adds). S
   whole L2 at any thread count, so its operand refetches are those of one thread, and its
   micro-kernel's operand panels come from L2 once they exceed L1 (`ncnn_panel_bytes`);
   ncnn's GEMMs also wait for a shared cache level as for DRAM (`shared_wait`).
+  onnxruntime's elementwise / activation kernels split only when Eigen's cost model asks for
+  a second thread, in CalculateParallelForBlock's blocks (`threads.parallel_for_share`).
   ncnn splits its im2col conv GEMMs over output-channel blocks and depthwise convs over
   channel packs, on 8 x 12 register tiles, and writes the whole im2col matrix (1x1 convs
   included) before the GEMM (`hwmodels.kernels.cpu_ncnn`, each fact cited there).
