@@ -13,7 +13,8 @@ visible per run:
   `/proc/self/task/*/schedstat` (Linux, ns) grew during the run.
 
 A run is clean when its workers joined and its threads waited less than WAIT_SHARE of its
-duration; at one thread, when the threads did not wait. Node times come from the clean runs
+duration; at one thread every warm run is (a wait only adds time to the nodes it hits, and the
+per-node minimum over runs already drops those). Node times come from the clean runs
 (`edgesim.validate.node_times`); a case without one says so (`Validation.clean_runs`).
 """
 
@@ -87,10 +88,11 @@ def clean_mask(events: Sequence[Mapping[str, Any]], waits_ns: Sequence[int]) -> 
     """Per profiled run: did it run on cores of its own (see the module docstring)?
     `waits_ns`: the run-queue wait during each run (`sched_wait_ns` differences)."""
     windows = run_windows(events)
-    took = joined(worker_counts(events, windows))
+    counts = worker_counts(events, windows)
+    took = joined(counts)
     out = []
     for i, (start, end) in enumerate(windows):
-        wait = waits_ns[i] if i < len(waits_ns) else 0
+        wait = waits_ns[i] if i < len(waits_ns) and counts[i] >= 0 else 0
         quiet = wait * 1e-3 <= WAIT_SHARE * (end - start)
         out.append(i >= FIRST_RUN_COLD and took[i] and quiet)
     return out

@@ -60,6 +60,14 @@ def test_clean_runs_skip_the_cold_run_the_unjoined_run_and_waits():
     assert PR.clean_mask(events, [0, 0, 10_000]) == [False, False, True]
 
 
+def test_one_thread_runs_are_clean_whatever_they_waited():
+    # no thread statistics (one thread): waits do not disqualify a warm run
+    events = []
+    for i in range(3):
+        events += [_run(1000.0 * i, 990), _node("a", 1000.0 * i + 10, 500)]
+    assert PR.clean_mask(events, [10**9] * 3) == [False, True, True]
+
+
 def test_node_times_use_the_kept_runs_and_fall_back_to_all():
     events = _three_runs((1, 1, 2))
     # kept: run 2 only (a = 600 us, b = 22 us), though run 1 was faster for a (300 us)
