@@ -24,7 +24,9 @@ pooled a second time over the cases with at least one clean run; for groups meas
 1 and t threads the scaling error (predicted t / 1 ratio against the measured one) separates
 the thread model from the one-thread kernels. `--paired-runs N`
 re-measures every quantisation speed-up with the fp32 and quantised sessions open together
-and run alternately (N runs each), so both see the same load.
+and run alternately (N runs each), so both see the same load, with a second fp32 session in
+the rotation whose fp32 / fp32 ratio gives the noise floor; a multi-thread speed-up counts in
+the sign score only with clean runs in all three and a change above max(10 %, floor).
 
 Usage: python bench/bench_validate.py [--models a,b] [--threads 1,2] [--bits fp32,8,4]
        [--runs 20] [--host host.yaml] [--stat min|median] [--baseline-tree DIR]
@@ -149,28 +151,33 @@ def _scaling(runs: dict) -> dict:
 
 def _paired(model: str, threads: int, bits: str, runs: int, stat: str) -> dict:
     """fp32 and `bits` sessions kept open and run alternately (so both see the same load),
-    each node timed over its session's clean runs: the node sums and the speed-up."""
+    each node timed over its session's clean runs: the node sums and the speed-up. A second
+    fp32 session runs in the same rotation: fp32 / fp32 is 1 on a quiet machine, so its
+    distance from 1 is the noise floor of this measurement."""
     from edgesim import calibration as cal
     from edgesim.loading import load_graph
     from edgesim.quantize import quantize_model
 
     g = load_graph(f"zoo:{model}")
     feeds = next(cal.batches(g, cal.random_samples(g, 1)))
+    tags = {"fp32": "fp32", "quant": bits, "fp32_again": "fp32"}
     with tempfile.TemporaryDirectory(prefix="bench-paired-") as tmp:
         work = Path(tmp)
         sess: dict[str, Any] = {}
-        waits: dict[str, list[int]] = {}
-        for b in ("fp32", bits):
-            path = quantize_model(g, b, calib_random=8, out=work / f"{b}.onnx").out
-            sess[b], waits[b] = profiled_session(Path(path), threads, work, b), []
+        waits: dict[str, list[int]] = {tag: [] for tag in tags}
+        for tag, b in tags.items():
+            path = quantize_model(g, b, calib_random=8, out=work / f"{tag}.onnx").out
+            sess[tag] = profiled_session(Path(path), threads, work, tag)
         for _ in range(runs):
-            for b in sess:
-                waits[b].append(waited_run(sess[b], feeds))
-        done = {b: finish(sess[b], waits[b], stat) for b in sess}
-    ms = {b: sum(t.values()) for b, (t, _) in done.items()}
-    return {"fp32_ms": round(ms["fp32"], 3), "quant_ms": round(ms[bits], 3),
-            "clean_runs": [done[b][1] for b in sess],
-            "measured": round(ms["fp32"] / ms[bits], 3)}
+            for tag in tags:
+                waits[tag].append(waited_run(sess[tag], feeds))
+        done = {tag: finish(sess[tag], waits[tag], stat) for tag in tags}
+    ms = {tag: sum(t.values()) for tag, (t, _) in done.items()}
+    clean = {tag: c for tag, (_, c) in done.items()}
+    return {"fp32_ms": round(ms["fp32"], 3), "quant_ms": round(ms["quant"], 3),
+            "clean_runs": clean, "measured": round(ms["fp32"] / ms["quant"], 3),
+            "noise_floor": round(abs(ms["fp32"] / ms["fp32_again"] - 1), 3),
+            "clean": min(clean.values()) > 0}
 
 
 def _speedup(base: dict, r: dict, key: str, meas: float) -> dict:
@@ -188,9 +195,14 @@ def _speedups(runs: dict, paired: dict) -> list[dict]:
             continue
         pair = paired.get((model, threads, bits))
         meas = pair["measured"] if pair else base["measured_ms"] / r["measured_ms"]
+        # a multi-thread pair counts only where its profiles had clean runs and the change
+        # exceeds both 10 % and the fp32 / fp32 noise floor of the same rotation
+        floor = pair["noise_floor"] if pair else 0.0
+        usable = threads == 1 or (pair is not None and pair["clean"])
         s = {"model": model, "threads": threads, "bits": bits, "measured": round(meas, 3),
              "separate_runs": round(base["measured_ms"] / r["measured_ms"], 3),
-             "sign_checked": abs(meas - 1) > 0.10, "after": _speedup(base, r, "after", meas)}
+             "sign_checked": usable and abs(meas - 1) > max(0.10, floor),
+             "after": _speedup(base, r, "after", meas)}
         if pair:
             s["paired"] = pair
         if "before" in r:
