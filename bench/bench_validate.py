@@ -17,9 +17,20 @@ of the two (wall p10, node sum), and the predicted one the model's total. `--bas
 recomputes the predictions with another checkout's cost model (a subprocess with that tree
 on PYTHONPATH) against the same measurements, so before / after share one set of timings.
 
+Several threads on a shared machine: a node's time comes only from the profiled runs in
+which the pool's worker took part and no thread of the session waited on the run queue
+(`edgesim.profile_runs`); each case reports how many runs were clean, and the cells are
+pooled a second time over the cases with at least one clean run; for groups measured at
+1 and t threads the scaling error (predicted t / 1 ratio against the measured one) separates
+the thread model from the one-thread kernels. `--paired-runs N`
+re-measures every quantisation speed-up with the fp32 and quantised sessions open together
+and run alternately (N runs each), so both see the same load, with a second fp32 session in
+the rotation whose fp32 / fp32 ratio gives the noise floor; a multi-thread speed-up counts in
+the sign score only with clean runs in all three and a change above max(10 %, floor).
+
 Usage: python bench/bench_validate.py [--models a,b] [--threads 1,2] [--bits fp32,8,4]
        [--runs 20] [--host host.yaml] [--stat min|median] [--baseline-tree DIR]
-       [--baseline-host base.yaml]
+       [--baseline-host base.yaml] [--paired-runs N]
 """
 
 from __future__ import annotations
@@ -30,11 +41,13 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgesim.validate import validate  # noqa: E402
+from edgesim.validate import finish, profiled_session, validate, waited_run  # noqa: E402
 from hwmodels.probe import probe_host  # noqa: E402
 from hwmodels.target import load_target  # noqa: E402
 
@@ -76,11 +89,14 @@ def _errors(groups: list[tuple[float, float]], total_ms: float) -> dict:
 
 def _row(v, base: dict[str, float] | None) -> dict:
     measured = min(v.measured_ms, v.node_sum_ms)
-    row = {"groups": len(v.rows), "measured_wall_ms": round(v.measured_ms, 3),
+    row = {"groups": len(v.rows), "clean_runs": v.clean_runs,
+           "measured_wall_ms": round(v.measured_ms, 3),
            "node_sum_ms": round(v.node_sum_ms, 3), "measured_ms": round(measured, 3),
            "after": _errors(_groups(v), v.predicted_ms)}
     row["after"]["big_group_errors"] = _big(_groups(v))
     row["after"]["total_error"] = round(v.predicted_ms / measured - 1, 3)
+    row["group_ms"] = {r.layers[0]: [round(r.predicted_ms, 4), round(r.measured_ms, 4)]
+                       for r in v.rows if r.measured_ms > BIG_GROUP_MS}
     if base is not None:
         row["before"] = _errors(_groups(v, base), sum(base.values()))
         row["before"]["big_group_errors"] = _big(_groups(v, base))
@@ -97,13 +113,13 @@ def _median(values: list[float]) -> float | None:
     return round(statistics.median(values), 3) if values else None
 
 
-def _pooled(runs: dict, key: str) -> dict:
+def _pooled(runs: dict, key: str, clean_only: bool = False) -> dict:
     """Per (threads, bits) and overall: the median over runs of each run's median |error| of
     groups > 50 us, the median over every such group of all runs pooled, and the median
-    |total error|."""
+    |total error|; `clean_only`: only cases with a clean profiled run (`profile_runs`)."""
     cells: dict[str, list[dict]] = {}
     for (_, threads, bits), r in runs.items():
-        if key in r:
+        if key in r and (not clean_only or r["clean_runs"] > 0):
             cells.setdefault(f"{threads}t/{bits}", []).append(r[key])
             cells.setdefault("all", []).append(r[key])
     return {cell: {"runs": len(rs),
@@ -114,24 +130,83 @@ def _pooled(runs: dict, key: str) -> dict:
             for cell, rs in sorted(cells.items())}
 
 
-def _speedup(base: dict, r: dict, key: str) -> dict:
-    meas = base["measured_ms"] / r["measured_ms"]
+def _scaling(runs: dict) -> dict:
+    """Per precision: the multi-thread error of a group split into its one-thread error and
+    its scaling error, |(p_t / p_1) / (m_t / m_1) - 1| (p predicted, m measured ms, same
+    group at t and 1 threads, both cases with a clean run), median over groups > 50 us."""
+    out: dict[str, dict] = {}
+    for (model, threads, bits), r in runs.items():
+        one = runs.get((model, 1, bits))
+        if threads == 1 or one is None or min(r["clean_runs"], one["clean_runs"]) <= 0:
+            continue
+        pairs = [(one["group_ms"][g], pm) for g, pm in r["group_ms"].items()
+                 if g in one["group_ms"]]
+        cell = out.setdefault(f"{threads}t/{bits}", {"errors": [], "measured_ratio": []})
+        cell["errors"] += [abs((p[0] / q[0]) / (p[1] / q[1]) - 1) for q, p in pairs]
+        cell["measured_ratio"] += [p[1] / q[1] for q, p in pairs]
+    return {c: {"groups": len(v["errors"]), "median_scaling_error": _median(v["errors"]),
+                "median_measured_ratio": _median(v["measured_ratio"])}
+            for c, v in sorted(out.items())}
+
+
+def _paired(model: str, threads: int, bits: str, runs: int, stat: str) -> dict:
+    """fp32 and `bits` sessions kept open and run alternately (so both see the same load),
+    each node timed over its session's clean runs: the node sums and the speed-up. A second
+    fp32 session runs in the same rotation: fp32 / fp32 is 1 on a quiet machine, so its
+    distance from 1 is the noise floor of this measurement."""
+    from edgesim import calibration as cal
+    from edgesim.loading import load_graph
+    from edgesim.quantize import quantize_model
+
+    g = load_graph(f"zoo:{model}")
+    feeds = next(cal.batches(g, cal.random_samples(g, 1)))
+    tags = {"fp32": "fp32", "quant": bits, "fp32_again": "fp32"}
+    with tempfile.TemporaryDirectory(prefix="bench-paired-") as tmp:
+        work = Path(tmp)
+        sess: dict[str, Any] = {}
+        waits: dict[str, list[int]] = {tag: [] for tag in tags}
+        for tag, b in tags.items():
+            path = quantize_model(g, b, calib_random=8, out=work / f"{tag}.onnx").out
+            sess[tag] = profiled_session(Path(path), threads, work, tag)
+        for _ in range(runs):
+            for tag in tags:
+                waits[tag].append(waited_run(sess[tag], feeds))
+        done = {tag: finish(sess[tag], waits[tag], stat) for tag in tags}
+    ms = {tag: sum(t.values()) for tag, (t, _) in done.items()}
+    clean = {tag: c for tag, (_, c) in done.items()}
+    return {"fp32_ms": round(ms["fp32"], 3), "quant_ms": round(ms["quant"], 3),
+            "clean_runs": clean, "measured": round(ms["fp32"] / ms["quant"], 3),
+            "noise_floor": round(abs(ms["fp32"] / ms["fp32_again"] - 1), 3),
+            "clean": min(clean.values()) > 0}
+
+
+def _speedup(base: dict, r: dict, key: str, meas: float) -> dict:
     pred = base[key]["predicted_ms"] / r[key]["predicted_ms"]
     return {"predicted": round(pred, 3), "sign_right": (meas > 1) == (pred > 1)}
 
 
-def _speedups(runs: dict) -> list[dict]:
-    """Quantisation speed-ups, measured (`_row`'s measured_ms) and predicted (totals)."""
+def _speedups(runs: dict, paired: dict) -> list[dict]:
+    """Quantisation speed-ups, predicted (totals) and measured: from the alternating paired
+    sessions where `paired` has the case (`_paired`), else `_row`'s measured_ms."""
     out = []
     for (model, threads, bits), r in runs.items():
         base = runs.get((model, threads, "fp32"))
         if bits == "fp32" or base is None:
             continue
-        meas = base["measured_ms"] / r["measured_ms"]
+        pair = paired.get((model, threads, bits))
+        meas = pair["measured"] if pair else base["measured_ms"] / r["measured_ms"]
+        # a multi-thread pair counts only where its profiles had clean runs and the change
+        # exceeds both 10 % and the fp32 / fp32 noise floor of the same rotation
+        floor = pair["noise_floor"] if pair else 0.0
+        usable = threads == 1 or (pair is not None and pair["clean"])
         s = {"model": model, "threads": threads, "bits": bits, "measured": round(meas, 3),
-             "sign_checked": abs(meas - 1) > 0.10, "after": _speedup(base, r, "after")}
+             "separate_runs": round(base["measured_ms"] / r["measured_ms"], 3),
+             "sign_checked": usable and abs(meas - 1) > max(0.10, floor),
+             "after": _speedup(base, r, "after", meas)}
+        if pair:
+            s["paired"] = pair
         if "before" in r:
-            s["before"] = _speedup(base, r, "before")
+            s["before"] = _speedup(base, r, "before", meas)
         out.append(s)
     return out
 
@@ -157,6 +232,9 @@ def main() -> None:
     ap.add_argument("--host", help="host target YAML (default: probe now)")
     ap.add_argument("--stat", default="min", choices=("min", "median"))
     ap.add_argument("--baseline-tree", help="checkout whose cost model gives 'before'")
+    ap.add_argument("--paired-runs", type=int, default=0,
+                    help="re-measure every quantisation speed-up with fp32 and quantised "
+                    "sessions run alternately, this many runs each (0: off)")
     ap.add_argument("--baseline-host", help="host target YAML for 'before' (default --host: "
                     "e.g. the baseline tree's own probe of this machine)")
     args = ap.parse_args()
@@ -171,13 +249,18 @@ def main() -> None:
         v = validate(f"zoo:{model}", host, bits=bits, threads=threads, runs=args.runs,
                      stat=args.stat)
         runs[(model, threads, bits)] = _row(v, base.get(f"{model}|{threads}|{bits}"))
-    speed = _speedups(runs)
+    paired = {c: _paired(c[0], c[1], c[2], args.paired_runs, args.stat) for c in cases
+              if args.paired_runs and c[2] != "fp32"}
+    speed = _speedups(runs, paired)
     print(json.dumps({
         "host": host.description, "stat": args.stat,
         "load_avg": {"start": load_start, "end": os.getloadavg()},
         "runs": [{"model": m, "threads": t, "bits": b, **r} for (m, t, b), r in runs.items()],
         "per_layer_and_total": {"after": _pooled(runs, "after"),
                                 "before": _pooled(runs, "before")},
+        "per_layer_and_total_clean_cases": {"after": _pooled(runs, "after", True),
+                                            "before": _pooled(runs, "before", True)},
+        "thread_scaling_per_group": _scaling(runs),
         "quant_speedups": speed,
         "sign_right_where_change_over_10pct": {"after": _score(speed, "after"),
                                                "before": _score(speed, "before")}}, indent=1))

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgesim import profile_runs
+
 if TYPE_CHECKING:  # the CLI registers this command without loading the compiler
     from compiler.ir import Graph
 
@@ -66,6 +68,7 @@ class Validation:
     measured_ms: float        # wall time of a whole run (unprofiled; median or p10, `stat`)
     node_sum_ms: float        # sum of the profiled node medians
     unmapped_nodes: tuple[str, ...]
+    clean_runs: int = -1      # profiled runs on cores of their own (`profile_runs`)
 
     @property
     def total_error(self) -> float:
@@ -86,17 +89,25 @@ class Validation:
                 "summary": self.summary()}
 
 
-def node_times(events: Sequence[Mapping[str, Any]], stat: str = "median") -> dict[str, float]:
+def node_times(events: Sequence[Mapping[str, Any]], stat: str = "median",
+               keep: Sequence[bool] | None = None) -> dict[str, float]:
     """Kernel time (ms) of every node in an onnxruntime profile (one event per run): the
     median over runs, or with `stat="min"` the fastest run (on a shared, loaded machine
-    preemption only ever adds time, so the minimum is the undisturbed kernel)."""
+    preemption only ever adds time, so the minimum is the undisturbed kernel). `keep`: per
+    run (`profile_runs.clean_mask`), whether its events count; a node with no kept run keeps
+    all of its runs."""
+    runs = profile_runs.event_runs(events) if keep is not None else [-1] * len(events)
     per: dict[str, list[float]] = defaultdict(list)
-    for e in events:
+    kept: dict[str, list[float]] = defaultdict(list)
+    for e, run in zip(events, runs, strict=True):
         name = str(e.get("name", ""))
         if e.get("cat") == "Node" and name.endswith(NODE_SUFFIX):
-            per[name[:-len(NODE_SUFFIX)]].append(float(e["dur"]) * 1e-3)
+            ms = float(e["dur"]) * 1e-3
+            per[name[:-len(NODE_SUFFIX)]].append(ms)
+            if keep is not None and 0 <= run < len(keep) and keep[run]:
+                kept[name[:-len(NODE_SUFFIX)]].append(ms)
     pick = min if stat == "min" else statistics.median
-    return {n: float(pick(v)) for n, v in per.items()}
+    return {n: float(pick(kept.get(n) or v)) for n, v in per.items()}
 
 
 def _named_layer(name: str, index: Mapping[str, int], producer: Mapping[str, int]) -> int | None:
@@ -182,25 +193,48 @@ def _optimised_nodes(path: Path) -> list[tuple[str, list[str], list[str]]]:
     return [(n.name, list(n.input), list(n.output)) for n in model.graph.node]
 
 
-def profile(model_path: Path, feeds: Mapping[str, np.ndarray], threads: int, runs: int,
-            workdir: Path, stat: str = "median"
-            ) -> tuple[dict[str, float], list[tuple[str, list[str], list[str]]]]:
-    """Profile `runs` runs (the median or minimum per node discounts the cold first run);
-    returns node times (ms, `node_times`) and the optimised graph's nodes."""
+def profiled_session(model_path: Path, threads: int, workdir: Path, tag: str = "") -> Any:
+    """An onnxruntime session that profiles every node and saves its optimised graph as
+    `workdir/optimised{tag}.onnx`."""
     import onnxruntime as ort  # on demand, as onnx above
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     opts.enable_profiling = True
-    opts.profile_file_prefix = str(workdir / "profile")
-    opts.optimized_model_filepath = str(workdir / "optimised.onnx")
+    opts.profile_file_prefix = str(workdir / f"profile{tag}")
+    opts.optimized_model_filepath = str(workdir / f"optimised{tag}.onnx")
     opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
-    for _ in range(runs):
-        sess.run(None, dict(feeds))
+    # pool workers stop spinning when a run ends, so between runs (and while another
+    # session runs, or the total is timed) they leave the cores to whatever runs next
+    opts.add_session_config_entry("session.force_spinning_stop", "1")
+    return ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+
+
+def waited_run(sess: Any, feeds: Mapping[str, np.ndarray]) -> int:
+    """Run once; return the run-queue wait (ns) of this process's threads meanwhile."""
+    before = profile_runs.sched_wait_ns()
+    sess.run(None, dict(feeds))
+    return profile_runs.sched_wait_ns() - before
+
+
+def finish(sess: Any, waits: Sequence[int], stat: str) -> tuple[dict[str, float], int]:
+    """End a `profiled_session`'s profile: node times (ms, `node_times` over the clean runs
+    of `profile_runs.clean_mask`; the first, cold run never counts) and the clean runs."""
     events = json.loads(Path(sess.end_profiling()).read_text())
-    return node_times(events, stat), _optimised_nodes(workdir / "optimised.onnx")
+    keep = profile_runs.clean_mask(events, waits)
+    return node_times(events, stat, keep), sum(keep)
+
+
+def profile(model_path: Path, feeds: Mapping[str, np.ndarray], threads: int, runs: int,
+            workdir: Path, stat: str = "median"
+            ) -> tuple[dict[str, float], list[tuple[str, list[str], list[str]]], int]:
+    """Profile `runs` runs; returns node times (`finish`), the optimised graph's nodes and
+    how many runs were clean."""
+    sess = profiled_session(model_path, threads, workdir)
+    waits = [waited_run(sess, feeds) for _ in range(runs)]
+    times, clean = finish(sess, waits, stat)
+    return times, _optimised_nodes(workdir / "optimised.onnx"), clean
 
 
 def busy_host_ms(model: Any, feeds: Mapping[str, np.ndarray], threads: int,
@@ -217,7 +251,7 @@ def busy_host_ms(model: Any, feeds: Mapping[str, np.ndarray], threads: int,
     with tempfile.TemporaryDirectory(prefix="edgesim-busy-") as tmp:
         path = Path(tmp) / "model.onnx"
         onnx.save(model, str(path))
-        nodes, _ = profile(path, feeds, threads, runs, Path(tmp), "min")
+        nodes, _, _ = profile(path, feeds, threads, runs, Path(tmp), "min")
     return min(wall, sum(nodes.values()))
 
 
@@ -251,14 +285,14 @@ def validate(model: Any, target: Target, *, bits: Any = "fp32", threads: int = 1
         work = Path(tmp)
         path = Path(quantize_model(g, bits, calib_random=calib_random,
                                    out=work / "model.onnx").out)
-        node_ms, nodes = profile(path, feeds, threads, runs, work, stat)
+        node_ms, nodes, clean = profile(path, feeds, threads, runs, work, stat)
         lat = measure_latency(path, feeds, threads, runs)
     total = lat.p10_ms if stat == "min" else lat.median_ms
     node_layer = assign_nodes(nodes, g)
     rows = compare(g, predicted, node_ms, node_layer)
     return Validation(g.name, getattr(tgt, "name", str(target)), str(bits), threads,
                       tuple(rows), float(predicted.sum()), total, float(sum(node_ms.values())),
-                      tuple(sorted(set(node_ms) - set(node_layer))))
+                      tuple(sorted(set(node_ms) - set(node_layer))), clean)
 
 
 def format_table(v: Validation) -> str:

@@ -32,6 +32,8 @@ and `paths` [H, NPATH, NA] (per kernel path: MAC rate and the passes it adds). S
   whole L2 at any thread count, so its operand refetches are those of one thread, and its
   micro-kernel's operand panels come from L2 once they exceed L1 (`ncnn_panel_bytes`);
   ncnn's GEMMs also wait for a shared cache level as for DRAM (`shared_wait`).
+  onnxruntime's elementwise / activation kernels split only when Eigen's cost model asks for
+  a second thread, in CalculateParallelForBlock's blocks (`threads.parallel_for_share`).
   ncnn splits its im2col conv GEMMs over output-channel blocks and depthwise convs over
   channel packs, on 8 x 12 register tiles, and writes the whole im2col matrix (1x1 convs
   included) before the GEMM (`hwmodels.kernels.cpu_ncnn`, each fact cited there).
@@ -112,6 +114,7 @@ from hwmodels.kernels.cpu_layout import (
     KIND_ACTIVATION,
     KIND_CONCAT,
     KIND_CONV,
+    KIND_ELTWISE,
     KIND_GATHER,
     KIND_IDENTITY,
     KIND_NORM,
@@ -306,6 +309,15 @@ def exp_lane_ops(li: np.ndarray) -> float:
 
 
 @njit(cache=True)
+def ort_eltwise_cost(li: np.ndarray, eb: float) -> float:
+    """Eigen cost per element onnxruntime's elementwise kernel declares (`threads`): exp-class
+    activations (`exp_lane_ops`) as Sigmoid, the rest as Add / Relu."""
+    exp = li[L_KIND] == KIND_ACTIVATION and li[L_OPS] >= 3 * li[L_AOUT]
+    return threads.parallel_for_cost(eb, threads.EXP_COMPUTE_CYCLES if exp
+                                     else threads.ELTWISE_COMPUTE_CYCLES)
+
+
+@njit(cache=True)
 def stream_layer(li: np.ndarray, a: int, runtime: int, p: np.ndarray, ch: np.ndarray,
                  traffic: np.ndarray, acc: np.ndarray) -> float:
     """Elementwise / norm / softmax / pool / gather / copy layers as one bandwidth-bound pass;
@@ -327,6 +339,10 @@ def stream_layer(li: np.ndarray, a: int, runtime: int, p: np.ndarray, ch: np.nda
         # (shufflechannel_arm.cpp: no omp; ONNX channel shuffles convert to it)
         p = p.copy()
         p[P_THREADS] = 1.0
+    if runtime == RUNTIME_ORT and (li[L_KIND] == KIND_ELTWISE or li[L_KIND] == KIND_ACTIVATION):
+        p = p.copy()  # onnxruntime's cost-gated ParallelFor: threads the busiest one sets
+        p[P_THREADS] = 1.0 / threads.parallel_for_share(aout, ort_eltwise_cost(li, eb), p[
+            P_THREADS])
     add_pass(nbytes, lane_ops, kernel_lanes(eb, p), home(nbytes, p, ch), p, ch, traffic, acc)
     acc[ACC_NODES] += 1.0
     return float(li[L_WB])

@@ -1,0 +1,115 @@
+"""`edgesim.profile_runs`: which profiled runs are clean, and node times over them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from edgesim import profile_runs as PR
+from edgesim import validate as V
+
+
+def _run(ts: float, dur: float) -> dict:
+    return {"cat": "Session", "name": "model_run", "ts": ts, "dur": dur}
+
+
+def _node(name: str, ts: float, dur: float, workers: dict[str, int] | None = None) -> dict:
+    e = {"cat": "Node", "name": f"{name}_kernel_time", "ts": ts, "dur": dur, "args": {}}
+    if workers is not None:
+        e["args"]["thread_scheduling_stats"] = {
+            "main_thread": {"core": 0},
+            "sub_threads": {t: {"num_run": n, "core": 1} for t, n in workers.items()}}
+    return e
+
+
+def _three_runs(counts: tuple[int, int, int]) -> list[dict]:
+    """Three runs of nodes a, b; the worker's cumulative counter at each run's end."""
+    events = []
+    for i, (c, da) in enumerate(zip(counts, (900, 300, 600), strict=True)):
+        start = 1000.0 * i
+        events += [_run(start, 990), _node("a", start + 10, da, {"w": c}),
+                   _node("b", start + 950, 20 + i, {"w": c})]
+    return events
+
+
+def test_runs_are_found_by_their_window():
+    windows = [(0.0, 10.0), (20.0, 30.0)]
+    assert [PR.run_of(t, windows) for t in (-1, 0, 10, 15, 25, 31)] == [-1, 0, 0, -1, 1, -1]
+
+
+def test_a_run_counts_as_joined_only_when_the_worker_counter_grew():
+    # cumulative counters 2, 2, 3: the worker took part in runs 0 and 2, not in run 1
+    assert PR.joined([2, 2, 3]) == [True, False, True]
+    # no statistics (one thread): nothing to wait for
+    assert PR.joined([-1, -1]) == [True, True]
+
+
+def test_clean_runs_skip_the_cold_run_the_unjoined_run_and_waits():
+    events = _three_runs((1, 1, 2))
+    assert PR.worker_counts(events, PR.run_windows(events)) == [1, 1, 2]
+    assert PR.clean_mask(events, [0, 0, 0]) == [False, False, True]
+    # run 2 waited 30 us on the run queue: 3 % of its 990 us, above WAIT_SHARE
+    assert PR.WAIT_SHARE < 0.03
+    assert PR.clean_mask(events, [0, 0, 30_000]) == [False, False, False]
+    # a wait under WAIT_SHARE of the run keeps it
+    assert PR.clean_mask(events, [0, 0, 10_000]) == [False, False, True]
+
+
+def test_one_thread_runs_are_clean_whatever_they_waited():
+    # no thread statistics (one thread): waits do not disqualify a warm run
+    events = []
+    for i in range(3):
+        events += [_run(1000.0 * i, 990), _node("a", 1000.0 * i + 10, 500)]
+    assert PR.clean_mask(events, [10**9] * 3) == [False, True, True]
+
+
+def test_node_times_use_the_kept_runs_and_fall_back_to_all():
+    events = _three_runs((1, 1, 2))
+    # kept: run 2 only (a = 600 us, b = 22 us), though run 1 was faster for a (300 us)
+    got = V.node_times(events, "min", [False, False, True])
+    assert got == {"a": pytest.approx(0.600), "b": pytest.approx(0.022)}
+    # nothing kept: every run counts (min a = 300 us)
+    assert V.node_times(events, "min", [False, False, False])["a"] == pytest.approx(0.300)
+    assert V.node_times(events, "min")["a"] == pytest.approx(0.300)
+
+
+def test_sched_wait_is_a_non_decreasing_count():
+    a = PR.sched_wait_ns()
+    b = PR.sched_wait_ns()
+    assert 0 <= a <= b
+
+
+def _matmul_model(path: Path) -> None:
+    w = helper.make_tensor("w", TensorProto.FLOAT, [256, 256],
+                           np.ones(256 * 256, np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm"),
+         helper.make_node("Relu", ["y"], ["z"], name="relu")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 256])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [64, 256])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_onnxruntime_profiles_carry_what_the_check_reads(tmp_path):
+    # oracle: onnxruntime's own profile at 2 threads holds one model_run per run, every
+    # node event inside one, and per-node worker counters that never decrease over time
+    _matmul_model(tmp_path / "m.onnx")
+    sess = V.profiled_session(tmp_path / "m.onnx", 2, tmp_path)
+    feeds = {"x": np.ones((64, 256), np.float32)}
+    waits = [V.waited_run(sess, feeds) for _ in range(4)]
+    events = json.loads(Path(sess.end_profiling()).read_text())
+    windows = PR.run_windows(events)
+    assert len(windows) == 4 and all(w >= 0 for w in waits)
+    nodes = [e for e in events if e.get("cat") == "Node"
+             and e["name"].endswith(V.NODE_SUFFIX)]
+    assert len(nodes) == 8
+    assert sorted(PR.run_of(float(e["ts"]), windows) for e in nodes) == [0, 0, 1, 1, 2, 2, 3, 3]
+    counts = PR.worker_counts(events, windows)
+    assert all(c >= 0 for c in counts) and counts == sorted(counts)
+    mask = PR.clean_mask(events, waits)
+    assert mask[0] is False and len(mask) == 4
