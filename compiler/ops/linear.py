@@ -133,7 +133,8 @@ def lower_matmul(node: Node) -> Lowered:
         return single("matmul", node, inputs=node.inputs[:2])
     name = f"{node.name}.weight"
     lowered = single("linear", node, inputs=(node.inputs[0], name))
-    return Lowered(layers=lowered.layers, consts={name: contiguous(w.T)})
+    return Lowered(layers=lowered.layers, consts={name: contiguous(w.T)},
+                   derived={name: f"{node.inputs[1]}^T"})
 
 
 class _GemmPlan:
