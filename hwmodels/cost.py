@@ -236,4 +236,15 @@ def evaluate(table: LayerTable, bits: np.ndarray, target: object, *, threads: in
     from hwmodels import kinds  # lazy: the models import this module
     host = kinds.host_options(target, threads, runtime)  # only to the models they describe
     cost: Cost = kinds.cost_model(target)(table, check_bits(bits), target, **host)
-    return cost
+    return stored_once(table, cost)
+
+
+def stored_once(table: LayerTable, cost: Cost) -> Cost:
+    """`cost` with no weight bytes at the rows whose weights an earlier row already holds
+    (`LayerTable.w_repeat`): a shared weight is stored once; its latency and energy stay
+    per reader (each streams it)."""
+    if table.w_repeat is None or not table.w_repeat.any():
+        return cost
+    weight = np.array(cost.weight_bytes)
+    weight[..., table.w_repeat, :] = 0.0
+    return dataclasses.replace(cost, weight_bytes=weight)
