@@ -148,7 +148,7 @@ class Builder:
         these contents if there is one, so layers that share a weight (an unrolled LSTM's
         steps, tied heads) write its codes and scales once."""
         value = np.ascontiguousarray(value)
-        key = (value.dtype.str, value.shape, hashlib.sha256(value.view(np.uint8)).digest()
+        key = (value.dtype.str, value.shape, hashlib.sha256(value.tobytes()).digest()
                if value.size else b"")
         if key not in self._consts:
             name = self.fresh(base)

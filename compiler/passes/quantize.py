@@ -218,8 +218,8 @@ def _gram(ctx: _Ctx, layer: Layer) -> np.ndarray | None:
     layers sharing the weight), None if one is missing."""
     assert ctx.calib is not None  # `_quantize` asks only with calibration statistics
     ins = ctx.readers.get(layer.inputs[1], (layer.inputs[0],))
-    grams = [ctx.calib.grams.get(t) for t in ins]
-    return None if any(x is None for x in grams) else np.sum(grams, axis=0)
+    grams = [ctx.calib.grams[t] for t in ins if t in ctx.calib.grams]
+    return np.sum(grams, axis=0) if grams and len(grams) == len(ins) else None
 
 
 def _linear_readers(g: Graph) -> dict[str, tuple[str, ...]]:
