@@ -245,6 +245,16 @@ def stored_once(table: LayerTable, cost: Cost) -> Cost:
     per reader (each streams it)."""
     if table.w_repeat is None or not table.w_repeat.any():
         return cost
-    weight = np.array(cost.weight_bytes)
-    weight[..., table.w_repeat, :] = 0.0
-    return dataclasses.replace(cost, weight_bytes=weight)
+    return dataclasses.replace(cost, weight_bytes=held_once(table, np.asarray(cost.weight_bytes)))
+
+
+def held_once(table: LayerTable, weight: np.ndarray) -> np.ndarray:
+    """A copy of per-layer weight bytes `weight` ([..., L, B] or [L]) with zeros at the rows
+    whose weights an earlier row holds (`LayerTable.w_repeat`)."""
+    out = np.array(weight)
+    if table.w_repeat is not None:
+        if out.ndim == 1:
+            out[table.w_repeat] = 0
+        else:
+            out[..., table.w_repeat, :] = 0
+    return out

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler.ir import LayerTable
-from hwmodels.cost import Cost, bits_key, check_bits, checked_memory_bytes, memoised
+from hwmodels.cost import (
+    Cost,
+    bits_key,
+    check_bits,
+    checked_memory_bytes,
+    held_once,
+    memoised,
+)
 from hwmodels.kernels import macarray as kernel
 from hwmodels.kernels import threads
 from hwmodels.macarray import PARALLEL_MIN, MacArrayTarget, layer_arrays
@@ -61,6 +68,7 @@ def prepare(table: LayerTable, bits: np.ndarray, target: MacArrayTarget) -> Prep
 def _bytes(table: LayerTable, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`checked_memory_bytes`, read-only: every `Cost` of these bits hands them out."""
     weight, act = checked_memory_bytes(table, bits)
+    weight = held_once(table, weight)  # a shared weight is stored once (`cost.stored_once`)
     weight.flags.writeable = act.flags.writeable = False
     return weight, act
 
