@@ -168,3 +168,28 @@ def test_bidirectional_lstm_emits_each_recurrent_matrix_once() -> None:
     codes = [t for t in out.graph.initializer if sorted(t.dims) == sorted(r.shape[1:])
              and t.data_type in (TensorProto.UINT8, TensorProto.INT8)]
     assert len(codes) == 2, [t.name for t in codes]
+
+
+def test_gemms_share_a_weight_read_the_same_way_and_match_onnxruntime() -> None:
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "B"),
+             numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "C")]
+    nodes = [helper.make_node("Gemm", ["X", "B", "C"], ["y0"], name="g0", transB=1),
+             helper.make_node("Gemm", ["y0", "B", "C"], ["y1"], name="g1", transB=1, beta=0.5),
+             helper.make_node("Gemm", ["y1", "B", "C"], ["y2"], name="g2", transB=1),
+             helper.make_node("Gemm", ["y2", "B"], ["y3"], name="g3")]
+    graph = helper.make_graph(
+        nodes, "gemms", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("y3", TensorProto.FLOAT, [2, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    g = load(model)
+    w = [x.inputs[1] for x in g.layers]
+    # B' is one weight for g0-g2; g3 reads B untransposed: another matrix
+    assert w[0] == w[1] == w[2] != w[3]
+    # g1's bias is 0.5 C, g2's is g0's C
+    assert [len(set(x.inputs[2:])) for x in g.layers[:3]] == [1, 1, 1]
+    assert g.layers[2].inputs[2] == g.layers[0].inputs[2] != g.layers[1].inputs[2]
+    assert g.layer_table().w_repeat.tolist() == [False, False, True, False]
+    feeds = _feeds(model, 3)
+    want = _session(model).run(None, feeds)[0]
+    np.testing.assert_allclose(run(g, feeds)["y3"], want, rtol=1e-5, atol=1e-5)
