@@ -148,8 +148,8 @@ class Builder:
         these contents if there is one, so layers that share a weight (an unrolled LSTM's
         steps, tied heads) write its codes and scales once."""
         value = np.ascontiguousarray(value)
-        key = (value.dtype.str, value.shape, hashlib.sha256(value.tobytes()).digest()
-               if value.size else b"")
+        digest = hashlib.sha256(value.tobytes()).digest() if value.size else b""
+        key = (value.dtype.str, value.dtype.name, value.shape, digest)
         if key not in self._consts:
             name = self.fresh(base)
             self.inits[name] = numpy_helper.from_array(value, name)

@@ -193,3 +193,15 @@ def test_gemms_share_a_weight_read_the_same_way_and_match_onnxruntime() -> None:
     feeds = _feeds(model, 3)
     want = _session(model).run(None, feeds)[0]
     np.testing.assert_allclose(run(g, feeds)["y3"], want, rtol=1e-5, atol=1e-5)
+
+
+def test_shared_conv_weight_at_4_bits_is_one_int4_initializer() -> None:
+    model = conv_chain()
+    q = _quantised(model, 4, 32)
+    out = emit(q)
+    codes = [t for t in out.graph.initializer if t.data_type == TensorProto.INT4]
+    assert len(codes) == 1 and int(np.prod(codes[0].dims)) == C * C * KS * KS
+    feeds = _feeds(model, 9)
+    sim = run(q, feeds, fake_quant=True)[q.outputs[0]]
+    got = _session(out).run(None, feeds)[0]
+    np.testing.assert_allclose(got, sim, rtol=1e-5, atol=1e-5 * float(np.abs(sim).max()))
