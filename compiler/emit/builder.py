@@ -147,7 +147,7 @@ class Builder:
         """An initializer holding `value` (numpy dtype kept): the one already written with
         these contents if there is one, so layers that share a weight (an unrolled LSTM's
         steps, tied heads) write its codes and scales once."""
-        value = np.ascontiguousarray(value)
+        value = np.asarray(value)  # (not ascontiguousarray: it makes a 0-d array 1-d)
         digest = hashlib.sha256(value.tobytes()).digest() if value.size else b""
         key = (value.dtype.str, value.dtype.name, value.shape, digest)
         if key not in self._consts:
