@@ -178,6 +178,10 @@ class LayerTable:
     # int64, dim 1 of the layer's first output where it has rank 4 (NCHW channels), else 0:
     # the layout rules of runtimes that block or transpose channels (`hwmodels.ort_layout`)
     channels: np.ndarray | None = None
+    # bool, the layer reads only constants an earlier layer read (a weight several layers
+    # share: an unrolled LSTM's steps, a tied head): stored once, at the first reader's row,
+    # so its size counts there (`hwmodels.cost.evaluate`); each reader still streams it
+    w_repeat: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # cost models memoise what they derive from a table on it (`memo`), so its arrays are
@@ -305,7 +309,18 @@ class Graph:
             self._reads(),
             np.asarray([self._kernel_rows(x) for x in self.layers], dtype=np.int64),
             np.asarray([self._channels(x) for x in self.layers], dtype=np.int64),
+            self._w_repeat(),
         )
+
+    def _w_repeat(self) -> np.ndarray:
+        """Bool [L]: the layer's constants were all read by earlier layers (`w_repeat`)."""
+        seen: set[str] = set()
+        out = []
+        for x in self.layers:
+            consts = {t for t in x.inputs if t in self.weights}
+            out.append(bool(consts) and consts <= seen)
+            seen |= consts
+        return np.asarray(out, dtype=bool)
 
     def _channels(self, x: Layer) -> int:
         """Dim 1 of a rank-4 first output (NCHW channels); 0 otherwise."""

@@ -151,6 +151,60 @@ class Problem:
     blocked: np.ndarray    # [Lq, B] the layer's row at the choice is per-block
     block_bytes: np.ndarray  # [Lq, B] weight bytes the choice's block adds over NBITS_BLOCK's
     file_of: Callable[[np.ndarray], float] | None = None  # size: a plan's file bytes - fixed
+    # [Lq] the row whose choice each row takes: the first reader of a weight several layers
+    # share (`tied_rows`); None: every row its own
+    tie: np.ndarray | None = None
+
+
+def tied(p: Problem, choice: np.ndarray) -> np.ndarray:
+    """A solver's `choice` [Lq] with every row at its tie's choice (`Problem.tie`): the
+    layers sharing a weight quantise it once, so they are one allocation unit."""
+    return np.asarray(choice) if p.tie is None else np.asarray(choice)[p.tie]
+
+
+def quantisable_elems(table: LayerTable, p: Problem) -> float:
+    """Weight elements of the quantisable layers, a shared weight once (the "bits" budget's
+    denominator)."""
+    own = np.ones(len(p.rows), dtype=bool) if p.tie is None else p.tie == np.arange(len(p.rows))
+    return float(table.w_elems[p.rows[own]].sum())
+
+
+def _main_weight(g: Graph, row: int) -> str | None:
+    """The largest constant a layer reads (its weight), None if it reads none."""
+    consts = [t for t in g.layers[row].inputs if t in g.weights]
+    return max(consts, key=lambda t: g.types[t].size) if consts else None
+
+
+def tied_rows(g: Graph, rows: np.ndarray) -> np.ndarray:
+    """Int [Lq]: for each of `rows`, the index (into `rows`) of the first one that reads the
+    same weight (itself if none earlier does)."""
+    first: dict[str, int] = {}
+    return np.array([first.setdefault(_main_weight(g, int(r)) or f"#{i}", i)
+                     for i, r in enumerate(rows)], dtype=np.int64)
+
+
+def tied_omega(p: Problem, omega: np.ndarray) -> np.ndarray:
+    """omega [Lq, B] with each tie group's carried by its first row (`_fold_ties`)."""
+    if p.tie is None:
+        return omega
+    return _fold_ties(omega, p.cost, np.ones_like(p.allowed), p.tie)[0]
+
+
+def _fold_ties(omega: np.ndarray, cost: np.ndarray, allowed: np.ndarray, tie: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(omega, cost, allowed) with each tie group carried by its first row: the choices every
+    member allows, the members' costs summed (each streams the weight; its bytes count at the
+    first, `hwmodels.cost.stored_once`), omega the largest member's (HAWQ scores the shared
+    tensor once: each reader shows its trace); the other members cost and weigh nothing."""
+    first = tie == np.arange(len(tie))
+    ok = np.ones_like(allowed)
+    np.logical_and.at(ok, tie, allowed)
+    summed, worst = np.zeros_like(cost), np.zeros_like(omega)
+    np.add.at(summed, tie, cost)
+    np.maximum.at(worst, tie, omega)
+    allowed = ok[tie]
+    return (np.where(first[:, None], worst, 0.0),
+            np.where(allowed & first[:, None], summed, 0.0), allowed)
 
 
 def _blocked(table: LayerTable, choices: np.ndarray, target: Target
@@ -196,6 +250,8 @@ def build_problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Targ
 
     table = g.layer_table()
     blocked, extra = _blocked(table, choices, target)
+    if table.w_repeat is not None:  # a shared weight's scales are stored once too
+        extra = np.where(table.w_repeat[:, None], 0.0, extra)
     full = evaluate(table, choices[:, :2], target, threads=threads, runtime=runtime)
     full = replace(full, weight_bytes=np.asarray(full.weight_bytes) + extra)
     index = {layer.name: i for i, layer in enumerate(g.layers)}
@@ -203,6 +259,8 @@ def build_problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Targ
     # average bits count only the quantisable weights; other metrics count every layer
     w_elems = np.zeros(len(g.layers))
     w_elems[rows] = table.w_elems[rows]
+    if table.w_repeat is not None:  # a shared weight's elements count once
+        w_elems[table.w_repeat] = 0
     per = metric_cost(full, metric, w_elems, choices[:, 0].astype(np.float64))
     others = np.setdiff1d(np.arange(len(g.layers)), rows)
     others_bits, fixed_cost = runnable(g, fixed_bits(g, target), target, threads, runtime)
@@ -230,5 +288,14 @@ def build_problem(g: Graph, sens: Sensitivity, choices: np.ndarray, target: Targ
         pair, first = _pair_columns(choices)
         share = share[first][pair]  # a pair's other blocks write the same graph around it
         cost = np.where(allowed, cost + share[None], 0.0)
+    tie = tied_rows(g, rows)
+    omega, cost, allowed = _fold_ties(omega, cost, allowed, tie)
+    file_tied = None if file_of is None else _tied_file(file_of, tie)
     return Problem(rows, omega, cost, allowed, fixed, others_bits, tables, choices[:, 0],
-                    blocked[rows], extra[rows], file_of)
+                    blocked[rows], extra[rows], file_tied, tie)
+
+
+def _tied_file(file_of: Callable[[np.ndarray], float], tie: np.ndarray
+               ) -> Callable[[np.ndarray], float]:
+    """`file_of` of a solver's choice with its tie groups at their first row's choice."""
+    return lambda choice: file_of(np.asarray(choice)[tie])

@@ -13,7 +13,7 @@ import numpy as np
 
 from compiler.allocate import Allocation, InfeasibleBudget, knee, pareto_front, solve
 from compiler.ir import Graph
-from edgesim.alloc_problem import Problem, knapsack_budget, user_units
+from edgesim.alloc_problem import Problem, knapsack_budget, tied, user_units
 from edgesim.budget import Budget, format_value
 from edgesim.errors import UserError
 from edgesim.tables import emitted_embedding_bits, fit_file, solve_coupled
@@ -32,7 +32,7 @@ EXACT_METRICS = ("latency", "energy")
 
 def _tables_delta(p: Problem, choice: np.ndarray) -> float:
     """What the plan's embedding tables add to its metric over the fp32 count in `fixed`."""
-    return p.tables.delta(emitted_embedding_bits(p.w_bits[choice]))
+    return p.tables.delta(emitted_embedding_bits(p.w_bits[tied(p, choice)]))
 
 
 def _true_front(p: Problem, front: list[Allocation]) -> list[Allocation]:

@@ -30,7 +30,9 @@ from edgesim.alloc_problem import (
     fixed_bits,
     knapsack_budget,
     metric_cost,
+    quantisable_elems,
     rest_bits,
+    tied,
     user_units,
 )
 from edgesim.alloc_solve import given, solve_problem, uniform_mark, with_point
@@ -112,6 +114,7 @@ def with_emitted_tables(g: Graph, cost: Cost, bits: np.ndarray) -> Cost:
 
 
 def _assignment(p: Problem, choices: np.ndarray, choice: np.ndarray) -> np.ndarray:
+    choice = tied(p, choice)
     bits = p.fixed_bits.copy()
     bits[p.rows] = choices[choice, :2]
     return bits
@@ -120,7 +123,7 @@ def _assignment(p: Problem, choices: np.ndarray, choice: np.ndarray) -> np.ndarr
 def _layer_blocks(p: Problem, choices: np.ndarray, choice: np.ndarray, count: int
                   ) -> np.ndarray:
     """Int [count]: the chosen block of each layer whose chosen row is per-block, else 0."""
-    out = np.zeros(count, dtype=np.int64)
+    out, choice = np.zeros(count, dtype=np.int64), tied(p, choice)
     on = p.blocked[np.arange(len(choice)), choice]
     out[p.rows[on]] = choices[choice[on], 2]
     return out
@@ -128,7 +131,7 @@ def _layer_blocks(p: Problem, choices: np.ndarray, choice: np.ndarray, count: in
 
 def _with_block_bytes(p: Problem, cost: Cost, choice: np.ndarray) -> Cost:
     """`cost` [L, 1] of the chosen assignment with each layer's weight bytes at its block."""
-    weight = np.array(cost.weight_bytes)
+    weight, choice = np.array(cost.weight_bytes), tied(p, choice)
     weight[p.rows, 0] += p.block_bytes[np.arange(len(choice)), choice]
     return replace(cost, weight_bytes=weight)
 
@@ -231,7 +234,7 @@ def allocate(g: Graph, target: Target, *, method: str = "hawq", budget: Budget |
         sens = sensitivity(analysis_graph or g, method, calib_inputs, labels, weight_bits)
     choices = candidate_choices(target, weight_bits, act_bits, blocks)
     p = build_problem(g, sens, choices, target, metric, threads, runtime, act_errors, emitted)
-    w_elems_q = float(g.layer_table().w_elems[p.rows].sum())
+    w_elems_q = quantisable_elems(g.layer_table(), p)
     own = _own_cost(g, p, choices, target, metric, threads, runtime)
     best, front, fit_notes = solve_problem(p, budget, w_elems_q, pick, own)
     if assignment is not None:

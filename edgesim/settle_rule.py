@@ -24,6 +24,8 @@ from edgesim.alloc_problem import (
     candidate_choices,
     candidate_omega,
     candidate_weight_bits,
+    quantisable_elems,
+    tied_omega,
 )
 from edgesim.alloc_solve import solve_problem
 from edgesim.budget import Budget
@@ -107,7 +109,7 @@ def _settle_problem(g: Graph, ga: Graph, target: Target, budget: Budget | None,
     # probes steer by the estimate (no file_of); its uniform plans' bytes stay in `emitted`
     p = replace(build_problem(g, blank, choices, target, budget.metric if budget else metric,
                          threads, runtime, emitted=emitted), file_of=None)
-    w_elems_q = float(g.layer_table().w_elems[p.rows].sum())
+    w_elems_q = quantisable_elems(g.layer_table(), p)
     qerr = quant_errors(ga, layers, bits)
     weights = unique_weights(layers)
 
@@ -115,7 +117,7 @@ def _settle_problem(g: Graph, ga: Graph, target: Target, budget: Budget | None,
         # by the front's estimate: `allocate` then checks a latency / energy budget's plan at
         # its own cost (`fit_exact`), which would add a few cost-model calls to every probe
         sens = replace(blank, omega=np.maximum(score, 0.0)[:, None] * qerr)
-        omega = candidate_omega(sens, choices)
+        omega = tied_omega(p, candidate_omega(sens, choices))
         return solve_problem(replace(p, omega=omega), budget, w_elems_q)[0], omega
     return (solve, weight_sizes(ga, layers),
             np.array([weights.index(weight_name(layer)) for layer in layers]))

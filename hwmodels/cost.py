@@ -237,4 +237,25 @@ def evaluate(table: LayerTable, bits: np.ndarray, target: object, *, threads: in
     host = kinds.host_options(target, threads, runtime)  # only to the models they describe
     # each kind's model checks `bits` itself (`check_bits`), the CPU's once per memo entry
     cost: Cost = kinds.cost_model(target)(table, bits, target, **host)
-    return cost
+    return stored_once(table, cost)
+
+
+def stored_once(table: LayerTable, cost: Cost) -> Cost:
+    """`cost` with no weight bytes at the rows whose weights an earlier row already holds
+    (`LayerTable.w_repeat`): a shared weight is stored once; its latency and energy stay
+    per reader (each streams it)."""
+    if table.w_repeat is None or not table.w_repeat.any():
+        return cost
+    return dataclasses.replace(cost, weight_bytes=held_once(table, np.asarray(cost.weight_bytes)))
+
+
+def held_once(table: LayerTable, weight: np.ndarray) -> np.ndarray:
+    """A copy of per-layer weight bytes `weight` ([..., L, B] or [L]) with zeros at the rows
+    whose weights an earlier row holds (`LayerTable.w_repeat`)."""
+    out = np.array(weight)
+    if table.w_repeat is not None:
+        if out.ndim == 1:
+            out[table.w_repeat] = 0
+        else:
+            out[..., table.w_repeat, :] = 0
+    return out

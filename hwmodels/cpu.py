@@ -41,7 +41,7 @@ from compiler.formats import (
 )
 from compiler.ir import CATEGORY_GEMM, KIND_CODE, LayerTable
 from hwmodels import cpu_x86, energy, ncnn_int8, ort_int8, ort_layout
-from hwmodels.cost import Cost, bits_key, check_bits, memoised, memory_bytes
+from hwmodels.cost import Cost, bits_key, check_bits, held_once, memoised, memory_bytes
 from hwmodels.cpu_schema import ISA_FEATURES as ISA_FEATURES
 from hwmodels.cpu_schema import CacheLevel as CacheLevel
 from hwmodels.cpu_schema import CpuTarget as CpuTarget
@@ -585,10 +585,11 @@ def _paths(target: CpuTarget, runtime: int, a53_kernels: bool) -> np.ndarray:
 
 def _emitted(table: LayerTable, bits: np.ndarray, target: CpuTarget,
              runtime: int) -> np.ndarray:
-    """[L, B]: emitted weight bytes on onnxruntime (what edgesim writes), NaN elsewhere."""
+    """[L, B]: emitted weight bytes on onnxruntime (what edgesim writes), NaN elsewhere
+    (the kernel's count); 0 where an earlier layer holds the weight (`held_once`)."""
     if runtime != K.RUNTIME_ORT:
-        return np.full((len(table), len(bits)), np.nan)
-    return emitted_weight_bytes(table, bits, target).astype(np.float64)
+        return held_once(table, np.full((len(table), len(bits)), np.nan))
+    return held_once(table, emitted_weight_bytes(table, bits, target).astype(np.float64))
 
 
 def run_kernel(x: KernelInputs, *, serial: bool = False,

@@ -10,6 +10,7 @@ tensor *is* an existing ONNX tensor (an activation that is the identity on its i
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -101,6 +102,7 @@ class Builder:
         self._grids: dict[str, Grid] = {}
         self._codes: dict[tuple[object, ...], str] = {}
         self._param_names: dict[tuple[object, ...], tuple[str, str]] = {}
+        self._consts: dict[tuple[object, ...], str] = {}  # content -> the initializer holding it
 
     # --- names ---
 
@@ -142,10 +144,17 @@ class Builder:
     # --- initializers and nodes ---
 
     def const(self, base: str, value: np.ndarray) -> str:
-        """A new initializer holding `value` (numpy dtype kept)."""
-        name = self.fresh(base)
-        self.inits[name] = numpy_helper.from_array(np.asarray(value), name)
-        return name
+        """An initializer holding `value` (numpy dtype kept): the one already written with
+        these contents if there is one, so layers that share a weight (an unrolled LSTM's
+        steps, tied heads) write its codes and scales once."""
+        value = np.asarray(value)  # (not ascontiguousarray: it makes a 0-d array 1-d)
+        digest = hashlib.sha256(value.tobytes()).digest() if value.size else b""
+        key = (value.dtype.str, value.dtype.name, value.shape, digest)
+        if key not in self._consts:
+            name = self.fresh(base)
+            self.inits[name] = numpy_helper.from_array(value, name)
+            self._consts[key] = name
+        return self._consts[key]
 
     def tensor(self, base: str, data_type: int, dims: list[int],
                vals: Sequence[int | float] | bytes | np.ndarray,

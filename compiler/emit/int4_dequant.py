@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ml_dtypes
 import numpy as np
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto
 
 from compiler.emit.builder import Builder
 from compiler.emit.float_ops import FLOAT_RULES, Rule
@@ -29,9 +29,7 @@ def codes_initializer(b: Builder, layer: Layer, codes: np.ndarray, base: str) ->
     """Signed codes in their container: INT4 (packed two per byte) or INT8."""
     assert layer.quant.w_bits is not None
     if container(layer.quant.w_bits) == 4:  # onnx packs ml_dtypes.int4 itself, low nibble first
-        name = b.fresh(base)
-        b.inits[name] = numpy_helper.from_array(np.asarray(codes).astype(ml_dtypes.int4), name)
-        return name
+        return b.const(base, np.asarray(codes).astype(ml_dtypes.int4))
     return b.const(base, np.asarray(codes, np.int8))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -48,8 +49,9 @@ def lower_model(model: onnx.ModelProto, name: str | None = None) -> Graph:
     layers: list[Layer] = []
     outputs = tuple(o.name for o in g.output)
     uses, read = _use_counts(g), set(outputs)
+    derived: dict[str, str] = {}  # derivation key -> the one const holding it
     for node, node_name in zip(g.node, _unique_names(g.node)):
-        lowered = _lower_node(node, node_name, specs, consts)
+        lowered = _shared(_lower_node(node, node_name, specs, consts), derived)
         for t, v in lowered.consts.items():
             _check_size(node_name, node.op_type, v.shape)
             consts[t] = readonly(v)
@@ -61,6 +63,22 @@ def lower_model(model: onnx.ModelProto, name: str | None = None) -> Graph:
         _drop_spent(node, uses, read, consts)
     return drop_dead(Graph(name or g.name or "model", inputs, outputs, tuple(layers), consts,
                            specs))
+
+
+def _shared(lowered: Lowered, derived: dict[str, str]) -> Lowered:
+    """`lowered` reading the const an earlier node derived the same way (`Lowered.derived`)
+    instead of its own copy, so that layers reading one initializer share one weight (an
+    unrolled LSTM's steps, tied heads): one tensor to quantise, emit and count."""
+    alias = {}
+    for name, key in lowered.derived.items():
+        alias[name] = derived.setdefault(key, name)
+    alias = {a: b for a, b in alias.items() if a != b}
+    if not alias:
+        return lowered
+    layers = tuple(replace(x, inputs=tuple(alias.get(t, t) for t in x.inputs))
+                   for x in lowered.layers)
+    consts = {t: v for t, v in lowered.consts.items() if t not in alias}
+    return replace(lowered, layers=layers, consts=consts)
 
 
 def _use_counts(graph: onnx.GraphProto) -> dict[str, int]:

@@ -133,7 +133,8 @@ def lower_matmul(node: Node) -> Lowered:
         return single("matmul", node, inputs=node.inputs[:2])
     name = f"{node.name}.weight"
     lowered = single("linear", node, inputs=(node.inputs[0], name))
-    return Lowered(layers=lowered.layers, consts={name: contiguous(w.T)})
+    return Lowered(layers=lowered.layers, consts={name: contiguous(w.T)},
+                   derived={name: f"{node.inputs[1]}^T"})
 
 
 class _GemmPlan:
@@ -143,6 +144,7 @@ class _GemmPlan:
         self.node, self.dtype = node, np.dtype(dtype)
         self.layers: list[Layer] = []
         self.consts: dict[str, np.ndarray] = {}
+        self.derived: dict[str, str] = {}  # `Lowered.derived`
 
     def const(self, suffix: str, value: np.ndarray | float) -> str:
         name = f"{self.node.name}.{suffix}"
@@ -159,7 +161,7 @@ class _GemmPlan:
         last = self.layers[-1]
         self.layers[-1] = Layer(self.node.name, last.kind, last.inputs, (self.node.outputs[0],),
                                 last.attrs)
-        return Lowered(layers=tuple(self.layers), consts=self.consts)
+        return Lowered(layers=tuple(self.layers), consts=self.consts, derived=self.derived)
 
 
 def _bias_vector(c: np.ndarray, m: int, n: int) -> np.ndarray | None:
@@ -189,9 +191,14 @@ def _gemm_linear(plan: _GemmPlan, a: str, b: np.ndarray, trans_b: int, alpha: fl
     """Constant B: one linear layer with w = alpha * B' ([N, K]) and bias beta * C."""
     node = plan.node
     w = plan.const("weight", alpha * (b if trans_b else b.T))
+    # Gemms reading one B the same way share one weight (their biases stay their own)
+    plan.derived[w] = f"{node.inputs[1]}{'' if trans_b else '^T'}*{alpha!r}"
     c = node.const(2)
     bias = None if c is None else _bias_vector(c, m, n)
-    inputs = (a, w) if bias is None else (a, w, plan.const("bias", beta * bias))
+    inputs: tuple[str, ...] = (a, w)
+    if bias is not None:
+        inputs += (plan.const("bias", beta * bias),)
+        plan.derived[inputs[2]] = f"{node.inputs[2]}*{beta!r}@{m}x{n}"
     y = plan.emit("linear", "linear", inputs)
     if node.input(2) and bias is None:
         y = _add_c(plan, y, beta)

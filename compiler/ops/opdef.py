@@ -92,6 +92,9 @@ class Lowered:
 
     layers: tuple[Layer, ...] = ()
     consts: Mapping[str, np.ndarray] = field(default_factory=dict)
+    # const name -> what it is derived from (source tensor and transform, e.g. "W^T"): the
+    # lowering keeps one copy per key, so layers reading one initializer share one weight
+    derived: Mapping[str, str] = field(default_factory=dict)
 
 
 LowerRule = Callable[..., Lowered]

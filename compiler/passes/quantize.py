@@ -138,6 +138,9 @@ class _Ctx:
     g: Graph
     calib: CalibrationStats | None
     opts: QuantOptions
+    # weight -> the inputs of the linear layers reading it: GPTQ rounds a shared weight once,
+    # against all their Gram matrices, so that every reader stores the same codes
+    readers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -205,9 +208,27 @@ def _quantize(ctx: _Ctx, layer: Layer, bits: int, granularity: str) -> Quantized
     # quantize_weight checks both strings (Literal-typed there)
     qt = quantize_weight(w, bits, cast(Granularity, granularity), CHANNEL_AXIS[layer.kind], block,
                          symmetric=True, clip=cast(ClipMethod, clip_method(ctx.opts, bits)))
-    gram = ctx.calib.grams.get(layer.inputs[0]) if (
+    gram = _gram(ctx, layer) if (
         ctx.opts.rounding == "gptq" and layer.kind == "linear" and ctx.calib is not None) else None
     return qt if gram is None else gptq_round(w, gram, qt)  # GPTQ codes on RTN's grid
+
+
+def _gram(ctx: _Ctx, layer: Layer) -> np.ndarray | None:
+    """X^T X of every input the linear layer's weight multiplies (GPTQ's loss sums over the
+    layers sharing the weight), None if one is missing."""
+    assert ctx.calib is not None  # `_quantize` asks only with calibration statistics
+    ins = ctx.readers.get(layer.inputs[1], (layer.inputs[0],))
+    grams = [ctx.calib.grams[t] for t in ins if t in ctx.calib.grams]
+    return np.sum(grams, axis=0) if grams and len(grams) == len(ins) else None
+
+
+def _linear_readers(g: Graph) -> dict[str, tuple[str, ...]]:
+    """Weight -> the inputs of the linear layers reading it (`_Ctx.readers`)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for layer in g.layers:
+        if layer.kind == "linear" and len(layer.inputs) > 1:
+            out[layer.inputs[1]] = (*out.get(layer.inputs[1], ()), layer.inputs[0])
+    return out
 
 
 def _granularity(ctx: _Ctx, auto: str, allowed: tuple[str, ...]) -> str:
@@ -441,7 +462,7 @@ def quantize(g: Graph, bits: np.ndarray, calib: CalibrationStats | None = None,
             quantised activations without calibration statistics.
     """
     bits = check_bits(g, bits)
-    ctx = _Ctx(g, calib, options)
+    ctx = _Ctx(g, calib, options, _linear_readers(g))
     layers, weights = [], dict(g.weights)
     for layer, (w, a) in zip(g.layers, bits.tolist()):
         plan = _plan(ctx, layer, _bits_or_none(w), _bits_or_none(a))
@@ -454,28 +475,37 @@ def quantize(g: Graph, bits: np.ndarray, calib: CalibrationStats | None = None,
 # Size
 
 
-def _quant_bytes(g: Graph, layer: Layer) -> float:
-    """Bytes of one quantised weight: bits x params / 8, scales, and the zero points and
-    int32-bias scales the emitted format writes."""
+def _quant_bytes(g: Graph, layer: Layer) -> tuple[float, float]:
+    """Bytes of one quantised weight: (bits x params / 8, scales and the zero points the
+    emitted format writes -- shared by the layers that read the weight at the same
+    quantisation; the layer's own int32-bias scales)."""
     q, names = layer.quant, quant_names(layer.name)
     codes = g.weights[names.codes]
     if q.fmt == "fp16":
-        return codes.nbytes
+        return codes.nbytes, 0.0
     scale = g.weights[names.scale]
     assert q.w_bits is not None  # a layer with weight codes has weight bits
     total = codes.size * q.w_bits / 8 + scale.nbytes
     if q.fmt == "qdq":  # uint8 zero points, and the int32 bias's dequantisation scale
-        total += scale.size * (1 + 4 * (names.bias in g.weights))
-    return total
+        return total + scale.size, 4.0 * scale.size * (names.bias in g.weights)
+    return total, 0.0
+
+
+def _quant_key(layer: Layer, slot: int) -> tuple[object, ...]:
+    """What a quantised weight's stored codes depend on besides the layer: layers with one
+    key write one copy (`compiler.emit.builder.Builder.const`)."""
+    q = layer.quant
+    return (layer.inputs[slot], q.w_bits, q.granularity, q.block, q.clip, q.fmt)
 
 
 def weight_bytes(g: Graph) -> int:
     """What the emitted model's constants should take on disk: float weights at their own
     width, quantised weights at `bits x params / 8` plus scales and zero points.
 
-    Shared constants count once; the float weight a quantised layer replaces counts not at all.
+    Shared constants count once, and so do the codes of a weight several layers quantise
+    alike; the float weight a quantised layer replaces counts not at all.
     """
-    total, seen = 0.0, set()
+    total, seen = 0.0, set[object]()
     for layer in g.layers:
         slot = WEIGHT_INPUT.get(layer.kind) if layer.quant.w_bits is not None else None
         for i, t in enumerate(layer.inputs):
@@ -483,5 +513,8 @@ def weight_bytes(g: Graph) -> int:
                 seen.add(t)
                 total += g.weights[t].nbytes
         if slot is not None:
-            total += _quant_bytes(g, layer)
+            shared, own = _quant_bytes(g, layer)
+            key = _quant_key(layer, slot)
+            total += own + (shared if key not in seen else 0.0)
+            seen.add(key)
     return int(round(total))

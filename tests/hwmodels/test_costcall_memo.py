@@ -64,6 +64,7 @@ def from_scratch(table, bits, target, runtime, threads=None) -> dict[str, np.nda
     emitted = (cpu.emitted_weight_bytes(table, bits, target) if code == K.RUNTIME_ORT
                else np.full(out.shape[2:], np.nan))
     fields["weight_bytes"] = np.where(np.isnan(emitted), out[K.O_WBYTES, 0], emitted)
+    fields["weight_bytes"][table.w_repeat] = 0.0  # a shared constant is stored once
     fields["act_bytes"] = memory_bytes(table, bits)[1]
     fields["bound"] = fields["bound"].astype(np.int8)
     return fields
