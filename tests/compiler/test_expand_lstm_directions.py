@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from compiler.executor import run as execute
 from compiler.frontend import load
-from compiler.frontend.expand_lstm import expand_lstms
+from tests.compiler.test_expand_lstm import assert_unrolled_matches, feeds, run
 
 SEQ, BATCH, IN, H = 4, 2, 5, 3
 
@@ -36,36 +35,16 @@ def lstm_model(direction: str, states: bool) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def _feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(4)
-    return {vi.name: rng.standard_normal([d.dim_value for d in vi.type.tensor_type.shape.dim])
-            .astype(np.float32) for vi in model.graph.input}
-
-
-def _ort(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return sess.run(None, feed)
-
-
 @pytest.mark.parametrize("direction", ["reverse", "bidirectional"])
 @pytest.mark.parametrize("states", [True, False])
 def test_unrolled_directions_match_onnxruntime(direction: str, states: bool) -> None:
     model = lstm_model(direction, states)
-    feed = _feeds(model)
-    want = _ort(model, feed)
-    unrolled = onnx.ModelProto()
-    unrolled.CopyFrom(model)
-    assert expand_lstms(unrolled)
-    assert "LSTM" not in {n.op_type for n in unrolled.graph.node}
-    onnx.checker.check_model(unrolled)
-    for w, g in zip(want, _ort(unrolled, feed)):
-        assert w.shape == g.shape
-        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+    assert_unrolled_matches(model, feeds(model, seed=4))
 
 
 def test_bidirectional_lowers_to_linear_layers_and_matches_onnxruntime() -> None:
     model = lstm_model("bidirectional", states=True)
-    feed = _feeds(model)
+    feed = feeds(model, seed=4)
     g = load(model)
     # per direction one input projection of the whole sequence and one h R^T per step: an
     # input MatMul per step would hold (once quantised) SEQ copies of W (ddddocr: 364 MB of
@@ -73,5 +52,5 @@ def test_bidirectional_lowers_to_linear_layers_and_matches_onnxruntime() -> None
     linear = [layer for layer in g.layers if layer.kind in ("linear", "matmul")]
     assert len(linear) == 2 * (1 + SEQ), [layer.name for layer in linear]
     got = execute(g, feed)
-    for name, want in zip(("Y", "Y_h", "Y_c"), _ort(model, feed)):
+    for name, want in zip(("Y", "Y_h", "Y_c"), run(model, feed)):
         np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5)
