@@ -139,7 +139,9 @@ def _path_rows(target: CpuTarget, runtime: int,
     return {
         K.PATH_FP32: fp32,
         K.PATH_FP16: {**fp32, "rate": r["fp16"], "eb_a": 2, "eb_w": 2, "eb_o": 2,
-                      "e_mac": _mac_pj(16, node)},
+                      "e_mac": _mac_pj(16, node),
+                      # ncnn's direct fp16 convs: their accumulator chains wait on the FMA
+                      "fma_lat": (target.fma_latency_cycles or 0.0) if ncnn else 0.0},
         # Q node -> QLinearConv/MatMul (packs A, requantises) -> DQ node; QLinearConv always
         # expands (no NCHWc int8 conv)
         K.PATH_QLINEAR: qlinear,
@@ -216,7 +218,8 @@ _ATTR_COLUMNS = {"rate": K.A_RATE, "eb_a": K.A_EB_A, "eb_w": K.A_EB_W, "eb_o": K
                  "out_cast": K.A_OUT_CAST, "b_pack": K.A_B_PACK, "group_loop": K.A_GROUP_LOOP,
                  "w_dq_cyc": K.A_W_DQ_CYC, "dw_chain_cyc": K.A_DW_CHAIN_CYC,
                  "dw_vec_cyc": K.A_DW_VEC_CYC, "gather_cyc": K.A_GATHER_CYC,
-                 "im2col_call_cyc": K.A_IM2COL_CALL_CYC, "fc_rows": K.A_FC_ROWS}
+                 "im2col_call_cyc": K.A_IM2COL_CALL_CYC, "fc_rows": K.A_FC_ROWS,
+                 "fma_lat": K.A_FMA_LAT}
 _ATTR_DEFAULTS = {"k_align": 1.0, "nodes": 1.0}
 
 

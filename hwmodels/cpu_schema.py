@@ -88,6 +88,10 @@ class CpuTarget(Memoised):
     fma_pipes: float
     int_mul_pipes: float
     dot_pipes: float = field(default=0.0, metadata={"ge": 0})
+    # cycles from a vector FMA to a dependent FMA that accumulates onto its result; sets the
+    # rate of kernels with few accumulator chains (`kernels.cpu_ncnn.chain_share`); None:
+    # not described (kernels assumed to hide it)
+    fma_latency_cycles: float | None = None
     isa: tuple[str, ...]
     gemm_tile_m: int
     gemm_tile_n: int

@@ -82,6 +82,7 @@ from hwmodels.kernels.cpu_layout import (
     A_EB_W,
     A_FAKE_Q,
     A_FC_ROWS,
+    A_FMA_LAT,
     A_GATHER_CYC,
     A_GROUP_LOOP,
     A_IM2COL,
@@ -171,7 +172,13 @@ from hwmodels.kernels.cpu_layout import (
     WINOGRAD_MIN_CH,
     WINOGRAD_MIN_CH_FP16,
 )
-from hwmodels.kernels.cpu_ncnn import fc_rows_unprefetched, lrn_layout_bytes
+from hwmodels.kernels.cpu_ncnn import (
+    chain_share,
+    direct_fp16_kernel,
+    direct_pass_bytes,
+    fc_rows_unprefetched,
+    lrn_layout_bytes,
+)
 from hwmodels.kernels.cpu_roofline import (
     add_pass,
     blocked,
@@ -240,6 +247,17 @@ def gemm_streams(li: np.ndarray, row: np.ndarray, a: int, eba: float, ebw: float
 
 
 @njit(cache=True)
+def direct_conv(li: np.ndarray, row: np.ndarray) -> tuple[float, float]:
+    """(accumulator chains, input channels) of the direct fp16 conv kernel ncnn runs the layer
+    with (`cpu_ncnn.direct_fp16_kernel`); (0, 0) on paths without a described FMA latency
+    (A_FMA_LAT: ncnn's fp16 arithmetic only), for other kinds and other kernels."""
+    if row[A_FMA_LAT] <= 0.0 or row[A_EB_A] != 2.0 or li[L_KIND] != KIND_CONV:
+        return 0.0, 0.0
+    return direct_fp16_kernel(float(li[L_M]), float(li[L_N]), float(li[L_K]), float(li[L_G]),
+                              float(li[L_AIN]))
+
+
+@njit(cache=True)
 def gemm_layer(li: np.ndarray, path: int, w: int, a: int, w_store: float, runtime: int,
                model_w_res: bool, p: np.ndarray, ch: np.ndarray, paths: np.ndarray,
                traffic: np.ndarray, acc: np.ndarray) -> float:
@@ -268,12 +286,19 @@ def gemm_layer(li: np.ndarray, path: int, w: int, a: int, w_store: float, runtim
         t = depthwise_core(li, eba, ebo, extra, wel * ebw, w_res, runtime, p, ch, traffic, acc,
                            row[A_DW_CHAIN_CYC], row[A_DW_VEC_CYC], row[A_GATHER_CYC])
     else:
+        chains, cin = direct_conv(li, row)
         oc_split = runtime == RUNTIME_NCNN and li[L_KIND] == KIND_CONV and li[L_M] > 1
         unpf = fc_rows_unprefetched(row[A_FC_ROWS], float(li[L_K]), ebw)
-        t = gemm_core(li, rate, eba, ebw, ebo, row[A_K_ALIGN], extra, wel * ebw, w_res, runtime,
-                      p, ch, traffic, acc, oc_split, unpf)
+        t = gemm_core(li, rate * chain_share(chains, row[A_FMA_LAT], p[P_PIPES]), eba, ebw, ebo,
+                      row[A_K_ALIGN], extra, wel * ebw, w_res, runtime, p, ch, traffic, acc,
+                      oc_split, unpf)
+        if chains > 0:  # direct conv: no im2col; its input and accumulator passes instead
+            r = -1.0
+            add_pass(direct_pass_bytes(float(li[L_AIN]), float(li[L_AOUT]), float(li[L_N]),
+                                       cin, eba), 0.0,
+                     p[P_LANES32], blocked(p), p, ch, traffic, acc)
     acc[ACC_LANE_OPS] += extra
-    gemm_streams(li, row, a, eba, ebw, w_store, model_w_res, inline, r > 0, runtime, p, ch,
+    gemm_streams(li, row, a, eba, ebw, w_store, model_w_res, inline, r != 0.0, runtime, p, ch,
                  traffic, acc)
     acc[ACC_NODES] += row[A_NODES] - 1.0  # Q / DQ nodes; the GEMM node costs more:
     acc[ACC_T_OVERHEAD] += p[P_GEMM_OVH] + (p[P_THR_OVH] if t > 1 else 0.0)

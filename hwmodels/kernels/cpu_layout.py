@@ -81,7 +81,10 @@ A_IM2COL_CALL_CYC = 26
 # A_FC_ROWS: weight rows a batch-1 InnerProduct task reads side by side (ncnn before 2022-06:
 # four unpacked rows, `kernels.cpu_ncnn.fc_interleaved_rows`), 0 = one packed stream
 A_FC_ROWS = 27
-NA = 28
+# A_FMA_LAT: the core's dependent-FMA latency (cycles) for ncnn's direct fp16 convs, whose few
+# accumulator chains it limits (`kernels.cpu_ncnn.chain_share`), 0 = not described
+A_FMA_LAT = 28
+NA = 29
 DW_NCHWC_OUTPUTS = 3.0  # output blocks per pass of SconvKernelFma3.S's "Depthwise" ComputeBlock
 MINMAX_LANE_OPS = 2.0          # DynamicQuantizeLinear's range pass: a min and a max per element
 CAST_MUL_LANE_OPS = 2.0        # int32 -> fp32 convert, then the scale multiply (two nodes)

@@ -170,3 +170,71 @@ def depthwise_generic(taps: int, in_per_out: float) -> bool:
     (`for (int k = 0; k < maxk; k++)`: two loads per FMA). `in_per_out`: input pixels per
     output pixel (about 1 at stride 1, 4 at stride 2)."""
     return (taps != 9 and taps != 25) or in_per_out > STRIDE2_MAX_IN_PER_OUT
+
+
+# ncnn's direct fp16-arithmetic convs (`convolution_arm_asimdhp.cpp` create_pipeline_fp16s /
+# forward_fp16sa @10e3395, the Pi 5 rows' tree): prefer_sgemm is cleared, so no im2col GEMM,
+# for these (kernel taps, stride^2, input elempack) when the output elempack is 8. Each kernel
+# (`convolution_{3x3,5x5}_pack8_fp16s.h`, `_3x3_pack1to8_fp16s.h`, `_7x7_pack1to8_fp16s.h`)
+# keeps one 8-lane fp16 accumulator per output pixel of its widest `j` loop (`j += 4`: v28-v31)
+# and feeds it by-element fmla, one dependent chain per accumulator. Rows: (taps, stride^2,
+# in pack, chains, max cin (0: any), max cout): taken when cin < max cin or cout < max cout.
+DIRECT_FP16 = (
+    (25.0, 1.0, 8.0, 4.0, 0.0, 0.0),      # conv5x5s1_pack8_fp16sa_neon: j += 4
+    (25.0, 4.0, 8.0, 2.0, 16.0, 88.0),    # conv5x5s2_pack8_fp16sa_neon: j += 2
+    (9.0, 4.0, 8.0, 4.0, 64.0, 128.0),    # conv3x3s2_pack8_fp16sa_neon: j += 4
+    (9.0, 4.0, 1.0, 4.0, 0.0, 0.0),       # conv3x3s2_pack1to8_fp16sa_neon: j += 4
+    (49.0, 4.0, 1.0, 8.0, 0.0, 0.0),      # conv7x7s2_pack1to8_fp16sa_neon: j += 8
+)
+DIRECT_LANES = 8.0      # fp16 lanes per accumulator (elempack 8)
+# input / output elements over taps x cin x out pixels that still name a (taps, stride): the
+# GEMM view gives k = taps * cin and a_in = cin * in pixels (= out pixels * stride^2 + pad)
+DIRECT_RATIO_SLACK = 0.2
+
+
+@njit(cache=True)
+def elempack_fp16(c: float) -> float:
+    """ncnn's elempack for c channels on an fp16-arithmetic core (`convolution_arm.cpp`
+    create_pipeline: 8 when c divides by 8, else 4, else 1)."""
+    return 8.0 if c % 8 == 0 else (4.0 if c % 4 == 0 else 1.0)
+
+
+@njit(cache=True)
+def direct_fp16_kernel(m: float, n: float, k: float, g: float, ain: float) -> tuple[float, float]:
+    """(accumulator chains, input channels) of the direct fp16sa kernel ncnn runs a conv
+    with (`DIRECT_FP16`), (0, 0) when it takes another path. m output pixels, n output and
+    k = taps x cin inputs per group, g groups (ncnn runs each group as its own conv), a_in
+    input elements. The GEMM view has no kernel shape, so taps / stride^2 is read from
+    k / (a_in / (m g)) and matched within DIRECT_RATIO_SLACK."""
+    if m < 1.0 or k < 1.0 or ain < 1.0 or elempack_fp16(n) != DIRECT_LANES:
+        return 0.0, 0.0
+    ratio = k * m * g / ain
+    for taps, s2, pin, chains, max_cin, max_cout in DIRECT_FP16:
+        cin = k / taps
+        if (abs(ratio / (taps / s2) - 1.0) > DIRECT_RATIO_SLACK or k % taps != 0
+                or elempack_fp16(cin) != pin):
+            continue
+        if max_cin == 0.0 or cin < max_cin or n < max_cout:
+            return chains, cin
+    return 0.0, 0.0
+
+
+@njit(cache=True)
+def chain_share(chains: float, fma_latency: float, pipes: float) -> float:
+    """Share of the FMA peak a kernel with `chains` independent accumulator chains issues:
+    each chain takes one FMA per `fma_latency` cycles, so chains / latency per cycle, at
+    most `pipes` (1 when the latency is not described or no chains are given)."""
+    if fma_latency <= 0.0 or chains <= 0.0:
+        return 1.0
+    return min(1.0, chains / (fma_latency * pipes))
+
+
+@njit(cache=True)
+def direct_pass_bytes(ain: float, aout: float, n: float, cin: float, eb: float) -> float:
+    """Bytes a direct fp16sa conv moves outside its registers: each task (one output channel
+    pack, `#pragma omp parallel for` over outch) reads the whole input, and for every input
+    channel pack loads and stores its output accumulators (`ld1 {v28..v31}, [%0]` ... `st1`;
+    out0.fill(bias) first)."""
+    packs_out = n / DIRECT_LANES
+    packs_in = max(1.0, cin / elempack_fp16(cin))
+    return (ain * packs_out + aout * 2.0 * packs_in) * eb
