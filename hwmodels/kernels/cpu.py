@@ -178,6 +178,7 @@ from hwmodels.kernels.cpu_ncnn import (
     direct_pass_bytes,
     fc_rows_unprefetched,
     lrn_layout_bytes,
+    padded_copy_bytes,
 )
 from hwmodels.kernels.cpu_roofline import (
     add_pass,
@@ -297,6 +298,10 @@ def gemm_layer(li: np.ndarray, path: int, w: int, a: int, w_store: float, runtim
             add_pass(direct_pass_bytes(float(li[L_AIN]), float(li[L_AOUT]), float(li[L_N]),
                                        cin, eba), 0.0,
                      p[P_LANES32], blocked(p), p, ch, traffic, acc)
+    if runtime == RUNTIME_NCNN and li[L_KIND] == KIND_CONV:  # make_padding's bordered copy
+        pad = padded_copy_bytes(m, float(li[L_K]), float(li[L_G]), float(li[L_AIN]), eba)
+        if pad > 0:
+            add_pass(pad, 0.0, p[P_LANES32], home(pad, p, ch), p, ch, traffic, acc)
     acc[ACC_LANE_OPS] += extra
     gemm_streams(li, row, a, eba, ebw, w_store, model_w_res, inline, r != 0.0, runtime, p, ch,
                  traffic, acc)

@@ -238,3 +238,22 @@ def direct_pass_bytes(ain: float, aout: float, n: float, cin: float, eb: float) 
     packs_out = n / DIRECT_LANES
     packs_in = max(1.0, cin / elempack_fp16(cin))
     return (ain * packs_out + aout * 2.0 * packs_in) * eb
+
+
+# taps / stride^2 of a conv's GEMM view (k m g / a_in) above which it is a k x k conv with
+# k > 1 (3x3 stride 2: 2.25); 1x1 convs give 1 (stride 1) or 0.25 (stride 2)
+PADDED_MIN_RATIO = 1.5
+
+
+@njit(cache=True)
+def padded_copy_bytes(m: float, k: float, g: float, ain: float, eb: float) -> float:
+    """Bytes of the bordered copy ncnn makes of a conv's input before it runs: the forward
+    of Convolution_arm (fp32, fp16sa and int8, on the int8 blob after quantising) and of
+    ConvolutionDepthWise_arm calls make_padding, which for any padding runs
+    copy_make_border, a Padding layer (`src/mat.cpp`, omp over channels; @20230517, and so
+    @20211208 and @10e3395): read the input, write the copy, which the kernel then reads.
+    Assumed: every conv with a kernel larger than 1x1 is padded (the measured networks pad
+    "same"), and the copy is the input's size (the border adds (H + 2 pad)^2 / H^2)."""
+    if m < 1.0 or ain <= 0.0 or k * m * g / ain <= PADDED_MIN_RATIO:
+        return 0.0
+    return 2.0 * ain * eb
