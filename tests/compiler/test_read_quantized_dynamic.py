@@ -115,6 +115,8 @@ def test_old_conv_integer_with_run_time_bias_reads_as_dynamic_int8_conv() -> Non
     assert all((la.quant.w_bits, la.quant.a_bits, la.quant.granularity) ==
                (8, 8, "per_tensor") for la in convs)
     assert all(r.ok and r.planned == "ConvInteger" for r in check_kernels(g, model))
+    sim = {r.name: r for r in api.simulate(g, "rpi5").layers}  # the file's own plan
+    assert all((sim[la.name].w_bits, sim[la.name].a_bits) == (8, 8) for la in convs)
     x = np.random.default_rng(0).standard_normal((1, CIN, HW, HW)).astype(np.float32)
     got = execute(g, {"x": x})["y"]
     np.testing.assert_allclose(got, _ort(_float_conv_model(params), {"x": x})[0],
