@@ -65,7 +65,8 @@ def _only_user(r: _Reader, tensor: str, op: str) -> onnx.NodeProto | None:
 
 
 def _made(r: _Reader, tensor: str, op: str) -> onnx.NodeProto | None:
-    """The node of type `op` that makes `tensor` and is its only reader's producer."""
+    """The node of type `op` that makes `tensor`, if `tensor` has one reader (a link of the
+    pattern's chain, which nothing else reads)."""
     node = r.made.get(tensor)
     users = r.users.get(tensor, [])
     return node if node is not None and node.op_type == op and len(users) == 1 else None
