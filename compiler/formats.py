@@ -177,6 +177,8 @@ class WeightGeometry:
         rank: rank of the layer's output (dynamic conv reshapes its bias to it).
         granularity: weight scale granularity of the quantised rows.
         block: block length along `k` of per-block rows.
+        held: the weight is stored by an earlier layer (`LayerTable.w_shared`): only what
+            the layer's own bias adds is counted.
     """
 
     elems: np.ndarray | int
@@ -186,6 +188,7 @@ class WeightGeometry:
     rank: np.ndarray | int = 4
     granularity: str = "per_channel"
     block: int = NBITS_BLOCK
+    held: np.ndarray | bool = False
 
 
 def _f64(x: object) -> np.ndarray:
@@ -283,7 +286,13 @@ def emitted_bytes(row: str, w_bits: np.ndarray | int, geometry: WeightGeometry) 
         w_bits: the weight widths (broadcast against the geometry's arrays).
         geometry: the layers' weight shapes, granularity and block.
     """
-    return ROW_BYTES[row](np.asarray(w_bits), geometry)
+    full = ROW_BYTES[row](np.asarray(w_bits), geometry)
+    if not np.any(geometry.held):
+        return full
+    # a held weight's codes, scales and zero points are the first reader's; a bias (with
+    # the int32 bias' scales, the reshape of a dynamic conv's bias) is the layer's own
+    bare = ROW_BYTES[row](np.asarray(w_bits), replace(geometry, bias=0))
+    return _f64(np.where(geometry.held, full - bare, full))
 
 
 FORMAT_CODE: Mapping[str, int] = MappingProxyType({f.name: i for i, f in enumerate(FORMATS)})
@@ -312,9 +321,10 @@ def table_geometry(table: LayerTable, block: int = NBITS_BLOCK,
     bias = table.w_elems - elems
     transpose = table.kind_code == KIND_CODE["conv_transpose"]
     channels = np.where(transpose & (bias > 0), bias, table.groups * table.n)
+    held = False if table.w_shared is None else table.w_shared[:, None]
     return WeightGeometry(elems[:, None], channels[:, None],
                           np.where(gather, np.maximum(elems, 1), table.k)[:, None], bias[:, None],
-                          granularity=granularity, block=block)
+                          granularity=granularity, block=block, held=held)
 
 
 def block_bytes_delta(table: LayerTable, codes: np.ndarray, w_bits: np.ndarray,

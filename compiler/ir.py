@@ -182,6 +182,10 @@ class LayerTable:
     # share: an unrolled LSTM's steps, a tied head): stored once, at the first reader's row,
     # so its size counts there (`hwmodels.cost.evaluate`); each reader still streams it
     w_repeat: np.ndarray | None = None
+    # bool, the layer's weight (its `compiler.formats.WEIGHT_INPUT` slot) is a constant an
+    # earlier layer read, but not all its constants are (a Gemm sharing B with its own C):
+    # only what the others add is stored again (`compiler.formats.table_geometry`)
+    w_shared: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # cost models memoise what they derive from a table on it (`memo`), so its arrays are
@@ -310,6 +314,7 @@ class Graph:
             np.asarray([self._kernel_rows(x) for x in self.layers], dtype=np.int64),
             np.asarray([self._channels(x) for x in self.layers], dtype=np.int64),
             self._w_repeat(),
+            self._w_shared(),
         )
 
     def _w_repeat(self) -> np.ndarray:
@@ -319,6 +324,20 @@ class Graph:
         for x in self.layers:
             consts = {t for t in x.inputs if t in self.weights}
             out.append(bool(consts) and consts <= seen)
+            seen |= consts
+        return np.asarray(out, dtype=bool)
+
+    def _w_shared(self) -> np.ndarray:
+        """Bool [L]: the layer's weight-slot constant was read by an earlier layer, its other
+        constants not all (`w_shared`)."""
+        from compiler.formats import WEIGHT_INPUT  # formats imports this module
+
+        seen: set[str] = set()
+        out = []
+        for x in self.layers:
+            consts = {t for t in x.inputs if t in self.weights}
+            slot = WEIGHT_INPUT.get(x.kind, len(x.inputs))
+            out.append(slot < len(x.inputs) and x.inputs[slot] in seen and not consts <= seen)
             seen |= consts
         return np.asarray(out, dtype=bool)
 

@@ -386,14 +386,13 @@ def _drop_initializer_inputs(graph: onnx.GraphProto) -> None:
 
 def input_shape_hint(name: str, dims: Sequence[int | str]) -> str:
     """An `--input-shape` example the CLI accepts (every dim >= 1), with the input's real
-    rank: known positive dims kept, others guessed (1 for a batch, 224 for an image side)."""
-    def guess(i: int) -> int:
-        d = dims[i]
-        if isinstance(d, str) and d.lower() in BATCH_NAMES:
-            return 1
-        return 1 if i == 0 else 224 if len(dims) == 4 and i >= 2 else 128
-    shown = [d if isinstance(d, int) and d > 0 else guess(i) for i, d in enumerate(dims)]
-    return f"--input-shape {name}={'x'.join(str(d) for d in shown)}"
+    rank: known positive dims kept, each guessed one named with its reason
+    (`compiler.frontend.shape_hint`; `['?']`: no declared shape)."""
+    from compiler.frontend.shape_hint import input_shape_hint as hint
+
+    if list(dims) == ["?"]:
+        return f"--input-shape {name}=1 (the model declares no shape: give the one you run at)"
+    return hint(name, dims, BATCH_NAMES)
 
 
 def _static_dims(name: str, dims: list[int | str] | None, given: Sequence[int] | None,

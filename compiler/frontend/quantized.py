@@ -18,7 +18,9 @@ gives each IR layer its `Quant` with the row of `compiler.formats` it runs as. R
 - `com.microsoft::GatherBlockQuantized`: `Gather` on the dequantised table;
 - `DynamicQuantizeLinear -> MatMulInteger / ConvInteger -> Cast -> Mul(sx * sw)`
   (onnxruntime's quantize_dynamic): `MatMul` / `Conv` on the dequantised weight, W8A8 with
-  activations quantised at run time.
+  activations quantised at run time; older quantize_dynamic files, with ConvInteger's bias
+  quantised at run time (Div / Floor / Cast / Reshape / Add) and
+  `com.microsoft::DynamicQuantizeLSTM`, as `compiler.frontend.quantized_dynamic` reads them.
 
 Only what the simulation needs is kept: bits, granularity, block and format; the float
 weights are the dequantised ones.
@@ -37,6 +39,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from compiler.errors import ModelError
 from compiler.formats import Policy, resolve
+from compiler.frontend.quantized_dynamic import dynamic_lstm, integer, node_key
 from compiler.ir import Graph, Layer, Quant
 
 _BITS: dict[int, int] = {TensorProto.INT8: 8, TensorProto.UINT8: 8, TensorProto.INT16: 16,
@@ -47,7 +50,9 @@ for _name, _b in (("INT2", 2), ("UINT2", 2)):  # onnx >= 1.18
 NBITS_UNPACKED = "MatMulNBits (float zero points / g_idx)"
 QUANT_OPS = frozenset({"DequantizeLinear", "QuantizeLinear", "MatMulNBits",
                        "MatMulIntegerToFloat", "GatherBlockQuantized", "DynamicQuantizeLinear",
-                       "MatMulInteger", "ConvInteger"})
+                       "MatMulInteger", "ConvInteger", "DynamicQuantizeLSTM"})
+# ops whose activations onnxruntime quantises at run time (the policy's dynamic_int8 rows)
+DYNAMIC_SOURCES = frozenset({"MatMulInteger", "ConvInteger", "DynamicQuantizeLSTM"})
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class Mark:
     dynamic: bool = False  # activations quantised inside the kernel (accuracy_level 4)
     source: str = ""       # the op it was read from
     requant: bool = False  # the output goes straight into a QuantizeLinear
+    unrolled: bool = False  # on an LSTM: holds for the layers `<node name>/...` it unrolls to
 
 
 def is_quantized(model: onnx.ModelProto) -> bool:
@@ -77,7 +83,7 @@ class _Reader:
         for n in self.g.node:
             for t in n.input:
                 self.users.setdefault(t, []).append(n)
-        self.dropped: set[str] = set()       # node names folded into a rewritten one
+        self.dropped: set[tuple[str, str]] = set()  # node_key of nodes folded away
         self.rename: dict[str, str] = {}
         self.weights: dict[str, Mark] = {}   # float tensor -> weight mark
         self.acts: dict[str, int] = {}       # float tensor -> activation bits
@@ -250,40 +256,12 @@ def _gather_block(r: _Reader, node: onnx.NodeProto, nodes: list[onnx.NodeProto])
     return True
 
 
-def _only_user(r: _Reader, tensor: str, op: str) -> onnx.NodeProto | None:
-    users = r.users.get(tensor, [])
-    return users[0] if len(users) == 1 and users[0].op_type == op else None
-
-
-def _integer(r: _Reader, node: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> bool:
-    """DynamicQuantizeLinear -> MatMulInteger / ConvInteger -> Cast -> Mul(sx * sw) (the
-    quantize_dynamic pattern) -> MatMul / Conv on the dequantised weight."""
-    dql = r.made.get(node.input[0])
-    wq = r.array(node.input[1])
-    cast = _only_user(r, node.output[0], "Cast")
-    mul = cast and _only_user(r, cast.output[0], "Mul")
-    if dql is None or dql.op_type != "DynamicQuantizeLinear" or wq is None or mul is None:
-        return False
-    assert cast is not None
-    step = r.made.get(next(t for t in mul.input if t != cast.output[0]))
-    ws = None if step is None else next((r.array(t) for t in step.input if t in r.inits), None)
-    if ws is None:
-        return False
-    wz = r.array(node.input[3]) if len(node.input) > 3 and node.input[3] else None
-    w = wq.astype(np.float32) - (0.0 if wz is None else wz.astype(np.float32))
-    ws = np.asarray(ws, np.float32)
-    conv = node.op_type == "ConvInteger"
-    w = w * (ws.reshape(-1, *[1] * (w.ndim - 1)) if conv and ws.size > 1 else ws)
-    r.add(f"{node.name}.weight", w)
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute} if conv else {}
-    nodes.append(helper.make_node("Conv" if conv else "MatMul",
-                                  [dql.input[0], f"{node.name}.weight"], list(mul.output),
-                                  name=node.name, **attrs))
-    assert step is not None
-    r.dropped.update({cast.name, mul.name, step.name})
-    gran = "per_tensor" if ws.size == 1 else "per_channel"
-    r.weights[node.name] = Mark(8, 8, gran, None, True, node.op_type)
-    return True
+def _lstm(r: _Reader, node: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> None:
+    """DynamicQuantizeLSTM -> LSTM on the dequantised weights, marked for its unrolled layers:
+    8-bit weights, activations quantised at run time."""
+    lstm, gran = dynamic_lstm(r, node)
+    nodes.append(lstm)
+    r.weights[lstm.name] = Mark(8, 8, gran, None, True, node.op_type, unrolled=True)
 
 
 def _fold_weight(r: _Reader, node: onnx.NodeProto, value: tuple[np.ndarray, Mark] | None) -> bool:
@@ -299,10 +277,13 @@ def _fold_weight(r: _Reader, node: onnx.NodeProto, value: tuple[np.ndarray, Mark
 def _rewrite(r: _Reader, node: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> None:
     """Append `node`'s float equivalent (or nothing, for a node folded into a tensor)."""
     op = node.op_type
-    if op == "DynamicQuantizeLinear" or node.name in r.dropped:
+    if op == "DynamicQuantizeLinear" or node_key(node) in r.dropped:
         return
-    if op in ("MatMulInteger", "ConvInteger") and _integer(r, node, nodes):
-        return
+    if op in ("MatMulInteger", "ConvInteger"):
+        gran = integer(r, node, nodes)
+        if gran is not None:
+            r.weights[node.name] = Mark(8, 8, gran, None, True, op)
+            return
     if op == "DequantizeLinear":
         if _fold_weight(r, node, _dq_value(r, node)):
             return
@@ -325,6 +306,8 @@ def _rewrite(r: _Reader, node: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> N
         return
     if op == "GatherBlockQuantized" and _gather_block(r, node, nodes):
         return
+    if op == "DynamicQuantizeLSTM":
+        return _lstm(r, node, nodes)
     nodes.append(node)
 
 
@@ -338,7 +321,7 @@ def dequantize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Mapping[str, Ma
     nodes: list[onnx.NodeProto] = []
     for node in model.graph.node:
         _rewrite(r, node, nodes)
-    nodes = [n for n in nodes if n.name not in r.dropped]
+    nodes = [n for n in nodes if node_key(n) not in r.dropped]
     marks = _consumer_marks(model, r)
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -398,15 +381,23 @@ def _gemm_users(r: _Reader, tensor: str) -> int:
 def annotate(g: Graph, marks: Mapping[str, Mark], policy: Policy | None = None) -> Graph:
     """Give every marked layer the `Quant` of the format-policy row it runs as."""
     policy = policy or Policy(act_matmul_int8=True)  # the file quantises what it quantises
-    layers = tuple(_annotated(g, layer, marks.get(layer.name), policy) for layer in g.layers)
+    unrolled = {f"{name}/": m for name, m in marks.items() if m.unrolled}
+    layers = tuple(_annotated(g, layer, marks.get(layer.name) or _unrolled(layer, unrolled),
+                              policy) for layer in g.layers)
     return replace(g, layers=layers)
+
+
+def _unrolled(layer: Layer, marks: Mapping[str, Mark]) -> Mark | None:
+    """The mark of the LSTM `layer` was unrolled from (`expand_lstm` names its nodes
+    `<LSTM name>/...`); the policy leaves its element-wise layers float."""
+    return next((m for prefix, m in marks.items() if layer.name.startswith(prefix)), None)
 
 
 def _annotated(g: Graph, layer: Layer, mark: Mark | None, policy: Policy) -> Layer:
     if mark is None:
         return layer
     const = g.const_weight(layer)
-    policy = replace(policy, dynamic_int8=mark.source in ("MatMulInteger", "ConvInteger"),
+    policy = replace(policy, dynamic_int8=mark.source in DYNAMIC_SOURCES,
                      requant_out=mark.requant, nbits_float_zp=mark.source == NBITS_UNPACKED)
     row = resolve(layer.kind, const, mark.w_bits, mark.a_bits, policy, mark.granularity)
     if row.name == "float":

@@ -302,7 +302,8 @@ def test_dynamic_spatial_dims_need_a_shape():
     with pytest.raises(ModelError) as err:
         load(_image_model(["N", 3, "H", "W"]))
     assert str(err.value) == (
-        "input x: dimension 2 ('H') is dynamic; pass --input-shape x=1x3x224x224")
+        "input x: dimension 2 ('H') is dynamic; pass --input-shape x=1x3x224x224 (guessed: "
+        "'H', 'W' = 224, a common image side; give the sizes you run at)")
 
 
 def test_example_shape_has_the_inputs_rank():
@@ -310,7 +311,7 @@ def test_example_shape_has_the_inputs_rank():
               [("ids", TensorProto.INT64, ["batch", "seq"])], [("y", F, ["batch", "seq", 4])],
               [init("emb", np.zeros((10, 4), np.float32))])
     with pytest.raises(ModelError, match=r"dimension 1 \('seq'\) is dynamic; pass "
-                                         r"--input-shape ids=1x128$"):
+                                         r"--input-shape ids=1x128 \(guessed: 'seq' = 128, a "):
         load(m)
 
 

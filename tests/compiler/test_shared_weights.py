@@ -205,3 +205,37 @@ def test_shared_conv_weight_at_4_bits_is_one_int4_initializer() -> None:
     sim = run(q, feeds, fake_quant=True)[q.outputs[0]]
     got = _session(out).run(None, feeds)[0]
     np.testing.assert_allclose(got, sim, rtol=1e-5, atol=1e-5 * float(np.abs(sim).max()))
+
+
+def gemms_sharing_b_with_own_biases() -> onnx.ModelProto:
+    """X [2, K] -> Gemm(B, C0) -> Tanh -> Gemm(B, C1): one B [N, K], two biases."""
+    rng = np.random.default_rng(4)
+    inits = [numpy_helper.from_array(rng.standard_normal((N, K)).astype(np.float32), "B"),
+             numpy_helper.from_array(rng.standard_normal(N).astype(np.float32), "C0"),
+             numpy_helper.from_array(rng.standard_normal(N).astype(np.float32), "C1")]
+    nodes = [helper.make_node("Gemm", ["X", "B", "C0"], ["y0"], name="g0", transB=1),
+             helper.make_node("Tanh", ["y0"], ["t0"], name="tanh0"),
+             helper.make_node("Gemm", ["t0", "B", "C1"], ["y1"], name="g1", transB=1)]
+    graph = helper.make_graph(
+        nodes, "gemms_own_bias", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [2, K])],
+        [helper.make_tensor_value_info("y1", TensorProto.FLOAT, [2, N])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_reader_of_a_shared_weight_with_its_own_bias_stores_only_the_bias() -> None:
+    """g1 reads g0's B but its own C1: it was not `w_repeat` (not all its constants are
+    shared), so B counted twice. Hand count, and for fp32 the emitted file's initializers."""
+    model = gemms_sharing_b_with_own_biases()
+    g = load(model)
+    table = g.layer_table()
+    assert table.w_repeat.tolist() == [False, False, False]
+    assert table.w_shared is not None and table.w_shared.tolist() == [False, False, True]
+    cost = evaluate(table, np.array([[32, 32], [8, 8]]), load_target("rpi5"))
+    stored = np.asarray(cost.weight_bytes).sum(axis=0)
+    # fp32: B once and both biases; W8A8 (MatMulIntegerToFloat): B's uint8 codes, a float32
+    # scale and a uint8 zero point per output channel once, and both float biases
+    np.testing.assert_allclose(stored, [(K * N + 2 * N) * 4, K * N + 5 * N + 2 * N * 4])
+    q = quantize(g, np.full((len(g.layers), 2), 32), calibrate(g, [_feeds(model, 0)]))
+    written = sum(numpy_helper.to_array(t).nbytes for t in emit(q).graph.initializer)
+    assert written == stored[0]
+    assert (np.asarray(cost.latency_s)[[0, 2]] > 0).all()  # each reader still streams B
