@@ -160,7 +160,8 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
             the chunks (in chunk order), e.g. to collect calibration statistics on the way.
         budget: time budget, checked before each chunk (`compiler.sensitivity.time_budget`):
             once it is used up no more chunks are probed. A cut first pass keeps the chunks
-            it covered (at least `MIN_CHUNKS`) as a sample of all; a later pass takes the
+            it covered (at least `MIN_CHUNKS`) as a sample of all (the others then run
+            forward only, for `observe`, as after an early stop); a later pass takes the
             probes that fit in the time left at the last pass's pace (none: stop), and one
             cut anyway drops its extra probes.
         settled: weights whose trace uncertainty can no longer change the result (e.g. the
@@ -195,6 +196,8 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
                     _observe_forward(g, chunks[covered:], observe, forward, dtype)
                     return est
         if covered < len(chunks):
+            if done == 0:  # the rest still reach `observe`: a caller's statistics need
+                _observe_forward(g, chunks[covered:], observe, forward, dtype)  # them all
             return _cut_estimate(names, parts, done, covered)
         took, added, done = _took(budget, began), want - done, want
         est = pooled_estimate(names, parts)

@@ -336,6 +336,20 @@ def test_budget_cuts_the_first_pass_and_samples_the_chunks(monkeypatch) -> None:
     assert np.all(np.abs(trace - exact) <= 4 * sens.rse * np.abs(trace))
 
 
+def test_a_cut_first_pass_still_observes_every_chunk(monkeypatch) -> None:
+    """A 5 s budget cuts the first pass after 3 of 8 chunks (as above); the other 5 still
+    run forward for `observe`, in order, so a caller collecting statistics on the way (the
+    compile's calibration ranges) has every sample and needs no pass of its own."""
+    now, calls = _probe_clock(monkeypatch)
+    g, feeds, t = _two_block_least_squares(batch=4)
+    seen: list[np.ndarray] = []
+    sens = hawq.sensitivity(g, feeds, t, loss="mse", tol=1e-3, budget_s=5,
+                            clock=lambda: now[0], observe=lambda env: seen.append(
+                                env["x1"].copy()))
+    assert calls == [2, 2, 2] and sens.cut_short
+    np.testing.assert_array_equal(np.concatenate(seen), feeds["x1"])
+
+
 def test_a_pass_that_cannot_finish_is_not_started(monkeypatch) -> None:
     """32 chunks: the first pass is one probe each (32 s); a second pass of even one probe
     per chunk would take as long, more than the 8 s a 40 s budget has left, so none starts:

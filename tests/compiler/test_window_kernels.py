@@ -19,6 +19,9 @@ def geometries(draw) -> tuple[PlaneWindows, np.ndarray]:
         size, b = draw(st.integers(1, 7)), draw(st.integers(0, 2))
         eff = (k - 1) * d + 1
         o = draw(st.integers(1, 4))
+        if draw(st.integers(0, 3)) == 0:  # a unit axis (a 1-D conv as [N, C, L, 1]), which
+            size, b, k, o = 1, 0, 1, 1     # the layout skips: often enough to be exercised
+            eff = 1
         spatial.append(size)
         begins.append(b)
         extent.append((o - 1) * s + eff)   # may cut the input off, as ceil-mode pooling does
