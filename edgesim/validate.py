@@ -263,10 +263,13 @@ def host_mismatch(target: Any, arch: str, isa: Sequence[str], cores: int
     target of another kind or architecture (rpi5's predictions against an x86 host's times),
     so those are refused; a target of this architecture that claims ISA features or cores
     this machine lacks (a Pi 5 file on a Pi 4) is compared with a warning."""
+    from hwmodels.kinds import capabilities
+
     name = getattr(target, "name", str(target))
     fix = "describe this machine with `edgesim target probe host.yaml` and pass --target host.yaml"
-    if getattr(target, "kind", "cpu") != "cpu":
-        return f"{name} is a {target.kind} target; validate measures this machine's CPU: {fix}", ""
+    if "onnxruntime" not in capabilities(target).runtimes:  # a device running its own program
+        return (f"{name} is a {target.kind} target, not a CPU running onnxruntime like this "
+                f"machine: {fix}"), ""
     if target.arch != arch:
         return f"{name} is an {target.arch} target and this machine is {arch}: {fix}", ""
     missing = [f for f in target.isa if f not in isa]

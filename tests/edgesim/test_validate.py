@@ -132,7 +132,7 @@ def test_host_mismatch_refuses_another_architecture_or_kind():
     refusal, warning = V.host_mismatch(rpi5, "x86_64", ("avx2",), 2)
     assert "rpi5 is an arm64 target and this machine is x86_64" in refusal and warning == ""
     refusal, _ = V.host_mismatch(load_target("cortex-m7"), "arm64", ("neon",), 4)
-    assert refusal.startswith("cortex-m7 is a mcu target")
+    assert refusal.startswith("cortex-m7 is a mcu target, not a CPU running onnxruntime")
     assert "edgesim target probe" in refusal and "\n" not in refusal
 
 
