@@ -463,6 +463,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     v = validate(args.model, args.target, bits=args.bits, threads=args.threads, runs=args.runs,
                  stat=args.stat)
+    if v.warning:  # one line on stderr: stdout stays the table or the JSON
+        print(f"edgesim: warning: {v.warning}", file=sys.stderr)
     print(json.dumps(v.to_dict(), indent=1) if args.json else format_table(v))
     return 0
 

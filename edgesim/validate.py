@@ -69,6 +69,7 @@ class Validation:
     node_sum_ms: float        # sum of the profiled node medians
     unmapped_nodes: tuple[str, ...]
     clean_runs: int = -1      # profiled runs on cores of their own (`profile_runs`)
+    warning: str = ""         # the target and this machine differ (`host_mismatch`)
 
     @property
     def total_error(self) -> float:
@@ -255,13 +256,54 @@ def busy_host_ms(model: Any, feeds: Mapping[str, np.ndarray], threads: int,
     return min(wall, sum(nodes.values()))
 
 
+def host_mismatch(target: Any, arch: str, isa: Sequence[str], cores: int
+                  ) -> tuple[str, str]:
+    """(refusal, warning) for validating on a machine of `arch` with ISA features `isa` and
+    `cores` cores against `target`; "" where none. Measurements here say nothing about a
+    target of another kind or architecture (rpi5's predictions against an x86 host's times),
+    so those are refused; a target of this architecture that claims ISA features or cores
+    this machine lacks (a Pi 5 file on a Pi 4) is compared with a warning."""
+    from hwmodels.kinds import capabilities
+
+    name = getattr(target, "name", str(target))
+    fix = "describe this machine with `edgesim target probe host.yaml` and pass --target host.yaml"
+    if "onnxruntime" not in capabilities(target).runtimes:  # a device running its own program
+        return (f"{name} is a {target.kind} target, not a CPU running onnxruntime like this "
+                f"machine: {fix}"), ""
+    if target.arch != arch:
+        return f"{name} is an {target.arch} target and this machine is {arch}: {fix}", ""
+    missing = [f for f in target.isa if f not in isa]
+    differs = ([f"ISA features this machine lacks ({', '.join(missing)})"] if missing else []
+               ) + ([f"{target.cores} cores (this machine has {cores})"] if target.cores > cores
+                    else [])
+    return "", (f"{name} claims {' and '.join(differs)}: its predictions are compared with "
+                f"this machine's times" if differs else "")
+
+
+def check_host(target: Any) -> str:
+    """`host_mismatch` against this machine: raises `UserError` on a refusal, returns the
+    warning ("" when the target could describe this machine)."""
+    import os
+
+    from edgesim.errors import UserError
+    from hwmodels.probe import host_arch, isa_features, read_cpuinfo
+
+    refusal, warning = host_mismatch(target, host_arch(), isa_features(read_cpuinfo()),
+                                     len(os.sched_getaffinity(0)))
+    if refusal:
+        raise UserError("--target", refusal)
+    return warning
+
+
 def validate(model: Any, target: Target, *, bits: Any = "fp32", threads: int = 1,
              runs: int = 20, calib_random: int = 8, stat: str = "median") -> Validation:
     """Run `model` at `bits` here, profiled, and compare with the prediction on `target`.
 
     Args:
         model: ONNX path, `zoo:NAME`, ModelProto or Graph.
-        target: the target (name, YAML path or object) describing this machine.
+        target: the target (name, YAML path or object) describing this machine: a target
+            of another kind or architecture is refused (`UserError`), one claiming ISA
+            features or cores this machine lacks gives `Validation.warning`.
         bits: as `edgesim quantize` takes them ("fp32", 8 = W8A8, 4 = W4, ...).
         threads: onnxruntime intra-op threads, and the threads the model assumes.
         runs: profiled runs (and timed runs of the total).
@@ -276,8 +318,9 @@ def validate(model: Any, target: Target, *, bits: Any = "fp32", threads: int = 1
     from edgesim.quantize import quantize_model
     from edgesim.simulation import simulate_graph
 
-    g = load_graph(model)
     tgt = resolve_target(target)
+    warning = check_host(tgt)
+    g = load_graph(model)
     sim = simulate_graph(g, tgt, assignment.resolve(g, bits), threads=threads)
     predicted = np.array([r.latency_ms for r in sim.layers])
     feeds = next(cal.batches(g, cal.random_samples(g, 1)))
@@ -292,7 +335,7 @@ def validate(model: Any, target: Target, *, bits: Any = "fp32", threads: int = 1
     rows = compare(g, predicted, node_ms, node_layer)
     return Validation(g.name, getattr(tgt, "name", str(target)), str(bits), threads,
                       tuple(rows), float(predicted.sum()), total, float(sum(node_ms.values())),
-                      tuple(sorted(set(node_ms) - set(node_layer))), clean)
+                      tuple(sorted(set(node_ms) - set(node_layer))), clean, warning)
 
 
 def format_table(v: Validation) -> str:

@@ -149,22 +149,22 @@ def inserted(table: LayerTable, paths: np.ndarray, target: CpuTarget) -> np.ndar
     if table.reads is None:
         return out
     block, prods = nchwc_block(target), _all_producers(table, paths)
-    lay = _layouts(table, paths, block, prods)
+    lay = (_layouts(table, paths, block, prods), block, target.caches[0].line_bytes)
     done: tuple[set[int], set[int]] = (set(), set())
     for i in range(len(table)):
         if paths[i] != K.PATH_FUSED:
             for s in prods[i]:
-                _edge(table, (paths, prods), (lay, block), (i, s), done, out)
+                _edge(table, (paths, prods), lay, (i, s), done, out)
     return out
 
 
 def _edge(table: LayerTable, column: tuple[np.ndarray, list[list[int]]],
-          layout: tuple[np.ndarray, int], edge: tuple[int, int],
+          layout: tuple[np.ndarray, int, int], edge: tuple[int, int],
           done: tuple[set[int], set[int]], out: np.ndarray) -> None:
     """The copies on the edge producer s -> layer i (s = -1: a graph input); `column`: the
-    bit choice's paths and producers; `layout`: the layers' layouts and the NCHWc block;
-    `done`: tensors already reordered / transposed."""
-    (_, prods), (lay, block), (i, s), (reordered, transposed) = column, layout, edge, done
+    bit choice's paths and producers; `layout`: the layers' layouts, the NCHWc block and the
+    L1 line bytes; `done`: tensors already reordered / transposed."""
+    (_, prods), (lay, block, line), (i, s), (reordered, transposed) = column, layout, edge, done
     src = int(lay[s]) if s >= 0 else NCHW
     own = int(lay[i])
     if src == own:
@@ -179,24 +179,50 @@ def _edge(table: LayerTable, column: tuple[np.ndarray, list[list[int]]],
         transposed.add(s)
         moved = _in_channels(table, prods, i)
         _copy(out, i, I.I_T_U8_BLOCK if moved >= 8 else I.I_T_SCALAR, share)
+        if moved >= 8:  # MlasTranspose(M = C, N = H * W): strips down the C input rows
+            _strided(out, i, I.I_U8_EXTRA, strided_side(moved, share / moved, 8, line))
     if src == NHWC:
-        _exit(table, s, column, len(prods[i]) > 1, out)
+        _exit(table, s, column, (len(prods[i]) > 1, line), out)
 
 
-def _exit(table: LayerTable, s: int, column: tuple[np.ndarray, list[list[int]]], mixed: bool,
-          out: np.ndarray) -> None:
+def _exit(table: LayerTable, s: int, column: tuple[np.ndarray, list[list[int]]],
+          how: tuple[bool, int], out: np.ndarray) -> None:
     """A Transpose out of NHWC, charged to the writer s (it writes s's IR tensor, or feeds
     s's DQ node): on the uint8 tensor before the DQ node when a single-input op reads it, on
-    the float tensor when an op whose inputs disagree does. The transpose optimiser pushes
-    it up through single-input activations to the op writing their input."""
-    paths, prods = column
+    the float tensor when an op whose inputs disagree does (`how`: that, and the L1 line
+    bytes). The transpose optimiser pushes it up through single-input activations to the op
+    writing their input."""
+    (paths, prods), (mixed, line) = column, how
     while table.kind_code[s] == _ACTIVATION and len(prods[s]) == 1:
         up = prods[s][0]
         if up < 0:
             break
         s = up
-    col = I.I_T_U8_BLOCK if int(paths[s]) in QLINEAR_PATHS and not mixed else I.I_T_SCALAR_F32
-    _copy(out, s, col, float(table.a_out_elems[s]))
+    u8 = int(paths[s]) in QLINEAR_PATHS and not mixed
+    elems = float(table.a_out_elems[s])
+    _copy(out, s, I.I_T_U8_BLOCK if u8 else I.I_T_SCALAR_F32, elems)
+    chans = int(table.channels[s]) if table.channels is not None else 0
+    if chans > 0:  # the strided side: u8 reads H * W input rows of C bytes (MlasTranspose
+        # M = H * W, N = C); the 4-byte loop writes C output rows of H * W elements
+        side = (strided_side(elems / chans, chans, 8, line) if u8
+                else strided_side(chans, elems / chans * 4.0, 4, line))
+        _strided(out, s, I.I_U8_EXTRA if u8 else I.I_F32_EXTRA, side)
+
+
+def strided_side(rows: float, row_bytes: float, chunk: int, line: int) -> tuple[float, float]:
+    """(bytes fetched again, bytes of lines a sweep touches) of a transpose's strided side:
+    `rows` rows of `row_bytes` visited `chunk` bytes at a time, one row after another
+    (`kernels.cpu_inserted.strided_pass`). A row's line is visited min(line, row_bytes) /
+    chunk times; all but the first visit fetch it again unless the sweep's lines stay cached."""
+    span = min(float(line), row_bytes)
+    return rows * row_bytes * max(0.0, span / chunk - 1.0), rows * span
+
+
+def _strided(out: np.ndarray, row: int, col: int, side: tuple[float, float]) -> None:
+    """Add a transpose's strided side at `col` (extra bytes) and `col + 1` (sweep bytes: the
+    largest of the layer's transposes of that kind)."""
+    out[row, col] += side[0]
+    out[row, col + 1] = max(out[row, col + 1], side[1])
 
 
 def _copy(out: np.ndarray, row: int, col: int, elems: float) -> None:

@@ -384,6 +384,12 @@ def _probe_dram(llc_kib: float, seconds: float, measured: str,
                 sustained_bandwidth_gbps=gbps, all_core_bandwidth_gbps=all_core), sources
 
 
+def host_arch(machine: str | None = None) -> Literal["arm64", "x86_64"]:
+    """This machine's architecture as a `CpuTarget.arch` (`platform.machine()` by default)."""
+    machine = platform.machine() if machine is None else machine
+    return "arm64" if machine.lower() in ("aarch64", "arm64") else "x86_64"
+
+
 def probe_host(*, seconds: float = 0.3) -> CpuTarget:
     """Measure this machine as a `CpuTarget` named "host".
 
@@ -398,8 +404,7 @@ def probe_host(*, seconds: float = 0.3) -> CpuTarget:
     cores = len(os.sched_getaffinity(0))
     nominal_ghz, clock_src = clock_ghz(info)
     isa = isa_features(info)
-    arch: Literal["arm64", "x86_64"] = ("arm64" if platform.machine() in ("aarch64", "arm64")
-                                        else "x86_64")
+    arch = host_arch()
     l2 = [c for c in read_caches() if c["level"] <= 2][-1]["size_kib"]
     compute, compute_src, note = _probe_compute(arch, isa, nominal_ghz, cores, l2, seconds,
                                                 measured)

@@ -11,6 +11,20 @@ the CPU kernel's output.
   fewer (the RGB input's 3 channels); a 4-byte tensor takes the scalar
   `SimpleTransposeSingleAxis{In,Out}wards<uint32_t>` loop. Each books max(those cycles,
   bytes / bandwidth of the level the tensor lives in) on one thread.
+- The strided side of a transpose (`strided_pass`): `MlasTranspose` walks 8-column strips
+  down every row of its M x N input (mlas/lib/transpose.cpp), reading 8 bytes per row and
+  visit, and the scalar 4-byte loop writes one element to each of its C output rows in turn
+  (transpose.cc `SimpleTransposeSingleAxisOutwards`). A line of that side is visited
+  min(line, row bytes) / chunk times; between visits the walk touches one line per row, so
+  when those `ws` bytes do not fit a cache level, every visit but the first fetches the line
+  again from the first level that holds them: `ort_layout` books the extra bytes and `ws`.
+  (uint8 [1, 112, 112, 64] NHWC -> NCHW: 802 KB of lines per strip, > a 512 KiB L2, so each
+  of the 8 strips re-reads the input from L3; fp32 [1, 7, 7, 2048]: 2048 rows' lines, 128 KiB,
+  > a 32 KiB L1, so every store refills its line from L2.) Not modelled: the L1 data TLB's
+  reach. fp32 [1, 56, 56, 128..256] (one page per output row, 128-256 pages > the 64 entries
+  of a Zen 2 L1 DTLB) measures 1.36-1.38 cycles per element here against 1.0; costing that
+  needs a per-core figure for a TLB miss that hits the L2 TLB under many stores in flight,
+  which no source at hand gives.
 - Every inserted node pays `op_overhead_us`.
 """
 
@@ -21,7 +35,12 @@ import numpy as np
 from hwmodels.kernels.cpu_layout import (
     ACC_INSTR,
     ACC_LANE_OPS,
+    ACC_T_COMPUTE,
     ACC_T_OVERHEAD,
+    BOUND_COMPUTE,
+    BOUND_DRAM,
+    BOUND_ONCHIP,
+    C_BYTES,
     C_E_BYTE,
     MAX_LEVELS,
     NACC,
@@ -41,14 +60,18 @@ from hwmodels.kernels.cpu_layout import (
     P_PIPES,
     P_THREADS,
 )
-from hwmodels.kernels.cpu_roofline import add_pass, home
+from hwmodels.kernels.cpu_roofline import add_pass, dram_bandwidth, home, level_bandwidth
 from hwmodels.kernels.jit import njit
 
 # columns of the inserted-copy table [L, B, NI]: fp32 elements reordered (NCHW <-> NCHWc),
 # uint8 elements transposed by the scalar loop, uint8 elements transposed in 8 x 8 blocks,
 # 4-byte elements transposed by the scalar loop, inserted nodes
 I_REORDER, I_T_SCALAR, I_T_U8_BLOCK, I_T_SCALAR_F32, I_NODES = range(5)
-NI = 5
+# the strided side of the 8 x 8 block and 4-byte scalar transposes (`strided_pass`): bytes
+# fetched again, and the bytes of lines one strip / row sweep touches (the largest of the
+# layer's transposes of that kind)
+I_U8_EXTRA, I_U8_WS, I_F32_EXTRA, I_F32_WS = range(5, 9)
+NI = 9
 # assumed: the scalar transpose loop retires one element per cycle (one load and one store:
 # a single store port bounds it on Zen 2/3 and Skylake-class cores and on the A76)
 T_SCALAR_CYC = 1.0
@@ -68,14 +91,56 @@ def copy_cycles(ins: np.ndarray, p: np.ndarray, ch: np.ndarray, traffic: np.ndar
         add_pass(nbytes, 0.0, p[P_LANES32], home(nbytes, p, ch), p, ch, traffic, acc)
     one = p.copy()
     one[P_THREADS] = 1.0  # onnxruntime's Transpose kernel runs on the calling thread
-    # cycles booked as lane ops on 1 / pipes lanes: add_pass books exactly `cycles` at t = 1
-    for col, eb, cyc in ((I_T_SCALAR, 1.0, T_SCALAR_CYC), (I_T_U8_BLOCK, 1.0, T_BLOCK_CYC),
-                         (I_T_SCALAR_F32, 4.0, T_SCALAR_CYC)):
-        if ins[col] > 0:
-            nbytes = ins[col] * eb * 2.0
-            add_pass(nbytes, ins[col] * cyc, 1.0 / p[P_PIPES], home(nbytes, p, ch), one, ch,
-                     traffic, acc)
+    if ins[I_T_SCALAR] > 0:  # cycles as lane ops on 1 / pipes lanes: exactly `cycles` at t = 1
+        nbytes = ins[I_T_SCALAR] * 2.0
+        add_pass(nbytes, ins[I_T_SCALAR] * T_SCALAR_CYC, 1.0 / p[P_PIPES],
+                 home(nbytes, p, ch), one, ch, traffic, acc)
+    if ins[I_T_U8_BLOCK] > 0:
+        strided_pass(ins[I_T_U8_BLOCK], 1.0, T_BLOCK_CYC, ins[I_U8_EXTRA], ins[I_U8_WS], one,
+                     ch, traffic, acc)
+    if ins[I_T_SCALAR_F32] > 0:
+        strided_pass(ins[I_T_SCALAR_F32], 4.0, T_SCALAR_CYC, ins[I_F32_EXTRA], ins[I_F32_WS],
+                     one, ch, traffic, acc)
     acc[ACC_T_OVERHEAD] += ins[I_NODES] * p[P_OP_OVH]
+
+
+@njit(cache=True)
+def serving_level(ws: float, fallback: int, ch: np.ndarray) -> int:
+    """The first cache level with room for `ws` bytes (strictly: the other stream needs lines
+    too), at most `fallback` (the level the tensor lives in)."""
+    for j in range(fallback):
+        if ws < ch[j, C_BYTES]:
+            return j
+    return fallback
+
+
+@njit(cache=True)
+def strided_pass(elems: float, eb: float, cyc: float, extra: float, ws: float, p: np.ndarray,
+                 ch: np.ndarray, traffic: np.ndarray, acc: np.ndarray) -> None:
+    """A one-thread transpose of `elems` elements of `eb` bytes at `cyc` cycles each, whose
+    strided side fetches `extra` bytes again from the level `ws` fits (`serving_level`):
+    max(compute, read + write bytes / bandwidth of the tensor's home, extra bytes / bandwidth
+    of the serving level; one sum where they are the same level)."""
+    nbytes = elems * eb * 2.0
+    nl = int(p[P_NLEVELS])
+    lvl = home(nbytes, p, ch)
+    j = serving_level(ws, lvl, ch)
+    bw_home = level_bandwidth(ch, lvl, 1.0) if lvl < nl else dram_bandwidth(p, 1.0)
+    bw_j = level_bandwidth(ch, j, 1.0) if j < nl else dram_bandwidth(p, 1.0)
+    mem_home = (nbytes + (extra if j == lvl else 0.0)) / bw_home
+    mem_j = extra / bw_j if j != lvl else 0.0
+    comp = elems * cyc
+    traffic[0] += nbytes + extra
+    if lvl > 0:
+        traffic[lvl] += nbytes
+    if j > 0:
+        traffic[j] += extra
+    t = max(comp, mem_home, mem_j)
+    slow = lvl if mem_home >= mem_j else j
+    bound = BOUND_COMPUTE if comp >= t else (BOUND_ONCHIP if slow < nl else BOUND_DRAM)
+    acc[ACC_T_COMPUTE + bound] += t
+    acc[ACC_LANE_OPS] += comp
+    acc[ACC_INSTR] += comp * p[P_PIPES]  # as `add_pass` books `comp` lane ops on 1 / pipes lanes
 
 
 @njit(cache=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,11 +11,22 @@ import pytest
 from edgesim import validate as V
 from edgesim.api import load_graph
 from edgesim.cli import main
+from edgesim.errors import UserError
+from hwmodels.probe import host_arch, target_yaml
+from hwmodels.target import load_target
 
 
 @pytest.fixture(scope="module")
 def digits():
     return load_graph("zoo:digits_cnn")
+
+
+@pytest.fixture(scope="module")
+def here():
+    """A CPU target of this machine's architecture claiming no ISA feature and one core: one
+    this machine could be (the mapping tests need no probe)."""
+    return dataclasses.replace(load_target("rpi5"), name="here", arch=host_arch(), isa=(),
+                               cores=1)
 
 
 def test_node_times_are_medians_of_kernel_events_in_ms():
@@ -91,8 +103,8 @@ def test_compare_sums_predicted_and_measured_per_group(digits):
 
 @pytest.mark.ort
 @pytest.mark.parametrize("bits", ["fp32", "8"])
-def test_validate_maps_every_node_and_covers_every_layer_once(digits, bits):
-    v = V.validate("zoo:digits_cnn", "rpi5", bits=bits, runs=3)
+def test_validate_maps_every_node_and_covers_every_layer_once(digits, here, bits):
+    v = V.validate("zoo:digits_cnn", here, bits=bits, runs=3)
     layers = [name for r in v.rows for name in r.layers]
     assert sorted(layers) == sorted(layer.name for layer in digits.layers)
     assert v.unmapped_nodes == ()
@@ -102,10 +114,57 @@ def test_validate_maps_every_node_and_covers_every_layer_once(digits, bits):
 
 
 @pytest.mark.ort
-def test_cli_validate_prints_json(capsys):
-    assert main(["validate", "zoo:digits_cnn", "--target", "rpi5", "--runs", "2", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["target"] == "rpi5" and out["threads"] == 1
+def test_cli_validate_prints_json(capsys, here, tmp_path):
+    (tmp_path / "here.yaml").write_text(target_yaml(here))
+    assert main(["validate", "zoo:digits_cnn", "--target", str(tmp_path / "here.yaml"),
+                 "--runs", "2", "--json"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["target"] == "here" and out["threads"] == 1 and out["warning"] == ""
+    assert captured.err == ""  # a target this machine could be: no warning
     assert {"median_abs_err", "within_25", "total_error"} <= set(out["summary"])
     assert all(r["error"] == pytest.approx(r["predicted_ms"] / r["measured_ms"] - 1)
                for r in out["rows"])
+
+
+def test_host_mismatch_refuses_another_architecture_or_kind():
+    rpi5 = load_target("rpi5")  # arm64
+    refusal, warning = V.host_mismatch(rpi5, "x86_64", ("avx2",), 2)
+    assert "rpi5 is an arm64 target and this machine is x86_64" in refusal and warning == ""
+    refusal, _ = V.host_mismatch(load_target("cortex-m7"), "arm64", ("neon",), 4)
+    assert refusal.startswith("cortex-m7 is a mcu target, not a CPU running onnxruntime")
+    assert "edgesim target probe" in refusal and "\n" not in refusal
+
+
+def test_host_mismatch_warns_on_features_or_cores_this_machine_lacks():
+    rpi5 = load_target("rpi5")  # isa [neon, dotprod, fp16], 4 cores
+    assert V.host_mismatch(rpi5, "arm64", ("neon", "dotprod", "fp16"), 4) == ("", "")
+    # a Pi 4 (A72: no dot product, no fp16 arithmetic) with 4 cores
+    refusal, warning = V.host_mismatch(rpi5, "arm64", ("neon",), 4)
+    assert refusal == "" and "ISA features this machine lacks (dotprod, fp16)" in warning
+    assert "cores" not in warning
+    _, warning = V.host_mismatch(rpi5, "arm64", ("neon", "dotprod", "fp16"), 2)
+    assert warning.startswith("rpi5 claims 4 cores (this machine has 2)")
+
+
+def test_validate_refuses_a_target_of_another_architecture(monkeypatch, capsys):
+    other = "arm64" if host_arch() == "x86_64" else "x86_64"
+    target = dataclasses.replace(load_target("rpi5"), arch=other)
+    with pytest.raises(UserError, match=f"is an {other} target and this machine is"):
+        V.validate("zoo:digits_cnn", target, runs=1)
+    # the CLI: one line naming --target, exit 2, before any model is run
+    monkeypatch.setattr("hwmodels.probe.host_arch", lambda: "x86_64")
+    assert main(["validate", "zoo:digits_cnn", "--target", "rpi5", "--runs", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("edgesim: --target: rpi5 is an arm64 target") and "\n" not in err
+
+
+@pytest.mark.ort
+def test_cli_validate_warns_on_one_line(capsys, here, tmp_path):
+    (tmp_path / "big.yaml").write_text(target_yaml(dataclasses.replace(here, cores=4096)))
+    assert main(["validate", "zoo:digits_cnn", "--target", str(tmp_path / "big.yaml"),
+                 "--runs", "1", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["warning"].startswith("here claims 4096 cores")
+    assert captured.err.startswith("edgesim: warning: here claims 4096 cores")
+    assert captured.err.count("\n") == 1
