@@ -39,6 +39,10 @@ CASES = [
     Case("Relu", {"x": RNG.integers(-9, 9, (5,)).astype(np.int8)}, opset=14),
     Case("LeakyRelu", {"x": X}),
     Case("LeakyRelu", {"x": X}, {"alpha": 0.3}),
+    # PRelu: per-channel slopes of either sign (MTCNN's), slopes in [0, 1], and a run-time slope
+    Case("PRelu", {"x": X, "s": np.array([[-0.5], [0.2], [1.5]], np.float32)}, initializers=("s",)),
+    Case("PRelu", {"x": X, "s": np.array([0.0, 0.25, 0.5, 1.0], np.float32)}, initializers=("s",)),
+    Case("PRelu", {"x": X, "s": _f32(3, 4, low=-1, high=2)}),
     Case("Sigmoid", {"x": _f32(3, 5, low=-30, high=30)}),
     Case("Tanh", {"x": X}),
     Case("HardSigmoid", {"x": X}),
