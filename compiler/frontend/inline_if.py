@@ -136,8 +136,8 @@ def select_if(model: onnx.ModelProto) -> str | None:
     and a `Where` per output (in place); return a note saying so, None if there is none.
 
     Raises:
-        ModelError: the branches' outputs differ in shape (or have no static shape), so
-            no `Where` can select between them.
+        ModelError: the condition holds more than one value, or the branches' outputs differ
+            in shape (or have no static shape), so no `Where` can select between them.
     """
     graph = model.graph
     for index, node in enumerate(graph.node):
@@ -182,6 +182,11 @@ def _select_branches(graph: onnx.GraphProto, index: int) -> list[tuple[str, str]
 def _check_selectable(model: onnx.ModelProto, node: onnx.NodeProto,
                       arms: list[tuple[str, str]]) -> None:
     shapes = inferred_shapes(model)
+    cond = shapes.get(node.input[0])
+    if cond is not None and int(np.prod(cond)) != 1:  # e.g. a per-sample score at batch > 1
+        raise ModelError(node.name or node.output[0], f"If condition {node.input[0]!r} has "
+                         f"shape {cond}; an If takes one value (does the model run at batch 1 "
+                         "only?)")
     for out, (a, b) in zip(node.output, arms):
         then, other = shapes.get(a), shapes.get(b)
         if then is None or then != other:

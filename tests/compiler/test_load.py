@@ -155,6 +155,21 @@ def test_if_on_input_data_runs_both_branches_and_selects(flag):
         "picks each output (costs count both)" for name in ("if0", "if1")]
 
 
+def test_if_on_a_condition_of_several_values_is_refused_naming_it():
+    """hey_jarvis at batch 4: its score [4, 1] gates the If, which onnxruntime refuses too."""
+    then_g = helper.make_graph([helper.make_node("Neg", ["x"], ["o"])], "then", [],
+                               [helper.make_tensor_value_info("o", F, [4, 1])])
+    else_g = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "else", [],
+                               [helper.make_tensor_value_info("e", F, [4, 1])])
+    nodes = [helper.make_node("Greater", ["x", "half"], ["cond"]),
+             helper.make_node("If", ["cond"], ["y"], name="gate", then_branch=then_g,
+                              else_branch=else_g)]
+    m = model(nodes, [("x", F, [4, 1])], [("y", F, [4, 1])], [init("half", np.float32(0.5))])
+    with pytest.raises(ModelError, match=r"^gate: If condition 'cond' has shape \(4, 1\); an If "
+                                         r"takes one value"):
+        load(m)
+
+
 def test_if_on_data_whose_branches_differ_in_shape_is_refused():
     then_g = helper.make_graph([helper.make_node("Neg", ["x"], ["o"])], "then", [],
                                [helper.make_tensor_value_info("o", F, [1, 3])])
