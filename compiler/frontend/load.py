@@ -330,7 +330,8 @@ def clean(model: onnx.ModelProto, input_shapes: InputShapes | None = None,
 
     Local functions are inlined, stale `value_info` dropped, initializers listed as inputs
     treated as constants, inputs given static shapes, `Constant` nodes lifted to
-    initializers, `If` nodes with a known condition inlined and plain forward LSTMs unrolled.
+    initializers, `If` nodes with a known condition inlined (on data: both branches and a
+    `Where`) and LSTMs unrolled.
 
     Raises:
         ModelError: a dynamic dimension without a shape, an unknown name in `input_shapes`,
