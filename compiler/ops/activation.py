@@ -212,16 +212,19 @@ def lower_leaky_relu(node: Node, alpha: float = 0.01) -> Lowered:
 
 
 def lower_prelu(node: Node) -> Lowered:
-    """ONNX PRelu as eltwise layers: max(x, slope * x) when every slope is a constant in
-    [0, 1] (then the two agree), else where(x < 0, slope * x, x)."""
+    """ONNX PRelu as eltwise layers: max(x, slope * x) when every slope is a constant <= 1,
+    min(x, slope * x) when every one is >= 1 (each equals PRelu then, whatever the sign of
+    x), else where(x < 0, slope * x, x)."""
     _float_input(node)
     x, out, slope = node.inputs[0], node.outputs[0], node.const(1)
     scaled = f"{out}.scaled"
     mul = Layer(f"{node.name}.mul", "eltwise", (x, node.inputs[1]), (scaled,),
                 frozen_attrs({"fn": "mul"}))
-    if slope is not None and bool(np.all((slope >= 0) & (slope <= 1))):
-        top = Layer(f"{node.name}.max", "eltwise", (x, scaled), (out,), frozen_attrs({"fn": "max"}))
-        return Lowered(layers=(mul, top))
+    for fn, holds in (("max", np.less_equal), ("min", np.greater_equal)):
+        if slope is not None and bool(np.all(holds(slope, 1))):
+            top = Layer(f"{node.name}.{fn}", "eltwise", (x, scaled), (out,),
+                        frozen_attrs({"fn": fn}))
+            return Lowered(layers=(mul, top))
     zero, neg = f"{out}.zero", f"{out}.negative"
     less = Layer(f"{node.name}.less", "eltwise", (x, zero), (neg,), frozen_attrs({"fn": "less"}))
     pick = Layer(f"{node.name}.where", "eltwise", (neg, scaled, x), (out,),
