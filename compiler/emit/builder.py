@@ -98,6 +98,7 @@ class Builder:
         self.nodes: list[onnx.NodeProto] = []
         self.inits: dict[str, onnx.TensorProto] = {}
         self._used: set[str] = set(graph.types) | set(graph.weights)
+        self._node_names: set[str] = set()  # ONNX keeps node and tensor names apart
         self._alias: dict[str, str] = {}
         self._grids: dict[str, Grid] = {}
         self._codes: dict[tuple[object, ...], str] = {}
@@ -113,6 +114,17 @@ class Builder:
             i += 1
             name = f"{base}_{i}"
         self._used.add(name)
+        return name
+
+    def _node_name(self, base: str) -> str:
+        """A node name not used yet: `base` itself when free, even if a tensor has it (a
+        Keras export's Dense `dense_5` writes tensor `dense_5`; the report and `simulate`
+        of the emitted file then name the layer alike)."""
+        name, i = base, 0
+        while name in self._node_names:
+            i += 1
+            name = f"{base}_{i}"
+        self._node_names.add(name)
         return name
 
     def name(self, tensor: str) -> str:
@@ -172,7 +184,7 @@ class Builder:
             self._use(name)
         if isinstance(outputs, int):
             outputs = [self.fresh(f"{base}.{op_type}") for _ in range(outputs)]
-        self.nodes.append(helper.make_node(op_type, inputs, outputs, name=self.fresh(base),
+        self.nodes.append(helper.make_node(op_type, inputs, outputs, name=self._node_name(base),
                                            domain=domain, **attrs))
         return list(outputs)
 

@@ -5,6 +5,10 @@ now-static input shapes (`static_shapes.known_shapes`), evaluated with ONNX's re
 runtime. The taken branch's nodes
 replace the `If`; outer-scope names keep their names, branch outputs become the If's outputs,
 and other branch names are renamed only where they would collide.
+
+An `If` whose condition depends on the input data (a detector's score gating a verifier, as in
+openWakeWord's models) becomes both branches, inlined, and one `Where(cond, then, else)` per
+output (`select_if`): the same values, at the cost of always running both branches.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from compiler.frontend.static_shapes import known_shapes
+from compiler.errors import ModelError
+from compiler.frontend.static_shapes import inferred_shapes, known_shapes
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
@@ -124,6 +129,70 @@ def _inline_branch(graph: onnx.GraphProto, index: int, branch: onnx.GraphProto) 
     nodes[index:index + 1] = new_nodes
     del graph.node[:]
     graph.node.extend(nodes)
+
+
+def select_if(model: onnx.ModelProto) -> str | None:
+    """Replace the first `If` whose condition is not known before run time by both branches
+    and a `Where` per output (in place); return a note saying so, None if there is none.
+
+    Raises:
+        ModelError: the condition holds more than one value, or the branches' outputs differ
+            in shape (or have no static shape), so no `Where` can select between them.
+    """
+    graph = model.graph
+    for index, node in enumerate(graph.node):
+        if (node.op_type == "If" and node.domain in DEFAULT_DOMAINS
+                and _condition(model, node.input[0]) is None):
+            _check_selectable(model, node, _select_branches(graph, index))
+            return (f"If {node.name or node.output[0]}: its condition depends on the input "
+                    f"data, so both branches run and Where picks each output (costs count both)")
+    return None
+
+
+def _select_branches(graph: onnx.GraphProto, index: int) -> list[tuple[str, str]]:
+    """Node `index` (an If) -> its two branches inlined, each writing `OUT.then`/`OUT.else`,
+    and `OUT = Where(reshape(cond, []), OUT.then, OUT.else)`."""
+    node = onnx.NodeProto()
+    node.CopyFrom(graph.node[index])
+    taken, prefix = _taken_names(graph), node.name or "If"
+    cond = _fresh(f"{node.input[0]}.scalar", taken, prefix)
+    shape = _fresh(f"{cond}.shape", taken, prefix)
+    graph.initializer.append(numpy_helper.from_array(np.zeros(0, np.int64), shape))
+    added = [helper.make_node("Reshape", [node.input[0], shape], [cond],
+                              _fresh(f"{prefix}.cond", taken, prefix))]
+    arms = []
+    for arm in ("then", "else"):
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        copy.name = _fresh(f"{prefix}.{arm}", taken, prefix)
+        copy.output[:] = [_fresh(f"{o}.{arm}", taken, prefix) for o in node.output]
+        arms.append(copy)
+    added += [helper.make_node("Where", [cond, a, b], [out], _fresh(f"{out}.where", taken, prefix))
+              for a, b, out in zip(arms[0].output, arms[1].output, node.output)]
+    nodes = list(graph.node)
+    nodes[index:index + 1] = [*arms, *added]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    for arm, copy in zip(("then_branch", "else_branch"), arms):
+        where = next(i for i, n in enumerate(graph.node) if n.name == copy.name)
+        _inline_branch(graph, where, next(a.g for a in node.attribute if a.name == arm))
+    return list(zip(arms[0].output, arms[1].output))
+
+
+def _check_selectable(model: onnx.ModelProto, node: onnx.NodeProto,
+                      arms: list[tuple[str, str]]) -> None:
+    shapes = inferred_shapes(model)
+    cond = shapes.get(node.input[0])
+    if cond is not None and int(np.prod(cond)) != 1:  # e.g. a per-sample score at batch > 1
+        raise ModelError(node.name or node.output[0], f"If condition {node.input[0]!r} has "
+                         f"shape {cond}; an If takes one value (does the model run at batch 1 "
+                         "only?)")
+    for out, (a, b) in zip(node.output, arms):
+        then, other = shapes.get(a), shapes.get(b)
+        if then is None or then != other:
+            raise ModelError(node.name or out, f"If output {out!r}: the condition depends on "
+                             f"the input data and the branches give shapes {then} and {other}; "
+                             "edgesim runs both and selects, which needs one static shape")
 
 
 # --- shape arithmetic for If conditions ----------------------------------------------------

@@ -29,7 +29,7 @@ from onnx import numpy_helper
 from compiler.errors import ModelError
 from compiler.frontend.checker import check
 from compiler.frontend.expand_lstm import expand_lstms
-from compiler.frontend.inline_if import DEFAULT_DOMAINS, inline_ifs
+from compiler.frontend.inline_if import DEFAULT_DOMAINS, inline_ifs, select_if
 from compiler.frontend.inputs import BatchAxes, InputValues, pin_inputs, resolve_batch_axes
 from compiler.frontend.inputs import declared_dims as _declared_dims
 from compiler.frontend.lower import lower_model
@@ -330,7 +330,8 @@ def clean(model: onnx.ModelProto, input_shapes: InputShapes | None = None,
 
     Local functions are inlined, stale `value_info` dropped, initializers listed as inputs
     treated as constants, inputs given static shapes, `Constant` nodes lifted to
-    initializers, `If` nodes with a known condition inlined and plain forward LSTMs unrolled.
+    initializers, `If` nodes with a known condition inlined (on data: both branches and a
+    `Where`) and LSTMs unrolled.
 
     Raises:
         ModelError: a dynamic dimension without a shape, an unknown name in `input_shapes`,
@@ -352,8 +353,12 @@ def _clean_owned(model: onnx.ModelProto, input_shapes: InputShapes | None, where
     notes = pin_inputs(graph, input_values or {})
     axes = resolve_batch_axes(graph, batch_axes or {})
     notes += fix_input_shapes(graph, input_shapes or {}, axes)
-    while lift_constants(graph) | inline_ifs(model) | expand_lstms(model):
-        pass
+    selected: str | None = ""
+    while selected is not None:
+        while lift_constants(graph) | inline_ifs(model) | expand_lstms(model):
+            pass
+        selected = select_if(model)  # an If on data, once no If's condition is known
+        notes += (selected,) if selected else ()
     check_supported(graph, where)
     return Cleaned(model, notes, axes)
 

@@ -40,6 +40,7 @@ from onnx import TensorProto, helper, numpy_helper
 from compiler.errors import ModelError
 from compiler.formats import Policy, resolve
 from compiler.frontend.quantized_dynamic import dynamic_lstm, integer, node_key
+from compiler.frontend.static_shapes import skeleton
 from compiler.ir import Graph, Layer, Quant
 
 _BITS: dict[int, int] = {TensorProto.INT8: 8, TensorProto.UINT8: 8, TensorProto.INT16: 16,
@@ -107,7 +108,7 @@ class _Reader:
 def _ranks(model: onnx.ModelProto) -> dict[str, int]:
     """Tensor ranks onnx's shape inference knows (contrib ops' outputs stay unknown)."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = onnx.shape_inference.infer_shapes(skeleton(model))  # no weights: fast
     except Exception:  # noqa: BLE001 - ranks are a hint; without them MatMul + Add is used
         return {}
     infos = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]

@@ -211,6 +211,28 @@ def lower_leaky_relu(node: Node, alpha: float = 0.01) -> Lowered:
     return single("activation", node, fn="leaky_relu", alpha=float(alpha))
 
 
+def lower_prelu(node: Node) -> Lowered:
+    """ONNX PRelu as eltwise layers: max(x, slope * x) when every slope is a constant <= 1,
+    min(x, slope * x) when every one is >= 1 (each equals PRelu then, whatever the sign of
+    x), else where(x < 0, slope * x, x)."""
+    _float_input(node)
+    x, out, slope = node.inputs[0], node.outputs[0], node.const(1)
+    scaled = f"{out}.scaled"
+    mul = Layer(f"{node.name}.mul", "eltwise", (x, node.inputs[1]), (scaled,),
+                frozen_attrs({"fn": "mul"}))
+    for fn, holds in (("max", np.less_equal), ("min", np.greater_equal)):
+        if slope is not None and bool(np.all(holds(slope, 1))):
+            top = Layer(f"{node.name}.{fn}", "eltwise", (x, scaled), (out,),
+                        frozen_attrs({"fn": fn}))
+            return Lowered(layers=(mul, top))
+    zero, neg = f"{out}.zero", f"{out}.negative"
+    less = Layer(f"{node.name}.less", "eltwise", (x, zero), (neg,), frozen_attrs({"fn": "less"}))
+    pick = Layer(f"{node.name}.where", "eltwise", (neg, scaled, x), (out,),
+                 frozen_attrs({"fn": "where"}))
+    zeros = {zero: np.zeros((), node.required_spec(0).dtype)}
+    return Lowered(layers=(less, mul, pick), consts=zeros)
+
+
 def lower_hard_sigmoid(node: Node, alpha: float = 0.2, beta: float = 0.5) -> Lowered:
     """ONNX HardSigmoid: max(0, min(1, alpha * x + beta))."""
     _float_input(node)
@@ -321,6 +343,7 @@ def lower_cast_like(node: Node, saturate: int = 1, round_mode: str = "up") -> Lo
 LOWER: dict[str, LowerRule] = {
     "Relu": _unary("relu", floats_only=False), "Clip": lower_clip,
     "LeakyRelu": lower_leaky_relu, "Sigmoid": _unary("sigmoid"), "Tanh": _unary("tanh"),
+    "PRelu": lower_prelu,
     "HardSigmoid": lower_hard_sigmoid, "HardSwish": _unary("hard_swish"), "Gelu": lower_gelu,
     "Erf": _unary("erf"), "Sqrt": _unary("sqrt"), "Exp": _unary("exp"), "Log": _unary("log"),
     "Neg": _unary("neg", floats_only=False), "Abs": _unary("abs", floats_only=False),

@@ -412,3 +412,23 @@ def test_every_format_matches_simulation(case: tuple) -> None:
         np.testing.assert_allclose(got, sim, rtol=1e-5, atol=1e-5 * np.abs(sim).max())
     assert fmts >= ({"qdq"} if kind == "matmul" else {"qdq", "int_dq", "fp16"} if "conv" in kind
                     else {"qdq", "matmulnbits", "fp16"})
+
+
+def test_a_layer_named_like_its_output_keeps_its_name_in_the_emitted_file() -> None:
+    """Keras exports name a Dense node and its output tensor alike (MTCNN's `dense_5`); the
+    emitted node must keep the name, so `simulate` of the file names the layers as the
+    report does (it said `dense_5_1`)."""
+    from onnx import TensorProto, helper
+
+    w = numpy_helper.from_array(np.ones((3, 2), np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["dense_5"], name="dense_5"),
+             helper.make_node("Relu", ["dense_5"], ["y"], name="y")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                         [1, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+                              [w])
+    source = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    g = load(source)
+    emitted = emit(g)
+    assert [n.name for n in emitted.graph.node] == ["dense_5", "y"]
+    assert [layer.name for layer in load(emitted).layers] == [layer.name for layer in g.layers]

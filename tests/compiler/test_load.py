@@ -141,9 +141,46 @@ def test_if_condition_from_shape_arithmetic_is_inlined():
     assert g.notes == ("input 'x': batch dimension 'N' set to 1",)
 
 
-def test_if_on_input_data_is_reported_unsupported():
+@pytest.mark.parametrize("flag", [True, False])
+def test_if_on_input_data_runs_both_branches_and_selects(flag):
+    """openWakeWord's hey_jarvis: a score gates a verifier. Both branches run, Where picks."""
     m = _if_model([], cond_inputs=[("cond", TensorProto.BOOL, [])])
-    with pytest.raises(ModelError, match=r"unsupported ops: If \(nodes if0, if1\)"):
+    g = assert_same_as_ort(m, {**x_feed(1, 3), "cond": np.array(flag)})
+    cleaned = clean(m).model
+    ops = [n.op_type for n in cleaned.graph.node]
+    assert "If" not in ops and ops.count("Where") == 2 and {"Add", "Mul"} <= set(ops)
+    onnx.checker.check_model(cleaned)
+    assert [n for n in g.notes if n.startswith("If ")] == [
+        f"If {name}: its condition depends on the input data, so both branches run and Where "
+        "picks each output (costs count both)" for name in ("if0", "if1")]
+
+
+def test_if_on_a_condition_of_several_values_is_refused_naming_it():
+    """hey_jarvis at batch 4: its score [4, 1] gates the If, which onnxruntime refuses too."""
+    then_g = helper.make_graph([helper.make_node("Neg", ["x"], ["o"])], "then", [],
+                               [helper.make_tensor_value_info("o", F, [4, 1])])
+    else_g = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "else", [],
+                               [helper.make_tensor_value_info("e", F, [4, 1])])
+    nodes = [helper.make_node("Greater", ["x", "half"], ["cond"]),
+             helper.make_node("If", ["cond"], ["y"], name="gate", then_branch=then_g,
+                              else_branch=else_g)]
+    m = model(nodes, [("x", F, [4, 1])], [("y", F, [4, 1])], [init("half", np.float32(0.5))])
+    with pytest.raises(ModelError, match=r"^gate: If condition 'cond' has shape \(4, 1\); an If "
+                                         r"takes one value"):
+        load(m)
+
+
+def test_if_on_data_whose_branches_differ_in_shape_is_refused():
+    then_g = helper.make_graph([helper.make_node("Neg", ["x"], ["o"])], "then", [],
+                               [helper.make_tensor_value_info("o", F, [1, 3])])
+    else_g = helper.make_graph([helper.make_node("ReduceSum", ["x"], ["e"], keepdims=0)],
+                               "else", [], [helper.make_tensor_value_info("e", F, [])])
+    nodes = [helper.make_node("If", ["cond"], ["y"], name="gate", then_branch=then_g,
+                              else_branch=else_g)]
+    m = model(nodes, [("x", F, [1, 3]), ("cond", TensorProto.BOOL, [])], [("y", F, [1, 3])])
+    with pytest.raises(ModelError, match=r"gate: If output 'y': the condition depends on the "
+                                         r"input data and the branches give shapes \(1, 3\) and "
+                                         r"\(\)"):
         load(m)
 
 

@@ -39,6 +39,12 @@ CASES = [
     Case("Relu", {"x": RNG.integers(-9, 9, (5,)).astype(np.int8)}, opset=14),
     Case("LeakyRelu", {"x": X}),
     Case("LeakyRelu", {"x": X}, {"alpha": 0.3}),
+    # PRelu: constant slopes all <= 1 (MTCNN's, of both signs: max form), all >= 1 (min
+    # form), on both sides of 1 (where form), and a run-time slope
+    Case("PRelu", {"x": X, "s": np.array([[-0.7], [0.0], [1.0]], np.float32)}, initializers=("s",)),
+    Case("PRelu", {"x": X, "s": np.array([1.0, 1.5, 3.0, 2.0], np.float32)}, initializers=("s",)),
+    Case("PRelu", {"x": X, "s": np.array([[-0.5], [0.2], [1.5]], np.float32)}, initializers=("s",)),
+    Case("PRelu", {"x": X, "s": _f32(3, 4, low=-1, high=2)}),
     Case("Sigmoid", {"x": _f32(3, 5, low=-30, high=30)}),
     Case("Tanh", {"x": X}),
     Case("HardSigmoid", {"x": X}),
@@ -203,6 +209,16 @@ def test_facts_count_elementwise_ops() -> None:
 def _node(op: str, inputs: dict[str, Spec], consts: dict[str, np.ndarray] | None = None,
           outputs: tuple[str, ...] = ("y",)) -> Node:
     return Node("n", op, tuple(inputs), outputs, inputs, consts or {})
+
+
+@pytest.mark.parametrize(("slope", "fns"), [
+    ([-0.7, 0.0, 1.0], ["mul", "max"]), ([1.0, 1.5, 3.0], ["mul", "min"]),
+    ([-0.5, 0.2, 1.5], ["less", "mul", "where"])])
+def test_prelu_takes_the_two_layer_form_when_the_slopes_allow(slope: list, fns: list) -> None:
+    s = np.array(slope, np.float32)
+    node = Node("p", "PRelu", ("x", "s"), ("y",), {"x": Spec((2, 3), "float32"),
+                                                  "s": Spec((3,), "float32")}, {"s": s})
+    assert [layer.attrs["fn"] for layer in LOWER["PRelu"](node).layers] == fns
 
 
 def test_clip_with_constant_bounds_is_one_activation() -> None:

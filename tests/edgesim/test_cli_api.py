@@ -209,3 +209,10 @@ def test_a_knee_that_barely_compresses_says_why(tmp_path: Path) -> None:
     r4 = api.compile("zoo:digits_cnn", "rpi5", outdir=tmp_path / "b", method="proxy",
                      calib_random=8, budget="bits=4")
     assert not [n for n in r4.notes if n.startswith("the knee keeps")]
+
+
+@pytest.mark.parametrize("item", ["input=1x0", "input=1x-4"])
+def test_an_input_shape_with_a_dim_below_one_says_dims_must_be_positive(item: str) -> None:
+    """`input=1x0` is in the right form; the message must say what is wrong with it."""
+    with pytest.raises(UserError, match=r"dims >= 1\), got 'input=1x"):
+        cli.parse_input_shapes([item])
