@@ -35,12 +35,14 @@ from compiler.passes.calibrate import (
     gram_tensors,
 )
 from compiler.passes.quantize import QuantOptions, quantize, weight_bytes
+from compiler.quantizers import QuantizedTensor
 from compiler.verify import verify
 from edgesim import assignment
 from edgesim import calibration as cal
 from edgesim.errors import UserError
 
 DEFAULT_RANDOM_SAMPLES = 32
+WeightCodes = dict[tuple[str, int, str], QuantizedTensor]  # `quantize`'s weight_codes
 
 
 @dataclass(frozen=True)
@@ -388,14 +390,15 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
     # range search's forward passes and the own-layer check (it computes the tensors the
     # calibration-tensor session does, bit for bit: tests/edgesim/test_isolated_layers.py)
     float_env = functools.cache(functools.partial(onnxruntime_env, g, threads=None))
+    codes: WeightCodes = {}  # each weight quantised once, however many range assignments
     stats, searched = _chosen_ranges(g, assign, data, stats, opts, fit_stats,  # "auto"
-                                     range_budget_s, float_env, held_outputs)
-    qg = quantize(g, assign, stats, opts)                                 # annotate + weights
+                                     range_budget_s, float_env, held_outputs, codes)
+    qg = quantize(g, assign, stats, opts, codes)                          # annotate + weights
     qg = _bias_corrected(qg, data, opts)                                  # low-bit mean shift
     verify(qg)
     notes = g.notes + searched + _extreme_layers(qg, data, g, float_env)  # last float use
     w_elems, fp32_bytes = g.layer_table().w_elems, weight_bytes(g)
-    del g, float_env  # with `spent_weights` below, the float weights are freed before emission
+    del g, float_env, codes  # with `spent_weights` below: float weights freed before emission
     qg = spent_weights(qg)
     model = emit(qg, emit_options or EmitOptions())                       # IR -> ONNX
     kernels = _kernel_check(qg, model, kernel_check)                      # vs onnxruntime
@@ -480,7 +483,8 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
                    stats: CalibrationStats | None, opts: QuantOptions,
                    fit_stats: CalibrationStats | None = None, budget_s: float | None = None,
                    float_env: Callable[[], FloatEnv | None] | None = None,
-                   held_outputs: tuple[dict[str, np.ndarray], ...] | None = None
+                   held_outputs: tuple[dict[str, np.ndarray], ...] | None = None,
+                   codes: WeightCodes | None = None
                    ) -> tuple[CalibrationStats | None, tuple[str, ...]]:
     """`stats` with a range method chosen per tensor and activation width by measured output
     error (`compiler.range_choice`), when the options ask for "auto".
@@ -494,7 +498,9 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
     search's time (all widths together); a note says where it stopped it. `float_env()`:
     the float model's tensors per batch (`onnxruntime_env`), where the caller shares one.
     `held_outputs`: the held-out part's float outputs, where that pass recorded them
-    (`FloatPass.held_outputs`)."""
+    (`FloatPass.held_outputs`). `codes`: the quantised weights, kept across the assignments
+    scored (`compiler.passes.quantize.quantize`'s `weight_codes`; resnet18: 2 of the
+    search's ~8 CPU-s re-quantised the same weights per assignment)."""
     widths = sorted({int(a) for a in assign[:, 1] if a in (4, 8)})
     if opts.act_method != "auto" or stats is None or data is None or not widths:
         return stats, ()
@@ -518,7 +524,7 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
     notes: list[str] = []
     for bits in widths:
         fitted, refined = choose_bounded(g, fitted, _spread(g, held, CHOICE_SAMPLES), cases,
-                                         lambda s: quantize(g, assign, s, opts), bits,
+                                         lambda s: quantize(g, assign, s, opts, codes), bits,
                                          opts.percentile, forward,
                                          _act_tensors(g, assign[:, 1] == bits),
                                          E2E_EVALUATIONS, _onnxruntime_runner,
@@ -579,53 +585,72 @@ def _held_runs(g: Graph, held: cal.CalibrationData, chunk: int | None = None,
 
 def run_chunks(g: Graph, data: cal.CalibrationData, run: Callable[[Any], Any],
                chunk: int | None = None) -> list[tuple[dict[str, np.ndarray], Any]]:
-    """(feeds, `run(feeds)`) over `data` in batches of `chunk` samples (None: all in one)
-    when the model runs them so: a symbolic batch dimension, and the first chunk's outputs
-    (an array, or a dict of arrays) start with the first batch's run alone; else at the
-    graph's batch size."""
-    per, step, groups = _chunked(g, data, chunk)
-    if step < 2:
+    """(feeds, `run(feeds)`) over `data` in the batches of `_spans` (`chunk` samples a run,
+    None: all in one) when the model runs them so: a symbolic batch dimension, and the
+    first span's outputs (an array, or a dict of arrays) start with the first batch's run
+    alone; else at the graph's batch size."""
+    per, spans = _spans(g, data, chunk)
+    if len(spans) == len(per):
         return [(feeds, run(feeds)) for feeds in per]
-    first = run(per[0])
+    first, groups = run(per[0]), [_group(g, data, *span) for span in spans]
+    singles = lambda: [(per[0], first), *((feeds, run(feeds)) for feeds in per[1:])]  # noqa: E731
     try:
-        got = [run(feeds) for feeds in groups]
+        probe = run(groups[0])
     except Exception:  # noqa: BLE001 -- onnxruntime's own error types: a fixed batch inside
-        got = []
+        return singles()
     heads = first.items() if isinstance(first, dict) else [(None, first)]
-    if got and all(batch_leads(np.asarray(got[0] if t is None else got[0][t]), np.asarray(y),
-                               step) for t, y in heads):
-        return list(zip(groups, got))
-    return [(per[0], first), *((feeds, run(feeds)) for feeds in per[1:])]
+    if not all(batch_leads(np.asarray(probe if t is None else probe[t]), np.asarray(y),
+                           spans[0][1]) for t, y in heads):
+        return singles()
+    try:
+        return [(groups[0], probe), *((feeds, run(feeds)) for feeds in groups[1:])]
+    except Exception:  # noqa: BLE001 -- a larger batch than the probe's failed
+        return [(groups[0], probe), *((feeds, run(feeds)) for feeds in per[spans[0][1]:])]
 
 
-def _chunked(g: Graph, data: cal.CalibrationData, chunk: int | None
-             ) -> tuple[list[dict[str, np.ndarray]], int, list[dict[str, np.ndarray]]]:
-    """`data`'s batches at the graph's batch size, the batches per chunk of `chunk` samples
-    (None: all in one) and the chunks' feeds."""
+def _spans(g: Graph, data: cal.CalibrationData, chunk: int | None
+           ) -> tuple[list[dict[str, np.ndarray]], list[tuple[int, int]]]:
+    """`data`'s batches at the graph's batch size, and the (start, stop) batch spans run
+    together: all in one (`chunk` None), or `chunk` samples a span, but the first span,
+    which shows whether the model takes several batches at once, is two batches. A model
+    that does not fails late in its graph (PP-OCR's fixed Reshape follows its backbone):
+    a failed 32-sample probe cost as much as 32 runs of one."""
     per, size = list(cal.batches(g, data)), cal.batch_size(g)
-    step = min(len(per), len(per) if chunk is None else max(1, chunk // size))
-    groups = [{n: cal.model_layout(g, n, x[i * size:min(i + step, len(per)) * size])
-               for n, x in data.samples.items()} for i in range(0, len(per), step)]
-    return per, step, groups
+    n = len(per)
+    step = min(n, n if chunk is None else max(1, chunk // size))
+    if step < 2:
+        return per, [(i, i + 1) for i in range(n)]
+    if chunk is None:
+        return per, [(0, n)]
+    return per, [(0, 2), *((i, min(i + step, n)) for i in range(2, n, step))]
+
+
+def _group(g: Graph, data: cal.CalibrationData, start: int, stop: int
+           ) -> dict[str, np.ndarray]:
+    """The feeds of batches `start` to `stop` (excluded) of `data`, in one batch."""
+    size = cal.batch_size(g)
+    return {n: cal.model_layout(g, n, x[start * size:stop * size])
+            for n, x in data.samples.items()}
 
 
 def recorded_chunks(g: Graph, data: cal.CalibrationData,
                     outputs: Sequence[dict[str, np.ndarray]], run: Callable[[Any], Any],
                     chunk: int | None = None) -> list[tuple[dict[str, np.ndarray], Any]]:
     """`run_chunks` with the outputs already known per batch (`outputs`, one dict per
-    batch of `data`): a chunk's are its batches' outputs joined along axis 0, where the
-    first chunk run by `run` shows that the model takes chunks so; else per batch."""
-    per, step, groups = _chunked(g, data, chunk)
+    batch of `data`): a span's are its batches' outputs joined along axis 0, where the
+    first span run by `run` shows that the model takes spans so; else per batch."""
+    per, spans = _spans(g, data, chunk)
     singles = list(zip(per, outputs))
-    if step < 2:
+    if len(spans) == len(per):
         return singles
-    joined = [{t: np.concatenate([o[t] for o in outputs[i:i + step]]) for t in outputs[0]}
-              for i in range(0, len(per), step)]
+    joined = [{t: np.concatenate([o[t] for o in outputs[a:b]]) for t in outputs[0]}
+              for a, b in spans]
+    groups = [_group(g, data, *span) for span in spans]
     try:
         got = run(groups[0])
     except Exception:  # noqa: BLE001 -- onnxruntime's own error types: a fixed batch inside
         return singles
-    if all(batch_leads(np.asarray(got[t]), np.asarray(y), step)
+    if all(batch_leads(np.asarray(got[t]), np.asarray(y), spans[0][1])
            and np.asarray(got[t]).shape == joined[0][t].shape for t, y in outputs[0].items()):
         return list(zip(groups, joined))
     return singles
