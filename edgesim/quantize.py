@@ -307,8 +307,8 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
     the float model's tensors per batch (`onnxruntime_env`), where the caller shares one.
     `held_outputs`: the held-out part's float outputs, where that pass recorded them
     (`FloatPass.held_outputs`). `codes`: the quantised weights, kept across the assignments
-    scored (`compiler.passes.quantize.quantize`'s `weight_codes`; resnet18: 2 of the
-    search's ~8 CPU-s re-quantised the same weights per assignment)."""
+    scored (`compiler.passes.quantize.quantize`'s `weight_codes`; 8 quantise calls on
+    resnet18's compile plan: 0.29-0.41 CPU-s afresh, 0.08 with the codes kept)."""
     widths = sorted({int(a) for a in assign[:, 1] if a in (4, 8)})
     if opts.act_method != "auto" or stats is None or data is None or not widths:
         return stats, ()
