@@ -46,7 +46,8 @@ def measure_fidelity(g: Graph, model_path: Path, reference: np.ndarray,
                               None if labels is None else labels[:n], metric)
     fp32_acc = (accuracy(reference.reshape(n, -1), labels[:n])
                 if labels is not None and kind == "class_scores" else None)
-    return {"samples": n, "data": data.source, "output": out, **scored,
+    # data samples, not `n`: a sequence output stacks several rows per sample (PP-OCR: 40)
+    return {"samples": data.count, "data": data.source, "output": out, **scored,
             "fp32_accuracy": fp32_acc}
 
 

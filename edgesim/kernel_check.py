@@ -95,20 +95,26 @@ def optimized_graph(model: onnx.ModelProto) -> onnx.ModelProto:
         return onnx.load(opts.optimized_model_filepath, load_external_data=False)
 
 
-def _owner(node_name: str, names: Sequence[str]) -> str | None:
-    """The layer whose name is the longest prefix of `node_name` (suffixes stripped)."""
+def _owner(node_name: str, names: Sequence[str] | frozenset[str]) -> str | None:
+    """The layer whose name is the longest prefix of `node_name` (suffixes stripped) that
+    ends where a `_` or `.` follows, or the whole name."""
+    known = names if isinstance(names, frozenset) else frozenset(names)
     for base in (node_name, _TOKEN.sub("", node_name)):
-        best = [n for n in names if base == n or base.startswith((f"{n}_", f"{n}."))]
-        if best:
-            return max(best, key=len)
+        # the candidates are the prefixes cut before a separator: a set lookup each, not a
+        # scan of every layer name (PP-OCR: 472 nodes x 428 layers took 0.44 s)
+        cuts = [len(base), *(i for i in range(len(base) - 1, 0, -1) if base[i] in "_.")]
+        best = next((base[:i] for i in cuts if base[:i] in known), None)
+        if best is not None:
+            return best
     return None
 
 
 def observed_kernels(optimized: onnx.ModelProto, layers: Sequence[str]) -> dict[str, str]:
     """Layer name -> kernel label of the compute node(s) onnxruntime runs for it."""
     found: dict[str, str] = {}
+    known = frozenset(layers)
     for node in optimized.graph.node:
-        kernel, owner = node_kernel(node), _owner(node.name, layers)
+        kernel, owner = node_kernel(node), _owner(node.name, known)
         if kernel is not None and owner is not None:
             found[owner] = kernel if found.get(owner, kernel) == kernel else \
                 f"{found[owner]}+{kernel}"

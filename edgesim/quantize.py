@@ -6,7 +6,7 @@ random samples, which the result says), run the quantize pass, verify, emit, wri
 atomically, and report per layer what was done and why, with the file size against
 `sum(bits x params) / 8 + scales / zero points`.
 
-Calibration runs the float model in onnxruntime (`float_pass`), as onnxruntime's own
+Calibration runs the float model in onnxruntime (`edgesim.float_pass`), as onnxruntime's own
 `quantize_static` does: the model emitted in float, with the calibration tensors as extra
 outputs (the emitter keeps IR tensor names). That is several times faster than the reference
 executor, whose results it matches to float rounding (tests/compiler/test_emit.py checks the
@@ -18,9 +18,9 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -29,18 +29,31 @@ from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph
 from compiler.passes.calibrate import (
     CalibrationStats,
     Forward,
-    RangeCollector,
     calibrate,
-    calibration_tensors,
-    gram_tensors,
 )
 from compiler.passes.quantize import QuantOptions, quantize, weight_bytes
+from compiler.quantizers import QuantizedTensor
 from compiler.verify import verify
 from edgesim import assignment
 from edgesim import calibration as cal
+from edgesim.chunks import batch_leads, recorded_chunks, run_chunks  # noqa: F401 -- re-exported
 from edgesim.errors import UserError
+from edgesim.float_pass import (  # noqa: F401 -- re-exported: callers import them from here
+    E2E_SAMPLES,
+    FloatEnv,
+    FloatPass,
+    FloatPassRecorder,
+    HeldOutputs,
+    _float32_only,
+    _onnxruntime_forward,
+    fit_batches,
+    float_outputs,
+    float_pass,
+    onnxruntime_env,
+)
 
 DEFAULT_RANDOM_SAMPLES = 32
+WeightCodes = dict[tuple[str, int, str], QuantizedTensor]  # `quantize`'s weight_codes
 
 
 @dataclass(frozen=True)
@@ -127,208 +140,6 @@ def _calibration_data(g: Graph, calib: Any, calib_random: int | None,
     return None
 
 
-@dataclass(frozen=True)
-class FloatPass:
-    """What one onnxruntime run of the float model over a data set gives."""
-
-    stats: CalibrationStats | None  # activation statistics, if they were asked for
-    outputs: np.ndarray  # the first graph output, samples stacked along axis 0
-    # the statistics of the samples the range search fits ranges on (`fit_batches`), if
-    # they were collected on the way (then `_chosen_ranges` needs no pass of its own)
-    fit_stats: CalibrationStats | None = None
-    # the float graph outputs of each sample the range search holds out (`fit_batches`),
-    # in order, if they were recorded on the way (its reference outputs then need no pass)
-    held_outputs: tuple[dict[str, np.ndarray], ...] | None = None
-
-
-class FloatEnv(Protocol):
-    """feeds (and optionally the tensor names wanted, default all) -> the float model's
-    tensors on them, weights and inputs included (`onnxruntime_env`)."""
-
-    def __call__(self, feeds: Mapping[str, np.ndarray], wanted: Iterable[str] | None = None
-                 ) -> dict[str, np.ndarray]: ...
-
-
-def _onnxruntime_forward(g: Graph, keep: Iterable[str], outputs: list[np.ndarray]) -> Any:
-    """`calibrate`'s forward: `g` emitted in float and run in onnxruntime, returning `keep`
-    too; every batch's first graph output is appended to `outputs`."""
-    from compiler.emit.builder import value_info
-    from edgesim.evaluate import session
-
-    # no onnx.checker pass (~0.3 s): onnxruntime validates the model as it loads it, and the
-    # emitter's tests check the float rules
-    model = emit(g, check=False)
-    names = list(dict.fromkeys([g.outputs[0], *keep]))
-    model.graph.output.extend(value_info(t, g.types[t]) for t in names if t not in g.outputs)
-    sess = session(model, spin=False)
-
-    def forward(feeds: Mapping[str, np.ndarray], _: tuple[str, ...]) -> dict[str, np.ndarray]:
-        env = dict(zip(names, sess.run(names, dict(feeds))))
-        outputs.append(env[names[0]])
-        return env
-    return forward
-
-
-def _float32_only(g: Graph) -> bool:
-    """Whether every float tensor of `g` is float32 (onnxruntime then computes what the
-    executor's float32 forward does, to float rounding)."""
-    return all(np.dtype(t.dtype).kind != "f" or np.dtype(t.dtype) == np.float32
-               for t in g.types.values())
-
-
-def onnxruntime_env(g: Graph, keep: Iterable[str] | None = None, threads: int | None = 1
-                    ) -> FloatEnv | None:
-    """(feeds, names=None) -> the tensors of `g`'s float32 forward pass, run in onnxruntime
-    (what `executor.run(g, feeds, dtype="float32", keep=keep or True)` gives, equal to float
-    rounding, several times faster): `g` emitted in float with the kept layer outputs (default
-    all) as graph outputs. With `names`, only those of the session's outputs are fetched
-    (onnxruntime runs just the nodes they need, in the same optimised graph, so the values
-    are the same bit for bit; PP-OCR's 363 tensors are 194 MiB a sample, the 105 the range
-    search reads 43 MiB). None where that cannot stand in for the executor: a float tensor
-    that is not float32, or a model onnxruntime does not load. `threads`: intra-op threads
-    (None: onnxruntime's default, its idle threads parked)."""
-    from compiler.emit.builder import value_info
-    from compiler.errors import ModelError
-    from edgesim.evaluate import session
-
-    if not _float32_only(g):
-        return None
-    produced = ([t for layer in g.layers for t in layer.outputs if t] if keep is None
-                else [t for t in keep if t not in g.weights and t not in g.inputs])
-    try:
-        model = emit(g, check=False)
-        model.graph.output.extend(value_info(t, g.types[t]) for t in produced
-                                  if t not in g.outputs)
-        # one thread: the analysis interleaves these small runs with numpy backward passes,
-        # which onnxruntime's spinning pool threads would slow down (magika, 16 samples, one
-        # probe, interleaved: 1.7 s on one thread, 3.1-3.3 s on the default two, 1.9 s with
-        # the executor's forward)
-        sess = session(model, threads=threads, spin=threads is not None)
-    except (ModelError, UserError):
-        return None
-    names = list(dict.fromkeys([*g.outputs, *produced]))
-    weights = {t: np.asarray(w, np.float32) if w.dtype.kind == "f" else w
-               for t, w in g.weights.items()}
-
-    fetched = frozenset(names)
-
-    def forward(feeds: Mapping[str, np.ndarray], wanted: Iterable[str] | None = None
-                ) -> dict[str, np.ndarray]:
-        env = {**weights, **{n: np.asarray(feeds[n]) for n in g.inputs}}
-        asked = names if wanted is None else list(dict.fromkeys(
-            t for t in wanted if t in fetched))
-        env.update(zip(asked, sess.run(asked, {n: env[n] for n in g.inputs})))
-        return env
-    return forward
-
-
-def float_pass(g: Graph, data: cal.CalibrationData, stats: bool,
-               grams: bool = False) -> FloatPass:
-    """Run the float model over `data` (batches of `g`'s own batch size) in onnxruntime once:
-    activation statistics of `calibration_tensors(g)` if `stats` (with the X^T X of linear
-    layer inputs if `grams`, for GPTQ), and the first output.
-
-    Raises:
-        ModelError: if a calibration tensor holds NaN or infinity.
-        UserError: if onnxruntime cannot load the emitted float model.
-    """
-    keep = calibration_tensors(g) if stats else ()
-    gram_names = gram_tensors(g) if stats and grams else ()
-    outputs: list[np.ndarray] = []
-    fitting = fit_batches(g, data) if stats else None
-    forward = _onnxruntime_forward(g, (*keep, *gram_names, *(
-        float_outputs(g) if fitting is not None else ())), outputs)
-    fit, held = RangeCollector(keep), HeldOutputs(g)
-    if fitting is not None:
-        forward = _fitting(forward, fitting, fit, held)
-    collected = calibrate(g, cal.batches(g, data), tensors=keep, source=data.source,
-                          forward=forward, grams=gram_names)
-    return FloatPass(collected if stats else None, np.concatenate(outputs),
-                     None if fitting is None else fit.result(),
-                     None if fitting is None else held.result())
-
-
-def float_outputs(g: Graph) -> tuple[str, ...]:
-    """`g`'s float outputs: what the range search compares (`reference_case`)."""
-    return tuple(t for t in g.outputs if np.dtype(g.types[t].dtype).kind == "f")
-
-
-class HeldOutputs:
-    """The float outputs of the samples a pass sees that the range search holds out."""
-
-    def __init__(self, g: Graph) -> None:
-        self._names = float_outputs(g)
-        self._runs: list[dict[str, np.ndarray]] = []
-
-    def add(self, env: Mapping[str, np.ndarray]) -> None:
-        """Record one held-out sample's outputs from its tensors `env`."""
-        self._runs.append({t: np.array(env[t]) for t in self._names})
-
-    def result(self) -> tuple[dict[str, np.ndarray], ...]:
-        """The recorded outputs, in sample order."""
-        return tuple(self._runs)
-
-
-def fit_batches(g: Graph, data: cal.CalibrationData) -> np.ndarray | None:
-    """Per batch of `cal.batches(g, data)`, whether `_chosen_ranges` fits ranges on it
-    (its part of `cal.split`); None where those batches are not single samples of `data`
-    or the data is not split."""
-    if cal.batch_size(g) != 1 or data.count < 4:
-        return None
-    return ~cal.held_mask(data.count, E2E_SAMPLES)
-
-
-def _fitting(forward: Forward, fitting: np.ndarray, fit: RangeCollector,
-             held: HeldOutputs) -> Forward:
-    """`forward` that also merges the batches `fitting` marks into `fit` (what a calibrate
-    pass over the fit part alone collects: merges are exact and order-free) and records the
-    other batches' outputs into `held`."""
-    seen = iter(fitting)
-
-    def run(feeds: Mapping[str, np.ndarray], names: tuple[str, ...]) -> Mapping[str, np.ndarray]:
-        env = forward(feeds, names)
-        if next(seen):
-            fit.add(env, 1)
-        else:
-            held.add(env)
-        return env
-    return run
-
-
-class FloatPassRecorder:
-    """A `float_pass` assembled from forward passes of the float model run for another
-    purpose (compile's HAWQ probes run it over the calibration samples anyway): call it with
-    each batch's tensors, in sample order, then take `result`. With `fit` (`fit_batches`
-    of the data), the range search's fit part is collected too (`FloatPass.fit_stats`)."""
-
-    def __init__(self, g: Graph, grams: bool = False, fit: np.ndarray | None = None) -> None:
-        self._batch, self._output = cal.batch_size(g), g.outputs[0]
-        self._ranges = RangeCollector(calibration_tensors(g), gram_tensors(g) if grams else ())
-        self._outputs: list[np.ndarray] = []
-        self._fit_mask = fit
-        self._fit = RangeCollector(calibration_tensors(g))
-        self._held = HeldOutputs(g)
-
-    def __call__(self, env: Mapping[str, np.ndarray]) -> None:
-        if self._fit_mask is not None and self._ranges.samples < len(self._fit_mask):
-            if self._fit_mask[self._ranges.samples]:
-                self._fit.add(env, 1)  # fit_batches: batches of one sample
-            else:
-                self._held.add(env)
-        self._ranges.add(env, self._batch)
-        self._outputs.append(np.array(env[self._output], np.float32))
-
-    def result(self, data: cal.CalibrationData) -> FloatPass | None:
-        """What `float_pass(g, data, stats=True)` gives, if the recorded batches were all of
-        `data`; None if they were not."""
-        if self._ranges.samples != data.count:
-            return None
-        fitted = self._fit_mask is not None and len(self._fit_mask) == data.count
-        return FloatPass(self._ranges.result(data.source), np.concatenate(self._outputs),
-                         self._fit.result() if fitted else None,
-                         self._held.result() if fitted else None)
-
-
 def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int | None = None,
                    out: str | os.PathLike = "model.quant.onnx", *,
                    options: QuantOptions | None = None, embedding_bits: int | str | None = "auto",
@@ -388,14 +199,15 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
     # range search's forward passes and the own-layer check (it computes the tensors the
     # calibration-tensor session does, bit for bit: tests/edgesim/test_isolated_layers.py)
     float_env = functools.cache(functools.partial(onnxruntime_env, g, threads=None))
+    codes: WeightCodes = {}  # each weight quantised once, however many range assignments
     stats, searched = _chosen_ranges(g, assign, data, stats, opts, fit_stats,  # "auto"
-                                     range_budget_s, float_env, held_outputs)
-    qg = quantize(g, assign, stats, opts)                                 # annotate + weights
+                                     range_budget_s, float_env, held_outputs, codes)
+    qg = quantize(g, assign, stats, opts, codes)                          # annotate + weights
     qg = _bias_corrected(qg, data, opts)                                  # low-bit mean shift
     verify(qg)
     notes = g.notes + searched + _extreme_layers(qg, data, g, float_env)  # last float use
     w_elems, fp32_bytes = g.layer_table().w_elems, weight_bytes(g)
-    del g, float_env  # with `spent_weights` below, the float weights are freed before emission
+    del g, float_env, codes  # with `spent_weights` below: float weights freed before emission
     qg = spent_weights(qg)
     model = emit(qg, emit_options or EmitOptions())                       # IR -> ONNX
     kernels = _kernel_check(qg, model, kernel_check)                      # vs onnxruntime
@@ -440,7 +252,6 @@ def spent_weights(qg: Graph) -> Graph:
 
 ERROR_BATCHES = 2  # calibration batches the per-layer error check runs
 CHOICE_SAMPLES = 4  # calibration samples that score the candidate activation ranges
-E2E_SAMPLES = 16  # calibration samples on which the range assignments' output error is compared
 E2E_CHUNK = 2  # held-out samples per onnxruntime run: an assignment that cannot win stops
 # after the samples that show it (`compiler.range_choice.refine_end_to_end`, prune)
 E2E_EVALUATIONS = 8  # bound on range assignments run end to end: 5 starts + 3 greedy trials;
@@ -480,7 +291,8 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
                    stats: CalibrationStats | None, opts: QuantOptions,
                    fit_stats: CalibrationStats | None = None, budget_s: float | None = None,
                    float_env: Callable[[], FloatEnv | None] | None = None,
-                   held_outputs: tuple[dict[str, np.ndarray], ...] | None = None
+                   held_outputs: tuple[dict[str, np.ndarray], ...] | None = None,
+                   codes: WeightCodes | None = None
                    ) -> tuple[CalibrationStats | None, tuple[str, ...]]:
     """`stats` with a range method chosen per tensor and activation width by measured output
     error (`compiler.range_choice`), when the options ask for "auto".
@@ -494,7 +306,9 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
     search's time (all widths together); a note says where it stopped it. `float_env()`:
     the float model's tensors per batch (`onnxruntime_env`), where the caller shares one.
     `held_outputs`: the held-out part's float outputs, where that pass recorded them
-    (`FloatPass.held_outputs`)."""
+    (`FloatPass.held_outputs`). `codes`: the quantised weights, kept across the assignments
+    scored (`compiler.passes.quantize.quantize`'s `weight_codes`; 8 quantise calls on
+    resnet18's compile plan: 0.29-0.41 CPU-s afresh, 0.08 with the codes kept)."""
     widths = sorted({int(a) for a in assign[:, 1] if a in (4, 8)})
     if opts.act_method != "auto" or stats is None or data is None or not widths:
         return stats, ()
@@ -518,7 +332,7 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
     notes: list[str] = []
     for bits in widths:
         fitted, refined = choose_bounded(g, fitted, _spread(g, held, CHOICE_SAMPLES), cases,
-                                         lambda s: quantize(g, assign, s, opts), bits,
+                                         lambda s: quantize(g, assign, s, opts, codes), bits,
                                          opts.percentile, forward,
                                          _act_tensors(g, assign[:, 1] == bits),
                                          E2E_EVALUATIONS, _onnxruntime_runner,
@@ -575,71 +389,6 @@ def _held_runs(g: Graph, held: cal.CalibrationData, chunk: int | None = None,
     if outputs is None or len(outputs) != held.count:
         return run_chunks(g, held, run, chunk)
     return recorded_chunks(g, held, outputs, run, chunk)
-
-
-def run_chunks(g: Graph, data: cal.CalibrationData, run: Callable[[Any], Any],
-               chunk: int | None = None) -> list[tuple[dict[str, np.ndarray], Any]]:
-    """(feeds, `run(feeds)`) over `data` in batches of `chunk` samples (None: all in one)
-    when the model runs them so: a symbolic batch dimension, and the first chunk's outputs
-    (an array, or a dict of arrays) start with the first batch's run alone; else at the
-    graph's batch size."""
-    per, step, groups = _chunked(g, data, chunk)
-    if step < 2:
-        return [(feeds, run(feeds)) for feeds in per]
-    first = run(per[0])
-    try:
-        got = [run(feeds) for feeds in groups]
-    except Exception:  # noqa: BLE001 -- onnxruntime's own error types: a fixed batch inside
-        got = []
-    heads = first.items() if isinstance(first, dict) else [(None, first)]
-    if got and all(batch_leads(np.asarray(got[0] if t is None else got[0][t]), np.asarray(y),
-                               step) for t, y in heads):
-        return list(zip(groups, got))
-    return [(per[0], first), *((feeds, run(feeds)) for feeds in per[1:])]
-
-
-def _chunked(g: Graph, data: cal.CalibrationData, chunk: int | None
-             ) -> tuple[list[dict[str, np.ndarray]], int, list[dict[str, np.ndarray]]]:
-    """`data`'s batches at the graph's batch size, the batches per chunk of `chunk` samples
-    (None: all in one) and the chunks' feeds."""
-    per, size = list(cal.batches(g, data)), cal.batch_size(g)
-    step = min(len(per), len(per) if chunk is None else max(1, chunk // size))
-    groups = [{n: cal.model_layout(g, n, x[i * size:min(i + step, len(per)) * size])
-               for n, x in data.samples.items()} for i in range(0, len(per), step)]
-    return per, step, groups
-
-
-def recorded_chunks(g: Graph, data: cal.CalibrationData,
-                    outputs: Sequence[dict[str, np.ndarray]], run: Callable[[Any], Any],
-                    chunk: int | None = None) -> list[tuple[dict[str, np.ndarray], Any]]:
-    """`run_chunks` with the outputs already known per batch (`outputs`, one dict per
-    batch of `data`): a chunk's are its batches' outputs joined along axis 0, where the
-    first chunk run by `run` shows that the model takes chunks so; else per batch."""
-    per, step, groups = _chunked(g, data, chunk)
-    singles = list(zip(per, outputs))
-    if step < 2:
-        return singles
-    joined = [{t: np.concatenate([o[t] for o in outputs[i:i + step]]) for t in outputs[0]}
-              for i in range(0, len(per), step)]
-    try:
-        got = run(groups[0])
-    except Exception:  # noqa: BLE001 -- onnxruntime's own error types: a fixed batch inside
-        return singles
-    if all(batch_leads(np.asarray(got[t]), np.asarray(y), step)
-           and np.asarray(got[t]).shape == joined[0][t].shape for t, y in outputs[0].items()):
-        return list(zip(groups, joined))
-    return singles
-
-
-def batch_leads(whole: np.ndarray, first: np.ndarray, batches: int) -> bool:
-    """Whether `whole` is `batches` batches along axis 0 and starts with `first`."""
-    if first.ndim == 0 or whole.shape != (first.shape[0] * batches, *first.shape[1:]):
-        return False
-    head = whole[:first.shape[0]]
-    if first.dtype.kind != "f":
-        return bool(np.array_equal(head, first))
-    scale = float(np.max(np.abs(first), initial=0.0))
-    return bool(np.allclose(head, first, rtol=1e-4, atol=1e-5 * max(scale, 1.0)))
 
 
 def _onnxruntime_runner(qg: Graph) -> Any:

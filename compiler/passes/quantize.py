@@ -141,6 +141,9 @@ class _Ctx:
     # weight -> the inputs of the linear layers reading it: GPTQ rounds a shared weight once,
     # against all their Gram matrices, so that every reader stores the same codes
     readers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # (layer, bits, granularity) -> its quantised weight, kept by a caller across calls
+    # (`quantize`'s `weight_codes`); None: quantised afresh
+    codes: dict[tuple[str, int, str], QuantizedTensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,15 @@ def _block(ctx: _Ctx, layer: Layer) -> int:
 
 
 def _quantize(ctx: _Ctx, layer: Layer, bits: int, granularity: str) -> QuantizedTensor:
+    if ctx.codes is None:
+        return _quantized(ctx, layer, bits, granularity)
+    key = (layer.name, bits, granularity)
+    if key not in ctx.codes:
+        ctx.codes[key] = _quantized(ctx, layer, bits, granularity)
+    return ctx.codes[key]
+
+
+def _quantized(ctx: _Ctx, layer: Layer, bits: int, granularity: str) -> QuantizedTensor:
     w = ctx.g.weights[layer.inputs[WEIGHT_INPUT[layer.kind]]]
     block = _block(ctx, layer) if granularity == "per_block" else None
     # quantize_weight checks both strings (Literal-typed there)
@@ -444,7 +456,8 @@ def _row_bits(row: Format, w_bits: int | None, a_bits: int | None
 
 
 def quantize(g: Graph, bits: np.ndarray, calib: CalibrationStats | None = None,
-             options: QuantOptions = QuantOptions()) -> Graph:
+             options: QuantOptions = QuantOptions(),
+             weight_codes: dict[tuple[str, int, str], QuantizedTensor] | None = None) -> Graph:
     """Annotate every layer with its quantisation and store the quantised weights.
 
     Args:
@@ -452,6 +465,11 @@ def quantize(g: Graph, bits: np.ndarray, calib: CalibrationStats | None = None,
         bits: int `[L, 2]` (weight bits, activation bits) aligned with `g.layers`; 32 = float.
         calib: calibration statistics (needed wherever activations are quantised).
         options: how to quantise (see `QuantOptions`).
+        weight_codes: a dict the caller keeps across calls with the same `g`, `options` and
+            Gram matrices, whose statistics differ only in activation ranges (the range
+            search quantises one model under many): each weight is quantised into it once
+            and read back after (the same arrays; weight codes do not depend on activation
+            ranges). None: every call quantises every weight.
 
     Returns:
         A new graph whose layers carry `Quant` annotations and whose weights include the
@@ -462,7 +480,7 @@ def quantize(g: Graph, bits: np.ndarray, calib: CalibrationStats | None = None,
             quantised activations without calibration statistics.
     """
     bits = check_bits(g, bits)
-    ctx = _Ctx(g, calib, options, _linear_readers(g))
+    ctx = _Ctx(g, calib, options, _linear_readers(g), weight_codes)
     layers, weights = [], dict(g.weights)
     for layer, (w, a) in zip(g.layers, bits.tolist()):
         plan = _plan(ctx, layer, _bits_or_none(w), _bits_or_none(a))

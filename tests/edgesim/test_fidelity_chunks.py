@@ -35,7 +35,8 @@ def test_a_symbolic_batch_runs_in_chunks_with_the_same_outputs(digits) -> None:
         return sess.run(["logits"], dict(feeds))[0]
 
     got = emitted_output(g, data, run)
-    assert sizes == [1, FIDELITY_CHUNK, FIDELITY_CHUNK, 70 - 2 * FIDELITY_CHUNK]
+    # the first batch alone, a probe of two, then chunks of the rest
+    assert sizes == [1, 2, FIDELITY_CHUNK, FIDELITY_CHUNK, 70 - 2 - 2 * FIDELITY_CHUNK]
     np.testing.assert_allclose(got, _one_by_one(model, g, data), rtol=1e-5, atol=1e-6)
 
 
@@ -67,3 +68,73 @@ def test_fewer_samples_than_two_batches_run_batch_by_batch(digits) -> None:
     one = cal.CalibrationData({"input": data.samples["input"][:1]}, "test")
     got = emitted_output(g, one, lambda feeds: feeds["input"][:, 0, 0, :2] * 2.0)
     np.testing.assert_array_equal(got, data.samples["input"][:1, 0, 0, :2] * 2.0)
+
+
+@pytest.mark.ort
+def test_a_model_that_fails_at_larger_batches_is_probed_with_two_samples_only(digits) -> None:
+    """A failing batch costs its whole forward pass up to the failing node: the probe that
+    shows it is two samples, never a whole chunk."""
+    model, g, data = digits
+    sess, sizes = session(model), []
+
+    def fixed(feeds):
+        sizes.append(len(feeds["input"]))
+        if len(feeds["input"]) != 1:
+            raise RuntimeError("fixed batch of 1")
+        return sess.run(["logits"], dict(feeds))[0]
+
+    got = emitted_output(g, data, fixed)
+    assert sizes == [1, 2, *[1] * 69]
+    np.testing.assert_array_equal(got, _one_by_one(model, g, data))
+
+
+@pytest.mark.ort
+def test_a_larger_chunk_that_fails_after_a_good_probe_runs_the_rest_batch_by_batch(digits
+                                                                                   ) -> None:
+    model, g, data = digits
+    sess = session(model)
+
+    def at_most_two(feeds):
+        if len(feeds["input"]) > 2:
+            raise RuntimeError("out of memory")  # e.g. an allocation limit
+        return sess.run(["logits"], dict(feeds))[0]
+
+    got = emitted_output(g, data, at_most_two)
+    np.testing.assert_allclose(got, _one_by_one(model, g, data), rtol=1e-5, atol=1e-6)
+
+
+def test_the_fidelity_line_counts_data_samples_not_output_rows() -> None:
+    """A sequence output [T, C] per sample stacks T rows per sample into the reference."""
+    from edgesim.fidelity import measure_fidelity
+
+    steps, classes, n = 5, 3, 4
+    model = _sequence_model(steps, classes)
+    g = load(model)
+    data = cal.CalibrationData({"x": np.random.default_rng(0).standard_normal(
+        (n, 1, classes)).astype(np.float32)}, "seq")
+    ref = np.concatenate([np.tile(x, (steps, 1)) for x in data.samples["x"]])
+    import tempfile
+    from pathlib import Path
+
+    import onnx
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "m.onnx"
+        onnx.save(model, path)
+        fid = measure_fidelity(g, path, ref, data, None)
+    assert ref.shape[0] == n * steps and fid["samples"] == n
+    assert fid["cosine"] == pytest.approx(1.0, abs=1e-6)
+
+
+def _sequence_model(steps: int, classes: int):
+    """x [1, 1, C] -> y [T, C]: x tiled over T rows (a sequence output of one sample)."""
+    from onnx import TensorProto, helper
+
+    reps = helper.make_tensor("reps", TensorProto.INT64, [2], [steps, 1])
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [1, classes])
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["r"]),
+             helper.make_node("Tile", ["r", "reps"], ["y"])]
+    graph = helper.make_graph(nodes, "seq", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 1, classes])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, [steps, classes])], [reps, shape])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
