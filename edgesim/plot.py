@@ -201,10 +201,12 @@ def layer_plot(names: Sequence[str], w_bits: Sequence[int], a_bits: Sequence[int
     return fig
 
 
-def save(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
-    """Write `fig` as PNG atomically (a temporary file renamed into place)."""
+def save(fig: Figure, path: str | Path, dpi: int = 120, *, make_folder: bool = True) -> Path:
+    """Write `fig` as PNG atomically (a temporary file renamed into place), creating its
+    folder unless `make_folder` is False (then a missing folder is an error)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if make_folder:
+        path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=dpi)
     return path

@@ -35,9 +35,9 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict
     out = tmp_path_factory.mktemp("bg") / "out"
     figures, original = {}, edgesim.plot.save
 
-    def recording(fig, path, dpi=120):  # type: ignore[no-untyped-def]
+    def recording(fig, path, dpi=120, **kw):  # type: ignore[no-untyped-def]
         figures[Path(path).name] = (fig, None)
-        return original(fig, path, dpi)
+        return original(fig, path, dpi, **kw)
     edgesim.plot.save = recording
     try:
         compile_model(zoo.build("digits_cnn"), "rpi5", out, calib_random=8,
