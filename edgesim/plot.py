@@ -213,7 +213,7 @@ def bars(ax: Axes, heights: Sequence[float], colors: Sequence[str],
     verts = np.stack([np.column_stack(c) for c in ((left, zero), (left, h),
                                                      (left + width, h), (left + width, zero))],
                      axis=1)
-    drawn = PolyCollection(verts, facecolors=colors, edgecolors="none")
+    drawn = PolyCollection(list(verts), facecolors=colors, edgecolors="none")
     drawn.sticky_edges.y.append(0.0)  # as `Axes.bar`: no margin below the bars' base
     ax.add_collection(drawn)
     ax.autoscale_view()
