@@ -16,6 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure
+from matplotlib.image import imsave
 from matplotlib.patches import Patch
 
 from compiler.atomic import atomic_open
@@ -226,6 +227,8 @@ def save(fig: Figure, path: str | Path, dpi: int = 120, *, make_folder: bool = T
     path = Path(path)
     if make_folder:
         path.parent.mkdir(parents=True, exist_ok=True)
+    fig.set_dpi(dpi)
+    FigureCanvasAgg(fig).draw()  # one layout-and-render pass (savefig makes two, same bytes)
     with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=dpi)
+        imsave(f, np.asarray(fig.canvas.buffer_rgba()), format="png", dpi=dpi)
     return path
