@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -228,7 +229,8 @@ def save(fig: Figure, path: str | Path, dpi: int = 120, *, make_folder: bool = T
     if make_folder:
         path.parent.mkdir(parents=True, exist_ok=True)
     fig.set_dpi(dpi)
-    FigureCanvasAgg(fig).draw()  # one layout-and-render pass (savefig makes two, same bytes)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # one layout-and-render pass (savefig makes two, same bytes)
     with atomic_open(path, "wb") as f:
-        imsave(f, np.asarray(fig.canvas.buffer_rgba()), format="png", dpi=dpi)
+        imsave(cast(BinaryIO, f), np.asarray(canvas.buffer_rgba()), format="png", dpi=dpi)
     return path
