@@ -109,9 +109,13 @@ class PlotProcess:
         env = {**os.environ,
                "PYTHONPATH": os.pathsep.join(x for x in (str(ROOT),
                                                            os.environ.get("PYTHONPATH")) if x)}
-        self._proc = subprocess.Popen([sys.executable, "-m", "edgesim.plot_worker"],
-                                      stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                      stderr=self._err, env=env)
+        try:
+            self._proc = subprocess.Popen([sys.executable, "-m", "edgesim.plot_worker"],
+                                          stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                          stderr=self._err, env=env)
+        except OSError:
+            self._err.close()
+            raise
 
     def submit(self, job: Job) -> None:
         assert self._proc.stdin is not None  # opened with PIPE
@@ -149,11 +153,17 @@ class PlotProcess:
 
 def plotter(where: str = "auto") -> Plotter:
     """A `PlotProcess` ("process"), `InlinePlots` ("inline"), or for "auto" a process unless
-    this process has imported matplotlib already (then its import is paid for)."""
+    this process has imported matplotlib already (then its import is paid for). Where no
+    process can be started (no interpreter at `sys.executable`), the figures are drawn inline:
+    an OSError here would read as bad input."""
     if where not in ("auto", "process", "inline"):
         raise ValueError(f"plots must be auto, process or inline, not {where!r}")
-    inline = where == "inline" or (where == "auto" and "matplotlib" in sys.modules)
-    return InlinePlots() if inline else PlotProcess()
+    if where == "inline" or (where == "auto" and "matplotlib" in sys.modules):
+        return InlinePlots()
+    try:
+        return PlotProcess()
+    except OSError:
+        return InlinePlots()
 
 
 @contextmanager

@@ -90,3 +90,9 @@ def test_plotter_choice() -> None:
     assert type(plotter("inline")).__name__ == "InlinePlots"
     with pytest.raises(ValueError, match="plots must be"):
         plotter("svg")
+
+
+def test_no_interpreter_draws_inline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.executable", str(tmp_path / "no-python"))
+    plots = plotter("process")
+    assert type(plots).__name__ == "InlinePlots"
