@@ -38,11 +38,11 @@ from edgesim.progress import Progress
 from edgesim.report import (
     CompileResult,
     build_result,
-    draw_alloc_front,
-    draw_layers,
-    prefetch_plotting,
+    front_job,
+    planned_rows,
     write_reports,
 )
+from edgesim.report_plots import Plotter, layers_job, plotter, stopped_on_error
 from edgesim.settle_rule import settled_rule
 from edgesim.simulation import totals
 from edgesim.smoothing import outlier_channels, smooth_alpha, smoothed
@@ -89,6 +89,10 @@ class CompileOptions:
     # time bound of the end-to-end activation range search (None: RANGE_SHARE of
     # analysis_budget_s when that is given, else unbounded)
     range_budget_s: float | None = None
+    # who draws pareto.png and layers.png: "process" (a child process started with the
+    # compile), "inline" (this process, at the end) or "auto" (a process unless this one
+    # has imported matplotlib already); see edgesim.report_plots
+    plots: str = "auto"
 
 
 def _settled(g: Graph, ga: Graph, target: Target, options: CompileOptions,
@@ -189,11 +193,14 @@ def compile_model(model: Any, target: TargetRef, outdir: str | os.PathLike, *, c
         A `CompileResult` with the same fields as report.json.
     """
     with output_folder(outdir, options.force) as folder:  # checked and locked before any work
-        return _compile(model, target, folder, calib, calib_random, eval_data, options)
+        plots = plotter(options.plots)  # a plotting process imports matplotlib from now on
+        with stopped_on_error(plots):
+            return _compile(model, target, folder, calib, calib_random, eval_data, options,
+                            plots)
 
 
 def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_random: int | None,
-             eval_data: Any, options: CompileOptions) -> CompileResult:
+             eval_data: Any, options: CompileOptions, plots: Plotter) -> CompileResult:
     """`compile_model` inside its claimed output folder."""
     progress = Progress(total=7, quiet=options.quiet)
     with progress.phase("loading model and target"):  # and the modules the phases run
@@ -224,7 +231,6 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
     if given is not None:  # a given plan needs no data-driven analysis: proxy sensitivities
         options = replace(options, method="proxy")
     emitted: EmittedBytes = {}  # plans emitted for their size: the settle rule's, allocate's
-    plotting = prefetch_plotting()  # matplotlib's imports overlap the analysis
     with progress.phase(f"sensitivity ({options.method})"):
         ga = (analysis_graph(source, g, data.count, options.method, options.input_shapes,
                              **_load_options(options))
@@ -255,7 +261,11 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
         _check_memory(g, alloc.bits, tgt, "with the chosen bits")
         if options.budget is None:
             alloc = replace(alloc, notes=alloc.notes + _knee_note(g, alloc.bits, tgt))
-    with staging(outdir) as stage:
+    with staging(outdir) as stage, stopped_on_error(plots):
+        # both figures are drawn (by a plotting process) while the model is quantised
+        early = layers_job(g.name, tgt.name, planned_rows(g, alloc), stage / "layers.png")
+        plots.submit(front_job(g.name, tgt, alloc, stage / "pareto.png"))
+        plots.submit(early)
         with progress.phase("quantising and emitting"):
             model_path = stage / f"model.{tgt.name}.onnx"
             bits = _emitted_bits(g, alloc.bits)
@@ -287,13 +297,15 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
             fidelity = measure_fidelity(gq, model_path, ref.outputs, *held_out,
                                         options.fidelity_metric)
             check_fidelity(fidelity, options.min_fidelity)
-        # drawn here, not on a helper thread during quantise+emit: that overlap saved ~0.4 s
-        # but raised resnet18's compile peak 739 -> 818-877 MiB (memphase, same tree)
-        with progress.phase("drawing the report's plots"):
-            plotting.join()  # matplotlib's imports
-            draw_alloc_front(g.name, tgt, alloc, stage / "pareto.png")
+        # a process, not a helper thread: drawing on a thread during quantise+emit raised
+        # resnet18's compile peak 739 -> 818-877 MiB; the process's memory is its own
+        with progress.phase("drawing the report's plots"):  # and waiting for them
             result = replace(_reported(g, gq, tgt, alloc, quant, data, bits, options,
                                        (stage, outdir), progress.timings), fidelity=fidelity)
+            final = layers_job(g.name, tgt.name, result.layers, stage / "layers.png")
+            if final != early:  # a later step re-costed the layers (sparsity, kernel check)
+                plots.submit(final)
+            plots.finish()
         with progress.phase("writing reports"):  # timings: every phase but this one (ms)
             result = replace(result, timings_s=dict(progress.timings))
             write_reports(result, alloc, stage)
@@ -340,9 +352,8 @@ def _act_errors(g: Graph, tgt: Target, sens: Any, data: cal.CalibrationData,
 def _reported(g: Graph, gq: Graph, tgt: Target, alloc: Any, quant: Any,
               data: cal.CalibrationData, bits: np.ndarray, options: CompileOptions,
               folders: tuple[Path, Path], timings: dict[str, float]) -> CompileResult:
-    """The report without its fidelity, with layers.png drawn into the staging folder
-    (`folders`: staging, output)."""
-    stage, outdir = folders
+    """The report without its fidelity (`folders`: staging, output)."""
+    _, outdir = folders
     from edgesim.sparsity import sparsity_column, with_sparse_costs
 
     result = build_result(replace(g, notes=gq.notes), tgt, alloc, quant, {},
@@ -354,7 +365,6 @@ def _reported(g: Graph, gq: Graph, tgt: Target, alloc: Any, quant: Any,
 
         result = with_running_costs(result, g, bits, tgt, threads=options.threads,
                                     runtime=options.runtime)
-    draw_layers(result, stage / "layers.png")
     return result
 
 

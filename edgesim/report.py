@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import platform
-import threading
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -179,26 +178,9 @@ def build_result(g: Graph, target: Target, alloc: AllocationResult, quant: Any,
         timings_s=dict(timings), files={k: str(outdir / v) for k, v in names.items()})
 
 
-def prefetch_plotting() -> threading.Thread:
-    """Start importing the plotting stack (matplotlib: ~0.7 s of imports, the largest fixed
-    cost of a compile) on a helper thread, so it overlaps the analysis, which spends its time
-    in numpy and onnxruntime with the GIL released; join it before drawing. If the import
-    fails there, the drawing imports again and raises the error itself."""
-    thread = threading.Thread(target=_import_plot, name="edgesim-import-plot", daemon=True)
-    thread.start()
-    return thread
-
-
-def _import_plot() -> None:
-    try:
-        import edgesim.plot  # noqa: F401
-    except Exception:  # noqa: BLE001 - reported by the drawing's own import
-        pass
-
-
 def write_reports(r: CompileResult, alloc: AllocationResult, folder: Path) -> None:
     """report.json, report.md and report.html (one self-contained page, embedding the plots
-    `draw_plots` wrote) into `folder` (a staging folder)."""
+    already written there) into `folder` (a staging folder)."""
     from edgesim.report_html import render
 
     atomic_write(folder / "report.json", json.dumps(r.to_dict(), indent=1, default=_json))
@@ -216,43 +198,24 @@ def _json(x: Any) -> Any:
     raise TypeError(type(x).__name__)
 
 
-def draw_layers(r: CompileResult, path: Path) -> None:
-    """layers.png: per layer of `r`, the chosen bits and the predicted latency."""
-    from edgesim.plot import layer_plot, save
-
-    x = r.layers
-    fig = layer_plot([a.name for a in x], [min(a.w_bits, 32) for a in x],
-                     [min(a.a_bits, 32) for a in x], [a.latency_ms for a in x],
-                     [a.bound for a in x], title=f"{r.model} on {r.target}: bits and "
-                     "predicted latency per layer")
-    save(fig, path)
-
-
 def alloc_title(method: str, metric: str) -> str:
     """What pareto.png's title says after the model and target."""
     return f"{method} sensitivity vs {metric}"
 
 
-def draw_front(model: str, target: str, title: str, front: list[dict[str, float]],
-               marked: dict[str, list[float]], chosen: int, path: Path) -> None:
-    """pareto.png: the front's points (`front_points`), the marked points and the chosen
-    one."""
-    from edgesim.plot import front_plot, save
-
-    x = next(iter(front[0])) if front else "metric"
-    points = {x: [p[x] for p in front], "sensitivity": [p["sensitivity"] for p in front]}
-    marks = {k: tuple(v) for k, v in marked.items()}
-    marks["chosen"] = (front[chosen][x], front[chosen]["sensitivity"])
-    fig = front_plot(points, x, "sensitivity", highlight=[True] * len(front), marks=marks,
-                     title=f"{model} on {target}: {title}")
-    save(fig, path)
+def planned_rows(g: Graph, alloc: AllocationResult) -> tuple[LayerRow, ...]:
+    """The report's layer rows as the allocation alone gives them (every format "float"):
+    what layers.png shows unless a later step re-costs the layers."""
+    return _rows(g, alloc, {})
 
 
-def draw_alloc_front(model: str, target: Target, alloc: AllocationResult, path: Path) -> None:
-    """pareto.png as soon as the allocation is chosen (what `draw_plots` draws from the
-    finished report: the same front, marks and title)."""
+def front_job(model: str, target: Target, alloc: AllocationResult, path: Path) -> Any:
+    """pareto.png's job (`report_plots`) as soon as the allocation is chosen: the front,
+    marks and chosen point that report.json lists."""
+    from edgesim.report_plots import front_job as job
+
     front, marks = front_points(alloc)
-    draw_front(model, target.name, alloc_title(alloc.sens.method, alloc.metric), front, marks,
+    return job(model, target.name, alloc_title(alloc.sens.method, alloc.metric), front, marks,
                alloc.chosen, path)
 
 

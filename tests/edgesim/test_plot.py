@@ -79,3 +79,26 @@ def test_save_writes_a_png_atomically(tmp_path: Path) -> None:
     path = save(fig, tmp_path / "sub" / "front.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in path.parent.iterdir()] == ["front.png"]  # no temporary left
+
+
+def test_save_writes_what_savefig_writes(tmp_path: Path) -> None:
+    """`save` renders once and encodes the canvas itself; matplotlib's own savefig (two
+    passes) is the oracle, byte for byte, for a front with a colour bar and a layer plot."""
+    import io
+
+    from edgesim.plot import layer_plot
+
+    def front():  # type: ignore[no-untyped-def]
+        return front_plot({"x_s": [1.0, 2.0, 3.0], "y_j": [3.0, 1.0, 2.0], "c_w": [1, 2, 3]},
+                          "x_s", "y_j", color="c_w", highlight=[True, True, False],
+                          marks={"fp32": (1.5, 2.5)}, title="t")
+
+    def layers():  # type: ignore[no-untyped-def]
+        return layer_plot([f"layer_{i}" for i in range(50)], [8, 4] * 25, [8, 32] * 25,
+                          list(np.geomspace(1e-4, 10, 50)), ["compute", "dram"] * 25, "t")
+
+    for make in (front, layers):
+        want = io.BytesIO()
+        make().savefig(want, format="png", dpi=120)
+        got = save(make(), tmp_path / "fig.png").read_bytes()
+        assert got == want.getvalue(), make.__name__

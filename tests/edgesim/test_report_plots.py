@@ -35,9 +35,9 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict
     out = tmp_path_factory.mktemp("bg") / "out"
     figures, original = {}, edgesim.plot.save
 
-    def recording(fig, path, dpi=120):  # type: ignore[no-untyped-def]
+    def recording(fig, path, dpi=120, **kw):  # type: ignore[no-untyped-def]
         figures[Path(path).name] = (fig, None)
-        return original(fig, path, dpi)
+        return original(fig, path, dpi, **kw)
     edgesim.plot.save = recording
     try:
         compile_model(zoo.build("digits_cnn"), "rpi5", out, calib_random=8,
@@ -74,10 +74,20 @@ def test_layer_bars_are_the_reports_layers(compiled) -> None:
     _, report, figures = compiled
     top, bottom = figures["layers.png"][0].axes[:2]
     rows = report["layers"]
-    bits = [p.get_height() for p in top.patches]
-    assert bits == [min(r["w_bits"], 32) for r in rows]
-    heights = [p.get_height() for p in bottom.patches][:len(rows)]
+    bits = _bar_heights(top)
+    assert bits.tolist() == [min(r["w_bits"], 32) for r in rows]
+    heights = _bar_heights(bottom)
     assert np.allclose(heights, [r["latency_ms"] for r in rows], rtol=1e-12)
+
+
+def _bar_heights(ax) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Heights of the bars of `ax` (one PolyCollection; a bar per path, left to right),
+    checked to stand on 0 at x = 0, 1, ..."""
+    (bars,) = [c for c in ax.collections if type(c).__name__ == "PolyCollection"]
+    verts = np.array([p.vertices[:4] for p in bars.get_paths()])
+    assert np.allclose(verts[:, :, 0].mean(axis=1), np.arange(len(verts)))
+    assert (verts[:, :, 1].min(axis=1) == 0).all()
+    return verts[:, :, 1].max(axis=1)
 
 
 def test_failed_compile_writes_nothing(tmp_path: Path) -> None:
