@@ -61,9 +61,9 @@ def run(name: str, src: str, npz: str, flags: list[str], budgets: list[float | N
     from edgesim import calibration as cal
     from edgesim.allocation import allocate
     from edgesim.analysis_inputs import analysis_inputs
+    from edgesim.float_pass import onnxruntime_env
     from edgesim.loading import resolve_target
     from edgesim.pipeline import CompileOptions, _settled
-    from edgesim.quantize import onnxruntime_env
     from edgesim.settle_rule import SETTLE_EPS
 
     g = _graph(src, flags)

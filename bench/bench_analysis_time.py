@@ -42,9 +42,9 @@ def worker(src: str, npz: str, flags: list[str]) -> dict[str, Any]:
     from compiler.sensitivity import hawq, weight_norms
     from edgesim import calibration as cal
     from edgesim.analysis_inputs import analysis_inputs
+    from edgesim.float_pass import onnxruntime_env
     from edgesim.loading import load_graph, resolve_target
     from edgesim.pipeline import CompileOptions, _settled
-    from edgesim.quantize import onnxruntime_env
 
     shapes = {k: tuple(int(t) for t in v.split("x"))
               for k, v in _named(flags, "--input-shape").items()}

@@ -61,8 +61,8 @@ def _plain(g, env, seeds, names) -> np.ndarray:
 
 def bench_model(name: str, tmp: Path, cache: Path, samples: int) -> dict:
     from edgesim import calibration as cal
+    from edgesim.float_pass import onnxruntime_env
     from edgesim.loading import load_graph
-    from edgesim.quantize import onnxruntime_env
 
     case = prepare(name, tmp, cache)
     kw = _flags(case.args)

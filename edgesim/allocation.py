@@ -167,7 +167,7 @@ def sensitivity(g: Graph, method: str, calib_inputs: Mapping[str, np.ndarray] | 
     `analysis_budget_s` bounds HAWQ's and LRP's time; `settled` (e.g. `settled_rule`) stops
     HAWQ's probing where more precision cannot change the allocation (see
     `compiler.sensitivity.hawq.sensitivity`); `forward` computes HAWQ's forward passes (e.g.
-    `edgesim.quantize.onnxruntime_env`); the other methods do not take them.
+    `edgesim.float_pass.onnxruntime_env`); the other methods do not take them.
     """
     from compiler.sensitivity import METHODS
 

@@ -57,9 +57,9 @@ FIDELITY_CHUNK = 32  # samples per onnxruntime run of the fidelity check (bounds
 def emitted_output(g: Graph, data: cal.CalibrationData, run: Any) -> np.ndarray:
     """`run(feeds)` (one output of the emitted model) over `data`, concatenated along axis 0
     as if run batch by batch at the graph's batch size, `FIDELITY_CHUNK` samples a run where
-    the model takes them (`quantize.run_chunks`; an int8 resnet18 ran 64 samples 1.1x faster
+    the model takes them (`chunks.run_chunks`; an int8 resnet18 ran 64 samples 1.1x faster
     in two chunks than one by one)."""
-    from edgesim.quantize import run_chunks
+    from edgesim.chunks import run_chunks
 
     return np.concatenate([np.asarray(out) for _, out in run_chunks(g, data, run,
                                                                     FIDELITY_CHUNK)])

@@ -204,14 +204,9 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
     """`compile_model` inside its claimed output folder."""
     progress = Progress(total=7, quiet=options.quiet)
     with progress.phase("loading model and target"):  # and the modules the phases run
+        from edgesim.float_pass import FloatPassRecorder, fit_batches, float_pass, onnxruntime_env
         from edgesim.loading import load_graph, resolve_target
-        from edgesim.quantize import (
-            FloatPassRecorder,
-            fit_batches,
-            float_pass,
-            onnxruntime_env,
-            quantize_model,
-        )
+        from edgesim.quantize import quantize_model
         from edgesim.sparsity import apply_sparsity, expand_bits
         source = built_model(model)
         g = load_graph(source, options.input_shapes, **_load_options(options))  # ONNX -> IR
@@ -337,7 +332,7 @@ def _act_errors(g: Graph, tgt: Target, sens: Any, data: cal.CalibrationData,
     import itertools
 
     from edgesim.allocation import choice_errors
-    from edgesim.quantize import float_pass
+    from edgesim.float_pass import float_pass
 
     acts = set(options.act_bits or ())
     if not (acts & {4, 8} and 32 in acts) or options.assignment is not None:

@@ -36,18 +36,13 @@ from compiler.quantizers import QuantizedTensor
 from compiler.verify import verify
 from edgesim import assignment
 from edgesim import calibration as cal
-from edgesim.chunks import batch_leads, recorded_chunks, run_chunks  # noqa: F401 -- re-exported
+from edgesim.chunks import recorded_chunks, run_chunks
 from edgesim.errors import UserError
-from edgesim.float_pass import (  # noqa: F401 -- re-exported: callers import them from here
+from edgesim.float_pass import (
     E2E_SAMPLES,
     FloatEnv,
-    FloatPass,
-    FloatPassRecorder,
-    HeldOutputs,
     _float32_only,
     _onnxruntime_forward,
-    fit_batches,
-    float_outputs,
     float_pass,
     onnxruntime_env,
 )

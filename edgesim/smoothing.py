@@ -51,7 +51,7 @@ def outlier_channels(g: Graph, data: cal.CalibrationData, target: Any,
 
     if smooth_alpha(target, options) is None or not sites(g):
         return {}
-    from edgesim.quantize import onnxruntime_env
+    from edgesim.float_pass import onnxruntime_env
 
     limit = max(1, ANALYSIS_SAMPLES // cal.batch_size(g))
     outs = [g.layer(name).outputs[0] for name in sites(g)]

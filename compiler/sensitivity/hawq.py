@@ -264,7 +264,7 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
             change the result (e.g. a layer's bit choice) need not reach `tol` (see
             `edgesim.allocation.settled_rule`).
         forward: feeds -> every tensor of the float32 forward pass ("gauss-newton"), e.g. run
-            in onnxruntime (`edgesim.quantize.onnxruntime_env`); default the reference
+            in onnxruntime (`edgesim.float_pass.onnxruntime_env`); default the reference
             executor.
 
     Returns:

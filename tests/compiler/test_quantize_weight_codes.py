@@ -11,8 +11,8 @@ from compiler.passes.quantize import QuantOptions, quantize
 from compiler.range_choice import with_choices
 from edgesim import assignment
 from edgesim import calibration as cal
+from edgesim.float_pass import float_pass
 from edgesim.loading import load_graph
-from edgesim.quantize import float_pass
 
 
 def _same_graph(a, b) -> None:

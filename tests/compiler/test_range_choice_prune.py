@@ -27,8 +27,9 @@ from compiler.range_choice import (
 )
 from edgesim import assignment
 from edgesim import calibration as cal
+from edgesim.float_pass import float_pass
 from edgesim.loading import load_graph
-from edgesim.quantize import _held_runs, _onnxruntime_runner, float_pass
+from edgesim.quantize import _held_runs, _onnxruntime_runner
 
 TENSORS = ("a", "b", "c")
 PAIRS = list(itertools.product(CANDIDATES, repeat=len(TENSORS)))

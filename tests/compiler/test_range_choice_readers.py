@@ -21,8 +21,9 @@ from compiler.range_choice import (
     tensor_errors,
 )
 from edgesim import calibration as cal
+from edgesim.float_pass import float_pass
 from edgesim.loading import load_graph
-from edgesim.quantize import _onnxruntime_runner, float_pass
+from edgesim.quantize import _onnxruntime_runner
 from tests.compiler.opcheck import graph_model
 
 F = TensorProto.FLOAT

@@ -27,7 +27,7 @@ from edgesim import calibration as cal
 from edgesim.alloc_problem import candidate_bits
 from edgesim.allocation import allocate, choice_errors
 from edgesim.budget import Budget
-from edgesim.quantize import float_pass
+from edgesim.float_pass import float_pass
 from edgesim.simulation import simulate_graph
 
 pytestmark = pytest.mark.ort

@@ -122,7 +122,7 @@ def test_float_pass_matches_the_reference_executor(digits) -> None:
     that sit on bin edges at most."""
     from compiler.executor import run
     from compiler.passes.calibrate import calibrate
-    from edgesim.quantize import float_pass
+    from edgesim.float_pass import float_pass
 
     g = load(digits[0], {"input": (4, 1, 8, 8)})
     data, _ = cal.from_arrays(g, {"input": digits[1]["x_calib"][:22]}, "t")  # 2 left over
@@ -147,7 +147,7 @@ def test_recorded_hawq_forward_passes_give_the_float_pass(digits) -> None:
     float pass gives (ranges and outputs, to float rounding); a record of part of the data
     gives nothing."""
     from compiler.sensitivity import hawq
-    from edgesim.quantize import FloatPassRecorder, float_pass
+    from edgesim.float_pass import FloatPassRecorder, float_pass
 
     g = load(digits[0])
     data, _ = cal.from_arrays(g, {"input": digits[1]["x_calib"][:12]}, "t")
@@ -188,7 +188,7 @@ def test_float_pass_collects_a_calibration_tensor_that_is_a_later_graph_output()
     from onnx import TensorProto, helper
 
     from compiler.passes.calibrate import calibrate
-    from edgesim.quantize import float_pass
+    from edgesim.float_pass import float_pass
     from tests.compiler.test_calibrate import _conv_relu_gemm
 
     model = _conv_relu_gemm(1)

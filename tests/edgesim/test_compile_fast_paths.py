@@ -14,8 +14,9 @@ from compiler.passes.calibrate import calibrate
 from compiler.quantizers import range_stats
 from edgesim import calibration as cal
 from edgesim.evaluate import session
+from edgesim.float_pass import E2E_SAMPLES, _onnxruntime_forward, float_pass
 from edgesim.loading import load_graph
-from edgesim.quantize import E2E_SAMPLES, _onnxruntime_forward, float_pass, quantize_model
+from edgesim.quantize import quantize_model
 
 
 def test_a_session_without_spinning_computes_what_the_default_session_does() -> None:
@@ -85,6 +86,7 @@ def test_quantize_with_the_collected_fit_part_writes_the_same_file_with_no_pass(
 
 def test_a_hawq_compile_reuses_its_recorded_passes_and_writes_the_same_model(
         tmp_path, monkeypatch) -> None:
+    import edgesim.float_pass as float_pass_module
     import edgesim.quantize as q
     from edgesim.pipeline import CompileOptions, compile_model
 
@@ -96,7 +98,7 @@ def test_a_hawq_compile_reuses_its_recorded_passes_and_writes_the_same_model(
     fast = compile_model("zoo:digits_cnn", "rpi5", tmp_path / "fast", calib=data,
                          options=opts)
     fast_passes = len(passes)
-    monkeypatch.setattr(q, "fit_batches", lambda g, data: None)  # the path before
+    monkeypatch.setattr(float_pass_module, "fit_batches", lambda g, data: None)  # the path before
     plain = compile_model("zoo:digits_cnn", "rpi5", tmp_path / "plain", calib=data,
                           options=opts)
     assert (fast_passes, len(passes) - fast_passes) == (0, 1)
@@ -110,7 +112,7 @@ def test_own_layer_sqnr_from_onnxruntime_tensors_matches_the_executor() -> None:
     from compiler.layer_error import layer_sqnr
     from compiler.passes.quantize import QuantOptions, quantize
     from edgesim import assignment
-    from edgesim.quantize import onnxruntime_env
+    from edgesim.float_pass import onnxruntime_env
 
     g = load_graph("zoo:digits_cnn")
     data = cal.random_samples(g, 2, seed=8)

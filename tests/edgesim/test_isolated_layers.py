@@ -17,8 +17,9 @@ from compiler.layer_graph import isolated_layers
 from compiler.passes.quantize import QuantOptions, quantize
 from edgesim import assignment, zoo
 from edgesim import calibration as cal
+from edgesim.float_pass import float_pass, onnxruntime_env
 from edgesim.loading import load_graph
-from edgesim.quantize import _isolated_runner, float_pass, onnxruntime_env
+from edgesim.quantize import _isolated_runner
 
 MODELS = {"digits_cnn": lambda: load_graph("zoo:digits_cnn"),
           "digits_transformer": lambda: load_graph("zoo:digits_transformer"),
@@ -83,7 +84,7 @@ def test_layer_sqnr_figures_are_the_numpy_rules_figures(name: str, bits: int) ->
 @pytest.mark.parametrize("name", ["digits_cnn", "mobilenet_v2_32"])
 def test_the_shared_float_session_computes_the_calibration_session_tensors(name: str) -> None:
     from compiler.passes.calibrate import calibration_tensors
-    from edgesim.quantize import _onnxruntime_forward
+    from edgesim.float_pass import _onnxruntime_forward
 
     g = MODELS[name]()
     keep = tuple(calibration_tensors(g))

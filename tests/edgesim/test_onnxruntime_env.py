@@ -1,4 +1,4 @@
-"""The analysis's forward passes in onnxruntime (`edgesim.quantize.onnxruntime_env`) stand in
+"""The analysis's forward passes in onnxruntime (`edgesim.float_pass.onnxruntime_env`) stand in
 for the reference executor: the same tensors to float32 rounding, hence the same HAWQ traces
 and SmoothQuant channel maxima."""
 
@@ -12,7 +12,7 @@ from compiler.passes.smooth_quant import channel_absmax, sites
 from compiler.sensitivity import hawq
 from compiler.sensitivity.loss import chunks
 from edgesim import zoo
-from edgesim.quantize import onnxruntime_env
+from edgesim.float_pass import onnxruntime_env
 
 
 def _transformer():

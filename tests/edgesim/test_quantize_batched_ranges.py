@@ -11,8 +11,9 @@ from compiler.passes.quantize import QuantOptions, quantize
 from compiler.range_choice import output_error, reference_cases
 from edgesim import assignment
 from edgesim import calibration as cal
+from edgesim.float_pass import float_pass
 from edgesim.loading import load_graph
-from edgesim.quantize import _held_batches, _onnxruntime_runner, float_pass
+from edgesim.quantize import _held_batches, _onnxruntime_runner
 
 F = TensorProto.FLOAT
 

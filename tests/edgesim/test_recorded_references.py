@@ -7,16 +7,16 @@ from __future__ import annotations
 import numpy as np
 
 from edgesim import calibration as cal
-from edgesim.loading import load_graph
-from edgesim.quantize import (
+from edgesim.chunks import recorded_chunks
+from edgesim.float_pass import (
     E2E_SAMPLES,
     FloatPassRecorder,
-    _held_runs,
     fit_batches,
     float_pass,
     onnxruntime_env,
-    recorded_chunks,
 )
+from edgesim.loading import load_graph
+from edgesim.quantize import _held_runs
 
 
 def _setup():  # type: ignore[no-untyped-def]
