@@ -1,0 +1,118 @@
+"""Which W8A8 convs run with activations quantised at run time instead of QLinearConv.
+
+QLinearConv (`compiler.formats` row "qlinear_conv") requantises its output to uint8 with a
+calibrated per-tensor range. That rounding is free when every reader of the requantised
+tensor is an int8 MAC layer that quantises that same tensor on that same grid (conv -> ReLU
+-> conv). When a reader runs in float (SiLU's Sigmoid and Mul, a residual Add, a concat), it
+is a second rounding that nothing else pays: ddddocr's CRNN has 21 such convs in series
+(each feeds SiLU or an Add), and removing only their output requantisation took its W8A8
+word agreement with fp32 from 0.875 to 0.979 on 96 drawn words (LSTM and fc layers at
+run-time ranges: no change). The row onnxruntime's `quantize_dynamic` writes instead,
+"dynamic_int8_conv" (DynamicQuantizeLinear -> ConvInteger, float output), has no output
+rounding and takes each run's own input range.
+
+The rule, in closed form on the calibration statistics: uniform rounding with step s adds
+noise of power s^2 / 12. A conv's relative noise is r_in = (s_in^2 / 12) / E[x^2] from its
+input's rounding; an unshared requantisation adds r_out = (s_out^2 / 12) / E[y^2]. The conv
+runs dynamic where that costs at least `REQUANT_DB` of its SQNR: 10 log10(1 + r_out / r_in).
+Steps are those of the min/max range (the widest any range method picks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from compiler.formats import BY_NAME, FORMAT_CODE, NO_FORMAT, Policy, resolve
+from compiler.ir import Graph, Layer
+from compiler.passes.calibrate import CalibrationStats
+from compiler.passes.quantize import _requant_tensor
+from compiler.quantizers import bin_centers
+from hwmodels.cost import BOUND_NAMES, evaluate
+from hwmodels.target import Target
+
+# SQNR a conv's unshared output rounding must cost (dB) before it runs dynamic: 1 dB is a
+# requantisation adding >= 26 % of the input rounding's noise (ddddocr's convs: 48-3600 %)
+REQUANT_DB = 1.0
+DYNAMIC_ROW = "dynamic_int8_conv"
+
+
+def relative_noise(calib: CalibrationStats, tensor: str, bits: int = 8) -> float:
+    """(s^2 / 12) / E[t^2]: the noise power of rounding `tensor` on its min/max grid of
+    `bits`, relative to its mean square over the calibration data (inf for an all-zero one)."""
+    stats = calib.stats[tensor]
+    mean_sq = float((stats.hist * bin_centers(stats) ** 2).sum() / max(stats.hist.sum(), 1))
+    step = float(calib.params(tensor, bits, "minmax").scale)
+    return step * step / 12.0 / mean_sq if mean_sq > 0 else float("inf")
+
+
+def _int8_readers(g: Graph, tensor: str, bits: np.ndarray, index: Mapping[str, int]) -> bool:
+    """Whether every reader of `tensor` is a conv / linear layer that quantises it as its
+    8-bit activation input (so a requantisation onto that grid is a rounding they share)."""
+    readers = g.consumers().get(tensor, [])
+    return bool(readers) and tensor not in g.outputs and all(
+        r.kind in ("conv", "linear") and r.inputs[0] == tensor and g.const_weight(r)
+        and int(bits[index[r.name], 1]) == 8 and int(bits[index[r.name], 0]) <= 8
+        for r in readers)
+
+
+def requant_cost_db(g: Graph, layer: Layer, calib: CalibrationStats, bits: np.ndarray,
+                    index: Mapping[str, int]) -> float:
+    """SQNR (dB) the conv's output requantisation costs it: 0 where its readers share the
+    rounding, else 10 log10(1 + r_out / r_in)."""
+    out = _requant_tensor(g, layer)
+    if _int8_readers(g, out, bits, index):
+        return 0.0
+    ratio = relative_noise(calib, out) / relative_noise(calib, layer.inputs[0])
+    return float(10.0 * np.log10(1.0 + ratio))
+
+
+def dynamic_convs(g: Graph, bits: np.ndarray, calib: CalibrationStats | None,
+                  policy: Policy | None = None) -> frozenset[str]:
+    """Names of the convs planned as QLinearConv (W8A8) whose unshared output
+    requantisation costs at least `REQUANT_DB` (`bits` [L, 2] as planned; none without
+    calibration statistics)."""
+    if calib is None:
+        return frozenset()
+    index = {layer.name: i for i, layer in enumerate(g.layers)}
+    return frozenset(
+        layer.name for layer in g.layers
+        if layer.kind == "conv" and g.const_weight(layer)
+        and resolve("conv", True, int(bits[index[layer.name], 0]),
+                    int(bits[index[layer.name], 1]), policy or Policy()).name == "qlinear_conv"
+        and {layer.inputs[0], _requant_tensor(g, layer)} <= set(calib.stats)
+        and requant_cost_db(g, layer, calib, bits, index) >= REQUANT_DB)
+
+
+def priced_as_emitted(result: Any, g: Graph, target: Target, *,
+                      threads: int | None = None, runtime: str = "onnxruntime") -> Any:
+    """A compile result (`edgesim.report.CompileResult`) whose conv layers emitted as the
+    dynamic row (their planned kernel is its kernel) are costed as that row (the plan
+    costed them as QLinearConv), totals summed again. `g`: the graph the plan was made on."""
+    index = {layer.name: i for i, layer in enumerate(g.layers)}
+    emitted = {x.name for x in result.layers if x.kind == "conv" and x.name in index
+               and x.planned_kernel == BY_NAME[DYNAMIC_ROW].kernel}
+    if not emitted:
+        return result
+    table = g.layer_table()
+    codes = np.full(len(table), NO_FORMAT, np.int64)
+    codes[[index[n] for n in emitted]] = FORMAT_CODE[DYNAMIC_ROW]
+    # the row is W8A8 only: one bit choice, (8, 8), costed for every layer ([L, 1])
+    cost = evaluate(dataclasses.replace(table, fmt_code=codes), np.array([[8, 8]]), target,
+                    threads=threads, runtime=runtime)
+    layers = tuple(_costed(x, cost, index[x.name]) if x.name in emitted else x
+                   for x in result.layers)
+    totals = dataclasses.replace(result.result, latency_ms=sum(x.latency_ms for x in layers),
+                                 energy_mj=sum(x.energy_uj for x in layers) * 1e-3)
+    return dataclasses.replace(result, layers=layers, result=totals)
+
+
+def _costed(x: Any, cost: Any, i: int) -> Any:
+    """A report `LayerRow` with row i of `cost` ([L, 1] arrays)."""
+    energy = cost.energy_pj_compute + cost.energy_pj_onchip + cost.energy_pj_dram
+    return dataclasses.replace(
+        x, cycles=float(cost.cycles[i, 0]), latency_ms=float(cost.latency_s[i, 0]) * 1e3,
+        energy_uj=float(energy[i, 0]) * 1e-6, bound=BOUND_NAMES[int(cost.bound[i, 0])])
