@@ -107,7 +107,24 @@ def priced_as_emitted(result: Any, g: Graph, target: Target, *,
                    for x in result.layers)
     totals = dataclasses.replace(result.result, latency_ms=sum(x.latency_ms for x in layers),
                                  energy_mj=sum(x.energy_uj for x in layers) * 1e-3)
-    return dataclasses.replace(result, layers=layers, result=totals)
+    return dataclasses.replace(result, layers=layers, result=totals,
+                               notes=_gap_notes(result, totals, len(emitted)))
+
+
+def _gap_notes(result: Any, totals: Any, count: int) -> tuple[str, ...]:
+    """`result.notes` with its plan-gap note restated for `totals` (the front costed these
+    convs as QLinearConv): the report's offset of the result from its front point."""
+    from edgesim.allocation import PLAN_GAP_NOTE
+
+    notes = tuple(n for n in result.notes if PLAN_GAP_NOTE not in n)
+    point = result.front[result.chosen] if result.front else {}
+    key = next((k for k in ("latency_ms", "energy_mj") if k in point), None)
+    if key is None or not point[key]:
+        return notes
+    gap = getattr(totals, key) / point[key] - 1.0
+    return (*notes, f"the plan's {key.split('_')[0]} is {gap:+.3%} {PLAN_GAP_NOTE}: "
+            f"{count} conv(s) emitted with run-time activation ranges (ConvInteger, "
+            "edgesim.alloc_dynamic) are costed as such; the front costed them as QLinearConv")
 
 
 def _costed(x: Any, cost: Any, i: int) -> Any:
