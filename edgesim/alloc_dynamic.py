@@ -87,6 +87,30 @@ def dynamic_convs(g: Graph, bits: np.ndarray, calib: CalibrationStats | None,
         and requant_cost_db(g, layer, calib, bits, index) >= REQUANT_DB)
 
 
+def priced_alloc(alloc: Any, g: Graph, names: frozenset[str], target: Target, *,
+                 threads: int | None = None, runtime: str = "onnxruntime") -> Any:
+    """`alloc` (an `edgesim.allocation.AllocationResult`) whose per-layer cost [L, 1] has the
+    convs `names` costed as the dynamic row (the emitted file's metadata and the report
+    read it); weight bytes stay as planned."""
+    if not names:
+        return alloc
+    index = [i for i, layer in enumerate(g.layers) if layer.name in names]
+    codes = np.full(len(g.layers), NO_FORMAT, np.int64)
+    codes[index] = FORMAT_CODE[DYNAMIC_ROW]
+    cost = evaluate(dataclasses.replace(g.layer_table(), fmt_code=codes), np.array([[8, 8]]),
+                    target, threads=threads, runtime=runtime)
+    fields = ("cycles", "latency_s", "energy_pj_compute", "energy_pj_onchip",
+              "energy_pj_dram", "bound", "util")
+    new = {f: _rows(getattr(alloc.cost, f), getattr(cost, f), index) for f in fields}
+    return dataclasses.replace(alloc, cost=dataclasses.replace(alloc.cost, **new))
+
+
+def _rows(old: np.ndarray, new: np.ndarray, index: list[int]) -> np.ndarray:
+    out = np.array(old, copy=True)
+    out[index] = np.asarray(new, out.dtype)[index]
+    return out
+
+
 def priced_as_emitted(result: Any, g: Graph, target: Target, *,
                       threads: int | None = None, runtime: str = "onnxruntime") -> Any:
     """A compile result (`edgesim.report.CompileResult`) whose conv layers emitted as the

@@ -273,6 +273,7 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
                     stats = float_pass(gq, data, stats=True, grams=gptq)
             qopts = _with_dynamic(_with_blocks(_quant_options(options, tgt), g, alloc.blocks),
                                   gq, expand_bits(g, gq, bits), stats)
+            alloc = _priced(alloc, g, qopts, tgt, options)
             quant = quantize_model(gq, expand_bits(g, gq, bits), calib=data,  # not loaded again
                                    out=model_path, stats=stats.stats if stats else None,
                                    fit_stats=stats.fit_stats if stats else None,
@@ -442,6 +443,15 @@ def _with_dynamic(quant: QuantOptions, g: Graph, bits: np.ndarray, stats: Any) -
 
     calib = stats.stats if stats is not None else None
     return replace(quant, dynamic_layers=dynamic_convs(g, bits, calib, policy(quant)))
+
+
+def _priced(alloc: Any, g: Graph, quant: QuantOptions, target: Target,
+            options: CompileOptions) -> Any:
+    """`alloc` with the convs emitted dynamic costed as such (`alloc_dynamic.priced_alloc`)."""
+    from edgesim.alloc_dynamic import priced_alloc
+
+    return priced_alloc(alloc, g, quant.dynamic_layers, target, threads=options.threads,
+                        runtime=options.runtime)
 
 
 def _blocks(blocks: tuple[int, ...] | None, given: np.ndarray | None
