@@ -7,15 +7,16 @@ tensor is an int8 MAC layer that quantises that same tensor on that same grid (c
 is a second rounding that nothing else pays: ddddocr's CRNN has 21 such convs in series
 (each feeds SiLU or an Add), and removing only their output requantisation took its W8A8
 word agreement with fp32 from 0.875 to 0.979 on 96 drawn words (LSTM and fc layers at
-run-time ranges: no change). The row onnxruntime's `quantize_dynamic` writes instead,
+run-time ranges: no change); most of it is the first conv's, whose input (the image) rounds
+finely and whose output does not. The row onnxruntime's `quantize_dynamic` writes instead,
 "dynamic_int8_conv" (DynamicQuantizeLinear -> ConvInteger, float output), has no output
 rounding and takes each run's own input range.
 
 The rule, in closed form on the calibration statistics: uniform rounding with step s adds
-noise of power s^2 / 12. A conv's relative noise is r_in = (s_in^2 / 12) / E[x^2] from its
-input's rounding; an unshared requantisation adds r_out = (s_out^2 / 12) / E[y^2]. The conv
-runs dynamic where that costs at least `REQUANT_DB` of its SQNR: 10 log10(1 + r_out / r_in).
-Steps are those of the min/max range (the widest any range method picks).
+noise of power s^2 / 12. QLinearConv's relative noise is r_in = (s_in^2 / 12) / E[x^2] from
+its input's rounding on the static (clipped) range, plus, where its requantisation is
+unshared, r_out = (s_out^2 / 12) / E[y^2]. The dynamic row's is at most r_in on the min/max
+range. The conv runs dynamic where that gains at least `REQUANT_DB` of its SQNR.
 """
 
 from __future__ import annotations
@@ -34,18 +35,26 @@ from compiler.quantizers import bin_centers
 from hwmodels.cost import BOUND_NAMES, evaluate
 from hwmodels.target import Target
 
-# SQNR a conv's unshared output rounding must cost (dB) before it runs dynamic: 1 dB is a
-# requantisation adding >= 26 % of the input rounding's noise (ddddocr's convs: 48-3600 %)
-REQUANT_DB = 1.0
+# SQNR the dynamic row must gain a conv (dB) before it runs dynamic: 3 dB = the static
+# rounding at least twice the dynamic one. At 1 dB, PP-OCR put 16 convs dynamic and read
+# 0.81-0.83 of 48 lines as fp32 does (base 0.83-0.92); at 3 dB 10 convs, 0.958. ddddocr at
+# 3 dB: 2 convs (the first, on the image, gains most), logits' SQNR 23.7 dB (21 convs at 1
+# dB: 22.0; static 10.5), predicted rpi5 latency 10.737 -> 10.745 ms (21 convs: 11.43)
+REQUANT_DB = 3.0
 DYNAMIC_ROW = "dynamic_int8_conv"
+# the static range the rule weighs (percentile 99.99, the range choice's fallback): min/max
+# would overstate the static rounding of inputs with rare outliers (PP-OCR lost 1-4 of 48
+# lines when the rule compared min/max steps)
+STATIC_METHOD = "percentile"
 
 
-def relative_noise(calib: CalibrationStats, tensor: str, bits: int = 8) -> float:
-    """(s^2 / 12) / E[t^2]: the noise power of rounding `tensor` on its min/max grid of
+def relative_noise(calib: CalibrationStats, tensor: str, bits: int = 8,
+                   method: str = "minmax") -> float:
+    """(s^2 / 12) / E[t^2]: the noise power of rounding `tensor` on its `method` grid of
     `bits`, relative to its mean square over the calibration data (inf for an all-zero one)."""
     stats = calib.stats[tensor]
     mean_sq = float((stats.hist * bin_centers(stats) ** 2).sum() / max(stats.hist.sum(), 1))
-    step = float(calib.params(tensor, bits, "minmax").scale)
+    step = float(calib.params(tensor, bits, method).scale)
     return step * step / 12.0 / mean_sq if mean_sq > 0 else float("inf")
 
 
@@ -61,13 +70,16 @@ def _int8_readers(g: Graph, tensor: str, bits: np.ndarray, index: Mapping[str, i
 
 def requant_cost_db(g: Graph, layer: Layer, calib: CalibrationStats, bits: np.ndarray,
                     index: Mapping[str, int]) -> float:
-    """SQNR (dB) the conv's output requantisation costs it: 0 where its readers share the
-    rounding, else 10 log10(1 + r_out / r_in)."""
+    """SQNR (dB) the dynamic row gains the conv over QLinearConv:
+    10 log10((r_in + r_out) / r_in_minmax), static steps from the clipped `STATIC_METHOD`
+    range, r_out 0 where the readers share the requantisation; the dynamic row rounds its
+    input on the run's own min/max, at most the calibration min/max (so the gain is a lower
+    bound; an input whose outliers the static range clips gains less or loses)."""
     out = _requant_tensor(g, layer)
-    if _int8_readers(g, out, bits, index):
-        return 0.0
-    ratio = relative_noise(calib, out) / relative_noise(calib, layer.inputs[0])
-    return float(10.0 * np.log10(1.0 + ratio))
+    r_out = (0.0 if _int8_readers(g, out, bits, index)
+             else relative_noise(calib, out, method=STATIC_METHOD))
+    static = relative_noise(calib, layer.inputs[0], method=STATIC_METHOD) + r_out
+    return float(10.0 * np.log10(static / relative_noise(calib, layer.inputs[0])))
 
 
 def dynamic_convs(g: Graph, bits: np.ndarray, calib: CalibrationStats | None,
