@@ -276,12 +276,14 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
                 gq = apply_sparsity(g, tgt, data.samples, options.sparsity, bits)
                 if (acts or gptq) and gq is not g:
                     stats = float_pass(gq, data, stats=True, grams=gptq)
+            qopts = _with_dynamic(_with_blocks(_quant_options(options, tgt), g, alloc.blocks),
+                                  gq, expand_bits(g, gq, bits), stats)
+            alloc = _priced(alloc, g, qopts, tgt, options)
             quant = quantize_model(gq, expand_bits(g, gq, bits), calib=data,  # not loaded again
                                    out=model_path, stats=stats.stats if stats else None,
                                    fit_stats=stats.fit_stats if stats else None,
                                    held_outputs=stats.held_outputs if stats else None,
-                                   options=_with_blocks(_quant_options(options, tgt), g,
-                                                        alloc.blocks),
+                                   options=qopts,
                                    emit_options=_provenance(g, tgt, alloc, options),
                                    kernel_check=options.kernel_check,
                                    range_budget_s=range_budget(options))
@@ -349,12 +351,14 @@ def _reported(g: Graph, gq: Graph, tgt: Target, alloc: Any, quant: Any,
               folders: tuple[Path, Path], timings: dict[str, float]) -> CompileResult:
     """The report without its fidelity (`folders`: staging, output)."""
     _, outdir = folders
+    from edgesim.alloc_dynamic import priced_as_emitted
     from edgesim.sparsity import sparsity_column, with_sparse_costs
 
     result = build_result(replace(g, notes=gq.notes), tgt, alloc, quant, {},
                           _baseline(g, tgt, options), data, options, outdir, timings)
     result = replace(result, layers=sparsity_column(result.layers, gq))
     result = with_sparse_costs(result, g, gq, data.samples, bits, tgt)
+    result = priced_as_emitted(result, g, tgt, threads=options.threads, runtime=options.runtime)
     if options.kernel_check == "report":  # cost what onnxruntime runs, not the plan
         from edgesim.kernel_check import with_running_costs
 
@@ -434,6 +438,25 @@ def _with_blocks(quant: QuantOptions, g: Graph, blocks: np.ndarray | None) -> Qu
         return quant
     return replace(quant, layer_blocks={layer.name: int(b) for layer, b in zip(g.layers, blocks)
                                         if b > 0})
+
+
+def _with_dynamic(quant: QuantOptions, g: Graph, bits: np.ndarray, stats: Any) -> QuantOptions:
+    """`quant` with the W8A8 convs whose static output requantisation costs them most run
+    at run-time activation ranges (`edgesim.alloc_dynamic`)."""
+    from compiler.passes.quantize import policy
+    from edgesim.alloc_dynamic import dynamic_convs
+
+    calib = stats.stats if stats is not None else None
+    return replace(quant, dynamic_layers=dynamic_convs(g, bits, calib, policy(quant)))
+
+
+def _priced(alloc: Any, g: Graph, quant: QuantOptions, target: Target,
+            options: CompileOptions) -> Any:
+    """`alloc` with the convs emitted dynamic costed as such (`alloc_dynamic.priced_alloc`)."""
+    from edgesim.alloc_dynamic import priced_alloc
+
+    return priced_alloc(alloc, g, quant.dynamic_layers, target, threads=options.threads,
+                        runtime=options.runtime)
 
 
 def _blocks(blocks: tuple[int, ...] | None, given: np.ndarray | None

