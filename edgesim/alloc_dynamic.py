@@ -16,7 +16,9 @@ The rule, in closed form on the calibration statistics: uniform rounding with st
 noise of power s^2 / 12. QLinearConv's relative noise is r_in = (s_in^2 / 12) / E[x^2] from
 its input's rounding on the static (clipped) range, plus, where its requantisation is
 unshared, r_out = (s_out^2 / 12) / E[y^2]. The dynamic row's is at most r_in on the min/max
-range. The conv runs dynamic where that gains at least `REQUANT_DB` of its SQNR.
+range. The conv runs dynamic where that gains at least `REQUANT_DB` of its SQNR, and where
+the plan's predicted latency can afford it (`affordable`): the front costed these convs as
+QLinearConv, so the switch may add at most `MAX_ADDED_LATENCY` of the plan's latency.
 """
 
 from __future__ import annotations
@@ -47,6 +49,11 @@ DYNAMIC_ROW = "dynamic_int8_conv"
 # would overstate the static rounding of inputs with rare outliers (PP-OCR lost 1-4 of 48
 # lines when the rule compared min/max steps)
 STATIC_METHOD = "percentile"
+# what the switch may add to the plan's predicted latency, as a share of it: the plan was
+# picked on a front that costed these convs as QLinearConv, and ConvInteger's unpacked
+# im2col GEMM can be many times slower (mobilenet_v2's features.4 depthwise conv on rpi5:
+# 0.05 -> 1.06 ms); ddddocr's two convs add 0.07 %
+MAX_ADDED_LATENCY = 0.01
 
 
 def relative_noise(calib: CalibrationStats, tensor: str, bits: int = 8,
@@ -98,6 +105,30 @@ def dynamic_convs(g: Graph, bits: np.ndarray, calib: CalibrationStats | None,
                     int(bits[index[layer.name], 1]), policy or Policy()).name == "qlinear_conv"
         and {layer.inputs[0], _requant_tensor(g, layer)} <= set(calib.stats)
         and requant_cost_db(g, layer, calib, bits, index) >= REQUANT_DB)
+
+
+def affordable(g: Graph, names: frozenset[str], target: Target, plan_latency_s: float, *,
+               threads: int | None = None, runtime: str = "onnxruntime") -> frozenset[str]:
+    """The convs of `names` that may run as the dynamic row: every one the cost model
+    predicts no slower than its QLinearConv, then the cheapest others while together they
+    add at most `MAX_ADDED_LATENCY` of `plan_latency_s` (the plan's predicted latency)."""
+    if not names:
+        return names
+    index = [i for i, layer in enumerate(g.layers) if layer.name in names]
+    table = g.layer_table()
+    codes = np.full(len(table), NO_FORMAT, np.int64)
+    static = evaluate(table, np.array([[8, 8]]), target, threads=threads, runtime=runtime)
+    codes[index] = FORMAT_CODE[DYNAMIC_ROW]
+    dynamic = evaluate(dataclasses.replace(table, fmt_code=codes), np.array([[8, 8]]), target,
+                       threads=threads, runtime=runtime)
+    added = {i: float(dynamic.latency_s[i, 0] - static.latency_s[i, 0]) for i in index}
+    room, chosen = MAX_ADDED_LATENCY * plan_latency_s, []
+    for i in sorted(index, key=lambda i: added[i]):
+        if added[i] > 0 and added[i] > room:
+            break
+        room -= max(added[i], 0.0)
+        chosen.append(g.layers[i].name)
+    return frozenset(chosen)
 
 
 def priced_alloc(alloc: Any, g: Graph, names: frozenset[str], target: Target, *,

@@ -17,9 +17,9 @@ import edgesim
 from edgesim import alloc_dynamic, assignment
 from edgesim import calibration as cal
 from edgesim.api import resolve_target
+from edgesim.float_pass import float_pass
 from edgesim.kernel_check import KernelRow, recost
 from edgesim.loading import load_graph
-from edgesim.quantize import float_pass
 
 C = 8
 
@@ -163,3 +163,26 @@ def test_report_prices_the_emitted_row_as_the_kernel_checks_recost(dyn):
     assert layer["latency_ms"] == pytest.approx(float(cost.latency_s[0, 0]) * 1e3, rel=1e-9)
     assert report["result"]["latency_ms"] == pytest.approx(
         sum(x["latency_ms"] for x in report["layers"]), rel=1e-9)
+
+
+def test_the_switch_adds_at_most_its_share_of_the_plans_latency(tmp_path, monkeypatch):
+    """mobilenet_v2's projection convs feed residual Adds and float layers: unguarded, the
+    rule put 13 convs dynamic in an rpi5 knee plan and took its predicted latency 4.22 ->
+    5.70 ms (features.4's depthwise conv 0.05 -> 1.06 ms as ConvInteger). Oracle: the same
+    compile with the rule off (every W8A8 conv QLinearConv)."""
+    g = load_graph("zoo:mobilenet_v2", None)
+    calib = dict(cal.random_samples(g, 8, seed=3).samples)
+
+    def compiled(name: str) -> tuple[float, int]:
+        r = edgesim.compile("zoo:mobilenet_v2", "rpi5", outdir=tmp_path / name, calib=calib,
+                            method="proxy", quiet=True, kernel_check="off")
+        return r.result.latency_ms, sum(x.format == "dynamic" for x in r.layers)
+
+    guarded, count = compiled("guarded")
+    monkeypatch.setattr(alloc_dynamic, "MAX_ADDED_LATENCY", np.inf)  # the unguarded rule
+    unguarded, unguarded_count = compiled("unguarded")
+    monkeypatch.setattr(alloc_dynamic, "REQUANT_DB", np.inf)  # the rule off
+    static, none = compiled("static")
+    assert none == 0 and unguarded_count > count  # the guard dropped some candidates
+    assert unguarded > 1.05 * static  # what the guard is for: the unguarded switch costs
+    assert guarded <= (1 + alloc_dynamic.MAX_ADDED_LATENCY) * static * (1 + 1e-9)
