@@ -154,6 +154,7 @@ def test_one_float_pass_calibrates_and_gives_the_fidelity_reference(tmp_path: Pa
     quantize_model the loaded graph and those statistics: nothing is loaded or calibrated
     twice."""
     import edgesim
+    import edgesim.float_pass as fp
     import edgesim.quantize as eq
     from compiler.ir import Graph
 
@@ -168,7 +169,8 @@ def test_one_float_pass_calibrates_and_gives_the_fidelity_reference(tmp_path: Pa
         quantized.append((model, kwargs["stats"]))
         return quantize_model(model, *args, **kwargs)
 
-    monkeypatch.setattr(eq, "float_pass", counted_pass)
+    for module in (fp, eq):  # the pipeline's float pass and quantize_model's own
+        monkeypatch.setattr(module, "float_pass", counted_pass)
     monkeypatch.setattr(eq, "quantize_model", recorded_quantize)
     d = zoo.load_digits_data()
     r = edgesim.compile("zoo:digits_cnn", "rpi5", outdir=tmp_path / "o", method="proxy",
@@ -186,6 +188,7 @@ def test_hawq_forward_passes_serve_calibration_and_reference(tmp_path: Path,
     """When HAWQ's probes ran the float model over every calibration sample, those passes
     give the activation ranges and the fidelity reference: no float pass of its own."""
     import edgesim
+    import edgesim.float_pass as fp
     import edgesim.quantize as eq
 
     quantized = []
@@ -195,7 +198,9 @@ def test_hawq_forward_passes_serve_calibration_and_reference(tmp_path: Path,
         quantized.append(kwargs["stats"])
         return quantize_model(model, *args, **kwargs)
 
-    monkeypatch.setattr(eq, "float_pass", lambda *a, **k: pytest.fail("a float pass ran"))
+    for module in (fp, eq):  # the pipeline's float pass and quantize_model's own
+        monkeypatch.setattr(module, "float_pass",
+                            lambda *a, **k: pytest.fail("a float pass ran"))
     monkeypatch.setattr(eq, "quantize_model", recorded_quantize)
     d = zoo.load_digits_data()
     r = edgesim.compile("zoo:digits_cnn", "rpi5", outdir=tmp_path / "o", method="hawq",
@@ -249,6 +254,7 @@ def test_analysis_budget_bounds_hawq_and_the_report_says_so(tmp_path: Path,
     forward in HAWQ's pass, so the calibration has every sample without a float pass of
     its own."""
     import edgesim
+    import edgesim.float_pass as fp
     import edgesim.quantize as eq
     from compiler.sensitivity import gauss_newton
 
@@ -256,7 +262,9 @@ def test_analysis_budget_bounds_hawq_and_the_report_says_so(tmp_path: Path,
     real_samples, real_pass = gauss_newton.chunk_samples, eq.float_pass
     monkeypatch.setattr(gauss_newton, "chunk_samples",
                         lambda *a, **k: calls.append(a[5]) or real_samples(*a, **k))
-    monkeypatch.setattr(eq, "float_pass", lambda *a, **k: passes.append(1) or real_pass(*a, **k))
+    for module in (fp, eq):  # the pipeline's float pass and quantize_model's own
+        monkeypatch.setattr(module, "float_pass",
+                            lambda *a, **k: passes.append(1) or real_pass(*a, **k))
     d = zoo.load_digits_data()
     r = edgesim.compile("zoo:digits_cnn", "rpi5", outdir=tmp_path / "o", method="hawq",
                         calib={"input": d["x_calib"][:24], "labels": d["y_calib"][:24]},
