@@ -8,7 +8,8 @@ and other branch names are renamed only where they would collide.
 
 An `If` whose condition depends on the input data (a detector's score gating a verifier, as in
 openWakeWord's models) becomes both branches, inlined, and one `Where(cond, then, else)` per
-output (`select_if`): the same values, at the cost of always running both branches.
+output (`select_if`): the same values, at the cost of always running both branches. An `If`
+on an integer or bool input (a mode, e.g. a sample rate) is left to be pinned instead.
 """
 
 from __future__ import annotations
@@ -142,11 +143,37 @@ def select_if(model: onnx.ModelProto) -> str | None:
     graph = model.graph
     for index, node in enumerate(graph.node):
         if (node.op_type == "If" and node.domain in DEFAULT_DOMAINS
-                and _condition(model, node.input[0]) is None):
+                and _condition(model, node.input[0]) is None
+                and not _mode_inputs(model, node.input[0])):
             _check_selectable(model, node, _select_branches(graph, index))
             return (f"If {node.name or node.output[0]}: its condition depends on the input "
                     f"data, so both branches run and Where picks each output (costs count both)")
     return None
+
+
+# integer and bool inputs select a mode (silero's sample rate), not data: an If on one is
+# left for the user to pin (`--input-value`), since running both modes costs neither
+_MODE_TYPES = frozenset({onnx.TensorProto.BOOL, onnx.TensorProto.INT8, onnx.TensorProto.INT16,
+                         onnx.TensorProto.INT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT8,
+                         onnx.TensorProto.UINT16, onnx.TensorProto.UINT32,
+                         onnx.TensorProto.UINT64})
+
+
+def _mode_inputs(model: onnx.ModelProto, tensor: str) -> list[str]:
+    """The integer / bool graph inputs `tensor` is computed from (through any nodes)."""
+    graph = model.graph
+    made = {o: n for n in graph.node for o in n.output}
+    modes = {i.name for i in graph.input if i.type.tensor_type.elem_type in _MODE_TYPES}
+    found, stack, seen = [], [tensor], set()
+    while stack:
+        t = stack.pop()
+        if not t or t in seen:
+            continue
+        seen.add(t)
+        if t in modes:
+            found.append(t)
+        stack.extend(made[t].input if t in made else ())
+    return found
 
 
 def _select_branches(graph: onnx.GraphProto, index: int) -> list[tuple[str, str]]:

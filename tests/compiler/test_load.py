@@ -141,11 +141,13 @@ def test_if_condition_from_shape_arithmetic_is_inlined():
     assert g.notes == ("input 'x': batch dimension 'N' set to 1",)
 
 
-@pytest.mark.parametrize("flag", [True, False])
-def test_if_on_input_data_runs_both_branches_and_selects(flag):
+@pytest.mark.parametrize("score", [0.9, 0.1])
+def test_if_on_input_data_runs_both_branches_and_selects(score):
     """openWakeWord's hey_jarvis: a score gates a verifier. Both branches run, Where picks."""
-    m = _if_model([], cond_inputs=[("cond", TensorProto.BOOL, [])])
-    g = assert_same_as_ort(m, {**x_feed(1, 3), "cond": np.array(flag)})
+    m = _if_model([helper.make_node("Greater", ["score", "half"], ["cond"])],
+                  cond_inputs=[("score", F, [])])
+    m.graph.initializer.append(init("half", np.float32(0.5)))
+    g = assert_same_as_ort(m, {**x_feed(1, 3), "score": np.array(score, np.float32)})
     cleaned = clean(m).model
     ops = [n.op_type for n in cleaned.graph.node]
     assert "If" not in ops and ops.count("Where") == 2 and {"Add", "Mul"} <= set(ops)
@@ -170,14 +172,29 @@ def test_if_on_a_condition_of_several_values_is_refused_naming_it():
         load(m)
 
 
+@pytest.mark.parametrize("mode", [TensorProto.BOOL, TensorProto.INT64])
+def test_if_on_a_mode_input_is_left_to_be_pinned(mode):
+    """An If on a bool or integer input (silero's sample rate: a mode, not data) is not run
+    both ways: it stays unsupported until the user pins that input (`--input-value`)."""
+    cond = ([] if mode == TensorProto.BOOL
+            else [helper.make_node("Equal", ["sr", "k16"], ["cond"])])
+    m = _if_model(cond, cond_inputs=[("cond" if mode == TensorProto.BOOL else "sr", mode, [])])
+    if mode == TensorProto.INT64:
+        m.graph.initializer.append(init("k16", np.int64(16000)))
+    with pytest.raises(ModelError, match=r"unsupported ops: If \(nodes if0, if1\)"):
+        load(m)
+
+
 def test_if_on_data_whose_branches_differ_in_shape_is_refused():
     then_g = helper.make_graph([helper.make_node("Neg", ["x"], ["o"])], "then", [],
                                [helper.make_tensor_value_info("o", F, [1, 3])])
     else_g = helper.make_graph([helper.make_node("ReduceSum", ["x"], ["e"], keepdims=0)],
                                "else", [], [helper.make_tensor_value_info("e", F, [])])
-    nodes = [helper.make_node("If", ["cond"], ["y"], name="gate", then_branch=then_g,
+    nodes = [helper.make_node("Greater", ["score", "half"], ["cond"]),
+             helper.make_node("If", ["cond"], ["y"], name="gate", then_branch=then_g,
                               else_branch=else_g)]
-    m = model(nodes, [("x", F, [1, 3]), ("cond", TensorProto.BOOL, [])], [("y", F, [1, 3])])
+    m = model(nodes, [("x", F, [1, 3]), ("score", F, [])], [("y", F, [1, 3])],
+              [init("half", np.float32(0.5))])
     with pytest.raises(ModelError, match=r"gate: If output 'y': the condition depends on the "
                                          r"input data and the branches give shapes \(1, 3\) and "
                                          r"\(\)"):
