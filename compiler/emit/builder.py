@@ -109,23 +109,13 @@ class Builder:
 
     def fresh(self, base: str) -> str:
         """A tensor/node name not used yet, derived from `base`."""
-        name, i = base, 0
-        while name in self._used:
-            i += 1
-            name = f"{base}_{i}"
-        self._used.add(name)
-        return name
+        return _claim(base, self._used)
 
     def _node_name(self, base: str) -> str:
         """A node name not used yet: `base` itself when free, even if a tensor has it (a
         Keras export's Dense `dense_5` writes tensor `dense_5`; the report and `simulate`
         of the emitted file then name the layer alike)."""
-        name, i = base, 0
-        while name in self._node_names:
-            i += 1
-            name = f"{base}_{i}"
-        self._node_names.add(name)
-        return name
+        return _claim(base, self._node_names)
 
     def name(self, tensor: str) -> str:
         """The emitted name of IR tensor `tensor` ("" stays "")."""
@@ -317,3 +307,13 @@ class Builder:
             helper.make_opsetid("", opset), helper.make_opsetid("com.microsoft", 1)])
         model.ir_version = ir_version
         return model
+
+
+def _claim(base: str, taken: set[str]) -> str:
+    """`base`, or `base_i` for the first i that is free, added to `taken`."""
+    name, i = base, 0
+    while name in taken:
+        i += 1
+        name = f"{base}_{i}"
+    taken.add(name)
+    return name
