@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from compiler.formats import BY_NAME, FORMAT_CODE, NO_FORMAT, Policy, resolve
+from compiler.formats import FORMAT_CODE, NO_FORMAT, Policy, resolve
 from compiler.ir import Graph, Layer
 from compiler.passes.calibrate import CalibrationStats
 from compiler.passes.quantize import _requant_tensor
 from compiler.quantizers import bin_centers
-from hwmodels.cost import BOUND_NAMES, evaluate
+from hwmodels.cost import Cost, evaluate
 from hwmodels.target import Target
 
 # SQNR the dynamic row must gain a conv (dB) before it runs dynamic: 3 dB = the static
@@ -114,13 +114,9 @@ def affordable(g: Graph, names: frozenset[str], target: Target, plan_latency_s: 
     add at most `MAX_ADDED_LATENCY` of `plan_latency_s` (the plan's predicted latency)."""
     if not names:
         return names
-    index = [i for i, layer in enumerate(g.layers) if layer.name in names]
-    table = g.layer_table()
-    codes = np.full(len(table), NO_FORMAT, np.int64)
-    static = evaluate(table, np.array([[8, 8]]), target, threads=threads, runtime=runtime)
-    codes[index] = FORMAT_CODE[DYNAMIC_ROW]
-    dynamic = evaluate(dataclasses.replace(table, fmt_code=codes), np.array([[8, 8]]), target,
-                       threads=threads, runtime=runtime)
+    static = evaluate(g.layer_table(), np.array([[8, 8]]), target, threads=threads,
+                      runtime=runtime)
+    index, dynamic = _dynamic_cost(g, names, target, threads, runtime)
     added = {i: float(dynamic.latency_s[i, 0] - static.latency_s[i, 0]) for i in index}
     room, chosen = MAX_ADDED_LATENCY * plan_latency_s, []
     for i in sorted(index, key=lambda i: added[i]):
@@ -131,6 +127,17 @@ def affordable(g: Graph, names: frozenset[str], target: Target, plan_latency_s: 
     return frozenset(chosen)
 
 
+def _dynamic_cost(g: Graph, names: frozenset[str], target: Target, threads: int | None,
+                  runtime: str) -> tuple[list[int], Cost]:
+    """The rows of `names` in `g.layers`, and every layer's cost with those as the dynamic
+    row (the row is W8A8 only: one bit choice, (8, 8), costed for every layer: [L, 1])."""
+    index = [i for i, layer in enumerate(g.layers) if layer.name in names]
+    codes = np.full(len(g.layers), NO_FORMAT, np.int64)
+    codes[index] = FORMAT_CODE[DYNAMIC_ROW]
+    return index, evaluate(dataclasses.replace(g.layer_table(), fmt_code=codes),
+                           np.array([[8, 8]]), target, threads=threads, runtime=runtime)
+
+
 def priced_alloc(alloc: Any, g: Graph, names: frozenset[str], target: Target, *,
                  threads: int | None = None, runtime: str = "onnxruntime") -> Any:
     """`alloc` (an `edgesim.allocation.AllocationResult`) whose per-layer cost [L, 1] has the
@@ -138,11 +145,7 @@ def priced_alloc(alloc: Any, g: Graph, names: frozenset[str], target: Target, *,
     read it); weight bytes stay as planned."""
     if not names:
         return alloc
-    index = [i for i, layer in enumerate(g.layers) if layer.name in names]
-    codes = np.full(len(g.layers), NO_FORMAT, np.int64)
-    codes[index] = FORMAT_CODE[DYNAMIC_ROW]
-    cost = evaluate(dataclasses.replace(g.layer_table(), fmt_code=codes), np.array([[8, 8]]),
-                    target, threads=threads, runtime=runtime)
+    index, cost = _dynamic_cost(g, names, target, threads, runtime)
     fields = ("cycles", "latency_s", "energy_pj_compute", "energy_pj_onchip",
               "energy_pj_dram", "bound", "util")
     new = {f: _rows(getattr(alloc.cost, f), getattr(cost, f), index) for f in fields}
@@ -155,49 +158,21 @@ def _rows(old: np.ndarray, new: np.ndarray, index: list[int]) -> np.ndarray:
     return out
 
 
-def priced_as_emitted(result: Any, g: Graph, target: Target, *,
-                      threads: int | None = None, runtime: str = "onnxruntime") -> Any:
-    """A compile result (`edgesim.report.CompileResult`) whose conv layers emitted as the
-    dynamic row (their planned kernel is its kernel) are costed as that row (the plan
-    costed them as QLinearConv), totals summed again. `g`: the graph the plan was made on."""
-    index = {layer.name: i for i, layer in enumerate(g.layers)}
-    emitted = {x.name for x in result.layers if x.kind == "conv" and x.name in index
-               and x.planned_kernel == BY_NAME[DYNAMIC_ROW].kernel}
-    if not emitted:
-        return result
-    table = g.layer_table()
-    codes = np.full(len(table), NO_FORMAT, np.int64)
-    codes[[index[n] for n in emitted]] = FORMAT_CODE[DYNAMIC_ROW]
-    # the row is W8A8 only: one bit choice, (8, 8), costed for every layer ([L, 1])
-    cost = evaluate(dataclasses.replace(table, fmt_code=codes), np.array([[8, 8]]), target,
-                    threads=threads, runtime=runtime)
-    layers = tuple(_costed(x, cost, index[x.name]) if x.name in emitted else x
-                   for x in result.layers)
-    totals = dataclasses.replace(result.result, latency_ms=sum(x.latency_ms for x in layers),
-                                 energy_mj=sum(x.energy_uj for x in layers) * 1e-3)
-    return dataclasses.replace(result, layers=layers, result=totals,
-                               notes=_gap_notes(result, totals, len(emitted)))
-
-
-def _gap_notes(result: Any, totals: Any, count: int) -> tuple[str, ...]:
-    """`result.notes` with its plan-gap note restated for `totals` (the front costed these
-    convs as QLinearConv): the report's offset of the result from its front point."""
+def with_gap_note(result: Any, names: frozenset[str]) -> Any:
+    """A compile result (`edgesim.report.CompileResult`, its rows from the `priced_alloc`
+    cost) whose plan-gap note is restated for its totals: the front costed the convs
+    `names` as QLinearConv, the result as the dynamic row they are emitted in."""
     from edgesim.allocation import PLAN_GAP_NOTE
 
+    if not names:
+        return result
     notes = tuple(n for n in result.notes if PLAN_GAP_NOTE not in n)
     point = result.front[result.chosen] if result.front else {}
     key = next((k for k in ("latency_ms", "energy_mj") if k in point), None)
     if key is None or not point[key]:
-        return notes
-    gap = getattr(totals, key) / point[key] - 1.0
-    return (*notes, f"the plan's {key.split('_')[0]} is {gap:+.3%} {PLAN_GAP_NOTE}: "
-            f"{count} conv(s) emitted with run-time activation ranges (ConvInteger, "
-            "edgesim.alloc_dynamic) are costed as such; the front costed them as QLinearConv")
-
-
-def _costed(x: Any, cost: Any, i: int) -> Any:
-    """A report `LayerRow` with row i of `cost` ([L, 1] arrays)."""
-    energy = cost.energy_pj_compute + cost.energy_pj_onchip + cost.energy_pj_dram
-    return dataclasses.replace(
-        x, cycles=float(cost.cycles[i, 0]), latency_ms=float(cost.latency_s[i, 0]) * 1e3,
-        energy_uj=float(energy[i, 0]) * 1e-6, bound=BOUND_NAMES[int(cost.bound[i, 0])])
+        return dataclasses.replace(result, notes=notes)
+    gap = getattr(result.result, key) / point[key] - 1.0
+    return dataclasses.replace(result, notes=(
+        *notes, f"the plan's {key.split('_')[0]} is {gap:+.3%} {PLAN_GAP_NOTE}: "
+        f"{len(names)} conv(s) emitted with run-time activation ranges (ConvInteger, "
+        "edgesim.alloc_dynamic) are costed as such; the front costed them as QLinearConv"))

@@ -298,7 +298,8 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
         # resnet18's compile peak 739 -> 818-877 MiB; the process's memory is its own
         with progress.phase("drawing the report's plots"):  # and waiting for them
             result = replace(_reported(g, gq, tgt, alloc, quant, data, bits, options,
-                                       (stage, outdir), progress.timings), fidelity=fidelity)
+                                       (stage, outdir), progress.timings, qopts.dynamic_layers),
+                             fidelity=fidelity)
             final = layers_job(g.name, tgt.name, result.layers, stage / "layers.png")
             if final != early:  # a later step re-costed the layers (sparsity, kernel check)
                 plots.submit(final)
@@ -348,17 +349,19 @@ def _act_errors(g: Graph, tgt: Target, sens: Any, data: cal.CalibrationData,
 
 def _reported(g: Graph, gq: Graph, tgt: Target, alloc: Any, quant: Any,
               data: cal.CalibrationData, bits: np.ndarray, options: CompileOptions,
-              folders: tuple[Path, Path], timings: dict[str, float]) -> CompileResult:
-    """The report without its fidelity (`folders`: staging, output)."""
+              folders: tuple[Path, Path], timings: dict[str, float],
+              dynamic: frozenset[str]) -> CompileResult:
+    """The report without its fidelity (`folders`: staging, output; `dynamic`: the convs
+    emitted in the dynamic row, which `alloc` already costs as such)."""
     _, outdir = folders
-    from edgesim.alloc_dynamic import priced_as_emitted
+    from edgesim.alloc_dynamic import with_gap_note
     from edgesim.sparsity import sparsity_column, with_sparse_costs
 
     result = build_result(replace(g, notes=gq.notes), tgt, alloc, quant, {},
                           _baseline(g, tgt, options), data, options, outdir, timings)
     result = replace(result, layers=sparsity_column(result.layers, gq))
     result = with_sparse_costs(result, g, gq, data.samples, bits, tgt)
-    result = priced_as_emitted(result, g, tgt, threads=options.threads, runtime=options.runtime)
+    result = with_gap_note(result, dynamic)
     if options.kernel_check == "report":  # cost what onnxruntime runs, not the plan
         from edgesim.kernel_check import with_running_costs
 
