@@ -249,6 +249,22 @@ def stored_once(table: LayerTable, cost: Cost) -> Cost:
     return dataclasses.replace(cost, weight_bytes=held_once(table, np.asarray(cost.weight_bytes)))
 
 
+def shared_once(table: LayerTable, weight: np.ndarray) -> np.ndarray:
+    """`held_once`, and at the rows that read an earlier row's weight with constants of their
+    own (`LayerTable.w_shared`: a Gemm sharing B with its own C), only those constants' share
+    of the row's bytes. For models whose weight bytes scale with a row's constant elements
+    (MCU, MAC arrays); the CPU counts a held row's own bias as emitted
+    (`compiler.formats.WeightGeometry.held`)."""
+    out = held_once(table, weight)
+    if table.w_shared is None or not table.w_shared.any():
+        return out
+    from compiler.formats import table_geometry  # formats imports compiler.ir, as this does
+
+    own = np.asarray(table_geometry(table).bias).reshape(-1) / np.maximum(table.w_elems, 1)
+    share = np.where(table.w_shared, own, 1.0)
+    return out * (share if out.ndim == 1 else share[:, None])
+
+
 def held_once(table: LayerTable, weight: np.ndarray) -> np.ndarray:
     """A copy of per-layer weight bytes `weight` ([..., L, B] or [L]) with zeros at the rows
     whose weights an earlier row holds (`LayerTable.w_repeat`)."""

@@ -23,9 +23,9 @@ from hwmodels.cost import (
     bits_key,
     check_bits,
     check_precisions,
-    held_once,
     memoised,
     memory_bytes,
+    shared_once,
 )
 from hwmodels.kernels import jit, threads
 from hwmodels.kernels import macarray as kernel
@@ -211,7 +211,7 @@ def evaluate_configs(table: LayerTable, bits: np.ndarray, cfg: MacArrayConfigs,
                             bits[:, 1].astype(np.float64), cfg.cfg_i, cfg.cfg_f, rate_table,
                             energies, out)
     weight, act = memory_bytes(table, bits)
-    weight, shape = held_once(table, weight), out.shape[1:]  # a shared weight stored once
+    weight, shape = shared_once(table, weight), out.shape[1:]  # a shared weight stored once
     return Cost(**dict(zip(_COST_FIELDS, out)), weight_bytes=np.broadcast_to(weight, shape),
                 act_bytes=np.broadcast_to(act, shape))
 

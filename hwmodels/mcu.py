@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 
 from compiler.ir import CATEGORY_GEMM, KIND_CODE, LayerTable
-from hwmodels.cost import Cost, check_bits, held_once
+from hwmodels.cost import Cost, check_bits, shared_once
 from hwmodels.kernels import jit
 from hwmodels.kernels import mcu as K
 
@@ -194,7 +194,8 @@ def evaluate(table: LayerTable, bits: np.ndarray, target: McuTarget, *,
     # small calls (every single-design one) run in Python; `kernels.jit.engine`
     jit.choose(K.evaluate, out[0].size)(layer_array(table), rates, per_b, _params(target), out)
     act = (table.a_in_elems + table.a_out_elems)[:, None] * per_b[K.B_ABYTES][None, :]
-    return Cost(**dict(zip(_COST_FIELDS, out)), weight_bytes=out[K.O_WBYTES], act_bytes=act)
+    return Cost(**dict(zip(_COST_FIELDS, out)), weight_bytes=shared_once(table, out[K.O_WBYTES]),
+                act_bytes=act)
 
 
 def check_fit(table: LayerTable, bits: np.ndarray, target: McuTarget) -> FitReport:
@@ -214,7 +215,8 @@ def check_fit(table: LayerTable, bits: np.ndarray, target: McuTarget) -> FitRepo
     a_width = np.array([act_width(a) for a in per_layer[:, 1]], dtype=np.int64)
     gemm = table.category == CATEGORY_GEMM
     # packed storage: ceil(bits / 8) bytes per layer
-    weights = held_once(table, np.where(gemm, (table.w_elems * w_width + 7) // 8, table.w_bytes))
+    weights = np.ceil(shared_once(  # a shared weight stored once
+        table, np.where(gemm, (table.w_elems * w_width + 7) // 8, table.w_bytes)))
     acts = ((table.a_in_elems + table.a_out_elems) * a_width + 7) // 8
     peak = int(np.argmax(acts)) if len(table) else 0
     return FitReport(weight_bytes=int(weights.sum()), flash_bytes=int(target.flash_kib * 1024),

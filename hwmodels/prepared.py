@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler.ir import LayerTable
-from hwmodels.cost import Cost, bits_key, check_bits, checked_memory_bytes, held_once, memoised
+from hwmodels.cost import Cost, bits_key, check_bits, checked_memory_bytes, memoised, shared_once
 from hwmodels.macarray import MacArrayTarget, layer_arrays, run_kernel
 
 _FIELDS = ("cycles", "latency_s", "energy_pj_compute", "energy_pj_onchip", "energy_pj_dram",
@@ -59,7 +59,7 @@ def prepare(table: LayerTable, bits: np.ndarray, target: MacArrayTarget) -> Prep
 def _bytes(table: LayerTable, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`checked_memory_bytes`, read-only: every `Cost` of these bits hands them out."""
     weight, act = checked_memory_bytes(table, bits)
-    weight = held_once(table, weight)  # a shared weight is stored once (`cost.stored_once`)
+    weight = shared_once(table, weight)  # a shared weight is stored once (`cost.stored_once`)
     weight.flags.writeable = act.flags.writeable = False
     return weight, act
 

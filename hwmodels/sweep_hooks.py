@@ -19,7 +19,7 @@ import numpy as np
 
 from compiler.ir import LayerTable
 from hwmodels import configs, cpu, macarray
-from hwmodels.cost import Cost, check_bits, held_once, memory_bytes
+from hwmodels.cost import Cost, check_bits, memory_bytes, shared_once
 from hwmodels.cpu_schema import CpuTarget
 from hwmodels.kernels import threads
 
@@ -79,7 +79,7 @@ def macarray_picked(table: LayerTable, bits: np.ndarray,
     layers = np.arange(len(table))
     w_all, a_all = memory_bytes(table, bits)
     weight, act = (np.ascontiguousarray(np.broadcast_to(b[layers, cols], out.shape[1:]))
-                   for b in (held_once(table, w_all), a_all))  # a shared weight stored once
+                   for b in (shared_once(table, w_all), a_all))  # a shared weight stored once
     # out holds the 7 array fields before weight_bytes, in order (as `hwmodels.prepared.run`)
     return Cost(*out[:, :, :, None], weight_bytes=weight[:, :, None],  # type: ignore[misc]
                 act_bytes=act[:, :, None])

@@ -239,3 +239,20 @@ def test_a_reader_of_a_shared_weight_with_its_own_bias_stores_only_the_bias() ->
     written = sum(numpy_helper.to_array(t).nbytes for t in emit(q).graph.initializer)
     assert written == stored[0]
     assert (np.asarray(cost.latency_s)[[0, 2]] > 0).all()  # each reader still streams B
+
+
+@pytest.mark.parametrize("target", ["cortex-m7", "systolic-16x16", "sparse-mac-32x32"])
+def test_mcu_and_mac_arrays_store_a_shared_weight_with_own_bias_once(target: str) -> None:
+    """These models count a row's constants at its weight width (B and C alike): at 8 bits,
+    B's K x N codes once plus both biases, not B twice (as they did before `w_shared`)."""
+    table = load(gemms_sharing_b_with_own_biases()).layer_table()
+    cost = evaluate(table, np.array([[8, 8]]), load_target(target))
+    np.testing.assert_allclose(np.asarray(cost.weight_bytes).sum(), K * N + 2 * N)
+
+
+def test_mcu_flash_check_counts_a_shared_weight_with_own_bias_once() -> None:
+    from hwmodels.mcu import check_fit
+
+    table = load(gemms_sharing_b_with_own_biases()).layer_table()
+    assert check_fit(table, np.array([8, 8]), load_target("cortex-m7")).weight_bytes == (
+        K * N + 2 * N)
