@@ -18,16 +18,16 @@ multi-thread rows of those models and prints the values the target files record.
 `--decompose` lists the Pi 1 -> 4 thread pairs outside +-15 % with their predicted times
 split by what bounds each layer, and the speed-up without the fitted efficiency.
 
-`--same-release` scores the superseded Pi 3B+ table of January 2022
-(`bench/fidelity/superseded.csv`: the ncnn release the Zero 2 W rows ran, on the Pi 3's own
-board) and compares the Zero 2 W / Pi 3B+ latency ratio, measured and predicted, row by row:
-what the two boards' difference is once the ncnn release is the same.
+`--cross-check` scores `bench/fidelity/crosscheck.csv`, rows kept out of the headline figures:
+the Pi 3B+ table of January 2022 (the ncnn release the Zero 2 W rows ran, on the Pi 3's
+board) and a Zero 2 W on a 64-bit OS with a current ncnn; and compares the Zero 2 W / Pi 3B+
+latency ratio at one release, measured and predicted, row by row.
 
 `--rank` lists the rows outside +-25 % worst first (fitted / held-out / separate) and each
 device x model's share of the misses (summed |log(pred / meas)|).
 
 Usage: python bench/bench_fidelity.py [--runtime as-measured|onnxruntime] [--rows] [--rank]
-       [--fit] [--decompose] [--same-release]
+       [--fit] [--decompose] [--cross-check]
 """
 
 from __future__ import annotations
@@ -303,28 +303,31 @@ def run(runtime: str) -> tuple[dict, list[dict]]:
     return report, rows
 
 
-def same_release(tables: dict[str, LayerTable]) -> dict:
-    """The superseded Pi 3B+ rows (ncnn of January 2022, as the Zero 2 W rows) scored, and
-    per thread count the median Zero 2 W / Pi 3B+ latency ratio, measured and predicted, over
-    the rows both boards have."""
-    old = read_csv("superseded.csv")
-    ratios = [predict_ms(r, tables, "as-measured") / float(r["latency_ms"]) for r in old]
+def cross_check(tables: dict[str, LayerTable]) -> dict:
+    """The rows of `crosscheck.csv` scored per target and runtime profile, per thread count;
+    and per thread count the median Zero 2 W / Pi 3B+ latency ratio at one ncnn release
+    (the Zero 2 W rows of `measurements.csv` over the Pi 3B+ rows of January 2022), measured
+    and predicted."""
+    rows = read_csv("crosscheck.csv")
+    ratios = [predict_ms(r, tables, "as-measured") / float(r["latency_ms"]) for r in rows]
+    groups: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r, x in zip(rows, ratios):
+        for t in ("all", r["threads"]):
+            groups[f"{r['target']} {r['runtime']}"][t].append(x)
     zero = {(r["model"], r["precision"], r["threads"]): r for r in read_csv("measurements.csv")
             if r["target"] == "rpizero2w"}
     boards: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r, ratio in zip(old, ratios):
+    for r, x in zip(rows, ratios):
         z = zero.get((r["model"], r["precision"], r["threads"]))
-        if z is None:
+        if r["target"] != "rpi3" or z is None:
             continue
-        pred_pi3 = ratio * float(r["latency_ms"])
         boards[r["threads"]]["measured"].append(float(z["latency_ms"]) / float(r["latency_ms"]))
-        boards[r["threads"]]["predicted"].append(predict_ms(z, tables, "as-measured") / pred_pi3)
-    return {"pi3_2022": summary(ratios),
-            "pi3_2022_per_threads": {t: summary([x for r, x in zip(old, ratios)
-                                                 if r["threads"] == t]) for t in ("1", "4")},
-            "zero2w_over_pi3_2022": {t: {k: round(statistics.median(v), 3) for k, v in d.items()}
-                                     | {"n": len(d["measured"])}
-                                     for t, d in sorted(boards.items())}}
+        boards[r["threads"]]["predicted"].append(predict_ms(z, tables, "as-measured")
+                                                 / (x * float(r["latency_ms"])))
+    return {"scores": {g: {t: summary(v) for t, v in d.items()} for g, d in groups.items()},
+            "zero2w_over_pi3_same_release": {
+                t: {k: round(statistics.median(v), 3) for k, v in d.items()}
+                | {"n": len(d["measured"])} for t, d in sorted(boards.items())}}
 
 
 def main() -> None:
@@ -338,11 +341,11 @@ def main() -> None:
                     help="also rank the rows outside +-25 %% and each device/model's share")
     ap.add_argument("--decompose", action="store_true",
                     help="print the 1 -> 4 thread pairs outside +-15 %% decomposed and exit")
-    ap.add_argument("--same-release", action="store_true",
-                    help="score the superseded Pi 3B+ rows of the Zero 2 W's ncnn and exit")
+    ap.add_argument("--cross-check", action="store_true",
+                    help="score the rows of fidelity/crosscheck.csv and exit")
     args = ap.parse_args()
-    if args.same_release:
-        print(json.dumps(same_release(layer_tables()), indent=1))
+    if args.cross_check:
+        print(json.dumps(cross_check(layer_tables()), indent=1))
         return
     if args.fit:
         print(json.dumps(fit_parallel_efficiency(layer_tables()), indent=1))
