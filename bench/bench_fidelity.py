@@ -18,11 +18,16 @@ multi-thread rows of those models and prints the values the target files record.
 `--decompose` lists the Pi 1 -> 4 thread pairs outside +-15 % with their predicted times
 split by what bounds each layer, and the speed-up without the fitted efficiency.
 
+`--cross-check` scores `bench/fidelity/crosscheck.csv`, rows kept out of the headline figures:
+the Pi 3B+ table of January 2022 (the ncnn release the Zero 2 W rows ran, on the Pi 3's
+board) and a Zero 2 W on a 64-bit OS with a current ncnn; and compares the Zero 2 W / Pi 3B+
+latency ratio at one release, measured and predicted, row by row.
+
 `--rank` lists the rows outside +-25 % worst first (fitted / held-out / separate) and each
 device x model's share of the misses (summed |log(pred / meas)|).
 
 Usage: python bench/bench_fidelity.py [--runtime as-measured|onnxruntime] [--rows] [--rank]
-       [--fit] [--decompose]
+       [--fit] [--decompose] [--cross-check]
 """
 
 from __future__ import annotations
@@ -298,6 +303,33 @@ def run(runtime: str) -> tuple[dict, list[dict]]:
     return report, rows
 
 
+def cross_check(tables: dict[str, LayerTable]) -> dict:
+    """The rows of `crosscheck.csv` scored per target and runtime profile, per thread count;
+    and per thread count the median Zero 2 W / Pi 3B+ latency ratio at one ncnn release
+    (the Zero 2 W rows of `measurements.csv` over the Pi 3B+ rows of January 2022), measured
+    and predicted."""
+    rows = read_csv("crosscheck.csv")
+    ratios = [predict_ms(r, tables, "as-measured") / float(r["latency_ms"]) for r in rows]
+    groups: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r, x in zip(rows, ratios):
+        for t in ("all", r["threads"]):
+            groups[f"{r['target']} {r['runtime']}"][t].append(x)
+    zero = {(r["model"], r["precision"], r["threads"]): r for r in read_csv("measurements.csv")
+            if r["target"] == "rpizero2w"}
+    boards: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r, x in zip(rows, ratios):
+        z = zero.get((r["model"], r["precision"], r["threads"]))
+        if r["target"] != "rpi3" or z is None:
+            continue
+        boards[r["threads"]]["measured"].append(float(z["latency_ms"]) / float(r["latency_ms"]))
+        boards[r["threads"]]["predicted"].append(predict_ms(z, tables, "as-measured")
+                                                 / (x * float(r["latency_ms"])))
+    return {"scores": {g: {t: summary(v) for t, v in d.items()} for g, d in groups.items()},
+            "zero2w_over_pi3_same_release": {
+                t: {k: round(statistics.median(v), 3) for k, v in d.items()}
+                | {"n": len(d["measured"])} for t, d in sorted(boards.items())}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runtime", default="as-measured",
@@ -309,7 +341,12 @@ def main() -> None:
                     help="also rank the rows outside +-25 %% and each device/model's share")
     ap.add_argument("--decompose", action="store_true",
                     help="print the 1 -> 4 thread pairs outside +-15 %% decomposed and exit")
+    ap.add_argument("--cross-check", action="store_true",
+                    help="score the rows of fidelity/crosscheck.csv and exit")
     args = ap.parse_args()
+    if args.cross_check:
+        print(json.dumps(cross_check(layer_tables()), indent=1))
+        return
     if args.fit:
         print(json.dumps(fit_parallel_efficiency(layer_tables()), indent=1))
         return

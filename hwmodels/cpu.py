@@ -55,7 +55,8 @@ from hwmodels.kernels import cpu_ncnn as ncnn_facts
 RUNTIMES = {"onnxruntime": K.RUNTIME_ORT, "ideal": K.RUNTIME_IDEAL, "ncnn": K.RUNTIME_NCNN,
             "xnnpack": K.RUNTIME_XNNPACK}
 # older releases a published measurement ran, accepted by `evaluate` but not offered for
-# comparison: ncnn before 20230517 lacks the Cortex-A53 fp32 kernels (`cpu_ncnn.a53_kernel_gain`)
+# comparison: ncnn before 20230517 lacks the Cortex-A53 fp32 kernels
+# (`cpu_ncnn.a53_fp32_load_share`)
 LEGACY_RUNTIMES = {"ncnn-2022": K.RUNTIME_NCNN}
 # int8 dot-product instructions and their MACs per instruction relative to sdot / vpdpbusd
 # (smmla computes a 2x8 by 8x2 tile: twice sdot's 16 MACs per 128 bits; Arm ARM v8.6)
@@ -100,9 +101,10 @@ def _mac_pj(bits: int, node: float) -> float:
 
 
 def _a53_class(target: CpuTarget) -> bool:
-    """An in-order Cortex-A53-class core: Arm, NEON on a 64-bit datapath (a 128-bit fmla every
-    other cycle: fma_pipes < 1), no fp16 arithmetic (the A55 has it, and its own kernels)."""
-    return target.arch == "arm64" and target.fma_pipes < 1.0 and "fp16" not in target.isa
+    """An in-order Cortex-A53-class core: Arm, 128-bit vector loads that hold the issue
+    (`vector_load_cycles`), no fp16 arithmetic (the A55 has it, and its own kernels)."""
+    return (target.arch == "arm64" and target.vector_load_cycles is not None
+            and "fp16" not in target.isa)
 
 
 def _path_rows(target: CpuTarget, runtime: int,
@@ -117,14 +119,15 @@ def _path_rows(target: CpuTarget, runtime: int,
     # kernels; elsewhere MLAS expands the input (im2col) into per-thread tiles (1), ncnn
     # into one whole matrix, 1x1 convs included (2; kernels.cpu_ncnn)
     im2col = (2 if ncnn else 1) if (ort or ncnn) and target.arch == "arm64" else 0
-    tuned = ncnn and a53_kernels and _a53_class(target)
-    fp32_rate = r["fp32"] * (ncnn_facts.a53_kernel_gain(1.0 / target.fma_pipes) if tuned else 1.0)
+    # ncnn's loops on an in-order A53: their operand loads do not dual-issue (cpu_ncnn)
+    a53 = ncnn and _a53_class(target)
+    q_load = target.vector_load_cycles or 0.0
+    fp32_rate = r["fp32"] * (ncnn_facts.a53_fp32_load_share(1.0 / target.fma_pipes, q_load,
+                                                            a53_kernels) if a53 else 1.0)
     fp32 = dict(rate=fp32_rate, eb_a=4, eb_w=4, eb_o=4, e_mac=_mac_pj(32, node),
                 im2col=im2col, winograd=6 if ncnn else 0,
                 dw_chain_cyc=cpu_x86.nchwc_depthwise_chain(target) if ort else 0.0)
-    # ncnn's int8 loop on an in-order A53: its operand loads do not dual-issue (cpu_ncnn)
-    a53 = ncnn and _a53_class(target)
-    int8_rate = r["int8"] * (ncnn_facts.a53_int8_load_share(1.0 / target.int_mul_pipes)
+    int8_rate = r["int8"] * (ncnn_facts.a53_int8_load_share(1.0 / target.int_mul_pipes, q_load)
                              if a53 else 1.0)
     int8 = dict(rate=int8_rate, eb_a=1, eb_w=1, eb_o=1, k_align=kal, e_mac=_mac_pj(8, node),
                 requant=1)
@@ -205,8 +208,11 @@ def _ncnn_int8(target: CpuTarget, int8: dict[str, float], im2col: int) -> dict[s
     row = {**int8, "im2col": im2col, "q_in": 1, "eb_o": 4, "requant": 0, "out_cast": 1}
     if "dotprod" in target.isa:
         return row
-    return {**row, "winograd": 4,
-            "wg_rate": target.int_mul_pipes * target.simd_bits / 32.0}
+    wg_rate = target.int_mul_pipes * target.simd_bits / 32.0
+    if _a53_class(target):
+        wg_rate *= ncnn_facts.a53_int8_winograd_load_share(1.0 / target.int_mul_pipes,
+                                                           target.vector_load_cycles or 0.0)
+    return {**row, "winograd": 4, "wg_rate": wg_rate}
 
 
 _ATTR_COLUMNS = {"rate": K.A_RATE, "eb_a": K.A_EB_A, "eb_w": K.A_EB_W, "eb_o": K.A_EB_O,

@@ -92,6 +92,10 @@ class CpuTarget(Memoised):
     # rate of kernels with few accumulator chains (`kernels.cpu_ncnn.chain_share`); None:
     # not described (kernels assumed to hide it)
     fma_latency_cycles: float | None = None
+    # cycles a 128-bit vector load holds an in-order core's issue, no vector arithmetic
+    # issuing beside it (Cortex-A53: 2); sets the rate of ncnn's loops there
+    # (`kernels.cpu_ncnn`); None: loads issue beside the arithmetic (out-of-order cores)
+    vector_load_cycles: float | None = None
     isa: tuple[str, ...]
     gemm_tile_m: int
     gemm_tile_n: int

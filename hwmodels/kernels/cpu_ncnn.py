@@ -15,15 +15,15 @@ Read from Tencent/ncnn @a4d2ea1 (aarch64 paths), the version the fidelity table 
 - Depthwise (`convolutiondepthwise_3x3_pack4.h`, `_pack8_fp16s.h`): `#pragma omp parallel
   for` over channel packs (channels / elempack); elempack is the vector width when the
   channels divide by it, else 4, else 1 (`convolutiondepthwise_arm.cpp`).
-- Cortex-A53 (`a53_kernel_gain`): since PR #4596 (2023-04-07, first in release 20230517)
-  the fp32 im2col GEMM and Winograd GEMM have A53 variants (`use_a53_a55_optimized_kernel`,
-  set in `option.cpp` when the thread runs on an A53 / A55). `docs/developer-guide/
-  arm-a53-a55-dual-issue.md`: on the A53 a 128-bit vector load does not dual-issue with
-  fmla (2 cycles); the A53 loop loads 64 bits into the vector register (1 cycle) and the other
-  64 into an integer register, then inserts them, both dual-issued with fmla (0 cycles).
-  The int8 im2col GEMM has no A53 variant (`convolution_im2col_gemm_int8.h`: no
-  use_a53_a55_optimized_kernel): its k loop's 128-bit loads do not dual-issue with the
-  widening multiplies on the A53 (`a53_int8_load_share`).
+- Cortex-A53 (`a53_fp32_load_share`): `docs/developer-guide/arm-a53-a55-dual-issue.md`: on
+  the A53 a 128-bit vector load does not dual-issue with fmla (2 cycles, the target's
+  `vector_load_cycles`), a 64-bit one takes 1 cycle, a 64-bit integer load and an `ins`
+  dual-issue with fmla. The generic fp32 loops load q registers; since PR #4596
+  (2023-04-07, first in release 20230517) the fp32 im2col GEMM and Winograd GEMM have A53
+  variants (`use_a53_a55_optimized_kernel`, set in `option.cpp` when the thread runs on an
+  A53 / A55) that load 64 bits into the vector register and the other 64 through an integer
+  register. The int8 im2col GEMM has no A53 variant (`convolution_im2col_gemm_int8.h`: no
+  use_a53_a55_optimized_kernel; `a53_int8_load_share`).
 """
 
 from __future__ import annotations
@@ -37,18 +37,25 @@ M_BLOCK = 32         # get_optimal_tile_mnk (fp32, int8): nn_M = (M + 31) / 32
 M_BLOCK_FP16 = 64    # get_optimal_tile_mnk_fp16sa: nn_M = (M + 63) / 64
 STRIDE2_MAX_IN_PER_OUT = 5.2  # 4 input pixels per output at stride 2, + 30 % padding slack
 GEMM_FMLA_PER_K = 24.0       # fp32 8 x 12 tile: 8 x 12 / 4 lanes fmla per k step
-GEMM_Q_LOADS_PER_K = 5.0     # and 5 128-bit operand loads (A: 8 floats, B: 12 floats)
-A53_Q_LOAD_CYCLES = 2.0      # generic loop: ld1 of a q register, not dual-issued with fmla
-A53_Q_LOAD_CYCLES_TUNED = 1.0  # A53 loop: ldr d (1 cycle) + ldr x and ins (dual-issued)
+GEMM_Q_LOADS_PER_K = 5.0     # and 5 128-bit operand loads (A: 8 floats, B: 12 floats); the
+# release 20211208 loop (`convolution_sgemm_pack4.h` im2col_sgemm_pack4_neon, 8 outch x 12
+# pixels, the Zero 2 W rows) has the same 96 fmla and 20 q loads (5 ld1 of 4) per 4 k
+# ncnn 20230517 A53 loop (`convolution_im2col_gemm.h` convolution_gemm_transB_packed_tile,
+# `// a53` branch, 4 k per pass): 32 groups of 3 fmla, each led by a pair that does not
+# dual-issue with fmla (20 `ldr d` + `ins`, 12 `nop` + `nop` / `prfm`; a vector load cannot
+# issue on an fmla's 4th cycle) -- 8 issue cycles without fmla per k step
+A53_LOOP_IDLE_CYCLES_PER_K = 8.0
 
 
-def a53_kernel_gain(fmla_cycles: float) -> float:
-    """Speed-up of ncnn's A53 fp32 GEMM loop over its generic loop on a Cortex-A53 whose
-    128-bit fmla issues every `fmla_cycles` cycles: cycles per k step of the 8 x 12 tile,
-    fmla plus the operand loads that do not dual-issue with them."""
+def a53_fp32_load_share(fmla_cycles: float, q_load_cycles: float, tuned: bool) -> float:
+    """Share of the fmla-bound fp32 MAC rate ncnn's 8 x 12 GEMM loop reaches on an in-order
+    Cortex-A53 whose 128-bit fmla issues every `fmla_cycles` cycles and whose 128-bit vector
+    load holds the issue `q_load_cycles` cycles: per k step 24 fmla and the issue cycles
+    that hold none, 5 q loads in the generic loop, A53_LOOP_IDLE_CYCLES_PER_K in the A53
+    loop (`tuned`, ncnn 20230517 on)."""
     fmla = GEMM_FMLA_PER_K * fmla_cycles
-    return ((fmla + GEMM_Q_LOADS_PER_K * A53_Q_LOAD_CYCLES)
-            / (fmla + GEMM_Q_LOADS_PER_K * A53_Q_LOAD_CYCLES_TUNED))
+    idle = A53_LOOP_IDLE_CYCLES_PER_K if tuned else GEMM_Q_LOADS_PER_K * q_load_cycles
+    return fmla / (fmla + idle)
 
 
 def fc_weight_bytes(release_2022h2: bool) -> int:
@@ -91,20 +98,37 @@ def fc_rows_unprefetched(rows: float, k: float, ebw: float) -> bool:
 
 
 # convolution_im2col_gemm_int8.h convolution_gemm_transB_packed_tile_int8, aarch64 without
-# dotprod, 8 x 8 tile, one k loop step of 4 (256 MACs): 32 smull/smull2/smlal/smlal2 and two
-# `ld1 {vA.16b, vB.16b}` (4 q registers); 16 sadalp, 4 rev64 and 4 ext not counted
-# (assumed: dual-issued beside the multiplies, as the existing int8 rate assumes)
+# dotprod, 8 x 8 tile, one k loop step of 4 (256 MACs): 32 smull/smull2/smlal/smlal2, 16
+# sadalp, 4 rev64 and 4 ext, and two `ld1 {vA.16b, vB.16b}` (4 q registers). LLVM
+# AArch64SchedA53.td puts every ASIMD integer instruction on the A53's one FP/ASIMD ALU pipe
+# (A53UnitFPALU, WriteVd / WriteVq), so the 24 others issue in turn with the multiplies
 INT8_MULS_PER_STEP = 32.0
+INT8_OTHER_NEON_PER_STEP = 24.0
 INT8_Q_LOADS_PER_STEP = 4.0
 
 
-def a53_int8_load_share(mul_cycles: float) -> float:
+def a53_int8_load_share(mul_cycles: float, q_load_cycles: float) -> float:
     """Share of the multiply-bound int8 MAC rate ncnn's int8 GEMM loop reaches on a
-    Cortex-A53 whose 128-bit widening multiply issues every `mul_cycles` cycles: its 128-bit
-    operand loads do not dual-issue with the NEON arithmetic (A53_Q_LOAD_CYCLES each,
-    `docs/developer-guide/arm-a53-a55-dual-issue.md`; the int8 loop has no A53 variant)."""
+    Cortex-A53 whose 128-bit NEON instructions issue every `mul_cycles` cycles, one at a
+    time, and whose 128-bit vector load holds the issue `q_load_cycles` cycles
+    (`docs/developer-guide/arm-a53-a55-dual-issue.md`; the int8 loop has no A53 variant)."""
     mul = INT8_MULS_PER_STEP * mul_cycles
-    return mul / (mul + INT8_Q_LOADS_PER_STEP * A53_Q_LOAD_CYCLES)
+    return mul / (mul + INT8_OTHER_NEON_PER_STEP * mul_cycles
+                  + INT8_Q_LOADS_PER_STEP * q_load_cycles)
+
+
+# convolution_winograd_dot_pack8to4_int8.h @20230517 (the int8 F(4,3) GEMM without
+# dotprod, 12 tiles x 8 channels per pass): 96 smlal + 96 smlal2 (by element, 16-bit
+# products into 4 int32 lanes) and 10 `ld1` of 2 q registers
+WG_INT8_MULS_PER_PASS = 192.0
+WG_INT8_Q_LOADS_PER_PASS = 20.0
+
+
+def a53_int8_winograd_load_share(mul_cycles: float, q_load_cycles: float) -> float:
+    """Share of the multiply-bound rate ncnn's int8 Winograd GEMM loop reaches on a
+    Cortex-A53 (`a53_int8_load_share`'s issue rules: its q loads do not dual-issue)."""
+    mul = WG_INT8_MULS_PER_PASS * mul_cycles
+    return mul / (mul + WG_INT8_Q_LOADS_PER_PASS * q_load_cycles)
 
 
 @njit(cache=True)

@@ -130,8 +130,8 @@ def test_dram_bound_pass_slows_as_the_shared_roof_says():
 def test_rpi_zero_2w_is_the_pi3_core_at_one_gigahertz():
     zero, pi3 = shipped("rpizero2w"), shipped("rpi3")
     assert (zero.clock_ghz, zero.cores) == (1.0, 4)
-    # Cortex-A53: a 128-bit FMLA every other cycle -> 2 fp32 MACs per cycle per core
-    assert cpu.peak_macs_per_cycle(zero)["fp32"] == 2.0
+    # Cortex-A53: one 128-bit FMLA per cycle (measured on a Pi 3) -> 4 fp32 MACs per cycle
+    assert cpu.peak_macs_per_cycle(zero)["fp32"] == 4.0
     # its LPDDR2 runs at sdram_freq 450 MHz against the Pi 3B+'s 500 (Raspberry Pi docs)
     assert zero.dram.bandwidth_gbps / pi3.dram.bandwidth_gbps == pytest.approx(450 / 500)
     assert dataclasses.replace(zero, name=pi3.name, description=pi3.description,
@@ -162,11 +162,20 @@ def test_xnnpack_skips_the_nodes_and_passes_onnxruntime_adds_around_int8():
                             K.RUNTIME_XNNPACK).tolist() == [[K.PATH_INT8, K.PATH_FP32]]
 
 
-def test_ncnn_a53_kernel_gain_counts_the_loads_that_do_not_dual_issue():
-    # 8 x 12 fp32 tile per k step: 24 fmla (2 cycles each on the A53's 64-bit NEON) and 5
-    # 128-bit operand loads, 2 cycles each in the generic loop, 1 in the A53 loop (ncnn docs)
-    assert ncnn.a53_kernel_gain(2.0) == pytest.approx((48 + 10) / (48 + 5))
-    assert ncnn.a53_kernel_gain(1.0) == pytest.approx(34 / 29)
+def test_ncnn_a53_fp32_loop_pays_for_the_issue_cycles_without_fmla():
+    # 8 x 12 fp32 tile per k step: 24 fmla (1 cycle each, measured on a Pi 3); the generic
+    # loop's 5 q-register loads do not dual-issue (2 cycles each); the A53 loop leads each
+    # group of 3 fmla with one cycle that holds none (8 per k step; ncnn 20230517 source and
+    # docs/developer-guide/arm-a53-a55-dual-issue.md)
+    assert ncnn.a53_fp32_load_share(1.0, 2.0, tuned=False) == pytest.approx(24 / 34)
+    assert ncnn.a53_fp32_load_share(1.0, 2.0, tuned=True) == pytest.approx(3 / 4)
+    # an fmla every other cycle (a 64-bit datapath) would halve the loads' weight
+    assert ncnn.a53_fp32_load_share(2.0, 2.0, tuned=False) == pytest.approx(48 / 58)
+
+
+def test_ncnn_a53_int8_winograd_loop_pays_for_its_loads():
+    # 12 tiles x 8 channels per pass: 192 widening multiplies, 20 q loads of 2 cycles
+    assert ncnn.a53_int8_winograd_load_share(1.0, 2.0) == pytest.approx(192 / 232)
 
 
 def test_ncnn_fp32_rate_on_an_a53_depends_on_the_release():
@@ -174,15 +183,19 @@ def test_ncnn_fp32_rate_on_an_a53_depends_on_the_release():
     fp32 = K.PATH_FP32
     new = cpu.path_table(zero, K.RUNTIME_NCNN)[fp32, K.A_RATE]
     old = cpu.path_table(zero, K.RUNTIME_NCNN, a53_kernels=False)[fp32, K.A_RATE]
-    assert (old, new) == (2.0, pytest.approx(2.0 * 58 / 53))
+    # fp32 peak: 1 fmla of 4 lanes per cycle; the loop's share of it
+    assert (old, new) == (pytest.approx(4.0 * 24 / 34), pytest.approx(4.0 * 3 / 4))
     # onnxruntime has no such kernel; the Cortex-A72 is not an A53
-    assert cpu.path_table(zero, K.RUNTIME_ORT)[fp32, K.A_RATE] == 2.0
+    assert cpu.path_table(zero, K.RUNTIME_ORT)[fp32, K.A_RATE] == 4.0
     assert cpu.path_table(pi4, K.RUNTIME_NCNN)[fp32, K.A_RATE] == 4.0
-    # the int8 kernels did not change with that release: both lose the load cycles of their
-    # k loop (cpu_ncnn.a53_int8_load_share, 64 multiply cycles + 8 load cycles)
+    # the int8 kernels did not change with that release: 32 multiplies of 8 products, 24
+    # other NEON instructions and 4 q loads (2 cycles each) per k step, 256 MACs in 64
+    # cycles; the int8 Winograd GEMM: 4 int16 products per multiply, 192 / 232 of them
     for a53_kernels in (True, False):
         table = cpu.path_table(zero, K.RUNTIME_NCNN, a53_kernels=a53_kernels)
-        assert table[K.PATH_INT8, K.A_RATE] == pytest.approx(old * 2 * 64 / 72)
+        assert table[K.PATH_INT8, K.A_RATE] == pytest.approx(256 / 64)
+        assert table[K.PATH_INT8, K.A_WG_RATE] == pytest.approx(4.0 * 192 / 232)
+    assert cpu.path_table(pi4, K.RUNTIME_NCNN)[K.PATH_INT8, K.A_WG_RATE] == 4.0
 
 
 def test_legacy_ncnn_release_is_evaluated_but_not_offered_for_comparison():

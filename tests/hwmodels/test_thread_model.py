@@ -17,10 +17,12 @@ from tests.hwmodels.test_cpu import conv, cycles, shipped, simple_target
 
 
 def test_a53_int8_loop_pays_for_its_q_register_loads():
-    # one k step of the 8 x 8 int8 tile: 32 widening multiplies (2 cycles each on the A53's
-    # 64-bit NEON) and 4 q-register loads that do not dual-issue (2 cycles each)
-    assert N.a53_int8_load_share(2.0) == pytest.approx(64 / (64 + 8))
-    assert N.a53_int8_load_share(1.0) == pytest.approx(32 / (32 + 8))
+    # one k step of the 8 x 8 int8 tile: 32 widening multiplies and 24 other NEON
+    # instructions (16 sadalp, 4 rev64, 4 ext) issuing one at a time, 1 cycle each, and 4
+    # q-register loads that do not dual-issue (2 cycles each)
+    assert N.a53_int8_load_share(1.0, 2.0) == pytest.approx(32 / (32 + 24 + 8))
+    # on a core issuing a 128-bit NEON instruction every other cycle the loads weigh less
+    assert N.a53_int8_load_share(2.0, 2.0) == pytest.approx(64 / (64 + 48 + 8))
 
 
 @pytest.mark.parametrize("board, a53", [("rpi3", True), ("rpizero2w", True), ("rpi4", False),
@@ -29,24 +31,25 @@ def test_int8_rate_drops_only_on_in_order_a53_cores_under_ncnn(board, a53):
     target = shipped(board)
     peak = cpu.peak_macs_per_cycle(target)["int8"]
     ncnn = cpu.path_table(target, K.RUNTIME_NCNN)[K.PATH_INT8, K.A_RATE]
-    assert ncnn == pytest.approx(peak * (64 / 72 if a53 else 1.0))
+    assert ncnn == pytest.approx(peak * (32 / 64 if a53 else 1.0))
     # onnxruntime's MLAS kernels are another loop: unchanged
     assert cpu.path_table(target, K.RUNTIME_ORT)[K.PATH_QLINEAR, K.A_RATE] == peak
 
 
 def test_a53_int8_conv_time_follows_the_load_share(monkeypatch):
     # a compute-bound int8 1x1 conv (no memory limits) on an A53-class core: the load share
-    # adds exactly the GEMM's multiply-bound time x (72 / 64 - 1); the passes are unchanged
-    a53 = simple_target(fma_pipes=0.5, int_mul_pipes=0.5, isa=("neon",), dot_pipes=0)
+    # doubles the GEMM's multiply-bound time (64 / 32 cycles); the passes are unchanged
+    a53 = simple_target(fma_pipes=1.0, int_mul_pipes=1.0, isa=("neon",), dot_pipes=0,
+                        vector_load_cycles=2.0)
     row = conv(256, 64, 24, ksize=1)
-    rate = cpu.peak_macs_per_cycle(a53)["int8"]  # 0.5 pipes x 16 lanes / 2 = 4 MACs / cycle
-    assert rate == 4.0 and cpu._a53_class(a53)
+    rate = cpu.peak_macs_per_cycle(a53)["int8"]  # 1 pipe x 16 lanes / 2 = 8 MACs / cycle
+    assert rate == 8.0 and cpu._a53_class(a53)
     got = cycles([row], [(8, 8)], a53, threads=1, runtime="ncnn")[0, 0]
     monkeypatch.setattr(cpu, "_a53_class", lambda target: False)
     fresh = dataclasses.replace(a53)  # a new target: path rows are memoised per target
     without = cycles([row], [(8, 8)], fresh, threads=1, runtime="ncnn")[0, 0]
     # ncnn int8 tiles 8 x 8: 576 pixels, 64 channels, k 256, all whole tiles
-    assert got - without == pytest.approx(576 * 64 * 256 / rate * (72 / 64 - 1))
+    assert got - without == pytest.approx(576 * 64 * 256 / rate * (64 / 32 - 1))
 
 
 def _params_and_caches(shared: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -94,3 +97,13 @@ def test_shared_l2_slows_only_the_multi_thread_run_of_an_ncnn_conv():
 
     assert run(True, 1) == pytest.approx(run(False, 1))
     assert run(True, 1) / run(True, 4) < run(False, 1) / run(False, 4)
+
+
+def test_a53_fp32_peak_covers_the_published_pi3_mobilenet_rate():
+    # ncnn benchmark/README.md, Pi 3B+ section: mobilenet (568.7 M MACs, layers.csv) in
+    # 204.6 ms on one 1.4 GHz core = 1.99 MACs per cycle end to end. A 128-bit fmla every
+    # other cycle (2 MACs per cycle) could not reach that; the measured one per cycle can
+    rpi3 = shipped("rpi3")
+    measured = 568.7e6 / 204.6e-3 / (rpi3.clock_ghz * 1e9)
+    assert measured > 0.99 * 2.0
+    assert cpu.peak_macs_per_cycle(rpi3)["fp32"] == 4.0 > measured
