@@ -160,3 +160,54 @@ def _sequence_model(steps: int, classes: int):
         "x", TensorProto.FLOAT, [1, 1, classes])], [helper.make_tensor_value_info(
             "y", TensorProto.FLOAT, [steps, classes])], [reps, shape])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _log_model(levels: float | None):
+    """x [N, 8] (positive) -> 10 log10(x) + 40, an output far from zero mean (a log-mel's
+    dB scale); with `levels`, x first rounds onto a grid of that step (an 8-bit input)."""
+    from onnx import TensorProto, helper
+
+    nodes, inp = [], "x"
+    inits = [helper.make_tensor("ten", TensorProto.FLOAT, [], [10.0 / np.log(10.0)]),
+             helper.make_tensor("forty", TensorProto.FLOAT, [], [40.0])]
+    if levels is not None:
+        inits += [helper.make_tensor("s", TensorProto.FLOAT, [], [levels]),
+                  helper.make_tensor("z", TensorProto.UINT8, [], [0]),
+                  helper.make_tensor("tiny", TensorProto.FLOAT, [], [1e-3])]
+        nodes += [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+                  helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"]),
+                  helper.make_node("Max", ["dq", "tiny"], ["xq"])]
+        inp = "xq"
+    nodes += [helper.make_node("Log", [inp], ["l"]), helper.make_node("Mul", ["l", "ten"], ["m"]),
+              helper.make_node("Add", ["m", "forty"], ["y"])]
+    graph = helper.make_graph(nodes, "logout", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", 8])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, ["N", 8])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.ort
+@pytest.mark.parametrize(("step", "collapsed"), [(0.011, False), (1.0, True)])
+def test_a_tensor_output_whose_error_swamps_it_is_flagged_though_its_cosine_is_high(
+        tmp_path, step: float, collapsed: bool) -> None:
+    # before: only top-1 / label agreement could flag a collapse; an output far from zero
+    # mean kept its cosine near 0.9 while the small values it carries were gone
+    import onnx
+
+    from edgesim.fidelity import COLLAPSED_SQNR_DB, measure_fidelity
+    from edgesim.report import collapse_warning
+
+    x = np.exp(np.random.default_rng(0).uniform(-3.0, 1.0, (40, 8))).astype(np.float32)
+    ref = 10 * np.log10(x.astype(np.float64)) + 40  # the oracle: closed form
+    path = tmp_path / "q.onnx"
+    onnx.save(_log_model(step), path)
+    fid = measure_fidelity(load(_log_model(None)), path, ref, cal.CalibrationData({"x": x}, "t"),
+                           None)
+    got = 10 * np.log10(np.maximum(np.round(x / step) * step, 1e-3)) + 40
+    sqnr = 10 * np.log10(np.sum(ref ** 2) / np.sum((got - ref) ** 2))
+    assert fid["sqnr_db"] == pytest.approx(sqnr, abs=0.05)
+    assert (sqnr < COLLAPSED_SQNR_DB) == collapsed
+    if collapsed:
+        assert fid["cosine"] > 0.9  # high enough to pass for a working plan
+    assert (fid["collapsed"] is not None) == collapsed
+    assert bool(collapse_warning(fid)) == collapsed
