@@ -45,17 +45,28 @@ def _spans(g: Graph, data: cal.CalibrationData, chunk: int | None
            ) -> tuple[list[dict[str, np.ndarray]], list[tuple[int, int]]]:
     """`data`'s batches at the graph's batch size, and the (start, stop) batch spans run
     together: all in one (`chunk` None), or `chunk` samples a span, but the first span,
-    which shows whether the model takes several batches at once, is two batches. A model
-    that does not fails late in its graph (PP-OCR's fixed Reshape follows its backbone):
-    a failed 32-sample probe cost as much as 32 runs of one."""
+    which shows whether the model takes several batches at once, is two batches (one batch
+    a span where `reduces_batch`). A model that does not fails late in its graph (PP-OCR's
+    fixed Reshape follows its backbone): a failed 32-sample probe cost as much as 32 runs
+    of one."""
     per, size = list(cal.batches(g, data)), cal.batch_size(g)
     n = len(per)
-    step = min(n, n if chunk is None else max(1, chunk // size))
+    step = 1 if reduces_batch(g) else min(n, n if chunk is None else max(1, chunk // size))
     if step < 2:
         return per, [(i, i + 1) for i in range(n)]
     if chunk is None:
         return per, [(0, n)]
     return per, [(0, 2), *((i, min(i + step, n)) for i in range(2, n, step))]
+
+
+def reduces_batch(g: Graph) -> bool:
+    """Whether a layer of `g` reduces over axis 0, where the chunks stack samples
+    (openWakeWord's melspectrogram: a ReduceMax over every axis sets its log-mel floor):
+    such a model is run batch by batch, whatever a probe of two batches shows (two samples
+    of one loudness pass it). A reduce over axis 0 of a tensor without the batch there
+    costs only the chunks' speed."""
+    return any(layer.kind == "reduce" and 0 in tuple(layer.attrs.get("axes") or ())
+               for layer in g.layers)
 
 
 def _group(g: Graph, data: cal.CalibrationData, start: int, stop: int

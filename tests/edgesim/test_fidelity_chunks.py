@@ -85,6 +85,37 @@ def test_outputs_that_mix_the_batch_only_below_the_first_sample_run_batch_by_bat
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
+def _floor_model():
+    """x [N, 8] -> max(x, ReduceMax(x) - 1), the max over every axis, batch included (as
+    openWakeWord's melspectrogram's log-mel floor)."""
+    from onnx import TensorProto, helper
+
+    one = helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])
+    nodes = [helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
+             helper.make_node("Sub", ["m", "one"], ["f"]),
+             helper.make_node("Max", ["x", "f"], ["y"])]
+    graph = helper.make_graph(nodes, "floor", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", 8])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, ["N", 8])], [one])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.ort
+def test_a_model_that_reduces_over_the_batch_runs_batch_by_batch_though_its_probe_passes(
+        ) -> None:
+    # the probe's two samples are alike, so their runs together equal their runs alone;
+    # the louder later samples would move the others' floor in a chunk
+    model = _floor_model()
+    x = np.random.default_rng(1).uniform(0.0, 1.0, (40, 8)).astype(np.float32)
+    x[1] = x[0]
+    x[5] *= 4.0
+    sess = session(model)
+    got = emitted_output(load(model), cal.CalibrationData({"x": x}, "t"),
+                         lambda feeds: sess.run(["y"], dict(feeds))[0])
+    want = np.maximum(x, x.max(axis=1, keepdims=True) - 1.0)  # the oracle, per sample
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
 def test_fewer_samples_than_two_batches_run_batch_by_batch(digits) -> None:
     _, g, data = digits
     one = cal.CalibrationData({"input": data.samples["input"][:1]}, "test")
