@@ -28,7 +28,9 @@ per channel, Conv/MatMul/Gemm) and `MatMulNBitsQuantizer` (4-bit RTN, block 32, 
 default ranges, percentile, entropy, minmax, with SmoothQuant; uniform W4 nearest with and
 without bias correction, GPTQ; HAWQ / LRP / W4-W8 GPTQ mixed plans at 7 bits) and
 `MIXED_VARIANTS` (HAWQ and LRP mixed plans at the average bits of uniform W4 and between W4
-and W8). A quantiser that fails on a model is a row with its error.
+and W8), and the knee `edgesim compile` picks without a budget. A quantiser that fails on a
+model is a row with its error; edgesim's rows carry `flagged`, the reason its own fidelity
+check (on the calibration data) gives for calling the plan collapsed, or null.
 
     python bench/bench_real_models.py [--models minilm,magika,ppocr,silero,...] [--out table.json]
         [--cache DIR] [--eval N] [--only W8A8,ort]
@@ -212,6 +214,11 @@ MIXED_VARIANTS.update({
 MIXED_VARIANTS["edgesim HAWQ mixed a8/float size = W8A8 file"] = dict(
     method="hawq", budget="size_of=W8A8", weight_bits=(4, 6, 8), act_bits=(8, 32),
     analysis_budget_s=120.0)
+# What `edgesim compile` gives without a budget: the knee of the front, at the default
+# analysis budget. openWakeWord's melspectrogram at uniform W8A8 loses a third of the
+# detections (its mel MatMul's 8-bit input, the power spectrum, rounds the quiet frames
+# away); its knee keeps that MatMul float (measured 2026-12-07: all 32 clips agree).
+MIXED_VARIANTS["edgesim HAWQ knee (no budget)"] = dict(method="hawq")
 
 
 def _folder(name: str) -> str:
@@ -253,7 +260,17 @@ def _row(case: RealModel, name: str, make: Callable[[], Path], ref: object) -> t
         return {"variant": name, "error": f"{type(e).__name__}: {str(e)[:300]}"}, None
     scores = case.score(got if ref is None else ref, got)
     return {"variant": name, "file_mb": round(path.stat().st_size / 1e6, 3),
-            "make_s": round(made_s, 1), **{k: _finite(v) for k, v in scores.items()}}, got
+            "make_s": round(made_s, 1), **_flag(path),
+            **{k: _finite(v) for k, v in scores.items()}}, got
+
+
+def _flag(path: Path) -> dict:
+    """edgesim's own verdict on its file (`fidelity.collapse`, on the calibration data):
+    {"flagged": reason or None}; nothing for files edgesim did not make."""
+    report = path.parent / "report.json"
+    if not report.exists():
+        return {}
+    return {"flagged": json.loads(report.read_text())["fidelity"].get("collapsed")}
 
 
 def _finite(v: float) -> float | None:
@@ -304,7 +321,7 @@ def _better(metric: str, a: object, b: object) -> bool:
 
 
 def _metrics(row: dict) -> list[str]:
-    skip = {"model", "metric", "variant", "file_mb", "make_s"}
+    skip = {"model", "metric", "variant", "file_mb", "make_s", "flagged"}
     return [k for k in row if k not in skip]
 
 

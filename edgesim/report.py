@@ -256,12 +256,12 @@ def _summary(r: CompileResult) -> list[str]:
 
 def collapse_warning(fidelity: dict[str, Any]) -> list[str]:
     """A loud line when the emitted model no longer agrees with fp32 (see --min-fidelity)."""
-    from edgesim.fidelity import COLLAPSED_AGREEMENT, fidelity_score
+    from edgesim.fidelity import collapse
 
-    name, value = fidelity_score(fidelity)
-    if name not in ("top-1 agreement", "label agreement") or value >= COLLAPSED_AGREEMENT:
+    why = collapse(fidelity)
+    if why is None:
         return []
-    return [f"- **WARNING: fidelity collapsed**: {name} with fp32 is {value:.3f}; this plan "
+    return [f"- **WARNING: fidelity collapsed**: {why}; this plan "
             "destroys the model's predictions (pass --min-fidelity to fail such runs)"]
 
 

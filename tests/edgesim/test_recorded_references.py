@@ -69,3 +69,20 @@ def test_the_hawq_recorder_keeps_the_same_held_outputs_as_a_float_pass() -> None
     for a, b in zip(got.held_outputs, want.held_outputs):
         for t in b:
             np.testing.assert_allclose(a[t], b[t], rtol=1e-5, atol=1e-6)
+
+
+def test_recorded_outputs_are_joined_only_where_every_probed_batch_matches() -> None:
+    # a run whose later samples move with the batch (a floor at the batch's max, as
+    # openWakeWord's melspectrogram) while the first, the loudest, does not
+    g, data, held = _setup()
+    x = held.samples["input"].copy()
+    x[0] *= 4.0
+    loud = cal.CalibrationData({"input": x}, "test")
+    per = list(cal.batches(g, loud))
+
+    def floor(feeds):  # type: ignore[no-untyped-def]
+        flat = feeds["input"].reshape(len(feeds["input"]), -1)
+        return {"y": np.maximum(flat, flat.max() - 1.0)}
+    outputs = [floor(f) for f in per]  # the oracle: one batch at a time
+    assert not np.allclose(floor(loud.samples)["y"][1], outputs[1]["y"][0])
+    _same_runs(recorded_chunks(g, loud, outputs, floor, 2), list(zip(per, outputs)))
