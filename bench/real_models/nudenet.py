@@ -6,10 +6,11 @@ applies NMS at IoU 0.45).
 
 The images are built here: crops of the two photographs scikit-learn ships (china.jpg,
 flower.jpg) and cartoon faces drawn with Pillow. On them fp32 finds nothing in the photographs
-and one box (class 17, BUTTOCKS_COVERED, scores 0.22-0.44) on most drawn faces: the model
-does not recognise them, so agreement with fp32 is the measure, not accuracy. Metrics: F1 of
-the detections (score > 0.2, NMS 0.45) against fp32's at IoU 0.5, same class; cosine of the
-class-score map with fp32's."""
+and one box (class 17, BUTTOCKS_COVERED, scores 0.2-0.44) on some drawn faces (5 boxes in
+the first 24 images): the model does not recognise them, so agreement with fp32 is the
+measure, not accuracy, and with so few boxes near the threshold the F1 is coarse. Metrics:
+F1 of the detections (score > 0.2, NMS 0.45) against fp32's at IoU 0.5, same class; cosine
+of the class-score map with fp32's (the finer one)."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def drawn_face(rng: np.random.Generator) -> np.ndarray:
 
 
 def images(n: int, seed: int) -> np.ndarray:
-    """`n` images [n, 3, 320, 320]: photo crops and drawn faces, alternating."""
+    """`n` images [n, 3, 320, 320]: three drawn faces, then a photo crop, and so on."""
     import sklearn
     from PIL import Image
 
@@ -60,10 +61,10 @@ def images(n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
-        if i % 2:
+        if i % 4:
             out.append(drawn_face(rng))
             continue
-        a = photos[(i // 2) % 2]
+        a = photos[(i // 4) % 2]
         side = int(rng.integers(160, 400))
         y, x = rng.integers(0, a.shape[0] - side), rng.integers(0, a.shape[1] - side)
         out.append(np.asarray(Image.fromarray(a[y:y + side, x:x + side]).resize((SIDE, SIDE))))
