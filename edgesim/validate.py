@@ -296,7 +296,8 @@ def check_host(target: Any) -> str:
 
 
 def validate(model: Any, target: Target, *, bits: Any = "fp32", threads: int = 1,
-             runs: int = 20, calib_random: int = 8, stat: str = "median") -> Validation:
+             runs: int = 20, calib_random: int = 8, stat: str = "median",
+             input_shapes: Mapping[str, Sequence[int]] | None = None) -> Validation:
     """Run `model` at `bits` here, profiled, and compare with the prediction on `target`.
 
     Args:
@@ -310,6 +311,7 @@ def validate(model: Any, target: Target, *, bits: Any = "fp32", threads: int = 1
         calib_random: random calibration samples for quantised activations.
         stat: "median" (per node, and the total's wall time) or "min" (fastest run per node;
             the total's 10th percentile): the robust choice on a shared, loaded machine.
+        input_shapes: static shapes of inputs with dynamic dims (`--input-shape`).
     """
     from edgesim import assignment
     from edgesim import calibration as cal
@@ -320,7 +322,7 @@ def validate(model: Any, target: Target, *, bits: Any = "fp32", threads: int = 1
 
     tgt = resolve_target(target)
     warning = check_host(tgt)
-    g = load_graph(model)
+    g = load_graph(model, input_shapes)
     sim = simulate_graph(g, tgt, assignment.resolve(g, bits), threads=threads)
     predicted = np.array([r.latency_ms for r in sim.layers])
     feeds = next(cal.batches(g, cal.random_samples(g, 1)))

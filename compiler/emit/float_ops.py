@@ -261,15 +261,19 @@ def reduce(b: Builder, layer: Layer, ins: list[str]) -> None:
 
 
 def resize(b: Builder, layer: Layer, ins: list[str]) -> None:
-    """Resize by sizes when the scales are exactly sizes / input (the two then agree);
-    otherwise by scales (the output was floor(input * scale), and the coordinate transform
+    """Resize by scales when float32 scales give exactly the sizes (then the two agree and
+    scales keep a dynamic batch: sizes fix the lowered batch of 1, so nudenet's YOLOv8 with
+    its x2 upsampling failed at batch 2); else by sizes when the scales are sizes / input;
+    else by scales (the output was floor(input * scale), and the coordinate transform
     divides by the given scale, not by sizes / input)."""
     a = layer.attrs
     shape = b.graph.types[layer.inputs[0]].shape
-    by_sizes = all(math.isclose(d * s, n, rel_tol=1e-9)
-                   for d, s, n in zip(shape, a["scales"], a["sizes"]))
+    scales = np.asarray(a["scales"], np.float32)
+    exact = all(float(s) * d == n for d, s, n in zip(shape, scales, a["sizes"]))
+    by_sizes = not exact and all(math.isclose(d * s, n, rel_tol=1e-9)
+                                 for d, s, n in zip(shape, a["scales"], a["sizes"]))
     size_ins = ["", _ints(b, layer, "sizes", a["sizes"])] if by_sizes \
-        else [b.const(f"{layer.name}.scales", np.asarray(a["scales"], np.float32)), ""]
+        else [b.const(f"{layer.name}.scales", scales), ""]
     b.node("Resize", [ins[0], ""] + size_ins, list(layer.outputs), base=layer.name,
            mode=a["mode"], coordinate_transformation_mode=a["coordinate_transformation_mode"],
            nearest_mode=a["nearest_mode"])

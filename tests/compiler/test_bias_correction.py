@@ -102,3 +102,43 @@ def test_the_emitted_model_carries_the_corrected_bias() -> None:
     for b in batches:
         np.testing.assert_allclose(sess.run(["y"], b)[0], run(cg, b, fake_quant=True)["y"],
                                    rtol=1e-4, atol=1e-4)
+
+
+CONVS = {  # name -> (input channels, weight shape, attributes)
+    "3x3": (4, (6, 4, 3, 3), dict(pads=[1, 1, 1, 1])),
+    "grouped strided dilated asymmetric": (4, (6, 2, 3, 2), dict(
+        group=2, strides=[2, 3], dilations=[2, 1], pads=[1, 0, 2, 1])),
+    "depthwise": (4, (4, 1, 3, 3), dict(group=4, strides=[2, 2], pads=[0, 1, 1, 0])),
+}
+
+
+@pytest.mark.parametrize("name", list(CONVS))
+def test_weight_only_conv_shift_is_the_mean_output_change_in_onnxruntime(name: str) -> None:
+    """A W4 weight-only conv's measured shift (from its weight change and its input's windows,
+    no second conv) equals the mean change of its output per channel in onnxruntime between
+    the emitted model (not corrected) and the float source, over the same batches."""
+    import onnxruntime as ort
+
+    from compiler.bias_correction import output_shifts
+    from compiler.emit import emit
+
+    cin, wshape, attrs = CONVS[name]
+    w = RNG.standard_normal(wshape).astype(np.float32)
+    b = RNG.standard_normal(wshape[0]).astype(np.float32)
+    source = graph_model([helper.make_node("Conv", ["x", "w", "b"], ["y"], **attrs)],
+                         [("x", F, [2, cin, 9, 11])], [("y", F, None)], {"w": w, "b": b})
+    g = load(source)
+    qg = quantize(g, np.array([[4, 32]]), None, QuantOptions(bias_correction_bits=0))
+    (layer,) = qg.layers
+    assert eligible(layer, 4)
+    mean = np.linspace(-1.0, 2.0, cin, dtype=np.float32).reshape(1, -1, 1, 1)
+    batches = [{"x": RNG.standard_normal((2, cin, 9, 11)).astype(np.float32) + mean}
+               for _ in range(3)]
+    runs = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+            for m in (emit(qg), source)]
+    diff = np.mean([(runs[0].run(["y"], f)[0].astype(np.float64)
+                     - runs[1].run(["y"], f)[0]) for f in batches], axis=0)
+    expected = diff.mean(axis=(0, 2, 3))
+    assert np.abs(expected).max() > 1e-3  # there is a shift to measure
+    got = output_shifts(qg, batches, [layer])[layer.name]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -47,6 +48,27 @@ def test_unloadable_model(tmp_path) -> None:
     path.write_bytes(b"garbage")
     with pytest.raises(UserError, match="bad.onnx.*onnxruntime cannot load"):
         run_onnx(path, {})
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"a": np.ones((2, 3)), "c": np.ones((2, 3))},
+     r"--data: keys must be the model inputs \['a', 'b'\]: missing \['b'\], unknown \['c'\]"),
+    ({"a": np.ones((2, 4)), "b": np.ones((2, 4))}, r"--data: a: shape \[2, 4\], the model takes"),
+    ({"a": np.ones((1, 3)), "b": np.ones((1, 3))}, "1 samples, fewer than the model's static"),
+])
+def test_evaluate_refuses_data_that_is_not_the_models_inputs(tmp_path, capsys, data,
+                                                             message) -> None:
+    """`edgesim evaluate --data` with other keys or shapes than the model's inputs exits 2
+    with one line naming them (it was an internal error, exit 1: onnxruntime's ValueError)."""
+    from edgesim.cli import main
+
+    path, npz = tmp_path / "add.onnx", tmp_path / "data.npz"
+    path.write_bytes(_add_model().SerializeToString())
+    np.savez(npz, **{k: v.astype(np.float32) for k, v in data.items()})
+    assert main(["evaluate", str(path), "--data", str(npz), "--runs", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert re.search(message, err[0])
 
 
 def test_metrics_closed_form() -> None:

@@ -229,3 +229,34 @@ def test_dynamic_batch_survives_whole_axis_slices_and_flattens(tmp_path) -> None
         single = np.concatenate([s.run(None, {"x": x[i:i + 1]})[0] for i in range(5)])
         assert whole.shape == (5, 3)
         np.testing.assert_allclose(whole, single, rtol=1e-5, atol=1e-5 * np.abs(single).max())
+
+
+def test_dynamic_batch_survives_an_upsampling_resize(tmp_path) -> None:
+    """A dynamic-batch model that upsamples x2 with Resize scales and concatenates the result
+    with a skip (YOLOv8's neck, nudenet): the emitted fp32 model run on 3 samples at once
+    equals the source in onnxruntime, and the 8-bit one equals 3 runs at batch 1 (Resize was
+    emitted with sizes [1, C, H, W], so the Concat failed at batch 3)."""
+    inits = [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
+             numpy_helper.from_array(RNG.standard_normal((4, 6, 3, 3)).astype(np.float32), "w")]
+    nodes = [helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Resize", ["p", "", "scales"], ["u"], mode="nearest"),
+             helper.make_node("Concat", ["u", "x"], ["c"], axis=1),
+             helper.make_node("Conv", ["c", "w"], ["y"], pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", 3, 8, 8])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, ["N", 4, 8, 8])], inits)
+    source = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    src, out, calib = tmp_path / "m.onnx", tmp_path / "q.onnx", tmp_path / "calib.npz"
+    onnx.save(source, src)
+    x = RNG.standard_normal((3, 3, 8, 8)).astype(np.float32)
+    np.savez(calib, x=x)
+    (expected,) = _session(src).run(None, {"x": x})
+    for bits in ("fp32", 8):
+        quantize_model(str(src), bits, calib=calib, out=out)
+        s = _session(out)
+        (whole,) = s.run(None, {"x": x})
+        single = np.concatenate([s.run(None, {"x": x[i:i + 1]})[0] for i in range(3)])
+        assert whole.shape == (3, 4, 8, 8)
+        np.testing.assert_allclose(whole, single, rtol=1e-5, atol=1e-5 * np.abs(single).max())
+        if bits == "fp32":
+            np.testing.assert_allclose(whole, expected, rtol=1e-5, atol=1e-5)

@@ -127,6 +127,34 @@ def test_cli_validate_prints_json(capsys, here, tmp_path):
                for r in out["rows"])
 
 
+@pytest.mark.ort
+def test_cli_validate_takes_input_shapes(capsys, here, tmp_path):
+    """A model with dynamic height and width (nudenet's YOLOv8) is validated at the shape
+    `--input-shape` gives, as `simulate` predicts it there (validate had no such flag, while
+    its error message asked for one)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal(
+        (8, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, "h", "w"])], [w])
+    model = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    (tmp_path / "here.yaml").write_text(target_yaml(here))
+    common = [str(model), "--target", str(tmp_path / "here.yaml"), "--input-shape",
+              "x=1x3x24x32", "--threads", "1", "--json"]
+    assert main(["simulate", *common]) == 0
+    simulated = json.loads(capsys.readouterr().out)
+    assert main(["validate", *common, "--runs", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["predicted_ms"] == pytest.approx(simulated["total"]["latency_ms"])
+    assert [name for r in out["rows"] for name in r["layers"]] == [
+        row["name"] for row in simulated["layers"]]
+
+
 def test_host_mismatch_refuses_another_architecture_or_kind():
     rpi5 = load_target("rpi5")  # arm64
     refusal, warning = V.host_mismatch(rpi5, "x86_64", ("avx2",), 2)
