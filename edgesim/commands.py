@@ -465,6 +465,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
                  stat=args.stat)
     if v.warning:  # one line on stderr: stdout stays the table or the JSON
         print(f"edgesim: warning: {v.warning}", file=sys.stderr)
+    if args.json and v.noise is not None and v.noise.disturbed:  # the table says it itself
+        print(f"edgesim: warning: {v.noise.message()}", file=sys.stderr)
     print(json.dumps(v.to_dict(), indent=1) if args.json else format_table(v))
     return 0
 

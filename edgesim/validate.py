@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # the CLI registers this command without loading the compiler
 if TYPE_CHECKING:
     from hwmodels.target import Target
 
-NODE_SUFFIX = "_kernel_time"  # onnxruntime profile event of one node's kernel
+NODE_SUFFIX = profile_runs.NODE_SUFFIX
 # onnxruntime's NchwcTransformer (x86 AVX2 / AVX-512) renames a converted node's outputs
 # ("reorder_token_N") and names the node after its original output plus this suffix
 NCHWC_SUFFIX = "_nchwc"
@@ -70,6 +70,7 @@ class Validation:
     unmapped_nodes: tuple[str, ...]
     clean_runs: int = -1      # profiled runs on cores of their own (`profile_runs`)
     warning: str = ""         # the target and this machine differ (`host_mismatch`)
+    noise: profile_runs.Noise | None = None  # were the measurements disturbed (`assess`)
 
     @property
     def total_error(self) -> float:
@@ -97,18 +98,9 @@ def node_times(events: Sequence[Mapping[str, Any]], stat: str = "median",
     preemption only ever adds time, so the minimum is the undisturbed kernel). `keep`: per
     run (`profile_runs.clean_mask`), whether its events count; a node with no kept run keeps
     all of its runs."""
-    runs = profile_runs.event_runs(events) if keep is not None else [-1] * len(events)
-    per: dict[str, list[float]] = defaultdict(list)
-    kept: dict[str, list[float]] = defaultdict(list)
-    for e, run in zip(events, runs, strict=True):
-        name = str(e.get("name", ""))
-        if e.get("cat") == "Node" and name.endswith(NODE_SUFFIX):
-            ms = float(e["dur"]) * 1e-3
-            per[name[:-len(NODE_SUFFIX)]].append(ms)
-            if keep is not None and 0 <= run < len(keep) and keep[run]:
-                kept[name[:-len(NODE_SUFFIX)]].append(ms)
     pick = min if stat == "min" else statistics.median
-    return {n: float(pick(kept.get(n) or v)) for n, v in per.items()}
+    kept = profile_runs.kept(profile_runs.node_samples(events), keep)
+    return {n: float(pick(v)) for n, v in kept.items()}
 
 
 def _named_layer(name: str, index: Mapping[str, int], producer: Mapping[str, int]) -> int | None:
@@ -219,23 +211,30 @@ def waited_run(sess: Any, feeds: Mapping[str, np.ndarray]) -> int:
     return profile_runs.sched_wait_ns() - before
 
 
-def finish(sess: Any, waits: Sequence[int], stat: str) -> tuple[dict[str, float], int]:
+def finish(sess: Any, waits: Sequence[int], stat: str, threads: int
+           ) -> tuple[dict[str, float], int, profile_runs.Noise]:
     """End a `profiled_session`'s profile: node times (ms, `node_times` over the clean runs
-    of `profile_runs.clean_mask`; the first, cold run never counts) and the clean runs."""
+    of `profile_runs.clean_mask`; the first, cold run never counts), the clean runs, and how
+    disturbed those runs were (`profile_runs.assess`)."""
     events = json.loads(Path(sess.end_profiling()).read_text())
     keep = profile_runs.clean_mask(events, waits)
-    return node_times(events, stat, keep), sum(keep)
+    samples = profile_runs.kept(profile_runs.node_samples(events), keep)
+    warm = max(0, len(keep) - profile_runs.FIRST_RUN_COLD)
+    noise = profile_runs.assess(samples, sum(keep), warm, threads,
+                                profile_runs.queue_share(events, waits))
+    return node_times(events, stat, keep), sum(keep), noise
 
 
 def profile(model_path: Path, feeds: Mapping[str, np.ndarray], threads: int, runs: int,
             workdir: Path, stat: str = "median"
-            ) -> tuple[dict[str, float], list[tuple[str, list[str], list[str]]], int]:
-    """Profile `runs` runs; returns node times (`finish`), the optimised graph's nodes and
-    how many runs were clean."""
+            ) -> tuple[dict[str, float], list[tuple[str, list[str], list[str]]], int,
+                       profile_runs.Noise]:
+    """Profile `runs` runs; returns node times, the optimised graph's nodes, how many runs
+    were clean and how disturbed they were (`finish`)."""
     sess = profiled_session(model_path, threads, workdir)
     waits = [waited_run(sess, feeds) for _ in range(runs)]
-    times, clean = finish(sess, waits, stat)
-    return times, _optimised_nodes(workdir / "optimised.onnx"), clean
+    times, clean, noise = finish(sess, waits, stat, threads)
+    return times, _optimised_nodes(workdir / "optimised.onnx"), clean, noise
 
 
 def busy_host_ms(model: Any, feeds: Mapping[str, np.ndarray], threads: int,
@@ -252,7 +251,7 @@ def busy_host_ms(model: Any, feeds: Mapping[str, np.ndarray], threads: int,
     with tempfile.TemporaryDirectory(prefix="edgesim-busy-") as tmp:
         path = Path(tmp) / "model.onnx"
         onnx.save(model, str(path))
-        nodes, _, _ = profile(path, feeds, threads, runs, Path(tmp), "min")
+        nodes, _, _, _ = profile(path, feeds, threads, runs, Path(tmp), "min")
     return min(wall, sum(nodes.values()))
 
 
@@ -328,14 +327,14 @@ def validate(model: Any, target: Target, *, bits: Any = "fp32", threads: int = 1
         work = Path(tmp)
         path = Path(quantize_model(g, bits, calib_random=calib_random,
                                    out=work / "model.onnx").out)
-        node_ms, nodes, clean = profile(path, feeds, threads, runs, work, stat)
+        node_ms, nodes, clean, noise = profile(path, feeds, threads, runs, work, stat)
         lat = measure_latency(path, feeds, threads, runs)
     total = lat.p10_ms if stat == "min" else lat.median_ms
     node_layer = assign_nodes(nodes, g)
     rows = compare(g, predicted, node_ms, node_layer)
     return Validation(g.name, getattr(tgt, "name", str(target)), str(bits), threads,
                       tuple(rows), float(predicted.sum()), total, float(sum(node_ms.values())),
-                      tuple(sorted(set(node_ms) - set(node_layer))), clean, warning)
+                      tuple(sorted(set(node_ms) - set(node_layer))), clean, warning, noise)
 
 
 def format_table(v: Validation) -> str:
@@ -351,4 +350,6 @@ def format_table(v: Validation) -> str:
                  f"{v.total_error:+7.1%}")
     lines.append(f"per group: median |error| {s['median_abs_err']:.1%}, within 10 % "
                  f"{s['within_10']:.0%}, within 25 % {s['within_25']:.0%}")
+    if v.noise is not None and v.noise.disturbed:
+        lines.append(v.noise.message())
     return "\n".join(lines)

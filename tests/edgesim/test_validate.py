@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from edgesim import profile_runs
 from edgesim import validate as V
 from edgesim.api import load_graph
 from edgesim.cli import main
@@ -111,6 +112,8 @@ def test_validate_maps_every_node_and_covers_every_layer_once(digits, here, bits
     assert sum(r.measured_ms for r in v.rows) == pytest.approx(v.node_sum_ms)
     assert sum(r.predicted_ms for r in v.rows) == pytest.approx(v.predicted_ms)
     assert v.total_error == pytest.approx(v.predicted_ms / v.measured_ms - 1.0)
+    # the noise check read the same runs: 3 runs, the cold one dropped, one thread
+    assert v.noise is not None and v.noise.clean_share == 1.0 and v.noise.spread >= 0.0
 
 
 @pytest.mark.ort
@@ -121,10 +124,25 @@ def test_cli_validate_prints_json(capsys, here, tmp_path):
     captured = capsys.readouterr()
     out = json.loads(captured.out)
     assert out["target"] == "here" and out["threads"] == 1 and out["warning"] == ""
-    assert captured.err == ""  # a target this machine could be: no warning
+    # a target this machine could be: no warning but, on a loaded machine, the noise line
+    noisy = [line for line in captured.err.splitlines() if "measurements were noisy" in line]
+    assert captured.err.splitlines() == noisy and len(noisy) == bool(out["noise"]["reasons"])
     assert {"median_abs_err", "within_25", "total_error"} <= set(out["summary"])
     assert all(r["error"] == pytest.approx(r["predicted_ms"] / r["measured_ms"] - 1)
                for r in out["rows"])
+
+
+def test_table_ends_with_the_noise_line_only_when_disturbed(digits):
+    row = V.Row(("a",), ("a",), 1.0, 1.0)
+    quiet = profile_runs.assess({"a": [1.0, 1.0]}, 1, 1, 1)
+    loud = profile_runs.assess({"a": [1.0, 2.0, 2.0]}, 2, 2, 1)  # spread 100 %
+    v = V.Validation("m", "t", "fp32", 1, (row,), 1.0, 1.0, 1.0, (), 2, "", quiet)
+    assert "noisy" not in V.format_table(v)
+    last = V.format_table(dataclasses.replace(v, noise=loud)).splitlines()[-1]
+    assert last.startswith("measurements were noisy (run-to-run spread 100% > 15%)")  # 99.9
+    assert V.Validation.__dataclass_fields__["noise"].default is None
+    assert json.loads(json.dumps(dataclasses.replace(v, noise=loud).to_dict()))["noise"][
+        "reasons"] == ["run-to-run spread 100% > 15%"]
 
 
 def test_host_mismatch_refuses_another_architecture_or_kind():
@@ -167,4 +185,4 @@ def test_cli_validate_warns_on_one_line(capsys, here, tmp_path):
     captured = capsys.readouterr()
     assert json.loads(captured.out)["warning"].startswith("here claims 4096 cores")
     assert captured.err.startswith("edgesim: warning: here claims 4096 cores")
-    assert captured.err.count("\n") == 1
+    assert captured.err.count("\n") == 1 + bool(json.loads(captured.out)["noise"]["reasons"])
