@@ -178,7 +178,7 @@ _STREAM_CYCLE: _Cycle = (("Add", ("b",), {}), ("Mul", ("b",), {}), ("Softmax", (
 _GEMM_CYCLE: _Cycle = (("MatMul", ("w",), {}),)
 
 
-def _chain_model(cycle: _Cycle, n_ops: int, shape: tuple[int, ...],
+def chain_model(cycle: _Cycle, n_ops: int, shape: tuple[int, ...],
                  inits: dict[str, np.ndarray]) -> Any:
     """An ONNX chain of `n_ops` nodes on one float input, cycling through `cycle`'s
     (op, extra inputs, attributes)."""
@@ -235,12 +235,12 @@ def measure_ort_overheads(cores: int, seconds: float,
         x = np.ones((1, 4, 16), np.float32)
         small = {"b": np.full(16, 0.5, np.float32), "s": np.ones(16, np.float32),
                  "w": np.eye(16, dtype=np.float32)}
-        six, sixty = (_time_session(_chain_model(_STREAM_CYCLE, n, x.shape, small), x, 1,
+        six, sixty = (_time_session(chain_model(_STREAM_CYCLE, n, x.shape, small), x, 1,
                                     seconds) for n in (6, 60))
-        gemm = _time_session(_chain_model(_GEMM_CYCLE, 60, x.shape, small), x, 1, seconds) / 60
+        gemm = _time_session(chain_model(_GEMM_CYCLE, 60, x.shape, small), x, 1, seconds) / 60
         w = np.random.default_rng(0).standard_normal((128, 128)).astype(np.float32) / 11.3
         rows = 4 * cores  # rows x 128 x 128 = cores x MLAS_SGEMM_THREAD_COMPLEXITY MACs
-        mm = _chain_model(_GEMM_CYCLE, 16, (rows, 128), {"w": w})
+        mm = chain_model(_GEMM_CYCLE, 16, (rows, 128), {"w": w})
         xl = np.ones((rows, 128), np.float32)
         t1 = _time_session(mm, xl, 1, seconds, min) / 16
         tn = _time_session(mm, xl, cores, seconds, min) / 16 if cores > 1 else t1
