@@ -55,7 +55,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgesim.validate import finish, profiled_session, validate, waited_run  # noqa: E402
+from edgesim.validate import (  # noqa: E402
+    finish,
+    net_of_floor,
+    optimised_nodes,
+    profiled_session,
+    profiler_floor_us,
+    validate,
+    waited_run,
+)
 from hwmodels.probe import probe_host  # noqa: E402
 from hwmodels.target import load_target  # noqa: E402
 
@@ -162,7 +170,8 @@ def _scaling(runs: dict) -> dict:
 
 def _paired(model: str, threads: int, bits: str, runs: int, stat: str) -> dict:
     """fp32 and `bits` sessions kept open and run alternately (so both see the same load),
-    each node timed over its session's clean runs: the node sums and the speed-up. A second
+    each node timed over its session's clean runs, net of the profiler's floor
+    (`edgesim.validate.profiler_floor_us`): the node sums and the speed-up. A second
     fp32 session runs in the same rotation: fp32 / fp32 is 1 on a quiet machine, so its
     distance from 1 is the noise floor of this measurement."""
     from edgesim import calibration as cal
@@ -183,7 +192,11 @@ def _paired(model: str, threads: int, bits: str, runs: int, stat: str) -> dict:
             for tag in tags:
                 waits[tag].append(waited_run(sess[tag], feeds))
         done = {tag: finish(sess[tag], waits[tag], stat, threads) for tag in tags}
-    ms = {tag: sum(t.values()) for tag, (t, _, _) in done.items()}
+        floor = profiler_floor_us(threads, runs, stat, work)
+        inputs = {tag: {n: sum(map(bool, i)) for n, i, _ in optimised_nodes(
+            work / f"optimised{tag}.onnx")} for tag in tags}
+    ms = {tag: sum(net_of_floor(t, inputs[tag], floor).values())
+          for tag, (t, _, _) in done.items()}
     clean = {tag: c for tag, (_, c, _) in done.items()}
     noisy = [f"{tag}: {r}" for tag, (_, _, n) in done.items() for r in n.reasons]
     return {"fp32_ms": round(ms["fp32"], 3), "quant_ms": round(ms["quant"], 3),

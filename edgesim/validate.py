@@ -190,7 +190,8 @@ def compare(graph: Graph, predicted_ms: np.ndarray, node_ms: Mapping[str, float]
             for g, members in sorted(layers.items())]
 
 
-def _optimised_nodes(path: Path) -> list[tuple[str, list[str], list[str]]]:
+def optimised_nodes(path: Path) -> list[tuple[str, list[str], list[str]]]:
+    """(name, inputs, outputs) of every node of the graph onnxruntime saved at `path`."""
     import onnx  # on demand: the CLI registers this command without loading onnx
 
     model = onnx.load(str(path), load_external_data=False)
@@ -245,7 +246,7 @@ def profile(model_path: Path, feeds: Mapping[str, np.ndarray], threads: int, run
     sess = profiled_session(model_path, threads, workdir)
     waits = [waited_run(sess, feeds) for _ in range(runs)]
     times, clean, noise = finish(sess, waits, stat, threads)
-    return times, _optimised_nodes(workdir / "optimised.onnx"), clean, noise
+    return times, optimised_nodes(workdir / "optimised.onnx"), clean, noise
 
 
 def _floor_chain(inputs: int, n: int) -> Any:
