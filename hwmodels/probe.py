@@ -37,7 +37,7 @@ FLAG_FEATURES = {"sse4_2": "sse4_2", "avx": "avx", "avx2": "avx2", "fma": "fma",
 # MLAS fp32 register tiles (rows x columns): SgemmKernelFma3 (6 x 16), the AVX-512F kernel
 # (12 x 32), SgemmKernelNeon (4 x 16)
 GEMM_TILES = {("x86_64", 256): (6, 16), ("x86_64", 512): (12, 32), ("arm64", 128): (4, 16)}
-BOOST_GEMM_EFFICIENCY = 0.9  # assumed share of peak a cache-resident BLAS matmul reaches
+BOOST_GEMM_EFFICIENCY = 0.9  # assumed share of peak a cache-resident MLAS SGEMM reaches
 
 def read_cpuinfo(text: str | None = None) -> list[dict[str, str]]:
     """/proc/cpuinfo as one dict per processor block."""
