@@ -124,8 +124,11 @@ def cmd_targets(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     from edgesim import api  # imported by the command that runs, not the parser
     from edgesim.output import output_file
+    from hwmodels.probe import busy_of
 
     target = api.probe_target(output_file(args.output))
+    if busy_of(target):  # one line on stderr; the YAML's sources keep the note
+        print(f"edgesim: warning: {busy_of(target)}", file=sys.stderr)
     if args.json:
         print(json.dumps({"file": str(args.output), "cores": target.cores,
                           "clock_ghz": target.clock_ghz, "simd_bits": target.simd_bits,

@@ -37,6 +37,11 @@ FLAG_FEATURES = {"sse4_2": "sse4_2", "avx": "avx", "avx2": "avx2", "fma": "fma",
 # MLAS fp32 register tiles (rows x columns): SgemmKernelFma3 (6 x 16), the AVX-512F kernel
 # (12 x 32), SgemmKernelNeon (4 x 16)
 GEMM_TILES = {("x86_64", 256): (6, 16), ("x86_64", 512): (12, 32), ("arm64", 128): (4, 16)}
+# assumed: other programs' 1-minute load average at the start of a probe above which an
+# all-core measurement cannot have every core to itself (most of a core's worth of work)
+BUSY_LOAD = 0.75
+ALL_CORE_FIELDS = ("parallel_efficiency", "thread_overhead_us", "dram.all_core_bandwidth_gbps")
+BUSY_PREFIX = "1-minute load average"
 BOOST_GEMM_EFFICIENCY = 0.9  # assumed share of peak a cache-resident MLAS SGEMM reaches
 
 def read_cpuinfo(text: str | None = None) -> list[dict[str, str]]:
@@ -374,6 +379,22 @@ def host_arch(machine: str | None = None) -> Literal["arm64", "x86_64"]:
     return "arm64" if machine.lower() in ("aarch64", "arm64") else "x86_64"
 
 
+def busy_note(load: float, cores: int) -> str:
+    """"" on a quiet machine; else the note the all-core figures' sources carry (and the CLI
+    prints): measured while other programs held cores, they read low."""
+    if load < BUSY_LOAD:
+        return ""
+    return (f"{BUSY_PREFIX} {load:.1f} on {cores} cores when the probe started: other "
+            f"programs held cores, so the all-core figures ({', '.join(ALL_CORE_FIELDS)}) "
+            "read low; probe again on an idle machine")
+
+
+def busy_of(target: CpuTarget) -> str:
+    """The `busy_note` a probed target's sources carry ("" when it was probed quiet)."""
+    src = target.sources.get(ALL_CORE_FIELDS[0], "")
+    return src[src.find(BUSY_PREFIX):] if BUSY_PREFIX in src else ""
+
+
 def probe_host(*, seconds: float = 0.3) -> CpuTarget:
     """Measure this machine as a `CpuTarget` named "host".
 
@@ -386,6 +407,7 @@ def probe_host(*, seconds: float = 0.3) -> CpuTarget:
     measured = f"measured by edgesim target probe on {datetime.date.today().isoformat()}"
     info = read_cpuinfo()
     cores = len(os.sched_getaffinity(0))
+    busy = busy_note(os.getloadavg()[0], cores)
     nominal_ghz, clock_src = clock_ghz(info)
     isa = isa_features(info)
     arch = host_arch()
@@ -403,6 +425,9 @@ def probe_host(*, seconds: float = 0.3) -> CpuTarget:
                "assumed: 5 W per busy core", "process_nm": "assumed: a 7 nm-class process",
                **compute_src, **cache_src, **runtime_src, **dram_src}
     sources["clock_ghz"] = sources["clock_ghz"].replace("/proc/cpuinfo", clock_src, 1)
+    for key in ALL_CORE_FIELDS if busy else ():
+        if key in sources:
+            sources[key] += f"; {busy}"
     return CpuTarget(
         name="host", description=f"{model} ({cores} cores available); {note}",
         sources=sources, arch=arch, cores=cores, isa=isa, caches=caches, dram=dram,
