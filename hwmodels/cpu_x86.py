@@ -104,6 +104,7 @@ REQUANT_UOPS_PER_16 = 31.0
 # 2 vpmovzxbw (input, filter), 2 vpsubw (zero points), vpmullw + vpmulhw, 2 vpunpck and
 # 2 vpaddd into the int32 accumulators (10 vector uops for 16 MACs).
 QDW_UOPS_PER_VECTOR = 10.0
+QDW_CHANNELS_PER_STEP = 16.0  # one ymm of int16: the kernel's channel step on every x86 host
 # assumed: scalar ops per entry of the depthwise input indirection buffer (Im2col<NHWC> with
 # indirection, math_cpu.cc: address, bounds check, select of the padding row, store)
 INDIRECTION_OPS = 4.0
@@ -124,9 +125,13 @@ def requant_weight(target: CpuTarget, lane_ops_per_output: float, pipes: float) 
 
 
 def qdw_vector_cycles(target: CpuTarget) -> float:
-    """Cycles per (output pixel, tap, 16 channels) of MLAS's AVX2 int8 depthwise kernel
-    (vector-issue bound: its 10 uops at VECTOR_ISSUE_PER_CYCLE); 0 elsewhere."""
-    return QDW_UOPS_PER_VECTOR / VECTOR_ISSUE_PER_CYCLE if _avx2_int8(target) else 0.0
+    """Cycles per (output pixel, tap, host vector of simd_bits / 16 int16 lanes) of MLAS's
+    AVX2 int8 depthwise kernel (vector-issue bound: its 10 uops at VECTOR_ISSUE_PER_CYCLE per
+    16 channels; 0 elsewhere). The kernel is AVX2 on AVX-512 hosts too (platform.cpp has no
+    AVX-512 ConvDepthwiseU8U8Kernel), so a 512-bit host's vector (the cost kernel's
+    `depthwise_core` counts in those) is two of its 16-channel steps."""
+    steps = target.simd_bits / 16.0 / QDW_CHANNELS_PER_STEP
+    return QDW_UOPS_PER_VECTOR / VECTOR_ISSUE_PER_CYCLE * steps if _avx2_int8(target) else 0.0
 
 
 def indirection_cycles(target: CpuTarget) -> float:

@@ -152,6 +152,18 @@ def test_int8_depthwise_pays_the_avx2_kernel_indirection_and_requantise_loops():
     assert arm < cycles
 
 
+def test_int8_depthwise_keeps_16_channel_steps_on_avx512_hosts():
+    # the AVX2 kernel runs on AVX-512 hosts too: a 512-bit vector (32 int16 lanes, what the
+    # cost kernel counts) is two 16-channel steps of 10 uops, so the same floor as at 256 bits
+    zmm = _avx2(isa=("avx2", "fma", "avx512f", "avx512bw"), simd_bits=512)
+    assert cpu_x86.qdw_vector_cycles(zmm) == pytest.approx(2 * 10 / 3)
+    m, g = 56 * 56, 96
+    floor = m * 9 * (g / 16) * 10 / 3 + m * 9 * 1.0 + m * g * 31 / 16 / 3
+    cycles = cpu.evaluate(_int8_depthwise(m, g), np.array([[8, 8]]), zmm,
+                          threads=1).cycles[0, 0]
+    assert cycles >= floor
+
+
 def test_nhwc_im2col_pays_one_copy_call_per_pixel_and_kernel_row():
     # a 3-channel 3x3 stem conv (k = 27) on QLinearConv: Im2col<NHWC> memcpys kw x cin bytes
     # per kernel row, so 3 calls per output pixel instead of 1 cost 2 x 25 cycles more each
