@@ -19,10 +19,14 @@ on PYTHONPATH) against the same measurements, so before / after share one set of
 
 Several threads on a shared machine: a node's time comes only from the profiled runs in
 which the pool's worker took part and no thread of the session waited on the run queue
-(`edgesim.profile_runs`); each case reports how many runs were clean, and the cells are
-pooled a second time over the cases with at least one clean run; for groups measured at
-1 and t threads the scaling error (predicted t / 1 ratio against the measured one) separates
-the thread model from the one-thread kernels. `--paired-runs N`
+(`edgesim.profile_runs`); each case reports how many runs were clean and, in `noisy`, why
+`profile_runs.assess` calls its measurements disturbed (spread, halves that disagree, few
+clean runs), and the cells are pooled a second time over the cases with a clean run that
+are not noisy (`per_layer_and_total_clean_cases`; `noisy_cases` lists the rest); a speed-up
+with a noisy case (separate or paired) is left out of the sign score
+(`sign_right_with_noisy_cases` keeps it), a noisy case out of the thread scaling; for groups
+measured at 1 and t threads the scaling error (predicted t / 1 ratio against the measured
+one) separates the thread model from the one-thread kernels. `--paired-runs N`
 re-measures every quantisation speed-up with the fp32 and quantised sessions open together
 and run alternately (N runs each), so both see the same load, with a second fp32 session in
 the rotation whose fp32 / fp32 ratio gives the noise floor; a multi-thread speed-up counts in
@@ -51,7 +55,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgesim.validate import finish, profiled_session, validate, waited_run  # noqa: E402
+from edgesim.validate import (  # noqa: E402
+    finish,
+    net_of_floor,
+    optimised_nodes,
+    profiled_session,
+    profiler_floor_us,
+    validate,
+    waited_run,
+)
 from hwmodels.probe import probe_host  # noqa: E402
 from hwmodels.target import load_target  # noqa: E402
 
@@ -94,6 +106,7 @@ def _errors(groups: list[tuple[float, float]], total_ms: float) -> dict:
 def _row(v, base: dict[str, float] | None) -> dict:
     measured = min(v.measured_ms, v.node_sum_ms)
     row = {"groups": len(v.rows), "clean_runs": v.clean_runs,
+           "noisy": list(v.noise.reasons) if v.noise else [],
            "measured_wall_ms": round(v.measured_ms, 3),
            "node_sum_ms": round(v.node_sum_ms, 3), "measured_ms": round(measured, 3),
            "after": _errors(_groups(v), v.predicted_ms)}
@@ -120,10 +133,11 @@ def _median(values: list[float]) -> float | None:
 def _pooled(runs: dict, key: str, clean_only: bool = False) -> dict:
     """Per (threads, bits) and overall: the median over runs of each run's median |error| of
     groups > 50 us, the median over every such group of all runs pooled, and the median
-    |total error|; `clean_only`: only cases with a clean profiled run (`profile_runs`)."""
+    |total error|; `clean_only`: only cases with a clean profiled run whose measurements
+    `profile_runs.assess` did not call disturbed."""
     cells: dict[str, list[dict]] = {}
     for (_, threads, bits), r in runs.items():
-        if key in r and (not clean_only or r["clean_runs"] > 0):
+        if key in r and (not clean_only or (r["clean_runs"] > 0 and not r["noisy"])):
             cells.setdefault(f"{threads}t/{bits}", []).append(r[key])
             cells.setdefault("all", []).append(r[key])
     return {cell: {"runs": len(rs),
@@ -141,7 +155,8 @@ def _scaling(runs: dict) -> dict:
     out: dict[str, dict] = {}
     for (model, threads, bits), r in runs.items():
         one = runs.get((model, 1, bits))
-        if threads == 1 or one is None or min(r["clean_runs"], one["clean_runs"]) <= 0:
+        if (threads == 1 or one is None or min(r["clean_runs"], one["clean_runs"]) <= 0
+                or r["noisy"] or one["noisy"]):
             continue
         pairs = [(one["group_ms"][g], pm) for g, pm in r["group_ms"].items()
                  if g in one["group_ms"]]
@@ -155,7 +170,8 @@ def _scaling(runs: dict) -> dict:
 
 def _paired(model: str, threads: int, bits: str, runs: int, stat: str) -> dict:
     """fp32 and `bits` sessions kept open and run alternately (so both see the same load),
-    each node timed over its session's clean runs: the node sums and the speed-up. A second
+    each node timed over its session's clean runs, net of the profiler's floor
+    (`edgesim.validate.profiler_floor_us`): the node sums and the speed-up. A second
     fp32 session runs in the same rotation: fp32 / fp32 is 1 on a quiet machine, so its
     distance from 1 is the noise floor of this measurement."""
     from edgesim import calibration as cal
@@ -175,13 +191,18 @@ def _paired(model: str, threads: int, bits: str, runs: int, stat: str) -> dict:
         for _ in range(runs):
             for tag in tags:
                 waits[tag].append(waited_run(sess[tag], feeds))
-        done = {tag: finish(sess[tag], waits[tag], stat) for tag in tags}
-    ms = {tag: sum(t.values()) for tag, (t, _) in done.items()}
-    clean = {tag: c for tag, (_, c) in done.items()}
+        done = {tag: finish(sess[tag], waits[tag], stat, threads) for tag in tags}
+        floor = profiler_floor_us(threads, runs, stat, work)
+        inputs = {tag: {n: sum(map(bool, i)) for n, i, _ in optimised_nodes(
+            work / f"optimised{tag}.onnx")} for tag in tags}
+    ms = {tag: sum(net_of_floor(t, inputs[tag], floor).values())
+          for tag, (t, _, _) in done.items()}
+    clean = {tag: c for tag, (_, c, _) in done.items()}
+    noisy = [f"{tag}: {r}" for tag, (_, _, n) in done.items() for r in n.reasons]
     return {"fp32_ms": round(ms["fp32"], 3), "quant_ms": round(ms["quant"], 3),
             "clean_runs": clean, "measured": round(ms["fp32"] / ms["quant"], 3),
             "noise_floor": round(abs(ms["fp32"] / ms["fp32_again"] - 1), 3),
-            "clean": min(clean.values()) > 0}
+            "noisy": noisy, "clean": min(clean.values()) > 0}
 
 
 def _speedup(base: dict, r: dict, key: str, meas: float) -> dict:
@@ -206,12 +227,15 @@ def _speedups(runs: dict, paired: dict) -> list[dict]:
         # sees noise within a rotation, not a machine state that lasts through one
         floor = pair["noise_floor"] if pair else 0.0
         usable = threads == 1 or (pair is not None and pair["clean"])
+        noisy = bool(base["noisy"] or r["noisy"] or (pair and pair["noisy"]))
         separate = base["measured_ms"] / r["measured_ms"]
         limit = max(0.10, floor)
         agree = pair is None or (abs(separate - 1) > limit and (separate > 1) == (meas > 1))
         s = {"model": model, "threads": threads, "bits": bits, "measured": round(meas, 3),
              "separate_runs": round(separate, 3), "measurements_agree": agree,
-             "sign_checked": usable and abs(meas - 1) > limit and agree,
+             "noisy": noisy, "sign_checked": usable and abs(meas - 1) > limit and agree
+             and not noisy,
+             "sign_checked_with_noisy": usable and abs(meas - 1) > limit and agree,
              "sign_checked_paired_only": usable and abs(meas - 1) > limit,
              "after": _speedup(base, r, "after", meas)}
         if pair:
@@ -271,10 +295,16 @@ def main() -> None:
                                 "before": _pooled(runs, "before")},
         "per_layer_and_total_clean_cases": {"after": _pooled(runs, "after", True),
                                             "before": _pooled(runs, "before", True)},
+        "noisy_cases": {f"{m}|{t}t|{b}": r["noisy"] for (m, t, b), r in runs.items()
+                        if r["noisy"]},
         "thread_scaling_per_group": _scaling(runs),
         "quant_speedups": speed,
         "sign_right_where_change_over_10pct": {"after": _score(speed, "after"),
                                                "before": _score(speed, "before")},
+        "sign_right_with_noisy_cases": {"after": _score(speed, "after",
+                                                        "sign_checked_with_noisy"),
+                                        "before": _score(speed, "before",
+                                                         "sign_checked_with_noisy")},
         "sign_right_paired_only": {"after": _score(speed, "after", "sign_checked_paired_only"),
                                    "before": _score(speed, "before",
                                                     "sign_checked_paired_only")}}, indent=1))

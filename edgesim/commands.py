@@ -124,8 +124,11 @@ def cmd_targets(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     from edgesim import api  # imported by the command that runs, not the parser
     from edgesim.output import output_file
+    from hwmodels.probe import busy_of
 
     target = api.probe_target(output_file(args.output))
+    if busy_of(target):  # one line on stderr; the YAML's sources keep the note
+        print(f"edgesim: warning: {busy_of(target)}", file=sys.stderr)
     if args.json:
         print(json.dumps({"file": str(args.output), "cores": target.cores,
                           "clock_ghz": target.clock_ghz, "simd_bits": target.simd_bits,
@@ -465,6 +468,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
                  stat=args.stat, input_shapes=parse_input_shapes(args.input_shape))
     if v.warning:  # one line on stderr: stdout stays the table or the JSON
         print(f"edgesim: warning: {v.warning}", file=sys.stderr)
+    if args.json and v.noise is not None and v.noise.disturbed:  # the table says it itself
+        print(f"edgesim: warning: {v.noise.message()}", file=sys.stderr)
     print(json.dumps(v.to_dict(), indent=1) if args.json else format_table(v))
     return 0
 

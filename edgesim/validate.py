@@ -8,7 +8,9 @@ onnxruntime's NCHWc nodes are) belongs to the layer that produces it; a node wri
 tensors the IR does not have (a QuantizeLinear in front of a conv) belongs to the layer its
 output feeds. IR layers onnxruntime fused away (a Relu inside FusedConv, a folded Reshape) join
 the group of the layer they feed, so each row compares a group of layers with the nodes that ran
-them. The error of a row is predicted / measured - 1.
+them. The error of a row is predicted / measured - 1. A node's measured time is net of the
+profiler's own work inside its event (`profiler_floor_us`, measured here on chains of cheap
+nodes): predictions are of the unprofiled run.
 
 On a board: `edgesim target probe host.yaml`, then `edgesim validate MODEL --target host.yaml`.
 """
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgesim import profile_runs
+from edgesim.host_check import check_host
 
 if TYPE_CHECKING:  # the CLI registers this command without loading the compiler
     from compiler.ir import Graph
@@ -35,10 +38,18 @@ if TYPE_CHECKING:  # the CLI registers this command without loading the compiler
 if TYPE_CHECKING:
     from hwmodels.target import Target
 
-NODE_SUFFIX = "_kernel_time"  # onnxruntime profile event of one node's kernel
+NODE_SUFFIX = profile_runs.NODE_SUFFIX
 # onnxruntime's NchwcTransformer (x86 AVX2 / AVX-512) renames a converted node's outputs
 # ("reorder_token_N") and names the node after its original output plus this suffix
 NCHWC_SUFFIX = "_nchwc"
+# onnxruntime's profiler works inside each node's kernel event (it sizes the inputs and
+# formats their shapes and the thread statistics into the event before taking the end time):
+# on this project's x86 host ~0.9 us for a one-input node and ~2.2 us for a nine-input one at
+# 1 thread, ~2.8 us at 2 (fastest of 20 runs), against 0.2-1.6 us for those cheap nodes
+# unprofiled, so a small node reads several times its cost. `profiler_floor_us` measures it
+# on chains of cheap nodes with these input counts
+FLOOR_INPUTS = (1, 9)
+FLOOR_CHAIN = (6, 60)  # chain lengths: the unprofiled per-node time is their difference
 
 
 @dataclass(frozen=True)
@@ -66,10 +77,12 @@ class Validation:
     rows: tuple[Row, ...]
     predicted_ms: float
     measured_ms: float        # wall time of a whole run (unprofiled; median or p10, `stat`)
-    node_sum_ms: float        # sum of the profiled node medians
+    node_sum_ms: float        # sum of the profiled node times, net of the profiler's floor
     unmapped_nodes: tuple[str, ...]
     clean_runs: int = -1      # profiled runs on cores of their own (`profile_runs`)
-    warning: str = ""         # the target and this machine differ (`host_mismatch`)
+    warning: str = ""         # the target and this machine differ (`host_check`)
+    noise: profile_runs.Noise | None = None  # were the measurements disturbed (`assess`)
+    profiler_us: tuple[float, float] = (0.0, 0.0)  # taken off node times (`profiler_floor_us`)
 
     @property
     def total_error(self) -> float:
@@ -97,18 +110,9 @@ def node_times(events: Sequence[Mapping[str, Any]], stat: str = "median",
     preemption only ever adds time, so the minimum is the undisturbed kernel). `keep`: per
     run (`profile_runs.clean_mask`), whether its events count; a node with no kept run keeps
     all of its runs."""
-    runs = profile_runs.event_runs(events) if keep is not None else [-1] * len(events)
-    per: dict[str, list[float]] = defaultdict(list)
-    kept: dict[str, list[float]] = defaultdict(list)
-    for e, run in zip(events, runs, strict=True):
-        name = str(e.get("name", ""))
-        if e.get("cat") == "Node" and name.endswith(NODE_SUFFIX):
-            ms = float(e["dur"]) * 1e-3
-            per[name[:-len(NODE_SUFFIX)]].append(ms)
-            if keep is not None and 0 <= run < len(keep) and keep[run]:
-                kept[name[:-len(NODE_SUFFIX)]].append(ms)
     pick = min if stat == "min" else statistics.median
-    return {n: float(pick(kept.get(n) or v)) for n, v in per.items()}
+    kept = profile_runs.kept(profile_runs.node_samples(events), keep)
+    return {n: float(pick(v)) for n, v in kept.items()}
 
 
 def _named_layer(name: str, index: Mapping[str, int], producer: Mapping[str, int]) -> int | None:
@@ -187,7 +191,8 @@ def compare(graph: Graph, predicted_ms: np.ndarray, node_ms: Mapping[str, float]
             for g, members in sorted(layers.items())]
 
 
-def _optimised_nodes(path: Path) -> list[tuple[str, list[str], list[str]]]:
+def optimised_nodes(path: Path) -> list[tuple[str, list[str], list[str]]]:
+    """(name, inputs, outputs) of every node of the graph onnxruntime saved at `path`."""
     import onnx  # on demand: the CLI registers this command without loading onnx
 
     model = onnx.load(str(path), load_external_data=False)
@@ -219,23 +224,79 @@ def waited_run(sess: Any, feeds: Mapping[str, np.ndarray]) -> int:
     return profile_runs.sched_wait_ns() - before
 
 
-def finish(sess: Any, waits: Sequence[int], stat: str) -> tuple[dict[str, float], int]:
+def finish(sess: Any, waits: Sequence[int], stat: str, threads: int
+           ) -> tuple[dict[str, float], int, profile_runs.Noise]:
     """End a `profiled_session`'s profile: node times (ms, `node_times` over the clean runs
-    of `profile_runs.clean_mask`; the first, cold run never counts) and the clean runs."""
+    of `profile_runs.clean_mask`; the first, cold run never counts), the clean runs, and how
+    disturbed those runs were (`profile_runs.assess`)."""
     events = json.loads(Path(sess.end_profiling()).read_text())
     keep = profile_runs.clean_mask(events, waits)
-    return node_times(events, stat, keep), sum(keep)
+    samples = profile_runs.kept(profile_runs.node_samples(events), keep)
+    warm = max(0, len(keep) - profile_runs.FIRST_RUN_COLD)
+    noise = profile_runs.assess(samples, sum(keep), warm, threads,
+                                profile_runs.queue_share(events, waits))
+    return node_times(events, stat, keep), sum(keep), noise
 
 
 def profile(model_path: Path, feeds: Mapping[str, np.ndarray], threads: int, runs: int,
             workdir: Path, stat: str = "median"
-            ) -> tuple[dict[str, float], list[tuple[str, list[str], list[str]]], int]:
-    """Profile `runs` runs; returns node times (`finish`), the optimised graph's nodes and
-    how many runs were clean."""
+            ) -> tuple[dict[str, float], list[tuple[str, list[str], list[str]]], int,
+                       profile_runs.Noise]:
+    """Profile `runs` runs; returns node times, the optimised graph's nodes, how many runs
+    were clean and how disturbed they were (`finish`)."""
     sess = profiled_session(model_path, threads, workdir)
     waits = [waited_run(sess, feeds) for _ in range(runs)]
-    times, clean = finish(sess, waits, stat)
-    return times, _optimised_nodes(workdir / "optimised.onnx"), clean
+    times, clean, noise = finish(sess, waits, stat, threads)
+    return times, optimised_nodes(workdir / "optimised.onnx"), clean, noise
+
+
+def _floor_chain(inputs: int, n: int) -> Any:
+    from hwmodels.probe import chain_model
+
+    extra = tuple(f"c{j}" for j in range(inputs - 1))
+    cycle: tuple[tuple[str, tuple[str, ...], dict[str, Any]], ...] = (
+        (("Sum", extra, {}),) if extra else (("Relu", (), {}),))
+    return chain_model(cycle, n, (1, 4, 16), {c: np.full(16, 0.01, np.float32) for c in extra})
+
+
+def fit_floor(points: Sequence[tuple[int, float]]) -> tuple[float, float]:
+    """(a, b) of the line a + b * inputs through two (inputs, us) points, neither below 0."""
+    (n0, f0), (n1, f1) = points
+    b = max((f1 - f0) / (n1 - n0), 0.0)
+    return max(f0 - b * n0, 0.0), b
+
+
+def profiler_floor_us(threads: int, runs: int, stat: str, workdir: Path
+                      ) -> tuple[float, float]:
+    """(a, b): onnxruntime's profiler adds a + b * inputs us to a node's kernel time here, at
+    `threads` threads, read with the same statistic (`stat`, over `runs` runs) as the
+    model's nodes: chains of FLOOR_CHAIN Relu (one input) and Sum (nine) nodes on [1, 4, 16],
+    the mean node time profiled less the unprofiled per-node time (chain difference)."""
+    import onnx
+
+    from edgesim.evaluate import measure_latency
+
+    x = {"t0": np.full((1, 4, 16), 0.5, np.float32)}
+    points = []
+    for k in FLOOR_INPUTS:
+        short, long = (_floor_chain(k, n) for n in FLOOR_CHAIN)
+        reps = max(runs, 50)  # the unprofiled difference is small: many short runs
+        bare_ms = (measure_latency(long, x, threads, reps).p10_ms - measure_latency(
+            short, x, threads, reps).p10_ms) / (FLOOR_CHAIN[1] - FLOOR_CHAIN[0])
+        onnx.save(long, str(workdir / f"floor{k}.onnx"))
+        sess = profiled_session(workdir / f"floor{k}.onnx", threads, workdir, f"floor{k}")
+        waits = [waited_run(sess, x) for _ in range(runs)]
+        times, _, _ = finish(sess, waits, stat, threads)
+        points.append((k, (float(np.mean(list(times.values()))) - bare_ms) * 1e3))
+    return fit_floor(points)
+
+
+def net_of_floor(node_ms: Mapping[str, float], inputs: Mapping[str, int],
+                 floor_us: tuple[float, float]) -> dict[str, float]:
+    """Node times (ms) less the profiler's share a + b * inputs us (`profiler_floor_us`),
+    never below 0."""
+    a, b = floor_us
+    return {n: max(ms - (a + b * inputs.get(n, 1)) * 1e-3, 0.0) for n, ms in node_ms.items()}
 
 
 def busy_host_ms(model: Any, feeds: Mapping[str, np.ndarray], threads: int,
@@ -252,47 +313,8 @@ def busy_host_ms(model: Any, feeds: Mapping[str, np.ndarray], threads: int,
     with tempfile.TemporaryDirectory(prefix="edgesim-busy-") as tmp:
         path = Path(tmp) / "model.onnx"
         onnx.save(model, str(path))
-        nodes, _, _ = profile(path, feeds, threads, runs, Path(tmp), "min")
+        nodes, _, _, _ = profile(path, feeds, threads, runs, Path(tmp), "min")
     return min(wall, sum(nodes.values()))
-
-
-def host_mismatch(target: Any, arch: str, isa: Sequence[str], cores: int
-                  ) -> tuple[str, str]:
-    """(refusal, warning) for validating on a machine of `arch` with ISA features `isa` and
-    `cores` cores against `target`; "" where none. Measurements here say nothing about a
-    target of another kind or architecture (rpi5's predictions against an x86 host's times),
-    so those are refused; a target of this architecture that claims ISA features or cores
-    this machine lacks (a Pi 5 file on a Pi 4) is compared with a warning."""
-    from hwmodels.kinds import capabilities
-
-    name = getattr(target, "name", str(target))
-    fix = "describe this machine with `edgesim target probe host.yaml` and pass --target host.yaml"
-    if "onnxruntime" not in capabilities(target).runtimes:  # a device running its own program
-        return (f"{name} is a {target.kind} target, not a CPU running onnxruntime like this "
-                f"machine: {fix}"), ""
-    if target.arch != arch:
-        return f"{name} is an {target.arch} target and this machine is {arch}: {fix}", ""
-    missing = [f for f in target.isa if f not in isa]
-    differs = ([f"ISA features this machine lacks ({', '.join(missing)})"] if missing else []
-               ) + ([f"{target.cores} cores (this machine has {cores})"] if target.cores > cores
-                    else [])
-    return "", (f"{name} claims {' and '.join(differs)}: its predictions are compared with "
-                f"this machine's times" if differs else "")
-
-
-def check_host(target: Any) -> str:
-    """`host_mismatch` against this machine: raises `UserError` on a refusal, returns the
-    warning ("" when the target could describe this machine)."""
-    import os
-
-    from edgesim.errors import UserError
-    from hwmodels.probe import host_arch, isa_features, read_cpuinfo
-
-    refusal, warning = host_mismatch(target, host_arch(), isa_features(read_cpuinfo()),
-                                     len(os.sched_getaffinity(0)))
-    if refusal:
-        raise UserError("--target", refusal)
-    return warning
 
 
 def validate(model: Any, target: Target, *, bits: Any = "fp32", threads: int = 1,
@@ -330,14 +352,17 @@ def validate(model: Any, target: Target, *, bits: Any = "fp32", threads: int = 1
         work = Path(tmp)
         path = Path(quantize_model(g, bits, calib_random=calib_random,
                                    out=work / "model.onnx").out)
-        node_ms, nodes, clean = profile(path, feeds, threads, runs, work, stat)
+        raw_ms, nodes, clean, noise = profile(path, feeds, threads, runs, work, stat)
+        floor = profiler_floor_us(threads, runs, stat, work)
         lat = measure_latency(path, feeds, threads, runs)
+    node_ms = net_of_floor(raw_ms, {name: sum(map(bool, ins)) for name, ins, _ in nodes}, floor)
     total = lat.p10_ms if stat == "min" else lat.median_ms
     node_layer = assign_nodes(nodes, g)
     rows = compare(g, predicted, node_ms, node_layer)
     return Validation(g.name, getattr(tgt, "name", str(target)), str(bits), threads,
                       tuple(rows), float(predicted.sum()), total, float(sum(node_ms.values())),
-                      tuple(sorted(set(node_ms) - set(node_layer))), clean, warning)
+                      tuple(sorted(set(node_ms) - set(node_layer))), clean, warning, noise,
+                      floor)
 
 
 def format_table(v: Validation) -> str:
@@ -353,4 +378,6 @@ def format_table(v: Validation) -> str:
                  f"{v.total_error:+7.1%}")
     lines.append(f"per group: median |error| {s['median_abs_err']:.1%}, within 10 % "
                  f"{s['within_10']:.0%}, within 25 % {s['within_25']:.0%}")
+    if v.noise is not None and v.noise.disturbed:
+        lines.append(v.noise.message())
     return "\n".join(lines)

@@ -132,10 +132,10 @@ def _path_rows(target: CpuTarget, runtime: int,
     int8 = dict(rate=int8_rate, eb_a=1, eb_w=1, eb_o=1, k_align=kal, e_mac=_mac_pj(8, node),
                 requant=1)
     nbits_rate = r["int8"] if nbits_int8_available(target) else 0.0
-    # x86 without VNNI: MLAS's AVX2 QGEMM kernels, U8U8 for uint8 weights (edgesim's codes;
-    # ConvInteger, registered for uint8 weights in onnxruntime's conv_integer.cc through 1.2x
-    # and written so by bench_conv_integer), hwmodels.cpu_x86
-    avx2 = ort and cpu_x86.is_x86_without_vnni(target)
+    # x86, VNNI or not: MLAS's U8U8 multiply-add QGEMM kernels for uint8 weights (edgesim's
+    # codes; ConvInteger, registered for uint8 weights in onnxruntime's conv_integer.cc
+    # through 1.2x and written so by bench_conv_integer), hwmodels.cpu_x86
+    avx2 = ort and cpu_x86.is_x86_qgemm(target)
     qlinear_rate = cpu_x86.qgemm_rate(target) if avx2 else r["int8"]
     qlinear = {**int8, "rate": qlinear_rate, "nodes": 3, "q_in": 1, "dq_out": 1, "a_pack": 1,
                "im2col": 1, **(_ort_x86_int8(target) if ort else {})}

@@ -2,8 +2,8 @@
 
 What is read: cores (scheduler affinity), clock and ISA flags (/proc/cpuinfo, cpufreq), caches
 (/sys/devices/system/cpu/cpu0/cache/index*). What is measured: peak fp32 GFLOP/s of a cache-
-resident numpy matmul on 1 thread and on all threads (each in a subprocess, so the BLAS thread
-count can be set; their ratio gives `parallel_efficiency`), sustained memory bandwidth (large
+resident onnxruntime MatMul (MLAS SGEMM, the kernel the model prices) on 1 thread and on all
+threads (their ratio gives `parallel_efficiency`), sustained memory bandwidth (large
 numpy copy, bytes read + written per second), L2/L3 bandwidth (copies that fit the level), and
 onnxruntime's per-node and fork/join overheads (chains of tiny ops). What is derived from the
 ISA: pipe counts for int8 (no portable int8 benchmark in numpy) and the GEMM register tile. The
@@ -17,8 +17,6 @@ import datetime
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,24 +37,12 @@ FLAG_FEATURES = {"sse4_2": "sse4_2", "avx": "avx", "avx2": "avx2", "fma": "fma",
 # MLAS fp32 register tiles (rows x columns): SgemmKernelFma3 (6 x 16), the AVX-512F kernel
 # (12 x 32), SgemmKernelNeon (4 x 16)
 GEMM_TILES = {("x86_64", 256): (6, 16), ("x86_64", 512): (12, 32), ("arm64", 128): (4, 16)}
-BOOST_GEMM_EFFICIENCY = 0.9  # assumed share of peak a cache-resident BLAS matmul reaches
-
-_GFLOPS_SCRIPT = """
-import sys, time
-import numpy as np
-n, seconds = int(sys.argv[1]), float(sys.argv[2])
-rng = np.random.default_rng(0)
-a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
-c = np.empty_like(a)
-np.matmul(a, b, out=c)
-best, end = 0.0, time.perf_counter() + seconds
-while time.perf_counter() < end:
-    t0 = time.perf_counter()
-    np.matmul(a, b, out=c)
-    best = max(best, 2.0 * n ** 3 / (time.perf_counter() - t0))
-print(best / 1e9)
-"""
-
+# assumed: other programs' 1-minute load average at the start of a probe above which an
+# all-core measurement cannot have every core to itself (most of a core's worth of work)
+BUSY_LOAD = 0.75
+ALL_CORE_FIELDS = ("parallel_efficiency", "thread_overhead_us", "dram.all_core_bandwidth_gbps")
+BUSY_PREFIX = "1-minute load average"
+BOOST_GEMM_EFFICIENCY = 0.9  # assumed share of peak a cache-resident MLAS SGEMM reaches
 
 def read_cpuinfo(text: str | None = None) -> list[dict[str, str]]:
     """/proc/cpuinfo as one dict per processor block."""
@@ -119,12 +105,15 @@ def read_caches(root: Path = CPU_SYSFS / "cpu0" / "cache") -> list[dict[str, Any
 
 
 def measure_gflops(threads: int, n: int, seconds: float) -> float:
-    """Best fp32 GFLOP/s of an n x n numpy matmul with the BLAS limited to `threads`."""
-    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads))
-    run = subprocess.run([sys.executable, "-c", _GFLOPS_SCRIPT, str(n), str(seconds)], env=env,
-                         capture_output=True, text=True, check=True, timeout=120)
-    return float(run.stdout.strip().splitlines()[-1])
+    """Best fp32 GFLOP/s of an n x n by n x n onnxruntime MatMul on `threads` threads (CPU
+    time on one thread, wall time on several; `_time_session`). onnxruntime's MLAS SGEMM is
+    the kernel the CPU model prices; numpy's BLAS may pick a narrower one (scipy-openblas
+    0.3.31 runs its Haswell AVX2 kernel on this project's AVX-512 Zen 5 host: 125 GFLOP/s at
+    n = 192 against MLAS's 241 on one thread)."""
+    w = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    x = np.ones((n, n), np.float32)
+    t = _time_session(chain_model(_GEMM_CYCLE, 1, (n, n), {"w": w}), x, threads, seconds, min)
+    return 2.0 * n ** 3 / t / 1e9
 
 
 def measure_copy_gbps(nbytes: int, seconds: float) -> float:
@@ -178,7 +167,7 @@ _STREAM_CYCLE: _Cycle = (("Add", ("b",), {}), ("Mul", ("b",), {}), ("Softmax", (
 _GEMM_CYCLE: _Cycle = (("MatMul", ("w",), {}),)
 
 
-def _chain_model(cycle: _Cycle, n_ops: int, shape: tuple[int, ...],
+def chain_model(cycle: _Cycle, n_ops: int, shape: tuple[int, ...],
                  inits: dict[str, np.ndarray]) -> Any:
     """An ONNX chain of `n_ops` nodes on one float input, cycling through `cycle`'s
     (op, extra inputs, attributes)."""
@@ -235,12 +224,12 @@ def measure_ort_overheads(cores: int, seconds: float,
         x = np.ones((1, 4, 16), np.float32)
         small = {"b": np.full(16, 0.5, np.float32), "s": np.ones(16, np.float32),
                  "w": np.eye(16, dtype=np.float32)}
-        six, sixty = (_time_session(_chain_model(_STREAM_CYCLE, n, x.shape, small), x, 1,
+        six, sixty = (_time_session(chain_model(_STREAM_CYCLE, n, x.shape, small), x, 1,
                                     seconds) for n in (6, 60))
-        gemm = _time_session(_chain_model(_GEMM_CYCLE, 60, x.shape, small), x, 1, seconds) / 60
+        gemm = _time_session(chain_model(_GEMM_CYCLE, 60, x.shape, small), x, 1, seconds) / 60
         w = np.random.default_rng(0).standard_normal((128, 128)).astype(np.float32) / 11.3
         rows = 4 * cores  # rows x 128 x 128 = cores x MLAS_SGEMM_THREAD_COMPLEXITY MACs
-        mm = _chain_model(_GEMM_CYCLE, 16, (rows, 128), {"w": w})
+        mm = chain_model(_GEMM_CYCLE, 16, (rows, 128), {"w": w})
         xl = np.ones((rows, 128), np.float32)
         t1 = _time_session(mm, xl, 1, seconds, min) / 16
         tn = _time_session(mm, xl, cores, seconds, min) / 16 if cores > 1 else t1
@@ -315,7 +304,7 @@ def _probe_compute(arch: str, isa: tuple[str, ...], ghz: float, cores: int, l2_k
     fields = dict(clock_ghz=round(clock, 4), simd_bits=simd, fma_pipes=fma,
                   int_mul_pipes=int_mul, dot_pipes=dot, gemm_tile_m=tile_m, gemm_tile_n=tile_n,
                   gemm_efficiency=round(min(1.0, g1 / (flops_per_cycle * clock)), 3))
-    gemm = f"numpy matmul {n}x{n} fp32, 1 thread: {g1:.1f} GFLOP/s"
+    gemm = f"onnxruntime MatMul {n}x{n} fp32, 1 thread: {g1:.1f} GFLOP/s"
     sources = {"simd_bits": f"{measured}: widest vector ISA in /proc/cpuinfo flags",
                "fma_pipes": how, "int_mul_pipes": how,
                "dot_pipes": f"{how}; int8 throughput derived from the ISA, not measured",
@@ -390,6 +379,22 @@ def host_arch(machine: str | None = None) -> Literal["arm64", "x86_64"]:
     return "arm64" if machine.lower() in ("aarch64", "arm64") else "x86_64"
 
 
+def busy_note(load: float, cores: int) -> str:
+    """"" on a quiet machine; else the note the all-core figures' sources carry (and the CLI
+    prints): measured while other programs held cores, they read low."""
+    if load < BUSY_LOAD:
+        return ""
+    return (f"{BUSY_PREFIX} {load:.1f} on {cores} cores when the probe started: other "
+            f"programs held cores, so the all-core figures ({', '.join(ALL_CORE_FIELDS)}) "
+            "read low; probe again on an idle machine")
+
+
+def busy_of(target: CpuTarget) -> str:
+    """The `busy_note` a probed target's sources carry ("" when it was probed quiet)."""
+    src = target.sources.get(ALL_CORE_FIELDS[0], "")
+    return src[src.find(BUSY_PREFIX):] if BUSY_PREFIX in src else ""
+
+
 def probe_host(*, seconds: float = 0.3) -> CpuTarget:
     """Measure this machine as a `CpuTarget` named "host".
 
@@ -402,6 +407,7 @@ def probe_host(*, seconds: float = 0.3) -> CpuTarget:
     measured = f"measured by edgesim target probe on {datetime.date.today().isoformat()}"
     info = read_cpuinfo()
     cores = len(os.sched_getaffinity(0))
+    busy = busy_note(os.getloadavg()[0], cores)
     nominal_ghz, clock_src = clock_ghz(info)
     isa = isa_features(info)
     arch = host_arch()
@@ -419,6 +425,9 @@ def probe_host(*, seconds: float = 0.3) -> CpuTarget:
                "assumed: 5 W per busy core", "process_nm": "assumed: a 7 nm-class process",
                **compute_src, **cache_src, **runtime_src, **dram_src}
     sources["clock_ghz"] = sources["clock_ghz"].replace("/proc/cpuinfo", clock_src, 1)
+    for key in ALL_CORE_FIELDS if busy else ():
+        if key in sources:
+            sources[key] += f"; {busy}"
     return CpuTarget(
         name="host", description=f"{model} ({cores} cores available); {note}",
         sources=sources, arch=arch, cores=cores, isa=isa, caches=caches, dram=dram,

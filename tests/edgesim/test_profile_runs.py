@@ -113,3 +113,67 @@ def test_onnxruntime_profiles_carry_what_the_check_reads(tmp_path):
     assert all(c >= 0 for c in counts) and counts == sorted(counts)
     mask = PR.clean_mask(events, waits)
     assert mask[0] is False and len(mask) == 4
+
+
+def test_spread_is_median_over_minimum_of_the_nodes_that_dominate():
+    # b's fastest run (10 us) is under REF_NODE_MS: a alone stands for the case,
+    # median 1.1 ms over minimum 1.0 ms
+    assert PR.REF_NODE_MS > 0.010
+    # minus a profiler tick (1 us) for the one node
+    samples = {"a": [1.0, 1.2, 1.1], "b": [0.010, 0.030, 0.030]}
+    assert PR.TICK_MS == 0.001
+    assert PR.spread(samples) == pytest.approx((1.1 - 1.0 - 0.001) / 1.0)
+    # no node that large: all of them count, time-weighted, a tick each
+    small = {"a": [0.010, 0.012, 0.011], "b": [0.010, 0.030, 0.030]}
+    assert PR.spread(small) == pytest.approx((0.011 + 0.030 - 0.020 - 0.002) / 0.020)
+    assert PR.spread({"a": [2.0, 2.0, 2.0]}) == 0.0
+    # a tiny node reading 2 us or 3 us is the profiler's rounding, not noise
+    assert PR.spread({"a": [0.002, 0.003, 0.003]}) == 0.0
+
+
+def test_drift_compares_the_minima_of_the_two_halves_of_the_runs():
+    # a neighbour starts half-way: a's fastest run goes from 1.0 to 1.3 ms (less 1 us)
+    assert PR.drift({"a": [1.0, 1.05, 1.3, 1.35]}) == pytest.approx(0.299)
+    # the same move either way round reads the same
+    assert PR.drift({"a": [1.3, 1.35, 1.0, 1.05]}) == pytest.approx(0.299)
+    assert PR.drift({"a": [0.010, 0.010, 0.011, 0.011]}) == 0.0  # a tick apart
+    # summed over the reference nodes: 1 + 2 in the first half, 2 + 1 in the second
+    assert PR.drift({"a": [1.0, 1.0, 2.0, 2.0], "c": [2.0, 2.0, 1.0, 1.0]}) == 0.0
+    # three runs: a half of one run says nothing
+    assert PR.MIN_HALF_RUNS == 2 and PR.drift({"a": [1.0, 1.0, 1.0]}) is None
+
+
+def test_queue_share_is_the_warm_runs_wait_over_their_span():
+    events = [_run(1000.0 * i, 990) for i in range(3)]
+    # warm runs 1 and 2 span 1000 .. 1990 + 1000 us; the cold run's wait does not count
+    waits = [10**9, 99_500, 0]
+    assert PR.queue_share(events, waits) == pytest.approx(99.5 / 1990)
+    assert PR.queue_share(events[:1], [10**9]) == 0.0
+
+
+def test_assess_names_each_sign_of_a_disturbed_measurement():
+    quiet = {"a": [1.0, 1.01, 1.02, 1.0], "b": [0.5, 0.5, 0.51, 0.5]}
+    ok = PR.assess(quiet, clean=4, warm=4, threads=2, queued=0.0)
+    assert not ok.disturbed and ok.message() == "" and ok.clean_share == 1.0
+    assert ok.drift == 0.0 and ok.spread == pytest.approx((1.005 + 0.5 - 1.5 - 0.002) / 1.5)
+    # every sign at once: spread, halves apart, waits for a core, few clean runs at 2 threads
+    loud = {"a": [1.0, 1.5, 1.5, 1.5, 1.3, 1.5]}  # halves' minima 1.0 and 1.3
+    bad = PR.assess(loud, clean=1, warm=6, threads=2, queued=0.2)
+    assert bad.disturbed and len(bad.reasons) == 4
+    assert bad.spread == pytest.approx(0.499) and bad.drift == pytest.approx(0.299)
+    text = bad.message()
+    assert text.startswith("measurements were noisy (") and "rerun" in text
+    assert "\n" not in text and "1 of 6 runs" in text and "20%" in text
+    # at one thread a run is clean whatever it waited: the clean share is not judged there
+    assert PR.assess(quiet, clean=0, warm=4, threads=1).reasons == ()
+    # limits are strict: exactly at a limit is not noisy
+    at = PR.assess(quiet, clean=2, warm=4, threads=2, queued=PR.QUEUE_SHARE_LIMIT)
+    assert PR.CLEAN_SHARE_MIN == 0.5 and at.reasons == ()
+
+
+def test_kept_samples_follow_the_clean_mask_and_fall_back_to_all():
+    samples = PR.node_samples(_three_runs((1, 1, 2)))
+    assert samples["a"] == [(0, 0.9), (1, 0.3), (2, 0.6)]
+    assert PR.kept(samples, [False, True, True])["a"] == [0.3, 0.6]
+    assert PR.kept(samples, [False, False, False])["a"] == [0.9, 0.3, 0.6]
+    assert PR.kept(samples, None)["b"] == [0.020, 0.021, 0.022]

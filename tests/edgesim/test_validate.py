@@ -8,10 +8,12 @@ import json
 import numpy as np
 import pytest
 
+from edgesim import profile_runs
 from edgesim import validate as V
 from edgesim.api import load_graph
 from edgesim.cli import main
 from edgesim.errors import UserError
+from edgesim.host_check import host_mismatch
 from hwmodels.probe import host_arch, target_yaml
 from hwmodels.target import load_target
 
@@ -37,6 +39,29 @@ def test_node_times_are_medians_of_kernel_events_in_ms():
     assert V.node_times(events) == {"a": pytest.approx(0.020), "b": pytest.approx(0.005)}
     # the fastest run per node (a shared machine: preemption only adds time)
     assert V.node_times(events, "min") == {"a": pytest.approx(0.010), "b": pytest.approx(0.005)}
+
+
+def test_profiler_floor_is_a_line_through_two_chains_and_comes_off_each_node():
+    # 1-input nodes read 0.9 us above their unprofiled cost, 9-input ones 2.1 us:
+    # b = (2.1 - 0.9) / 8 = 0.15 us per input, a = 0.9 - 0.15 = 0.75 us
+    a, b = V.fit_floor([(1, 0.9), (9, 2.1)])
+    assert (a, b) == (pytest.approx(0.75), pytest.approx(0.15))
+    # a falling line (noise) keeps no negative slope; an intercept below 0 is clipped
+    assert V.fit_floor([(1, 1.0), (9, 0.5)]) == (1.0, 0.0)
+    assert V.fit_floor([(1, 0.1), (9, 2.5)]) == (0.0, pytest.approx(0.3))
+    net = V.net_of_floor({"conv": 0.010, "relu": 0.002, "tiny": 0.0005},
+                         {"conv": 9, "relu": 1, "tiny": 1}, (0.75, 0.15))
+    # 10 us - (0.75 + 9 * 0.15) us; 2 us - 0.9 us; a node under its floor reads 0
+    assert net == {"conv": pytest.approx(0.010 - 0.0021), "relu": pytest.approx(0.0011),
+                   "tiny": 0.0}
+
+
+@pytest.mark.ort
+def test_profiler_floor_is_measured_at_the_threads_asked(tmp_path):
+    for threads in (1, 2):
+        a, b = V.profiler_floor_us(threads, 5, "min", tmp_path)
+        assert 0.0 <= a < 1e3 and 0.0 <= b < 1e3
+    assert (tmp_path / "floor9.onnx").exists()  # the 9-input Sum chain onnxruntime ran
 
 
 def test_nodes_map_by_name_then_tensor_then_consumer(digits):
@@ -111,6 +136,9 @@ def test_validate_maps_every_node_and_covers_every_layer_once(digits, here, bits
     assert sum(r.measured_ms for r in v.rows) == pytest.approx(v.node_sum_ms)
     assert sum(r.predicted_ms for r in v.rows) == pytest.approx(v.predicted_ms)
     assert v.total_error == pytest.approx(v.predicted_ms / v.measured_ms - 1.0)
+    # the noise check read the same runs: 3 runs, the cold one dropped, one thread
+    assert v.noise is not None and v.noise.clean_share == 1.0 and v.noise.spread >= 0.0
+    assert min(v.profiler_us) >= 0.0
 
 
 @pytest.mark.ort
@@ -121,10 +149,26 @@ def test_cli_validate_prints_json(capsys, here, tmp_path):
     captured = capsys.readouterr()
     out = json.loads(captured.out)
     assert out["target"] == "here" and out["threads"] == 1 and out["warning"] == ""
-    assert captured.err == ""  # a target this machine could be: no warning
+    # a target this machine could be: no warning but, on a loaded machine, the noise line
+    noisy = [line for line in captured.err.splitlines() if "measurements were noisy" in line]
+    assert captured.err.splitlines() == noisy and len(noisy) == bool(out["noise"]["reasons"])
     assert {"median_abs_err", "within_25", "total_error"} <= set(out["summary"])
+    # (a node no slower than the profiler's floor reads 0 ms net: its row has no error)
     assert all(r["error"] == pytest.approx(r["predicted_ms"] / r["measured_ms"] - 1)
-               for r in out["rows"])
+               for r in out["rows"] if r["measured_ms"] > 0)
+
+
+def test_table_ends_with_the_noise_line_only_when_disturbed(digits):
+    row = V.Row(("a",), ("a",), 1.0, 1.0)
+    quiet = profile_runs.assess({"a": [1.0, 1.0]}, 1, 1, 1)
+    loud = profile_runs.assess({"a": [1.0, 2.0, 2.0]}, 2, 2, 1)  # spread 100 %
+    v = V.Validation("m", "t", "fp32", 1, (row,), 1.0, 1.0, 1.0, (), 2, "", quiet)
+    assert "noisy" not in V.format_table(v)
+    last = V.format_table(dataclasses.replace(v, noise=loud)).splitlines()[-1]
+    assert last.startswith("measurements were noisy (run-to-run spread 100% > 15%)")  # 99.9
+    assert V.Validation.__dataclass_fields__["noise"].default is None
+    assert json.loads(json.dumps(dataclasses.replace(v, noise=loud).to_dict()))["noise"][
+        "reasons"] == ["run-to-run spread 100% > 15%"]
 
 
 @pytest.mark.ort
@@ -157,21 +201,21 @@ def test_cli_validate_takes_input_shapes(capsys, here, tmp_path):
 
 def test_host_mismatch_refuses_another_architecture_or_kind():
     rpi5 = load_target("rpi5")  # arm64
-    refusal, warning = V.host_mismatch(rpi5, "x86_64", ("avx2",), 2)
+    refusal, warning = host_mismatch(rpi5, "x86_64", ("avx2",), 2)
     assert "rpi5 is an arm64 target and this machine is x86_64" in refusal and warning == ""
-    refusal, _ = V.host_mismatch(load_target("cortex-m7"), "arm64", ("neon",), 4)
+    refusal, _ = host_mismatch(load_target("cortex-m7"), "arm64", ("neon",), 4)
     assert refusal.startswith("cortex-m7 is a mcu target, not a CPU running onnxruntime")
     assert "edgesim target probe" in refusal and "\n" not in refusal
 
 
 def test_host_mismatch_warns_on_features_or_cores_this_machine_lacks():
     rpi5 = load_target("rpi5")  # isa [neon, dotprod, fp16], 4 cores
-    assert V.host_mismatch(rpi5, "arm64", ("neon", "dotprod", "fp16"), 4) == ("", "")
+    assert host_mismatch(rpi5, "arm64", ("neon", "dotprod", "fp16"), 4) == ("", "")
     # a Pi 4 (A72: no dot product, no fp16 arithmetic) with 4 cores
-    refusal, warning = V.host_mismatch(rpi5, "arm64", ("neon",), 4)
+    refusal, warning = host_mismatch(rpi5, "arm64", ("neon",), 4)
     assert refusal == "" and "ISA features this machine lacks (dotprod, fp16)" in warning
     assert "cores" not in warning
-    _, warning = V.host_mismatch(rpi5, "arm64", ("neon", "dotprod", "fp16"), 2)
+    _, warning = host_mismatch(rpi5, "arm64", ("neon", "dotprod", "fp16"), 2)
     assert warning.startswith("rpi5 claims 4 cores (this machine has 2)")
 
 
@@ -195,4 +239,4 @@ def test_cli_validate_warns_on_one_line(capsys, here, tmp_path):
     captured = capsys.readouterr()
     assert json.loads(captured.out)["warning"].startswith("here claims 4096 cores")
     assert captured.err.startswith("edgesim: warning: here claims 4096 cores")
-    assert captured.err.count("\n") == 1
+    assert captured.err.count("\n") == 1 + bool(json.loads(captured.out)["noise"]["reasons"])

@@ -38,15 +38,21 @@ def test_u8s8_rate_is_bound_by_both_multiplies():
     assert cpu_x86.qgemm_rate(_avx2(), signed_weights=True) == pytest.approx(32.0)
 
 
-def test_qlinear_path_takes_the_u8u8_rate_only_on_x86_without_vnni():
+def test_qlinear_path_takes_the_u8u8_rate_on_every_x86_host_vnni_or_not():
     ort = cpu.RUNTIMES["onnxruntime"]
     x86 = cpu.path_table(_avx2(), ort)
     assert x86[K.PATH_QLINEAR, K.A_RATE] == pytest.approx(24.0)
     assert x86[K.PATH_CONV_INTEGER, K.A_RATE] == pytest.approx(24.0)  # uint8 weights too
+    # MLAS platform.cpp: AVX-VNNI swaps the U8S8 kernel only; uint8 weights keep the AVX2
+    # vpmaddwd + vpaddd steps (24 MACs/cycle), not vpdpbusd's 2 x 32 = 64
     vnni = _avx2(isa=("avx2", "fma", "avxvnni"), dot_pipes=2.0)
-    assert not cpu_x86.is_x86_without_vnni(vnni)
-    # vpdpbusd: 32 MACs per instruction on 2 pipes
-    assert cpu.path_table(vnni, ort)[K.PATH_QLINEAR, K.A_RATE] == pytest.approx(64.0)
+    assert cpu_x86.is_x86_qgemm(vnni) and cpu.peak_macs_per_cycle(vnni)["int8"] == 64.0
+    assert cpu.path_table(vnni, ort)[K.PATH_QLINEAR, K.A_RATE] == pytest.approx(24.0)
+    # AVX-512 + VNNI (MlasGemmU8U8KernelAvx512Core): the same steps on 512-bit vectors,
+    # min(2 pipes / 1, 3 issue / 2) x 512 / 16 = 48 MACs/cycle
+    zmm = _avx2(isa=("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni"), simd_bits=512,
+                dot_pipes=2.0)
+    assert cpu.path_table(zmm, ort)[K.PATH_QLINEAR, K.A_RATE] == pytest.approx(48.0)
     rpi5 = load_target("rpi5")
     assert cpu.path_table(rpi5, ort)[K.PATH_QLINEAR, K.A_RATE] == pytest.approx(
         cpu.peak_macs_per_cycle(rpi5)["int8"])
@@ -144,6 +150,18 @@ def test_int8_depthwise_pays_the_avx2_kernel_indirection_and_requantise_loops():
     assert cpu.path_table(load_target("rpi5"), cpu.RUNTIMES["onnxruntime"])[
         K.PATH_QLINEAR, K.A_DW_VEC_CYC] == 0.0
     assert arm < cycles
+
+
+def test_int8_depthwise_keeps_16_channel_steps_on_avx512_hosts():
+    # the AVX2 kernel runs on AVX-512 hosts too: a 512-bit vector (32 int16 lanes, what the
+    # cost kernel counts) is two 16-channel steps of 10 uops, so the same floor as at 256 bits
+    zmm = _avx2(isa=("avx2", "fma", "avx512f", "avx512bw"), simd_bits=512)
+    assert cpu_x86.qdw_vector_cycles(zmm) == pytest.approx(2 * 10 / 3)
+    m, g = 56 * 56, 96
+    floor = m * 9 * (g / 16) * 10 / 3 + m * 9 * 1.0 + m * g * 31 / 16 / 3
+    cycles = cpu.evaluate(_int8_depthwise(m, g), np.array([[8, 8]]), zmm,
+                          threads=1).cycles[0, 0]
+    assert cycles >= floor
 
 
 def test_nhwc_im2col_pays_one_copy_call_per_pixel_and_kernel_row():

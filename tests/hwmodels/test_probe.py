@@ -140,3 +140,15 @@ def test_concurrent_copies_count_every_threads_bytes(monkeypatch):
     monkeypatch.setattr(probe.time, "perf_counter", lambda: float(next(ticks)))
     gbps = probe.measure_copy_gbps_threads(16 * 2 ** 20, 0.0, 2)
     assert 0 < gbps <= 2 * 16 * 2 ** 20 / 1e9
+
+
+def test_a_busy_start_is_noted_on_the_all_core_figures():
+    # quiet: no note; a neighbour's core's worth of load: the note names the figures
+    assert probe.busy_note(0.3, 2) == ""
+    note = probe.busy_note(probe.BUSY_LOAD, 2)
+    assert note.startswith("1-minute load average 0.8 on 2 cores") and "\n" not in note
+    assert all(f in note for f in ("parallel_efficiency", "thread_overhead_us"))
+    base = dataclasses.replace(load_target("rpi5"), sources={"parallel_efficiency": "measured"})
+    assert probe.busy_of(base) == ""
+    marked = dataclasses.replace(base, sources={"parallel_efficiency": f"measured; {note}"})
+    assert probe.busy_of(marked) == note
