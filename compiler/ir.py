@@ -186,6 +186,9 @@ class LayerTable:
     # earlier layer read, but not all its constants are (a Gemm sharing B with its own C):
     # only what the others add is stored again (`compiler.formats.table_geometry`)
     w_shared: np.ndarray | None = None
+    # bool, the layer writes a graph output: a runtime that ran it in another layout copies
+    # it back to the model's declared one (`hwmodels.ort_layout`); None where not derived
+    graph_output: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # cost models memoise what they derive from a table on it (`memo`), so its arrays are
@@ -315,6 +318,8 @@ class Graph:
             np.asarray([self._channels(x) for x in self.layers], dtype=np.int64),
             self._w_repeat(),
             self._w_shared(),
+            np.asarray([any(t in self.outputs for t in x.outputs) for x in self.layers],
+                       dtype=bool),
         )
 
     def _w_repeat(self) -> np.ndarray:

@@ -107,55 +107,70 @@ def dynamic_convs(g: Graph, bits: np.ndarray, calib: CalibrationStats | None,
         and requant_cost_db(g, layer, calib, bits, index) >= REQUANT_DB)
 
 
-def affordable(g: Graph, names: frozenset[str], target: Target, plan_latency_s: float, *,
+def affordable(g: Graph, names: frozenset[str], bits: np.ndarray, target: Target, *,
                threads: int | None = None, runtime: str = "onnxruntime") -> frozenset[str]:
-    """The convs of `names` that may run as the dynamic row: every one the cost model
-    predicts no slower than its QLinearConv, then the cheapest others while together they
-    add at most `MAX_ADDED_LATENCY` of `plan_latency_s` (the plan's predicted latency)."""
+    """The convs of `names` that may run as the dynamic row in the plan `bits` [L, 2]: all
+    of them where together they add at most `MAX_ADDED_LATENCY` of the plan's predicted
+    latency; else each one the cost model predicts no slower than its QLinearConv, then the
+    cheapest others while the set stays within that share. Each switch is costed on the
+    whole plan (`_plan_cost`): a ConvInteger runs in NCHW, so a QLinearConv chain it joins
+    pays transposes on both sides."""
     if not names:
         return names
-    static = evaluate(g.layer_table(), np.array([[8, 8]]), target, threads=threads,
-                      runtime=runtime)
-    index, dynamic = _dynamic_cost(g, names, target, threads, runtime)
-    added = {i: float(dynamic.latency_s[i, 0] - static.latency_s[i, 0]) for i in index}
-    room, chosen = MAX_ADDED_LATENCY * plan_latency_s, []
-    for i in sorted(index, key=lambda i: added[i]):
-        if added[i] > 0 and added[i] > room:
+    base = _latency(_plan_cost(g, bits, frozenset(), target, threads, runtime))
+    room = MAX_ADDED_LATENCY * base
+
+    def added(subset: frozenset[str]) -> float:
+        return _latency(_plan_cost(g, bits, subset, target, threads, runtime)) - base
+    if added(names) <= room:
+        return names
+    alone = {n: added(frozenset({n})) for n in names}
+    chosen: frozenset[str] = frozenset()
+    for n in sorted(names, key=lambda n: (alone[n], n)):
+        if alone[n] > room:
             break
-        room -= max(added[i], 0.0)
-        chosen.append(g.layers[i].name)
-    return frozenset(chosen)
+        if added(chosen | {n}) <= room or alone[n] <= 0:
+            chosen |= {n}
+    return chosen
 
 
-def _dynamic_cost(g: Graph, names: frozenset[str], target: Target, threads: int | None,
-                  runtime: str) -> tuple[list[int], Cost]:
-    """The rows of `names` in `g.layers`, and every layer's cost with those as the dynamic
-    row (the row is W8A8 only: one bit choice, (8, 8), costed for every layer: [L, 1])."""
-    index = [i for i, layer in enumerate(g.layers) if layer.name in names]
-    codes = np.full(len(g.layers), NO_FORMAT, np.int64)
-    codes[index] = FORMAT_CODE[DYNAMIC_ROW]
-    return index, evaluate(dataclasses.replace(g.layer_table(), fmt_code=codes),
-                           np.array([[8, 8]]), target, threads=threads, runtime=runtime)
+def _latency(cost: Cost) -> float:
+    return float(np.sum(cost.latency_s))
+
+
+def _plan_cost(g: Graph, bits: np.ndarray, names: frozenset[str], target: Target,
+               threads: int | None, runtime: str) -> Cost:
+    """The plan `bits` [L, 2] costed as emitted, [L, 1]: each layer in its planned format with
+    its planned neighbours (`simulation.runnable`'s planned table on a CPU), the convs
+    `names` as the dynamic row."""
+    from edgesim.simulation import pick
+    from hwmodels.cpu import CpuTarget, format_codes
+
+    table = g.layer_table()
+    choices, cols = np.unique(bits, axis=0, return_inverse=True)
+    cols = np.asarray(cols).reshape(-1)
+    codes = (np.array(format_codes(table, choices, target)[np.arange(len(table)), cols])
+             if isinstance(target, CpuTarget) else np.full(len(table), NO_FORMAT, np.int64))
+    codes[[i for i, layer in enumerate(g.layers) if layer.name in names]] = \
+        FORMAT_CODE[DYNAMIC_ROW]
+    return pick(evaluate(dataclasses.replace(table, fmt_code=codes), choices, target,
+                         threads=threads, runtime=runtime), cols)
 
 
 def priced_alloc(alloc: Any, g: Graph, names: frozenset[str], target: Target, *,
                  threads: int | None = None, runtime: str = "onnxruntime") -> Any:
-    """`alloc` (an `edgesim.allocation.AllocationResult`) whose per-layer cost [L, 1] has the
-    convs `names` costed as the dynamic row (the emitted file's metadata and the report
-    read it); weight bytes stay as planned."""
+    """`alloc` (an `edgesim.allocation.AllocationResult`) whose per-layer cost [L, 1] is the
+    plan costed with the convs `names` as the dynamic row (the emitted file's metadata and
+    the report read it): their rows and their neighbours' (the layout copies around them);
+    weight bytes stay as planned."""
     if not names:
         return alloc
-    index, cost = _dynamic_cost(g, names, target, threads, runtime)
+    cost = _plan_cost(g, alloc.bits, names, target, threads, runtime)
     fields = ("cycles", "latency_s", "energy_pj_compute", "energy_pj_onchip",
               "energy_pj_dram", "bound", "util")
-    new = {f: _rows(getattr(alloc.cost, f), getattr(cost, f), index) for f in fields}
+    new = {f: np.asarray(getattr(cost, f), np.asarray(getattr(alloc.cost, f)).dtype)
+           for f in fields}
     return dataclasses.replace(alloc, cost=dataclasses.replace(alloc.cost, **new))
-
-
-def _rows(old: np.ndarray, new: np.ndarray, index: list[int]) -> np.ndarray:
-    out = np.array(old, copy=True)
-    out[index] = np.asarray(new, out.dtype)[index]
-    return out
 
 
 def with_gap_note(result: Any, names: frozenset[str]) -> Any:

@@ -277,7 +277,7 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
                 if (acts or gptq) and gq is not g:
                     stats = float_pass(gq, data, stats=True, grams=gptq)
             qopts = _with_dynamic(_with_blocks(_quant_options(options, tgt), g, alloc.blocks),
-                                  gq, expand_bits(g, gq, bits), stats, tgt, alloc, options)
+                                  gq, expand_bits(g, gq, bits), stats, tgt, options)
             alloc = _priced(alloc, g, qopts, tgt, options)
             quant = quantize_model(gq, expand_bits(g, gq, bits), calib=data,  # not loaded again
                                    out=model_path, stats=stats.stats if stats else None,
@@ -444,7 +444,7 @@ def _with_blocks(quant: QuantOptions, g: Graph, blocks: np.ndarray | None) -> Qu
 
 
 def _with_dynamic(quant: QuantOptions, g: Graph, bits: np.ndarray, stats: Any, tgt: Target,
-                  alloc: Any, options: CompileOptions) -> QuantOptions:
+                  options: CompileOptions) -> QuantOptions:
     """`quant` with the W8A8 convs whose static output requantisation costs them most run
     at run-time activation ranges, where the plan's latency can afford it
     (`edgesim.alloc_dynamic`)."""
@@ -452,9 +452,8 @@ def _with_dynamic(quant: QuantOptions, g: Graph, bits: np.ndarray, stats: Any, t
     from edgesim.alloc_dynamic import affordable, dynamic_convs
 
     calib = stats.stats if stats is not None else None
-    names = affordable(g, dynamic_convs(g, bits, calib, policy(quant)), tgt,
-                       float(np.sum(alloc.cost.latency_s)), threads=options.threads,
-                       runtime=options.runtime)
+    names = affordable(g, dynamic_convs(g, bits, calib, policy(quant)), bits, tgt,
+                       threads=options.threads, runtime=options.runtime)
     return replace(quant, dynamic_layers=names)
 
 

@@ -191,10 +191,13 @@ def conv_integer_row(int8: dict[str, float]) -> dict[str, float]:
     (quantization/dynamicquantizelinear.cc: a min/max pass, then a quantise pass), ConvInteger
     (quantization/conv_integer.cc: per image and group, a uint8 im2col buffer unless the conv
     is 1x1 / stride 1 / unpadded, then MlasGemm on unpacked operands -- both are packed on
-    every run, core/mlas/lib/qgemm.cpp -- writing int32), then Cast and Mul nodes. No
-    requantisation, no NCHWc or depthwise kernel: groups loop over GEMM calls."""
-    return {**int8, "eb_o": 4, "requant": 0, "nodes": 4, "q_in": 1, "dyn_q": 1,
-            "out_cast": 1, "a_pack": 1, "b_pack": 1, "group_loop": 1, "im2col": 1}
+    every run, core/mlas/lib/qgemm.cpp -- writing int32), then Cast and Mul nodes, and an Add
+    of the bias where the conv has one. No requantisation, no NCHWc or depthwise kernel:
+    groups loop over GEMM calls. Nodes as `compiler.emit.dynamic` and `quantize_dynamic`
+    write them: DynamicQuantizeLinear, the Mul of the two scales, ConvInteger, Cast, Mul."""
+    return {**int8, "eb_o": 4, "requant": 0, "nodes": 5, "q_in": 1, "dyn_q": 1,
+            "out_cast": 1, "a_pack": 1, "b_pack": 1, "group_loop": 1, "im2col": 1,
+            "bias_add": 1}
 
 
 def _ncnn_int8(target: CpuTarget, int8: dict[str, float], im2col: int) -> dict[str, float]:
@@ -225,7 +228,7 @@ _ATTR_COLUMNS = {"rate": K.A_RATE, "eb_a": K.A_EB_A, "eb_w": K.A_EB_W, "eb_o": K
                  "w_dq_cyc": K.A_W_DQ_CYC, "dw_chain_cyc": K.A_DW_CHAIN_CYC,
                  "dw_vec_cyc": K.A_DW_VEC_CYC, "gather_cyc": K.A_GATHER_CYC,
                  "im2col_call_cyc": K.A_IM2COL_CALL_CYC, "fc_rows": K.A_FC_ROWS,
-                 "fma_lat": K.A_FMA_LAT}
+                 "fma_lat": K.A_FMA_LAT, "bias_add": K.A_BIAS_ADD}
 _ATTR_DEFAULTS = {"k_align": 1.0, "nodes": 1.0}
 
 

@@ -155,7 +155,31 @@ def inserted(table: LayerTable, paths: np.ndarray, target: CpuTarget) -> np.ndar
         if paths[i] != K.PATH_FUSED:
             for s in prods[i]:
                 _edge(table, (paths, prods), lay, (i, s), done, out)
+    if table.graph_output is not None:
+        readers = _direct_readers(table, paths, prods)
+        for s in np.flatnonzero(table.graph_output):
+            _output(table, int(s), (paths, prods), lay, readers, done[0], out)
     return out
+
+
+def _output(table: LayerTable, s: int, column: tuple[np.ndarray, list[list[int]]],
+            layout: tuple[np.ndarray, int, int], readers: list[list[int]],
+            reordered: set[int], out: np.ndarray) -> None:
+    """The copy back to NCHW of a graph output that layer s writes in another layout (the
+    model declares NCHW; onnxruntime's optimised graph ends a QLinearConv chain with a
+    Transpose before the output's DQ node), unless a reader's edge already made it."""
+    paths, _ = column
+    lay, _, line = layout
+    w = int(table.epilogue_of[s]) if paths[s] == K.PATH_FUSED and \
+        table.epilogue_of is not None else s
+    if int(lay[s]) == NCHW or any(int(lay[r]) == NCHW for r in readers[w]):
+        return
+    if int(lay[s]) == NCHWC:
+        if w not in reordered:
+            reordered.add(w)
+            _copy(out, w, I.I_REORDER, float(table.a_out_elems[w]))
+        return
+    _exit(table, s, column, (False, line), out)
 
 
 def _edge(table: LayerTable, column: tuple[np.ndarray, list[list[int]]],

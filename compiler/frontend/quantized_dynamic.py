@@ -88,6 +88,29 @@ def conv_integer_bias(r: _Reader, out: str) -> ConvBias | None:
     return ConvBias(div.input[0], add, (step, div, floor, cast, reshape, add))
 
 
+def float_bias(r: _Reader, out: str, channels: int) -> tuple[np.ndarray, onnx.NodeProto,
+                                                                 tuple[onnx.NodeProto, ...]] | None:
+    """The float bias Add after a dynamic conv's Cast -> Mul output `out` (ConvInteger takes
+    no bias; `compiler.emit.dynamic` and `quantize_dynamic` add it after the scales): the
+    bias as [channels], the Add, and the Reshape feeding it (if any); None unless the Add's
+    other input is a constant that broadcasts along axis 1 only."""
+    add = _only_user(r, out, "Add")
+    if add is None or len(add.input) != 2:
+        return None
+    other = add.input[1] if add.input[0] == out else add.input[0]
+    value, extra = r.array(other), ()
+    reshape = _made(r, other, "Reshape")
+    if value is None and reshape is not None:
+        data, shape = r.array(reshape.input[0]), r.array(reshape.input[1])
+        if data is None or shape is None or data.size != channels:
+            return None
+        value, extra = data.reshape([channels if d == -1 else int(d) for d in shape]), (reshape,)
+    if value is None or value.size != channels or value.ndim > 4 or (
+            value.ndim >= 3 and value.shape[-3] != channels):
+        return None
+    return np.asarray(value, np.float32).reshape(channels), add, extra
+
+
 def integer(r: _Reader, node: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> str | None:
     """DynamicQuantizeLinear -> MatMulInteger / ConvInteger [-> Add(run-time bias)] -> Cast
     -> Mul(sx * sw) -> MatMul / Conv on the dequantised weight (+ the float bias), appended
@@ -107,12 +130,19 @@ def integer(r: _Reader, node: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> st
         return None
     assert step is not None
     ws = np.asarray(ws, np.float32)
-    r.add(f"{node.name}.weight", _integer_weight(r, node, wq, ws))
+    w = _integer_weight(r, node, wq, ws)
+    r.add(f"{node.name}.weight", w)
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute} if conv else {}
-    inputs = [dql.input[0], f"{node.name}.weight", *([bias.bias] if bias else [])]
-    nodes.append(helper.make_node("Conv" if conv else "MatMul", inputs, list(mul.output),
+    inputs, outputs = [dql.input[0], f"{node.name}.weight", *([bias.bias] if bias else [])], \
+        list(mul.output)
+    after = float_bias(r, mul.output[0], len(w)) if conv and not bias else None
+    if after is not None:  # the float bias Add: the conv's own bias, as onnxruntime adds it
+        r.add(f"{node.name}.bias", after[0])
+        inputs, outputs = [*inputs, f"{node.name}.bias"], list(after[1].output)
+    nodes.append(helper.make_node("Conv" if conv else "MatMul", inputs, outputs,
                                   name=node.name, **attrs))
-    r.dropped.update(node_key(n) for n in (cast, mul, step, *(bias.nodes if bias else ())))
+    r.dropped.update(node_key(n) for n in (cast, mul, step, *(bias.nodes if bias else ()),
+                                             *((after[1], *after[2]) if after else ())))
     return "per_tensor" if ws.size == 1 else "per_channel"
 
 

@@ -72,6 +72,7 @@ from hwmodels.kernels.cpu_layout import (
     A_A_PACK,
     A_A_QUANT,
     A_B_PACK,
+    A_BIAS_ADD,
     A_DQ_OUT,
     A_DW_CHAIN_CYC,
     A_DW_VEC_CYC,
@@ -105,6 +106,7 @@ from hwmodels.kernels.cpu_layout import (
     ACC_PEAK,
     ACC_T_COMPUTE,
     ACC_T_OVERHEAD,
+    BIAS_ADD_LANE_OPS,
     BOUND_COMPUTE,
     C_E_BYTE,
     CAST_MUL_LANE_OPS,
@@ -212,6 +214,10 @@ def gemm_streams(li: np.ndarray, row: np.ndarray, a: int, eba: float, ebw: float
         ob = 4.0 + 3.0 * feb  # int32 in, float out; float in and out: 16 B at fp32
         add_pass(aout * ob, aout * CAST_MUL_LANE_OPS, lanes, home(aout * ob, p, ch), p, ch,
                  traffic, acc)
+    if row[A_BIAS_ADD] > 0 and wel > n * k * g + 0.5:  # a float Add node of the bias
+        add_pass(aout * 2.0 * feb, aout * BIAS_ADD_LANE_OPS, lanes, home(aout * 2.0 * feb, p, ch),
+                 p, ch, traffic, acc)
+        acc[ACC_NODES] += 1.0
     if row[A_DQ_OUT] > 0:     # DequantizeLinear node: int8 in, fp32 out
         add_pass(aout * 5.0, aout * DQ_LANE_OPS, lanes, home(aout * 5.0, p, ch), p, ch, traffic,
                  acc)

@@ -84,10 +84,14 @@ A_FC_ROWS = 27
 # A_FMA_LAT: the core's dependent-FMA latency (cycles) for ncnn's direct fp16 convs, whose few
 # accumulator chains it limits (`kernels.cpu_ncnn.chain_share`), 0 = not described
 A_FMA_LAT = 28
-NA = 29
+# A_BIAS_ADD: a float Add of the bias after the output's Cast and Mul (the dynamic int8 conv:
+# ConvInteger takes no bias), for layers that have one; 0 = bias in the kernel or none
+A_BIAS_ADD = 29
+NA = 30
 DW_NCHWC_OUTPUTS = 3.0  # output blocks per pass of SconvKernelFma3.S's "Depthwise" ComputeBlock
 MINMAX_LANE_OPS = 2.0          # DynamicQuantizeLinear's range pass: a min and a max per element
 CAST_MUL_LANE_OPS = 2.0        # int32 -> fp32 convert, then the scale multiply (two nodes)
+BIAS_ADD_LANE_OPS = 1.0        # the bias Add node: one add per element
 
 # outputs (float64 [NO, H, L, B])
 O_CYCLES, O_LATENCY, O_E_COMPUTE, O_E_ONCHIP, O_E_DRAM, O_BOUND, O_UTIL, O_WBYTES = range(8)

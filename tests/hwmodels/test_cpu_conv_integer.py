@@ -27,21 +27,30 @@ def cycles(rows: list[dict], fmt: str, target: cpu.CpuTarget, attr: str = "cycle
 def test_dynamic_int8_conv_rows_cost_on_the_conv_integer_path():
     assert cpu.ROW_PATH["dynamic_int8_conv"] == K.PATH_CONV_INTEGER
     row = cpu.path_table(simple_target(), K.RUNTIME_ORT)[K.PATH_CONV_INTEGER]
-    # 4 nodes, int32 output, no requantisation, the operands packed on every run
-    assert (row[K.A_NODES], row[K.A_EB_O], row[K.A_REQUANT], row[K.A_B_PACK]) == (4, 4, 0, 1)
+    # 5 nodes as emitted (DynamicQuantizeLinear, the Mul of the two scales, ConvInteger,
+    # Cast, Mul), int32 output, no requantisation, the operands packed on every run, and a
+    # float bias Add where the conv has a bias
+    assert (row[K.A_NODES], row[K.A_EB_O], row[K.A_REQUANT], row[K.A_B_PACK],
+            row[K.A_BIAS_ADD]) == (5, 4, 0, 1, 1)
 
 
 def test_pointwise_conv_integer_passes_by_hand():
     """1x1 conv, no im2col on either path, memory never limits (simple_target). ConvInteger
     minus QLinearConv: + DynamicQuantizeLinear's min/max pass (2 lane ops per input element on
     4 fp32 lanes), + Cast and Mul (2 per output element) - the DQ node (2 per output) - the
-    in-kernel requantisation (16 lane ops per output on 16 int8 lanes), + one more node."""
+    in-kernel requantisation (16 lane ops per output on 16 int8 lanes), + two more nodes (5
+    against QLinearConv's Q, conv, DQ). With a bias: + its float Add (1 lane op per output
+    element on 4 fp32 lanes) and its node; QLinearConv adds its bias in the kernel."""
     c = conv(64, 32, 8, ksize=1)
     a_in, a_out = c["a_in"], c["a_out"]
-    expect = a_in * 2 / 4 + a_out * 2 / 4 - a_out * 2 / 4 - a_out * 16 / 16 + OVH
+    expect = a_in * 2 / 4 + a_out * 2 / 4 - a_out * 2 / 4 - a_out * 16 / 16 + 2 * OVH
     got = cycles([c], "dynamic_int8_conv", simple_target()) - cycles(
         [c], "qlinear_conv", simple_target())
     assert got == pytest.approx(expect, abs=1.0)  # the byte terms at 1e6 B/cycle: < 1 cycle
+    biased = {**c, "w_elems": c["w_elems"] + 32}
+    got = cycles([biased], "dynamic_int8_conv", simple_target()) - cycles(
+        [biased], "qlinear_conv", simple_target())
+    assert got == pytest.approx(expect + a_out * 1 / 4 + OVH, abs=1.0)
 
 
 def test_depthwise_conv_integer_loops_over_groups():
