@@ -157,8 +157,8 @@ def inserted(table: LayerTable, paths: np.ndarray, target: CpuTarget) -> np.ndar
                 _edge(table, (paths, prods), lay, (i, s), done, out)
     if table.graph_output is not None:
         readers = _direct_readers(table, paths, prods)
-        for s in np.flatnonzero(table.graph_output):
-            _output(table, int(s), (paths, prods), lay, readers, done[0], out)
+        for w in np.flatnonzero(table.graph_output).tolist():
+            _output(table, w, (paths, prods), lay, readers, done[0], out)
     return out
 
 

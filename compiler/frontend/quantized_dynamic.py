@@ -98,7 +98,8 @@ def float_bias(r: _Reader, out: str, channels: int) -> tuple[np.ndarray, onnx.No
     if add is None or len(add.input) != 2:
         return None
     other = add.input[1] if add.input[0] == out else add.input[0]
-    value, extra = r.array(other), ()
+    value = r.array(other)
+    extra: tuple[onnx.NodeProto, ...] = ()
     reshape = _made(r, other, "Reshape")
     if value is None and reshape is not None:
         data, shape = r.array(reshape.input[0]), r.array(reshape.input[1])
