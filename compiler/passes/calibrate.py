@@ -27,6 +27,7 @@ from compiler.quantizers import (
     RangeStats,
     activation_params,
     merge_stats,
+    range_stats,
 )
 
 METHODS = ("minmax", "percentile", "mse", "entropy", "auto")
@@ -124,13 +125,27 @@ class RangeCollector:
         self._grams: dict[str, np.ndarray | float] = dict.fromkeys(grams, 0.0)
         self.samples = 0
 
-    def add(self, env: Mapping[str, np.ndarray], samples: int) -> None:
-        """Merge one batch of `samples` samples: `env` holds at least every collected tensor.
+    def batch_stats(self, env: Mapping[str, np.ndarray]) -> dict[str, RangeStats]:
+        """One batch's statistics of every collected tensor, for `add` here and in another
+        collector of the same tensors (merging is exact in any order: `RangeStats`), so that
+        a batch two collectors take is histogrammed once.
 
         Raises:
             ModelError: if a collected tensor holds NaN or infinity.
         """
-        self._stats = {t: s.update(env[t], f"tensor {t}") for t, s in self._stats.items()}
+        return {t: range_stats(env[t], len(s.hist), f"tensor {t}")
+                for t, s in self._stats.items()}
+
+    def add(self, env: Mapping[str, np.ndarray], samples: int,
+            batch: Mapping[str, RangeStats] | None = None) -> None:
+        """Merge one batch of `samples` samples: `env` holds at least every collected tensor;
+        `batch`: its `batch_stats`, where already computed.
+
+        Raises:
+            ModelError: if a collected tensor holds NaN or infinity.
+        """
+        batch = self.batch_stats(env) if batch is None else batch
+        self._stats = {t: merge_stats(s, batch[t]) for t, s in self._stats.items()}
         for t, gram in self._grams.items():
             x = np.asarray(env[t], np.float64)
             rows = x.reshape(-1, x.shape[-1])
