@@ -1,0 +1,90 @@
+"""The calibration chunks' forward passes and their observer, on worker threads.
+
+A Gauss-Newton probing pass (`compiler.sensitivity.gauss_newton.traces`) runs, per chunk, a
+forward pass (onnxruntime, or the reference executor), the caller's `observe` on it (compile's
+calibration statistics: histograms of every activation) and then the numpy backward passes of
+the probes; after an early stop the remaining chunks run forward and `observe` only. Those
+three do not wait for one another across chunks, so each has its own thread: one worker runs
+the forward pass of chunk i + 1 while another observes chunk i and the calling thread runs
+chunk i's backward pass (numpy's GEMMs, onnxruntime and the window kernels release the GIL).
+Each worker is one thread, so `observe` still sees the chunks once each, in order, and the
+samples are the serial ones: the probes' random draws stay on the calling thread. A chunk's
+forward pass starts once the chunk before the last is observed, so at most two chunks' tensors
+are held at once (one being observed and probed, the next being computed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import TracebackType
+from typing import TypeVar
+
+import numpy as np
+
+Observer = Callable[[Mapping[str, np.ndarray]], None]  # sees each chunk's forward tensors
+# feeds -> every tensor of the float32 forward pass (as `executor.run(..., keep=True)` gives)
+Forward = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
+Env = Mapping[str, np.ndarray]
+T = TypeVar("T")
+
+
+class ForwardAhead:
+    """Each chunk's forward pass run one chunk ahead of the caller, and `observe` shown each
+    chunk once, in order, the first time the caller takes it.
+
+    Use as a context manager: leaving it waits for `observe` to see every chunk taken (and
+    re-raises its error), and drops the forward pass under way (a serial run would not have
+    reached that chunk).
+    """
+
+    def __init__(self, run: Forward, chunks: Sequence[Mapping[str, np.ndarray]],
+                 observe: Observer | None) -> None:
+        self._run, self._chunks, self._observe = run, chunks, observe
+        self._forwards = ThreadPoolExecutor(1, thread_name_prefix="hawq-forward")
+        self._observers = ThreadPoolExecutor(1, thread_name_prefix="hawq-observe")
+        self._jobs: dict[int, Future[Env]] = {}
+        self._seen: list[Future[None]] = []  # observe's job per chunk, in chunk order
+
+    def __enter__(self) -> ForwardAhead:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self._forwards.shutdown(wait=True, cancel_futures=True)
+        self._observers.shutdown(wait=True, cancel_futures=kind is not None)
+        if kind is None:
+            for job in self._seen:
+                job.result()
+
+    def env(self, i: int) -> Env:
+        """Chunk `i`'s forward tensors; `observe` sees them (on its worker) if this is the
+        first time chunk `i` is taken, and chunk `i + 1`'s forward pass starts."""
+        job = self._jobs.pop(i, None) or self._start(i)
+        if i + 1 < len(self._chunks) and i + 1 not in self._jobs:
+            if self._seen:  # one chunk at most waits for `observe` (memory)
+                self._seen[-1].result()
+            self._jobs[i + 1] = self._start(i + 1)
+        env = job.result()
+        if self._observe is not None and i == len(self._seen):
+            self._seen.append(self._observers.submit(_serially, self._observe, env))
+        return env
+
+    def observe_rest(self) -> None:
+        """The forward passes of the chunks not yet observed, for `observe` alone (none
+        without it)."""
+        if self._observe is not None:
+            for i in range(len(self._seen), len(self._chunks)):
+                self.env(i)
+
+    def _start(self, i: int) -> Future[Env]:
+        return self._forwards.submit(_serially, self._run, self._chunks[i])
+
+
+def _serially(fn: Callable[[Env], T], env: Env) -> T:
+    """`fn(env)` with the window kernels' loops on this thread alone (numba's thread count is
+    per thread: `compiler.window_kernels.serial`)."""
+    from compiler.window_kernels import serial
+
+    with serial():
+        return fn(env)
