@@ -33,6 +33,10 @@ class ForwardAhead:
     """Each chunk's forward pass run one chunk ahead of the caller, and `observe` shown each
     chunk once, in order, the first time the caller takes it.
 
+    The workers run only where the machine has a core to spare (`spare_core`): on a CPU busy
+    with other processes a thread holding the GIL while descheduled stalls the others, and
+    the chunks then run on the calling thread, as a plain loop would.
+
     Use as a context manager: leaving it waits for `observe` to see every chunk taken (and
     re-raises its error), and drops the forward pass under way (a serial run would not have
     reached that chunk).
@@ -41,18 +45,22 @@ class ForwardAhead:
     def __init__(self, run: Forward, chunks: Sequence[Mapping[str, np.ndarray]],
                  observe: Observer | None) -> None:
         self._run, self._chunks, self._observe = run, chunks, observe
-        self._forwards = ThreadPoolExecutor(1, thread_name_prefix="hawq-forward")
-        self._observers = ThreadPoolExecutor(1, thread_name_prefix="hawq-observe")
+        self._pools = ((ThreadPoolExecutor(1, thread_name_prefix="hawq-forward"),
+                        ThreadPoolExecutor(1, thread_name_prefix="hawq-observe"))
+                       if spare_core() else None)
         self._jobs: dict[int, Future[Env]] = {}
         self._seen: list[Future[None]] = []  # observe's job per chunk, in chunk order
+        self._observed = 0  # chunks shown to `observe`
 
     def __enter__(self) -> ForwardAhead:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
-        self._forwards.shutdown(wait=True, cancel_futures=True)
-        self._observers.shutdown(wait=True, cancel_futures=kind is not None)
+        if self._pools is None:
+            return
+        self._pools[0].shutdown(wait=True, cancel_futures=True)
+        self._pools[1].shutdown(wait=True, cancel_futures=kind is not None)
         if kind is None:
             for job in self._seen:
                 job.result()
@@ -60,25 +68,45 @@ class ForwardAhead:
     def env(self, i: int) -> Env:
         """Chunk `i`'s forward tensors; `observe` sees them (on its worker) if this is the
         first time chunk `i` is taken, and chunk `i + 1`'s forward pass starts."""
-        job = self._jobs.pop(i, None) or self._start(i)
-        if i + 1 < len(self._chunks) and i + 1 not in self._jobs:
-            if self._seen:  # one chunk at most waits for `observe` (memory)
-                self._seen[-1].result()
-            self._jobs[i + 1] = self._start(i + 1)
-        env = job.result()
-        if self._observe is not None and i == len(self._seen):
-            self._seen.append(self._observers.submit(_serially, self._observe, env))
+        if self._pools is None:
+            env = self._run(self._chunks[i])
+        else:
+            job = self._jobs.pop(i, None) or self._start(i)
+            if i + 1 < len(self._chunks) and i + 1 not in self._jobs:
+                if self._seen:  # one chunk at most waits for `observe` (memory)
+                    self._seen[-1].result()
+                self._jobs[i + 1] = self._start(i + 1)
+            env = job.result()
+        self._show(i, env)
         return env
 
     def observe_rest(self) -> None:
         """The forward passes of the chunks not yet observed, for `observe` alone (none
         without it)."""
         if self._observe is not None:
-            for i in range(len(self._seen), len(self._chunks)):
+            for i in range(self._observed, len(self._chunks)):
                 self.env(i)
 
+    def _show(self, i: int, env: Env) -> None:
+        """`observe(env)` if chunk `i` is the next one it has to see."""
+        if self._observe is None or i != self._observed:
+            return
+        self._observed += 1
+        if self._pools is None:
+            self._observe(env)
+        else:
+            self._seen.append(self._pools[1].submit(_serially, self._observe, env))
+
     def _start(self, i: int) -> Future[Env]:
-        return self._forwards.submit(_serially, self._run, self._chunks[i])
+        assert self._pools is not None
+        return self._pools[0].submit(_serially, self._run, self._chunks[i])
+
+
+def spare_core() -> bool:
+    """Whether the machine has a core for the worker threads (1-minute load average)."""
+    from compiler.clip_search import _idle_core, search_threads  # numba loads with it
+
+    return _idle_core(search_threads())
 
 
 def _serially(fn: Callable[[Env], T], env: Env) -> T:

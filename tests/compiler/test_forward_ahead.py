@@ -1,7 +1,9 @@
 """HAWQ's forward passes and observer on worker threads (`compiler.sensitivity.forward_ahead`):
 the samples are the serial computation's, the observer sees each chunk once and in order, the
 next chunk's forward pass runs during this one's backward pass, and errors surface as a
-serial run's would."""
+serial run's would; on a machine with no core to spare it all runs on the calling thread.
+Each test runs with the workers (a spare core, forced) and, where it holds without them too,
+without."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pytest
 
 from compiler import executor
 from compiler.frontend import load
-from compiler.sensitivity import gauss_newton, hawq
+from compiler.sensitivity import forward_ahead, gauss_newton, hawq
 from compiler.sensitivity.loss import chunks, loss_outputs
 from edgesim import zoo
 from tests.compiler.test_hawq import _two_block_least_squares
@@ -22,6 +24,13 @@ def _digits(n: int = 12):
     g = load(zoo.build("digits_cnn"))
     x = zoo.load_digits_data()["x_calib"][:n]
     return g, chunks(g, x), _names(g)
+
+
+@pytest.fixture(params=[True, False], ids=["workers", "serial"])
+def spare(request, monkeypatch) -> bool:
+    """Whether a core is spare (the workers run), forced either way."""
+    monkeypatch.setattr(forward_ahead, "spare_core", lambda: request.param)
+    return bool(request.param)
 
 
 def _names(g) -> tuple[str, ...]:
@@ -36,10 +45,10 @@ def _serial_samples(g, parts, names, seed: int) -> np.ndarray:
                for feeds in parts)
 
 
-def test_samples_equal_the_serial_loop_and_forwards_leave_the_calling_thread() -> None:
+def test_samples_equal_the_serial_loop_and_forwards_leave_the_calling_thread(spare) -> None:
     """digits_cnn (convs, ReLUs, max-pool: the window kernels run on both threads), 12
     chunks, one probe each: bit for bit the serial loop's samples, every forward pass run on
-    a worker thread."""
+    a worker thread (on the calling thread without a spare core)."""
     g, parts, names = _digits()
     threads = []
 
@@ -49,12 +58,14 @@ def test_samples_equal_the_serial_loop_and_forwards_leave_the_calling_thread() -
     est = gauss_newton.traces(g, parts, "kl", loss_outputs(g, "kl", None), names,
                               max_iter=1, seed=5, forward=forward, early=False)
     np.testing.assert_array_equal(est.samples, _serial_samples(g, parts, names, seed=5))
-    assert len(threads) == len(parts) and threading.main_thread() not in threads
+    on_caller = [t is threading.main_thread() for t in threads]
+    assert len(threads) == len(parts) and on_caller == [not spare] * len(parts)
 
 
 def test_next_forward_runs_during_the_backward_pass(monkeypatch) -> None:
     """Chunk 0's probes wait for chunk 1's forward pass to begin: that happens only if it runs
     beside them (serially it would start after them; the wait would then give up)."""
+    monkeypatch.setattr(forward_ahead, "spare_core", lambda: True)
     g, feeds, t = _two_block_least_squares(batch=8)
     started = [threading.Event() for _ in range(4)]
     overlapped = []
@@ -78,7 +89,7 @@ def test_next_forward_runs_during_the_backward_pass(monkeypatch) -> None:
     (0.25, None, 9),     # early stop at the first check: 23 chunks observed forward only
     (1e-6, 2.5, 3),      # a budget cut: one second a chunk, so 3 chunks are probed
     (1e-6, None, 32)])   # every chunk probed, then more passes (observed only in the first)
-def test_observer_sees_every_chunk_once_in_order(monkeypatch, tol: float,
+def test_observer_sees_every_chunk_once_in_order(monkeypatch, spare, tol: float,
                                                  budget_s: float | None, stops_at: int) -> None:
     g, feeds, t = _two_block_least_squares(batch=1)
     now, probed, seen = [0.0], [], []
@@ -96,7 +107,7 @@ def test_observer_sees_every_chunk_once_in_order(monkeypatch, tol: float,
     np.testing.assert_array_equal(np.concatenate(seen), feeds["x1"])
 
 
-def test_an_observer_error_is_raised() -> None:
+def test_an_observer_error_is_raised(spare) -> None:
     g, feeds, t = _two_block_least_squares(batch=1)
 
     def observe(env):
@@ -106,7 +117,7 @@ def test_an_observer_error_is_raised() -> None:
         hawq.sensitivity(g, feeds, t, loss="mse", tol=0.25, observe=observe)
 
 
-def test_a_forward_error_past_the_last_chunk_probed_is_dropped() -> None:
+def test_a_forward_error_past_the_last_chunk_probed_is_dropped(spare) -> None:
     """Without an observer an early stop at 9 chunks ends the analysis; the 10th chunk's
     forward pass, begun ahead (unless the stop cancelled it first), fails, but a serial run
     never reached it."""
@@ -120,4 +131,5 @@ def test_a_forward_error_past_the_last_chunk_probed_is_dropped() -> None:
         return executor.run(g, f, dtype="float32", keep=True)
     est = gauss_newton.traces(g, chunks(g, feeds), "mse", ["y"], _names(g), tol=0.25,
                               forward=forward)
-    assert est.iterations == 1 and np.all(est.trace > 0) and len(count) in (9, 10)
+    assert est.iterations == 1 and np.all(est.trace > 0) and len(count) in ((9, 10) if spare
+                                                                             else (9,))
