@@ -9,8 +9,8 @@ the forward pass of chunk i + 1 while another observes chunk i and the calling t
 chunk i's backward pass (numpy's GEMMs, onnxruntime and the window kernels release the GIL).
 Each worker is one thread, so `observe` still sees the chunks once each, in order, and the
 samples are the serial ones: the probes' random draws stay on the calling thread. A chunk's
-forward pass starts once the chunk before the last is observed, so at most two chunks' tensors
-are held at once (one being observed and probed, the next being computed).
+forward pass starts once the chunk before is observed, so at most three chunks' tensors are
+held at once (one being probed, one observed, the next being computed).
 """
 
 from __future__ import annotations
@@ -27,6 +27,11 @@ Observer = Callable[[Mapping[str, np.ndarray]], None]  # sees each chunk's forwa
 Forward = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 Env = Mapping[str, np.ndarray]
 T = TypeVar("T")
+# Most bytes of one chunk's tensors for which the workers run: compile's analysis peak RSS,
+# workers against a plain loop, on the loaded 2-core host: mobilenet_v2 (49.6 MiB a sample)
+# 365 -> 448 MiB, under its compile's 630 MiB peak; resnet18 (21.9 MiB) 546 -> 603 MiB
+# (compile 770); PP-OCR (194 MiB) 530 -> 881 MiB, far above its compile's 680 MiB
+AHEAD_BYTES = 64 * 2**20
 
 
 class ForwardAhead:
@@ -34,8 +39,10 @@ class ForwardAhead:
     chunk once, in order, the first time the caller takes it.
 
     The workers run only where the machine has a core to spare (`spare_core`): on a CPU busy
-    with other processes a thread holding the GIL while descheduled stalls the others, and
-    the chunks then run on the calling thread, as a plain loop would.
+    with other processes a thread holding the GIL while descheduled stalls the others. And
+    only for chunks of at most `AHEAD_BYTES` of tensors (`chunk_bytes`): running ahead holds
+    up to three chunks' tensors where a plain loop holds one. Otherwise the chunks run on the
+    calling thread, as a plain loop would.
 
     Use as a context manager: leaving it waits for `observe` to see every chunk taken (and
     re-raises its error), and drops the forward pass under way (a serial run would not have
@@ -43,11 +50,11 @@ class ForwardAhead:
     """
 
     def __init__(self, run: Forward, chunks: Sequence[Mapping[str, np.ndarray]],
-                 observe: Observer | None) -> None:
+                 observe: Observer | None, chunk_bytes: float) -> None:
         self._run, self._chunks, self._observe = run, chunks, observe
         self._pools = ((ThreadPoolExecutor(1, thread_name_prefix="hawq-forward"),
                         ThreadPoolExecutor(1, thread_name_prefix="hawq-observe"))
-                       if spare_core() else None)
+                       if chunk_bytes <= AHEAD_BYTES and spare_core() else None)
         self._jobs: dict[int, Future[Env]] = {}
         self._seen: list[Future[None]] = []  # observe's job per chunk, in chunk order
         self._observed = 0  # chunks shown to `observe`

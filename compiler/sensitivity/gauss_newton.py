@@ -179,7 +179,8 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
         The `TraceEstimate`: one sample per probe, summed over the chunks; `cut_short` says
         whether the budget ended it.
     """
-    with ForwardAhead(_forward_pass(forward, dtype, g), chunks, observe) as ahead:
+    with ForwardAhead(_forward_pass(forward, dtype, g), chunks, observe,
+                      _chunk_bytes(g, dtype)) as ahead:
         return _probe(g, chunks, loss, outputs, names, ahead, tol=tol, max_iter=max_iter,
                       seed=seed, budget=budget, settled=settled, early=early)
 
@@ -279,6 +280,15 @@ def _early_estimate(names: Sequence[str], parts: Sequence[np.ndarray], total: in
         spent[0] += _took(budget, start)
     spent[1] = float(np.count_nonzero(still))
     return None if still.any() else est
+
+
+def _chunk_bytes(g: Graph, dtype: str) -> float:
+    """Bytes of a chunk's forward tensors (every layer output, float ones in `dtype`)."""
+    def nbytes(t: str) -> int:
+        kind = np.dtype(g.types[t].dtype)
+        item = np.dtype(dtype).itemsize if kind.kind == "f" else kind.itemsize
+        return int(np.prod(g.types[t].shape, dtype=np.int64)) * item
+    return float(sum(nbytes(t) for layer in g.layers for t in layer.outputs if t))
 
 
 def _forward_pass(forward: Forward | None, dtype: str, g: Graph) -> Forward:

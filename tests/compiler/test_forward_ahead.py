@@ -62,6 +62,21 @@ def test_samples_equal_the_serial_loop_and_forwards_leave_the_calling_thread(spa
     assert len(threads) == len(parts) and on_caller == [not spare] * len(parts)
 
 
+def test_chunks_too_large_to_hold_twice_run_on_the_calling_thread(monkeypatch) -> None:
+    """A spare core, but chunks above `AHEAD_BYTES` (here 0): no worker runs."""
+    monkeypatch.setattr(forward_ahead, "spare_core", lambda: True)
+    monkeypatch.setattr(forward_ahead, "AHEAD_BYTES", 0)
+    g, feeds, t = _two_block_least_squares(batch=8)
+    threads = []
+
+    def forward(f):
+        threads.append(threading.current_thread())
+        return executor.run(g, f, dtype="float32", keep=True)
+    gauss_newton.traces(g, chunks(g, feeds), "mse", ["y"], _names(g), max_iter=2,
+                        forward=forward)
+    assert threads and all(t is threading.main_thread() for t in threads)
+
+
 def test_next_forward_runs_during_the_backward_pass(monkeypatch) -> None:
     """Chunk 0's probes wait for chunk 1's forward pass to begin: that happens only if it runs
     beside them (serially it would start after them; the wait would then give up)."""
