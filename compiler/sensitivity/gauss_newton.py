@@ -42,9 +42,10 @@ are predicted from the relative standard error, which falls as 1/sqrt(probes): t
 which every weight still open either meets `tol` or, with its error so shrunk, is settled by
 the `settled` rule (`_next_probes`; PP-OCR: one more probe per chunk where `tol` alone asked
 for the 3x cap); each further pass recomputes the chunks' forward passes rather than keeping
-every chunk's activations. The chunks' forward passes and the caller's observer run on worker
-threads, one chunk ahead of the calling thread's backward passes
-(`compiler.sensitivity.forward_ahead`): the same samples, on two cores.
+every chunk's activations. With a core to spare and chunks of at most 64 MiB of tensors, the
+chunks' forward passes and the caller's observer run on worker threads, one chunk ahead of the
+calling thread's backward passes (`compiler.sensitivity.forward_ahead`): the same samples, on
+two cores.
 A first pass of one probe per chunk need not cover every chunk: at a few chunk counts
 (`early_checks`) the chunks so far, as a sample of all (`sampled_estimate`, which counts the
 chunk-to-chunk variation as error too), are tested against `tol` and the `settled` rule; once
@@ -160,8 +161,8 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
         dtype: float dtype of the forward and backward passes.
         observe: called with every tensor of each chunk's forward pass in the first pass over
             the chunks (in chunk order), e.g. to collect calibration statistics on the way;
-            it runs on a worker thread, beside the next chunk's forward pass and this one's
-            backward pass (`compiler.sensitivity.forward_ahead`).
+            it may run on a worker thread, beside the next chunk's forward pass and this
+            one's backward pass (`compiler.sensitivity.forward_ahead`).
         budget: time budget, checked before each chunk (`compiler.sensitivity.time_budget`):
             once it is used up no more chunks are probed. A cut first pass keeps the chunks
             it covered (at least `MIN_CHUNKS`) as a sample of all (the others then run

@@ -256,7 +256,7 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
         freeze: freeze piecewise-linear switching patterns in the difference quotients
             ("hessian").
         observe: sees every tensor of each calibration chunk's float32 forward pass, once per
-            chunk, in order, on a worker thread ("gauss-newton"; see `gauss_newton.traces`).
+            chunk, in order, maybe on a worker thread ("gauss-newton"; see `gauss_newton.traces`).
         budget_s: seconds the analysis may take (None: no bound); when they are used up it
             stops probing and reports the precision reached (`rse`) and `cut_short`.
         clock: the clock `budget_s` is measured on (seconds; tests inject a fake one).
