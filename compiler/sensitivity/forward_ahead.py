@@ -32,6 +32,10 @@ T = TypeVar("T")
 # 365 -> 448 MiB, under its compile's 630 MiB peak; resnet18 (21.9 MiB) 546 -> 603 MiB
 # (compile 770); PP-OCR (194 MiB) 530 -> 881 MiB, far above its compile's 680 MiB
 AHEAD_BYTES = 64 * 2**20
+# ... and least: below it a chunk's passes take about as long as handing them to a thread
+# (silero, 0.1 MiB a sample, 16 chunks, load 2: 0.37-0.53 s with the workers, 0.31-0.53 s
+# without; magika's 25.5 MiB gain 1.15 -> 1.00 s)
+AHEAD_MIN_BYTES = 2**20
 
 
 class ForwardAhead:
@@ -40,9 +44,9 @@ class ForwardAhead:
 
     The workers run only where the machine has a core to spare (`spare_core`): on a CPU busy
     with other processes a thread holding the GIL while descheduled stalls the others. And
-    only for chunks of at most `AHEAD_BYTES` of tensors (`chunk_bytes`): running ahead holds
-    up to three chunks' tensors where a plain loop holds one. Otherwise the chunks run on the
-    calling thread, as a plain loop would.
+    only for chunks of `AHEAD_MIN_BYTES` to `AHEAD_BYTES` of tensors (`chunk_bytes`): running
+    ahead holds up to three chunks' tensors where a plain loop holds one, and tiny chunks
+    gain nothing. Otherwise the chunks run on the calling thread, as a plain loop would.
 
     Use as a context manager: leaving it waits for `observe` to see every chunk taken (and
     re-raises its error), and drops the forward pass under way (a serial run would not have
@@ -54,7 +58,8 @@ class ForwardAhead:
         self._run, self._chunks, self._observe = run, chunks, observe
         self._pools = ((ThreadPoolExecutor(1, thread_name_prefix="hawq-forward"),
                         ThreadPoolExecutor(1, thread_name_prefix="hawq-observe"))
-                       if chunk_bytes <= AHEAD_BYTES and spare_core() else None)
+                       if AHEAD_MIN_BYTES <= chunk_bytes <= AHEAD_BYTES and spare_core()
+                       else None)
         self._jobs: dict[int, Future[Env]] = {}
         self._seen: list[Future[None]] = []  # observe's job per chunk, in chunk order
         self._observed = 0  # chunks shown to `observe`

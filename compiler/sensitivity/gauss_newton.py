@@ -42,7 +42,7 @@ are predicted from the relative standard error, which falls as 1/sqrt(probes): t
 which every weight still open either meets `tol` or, with its error so shrunk, is settled by
 the `settled` rule (`_next_probes`; PP-OCR: one more probe per chunk where `tol` alone asked
 for the 3x cap); each further pass recomputes the chunks' forward passes rather than keeping
-every chunk's activations. With a core to spare and chunks of at most 64 MiB of tensors, the
+every chunk's activations. With a core to spare and chunks of 1-64 MiB of tensors, the
 chunks' forward passes and the caller's observer run on worker threads, one chunk ahead of the
 calling thread's backward passes (`compiler.sensitivity.forward_ahead`): the same samples, on
 two cores.

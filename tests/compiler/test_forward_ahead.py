@@ -28,8 +28,10 @@ def _digits(n: int = 12):
 
 @pytest.fixture(params=[True, False], ids=["workers", "serial"])
 def spare(request, monkeypatch) -> bool:
-    """Whether a core is spare (the workers run), forced either way."""
+    """Whether a core is spare (the workers run), forced either way; these models' chunks are
+    far below `AHEAD_MIN_BYTES`, so that bound is lifted."""
     monkeypatch.setattr(forward_ahead, "spare_core", lambda: request.param)
+    monkeypatch.setattr(forward_ahead, "AHEAD_MIN_BYTES", 0)
     return bool(request.param)
 
 
@@ -62,10 +64,14 @@ def test_samples_equal_the_serial_loop_and_forwards_leave_the_calling_thread(spa
     assert len(threads) == len(parts) and on_caller == [not spare] * len(parts)
 
 
-def test_chunks_too_large_to_hold_twice_run_on_the_calling_thread(monkeypatch) -> None:
-    """A spare core, but chunks above `AHEAD_BYTES` (here 0): no worker runs."""
+@pytest.mark.parametrize(("least", "most"), [(0, 0), (2**20, 2**30)])
+def test_chunks_outside_the_bounds_run_on_the_calling_thread(monkeypatch, least: int,
+                                                             most: int) -> None:
+    """A spare core, but chunks above `AHEAD_BYTES` or below `AHEAD_MIN_BYTES` (this model's
+    are 192 bytes): no worker runs."""
     monkeypatch.setattr(forward_ahead, "spare_core", lambda: True)
-    monkeypatch.setattr(forward_ahead, "AHEAD_BYTES", 0)
+    monkeypatch.setattr(forward_ahead, "AHEAD_MIN_BYTES", least)
+    monkeypatch.setattr(forward_ahead, "AHEAD_BYTES", most)
     g, feeds, t = _two_block_least_squares(batch=8)
     threads = []
 
@@ -81,6 +87,7 @@ def test_next_forward_runs_during_the_backward_pass(monkeypatch) -> None:
     """Chunk 0's probes wait for chunk 1's forward pass to begin: that happens only if it runs
     beside them (serially it would start after them; the wait would then give up)."""
     monkeypatch.setattr(forward_ahead, "spare_core", lambda: True)
+    monkeypatch.setattr(forward_ahead, "AHEAD_MIN_BYTES", 0)
     g, feeds, t = _two_block_least_squares(batch=8)
     started = [threading.Event() for _ in range(4)]
     overlapped = []
