@@ -339,7 +339,7 @@ def _power_of_two_above(m: float) -> float:
     return math.ldexp(1.0, exp)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # compile's HAWQ analysis runs it beside its backward passes
 def _histogram(x: np.ndarray, nbins: int, inv_width: float) -> np.ndarray:
     """Counts of `floor(v * inv_width) + nbins // 2` over the 1-D float32/float64 `x`.
 

@@ -11,7 +11,8 @@ rather than branch, so every inner loop is one unit-stride loop over the whole p
 LLVM vectorises. One layout serves every spatial rank, stride and dilation.
 
 Kernels run in parallel over planes (no two planes share an output element) and are compiled
-once per dtype and cached on disk.
+once per dtype and cached on disk. They release the GIL: HAWQ's backward passes call them
+while its worker threads run forward passes and observers (`compiler.sensitivity.forward_ahead`).
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ def plane_windows(spatial: Ints, begins: Ints, extent: Ints, kernel: Ints, strid
     return PlaneWindows(spatial, begins, extent, kernel, strides, dilations, out)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def scatter_planes(x: np.ndarray, where: np.ndarray, fill: float, xp: np.ndarray) -> None:
     """`xp[r]` = `fill` with `x[r, i]` at `where[i]` (skipping where it is -1)."""
     for r in prange(x.shape[0]):
@@ -203,7 +204,7 @@ def scatter_planes(x: np.ndarray, where: np.ndarray, fill: float, xp: np.ndarray
                 pr[where[i]] = xr[i]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def gather_planes(xp: np.ndarray, where: np.ndarray, x: np.ndarray) -> None:
     """`x[r, i]` = `xp[r, where[i]]`, or 0 where it is -1: the adjoint of `scatter_planes`."""
     for r in prange(x.shape[0]):
@@ -212,14 +213,14 @@ def gather_planes(xp: np.ndarray, where: np.ndarray, x: np.ndarray) -> None:
             xr[i] = pr[where[i]] if where[i] >= 0 else 0
 
 
-@njit(cache=True, fastmath=_FAST)
+@njit(cache=True, nogil=True, fastmath=_FAST)
 def _add(x: np.ndarray, y: np.ndarray) -> None:
     """y += x (unit-stride slices: vector code)."""
     for j in range(x.size):
         y[j] += x[j]
 
 
-@njit(cache=True, parallel=True, fastmath=_FAST)
+@njit(cache=True, parallel=True, nogil=True, fastmath=_FAST)
 def sweep_columns(planes: np.ndarray, cols: np.ndarray, taps: np.ndarray,
                   row_starts: np.ndarray, batch: int, to_columns: bool) -> None:
     """im2col and its adjoint, one walk over (plane, tap, output row).
@@ -247,7 +248,7 @@ def sweep_columns(planes: np.ndarray, cols: np.ndarray, taps: np.ndarray,
                     _add(row[at:at + width], x[lo:lo + width])
 
 
-@njit(cache=True, parallel=True, fastmath=_FAST)
+@njit(cache=True, parallel=True, nogil=True, fastmath=_FAST)
 def max_window_scatter(xp: np.ndarray, g: np.ndarray, taps: np.ndarray, gxp: np.ndarray
                        ) -> None:
     """Max pooling's vjp: `gxp[r]` gets `g[r, p]` at the first maximum of window `p` of plane
@@ -275,7 +276,7 @@ def max_window_scatter(xp: np.ndarray, g: np.ndarray, taps: np.ndarray, gxp: np.
             gx[p + arg[p]] += gr[p]
 
 
-@njit(cache=True, parallel=True, fastmath=_FAST)
+@njit(cache=True, parallel=True, nogil=True, fastmath=_FAST)
 def depthwise_window_forward(xp: np.ndarray, w: np.ndarray, taps: np.ndarray, y: np.ndarray
                              ) -> None:
     """Conv with one input channel per group (depthwise, with M = len(y) / len(xp) filters
@@ -297,7 +298,7 @@ def depthwise_window_forward(xp: np.ndarray, w: np.ndarray, taps: np.ndarray, y:
                 yr[p] += xs[p] * wk
 
 
-@njit(cache=True, parallel=True, fastmath=_FAST)
+@njit(cache=True, parallel=True, nogil=True, fastmath=_FAST)
 def depthwise_window_vjp(xp: np.ndarray, g: np.ndarray, w: np.ndarray, taps: np.ndarray,
                          gxp: np.ndarray, gw: np.ndarray) -> None:
     """The vjp of `depthwise_window_forward`, one pass per input plane.

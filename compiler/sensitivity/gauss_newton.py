@@ -42,7 +42,10 @@ are predicted from the relative standard error, which falls as 1/sqrt(probes): t
 which every weight still open either meets `tol` or, with its error so shrunk, is settled by
 the `settled` rule (`_next_probes`; PP-OCR: one more probe per chunk where `tol` alone asked
 for the 3x cap); each further pass recomputes the chunks' forward passes rather than keeping
-every chunk's activations.
+every chunk's activations. With a core to spare and chunks of 1-64 MiB of tensors, the
+chunks' forward passes and the caller's observer run on worker threads, one chunk ahead of the
+calling thread's backward passes (`compiler.sensitivity.forward_ahead`): the same samples, on
+two cores.
 A first pass of one probe per chunk need not cover every chunk: at a few chunk counts
 (`early_checks`) the chunks so far, as a sample of all (`sampled_estimate`, which counts the
 chunk-to-chunk variation as error too), are tested against `tol` and the `settled` rule; once
@@ -72,14 +75,12 @@ from scipy.special import softmax
 from compiler import executor
 from compiler.ir import Graph
 from compiler.sensitivity import weight_norms
+from compiler.sensitivity.forward_ahead import Forward, ForwardAhead, Observer
 from compiler.sensitivity.time_budget import TimeBudget
 from compiler.sensitivity.trace_estimate import TraceEstimate
 from compiler.sensitivity.weight_norms import NormPlan
 
 Factor = Callable[[np.ndarray], np.ndarray]  # u -> L u
-Observer = Callable[[Mapping[str, np.ndarray]], None]  # sees each chunk's forward tensors
-# feeds -> every tensor of the float32 forward pass (as `executor.run(..., keep=True)` gives)
-Forward = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 MIN_DOF = 8  # degrees of freedom of the pooled variance before the first stopping test
 MIN_CHUNKS = 2  # chunks a budget-cut first pass still covers: a variance needs two
 # most of a first pass's time its early stopping tests may take, and most of the weights
@@ -111,20 +112,22 @@ def _rows(shape: Sequence[int]) -> int:
 def chunk_samples(g: Graph, feeds: dict[str, np.ndarray], loss: str, outputs: Sequence[str],
                   names: Sequence[str], probes: int, chunks: int, rng: np.random.Generator,
                   dtype: str = "float32", observe: Observer | None = None,
-                  forward: Forward | None = None, norms: NormPlan | None = None
-                  ) -> np.ndarray:
+                  forward: Forward | None = None, norms: NormPlan | None = None,
+                  env: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
     """`probes` Hutchinson samples of each weight's ||(J^T L u)_w||^2 for one chunk [probes, W].
 
     `chunks` is how many chunks of this size the calibration set holds: the loss is a mean
     over all of their rows. `observe`, if given, sees every tensor of the chunk's forward pass.
     `forward`, if given, computes that pass instead of the reference executor (e.g. in
     onnxruntime, several times faster; float32 only, equal to rounding). `norms` is
-    `weight_norms.plan(g, names)`, made here if not given (`traces` makes it once).
+    `weight_norms.plan(g, names)`, made here if not given (`traces` makes it once). `env`, if
+    given, is that forward pass already run (and observed): `feeds`, `observe` and `forward`
+    are then not used.
     """
-    env = (executor.run(g, feeds, dtype=dtype, keep=True) if forward is None
-           else forward(feeds))
-    if observe is not None:
-        observe(env)
+    if env is None:
+        env = _forward_pass(forward, dtype, g)(feeds)
+        if observe is not None:
+            observe(env)
     factors = {o: output_factor(loss, env[o], _rows(env[o].shape) * chunks) for o in outputs}
     norms = weight_norms.plan(g, names) if norms is None else norms
     out = np.empty((probes, len(names)))
@@ -157,7 +160,9 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
         seed: Rademacher seed.
         dtype: float dtype of the forward and backward passes.
         observe: called with every tensor of each chunk's forward pass in the first pass over
-            the chunks (in chunk order), e.g. to collect calibration statistics on the way.
+            the chunks (in chunk order), e.g. to collect calibration statistics on the way;
+            it may run on a worker thread, beside the next chunk's forward pass and this
+            one's backward pass (`compiler.sensitivity.forward_ahead`).
         budget: time budget, checked before each chunk (`compiler.sensitivity.time_budget`):
             once it is used up no more chunks are probed. A cut first pass keeps the chunks
             it covered (at least `MIN_CHUNKS`) as a sample of all (the others then run
@@ -175,6 +180,17 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
         The `TraceEstimate`: one sample per probe, summed over the chunks; `cut_short` says
         whether the budget ended it.
     """
+    with ForwardAhead(_forward_pass(forward, dtype, g), chunks, observe,
+                      _chunk_bytes(g, dtype)) as ahead:
+        return _probe(g, chunks, loss, outputs, names, ahead, tol=tol, max_iter=max_iter,
+                      seed=seed, budget=budget, settled=settled, early=early)
+
+
+def _probe(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
+           outputs: Sequence[str], names: Sequence[str], ahead: ForwardAhead, *, tol: float,
+           max_iter: int, seed: int, budget: TimeBudget | None, settled: Settled | None,
+           early: bool) -> TraceEstimate:
+    """`traces`, each chunk's forward pass taken from `ahead`."""
     rng, norms = np.random.default_rng(seed), weight_norms.plan(g, names)
     parts: list[np.ndarray] = [np.empty((0, len(names))) for _ in chunks]
     done, want = 0, min(max_iter, _first_pass(len(chunks)))
@@ -186,18 +202,17 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
             if _stop_pass(budget, done, covered, len(chunks)):
                 break
             parts[i] = np.concatenate([parts[i], chunk_samples(
-                g, feeds, loss, outputs, names, want - done, len(chunks), rng, dtype,
-                observe if done == 0 else None, forward, norms)])
+                g, feeds, loss, outputs, names, want - done, len(chunks), rng,
+                norms=norms, env=ahead.env(i))])
             covered += 1
             if done == 0 and covered in checks:
                 est = _early_estimate(names, parts[:covered], len(chunks), tol, settled,
                                       budget, began, spent)
                 if est is not None:
-                    _observe_forward(g, chunks[covered:], observe, forward, dtype)
+                    ahead.observe_rest()
                     return est
-        if covered < len(chunks):
-            if done == 0:  # the rest still reach `observe`: a caller's statistics need
-                _observe_forward(g, chunks[covered:], observe, forward, dtype)  # them all
+        if covered < len(chunks):  # the rest still reach `observe` (none after the first
+            ahead.observe_rest()  # pass): a caller's statistics need them all
             return _cut_estimate(names, parts, done, covered)
         took, added, done = _took(budget, began), want - done, want
         est = pooled_estimate(names, parts)
@@ -268,14 +283,20 @@ def _early_estimate(names: Sequence[str], parts: Sequence[np.ndarray], total: in
     return None if still.any() else est
 
 
-def _observe_forward(g: Graph, chunks: Sequence[dict[str, np.ndarray]],
-                     observe: Observer | None, forward: Forward | None, dtype: str) -> None:
-    """The forward passes of `chunks` for `observe` alone (nothing to do without one)."""
-    if observe is None:
-        return
-    for feeds in chunks:
-        observe(executor.run(g, feeds, dtype=dtype, keep=True) if forward is None
-                else forward(feeds))
+def _chunk_bytes(g: Graph, dtype: str) -> float:
+    """Bytes of a chunk's forward tensors (every layer output, float ones in `dtype`)."""
+    def nbytes(t: str) -> int:
+        kind = np.dtype(g.types[t].dtype)
+        item = np.dtype(dtype).itemsize if kind.kind == "f" else kind.itemsize
+        return int(np.prod(g.types[t].shape, dtype=np.int64)) * item
+    return float(sum(nbytes(t) for layer in g.layers for t in layer.outputs if t))
+
+
+def _forward_pass(forward: Forward | None, dtype: str, g: Graph) -> Forward:
+    """feeds -> every tensor of `g`'s forward pass: `forward`, or the reference executor's."""
+    if forward is not None:
+        return forward
+    return lambda feeds: executor.run(g, feeds, dtype=dtype, keep=True)
 
 
 def _took(budget: TimeBudget | None, began: float | None) -> float:

@@ -64,6 +64,7 @@ from compiler.errors import ModelError
 from compiler.executor import Arrays, Outputs, Rule, Values, vjp_rule
 from compiler.ir import Graph, Layer
 from compiler.sensitivity import gauss_newton
+from compiler.sensitivity.forward_ahead import Forward, Observer
 from compiler.sensitivity.loss import (
     Objective,
     check_label_rows,
@@ -229,10 +230,10 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
                 *, bits: Sequence[int] = DEFAULT_BITS, loss: str | None = None,
                 curvature: str = "gauss-newton", tol: float = 0.05, max_iter: int = 100,
                 min_iter: int = 3, fd_eps: float = FD_EPS, seed: int = 0,
-                freeze: bool = True, observe: gauss_newton.Observer | None = None,
+                freeze: bool = True, observe: Observer | None = None,
                 budget_s: float | None = None, clock: Clock = time.monotonic,
                 settled: gauss_newton.Settled | None = None,
-                forward: gauss_newton.Forward | None = None) -> Sensitivity:
+                forward: Forward | None = None) -> Sensitivity:
     """HAWQ-V2 sensitivity `Omega_l(b) = max(Tr(H_l)/n_l, 0) * ||Q_b(W_l) - W_l||^2`.
 
     Args:
@@ -255,7 +256,7 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
         freeze: freeze piecewise-linear switching patterns in the difference quotients
             ("hessian").
         observe: sees every tensor of each calibration chunk's float32 forward pass, once per
-            chunk, in order ("gauss-newton"; see `gauss_newton.traces`).
+            chunk, in order, maybe on a worker thread ("gauss-newton"; see `gauss_newton.traces`).
         budget_s: seconds the analysis may take (None: no bound); when they are used up it
             stops probing and reports the precision reached (`rse`) and `cut_short`.
         clock: the clock `budget_s` is measured on (seconds; tests inject a fake one).
@@ -291,9 +292,9 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
 def _sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray | None, *,
                  bits: Sequence[int], loss: str | None, curvature: str, tol: float,
                  max_iter: int, min_iter: int, fd_eps: float, seed: int, freeze: bool,
-                 observe: gauss_newton.Observer | None, budget: TimeBudget | None,
+                 observe: Observer | None, budget: TimeBudget | None,
                  settled: gauss_newton.Settled | None,
-                 forward: gauss_newton.Forward | None = None) -> Sensitivity:
+                 forward: Forward | None = None) -> Sensitivity:
     layers, choices = check_quantisable(g), bit_choices(bits)
     names = unique_weights(layers)
     if curvature == "gauss-newton":
