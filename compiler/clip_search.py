@@ -34,7 +34,7 @@ def best_ratios(g: np.ndarray, qmin: float, qmax: float, symmetric: bool) -> np.
     g = np.ascontiguousarray(g, np.float32)
     args = (np.asarray(CLIP_RATIOS), float(qmin), float(qmax), symmetric, float(TINY))
     threads = min(search_threads(), -(-g.shape[0] // _CHUNK_ROWS))
-    if threads < 2 or g.shape[0] < (_THREAD_ROWS if _idle_core(threads) else _BUSY_ROWS):
+    if threads < 2 or g.shape[0] < (_THREAD_ROWS if idle_core(threads) else _BUSY_ROWS):
         return _mse_ratio_kernel(g, *args)
     return _threaded(g, args, threads)
 
@@ -53,7 +53,7 @@ _CHUNK_ROWS = 1024
 _MAX_THREADS = 8
 
 
-def _idle_core(threads: int) -> bool:
+def idle_core(threads: int) -> bool:
     """Whether the machine's 1-minute load average leaves a core for a helper thread."""
     try:
         return os.getloadavg()[0] < threads  # ours counts: below it another runs at most

@@ -116,9 +116,9 @@ class ForwardAhead:
 
 def spare_core() -> bool:
     """Whether the machine has a core for the worker threads (1-minute load average)."""
-    from compiler.clip_search import _idle_core, search_threads  # numba loads with it
+    from compiler.clip_search import idle_core, search_threads  # numba loads with it
 
-    return _idle_core(search_threads())
+    return idle_core(search_threads())
 
 
 def _serially(fn: Callable[[Env], T], env: Env) -> T:
