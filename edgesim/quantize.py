@@ -325,7 +325,7 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
               else calibrate(g, cal.batches(g, fit), tensors=tuple(stats.stats),
                              forward=forward))
     cases = tuple(reference_case(*run) for run in _held_runs(
-        g, held, E2E_CHUNK, held_outputs if fit is not data else None, env))
+        g, held, E2E_CHUNK, held_outputs if fit is not data else None))
     # the local choice's reader responses in onnxruntime too (resnet18: 4x fewer seconds
     # than the numpy conv forward)
     readers = _onnxruntime_runner if _float32_only(g) else None
@@ -374,8 +374,7 @@ def _held_batches(g: Graph, held: cal.CalibrationData, chunk: int | None = None
 
 
 def _held_runs(g: Graph, held: cal.CalibrationData, chunk: int | None = None,
-               outputs: Sequence[dict[str, np.ndarray]] | None = None,
-               env: FloatEnv | None = None
+               outputs: Sequence[dict[str, np.ndarray]] | None = None
                ) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
     """The held-out samples in batches of `chunk` samples (default all in one), each with
     the float model's outputs on it (`run_chunks`). Output errors are sums of squares, so
@@ -384,15 +383,11 @@ def _held_runs(g: Graph, held: cal.CalibrationData, chunk: int | None = None,
     `outputs`: each held sample's float outputs, recorded by the pass that gave the
     statistics (`FloatPass.held_outputs`); they are the references then, and onnxruntime
     only runs the first chunk, to see whether the model takes chunks (resnet18: 7 of 8
-    float runs fewer). That run fetches only the graph outputs from the shared all-tensor
-    session `env` where there is one (`onnxruntime_env`: it then runs just the nodes they
-    need, so a 2-sample run does not hold every tensor at once; PP-OCR: +370 MiB if it
-    did), instead of emitting the float model and building a session of its own for one
-    run (resnet18: 0.1 CPU-s); the probe's outputs are only compared with tolerance."""
+    float runs fewer). That run is not the shared all-tensor session's: there every tensor
+    is a graph output, so a 2-sample run holds all of them at once (PP-OCR: +370 MiB)."""
+    run = _onnxruntime_runner(g)
     if outputs is None or len(outputs) != held.count:
-        return run_chunks(g, held, _onnxruntime_runner(g), chunk)
-    run = (_onnxruntime_runner(g) if env is None
-           else lambda feeds: {t: y for t, y in env(feeds, g.outputs).items() if t in g.outputs})
+        return run_chunks(g, held, run, chunk)
     return recorded_chunks(g, held, outputs, run, chunk)
 
 

@@ -69,22 +69,3 @@ def test_the_hawq_recorder_keeps_the_same_held_outputs_as_a_float_pass() -> None
     for a, b in zip(got.held_outputs, want.held_outputs):
         for t in b:
             np.testing.assert_allclose(a[t], b[t], rtol=1e-5, atol=1e-6)
-
-
-def test_the_chunk_probe_runs_in_the_shared_float_session(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """Given the all-tensor session, the probe of whether the model takes chunks runs there
-    (no float model of its own is emitted), and the runs are the same."""
-    import edgesim.quantize as quantize_module
-
-    g, data, held = _setup()
-    fp = float_pass(g, data, stats=True)
-    env = onnxruntime_env(g, threads=None)
-    assert env is not None and fp.held_outputs is not None
-    want = {chunk: _held_runs(g, held, chunk, fp.held_outputs) for chunk in (None, 2, 1)}
-
-    def no_session(qg):  # type: ignore[no-untyped-def]
-        raise AssertionError("a float session of its own")
-    monkeypatch.setattr(quantize_module, "_onnxruntime_runner", no_session)
-    for chunk, runs in want.items():
-        _same_runs(_held_runs(g, held, chunk, fp.held_outputs, env), runs)
-    assert len(want[2]) == -(-held.count // 2)
