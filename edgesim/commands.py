@@ -18,6 +18,7 @@ from edgesim.errors import UserError
 
 if TYPE_CHECKING:
     from edgesim import api
+    from edgesim.report_plots import Plotter
 
 
 def parse_named(items: Sequence[str] | None, flag: str, example: str,
@@ -187,6 +188,14 @@ def _sparsity_levels(text: str | None) -> tuple[float, ...]:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
+    from edgesim.report_plots import plotter, stopped_on_error
+
+    # the plotting process imports matplotlib while this one imports the pipeline
+    with stopped_on_error(plotter()) as plots:
+        return _compile(args, plots)
+
+
+def _compile(args: argparse.Namespace, plots: Plotter) -> int:
     from edgesim import api  # imported by the command that runs, not the parser
     from edgesim.budget import parse_analysis_budget
 
@@ -212,7 +221,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         kernel_check=args.kernel_check, pick=args.pick, assignment=args.assignment,
         quiet=args.quiet, command=" ".join(["edgesim", *sys.argv[1:]]), force=args.force,
         verify=args.debug, min_fidelity=args.min_fidelity,
-        analysis_budget_s=parse_analysis_budget(args.analysis_budget))
+        analysis_budget_s=parse_analysis_budget(args.analysis_budget), plots=plots)
     if args.json:
         print(json.dumps(r.to_dict(), default=str))
     else:
