@@ -209,6 +209,8 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
         from edgesim.loading import load_graph, resolve_target
         from edgesim.quantize import quantize_model
         from edgesim.sparsity import apply_sparsity, expand_bits
+        from hwmodels.kernels.numba_start import load_registries
+        load_registries()  # before any kernel runs: numba's start without its BLAS probe
         source = built_model(model)
         g = load_graph(source, options.input_shapes, **_load_options(options))  # ONNX -> IR
         if options.verify:

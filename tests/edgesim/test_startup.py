@@ -278,3 +278,15 @@ def test_a_cli_call_reads_its_target_file_once(monkeypatch, capsys) -> None:  # 
     assert cli.main(["simulate", "zoo:digits_cnn", "--target", "rpi5"]) == 0
     assert reads.count("rpi5.yaml") == 1
     capsys.readouterr()
+
+
+def test_a_compile_imports_no_scipy_linalg(tmp_path: Path) -> None:
+    """numba's first kernel probed for a BLAS through scipy.linalg (0.15-0.2 CPU-s); no
+    compile step on this path needs it (`hwmodels.kernels.numba_start`)."""
+    code = ("import sys; from edgesim import cli; "
+            "rc = cli.main(['compile', '--example', '--method', 'proxy', '--quiet', '-o', "
+            f"{str(tmp_path / 'out')!r}]); "
+            "print(rc, 'scipy.linalg' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip().splitlines()[-1] == "0 False"
