@@ -13,7 +13,13 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from edgesim.budget import DEFAULT_ANALYSIS_BUDGET_S, format_bytes
-from edgesim.cli import GLOBAL, add_command, parse_input_shapes, positive_int
+from edgesim.cli import (
+    GLOBAL,
+    add_command,
+    collection_paused,
+    parse_input_shapes,
+    positive_int,
+)
 from edgesim.errors import UserError
 
 if TYPE_CHECKING:
@@ -192,6 +198,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     # the plotting process imports matplotlib while this one imports the pipeline
     with stopped_on_error(plotter()) as plots:
+        with collection_paused():  # the pipeline and the modules its load phase imports
+            import edgesim.float_pass
+            import edgesim.pipeline
+            import edgesim.quantize
+            import edgesim.sparsity  # noqa: F401
         return _compile(args, plots)
 
 
