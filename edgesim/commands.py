@@ -144,8 +144,13 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    from compiler.numba_start import load_registries
     from edgesim import api  # imported by the command that runs, not the parser
     from edgesim.output import output_file
+
+    with collection_paused():  # the quantizer's modules and numba's registries
+        import edgesim.quantize  # noqa: F401
+        load_registries()
 
     r = api.quantize(args.model, args.bits, output_file(args.output), calib=args.calib,
                      calib_random=args.calib_random,

@@ -14,8 +14,8 @@ import gc
 import logging
 
 # numba's BLAS probe (~0.2 of the server's ~1.2 CPU-s start, bench/bench_sweep.py) is
-# answered "absent" while the kernels load (`hwmodels.kernels.numba_start`)
-from hwmodels.kernels.numba_start import blas_probe_absent
+# answered "absent" while the kernels load (`compiler.numba_start`)
+from compiler.numba_start import blas_probe_absent
 
 try:
     with blas_probe_absent():

@@ -282,7 +282,7 @@ def test_a_cli_call_reads_its_target_file_once(monkeypatch, capsys) -> None:  # 
 
 def test_a_compile_imports_no_scipy_linalg(tmp_path: Path) -> None:
     """numba's first kernel probed for a BLAS through scipy.linalg (0.15-0.2 CPU-s); no
-    compile step on this path needs it (`hwmodels.kernels.numba_start`)."""
+    compile step on this path needs it (`compiler.numba_start`)."""
     code = ("import sys; from edgesim import cli; "
             "rc = cli.main(['compile', '--example', '--method', 'proxy', '--quiet', '-o', "
             f"{str(tmp_path / 'out')!r}]); "
@@ -335,3 +335,13 @@ def test_no_collection_runs_while_the_compile_imports_its_modules(tmp_path: Path
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.stdout.strip().splitlines()[-1] == "0 []"
+
+
+def test_quantize_imports_no_scipy_linalg(tmp_path: Path) -> None:
+    code = ("import sys; from edgesim import cli; "
+            "rc = cli.main(['quantize', 'zoo:digits_transformer', '--bits', '4', '--quiet', "
+            f"'-o', {str(tmp_path / 'q.onnx')!r}]); "
+            "print(rc, 'scipy.linalg' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip().splitlines()[-1] == "0 False"

@@ -1,4 +1,4 @@
-"""numba's start-up without its BLAS probe (`hwmodels.kernels.numba_start`): scipy.linalg is
+"""numba's start-up without its BLAS probe (`compiler.numba_start`): scipy.linalg is
 not imported, kernels still run and give numpy's answer, and the probe's module imports as
 usual afterwards."""
 
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CODE = """
 import sys
 import numpy as np
-from hwmodels.kernels.numba_start import load_registries
+from compiler.numba_start import load_registries
 load_registries()
 from compiler.quantizers import quantize_weight, dequantize
 w = np.linspace(-1.0, 1.0, 64 * 8, dtype=np.float32).reshape(64, 8)
