@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from edgesim.budget import Budget
     from edgesim.quantize import QuantizeResult
     from edgesim.report import CompileResult
+    from edgesim.report_plots import Plotter
     from edgesim.simulation import Simulation
     from hwmodels.cpu_schema import CpuTarget
     from hwmodels.target import TargetRef
@@ -196,7 +197,8 @@ def compile(model: Any, target: TargetRef = "rpi5", *, outdir: str | os.PathLike
             sparsity: Sequence[float] = (),
             kernel_check: str = "fail", pick: int | None = None, assignment: str | None = None,
             verify: bool = False, command: str = "edgesim.compile(...)",
-            blocks: Sequence[int] | None = None) -> CompileResult:
+            blocks: Sequence[int] | None = None, plots: str | Plotter = "auto"
+            ) -> CompileResult:
     """Compile `model` for `target`: choose bits per layer, emit the packed model and reports.
 
     Mirrors `edgesim compile`; returns an `edgesim.report.CompileResult` (the fields of
@@ -226,7 +228,8 @@ def compile(model: Any, target: TargetRef = "rpi5", *, outdir: str | os.PathLike
     candidate), `--kernel-check`, `--pick`, `--assignment` and `--debug` (see
     `edgesim.pipeline.CompileOptions`); `command` is recorded in the report. `blocks`
     (e.g. (32, 64, 128)) makes the block of MatMulNBits / blocked-DequantizeLinear layers a
-    per-layer choice of the allocator (default: one block, 32).
+    per-layer choice of the allocator (default: one block, 32). `plots` says who draws the
+    figures (`edgesim.pipeline.CompileOptions.plots`).
     `analysis_budget_s` defaults to `edgesim.budget.DEFAULT_ANALYSIS_BUDGET_S` (None: no
     bound); the notes say whether the budget ended the analysis.
     """
@@ -245,7 +248,7 @@ def compile(model: Any, target: TargetRef = "rpi5", *, outdir: str | os.PathLike
         analysis_budget_s=analysis_budget_s,
         sparsity=tuple(sorted({0.0, *map(float, sparsity)})) if sparsity else (),
         kernel_check=kernel_check, pick=pick, assignment=assignment, verify=verify,
-        blocks=None if blocks is None else tuple(blocks))
+        blocks=None if blocks is None else tuple(blocks), plots=plots)
     return compile_model(model, target, outdir, calib=calib, calib_random=calib_random,
                          eval_data=eval_data, options=options)
 

@@ -13,11 +13,18 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from edgesim.budget import DEFAULT_ANALYSIS_BUDGET_S, format_bytes
-from edgesim.cli import GLOBAL, add_command, parse_input_shapes, positive_int
+from edgesim.cli import (
+    GLOBAL,
+    add_command,
+    collection_paused,
+    parse_input_shapes,
+    positive_int,
+)
 from edgesim.errors import UserError
 
 if TYPE_CHECKING:
     from edgesim import api
+    from edgesim.report_plots import Plotter
 
 
 def parse_named(items: Sequence[str] | None, flag: str, example: str,
@@ -140,8 +147,13 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    from compiler.numba_start import load_registries
     from edgesim import api  # imported by the command that runs, not the parser
     from edgesim.output import output_file
+
+    with collection_paused():  # the quantizer's modules and numba's registries
+        import edgesim.quantize  # noqa: F401
+        load_registries()
 
     r = api.quantize(args.model, args.bits, output_file(args.output), calib=args.calib,
                      calib_random=args.calib_random,
@@ -190,6 +202,19 @@ def _sparsity_levels(text: str | None) -> tuple[float, ...]:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
+    from edgesim.report_plots import plotter, stopped_on_error
+
+    # the plotting process imports matplotlib while this one imports the pipeline
+    with stopped_on_error(plotter()) as plots:
+        with collection_paused():  # the pipeline and the modules its load phase imports
+            import edgesim.float_pass
+            import edgesim.pipeline
+            import edgesim.quantize
+            import edgesim.sparsity  # noqa: F401
+        return _compile(args, plots)
+
+
+def _compile(args: argparse.Namespace, plots: Plotter) -> int:
     from edgesim import api  # imported by the command that runs, not the parser
     from edgesim.budget import parse_analysis_budget
 
@@ -215,7 +240,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         kernel_check=args.kernel_check, pick=args.pick, assignment=args.assignment,
         quiet=args.quiet, command=" ".join(["edgesim", *sys.argv[1:]]), force=args.force,
         verify=args.debug, min_fidelity=args.min_fidelity,
-        analysis_budget_s=parse_analysis_budget(args.analysis_budget))
+        analysis_budget_s=parse_analysis_budget(args.analysis_budget), plots=plots)
     if args.json:
         print(json.dumps(r.to_dict(), default=str))
     else:

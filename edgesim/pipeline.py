@@ -90,9 +90,10 @@ class CompileOptions:
     # analysis_budget_s when that is given, else unbounded)
     range_budget_s: float | None = None
     # who draws pareto.png and layers.png: "process" (a child process started with the
-    # compile), "inline" (this process, at the end) or "auto" (a process unless this one
-    # has imported matplotlib already); see edgesim.report_plots
-    plots: str = "auto"
+    # compile), "inline" (this process, at the end), "auto" (a process unless this one
+    # has imported matplotlib already), or a Plotter already started; see
+    # edgesim.report_plots
+    plots: str | Plotter = "auto"
 
 
 def _settled(g: Graph, ga: Graph, target: Target, options: CompileOptions,
@@ -204,10 +205,12 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
     """`compile_model` inside its claimed output folder."""
     progress = Progress(total=7, quiet=options.quiet)
     with progress.phase("loading model and target"):  # and the modules the phases run
+        from compiler.numba_start import load_registries
         from edgesim.float_pass import FloatPassRecorder, fit_batches, float_pass, onnxruntime_env
         from edgesim.loading import load_graph, resolve_target
         from edgesim.quantize import quantize_model
         from edgesim.sparsity import apply_sparsity, expand_bits
+        load_registries()  # before any kernel runs: numba's start without its BLAS probe
         source = built_model(model)
         g = load_graph(source, options.input_shapes, **_load_options(options))  # ONNX -> IR
         if options.verify:
@@ -258,9 +261,7 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
             alloc = replace(alloc, notes=alloc.notes + _knee_note(g, alloc.bits, tgt))
     with staging(outdir) as stage, stopped_on_error(plots):
         # both figures are drawn (by a plotting process) while the model is quantised
-        early = layers_job(g.name, tgt.name, planned_rows(g, alloc), stage / "layers.png")
         plots.submit(front_job(g.name, tgt, alloc, stage / "pareto.png"))
-        plots.submit(early)
         with progress.phase("quantising and emitting"):
             model_path = stage / f"model.{tgt.name}.onnx"
             bits = _emitted_bits(g, alloc.bits)
@@ -279,6 +280,10 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
             qopts = _with_dynamic(_with_blocks(_quant_options(options, tgt), g, alloc.blocks),
                                   gq, expand_bits(g, gq, bits), stats, tgt, options)
             alloc = _priced(alloc, g, qopts, tgt, options)
+            # layers.png as the report will show it: drawn before the dynamic convs were
+            # priced, it was drawn twice (silero, ppocr)
+            early = layers_job(g.name, tgt.name, planned_rows(g, alloc), stage / "layers.png")
+            plots.submit(early)
             quant = quantize_model(gq, expand_bits(g, gq, bits), calib=data,  # not loaded again
                                    out=model_path, stats=stats.stats if stats else None,
                                    fit_stats=stats.fit_stats if stats else None,

@@ -22,7 +22,10 @@ def _read(lines: queue.Queue[str | None]) -> None:
 def main() -> int:
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=_read, args=(lines,), daemon=True).start()
-    import edgesim.plot  # noqa: F401 - matplotlib's imports, before the first job arrives
+    from edgesim.cli import collection_paused
+
+    with collection_paused():
+        import edgesim.plot  # noqa: F401 - matplotlib's imports, before the first job arrives
     from edgesim.report_plots import draw
 
     while (line := lines.get()) is not None:

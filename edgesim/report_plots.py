@@ -151,11 +151,14 @@ class PlotProcess:
         self._err.close()
 
 
-def plotter(where: str = "auto") -> Plotter:
+def plotter(where: str | Plotter = "auto") -> Plotter:
     """A `PlotProcess` ("process"), `InlinePlots` ("inline"), or for "auto" a process unless
     this process has imported matplotlib already (then its import is paid for). Where no
     process can be started (no interpreter at `sys.executable`), the figures are drawn inline:
-    an OSError here would read as bad input."""
+    an OSError here would read as bad input. A `Plotter` is returned as it is (the CLI starts
+    its process before importing the pipeline, so that matplotlib's imports overlap those)."""
+    if not isinstance(where, str):
+        return where
     if where not in ("auto", "process", "inline"):
         raise ValueError(f"plots must be auto, process or inline, not {where!r}")
     if where == "inline" or (where == "auto" and "matplotlib" in sys.modules):

@@ -267,7 +267,8 @@ def _leaf_values(model: onnx.ModelProto, leaves: list[onnx.NodeProto]
     leaves one open); None when one stays unknown."""
     consts = {t.name: tuple(t.dims) for t in model.graph.initializer}
     wanted = tuple(n.input[0] for n in leaves if n.input[0] not in consts)
-    shapes = {**known_shapes(model, wanted), **consts}
+    # inference (of the whole model, per condition) only where a leaf reads a computed tensor
+    shapes = {**(known_shapes(model, wanted) if wanted else {}), **consts}
     values = {n.output[0]: _shape_leaf(n, shapes) for n in leaves}
     known = {t: v for t, v in values.items() if v is not None}
     return known if len(known) == len(values) else None

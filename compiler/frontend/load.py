@@ -33,13 +33,13 @@ from compiler.frontend.inline_if import DEFAULT_DOMAINS, inline_ifs, select_if
 from compiler.frontend.inputs import BatchAxes, InputValues, pin_inputs, resolve_batch_axes
 from compiler.frontend.inputs import declared_dims as _declared_dims
 from compiler.frontend.lower import lower_model
+from compiler.frontend.opset import default_opset, upgrade_opset
 from compiler.frontend.patterns import fuse_patterns
 from compiler.frontend.quantized import annotate, dequantize, is_quantized
 from compiler.ir import MAX_TENSOR_ELEMS, Graph, Interface
 from compiler.ops import claims
 from compiler.passes.fold_batchnorm import fold_batchnorm
 
-TARGET_OPSET = 17
 # Bounds checked before anything is allocated (a hostile file can declare any dims): elements
 # of one graph input (2^31); one tensor's bound is `ir.MAX_TENSOR_ELEMS`
 MAX_INPUT_ELEMS = 2**31
@@ -300,24 +300,7 @@ def load_external_data(model: onnx.ModelProto, where: str, folder: str | None, *
             raise ModelError(f"{where}: initializer {tensor.name}", f"external data: {e}") from e
 
 
-# --- 3. checker and opset -------------------------------------------------------------------
-
-
-def default_opset(model: onnx.ModelProto) -> int:
-    """The model's default-domain (ai.onnx) opset version."""
-    return next((o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS), 0)
-
-
-def upgrade_opset(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
-    """Convert a model below opset 17 up to 17; newer opsets are left as they are."""
-    version = default_opset(model)
-    if version >= TARGET_OPSET or version == 0:  # 0: no ai.onnx op at all (ai.onnx.ml only)
-        return model
-    try:
-        return onnx.version_converter.convert_version(model, TARGET_OPSET)
-    except (RuntimeError, ValueError, onnx.checker.ValidationError) as e:
-        what = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(where, f"cannot convert opset {version} to {TARGET_OPSET}: {what}") from e
+# --- 3. checker (compiler.frontend.checker) and opset (compiler.frontend.opset) -------------
 
 
 # --- 4. clean-up ----------------------------------------------------------------------------

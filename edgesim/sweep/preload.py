@@ -12,27 +12,19 @@ from __future__ import annotations
 
 import gc
 import logging
-import sys
 
-# numba's CPU target probes for a BLAS by importing scipy.linalg.cython_blas, which pulls in
-# scipy.linalg, numpy.testing and numpy.f2py (~0.2 of the server's ~1.2 CPU-s start,
-# bench/bench_sweep.py). No cost kernel calls a BLAS (np.dot and friends are what it is for),
-# so the probe is answered "absent" while the kernels load, then the module is importable again.
-_BLAS_PROBE = "scipy.linalg.cython_blas"
-_probe_was_free = _BLAS_PROBE not in sys.modules
-if _probe_was_free:
-    sys.modules[_BLAS_PROBE] = None  # type: ignore[assignment]  # import says: not installed
+# numba's BLAS probe (~0.2 of the server's ~1.2 CPU-s start, bench/bench_sweep.py) is
+# answered "absent" while the kernels load (`compiler.numba_start`)
+from compiler.numba_start import blas_probe_absent
 
 try:
-    from edgesim.sweep import run  # noqa: F401 - what every batch runs
-    from edgesim.sweep.warm import warm_kernels
+    with blas_probe_absent():
+        from edgesim.sweep import run  # noqa: F401 - what every batch runs
+        from edgesim.sweep.warm import warm_kernels
 
-    warm_kernels()
+        warm_kernels()
 except Exception:  # noqa: BLE001 - only a head start: a real fault shows in the batches
     logging.getLogger(__name__).debug("preloading the sweep failed", exc_info=True)
-finally:
-    if _probe_was_free and sys.modules.get(_BLAS_PROBE, 0) is None:
-        del sys.modules[_BLAS_PROBE]
 
 # what is loaded now is shared by every forked worker: keep the cyclic collector from walking
 # (and so copying, page by page) those objects in each of them

@@ -179,6 +179,22 @@ def test_an_if_on_a_pinned_input_takes_the_pinned_branch() -> None:
         np.testing.assert_allclose(got["stateN"], want[1], rtol=1e-5, atol=1e-6)
 
 
+def test_an_if_on_constants_is_folded_without_shape_inference(monkeypatch) -> None:
+    """`sr == 16000` reads no shape: the condition needs no inference of the whole model
+    (which ran once per If condition; silero has ten)."""
+    import compiler.frontend.inline_if as inline_if
+    from compiler.executor import run
+
+    def refused(*args: object) -> None:
+        raise AssertionError("shape inference for a condition that reads no shape")
+
+    monkeypatch.setattr(inline_if, "known_shapes", refused)
+    model, data = vad_like_model(), _vad_data(1)
+    g = load(model, input_values={"sr": 8000})
+    want = _ort(model, {**data, "sr": np.array(8000, np.int64)})
+    np.testing.assert_allclose(run(g, data)["output"], want[0], rtol=1e-5, atol=1e-6)
+
+
 def test_state_batch_axis_is_detected_and_can_be_declared() -> None:
     model = vad_like_model()
     g = load(model, input_values={"sr": 16000})

@@ -5,6 +5,9 @@ and a failed compile leaves neither figures nor a running child behind."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,9 @@ import pytest
 from edgesim import zoo
 from edgesim.errors import UserError
 from edgesim.pipeline import CompileOptions, compile_model
-from edgesim.report_plots import PlotError, PlotProcess, draw, plotter
+from edgesim.report_plots import InlinePlots, PlotError, PlotProcess, draw, plotter
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _jobs_from_report(report: dict, folder: Path) -> list[dict]:
@@ -96,3 +101,52 @@ def test_no_interpreter_draws_inline(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr("sys.executable", str(tmp_path / "no-python"))
     plots = plotter("process")
     assert type(plots).__name__ == "InlinePlots"
+
+
+class _Recorder(InlinePlots):
+    """Draws in this process and keeps every job it is sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.jobs: list[dict] = []
+
+    def submit(self, job: dict) -> None:
+        self.jobs.append(job)
+        super().submit(job)
+
+
+def test_layers_figure_is_sent_once_with_the_reports_latencies(tmp_path: Path) -> None:
+    """A conv emitted with run-time ranges is re-costed after the allocation (silero's and
+    ppocr's case): layers.png was sent twice, first with the planned QLinearConv latency."""
+    import onnx
+
+    from tests.edgesim.test_alloc_dynamic import _data, _model
+
+    model, out, plots = tmp_path / "silu.onnx", tmp_path / "out", _Recorder()
+    onnx.save(_model("silu"), model)
+    compile_model(str(model), "rpi5", out, calib={"x": _data(32, 0)},
+                  options=CompileOptions(quiet=True, method="uniform", weight_bits=(8,),
+                                         plots=plots))
+    report = json.loads((out / "report.json").read_text())
+    assert any(r.get("onnxruntime_kernel") == "ConvInteger" for r in report["layers"])
+    assert sorted(j["figure"] for j in plots.jobs) == ["front", "layers"]
+    (layers,) = [j for j in plots.jobs if j["figure"] == "layers"]
+    assert layers["latency_ms"] == [r["latency_ms"] for r in report["layers"]]
+
+
+def test_the_cli_starts_the_plotting_process_before_the_pipelines_imports(
+        tmp_path: Path) -> None:
+    code = ("import sys\n"
+            "from edgesim import cli, report_plots\n"
+            "start = report_plots.PlotProcess.__init__\n"
+            "def init(self):\n"
+            "    print('pipeline imported:', 'edgesim.pipeline' in sys.modules, flush=True)\n"
+            "    start(self)\n"
+            "report_plots.PlotProcess.__init__ = init\n"
+            f"sys.exit(cli.main(['compile', '--example', '--method', 'proxy', '--quiet', "
+            f"'-o', {str(tmp_path / 'out')!r}]))\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr[-500:]
+    assert run.stdout.splitlines()[0] == "pipeline imported: False"
+    assert (tmp_path / "out" / "layers.png").exists()

@@ -278,3 +278,70 @@ def test_a_cli_call_reads_its_target_file_once(monkeypatch, capsys) -> None:  # 
     assert cli.main(["simulate", "zoo:digits_cnn", "--target", "rpi5"]) == 0
     assert reads.count("rpi5.yaml") == 1
     capsys.readouterr()
+
+
+def test_a_compile_imports_no_scipy_linalg(tmp_path: Path) -> None:
+    """numba's first kernel probed for a BLAS through scipy.linalg (0.15-0.2 CPU-s); no
+    compile step on this path needs it (`compiler.numba_start`)."""
+    code = ("import sys; from edgesim import cli; "
+            "rc = cli.main(['compile', '--example', '--method', 'proxy', '--quiet', '-o', "
+            f"{str(tmp_path / 'out')!r}]); "
+            "print(rc, 'scipy.linalg' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip().splitlines()[-1] == "0 False"
+
+
+def test_collection_paused_runs_no_collection_and_freezes_what_the_body_made() -> None:
+    import gc
+
+    started: list[int] = []
+
+    def seen(phase: str, info: dict) -> None:
+        if phase == "start":
+            started.append(info["generation"])
+
+    gc.callbacks.append(seen)
+    frozen = gc.get_freeze_count()
+    try:
+        with cli.collection_paused():
+            made = [[i] for i in range(20_000)]  # 20 k containers: gen 0 collects every 700
+        assert started == [] and gc.isenabled()
+        assert gc.get_freeze_count() >= frozen + len(made)
+        gc.disable()
+        with cli.collection_paused():
+            pass
+        assert not gc.isenabled()  # off before: left off
+    finally:
+        gc.enable()
+        gc.unfreeze()
+        gc.callbacks.remove(seen)
+
+
+def test_no_collection_runs_while_the_compile_imports_its_modules(tmp_path: Path) -> None:
+    """From the first of the modules the compile's load phase uses to the last, the
+    collector stays off (`cli.collection_paused` in `commands.cmd_compile`)."""
+    code = ("import gc, sys\n"
+            "during = []\n"
+            "def seen(phase, info):\n"
+            "    if phase == 'start' and 'edgesim.float_pass' in sys.modules \\\n"
+            "            and 'edgesim.sparsity' not in sys.modules:\n"
+            "        during.append(info['generation'])\n"
+            "gc.callbacks.append(seen)\n"
+            "from edgesim import cli\n"
+            "rc = cli.main(['compile', '--example', '--method', 'proxy', '--quiet', '-o', "
+            f"{str(tmp_path / 'out')!r}])\n"
+            "print(rc, during)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip().splitlines()[-1] == "0 []"
+
+
+def test_quantize_imports_no_scipy_linalg(tmp_path: Path) -> None:
+    code = ("import sys; from edgesim import cli; "
+            "rc = cli.main(['quantize', 'zoo:digits_transformer', '--bits', '4', '--quiet', "
+            f"'-o', {str(tmp_path / 'q.onnx')!r}]); "
+            "print(rc, 'scipy.linalg' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip().splitlines()[-1] == "0 False"
