@@ -419,6 +419,12 @@ def _given_dims(name: str, dims: list[int | str] | None, given: Sequence[int]) -
     if dims is not None and len(dims) != len(shape):
         raise ModelError(f"input {name}", f"the model declares rank {len(dims)} but the given "
                          f"shape {'x'.join(map(str, shape))} has rank {len(shape)}")
+    for i, (d, g) in enumerate(zip(dims or (), shape)):
+        # onnxruntime refuses a run whose input differs from a fixed dim: the model would be
+        # costed, calibrated and emitted at a size it cannot run
+        if isinstance(d, int) and d > 0 and d != g:
+            raise ModelError(f"input {name}", f"dimension {i} is fixed at {d} by the model; "
+                             f"the given shape {'x'.join(map(str, shape))} has {g} there")
     return _bounded(name, shape)
 
 
