@@ -8,6 +8,7 @@ through here, so no module imports the API back.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
@@ -73,9 +74,16 @@ def pinned_interface(g: Graph, given: Mapping[str, Sequence[int]] | None) -> Gra
         dims[name] = tuple(d if i == keep or not isinstance(d, str) else int(shape[i])
                            for i, d in enumerate(dims[name]))
     for name in [n for n in g.outputs if len(dims.get(n, ())) == len(g.types[n].shape)]:
-        dims[name] = tuple(int(g.types[name].shape[i]) if d in pinned else d
+        dims[name] = tuple(int(g.types[name].shape[i]) if _reads(d, pinned) else d
                            for i, d in enumerate(dims[name]))
     return replace(g, interface=replace(face, dims=MappingProxyType(dims)))
+
+
+def _reads(dim: int | str, pinned: set[str]) -> bool:
+    """Whether symbolic dim `dim` is a pinned name or a formula over one (shape inference
+    writes YOLOv8's box count as '(floor(floor(floor(height/2 - 1/2)/2)/2) + 1)*...')."""
+    return isinstance(dim, str) and (dim in pinned or bool(
+        pinned & set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", dim))))
 
 
 def costable(g: Graph) -> Graph:

@@ -260,3 +260,22 @@ def test_dynamic_batch_survives_an_upsampling_resize(tmp_path) -> None:
         np.testing.assert_allclose(whole, single, rtol=1e-5, atol=1e-5 * np.abs(single).max())
         if bits == "fp32":
             np.testing.assert_allclose(whole, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_an_output_dim_written_as_a_formula_of_a_pinned_dim_is_declared_static(tmp_path) -> None:
+    """Shape inference writes YOLOv8's box count as a formula of 'height' and 'width'; with
+    those pinned by `input_shapes` the emitted model runs at that size only, so its output
+    must declare the size it produces there (it kept the formula: nudenet, helper r). Oracle:
+    the shape onnxruntime's run of the emitted file gives, at batch 3."""
+    w = numpy_helper.from_array(RNG.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], strides=[2, 2])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", 3, "H", "W"])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, ["N", 4, "floor(H/2 - 1/2) + 1", "floor(W/2 - 1/2) + 1"])],
+        [w])
+    src, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), src)
+    quantize_model(str(src), "fp32", calib_random=2, out=out, input_shapes={"x": (1, 3, 8, 10)})
+    emitted = onnx.load(out)
+    (y,) = _session(out).run(None, {"x": RNG.standard_normal((3, 3, 8, 10)).astype(np.float32)})
+    assert _dims(emitted.graph.output[0]) == ["N", *y.shape[1:]] == ["N", 4, 4, 5]
