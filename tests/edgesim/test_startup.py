@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from edgesim import cli
 from edgesim.sweep import LocalExecutor, run_sweep, runs_inline
 from edgesim.sweep.space import load_space
@@ -280,12 +282,14 @@ def test_a_cli_call_reads_its_target_file_once(monkeypatch, capsys) -> None:  # 
     capsys.readouterr()
 
 
-def test_a_compile_imports_no_scipy_linalg(tmp_path: Path) -> None:
+@pytest.mark.parametrize("argv", [
+    ["compile", "--example", "--method", "proxy", "--quiet", "-o", "{tmp}/out"],
+    ["quantize", "zoo:digits_transformer", "--bits", "4", "--quiet", "-o", "{tmp}/q.onnx"]])
+def test_compile_and_quantize_import_no_scipy_linalg(tmp_path: Path, argv: list[str]) -> None:
     """numba's first kernel probed for a BLAS through scipy.linalg (0.15-0.2 CPU-s); no
-    compile step on this path needs it (`compiler.numba_start`)."""
-    code = ("import sys; from edgesim import cli; "
-            "rc = cli.main(['compile', '--example', '--method', 'proxy', '--quiet', '-o', "
-            f"{str(tmp_path / 'out')!r}]); "
+    step of either command needs it (`compiler.numba_start`)."""
+    args = [a.format(tmp=tmp_path) for a in argv]
+    code = (f"import sys; from edgesim import cli; rc = cli.main({args!r}); "
             "print(rc, 'scipy.linalg' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -336,12 +340,3 @@ def test_no_collection_runs_while_the_compile_imports_its_modules(tmp_path: Path
                          check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.stdout.strip().splitlines()[-1] == "0 []"
 
-
-def test_quantize_imports_no_scipy_linalg(tmp_path: Path) -> None:
-    code = ("import sys; from edgesim import cli; "
-            "rc = cli.main(['quantize', 'zoo:digits_transformer', '--bits', '4', '--quiet', "
-            f"'-o', {str(tmp_path / 'q.onnx')!r}]); "
-            "print(rc, 'scipy.linalg' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert out.stdout.strip().splitlines()[-1] == "0 False"
