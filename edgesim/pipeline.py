@@ -86,7 +86,7 @@ class CompileOptions:
     # HAWQ's / LRP's time bound (None: unbounded)
     analysis_budget_s: float | None = DEFAULT_ANALYSIS_BUDGET_S
     blocks: tuple[int, ...] | None = None  # per-layer block choices of per-block rows
-    # time bound of the end-to-end activation range search (None: RANGE_SHARE of
+    # CPU-time bound of the end-to-end activation range search (None: RANGE_SHARE of
     # analysis_budget_s when that is given, else unbounded)
     range_budget_s: float | None = None
     # who draws pareto.png and layers.png: "process" (a child process started with the

