@@ -117,15 +117,16 @@ def affordable(g: Graph, names: frozenset[str], bits: np.ndarray, target: Target
     bisection (2 + log2(len(names)) costings): a costing per conv took PP-OCR's ~0.5 s."""
     if not names:
         return names
-    plan = _plan_cost(g, bits, frozenset(), target, threads, runtime)
-    base = _latency(plan)
-    room = MAX_ADDED_LATENCY * base
 
-    def fits(subset: frozenset[str]) -> tuple[bool, Cost]:
-        cost = _plan_cost(g, bits, subset, target, threads, runtime)
-        return _latency(cost) - base <= room, cost
-    ok, whole = fits(names)
-    if ok:
+    def cost(subset: frozenset[str]) -> Cost:
+        return _plan_cost(g, bits, subset, target, threads, runtime)
+
+    plan, whole = cost(frozenset()), cost(names)
+    room = MAX_ADDED_LATENCY * _latency(plan)
+
+    def fits(c: Cost) -> bool:
+        return _latency(c) - _latency(plan) <= room
+    if fits(whole):
         return names
     row = {layer.name: i for i, layer in enumerate(g.layers)}
     own = {n: float(whole.latency_s[row[n], 0] - plan.latency_s[row[n], 0]) for n in names}
@@ -133,7 +134,7 @@ def affordable(g: Graph, names: frozenset[str], bits: np.ndarray, target: Target
     good, bad = 0, len(order)  # a run of `good` convs fits (none does), of `bad` does not
     while bad - good > 1:
         mid = (good + bad) // 2
-        if fits(frozenset(order[:mid]))[0]:
+        if fits(cost(frozenset(order[:mid]))):
             good = mid
         else:
             bad = mid
@@ -150,12 +151,12 @@ def _plan_cost(g: Graph, bits: np.ndarray, names: frozenset[str], target: Target
     its planned neighbours (`simulation.runnable`'s planned table on a CPU), the convs
     `names` as the dynamic row."""
     from edgesim.simulation import pick
-    from hwmodels.cpu import CpuTarget, format_codes
+    from hwmodels.cpu import CpuTarget, planned_table
 
     table = g.layer_table()
     choices, cols = np.unique(bits, axis=0, return_inverse=True)
     cols = np.asarray(cols).reshape(-1)
-    codes = (np.array(format_codes(table, choices, target)[np.arange(len(table)), cols])
+    codes = (np.array(planned_table(table, choices, cols, target).fmt_code)
              if isinstance(target, CpuTarget) else np.full(len(table), NO_FORMAT, np.int64))
     codes[[i for i, layer in enumerate(g.layers) if layer.name in names]] = \
         FORMAT_CODE[DYNAMIC_ROW]

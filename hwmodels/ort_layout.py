@@ -105,7 +105,8 @@ def _direct_readers(table: LayerTable, paths: np.ndarray,
     return out
 
 
-def _int8_pools(table: LayerTable, paths: np.ndarray, prods: list[list[int]]) -> np.ndarray:
+def _int8_pools(table: LayerTable, paths: np.ndarray, prods: list[list[int]],
+                readers: list[list[int]]) -> np.ndarray:
     """bool [L]: pool / Add layers onnxruntime runs on uint8 (`ort_int8.int8_passthrough`'s
     rule on direct edges: a pool that is a GEMM's epilogue for MAC arrays is its own node
     here): every producer a QLinearConv and every reader one that quantises its input; a pool
@@ -113,7 +114,6 @@ def _int8_pools(table: LayerTable, paths: np.ndarray, prods: list[list[int]]) ->
     feeding two QLinearConvs stays float in onnxruntime's optimised graph)."""
     q = np.isin(paths, QLINEAR_PATHS)
     reads_q = q | (paths == K.PATH_MATMUL_INT_FLOAT)
-    readers = _direct_readers(table, paths, prods)
     out = np.zeros(len(table), bool)
     for j in np.flatnonzero(np.isin(table.kind_code, ort_int8.PASSTHROUGH_KINDS)):
         srcs = prods[j]
@@ -126,12 +126,13 @@ def _int8_pools(table: LayerTable, paths: np.ndarray, prods: list[list[int]]) ->
 def layouts(table: LayerTable, paths: np.ndarray, block: int) -> np.ndarray:
     """int [L]: the layout (NCHW / NCHWC / NHWC) each layer runs in for one bit choice's
     kernel paths (`hwmodels.cpu.layer_choices` column)."""
-    return _layouts(table, paths, block, _all_producers(table, paths))
+    prods = _all_producers(table, paths)
+    return _layouts(table, paths, block, prods, _direct_readers(table, paths, prods))
 
 
-def _layouts(table: LayerTable, paths: np.ndarray, block: int,
-             prods: list[list[int]]) -> np.ndarray:
-    int8 = _int8_pools(table, paths, prods)
+def _layouts(table: LayerTable, paths: np.ndarray, block: int, prods: list[list[int]],
+             readers: list[list[int]]) -> np.ndarray:
+    int8 = _int8_pools(table, paths, prods, readers)
     out = np.full(len(table), NCHW)
     for i in range(len(table)):
         if paths[i] == K.PATH_FUSED:  # runs inside its GEMM's output loop
@@ -149,14 +150,14 @@ def inserted(table: LayerTable, paths: np.ndarray, target: CpuTarget) -> np.ndar
     if table.reads is None:
         return out
     block, prods = nchwc_block(target), _all_producers(table, paths)
-    lay = (_layouts(table, paths, block, prods), block, target.caches[0].line_bytes)
+    readers = _direct_readers(table, paths, prods)
+    lay = (_layouts(table, paths, block, prods, readers), block, target.caches[0].line_bytes)
     done: tuple[set[int], set[int]] = (set(), set())
     for i in range(len(table)):
         if paths[i] != K.PATH_FUSED:
             for s in prods[i]:
                 _edge(table, (paths, prods), lay, (i, s), done, out)
     if table.graph_output is not None:
-        readers = _direct_readers(table, paths, prods)
         for w in np.flatnonzero(table.graph_output).tolist():
             _output(table, w, (paths, prods), lay, readers, done[0], out)
     return out
