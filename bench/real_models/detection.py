@@ -53,3 +53,14 @@ def score_cosine(ref: np.ndarray, got: np.ndarray) -> float:
     """Cosine of two score arrays, flattened."""
     a, b = ref.ravel().astype(np.float64), got.ravel().astype(np.float64)
     return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
+
+
+# what a detector whose run gives (detections per image, class scores) is scored on
+BOX_AND_SCORE_METRICS = ("detection F1 vs fp32", "class-score cosine with fp32")
+
+
+def box_and_score(ref: tuple[Detections, np.ndarray],
+                  got: tuple[Detections, np.ndarray]) -> dict[str, float]:
+    """`BOX_AND_SCORE_METRICS` of a run `got` against the fp32 run `ref`."""
+    return {BOX_AND_SCORE_METRICS[0]: f1(ref[0], got[0]),
+            BOX_AND_SCORE_METRICS[1]: score_cosine(ref[1], got[1])}

@@ -21,7 +21,7 @@ import numpy as np
 
 from edgesim.evaluate import session
 from real_models import RealModel, extract
-from real_models.detection import f1, nms, score_cosine
+from real_models.detection import BOX_AND_SCORE_METRICS, box_and_score, nms
 
 PACKAGE = "nudenet==3.4.2"
 MODEL = "nudenet/320n.onnx"
@@ -89,8 +89,5 @@ def load(cache: Path, n_eval: int) -> RealModel:
     return RealModel(
         name="NudeNet YOLOv8n 320 (photo crops, drawn faces)", path=extract(PACKAGE, MODEL, cache),
         calib={"images": images(32, 0)},
-        metrics=("detection F1 vs fp32", "class-score cosine with fp32"),
-        run=lambda p: outputs(p, x),
-        score=lambda ref, got: {"detection F1 vs fp32": f1(ref[0], got[0]),
-                                "class-score cosine with fp32": score_cosine(ref[1], got[1])},
+        metrics=BOX_AND_SCORE_METRICS, run=lambda p: outputs(p, x), score=box_and_score,
         compile_kw={"input_shapes": {"images": [1, 3, SIDE, SIDE]}})

