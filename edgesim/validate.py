@@ -110,9 +110,13 @@ def node_times(events: Sequence[Mapping[str, Any]], stat: str = "median",
     preemption only ever adds time, so the minimum is the undisturbed kernel). `keep`: per
     run (`profile_runs.clean_mask`), whether its events count; a node with no kept run keeps
     all of its runs."""
+    return _picked(profile_runs.kept(profile_runs.node_samples(events), keep), stat)
+
+
+def _picked(samples: Mapping[str, Sequence[float]], stat: str) -> dict[str, float]:
+    """Per node, the median of its times (ms), or the fastest with `stat="min"`."""
     pick = min if stat == "min" else statistics.median
-    kept = profile_runs.kept(profile_runs.node_samples(events), keep)
-    return {n: float(pick(v)) for n, v in kept.items()}
+    return {n: float(pick(v)) for n, v in samples.items()}
 
 
 def _named_layer(name: str, index: Mapping[str, int], producer: Mapping[str, int]) -> int | None:
@@ -235,7 +239,7 @@ def finish(sess: Any, waits: Sequence[int], stat: str, threads: int
     warm = max(0, len(keep) - profile_runs.FIRST_RUN_COLD)
     noise = profile_runs.assess(samples, sum(keep), warm, threads,
                                 profile_runs.queue_share(events, waits))
-    return node_times(events, stat, keep), sum(keep), noise
+    return _picked(samples, stat), sum(keep), noise
 
 
 def profile(model_path: Path, feeds: Mapping[str, np.ndarray], threads: int, runs: int,
