@@ -44,6 +44,7 @@ ALL_CORE_FIELDS = ("parallel_efficiency", "thread_overhead_us", "dram.all_core_b
 BUSY_PREFIX = "1-minute load average"
 BOOST_GEMM_EFFICIENCY = 0.9  # assumed share of peak a cache-resident MLAS SGEMM reaches
 
+
 def read_cpuinfo(text: str | None = None) -> list[dict[str, str]]:
     """/proc/cpuinfo as one dict per processor block."""
     text = Path("/proc/cpuinfo").read_text() if text is None else text
