@@ -53,13 +53,15 @@ they pass, the remaining chunks run forward only, for `observe` (the backward pa
 forward in onnxruntime, was most of the analysis). On zoo mobilenet_v2 with 32 samples it
 stops after 9 of them (max relative standard error 0.05), on resnet18 after 9 too (settled).
 
-Bounded time: with a `TimeBudget`, probing stops before the next chunk once the budget is used
-up. A first pass cut after c of C chunks (c >= 2) scales their sum by C / c and takes its
-error from the spread of the chunks (`sampled_estimate`: the chunk-to-chunk variation of the
-trace counts as error too); a later pass cut short is dropped, so a later pass takes only
-the probes that fit in what is left of the budget at the last pass's pace (`_fitting`) and
-is not started if none fits. The result says `cut_short` and its `rse` is the precision
-reached. A `settled` rule (e.g. the allocator's: no value of
+Bounded time: with a `TimeBudget`, probing never starts a chunk that would not finish within
+the budget at the pace of the pass's chunks so far (`TimeBudget.fits`), so it overruns by the
+spread of the chunks' times, not by a whole chunk. A first pass cut after c of C chunks
+(c >= 2) scales their sum by C / c and takes its error from the spread of the chunks
+(`sampled_estimate`: the chunk-to-chunk variation of the trace counts as error too); a later
+pass cut short is dropped, so a later pass takes only the probes that fit in what is left of
+the budget at the last pass's pace (`_fitting`), is not started if none fits, and stops as
+soon as its own pace shows that it cannot finish (a load spike). The result says `cut_short`
+and its `rse` is the precision reached. A `settled` rule (e.g. the allocator's: no value of
 the trace within its error changes the chosen bits) exempts weights from the `tol` test.
 """
 
@@ -165,7 +167,8 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
             it may run on a worker thread, beside the next chunk's forward pass and this
             one's backward pass (`compiler.sensitivity.forward_ahead`).
         budget: time budget, checked before each chunk (`compiler.sensitivity.time_budget`):
-            once it is used up no more chunks are probed. A cut first pass keeps the chunks
+            no chunk starts that would not finish in the time left at the pass's pace so
+            far (`_stop_pass`). A cut first pass keeps the chunks
             it covered (at least `MIN_CHUNKS`) as a sample of all (the others then run
             forward only, for `observe`, as after an early stop); a later pass takes the
             probes that fit in the time left at the last pass's pace (none: stop), and one
@@ -200,7 +203,7 @@ def _probe(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
     while True:
         covered, began = 0, None if budget is None else budget.clock()
         for i, feeds in enumerate(chunks):
-            if _stop_pass(budget, done, covered, len(chunks)):
+            if _stop_pass(budget, began, done, covered, len(chunks)):
                 break
             parts[i] = np.concatenate([parts[i], chunk_samples(
                 g, feeds, loss, outputs, names, want - done, len(chunks), rng,
@@ -330,12 +333,16 @@ def open_rse(est: TraceEstimate, tol: float, settled: Settled | None) -> np.ndar
     return np.where(need & ~settled(est, need), est.rse, 0.0)
 
 
-def _stop_pass(budget: TimeBudget | None, done: int, covered: int, chunks: int) -> bool:
-    """Whether to stop the pass before its next chunk: the budget is used up, and the first
-    pass already has the `MIN_CHUNKS` it needs for an estimate with an error."""
-    if budget is None or (done == 0 and covered < min(MIN_CHUNKS, chunks)):
+def _stop_pass(budget: TimeBudget | None, began: float | None, done: int, covered: int,
+               chunks: int) -> bool:
+    """Whether to stop the pass before its next chunk, at the pace of its chunks so far
+    (since the budget clock read `began`): in the first pass, once it has the `MIN_CHUNKS`
+    it needs for an estimate with an error, when the next chunk would not finish within the
+    budget; in a later pass, as soon as the rest of it would not (a cut pass is dropped, so
+    its remaining chunks would be time spent for nothing)."""
+    if budget is None or began is None or (done == 0 and covered < min(MIN_CHUNKS, chunks)):
         return False
-    return budget.expired()
+    return not budget.fits(began, covered, 1 if done == 0 else chunks - covered)
 
 
 def _cut_estimate(names: Sequence[str], parts: list[np.ndarray], done: int,

@@ -256,13 +256,16 @@ def layer_shares(g: Graph, calib_inputs: np.ndarray | Arrays, layers: Sequence[L
                  budget: TimeBudget | None = None) -> np.ndarray:
     """Relevance share of each layer's output per calibration chunk: [chunks covered, L].
 
-    With a `budget`, chunks stop once it is used up, after at least `MIN_CHUNKS` (a spread
-    between chunks, i.e. an error, needs two): the covered chunks stand for all of them.
+    With a `budget`, after at least `MIN_CHUNKS` (a spread between chunks, i.e. an error,
+    needs two), no chunk starts that would not finish in the time left at the pace of those
+    before it (`TimeBudget.fits`): the covered chunks stand for all of them.
     """
     outs = [layer.outputs[0] for layer in layers]
     rows: list[np.ndarray] = []
+    began = None if budget is None else budget.clock()
     for feeds in chunks(g, calib_inputs):
-        if len(rows) >= MIN_CHUNKS and budget is not None and budget.expired():
+        if (len(rows) >= MIN_CHUNKS and budget is not None and began is not None
+                and not budget.fits(began, len(rows))):
             break
         rows.append(_shares(g, feeds, outs, eps, rule, dtype))
     return np.array(rows)

@@ -35,6 +35,19 @@ class TimeBudget:
         """Seconds left (negative once overrun)."""
         return self.seconds - (self.clock() - self.start)
 
+    def fits(self, began: float, done: int, more: int = 1) -> bool:
+        """Whether `more` units of work fit in the time left, at the mean pace of the `done`
+        units since the clock read `began` (with none done: whether any time is left).
+
+        A loop that asks this before each unit, rather than `expired`, never starts one it
+        cannot finish: its overrun is the spread of the units' times, not a whole unit (a
+        chunk of a large model on a loaded machine takes seconds)."""
+        now = self.clock()
+        left = self.seconds - (now - self.start)
+        if done <= 0:
+            return left > 0
+        return left >= more * (now - began) / done
+
 
 def start(seconds: float | None, clock: Clock = time.monotonic) -> TimeBudget | None:
     """A budget of `seconds` from now (None: no budget)."""

@@ -320,30 +320,42 @@ def _probe_clock(monkeypatch: pytest.MonkeyPatch, later_s: int = 1
 
 def test_budget_cuts_the_first_pass_and_samples_the_chunks(monkeypatch) -> None:
     """8 chunks take 2 probes each in the first pass (MIN_DOF = 8); at one second per probe a
-    5 s budget is used up after the third chunk (2, 4, then 6 >= 5 s), so 3 chunks stand for
-    all 8: the estimate is 8/3 times their sum, and still within its own error of the closed
-    form (exact for a linear model)."""
+    6 s budget holds three chunks (2, 4, 6 s) and no fourth, so 3 chunks stand for all 8: the
+    estimate is 8/3 times their sum, and still within its own error of the closed form (exact
+    for a linear model)."""
     now, calls = _probe_clock(monkeypatch)
     g, feeds, t = _two_block_least_squares(batch=4)
     x1, x2 = (feeds[k].astype(np.float64) for k in ("x1", "x2"))
     exact = np.array([2 * 2 * (x1**2).sum() / 32, 2 * 2 * (x2**2).sum() / 32])
-    sens = hawq.sensitivity(g, feeds, t, loss="mse", tol=1e-3, budget_s=5,
+    sens = hawq.sensitivity(g, feeds, t, loss="mse", tol=1e-3, budget_s=6,
                             clock=lambda: now[0])
     assert calls == [2, 2, 2] and sens.cut_short and sens.iterations == 2
-    assert any("analysis budget 5s used up" in n for n in sens.notes)
+    assert any("analysis budget 6s used up" in n for n in sens.notes)
     assert np.all(np.isfinite(sens.rse)) and np.all(sens.rse > 1e-3)  # precision reached
     trace = sens.score * np.array([10, 6])
     assert np.all(np.abs(trace - exact) <= 4 * sens.rse * np.abs(trace))
 
 
+def test_no_chunk_starts_that_cannot_finish_in_the_budget(monkeypatch) -> None:
+    """At 2 s per chunk a 5 s budget has 1 s left after two chunks: a third would end at 6 s,
+    so the pass stops at 4 s, within the budget (a check of `expired` before each chunk ran
+    it and overran by 20 %, a whole chunk: seconds on a large model under load)."""
+    now, calls = _probe_clock(monkeypatch)
+    g, feeds, t = _two_block_least_squares(batch=4)
+    sens = hawq.sensitivity(g, feeds, t, loss="mse", tol=1e-3, budget_s=5,
+                            clock=lambda: now[0])
+    assert calls == [2, 2] and sens.cut_short and now[0] <= 5
+    assert np.all(np.isfinite(sens.rse))  # two chunks still give an error
+
+
 def test_a_cut_first_pass_still_observes_every_chunk(monkeypatch) -> None:
-    """A 5 s budget cuts the first pass after 3 of 8 chunks (as above); the other 5 still
+    """A 6 s budget cuts the first pass after 3 of 8 chunks (as above); the other 5 still
     run forward for `observe`, in order, so a caller collecting statistics on the way (the
     compile's calibration ranges) has every sample and needs no pass of its own."""
     now, calls = _probe_clock(monkeypatch)
     g, feeds, t = _two_block_least_squares(batch=4)
     seen: list[np.ndarray] = []
-    sens = hawq.sensitivity(g, feeds, t, loss="mse", tol=1e-3, budget_s=5,
+    sens = hawq.sensitivity(g, feeds, t, loss="mse", tol=1e-3, budget_s=6,
                             clock=lambda: now[0], observe=lambda env: seen.append(
                                 env["x1"].copy()))
     assert calls == [2, 2, 2] and sens.cut_short
@@ -383,14 +395,17 @@ def test_a_later_pass_takes_the_probes_that_fit(monkeypatch, budget_s: int,
 
 def test_budget_cut_in_a_later_pass_drops_that_pass(monkeypatch) -> None:
     """A pass that fitted at the first pass's pace but runs slower (3 s per probe: a load
-    spike) is cut when the 70 s budget is used up, after 13 of its chunks (32 + 13 * 3 =
-    71 s); its probes are dropped: the estimate is the first pass's, bit for bit."""
+    spike) is cut as soon as its pace shows it cannot finish in the 70 s budget: after its
+    first chunk (35 s used, 31 chunks at 3 s to go; the old check of `expired` ran 13 chunks
+    to 71 s, all dropped). Its probes are dropped: the estimate is the first pass's, bit for
+    bit."""
     g, feeds, t = _two_block_least_squares(batch=1)
     first = hawq.sensitivity(g, feeds, t, loss="mse", max_iter=1)
     now, calls = _probe_clock(monkeypatch, later_s=3)
     sens = hawq.sensitivity(g, feeds, t, loss="mse", tol=1e-3, budget_s=70,
                             clock=lambda: now[0])
-    assert calls == [1] * 32 + [1] * 13 and sens.cut_short and sens.iterations == 1
+    assert calls == [1] * 32 + [1] and sens.cut_short and sens.iterations == 1
+    assert now[0] <= 70
     np.testing.assert_array_equal(sens.score, first.score)
     np.testing.assert_array_equal(sens.rse, first.rse)
 
