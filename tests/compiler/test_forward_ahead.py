@@ -109,7 +109,7 @@ def test_next_forward_runs_during_the_backward_pass(monkeypatch) -> None:
 
 @pytest.mark.parametrize(("tol", "budget_s", "stops_at"), [
     (0.25, None, 9),     # early stop at the first check: 23 chunks observed forward only
-    (1e-6, 2.5, 3),      # a budget cut: one second a chunk, so 3 chunks are probed
+    (1e-6, 3.0, 3),      # a budget cut: one second a chunk, so 3 chunks fit and are probed
     (1e-6, None, 32)])   # every chunk probed, then more passes (observed only in the first)
 def test_observer_sees_every_chunk_once_in_order(monkeypatch, spare, tol: float,
                                                  budget_s: float | None, stops_at: int) -> None:

@@ -438,6 +438,29 @@ def test_settled_layers_need_no_more_probes(monkeypatch) -> None:
     assert sum(calls) == 8 * 6 and not sens.cut_short
 
 
+def test_no_early_test_follows_one_that_cannot_close_by_the_pass_end() -> None:
+    """32 chunks of one sample: the first pass (one probe each) tests the chunks so far at 9,
+    12, 16 and 24 of them. The rule settles the first weight always, the second never (as
+    PP-OCR's one open weight within a pass). After the test at 9 chunks the rule is asked
+    whether the open weight would settle with all 32 chunks (its error shrunk by
+    sqrt(9 / (1.1 * 32))); it would not, so the tests at 12, 16 and 24 chunks (larger errors)
+    are skipped and the pass ends with its own test: 3 questions where there were 5 (each a
+    solve per open weight and interval end). The estimate is the plain first pass's, bit for
+    bit."""
+    g, feeds, t = _two_block_least_squares(batch=1)
+    plain = hawq.sensitivity(g, feeds, t, loss="mse", tol=1e-9, max_iter=1)
+    asked: list[np.ndarray] = []
+
+    def settled(est, need):
+        asked.append(est.rse.copy())
+        return np.array([True, False])
+    sens = hawq.sensitivity(g, feeds, t, loss="mse", tol=1e-9, max_iter=1, settled=settled)
+    assert len(asked) == 3
+    np.testing.assert_allclose(asked[1], asked[0] * np.sqrt(9 / (1.1 * 32)))  # the end's
+    np.testing.assert_array_equal(sens.score, plain.score)
+    np.testing.assert_array_equal(sens.rse, plain.rse)
+
+
 def test_hessian_curvature_respects_the_budget() -> None:
     """Weight-space Hutchinson checks the budget after each iteration from the second on; a
     clock that advances one second per reading (one at the start, one per check) uses a 3 s

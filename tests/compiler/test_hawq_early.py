@@ -75,19 +75,22 @@ def test_early_stop_gives_the_plan_of_the_full_pass(monkeypatch, budget: str) ->
 
 
 @pytest.mark.parametrize(("rule_s", "settles", "asked"), [
-    (0, [True, False], [9, 12, 16, 24, 32]), (100, [True, False], [9, 12, 32]),
-    (0, [False, False], [9, 32])])
+    (0, [True, False], [9, 9, 12, 12, 16, 16, 24, 24, 32]),
+    (100, [True, False], [9, 9, 12, 12, 32]), (0, [False, False], [9, 32])])
 def test_early_tests_take_at_most_their_share_of_the_pass(monkeypatch, rule_s: int,
                                                           settles: list[bool],
                                                           asked: list[int]) -> None:
     """A fake budget clock: one second per chunk, `rule_s` per settle-rule call (tol out of
-    reach). A free rule that leaves one weight open is asked at every early check and at the
-    end of the pass. One that takes 100 s per call is asked again at 12 chunks (its first
-    call builds the rule's problem, once, and does not count), then no more: two calls are
-    more than CHECK_SHARE of the pass. One that left both weights open is not asked again
-    before the pass ends."""
+    reach). The rule settles a weight that `settles` says, or when asked again about an
+    estimate with its errors shrunk: whether the open weights would close by the end of the
+    pass (`_closes_by_end`), which they would. A free rule that leaves one weight open is
+    asked at every early check (and about its end) and at the end of the pass. One that
+    takes 100 s per call is asked again at 12 chunks (its first check builds the rule's
+    problem, once, and does not count), then no more: that check's two calls are more than
+    CHECK_SHARE of the pass. One that left both weights open is not asked again before the
+    pass ends (nor about its end: too many open weights for another check anyway)."""
     g, feeds, t = _two_block_least_squares(batch=1)
-    now, seen = [0], []
+    now, seen, traces = [0], [], []
     real = gauss_newton.chunk_samples
 
     def timed(*args, **kwargs):
@@ -98,7 +101,9 @@ def test_early_tests_take_at_most_their_share_of_the_pass(monkeypatch, rule_s: i
     def settled(est, need):
         seen.append(now[0])
         now[0] += rule_s
-        return np.array(settles)
+        shrunk = any(np.array_equal(est.trace, t) for t in traces)  # the same estimate again
+        traces.append(est.trace)
+        return np.array(settles) | shrunk
     sens = hawq.sensitivity(g, feeds, t, loss="mse", tol=1e-6, max_iter=1, settled=settled,
                             budget_s=1e6, clock=lambda: now[0])
     chunks_at = [s - rule_s * i for i, s in enumerate(seen)]  # chunks done at each call
