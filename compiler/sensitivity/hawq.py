@@ -198,7 +198,8 @@ def hutchinson(obj: Objective, names: Sequence[str], *, tol: float = 0.05,
         balance: scale each tensor's probe by 1/sqrt(|running trace|) (see the module
             docstring); False uses plain Rademacher vectors.
         budget: time budget, checked after each iteration from the second on (a variance
-            needs two samples).
+            needs two samples): no iteration starts that would not finish in the time left
+            at the pace of those before it.
         settled: weights whose uncertainty cannot change the result: exempt from `tol`.
 
     Returns:
@@ -216,7 +217,8 @@ def hutchinson(obj: Objective, names: Sequence[str], *, tol: float = 0.05,
         if (len(samples) >= min_iter
                 and float(gauss_newton.open_rse(est, tol, settled).max()) < tol):
             return est
-        if len(samples) >= 2 and budget is not None and budget.expired():
+        if len(samples) >= 2 and budget is not None and not budget.fits(budget.start,
+                                                                           len(samples)):
             return replace(est, cut_short=True)
     return estimate(names, samples)
 

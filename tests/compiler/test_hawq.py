@@ -461,14 +461,17 @@ def test_no_early_test_follows_one_that_cannot_close_by_the_pass_end() -> None:
     np.testing.assert_array_equal(sens.rse, plain.rse)
 
 
-def test_hessian_curvature_respects_the_budget() -> None:
+@pytest.mark.parametrize("budget_s", [3.0, 3.5])
+def test_hessian_curvature_respects_the_budget(budget_s: float) -> None:
     """Weight-space Hutchinson checks the budget after each iteration from the second on; a
     clock that advances one second per reading (one at the start, one per check) uses a 3 s
-    budget up at the third check, i.e. after 4 iterations."""
+    budget up at the third check, i.e. after 4 iterations. A 3.5 s budget stops there too:
+    0.5 s are left, less than the 0.75 s an iteration has taken (a check of `expired` ran a
+    fifth and overran)."""
     g, x, labels = _mlp("Tanh")
     ticks = iter(range(1000))
     sens = hawq.sensitivity(g, x, labels, curvature="hessian", tol=1e-6, max_iter=50,
-                            budget_s=3, clock=lambda: next(ticks))
+                            budget_s=budget_s, clock=lambda: next(ticks))
     assert sens.iterations == 4 and sens.cut_short and np.all(np.isfinite(sens.rse))
 
 
