@@ -8,10 +8,12 @@ precise estimate): its total omega there and its cost, each relative to the unbo
 and whether the two plans are equivalent by the settle rule's margin (`SETTLE_EPS`, 1 %).
 Prints JSON per model and budget: analysis seconds, probes per sample, max_rse, cut_short, the
 plan's weight bits, and those comparisons. Plans, not times, are the point: times are noisy
-on a shared machine.
+on a shared machine. `--brute` adds, as the reference, the analysis without the settle rule
+(every trace to tol 5 %, up to 100 probes per sample): whether the rule's "cannot change the
+plan" holds against brute force.
 
     PYTHONPATH=. python bench/bench_analysis_budget.py --models ppocr \
-        [--budgets 10,20,30,none] [--cache DIR] [--out f.json]
+        [--budgets 10,20,30,none] [--brute] [--cache DIR] [--out f.json]
 """
 
 from __future__ import annotations
@@ -54,9 +56,10 @@ def _omega_at(ref: Any, plan: Any, row: dict[str, int]) -> float:
                      if (b := int(plan.bits[row[name], 0])) in bits))
 
 
-def run(name: str, src: str, npz: str, flags: list[str], budgets: list[float | None]
-        ) -> list[dict[str, Any]]:
-    """The analysis and knee plan of one model at each budget (the unbounded one last)."""
+def run(name: str, src: str, npz: str, flags: list[str], budgets: list[float | None],
+        brute: bool = False) -> list[dict[str, Any]]:
+    """The analysis and knee plan of one model at each budget (the unbounded one last; with
+    `brute`, also without the settle rule, to every trace's tol, as the reference)."""
     from compiler.sensitivity import hawq
     from edgesim import calibration as cal
     from edgesim.allocation import allocate
@@ -72,8 +75,8 @@ def run(name: str, src: str, npz: str, flags: list[str], budgets: list[float | N
     forward = onnxruntime_env(g)
     row = {layer.name: i for i, layer in enumerate(g.layers)}
     out, plans = [], []
-    for b in budgets:
-        settled = _settled(g, g, target, options, {})
+    for b in budgets + ([None] if brute else []):
+        settled = _settled(g, g, target, options, {}) if len(out) < len(budgets) else None
         start = time.perf_counter()
         sens = hawq.sensitivity(g, inputs, None, bits=options.weight_bits, settled=settled,
                                 forward=forward, budget_s=b)
@@ -81,7 +84,7 @@ def run(name: str, src: str, npz: str, flags: list[str], budgets: list[float | N
         plan = allocate(g, target, sens=sens, weight_bits=options.weight_bits)
         out.append({"model": name, "budget_s": b, "seconds": round(took, 2),
                     "iterations": sens.iterations, "max_rse": round(float(np.max(sens.rse)), 4),
-                    "cut_short": bool(sens.cut_short)})
+                    "cut_short": bool(sens.cut_short), "settle_rule": settled is not None})
         plans.append((plan, sens))
     best_plan, best_sens = plans[-1]
     for r, (plan, _) in zip(out, plans):
@@ -107,6 +110,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="ppocr")
     p.add_argument("--budgets", default="10,20,30,none")
+    p.add_argument("--brute", action="store_true",
+                   help="the reference is the analysis without the settle rule, every trace "
+                        "to tol 5%% (brute force: minutes per model)")
     p.add_argument("--cache", help="folder for downloaded packages")
     p.add_argument("--out", help="also write the JSON here")
     args = p.parse_args()
@@ -116,7 +122,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         for name in args.models.split(","):
             c = prepare(name, Path(d), cache_dir(args.cache))
-            result["models"].append(run(name, str(c.src), str(c.npz), list(c.args), budgets))
+            result["models"].append(run(name, str(c.src), str(c.npz), list(c.args), budgets,
+                                        args.brute))
             print(json.dumps(result["models"][-1]), flush=True)
     result["load_average_after"] = os.getloadavg()
     text = json.dumps(result, indent=1)

@@ -27,10 +27,6 @@ class TimeBudget:
     start: float
     clock: Clock = time.monotonic
 
-    def expired(self) -> bool:
-        """True once the budget is used up."""
-        return self.remaining() <= 0
-
     def remaining(self) -> float:
         """Seconds left (negative once overrun)."""
         return self.seconds - (self.clock() - self.start)
@@ -39,9 +35,9 @@ class TimeBudget:
         """Whether `more` units of work fit in the time left, at the mean pace of the `done`
         units since the clock read `began` (with none done: whether any time is left).
 
-        A loop that asks this before each unit, rather than `expired`, never starts one it
-        cannot finish: its overrun is the spread of the units' times, not a whole unit (a
-        chunk of a large model on a loaded machine takes seconds)."""
+        A loop that asks this before each unit, rather than whether time is left, never
+        starts one it cannot finish: its overrun is the spread of the units' times, not a
+        whole unit (a chunk of a large model on a loaded machine takes seconds)."""
         now = self.clock()
         left = self.seconds - (now - self.start)
         if done <= 0:

@@ -338,8 +338,8 @@ def test_budget_cuts_the_first_pass_and_samples_the_chunks(monkeypatch) -> None:
 
 def test_no_chunk_starts_that_cannot_finish_in_the_budget(monkeypatch) -> None:
     """At 2 s per chunk a 5 s budget has 1 s left after two chunks: a third would end at 6 s,
-    so the pass stops at 4 s, within the budget (a check of `expired` before each chunk ran
-    it and overran by 20 %, a whole chunk: seconds on a large model under load)."""
+    so the pass stops at 4 s, within the budget (a check for a used-up budget before
+    each chunk ran it and overran by 20 %, a whole chunk: seconds on a large model under load)."""
     now, calls = _probe_clock(monkeypatch)
     g, feeds, t = _two_block_least_squares(batch=4)
     sens = hawq.sensitivity(g, feeds, t, loss="mse", tol=1e-3, budget_s=5,
@@ -396,7 +396,7 @@ def test_a_later_pass_takes_the_probes_that_fit(monkeypatch, budget_s: int,
 def test_budget_cut_in_a_later_pass_drops_that_pass(monkeypatch) -> None:
     """A pass that fitted at the first pass's pace but runs slower (3 s per probe: a load
     spike) is cut as soon as its pace shows it cannot finish in the 70 s budget: after its
-    first chunk (35 s used, 31 chunks at 3 s to go; the old check of `expired` ran 13 chunks
+    first chunk (35 s used, 31 chunks at 3 s to go; a check for a used-up budget ran 13 chunks
     to 71 s, all dropped). Its probes are dropped: the estimate is the first pass's, bit for
     bit."""
     g, feeds, t = _two_block_least_squares(batch=1)
@@ -466,8 +466,8 @@ def test_hessian_curvature_respects_the_budget(budget_s: float) -> None:
     """Weight-space Hutchinson checks the budget after each iteration from the second on; a
     clock that advances one second per reading (one at the start, one per check) uses a 3 s
     budget up at the third check, i.e. after 4 iterations. A 3.5 s budget stops there too:
-    0.5 s are left, less than the 0.75 s an iteration has taken (a check of `expired` ran a
-    fifth and overran)."""
+    0.5 s are left, less than the 0.75 s an iteration has taken (a check for a used-up
+    budget ran a fifth and overran)."""
     g, x, labels = _mlp("Tanh")
     ticks = iter(range(1000))
     sens = hawq.sensitivity(g, x, labels, curvature="hessian", tol=1e-6, max_iter=50,
