@@ -55,7 +55,9 @@ stops after 9 of them (max relative standard error 0.05), on resnet18 after 9 to
 
 Bounded time: with a `TimeBudget`, probing never starts a chunk that would not finish within
 the budget at the pace of the pass's chunks so far (`TimeBudget.fits`), so it overruns by the
-spread of the chunks' times, not by a whole chunk. A first pass cut after c of C chunks
+spread of the chunks' times, not by a whole chunk; a first pass with an observer also leaves
+time for the forward passes of the chunks it would not probe, at the pace it waited for its
+own (the observer needs every chunk). A first pass cut after c of C chunks
 (c >= 2) scales their sum by C / c and takes its error from the spread of the chunks
 (`sampled_estimate`: the chunk-to-chunk variation of the trace counts as error too); a later
 pass cut short is dropped, so a later pass takes only the probes that fit in what is left of
@@ -202,12 +204,18 @@ def _probe(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
     spent = [0.0, 0.0]  # early tests: budget-clock seconds taken, weights left open
     while True:
         covered, began = 0, None if budget is None else budget.clock()
+        fed = 0.0  # budget-clock seconds the pass waited for its chunks' forward passes
         for i, feeds in enumerate(chunks):
-            if _stop_pass(budget, began, done, covered, len(chunks)):
+            rest = fed / covered * (len(chunks) - covered - 1) if (
+                done == 0 and covered and ahead.observes) else 0.0
+            if _stop_pass(budget, began, done, covered, len(chunks), rest):
                 break
+            asked = None if budget is None else budget.clock()
+            env = ahead.env(i)
+            fed += _took(budget, asked)
             parts[i] = np.concatenate([parts[i], chunk_samples(
                 g, feeds, loss, outputs, names, want - done, len(chunks), rng,
-                norms=norms, env=ahead.env(i))])
+                norms=norms, env=env)])
             covered += 1
             if done == 0 and covered in checks:
                 est = _early_estimate(names, parts[:covered], len(chunks), tol, settled,
@@ -360,15 +368,16 @@ def open_rse(est: TraceEstimate, tol: float, settled: Settled | None) -> np.ndar
 
 
 def _stop_pass(budget: TimeBudget | None, began: float | None, done: int, covered: int,
-               chunks: int) -> bool:
+               chunks: int, rest: float = 0.0) -> bool:
     """Whether to stop the pass before its next chunk, at the pace of its chunks so far
     (since the budget clock read `began`): in the first pass, once it has the `MIN_CHUNKS`
     it needs for an estimate with an error, when the next chunk would not finish within the
-    budget; in a later pass, as soon as the rest of it would not (a cut pass is dropped, so
-    its remaining chunks would be time spent for nothing)."""
+    budget less `rest` seconds (the forward passes of the chunks after it, which an observer
+    still needs: under load, run after the cut, they were most of an analysis's overrun); in a later pass, as soon as the rest of it would not (a cut pass is
+    dropped, so its remaining chunks would be time spent for nothing)."""
     if budget is None or began is None or (done == 0 and covered < min(MIN_CHUNKS, chunks)):
         return False
-    return not budget.fits(began, covered, 1 if done == 0 else chunks - covered)
+    return not budget.fits(began, covered, 1 if done == 0 else chunks - covered, rest)
 
 
 def _cut_estimate(names: Sequence[str], parts: list[np.ndarray], done: int,

@@ -348,6 +348,32 @@ def test_no_chunk_starts_that_cannot_finish_in_the_budget(monkeypatch) -> None:
     assert np.all(np.isfinite(sens.rse))  # two chunks still give an error
 
 
+@pytest.mark.parametrize(("observe", "probed"), [(True, 3), (False, 4)])
+def test_a_cut_first_pass_leaves_time_for_the_forward_passes_after_it(
+        monkeypatch, observe: bool, probed: int) -> None:
+    """A fake clock: 1 s per forward pass, 1 s per probe; 8 chunks of 2 probes each in the
+    first pass (3 s a chunk), a 14 s budget. With an observer, the chunks not probed still
+    run forward for it (1 s each), so the pass stops when the next chunk and the forward
+    passes after it would not fit: after 3 chunks (9 s; a fourth would end at 12 s, with 4
+    forward passes to go): the analysis ends at 14 s, not at 16 s. Without one it probes a
+    fourth chunk (12 s) and ends there."""
+    from compiler.sensitivity import forward_ahead
+
+    monkeypatch.setattr(forward_ahead, "spare_core", lambda: False)  # one thread: one clock
+    now, calls = _probe_clock(monkeypatch)
+    g, feeds, t = _two_block_least_squares(batch=4)
+
+    def forward(f):
+        now[0] += 1
+        return run(g, f, dtype="float32", keep=True)
+    seen: list[int] = []
+    sens = hawq.sensitivity(g, feeds, t, loss="mse", tol=1e-3, budget_s=14,
+                            clock=lambda: now[0], forward=forward,
+                            observe=(lambda env: seen.append(1)) if observe else None)
+    assert calls == [2] * probed and sens.cut_short and now[0] <= 14
+    assert len(seen) == (8 if observe else 0)
+
+
 def test_a_cut_first_pass_still_observes_every_chunk(monkeypatch) -> None:
     """A 6 s budget cuts the first pass after 3 of 8 chunks (as above); the other 5 still
     run forward for `observe`, in order, so a caller collecting statistics on the way (the
