@@ -204,19 +204,25 @@ def _probe(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
     spent = [0.0, 0.0]  # early tests: budget-clock seconds taken, weights left open
     while True:
         covered, began = 0, None if budget is None else budget.clock()
-        fed = 0.0  # budget-clock seconds the pass waited for its chunks' forward passes
+        # the chunks' pace counts from a later pass's start, or from the end of the first
+        # pass's first chunk: its forward pass also starts onnxruntime's session (seconds
+        # under load, which made the forward passes still to come look that slow)
+        paced, fed = (None if done == 0 else began), 0.0  # fed: seconds since, in forwards
         for i, feeds in enumerate(chunks):
-            rest = fed / covered * (len(chunks) - covered - 1) if (
-                done == 0 and covered and ahead.observes) else 0.0
-            if _stop_pass(budget, began, done, covered, len(chunks), rest):
+            timed = covered - (done == 0)  # chunks since `paced`
+            rest = fed / timed * (len(chunks) - covered - 1) if (
+                done == 0 and timed > 0 and ahead.observes) else 0.0
+            if _stop_pass(budget, paced, timed, done, covered, len(chunks), rest):
                 break
             asked = None if budget is None else budget.clock()
             env = ahead.env(i)
-            fed += _took(budget, asked)
+            fed += _took(budget, asked) if paced is not None else 0.0
             parts[i] = np.concatenate([parts[i], chunk_samples(
                 g, feeds, loss, outputs, names, want - done, len(chunks), rng,
                 norms=norms, env=env)])
             covered += 1
+            if paced is None and budget is not None:
+                paced = budget.clock()
             if done == 0 and covered in checks:
                 est = _early_estimate(names, parts[:covered], len(chunks), tol, settled,
                                       budget, began, spent)
@@ -367,17 +373,18 @@ def open_rse(est: TraceEstimate, tol: float, settled: Settled | None) -> np.ndar
     return np.where(need & ~settled(est, need), est.rse, 0.0)
 
 
-def _stop_pass(budget: TimeBudget | None, began: float | None, done: int, covered: int,
-               chunks: int, rest: float = 0.0) -> bool:
-    """Whether to stop the pass before its next chunk, at the pace of its chunks so far
-    (since the budget clock read `began`): in the first pass, once it has the `MIN_CHUNKS`
+def _stop_pass(budget: TimeBudget | None, paced: float | None, timed: int, done: int,
+               covered: int, chunks: int, rest: float = 0.0) -> bool:
+    """Whether to stop the pass before its next chunk, at the pace of its `timed` chunks
+    since the budget clock read `paced`: in the first pass, once it has the `MIN_CHUNKS`
     it needs for an estimate with an error, when the next chunk would not finish within the
     budget less `rest` seconds (the forward passes of the chunks after it, which an observer
-    still needs: under load, run after the cut, they were most of an analysis's overrun); in a later pass, as soon as the rest of it would not (a cut pass is
-    dropped, so its remaining chunks would be time spent for nothing)."""
-    if budget is None or began is None or (done == 0 and covered < min(MIN_CHUNKS, chunks)):
+    still needs: under load, run after the cut, they were most of an analysis's overrun);
+    in a later pass, as soon as the rest of it would not (a cut pass is dropped, so its
+    remaining chunks would be time spent for nothing)."""
+    if budget is None or paced is None or (done == 0 and covered < min(MIN_CHUNKS, chunks)):
         return False
-    return not budget.fits(began, covered, 1 if done == 0 else chunks - covered, rest)
+    return not budget.fits(paced, timed, 1 if done == 0 else chunks - covered, rest)
 
 
 def _cut_estimate(names: Sequence[str], parts: list[np.ndarray], done: int,
