@@ -207,16 +207,18 @@ def _probe(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
         # the chunks' pace counts from a later pass's start, or from the end of the first
         # pass's first chunk: its forward pass also starts onnxruntime's session (seconds
         # under load, which made the forward passes still to come look that slow)
-        paced, fed = (None if done == 0 else began), 0.0  # fed: seconds since, in forwards
+        paced = None if done == 0 else began
+        fed: list[float] = []  # seconds each chunk since `paced` waited for its forward pass
         for i, feeds in enumerate(chunks):
             timed = covered - (done == 0)  # chunks since `paced`
-            rest = fed / timed * (len(chunks) - covered - 1) if (
-                done == 0 and timed > 0 and ahead.observes) else 0.0
+            rest = _forwards_left(fed, len(chunks) - covered - 1) if (
+                done == 0 and ahead.observes) else 0.0
             if _stop_pass(budget, paced, timed, done, covered, len(chunks), rest):
                 break
             asked = None if budget is None else budget.clock()
             env = ahead.env(i)
-            fed += _took(budget, asked) if paced is not None else 0.0
+            if paced is not None:
+                fed.append(_took(budget, asked))
             parts[i] = np.concatenate([parts[i], chunk_samples(
                 g, feeds, loss, outputs, names, want - done, len(chunks), rng,
                 norms=norms, env=env)])
@@ -371,6 +373,13 @@ def open_rse(est: TraceEstimate, tol: float, settled: Settled | None) -> np.ndar
     if settled is None or not need.any():
         return est.rse
     return np.where(need & ~settled(est, need), est.rse, 0.0)
+
+
+def _forwards_left(fed: Sequence[float], chunks: int) -> float:
+    """Seconds the forward passes of `chunks` more chunks take at the median of the times
+    `fed` (one chunk's second forward pass on PP-OCR under load took 3x the later ones'),
+    once there are two."""
+    return float(np.median(fed)) * chunks if len(fed) >= 2 else 0.0
 
 
 def _stop_pass(budget: TimeBudget | None, paced: float | None, timed: int, done: int,
