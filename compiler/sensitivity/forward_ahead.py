@@ -77,11 +77,6 @@ class ForwardAhead:
             for job in self._seen:
                 job.result()
 
-    @property
-    def observes(self) -> bool:
-        """Whether there is an observer (`observe_rest` then runs forward passes)."""
-        return self._observe is not None
-
     def env(self, i: int) -> Env:
         """Chunk `i`'s forward tensors; `observe` sees them (on its worker) if this is the
         first time chunk `i` is taken, and chunk `i + 1`'s forward pass starts."""

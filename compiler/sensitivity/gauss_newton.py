@@ -57,9 +57,9 @@ A test whose open weights would not close even at the pass's end ends the tests
 
 Bounded time: with a `TimeBudget`, probing never starts a chunk that would not finish within
 the budget at the pace of the pass's chunks so far (`TimeBudget.fits`), so it overruns by the
-spread of the chunks' times, not by a whole chunk; a first pass with an observer also leaves
-time for the forward passes of the chunks it would not probe, at the pace it waited for its
-own (the observer needs every chunk). A first pass cut after c of C chunks
+spread of the chunks' times, not by a whole chunk. (The forward passes of the chunks a cut
+first pass did not probe still run after it, for `observe`: compile's calibration pass, which
+it needs either way.) A first pass cut after c of C chunks
 (c >= 2) scales their sum by C / c and takes its error from the spread of the chunks
 (`sampled_estimate`: the chunk-to-chunk variation of the trace counts as error too); a later
 pass cut short is dropped, so a later pass takes only the probes that fit in what is left of
@@ -208,22 +208,14 @@ def _probe(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
         covered, began = 0, None if budget is None else budget.clock()
         # the chunks' pace counts from a later pass's start, or from the end of the first
         # pass's first chunk: its forward pass also starts onnxruntime's session (seconds
-        # under load, which made the forward passes still to come look that slow)
+        # under load, which made every chunk look that slow)
         paced = None if done == 0 else began
-        fed: list[float] = []  # seconds each chunk since `paced` waited for its forward pass
         for i, feeds in enumerate(chunks):
-            timed = covered - (done == 0)  # chunks since `paced`
-            rest = _forwards_left(fed, len(chunks) - covered - 1) if (
-                done == 0 and ahead.observes) else 0.0
-            if _stop_pass(budget, paced, timed, done, covered, len(chunks), rest):
+            if _stop_pass(budget, paced, covered - (done == 0), done, covered, len(chunks)):
                 break
-            asked = None if budget is None else budget.clock()
-            env = ahead.env(i)
-            if paced is not None:
-                fed.append(_took(budget, asked))
             parts[i] = np.concatenate([parts[i], chunk_samples(
                 g, feeds, loss, outputs, names, want - done, len(chunks), rng,
-                norms=norms, env=env)])
+                norms=norms, env=ahead.env(i))])
             covered += 1
             if paced is None and budget is not None:
                 paced = budget.clock()
@@ -377,25 +369,16 @@ def open_rse(est: TraceEstimate, tol: float, settled: Settled | None) -> np.ndar
     return np.where(need & ~settled(est, need), est.rse, 0.0)
 
 
-def _forwards_left(fed: Sequence[float], chunks: int) -> float:
-    """Seconds the forward passes of `chunks` more chunks take at the median of the times
-    `fed` (one chunk's second forward pass on PP-OCR under load took 3x the later ones'),
-    once there are two."""
-    return float(np.median(fed)) * chunks if len(fed) >= 2 else 0.0
-
-
 def _stop_pass(budget: TimeBudget | None, paced: float | None, timed: int, done: int,
-               covered: int, chunks: int, rest: float = 0.0) -> bool:
+               covered: int, chunks: int) -> bool:
     """Whether to stop the pass before its next chunk, at the pace of its `timed` chunks
     since the budget clock read `paced`: in the first pass, once it has the `MIN_CHUNKS`
     it needs for an estimate with an error, when the next chunk would not finish within the
-    budget less `rest` seconds (the forward passes of the chunks after it, which an observer
-    still needs: under load, run after the cut, they were most of an analysis's overrun);
-    in a later pass, as soon as the rest of it would not (a cut pass is dropped, so its
-    remaining chunks would be time spent for nothing)."""
+    budget; in a later pass, as soon as the rest of it would not (a cut pass is dropped, so
+    its remaining chunks would be time spent for nothing)."""
     if budget is None or paced is None or (done == 0 and covered < min(MIN_CHUNKS, chunks)):
         return False
-    return not budget.fits(paced, timed, 1 if done == 0 else chunks - covered, rest)
+    return not budget.fits(paced, timed, 1 if done == 0 else chunks - covered)
 
 
 def _cut_estimate(names: Sequence[str], parts: list[np.ndarray], done: int,

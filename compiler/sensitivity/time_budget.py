@@ -31,10 +31,9 @@ class TimeBudget:
         """Seconds left (negative once overrun)."""
         return self.seconds - (self.clock() - self.start)
 
-    def fits(self, began: float, done: int, more: int = 1, reserve: float = 0.0) -> bool:
-        """Whether `more` units of work fit in the time left less `reserve` seconds (work
-        that must follow them), at the mean pace of the `done` units since the clock read
-        `began` (with none done: whether any time is left).
+    def fits(self, began: float, done: int, more: int = 1) -> bool:
+        """Whether `more` units of work fit in the time left, at the mean pace of the `done`
+        units since the clock read `began` (with none done: whether any time is left).
 
         A loop that asks this before each unit, rather than whether time is left, never
         starts one it cannot finish: its overrun is the spread of the units' times, not a
@@ -43,7 +42,7 @@ class TimeBudget:
         left = self.seconds - (now - self.start)
         if done <= 0:
             return left > 0
-        return left - reserve >= more * (now - began) / done
+        return left >= more * (now - began) / done
 
 
 def start(seconds: float | None, clock: Clock = time.monotonic) -> TimeBudget | None:
