@@ -1,0 +1,53 @@
+"""The fidelity bench's table (bench/fidelity/measurements.csv): rows of a build no runtime
+profile models are kept with their evidence and scored nowhere; counts are checked against the
+CSV read here, not against the bench's own bookkeeping."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_fidelity", BENCH / "bench_fidelity.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _rows() -> list[dict[str, str]]:
+    with open(BENCH / "fidelity" / "measurements.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_armv7_zero2w_rows_are_marked_with_their_evidence(bench) -> None:
+    # Tencent/ncnn issue #3485: Qengineering built the Zero 2 W figures as 32-bit ncnn
+    armv7 = [r for r in _rows() if r["runtime"] in bench.UNMODELLED_RUNTIMES]
+    assert len(armv7) == 38 and {r["target"] for r in armv7} == {"rpizero2w"}
+    assert all("issue #3485" in r["source"] and "PI3=ON" in r["source"] for r in armv7)
+    # the same board's scored rows are the 64-bit OS ones, each model at 1 and 4 threads
+    scored = [r for r in _rows() if r["target"] == "rpizero2w" and r not in armv7]
+    assert len(scored) == 38 and all("64 Bit" in r["source"] for r in scored)
+
+
+def test_unmodelled_rows_are_scored_nowhere(bench) -> None:
+    rows = _rows()
+    kept = [r for r in rows if r["runtime"] not in bench.UNMODELLED_RUNTIMES]
+    report, _ = bench.run("as-measured")
+    assert report["overall"]["n"] == len(kept)
+    assert sum(g["n"] for g in report["per_device"].values()) == len(kept)
+    assert report["unmodelled_builds"]["ncnn-2022-armv7"]["n"] == len(rows) - len(kept)
+    # 1 -> 4 thread pairs: (target, runtime, model, precision) with both thread counts
+    have: dict[tuple[str, ...], set[str]] = {}
+    for r in kept:
+        have.setdefault((r["target"], r["runtime"], r["model"], r["precision"]),
+                        set()).add(r["threads"])
+    assert report["thread_scaling_1_to_4"]["n"] == sum(t >= {"1", "4"} for t in have.values())
