@@ -50,7 +50,8 @@ PATH_MATMUL_INT_FLOAT = 14
 # so it reads int8 (no Q node), writes int8 to QLinear readers only (no DQ node), or both
 PATH_QLINEAR_IN, PATH_QLINEAR_OUT, PATH_QLINEAR_CHAIN = 15, 16, 17
 # ncnn's float InnerProduct on an aarch64 core without fp16 arithmetic: fp16 weights, fp32
-# arithmetic (hwmodels.cpu._ncnn_fc_row)
+# arithmetic (row built in hwmodels.cpu_rates._path_rows; weight bytes and row layout per ncnn
+# release: kernels.cpu_ncnn.fc_weight_bytes / fc_interleaved_rows)
 PATH_NCNN_FC_FP16S = 18
 NPATH = 19
 PATH_NONE, PATH_FUSED = -1, NPATH  # non-GEMM layers: own pass, or fused into the GEMM before

@@ -1,0 +1,112 @@
+"""The CPU cost kernel's streaming layers (elementwise, activation, norm, softmax, pool,
+gather, copies) as one bandwidth-bound pass each, and view layers (no data moved).
+Formulas and sources in `hwmodels.kernels.cpu`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hwmodels.kernels import threads
+from hwmodels.kernels.cpu_layout import (
+    ACC_NODES,
+    EXP_LANE_OPS,
+    KIND_ACTIVATION,
+    KIND_CONCAT,
+    KIND_ELTWISE,
+    KIND_GATHER,
+    KIND_IDENTITY,
+    KIND_NORM,
+    KIND_SOFTMAX,
+    KIND_TRANSPOSE,
+    L_AIN,
+    L_AOUT,
+    L_KIND,
+    L_OPS,
+    L_WB,
+    P_FP16,
+    P_THREADS,
+    RUNTIME_NCNN,
+    RUNTIME_ORT,
+)
+from hwmodels.kernels.cpu_ncnn import (
+    lrn_layout_bytes,
+)
+from hwmodels.kernels.cpu_roofline import (
+    add_pass,
+    home,
+    kernel_lanes,
+)
+from hwmodels.kernels.jit import njit
+
+
+@njit(cache=True)
+def stream_elem_bytes(a: int, runtime: int, p: np.ndarray) -> float:
+    """Element width of non-GEMM layers: onnxruntime runs them in fp32 (fp16 where the ISA
+    has fp16 arithmetic and a = 16), ncnn in fp16 wherever the core has fp16 arithmetic (its
+    default fp16 storage), else fp32; ideal keeps the activation dtype (int8 for a <= 8)."""
+    if runtime == RUNTIME_ORT:
+        return 2.0 if (a == 16 and p[P_FP16] > 0) else 4.0
+    if runtime == RUNTIME_NCNN:  # fp16 storage where the core has fp16 arithmetic
+        return 2.0 if p[P_FP16] > 0 else 4.0
+    if a <= 8:
+        return 1.0
+    return 2.0 if (a == 16 and p[P_FP16] > 0) else 4.0
+
+
+@njit(cache=True)
+def exp_lane_ops(li: np.ndarray) -> float:
+    """Transcendental work: one exp per softmax element; activations whose op count shows more
+    than a clamp (sigmoid, tanh, gelu, silu, ...) pay one exp per element."""
+    aout, kind = float(li[L_AOUT]), li[L_KIND]
+    if kind == KIND_SOFTMAX or (kind == KIND_ACTIVATION and li[L_OPS] >= 3 * li[L_AOUT]):
+        return aout * EXP_LANE_OPS
+    return 0.0
+
+
+@njit(cache=True)
+def ort_eltwise_cost(li: np.ndarray, eb: float) -> float:
+    """Eigen cost per element onnxruntime's elementwise kernel declares (`threads`): exp-class
+    activations (`exp_lane_ops`) as Sigmoid, the rest as Add / Relu."""
+    exp = li[L_KIND] == KIND_ACTIVATION and li[L_OPS] >= 3 * li[L_AOUT]
+    return threads.parallel_for_cost(eb, threads.EXP_COMPUTE_CYCLES if exp
+                                     else threads.ELTWISE_COMPUTE_CYCLES)
+
+
+@njit(cache=True)
+def stream_layer(li: np.ndarray, a: int, runtime: int, p: np.ndarray, ch: np.ndarray,
+                 traffic: np.ndarray, acc: np.ndarray) -> float:
+    """Elementwise / norm / softmax / pool / gather / copy layers as one bandwidth-bound pass;
+    return the layer's constant bytes (norm scales, biases) at their IR size."""
+    eb = stream_elem_bytes(a, runtime, p)
+    ain, aout = float(li[L_AIN]), float(li[L_AOUT])
+    if runtime == RUNTIME_NCNN and li[L_KIND] == KIND_NORM:  # LRN: fp32, pack 1 (cpu_ncnn)
+        add_pass(ain * lrn_layout_bytes(eb == 2.0), ain * 2.0, kernel_lanes(4.0, p),
+                 home(ain * 4.0, p, ch), p, ch, traffic, acc)
+        eb = 4.0
+    if li[L_KIND] == KIND_GATHER:  # reads only the gathered rows, not the whole table
+        nbytes = 2.0 * aout * eb
+    else:
+        nbytes = (ain + aout) * eb + float(li[L_WB]) * eb / 4.0
+    lane_ops = float(li[L_OPS]) + exp_lane_ops(li)
+    if runtime == RUNTIME_NCNN and (li[L_KIND] == KIND_CONCAT or li[L_KIND] == KIND_TRANSPOSE):
+        # ncnn @a4d2ea1: channel Concat is a memcpy per input on the calling thread
+        # (concat_arm.cpp, dims 3 axis 0: no omp), ShuffleChannel a serial loop
+        # (shufflechannel_arm.cpp: no omp; ONNX channel shuffles convert to it)
+        p = p.copy()
+        p[P_THREADS] = 1.0
+    if runtime == RUNTIME_ORT and (li[L_KIND] == KIND_ELTWISE or li[L_KIND] == KIND_ACTIVATION):
+        p = p.copy()  # onnxruntime's cost-gated ParallelFor: threads the busiest one sets
+        p[P_THREADS] = 1.0 / threads.parallel_for_share(aout, ort_eltwise_cost(li, eb), p[
+            P_THREADS])
+    add_pass(nbytes, lane_ops, kernel_lanes(eb, p), home(nbytes, p, ch), p, ch, traffic, acc)
+    acc[ACC_NODES] += 1.0
+    return float(li[L_WB])
+
+
+@njit(cache=True)
+def view_layer(li: np.ndarray, runtime: int, acc: np.ndarray) -> float:
+    """Reshape-likes move no data; onnxruntime still dispatches a Reshape node (Identity is
+    removed by its graph optimiser)."""
+    if runtime == RUNTIME_ORT and li[L_KIND] != KIND_IDENTITY:
+        acc[ACC_NODES] += 1.0
+    return float(li[L_WB])
