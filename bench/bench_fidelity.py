@@ -88,7 +88,8 @@ def layer_tables() -> dict[str, LayerTable]:
 
 def _table(rows: list[dict[str, str]]) -> LayerTable:
     col = {k: np.array([int(r[k]) for r in rows], dtype=np.int64)
-           for k in ("m", "n", "k", "groups", "a_in", "a_out", "w_elems", "ops")}
+           for k in ("m", "n", "k", "groups", "a_in", "a_out", "w_elems", "ops",
+                     "transcendentals")}
     kinds = [r["kind"] for r in rows]
     macs = col["m"] * col["n"] * col["k"] * col["groups"]
     ones = np.ones(len(rows))
@@ -97,7 +98,8 @@ def _table(rows: list[dict[str, str]]) -> LayerTable:
                       np.array([KIND_CATEGORY[k] for k in kinds], np.int32),
                       col["m"], col["n"], col["k"], col["groups"], macs, col["ops"],
                       col["w_elems"], col["a_in"], col["a_out"], col["a_in"] * 4,
-                      col["a_out"] * 4, col["w_elems"] * 4, ones, ones)
+                      col["a_out"] * 4, col["w_elems"] * 4, ones, ones,
+                      transcendentals=col["transcendentals"])
 
 
 def predict_ms(row: dict[str, str], tables: dict[str, LayerTable], runtime: str) -> float:

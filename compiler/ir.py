@@ -106,7 +106,9 @@ class Facts:
 
     `macs` is the total multiply-accumulate count (groups * m * n * k for dense layers);
     `ops` counts the elementwise operations of non-MAC layers (one per output element
-    per primitive operation).
+    per primitive operation); `transcendentals` the exp / log / tanh / erf evaluations among
+    them (each a polynomial of many vector ops in a runtime's kernel: cost models price
+    them apart, as XLA's cost analysis does).
     """
 
     m: int = 0
@@ -115,6 +117,7 @@ class Facts:
     groups: int = 1
     macs: int = 0
     ops: int = 0
+    transcendentals: int = 0
 
 
 def frozen_attrs(attrs: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -189,6 +192,9 @@ class LayerTable:
     # bool, the layer writes a graph output: a runtime that ran it in another layout copies
     # it back to the model's declared one (`hwmodels.ort_layout`); None where not derived
     graph_output: np.ndarray | None = None
+    # int64, exp / log / tanh / erf evaluations (`Facts.transcendentals`); None where not
+    # derived (cost models then count one exp per softmax element and none elsewhere)
+    transcendentals: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # cost models memoise what they derive from a table on it (`memo`), so its arrays are
@@ -303,7 +309,7 @@ class Graph:
 
         rows = [self._row(layer, OPS[layer.kind]) for layer in self.layers]
         fused, index = self.epilogues(), {x.name: i for i, x in enumerate(self.layers)}
-        cols = list(zip(*rows)) if rows else [()] * 16
+        cols = list(zip(*rows)) if rows else [()] * 17
         ints = [np.asarray(c, dtype=np.int64) for c in cols[2:14]]
         # ints holds the 12 int64 columns between category and the two float ones
         return LayerTable(  # type: ignore[call-arg]
@@ -320,6 +326,7 @@ class Graph:
             self._w_shared(),
             np.asarray([any(t in self.outputs for t in x.outputs) for x in self.layers],
                        dtype=bool),
+            np.asarray(cols[16], dtype=np.int64),
         )
 
     def _w_repeat(self) -> np.ndarray:
@@ -428,6 +435,7 @@ class Graph:
             sum(s.nbytes for s in acts), sum(s.nbytes for s in outs), sum(s.nbytes for s in wts),
             1.0 if layer.w_density is None else layer.w_density,
             1.0 if layer.a_density is None else layer.a_density,
+            f.transcendentals,
         )
 
 

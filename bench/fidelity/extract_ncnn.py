@@ -37,8 +37,14 @@ STREAM = {"ReLU": ("activation", 1), "HardSwish": ("activation", 4),
           "LRN": ("norm", LRN_OPS), "Reduction": ("reduce", 1), "Pooling": ("pool", 0),
           "Concat": ("concat", 0), "ShuffleChannel": ("transpose", 0), "Slice": ("split", 0),
           "Padding": ("pad", 0)}
+# exp_ps calls per output element (compiler.ir.Facts.transcendentals): Swish x / (1 + exp(-x))
+# (swish_arm.cpp), Softmax's exp (softmax_arm.cpp); HardSwish / HardSigmoid are an affine map
+# clamped by a max and a min (hardswish_arm.cpp, hardsigmoid_arm.cpp: vmla / vfma, vmax,
+# vmin, and for HardSwish a vmul) with none; LRN's pow_ps is already counted in LRN_OPS
+TRANSCENDENTALS = {"Swish": 1, "Softmax": 1}
 VIEWS = ("Split", "Reshape", "Flatten", "Dropout", "Noop")  # ncnn shares the blob, no copy
-FIELDS = ("model", "layer", "kind", "m", "n", "k", "groups", "a_in", "a_out", "w_elems", "ops")
+FIELDS = ("model", "layer", "kind", "m", "n", "k", "groups", "a_in", "a_out", "w_elems", "ops",
+          "transcendentals")
 INT8_MODELS = ("squeezenet", "mobilenet", "googlenet", "resnet18", "resnet50", "vgg16")
 GEMM_TYPES = ("Convolution", "ConvolutionDepthWise", "InnerProduct")
 
@@ -71,7 +77,8 @@ def stream_row(kind: str, params: dict[str, str], a_in: int, out_elems: int) -> 
     if kind == "Pooling":
         window = int(params.get("1", "1")) ** 2
         return {"kind": name, "ops": a_in if params.get("4") == "1" else out_elems * window}
-    return {"kind": name, "ops": per * out_elems}
+    return {"kind": name, "ops": per * out_elems,
+            "transcendentals": TRANSCENDENTALS.get(kind, 0) * out_elems}
 
 
 def parse(model: str, text: str) -> list[dict]:
@@ -90,7 +97,7 @@ def parse(model: str, text: str) -> list[dict]:
             continue
         a_in, a_out = sum(elems.get(b, 0) for b in ins), sum(out_sizes)
         row = {"model": model, "layer": name, "m": 0, "n": 0, "k": 0, "groups": 1,
-               "a_in": a_in, "a_out": a_out, "w_elems": 0, "ops": 0}
+               "a_in": a_in, "a_out": a_out, "w_elems": 0, "ops": 0, "transcendentals": 0}
         if kind in ("Convolution", "ConvolutionDepthWise", "InnerProduct"):
             row.update(gemm_row(kind, params, a_out))
         else:

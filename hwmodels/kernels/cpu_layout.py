@@ -21,7 +21,8 @@ RUNTIME_ORT, RUNTIME_IDEAL, RUNTIME_NCNN, RUNTIME_XNNPACK = 0, 1, 2, 3
 # layer columns of `lay` (int64 [L, NL])
 L_KIND, L_CAT, L_M, L_N, L_K, L_G, L_MACS, L_OPS, L_WEL, L_AIN, L_AOUT, L_WB = range(12)
 L_KH = 12  # a conv's kernel rows (LayerTable.kernel_rows; 1 where unknown)
-NL = 13
+L_TRANS = 13  # exp / log / tanh / erf evaluations (LayerTable.transcendentals)
+NL = 14
 
 # params columns (float64 [H, NP])
 (P_CLOCK_HZ, P_CORES, P_THREADS, P_LANES32, P_PIPES, P_TILE_M, P_TILE_N, P_GEMM_EFF,

@@ -16,12 +16,12 @@ from hwmodels.kernels.cpu_layout import (
     KIND_GATHER,
     KIND_IDENTITY,
     KIND_NORM,
-    KIND_SOFTMAX,
     KIND_TRANSPOSE,
     L_AIN,
     L_AOUT,
     L_KIND,
     L_OPS,
+    L_TRANS,
     L_WB,
     P_FP16,
     P_THREADS,
@@ -55,20 +55,18 @@ def stream_elem_bytes(a: int, runtime: int, p: np.ndarray) -> float:
 
 @njit(cache=True)
 def exp_lane_ops(li: np.ndarray) -> float:
-    """Transcendental work: one exp per softmax element; activations whose op count shows more
-    than a clamp (sigmoid, tanh, gelu, silu, ...) pay one exp per element."""
-    aout, kind = float(li[L_AOUT]), li[L_KIND]
-    if kind == KIND_SOFTMAX or (kind == KIND_ACTIVATION and li[L_OPS] >= 3 * li[L_AOUT]):
-        return aout * EXP_LANE_OPS
-    return 0.0
+    """Transcendental work: EXP_LANE_OPS per exp / log / tanh / erf evaluation the layer
+    makes (softmax: one per element; sigmoid, silu, gelu, tanh...: one per element; the
+    clamps HardSigmoid / HardSwish none: ncnn's and onnxruntime's kernels are an affine map,
+    a max and a min, then for HardSwish a multiply)."""
+    return float(li[L_TRANS]) * EXP_LANE_OPS
 
 
 @njit(cache=True)
 def ort_eltwise_cost(li: np.ndarray, eb: float) -> float:
-    """Eigen cost per element onnxruntime's elementwise kernel declares (`threads`): exp-class
-    activations (`exp_lane_ops`) as Sigmoid, the rest as Add / Relu."""
-    exp = li[L_KIND] == KIND_ACTIVATION and li[L_OPS] >= 3 * li[L_AOUT]
-    return threads.parallel_for_cost(eb, threads.EXP_COMPUTE_CYCLES if exp
+    """Eigen cost per element onnxruntime's elementwise kernel declares (`threads`): layers
+    with transcendentals (`exp_lane_ops`) as Sigmoid, the rest as Add / Relu."""
+    return threads.parallel_for_cost(eb, threads.EXP_COMPUTE_CYCLES if li[L_TRANS] > 0
                                      else threads.ELTWISE_COMPUTE_CYCLES)
 
 

@@ -51,3 +51,20 @@ def test_unmodelled_rows_are_scored_nowhere(bench) -> None:
         have.setdefault((r["target"], r["runtime"], r["model"], r["precision"]),
                         set()).add(r["threads"])
     assert report["thread_scaling_1_to_4"]["n"] == sum(t >= {"1", "4"} for t in have.values())
+
+
+def test_the_layer_table_prices_an_exp_where_ncnn_evaluates_one() -> None:
+    """`transcendentals` of layers.csv: one per element of ncnn's Swish and Softmax (exp_ps),
+    none for HardSwish / HardSigmoid / ReLU (clamps). Oracle: the layer types of ncnn's
+    benchmark/models/*.param -- efficientnet_b0's activations are all Swish, mobilenet_v3's
+    HardSwish, HardSigmoid or ReLU."""
+    with open(BENCH / "fidelity" / "layers.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    def exps(model: str, kind: str) -> set[tuple[int, int]]:
+        return {(int(r["transcendentals"]), int(r["a_out"])) for r in rows
+                if r["model"] == model and r["kind"] == kind}
+    swish, hard = exps("efficientnet_b0", "activation"), exps("mobilenet_v3", "activation")
+    assert swish and hard  # both networks have activation layers
+    assert all(t == n for t, n in swish) and all(t == 0 for t, _ in hard)
+    assert all(t == n for model in {r["model"] for r in rows}
+               for t, n in exps(model, "softmax"))
