@@ -49,15 +49,17 @@ INT8_MODELS = ("squeezenet", "mobilenet", "googlenet", "resnet18", "resnet50", "
 GEMM_TYPES = ("Convolution", "ConvolutionDepthWise", "InnerProduct")
 
 
-def shapes(params: dict[str, str]) -> list[int]:
-    """Output element counts from the `-23330` shape hint (one entry per output blob)."""
+def shapes(params: dict[str, str], nout: int) -> list[int]:
+    """Output element counts from the `-23330` shape hint (one entry per output blob). The
+    hint is its length, then four values per blob: dims, w, h, c (the benchmark files'
+    format); a blob of dims n holds the product of its first n extents, the rest are padding
+    (`4,1,72,1,1`: 72 elements)."""
     vals = [int(v) for v in params.get("-23330", "0").split(",")]
-    out, i = [], 1
-    while i < len(vals):
-        dims = vals[i]
-        out.append(math.prod(vals[i + 1:i + 1 + dims]))
-        i += 1 + dims
-    return out
+    if len(vals) < 2:
+        return []
+    if vals[0] != 4 * nout:
+        raise ValueError(f"shape hint of {nout} blobs is not 4 values each: {vals}")
+    return [math.prod(vals[i + 1:i + 1 + vals[i]]) for i in range(1, len(vals), 4)]
 
 
 def gemm_row(kind: str, params: dict[str, str], out_elems: int) -> dict[str, int]:
@@ -90,7 +92,7 @@ def parse(model: str, text: str) -> list[dict]:
         kind, name, nin, nout = tok[0], tok[1], int(tok[2]), int(tok[3])
         ins, outs = tok[4:4 + nin], tok[4 + nin:4 + nin + nout]
         params = dict(p.split("=", 1) for p in tok[4 + nin + nout:])
-        out_sizes = shapes(params) or [0] * nout
+        out_sizes = shapes(params, nout) or [0] * nout
         for blob, size in zip(outs, out_sizes):
             elems[blob] = size
         if kind in ("Input", "MemoryData"):

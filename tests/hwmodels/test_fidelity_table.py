@@ -53,6 +53,29 @@ def test_unmodelled_rows_are_scored_nowhere(bench) -> None:
     assert report["thread_scaling_1_to_4"]["n"] == sum(t >= {"1", "4"} for t in have.values())
 
 
+def _extract() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("extract_ncnn",
+                                                  BENCH / "fidelity" / "extract_ncnn.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_shape_hints_of_one_dimensional_blobs_count_their_elements() -> None:
+    """ncnn's `-23330` hint: four values per blob (dims, w, h, c). A pooled 72-channel vector
+    (mobilenet_v3's first SE block) holds 72 elements; the old parser read its padding as a
+    second blob and counted 73."""
+    shapes = _extract().shapes
+    assert shapes({"-23330": "4,1,72,1,1"}, 1) == [72]
+    assert shapes({"-23330": "8,3,112,112,16,3,112,112,16"}, 2) == [112 * 112 * 16] * 2
+    assert shapes({"-23330": "8,1,72,1,1,2,5,7,1"}, 2) == [72, 35]
+    # and in the table: the global pool of mobilenet_v3's first SE block (28 x 28 x 72 in)
+    with open(BENCH / "fidelity" / "layers.csv", newline="") as f:
+        pool = [r for r in csv.DictReader(f) if (r["model"], r["layer"]) == ("mobilenet_v3", "355")]
+    assert [(int(r["a_in"]), int(r["a_out"])) for r in pool] == [(28 * 28 * 72, 72)]
+
+
 def test_the_layer_table_prices_an_exp_where_ncnn_evaluates_one() -> None:
     """`transcendentals` of layers.csv: one per element of ncnn's Swish and Softmax (exp_ps),
     none for HardSwish / HardSigmoid / ReLU (clamps). Oracle: the layer types of ncnn's
