@@ -88,7 +88,6 @@ def layer_array(table: LayerTable) -> np.ndarray:
     return np.ascontiguousarray(np.stack(cols, axis=1), dtype=np.int64)
 
 
-
 def _transcendentals(table: LayerTable) -> np.ndarray:
     """`table.transcendentals`, or where the table does not carry them one exp per softmax
     element and none elsewhere (the one transcendental a layer's kind alone implies)."""
