@@ -324,7 +324,7 @@ def test_collection_paused_runs_no_collection_and_freezes_what_the_body_made() -
 
 def test_no_collection_runs_while_the_compile_imports_its_modules(tmp_path: Path) -> None:
     """From the first of the modules the compile's load phase uses to the last, the
-    collector stays off (`cli.collection_paused` in `commands.cmd_compile`)."""
+    collector stays off (`cli.collection_paused` in `commands.compile.cmd_compile`)."""
     code = ("import gc, sys\n"
             "during = []\n"
             "def seen(phase, info):\n"
