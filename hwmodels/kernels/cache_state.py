@@ -21,7 +21,7 @@ KERNELS = Path(__file__).resolve().parent
 # against the numba dispatchers a compiled simulate of each kind actually loads)
 KIND_KERNELS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "cpu": ("cpu", "cpu_gemm", "cpu_ncnn", "cpu_roofline"),
-    "macarray": ("macarray", "sparse"),
+    "macarray": ("macarray", "macarray_folds", "macarray_traffic", "sparse"),
     "mcu": (),
     "roofline": (),
 })

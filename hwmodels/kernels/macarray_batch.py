@@ -7,10 +7,11 @@ per-layer arithmetic is `kernels.macarray`'s own (`gemm_geometry`, `layer_at`): 
 model there flows in here, and the tests check the two kernels agree exactly.
 
 Those functions are compiled again here from the same Python source, to be inlined (numba IR
-inlining) into this kernel with everything they call in `kernels.macarray`: a numba call that
+inlining) into this kernel with everything they call in the MAC-array model's modules
+(`kernels.macarray`, `kernels.macarray_folds`, `kernels.macarray_traffic`): a numba call that
 is not inlined passes each array argument with a reference count, and inlined the kernel ran
 2.3x faster per evaluation (bench/bench_sweep.py), with bit-identical results. As with any
-numba cache, this module's cached kernel does not notice edits to `kernels.macarray` alone
+numba cache, this module's cached kernel does not notice edits to those modules alone
 (numba checks only the caller's file); the tests, run on a fresh checkout, do.
 
 Inlining still binds every array argument of an inlined call to a new variable, which numba
@@ -26,21 +27,21 @@ import numpy as np
 from numba import njit, prange
 
 from compiler.ir import CATEGORY_GEMM
-from hwmodels.kernels import jit
+from hwmodels.kernels import jit, macarray_folds, macarray_traffic
 from hwmodels.kernels import macarray as kernel
+from hwmodels.kernels.macarray_layout import G_SIZE
 from hwmodels.kernels.views import borrowed
 
-G_SIZE = kernel.G_SIZE
+
+def inlined_namespace(modules: tuple[Any, ...]) -> dict[str, Any]:
+    """The first of `modules`' globals, with each kernel defined in `modules` compiled again
+    from the same code as an always-inlined function that resolves its callees among those
+    (so they are inlined too). numba compiles lazily: only what a kernel here calls is
+    compiled."""
+    return jit.rebind_own(modules, njit(inline="always"))
 
 
-def inlined_namespace(module: Any) -> dict[str, Any]:
-    """`module`'s globals, with each kernel defined there compiled again from the same code
-    as an always-inlined function that resolves its callees in this namespace (so they are
-    inlined too). numba compiles lazily: only what a kernel here calls is compiled."""
-    return jit.rebind_own(module, njit(inline="always"))
-
-
-_INLINED = inlined_namespace(kernel)
+_INLINED = inlined_namespace((kernel, macarray_folds, macarray_traffic))
 gemm_geometry, layer_at = _INLINED["gemm_geometry"], _INLINED["layer_at"]
 
 

@@ -221,6 +221,7 @@ def test_a_sweep_worker_imports_no_milp_solver_and_no_sensitivity(tmp_path: Path
 # kernels, the quantizers and MatMulNBits packing (the zoo's decoder builder packs), the
 # validate, sweep, report and plot commands
 NOT_SIMULATE = ("hwmodels.macarray", "hwmodels.kernels.macarray", "hwmodels.kernels.sparse",
+                "hwmodels.kernels.macarray_folds", "hwmodels.kernels.macarray_traffic",
                 "hwmodels.mcu", "hwmodels.kernels.mcu", "compiler.packing",
                 "compiler.quantizers", "edgesim.validate", "edgesim.sweep", "edgesim.report",
                 "edgesim.plot", "matplotlib", "edgesim.pipeline")
