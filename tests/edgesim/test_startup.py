@@ -223,9 +223,9 @@ def test_a_sweep_worker_imports_no_milp_solver_and_no_sensitivity(tmp_path: Path
 NOT_SIMULATE = ("hwmodels.macarray", "hwmodels.kernels.macarray", "hwmodels.kernels.sparse",
                 "hwmodels.kernels.macarray_folds", "hwmodels.kernels.macarray_traffic",
                 "hwmodels.mcu", "hwmodels.kernels.mcu", "compiler.packing",
-                "compiler.packing_neon", "compiler.quantizers", "edgesim.validate",
-                "edgesim.sweep", "edgesim.report", "edgesim.plot", "matplotlib",
-                "edgesim.pipeline")
+                "compiler.packing_neon", "compiler.quantizers", "compiler.activation_quant",
+                "edgesim.validate", "edgesim.sweep", "edgesim.report", "edgesim.plot",
+                "matplotlib", "edgesim.pipeline")
 
 
 def test_simulate_imports_no_milp_solver_and_no_sensitivity() -> None:
