@@ -239,6 +239,17 @@ def layer_at(lay_i: np.ndarray, lay_f: np.ndarray, li: int, geo: np.ndarray, pic
         finish(raw, 1.0, float(hi[7]), hi, hf, res)
 
 
+@njit(cache=True, inline="always")  # once per layer in the hot loop: no call of its own
+def layer_setup(lay_i: np.ndarray, lay_f: np.ndarray, li: int, hi: np.ndarray, hf: np.ndarray,
+                geo: np.ndarray) -> int:
+    """The rates/energies row layer `li` reads at every bit choice (0: weights, 1: a matmul of
+    two activations, 2: the vector unit); a GEMM's `gemm_geometry` goes into `geo` first."""
+    if lay_i[li, 0] != CATEGORY_GEMM:
+        return 2
+    gemm_geometry(lay_i, lay_f, li, hi, hf, geo)
+    return 1 if lay_i[li, 6] == 0 else 0
+
+
 @njit(cache=True)
 def config_rows(h: int, lay_i: np.ndarray, lay_f: np.ndarray, w_bits: np.ndarray,
                 a_bits: np.ndarray, cfg_i: np.ndarray, cfg_f: np.ndarray, rates: np.ndarray,
@@ -252,11 +263,7 @@ def config_rows(h: int, lay_i: np.ndarray, lay_f: np.ndarray, w_bits: np.ndarray
     hi, hf = borrowed(cfg_i[h]), borrowed(cfg_f[h])
     lay_i, lay_f = borrowed(lay_i), borrowed(lay_f)
     for li in range(n_l):
-        gemm = lay_i[li, 0] == CATEGORY_GEMM
-        # which rates/energies row applies: weights, two activations, vector unit
-        pick = (1 if lay_i[li, 6] == 0 else 0) if gemm else 2
-        if gemm:
-            gemm_geometry(lay_i, lay_f, li, hi, hf, geo)
+        pick = layer_setup(lay_i, lay_f, li, hi, hf, geo)
         for b in range(n_b):
             layer_at(lay_i, lay_f, li, geo, pick, w_bits[b], a_bits[b], rates[pick, h, b],
                      energies[pick, h, b], hi, hf, raw, res)
