@@ -69,6 +69,7 @@ def _sparsity_levels(text: str | None) -> tuple[float, ...]:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
+    """`edgesim compile`: allocate bits for a target and emit a packed model."""
     from edgesim.report_plots import plotter, stopped_on_error
 
     # the plotting process imports matplotlib while this one imports the pipeline
@@ -124,6 +125,7 @@ def _alpha(text: str) -> float | str:
 
 
 def add_compile(sub: argparse._SubParsersAction) -> None:
+    """Register `compile`."""
     cp = add_command(sub, "compile", "allocate bits for a target and emit a packed model",
                      cmd_compile)
     cp.add_argument("model", nargs="?", help="ONNX file or zoo:NAME")

@@ -12,6 +12,7 @@ from edgesim.commands.common import add_model_args
 
 
 def cmd_targets(args: argparse.Namespace) -> int:
+    """`edgesim targets`: the shipped hardware targets."""
     from edgesim import api  # imported by the command that runs, not the parser
 
     rows = api.targets()
@@ -24,6 +25,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    """`edgesim target probe`: measure this machine and write a cpu target YAML."""
     from edgesim import api  # imported by the command that runs, not the parser
     from edgesim.output import output_file
     from hwmodels.probe import busy_of
@@ -42,6 +44,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """`edgesim validate`: predicted against measured latency on this machine."""
     # edgesim.validate loads with the command, not the parser (simulate never imports it)
     from edgesim.validate import format_table, validate
 
@@ -56,6 +59,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def add_validate(sub: argparse._SubParsersAction) -> None:
+    """Register `validate`."""
     p = add_command(sub, "validate", "predicted vs measured latency on this machine",
                     cmd_validate)
     add_model_args(p)
@@ -69,6 +73,7 @@ def add_validate(sub: argparse._SubParsersAction) -> None:
 
 
 def add_targets(sub: argparse._SubParsersAction) -> None:
+    """Register `targets` and the `target probe` tool."""
     add_command(sub, "targets", "list the shipped hardware targets", cmd_targets)
     target = sub.add_parser("target", help="target tools", parents=[GLOBAL])
     tools = target.add_subparsers(dest="tool", required=True)

@@ -32,6 +32,7 @@ def _print_inspection(r: api.Inspection) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    """`edgesim inspect`: the lowered layer table and totals (or its JSON)."""
     from edgesim import api  # imported by the command that runs, not the parser
 
     r = api.inspect(args.model, parse_input_shapes(args.input_shape))
@@ -61,6 +62,7 @@ def _print_simulation(s) -> None:  # noqa: ANN001 - edgesim.simulation.Simulatio
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    """`edgesim simulate`: predicted per-layer costs on a target (or their JSON)."""
     from edgesim import api  # imported by the command that runs, not the parser
 
     s = api.simulate(args.model, args.target, bits=args.bits, threads=args.threads,
@@ -73,6 +75,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    """`edgesim quantize`: quantise with a fixed bit assignment and write the ONNX file."""
     from compiler.numba_start import load_registries
     from edgesim import api  # imported by the command that runs, not the parser
     from edgesim.output import output_file
@@ -103,6 +106,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """`edgesim evaluate`: agreement and latency of a model run in onnxruntime."""
     from edgesim import api  # imported by the command that runs, not the parser
 
     r = api.evaluate_model(args.model, args.data, threads=args.threads, runs=args.runs)
@@ -115,11 +119,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def add_inspect(sub: argparse._SubParsersAction) -> None:
+    """Register `inspect`."""
     add_model_args(add_command(sub, "inspect", "print the lowered layer table and totals",
                                 cmd_inspect))
 
 
 def add_simulate(sub: argparse._SubParsersAction) -> None:
+    """Register `simulate`."""
     sim = add_command(sub, "simulate", "predict latency, energy and memory on a target",
                       cmd_simulate)
     add_model_args(sim)
@@ -133,6 +139,7 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
 
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
+    """Register `evaluate`."""
     ev = add_command(sub, "evaluate", "run a model in onnxruntime: agreement and latency",
                      cmd_evaluate)
     ev.add_argument("model", help="ONNX file")
@@ -142,6 +149,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def add_quantize(sub: argparse._SubParsersAction) -> None:
+    """Register `quantize`."""
     qz = add_command(sub, "quantize", "quantise with a fixed bit assignment and emit ONNX",
                      cmd_quantize)
     add_model_args(qz)

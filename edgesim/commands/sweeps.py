@@ -14,6 +14,7 @@ from edgesim.errors import UserError
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    """`edgesim sweep`: run a design space, on Dask's scheduler when one is configured."""
     from edgesim.sweep import sweep
 
     scheduler = args.scheduler
@@ -59,6 +60,7 @@ def _pareto_png(args: argparse.Namespace, objectives: list[str], png: str) -> tu
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:
+    """`edgesim pareto`: the non-dominated points of results, as a CSV and plots."""
     from edgesim.pareto import pareto
 
     objectives = [o for o in (args.objectives or "").split(",") if o.strip()]
@@ -84,6 +86,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 
 
 def add_sweep(sub: argparse._SubParsersAction) -> None:
+    """Register `sweep`."""
     sw = add_command(sub, "sweep", "design-space exploration of a space YAML", cmd_sweep)
     sw.add_argument("space", help="space YAML, or a shipped space by name (macarray, "
                     "cpu-whatif)")
@@ -100,6 +103,7 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
 
 
 def add_pareto(sub: argparse._SubParsersAction) -> None:
+    """Register `pareto`."""
     pa = add_command(sub, "pareto", "non-dominated points of sweep or compile results",
                      cmd_pareto)
     pa.add_argument("results", help="sweep folder, .jsonl, .json (incl. report.json) or .csv")
