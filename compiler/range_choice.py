@@ -24,11 +24,12 @@ from types import MappingProxyType
 import numpy as np
 
 from compiler import range_kernels as kernels
+from compiler.activation_quant import ActivationParams
 from compiler.executor import run
 from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph, Layer, Quant
 from compiler.ops import OPS
 from compiler.passes.calibrate import CalibrationStats, Forward
-from compiler.quantizers import ActivationParams, storage_range
+from compiler.quantizers import storage_range
 
 CANDIDATES = ("minmax", "percentile", "mse", "entropy")
 

@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from compiler.activation_quant import bin_centers
 from compiler.formats import FORMAT_CODE, NO_FORMAT, Policy, resolve
 from compiler.ir import Graph, Layer
 from compiler.passes.calibrate import CalibrationStats
 from compiler.passes.quantize import _requant_tensor
-from compiler.quantizers import bin_centers
 from hwmodels.cost import Cost, evaluate
 from hwmodels.target import Target
 

@@ -21,7 +21,7 @@ KERNELS = Path(__file__).resolve().parent
 # against the numba dispatchers a compiled simulate of each kind actually loads)
 KIND_KERNELS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "cpu": ("cpu", "cpu_gemm", "cpu_gemm_layer", "cpu_ncnn", "cpu_roofline", "cpu_stream"),
-    "macarray": ("macarray", "sparse"),
+    "macarray": ("macarray", "macarray_folds", "macarray_traffic", "sparse"),
     "mcu": (),
     "roofline": (),
 })

@@ -11,9 +11,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from compiler.activation_quant import ActivationParams
 from compiler.passes.calibrate import CalibrationStats
 from compiler.passes.quantize import QuantOptions
-from compiler.quantizers import ActivationParams
 from compiler.range_choice import CANDIDATES, refine_bounded, refine_end_to_end
 from edgesim import calibration as cal
 from edgesim.loading import load_graph

@@ -11,10 +11,10 @@ import itertools
 import numpy as np
 from onnx import TensorProto, helper
 
+from compiler.activation_quant import ActivationParams
 from compiler.frontend import load
 from compiler.passes.calibrate import CalibrationStats, calibrate
 from compiler.passes.quantize import QuantOptions, quantize
-from compiler.quantizers import ActivationParams
 from compiler.range_choice import (
     CANDIDATES,
     choose_methods,

@@ -12,9 +12,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from compiler.activation_quant import ActivationParams
 from compiler.passes.calibrate import CalibrationStats
 from compiler.passes.quantize import QuantOptions, quantize
-from compiler.quantizers import ActivationParams
 from compiler.range_choice import (
     CANDIDATES,
     bounded_error,
