@@ -70,11 +70,12 @@ def clean_owned(model: onnx.ModelProto, input_shapes: InputShapes | None, where:
     notes = pin_inputs(graph, input_values or {})
     axes = resolve_batch_axes(graph, batch_axes or {})
     notes += fix_input_shapes(graph, input_shapes or {}, axes)
+    shapes: dict[str, tuple[int, ...]] = {}  # static shapes found so far, by tensor name
     selected: str | None = ""
     while selected is not None:
-        while lift_constants(graph) | inline_ifs(model) | expand_lstms(model):
+        while lift_constants(graph) | inline_ifs(model, shapes) | expand_lstms(model, shapes):
             pass
-        selected = select_if(model)  # an If on data, once no If's condition is known
+        selected = select_if(model, shapes)  # an If on data, once no If's condition is known
         notes += (selected,) if selected else ()
     check_supported(graph, where)
     return Cleaned(model, notes, axes)
