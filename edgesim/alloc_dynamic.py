@@ -32,7 +32,7 @@ import numpy as np
 from compiler.formats import FORMAT_CODE, NO_FORMAT, Policy, resolve
 from compiler.ir import Graph, Layer
 from compiler.passes.calibrate import CalibrationStats
-from compiler.passes.quantize import requant_tensor
+from compiler.passes.quant_rows import requant_tensor
 from compiler.quantizers import bin_centers
 from hwmodels.cost import Cost, evaluate
 from hwmodels.target import Target
