@@ -10,13 +10,13 @@ one (magika W8A8: local choices 36.6 dB probability SQNR, every tensor at min/ma
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from compiler.executor import run
-from compiler.ir import Graph
+from compiler.ir import Graph, Quant
 from compiler.passes.calibrate import CalibrationStats, Forward
 from compiler.range_choice import (
     CANDIDATES,
@@ -32,6 +32,8 @@ from compiler.range_choice import (
 Case = tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]
 # activation statistics carrying a choice -> the graph quantised with it
 Quantizer = Callable[[CalibrationStats], Graph]
+# a quantised graph -> a value equal for graphs with equal outputs (`layer_annotations`)
+GraphKey = Callable[[Graph], Hashable]
 
 
 def fake_quant_runner(qg: Graph) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]:
@@ -108,7 +110,13 @@ def starting_choices(local: Mapping[str, str]) -> dict[str, dict[str, str]]:
 
 
 class _Scorer:
-    """End-to-end error of choices, each distinct assignment quantised and run once.
+    """End-to-end error of choices, each distinct assignment quantised once and each distinct
+    quantised graph run once.
+
+    Assignments that differ only in ranges no quantised layer reads give one graph (a conv
+    input or output the plan runs with run-time ranges, a conv output whose ReLU's range
+    sets the requantisation): given `graph_key` (e.g. `layer_annotations`), a graph is known
+    by it and scored once, by the rules below, as an assignment asked twice is.
 
     Asked with a `bound`, an assignment's cases stop running once its error reaches the bound
     (the caller only needs to know that it is not below; it is run again, in full, if a later
@@ -126,26 +134,34 @@ class _Scorer:
 
     def __init__(self, stats: CalibrationStats, bits: int, params: Params,
                  quantizer: Quantizer, cases: tuple[Case, ...], runner: Runner,
-                 screen: float | None = None) -> None:
+                 screen: float | None = None, graph_key: GraphKey | None = None) -> None:
         self._stats, self._bits, self._params = stats, bits, params
         self._quantizer, self._cases, self._runner = quantizer, cases, runner
         self._energy = energies(cases)
         self._screen = screen
         self._ordered = False
-        # assignment -> (error, or a lower bound of it; whether all cases ran)
-        self._seen: dict[tuple[tuple[str, float, int], ...], tuple[float, bool]] = {}
-        self._shares: dict[tuple[tuple[str, float, int], ...], list[float]] = {}  # exact ones
-        self._screened: dict[tuple[tuple[str, float, int], ...], float] = {}  # -> its bound
+        self._graph_key = graph_key
+        # assignment -> what its quantised graph is known by (`graph_key`; else the assignment)
+        self._graphs: dict[tuple[tuple[str, float, int], ...], Hashable] = {}
+        # quantised graph -> (error, or a lower bound of it; whether all cases ran)
+        self._seen: dict[Hashable, tuple[float, bool]] = {}
+        self._shares: dict[Hashable, list[float]] = {}  # exact ones
+        self._screened: dict[Hashable, float] = {}  # -> its bound
 
     def __call__(self, choice: Mapping[str, str], bound: float = math.inf,
                  against: Mapping[str, str] | None = None, margin: float = 0.0) -> float:
-        key = _key(self._params, choice)
+        asked, qg = _key(self._params, choice), None
+        if asked not in self._graphs:
+            qg = self._quantized(choice)
+            self._graphs[asked] = asked if self._graph_key is None else self._graph_key(qg)
+        key = self._graphs[asked]
         value, exact = self._seen.get(key, (0.0, False))
         if key in self._seen and (exact or value >= bound):
             return value
         if bound <= self._screened.get(key, -math.inf):  # lost to a higher bar already
             return math.inf
-        qg = self._quantizer(with_choices(self._stats, choice, self._bits, self._params))
+        if qg is None:  # run again, at a higher bound
+            qg = self._quantized(choice)
         limits = self._limits(against, margin)
         shares = bounded_error(qg, self._cases, self._runner, self._energy, bound, limits)
         value, exact = sum(shares), len(shares) == len(self._cases)
@@ -160,12 +176,16 @@ class _Scorer:
             return math.inf
         return value
 
+    def _quantized(self, choice: Mapping[str, str]) -> Graph:
+        return self._quantizer(with_choices(self._stats, choice, self._bits, self._params))
+
     def _limits(self, against: Mapping[str, str] | None, margin: float) -> list[float] | None:
         """Per number of cases run, the sum at which the screen stops a trial: (1 - margin)
         x the incumbent's sum over those cases, from the `screen` fraction of the cases on
         (the incumbent's largest shares come first, so they carry at least that fraction
         of its error)."""
-        inc = self._shares.get(_key(self._params, against)) if against is not None else None
+        graph = self._graphs.get(_key(self._params, against)) if against is not None else None
+        inc = self._shares.get(graph) if graph is not None else None
         if self._screen is None or inc is None:
             return None
         first = math.ceil(self._screen * len(inc))
@@ -174,9 +194,17 @@ class _Scorer:
 
     @property
     def evaluations(self) -> int:
-        """Assignments quantised and run so far (each a forward pass per case, or fewer if
-        it stopped at its bound)."""
-        return len(self._seen)
+        """Distinct assignments scored so far: each quantised, and run (a forward pass per
+        case, or fewer if it stopped at its bound) unless its graph was run before."""
+        return len(self._graphs)
+
+
+def layer_annotations(qg: Graph) -> tuple[Quant, ...]:
+    """A `GraphKey` for graphs of one float model quantised with one bit assignment and
+    options (`compiler.passes.quantize.quantize`) under different activation ranges: their
+    layers' annotations. The ranges live there (`compiler.ir.Quant`); the quantised weights
+    do not depend on them, except int32 biases, which follow the annotated input scales."""
+    return tuple(layer.quant for layer in qg.layers)
 
 
 def _by_share(cases: tuple[Case, ...], shares: Sequence[float]) -> tuple[Case, ...]:
@@ -250,12 +278,15 @@ def refine_bounded(stats: CalibrationStats, local: Mapping[str, str], quantizer:
                    max_evaluations: int = 32, params: Params | None = None,
                    runner: Runner = fake_quant_runner, margin: float = 0.2,
                    prune: bool = True, expired: Callable[[], bool] | None = None,
-                   screen: float | None = None) -> Refined:
+                   screen: float | None = None, graph_key: GraphKey | None = None
+                   ) -> Refined:
     """`refine_end_to_end` under a time bound: before each assignment after the first (the
     min/max incumbent, always scored), `expired()` is asked, and once it is true the search
-    stops with the best assignment scored so far (None: no bound, the same search)."""
+    stops with the best assignment scored so far (None: no bound, the same search).
+    `graph_key`: what identifies `quantizer`'s graphs, so that assignments giving one graph
+    run once (`_Scorer`; None: each assignment is its own graph)."""
     params = params or {t: candidate_params(stats, t, bits, percentile) for t in local}
-    score = _Scorer(stats, bits, params, quantizer, tuple(cases), runner, screen)
+    score = _Scorer(stats, bits, params, quantizer, tuple(cases), runner, screen, graph_key)
     if not local:
         return Refined({}, 0)
     starts = list(starting_choices(local).values())
@@ -305,10 +336,11 @@ def choose_bounded(g: Graph, stats: CalibrationStats,
                    forward: Forward | None = None, tensors: Iterable[str] | None = None,
                    max_evaluations: int = 32, runner: Runner = fake_quant_runner,
                    prune: bool = True, readers: Runner | None = None,
-                   expired: Callable[[], bool] | None = None, screen: float | None = None
-                   ) -> tuple[CalibrationStats, Refined]:
+                   expired: Callable[[], bool] | None = None, screen: float | None = None,
+                   graph_key: GraphKey | None = None) -> tuple[CalibrationStats, Refined]:
     """`choose_end_to_end` with its refinement under a time bound (`refine_bounded`), its
-    trials screened as `screen` says (`refine_end_to_end`).
+    trials screened as `screen` says (`refine_end_to_end`), its graphs known by
+    `graph_key` (`refine_bounded`).
 
     Returns:
         (`stats` carrying the choice at `bits`, what the refinement found).
@@ -320,5 +352,5 @@ def choose_bounded(g: Graph, stats: CalibrationStats,
                            readers)
     refined = refine_bounded(stats, local, quantizer, cases, bits, percentile,
                              max_evaluations, params, runner, prune=prune, expired=expired,
-                             screen=screen)
+                             screen=screen, graph_key=graph_key)
     return with_choices(stats, refined.chosen, bits, params), refined

