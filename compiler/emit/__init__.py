@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from functools import cache
 from importlib import metadata
 from types import MappingProxyType
 
@@ -119,6 +120,7 @@ def _inputs(b: Builder, layer: Layer, views: frozenset[str]) -> list[str]:
             else name for t, name in zip(layer.inputs, ins)]
 
 
+@cache  # the installed distribution's metadata is read from disk: once per process
 def _version() -> str:
     try:
         return metadata.version("edgesim")
@@ -143,9 +145,10 @@ def plan_json(g: Graph) -> str:
 def provenance(model: onnx.ModelProto, g: Graph, options: EmitOptions) -> None:
     """producer_name/version (edgesim's), and metadata_props: edgesim's version, the source
     model's producer, the per-layer plan, and the caller's entries (`EmitOptions.metadata`)."""
-    model.producer_name, model.producer_version = "edgesim", _version()
+    version = _version()
+    model.producer_name, model.producer_version = "edgesim", version
     source = g.interface.producer if g.interface else ""
-    props = {"edgesim.version": _version(), "edgesim.plan": plan_json(g),
+    props = {"edgesim.version": version, "edgesim.plan": plan_json(g),
              **({"edgesim.source_producer": source} if source else {}), **dict(options.metadata)}
     onnx.helper.set_model_props(model, props)
 
