@@ -16,6 +16,7 @@ import numpy as np
 from onnx import helper
 
 from compiler.emit import sparsify
+from compiler.emit.batch import by_sizes
 from compiler.emit.builder import Builder
 from compiler.errors import ModelError
 from compiler.ir import Layer
@@ -267,13 +268,9 @@ def resize(b: Builder, layer: Layer, ins: list[str]) -> None:
     else by scales (the output was floor(input * scale), and the coordinate transform
     divides by the given scale, not by sizes / input)."""
     a = layer.attrs
-    shape = b.graph.types[layer.inputs[0]].shape
-    scales = np.asarray(a["scales"], np.float32)
-    exact = all(float(s) * d == n for d, s, n in zip(shape, scales, a["sizes"]))
-    by_sizes = not exact and all(math.isclose(d * s, n, rel_tol=1e-9)
-                                 for d, s, n in zip(shape, a["scales"], a["sizes"]))
-    size_ins = ["", _ints(b, layer, "sizes", a["sizes"])] if by_sizes \
-        else [b.const(f"{layer.name}.scales", scales), ""]
+    size_ins = ["", _ints(b, layer, "sizes", a["sizes"])] \
+        if by_sizes(b.graph.types[layer.inputs[0]].shape, a["scales"], a["sizes"]) \
+        else [b.const(f"{layer.name}.scales", np.asarray(a["scales"], np.float32)), ""]
     b.node("Resize", [ins[0], ""] + size_ins, list(layer.outputs), base=layer.name,
            mode=a["mode"], coordinate_transformation_mode=a["coordinate_transformation_mode"],
            nearest_mode=a["nearest_mode"])
@@ -325,23 +322,15 @@ def split(b: Builder, layer: Layer, ins: list[str]) -> None:
            list(layer.outputs), base=layer.name, axis=layer.attrs["axis"])
 
 
-def batch_free(b: Builder, layer: Layer, shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
-    """A Reshape target and its `allowzero` with the leading (batch) dim left to onnxruntime
-    when the source model's batch is dynamic and this reshape keeps the batch leading: -1,
-    or 0 ("copy the input's dim", allowzero 0) when the target already has a -1 (a flatten);
-    else `shape` as the IR has it (allowzero 1: a literal 0 is an empty dim)."""
-    src = b.graph.types[layer.inputs[0]].shape
-    if not (b.dynamic_batch and shape[:1] == src[:1] == (1,)):
-        return shape, 1
-    if -1 not in shape:
-        return (-1, *shape[1:]), 1
-    return ((0, *shape[1:]), 0) if 0 not in shape else (shape, 1)
-
-
 def _reshape(b: Builder, layer: Layer, ins: list[str]) -> None:
-    target, allowzero = batch_free(b, layer, layer.attrs["shape"])
+    """Reshape to the IR's target, with -1 on the axis that carries a dynamic batch
+    (`compiler.emit.batch`); allowzero 1: a literal 0 is an empty dim."""
+    target, k = layer.attrs["shape"], b.batch_axis(layer.outputs[0])
+    if k is not None:
+        target = tuple(-1 if i == k else d for i, d in enumerate(b.graph.types[
+            layer.outputs[0]].shape))
     b.node("Reshape", [ins[0], _ints(b, layer, "shape", target)], list(layer.outputs),
-           base=layer.name, allowzero=allowzero)
+           base=layer.name, allowzero=1)
 
 
 def _with_shape(op: str, **attrs: Any) -> Rule:
