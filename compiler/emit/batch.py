@@ -9,10 +9,12 @@ the axes before it are kept, so a Reshape is written with -1 on that axis (PP-OC
 flattens [1, 8, 40, 40] to [320, 40] and back: a literal 320 failed at batch 3).
 
 Each layer is checked by its own shape rule at twice the lowered batch: an output must come
-out either unchanged or doubled along exactly one axis. A layer that moves the batch where
-no single axis carries it, drops it (a Gather of one sample, a Resize by sizes) or meets a
-batch-sized constant breaks the flow, and the emitted file then declares the batch it was
-lowered at (`declared`): a file must run at every batch it declares.
+out either unchanged or doubled along exactly one axis. A weight of size 1 on the batch
+axis that a Concat joins to the batch is expanded to it (the frontend folded the source's
+Expand at batch 1). A layer that moves the batch where no single axis carries it, drops it
+(a Gather of one sample, a Resize by sizes) or meets a batch-sized constant breaks the
+flow, and the emitted file then declares the batch it was lowered at (`declared`): a file
+must run at every batch it declares.
 """
 
 from __future__ import annotations
@@ -144,9 +146,12 @@ def _follow(g: Graph, layer: Layer, axes: dict[str, int]) -> str:
         return f"{layer.kind} along the batch axis"
     if layer.kind == "slice" and x in axes and not _whole(g, layer, axes[x]):
         return "slice of the batch axis"
+    specs = [_spec(g, t, axes) for t in layer.inputs]
+    if layer.kind == "concat":
+        axis = next(axes[u] for u in layer.inputs if u in axes)
+        specs = [_broadcast(g, t, spec, axis) for t, spec in zip(layer.inputs, specs)]
     try:
-        twice = OPS[layer.kind].shape([_spec(g, t, axes) for t in layer.inputs], **_attrs(
-            g, layer, axes))
+        twice = OPS[layer.kind].shape(specs, **_attrs(g, layer, axes))
     except (ValueError, ModelError, IndexError, KeyError) as e:
         return f"its shapes do not follow the batch ({e})"
     found = False
@@ -159,6 +164,15 @@ def _follow(g: Graph, layer: Layer, axes: dict[str, int]) -> str:
         if grown:
             axes[out], found = grown[0], True
     return "" if found else "no output carries the batch"
+
+
+def _broadcast(g: Graph, t: str, spec: Spec | None, axis: int) -> Spec | None:
+    """A concat input's type at twice the batch: a weight of size 1 on the batch axis is
+    broadcast to the batch (`float_ops.concat` expands it). The frontend folded the source's
+    Expand of it to the batch (Shape -> ... -> Expand: vit_tiny's CLS token) at batch 1."""
+    if spec is None or t not in g.weights or len(spec.shape) <= axis or spec.shape[axis] != 1:
+        return spec
+    return Spec(spec.shape[:axis] + (2,) + spec.shape[axis + 1:], spec.dtype)
 
 
 def _whole(g: Graph, layer: Layer, axis: int) -> bool:

@@ -333,6 +333,29 @@ def _reshape(b: Builder, layer: Layer, ins: list[str]) -> None:
            base=layer.name, allowzero=1)
 
 
+def concat(b: Builder, layer: Layer, ins: list[str]) -> None:
+    """Concat; where the output carries a dynamic batch, a weight input (size 1 on the batch
+    axis, `compiler.emit.batch`) is first expanded to the batch of a carried input."""
+    k = b.batch_axis(layer.outputs[0])
+    if k is not None:
+        like = next(n for t, n in zip(layer.inputs, ins) if b.batch_axis(t) is not None)
+        ins = [n if b.batch_axis(t) is not None else _batched(b, layer, n, like, k)
+               for t, n in zip(layer.inputs, ins)]
+    b.node("Concat", ins, list(layer.outputs), base=layer.name, axis=layer.attrs["axis"])
+
+
+def _batched(b: Builder, layer: Layer, name: str, like: str, axis: int) -> str:
+    """`name` (size 1 on `axis`) expanded along `axis` to `like`'s size there."""
+    rank = len(b.array(name).shape)
+    (dim,) = b.node("Shape", [like], base=f"{layer.name}.batch", start=axis, end=axis + 1)
+    before = [_ints(b, layer, "ones", (1,) * axis)] if axis else []
+    after = [_ints(b, layer, "ones", (1,) * (rank - axis - 1))] if axis < rank - 1 else []
+    parts = [*before, dim, *after]
+    shape = b.node("Concat", parts, base=f"{layer.name}.batch_shape", axis=0)[0] \
+        if len(parts) > 1 else dim
+    return b.node("Expand", [name, shape], base=f"{layer.name}.batch_expand")[0]
+
+
 def _with_shape(op: str, **attrs: Any) -> Rule:
     def rule(b: Builder, layer: Layer, ins: list[str]) -> None:
         shape = _ints(b, layer, "shape", layer.attrs["shape"])
@@ -375,7 +398,7 @@ FLOAT_RULES: dict[str, Rule] = {
     "conv": conv, "conv_transpose": conv_transpose, "linear": linear, "matmul": matmul,
     "eltwise": eltwise, "activation": activation, "norm": norm, "softmax": softmax,
     "pool": pool, "reduce": reduce, "resize": resize, "gather": gather, "cast": cast,
-    "transpose": _plain("Transpose", "perm"), "concat": _plain("Concat", "axis"),
+    "transpose": _plain("Transpose", "perm"), "concat": concat,
     "split": split, "slice": slice_, "pad": pad, "expand": _with_shape("Expand"),
     "reshape": _reshape, "identity": _plain("Identity"),
     "gather_nd": _plain("GatherND", "batch_dims"), "arg_reduce": arg_reduce,

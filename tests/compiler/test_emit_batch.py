@@ -108,11 +108,11 @@ def test_a_batch_under_unit_axes_stays_where_the_source_has_it(tmp_path, bits) -
         np.testing.assert_allclose(whole, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_a_batch_the_file_cannot_vary_is_declared_fixed(tmp_path) -> None:
-    """A zero state built from the input's shape (ConstantOfShape of [N, 4]) is folded at
-    batch 1 into a [1, 4] constant; concatenated with x it fixes the batch. The emitted file
-    declares batch 1 (it declared N and onnxruntime failed in the Concat at batch 3), runs
-    there as the source does, and its metadata says which layer fixed the batch."""
+def test_a_constant_the_source_expands_to_the_batch_is_expanded_again(tmp_path) -> None:
+    """A state built from the input's shape (ConstantOfShape of [N, 4], as vit_tiny's CLS
+    token is expanded to the batch) is folded at batch 1 into a [1, 4] constant and
+    concatenated with x: the emitted file expands it to the batch and equals the source at
+    batch 3 (it declared N and onnxruntime failed in the Concat)."""
     inits = {"four": np.array([4], np.int64), "zero": np.array([0], np.int64),
              "one": np.array([1], np.int64), "w": RNG.standard_normal((10, 3)).astype(np.float32)}
     nodes = [helper.make_node("Shape", ["x"], ["sh"]),
@@ -125,12 +125,33 @@ def test_a_batch_the_file_cannot_vary_is_declared_fixed(tmp_path) -> None:
     src, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
     onnx.save(_model(nodes, ["N", 6], ["N", 3], inits), src)
     x = RNG.standard_normal((3, 6)).astype(np.float32)
-    assert _session(src).run(None, {"x": x})[0].shape == (3, 3)  # the source runs at 3
+    quantize_model(str(src), "fp32", calib_random=2, out=out)
+    assert _dims(onnx.load(out).graph.input[0]) == ["N", 6]
+    (got,) = _session(out).run(None, {"x": x})
+    np.testing.assert_allclose(got, _session(src).run(None, {"x": x})[0], rtol=1e-5, atol=1e-6)
+
+
+def test_a_batch_the_file_cannot_vary_is_declared_fixed(tmp_path) -> None:
+    """A Resize to sizes built from the input's shape ([N, 2, 7, 7]: 7 / 5 has no exact
+    float32 scale, so the file writes the sizes) is folded at batch 1: the emitted file
+    declares batch 1 (it declared N and onnxruntime failed in the Resize at batch 3), runs as
+    the source there, and its metadata names the layer that fixed the batch."""
+    inits = {"zero": np.array([0], np.int64), "one": np.array([1], np.int64),
+             "hw": np.array([2, 7, 7], np.int64)}
+    nodes = [helper.make_node("Shape", ["x"], ["sh"]),
+             helper.make_node("Slice", ["sh", "zero", "one"], ["n"]),
+             helper.make_node("Concat", ["n", "hw"], ["sizes"], axis=0),
+             helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="linear")]
+    src, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(_model(nodes, ["N", 2, 5, 5], ["N", 2, 7, 7], inits), src)
+    x = RNG.standard_normal((3, 2, 5, 5)).astype(np.float32)
+    assert _session(src).run(None, {"x": x})[0].shape == (3, 2, 7, 7)  # the source runs at 3
     quantize_model(str(src), "fp32", calib_random=2, out=out)
     emitted = onnx.load(out)
-    assert _dims(emitted.graph.input[0]) == [1, 6]
-    assert _dims(emitted.graph.output[0]) == [1, 3]
+    assert _dims(emitted.graph.input[0]) == [1, 2, 5, 5]
+    assert _dims(emitted.graph.output[0]) == [1, 2, 7, 7]
     (got,) = _session(out).run(None, {"x": x[:1]})
-    np.testing.assert_allclose(got, _session(src).run(None, {"x": x[:1]})[0], rtol=1e-5)
+    np.testing.assert_allclose(got, _session(src).run(None, {"x": x[:1]})[0], rtol=1e-5,
+                               atol=1e-6)
     props = {p.key: p.value for p in emitted.metadata_props}
-    assert props["edgesim.fixed_batch"].startswith("layer Concat")
+    assert props["edgesim.fixed_batch"].startswith("layer Resize")
