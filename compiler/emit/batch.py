@@ -163,7 +163,9 @@ def _follow(g: Graph, layer: Layer, axes: dict[str, int]) -> str:
             return f"output {out} is {spec.shape} at twice the batch, {once} at the batch"
         if grown:
             axes[out], found = grown[0], True
-    return "" if found else "no output carries the batch"
+    # a reduction over the batch axis reduces whatever batch it gets, as the source's does
+    return "" if found or layer.kind in ("reduce", "arg_reduce") else \
+        "no output carries the batch"
 
 
 def _broadcast(g: Graph, t: str, spec: Spec | None, axis: int) -> Spec | None:

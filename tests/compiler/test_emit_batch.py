@@ -155,3 +155,20 @@ def test_a_batch_the_file_cannot_vary_is_declared_fixed(tmp_path) -> None:
                                atol=1e-6)
     props = {p.key: p.value for p in emitted.metadata_props}
     assert props["edgesim.fixed_batch"].startswith("layer Resize")
+
+
+def test_a_reduction_over_the_batch_keeps_it_dynamic(tmp_path) -> None:
+    """openWakeWord's melspectrogram clamps to 80 dB below the maximum over all axes, the
+    batch included: the reduction takes whatever batch it gets, so the file stays dynamic
+    and equals the source at batch 3."""
+    inits = {"floor": np.array(80.0, np.float32)}
+    nodes = [helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
+             helper.make_node("Sub", ["m", "floor"], ["low"]),
+             helper.make_node("Max", ["x", "low"], ["y"])]
+    src, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(_model(nodes, ["N", 4, 8], ["N", 4, 8], inits), src)
+    x = RNG.uniform(-100, 20, (3, 4, 8)).astype(np.float32)
+    quantize_model(str(src), "fp32", calib_random=2, out=out)
+    assert _dims(onnx.load(out).graph.input[0]) == ["N", 4, 8]
+    (got,) = _session(out).run(None, {"x": x})
+    np.testing.assert_allclose(got, _session(src).run(None, {"x": x})[0])
