@@ -79,7 +79,7 @@ def flow(g: Graph) -> BatchFlow:
         if not pending:
             break
         start, axes = pending.pop()
-        why, later = _walk(g, start, axes)
+        why, later = _walk(g, start, axes, g.types[first].shape[seeds[first]])
         if not why:
             return BatchFlow(MappingProxyType(axes), "", symbol)
         failed = failed or BatchFlow(MappingProxyType(axes), why, symbol)
@@ -88,10 +88,10 @@ def flow(g: Graph) -> BatchFlow:
     return failed
 
 
-def _walk(g: Graph, start: int, axes: dict[str, int]
+def _walk(g: Graph, start: int, axes: dict[str, int], batch: int
           ) -> tuple[str, list[tuple[int, dict[str, int]]]]:
-    """Follow the batch through layers `start`... into `axes`; why it breaks ("" if it
-    does not), and the walks a reshape's other choices start."""
+    """Follow the batch (lowered at size `batch`) through layers `start`... into `axes`;
+    why it breaks ("" if it does not), and the walks a reshape's other choices start."""
     later: list[tuple[int, dict[str, int]]] = []
     for i in range(start, len(g.layers)):
         layer = g.layers[i]
@@ -99,10 +99,10 @@ def _walk(g: Graph, start: int, axes: dict[str, int]
             continue
         if layer.kind == "reshape":  # (its only input)
             x, y = layer.inputs[0], layer.outputs[0]
-            ks = reshape_axes(g.types[x].shape, axes[x], g.types[y].shape)
+            ks = reshape_axes(g.types[x].shape, axes[x], g.types[y].shape, batch)
             if not ks or 0 in g.types[y].shape:
                 return f"layer {layer.name}: the reshape mixes the batch with other axes", later
-            later += [(i + 1, {**axes, y: k}) for k in ks[1:]]
+            later += [(i + 1, {**axes, y: k}) for k in reversed(ks[1:])]  # best on top
             axes[y] = ks[0]
             continue
         why = _follow(g, layer, axes)
@@ -115,13 +115,16 @@ def _walk(g: Graph, start: int, axes: dict[str, int]
             later)
 
 
-def reshape_axes(src: tuple[int, ...], axis: int, out: tuple[int, ...]) -> list[int]:
+def reshape_axes(src: tuple[int, ...], axis: int, out: tuple[int, ...], batch: int
+                 ) -> list[int]:
     """The axes of a reshape's output `out` that can carry the batch of `src`'s `axis`:
     those whose preceding axes hold as many elements as the ones before `axis` (row-major:
-    the batch stays their outermost factor), `axis` itself first."""
+    the batch stays their outermost factor). Best first: an axis holding just the batch
+    (`batch`, the lowered size), `axis` itself, then in order; an axis that merges the batch
+    with other data last (PP-OCR's [40 N, 6625] -> [1, 40, 6625] is [N, 40, 6625])."""
     before = math.prod(src[:axis])
     ks = [k for k in range(len(out)) if math.prod(out[:k]) == before]
-    return sorted(ks, key=lambda k: k != axis)
+    return sorted(ks, key=lambda k: (out[k] != batch, k != axis, k))
 
 
 def _spec(g: Graph, t: str, axes: Mapping[str, int]) -> Spec | None:

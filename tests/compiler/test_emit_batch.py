@@ -108,6 +108,39 @@ def test_a_batch_under_unit_axes_stays_where_the_source_has_it(tmp_path, bits) -
         np.testing.assert_allclose(whole, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_a_recurrent_state_keeps_its_batch_axis(tmp_path) -> None:
+    """silero's state [2, N, 4]: a direction's slice [N, 4] is unsqueezed to [1, N, 4] and two
+    of them concatenated back. Lowered at batch 1, [1, 4] -> [1, 1, 4] could put the batch on
+    any axis, and the output's dims are all symbolic (as silero declares them), so only the
+    Concat tells: the emitted file equals the source at batch 3 (the old emitter returned a
+    batch-1 state; a flow that merged the batch into the last axis returned [2, 1, 12])."""
+    inits = {"zero": np.array([0], np.int64), "first": np.array(0, np.int64),
+             "w": RNG.standard_normal((4, 3)).astype(np.float32)}
+    nodes = [helper.make_node("Gather", ["state", "first"], ["h"], axis=0),
+             helper.make_node("Add", ["x", "h"], ["a"]),
+             helper.make_node("Mul", ["a", "a"], ["b"]),
+             helper.make_node("Unsqueeze", ["a", "zero"], ["a1"]),
+             helper.make_node("Unsqueeze", ["b", "zero"], ["b1"]),
+             helper.make_node("Concat", ["a1", "b1"], ["state_out"], axis=0),
+             helper.make_node("MatMul", ["a", "w"], ["y"])]
+    f32 = TensorProto.FLOAT
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", f32, ["N", 4]),
+                     helper.make_tensor_value_info("state", f32, [2, "N", 4])],
+        [helper.make_tensor_value_info("y", f32, ["N", 3]),
+         helper.make_tensor_value_info("state_out", f32, ["s0", "s1", "s2"])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    src, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), src)
+    feed = {"x": RNG.standard_normal((3, 4)).astype(np.float32),
+            "state": RNG.standard_normal((2, 3, 4)).astype(np.float32)}
+    quantize_model(str(src), "fp32", calib_random=2, out=out)
+    got = _session(out).run(["y", "state_out"], feed)
+    want = _session(src).run(["y", "state_out"], feed)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_a_constant_the_source_expands_to_the_batch_is_expanded_again(tmp_path) -> None:
     """A state built from the input's shape (ConstantOfShape of [N, 4], as vit_tiny's CLS
     token is expanded to the batch) is folded at batch 1 into a [1, 4] constant and
