@@ -287,6 +287,19 @@ class Builder:
         """The axis of IR tensor `tensor` that carries a dynamic batch, if it has one."""
         return self.batch.axes.get(tensor) if self.batch.dynamic else None
 
+    def expanded(self, name: str, like: str, axis: int, base: str) -> str:
+        """Initializer `name` (size 1 on `axis`) expanded along `axis` to `like`'s size there
+        at run time (Shape -> Expand)."""
+        rank = len(self.array(name).shape)
+        (dim,) = self.node("Shape", [like], base=f"{base}.batch", start=axis, end=axis + 1)
+        before = [self.const(f"{base}.ones", np.ones(axis, np.int64))] if axis else []
+        after = [self.const(f"{base}.ones", np.ones(rank - axis - 1, np.int64))] \
+            if axis < rank - 1 else []
+        parts = [*before, dim, *after]
+        shape = self.node("Concat", parts, base=f"{base}.batch_shape", axis=0)[0] \
+            if len(parts) > 1 else dim
+        return self.node("Expand", [name, shape], base=f"{base}.batch_expand")[0]
+
     def opset(self) -> int:
         """The lowest default-domain opset the nodes written so far need, and at least the
         source model's (`Interface.opset`)."""

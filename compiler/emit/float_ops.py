@@ -339,21 +339,9 @@ def concat(b: Builder, layer: Layer, ins: list[str]) -> None:
     k = b.batch_axis(layer.outputs[0])
     if k is not None:
         like = next(n for t, n in zip(layer.inputs, ins) if b.batch_axis(t) is not None)
-        ins = [n if b.batch_axis(t) is not None else _batched(b, layer, n, like, k)
+        ins = [n if b.batch_axis(t) is not None else b.expanded(n, like, k, layer.name)
                for t, n in zip(layer.inputs, ins)]
     b.node("Concat", ins, list(layer.outputs), base=layer.name, axis=layer.attrs["axis"])
-
-
-def _batched(b: Builder, layer: Layer, name: str, like: str, axis: int) -> str:
-    """`name` (size 1 on `axis`) expanded along `axis` to `like`'s size there."""
-    rank = len(b.array(name).shape)
-    (dim,) = b.node("Shape", [like], base=f"{layer.name}.batch", start=axis, end=axis + 1)
-    before = [_ints(b, layer, "ones", (1,) * axis)] if axis else []
-    after = [_ints(b, layer, "ones", (1,) * (rank - axis - 1))] if axis < rank - 1 else []
-    parts = [*before, dim, *after]
-    shape = b.node("Concat", parts, base=f"{layer.name}.batch_shape", axis=0)[0] \
-        if len(parts) > 1 else dim
-    return b.node("Expand", [name, shape], base=f"{layer.name}.batch_expand")[0]
 
 
 def _with_shape(op: str, **attrs: Any) -> Rule:
