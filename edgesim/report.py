@@ -156,9 +156,10 @@ def energy_note(fp32: Totals, result: Totals, cost: Cost) -> tuple[str, ...]:
         return ()
     share = float(np.sum(cost.energy_pj_dram)) / max(float(np.sum(cost.energy_pj)), 1e-30)
     return (f"predicted energy rises over fp32 ({fp32.energy_mj:.4g} -> {result.energy_mj:.4g} "
-            f"mJ): DRAM traffic is {share:.0%} of it, and the QuantizeLinear / "
-            f"DequantizeLinear passes between quantised and float layers add DRAM bytes that "
-            f"the int8 kernels do not save back (an energy budget prices them)",)
+            f"mJ): DRAM traffic is {share:.0%} of it, and the passes quantised layers add "
+            f"(QuantizeLinear / DequantizeLinear between quantised and float layers, weight "
+            f"dequantisation) move DRAM bytes their kernels do not save back (an energy budget "
+            f"prices them)",)
 
 
 def build_result(g: Graph, target: Target, alloc: AllocationResult, quant: Any,
