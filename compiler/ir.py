@@ -241,11 +241,6 @@ class Interface:
     opset: int
     producer: str = ""  # the source's producer_name and producer_version
 
-    def dynamic_batch(self, names: tuple[str, ...]) -> bool:
-        """Whether any of `names` has a symbolic leading dimension."""
-        return any(self.dims.get(n, (0,))[:1] and isinstance(self.dims[n][0], str)
-                   for n in names)
-
 
 @dataclass(frozen=True)
 class Graph:
