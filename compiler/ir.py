@@ -193,7 +193,7 @@ class LayerTable:
     # it back to the model's declared one (`hwmodels.ort_layout`); None where not derived
     graph_output: np.ndarray | None = None
     # int64, exp / log / tanh / erf evaluations (`Facts.transcendentals`); None where not
-    # derived (cost models then count one exp per softmax element and none elsewhere)
+    # derived (`exp_evaluations` then counts one per softmax element and none elsewhere)
     transcendentals: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -207,6 +207,15 @@ class LayerTable:
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def exp_evaluations(self) -> np.ndarray:
+        """int64 [L]: `transcendentals`, or where the table does not carry them one exp per
+        softmax element and none elsewhere (the one transcendental a layer's kind alone
+        implies)."""
+        if self.transcendentals is not None:
+            return self.transcendentals
+        softmax = self.kind_code == KIND_CODE["softmax"]
+        return np.where(softmax, self.a_out_elems, 0).astype(np.int64)
 
     def __getstate__(self) -> dict[str, Any]:
         # a table goes to sweep workers without its memo: they rebuild what they use
