@@ -10,6 +10,8 @@ from hwmodels.kernels import threads
 from hwmodels.kernels.cpu_layout import (
     ACC_NODES,
     EXP_LANE_OPS,
+    EXP_LANE_OPS_NCNN,
+    EXP_LANE_OPS_ORT,
     KIND_ACTIVATION,
     KIND_CONCAT,
     KIND_ELTWISE,
@@ -54,12 +56,18 @@ def stream_elem_bytes(a: int, runtime: int, p: np.ndarray) -> float:
 
 
 @njit(cache=True)
-def exp_lane_ops(li: np.ndarray) -> float:
-    """Transcendental work: EXP_LANE_OPS per exp / log / tanh / erf evaluation the layer
-    makes (softmax: one per element; sigmoid, silu, gelu, tanh...: one per element; the
-    clamps HardSigmoid / HardSwish none: ncnn's and onnxruntime's kernels are an affine map,
-    a max and a min, then for HardSwish a multiply)."""
-    return float(li[L_TRANS]) * EXP_LANE_OPS
+def exp_lane_ops(li: np.ndarray, runtime: int) -> float:
+    """Transcendental work: the runtime's vector ops per exp (EXP_LANE_OPS_*, counted in
+    its kernel's source) per exp / log / tanh / erf evaluation the layer makes (softmax: one
+    per element; sigmoid, silu, gelu, tanh...: one per element; the clamps HardSigmoid /
+    HardSwish none: ncnn's and onnxruntime's kernels are an affine map, a max and a min, then
+    for HardSwish a multiply)."""
+    per_exp = EXP_LANE_OPS
+    if runtime == RUNTIME_ORT:
+        per_exp = EXP_LANE_OPS_ORT
+    elif runtime == RUNTIME_NCNN:
+        per_exp = EXP_LANE_OPS_NCNN
+    return float(li[L_TRANS]) * per_exp
 
 
 @njit(cache=True)
@@ -85,7 +93,7 @@ def stream_layer(li: np.ndarray, a: int, runtime: int, p: np.ndarray, ch: np.nda
         nbytes = 2.0 * aout * eb
     else:
         nbytes = (ain + aout) * eb + float(li[L_WB]) * eb / 4.0
-    lane_ops = float(li[L_OPS]) + exp_lane_ops(li)
+    lane_ops = float(li[L_OPS]) + exp_lane_ops(li, runtime)
     if runtime == RUNTIME_NCNN and (li[L_KIND] == KIND_CONCAT or li[L_KIND] == KIND_TRANSPOSE):
         # ncnn @a4d2ea1: channel Concat is a memcpy per input on the calling thread
         # (concat_arm.cpp, dims 3 axis 0: no omp), ShuffleChannel a serial loop

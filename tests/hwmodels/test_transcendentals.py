@@ -4,8 +4,8 @@ Oracles: which ONNX activations evaluate an exp / tanh / erf is their definition
 and HardSwish are clamps of an affine map: ONNX operator spec; ncnn's `hardswish_arm.cpp` and
 onnxruntime's HardSigmoid functor compute them with a multiply-add, a max and a min, and for
 HardSwish a multiply); the cycle counts are hand arithmetic on `test_cpu`'s one-core target
-(ops / 4 fp32 lanes, EXP_LANE_OPS lane ops per exp, 1 us per node) and on `test_mcu`'s MCU
-(exp_cycles per evaluation).
+(ops / 4 fp32 lanes, onnxruntime's EXP_LANE_OPS_ORT lane ops per exp, 1 us per node) and on
+`test_mcu`'s MCU (exp_cycles per evaluation).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from onnx import TensorProto, helper
 
 from compiler.frontend import load
 from hwmodels import cpu, mcu
-from hwmodels.kernels.cpu_layout import EXP_LANE_OPS
+from hwmodels.kernels.cpu_layout import EXP_LANE_OPS_ORT
 from tests.hwmodels.test_cpu import OVH, simple_target
 from tests.hwmodels.test_mcu import simple_mcu
 
@@ -54,7 +54,7 @@ def test_an_activation_pays_an_exp_only_where_it_evaluates_one(op: str, exps: in
     table = load(_model(op)).layer_table()
     ops = int(table.ops.sum())
     cyc = cpu.evaluate(table, np.array([(32, 32)]), simple_target()).cycles
-    assert cyc.sum() == pytest.approx((ops + exps * SIZE * EXP_LANE_OPS) / 4 + OVH)
+    assert cyc.sum() == pytest.approx((ops + exps * SIZE * EXP_LANE_OPS_ORT) / 4 + OVH)
 
 
 def test_a_table_without_the_column_keeps_one_exp_per_softmax_element() -> None:
@@ -63,7 +63,7 @@ def test_a_table_without_the_column_keeps_one_exp_per_softmax_element() -> None:
                         np.array([(32, 32)]), simple_target()).cycles
     full = cpu.evaluate(table, np.array([(32, 32)]), simple_target()).cycles
     assert bare.sum() == full.sum() == pytest.approx(
-        (int(table.ops.sum()) + SIZE * EXP_LANE_OPS) / 4 + OVH)
+        (int(table.ops.sum()) + SIZE * EXP_LANE_OPS_ORT) / 4 + OVH)
 
 
 @pytest.mark.parametrize("op, exps", [("Sigmoid", 1), ("Tanh", 1), ("Softplus", 2),
