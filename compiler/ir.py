@@ -108,7 +108,9 @@ class Facts:
     `ops` counts the elementwise operations of non-MAC layers (one per output element
     per primitive operation); `transcendentals` the exp / log / tanh / erf evaluations among
     them (each a polynomial of many vector ops in a runtime's kernel: cost models price
-    them apart, as XLA's cost analysis does).
+    them apart, as XLA's cost analysis does); `function_nodes` the nodes of the op's ONNX
+    function body, which a runtime with no kernel for the op inlines (HardSwish-14:
+    HardSigmoid then Mul), 1 for an op that runs as one node.
     """
 
     m: int = 0
@@ -118,6 +120,7 @@ class Facts:
     macs: int = 0
     ops: int = 0
     transcendentals: int = 0
+    function_nodes: int = 1
 
 
 def frozen_attrs(attrs: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -195,6 +198,9 @@ class LayerTable:
     # int64, exp / log / tanh / erf evaluations (`Facts.transcendentals`); None where not
     # derived (`exp_evaluations` then counts one per softmax element and none elsewhere)
     transcendentals: np.ndarray | None = None
+    # int64, nodes of the layer's ONNX function body (`Facts.function_nodes`); None where not
+    # derived (one node per layer)
+    function_nodes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # cost models memoise what they derive from a table on it (`memo`), so its arrays are
@@ -318,7 +324,7 @@ class Graph:
 
         rows = [self._row(layer, OPS[layer.kind]) for layer in self.layers]
         fused, index = self.epilogues(), {x.name: i for i, x in enumerate(self.layers)}
-        cols = list(zip(*rows)) if rows else [()] * 17
+        cols = list(zip(*rows)) if rows else [()] * 18
         ints = [np.asarray(c, dtype=np.int64) for c in cols[2:14]]
         # ints holds the 12 int64 columns between category and the two float ones
         return LayerTable(  # type: ignore[call-arg]
@@ -336,6 +342,7 @@ class Graph:
             np.asarray([any(t in self.outputs for t in x.outputs) for x in self.layers],
                        dtype=bool),
             np.asarray(cols[16], dtype=np.int64),
+            np.asarray(cols[17], dtype=np.int64),
         )
 
     def _w_repeat(self) -> np.ndarray:
@@ -444,7 +451,7 @@ class Graph:
             sum(s.nbytes for s in acts), sum(s.nbytes for s in outs), sum(s.nbytes for s in wts),
             1.0 if layer.w_density is None else layer.w_density,
             1.0 if layer.a_density is None else layer.a_density,
-            f.transcendentals,
+            f.transcendentals, f.function_nodes,
         )
 
 

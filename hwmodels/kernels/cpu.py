@@ -48,6 +48,9 @@ and `paths` [H, NPATH, NA] (per kernel path: MAC rate and the passes it adds). S
   evaluation a layer makes (`LayerTable.transcendentals`, from the op's definition) costs
   the runtime's vector ops per exp, counted in its kernel's source (EXP_LANE_OPS_ORT: MLAS,
   EXP_LANE_OPS_NCNN: ncnn's exp_ps); clamp activations (HardSigmoid, HardSwish) make none.
+- Function ops (onnxruntime): an op it has no kernel for (HardSwish) runs as the nodes of its
+  ONNX function body (`LayerTable.function_nodes`: HardSigmoid, then Mul), a pass and a node
+  each (`cpu_stream.function_tail`).
 - onnxruntime int8 (x86 terms in `hwmodels.cpu_x86`, chains in `hwmodels.ort_int8`): a
   QLinearConv inside an int8 chain has no Q / DQ pass; its int32 sums pass through MLAS's SSE2
   requantise loop (A_REQUANT weighs it); the AVX2 int8 depthwise kernel spends 10 uops per tap

@@ -22,7 +22,8 @@ RUNTIME_ORT, RUNTIME_IDEAL, RUNTIME_NCNN, RUNTIME_XNNPACK = 0, 1, 2, 3
 L_KIND, L_CAT, L_M, L_N, L_K, L_G, L_MACS, L_OPS, L_WEL, L_AIN, L_AOUT, L_WB = range(12)
 L_KH = 12  # a conv's kernel rows (LayerTable.kernel_rows; 1 where unknown)
 L_TRANS = 13  # exp / log / tanh / erf evaluations (LayerTable.transcendentals)
-NL = 14
+L_FNODES = 14  # nodes of the layer's ONNX function body (LayerTable.function_nodes)
+NL = 15
 
 # params columns (float64 [H, NP])
 (P_CLOCK_HZ, P_CORES, P_THREADS, P_LANES32, P_PIPES, P_TILE_M, P_TILE_N, P_GEMM_EFF,

@@ -21,6 +21,7 @@ from hwmodels.kernels.cpu_layout import (
     KIND_TRANSPOSE,
     L_AIN,
     L_AOUT,
+    L_FNODES,
     L_KIND,
     L_OPS,
     L_TRANS,
@@ -100,6 +101,13 @@ def stream_layer(li: np.ndarray, a: int, runtime: int, p: np.ndarray, ch: np.nda
         # (shufflechannel_arm.cpp: no omp; ONNX channel shuffles convert to it)
         p = p.copy()
         p[P_THREADS] = 1.0
+    if runtime == RUNTIME_ORT and li[L_FNODES] > 1:
+        # onnxruntime (1.32 CPU provider) has no kernel for the op (HardSwish): it inlines the
+        # ONNX function body, whose every later node (HardSwish's Mul) is a pass of its own
+        # reading the layer's input and the node before's result. Not modelled: on x86 with
+        # NCHWc kernels it folds a HardSwish that follows a float conv into that conv
+        # (activation=HardSwish), as it does a Relu
+        lane_ops -= function_tail(li, eb, p, ch, traffic, acc)
     if runtime == RUNTIME_ORT and (li[L_KIND] == KIND_ELTWISE or li[L_KIND] == KIND_ACTIVATION):
         p = p.copy()  # onnxruntime's cost-gated ParallelFor: threads the busiest one sets
         p[P_THREADS] = 1.0 / threads.parallel_for_share(aout, ort_eltwise_cost(li, eb), p[
@@ -107,6 +115,24 @@ def stream_layer(li: np.ndarray, a: int, runtime: int, p: np.ndarray, ch: np.nda
     add_pass(nbytes, lane_ops, kernel_lanes(eb, p), home(nbytes, p, ch), p, ch, traffic, acc)
     acc[ACC_NODES] += 1.0
     return float(li[L_WB])
+
+
+@njit(cache=True)
+def function_tail(li: np.ndarray, eb: float, p: np.ndarray, ch: np.ndarray,
+                  traffic: np.ndarray, acc: np.ndarray) -> float:
+    """Book the nodes after the first of an inlined ONNX function body (`L_FNODES`), each a
+    binary elementwise pass (one op per element, read two tensors, write one) threaded as
+    onnxruntime's Mul; return the lane ops they took from the layer's count."""
+    aout = float(li[L_AOUT])
+    nbytes = 3.0 * aout * eb
+    q = p.copy()
+    q[P_THREADS] = 1.0 / threads.parallel_for_share(aout, threads.parallel_for_cost(
+        eb, threads.ELTWISE_COMPUTE_CYCLES), p[P_THREADS])
+    tail = float(li[L_FNODES] - 1)
+    for _ in range(li[L_FNODES] - 1):
+        add_pass(nbytes, aout, kernel_lanes(eb, q), home(nbytes, q, ch), q, ch, traffic, acc)
+        acc[ACC_NODES] += 1.0
+    return tail * aout
 
 
 @njit(cache=True)
