@@ -23,6 +23,13 @@ An untimed compile of the shipped example first fills numba's on-disk kernel cac
 Peak memory is GNU time's maxrss of each command (`/usr/bin/time` must exist), CPU seconds its
 user + system time (all threads): the figure that load from other processes disturbs least.
 
+edgesim runs from a source tree, as an installed copy runs: with its modules' bytecode cached
+(`PYTHONPYCACHEPREFIX` in the run's temporary folder, filled by the warm-up runs, so no tree
+is written to). Under `PYTHONDONTWRITEBYTECODE=1`, as these sessions' shells set it, every run
+compiled the ~150 modules a compile imports from source again: 0.2-0.3 of silero's ~2 CPU-s,
+a cost no `pip install`ed edgesim has (pip writes the bytecode at install) and onnxruntime's
+own package, read from site-packages, never paid. `--no-bytecode-cache` measures that way.
+
     python bench/bench_compile.py [--models mobilenet_v2,...,magika] [--rounds 2]
         [--baseline /tmp/edgesim-base [--baseline-nbits]] [--nbits minilm,minilm_trained]
         [--blas1] [--variants ort_nbits,edgesim_q4] [--out f.json]
@@ -87,14 +94,19 @@ WARM_LARGE_SEARCH = ("import numpy as np; from compiler.quantizers import quanti
                      "quantize_weight(w, 4, 'per_block', 0, 32, clip='mse')")
 
 
-def measured(cmd: list[str], tree: Path | None = None, **env_vars: str) -> dict:
-    """Wall seconds and peak RSS (MiB) of one command in a fresh process.
+def measured(cmd: list[str], tree: Path | None = None, pycache: str = "",
+             **env_vars: str) -> dict:
+    """Wall seconds and peak RSS (MiB) of one command in a fresh process (with `tree`: an
+    edgesim tree's, its bytecode cached under `pycache` unless that is "").
 
     The peak comes from GNU time's own child: Linux carries a process's memory high-water mark
     across exec, so wait4 on a child forked from this (large) process would report this
     process's size whenever the command itself stays below it.
     """
     env = {**os.environ, **env_vars, **({"PYTHONPATH": str(tree)} if tree else {})}
+    if tree and pycache:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = pycache
     start = time.perf_counter()
     # cwd = the tree: `python -m` puts the working directory ahead of PYTHONPATH
     proc = subprocess.run(["/usr/bin/time", "-f", "maxrss_kb=%M user_s=%U sys_s=%S", *cmd],
@@ -227,21 +239,22 @@ def variants(name: str, case: Case, tmp: Path,
     runs: dict[str, Callable[[], dict]] = {
         "ort_static": lambda: measured([py, "-c", ORT_STATIC, str(case.ort_src),
                                         str(out) + ".ort.onnx", str(case.ort_npz)]),
-        "edgesim": lambda: with_phases(measured(compile_cmd(case, out, args), ROOT), out)}
+        "edgesim": lambda: with_phases(measured(compile_cmd(case, out, args), ROOT,
+                                                args.pycache), out)}
     if args.blas1:  # the same compile with OpenBLAS on one thread (shared-machine experiment)
         runs["edgesim_blas1"] = lambda: measured(compile_cmd(case, out, args), ROOT,
-                                                 OPENBLAS_NUM_THREADS="1")
+                                                 args.pycache, OPENBLAS_NUM_THREADS="1")
     if args.baseline:
         runs["edgesim_base"] = lambda: with_phases(
-            measured(compile_cmd(case, out, args), Path(args.baseline)), out)
+            measured(compile_cmd(case, out, args), Path(args.baseline), args.pycache), out)
     if name in args.nbits.split(","):
         q4 = [py, "-m", "edgesim", "quantize", str(case.src), "--bits", "4", "--quiet",
               "--kernel-check", "off", *shape_args(case.args), "-o", str(out) + ".q4.onnx"]
         runs["ort_nbits"] = lambda: measured([py, "-c", ORT_NBITS, str(case.ort_src),
                                               str(out) + ".nb.onnx"])
-        runs["edgesim_q4"] = lambda: measured(q4, ROOT)
+        runs["edgesim_q4"] = lambda: measured(q4, ROOT, args.pycache)
         if args.baseline and args.baseline_nbits:
-            runs["edgesim_q4_base"] = lambda: measured(q4, Path(args.baseline))
+            runs["edgesim_q4_base"] = lambda: measured(q4, Path(args.baseline), args.pycache)
     wanted = args.variants.split(",") if args.variants else list(runs)
     return {k: v for k, v in runs.items() if k in wanted}
 
@@ -304,6 +317,9 @@ def main() -> None:
                    help="also run quantize --bits 4 from the baseline tree")
     p.add_argument("--variants", default="", help="run only these variants, e.g. "
                    "ort_nbits,edgesim_q4,edgesim_q4_base (default: all that apply)")
+    p.add_argument("--no-bytecode-cache", action="store_true",
+                   help="edgesim runs compile their modules from source each time, as under "
+                   "PYTHONDONTWRITEBYTECODE=1 (the figures before this option)")
     p.add_argument("--cache", help="folder for downloaded packages")
     p.add_argument("--out", help="also write the JSON here")
     args = p.parse_args()
@@ -311,14 +327,17 @@ def main() -> None:
     load = os.getloadavg()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
+        args.pycache = "" if args.no_bytecode_cache else str(tmp / "pycache")
         # numba compiles its kernels into an on-disk cache on first use after an install (or a
         # source change); one untimed run per tree keeps that one-time cost out of the figures
         for tree in [ROOT] + ([Path(args.baseline)] if args.baseline else []):
             measured([sys.executable, "-m", "edgesim", "compile", "--example", "--target",
-                      args.target, "--quiet", "-o", str(tmp / f"warm-{tree.name}")], tree)
+                      args.target, "--quiet", "-o", str(tmp / f"warm-{tree.name}")], tree,
+                     args.pycache)
             measured([sys.executable, "-m", "edgesim", "quantize", "zoo:digits_transformer",
-                      "--bits", "4", "--quiet", "-o", str(tmp / f"warm-{tree.name}.onnx")], tree)
-            measured([sys.executable, "-c", WARM_LARGE_SEARCH], tree)
+                      "--bits", "4", "--quiet", "-o", str(tmp / f"warm-{tree.name}.onnx")], tree,
+                     args.pycache)
+            measured([sys.executable, "-c", WARM_LARGE_SEARCH], tree, args.pycache)
         cases = {n: variants(n, prepare(n, tmp, cache_dir(args.cache)), tmp, args)
                  for n in names}
         jobs = [(n, label) for n in names for label in cases[n]]
@@ -330,6 +349,7 @@ def main() -> None:
                 runs[n][label].append(cases[n][label]())
                 print(n, label, runs[n][label][-1], file=sys.stderr, flush=True)
     result = {"samples": SAMPLES, "method": args.method, "target": args.target,
+              "bytecode_cache": not args.no_bytecode_cache,
               "rounds": args.rounds, "load_average_before": load,
               "load_average_after": os.getloadavg(), "cpus": os.cpu_count(),
               "models": [summarise(n, runs[n]) for n in names]}

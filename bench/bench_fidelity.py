@@ -18,10 +18,14 @@ multi-thread rows of those models and prints the values the target files record.
 `--decompose` lists the Pi 1 -> 4 thread pairs outside +-15 % with their predicted times
 split by what bounds each layer, and the speed-up without the fitted efficiency.
 
+Rows of a build no profile models (`UNMODELLED_RUNTIMES`: the Zero 2 W rows of ncnn's README,
+a 32-bit armv7 build) stay in the table with their evidence and are scored nowhere; their
+figures against the nearest profile are printed under `unmodelled_builds`.
+
 `--cross-check` scores `bench/fidelity/crosscheck.csv`, rows kept out of the headline figures:
-the Pi 3B+ table of January 2022 (the ncnn release the Zero 2 W rows ran, on the Pi 3's
-board) and a Zero 2 W on a 64-bit OS with a current ncnn; and compares the Zero 2 W / Pi 3B+
-latency ratio at one release, measured and predicted, row by row.
+the Pi 3B+ table of January 2022 (the ncnn release the armv7 Zero 2 W rows ran, on the Pi 3's
+board); and compares the Zero 2 W / Pi 3B+ latency ratio at one release, measured and
+predicted, row by row.
 
 `--rank` lists the rows outside +-25 % worst first (fitted / held-out / separate) and each
 device x model's share of the misses (summed |log(pred / meas)|).
@@ -59,6 +63,12 @@ FIT_TARGETS = ("stm32l4r5", "nrf5340", "stm32u575")
 # runtimes of the rows added in round 3 (XNNPACK's README table, MLPerf Tiny v1.2 Cortex-M85):
 # reported on their own, outside the ncnn / MLPerf Tiny v1.0 held-out and fitted splits
 SEPARATE_RUNTIMES = ("xnnpack", "tflm-cmsis-nn")
+# builds no runtime profile models, kept in the table with their evidence and out of every
+# score (their figures are printed on their own, predicted with the nearest profile): the
+# Zero 2 W rows of ncnn's README were built as 32-bit ncnn (Tencent/ncnn issue #3485:
+# cmake -D PI3=ON, armv7l, -mfpu=neon), whose armv7 kernels (16 q registers, smaller register
+# tiles, no fused multiply-add under -mfpu=neon) are not the aarch64 kernels of the profiles
+UNMODELLED_RUNTIMES = {"ncnn-2022-armv7": "ncnn-2022"}
 EFF_GRID = np.round(np.arange(0.05, 1.0001, 0.01), 2)
 GROUPS = ("device", "runtime", "precision", "threads")
 
@@ -78,7 +88,8 @@ def layer_tables() -> dict[str, LayerTable]:
 
 def _table(rows: list[dict[str, str]]) -> LayerTable:
     col = {k: np.array([int(r[k]) for r in rows], dtype=np.int64)
-           for k in ("m", "n", "k", "groups", "a_in", "a_out", "w_elems", "ops")}
+           for k in ("m", "n", "k", "groups", "a_in", "a_out", "w_elems", "ops",
+                     "transcendentals", "function_nodes")}
     kinds = [r["kind"] for r in rows]
     macs = col["m"] * col["n"] * col["k"] * col["groups"]
     ones = np.ones(len(rows))
@@ -87,7 +98,9 @@ def _table(rows: list[dict[str, str]]) -> LayerTable:
                       np.array([KIND_CATEGORY[k] for k in kinds], np.int32),
                       col["m"], col["n"], col["k"], col["groups"], macs, col["ops"],
                       col["w_elems"], col["a_in"], col["a_out"], col["a_in"] * 4,
-                      col["a_out"] * 4, col["w_elems"] * 4, ones, ones)
+                      col["a_out"] * 4, col["w_elems"] * 4, ones, ones,
+                      transcendentals=col["transcendentals"],
+                      function_nodes=col["function_nodes"])
 
 
 def predict_ms(row: dict[str, str], tables: dict[str, LayerTable], runtime: str) -> float:
@@ -100,8 +113,15 @@ def predict_ms(row: dict[str, str], tables: dict[str, LayerTable], runtime: str)
 
 
 def _runtime(name: str) -> str:
-    """The cost model's profile for a row's runtime (MCU runtimes: the CPU default, unused)."""
+    """The cost model's profile for a row's runtime (an unmodelled build: the nearest
+    profile; MCU runtimes: the CPU default, unused)."""
+    name = UNMODELLED_RUNTIMES.get(name, name)
     return name if name in cpu.RUNTIMES or name in cpu.LEGACY_RUNTIMES else "onnxruntime"
+
+
+def scored_rows() -> list[dict[str, str]]:
+    """The rows of measurements.csv whose build a runtime profile models."""
+    return [r for r in read_csv("measurements.csv") if r["runtime"] not in UNMODELLED_RUNTIMES]
 
 
 def _target(row: dict[str, str]) -> object:
@@ -130,7 +150,7 @@ def fit_parallel_efficiency(tables: dict[str, LayerTable]) -> dict[str, float]:
     the 1 -> N thread speed-ups of the FIT_MODELS rows (speed-ups, not latencies, so that the
     single-thread error does not leak into the thread parameter)."""
     loss: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(len(EFF_GRID)))
-    rows = [r for r in read_csv("measurements.csv")
+    rows = [r for r in scored_rows()
             if r["model"] in FIT_MODELS and r["runtime"] not in SEPARATE_RUNTIMES]
     one = {(r["target"], r["model"], r["precision"]): r for r in rows if r["threads"] == "1"}
     for row in rows:
@@ -152,11 +172,15 @@ def summary(ratios: list[float]) -> dict[str, float]:
             "bias": round(float(np.exp(np.mean(np.log(ratios)))), 3)}
 
 
-def grouped(rows: list[dict], key: str) -> dict[str, dict[str, float]]:
-    groups: dict[str, list[float]] = defaultdict(list)
+def grouped_rows(rows: list[dict], key: str) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
-        groups[str(r[key])].append(r["ratio"])
-    return {k: summary(v) for k, v in sorted(groups.items())}
+        groups[str(r[key])].append(r)
+    return dict(sorted(groups.items()))
+
+
+def grouped(rows: list[dict], key: str) -> dict[str, dict[str, float]]:
+    return {k: summary([r["ratio"] for r in v]) for k, v in grouped_rows(rows, key).items()}
 
 
 def _pairs(rows: list[dict], vary: str, a: str, b: str) -> list[tuple[dict, dict]]:
@@ -233,7 +257,7 @@ def decompose(tables: dict[str, LayerTable]) -> list[dict]:
     """Every Pi 1 -> 4 thread pair outside +-15 %: measured and predicted speed-ups, the
     predicted times split by what bounds each layer (compute, on-chip, DRAM, overhead), and
     the speed-up with `parallel_efficiency` = 1 (what the fitted number takes away)."""
-    rows = [r for r in read_csv("measurements.csv") if r["runtime"] not in SEPARATE_RUNTIMES]
+    rows = [r for r in scored_rows() if r["runtime"] not in SEPARATE_RUNTIMES]
     one = {(r["target"], r["model"], r["precision"]): r for r in rows if r["threads"] == "1"}
     out = []
     for four in (r for r in rows if r["threads"] == "4"):
@@ -288,6 +312,8 @@ def run(runtime: str) -> tuple[dict, list[dict]]:
                      "meas_ms": meas, "pred_ms": round(pred, 3), "ratio": pred / meas})
     for r in rows:
         r["device"] = r["target"]
+    unmodelled = [r for r in rows if r["runtime"] in UNMODELLED_RUNTIMES]
+    rows = [r for r in rows if r not in unmodelled]
     separate = [r for r in rows if r["runtime"] in SEPARATE_RUNTIMES]
     main_rows = [r for r in rows if r not in separate]
     fitted = [r for r in main_rows if r["model"] in FIT_MODELS or r["target"] in FIT_TARGETS]
@@ -299,15 +325,25 @@ def run(runtime: str) -> tuple[dict, list[dict]]:
               **{f"per_{g}": grouped(rows, g) for g in GROUPS},
               "per_model": grouped(rows, "model"),
               "thread_scaling_1_to_4": thread_scaling(rows),
-              "int8_vs_fp32": quant_direction(rows)}
-    return report, rows
+              "int8_vs_fp32": quant_direction(rows),
+              "unmodelled_builds": {k: _unscored(v) for k, v in
+                                    grouped_rows(unmodelled, "runtime").items()}}
+    return report, rows + unmodelled
+
+
+def _unscored(rows: list[dict]) -> dict:
+    """An unmodelled build's rows against the nearest profile: latency and 1 -> 4 figures."""
+    pairs = thread_scaling(rows)
+    return {"profile_used": UNMODELLED_RUNTIMES[rows[0]["runtime"]], **summary(
+        [r["ratio"] for r in rows]), "thread_pairs_within_15": [pairs["n_within_15"], pairs["n"]]}
 
 
 def cross_check(tables: dict[str, LayerTable]) -> dict:
     """The rows of `crosscheck.csv` scored per target and runtime profile, per thread count;
     and per thread count the median Zero 2 W / Pi 3B+ latency ratio at one ncnn release
-    (the Zero 2 W rows of `measurements.csv` over the Pi 3B+ rows of January 2022), measured
-    and predicted."""
+    (the Zero 2 W rows of `measurements.csv` built for armv7, over the Pi 3B+ rows of
+    January 2022, an aarch64 build), measured and predicted (both with aarch64 kernels: the
+    gap is what the armv7 build costs, x 1.15 at one thread in round 10b)."""
     rows = read_csv("crosscheck.csv")
     ratios = [predict_ms(r, tables, "as-measured") / float(r["latency_ms"]) for r in rows]
     groups: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -315,7 +351,7 @@ def cross_check(tables: dict[str, LayerTable]) -> dict:
         for t in ("all", r["threads"]):
             groups[f"{r['target']} {r['runtime']}"][t].append(x)
     zero = {(r["model"], r["precision"], r["threads"]): r for r in read_csv("measurements.csv")
-            if r["target"] == "rpizero2w"}
+            if r["target"] == "rpizero2w" and r["runtime"] in UNMODELLED_RUNTIMES}
     boards: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r, x in zip(rows, ratios):
         z = zero.get((r["model"], r["precision"], r["threads"]))
@@ -355,7 +391,8 @@ def main() -> None:
         return
     report, rows = run(args.runtime)
     if args.rank:
-        report["misses"] = rank_misses(rows)
+        report["misses"] = rank_misses([r for r in rows
+                                        if r["runtime"] not in UNMODELLED_RUNTIMES])
     if args.rows:
         report["rows"] = rows
     print(json.dumps(report, indent=1))

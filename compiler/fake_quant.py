@@ -6,7 +6,7 @@ against, so each format mirrors what onnxruntime really computes (see `compiler.
 
 - weights are `DequantizeLinear(codes)` exactly (`compiler.quantizers.dequantize`);
 - activations are `DequantizeLinear(QuantizeLinear(x))` bit for bit
-  (`compiler.quantizers.fake_quant_activation`);
+  (`compiler.activation_quant.fake_quant_activation`);
 - "qdq" conv with a requantised int8 output runs as onnxruntime's fused QLinearConv: exact
   integer accumulation of the centred codes plus the int32 bias, then
   `q = clip(rint(float32(acc) * float32(sx * sw / sy)) + zy)`;
@@ -26,17 +26,11 @@ from typing import Any, cast
 
 import numpy as np
 
+from compiler.activation_quant import fake_quant_activation
 from compiler.formats import ACT_INPUTS, CHANNEL_AXIS, WEIGHT_INPUT, Format, of_layer
 from compiler.ir import Layer
 from compiler.ops import OPS
-from compiler.quantizers import (
-    Granularity,
-    QuantizedTensor,
-    QuantParams,
-    dequantize,
-    fake_quant_activation,
-    storage_range,
-)
+from compiler.quantizers import Granularity, QuantizedTensor, QuantParams, dequantize, storage_range
 
 Array = np.ndarray
 

@@ -14,22 +14,20 @@ Low bits first everywhere: element `i` of a run packed `8 // bits` to a byte sit
   kernel: accuracy_level 0/1 (fp32 compute) equals `A @ W` up to fp32 summation order;
   accuracy_level 4 (A quantised to int8 per block) stays within 2% of max|Y| in the tests.
 - ONNX INT4/UINT4 tensors: two per byte, first in the low nibble, odd counts padded with 0.
-- NEON split-lane interleave (`pack_neon`), for the B operand of table-lookup / sdot kernels.
+- NEON split-lane interleave, for the B operand of table-lookup / sdot kernels: in
+  `compiler.packing_neon`.
 
 The kernels are `@njit(cache=True)` over arrays; the wrappers validate and reshape.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import cast
 
 import numpy as np
 from numba import njit, prange
 
-from compiler.atomic import atomic_open
 from compiler.errors import ModelError
 from compiler.formats import MATMULNBITS_BITS
 from compiler.quantizers import ClipMethod, QuantizedTensor, quantize_weight
@@ -83,36 +81,6 @@ def pack_transposed(codes: np.ndarray, zps: np.ndarray, bits: int, block_size: i
                         code = codes[i, n] if i < k else zps[n, i // block_size]
                         byte |= code << (j * bits)
                     out[n, kk // per] = byte
-
-
-@njit(cache=True)
-def interleave_rows(codes: np.ndarray, bits: int, lane_bytes: int) -> np.ndarray:
-    """NEON split-lane packing of rows whose length is a multiple of `lane_bytes * 8 // bits`:
-    element `e` of each group goes to byte `e % lane_bytes`, slot `e // lane_bytes`."""
-    group = lane_bytes * (8 // bits)
-    rows, length = codes.shape
-    out = np.zeros((rows, length * bits // 8), np.uint8)
-    for r in range(rows):
-        for i in range(length):
-            g, e = i // group, i % group
-            out[r, g * lane_bytes + e % lane_bytes] |= np.uint8(
-                codes[r, i] << ((e // lane_bytes) * bits))
-    return out
-
-
-@njit(cache=True)
-def deinterleave_rows(packed: np.ndarray, bits: int, lane_bytes: int) -> np.ndarray:
-    """Inverse of `interleave_rows`."""
-    group = lane_bytes * (8 // bits)
-    mask = (1 << bits) - 1
-    length = packed.shape[1] * 8 // bits
-    out = np.empty((packed.shape[0], length), np.uint8)
-    for r in range(packed.shape[0]):
-        for i in range(length):
-            g, e = i // group, i % group
-            byte = packed[r, g * lane_bytes + e % lane_bytes]
-            out[r, i] = (byte >> ((e // lane_bytes) * bits)) & mask
-    return out
 
 
 @njit(cache=True)
@@ -174,6 +142,12 @@ class MatMulNBitsBlob:
         """The node's attributes (accuracy_level is the emitter's choice)."""
         return {"K": self.k, "N": self.n, "bits": self.bits, "block_size": self.block_size}
 
+    def unpacked_zero_points(self) -> np.ndarray:
+        """The zero points as uint8 `[N, k_blocks]` (the default 2^(bits-1) when none)."""
+        if self.zero_points is None:
+            return _default_zero_points(self.n, self.k_blocks, self.bits)
+        return unpack_rows(self.zero_points, self.bits, self.k_blocks)
+
 
 def _check_nbits(bits: int, block_size: int, where: str = "MatMulNBits") -> None:
     if bits not in MATMULNBITS_BITS:
@@ -182,7 +156,8 @@ def _check_nbits(bits: int, block_size: int, where: str = "MatMulNBits") -> None
         raise ModelError(where, f"block_size must be a power of two >= 16, got {block_size}")
 
 
-def _check_codes(codes: np.ndarray, bits: int, where: str) -> np.ndarray:
+def check_codes(codes: np.ndarray, bits: int, where: str) -> np.ndarray:
+    """`codes` as contiguous uint8, checked to lie in [0, 2^bits - 1] (ModelError at `where`)."""
     codes = np.asarray(codes)
     if codes.size and (codes.min() < 0 or codes.max() >= 2**bits):
         raise ModelError(where, f"codes must lie in [0, {2**bits - 1}] for {bits} bits")
@@ -209,11 +184,11 @@ def pack_matmulnbits_codes(codes: np.ndarray, scales: np.ndarray,
         The packed blob; zero points are packed, or None if none were given.
     """
     _check_nbits(bits, block_size)
-    codes = _check_codes(codes, bits, "MatMulNBits.B")
+    codes = check_codes(codes, bits, "MatMulNBits.B")
     k, n = codes.shape
     k_blocks = -(-k // block_size)
     zps = _default_zero_points(n, k_blocks, bits) if zero_points is None \
-        else _check_codes(zero_points, bits, "MatMulNBits.zero_points")
+        else check_codes(zero_points, bits, "MatMulNBits.zero_points")
     if np.shape(scales) != (n, k_blocks) or zps.shape != (n, k_blocks):
         raise ModelError("MatMulNBits", f"scales and zero points must be [{n}, {k_blocks}]")
     b = np.empty((n, k_blocks, block_size * bits // 8), np.uint8)
@@ -260,13 +235,7 @@ def unpack_matmulnbits(blob: MatMulNBitsBlob) -> tuple[np.ndarray, np.ndarray]:
     """Unsigned codes `[K, N]` and unpacked zero points `[N, k_blocks]` of a blob."""
     rows = blob.b.reshape(blob.n, -1)
     codes = unpack_rows(rows, blob.bits, blob.k_blocks * blob.block_size)[:, :blob.k]
-    return np.ascontiguousarray(codes.T), _unpacked_zero_points(blob)
-
-
-def _unpacked_zero_points(blob: MatMulNBitsBlob) -> np.ndarray:
-    if blob.zero_points is None:
-        return _default_zero_points(blob.n, blob.k_blocks, blob.bits)
-    return unpack_rows(blob.zero_points, blob.bits, blob.k_blocks)
+    return np.ascontiguousarray(codes.T), blob.unpacked_zero_points()
 
 
 def dequantize_matmulnbits(blob: MatMulNBitsBlob) -> np.ndarray:
@@ -294,7 +263,7 @@ def packed_gemm_matmulnbits(a: np.ndarray, blob: MatMulNBitsBlob) -> np.ndarray:
     if a.ndim != 2 or a.shape[1] != blob.k:
         raise ModelError("MatMulNBits.A", f"expected [M, {blob.k}], got {list(a.shape)}")
     out = np.empty((a.shape[0], blob.n), np.float32)
-    _gemm_kernel(a, blob.b, blob.scales, np.ascontiguousarray(_unpacked_zero_points(blob)),
+    _gemm_kernel(a, blob.b, blob.scales, np.ascontiguousarray(blob.unpacked_zero_points()),
                  blob.bits, blob.block_size, out)
     return out
 
@@ -338,83 +307,3 @@ def unpack_int4(packed: np.ndarray, count: int, signed: bool) -> np.ndarray:
 def int4_raw(values: np.ndarray, signed: bool) -> Int4Raw:
     """Raw bytes and dims of an ONNX INT4/UINT4 initializer holding `values`."""
     return Int4Raw(pack_int4(values, signed).tobytes(), tuple(np.shape(values)), signed)
-
-
-# ----------------------------------------------------------------------------------------------
-# NEON split-lane interleave
-
-
-def neon_group(bits: int, lane_bytes: int = 16) -> int:
-    """Elements per `lane_bytes`-byte vector: 32 for 4 bits in a 128-bit register."""
-    return lane_bytes * 8 // bits
-
-
-def pack_neon(codes: np.ndarray, bits: int, lane_bytes: int = 16) -> np.ndarray:
-    """Pack unsigned codes `[R, L]` into NEON split-lane vectors `[R, ceil(L / G), lane_bytes]`.
-
-    With `G = lane_bytes * 8 // bits` elements per vector, element `e` of a group goes to byte
-    `e % lane_bytes` at bit `(e // lane_bytes) * bits`. For 4 bits and 128-bit lanes:
-
-        byte:     0       1       2     ...    15
-        bits 0-3: e0      e1      e2    ...    e15     <- vand(v, 0x0F) gives e0..e15
-        bits 4-7: e16     e17     e18   ...    e31     <- vshr(v, 4)    gives e16..e31
-
-    so one AND and one shift yield two int8 vectors of consecutive elements (for 2 bits four
-    vectors: e0..15, e16..31, e32..47, e48..63). This is onnxruntime's ARM64 repacking of
-    MatMulNBits B for its int8 (sdot) path (`SQ4BitGemmPackQuantBData`, sub-block 32 in
-    mlas/lib/qnbitgemm_kernel_neon.cpp); `lane_bytes=8` gives its fp32-path variant
-    (sub-block 16: byte i holds e_i and e_{i+8}). Rows are padded with zero codes to a whole
-    number of groups; unpack with the original `L`.
-    """
-    codes = _check_codes(codes, bits, "neon")
-    if codes.ndim != 2 or bits not in MATMULNBITS_BITS:
-        raise ModelError("neon", "needs 2-D codes of 2, 4 or 8 bits")
-    group = neon_group(bits, lane_bytes)
-    padded = np.zeros((codes.shape[0], -(-codes.shape[1] // group) * group), np.uint8)
-    padded[:, :codes.shape[1]] = codes
-    return interleave_rows(padded, bits, lane_bytes).reshape(codes.shape[0], -1, lane_bytes)
-
-
-def unpack_neon(packed: np.ndarray, bits: int, length: int) -> np.ndarray:
-    """Inverse of `pack_neon`: the first `length` codes of each row."""
-    rows = np.asarray(packed, np.uint8)
-    flat = rows.reshape(rows.shape[0], -1)
-    return deinterleave_rows(flat, bits, rows.shape[-1])[:, :length]
-
-
-def neon_from_matmulnbits(blob: MatMulNBitsBlob, lane_bytes: int = 16) -> np.ndarray:
-    """A blob's B in NEON split-lane order, `[N, k_blocks, block_size * bits // 8]`.
-
-    Vectors never straddle a block, so `block_size` must be a multiple of the group length.
-    """
-    group = neon_group(blob.bits, lane_bytes)
-    if blob.block_size % group:
-        raise ModelError("neon", f"block_size {blob.block_size} is not a multiple of {group}")
-    codes = unpack_rows(blob.b.reshape(blob.n, -1), blob.bits, blob.k_blocks * blob.block_size)
-    return pack_neon(codes, blob.bits, lane_bytes).reshape(blob.b.shape)
-
-
-def write_neon_sidecar(path: str | os.PathLike[str], blob: MatMulNBitsBlob,
-                       lane_bytes: int = 16) -> Path:
-    """Write a blob's NEON-interleaved B with its scales and zero points to an `.npz` side
-    file, atomically (temporary file in the same directory, then `os.replace`)."""
-    path = Path(path)
-    arrays = {"b_neon": neon_from_matmulnbits(blob, lane_bytes), "scales": blob.scales,
-              "zero_points": _unpacked_zero_points(blob),
-              "shape": np.array([blob.k, blob.n, blob.bits, blob.block_size, lane_bytes]),
-              "has_zero_points": np.array(blob.zero_points is not None)}
-    with atomic_open(path, "wb") as f:
-        np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stubs mistype **kwds arrays
-    return path
-
-
-def read_neon_sidecar(path: str | os.PathLike[str]) -> MatMulNBitsBlob:
-    """The MatMulNBits blob a NEON side file holds (B back in MatMulNBits order)."""
-    with np.load(path) as z:
-        k, n, bits, block_size, lane_bytes = (int(v) for v in z["shape"])
-        k_blocks = -(-k // block_size)
-        codes = unpack_neon(z["b_neon"].reshape(n, -1, lane_bytes), bits, k_blocks * block_size)
-        zps = z["zero_points"] if bool(z["has_zero_points"]) else None
-        return MatMulNBitsBlob(
-            pack_rows(codes, bits).reshape(n, k_blocks, -1), z["scales"].copy(),
-            None if zps is None else pack_rows(zps, bits), k, n, bits, block_size)

@@ -89,7 +89,7 @@ def _reads(dim: int | str, pinned: set[str]) -> bool:
 def costable(g: Graph) -> Graph:
     """`g` if edgesim can cost and quantise it: at least one layer, no empty input (both are
     valid ONNX, and the ONNX backend tests use them, but there is nothing to deploy)."""
-    from compiler.frontend.load import input_shape_hint
+    from compiler.frontend.inputs import input_shape_hint
 
     if not g.layers:  # e.g. only Identity nodes
         raise UserError(g.name, "the graph has no operations left after clean-up")

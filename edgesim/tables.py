@@ -223,8 +223,8 @@ def spread_stats(g: Graph) -> CalibrationStats:
     """Range statistics with a range of its own on every float activation of `g`: no two
     activation grids coincide, so the emitter shares no grid parameters between tensors
     (real data can only let it share more, and write less)."""
+    from compiler.activation_quant import RangeStats
     from compiler.passes.calibrate import CalibrationStats, folds_into_requant
-    from compiler.quantizers import RangeStats
 
     floats = [t for t, s in g.types.items()
               if t not in g.weights and np.issubdtype(np.dtype(s.dtype), np.floating)]

@@ -1,8 +1,9 @@
 """MAC-array (systolic) accelerators: the target schema and the cost model's Python glue.
 
-The arithmetic lives in `hwmodels.kernels.macarray` (formulas and sources are listed there);
-this module packs the layer table and the hardware configs into arrays, calls the kernel once,
-and wraps the result in a `Cost`. This module must not import `hwmodels.target`.
+The arithmetic lives in `hwmodels.kernels.macarray` and the `macarray_folds` and
+`macarray_traffic` kernels it calls (formulas and sources are listed there); this module
+packs the layer table and the hardware configs into arrays, calls the kernel once, and wraps
+the result in a `Cost`. This module must not import `hwmodels.target`.
 """
 
 from __future__ import annotations
@@ -137,8 +138,8 @@ WEIGHT_WIDTHS = (32, 16, 8, 7, 6, 5, 4, 3, 2, 1)
 
 def resident_bits(table: LayerTable, target: MacArrayTarget) -> int:
     """The widest weight width at which `target` keeps the model's weights on chip across
-    inferences (the kernel's residency test, `kernels.macarray.model_weights`: every GEMM
-    weight at that width plus the vector unit's parameters fit the usable filter SRAM); 0 if
+    inferences (the kernel's residency test, `kernels.macarray_traffic.model_weights`: every
+    GEMM weight at that width plus the vector unit's parameters fit the usable filter SRAM); 0 if
     none or disabled."""
     if not target.weights_resident:
         return 0

@@ -70,7 +70,7 @@ def requantising(table: LayerTable) -> tuple[np.ndarray, np.ndarray]:
 
 def chain_rows(row: dict[str, float]) -> dict[int, dict[str, float]]:
     """Path-table rows of the chain paths, from ncnn's float-in / float-out int8 conv row
-    (`hwmodels.cpu._ncnn_int8`): a requantising conv writes int8 in a pass (4 B in, 1 B out:
+    (`hwmodels.cpu_rates._ncnn_int8`): a requantising conv writes int8 in a pass (4 B in, 1 B out:
     the DQ_OUT pass's bytes) instead of dequantising and running the activation in place
     (OUT_CAST); a conv whose producer requantised reads int8 and skips the quantise pass."""
     req = {**row, "out_cast": 0, "dq_out": 1}

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwmodels import configs
-from hwmodels.kernels import macarray as mk
+from hwmodels.kernels import macarray_folds as mk
 from hwmodels.kernels import sparse as sk
 from hwmodels.macarray import MacArrayTarget
 
@@ -43,7 +43,7 @@ def pe_rate(target: MacArrayTarget, bits: tuple[int, int]) -> float:
 def fold_schedule(target: MacArrayTarget) -> tuple[int, int, int, bool]:
     """(fill/drain per fold, least cycles per fold, fill/drain once per layer, whether the
     layer's last fold is free of that least) on `target`
-    (`hwmodels.kernels.macarray.fold_schedule`)."""
+    (`hwmodels.kernels.macarray_folds.fold_schedule`)."""
     df, _ = _codes(target)
     return mk.fold_schedule(df, target.rows, target.cols, target.fold_pipelining,
                             target.weight_preload)

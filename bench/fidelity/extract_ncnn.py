@@ -37,21 +37,32 @@ STREAM = {"ReLU": ("activation", 1), "HardSwish": ("activation", 4),
           "LRN": ("norm", LRN_OPS), "Reduction": ("reduce", 1), "Pooling": ("pool", 0),
           "Concat": ("concat", 0), "ShuffleChannel": ("transpose", 0), "Slice": ("split", 0),
           "Padding": ("pad", 0)}
+# exp_ps calls per output element (compiler.ir.Facts.transcendentals): Swish x / (1 + exp(-x))
+# (swish_arm.cpp), Softmax's exp (softmax_arm.cpp); HardSwish / HardSigmoid are an affine map
+# clamped by a max and a min (hardswish_arm.cpp, hardsigmoid_arm.cpp: vmla / vfma, vmax,
+# vmin, and for HardSwish a vmul) with none; LRN's pow_ps is already counted in LRN_OPS
+TRANSCENDENTALS = {"Swish": 1, "Softmax": 1}
+# nodes of the ONNX function body of the op a layer stands for (compiler.ir.Facts.
+# function_nodes), where onnxruntime runs it inlined: HardSwish-14 = HardSigmoid, then Mul
+FUNCTION_NODES = {"HardSwish": 2}
 VIEWS = ("Split", "Reshape", "Flatten", "Dropout", "Noop")  # ncnn shares the blob, no copy
-FIELDS = ("model", "layer", "kind", "m", "n", "k", "groups", "a_in", "a_out", "w_elems", "ops")
+FIELDS = ("model", "layer", "kind", "m", "n", "k", "groups", "a_in", "a_out", "w_elems", "ops",
+          "transcendentals", "function_nodes")
 INT8_MODELS = ("squeezenet", "mobilenet", "googlenet", "resnet18", "resnet50", "vgg16")
 GEMM_TYPES = ("Convolution", "ConvolutionDepthWise", "InnerProduct")
 
 
-def shapes(params: dict[str, str]) -> list[int]:
-    """Output element counts from the `-23330` shape hint (one entry per output blob)."""
+def shapes(params: dict[str, str], nout: int) -> list[int]:
+    """Output element counts from the `-23330` shape hint (one entry per output blob). The
+    hint is its length, then four values per blob: dims, w, h, c (the benchmark files'
+    format); a blob of dims n holds the product of its first n extents, the rest are padding
+    (`4,1,72,1,1`: 72 elements)."""
     vals = [int(v) for v in params.get("-23330", "0").split(",")]
-    out, i = [], 1
-    while i < len(vals):
-        dims = vals[i]
-        out.append(math.prod(vals[i + 1:i + 1 + dims]))
-        i += 1 + dims
-    return out
+    if len(vals) < 2:
+        return []
+    if vals[0] != 4 * nout:
+        raise ValueError(f"shape hint of {nout} blobs is not 4 values each: {vals}")
+    return [math.prod(vals[i + 1:i + 1 + vals[i]]) for i in range(1, len(vals), 4)]
 
 
 def gemm_row(kind: str, params: dict[str, str], out_elems: int) -> dict[str, int]:
@@ -71,7 +82,9 @@ def stream_row(kind: str, params: dict[str, str], a_in: int, out_elems: int) -> 
     if kind == "Pooling":
         window = int(params.get("1", "1")) ** 2
         return {"kind": name, "ops": a_in if params.get("4") == "1" else out_elems * window}
-    return {"kind": name, "ops": per * out_elems}
+    return {"kind": name, "ops": per * out_elems,
+            "transcendentals": TRANSCENDENTALS.get(kind, 0) * out_elems,
+            "function_nodes": FUNCTION_NODES.get(kind, 1)}
 
 
 def parse(model: str, text: str) -> list[dict]:
@@ -83,14 +96,15 @@ def parse(model: str, text: str) -> list[dict]:
         kind, name, nin, nout = tok[0], tok[1], int(tok[2]), int(tok[3])
         ins, outs = tok[4:4 + nin], tok[4 + nin:4 + nin + nout]
         params = dict(p.split("=", 1) for p in tok[4 + nin + nout:])
-        out_sizes = shapes(params) or [0] * nout
+        out_sizes = shapes(params, nout) or [0] * nout
         for blob, size in zip(outs, out_sizes):
             elems[blob] = size
         if kind in ("Input", "MemoryData"):
             continue
         a_in, a_out = sum(elems.get(b, 0) for b in ins), sum(out_sizes)
         row = {"model": model, "layer": name, "m": 0, "n": 0, "k": 0, "groups": 1,
-               "a_in": a_in, "a_out": a_out, "w_elems": 0, "ops": 0}
+               "a_in": a_in, "a_out": a_out, "w_elems": 0, "ops": 0, "transcendentals": 0,
+               "function_nodes": 1}
         if kind in ("Convolution", "ConvolutionDepthWise", "InnerProduct"):
             row.update(gemm_row(kind, params, a_out))
         else:

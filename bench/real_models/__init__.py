@@ -78,7 +78,7 @@ def flattened(path: Path, out: Path, input_shapes: Mapping[str, list[int]],
     onnxruntime's quantisers: they quantise only initializer weights outside subgraphs."""
     import onnx
 
-    from compiler.frontend.load import clean
+    from compiler.frontend.clean import clean
 
     if not out.exists():
         cleaned = clean(onnx.load(path), input_shapes, str(path), input_values, batch_axes)

@@ -165,14 +165,16 @@ def _outputs(b: _Builder, node: onnx.NodeProto,
             cat([b.op("Unsqueeze", [chain[k], zero])[0] for chain in chains], 0, out)  # type: ignore[list-item]
 
 
-def expand_lstms(model: onnx.ModelProto) -> bool:
+def expand_lstms(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None = None
+                  ) -> bool:
     """Unroll the first plain LSTM whose sequence length is static (in place); return
-    whether one was."""
+    whether one was. `shapes`: static shapes found so far, used and added to
+    (`known_shapes`)."""
     graph = model.graph
     for index, node in enumerate(graph.node):
         if not _plain(node):
             continue
-        seq = known_shapes(model, (node.input[0],)).get(node.input[0])
+        seq = known_shapes(model, (node.input[0],), shapes).get(node.input[0])
         built = None if not seq or seq[0] < 1 else _unroll(model, node, seq[0])
         if built is not None:
             nodes = list(graph.node)

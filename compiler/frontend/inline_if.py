@@ -29,13 +29,15 @@ DEFAULT_DOMAINS = ("", "ai.onnx")
 # --- If nodes -------------------------------------------------------------------------------
 
 
-def inline_ifs(model: onnx.ModelProto) -> bool:
-    """Inline the first `If` whose condition is known (in place); return whether one was."""
+def inline_ifs(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None = None
+               ) -> bool:
+    """Inline the first `If` whose condition is known (in place); return whether one was.
+    `shapes`: static shapes found so far, used and added to (`known_shapes`)."""
     graph = model.graph
     for index, node in enumerate(graph.node):
         if node.op_type != "If" or node.domain not in DEFAULT_DOMAINS:
             continue
-        cond = _condition(model, node.input[0])
+        cond = _condition(model, node.input[0], shapes)
         if cond is not None:
             wanted = "then_branch" if cond else "else_branch"
             _inline_branch(graph, index, next(a.g for a in node.attribute if a.name == wanted))
@@ -43,10 +45,12 @@ def inline_ifs(model: onnx.ModelProto) -> bool:
     return False
 
 
-def _condition(model: onnx.ModelProto, name: str) -> bool | None:
+def _condition(model: onnx.ModelProto, name: str,
+               shapes: dict[str, tuple[int, ...]] | None) -> bool | None:
     """The If condition's value: an initializer, or shape arithmetic on static shapes."""
     init = next((t for t in model.graph.initializer if t.name == name), None)
-    value = numpy_helper.to_array(init) if init is not None else static_value(model, name)
+    value = numpy_helper.to_array(init) if init is not None else static_value(model, name,
+                                                                               shapes)
     if value is None or np.size(value) != 1:
         return None
     return bool(np.asarray(value).reshape(-1)[0])
@@ -132,9 +136,11 @@ def _inline_branch(graph: onnx.GraphProto, index: int, branch: onnx.GraphProto) 
     graph.node.extend(nodes)
 
 
-def select_if(model: onnx.ModelProto) -> str | None:
+def select_if(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None = None
+              ) -> str | None:
     """Replace the first `If` whose condition is not known before run time by both branches
     and a `Where` per output (in place); return a note saying so, None if there is none.
+    `shapes`: as `inline_ifs` takes them.
 
     Raises:
         ModelError: the condition holds more than one value, or the branches' outputs differ
@@ -143,7 +149,7 @@ def select_if(model: onnx.ModelProto) -> str | None:
     graph = model.graph
     for index, node in enumerate(graph.node):
         if (node.op_type == "If" and node.domain in DEFAULT_DOMAINS
-                and _condition(model, node.input[0]) is None
+                and _condition(model, node.input[0], shapes) is None
                 and not _mode_inputs(model, node.input[0])):
             _check_selectable(model, node, _select_branches(graph, index))
             return (f"If {node.name or node.output[0]}: its condition depends on the input "
@@ -261,23 +267,25 @@ def _ancestry(graph: onnx.GraphProto, tensor: str
     return sorted(nodes, key=lambda n: order[id(n)]), leaves
 
 
-def _leaf_values(model: onnx.ModelProto, leaves: list[onnx.NodeProto]
-                 ) -> dict[str, np.ndarray] | None:
+def _leaf_values(model: onnx.ModelProto, leaves: list[onnx.NodeProto],
+                 found: dict[str, tuple[int, ...]] | None) -> dict[str, np.ndarray] | None:
     """Values of the Shape/Size nodes, from static shapes (a reference run where inference
     leaves one open); None when one stays unknown."""
     consts = {t.name: tuple(t.dims) for t in model.graph.initializer}
     wanted = tuple(n.input[0] for n in leaves if n.input[0] not in consts)
     # inference (of the whole model, per condition) only where a leaf reads a computed tensor
-    shapes = {**(known_shapes(model, wanted) if wanted else {}), **consts}
+    shapes = {**(known_shapes(model, wanted, found) if wanted else {}), **consts}
     values = {n.output[0]: _shape_leaf(n, shapes) for n in leaves}
     known = {t: v for t, v in values.items() if v is not None}
     return known if len(known) == len(values) else None
 
 
-def static_value(model: onnx.ModelProto, tensor: str) -> np.ndarray | None:
-    """Value of `tensor` if it follows from constants and static shapes alone, else None."""
+def static_value(model: onnx.ModelProto, tensor: str,
+                 shapes: dict[str, tuple[int, ...]] | None = None) -> np.ndarray | None:
+    """Value of `tensor` if it follows from constants and static shapes alone, else None.
+    `shapes`: as `inline_ifs` takes them."""
     found = _ancestry(model.graph, tensor)
-    leaves = None if found is None else _leaf_values(model, found[1])
+    leaves = None if found is None else _leaf_values(model, found[1], shapes)
     if found is None or leaves is None:
         return None
     nodes = found[0]

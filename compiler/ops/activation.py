@@ -107,6 +107,10 @@ class _Fn(NamedTuple):
     forward: Callable[..., Array]       # (x, **params) -> y
     derivative: Callable[..., Array]    # (x, y, **params) -> dy/dx
     ops: int                            # rough primitive operations per element, for facts
+    # exp / log / tanh / erf evaluations per element (Facts.transcendentals); the hard_*
+    # functions are clamps of an affine map, sqrt and reciprocal single instructions
+    transcendentals: int = 0
+    function_nodes: int = 1  # nodes of the ONNX function body (Facts.function_nodes)
 
 
 _FNS: dict[str, _Fn] = {
@@ -114,25 +118,27 @@ _FNS: dict[str, _Fn] = {
     "clip": _Fn(_clip, lambda x, y, min=-math.inf, max=math.inf: (x > min) & (x < max), 2),
     "leaky_relu": _Fn(lambda x, alpha=0.01: np.where(x < 0, alpha * x, x),
                       lambda x, y, alpha=0.01: np.where(x > 0, 1, alpha), 2),
-    "sigmoid": _Fn(_expit, lambda x, y: y * (1 - y), 4),
-    "tanh": _Fn(np.tanh, lambda x, y: 1 - y * y, 5),
+    "sigmoid": _Fn(_expit, lambda x, y: y * (1 - y), 4, 1),
+    "tanh": _Fn(np.tanh, lambda x, y: 1 - y * y, 5, 1),
     "hard_sigmoid": _Fn(lambda x, alpha=0.2, beta=0.5: np.clip(alpha * x + beta, 0, 1),
                         _d_hard_sigmoid, 4),
+    # ONNX HardSwish-14 is a function: HardSigmoid(alpha=1/6, beta=0.5), then Mul by x
     "hard_swish": _Fn(lambda x: x * np.clip(x / 6 + 0.5, 0, 1),
-                      lambda x, y: np.where(x < -3, 0, np.where(x > 3, 1, x / 3 + 0.5)), 5),
-    "gelu": _Fn(_gelu, _d_gelu, 8),
-    "erf": _Fn(_erf, lambda x, y: 2 / math.sqrt(math.pi) * np.exp(-x * x), 5),
-    "silu": _Fn(_silu, _d_silu, 5),
+                      lambda x, y: np.where(x < -3, 0, np.where(x > 3, 1, x / 3 + 0.5)), 5,
+                      function_nodes=2),
+    "gelu": _Fn(_gelu, _d_gelu, 8, 1),
+    "erf": _Fn(_erf, lambda x, y: 2 / math.sqrt(math.pi) * np.exp(-x * x), 5, 1),
+    "silu": _Fn(_silu, _d_silu, 5, 1),
     "sqrt": _Fn(np.sqrt, lambda x, y: 0.5 / y, 1),
-    "exp": _Fn(np.exp, lambda x, y: y, 1),
-    "log": _Fn(np.log, lambda x, y: 1 / x, 1),
+    "exp": _Fn(np.exp, lambda x, y: y, 1, 1),
+    "log": _Fn(np.log, lambda x, y: 1 / x, 1, 1),
     "neg": _Fn(np.negative, lambda x, y: np.full_like(x, -1), 1),
     "abs": _Fn(np.abs, lambda x, y: np.sign(x), 1),
     "reciprocal": _Fn(np.reciprocal, lambda x, y: -y * y, 1),
     # numpy's stubs type logaddexp of an untyped x as a scalar; on arrays it is an array
-    "softplus": _Fn(lambda x: np.logaddexp(0, x), lambda x, y: _expit(x), 3),  # type: ignore[arg-type,return-value]
-    "elu": _Fn(_elu, _d_elu, 3),
-    "selu": _Fn(_selu, _d_selu, 4),
+    "softplus": _Fn(lambda x: np.logaddexp(0, x), lambda x, y: _expit(x), 3, 2),  # type: ignore[arg-type,return-value]
+    "elu": _Fn(_elu, _d_elu, 3, 1),
+    "selu": _Fn(_selu, _d_selu, 4, 1),
     "softsign": _Fn(lambda x: x / (1 + np.abs(x)), lambda x, y: 1 / (1 + np.abs(x)) ** 2, 3),
     "threshold": _Fn(_threshold, lambda x, y, threshold=0.0, center=0.0:
                      np.abs(x - center) >= threshold, 4),
@@ -157,7 +163,9 @@ def _vjp(gs: Sequence[Array | None], xs: Sequence[Array], ys: Sequence[Array], *
 
 def _facts(specs_in: Sequence[Spec], specs_out: Sequence[Spec], *, fn: str,
            **params: Any) -> Facts:
-    return Facts(ops=specs_out[0].size * _FNS[fn].ops)
+    size = specs_out[0].size
+    return Facts(ops=size * _FNS[fn].ops, transcendentals=size * _FNS[fn].transcendentals,
+                 function_nodes=_FNS[fn].function_nodes)
 
 
 # --- cast ---

@@ -50,7 +50,8 @@ def _vjp(gs: Sequence[Array | None], xs: Sequence[Array | None], ys: Sequence[Ar
 
 def _facts(specs_in: Sequence[Spec | None], specs_out: Sequence[Spec], *, axis: int,
            log: bool) -> Facts:
-    return Facts(ops=specs_out[0].size * _OPS_PER_ELEMENT)
+    size = specs_out[0].size  # one exp per element (log-softmax: its log is one per row)
+    return Facts(ops=size * _OPS_PER_ELEMENT, transcendentals=size)
 
 
 def _rule(log: bool) -> LowerRule:

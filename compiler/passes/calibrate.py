@@ -4,7 +4,7 @@
 any `forward` the caller gives, e.g. onnxruntime on the emitted float model), keeping only the
 tensors whose ranges quantisation can use (`calibration_tensors`), and merges their `RangeStats`
 histograms batch by batch. The merge is exact and order-free (see
-`compiler.quantizers.RangeStats`), so statistics of parts of a data set combine into those of
+`compiler.activation_quant.RangeStats`), so statistics of parts of a data set combine into those of
 the whole. The min/max, percentile, MSE or entropy (KL) range is chosen later, from the
 histogram, by `CalibrationStats.params`.
 """
@@ -18,10 +18,7 @@ from typing import cast
 
 import numpy as np
 
-from compiler.errors import ModelError
-from compiler.executor import run
-from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph, Layer
-from compiler.quantizers import (
+from compiler.activation_quant import (
     ActivationParams,
     ActMethod,
     RangeStats,
@@ -29,6 +26,9 @@ from compiler.quantizers import (
     merge_stats,
     range_stats,
 )
+from compiler.errors import ModelError
+from compiler.executor import run
+from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph, Layer
 
 METHODS = ("minmax", "percentile", "mse", "entropy", "auto")
 # "auto": the method `compiler.range_choice` chose for the tensor by measured output error;

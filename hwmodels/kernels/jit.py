@@ -164,16 +164,22 @@ def _engine_namespace(module: str, numba: bool) -> dict[str, Any]:
     return namespace
 
 
-def rebind_own(module: types.ModuleType, wrap: Callable[[Callable[..., Any]], Any]
-               ) -> dict[str, Any]:
-    """`module`'s globals for numba, with its own kernels' copies passed through `wrap`
-    (e.g. an always-inlined njit) and other modules' kernels compiled (for
-    `kernels.macarray_batch`, which inlines `kernels.macarray`)."""
-    namespace = _engine_namespace(module.__name__, True).copy()
-    for name, value in vars(module).items():
-        if isinstance(value, Kernel) and value.__module__ == module.__name__:
-            namespace[name] = wrap(_copy(value, namespace))
-    return namespace
+def rebind_own(modules: tuple[types.ModuleType, ...],
+               wrap: Callable[[Callable[..., Any]], Any]) -> dict[str, Any]:
+    """The first of `modules`' globals for numba, with the copies of every kernel defined in
+    `modules` passed through `wrap` (e.g. an always-inlined njit) and bound to each other
+    across them, and other modules' kernels compiled (for `kernels.macarray_batch`, which
+    inlines the MAC-array model's modules)."""
+    names = {m.__name__ for m in modules}
+    spaces = {m.__name__: _engine_namespace(m.__name__, True).copy() for m in modules}
+    wrapped = {(m.__name__, name): wrap(_copy(value, spaces[m.__name__]))
+               for m in modules for name, value in vars(m).items()
+               if isinstance(value, Kernel) and value.__module__ == m.__name__}
+    for m in modules:  # imported kernels of the group bind to the group's wrapped copies
+        for name, value in vars(m).items():
+            if isinstance(value, Kernel) and value.__module__ in names:
+                spaces[m.__name__][name] = wrapped[(value.__module__, value.__name__)]
+    return spaces[modules[0].__name__]
 
 
 def _rebind(module: str, value: Any, namespace: dict[str, Any],

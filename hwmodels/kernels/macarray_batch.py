@@ -3,14 +3,15 @@
 `kernels.macarray.evaluate` costs every layer under every bit choice ([7, H, L, B]); a sweep
 then keeps one column per layer and design. This kernel evaluates only that column and writes
 [7, H, L] directly, so nothing is computed, stored or gathered for the columns not kept. The
-per-layer arithmetic is `kernels.macarray`'s own (`gemm_geometry`, `layer_at`): a change to the
+per-layer arithmetic is `kernels.macarray`'s own (`layer_setup`, `layer_at`): a change to the
 model there flows in here, and the tests check the two kernels agree exactly.
 
 Those functions are compiled again here from the same Python source, to be inlined (numba IR
-inlining) into this kernel with everything they call in `kernels.macarray`: a numba call that
+inlining) into this kernel with everything they call in the MAC-array model's modules
+(`kernels.macarray`, `kernels.macarray_folds`, `kernels.macarray_traffic`): a numba call that
 is not inlined passes each array argument with a reference count, and inlined the kernel ran
 2.3x faster per evaluation (bench/bench_sweep.py), with bit-identical results. As with any
-numba cache, this module's cached kernel does not notice edits to `kernels.macarray` alone
+numba cache, this module's cached kernel does not notice edits to those modules alone
 (numba checks only the caller's file); the tests, run on a fresh checkout, do.
 
 Inlining still binds every array argument of an inlined call to a new variable, which numba
@@ -25,23 +26,22 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
-from compiler.ir import CATEGORY_GEMM
-from hwmodels.kernels import jit
+from hwmodels.kernels import jit, macarray_folds, macarray_traffic
 from hwmodels.kernels import macarray as kernel
+from hwmodels.kernels.macarray_layout import G_SIZE
 from hwmodels.kernels.views import borrowed
 
-G_SIZE = kernel.G_SIZE
+
+def inlined_namespace(modules: tuple[Any, ...]) -> dict[str, Any]:
+    """The first of `modules`' globals, with each kernel defined in `modules` compiled again
+    from the same code as an always-inlined function that resolves its callees among those
+    (so they are inlined too). numba compiles lazily: only what a kernel here calls is
+    compiled."""
+    return jit.rebind_own(modules, njit(inline="always"))
 
 
-def inlined_namespace(module: Any) -> dict[str, Any]:
-    """`module`'s globals, with each kernel defined there compiled again from the same code
-    as an always-inlined function that resolves its callees in this namespace (so they are
-    inlined too). numba compiles lazily: only what a kernel here calls is compiled."""
-    return jit.rebind_own(module, njit(inline="always"))
-
-
-_INLINED = inlined_namespace(kernel)
-gemm_geometry, layer_at = _INLINED["gemm_geometry"], _INLINED["layer_at"]
+_INLINED = inlined_namespace((kernel, macarray_folds, macarray_traffic))
+layer_setup, layer_at = _INLINED["layer_setup"], _INLINED["layer_at"]
 
 
 @njit(cache=True)
@@ -57,11 +57,7 @@ def design_rows(h: int, lay_i: np.ndarray, lay_f: np.ndarray, w_bits: np.ndarray
     # np.int64: prange's index is unsigned, and unsigned vs 0 would type `row` as a float
     row = np.int64(h) if cols.shape[0] > 1 else np.int64(0)
     for li in range(lay_i.shape[0]):
-        gemm = lay_i[li, 0] == CATEGORY_GEMM
-        # the rates/energies row, as `kernels.macarray.config_rows` picks it
-        pick = (1 if lay_i[li, 6] == 0 else 0) if gemm else 2
-        if gemm:
-            gemm_geometry(lay_i, lay_f, li, hi, hf, geo)
+        pick = layer_setup(lay_i, lay_f, li, hi, hf, geo)
         b = cols[row, li]
         layer_at(lay_i, lay_f, li, geo, pick, w_bits[b], a_bits[b], rates[pick, h, b],
                  energies[pick, h, b], hi, hf, raw, res)

@@ -36,6 +36,7 @@ import math
 import numpy as np
 
 from hwmodels.kernels.jit import njit
+from hwmodels.kernels.macarray_folds import fold_fill, gemm_dims
 from hwmodels.kernels.sparse import OS, WS
 
 # Output columns of `counts`
@@ -46,13 +47,8 @@ FIELDS = ("compute_cycles", "sram_ifmap_reads", "sram_filter_reads", "sram_ofmap
 
 @njit(cache=True)
 def folds(df: int, m: int, n: int, k: int, rows: int, cols: int) -> tuple[int, int, int]:
-    """(fr, fc, T) of SCALE-Sim's mapping."""
-    if df == OS:
-        sr, sc, t = m, n, k
-    elif df == WS:
-        sr, sc, t = k, n, m
-    else:
-        sr, sc, t = k, m, n
+    """(fr, fc, T) of SCALE-Sim's mapping (`gemm_dims`)."""
+    sr, sc, t = gemm_dims(df, m, n, k)
     return math.ceil(sr / rows), math.ceil(sc / cols), t
 
 
@@ -87,7 +83,7 @@ def counts(gemm: np.ndarray, df: int, rows: int, cols: int, sram: np.ndarray,
     """Fill out[L, 7] (see FIELDS) for the layers gemm[L, 5] = (m, n, k, groups, ifmap words)
     on an R x C array with SRAMs of sram[3] bytes (ifmap, filter, ofmap); groups run one after
     another as separate GEMMs. A layer with m = 0 (not a GEMM) gets zeros."""
-    fill = rows + cols - 2 if df == OS else 2 * rows + cols - 2
+    fill = fold_fill(df, rows, cols)
     for li in range(gemm.shape[0]):
         m, n, k, g = gemm[li, 0], gemm[li, 1], gemm[li, 2], gemm[li, 3]
         if m <= 0 or g <= 0:

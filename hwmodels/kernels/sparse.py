@@ -5,7 +5,7 @@ Model (stated once, used by both): a zero-skipping array has decoupled PEs with 
 is its count of effectual operand pairs along the streamed dimension T, and the fold lasts as
 long as its busiest PE (load imbalance counted), plus the dense fill/drain of the array (per
 fold, or once per layer with a floor per fold when folds are pipelined:
-`kernels.macarray.fold_schedule`).
+`kernels.macarray_folds.fold_schedule`).
 
 PE (i, j) and stream index t address the GEMM out[m, n] += a[m, k] * w[k, n] as SCALE-Sim maps
 them (Samajdar et al., ISPASS 2020): os: (m, n, k); ws: (k, n, m); is: (k, m, n).
@@ -134,7 +134,7 @@ def data_driven_cycles(df: int, mode: int, a_mask: np.ndarray, w_mask: np.ndarra
                        last_free: bool = True) -> float:
     """Cycles of one GEMM from its operand masks: sum over folds of fill + busiest-PE work
     / rate (rate = MACs per PE per cycle at the precision), a fold lasting at least `floor`
-    (pipelined folds, `kernels.macarray.fold_schedule`) unless it is the last and
+    (pipelined folds, `kernels.macarray_folds.fold_schedule`) unless it is the last and
     `last_free` (no next tile to wait for)."""
     m, k = a_mask.shape
     n = w_mask.shape[1]

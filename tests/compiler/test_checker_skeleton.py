@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from compiler.errors import ModelError
 from compiler.frontend.checker import check, skeleton
-from compiler.frontend.load import check_tensor_sizes
+from compiler.frontend.tensors import check_tensor_sizes
 
 F = TensorProto.FLOAT
 

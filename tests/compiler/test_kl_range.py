@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compiler import quantizers as Q
+from compiler import activation_quant as Q
 from compiler.kl_range import entropy_range, entropy_threshold
 
 RNG = np.random.default_rng(7)

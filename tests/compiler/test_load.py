@@ -16,7 +16,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from compiler.errors import ModelError
 from compiler.executor import run
-from compiler.frontend.load import clean, default_opset, load, read
+from compiler.frontend.clean import clean
+from compiler.frontend.load import load, read
+from compiler.frontend.opset import default_opset
 from compiler.ir import Spec
 from tests.compiler.opcheck import run_ort
 

@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.capi import _pybind_state as ort_c
 
 from compiler import packing as P
+from compiler import packing_neon as PN
 from compiler import quantizers as Q
 from compiler.errors import ModelError
 
@@ -249,7 +250,7 @@ def _mlas_sub_block_shuffle(b: np.ndarray, sub_block: int) -> np.ndarray:
 @pytest.mark.parametrize("bits,lane", [(2, 16), (4, 16), (4, 8), (8, 16)])
 def test_neon_layout_matches_its_diagram(bits: int, lane: int) -> None:
     codes = np.random.default_rng(bits).integers(0, 2**bits, (3, 150)).astype(np.uint8)
-    np.testing.assert_array_equal(P.pack_neon(codes, bits, lane), _neon_diagram(codes, bits, lane))
+    np.testing.assert_array_equal(PN.pack_neon(codes, bits, lane), _neon_diagram(codes, bits, lane))
 
 
 @pytest.mark.parametrize("lane", [16, 8])
@@ -257,7 +258,7 @@ def test_neon_layout_equals_onnxruntime_arm64_repacking(lane: int) -> None:
     w = np.random.default_rng(lane).standard_normal((128, 4)).astype(np.float32)
     blob = P.pack_matmulnbits(w, 4, 64, symmetric=False)
     expected = _mlas_sub_block_shuffle(blob.b, sub_block=2 * lane)
-    np.testing.assert_array_equal(P.neon_from_matmulnbits(blob, lane), expected)
+    np.testing.assert_array_equal(PN.neon_from_matmulnbits(blob, lane), expected)
 
 
 @settings(max_examples=25, deadline=None)
@@ -265,22 +266,22 @@ def test_neon_layout_equals_onnxruntime_arm64_repacking(lane: int) -> None:
        rows=st.integers(1, 4), length=st.integers(1, 200), lane=st.sampled_from([8, 16]))
 def test_neon_round_trip(seed: int, bits: int, rows: int, length: int, lane: int) -> None:
     codes = np.random.default_rng(seed).integers(0, 2**bits, (rows, length)).astype(np.uint8)
-    packed = P.pack_neon(codes, bits, lane)
-    assert packed.shape == (rows, -(-length // P.neon_group(bits, lane)), lane)
-    np.testing.assert_array_equal(P.unpack_neon(packed, bits, length), codes)
+    packed = PN.pack_neon(codes, bits, lane)
+    assert packed.shape == (rows, -(-length // PN.neon_group(bits, lane)), lane)
+    np.testing.assert_array_equal(PN.unpack_neon(packed, bits, length), codes)
 
 
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_neon_sidecar_round_trips_atomically(tmp_path, symmetric: bool) -> None:  # noqa: ANN001
     w = np.random.default_rng(1).standard_normal((100, 6)).astype(np.float32)
     blob = P.pack_matmulnbits(w, 4, 32, symmetric=symmetric)
-    path = P.write_neon_sidecar(tmp_path / "fc.neon.npz", blob)
+    path = PN.write_neon_sidecar(tmp_path / "fc.neon.npz", blob)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fc.neon.npz"]  # no temp file left
-    back = P.read_neon_sidecar(path)
+    back = PN.read_neon_sidecar(path)
     for field in ("b", "scales", "zero_points", "k", "n", "bits", "block_size"):
         np.testing.assert_array_equal(getattr(back, field), getattr(blob, field))
     with pytest.raises(ModelError, match="block_size"):
-        P.write_neon_sidecar(tmp_path / "x.npz", P.pack_matmulnbits(w, 4, 16))
+        PN.write_neon_sidecar(tmp_path / "x.npz", P.pack_matmulnbits(w, 4, 16))
 
 
 @settings(max_examples=25, deadline=None)

@@ -12,7 +12,9 @@ from hypothesis.extra import numpy as hnp
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization.quant_utils import compute_scale_zp
 
+from compiler import activation_quant as A
 from compiler import quantizers as Q
+from compiler.clip_search import CLIP_RATIOS
 from compiler.errors import ModelError
 
 SIGNED_TYPE = {4: TensorProto.INT4, 8: TensorProto.INT8}
@@ -71,7 +73,7 @@ def test_fake_quant_activation_is_bit_exact_with_onnxruntime(bits: int, signed: 
     x = _probe_values(scale, np.random.default_rng(bits + zp))
     onnx_type = (SIGNED_TYPE if signed else UNSIGNED_TYPE)[bits]
     _, y = _ort_qdq(x, scale, np.array(zp), onnx_type)
-    np.testing.assert_array_equal(Q.fake_quant_activation(x, scale, zp, bits, signed), y)
+    np.testing.assert_array_equal(A.fake_quant_activation(x, scale, zp, bits, signed), y)
 
 
 @pytest.mark.ort
@@ -82,7 +84,7 @@ def test_fake_quant_uint8_matches_onnxruntime_for_any_scale(scale: float, zp: in
                                                             seed: int) -> None:
     x = _probe_values(np.float32(scale), np.random.default_rng(seed))
     _, y = _ort_qdq(x, np.float32(scale), np.array(zp), TensorProto.UINT8)
-    np.testing.assert_array_equal(Q.fake_quant_activation(x, scale, zp, 8, False), y)
+    np.testing.assert_array_equal(A.fake_quant_activation(x, scale, zp, 8, False), y)
 
 
 @pytest.mark.ort
@@ -91,7 +93,7 @@ def test_minmax_activation_params_equal_onnxruntime_compute_scale_zp(bits: int) 
     rng = np.random.default_rng(bits)
     for lo, hi in [(-1.3, 4.7), (0.2, 3.0), (-2.0, -0.5), (-1e-3, 7e-4)]:
         x = rng.uniform(lo, hi, 1000).astype(np.float32)
-        params = Q.activation_params(Q.range_stats(x), bits=bits)
+        params = A.activation_params(A.range_stats(x), bits=bits)
         zp, scale = compute_scale_zp(x.min(), x.max(), np.uint8(0), np.uint8(2**bits - 1))
         assert params.scale == scale and params.scale.dtype == np.float32
         assert params.zero_point == int(zp) and not params.signed
@@ -99,9 +101,9 @@ def test_minmax_activation_params_equal_onnxruntime_compute_scale_zp(bits: int) 
 
 def test_symmetric_activation_params_map_the_extreme_to_the_top_code() -> None:
     x = np.array([-3.0, 0.5, 2.0], np.float32)
-    params = Q.activation_params(Q.range_stats(x), bits=8, symmetric=True)
+    params = A.activation_params(A.range_stats(x), bits=8, symmetric=True)
     assert params.scale == np.float32(3.0 / 127) and params.zero_point == 0 and params.signed
-    fq = Q.fake_quant_activation(x, params.scale, 0, 8, True)
+    fq = A.fake_quant_activation(x, params.scale, 0, 8, True)
     assert fq[0] == np.float32(-127) * params.scale  # -3.0 lands on code -127
 
 
@@ -118,10 +120,10 @@ def test_range_stats_merge_in_any_order_equals_one_pass(seed: int, cuts: list[in
     x = (rng.standard_normal(400) * spread * rng.uniform(0.01, 1, 400)).astype(np.float32)
     parts = np.split(x, sorted(set(cuts)))
     order = rng.permutation(len(parts))
-    merged = Q.RangeStats()
+    merged = A.RangeStats()
     for i in order:
         merged = merged.update(parts[i])
-    whole = Q.range_stats(x)
+    whole = A.range_stats(x)
     assert (merged.count, merged.min, merged.max) == (400, float(x.min()), float(x.max()))
     assert merged.half_range == whole.half_range
     np.testing.assert_array_equal(merged.hist, whole.hist)
@@ -129,7 +131,7 @@ def test_range_stats_merge_in_any_order_equals_one_pass(seed: int, cuts: list[in
 
 def test_range_stats_histogram_counts_match_numpy_histogram() -> None:
     x = np.random.default_rng(3).standard_normal(5000).astype(np.float32)
-    stats = Q.range_stats(x, nbins=64)
+    stats = A.range_stats(x, nbins=64)
     edges = np.linspace(-stats.half_range, stats.half_range, 65)
     np.testing.assert_array_equal(stats.hist, np.histogram(x, bins=edges)[0])
     assert stats.half_range / 2 <= np.abs(x).max() < stats.half_range  # next power of two
@@ -181,7 +183,7 @@ def _edge_cases() -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("nbins", [2048, 64])
 def test_range_stats_equal_an_independent_oracle(case: str, nbins: int) -> None:
     x = _edge_cases()[case]
-    got = Q.range_stats(x, nbins=nbins)
+    got = A.range_stats(x, nbins=nbins)
     count, lo, hi, half, hist = _oracle_range_stats(x, nbins)
     assert (got.count, got.min, got.max, got.half_range) == (count, lo, hi, half)
     np.testing.assert_array_equal(got.hist, hist)
@@ -192,7 +194,7 @@ def test_range_stats_equal_an_independent_oracle(case: str, nbins: int) -> None:
 @given(hnp.arrays(np.float32, hnp.array_shapes(max_dims=3, max_side=20),
                   elements=st.floats(width=32, allow_nan=False, allow_infinity=False)))
 def test_range_stats_equal_the_oracle_on_any_finite_float32(x: np.ndarray) -> None:
-    got = Q.range_stats(x, nbins=32)
+    got = A.range_stats(x, nbins=32)
     count, lo, hi, half, hist = _oracle_range_stats(x, 32)
     assert (got.count, got.min, got.max, got.half_range) == (count, lo, hi, half)
     np.testing.assert_array_equal(got.hist, hist)
@@ -205,16 +207,16 @@ def test_range_stats_reject_nan_and_infinity_anywhere(dtype: type, bad: float, a
     x = np.random.default_rng(at % 7).standard_normal(1000).astype(dtype)
     x[at] = bad
     with pytest.raises(ModelError, match="act7.*non-finite"):
-        Q.range_stats(x, name="act7")
+        A.range_stats(x, name="act7")
     with pytest.raises(ModelError, match="act7.*non-finite"):
-        Q.range_stats(np.array([np.inf, -np.inf, np.nan], dtype), name="act7")
+        A.range_stats(np.array([np.inf, -np.inf, np.nan], dtype), name="act7")
 
 
 def test_range_stats_reject_empty_batches_and_odd_bin_counts() -> None:
     with pytest.raises(ModelError, match="empty"):
-        Q.range_stats(np.zeros((0, 3), np.float32))
+        A.range_stats(np.zeros((0, 3), np.float32))
     with pytest.raises(ModelError, match="nbins must be even"):
-        Q.range_stats(np.ones(4, np.float32), nbins=63)
+        A.range_stats(np.ones(4, np.float32), nbins=63)
 
 
 @pytest.mark.parametrize("pct", [99.0, 99.9])
@@ -222,11 +224,11 @@ def test_percentile_range_is_within_one_bin_of_numpy(pct: float) -> None:
     rng = np.random.default_rng(5)
     x = np.concatenate([rng.standard_normal(20_000), rng.standard_normal(20) * 50]).astype(
         np.float32)
-    stats = Q.range_stats(x)
+    stats = A.range_stats(x)
     width = 2 * stats.half_range / len(stats.hist)
-    assert abs(Q.quantile(stats, pct / 100) - np.percentile(x, pct)) <= width
-    assert abs(Q.abs_quantile(stats, pct / 100) - np.percentile(np.abs(x), pct)) <= width
-    params = Q.activation_params(stats, method="percentile", percentile=pct)
+    assert abs(A.quantile(stats, pct / 100) - np.percentile(x, pct)) <= width
+    assert abs(A.abs_quantile(stats, pct / 100) - np.percentile(np.abs(x), pct)) <= width
+    params = A.activation_params(stats, method="percentile", percentile=pct)
     lo, hi = np.percentile(x, 100 - pct), np.percentile(x, pct)
     assert abs(params.scale - (hi - lo) / 255) <= 2 * width / 255
 
@@ -243,7 +245,7 @@ def _true_error(x: np.ndarray, lo: float, hi: float) -> float:
 def test_mse_activation_range_is_near_the_brute_force_optimum() -> None:
     rng = np.random.default_rng(11)
     x = np.concatenate([rng.standard_normal(50_000), [40.0, -25.0]]).astype(np.float32)
-    params = Q.activation_params(Q.range_stats(x), method="mse")
+    params = A.activation_params(A.range_stats(x), method="mse")
     lo = -params.scale * params.zero_point
     hi = params.scale * (255 - params.zero_point)
     errs = [_true_error(x, r * x.min(), r * x.max()) for r in np.linspace(0.3, 1.0, 100)]
@@ -332,13 +334,13 @@ def _candidate_search(g: np.ndarray, bits: int, symmetric: bool) -> np.ndarray:
     best = []
     for row in g:
         errs = []
-        for r in Q.CLIP_RATIOS:
+        for r in CLIP_RATIOS:
             a = np.abs(row).max() * r
             lo, hi = (-a, a) if symmetric else (row.min() * r, row.max() * r)
             s, zp = Q.scale_zero_point(np.array(lo), np.array(hi), bits, symmetric)
             deq = Q.dequantize_codes(Q.quantize_codes(row, s, zp, qmin, qmax), s, zp)
             errs.append(float(np.sum((deq - row).astype(np.float64) ** 2)))
-        best.append(Q.CLIP_RATIOS[int(np.argmin(errs))])  # argmin: first of equal errors
+        best.append(CLIP_RATIOS[int(np.argmin(errs))])  # argmin: first of equal errors
     return np.array(best)
 
 
@@ -373,11 +375,11 @@ def test_bad_weight_arguments_raise_model_error(kwargs: dict, what: str) -> None
 
 def test_non_finite_inputs_raise_model_error_naming_the_tensor() -> None:
     with pytest.raises(ModelError, match="relu_out"):
-        Q.range_stats(np.array([1.0, np.nan]), name="relu_out")
+        A.range_stats(np.array([1.0, np.nan]), name="relu_out")
     with pytest.raises(ModelError, match="non-finite"):
         Q.quantize_weight(np.array([[np.inf, 1.0]]), 8)
     with pytest.raises(ModelError, match="no calibration"):
-        Q.activation_params(Q.RangeStats())
+        A.activation_params(A.RangeStats())
 
 
 def test_mse_ratio_over_many_tiles_equals_the_search_row_by_row() -> None:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from compiler import clip_search
 from compiler import quantizers as Q
+from compiler.clip_search import CLIP_RATIOS
 from edgesim import zoo
 from edgesim.api import quantize
 
@@ -31,13 +32,13 @@ def exhaustive_ratio(g: np.ndarray, bits: int, symmetric: bool) -> np.ndarray:
     if symmetric:
         hi = np.maximum(-lo, hi)
         lo = -hi
-    errs = np.empty((len(Q.CLIP_RATIOS), g.shape[0]))
-    for k, r in enumerate(Q.CLIP_RATIOS):
+    errs = np.empty((len(CLIP_RATIOS), g.shape[0]))
+    for k, r in enumerate(CLIP_RATIOS):
         s, zp = Q.scale_zero_point(lo * r, hi * r, bits, symmetric)
         s, zp = s.astype(np.float32)[:, None], zp[:, None]
         res = Q.dequantize_codes(Q.quantize_codes(g, s, zp, qmin, qmax), s, zp) - g
         errs[k] = np.cumsum(res.astype(np.float64) ** 2, axis=1)[:, -1]
-    return np.asarray(Q.CLIP_RATIOS)[np.argmin(errs, axis=0)]  # argmin: first of equals
+    return np.asarray(CLIP_RATIOS)[np.argmin(errs, axis=0)]  # argmin: first of equals
 
 
 def _groups(kind: str, rows: int, n: int, seed: int) -> np.ndarray:
@@ -88,7 +89,7 @@ def test_threaded_search_picks_the_same_ratios(threads: int) -> None:
     # threads: 9000 groups are 9 pieces, the last partial
     g = _groups("student_t", 9000, 32, seed=5)
     g.flags.writeable = False  # as the loader's weights are
-    args = (np.asarray(Q.CLIP_RATIOS), -7.0, 7.0, True, float(clip_search.TINY))
+    args = (np.asarray(CLIP_RATIOS), -7.0, 7.0, True, float(clip_search.TINY))
     want = exhaustive_ratio(g, 4, True)
     np.testing.assert_array_equal(clip_search._threaded(g, args, threads), want)
     np.testing.assert_array_equal(Q._mse_ratio(g, 4, True), want)
@@ -117,7 +118,7 @@ def test_a_failing_piece_is_raised_in_the_calling_thread(monkeypatch: pytest.Mon
     def fail(g: np.ndarray, *args: object) -> np.ndarray:
         raise MemoryError("piece")
     monkeypatch.setattr(clip_search, "_mse_ratio_kernel", fail)
-    args = (np.asarray(Q.CLIP_RATIOS), -7.0, 7.0, True, float(clip_search.TINY))
+    args = (np.asarray(CLIP_RATIOS), -7.0, 7.0, True, float(clip_search.TINY))
     with pytest.raises(MemoryError, match="piece"):
         clip_search._threaded(np.zeros((4096, 32), np.float32), args, 2)
 

@@ -7,7 +7,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compiler.quantizers import ActivationParams, fake_quant_activation, storage_range
+from compiler.activation_quant import ActivationParams, fake_quant_activation
+from compiler.quantizers import storage_range
 from compiler.range_choice import rounding_error
 from compiler.range_kernels import rounding_error as kernel
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compiler.quantizers import ActivationParams, fake_quant_activation
+from compiler.activation_quant import ActivationParams, fake_quant_activation
 from compiler.range_choice import rounding_error
 
 

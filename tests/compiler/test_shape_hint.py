@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from compiler.errors import ModelError
 from compiler.frontend import load
-from compiler.frontend.load import input_shape_hint
+from compiler.frontend.inputs import input_shape_hint
 from edgesim import cli
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
+from compiler import activation_quant as A
 from compiler import quantizers as Q
 from compiler.executor import run
 from compiler.frontend import load
@@ -94,11 +95,11 @@ def _w8a8_error(g, batches: list[dict[str, np.ndarray]]) -> float:
     w = g.weights[lin.inputs[1]]
     wq = Q.fake_quant_weight(w, 8, "per_channel", axis=0)
     xs = [run(g, f, keep=(lin.inputs[0],))[lin.inputs[0]] for f in batches]
-    stats = Q.range_stats(np.concatenate([x.ravel() for x in xs]))
-    p = Q.activation_params(stats, 8, "minmax")
+    stats = A.range_stats(np.concatenate([x.ravel() for x in xs]))
+    p = A.activation_params(stats, 8, "minmax")
     err = 0.0
     for x in xs:
-        xq = Q.fake_quant_activation(x, p.scale, p.zero_point, 8, False)
+        xq = A.fake_quant_activation(x, p.scale, p.zero_point, 8, False)
         err += float(np.sum((xq @ wq.T - x @ w.T) ** 2))
     return err
 

@@ -192,7 +192,7 @@ def test_progress_bar_on_a_terminal_lines_elsewhere_nothing_when_quiet() -> None
     (["N", 3, "H", "W"], "x=1x3x224x224"), ([-1, 3, 224, 224], "x=1x3x224x224"),
     ([2, "batch", 128], "x=2x1x128"), (["seq"], "x=1"), ([0, "T", 64], "x=1x128x64")])
 def test_input_shape_hints_are_accepted_by_the_parser(dims: list, expected: str) -> None:
-    from compiler.frontend.load import input_shape_hint
+    from compiler.frontend.inputs import input_shape_hint
 
     hint = input_shape_hint("x", dims)
     assert hint.startswith(f"--input-shape {expected} (guessed: ")

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from compiler.activation_quant import range_stats
 from compiler.emit import emit
 from compiler.passes.calibrate import calibrate
-from compiler.quantizers import range_stats
 from edgesim import calibration as cal
 from edgesim.evaluate import session
 from edgesim.float_pass import E2E_SAMPLES, _onnxruntime_forward, float_pass

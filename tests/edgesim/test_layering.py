@@ -7,8 +7,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-ABOVE_API = {"edgesim/api.py", "edgesim/cli.py", "edgesim/commands.py", "edgesim/__main__.py",
-             "edgesim/__init__.py"}
+ABOVE_API = {"edgesim/api.py", "edgesim/cli.py", "edgesim/__main__.py", "edgesim/__init__.py",
+             *(f"edgesim/commands/{m}.py" for m in ("models", "compile", "hardware"))}
 
 
 def _imports_api(tree: ast.AST) -> list[int]:

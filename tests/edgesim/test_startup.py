@@ -221,9 +221,11 @@ def test_a_sweep_worker_imports_no_milp_solver_and_no_sensitivity(tmp_path: Path
 # kernels, the quantizers and MatMulNBits packing (the zoo's decoder builder packs), the
 # validate, sweep, report and plot commands
 NOT_SIMULATE = ("hwmodels.macarray", "hwmodels.kernels.macarray", "hwmodels.kernels.sparse",
+                "hwmodels.kernels.macarray_folds", "hwmodels.kernels.macarray_traffic",
                 "hwmodels.mcu", "hwmodels.kernels.mcu", "compiler.packing",
-                "compiler.quantizers", "edgesim.validate", "edgesim.sweep", "edgesim.report",
-                "edgesim.plot", "matplotlib", "edgesim.pipeline")
+                "compiler.packing_neon", "compiler.quantizers", "compiler.activation_quant",
+                "edgesim.validate", "edgesim.sweep", "edgesim.report", "edgesim.plot",
+                "matplotlib", "edgesim.pipeline")
 
 
 def test_simulate_imports_no_milp_solver_and_no_sensitivity() -> None:
@@ -324,7 +326,7 @@ def test_collection_paused_runs_no_collection_and_freezes_what_the_body_made() -
 
 def test_no_collection_runs_while_the_compile_imports_its_modules(tmp_path: Path) -> None:
     """From the first of the modules the compile's load phase uses to the last, the
-    collector stays off (`cli.collection_paused` in `commands.cmd_compile`)."""
+    collector stays off (`cli.collection_paused` in `commands.compile.cmd_compile`)."""
     code = ("import gc, sys\n"
             "during = []\n"
             "def seen(phase, info):\n"

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from hwmodels import cpu
+from hwmodels import cpu, cpu_rates
 from hwmodels.cpu import CacheLevel
 from hwmodels.kernels import cpu as K
 from hwmodels.kernels import cpu_gemm
@@ -43,9 +43,9 @@ def test_a53_int8_conv_time_follows_the_load_share(monkeypatch):
                         vector_load_cycles=2.0)
     row = conv(256, 64, 24, ksize=1)
     rate = cpu.peak_macs_per_cycle(a53)["int8"]  # 1 pipe x 16 lanes / 2 = 8 MACs / cycle
-    assert rate == 8.0 and cpu._a53_class(a53)
+    assert rate == 8.0 and cpu_rates._a53_class(a53)
     got = cycles([row], [(8, 8)], a53, threads=1, runtime="ncnn")[0, 0]
-    monkeypatch.setattr(cpu, "_a53_class", lambda target: False)
+    monkeypatch.setattr(cpu_rates, "_a53_class", lambda target: False)
     fresh = dataclasses.replace(a53)  # a new target: path rows are memoised per target
     without = cycles([row], [(8, 8)], fresh, threads=1, runtime="ncnn")[0, 0]
     # ncnn int8 tiles 8 x 8: 576 pixels, 64 channels, k 256, all whole tiles
