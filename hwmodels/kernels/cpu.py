@@ -34,6 +34,9 @@ and `paths` [H, NPATH, NA] (per kernel path: MAC rate and the passes it adds). S
   ncnn's GEMMs also wait for a shared cache level as for DRAM (`shared_wait`).
   onnxruntime's elementwise / activation kernels split only when Eigen's cost model asks for
   a second thread, in CalculateParallelForBlock's blocks (`threads.parallel_for_share`).
+  Its DequantizeLinear takes no thread pool at all (quantize_linear.cc
+  `DequantizeLinearApply`: one loop on the calling thread; a 2-thread session's profile
+  shows no parallel section for it at any size), so a DQ node's pass runs on one thread.
   ncnn splits its im2col conv GEMMs over output-channel blocks and depthwise convs over
   channel packs, on 8 x 12 register tiles, and writes the whole im2col matrix (1x1 convs
   included) before the GEMM (`hwmodels.kernels.cpu_ncnn`, each fact cited there).
@@ -189,6 +192,7 @@ from hwmodels.kernels.cpu_roofline import (
     fits_llc,
     home,
     kernel_lanes,
+    on_calling_thread,
 )
 from hwmodels.kernels.jit import njit, prange
 
@@ -219,8 +223,8 @@ def gemm_streams(li: np.ndarray, row: np.ndarray, a: int, eba: float, ebw: float
                  p, ch, traffic, acc)
         acc[ACC_NODES] += 1.0
     if row[A_DQ_OUT] > 0:     # DequantizeLinear node: int8 in, fp32 out
-        add_pass(aout * 5.0, aout * DQ_LANE_OPS, lanes, home(aout * 5.0, p, ch), p, ch, traffic,
-                 acc)
+        add_pass(aout * 5.0, aout * DQ_LANE_OPS, lanes, home(aout * 5.0, p, ch),
+                 on_calling_thread(p) if runtime == RUNTIME_ORT else p, ch, traffic, acc)
     if row[A_FAKE_Q] > 0 and a <= 8:  # Q -> DQ pair left in front of a float kernel
         add_pass(ain * 10.0, ain * (Q_LANE_OPS + DQ_LANE_OPS), lanes, home(ain * 10.0, p, ch), p,
                  ch, traffic, acc)

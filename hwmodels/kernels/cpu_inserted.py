@@ -58,9 +58,14 @@ from hwmodels.kernels.cpu_layout import (
     P_NLEVELS,
     P_OP_OVH,
     P_PIPES,
-    P_THREADS,
 )
-from hwmodels.kernels.cpu_roofline import add_pass, dram_bandwidth, home, level_bandwidth
+from hwmodels.kernels.cpu_roofline import (
+    add_pass,
+    dram_bandwidth,
+    home,
+    level_bandwidth,
+    on_calling_thread,
+)
 from hwmodels.kernels.jit import njit
 
 # columns of the inserted-copy table [L, B, NI]: fp32 elements reordered (NCHW <-> NCHWc),
@@ -89,8 +94,7 @@ def copy_cycles(ins: np.ndarray, p: np.ndarray, ch: np.ndarray, traffic: np.ndar
     if ins[I_REORDER] > 0:
         nbytes = ins[I_REORDER] * 8.0  # fp32 read + write
         add_pass(nbytes, 0.0, p[P_LANES32], home(nbytes, p, ch), p, ch, traffic, acc)
-    one = p.copy()
-    one[P_THREADS] = 1.0  # onnxruntime's Transpose kernel runs on the calling thread
+    one = on_calling_thread(p)
     if ins[I_T_SCALAR] > 0:  # cycles as lane ops on 1 / pipes lanes: exactly `cycles` at t = 1
         nbytes = ins[I_T_SCALAR] * 2.0
         add_pass(nbytes, ins[I_T_SCALAR] * T_SCALAR_CYC, 1.0 / p[P_PIPES],
