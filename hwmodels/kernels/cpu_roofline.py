@@ -70,7 +70,7 @@ def serial_share(p: np.ndarray, t: float) -> float:
 @njit(cache=True)
 def on_calling_thread(p: np.ndarray) -> np.ndarray:
     """The parameters of a kernel onnxruntime runs on the calling thread alone, whatever the
-    session's threads: its Transpose and DequantizeLinear kernels take no thread pool."""
+    session's threads (its DequantizeLinear takes no thread pool)."""
     one = p.copy()
     one[P_THREADS] = 1.0
     return one

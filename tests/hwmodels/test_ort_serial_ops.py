@@ -1,8 +1,9 @@
-"""onnxruntime kernels that take no thread pool: DequantizeLinear runs on the calling thread
+"""Which onnxruntime kernels use the thread pool: DequantizeLinear runs on the calling thread
 at any size (quantize_linear.cc `DequantizeLinearApply`), so the cost kernel books a DQ
-node's pass on one thread. Oracle: onnxruntime's own profile of a 2-thread session, whose
-thread statistics list the parallel sections a node ran (none for DequantizeLinear; the
-cost-gated QuantizeLinear of the same tensor shows one, so the check can fail)."""
+node's pass on one thread; a layout Transpose splits at any size. Oracle: onnxruntime's own
+profile of a 2-thread session, whose thread statistics list the parallel sections a node ran
+(none for DequantizeLinear; the cost-gated QuantizeLinear of the same tensor shows one, so
+the check can fail)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
+from edgesim import profile_runs as PR
 from hwmodels import cpu
 from hwmodels.kernels import cpu as kernel
 from hwmodels.kernels import cpu_layout as K
@@ -86,3 +88,29 @@ def test_a_dq_pass_costs_its_one_thread_time_on_two_threads():
     # thread adding `parallel_efficiency` of a core
     eff = load_target("rpi5").parallel_efficiency
     assert _dq_pass_cycles(2, K.RUNTIME_NCNN) == pytest.approx(one / (1 + eff))
+
+
+@pytest.mark.ort
+@pytest.mark.parametrize(("dtype", "shape", "perm"), [
+    (TensorProto.UINT8, [1, 2, 2, 64], [0, 3, 1, 2]),     # NHWC -> NCHW, 4 rows
+    (TensorProto.FLOAT, [1, 56, 56, 64], [0, 3, 1, 2]),
+    (TensorProto.UINT8, [1, 64, 2, 1], [0, 2, 3, 1])])    # NCHW -> NHWC, 2 pixels
+def test_onnxruntime_splits_every_single_axis_transpose(dtype, shape, perm, tmp_path):
+    """The premise of `kernels.cpu_inserted`'s threaded transposes: onnxruntime 1.32 runs a
+    parallel section for a layout Transpose even of a few rows."""
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["x"], ["y"], perm=perm, name="op")], "g",
+        [helper.make_tensor_value_info("x", dtype, shape)],
+        [helper.make_tensor_value_info("y", dtype, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(tmp_path / "tr")
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+    sess.run(None, {"x": np.zeros(shape, np.uint8 if dtype == TensorProto.UINT8 else
+                                  np.float32)})
+    events = json.loads(Path(sess.end_profiling()).read_text())
+    assert PR.parallel_nodes(events) == {"op": True}
