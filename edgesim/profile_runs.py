@@ -145,6 +145,21 @@ def node_samples(events: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[in
     return out
 
 
+def parallel_nodes(events: Sequence[Mapping[str, Any]]) -> dict[str, bool]:
+    """Node name -> whether onnxruntime ran a parallel section for it in any run: its kernel
+    event's `thread_scheduling_stats.main_thread.block_size` lists the blocks the node's
+    parallel loops handed to the pool (empty: it ran on the calling thread alone)."""
+    out: dict[str, bool] = {}
+    for e in events:
+        name = str(e.get("name", ""))
+        if e.get("cat") != "Node" or not name.endswith(NODE_SUFFIX):
+            continue
+        stats = e.get("args", {}).get("thread_scheduling_stats") or {}
+        node = name[:-len(NODE_SUFFIX)]
+        out[node] = out.get(node, False) or bool(stats.get("main_thread", {}).get("block_size"))
+    return out
+
+
 def kept(samples: Mapping[str, Sequence[tuple[int, float]]],
          keep: Sequence[bool] | None) -> dict[str, list[float]]:
     """Per node, its times (ms) in the runs `keep` marks (all runs when `keep` is None, or

@@ -209,18 +209,11 @@ def _time_session(model: Any, x: np.ndarray, threads: int, seconds: float,
     return float(pick(times))
 
 
-def measure_ort_overheads(cores: int, seconds: float,
-                          parallel_efficiency: float = 1.0) -> dict[str, float] | None:
+def measure_ort_overheads(cores: int, seconds: float) -> dict[str, float] | None:
     """onnxruntime's fixed costs in us: per non-GEMM node and per inference (chains of 6 and 60
     typical elementwise nodes on [1, 4, 16]: t(n) = run + n * op), per GEMM node (60 MatMuls
-    [1,4,16] x [16,16]), and the fork/join of a parallel op: 16 MatMuls just large enough for
-    MLAS to split them over every core ([4 cores, 128] x [128, 128], cores x 64K MACs, so
-    compute is a few us and fork/join dominates), on 1 vs all threads: t_N = o + c / (1 +
-    (N - 1) e) + s, with e the measured `parallel_efficiency`, so that imperfect scaling is
-    not booked as fork/join as well. Both are the fastest run: on a shared machine a
-    descheduled worker adds tens of us to typical runs, which is load, not the executor's
-    cost (medians of 4M-MAC MatMuls booked 57-75 us on this project's loaded 2-core host;
-    this chain's minima give 3-4 us there). None when onnxruntime is not importable."""
+    [1,4,16] x [16,16]), and the fork/join of a parallel op (`measure_fork_join_us`). None
+    when onnxruntime is not importable."""
     try:
         x = np.ones((1, 4, 16), np.float32)
         small = {"b": np.full(16, 0.5, np.float32), "s": np.ones(16, np.float32),
@@ -228,20 +221,35 @@ def measure_ort_overheads(cores: int, seconds: float,
         six, sixty = (_time_session(chain_model(_STREAM_CYCLE, n, x.shape, small), x, 1,
                                     seconds) for n in (6, 60))
         gemm = _time_session(chain_model(_GEMM_CYCLE, 60, x.shape, small), x, 1, seconds) / 60
-        w = np.random.default_rng(0).standard_normal((128, 128)).astype(np.float32) / 11.3
-        rows = 4 * cores  # rows x 128 x 128 = cores x MLAS_SGEMM_THREAD_COMPLEXITY MACs
-        mm = chain_model(_GEMM_CYCLE, 16, (rows, 128), {"w": w})
-        xl = np.ones((rows, 128), np.float32)
-        t1 = _time_session(mm, xl, 1, seconds, min) / 16
-        tn = _time_session(mm, xl, cores, seconds, min) / 16 if cores > 1 else t1
+        fork = measure_fork_join_us(cores, seconds) if cores > 1 else 0.0
     except ImportError:
         return None
     op = max((sixty - six) / 54, 1e-8)
-    speedup = 1.0 + (cores - 1) * parallel_efficiency
-    fork = max(tn - gemm - max(t1 - gemm, 0.0) / speedup, 0.0) if cores > 1 else 0.0
     return {"op_overhead_us": op * 1e6, "gemm_overhead_us": max(gemm, op) * 1e6,
             "run_overhead_us": max(six - 6 * op, 0.0) * 1e6,
-            "thread_overhead_us": max(fork * 1e6, 0.1)}
+            "thread_overhead_us": max(fork, 0.1)}
+
+
+# onnxruntime's LayerNormalization splits its rows over the whole pool at any size
+# (layer_norm_impl.cc: TryBatchParallelFor(pool, norm_count, ..., 0), one batch per thread),
+# so a chain of them on one row per thread is fork/join and almost nothing else
+_FORK_CYCLE: _Cycle = (("LayerNormalization", ("s", "b"), {"axis": -1}),)
+FORK_CHAIN = (6, 66)  # chain lengths: their difference over 60 nodes is one node's time
+
+
+def measure_fork_join_us(cores: int, seconds: float) -> float:
+    """Fork/join of one parallel onnxruntime op (us): the per-node time of a chain of
+    LayerNormalization nodes on [1, cores, 16] (one 16-float row per thread, ~10 ns of work
+    each) on all threads less on one thread, fastest runs. Unlike a split GEMM, nothing of
+    the difference is compute that scaled imperfectly, so no `parallel_efficiency` enters."""
+    x = np.ones((1, cores, 16), np.float32)
+    inits = {"s": np.ones(16, np.float32), "b": np.zeros(16, np.float32)}
+    node = {}
+    for t in (1, cores):
+        short, long = (_time_session(chain_model(_FORK_CYCLE, n, x.shape, inits), x, t,
+                                     seconds, min) for n in FORK_CHAIN)
+        node[t] = (long - short) / (FORK_CHAIN[1] - FORK_CHAIN[0])
+    return (node[cores] - node[1]) * 1e6
 
 
 def _simd_bits(arch: str, isa: tuple[str, ...]) -> int:
@@ -338,15 +346,16 @@ _OVERHEAD_HOW = {
     "run_overhead_us": "onnxruntime chains of 6 and 60 elementwise / norm / softmax nodes on "
                        "[1,4,16], 1 thread (CPU time)",
     "gemm_overhead_us": "onnxruntime chain of 60 MatMuls [1,4,16]x[16,16], 1 thread (CPU time)",
-    "thread_overhead_us": "onnxruntime 16 MatMuls [4 x cores,128]x[128,128], 1 vs all "
-                          "threads, fastest run (wall), net of parallel_efficiency"}
+    "thread_overhead_us": "onnxruntime chains of 6 and 66 LayerNormalization nodes on "
+                          "[1,cores,16] (split over every thread), all vs 1 thread, fastest "
+                          "runs"}
 _OVERHEAD_ASSUMED = {"op_overhead_us": 1.0, "gemm_overhead_us": 2.0, "run_overhead_us": 10.0,
                      "thread_overhead_us": 10.0}
 
 
-def _probe_runtime(cores: int, seconds: float, measured: str, parallel_efficiency: float = 1.0
+def _probe_runtime(cores: int, seconds: float, measured: str
                    ) -> tuple[dict[str, Any], dict[str, str]]:
-    got = measure_ort_overheads(cores, seconds, parallel_efficiency)
+    got = measure_ort_overheads(cores, seconds)
     if got is None:
         why = "assumed: onnxruntime not importable when probing"
         return dict(_OVERHEAD_ASSUMED), {k: why for k in _OVERHEAD_ASSUMED}
@@ -417,8 +426,7 @@ def probe_host(*, seconds: float = 0.3) -> CpuTarget:
                                                 measured)
     ghz = compute["clock_ghz"]
     caches, cache_src = _probe_caches(ghz, compute["simd_bits"], seconds, measured)
-    runtime, runtime_src = _probe_runtime(cores, seconds, measured,
-                                          compute["parallel_efficiency"])
+    runtime, runtime_src = _probe_runtime(cores, seconds, measured)
     dram, dram_src = _probe_dram(caches[-1].size_kib, seconds, measured, cores)
     model = (info[0].get("model name") or info[0].get("CPU part") or arch) if info else arch
     sources = {"cores": f"{measured}: os.sched_getaffinity", "isa": f"{measured}: /proc/cpuinfo",

@@ -36,6 +36,9 @@ and `paths` [H, NPATH, NA] (per kernel path: MAC rate and the passes it adds). S
   ncnn's GEMMs also wait for a shared cache level as for DRAM (`shared_wait`).
   onnxruntime's elementwise / activation kernels split only when Eigen's cost model asks for
   a second thread, in CalculateParallelForBlock's blocks (`threads.parallel_for_share`).
+  Its DequantizeLinear takes no thread pool at all (quantize_linear.cc
+  `DequantizeLinearApply`: one loop on the calling thread; a 2-thread session's profile
+  shows no parallel section for it at any size), so a DQ node's pass runs on one thread.
   ncnn splits its im2col conv GEMMs over output-channel blocks and depthwise convs over
   channel packs, on 8 x 12 register tiles, and writes the whole im2col matrix (1x1 convs
   included) before the GEMM (`hwmodels.kernels.cpu_ncnn`, each fact cited there).

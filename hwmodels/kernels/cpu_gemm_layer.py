@@ -75,6 +75,7 @@ from hwmodels.kernels.cpu_layout import (
     Q_LANE_OPS,
     REQUANT_LANE_OPS,
     RUNTIME_NCNN,
+    RUNTIME_ORT,
     UNPACK_LANE_OPS,
     WINOGRAD_MIN_CH,
     WINOGRAD_MIN_CH_FP16,
@@ -93,6 +94,7 @@ from hwmodels.kernels.cpu_roofline import (
     fits_llc,
     home,
     kernel_lanes,
+    on_calling_thread,
 )
 from hwmodels.kernels.cpu_stream import stream_elem_bytes
 from hwmodels.kernels.jit import njit
@@ -124,8 +126,8 @@ def gemm_streams(li: np.ndarray, row: np.ndarray, a: int, eba: float, ebw: float
                  p, ch, traffic, acc)
         acc[ACC_NODES] += 1.0
     if row[A_DQ_OUT] > 0:     # DequantizeLinear node: int8 in, fp32 out
-        add_pass(aout * 5.0, aout * DQ_LANE_OPS, lanes, home(aout * 5.0, p, ch), p, ch, traffic,
-                 acc)
+        add_pass(aout * 5.0, aout * DQ_LANE_OPS, lanes, home(aout * 5.0, p, ch),
+                 on_calling_thread(p) if runtime == RUNTIME_ORT else p, ch, traffic, acc)
     if row[A_FAKE_Q] > 0 and a <= 8:  # Q -> DQ pair left in front of a float kernel
         add_pass(ain * 10.0, ain * (Q_LANE_OPS + DQ_LANE_OPS), lanes, home(ain * 10.0, p, ch), p,
                  ch, traffic, acc)

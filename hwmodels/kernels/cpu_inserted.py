@@ -4,13 +4,16 @@ the CPU kernel's output.
 - NCHWc reorders (ReorderInput / ReorderOutput, MLAS snchwc.cpp `MlasReorderInputNchw` /
   `MlasReorderOutputNchw`): vector copies of an fp32 tensor, one read and one write per
   element, split over threads like an elementwise op: a memory-bound pass (`add_pass`).
-- Transposes (onnxruntime core/providers/cpu/tensor/transpose.cc, single-threaded): moving
-  one axis of a uint8 tensor calls `MlasTranspose`, which transposes 8 x 8 byte blocks with
+- Transposes (onnxruntime core/providers/cpu/tensor/transpose.cc): moving one axis of a
+  uint8 tensor calls `MlasTranspose`, which transposes 8 x 8 byte blocks with
   SSE2 / NEON unpacks (T_BLOCK_CYC per element) when the moved axis has >= 8 entries and
   falls back to a scalar loop (a load and a store per element: T_SCALAR_CYC) when it has
   fewer (the RGB input's 3 channels); a 4-byte tensor takes the scalar
   `SimpleTransposeSingleAxis{In,Out}wards<uint32_t>` loop. Each books max(those cycles,
-  bytes / bandwidth of the level the tensor lives in) on one thread.
+  bytes / bandwidth of the level the tensor lives in). In onnxruntime 1.32 each of them runs
+  on the session's threads: a 2-thread profile shows a parallel section for every single-axis
+  Transpose of >= 2 rows, uint8 and fp32, either direction (`bench/bench_parallel_ops.py`);
+  assumed: equal shares of the rows (MLAS's transpose work block partitions the M rows).
 - The strided side of a transpose (`strided_pass`): `MlasTranspose` walks 8-column strips
   down every row of its M x N input (mlas/lib/transpose.cpp), reading 8 bytes per row and
   visit, and the scalar 4-byte loop writes one element to each of its C output rows in turn
@@ -40,7 +43,6 @@ from hwmodels.kernels.cpu_layout import (
     BOUND_COMPUTE,
     BOUND_DRAM,
     BOUND_ONCHIP,
-    C_BYTES,
     C_E_BYTE,
     MAX_LEVELS,
     NACC,
@@ -60,7 +62,13 @@ from hwmodels.kernels.cpu_layout import (
     P_PIPES,
     P_THREADS,
 )
-from hwmodels.kernels.cpu_roofline import add_pass, dram_bandwidth, home, level_bandwidth
+from hwmodels.kernels.cpu_roofline import (
+    add_pass,
+    dram_bandwidth,
+    home,
+    level_bandwidth,
+    level_capacity,
+)
 from hwmodels.kernels.jit import njit
 
 # columns of the inserted-copy table [L, B, NI]: fp32 elements reordered (NCHW <-> NCHWc),
@@ -89,27 +97,26 @@ def copy_cycles(ins: np.ndarray, p: np.ndarray, ch: np.ndarray, traffic: np.ndar
     if ins[I_REORDER] > 0:
         nbytes = ins[I_REORDER] * 8.0  # fp32 read + write
         add_pass(nbytes, 0.0, p[P_LANES32], home(nbytes, p, ch), p, ch, traffic, acc)
-    one = p.copy()
-    one[P_THREADS] = 1.0  # onnxruntime's Transpose kernel runs on the calling thread
     if ins[I_T_SCALAR] > 0:  # cycles as lane ops on 1 / pipes lanes: exactly `cycles` at t = 1
         nbytes = ins[I_T_SCALAR] * 2.0
         add_pass(nbytes, ins[I_T_SCALAR] * T_SCALAR_CYC, 1.0 / p[P_PIPES],
-                 home(nbytes, p, ch), one, ch, traffic, acc)
+                 home(nbytes, p, ch), p, ch, traffic, acc)
     if ins[I_T_U8_BLOCK] > 0:
-        strided_pass(ins[I_T_U8_BLOCK], 1.0, T_BLOCK_CYC, ins[I_U8_EXTRA], ins[I_U8_WS], one,
+        strided_pass(ins[I_T_U8_BLOCK], 1.0, T_BLOCK_CYC, ins[I_U8_EXTRA], ins[I_U8_WS], p,
                      ch, traffic, acc)
     if ins[I_T_SCALAR_F32] > 0:
         strided_pass(ins[I_T_SCALAR_F32], 4.0, T_SCALAR_CYC, ins[I_F32_EXTRA], ins[I_F32_WS],
-                     one, ch, traffic, acc)
+                     p, ch, traffic, acc)
     acc[ACC_T_OVERHEAD] += ins[I_NODES] * p[P_OP_OVH]
 
 
 @njit(cache=True)
-def serving_level(ws: float, fallback: int, ch: np.ndarray) -> int:
+def serving_level(ws: float, fallback: int, ch: np.ndarray, t: float = 1.0) -> int:
     """The first cache level with room for `ws` bytes (strictly: the other stream needs lines
-    too), at most `fallback` (the level the tensor lives in)."""
+    too) when t threads sweep a share of them each, at most `fallback` (the level the tensor
+    lives in)."""
     for j in range(fallback):
-        if ws < ch[j, C_BYTES]:
+        if ws / t < level_capacity(ch, j, t):
             return j
     return fallback
 
@@ -117,16 +124,17 @@ def serving_level(ws: float, fallback: int, ch: np.ndarray) -> int:
 @njit(cache=True)
 def strided_pass(elems: float, eb: float, cyc: float, extra: float, ws: float, p: np.ndarray,
                  ch: np.ndarray, traffic: np.ndarray, acc: np.ndarray) -> None:
-    """A one-thread transpose of `elems` elements of `eb` bytes at `cyc` cycles each, whose
-    strided side fetches `extra` bytes again from the level `ws` fits (`serving_level`):
-    max(compute, read + write bytes / bandwidth of the tensor's home, extra bytes / bandwidth
-    of the serving level; one sum where they are the same level)."""
+    """A transpose of `elems` elements of `eb` bytes at `cyc` cycles each on the session's
+    threads, each taking an equal share of the rows, whose strided side fetches `extra` bytes
+    again from the level `ws` fits (`serving_level`): max(compute, read + write bytes /
+    bandwidth of the tensor's home, extra bytes / bandwidth of the serving level; one sum
+    where they are the same level), levels at their t-thread bandwidth."""
     nbytes = elems * eb * 2.0
-    nl = int(p[P_NLEVELS])
+    nl, t = int(p[P_NLEVELS]), p[P_THREADS]
     lvl = home(nbytes, p, ch)
-    j = serving_level(ws, lvl, ch)
-    bw_home = level_bandwidth(ch, lvl, 1.0) if lvl < nl else dram_bandwidth(p, 1.0)
-    bw_j = level_bandwidth(ch, j, 1.0) if j < nl else dram_bandwidth(p, 1.0)
+    j = serving_level(ws, lvl, ch, t)
+    bw_home = level_bandwidth(ch, lvl, t) if lvl < nl else dram_bandwidth(p, t)
+    bw_j = level_bandwidth(ch, j, t) if j < nl else dram_bandwidth(p, t)
     mem_home = (nbytes + (extra if j == lvl else 0.0)) / bw_home
     mem_j = extra / bw_j if j != lvl else 0.0
     comp = elems * cyc
@@ -135,10 +143,10 @@ def strided_pass(elems: float, eb: float, cyc: float, extra: float, ws: float, p
         traffic[lvl] += nbytes
     if j > 0:
         traffic[j] += extra
-    t = max(comp, mem_home, mem_j)
+    busy = max(comp / t, mem_home, mem_j)
     slow = lvl if mem_home >= mem_j else j
-    bound = BOUND_COMPUTE if comp >= t else (BOUND_ONCHIP if slow < nl else BOUND_DRAM)
-    acc[ACC_T_COMPUTE + bound] += t
+    bound = BOUND_COMPUTE if comp / t >= busy else (BOUND_ONCHIP if slow < nl else BOUND_DRAM)
+    acc[ACC_T_COMPUTE + bound] += busy
     acc[ACC_LANE_OPS] += comp
     acc[ACC_INSTR] += comp * p[P_PIPES]  # as `add_pass` books `comp` lane ops on 1 / pipes lanes
 

@@ -68,6 +68,15 @@ def serial_share(p: np.ndarray, t: float) -> float:
 
 
 @njit(cache=True)
+def on_calling_thread(p: np.ndarray) -> np.ndarray:
+    """The parameters of a kernel onnxruntime runs on the calling thread alone, whatever the
+    session's threads (its DequantizeLinear takes no thread pool)."""
+    one = p.copy()
+    one[P_THREADS] = 1.0
+    return one
+
+
+@njit(cache=True)
 def dram_bandwidth(p: np.ndarray, t: float) -> float:
     """DRAM bytes per cycle t threads draw together: the one-thread sustained figure at t = 1,
     the all-core figure at t = cores, linear in between (a shared roof that saturates)."""

@@ -177,3 +177,17 @@ def test_kept_samples_follow_the_clean_mask_and_fall_back_to_all():
     assert PR.kept(samples, [False, True, True])["a"] == [0.3, 0.6]
     assert PR.kept(samples, [False, False, False])["a"] == [0.9, 0.3, 0.6]
     assert PR.kept(samples, None)["b"] == [0.020, 0.021, 0.022]
+
+
+def test_parallel_nodes_reads_the_blocks_each_node_handed_to_the_pool():
+    def node(name: str, blocks: list[int] | None) -> dict:
+        args = {} if blocks is None else {"thread_scheduling_stats": {
+            "main_thread": {"block_size": blocks}, "sub_threads": {}}}
+        return {"cat": "Node", "name": f"{name}{PR.NODE_SUFFIX}", "args": args}
+
+    events = [node("conv", [1]), node("dq", []), node("gemm", []), node("gemm", [32, 32]),
+              node("relu", None), {"cat": "Node", "name": "conv_fence_before", "args": {}},
+              {"cat": "Session", "name": "model_run"}]
+    # a parallel section in any run counts; no statistics (one thread) reads as none
+    assert PR.parallel_nodes(events) == {"conv": True, "dq": False, "gemm": True,
+                                         "relu": False}

@@ -102,7 +102,7 @@ def _cost(ins_row: np.ndarray, target: cpu.CpuTarget, threads: int) -> tuple[flo
     return float(out[K.O_CYCLES, 0, 0, 0]), p, ch
 
 
-def test_scalar_transpose_books_a_cycle_per_element_on_one_thread():
+def test_scalar_transpose_books_a_cycle_per_element_split_over_threads():
     row = np.zeros(I.NI)
     row[I.I_T_SCALAR], row[I.I_NODES] = 150528.0, 1.0  # a uint8 [1, 3, 224, 224] input
     cyc1, p, ch = _cost(row, _avx2(), 1)
@@ -110,7 +110,10 @@ def test_scalar_transpose_books_a_cycle_per_element_on_one_thread():
     last = int(p[K.P_NLEVELS]) - 1  # 301 KB read + written fits the last level
     mem = 2 * 150528 / ch[last, K.C_BPC]
     assert cyc1 == pytest.approx(max(150528 * 1.0, mem) + p[K.P_OP_OVH])
-    assert cyc2 == pytest.approx(cyc1)  # onnxruntime's Transpose is single-threaded
+    # onnxruntime 1.32 splits the rows over the session's threads; the second thread adds
+    # parallel_efficiency of a core, the shared last level's bandwidth does not grow
+    eff = _avx2().parallel_efficiency
+    assert cyc2 == pytest.approx(max(150528 * 1.0 / (1 + eff), mem) + p[K.P_OP_OVH])
 
 
 def test_block_transpose_rate_is_the_sse2_8x8_block():

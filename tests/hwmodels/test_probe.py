@@ -120,17 +120,52 @@ def test_probed_target_runs_the_cost_model(host):
     assert np.isfinite(cost.latency_s).all() and (cost.latency_s > 0).all()
 
 
-def test_fork_join_is_net_of_the_measured_parallel_efficiency(monkeypatch):
+def test_fork_join_is_the_split_layernorms_extra_time_per_node(monkeypatch):
     # chains timed in this order: 6 and 60 elementwise nodes (1 us each + 10 us per run),
-    # 60 small MatMuls (2 us each), 16 big MatMuls on 1 thread (2 us + 100 us of compute) and
-    # on 4 threads at efficiency 0.5: 2 + 100 / (1 + 3 * 0.5) + 5 us of fork/join each
-    times = iter([16e-6, 70e-6, 60 * 2e-6, 16 * 102e-6, 16 * (2e-6 + 40e-6 + 5e-6)])
-    monkeypatch.setattr(probe, "_time_session", lambda *a, **k: next(times))
-    got = probe.measure_ort_overheads(4, 0.01, parallel_efficiency=0.5)
+    # 60 small MatMuls (2 us each), then 6 and 66 LayerNorms on 1 thread (0.5 us each + 8 us
+    # per run) and on 4 threads (0.5 + 0.3 us of fork/join each + 9 us per run)
+    times = iter([16e-6, 70e-6, 60 * 2e-6, 11e-6, 41e-6, 13.8e-6, 61.8e-6])
+    seen = []
+
+    def timed(model, x, threads, seconds, pick=None):
+        seen.append((len(model.graph.node), threads, x.shape))
+        return next(times)
+
+    monkeypatch.setattr(probe, "_time_session", timed)
+    got = probe.measure_ort_overheads(4, 0.01)
     assert got["op_overhead_us"] == pytest.approx(1.0)
     assert got["run_overhead_us"] == pytest.approx(10.0)
     assert got["gemm_overhead_us"] == pytest.approx(2.0)
-    assert got["thread_overhead_us"] == pytest.approx(5.0)
+    assert got["thread_overhead_us"] == pytest.approx(0.3)
+    # one LayerNorm row per thread, at 1 and at all 4 threads
+    assert seen[3:] == [(6, 1, (1, 4, 16)), (66, 1, (1, 4, 16)), (6, 4, (1, 4, 16)),
+                        (66, 4, (1, 4, 16))]
+
+
+@pytest.mark.ort
+def test_onnxruntime_splits_a_one_row_per_thread_layernorm(tmp_path):
+    """The fork/join chain's premise, from onnxruntime's own profile: at 2 threads each
+    LayerNorm node of the probe's chain runs a parallel section (its thread statistics list
+    a block), while a Relu of the same size stays on the calling thread."""
+    import json
+
+    import onnxruntime as ort
+
+    x = np.ones((1, 2, 16), np.float32)
+    inits = {"s": np.ones(16, np.float32), "b": np.zeros(16, np.float32)}
+    for cycle, split in ((probe._FORK_CYCLE, True), ((("Relu", (), {}),), False)):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 2
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(tmp_path / cycle[0][0])
+        sess = ort.InferenceSession(probe.chain_model(cycle, 6, x.shape, inits)
+                                    .SerializeToString(), opts,
+                                    providers=["CPUExecutionProvider"])
+        sess.run(None, {"t0": x})
+        blocks = [e["args"]["thread_scheduling_stats"]["main_thread"]["block_size"]
+                  for e in json.loads(open(sess.end_profiling()).read())
+                  if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+        assert len(blocks) == 6 and all(bool(b) == split for b in blocks)
 
 
 def test_concurrent_copies_count_every_threads_bytes(monkeypatch):

@@ -1,7 +1,8 @@
 """The strided side of onnxruntime's inserted Transposes (hwmodels.ort_layout.strided_side,
 hwmodels.kernels.cpu_inserted.strided_pass) in closed form: MlasTranspose's 8-column strips
 re-read their input rows when one strip's lines overflow a cache level, and the 4-byte scalar
-loop refills its C output rows' lines when they overflow L1."""
+loop refills its C output rows' lines when they overflow L1; on several threads each sweeps
+its share of the rows."""
 
 from __future__ import annotations
 
@@ -29,9 +30,9 @@ def _host():
                                name="avx2-host")
 
 
-def _cycles(row: np.ndarray) -> float:
+def _cycles(row: np.ndarray, threads: int = 1) -> float:
     t = _host()
-    p, ch = cpu.params_row(t, 1), cpu.cache_rows(t)
+    p, ch = cpu.params_row(t, threads), cpu.cache_rows(t)
     out = np.zeros((K.NO, 1, 1, 1))
     I.add_inserted(row[None, None, None, :], p[None], ch[None], out)
     return float(out[K.O_CYCLES, 0, 0, 0]) - p[K.P_OP_OVH]
@@ -63,6 +64,21 @@ def test_u8_strips_overflowing_l2_reread_from_l3():
     assert expect > elems * I.T_BLOCK_CYC
     assert _cycles(row) == pytest.approx(expect)
     assert expect / elems == pytest.approx(9 / L3_BPC)  # 0.48 cycles per element
+
+
+def test_two_threads_halve_the_strips_so_they_fit_l2_again():
+    """onnxruntime 1.32 splits a layout Transpose's rows over the session's threads: each
+    thread's strips span half the rows, 401 KB of lines < the 512 KiB L2 each core has, so
+    the re-reads come from two private L2s while the tensor still streams from the shared
+    L3; the block compute halves."""
+    elems = 112 * 112 * 64
+    extra, ws = ort_layout.strided_side(112 * 112, 64, 8, 64)
+    row = np.zeros(I.NI)
+    row[I.I_T_U8_BLOCK], row[I.I_U8_EXTRA], row[I.I_U8_WS], row[I.I_NODES] = elems, extra, ws, 1
+    expect = max(elems * I.T_BLOCK_CYC / 2, 2 * elems / L3_BPC, extra / (2 * L2_BPC))
+    assert expect == pytest.approx(extra / (2 * L2_BPC))  # 7 re-reads per line bind
+    assert _cycles(row, 2) == pytest.approx(expect)
+    assert _cycles(row, 2) < 0.5 * _cycles(row, 1)
 
 
 def test_fp32_rows_overflowing_l1_refill_from_l2():
