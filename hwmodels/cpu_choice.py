@@ -166,13 +166,24 @@ def _ncnn_fc_fp16s(table: LayerTable, target: CpuTarget) -> np.ndarray:
 
 def fused_activations(table: LayerTable) -> np.ndarray:
     """bool [L]: clamp-like activations (relu, clip, leaky relu: <= 2 ops per element) that
-    consume the output of the conv or linear layer just before them. onnxruntime's
-    ConvActivationFusion / GemmActivationFusion run them in that kernel's output loop."""
+    consume the output of a conv or linear layer (its producer, `LayerTable.reads`; the layer
+    just before them where the table has no edges) that no other layer reads and that is no
+    graph output. onnxruntime's ConvActivationFusion / GemmActivationFusion run them in that
+    kernel's output loop wherever the graph lists them: a branchy graph (Basic Pitch) puts
+    other layers between a conv and its ReLU."""
     gemm_kinds = (KIND_CODE["conv"], KIND_CODE["linear"])
     act = (table.kind_code == KIND_CODE["activation"]) & (table.ops <= 2 * table.a_out_elems)
-    after_gemm = np.r_[False, np.isin(table.kind_code[:-1], gemm_kinds)]
-    feeds = np.r_[False, table.a_out_elems[:-1] == table.a_in_elems[1:]]
-    fused: np.ndarray = act & after_gemm & feeds
+    if table.reads is None:
+        src, lone = np.arange(len(table)) - 1, np.ones(len(table), bool)
+    else:
+        src = table.reads[:, 0]
+        readers = np.bincount(table.reads[table.reads >= 0], minlength=len(table))
+        out = np.zeros(len(table), bool) if table.graph_output is None else table.graph_output
+        lone = (readers == 1) & ~out
+    at = np.maximum(src, 0)
+    from_gemm = (src >= 0) & np.isin(table.kind_code[at], gemm_kinds)
+    feeds = table.a_out_elems[at] == table.a_in_elems
+    fused: np.ndarray = act & from_gemm & lone[at] & feeds
     return fused
 
 
