@@ -13,10 +13,14 @@ A weight-only conv (DequantizeLinear -> float conv) is linear in its weight, so 
 (W_q - W) times the mean window of its input, with no second conv (W4 YOLOX at 416x416 ran 83
 convs twice per sample: 33 of the 40 CPU-s of `edgesim quantize --bits 4`).
 A layer without a bias gets one; a bias another layer also reads is copied, not changed.
+Layers that emit one weight (the steps of an unrolled LSTM read one recurrent matrix, written
+once) share one correction, the mean of their shifts, written once: ddddocr's CRNN at W4
+wrote 40 per-step fp32 biases (327,680 bytes) for its two recurrent weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from types import MappingProxyType
@@ -89,31 +93,54 @@ def output_shifts(qg: Graph, batches: Iterable[Mapping[str, np.ndarray]],
             if rows[name]}
 
 
-def _with_bias(g: Graph, layer: Layer, bias: np.ndarray, weights: dict[str, np.ndarray]
-               ) -> tuple[Layer, dict[str, Spec]]:
-    """`layer` reading `bias`: in place if it alone reads its bias, else as a new tensor."""
-    old = layer.inputs[2] if len(layer.inputs) > 2 and layer.inputs[2] else None
-    if old is not None and len(g.consumers().get(old, ())) == 1:
-        weights[old] = readonly(bias.astype(g.weights[old].dtype))
-        return layer, {}
-    name = f"{layer.name}.corrected_bias"
+def _bias(layer: Layer) -> str | None:
+    return layer.inputs[2] if len(layer.inputs) > 2 and layer.inputs[2] else None
+
+
+def _emitted_weight(qg: Graph, layer: Layer) -> tuple[object, ...]:
+    """What identifies the weight `layer` emits: its float weight, bias, format and quantised
+    data (the emitter writes equal contents once, `Builder.const`)."""
+    names = fake_quant.quant_names(layer.name)
+    data = tuple(hashlib.sha256(np.ascontiguousarray(qg.weights[n]).tobytes()).hexdigest()
+                 for n in (names.codes, names.scale, names.zero_point) if n in qg.weights)
+    return layer.inputs[1], _bias(layer), fake_quant.row(layer).name, data
+
+
+def _shared_bias(qg: Graph, group: list[Layer], bias: np.ndarray, weights: dict[str, np.ndarray],
+                 users: Mapping[str, list[Layer]]) -> tuple[str, dict[str, Spec]]:
+    """The tensor `group` reads `bias` from: its old bias in place if only the group reads
+    it, else one new tensor."""
+    old = _bias(group[0])
+    readers = {layer.name for layer in users.get(old, ())} if old else set()
+    if old is not None and readers == {layer.name for layer in group}:
+        weights[old] = readonly(bias.astype(qg.weights[old].dtype))
+        return old, {}
+    name = f"{group[0].name}.corrected_bias"
     weights[name] = readonly(bias.astype(np.float32))
-    inputs = (*layer.inputs[:2], name, *layer.inputs[3:])
-    return replace(layer, inputs=inputs), {name: Spec(bias.shape, "float32")}
+    return name, {name: Spec(bias.shape, "float32")}
 
 
 def correct_biases(qg: Graph, shifts: Mapping[str, np.ndarray]) -> Graph:
-    """`qg` with each named layer's bias lowered by its measured shift."""
-    weights, types, layers = dict(qg.weights), dict(qg.types), []
+    """`qg` with each named layer's bias lowered by its measured shift; layers emitting one
+    weight share one bias, lowered by the mean of their shifts."""
+    groups: dict[tuple[object, ...], list[Layer]] = {}
     for layer in qg.layers:
         if layer.name in shifts:
-            old = layer.inputs[2] if len(layer.inputs) > 2 and layer.inputs[2] else None
-            base = np.zeros(shifts[layer.name].shape) if old is None else qg.weights[old]
-            layer, new = _with_bias(qg, layer, np.asarray(base, np.float64)
-                                    - shifts[layer.name], weights)
-            types.update(new)
-        layers.append(layer)
-    return replace(qg, layers=tuple(layers), weights=MappingProxyType(weights),
+            groups.setdefault(_emitted_weight(qg, layer), []).append(layer)
+    weights, types, users = dict(qg.weights), dict(qg.types), qg.consumers()
+    bias_of: dict[str, str] = {}  # layer -> the bias tensor it reads
+    for group in groups.values():
+        shift = np.mean([shifts[layer.name] for layer in group], axis=0)
+        old = _bias(group[0])
+        base = np.zeros(shift.shape) if old is None else qg.weights[old]
+        name, new = _shared_bias(qg, group, np.asarray(base, np.float64) - shift, weights,
+                                users)
+        types.update(new)
+        bias_of.update(dict.fromkeys((layer.name for layer in group), name))
+    layers = tuple(layer if layer.name not in bias_of else replace(
+        layer, inputs=(*layer.inputs[:2], bias_of[layer.name], *layer.inputs[3:]))
+        for layer in qg.layers)
+    return replace(qg, layers=layers, weights=MappingProxyType(weights),
                    types=MappingProxyType(types))
 
 

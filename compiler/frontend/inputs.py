@@ -77,8 +77,28 @@ def _detected_axis(dims: list[int | str] | None, batch_names: set[str]) -> int |
     return named[0] if named else dynamic[0] if len(dynamic) == 1 else 0
 
 
+# ONNX recurrences whose layout 0 (the default) puts the batch on axis 1: X [seq, batch, in]
+# and the initial states [directions, batch, hidden] (input positions 0 and 5..6)
+_RECURRENT_BATCH_INPUTS = {"LSTM": (0, 5, 6), "GRU": (0, 5), "RNN": (0, 5)}
+
+
+def _recurrent_axes(graph: onnx.GraphProto) -> dict[str, int]:
+    """Axis 1 for each graph input a layout-0 LSTM/GRU/RNN reads as its sequence or initial
+    state: its axis 0 is time steps or directions, never samples."""
+    inputs = {vi.name for vi in graph.input}
+    axes: dict[str, int] = {}
+    for node in graph.node:
+        layout = next((a.i for a in node.attribute if a.name == "layout"), 0)
+        if node.domain in ("", "ai.onnx") and layout == 0:
+            for i in _RECURRENT_BATCH_INPUTS.get(node.op_type, ()):
+                if i < len(node.input) and node.input[i] in inputs:
+                    axes[node.input[i]] = 1
+    return axes
+
+
 def resolve_batch_axes(graph: onnx.GraphProto, declared: BatchAxes) -> dict[str, int | None]:
-    """The batch axis of every graph input: declared by the user, else detected.
+    """The batch axis of every graph input: declared by the user, else detected (axis 1 for
+    a sequence-first recurrence's inputs).
 
     Raises:
         ModelError: a declared name that is not a graph input, or an axis out of range.
@@ -90,6 +110,7 @@ def resolve_batch_axes(graph: onnx.GraphProto, declared: BatchAxes) -> dict[str,
                          f"no such graph input; the model's inputs are {list(dims)}")
     batch_names = {d[0] for d in dims.values() if d and isinstance(d[0], str)}
     axes = {n: _detected_axis(d, batch_names) for n, d in dims.items()}
+    axes.update({n: a for n, a in _recurrent_axes(graph).items() if len(dims[n] or ()) > a})
     for name, axis in declared.items():
         rank = len(dims[name] or ())
         if axis is not None and not -rank <= axis < rank:

@@ -12,13 +12,15 @@ pattern is plain code (`norm_patterns`, `act_patterns`; the machinery is `patter
 from __future__ import annotations
 
 from compiler.frontend.act_patterns import match_gelu_erf, match_gelu_tanh, match_silu
+from compiler.frontend.hswish_pattern import match_hard_swish
 from compiler.frontend.norm_patterns import match_layer_norm, match_rms_norm
 from compiler.frontend.pattern_match import Pattern, fuse
 from compiler.ir import Graph
 
 # LayerNorm before RMSNorm: an RMSNorm chain is the tail end of a LayerNorm chain.
 PATTERNS: tuple[Pattern, ...] = (
-    match_layer_norm, match_rms_norm, match_gelu_erf, match_gelu_tanh, match_silu)
+    match_layer_norm, match_rms_norm, match_gelu_erf, match_gelu_tanh, match_silu,
+    match_hard_swish)
 
 
 def fuse_patterns(g: Graph) -> Graph:
