@@ -233,7 +233,7 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
                 curvature: str = "gauss-newton", tol: float = 0.05, max_iter: int = 100,
                 min_iter: int = 3, fd_eps: float = FD_EPS, seed: int = 0,
                 freeze: bool = True, observe: Observer | None = None,
-                budget_s: float | None = None, clock: Clock = time.monotonic,
+                budget_s: float | None = None, clock: Clock = time.process_time,
                 settled: gauss_newton.Settled | None = None,
                 forward: Forward | None = None) -> Sensitivity:
     """HAWQ-V2 sensitivity `Omega_l(b) = max(Tr(H_l)/n_l, 0) * ||Q_b(W_l) - W_l||^2`.
@@ -261,7 +261,8 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
             chunk, in order, maybe on a worker thread ("gauss-newton"; see `gauss_newton.traces`).
         budget_s: seconds the analysis may take (None: no bound); when they are used up it
             stops probing and reports the precision reached (`rse`) and `cut_short`.
-        clock: the clock `budget_s` is measured on (seconds; tests inject a fake one).
+        clock: the clock `budget_s` is measured on (default the process's CPU seconds,
+            so the plan does not depend on the machine's load; tests inject a fake one).
         settled: (estimate, bool per weight tensor still above `tol`) -> bool per weight
             tensor (`unique_weights` order): the tensors whose trace uncertainty cannot
             change the result (e.g. a layer's bit choice) need not reach `tol` (see
@@ -325,7 +326,7 @@ def _sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray
     omega = np.maximum(score, 0.0)[:, None] * quant_errors(g, layers, choices)
     notes = (f"loss={loss}", *loss_notes(g, loss, labels), *how, f"iterations={est.iterations}",
              f"max_rse={float(est.rse.max()):.3g}",
-             *((f"analysis budget {budget.seconds:g}s used up before rse<{tol:g}",)
+             *((f"analysis budget {budget.seconds:g} CPU-s used up before rse<{tol:g}",)
                if est.cut_short and budget is not None else ()),
              *_settled_note(est, tol, settled))
     return Sensitivity(tuple(layer.name for layer in layers), choices, omega, score, "hawq",

@@ -274,7 +274,7 @@ def layer_shares(g: Graph, calib_inputs: np.ndarray | Arrays, layers: Sequence[L
 def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: object = None, *,
                 bits: Sequence[int] = DEFAULT_BITS, eps: float = EPS,
                 rule: str = "epsilon", dtype: str = "float32", budget_s: float | None = None,
-                clock: Clock = time.monotonic) -> Sensitivity:
+                clock: Clock = time.process_time) -> Sensitivity:
     """LRP sensitivity `omega_l(b) = C_l * ||Q_b(W_l) - W_l||^2 / ||W_l||^2`.
 
     Args:
@@ -290,7 +290,8 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: object = No
         budget_s: seconds the analysis may take (None: every chunk); once they are used up
             no further chunk is propagated (at least `MIN_CHUNKS` are), the covered chunks
             stand for all, and the result says `cut_short`, its `rse` the precision reached.
-        clock: the clock `budget_s` is measured on (seconds; tests inject a fake one).
+        clock: the clock `budget_s` is measured on (default the process's CPU seconds,
+            so the plan does not depend on the machine's load; tests inject a fake one).
 
     Returns:
         A `Sensitivity` with `score` = C_l / ||W_l||^2, `iterations` = chunks covered and
@@ -314,7 +315,7 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: object = No
     return Sensitivity(tuple(la.name for la in layers), choices, omega, score, "lrp",
                        len(per_chunk), _chunk_rse(per_chunk),
                        (f"rule={rule}", f"eps={eps:g}", "score = contribution share / ||W||^2",
-                        *((f"analysis budget {budget_s:g}s used up after {len(per_chunk)} of "
+                        *((f"analysis budget {budget_s:g} CPU-s used up after {len(per_chunk)} of "
                            f"{total} chunks",) if cut else ())), cut)
 
 

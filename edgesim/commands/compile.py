@@ -142,7 +142,8 @@ def add_compile(sub: argparse._SubParsersAction) -> None:
                     "(default: the knee of the Pareto front)")
     cp.add_argument("--weight-bits", help="candidate weight bits, e.g. 2,3,4,6,8")
     cp.add_argument("--analysis-budget", metavar="60s",
-                    help="time bound of the HAWQ / LRP analysis (default: "
+                    help="CPU-time bound of the HAWQ / LRP analysis (its threads' CPU "
+                    f"seconds, so the plan does not vary with the load; default: "
                     f"{DEFAULT_ANALYSIS_BUDGET_S:g}s; none or 0: until 5%% precision / every "
                     "calibration sample); half of it also bounds the activation range "
                     "search")

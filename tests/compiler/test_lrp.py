@@ -234,7 +234,7 @@ def test_budget_stops_lrp_between_chunks_and_reports_the_precision(monkeypatch) 
     now = _chunk_clock(monkeypatch)
     sens = lrp.sensitivity(g, x, bits=(4, 8), budget_s=3, clock=lambda: now[0])
     assert now[0] == 3 and sens.cut_short and sens.iterations == 3
-    assert any("analysis budget 3s used up after 3 of 8 chunks" in n for n in sens.notes)
+    assert any("analysis budget 3 CPU-s used up after 3 of 8 chunks" in n for n in sens.notes)
     first = lrp.sensitivity(g, x[:15], bits=(4, 8))
     np.testing.assert_array_equal(sens.score, first.score)
     shares = np.array([[_share(g, x[5 * i:5 * i + 5], name) for name in sens.layers]

@@ -271,7 +271,7 @@ def test_analysis_budget_bounds_hawq_and_the_report_says_so(tmp_path: Path,
                         analysis_budget_s=1e-9)
     assert calls == [1, 1] and passes == []
     (note,) = [n for n in r.notes if n.startswith("hawq:")]
-    assert "analysis budget 1e-09s used up" in note and "iterations=1" in note
+    assert "analysis budget 1e-09 CPU-s used up" in note and "iterations=1" in note
     assert float(note.split("max_rse=")[1].split(",")[0]) > 0.05
     assert r.fidelity["samples"] == 24
 
