@@ -53,14 +53,17 @@ def measure_fidelity(g: Graph, model_path: Path, reference: np.ndarray,
     return {**fid, "collapsed": collapse(fid)}
 
 
-FIDELITY_CHUNK = 32  # samples per onnxruntime run of the fidelity check (bounds its memory)
+# Samples per onnxruntime run of the fidelity check (also bounds its memory). 32 samples of
+# emitted files, CPU-s per 32 samples at 1/2/4/8/32 a run (one session, load ~10): PP-OCR rec
+# W8 0.66/0.53-0.67/0.64-0.69/0.70-0.75/1.03-1.05 (larger runs leave the caches), resnet18 W8A8
+# 0.86-0.92/0.83-0.88/0.79-0.83/0.82-0.85/0.85-0.88: 8 keeps the small-run gain, not the loss.
+FIDELITY_CHUNK = 8
 
 
 def emitted_output(g: Graph, data: cal.CalibrationData, run: Any) -> np.ndarray:
     """`run(feeds)` (one output of the emitted model) over `data`, concatenated along axis 0
     as if run batch by batch at the graph's batch size, `FIDELITY_CHUNK` samples a run where
-    the model takes them (`chunks.run_chunks`; an int8 resnet18 ran 64 samples 1.1x faster
-    in two chunks than one by one)."""
+    the model takes them (`chunks.run_chunks`)."""
     from edgesim.chunks import run_chunks
 
     return np.concatenate([np.asarray(out) for _, out in run_chunks(g, data, run,
