@@ -222,12 +222,8 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
         _check_memory(g, _smallest(g, tgt, options.weight_bits), tgt,
                       f"even with every weight at {min(options.weight_bits)} bits", False)
         alpha = smooth_alpha(tgt, options)
-        # HAWQ analyses `g` itself (batches of one) in this session; built here, it also
-        # settles SmoothQuant's "no site" (PP-OCR: one session fewer)
-        shared = (onnxruntime_env(g) if options.method == "hawq" and options.assignment is None
-                  else None)
-        absmax = outlier_channels(g, data, tgt, options, shared)
-        loaded, g = g, smoothed(g, absmax, alpha)                         # SmoothQuant
+        absmax = outlier_channels(g, data, tgt, options)
+        g = smoothed(g, absmax, alpha)                                    # SmoothQuant
     given, given_blocks = ((None, None) if options.assignment is None
                            else read_assignment(g, options.assignment))
     if given is not None:  # a given plan needs no data-driven analysis: proxy sensitivities
@@ -247,9 +243,9 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
         sens = sensitivity(ga, options.method, inputs, in_labels, options.weight_bits,
                            observe=recorder, analysis_budget_s=options.analysis_budget_s,
                            settled=_settled(g, ga, tgt, options, emitted),
-                           forward=((shared if ga is loaded else onnxruntime_env(ga))
-                                    if options.method == "hawq" else None))  # onnxruntime
-    del ga, source, shared, loaded  # copies of the weights nothing needs any more
+                           forward=(onnxruntime_env(ga) if options.method == "hawq"
+                                    else None))  # forward passes in onnxruntime
+    del ga, source  # copies of the weights nothing needs any more
     with progress.phase("allocating bits"):
         alloc = (_uniform_allocation(g, tgt, sens, options) if options.method == "uniform"
                  else allocate(g, tgt, sens=sens, budget=options.budget,

@@ -4,7 +4,7 @@ activation maxima at its sites (`outlier_channels`) and the smoothed graph (`smo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -16,13 +16,9 @@ from edgesim.analysis_inputs import ANALYSIS_SAMPLES
 from edgesim.errors import UserError
 
 if TYPE_CHECKING:
-    from edgesim.float_pass import FloatEnv
     from edgesim.pipeline import CompileOptions
 
 AUTO_ALPHA = 0.5  # SmoothQuant's default strength (Xiao et al. 2023, sec. 4)
-# relative margin below OUTLIER_RATIO under which a shared session's "no site" stands: its
-# values differ from the site-only session's by float rounding (~1e-6 relative), far less
-ROUNDING_MARGIN = 1e-3
 
 
 def smooth_alpha(target: Any, options: CompileOptions) -> float | None:
@@ -45,13 +41,10 @@ def smooth_alpha(target: Any, options: CompileOptions) -> float | None:
 
 
 def outlier_channels(g: Graph, data: cal.CalibrationData, target: Any,
-                     options: CompileOptions, shared: FloatEnv | None = None
-                     ) -> dict[str, np.ndarray]:
+                     options: CompileOptions) -> dict[str, np.ndarray]:
     """Per-channel max|x| at SmoothQuant's sites over (at most ANALYSIS_SAMPLES of) the
     calibration samples (with "auto", only the sites with outlier channels); empty when
-    SmoothQuant is off or the model has no site. `shared`: `onnxruntime_env(g)` built for
-    another phase (HAWQ's forward passes); with "auto" it settles the case where no site
-    qualifies, without a session of the pass's own."""
+    SmoothQuant is off or the model has no site."""
     import itertools
 
     from compiler.passes.smooth_quant import channel_absmax, outlier_sites, sites
@@ -62,33 +55,9 @@ def outlier_channels(g: Graph, data: cal.CalibrationData, target: Any,
 
     limit = max(1, ANALYSIS_SAMPLES // cal.batch_size(g))
     outs = [g.layer(name).outputs[0] for name in sites(g)]
-    auto = options.smooth_quant == "auto"
-    if auto and shared is not None and _none_qualify(
-            g, itertools.islice(cal.batches(g, data), limit), shared, outs):
-        return {}
-    # the maxima the migration divides by come from this session (outputs: the sites), as
-    # they always have: a session with every tensor an output fuses less, and its values
-    # differ in the last bits (all-MiniLM-L6-v2: 4.8e-6), so would the emitted weights
     absmax = channel_absmax(g, itertools.islice(cal.batches(g, data), limit),
                             onnxruntime_env(g, outs))  # onnxruntime: ~10x the executor
-    return outlier_sites(absmax) if auto else absmax
-
-
-def _none_qualify(g: Graph, batches: Iterable[Mapping[str, np.ndarray]], shared: FloatEnv,
-                  outs: list[str]) -> bool:
-    """Whether no site's outlier ratio over `batches` reaches OUTLIER_RATIO (less the
-    rounding margin), run in `shared`; False from the first batch where one does (the
-    exact pass then decides, so giving up early costs time, never a decision)."""
-    from compiler.passes.smooth_quant import OUTLIER_RATIO, channel_absmax, outlier_ratio
-
-    absmax: dict[str, np.ndarray] = {}
-    for feeds in batches:
-        seen = channel_absmax(g, (feeds,), lambda f: shared(f, outs))
-        absmax = {name: np.maximum(absmax.get(name, 0.0), x) for name, x in seen.items()}
-        if any(outlier_ratio(x) >= OUTLIER_RATIO * (1.0 - ROUNDING_MARGIN)
-               for x in absmax.values()):
-            return False
-    return True
+    return outlier_sites(absmax) if options.smooth_quant == "auto" else absmax
 
 
 def smoothed(g: Graph, absmax: Mapping[str, np.ndarray], alpha: float | None) -> Graph:
