@@ -89,7 +89,7 @@ def layer_tables() -> dict[str, LayerTable]:
 def _table(rows: list[dict[str, str]]) -> LayerTable:
     col = {k: np.array([int(r[k]) for r in rows], dtype=np.int64)
            for k in ("m", "n", "k", "groups", "a_in", "a_out", "w_elems", "ops",
-                     "transcendentals")}
+                     "transcendentals", "function_nodes")}
     kinds = [r["kind"] for r in rows]
     macs = col["m"] * col["n"] * col["k"] * col["groups"]
     ones = np.ones(len(rows))
@@ -99,7 +99,8 @@ def _table(rows: list[dict[str, str]]) -> LayerTable:
                       col["m"], col["n"], col["k"], col["groups"], macs, col["ops"],
                       col["w_elems"], col["a_in"], col["a_out"], col["a_in"] * 4,
                       col["a_out"] * 4, col["w_elems"] * 4, ones, ones,
-                      transcendentals=col["transcendentals"])
+                      transcendentals=col["transcendentals"],
+                      function_nodes=col["function_nodes"])
 
 
 def predict_ms(row: dict[str, str], tables: dict[str, LayerTable], runtime: str) -> float:

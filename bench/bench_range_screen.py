@@ -1,5 +1,5 @@
 """The end-to-end range search with and without its screen (`edgesim.quantize.E2E_SCREEN`,
-`compiler.range_choice._Scorer`). Prints JSON.
+`compiler.range_search._Scorer`). Prints JSON.
 
 Per model, `edgesim quantize --bits 8` (W8A8, calibration on the model's SAMPLES samples as
 `bench_compile` prepares them, no time bound on the search) runs once with the screen off
@@ -44,7 +44,7 @@ def _flags(args: tuple[str, ...]) -> dict:
 
 def search(case, screen: float | None, out: Path) -> dict:
     """One W8A8 quantisation with the search's screen at `screen`; its figures."""
-    import compiler.range_choice as rc
+    import compiler.range_search as rc
     import edgesim.quantize as eq
     from edgesim import calibration as cal
     from edgesim.loading import load_graph

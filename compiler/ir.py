@@ -108,7 +108,9 @@ class Facts:
     `ops` counts the elementwise operations of non-MAC layers (one per output element
     per primitive operation); `transcendentals` the exp / log / tanh / erf evaluations among
     them (each a polynomial of many vector ops in a runtime's kernel: cost models price
-    them apart, as XLA's cost analysis does).
+    them apart, as XLA's cost analysis does); `function_nodes` the nodes of the op's ONNX
+    function body, which a runtime with no kernel for the op inlines (HardSwish-14:
+    HardSigmoid then Mul), 1 for an op that runs as one node.
     """
 
     m: int = 0
@@ -118,6 +120,7 @@ class Facts:
     macs: int = 0
     ops: int = 0
     transcendentals: int = 0
+    function_nodes: int = 1
 
 
 def frozen_attrs(attrs: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -193,8 +196,11 @@ class LayerTable:
     # it back to the model's declared one (`hwmodels.ort_layout`); None where not derived
     graph_output: np.ndarray | None = None
     # int64, exp / log / tanh / erf evaluations (`Facts.transcendentals`); None where not
-    # derived (cost models then count one exp per softmax element and none elsewhere)
+    # derived (`exp_evaluations` then counts one per softmax element and none elsewhere)
     transcendentals: np.ndarray | None = None
+    # int64, nodes of the layer's ONNX function body (`Facts.function_nodes`); None where not
+    # derived (one node per layer)
+    function_nodes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # cost models memoise what they derive from a table on it (`memo`), so its arrays are
@@ -207,6 +213,15 @@ class LayerTable:
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def exp_evaluations(self) -> np.ndarray:
+        """int64 [L]: `transcendentals`, or where the table does not carry them one exp per
+        softmax element and none elsewhere (the one transcendental a layer's kind alone
+        implies)."""
+        if self.transcendentals is not None:
+            return self.transcendentals
+        softmax = self.kind_code == KIND_CODE["softmax"]
+        return np.where(softmax, self.a_out_elems, 0).astype(np.int64)
 
     def __getstate__(self) -> dict[str, Any]:
         # a table goes to sweep workers without its memo: they rebuild what they use
@@ -240,11 +255,6 @@ class Interface:
     dims: Mapping[str, tuple[int | str, ...]]
     opset: int
     producer: str = ""  # the source's producer_name and producer_version
-
-    def dynamic_batch(self, names: tuple[str, ...]) -> bool:
-        """Whether any of `names` has a symbolic leading dimension."""
-        return any(self.dims.get(n, (0,))[:1] and isinstance(self.dims[n][0], str)
-                   for n in names)
 
 
 @dataclass(frozen=True)
@@ -309,7 +319,7 @@ class Graph:
 
         rows = [self._row(layer, OPS[layer.kind]) for layer in self.layers]
         fused, index = self.epilogues(), {x.name: i for i, x in enumerate(self.layers)}
-        cols = list(zip(*rows)) if rows else [()] * 17
+        cols = list(zip(*rows)) if rows else [()] * 18
         ints = [np.asarray(c, dtype=np.int64) for c in cols[2:14]]
         # ints holds the 12 int64 columns between category and the two float ones
         return LayerTable(  # type: ignore[call-arg]
@@ -327,6 +337,7 @@ class Graph:
             np.asarray([any(t in self.outputs for t in x.outputs) for x in self.layers],
                        dtype=bool),
             np.asarray(cols[16], dtype=np.int64),
+            np.asarray(cols[17], dtype=np.int64),
         )
 
     def _w_repeat(self) -> np.ndarray:
@@ -435,7 +446,7 @@ class Graph:
             sum(s.nbytes for s in acts), sum(s.nbytes for s in outs), sum(s.nbytes for s in wts),
             1.0 if layer.w_density is None else layer.w_density,
             1.0 if layer.a_density is None else layer.a_density,
-            f.transcendentals,
+            f.transcendentals, f.function_nodes,
         )
 
 

@@ -24,7 +24,7 @@ QLinearConv, so the switch may add at most `MAX_ADDED_LATENCY` of the plan's lat
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,7 @@ from compiler.activation_quant import bin_centers
 from compiler.formats import FORMAT_CODE, NO_FORMAT, Policy, resolve
 from compiler.ir import Graph, Layer
 from compiler.passes.calibrate import CalibrationStats
-from compiler.passes.quantize import _requant_tensor
+from compiler.passes.quant_rows import requant_tensor
 from hwmodels.cost import Cost, evaluate
 from hwmodels.target import Target
 
@@ -66,10 +66,14 @@ def relative_noise(calib: CalibrationStats, tensor: str, bits: int = 8,
     return step * step / 12.0 / mean_sq if mean_sq > 0 else float("inf")
 
 
-def _int8_readers(g: Graph, tensor: str, bits: np.ndarray, index: Mapping[str, int]) -> bool:
+Users = Mapping[str, Sequence[Layer]]  # tensor -> the layers reading it (`Graph.consumers`)
+
+
+def _int8_readers(g: Graph, tensor: str, bits: np.ndarray, index: Mapping[str, int],
+                  users: Users) -> bool:
     """Whether every reader of `tensor` is a conv / linear layer that quantises it as its
     8-bit activation input (so a requantisation onto that grid is a rounding they share)."""
-    readers = g.consumers().get(tensor, [])
+    readers = users.get(tensor, [])
     return bool(readers) and tensor not in g.outputs and all(
         r.kind in ("conv", "linear") and r.inputs[0] == tensor and g.const_weight(r)
         and int(bits[index[r.name], 1]) == 8 and int(bits[index[r.name], 0]) <= 8
@@ -77,14 +81,16 @@ def _int8_readers(g: Graph, tensor: str, bits: np.ndarray, index: Mapping[str, i
 
 
 def requant_cost_db(g: Graph, layer: Layer, calib: CalibrationStats, bits: np.ndarray,
-                    index: Mapping[str, int]) -> float:
+                    index: Mapping[str, int], users: Users | None = None) -> float:
     """SQNR (dB) the dynamic row gains the conv over QLinearConv:
     10 log10((r_in + r_out) / r_in_minmax), static steps from the clipped `STATIC_METHOD`
     range, r_out 0 where the readers share the requantisation; the dynamic row rounds its
     input on the run's own min/max, at most the calibration min/max (so the gain is a lower
-    bound; an input whose outliers the static range clips gains less or loses)."""
-    out = _requant_tensor(g, layer)
-    r_out = (0.0 if _int8_readers(g, out, bits, index)
+    bound; an input whose outliers the static range clips gains less or loses). `users`:
+    `g.consumers()`, where the caller has it."""
+    users = g.consumers() if users is None else users
+    out = requant_tensor(g, layer, users)
+    r_out = (0.0 if _int8_readers(g, out, bits, index, users)
              else relative_noise(calib, out, method=STATIC_METHOD))
     static = relative_noise(calib, layer.inputs[0], method=STATIC_METHOD) + r_out
     return float(10.0 * np.log10(static / relative_noise(calib, layer.inputs[0])))
@@ -98,13 +104,14 @@ def dynamic_convs(g: Graph, bits: np.ndarray, calib: CalibrationStats | None,
     if calib is None:
         return frozenset()
     index = {layer.name: i for i, layer in enumerate(g.layers)}
+    users = g.consumers()
     return frozenset(
         layer.name for layer in g.layers
         if layer.kind == "conv" and g.const_weight(layer)
         and resolve("conv", True, int(bits[index[layer.name], 0]),
                     int(bits[index[layer.name], 1]), policy or Policy()).name == "qlinear_conv"
-        and {layer.inputs[0], _requant_tensor(g, layer)} <= set(calib.stats)
-        and requant_cost_db(g, layer, calib, bits, index) >= REQUANT_DB)
+        and {layer.inputs[0], requant_tensor(g, layer, users)} <= set(calib.stats)
+        and requant_cost_db(g, layer, calib, bits, index, users) >= REQUANT_DB)
 
 
 def affordable(g: Graph, names: frozenset[str], bits: np.ndarray, target: Target, *,
@@ -112,15 +119,14 @@ def affordable(g: Graph, names: frozenset[str], bits: np.ndarray, target: Target
     """The convs of `names` that may run as the dynamic row in the plan `bits` [L, 2]: all
     of them where together they add at most `MAX_ADDED_LATENCY` of the plan's predicted
     latency; else the longest run of them, cheapest own row first, that stays within that
-    share. Each set is costed on the whole plan (`_plan_cost`): a ConvInteger runs in NCHW,
+    share. Each set is costed on the whole plan (`_plan_coster`): a ConvInteger runs in NCHW,
     so a QLinearConv chain it joins pays transposes on both sides. The run is found by
-    bisection (2 + log2(len(names)) costings): a costing per conv took PP-OCR's ~0.5 s."""
+    bisection (2 + log2(len(names)) costings): a costing per conv took PP-OCR's ~0.5 s.
+    The plan's layer table and planned formats are made once for all of them (PP-OCR: 0.08
+    CPU-s a table)."""
     if not names:
         return names
-
-    def cost(subset: frozenset[str]) -> Cost:
-        return _plan_cost(g, bits, subset, target, threads, runtime)
-
+    cost = _plan_coster(g, bits, target, threads, runtime)
     plan, whole = cost(frozenset()), cost(names)
     room = MAX_ADDED_LATENCY * _latency(plan)
 
@@ -145,23 +151,27 @@ def _latency(cost: Cost) -> float:
     return float(np.sum(cost.latency_s))
 
 
-def _plan_cost(g: Graph, bits: np.ndarray, names: frozenset[str], target: Target,
-               threads: int | None, runtime: str) -> Cost:
-    """The plan `bits` [L, 2] costed as emitted, [L, 1]: each layer in its planned format with
-    its planned neighbours (`simulation.runnable`'s planned table on a CPU), the convs
-    `names` as the dynamic row."""
+def _plan_coster(g: Graph, bits: np.ndarray, target: Target, threads: int | None,
+                 runtime: str) -> Callable[[frozenset[str]], Cost]:
+    """names -> the plan `bits` [L, 2] costed as emitted, [L, 1]: each layer in its planned
+    format with its planned neighbours (`simulation.runnable`'s planned table on a CPU), the
+    convs `names` as the dynamic row."""
     from edgesim.simulation import pick
     from hwmodels.cpu import CpuTarget, planned_table
 
     table = g.layer_table()
     choices, cols = np.unique(bits, axis=0, return_inverse=True)
     cols = np.asarray(cols).reshape(-1)
-    codes = (np.array(planned_table(table, choices, cols, target).fmt_code)
-             if isinstance(target, CpuTarget) else np.full(len(table), NO_FORMAT, np.int64))
-    codes[[i for i, layer in enumerate(g.layers) if layer.name in names]] = \
-        FORMAT_CODE[DYNAMIC_ROW]
-    return pick(evaluate(dataclasses.replace(table, fmt_code=codes), choices, target,
-                         threads=threads, runtime=runtime), cols)
+    planned = (np.array(planned_table(table, choices, cols, target).fmt_code)
+               if isinstance(target, CpuTarget) else np.full(len(table), NO_FORMAT, np.int64))
+    row = {layer.name: i for i, layer in enumerate(g.layers)}
+
+    def cost(names: frozenset[str]) -> Cost:
+        codes = planned.copy()
+        codes[sorted(row[n] for n in names)] = FORMAT_CODE[DYNAMIC_ROW]
+        return pick(evaluate(dataclasses.replace(table, fmt_code=codes), choices, target,
+                             threads=threads, runtime=runtime), cols)
+    return cost
 
 
 def priced_alloc(alloc: Any, g: Graph, names: frozenset[str], target: Target, *,
@@ -172,7 +182,7 @@ def priced_alloc(alloc: Any, g: Graph, names: frozenset[str], target: Target, *,
     weight bytes stay as planned."""
     if not names:
         return alloc
-    cost = _plan_cost(g, alloc.bits, names, target, threads, runtime)
+    cost = _plan_coster(g, alloc.bits, target, threads, runtime)(names)
     fields = ("cycles", "latency_s", "energy_pj_compute", "energy_pj_onchip",
               "energy_pj_dram", "bound", "util")
     new = {f: np.asarray(getattr(cost, f), np.asarray(getattr(alloc.cost, f)).dtype)

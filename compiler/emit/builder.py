@@ -13,12 +13,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from compiler.emit.batch import BatchFlow, declared, flow
 from compiler.ir import Graph, Spec
 
 # Unsigned activation code types by bit width (QuantizeLinear's output type, opset 21).
@@ -252,14 +254,15 @@ class Builder:
         self._grids[real] = Grid(scale, zero_point, bits, "")
         return real
 
-    def float_view(self, name: str, shape: tuple[int | str, ...]) -> str:
+    def float_view(self, name: str, shape: tuple[int, ...], batch: int | None = None) -> str:
         """`name` for a layer the plan keeps float: if `name` is a per-tensor
         DequantizeLinear output, the same values through a DequantizeLinear whose scale is
-        repeated along an axis (the first after the batch longer than one: a one-element
-        scale counts as per tensor), so that onnxruntime's WeightBiasQuantization, which
-        quantises the float weight of a Conv/Gemm fed by a per-tensor DQ, and its QDQ fusions
-        leave the layer in float; the arithmetic is unchanged. `shape` is the tensor's."""
-        axes = [(a, d) for a, d in enumerate(shape) if a >= 1 and isinstance(d, int) and d > 1]
+        repeated along an axis (the first after axis 0 longer than one, never the axis
+        `batch` that carries a dynamic batch: a one-element scale counts as per tensor), so
+        that onnxruntime's WeightBiasQuantization, which quantises the float weight of a
+        Conv/Gemm fed by a per-tensor DQ, and its QDQ fusions leave the layer in float; the
+        arithmetic is unchanged. `shape` is the tensor's."""
+        axes = [(a, d) for a, d in enumerate(shape) if a >= 1 and a != batch and d > 1]
         if not axes:
             return name
         axis, channels = axes[0]
@@ -275,11 +278,27 @@ class Builder:
                                          base=f"{name}.dequantize_float")[0]
         return self._codes[key]
 
-    @property
-    def dynamic_batch(self) -> bool:
-        """Whether the source model left its batch dimension dynamic (kept on emission)."""
-        face = self.graph.interface
-        return face is not None and face.dynamic_batch(self.graph.inputs)
+    @cached_property
+    def batch(self) -> BatchFlow:
+        """Where the batch the source left dynamic lives in each tensor (`emit.batch`)."""
+        return flow(self.graph)
+
+    def batch_axis(self, tensor: str) -> int | None:
+        """The axis of IR tensor `tensor` that carries a dynamic batch, if it has one."""
+        return self.batch.axes.get(tensor) if self.batch.dynamic else None
+
+    def expanded(self, name: str, like: str, axis: int, base: str) -> str:
+        """Initializer `name` (size 1 on `axis`) expanded along `axis` to `like`'s size there
+        at run time (Shape -> Expand)."""
+        rank = len(self.array(name).shape)
+        (dim,) = self.node("Shape", [like], base=f"{base}.batch", start=axis, end=axis + 1)
+        before = [self.const(f"{base}.ones", np.ones(axis, np.int64))] if axis else []
+        after = [self.const(f"{base}.ones", np.ones(rank - axis - 1, np.int64))] \
+            if axis < rank - 1 else []
+        parts = [*before, dim, *after]
+        shape = self.node("Concat", parts, base=f"{base}.batch_shape", axis=0)[0] \
+            if len(parts) > 1 else dim
+        return self.node("Expand", [name, shape], base=f"{base}.batch_expand")[0]
 
     def opset(self) -> int:
         """The lowest default-domain opset the nodes written so far need, and at least the
@@ -297,7 +316,7 @@ class Builder:
             self._use(out)
             if self.name(out) != out:
                 self.node("Identity", [self.name(out)], [out], base=f"{out}.identity")
-        dims = g.interface.dims if g.interface else {}
+        dims = declared(g, self.batch)
         graph = helper.make_graph(
             self.nodes, g.name or "edgesim",
             [value_info(t, g.types[t], dims.get(t)) for t in g.inputs],

@@ -16,6 +16,7 @@ import numpy as np
 from onnx import helper
 
 from compiler.emit import sparsify
+from compiler.emit.batch import by_sizes
 from compiler.emit.builder import Builder
 from compiler.errors import ModelError
 from compiler.ir import Layer
@@ -267,13 +268,9 @@ def resize(b: Builder, layer: Layer, ins: list[str]) -> None:
     else by scales (the output was floor(input * scale), and the coordinate transform
     divides by the given scale, not by sizes / input)."""
     a = layer.attrs
-    shape = b.graph.types[layer.inputs[0]].shape
-    scales = np.asarray(a["scales"], np.float32)
-    exact = all(float(s) * d == n for d, s, n in zip(shape, scales, a["sizes"]))
-    by_sizes = not exact and all(math.isclose(d * s, n, rel_tol=1e-9)
-                                 for d, s, n in zip(shape, a["scales"], a["sizes"]))
-    size_ins = ["", _ints(b, layer, "sizes", a["sizes"])] if by_sizes \
-        else [b.const(f"{layer.name}.scales", scales), ""]
+    size_ins = ["", _ints(b, layer, "sizes", a["sizes"])] \
+        if by_sizes(b.graph.types[layer.inputs[0]].shape, a["scales"], a["sizes"]) \
+        else [b.const(f"{layer.name}.scales", np.asarray(a["scales"], np.float32)), ""]
     b.node("Resize", [ins[0], ""] + size_ins, list(layer.outputs), base=layer.name,
            mode=a["mode"], coordinate_transformation_mode=a["coordinate_transformation_mode"],
            nearest_mode=a["nearest_mode"])
@@ -325,23 +322,26 @@ def split(b: Builder, layer: Layer, ins: list[str]) -> None:
            list(layer.outputs), base=layer.name, axis=layer.attrs["axis"])
 
 
-def batch_free(b: Builder, layer: Layer, shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
-    """A Reshape target and its `allowzero` with the leading (batch) dim left to onnxruntime
-    when the source model's batch is dynamic and this reshape keeps the batch leading: -1,
-    or 0 ("copy the input's dim", allowzero 0) when the target already has a -1 (a flatten);
-    else `shape` as the IR has it (allowzero 1: a literal 0 is an empty dim)."""
-    src = b.graph.types[layer.inputs[0]].shape
-    if not (b.dynamic_batch and shape[:1] == src[:1] == (1,)):
-        return shape, 1
-    if -1 not in shape:
-        return (-1, *shape[1:]), 1
-    return ((0, *shape[1:]), 0) if 0 not in shape else (shape, 1)
-
-
 def _reshape(b: Builder, layer: Layer, ins: list[str]) -> None:
-    target, allowzero = batch_free(b, layer, layer.attrs["shape"])
+    """Reshape to the IR's target, with -1 on the axis that carries a dynamic batch
+    (`compiler.emit.batch`); allowzero 1: a literal 0 is an empty dim."""
+    target, k = layer.attrs["shape"], b.batch_axis(layer.outputs[0])
+    if k is not None:
+        target = tuple(-1 if i == k else d for i, d in enumerate(b.graph.types[
+            layer.outputs[0]].shape))
     b.node("Reshape", [ins[0], _ints(b, layer, "shape", target)], list(layer.outputs),
-           base=layer.name, allowzero=allowzero)
+           base=layer.name, allowzero=1)
+
+
+def concat(b: Builder, layer: Layer, ins: list[str]) -> None:
+    """Concat; where the output carries a dynamic batch, a weight input (size 1 on the batch
+    axis, `compiler.emit.batch`) is first expanded to the batch of a carried input."""
+    k = b.batch_axis(layer.outputs[0])
+    if k is not None:
+        like = next(n for t, n in zip(layer.inputs, ins) if b.batch_axis(t) is not None)
+        ins = [n if b.batch_axis(t) is not None else b.expanded(n, like, k, layer.name)
+               for t, n in zip(layer.inputs, ins)]
+    b.node("Concat", ins, list(layer.outputs), base=layer.name, axis=layer.attrs["axis"])
 
 
 def _with_shape(op: str, **attrs: Any) -> Rule:
@@ -386,7 +386,7 @@ FLOAT_RULES: dict[str, Rule] = {
     "conv": conv, "conv_transpose": conv_transpose, "linear": linear, "matmul": matmul,
     "eltwise": eltwise, "activation": activation, "norm": norm, "softmax": softmax,
     "pool": pool, "reduce": reduce, "resize": resize, "gather": gather, "cast": cast,
-    "transpose": _plain("Transpose", "perm"), "concat": _plain("Concat", "axis"),
+    "transpose": _plain("Transpose", "perm"), "concat": concat,
     "split": split, "slice": slice_, "pad": pad, "expand": _with_shape("Expand"),
     "reshape": _reshape, "identity": _plain("Identity"),
     "gather_nd": _plain("GatherND", "batch_dims"), "arg_reduce": arg_reduce,

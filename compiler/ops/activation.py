@@ -110,6 +110,7 @@ class _Fn(NamedTuple):
     # exp / log / tanh / erf evaluations per element (Facts.transcendentals); the hard_*
     # functions are clamps of an affine map, sqrt and reciprocal single instructions
     transcendentals: int = 0
+    function_nodes: int = 1  # nodes of the ONNX function body (Facts.function_nodes)
 
 
 _FNS: dict[str, _Fn] = {
@@ -121,8 +122,10 @@ _FNS: dict[str, _Fn] = {
     "tanh": _Fn(np.tanh, lambda x, y: 1 - y * y, 5, 1),
     "hard_sigmoid": _Fn(lambda x, alpha=0.2, beta=0.5: np.clip(alpha * x + beta, 0, 1),
                         _d_hard_sigmoid, 4),
+    # ONNX HardSwish-14 is a function: HardSigmoid(alpha=1/6, beta=0.5), then Mul by x
     "hard_swish": _Fn(lambda x: x * np.clip(x / 6 + 0.5, 0, 1),
-                      lambda x, y: np.where(x < -3, 0, np.where(x > 3, 1, x / 3 + 0.5)), 5),
+                      lambda x, y: np.where(x < -3, 0, np.where(x > 3, 1, x / 3 + 0.5)), 5,
+                      function_nodes=2),
     "gelu": _Fn(_gelu, _d_gelu, 8, 1),
     "erf": _Fn(_erf, lambda x, y: 2 / math.sqrt(math.pi) * np.exp(-x * x), 5, 1),
     "silu": _Fn(_silu, _d_silu, 5, 1),
@@ -161,7 +164,8 @@ def _vjp(gs: Sequence[Array | None], xs: Sequence[Array], ys: Sequence[Array], *
 def _facts(specs_in: Sequence[Spec], specs_out: Sequence[Spec], *, fn: str,
            **params: Any) -> Facts:
     size = specs_out[0].size
-    return Facts(ops=size * _FNS[fn].ops, transcendentals=size * _FNS[fn].transcendentals)
+    return Facts(ops=size * _FNS[fn].ops, transcendentals=size * _FNS[fn].transcendentals,
+                 function_nodes=_FNS[fn].function_nodes)
 
 
 # --- cast ---

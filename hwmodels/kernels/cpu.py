@@ -46,7 +46,11 @@ and `paths` [H, NPATH, NA] (per kernel path: MAC rate and the passes it adds). S
   norm, softmax, copies): max(lane_ops / (lanes * pipes), bytes / bandwidth) from the last
   level when they fit it, else DRAM; blocked buffers from L2. Each exp / log / tanh / erf
   evaluation a layer makes (`LayerTable.transcendentals`, from the op's definition) costs
-  EXP_LANE_OPS; clamp activations (HardSigmoid, HardSwish) make none.
+  the runtime's vector ops per exp, counted in its kernel's source (EXP_LANE_OPS_ORT: MLAS,
+  EXP_LANE_OPS_NCNN: ncnn's exp_ps); clamp activations (HardSigmoid, HardSwish) make none.
+- Function ops (onnxruntime): an op it has no kernel for (HardSwish) runs as the nodes of its
+  ONNX function body (`LayerTable.function_nodes`: HardSigmoid, then Mul), a pass and a node
+  each (`cpu_stream.function_tail`).
 - onnxruntime int8 (x86 terms in `hwmodels.cpu_x86`, chains in `hwmodels.ort_int8`): a
   QLinearConv inside an int8 chain has no Q / DQ pass; its int32 sums pass through MLAS's SSE2
   requantise loop (A_REQUANT weighs it); the AVX2 int8 depthwise kernel spends 10 uops per tap

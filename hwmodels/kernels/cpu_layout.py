@@ -22,7 +22,8 @@ RUNTIME_ORT, RUNTIME_IDEAL, RUNTIME_NCNN, RUNTIME_XNNPACK = 0, 1, 2, 3
 L_KIND, L_CAT, L_M, L_N, L_K, L_G, L_MACS, L_OPS, L_WEL, L_AIN, L_AOUT, L_WB = range(12)
 L_KH = 12  # a conv's kernel rows (LayerTable.kernel_rows; 1 where unknown)
 L_TRANS = 13  # exp / log / tanh / erf evaluations (LayerTable.transcendentals)
-NL = 14
+L_FNODES = 14  # nodes of the layer's ONNX function body (LayerTable.function_nodes)
+NL = 15
 
 # params columns (float64 [H, NP])
 (P_CLOCK_HZ, P_CORES, P_THREADS, P_LANES32, P_PIPES, P_TILE_M, P_TILE_N, P_GEMM_EFF,
@@ -108,7 +109,19 @@ NACC = 9
 
 THREAD_MACS = 65536.0          # MLAS_SGEMM_THREAD_COMPLEXITY (mlasi.h)
 STREAM_BYTES_PER_THREAD = 65536.0  # assumed: elementwise ops split in 64 KiB chunks per thread
-EXP_LANE_OPS = 16.0            # assumed: ~16 vector ops per exp (range reduction + polynomial)
+# vector ops per exp evaluation, from each runtime's kernel (`cpu_stream.exp_lane_ops`):
+# onnxruntime: MLAS MlasComputeSumExpVector (core/mlas/lib/compute.cpp, the exp of its softmax;
+# AVX2 / AVX-512 assembly kernels run the same steps on wider vectors): the max subtraction,
+# a clamp, an FMA and a subtract rounding x / ln2, two FMAs for x - m ln2, a shift and an add
+# building 2^m, a six-FMA polynomial, a multiply = 15 (its Exp op, MlasComputeExpVector: 20;
+# Sigmoid, MlasLogisticKernel's rational approximation: 17, one of them a divide)
+EXP_LANE_OPS_ORT = 15.0
+# ncnn: exp_ps (src/layer/arm/neon_mathfun.h @a4d2ea1, aarch64 branch): a min and a max, an
+# FMA and a floor (frintm) for n, two multiplies and two subtracts for x - n ln2, a square,
+# a five-FMA polynomial, an FMA and an add, a convert, an add and a shift building 2^n, a
+# multiply = 20 (sigmoid_ps adds a negate, an add and a divide, counted in the layer's ops)
+EXP_LANE_OPS_NCNN = 20.0
+EXP_LANE_OPS = 16.0            # assumed (XNNPACK, ideal): range reduction + polynomial
 Q_LANE_OPS = 3.0               # quantise: scale, round-convert, add zero point (per element)
 DQ_LANE_OPS = 2.0              # dequantise: convert, scale
 UNPACK_LANE_OPS = 3.0          # weight dequantise: unpack nibbles, convert, scale

@@ -10,6 +10,8 @@ from hwmodels.kernels import threads
 from hwmodels.kernels.cpu_layout import (
     ACC_NODES,
     EXP_LANE_OPS,
+    EXP_LANE_OPS_NCNN,
+    EXP_LANE_OPS_ORT,
     KIND_ACTIVATION,
     KIND_CONCAT,
     KIND_ELTWISE,
@@ -19,6 +21,7 @@ from hwmodels.kernels.cpu_layout import (
     KIND_TRANSPOSE,
     L_AIN,
     L_AOUT,
+    L_FNODES,
     L_KIND,
     L_OPS,
     L_TRANS,
@@ -54,12 +57,18 @@ def stream_elem_bytes(a: int, runtime: int, p: np.ndarray) -> float:
 
 
 @njit(cache=True)
-def exp_lane_ops(li: np.ndarray) -> float:
-    """Transcendental work: EXP_LANE_OPS per exp / log / tanh / erf evaluation the layer
-    makes (softmax: one per element; sigmoid, silu, gelu, tanh...: one per element; the
-    clamps HardSigmoid / HardSwish none: ncnn's and onnxruntime's kernels are an affine map,
-    a max and a min, then for HardSwish a multiply)."""
-    return float(li[L_TRANS]) * EXP_LANE_OPS
+def exp_lane_ops(li: np.ndarray, runtime: int) -> float:
+    """Transcendental work: the runtime's vector ops per exp (EXP_LANE_OPS_*, counted in
+    its kernel's source) per exp / log / tanh / erf evaluation the layer makes (softmax: one
+    per element; sigmoid, silu, gelu, tanh...: one per element; the clamps HardSigmoid /
+    HardSwish none: ncnn's and onnxruntime's kernels are an affine map, a max and a min, then
+    for HardSwish a multiply)."""
+    per_exp = EXP_LANE_OPS
+    if runtime == RUNTIME_ORT:
+        per_exp = EXP_LANE_OPS_ORT
+    elif runtime == RUNTIME_NCNN:
+        per_exp = EXP_LANE_OPS_NCNN
+    return float(li[L_TRANS]) * per_exp
 
 
 @njit(cache=True)
@@ -85,13 +94,20 @@ def stream_layer(li: np.ndarray, a: int, runtime: int, p: np.ndarray, ch: np.nda
         nbytes = 2.0 * aout * eb
     else:
         nbytes = (ain + aout) * eb + float(li[L_WB]) * eb / 4.0
-    lane_ops = float(li[L_OPS]) + exp_lane_ops(li)
+    lane_ops = float(li[L_OPS]) + exp_lane_ops(li, runtime)
     if runtime == RUNTIME_NCNN and (li[L_KIND] == KIND_CONCAT or li[L_KIND] == KIND_TRANSPOSE):
         # ncnn @a4d2ea1: channel Concat is a memcpy per input on the calling thread
         # (concat_arm.cpp, dims 3 axis 0: no omp), ShuffleChannel a serial loop
         # (shufflechannel_arm.cpp: no omp; ONNX channel shuffles convert to it)
         p = p.copy()
         p[P_THREADS] = 1.0
+    if runtime == RUNTIME_ORT and li[L_FNODES] > 1:
+        # onnxruntime (1.32 CPU provider) has no kernel for the op (HardSwish): it inlines the
+        # ONNX function body, whose every later node (HardSwish's Mul) is a pass of its own
+        # reading the layer's input and the node before's result. Not modelled: on x86 with
+        # NCHWc kernels it folds a HardSwish that follows a float conv into that conv
+        # (activation=HardSwish), as it does a Relu
+        lane_ops -= function_tail(li, eb, p, ch, traffic, acc)
     if runtime == RUNTIME_ORT and (li[L_KIND] == KIND_ELTWISE or li[L_KIND] == KIND_ACTIVATION):
         p = p.copy()  # onnxruntime's cost-gated ParallelFor: threads the busiest one sets
         p[P_THREADS] = 1.0 / threads.parallel_for_share(aout, ort_eltwise_cost(li, eb), p[
@@ -99,6 +115,24 @@ def stream_layer(li: np.ndarray, a: int, runtime: int, p: np.ndarray, ch: np.nda
     add_pass(nbytes, lane_ops, kernel_lanes(eb, p), home(nbytes, p, ch), p, ch, traffic, acc)
     acc[ACC_NODES] += 1.0
     return float(li[L_WB])
+
+
+@njit(cache=True)
+def function_tail(li: np.ndarray, eb: float, p: np.ndarray, ch: np.ndarray,
+                  traffic: np.ndarray, acc: np.ndarray) -> float:
+    """Book the nodes after the first of an inlined ONNX function body (`L_FNODES`), each a
+    binary elementwise pass (one op per element, read two tensors, write one) threaded as
+    onnxruntime's Mul; return the lane ops they took from the layer's count."""
+    aout = float(li[L_AOUT])
+    nbytes = 3.0 * aout * eb
+    q = p.copy()
+    q[P_THREADS] = 1.0 / threads.parallel_for_share(aout, threads.parallel_for_cost(
+        eb, threads.ELTWISE_COMPUTE_CYCLES), p[P_THREADS])
+    tail = float(li[L_FNODES] - 1)
+    for _ in range(li[L_FNODES] - 1):
+        add_pass(nbytes, aout, kernel_lanes(eb, q), home(nbytes, q, ch), q, ch, traffic, acc)
+        acc[ACC_NODES] += 1.0
+    return tail * aout
 
 
 @njit(cache=True)

@@ -12,7 +12,8 @@ Formulas and their sources:
   CMSIS-NN's convolution re-reads the weights for every 2 output pixels (partial im2col of
   two columns, Lai et al. 2018 Sec. 3.2), fully connected layers once per batch row, and
   depthwise layers once per output pixel.
-- Elementwise / pool / norm layers: ops * cycles_per_op (+ exp_cycles per softmax element);
+- Elementwise / pool / norm layers: ops * cycles_per_op, + exp_cycles per exp / log / tanh /
+  erf evaluation (`LayerTable.transcendentals`: softmax, sigmoid, tanh, gelu, silu...);
   copies move `sram_bytes_per_cycle`; views are free. Every non-view layer pays the
   interpreter's `op_overhead_cycles` (TensorFlow Lite Micro-style dispatch).
 - Energy: run power x time (datasheet current x supply), split into compute and memory time.
@@ -24,18 +25,16 @@ import math
 
 import numpy as np
 
-from compiler.ir import CATEGORY_COPY, CATEGORY_GEMM, CATEGORY_VIEW, KIND_CODE
+from compiler.ir import CATEGORY_COPY, CATEGORY_GEMM, CATEGORY_VIEW
 from hwmodels.kernels.jit import njit
-
-# From the IR, not copied: numba reads module-level ints as compile-time constants.
-KIND_SOFTMAX = KIND_CODE["softmax"]
 
 # layer classes (rows of `rates`)
 CLASS_CONV, CLASS_DEPTHWISE, CLASS_LINEAR = range(3)
 
 # layer columns of `lay` (int64 [L, NL])
 L_KIND, L_CAT, L_CLASS, L_M, L_N, L_K, L_G, L_MACS, L_OPS, L_WEL, L_AIN, L_AOUT, L_WB = range(13)
-NL = 13
+L_TRANS = 13  # exp / log / tanh / erf evaluations (LayerTable.exp_evaluations)
+NL = 14
 
 # params (float64 [NP])
 (P_CLOCK_HZ, P_FLASH_CYC_PER_BYTE, P_DCACHE_BYTES, P_SRAM_BPC, P_STREAM_CPO, P_FLOAT_CPO,
@@ -82,9 +81,7 @@ def stream_cycles(li: np.ndarray, abytes: float, p: np.ndarray) -> tuple[float, 
     if li[L_CAT] == CATEGORY_COPY:
         return 0.0, moved
     cpo = p[P_FLOAT_CPO] if abytes >= 4.0 else p[P_STREAM_CPO]
-    comp = float(li[L_OPS]) * cpo
-    if li[L_KIND] == KIND_SOFTMAX:
-        comp += float(li[L_AOUT]) * p[P_EXP_CYC]
+    comp = float(li[L_OPS]) * cpo + float(li[L_TRANS]) * p[P_EXP_CYC]
     return comp, moved
 
 

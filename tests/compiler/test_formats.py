@@ -15,7 +15,8 @@ from compiler.emit import EMITTERS, emit
 from compiler.executor import run
 from compiler.frontend import load
 from compiler.passes.calibrate import calibrate
-from compiler.passes.quantize import PLANNERS, QuantOptions, quantize
+from compiler.passes.quant_rows import PLANNERS
+from compiler.passes.quantize import QuantOptions, quantize
 from edgesim import assignment, zoo
 from edgesim.simulation import simulate_graph
 from hwmodels import cpu

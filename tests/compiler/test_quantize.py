@@ -12,7 +12,8 @@ from compiler.executor import run
 from compiler.fake_quant import quant_names
 from compiler.frontend import load
 from compiler.passes.calibrate import calibrate
-from compiler.passes.quantize import QuantOptions, quantize, weight_bytes
+from compiler.passes.quant_bytes import weight_bytes
+from compiler.passes.quantize import QuantOptions, quantize
 from compiler.quantizers import dequantize_codes
 from compiler.verify import verify
 from edgesim import assignment, zoo

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import compiler.passes.quantize as qpass
+import compiler.passes.quant_rows as qrows
 from compiler.passes.quantize import QuantOptions, quantize
 from compiler.range_choice import with_choices
 from edgesim import assignment
@@ -36,8 +36,8 @@ def test_kept_codes_give_the_graphs_quantised_afresh_and_quantise_each_weight_on
     assert afresh[0].layers != afresh[1].layers  # the ranges differ: a real comparison
 
     calls: list[str] = []
-    real = qpass.quantize_weight
-    monkeypatch.setattr(qpass, "quantize_weight", lambda *a, **k: calls.append("w") or
+    real = qrows.quantize_weight
+    monkeypatch.setattr(qrows, "quantize_weight", lambda *a, **k: calls.append("w") or
                         real(*a, **k))
     codes: dict = {}
     kept = [quantize(g, bits, s, QuantOptions(act_method="auto"), codes) for s in ranges]

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from compiler.activation_quant import ActivationParams
 from compiler.passes.calibrate import CalibrationStats
 from compiler.passes.quantize import QuantOptions
-from compiler.range_choice import CANDIDATES, refine_bounded, refine_end_to_end
+from compiler.range_choice import CANDIDATES
+from compiler.range_search import refine_bounded, refine_end_to_end
 from edgesim import calibration as cal
 from edgesim.loading import load_graph
 from edgesim.quantize import deadline, quantize_model

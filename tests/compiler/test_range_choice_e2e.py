@@ -15,13 +15,8 @@ from compiler.activation_quant import ActivationParams
 from compiler.frontend import load
 from compiler.passes.calibrate import CalibrationStats, calibrate
 from compiler.passes.quantize import QuantOptions, quantize
-from compiler.range_choice import (
-    CANDIDATES,
-    choose_methods,
-    reference_cases,
-    refine_end_to_end,
-    with_choices,
-)
+from compiler.range_choice import CANDIDATES, choose_methods, with_choices
+from compiler.range_search import reference_cases, refine_end_to_end
 from tests.compiler.opcheck import graph_model
 
 S, D, T = 256, 16, 6.0  # rows, channels, the ReLU's threshold

@@ -15,15 +15,14 @@ from hypothesis import strategies as st
 from compiler.activation_quant import ActivationParams
 from compiler.passes.calibrate import CalibrationStats
 from compiler.passes.quantize import QuantOptions, quantize
-from compiler.range_choice import (
-    CANDIDATES,
+from compiler.range_choice import CANDIDATES, with_choices
+from compiler.range_search import (
     bounded_error,
     choose_end_to_end,
     energies,
     output_error,
     reference_case,
     refine_end_to_end,
-    with_choices,
 )
 from edgesim import assignment
 from edgesim import calibration as cal

@@ -16,10 +16,10 @@ from compiler.range_choice import (
     _graph_errors,
     candidate_params,
     choose_methods,
-    fake_quant_runner,
     reader_graph,
     tensor_errors,
 )
+from compiler.range_search import fake_quant_runner
 from edgesim import calibration as cal
 from edgesim.float_pass import float_pass
 from edgesim.loading import load_graph

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from compiler.activation_quant import ActivationParams
 from compiler.passes.calibrate import CalibrationStats
 from compiler.passes.quantize import QuantOptions, quantize
-from compiler.range_choice import CANDIDATES, choose_bounded, reference_case, refine_end_to_end
+from compiler.range_choice import CANDIDATES
+from compiler.range_search import choose_bounded, reference_case, refine_end_to_end
 from edgesim import assignment
 from edgesim import calibration as cal
 from edgesim.float_pass import float_pass

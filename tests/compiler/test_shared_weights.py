@@ -19,7 +19,8 @@ from compiler.emit import emit
 from compiler.executor import run
 from compiler.frontend import load
 from compiler.passes.calibrate import calibrate
-from compiler.passes.quantize import quantize, weight_bytes
+from compiler.passes.quant_bytes import weight_bytes
+from compiler.passes.quantize import quantize
 from hwmodels.cost import evaluate
 from hwmodels.target import load_target
 from tests.compiler.test_expand_lstm_directions import lstm_model

@@ -8,7 +8,7 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 from compiler.passes.quantize import QuantOptions, quantize
-from compiler.range_choice import output_error, reference_cases
+from compiler.range_search import output_error, reference_cases
 from edgesim import assignment
 from edgesim import calibration as cal
 from edgesim.float_pass import float_pass

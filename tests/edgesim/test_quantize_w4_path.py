@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 # modules the W4 weight-only path must not load (each one is another path's work)
-NOT_ON_THE_W4_PATH = ("compiler.range_choice", "compiler.bias_correction",
+NOT_ON_THE_W4_PATH = ("compiler.range_choice", "compiler.range_search", "compiler.bias_correction",
                       "compiler.layer_error", "compiler.sensitivity", "hwmodels",
                       "onnxruntime", "matplotlib", "numba.np.ufunc.omppool",
                       "numba.np.ufunc.tbbpool", "numba.np.ufunc.workqueue")

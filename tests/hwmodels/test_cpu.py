@@ -118,7 +118,8 @@ def test_softmax_pays_an_exp_per_element():
     n = 1024
     soft = layer("softmax", ops=3 * n, a_in=n, a_out=n)
     cyc = cycles([soft], [(32, 32)], simple_target())
-    assert cyc[0, 0] == (3 * n + 16 * n) / 4 + OVH  # (ops + 16 exp ops each) / 4 fp32 lanes
+    # (ops + 15 vector ops per exp: MLAS's MlasComputeSumExpVector, counted in compute.cpp)
+    assert cyc[0, 0] == (3 * n + 15 * n) / 4 + OVH  # / 4 fp32 lanes
 
 
 def test_run_overhead_is_booked_once_on_the_first_layer():
