@@ -207,12 +207,12 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
     with progress.phase("loading model and target"):  # and the modules the phases run
         from compiler.numba_start import load_registries
         from edgesim.float_pass import FloatPassRecorder, fit_batches, float_pass, onnxruntime_env
-        from edgesim.loading import load_graph, resolve_target
+        from edgesim.loading import float_graph, resolve_target
         from edgesim.quantize import quantize_model
         from edgesim.sparsity import apply_sparsity, expand_bits
         load_registries()  # before any kernel runs: numba's start without its BLAS probe
         source = built_model(model)
-        g = load_graph(source, options.input_shapes, **_load_options(options))  # ONNX -> IR
+        g = float_graph(source, options.input_shapes, **_load_options(options))  # ONNX -> IR
         if options.verify:
             verify(g)                                                      # --debug
         tgt = resolve_target(target)                                       # YAML -> target
