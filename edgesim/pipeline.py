@@ -193,6 +193,8 @@ def compile_model(model: Any, target: TargetRef, outdir: str | os.PathLike, *, c
     Returns:
         A `CompileResult` with the same fields as report.json.
     """
+    if calib_random is not None:  # refused before any work
+        cal.check_sample_count(calib_random)
     with output_folder(outdir, options.force) as folder:  # checked and locked before any work
         plots = plotter(options.plots)  # a plotting process imports matplotlib from now on
         with stopped_on_error(plots):

@@ -1,5 +1,5 @@
 """Requests compile and quantize refuse with one line and exit 2 (the CLI's oracle: its exit
-code and message): an already quantized model, an unknown target name."""
+code and message): an already quantized model, zero random samples, an unknown target name."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgesim import api
+from edgesim.errors import UserError
 from tests.edgesim.test_cli import _one_line_error, edgesim
 
 SHAPE = [1, 4, 8, 8]
@@ -86,6 +87,17 @@ def test_simulate_still_reads_a_quantized_file(quantized_files):
     sim = api.simulate(str(quantized_files["ort_static"]), "rpi5")
     conv = next(r for r in sim.layers if r.kind == "conv")
     assert (conv.w_bits, conv.a_bits) == (8, 8)
+
+
+def test_zero_random_samples_are_refused(quantized_files, tmp_path):
+    # compile took --calib-random 0 for "not given" and ran on 32 random samples
+    out = tmp_path / "out"
+    _one_line_error(edgesim("compile", str(quantized_files["float"]), "--method", "uniform",
+                            "--budget", "bits=8", "--calib-random", "0", "-o", str(out)),
+                    "--calib-random", "got 0")
+    assert not out.exists()  # refused before the output folder is claimed
+    with pytest.raises(UserError, match="--calib-random"):  # the API's allocate too
+        api.allocate(str(quantized_files["float"]), method="hawq", calib_random=0)
 
 
 def test_unknown_target_names_itself_and_the_known_ones(tmp_path):
