@@ -32,7 +32,7 @@ from edgesim.analysis_inputs import (
 )
 from edgesim.budget import DEFAULT_ANALYSIS_BUDGET_S, Budget
 from edgesim.errors import UserError
-from edgesim.fidelity import check_fidelity, measure_fidelity
+from edgesim.fidelity import check_fidelity, check_minimum, measure_fidelity
 from edgesim.output import output_folder, publish, staging
 from edgesim.progress import Progress
 from edgesim.report import (
@@ -193,8 +193,9 @@ def compile_model(model: Any, target: TargetRef, outdir: str | os.PathLike, *, c
     Returns:
         A `CompileResult` with the same fields as report.json.
     """
-    if calib_random is not None:  # refused before any work
+    if calib_random is not None:  # requests no run can meet, refused before any work
         cal.check_sample_count(calib_random)
+    check_minimum(options.min_fidelity, options.fidelity_metric is not None)
     with output_folder(outdir, options.force) as folder:  # checked and locked before any work
         plots = plotter(options.plots)  # a plotting process imports matplotlib from now on
         with stopped_on_error(plots):

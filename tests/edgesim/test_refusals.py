@@ -1,8 +1,10 @@
 """Requests compile and quantize refuse with one line and exit 2 (the CLI's oracle: its exit
-code and message): an already quantized model, zero random samples, an unknown target name."""
+code and message): an already quantized model, zero random samples, a --min-fidelity no
+model can meet, an unknown target name."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgesim import api
 from edgesim.errors import UserError
+from edgesim.fidelity import check_minimum
 from tests.edgesim.test_cli import _one_line_error, edgesim
 
 SHAPE = [1, 4, 8, 8]
@@ -98,6 +101,29 @@ def test_zero_random_samples_are_refused(quantized_files, tmp_path):
     assert not out.exists()  # refused before the output folder is claimed
     with pytest.raises(UserError, match="--calib-random"):  # the API's allocate too
         api.allocate(str(quantized_files["float"]), method="hawq", calib_random=0)
+
+
+def test_unmeetable_min_fidelity_is_refused_up_front(tmp_path):
+    # 1.5 ran the whole compile before failing on the emitted model's agreement (<= 1); a
+    # model that does not exist shows the order: the flag is checked before it is loaded
+    missing, out = tmp_path / "missing.onnx", tmp_path / "out"
+    _one_line_error(edgesim("compile", str(missing), "--min-fidelity", "1.5", "-o", str(out)),
+                    "--min-fidelity", "<= 1", "1.5")
+    assert not out.exists()
+    _one_line_error(edgesim("compile", str(missing), "--min-fidelity", "0.9", "-o", str(out)),
+                    str(missing), "no such file")  # a reachable minimum goes on to the load
+
+
+@pytest.mark.parametrize(("minimum", "custom", "refused"), [
+    (1.0, False, False), (1.0000001, False, True), (math.nan, False, True),
+    (-1.0, False, False), (5.0, True, False), (math.nan, True, True)])
+def test_check_minimum(minimum, custom, refused):
+    """Agreements and cosine lie in [-1, 1]; a user's metric may exceed 1; NaN never passes."""
+    if refused:
+        with pytest.raises(UserError, match="--min-fidelity"):
+            check_minimum(minimum, custom)
+    else:
+        check_minimum(minimum, custom)
 
 
 def test_unknown_target_names_itself_and_the_known_ones(tmp_path):
