@@ -31,7 +31,8 @@ def calibration_data(g: Graph, calib: Any, calib_random: int | None,
     if calib is not None and calib_random is not None:
         raise UserError("--calib", "give a calibration file or --calib-random, not both")
     if calib is None:
-        return cal.random_samples(g, calib_random or DEFAULT_CALIB_SAMPLES), None
+        n = DEFAULT_CALIB_SAMPLES if calib_random is None else calib_random  # 0 is refused
+        return cal.random_samples(g, n), None
     if isinstance(calib, Mapping):
         arrays = dict(calib)
         labels = arrays.pop(cal.LABELS_KEY, None)

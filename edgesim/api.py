@@ -221,7 +221,9 @@ def compile(model: Any, target: TargetRef = "rpi5", *, outdir: str | os.PathLike
     measured on the calibration data (default on).
     `outdir` must be new, empty or made by edgesim unless `force` (nothing in it that
     edgesim did not write is ever deleted). With `min_fidelity`, a plan whose emitted
-    model's primary fidelity metric is lower raises UserError and writes nothing.
+    model's primary fidelity metric is lower raises UserError and writes nothing; a
+    minimum above 1, which edgesim's own metrics never reach, is refused before any work
+    (unless `fidelity_metric` is given).
     `analysis_budget_s` bounds the HAWQ or LRP analysis's time (its precision reached is in the
     report's notes). `sparsity`, `kernel_check`, `pick`, `assignment` and `verify` are the
     CLI's `--sparsity` (candidate activation sparsities per MAC input; 0 is always a

@@ -200,10 +200,15 @@ def _random_input(g: Graph, name: str, n: int, rng: np.random.Generator) -> np.n
     return rng.integers(0, bound, shape).astype(spec.dtype)
 
 
-def random_samples(g: Graph, n: int, seed: int = 0) -> CalibrationData:
-    """`n` random samples per input (see the module docstring)."""
+def check_sample_count(n: int) -> None:
+    """Raise `UserError` unless `n` (`--calib-random`) is at least one sample."""
     if n < 1:
         raise UserError("--calib-random", f"needs at least 1 sample, got {n}")
+
+
+def random_samples(g: Graph, n: int, seed: int = 0) -> CalibrationData:
+    """`n` random samples per input (see the module docstring)."""
+    check_sample_count(n)
     rng = np.random.default_rng(seed)
     arrays = {name: _random_input(g, name, n, rng) for name in g.inputs}
     return CalibrationData(arrays, f"{n} random samples (no calibration data given)", True)

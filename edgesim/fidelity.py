@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,17 @@ def fidelity_score(fidelity: Mapping[str, Any]) -> tuple[str, float]:
     name = str(fidelity.get("metric", "cosine"))
     return name.replace("top1_agreement", "top-1 agreement").replace("_", " "), float(
         fidelity.get("value", fidelity.get("cosine")))
+
+
+def check_minimum(minimum: float | None, custom_metric: bool) -> None:
+    """Raise `UserError` before any work when no emitted model can meet `minimum`: NaN, or
+    above 1 while the score is one of edgesim's own (agreements and cosine are <= 1; a
+    user's metric may have any range)."""
+    if minimum is None:
+        return
+    if math.isnan(minimum) or (minimum > 1 and not custom_metric):
+        raise UserError("--min-fidelity", f"expected a number <= 1 (top-1 or label agreement, "
+                        f"or cosine with fp32, e.g. 0.9), got {minimum}")
 
 
 def check_fidelity(fidelity: Mapping[str, Any], minimum: float | None) -> None:

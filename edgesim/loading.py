@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
@@ -53,6 +54,25 @@ def load_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = No
     g = load(model, input_shapes, input_values=input_values, batch_axes=batch_axes,
              shapes_only=shapes_only)
     return costable(pinned_interface(g, input_shapes))
+
+
+def float_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None,
+                **options: Any) -> Graph:
+    """`load_graph` for the commands that quantize (compile, quantize): a model file or
+    ModelProto that is already quantized is refused (`UserError`) -- re-quantising what the
+    frontend reads back loses what the file's quantization folded in (a ReLU clipped by a
+    QuantizeLinear's range: cosine 0.755 on a Conv-ReLU-Concat) and ended in a KeyError on
+    the missing weight codes. A `Graph` is taken as given (validate plans its own)."""
+    g = load_graph(model, input_shapes, **options)
+    quantized = [la for la in g.layers if la.quant.w_bits or la.quant.a_bits]
+    if quantized and not isinstance(model, Graph):
+        where = os.fspath(model) if isinstance(model, str | os.PathLike) else g.name
+        kinds = Counter(la.quant.fmt for la in quantized)
+        raise UserError(where, "already quantized (layers in quantized formats: "
+                        f"{', '.join(f'{fmt} x{n}' for fmt, n in kinds.most_common())}, e.g. "
+                        f"{quantized[0].name!r}); compile and quantize take the float model -- "
+                        "simulate and validate read a quantized file as it is")
+    return g
 
 
 def pinned_interface(g: Graph, given: Mapping[str, Sequence[int]] | None) -> Graph:

@@ -32,7 +32,7 @@ from edgesim.analysis_inputs import (
 )
 from edgesim.budget import DEFAULT_ANALYSIS_BUDGET_S, Budget
 from edgesim.errors import UserError
-from edgesim.fidelity import check_fidelity, measure_fidelity
+from edgesim.fidelity import check_fidelity, check_minimum, measure_fidelity
 from edgesim.output import output_folder, publish, staging
 from edgesim.progress import Progress
 from edgesim.report import (
@@ -193,6 +193,9 @@ def compile_model(model: Any, target: TargetRef, outdir: str | os.PathLike, *, c
     Returns:
         A `CompileResult` with the same fields as report.json.
     """
+    if calib_random is not None:  # requests no run can meet, refused before any work
+        cal.check_sample_count(calib_random)
+    check_minimum(options.min_fidelity, options.fidelity_metric is not None)
     with output_folder(outdir, options.force) as folder:  # checked and locked before any work
         plots = plotter(options.plots)  # a plotting process imports matplotlib from now on
         with stopped_on_error(plots):
@@ -207,12 +210,12 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
     with progress.phase("loading model and target"):  # and the modules the phases run
         from compiler.numba_start import load_registries
         from edgesim.float_pass import FloatPassRecorder, fit_batches, float_pass, onnxruntime_env
-        from edgesim.loading import load_graph, resolve_target
+        from edgesim.loading import float_graph, resolve_target
         from edgesim.quantize import quantize_model
         from edgesim.sparsity import apply_sparsity, expand_bits
         load_registries()  # before any kernel runs: numba's start without its BLAS probe
         source = built_model(model)
-        g = load_graph(source, options.input_shapes, **_load_options(options))  # ONNX -> IR
+        g = float_graph(source, options.input_shapes, **_load_options(options))  # ONNX -> IR
         if options.verify:
             verify(g)                                                      # --debug
         tgt = resolve_target(target)                                       # YAML -> target

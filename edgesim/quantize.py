@@ -174,12 +174,12 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
         Per-layer decisions, sizes and the calibration used.
 
     Raises:
-        UserError / ModelError: bad bits, unknown layers, bad calibration data, or a model
-            edgesim cannot load; nothing is written then.
+        UserError / ModelError: bad bits, unknown layers, bad calibration data, a model
+            edgesim cannot load or one already quantized; nothing is written then.
     """
-    from edgesim.loading import load_graph
+    from edgesim.loading import float_graph
 
-    g = load_graph(model, input_shapes)                                   # ONNX -> IR
+    g = float_graph(model, input_shapes)                                  # ONNX -> IR
     assign = assignment.resolve(g, bits)                                  # [L, 2] bits
     gptq = options is not None and options.rounding == "gptq"
     needed = bool((assign[:, 1] < 32).any()) or gptq

@@ -35,10 +35,11 @@ _TOP = "(top)"  # field path used for errors about the whole document
 
 
 class TargetError(ValueError):
-    """A target file that does not validate, with the file and the dotted field path."""
+    """A target file that does not validate, with the file and the dotted field path (""
+    when the error has none: an unknown shipped name)."""
 
     def __init__(self, file: str, field: str, what: str) -> None:
-        super().__init__(f"{file}: {field}: {what}")
+        super().__init__(f"{file}: {field}: {what}" if field else f"{file}: {what}")
         self.file = file
         self.field = field
         self.what = what
@@ -210,8 +211,8 @@ def _locate(name: str) -> tuple[Path, str]:
         return Path(name), name
     shipped = shipped_dir() / f"{name}.yaml"
     if not shipped.is_file():
-        raise TargetError(f"targets/{name}.yaml", _TOP,
-                          f"no shipped target {name!r}; shipped: {', '.join(list_targets())}")
+        raise TargetError(f"target {name!r}", "", "no such shipped target (nor a .yaml "
+                          f"path); known targets: {', '.join(list_targets())}")
     return Path(str(shipped)), f"targets/{name}.yaml"
 
 

@@ -31,7 +31,8 @@ from compiler.frontend.inputs import BatchAxes, InputShapes, InputValues, declar
 from compiler.frontend.lower import lower_model
 from compiler.frontend.opset import default_opset, upgrade_opset
 from compiler.frontend.patterns import fuse_patterns
-from compiler.frontend.quantized import annotate, dequantize, is_quantized
+from compiler.frontend.quantized import dequantize, is_quantized
+from compiler.frontend.quantized_annotate import annotate
 from compiler.frontend.tensors import check_tensor_sizes, load_external_data
 from compiler.ir import Graph, Interface
 from compiler.passes.fold_batchnorm import fold_batchnorm

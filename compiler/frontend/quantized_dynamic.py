@@ -34,7 +34,7 @@ import onnx
 from onnx import helper
 
 if TYPE_CHECKING:
-    from compiler.frontend.quantized import _Reader
+    from compiler.frontend.quantized_reader import Reader
 
 LSTM_INPUTS = 8  # X, W, R, B, sequence_lens, initial_h, initial_c, P (then the quant inputs)
 
@@ -59,12 +59,12 @@ def node_key(node: onnx.NodeProto) -> tuple[str, str]:
     return node.op_type, node.output[0] if node.output else node.name
 
 
-def _only_user(r: _Reader, tensor: str, op: str) -> onnx.NodeProto | None:
+def _only_user(r: Reader, tensor: str, op: str) -> onnx.NodeProto | None:
     users = r.users.get(tensor, [])
     return users[0] if len(users) == 1 and users[0].op_type == op else None
 
 
-def _made(r: _Reader, tensor: str, op: str) -> onnx.NodeProto | None:
+def _made(r: Reader, tensor: str, op: str) -> onnx.NodeProto | None:
     """The node of type `op` that makes `tensor`, if `tensor` has one reader (a link of the
     pattern's chain, which nothing else reads)."""
     node = r.made.get(tensor)
@@ -72,7 +72,7 @@ def _made(r: _Reader, tensor: str, op: str) -> onnx.NodeProto | None:
     return node if node is not None and node.op_type == op and len(users) == 1 else None
 
 
-def conv_integer_bias(r: _Reader, out: str) -> ConvBias | None:
+def conv_integer_bias(r: Reader, out: str) -> ConvBias | None:
     """The bias subgraph added to ConvInteger output `out`, or None if there is none."""
     add = _only_user(r, out, "Add")
     if add is None:
@@ -88,7 +88,7 @@ def conv_integer_bias(r: _Reader, out: str) -> ConvBias | None:
     return ConvBias(div.input[0], add, (step, div, floor, cast, reshape, add))
 
 
-def float_bias(r: _Reader, out: str, channels: int) -> tuple[np.ndarray, onnx.NodeProto,
+def float_bias(r: Reader, out: str, channels: int) -> tuple[np.ndarray, onnx.NodeProto,
                                                                  tuple[onnx.NodeProto, ...]] | None:
     """The float bias Add after a dynamic conv's Cast -> Mul output `out` (ConvInteger takes
     no bias; `compiler.emit.dynamic` and `quantize_dynamic` add it after the scales): the
@@ -112,7 +112,7 @@ def float_bias(r: _Reader, out: str, channels: int) -> tuple[np.ndarray, onnx.No
     return np.asarray(value, np.float32).reshape(channels), add, extra
 
 
-def integer(r: _Reader, node: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> str | None:
+def integer(r: Reader, node: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> str | None:
     """DynamicQuantizeLinear -> MatMulInteger / ConvInteger [-> Add(run-time bias)] -> Cast
     -> Mul(sx * sw) -> MatMul / Conv on the dequantised weight (+ the float bias), appended
     to `nodes`; the weight scales' granularity, or None if `node` is not in the pattern."""
@@ -147,7 +147,7 @@ def integer(r: _Reader, node: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> st
     return "per_tensor" if ws.size == 1 else "per_channel"
 
 
-def _integer_weight(r: _Reader, node: onnx.NodeProto, wq: np.ndarray,
+def _integer_weight(r: Reader, node: onnx.NodeProto, wq: np.ndarray,
                     ws: np.ndarray) -> np.ndarray:
     """MatMulInteger / ConvInteger's weight codes dequantised (ConvInteger's scale per output
     channel is along axis 0)."""
@@ -157,7 +157,7 @@ def _integer_weight(r: _Reader, node: onnx.NodeProto, wq: np.ndarray,
     return w * (ws.reshape(-1, *[1] * (w.ndim - 1)) if per_out else ws)
 
 
-def _dequantized(r: _Reader, codes: str, scale: str, zero_point: str) -> np.ndarray:
+def _dequantized(r: Reader, codes: str, scale: str, zero_point: str) -> np.ndarray:
     """One DynamicQuantizeLSTM weight [D, K, 4H] dequantised, as ONNX's LSTM wants it:
     [D, 4H, K]."""
     q = r.constant(codes).astype(np.float32)
@@ -167,7 +167,7 @@ def _dequantized(r: _Reader, codes: str, scale: str, zero_point: str) -> np.ndar
     return np.ascontiguousarray(((q - z) * s).transpose(0, 2, 1))
 
 
-def dynamic_lstm(r: _Reader, node: onnx.NodeProto) -> tuple[onnx.NodeProto, str]:
+def dynamic_lstm(r: Reader, node: onnx.NodeProto) -> tuple[onnx.NodeProto, str]:
     """The ONNX LSTM (default domain) a DynamicQuantizeLSTM computes in float, on dequantised
     weights added to `r`, and the granularity of its weight scales."""
     ins = [*node.input, *[""] * (2 * LSTM_INPUTS - len(node.input))]

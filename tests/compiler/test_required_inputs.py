@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from compiler.errors import ModelError
-from compiler.frontend.quantized import _Reader
+from compiler.frontend.quantized_reader import Reader
 from compiler.ir import Spec
 from compiler.ops.opdef import Node
 from compiler.ops.reshape import lower_expand, lower_reshape, lower_slice, lower_tile
@@ -54,7 +54,7 @@ def test_quantized_reader_needs_constant_initializers() -> None:
         [helper.make_tensor_value_info("s_in", TensorProto.FLOAT, [1])],
         [helper.make_tensor_value_info("scale", TensorProto.FLOAT, [1])],
         [onnx.numpy_helper.from_array(np.array([2.0], np.float32), "w")])
-    reader = _Reader(helper.make_model(graph))
+    reader = Reader(helper.make_model(graph))
     np.testing.assert_array_equal(reader.constant("w"), [2.0])
     with pytest.raises(ModelError, match="^tensor scale: must be an initializer here$"):
         reader.constant("scale")
