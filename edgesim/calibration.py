@@ -144,6 +144,7 @@ def validate(g: Graph, arrays: Mapping[str, np.ndarray], where: str) -> dict[str
     if len(set(counts.values())) > 1:
         raise UserError(where, f"inputs hold different sample counts {counts}")
     count = next(iter(counts.values()), 1)
+    whole_batch(g, count, where)
     # an input without a batch axis: its one value stands for every sample
     return {n: x if n in counts else np.repeat(x, count, axis=0) for n, x in out.items()}
 
@@ -209,9 +210,23 @@ def check_sample_count(n: int) -> None:
 def random_samples(g: Graph, n: int, seed: int = 0) -> CalibrationData:
     """`n` random samples per input (see the module docstring)."""
     check_sample_count(n)
+    whole_batch(g, n, "--calib-random")
     rng = np.random.default_rng(seed)
     arrays = {name: _random_input(g, name, n, rng) for name in g.inputs}
     return CalibrationData(arrays, f"{n} random samples (no calibration data given)", True)
+
+
+def whole_batch(g: Graph, count: int, where: str) -> None:
+    """Raise unless `count` samples fill at least one batch of the graph's static batch size
+    (`batches` drops a partial batch: with fewer samples nothing would be calibrated).
+
+    Raises:
+        UserError: naming `where`, the sample count and the batch size.
+    """
+    size = batch_size(g)
+    if count < size:
+        raise UserError(where, f"{count} sample(s), fewer than the model's static batch size "
+                        f"{size}: give at least {size}")
 
 
 def batch_size(g: Graph) -> int:

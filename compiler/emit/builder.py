@@ -1,7 +1,11 @@
 """`Builder`: collects the nodes and initializers of one emitted ONNX graph.
 
 IR tensors keep their names in the emitted model; new tensors (quantised codes, scales,
-intermediate results) get fresh names derived from the layer's. The builder also knows which
+intermediate results) get fresh names derived from the layer's, or, where that name is longer
+than `STEM_LIMIT`, from a short stem standing for it (`short_names`: tf2onnx names run to
+hundreds of characters, and a quantised layer repeats them in every scale, zero point and Q/DQ
+output). Node names keep the layer's name (`validate` and `kernel_check` map nodes to layers
+by it). The builder also knows which
 tensors hold values already on an activation grid (the output of a `DequantizeLinear`), so
 that quantising them again with the same parameters reuses the existing codes instead of
 adding a second `QuantizeLinear`/`DequantizeLinear` pair; and it lets an emitter say that an IR
@@ -317,6 +321,8 @@ class Builder:
             if self.name(out) != out:
                 self.node("Identity", [self.name(out)], [out], base=f"{out}.identity")
         dims = declared(g, self.batch)
+        short_names(self.nodes, self.inits, set(g.types) | set(g.weights),
+                    {layer.name for layer in g.layers})
         graph = helper.make_graph(
             self.nodes, g.name or "edgesim",
             [value_info(t, g.types[t], dims.get(t)) for t in g.inputs],
@@ -336,3 +342,39 @@ def _claim(base: str, taken: set[str]) -> str:
         name = f"{base}_{i}"
     taken.add(name)
     return name
+
+
+# Derived tensor names keep an IR name this long or shorter as their stem (`short_names`).
+STEM_LIMIT = 24
+
+
+def short_names(nodes: list[onnx.NodeProto], inits: dict[str, onnx.TensorProto],
+                kept: set[str], layers: set[str]) -> None:
+    """Rename, in place, the tensors the builder made (not the IR's `kept` ones) whose name
+    starts with an IR tensor or layer name longer than `STEM_LIMIT` followed by a `.`: that
+    name becomes a short stem `t<k>` (one per name), the suffix stays (`t3.scale`,
+    `t3.quantize.QuantizeLinear`). Nothing reads these names back: the layer a tensor serves
+    is its consumer node's, whose name is unchanged."""
+    known = kept | layers
+    made = {t for n in nodes for t in (*n.input, *n.output) if t and t not in kept} | \
+        {t for t in inits if t not in kept}
+    stems: dict[str, str] = {}
+    rename: dict[str, str] = {}
+    for name in sorted(made):
+        parts = name.split(".")
+        stem = next((p for p in (".".join(parts[:c]) for c in range(len(parts) - 1, 0, -1))
+                     if p in known), None)
+        if stem is None or len(stem) <= STEM_LIMIT:
+            continue
+        short = stems.setdefault(stem, f"t{len(stems)}")
+        rename[name] = short + name[len(stem):]
+    taken = (made - set(rename)) | kept
+    if taken & set(rename.values()) or len(set(rename.values())) != len(rename):
+        return  # a clash with an existing name (a source tensor called `t0.scale`): keep all
+    for node in nodes:
+        node.input[:] = [rename.get(t, t) for t in node.input]
+        node.output[:] = [rename.get(t, t) for t in node.output]
+    for old in [t for t in inits if t in rename]:
+        tensor = inits.pop(old)
+        tensor.name = rename[old]
+        inits[tensor.name] = tensor

@@ -11,7 +11,8 @@ The steps, in order:
    inputs as constants, give every input a static shape, lift `Constant` nodes to
    initializers, inline `If` nodes whose condition is known, and list every unsupported op in
    one error;
-5. lower to the IR, fuse decomposed LayerNorm/RMSNorm/GELU/SiLU, fold BatchNorm.
+5. lower to the IR, fuse decomposed LayerNorm/RMSNorm/GELU/SiLU/hard-swish
+   (`compiler.frontend.patterns`), fold BatchNorm.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def load(model: str | os.PathLike[str] | onnx.ModelProto,
             enough for simulation and allocation, which need shapes, not values.
 
     Returns:
-        The lowered graph, with LayerNorm/RMSNorm/GELU/SiLU fused and BatchNorm folded.
+        The lowered graph, with LayerNorm/RMSNorm/GELU/SiLU/hard-swish fused and BatchNorm
+        folded.
 
     Raises:
         ModelError: the file is not a valid model, external data escapes the model's folder,
