@@ -201,6 +201,13 @@ class LayerTable:
     # int64, nodes of the layer's ONNX function body (`Facts.function_nodes`); None where not
     # derived (one node per layer)
     function_nodes: np.ndarray | None = None
+    # int64, an activation layer's function as its index in `compiler.ops.activation.
+    # FUNCTIONS` (-1 for other layers): which activations a runtime fuses into the GEMM
+    # before them (`hwmodels.cpu_choice.fused_activations`); None where not derived
+    activation: np.ndarray | None = None
+    # int64, rank of the layer's first output (a rank-2 linear is emitted as Gemm, others as
+    # MatMul: `compiler.emit.float_ops`, which runtimes fuse differently); None where not derived
+    out_rank: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # cost models memoise what they derive from a table on it (`memo`), so its arrays are
@@ -316,6 +323,7 @@ class Graph:
     def layer_table(self) -> LayerTable:
         """Per-layer facts as arrays (see `LayerTable`)."""
         from compiler.ops import OPS  # the op table imports this module
+        from compiler.ops.activation import FUNCTIONS
 
         rows = [self._row(layer, OPS[layer.kind]) for layer in self.layers]
         fused, index = self.epilogues(), {x.name: i for i, x in enumerate(self.layers)}
@@ -338,6 +346,10 @@ class Graph:
                        dtype=bool),
             np.asarray(cols[16], dtype=np.int64),
             np.asarray(cols[17], dtype=np.int64),
+            np.asarray([FUNCTIONS.index(x.attrs["fn"]) if x.kind == "activation" else -1
+                        for x in self.layers], dtype=np.int64),
+            np.asarray([len(self.types[x.outputs[0]].shape) if x.outputs else 0
+                        for x in self.layers], dtype=np.int64),
         )
 
     def _w_repeat(self) -> np.ndarray:
