@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hwmodels.kernels.arith import cdiv
 from hwmodels.kernels.cpu_gemm import (
     depthwise_core,
     gemm_core,
@@ -89,7 +90,6 @@ from hwmodels.kernels.cpu_ncnn import (
 from hwmodels.kernels.cpu_roofline import (
     add_pass,
     blocked,
-    cdiv,
     fits_llc,
     home,
     kernel_lanes,
