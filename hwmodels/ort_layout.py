@@ -51,9 +51,8 @@ def _producers(table: LayerTable, paths: np.ndarray, i: int) -> list[int]:
     """Rows whose results layer i reads (for an activation fused into its GEMM's output loop,
     that GEMM); -1 for a graph input."""
     reads = table.reads[i] if table.reads is not None else np.array([-1])
-    of = table.epilogue_of
-    out = [-1 if p < 0 else int(of[p]) if of is not None and paths[p] == K.PATH_FUSED
-           else int(p) for p in reads]
+    # a fused activation reads the GEMM just before it (`cpu_choice.fused_activations`)
+    out = [-1 if p < 0 else int(p) - 1 if paths[p] == K.PATH_FUSED else int(p) for p in reads]
     return out[:1] if out[1:] == [-1] else out
 
 
@@ -136,7 +135,7 @@ def _layouts(table: LayerTable, paths: np.ndarray, block: int, prods: list[list[
     out = np.full(len(table), NCHW)
     for i in range(len(table)):
         if paths[i] == K.PATH_FUSED:  # runs inside its GEMM's output loop
-            out[i] = out[table.epilogue_of[i]] if table.epilogue_of is not None else NCHW
+            out[i] = out[i - 1]
             continue
         inputs = [int(out[s]) if s >= 0 else NCHW for s in prods[i]]
         out[i] = _own_layout(table, i, int(paths[i]), bool(int8[i]), block, inputs)
@@ -171,8 +170,7 @@ def _output(table: LayerTable, s: int, column: tuple[np.ndarray, list[list[int]]
     Transpose before the output's DQ node), unless a reader's edge already made it."""
     paths, _ = column
     lay, _, line = layout
-    w = int(table.epilogue_of[s]) if paths[s] == K.PATH_FUSED and \
-        table.epilogue_of is not None else s
+    w = s - 1 if paths[s] == K.PATH_FUSED else s
     if int(lay[s]) == NCHW or any(int(lay[r]) == NCHW for r in readers[w]):
         return
     if int(lay[s]) == NCHWC:

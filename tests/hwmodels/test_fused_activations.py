@@ -118,3 +118,32 @@ def test_quantised_gemms_fuse_as_onnxruntime_does(act: str, first: str, bits: st
     ops = [n.op_type for n in onnx.load(str(tmp_path / "optimised.onnx")).graph.node]
     choices = layer_choices(table, np.array([BITS[bits]]), simple_target(), K.RUNTIME_ORT)
     assert (choices[1, 0] == K.PATH_FUSED) == (act not in ops), ops
+
+
+@pytest.mark.parametrize("after", ["pool", "add"])
+def test_layout_copies_see_through_a_fused_sigmoid(after: str, tmp_path: Path) -> None:
+    """A fused activation that is no MAC-array epilogue (Sigmoid: `epilogue_of` -1) still
+    carries its conv's NCHWc layout (`hwmodels.ort_layout`): as many reorders as onnxruntime's
+    optimised graph on this AVX2 host (2: the input's and the output's). Fails on the old
+    layout rules, which took the Sigmoid's result for a graph input (3)."""
+    from tests.hwmodels.test_ort_layout import _modelled, _on_avx2_host, _ort_inserted
+
+    assert _on_avx2_host()
+    w = [numpy_helper.from_array(RNG.standard_normal((16, 16, 3, 3)).astype(np.float32), n)
+         for n in ("w", "w2")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["a"], ["b"])]
+    if after == "pool":
+        nodes += [helper.make_node("MaxPool", ["b"], ["c"], kernel_shape=[2, 2], strides=[2, 2]),
+                  helper.make_node("Conv", ["c", "w2"], ["y"], pads=[1, 1, 1, 1])]
+    else:
+        nodes += [helper.make_node("Conv", ["b", "w2"], ["c"], pads=[1, 1, 1, 1]),
+                  helper.make_node("Add", ["b", "c"], ["y"])]
+    side = 8 if after == "pool" else 16
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, side, side])], w)
+    g = load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    oracle = sum(_ort_inserted(tmp_path, g, "fp32").values())
+    assert oracle == 2
+    assert sum(_modelled(g, [32, 32]).values()) == oracle
