@@ -20,8 +20,7 @@ from compiler.formats import (
     runs_as,
     table_geometry,
 )
-from compiler.ir import CATEGORY_GEMM, KIND_CODE, LayerTable
-from compiler.ops.activation import FUNCTIONS
+from compiler.ir import ACTIVATIONS, CATEGORY_GEMM, KIND_CODE, LayerTable
 from hwmodels import ncnn_int8, ort_int8
 from hwmodels.cost import bits_key, memoised
 from hwmodels.cpu_rates import nbits_int8_available
@@ -224,7 +223,7 @@ def ort_fused(table: LayerTable, paths: np.ndarray) -> np.ndarray:
 def _named(table: LayerTable, names: frozenset[str]) -> np.ndarray:
     """bool [L]: activation layers whose function is one of `names`."""
     assert table.activation is not None
-    codes = [FUNCTIONS.index(n) for n in names]
+    codes = [ACTIVATIONS.index(n) for n in names]
     return np.asarray(np.isin(table.activation, codes), bool)
 
 

@@ -144,9 +144,6 @@ _FNS: dict[str, _Fn] = {
                      np.abs(x - center) >= threshold, 4),
 }
 
-# the activation functions, in the order `LayerTable.activation` indexes them
-FUNCTIONS: tuple[str, ...] = tuple(_FNS)
-
 
 def _forward(x: Array, *, fn: str, **params: Any) -> tuple[Array]:
     return (np.asarray(_FNS[fn].forward(x, **params)).astype(x.dtype, copy=False),)

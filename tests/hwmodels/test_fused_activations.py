@@ -147,3 +147,12 @@ def test_layout_copies_see_through_a_fused_sigmoid(after: str, tmp_path: Path) -
     oracle = sum(_ort_inserted(tmp_path, g, "fp32").values())
     assert oracle == 2
     assert sum(_modelled(g, [32, 32]).values()) == oracle
+
+
+def test_the_ir_names_every_activation_function() -> None:
+    """`LayerTable.activation` codes index `compiler.ir.ACTIVATIONS`: every function the
+    activation op computes must be there (layer_table would fail on a missing one)."""
+    from compiler.ir import ACTIVATIONS
+    from compiler.ops import activation
+
+    assert ACTIVATIONS == tuple(activation._FNS)
