@@ -46,6 +46,14 @@ KIND_CATEGORY: Mapping[str, int] = MappingProxyType({
     **{k: CATEGORY_VIEW for k in ("reshape", "identity")},
 })
 
+# The activation functions (`compiler.ops.activation`), in the order `LayerTable.activation`
+# codes them, so that a cost model names an activation without importing the op table
+ACTIVATIONS: tuple[str, ...] = (
+    "relu", "clip", "leaky_relu", "sigmoid", "tanh", "hard_sigmoid", "hard_swish", "gelu",
+    "erf", "silu", "sqrt", "exp", "log", "neg", "abs", "reciprocal", "softplus", "elu", "selu",
+    "softsign", "threshold",
+)
+
 # Ops an array applies to its accumulators' outputs as they drain (Gemmini's AccumulatorScale:
 # scale, bias, ReLU/ReLU6 clip; TPU v1's activation unit): see `Graph.epilogues`
 # elements of any one tensor the frontend accepts, initializer or layer output, checked before
@@ -201,6 +209,13 @@ class LayerTable:
     # int64, nodes of the layer's ONNX function body (`Facts.function_nodes`); None where not
     # derived (one node per layer)
     function_nodes: np.ndarray | None = None
+    # int64, an activation layer's function as its index in `ACTIVATIONS` (-1 for other
+    # layers): which activations a runtime fuses into the GEMM before them
+    # (`hwmodels.cpu_choice.fused_activations`); None where not derived
+    activation: np.ndarray | None = None
+    # int64, rank of the layer's first output (a rank-2 linear is emitted as Gemm, others as
+    # MatMul: `compiler.emit.float_ops`, which runtimes fuse differently); None where not derived
+    out_rank: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # cost models memoise what they derive from a table on it (`memo`), so its arrays are
@@ -338,6 +353,10 @@ class Graph:
                        dtype=bool),
             np.asarray(cols[16], dtype=np.int64),
             np.asarray(cols[17], dtype=np.int64),
+            np.asarray([ACTIVATIONS.index(x.attrs["fn"]) if x.kind == "activation" else -1
+                        for x in self.layers], dtype=np.int64),
+            np.asarray([len(self.types[x.outputs[0]].shape) if x.outputs else 0
+                        for x in self.layers], dtype=np.int64),
         )
 
     def _w_repeat(self) -> np.ndarray:

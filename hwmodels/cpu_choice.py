@@ -20,7 +20,7 @@ from compiler.formats import (
     runs_as,
     table_geometry,
 )
-from compiler.ir import CATEGORY_GEMM, KIND_CODE, LayerTable
+from compiler.ir import ACTIVATIONS, CATEGORY_GEMM, KIND_CODE, LayerTable
 from hwmodels import ncnn_int8, ort_int8
 from hwmodels.cost import bits_key, memoised
 from hwmodels.cpu_rates import nbits_int8_available
@@ -164,27 +164,95 @@ def _ncnn_fc_fp16s(table: LayerTable, target: CpuTarget) -> np.ndarray:
     return np.asarray((table.kind_code == KIND_CODE["linear"]) & arm, bool)
 
 
-def fused_activations(table: LayerTable) -> np.ndarray:
-    """bool [L]: clamp-like activations (relu, clip, leaky relu: <= 2 ops per element) that
-    consume the output of a conv or linear layer (its producer, `LayerTable.reads`; the layer
-    just before them where the table has no edges) that no other layer reads and that is no
-    graph output. onnxruntime's ConvActivationFusion / GemmActivationFusion run them in that
-    kernel's output loop wherever the graph lists them: a branchy graph (Basic Pitch) puts
-    other layers between a conv and its ReLU."""
-    gemm_kinds = (KIND_CODE["conv"], KIND_CODE["linear"])
-    act = (table.kind_code == KIND_CODE["activation"]) & (table.ops <= 2 * table.a_out_elems)
-    if table.reads is None:
-        src, lone = np.arange(len(table)) - 1, np.ones(len(table), bool)
-    else:
-        src = table.reads[:, 0]
-        readers = np.bincount(table.reads[table.reads >= 0], minlength=len(table))
-        out = np.zeros(len(table), bool) if table.graph_output is None else table.graph_output
-        lone = (readers == 1) & ~out
+# Activations each runtime runs in the output loop of the conv / linear kernel before them.
+# onnxruntime: ConvActivationFusion (core/optimizer/conv_activation_fusion.cc) fuses a float
+# Conv's lone consumer, when the Conv's output is no graph output, into FusedConv if it is
+# Relu, Sigmoid, Tanh, LeakyRelu or Clip with constant bounds (and, in 1.32, HardSigmoid); the
+# NCHWc transformer (nchwc_transformer.cc, TransformActivation: a single-use NCHWc Conv with
+# no activation yet) fuses into its convs on x86. GemmActivationFusion fuses what FusedGemm's
+# MLAS activations take -- Relu, LeakyRelu, Sigmoid, Tanh, HardSigmoid, Elu, Selu, Softplus,
+# Softsign, not Clip -- after a Gemm (the 2-D linear edgesim emits); a MatMul fuses nothing.
+# onnxruntime 1.32's optimised graphs, at ORT_ENABLE_EXTENDED and ORT_ENABLE_ALL, fuse exactly
+# these (tests/hwmodels/test_fused_activations.py). Other runtimes: the clamps (ReLU, clip,
+# leaky ReLU), as before.
+ORT_CONV_FUSED = frozenset({"relu", "clip", "leaky_relu", "sigmoid", "tanh", "hard_sigmoid"})
+ORT_GEMM_FUSED = frozenset({"relu", "leaky_relu", "sigmoid", "tanh", "hard_sigmoid", "elu",
+                            "selu", "softplus", "softsign"})
+CLAMPS = frozenset({"relu", "clip", "leaky_relu"})
+
+
+def fused_activations(table: LayerTable, runtime: int = K.RUNTIME_ORT) -> np.ndarray:
+    """bool [L]: activations that consume the output of a float conv or linear layer (their
+    producer, `producers`: wherever the graph lists it -- a branchy graph, Basic Pitch, puts
+    other layers between a conv and its ReLU), which no other layer reads and which is no
+    graph output, and that `runtime` runs in that kernel's output loop (the lists above). A
+    table that does not name its activations (`LayerTable.activation` None) fuses the
+    clamp-like ones (<= 2 ops per element) after either."""
+    conv, linear = KIND_CODE["conv"], KIND_CODE["linear"]
+    src, lone = producers(table), _lone_reader(table)
     at = np.maximum(src, 0)
-    from_gemm = (src >= 0) & np.isin(table.kind_code[at], gemm_kinds)
-    feeds = table.a_out_elems[at] == table.a_in_elems
-    fused: np.ndarray = act & from_gemm & lone[at] & feeds
-    return fused
+    prev = np.where(src >= 0, table.kind_code[at], -1)
+    feeds = (src >= 0) & (table.a_out_elems[at] == table.a_in_elems) & lone
+    act = table.kind_code == KIND_CODE["activation"]
+    if table.activation is None:
+        clamp = act & (table.ops <= 2 * table.a_out_elems)
+        return np.asarray(clamp & np.isin(prev, (conv, linear)) & feeds, bool)
+    lists = (ORT_CONV_FUSED, ORT_GEMM_FUSED) if runtime == K.RUNTIME_ORT else (CLAMPS, CLAMPS)
+    gemm = prev == linear
+    if runtime == K.RUNTIME_ORT and table.out_rank is not None:  # a MatMul fuses nothing
+        gemm &= np.where(src >= 0, table.out_rank[at], 0) == 2
+    fusable = np.where(prev == conv, _named(table, lists[0]), gemm & _named(table, lists[1]))
+    return np.asarray(act & fusable & feeds, bool)
+
+
+def producers(table: LayerTable) -> np.ndarray:
+    """int [L]: the layer whose output each layer reads first (`LayerTable.reads`; the layer
+    just before it where the table carries no edges); -1 for a graph input. A fused
+    activation runs in this layer's output loop."""
+    if table.reads is None:
+        return np.arange(len(table)) - 1
+    return np.asarray(table.reads)[:, 0]
+
+
+def ort_fused(table: LayerTable, paths: np.ndarray) -> np.ndarray:
+    """bool [L, B]: the activations onnxruntime runs inside the GEMM before them, per bit
+    choice (`paths`: the GEMM kernel paths). Only a float Conv / Gemm fuses (ConvActivation-
+    Fusion checks the float type); a quantised conv (QLinearConv) absorbs a ReLU or clip,
+    which edgesim's emitter folds into its output quantisation (an Identity onnxruntime
+    drops); after MatMulIntegerToFloat, MatMulNBits, ConvInteger or a Q/DQ pair the
+    activation runs as its own node (onnxruntime 1.32's optimised graphs:
+    tests/hwmodels/test_fused_activations.py)."""
+    fused, src = fused_activations(table, K.RUNTIME_ORT), producers(table)
+    prev = np.where((src >= 0)[:, None], paths[np.maximum(src, 0)], K.PATH_NONE)
+    clamps = fused if table.activation is None else \
+        fused & _named(table, frozenset({"relu", "clip"}))
+    qlinear = np.isin(prev, (K.PATH_QLINEAR, K.PATH_QLINEAR_IN, K.PATH_QLINEAR_OUT,
+                             K.PATH_QLINEAR_CHAIN))
+    out: np.ndarray = (fused[:, None] & (prev == K.PATH_FP32)) | (clamps[:, None] & qlinear)
+    return out
+
+
+def _named(table: LayerTable, names: frozenset[str]) -> np.ndarray:
+    """bool [L]: activation layers whose function is one of `names`."""
+    assert table.activation is not None
+    codes = [ACTIVATIONS.index(n) for n in names]
+    return np.asarray(np.isin(table.activation, codes), bool)
+
+
+def _lone_reader(table: LayerTable) -> np.ndarray:
+    """bool [L]: layer i's producer (`producers`) has no other reader (among the layers' first
+    two inputs: `LayerTable.reads`) and its output is no graph output (True where the table
+    carries no edges)."""
+    n = len(table)
+    if table.reads is None:
+        return np.ones(n, bool)
+    reads = np.asarray(table.reads)
+    src = reads[:, 0]
+    readers = np.bincount(reads[reads >= 0], minlength=n)  # a layer reading it twice: 2
+    out = np.zeros(n, bool) if table.graph_output is None else \
+        np.asarray(table.graph_output, bool)
+    at = np.maximum(src, 0)
+    return np.asarray((src >= 0) & (readers[at] == 1) & ~out[at], bool)
 
 
 def layer_choices(table: LayerTable, bits: np.ndarray, target: CpuTarget,
@@ -192,12 +260,13 @@ def layer_choices(table: LayerTable, bits: np.ndarray, target: CpuTarget,
     """int64 [L, B]: kernel path of GEMM layers, PATH_FUSED for fused activations,
     PATH_NONE for the other layers."""
     gemm = (table.category == CATEGORY_GEMM)[:, None]
-    fused = fused_activations(table)[:, None]
+    fused = fused_activations(table, runtime)[:, None]
     paths = kernel_paths(table, bits, target, runtime)
     if runtime == K.RUNTIME_NCNN:
         paths = ncnn_int8.chain_paths(table, paths)
     elif runtime == K.RUNTIME_ORT:
         paths = ort_int8.chain_paths(table, paths)
+        fused = ort_fused(table, paths)
     return np.where(gemm, paths, np.where(fused, K.PATH_FUSED, K.PATH_NONE))
 
 

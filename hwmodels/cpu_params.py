@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from compiler.ir import LayerTable
-from hwmodels import energy
+from hwmodels import energy, ort_int8
 from hwmodels.cpu_schema import CpuTarget
 from hwmodels.kernels import cpu_layout as K  # the kernel's array layout
 
@@ -82,7 +82,7 @@ def layer_array(table: LayerTable) -> np.ndarray:
             table.macs, table.ops, table.w_elems, table.a_in_elems, table.a_out_elems,
             table.w_bytes,
             np.ones(len(table), np.int64) if table.kernel_rows is None else table.kernel_rows,
-            table.exp_evaluations(), _function_nodes(table))
+            table.exp_evaluations(), _function_nodes(table), ort_int8.dq_copies(table))
     if not len(table):
         return np.zeros((0, K.NL), dtype=np.int64)
     return np.ascontiguousarray(np.stack(cols, axis=1), dtype=np.int64)

@@ -1,4 +1,5 @@
-"""onnxruntime's int8 conv chains: which QLinearConvs keep their tensors in int8.
+"""onnxruntime's int8 conv chains: which QLinearConvs keep their tensors in int8, and how
+many DequantizeLinear copies one writing float runs (`dq_copies`).
 
 edgesim emits W8A8 convs as QDQ: Q -> DQ around every conv input and output. onnxruntime's
 QDQ transformers (core/optimizer/qdq_transformer: QDQPropagation, DoubleQDQPairsRemover and
@@ -90,6 +91,27 @@ def int8_edges(table: LayerTable, qlinear: np.ndarray, reads_q: np.ndarray,
     writes = np.array([bool(r) and all(reads_q[x] or int8[x] for x in r) for r in readers],
                       dtype=bool)
     return qlinear & reads_int8, qlinear & writes
+
+
+def dq_copies(table: LayerTable) -> np.ndarray:
+    """int64 [L]: the DequantizeLinear nodes onnxruntime runs on a layer's result where it is
+    a QLinearConv writing float. edgesim emits one Q -> DQ per tensor; onnxruntime's
+    EnsureUniqueDQForNodeUnit (qdq_transformer/ensure_unique_dq_for_node_unit.cc) gives every
+    consumer of a DQ its own copy, and each copy is a pass over the tensor: one per reader that
+    takes the float (not a QLinearConv, a MatMulIntegerToFloat quantising its input, or a pool /
+    Add run on uint8), at least one (a graph output). Readers judged as at W8A8 (every
+    weighted conv QLinear, every linear quantising its input), the same for every bit choice;
+    1 where the table does not carry its edges. Checked against onnxruntime's optimised graph
+    (tests/hwmodels/test_dq_copies.py; PicoDet layout_cdla W8A8: 194 DQ nodes, as counted)."""
+    n = len(table)
+    if table.reads is None:
+        return np.ones(n, np.int64)
+    readers, sources = _readers(table), [_sources(table, j) for j in range(n)]
+    conv = (table.kind_code == KIND_CODE["conv"]) & (table.w_elems > 0)
+    reads_q = conv | (table.kind_code == KIND_CODE["linear"])
+    int8 = conv | int8_passthrough(table, conv, reads_q, readers, sources)
+    copies = [sum(1 for r in set(readers[i]) if not (reads_q[r] or int8[r])) for i in range(n)]
+    return np.maximum(np.asarray(copies, np.int64), 1)
 
 
 def chain_paths(table: LayerTable, paths: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ import numpy as np
 
 from compiler.ir import KIND_CODE, LayerTable
 from hwmodels import ort_int8
+from hwmodels.cpu_choice import producers
 from hwmodels.cpu_schema import CpuTarget
 from hwmodels.kernels import cpu_inserted as I
 from hwmodels.kernels import cpu_layout as K
@@ -51,9 +52,9 @@ def _producers(table: LayerTable, paths: np.ndarray, i: int) -> list[int]:
     """Rows whose results layer i reads (for an activation fused into its GEMM's output loop,
     that GEMM); -1 for a graph input."""
     reads = table.reads[i] if table.reads is not None else np.array([-1])
-    of = table.epilogue_of
-    out = [-1 if p < 0 else int(of[p]) if of is not None and paths[p] == K.PATH_FUSED
-           else int(p) for p in reads]
+    # a fused activation stands for its producer (`cpu_choice.fused_activations`)
+    src = producers(table)
+    out = [-1 if p < 0 else int(src[p]) if paths[p] == K.PATH_FUSED else int(p) for p in reads]
     return out[:1] if out[1:] == [-1] else out
 
 
@@ -133,10 +134,10 @@ def layouts(table: LayerTable, paths: np.ndarray, block: int) -> np.ndarray:
 def _layouts(table: LayerTable, paths: np.ndarray, block: int, prods: list[list[int]],
              readers: list[list[int]]) -> np.ndarray:
     int8 = _int8_pools(table, paths, prods, readers)
-    out = np.full(len(table), NCHW)
+    out, src = np.full(len(table), NCHW), producers(table)
     for i in range(len(table)):
         if paths[i] == K.PATH_FUSED:  # runs inside its GEMM's output loop
-            out[i] = out[table.epilogue_of[i]] if table.epilogue_of is not None else NCHW
+            out[i] = out[src[i]]
             continue
         inputs = [int(out[s]) if s >= 0 else NCHW for s in prods[i]]
         out[i] = _own_layout(table, i, int(paths[i]), bool(int8[i]), block, inputs)
@@ -171,8 +172,7 @@ def _output(table: LayerTable, s: int, column: tuple[np.ndarray, list[list[int]]
     Transpose before the output's DQ node), unless a reader's edge already made it."""
     paths, _ = column
     lay, _, line = layout
-    w = int(table.epilogue_of[s]) if paths[s] == K.PATH_FUSED and \
-        table.epilogue_of is not None else s
+    w = int(producers(table)[s]) if paths[s] == K.PATH_FUSED else s
     if int(lay[s]) == NCHW or any(int(lay[r]) == NCHW for r in readers[w]):
         return
     if int(lay[s]) == NCHWC:

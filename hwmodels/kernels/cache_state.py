@@ -20,8 +20,9 @@ KERNELS = Path(__file__).resolve().parent
 # seconds, the roofline kind is numpy only (tests/edgesim/test_startup.py checks this table
 # against the numba dispatchers a compiled simulate of each kind actually loads)
 KIND_KERNELS: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "cpu": ("cpu", "cpu_gemm", "cpu_gemm_layer", "cpu_ncnn", "cpu_roofline", "cpu_stream"),
-    "macarray": ("macarray", "macarray_folds", "macarray_traffic", "sparse"),
+    "cpu": ("arith", "cpu", "cpu_gemm", "cpu_gemm_layer", "cpu_ncnn", "cpu_roofline",
+            "cpu_stream"),
+    "macarray": ("arith", "macarray", "macarray_folds", "macarray_traffic", "sparse"),
     "mcu": (),
     "roofline": (),
 })

@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from hwmodels.kernels import cpu_ncnn as ncnn
+from hwmodels.kernels.arith import cdiv
 from hwmodels.kernels.cpu_layout import (
     ACC_INSTR,
     ACC_PEAK,
@@ -39,7 +40,6 @@ from hwmodels.kernels.cpu_roofline import (
     blocked,
     blocked_traffic,
     book_core,
-    cdiv,
     core_dram_bytes,
     gemm_threads,
     kernel_lanes,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hwmodels.kernels.arith import cdiv
 from hwmodels.kernels.cpu_gemm import (
     depthwise_core,
     gemm_core,
@@ -55,6 +56,7 @@ from hwmodels.kernels.cpu_layout import (
     KIND_CONV,
     L_AIN,
     L_AOUT,
+    L_DQ_COPIES,
     L_G,
     L_K,
     L_KH,
@@ -90,7 +92,6 @@ from hwmodels.kernels.cpu_ncnn import (
 from hwmodels.kernels.cpu_roofline import (
     add_pass,
     blocked,
-    cdiv,
     fits_llc,
     home,
     kernel_lanes,
@@ -126,8 +127,12 @@ def gemm_streams(li: np.ndarray, row: np.ndarray, a: int, eba: float, ebw: float
                  p, ch, traffic, acc)
         acc[ACC_NODES] += 1.0
     if row[A_DQ_OUT] > 0:     # DequantizeLinear node: int8 in, fp32 out
-        add_pass(aout * 5.0, aout * DQ_LANE_OPS, lanes, home(aout * 5.0, p, ch),
+        # onnxruntime: one DQ node, and pass, per float reader (L_DQ_COPIES; hwmodels.ort_int8),
+        # each on the calling thread (DequantizeLinearApply takes no thread pool)
+        dq = float(li[L_DQ_COPIES]) if runtime == RUNTIME_ORT else 1.0
+        add_pass(dq * aout * 5.0, dq * aout * DQ_LANE_OPS, lanes, home(aout * 5.0, p, ch),
                  on_calling_thread(p) if runtime == RUNTIME_ORT else p, ch, traffic, acc)
+        acc[ACC_NODES] += dq - 1.0
     if row[A_FAKE_Q] > 0 and a <= 8:  # Q -> DQ pair left in front of a float kernel
         add_pass(ain * 10.0, ain * (Q_LANE_OPS + DQ_LANE_OPS), lanes, home(ain * 10.0, p, ch), p,
                  ch, traffic, acc)

@@ -23,7 +23,8 @@ L_KIND, L_CAT, L_M, L_N, L_K, L_G, L_MACS, L_OPS, L_WEL, L_AIN, L_AOUT, L_WB = r
 L_KH = 12  # a conv's kernel rows (LayerTable.kernel_rows; 1 where unknown)
 L_TRANS = 13  # exp / log / tanh / erf evaluations (LayerTable.transcendentals)
 L_FNODES = 14  # nodes of the layer's ONNX function body (LayerTable.function_nodes)
-NL = 15
+L_DQ_COPIES = 15  # DequantizeLinear copies onnxruntime runs on a float-out QLinear result
+NL = 16
 
 # params columns (float64 [H, NP])
 (P_CLOCK_HZ, P_CORES, P_THREADS, P_LANES32, P_PIPES, P_TILE_M, P_TILE_N, P_GEMM_EFF,

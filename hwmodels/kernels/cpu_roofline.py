@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from hwmodels.kernels.arith import cdiv
 from hwmodels.kernels.cpu_layout import (
     ACC_INSTR,
     ACC_LANE_OPS,
@@ -40,12 +41,6 @@ from hwmodels.kernels.cpu_layout import (
     THREAD_MACS,
 )
 from hwmodels.kernels.jit import njit
-
-
-@njit(cache=True)
-def cdiv(a: float, b: float) -> float:
-    """ceil(a / b) for positive b, tolerant of float rounding."""
-    return float(math.ceil(a / b - 1e-9))
 
 
 @njit(cache=True)

@@ -31,10 +31,10 @@ import math
 import numpy as np
 
 from compiler.ir import CATEGORY_GEMM, CATEGORY_STREAM, CATEGORY_VIEW
+from hwmodels.kernels.arith import cdiv
 from hwmodels.kernels.jit import njit, prange
 from hwmodels.kernels.macarray_folds import (
     PSUM_BYTES,
-    cdiv,
     fold_schedule,
     gemm_dims,
     last_slack,

@@ -8,11 +8,11 @@ model there flows in here, and the tests check the two kernels agree exactly.
 
 Those functions are compiled again here from the same Python source, to be inlined (numba IR
 inlining) into this kernel with everything they call in the MAC-array model's modules
-(`kernels.macarray`, `kernels.macarray_folds`, `kernels.macarray_traffic`): a numba call that
-is not inlined passes each array argument with a reference count, and inlined the kernel ran
-2.3x faster per evaluation (bench/bench_sweep.py), with bit-identical results. As with any
-numba cache, this module's cached kernel does not notice edits to those modules alone
-(numba checks only the caller's file); the tests, run on a fresh checkout, do.
+(`kernels.macarray`, `kernels.macarray_folds`, `kernels.macarray_traffic`, `kernels.arith`):
+a numba call that is not inlined passes each array argument with a reference count, and
+inlined the kernel ran 2.3x faster per evaluation (bench/bench_sweep.py), with bit-identical
+results. As with any numba cache, this module's cached kernel does not notice edits to those
+modules alone (numba checks only the caller's file); the tests, run on a fresh checkout, do.
 
 Inlining still binds every array argument of an inlined call to a new variable, which numba
 reference-counts; the kernel reads its arrays through `kernels.views.borrowed` views, which it
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
-from hwmodels.kernels import jit, macarray_folds, macarray_traffic
+from hwmodels.kernels import arith, jit, macarray_folds, macarray_traffic
 from hwmodels.kernels import macarray as kernel
 from hwmodels.kernels.macarray_layout import G_SIZE
 from hwmodels.kernels.views import borrowed
@@ -40,7 +40,7 @@ def inlined_namespace(modules: tuple[Any, ...]) -> dict[str, Any]:
     return jit.rebind_own(modules, njit(inline="always"))
 
 
-_INLINED = inlined_namespace((kernel, macarray_folds, macarray_traffic))
+_INLINED = inlined_namespace((kernel, macarray_folds, macarray_traffic, arith))
 layer_setup, layer_at = _INLINED["layer_setup"], _INLINED["layer_at"]
 
 

@@ -46,16 +46,11 @@ import math
 
 import numpy as np
 
+from hwmodels.kernels.arith import cdiv
 from hwmodels.kernels.jit import njit
 from hwmodels.kernels.sparse import OS, WS, expected_tile_work, is_skipping
 
 PSUM_BYTES = 4.0  # partial sums accumulate in 32 bits
-
-
-@njit(cache=True)
-def cdiv(a: float, b: float) -> float:
-    """ceil(a / b) for positive b, tolerant of float rounding."""
-    return float(math.ceil(a / b - 1e-9))
 
 
 @njit(cache=True)
