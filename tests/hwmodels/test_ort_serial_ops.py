@@ -69,6 +69,7 @@ def _dq_pass_cycles(threads: int, runtime: int) -> float:
     li = np.zeros(K.NL, np.int64)
     li[K.L_KIND], li[K.L_M], li[K.L_N], li[K.L_K], li[K.L_G] = K.KIND_CONV, 1, M, 1, 1
     li[K.L_AOUT], li[K.L_KH], li[K.L_WEL] = M, 1, M  # weights: no run-time B pack
+    li[K.L_DQ_COPIES] = 1  # one float reader: one DQ node
     row = np.zeros(K.NA)
     row[K.A_DQ_OUT] = 1.0
     traffic, acc = np.zeros(K.MAX_LEVELS + 1), np.zeros(K.NACC)
