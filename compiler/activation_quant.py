@@ -83,6 +83,8 @@ def _histogram(x: np.ndarray, nbins: int, inv_width: float, block: int = 1 << 32
     rows = np.zeros((4, nbins), np.int32)
     counts = np.zeros(nbins, np.int64)
     for start in range(0, x.size, block):
+        if start:  # the block before was carried into `counts`
+            rows[:] = 0
         stop = min(start + block, x.size)
         end4 = stop - (stop - start) % 4
         for i in range(start, end4, 4):
@@ -94,13 +96,12 @@ def _histogram(x: np.ndarray, nbins: int, inv_width: float, block: int = 1 << 32
         for r in range(4):
             for b in range(nbins):
                 counts[b] += rows[r, b]
-        rows[:] = 0
     return counts
 
 
 @njit(cache=True, nogil=True)
-def _key_range(bits: np.ndarray) -> np.ndarray:
-    """Min and max of the float32 values whose bit patterns `bits` (int32) holds, in one pass.
+def _key_range(bits: np.ndarray) -> tuple[float, float]:
+    """(min, max) of the float32 values whose bit patterns `bits` (int32) holds, in one pass.
 
     Each pattern maps to a key that orders as the float does (negative floats' magnitude bits
     flipped), with NaN above +inf (sign clear) or below -inf (sign set), so a NaN comes out
@@ -114,12 +115,13 @@ def _key_range(bits: np.ndarray) -> np.ndarray:
     out = np.empty(2, np.int32)  # the map is its own inverse: keys -> bit patterns
     out[0] = lo ^ 0x7FFFFFFF if lo < 0 else lo
     out[1] = hi ^ 0x7FFFFFFF if hi < 0 else hi
-    return out.view(np.float32)
+    values = out.view(np.float32)
+    return float(values[0]), float(values[1])
 
 
 def _float32_range(x: np.ndarray) -> tuple[float, float]:
     """`(x.min(), x.max())` of a non-empty 1-D contiguous float32 `x`, NaN if `x` holds one."""
-    lo, hi = (float(v) for v in _key_range(x.view(np.int32)))
+    lo, hi = _key_range(x.view(np.int32))
     # the keys order -0.0 below +0.0; numpy returns whichever zero its SIMD order meets: take
     # its answer where that can matter (a -0.0 min, a +0.0 max: rare, e.g. all-zero tensors)
     if lo == 0.0 and math.copysign(1.0, lo) < 0:
