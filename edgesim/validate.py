@@ -1,8 +1,9 @@
 """`edgesim validate`: predicted vs measured latency, per layer and in total, on this machine.
 
-The model (at the asked bits, emitted as `edgesim quantize` would) runs in onnxruntime with per-
-node profiling (`SessionOptions.enable_profiling`); the graph onnxruntime optimised is saved
-beside it, so every profiled node is known by its outputs. Nodes map to IR layers by node name
+The model (at the asked bits, emitted as `edgesim quantize` would; an already quantized file as
+it is, predicted at its own plan) runs in onnxruntime with per-node profiling
+(`SessionOptions.enable_profiling`); the graph onnxruntime optimised is saved beside it, so
+every profiled node is known by its outputs. Nodes map to IR layers by node name
 first (`_named_layer`), then by tensor name: a node writing an IR tensor (or named after one, as
 onnxruntime's NCHWc nodes are) belongs to the layer that produces it; a node writing only
 tensors the IR does not have (a QuantizeLinear in front of a conv) belongs to the layer its
@@ -18,6 +19,7 @@ On a board: `edgesim target probe host.yaml`, then `edgesim validate MODEL --tar
 from __future__ import annotations
 
 import json
+import os
 import re
 import statistics
 import tempfile
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgesim import profile_runs
+from edgesim.errors import UserError
 from edgesim.host_check import check_host
 
 if TYPE_CHECKING:  # the CLI registers this command without loading the compiler
@@ -50,6 +53,7 @@ NCHWC_SUFFIX = "_nchwc"
 # on chains of cheap nodes with these input counts
 FLOOR_INPUTS = (1, 9)
 FLOOR_CHAIN = (6, 60)  # chain lengths: the unprofiled per-node time is their difference
+OWN_PLAN = "own plan"  # `Validation.bits` of a quantized file run as it is
 
 
 @dataclass(frozen=True)
@@ -321,7 +325,7 @@ def busy_host_ms(model: Any, feeds: Mapping[str, np.ndarray], threads: int,
     return min(wall, sum(nodes.values()))
 
 
-def validate(model: Any, target: Target, *, bits: Any = "fp32", threads: int = 1,
+def validate(model: Any, target: Target, *, bits: Any = None, threads: int = 1,
              runs: int = 20, calib_random: int = 8, stat: str = "median",
              input_shapes: Mapping[str, Sequence[int]] | None = None) -> Validation:
     """Run `model` at `bits` here, profiled, and compare with the prediction on `target`.
@@ -331,7 +335,11 @@ def validate(model: Any, target: Target, *, bits: Any = "fp32", threads: int = 1
         target: the target (name, YAML path or object) describing this machine: a target
             of another kind or architecture is refused (`UserError`), one claiming ISA
             features or cores this machine lacks gives `Validation.warning`.
-        bits: as `edgesim quantize` takes them ("fp32", 8 = W8A8, 4 = W4, ...).
+        bits: as `edgesim quantize` takes them ("fp32", 8 = W8A8, 4 = W4, ...); None: a
+            quantized file (edgesim's own or onnxruntime's `quantize_static` / `_dynamic`)
+            runs as it is, against the prediction of its own plan (as `simulate` reads it),
+            a float model at fp32. Bits for an already quantized model are refused
+            (`UserError`): requantising its read-back float self would validate another model.
         threads: onnxruntime intra-op threads, and the threads the model assumes.
         runs: profiled runs (and timed runs of the total).
         calib_random: random calibration samples for quantised activations.
@@ -344,18 +352,25 @@ def validate(model: Any, target: Target, *, bits: Any = "fp32", threads: int = 1
     from edgesim.evaluate import measure_latency
     from edgesim.loading import load_graph, resolve_target
     from edgesim.quantize import quantize_model
-    from edgesim.simulation import simulate_graph
+    from edgesim.simulation import planned_bits, simulate_graph
 
     tgt = resolve_target(target)
     warning = check_host(tgt)
     g = load_graph(model, input_shapes)
+    own = planned_bits(g)
+    quantized = bool((own < 32).any())
+    if quantized and bits is not None:
+        raise UserError("--bits", "the model is already quantized and runs at its own plan: "
+                        "drop --bits, or validate its float model at these bits")
+    bits = own if quantized else "fp32" if bits is None else bits
     sim = simulate_graph(g, tgt, assignment.resolve(g, bits), threads=threads)
     predicted = np.array([r.latency_ms for r in sim.layers])
     feeds = next(cal.batches(g, cal.random_samples(g, 1)))
     with tempfile.TemporaryDirectory(prefix="edgesim-validate-") as tmp:
         work = Path(tmp)
-        path = Path(quantize_model(g, bits, calib_random=calib_random,
-                                   out=work / "model.onnx").out)
+        # the read-back plan has no weight codes to emit from: the file runs as it is
+        path = (quantized_file(model, work) if quantized else Path(quantize_model(
+            g, bits, calib_random=calib_random, out=work / "model.onnx").out))
         raw_ms, nodes, clean, noise = profile(path, feeds, threads, runs, work, stat)
         floor = profiler_floor_us(threads, runs, stat, work)
         lat = measure_latency(path, feeds, threads, runs)
@@ -363,10 +378,30 @@ def validate(model: Any, target: Target, *, bits: Any = "fp32", threads: int = 1
     total = lat.p10_ms if stat == "min" else lat.median_ms
     node_layer = assign_nodes(nodes, g)
     rows = compare(g, predicted, node_ms, node_layer)
-    return Validation(g.name, getattr(tgt, "name", str(target)), str(bits), threads,
+    return Validation(g.name, getattr(tgt, "name", str(target)),
+                      OWN_PLAN if quantized else str(bits), threads,
                       tuple(rows), float(predicted.sum()), total, float(sum(node_ms.values())),
                       tuple(sorted(set(node_ms) - set(node_layer))), clean, warning, noise,
                       floor)
+
+
+def quantized_file(model: Any, workdir: Path) -> Path:
+    """The ONNX file of an already quantized `model` (a path, or a ModelProto saved into
+    `workdir`); a lowered Graph carrying a plan has no file to run (`UserError`)."""
+    import onnx
+
+    from edgesim.loading import ZOO_PREFIX, zoo_model
+
+    if isinstance(model, str) and model.startswith(ZOO_PREFIX):
+        model = zoo_model(model[len(ZOO_PREFIX):])
+    if isinstance(model, str | os.PathLike):
+        return Path(model)
+
+    if isinstance(model, onnx.ModelProto):
+        onnx.save(model, str(workdir / "model.onnx"))
+        return workdir / "model.onnx"
+    raise UserError("model", "a quantized model validates from its ONNX file or ModelProto, "
+                    "not from a lowered Graph")
 
 
 def format_table(v: Validation) -> str:
