@@ -3,15 +3,12 @@
 The model (at the asked bits, emitted as `edgesim quantize` would; an already quantized file as
 it is, predicted at its own plan) runs in onnxruntime with per-node profiling
 (`SessionOptions.enable_profiling`); the graph onnxruntime optimised is saved beside it, so
-every profiled node is known by its outputs. Nodes map to IR layers by node name
-first (`_named_layer`), then by tensor name: a node writing an IR tensor (or named after one, as
-onnxruntime's NCHWc nodes are) belongs to the layer that produces it; a node writing only
-tensors the IR does not have (a QuantizeLinear in front of a conv) belongs to the layer its
-output feeds. IR layers onnxruntime fused away (a Relu inside FusedConv, a folded Reshape) join
-the group of the layer they feed, so each row compares a group of layers with the nodes that ran
-them. The error of a row is predicted / measured - 1. A node's measured time is net of the
-profiler's own work inside its event (`profiler_floor_us`, measured here on chains of cheap
-nodes): predictions are of the unprofiled run.
+every profiled node is known by its outputs and mapped to the IR layer it ran
+(`edgesim.node_map`). IR layers onnxruntime fused away (a Relu inside FusedConv, a folded
+Reshape) join the group of the layer they feed, so each row compares a group of layers with
+the nodes that ran them. The error of a row is predicted / measured - 1. A node's measured
+time is net of the profiler's own work inside its event (`profiler_floor_us`, measured here
+on chains of cheap nodes): predictions are of the unprofiled run.
 
 On a board: `edgesim target probe host.yaml`, then `edgesim validate MODEL --target host.yaml`.
 """
@@ -20,11 +17,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import statistics
 import tempfile
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,17 +30,13 @@ import numpy as np
 from edgesim import profile_runs
 from edgesim.errors import UserError
 from edgesim.host_check import check_host
+from edgesim.node_map import assign_nodes, layer_groups, name_unnamed
 
 if TYPE_CHECKING:  # the CLI registers this command without loading the compiler
     from compiler.ir import Graph
-
-if TYPE_CHECKING:
     from hwmodels.target import Target
 
 NODE_SUFFIX = profile_runs.NODE_SUFFIX
-# onnxruntime's NchwcTransformer (x86 AVX2 / AVX-512) renames a converted node's outputs
-# ("reorder_token_N") and names the node after its original output plus this suffix
-NCHWC_SUFFIX = "_nchwc"
 # onnxruntime's profiler works inside each node's kernel event (it sizes the inputs and
 # formats their shapes and the thread statistics into the event before taking the end time):
 # on this project's x86 host ~0.9 us for a one-input node and ~2.2 us for a nine-input one at
@@ -123,63 +115,6 @@ def _picked(samples: Mapping[str, Sequence[float]], stat: str) -> dict[str, floa
     return {n: float(pick(v)) for n, v in samples.items()}
 
 
-def _named_layer(name: str, index: Mapping[str, int], producer: Mapping[str, int]) -> int | None:
-    """The layer a node's name points at: onnxruntime keeps the emitted node name (the IR
-    layer's, or `<layer>.<step>` for its Q / DQ nodes, onnxruntime appending `/duplicated` to a
-    DQ it copies for a second consumer), adds `_token_<n>` to nodes it rewrites
-    and names NCHWc nodes `<output tensor>_nchwc`."""
-    base = re.sub(r"_token_\d+$", "", name)
-    if base.endswith(NCHWC_SUFFIX):
-        return producer.get(base[:-len(NCHWC_SUFFIX)])
-    # layer names may hold dots themselves ("features.5.conv.2/Conv"): the longest dotted
-    # prefix naming a layer wins ("features.5.conv.2/Conv.Conv.dequantize/duplicated")
-    parts = base.split(".")
-    for cut in range(len(parts), 0, -1):
-        candidate = ".".join(parts[:cut])
-        if candidate in index:
-            return index[candidate]
-    return None
-
-
-def assign_nodes(nodes: Sequence[tuple[str, Sequence[str], Sequence[str]]],
-                 graph: Graph) -> dict[str, int]:
-    """Node name -> index of the IR layer it belongs to (see the module docstring); nodes
-    that reach no IR layer are left out. `nodes`: (name, inputs, outputs) in graph order."""
-    index = {layer.name: i for i, layer in enumerate(graph.layers)}
-    producer = {t: i for i, layer in enumerate(graph.layers) for t in layer.outputs}
-    consumers: dict[str, list[str]] = defaultdict(list)
-    for name, inputs, _ in nodes:
-        for t in inputs:
-            consumers[t].append(name)
-    outputs = {name: outs for name, _, outs in nodes}
-    out: dict[str, int] = {}
-    for name, _, _ in reversed(nodes):  # consumers first: a Q node inherits its consumer's
-        own = [producer[t] for t in outputs[name] if t in producer]
-        named = _named_layer(name, index, producer)
-        fed = [out[c] for t in outputs[name] for c in consumers[t] if c in out]
-        if named is not None:
-            out[name] = named
-        elif own or fed:
-            out[name] = max(own) if own else min(fed)
-    return out
-
-
-def layer_groups(graph: Graph, ran: set[int]) -> list[int]:
-    """Group id (a layer index that ran) of every layer: a layer no node ran joins the group
-    of its first consumer, or of the layer before it when nothing consumes it."""
-    users: dict[str, list[int]] = defaultdict(list)
-    for i, layer in enumerate(graph.layers):
-        for t in layer.inputs:
-            users[t].append(i)
-    group = list(range(len(graph.layers)))
-    for i in reversed(range(len(graph.layers))):
-        if i in ran:
-            continue
-        after = [j for t in graph.layers[i].outputs for j in users[t]]
-        group[i] = group[min(after)] if after else group[i - 1] if i > 0 else i
-    return group
-
-
 def compare(graph: Graph, predicted_ms: np.ndarray, node_ms: Mapping[str, float],
             node_layer: Mapping[str, int]) -> list[Row]:
     """Rows of (layers, nodes, predicted, measured) per group, in graph order."""
@@ -199,12 +134,16 @@ def compare(graph: Graph, predicted_ms: np.ndarray, node_ms: Mapping[str, float]
             for g, members in sorted(layers.items())]
 
 
-def optimised_nodes(path: Path) -> list[tuple[str, list[str], list[str]]]:
-    """(name, inputs, outputs) of every node of the graph onnxruntime saved at `path`."""
+def optimised_nodes(path: Path, profiled: Iterable[str] = ()
+                    ) -> list[tuple[str, list[str], list[str]]]:
+    """(name, inputs, outputs) of every node of the graph onnxruntime saved at `path`; a
+    node saved without a name gets the one the profile (`profiled`: its node names) knew
+    it by (`name_unnamed`)."""
     import onnx  # on demand: the CLI registers this command without loading onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    return [(n.name, list(n.input), list(n.output)) for n in model.graph.node]
+    return name_unnamed([(n.name, n.op_type, list(n.input), list(n.output))
+                         for n in model.graph.node], profiled)
 
 
 def profiled_session(model_path: Path, threads: int, workdir: Path, tag: str = "") -> Any:
@@ -255,7 +194,7 @@ def profile(model_path: Path, feeds: Mapping[str, np.ndarray], threads: int, run
     sess = profiled_session(model_path, threads, workdir)
     waits = [waited_run(sess, feeds) for _ in range(runs)]
     times, clean, noise = finish(sess, waits, stat, threads)
-    return times, optimised_nodes(workdir / "optimised.onnx"), clean, noise
+    return times, optimised_nodes(workdir / "optimised.onnx", times), clean, noise
 
 
 def _floor_chain(inputs: int, n: int) -> Any:
