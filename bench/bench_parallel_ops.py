@@ -32,7 +32,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgesim import profile_runs  # noqa: E402
-from edgesim.validate import assign_nodes, layer_groups, profiled_session  # noqa: E402
+from edgesim.node_map import assign_nodes, layer_groups  # noqa: E402
+from edgesim.validate import profiled_session  # noqa: E402
 
 MODELS = ("digits_cnn", "digits_transformer", "mobilenet_v2", "resnet18", "resnet50",
           "vit_tiny", "minilm", "llama")

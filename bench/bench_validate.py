@@ -194,7 +194,7 @@ def _paired(model: str, threads: int, bits: str, runs: int, stat: str) -> dict:
         done = {tag: finish(sess[tag], waits[tag], stat, threads) for tag in tags}
         floor = profiler_floor_us(threads, runs, stat, work)
         inputs = {tag: {n: sum(map(bool, i)) for n, i, _ in optimised_nodes(
-            work / f"optimised{tag}.onnx")} for tag in tags}
+            work / f"optimised{tag}.onnx", done[tag][0])} for tag in tags}
     ms = {tag: sum(net_of_floor(t, inputs[tag], floor).values())
           for tag, (t, _, _) in done.items()}
     clean = {tag: c for tag, (_, c, _) in done.items()}

@@ -1,16 +1,14 @@
 """`edgesim validate`: predicted vs measured latency, per layer and in total, on this machine.
 
-The model (at the asked bits, emitted as `edgesim quantize` would) runs in onnxruntime with per-
-node profiling (`SessionOptions.enable_profiling`); the graph onnxruntime optimised is saved
-beside it, so every profiled node is known by its outputs. Nodes map to IR layers by node name
-first (`_named_layer`), then by tensor name: a node writing an IR tensor (or named after one, as
-onnxruntime's NCHWc nodes are) belongs to the layer that produces it; a node writing only
-tensors the IR does not have (a QuantizeLinear in front of a conv) belongs to the layer its
-output feeds. IR layers onnxruntime fused away (a Relu inside FusedConv, a folded Reshape) join
-the group of the layer they feed, so each row compares a group of layers with the nodes that ran
-them. The error of a row is predicted / measured - 1. A node's measured time is net of the
-profiler's own work inside its event (`profiler_floor_us`, measured here on chains of cheap
-nodes): predictions are of the unprofiled run.
+The model (at the asked bits, emitted as `edgesim quantize` would; an already quantized file as
+it is, predicted at its own plan) runs in onnxruntime with per-node profiling
+(`SessionOptions.enable_profiling`); the graph onnxruntime optimised is saved beside it, so
+every profiled node is known by its outputs and mapped to the IR layer it ran
+(`edgesim.node_map`). IR layers onnxruntime fused away (a Relu inside FusedConv, a folded
+Reshape) join the group of the layer they feed, so each row compares a group of layers with
+the nodes that ran them. The error of a row is predicted / measured - 1. A node's measured
+time is net of the profiler's own work inside its event (`profiler_floor_us`, measured here
+on chains of cheap nodes): predictions are of the unprofiled run.
 
 On a board: `edgesim target probe host.yaml`, then `edgesim validate MODEL --target host.yaml`.
 """
@@ -18,11 +16,11 @@ On a board: `edgesim target probe host.yaml`, then `edgesim validate MODEL --tar
 from __future__ import annotations
 
 import json
-import re
+import os
 import statistics
 import tempfile
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,18 +28,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgesim import profile_runs
+from edgesim.errors import UserError
 from edgesim.host_check import check_host
+from edgesim.node_map import assign_nodes, layer_groups, name_unnamed
 
 if TYPE_CHECKING:  # the CLI registers this command without loading the compiler
     from compiler.ir import Graph
-
-if TYPE_CHECKING:
     from hwmodels.target import Target
 
 NODE_SUFFIX = profile_runs.NODE_SUFFIX
-# onnxruntime's NchwcTransformer (x86 AVX2 / AVX-512) renames a converted node's outputs
-# ("reorder_token_N") and names the node after its original output plus this suffix
-NCHWC_SUFFIX = "_nchwc"
 # onnxruntime's profiler works inside each node's kernel event (it sizes the inputs and
 # formats their shapes and the thread statistics into the event before taking the end time):
 # on this project's x86 host ~0.9 us for a one-input node and ~2.2 us for a nine-input one at
@@ -50,6 +45,7 @@ NCHWC_SUFFIX = "_nchwc"
 # on chains of cheap nodes with these input counts
 FLOOR_INPUTS = (1, 9)
 FLOOR_CHAIN = (6, 60)  # chain lengths: the unprofiled per-node time is their difference
+OWN_PLAN = "own plan"  # `Validation.bits` of a quantized file run as it is
 
 
 @dataclass(frozen=True)
@@ -119,63 +115,6 @@ def _picked(samples: Mapping[str, Sequence[float]], stat: str) -> dict[str, floa
     return {n: float(pick(v)) for n, v in samples.items()}
 
 
-def _named_layer(name: str, index: Mapping[str, int], producer: Mapping[str, int]) -> int | None:
-    """The layer a node's name points at: onnxruntime keeps the emitted node name (the IR
-    layer's, or `<layer>.<step>` for its Q / DQ nodes, onnxruntime appending `/duplicated` to a
-    DQ it copies for a second consumer), adds `_token_<n>` to nodes it rewrites
-    and names NCHWc nodes `<output tensor>_nchwc`."""
-    base = re.sub(r"_token_\d+$", "", name)
-    if base.endswith(NCHWC_SUFFIX):
-        return producer.get(base[:-len(NCHWC_SUFFIX)])
-    # layer names may hold dots themselves ("features.5.conv.2/Conv"): the longest dotted
-    # prefix naming a layer wins ("features.5.conv.2/Conv.Conv.dequantize/duplicated")
-    parts = base.split(".")
-    for cut in range(len(parts), 0, -1):
-        candidate = ".".join(parts[:cut])
-        if candidate in index:
-            return index[candidate]
-    return None
-
-
-def assign_nodes(nodes: Sequence[tuple[str, Sequence[str], Sequence[str]]],
-                 graph: Graph) -> dict[str, int]:
-    """Node name -> index of the IR layer it belongs to (see the module docstring); nodes
-    that reach no IR layer are left out. `nodes`: (name, inputs, outputs) in graph order."""
-    index = {layer.name: i for i, layer in enumerate(graph.layers)}
-    producer = {t: i for i, layer in enumerate(graph.layers) for t in layer.outputs}
-    consumers: dict[str, list[str]] = defaultdict(list)
-    for name, inputs, _ in nodes:
-        for t in inputs:
-            consumers[t].append(name)
-    outputs = {name: outs for name, _, outs in nodes}
-    out: dict[str, int] = {}
-    for name, _, _ in reversed(nodes):  # consumers first: a Q node inherits its consumer's
-        own = [producer[t] for t in outputs[name] if t in producer]
-        named = _named_layer(name, index, producer)
-        fed = [out[c] for t in outputs[name] for c in consumers[t] if c in out]
-        if named is not None:
-            out[name] = named
-        elif own or fed:
-            out[name] = max(own) if own else min(fed)
-    return out
-
-
-def layer_groups(graph: Graph, ran: set[int]) -> list[int]:
-    """Group id (a layer index that ran) of every layer: a layer no node ran joins the group
-    of its first consumer, or of the layer before it when nothing consumes it."""
-    users: dict[str, list[int]] = defaultdict(list)
-    for i, layer in enumerate(graph.layers):
-        for t in layer.inputs:
-            users[t].append(i)
-    group = list(range(len(graph.layers)))
-    for i in reversed(range(len(graph.layers))):
-        if i in ran:
-            continue
-        after = [j for t in graph.layers[i].outputs for j in users[t]]
-        group[i] = group[min(after)] if after else group[i - 1] if i > 0 else i
-    return group
-
-
 def compare(graph: Graph, predicted_ms: np.ndarray, node_ms: Mapping[str, float],
             node_layer: Mapping[str, int]) -> list[Row]:
     """Rows of (layers, nodes, predicted, measured) per group, in graph order."""
@@ -195,12 +134,16 @@ def compare(graph: Graph, predicted_ms: np.ndarray, node_ms: Mapping[str, float]
             for g, members in sorted(layers.items())]
 
 
-def optimised_nodes(path: Path) -> list[tuple[str, list[str], list[str]]]:
-    """(name, inputs, outputs) of every node of the graph onnxruntime saved at `path`."""
+def optimised_nodes(path: Path, profiled: Iterable[str] = ()
+                    ) -> list[tuple[str, list[str], list[str]]]:
+    """(name, inputs, outputs) of every node of the graph onnxruntime saved at `path`; a
+    node saved without a name gets the one the profile (`profiled`: its node names) knew
+    it by (`name_unnamed`)."""
     import onnx  # on demand: the CLI registers this command without loading onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    return [(n.name, list(n.input), list(n.output)) for n in model.graph.node]
+    return name_unnamed([(n.name, n.op_type, list(n.input), list(n.output))
+                         for n in model.graph.node], profiled)
 
 
 def profiled_session(model_path: Path, threads: int, workdir: Path, tag: str = "") -> Any:
@@ -251,7 +194,7 @@ def profile(model_path: Path, feeds: Mapping[str, np.ndarray], threads: int, run
     sess = profiled_session(model_path, threads, workdir)
     waits = [waited_run(sess, feeds) for _ in range(runs)]
     times, clean, noise = finish(sess, waits, stat, threads)
-    return times, optimised_nodes(workdir / "optimised.onnx"), clean, noise
+    return times, optimised_nodes(workdir / "optimised.onnx", times), clean, noise
 
 
 def _floor_chain(inputs: int, n: int) -> Any:
@@ -321,7 +264,7 @@ def busy_host_ms(model: Any, feeds: Mapping[str, np.ndarray], threads: int,
     return min(wall, sum(nodes.values()))
 
 
-def validate(model: Any, target: Target, *, bits: Any = "fp32", threads: int = 1,
+def validate(model: Any, target: Target, *, bits: Any = None, threads: int = 1,
              runs: int = 20, calib_random: int = 8, stat: str = "median",
              input_shapes: Mapping[str, Sequence[int]] | None = None) -> Validation:
     """Run `model` at `bits` here, profiled, and compare with the prediction on `target`.
@@ -331,7 +274,11 @@ def validate(model: Any, target: Target, *, bits: Any = "fp32", threads: int = 1
         target: the target (name, YAML path or object) describing this machine: a target
             of another kind or architecture is refused (`UserError`), one claiming ISA
             features or cores this machine lacks gives `Validation.warning`.
-        bits: as `edgesim quantize` takes them ("fp32", 8 = W8A8, 4 = W4, ...).
+        bits: as `edgesim quantize` takes them ("fp32", 8 = W8A8, 4 = W4, ...); None: a
+            quantized file (edgesim's own or onnxruntime's `quantize_static` / `_dynamic`)
+            runs as it is, against the prediction of its own plan (as `simulate` reads it),
+            a float model at fp32. Bits for an already quantized model are refused
+            (`UserError`): requantising its read-back float self would validate another model.
         threads: onnxruntime intra-op threads, and the threads the model assumes.
         runs: profiled runs (and timed runs of the total).
         calib_random: random calibration samples for quantised activations.
@@ -344,18 +291,25 @@ def validate(model: Any, target: Target, *, bits: Any = "fp32", threads: int = 1
     from edgesim.evaluate import measure_latency
     from edgesim.loading import load_graph, resolve_target
     from edgesim.quantize import quantize_model
-    from edgesim.simulation import simulate_graph
+    from edgesim.simulation import planned_bits, simulate_graph
 
     tgt = resolve_target(target)
     warning = check_host(tgt)
     g = load_graph(model, input_shapes)
+    own = planned_bits(g)
+    quantized = bool((own < 32).any())
+    if quantized and bits is not None:
+        raise UserError("--bits", "the model is already quantized and runs at its own plan: "
+                        "drop --bits, or validate its float model at these bits")
+    bits = own if quantized else "fp32" if bits is None else bits
     sim = simulate_graph(g, tgt, assignment.resolve(g, bits), threads=threads)
     predicted = np.array([r.latency_ms for r in sim.layers])
     feeds = next(cal.batches(g, cal.random_samples(g, 1)))
     with tempfile.TemporaryDirectory(prefix="edgesim-validate-") as tmp:
         work = Path(tmp)
-        path = Path(quantize_model(g, bits, calib_random=calib_random,
-                                   out=work / "model.onnx").out)
+        # the read-back plan has no weight codes to emit from: the file runs as it is
+        path = (quantized_file(model, work) if quantized else Path(quantize_model(
+            g, bits, calib_random=calib_random, out=work / "model.onnx").out))
         raw_ms, nodes, clean, noise = profile(path, feeds, threads, runs, work, stat)
         floor = profiler_floor_us(threads, runs, stat, work)
         lat = measure_latency(path, feeds, threads, runs)
@@ -363,10 +317,30 @@ def validate(model: Any, target: Target, *, bits: Any = "fp32", threads: int = 1
     total = lat.p10_ms if stat == "min" else lat.median_ms
     node_layer = assign_nodes(nodes, g)
     rows = compare(g, predicted, node_ms, node_layer)
-    return Validation(g.name, getattr(tgt, "name", str(target)), str(bits), threads,
+    return Validation(g.name, getattr(tgt, "name", str(target)),
+                      OWN_PLAN if quantized else str(bits), threads,
                       tuple(rows), float(predicted.sum()), total, float(sum(node_ms.values())),
                       tuple(sorted(set(node_ms) - set(node_layer))), clean, warning, noise,
                       floor)
+
+
+def quantized_file(model: Any, workdir: Path) -> Path:
+    """The ONNX file of an already quantized `model` (a path, or a ModelProto saved into
+    `workdir`); a lowered Graph carrying a plan has no file to run (`UserError`)."""
+    import onnx
+
+    from edgesim.loading import ZOO_PREFIX, zoo_model
+
+    if isinstance(model, str) and model.startswith(ZOO_PREFIX):
+        model = zoo_model(model[len(ZOO_PREFIX):])
+    if isinstance(model, str | os.PathLike):
+        return Path(model)
+
+    if isinstance(model, onnx.ModelProto):
+        onnx.save(model, str(workdir / "model.onnx"))
+        return workdir / "model.onnx"
+    raise UserError("model", "a quantized model validates from its ONNX file or ModelProto, "
+                    "not from a lowered Graph")
 
 
 def format_table(v: Validation) -> str:

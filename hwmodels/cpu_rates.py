@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hwmodels import cpu_x86, energy, ncnn_int8, ort_int8
+from hwmodels import cpu_x86, energy, ncnn_int8, ort_int8, ort_layout
 from hwmodels.cpu_schema import CpuTarget
 from hwmodels.kernels import cpu_layout as K  # the kernel's array layout and path codes
 from hwmodels.kernels import cpu_ncnn as ncnn_facts
@@ -75,7 +75,8 @@ def _path_rows(target: CpuTarget, runtime: int,
                                                             a53_kernels) if a53 else 1.0)
     fp32 = dict(rate=fp32_rate, eb_a=4, eb_w=4, eb_o=4, e_mac=_mac_pj(32, node),
                 im2col=im2col, winograd=6 if ncnn else 0,
-                dw_chain_cyc=cpu_x86.nchwc_depthwise_chain(target) if ort else 0.0)
+                dw_chain_cyc=cpu_x86.nchwc_depthwise_chain(target) if ort else 0.0,
+                nchwc=int(ort and ort_layout.nchwc_block(target) > 0))
     int8_rate = r["int8"] * (ncnn_facts.a53_int8_load_share(1.0 / target.int_mul_pipes, q_load)
                              if a53 else 1.0)
     int8 = dict(rate=int8_rate, eb_a=1, eb_w=1, eb_o=1, k_align=kal, e_mac=_mac_pj(8, node),
@@ -91,7 +92,7 @@ def _path_rows(target: CpuTarget, runtime: int,
     return {
         K.PATH_FP32: fp32,
         K.PATH_FP16: {**fp32, "rate": r["fp16"], "eb_a": 2, "eb_w": 2, "eb_o": 2,
-                      "e_mac": _mac_pj(16, node),
+                      "e_mac": _mac_pj(16, node), "nchwc": 0,
                       # ncnn's direct fp16 convs: their accumulator chains wait on the FMA
                       "fma_lat": (target.fma_latency_cycles or 0.0) if ncnn else 0.0},
         # Q node -> QLinearConv/MatMul (packs A, requantises) -> DQ node; QLinearConv always
@@ -177,7 +178,7 @@ _ATTR_COLUMNS = {"rate": K.A_RATE, "eb_a": K.A_EB_A, "eb_w": K.A_EB_W, "eb_o": K
                  "w_dq_cyc": K.A_W_DQ_CYC, "dw_chain_cyc": K.A_DW_CHAIN_CYC,
                  "dw_vec_cyc": K.A_DW_VEC_CYC, "gather_cyc": K.A_GATHER_CYC,
                  "im2col_call_cyc": K.A_IM2COL_CALL_CYC, "fc_rows": K.A_FC_ROWS,
-                 "fma_lat": K.A_FMA_LAT, "bias_add": K.A_BIAS_ADD}
+                 "fma_lat": K.A_FMA_LAT, "bias_add": K.A_BIAS_ADD, "nchwc": K.A_NCHWC}
 _ATTR_DEFAULTS = {"k_align": 1.0, "nodes": 1.0}
 
 

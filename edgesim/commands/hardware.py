@@ -65,7 +65,8 @@ def add_validate(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     p.add_argument("--target", required=True, help="target describing this machine "
                    "(e.g. the YAML `edgesim target probe` wrote)")
-    p.add_argument("--bits", default="fp32", help="fp32, 8 (W8A8), 4 (W4), ...")
+    p.add_argument("--bits", help="fp32, 8 (W8A8), 4 (W4), ... (default: a quantized "
+                   "file's own plan, else fp32)")
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--stat", choices=("median", "min"), default="median",

@@ -52,18 +52,20 @@ from hwmodels.kernels.jit import njit
 def gemm_core(li: np.ndarray, rate: float, eba: float, ebw: float, ebo: float, k_align: float,
               extra_ops: float, w_bytes: float, w_res: bool, runtime: int, p: np.ndarray,
               ch: np.ndarray, traffic: np.ndarray, acc: np.ndarray,
-              oc_split: bool = False, unprefetched: bool = False) -> float:
+              oc_split: bool = False, unprefetched: bool = False,
+              all_threads: bool = False) -> float:
     """Blocked GEMM on the register tile: book its roofline time; return its threads.
     `extra_ops` are in-kernel lane ops (weight unpacking, requantisation) at the kernel's
     lanes; they share the vector pipes with the MACs. `oc_split`: ncnn's im2col conv GEMM
     (tiles and thread split of `kernels.cpu_ncnn.conv_gemm_split`). `unprefetched`: its
-    weight reads escape the prefetcher (`kernels.cpu_ncnn.fc_rows_unprefetched`)."""
+    weight reads escape the prefetcher (`kernels.cpu_ncnn.fc_rows_unprefetched`).
+    `all_threads`: an NCHWc conv (`gemm_threads`)."""
     m, n, k, g = float(li[L_M]), float(li[L_N]), float(li[L_K]), float(li[L_G])
     tm = p[P_TILE_M] if m > 1 else 1.0  # M = 1 runs the GEMV kernel
     tn = p[P_TILE_N]
     kp = cdiv(k, k_align) * k_align
     units = cdiv(m, tm) * cdiv(n, tn) * g
-    t = gemm_threads(float(li[L_MACS]), units, runtime, p)
+    t = gemm_threads(float(li[L_MACS]), units, runtime, p, all_threads)
     busy = cdiv(units, t) * tm * tn * kp  # register-tile MACs of the busiest thread
     if oc_split:  # ncnn im2col GEMM: 8 x 12 tiles, threads over output-channel blocks
         t, busy = ncnn.conv_gemm_split(int(m), int(n), kp, int(g), int(p[P_THREADS]),
@@ -100,19 +102,20 @@ def ncnn_panel_bytes(kp: float, mp: float, tm: float, tn: float, eba: float, ebw
 def depthwise_core(li: np.ndarray, eba: float, ebo: float, extra_ops: float, w_bytes: float,
                    w_res: bool, runtime: int, p: np.ndarray, ch: np.ndarray, traffic: np.ndarray,
                    acc: np.ndarray, chain_cyc: float = 0.0, vec_cyc: float = 0.0,
-                   gather_cyc: float = 0.0) -> float:
+                   gather_cyc: float = 0.0, all_threads: bool = False) -> float:
     """Depthwise conv (n = 1 per group): lanes over channels, one input load per lane MAC
     (two in ncnn's generic loop), split over output pixels (ncnn: over channel packs). int8
     widens to 16-bit lanes. `vec_cyc`: cycles per (pixel, tap, lane vector) where the kernel
     spends more than one multiply-add on each; `gather_cyc`: cycles per (pixel, tap) to
-    fill its input indirection buffer (`hwmodels.cpu_x86`)."""
+    fill its input indirection buffer (`hwmodels.cpu_x86`). `all_threads`: an NCHWc conv
+    (`gemm_threads`)."""
     m, k, g = float(li[L_M]), float(li[L_K]), float(li[L_G])
     lanes = p[P_LANES32] * 4.0 / max(eba, 2.0)
     if runtime == RUNTIME_NCNN:  # threads over channel packs, each thread all pixels
         t, vectors = ncnn.depthwise_split(int(g), int(p[P_THREADS]), int(lanes))
         comp = m * k * vectors / (p[P_PIPES] * p[P_GEMM_EFF])
     else:
-        t = gemm_threads(float(li[L_MACS]), m, runtime, p)
+        t = gemm_threads(float(li[L_MACS]), m, runtime, p, all_threads)
         comp = cdiv(m, t) * k * cdiv(g, lanes) / (p[P_PIPES] * p[P_GEMM_EFF])
         if chain_cyc > 0:
             comp = max(comp, nchwc_depthwise_cycles(m, k, g, lanes, chain_cyc) / t)

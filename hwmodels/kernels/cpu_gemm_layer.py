@@ -35,6 +35,7 @@ from hwmodels.kernels.cpu_layout import (
     A_IM2COL,
     A_IM2COL_CALL_CYC,
     A_K_ALIGN,
+    A_NCHWC,
     A_NODES,
     A_OUT_CAST,
     A_Q_IN,
@@ -191,6 +192,7 @@ def gemm_layer(li: np.ndarray, path: int, w: int, a: int, w_store: float, runtim
     # B as the kernel reads it: the stored weights, or an fp32 buffer a dequantise pass wrote
     w_res = model_w_res if ebw == w_store else fits_llc(wel * ebw, p, ch)
     rate = row[A_RATE] / (w if path == PATH_LUT else 1.0)
+    nchwc = row[A_NCHWC] > 0 and li[L_KIND] == KIND_CONV  # MLAS NCHWc conv: every thread
     extra = wel * cdiv(m, p[P_TILE_M]) * UNPACK_LANE_OPS if inline else 0.0
     if row[A_REQUANT] > 0:   # requantise int32 accumulators (fp32 lanes -> kernel lanes);
         # A_REQUANT weighs the runtime's requantise loop against REQUANT_LANE_OPS
@@ -203,14 +205,14 @@ def gemm_layer(li: np.ndarray, path: int, w: int, a: int, w_store: float, runtim
                           acc)
     elif li[L_G] > 1 and li[L_N] == 1 and row[A_GROUP_LOOP] == 0:
         t = depthwise_core(li, eba, ebo, extra, wel * ebw, w_res, runtime, p, ch, traffic, acc,
-                           row[A_DW_CHAIN_CYC], row[A_DW_VEC_CYC], row[A_GATHER_CYC])
+                           row[A_DW_CHAIN_CYC], row[A_DW_VEC_CYC], row[A_GATHER_CYC], nchwc)
     else:
         chains, cin = direct_conv(li, row)
         oc_split = runtime == RUNTIME_NCNN and li[L_KIND] == KIND_CONV and li[L_M] > 1
         unpf = fc_rows_unprefetched(row[A_FC_ROWS], float(li[L_K]), ebw)
         t = gemm_core(li, rate * chain_share(chains, row[A_FMA_LAT], p[P_PIPES]), eba, ebw, ebo,
                       row[A_K_ALIGN], extra, wel * ebw, w_res, runtime, p, ch, traffic, acc,
-                      oc_split, unpf)
+                      oc_split, unpf, nchwc)
         if chains > 0:  # direct conv: no im2col; its input and accumulator passes instead
             r = -1.0
             add_pass(direct_pass_bytes(float(li[L_AIN]), float(li[L_AOUT]), float(li[L_N]),

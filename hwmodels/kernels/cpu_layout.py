@@ -91,7 +91,11 @@ A_FMA_LAT = 28
 # A_BIAS_ADD: a float Add of the bias after the output's Cast and Mul (the dynamic int8 conv:
 # ConvInteger takes no bias), for layers that have one; 0 = bias in the kernel or none
 A_BIAS_ADD = 29
-NA = 30
+# A_NCHWC: the path's convs run MLAS's NCHWc kernels (onnxruntime, x86 AVX2 / AVX-512:
+# hwmodels.ort_layout), which take every thread whatever the work (snchwc.cpp MlasNchwcConv:
+# `WorkBlock.tids = MlasGetMaximumThreadCount(ThreadPool)`, no THREAD_MACS threshold); 0 = no
+A_NCHWC = 30
+NA = 31
 DW_NCHWC_OUTPUTS = 3.0  # output blocks per pass of SconvKernelFma3.S's "Depthwise" ComputeBlock
 MINMAX_LANE_OPS = 2.0          # DynamicQuantizeLinear's range pass: a min and a max per element
 CAST_MUL_LANE_OPS = 2.0        # int32 -> fp32 convert, then the scale multiply (two nodes)

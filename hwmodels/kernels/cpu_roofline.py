@@ -128,10 +128,12 @@ def kernel_lanes(eb: float, p: np.ndarray) -> float:
 
 
 @njit(cache=True)
-def gemm_threads(macs: float, units: float, runtime: int, p: np.ndarray) -> float:
-    """Threads a GEMM runs on: MLAS gives each thread >= 64K MACs; never more than units."""
+def gemm_threads(macs: float, units: float, runtime: int, p: np.ndarray,
+                 all_threads: bool = False) -> float:
+    """Threads a GEMM runs on: MLAS gives each thread >= 64K MACs (`all_threads`: MLAS's
+    NCHWc convs, every thread, A_NCHWC); never more than units."""
     t = p[P_THREADS]
-    if runtime == RUNTIME_ORT:
+    if runtime == RUNTIME_ORT and not all_threads:
         t = min(t, math.floor(macs / THREAD_MACS) + 1.0)
     return max(1.0, min(t, units))
 

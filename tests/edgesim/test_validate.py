@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from edgesim import profile_runs
+from edgesim import node_map, profile_runs
 from edgesim import validate as V
 from edgesim.api import load_graph
 from edgesim.cli import main
@@ -80,7 +80,7 @@ def test_nodes_map_by_name_then_tensor_then_consumer(digits):
         ("conv3/Conv", ["pool/MaxPool_output_0.q"], ["x"]),
         ("orphan", ["nothing"], ["nowhere"]),
     ]
-    got = V.assign_nodes(nodes, digits)
+    got = node_map.assign_nodes(nodes, digits)
     assert got == {"bn1/Relu_output_0_nchwc": idx["bn1/Relu"],
                    "conv2/Conv_token_5": idx["conv2/Conv"],
                    "conv2/Conv.Conv.dequantize": idx["conv2/Conv"],
@@ -96,14 +96,14 @@ def test_q_and_dq_nodes_of_dotted_layer_names_map_to_their_layer():
     nodes = [(f"{conv}_token_40", ["a"], [conv]),
              (f"{conv}.Conv.dequantize/duplicated", [conv], ["b"]),
              (f"{conv}.Conv.dequantize", [conv], ["c"])]
-    got = V.assign_nodes(nodes, g)
+    got = node_map.assign_nodes(nodes, g)
     assert set(got.values()) == {idx[conv]} and len(got) == 3
 
 
 def test_layers_no_node_ran_join_the_layer_they_feed(digits):
     idx = {layer.name: i for i, layer in enumerate(digits.layers)}
     ran = {idx["bn1/Relu"], idx["conv2/Conv"], idx["fc/Gemm"]}
-    group = V.layer_groups(digits, ran)
+    group = node_map.layer_groups(digits, ran)
     assert group[idx["conv1/Conv"]] == idx["bn1/Relu"]      # fused into its Relu's node
     assert group[idx["bn2/Relu"]] == group[idx["flatten/Flatten"]] == idx["fc/Gemm"]
     assert group[idx["conv2/Conv"]] == idx["conv2/Conv"]

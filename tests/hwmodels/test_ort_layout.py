@@ -32,8 +32,8 @@ def _ort_inserted(tmp_path, graph, bits) -> Counter:
     import onnx
     import onnxruntime as ort
 
+    from edgesim.node_map import assign_nodes
     from edgesim.quantize import quantize_model
-    from edgesim.validate import assign_nodes
 
     path = quantize_model(graph, bits, calib_random=2, out=tmp_path / "m.onnx").out
     opts = ort.SessionOptions()
