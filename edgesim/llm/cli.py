@@ -39,6 +39,14 @@ def parse_ints(text: str, flag: str) -> list[int]:
         raise UserError(flag, f"expected 1,2,4 or start:stop:count, got {text!r}") from None
 
 
+def default_contexts(cfg: DecoderConfig) -> list[int]:
+    """`DEFAULT_CONTEXTS` up to the model's trained length, which ends the list when it cuts
+    it (SmolLM-135M: 2048)."""
+    full = parse_ints(DEFAULT_CONTEXTS, "--context")
+    kept = [c for c in full if c <= cfg.max_context]
+    return kept if kept == full else sorted({*kept, cfg.max_context})
+
+
 def add_simulate_args(p: argparse.ArgumentParser) -> None:
     """The decoder flags of `simulate` (used when the model is a config.json)."""
     g = p.add_argument_group("decoders (model = config.json or zoo:NAME of a shipped config)")
@@ -62,6 +70,8 @@ def cmd_simulate_llm(args: argparse.Namespace) -> int:
     if not isinstance(target, CpuTarget):
         raise UserError(args.target, "decoder simulation needs a cpu target")
     contexts = parse_ints(args.context, "--context")
+    if args.context == DEFAULT_CONTEXTS:
+        contexts = default_contexts(cfg)
     formats = [f for f in args.formats.split(",") if f]
     sim = simulate_llm(cfg, target, formats, [args.threads] if args.threads else None, contexts,
                        args.prompt_len, args.kv_dtype, args.head_format)
