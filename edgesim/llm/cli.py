@@ -113,7 +113,32 @@ def print_tables(sim: LlmSimulation) -> None:
 
 def _simulate_dispatch(original: Callable[[argparse.Namespace], int],
                        args: argparse.Namespace) -> int:
-    return cmd_simulate_llm(args) if is_config_ref(args.model) else original(args)
+    if is_config_ref(args.model):
+        return cmd_simulate_llm(args)
+    if args.model.startswith("zoo:"):
+        check_simulate_zoo_name(args.model[4:])
+    return original(args)
+
+
+def check_simulate_zoo_name(name: str) -> None:
+    """Refuse a `zoo:` name `simulate` cannot take, listing the names it can: a misspelt
+    decoder config would otherwise be answered with the fixed-shape models only.
+
+    Raises:
+        UserError: `name` is a KV-cache decoder or in none of the zoo's lists.
+    """
+    from edgesim.llm.config import shipped_configs
+    from edgesim.zoo import DECODERS, ZOO
+
+    if name in ZOO:
+        return
+    configs = ", ".join(shipped_configs())
+    if name in DECODERS:
+        raise UserError(f"zoo:{name}", "a KV-cache decoder: `edgesim generate` runs it and "
+                        "`edgesim compile` plans it; `simulate` sizes decoders from a "
+                        f"config.json or zoo: {configs}")
+    raise UserError(f"zoo:{name}", f"no such zoo model; models: {', '.join(sorted(ZOO))}; "
+                    f"decoder configs: {configs}")
 
 
 def _model_bytes(ref: str) -> str | bytes:

@@ -1,4 +1,5 @@
-"""Decode contexts and prompts stop at a model's trained length.
+"""Decode contexts and prompts stop at a model's trained length; `simulate zoo:NAME` of a name
+it cannot take lists the ones it can.
 
 Oracle: the published config.json of each model (Hugging Face): SmolLM-135M's
 max_position_embeddings is 2048, Qwen2.5-0.5B's 32768. A prediction past it is of a model
@@ -46,3 +47,14 @@ def test_cli_refuses_a_context_past_it_in_one_line(capsys: pytest.CaptureFixture
     code = main(["simulate", "zoo:smollm-135m", "--target", "rpi5", "--context", "4096"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "2048" in err
+
+
+@pytest.mark.parametrize("name, says", [
+    ("Qwen2.5-0.5B", "qwen2.5-0.5b"),       # a misspelt shipped config is named in the list
+    ("tiny_lm", "edgesim generate"),        # a zoo decoder: the commands that take it
+])
+def test_simulate_names_the_zoo_it_takes(name: str, says: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", f"zoo:{name}", "--target", "rpi5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and says in err
