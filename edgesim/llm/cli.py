@@ -201,7 +201,8 @@ def cmd_compile_decoder(args: argparse.Namespace) -> int:
         raise UserError(args.target, "decoder compile needs a cpu target")
     r = compile_decoder(args.model, target, args.budget or "bits=4", args.method,
                         args.output, threads=[args.threads] if args.threads else None,
-                        calib_text=_calib_text(getattr(args, "calib", None)))
+                        calib_text=_calib_text(getattr(args, "calib", None)),
+                        force=getattr(args, "force", False))
     if getattr(args, "json", False):
         print(json.dumps({"plan": dict(r.plan), "kv_dtype": r.workload.kv_dtype,
                           "embedding": r.embedding, "files": dict(r.files)}))
