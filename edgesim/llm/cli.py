@@ -39,6 +39,14 @@ def parse_ints(text: str, flag: str) -> list[int]:
         raise UserError(flag, f"expected 1,2,4 or start:stop:count, got {text!r}") from None
 
 
+def default_contexts(cfg: DecoderConfig) -> list[int]:
+    """`DEFAULT_CONTEXTS` up to the model's trained length, which ends the list when it cuts
+    it (SmolLM-135M: 2048)."""
+    full = parse_ints(DEFAULT_CONTEXTS, "--context")
+    kept = [c for c in full if c <= cfg.max_context]
+    return kept if kept == full else sorted({*kept, cfg.max_context})
+
+
 def add_simulate_args(p: argparse.ArgumentParser) -> None:
     """The decoder flags of `simulate` (used when the model is a config.json)."""
     g = p.add_argument_group("decoders (model = config.json or zoo:NAME of a shipped config)")
@@ -62,6 +70,8 @@ def cmd_simulate_llm(args: argparse.Namespace) -> int:
     if not isinstance(target, CpuTarget):
         raise UserError(args.target, "decoder simulation needs a cpu target")
     contexts = parse_ints(args.context, "--context")
+    if args.context == DEFAULT_CONTEXTS:
+        contexts = default_contexts(cfg)
     formats = [f for f in args.formats.split(",") if f]
     sim = simulate_llm(cfg, target, formats, [args.threads] if args.threads else None, contexts,
                        args.prompt_len, args.kv_dtype, args.head_format)
@@ -103,7 +113,32 @@ def print_tables(sim: LlmSimulation) -> None:
 
 def _simulate_dispatch(original: Callable[[argparse.Namespace], int],
                        args: argparse.Namespace) -> int:
-    return cmd_simulate_llm(args) if is_config_ref(args.model) else original(args)
+    if is_config_ref(args.model):
+        return cmd_simulate_llm(args)
+    if args.model.startswith("zoo:"):
+        check_simulate_zoo_name(args.model[4:])
+    return original(args)
+
+
+def check_simulate_zoo_name(name: str) -> None:
+    """Refuse a `zoo:` name `simulate` cannot take, listing the names it can: a misspelt
+    decoder config would otherwise be answered with the fixed-shape models only.
+
+    Raises:
+        UserError: `name` is a KV-cache decoder or in none of the zoo's lists.
+    """
+    from edgesim.llm.config import shipped_configs
+    from edgesim.zoo import DECODERS, ZOO
+
+    if name in ZOO:
+        return
+    configs = ", ".join(shipped_configs())
+    if name in DECODERS:
+        raise UserError(f"zoo:{name}", "a KV-cache decoder: `edgesim generate` runs it and "
+                        "`edgesim compile` plans it; `simulate` sizes decoders from a "
+                        f"config.json or zoo: {configs}")
+    raise UserError(f"zoo:{name}", f"no such zoo model; models: {', '.join(sorted(ZOO))}; "
+                    f"decoder configs: {configs}")
 
 
 def _model_bytes(ref: str) -> str | bytes:
@@ -166,7 +201,8 @@ def cmd_compile_decoder(args: argparse.Namespace) -> int:
         raise UserError(args.target, "decoder compile needs a cpu target")
     r = compile_decoder(args.model, target, args.budget or "bits=4", args.method,
                         args.output, threads=[args.threads] if args.threads else None,
-                        calib_text=_calib_text(getattr(args, "calib", None)))
+                        calib_text=_calib_text(getattr(args, "calib", None)),
+                        force=getattr(args, "force", False))
     if getattr(args, "json", False):
         print(json.dumps({"plan": dict(r.plan), "kv_dtype": r.workload.kv_dtype,
                           "embedding": r.embedding, "files": dict(r.files)}))

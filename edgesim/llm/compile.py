@@ -40,6 +40,7 @@ from edgesim.llm.formats import EMBED
 from edgesim.llm.kv_choice import KV_DTYPES, KvOption, choose_kv, describe, kv_harm, kv_options
 from edgesim.llm.plan import plan_bytes
 from edgesim.llm.sensitivity import METHODS, decoder_sensitivity
+from edgesim.output import output_folder, publish, staging
 from hwmodels.cpu import CpuTarget
 
 # The uniform W2 / W4 / W8 formats and the block-128 and zero-point variants the HAWQ / LRP
@@ -207,8 +208,12 @@ def compile_decoder(ref: str | Source, target: CpuTarget, budget_text: str, meth
                     out_dir: str | Path = "edgesim-out", work: Workload = DEFAULT_WORK,
                     threads: Sequence[int] | None = None, calib_bytes: int = 1024,
                     test_bytes: int = 4096, calib_text: bytes | None = None,
-                    kv_dtype: str | None = None) -> DecoderReport:
+                    kv_dtype: str | None = None, force: bool = False) -> DecoderReport:
     """Plan, emit and report a decoder under a budget (module docstring).
+
+    `out_dir` is claimed as `compile -o` claims it (`edgesim.output`): a non-empty folder
+    edgesim did not make is refused before any work unless `force`, and no other file in it
+    is touched.
 
     Args:
         ref: `zoo:tiny_lm`, a float KV-cache decoder `.onnx` file, or a `Source`.
@@ -223,6 +228,14 @@ def compile_decoder(ref: str | Source, target: CpuTarget, budget_text: str, meth
     """
     if method not in METHODS:
         raise UserError("--method", f"decoders take {' or '.join(METHODS)}, got {method!r}")
+    with output_folder(out_dir, force) as folder:  # checked and locked before any work
+        return _compile(ref, target, budget_text, method, folder, work, threads, calib_bytes,
+                        test_bytes, calib_text, kv_dtype)
+
+
+def _compile(ref: str | Source, target: CpuTarget, budget_text: str, method: str, out: Path,
+             work: Workload, threads: Sequence[int] | None, calib_bytes: int, test_bytes: int,
+             calib_text: bytes | None, kv_dtype: str | None) -> DecoderReport:
     src = ref if isinstance(ref, Source) else _source(ref)
     dtypes = kv_dtypes(src, kv_dtype)
     calib, test = texts(calib_text, src.cfg.vocab, calib_bytes, test_bytes)
@@ -244,7 +257,7 @@ def compile_decoder(ref: str | Source, target: CpuTarget, budget_text: str, meth
     report = DecoderReport(src.name, target.name, str(budget), method, ths, work, best.plan,
                            variants, kv_options=options,
                            embedding=describe_table(table, best.plan))
-    return write(report, Path(out_dir), src.build(best.plan, best.kv_dtype))
+    return write(report, out, src.build(best.plan, best.kv_dtype))
 
 
 def kv_dtypes(src: Source, pinned: str | None) -> tuple[str, ...]:
@@ -271,19 +284,21 @@ def _source(ref: str) -> Source:
 
 
 def write(report: DecoderReport, out: Path, model: bytes) -> DecoderReport:
-    """model.<target>.onnx, report.json, report.md and front.png into `out`."""
+    """<model>.<target>.onnx, report.json, report.md and front.png into the claimed folder
+    `out`: written into a staging folder inside it, then each renamed into place."""
     from edgesim import plot  # matplotlib loads only when a report is written
 
-    out.mkdir(parents=True, exist_ok=True)
-    files = {"model": out / f"{report.model}.{report.target}.onnx", "json": out / "report.json",
-             "md": out / "report.md", "plot": out / "front.png"}
-    atomic_write(files["model"], model)
-    report = replace(report, files={k: str(v) for k, v in files.items()})
-    atomic_write(files["json"], json.dumps(asdict(report), indent=1))
-    atomic_write(files["md"], markdown(report))
-    points, marks, title = _front(report)
-    plot.save(plot.front_plot(points, "tokens_per_s", "perplexity", marks=marks, title=title),
-              files["plot"])
+    names = {"model": f"{report.model}.{report.target}.onnx", "json": "report.json",
+             "md": "report.md", "plot": "front.png"}
+    report = replace(report, files={k: str(out / v) for k, v in names.items()})
+    with staging(out) as stage:
+        atomic_write(stage / names["model"], model)
+        atomic_write(stage / names["json"], json.dumps(asdict(report), indent=1))
+        atomic_write(stage / names["md"], markdown(report))
+        points, marks, title = _front(report)
+        plot.save(plot.front_plot(points, "tokens_per_s", "perplexity", marks=marks,
+                                  title=title), stage / names["plot"])
+        publish(stage, out)
     return report
 
 

@@ -41,6 +41,7 @@ class Generation:
 def session(model: str | Path | bytes, threads: int | None = None) -> ort.InferenceSession:
     """An onnxruntime CPU session with `threads` intra-op threads (default: onnxruntime's)."""
     opts = ort.SessionOptions()
+    opts.log_severity_level = 4  # a failed run is reported as one line by `generate`, not twice
     if threads:
         opts.intra_op_num_threads = threads
     src = model if isinstance(model, bytes) else str(model)
@@ -107,17 +108,31 @@ def generate(model: str | Path | bytes, prompt: str, max_new_tokens: int,
         raise UserError("--prompt", "must not be empty")
     if max_new_tokens < 1:
         raise UserError("--max-new-tokens", f"must be >= 1, got {max_new_tokens}")
-    sess = session(model, threads)
+    sess, ids = session(model, threads), encode(prompt)
     t0 = time.perf_counter()
-    logits, past = step(sess, encode(prompt), empty_past(sess))
+    logits, past = _step_at(sess, ids, empty_past(sess), 0)
     tokens = [int(logits[0, -1].argmax())]
     t1 = time.perf_counter()
-    for _ in range(max_new_tokens - 1):
-        logits, past = step(sess, np.array([[tokens[-1]]], np.int64), past)
+    for i in range(max_new_tokens - 1):
+        logits, past = _step_at(sess, np.array([[tokens[-1]]], np.int64), past, ids.shape[1] + i)
         tokens.append(int(logits[0, -1].argmax()))
     t2 = time.perf_counter()
     return Generation(prompt, decode_bytes(tokens), tuple(tokens), t1 - t0, t2 - t1,
                       threads or 0)
+
+
+def _step_at(sess: ort.InferenceSession, ids: np.ndarray, past: dict[str, np.ndarray],
+             start: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """`step` of the tokens at positions start.. ; a run onnxruntime refuses is the user's
+    sequence outrunning the model (its position tables end: the zoo's tiny_lm at 512)."""
+    try:
+        return step(sess, ids, past)
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+        last = start + ids.shape[1]
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError("--max-new-tokens", f"onnxruntime failed on positions {start}..{last - 1}"
+                        f" (prompt + new tokens; longer than the model was built for?): "
+                        f"{first[:200]}") from None
 
 
 @dataclass(frozen=True)

@@ -258,12 +258,14 @@ def simulate_llm(cfg: DecoderConfig, target: CpuTarget, formats: Sequence[str] =
             zoo's decomposed form); default onnxruntime-genai's layout.
 
     Raises:
-        UserError: a bad format, thread count, context or prompt length.
+        UserError: a bad format, thread count, context or prompt length (a context or prompt
+            beyond the config's `max_position_embeddings` is one: RoPE was not trained there).
     """
     t = _check_ints(range(1, target.cores + 1) if threads is None else threads, "threads",
                     target.cores)
-    c = _check_ints(contexts, "contexts")
-    _check_ints([prompt_len], "prompt length")
+    trained = f" ({cfg.name}'s max_position_embeddings)"
+    c = _check_ints(contexts, "contexts", cfg.max_context, trained)
+    _check_ints([prompt_len], "prompt length", cfg.max_context, trained)
     fmts = [parse_format(f) for f in formats]
     heads = [parse_format(head_format) if head_format else f for f in fmts]
     nbytes = np.stack([decode_bytes(cfg, f, h, kv_dtype, c, share_kv_buffer)
@@ -278,9 +280,10 @@ def simulate_llm(cfg: DecoderConfig, target: CpuTarget, formats: Sequence[str] =
                          ttft)
 
 
-def _check_ints(values: Sequence[int], what: str, top: int | None = None) -> np.ndarray:
+def _check_ints(values: Sequence[int], what: str, top: int | None = None,
+                why: str = "") -> np.ndarray:
     a = np.asarray(list(values), dtype=np.int64)
     if a.size == 0 or (a < 1).any() or (top is not None and (a > top).any()):
-        bound = f"1..{top}" if top else ">= 1"
+        bound = f"1..{top}{why}" if top else ">= 1"
         raise UserError(what, f"each must be {bound}, got {a.tolist()}")
     return a

@@ -132,6 +132,7 @@ class ResultStore:
             path = out / RESULTS_NAME
             done = _resume(path, header) if path.exists() else None
             if done is None:
+                _check_header_is_a_sweeps(out / HEADER_NAME)
                 atomic_write(out / HEADER_NAME, json.dumps({HEADER_KEY: header}) + "\n")
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except BaseException:
@@ -173,6 +174,24 @@ class ResultStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_header_is_a_sweeps(path: Path) -> None:
+    """Refuse to replace a `header.json` that a sweep did not write (the user's own file in
+    the `-o` folder); a sweep's header of a run that stored no point yet is replaced.
+
+    Raises:
+        UserError: `path` exists and is not a JSON object with the sweep's header key.
+    """
+    try:
+        raw = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError):
+        raw = None
+    if not (isinstance(raw, dict) and isinstance(raw.get(HEADER_KEY), dict)):
+        raise UserError(str(path), "exists and is not a sweep's header; choose another -o "
+                        "folder (a sweep never replaces files it did not write)")
 
 
 def _lock(out: Path) -> int:
