@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 
 from edgesim.llm import load_config, simulate_llm
 from edgesim.llm.phases import token_time_s
@@ -56,3 +57,28 @@ def test_llama2_7b_q4_decode_speeds_up_from_one_to_two_threads() -> None:
     # 0.85 tok/s at 1 thread, 1.63 at 2 (x1.92)
     tps = simulate_llm(load_config(LLAMA2_7B), RPI5, ["q4"], [1, 2], [64]).tokens_per_s[0, :, 0]
     assert 1.5 < tps[1] / tps[0] < 2.0
+
+
+def test_unrepacked_q4_0_gemv_runs_one_row_per_vec_dot() -> None:
+    from hwmodels.kernels import cpu_nbits as K
+
+    # ggml_vec_dot_q4_0_q8_0 per 32-deep block: 2 sdots of 12 vector instructions
+    assert K.nbits_kernel(4, 1, "llama.cpp vec_dot").efficiency() == pytest.approx(2 / 12)
+    n, k = np.array([4096]), np.array([11008])
+    sec = K.gemm_seconds(1, n, k, 4, 32, RPI5, 1, np.inf, "llama.cpp vec_dot")
+    # 2 sdot pipes x 16 MACs x 2.4 GHz x 1/6 x 0.85; A quantised: 11008 x 46/32 ops on 2 pipes
+    rate = 2 * 16 * 2.4e9 / 6 * 0.85
+    quant_a = 11008 * 46 / 32 / (2 * 2.4e9)
+    np.testing.assert_allclose(sec, 4096 * 11008 / rate + quant_a, rtol=1e-12)
+
+
+def test_llama2_7b_one_thread_decode_near_t_mac_baseline() -> None:
+    # T-MAC docs/profiling_data.md @ 0babfafb: llama.cpp Q4_0 (2024 build, vec_dot) on a
+    # Pi 5 decodes Llama-2-7B at 0.85 tok/s on 1 thread, 1.63 on 2
+    from bench.bench_llm import predict_llama_cpp, published_rows
+
+    cfg = load_config(LLAMA2_7B)
+    rows = [r for r in published_rows() if r["model"] == "llama-2-7b"]
+    for row in rows:
+        ratio = predict_llama_cpp(cfg, RPI5, row) / float(row["published_tok_s"])
+        assert 0.6 < ratio < 1.5, (row["threads"], ratio)
