@@ -42,7 +42,7 @@ from edgesim.llm.phases import (  # noqa: E402
     decode_compute_s,
     overhead_s,
     prefill_s,
-    read_bandwidth,
+    token_time_s,
 )
 from hwmodels.cpu import CpuTarget  # noqa: E402
 from hwmodels.target import load_target  # noqa: E402
@@ -116,9 +116,12 @@ def predict_llama_cpp(cfg: DecoderConfig, target: CpuTarget, row: dict[str, str]
     if row["metric"] == "pp512":
         return 512.0 / float(prefill_s(cfg, target, fmt, fmt, ts, ctx, "llama.cpp", 1)[0])
     kv = 2 * cfg.layers * cfg.kv_dim * 2.0 * ctx  # llama.cpp's default f16 KV cache
-    mem = (llama_weight_bytes(cfg, row) + kv + cfg.vocab * 4.0) / read_bandwidth(target, ts)[0]
-    comp = decode_compute_s(cfg, target, fmt, fmt, ts, np.array([ctx]), "llama.cpp")[0, 0]
-    return 1.0 / (max(mem, comp) + overhead_s(cfg, target, ts)[0])
+    nbytes = llama_weight_bytes(cfg, row) + kv + cfg.vocab * 4.0
+    # builds that run Q4_0 unrepacked (the row's kernel family says so) call vec_dot per row
+    runtime = "llama.cpp vec_dot" if "vec_dot_q4_0" in row["kernel_family"] else "llama.cpp"
+    comp = decode_compute_s(cfg, target, fmt, fmt, ts, np.array([ctx]), runtime)[0, 0]
+    step = token_time_s(np.array(nbytes), np.array(comp), target, ts)[0][0]
+    return 1.0 / (step + overhead_s(cfg, target, ts)[0])
 
 
 def predict_onnxruntime(cfg: DecoderConfig, target: CpuTarget, row: dict[str, str]) -> float:

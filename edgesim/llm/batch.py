@@ -29,7 +29,7 @@ from edgesim.llm.phases import (
     decode_linears_s,
     fp32_rate,
     overhead_s,
-    read_bandwidth,
+    token_time_s,
 )
 from edgesim.llm.traffic import FP32, kv_bytes_per_position, weight_bytes
 from hwmodels.cpu import CpuTarget
@@ -82,6 +82,5 @@ def batch_step(cfg: DecoderConfig, target: CpuTarget, fmt: str, contexts: Sequen
                             rows=b)
            + decode_linears_s(target, h, [(cfg.hidden, cfg.vocab)], 1, t, rows=b))[:, 0]
     attn = 2.0 * cfg.layers * cfg.heads * cfg.head_dim * pos / fp32_rate(target, t)
-    mem = nbytes / read_bandwidth(target, t)
-    step = np.maximum(mem, lin + attn) + overhead_s(cfg, target, t)
+    step = token_time_s(np.asarray(nbytes), lin + attn, target, t)[0] + overhead_s(cfg, target, t)
     return BatchStep(attention, tuple(int(c) for c in contexts), float(nbytes), step)

@@ -1,7 +1,9 @@
 """Prefill and decode of a decoder on a CPU target: time to first token and tokens/s.
 
-Decode (one token at context C, T threads) is a roofline over the whole token:
-`max(bytes(C) / bw(T), compute(C, T)) + node overheads`, where `bytes` comes from
+Decode (one token at context C, T threads) is `token_time_s`: each thread streams its share
+of `bytes(C)` at one core's read bandwidth bw(1) and does not overlap that stream with its
+kernel compute, and all threads together cannot beat the shared read roof bw(T):
+`max(bytes / (T bw(1)) + compute(C, T), bytes / bw(T)) + node overheads`. `bytes` comes from
 `edgesim.llm.traffic`, `bw(T)` is the target's effective read bandwidth at T threads
 (`read_bandwidth_gbps_by_threads`; the sustained DRAM bandwidth when absent) and `compute` is
 the linears' M = 1 GEMV kernels plus attention (2 x heads x head_dim x C MACs per layer) at the
@@ -77,6 +79,23 @@ def read_bandwidth(target: CpuTarget, threads: np.ndarray) -> np.ndarray:
     table = target.read_bandwidth_gbps_by_threads or (target.dram.sustained_bandwidth_gbps,)
     idx = np.minimum(np.asarray(threads) - 1, len(table) - 1)
     return np.asarray(table)[idx] * 1e9
+
+
+def token_time_s(nbytes: np.ndarray, compute: np.ndarray, target: CpuTarget,
+                 threads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(seconds, memory bound) of one decode step of `nbytes` DRAM bytes and `compute` seconds
+    of kernels at `threads` (arrays broadcast together), node overheads excluded.
+
+    A thread's GEMV streams its weights from DRAM at one core's bandwidth and is not
+    overlapped with its own sdot work (assumed: a single thread's decode is the sum, which
+    is what makes llama.cpp's published 1 -> 2 thread decode speed-ups on a Pi 5 come out,
+    bench/llm_published.csv); the threads share the DRAM read roof at `threads`. Memory
+    bound: the shared roof sets the time, or a thread streams longer than it computes.
+    """
+    t = np.asarray(threads)
+    stream = nbytes / (t * read_bandwidth(target, np.ones_like(t)))
+    own, roof = stream + compute, nbytes / read_bandwidth(target, t)
+    return np.maximum(own, roof), (roof >= own) | (stream >= compute)
 
 
 def macs_per_s(target: CpuTarget, fmt: WeightFormat, threads: np.ndarray) -> np.ndarray:
@@ -270,13 +289,13 @@ def simulate_llm(cfg: DecoderConfig, target: CpuTarget, formats: Sequence[str] =
     heads = [parse_format(head_format) if head_format else f for f in fmts]
     nbytes = np.stack([decode_bytes(cfg, f, h, kv_dtype, c, share_kv_buffer)
                        for f, h in zip(fmts, heads)])
-    mem = nbytes[:, None, :] / read_bandwidth(target, t)[None, :, None]
     comp = np.stack([decode_compute_s(cfg, target, f, h, t, c) for f, h in zip(fmts, heads)])
+    step, memory_bound = token_time_s(nbytes[:, None, :], comp, target, t[None, :, None])
     over = overhead_s(cfg, target, t, nodes)[None, :, None]
     ttft = np.stack([prefill_s(cfg, target, f, h, t, prompt_len, nodes=nodes)
                      for f, h in zip(fmts, heads)])
     return LlmSimulation(cfg.name, target.name, tuple(formats), tuple(int(x) for x in t), c,
-                         prompt_len, kv_dtype, nbytes, np.maximum(mem, comp) + over, mem >= comp,
+                         prompt_len, kv_dtype, nbytes, step + over, memory_bound,
                          ttft)
 
 

@@ -115,6 +115,14 @@ GGML_Q4_0_4X4 = NbitsKernel("ggml gemm_q4_0_4x4_q8_0 (sdot)", 4, 4, unpack_ops=2
                             scale_ops=_scale_ops(4, 4, 5.0), source=_GGML_SRC)
 GGML_Q4_0_1X4 = NbitsKernel("ggml gemv_q4_0_4x4_q8_0 (sdot)", 1, 4, unpack_ops=2.0 * 4,
                             scale_ops=_scale_ops(1, 4, 5.0), source=_GGML_SRC)
+# llama.cpp before Q4_0 was repacked at load (2024 builds, e.g. T-MAC's baseline) runs every
+# Q4_0 row through ggml_vec_dot_q4_0_q8_0: one output per call, per 32-deep block 2 sdots
+# against and + ushr + 2 sub (unpack) and a zeroed accumulator, scvtf, 2 scalar fp16 -> fp32
+# scale converts, their fmul and the by-element fmla (6)
+GGML_Q4_0_VEC_DOT = NbitsKernel(
+    "ggml vec_dot_q4_0_q8_0 (sdot)", 1, 1, unpack_ops=4.0, scale_ops=6.0,
+    source="llama.cpp ggml-quants.c ggml_vec_dot_q4_0_q8_0 (__ARM_FEATURE_DOTPROD branch)")
+LLAMA_CPP_RUNTIMES = ("llama.cpp", "llama.cpp vec_dot")
 
 
 MLAS_BITS = (4, 8)                 # GetQNBitGemmVariant: CompInt8 variants exist for these
@@ -130,6 +138,8 @@ def has_kernel(bits: int, block: int) -> bool:
 def nbits_kernel(bits: int, m: int, runtime: str = "onnxruntime", block: int = 32,
                  zero_point: bool = False) -> NbitsKernel:
     """The micro-kernel a CompInt8 GEMM of `m` rows and `bits`-bit weights runs."""
+    if runtime == "llama.cpp vec_dot":
+        return GGML_Q4_0_VEC_DOT
     if runtime == "llama.cpp":
         return GGML_Q4_0_1X4 if m == 1 else GGML_Q4_0_4X4
     if bits == 8:
@@ -169,7 +179,8 @@ def gemm_seconds(m: int, n: np.ndarray, k: np.ndarray, bits: int, block: int,
         target: an Arm CPU with dot products.
         threads: intra-op threads.
         bandwidth: DRAM read bytes/s at `threads`.
-        runtime: "onnxruntime" (MLAS / KleidiAI) or "llama.cpp" (its Q4_0 4x4 kernel).
+        runtime: "onnxruntime" (MLAS / KleidiAI), "llama.cpp" (its Q4_0 4x4 kernel) or
+            "llama.cpp vec_dot" (Q4_0 not repacked: one row per vec_dot call).
         zero_point: the weights carry zero points (asymmetric blocks).
     """
     n, k = np.asarray(n, np.int64), np.asarray(k, np.int64)
@@ -190,5 +201,5 @@ def gemm_seconds(m: int, n: np.ndarray, k: np.ndarray, bits: int, block: int,
     # ops counted on 128-bit registers; MLAS quantises A on one thread, ggml on all
     ops = m * k * QUANT_A_OPS_PER_VALUE * 128.0 / target.simd_bits
     quant_a = ops / (target.fma_pipes * target.clock_ghz * 1e9)
-    serial = quant_a / (threads if runtime == "llama.cpp" else 1)
+    serial = quant_a / (threads if runtime in LLAMA_CPP_RUNTIMES else 1)
     return np.asarray(np.maximum(compute, memory) + serial, np.float64)

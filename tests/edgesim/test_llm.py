@@ -86,7 +86,8 @@ def test_decode_is_bandwidth_over_bytes_when_compute_is_free() -> None:
     bw = np.array([13.78e9, 12.72e9, 10.6e9])          # targets/rpi5.yaml at 1, 2, 4 threads
     expected = sim.bytes_per_token[:, None, :] / bw[None, :, None] + overhead_s(
         cfg, fast, np.array([1, 2, 4]))[None, :, None]
-    np.testing.assert_allclose(sim.decode_s, expected, rtol=1e-12)
+    # one thread's kernels (at a 1e6 GHz clock) add ~1e-6 of the time to its stream
+    np.testing.assert_allclose(sim.decode_s, expected, rtol=1e-5)
     assert sim.decode_memory_bound.all()
 
 
@@ -101,7 +102,8 @@ def test_decode_is_macs_over_rate_when_memory_is_free() -> None:
     macs = 30 * (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536) + 49152 * 576
     attn = 2 * 30 * 9 * 64 * 1
     expected = (macs + attn) / rate + overhead_s(cfg, fast, t)
-    np.testing.assert_allclose(sim.decode_s[0, :, 0], expected, rtol=1e-9)
+    # streaming the bytes at 1e9 GB/s adds ~1e-7 of the time
+    np.testing.assert_allclose(sim.decode_s[0, :, 0], expected, rtol=1e-6)
     assert not sim.decode_memory_bound.any()
 
 

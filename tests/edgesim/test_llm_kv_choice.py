@@ -68,9 +68,9 @@ def _harm_fp16(calib: np.ndarray, seq: int = 64) -> float:
 
 
 def test_loose_budget_choice_is_the_least_measured_objective(tmp_path: Path) -> None:
-    # 7000 tokens/s on the Pi 5 at 1 thread: met by both caches, but only the fp16 cache
+    # 6000 tokens/s on the Pi 5 at 1 thread: met by both caches, but only the fp16 cache
     # (less bytes per token) affords the q8 formats
-    r = _compile("tok_s=7000", tmp_path)
+    r = _compile("tok_s=6000", tmp_path)
     by = {o.kv_dtype: o for o in r.kv_options}
     assert set(by) == {"fp32", "fp16"} and all(o.feasible for o in r.kv_options)
     harm = _harm_fp16(load_lm_text()["calib"][:512])
