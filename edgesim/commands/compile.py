@@ -145,7 +145,7 @@ def add_compile(sub: argparse._SubParsersAction) -> None:
                     help="CPU-time bound of the HAWQ / LRP analysis (its threads' CPU "
                     f"seconds, so the plan does not vary with the load; default: "
                     f"{DEFAULT_ANALYSIS_BUDGET_S:g}s; none or 0: until 5%% precision / every "
-                    "calibration sample); half of it also bounds the activation range "
+                    "calibration sample); it also bounds the activation range "
                     "search")
     cp.add_argument("--act-bits", help="candidate activation bits, e.g. 8,32")
     cp.add_argument("--blocks", help="candidate block sizes of MatMulNBits / blocked "
