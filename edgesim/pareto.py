@@ -232,14 +232,16 @@ class ParetoResult:
 
 def pareto(results: str | Path, objectives: Sequence[str] = DEFAULT_OBJECTIVES, *,
            output: str | Path | None = None, color: str | None = None,
-           plots: bool = True) -> ParetoResult:
+           plots: bool = True, force: bool = False) -> ParetoResult:
     """Non-dominated designs of sweep results over `objectives`, written with plots.
 
     Args:
         results: a sweep directory, .jsonl, .json or .csv file.
         objectives: column names, each optionally ":min"/":max" (at least one).
         output: directory for front.csv, front.png and summary.png (default: the results'
-            directory).
+            directory), claimed as compile claims `-o` (`edgesim.output`: new, empty or made
+            by edgesim; else refused unless `force`; files replaced atomically, nothing else
+            touched).
         color: a column colouring the front plot (default: the third objective, if any).
         plots: write the PNG plots.
 
@@ -250,10 +252,19 @@ def pareto(results: str | Path, objectives: Sequence[str] = DEFAULT_OBJECTIVES, 
     parsed = [parse_objective(o) for o in objectives]
     chosen = tuple(f"{table.resolve(n)}:{sense}" for n, sense in parsed)
     front = table.select(front_mask(table, chosen))
-    where = Path(output) if output else _results_dir(results)
-    files = [write_csv(front, where / "front.csv")]
-    if plots and len(table):
-        files += _plots(table, front, chosen, color, where)
+    def write(where: Path) -> list[Path]:
+        files = [write_csv(front, where / "front.csv")]
+        return files + (_plots(table, front, chosen, color, where) if plots and len(table)
+                        else [])
+
+    if output is None:
+        files = write(_results_dir(results))
+    else:
+        from edgesim.output import output_folder, publish, staging
+
+        with output_folder(output, force) as outdir, staging(outdir) as folder:
+            write(folder)
+            files = publish(folder, outdir)
     return ParetoResult(len(table), table.dropped, chosen, front, tuple(map(str, files)))
 
 

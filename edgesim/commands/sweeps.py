@@ -73,7 +73,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
         r, files = _pareto_png(args, objectives, png)
     else:
         r = pareto(args.results, objectives or ["area_proxy", "latency_s"], output=args.output,
-                   color=args.color, plots=not args.no_plots)
+                   color=args.color, plots=not args.no_plots, force=args.force)
         files = [str(f) for f in r.files]
     if args.json:
         print(json.dumps({**r.to_dict(), "files": files}))
@@ -115,3 +115,5 @@ def add_pareto(sub: argparse._SubParsersAction) -> None:
     pa.add_argument("-o", "--output", help="plot.png, or a folder for front.csv/front.png/"
                     "summary.png (default: beside the results)")
     pa.add_argument("--no-plots", action="store_true", help="write front.csv only")
+    pa.add_argument("--force", action="store_true", help="write into a non-empty -o folder "
+                    "edgesim did not make (its same-named files are replaced, nothing else)")

@@ -128,3 +128,26 @@ def test_objectives_resolve_by_suffix_and_refuse_unknown_or_ambiguous(tmp_path: 
             front_mask(table, [bad])
     with pytest.raises(UserError, match="min or max"):
         parse_objective("area_proxy:least")
+
+
+def test_pareto_never_replaces_what_the_user_had(tmp_path: Path) -> None:
+    """`-o DIR` is claimed as compile's is (`edgesim.output`): a non-empty folder edgesim did
+    not make is refused before anything is written (the old code wrote front.csv, front.png
+    and summary.png over the user's files); with `force` edgesim's three files are written
+    and the user's other files stay."""
+    path, _ = _results(tmp_path)
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "front.png").write_bytes(b"the user's plot")
+    (out / "notes.txt").write_text("the user's notes")
+    with pytest.raises(UserError, match="did not make"):
+        pareto(path, ["area_proxy", "latency_s"], output=out)
+    assert sorted(p.name for p in out.iterdir()) == ["front.png", "notes.txt"]
+    assert (out / "front.png").read_bytes() == b"the user's plot"
+    result = pareto(path, ["area_proxy", "latency_s"], output=out, force=True)
+    assert {Path(f).name for f in result.files} == {"front.csv", "front.png", "summary.png"}
+    assert all(Path(f).parent == out for f in result.files)
+    assert (out / "notes.txt").read_text() == "the user's notes"
+    assert (out / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert load_results(out / "front.csv").columns["id"].tolist() == \
+        result.front.columns["id"].tolist()
