@@ -48,19 +48,18 @@ def nchwc_block(target: CpuTarget) -> int:
     return 16 if "avx512f" in target.isa else 8 if "avx2" in target.isa else 0
 
 
-def _producers(table: LayerTable, paths: np.ndarray, i: int) -> list[int]:
+def _producers(table: LayerTable, paths: np.ndarray, src: np.ndarray, i: int) -> list[int]:
     """Rows whose results layer i reads (for an activation fused into its GEMM's output loop,
-    that GEMM); -1 for a graph input."""
+    that GEMM: its producer in `src`, `cpu_choice.producers`); -1 for a graph input."""
     reads = table.reads[i] if table.reads is not None else np.array([-1])
-    # a fused activation stands for its producer (`cpu_choice.fused_activations`)
-    src = producers(table)
     out = [-1 if p < 0 else int(src[p]) if paths[p] == K.PATH_FUSED else int(p) for p in reads]
     return out[:1] if out[1:] == [-1] else out
 
 
 def _all_producers(table: LayerTable, paths: np.ndarray) -> list[list[int]]:
     """`_producers` of every layer for one bit choice's paths (read many times per layer)."""
-    return [_producers(table, paths, i) for i in range(len(table))]
+    src = producers(table)
+    return [_producers(table, paths, src, i) for i in range(len(table))]
 
 
 def _in_channels(table: LayerTable, prods: list[list[int]], i: int) -> int:
