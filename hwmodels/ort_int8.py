@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from compiler.ir import KIND_CODE, LayerTable
+from hwmodels.cost import memoised
 from hwmodels.kernels import cpu_layout as K
 
 # ops onnxruntime runs on uint8 between QLinear ops (QLinearAdd, QLinearGlobalAveragePool /
@@ -50,6 +51,13 @@ def _readers(table: LayerTable) -> list[list[int]]:
         for j in direct[i]:
             out[i].extend(out[j] if table.kind_code[j] == _RESHAPE else [j])
     return out
+
+
+def _edges(table: LayerTable) -> tuple[list[list[int]], list[list[int]]]:
+    """`_readers` and every layer's `_sources`, once per table (`dq_copies` and each bit
+    choice's `chain_paths` read them; read only)."""
+    return memoised(table.memo, "ort_int8.edges", lambda: (
+        _readers(table), [_sources(table, j) for j in range(len(table))]))
 
 
 def _sources(table: LayerTable, j: int) -> list[int]:
@@ -106,7 +114,7 @@ def dq_copies(table: LayerTable) -> np.ndarray:
     n = len(table)
     if table.reads is None:
         return np.ones(n, np.int64)
-    readers, sources = _readers(table), [_sources(table, j) for j in range(n)]
+    readers, sources = _edges(table)
     conv = (table.kind_code == KIND_CODE["conv"]) & (table.w_elems > 0)
     reads_q = conv | (table.kind_code == KIND_CODE["linear"])
     int8 = conv | int8_passthrough(table, conv, reads_q, readers, sources)
@@ -119,7 +127,7 @@ def chain_paths(table: LayerTable, paths: np.ndarray) -> np.ndarray:
     out = np.asarray(paths).copy()
     if table.reads is None:
         return out
-    readers, sources = _readers(table), [_sources(table, j) for j in range(len(table))]
+    readers, sources = _edges(table)
     for b in range(out.shape[1]):
         qlinear = out[:, b] == K.PATH_QLINEAR
         into, write = int8_edges(table, qlinear, out[:, b] == K.PATH_MATMUL_INT_FLOAT,
