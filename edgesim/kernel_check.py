@@ -296,11 +296,12 @@ def batch_mixes_samples(model: onnx.ModelProto, seed: int = 0) -> str:
     for name, k in outputs.items():
         ya, yb = (np.asarray(r[name], np.float64) for r in runs[:2])
         y2a, y2b = np.split(np.asarray(runs[2][name], np.float64), [ya.shape[k]], axis=k)
-        off = max(np.linalg.norm(y2a - ya), np.linalg.norm(y2b - yb))
-        scale = np.linalg.norm(ya) + np.linalg.norm(yb)
-        if off > MIXED_SHARE * np.linalg.norm(ya - yb) and off > 1e-6 * scale:
+        off = float(max(np.linalg.norm(y2a - ya), np.linalg.norm(y2b - yb)))
+        apart = float(np.linalg.norm(ya - yb))
+        scale = float(np.linalg.norm(ya) + np.linalg.norm(yb))
+        if off > MIXED_SHARE * apart and off > 1e-6 * scale:
             return (f"output {name} is not its samples' batch-1 outputs (off by "
-                    f"{off / max(np.linalg.norm(ya - yb), 1e-30):.2g} of their distance)")
+                    f"{off / max(apart, 1e-30):.2g} of their distance)")
     return ""
 
 
