@@ -146,3 +146,51 @@ def test_an_unknown_qoperator_op_is_refused_by_name(tmp_path: Path) -> None:
                                                       helper.make_opsetid("com.microsoft", 1)]),
               path)
     _one_line_error(edgesim("simulate", str(path), "--target", "rpi5"), "QLinearWhere")
+
+
+def _small_cnn() -> onnx.ModelProto:
+    """Conv -> Sigmoid / LeakyRelu -> Concat -> AveragePool -> MaxPool -> Flatten -> Gemm."""
+    rng = np.random.default_rng(1)
+    def w(name, *shape):  # noqa: ANN001, ANN202
+        return onnx.numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Sigmoid", ["c"], ["s"], name="sig"),
+             helper.make_node("LeakyRelu", ["c"], ["r"], alpha=0.1, name="leaky"),
+             helper.make_node("Concat", ["s", "r"], ["cat"], axis=1, name="cat"),
+             helper.make_node("AveragePool", ["cat"], ["ap"], kernel_shape=[2, 2],
+                              strides=[2, 2], name="avg"),
+             helper.make_node("MaxPool", ["ap"], ["mp"], kernel_shape=[2, 2], strides=[2, 2],
+                              name="max"),
+             helper.make_node("Flatten", ["mp"], ["fl"], name="flat"),
+             helper.make_node("Gemm", ["fl", "w2", "b2"], ["y"], transB=1, name="fc")]
+    graph = helper.make_graph(
+        nodes, "small", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
+        [w("w1", 4, 3, 3, 3), w("b1", 4), w("w2", 5, 32), w("b2", 5)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_concat_sigmoid_leaky_relu_and_pools_read_as_their_float_layers(tmp_path: Path
+                                                                         ) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    src, qop = tmp_path / "small.onnx", tmp_path / "small.qop.onnx"
+    onnx.save(_small_cnn(), src)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(_feeds(onnx.load(src), 4, 0))
+
+        def get_next(self) -> dict | None:
+            return next(self.it, None)
+
+    quantize_static(str(src), str(qop), Reader(), quant_format=QuantFormat.QOperator)
+    q = onnx.load(qop)
+    ops = {n.op_type for n in q.graph.node}
+    assert {"QLinearConcat", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearAveragePool",
+            "MaxPool"} <= ops, ops
+    _each_op_computes_what_the_file_computes(q)
+    sim, fp = (api.simulate(str(p), "rpi5").layers for p in (qop, src))
+    assert Counter((r.kind, r.macs) for r in sim if r.macs) == \
+        Counter((r.kind, r.macs) for r in fp if r.macs)
+    assert {(r.w_bits, r.a_bits) for r in sim if r.kind in ("conv", "linear")} == {(8, 8)}
