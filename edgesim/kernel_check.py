@@ -250,10 +250,12 @@ def with_running_costs(result: Any, g: Graph, bits: np.ndarray, target: Target, 
 
 # ---------------------------------------------------------------- the batch, run
 
-# A batch-2 output further from its samples' batch-1 outputs than this share of the distance
-# between those two outputs mixed the samples; kernels that pick another algorithm at batch 2
-# (float GEMM blocking, a requantised code rounding the other way) move it far less (assumed
-# margin: a mixed output is as far from either sample as they are from each other)
+# A batch-2 output further than this share from its samples' batch-1 outputs, measured
+# against both their distance and their size, mixed the samples. Batching alone moves
+# outputs less: magika's W8A8 file (activations quantised per run over the whole batch)
+# moves 1-3 % of the output's size at batch 2, and 2-14 % of the two samples' distance when
+# random bytes give it near-equal outputs; the mixing softmax of tests/edgesim/
+# test_batch_check.py moves 60-80 % of the size, 49-70 % of the distance.
 MIXED_SHARE = 0.1
 
 
@@ -265,9 +267,11 @@ def per_sample_batch(g: Graph, model: onnx.ModelProto, options: Any
     The emitter follows the batch through shapes (`compiler.emit.batch`); a reshape that folds
     the batch into an axis a later layer reduces or normalises (a softmax over it) keeps every
     shape consistent but computes across samples. Only running the file shows it: two random
-    samples stacked at batch 2 against each at batch 1 (`batch_mixes_samples`).
+    samples stacked at batch 2 against each at batch 1 (`batch_mixes_samples`), when some
+    tensor holds the batch merged with other data (only such a layout can mix them; the
+    run costs up to 1.3 CPU-s, mrz_seg's).
     """
-    why = batch_mixes_samples(model)
+    why = batch_mixes_samples(model) if _batch_merged(g) else ""
     if not why:
         return model, ()
     from compiler.emit import emit
@@ -275,6 +279,16 @@ def per_sample_batch(g: Graph, model: onnx.ModelProto, options: Any
     fixed = emit(g, dataclasses.replace(options, fixed_batch=f"a run at batch 2 {why}"))
     return fixed, (f"the emitted model declares the batch it was lowered at, not a dynamic "
                    f"one: at batch 2 {why}",)
+
+
+def _batch_merged(g: Graph) -> bool:
+    """Whether the emitted batch sits, in some tensor, on an axis that also holds other
+    data (a reshape folded it into a larger axis, `compiler.emit.batch.reshape_axes`)."""
+    from compiler.emit.batch import flow
+
+    found = flow(g)
+    sizes = {g.types[t].shape[k] for t, k in found.axes.items() if t in g.types}
+    return found.dynamic and len(sizes) > 1
 
 
 def batch_mixes_samples(model: onnx.ModelProto, seed: int = 0) -> str:
@@ -298,8 +312,8 @@ def batch_mixes_samples(model: onnx.ModelProto, seed: int = 0) -> str:
         y2a, y2b = np.split(np.asarray(runs[2][name], np.float64), [ya.shape[k]], axis=k)
         off = float(max(np.linalg.norm(y2a - ya), np.linalg.norm(y2b - yb)))
         apart = float(np.linalg.norm(ya - yb))
-        scale = float(np.linalg.norm(ya) + np.linalg.norm(yb))
-        if off > MIXED_SHARE * apart and off > 1e-6 * scale:
+        size = float(np.linalg.norm(ya) + np.linalg.norm(yb)) / 2
+        if off > MIXED_SHARE * max(apart, size):
             return (f"output {name} is not its samples' batch-1 outputs (off by "
                     f"{off / max(apart, 1e-30):.2g} of their distance)")
     return ""
