@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from compiler.emit.builder import EmitOptions
 from compiler.formats import BY_NAME, FLOAT_BITS, FORMAT_CODE, FORMATS, NO_FORMAT, Format, of_layer
 from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph, Layer
 from edgesim.errors import UserError
@@ -259,7 +260,7 @@ def with_running_costs(result: Any, g: Graph, bits: np.ndarray, target: Target, 
 MIXED_SHARE = 0.1
 
 
-def per_sample_batch(g: Graph, model: onnx.ModelProto, options: Any
+def per_sample_batch(g: Graph, model: onnx.ModelProto, options: EmitOptions
                      ) -> tuple[onnx.ModelProto, tuple[str, ...]]:
     """`model` (emitted from `g` with `options`), or, if it declares a dynamic batch that
     mixes samples, `g` emitted again at the batch it was lowered at, with a note saying why.

@@ -206,8 +206,9 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
     w_elems, fp32_bytes = g.layer_table().w_elems, weight_bytes(g)
     del g, float_env, codes  # with `spent_weights` below: float weights freed before emission
     qg = spent_weights(qg)
-    model = emit(qg, emit_options or EmitOptions())                       # IR -> ONNX
-    model, fixed = per_sample_batch(qg, model, emit_options or EmitOptions())  # run at batch 2
+    emit_opts = emit_options or EmitOptions()
+    model = emit(qg, emit_opts)                                           # IR -> ONNX
+    model, fixed = per_sample_batch(qg, model, emit_opts)                 # run at batch 2
     kernels = _kernel_check(qg, model, kernel_check)                      # vs onnxruntime
     path = write(model, out)                                              # atomic
     layers = tuple(r for i in range(len(qg.layers))
