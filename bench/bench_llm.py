@@ -109,6 +109,14 @@ def llama_weight_bytes(cfg: DecoderConfig, row: dict[str, str]) -> float:
     return blocks + cfg.embedding_params() * GGUF_HEAD_BITS[row["their_head"]] / 8.0
 
 
+def llama_cpp_runtime(kernel_family: str) -> str:
+    """The `cpu_nbits` runtime of a row's llama.cpp kernel family: builds that run Q4_0
+    unrepacked call vec_dot per row, with sdot or (built without dotprod) emulating it."""
+    if "vec_dot_q4_0" not in kernel_family:
+        return "llama.cpp"
+    return "llama.cpp vec_dot no-dotprod" if "no dotprod" in kernel_family else "llama.cpp vec_dot"
+
+
 def predict_llama_cpp(cfg: DecoderConfig, target: CpuTarget, row: dict[str, str]) -> float:
     """tokens/s of the row's workload with llama.cpp's kernels, bytes and logits (last only)."""
     t, fmt, ctx = int(row["threads"]), parse_format(row["our_format"]), int(row["context"])
@@ -117,8 +125,7 @@ def predict_llama_cpp(cfg: DecoderConfig, target: CpuTarget, row: dict[str, str]
         return 512.0 / float(prefill_s(cfg, target, fmt, fmt, ts, ctx, "llama.cpp", 1)[0])
     kv = 2 * cfg.layers * cfg.kv_dim * 2.0 * ctx  # llama.cpp's default f16 KV cache
     nbytes = llama_weight_bytes(cfg, row) + kv + cfg.vocab * 4.0
-    # builds that run Q4_0 unrepacked (the row's kernel family says so) call vec_dot per row
-    runtime = "llama.cpp vec_dot" if "vec_dot_q4_0" in row["kernel_family"] else "llama.cpp"
+    runtime = llama_cpp_runtime(row["kernel_family"])
     comp = decode_compute_s(cfg, target, fmt, fmt, ts, np.array([ctx]), runtime)[0, 0]
     step = token_time_s(np.array(nbytes), np.array(comp), target, ts)[0][0]
     return 1.0 / (step + overhead_s(cfg, target, ts)[0])

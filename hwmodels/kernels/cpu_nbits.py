@@ -33,6 +33,7 @@ and this traffic over the bandwidth. Nothing here is fitted.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +61,7 @@ class NbitsKernel:
     scale_ops: float       # per-block convert + scaled accumulate + scale loads per step
     fp32_passes: int = 0   # extra fp32 M x N x K/32 block-sum GEMMs (MLAS 8-bit)
     source: str = ""
+    dot_emulation_ops: float = 0.0  # per step, when a build without dotprod emulates sdots
 
     def sdots(self) -> float:
         """sdot instructions per 32-deep step of the tile."""
@@ -68,7 +70,7 @@ class NbitsKernel:
     def efficiency(self) -> float:
         """Share of vector issue slots that are sdots."""
         s = self.sdots()
-        return s / (s + self.unpack_ops + self.scale_ops)
+        return s / (s + self.unpack_ops + self.scale_ops + self.dot_emulation_ops)
 
 
 def _scale_ops(tile_m: int, tile_n: int, extra: float) -> float:
@@ -122,7 +124,18 @@ GGML_Q4_0_1X4 = NbitsKernel("ggml gemv_q4_0_4x4_q8_0 (sdot)", 1, 4, unpack_ops=2
 GGML_Q4_0_VEC_DOT = NbitsKernel(
     "ggml vec_dot_q4_0_q8_0 (sdot)", 1, 1, unpack_ops=4.0, scale_ops=6.0,
     source="llama.cpp ggml-quants.c ggml_vec_dot_q4_0_q8_0 (__ARM_FEATURE_DOTPROD branch)")
-LLAMA_CPP_RUNTIMES = ("llama.cpp", "llama.cpp vec_dot")
+# The same loop built without +dotprod (T-MAC's 2024 llama.cpp: -march=armv8.2a+fp16,
+# kaleid-liner/llama.cpp @ 0358ebc1 CMakeLists.txt; v8.2-A leaves dotprod optional):
+# ggml-impl.h's ggml_vdotq_s32 stands in for each sdot with smull + smull2 + 2 saddlp + 2 add,
+# the first of the two chained calls adding to zero (one add folded): 11 instructions for the
+# block's 2 sdots, 9 more. Its 4 smulls run on V0 only (1 per cycle), inside the 10.5 cycles
+# the 21 instructions take on two pipes, so issue, not the multiplier, bounds it.
+GGML_Q4_0_VEC_DOT_NO_DOTPROD = dataclasses.replace(
+    GGML_Q4_0_VEC_DOT, name="ggml vec_dot_q4_0_q8_0 (no dotprod: smull/saddlp)",
+    dot_emulation_ops=9.0,
+    source="kaleid-liner/llama.cpp @ 0358ebc1 ggml-quants.c ggml_vec_dot_q4_0_q8_0 "
+           "(__ARM_NEON branch) with ggml-impl.h ggml_vdotq_s32 (!__ARM_FEATURE_DOTPROD)")
+LLAMA_CPP_RUNTIMES = ("llama.cpp", "llama.cpp vec_dot", "llama.cpp vec_dot no-dotprod")
 
 
 MLAS_BITS = (4, 8)                 # GetQNBitGemmVariant: CompInt8 variants exist for these
@@ -140,6 +153,8 @@ def nbits_kernel(bits: int, m: int, runtime: str = "onnxruntime", block: int = 3
     """The micro-kernel a CompInt8 GEMM of `m` rows and `bits`-bit weights runs."""
     if runtime == "llama.cpp vec_dot":
         return GGML_Q4_0_VEC_DOT
+    if runtime == "llama.cpp vec_dot no-dotprod":
+        return GGML_Q4_0_VEC_DOT_NO_DOTPROD
     if runtime == "llama.cpp":
         return GGML_Q4_0_1X4 if m == 1 else GGML_Q4_0_4X4
     if bits == 8:
@@ -179,8 +194,9 @@ def gemm_seconds(m: int, n: np.ndarray, k: np.ndarray, bits: int, block: int,
         target: an Arm CPU with dot products.
         threads: intra-op threads.
         bandwidth: DRAM read bytes/s at `threads`.
-        runtime: "onnxruntime" (MLAS / KleidiAI), "llama.cpp" (its Q4_0 4x4 kernel) or
-            "llama.cpp vec_dot" (Q4_0 not repacked: one row per vec_dot call).
+        runtime: "onnxruntime" (MLAS / KleidiAI), "llama.cpp" (its Q4_0 4x4 kernel),
+            "llama.cpp vec_dot" (Q4_0 not repacked: one row per vec_dot call) or
+            "llama.cpp vec_dot no-dotprod" (that loop built without dotprod).
         zero_point: the weights carry zero points (asymmetric blocks).
     """
     n, k = np.asarray(n, np.int64), np.asarray(k, np.int64)
