@@ -12,6 +12,9 @@ IDD3N 2.25 / 30 over tRAS 68, IDD2N 2.0 / 27 over the 29 clocks of precharge) co
 import numpy as np
 import pytest
 
+from edgesim import assignment
+from edgesim.api import load_graph
+from edgesim.simulation import runnable, unplanned
 from hwmodels import cpu, energy
 from hwmodels.target import load_target
 from tests.hwmodels.test_cpu import linear, make_table
@@ -41,3 +44,20 @@ def test_the_lpddr4_pis_charge_the_datasheet_figure_not_horowitz_ddr3(name):
     weights = 4096 * 4096 * 4
     assert cost.energy_pj_dram[0, 0] >= weights * t.dram.energy_pj_per_byte * 0.999
     assert cost.energy_pj_dram[0, 0] < weights * energy.dram_pj_per_byte() * 0.5
+
+
+def test_pi5_dram_power_stays_within_what_its_lpddr4x_can_draw():
+    """Board oracle: the Pi 5's 32-bit LPDDR4X is two x16 channels; reading flat out, one
+    draws at most (IDD4R2 - IDD3N2) x VDD2 + IDD4RQ x VDDQ = 434.5 mW at 3200 MT/s
+    (datasheet currents above), about 1.16 W for both at 4267 MT/s if the burst currents
+    scale with the rate. ncnn's W8A8 mobilenet_v2 (the most DRAM-heavy rpi5 run: 63 MB per
+    inference) was charged 15.4 mJ of DRAM in 9.9 ms, 1.57 W -- more than the chips can
+    draw."""
+    ceiling_w = 2 * ((275 - 30) * 1.1 + 150 * 1.1) * 1e-3 * 4267 / 3200
+    g = unplanned(load_graph("zoo:mobilenet_v2", None, shapes_only=True))
+    t = load_target("rpi5")
+    for runtime in ("ncnn", "onnxruntime"):
+        for bits in ("fp32", 8):
+            _, cost = runnable(g, assignment.resolve(g, bits), t, None, runtime)
+            watts = cost.energy_pj_dram[:, 0].sum() * 1e-12 / cost.latency_s[:, 0].sum()
+            assert watts < ceiling_w, (runtime, bits, watts)
