@@ -21,7 +21,7 @@ from compiler.passes.calibrate import CalibrationStats
 from compiler.passes.quantize import quantize
 from compiler.passes.sparsify import Threshold, calibrate_sequential, sparsifiable, sparsify
 from compiler.sensitivity.loss import kl_divergence, loss_outputs
-from compiler.sparsity import OperandStats, gemm_masks, operand_stats
+from compiler.sparsity import OperandStats, gemm_masks, gemm_operands, operand_stats
 from edgesim.errors import UserError
 from hwmodels import configs
 from hwmodels.macarray import MacArrayTarget, weight_regime
@@ -284,11 +284,46 @@ def apply_sparsity(g: Graph, target: Target, samples: Mapping[str, np.ndarray],
     th = calibrate_sequential(g, feeds, chosen)
     gs = sparsify(g, th)
     stats = operand_stats(gs, feeds)
+    shares = threshold_shares(gs, feeds, tuple(th))
     notes = tuple(f"sparsity: {n} input thresholded at |x - {t.center:.4g}| < {t.threshold:.4g}"
-                  f" (target {t.target:.0%}, measured density {stats[n].density:.3f}); "
+                  f" (target {t.target:.0%}, measured {shares[n]:.1%} of its elements on the "
+                  f"float model; {_operand_words(gs, n, stats[n])}); "
                   "onnxruntime runs it at no speed gain" for n, t in th.items())
     return replace(gs, notes=gs.notes + (notes or ("sparsity: every layer stays dense",))
                    + (_latency_note(g, gs, feeds, stats, bits, target),))
+
+
+def threshold_shares(gs: Graph, feeds: list[Feeds], layers: tuple[str, ...]
+                     ) -> dict[str, float]:
+    """Per thresholded MAC layer of `gs`, the share of its input tensor's elements equal to
+    the threshold's centre over `feeds`: the figure its target sparsity is calibrated to
+    (the im2col operand `OperandStats.density` counts also repeats each element per tap and
+    adds the conv's padding taps)."""
+    cuts = {n: gs.layer(f"{n}/sparsify") for n in layers}
+    keep = {c.outputs[0] for c in cuts.values()}
+    hits, total = dict.fromkeys(layers, 0), dict.fromkeys(layers, 0)
+    for f in feeds:
+        env = run(gs, f, dtype="float32", keep=keep)
+        for n, c in cuts.items():
+            x = env[c.outputs[0]]
+            hits[n] += int(np.count_nonzero(x == x.dtype.type(c.attrs.get("center", 0.0))))
+            total[n] += x.size
+    return {n: hits[n] / total[n] for n in layers}
+
+
+def _operand_words(gs: Graph, name: str, stats: OperandStats) -> str:
+    # the array skips the im2col operand's zeros: a padded conv's border taps are zeros too,
+    # so its density sits below (1 - element share) -- say by how much, or the two figures
+    # read as a threshold that overshot (digits_cnn conv3: 4x4 input, 3x3 pad 1 -> 0.694)
+    layer = gs.layer(name)
+    text = f"array operand density {stats.density:.3f}"
+    if layer.kind != "conv" or not any(layer.attrs["pads"]):
+        return text
+    shape = (1, *gs.types[layer.inputs[0]].shape[1:])
+    ones = np.ones(shape, np.float32)
+    a, _ = gemm_operands(layer, [ones, gs.weights[layer.inputs[1]]])
+    return (f"array operand (im2col) density {stats.density:.3f}, its padding taps counted as"
+            f" zeros ({float(a.mean()):.3f} from padding alone)")
 
 
 def _plan_pair(g: Graph, gs: Graph, feeds: list[Feeds], stats: Mapping[str, OperandStats],
