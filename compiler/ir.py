@@ -189,7 +189,7 @@ class LayerTable:
     w_repeat: np.ndarray | None = None
     # bool, the layer's weight (its `compiler.formats.WEIGHT_INPUT` slot) is a constant an
     # earlier layer read, but not all its constants are (a Gemm sharing B with its own C):
-    # only what the others add is stored again (`compiler.formats.table_geometry`)
+    # only what the others add is stored again (`compiler.format_bytes.table_geometry`)
     w_shared: np.ndarray | None = None
     # bool, the layer writes a graph output: a runtime that ran it in another layout copies
     # it back to the model's declared one (`hwmodels.ort_layout`); None where not derived
