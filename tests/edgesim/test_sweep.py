@@ -26,8 +26,9 @@ from hypothesis import strategies as st
 from edgesim.api import load_graph, simulate
 from edgesim.errors import UserError
 from edgesim.sweep import DaskExecutor, InlineExecutor, LocalExecutor, run_sweep, sweep
+from edgesim.sweep.evaluate import evaluate_batch
 from edgesim.sweep.points import enumerate_points, point_id
-from edgesim.sweep.run import evaluate_batch, print_progress
+from edgesim.sweep.run import print_progress
 from edgesim.sweep.space import load_space
 from edgesim.sweep.store import HEADER_NAME, RESULTS_NAME, ResultStore, read_results
 from hwmodels.cost import evaluate
@@ -379,7 +380,8 @@ def _no_duplicates(out: Path) -> None:
 KILLED = """
 import sys, time
 from edgesim.sweep import LocalExecutor, load_space, run_sweep
-from edgesim.sweep.run import evaluate_batch, print_progress
+from edgesim.sweep.evaluate import evaluate_batch
+from edgesim.sweep.run import print_progress
 
 def slow(ctx, points):
     time.sleep(0.1)
