@@ -50,8 +50,7 @@ def layer_table(g: Graph) -> LayerTable:
         _reads(g),
         np.asarray([_kernel_rows(g, x) for x in g.layers], dtype=np.int64),
         np.asarray([_channels(g, x) for x in g.layers], dtype=np.int64),
-        _w_repeat(g),
-        _w_shared(g),
+        *_read_before(g),
         np.asarray([any(t in g.outputs for t in x.outputs) for x in g.layers], dtype=bool),
         np.asarray(cols[16], dtype=np.int64),
         np.asarray(cols[17], dtype=np.int64),
@@ -88,28 +87,18 @@ def format_code(g: Graph, layer: Layer) -> int:
     return FORMAT_CODE[of_layer(layer, g.const_weight(layer)).name]
 
 
-def _w_repeat(g: Graph) -> np.ndarray:
-    """Bool [L]: the layer's constants were all read by earlier layers (`w_repeat`)."""
+def _read_before(g: Graph) -> tuple[np.ndarray, np.ndarray]:
+    """Bool [L] twice: the layer's constants were all read by earlier layers (`w_repeat`); its
+    weight-slot constant was, its other constants not all (`w_shared`)."""
     seen: set[str] = set()
-    out = []
-    for x in g.layers:
-        consts = {t for t in x.inputs if t in g.weights}
-        out.append(bool(consts) and consts <= seen)
-        seen |= consts
-    return np.asarray(out, dtype=bool)
-
-
-def _w_shared(g: Graph) -> np.ndarray:
-    """Bool [L]: the layer's weight-slot constant was read by an earlier layer, its other
-    constants not all (`w_shared`)."""
-    seen: set[str] = set()
-    out = []
+    repeat, shared = [], []
     for x in g.layers:
         consts = {t for t in x.inputs if t in g.weights}
         slot = WEIGHT_INPUT.get(x.kind, len(x.inputs))
-        out.append(slot < len(x.inputs) and x.inputs[slot] in seen and not consts <= seen)
+        repeat.append(bool(consts) and consts <= seen)
+        shared.append(slot < len(x.inputs) and x.inputs[slot] in seen and not consts <= seen)
         seen |= consts
-    return np.asarray(out, dtype=bool)
+    return np.asarray(repeat, dtype=bool), np.asarray(shared, dtype=bool)
 
 
 def _channels(g: Graph, x: Layer) -> int:
