@@ -175,6 +175,31 @@ def conv_gemm_split(pixels: int, oc: int, k: float, groups: int, threads: int, c
     return float(min(threads, tasks)), groups * rows * pix * k
 
 
+# conv3x3s1_winograd_get_optimal_tile_mnk (`convolution_3x3_winograd.h`, `_fp16s.h`, `_int8.h`
+# @a4d2ea1, aarch64): TILE_M = 8 x min(nT, cores), then capped at ceil8(TILE_M / nT): 8
+# output channels per task at every thread count
+WINOGRAD_TILE_M = 8
+
+
+@njit(cache=True)
+def winograd_input_sweeps(cout: float, threads: float) -> float:
+    """Times ncnn's Winograd conv reads its transformed input BT from beyond the shared last
+    cache level when BT does not fit it. conv3x3s1_winograd{23,43,63} (@a4d2ea1; the fp16
+    and int8 files alike) write BT once, then `#pragma omp parallel for` over nn_M =
+    ceil(cout / WINOGRAD_TILE_M) tasks, each walking every (j, k) tile of BT before its
+    output transform: nn_M sweeps of BT in all, whatever TILE_N and TILE_K. With no
+    schedule clause libgomp splits the loop statically: each thread takes a run of equal
+    tasks, all start together and walk BT in the same order, so a line one thread brings into
+    the shared level serves the others: one DRAM sweep per round of `threads` tasks (assumed:
+    the threads stay in lockstep, none lagging by a cache's worth). One thread: nn_M sweeps.
+    Release 20211208's loop (`convolution_3x3_pack4.h` conv3x3s1_winograd64_pack4_neon)
+    splits its dot products the same way: `omp parallel for` over outch >> 1 pairs of
+    4-channel packs, 8 channels a task."""
+    tasks = (cout + WINOGRAD_TILE_M - 1) // WINOGRAD_TILE_M
+    t = max(1.0, min(threads, tasks))
+    return (tasks + t - 1) // t
+
+
 @njit(cache=True)
 def depthwise_split(channels: int, threads: int, lanes: int) -> tuple[float, float]:
     """(threads that get work, channel vectors of the busiest thread) of ncnn's depthwise

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from hwmodels import cpu
@@ -105,3 +106,28 @@ def test_generic_depthwise_loads_the_weight_vector_every_tap():
     # onnxruntime's model keeps one load per tap: (156800 + 3200) / 16 = 10000 cycles
     assert cycles([row], [(32, 32)], t, runtime="onnxruntime")[0, 0] == pytest.approx(
         10000 + OVH)
+
+
+@pytest.mark.parametrize("cout, threads, sweeps", [
+    (64, 1, 8),     # one thread runs nn_M = 64 / 8 tasks, each sweeping BT
+    (64, 4, 2),     # 8 tasks in lockstep rounds of 4: two DRAM sweeps
+    (512, 4, 16),   # 64 tasks / 4
+    (20, 4, 1),     # 3 tasks (8 + 8 + 4 channels), one round on 3 of the 4 threads
+    (100, 3, 5),    # 13 tasks: rounds of 3 -> ceil(13 / 3)
+])
+def test_winograd_input_sweeps_count_rounds_of_eight_channel_tasks(cout, threads, sweeps):
+    assert N.winograd_input_sweeps(cout, threads) == sweeps
+
+
+def test_winograd_reads_a_transformed_input_beyond_the_cache_once_per_task_round():
+    # 64 -> 64, 3x3, 24x24 on ncnn fp32: F(6,3), 16 tiles x 64 positions x 64 channels x 4 B
+    # = 262144 B of BT, above a 128 KiB shared last level. Every other DRAM byte (weights,
+    # output, the padded copy) is the same at 1 and 4 threads; BT is read 8 times on one
+    # thread and 2 times on four, so the DRAM bytes (1 pJ per byte) differ by 6 x 262144
+    caches = (CacheLevel(1, 32, 64, 4, 64.0, False), CacheLevel(2, 128, 64, 8, 64.0, True))
+    t = simple_target(isa=("neon",), cores=4, caches=caches,
+                      dram=cpu.Dram("t", 10.0, 10.0, energy_pj_per_byte=1.0))
+    table, bits = make_table([conv(64, 64, 24)]), np.array([(32, 32)])
+    one, four = (float(cpu.evaluate(table, bits, t, threads=n, runtime="ncnn")
+                       .energy_pj_dram[0, 0]) for n in (1, 4))
+    assert one - four == pytest.approx(6 * 16 * 64 * 64 * 4)
