@@ -53,7 +53,8 @@ def gemm_core(li: np.ndarray, rate: float, eba: float, ebw: float, ebo: float, k
               extra_ops: float, w_bytes: float, w_res: bool, runtime: int, p: np.ndarray,
               ch: np.ndarray, traffic: np.ndarray, acc: np.ndarray,
               oc_split: bool = False, unprefetched: bool = False,
-              all_threads: bool = False, a_sweeps: float = 0.0) -> float:
+              all_threads: bool = False, a_sweeps: float = 0.0,
+              edge_k: float = 0.0) -> float:
     """Blocked GEMM on the register tile: book its roofline time; return its threads.
     `extra_ops` are in-kernel lane ops (weight unpacking, requantisation) at the kernel's
     lanes; they share the vector pipes with the MACs. `oc_split`: ncnn's im2col conv GEMM
@@ -61,7 +62,8 @@ def gemm_core(li: np.ndarray, rate: float, eba: float, ebw: float, ebo: float, k
     weight reads escape the prefetcher (`kernels.cpu_ncnn.fc_rows_unprefetched`).
     `all_threads`: an NCHWc conv (`gemm_threads`). `a_sweeps` > 0: the times A is read from
     DRAM when it exceeds the last cache level, in place of the blocking's refetch count
-    (ncnn's Winograd GEMM, `kernels.cpu_ncnn.winograd_input_sweeps`)."""
+    (ncnn's Winograd GEMM, `kernels.cpu_ncnn.winograd_input_sweeps`). `edge_k`: k steps each
+    register tile spends setting up and storing its accumulators (`cpu_ncnn.TILE_EDGE_K`)."""
     m, n, k, g = float(li[L_M]), float(li[L_N]), float(li[L_K]), float(li[L_G])
     tm = p[P_TILE_M] if m > 1 else 1.0  # M = 1 runs the GEMV kernel
     tn = p[P_TILE_N]
@@ -74,6 +76,7 @@ def gemm_core(li: np.ndarray, rate: float, eba: float, ebw: float, ebo: float, k
                                      int(p[P_CORES]), eba)
         tm, tn = (ncnn.TILE_PIX_INT8 if eba == 1.0 else ncnn.TILE_PIX), float(ncnn.TILE_OC)
         units = cdiv(m, tm) * cdiv(n, tn) * g
+    busy *= (kp + edge_k) / kp
     comp = busy / (rate * p[P_GEMM_EFF])
     comp = (comp + extra_ops / (kernel_lanes(eba, p) * p[P_PIPES] * t)) * serial_share(p, t)
     mp = units * tm * tn * kp

@@ -35,6 +35,13 @@ TILE_PIX = 12        # convolution_im2col_gemm.h / _fp16s.h: jj += 12 (pixels pe
 TILE_PIX_INT8 = 8    # convolution_im2col_gemm_int8.h: jj += 8
 M_BLOCK = 32         # get_optimal_tile_mnk (fp32, int8): nn_M = (M + 31) / 32
 M_BLOCK_FP16 = 64    # get_optimal_tile_mnk_fp16sa: nn_M = (M + 63) / 64
+# convolution_gemm_transB_packed_tile (`convolution_im2col_gemm.h`, fp32 8 x 12, 24 fmla per
+# k) and _fp16sa (`_fp16s.h`, 8 x 12 fp16, 12 fmla per k) @a4d2ea1, around the k loop of
+# every tile: at k == 0 the accumulators are set from one bias load, 22 (fp32) / 11 (fp16)
+# `mov`; at k_end (out_elempack 4 / 8) they are stored, 24 / 12 q registers (`st1`). Assumed:
+# a mov or a q store takes one vector-pipe issue slot, as an fmla does: a tile costs
+# (22 + 24) / 24 = (11 + 12) / 12 k steps more than its k loop
+TILE_EDGE_K = 23.0 / 12.0
 STRIDE2_MAX_IN_PER_OUT = 5.2  # 4 input pixels per output at stride 2, + 30 % padding slack
 GEMM_FMLA_PER_K = 24.0       # fp32 8 x 12 tile: 8 x 12 / 4 lanes fmla per k step
 GEMM_Q_LOADS_PER_K = 5.0     # and 5 128-bit operand loads (A: 8 floats, B: 12 floats); the

@@ -54,9 +54,10 @@ def test_ncnn_1x1_conv_matches_8x12_tile_arithmetic():
     row = conv(64, 20, 10, ksize=1)
     t = simple_target(isa=("neon",))
     ncnn = cycles([row], [(32, 32)], t, runtime="ncnn")[0, 0]
-    # ncnn: ceil12(100) = 108 pixels x ceil8(20) = 24 channels x 64; the whole-matrix im2col
-    # copy of a 1x1 conv costs bytes / (1e6 bytes per cycle) ~ 0.05 cycles here
-    assert ncnn == pytest.approx(108 * 24 * 64 / 4 + OVH, rel=1e-5)
+    # ncnn: ceil12(100) = 108 pixels x ceil8(20) = 24 channels x 64, and per 8 x 12 tile 22
+    # mov + 24 q stores around the k loop of 24 fmla per k (46 / 24 k steps); the
+    # whole-matrix im2col copy of a 1x1 conv costs bytes / (1e6 bytes per cycle) ~ 0.05 cycles
+    assert ncnn == pytest.approx(108 * 24 * (64 + 46 / 24) / 4 + OVH, rel=1e-5)
     # onnxruntime's MLAS 4 x 16 tile: 100 pixels x ceil16(20) = 32 channels, no copy
     ort = cycles([row], [(32, 32)], t, runtime="onnxruntime")[0, 0]
     assert ort == 100 * 32 * 64 / 4 + OVH
@@ -131,3 +132,14 @@ def test_winograd_reads_a_transformed_input_beyond_the_cache_once_per_task_round
     one, four = (float(cpu.evaluate(table, bits, t, threads=n, runtime="ncnn")
                        .energy_pj_dram[0, 0]) for n in (1, 4))
     assert one - four == pytest.approx(6 * 16 * 64 * 64 * 4)
+
+
+def test_ncnn_fp16_tiles_pay_the_same_accumulator_edges_in_k_steps():
+    # fp16 arithmetic (8 lanes x 1 pipe = 8 MACs / cycle): 64 -> 64, 1x1, 12x12, k = 64.
+    # ncnn: 144 pixels (12 tiles of 12) x 64 channels (8 rows of 8); per tile 11 mov + 12 q
+    # stores around 12 fmla per k: (64 + 23 / 12) k steps; int8 tiles (8 x 8) pay none
+    t = simple_target(isa=("neon", "fp16"))
+    row = conv(64, 64, 12, ksize=1)
+    fp16 = cycles([row], [(16, 16)], t, runtime="ncnn")[0, 0]
+    copy = 2 * 64 * 144 * 2 / 1e6  # the im2col copy at 1e6 bytes per cycle
+    assert fp16 == pytest.approx(144 * 64 * (64 + 23 / 12) / 8 + copy + OVH, rel=1e-6)
