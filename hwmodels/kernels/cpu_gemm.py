@@ -42,6 +42,7 @@ from hwmodels.kernels.cpu_roofline import (
     book_core,
     core_dram_bytes,
     gemm_threads,
+    home,
     kernel_lanes,
     serial_share,
 )
@@ -185,7 +186,11 @@ def winograd_core(li: np.ndarray, r: float, rate: float, eba: float, ebw: float,
     transforms are passes over the transformed tensors, r + 2 lane ops per element (two 1-D
     transforms of r + 2 taps, about half of them zero). Returns the GEMM's threads.
     ncnn: a transformed input larger than the last cache level is read from DRAM once per
-    round of output-channel tasks (`kernels.cpu_ncnn.winograd_input_sweeps`)."""
+    round of output-channel tasks (`kernels.cpu_ncnn.winograd_input_sweeps`); its input
+    transform writes a B_tile that `conv3x3s1_winograd_transpose_pack_B_tile` (@a4d2ea1, fp32
+    / fp16 / int8, `omp parallel for` over the (r + 2)^2 positions, loads, uzp / zip and
+    stores only) reads and repacks into BT: one more read and write of the transformed
+    input, from the last cache level when it fits, else DRAM."""
     m, n, cin, a = float(li[L_M]), float(li[L_N]), float(li[L_K] // 9), r + 2.0
     g = li[L_G]  # a grouped conv: one Winograd conv per group, run one after another
     tiles = cdiv(math.sqrt(m), r) ** 2
@@ -200,5 +205,7 @@ def winograd_core(li: np.ndarray, r: float, rate: float, eba: float, ebw: float,
     lanes, blk = kernel_lanes(eba, p), blocked(p)
     t_in, t_out = float(wg[L_AIN]), float(wg[L_AOUT])
     add_pass((float(li[L_AIN]) + t_in) * eba, t_in * a, lanes, blk, p, ch, traffic, acc)
+    if runtime == RUNTIME_NCNN:  # conv3x3s1_winograd_transpose_pack_B_tile: B_tile -> BT
+        add_pass(2.0 * t_in * eba, 0.0, lanes, home(t_in * eba, p, ch), p, ch, traffic, acc)
     add_pass((t_out + float(li[L_AOUT])) * ebo, t_out * a, lanes, blk, p, ch, traffic, acc)
     return t

@@ -134,6 +134,20 @@ def test_winograd_reads_a_transformed_input_beyond_the_cache_once_per_task_round
     assert one - four == pytest.approx(6 * 16 * 64 * 64 * 4)
 
 
+def test_winograd_dram_bytes_at_one_thread_add_up_by_hand():
+    # the layer above on one thread, every DRAM byte: the transformed weights (8 x 8 x 64 x 64
+    # x 4 B, read once), BT read by each of the 8 tasks, the transformed output (16 x 64 x 64
+    # x 4 B), the repack of B_tile into BT (transpose_pack_B_tile: read + write of BT, both
+    # beyond the 128 KiB level) and make_padding's bordered copy (read + write of the input)
+    caches = (CacheLevel(1, 32, 64, 4, 64.0, False), CacheLevel(2, 128, 64, 8, 64.0, True))
+    t = simple_target(isa=("neon",), cores=4, caches=caches,
+                      dram=cpu.Dram("t", 10.0, 10.0, energy_pj_per_byte=1.0))
+    got = cpu.evaluate(make_table([conv(64, 64, 24)]), np.array([(32, 32)]), t, threads=1,
+                       runtime="ncnn").energy_pj_dram[0, 0]
+    bt = 16 * 64 * 64 * 4
+    assert got == pytest.approx(8 * 8 * 64 * 64 * 4 + 8 * bt + bt + 2 * bt + 2 * 64 * 24 * 24 * 4)
+
+
 def test_ncnn_fp16_tiles_pay_the_same_accumulator_edges_in_k_steps():
     # fp16 arithmetic (8 lanes x 1 pipe = 8 MACs / cycle): 64 -> 64, 1x1, 12x12, k = 64.
     # ncnn: 144 pixels (12 tiles of 12) x 64 channels (8 rows of 8); per tile 11 mov + 12 q
