@@ -60,7 +60,8 @@ def model_layout(g: Graph, name: str, x: np.ndarray) -> np.ndarray:
     """Samples-first `x` [S, *sample_shape] in the model's layout (samples on the batch
     axis; an input without one takes the first sample's value)."""
     axis = g.batch_axis(name)
-    return x[0] if axis is None else np.moveaxis(x, 0, axis)
+    # asarray: x[0] of a rank-0 input's [S] samples is a numpy scalar, which onnxruntime refuses
+    return np.asarray(x[0]) if axis is None else np.moveaxis(x, 0, axis)
 
 
 # Declared bytes of one .npz member accepted before it is read (a hostile header can declare
