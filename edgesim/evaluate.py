@@ -83,6 +83,10 @@ def check_samples(sess: ort.InferenceSession, samples: Mapping[str, np.ndarray],
                         f"{missing}, unknown {unknown}")
     for name, dims in declared.items():
         got = np.shape(samples[name])
+        if not dims:  # a rank-0 input (SwiftF0's fmin): one value for every sample
+            if got:
+                raise UserError(where, f"{name}: shape {list(got)}, the model takes one value")
+            continue
         if len(got) != len(dims) or any(isinstance(d, int) and d != n
                                         for d, n in zip(dims[1:], got[1:])):
             raise UserError(where, f"{name}: shape {list(got)}, the model takes "
@@ -102,9 +106,9 @@ def evaluate_model(model: Model, samples: Mapping[str, np.ndarray],
     """
     sess = session(model, threads)
     check_samples(sess, samples)
-    count = len(next(iter(samples.values())))
+    count = next((len(v) for v in samples.values() if np.ndim(v)), 1)
     size = _static_batch(sess) or count
-    chunks = [{k: v[i:i + size] for k, v in samples.items()}
+    chunks = [{k: v[i:i + size] if np.ndim(v) else v for k, v in samples.items()}
               for i in range(0, count - size + 1, size)]
     outputs = run_batches(model, chunks, threads)
     first = sess.get_outputs()[0].name
