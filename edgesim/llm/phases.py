@@ -90,7 +90,7 @@ def token_time_s(nbytes: np.ndarray, compute: np.ndarray, target: CpuTarget,
     overlapped with its own sdot work (assumed: it keeps llama.cpp's Qwen2.5-0.5B Q4_0 run on
     a Pi 5 faster at 2 threads than at 1, bench/llm_published.csv, where full overlap would
     not; that run's 1-thread time is below the sum even at the sdot peak, so the sum
-    over-counts one thread by up to ~35 %: the row's note); the threads share the DRAM read
+    over-counts one thread by up to ~32 %: the row's note); the threads share the DRAM read
     roof at `threads`. Memory bound: the shared roof sets the time, or a thread streams
     longer than it computes.
     """

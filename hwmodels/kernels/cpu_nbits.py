@@ -117,6 +117,19 @@ GGML_Q4_0_4X4 = NbitsKernel("ggml gemm_q4_0_4x4_q8_0 (sdot)", 4, 4, unpack_ops=2
                             scale_ops=_scale_ops(4, 4, 5.0), source=_GGML_SRC)
 GGML_Q4_0_1X4 = NbitsKernel("ggml gemv_q4_0_4x4_q8_0 (sdot)", 1, 4, unpack_ops=2.0 * 4,
                             scale_ops=_scale_ops(1, 4, 5.0), source=_GGML_SRC)
+# Q8_0 weights on a dotprod core are repacked to Q8_0 4x4 too (llama.cpp PR 18096, in every build
+# since Dec 2025: ggml/src/ggml-cpu/repack.cpp ggml_repack_get_optimal_repack_type takes
+# q8_0_4x4_q8_0 when the core has dotprod and not i8mm, N % 4 == 0; a tied output table included,
+# as llama_model loads it as a duplicated output tensor): the same tiles and per-block scale
+# work as Q4_0's, B's bytes fed to sdot as loaded (no shl / and). ggml_gemv_q8_0_4x4_q8_0
+# (arch/arm/repack.cpp, __ARM_FEATURE_DOTPROD branch): per block 8 sdots by lane, then
+# scvtf + fmla and the A x B fp16 scale product, as gemv_q4_0_4x4 less its 8 unpack ops
+_GGML_Q8_SRC = ("llama.cpp ggml/src/ggml-cpu/arch/arm/repack.cpp ggml_gemv_q8_0_4x4_q8_0 / "
+                "ggml_gemm_q8_0_4x4_q8_0 (PR 18096: Q8_0 repacked at load on dotprod cores)")
+GGML_Q8_0_4X4 = dataclasses.replace(GGML_Q4_0_4X4, name="ggml gemm_q8_0_4x4_q8_0 (sdot)",
+                                    unpack_ops=0.0, source=_GGML_Q8_SRC)
+GGML_Q8_0_1X4 = dataclasses.replace(GGML_Q4_0_1X4, name="ggml gemv_q8_0_4x4_q8_0 (sdot)",
+                                    unpack_ops=0.0, source=_GGML_Q8_SRC)
 # llama.cpp before Q4_0 was repacked at load (2024 builds, e.g. T-MAC's baseline) runs every
 # Q4_0 row through ggml_vec_dot_q4_0_q8_0: one output per call, per 32-deep block 2 sdots
 # against and + ushr + 2 sub (unpack) and a zeroed accumulator, scvtf, 2 scalar fp16 -> fp32
@@ -150,11 +163,14 @@ def has_kernel(bits: int, block: int) -> bool:
 
 def nbits_kernel(bits: int, m: int, runtime: str = "onnxruntime", block: int = 32,
                  zero_point: bool = False) -> NbitsKernel:
-    """The micro-kernel a CompInt8 GEMM of `m` rows and `bits`-bit weights runs."""
+    """The micro-kernel a CompInt8 GEMM of `m` rows and `bits`-bit weights runs (llama.cpp:
+    Q8_0 for 8 bits, else Q4_0; its vec_dot runtimes are the Q4_0 loops only)."""
     if runtime == "llama.cpp vec_dot":
         return GGML_Q4_0_VEC_DOT
     if runtime == "llama.cpp vec_dot no-dotprod":
         return GGML_Q4_0_VEC_DOT_NO_DOTPROD
+    if runtime == "llama.cpp" and bits == 8:
+        return GGML_Q8_0_1X4 if m == 1 else GGML_Q8_0_4X4
     if runtime == "llama.cpp":
         return GGML_Q4_0_1X4 if m == 1 else GGML_Q4_0_4X4
     if bits == 8:
@@ -194,7 +210,7 @@ def gemm_seconds(m: int, n: np.ndarray, k: np.ndarray, bits: int, block: int,
         target: an Arm CPU with dot products.
         threads: intra-op threads.
         bandwidth: DRAM read bytes/s at `threads`.
-        runtime: "onnxruntime" (MLAS / KleidiAI), "llama.cpp" (its Q4_0 4x4 kernel),
+        runtime: "onnxruntime" (MLAS / KleidiAI), "llama.cpp" (its Q4_0 / Q8_0 4x4 kernels),
             "llama.cpp vec_dot" (Q4_0 not repacked: one row per vec_dot call) or
             "llama.cpp vec_dot no-dotprod" (that loop built without dotprod).
         zero_point: the weights carry zero points (asymmetric blocks).
@@ -212,7 +228,9 @@ def gemm_seconds(m: int, n: np.ndarray, k: np.ndarray, bits: int, block: int,
     task_s = task_s + kern.fp32_passes * rows * nc * (k / BLOCK_DEPTH) / fp32_rate
     compute = -(-tasks // threads) * task_s
     # B from DRAM once per row slice; its re-reads by the tiles of a slice are cache hits
-    b_bytes = n * k * (bits / 8.0 + (4.0 + zero_point * bits / 8.0) / block)
+    # a block's scale: fp32 in MatMulNBits, fp16 in ggml's block_q4_0 / block_q8_0
+    scale = 2.0 if runtime in LLAMA_CPP_RUNTIMES else 4.0
+    b_bytes = n * k * (bits / 8.0 + (scale + zero_point * bits / 8.0) / block)
     memory = (b_bytes * slices + m * k * 4.0 + m * n * 4.0) / bandwidth
     # ops counted on 128-bit registers; MLAS quantises A on one thread, ggml on all
     ops = m * k * QUANT_A_OPS_PER_VALUE * 128.0 / target.simd_bits

@@ -103,16 +103,17 @@ def test_t_mac_baseline_rows_run_the_build_without_dotprod() -> None:
 
 def test_llama_cpp_predictions_follow_every_published_thread_trend() -> None:
     # bench/llm_published.csv: per model, format and metric, the published tok/s across thread
-    # counts rise or fall (Qwen2.5-0.5B Q4_0 decode 32.42 / 33.84 / 29.37 at 1 / 2 / 3
-    # threads, Arm learning path llm-decode-roofline; Llama-2-7B Q4_0 0.85 / 1.63 at 1 / 2,
-    # T-MAC); the predictions with llama.cpp's kernels rise or fall alike
+    # counts rise or fall (Qwen2.5-0.5B Q4_0 decode 32.42 / 33.84 / 29.37 / 27.28 and pp512
+    # 93.49 / 173.68 / 233.22 / 289.92 at 1 / 2 / 3 / 4 threads, Arm learning path
+    # llm-decode-roofline; Llama-2-7B Q4_0 0.85 / 1.63 at 1 / 2, T-MAC); the predictions with
+    # llama.cpp's kernels rise or fall alike
     from bench.bench_llm import EXTRA_CONFIGS, predict_llama_cpp, published_rows
 
     groups: dict[tuple[str, str, str], list[dict[str, str]]] = {}
     for row in published_rows():
         groups.setdefault((row["model"], row["their_format"], row["metric"]), []).append(row)
     trends = [sorted(g, key=lambda r: int(r["threads"])) for g in groups.values() if len(g) > 1]
-    assert len(trends) == 2
+    assert len(trends) == 3
     for rows in trends:
         cfg = load_config(EXTRA_CONFIGS.get(rows[0]["model"]) or f"zoo:{rows[0]['model']}")
         pub = np.array([float(r["published_tok_s"]) for r in rows])
