@@ -13,6 +13,8 @@ rounding:
   multiply-adds against M K P for the product). Deep layers have few positions and many
   weights (resnet18's last stage: P = 49, M K = 512 x 4608, 19x fewer), so each weight whose
   layer alone reads it takes the cheaper form.
+  At stride 1, B^T B comes from the Gram of the conv's input positions without im2col
+  (`compiler.sensitivity.column_gram`), where that is cheaper.
 """
 
 from __future__ import annotations
