@@ -4,7 +4,11 @@ CNN (the losses: test_hawq_loss.py; the time budget and stopping rule: test_hawq
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +25,11 @@ from compiler.sensitivity.loss import (
     objective,
     squared_error,
 )
+from compiler.sensitivity.trace_estimate import pooled_estimate
 from edgesim import zoo
 from tests.compiler.hawq_models import mlp, two_block_least_squares
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # --- least squares: closed form -----------------------------------------------------------------
 
@@ -139,6 +146,31 @@ def test_output_factor_squares_to_the_loss_hessian(loss: str) -> None:
     np.testing.assert_allclose(lmat @ lmat.T, hess, atol=1e-8)
 
 
+def test_softmax_is_scipys_bit_for_bit() -> None:
+    """The output factor's own softmax equals scipy.special.softmax exactly (the traces do
+    not move), over the last axis, at magnitudes where an unshifted exp overflows."""
+    rng = np.random.default_rng(6)
+    for y in (rng.standard_normal((3, 4)), 800.0 * rng.standard_normal((2, 5, 1000)),
+              np.array([[1e4, -1e4, 0.0]])):
+        got = gauss_newton.softmax(y)
+        assert np.isfinite(got).all()
+        np.testing.assert_array_equal(got, softmax(y, axis=-1))
+
+
+def test_a_softmax_loss_analysis_loads_no_scipy_special() -> None:
+    """The default (Gauss-Newton, KL) analysis of a ReLU CNN needs no scipy.special, whose
+    import cost ~0.13 CPU-s of every such compile (a fresh process: this one's tests load it)."""
+    code = ("import sys, numpy as np; from compiler.frontend import load; "
+            "from edgesim import zoo; from compiler.sensitivity import hawq; "
+            "g = load(zoo.build('digits_cnn'), {'input': (1, 1, 8, 8)}); "
+            "x = np.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(np.float32); "
+            "s = hawq.sensitivity(g, {'input': x}); "
+            "print(s.notes[0], 'scipy.special' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.split() == ["loss=kl", "False"]
+
+
 @pytest.mark.parametrize("spread", [0.0, 1.0])
 def test_pooled_variance_matches_its_expectation(spread: float) -> None:
     """The trace estimate's variance, against its closed-form expectation over many draws
@@ -155,7 +187,7 @@ def test_pooled_variance_matches_its_expectation(spread: float) -> None:
         (1, np.sum(sds ** 2) + chunks / (chunks - 1) * np.sum((means - means.mean()) ** 2)),
     ]:
         parts = [m + s * rng.standard_normal((probes, draws)) for m, s in zip(means, sds)]
-        est = gauss_newton.pooled_estimate([f"w{i}" for i in range(draws)], parts)
+        est = pooled_estimate([f"w{i}" for i in range(draws)], parts)
         var = (est.rse * np.abs(est.trace)) ** 2
         np.testing.assert_allclose(est.trace.mean(), means.sum(), rtol=1e-3)
         np.testing.assert_allclose(var.mean(), want, rtol=4 * var.std() / var.mean() / 200)
