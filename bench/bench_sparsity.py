@@ -61,16 +61,13 @@ from compiler.passes.sparsify import (  # noqa: E402
 from compiler.sparsity import mac_layers, operand_stats  # noqa: E402
 from edgesim.sparsity import (  # noqa: E402
     LEVELS,
-    TERMS,
     bits_sensitivity,
     compare_cycles,
-    joint_costs,
-    latency_terms,
     level_sensitivity,
     level_thresholds,
     plan_bits,
-    plan_latency_s,
 )
+from edgesim.sparsity_costs import TERMS, joint_costs, latency_terms, plan_latency_s  # noqa: E402
 from edgesim.streaming import ort_forward, run_stream  # noqa: E402
 from edgesim.zoo import build, load_digits_data  # noqa: E402
 from hwmodels import configs  # noqa: E402
@@ -201,7 +198,7 @@ def _plan(gs3, calib, layers, bits, levels, target, mode, grid=LEVELS) -> dict:
 
 
 def breakdown(gs: Graph, terms: dict, mac: set) -> dict:
-    """A plan's predicted latency split by cause (`edgesim.sparsity.latency_terms`): per MAC
+    """A plan's predicted latency split by cause (`edgesim.sparsity_costs.latency_terms`): per MAC
     layer its work, fill, swap and exposed DRAM (us), the other layers' vector-unit time
     together, and the totals of each term."""
     us = {t: terms[t] * 1e6 for t in TERMS}
