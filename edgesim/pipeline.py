@@ -232,7 +232,8 @@ def _reported(g: Graph, gq: Graph, tgt: Target, alloc: Any, quant: Any,
     emitted in the dynamic row, which `alloc` already costs as such)."""
     _, outdir = folders
     from edgesim.alloc_dynamic import with_gap_note
-    from edgesim.sparsity import sparsity_column, with_sparse_costs
+    from edgesim.sparsity import with_sparse_costs
+    from edgesim.sparsity_notes import sparsity_column
 
     result = build_result(replace(g, notes=gq.notes), tgt, alloc, quant, {},
                           _baseline(g, tgt, options), data, options, outdir, timings)
