@@ -177,7 +177,7 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
         UserError / ModelError: bad bits, unknown layers, bad calibration data, a model
             edgesim cannot load or one already quantized; nothing is written then.
     """
-    from edgesim.kernel_check import per_sample_batch
+    from edgesim.batch_check import per_sample_batch
     from edgesim.loading import float_graph
 
     g = float_graph(model, input_shapes)                                  # ONNX -> IR

@@ -42,7 +42,7 @@ class EmitOptions:
         metadata: (key, value) pairs added to the model's metadata_props (the pipeline's
             target, method, budget and per-layer predicted latency).
         fixed_batch: why the file must declare the batch it was lowered at although the
-            shapes let it flow (`edgesim.kernel_check.per_sample_batch`: a run at batch 2
+            shapes let it flow (`edgesim.batch_check.per_sample_batch`: a run at batch 2
             mixed the samples); recorded as `edgesim.fixed_batch`.
     """
 

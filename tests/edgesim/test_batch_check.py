@@ -1,5 +1,5 @@
 """An emitted file must compute at every batch it declares what it computes per sample
-(edgesim.kernel_check.per_sample_batch). The emitter follows the batch through shapes only: a
+(edgesim.batch_check.per_sample_batch). The emitter follows the batch through shapes only: a
 reshape folding the batch into an axis a softmax then normalises keeps every shape consistent
 and mixes the samples. Oracle: onnxruntime running the written file at batch 2 against each
 sample at batch 1."""
