@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgesim import api
 from edgesim.errors import UserError
+from tests.edgesim.test_cli import _one_line_error, edgesim
 
 pytestmark = pytest.mark.ort
 
@@ -71,3 +72,16 @@ def test_batch_axes_on_a_read_graph_are_refused(tmp_path) -> None:
     g = load_graph(_stateful(1), batch_axes={"state": 1})
     with pytest.raises(UserError, match="already read"):
         api.quantize(g, 8, tmp_path / "q.onnx", calib_random=2, batch_axes={"state": 1})
+
+
+def test_quantize_cli_takes_the_batch_axis(tmp_path) -> None:
+    """`edgesim quantize --batch-axis` as `compile` takes it (old code: unrecognized argument);
+    without it, the refusal is one line, exit 2."""
+    src, out = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    onnx.save(_stateful(1), src)
+    args = ("quantize", str(src), "--bits", "8", "--calib-random", "2", "-o", str(out))
+    _one_line_error(edgesim(*args), "state axis 0 = 2", "--batch-axis")
+    res = edgesim(*args, "--batch-axis", "state=1")
+    assert res.returncode == 0, res.stderr
+    feed = {"x": np.ones((1, 8), np.float32), "state": np.ones((2, 1, 4), np.float32)}
+    assert [a.shape for a in _run(out, feed)] == [(1, 4), (2, 1, 4)]
