@@ -258,20 +258,29 @@ def compile(model: Any, target: TargetRef = "rpi5", *, outdir: str | os.PathLike
 def quantize(model: Any, bits: Any, out: str | os.PathLike, *, calib: Any = None,
              calib_random: int | None = None,
              input_shapes: Mapping[str, Sequence[int]] | None = None,
+             input_values: Mapping[str, Any] | None = None,
+             batch_axes: Mapping[str, int | None] | None = None,
              accuracy_level: int | None = None, kernel_check: str = "report"
              ) -> QuantizeResult:
     """Quantise `model` with a fixed assignment and write it atomically (`edgesim quantize`).
 
     `bits` is "fp32", 8 (W8A8), 4 (W4 weight-only), a JSON path or a mapping {layer: bits};
     `calib` a .npz (optional `labels` are ignored) or None with `calib_random` samples.
+    `input_shapes`, `input_values` and `batch_axes` read the model as `compile` does (e.g.
+    silero's state, batch on axis 1: `batch_axes={"state": 1}`).
     `accuracy_level` forces MatMulNBits' (default: the plan's); `kernel_check` compares the
     kernels onnxruntime runs with the plan ("fail", "report" or "off").
     """
     from compiler.emit import EmitOptions
+    from compiler.ir import Graph
+    from edgesim.loading import float_graph
     from edgesim.quantize import quantize_model
 
-    return quantize_model(model, bits, calib=calib, calib_random=calib_random, out=out,
-                          input_shapes=input_shapes,
+    if isinstance(model, Graph) and (input_shapes or input_values or batch_axes):
+        raise UserError("quantize", "input_shapes / input_values / batch_axes read a model "
+                        "file; a Graph is already read")
+    g = float_graph(model, input_shapes, input_values=input_values, batch_axes=batch_axes)
+    return quantize_model(g, bits, calib=calib, calib_random=calib_random, out=out,
                           emit_options=EmitOptions(accuracy_level=accuracy_level),
                           kernel_check=kernel_check)
 

@@ -217,10 +217,28 @@ def check_sample_count(n: int) -> None:
 def random_samples(g: Graph, n: int, seed: int = 0) -> CalibrationData:
     """`n` random samples per input (see the module docstring)."""
     check_sample_count(n)
+    one_batch_size(g)
     whole_batch(g, n, "--calib-random")
     rng = np.random.default_rng(seed)
     arrays = {name: _random_input(g, name, n, rng) for name in g.inputs}
     return CalibrationData(arrays, f"{n} random samples (no calibration data given)", True)
+
+
+def one_batch_size(g: Graph) -> None:
+    """Raise unless every input with a batch axis has one static size there: samples are cut
+    into batches of one size (`batches`), so an input whose detected axis holds something
+    else (silero's state [2, 1, 128], read with its batch on axis 0) would be fed a wrong
+    shape and fail inside onnxruntime.
+
+    Raises:
+        UserError: listing each input's batch axis and size.
+    """
+    sizes = {n: (a, g.types[n].shape[a]) for n in g.inputs if (a := g.batch_axis(n)) is not None}
+    if len({size for _, size in sizes.values()}) > 1:
+        listed = ", ".join(f"{n} axis {a} = {size}" for n, (a, size) in sizes.items())
+        raise UserError("--calib-random", f"the inputs' batch axes differ in size ({listed}): "
+                        "declare the batch axis of the others (--batch-axis NAME=AXIS or "
+                        "NAME=none; batch_axes in the API)")
 
 
 def whole_batch(g: Graph, count: int, where: str) -> None:

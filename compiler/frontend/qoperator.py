@@ -84,7 +84,7 @@ def to_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     _refuse_unknown(model)
     rw = _Rewrite(model)
-    nodes = [new for node in model.graph.node for new in rw.node(node)]
+    nodes = _one_quantize_per_reader([new for node in model.graph.node for new in rw.node(node)])
     out = onnx.ModelProto()
     out.CopyFrom(model)
     del out.graph.node[:]
@@ -94,6 +94,31 @@ def to_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
     del out.graph.initializer[:]
     out.graph.initializer.extend([*kept, *rw.new_inits])
     return out
+
+
+def _one_quantize_per_reader(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
+    """`nodes` with a copy of each QuantizeLinear for every reader after its first. A QOperator
+    op reads codes whoever else reads them, but a QDQ GEMM whose int8 QuantizeLinear has
+    several readers runs in fp32 on x86 (`quantized._read_float`): one QuantizeLinear per
+    reader keeps the file's own plan."""
+    seen: dict[str, int] = {}
+    copies: dict[str, list[onnx.NodeProto]] = {}
+    quantized = {n.output[0]: n for n in nodes if n.op_type == "QuantizeLinear"}
+    renamed = []
+    for node in nodes:
+        if any(t in quantized for t in node.input):
+            node = _renamed(node, list(node.input), list(node.output))  # not the source's
+        for k, t in enumerate(node.input):
+            if t in quantized:
+                seen[t] = seen.get(t, 0) + 1
+                if seen[t] > 1:
+                    q = _renamed(quantized[t], list(quantized[t].input), [f"{t}.{seen[t]}"])
+                    q.name = f"{q.name}.{seen[t]}"
+                    copies.setdefault(t, []).append(q)
+                    node.input[k] = q.output[0]
+        renamed.append(node)
+    return [m for n in renamed
+            for m in (n, *(copies.get(n.output[0], ()) if n.op_type == "QuantizeLinear" else ()))]
 
 
 def _refuse_unknown(model: onnx.ModelProto) -> None:
@@ -242,7 +267,7 @@ def _opt(node: onnx.NodeProto, i: int) -> str:
 def _dq(node: onnx.NodeProto, k: int, ins: list[str], out: str,
         axis: int | None) -> onnx.NodeProto:
     """DequantizeLinear of one input, named after its consumer (one per consumer: a shared
-    DequantizeLinear would read as no QDQ unit, `quantized._gemm_users`)."""
+    DequantizeLinear can keep a GEMM off its integer kernel, `quantized._read_float`)."""
     while not ins[-1]:  # an absent zero point: DequantizeLinear's default (0)
         ins = ins[:-1]
     dq = helper.make_node("DequantizeLinear", ins, [out],

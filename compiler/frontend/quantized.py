@@ -155,7 +155,7 @@ def _consumer_marks(model: onnx.ModelProto, r: Reader) -> dict[str, Mark]:
             continue
         w = next((r.weights[t] for t in node.input if t in r.weights), None)
         a = max((r.acts[t] for t in node.input if t in r.acts), default=None)
-        if any(_gemm_users(r, t) > 1 for t in node.input if t in r.acts):
+        if any(_read_float(r, t) for t in node.input if t in r.acts):
             a = None
         if w is not None and w.source == "Cast*scale":
             a = None  # a Cast * scale weight is no DequantizeLinear: no QDQ unit, fp32 kernel
@@ -167,13 +167,20 @@ def _consumer_marks(model: onnx.ModelProto, r: Reader) -> dict[str, Mark]:
     return marks
 
 
-_GEMM_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose"})
-
-
-def _gemm_users(r: Reader, tensor: str) -> int:
-    """GEMM nodes reading one activation DequantizeLinear. Observed in onnxruntime 1.32's
-    optimised graph (tests/edgesim/test_read_quantized.py checks it): when several GEMMs share
-    it (quantize_static's q / k / v MatMuls on one normed input), none joins a QDQ node unit
-    and each runs in float; a DequantizeLinear shared by one conv and an Add (edgesim's
-    residual blocks) still fuses into QLinearConv."""
-    return sum(u.op_type in _GEMM_OPS for u in r.users.get(tensor, ()))
+def _read_float(r: Reader, tensor: str) -> bool:
+    """Whether onnxruntime runs the GEMM reading activation DequantizeLinear `tensor` in fp32:
+    its codes are int8 and its QuantizeLinear has more than one reader. onnxruntime gives each
+    reader its own DequantizeLinear (EnsureUniqueDQForNodeUnit); on x86, where this reader's
+    oracle (`edgesim.kernel_check`) runs, int8 activations reach QLinearConv / QLinearMatMul
+    only through QDQS8ToU8Transformer, which converts a QuantizeLinear with exactly one
+    consumer (onnxruntime 1.32, qdq_s8_to_u8.cc). So quantize_static's q / k / v MatMuls on one
+    normed input and its residual blocks' first convs (the input also feeds the Add) run in
+    float; uint8 activations fuse however often they are read
+    (tests/edgesim/test_read_quantized_shared.py checks both)."""
+    quant = r.made.get(r.made[tensor].input[0])
+    if quant is None or len(quant.input) < 3 or quant.input[2] not in r.inits or \
+            r.inits[quant.input[2]].data_type != onnx.TensorProto.INT8:
+        return False
+    readers = sum(len(r.users.get(u.output[0], ())) if u.op_type == "DequantizeLinear" else 1
+                  for u in r.users.get(quant.output[0], ()))
+    return readers > 1

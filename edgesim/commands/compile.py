@@ -6,41 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from edgesim.budget import DEFAULT_ANALYSIS_BUDGET_S
 from edgesim.cli import add_command, collection_paused, parse_input_shapes, positive_int
-from edgesim.commands.common import add_kernel_check
+from edgesim.commands.common import add_kernel_check, add_reading_args, reading_options
 from edgesim.errors import UserError
 
 if TYPE_CHECKING:
     from edgesim.report_plots import Plotter
-
-
-def parse_named(items: Sequence[str] | None, flag: str, example: str,
-                convert: Callable[[str], Any]) -> dict[str, Any]:
-    """Parse repeated `--flag name=value` flags, `convert` turning each value text into a
-    value (ValueError: a bad value)."""
-    out: dict[str, Any] = {}
-    for item in items or ():
-        name, sep, text = item.partition("=")
-        try:
-            value = convert(text) if sep and name else None
-        except ValueError:
-            value = None
-        if value is None:
-            raise UserError(flag, f"expected {example}, got {item!r}")
-        out[name] = value
-    return out
-
-
-def _number(text: str) -> float | int:
-    return int(text) if text.lstrip("-").isdigit() else float(text)
-
-
-def _axis(text: str) -> int | str:
-    return "none" if text.lower() == "none" else int(text)
 
 
 def _print_compile(r) -> None:  # noqa: ANN001 - edgesim.report.CompileResult
@@ -92,6 +66,7 @@ def _compile(args: argparse.Namespace, plots: Plotter) -> int:
     if model is None:
         raise UserError("compile", "give a model (or --example)")
     weight_bits = _bits_list(args.weight_bits, "--weight-bits")
+    values, axes = reading_options(args)
     r = api.compile(  # the one place a CompileOptions is built
         model, args.target, outdir=args.output, calib=calib, calib_random=args.calib_random,
         eval_data=held_out, method=args.method, budget=args.budget,
@@ -99,9 +74,7 @@ def _compile(args: argparse.Namespace, plots: Plotter) -> int:
         act_bits=_bits_list(args.act_bits, "--act-bits"), threads=args.threads,
         blocks=_bits_list(args.blocks, "--blocks"),
         runtime=args.runtime, input_shapes=parse_input_shapes(args.input_shape),
-        input_values=parse_named(args.input_value, "--input-value", "name=16000", _number),
-        batch_axes={k: None if v == "none" else v for k, v in parse_named(
-            args.batch_axis, "--batch-axis", "name=1 (or name=none)", _axis).items()},
+        input_values=values, batch_axes=axes,
         calib_method=args.calib_method, smooth_quant=args.smooth_quant,
         rounding=args.rounding, bias_correction=not args.no_bias_correction,
         sparsity=_sparsity_levels(args.sparsity),
@@ -155,8 +128,6 @@ def add_compile(sub: argparse._SubParsersAction) -> None:
     cp.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224")
     cp.add_argument("--sparsity", help="candidate activation sparsities per MAC input, e.g. "
                     "0,0.25,0.5 (zero-skipping MAC arrays only)")
-    cp.add_argument("--input-value", action="append", metavar="NAME=VALUE",
-                    help="pin an input to a constant (If nodes on it are inlined), e.g. sr=16000")
     cp.add_argument("--calib-method", choices=("auto", "minmax", "percentile", "mse", "entropy"),
                     help="activation ranges from calibration (default auto: per tensor the "
                     "method with the least measured output error)")
@@ -169,8 +140,7 @@ def add_compile(sub: argparse._SubParsersAction) -> None:
                     help="SmoothQuant: migrate activation outliers into weights at strength "
                     "ALPHA (e.g. 0.5), off, or auto (default: 0.5 where a norm's output has "
                     "outlier channels and 8-bit activations are among the choices)")
-    cp.add_argument("--batch-axis", action="append", metavar="NAME=AXIS",
-                    help="axis of an input that holds samples, e.g. state=1 (or state=none)")
+    add_reading_args(cp)
     add_kernel_check(cp, "fail")
     cp.add_argument("--pick", type=int, metavar="I",
                     help="emit point I of the front (0 = cheapest, -1 = most accurate) instead "

@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING
 
 from edgesim.budget import format_bytes
 from edgesim.cli import add_command, collection_paused, parse_input_shapes, positive_int
-from edgesim.commands.common import add_kernel_check, add_model_args, format_count
+from edgesim.commands.common import (
+    add_kernel_check,
+    add_model_args,
+    add_reading_args,
+    format_count,
+    reading_options,
+)
 
 if TYPE_CHECKING:
     from edgesim import api
@@ -84,9 +90,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         import edgesim.quantize  # noqa: F401
         load_registries()
 
+    values, axes = reading_options(args)
     r = api.quantize(args.model, args.bits, output_file(args.output), calib=args.calib,
                      calib_random=args.calib_random,
                      input_shapes=parse_input_shapes(args.input_shape),
+                     input_values=values, batch_axes=axes,
                      accuracy_level=args.accuracy_level, kernel_check=args.kernel_check)
     if args.json:
         print(json.dumps(r.to_dict()))
@@ -160,6 +168,7 @@ def add_quantize(sub: argparse._SubParsersAction) -> None:
     calib.add_argument("--calib-random", type=int, metavar="N",
                        help="calibrate on N random samples")
     qz.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    add_reading_args(qz)
     add_kernel_check(qz, "report")
     qz.add_argument("--accuracy-level", type=int, choices=(0, 1, 2, 3, 4),
                     help="force MatMulNBits accuracy_level (default: the plan's; 4 = int8 "
