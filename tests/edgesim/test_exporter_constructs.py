@@ -362,21 +362,24 @@ def _mlp_model(k: int = 64) -> onnx.ModelProto:
 @pytest.mark.parametrize("weight_bits,budget", [(4, "bits=4")])
 def test_gptq_rounding_beats_nearest_on_held_out_data(tmp_path, weight_bits: int,
                                                       budget: str) -> None:
-    """W4 weight-only (MatMulNBits): +1.9 and +3.1 dB SQNR measured on two other seeds."""
+    """W4 weight-only (MatMulNBits), one model for both roundings: GPTQ was +0.5 to +2.9 dB
+    SQNR over RTN (median +1.7) on 32 draws of the model and data, 5 of them under the 1 dB
+    once asserted (which passed on lucky draws: the test drew a fresh model per rounding)."""
     mix = RNG.standard_normal((64, 64)) + 2.0 * np.eye(64)
 
     def data(n: int) -> dict[str, np.ndarray]:
         return {"x": (RNG.standard_normal((n, 64)) @ mix).astype(np.float32)}
 
     calib, held_out = data(128), data(64)
+    model = _mlp_model()
     sqnr = {}
     for rounding in ("rtn", "gptq"):
-        r = edgesim.compile(_mlp_model(), "rpi5", outdir=tmp_path / rounding, calib=calib,
+        r = edgesim.compile(model, "rpi5", outdir=tmp_path / rounding, calib=calib,
                             eval_data=held_out, method="uniform", budget=budget,
                             weight_bits=(weight_bits,), rounding=rounding,
                             bias_correction=False)  # the rounding alone
         sqnr[rounding] = r.fidelity["sqnr_db"]
-    assert sqnr["gptq"] > sqnr["rtn"] + 1.0, sqnr
+    assert sqnr["gptq"] > sqnr["rtn"], sqnr
 
 
 def test_extreme_layer_errors_are_flagged_with_their_measured_sqnr(tmp_path) -> None:
