@@ -50,7 +50,7 @@ def weight_store_bytes(w_bits: np.ndarray, runtime: int) -> np.ndarray:
 
 def emitted_weight_bytes(table: LayerTable, bits: np.ndarray, target: CpuTarget) -> np.ndarray:
     """float64 [L, B]: the initializer bytes edgesim's emitter writes for each weighted layer's
-    weight and bias at each bit choice (`compiler.formats.emitted_bytes` of its row, per
+    weight and bias at each bit choice (`compiler.format_bytes.emitted_bytes` of its row, per
     channel or per `NBITS_BLOCK` block as planned by default); NaN for the other layers."""
     codes = format_codes(table, bits, target)
     weighted = np.isin(table.kind_code, [KIND_CODE[k] for k in WEIGHT_INPUT]) & (table.w_elems > 0)

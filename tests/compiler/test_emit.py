@@ -1,72 +1,25 @@
-"""Emission: every IR kind back to ONNX (vs the executor, in onnxruntime), quantised models
-vs the fake-quant simulation, INT4 read-back, sizes, accuracy, and atomic writing."""
+"""Emission of float graphs: every IR kind back to ONNX (vs the executor, in onnxruntime), the
+model header, atomic writing, and node names kept."""
 
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
 from compiler.emit import EMITTERS, IR_VERSION, emit, write
 from compiler.errors import ModelError
 from compiler.executor import run
-from compiler.fake_quant import quant_names
 from compiler.frontend import load
-from compiler.ir import KINDS, Graph, Layer, Spec, frozen_attrs
-from compiler.ops import OPS
-from compiler.passes.calibrate import calibrate
-from compiler.passes.quantize import QuantOptions, quantize
-from edgesim import assignment, zoo
+from compiler.ir import KINDS
+from tests.compiler.emit_cases import CONV, RNG, f32, one_layer, ort_run, w_, x_
 
 pytestmark = pytest.mark.ort
-ort.set_default_logger_severity(3)
-RNG = np.random.default_rng(0)
 
 
-def ort_run(model: onnx.ModelProto, feeds: dict, fusions: bool = True) -> dict[str, np.ndarray]:
-    """Run in onnxruntime with full graph optimisation, or only the basic (no float-fusion)
-    level with `fusions=False`."""
-    opts = ort.SessionOptions()
-    if not fusions:
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    s = ort.InferenceSession(model.SerializeToString(), opts,
-                             providers=["CPUExecutionProvider"])
-    names = [o.name for o in s.get_outputs()]
-    return dict(zip(names, s.run(names, feeds)))
-
-
-def one_layer(kind: str, attrs: dict, inputs: list[tuple[str, np.ndarray, bool]]
-              ) -> tuple[Graph, dict]:
-    """A one-layer IR graph; inputs are (name, value, is_weight); "" marks an absent one."""
-    types = {n: Spec(tuple(v.shape), v.dtype.name) for n, v, _ in inputs if n}
-    specs = [types[n] if n else None for n, _, _ in inputs]
-    outs = OPS[kind].shape(specs, **attrs)
-    names = tuple(f"y{i}" for i in range(len(outs)))
-    types.update(zip(names, outs))
-    layer = Layer("layer", kind, tuple(n for n, _, _ in inputs), names, frozen_attrs(attrs))
-    g = Graph("case", tuple(n for n, _, w in inputs if n and not w), names, (layer,),
-              {n: v for n, v, w in inputs if w}, types)
-    return g, {n: v for n, v, w in inputs if n and not w}
-
-
-def f32(*shape: int) -> np.ndarray:
-    return RNG.standard_normal(shape).astype(np.float32)
-
-
-def x_(*shape: int) -> tuple[str, np.ndarray, bool]:
-    return ("x", f32(*shape), False)
-
-
-def w_(name: str, value: np.ndarray) -> tuple[str, np.ndarray, bool]:
-    return (name, value, True)
-
-
-CONV = dict(strides=(1, 2), pads=(1, 0, 1, 1), dilations=(1, 1), group=1)
 POOL = dict(kernel_shape=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1), dilations=(1, 1),
             ceil_mode=True, count_include_pad=False)
 RESIZE = dict(mode="linear", coordinate_transformation_mode="half_pixel",
@@ -191,168 +144,6 @@ def test_model_header() -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Quantised models against the fake-quant simulation
-
-
-def _digits(name: str, batch: int):
-    d = zoo.load_digits_data()
-    m = zoo.build(name)
-    calib = calibrate(load(m, {"input": (200, 1, 8, 8)}), [{"input": d["x_calib"]}])
-    return load(m, {"input": (batch, 1, 8, 8)}), calib, d
-
-
-def _mixed(g: Graph) -> np.ndarray:
-    """Alternate W8A8, W4 and W3 weight-only over the MAC layers (3 bits: INT4 container)."""
-    bits = assignment.uniform(g, 8)
-    macs = np.flatnonzero(assignment.quantisable(g) & assignment.has_weights(g))
-    for j, i in enumerate(macs):
-        bits[i] = [(8, 8), (4, 32), (3, 32)][j % 3]
-    return bits
-
-
-def _close(got: np.ndarray, sim: np.ndarray) -> None:
-    """fp32 tolerance (1e-5 * max|y| + 1e-6: summation order) everywhere except where an
-    activation code sat on a rounding tie and flipped by one step: at most 3% of elements,
-    each within 1e-3 * max|y|."""
-    scale, d = float(np.abs(sim).max()), np.abs(got - sim)
-    assert np.mean(d > 1e-5 * scale + 1e-6) <= 0.03 and d.max() <= 1e-3 * scale, (d.max(), scale)
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
-def assert_matches_sim(model: onnx.ModelProto, q: Graph, feeds: dict, kind: str) -> None:
-    """onnxruntime vs the fake-quant simulation of the same graph.
-
-    - "exact" (int8 CNNs: QLinearConv chains and MatMulIntegerToFloat): bit-identical under
-      full optimisation;
-    - "cnn": `_close` under full optimisation;
-    - "transformer": `_close` at the basic level; under full optimisation onnxruntime fuses
-      Add + LayerNorm (SkipLayerNormalization), MatMul + bias + Gelu and scaled MatMuls into
-      kernels that round differently, which flips more activation codes: cosine >= 0.999.
-    """
-    sim = run(q, feeds, fake_quant=True)
-    full = ort_run(model, feeds)
-    basic = ort_run(model, feeds, fusions=False) if kind == "transformer" else full
-    for name in q.outputs:
-        if kind == "exact":
-            np.testing.assert_array_equal(full[name], sim[name])
-        else:
-            _close(basic[name], sim[name])
-            assert _cosine(full[name], sim[name]) >= 0.999
-
-
-@pytest.mark.parametrize("name", ["digits_cnn", "digits_transformer"])
-@pytest.mark.parametrize("label", ["w8a8", "w4", "mixed"])
-def test_digits_models_match_simulation(name: str, label: str) -> None:
-    g, calib, d = _digits(name, 64)
-    bits = {"w8a8": assignment.uniform(g, 8), "w4": assignment.uniform(g, 4),
-            "mixed": _mixed(g)}[label]
-    q = quantize(g, bits, calib)
-    kind = "transformer" if name == "digits_transformer" else \
-        "exact" if label == "w8a8" else "cnn"
-    assert_matches_sim(emit(q), q, {"input": d["x_test"][:64]}, kind)
-
-
-def _zoo_feeds(g: Graph, rng: np.random.Generator) -> dict:
-    feeds = {}
-    for n in g.inputs:
-        s = g.types[n]
-        feeds[n] = (rng.integers(0, 1000, s.shape) if n == "input_ids" else
-                    np.ones(s.shape) if s.dtype == "int64" else rng.standard_normal(s.shape))
-        feeds[n] = feeds[n].astype(s.dtype)
-    return feeds
-
-
-@pytest.mark.parametrize("name,kw", [
-    ("mobilenet_v2", dict(resolution=32, num_classes=10)),
-    ("minilm", dict(seq=16, depth=2, vocab=1000)),
-])
-def test_zoo_models_match_simulation(name: str, kw: dict) -> None:
-    rng = np.random.default_rng(1)
-    g = load(zoo.build(name, **kw))
-    calib = calibrate(g, [_zoo_feeds(g, rng) for _ in range(3)])
-    feeds = _zoo_feeds(g, rng)
-    opts = QuantOptions(clip="minmax", embedding_bits=8, min_embedding=1000)
-    for label, bits in (("w8a8", assignment.uniform(g, 8)), ("w4", assignment.uniform(g, 4)),
-                        ("mixed", _mixed(g))):
-        q = quantize(g, bits, calib, opts)
-        kind = "transformer" if name == "minilm" else "exact" if label == "w8a8" else "cnn"
-        assert_matches_sim(emit(q), q, feeds, kind)
-
-
-def test_int4_initializers_read_back() -> None:
-    g, calib, _ = _digits("digits_cnn", 1)
-    q = quantize(g, assignment.uniform(g, 4), calib)
-    model = emit(q)
-    int4 = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT4]
-    conv = [lay for lay in q.layers if lay.quant.fmt == "int_dq"]
-    assert len(int4) == len(conv) == 3
-    for t, layer in zip(int4, conv):
-        np.testing.assert_array_equal(numpy_helper.to_array(t),
-                                      q.weights[quant_names(layer.name).codes])
-
-
-# ----------------------------------------------------------------------------------------------
-# Accuracy of the emitted models in onnxruntime (digits test split, 360 images)
-
-
-def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(logits.argmax(1) == labels))
-
-
-@pytest.mark.parametrize("name", ["digits_cnn", "digits_transformer"])
-def test_w8a8_accuracy_in_onnxruntime(name: str) -> None:
-    g, calib, d = _digits(name, 360)
-    feeds = {"input": d["x_test"]}
-    ref = run(g, feeds)["logits"]
-    out = ort_run(emit(quantize(g, assignment.uniform(g, 8), calib)), feeds)["logits"]
-    drop = _accuracy(ref, d["y_test"]) - _accuracy(out, d["y_test"])
-    assert drop <= 0.005  # within 0.5 points of fp32
-    cos = np.sum(out * ref, 1) / (np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1))
-    assert cos.mean() >= 0.99
-
-
-# ----------------------------------------------------------------------------------------------
-# Size on disk
-
-
-def _expected_bytes(g: Graph, q: Graph) -> float:
-    """sum(bits x params) / 8 + 4-byte scales (+ 1-byte zero points and the int32 bias's
-    scale for W8A8) + every other constant at its own width; written out independently of
-    the emitter."""
-    total, used = 0.0, set()
-    for layer, ql in zip(g.layers, q.layers):
-        wq = ql.quant
-        for i, t in enumerate(layer.inputs):
-            if t not in g.weights or t in used:
-                continue
-            used.add(t)
-            w = g.weights[t]
-            if wq.w_bits is None or i != 1:
-                total += w.nbytes
-            elif wq.fmt == "qdq":
-                total += w.size + w.shape[0] * (4 + 1) + (4 if len(layer.inputs) > 2 else 0) \
-                    * w.shape[0] * (layer.kind == "conv")
-            else:  # per-channel conv (INT4) or per-block-32 linear (MatMulNBits)
-                scales = w.shape[0] * (-(-w.shape[1] // 32) if layer.kind == "linear" else 1)
-                total += w.size * wq.w_bits / 8 + 4 * scales
-    return total
-
-
-@pytest.mark.parametrize("bits", [8, 4])
-def test_file_size_within_5_percent(tmp_path, bits: int) -> None:
-    g = load(zoo.build("mobilenet_v2", resolution=32, num_classes=100))
-    calib = calibrate(g, [_zoo_feeds(g, np.random.default_rng(2))])
-    q = quantize(g, assignment.uniform(g, bits), calib, QuantOptions(clip="minmax"))
-    path = write(emit(q), tmp_path / "m.onnx")
-    expected = _expected_bytes(g, q)
-    assert abs(os.path.getsize(path) / expected - 1) <= 0.05, (os.path.getsize(path), expected)
-
-
-# ----------------------------------------------------------------------------------------------
 # Atomic writing
 
 
@@ -380,38 +171,6 @@ def test_write_into_missing_folder(tmp_path) -> None:
     g, _ = one_layer("identity", {}, [x_(2, 3)])
     with pytest.raises(ModelError, match="does not exist"):
         write(emit(g), tmp_path / "nope" / "m.onnx")
-
-
-# ----------------------------------------------------------------------------------------------
-# Every (kind, format) pair on one layer, every bit width path: emitted == simulated
-
-
-QUANT_LAYERS = [
-    ("conv_transpose", dict(strides=(2, 2), pads=(0, 1, 1, 0), dilations=(1, 1), group=1,
-                            output_padding=(1, 0)),
-     [x_(1, 3, 4, 4), w_("w", f32(3, 2, 3, 3)), w_("b", f32(2))]),
-    ("conv", CONV, [x_(1, 40, 7, 6), w_("w", f32(6, 40, 3, 3)), w_("b", f32(6))]),
-    ("linear", {}, [x_(2, 3, 40), w_("w", f32(16, 40)), w_("b", f32(16))]),
-    ("matmul", {}, [x_(2, 3, 8), ("z", f32(2, 8, 5), False)]),
-]
-BIT_PATHS = [((8, 8), "auto"), ((4, 32), "auto"), ((8, 4), "auto"), ((8, 16), "auto"),
-             ((6, 32), "per_block"), ((16, 32), "auto"), ((3, 8), "auto"), ((2, 32), "auto")]
-
-
-@pytest.mark.parametrize("case", QUANT_LAYERS, ids=[c[0] for c in QUANT_LAYERS])
-def test_every_format_matches_simulation(case: tuple) -> None:
-    kind, attrs, inputs = case
-    g, feeds = one_layer(kind, attrs, inputs)
-    calib = calibrate(g, [feeds])
-    fmts = set()
-    for bits, gran in BIT_PATHS:
-        opts = QuantOptions(granularity=gran, act_matmul="int8")
-        q = quantize(g, np.array([bits]), calib, opts)
-        fmts.add(q.layers[0].quant.fmt)
-        sim, got = run(q, feeds, fake_quant=True)["y0"], ort_run(emit(q), feeds)["y0"]
-        np.testing.assert_allclose(got, sim, rtol=1e-5, atol=1e-5 * np.abs(sim).max())
-    assert fmts >= ({"qdq"} if kind == "matmul" else {"qdq", "int_dq", "fp16"} if "conv" in kind
-                    else {"qdq", "matmulnbits", "fp16"})
 
 
 def test_a_layer_named_like_its_output_keeps_its_name_in_the_emitted_file() -> None:

@@ -16,7 +16,7 @@ from compiler.frontend import load
 from compiler.passes.calibrate import calibrate
 from compiler.passes.quantize import QuantOptions, quantize
 from edgesim import assignment, zoo
-from tests.compiler.test_emit import one_layer
+from tests.compiler.emit_cases import one_layer
 
 pytestmark = pytest.mark.ort
 ort.set_default_logger_severity(3)

@@ -20,7 +20,7 @@ from compiler.ir import Graph, Layer
 from compiler.passes.calibrate import calibrate
 from compiler.passes.quantize import QuantOptions, quantize
 from hwmodels import cpu
-from tests.compiler.test_emit import CONV, f32, one_layer, w_, x_
+from tests.compiler.emit_cases import CONV, f32, one_layer, w_, x_
 from tests.compiler.test_formats import CASES, LAYERS, TARGETS
 
 # Layers beyond test_formats' own: a grouped conv without bias, a linear without bias.

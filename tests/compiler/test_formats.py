@@ -22,7 +22,7 @@ from edgesim.simulation import simulate_graph
 from hwmodels import cpu
 from hwmodels.cost import evaluate
 from hwmodels.target import load_target
-from tests.compiler.test_emit import CONV, f32, one_layer, ort_run, w_, x_
+from tests.compiler.emit_cases import CONV, f32, one_layer, ort_run, w_, x_
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGETS = [load_target(ROOT / "targets" / f"{n}.yaml")

@@ -17,8 +17,8 @@ from compiler.passes.quantize import QuantOptions, quantize
 from compiler.quantizers import dequantize_codes
 from compiler.verify import verify
 from edgesim import assignment, zoo
+from tests.compiler.emit_cases import one_layer
 from tests.compiler.test_calibrate import _conv_relu_gemm
-from tests.compiler.test_emit import one_layer
 
 RNG = np.random.default_rng(0)
 

@@ -22,7 +22,7 @@ from compiler.passes.sparsify import (
 from compiler.sparsity import delta_density, operand_stats
 from compiler.verify import verify
 from edgesim.zoo import build, load_digits_data
-from tests.compiler.test_emit import ort_run
+from tests.compiler.emit_cases import ort_run
 
 DATA = load_digits_data()
 X = DATA["x_calib"][:100]

@@ -23,7 +23,7 @@ from edgesim import api, zoo
 from edgesim.allocation import allocate
 from edgesim.budget import Budget
 from edgesim.tables import plan_file_bytes
-from tests.compiler.test_emit import assert_matches_sim
+from tests.compiler.emit_cases import assert_matches_sim
 
 RNG = np.random.default_rng(16)
 DIMS = (64, 96, 128, 48)  # K = 64, 96 (b64 / b128 pad to 128) and 128

@@ -5,208 +5,25 @@ Every family is `gen(rng, workdir) -> Callable[[], object]`: it writes or builds
 input from a valid seed (the zoo's digits CNN, a small MLP, the shipped targets and spaces)
 with random mutations, and returns the call that feeds it to edgesim's public loader. The
 runner sorts the outcome into `ok`, `project_error` (ModelError, TargetError, UserError: the
-one-line errors the CLI prints) or `foreign` (anything else: a bug), and times it.
+one-line errors the CLI prints) or `foreign` (anything else: a bug), and times it
+(tests/fuzz/runner.py). The ONNX families are in tests/fuzz/onnx_families.py.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import signal
-import time
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
-from compiler.errors import ModelError
 from edgesim.errors import UserError
-from hwmodels.target import TargetError, shipped_dir
-
-PROJECT_ERRORS = (ModelError, TargetError, UserError)
-HUGE = (2**31 - 1, 2**40, 2**62, 2**63 - 1)
-Call = Callable[[], object]
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one input did: `kind` is ok / project_error / foreign / slow."""
-
-    family: str
-    kind: str
-    seconds: float
-    detail: str = ""
-
-
-class _Slow(BaseException):
-    """Raised by the alarm of `run_one` (a BaseException: no `except Exception` swallows it)."""
-
-
-def _alarm(signum: int, frame: Any) -> None:
-    raise _Slow
-
-
-def run_one(family: str, call: Call, limit_s: float) -> Outcome:
-    """Run `call`, classify its outcome; stop it after `limit_s` (SIGALRM) as `slow`."""
-    old = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, limit_s)
-    start = time.perf_counter()
-    try:
-        call()
-        kind, detail = "ok", ""
-    except _Slow:
-        kind, detail = "slow", ""
-    except PROJECT_ERRORS as e:
-        kind, detail = "project_error", str(e)[:200]
-    except Exception as e:  # noqa: BLE001 - the point: anything else is a bug
-        tb = traceback.extract_tb(e.__traceback__)[-1]
-        kind, detail = "foreign", f"{type(e).__name__}: {str(e)[:160]} @ {tb.filename}:{tb.lineno}"
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-    seconds = time.perf_counter() - start
-    # over the limit is slow whatever came out (code that swallowed the alarm included)
-    return Outcome(family, "slow" if seconds > limit_s else kind, seconds, detail)
-
-
-# ---- ONNX models ----
-
-@cache
-def _seed_models() -> tuple[bytes, ...]:
-    from edgesim import zoo
-
-    return (zoo.build("digits_cnn").SerializeToString(), _mlp().SerializeToString())
-
-
-def _mlp() -> onnx.ModelProto:
-    w = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
-    b = numpy_helper.from_array(np.zeros(3, np.float32), "b")
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
-             helper.make_node("Add", ["h", "b"], ["hb"], name="add"),
-             helper.make_node("Relu", ["hb"], ["y"], name="relu")]
-    graph = helper.make_graph(
-        nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], [w, b])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
-
-
-def _load_and_simulate(path: Path) -> Call:
-    def call() -> object:
-        from edgesim import api
-
-        return api.simulate(str(path), "rpi5", bits=8)
-    return call
-
-
-def onnx_bytes(rng: random.Random, work: Path) -> Call:
-    """Byte-level mutations of a valid model: flips, truncation, insertions, splices."""
-    data = bytearray(rng.choice(_seed_models()))
-    for _ in range(rng.randint(1, 8)):
-        op, i = rng.randrange(4), rng.randrange(len(data) + 1)
-        if op == 0 and i < len(data):
-            data[i] = rng.randrange(256)
-        elif op == 1:
-            del data[i:i + rng.randint(1, 64)]
-        elif op == 2:
-            data[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
-        else:
-            data = data[:i]
-    path = work / "m.onnx"
-    path.write_bytes(bytes(data))
-    return _load_and_simulate(path)
-
-
-def _mutate_dims(m: onnx.ModelProto, rng: random.Random) -> None:
-    vis = list(m.graph.input) + list(m.graph.output) + list(m.graph.value_info)
-    vi = rng.choice(vis)
-    dims = vi.type.tensor_type.shape.dim
-    if dims:
-        d = rng.choice(dims)
-        choice = rng.choice([0, -1, -7, *HUGE, "sym", "clear"])
-        if choice == "sym":
-            d.dim_param = rng.choice(["N", "", "?", "x" * 300])
-        elif choice == "clear":
-            del dims[rng.randrange(len(dims))]
-        else:
-            d.dim_value = choice
-
-
-def _mutate_init(m: onnx.ModelProto, rng: random.Random) -> None:
-    if not m.graph.initializer:
-        return
-    t = rng.choice(m.graph.initializer)
-    op = rng.randrange(5)
-    if op == 0:
-        t.dims[rng.randrange(len(t.dims))] = rng.choice([0, 1, 3, *HUGE]) if t.dims else 0
-    elif op == 1:
-        t.raw_data = t.raw_data[:rng.randrange(len(t.raw_data) + 1)]
-    elif op == 2:
-        t.data_type = rng.choice([0, 2, 3, 6, 7, 8, 9, 10, 11, 16, 17, 22, 40])
-    elif op == 3:
-        t.data_location = TensorProto.EXTERNAL
-        del t.external_data[:]
-        t.external_data.add(key="location", value=rng.choice(
-            ["../../etc/passwd", "/etc/hostname", "w.bin", "", "a\x00b"]))
-        t.external_data.add(key="length", value=str(rng.choice([0, 10, *HUGE])))
-    else:
-        t.dims.extend([rng.choice([2, *HUGE])])
-
-
-def _mutate_node(m: onnx.ModelProto, rng: random.Random) -> None:
-    nodes = m.graph.node
-    if not nodes:
-        return
-    n = rng.choice(nodes)
-    op = rng.randrange(6)
-    if op == 0:
-        n.op_type = rng.choice(["Conv", "Gemm", "MatMul", "Reshape", "Softmax", "Nope",
-                                "Loop", "If", "Gather", "Resize", "Concat", "Identity"])
-    elif op == 1 and n.input:
-        n.input[rng.randrange(len(n.input))] = rng.choice(["", "missing", n.output[0]])
-    elif op == 2:
-        del nodes[rng.randrange(len(nodes))]
-    elif op == 3 and n.attribute:
-        a = rng.choice(n.attribute)
-        if a.ints:
-            a.ints[rng.randrange(len(a.ints))] = rng.choice([0, -1, -5, *HUGE])
-        elif a.type == onnx.AttributeProto.INT:
-            a.i = rng.choice([0, -1, *HUGE])
-    elif op == 4:
-        nodes.append(onnx.NodeProto.FromString(n.SerializeToString()))  # duplicate outputs
-    else:
-        n.domain = rng.choice(["", "com.microsoft", "ai.onnx.ml", "bogus"])
-
-
-def _mutate_model(m: onnx.ModelProto, rng: random.Random) -> None:
-    op = rng.randrange(4)
-    if op == 0:
-        m.opset_import[0].version = rng.choice([1, 6, 11, 13, 17, 21, 23, 99, 0, -1])
-    elif op == 1:
-        m.ir_version = rng.choice([0, 1, 3, 8, 10, 99])
-    elif op == 2 and m.graph.output:
-        del m.graph.output[:]
-    else:
-        m.graph.input[0].type.tensor_type.elem_type = rng.choice([0, 1, 6, 7, 10, 11, 9, 16])
-
-
-def onnx_proto(rng: random.Random, work: Path) -> Call:
-    """Structural mutations of a valid model's protobuf: dims, initializers, nodes, opsets."""
-    m = onnx.ModelProto.FromString(rng.choice(_seed_models()))
-    mutators = (_mutate_dims, _mutate_init, _mutate_node, _mutate_model)
-    for _ in range(rng.randint(1, 3)):
-        rng.choice(mutators)(m, rng)
-    path = work / "m.onnx"
-    path.write_bytes(m.SerializeToString())
-    return _load_and_simulate(path)
-
+from hwmodels.target import shipped_dir
+from tests.fuzz.onnx_families import onnx_bytes, onnx_proto
+from tests.fuzz.runner import Call, Outcome, run_one
 
 # ---- YAML: targets and sweep spaces ----
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fuzz.families import FAMILIES, fuzz, run_one
+from tests.fuzz.families import FAMILIES, fuzz
+from tests.fuzz.runner import run_one
 
 COUNT = {"onnx_bytes": 40, "onnx_proto": 60, "target_yaml": 15, "sweep_space": 15,
          "calib_npz": 40, "assignment": 30, "cli_flags": 40}
