@@ -47,7 +47,9 @@ and `paths` [H, NPATH, NA] (per kernel path: MAC rate and the passes it adds). S
   `winograd_core`; Lavin & Gray, CVPR 2016): (r + 2)^2 GEMMs over the tiles plus input and
   output transform passes. ncnn reads a transformed input larger than the last cache level
   from DRAM once per round of its 8-channel output tasks (`cpu_ncnn.winograd_input_sweeps`),
-  and repacks it once after the input transform (a read and a write of it).
+  and repacks it once after the input transform (a read and a write of it); its transformed
+  output sits in per-thread scratch tiles, in DRAM only when a thread's working set
+  overflows the last level (`cpu_ncnn.winograd_scratch_live`).
 - Passes (Q/DQ, activation quantisation, A packing, im2col, weight dequantisation, elementwise,
   norm, softmax, copies): max(lane_ops / (lanes * pipes), bytes / bandwidth) from the last
   level when they fit it, else DRAM; blocked buffers from L2. Each exp / log / tanh / erf

@@ -208,6 +208,46 @@ def winograd_input_sweeps(cout: float, threads: float) -> float:
 
 
 @njit(cache=True)
+def winograd_tile_nk(tiles: int, k: int, l2_elems: int, int8: bool) -> tuple[int, int]:
+    """(TILE_N, TILE_K) of conv3x3s1_winograd_get_optimal_tile_mnk (`_fp16`, `_int8`; aarch64
+    branch, line for line, @a4d2ea1) for N = `tiles` Winograd tiles and K = `k` input
+    channels; `l2_elems` is get_cpu_level2_cache_size() over the element size the source
+    divides by (float 4, fp16 and int8 2: sizeof(short)). TILE_M is WINOGRAD_TILE_M."""
+    tk = max(8, (l2_elems - 32) // 12 // 8 * 8)
+    nk = (k + tk - 1) // tk
+    tk = min(tk, ceil_to((k + nk - 1) // nk, 8))
+    tm = WINOGRAD_TILE_M
+    if tk >= k:
+        size = (l2_elems - tm * tk) // tk
+    else:  # (the int8 source divides by TILE_M * 2 + TILE_K)
+        size = (l2_elems - tm * tk) // ((2 * tm if int8 else tm) + tk)
+    tn = max(4, size // 4 * 4)
+    nn = (tiles + tn - 1) // tn
+    return min(tn, ceil_to((tiles + nn - 1) // nn, 4)), tk
+
+
+@njit(cache=True)
+def winograd_scratch_live(tiles: int, cin: int, cout: int, a2: int, l2_bytes: float,
+                          eba: float, ebw: float, ebo: float, threads: float) -> float:
+    """Bytes that must stay in the last cache level for ncnn's transformed output (the
+    Winograd GEMM result) to stay on chip. conv3x3s1_winograd{23,43,63} (@a4d2ea1, fp32 /
+    fp16 / int8) never hold it whole: each thread owns top_tileX.channel(thread), TILE_N x
+    B x TILE_M sums (fp32 4 B, fp16 2 B, int8 int32 4 B); for each (i, j) task step
+    conv3x3s1_winograd_gemm_transB_packed_tile writes it over its loops ii, b, jj (the
+    whole B = `a2` positions) reading AT_tile (TILE_M x B x TILE_K) and BT_tile (TILE_N x B x
+    TILE_K), then the output transform reads it back into top_blob. A sum written at b = 0
+    is read back after the thread walked its whole top_tile, AT_tile and BT_tile; BT is
+    shared by the threads walking it in step (`winograd_input_sweeps`), the rest is per
+    thread."""
+    l2_elems = int(l2_bytes // max(eba, 2.0))
+    tn, tk = winograd_tile_nk(tiles, cin, l2_elems, eba == 1.0)
+    tasks = (cout + WINOGRAD_TILE_M - 1) // WINOGRAD_TILE_M
+    t = max(1.0, min(threads, tasks))
+    per_thread = tn * a2 * WINOGRAD_TILE_M * ebo + WINOGRAD_TILE_M * a2 * tk * ebw
+    return tn * a2 * tk * eba + t * per_thread
+
+
+@njit(cache=True)
 def depthwise_split(channels: int, threads: int, lanes: int) -> tuple[float, float]:
     """(threads that get work, channel vectors of the busiest thread) of ncnn's depthwise
     kernels: one task per channel pack of elempack = lanes, 4 or 1 channels."""

@@ -223,15 +223,22 @@ def book_core(comp: float, dram_bytes: float, t: float, p: np.ndarray, ch: np.nd
 @njit(cache=True)
 def core_dram_bytes(li: np.ndarray, w_bytes: float, w_res: bool, eba: float, ebo: float,
                     ebw: float, refetch_a: float, refetch_b: float, p: np.ndarray,
-                    ch: np.ndarray) -> float:
+                    ch: np.ndarray, scratch_live: float = -1.0) -> float:
     """Compulsory DRAM bytes of a GEMM's operands that live in DRAM, times their refetches
-    when the operand itself exceeds the last cache level."""
+    when the operand itself exceeds the last cache level. `scratch_live` >= 0: the output
+    never exists whole, each thread keeps its part in a scratch buffer it writes and reads
+    back (ncnn's Winograd, `cpu_ncnn.winograd_scratch_live`): input and output stay on chip
+    while those working-set bytes fit the last level; beyond it the input comes from DRAM
+    and the scratch is written back and read again (twice the output's bytes)."""
     llc = ch[int(p[P_NLEVELS]) - 1, C_BYTES]
     g, n, k = float(li[L_G]), float(li[L_N]), float(li[L_K])
     a_bytes, o_bytes = float(li[L_AIN]) * eba, float(li[L_AOUT]) * ebo
+    live, o_dram = a_bytes + o_bytes, o_bytes
+    if scratch_live >= 0.0:
+        live, o_dram = scratch_live, 2.0 * o_bytes
     dram = 0.0
     if not w_res:
         dram += w_bytes * (refetch_a if k * n * g * ebw > llc else 1.0)
-    if not fits_llc(a_bytes + o_bytes, p, ch):
-        dram += a_bytes * (refetch_b if a_bytes > llc else 1.0) + o_bytes
+    if not fits_llc(live, p, ch):
+        dram += a_bytes * (refetch_b if a_bytes > llc else 1.0) + o_dram
     return dram

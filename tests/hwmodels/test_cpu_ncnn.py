@@ -137,15 +137,58 @@ def test_winograd_reads_a_transformed_input_beyond_the_cache_once_per_task_round
 def test_winograd_dram_bytes_at_one_thread_add_up_by_hand():
     # the layer above on one thread, every DRAM byte: the transformed weights (8 x 8 x 64 x 64
     # x 4 B, read once), BT read by each of the 8 tasks, the transformed output (16 x 64 x 64
-    # x 4 B), the repack of B_tile into BT (transpose_pack_B_tile: read + write of BT, both
-    # beyond the 128 KiB level) and make_padding's bordered copy (read + write of the input)
+    # x 4 B) written back from the thread's scratch tile and read again (its working set,
+    # BT 262144 + top_tile 16 x 64 x 8 x 4 + AT_tile 8 x 64 x 64 x 4 B, exceeds 0.75 of the
+    # 128 KiB level), the repack of B_tile into BT (transpose_pack_B_tile: read + write of
+    # BT, both beyond the 128 KiB level) and make_padding's bordered copy (read + write)
     caches = (CacheLevel(1, 32, 64, 4, 64.0, False), CacheLevel(2, 128, 64, 8, 64.0, True))
     t = simple_target(isa=("neon",), cores=4, caches=caches,
                       dram=cpu.Dram("t", 10.0, 10.0, energy_pj_per_byte=1.0))
     got = cpu.evaluate(make_table([conv(64, 64, 24)]), np.array([(32, 32)]), t, threads=1,
                        runtime="ncnn").energy_pj_dram[0, 0]
     bt = 16 * 64 * 64 * 4
-    assert got == pytest.approx(8 * 8 * 64 * 64 * 4 + 8 * bt + bt + 2 * bt + 2 * 64 * 24 * 24 * 4)
+    assert got == pytest.approx(8 * 8 * 64 * 64 * 4 + 8 * bt + 2 * bt + 2 * bt
+                                + 2 * 64 * 24 * 24 * 4)
+
+
+@pytest.mark.parametrize("tiles, k, l2_elems, int8, tile_nk", [
+    # Pi 4 (1 MiB L2) fp32, 56x56 F(6,3) (100 tiles), 64 channels: TILE_K = (262144 - 32)
+    # / 12 -> 21840, one K block -> ceil8(64) = 64; TILE_N = (262144 - 8 x 64) / 64 = 4088,
+    # one N block -> ceil4(100) = 100
+    (100, 64, 262144, False, (100, 64)),
+    # a 16 KiB fp32 L2: TILE_K = max(8, (4096 - 32) / 12 / 8 * 8 = 336); K = 1000 in 3
+    # blocks of ceil8(334) = 336; split K: TILE_N = (4096 - 8 x 336) / (8 + 336) = 4 -> 4
+    (100, 1000, 4096, False, (4, 336)),
+    # int8 divides by TILE_M x 2 + TILE_K: (4096 - 2688) / (16 + 336) = 4
+    (100, 1000, 4096, True, (4, 336)),
+    # 20000 tiles, 64 channels, 1 MiB fp32: TILE_N 4088 -> 5 blocks -> ceil4(4000) = 4000
+    (20000, 64, 262144, False, (4000, 64)),
+])
+def test_winograd_tile_nk_traces_ncnns_tile_solver(tiles, k, l2_elems, int8, tile_nk):
+    assert N.winograd_tile_nk(tiles, k, l2_elems, int8) == tile_nk
+
+
+def test_winograd_scratch_live_counts_bt_and_each_threads_tiles():
+    # 16 tiles, 16 -> 128 channels, F(6,3) (64 positions), 512 KiB fp32 L2: TILE_N 16,
+    # TILE_K 16. BT_tile 16 x 64 x 16 x 4 = 65536 B, shared; per thread top_tile 16 x 64 x 8
+    # x 4 = 32768 and AT_tile 8 x 64 x 16 x 4 = 32768; 16 tasks keep all 4 threads busy
+    live = N.winograd_scratch_live(16, 16, 128, 64, 512 * 1024, 4.0, 4.0, 4.0, 4.0)
+    assert live == 65536 + 4 * (32768 + 32768)
+
+
+def test_winograd_transformed_output_stays_in_the_threads_scratch_tile():
+    # 16 -> 128, 3x3, 24x24 on ncnn fp32, one thread, a 512 KiB shared last level (0.75 of
+    # it: 393216 B). BT (65536 B) plus the whole transformed output (16 x 64 x 128 x 4 =
+    # 524288 B) would not fit it, but ncnn never holds the output whole: the working set of
+    # its task (BT 65536 + top_tile 32768 + AT_tile 32768 B) fits. The weights (16 x 128 x
+    # 9 x 4 B) and the padded input copy fit too: the layer books no DRAM byte (it booked
+    # BT + the transformed output, 589824 B, before)
+    caches = (CacheLevel(1, 32, 64, 4, 64.0, False), CacheLevel(2, 512, 64, 8, 64.0, True))
+    t = simple_target(isa=("neon",), cores=4, caches=caches,
+                      dram=cpu.Dram("t", 10.0, 10.0, energy_pj_per_byte=1.0))
+    got = cpu.evaluate(make_table([conv(16, 128, 24)]), np.array([(32, 32)]), t, threads=1,
+                       runtime="ncnn").energy_pj_dram[0, 0]
+    assert got == 0.0
 
 
 def test_ncnn_fp16_tiles_pay_the_same_accumulator_edges_in_k_steps():
