@@ -1,5 +1,6 @@
 """The compile's fidelity check: the emitted model, run in onnxruntime, against the float model
-(`measure_fidelity`), the figure `--min-fidelity` compares (`fidelity_score`), and the check.
+(`measure_fidelity`: the first output and every other float output), the figure
+`--min-fidelity` compares (`worst_score`), and the check.
 """
 
 from __future__ import annotations
@@ -31,17 +32,24 @@ def score_producer(g: Graph, out: str) -> str:
 
 def measure_fidelity(g: Graph, model_path: Path, reference: np.ndarray,
                      data: cal.CalibrationData, labels: np.ndarray | None,
-                     metric: Any = None) -> dict[str, Any]:
+                     metric: Any = None, *,
+                     others: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Emitted model (run in onnxruntime) against the float model's first output `reference`
     over `data` (`float_pass`, or HAWQ's recorded forward passes), at the deployment batch
-    size (several batches per run where the model allows: `emitted_output`), by the metrics
+    size (several batches per run where the model allows: `emitted_outputs`), by the metrics
     that fit that output (`evaluate.output_kind`) or the user's
-    `metric(reference, test) -> float`."""
+    `metric(reference, test) -> float`.
+
+    `others`: the float model's other float outputs over `data` (`FloatPass.others`); each
+    is scored by edgesim's own metrics under "other_outputs", and `collapse` and
+    `check_fidelity` take the worst of all.
+    """
     from edgesim.evaluate import accuracy, fidelity_metrics, output_kind, session
 
-    (out,) = g.outputs[:1]
+    out, names = g.outputs[0], [g.outputs[0], *(others or {})]
     sess = session(model_path, spin=False)
-    got_arr = emitted_output(g, data, lambda feeds: sess.run([out], dict(feeds))[0])
+    got = emitted_outputs(g, data, lambda feeds: dict(zip(names, sess.run(names, dict(feeds)))))
+    got_arr = got[out]
     n = len(reference)
     kind = output_kind(reference, score_producer(g, out), labels is not None)
     scored = fidelity_metrics(reference, got_arr, kind,
@@ -51,7 +59,17 @@ def measure_fidelity(g: Graph, model_path: Path, reference: np.ndarray,
     # data samples, not `n`: a sequence output stacks several rows per sample (PP-OCR: 40)
     fid = {"samples": data.count, "data": data.source, "output": out, **scored,
            "fp32_accuracy": fp32_acc}
+    rest = {t: _scored(ref, got[t]) for t, ref in (others or {}).items()}
+    fid = {**fid, **({"other_outputs": rest} if rest else {})}
     return {**fid, "collapsed": collapse(fid)}
+
+
+def _scored(reference: np.ndarray, test: np.ndarray) -> dict[str, Any]:
+    """One more float output's figures (edgesim's own metrics) and whether it collapsed."""
+    from edgesim.evaluate import fidelity_metrics, output_kind
+
+    scored = fidelity_metrics(reference, test, output_kind(reference, "", False))
+    return {**scored, "collapsed": _collapse_one(scored)}
 
 
 # Samples per onnxruntime run of the fidelity check (also bounds its memory). 32 samples of
@@ -61,14 +79,19 @@ def measure_fidelity(g: Graph, model_path: Path, reference: np.ndarray,
 FIDELITY_CHUNK = 8
 
 
-def emitted_output(g: Graph, data: cal.CalibrationData, run: Any) -> np.ndarray:
-    """`run(feeds)` (one output of the emitted model) over `data`, concatenated along axis 0
-    as if run batch by batch at the graph's batch size, `FIDELITY_CHUNK` samples a run where
-    the model takes them (`chunks.run_chunks`)."""
+def emitted_outputs(g: Graph, data: cal.CalibrationData, run: Any) -> dict[str, np.ndarray]:
+    """`run(feeds)` (outputs of the emitted model by name) over `data`, each concatenated
+    along axis 0 as if run batch by batch at the graph's batch size, `FIDELITY_CHUNK` samples
+    a run where the model takes them (`chunks.run_chunks`)."""
     from edgesim.chunks import run_chunks
 
-    return np.concatenate([np.asarray(out) for _, out in run_chunks(g, data, run,
-                                                                    FIDELITY_CHUNK)])
+    runs = [outs for _, outs in run_chunks(g, data, run, FIDELITY_CHUNK)]
+    return {t: np.concatenate([np.asarray(outs[t]) for outs in runs]) for t in runs[0]}
+
+
+def emitted_output(g: Graph, data: cal.CalibrationData, run: Any) -> np.ndarray:
+    """`emitted_outputs` of a `run(feeds)` that gives one array."""
+    return emitted_outputs(g, data, lambda feeds: {"": run(feeds)})[""]
 
 
 # A plan whose emitted model agrees with fp32 on fewer than this share of samples' top-1 class
@@ -86,7 +109,15 @@ COLLAPSED_SQNR_DB = CATASTROPHIC_SQNR_DB
 def collapse(fidelity: Mapping[str, Any]) -> str | None:
     """Why the emitted model no longer follows fp32 (`measure_fidelity`'s figures), or None:
     top-1 or label agreement below `COLLAPSED_AGREEMENT`, or a tensor output's SQNR below
-    `COLLAPSED_SQNR_DB`, whatever the primary metric."""
+    `COLLAPSED_SQNR_DB`, whatever the primary metric, on the first output or another."""
+    why = _collapse_one(fidelity)
+    others = fidelity.get("other_outputs", {})
+    return why or next((f"output {t}: {o['collapsed']}" for t, o in others.items()
+                        if o["collapsed"]), None)
+
+
+def _collapse_one(fidelity: Mapping[str, Any]) -> str | None:
+    """`collapse` for one output's figures."""
     name, value = fidelity_score(fidelity)
     if name in ("top-1 agreement", "label agreement") and value < COLLAPSED_AGREEMENT:
         return f"{name} with fp32 is {value:.3f}"
@@ -100,12 +131,26 @@ def collapse(fidelity: Mapping[str, Any]) -> str | None:
 
 
 def fidelity_score(fidelity: Mapping[str, Any]) -> tuple[str, float]:
-    """The figure --min-fidelity compares: the primary metric that fits the output
-    (`evaluate.fidelity_metrics`: top-1 agreement for class scores, label agreement for
-    labels, cosine otherwise, or the user's metric)."""
+    """One output's primary metric (`evaluate.fidelity_metrics`: top-1 agreement for class
+    scores, label agreement for labels, cosine otherwise, or the user's metric)."""
     name = str(fidelity.get("metric", "cosine"))
     return name.replace("top1_agreement", "top-1 agreement").replace("_", " "), float(
         fidelity.get("value", fidelity.get("cosine")))
+
+
+def worst_score(fidelity: Mapping[str, Any]) -> tuple[str, float]:
+    """The figure --min-fidelity compares: the lowest primary metric over the scored outputs
+    (the first output's alone where it is the user's metric: its scale is the user's)."""
+    first = fidelity_score(fidelity)
+    if fidelity.get("metric") not in _OWN_METRICS:
+        return first
+    scores = [first, *((f"{name} of output {t}", value) for t, o in
+                       fidelity.get("other_outputs", {}).items()
+                       for name, value in [fidelity_score(o)])]
+    return min(scores, key=lambda s: s[1] if s[1] == s[1] else -math.inf)  # NaN is worst
+
+
+_OWN_METRICS = ("cosine", "top1_agreement", "label_agreement")
 
 
 def check_minimum(minimum: float | None, custom_metric: bool) -> None:
@@ -120,10 +165,11 @@ def check_minimum(minimum: float | None, custom_metric: bool) -> None:
 
 
 def check_fidelity(fidelity: Mapping[str, Any], minimum: float | None) -> None:
-    """Raise `UserError` when `fidelity`'s primary figure is below `minimum` (None: no check)."""
+    """Raise `UserError` when `fidelity`'s worst primary figure over its scored outputs
+    (`worst_score`) is below `minimum` (None: no check)."""
     if minimum is None:
         return
-    name, value = fidelity_score(fidelity)
+    name, value = worst_score(fidelity)
     if not value >= minimum:  # NaN fails too
         raise UserError("--min-fidelity", f"the emitted model's {name} with fp32 is "
                         f"{value:.4f} < {minimum}; nothing written (try more bits: a larger "

@@ -2,7 +2,7 @@
 
 `float_pass` runs the float model emitted with the calibration tensors as extra outputs,
 as onnxruntime's own `quantize_static` does, and collects the activation statistics, the
-first output, and for the range search the statistics of its fit part and the outputs of
+outputs, and for the range search the statistics of its fit part and the outputs of
 its held-out part. `FloatPassRecorder` assembles the same from forward passes run for
 another purpose (HAWQ's), and `onnxruntime_env` is the float model's tensors per batch,
 which the range search and the own-layer check share.
@@ -11,7 +11,7 @@ which the range search and the own-layer check share.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -44,6 +44,9 @@ class FloatPass:
     # the float graph outputs of each sample the range search holds out (`fit_batches`),
     # in order, if they were recorded on the way (its reference outputs then need no pass)
     held_outputs: tuple[dict[str, np.ndarray], ...] | None = None
+    # the other float graph outputs, samples stacked along axis 0 (the fidelity check
+    # scores every one: SwiftF0's first output, pitch, hides what its confidence shows)
+    others: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 class FloatEnv(Protocol):
@@ -54,22 +57,24 @@ class FloatEnv(Protocol):
                  ) -> dict[str, np.ndarray]: ...
 
 
-def _onnxruntime_forward(g: Graph, keep: Iterable[str], outputs: list[np.ndarray]) -> Any:
+def _onnxruntime_forward(g: Graph, keep: Iterable[str],
+                         outputs: list[dict[str, np.ndarray]]) -> Any:
     """`calibrate`'s forward: `g` emitted in float and run in onnxruntime, returning `keep`
-    too; every batch's first graph output is appended to `outputs`."""
+    too; every batch's `scored_outputs` are appended to `outputs`."""
     from compiler.emit.builder import value_info
     from edgesim.evaluate import session
 
     # no onnx.checker pass (~0.3 s): onnxruntime validates the model as it loads it, and the
     # emitter's tests check the float rules
     model = emit(g, check=False)
-    names = list(dict.fromkeys([g.outputs[0], *keep]))
+    scored = scored_outputs(g)
+    names = list(dict.fromkeys([*scored, *keep]))
     model.graph.output.extend(value_info(t, g.types[t]) for t in names if t not in g.outputs)
     sess = session(model, spin=False)
 
     def forward(feeds: Mapping[str, np.ndarray], _: tuple[str, ...]) -> dict[str, np.ndarray]:
         env = dict(zip(names, sess.run(names, dict(feeds))))
-        outputs.append(env[names[0]])
+        outputs.append({t: env[t] for t in scored})
         return env
     return forward
 
@@ -131,7 +136,8 @@ def float_pass(g: Graph, data: cal.CalibrationData, stats: bool,
                grams: bool = False) -> FloatPass:
     """Run the float model over `data` (batches of `g`'s own batch size) in onnxruntime once:
     activation statistics of `calibration_tensors(g)` if `stats` (with the X^T X of linear
-    layer inputs if `grams`, for GPTQ), and the first output.
+    layer inputs if `grams`, for GPTQ), and the outputs (the first, and
+    every other float output in `others`).
 
     Raises:
         ModelError: if a calibration tensor holds NaN or infinity.
@@ -139,7 +145,7 @@ def float_pass(g: Graph, data: cal.CalibrationData, stats: bool,
     """
     keep = calibration_tensors(g) if stats else ()
     gram_names = gram_tensors(g) if stats and grams else ()
-    outputs: list[np.ndarray] = []
+    outputs: list[dict[str, np.ndarray]] = []
     fitting = fit_batches(g, data) if stats else None
     forward = _onnxruntime_forward(g, (*keep, *gram_names, *(
         float_outputs(g) if fitting is not None else ())), outputs)
@@ -148,9 +154,25 @@ def float_pass(g: Graph, data: cal.CalibrationData, stats: bool,
         forward = _fitting(forward, fitting, fit, held)
     collected = calibrate(g, cal.batches(g, data), tensors=keep, source=data.source,
                           forward=forward, grams=gram_names)
-    return FloatPass(collected if stats else None, np.concatenate(outputs),
+    first, *others = _stacked(outputs, scored_outputs(g))
+    return FloatPass(collected if stats else None, first,
                      None if fitting is None else fit.result(),
-                     None if fitting is None else held.result())
+                     None if fitting is None else held.result(),
+                     dict(zip(scored_outputs(g)[1:], others)))
+
+
+def scored_outputs(g: Graph) -> tuple[str, ...]:
+    """The outputs the fidelity check scores: the first, then every other float output
+    whose samples stack along axis 0 (its first dimension is the batch: not silero's state
+    [2, batch, 128], which the check's chunks would stack along the wrong axis)."""
+    size = cal.batch_size(g)
+    return tuple(dict.fromkeys([g.outputs[0], *(t for t in float_outputs(g)
+                                                if g.types[t].shape[:1] == (size,))]))
+
+
+def _stacked(batches: list[dict[str, np.ndarray]], names: tuple[str, ...]) -> list[np.ndarray]:
+    """Each of `names` over `batches`, concatenated along axis 0."""
+    return [np.concatenate([b[t] for b in batches]) for t in names]
 
 
 def float_outputs(g: Graph) -> tuple[str, ...]:
@@ -207,9 +229,9 @@ class FloatPassRecorder:
     of the data), the range search's fit part is collected too (`FloatPass.fit_stats`)."""
 
     def __init__(self, g: Graph, grams: bool = False, fit: np.ndarray | None = None) -> None:
-        self._batch, self._output = cal.batch_size(g), g.outputs[0]
+        self._batch, self._scored = cal.batch_size(g), scored_outputs(g)
         self._ranges = RangeCollector(calibration_tensors(g), gram_tensors(g) if grams else ())
-        self._outputs: list[np.ndarray] = []
+        self._outputs: list[dict[str, np.ndarray]] = []
         self._fit_mask = fit
         self._fit = RangeCollector(calibration_tensors(g))
         self._held = HeldOutputs(g)
@@ -225,7 +247,7 @@ class FloatPassRecorder:
             else:
                 self._held.add(env)
         self._ranges.add(env, self._batch, batch)
-        self._outputs.append(np.array(env[self._output], np.float32))
+        self._outputs.append({t: np.array(env[t], np.float32) for t in self._scored})
 
     def result(self, data: cal.CalibrationData) -> FloatPass | None:
         """What `float_pass(g, data, stats=True)` gives, if the recorded batches were all of
@@ -233,6 +255,8 @@ class FloatPassRecorder:
         if self._ranges.samples != data.count:
             return None
         fitted = self._fit_mask is not None and len(self._fit_mask) == data.count
-        return FloatPass(self._ranges.result(data.source), np.concatenate(self._outputs),
+        first, *others = _stacked(self._outputs, self._scored)
+        return FloatPass(self._ranges.result(data.source), first,
                          self._fit.result() if fitted else None,
-                         self._held.result() if fitted else None)
+                         self._held.result() if fitted else None,
+                         dict(zip(self._scored[1:], others)))

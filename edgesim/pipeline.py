@@ -205,7 +205,7 @@ def _compile(model: Any, target: TargetRef, outdir: Path, calib: Any, calib_rand
                 ref = float_pass(g, held_out[0], stats=False)
             assert ref is not None  # the float pass above ran (no recorder, or eval data)
             fidelity = measure_fidelity(gq, model_path, ref.outputs, *held_out,
-                                        options.fidelity_metric)
+                                        options.fidelity_metric, others=ref.others)
             check_fidelity(fidelity, options.min_fidelity)
         # a process, not a helper thread: drawing on a thread during quantise+emit raised
         # resnet18's compile peak 739 -> 818-877 MiB; the process's memory is its own

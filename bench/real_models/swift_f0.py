@@ -1,32 +1,35 @@
-"""SwiftF0's pitch detector (package `swift-f0`, its `model.onnx`, 135 kB: the graph computes
-its own STFT from raw 16 kHz audio with MatMuls on DFT matrices it builds from Sin/Cos/
+"""SwiftF0's pitch detector (package `swift-f0`, its `model.onnx`, 135 kB: the graph computes its
+own STFT from raw 16 kHz audio with MatMuls on DFT matrices it builds from Sin/Cos/
 ScatterElements at run time, then log-magnitude and a small CNN scoring 95 log-spaced pitch
 steps). Inputs: audio [1, samples], fmin and fmax (pinned here to the model's whole range,
 46.875-2093.75 Hz, as the package does when none is given); outputs: pitch in Hz and a voicing
 confidence per 256-sample frame (voiced at >= 0.5, the package's threshold).
 
-edgesim refuses the file as shipped ("unsupported ops: Cos, ScatterElements, Sin"), though those
-nodes read no input: they only build the DFT matrices from constants. Both edgesim and
-onnxruntime's quantisers get it with those constants folded by onnxruntime's basic graph
-optimisation (`folded`), the same function.
+Those Sin/Cos/ScatterElements nodes read no input: they only build the DFT matrices from
+constants. edgesim's loader folds them itself (`compiler.frontend.fold_constants`: the file as
+shipped and `folded` simulate within 0.1 % at W8A8 on rpi5), but onnxruntime's quantisers
+quantise no MatMul on them in the file as shipped (MatMulNBits finds no constant weight;
+dynamic int8 quantises the CNN only: 0.103 MB, voicing agreement 0.9995 on 32 clips), so both
+get the constants folded by onnxruntime's basic graph optimisation (`folded`), the same
+function.
 
 The singing is SYNTHESISED HERE: each 1 s clip is one harmonic tone (f0 log-uniform 70-900 Hz
 with 4-7 Hz vibrato, 8 random harmonic amplitudes), half the clips with a silent stretch, over
 faint noise, so every frame's true f0 and voicing are known. Metrics: voicing agreement with
 fp32, voicing accuracy against the truth, raw pitch accuracy (voiced frames within 50 cents of
-the true f0) and the mean pitch difference in cents from fp32 on frames both call voiced.
-The pitch of an unvoiced frame is meaningless, which is why no SQNR of the pitch output.
+the true f0) and the mean pitch difference in cents from fp32 on frames both call voiced. The
+pitch of an unvoiced frame is meaningless, which is why no SQNR of the pitch output.
 
 Measured 2026-12-08, load 7-9 on 2 cores (32 evaluation clips; voicing agreement with fp32,
 voicing accuracy, RPA, mean |cents| from fp32, file MB): fp32 1.0 0.965 0.999 0 1.09;
 onnxruntime dynamic 0.920 0.887 0.987 48.7 0.37, static QDQ 0.978 0.942 0.988 62.2 0.36,
-MatMulNBits (its 15 constant MatMuls, float activations) 1.0 0.964 0.999 1.7 0.33; edgesim
-W8A8 (auto ranges and minmax: the same outputs) 0.969 0.934 0.999 4.4 0.38, W4 0.406 0.379
-1.0 5.3 0.28 (NaN in 79 % of its frames), the knee 0.992 0.957 0.999 1.1 1.07 (it keeps most
-layers float). edgesim's own fidelity check reads the first output, pitch, over every frame,
-and flags every one of its files as collapsed (SQNR 2.4 dB W8A8, 6.2 the knee), though their
-voiced pitch is within a few cents of fp32's: an unvoiced frame's pitch moves by octaves at
-any error."""
+MatMulNBits (its 15 constant MatMuls, float activations) 1.0 0.964 0.999 1.7 0.33; edgesim W8A8
+(auto ranges and minmax: the same outputs) 0.969 0.934 0.999 4.4 0.38, W4 0.406 0.379 1.0 5.3
+0.28 (NaN in 79 % of its frames), the knee 0.992 0.957 0.999 1.1 1.07 (it keeps most layers
+float). edgesim's own fidelity check reads the first output, pitch, over every frame (and now
+the confidence too), and flags every one of its files as collapsed (SQNR 2.4 dB W8A8,
+6.2 the knee), though their voiced pitch is within a few cents of fp32's: an unvoiced frame's
+pitch moves by octaves at any error."""
 
 from __future__ import annotations
 

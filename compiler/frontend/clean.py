@@ -2,7 +2,8 @@
 stale `value_info` dropped, initializers listed as inputs treated as constants, pinned inputs
 made constants, every input given a static shape, `Constant` nodes lifted to initializers,
 `If` nodes with a known condition inlined (on data: both branches and a `Where`), LSTMs
-unrolled, and every unsupported op listed in one error.
+unrolled, constant regions holding unsupported ops folded, and every unsupported op listed in
+one error.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from onnx import numpy_helper
 
 from compiler.errors import ModelError
 from compiler.frontend.expand_lstm import expand_lstms
+from compiler.frontend.fold_constants import fold_constants
 from compiler.frontend.inline_if import DEFAULT_DOMAINS, inline_ifs, select_if
 from compiler.frontend.inputs import (
     BatchAxes,
@@ -46,7 +48,7 @@ def clean(model: onnx.ModelProto, input_shapes: InputShapes | None = None,
     Local functions are inlined, stale `value_info` dropped, initializers listed as inputs
     treated as constants, inputs given static shapes, `Constant` nodes lifted to
     initializers, `If` nodes with a known condition inlined (on data: both branches and a
-    `Where`) and LSTMs unrolled.
+    `Where`), LSTMs unrolled and constant regions holding unsupported ops folded.
 
     Raises:
         ModelError: a dynamic dimension without a shape, an unknown name in `input_shapes`,
@@ -77,6 +79,7 @@ def clean_owned(model: onnx.ModelProto, input_shapes: InputShapes | None, where:
             pass
         selected = select_if(model, shapes)  # an If on data, once no If's condition is known
         notes += (selected,) if selected else ()
+    fold_constants(model)  # constants built with ops edgesim does not lower (SwiftF0's DFT)
     check_supported(graph, where)
     return Cleaned(model, notes, axes)
 
