@@ -45,3 +45,22 @@ def test_a_weight_two_matmuls_read_is_counted_once(tmp_path, bits) -> None:
     assert len(readers) == 2 and readers[1].weight_bytes == 0  # held by the first reader
     if bits != "fp32":  # the file is stored smaller than the float weight: it is quantised
         assert np.all([x.w_bits == bits for x in readers]) and stored_weight_bytes(out) < K * N * 4
+
+
+def test_a_dynamic_files_shared_weight_is_counted_once(tmp_path) -> None:
+    """onnxruntime's quantize_dynamic stores the weight once for both MatMulIntegers: the file
+    is as large as the one-reader model's, and so is simulate's count."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    sims, sizes = [], []
+    for readers in (1, 2):
+        src, out = tmp_path / f"f{readers}.onnx", tmp_path / f"d{readers}.onnx"
+        onnx.save(matmul_chain(readers), src)
+        quantize_dynamic(str(src), str(out), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul"])
+        sizes.append(sum(numpy_helper.to_array(t).nbytes for t in onnx.load(out).graph.initializer))
+        sims.append(api.simulate(str(out), "rpi5"))
+    assert sizes[0] == sizes[1]  # the oracle: one stored weight either way
+    assert [x.w_bits for x in sims[1].layers if x.kind == "linear"] == [8, 8]
+    assert sims[1].total.weight_bytes == sims[0].total.weight_bytes
+    assert sims[1].fp32.weight_bytes == K * N * 4
