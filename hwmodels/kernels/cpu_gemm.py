@@ -55,7 +55,8 @@ def gemm_core(li: np.ndarray, rate: float, eba: float, ebw: float, ebo: float, k
               ch: np.ndarray, traffic: np.ndarray, acc: np.ndarray,
               oc_split: bool = False, unprefetched: bool = False,
               all_threads: bool = False, a_sweeps: float = 0.0,
-              edge_k: float = 0.0, scratch_live: float = -1.0) -> float:
+              edge_k: float = 0.0, scratch_live: float = -1.0,
+              eb_a_stored: float = 0.0) -> float:
     """Blocked GEMM on the register tile: book its roofline time; return its threads.
     `extra_ops` are in-kernel lane ops (weight unpacking, requantisation) at the kernel's
     lanes; they share the vector pipes with the MACs. `oc_split`: ncnn's im2col conv GEMM
@@ -65,7 +66,9 @@ def gemm_core(li: np.ndarray, rate: float, eba: float, ebw: float, ebo: float, k
     DRAM when it exceeds the last cache level, in place of the blocking's refetch count
     (ncnn's Winograd GEMM, `kernels.cpu_ncnn.winograd_input_sweeps`). `edge_k`: k steps each
     register tile spends setting up and storing its accumulators (`cpu_ncnn.TILE_EDGE_K`).
-    `scratch_live` >= 0: the output lives in per-thread scratch (`core_dram_bytes`)."""
+    `scratch_live` >= 0: the output lives in per-thread scratch (`core_dram_bytes`).
+    `eb_a_stored` > 0: bytes of an A element as the kernel stores and reads it, where they
+    differ from the arithmetic's `eba` (ncnn's int8 Winograd: BT is int16)."""
     m, n, k, g = float(li[L_M]), float(li[L_N]), float(li[L_K]), float(li[L_G])
     tm = p[P_TILE_M] if m > 1 else 1.0  # M = 1 runs the GEMV kernel
     tn = p[P_TILE_N]
@@ -85,11 +88,12 @@ def gemm_core(li: np.ndarray, rate: float, eba: float, ebw: float, ebo: float, k
     # ncnn sizes its tiles from the whole L2 whatever the thread count (get_optimal_tile_mnk:
     # get_cpu_level2_cache_size(); only TILE_M is divided by nT): refetches as at 1 thread
     t_cap = 1.0 if runtime == RUNTIME_NCNN else t
-    ra, rb = blocked_traffic(m, n, k, g, mp, tm, tn, eba, ebw, t_cap, p, ch, traffic)
+    eba_mem = eb_a_stored if eb_a_stored > 0.0 else eba
+    ra, rb = blocked_traffic(m, n, k, g, mp, tm, tn, eba_mem, ebw, t_cap, p, ch, traffic)
     rb = a_sweeps if a_sweeps > 0.0 else rb
     if oc_split:  # ncnn: the micro-kernel's operand panels may not fit L1 (ncnn_panel_bytes)
         ncnn_panel_bytes(kp, mp, tm, tn, eba, ebw, p, ch, traffic)
-    dram = core_dram_bytes(li, w_bytes, w_res, eba, ebo, ebw, ra, rb, p, ch, scratch_live)
+    dram = core_dram_bytes(li, w_bytes, w_res, eba_mem, ebo, ebw, ra, rb, p, ch, scratch_live)
     book_core(comp, dram, t, p, ch, traffic, acc, runtime == RUNTIME_NCNN, unprefetched)
     acc[ACC_INSTR] += mp / rate * p[P_PIPES] + traffic[0] / (4.0 * p[P_LANES32])
     acc[ACC_PEAK] = rate
@@ -193,7 +197,8 @@ def winograd_core(li: np.ndarray, r: float, rate: float, eba: float, ebw: float,
     stores only) reads and repacks into BT: one more read and write of the transformed
     input, from the last cache level when it fits, else DRAM. Its transformed output never
     exists whole: each thread's part sits in a scratch tile (`cpu_ncnn.winograd_scratch_live`)
-    that reaches DRAM only when the thread's working set overflows the last level."""
+    that reaches DRAM only when the thread's working set overflows the last level. Its
+    int8 kernel stores the transformed input as int16 (`cpu_ncnn.winograd_bt_bytes`)."""
     m, n, cin, a = float(li[L_M]), float(li[L_N]), float(li[L_K] // 9), r + 2.0
     g = li[L_G]  # a grouped conv: one Winograd conv per group, run one after another
     tiles = cdiv(math.sqrt(m), r) ** 2
@@ -203,17 +208,19 @@ def winograd_core(li: np.ndarray, r: float, rate: float, eba: float, ebw: float,
     wg[L_AIN], wg[L_AOUT] = wg[L_M] * wg[L_K] * g, wg[L_M] * wg[L_N] * g
     # ncnn: each output-channel task sweeps the whole transformed input and keeps its part
     # of the transformed output in per-thread scratch (`cpu_ncnn`)
-    sweeps, live = 0.0, -1.0
+    sweeps, live, ebt = 0.0, -1.0, eba
     if runtime == RUNTIME_NCNN:
         sweeps = ncnn.winograd_input_sweeps(n, p[P_THREADS])
         live = ncnn.winograd_scratch_live(int(tiles), int(cin), int(n), int(a * a),
                                           ch[blocked(p), C_BYTES], eba, ebw, ebo, p[P_THREADS])
+        ebt = ncnn.winograd_bt_bytes(eba)
     t = gemm_core(wg, rate, eba, ebw, ebo, 1.0, extra_ops, float(wg[L_WEL]) * ebw, w_res,
-                  runtime, p, ch, traffic, acc, a_sweeps=sweeps, scratch_live=live)
+                  runtime, p, ch, traffic, acc, a_sweeps=sweeps, scratch_live=live,
+                  eb_a_stored=ebt)
     lanes, blk = kernel_lanes(eba, p), blocked(p)
     t_in, t_out = float(wg[L_AIN]), float(wg[L_AOUT])
-    add_pass((float(li[L_AIN]) + t_in) * eba, t_in * a, lanes, blk, p, ch, traffic, acc)
+    add_pass(float(li[L_AIN]) * eba + t_in * ebt, t_in * a, lanes, blk, p, ch, traffic, acc)
     if runtime == RUNTIME_NCNN:  # conv3x3s1_winograd_transpose_pack_B_tile: B_tile -> BT
-        add_pass(2.0 * t_in * eba, 0.0, lanes, home(t_in * eba, p, ch), p, ch, traffic, acc)
+        add_pass(2.0 * t_in * ebt, 0.0, lanes, home(t_in * ebt, p, ch), p, ch, traffic, acc)
     add_pass((t_out + float(li[L_AOUT])) * ebo, t_out * a, lanes, blk, p, ch, traffic, acc)
     return t

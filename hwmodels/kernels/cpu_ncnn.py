@@ -227,6 +227,15 @@ def winograd_tile_nk(tiles: int, k: int, l2_elems: int, int8: bool) -> tuple[int
 
 
 @njit(cache=True)
+def winograd_bt_bytes(eba: float) -> float:
+    """Bytes per element of ncnn's Winograd transformed input (B_tile and BT): the element
+    type the kernel computes in, except int8, whose transform widens to int16
+    (`convolution_3x3_winograd_int8.h` @a4d2ea1: `Mat BT(..., 2u)`, `Mat B_tile(..., 2u)`;
+    the transformed values (sums of up to 6 scaled taps) exceed int8's range)."""
+    return max(eba, 2.0)
+
+
+@njit(cache=True)
 def winograd_scratch_live(tiles: int, cin: int, cout: int, a2: int, l2_bytes: float,
                           eba: float, ebw: float, ebo: float, threads: float) -> float:
     """Bytes that must stay in the last cache level for ncnn's transformed output (the
@@ -244,7 +253,7 @@ def winograd_scratch_live(tiles: int, cin: int, cout: int, a2: int, l2_bytes: fl
     tasks = (cout + WINOGRAD_TILE_M - 1) // WINOGRAD_TILE_M
     t = max(1.0, min(threads, tasks))
     per_thread = tn * a2 * WINOGRAD_TILE_M * ebo + WINOGRAD_TILE_M * a2 * tk * ebw
-    return tn * a2 * tk * eba + t * per_thread
+    return tn * a2 * tk * winograd_bt_bytes(eba) + t * per_thread
 
 
 @njit(cache=True)

@@ -176,6 +176,29 @@ def test_winograd_scratch_live_counts_bt_and_each_threads_tiles():
     assert live == 65536 + 4 * (32768 + 32768)
 
 
+def test_int8_winograd_scratch_live_counts_bt_at_two_bytes():
+    # int8 F(4,3) (36 positions), 36 tiles, 64 -> 64, 128 KiB L2 (l2_elems 65536 at
+    # sizeof(short)): TILE_K 64, TILE_N 36. ncnn's BT is int16 (`Mat BT(..., 2u)`): BT_tile
+    # 36 x 36 x 64 x 2 = 165888 B; top_tile int32 36 x 36 x 8 x 4 = 41472, AT_tile 8 x 36
+    # x 64 x 1 = 18432
+    live = N.winograd_scratch_live(36, 64, 64, 36, 128 * 1024, 1.0, 1.0, 4.0, 1.0)
+    assert live == 36 * 36 * 64 * 2 + 41472 + 18432
+
+
+def test_int8_winograd_reads_its_int16_transformed_input_once_per_task_round():
+    # 64 -> 64, 3x3, 24x24 on ncnn int8 (neon, no dotprod): F(4,3), 36 tiles x 36 positions
+    # x 64 channels of int16 = 165888 B of BT, above the 128 KiB shared last level (at 1 B
+    # an element, 82944 B, it fit and was read once at any thread count). BT is read 8
+    # times on one thread and 2 times on four; every other DRAM byte is the same
+    caches = (CacheLevel(1, 32, 64, 4, 64.0, False), CacheLevel(2, 128, 64, 8, 64.0, True))
+    t = simple_target(isa=("neon",), cores=4, caches=caches,
+                      dram=cpu.Dram("t", 10.0, 10.0, energy_pj_per_byte=1.0))
+    table, bits = make_table([conv(64, 64, 24)]), np.array([(8, 8)])
+    one, four = (float(cpu.evaluate(table, bits, t, threads=n, runtime="ncnn")
+                       .energy_pj_dram[0, 0]) for n in (1, 4))
+    assert one - four == pytest.approx(6 * 36 * 36 * 64 * 2)
+
+
 def test_winograd_transformed_output_stays_in_the_threads_scratch_tile():
     # 16 -> 128, 3x3, 24x24 on ncnn fp32, one thread, a 512 KiB shared last level (0.75 of
     # it: 393216 B). BT (65536 B) plus the whole transformed output (16 x 64 x 128 x 4 =
