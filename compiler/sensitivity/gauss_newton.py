@@ -80,7 +80,7 @@ from compiler import executor
 from compiler.ir import Graph
 from compiler.sensitivity import weight_norms
 from compiler.sensitivity.forward_ahead import Forward, ForwardAhead, Observer
-from compiler.sensitivity.time_budget import TimeBudget
+from compiler.sensitivity.time_budget import BACKWARD_SHARE, TimeBudget, pass_seconds
 from compiler.sensitivity.trace_estimate import TraceEstimate, pooled_estimate, sampled_estimate
 from compiler.sensitivity.weight_norms import NormPlan
 
@@ -211,6 +211,7 @@ def _probe(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
     done, want = 0, min(max_iter, _first_pass(len(chunks)))
     checks = early_checks(len(chunks)) if early and want == 1 else frozenset()
     spent = [0.0, 0.0]  # early tests: budget-clock seconds taken, weights left open
+    unit = pass_seconds(g)  # charged per forward pass (a `WorkMeter` budget)
     while True:
         covered, began = 0, None if budget is None else budget.clock()
         # the chunks' pace counts from a later pass's start, or from the end of the first
@@ -223,6 +224,8 @@ def _probe(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
             parts[i] = np.concatenate([parts[i], chunk_samples(
                 g, feeds, loss, outputs, names, want - done, len(chunks), rng,
                 norms=norms, env=ahead.env(i))])
+            if budget is not None:  # every pass runs the chunk's forward pass again
+                budget.charge(unit * (1 + BACKWARD_SHARE * (want - done)))
             covered += 1
             if paced is None and budget is not None:
                 paced = budget.clock()

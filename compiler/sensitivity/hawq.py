@@ -85,7 +85,7 @@ from compiler.sensitivity.proxy import (
     weight_name,
     weight_sizes,
 )
-from compiler.sensitivity.time_budget import Clock, TimeBudget, start
+from compiler.sensitivity.time_budget import Clock, TimeBudget, WorkMeter, start
 from compiler.sensitivity.trace_estimate import TraceEstimate, estimate
 
 # Layer kind -> `fn`s whose derivative is piecewise constant (second derivative 0 a.e.).
@@ -233,7 +233,7 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
                 curvature: str = "gauss-newton", tol: float = 0.05, max_iter: int = 100,
                 min_iter: int = 3, fd_eps: float = FD_EPS, seed: int = 0,
                 freeze: bool = True, observe: Observer | None = None,
-                budget_s: float | None = None, clock: Clock = time.process_time,
+                budget_s: float | None = None, clock: Clock | None = None,
                 settled: gauss_newton.Settled | None = None,
                 forward: Forward | None = None) -> Sensitivity:
     """HAWQ-V2 sensitivity `Omega_l(b) = max(Tr(H_l)/n_l, 0) * ||Q_b(W_l) - W_l||^2`.
@@ -261,8 +261,10 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
             chunk, in order, maybe on a worker thread ("gauss-newton"; see `gauss_newton.traces`).
         budget_s: seconds the analysis may take (None: no bound); when they are used up it
             stops probing and reports the precision reached (`rse`) and `cut_short`.
-        clock: the clock `budget_s` is measured on (default the process's CPU seconds,
-            so the plan does not depend on the machine's load; tests inject a fake one).
+        clock: the clock `budget_s` is measured on. Default: for "gauss-newton" a
+            `WorkMeter` charged with the work of the passes run (`time_budget.WORK_RATE`),
+            so the plan does not depend on the machine's load; for "hessian" the process's
+            CPU seconds. Tests inject a fake one.
         settled: (estimate, bool per weight tensor still above `tol`) -> bool per weight
             tensor (`unique_weights` order): the tensors whose trace uncertainty cannot
             change the result (e.g. a layer's bit choice) need not reach `tol` (see
@@ -288,8 +290,15 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
         return _sensitivity(g, calib_inputs, labels, bits=bits, loss=loss,
                             curvature=curvature, tol=tol, max_iter=max_iter,
                             min_iter=min_iter, fd_eps=fd_eps, seed=seed, freeze=freeze,
-                            observe=observe, budget=start(budget_s, clock),
+                            observe=observe, budget=start(budget_s, _clock(clock, curvature)),
                             settled=settled, forward=forward)
+
+
+def _clock(clock: Clock | None, curvature: str) -> Clock:
+    """The budget's clock: `clock`, else by `curvature` (see `sensitivity`)."""
+    if clock is not None:
+        return clock
+    return WorkMeter() if curvature == "gauss-newton" else time.process_time
 
 
 def _sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray | None, *,

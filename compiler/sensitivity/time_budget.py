@@ -5,6 +5,15 @@ of wall seconds on a busy machine cut the analysis after fewer probes than on an
 the same compile gave different plans with the load (an EfficientWord-Net knee came out 46.6
 or 37.3 MB); the CPU seconds the same work takes barely move with the load. The clock is
 injectable so that tests can drive it (a counter per call) instead of timing real work.
+
+CPU seconds still moved with the load (SwiftF0, 5 s budget, load 7-9: 1, 3, 6 or 7 HAWQ
+iterations in four runs of one command; 5, 6 or 7 at load 4-5). No other thread's time was in
+it (the main thread's CPU time equalled the process's): the same work takes more CPU seconds
+on a loaded machine (shared caches and cores, a hypervisor's stolen time), and how many more
+probes fit (`gauss_newton._fitting`) rounds that noisy pace down. So the Gauss-Newton analysis
+is charged on a `WorkMeter` instead: each chunk's forward pass and each probe's backward pass
+count their multiply-accumulates and elementwise operations at the fixed rate `WORK_RATE`,
+the same seconds whatever the load (the early tests' settle-rule solves are not charged).
 """
 
 from __future__ import annotations
@@ -13,7 +22,37 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from compiler.graph_table import layer_table
+from compiler.ir import Graph
+
 Clock = Callable[[], float]
+
+# MACs + elementwise ops of the analysis's passes per charged second: the pace of its
+# Gauss-Newton probing on this project's 2-core x86 host (SwiftF0, 48 chunks, 80 probes:
+# forward 0.026 CPU-s for 0.22 G, a probe 0.04 CPU-s for 0.43 G; assumed to hold roughly
+# elsewhere: it only converts the budget's unit, CPU seconds, into work).
+WORK_RATE = 1.0e10
+BACKWARD_SHARE = 2.0  # a backward pass's work relative to its forward (two GEMMs per one)
+
+
+class WorkMeter:
+    """A clock that reads the seconds of work charged to it (`charge`), not time."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __call__(self) -> float:
+        return self.seconds
+
+    def charge(self, seconds: float) -> None:
+        """Count `seconds` more of work done."""
+        self.seconds += seconds
+
+
+def pass_seconds(g: Graph) -> float:
+    """Charged seconds of one forward pass of `g` at its static shapes (`WORK_RATE`)."""
+    t = layer_table(g)
+    return float(t.macs.sum() + t.ops.sum()) / WORK_RATE
 
 
 @dataclass(frozen=True)
@@ -29,6 +68,11 @@ class TimeBudget:
     seconds: float
     start: float
     clock: Clock = time.process_time
+
+    def charge(self, seconds: float) -> None:
+        """Count `seconds` of work done, on a `WorkMeter` clock (a real clock counts itself)."""
+        if isinstance(self.clock, WorkMeter):
+            self.clock.charge(seconds)
 
     def remaining(self) -> float:
         """Seconds left (negative once overrun)."""

@@ -115,8 +115,10 @@ def add_compile(sub: argparse._SubParsersAction) -> None:
                     "(default: the knee of the Pareto front)")
     cp.add_argument("--weight-bits", help="candidate weight bits, e.g. 2,3,4,6,8")
     cp.add_argument("--analysis-budget", metavar="60s",
-                    help="CPU-time bound of the HAWQ / LRP analysis (its threads' CPU "
-                    f"seconds, so the plan does not vary with the load; default: "
+                    help="CPU-time bound of the HAWQ / LRP analysis (HAWQ's default "
+                    "Gauss-Newton probing: its passes' multiply-accumulates at a fixed "
+                    "rate, about one CPU second per 1e10, so the plan does not vary with "
+                    "the load; LRP: CPU seconds; default: "
                     f"{DEFAULT_ANALYSIS_BUDGET_S:g}s; none or 0: until 5%% precision / every "
                     "calibration sample); it also bounds the activation range "
                     "search")
