@@ -51,8 +51,8 @@ STEPS = {
     "compiler.range_choice": ("choose_methods", "candidate_params", "_graph_errors"),
     "compiler.range_search": ("refine_bounded", "bounded_error"),
     "edgesim.alloc_dynamic": ("affordable", "priced_alloc"),
-    "edgesim.quantize": ("_chosen_ranges", "_extreme_layers", "_kernel_check", "_held_runs",
-                         "_bias_corrected"),
+    "edgesim.quantize": ("_extreme_layers", "_kernel_check", "_bias_corrected"),
+    "edgesim.ranges": ("chosen_ranges", "_held_runs"),
 }
 # onnxruntime's own: session creation from bytes (parse, graph optimisation, prepacking;
 # `edgesim.evaluate.session` minus this is serialisation) and runs
