@@ -9,10 +9,8 @@ one (magika W8A8: local choices 36.6 dB probability SQNR, every tensor at min/ma
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Generator, Hashable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,39 +75,17 @@ def case_error(got: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray],
 
 def bounded_error(qg: Graph, cases: Sequence[Case], runner: Runner,
                   energy: Mapping[str, float], bound: float = math.inf,
-                  limits: Sequence[float] | None = None, workers: int = 1) -> list[float]:
+                  limits: Sequence[float] | None = None) -> list[float]:
     """`case_error` of `qg` on `cases` in order, stopping once their sum reaches `bound`
     (the shares are never negative, so the full sum cannot be below it then), or once the
-    sum over the first k cases reaches `limits[k - 1]` (a screen: `_Scorer`). `workers`
-    cases run at once (`_outputs`); the shares and the stop are those of running them one
-    by one."""
-    shares: list[float] = []
-    with contextlib.closing(_outputs(runner(qg), cases, workers)) as outputs:
-        for (_, ref), got in zip(cases, outputs):
-            shares.append(case_error(got, ref, energy))
-            total = sum(shares)
-            if total >= bound or limits is not None and total >= limits[len(shares) - 1]:
-                break
+    sum over the first k cases reaches `limits[k - 1]` (a screen: `_Scorer`)."""
+    compute, shares = runner(qg), []
+    for feeds, ref in cases:
+        shares.append(case_error(compute(feeds), ref, energy))
+        total = sum(shares)
+        if total >= bound or limits is not None and total >= limits[len(shares) - 1]:
+            break
     return shares
-
-
-def _outputs(compute: Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]],
-             cases: Sequence[Case], workers: int
-             ) -> Generator[Mapping[str, np.ndarray], None, None]:
-    """`compute` of each case's feeds, in order, computed `workers` cases at a time in
-    threads (`compute` must allow concurrent calls; an onnxruntime session does). Closed
-    early, it waits for the cases already started and starts no more. Two one-thread
-    onnxruntime runs at once beat one two-thread run (resnet18's trials, 2 cores: 0.50-0.53
-    s wall and 0.96-0.99 CPU-s against 0.55-0.61 s and 1.0-1.1 CPU-s): the convolutions of
-    a one- or two-sample batch split into thread tasks unevenly."""
-    if workers < 2:
-        yield from (compute(feeds) for feeds, _ in cases)
-        return
-    with ThreadPoolExecutor(workers) as pool:
-        for start in range(0, len(cases), workers):
-            wave = [pool.submit(compute, feeds) for feeds, _ in cases[start:start + workers]]
-            for done in wave:
-                yield done.result()
 
 
 def output_error(qg: Graph, cases: Iterable[Case], runner: Runner = fake_quant_runner) -> float:
@@ -158,11 +134,9 @@ class _Scorer:
 
     def __init__(self, stats: CalibrationStats, bits: int, params: Params,
                  quantizer: Quantizer, cases: tuple[Case, ...], runner: Runner,
-                 screen: float | None = None, graph_key: GraphKey | None = None,
-                 workers: int = 1) -> None:
+                 screen: float | None = None, graph_key: GraphKey | None = None) -> None:
         self._stats, self._bits, self._params = stats, bits, params
         self._quantizer, self._cases, self._runner = quantizer, cases, runner
-        self._workers = workers
         self._energy = energies(cases)
         self._screen = screen
         self._ordered = False
@@ -189,8 +163,7 @@ class _Scorer:
         if qg is None:  # run again, at a higher bound
             qg = self._quantized(choice)
         limits = self._limits(against, margin)
-        shares = bounded_error(qg, self._cases, self._runner, self._energy, bound, limits,
-                               self._workers)
+        shares = bounded_error(qg, self._cases, self._runner, self._energy, bound, limits)
         value, exact = sum(shares), len(shares) == len(self._cases)
         self._seen[key] = value, exact
         if exact and not self._ordered:
@@ -305,17 +278,15 @@ def refine_bounded(stats: CalibrationStats, local: Mapping[str, str], quantizer:
                    max_evaluations: int = 32, params: Params | None = None,
                    runner: Runner = fake_quant_runner, margin: float = 0.2,
                    prune: bool = True, expired: Callable[[], bool] | None = None,
-                   screen: float | None = None, graph_key: GraphKey | None = None,
-                   workers: int = 1) -> Refined:
+                   screen: float | None = None, graph_key: GraphKey | None = None
+                   ) -> Refined:
     """`refine_end_to_end` under a time bound: before each assignment after the first (the
     min/max incumbent, always scored), `expired()` is asked, and once it is true the search
     stops with the best assignment scored so far (None: no bound, the same search).
     `graph_key`: what identifies `quantizer`'s graphs, so that assignments giving one graph
-    run once (`_Scorer`; None: each assignment is its own graph). `workers`: cases run at
-    once (`bounded_error`; the same search)."""
+    run once (`_Scorer`; None: each assignment is its own graph)."""
     params = params or {t: candidate_params(stats, t, bits, percentile) for t in local}
-    score = _Scorer(stats, bits, params, quantizer, tuple(cases), runner, screen, graph_key,
-                    workers)
+    score = _Scorer(stats, bits, params, quantizer, tuple(cases), runner, screen, graph_key)
     if not local:
         return Refined({}, 0)
     starts = list(starting_choices(local).values())
@@ -366,11 +337,10 @@ def choose_bounded(g: Graph, stats: CalibrationStats,
                    max_evaluations: int = 32, runner: Runner = fake_quant_runner,
                    prune: bool = True, readers: Runner | None = None,
                    expired: Callable[[], bool] | None = None, screen: float | None = None,
-                   graph_key: GraphKey | None = None, workers: int = 1
-                   ) -> tuple[CalibrationStats, Refined]:
+                   graph_key: GraphKey | None = None) -> tuple[CalibrationStats, Refined]:
     """`choose_end_to_end` with its refinement under a time bound (`refine_bounded`), its
     trials screened as `screen` says (`refine_end_to_end`), its graphs known by
-    `graph_key` and its cases run `workers` at a time (`refine_bounded`).
+    `graph_key` (`refine_bounded`).
 
     Returns:
         (`stats` carrying the choice at `bits`, what the refinement found).
@@ -382,5 +352,5 @@ def choose_bounded(g: Graph, stats: CalibrationStats,
                            readers)
     refined = refine_bounded(stats, local, quantizer, cases, bits, percentile,
                              max_evaluations, params, runner, prune=prune, expired=expired,
-                             screen=screen, graph_key=graph_key, workers=workers)
+                             screen=screen, graph_key=graph_key)
     return with_choices(stats, refined.chosen, bits, params), refined

@@ -5,7 +5,6 @@ and run in onnxruntime on held-out calibration samples.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -101,10 +100,9 @@ def chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | None
                                          lambda s: quantize(g, assign, s, opts, codes), bits,
                                          opts.percentile, forward,
                                          _act_tensors(g, assign[:, 1] == bits),
-                                         E2E_EVALUATIONS, _trial_runner,
+                                         E2E_EVALUATIONS, _onnxruntime_runner,
                                          readers=readers, expired=expired, screen=E2E_SCREEN,
-                                         graph_key=layer_annotations,
-                                         workers=trial_workers()[0])
+                                         graph_key=layer_annotations)
         stats = with_choices(stats, {t: m for (t, b), m in fitted.chosen.items() if b == bits},
                              bits)
         if refined.stopped:
@@ -159,29 +157,13 @@ def _held_runs(g: Graph, held: cal.CalibrationData, chunk: int | None = None,
     return recorded_chunks(g, held, outputs, run, chunk)
 
 
-def _onnxruntime_runner(qg: Graph, threads: int | None = None) -> Any:
-    """`compiler.range_search`'s runner: `qg` emitted and run in onnxruntime (`threads`
-    intra-op threads; None: onnxruntime's default, one a core), all outputs."""
+def _onnxruntime_runner(qg: Graph) -> Any:
+    """`compiler.range_search`'s runner: `qg` emitted and run in onnxruntime, all outputs."""
     from edgesim.evaluate import session
 
-    sess = session(emit(qg, EmitOptions(), check=False), threads, spin=False)
+    sess = session(emit(qg, EmitOptions(), check=False), spin=False)
     names = [o.name for o in sess.get_outputs()]
     return lambda feeds: dict(zip(names, sess.run(names, dict(feeds))))
-
-
-def trial_workers() -> tuple[int, int]:
-    """(cases a range-search trial runs at once, intra-op threads of its session): two at
-    once, the cores shared between them. Two is the most that never runs a case the screen
-    would have stopped (it stops at the fourth of eight; `compiler.range_search.
-    bounded_error`)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    workers = min(2, cores or 1)
-    return workers, max(1, (cores or 1) // workers)
-
-
-def _trial_runner(qg: Graph) -> Any:
-    """`_onnxruntime_runner` with `trial_workers`' threads."""
-    return _onnxruntime_runner(qg, trial_workers()[1])
 
 
 def _as_forward(env: FloatEnv) -> Forward:

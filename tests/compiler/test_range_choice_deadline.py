@@ -105,8 +105,8 @@ def test_time_the_machine_gives_other_programs_does_not_cut_the_search(tmp_path,
     quantize_model(g, 8, calib=data, out=tmp_path / "free.onnx", kernel_check="off")
     real = ranges_module._onnxruntime_runner
 
-    def descheduled(qg, *threads):  # type: ignore[no-untyped-def]
-        run = real(qg, *threads)
+    def descheduled(qg):  # type: ignore[no-untyped-def]
+        run = real(qg)
 
         def slow(feeds):  # type: ignore[no-untyped-def]
             time.sleep(0.3)
