@@ -51,7 +51,8 @@ STEPS = {
     "compiler.range_choice": ("choose_methods", "candidate_params", "_graph_errors"),
     "compiler.range_search": ("refine_bounded", "bounded_error"),
     "edgesim.alloc_dynamic": ("affordable", "priced_alloc"),
-    "edgesim.quantize": ("_extreme_layers", "_kernel_check", "_bias_corrected"),
+    "edgesim.quantize": ("_extreme_layers", "_kernel_check", "_bias_corrected",
+                         "_chosen_ranges", "_held_runs"),  # (before edgesim.ranges)
     "edgesim.ranges": ("chosen_ranges", "_held_runs"),
 }
 # onnxruntime's own: session creation from bytes (parse, graph optimisation, prepacking;
@@ -86,11 +87,14 @@ def timers() -> Iterator[dict[str, list[float]]]:
     inside = [False]
     saved: list[tuple[Any, str, Any]] = []
     for module in STEPS:
-        importlib.import_module(module)
+        with contextlib.suppress(ModuleNotFoundError):  # an older tree (its own ROOT copy)
+            importlib.import_module(module)
     holders = [m for k, m in sys.modules.items() if k.split(".")[0] in ("edgesim", "compiler")]
     for module, names in STEPS.items():
         for name in names:
-            f = getattr(sys.modules[module], name)
+            f = getattr(sys.modules.get(module), name, None)
+            if f is None:
+                continue
             timed = _timed(f, totals.setdefault(f"{module}.{name}", [0.0, 0]), inside)
             for m in holders:
                 if getattr(m, name, None) is f:
