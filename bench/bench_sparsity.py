@@ -11,12 +11,12 @@
     bits x sparsity plans and of bits-only plans (predicted latency vs accuracy measured in
     onnxruntime on the 360 held-out images), and the best of each within 0.5 point of the
     float model. onnxruntime itself gains no speed from the thresholds. `bits_only_bound`
-    splits the best bits-only plan's MAC layers into compute at density 0 (fold fill/drain,
-    and with pipelined folds the tile-swap floor per fold) and weight DRAM time and gives its
-    latency with every MAC input at density 0: no threshold can beat that floor; its vector
-    unit time, and that of the GEMM epilogues (bias, scale, ReLU/clip right after a GEMM),
-    which the target applies on the accumulator drain (`fused_epilogue`), with their time as
-    separate vector passes next to it. Every figure is given per regime of the array
+    (`sparsity_floor.py`) splits the best bits-only plan's MAC layers into compute at density
+    0 (fold fill/drain, and with pipelined folds the tile-swap floor per fold) and weight DRAM
+    time and gives its latency with every MAC input at density 0: no threshold can beat that
+    floor; its vector unit time, and that of the GEMM epilogues (bias, scale, ReLU/clip right
+    after a GEMM), which the target applies on the accumulator drain (`fused_epilogue`), with
+    their time as separate vector passes next to it. Every figure is given per regime of the array
     (`REGIMES`): SCALE-Sim's back-to-back folds with weights from DRAM every inference and
     unfused epilogues (the model before issue 15's follow-up), pipelined folds with fused
     epilogues per inference, and pipelined folds in a stream's steady state with resident
@@ -44,12 +44,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sparsity_floor
+
+from sparsity_floor import bound  # noqa: E402
 
 from compiler.allocate import joint_choices, pareto_front, split_choice  # noqa: E402
 from compiler.emit import emit  # noqa: E402
 from compiler.executor import run  # noqa: E402
 from compiler.frontend import load  # noqa: E402
-from compiler.ir import CATEGORY_GEMM, Graph  # noqa: E402
+from compiler.ir import Graph  # noqa: E402
 from compiler.passes.calibrate import calibrate  # noqa: E402
 from compiler.passes.quantize import quantize  # noqa: E402
 from compiler.passes.sparsify import (  # noqa: E402
@@ -61,22 +64,16 @@ from compiler.passes.sparsify import (  # noqa: E402
 from compiler.sparsity import mac_layers, operand_stats  # noqa: E402
 from edgesim.sparsity import (  # noqa: E402
     LEVELS,
-    TERMS,
     bits_sensitivity,
     compare_cycles,
-    joint_costs,
-    latency_terms,
     level_sensitivity,
     level_thresholds,
     plan_bits,
-    plan_latency_s,
 )
+from edgesim.sparsity_costs import TERMS, joint_costs, latency_terms, plan_latency_s  # noqa: E402
 from edgesim.streaming import ort_forward, run_stream  # noqa: E402
 from edgesim.zoo import build, load_digits_data  # noqa: E402
-from hwmodels import configs  # noqa: E402
-from hwmodels.macarray import evaluate as macarray_evaluate  # noqa: E402
 from hwmodels.macarray import weight_regime  # noqa: E402
-from hwmodels.sparsity import expected_terms  # noqa: E402
 from hwmodels.target import load_target  # noqa: E402
 
 TARGET = "sparse-mac-32x32"
@@ -201,7 +198,7 @@ def _plan(gs3, calib, layers, bits, levels, target, mode, grid=LEVELS) -> dict:
 
 
 def breakdown(gs: Graph, terms: dict, mac: set) -> dict:
-    """A plan's predicted latency split by cause (`edgesim.sparsity.latency_terms`): per MAC
+    """A plan's predicted latency split by cause (`edgesim.sparsity_costs.latency_terms`): per MAC
     layer its work, fill, swap and exposed DRAM (us), the other layers' vector-unit time
     together, and the totals of each term."""
     us = {t: terms[t] * 1e6 for t in TERMS}
@@ -262,7 +259,7 @@ def _regime(fixed: tuple, target, points: int, mode: str) -> dict:
         out["speedup_mac_layers"] = round(best["bits_only"]["mac_latency_us"]
                                           / best["joint"]["mac_latency_us"], 3)
     if best["bits_only"]:
-        out["bits_only_bound"] = bound(g1, layers, best["bits_only"], target)
+        out["bits_only_bound"] = bound(g1, layers, best["bits_only"], target, BITS)
     if len(BITS) ** len(layers) <= EXACT_MAX:
         exact = exact_bits_only((g, g1, gt), calib, layers, cost[:, :, 0], acc - LOSS_POINTS,
                                 target, mode)
@@ -290,98 +287,6 @@ def exact_bits_only(gs3, calib, layers, cost: np.ndarray, ok: float, target, mod
             plan.pop("breakdown")
             return {"plan": plan, "plans_measured": tried, "plans": len(plans)}
     return {"plan": None, "plans_measured": len(plans), "plans": len(plans)}
-
-
-def _per_layer_us(cost, col: np.ndarray) -> np.ndarray:
-    return cost.latency_s[np.arange(len(col)), col] * 1e6
-
-
-def bound(g1: Graph, layers: tuple[str, ...], plan: dict, target) -> dict:
-    """Why a plan's latency can or cannot drop with activation sparsity, from the array's
-    cost model at the plan's bits: per MAC layer the fold fill/drain (compute at density 0),
-    the weights' DRAM time (activations stay on chip on this design) and the latency with
-    every MAC input at density 0 -- the most any threshold could buy; plus the vector unit."""
-    table = g1.layer_table()
-    chosen = {n: BITS.index(tuple(b)) for n, b in zip(layers, plan["bits"])}
-    col = np.array([chosen.get(n, BITS.index((8, 8))) for n in table.names])
-    gemm = table.category == CATEGORY_GEMM
-    empty = dataclasses.replace(table, a_density=np.where(gemm, 0.0, table.a_density))
-    pairs = np.array(BITS)
-    ideal = _per_layer_us(macarray_evaluate(empty, pairs, target), col)
-    fast = dataclasses.replace(target, dram_bandwidth_gbps=1e12)
-    fill = _per_layer_us(macarray_evaluate(empty, pairs, fast), col)
-    cost = macarray_evaluate(table, pairs, target)
-    pj_per_byte = float(configs.from_targets([target]).cfg_f[0, 2])
-    dram = cost.energy_pj_dram[np.arange(len(col)), col] / pj_per_byte \
-        / (target.dram_bandwidth_gbps * 1e3)
-    rows = [{"layer": n, "fill_us": round(float(fill[i]), 3),
-             "weight_dram_us": round(float(dram[i]), 3),
-             "at_density_0_us": round(float(ideal[i]), 3)}
-            for i, n in enumerate(table.names) if gemm[i]]
-    floor = float(ideal.sum())
-    epi = [i for i, n in enumerate(table.names) if n in g1.epilogues()]
-    unfused = _per_layer_us(macarray_evaluate(
-        empty, pairs, dataclasses.replace(target, fused_epilogue=False)), col)
-    terms = density0_terms(table, col, target, ideal)
-    any_bits = np.min(macarray_evaluate(empty, pairs, target).latency_s, axis=1) * 1e6
-    return {"plan_latency_us": plan["latency_us"], "latency_at_density_0_us": round(floor, 3),
-            "max_speedup_any_sparsity": round(plan["latency_us"] / floor, 3),
-            # density 0 and each layer at its fastest bit pair, accuracy ignored: no plan of
-            # bits and thresholds can go below this under the model
-            "latency_at_density_0_fastest_bits_us": round(float(any_bits.sum()), 3),
-            "max_speedup_any_plan": round(plan["latency_us"] / float(any_bits.sum()), 3),
-            # the density-0 latency split by cause; the largest term bounds the speed-up
-            "density_0_terms_us": terms,
-            "bounding_term": max(terms, key=terms.get),
-            "why_terms_stay": WHY,
-            "vector_unit_us": round(float(ideal[~gemm].sum()), 3),
-            # GEMM epilogues (bias, scale, ReLU/clip: compiler.ir.Graph.epilogues): their time
-            # in the model (0 when the target fuses them on the accumulator drain) and as
-            # separate vector-unit passes (fused_epilogue: false)
-            "fused_epilogue": target.fused_epilogue,
-            "vector_epilogue_us": round(float(ideal[epi].sum()), 3),
-            "vector_epilogue_unfused_us": round(float(unfused[epi].sum()), 3),
-            "mac_fill_us": round(float(fill[gemm].sum()), 3),
-            "mac_weight_dram_us": round(float(dram[gemm].sum()), 3), "mac_layers": rows}
-
-
-# Why each density-0 term stays on sparse-mac-32x32 (os, pipelined, weights resident, fused
-# epilogues, weight preload), i.e. why no sourced mechanism in the model removes it
-WHY = {
-    "fill": "R + C - 2 = 62 cycles once per GEMM: the operand skew of its first fold, whose "
-            "activations are the previous layer's outputs (read-after-write; the TPU counts "
-            "such stalls apart). os streams its weights, so preloading the next layer's "
-            "weights (weight_preload, TPU v1 Weight FIFO) has nothing to hide here",
-    "swap": "a pipelined fold followed by another lasts >= R = 32 cycles: the output tile "
-            "shifts down the 32-deep column while the next fold accumulates (Gemmini PE "
-            "c1/c2 + propagate); zeros shorten the work, not the chain",
-    "dram": "weights the filter SRAM cannot keep (resident test per width over the whole "
-            "model) stream every inference; activations do not reduce weight bytes",
-    "vector": "non-GEMM layers the accumulator drain does not take (LayerNorm, softmax, GELU, "
-              "residual adds; pools and ReLUs right after a GEMM fuse) run on the 32-lane "
-              "vector unit: not MAC inputs, so thresholds cannot skip them",
-}
-
-
-def density0_terms(table, col: np.ndarray, target, ideal_us: np.ndarray) -> dict:
-    """Latency at density 0 (plan's bits) by cause, us: the MAC layers' fill and swap (their
-    work is 0: `hwmodels.sparsity.expected_terms`), the weight DRAM time compute does not
-    hide (the rest of their latency) and the vector unit's."""
-    out = dict.fromkeys(("fill", "swap", "dram", "vector"), 0.0)
-    for i in range(len(table)):
-        if table.category[i] != CATEGORY_GEMM:
-            out["vector"] += float(ideal_us[i])
-            continue
-        g, bits = int(table.groups[i]), BITS[col[i]]
-        parts = [expected_terms(int(table.m[i]), int(table.n[i]), int(table.k[i]), 0.0,
-                                float(table.w_density[i]), target, bits, j == 0, j == g - 1)
-                 for j in range(g)]
-        fill = sum(p.fill for p in parts) / (target.clock_ghz * 1e3)
-        swap = sum(p.swap for p in parts) / (target.clock_ghz * 1e3)
-        out["fill"] += fill
-        out["swap"] += swap
-        out["dram"] += max(0.0, float(ideal_us[i]) - fill - swap)
-    return {k: round(v, 3) for k, v in out.items()}
 
 
 def plot_fronts(joint_result: dict, path: str, regime: str = "pipelined_steady_state") -> None:

@@ -106,9 +106,9 @@ def costcall_worker(space_file: str) -> dict:
     import numpy as np
 
     from edgesim.loading import load_graph
+    from edgesim.sweep.evaluate import Context, evaluate_batch, model_context, proxy_sensitivity
     from edgesim.sweep.kinds import hooks
     from edgesim.sweep.points import enumerate_points
-    from edgesim.sweep.run import Context, evaluate_batch, model_context, proxy_sensitivity
     from hwmodels import prepared
     from hwmodels.target import load_target
 

@@ -54,18 +54,9 @@ ACTIVATIONS: tuple[str, ...] = (
     "softsign", "threshold",
 )
 
-# Ops an array applies to its accumulators' outputs as they drain (Gemmini's AccumulatorScale:
-# scale, bias, ReLU/ReLU6 clip; TPU v1's activation unit): see `Graph.epilogues`
 # elements of any one tensor the frontend accepts, initializer or layer output, checked before
 # it allocates (2^34: 64 GiB of float32, beyond any edge model's largest weight)
 MAX_TENSOR_ELEMS = 2**34
-
-EPILOGUE_ACTIVATIONS = frozenset({"relu", "clip"})
-EPILOGUE_ELTWISE = frozenset({"add", "sub", "mul", "div"})
-# Pooling right after a GEMM: TPU v1's activation unit "can also perform the pooling operations
-# needed for convolutions" on the accumulators' outputs (Jouppi et al. ISCA 2017, sec. 2);
-# Gemmini max-pools rows as it moves them out of its SRAMs (ucb-bar/gemmini StoreController)
-EPILOGUE_POOLS = frozenset({"max", "avg", "global_avg", "global_max"})
 
 
 @dataclass(frozen=True)
@@ -198,7 +189,7 @@ class LayerTable:
     w_repeat: np.ndarray | None = None
     # bool, the layer's weight (its `compiler.formats.WEIGHT_INPUT` slot) is a constant an
     # earlier layer read, but not all its constants are (a Gemm sharing B with its own C):
-    # only what the others add is stored again (`compiler.formats.table_geometry`)
+    # only what the others add is stored again (`compiler.format_bytes.table_geometry`)
     w_shared: np.ndarray | None = None
     # bool, the layer writes a graph output: a runtime that ran it in another layout copies
     # it back to the model's declared one (`hwmodels.ort_layout`); None where not derived
@@ -329,118 +320,25 @@ class Graph:
         return g
 
     def layer_table(self) -> LayerTable:
-        """Per-layer facts as arrays (see `LayerTable`), made on the first call and shared
-        by later ones, with the cost models' memo on it: the graph is frozen and the table
-        read-only, and a pass's `dataclasses.replace` makes a new graph, so it cannot go
-        stale (a PP-OCR compile asked its graph 11 times, 12 ms a table)."""
+        """Per-layer facts as arrays (see `LayerTable`, built by `compiler.graph_table`), made
+        on the first call and shared by later ones, with the cost models' memo on it: the
+        graph is frozen and the table read-only, and a pass's `dataclasses.replace` makes a
+        new graph, so it cannot go stale (a PP-OCR compile asked its graph 11 times, 12 ms a
+        table)."""
         return self._table
 
     @functools.cached_property
     def _table(self) -> LayerTable:
-        from compiler.ops import OPS  # the op table imports this module
+        from compiler.graph_table import layer_table  # it imports this module
 
-        rows = [self._row(layer, OPS[layer.kind]) for layer in self.layers]
-        fused, index = self.epilogues(), {x.name: i for i, x in enumerate(self.layers)}
-        cols = list(zip(*rows)) if rows else [()] * 18
-        ints = [np.asarray(c, dtype=np.int64) for c in cols[2:14]]
-        # ints holds the 12 int64 columns between category and the two float ones
-        return LayerTable(  # type: ignore[call-arg]
-            tuple(layer.name for layer in self.layers),
-            np.asarray(cols[0], dtype=np.int32), np.asarray(cols[1], dtype=np.int32),
-            *ints, np.asarray(cols[14], dtype=np.float64), np.asarray(cols[15], dtype=np.float64),
-            np.asarray([self.format_code(layer) for layer in self.layers], dtype=np.int64),
-            np.asarray([index.get(fused.get(x.name, ""), -1) for x in self.layers],
-                       dtype=np.int64),
-            self._reads(),
-            np.asarray([self._kernel_rows(x) for x in self.layers], dtype=np.int64),
-            np.asarray([self._channels(x) for x in self.layers], dtype=np.int64),
-            self._w_repeat(),
-            self._w_shared(),
-            np.asarray([any(t in self.outputs for t in x.outputs) for x in self.layers],
-                       dtype=bool),
-            np.asarray(cols[16], dtype=np.int64),
-            np.asarray(cols[17], dtype=np.int64),
-            np.asarray([ACTIVATIONS.index(x.attrs["fn"]) if x.kind == "activation" else -1
-                        for x in self.layers], dtype=np.int64),
-            np.asarray([len(self.types[x.outputs[0]].shape) if x.outputs else 0
-                        for x in self.layers], dtype=np.int64),
-        )
-
-    def _w_repeat(self) -> np.ndarray:
-        """Bool [L]: the layer's constants were all read by earlier layers (`w_repeat`)."""
-        seen: set[str] = set()
-        out = []
-        for x in self.layers:
-            consts = {t for t in x.inputs if t in self.weights}
-            out.append(bool(consts) and consts <= seen)
-            seen |= consts
-        return np.asarray(out, dtype=bool)
-
-    def _w_shared(self) -> np.ndarray:
-        """Bool [L]: the layer's weight-slot constant was read by an earlier layer, its other
-        constants not all (`w_shared`)."""
-        from compiler.formats import WEIGHT_INPUT  # formats imports this module
-
-        seen: set[str] = set()
-        out = []
-        for x in self.layers:
-            consts = {t for t in x.inputs if t in self.weights}
-            slot = WEIGHT_INPUT.get(x.kind, len(x.inputs))
-            out.append(slot < len(x.inputs) and x.inputs[slot] in seen and not consts <= seen)
-            seen |= consts
-        return np.asarray(out, dtype=bool)
-
-    def _channels(self, x: Layer) -> int:
-        """Dim 1 of a rank-4 first output (NCHW channels); 0 otherwise."""
-        spec = self.types.get(x.outputs[0]) if x.outputs else None
-        shape = spec.shape if spec is not None else ()
-        return int(shape[1]) if len(shape) == 4 and isinstance(shape[1], int) else 0
-
-    def _kernel_rows(self, x: Layer) -> int:
-        """A conv's kernel height (its weight is [cout, cin / g, kh, kw]); 1 otherwise."""
-        spec = self.types.get(x.inputs[1]) if x.kind == "conv" and len(x.inputs) > 1 else None
-        shape = spec.shape if spec is not None else ()
-        return int(shape[2]) if len(shape) == 4 and isinstance(shape[2], int) else 1
-
-    def _reads(self) -> np.ndarray:
-        """int64 [L, 2]: the producer rows of each layer's first two inputs (-1: none)."""
-        made = {t: i for i, x in enumerate(self.layers) for t in x.outputs}
-        rows = [[made.get(t, -1) for t in (*x.inputs[:2], "", "")[:2]] for x in self.layers]
-        return np.asarray(rows, dtype=np.int64).reshape(len(self.layers), 2)
+        return layer_table(self)
 
     def epilogues(self) -> dict[str, str]:
-        """Layers an array can apply to a GEMM's results as they drain from its accumulators
-        (TPU v1's activation unit, Jouppi et al. ISCA 2017 sec. 2; Gemmini's
-        AccumulatorScale), each mapped to that GEMM: a bias add or a scale (`EPILOGUE_ELTWISE`
-        with a constant second operand), a ReLU/clip or a pool (`EPILOGUE_POOLS`) whose input
-        a GEMM, or an epilogue of one, produces and no other layer reads. An elementwise op of
-        two activations (a residual Add) is not one: its second operand is not in the
-        accumulators."""
-        users, made = self.consumers(), self.producers()
-        out: dict[str, str] = {}
-        for x in self.layers:
-            src = made.get(x.inputs[0]) if x.inputs else None
-            if src is None or len(users.get(x.inputs[0], ())) != 1 \
-                    or x.inputs[0] in self.outputs or not self._epilogue_op(x):
-                continue
-            if KIND_CATEGORY[src.kind] == CATEGORY_GEMM:
-                out[x.name] = src.name
-            elif src.name in out:
-                out[x.name] = out[src.name]
-        return out
+        """Layers an array applies to a GEMM's results as they drain from its accumulators,
+        each mapped to that GEMM (`compiler.graph_table.epilogues`)."""
+        from compiler.graph_table import epilogues  # it imports this module
 
-    def _epilogue_op(self, x: Layer) -> bool:
-        """Whether `x` is an op an accumulator drain applies: a fused activation, or a binary
-        elementwise op whose other operand is a constant no larger than the result."""
-        fn = x.attrs.get("fn")
-        if x.kind == "activation":
-            return fn in EPILOGUE_ACTIVATIONS
-        if x.kind == "pool":
-            return fn in EPILOGUE_POOLS
-        if x.kind != "eltwise" or fn not in EPILOGUE_ELTWISE or len(x.inputs) != 2:
-            return False
-        other = x.inputs[1]
-        return other in self.weights and self.types[other].size <= self.types[x.inputs[0]].size
+        return epilogues(self)
 
     def const_weight(self, layer: Layer) -> bool:
         """Whether `layer` reads a constant in its weight slot (either operand of a matmul)."""
@@ -450,30 +348,6 @@ class Graph:
             return any(t in self.weights for t in layer.inputs[:2])
         slot = WEIGHT_INPUT.get(layer.kind)
         return slot is not None and len(layer.inputs) > slot and layer.inputs[slot] in self.weights
-
-    def format_code(self, layer: Layer) -> int:
-        """The planned `compiler.formats` row of `layer`, or -1 if it was never planned."""
-        from compiler.formats import FORMAT_CODE, NO_FORMAT, of_layer
-
-        if layer.quant == Quant():
-            return NO_FORMAT
-        return FORMAT_CODE[of_layer(layer, self.const_weight(layer)).name]
-
-    def _row(self, layer: Layer, op: Any) -> tuple[int | float, ...]:
-        ins = [self.types[t] if t else None for t in layer.inputs]
-        outs = [self.types[t] for t in layer.outputs]
-        f: Facts = op.facts(ins, outs, **layer.attrs)
-        acts = [self.types[t] for t in layer.inputs if t and t not in self.weights]
-        wts = [self.types[t] for t in layer.inputs if t in self.weights]
-        return (
-            KIND_CODE[layer.kind], KIND_CATEGORY[layer.kind],
-            f.m, f.n, f.k, f.groups, f.macs, f.ops,
-            sum(s.size for s in wts), sum(s.size for s in acts), sum(s.size for s in outs),
-            sum(s.nbytes for s in acts), sum(s.nbytes for s in outs), sum(s.nbytes for s in wts),
-            1.0 if layer.w_density is None else layer.w_density,
-            1.0 if layer.a_density is None else layer.a_density,
-            f.transcendentals, f.function_nodes,
-        )
 
 
 def is_placeholder(array: np.ndarray) -> bool:

@@ -15,7 +15,7 @@ Blocks: a choice is (w_bits, a_bits, block). With `blocks` given, each quantised
 once per block to the layers whose format row is per-block (MatMulNBits, blocked
 DequantizeLinear); their omega is measured on that block's grid
 (`compiler.sensitivity.blocks`) and their size counts that block's scales
-(`compiler.formats.block_bytes_delta`). Without `blocks`, every choice has the one block
+(`compiler.format_bytes.block_bytes_delta`). Without `blocks`, every choice has the one block
 `NBITS_BLOCK`, as before.
 """
 
@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from compiler.format_bytes import block_bytes_delta
 from compiler.formats import (
     BLOCKED_CODES,
     NBITS_BLOCK,
     Policy,
-    block_bytes_delta,
     check_block,
     resolve_codes,
 )

@@ -6,7 +6,8 @@ input's batch axis (`Graph.batch_axis`: axis 0, or e.g. axis 1 of a recurrent st
 `CalibrationData` keeps every input samples-first, `[S, *sample_shape]`; `batches(g, ...)`
 cuts them into feed dicts at the graph's static batch size, in the model's layout again.
 Every problem with the data (a missing or unknown key, a wrong shape or dtype, NaN or
-infinity, no samples) is one `UserError` naming the file and the key.
+infinity, an index outside the gather table it indexes, no samples) is one `UserError`
+naming the file and the key.
 
 Random samples (when no data is given) are standard-normal for float inputs; integer inputs
 that index a gather table get uniform indices below the table's smallest size, other integer
@@ -59,7 +60,8 @@ def model_layout(g: Graph, name: str, x: np.ndarray) -> np.ndarray:
     """Samples-first `x` [S, *sample_shape] in the model's layout (samples on the batch
     axis; an input without one takes the first sample's value)."""
     axis = g.batch_axis(name)
-    return x[0] if axis is None else np.moveaxis(x, 0, axis)
+    # asarray: x[0] of a rank-0 input's [S] samples is a numpy scalar, which onnxruntime refuses
+    return np.asarray(x[0]) if axis is None else np.moveaxis(x, 0, axis)
 
 
 # Declared bytes of one .npz member accepted before it is read (a hostile header can declare
@@ -129,6 +131,11 @@ def _check_array(g: Graph, name: str, x: np.ndarray, where: str) -> np.ndarray:
         raise UserError(f"{where}: {name}", f"dtype {x.dtype}, the model input is {spec.dtype}")
     if want_float and not np.all(np.isfinite(x)):
         raise UserError(f"{where}: {name}", "holds NaN or infinity")
+    bound = None if want_float or not x.size else _index_bound(g, name)
+    if bound is not None and not -bound <= x.min() <= x.max() < bound:
+        # onnxruntime would stop inside the analysis with "indices element out of data bounds"
+        raise UserError(f"{where}: {name}", f"values {x.min()}..{x.max()} index a table of "
+                        f"{bound} rows (valid: {-bound}..{bound - 1})")
     return x.astype(spec.dtype)
 
 

@@ -230,6 +230,25 @@ class ParetoResult:
                 "objectives": list(self.objectives), "files": list(self.files), "front": rows}
 
 
+FILE_SUFFIXES = {".csv": "csv", ".png": "png"}
+UNWRITTEN_SUFFIXES = (".svg", ".pdf", ".jpg", ".jpeg")  # plots edgesim cannot write
+
+
+def output_kind(output: str | Path | None) -> str:
+    """What `output` names, by its suffix: "csv" (the front's CSV only), "png" (the front
+    plot only) or "folder" (front.csv, front.png and summary.png; also for no output).
+
+    Raises:
+        UserError: a plot format edgesim does not write (e.g. .svg): the user expects that
+            file, not a folder of that name.
+    """
+    suffix = Path(output).suffix.lower() if output is not None else ""
+    if suffix in UNWRITTEN_SUFFIXES:
+        raise UserError(str(output), f"edgesim writes plots as PNG, not {suffix}; name the "
+                        "plot .png, the table .csv, or give a folder")
+    return FILE_SUFFIXES.get(suffix, "folder")
+
+
 def pareto(results: str | Path, objectives: Sequence[str] = DEFAULT_OBJECTIVES, *,
            output: str | Path | None = None, color: str | None = None,
            plots: bool = True, force: bool = False) -> ParetoResult:
@@ -238,16 +257,21 @@ def pareto(results: str | Path, objectives: Sequence[str] = DEFAULT_OBJECTIVES, 
     Args:
         results: a sweep directory, .jsonl, .json or .csv file.
         objectives: column names, each optionally ":min"/":max" (at least one).
-        output: directory for front.csv, front.png and summary.png (default: the results'
-            directory), claimed as compile claims `-o` (`edgesim.output`: new, empty or made
-            by edgesim; else refused unless `force`; files replaced atomically, nothing else
-            touched).
+        output: by suffix (`output_kind`): `x.csv` writes the front's CSV only, `x.png` the
+            front plot only (each replaced atomically); anything else is a directory for
+            front.csv, front.png and summary.png (default: the results' directory), claimed
+            as compile claims `-o` (`edgesim.output`: new, empty or made by edgesim; else
+            refused unless `force`; files replaced atomically, nothing else touched).
         color: a column colouring the front plot (default: the third objective, if any).
-        plots: write the PNG plots.
+        plots: write the PNG plots (False with a .png `output` is refused).
 
     Returns:
         A `ParetoResult`.
     """
+    kind = output_kind(output)
+    one_file = Path(output) if output is not None and kind != "folder" else None
+    if one_file is not None:
+        _check_output_file(one_file, kind, plots)
     table = load_results(results)
     parsed = [parse_objective(o) for o in objectives]
     chosen = tuple(f"{table.resolve(n)}:{sense}" for n, sense in parsed)
@@ -257,7 +281,10 @@ def pareto(results: str | Path, objectives: Sequence[str] = DEFAULT_OBJECTIVES, 
         return files + (_plots(table, front, chosen, color, where) if plots and len(table)
                         else [])
 
-    if output is None:
+    if one_file is not None:
+        files = [write_csv(front, one_file) if kind == "csv"
+                 else _front_png(table, chosen, color, one_file)]
+    elif output is None:
         files = write(_results_dir(results))
     else:
         from edgesim.output import output_folder, publish, staging
@@ -266,6 +293,15 @@ def pareto(results: str | Path, objectives: Sequence[str] = DEFAULT_OBJECTIVES, 
             write(folder)
             files = publish(folder, outdir)
     return ParetoResult(len(table), table.dropped, chosen, front, tuple(map(str, files)))
+
+
+def _check_output_file(path: Path, kind: str, plots: bool) -> None:
+    """Before any work: the one file `path` names can be written (and is wanted)."""
+    from edgesim.output import output_file
+
+    if kind == "png" and not plots:
+        raise UserError(str(path), "--no-plots with a .png output would write nothing")
+    output_file(path)
 
 
 def _results_dir(results: str | Path) -> Path:
@@ -280,15 +316,23 @@ def _plots(table: Table, front: Table, chosen: Sequence[str], color: str | None,
     from edgesim import plot
 
     names = [c.rpartition(":")[0] for c in chosen]
+    files = [_front_png(table, chosen, color, where / "front.png")]
+    if len(names) > 1 and len(front):
+        summary = plot.summary_plot({c: front.numeric(c) for c in names}, names,
+                                    title=f"{len(front)} non-dominated designs")
+        files.append(plot.save(summary, where / "summary.png"))
+    return files
+
+
+def _front_png(table: Table, chosen: Sequence[str], color: str | None, path: Path) -> Path:
+    """The first two objectives of every row, their 2-D front highlighted, as PNG `path`."""
+    from edgesim import plot
+
+    names = [c.rpartition(":")[0] for c in chosen]
     x, y = names[0], names[min(1, len(names) - 1)]
     shade = table.resolve(color) if color else (names[2] if len(names) > 2 else None)
     columns = {c: table.numeric(c) for c in {x, y, *names, *([shade] if shade else [])}}
     mask = front_mask(table, chosen[:2])
     fig = plot.front_plot(columns, x, y, color=shade, highlight=mask,
                           title=f"{len(table)} designs, {int(mask.sum())} non-dominated")
-    files = [plot.save(fig, where / "front.png")]
-    if len(names) > 1 and len(front):
-        summary = plot.summary_plot({c: front.numeric(c) for c in names}, names,
-                                    title=f"{len(front)} non-dominated designs")
-        files.append(plot.save(summary, where / "summary.png"))
-    return files
+    return plot.save(fig, path, make_folder=False)

@@ -164,6 +164,7 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
         UserError / ModelError: bad bits, unknown layers, bad calibration data, a model
             edgesim cannot load or one already quantized; nothing is written then.
     """
+    from edgesim.kernel_check import per_sample_batch
     from edgesim.loading import float_graph
 
     g = float_graph(model, input_shapes)                                  # ONNX -> IR
@@ -192,14 +193,16 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
     w_elems, fp32_bytes = g.layer_table().w_elems, weight_bytes(g)
     del g, float_env, codes  # with `spent_weights` below: float weights freed before emission
     qg = spent_weights(qg)
-    model = emit(qg, emit_options or EmitOptions())                       # IR -> ONNX
+    emit_opts = emit_options or EmitOptions()
+    model = emit(qg, emit_opts)                                           # IR -> ONNX
+    model, fixed = per_sample_batch(qg, model, emit_opts)                 # run at batch 2
     kernels = _kernel_check(qg, model, kernel_check)                      # vs onnxruntime
     path = write(model, out)                                              # atomic
     layers = tuple(r for i in range(len(qg.layers))
                    if (r := _layer_report(qg, i, w_elems, kernels)))
     return QuantizeResult(str(path), layers, os.path.getsize(path), weight_bytes(qg),
                           fp32_bytes, data.source if data else "",
-                          bool(data and data.random), notes)
+                          bool(data and data.random), notes + fixed)
 
 
 def replaced_weights(qg: Graph) -> frozenset[str]:

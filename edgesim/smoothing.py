@@ -16,7 +16,7 @@ from edgesim.analysis_inputs import ANALYSIS_SAMPLES
 from edgesim.errors import UserError
 
 if TYPE_CHECKING:
-    from edgesim.pipeline import CompileOptions
+    from edgesim.compile_options import CompileOptions
 
 AUTO_ALPHA = 0.5  # SmoothQuant's default strength (Xiao et al. 2023, sec. 4)
 

@@ -1,14 +1,16 @@
 """Activation sparsity in the product: cycles of MAC layers from measured operand statistics,
-checked against the exact (mask-driven) model, and the joint bits x sparsity choices.
+checked against the exact (mask-driven) model, the joint bits x sparsity choices, and the
+compile pipeline's step that applies them.
 
-Only this module wires `compiler.sparsity` / `compiler.passes.sparsify` to
-`hwmodels.sparsity`; the compiler knows no target and the cost models know no executor.
+Only this module and its two parts -- `edgesim.sparsity_costs` (a thresholded plan's latency)
+and `edgesim.sparsity_notes` (what the step says) -- wire `compiler.sparsity` /
+`compiler.passes.sparsify` to `hwmodels.sparsity`; the compiler knows no target and the cost
+models know no executor.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -16,17 +18,17 @@ import numpy as np
 
 from compiler.allocate import solve
 from compiler.executor import run
-from compiler.ir import Graph, Layer
+from compiler.ir import Graph
 from compiler.passes.calibrate import CalibrationStats
 from compiler.passes.quantize import quantize
 from compiler.passes.sparsify import Threshold, calibrate_sequential, sparsifiable, sparsify
 from compiler.sensitivity.loss import kl_divergence, loss_outputs
 from compiler.sparsity import OperandStats, gemm_masks, operand_stats
 from edgesim.errors import UserError
-from hwmodels import configs
-from hwmodels.macarray import MacArrayTarget, weight_regime
-from hwmodels.macarray import evaluate as macarray_evaluate
-from hwmodels.sparsity import data_driven_cycles, expected_cycles, lane_cycles, lane_terms
+from edgesim.sparsity_costs import Feeds, joint_costs, plan_pair, skips_activations
+from edgesim.sparsity_notes import threshold_notes
+from hwmodels.macarray import MacArrayTarget
+from hwmodels.sparsity import data_driven_cycles, expected_cycles, lane_cycles
 from hwmodels.target import Target
 
 if TYPE_CHECKING:
@@ -95,7 +97,6 @@ def compare_cycles(g: Graph, stats: Mapping[str, OperandStats],
 # --- joint bits x sparsity ------------------------------------------------------------------
 
 LEVELS = (0.0, 0.25, 0.5, 0.625, 0.75)  # target activation sparsity per MAC input
-Feeds = Mapping[str, np.ndarray]
 
 
 def level_thresholds(g: Graph, batches: list[Feeds], layers: tuple[str, ...],
@@ -147,96 +148,12 @@ def bits_sensitivity(g: Graph, batches: list[Feeds], reference: list[np.ndarray]
                                 fake_quant=True) - base for b in bit_pairs] for n in layers])
 
 
-TERMS = ("work", "fill", "swap", "dram", "vector")  # the causes `latency_terms` splits
-
-
-def latency_terms(gs: Graph, stats: Mapping[str, OperandStats],
-                  chosen: Mapping[str, tuple[int, int]], target: MacArrayTarget
-                  ) -> dict[str, np.ndarray]:
-    """`plan_latency_s` split by cause: per term of `TERMS`, seconds per layer of `gs`.
-
-    MAC layers: `work` (busiest-PE streaming), `fill` (skew/fill/drain) and `swap` (pipelined
-    folds waiting for the tile swap) from the per-lane model (`hwmodels.sparsity.CycleTerms`),
-    and `dram`, the DRAM time compute does not hide (all of it unless double buffered); other
-    layers: `vector`, the array's cost model (vector unit). The terms sum to the latency."""
-    table = gs.layer_table()
-    density = np.array([stats[n].density if n in stats else d
-                        for n, d in zip(table.names, table.a_density)])
-    pairs = sorted({(8, 8), *chosen.values()})
-    cost = macarray_evaluate(dataclasses.replace(table, a_density=density), np.array(pairs),
-                             target)
-    hz = target.clock_ghz * 1e9
-    dram_s = cost.energy_pj_dram / _dram_pj_per_byte(target) / (target.dram_bandwidth_gbps * 1e9)
-    folded = target.sparsity in ("skip_activations", "skip_both")
-    out = {t: np.zeros(len(gs.layers)) for t in TERMS}
-    for i, x in enumerate(gs.layers):
-        b = pairs.index(chosen.get(x.name, (8, 8)))
-        if x.name in stats:
-            s = stats[x.name]
-            terms = lane_terms(s.lane_density, s.w_col_nnz, s.k, target, pairs[b])
-            out["work"][i], out["fill"][i] = terms.work / hz, terms.fill / hz
-            out["swap"][i] = terms.swap / hz
-            hidden = terms.total / hz if target.double_buffered else 0.0
-            out["dram"][i] = max(0.0, dram_s[i, b] - hidden)
-        else:
-            out["vector"][i] = 0.0 if folded and _is_threshold(x) else cost.latency_s[i, b]
-    return out
-
-
-def plan_latency_s(gs: Graph, stats: Mapping[str, OperandStats],
-                   chosen: Mapping[str, tuple[int, int]], target: MacArrayTarget) -> np.ndarray:
-    """Per layer of `gs` (a batch-1 graph, thresholds included), predicted latency of one
-    sample on `target`. MAC layers: the per-lane model's compute cycles at their bits (8/8
-    where not chosen; `stats` are per sample) against the DRAM cycles the array's cost model
-    gives at their measured density (compressed operands), overlapped when double buffered
-    (none for weights the target keeps resident: `hwmodels.macarray.weight_regime`); other
-    layers: the array's cost model (vector unit). The sum of `latency_terms`."""
-    terms = latency_terms(gs, stats, chosen, target)
-    return np.sum([terms[t] for t in TERMS], axis=0)
-
-
-def _is_threshold(layer: Layer) -> bool:
-    # assumed: an array that skips zero activations already compares every input against
-    # zero where it compresses them (Eyeriss v2's CSC encoder, SCNN's sparse format); the
-    # threshold is that comparison with |x - c| < t, so it adds no cycles there. Elsewhere
-    # (a dense array, a CPU) it runs as the four elementwise ops it is.
-    return layer.kind == "activation" and layer.attrs.get("fn") == "threshold"
-
-
-def _dram_pj_per_byte(target: MacArrayTarget) -> float:
-    return float(configs.from_targets([target]).cfg_f[0, 2])
-
-
-def joint_costs(g: Graph, per_level_stats: Sequence[Mapping[str, OperandStats]],
-                per_level: list[dict[str, Threshold]], layers: tuple[str, ...],
-                bit_pairs: tuple[tuple[int, int], ...], target: MacArrayTarget) -> np.ndarray:
-    """[L, B, S] latency of each allocated layer (its threshold layer included) at each bit
-    pair and sparsity level, for one sample (`g` at batch 1); the model's other layers are
-    a constant left out."""
-    out = np.zeros((len(layers), len(bit_pairs), len(per_level)))
-    for s, (stats, th) in enumerate(zip(per_level_stats, per_level)):
-        gs = sparsify(g, th)
-        names = [x.name for x in gs.layers]
-        for b, bits in enumerate(bit_pairs):
-            lat = plan_latency_s(gs, stats, dict.fromkeys(layers, bits), target)
-            for i, n in enumerate(layers):
-                cut = f"{n}/sparsify"
-                out[i, b, s] = lat[names.index(n)] + (lat[names.index(cut)] if cut in names
-                                                       else 0.0)
-    return out
-
-
 # --- the compile pipeline's step (after the bits) --------------------------------------------
 
 MAX_SAMPLES = 32  # calibration samples the threshold search runs over
 # assumed: a mean KL of 0.002 nats to the dense model's outputs moves top-1 decisions by well
 # under a point on the digits models (bench_sparsity's fronts); the bound for the whole plan
 MAX_KL = 0.002
-
-
-def skips_activations(target: Target) -> bool:
-    """True if `target` turns activation zeros into saved cycles (a zero-skipping array)."""
-    return getattr(target, "sparsity", "none") in ("skip_activations", "skip_both")
 
 
 def _feeds(g: Graph, samples: Mapping[str, np.ndarray]) -> list[Feeds]:
@@ -283,39 +200,8 @@ def apply_sparsity(g: Graph, target: Target, samples: Mapping[str, np.ndarray],
               if lvl > 0}
     th = calibrate_sequential(g, feeds, chosen)
     gs = sparsify(g, th)
-    stats = operand_stats(gs, feeds)
-    notes = tuple(f"sparsity: {n} input thresholded at |x - {t.center:.4g}| < {t.threshold:.4g}"
-                  f" (target {t.target:.0%}, measured density {stats[n].density:.3f}); "
-                  "onnxruntime runs it at no speed gain" for n, t in th.items())
-    return replace(gs, notes=gs.notes + (notes or ("sparsity: every layer stays dense",))
-                   + (_latency_note(g, gs, feeds, stats, bits, target),))
-
-
-def _plan_pair(g: Graph, gs: Graph, feeds: list[Feeds], stats: Mapping[str, OperandStats],
-               bits: np.ndarray | None, target: MacArrayTarget
-               ) -> tuple[dict[str, float], dict[str, float]]:
-    """Per MAC layer, the per-lane model's latency at the chosen bits, dense and with the
-    thresholds (each thresholded layer's own threshold counted with it)."""
-    mac = set(stats)
-    rows = np.asarray(bits).tolist() if bits is not None else [(8, 8)] * len(g.layers)
-    chosen = {x.name: (w, a) if w < 32 and a < 32 else (8, 8)
-              for x, (w, a) in zip(g.layers, rows) if x.name in mac}
-    dense = plan_latency_s(g, operand_stats(g, feeds), chosen, target)
-    sparse = plan_latency_s(gs, stats, chosen, target)
-    at = {x.name: t for x, t in zip(gs.layers, sparse)}
-    return ({x.name: float(t) for x, t in zip(g.layers, dense) if x.name in mac},
-            {n: float(at[n] + at.get(f"{n}/sparsify", 0.0)) for n in mac})
-
-
-def _latency_note(g: Graph, gs: Graph, feeds: list[Feeds], stats: Mapping[str, OperandStats],
-                  bits: np.ndarray | None, target: MacArrayTarget) -> str:
-    # the allocation's predicted latency uses mean densities of the dense model
-    dense, sparse = _plan_pair(g, gs, feeds, stats, bits, target)
-    d, s = sum(dense.values()), sum(sparse.values())
-    folds = "pipelined folds" if target.fold_pipelining else "back-to-back folds"
-    return (f"sparsity: per-lane model at the chosen bits, MAC layers: {d * 1e3:.4g} ms dense "
-            f"-> {s * 1e3:.4g} ms with the thresholds ({d / s:.3f}x); {folds}; "
-            f"{weight_regime(g.layer_table(), target)}")
+    notes = threshold_notes(g, gs, feeds, th, operand_stats(gs, feeds), bits, target)
+    return replace(gs, notes=gs.notes + notes)
 
 
 def with_sparse_costs(result: CompileResult, g: Graph, gs: Graph,
@@ -328,7 +214,7 @@ def with_sparse_costs(result: CompileResult, g: Graph, gs: Graph,
     if gs is g or not isinstance(target, MacArrayTarget) or not skips_activations(target):
         return result
     feeds = _feeds(g, samples)
-    dense, sparse = _plan_pair(g, gs, feeds, operand_stats(gs, feeds), bits, target)
+    dense, sparse = plan_pair(g, gs, feeds, operand_stats(gs, feeds), bits, target)
     ratio = {n: sparse[n] / dense[n] for n in dense if dense[n] > 0 and f"{n}/sparsify"
              in {x.name for x in gs.layers}}
     if not ratio:
@@ -343,21 +229,6 @@ def with_sparse_costs(result: CompileResult, g: Graph, gs: Graph,
     return replace(result, layers=layers,
                    result=replace(result.result, latency_ms=after),
                    notes=(*result.notes, note))
-
-
-def sparsity_column(rows: tuple, gs: Graph, stats: Mapping[str, OperandStats] | None = None
-                    ) -> tuple:
-    """Report rows (`edgesim.report.LayerRow`) with each thresholded layer's `sparsity`."""
-    cuts = {x.name.removesuffix("/sparsify"): x for x in gs.layers
-            if x.kind == "activation" and x.attrs.get("fn") == "threshold"}
-    return tuple(replace(r, sparsity=_describe(cuts[r.name], stats, r.name))
-                 if r.name in cuts else r for r in rows)
-
-
-def _describe(cut: Layer, stats: Mapping[str, OperandStats] | None, name: str) -> str:
-    c, t = cut.attrs.get("center", 0.0), cut.attrs["threshold"]
-    where = f"abs(x - {c:.3g}) < {t:.3g}" if c else f"abs(x) < {t:.3g}"  # no "|": markdown
-    return where + (f", density {stats[name].density:.2f}" if stats and name in stats else "")
 
 
 def expand_bits(g: Graph, gs: Graph, bits: np.ndarray) -> np.ndarray:

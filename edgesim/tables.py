@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from compiler.allocate import Allocation, InfeasibleBudget, smallest_feasible_budget, solve
-from compiler.formats import WeightGeometry, emitted_bytes, int_container
+from compiler.format_bytes import WeightGeometry, emitted_bytes
+from compiler.formats import int_container
 from compiler.ir import Graph
 
 if TYPE_CHECKING:

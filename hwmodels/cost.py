@@ -254,11 +254,11 @@ def shared_once(table: LayerTable, weight: np.ndarray) -> np.ndarray:
     own (`LayerTable.w_shared`: a Gemm sharing B with its own C), only those constants' share
     of the row's bytes. For models whose weight bytes scale with a row's constant elements
     (MCU, MAC arrays); the CPU counts a held row's own bias as emitted
-    (`compiler.formats.WeightGeometry.held`)."""
+    (`compiler.format_bytes.WeightGeometry.held`)."""
     out = held_once(table, weight)
     if table.w_shared is None or not table.w_shared.any():
         return out
-    from compiler.formats import table_geometry  # formats imports compiler.ir, as this does
+    from compiler.format_bytes import table_geometry  # it imports compiler.ir, as this does
 
     own = np.asarray(table_geometry(table).bias).reshape(-1) / np.maximum(table.w_elems, 1)
     share = np.where(table.w_shared, own, 1.0)

@@ -8,17 +8,16 @@ import dataclasses
 
 import numpy as np
 
+from compiler.format_bytes import emitted_bytes, table_geometry
 from compiler.formats import (
     FORMAT_CODE,
     FORMATS,
     NBITS_BLOCK,
     WEIGHT_INPUT,
     Policy,
-    emitted_bytes,
     nbits_container,
     resolve_codes,
     runs_as,
-    table_geometry,
 )
 from compiler.ir import ACTIVATIONS, CATEGORY_GEMM, KIND_CODE, LayerTable
 from hwmodels import ncnn_int8, ort_int8

@@ -9,6 +9,12 @@ Node scaling rule (documented assumption): logic and SRAM energy scale linearly 
 size, E(node) = E(45 nm) * node / 45 -- switched capacitance shrinks with the node while supply
 voltage has stayed roughly flat since 45 nm. DRAM energy is *not* scaled: it is dominated by
 the off-chip interface, not by the logic node of the accelerator.
+
+Horowitz's DRAM figure is a DDR3-era module access (244 pJ/B at its midpoint). For LPDDR4
+parts `lpddr4_pj_per_byte` derives the device's energy per byte in closed form from a
+datasheet's IDD currents (the method of Micron TN-53-01 / DRAMPower): burst current above
+the active-standby current, times its rail's voltage, over the burst's bandwidth, plus the
+activate energy of a row spread over the row's bytes.
 """
 
 from __future__ import annotations
@@ -82,3 +88,39 @@ def sram_pj_per_byte(size_kib: npt.ArrayLike, node_nm: npt.ArrayLike) -> np.ndar
 def dram_pj_per_byte() -> float:
     """DRAM access energy per byte (Horowitz's 64-bit access midpoint / 8); not node-scaled."""
     return DRAM_64BIT_PJ / 8.0
+
+
+# Micron 6 Gb LPDDR4-3200 x16 channel, as DRAMPower ships it (tukl-msd/DRAMPower
+# memspecs/MICRON_6Gb_LPDDR4-3200_32bit_A.json): currents in mA per rail (VDD1 1.8 V, VDD2
+# 1.1 V, VDDQ 1.1 V), timings in clocks of 1600 MHz, a 16-bit channel at 2 transfers per
+# clock, 1024 columns of 16 bits per row
+LPDDR4_VDD1, LPDDR4_VDD2, LPDDR4_VDDQ = 1.8, 1.1, 1.1
+LPDDR4_IDD = {"idd0": (3.5, 45.0), "idd2n": (2.0, 27.0), "idd3n": (2.25, 30.0),
+              "idd4r": (2.25, 275.0), "idd4w": (2.25, 210.0)}  # (VDD1, VDD2) mA
+LPDDR4_IDD4RQ, LPDDR4_IDD4WQ = 150.0, 55.0  # VDDQ mA during read / write bursts
+LPDDR4_CLK_MHZ, LPDDR4_RAS, LPDDR4_RC = 1600.0, 68, 97
+LPDDR4_WIDTH_BITS, LPDDR4_ROW_BYTES = 16, 1024 * 16 // 8
+
+
+def lpddr4_pj_per_byte() -> dict[str, float]:
+    """LPDDR4 device energy per byte, pJ: "read", "write" (burst above active standby, I/O
+    rail included, plus one activate per 2 KiB row: streaming access) and "mean" of the two
+    (what a cost model charging one figure per byte moved uses). Background, refresh and
+    the SoC's PHY / controller are not included: the board's idle power holds the first two,
+    and no citable PHY figure was found (so this is a lower bound on the system's cost)."""
+    bytes_per_ns = LPDDR4_WIDTH_BITS * 2 * LPDDR4_CLK_MHZ * 1e-3 / 8.0
+    (v1_3n, v2_3n), (v1_2n, v2_2n) = LPDDR4_IDD["idd3n"], LPDDR4_IDD["idd2n"]
+
+    def burst(key: str, q_ma: float) -> float:  # mW / (B / ns) = pJ / B
+        v1, v2 = LPDDR4_IDD[key]
+        mw = (v1 - v1_3n) * LPDDR4_VDD1 + (v2 - v2_3n) * LPDDR4_VDD2 + q_ma * LPDDR4_VDDQ
+        return mw / bytes_per_ns
+
+    # DRAMPower's activate energy: IDD0 over tRC less the standby currents it replaces
+    (a1, a2), ras, pre = LPDDR4_IDD["idd0"], LPDDR4_RAS, LPDDR4_RC - LPDDR4_RAS
+    ma_clk = ((a1 * LPDDR4_RC - v1_3n * ras - v1_2n * pre) * LPDDR4_VDD1
+              + (a2 * LPDDR4_RC - v2_3n * ras - v2_2n * pre) * LPDDR4_VDD2)
+    act = ma_clk * 1e3 / LPDDR4_CLK_MHZ / LPDDR4_ROW_BYTES  # mW x clocks / MHz = pJ
+    read = burst("idd4r", LPDDR4_IDD4RQ) + act
+    write = burst("idd4w", LPDDR4_IDD4WQ) + act
+    return {"read": read, "write": write, "mean": (read + write) / 2.0}

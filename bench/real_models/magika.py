@@ -114,7 +114,9 @@ def _zip(rng: Rng) -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
         for i in range(int(rng.integers(1, 4))):
-            z.writestr(f"doc/{i}.txt", _markdown(rng))
+            # a fixed date: writestr(name) stamps the current time, so files differed per call
+            z.writestr(zipfile.ZipInfo(f"doc/{i}.txt", date_time=(2020, 1, 1, 0, 0, 0)),
+                       _markdown(rng), zipfile.ZIP_DEFLATED)
     return out.getvalue()
 
 

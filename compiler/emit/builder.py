@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -41,10 +41,14 @@ class EmitOptions:
             runs activations in int8 per block (targets with int8 dot products), else 0.
         metadata: (key, value) pairs added to the model's metadata_props (the pipeline's
             target, method, budget and per-layer predicted latency).
+        fixed_batch: why the file must declare the batch it was lowered at although the
+            shapes let it flow (`edgesim.kernel_check.per_sample_batch`: a run at batch 2
+            mixed the samples); recorded as `edgesim.fixed_batch`.
     """
 
     accuracy_level: int | None = None
     metadata: tuple[tuple[str, str], ...] = ()  # extra metadata_props (target, method, ...)
+    fixed_batch: str = ""  # declare the lowered batch even where it flows, for this reason
 
 
 @dataclass(frozen=True)
@@ -285,7 +289,10 @@ class Builder:
     @cached_property
     def batch(self) -> BatchFlow:
         """Where the batch the source left dynamic lives in each tensor (`emit.batch`)."""
-        return flow(self.graph)
+        found = flow(self.graph)
+        if self.options.fixed_batch and found.dynamic:
+            return replace(found, broken=self.options.fixed_batch)
+        return found
 
     def batch_axis(self, tensor: str) -> int | None:
         """The axis of IR tensor `tensor` that carries a dynamic batch, if it has one."""

@@ -32,6 +32,7 @@ from compiler.frontend.inputs import BatchAxes, InputShapes, InputValues, declar
 from compiler.frontend.lower import lower_model
 from compiler.frontend.opset import default_opset, upgrade_opset
 from compiler.frontend.patterns import fuse_patterns
+from compiler.frontend.qoperator import has_qoperator, to_qdq
 from compiler.frontend.quantized import dequantize, is_quantized
 from compiler.frontend.quantized_annotate import annotate
 from compiler.frontend.tensors import check_tensor_sizes, load_external_data
@@ -70,6 +71,7 @@ def load(model: str | os.PathLike[str] | onnx.ModelProto,
     """
     proto, where = read(model, shapes_only=shapes_only)
     interface = source_interface(proto)
+    proto = to_qdq(proto) if has_qoperator(proto) else proto  # QOperator ops read as QDQ
     floated, marks = dequantize(proto) if is_quantized(proto) else (proto, {})  # read back
     name = _model_name(model, proto)
     del proto  # `read` and `dequantize` made these models: cleaned in place, not copied

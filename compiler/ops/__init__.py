@@ -18,15 +18,17 @@ from compiler.ops import (
     index,
     linear,
     norm,
+    pad,
     pool,
+    reduce,
     reshape,
     resize,
     softmax,
 )
 from compiler.ops.opdef import LowerRule, OpDef
 
-_FAMILIES = (conv, linear, eltwise, activation, norm, softmax, pool, reshape, gather, resize,
-             index, attention, decoder)
+_FAMILIES = (conv, linear, eltwise, activation, norm, softmax, pool, reduce, reshape, pad,
+             gather, resize, index, attention, decoder)
 
 OPS: Mapping[str, OpDef] = MappingProxyType({op.kind: op for f in _FAMILIES for op in f.OPS})
 LOWER: Mapping[str, LowerRule] = MappingProxyType(

@@ -85,6 +85,32 @@ class Node:
         """Name of input `i`, "" if absent."""
         return self.inputs[i] if i < len(self.inputs) else ""
 
+    def ints(self, i: int, what: str) -> tuple[int, ...] | None:
+        """Constant integer input `i` (a Reshape's shape, a Slice's starts) as a tuple, None
+        if absent; ModelError naming `what` if not constant."""
+        if not self.input(i):
+            return None
+        value = self.const(i)
+        if value is None:
+            raise ModelError(self.name, f"{self.op_type} {what} (input {self.input(i)!r}) must "
+                                        "be constant: edgesim needs static shapes")
+        return tuple(int(v) for v in np.asarray(value).reshape(-1))
+
+    def required_ints(self, i: int, what: str) -> tuple[int, ...]:
+        """Constant integer input `i` the op needs: ModelError if absent or not constant."""
+        ints = self.ints(i, what)
+        if ints is None:
+            raise ModelError(self.name, f"{self.op_type} needs its {what} (input {i}), absent")
+        return ints
+
+    def axis(self, axis: int, rank: int) -> int:
+        """`axis` of a rank-`rank` tensor as a non-negative index (a scalar's axis 0 is 0):
+        ModelError if out of range."""
+        if not -rank <= axis < max(rank, 1):
+            raise ModelError(self.name, f"{self.op_type} axis {axis} out of range for rank "
+                                        f"{rank}")
+        return axis % max(rank, 1)
+
 
 @dataclass(frozen=True)
 class Lowered:
@@ -98,6 +124,11 @@ class Lowered:
 
 
 LowerRule = Callable[..., Lowered]
+
+
+def no_facts(specs_in: Sequence[Spec | None], specs_out: Sequence[Spec], **attrs: Any) -> Facts:
+    """The facts of a view or copy: no arithmetic."""
+    return Facts()
 
 
 def unbroadcast(g: np.ndarray, shape: Sequence[int]) -> np.ndarray:

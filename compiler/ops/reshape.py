@@ -6,12 +6,11 @@ Kinds and their attributes (all static; edgesim needs static shapes):
 - "identity" for ONNX Identity;
 - "transpose" (perm), "concat" (axis), "split" (axis, sizes), "expand" (shape: output shape);
 - "slice" (axes, starts, ends, steps: one entry per sliced axis, clamped as ONNX specifies;
-  with a negative step, end == -1 means "through index 0");
-- "pad" (pads: (begin..., end...) for every axis, negatives crop; mode: constant, reflect,
-  edge or wrap; value: the constant), optionally a second input holding a run-time value.
+  with a negative step, end == -1 means "through index 0").
 
-Tile lowers to reshape + expand + reshape. (Shape, Size, ConstantOfShape and Range, which
-fold to constants, live with the other index arithmetic in `gather.py`.)
+Tile lowers to reshape + expand + reshape. (Pad has its own family, `pad.py`; Shape, Size,
+ConstantOfShape and Range, which fold to constants, live with the other index arithmetic in
+`gather.py`.)
 """
 
 from __future__ import annotations
@@ -22,15 +21,11 @@ from typing import Any
 import numpy as np
 
 from compiler.errors import ModelError
-from compiler.ir import Facts, Layer, Spec, frozen_attrs
-from compiler.ops.opdef import Lowered, LowerRule, Node, OpDef, single, unbroadcast
+from compiler.ir import Layer, Spec, frozen_attrs
+from compiler.ops.opdef import Lowered, LowerRule, Node, OpDef, no_facts, single, unbroadcast
 
 Array = np.ndarray
 Cots = tuple[Array | None, ...]
-
-
-def _no_facts(specs_in: Sequence[Spec], specs_out: Sequence[Spec], **attrs: Any) -> Facts:
-    return Facts()  # views and copies: no arithmetic
 
 
 def _zeros_if_none(g: Array | None, like: Spec | Array) -> Array:
@@ -137,105 +132,23 @@ def _slice_vjp(gs: Cots, xs: Sequence[Array], ys: Sequence[Array], **attrs: Any)
     return (out,)
 
 
-# --- pad: negative pads crop first; the vjp scatters through per-axis source indices ---
-
-def _pad_shape(specs: Sequence[Spec], *, pads: tuple[int, ...], **attrs: Any) -> tuple[Spec]:
-    r = len(specs[0].shape)
-    shape = tuple(d + pads[i] + pads[i + r] for i, d in enumerate(specs[0].shape))
-    return (Spec(shape, specs[0].dtype),)
-
-
-def _crop(x: Array, pads: Sequence[int]) -> Array:
-    r = x.ndim
-    return x[tuple(slice(max(-pads[i], 0), x.shape[i] - max(-pads[i + r], 0)) for i in range(r))]
-
-
-def _pad_forward(x: Array, fill: Array | None = None, *, pads: tuple[int, ...], mode: str,
-                 value: float = 0.0) -> tuple[Array]:
-    r, pad_value = x.ndim, value if fill is None else fill.reshape(())
-    width = [(max(pads[i], 0), max(pads[i + r], 0)) for i in range(r)]
-    kw = {"constant_values": pad_value} if mode == "constant" else {}
-    # numpy's stubs take mode as a Literal; lower_pad checked this ONNX string
-    padded = np.pad(_crop(x, pads), width, mode=mode, **kw)  # type: ignore[call-overload]
-    return (padded.astype(x.dtype, copy=False),)
-
-
-def _source_index(n: int, begin: int, end: int, mode: str) -> Array:
-    """For each output position along one axis, the input index it copies (-1: the value)."""
-    kept = np.arange(max(-begin, 0), n - max(-end, 0))
-    kw = {"constant_values": -1} if mode == "constant" else {}
-    # numpy's stubs take mode as a Literal; lower_pad checked this ONNX string
-    return np.pad(kept, (max(begin, 0), max(end, 0)), mode=mode, **kw)  # type: ignore[call-overload]
-
-
-def _scatter_axis(g: Array, index: Array, n: int, axis: int) -> Array:
-    valid = index >= 0
-    g = np.compress(valid, g, axis=axis)
-    out = np.zeros(g.shape[:axis] + (n,) + g.shape[axis + 1:], dtype=g.dtype)
-    # a tuple index (slices, then an index array) is valid; numpy's stubs list arrays only
-    np.add.at(out, (slice(None),) * axis + (index[valid],), g)  # type: ignore[arg-type]
-    return out
-
-
-def _pad_vjp(gs: Cots, xs: Sequence[Array | None], ys: Sequence[Array], *,
-             pads: tuple[int, ...], mode: str, value: float = 0.0) -> Cots:
-    (g,), x, fill = gs, xs[0], xs[1] if len(xs) > 1 else None
-    if g is None:
-        return (None,) * len(xs)
-    assert x is not None
-    gx, r = g, x.ndim
-    for a in range(r):
-        gx = _scatter_axis(gx, _source_index(x.shape[a], pads[a], pads[a + r], mode),
-                           x.shape[a], a)
-    if fill is None:
-        return (gx,)
-    gv = np.asarray(g.sum() - gx.sum(), dtype=fill.dtype).reshape(fill.shape)
-    return gx, gv  # every output element not copied from x holds the fill value
-
-
 OPS: tuple[OpDef, ...] = (
     OpDef("reshape", shape=_reshape_shape, forward=lambda x, *, shape: (x.reshape(shape),),
-          vjp=_reshape_vjp, facts=_no_facts),
+          vjp=_reshape_vjp, facts=no_facts),
     OpDef("identity", shape=lambda specs: (specs[0],), forward=lambda x: (x,),
-          vjp=lambda gs, xs, ys: (gs[0],), facts=_no_facts),
-    OpDef("transpose", shape=_transpose_shape, vjp=_transpose_vjp, facts=_no_facts,
+          vjp=lambda gs, xs, ys: (gs[0],), facts=no_facts),
+    OpDef("transpose", shape=_transpose_shape, vjp=_transpose_vjp, facts=no_facts,
           forward=lambda x, *, perm: (np.transpose(x, perm),)),
     OpDef("expand", shape=_expand_shape, forward=_expand_forward, vjp=_expand_vjp,
-          facts=_no_facts),
-    OpDef("concat", shape=_concat_shape, vjp=_concat_vjp, facts=_no_facts,
+          facts=no_facts),
+    OpDef("concat", shape=_concat_shape, vjp=_concat_vjp, facts=no_facts,
           forward=lambda *xs, axis: (np.concatenate(xs, axis=axis),)),
-    OpDef("split", shape=_split_shape, forward=_split_forward, vjp=_split_vjp, facts=_no_facts),
-    OpDef("slice", shape=_slice_shape, forward=_slice_forward, vjp=_slice_vjp, facts=_no_facts),
-    OpDef("pad", shape=_pad_shape, forward=_pad_forward, vjp=_pad_vjp, facts=_no_facts),
+    OpDef("split", shape=_split_shape, forward=_split_forward, vjp=_split_vjp, facts=no_facts),
+    OpDef("slice", shape=_slice_shape, forward=_slice_forward, vjp=_slice_vjp, facts=no_facts),
 )
 
 
 # --- lowering helpers ---
-
-def _ints(node: Node, i: int, what: str) -> tuple[int, ...] | None:
-    """Constant integer input `i` as a tuple, None if absent; ModelError if not constant."""
-    if not node.input(i):
-        return None
-    value = node.const(i)
-    if value is None:
-        raise ModelError(node.name, f"{node.op_type} {what} (input {node.input(i)!r}) must be "
-                                    "constant: edgesim needs static shapes")
-    return tuple(int(v) for v in np.asarray(value).reshape(-1))
-
-
-def _required_ints(node: Node, i: int, what: str) -> tuple[int, ...]:
-    """Constant integer input `i` the op needs: ModelError if absent or not constant."""
-    ints = _ints(node, i, what)
-    if ints is None:
-        raise ModelError(node.name, f"{node.op_type} needs its {what} (input {i}), absent")
-    return ints
-
-
-def _axis(node: Node, axis: int, rank: int) -> int:
-    if not -rank <= axis < max(rank, 1):
-        raise ModelError(node.name, f"{node.op_type} axis {axis} out of range for rank {rank}")
-    return axis % max(rank, 1)
-
 
 def _reshape_to(node: Node, shape: Sequence[int]) -> Lowered:
     if int(np.prod(shape)) != node.required_spec(0).size:
@@ -264,7 +177,7 @@ def _reshape_target(node: Node, target: Sequence[int], allowzero: int) -> list[i
 
 def lower_reshape(node: Node, allowzero: int = 0) -> Lowered:
     """ONNX Reshape (0 copies the input dim unless allowzero; -1 is inferred)."""
-    return _reshape_to(node, _reshape_target(node, _required_ints(node, 1, "shape"), allowzero))
+    return _reshape_to(node, _reshape_target(node, node.required_ints(1, "shape"), allowzero))
 
 
 def lower_flatten(node: Node, axis: int = 1) -> Lowered:
@@ -279,9 +192,9 @@ def lower_flatten(node: Node, axis: int = 1) -> Lowered:
 def lower_squeeze(node: Node, axes: Sequence[int] | None = None) -> Lowered:
     """ONNX Squeeze; axes an attribute before opset 13, an input from 13; none: all 1-dims."""
     x = node.required_spec(0).shape
-    axes = _ints(node, 1, "axes") if axes is None else axes
+    axes = node.ints(1, "axes") if axes is None else axes
     picked = {i for i, d in enumerate(x) if d == 1} if axes is None else {
-        _axis(node, a, len(x)) for a in axes}
+        node.axis(a, len(x)) for a in axes}
     if any(x[a] != 1 for a in picked):
         raise ModelError(node.name, f"Squeeze axes {sorted(picked)} of shape {x} are not all 1")
     return _reshape_to(node, [d for i, d in enumerate(x) if i not in picked])
@@ -290,11 +203,11 @@ def lower_squeeze(node: Node, axes: Sequence[int] | None = None) -> Lowered:
 def lower_unsqueeze(node: Node, axes: Sequence[int] | None = None) -> Lowered:
     """ONNX Unsqueeze; axes an attribute before opset 13, an input from 13."""
     x = node.required_spec(0).shape
-    axes = _ints(node, 1, "axes") if axes is None else axes
+    axes = node.ints(1, "axes") if axes is None else axes
     if axes is None:
         raise ModelError(node.name, "Unsqueeze needs axes")
     rank = len(x) + len(axes)
-    picked = {_axis(node, a, rank) for a in axes}
+    picked = {node.axis(a, rank) for a in axes}
     if len(picked) != len(axes):
         raise ModelError(node.name, f"Unsqueeze axes {tuple(axes)} repeat")
     rest = iter(x)
@@ -319,12 +232,12 @@ def lower_transpose(node: Node, perm: Sequence[int] | None = None) -> Lowered:
 
 def lower_concat(node: Node, axis: int = 0) -> Lowered:
     """ONNX Concat."""
-    return single("concat", node, axis=_axis(node, axis, len(node.required_spec(0).shape)))
+    return single("concat", node, axis=node.axis(axis, len(node.required_spec(0).shape)))
 
 
 def _split_sizes(node: Node, n: int, split: Sequence[int] | None,
                  num_outputs: int | None) -> tuple[int, ...]:
-    sizes = _ints(node, 1, "split") if split is None else tuple(int(s) for s in split)
+    sizes = node.ints(1, "split") if split is None else tuple(int(s) for s in split)
     if sizes is not None:
         return sizes
     parts = len(node.outputs) if num_outputs is None else num_outputs
@@ -339,7 +252,7 @@ def lower_split(node: Node, axis: int = 0, split: Sequence[int] | None = None,
     """ONNX Split: sizes from the `split` attribute (< opset 13) or input, num_outputs
     (opset 18), or equal parts over the outputs."""
     x = node.required_spec(0).shape
-    axis = _axis(node, axis, len(x))
+    axis = node.axis(axis, len(x))
     sizes = _split_sizes(node, x[axis], split, num_outputs)
     if sum(sizes) != x[axis] or len(sizes) != len(node.outputs) or min(sizes) < 0:
         raise ModelError(node.name, f"Split sizes {sizes} for {len(node.outputs)} outputs of "
@@ -359,12 +272,12 @@ def lower_slice(node: Node, starts: Sequence[int] | None = None,
     """ONNX Slice: starts/ends/axes attributes before opset 10, constant inputs from 10."""
     x = node.required_spec(0).shape
     if starts is None:
-        starts, ends = _required_ints(node, 1, "starts"), _required_ints(node, 2, "ends")
-        axes = _ints(node, 3, "axes")
+        starts, ends = node.required_ints(1, "starts"), node.required_ints(2, "ends")
+        axes = node.ints(3, "axes")
     if ends is None:
         raise ModelError(node.name, "Slice has starts but no ends")
-    steps = _ints(node, 4, "steps") or (1,) * len(starts)
-    axes = tuple(range(len(starts))) if axes is None else tuple(_axis(node, a, len(x))
+    steps = node.ints(4, "steps") or (1,) * len(starts)
+    axes = tuple(range(len(starts))) if axes is None else tuple(node.axis(a, len(x))
                                                                   for a in axes)
     if len(set(axes)) != len(axes) or 0 in steps or not len(starts) == len(ends) == len(steps):
         raise ModelError(node.name, f"Slice axes {axes} / steps {steps} are invalid")
@@ -374,38 +287,9 @@ def lower_slice(node: Node, starts: Sequence[int] | None = None,
                   steps=tuple(int(s) for s in steps))
 
 
-def _full_pads(node: Node, pads: Sequence[int], rank: int) -> tuple[int, ...]:
-    axes = _ints(node, 3, "axes")
-    axes = tuple(range(rank)) if axes is None else tuple(_axis(node, a, rank) for a in axes)
-    if len(pads) != 2 * len(axes):
-        raise ModelError(node.name, f"Pad has {len(pads)} pads for {len(axes)} axes")
-    full = [0] * (2 * rank)
-    for i, a in enumerate(axes):
-        full[a], full[a + rank] = int(pads[i]), int(pads[i + len(axes)])
-    return tuple(full)
-
-
-def lower_pad(node: Node, mode: str = "constant", pads: Sequence[int] | None = None,
-              value: float = 0.0) -> Lowered:
-    """ONNX Pad: pads/value attributes before opset 11, inputs (pads, constant_value, axes)
-    from 11; a run-time constant_value stays a second input."""
-    if mode not in ("constant", "reflect", "edge", "wrap"):
-        raise ModelError(node.name, f"Pad mode {mode!r} is not supported")
-    x = node.spec(0)
-    assert x is not None
-    full = _full_pads(node, _required_ints(node, 1, "pads") if pads is None else pads,
-                      len(x.shape))
-    if any(d + full[i] + full[i + len(x.shape)] < 0 for i, d in enumerate(x.shape)):
-        raise ModelError(node.name, f"Pad pads {full} crop more than shape {x.shape}")
-    fill = node.const(2) if node.input(2) else np.asarray(value)
-    inputs = node.inputs[:1] if fill is not None or mode != "constant" else node.inputs[:3:2]
-    const_value = 0.0 if fill is None else np.asarray(fill).reshape(()).item()
-    return single("pad", node, inputs=inputs, pads=full, mode=mode, value=const_value)
-
-
 def lower_expand(node: Node) -> Lowered:
     """ONNX Expand (bidirectional broadcast to a constant shape)."""
-    target = _required_ints(node, 1, "shape")
+    target = node.required_ints(1, "shape")
     try:
         shape = np.broadcast_shapes(node.required_spec(0).shape, target)
     except ValueError as e:
@@ -415,7 +299,7 @@ def lower_expand(node: Node) -> Lowered:
 
 def lower_tile(node: Node) -> Lowered:
     """ONNX Tile as reshape (1, d0, 1, d1, ...) -> expand (r0, d0, r1, d1, ...) -> reshape."""
-    x, reps = node.required_spec(0).shape, _required_ints(node, 1, "repeats")
+    x, reps = node.required_spec(0).shape, node.required_ints(1, "repeats")
     if len(reps) != len(x) or min(reps, default=0) < 0:
         raise ModelError(node.name, f"Tile repeats {reps} for shape {x}")
     lifted = tuple(v for d in x for v in (1, d))
@@ -434,6 +318,6 @@ def lower_tile(node: Node) -> Lowered:
 LOWER: dict[str, LowerRule] = {
     "Reshape": lower_reshape, "Flatten": lower_flatten, "Squeeze": lower_squeeze,
     "Unsqueeze": lower_unsqueeze, "Identity": lower_identity, "Transpose": lower_transpose,
-    "Concat": lower_concat, "Split": lower_split, "Slice": lower_slice, "Pad": lower_pad,
+    "Concat": lower_concat, "Split": lower_split, "Slice": lower_slice,
     "Expand": lower_expand, "Tile": lower_tile,
 }

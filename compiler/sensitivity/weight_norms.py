@@ -13,6 +13,8 @@ rounding:
   multiply-adds against M K P for the product). Deep layers have few positions and many
   weights (resnet18's last stage: P = 49, M K = 512 x 4608, 19x fewer), so each weight whose
   layer alone reads it takes the cheaper form.
+  At stride 1, B^T B comes from the Gram of the conv's input positions without im2col
+  (`compiler.sensitivity.column_gram`), where that is cheaper.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 from compiler.executor import Arrays, Outputs, Rule, Values, backward, needed_vjp
 from compiler.ir import Graph, Layer
 from compiler.ops.conv import conv_grad_factors, is_depthwise
+from compiler.sensitivity.column_gram import column_grams
 
 FACTORED_KINDS = ("conv", "linear")
 
@@ -120,6 +123,8 @@ def _factored(layer: Layer, gs: Values, xs: Values, ys: Outputs, need_x: bool,
     assert x is not None and w is not None
     g = gs[0] if gs[0] is not None else np.zeros_like(ys[0])
     kept = grams.get(layer.name)
+    if kept is None and layer.kind == "conv":
+        kept = _input_grams(layer, x, w, ys[0].shape, grams)
     if layer.kind == "conv":
         gx, a, b = conv_grad_factors(g, x, w, need_x=need_x, need_cols=kept is None,
                                      **layer.attrs)
@@ -130,6 +135,21 @@ def _factored(layer: Layer, gs: Values, xs: Values, ys: Outputs, need_x: bool,
         return gx, float(sum(_gram_dot(_gram_p(ai), bg) for ai, bg in zip(a, kept)))
     assert b is not None
     return gx, _kept_sqnorm(a, b, grams, layer.name)
+
+
+def _input_grams(layer: Layer, x: np.ndarray, w: np.ndarray, y_shape: Sequence[int],
+                 grams: Grams) -> list[np.ndarray] | None:
+    """A conv's column Grams from its input's own Gram (`column_gram`), kept in
+    `grams[layer.name]`, where the Gram form is taken and that way is the cheaper; else None
+    (then im2col and syrk, `_kept_sqnorm`)."""
+    group = int(layer.attrs["group"])
+    m, k = w.shape[0] // group, int(np.prod(w.shape[1:]))
+    if not _gram_form(m, int(np.prod(y_shape[2:])) * y_shape[0], k):
+        return None
+    got = column_grams(x, w.shape[2:], **layer.attrs)
+    if got is not None:
+        grams[layer.name] = got
+    return got
 
 
 def _kept_sqnorm(a: np.ndarray, b: np.ndarray, grams: Grams, name: str) -> float:

@@ -7,7 +7,6 @@ import argparse
 import dataclasses
 import json
 import os
-from typing import Any
 
 from edgesim.cli import add_command
 from edgesim.errors import UserError
@@ -42,23 +41,6 @@ def dask_scheduler_address() -> str | None:
     return dask.config.get("scheduler-address", None) or None
 
 
-def _pareto_png(args: argparse.Namespace, objectives: list[str], png: str) -> tuple[Any, list]:
-    """`pareto -o plot.png`: the front plot under that name and nothing else (the CSV and
-    summary plot are made in a scratch folder beside it and dropped)."""
-    import tempfile
-
-    from edgesim.pareto import pareto
-
-    folder = os.path.dirname(os.path.abspath(png))
-    if not os.path.isdir(folder):
-        raise UserError(png, f"folder {folder} does not exist")
-    with tempfile.TemporaryDirectory(prefix=".edgesim-pareto-", dir=folder) as scratch:
-        r = pareto(args.results, objectives or ["area_proxy", "latency_s"], output=scratch,
-                   color=args.color, plots=True)
-        os.replace(os.path.join(scratch, "front.png"), png)
-    return r, [png]
-
-
 def cmd_pareto(args: argparse.Namespace) -> int:
     """`edgesim pareto`: the non-dominated points of results, as a CSV and plots."""
     from edgesim.pareto import pareto
@@ -68,13 +50,9 @@ def cmd_pareto(args: argparse.Namespace) -> int:
         if not (args.x and args.y):
             raise UserError("--x/--y", "give both axes")
         objectives = [args.x, args.y, *[o for o in objectives if o not in (args.x, args.y)]]
-    png = args.output if args.output and args.output.endswith(".png") else None
-    if png:
-        r, files = _pareto_png(args, objectives, png)
-    else:
-        r = pareto(args.results, objectives or ["area_proxy", "latency_s"], output=args.output,
-                   color=args.color, plots=not args.no_plots, force=args.force)
-        files = [str(f) for f in r.files]
+    r = pareto(args.results, objectives or ["area_proxy", "latency_s"], output=args.output,
+               color=args.color, plots=not args.no_plots, force=args.force)
+    files = list(r.files)
     if args.json:
         print(json.dumps({**r.to_dict(), "files": files}))
         return 0
@@ -112,8 +90,9 @@ def add_pareto(sub: argparse._SubParsersAction) -> None:
     pa.add_argument("--objectives", help="comma-separated columns, each optionally :min/:max "
                     "(default: area_proxy,latency_s)")
     pa.add_argument("--color", help="column colouring the front plot")
-    pa.add_argument("-o", "--output", help="plot.png, or a folder for front.csv/front.png/"
-                    "summary.png (default: beside the results)")
+    pa.add_argument("-o", "--output", help="by suffix: NAME.csv writes the front's table only, "
+                    "NAME.png the front plot only, anything else is a folder for front.csv/"
+                    "front.png/summary.png (default: beside the results)")
     pa.add_argument("--no-plots", action="store_true", help="write front.csv only")
     pa.add_argument("--force", action="store_true", help="write into a non-empty -o folder "
                     "edgesim did not make (its same-named files are replaced, nothing else)")

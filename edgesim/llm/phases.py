@@ -87,10 +87,12 @@ def token_time_s(nbytes: np.ndarray, compute: np.ndarray, target: CpuTarget,
     of kernels at `threads` (arrays broadcast together), node overheads excluded.
 
     A thread's GEMV streams its weights from DRAM at one core's bandwidth and is not
-    overlapped with its own sdot work (assumed: a single thread's decode is the sum, which
-    is what makes llama.cpp's published 1 -> 2 thread decode speed-ups on a Pi 5 come out,
-    bench/llm_published.csv); the threads share the DRAM read roof at `threads`. Memory
-    bound: the shared roof sets the time, or a thread streams longer than it computes.
+    overlapped with its own sdot work (assumed: it keeps llama.cpp's Qwen2.5-0.5B Q4_0 run on
+    a Pi 5 faster at 2 threads than at 1, bench/llm_published.csv, where full overlap would
+    not; that run's 1-thread time is below the sum even at the sdot peak, so the sum
+    over-counts one thread by up to ~32 %: the row's note); the threads share the DRAM read
+    roof at `threads`. Memory bound: the shared roof sets the time, or a thread streams
+    longer than it computes.
     """
     t = np.asarray(threads)
     stream = nbytes / (t * read_bandwidth(target, np.ones_like(t)))

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from edgesim.sweep.space import Parameter, Search, Space, canonical_json
+from edgesim.sweep.parameters import Parameter, canonical_json
+from edgesim.sweep.space import Search, Space
 
 
 @dataclass(frozen=True)

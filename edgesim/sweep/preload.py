@@ -19,7 +19,7 @@ from compiler.numba_start import blas_probe_absent
 
 try:
     with blas_probe_absent():
-        from edgesim.sweep import run  # noqa: F401 - what every batch runs
+        from edgesim.sweep import evaluate  # noqa: F401 - what every batch runs
         from edgesim.sweep.warm import warm_kernels
 
         warm_kernels()

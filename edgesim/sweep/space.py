@@ -28,66 +28,21 @@ CPU bases also take `dram_gbps` (sustained DRAM bandwidth; see `hwmodels.cpu.var
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgesim.errors import UserError
-from edgesim.sweep.kinds import (
-    check_value,
-    field_is_integer,
-    load_base,
-    sweepable,
-    to_raw,
-)
+from edgesim.sweep.checks import as_int, as_mapping, as_number, as_text, err
+from edgesim.sweep.kinds import load_base
+from edgesim.sweep.parameters import Parameter, parameters
 from hwmodels import kinds
 
 SEARCH_METHODS = ("grid", "random", "lhs")
 METRICS = ("size", "latency", "energy", "bits")  # as edgesim.budget
-DISTRIBUTIONS = ("uniform", "loguniform")
 _TOP_KEYS = ("name", "base", "parameters", "search", "models", "optimise", "runtime", "threads")
-
-
-@dataclass(frozen=True)
-class Parameter:
-    """One varied field: a list of values, or a continuous distribution.
-
-    Attributes:
-        name: the target field (or alias) it sets.
-        raw: the listed values as written (JSON-able); empty for a distribution.
-        typed: the same values as the target holds them (e.g. `Precision` tuples).
-        low, high: a distribution's bounds (None for a list).
-        log: a log-uniform distribution.
-        integer: the field is an int (distribution draws are rounded to integers).
-    """
-
-    name: str
-    raw: tuple[Any, ...] = ()
-    typed: tuple[Any, ...] = ()
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    integer: bool = False
-
-    @property
-    def discrete(self) -> bool:
-        return self.low is None
-
-    def at(self, u: float) -> float | int:
-        """The distribution's value at quantile u in [0, 1)."""
-        assert self.low is not None and self.high is not None  # a distribution's bounds
-        lo, hi = float(self.low), float(self.high)
-        if self.log:
-            x = math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
-            return int(round(x)) if self.integer else x
-        if self.integer:
-            return int(lo + math.floor(u * (hi - lo + 1)))
-        return lo + u * (hi - lo)
 
 
 @dataclass(frozen=True)
@@ -156,45 +111,7 @@ class Space:
         return self.base.kind
 
 
-# Bounds checked before a space is enumerated: values of one parameter, points of a space.
-MAX_VALUES = 10_000
-MAX_POINTS = 1_000_000
-
-
-def _err(file: str, field: str, what: str) -> UserError:
-    return UserError(f"{file}: {field}", what)
-
-
-def _mapping(v: Any, file: str, field: str, keys: Sequence[str]) -> dict[str, Any]:
-    if not isinstance(v, dict):
-        raise _err(file, field, f"expected a mapping, got {type(v).__name__}")
-    unknown = [k for k in v if k not in keys]
-    if unknown:
-        where = f"{field}.{unknown[0]}" if field != "(top)" else str(unknown[0])
-        raise _err(file, where, f"unknown key (known: {', '.join(keys)})")
-    return v
-
-
-def _int(v: Any, file: str, field: str, low: int = 1) -> int:
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise _err(file, field, f"expected an integer, got {type(v).__name__} {v!r}")
-    if v < low:
-        raise _err(file, field, f"must be >= {low}, got {v}")
-    return v
-
-
-def _number(v: Any, file: str, field: str) -> float:
-    if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
-        raise _err(file, field, f"expected a finite number, got {type(v).__name__} {v!r}")
-    return v
-
-
-def _str(v: Any, file: str, field: str, choices: Sequence[str] | None = None) -> str:
-    if not isinstance(v, str) or not v.strip():
-        raise _err(file, field, f"expected a non-empty string, got {type(v).__name__} {v!r}")
-    if choices is not None and v not in choices:
-        raise _err(file, field, f"must be one of {list(choices)}, got {v!r}")
-    return v
+MAX_POINTS = 1_000_000  # points of a space, checked before it is enumerated
 
 
 def shipped_spaces() -> list[str]:
@@ -214,7 +131,7 @@ def resolve_space(name_or_path: str | Path) -> Path:
         return path
     shipped = shipped_dir() / "spaces" / f"{path.name}.yaml"
     if not shipped.is_file():
-        raise _err(str(name_or_path), "(top)", "no such file or shipped space; shipped: "
+        raise err(str(name_or_path), "(top)", "no such file or shipped space; shipped: "
                    f"{', '.join(shipped_spaces())}")
     return shipped
 
@@ -232,24 +149,24 @@ def load_space(path: str | Path) -> Space:
     try:
         raw = read_yaml(path, file)  # bounded size, depth and length; no aliases
     except TargetError as e:
-        raise _err(file, "(top)", e.what) from None
+        raise err(file, "(top)", e.what) from None
     return space_from_dict(raw, file, Path(path).resolve().parent)
 
 
 def space_from_dict(raw: Any, file: str, root: Path) -> Space:
     """Check an already parsed space; `file` labels errors, `root` resolves relative paths."""
-    raw = _mapping(raw, file, "(top)", _TOP_KEYS)
+    raw = as_mapping(raw, file, "(top)", _TOP_KEYS)
     for key in ("base", "parameters", "models"):
         if key not in raw:
-            raise _err(file, key, "missing")
-    base = load_base(_str(raw["base"], file, "base"), root, file)
+            raise err(file, key, "missing")
+    base = load_base(as_text(raw["base"], file, "base"), root, file)
     search = _search(raw.get("search", {"method": "grid"}), file)
-    params = _parameters(raw["parameters"], base, search, file)
+    params = parameters(raw["parameters"], base, search.method == "grid", file)
     if search.method == "grid" and math.prod(len(p.raw) for p in params) > MAX_POINTS:
-        raise _err(file, "parameters", f"the grid has {math.prod(len(p.raw) for p in params)} "
+        raise err(file, "parameters", f"the grid has {math.prod(len(p.raw) for p in params)} "
                    f"points; at most {MAX_POINTS} (use search: lhs or random with samples)")
     runtime, threads = _cpu_options(raw, base, file)
-    return Space(file=file, name=_str(raw.get("name", Path(file).stem), file, "name"),
+    return Space(file=file, name=as_text(raw.get("name", Path(file).stem), file, "name"),
                  base=base, parameters=params, search=search,
                  models=_models(raw["models"], file, root),
                  optimise=_optimise(raw.get("optimise", {"bits": {}}), file),
@@ -257,169 +174,70 @@ def space_from_dict(raw: Any, file: str, root: Path) -> Space:
 
 
 def _search(v: Any, file: str) -> Search:
-    v = _mapping(v, file, "search", ("method", "samples", "seed"))
-    method = _str(v.get("method", "grid"), file, "search.method", SEARCH_METHODS)
-    seed = _int(v.get("seed", 0), file, "search.seed", low=0)
+    v = as_mapping(v, file, "search", ("method", "samples", "seed"))
+    method = as_text(v.get("method", "grid"), file, "search.method", SEARCH_METHODS)
+    seed = as_int(v.get("seed", 0), file, "search.seed", low=0)
     if method == "grid":
         if "samples" in v:
-            raise _err(file, "search.samples", "a grid takes every point; samples is for "
+            raise err(file, "search.samples", "a grid takes every point; samples is for "
                        "random or lhs")
         return Search(method, None, seed)
     if "samples" not in v:
-        raise _err(file, "search.samples", f"missing (required by method {method})")
-    samples = _int(v["samples"], file, "search.samples")
+        raise err(file, "search.samples", f"missing (required by method {method})")
+    samples = as_int(v["samples"], file, "search.samples")
     if samples > MAX_POINTS:
-        raise _err(file, "search.samples", f"at most {MAX_POINTS}, got {samples}")
+        raise err(file, "search.samples", f"at most {MAX_POINTS}, got {samples}")
     return Search(method, samples, seed)
-
-
-def _parameters(v: Any, base: Any, search: Search, file: str) -> tuple[Parameter, ...]:
-    if not isinstance(v, dict) or not v:
-        raise _err(file, "parameters", "expected a non-empty mapping of target fields")
-    known = sweepable(base)
-    out = []
-    for name, spec in v.items():
-        where = f"parameters.{name}"
-        if name not in known:
-            raise _err(file, where, f"unknown parameter for a {base.kind} target "
-                       f"(known: {', '.join(known)})")
-        out.append(_parameter(name, spec, base, search, file, where))
-    return tuple(out)
-
-
-def _parameter(name: str, spec: Any, base: Any, search: Search, file: str,
-               where: str) -> Parameter:
-    if isinstance(spec, list):
-        return _listed(name, spec, base, file, where)
-    if not isinstance(spec, dict):
-        raise _err(file, where, "expected a list of values, {range: [low, high], step|num}, "
-                   f"{{uniform: [low, high]}} or {{loguniform: [low, high]}}; got "
-                   f"{type(spec).__name__} {spec!r}")
-    if "range" in spec:
-        return _listed(name, _range_values(spec, file, where), base, file, where)
-    return _distribution(name, spec, base, search, file, where)
-
-
-def _listed(name: str, values: list, base: Any, file: str, where: str) -> Parameter:
-    if not values:
-        raise _err(file, where, "empty list of values")
-    typed = tuple(check_value(base, name, x, file, f"{where}[{i}]")
-                  for i, x in enumerate(values))
-    # record values as the target holds them (64 -> 64.0 for a float field, defaults filled
-    # in), so a point's id does not depend on how the YAML spelled it
-    raw = tuple(to_raw(t) for t in typed)
-    if len(set(map(canonical_json, raw))) != len(raw):
-        raise _err(file, where, f"repeated value in {values!r}")
-    return Parameter(name, raw, typed, integer=field_is_integer(base, name))
-
-
-def canonical_json(value: Any) -> str:
-    """JSON with sorted keys and no spaces: equal values, equal text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def _bounds(v: Any, file: str, where: str) -> tuple[float, float]:
-    if not isinstance(v, list) or len(v) != 2:
-        raise _err(file, where, f"expected [low, high], got {v!r}")
-    lo, hi = (_number(x, file, where) for x in v)
-    if hi < lo:
-        raise _err(file, where, f"empty range: high {hi} < low {lo}")
-    return lo, hi
-
-
-def _range_values(spec: dict, file: str, where: str) -> list:
-    spec = _mapping(spec, file, where, ("range", "step", "num", "scale"))
-    lo, hi = _bounds(spec["range"], file, f"{where}.range")
-    if ("step" in spec) == ("num" in spec):
-        raise _err(file, where, "a range needs exactly one of step or num")
-    if "step" in spec:
-        step = _number(spec["step"], file, f"{where}.step")
-        if step <= 0:
-            raise _err(file, f"{where}.step", f"must be > 0, got {step}")
-        count = math.floor(min((hi - lo) / step, MAX_VALUES) + 1e-9) + 1
-        if count > MAX_VALUES:
-            raise _err(file, where, f"more than {MAX_VALUES} values; use a larger step")
-        values = [lo + i * step for i in range(count)]
-        integral = all(isinstance(x, int) for x in (lo, hi, step))
-    else:
-        count = _int(spec["num"], file, f"{where}.num")
-        if count > MAX_VALUES:
-            raise _err(file, f"{where}.num", f"at most {MAX_VALUES}, got {count}")
-        scale = _str(spec.get("scale", "linear"), file, f"{where}.scale", ("linear", "log"))
-        if scale == "log" and lo <= 0:
-            raise _err(file, f"{where}.range", f"a log scale needs low > 0, got {lo}")
-        values = list((np.geomspace if scale == "log" else np.linspace)(lo, hi, count))
-        integral = isinstance(lo, int) and isinstance(hi, int)
-    # round away float drift (0.1 * 3 = 0.30000000000000004) so values and point ids are clean
-    values = [int(round(x)) if integral else float(f"{x:.12g}") for x in values]
-    return list(dict.fromkeys(values))
-
-
-def _distribution(name: str, spec: dict, base: Any, search: Search, file: str,
-                  where: str) -> Parameter:
-    spec = _mapping(spec, file, where, DISTRIBUTIONS)
-    if len(spec) != 1:
-        raise _err(file, where, "expected one of a list, range, uniform or loguniform")
-    (kind, bounds), = spec.items()
-    if search.method == "grid":
-        raise _err(file, where, f"a {kind} distribution needs search.method random or lhs")
-    lo, hi = _bounds(bounds, file, f"{where}.{kind}")
-    if kind == "loguniform" and lo <= 0:
-        raise _err(file, f"{where}.{kind}", f"needs low > 0, got {lo}")
-    for x, end in ((lo, "low"), (hi, "high")):
-        check_value(base, name, x, file, f"{where}.{kind} ({end})")
-    return Parameter(name, low=lo, high=hi, log=kind == "loguniform",
-                     integer=field_is_integer(base, name))
 
 
 def _models(v: Any, file: str, root: Path) -> tuple[ModelSpec, ...]:
     if not isinstance(v, list) or not v:
-        raise _err(file, "models", "expected a non-empty list of zoo:NAME or ONNX paths")
+        raise err(file, "models", "expected a non-empty list of zoo:NAME or ONNX paths")
     models = tuple(_model(m, file, f"models[{i}]", root) for i, m in enumerate(v))
     labels = [m.label for m in models]
     for i, label in enumerate(labels):
         if label in labels[:i]:  # records key the figures by label
-            raise _err(file, f"models[{i}]", f"a second model named {label!r}")
+            raise err(file, f"models[{i}]", f"a second model named {label!r}")
     return models
 
 
 def _model(v: Any, file: str, where: str, root: Path) -> ModelSpec:
     if isinstance(v, str):
         v = {"model": v}
-    v = _mapping(v, file, where, ("model", "input_shapes"))
-    ref = _str(v.get("model"), file, f"{where}.model")
+    v = as_mapping(v, file, where, ("model", "input_shapes"))
+    ref = as_text(v.get("model"), file, f"{where}.model")
     if ref.startswith("zoo:"):
         from edgesim import zoo
 
         if ref[4:] not in zoo.ZOO:
-            raise _err(file, f"{where}.model", f"no zoo model {ref[4:]!r}; choose from "
+            raise err(file, f"{where}.model", f"no zoo model {ref[4:]!r}; choose from "
                        f"{sorted(zoo.ZOO)}")
     else:
         path = (root / ref).resolve()
         if not path.is_file():
-            raise _err(file, f"{where}.model", f"no such file {path}")
+            raise err(file, f"{where}.model", f"no such file {path}")
         ref = str(path)
     return ModelSpec(ref, _input_shapes(v.get("input_shapes", {}), file, where))
 
 
 def _input_shapes(v: Any, file: str, where: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
     if not isinstance(v, dict):
-        raise _err(file, f"{where}.input_shapes", "expected a mapping {input: [dims]}")
+        raise err(file, f"{where}.input_shapes", "expected a mapping {input: [dims]}")
     out = []
     for name, dims in v.items():
         at = f"{where}.input_shapes.{name}"
         if not isinstance(dims, list) or not dims:
-            raise _err(file, at, f"expected a list of dimensions, got {dims!r}")
-        out.append((str(name), tuple(_int(d, file, at) for d in dims)))
+            raise err(file, at, f"expected a list of dimensions, got {dims!r}")
+        out.append((str(name), tuple(as_int(d, file, at) for d in dims)))
     return tuple(out)
 
 
 def _optimise(v: Any, file: str) -> FixedBits | Allocate:
-    v = _mapping(v, file, "optimise", ("bits", "allocate"))
+    v = as_mapping(v, file, "optimise", ("bits", "allocate"))
     if len(v) != 1:
-        raise _err(file, "optimise", "expected exactly one of bits or allocate")
+        raise err(file, "optimise", "expected exactly one of bits or allocate")
     if "bits" in v:
-        b = _mapping(v["bits"] or {}, file, "optimise.bits", ("w_bits", "a_bits"))
+        b = as_mapping(v["bits"] or {}, file, "optimise.bits", ("w_bits", "a_bits"))
         return FixedBits(_bits(b.get("w_bits", 8), file, "optimise.bits.w_bits"),
                          _bits(b.get("a_bits", 8), file, "optimise.bits.a_bits"))
     return _allocate(v["allocate"], file)
@@ -427,29 +245,29 @@ def _optimise(v: Any, file: str) -> FixedBits | Allocate:
 
 def _bits(v: Any, file: str, where: str, valid: Sequence[int] = (2, 3, 4, 5, 6, 7, 8, 16, 32)
           ) -> int:
-    b = _int(v, file, where)
+    b = as_int(v, file, where)
     if b not in valid:
-        raise _err(file, where, f"must be one of {list(valid)}, got {b}")
+        raise err(file, where, f"must be one of {list(valid)}, got {b}")
     return b
 
 
 def _allocate(v: Any, file: str) -> Allocate:
     at = "optimise.allocate"
-    v = _mapping(v, file, at, ("metric", "fraction", "budget", "w_bits", "a_bits"))
+    v = as_mapping(v, file, at, ("metric", "fraction", "budget", "w_bits", "a_bits"))
     if ("fraction" in v) == ("budget" in v):
-        raise _err(file, at, "give exactly one of budget (e.g. size=12MB) or metric + fraction")
+        raise err(file, at, "give exactly one of budget (e.g. size=12MB) or metric + fraction")
     if "budget" in v:
         metric, value, fraction = *_budget(v, file, f"{at}.budget"), None
     else:
         if "metric" not in v:
-            raise _err(file, f"{at}.metric", f"missing (one of {list(METRICS)})")
-        metric, value = _str(v["metric"], file, f"{at}.metric", METRICS), None
-        fraction = _number(v["fraction"], file, f"{at}.fraction")
+            raise err(file, f"{at}.metric", f"missing (one of {list(METRICS)})")
+        metric, value = as_text(v["metric"], file, f"{at}.metric", METRICS), None
+        fraction = as_number(v["fraction"], file, f"{at}.fraction")
         if fraction <= 0:
-            raise _err(file, f"{at}.fraction", f"must be > 0, got {fraction}")
+            raise err(file, f"{at}.fraction", f"must be > 0, got {fraction}")
     w_bits = v.get("w_bits", [2, 3, 4, 6, 8])
     if not isinstance(w_bits, list) or not w_bits or len(set(map(str, w_bits))) != len(w_bits):
-        raise _err(file, f"{at}.w_bits", f"expected a list of distinct widths, got {w_bits!r}")
+        raise err(file, f"{at}.w_bits", f"expected a list of distinct widths, got {w_bits!r}")
     widths = tuple(_bits(b, file, f"{at}.w_bits[{i}]", range(2, 9)) for i, b in enumerate(w_bits))
     return Allocate(metric, widths, _bits(v.get("a_bits", 8), file, f"{at}.a_bits"),
                     fraction=None if fraction is None else float(fraction), value=value)
@@ -460,11 +278,11 @@ def _budget(v: dict, file: str, where: str) -> tuple[str, float]:
     from edgesim.budget import parse_budget
 
     try:
-        budget = parse_budget(_str(v["budget"], file, where))
+        budget = parse_budget(as_text(v["budget"], file, where))
     except UserError as e:
-        raise _err(file, where, e.what) from None
+        raise err(file, where, e.what) from None
     if v.get("metric", budget.metric) != budget.metric:
-        raise _err(file, where, f"is a {budget.metric} budget but metric says {v['metric']!r}")
+        raise err(file, where, f"is a {budget.metric} budget but metric says {v['metric']!r}")
     return budget.metric, budget.value
 
 
@@ -473,9 +291,9 @@ def _cpu_options(raw: dict, base: Any, file: str) -> tuple[str, int | None]:
     caps = kinds.capabilities(base)
     for key, applies in (("runtime", bool(caps.runtimes)), ("threads", caps.threads)):
         if key in raw and not applies:
-            raise _err(file, key, f"not for {base.kind} bases: their cost does not depend on "
+            raise err(file, key, f"not for {base.kind} bases: their cost does not depend on "
                        f"a host {key}")
-    runtime = _str(raw.get("runtime", "onnxruntime"), file, "runtime",
+    runtime = as_text(raw.get("runtime", "onnxruntime"), file, "runtime",
                    caps.runtimes or ("onnxruntime",))
     threads = raw.get("threads")
-    return runtime, None if threads is None else _int(threads, file, "threads")
+    return runtime, None if threads is None else as_int(threads, file, "threads")

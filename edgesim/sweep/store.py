@@ -8,7 +8,8 @@ batch is appended with one `write` to an `O_APPEND` descriptor and fsync'd, so a
 (even `kill -9` mid-write) the file is every finished batch plus at most one torn last line.
 Opening the store drops that torn tail (its points are simply computed again), refuses results
 of a different space (fingerprint), and reports the ids already done. A lock file
-(`<out>/.lock`, flock) keeps two sweeps from writing one directory at once.
+(`<out>/.lock`, flock) keeps two sweeps from writing one directory at once; it exists only while
+a sweep holds it (see `_lock`), so a finished or refused sweep leaves none behind.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from edgesim.errors import UserError
 RESULTS_NAME = "results.jsonl"
 HEADER_NAME = "header.json"
 LOCK_NAME = ".lock"
+LOCK_TEXT = b"edgesim sweep lock: a sweep is writing to this folder\n"
 HEADER_KEY = "header"
 
 
@@ -136,7 +138,7 @@ class ResultStore:
                 atomic_write(out / HEADER_NAME, json.dumps({HEADER_KEY: header}) + "\n")
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except BaseException:
-            os.close(lock_fd)
+            _unlock(out, lock_fd)
             raise
         return cls(path, fd, lock_fd, header, done or set())
 
@@ -167,7 +169,7 @@ class ResultStore:
     def close(self) -> None:
         """Close the file and release the directory lock."""
         os.close(self._fd)
-        os.close(self._lock_fd)
+        _unlock(self.path.parent, self._lock_fd)
 
     def __enter__(self) -> ResultStore:
         return self
@@ -195,13 +197,60 @@ def _check_header_is_a_sweeps(path: Path) -> None:
 
 
 def _lock(out: Path) -> int:
-    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    """Take `<out>/.lock` (flock) and return its descriptor, or refuse: another sweep holds it.
+
+    Whoever holds the lock may unlink the file (`_unlock`), so a lock is only valid if the
+    name still points at the locked inode afterwards; if not, another sweep removed it
+    between our open and our flock, and we start again on the new file. The file is marked
+    (`LOCK_TEXT`) by the sweep that created it, and only a marked file is ever removed: a
+    `.lock` of the user's own is locked, never written or deleted.
+    """
+    path = out / LOCK_NAME
+    while True:
+        fd, created = _open_lock(path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(str(out), "another sweep is writing to this directory") from None
+        if _same_file(fd, path):
+            if created:
+                os.write(fd, LOCK_TEXT)
+            return fd
         os.close(fd)
-        raise UserError(str(out), "another sweep is writing to this directory") from None
-    return fd
+
+
+def _open_lock(path: Path) -> tuple[int, bool]:
+    """Open `path`, creating it if missing: (descriptor, whether this call created it)."""
+    while True:
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+        except FileExistsError:
+            pass
+        try:
+            return os.open(path, os.O_RDWR), False
+        except FileNotFoundError:  # its holder just removed it
+            continue
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether `path` still names the file open as `fd`."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _unlock(out: Path, fd: int) -> None:
+    """Release the lock `fd` holds, first removing `<out>/.lock` if a sweep made it (while
+    still holding it, so no other sweep can be between its flock and its check)."""
+    try:
+        if os.pread(fd, len(LOCK_TEXT) + 1, 0) == LOCK_TEXT:
+            (out / LOCK_NAME).unlink(missing_ok=True)
+    finally:
+        os.close(fd)
 
 
 def _resume(path: Path, header: dict[str, Any]) -> set[str] | None:

@@ -41,10 +41,13 @@ and `paths` [H, NPATH, NA] (per kernel path: MAC rate and the passes it adds). S
   shows no parallel section for it at any size), so a DQ node's pass runs on one thread.
   ncnn splits its im2col conv GEMMs over output-channel blocks and depthwise convs over
   channel packs, on 8 x 12 register tiles, and writes the whole im2col matrix (1x1 convs
-  included) before the GEMM (`hwmodels.kernels.cpu_ncnn`, each fact cited there).
+  included) before the GEMM (`hwmodels.kernels.cpu_ncnn`, each fact cited there); each float
+  8 x 12 tile also sets up and stores its accumulators (`cpu_ncnn.TILE_EDGE_K` k steps).
 - Winograd (ncnn profile): 3x3 stride-1 convs run as F(r, 3) (`winograd_tile`,
   `winograd_core`; Lavin & Gray, CVPR 2016): (r + 2)^2 GEMMs over the tiles plus input and
-  output transform passes.
+  output transform passes. ncnn reads a transformed input larger than the last cache level
+  from DRAM once per round of its 8-channel output tasks (`cpu_ncnn.winograd_input_sweeps`),
+  and repacks it once after the input transform (a read and a write of it).
 - Passes (Q/DQ, activation quantisation, A packing, im2col, weight dequantisation, elementwise,
   norm, softmax, copies): max(lane_ops / (lanes * pipes), bytes / bandwidth) from the last
   level when they fit it, else DRAM; blocked buffers from L2. Each exp / log / tanh / erf

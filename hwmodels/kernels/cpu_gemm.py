@@ -42,6 +42,7 @@ from hwmodels.kernels.cpu_roofline import (
     book_core,
     core_dram_bytes,
     gemm_threads,
+    home,
     kernel_lanes,
     serial_share,
 )
@@ -53,13 +54,17 @@ def gemm_core(li: np.ndarray, rate: float, eba: float, ebw: float, ebo: float, k
               extra_ops: float, w_bytes: float, w_res: bool, runtime: int, p: np.ndarray,
               ch: np.ndarray, traffic: np.ndarray, acc: np.ndarray,
               oc_split: bool = False, unprefetched: bool = False,
-              all_threads: bool = False) -> float:
+              all_threads: bool = False, a_sweeps: float = 0.0,
+              edge_k: float = 0.0) -> float:
     """Blocked GEMM on the register tile: book its roofline time; return its threads.
     `extra_ops` are in-kernel lane ops (weight unpacking, requantisation) at the kernel's
     lanes; they share the vector pipes with the MACs. `oc_split`: ncnn's im2col conv GEMM
     (tiles and thread split of `kernels.cpu_ncnn.conv_gemm_split`). `unprefetched`: its
     weight reads escape the prefetcher (`kernels.cpu_ncnn.fc_rows_unprefetched`).
-    `all_threads`: an NCHWc conv (`gemm_threads`)."""
+    `all_threads`: an NCHWc conv (`gemm_threads`). `a_sweeps` > 0: the times A is read from
+    DRAM when it exceeds the last cache level, in place of the blocking's refetch count
+    (ncnn's Winograd GEMM, `kernels.cpu_ncnn.winograd_input_sweeps`). `edge_k`: k steps each
+    register tile spends setting up and storing its accumulators (`cpu_ncnn.TILE_EDGE_K`)."""
     m, n, k, g = float(li[L_M]), float(li[L_N]), float(li[L_K]), float(li[L_G])
     tm = p[P_TILE_M] if m > 1 else 1.0  # M = 1 runs the GEMV kernel
     tn = p[P_TILE_N]
@@ -72,6 +77,7 @@ def gemm_core(li: np.ndarray, rate: float, eba: float, ebw: float, ebo: float, k
                                      int(p[P_CORES]), eba)
         tm, tn = (ncnn.TILE_PIX_INT8 if eba == 1.0 else ncnn.TILE_PIX), float(ncnn.TILE_OC)
         units = cdiv(m, tm) * cdiv(n, tn) * g
+    busy *= (kp + edge_k) / kp
     comp = busy / (rate * p[P_GEMM_EFF])
     comp = (comp + extra_ops / (kernel_lanes(eba, p) * p[P_PIPES] * t)) * serial_share(p, t)
     mp = units * tm * tn * kp
@@ -79,6 +85,7 @@ def gemm_core(li: np.ndarray, rate: float, eba: float, ebw: float, ebo: float, k
     # get_cpu_level2_cache_size(); only TILE_M is divided by nT): refetches as at 1 thread
     t_cap = 1.0 if runtime == RUNTIME_NCNN else t
     ra, rb = blocked_traffic(m, n, k, g, mp, tm, tn, eba, ebw, t_cap, p, ch, traffic)
+    rb = a_sweeps if a_sweeps > 0.0 else rb
     if oc_split:  # ncnn: the micro-kernel's operand panels may not fit L1 (ncnn_panel_bytes)
         ncnn_panel_bytes(kp, mp, tm, tn, eba, ebw, p, ch, traffic)
     dram = core_dram_bytes(li, w_bytes, w_res, eba, ebo, ebw, ra, rb, p, ch)
@@ -177,7 +184,13 @@ def winograd_core(li: np.ndarray, r: float, rate: float, eba: float, ebw: float,
     into ceil(H / r) * ceil(W / r) tiles; (r + 2)^2 independent GEMMs [tiles x cin] x
     [cin x cout] replace the 9-tap GEMM (r = 6: 64 / 324 of its MACs). The input and output
     transforms are passes over the transformed tensors, r + 2 lane ops per element (two 1-D
-    transforms of r + 2 taps, about half of them zero). Returns the GEMM's threads."""
+    transforms of r + 2 taps, about half of them zero). Returns the GEMM's threads.
+    ncnn: a transformed input larger than the last cache level is read from DRAM once per
+    round of output-channel tasks (`kernels.cpu_ncnn.winograd_input_sweeps`); its input
+    transform writes a B_tile that `conv3x3s1_winograd_transpose_pack_B_tile` (@a4d2ea1, fp32
+    / fp16 / int8, `omp parallel for` over the (r + 2)^2 positions, loads, uzp / zip and
+    stores only) reads and repacks into BT: one more read and write of the transformed
+    input, from the last cache level when it fits, else DRAM."""
     m, n, cin, a = float(li[L_M]), float(li[L_N]), float(li[L_K] // 9), r + 2.0
     g = li[L_G]  # a grouped conv: one Winograd conv per group, run one after another
     tiles = cdiv(math.sqrt(m), r) ** 2
@@ -185,10 +198,14 @@ def winograd_core(li: np.ndarray, r: float, rate: float, eba: float, ebw: float,
     wg[L_M], wg[L_K], wg[L_WEL] = int(tiles * a * a), int(cin), int(a * a * cin * n) * g
     wg[L_MACS] = wg[L_M] * wg[L_N] * wg[L_K] * g
     wg[L_AIN], wg[L_AOUT] = wg[L_M] * wg[L_K] * g, wg[L_M] * wg[L_N] * g
+    # ncnn: each output-channel task sweeps the whole transformed input (`cpu_ncnn`)
+    sweeps = ncnn.winograd_input_sweeps(n, p[P_THREADS]) if runtime == RUNTIME_NCNN else 0.0
     t = gemm_core(wg, rate, eba, ebw, ebo, 1.0, extra_ops, float(wg[L_WEL]) * ebw, w_res,
-                  runtime, p, ch, traffic, acc)
+                  runtime, p, ch, traffic, acc, a_sweeps=sweeps)
     lanes, blk = kernel_lanes(eba, p), blocked(p)
     t_in, t_out = float(wg[L_AIN]), float(wg[L_AOUT])
     add_pass((float(li[L_AIN]) + t_in) * eba, t_in * a, lanes, blk, p, ch, traffic, acc)
+    if runtime == RUNTIME_NCNN:  # conv3x3s1_winograd_transpose_pack_B_tile: B_tile -> BT
+        add_pass(2.0 * t_in * eba, 0.0, lanes, home(t_in * eba, p, ch), p, ch, traffic, acc)
     add_pass((t_out + float(li[L_AOUT])) * ebo, t_out * a, lanes, blk, p, ch, traffic, acc)
     return t

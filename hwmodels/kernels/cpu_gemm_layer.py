@@ -84,6 +84,7 @@ from hwmodels.kernels.cpu_layout import (
     WINOGRAD_MIN_CH_FP16,
 )
 from hwmodels.kernels.cpu_ncnn import (
+    TILE_EDGE_K,
     chain_share,
     direct_fp16_kernel,
     direct_pass_bytes,
@@ -210,9 +211,11 @@ def gemm_layer(li: np.ndarray, path: int, w: int, a: int, w_store: float, runtim
         chains, cin = direct_conv(li, row)
         oc_split = runtime == RUNTIME_NCNN and li[L_KIND] == KIND_CONV and li[L_M] > 1
         unpf = fc_rows_unprefetched(row[A_FC_ROWS], float(li[L_K]), ebw)
+        # ncnn's float im2col tiles (not its direct convs) set up and store accumulators
+        edge = TILE_EDGE_K if oc_split and chains == 0.0 and eba > 1.0 else 0.0
         t = gemm_core(li, rate * chain_share(chains, row[A_FMA_LAT], p[P_PIPES]), eba, ebw, ebo,
                       row[A_K_ALIGN], extra, wel * ebw, w_res, runtime, p, ch, traffic, acc,
-                      oc_split, unpf, nchwc)
+                      oc_split, unpf, nchwc, edge_k=edge)
         if chains > 0:  # direct conv: no im2col; its input and accumulator passes instead
             r = -1.0
             add_pass(direct_pass_bytes(float(li[L_AIN]), float(li[L_AOUT]), float(li[L_N]),

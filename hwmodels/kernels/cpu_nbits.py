@@ -33,6 +33,7 @@ and this traffic over the bandwidth. Nothing here is fitted.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +61,7 @@ class NbitsKernel:
     scale_ops: float       # per-block convert + scaled accumulate + scale loads per step
     fp32_passes: int = 0   # extra fp32 M x N x K/32 block-sum GEMMs (MLAS 8-bit)
     source: str = ""
+    dot_emulation_ops: float = 0.0  # per step, when a build without dotprod emulates sdots
 
     def sdots(self) -> float:
         """sdot instructions per 32-deep step of the tile."""
@@ -68,7 +70,7 @@ class NbitsKernel:
     def efficiency(self) -> float:
         """Share of vector issue slots that are sdots."""
         s = self.sdots()
-        return s / (s + self.unpack_ops + self.scale_ops)
+        return s / (s + self.unpack_ops + self.scale_ops + self.dot_emulation_ops)
 
 
 def _scale_ops(tile_m: int, tile_n: int, extra: float) -> float:
@@ -115,6 +117,19 @@ GGML_Q4_0_4X4 = NbitsKernel("ggml gemm_q4_0_4x4_q8_0 (sdot)", 4, 4, unpack_ops=2
                             scale_ops=_scale_ops(4, 4, 5.0), source=_GGML_SRC)
 GGML_Q4_0_1X4 = NbitsKernel("ggml gemv_q4_0_4x4_q8_0 (sdot)", 1, 4, unpack_ops=2.0 * 4,
                             scale_ops=_scale_ops(1, 4, 5.0), source=_GGML_SRC)
+# Q8_0 weights on a dotprod core are repacked to Q8_0 4x4 too (llama.cpp PR 18096, in every build
+# since Dec 2025: ggml/src/ggml-cpu/repack.cpp ggml_repack_get_optimal_repack_type takes
+# q8_0_4x4_q8_0 when the core has dotprod and not i8mm, N % 4 == 0; a tied output table included,
+# as llama_model loads it as a duplicated output tensor): the same tiles and per-block scale
+# work as Q4_0's, B's bytes fed to sdot as loaded (no shl / and). ggml_gemv_q8_0_4x4_q8_0
+# (arch/arm/repack.cpp, __ARM_FEATURE_DOTPROD branch): per block 8 sdots by lane, then
+# scvtf + fmla and the A x B fp16 scale product, as gemv_q4_0_4x4 less its 8 unpack ops
+_GGML_Q8_SRC = ("llama.cpp ggml/src/ggml-cpu/arch/arm/repack.cpp ggml_gemv_q8_0_4x4_q8_0 / "
+                "ggml_gemm_q8_0_4x4_q8_0 (PR 18096: Q8_0 repacked at load on dotprod cores)")
+GGML_Q8_0_4X4 = dataclasses.replace(GGML_Q4_0_4X4, name="ggml gemm_q8_0_4x4_q8_0 (sdot)",
+                                    unpack_ops=0.0, source=_GGML_Q8_SRC)
+GGML_Q8_0_1X4 = dataclasses.replace(GGML_Q4_0_1X4, name="ggml gemv_q8_0_4x4_q8_0 (sdot)",
+                                    unpack_ops=0.0, source=_GGML_Q8_SRC)
 # llama.cpp before Q4_0 was repacked at load (2024 builds, e.g. T-MAC's baseline) runs every
 # Q4_0 row through ggml_vec_dot_q4_0_q8_0: one output per call, per 32-deep block 2 sdots
 # against and + ushr + 2 sub (unpack) and a zeroed accumulator, scvtf, 2 scalar fp16 -> fp32
@@ -122,7 +137,18 @@ GGML_Q4_0_1X4 = NbitsKernel("ggml gemv_q4_0_4x4_q8_0 (sdot)", 1, 4, unpack_ops=2
 GGML_Q4_0_VEC_DOT = NbitsKernel(
     "ggml vec_dot_q4_0_q8_0 (sdot)", 1, 1, unpack_ops=4.0, scale_ops=6.0,
     source="llama.cpp ggml-quants.c ggml_vec_dot_q4_0_q8_0 (__ARM_FEATURE_DOTPROD branch)")
-LLAMA_CPP_RUNTIMES = ("llama.cpp", "llama.cpp vec_dot")
+# The same loop built without +dotprod (T-MAC's 2024 llama.cpp: -march=armv8.2a+fp16,
+# kaleid-liner/llama.cpp @ 0358ebc1 CMakeLists.txt; v8.2-A leaves dotprod optional):
+# ggml-impl.h's ggml_vdotq_s32 stands in for each sdot with smull + smull2 + 2 saddlp + 2 add,
+# the first of the two chained calls adding to zero (one add folded): 11 instructions for the
+# block's 2 sdots, 9 more. Its 4 smulls run on V0 only (1 per cycle), inside the 10.5 cycles
+# the 21 instructions take on two pipes, so issue, not the multiplier, bounds it.
+GGML_Q4_0_VEC_DOT_NO_DOTPROD = dataclasses.replace(
+    GGML_Q4_0_VEC_DOT, name="ggml vec_dot_q4_0_q8_0 (no dotprod: smull/saddlp)",
+    dot_emulation_ops=9.0,
+    source="kaleid-liner/llama.cpp @ 0358ebc1 ggml-quants.c ggml_vec_dot_q4_0_q8_0 "
+           "(__ARM_NEON branch) with ggml-impl.h ggml_vdotq_s32 (!__ARM_FEATURE_DOTPROD)")
+LLAMA_CPP_RUNTIMES = ("llama.cpp", "llama.cpp vec_dot", "llama.cpp vec_dot no-dotprod")
 
 
 MLAS_BITS = (4, 8)                 # GetQNBitGemmVariant: CompInt8 variants exist for these
@@ -137,9 +163,14 @@ def has_kernel(bits: int, block: int) -> bool:
 
 def nbits_kernel(bits: int, m: int, runtime: str = "onnxruntime", block: int = 32,
                  zero_point: bool = False) -> NbitsKernel:
-    """The micro-kernel a CompInt8 GEMM of `m` rows and `bits`-bit weights runs."""
+    """The micro-kernel a CompInt8 GEMM of `m` rows and `bits`-bit weights runs (llama.cpp:
+    Q8_0 for 8 bits, else Q4_0; its vec_dot runtimes are the Q4_0 loops only)."""
     if runtime == "llama.cpp vec_dot":
         return GGML_Q4_0_VEC_DOT
+    if runtime == "llama.cpp vec_dot no-dotprod":
+        return GGML_Q4_0_VEC_DOT_NO_DOTPROD
+    if runtime == "llama.cpp" and bits == 8:
+        return GGML_Q8_0_1X4 if m == 1 else GGML_Q8_0_4X4
     if runtime == "llama.cpp":
         return GGML_Q4_0_1X4 if m == 1 else GGML_Q4_0_4X4
     if bits == 8:
@@ -179,8 +210,9 @@ def gemm_seconds(m: int, n: np.ndarray, k: np.ndarray, bits: int, block: int,
         target: an Arm CPU with dot products.
         threads: intra-op threads.
         bandwidth: DRAM read bytes/s at `threads`.
-        runtime: "onnxruntime" (MLAS / KleidiAI), "llama.cpp" (its Q4_0 4x4 kernel) or
-            "llama.cpp vec_dot" (Q4_0 not repacked: one row per vec_dot call).
+        runtime: "onnxruntime" (MLAS / KleidiAI), "llama.cpp" (its Q4_0 / Q8_0 4x4 kernels),
+            "llama.cpp vec_dot" (Q4_0 not repacked: one row per vec_dot call) or
+            "llama.cpp vec_dot no-dotprod" (that loop built without dotprod).
         zero_point: the weights carry zero points (asymmetric blocks).
     """
     n, k = np.asarray(n, np.int64), np.asarray(k, np.int64)
@@ -196,7 +228,9 @@ def gemm_seconds(m: int, n: np.ndarray, k: np.ndarray, bits: int, block: int,
     task_s = task_s + kern.fp32_passes * rows * nc * (k / BLOCK_DEPTH) / fp32_rate
     compute = -(-tasks // threads) * task_s
     # B from DRAM once per row slice; its re-reads by the tiles of a slice are cache hits
-    b_bytes = n * k * (bits / 8.0 + (4.0 + zero_point * bits / 8.0) / block)
+    # a block's scale: fp32 in MatMulNBits, fp16 in ggml's block_q4_0 / block_q8_0
+    scale = 2.0 if runtime in LLAMA_CPP_RUNTIMES else 4.0
+    b_bytes = n * k * (bits / 8.0 + (scale + zero_point * bits / 8.0) / block)
     memory = (b_bytes * slices + m * k * 4.0 + m * n * 4.0) / bandwidth
     # ops counted on 128-bit registers; MLAS quantises A on one thread, ggml on all
     ops = m * k * QUANT_A_OPS_PER_VALUE * 128.0 / target.simd_bits

@@ -35,6 +35,13 @@ TILE_PIX = 12        # convolution_im2col_gemm.h / _fp16s.h: jj += 12 (pixels pe
 TILE_PIX_INT8 = 8    # convolution_im2col_gemm_int8.h: jj += 8
 M_BLOCK = 32         # get_optimal_tile_mnk (fp32, int8): nn_M = (M + 31) / 32
 M_BLOCK_FP16 = 64    # get_optimal_tile_mnk_fp16sa: nn_M = (M + 63) / 64
+# convolution_gemm_transB_packed_tile (`convolution_im2col_gemm.h`, fp32 8 x 12, 24 fmla per
+# k) and _fp16sa (`_fp16s.h`, 8 x 12 fp16, 12 fmla per k) @a4d2ea1, around the k loop of
+# every tile: at k == 0 the accumulators are set from one bias load, 22 (fp32) / 11 (fp16)
+# `mov`; at k_end (out_elempack 4 / 8) they are stored, 24 / 12 q registers (`st1`). Assumed:
+# a mov or a q store takes one vector-pipe issue slot, as an fmla does: a tile costs
+# (22 + 24) / 24 = (11 + 12) / 12 k steps more than its k loop
+TILE_EDGE_K = 23.0 / 12.0
 STRIDE2_MAX_IN_PER_OUT = 5.2  # 4 input pixels per output at stride 2, + 30 % padding slack
 GEMM_FMLA_PER_K = 24.0       # fp32 8 x 12 tile: 8 x 12 / 4 lanes fmla per k step
 GEMM_Q_LOADS_PER_K = 5.0     # and 5 128-bit operand loads (A: 8 floats, B: 12 floats); the
@@ -173,6 +180,31 @@ def conv_gemm_split(pixels: int, oc: int, k: float, groups: int, threads: int, c
     rows = min((tasks + threads - 1) // threads * tile, ceil_to(oc, TILE_OC))
     pix = ceil_to(pixels, TILE_PIX_INT8 if eb == 1.0 else TILE_PIX)
     return float(min(threads, tasks)), groups * rows * pix * k
+
+
+# conv3x3s1_winograd_get_optimal_tile_mnk (`convolution_3x3_winograd.h`, `_fp16s.h`, `_int8.h`
+# @a4d2ea1, aarch64): TILE_M = 8 x min(nT, cores), then capped at ceil8(TILE_M / nT): 8
+# output channels per task at every thread count
+WINOGRAD_TILE_M = 8
+
+
+@njit(cache=True)
+def winograd_input_sweeps(cout: float, threads: float) -> float:
+    """Times ncnn's Winograd conv reads its transformed input BT from beyond the shared last
+    cache level when BT does not fit it. conv3x3s1_winograd{23,43,63} (@a4d2ea1; the fp16
+    and int8 files alike) write BT once, then `#pragma omp parallel for` over nn_M =
+    ceil(cout / WINOGRAD_TILE_M) tasks, each walking every (j, k) tile of BT before its
+    output transform: nn_M sweeps of BT in all, whatever TILE_N and TILE_K. With no
+    schedule clause libgomp splits the loop statically: each thread takes a run of equal
+    tasks, all start together and walk BT in the same order, so a line one thread brings into
+    the shared level serves the others: one DRAM sweep per round of `threads` tasks (assumed:
+    the threads stay in lockstep, none lagging by a cache's worth). One thread: nn_M sweeps.
+    Release 20211208's loop (`convolution_3x3_pack4.h` conv3x3s1_winograd64_pack4_neon)
+    splits its dot products the same way: `omp parallel for` over outch >> 1 pairs of
+    4-channel packs, 8 channels a task."""
+    tasks = (cout + WINOGRAD_TILE_M - 1) // WINOGRAD_TILE_M
+    t = max(1.0, min(threads, tasks))
+    return (tasks + t - 1) // t
 
 
 @njit(cache=True)

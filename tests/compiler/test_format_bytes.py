@@ -1,4 +1,4 @@
-"""Every format row's predicted weight bytes (`compiler.formats.emitted_bytes`) equal, exactly,
+"""Every format row's predicted weight bytes (`compiler.format_bytes.emitted_bytes`) equal, exactly,
 the bytes of the initializers the emitter writes for the layer's weight and bias (codes,
 scales, zero points, bias), read back from the emitted ONNX; and the CPU cost model reports
 those bytes."""
@@ -11,10 +11,11 @@ import numpy as np
 import onnx
 import pytest
 
-from compiler import formats
+from compiler import format_bytes, formats
 from compiler.emit import emit
 from compiler.fake_quant import row
-from compiler.formats import WEIGHT_INPUT, WeightGeometry, emitted_bytes
+from compiler.format_bytes import WeightGeometry, emitted_bytes
+from compiler.formats import WEIGHT_INPUT
 from compiler.ir import Graph, Layer
 from compiler.passes.calibrate import calibrate
 from compiler.passes.quantize import QuantOptions, quantize
@@ -84,7 +85,7 @@ def test_predicted_bytes_equal_the_emitted_initializers(name: str, layer_key: st
 
 
 def test_every_row_has_a_byte_count() -> None:
-    assert set(formats.ROW_BYTES) == set(formats.BY_NAME)
+    assert set(format_bytes.ROW_BYTES) == set(formats.BY_NAME)
 
 
 @pytest.mark.parametrize("name", ["qlinear_conv", "int8_linear", "nbits_fp32", "fp16", "float"])
@@ -122,9 +123,9 @@ def test_a_layers_own_block_is_emitted_and_predicted(name: str, layer_key: str,
     if kind != "linear":  # the allocator's choices: linear, and 1x1 convs (see below; the
         return            # table blocks Cin/g x taps, and gather tables are not its layers)
     table = g.layer_table()
-    at32 = emitted_bytes(name, bits, formats.table_geometry(table, 32, "per_block"))[0, 0]
+    at32 = emitted_bytes(name, bits, format_bytes.table_geometry(table, 32, "per_block"))[0, 0]
     code = np.array([[formats.FORMAT_CODE[name]]])
-    delta = formats.block_bytes_delta(table, code, np.array([bits]), np.array([block]))
+    delta = format_bytes.block_bytes_delta(table, code, np.array([bits]), np.array([block]))
     assert at32 + delta[0, 0] == written
 
 
@@ -135,7 +136,7 @@ def test_a_1x1_conv_block_delta_is_exact() -> None:
             [x_(1, 96, 5, 5), w_("w", f32(8, 96, 1, 1)), w_("b", f32(8))])
     g, _ = one_layer(*spec)
     code = np.array([[formats.FORMAT_CODE["int_dq_block"]] * 3])
-    delta = formats.block_bytes_delta(g.layer_table(), code, np.array([4] * 3),
+    delta = format_bytes.block_bytes_delta(g.layer_table(), code, np.array([4] * 3),
                                       np.array([16, 32, 64]))
     written = []
     for block in (16, 32, 64):

@@ -17,7 +17,7 @@ from compiler.frontend import load
 from compiler.sensitivity import forward_ahead, gauss_newton, hawq
 from compiler.sensitivity.loss import chunks, loss_outputs
 from edgesim import zoo
-from tests.compiler.test_hawq import _two_block_least_squares
+from tests.compiler.hawq_models import two_block_least_squares as _two_block_least_squares
 
 
 def _digits(n: int = 12):

@@ -12,7 +12,7 @@ from compiler.sensitivity import gauss_newton, hawq
 from edgesim import allocation, api, zoo
 from edgesim.budget import parse_budget
 from edgesim.settle_rule import settled_rule
-from tests.compiler.test_hawq import _two_block_least_squares
+from tests.compiler.hawq_models import two_block_least_squares as _two_block_least_squares
 
 
 def _counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:

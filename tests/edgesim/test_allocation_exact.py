@@ -26,9 +26,9 @@ from edgesim.alloc_problem import build_problem, candidate_choices
 from edgesim.alloc_solve import EXACT_ROUNDS, ExactInfeasible, fit_exact, solve_problem
 from edgesim.allocation import allocate, sensitivity
 from edgesim.budget import Budget, parse_budget
+from edgesim.compile_plan import emitted_bits
 from edgesim.errors import UserError
 from edgesim.loading import load_graph
-from edgesim.pipeline import _emitted_bits
 from edgesim.quantize import quantize_model
 from tests.edgesim.test_cli import _one_line_error
 
@@ -48,7 +48,7 @@ def _allocate(budget: Budget | None) -> object:
 
 def _read_back(bits: np.ndarray, folder: Path, metric: str) -> float:
     """The emitted file of plan `bits`, read back and simulated: its `metric` in base units."""
-    out = quantize_model(G, _emitted_bits(G, bits), calib_random=4, out=folder / "m.onnx")
+    out = quantize_model(G, emitted_bits(G, bits), calib_random=4, out=folder / "m.onnx")
     sim = api.simulate(str(out.out), TARGET)
     return getattr(sim.total, FIELD[metric]) * TO_BASE[metric]
 

@@ -19,8 +19,8 @@ from compiler.frontend import load
 from edgesim import api
 from edgesim.allocation import allocate
 from edgesim.budget import Budget
+from edgesim.compile_plan import emitted_bits
 from edgesim.errors import UserError
-from edgesim.pipeline import _emitted_bits
 from edgesim.quantize import quantize_model
 from edgesim.tables import (
     TableCost,
@@ -78,7 +78,7 @@ def test_predicted_size_is_the_emitted_initializer_bytes(tmp_path, graph, calib,
     r = allocate(graph, target, method="proxy", budget=Budget("bits", w_bits),
                  weight_bits=(w_bits,))
     out = tmp_path / "m.onnx"
-    quantize_model(graph, _emitted_bits(graph, r.bits), calib=calib, out=out,
+    quantize_model(graph, emitted_bits(graph, r.bits), calib=calib, out=out,
                    kernel_check="off")
     # the table: codes (UINT8, or INT4 two per byte) and one fp32 scale per 32 values,
     # exactly as written (counted at fp32 it would be 262 kB)
@@ -100,7 +100,7 @@ def test_a_budget_that_fits_only_with_the_emitted_table_is_met(tmp_path, graph, 
     budget = Budget("size", 0.5 * fp32_table)
     r = allocate(graph, target, method="proxy", budget=budget)
     out = tmp_path / "m.onnx"
-    quantize_model(graph, _emitted_bits(graph, r.bits), calib=calib, out=out,
+    quantize_model(graph, emitted_bits(graph, r.bits), calib=calib, out=out,
                    kernel_check="off")
     assert r.total <= budget.value
     assert _initializer_bytes(out) <= budget.value * 1.005

@@ -39,6 +39,10 @@ def test_sweep_then_pareto(tmp_path: Path) -> None:
     assert report["points"] == 8 and png.is_file()
     # -o plot.png writes that plot and nothing else beside it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["front.png", "results", "space.yaml"]
+    # -o table.csv writes that table (the old code made a folder named table.csv)
+    csv = edgesim("pareto", str(out), "-o", str(tmp_path / "table.csv"), "--quiet")
+    assert csv.returncode == 0, csv.stderr
+    assert (tmp_path / "table.csv").read_text().startswith("id,")
     rows = report["front"]
     assert len(rows) >= 1
     assert all(type(r["rows"]) is int and type(r["cols"]) is int for r in rows)  # not 8.0

@@ -16,8 +16,8 @@ from compiler.emit import emit
 from compiler.emit.write import file_bytes, write
 from edgesim.allocation import allocate
 from edgesim.budget import Budget
+from edgesim.compile_plan import emitted_bits
 from edgesim.loading import load_graph, resolve_target
-from edgesim.pipeline import _emitted_bits
 from edgesim.quantize import quantize_model
 from edgesim.tables import plan_file_bytes
 
@@ -37,7 +37,7 @@ def test_size_budget_holds_for_the_file(zoo: str, budgets: tuple[int, ...],
     sizes = []
     for i, budget in enumerate(budgets):
         alloc = allocate(g, tgt, method="proxy", budget=Budget("size", budget))
-        bits = _emitted_bits(g, alloc.bits)
+        bits = emitted_bits(g, alloc.bits)
         r = quantize_model(g, bits, calib_random=8, out=tmp_path / f"{i}.onnx")
         size = os.path.getsize(r.out)
         # the plan's predicted file bounds the file, and fits the budget

@@ -72,18 +72,48 @@ def test_unrepacked_q4_0_gemv_runs_one_row_per_vec_dot() -> None:
     np.testing.assert_allclose(sec, 4096 * 11008 / rate + quant_a, rtol=1e-12)
 
 
+def test_vec_dot_built_without_dotprod_emulates_each_sdot() -> None:
+    from hwmodels.kernels import cpu_nbits as K
+
+    # ggml-impl.h ggml_vdotq_s32 without __ARM_FEATURE_DOTPROD: smull, smull2, 2 saddlp, 2 add
+    # per sdot; the block's two chained calls, the first adding to zero: 11 instructions where
+    # the dotprod build issues 2 sdots; the rest of the block as with sdot (4 unpack, 6 scale)
+    kern = K.nbits_kernel(4, 1, "llama.cpp vec_dot no-dotprod")
+    assert kern.efficiency() == pytest.approx(2 / (11 + 4 + 6))
+    n, k = np.array([4096]), np.array([11008])
+    sec = K.gemm_seconds(1, n, k, 4, 32, RPI5, 2, np.inf, "llama.cpp vec_dot no-dotprod")
+    # 2 pipes x 16 MACs x 2.4 GHz x 2/21 x 0.85 per core, the rows split over 2 threads
+    # (4096 columns in 16 tasks of 256, 8 per thread); A quantised by both threads
+    rate = 2 * 16 * 2.4e9 * 2 / 21 * 0.85
+    quant_a = 11008 * 46 / 32 / (2 * 2.4e9) / 2
+    np.testing.assert_allclose(sec, 8 * 256 * 11008 / rate + quant_a, rtol=1e-12)
+
+
+def test_t_mac_baseline_rows_run_the_build_without_dotprod() -> None:
+    # T-MAC tools/run_pipeline.py @ 0babfafb builds its llama.cpp submodule (kaleid-liner/
+    # llama.cpp @ 0358ebc1) with no -march; that CMakeLists.txt adds -march=armv8.2a+fp16 on
+    # aarch64 (no dotprod); the Qwen rows' builds repack Q4_0 for the sdot GEMV
+    from bench.bench_llm import llama_cpp_runtime, published_rows
+
+    runtimes = {(r["model"], r["their_format"]): llama_cpp_runtime(r["kernel_family"])
+                for r in published_rows()}
+    assert runtimes[("llama-2-7b", "Q4_0")] == "llama.cpp vec_dot no-dotprod"
+    assert runtimes[("qwen2.5-0.5b", "Q4_0")] == "llama.cpp"
+
+
 def test_llama_cpp_predictions_follow_every_published_thread_trend() -> None:
     # bench/llm_published.csv: per model, format and metric, the published tok/s across thread
-    # counts rise or fall (Qwen2.5-0.5B Q4_0 decode 32.42 / 33.84 / 29.37 at 1 / 2 / 3
-    # threads, Arm learning path llm-decode-roofline; Llama-2-7B Q4_0 0.85 / 1.63 at 1 / 2,
-    # T-MAC); the predictions with llama.cpp's kernels rise or fall alike
+    # counts rise or fall (Qwen2.5-0.5B Q4_0 decode 32.42 / 33.84 / 29.37 / 27.28 and pp512
+    # 93.49 / 173.68 / 233.22 / 289.92 at 1 / 2 / 3 / 4 threads, Arm learning path
+    # llm-decode-roofline; Llama-2-7B Q4_0 0.85 / 1.63 at 1 / 2, T-MAC); the predictions with
+    # llama.cpp's kernels rise or fall alike
     from bench.bench_llm import EXTRA_CONFIGS, predict_llama_cpp, published_rows
 
     groups: dict[tuple[str, str, str], list[dict[str, str]]] = {}
     for row in published_rows():
         groups.setdefault((row["model"], row["their_format"], row["metric"]), []).append(row)
     trends = [sorted(g, key=lambda r: int(r["threads"])) for g in groups.values() if len(g) > 1]
-    assert len(trends) == 2
+    assert len(trends) == 3
     for rows in trends:
         cfg = load_config(EXTRA_CONFIGS.get(rows[0]["model"]) or f"zoo:{rows[0]['model']}")
         pub = np.array([float(r["published_tok_s"]) for r in rows])
@@ -92,8 +122,9 @@ def test_llama_cpp_predictions_follow_every_published_thread_trend() -> None:
 
 
 def test_llama2_7b_decode_near_t_mac_baseline() -> None:
-    # T-MAC docs/profiling_data.md @ 0babfafb: llama.cpp Q4_0 (2024 build, vec_dot) on a
-    # Pi 5 decodes Llama-2-7B at 0.85 tok/s on 1 thread, 1.63 on 2
+    # T-MAC docs/profiling_data.md @ 0babfafb: llama.cpp Q4_0 (2024 build, vec_dot without
+    # dotprod) on a Pi 5 decodes Llama-2-7B at 0.85 tok/s on 1 thread, 1.63 on 2; costed with
+    # sdot the prediction was 1.33 / 1.38 x these
     from bench.bench_llm import predict_llama_cpp, published_rows
 
     cfg = load_config(LLAMA2_7B)
@@ -101,4 +132,4 @@ def test_llama2_7b_decode_near_t_mac_baseline() -> None:
     assert len(rows) == 2
     for row in rows:
         ratio = predict_llama_cpp(cfg, RPI5, row) / float(row["published_tok_s"])
-        assert 0.6 < ratio < 1.5, (row["threads"], ratio)
+        assert 0.8 < ratio < 1.25, (row["threads"], ratio)

@@ -151,3 +151,32 @@ def test_pareto_never_replaces_what_the_user_had(tmp_path: Path) -> None:
     assert (out / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert load_results(out / "front.csv").columns["id"].tolist() == \
         result.front.columns["id"].tolist()
+
+
+def test_output_suffix_names_one_file_or_a_folder(tmp_path: Path) -> None:
+    """-o by suffix: `x.csv` is the front's CSV and nothing else (the old code made a folder
+    named x.csv holding front.csv and two plots), `x.png` the front plot only, a plot format
+    edgesim cannot write is refused before anything is written, anything else is a folder."""
+    path, records = _results(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = pareto(path, ["area_proxy", "latency_s"], output=out / "front.csv")
+    assert (out / "front.csv").is_file() and result.files == (str(out / "front.csv"),)
+    good = [r for r in records if "error" not in r]
+    points = np.array([[r["area_proxy"], sum(m["latency_s"] for m in r["models"].values())]
+                       for r in good])
+    expected = {r["id"] for r, keep in zip(good, brute_force_front(points, ["min", "min"]))
+                if keep}
+    assert set(load_results(out / "front.csv").columns["id"].tolist()) == expected
+    pareto(path, ["area_proxy", "latency_s"], output=out / "plot.png")
+    assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in out.iterdir()) == ["front.csv", "plot.png"]
+    with pytest.raises(UserError, match="PNG"):
+        pareto(path, ["area_proxy", "latency_s"], output=out / "plot.svg")
+    with pytest.raises(UserError, match="no-plots"):
+        pareto(path, ["area_proxy", "latency_s"], output=out / "p2.png", plots=False)
+    with pytest.raises(UserError, match="does not exist"):
+        pareto(path, ["area_proxy", "latency_s"], output=tmp_path / "nowhere" / "f.csv")
+    assert sorted(p.name for p in out.iterdir()) == ["front.csv", "plot.png"]
+    pareto(path, ["area_proxy", "latency_s"], output=tmp_path / "front.dir")
+    assert (tmp_path / "front.dir" / "front.csv").is_file()

@@ -16,8 +16,8 @@ import pytest
 from compiler.frontend import load
 from edgesim.allocation import allocate
 from edgesim.budget import Budget
+from edgesim.compile_plan import emitted_bits
 from edgesim.loading import resolve_target
-from edgesim.pipeline import _emitted_bits
 from edgesim.quantize import quantize_model
 from tests.compiler.test_shared_weights import READERS, K, N, matmul_chain
 
@@ -35,7 +35,7 @@ def test_size_budget_holds_with_one_copy_of_a_shared_weight(budget: int,
     one_w8 = K * N + 5 * N
     assert READERS * one_w8 > budget > 2 * one_w8 and K * N * 4 > budget
     assert w == 8
-    r = quantize_model(g, _emitted_bits(g, alloc.bits), calib_random=8,
+    r = quantize_model(g, emitted_bits(g, alloc.bits), calib_random=8,
                        out=tmp_path / "m.onnx")
     size = os.path.getsize(r.out)
     assert size <= alloc.total <= budget

@@ -1,4 +1,4 @@
-"""`edgesim.sparsity.latency_terms`: a plan's predicted latency split by cause, on the digits
+"""`edgesim.sparsity_costs.latency_terms`: a plan's predicted latency split by cause, on the digits
 CNN at batch 1 on sparse-mac-32x32 (os 32x32, 0.5 GHz, pipelined folds), against hand
 arithmetic of the fold schedule and the vector unit."""
 
@@ -9,7 +9,7 @@ import pytest
 
 from compiler.frontend import load
 from compiler.sparsity import operand_stats
-from edgesim.sparsity import TERMS, latency_terms, plan_latency_s
+from edgesim.sparsity_costs import TERMS, latency_terms, plan_latency_s
 from edgesim.zoo import build, load_digits_data
 from hwmodels.target import load_target
 

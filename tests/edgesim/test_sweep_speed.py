@@ -16,6 +16,7 @@ from edgesim.sweep import (
     POOL_GAIN_S,
     Timings,
     best_workers,
+    evaluate,
     point_count,
     predicted_timings,
     predicted_wall_s,
@@ -23,8 +24,8 @@ from edgesim.sweep import (
     runs_inline,
 )
 from edgesim.sweep import run as run_mod
+from edgesim.sweep.evaluate import Context, evaluate_batch, model_context, proxy_sensitivity
 from edgesim.sweep.points import enumerate_points
-from edgesim.sweep.run import Context, evaluate_batch, model_context, proxy_sensitivity
 from edgesim.sweep.space import load_space
 from edgesim.sweep.store import RESULTS_NAME, ResultStore, encode, read_results
 from hwmodels.macarray import Precision
@@ -61,8 +62,8 @@ def test_fixed_bits_records_equal_with_and_without_the_batched_path(fixed_space,
                   space.optimise, space.runtime, space.threads)
     points = enumerate_points(space)
     fast = evaluate_batch(ctx, points)
-    real = run_mod.hooks
-    monkeypatch.setattr(run_mod, "hooks",
+    real = evaluate.hooks
+    monkeypatch.setattr(evaluate, "hooks",
                         lambda base: dataclasses.replace(real(base), picked=None))
     full = evaluate_batch(ctx, points)
     assert len(fast) == 48 == point_count(space)  # the grid's size, counted without enumerating

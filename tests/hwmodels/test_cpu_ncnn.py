@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from hwmodels import cpu
@@ -53,9 +54,10 @@ def test_ncnn_1x1_conv_matches_8x12_tile_arithmetic():
     row = conv(64, 20, 10, ksize=1)
     t = simple_target(isa=("neon",))
     ncnn = cycles([row], [(32, 32)], t, runtime="ncnn")[0, 0]
-    # ncnn: ceil12(100) = 108 pixels x ceil8(20) = 24 channels x 64; the whole-matrix im2col
-    # copy of a 1x1 conv costs bytes / (1e6 bytes per cycle) ~ 0.05 cycles here
-    assert ncnn == pytest.approx(108 * 24 * 64 / 4 + OVH, rel=1e-5)
+    # ncnn: ceil12(100) = 108 pixels x ceil8(20) = 24 channels x 64, and per 8 x 12 tile 22
+    # mov + 24 q stores around the k loop of 24 fmla per k (46 / 24 k steps); the
+    # whole-matrix im2col copy of a 1x1 conv costs bytes / (1e6 bytes per cycle) ~ 0.05 cycles
+    assert ncnn == pytest.approx(108 * 24 * (64 + 46 / 24) / 4 + OVH, rel=1e-5)
     # onnxruntime's MLAS 4 x 16 tile: 100 pixels x ceil16(20) = 32 channels, no copy
     ort = cycles([row], [(32, 32)], t, runtime="onnxruntime")[0, 0]
     assert ort == 100 * 32 * 64 / 4 + OVH
@@ -105,3 +107,53 @@ def test_generic_depthwise_loads_the_weight_vector_every_tap():
     # onnxruntime's model keeps one load per tap: (156800 + 3200) / 16 = 10000 cycles
     assert cycles([row], [(32, 32)], t, runtime="onnxruntime")[0, 0] == pytest.approx(
         10000 + OVH)
+
+
+@pytest.mark.parametrize("cout, threads, sweeps", [
+    (64, 1, 8),     # one thread runs nn_M = 64 / 8 tasks, each sweeping BT
+    (64, 4, 2),     # 8 tasks in lockstep rounds of 4: two DRAM sweeps
+    (512, 4, 16),   # 64 tasks / 4
+    (20, 4, 1),     # 3 tasks (8 + 8 + 4 channels), one round on 3 of the 4 threads
+    (100, 3, 5),    # 13 tasks: rounds of 3 -> ceil(13 / 3)
+])
+def test_winograd_input_sweeps_count_rounds_of_eight_channel_tasks(cout, threads, sweeps):
+    assert N.winograd_input_sweeps(cout, threads) == sweeps
+
+
+def test_winograd_reads_a_transformed_input_beyond_the_cache_once_per_task_round():
+    # 64 -> 64, 3x3, 24x24 on ncnn fp32: F(6,3), 16 tiles x 64 positions x 64 channels x 4 B
+    # = 262144 B of BT, above a 128 KiB shared last level. Every other DRAM byte (weights,
+    # output, the padded copy) is the same at 1 and 4 threads; BT is read 8 times on one
+    # thread and 2 times on four, so the DRAM bytes (1 pJ per byte) differ by 6 x 262144
+    caches = (CacheLevel(1, 32, 64, 4, 64.0, False), CacheLevel(2, 128, 64, 8, 64.0, True))
+    t = simple_target(isa=("neon",), cores=4, caches=caches,
+                      dram=cpu.Dram("t", 10.0, 10.0, energy_pj_per_byte=1.0))
+    table, bits = make_table([conv(64, 64, 24)]), np.array([(32, 32)])
+    one, four = (float(cpu.evaluate(table, bits, t, threads=n, runtime="ncnn")
+                       .energy_pj_dram[0, 0]) for n in (1, 4))
+    assert one - four == pytest.approx(6 * 16 * 64 * 64 * 4)
+
+
+def test_winograd_dram_bytes_at_one_thread_add_up_by_hand():
+    # the layer above on one thread, every DRAM byte: the transformed weights (8 x 8 x 64 x 64
+    # x 4 B, read once), BT read by each of the 8 tasks, the transformed output (16 x 64 x 64
+    # x 4 B), the repack of B_tile into BT (transpose_pack_B_tile: read + write of BT, both
+    # beyond the 128 KiB level) and make_padding's bordered copy (read + write of the input)
+    caches = (CacheLevel(1, 32, 64, 4, 64.0, False), CacheLevel(2, 128, 64, 8, 64.0, True))
+    t = simple_target(isa=("neon",), cores=4, caches=caches,
+                      dram=cpu.Dram("t", 10.0, 10.0, energy_pj_per_byte=1.0))
+    got = cpu.evaluate(make_table([conv(64, 64, 24)]), np.array([(32, 32)]), t, threads=1,
+                       runtime="ncnn").energy_pj_dram[0, 0]
+    bt = 16 * 64 * 64 * 4
+    assert got == pytest.approx(8 * 8 * 64 * 64 * 4 + 8 * bt + bt + 2 * bt + 2 * 64 * 24 * 24 * 4)
+
+
+def test_ncnn_fp16_tiles_pay_the_same_accumulator_edges_in_k_steps():
+    # fp16 arithmetic (8 lanes x 1 pipe = 8 MACs / cycle): 64 -> 64, 1x1, 12x12, k = 64.
+    # ncnn: 144 pixels (12 tiles of 12) x 64 channels (8 rows of 8); per tile 11 mov + 12 q
+    # stores around 12 fmla per k: (64 + 23 / 12) k steps; int8 tiles (8 x 8) pay none
+    t = simple_target(isa=("neon", "fp16"))
+    row = conv(64, 64, 12, ksize=1)
+    fp16 = cycles([row], [(16, 16)], t, runtime="ncnn")[0, 0]
+    copy = 2 * 64 * 144 * 2 / 1e6  # the im2col copy at 1e6 bytes per cycle
+    assert fp16 == pytest.approx(144 * 64 * (64 + 23 / 12) / 8 + copy + OVH, rel=1e-6)
