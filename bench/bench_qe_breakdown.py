@@ -6,7 +6,10 @@ named in `STEPS` and around each phase; no profiler. cProfile charges every Pyth
 its own overhead, so call-heavy steps read 10-30x too slow under it (PP-OCR: `Graph.
 consumers` 2 ms a call profiled, 0.06 ms timed; `Graph.layer_table` 76 ms and 13 ms),
 and its hot spots mislead. Steps nest (the range search holds its sessions and emissions),
-so their seconds do not add up to the phase's.
+so their seconds do not add up to the phase's; they are booked inside the "quantising and
+emitting" phase only. `onnxruntime.InferenceSession.__init__` is session creation from
+bytes (parsing, graph optimisation, prepacking), `edgesim.evaluate.session` minus it the
+serialisation, `onnxruntime.InferenceSession.run` every run.
 
     python bench/bench_qe_breakdown.py [--models ppocr,resnet18] [--method proxy]
         [--cache DIR]
@@ -41,18 +44,29 @@ from bench_real_models import cache_dir  # noqa: E402
 # by name) gets the timed one, so no caller escapes the clock
 STEPS = {
     "compiler.passes.quantize": ("quantize",),
-    "compiler.emit": ("emit",),
+    "compiler.emit": ("emit", "write"),
+    "compiler.verify": ("verify",),
     "edgesim.evaluate": ("session",),
-    "compiler.range_choice": ("choose_methods",),
+    "edgesim.float_pass": ("onnxruntime_env",),
+    "compiler.range_choice": ("choose_methods", "candidate_params", "_graph_errors"),
     "compiler.range_search": ("refine_bounded", "bounded_error"),
     "edgesim.alloc_dynamic": ("affordable", "priced_alloc"),
-    "edgesim.quantize": ("_chosen_ranges", "_extreme_layers", "_kernel_check", "_held_runs"),
+    "edgesim.quantize": ("_extreme_layers", "_kernel_check", "_bias_corrected",
+                         "_chosen_ranges", "_held_runs"),  # (before edgesim.ranges)
+    "edgesim.ranges": ("chosen_ranges", "_held_runs"),
 }
+# onnxruntime's own: session creation from bytes (parse, graph optimisation, prepacking;
+# `edgesim.evaluate.session` minus this is serialisation) and runs
+ORT_STEPS = ("__init__", "run")
+PHASE = "quantising and emitting"  # steps are booked inside this phase only
 
 
-def _timed(f: Callable[..., Any], totals: list[float]) -> Callable[..., Any]:
+def _timed(f: Callable[..., Any], totals: list[float], inside: list[bool]
+           ) -> Callable[..., Any]:
     @functools.wraps(f)
     def run(*a: Any, **kw: Any) -> Any:
+        if not inside[0]:
+            return f(*a, **kw)
         start = time.process_time()
         try:
             return f(*a, **kw)
@@ -65,28 +79,44 @@ def _timed(f: Callable[..., Any], totals: list[float]) -> Callable[..., Any]:
 @contextlib.contextmanager
 def timers() -> Iterator[dict[str, list[float]]]:
     """Every `STEPS` function and compile phase timed while inside; totals by name."""
+    import onnxruntime as ort
+
     import edgesim.progress as progress
 
     totals: dict[str, list[float]] = {}
+    inside = [False]
     saved: list[tuple[Any, str, Any]] = []
     for module in STEPS:
-        importlib.import_module(module)
+        with contextlib.suppress(ModuleNotFoundError):  # an older tree (its own ROOT copy)
+            importlib.import_module(module)
     holders = [m for k, m in sys.modules.items() if k.split(".")[0] in ("edgesim", "compiler")]
     for module, names in STEPS.items():
         for name in names:
-            f = getattr(sys.modules[module], name)
-            timed = _timed(f, totals.setdefault(f"{module}.{name}", [0.0, 0]))
+            f = getattr(sys.modules.get(module), name, None)
+            if f is None:
+                continue
+            timed = _timed(f, totals.setdefault(f"{module}.{name}", [0.0, 0]), inside)
             for m in holders:
                 if getattr(m, name, None) is f:
                     saved.append((m, name, f))
                     setattr(m, name, timed)
+    for name in ORT_STEPS:
+        f = getattr(ort.InferenceSession, name)
+        saved.append((ort.InferenceSession, name, f))
+        setattr(ort.InferenceSession, name,
+                _timed(f, totals.setdefault(f"onnxruntime.InferenceSession.{name}", [0.0, 0]),
+                       inside))
     phase = progress.Progress.phase
 
     @contextlib.contextmanager
     def timed_phase(self: Any, name: str) -> Iterator[None]:
         start = time.process_time()
-        with phase(self, name):
-            yield
+        inside[0] = name == PHASE
+        try:
+            with phase(self, name):
+                yield
+        finally:
+            inside[0] = False
         totals[f"phase: {name}"] = [time.process_time() - start, 1]
     saved.append((progress.Progress, "phase", phase))
     progress.Progress.phase = timed_phase  # type: ignore[method-assign]

@@ -1,4 +1,4 @@
-"""The end-to-end range search with and without its screen (`edgesim.quantize.E2E_SCREEN`,
+"""The end-to-end range search with and without its screen (`edgesim.ranges.E2E_SCREEN`,
 `compiler.range_search._Scorer`). Prints JSON.
 
 Per model, `edgesim quantize --bits 8` (W8A8, calibration on the model's SAMPLES samples as
@@ -46,6 +46,7 @@ def search(case, screen: float | None, out: Path) -> dict:
     """One W8A8 quantisation with the search's screen at `screen`; its figures."""
     import compiler.range_search as rc
     import edgesim.quantize as eq
+    import edgesim.ranges as er
     from edgesim import calibration as cal
     from edgesim.loading import load_graph
 
@@ -59,7 +60,7 @@ def search(case, screen: float | None, out: Path) -> dict:
     kw = _flags(case.args)
     g = load_graph(str(case.src), kw.pop("input_shapes"), **kw)
     data = cal.read(g, str(case.npz))
-    eq.E2E_SCREEN, rc.bounded_error = screen, counted
+    er.E2E_SCREEN, rc.bounded_error = screen, counted
     picks: dict = {}
     choose = rc.choose_bounded
 
@@ -87,7 +88,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--cache", help="folder for downloaded packages")
     args = p.parse_args()
-    from edgesim.quantize import E2E_SCREEN
+    from edgesim.ranges import E2E_SCREEN
 
     load = os.getloadavg()
     rows = []

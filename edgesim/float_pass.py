@@ -39,7 +39,7 @@ class FloatPass:
     stats: CalibrationStats | None  # activation statistics, if they were asked for
     outputs: np.ndarray  # the first graph output, samples stacked along axis 0
     # the statistics of the samples the range search fits ranges on (`fit_batches`), if
-    # they were collected on the way (then `_chosen_ranges` needs no pass of its own)
+    # they were collected on the way (then `ranges.chosen_ranges` needs no pass of its own)
     fit_stats: CalibrationStats | None = None
     # the float graph outputs of each sample the range search holds out (`fit_batches`),
     # in order, if they were recorded on the way (its reference outputs then need no pass)
@@ -197,7 +197,7 @@ class HeldOutputs:
 
 
 def fit_batches(g: Graph, data: cal.CalibrationData) -> np.ndarray | None:
-    """Per batch of `cal.batches(g, data)`, whether `_chosen_ranges` fits ranges on it
+    """Per batch of `cal.batches(g, data)`, whether `ranges.chosen_ranges` fits ranges on it
     (its part of `cal.split`); None where those batches are not single samples of `data`
     or the data is not split."""
     if cal.batch_size(g) != 1 or data.count < 4:

@@ -18,7 +18,8 @@ from compiler.range_choice import CANDIDATES
 from compiler.range_search import refine_bounded, refine_end_to_end
 from edgesim import calibration as cal
 from edgesim.loading import load_graph
-from edgesim.quantize import deadline, quantize_model
+from edgesim.quantize import quantize_model
+from edgesim.ranges import deadline
 
 TENSORS = ("a", "b")
 PAIRS = list(itertools.product(CANDIDATES, repeat=len(TENSORS)))
@@ -97,12 +98,12 @@ def test_time_the_machine_gives_other_programs_does_not_cut_the_search(tmp_path,
     onnxruntime run of a candidate is descheduled for 0.3 s (a sleep: wall time, no CPU)."""
     import time
 
-    import edgesim.quantize as quantize_module
+    import edgesim.ranges as ranges_module
 
     g = load_graph("zoo:digits_cnn")
     data = cal.random_samples(g, 32, seed=6)
     quantize_model(g, 8, calib=data, out=tmp_path / "free.onnx", kernel_check="off")
-    real = quantize_module._onnxruntime_runner
+    real = ranges_module._onnxruntime_runner
 
     def descheduled(qg):  # type: ignore[no-untyped-def]
         run = real(qg)
@@ -111,7 +112,7 @@ def test_time_the_machine_gives_other_programs_does_not_cut_the_search(tmp_path,
             time.sleep(0.3)
             return run(feeds)
         return slow
-    monkeypatch.setattr(quantize_module, "_onnxruntime_runner", descheduled)
+    monkeypatch.setattr(ranges_module, "_onnxruntime_runner", descheduled)
     start = time.monotonic()
     loaded = quantize_model(g, 8, calib=data, out=tmp_path / "loaded.onnx",
                             kernel_check="off", range_budget_s=2.0)

@@ -28,7 +28,7 @@ from edgesim import assignment
 from edgesim import calibration as cal
 from edgesim.float_pass import float_pass
 from edgesim.loading import load_graph
-from edgesim.quantize import _held_runs, _onnxruntime_runner
+from edgesim.ranges import _held_runs, _onnxruntime_runner
 
 TENSORS = ("a", "b", "c")
 PAIRS = list(itertools.product(CANDIDATES, repeat=len(TENSORS)))
@@ -91,7 +91,7 @@ def test_a_bounded_score_stops_at_the_first_prefix_reaching_the_bound() -> None:
 
 def _search(name: str, chunk: int | None, prune: bool, bits: int
             ) -> tuple[dict[str, str], int, int, tuple]:
-    """The range search of `edgesim.quantize._chosen_ranges` at W`bits`A`bits` on a zoo
+    """The range search of `edgesim.ranges.chosen_ranges` at W`bits`A`bits` on a zoo
     model (random samples: held-out 16, local choice on 4), counting onnxruntime runs."""
     g = load_graph(f"zoo:{name}")
     data = cal.random_samples(g, 32, seed=1)

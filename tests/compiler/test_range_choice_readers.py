@@ -23,7 +23,7 @@ from compiler.range_search import fake_quant_runner
 from edgesim import calibration as cal
 from edgesim.float_pass import float_pass
 from edgesim.loading import load_graph
-from edgesim.quantize import _onnxruntime_runner
+from edgesim.ranges import _onnxruntime_runner
 from tests.compiler.opcheck import graph_model
 
 F = TensorProto.FLOAT

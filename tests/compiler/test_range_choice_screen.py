@@ -24,7 +24,7 @@ from edgesim import assignment
 from edgesim import calibration as cal
 from edgesim.float_pass import float_pass
 from edgesim.loading import load_graph
-from edgesim.quantize import _held_runs, _onnxruntime_runner
+from edgesim.ranges import _held_runs, _onnxruntime_runner
 
 TENSORS = ("a", "b", "c")
 PAIRS = list(itertools.product(CANDIDATES, repeat=len(TENSORS)))
@@ -108,7 +108,7 @@ def test_the_screen_keeps_only_trials_the_full_scores_show_better(seed: int, cas
 
 
 def _zoo_search(name: str, screen: float | None) -> tuple[dict[str, str], int]:
-    """`edgesim.quantize._chosen_ranges`'s search at W8A8 on a zoo model (held-out 16
+    """`edgesim.ranges.chosen_ranges`'s search at W8A8 on a zoo model (held-out 16
     samples in chunks of 2, local choice on 4), each assignment in its own onnxruntime
     session; the picks and the onnxruntime runs."""
     g = load_graph(f"zoo:{name}")

@@ -66,7 +66,7 @@ def test_the_float_pass_collects_the_fit_part_as_a_pass_over_it_alone_does() -> 
 
 def test_quantize_with_the_collected_fit_part_writes_the_same_file_with_no_pass(
         tmp_path, monkeypatch) -> None:
-    import edgesim.quantize as q
+    import edgesim.ranges as q
 
     g = load_graph("zoo:digits_cnn")
     data = cal.random_samples(g, 32, seed=4)
@@ -87,7 +87,7 @@ def test_quantize_with_the_collected_fit_part_writes_the_same_file_with_no_pass(
 def test_a_hawq_compile_reuses_its_recorded_passes_and_writes_the_same_model(
         tmp_path, monkeypatch) -> None:
     import edgesim.float_pass as float_pass_module
-    import edgesim.quantize as q
+    import edgesim.ranges as q
     from edgesim.pipeline import CompileOptions, compile_model
 
     g = load_graph("zoo:digits_cnn")

@@ -98,14 +98,14 @@ def test_the_shared_float_session_computes_the_calibration_session_tensors(name:
 
 @pytest.mark.parametrize("name", ["digits_cnn", "digits_transformer"])
 def test_the_range_search_picks_the_same_ranges_on_the_shared_session(name: str) -> None:
-    from edgesim.quantize import _chosen_ranges
+    from edgesim.ranges import chosen_ranges
 
     g = MODELS[name]()
     data = cal.random_samples(g, 24, seed=7)
     ref = float_pass(g, data, stats=True)
     assign, opts = assignment.resolve(g, 8), QuantOptions(act_method="auto")
-    want, _ = _chosen_ranges(g, assign, data, ref.stats, opts, ref.fit_stats)
-    got, _ = _chosen_ranges(g, assign, data, ref.stats, opts, ref.fit_stats, None,
+    want, _ = chosen_ranges(g, assign, data, ref.stats, opts, ref.fit_stats)
+    got, _ = chosen_ranges(g, assign, data, ref.stats, opts, ref.fit_stats, None,
                             lambda: onnxruntime_env(g, threads=None))
     assert want is not None and got is not None and want.chosen
     assert dict(got.chosen) == dict(want.chosen)

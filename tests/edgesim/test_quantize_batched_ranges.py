@@ -13,7 +13,7 @@ from edgesim import assignment
 from edgesim import calibration as cal
 from edgesim.float_pass import float_pass
 from edgesim.loading import load_graph
-from edgesim.quantize import _held_batches, _onnxruntime_runner
+from edgesim.ranges import _held_batches, _onnxruntime_runner
 
 F = TensorProto.FLOAT
 

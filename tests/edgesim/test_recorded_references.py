@@ -16,7 +16,7 @@ from edgesim.float_pass import (
     onnxruntime_env,
 )
 from edgesim.loading import load_graph
-from edgesim.quantize import _held_runs
+from edgesim.ranges import _held_runs
 
 
 def _setup():  # type: ignore[no-untyped-def]
