@@ -15,8 +15,9 @@ has them (2 x (q + 2 kv)), RoPE of q and k (2 x (q + kv)), K and V copied into t
 (2 x 1.5 kv), two residual adds (2 x 3 x hidden) and the fused SwiGLU (3 x intermediate).
 onnxruntime (onnxruntime-genai's builder, `phases.OTHER_NODES_PER_BLOCK`): two
 SkipSimplifiedLayerNormalization (input and skip read, output and sum written: 2 x 4 x hidden;
-biases fused into MatMulNBits), rotary of q and k (2 x (q + kv)), SiLU (2 x intermediate) and
-the gate Mul (3 x intermediate). Attention's own traffic is part of `phases.attention_prefill_s`.
+biases fused into MatMulNBits, assumed), rotary of q and k (2 x (q + kv)), SiLU
+(2 x intermediate) and the gate Mul (3 x intermediate). Attention's own traffic is part of
+`phases.attention_prefill_s`.
 """
 
 from __future__ import annotations
