@@ -114,7 +114,10 @@ def llama_weight_bytes(cfg: DecoderConfig, row: dict[str, str]) -> float:
 
 def llama_cpp_runtime(kernel_family: str) -> str:
     """The `cpu_nbits` runtime of a row's llama.cpp kernel family: builds that run Q4_0
-    unrepacked call vec_dot per row, with sdot or (built without dotprod) emulating it."""
+    unrepacked call vec_dot per row, with sdot or (built without dotprod) emulating it; Q4_K
+    repacked 8x4 has its own GEMV."""
+    if "q4_K_8x4" in kernel_family:
+        return "llama.cpp q4_K"
     if "vec_dot_q4_0" not in kernel_family:
         return "llama.cpp"
     return "llama.cpp vec_dot no-dotprod" if "no dotprod" in kernel_family else "llama.cpp vec_dot"

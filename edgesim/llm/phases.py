@@ -10,10 +10,12 @@ the linears' M = 1 GEMV kernels plus attention (2 x heads x head_dim x C MACs pe
 fp32 rate. Prefill of P tokens: the linears are P-row GEMMs, the LM head over every position
 (onnxruntime-genai's models output all logits) or the last only (llama-bench), attention is
 `attention_prefill_s` (GroupQueryAttention: full P x P scores per head, heads in rounds over
-the threads). The GEMMs of MatMulNBits weights on Arm dot-product cores come from the kernels
-onnxruntime runs (`hwmodels.kernels.cpu_nbits`: A quantised on one thread, MLAS's 128-row task
-partition, KleidiAI / MLAS sdot tiles); other GEMMs from the project's CPU kernel model
-(`hwmodels.cost`). Nothing here is fitted per model.
+the threads), the norms, RoPE, adds and SwiGLU by the bytes they move
+(`edgesim.llm.elementwise`: past the last-level cache at P = 512, so from DRAM at bw(T)).
+The GEMMs of MatMulNBits weights on Arm dot-product cores come from the kernels onnxruntime
+runs (`hwmodels.kernels.cpu_nbits`: A quantised on one thread, MLAS's 128-row task partition,
+KleidiAI / MLAS sdot tiles); other GEMMs from the project's CPU kernel model (`hwmodels.cost`).
+Nothing here is fitted per model.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 from compiler.ir import KIND_CATEGORY, KIND_CODE, LayerTable
 from edgesim.errors import UserError
 from edgesim.llm.config import DecoderConfig
+from edgesim.llm.elementwise import elementwise_prefill_s
 from edgesim.llm.formats import WeightFormat, parse_format
 from edgesim.llm.traffic import decode_bytes
 from hwmodels import cost as hw_cost
@@ -241,8 +244,9 @@ def prefill_s(cfg: DecoderConfig, target: CpuTarget, fmt: WeightFormat, head: We
     Linears as `prompt_len`-row GEMMs (`linears_s`: MatMulNBits CompInt8 kernels on Arm
     dot-product cores, else the project's CPU kernel model), the LM head over `head_rows`
     rows (default every position, as onnxruntime-genai's models output all logits; llama-bench
-    computes the last one only), attention (`attention_prefill_s`) and the other nodes at the
-    target's per-node overhead.
+    computes the last one only), attention (`attention_prefill_s`), the element-wise steps'
+    memory traffic (`edgesim.llm.elementwise`) and the other nodes at the target's per-node
+    overhead.
     """
     p = int(prompt_len)
     rows = p if head_rows is None else int(head_rows)
@@ -252,7 +256,8 @@ def prefill_s(cfg: DecoderConfig, target: CpuTarget, fmt: WeightFormat, head: We
         bw = float(read_bandwidth(target, np.array([ti]))[0])
         blocks = linears_s(target, fmt, ti, p, list(cfg.layer_linears().values()), bw, runtime)
         lm = linears_s(target, head, ti, rows, [(cfg.hidden, cfg.vocab)], bw, runtime)
-        out.append(cfg.layers * blocks + lm + attention_prefill_s(cfg, target, ti, p))
+        steps = elementwise_prefill_s(cfg, target, bw, p, runtime)
+        out.append(cfg.layers * blocks + lm + attention_prefill_s(cfg, target, ti, p) + steps)
     other = (nodes or node_counts(cfg))[1] * target.op_overhead_us * 1e-6
     return np.array(out) + other
 

@@ -148,7 +148,21 @@ GGML_Q4_0_VEC_DOT_NO_DOTPROD = dataclasses.replace(
     dot_emulation_ops=9.0,
     source="kaleid-liner/llama.cpp @ 0358ebc1 ggml-quants.c ggml_vec_dot_q4_0_q8_0 "
            "(__ARM_NEON branch) with ggml-impl.h ggml_vdotq_s32 (!__ARM_FEATURE_DOTPROD)")
-LLAMA_CPP_RUNTIMES = ("llama.cpp", "llama.cpp vec_dot", "llama.cpp vec_dot no-dotprod")
+# Q4_K on a dotprod-only core is repacked to q4_K_8x4 (llama.cpp PR 17494, merged Nov 2025):
+# ggml_gemv_q4_K_8x4_q8_K (arch/arm/repack.cpp, __ARM_FEATURE_DOTPROD branch), 1 x 8 tile, per
+# 64-deep sub-block: 32 sdots by lane; unpack and + ushr per 16 weight bytes (32); scale work
+# 34: two 6-bit scale/min decodes (a vmovl_u8 and 2 GPR -> vector moves each: 6), the scales
+# reloaded and widened (4), per 4-column group 2 vmovl_s16 + 2 mul + add + scvtf + fmla (14),
+# the min correction's 2 dups + 4 smlal (6), 4 zeroed accumulators; per 256-deep super-block
+# 23 more (4 fp16 scale loads + 4 converts, dup + 4 fmul, 2 zeroed, bsums 2 loads + addp +
+# store, 2 scvtf + 2 fmls), 5.75 per sub-block. Halved to the 32-deep step.
+GGML_Q4_K_8X4_GEMV = NbitsKernel(
+    "ggml gemv_q4_K_8x4_q8_K (sdot)", 1, 8, unpack_ops=32.0 / 2,
+    scale_ops=(6.0 + 4.0 + 14.0 + 6.0 + 4.0 + 23.0 / 4) / 2,
+    source="llama.cpp ggml/src/ggml-cpu/arch/arm/repack.cpp ggml_gemv_q4_K_8x4_q8_K "
+           "(PR 17494: Q4_K repacked at load on dotprod cores)")
+LLAMA_CPP_RUNTIMES = ("llama.cpp", "llama.cpp q4_K", "llama.cpp vec_dot",
+                      "llama.cpp vec_dot no-dotprod")
 
 
 MLAS_BITS = (4, 8)                 # GetQNBitGemmVariant: CompInt8 variants exist for these
@@ -164,7 +178,12 @@ def has_kernel(bits: int, block: int) -> bool:
 def nbits_kernel(bits: int, m: int, runtime: str = "onnxruntime", block: int = 32,
                  zero_point: bool = False) -> NbitsKernel:
     """The micro-kernel a CompInt8 GEMM of `m` rows and `bits`-bit weights runs (llama.cpp:
-    Q8_0 for 8 bits, else Q4_0; its vec_dot runtimes are the Q4_0 loops only)."""
+    Q8_0 for 8 bits, else Q4_0; "llama.cpp q4_K": Q4_K's GEMV, its GEMM not counted, so Q4_0's
+    (assumed); its vec_dot runtimes are the Q4_0 loops only)."""
+    if runtime == "llama.cpp q4_K" and bits == 4 and m == 1:
+        return GGML_Q4_K_8X4_GEMV
+    if runtime == "llama.cpp q4_K":
+        runtime = "llama.cpp"
     if runtime == "llama.cpp vec_dot":
         return GGML_Q4_0_VEC_DOT
     if runtime == "llama.cpp vec_dot no-dotprod":
@@ -211,6 +230,7 @@ def gemm_seconds(m: int, n: np.ndarray, k: np.ndarray, bits: int, block: int,
         threads: intra-op threads.
         bandwidth: DRAM read bytes/s at `threads`.
         runtime: "onnxruntime" (MLAS / KleidiAI), "llama.cpp" (its Q4_0 / Q8_0 4x4 kernels),
+            "llama.cpp q4_K" (Q4_K repacked 8x4),
             "llama.cpp vec_dot" (Q4_0 not repacked: one row per vec_dot call) or
             "llama.cpp vec_dot no-dotprod" (that loop built without dotprod).
         zero_point: the weights carry zero points (asymmetric blocks).
