@@ -119,8 +119,10 @@ def gather_block(r: Reader, node: onnx.NodeProto, nodes: list[onnx.NodeProto]) -
     bits, block = int(attr(node, "bits", 4)), int(attr(node, "block_size", 128))
     zp = 128.0 if data.dtype == np.uint8 and bits == 8 else 0.0
     s = np.repeat(scale.astype(np.float32), block, axis=-1)[..., :data.shape[-1]]
-    r.add(f"{node.name}.table", (data.astype(np.float32) - zp) * s)
-    nodes.append(helper.make_node("Gather", [f"{node.name}.table", node.input[1]],
+    stored = (node.input[0], node.input[2], *node.input[3:], f"bits={bits}", f"block={block}")
+    table = r.add_stored(stored, f"{node.name}.table",
+                         lambda: (data.astype(np.float32) - zp) * s)
+    nodes.append(helper.make_node("Gather", [table, node.input[1]],
                                   list(node.output), name=node.name, axis=0))
     r.weights[node.name] = Mark(bits, None, "per_block", block, source="GatherBlockQuantized")
     return True
