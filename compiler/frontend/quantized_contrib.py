@@ -37,20 +37,24 @@ def nbits(r: Reader, node: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> None:
     ins = list(node.input) + [""] * (6 - len(node.input))
     zp = r.array(ins[3]) if ins[3] else None
     float_zp = zp is not None and zp.dtype.kind == "f"
-    scales = r.constant(ins[2]).astype(np.float32).reshape(n, -1)
-    blob = MatMulNBitsBlob(r.constant(ins[1]), scales, None if zp is None or float_zp
-                           else zp.reshape(n, -1), k, n, bits, block)
-    w = dequantize_matmulnbits(blob)  # [K, N], at the default zero point if it is float
-    if float_zp:  # (q - 2^(b-1)) * s + (2^(b-1) - zp) * s
-        assert zp is not None
-        shift = (2.0 ** (bits - 1) - zp.astype(np.float32).reshape(n, -1)) * scales
-        w = w + shift[:, np.arange(k) // block].T
-    r.add(f"{node.name}.weight", w)
+
+    def value() -> np.ndarray:
+        scales = r.constant(ins[2]).astype(np.float32).reshape(n, -1)
+        blob = MatMulNBitsBlob(r.constant(ins[1]), scales, None if zp is None or float_zp
+                               else zp.reshape(n, -1), k, n, bits, block)
+        w = dequantize_matmulnbits(blob)  # [K, N], at the default zero point if it is float
+        if float_zp:  # (q - 2^(b-1)) * s + (2^(b-1) - zp) * s
+            assert zp is not None
+            shift = (2.0 ** (bits - 1) - zp.astype(np.float32).reshape(n, -1)) * scales
+            w = w + shift[:, np.arange(k) // block].T
+        return w
+
+    w = r.add_stored(tuple(ins[1:5]), f"{node.name}.weight", value)
     acc = int(attr(node, "accuracy_level", 0))
     mark = Mark(bits, 8 if acc == 4 else None, "per_block", block, acc == 4, "MatMulNBits")
     if float_zp or ins[4]:  # not prepacked: onnxruntime dequantises B per run (#28552)
         mark = replace(mark, a_bits=None, dynamic=False, source=NBITS_UNPACKED)
-    _matmul(r, node, ins[0], f"{node.name}.weight", ins[5], mark, nodes)
+    _matmul(r, node, ins[0], w, ins[5], mark, nodes)
 
 
 def _matmul(r: Reader, node: onnx.NodeProto, x: str, w: str, bias: str, mark: Mark,
@@ -75,8 +79,10 @@ def as_gemm(model: onnx.ModelProto, names: set[str]) -> None:
         nxt = nodes[i + 1] if i + 1 < len(nodes) else None
         if node.name in names and nxt is not None and nxt.name == f"{node.name}.bias" and \
                 ranks.get(node.input[0]) == 2 and node.input[1] in inits:
-            w = numpy_helper.to_array(inits[node.input[1]]).T
-            model.graph.initializer.append(numpy_helper.from_array(w, f"{node.input[1]}.T"))
+            if f"{node.input[1]}.T" not in inits:  # a shared weight is transposed once
+                w = numpy_helper.to_array(inits[node.input[1]]).T
+                inits[f"{node.input[1]}.T"] = numpy_helper.from_array(w, f"{node.input[1]}.T")
+                model.graph.initializer.append(inits[f"{node.input[1]}.T"])
             out.append(helper.make_node("Gemm", [node.input[0], f"{node.input[1]}.T",
                                                  nxt.input[1]], list(nxt.output),
                                         name=node.name, transB=1))
@@ -96,10 +102,11 @@ def integer_to_float(r: Reader, node: onnx.NodeProto, nodes: list[onnx.NodeProto
         return False
     ws = r.constant(ins[3]).astype(np.float32)
     wz = r.constant(ins[5]).astype(np.float32) if ins[5] else np.zeros_like(ws)
-    r.add(f"{node.name}.weight", (wq.astype(np.float32) - wz) * ws)
+    w = r.add_stored((ins[1], ins[3], ins[5]), f"{node.name}.weight",
+                     lambda: (wq.astype(np.float32) - wz) * ws)
     gran = "per_tensor" if ws.size == 1 else "per_channel"
-    _matmul(r, node, src[0], f"{node.name}.weight", ins[6], Mark(8, src[1], gran,
-            source="MatMulIntegerToFloat"), nodes)
+    _matmul(r, node, src[0], w, ins[6], Mark(8, src[1], gran, source="MatMulIntegerToFloat"),
+            nodes)
     return True
 
 

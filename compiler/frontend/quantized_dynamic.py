@@ -126,17 +126,17 @@ def integer(r: Reader, node: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> str
         return None
     assert cast is not None
     step = r.made.get(next(t for t in mul.input if t != cast.output[0]))
-    ws = None if step is None else next((r.array(t) for t in step.input if t in r.inits), None)
-    if ws is None:
+    scale = None if step is None else next((t for t in step.input if t in r.inits), None)
+    if scale is None:
         return None
     assert step is not None
-    ws = np.asarray(ws, np.float32)
-    w = _integer_weight(r, node, wq, ws)
-    r.add(f"{node.name}.weight", w)
+    ws = np.asarray(r.constant(scale), np.float32)
+    zero_point = node.input[3] if len(node.input) > 3 else ""
+    w = r.add_stored((node.input[1], scale, zero_point), f"{node.name}.weight",
+                     lambda: _integer_weight(r, node, wq, ws))
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute} if conv else {}
-    inputs, outputs = [dql.input[0], f"{node.name}.weight", *([bias.bias] if bias else [])], \
-        list(mul.output)
-    after = float_bias(r, mul.output[0], len(w)) if conv and not bias else None
+    inputs, outputs = [dql.input[0], w, *([bias.bias] if bias else [])], list(mul.output)
+    after = float_bias(r, mul.output[0], len(wq)) if conv and not bias else None
     if after is not None:  # the float bias Add: the conv's own bias, as onnxruntime adds it
         r.add(f"{node.name}.bias", after[0])
         inputs, outputs = [*inputs, f"{node.name}.bias"], list(after[1].output)

@@ -6,6 +6,7 @@ node read quantized), and the values of a DequantizeLinear of a constant, a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,7 @@ class Reader:
         self.weights: dict[str, Mark] = {}   # float tensor -> weight mark
         self.acts: dict[str, int] = {}       # float tensor -> activation bits
         self.new_inits: list[onnx.TensorProto] = []
+        self.stored: dict[tuple[str, ...], str] = {}  # stored initializers -> their float weight
 
     def array(self, name: str) -> np.ndarray | None:
         """Initializer `name`'s value, None if the graph computes it."""
@@ -70,6 +72,18 @@ class Reader:
     def add(self, name: str, value: np.ndarray) -> None:
         """A new float32 initializer of the rewritten model."""
         self.new_inits.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
+
+    def add_stored(self, stored: tuple[str, ...], name: str,
+                   value: Callable[[], np.ndarray]) -> str:
+        """The float weight dequantised from initializers `stored` (codes, scales, zero
+        points): added as `name` at its first reader, that reader's tensor at the others. A
+        weight the file stores once and several nodes read stays one tensor, so the layer
+        table counts its bytes once (`LayerTable.w_repeat`), as the file and the compile's
+        report do."""
+        if stored not in self.stored:
+            self.add(name, value())
+            self.stored[stored] = name
+        return self.stored[stored]
 
 
 def attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:  # an ONNX attribute
