@@ -265,9 +265,17 @@ def _summary(r: CompileResult) -> list[str]:
         f"{format_bytes(r.expected_bytes)})",
         f"- fidelity in onnxruntime on {fid['samples']} samples of {fid['data']} "
         f"({fid.get('output_kind', 'tensor')} output {fid['output']}): " + _fidelity_text(fid),
+        *_other_outputs(fid),
         f"- calibration: {r.calibration['source']}",
     ] + _kernel_summary(r)
     return lines + collapse_warning(fid) + [f"- note: {n}" for n in r.notes]
+
+
+def _other_outputs(fid: dict[str, Any]) -> list[str]:
+    """One line per other scored output (`measure_fidelity`'s "other_outputs"), so the report
+    shows the figure --min-fidelity may have compared."""
+    return [f"- fidelity of {o.get('output_kind', 'tensor')} output {t}: " + _fidelity_text(o)
+            for t, o in fid.get("other_outputs", {}).items()]
 
 
 def collapse_warning(fidelity: dict[str, Any]) -> list[str]:
