@@ -117,7 +117,8 @@ def simulate(model: Any, target: TargetRef, *, bits: Any = None, threads: int | 
     runtimes = kinds.capabilities(tgt).runtimes
     if runtimes and runtime not in runtimes:
         raise UserError("--runtime", f"must be one of {', '.join(runtimes)}, got {runtime!r}")
-    g = load_graph(model, input_shapes, shapes_only=True)  # costs need shapes, not weights
+    g = load_graph(model, input_shapes, shapes_only=True,  # costs need shapes, not weights
+                   arch=getattr(tgt, "arch", None))  # a quantized file runs as there
     if bits is None:  # a quantized file runs its own plan
         bits = planned_bits(g)
     else:  # another assignment replaces the file's plan
@@ -142,7 +143,7 @@ def compare_runtimes(model: Any, target: TargetRef, runtimes: Sequence[str] | No
     from hwmodels import kinds
 
     tgt = resolve_target(target)
-    g = load_graph(model, input_shapes)
+    g = load_graph(model, input_shapes, arch=getattr(tgt, "arch", None))
     return {rt: simulate(g, tgt, bits=bits, threads=threads, runtime=rt)
             for rt in (runtimes or kinds.capabilities(tgt).runtimes or ("onnxruntime",))}
 def _format_name(code: int) -> str:

@@ -36,12 +36,13 @@ def zoo_model(name: str) -> Any:
 def load_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None, *,
                input_values: Mapping[str, Any] | None = None,
                batch_axes: Mapping[str, int | None] | None = None,
-               shapes_only: bool = False) -> Graph:
+               shapes_only: bool = False, arch: str | None = None) -> Graph:
     """Load an ONNX path, `zoo:NAME`, ModelProto or already lowered `Graph` into the IR.
 
     `input_values` pins inputs to constants (e.g. {"sr": 16000}); `batch_axes` declares the
     axis holding samples of inputs where it is not detected; `shapes_only` leaves external
-    weight data unread (see `compiler.frontend.load`).
+    weight data unread; `arch` is the architecture whose onnxruntime runs a quantized file
+    (None: this machine's; see `compiler.frontend.load`).
     """
     if isinstance(model, Graph):
         return model
@@ -52,7 +53,7 @@ def load_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = No
     elif isinstance(model, str | os.PathLike) and not os.path.exists(model):
         raise UserError(str(model), "no such file")
     g = load(model, input_shapes, input_values=input_values, batch_axes=batch_axes,
-             shapes_only=shapes_only)
+             shapes_only=shapes_only, arch=arch)
     return costable(pinned_interface(g, input_shapes))
 
 

@@ -43,7 +43,8 @@ from compiler.passes.fold_batchnorm import fold_batchnorm
 def load(model: str | os.PathLike[str] | onnx.ModelProto,
          input_shapes: InputShapes | None = None, *,
          input_values: InputValues | None = None,
-         batch_axes: BatchAxes | None = None, shapes_only: bool = False) -> Graph:
+         batch_axes: BatchAxes | None = None, shapes_only: bool = False,
+         arch: str | None = None) -> Graph:
     """Load, validate and clean an ONNX model and lower it to a fused `Graph`.
 
     Args:
@@ -59,6 +60,9 @@ def load(model: str | os.PathLike[str] | onnx.ModelProto,
         shapes_only: leave external data unread: those weights become shape-only
             placeholders (zero-stride arrays of their shape and dtype, holding no memory),
             enough for simulation and allocation, which need shapes, not values.
+        arch: the architecture whose onnxruntime runs a quantized file (`CpuTarget.arch`;
+            None: this machine's): it decides which read-back GEMMs run int8
+            (`quantized_annotate.SHARED_INT8_FUSES`).
 
     Returns:
         The lowered graph, with LayerNorm/RMSNorm/GELU/SiLU/hard-swish fused and BatchNorm
@@ -79,7 +83,7 @@ def load(model: str | os.PathLike[str] | onnx.ModelProto,
     del floated
     g = lower_model(cleaned.model, name)
     g = fold_batchnorm(fuse_patterns(g))
-    g = annotate(g, marks) if marks else g                              # bits + format rows
+    g = annotate(g, marks, arch=arch) if marks else g                   # bits + format rows
     axes = {n: a for n, a in cleaned.batch_axes.items() if n in g.inputs and a != 0}
     return replace(g, notes=g.notes + cleaned.notes, batch_axes=MappingProxyType(axes),
                    interface=interface)

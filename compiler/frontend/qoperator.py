@@ -99,7 +99,7 @@ def to_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
 def _one_quantize_per_reader(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
     """`nodes` with a copy of each QuantizeLinear for every reader after its first. A QOperator
     op reads codes whoever else reads them, but a QDQ GEMM whose int8 QuantizeLinear has
-    several readers runs in fp32 on x86 (`quantized._read_float`): one QuantizeLinear per
+    several readers runs in fp32 on x86 (`quantized._shared_int8`): one QuantizeLinear per
     reader keeps the file's own plan."""
     seen: dict[str, int] = {}
     copies: dict[str, list[onnx.NodeProto]] = {}
@@ -267,7 +267,7 @@ def _opt(node: onnx.NodeProto, i: int) -> str:
 def _dq(node: onnx.NodeProto, k: int, ins: list[str], out: str,
         axis: int | None) -> onnx.NodeProto:
     """DequantizeLinear of one input, named after its consumer (one per consumer: a shared
-    DequantizeLinear can keep a GEMM off its integer kernel, `quantized._read_float`)."""
+    DequantizeLinear can keep a GEMM off its integer kernel, `quantized._shared_int8`)."""
     while not ins[-1]:  # an absent zero point: DequantizeLinear's default (0)
         ins = ins[:-1]
     dq = helper.make_node("DequantizeLinear", ins, [out],

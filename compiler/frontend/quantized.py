@@ -155,28 +155,28 @@ def _consumer_marks(model: onnx.ModelProto, r: Reader) -> dict[str, Mark]:
             continue
         w = next((r.weights[t] for t in node.input if t in r.weights), None)
         a = max((r.acts[t] for t in node.input if t in r.acts), default=None)
-        if any(_read_float(r, t) for t in node.input if t in r.acts):
-            a = None
+        shared = any(_shared_int8(r, t) for t in node.input if t in r.acts)
         if w is not None and w.source == "Cast*scale":
             a = None  # a Cast * scale weight is no DequantizeLinear: no QDQ unit, fp32 kernel
         users = r.users.get(node.output[0], []) if node.output else []
         requant = bool(users) and all(u.op_type == "QuantizeLinear" for u in users)
         if w is not None or a is not None:
             marks[node.name] = replace(w or Mark(None, None, "per_tensor"), a_bits=a,
-                                       requant=requant and a is not None)
+                                       requant=requant and a is not None, shared_int8=shared)
     return marks
 
 
-def _read_float(r: Reader, tensor: str) -> bool:
-    """Whether onnxruntime runs the GEMM reading activation DequantizeLinear `tensor` in fp32:
-    its codes are int8 and its QuantizeLinear has more than one reader. onnxruntime gives each
-    reader its own DequantizeLinear (EnsureUniqueDQForNodeUnit); on x86, where this reader's
-    oracle (`edgesim.kernel_check`) runs, int8 activations reach QLinearConv / QLinearMatMul
-    only through QDQS8ToU8Transformer, which converts a QuantizeLinear with exactly one
-    consumer (onnxruntime 1.32, qdq_s8_to_u8.cc). So quantize_static's q / k / v MatMuls on one
-    normed input and its residual blocks' first convs (the input also feeds the Add) run in
-    float; uint8 activations fuse however often they are read
-    (tests/edgesim/test_read_quantized_shared.py checks both)."""
+def _shared_int8(r: Reader, tensor: str) -> bool:
+    """Whether activation DequantizeLinear `tensor` has int8 codes and its QuantizeLinear more
+    than one reader: the condition under which the GEMM reading it runs fp32 on x86
+    onnxruntime and int8 on Arm (`quantized_annotate.SHARED_INT8_FUSES` applies the target's
+    rule). onnxruntime gives each reader its own DequantizeLinear (EnsureUniqueDQForNodeUnit);
+    on x86 int8 activations reach QLinearConv / QLinearMatMul only through
+    QDQS8ToU8Transformer, which converts a QuantizeLinear with exactly one consumer
+    (onnxruntime 1.32, qdq_s8_to_u8.cc): quantize_static's q / k / v MatMuls on one normed
+    input and its residual blocks' first convs (the input also feeds the Add). uint8
+    activations fuse however often they are read (tests/edgesim/test_read_quantized_shared.py
+    checks both)."""
     quant = r.made.get(r.made[tensor].input[0])
     if quant is None or len(quant.input) < 3 or quant.input[2] not in r.inits or \
             r.inits[quant.input[2]].data_type != onnx.TensorProto.INT8:

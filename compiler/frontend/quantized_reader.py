@@ -36,6 +36,9 @@ class Mark:
     source: str = ""       # the op it was read from
     requant: bool = False  # the output goes straight into a QuantizeLinear
     unrolled: bool = False  # on an LSTM: holds for the layers `<node name>/...` it unrolls to
+    # int8 activations whose QuantizeLinear has several readers: whether the GEMM runs int8 is
+    # the target architecture's (`quantized_annotate.SHARED_INT8_FUSES`)
+    shared_int8: bool = False
 
 
 class Reader:

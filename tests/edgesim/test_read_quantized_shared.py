@@ -6,13 +6,19 @@ activation read more than once stays fp32 there, a uint8 one fuses."""
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from compiler.frontend import load
-from edgesim.kernel_check import check_kernels
+from edgesim import api
+from edgesim.kernel_check import check_kernels, observed_kernels
+from edgesim.simulation import planned_bits
 
 pytestmark = pytest.mark.ort
 
@@ -66,3 +72,33 @@ def test_shared_activation_plans_the_kernel_onnxruntime_runs(signed: bool, other
     shared = other != "none"
     assert all(r.onnxruntime == ("fp32" if signed and shared else "QLinearConv")
                for r in rows), rows
+
+
+def _arm_kernels(model: onnx.ModelProto) -> dict[str, str]:
+    """Layer -> the kernel onnxruntime's optimised graph runs where int8 QDQ fusion is allowed,
+    as on Arm builds (QDQIsInt8Allowed() under MLAS_TARGET_ARM_ANY; `session.qdqisint8allowed`
+    sets it on this host)."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.qdqisint8allowed", "1")
+    with tempfile.TemporaryDirectory() as tmp:
+        opts.optimized_model_filepath = os.path.join(tmp, "arm.onnx")
+        ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"],
+                             disabled_optimizers=["NchwcTransformer"])
+        optimised = onnx.load(opts.optimized_model_filepath)
+    names = ["a/Conv", "b/Conv"]
+    return dict(observed_kernels(optimised, names, frozenset(names)))
+
+
+@pytest.mark.parametrize("other", ["add", "conv"])
+def test_shared_int8_activation_runs_int8_on_arm_and_fp32_on_x86(other: str) -> None:
+    model = _model(True, other)
+    assert set(_arm_kernels(model).values()) == {"QLinearConv"}  # the Arm oracle
+    arm = planned_bits(load(model, arch="arm64"))
+    x86 = load(model, arch="x86_64")
+    assert all(r.ok and r.onnxruntime == "fp32" for r in check_kernels(x86, model))  # this host
+    convs = [i for i, la in enumerate(x86.layers) if la.kind == "conv"]
+    assert convs and (arm[convs] == 8).all()
+    assert (planned_bits(x86)[convs, 1] == 32).all()
+    rpi5 = api.simulate(model, "rpi5")
+    assert all((r.w_bits, r.a_bits) == (8, 8) for r in rpi5.layers if r.kind == "conv")
