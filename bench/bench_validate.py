@@ -273,6 +273,10 @@ def main() -> None:
     ap.add_argument("--baseline-host", help="host target YAML for 'before' (default --host: "
                     "e.g. the baseline tree's own probe of this machine)")
     args = ap.parse_args()
+    if args.baseline_tree and not (args.baseline_host or args.host):
+        # the baseline tree runs in its own process and reads its host from a file
+        ap.error("--baseline-tree needs --baseline-host or --host (a YAML from "
+                 "`edgesim target probe`)")
     load_start = os.getloadavg()
     host = load_target(args.host) if args.host else probe_host()
     cases = [(m, t, b) for m in args.models.split(",") for t in map(int, args.threads.split(","))
