@@ -1,5 +1,5 @@
 """The compile's fidelity check: the emitted model, run in onnxruntime, against the float model
-(`measure_fidelity`: the first output and every other float output), the figure
+(`measure_fidelity`: the primary output and every other float output), the figure
 `--min-fidelity` compares (`worst_score`), and the check.
 """
 
@@ -34,7 +34,8 @@ def measure_fidelity(g: Graph, model_path: Path, reference: np.ndarray,
                      data: cal.CalibrationData, labels: np.ndarray | None,
                      metric: Any = None, *,
                      others: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
-    """Emitted model (run in onnxruntime) against the float model's first output `reference`
+    """Emitted model (run in onnxruntime) against the float model's primary output
+    (`float_pass.primary_output`: the first that depends on an input) `reference`
     over `data` (`float_pass`, or HAWQ's recorded forward passes), at the deployment batch
     size (several batches per run where the model allows: `emitted_outputs`), by the metrics
     that fit that output (`evaluate.output_kind`) or the user's
@@ -45,8 +46,10 @@ def measure_fidelity(g: Graph, model_path: Path, reference: np.ndarray,
     `check_fidelity` take the worst of all.
     """
     from edgesim.evaluate import accuracy, fidelity_metrics, output_kind, session
+    from edgesim.float_pass import primary_output
 
-    out, names = g.outputs[0], [g.outputs[0], *(others or {})]
+    out = primary_output(g)
+    names = [out, *(others or {})]
     sess = session(model_path, spin=False)
     got = emitted_outputs(g, data, lambda feeds: dict(zip(names, sess.run(names, dict(feeds)))))
     got_arr = got[out]
@@ -109,7 +112,7 @@ COLLAPSED_SQNR_DB = CATASTROPHIC_SQNR_DB
 def collapse(fidelity: Mapping[str, Any]) -> str | None:
     """Why the emitted model no longer follows fp32 (`measure_fidelity`'s figures), or None:
     top-1 or label agreement below `COLLAPSED_AGREEMENT`, or a tensor output's SQNR below
-    `COLLAPSED_SQNR_DB`, whatever the primary metric, on the first output or another."""
+    `COLLAPSED_SQNR_DB`, whatever the primary metric, on the primary output or another."""
     why = _collapse_one(fidelity)
     others = fidelity.get("other_outputs", {})
     return why or next((f"output {t}: {o['collapsed']}" for t, o in others.items()
@@ -140,7 +143,7 @@ def fidelity_score(fidelity: Mapping[str, Any]) -> tuple[str, float]:
 
 def worst_score(fidelity: Mapping[str, Any]) -> tuple[str, float]:
     """The figure --min-fidelity compares: the lowest primary metric over the scored outputs
-    (the first output's alone where it is the user's metric: its scale is the user's)."""
+    (the primary output's alone where it is the user's metric: its scale is the user's)."""
     first = fidelity_score(fidelity)
     if fidelity.get("metric") not in _OWN_METRICS:
         return first

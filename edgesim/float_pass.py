@@ -37,7 +37,7 @@ class FloatPass:
     """What one onnxruntime run of the float model over a data set gives."""
 
     stats: CalibrationStats | None  # activation statistics, if they were asked for
-    outputs: np.ndarray  # the first graph output, samples stacked along axis 0
+    outputs: np.ndarray  # the primary graph output (`primary_output`), samples stacked on axis 0
     # the statistics of the samples the range search fits ranges on (`fit_batches`), if
     # they were collected on the way (then `ranges.chosen_ranges` needs no pass of its own)
     fit_stats: CalibrationStats | None = None
@@ -136,8 +136,8 @@ def float_pass(g: Graph, data: cal.CalibrationData, stats: bool,
                grams: bool = False) -> FloatPass:
     """Run the float model over `data` (batches of `g`'s own batch size) in onnxruntime once:
     activation statistics of `calibration_tensors(g)` if `stats` (with the X^T X of linear
-    layer inputs if `grams`, for GPTQ), and the outputs (the first, and
-    every other float output in `others`).
+    layer inputs if `grams`, for GPTQ), and the outputs (the primary one, `primary_output`,
+    and every other scored float output in `others`).
 
     Raises:
         ModelError: if a calibration tensor holds NaN or infinity.
@@ -161,13 +161,25 @@ def float_pass(g: Graph, data: cal.CalibrationData, stats: bool,
                      dict(zip(scored_outputs(g)[1:], others)))
 
 
+def primary_output(g: Graph) -> str:
+    """The output the fidelity check's headline figures are on: the first that depends on an
+    input (a constant output, folded into a weight by `fold_constants`, is trivially exact
+    and would hide the real one); the first output where none does."""
+    live = set(g.inputs)
+    for layer in g.layers:  # topological order
+        if live.intersection(layer.inputs):
+            live.update(layer.outputs)
+    return next((t for t in g.outputs if t in live), g.outputs[0])
+
+
 def scored_outputs(g: Graph) -> tuple[str, ...]:
-    """The outputs the fidelity check scores: the first, then every other float output
-    whose samples stack along axis 0 (its first dimension is the batch: not silero's state
-    [2, batch, 128], which the check's chunks would stack along the wrong axis)."""
+    """The outputs the fidelity check scores: the primary one (`primary_output`), then every
+    other float output whose samples stack along axis 0 (its first dimension is the batch:
+    not silero's state [2, batch, 128], which the check's chunks would stack along the
+    wrong axis)."""
     size = cal.batch_size(g)
-    return tuple(dict.fromkeys([g.outputs[0], *(t for t in float_outputs(g)
-                                                if g.types[t].shape[:1] == (size,))]))
+    return tuple(dict.fromkeys([primary_output(g), *(t for t in float_outputs(g)
+                                                     if g.types[t].shape[:1] == (size,))]))
 
 
 def _stacked(batches: list[dict[str, np.ndarray]], names: tuple[str, ...]) -> list[np.ndarray]:

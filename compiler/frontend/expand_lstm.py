@@ -52,16 +52,27 @@ def _value(model: onnx.ModelProto, name: str) -> np.ndarray | None:
 
 
 class _Builder:
-    """Nodes and initializers of one unrolled LSTM, names prefixed by the node's name."""
+    """Nodes and initializers of one unrolled LSTM, names prefixed by the node's name;
+    `model`'s initializers are there to reuse (`const`)."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, model: onnx.ModelProto) -> None:
         self.prefix, self.count = prefix, 0
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
+        self._known = {t.name: t for t in model.graph.initializer}  # and those made here
 
-    def const(self, value: np.ndarray) -> str:
-        name = self.fresh("const")
+    def const(self, value: np.ndarray, key: str | None = None) -> str:
+        """An initializer holding `value`. With `key` (a name derived from what it is made
+        of), one that an earlier unroll made from the same source is reused: LSTMs sharing
+        W, R and B then read one weight, which the layer table counts once, as the file
+        stores it once."""
+        if key is not None and key in self._known:
+            if np.array_equal(numpy_helper.to_array(self._known[key]), value):
+                return key
+            key = None  # a tensor of the model's own that happens to have the name
+        name = key or self.fresh("const")
         self.inits.append(numpy_helper.from_array(value.copy(order="C"), name))  # keeps 0-d
+        self._known[name] = self.inits[-1]
         return name
 
     def fresh(self, what: str) -> str:
@@ -100,10 +111,10 @@ def _weights(b: _Builder, model: onnx.ModelProto, node: onnx.NodeProto, hidden: 
         return None
     if d >= min(len(w), len(r), d + 1 if bias is None else len(bias)):
         return None  # weights of fewer directions than declared: onnxruntime refuses it too
-    out = {"W": b.const(w[d].T), "R": b.const(r[d].T),
+    out = {"W": b.const(w[d].T, f"{ins[1]}.lstm_T{d}"), "R": b.const(r[d].T, f"{ins[2]}.lstm_T{d}"),
            "split": b.const(np.full(4, hidden, np.int64))}
     if bias is not None:
-        out["B"] = b.const(bias[d, :4 * hidden] + bias[d, 4 * hidden:])
+        out["B"] = b.const(bias[d, :4 * hidden] + bias[d, 4 * hidden:], f"{ins[3]}.lstm_sum{d}")
     return out
 
 
@@ -116,7 +127,7 @@ def _state(b: _Builder, name: str, d: int) -> str | None:
 def _unroll(model: onnx.ModelProto, node: onnx.NodeProto, seq: int) -> _Builder | None:
     attrs = _attrs(node)
     hidden = int(attrs["hidden_size"])  # type: ignore[call-overload]
-    b = _Builder(node.name or "LSTM")
+    b = _Builder(node.name or "LSTM", model)
     chains = []
     for d, backwards in enumerate(DIRECTIONS[attrs.get("direction", b"forward")]):  # type: ignore[index]
         w = _weights(b, model, node, hidden, d)
@@ -137,7 +148,8 @@ def _chain(b: _Builder, node: onnx.NodeProto, w: dict[str, str], d: int,
     if "B" in w:
         xw = b.op("Add", [xw, w["B"]])[0]
     for t in steps:
-        gates = b.op("Gather", [xw, b.const(np.array(t, np.int64))], axis=0)[0]
+        gates = b.op("Gather", [xw, b.const(np.array(t, np.int64), f"lstm.step{t}")],
+                     axis=0)[0]
         h, c = _cell(b, gates, h, c, w)
         ys[t] = b.op("Unsqueeze", [h, b.const(np.array([0, 1], np.int64))])[0]
     return [ys[t] for t in sorted(ys)], h, c

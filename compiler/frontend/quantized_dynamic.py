@@ -172,9 +172,13 @@ def dynamic_lstm(r: Reader, node: onnx.NodeProto) -> tuple[onnx.NodeProto, str]:
     weights added to `r`, and the granularity of its weight scales."""
     ins = [*node.input, *[""] * (2 * LSTM_INPUTS - len(node.input))]
     name = node.name or f"{node.output[0]}.lstm"
-    r.add(f"{name}.W", _dequantized(r, ins[1], ins[8], ins[9]))
-    r.add(f"{name}.R", _dequantized(r, ins[2], ins[10], ins[11]))
-    inputs = [ins[0], f"{name}.W", f"{name}.R", *ins[3:LSTM_INPUTS]]
+    # one float weight per stored one: DynamicQuantizeLSTMs sharing codes share it (tagged:
+    # transposed per direction, it is not the [K, N] a MatMulInteger of those codes reads)
+    w = r.add_stored(("lstm", ins[1], ins[8], ins[9]), f"{name}.W",
+                     lambda: _dequantized(r, ins[1], ins[8], ins[9]))
+    rr = r.add_stored(("lstm", ins[2], ins[10], ins[11]), f"{name}.R",
+                      lambda: _dequantized(r, ins[2], ins[10], ins[11]))
+    inputs = [ins[0], w, rr, *ins[3:LSTM_INPUTS]]
     while not inputs[-1]:
         inputs.pop()
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
