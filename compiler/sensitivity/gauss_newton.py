@@ -46,14 +46,9 @@ every chunk's activations. With a core to spare and chunks of 1-64 MiB of tensor
 chunks' forward passes and the caller's observer run on worker threads, one chunk ahead of the
 calling thread's backward passes (`compiler.sensitivity.forward_ahead`): the same samples, on
 two cores.
-A first pass of one probe per chunk need not cover every chunk: at a few chunk counts
-(`early_checks`) the chunks so far, as a sample of all (`sampled_estimate`, which counts the
-chunk-to-chunk variation as error too), are tested against `tol` and the `settled` rule; once
-they pass, the remaining chunks run forward only, for `observe` (the backward pass, 2-4x a
-forward in onnxruntime, was most of the analysis). On zoo mobilenet_v2 with 32 samples it
-stops after 9 of them (max relative standard error 0.05), on resnet18 after 9 too (settled).
-A test whose open weights would not close even at the pass's end ends the tests
-(`_closes_by_end`; PP-OCR's p2o.Conv.6 settles only at about 9 probes per sample).
+A first pass of one probe per chunk need not cover every chunk: at a few chunk counts the
+chunks so far are tested against `tol` and the `settled` rule, and once they pass, the rest
+run forward only (`compiler.sensitivity.early_stop`).
 
 Bounded time: with a `TimeBudget`, probing never starts a chunk that would not finish within
 the budget at the pace of the pass's chunks so far (`TimeBudget.fits`), so it overruns by the
@@ -79,19 +74,19 @@ import numpy as np
 from compiler import executor
 from compiler.ir import Graph
 from compiler.sensitivity import weight_norms
+from compiler.sensitivity.early_stop import Settled, early_checks, early_estimate, open_rse
 from compiler.sensitivity.forward_ahead import Forward, ForwardAhead, Observer
 from compiler.sensitivity.time_budget import BACKWARD_SHARE, TimeBudget, pass_seconds
-from compiler.sensitivity.trace_estimate import TraceEstimate, pooled_estimate, sampled_estimate
+from compiler.sensitivity.trace_estimate import (
+    MIN_DOF,
+    TraceEstimate,
+    pooled_estimate,
+    sampled_estimate,
+)
 from compiler.sensitivity.weight_norms import NormPlan
 
 Factor = Callable[[np.ndarray], np.ndarray]  # u -> L u
-MIN_DOF = 8  # degrees of freedom of the pooled variance before the first stopping test
 MIN_CHUNKS = 2  # chunks a budget-cut first pass still covers: a variance needs two
-# most of a first pass's time its early stopping tests may take, and most of the weights
-# the last test may have left open for the next one to run
-CHECK_SHARE = 0.25
-# (estimate, bool per weight: still above tol) -> bool per weight: its uncertainty cannot matter
-Settled = Callable[[TraceEstimate, np.ndarray], np.ndarray]
 
 
 def output_factor(loss: str, y: np.ndarray, rows: int) -> Factor:
@@ -210,7 +205,7 @@ def _probe(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
     parts: list[np.ndarray] = [np.empty((0, len(names))) for _ in chunks]
     done, want = 0, min(max_iter, _first_pass(len(chunks)))
     checks = early_checks(len(chunks)) if early and want == 1 else frozenset()
-    spent = [0.0, 0.0]  # early tests: budget-clock seconds taken, weights left open
+    left = [0.0]  # weights the last early test left open (`early_estimate`)
     unit = pass_seconds(g)  # charged per forward pass (a `WorkMeter` budget)
     while True:
         covered, began = 0, None if budget is None else budget.clock()
@@ -230,8 +225,7 @@ def _probe(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
             if paced is None and budget is not None:
                 paced = budget.clock()
             if done == 0 and covered in checks:
-                est = _early_estimate(names, parts[:covered], len(chunks), tol, settled,
-                                      budget, began, spent)
+                est = early_estimate(names, parts[:covered], len(chunks), tol, settled, left)
                 if est is not None:
                     ahead.observe_rest()
                     return est
@@ -273,66 +267,6 @@ def _next_probes(est: TraceEstimate, still: np.ndarray, done: int, tol: float,
     return hi
 
 
-def early_checks(chunks: int) -> frozenset[int]:
-    """The chunk counts at which a first pass of one probe per chunk tests whether the chunks
-    so far already meet the precision goal: 1/4, 3/8, 1/2 and 3/4 of them, and never before
-    `MIN_DOF` degrees of freedom (few tests: each may ask the `settled` rule, an allocation
-    solve per open weight)."""
-    counts = (max(MIN_DOF + 1, -(-chunks * k // 8)) for k in (2, 3, 4, 6))
-    return frozenset(c for c in counts if c < chunks)
-
-
-def _early_estimate(names: Sequence[str], parts: Sequence[np.ndarray], total: int, tol: float,
-                    settled: Settled | None, budget: TimeBudget | None, began: float | None,
-                    spent: list[float]) -> TraceEstimate | None:
-    """The first pass's estimate from its first `len(parts)` chunks if it meets `tol` (with
-    `settled`), else None. `spent` = [budget-clock seconds the tests took, weights the last
-    test left open], updated here. A test is skipped once the last left more than one and
-    more than `CHECK_SHARE` of the weights open (a few more chunks shrink the errors by
-    sqrt(4/3) or so: they will not close that many), or, with a budget, once the tests took
-    more than `CHECK_SHARE` of the pass's time so far: a settle rule solves the allocation
-    twice per open weight, seconds on a large model (PP-OCR), which a pass far from `tol`
-    gains nothing from. The first test's time does not count: a settle rule builds its
-    allocation problem then, once for the whole analysis (0.6 s on PP-OCR, which alone
-    used to close every later check of its first pass). And no test follows one whose open
-    weights would not close even with every chunk (`_closes_by_end`)."""
-    if spent[1] > _most_open(len(names)) or \
-            spent[0] > CHECK_SHARE * (_took(budget, began) - spent[0]):
-        return None
-    start = None if budget is None else budget.clock()
-    est = sampled_estimate(names, parts, total)
-    still = ~(open_rse(est, tol, settled) < tol)
-    first = spent[1] == 0  # that test also builds the rule's problem, once
-    spent[1] = float(np.count_nonzero(still))
-    if 0 < spent[1] <= _most_open(len(names)) and not _closes_by_end(
-            est, still, len(parts), total, tol, settled):
-        spent[1] = np.inf
-    if not first:
-        spent[0] += _took(budget, start)
-    return None if still.any() else est
-
-
-def _most_open(weights: int) -> float:
-    """The most weights an early test may leave open for the next one to run."""
-    return max(1.0, CHECK_SHARE * weights)
-
-
-def _closes_by_end(est: TraceEstimate, still: np.ndarray, covered: int, total: int,
-                   tol: float, settled: Settled | None) -> bool:
-    """Whether the weights `still` open after `covered` of `total` chunks could meet `tol` or
-    settle by the end of the first pass: their errors shrunk as 1/sqrt(chunks) (a sampled
-    estimate's standard error is total / sqrt(c) times the chunks' spread, and the complete
-    pass's is that at c = total), with the 10 % margin of `_next_probes` towards closing.
-    A test at fewer chunks has larger errors, so if they would not close there, no early
-    test of this pass can pass (PP-OCR: one weight, never settled within a pass, kept three
-    more tests of all 47 running, 94 allocation solves each)."""
-    shrunk = replace(est, rse=est.rse * np.sqrt(covered / (1.1 * total)))
-    ok = ~still | (shrunk.rse < tol)
-    if settled is not None and not ok.all():
-        ok |= settled(shrunk, ~ok)
-    return bool(ok.all())
-
-
 def _chunk_bytes(g: Graph, dtype: str) -> float:
     """Bytes of a chunk's forward tensors (every layer output, float ones in `dtype`)."""
     def nbytes(t: str) -> int:
@@ -368,15 +302,6 @@ def _fitting(budget: TimeBudget | None, took: float, added: int, wanted: int) ->
     if left < took:
         return 0
     return wanted if took <= 0 else min(wanted, int(added * left / took))
-
-
-def open_rse(est: TraceEstimate, tol: float, settled: Settled | None) -> np.ndarray:
-    """The relative standard errors that still count against `tol`: 0 for the weights that
-    `settled` (asked only about those at or above `tol`) calls settled."""
-    need = est.rse >= tol
-    if settled is None or not need.any():
-        return est.rse
-    return np.where(need & ~settled(est, need), est.rse, 0.0)
 
 
 def _stop_pass(budget: TimeBudget | None, paced: float | None, timed: int, done: int,

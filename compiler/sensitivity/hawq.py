@@ -64,6 +64,7 @@ from compiler.errors import ModelError
 from compiler.executor import Arrays, Outputs, Rule, Values, vjp_rule
 from compiler.ir import Graph, Layer
 from compiler.sensitivity import gauss_newton
+from compiler.sensitivity.early_stop import Settled, open_rse
 from compiler.sensitivity.forward_ahead import Forward, Observer
 from compiler.sensitivity.loss import (
     Objective,
@@ -183,7 +184,7 @@ def _sample(obj: Objective, rng: np.random.Generator, names: Sequence[str],
 def hutchinson(obj: Objective, names: Sequence[str], *, tol: float = 0.05,
                max_iter: int = 100, min_iter: int = 3, fd_eps: float = FD_EPS, seed: int = 0,
                freeze: bool = True, balance: bool = True, budget: TimeBudget | None = None,
-               settled: gauss_newton.Settled | None = None) -> TraceEstimate:
+               settled: Settled | None = None) -> TraceEstimate:
     """Estimate Tr(H_ww) of each weight tensor in `names` with shared Rademacher vectors.
 
     Args:
@@ -215,7 +216,7 @@ def hutchinson(obj: Objective, names: Sequence[str], *, tol: float = 0.05,
         scales = balanced_scales(np.mean(samples, axis=0), sizes) if balance else scales
         est = estimate(names, samples)
         if (len(samples) >= min_iter
-                and float(gauss_newton.open_rse(est, tol, settled).max()) < tol):
+                and float(open_rse(est, tol, settled).max()) < tol):
             return est
         if len(samples) >= 2 and budget is not None and not budget.fits(budget.start,
                                                                            len(samples)):
@@ -234,7 +235,7 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
                 min_iter: int = 3, fd_eps: float = FD_EPS, seed: int = 0,
                 freeze: bool = True, observe: Observer | None = None,
                 budget_s: float | None = None, clock: Clock | None = None,
-                settled: gauss_newton.Settled | None = None,
+                settled: Settled | None = None,
                 forward: Forward | None = None) -> Sensitivity:
     """HAWQ-V2 sensitivity `Omega_l(b) = max(Tr(H_l)/n_l, 0) * ||Q_b(W_l) - W_l||^2`.
 
@@ -252,7 +253,7 @@ def sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray 
         tol: relative standard error at which to stop.
         max_iter: cap on Hutchinson iterations (probes).
         min_iter: least iterations before stopping ("hessian"; "gauss-newton" starts with
-            enough probes for a variance estimate, `gauss_newton.MIN_DOF`).
+            enough probes for a variance estimate, `trace_estimate.MIN_DOF`).
         fd_eps: difference step relative to rms(w) ("hessian").
         seed: Rademacher seed.
         freeze: freeze piecewise-linear switching patterns in the difference quotients
@@ -305,7 +306,7 @@ def _sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray
                  bits: Sequence[int], loss: str | None, curvature: str, tol: float,
                  max_iter: int, min_iter: int, fd_eps: float, seed: int, freeze: bool,
                  observe: Observer | None, budget: TimeBudget | None,
-                 settled: gauss_newton.Settled | None,
+                 settled: Settled | None,
                  forward: Forward | None = None) -> Sensitivity:
     layers, choices = check_quantisable(g), bit_choices(bits)
     names = unique_weights(layers)
@@ -342,7 +343,7 @@ def _sensitivity(g: Graph, calib_inputs: np.ndarray | Arrays, labels: np.ndarray
                        est.iterations, est.rse[index], notes, est.cut_short)
 
 
-def _settled_note(est: TraceEstimate, tol: float, settled: gauss_newton.Settled | None
+def _settled_note(est: TraceEstimate, tol: float, settled: Settled | None
                   ) -> tuple[str, ...]:
     """Why an analysis that was not cut short stopped above `tol`: the rule settled the rest."""
     above = int(np.count_nonzero(est.rse >= tol))

@@ -13,7 +13,10 @@ on a loaded machine (shared caches and cores, a hypervisor's stolen time), and h
 probes fit (`gauss_newton._fitting`) rounds that noisy pace down. So the Gauss-Newton analysis
 is charged on a `WorkMeter` instead: each chunk's forward pass and each probe's backward pass
 count their multiply-accumulates and elementwise operations at the fixed rate `WORK_RATE`,
-the same seconds whatever the load (the early tests' settle-rule solves are not charged).
+the same seconds whatever the load. Nothing else is charged: not the early tests'
+settle-rule solves (`compiler.sensitivity.early_stop`, bounded by what they can still decide),
+not the calls' Python overhead. The range search charges its trial runs on a meter of its own
+(`edgesim.ranges`).
 """
 
 from __future__ import annotations

