@@ -19,12 +19,12 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from compiler.emit import EmitOptions, emit, write
+from compiler.emit import EmitOptions, emit, folded_layers, write
 from compiler.ir import CATEGORY_GEMM, KIND_CATEGORY, Graph
 from compiler.passes.calibrate import CalibrationStats
 from compiler.passes.quant_bytes import weight_bytes
@@ -68,6 +68,8 @@ class QuantizeResult:
     calibration: str      # where the activation ranges came from ("" if none were needed)
     calibration_random: bool
     notes: tuple[str, ...]
+    # IR layers the file has no node for -> the layer (or graph input) making their output
+    folded: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -203,7 +205,7 @@ def quantize_model(model: Any, bits: Any, calib: Any = None, calib_random: int |
                    if (r := _layer_report(qg, i, w_elems, kernels)))
     return QuantizeResult(str(path), layers, os.path.getsize(path), weight_bytes(qg),
                           fp32_bytes, data.source if data else "",
-                          bool(data and data.random), notes + fixed)
+                          bool(data and data.random), notes + fixed, folded_layers(model))
 
 
 def replaced_weights(qg: Graph) -> frozenset[str]:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -108,12 +110,16 @@ def _chosen_sens(alloc: AllocationResult, bits: np.ndarray, g: Graph) -> dict[st
     return out
 
 
-def _rows(g: Graph, alloc: AllocationResult, formats: dict[str, Any]) -> tuple[LayerRow, ...]:
+def _rows(g: Graph, alloc: AllocationResult, formats: dict[str, Any],
+          folded: Mapping[str, str] = MappingProxyType({})) -> tuple[LayerRow, ...]:
+    """A row per layer of the plan, but the `folded` ones the emitted file has no node for."""
     table, cost, bits = g.layer_table(), alloc.cost, alloc.bits
     assert cost.weight_bytes is not None  # Cost fills it
     chosen = _chosen_sens(alloc, bits, g)
     rows = []
     for i, layer in enumerate(g.layers):
+        if layer.name in folded:
+            continue
         w = int(bits[i, 0])
         sens = chosen.get(layer.name)
         fmt = formats.get(layer.name)
@@ -162,11 +168,20 @@ def energy_note(fp32: Totals, result: Totals, cost: Cost) -> tuple[str, ...]:
             f"prices them)",)
 
 
+def folded_note(folded: Mapping[str, str]) -> tuple[str, ...]:
+    """One line naming the layers the emitted file has no node for (not report rows)."""
+    if not folded:
+        return ()
+    pairs = ", ".join(f"{layer} into {into}" for layer, into in folded.items())
+    return (f"{len(folded)} layer(s) folded into their producer (the file has no node for "
+            f"them: their input grid already holds their output): {pairs}",)
+
+
 def build_result(g: Graph, target: Target, alloc: AllocationResult, quant: Any,
                  fidelity: dict[str, Any], baseline: Any, data: Any, options: Any,
                  outdir: Path, timings: dict[str, float]) -> CompileResult:
     """Assemble the report of one compile run."""
-    rows = _rows(g, alloc, {r.name: r for r in quant.layers})
+    rows = _rows(g, alloc, {r.name: r for r in quant.layers}, quant.folded)
     q = [r for r in rows if r.sensitivity is not None]
     assert alloc.cost.act_bytes is not None  # Cost fills it
     params = sum(r.params for r in q)
@@ -190,7 +205,8 @@ def build_result(g: Graph, target: Target, alloc: AllocationResult, quant: Any,
         expected_bytes=quant.expected_bytes, sensitivity=alloc.sensitivity,
         fidelity=fidelity, layers=rows, front=front, chosen=alloc.chosen, marks=marks,
         notes=tuple(dict.fromkeys(alloc.notes + g.notes + quant.notes  # once each, in order
-                                  + energy_note(fp32, result, alloc.cost))),
+                                  + energy_note(fp32, result, alloc.cost)
+                                  + folded_note(quant.folded))),
         timings_s=dict(timings), files={k: str(outdir / v) for k, v in names.items()})
 
 

@@ -76,7 +76,7 @@ def emit(g: Graph, options: EmitOptions = DEFAULT_OPTIONS, check: bool = True
                              f"{layer.quant.fmt!r}")
         rule(b, layer, _inputs(b, layer, views))
     model = b.model(b.opset(), IR_VERSION, "edgesim")
-    provenance(model, g, options, b.batch.broken)
+    provenance(model, g, options, b.batch.broken, b.folded)
     if check:
         _check(model)
     return model
@@ -146,18 +146,33 @@ def plan_json(g: Graph) -> str:
 
 
 def provenance(model: onnx.ModelProto, g: Graph, options: EmitOptions,
-               fixed_batch: str = "") -> None:
+               fixed_batch: str = "", folded: Mapping[str, str] = MappingProxyType({})
+               ) -> None:
     """producer_name/version (edgesim's), and metadata_props: edgesim's version, the source
     model's producer, the per-layer plan, why a dynamic batch of the source was fixed
-    (`compiler.emit.batch`), and the caller's entries (`EmitOptions.metadata`)."""
+    (`compiler.emit.batch`), the layers written as no node (`FOLDED`), and the caller's
+    entries (`EmitOptions.metadata`)."""
     version = _version()
     model.producer_name, model.producer_version = "edgesim", version
     source = g.interface.producer if g.interface else ""
     props = {"edgesim.version": version, "edgesim.plan": plan_json(g),
              **({"edgesim.source_producer": source} if source else {}),
              **({"edgesim.fixed_batch": fixed_batch} if fixed_batch else {}),
+             **({FOLDED: json.dumps(dict(folded), separators=(",", ":"))} if folded else {}),
              **dict(options.metadata)}
     onnx.helper.set_model_props(model, props)
+
+
+# metadata key: {layer: the layer (or graph input) making its output} of the IR layers the
+# file has no node for (`Builder.fold`: a ReLU on a grid it cannot change)
+FOLDED = "edgesim.folded"
+
+
+def folded_layers(model: onnx.ModelProto) -> dict[str, str]:
+    """The IR layers an emitted `model` writes as no node, each -> the layer (or graph
+    input) whose output stands for its own (read from its metadata, `FOLDED`)."""
+    props = {p.key: p.value for p in model.metadata_props}
+    return dict(json.loads(props[FOLDED])) if FOLDED in props else {}
 
 
 def _check(model: onnx.ModelProto) -> None:
@@ -167,4 +182,4 @@ def _check(model: onnx.ModelProto) -> None:
         raise ModelError(model.graph.name, f"emitted model fails onnx.checker: {e}") from None
 
 
-__all__ = ["EMITTERS", "FORMATS", "EmitOptions", "emit", "write"]
+__all__ = ["EMITTERS", "FORMATS", "EmitOptions", "emit", "folded_layers", "write"]

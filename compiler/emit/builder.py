@@ -24,7 +24,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from compiler.emit.batch import BatchFlow, declared, flow
-from compiler.ir import Graph, Spec
+from compiler.ir import Graph, Layer, Spec
 
 # Unsigned activation code types by bit width (QuantizeLinear's output type, opset 21).
 ACT_TYPES = {4: TensorProto.UINT4, 8: TensorProto.UINT8, 16: TensorProto.UINT16}
@@ -109,6 +109,8 @@ class Builder:
         self._used: set[str] = set(graph.types) | set(graph.weights)
         self._node_names: set[str] = set()  # ONNX keeps node and tensor names apart
         self._alias: dict[str, str] = {}
+        self.folded: dict[str, str] = {}  # layer written as no node -> where its output is made
+        self._output_layer: dict[str, str] = {}  # folded graph output -> its layer's name
         self._grids: dict[str, Grid] = {}
         self._codes: dict[tuple[object, ...], str] = {}
         self._param_names: dict[tuple[object, ...], tuple[str, str]] = {}
@@ -138,6 +140,19 @@ class Builder:
     def alias(self, tensor: str, onnx_name: str) -> None:
         """Declare that IR tensor `tensor` is the already emitted `onnx_name`."""
         self._alias[tensor] = onnx_name
+
+    def fold(self, layer: Layer) -> None:
+        """Write no node for one-input `layer`: its output is its input's emitted tensor.
+        Recorded in `folded`: the layer's name -> the layer that makes that tensor (through
+        other folded layers), or the graph input it is, so the report lists the file's layers;
+        but a graph output's Identity (`model`) is the layer's node, under its name."""
+        x, out = layer.inputs[0], layer.outputs[0]
+        self.alias(out, self.name(x))
+        if out in self.graph.outputs:  # `model` writes an Identity for it: the layer's node
+            self._output_layer[out] = layer.name
+            return
+        made = self.graph.producers().get(x)
+        self.folded[layer.name] = self.folded.get(made.name, made.name) if made else x
 
     def is_initializer(self, name: str) -> bool:
         return name in self.inits or name in self.graph.weights
@@ -333,7 +348,8 @@ class Builder:
         for out in g.outputs:  # an aliased output still needs its own name
             self._use(out)
             if self.name(out) != out:
-                self.node("Identity", [self.name(out)], [out], base=f"{out}.identity")
+                self.node("Identity", [self.name(out)], [out],
+                          base=self._output_layer.get(out, f"{out}.identity"))
         dims = declared(g, self.batch)
         short_names(self.nodes, self.inits, set(g.types) | set(g.weights),
                     {layer.name for layer in g.layers})

@@ -160,7 +160,7 @@ def _identity_on_grid(b: Builder, layer: Layer, x: str) -> bool:
 def activation(b: Builder, layer: Layer, ins: list[str]) -> None:
     fn, x = layer.attrs["fn"], ins[0]
     if _identity_on_grid(b, layer, x):
-        b.alias(layer.outputs[0], x)  # exact: every value on the grid passes unchanged
+        b.fold(layer)  # exact: every value on the grid passes unchanged
         return
     if fn == "clip":
         b.node("Clip", _clip_bounds(b, layer, x), list(layer.outputs), base=layer.name)
