@@ -119,7 +119,7 @@ def costcall_worker(space_file: str) -> dict:
     one_cpu = _best_cpu(lambda: [prepared.run(call) for _ in range(reps)])[0] / reps
     space = load_space(space_file)
     points = enumerate_points(space)
-    ctx = Context(space.base, (model_context(space, 0, proxy_sensitivity),), space.optimise)
+    ctx = Context(space, (model_context(space, 0, proxy_sensitivity),))
     kind = hooks(space.base)
     targets = [kind.variant(space.base, dict(p.typed), p.id) for p in points]
     cols = np.zeros(len(table), dtype=np.int64)

@@ -65,12 +65,9 @@ def batch_mixes_samples(model: onnx.ModelProto, seed: int = 0) -> str:
     inputs, outputs = _batch_axes(model.graph.input), _batch_axes(model.graph.output)
     if not inputs or not outputs:
         return ""
-    import onnxruntime as ort
+    from edgesim.evaluate import session  # onnxruntime loads here, on use
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
+    sess = session(model.SerializeToString(), log_level=3)
     rng = np.random.default_rng(seed)
     a, b = (_sample(model, rng) for _ in range(2))
     both = {t: np.concatenate([a[t], b[t]], axis=k) if k is not None else a[t]

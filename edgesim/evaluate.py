@@ -25,20 +25,23 @@ from edgesim.errors import UserError
 Model = str | os.PathLike | Any  # a path or an onnx.ModelProto
 
 
-def session(model: Model, threads: int | None = None,
-            spin: bool = True) -> ort.InferenceSession:
-    """An onnxruntime CPU session with full graph optimisation and `threads` intra-op threads.
+def session(model: Model | bytes, threads: int | None = None, spin: bool = True,
+            log_level: int = 4) -> ort.InferenceSession:
+    """An onnxruntime CPU session with full graph optimisation and `threads` intra-op threads
+    (None or 0: onnxruntime's default), from a path, a `ModelProto` or its serialised bytes.
 
-    `spin=False` parks idle pool threads instead of busy-waiting between parallel regions:
-    the compile's many short runs on a shared 2-core machine (int8 resnet18, batch 2, load
-    ~7, interleaved: 285-593 ms without spinning, 532-760 ms with); outputs are unchanged.
+    `log_level` is onnxruntime's log severity (4: fatal only, since run errors come back as
+    exceptions and ERROR-level logs would repeat them). `spin=False` parks idle pool threads
+    instead of busy-waiting between parallel regions: the compile's many short runs on a
+    shared 2-core machine (int8 resnet18, batch 2, load ~7, interleaved: 285-593 ms without
+    spinning, 532-760 ms with); outputs are unchanged.
 
     Raises:
         UserError: if onnxruntime cannot load the model (its message, one line).
     """
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 4  # run errors come back as exceptions; ERROR-level logs repeat them
+    opts.log_severity_level = log_level
     if threads is not None:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -46,7 +49,7 @@ def session(model: Model, threads: int | None = None,
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     # the handed-over buffers stay referenced until the session is made (onnxruntime copies
     # them then; `opts` holds only their addresses)
-    data, buffers = (model, []) if isinstance(model, str | os.PathLike) else \
+    data, buffers = (model, []) if isinstance(model, str | os.PathLike | bytes) else \
         _handed_over(model, opts)
     try:
         return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])

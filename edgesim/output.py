@@ -5,13 +5,13 @@ was made by edgesim (it holds the marker file `.edgesim`); a non-empty folder ed
 make is refused unless `force`. edgesim never deletes a file it did not write: outputs are
 written into a hidden staging folder inside DIR and each is renamed over its own name at the
 end (`os.replace`, atomic per file), so a failed, interrupted or killed run leaves the user's
-files as they were. The marker is also a lock (`flock`) held for the whole run: a second run
-into the same folder is refused instead of interleaving its files with the first's.
+files as they were. The marker is also a lock (`edgesim.folder_lock`) held for the whole run:
+a second run into the same folder is refused instead of interleaving its files with the
+first's.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import tempfile
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from compiler.atomic import current_umask
 from edgesim.errors import UserError
+from edgesim.folder_lock import lock_file
 
 MARKER = ".edgesim"
 STAGING_PREFIX = ".edgesim-staging-"
@@ -118,18 +119,9 @@ def _create_or_check(path: Path, force: bool) -> bool:
 
 
 def _lock(path: Path) -> int:
-    """Open (creating) the marker and take its exclusive lock; the fd holds the lock."""
-    # opened in place, never replaced: two runs racing to create it must lock one inode
-    try:
-        fd = os.open(path / MARKER, os.O_RDWR | os.O_CREAT, 0o666)
-    except PermissionError:
-        raise UserError(str(path), "folder is not writable") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise UserError(str(path), "another edgesim run is writing into this folder; wait "
-                        "for it or choose another folder") from None
+    """Take the marker's exclusive lock (creating the marker); the fd holds the lock."""
+    fd, _ = lock_file(path / MARKER, "another edgesim run is writing into this folder; wait "
+                      "for it or choose another folder", 0o666)
     if os.fstat(fd).st_size == 0:
         os.write(fd, MARKER_TEXT.encode())
     return fd

@@ -198,7 +198,7 @@ def profile(model_path: Path, feeds: Mapping[str, np.ndarray], threads: int, run
 
 
 def _floor_chain(inputs: int, n: int) -> Any:
-    from hwmodels.probe import chain_model
+    from hwmodels.probe_timing import chain_model
 
     extra = tuple(f"c{j}" for j in range(inputs - 1))
     cycle: tuple[tuple[str, tuple[str, ...], dict[str, Any]], ...] = (

@@ -12,6 +12,7 @@ from compiler.ops import (
     activation,
     attention,
     conv,
+    conv_transpose,
     decoder,
     eltwise,
     gather,
@@ -27,8 +28,8 @@ from compiler.ops import (
 )
 from compiler.ops.opdef import LowerRule, OpDef
 
-_FAMILIES = (conv, linear, eltwise, activation, norm, softmax, pool, reduce, reshape, pad,
-             gather, resize, index, attention, decoder)
+_FAMILIES = (conv, conv_transpose, linear, eltwise, activation, norm, softmax, pool, reduce,
+             reshape, pad, gather, resize, index, attention, decoder)
 
 OPS: Mapping[str, OpDef] = MappingProxyType({op.kind: op for f in _FAMILIES for op in f.OPS})
 LOWER: Mapping[str, LowerRule] = MappingProxyType(

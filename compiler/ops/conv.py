@@ -1,6 +1,7 @@
-"""conv op family: N-d convolution and transposed convolution (grouped, dilated, strided).
+"""conv op family: N-d convolution (grouped, dilated, strided), and the window and GEMM helpers
+conv_transpose.py shares.
 
-Both run as one batched GEMM per call on channel-major im2col matrices `[G, Cg*K, N*out]`
+conv runs as one batched GEMM per call on channel-major im2col matrices `[G, Cg*K, N*out]`
 (rows: channel, then kernel tap; columns: sample, then output position). numba kernels build
 them from, and sum them back (col2im: conv's input gradient, conv_transpose's forward) onto,
 the polyphase plane layout of compiler/window_kernels.py, where each kernel tap reads one
@@ -9,9 +10,7 @@ convs skip the GEMM: one numba pass per plane, forward and vjp. `window_view` an
 `scatter_windows`, numpy's strided windows and their adjoint, serve pool.py.
 
 Layer conventions: conv inputs (x, w[Cout, Cin/g, *k], b?), attrs strides, pads (begins...,
-ends...), dilations, group. conv_transpose inputs (x, w[Cin, Cout/g, *k], b?), attrs strides,
-pads, dilations, group, output_padding; its pads may be negative (an explicit `output_shape`
-larger than the natural one extends the output with zeros).
+ends...), dilations, group.
 """
 
 from __future__ import annotations
@@ -115,21 +114,21 @@ def auto_pads(auto_pad: str, spatial: Sequence[int], kernel: Sequence[int],
 # --- im2col GEMM layout -------------------------------------------------------------------------
 
 
-def _channel_major(y: np.ndarray, group: int) -> np.ndarray:
+def channel_major(y: np.ndarray, group: int) -> np.ndarray:
     """Activations `[N, C, *sp]` -> GEMM operands `[G, C/G, N*prod(sp)]`."""
     n, c = y.shape[:2]
     g = y.reshape(n, group, c // group, -1).transpose(1, 2, 0, 3)
     return g.reshape(group, c // group, -1)
 
 
-def _batch_major(rows: np.ndarray, n: int, spatial: Sequence[int]) -> np.ndarray:
-    """Inverse of `_channel_major`: `[G, Cg, N*prod(sp)]` -> `[N, G*Cg, *sp]`."""
+def batch_major(rows: np.ndarray, n: int, spatial: Sequence[int]) -> np.ndarray:
+    """Inverse of `channel_major`: `[G, Cg, N*prod(sp)]` -> `[N, G*Cg, *sp]`."""
     group, cg = rows.shape[:2]
     y = rows.reshape(group * cg, n, -1).transpose(1, 0, 2)
     return y.reshape((n, group * cg) + tuple(spatial))
 
 
-def _gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """`a @ b^T` for `[G, M, K]` and `[G, N, K]` with a long shared axis K (samples times
     positions, as in a weight gradient), asking BLAS for the taller orientation of the result:
     on a CPU shared with other work, OpenBLAS's threaded GEMM stalls at its per-K-block
@@ -139,11 +138,11 @@ def _gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (b @ a.transpose(0, 2, 1)).transpose(0, 2, 1)
 
 
-def _bias_shape(b: np.ndarray, nsp: int) -> np.ndarray:
+def bias_shape(b: np.ndarray, nsp: int) -> np.ndarray:
     return b.reshape((1, -1) + (1,) * nsp)
 
 
-def _spatial_sum(g: np.ndarray) -> np.ndarray:
+def spatial_sum(g: np.ndarray) -> np.ndarray:
     """Bias cotangent: sum over batch and spatial axes."""
     return g.sum(axis=(0,) + tuple(range(2, g.ndim)))
 
@@ -180,7 +179,7 @@ def _columns(x: np.ndarray, kernel: Ints, strides: Ints, pads: Ints, dilations: 
     spatial shape, and the windows they came from (None for a pointwise conv, whose matrices
     are its input, channel-major: a view at batch 1)."""
     if _pointwise(kernel, strides, pads):
-        return _channel_major(x.astype(dtype, copy=False), group), tuple(x.shape[2:]), None
+        return channel_major(x.astype(dtype, copy=False), group), tuple(x.shape[2:]), None
     pw = _plane_windows(x, kernel, strides, pads, dilations)
     cols = pw.columns(x, dtype)
     return cols.reshape(group, -1, cols.shape[1]), pw.out, pw
@@ -190,7 +189,7 @@ def _uncolumns(cols: np.ndarray, x_shape: Sequence[int], pw: PlaneWindows | None
                ) -> np.ndarray:
     """Adjoint of `_columns` (col2im): `[G, Cg*prod(k), N*prod(out)]` -> `[N, C, *spatial]`."""
     if pw is None:
-        return _batch_major(cols, x_shape[0], x_shape[2:])
+        return batch_major(cols, x_shape[0], x_shape[2:])
     return pw.add_columns(cols.reshape(-1, cols.shape[-1]), x_shape[:2])
 
 
@@ -232,9 +231,9 @@ def _conv_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, 
         y = _depthwise_forward(xa, w, strides, pads, dilations)
     else:
         cols, out, _ = _columns(xa, w.shape[2:], strides, pads, dilations, group, acc)
-        y = _batch_major(_weight_rows(w, group) @ cols, x.shape[0], out)
+        y = batch_major(_weight_rows(w, group) @ cols, x.shape[0], out)
     if b is not None:
-        y += _bias_shape(b.astype(acc, copy=False), y.ndim - 2)  # y is new: in place
+        y += bias_shape(b.astype(acc, copy=False), y.ndim - 2)  # y is new: in place
     return (y.astype(x.dtype, copy=False),)
 
 
@@ -279,7 +278,7 @@ def conv_grad_factors(g: np.ndarray, x: np.ndarray, w: np.ndarray, *, strides: I
     else:
         cols, pw = None, (None if _pointwise(kernel, strides, pads)
                           else _plane_windows(x, kernel, strides, pads, dilations))
-    grows = _channel_major(g.astype(acc, copy=False), group)       # [G, Cout/G, N*out]
+    grows = channel_major(g.astype(acc, copy=False), group)       # [G, Cout/G, N*out]
     if not need_x:
         return None, grows, cols
     wm = _weight_rows(w.astype(acc, copy=False), group)             # [G, Cout/G, Cg*k]
@@ -298,7 +297,7 @@ def _conv_vjp(gs: Sequence[np.ndarray | None], xs: Sequence[np.ndarray | None],
               group: int) -> tuple[np.ndarray | None, ...]:
     x, w, b = xs[0], xs[1], xs[2] if len(xs) > 2 else None
     g = gs[0] if gs[0] is not None else np.zeros_like(ys[0])
-    gb = None if b is None else _spatial_sum(g).astype(b.dtype)
+    gb = None if b is None else spatial_sum(g).astype(b.dtype)
     assert x is not None and w is not None
     if _one_channel_groups(x, w, group):
         gx, gw = _depthwise_vjp(g, x, w, strides, pads, dilations)
@@ -306,7 +305,7 @@ def _conv_vjp(gs: Sequence[np.ndarray | None], xs: Sequence[np.ndarray | None],
     gxg, grows, cols = conv_grad_factors(g, x, w, strides=strides, pads=pads,
                                          dilations=dilations, group=group)
     assert cols is not None
-    gw = _gram(grows, cols).reshape(w.shape)
+    gw = gram(grows, cols).reshape(w.shape)
     return (gxg, gw.astype(w.dtype, copy=False), gb)[:len(xs)]
 
 
@@ -320,106 +319,17 @@ def _conv_facts(specs_in: Sequence[Spec | None], specs_out: Sequence[Spec], *, s
     return Facts(m=m, n=n, k=k, groups=group, macs=group * m * n * k)
 
 
-# --- conv_transpose -----------------------------------------------------------------------------
-
-
-def _full_size(spatial: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
-               dilations: Sequence[int]) -> Ints:
-    """Length of the uncropped transposed-conv output: s*(in-1) + eff_kernel."""
-    eff = effective_kernel(kernel, dilations)
-    return tuple(s * (i - 1) + e for i, s, e in zip(spatial, strides, eff))
-
-
-def _convt_out(spatial: Sequence[int], kernel: Sequence[int], strides: Ints, pads: Ints,
-               dilations: Ints, output_padding: Ints) -> Ints:
-    n, full = len(spatial), _full_size(spatial, kernel, strides, dilations)
-    return tuple(full[i] + output_padding[i] - pads[i] - pads[n + i] for i in range(n))
-
-
-def _convt_shape(specs: Sequence[Spec | None], *, strides: Ints, pads: Ints, dilations: Ints,
-                 group: int, output_padding: Ints) -> tuple[Spec, ...]:
-    x, w = specs[0], specs[1]
-    assert x is not None
-    assert w is not None
-    out = _convt_out(x.shape[2:], w.shape[2:], strides, pads, dilations, output_padding)
-    if x.shape[1] != w.shape[0] or w.shape[0] % group or min(out, default=1) < 1:
-        raise ValueError(f"conv_transpose of {x.shape} with weights {w.shape} (group {group}) "
-                         "is empty or mismatched")
-    return (Spec((x.shape[0], w.shape[1] * group) + out, x.dtype),)
-
-
-def _full_windows(spatial: Ints, kernel: Ints, strides: Ints, dilations: Ints,
-                  begins: Ints | int, plane: Ints | None = None) -> PlaneWindows:
-    """The windows a transposed conv's input positions cover on its uncropped output: the
-    output `plane` (default the uncropped output itself) sits `begins` elements into it."""
-    from compiler.window_kernels import plane_windows
-
-    full = _full_size(spatial, kernel, strides, dilations)
-    begins = (begins,) * len(spatial) if isinstance(begins, int) else tuple(begins)
-    return plane_windows(tuple(plane or full), begins, full, tuple(kernel), tuple(strides),
-                         tuple(dilations), tuple(spatial))
-
-
-def _convt_weight(w: np.ndarray, group: int) -> np.ndarray:
-    """ConvTranspose weights `[Cin, Cout/G, *k]` -> `[G, Cin/G, Cout/G*prod(k)]`."""
-    return w.reshape(group, w.shape[0] // group, -1)
-
-
-def _convt_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, strides: Ints,
-                   pads: Ints, dilations: Ints, group: int, output_padding: Ints
-                   ) -> tuple[np.ndarray]:
-    nsp, kernel = x.ndim - 2, w.shape[2:]
-    wm = _convt_weight(w.astype(x.dtype, copy=False), group)
-    cols = wm.transpose(0, 2, 1) @ _channel_major(x, group)         # [G, Cout/G*k, N*in]
-    full = _full_windows(x.shape[2:], kernel, strides, dilations, 0).add_columns(
-        cols.reshape(-1, cols.shape[-1]), (x.shape[0], w.shape[1] * group))
-    out = _convt_out(x.shape[2:], kernel, strides, pads, dilations, output_padding)
-    y = shift_crop(full, pads[:nsp], out)
-    if b is not None:
-        y = y + _bias_shape(b.astype(x.dtype, copy=False), nsp)
-    return (y.astype(x.dtype, copy=False),)
-
-
-def _convt_vjp(gs: Sequence[np.ndarray | None], xs: Sequence[np.ndarray | None],
-               ys: Sequence[np.ndarray], *, strides: Ints, pads: Ints, dilations: Ints,
-               group: int, output_padding: Ints) -> tuple[np.ndarray | None, ...]:
-    x, w, b = xs[0], xs[1], xs[2] if len(xs) > 2 else None
-    g = gs[0] if gs[0] is not None else np.zeros_like(ys[0])
-    assert w is not None and x is not None
-    nsp, kernel = x.ndim - 2, w.shape[2:]
-    pw = _full_windows(x.shape[2:], kernel, strides, dilations, pads[:nsp], g.shape[2:])
-    gcols = pw.columns(g, g.dtype)                                  # [Cout*k, N*in]
-    gcols = gcols.reshape(group, -1, gcols.shape[-1])              # [G, Cout/G*k, N*in]
-    wm = _convt_weight(w, group)                                   # [G, Cin/G, Cout/G*k]
-    gx = _batch_major(wm @ gcols, x.shape[0], x.shape[2:])
-    gw = _gram(_channel_major(x, group), gcols).reshape(w.shape)
-    gb = None if b is None else _spatial_sum(g).astype(b.dtype)
-    return (gx.astype(x.dtype, copy=False), gw.astype(w.dtype, copy=False), gb)[:len(xs)]
-
-
-def _convt_facts(specs_in: Sequence[Spec | None], specs_out: Sequence[Spec], *, strides: Ints,
-                 pads: Ints, dilations: Ints, group: int, output_padding: Ints) -> Facts:
-    x, w = specs_in[0], specs_in[1]
-    # GEMM view: each input pixel's Cin/G channels times a [Cin/G, Cout/G*prod(k)] weight.
-    assert x is not None
-    m = x.shape[0] * int(np.prod(x.shape[2:], dtype=np.int64))
-    assert w is not None
-    n = int(np.prod(w.shape[1:], dtype=np.int64))
-    k = w.shape[0] // group
-    return Facts(m=m, n=n, k=k, groups=group, macs=group * m * n * k)
-
-
 # --- lowering -----------------------------------------------------------------------------------
 
 
-def _operands(node: Node, op: str) -> tuple[Spec, Spec]:
+def conv_operands(node: Node, op: str) -> tuple[Spec, Spec]:
     x, w = node.spec(0), node.spec(1)
     if x is None or w is None or len(x.shape) < 3 or len(w.shape) != len(x.shape):
         raise ModelError(node.name, f"{op} needs x [N, C, *spatial] and w of the same rank")
     return x, w
 
 
-def _spatial_attr(node: Node, name: str, value: Sequence[int] | None, n: int,
+def spatial_attr(node: Node, name: str, value: Sequence[int] | None, n: int,
                   default: int) -> Ints:
     if value is None:
         return (default,) * n
@@ -428,7 +338,7 @@ def _spatial_attr(node: Node, name: str, value: Sequence[int] | None, n: int,
     return tuple(int(v) for v in value)
 
 
-def _check_kernel(node: Node, kernel_shape: Sequence[int] | None, w: Spec) -> None:
+def check_kernel(node: Node, kernel_shape: Sequence[int] | None, w: Spec) -> None:
     if kernel_shape is not None and tuple(kernel_shape) != w.shape[2:]:
         raise ModelError(node.name, f"kernel_shape {tuple(kernel_shape)} does not match the "
                          f"weights' {w.shape[2:]}")
@@ -439,11 +349,11 @@ def lower_conv(node: Node, auto_pad: str = "NOTSET", dilations: Sequence[int] | 
                pads: Sequence[int] | None = None, strides: Sequence[int] | None = None
                ) -> Lowered:
     """ONNX Conv -> conv, with auto_pad resolved to explicit pads."""
-    x, w = _operands(node, "Conv")
+    x, w = conv_operands(node, "Conv")
     nsp = len(x.shape) - 2
-    _check_kernel(node, kernel_shape, w)
-    strides = _spatial_attr(node, "strides", strides, nsp, 1)
-    dilations = _spatial_attr(node, "dilations", dilations, nsp, 1)
+    check_kernel(node, kernel_shape, w)
+    strides = spatial_attr(node, "strides", strides, nsp, 1)
+    dilations = spatial_attr(node, "dilations", dilations, nsp, 1)
     pads = auto_pads(auto_pad, x.shape[2:], w.shape[2:], strides, dilations, pads, node.name)
     if len(pads) != 2 * nsp or min(pads) < 0:
         raise ModelError(node.name, f"pads {pads} must be {2 * nsp} non-negative integers")
@@ -453,52 +363,7 @@ def lower_conv(node: Node, auto_pad: str = "NOTSET", dilations: Sequence[int] | 
                   group=int(group))
 
 
-def _convt_pads(auto_pad: str, spatial: Ints, kernel: Ints, strides: Ints, dilations: Ints,
-                output_padding: Ints, output_shape: Sequence[int] | None) -> Ints:
-    """Pads that make ConvTranspose produce `output_shape` (ONNX's rule for total padding)."""
-    n = len(spatial)
-    target = (tuple(output_shape)[-n:] if output_shape is not None
-              else tuple(i * s for i, s in zip(spatial, strides)))
-    full = _full_size(spatial, kernel, strides, dilations)
-    total = [f + p - t for f, p, t in zip(full, output_padding, target)]
-    small = [t // 2 for t in total]
-    big = [t - t // 2 for t in total]
-    return tuple(small + big) if auto_pad == "SAME_UPPER" else tuple(big + small)
-
-
-def lower_conv_transpose(node: Node, auto_pad: str = "NOTSET",
-                         dilations: Sequence[int] | None = None, group: int = 1,
-                         kernel_shape: Sequence[int] | None = None,
-                         output_padding: Sequence[int] | None = None,
-                         output_shape: Sequence[int] | None = None,
-                         pads: Sequence[int] | None = None,
-                         strides: Sequence[int] | None = None) -> Lowered:
-    """ONNX ConvTranspose -> conv_transpose, with output_shape/auto_pad resolved to pads."""
-    x, w = _operands(node, "ConvTranspose")
-    nsp = len(x.shape) - 2
-    _check_kernel(node, kernel_shape, w)
-    strides = _spatial_attr(node, "strides", strides, nsp, 1)
-    dilations = _spatial_attr(node, "dilations", dilations, nsp, 1)
-    outpad = (0,) * nsp if output_padding is None else tuple(int(p) for p in output_padding)
-    if len(outpad) != nsp:
-        raise ModelError(node.name, f"output_padding {outpad} must have {nsp} entries")
-    if output_shape is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        pads = _convt_pads(auto_pad, x.shape[2:], w.shape[2:], strides, dilations, outpad,
-                           output_shape)
-    elif auto_pad in ("NOTSET", "VALID", ""):
-        pads = (0,) * (2 * nsp) if pads is None or auto_pad == "VALID" else tuple(pads)
-    else:
-        raise ModelError(node.name, f"auto_pad {auto_pad!r} is not an ONNX mode")
-    if len(pads) != 2 * nsp or x.shape[1] != w.shape[0] or w.shape[0] % group:
-        raise ModelError(node.name, f"ConvTranspose: x {x.shape}, w {w.shape}, group {group}, "
-                         f"pads {pads}")
-    return single("conv_transpose", node, strides=strides, pads=tuple(int(p) for p in pads),
-                  dilations=dilations, group=int(group), output_padding=outpad)
-
-
 OPS: tuple[OpDef, ...] = (
     OpDef("conv", shape=_conv_shape, forward=_conv_forward, vjp=_conv_vjp, facts=_conv_facts),
-    OpDef("conv_transpose", shape=_convt_shape, forward=_convt_forward, vjp=_convt_vjp,
-          facts=_convt_facts),
 )
-LOWER: dict[str, LowerRule] = {"Conv": lower_conv, "ConvTranspose": lower_conv_transpose}
+LOWER: dict[str, LowerRule] = {"Conv": lower_conv}

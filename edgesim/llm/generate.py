@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgesim.errors import UserError
+from edgesim.evaluate import session
 
 PAST = "past_key_values."
 
@@ -36,19 +37,6 @@ class Generation:
         """Measured decode tokens/s (0 when nothing was decoded after the first token)."""
         n = len(self.tokens) - 1
         return n / self.decode_s if n > 0 and self.decode_s > 0 else 0.0
-
-
-def session(model: str | Path | bytes, threads: int | None = None) -> ort.InferenceSession:
-    """An onnxruntime CPU session with `threads` intra-op threads (default: onnxruntime's)."""
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 4  # a failed run is reported as one line by `generate`, not twice
-    if threads:
-        opts.intra_op_num_threads = threads
-    src = model if isinstance(model, bytes) else str(model)
-    try:
-        return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise UserError(str(model)[:80], f"onnxruntime cannot load it: {e}") from None
 
 
 def empty_past(sess: ort.InferenceSession, batch: int = 1) -> dict[str, np.ndarray]:

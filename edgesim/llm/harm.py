@@ -17,7 +17,8 @@ def logit_harm(reference: bytes, variant: bytes, calib: np.ndarray,
                seq: int = HARM_SEQ) -> float:
     """2 x mean over rows of ||logits(variant) - logits(reference)||^2 on `seq`-token windows
     of `calib`, both models run in onnxruntime (the scale of HAWQ's omega, module docstring)."""
-    from edgesim.llm.generate import empty_past, session, step  # onnxruntime loads here
+    from edgesim.evaluate import session  # onnxruntime loads here
+    from edgesim.llm.generate import empty_past, step
 
     n = len(calib) // seq
     ids = np.asarray(calib[: n * seq], np.int64).reshape(n, seq)

@@ -59,13 +59,11 @@ class ModelContext:
 
 @dataclass(frozen=True)
 class Context:
-    """What every batch shares: the base target, the models and what is optimised."""
+    """What every batch shares: the space (its base target, what is optimised, the host
+    runtime and threads) and its models, loaded."""
 
-    base: Any
+    space: Space
     models: tuple[ModelContext, ...]
-    optimise: FixedBits | Allocate
-    runtime: str = "onnxruntime"
-    threads: int | None = None
 
 
 def proxy_sensitivity(g: Graph, bits: Sequence[int]) -> Any:
@@ -199,12 +197,12 @@ def _bits_summary(m: ModelContext, bits: np.ndarray) -> dict[str, Any]:
 
 def _model_records(ctx: Context, m: ModelContext, targets: list) -> list[dict[str, Any]]:
     """One record per design for model m."""
-    opt = ctx.optimise
+    opt = ctx.space.optimise
     w_bits = (opt.w_bits,) if isinstance(opt, FixedBits) else opt.w_bits
-    float_rest = kinds.capabilities(ctx.base).float_rest
+    float_rest = kinds.capabilities(ctx.space.base).float_rest
     choices, rest, w_cols = bit_plan(m.table, m.chosen, w_bits, opt.a_bits, float_rest)
-    host = kinds.host_options(ctx.base, ctx.threads, ctx.runtime)
-    kind = hooks(ctx.base)
+    host = kinds.host_options(ctx.space.base, ctx.space.threads, ctx.space.runtime)
+    kind = hooks(ctx.space.base)
     if isinstance(opt, FixedBits) and kind.picked is not None:
         # one column per layer is all fixed bits need: cost only that (the same numbers)
         picked = kind.picked(m.table, choices, targets, rest, **host)
@@ -240,13 +238,13 @@ def _figures(total: Any, allocs: Sequence[dict[str, Any]]) -> list[dict[str, Any
 
 def evaluate_batch(ctx: Context, points: Sequence[Point]) -> list[dict[str, Any]]:
     """Records of a batch of points (in the batch's order); pure, so safe to retry."""
-    kind = hooks(ctx.base)  # resolved once per batch, not per point
+    kind = hooks(ctx.space.base)  # resolved once per batch, not per point
     records, built, targets = [], [], []
     for p in points:
         record: dict[str, Any] = {"id": p.id, "index": p.index, "params": dict(p.params)}
         records.append(record)
         try:
-            target = kind.variant(ctx.base, dict(p.typed), p.id)
+            target = kind.variant(ctx.space.base, dict(p.typed), p.id)
         except ValueError as e:  # a combination the target's cross-field rules refuse
             record["error"] = f"invalid design: {e}"
             continue

@@ -131,9 +131,8 @@ def run_sweep(space: Space, out_dir: str | Path, *, executor: Any = None,
         todo = [p for p in points if p.id not in store.done]
         errors, setup_s = 0, 0.0
         if todo:
-            ctx = Context(space.base, tuple(model_context(space, i, sensitivity)
-                                            for i in range(len(space.models))),
-                          space.optimise, space.runtime, space.threads)
+            ctx = Context(space, tuple(model_context(space, i, sensitivity)
+                                       for i in range(len(space.models))))
             setup_s = time.perf_counter() - start
             own = executor is None
             executor = LocalExecutor() if own else executor

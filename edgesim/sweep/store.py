@@ -14,7 +14,6 @@ a sweep holds it (see `_lock`), so a finished or refused sweep leaves none behin
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -24,6 +23,7 @@ from typing import Any
 
 from compiler.atomic import atomic_write
 from edgesim.errors import UserError
+from edgesim.folder_lock import lock_file
 
 RESULTS_NAME = "results.jsonl"
 HEADER_NAME = "header.json"
@@ -197,50 +197,16 @@ def _check_header_is_a_sweeps(path: Path) -> None:
 
 
 def _lock(out: Path) -> int:
-    """Take `<out>/.lock` (flock) and return its descriptor, or refuse: another sweep holds it.
-
-    Whoever holds the lock may unlink the file (`_unlock`), so a lock is only valid if the
-    name still points at the locked inode afterwards; if not, another sweep removed it
-    between our open and our flock, and we start again on the new file. The file is marked
-    (`LOCK_TEXT`) by the sweep that created it, and only a marked file is ever removed: a
-    `.lock` of the user's own is locked, never written or deleted.
+    """Take `<out>/.lock` (`edgesim.folder_lock`) and return its descriptor, or refuse:
+    another sweep holds it. The file is marked (`LOCK_TEXT`) by the sweep that created it,
+    and only a marked file is ever removed (`_unlock`): a `.lock` of the user's own is
+    locked, never written or deleted.
     """
-    path = out / LOCK_NAME
-    while True:
-        fd, created = _open_lock(path)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise UserError(str(out), "another sweep is writing to this directory") from None
-        if _same_file(fd, path):
-            if created:
-                os.write(fd, LOCK_TEXT)
-            return fd
-        os.close(fd)
-
-
-def _open_lock(path: Path) -> tuple[int, bool]:
-    """Open `path`, creating it if missing: (descriptor, whether this call created it)."""
-    while True:
-        try:
-            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
-        except FileExistsError:
-            pass
-        try:
-            return os.open(path, os.O_RDWR), False
-        except FileNotFoundError:  # its holder just removed it
-            continue
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    """Whether `path` still names the file open as `fd`."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return False
-    mine = os.fstat(fd)
-    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+    fd, created = lock_file(out / LOCK_NAME, "another sweep is writing to this directory",
+                            0o644)
+    if created:
+        os.write(fd, LOCK_TEXT)
+    return fd
 
 
 def _unlock(out: Path, fd: int) -> None:

@@ -17,13 +17,14 @@ import pytest
 from onnx import numpy_helper
 
 from edgesim.budget import parse_budget
+from edgesim.evaluate import session
 from edgesim.llm.budgets import Workload
 from edgesim.llm.compile import CHOICES, compile_decoder, zoo_source
 from edgesim.llm.decoder_file import apply_plan, read_decoder
 from edgesim.llm.embed_choice import Table, table_cost
 from edgesim.llm.fit import footprint
 from edgesim.llm.formats import EMBED, parse_format
-from edgesim.llm.generate import empty_past, session, step
+from edgesim.llm.generate import empty_past, step
 from edgesim.llm.kv_choice import kv_option
 from edgesim.llm.plan import plan_bytes
 from edgesim.zoo.decoder import DecoderShape, decoder_config, kv_decoder, linear_shapes

@@ -15,11 +15,12 @@ from onnx import TensorProto, numpy_helper
 
 from compiler.packing import dequantize_matmulnbits, pack_matmulnbits
 from edgesim.errors import UserError
+from edgesim.evaluate import session
 from edgesim.llm.budgets import Workload
 from edgesim.llm.compile import compile_decoder
 from edgesim.llm.fit import footprint
 from edgesim.llm.formats import parse_format
-from edgesim.llm.generate import empty_past, session, step
+from edgesim.llm.generate import empty_past, step
 from edgesim.llm.kv_choice import KvOption, choose_kv
 from edgesim.zoo.decoder import EMBED, DecoderShape, decoder_config, kv_decoder
 from edgesim.zoo.trained import TINY_LM_SHAPE, load_lm_text, tiny_lm

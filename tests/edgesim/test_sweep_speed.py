@@ -57,9 +57,8 @@ def fixed_space(tmp_path_factory: pytest.TempPathFactory):
 
 def test_fixed_bits_records_equal_with_and_without_the_batched_path(fixed_space, monkeypatch):
     space = fixed_space
-    ctx = Context(space.base, tuple(model_context(space, i, proxy_sensitivity)
-                                    for i in range(len(space.models))),
-                  space.optimise, space.runtime, space.threads)
+    ctx = Context(space, tuple(model_context(space, i, proxy_sensitivity)
+                               for i in range(len(space.models))))
     points = enumerate_points(space)
     fast = evaluate_batch(ctx, points)
     real = evaluate.hooks

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from compiler.atomic import atomic_write
-from hwmodels import cpu, probe
+from hwmodels import cpu, probe, probe_timing
 from hwmodels.target import load_target
 
 X86_CPUINFO = """processor\t: 0
@@ -131,8 +131,8 @@ def test_fork_join_is_the_split_layernorms_extra_time_per_node(monkeypatch):
         seen.append((len(model.graph.node), threads, x.shape))
         return next(times)
 
-    monkeypatch.setattr(probe, "_time_session", timed)
-    got = probe.measure_ort_overheads(4, 0.01)
+    monkeypatch.setattr(probe_timing, "_time_session", timed)
+    got = probe_timing.measure_ort_overheads(4, 0.01)
     assert got["op_overhead_us"] == pytest.approx(1.0)
     assert got["run_overhead_us"] == pytest.approx(10.0)
     assert got["gemm_overhead_us"] == pytest.approx(2.0)
@@ -153,12 +153,12 @@ def test_onnxruntime_splits_a_one_row_per_thread_layernorm(tmp_path):
 
     x = np.ones((1, 2, 16), np.float32)
     inits = {"s": np.ones(16, np.float32), "b": np.zeros(16, np.float32)}
-    for cycle, split in ((probe._FORK_CYCLE, True), ((("Relu", (), {}),), False)):
+    for cycle, split in ((probe_timing._FORK_CYCLE, True), ((("Relu", (), {}),), False)):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 2
         opts.enable_profiling = True
         opts.profile_file_prefix = str(tmp_path / cycle[0][0])
-        sess = ort.InferenceSession(probe.chain_model(cycle, 6, x.shape, inits)
+        sess = ort.InferenceSession(probe_timing.chain_model(cycle, 6, x.shape, inits)
                                     .SerializeToString(), opts,
                                     providers=["CPUExecutionProvider"])
         sess.run(None, {"t0": x})
@@ -172,8 +172,8 @@ def test_concurrent_copies_count_every_threads_bytes(monkeypatch):
     # a clock that advances 1 s per reading: each round's threads span at least 1 s, so the
     # figure is at most the bytes all threads moved, (read + write) x 2 x 8 MiB, per second
     ticks = iter(range(10 ** 6))
-    monkeypatch.setattr(probe.time, "perf_counter", lambda: float(next(ticks)))
-    gbps = probe.measure_copy_gbps_threads(16 * 2 ** 20, 0.0, 2)
+    monkeypatch.setattr(probe_timing.time, "perf_counter", lambda: float(next(ticks)))
+    gbps = probe_timing.measure_copy_gbps_threads(16 * 2 ** 20, 0.0, 2)
     assert 0 < gbps <= 2 * 16 * 2 ** 20 / 1e9
 
 
