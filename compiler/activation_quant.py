@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from numba import njit
 
 from compiler.clip_search import CLIP_RATIOS
 from compiler.errors import ModelError
+from compiler.numba_cache import njit
 from compiler.quantizers import dequantize_codes, quantize_codes, scale_zero_point, storage_range
 
 ActMethod = Literal["minmax", "percentile", "mse", "entropy"]

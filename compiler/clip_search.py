@@ -13,7 +13,8 @@ import os
 import threading
 
 import numpy as np
-from numba import njit
+
+from compiler.numba_cache import njit
 
 CLIP_RATIOS = np.linspace(0.3, 1.0, 100)  # candidate clip ratios of the MSE search; 1.0 = minmax
 CLIP_RATIOS.flags.writeable = False

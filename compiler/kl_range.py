@@ -21,9 +21,9 @@ is exactly the numpy search's.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from compiler.activation_quant import RangeStats
+from compiler.numba_cache import njit
 
 EPS = 1e-12  # stands in for Q = 0 where P > 0 (only the clipped last bin can be so)
 # KL terms are p * log(p / q) with p <= 1, |log| <= ~40 (q >= EPS) and prefix sums are of

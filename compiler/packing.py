@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from compiler.errors import ModelError
 from compiler.formats import MATMULNBITS_BITS
+from compiler.numba_cache import njit
 from compiler.quantizers import ClipMethod, QuantizedTensor, quantize_weight
 
 # ----------------------------------------------------------------------------------------------

@@ -12,11 +12,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-from numba import njit
 
 from compiler.atomic import atomic_open
 from compiler.errors import ModelError
 from compiler.formats import MATMULNBITS_BITS
+from compiler.numba_cache import njit
 from compiler.packing import MatMulNBitsBlob, check_codes, pack_rows, unpack_rows
 
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from numba import njit
 
 from compiler.errors import ModelError
+from compiler.numba_cache import njit
 
 _SIGN = {"min": 1.0, "max": -1.0}
 

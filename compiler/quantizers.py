@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from numba import njit
 
 from compiler.clip_search import TINY, best_ratios
 from compiler.errors import ModelError
+from compiler.numba_cache import njit
 
 Granularity = Literal["per_tensor", "per_channel", "per_block"]
 ClipMethod = Literal["minmax", "mse"]

@@ -25,7 +25,9 @@ from itertools import product
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from compiler.numba_cache import njit
 
 Ints = tuple[int, ...]
 

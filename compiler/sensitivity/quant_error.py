@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from numba import njit
 
+from compiler.numba_cache import njit
 from compiler.quantizers import _to_groups, code_range, scale_zero_point
 
 GridOf = Callable[[int], tuple[str, int, int | None]]  # bits -> (granularity, axis, block)

@@ -2,8 +2,9 @@
 importing numba (the CLI asks before it loads them, to announce a first-run compile).
 
 numba writes one index file (`<module>.<function>-<line>.py311.nbi`) per cached function
-next to the source, in `__pycache__`, and recompiles when the source is newer than the
-stamp it recorded; a module with no index, or only indexes older than its source, compiles.
+next to the source, in `__pycache__`, and recompiles when any project source changed since
+(the stamp covers the whole tree: `compiler.numba_cache`); a module with no index, or only
+indexes older than the newest project source, compiles.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 
-KERNELS = Path(__file__).resolve().parent
+from compiler.numba_cache import newest_source
+
+KERNELS = HOME = Path(__file__).resolve().parent
 # per target kind (`hwmodels.kinds`), the kernel modules its compiled cost calls run whose
 # first compile takes long enough to announce (`kernels.jit` logs the compile of a cold one of
 # COST_KERNELS; the CLI prints it); the MCU and SCALE-Sim-mode kernels are small and compile in
@@ -41,9 +44,12 @@ def cold_modules(root: Path = KERNELS, modules: tuple[str, ...] = COST_KERNELS) 
     if os.environ.get("NUMBA_CACHE_DIR"):
         return []
     cache = root / "__pycache__"
-    return [name for name in modules if _stale(root / f"{name}.py", cache)]
+    # the tree's sources stamp this tree's kernels; a kernels folder elsewhere (a test's copy)
+    # is judged by its own files only
+    newest = newest_source() if root.resolve() == HOME else 0.0
+    return [name for name in modules if _stale(root / f"{name}.py", cache, newest)]
 
 
-def _stale(src: Path, cache: Path) -> bool:
+def _stale(src: Path, cache: Path, newest: float) -> bool:
     stamps = [index.stat().st_mtime for index in cache.glob(f"{src.stem}.*.nbi")]
-    return not stamps or max(stamps) < src.stat().st_mtime
+    return not stamps or max(stamps) < max(newest, src.stat().st_mtime)

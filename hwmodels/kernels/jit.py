@@ -16,7 +16,8 @@ engine's copy too:
 - `compiled(fn)`: `numba.njit(**options)` on the copy (numba resolves globals when it compiles,
   so callees bind as dispatchers of the same copies), with numba's on-disk cache: the copy has
   the original's code object, file, line and qualified name, so its cache files are the ones
-  `kernels.cache_state` looks for.
+  `kernels.cache_state` looks for; the cache is stamped with every project source
+  (`compiler.numba_cache`), since numba inlines callees from other modules.
 
 Calling a `Kernel` directly runs the compiled engine (what every caller got before). The cost
 entry points (`hwmodels.cpu.run_kernel`, `hwmodels.macarray.run_kernel`, `hwmodels.mcu`) ask
@@ -214,8 +215,10 @@ def _has_kernels(module: types.ModuleType) -> bool:
 
 
 def _numba_jit() -> Callable[..., Any]:
-    from numba import njit as numba_njit
-    return cast(Callable[..., Any], numba_njit)
+    # numba's njit, with the cache stamped by the whole tree: a kernel inlines its callees in
+    # other modules, whose edits numba's own stamp (the kernel's file only) misses
+    from compiler.numba_cache import njit as numba_njit
+    return numba_njit
 
 
 def _announce(module: str) -> None:

@@ -24,8 +24,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
+from compiler.numba_cache import njit
 from hwmodels.kernels import arith, jit, macarray_folds, macarray_traffic
 from hwmodels.kernels import macarray as kernel
 from hwmodels.kernels.macarray_layout import G_SIZE
