@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from hwmodels.kernels import views_numba  # noqa: F401 - registers `borrowed` in numba
 from hwmodels.kernels.views import borrowed
 
 
