@@ -54,9 +54,18 @@ def _in_project(py_file: str) -> bool:
     return any(path.is_relative_to(ROOT / top) for top in SOURCE_DIRS)
 
 
+def _caching_class(caching: Any, name: str) -> Any:
+    """numba.core.caching's `name` (older numbas spell these classes with a leading underscore)."""
+    return getattr(caching, name, None) or getattr(caching, f"_{name}")
+
+
 @functools.cache  # the classes subclass numba's: made on first use, so importing is numba-free
 def _locators() -> tuple[Any, ...]:
     from numba.core import caching
+
+    provided: Any = _caching_class(caching, "UserProvidedCacheLocator")
+    in_tree: Any = _caching_class(caching, "InTreeCacheLocator")
+    user_wide: Any = _caching_class(caching, "UserWideCacheLocator")
 
     class TreeStamp:
         """Mixin: numba's stamp of the function's file, plus the project tree's digest; only
@@ -71,13 +80,13 @@ def _locators() -> tuple[Any, ...]:
                 return None
             return super().from_function(py_func, py_file)  # type: ignore[misc]
 
-    class TreeUserProvided(TreeStamp, caching.UserProvidedCacheLocator):
+    class TreeUserProvided(TreeStamp, provided):  # type: ignore[misc]  # numba class at run time
         """In NUMBA_CACHE_DIR, when it is set (numba's own first choice)."""
 
-    class TreeInTree(TreeStamp, caching.InTreeCacheLocator):
+    class TreeInTree(TreeStamp, in_tree):  # type: ignore[misc]
         """In the source's __pycache__, as numba's default."""
 
-    class TreeUserWide(TreeStamp, caching.UserWideCacheLocator):
+    class TreeUserWide(TreeStamp, user_wide):  # type: ignore[misc]
         """In numba's user-wide cache directory, when the tree is read-only."""
 
     return TreeUserProvided, TreeInTree, TreeUserWide
@@ -88,7 +97,7 @@ def register() -> None:
     process; later calls do nothing)."""
     from numba.core import caching
 
-    classes: list[Any] = caching.CacheImpl._locator_classes
+    classes: list[Any] = _caching_class(caching, "CacheImpl")._locator_classes
     ours = _locators()
     if ours[0] not in classes:
         classes[:0] = ours

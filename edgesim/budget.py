@@ -96,7 +96,7 @@ def format_bytes(n: float) -> str:
 
 
 # HAWQ's / LRP's default bound, in seconds of the clock each analysis's budget reads
-# (`compiler.sensitivity.time_budget`). HAWQ's Gauss-Newton analysis (the default) counts
+# (`compiler.time_budget`). HAWQ's Gauss-Newton analysis (the default) counts
 # charged work, not time: each chunk's forward pass and each probe's backward pass, their
 # multiply-accumulates and elementwise operations at `time_budget.WORK_RATE` (1e10 a second,
 # the pace of that probing on this project's 2-core host); its early tests and Python

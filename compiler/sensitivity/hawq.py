@@ -86,8 +86,8 @@ from compiler.sensitivity.proxy import (
     weight_name,
     weight_sizes,
 )
-from compiler.sensitivity.time_budget import Clock, TimeBudget, WorkMeter, start
 from compiler.sensitivity.trace_estimate import TraceEstimate, estimate
+from compiler.time_budget import Clock, TimeBudget, WorkMeter, start
 
 # Layer kind -> `fn`s whose derivative is piecewise constant (second derivative 0 a.e.).
 PIECEWISE_LINEAR: Mapping[str, frozenset[str]] = {

@@ -65,7 +65,7 @@ from compiler.sensitivity.proxy import (
     quant_errors,
     weight_name,
 )
-from compiler.sensitivity.time_budget import Clock, TimeBudget, start
+from compiler.time_budget import Clock, TimeBudget, start
 
 EPS = 0.05
 MASKED = 1e8   # |score| from which an entry is an additive mask's "minus infinity"

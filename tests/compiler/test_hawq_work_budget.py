@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from compiler.sensitivity import gauss_newton, hawq, time_budget
+from compiler import time_budget
+from compiler.sensitivity import gauss_newton, hawq
 from tests.compiler.hawq_models import two_block_least_squares
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import edgesim.ranges as ranges_module
-from compiler.sensitivity.time_budget import WORK_RATE, WorkMeter
+from compiler.time_budget import WORK_RATE, WorkMeter
 from edgesim import calibration as cal
 from edgesim.loading import load_graph
 from edgesim.quantize import quantize_model

@@ -1,4 +1,6 @@
-"""A time budget for an analysis: when it started, how long it may run, which clock.
+"""A time budget for the sensitivity analysis and the range search: when it started, how long
+it may run, which clock (one home: both bound their work by it, so it lives outside
+`compiler.sensitivity`, whose package loads every analysis).
 
 The default clock is the process's CPU time (all its threads), not the wall clock: a budget
 of wall seconds on a busy machine cut the analysis after fewer probes than on an idle one, so
