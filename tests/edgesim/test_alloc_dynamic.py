@@ -196,6 +196,23 @@ def test_report_prices_the_emitted_row_as_the_kernel_checks_recost(dyn):
         sum(x["latency_ms"] for x in report["layers"]), rel=1e-9)
 
 
+def test_report_bytes_of_the_dynamic_conv_are_the_files_initializers(dyn):
+    """conv1 (read in float by SiLU) is emitted as ConvInteger: its report row names that
+    format and stores the bytes of the initializers its nodes read in the file, as
+    `simulate` reads them back. Before, the row kept QLinearConv's bytes (int32 bias,
+    output grid): 392 vs 385 read back."""
+    _, emitted, report = dyn
+    model = onnx.load(emitted)
+    inits = {t.name: numpy_helper.to_array(t).nbytes for t in model.graph.initializer}
+    nodes = [n for n in model.graph.node if n.name.split(".")[0] == "conv1"]
+    assert "ConvInteger" in {n.op_type for n in nodes}
+    held = sum(inits[i] for i in {i for n in nodes for i in n.input if i in inits})
+    row = next(x for x in report["layers"] if x["name"] == "conv1")
+    read = next(x for x in edgesim.simulate(str(emitted), "rpi5").layers if x.name == "conv1")
+    assert row["format"] == "dynamic"
+    assert row["weight_bytes"] == read.weight_bytes == held
+
+
 def test_the_switch_adds_at_most_its_share_of_the_plans_latency(tmp_path, monkeypatch):
     """mobilenet_v2's projection convs feed residual Adds and float layers: unguarded, the
     rule put 13 convs dynamic in an rpi5 knee plan and took its predicted latency 4.22 ->
