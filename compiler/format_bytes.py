@@ -158,9 +158,11 @@ def table_geometry(table: LayerTable, block: int = NBITS_BLOCK,
     transpose = table.kind_code == KIND_CODE["conv_transpose"]
     channels = np.where(transpose & (bias > 0), bias, table.groups * table.n)
     held = False if table.w_shared is None else table.w_shared[:, None]
+    # a dynamic conv's bias is reshaped to its output's rank (3 for a Conv1d)
+    rank = 4 if table.out_rank is None else table.out_rank[:, None]
     return WeightGeometry(elems[:, None], channels[:, None],
                           np.where(gather, np.maximum(elems, 1), table.k)[:, None], bias[:, None],
-                          granularity=granularity, block=block, held=held)
+                          rank, granularity=granularity, block=block, held=held)
 
 
 def block_bytes_delta(table: LayerTable, codes: np.ndarray, w_bits: np.ndarray,

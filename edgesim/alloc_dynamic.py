@@ -179,7 +179,9 @@ def priced_alloc(alloc: Any, g: Graph, names: frozenset[str], target: Target, *,
     """`alloc` (an `edgesim.allocation.AllocationResult`) whose per-layer cost [L, 1] is the
     plan costed with the convs `names` as the dynamic row (the emitted file's metadata and
     the report read it): their rows and their neighbours' (the layout copies around them);
-    weight bytes stay as planned."""
+    weight bytes as emitted at the convs `names` (ConvInteger's codes, scales and reshaped
+    float bias, not QLinearConv's int32 bias and output grid), as planned elsewhere (the
+    plan's block and embedding-table bytes, which this costing would not redo)."""
     if not names:
         return alloc
     cost = _plan_coster(g, alloc.bits, target, threads, runtime)(names)
@@ -187,7 +189,11 @@ def priced_alloc(alloc: Any, g: Graph, names: frozenset[str], target: Target, *,
               "energy_pj_dram", "bound", "util")
     new = {f: np.asarray(getattr(cost, f), np.asarray(getattr(alloc.cost, f)).dtype)
            for f in fields}
-    return dataclasses.replace(alloc, cost=dataclasses.replace(alloc.cost, **new))
+    weight = np.array(alloc.cost.weight_bytes)
+    rows = [i for i, layer in enumerate(g.layers) if layer.name in names]
+    weight[rows] = np.asarray(cost.weight_bytes)[rows]
+    return dataclasses.replace(alloc, cost=dataclasses.replace(alloc.cost, weight_bytes=weight,
+                                                               **new))
 
 
 def with_gap_note(result: Any, names: frozenset[str]) -> Any:

@@ -88,10 +88,10 @@ def conv_integer_bias(r: Reader, out: str) -> ConvBias | None:
     return ConvBias(div.input[0], add, (step, div, floor, cast, reshape, add))
 
 
-def float_bias(r: Reader, out: str, channels: int) -> tuple[np.ndarray, onnx.NodeProto,
-                                                                 tuple[onnx.NodeProto, ...]] | None:
-    """The float bias Add after a dynamic conv's Cast -> Mul output `out` (ConvInteger takes
-    no bias; `compiler.emit.dynamic` and `quantize_dynamic` add it after the scales): the
+def float_bias(r: Reader, out: str, channels: int, rank: int = 4
+               ) -> tuple[np.ndarray, onnx.NodeProto, tuple[onnx.NodeProto, ...]] | None:
+    """The float bias Add after a dynamic conv's Cast -> Mul output `out` of `rank` (ConvInteger
+    takes no bias; `compiler.emit.dynamic` and `quantize_dynamic` add it after the scales): the
     bias as [channels], the Add, and the Reshape feeding it (if any); None unless the Add's
     other input is a constant that broadcasts along axis 1 only."""
     add = _only_user(r, out, "Add")
@@ -106,8 +106,9 @@ def float_bias(r: Reader, out: str, channels: int) -> tuple[np.ndarray, onnx.Nod
         if data is None or shape is None or data.size != channels:
             return None
         value, extra = data.reshape([channels if d == -1 else int(d) for d in shape]), (reshape,)
-    if value is None or value.size != channels or value.ndim > 4 or (
-            value.ndim >= 3 and value.shape[-3] != channels):
+    # axis 1 of the output is axis -(rank - 1) of a right-aligned bias ([1, C, 1] on a Conv1d)
+    if value is None or value.size != channels or value.ndim > rank or (
+            value.ndim >= rank - 1 and value.shape[1 - rank] != channels):
         return None
     return np.asarray(value, np.float32).reshape(channels), add, extra
 
@@ -136,7 +137,7 @@ def integer(r: Reader, node: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> str
                      lambda: _integer_weight(r, node, wq, ws))
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute} if conv else {}
     inputs, outputs = [dql.input[0], w, *([bias.bias] if bias else [])], list(mul.output)
-    after = float_bias(r, mul.output[0], len(wq)) if conv and not bias else None
+    after = float_bias(r, mul.output[0], len(wq), wq.ndim) if conv and not bias else None
     if after is not None:  # the float bias Add: the conv's own bias, as onnxruntime adds it
         r.add(f"{node.name}.bias", after[0])
         inputs, outputs = [*inputs, f"{node.name}.bias"], list(after[1].output)

@@ -24,14 +24,15 @@ from edgesim.loading import load_graph
 C = 8
 
 
-def _model(act: str) -> onnx.ModelProto:
+def _model(act: str, spatial: tuple[int, ...] = (12, 12)) -> onnx.ModelProto:
     """x [1, 4, 12, 12] -> conv 3x3 -> SiLU (Sigmoid, Mul: read in float) or ReLU (folds into
-    the requantisation, read by the next conv on its grid) -> conv 1x1 -> y."""
-    rng = np.random.default_rng(0)
-    w1 = numpy_helper.from_array(rng.normal(0, 0.3, (C, 4, 3, 3)).astype(np.float32), "w1")
+    the requantisation, read by the next conv on its grid) -> conv 1x1 -> y (`spatial` (144,):
+    the same as Conv1d)."""
+    rng, d = np.random.default_rng(0), len(spatial)
+    w1 = numpy_helper.from_array(rng.normal(0, 0.3, (C, 4) + (3,) * d).astype(np.float32), "w1")
     b1 = numpy_helper.from_array(rng.normal(-1.0, 0.5, C).astype(np.float32), "b1")
-    w2 = numpy_helper.from_array(rng.normal(0, 0.3, (C, C, 1, 1)).astype(np.float32), "w2")
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["h"], name="conv1", pads=[1] * 4)]
+    w2 = numpy_helper.from_array(rng.normal(0, 0.3, (C, C) + (1,) * d).astype(np.float32), "w2")
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["h"], name="conv1", pads=[1] * 2 * d)]
     if act == "silu":
         nodes += [helper.make_node("Sigmoid", ["h"], ["s"], name="sig"),
                   helper.make_node("Mul", ["h", "s"], ["a"], name="mul")]
@@ -39,8 +40,8 @@ def _model(act: str) -> onnx.ModelProto:
         nodes += [helper.make_node("Relu", ["h"], ["a"], name="relu")]
     nodes += [helper.make_node("Conv", ["a", "w2"], ["y"], name="conv2")]
     graph = helper.make_graph(
-        nodes, act, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 12, 12])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, C, 12, 12])],
+        nodes, act, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, *spatial])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, C, *spatial])],
         [w1, b1, w2])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
@@ -111,7 +112,7 @@ def test_the_rule_picks_unshared_requantisations_by_the_closed_form(tmp_path):
 
 def _compile(tmp_path, name: str, x: np.ndarray):
     model = tmp_path / "silu.onnx"
-    onnx.save(_model("silu"), model)
+    onnx.save(_model("silu", x.shape[2:]), model)
     r = edgesim.compile(str(model), "rpi5", outdir=tmp_path / name, calib={"x": x},
                         method="uniform", budget="bits=8", weight_bits=(8,), quiet=True,
                         kernel_check="fail")  # fails unless onnxruntime runs each planned kernel
@@ -194,6 +195,31 @@ def test_report_prices_the_emitted_row_as_the_kernel_checks_recost(dyn):
     assert layer["latency_ms"] == pytest.approx(float(cost.latency_s[0, 0]) * 1e3, rel=1e-9)
     assert report["result"]["latency_ms"] == pytest.approx(
         sum(x["latency_ms"] for x in report["layers"]), rel=1e-9)
+
+
+@pytest.mark.parametrize("spatial", [(12, 12), (144,)])
+def test_report_rows_of_the_dynamic_conv_are_the_files(tmp_path, monkeypatch, spatial):
+    """conv1 (read in float by SiLU) is emitted as ConvInteger: its report row names that
+    format and stores the bytes of the initializers its nodes read in the file, as
+    `simulate` reads them back, at the latency simulate reads. Before, the row kept
+    QLinearConv's bytes (int32 bias, output grid): 392 vs 385 read back; as Conv1d, the row
+    counted a rank-4 bias shape (193 vs the file's 185; SwiftF0's Conv_180: 401 vs 393) and
+    simulate read the file's [1, C, 1] bias Add as a layer of its own (conv1: 129)."""
+    monkeypatch.setattr(alloc_dynamic, "MAX_ADDED_LATENCY", np.inf)
+    _, emitted, report = _compile(tmp_path, "dyn", _data(32, 0).reshape(32, 4, *spatial))
+    model = onnx.load(emitted)
+    inits = {t.name: numpy_helper.to_array(t).nbytes for t in model.graph.initializer}
+    nodes = [n for n in model.graph.node if n.name.split(".")[0] == "conv1"]
+    assert "ConvInteger" in {n.op_type for n in nodes}
+    held = sum(inits[i] for i in {i for n in nodes for i in n.input if i in inits})
+    row = next(x for x in report["layers"] if x["name"] == "conv1")
+    layers = edgesim.simulate(str(emitted), "rpi5").layers
+    read = next(x for x in layers if x.name == "conv1")
+    assert row["format"] == "dynamic"
+    assert row["weight_bytes"] == read.weight_bytes == held
+    assert ({x.name for x in layers if x.latency_ms > 0}
+            == {x["name"] for x in report["layers"] if x["latency_ms"] > 0})
+    assert read.latency_ms == pytest.approx(row["latency_ms"], rel=1e-9)
 
 
 def test_the_switch_adds_at_most_its_share_of_the_plans_latency(tmp_path, monkeypatch):
