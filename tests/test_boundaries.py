@@ -74,6 +74,12 @@ def _matches(rel: str, pattern: str) -> bool:
     return fnmatch(rel, pattern) or fnmatch(rel.rsplit("/", 1)[-1], pattern)
 
 
+# folders ruff leaves out by default (its `exclude`; pyproject adds none): `pip install .`
+# writes build/lib, a copy of every package, which ruff never lints either
+RUFF_SKIPS = frozenset({"__pypackages__", "_build", "buck-out", "build", "dist", "node_modules",
+                        "site-packages", "venv"})
+
+
 def third_party_offenders(root: Path) -> list[str]:
     """`path: module` for each import of a banned library outside the TID251-exempt files."""
     conf = _lint_conf(root)
@@ -82,7 +88,9 @@ def third_party_offenders(root: Path) -> list[str]:
     bad = []
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root).as_posix()
-        if rel.startswith(".") or "/." in rel or any(_matches(rel, h) for h in homes):
+        parts = rel.split("/")[:-1]
+        if (any(p.startswith(".") or p in RUFF_SKIPS for p in parts)
+                or any(_matches(rel, h) for h in homes)):
             continue
         bad += [f"{rel}: {m}" for m in sorted(_imports(path)) if _top(m) in banned]
     return bad
