@@ -208,11 +208,12 @@ def compile(model: Any, target: TargetRef = "rpi5", *, outdir: str | os.PathLike
     input name (with optional "labels"), samples along each input's batch axis.
     `input_values` pins inputs to constants (`If` nodes on them are inlined; they leave the
     emitted model's inputs); `batch_axes` declares inputs' batch axes (see `load_graph`).
-    The fidelity check scores the first output by the metrics that fit it (top-1 agreement
-    for class scores, label agreement for integer labels, cosine and SQNR otherwise);
-    `fidelity_metric(reference, test) -> float` replaces the primary one. `calib_method`
-    picks activation ranges: "auto" (default: per tensor the method with the least measured
-    output error), "minmax", "percentile", "mse" or "entropy" (KL).
+    The fidelity check scores the first output that depends on an input, and each other
+    float output stacking samples on axis 0, by the metrics that fit it (top-1 agreement for
+    class scores, label agreement for integer labels, cosine and SQNR otherwise);
+    `fidelity_metric(reference, test) -> float` replaces the primary one (first output only).
+    `calib_method` picks activation ranges: "auto" (default: per tensor the method with the
+    least measured output error), "minmax", "percentile", "mse" or "entropy" (KL).
     `smooth_quant=alpha` migrates activation outliers into the weights of the linear layers
     after each LayerNorm/RMSNorm (SmoothQuant; 0.5 is the paper's default); "auto" (default)
     does so at alpha 0.5 where a norm's output has outlier channels and 8-bit activations
