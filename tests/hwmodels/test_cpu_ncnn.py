@@ -120,14 +120,20 @@ def test_winograd_input_sweeps_count_rounds_of_eight_channel_tasks(cout, threads
     assert N.winograd_input_sweeps(cout, threads) == sweeps
 
 
+def _shared_llc_target(llc_kib: int):
+    """A 4-core neon board with a 32 KiB L1, a shared last level of `llc_kib` KiB, and DRAM
+    at 1 pJ a byte (so a layer's DRAM energy is its DRAM bytes)."""
+    caches = (CacheLevel(1, 32, 64, 4, 64.0, False), CacheLevel(2, llc_kib, 64, 8, 64.0, True))
+    return simple_target(isa=("neon",), cores=4, caches=caches,
+                         dram=cpu.Dram("t", 10.0, 10.0, energy_pj_per_byte=1.0))
+
+
 def test_winograd_reads_a_transformed_input_beyond_the_cache_once_per_task_round():
     # 64 -> 64, 3x3, 24x24 on ncnn fp32: F(6,3), 16 tiles x 64 positions x 64 channels x 4 B
     # = 262144 B of BT, above a 128 KiB shared last level. Every other DRAM byte (weights,
     # output, the padded copy) is the same at 1 and 4 threads; BT is read 8 times on one
     # thread and 2 times on four, so the DRAM bytes (1 pJ per byte) differ by 6 x 262144
-    caches = (CacheLevel(1, 32, 64, 4, 64.0, False), CacheLevel(2, 128, 64, 8, 64.0, True))
-    t = simple_target(isa=("neon",), cores=4, caches=caches,
-                      dram=cpu.Dram("t", 10.0, 10.0, energy_pj_per_byte=1.0))
+    t = _shared_llc_target(128)
     table, bits = make_table([conv(64, 64, 24)]), np.array([(32, 32)])
     one, four = (float(cpu.evaluate(table, bits, t, threads=n, runtime="ncnn")
                        .energy_pj_dram[0, 0]) for n in (1, 4))
@@ -141,9 +147,7 @@ def test_winograd_dram_bytes_at_one_thread_add_up_by_hand():
     # BT 262144 + top_tile 16 x 64 x 8 x 4 + AT_tile 8 x 64 x 64 x 4 B, exceeds 0.75 of the
     # 128 KiB level), the repack of B_tile into BT (transpose_pack_B_tile: read + write of
     # BT, both beyond the 128 KiB level) and make_padding's bordered copy (read + write)
-    caches = (CacheLevel(1, 32, 64, 4, 64.0, False), CacheLevel(2, 128, 64, 8, 64.0, True))
-    t = simple_target(isa=("neon",), cores=4, caches=caches,
-                      dram=cpu.Dram("t", 10.0, 10.0, energy_pj_per_byte=1.0))
+    t = _shared_llc_target(128)
     got = cpu.evaluate(make_table([conv(64, 64, 24)]), np.array([(32, 32)]), t, threads=1,
                        runtime="ncnn").energy_pj_dram[0, 0]
     bt = 16 * 64 * 64 * 4
@@ -190,9 +194,7 @@ def test_int8_winograd_reads_its_int16_transformed_input_once_per_task_round():
     # x 64 channels of int16 = 165888 B of BT, above the 128 KiB shared last level (at 1 B
     # an element, 82944 B, it fit and was read once at any thread count). BT is read 8
     # times on one thread and 2 times on four; every other DRAM byte is the same
-    caches = (CacheLevel(1, 32, 64, 4, 64.0, False), CacheLevel(2, 128, 64, 8, 64.0, True))
-    t = simple_target(isa=("neon",), cores=4, caches=caches,
-                      dram=cpu.Dram("t", 10.0, 10.0, energy_pj_per_byte=1.0))
+    t = _shared_llc_target(128)
     table, bits = make_table([conv(64, 64, 24)]), np.array([(8, 8)])
     one, four = (float(cpu.evaluate(table, bits, t, threads=n, runtime="ncnn")
                        .energy_pj_dram[0, 0]) for n in (1, 4))
@@ -206,9 +208,7 @@ def test_winograd_transformed_output_stays_in_the_threads_scratch_tile():
     # its task (BT 65536 + top_tile 32768 + AT_tile 32768 B) fits. The weights (16 x 128 x
     # 9 x 4 B) and the padded input copy fit too: the layer books no DRAM byte (it booked
     # BT + the transformed output, 589824 B, before)
-    caches = (CacheLevel(1, 32, 64, 4, 64.0, False), CacheLevel(2, 512, 64, 8, 64.0, True))
-    t = simple_target(isa=("neon",), cores=4, caches=caches,
-                      dram=cpu.Dram("t", 10.0, 10.0, energy_pj_per_byte=1.0))
+    t = _shared_llc_target(512)
     got = cpu.evaluate(make_table([conv(16, 128, 24)]), np.array([(32, 32)]), t, threads=1,
                        runtime="ncnn").energy_pj_dram[0, 0]
     assert got == 0.0
