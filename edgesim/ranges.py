@@ -16,7 +16,7 @@ from compiler.ir import Graph
 from compiler.passes.calibrate import CalibrationStats, Forward, calibrate
 from compiler.passes.quantize import QuantOptions, quantize
 from compiler.quantizers import QuantizedTensor
-from compiler.time_budget import WorkMeter, pass_seconds
+from compiler.time_budget import WorkMeter, pass_seconds, start
 from edgesim import calibration as cal
 from edgesim.chunks import recorded_chunks, run_chunks
 from edgesim.float_pass import E2E_SAMPLES, FloatEnv, _float32_only, _onnxruntime_forward
@@ -99,6 +99,7 @@ def chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | None
     # the local choice's reader responses in onnxruntime too (resnet18: 4x fewer seconds
     # than the numpy conv forward)
     readers = _onnxruntime_runner if _float32_only(g) else None
+    trials = _charged(g, _onnxruntime_runner, meter)
     notes: list[str] = []
     for bits in widths:
         fitted, refined = choose_bounded(g, fitted, _spread(g, held, CHOICE_SAMPLES), cases,
@@ -106,7 +107,7 @@ def chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | None
                                          opts.percentile, forward,
                                          _act_tensors(g, assign[:, 1] == bits),
                                          E2E_EVALUATIONS,
-                                         _charged(g, _onnxruntime_runner, meter),
+                                         trials,
                                          readers=readers, expired=expired, screen=E2E_SCREEN,
                                          graph_key=layer_annotations)
         stats = with_choices(stats, {t: m for (t, b), m in fitted.chosen.items() if b == bits},
@@ -121,10 +122,8 @@ def chosen_ranges(g: Graph, assign: np.ndarray, data: cal.CalibrationData | None
 def deadline(seconds: float | None, clock: Callable[[], float] = time.monotonic
              ) -> Callable[[], bool] | None:
     """A predicate that turns true `seconds` of `clock` from now (None: no bound)."""
-    if seconds is None:
-        return None
-    end = clock() + seconds
-    return lambda: clock() >= end
+    budget = start(seconds, clock)
+    return None if budget is None else (lambda: budget.remaining() <= 0)
 
 
 def _charged(g: Graph, runner: Callable[[Graph], Any], meter: WorkMeter
