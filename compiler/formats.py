@@ -19,9 +19,11 @@ kind keeps its weight.
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Literal
 
 import numpy as np
 
@@ -290,3 +292,10 @@ def resolve_codes(kind_code: np.ndarray, const_weight: np.ndarray, bits: np.ndar
                  for w, a in np.asarray(bits).tolist()]
         out[inverse.reshape(-1) == u] = codes
     return out
+
+
+def host_arch(machine: str | None = None) -> Literal["arm64", "x86_64"]:
+    """This machine's architecture as a target's `arch` (`platform.machine()` by default):
+    the key of the per-ISA rules of which kernel a quantized layer runs."""
+    machine = platform.machine() if machine is None else machine
+    return "arm64" if machine.lower() in ("aarch64", "arm64") else "x86_64"

@@ -15,12 +15,12 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
-import platform
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
+from compiler.formats import host_arch as host_arch  # re-exported: host_check asks the probe
 from hwmodels.cpu import CacheLevel, CpuTarget, Dram, Power
 from hwmodels.probe_timing import (
     measure_copy_gbps,
@@ -235,12 +235,6 @@ def _probe_dram(llc_kib: float, seconds: float, measured: str,
             "(bytes read + bytes written) / time")
     return Dram(technology="unknown", bandwidth_gbps=max(gbps, all_core or 0.0),
                 sustained_bandwidth_gbps=gbps, all_core_bandwidth_gbps=all_core), sources
-
-
-def host_arch(machine: str | None = None) -> Literal["arm64", "x86_64"]:
-    """This machine's architecture as a `CpuTarget.arch` (`platform.machine()` by default)."""
-    machine = platform.machine() if machine is None else machine
-    return "arm64" if machine.lower() in ("aarch64", "arm64") else "x86_64"
 
 
 def busy_note(load: float, cores: int) -> str:

@@ -4,11 +4,10 @@ marked IR layer the `Quant` of the `compiler.formats` policy row it runs as.
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Mapping
 from dataclasses import replace
 
-from compiler.formats import Policy, resolve
+from compiler.formats import Policy, host_arch, resolve
 from compiler.frontend.quantized_reader import NBITS_UNPACKED, Mark
 from compiler.ir import Graph, Layer, Quant
 
@@ -21,12 +20,6 @@ DYNAMIC_SOURCES = frozenset({"MatMulInteger", "ConvInteger", "DynamicQuantizeLST
 # int8 activations reach QLinearConv / QLinearMatMul only through QDQS8ToU8Transformer, which
 # converts a QuantizeLinear with one consumer (qdq_s8_to_u8.cc): the shared ones run fp32.
 SHARED_INT8_FUSES = {"arm64": True, "x86_64": False}
-
-
-def host_arch() -> str:
-    """This machine's architecture as a `CpuTarget.arch` (compiler imports no hwmodels: the
-    same mapping as `hwmodels.probe.host_arch`)."""
-    return "arm64" if platform.machine().lower() in ("aarch64", "arm64") else "x86_64"
 
 
 def annotate(g: Graph, marks: Mapping[str, Mark], policy: Policy | None = None,
