@@ -9,7 +9,7 @@ import dataclasses
 import numpy as np
 
 from compiler.ir import CATEGORY_GEMM, Graph
-from hwmodels import configs
+from edgesim.sparsity_costs import dram_pj_per_byte
 from hwmodels.macarray import evaluate as macarray_evaluate
 from hwmodels.sparsity import expected_terms
 
@@ -35,7 +35,7 @@ def bound(g1: Graph, layers: tuple[str, ...], plan: dict, target,
     fast = dataclasses.replace(target, dram_bandwidth_gbps=1e12)
     fill = _per_layer_us(macarray_evaluate(empty, pairs, fast), col)
     cost = macarray_evaluate(table, pairs, target)
-    pj_per_byte = float(configs.from_targets([target]).cfg_f[0, 2])
+    pj_per_byte = dram_pj_per_byte(target)
     dram = cost.energy_pj_dram[np.arange(len(col)), col] / pj_per_byte \
         / (target.dram_bandwidth_gbps * 1e3)
     rows = [{"layer": n, "fill_us": round(float(fill[i]), 3),

@@ -46,7 +46,7 @@ def latency_terms(gs: Graph, stats: Mapping[str, OperandStats],
     cost = macarray_evaluate(dataclasses.replace(table, a_density=density), np.array(pairs),
                              target)
     hz = target.clock_ghz * 1e9
-    dram_s = cost.energy_pj_dram / _dram_pj_per_byte(target) / (target.dram_bandwidth_gbps * 1e9)
+    dram_s = cost.energy_pj_dram / dram_pj_per_byte(target) / (target.dram_bandwidth_gbps * 1e9)
     folded = skips_activations(target)
     out = {t: np.zeros(len(gs.layers)) for t in TERMS}
     for i, x in enumerate(gs.layers):
@@ -83,7 +83,8 @@ def _is_threshold(layer: Layer) -> bool:
     return layer.kind == "activation" and layer.attrs.get("fn") == "threshold"
 
 
-def _dram_pj_per_byte(target: MacArrayTarget) -> float:
+def dram_pj_per_byte(target: MacArrayTarget) -> float:
+    """The target's DRAM energy per byte (what turns a cost's DRAM energy back into bytes)."""
     return float(configs.from_targets([target]).cfg_f[0, 2])
 
 
